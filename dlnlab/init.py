@@ -1,0 +1,160 @@
+"""Initialisations of the weights W_1..W_h, seeded through explicit torch generators.
+
+``gaussian`` and ``orthogonal`` take ``scale``, the size of one entry or layer. ``balanced`` and
+``aligned`` take ``u0``, the strength of the end-to-end map (a scalar, or one value per mode).
+Every function returns a list of h float64 matrices [W_1, ..., W_h], W_j of shape (d_j, d_{j-1}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from dlnlab.network import Layout
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["INITS", "gaussian", "orthogonal", "balanced", "aligned", "initial_weights"]
+
+INITS = ("gaussian", "orthogonal", "balanced", "aligned")
+
+
+def _generator(seed: int | torch.Generator) -> torch.Generator:
+    return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+
+
+def _orthonormal_columns(rows: int, cols: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+    """A random (rows, cols) matrix with orthonormal columns (rows >= cols), Haar distributed."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=dtype))
+    sign = torch.sign(torch.diagonal(r))
+    return q * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def _semi_orthogonal(rows: int, cols: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
+    """Orthonormal rows if rows <= cols, orthonormal columns otherwise."""
+    if rows >= cols:
+        return _orthonormal_columns(rows, cols, gen, dtype)
+    return _orthonormal_columns(cols, rows, gen, dtype).T.contiguous()
+
+
+def _strengths(u0: float | Sequence[float], k: int, key: str = "init.u0") -> list[float]:
+    if isinstance(u0, (int, float)):
+        return [float(u0)] * k
+    vals = [float(v) for v in u0]
+    if len(vals) != k:
+        raise ValueError(f"{key}: expected a scalar or {k} values (one per mode), got {len(vals)}")
+    return vals
+
+
+def gaussian(
+    dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
+) -> list[Tensor]:
+    """W_j with i.i.d. N(0, scale^2) entries."""
+    if scale < 0:
+        raise ValueError(f"init.scale must be >= 0, got {scale}")
+    layout, gen = Layout(tuple(dims)), _generator(seed)
+    return [scale * torch.randn(r, c, generator=gen, dtype=dtype) for r, c in layout.shapes]
+
+
+def orthogonal(
+    dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
+) -> list[Tensor]:
+    """W_j = scale * a Haar semi-orthogonal matrix (every singular value equals ``scale``)."""
+    if scale < 0:
+        raise ValueError(f"init.scale must be >= 0, got {scale}")
+    layout, gen = Layout(tuple(dims)), _generator(seed)
+    return [scale * _semi_orthogonal(r, c, gen, dtype) for r, c in layout.shapes]
+
+
+def _balanced_factors(
+    dims: tuple[int, ...], out_vecs: Tensor, in_vecs: Tensor, strengths: list[float], inner: list[Tensor]
+) -> list[Tensor]:
+    """0-balanced factorisation of P0 = U0 diag(u) V0^T (math.md 3.5).
+
+    W_1 = Q_1 S^{1/h} V0^T, W_j = Q_j S^{1/h} Q_{j-1}^T, W_h = U0 S^{1/h} Q_{h-1}^T with the sign of
+    each u_k put on W_1, so that the product has strengths u_k and every C_j = 0.
+    """
+    h = len(dims) - 1
+    u = torch.tensor(strengths, dtype=out_vecs.dtype)
+    a = u.abs() ** (1.0 / h)
+    sign = torch.where(u < 0, -torch.ones_like(u), torch.ones_like(u))
+    frames = [in_vecs] + inner + [out_vecs]  # frames[j]: (d_j, k), orthonormal columns
+    ws = []
+    for j in range(1, h + 1):
+        scale = a * sign if j == 1 else a
+        ws.append((frames[j] * scale) @ frames[j - 1].T)
+    return ws
+
+
+def balanced(
+    dims: Sequence[int],
+    u0: float | Sequence[float],
+    seed: int | torch.Generator = 0,
+    dtype=torch.float64,
+) -> list[Tensor]:
+    """0-balanced weights (C_j = 0) whose product is a random map with singular values ``u0``.
+
+    A scalar ``u0`` gives rank r_max with all singular values u0; a list gives one singular value
+    per entry (at most r_max of them).
+    """
+    layout, gen = Layout(tuple(dims)), _generator(seed)
+    k = layout.r_max if isinstance(u0, (int, float)) else len(u0)
+    if k > layout.r_max:
+        raise ValueError(f"init.u0: at most r_max = {layout.r_max} values for dims {list(dims)}, got {k}")
+    strengths = [abs(v) for v in _strengths(u0, k)]
+    out_vecs = _orthonormal_columns(layout.d_y, k, gen, dtype)
+    in_vecs = _orthonormal_columns(layout.d_x, k, gen, dtype)
+    inner = [_orthonormal_columns(d, k, gen, dtype) for d in layout.dims[1:-1]]
+    return _balanced_factors(layout.dims, out_vecs, in_vecs, strengths, inner)
+
+
+def aligned(
+    dims: Sequence[int],
+    problem: RegressionProblem,
+    u0: float | Sequence[float],
+    seed: int | torch.Generator = 0,
+    dtype=torch.float64,
+) -> list[Tensor]:
+    """Spectral (decoupled) init: data mode k starts at product strength u0_k, balanced across layers.
+
+    P0 = sum_k u0_k u_k v_k^T over the first min(q, r_max) data modes (u_k, v_k from
+    ``problem.mode_u``, ``problem.mode_v``); hidden frames are random orthonormal (from ``seed``).
+    A negative u0_k puts mode k on the stable branch (math.md section 4). For whitened data the
+    form is preserved by the flow and each mode follows du/dt = h |u|^(2-2/h) (m_k - u).
+    """
+    layout, gen = Layout(tuple(dims)), _generator(seed)
+    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
+        raise ValueError(
+            f"model.dims {list(dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        )
+    k = min(problem.n_modes, layout.r_max)
+    strengths = _strengths(u0, k)
+    out_vecs = problem.mode_u[:, :k].to(dtype)
+    in_vecs = problem.mode_v[:, :k].to(dtype)
+    inner = [_orthonormal_columns(d, k, gen, dtype) for d in layout.dims[1:-1]]
+    return _balanced_factors(layout.dims, out_vecs, in_vecs, strengths, inner)
+
+
+def initial_weights(
+    kind: str,
+    dims: Sequence[int],
+    problem: RegressionProblem | None = None,
+    scale: float | None = None,
+    u0: float | Sequence[float] | None = None,
+    seed: int = 0,
+) -> list[Tensor]:
+    """Dispatch by name (``init.kind``): gaussian/orthogonal take ``scale``, balanced/aligned ``u0``."""
+    if kind in ("gaussian", "orthogonal"):
+        if scale is None:
+            raise ValueError(f"init.scale is required for init.kind={kind}")
+        return (gaussian if kind == "gaussian" else orthogonal)(dims, scale, seed)
+    if kind in ("balanced", "aligned"):
+        if u0 is None:
+            raise ValueError(f"init.u0 is required for init.kind={kind}")
+        if kind == "balanced":
+            return balanced(dims, u0, seed)
+        if problem is None:
+            raise ValueError("init.kind=aligned needs the problem (its data modes)")
+        return aligned(dims, problem, u0, seed)
+    raise ValueError(f"init.kind: unknown initialisation {kind!r}; allowed: {', '.join(INITS)}")

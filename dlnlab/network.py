@@ -1,0 +1,286 @@
+"""The deep linear network as a graph: one block adjacency matrix A.
+
+Convention (design.md): row = target node, column = source node, nodes ordered layer by layer
+(input layer 0 first). W_j (shape d_j x d_{j-1}) sits in block (j, j-1) of A, so A^h has the single
+nonzero block (h, 0) = P = W_h ... W_1 and A^{h+1} = 0.
+
+theta is the vector of masked weights: W_1 row-major, then W_2, ..., W_h. Every function here that
+takes weights accepts leading batch dimensions: W_j of shape (..., d_j, d_{j-1}), theta (..., p).
+All cost goes through the list of blocks, never through dense n x n powers (``dense_power`` exists as
+a check for tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Layout",
+    "DeepLinearNetwork",
+    "pack",
+    "unpack",
+    "product",
+    "adjacency_from_weights",
+    "weights_from_adjacency",
+]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Node and weight layout of a network with widths ``dims = [d_0, ..., d_h]``."""
+
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        dims = tuple(self.dims)
+        if len(dims) < 2:
+            raise ValueError(
+                f"model.dims: need at least two widths [d_x, ..., d_y] (depth h >= 1), got {list(dims)}"
+            )
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+                raise ValueError(f"model.dims: every width must be a positive integer, got {list(dims)}")
+        object.__setattr__(self, "dims", dims)
+
+    @property
+    def depth(self) -> int:
+        """h, the number of weight matrices."""
+        return len(self.dims) - 1
+
+    @property
+    def d_x(self) -> int:
+        return self.dims[0]
+
+    @property
+    def d_y(self) -> int:
+        return self.dims[-1]
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def r_max(self) -> int:
+        """The largest rank P can have: min_j d_j."""
+        return min(self.dims)
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """o_j = d_0 + ... + d_{j-1}: first node of layer j (length h + 2, last is n)."""
+        out = [0]
+        for d in self.dims:
+            out.append(out[-1] + d)
+        return tuple(out)
+
+    @cached_property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Shapes (d_j, d_{j-1}) of W_1, ..., W_h."""
+        return tuple((self.dims[j], self.dims[j - 1]) for j in range(1, len(self.dims)))
+
+    @cached_property
+    def theta_slices(self) -> tuple[slice, ...]:
+        out, start = [], 0
+        for r, c in self.shapes:
+            out.append(slice(start, start + r * c))
+            start += r * c
+        return tuple(out)
+
+    @property
+    def n_weights(self) -> int:
+        """p, the number of masked weights (length of theta)."""
+        return self.theta_slices[-1].stop
+
+    def block(self, j: int) -> tuple[slice, slice]:
+        """Row and column slices of block (j, j-1) of A, for j = 1..h."""
+        if not 1 <= j <= self.depth:
+            raise IndexError(f"layer index j must be in 1..{self.depth}, got {j}")
+        o = self.offsets
+        return slice(o[j], o[j + 1]), slice(o[j - 1], o[j])
+
+    def mask(self, device: torch.device | str | None = None) -> Tensor:
+        """Boolean n x n mask, True exactly on the blocks (j, j-1)."""
+        m = torch.zeros(self.n_nodes, self.n_nodes, dtype=torch.bool, device=device)
+        for j in range(1, self.depth + 1):
+            m[self.block(j)] = True
+        return m
+
+    def layer_of_node(self, node: int) -> int:
+        for j in range(len(self.dims)):
+            if node < self.offsets[j + 1]:
+                return j
+        raise IndexError(node)
+
+
+def _as_layout(dims: Layout | Sequence[int]) -> Layout:
+    return dims if isinstance(dims, Layout) else Layout(tuple(int(d) for d in dims))
+
+
+def pack(weights: Sequence[Tensor]) -> Tensor:
+    """Pack [W_1, ..., W_h] (each (..., d_j, d_{j-1})) into theta of shape (..., p)."""
+    return torch.cat([w.reshape(*w.shape[:-2], -1) for w in weights], dim=-1)
+
+
+def unpack(theta: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
+    """Views [W_1, ..., W_h] of theta (..., p); no copy when theta is contiguous."""
+    layout = _as_layout(dims)
+    if theta.shape[-1] != layout.n_weights:
+        raise ValueError(
+            f"theta has {theta.shape[-1]} entries in its last dimension, dims {list(layout.dims)} "
+            f"need {layout.n_weights}"
+        )
+    batch = theta.shape[:-1]
+    return [theta[..., s].reshape(*batch, r, c) for s, (r, c) in zip(layout.theta_slices, layout.shapes)]
+
+
+def product(weights: Sequence[Tensor]) -> Tensor:
+    """P = W_h ... W_1, shape (..., d_y, d_x)."""
+    p = weights[0]
+    for w in weights[1:]:
+        p = w @ p
+    return p
+
+
+def prefix_products(weights: Sequence[Tensor]) -> list[Tensor]:
+    """[W_1, W_2 W_1, ..., W_h...W_1] (the partial products P_{j:1}, j = 1..h)."""
+    out = [weights[0]]
+    for w in weights[1:]:
+        out.append(w @ out[-1])
+    return out
+
+
+def adjacency_from_weights(weights: Sequence[Tensor]) -> Tensor:
+    """The n x n block adjacency matrix (..., n, n) holding W_j in block (j, j-1)."""
+    layout = Layout(tuple([weights[0].shape[-1]] + [w.shape[-2] for w in weights]))
+    for j, w in enumerate(weights, start=1):
+        if tuple(w.shape[-2:]) != layout.shapes[j - 1]:
+            raise ValueError(f"W_{j} has shape {tuple(w.shape[-2:])}, expected {layout.shapes[j - 1]}")
+    batch = torch.broadcast_shapes(*[w.shape[:-2] for w in weights])
+    a = weights[0].new_zeros(*batch, layout.n_nodes, layout.n_nodes)
+    for j, w in enumerate(weights, start=1):
+        rows, cols = layout.block(j)
+        a[..., rows, cols] = w
+    return a
+
+
+def weights_from_adjacency(a: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
+    """Views [W_1, ..., W_h] of the blocks (j, j-1) of A (..., n, n)."""
+    layout = _as_layout(dims)
+    if tuple(a.shape[-2:]) != (layout.n_nodes, layout.n_nodes):
+        raise ValueError(
+            f"A has shape {tuple(a.shape[-2:])}, dims {list(layout.dims)} need "
+            f"{layout.n_nodes} x {layout.n_nodes}"
+        )
+    return [a[..., r, c] for r, c in (layout.block(j) for j in range(1, layout.depth + 1))]
+
+
+class DeepLinearNetwork(nn.Module):
+    """f(x) = W_h ... W_1 x held as one block adjacency parameter ``A`` (n x n, n = sum(dims)).
+
+    Entries of A outside the mask are zero at construction; every update the project makes
+    (the gradient, GD/SGD steps, the flow on theta) keeps them exactly zero.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        weights: Sequence[Tensor] | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.layout = _as_layout(dims)
+        n = self.layout.n_nodes
+        self.A = nn.Parameter(torch.zeros(n, n, dtype=dtype, device=device))
+        if weights is not None:
+            self.set_weights(weights)
+
+    @classmethod
+    def from_weights(cls, weights: Sequence[Tensor]) -> DeepLinearNetwork:
+        dims = [weights[0].shape[-1]] + [w.shape[-2] for w in weights]
+        return cls(dims, weights=weights, dtype=weights[0].dtype, device=weights[0].device)
+
+    @classmethod
+    def from_theta(cls, dims: Sequence[int], theta: Tensor) -> DeepLinearNetwork:
+        return cls(dims, weights=unpack(theta, dims), dtype=theta.dtype, device=theta.device)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self.layout.dims
+
+    @property
+    def depth(self) -> int:
+        return self.layout.depth
+
+    @property
+    def weights(self) -> list[Tensor]:
+        """Views W_1..W_h of A (no copies: writing into them writes into A)."""
+        return weights_from_adjacency(self.A, self.layout)
+
+    def weight(self, j: int) -> Tensor:
+        """W_j, a view of block (j, j-1), for j = 1..h."""
+        return self.A[self.layout.block(j)]
+
+    def to_weights(self) -> list[Tensor]:
+        """Detached copies of W_1..W_h."""
+        return [w.detach().clone() for w in self.weights]
+
+    @torch.no_grad()
+    def set_weights(self, weights: Sequence[Tensor]) -> None:
+        if len(weights) != self.depth:
+            raise ValueError(f"expected {self.depth} weight matrices, got {len(weights)}")
+        self.A.zero_()
+        for j, (w, view) in enumerate(zip(weights, self.weights), start=1):
+            if tuple(w.shape) != tuple(view.shape):
+                raise ValueError(f"W_{j} has shape {tuple(w.shape)}, expected {tuple(view.shape)}")
+            view.copy_(w)
+
+    def mask(self) -> Tensor:
+        return self.layout.mask(self.A.device)
+
+    def theta(self) -> Tensor:
+        """The packed masked weights, shape (p,), a copy."""
+        return pack([w.detach() for w in self.weights])
+
+    @torch.no_grad()
+    def load_theta(self, theta: Tensor) -> None:
+        self.set_weights(unpack(theta.to(self.A), self.layout))
+
+    def product(self) -> Tensor:
+        """P = W_h ... W_1, shape (d_y, d_x), through the blocks."""
+        return product(self.weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x of shape (batch, d_x) -> f(x) of shape (batch, d_y), layer by layer."""
+        if x.shape[-1] != self.layout.d_x:
+            raise ValueError(f"input has {x.shape[-1]} features, the network takes d_x = {self.layout.d_x}")
+        for w in self.weights:
+            x = x @ w.T
+        return x
+
+    def dense_power(self, k: int) -> Tensor:
+        """A^k by dense n x n products. Exists as a check; never used on a hot path."""
+        return torch.linalg.matrix_power(self.A, k)
+
+    def edges(self, tol: float = 0.0) -> list[tuple[int, int, float]]:
+        """Edge list (source, target, weight) of the graph, for |weight| > tol."""
+        a = self.A.detach()
+        tgt, src = torch.nonzero(a.abs() > tol, as_tuple=True)
+        return [(int(s), int(t), float(a[t, s])) for t, s in zip(tgt.tolist(), src.tolist())]
+
+    def to_graph(self, tol: float = 0.0) -> dict:
+        """The network as a layered graph: ``{"nodes": [(id, layer, index_in_layer)], "edges": [...]}``.
+
+        Edges are (source, target, weight) with row = target, column = source of A.
+        """
+        nodes = []
+        for j, d in enumerate(self.layout.dims):
+            nodes += [(self.layout.offsets[j] + i, j, i) for i in range(d)]
+        return {"nodes": nodes, "edges": self.edges(tol)}
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.layout.dims)}, n={self.layout.n_nodes}, p={self.layout.n_weights}"

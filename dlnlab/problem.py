@@ -1,0 +1,301 @@
+"""The regression task: data, the loss L(A), its gradient and Hessian, the data's modes and critical values.
+
+L = 1/(2N) ||Y - P X||_F^2, X of shape (d_x, N), Y of shape (d_y, N), P = W_h ... W_1.
+Everything is computed from the sufficient statistics (cost independent of N) in the
+cancellation-free form of math.md section 2:
+
+    L = 1/2 ||(P - P_ls) Sxx^{1/2}||_F^2 + L_min,   P_ls = Syx Sxx^+,
+
+with L_min evaluated once from the residuals of P_ls. Functions taking ``weights`` accept leading
+batch dimensions (W_j of shape (..., d_j, d_{j-1})).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from dlnlab.network import Layout, pack, product, unpack
+
+__all__ = ["RegressionProblem", "haar_orthogonal"]
+
+
+def haar_orthogonal(n: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
+    """A Haar-random n x n orthogonal matrix (QR of a Gaussian with the sign fix)."""
+    g = torch.randn(n, n, generator=generator, dtype=dtype)
+    q, r = torch.linalg.qr(g)
+    sign = torch.sign(torch.diagonal(r))
+    return q * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def _psd_sqrt_and_pinv_sqrt(s: Tensor, rtol: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
+    """Sxx^{1/2}, (Sxx^{1/2})^+ and Sxx^+ of a symmetric PSD matrix, by eigh."""
+    evals, evecs = torch.linalg.eigh(s)
+    keep = evals > rtol * evals.abs().max().clamp_min(torch.finfo(s.dtype).tiny)
+    root = torch.where(keep, evals.clamp_min(0).sqrt(), torch.zeros_like(evals))
+    inv_root = torch.where(keep, 1 / root.where(keep, torch.ones_like(root)), torch.zeros_like(root))
+    inv = inv_root**2
+    return (evecs * root) @ evecs.T, (evecs * inv_root) @ evecs.T, (evecs * inv) @ evecs.T
+
+
+class RegressionProblem:
+    """Linear regression data (X, Y) with its statistics, modes, loss, gradient and Hessian.
+
+    Attributes (float64 by default):
+        X (d_x, N), Y (d_y, N), Sxx (d_x, d_x), Syx (d_y, d_x), P_ls (d_y, d_x),
+        L_min (unconstrained least-squares loss), whitened (Sxx == I to rounding),
+        modes (q,) the data's modes m_k = singular values of Syx Sxx^{-1/2}, descending,
+        mode_u (d_y, q), mode_v (d_x, q) their singular vectors.
+    """
+
+    def __init__(self, X: Tensor, Y: Tensor, mode_rtol: float = 1e-10) -> None:
+        if X.ndim != 2 or Y.ndim != 2:
+            raise ValueError(
+                f"X and Y must be 2-D (features x samples), got {tuple(X.shape)}, {tuple(Y.shape)}"
+            )
+        if X.shape[1] != Y.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} samples and Y has {Y.shape[1]}: they must match")
+        if X.shape[1] < 1:
+            raise ValueError("the data need at least one sample")
+        if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+            raise ValueError("X and Y must be finite")
+        dtype = X.dtype if X.dtype.is_floating_point else torch.float64
+        self.X = X.to(dtype)
+        self.Y = Y.to(dtype)
+        self.d_x, self.n_samples = self.X.shape
+        self.d_y = self.Y.shape[0]
+        n = self.n_samples
+        self.Sxx = self.X @ self.X.T / n
+        self.Syx = self.Y @ self.X.T / n
+        self.tr_Syy = float((self.Y * self.Y).sum() / n)
+        eye = torch.eye(self.d_x, dtype=dtype)
+        self.whitened = bool((self.Sxx - eye).abs().max() <= 64 * torch.finfo(dtype).eps)
+        if self.whitened:
+            self.sxx_sqrt, self.sxx_pinv_sqrt, sxx_pinv = eye, eye, eye
+        else:
+            self.sxx_sqrt, self.sxx_pinv_sqrt, sxx_pinv = _psd_sqrt_and_pinv_sqrt(self.Sxx)
+        self.P_ls = self.Syx @ sxx_pinv
+        resid = self.Y - self.P_ls @ self.X
+        self.L_min = float((resid * resid).sum() / (2 * n))
+        m_d = self.Syx @ self.sxx_pinv_sqrt
+        u, s, vh = torch.linalg.svd(m_d, full_matrices=False)
+        keep = s > mode_rtol * s[0] if s.numel() and s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
+        self.modes = s[keep]
+        self.mode_u = u[:, keep]
+        self.mode_v = vh[keep].T
+
+    # ----------------------------------------------------------------------------------------
+    # Construction
+    @classmethod
+    def teacher(
+        cls,
+        singular_values: Sequence[float],
+        d_x: int,
+        d_y: int,
+        n_samples: int,
+        whiten: bool = True,
+        noise: float = 0.0,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+    ) -> RegressionProblem:
+        """Data from a teacher map T = U [diag(s) | 0] V^T with Haar-random U, V drawn from ``seed``.
+
+        Inputs are exactly whitened (X = sqrt(N) Q^T, Q with orthonormal columns; needs N >= d_x) or
+        i.i.d. standard Gaussian; Y = T X + noise * standard Gaussian.
+        """
+        s = [float(v) for v in singular_values]
+        if len(s) > min(d_x, d_y):
+            raise ValueError(
+                f"data.singular_values: at most min(d_x, d_y) = {min(d_x, d_y)} values, got {len(s)}"
+            )
+        if any(v < 0 for v in s):
+            raise ValueError(f"data.singular_values must be >= 0, got {s}")
+        if n_samples < 1:
+            raise ValueError(f"data.n_samples must be >= 1, got {n_samples}")
+        if whiten and n_samples < d_x:
+            raise ValueError(
+                f"data.n_samples = {n_samples} < d_x = {d_x}: exactly whitened inputs need N >= d_x "
+                "(set data.whiten=false or raise data.n_samples)"
+            )
+        if noise < 0:
+            raise ValueError(f"data.noise must be >= 0, got {noise}")
+        gen = torch.Generator().manual_seed(int(seed))
+        u = haar_orthogonal(d_y, gen, dtype)
+        v = haar_orthogonal(d_x, gen, dtype)
+        sig = torch.zeros(d_y, d_x, dtype=dtype)
+        for k, val in enumerate(s):
+            sig[k, k] = val
+        t = u @ sig @ v.T
+        if whiten:
+            q, r = torch.linalg.qr(torch.randn(n_samples, d_x, generator=gen, dtype=dtype))
+            q = q * torch.sign(torch.diagonal(r))
+            x = (n_samples**0.5) * q.T
+        else:
+            x = torch.randn(d_x, n_samples, generator=gen, dtype=dtype)
+        y = t @ x
+        if noise > 0:
+            y = y + noise * torch.randn(d_y, n_samples, generator=gen, dtype=dtype)
+        prob = cls(x, y)
+        prob.teacher_map = t
+        prob.teacher_singular_values = torch.tensor(sorted(s, reverse=True), dtype=dtype)
+        return prob
+
+    @classmethod
+    def from_data(cls, X: Tensor, Y: Tensor) -> RegressionProblem:
+        """From user data, X (d_x, N) and Y (d_y, N)."""
+        return cls(torch.as_tensor(X), torch.as_tensor(Y))
+
+    # ----------------------------------------------------------------------------------------
+    # Loss and gradient
+    def _residual(self, p: Tensor) -> Tensor:
+        """(P - P_ls) Sxx^{1/2}: the whitened residual, (..., d_y, d_x)."""
+        e = p - self.P_ls
+        return e if self.whitened else e @ self.sxx_sqrt
+
+    def loss_of_product(self, p: Tensor) -> Tensor:
+        """L as a function of P (..., d_y, d_x) -> (...)."""
+        r = self._residual(p)
+        return 0.5 * (r * r).sum(dim=(-2, -1)) + self.L_min
+
+    def loss(self, weights: Sequence[Tensor]) -> Tensor:
+        return self.loss_of_product(product(weights))
+
+    def _dloss_dp(self, p: Tensor) -> Tensor:
+        """D = dL/dP = (P - P_ls) Sxx = P Sxx - Syx, cancellation-free."""
+        e = p - self.P_ls
+        return e if self.whitened else e @ self.Sxx
+
+    def loss_and_gradient(self, weights: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """L and [grad_{W_j} L] by the closed form grad_{W_j} = P_{h:j+1}^T D P_{j-1:1}^T."""
+        pre = [weights[0]]
+        for w in weights[1:]:
+            pre.append(w @ pre[-1])
+        p = pre[-1]
+        r = self._residual(p)
+        loss = 0.5 * (r * r).sum(dim=(-2, -1)) + self.L_min
+        d = r if self.whitened else (p - self.P_ls) @ self.Sxx
+        return loss, _backprop(weights, pre, d)
+
+    def gradient(self, weights: Sequence[Tensor]) -> list[Tensor]:
+        """[grad_{W_j} L] by the closed form, each (..., d_j, d_{j-1})."""
+        pre = [weights[0]]
+        for w in weights[1:]:
+            pre.append(w @ pre[-1])
+        return _backprop(weights, pre, self._dloss_dp(pre[-1]))
+
+    def gradient_theta(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
+        """grad L on theta (..., p)."""
+        return pack(self.gradient(unpack(theta, dims)))
+
+    def minibatch_loss_and_gradient(
+        self, weights: Sequence[Tensor], index: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Loss 1/(2B) ||Y_b - P X_b||^2 of the columns ``index`` (B,) and its gradient."""
+        xb, yb = self.X[:, index], self.Y[:, index]
+        b = xb.shape[1]
+        pre = [weights[0]]
+        for w in weights[1:]:
+            pre.append(w @ pre[-1])
+        e = pre[-1] @ xb - yb
+        loss = 0.5 * (e * e).sum(dim=(-2, -1)) / b
+        return loss, _backprop(weights, pre, e @ xb.T / b)
+
+    # ----------------------------------------------------------------------------------------
+    # Modes and critical values
+    @property
+    def n_modes(self) -> int:
+        """q, the number of nonzero data modes."""
+        return int(self.modes.numel())
+
+    def mode_strength(self, p: Tensor) -> Tensor:
+        """u_k^T P Sxx^{1/2} v_k for each data mode (..., q); equals u_k^T P v_k for whitened data."""
+        ps = p if self.whitened else p @ self.sxx_sqrt
+        return torch.einsum("yk,...yx,xk->...k", self.mode_u, ps, self.mode_v)
+
+    def critical_value(self, modes: Iterable[int]) -> float:
+        """L(P_S) for a set S of mode indices (0-based): L_min + 1/2 sum_{k not in S} m_k^2."""
+        s = set(int(k) for k in modes)
+        bad = [k for k in s if not 0 <= k < self.n_modes]
+        if bad:
+            raise ValueError(f"mode indices must be in 0..{self.n_modes - 1}, got {sorted(bad)}")
+        rest = [k for k in range(self.n_modes) if k not in s]
+        return self.L_min + 0.5 * float(sum(float(self.modes[k]) ** 2 for k in rest))
+
+    def plateau_levels(self, r_max: int) -> Tensor:
+        """L*_r for r = 0..min(r_max, q): the critical values of the top-r sets, decreasing."""
+        r_top = min(int(r_max), self.n_modes)
+        return torch.tensor([self.critical_value(range(r)) for r in range(r_top + 1)], dtype=self.X.dtype)
+
+    def best_rank_product(self, r: int) -> Tensor:
+        """P*_r = Pi_{1..r} Syx Sxx^+ (the optimal rank-r map, the product of the top-r critical points)."""
+        u = self.mode_u[:, : max(0, int(r))]
+        return u @ (u.T @ self.P_ls)
+
+    def critical_product(self, modes: Iterable[int]) -> Tensor:
+        """P_S = Pi_S Syx Sxx^+ for a set S of mode indices (0-based)."""
+        u = self.mode_u[:, sorted(set(int(k) for k in modes))]
+        return u @ (u.T @ self.P_ls)
+
+    def product_distance(self, p: Tensor, q: Tensor) -> Tensor:
+        """||(P - Q) Sxx^{1/2}||_F, (...)."""
+        e = p - q
+        e = e if self.whitened else e @ self.sxx_sqrt
+        return torch.linalg.matrix_norm(e)
+
+    # ----------------------------------------------------------------------------------------
+    # Second order, on theta (never on all n^2 entries of A)
+    def hvp(self, weights: Sequence[Tensor], directions: Sequence[Tensor]) -> list[Tensor]:
+        """Hessian-vector products in closed form: d/de grad L(W + e V) at e = 0.
+
+        weights: W_j (d_j, d_{j-1}); directions: V_j (..., d_j, d_{j-1}) with any batch of
+        directions. Returns [(H V)_j] with the batch shape of the directions.
+        """
+        h = len(weights)
+        pre = [weights[0]]
+        dpre = [directions[0]]
+        for j in range(1, h):
+            dpre.append(weights[j] @ dpre[-1] + directions[j] @ pre[-1])
+            pre.append(weights[j] @ pre[-1])
+        p, dp = pre[-1], dpre[-1]
+        e = p - self.P_ls
+        d = e if self.whitened else e @ self.Sxx
+        dd = dp if self.whitened else dp @ self.Sxx
+        # Backward sweep: T_j = Suf_j^T D with Suf_j = W_h...W_{j+1}; its derivative dT_j.
+        t, dt = d, dd
+        out: list[Tensor] = [None] * h  # type: ignore[list-item]
+        for j in range(h - 1, -1, -1):
+            left = pre[j - 1] if j > 0 else None
+            dleft = dpre[j - 1] if j > 0 else None
+            if left is None:
+                out[j] = dt
+            else:
+                out[j] = dt @ left.mT + t @ dleft.mT
+            if j > 0:
+                w, v = weights[j], directions[j]
+                dt = w.mT @ dt + v.mT @ t
+                t = w.mT @ t
+        return out
+
+    def hvp_theta(self, theta: Tensor, v: Tensor, dims: Layout | Sequence[int]) -> Tensor:
+        """H(theta) v on theta; v of shape (..., p)."""
+        return pack(self.hvp(unpack(theta, dims), unpack(v, dims)))
+
+    def hessian(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
+        """The dense Hessian on theta, (p, p), symmetrised (one batched HVP on the identity)."""
+        eye = torch.eye(theta.shape[-1], dtype=theta.dtype, device=theta.device)
+        h = self.hvp_theta(theta, eye, dims)
+        return 0.5 * (h + h.T)
+
+
+def _backprop(weights: Sequence[Tensor], pre: Sequence[Tensor], d: Tensor) -> list[Tensor]:
+    """grad_{W_j} = T_j P_{j-1:1}^T with T_h = D and T_{j-1} = W_j^T T_j."""
+    h = len(weights)
+    out: list[Tensor] = [None] * h  # type: ignore[list-item]
+    t = d
+    for j in range(h - 1, 0, -1):
+        out[j] = t @ pre[j - 1].mT
+        t = weights[j].mT @ t
+    out[0] = t
+    return out
