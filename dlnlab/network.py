@@ -12,6 +12,7 @@ a check for tests).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -117,7 +118,11 @@ class Layout:
 
 
 def _as_layout(dims: Layout | Sequence[int]) -> Layout:
-    return dims if isinstance(dims, Layout) else Layout(tuple(int(d) for d in dims))
+    # Only integral values (numpy ints, ...) are converted: 2.5, "4" or True must fail in Layout.
+    if isinstance(dims, Layout):
+        return dims
+    ints = [int(d) if isinstance(d, numbers.Integral) and not isinstance(d, bool) else d for d in dims]
+    return Layout(tuple(ints))
 
 
 def pack(weights: Sequence[Tensor]) -> Tensor:
@@ -159,7 +164,7 @@ def adjacency_from_weights(weights: Sequence[Tensor]) -> Tensor:
     for j, w in enumerate(weights, start=1):
         if tuple(w.shape[-2:]) != layout.shapes[j - 1]:
             raise ValueError(f"W_{j} has shape {tuple(w.shape[-2:])}, expected {layout.shapes[j - 1]}")
-    batch = torch.broadcast_shapes(*[w.shape[:-2] for w in weights])
+    batch = max((w.shape[:-2] for w in weights), key=len)  # leading dims must agree (no broadcasting)
     a = weights[0].new_zeros(*batch, layout.n_nodes, layout.n_nodes)
     for j, w in enumerate(weights, start=1):
         rows, cols = layout.block(j)

@@ -1,0 +1,269 @@
+"""One Lightning-free recorder: (series, grid index m, t, theta) -> metrics -> TensorBoard + series npz.
+
+The flow calls it directly; for SGD a thin Lightning callback hands it the snapshots. The hot loop
+only copies theta at the grid points: metrics are computed in vectorised blocks (``block`` snapshots
+at a time), so recording costs little next to the steps and TensorBoard fills in as the run goes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlnlab.analysis import conservation_drift, hessian_extremes, layer_singular_values, nearest_level
+from dlnlab.network import Layout, product, unpack
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["SeriesRecorder", "COMMON_TAGS_PREFIXES", "tensorboard_layout", "grid_steps"]
+
+
+def grid_steps(n_grid: int, dt: float, lr: float) -> list[int]:
+    """k_m = round(m * dt / lr) for m = 0..n_grid-1: the step of a series at lr logged as grid point m."""
+    return [int(round(m * dt / lr)) for m in range(n_grid)]
+
+
+COMMON_TAGS_PREFIXES = (
+    "loss",
+    "time",
+    "sv_P/",
+    "sv_A/",
+    "mode_strength/",
+    "saddle/",
+    "curvature/",
+    "conservation/",
+)
+
+
+def tensorboard_layout(n_sv: int) -> dict:
+    """Custom-scalars layout: one chart per quantity holding every series (runs merge in the plugin)."""
+    return {
+        "dlnlab": {
+            "loss": ["Multiline", [r"^loss$"]],
+            "singular values of P": ["Multiline", [r"^sv_P/.*"]],
+            "singular values of A": ["Multiline", [r"^sv_A/.*"]],
+            "mode strengths u_k^T P v_k": ["Multiline", [r"^mode_strength/.*"]],
+            "||grad L||": ["Multiline", [r"^saddle/grad_norm$"]],
+            "gap to nearest plateau level": ["Multiline", [r"^saddle/level_gap$"]],
+            "nearest plateau level r": ["Multiline", [r"^saddle/level$"]],
+            "distance to best rank-r map": ["Multiline", [r"^saddle/dist_best_rank$"]],
+            "Hessian lambda_min": ["Multiline", [r"^curvature/lambda_min$"]],
+            "sharpness vs 2/eta": ["Multiline", [r"^curvature/sharpness$", r"^sgd/two_over_lr$"]],
+            "conservation-law drift": ["Multiline", [r"^conservation/.*"]],
+            "SGD distance to the flow": ["Multiline", [r"^sgd/dist_to_flow$"]],
+        }
+    }
+
+
+class SeriesRecorder:
+    """Records one series (the flow or one SGD learning rate) on the grid t_m = m * dt.
+
+    Args:
+        name: series name (``flow`` or ``sgd_lr_<lr>``).
+        problem, dims: the task and the network widths.
+        theta0: (p,) the initial weights (the reference of the conservation-law drift).
+        n_grid: number of grid points M + 1 (m = 0..M).
+        out_dir: the run directory (``series/<name>.npz`` and ``tensorboard/<name>/`` go there).
+        lr: learning rate (None for the flow).
+        flow_theta: (n_grid, p) the flow at this series' exact times, for ``dist_to_flow`` (SGD only);
+            NaN rows where the flow is unavailable.
+        analysis_every: curvature (dense or Lanczos Hessian extremes) every this many grid points
+            (0 = never).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        problem: RegressionProblem,
+        dims: Sequence[int],
+        theta0: Tensor,
+        n_grid: int,
+        out_dir: str | Path,
+        lr: float | None = None,
+        flow_theta: Tensor | None = None,
+        analysis_every: int = 0,
+        sv_A_top: int = 32,
+        hessian_dense_max: int = 1500,
+        tensorboard: bool = True,
+        save_theta: bool = True,
+        block: int = 512,
+    ) -> None:
+        self.name, self.problem, self.layout = name, problem, Layout(tuple(dims))
+        self.theta0 = theta0.detach().clone()
+        self.weights0 = unpack(self.theta0, self.layout)
+        self.n_grid, self.lr, self.flow_theta = n_grid, lr, flow_theta
+        self.analysis_every, self.sv_A_top, self.hessian_dense_max = (
+            analysis_every,
+            sv_A_top,
+            hessian_dense_max,
+        )
+        self.save_theta, self.block = save_theta, block
+        self.out_dir = Path(out_dir)
+        self.levels = problem.plateau_levels(self.layout.r_max)
+        self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
+        self._pending: list[tuple[int, float, int | None, Tensor]] = []
+        self._chunks: dict[str, list[np.ndarray]] = {}
+        self._warm: Tensor | None = None
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard" / name), max_queue=100_000)
+            self.writer.add_custom_scalars(tensorboard_layout(min(self.layout.d_x, self.layout.d_y)))
+
+    # ------------------------------------------------------------------------------------------
+    def record(self, m: int, t: float, theta: Tensor, step: int | None = None) -> None:
+        """Buffer grid point m at exact time t (theta (p,) is copied)."""
+        self._pending.append((int(m), float(t), step, theta.detach().clone()))
+        if len(self._pending) >= self.block:
+            self.flush()
+
+    def record_many(self, ms: Sequence[int], ts: Sequence[float], thetas: Tensor, steps=None) -> None:
+        """Buffer several grid points at once; thetas (K, p)."""
+        for i, (m, t) in enumerate(zip(ms, ts)):
+            self.record(m, t, thetas[i], None if steps is None else steps[i])
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Compute the metrics of the buffered points and write them to TensorBoard."""
+        if not self._pending:
+            return
+        ms = [p[0] for p in self._pending]
+        ts = torch.tensor([p[1] for p in self._pending], dtype=torch.float64)
+        thetas = torch.stack([p[3] for p in self._pending])
+        steps = [p[2] for p in self._pending]
+        self._pending = []
+        metrics = self._metrics(ms, ts, thetas, steps)
+        for key, val in metrics.items():
+            self._chunks.setdefault(key, []).append(val)
+        if self.writer is not None:
+            self._write_tensorboard(metrics)
+
+    def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
+        prob, lay = self.problem, self.layout
+        ws = unpack(thetas, lay)
+        p = product(ws)
+        loss, grads = prob.loss_and_gradient(ws)
+        grad_norm = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
+        finite = torch.isfinite(thetas).all(dim=-1)
+        safe_p = torch.where(finite[:, None, None], p, torch.zeros_like(p))
+        level_idx, level_gap = nearest_level(loss, self.levels)
+        dist_best = prob.product_distance(safe_p, self.best_products[level_idx])
+        safe_ws = [torch.where(finite[:, None, None], w, torch.zeros_like(w)) for w in ws]
+        nan = float("nan")
+        out = {
+            "grid_index": np.asarray(ms, dtype=np.int64),
+            "t": ts.numpy(),
+            "loss": loss.numpy(),
+            "sv": _masked(torch.linalg.svdvals(safe_p), finite),
+            "sv_A": _masked(layer_singular_values(safe_ws, top=self.sv_A_top), finite),
+            "mode_strength": _masked(prob.mode_strength(p), finite),
+            "grad_norm": grad_norm.numpy(),
+            "level_index": level_idx.numpy(),
+            "level_gap": level_gap.numpy(),
+            "dist_best_rank": _masked(dist_best, finite),
+            "cons_drift": _masked(conservation_drift(safe_ws, self.weights0), finite)
+            if lay.depth > 1
+            else np.zeros((len(ms), 0)),
+        }
+        lam_min = np.full(len(ms), nan)
+        sharp = np.full(len(ms), nan)
+        if self.analysis_every:
+            for i, m in enumerate(ms):
+                if m % self.analysis_every == 0 and bool(finite[i]):
+                    lo, hi, self._warm = hessian_extremes(
+                        prob, thetas[i], lay, dense_max=self.hessian_dense_max, warm=self._warm
+                    )
+                    lam_min[i], sharp[i] = lo, hi
+        out["lambda_min"], out["sharpness"] = lam_min, sharp
+        if self.save_theta:
+            out["theta"] = thetas.numpy()
+        if self.lr is not None:
+            out["step"] = np.asarray([-1 if s is None else s for s in steps], dtype=np.int64)
+            if self.flow_theta is not None:
+                ref = self.flow_theta[torch.as_tensor(ms)]
+                out["dist_to_flow"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
+            else:
+                out["dist_to_flow"] = np.full(len(ms), nan)
+        return out
+
+    def _write_tensorboard(self, mt: dict[str, np.ndarray]) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        fw = self.writer._get_file_writer()
+        for i, m in enumerate(mt["grid_index"]):
+            vals = [("loss", mt["loss"][i]), ("time", mt["t"][i])]
+            vals += [(f"sv_P/{k}", v) for k, v in enumerate(mt["sv"][i])]
+            vals += [(f"sv_A/{k}", v) for k, v in enumerate(mt["sv_A"][i])]
+            vals += [(f"mode_strength/{k}", v) for k, v in enumerate(mt["mode_strength"][i])]
+            vals += [
+                ("saddle/grad_norm", mt["grad_norm"][i]),
+                ("saddle/level", mt["level_index"][i]),
+                ("saddle/level_gap", mt["level_gap"][i]),
+                ("saddle/dist_best_rank", mt["dist_best_rank"][i]),
+            ]
+            vals += [(f"conservation/drift_{j + 1}", v) for j, v in enumerate(mt["cons_drift"][i])]
+            if not math.isnan(mt["lambda_min"][i]):
+                vals += [
+                    ("curvature/lambda_min", mt["lambda_min"][i]),
+                    ("curvature/sharpness", mt["sharpness"][i]),
+                ]
+                if self.lr is not None:
+                    vals.append(("sgd/two_over_lr", 2.0 / self.lr))
+            if self.lr is not None:
+                vals += [("sgd/dist_to_flow", mt["dist_to_flow"][i]), ("sgd/step", mt["step"][i])]
+            summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in vals])
+            fw.add_summary(summary, global_step=int(m))
+
+    # ------------------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything recorded so far, concatenated along the grid."""
+        self.flush()
+        return {k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}
+
+    def write_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Extra scalars at one step (e.g. final metrics for the hparams plugin)."""
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            if v is not None and math.isfinite(float(v)):
+                self.writer.add_scalar(k, float(v), step)
+
+    def write_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """hparams plugin record in this series' run directory (not a new sub-run)."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hp_summary
+
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.write_scalars(max(self.n_grid - 1, 0), metrics)
+        exp, ssi, sei = hp_summary(hparams, metrics)
+        fw = self.writer._get_file_writer()
+        for s in (exp, ssi, sei):
+            fw.add_summary(s)
+
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
+
+    def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
+        """Flush, write ``series/<name>.npz`` and close TensorBoard; returns the arrays."""
+        arrays = self.arrays()
+        target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, **arrays)
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+        return arrays
+
+
+def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
+    """x with NaN in the rows of non-finite snapshots."""
+    x = x.clone()
+    x[~finite] = float("nan")
+    return x.numpy()

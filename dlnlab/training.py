@@ -1,0 +1,265 @@
+"""(S)GD on the adjacency A in Lightning: a LightningModule, a LightningDataModule and a thin callback.
+
+Time convention: after k steps at learning rate eta the series is at t = k * eta. The data module
+streams *chunks* of steps (with their minibatch indices from a seeded torch.Generator); one
+``training_step`` runs a whole chunk with the closed-form gradient, so the Trainer's per-batch
+overhead is paid once per chunk, not once per step. Snapshots of theta are taken at the log-grid
+steps k_m = round(t_m / eta) and handed to the recorder by :class:`RecorderCallback`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from dlnlab.network import DeepLinearNetwork, pack, weights_from_adjacency
+from dlnlab.problem import RegressionProblem
+from dlnlab.record import SeriesRecorder, grid_steps
+
+__all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "train_series"]
+
+
+class _ChunkStream(IterableDataset):
+    """Yields {"start": k0, "n": steps, "index": (steps, B) long or None} up to ``n_steps`` steps."""
+
+    def __init__(
+        self,
+        n_steps: int,
+        chunk: int,
+        n_samples: int,
+        batch_size: int | None,
+        sampling: str,
+        seed: int,
+        boundaries: Sequence[int] = (),
+    ) -> None:
+        self.n_steps, self.chunk = n_steps, chunk
+        self.n_samples, self.batch_size, self.sampling, self.seed = n_samples, batch_size, sampling, seed
+        self.boundaries = sorted(set(b for b in boundaries if 0 < b < n_steps))
+
+    def _indices(self, gen: torch.Generator, n: int, state: dict) -> Tensor | None:
+        b = self.batch_size
+        if b is None or (b >= self.n_samples and self.sampling == "without_replacement"):
+            return None
+        if self.sampling == "with_replacement":
+            return torch.randint(self.n_samples, (n, b), generator=gen)
+        need = n * b  # a stream of fresh permutations, cut into consecutive batches
+        buf: Tensor = state.get("buf", torch.empty(0, dtype=torch.long))
+        while buf.numel() < need:
+            buf = torch.cat([buf, torch.randperm(self.n_samples, generator=gen)])
+        state["buf"] = buf[need:]
+        return buf[:need].view(n, b)
+
+    def __iter__(self) -> Iterator[dict]:
+        gen = torch.Generator().manual_seed(self.seed)
+        state: dict = {}
+        k = 0
+        bounds = iter(self.boundaries + [self.n_steps])
+        nxt = next(bounds)
+        while k < self.n_steps:
+            while nxt <= k:
+                nxt = next(bounds)
+            n = min(self.chunk, nxt - k)
+            yield {"start": k, "n": n, "index": self._indices(gen, n, state)}
+            k += n
+
+
+class SGDDataModule(L.LightningDataModule):
+    """The data of one SGD series: X, Y of the problem, served as chunks of minibatch indices."""
+
+    def __init__(
+        self,
+        problem: RegressionProblem,
+        n_steps: int,
+        batch_size: int | None = None,
+        sampling: str = "with_replacement",
+        seed: int = 0,
+        chunk: int = 2000,
+        boundaries: Sequence[int] = (),
+    ) -> None:
+        super().__init__()
+        self.problem = problem
+        self.stream = _ChunkStream(n_steps, chunk, problem.n_samples, batch_size, sampling, seed, boundaries)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+
+class SGDModule(L.LightningModule):
+    """Owns the adjacency module and trains A by (S)GD at learning rate ``lr``.
+
+    Without momentum the update is applied in place, A_j -= lr * G_j on the block views (the same
+    update as torch.optim.SGD without momentum); with momentum it goes through torch.optim.SGD.
+    Off-mask entries of A are never touched. Snapshots (step, theta) are taken at ``snapshot_steps``.
+    """
+
+    def __init__(
+        self,
+        net: DeepLinearNetwork,
+        problem: RegressionProblem,
+        lr: float,
+        snapshot_steps: Sequence[int] = (),
+        momentum: float = 0.0,
+        blowup_norm: float = math.inf,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.problem, self.lr, self.momentum = net, problem, float(lr), float(momentum)
+        self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
+        self.blowup_norm = blowup_norm
+        self.step_count = 0
+        self.snapshots: list[tuple[int, Tensor]] = []
+        self.diverged: tuple[int, str] | None = None
+        self._next_snap = 0
+        self._views = weights_from_adjacency(net.A.detach(), net.layout)  # views sharing A's storage
+        self._take_snapshots_upto(0)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.net.A], lr=self.lr, momentum=self.momentum)
+
+    def _take_snapshots_upto(self, k: int) -> None:
+        snaps = self.snapshot_steps
+        while self._next_snap < len(snaps) and snaps[self._next_snap] <= k:
+            if snaps[self._next_snap] == k:
+                theta = pack(self._views)
+                self.snapshots.append((k, theta))
+                norm = float(torch.linalg.vector_norm(theta))
+                if not math.isfinite(norm):
+                    self.diverged = (k, f"non-finite weights at step {k} (t = {k * self.lr:.6g})")
+                elif norm > self.blowup_norm:
+                    self.diverged = (k, f"||A||_F = {norm:.3g} > {self.blowup_norm:.3g} at step {k}")
+            self._next_snap += 1
+
+    @torch.no_grad()
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        views, prob, lr = self._views, self.problem, self.lr
+        index = batch["index"]
+        opt = self.optimizers() if self.momentum else None
+        k = self.step_count
+        snaps, nxt = self.snapshot_steps, self._next_snap
+        next_snap = snaps[nxt] if nxt < len(snaps) else -1
+        for i in range(int(batch["n"])):
+            if index is None:
+                grads = prob.gradient(views)
+            else:
+                grads = prob.minibatch_loss_and_gradient(views, index[i])[1]
+            if opt is None:
+                for w, g in zip(views, grads):
+                    w.sub_(g, alpha=lr)
+            else:
+                full = torch.zeros_like(self.net.A)
+                for (rows, cols), g in zip(
+                    (self.net.layout.block(j) for j in range(1, len(views) + 1)), grads
+                ):
+                    full[rows, cols] = g
+                self.net.A.grad = full
+                opt.step()
+            k += 1
+            if k == next_snap:
+                self.step_count = k
+                self._take_snapshots_upto(k)
+                if self.diverged is not None:
+                    break
+                nxt = self._next_snap
+                next_snap = snaps[nxt] if nxt < len(snaps) else -1
+        self.step_count = k
+        self._take_snapshots_upto(k)
+        if self.diverged is not None:
+            self.trainer.should_stop = True
+
+    def pop_snapshots(self) -> list[tuple[int, Tensor]]:
+        out, self.snapshots = self.snapshots, []
+        return out
+
+
+class RecorderCallback(L.Callback):
+    """Hands the module's snapshots to the recorder after every chunk; nothing else."""
+
+    def __init__(self, recorder: SeriesRecorder, step_to_grid: dict[int, list[int]], progress=None) -> None:
+        self.recorder, self.step_to_grid, self.progress = recorder, step_to_grid, progress
+
+    def _drain(self, module: SGDModule) -> None:
+        for k, theta in module.pop_snapshots():
+            for m in self.step_to_grid.get(k, ()):
+                self.recorder.record(m, k * module.lr, theta, step=k)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._drain(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._drain(pl_module)
+        if self.progress is not None:
+            self.progress(pl_module.step_count * pl_module.lr)
+
+
+@dataclass
+class SeriesOutcome:
+    status: str  # ok, diverged, interrupted
+    steps: int
+    t_stop: float
+    message: str
+
+
+def make_trainer(callbacks: list) -> L.Trainer:
+    """A Trainer that stays out of the way: no logger, checkpoints, progress bar or summary."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    return L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+    )
+
+
+def train_series(
+    problem: RegressionProblem,
+    dims: Sequence[int],
+    theta0: Tensor,
+    lr: float,
+    t_max: float,
+    dt: float,
+    n_grid: int,
+    recorder: SeriesRecorder,
+    batch_size: int | None = None,
+    sampling: str = "with_replacement",
+    momentum: float = 0.0,
+    seed: int = 0,
+    blowup_norm: float = math.inf,
+    progress=None,
+    chunk: int = 2000,
+) -> SeriesOutcome:
+    """Run ceil(t_max / lr) (S)GD steps from theta0 in Lightning, recording the grid points."""
+    n_steps = math.ceil(t_max / lr - 1e-9)
+    ks = grid_steps(n_grid, dt, lr)
+    step_to_grid: dict[int, list[int]] = {}
+    for m, k in enumerate(ks):
+        step_to_grid.setdefault(k, []).append(m)
+    net = DeepLinearNetwork.from_theta(dims, theta0.clone())
+    module = SGDModule(net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm)
+    data = SGDDataModule(problem, n_steps, batch_size, sampling, seed, chunk=chunk)
+    trainer = make_trainer([RecorderCallback(recorder, step_to_grid, progress)])
+    trainer.fit(module, datamodule=data)
+    if module.diverged is not None:
+        k, msg = module.diverged
+        return SeriesOutcome("diverged", k, k * lr, msg)
+    if trainer.interrupted:
+        return SeriesOutcome("interrupted", module.step_count, module.step_count * lr, "interrupted")
+    return SeriesOutcome("ok", module.step_count, module.step_count * lr, "")
