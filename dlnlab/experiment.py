@@ -321,6 +321,16 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
         progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
         flow_recorder_arrays[name] = arrays
 
+    # ---- saddles: plateaus visited by each series, classified (dlnlab.saddles) ----------------------
+    try:
+        from dlnlab.saddles import analyze_run_saddles
+
+        analyze_run_saddles(
+            out, problem, rc.dims, flow_recorder_arrays, series, tensorboard=rc.log.tensorboard
+        )
+    except Exception as err:  # noqa: BLE001 - analysis must not lose the run
+        _warn(f"saddle analysis failed: {type(err).__name__}: {err}")
+
     # ---- summary ------------------------------------------------------------------------------------
     ok_lrs = [e["lr"] for e in series.values() if e["lr"] is not None and e["status"] == "ok"]
     ok_d = [series[series_name(lr)]["max_dist_to_flow"] for lr in ok_lrs]
@@ -350,6 +360,13 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
     }
     _write_hparams(rc, out, series, summary)
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False))
+    if rc.log.figures:
+        try:
+            from dlnlab.plots import make_run_figures
+
+            make_run_figures(out, tensorboard=rc.log.tensorboard)
+        except Exception as err:  # noqa: BLE001 - figures must not lose the run
+            _warn(f"figures failed: {type(err).__name__}: {err}")
     _print_table(summary)
     return RunResult(summary)
 
@@ -471,6 +488,14 @@ def _print_table(summary: dict) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    plateaus = summary["series"].get("flow", {}).get("plateaus") or []
+    if plateaus:
+        lines.append("plateaus of the flow:")
+        for p in plateaus:
+            lines.append(
+                f"  t = {_fmt(p.get('t_start'))} .. {_fmt(p.get('t_end'))}  level {_fmt(p.get('level'))}  "
+                f"modes learnt {p.get('modes_learnt')}  {p.get('label', '')}"
+            )
     order = summary.get("convergence_order")
     lines.append(f"convergence order (slope of log max dist vs log lr): {_fmt(order)}")
     lines.append(f"critical values L*_r: {', '.join(_fmt(v) for v in summary['critical_values'])}")
