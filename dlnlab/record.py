@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from dlnlab.analysis import conservation_drift, hessian_extremes, layer_singular
 from dlnlab.network import Layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesRecorder", "COMMON_TAGS_PREFIXES", "tensorboard_layout", "grid_steps"]
+__all__ = ["SeriesRecorder", "tensorboard_layout", "grid_steps"]
 
 
 def grid_steps(n_grid: int, dt: float, lr: float) -> list[int]:
@@ -73,6 +74,9 @@ class SeriesRecorder:
             NaN rows where the flow is unavailable.
         analysis_every: curvature (dense or Lanczos Hessian extremes) every this many grid points
             (0 = never).
+        tb_max_points: at most about this many grid points per series go to TensorBoard (its UI
+            samples 1000 per tag); the npz keeps every point.
+        background: compute the metrics on a worker thread (blocks stay in order).
     """
 
     def __init__(
@@ -90,7 +94,9 @@ class SeriesRecorder:
         hessian_dense_max: int = 1500,
         tensorboard: bool = True,
         save_theta: bool = True,
-        block: int = 512,
+        block: int = 256,
+        tb_max_points: int = 1000,
+        background: bool = True,
     ) -> None:
         self.name, self.problem, self.layout = name, problem, Layout(tuple(dims))
         self.theta0 = theta0.detach().clone()
@@ -108,6 +114,12 @@ class SeriesRecorder:
         self._pending: list[tuple[int, float, int | None, Tensor]] = []
         self._chunks: dict[str, list[np.ndarray]] = {}
         self._warm: Tensor | None = None
+        # TensorBoard's UI shows 1000 points per tag anyway: thin the event files, keep every point in the npz.
+        self.tb_every = max(1, math.ceil(n_grid / tb_max_points))
+        self._futures: list = []
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dlnlab-{name}") if background else None
+        )
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -127,21 +139,36 @@ class SeriesRecorder:
         for i, (m, t) in enumerate(zip(ms, ts)):
             self.record(m, t, thetas[i], None if steps is None else steps[i])
 
-    @torch.no_grad()
     def flush(self) -> None:
-        """Compute the metrics of the buffered points and write them to TensorBoard."""
+        """Hand the buffered points to the worker thread: metrics, then TensorBoard.
+
+        The worker runs the blocks in order; the LAPACK-heavy metrics release the GIL, so on a
+        second core they overlap the hot loop instead of stalling it.
+        """
         if not self._pending:
             return
-        ms = [p[0] for p in self._pending]
-        ts = torch.tensor([p[1] for p in self._pending], dtype=torch.float64)
-        thetas = torch.stack([p[3] for p in self._pending])
-        steps = [p[2] for p in self._pending]
-        self._pending = []
+        block, self._pending = self._pending, []
+        if self._pool is None:
+            self._process(block)
+        else:
+            self._futures.append(self._pool.submit(self._process, block))
+
+    @torch.no_grad()
+    def _process(self, block: list) -> None:
+        ms = [p[0] for p in block]
+        ts = torch.tensor([p[1] for p in block], dtype=torch.float64)
+        thetas = torch.stack([p[3] for p in block])
+        steps = [p[2] for p in block]
         metrics = self._metrics(ms, ts, thetas, steps)
         for key, val in metrics.items():
             self._chunks.setdefault(key, []).append(val)
         if self.writer is not None:
             self._write_tensorboard(metrics)
+
+    def _wait(self) -> None:
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()  # re-raises a failure of the worker here, in the caller's thread
 
     def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
         prob, lay = self.problem, self.layout
@@ -194,61 +221,51 @@ class SeriesRecorder:
     def _write_tensorboard(self, mt: dict[str, np.ndarray]) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
+        keep = [
+            i
+            for i, m in enumerate(mt["grid_index"].tolist())
+            if m % self.tb_every == 0 or m == self.n_grid - 1
+        ]
+        if not keep:
+            return
+        cols: list[tuple[str, np.ndarray]] = [("loss", mt["loss"]), ("time", mt["t"])]
+        cols += [(f"sv_P/{k}", mt["sv"][:, k]) for k in range(mt["sv"].shape[1])]
+        cols += [(f"sv_A/{k}", mt["sv_A"][:, k]) for k in range(mt["sv_A"].shape[1])]
+        cols += [
+            (f"mode_strength/{k}", mt["mode_strength"][:, k]) for k in range(mt["mode_strength"].shape[1])
+        ]
+        cols += [
+            ("saddle/grad_norm", mt["grad_norm"]),
+            ("saddle/level", mt["level_index"]),
+            ("saddle/level_gap", mt["level_gap"]),
+            ("saddle/dist_best_rank", mt["dist_best_rank"]),
+        ]
+        cols += [
+            (f"conservation/drift_{j + 1}", mt["cons_drift"][:, j]) for j in range(mt["cons_drift"].shape[1])
+        ]
+        if self.lr is not None:
+            cols += [("sgd/dist_to_flow", mt["dist_to_flow"]), ("sgd/step", mt["step"])]
+        tags = [c[0] for c in cols]
+        table = np.stack([np.asarray(c[1], dtype=np.float64)[keep] for c in cols], axis=1).tolist()
+        lam, sharp = mt["lambda_min"].tolist(), mt["sharpness"].tolist()
+        steps = mt["grid_index"].tolist()
         fw = self.writer._get_file_writer()
-        for i, m in enumerate(mt["grid_index"]):
-            vals = [("loss", mt["loss"][i]), ("time", mt["t"][i])]
-            vals += [(f"sv_P/{k}", v) for k, v in enumerate(mt["sv"][i])]
-            vals += [(f"sv_A/{k}", v) for k, v in enumerate(mt["sv_A"][i])]
-            vals += [(f"mode_strength/{k}", v) for k, v in enumerate(mt["mode_strength"][i])]
-            vals += [
-                ("saddle/grad_norm", mt["grad_norm"][i]),
-                ("saddle/level", mt["level_index"][i]),
-                ("saddle/level_gap", mt["level_gap"][i]),
-                ("saddle/dist_best_rank", mt["dist_best_rank"][i]),
-            ]
-            vals += [(f"conservation/drift_{j + 1}", v) for j, v in enumerate(mt["cons_drift"][i])]
-            if not math.isnan(mt["lambda_min"][i]):
-                vals += [
-                    ("curvature/lambda_min", mt["lambda_min"][i]),
-                    ("curvature/sharpness", mt["sharpness"][i]),
-                ]
+        value = Summary.Value
+        for row, i in zip(table, keep):
+            vals = [value(tag=t, simple_value=v) for t, v in zip(tags, row)]
+            if not math.isnan(lam[i]):
+                vals.append(value(tag="curvature/lambda_min", simple_value=lam[i]))
+                vals.append(value(tag="curvature/sharpness", simple_value=sharp[i]))
                 if self.lr is not None:
-                    vals.append(("sgd/two_over_lr", 2.0 / self.lr))
-            if self.lr is not None:
-                vals += [("sgd/dist_to_flow", mt["dist_to_flow"][i]), ("sgd/step", mt["step"][i])]
-            summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in vals])
-            fw.add_summary(summary, global_step=int(m))
+                    vals.append(value(tag="sgd/two_over_lr", simple_value=2.0 / self.lr))
+            fw.add_summary(Summary(value=vals), global_step=steps[i])
 
     # ------------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything recorded so far, concatenated along the grid."""
         self.flush()
+        self._wait()
         return {k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}
-
-    def write_scalars(self, step: int, values: dict[str, float]) -> None:
-        """Extra scalars at one step (e.g. final metrics for the hparams plugin)."""
-        if self.writer is None:
-            return
-        for k, v in values.items():
-            if v is not None and math.isfinite(float(v)):
-                self.writer.add_scalar(k, float(v), step)
-
-    def write_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
-        """hparams plugin record in this series' run directory (not a new sub-run)."""
-        if self.writer is None:
-            return
-        from torch.utils.tensorboard.summary import hparams as hp_summary
-
-        metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self.write_scalars(max(self.n_grid - 1, 0), metrics)
-        exp, ssi, sei = hp_summary(hparams, metrics)
-        fw = self.writer._get_file_writer()
-        for s in (exp, ssi, sei):
-            fw.add_summary(s)
-
-    def write_text(self, tag: str, text: str, step: int = 0) -> None:
-        if self.writer is not None:
-            self.writer.add_text(tag, text, step)
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
         """Flush, write ``series/<name>.npz`` and close TensorBoard; returns the arrays."""
@@ -259,6 +276,8 @@ class SeriesRecorder:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         return arrays
 
 

@@ -1,0 +1,182 @@
+"""The network as a block adjacency matrix (math.md sections 1 and 8.1)."""
+
+import pytest
+import torch
+
+from dlnlab.network import (
+    DeepLinearNetwork,
+    Layout,
+    adjacency_from_weights,
+    pack,
+    product,
+    unpack,
+    weights_from_adjacency,
+)
+
+DIMS = [(11, 6, 6, 6, 6, 4), (3, 5, 2), (2, 4, 3, 5, 1), (4, 3)]
+
+
+def random_weights(dims, seed=0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        scale * torch.randn(dims[j], dims[j - 1], generator=gen, dtype=torch.float64)
+        for j in range(1, len(dims))
+    ]
+
+
+def explicit_product(weights):
+    """W_h ... W_1 by torch.linalg.multi_dot (independent of network.product)."""
+    return weights[0] if len(weights) == 1 else torch.linalg.multi_dot(list(reversed(weights)))
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_dense_powers_have_the_predicted_blocks(dims):
+    ws = random_weights(dims)
+    net = DeepLinearNetwork.from_weights(ws)
+    lay, h = net.layout, net.depth
+    o = lay.offsets
+    for k in range(1, h + 1):
+        ak = net.dense_power(k).detach()
+        expected = torch.zeros_like(ak)
+        for j in range(0, h - k + 1):  # block (j+k, j) = W_{j+k} ... W_{j+1}
+            expected[o[j + k] : o[j + k + 1], o[j] : o[j + 1]] = explicit_product(ws[j : j + k])
+        torch.testing.assert_close(ak, expected, rtol=0, atol=1e-12)
+    ah = net.dense_power(h).detach()
+    block = ah[o[h] : o[h + 1], o[0] : o[1]]
+    torch.testing.assert_close(block, explicit_product(ws), rtol=0, atol=1e-12)
+    torch.testing.assert_close(net.product().detach(), explicit_product(ws), rtol=0, atol=1e-12)
+    outside = ah.clone()
+    outside[o[h] : o[h + 1], o[0] : o[1]] = 0
+    assert torch.count_nonzero(outside) == 0  # exactly zero, not just small
+    assert torch.count_nonzero(net.dense_power(h + 1)) == 0
+    a = net.A.detach()
+    assert torch.count_nonzero(a * ~net.mask()) == 0
+    assert int(net.mask().sum()) == lay.n_weights == sum(d0 * d1 for d0, d1 in zip(dims[:-1], dims[1:]))
+
+
+def test_product_batch_dims():
+    dims = (3, 4, 2, 5)
+    gen = torch.Generator().manual_seed(1)
+    ws = [torch.randn(7, dims[j], dims[j - 1], generator=gen, dtype=torch.float64) for j in range(1, 4)]
+    p = product(ws)
+    assert p.shape == (7, 5, 3)
+    for b in range(7):
+        torch.testing.assert_close(p[b], explicit_product([w[b] for w in ws]), rtol=1e-13, atol=1e-13)
+    a = adjacency_from_weights(ws)
+    assert a.shape == (7, 14, 14)
+    back = weights_from_adjacency(a, dims)
+    for w, v in zip(ws, back):
+        assert torch.equal(w, v)
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_pack_unpack_round_trip(dims):
+    lay = Layout(dims)
+    ws = random_weights(dims, seed=2)
+    theta = pack(ws)
+    assert theta.shape == (lay.n_weights,)
+    # W_1 row-major first
+    assert torch.equal(theta[: ws[0].numel()], ws[0].reshape(-1))
+    for w, v in zip(ws, unpack(theta, dims)):
+        assert torch.equal(w, v)
+    theta2 = torch.randn(3, lay.n_weights, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(pack(unpack(theta2, dims)), theta2)
+    with pytest.raises(ValueError):
+        unpack(theta[:-1], dims)
+
+
+def test_unpack_returns_views():
+    dims = (3, 4, 2)
+    theta = torch.zeros(Layout(dims).n_weights, dtype=torch.float64)
+    ws = unpack(theta, dims)
+    ws[1][1, 2] = 5.0
+    ws[0][0, 0] = -1.0
+    assert theta[0] == -1.0
+    assert theta[12 + 1 * 4 + 2] == 5.0  # W_2 starts after the 4*3 entries of W_1
+    assert theta.count_nonzero() == 2
+
+
+def test_weight_views_write_into_adjacency():
+    dims = (3, 4, 2)
+    net = DeepLinearNetwork(dims)
+    with torch.no_grad():
+        net.weights[1][1, 2] = 7.0
+        net.weight(1)[3, 0] = -2.0
+    o = net.layout.offsets
+    assert net.A[o[2] + 1, o[1] + 2] == 7.0
+    assert net.A[o[1] + 3, o[0] + 0] == -2.0
+    assert torch.count_nonzero(net.A) == 2
+    # to_weights returns copies
+    copies = net.to_weights()
+    copies[0].fill_(1.0)
+    assert torch.count_nonzero(net.A) == 2
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_from_weights_to_weights_round_trip(dims):
+    ws = random_weights(dims, seed=4)
+    net = DeepLinearNetwork.from_weights(ws)
+    assert net.A.dtype == torch.float64 and net.dims == tuple(dims)
+    for w, v in zip(ws, net.to_weights()):
+        assert torch.equal(w, v)
+    theta = net.theta()
+    assert torch.equal(theta, pack(ws))
+    net2 = DeepLinearNetwork.from_theta(dims, theta)
+    assert torch.equal(net2.A, net.A)
+    net3 = DeepLinearNetwork(dims)
+    net3.load_theta(theta)
+    assert torch.equal(net3.A, net.A)
+    assert torch.equal(adjacency_from_weights(ws), net.A.detach())
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_forward_equals_x_times_product_transpose(dims):
+    ws = random_weights(dims, seed=5)
+    net = DeepLinearNetwork.from_weights(ws)
+    x = torch.randn(13, dims[0], dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(net(x), x @ explicit_product(ws).T, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):
+        net(torch.zeros(2, dims[0] + 1, dtype=torch.float64))
+
+
+def test_forward_gradient_reaches_only_the_mask():
+    dims = (3, 4, 2)
+    net = DeepLinearNetwork.from_weights(random_weights(dims, seed=7))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    net(x).square().sum().backward()
+    assert torch.count_nonzero(net.A.grad * ~net.mask()) == 0
+
+
+def test_to_graph_edges():
+    dims = (3, 4, 2)
+    ws = random_weights(dims, seed=8)
+    net = DeepLinearNetwork.from_weights(ws)
+    g = net.to_graph()
+    assert len(g["nodes"]) == 9
+    assert [layer for _, layer, _ in g["nodes"]] == [0] * 3 + [1] * 4 + [2] * 2
+    assert len(g["edges"]) == 3 * 4 + 4 * 2
+    o = net.layout.offsets
+    for src, tgt, w in g["edges"]:
+        j = net.layout.layer_of_node(tgt)
+        assert net.layout.layer_of_node(src) == j - 1
+        assert w == float(ws[j - 1][tgt - o[j], src - o[j - 1]])
+    with torch.no_grad():
+        net.weight(1)[0, :] = 0.0  # remove the 3 edges into node 3
+        net.weight(2)[1, 1] = 1e-9
+    assert len(net.to_graph()["edges"]) == 20 - 3
+    assert len(net.to_graph(tol=1e-6)["edges"]) == 20 - 4
+
+
+@pytest.mark.parametrize("bad", [[5], [], [3, 0, 2], [3, -1, 2], [3, 2.5, 2], [3, "4", 2], [3, True, 2]])
+def test_bad_dims_name_the_config_key(bad):
+    with pytest.raises(ValueError, match="model.dims"):
+        Layout(tuple(bad))
+    with pytest.raises(ValueError, match="model.dims"):
+        DeepLinearNetwork(bad)
+
+
+def test_integral_dims_are_accepted():
+    import numpy as np
+
+    net = DeepLinearNetwork([np.int64(3), 4, np.int32(2)])
+    assert net.dims == (3, 4, 2) and all(type(d) is int for d in net.dims)
