@@ -290,3 +290,38 @@ def test_cli_bad_value_exits_2_with_message(tmp_path):
     proc = _cli(["experiment=tiny", "sgd.lrs=[-0.1]", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
     assert proc.returncode == 2
     assert "sgd.lrs" in proc.stderr and "must be > 0" in proc.stderr
+
+
+def test_flow_solver_failure_is_recorded_and_the_sgd_series_still_run(tmp_path):
+    out = tmp_path / "run"
+    res = run(make_cfg([*TINY, "flow.method=dopri5", "flow.max_nfe=60"]), output_dir=out)
+    flow = res["series"]["flow"]
+    assert flow["status"] == "solver_failed" and "t =" in flow["message"]
+    assert res.exit_code == 3
+    arr = np.load(out / "series" / "flow.npz")
+    assert 0 < len(arr["t"]) < res["grid"]["n_grid"]  # what was integrated before the failure is kept
+    for lr in (0.04, 0.02, 0.01):
+        entry = res["series"][f"sgd_lr_{lr!r}"]
+        assert entry["status"] == "ok"
+        d = np.load(out / "series" / f"sgd_lr_{lr!r}.npz")["dist_to_flow"]
+        assert np.isfinite(d[0]) and np.isnan(d[-1])  # no flow to compare with after the failure
+    assert json.loads((out / "summary.json").read_text())["exit_code"] == 3
+
+
+def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        f"with initialize_config_dir(version_base='1.3', config_dir={str(CONF)!r}):\n"
+        "    cfg = compose(config_name='train', overrides=['sgd.lrs=[0.01,0]'])\n"
+        "from dlnlab.experiment import run\n"
+        "from dlnlab.config import ConfigError\n"
+        "try:\n"
+        f"    run(cfg, output_dir={str(tmp_path / 'r')!r})\n"
+        "except ConfigError as err:\n"
+        "    print('rejected:', err)\n"
+        "assert 'lightning' not in sys.modules, 'lightning was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rejected: sgd.lrs" in proc.stdout
