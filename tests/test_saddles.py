@@ -1,0 +1,566 @@
+"""Saddles (dlnlab.saddles): plateaus of the loss staircase, the saddles visited, strict vs non-strict.
+
+Oracles from math.md sections 4, 5 and 7: the origin (h = 2: lambda_min = -m_1; h >= 3: Hessian 0),
+balanced top-r critical points (h = 2: -m_{r+1}; h >= 3: non-strict), a skipped larger mode (strict,
+-(m_k - m_a) m_a^((h-2)/h) for a balanced point), aligned flows (plateaus at L*_r with exits at the
+reference half-times), gaussian small-init flows (non-strict), the Figure 1 flow (four plateaus at 15,
+7, 2.5, 0.5), far-from-origin runs (none), and GD leaving later than the flow by O(eta).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dlnlab import flow, init, saddles
+from dlnlab.analysis import mode_half_time
+from dlnlab.config import derive_seed
+from dlnlab.network import Layout, pack, product, unpack
+from dlnlab.problem import RegressionProblem
+
+F64 = torch.float64
+FIG1 = (11, 6, 6, 6, 6, 4)
+PLATEAU_KEYS = {
+    "t_start",
+    "t_end",
+    "duration",
+    "level",
+    "level_index",
+    "is_top_set",
+    "modes_learnt",
+    "grad_norm_min",
+    "t_grad_norm_min",
+    "exit_mode",
+    "t_exit",
+    "label",
+    "lambda_min",
+    "evidence",
+    "escape",
+}
+
+
+def small_problem() -> RegressionProblem:
+    """Whitened teacher s = (3, 2, 1), d_x = 5, d_y = 3."""
+    return RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=5, d_y=3, n_samples=20, whiten=True, seed=1)
+
+
+def net(h: int) -> tuple[int, ...]:
+    return (5,) + (4,) * (h - 1) + (3,)
+
+
+def series_of(problem, dims, theta0, t_max, dt, method="dopri5", rtol=1e-10, atol=1e-12) -> dict:
+    """The flow on a grid, with the arrays the recorder stores."""
+    t = flow.time_grid(t_max, dt=dt)
+    res = flow.integrate(problem, dims, theta0, t, flow.Solver(method=method, rtol=rtol, atol=atol))
+    return arrays_of(problem, dims, res.t, res.theta)
+
+
+def arrays_of(problem, dims, t, thetas) -> dict:
+    ws = unpack(thetas, dims)
+    loss, grads = problem.loss_and_gradient(ws)
+    gn = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
+    return {
+        "t": torch.as_tensor(t).numpy(),
+        "loss": loss.numpy(),
+        "grad_norm": gn.numpy(),
+        "mode_strength": problem.mode_strength(product(ws)).numpy(),
+        "theta": thetas.numpy(),
+    }
+
+
+def gd_arrays(problem, dims, theta0, lr, t_max) -> dict:
+    """Plain full-batch GD theta <- theta - lr grad L, recorded at every step (t = k lr)."""
+    steps = int(math.ceil(t_max / lr))
+    th = theta0.clone()
+    out = [th.clone()]
+    for _ in range(steps):
+        th = th - lr * problem.gradient_theta(th, dims)
+        out.append(th.clone())
+    return arrays_of(problem, dims, torch.arange(steps + 1, dtype=F64) * lr, torch.stack(out))
+
+
+def fig1_setting():
+    """The default run's problem and gaussian(0.1) start (seeds as scripts/train.py derives them)."""
+    prob = RegressionProblem.teacher(
+        [4.0, 3.0, 2.0, 1.0], d_x=11, d_y=4, n_samples=110, whiten=True, seed=derive_seed(0, "data")
+    )
+    return prob, derive_seed(0, "init")
+
+
+# ------------------------------------------------------------------------------------------------
+# Constructed critical points
+
+
+@pytest.mark.parametrize("h", [2, 3, 4])
+def test_origin_h2_strict_h3_non_strict(h):
+    pr = small_problem()
+    dims = net(h)
+    ws = saddles.critical_point(pr, dims, [])
+    theta = pack(ws)
+    assert float(theta.abs().max()) == 0.0
+    res = saddles.classify_saddle(pr, dims, theta, [])
+    if h == 2:
+        assert res["label"] == "strict"
+        assert res["lambda_min"] == pytest.approx(-float(pr.modes[0]), abs=1e-6)
+        assert res["escape"]["unstable_kind"] == "hessian"
+        assert res["escape"]["unstable_mode"] == 0
+    else:
+        assert res["label"] == "non-strict"
+        hess = pr.hessian(theta, dims)
+        assert float(torch.linalg.matrix_norm(hess, ord=2)) <= 1e-8
+        assert abs(res["lambda_min"]) <= 1e-8
+        assert res["three_rank_r_layers"] and res["optimal_rank_r"]
+        assert res["escape"]["unstable_kind"] == "sign_rule" and res["escape"]["hessian_degenerate"]
+    assert res["escape"]["next_mode"] == 0
+    assert res["ranks"] == [0] * h
+
+
+@pytest.mark.parametrize("h", [2, 3, 4])
+@pytest.mark.parametrize("r", [1, 2])
+@pytest.mark.parametrize("balanced", [True, False])
+def test_top_r_critical_points(h, r, balanced):
+    pr = small_problem()
+    dims = net(h)
+    m = [float(v) for v in pr.modes]
+    ws = saddles.critical_point(pr, dims, range(r), balanced=balanced, seed=3)
+    theta = pack(ws)
+    assert float(pr.gradient_theta(theta, dims).abs().max()) <= 1e-12
+    torch.testing.assert_close(product(ws), pr.best_rank_product(r), atol=1e-12, rtol=0)
+    assert float(pr.loss(ws)) == pytest.approx(float(pr.plateau_levels(3)[r]), rel=1e-12)
+    res = saddles.classify_saddle(pr, dims, theta, range(r))
+    assert res["snap"] == "none" and res["snap_grad_norm"] <= 1e-12
+    assert res["ranks"] == [r] * h and res["rank_P"] == r
+    assert res["optimal_rank_r"]
+    if h == 2:  # d_1 = 4 > r: a hidden unit is free
+        assert res["label"] == "strict"
+        assert res["lambda_min"] == pytest.approx(-m[r], abs=1e-6)
+        assert res["escape"]["unstable_mode"] == r
+    else:
+        assert res["label"] == "non-strict"
+        assert res["lambda_min"] >= -1e-7
+        assert res["three_rank_r_layers"]
+    if balanced:
+        cons = [ws[j + 1].T @ ws[j + 1] - ws[j] @ ws[j].T for j in range(h - 1)]
+        assert max(float(c.abs().max()) for c in cons) <= 1e-12
+
+
+@pytest.mark.parametrize("h", [2, 3, 4])
+@pytest.mark.parametrize("modes", [[1], [2], [1, 2], [0, 2]])
+def test_skipped_larger_mode_is_strict(h, modes):
+    pr = small_problem()
+    dims = net(h)
+    m = [float(v) for v in pr.modes]
+    ws = saddles.critical_point(pr, dims, modes, seed=4)
+    theta = pack(ws)
+    assert float(pr.gradient_theta(theta, dims).abs().max()) <= 1e-12
+    res = saddles.classify_saddle(pr, dims, theta, modes)
+    assert res["label"] == "strict"
+    assert not res["is_top_set"] and not res["optimal_rank_r"]
+    assert res["lambda_min"] < -0.1
+    if h >= 3 and len(modes) == 1:  # balanced, learnt a, larger k = 0 unlearnt
+        a = modes[0]
+        expected = -(m[0] - m[a]) * m[a] ** ((h - 2) / h)
+        assert res["lambda_min"] == pytest.approx(expected, rel=1e-6)
+    assert res["escape"]["unstable_kind"] == "hessian"
+    assert res["escape"]["unstable_mode"] == min(k for k in range(3) if k not in modes)
+
+
+def test_critical_points_with_chosen_layer_ranks():
+    """h = 4, one mode learnt, extra rank in W_2 and W_3: chained extra channels make the saddle
+    strict, unchained ones non-strict (math.md section 4); an extra chain from input to output
+    is not critical."""
+    pr = small_problem()
+    dims = net(4)
+    chained = saddles.critical_point(pr, dims, [0], layer_ranks=[1, 2, 2, 1], chain_extra=True, seed=5)
+    unchained = saddles.critical_point(pr, dims, [0], layer_ranks=[1, 2, 2, 1], chain_extra=False, seed=5)
+    for ws in (chained, unchained):
+        assert float(pr.gradient_theta(pack(ws), dims).abs().max()) <= 1e-12
+        torch.testing.assert_close(product(ws), pr.best_rank_product(1), atol=1e-12, rtol=0)
+    a = saddles.classify_saddle(pr, dims, pack(chained), [0])
+    b = saddles.classify_saddle(pr, dims, pack(unchained), [0])
+    assert a["ranks"] == b["ranks"] == [1, 2, 2, 1]
+    assert not a["three_rank_r_layers"]
+    assert a["label"] == "strict" and a["lambda_min"] < -0.1
+    assert b["label"] == "non-strict" and b["lambda_min"] >= -1e-7
+    # three rank-1 layers: the sufficient condition holds
+    c = saddles.classify_saddle(
+        pr, dims, pack(saddles.critical_point(pr, dims, [0], layer_ranks=[2, 1, 1, 1])), [0]
+    )
+    assert c["three_rank_r_layers"] and c["label"] == "non-strict"
+    assert "sufficient" in c["reasons"][0]
+    with pytest.raises(ValueError, match="not a critical point"):
+        saddles.critical_point(pr, dims, [0], layer_ranks=[2, 2, 2, 1])
+    with pytest.raises(ValueError, match="r_max"):
+        saddles.critical_point(pr, (5, 2, 3), [0, 1, 2])
+    with pytest.raises(ValueError, match="modes must be in"):
+        saddles.critical_point(pr, dims, [3])
+
+
+@pytest.mark.parametrize("h", [2, 3])
+def test_snap_from_a_perturbed_saddle(h):
+    """Near (not at) the top-1 saddle, with full-rank noise of relative size 1e-2 in every layer: the
+    learnt set is read from the mode strengths, the snap lands on a critical point with P = P*_1."""
+    pr = small_problem()
+    dims = net(h)
+    theta = pack(saddles.critical_point(pr, dims, [0], balanced=False, seed=7))
+    noise = torch.randn(theta.shape, generator=torch.Generator().manual_seed(8), dtype=F64)
+    near = theta + 1e-2 * noise
+    res = saddles.classify_saddle(pr, dims, near.numpy())
+    assert res["modes_learnt"] == [0] and res["snap"] == "project"
+    assert res["closest"]["ranks"] == [min(a, b) for a, b in zip(dims[1:], dims[:-1])]
+    assert res["ranks"] == [1] * h and res["optimal_rank_r"]
+    assert res["snap_grad_norm"] <= 1e-9 and res["product_distance"] <= 1e-9
+    assert res["label"] == ("strict" if h == 2 else "non-strict")
+    assert res["theta_critical"].shape == theta.shape
+    with pytest.raises(ValueError, match="finite"):
+        saddles.classify_saddle(pr, dims, torch.full_like(theta, float("nan")))
+
+
+@pytest.mark.parametrize("h", [2, 3])
+def test_escape_branches_follow_the_sign_rule(h):
+    pr = small_problem()
+    dims = net(h)
+    theta = pack(saddles.critical_point(pr, dims, [0], seed=6))
+    esc = saddles.escape_directions(pr, dims, theta, [0])
+    assert esc["next_mode"] == 1 and esc["free_channel"]
+    branches = {b["mode"]: b for b in esc["branches"]}
+    assert set(branches) == {1, 2}
+    for k, b in branches.items():
+        mk = float(pr.modes[k])
+        assert b["sign_rule_ok"]
+        assert b["unstable_loss_change"] == pytest.approx(-b["predicted_loss_change"], rel=1e-2)
+        assert b["stable_loss_change"] == pytest.approx(b["predicted_loss_change"], rel=1e-2)
+        if h == 2:  # the branches are Hessian eigendirections (1, 1) and (1, -1)
+            assert b["unstable_curvature"] == pytest.approx(-mk, rel=1e-8)
+            assert b["stable_curvature"] == pytest.approx(mk, rel=1e-8)
+        else:  # the Hessian is blind to them; the order-h sign rule decides
+            assert abs(b["unstable_curvature"]) <= 1e-10 and abs(b["stable_curvature"]) <= 1e-10
+    d = esc["unstable_direction"]
+    assert d.shape == theta.shape and float(d.norm()) == pytest.approx(1.0)
+    assert esc["unstable_mode"] == 1
+    assert esc["unstable_kind"] == ("hessian" if h == 2 else "sign_rule")
+
+
+# ------------------------------------------------------------------------------------------------
+# Trajectories
+
+
+def test_aligned_flow_one_plateau_per_mode_exits_match_reference():
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    ref = [mode_half_time(float(m), u0, h) for m in pr.modes]
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], 0.05)
+    plats = saddles.analyze_series(pr, dims, arr)
+    levels = pr.plateau_levels(3).tolist()
+    assert [p["level_index"] for p in plats] == [0, 1, 2]
+    assert [p["modes_learnt"] for p in plats] == [[], [0], [0, 1]]
+    assert [p["exit_mode"] for p in plats] == [0, 1, 2]
+    for p, r, t_ref in zip(plats, range(3), ref):
+        assert PLATEAU_KEYS <= set(p)
+        assert p["level"] == pytest.approx(levels[r], rel=1e-12)
+        assert p["t_exit"] == pytest.approx(t_ref, rel=1e-3)
+        assert p["t_start"] <= p["t_grad_norm_min"] <= p["t_end"] < p["t_exit"]
+        assert p["label"] == "non-strict"
+        assert p["is_top_set"]
+    json.dumps(plats, allow_nan=False)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_detection_is_scale_free(scale):
+    """Data scaled by c: modes c m_k, times / c^(2-2/h); the same plateaus are found (no tuned constants)."""
+    base = small_problem()
+    pr = RegressionProblem(base.X, scale * base.Y)
+    h, u0 = 4, 1e-3 * scale
+    dims = net(h)
+    ref = [mode_half_time(float(m), u0, h) for m in pr.modes]
+    dt = 0.05 * scale ** -(2 - 2 / h)
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], dt)
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert [p["level_index"] for p in plats] == [0, 1, 2]
+    assert [p["t_exit"] for p in plats] == pytest.approx(ref, rel=1e-3)
+    assert all(p["label"] == "non-strict" for p in plats)
+
+
+def test_aligned_flow_with_a_skipped_mode_visits_strict_saddles():
+    """Mode 0 starts on the stable branch (u0 < 0): the flow learns mode 1 first and sits at the
+    non-top critical value L(P_{1}) = 7 - 2 = 5, a strict saddle."""
+    pr = small_problem()
+    h = 4
+    dims = net(h)
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, [-1e-3, 1e-3, 1e-3], seed=2)), 20.0, 0.05)
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert [p["modes_learnt"] for p in plats] == [[], [1], [1, 2]]
+    skip = plats[1]
+    assert skip["level"] == pytest.approx(pr.critical_value([1]), rel=1e-12) == pytest.approx(5.0)
+    assert skip["level_index"] is None and not skip["is_top_set"]
+    assert skip["label"] == "strict"
+    m = [float(v) for v in pr.modes]
+    assert skip["lambda_min"] == pytest.approx(-(m[0] - m[1]) * m[1] ** ((h - 2) / h), rel=1e-6)
+    branch0 = [b for b in skip["escape"]["branches"] if b["mode"] == 0][0]
+    assert branch0["trajectory_branch"] == "stable"
+    assert plats[0]["exit_mode"] == 1 and plats[1]["exit_mode"] == 2
+    assert plats[2]["exit_mode"] is None and plats[2]["label"] == "strict"  # the run ends there
+
+
+def test_gaussian_small_init_flow_plateaus_are_non_strict():
+    """From gaussian(0.1) the closest points look full rank with slightly negative curvature; the
+    snapped critical points are non-strict (h = 3)."""
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(
+        pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 30.0, 0.05, method="bdf", rtol=1e-8, atol=1e-10
+    )
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert len(plats) >= 2
+    assert plats[0]["modes_learnt"] == [] and plats[0]["level"] == pytest.approx(7.0)
+    levels = [p["level"] for p in plats]
+    assert levels == sorted(levels, reverse=True)
+    for p in plats:
+        assert p["label"] == "non-strict"
+        assert p["is_top_set"]
+        ev = p["evidence"]
+        assert ev["source"] == "trajectory"
+        assert ev["three_rank_r_layers"] and ev["optimal_rank_r"]
+        assert ev["snap_grad_norm"] <= 1e-8
+        assert ev["closest"]["lambda_min"] < -1e-3  # slightly negative near the saddle itself
+        assert ev["closest"]["ranks"] != ev["ranks"]  # the closest point looks full rank
+        assert p["lambda_min"] >= -1e-7
+    exits = [p["t_exit"] for p in plats if p["t_exit"] is not None]
+    assert exits == sorted(exits)
+
+
+def test_figure1_flow_has_four_non_strict_plateaus():
+    """The default run's flow (design.md): plateaus at 15, 7, 2.5, 0.5, left by modes 0..3 in order."""
+    pr, init_seed = fig1_setting()
+    theta0 = pack(init.gaussian(FIG1, 0.1, seed=init_seed))
+    arr = series_of(pr, FIG1, theta0, 300.0, 0.1, method="bdf", rtol=1e-8, atol=1e-10)
+    plats = saddles.analyze_series(pr, FIG1, arr)
+    assert [p["level_index"] for p in plats] == [0, 1, 2, 3]
+    for p, level in zip(plats, [15.0, 7.0, 2.5, 0.5]):
+        assert p["level"] == pytest.approx(level, abs=1e-9)
+        i = p["i_grad_norm_min"]
+        assert arr["loss"][i] == pytest.approx(level, abs=1e-2)
+        assert p["label"] == "non-strict"
+        assert abs(p["lambda_min"]) <= 1e-7
+    assert [p["exit_mode"] for p in plats] == [0, 1, 2, 3]
+    starts = [p["t_start"] for p in plats]
+    assert starts == sorted(starts)
+
+
+def test_far_from_origin_has_no_plateau():
+    pr, init_seed = fig1_setting()
+    arr = series_of(
+        pr, FIG1, pack(init.gaussian(FIG1, 0.4, seed=init_seed)), 20.0, 0.05, rtol=1e-8, atol=1e-10
+    )
+    assert float(arr["loss"][-1]) < 1e-3
+    assert saddles.analyze_series(pr, FIG1, arr) == []
+    small = small_problem()
+    dims = net(3)
+    arr = series_of(small, dims, pack(init.gaussian(dims, 0.7, seed=3)), 20.0, 0.05, rtol=1e-8, atol=1e-10)
+    assert float(arr["loss"][-1]) < 1e-3
+    assert saddles.analyze_series(small, dims, arr) == []
+
+
+def test_gd_leaves_plateaus_later_by_order_eta():
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    ref = saddles.analyze_series(pr, dims, series_of(pr, dims, theta0, t_max, 0.05), classify=False)
+    assert [p["exit_mode"] for p in ref] == [0, 1, 2]
+    delays = {}
+    for lr in (0.02, 0.01, 0.005):
+        own = saddles.analyze_series(pr, dims, gd_arrays(pr, dims, theta0, lr, t_max), classify=False)
+        exits = saddles.exits_vs_reference(ref, own, pr, lr=lr)
+        assert [e["mode"] for e in exits] == [0, 1, 2]
+        delays[lr] = np.array([e["delay"] for e in exits])
+        assert np.all(delays[lr] > 0)  # GD is later (1 + x < e^x)
+    for big, small in ((0.02, 0.01), (0.01, 0.005)):
+        ratio = delays[big] / delays[small]
+        assert np.all(ratio > 1.6) and np.all(ratio < 2.4), ratio  # O(eta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Robustness, summary and TensorBoard
+
+
+def test_detection_never_raises_on_bad_series():
+    pr = small_problem()
+    dims = net(3)
+    q = pr.n_modes
+    assert saddles.detect_plateaus([], [], np.zeros((0, q)), [], pr, 3) == []
+    assert saddles.detect_plateaus([0.0, 1.0], [7.0, 7.0], np.zeros((2, q)), [0.0, 0.0], pr, 3) == []
+    nan = np.full(50, np.nan)
+    assert saddles.detect_plateaus(np.arange(50.0), nan, np.full((50, q), np.nan), nan, pr, 3) == []
+    assert saddles.analyze_series(pr, dims, {}) == []
+    assert saddles.analyze_series(pr, dims, {"t": np.arange(3.0)}) == []
+    # a series that diverges after a plateau: only the finite prefix counts
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    good = saddles.analyze_series(pr, dims, arr)
+    bad = {k: v.copy() for k, v in arr.items()}
+    for k in ("loss", "grad_norm", "mode_strength", "theta"):
+        bad[k][40:] = np.inf if k == "loss" else np.nan
+    plats = saddles.analyze_series(pr, dims, bad)
+    assert len(good) == 3 and len(plats) == 1
+    assert plats[0]["t_end"] == good[0]["t_end"] and plats[0]["label"] == good[0]["label"] == "non-strict"
+    series = {"flow": {"lr": None}, "sgd_lr_1.0": {"lr": 1.0}}
+    saddles.analyze_run_saddles(
+        "/nonexistent", pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series, False
+    )
+    assert series["sgd_lr_1.0"]["plateaus"] == []
+    assert series["sgd_lr_1.0"]["plateau_exits_vs_flow"][0]["t_exit"] is None
+
+
+def test_without_theta_classifies_the_constructed_critical_point():
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    del arr["theta"]
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert len(plats) == 3
+    for p in plats:
+        assert p["evidence"]["source"] == "constructed" and p["t_closest"] is None
+        assert p["label"] == "non-strict" and p["evidence"]["three_rank_r_layers"]
+
+
+def test_analyze_run_saddles_fills_summary_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    dt, t_max = 0.05, 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    arrays = {"flow": series_of(pr, dims, theta0, t_max, dt)}
+    arrays["flow"]["grid_index"] = np.arange(len(arrays["flow"]["t"]))
+    lr = 0.01
+    gd = gd_arrays(pr, dims, theta0, lr, t_max)
+    keep = np.arange(0, len(gd["t"]), int(round(dt / lr)))  # log on the grid, like the recorder
+    arrays["sgd_lr_0.01"] = {k: v[keep] for k, v in gd.items()}
+    arrays["sgd_lr_0.01"]["grid_index"] = np.arange(len(keep))
+    series = {"flow": {"lr": None, "plateaus": []}, "sgd_lr_0.01": {"lr": lr, "plateaus": []}}
+    saddles.analyze_run_saddles(tmp_path, pr, dims, arrays, series, tensorboard=True)
+    json.dumps(series, allow_nan=False)
+    assert len(series["flow"]["plateaus"]) == 3
+    assert all(PLATEAU_KEYS <= set(p) for p in series["sgd_lr_0.01"]["plateaus"])
+    exits = series["sgd_lr_0.01"]["plateau_exits_vs_flow"]
+    assert [e["mode"] for e in exits] == [0, 1, 2]
+    assert all(e["delay"] > 0 and e["delay"] == pytest.approx(e["t_exit"] - e["t_exit_flow"]) for e in exits)
+    assert "plateau_exits_vs_flow" not in series["flow"]
+    for name in ("flow", "sgd_lr_0.01"):
+        acc = EventAccumulator(
+            str(tmp_path / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+        )
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert {"saddle/modes_learnt", "saddle/label", "saddle/exit_delay", "saddle/exit_time"} <= tags
+        learnt = acc.Scalars("saddle/modes_learnt")
+        assert [e.step for e in learnt] == list(range(len(arrays[name]["t"])))
+        values = [e.value for e in learnt]
+        assert values[0] == 0 and values[-1] == 3 and np.all(np.diff(values) >= 0)  # a staircase
+        labels = {e.value for e in acc.Scalars("saddle/label")}
+        assert labels == {0.0, float(saddles.LABEL_CODES["non-strict"])}
+        delays = acc.Scalars("saddle/exit_delay")
+        assert [e.step for e in delays] == [0, 1, 2]
+        if name == "flow":
+            assert all(e.value == 0 for e in delays)
+        else:
+            np.testing.assert_allclose([e.value for e in delays], [e["delay"] for e in exits], rtol=1e-6)
+        text = acc.Tensors("saddle/plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
+        assert "non-strict" in text and text.count("\n") >= 4
+
+
+def test_plateau_table_and_layout_helpers():
+    assert saddles.plateau_table([]) == "no saddle plateau"
+    pr = small_problem()
+    mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
+    assert mask.tolist() == [[True, False, False], [True, True, False]]
+    assert Layout(net(3)).r_max == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the experiment: summary.json, console, TensorBoard
+
+
+def _cfg(overrides):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def _check_run(out, capsys, n_flow_plateaus):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    summary = json.loads((out / "summary.json").read_text())
+    flow_plats = summary["series"]["flow"]["plateaus"]
+    assert len(flow_plats) == n_flow_plateaus
+    printed = capsys.readouterr().out
+    assert "plateaus of the flow:" in printed
+    assert printed.count("non-strict") >= n_flow_plateaus
+    for name, entry in summary["series"].items():
+        for p in entry["plateaus"]:
+            assert PLATEAU_KEYS <= set(p)
+            assert p["label"] in saddles.LABELS
+        if name != "flow":
+            exits = entry["plateau_exits_vs_flow"]
+            assert [e["mode"] for e in exits] == [
+                p["exit_mode"] for p in flow_plats if p["exit_mode"] is not None
+            ]
+            for e in exits:
+                assert e["delay"] > 0  # GD leaves later than the flow
+        acc = EventAccumulator(str(out / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+        acc.Reload()
+        assert {"saddle/modes_learnt", "saddle/label"} <= set(acc.Tags()["scalars"])
+        assert "saddle/plateaus/text_summary" in acc.Tags()["tensors"]
+    return summary
+
+
+def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsys):
+    from dlnlab.experiment import run
+
+    out = tmp_path / "run"
+    overrides = ["experiment=tiny", "flow.t_max=6", "log.figures=false", "log.progress=never"]
+    run(_cfg(overrides), output_dir=out)
+    summary = _check_run(out, capsys, 1)
+    p = summary["series"]["flow"]["plateaus"][0]
+    assert p["modes_learnt"] == [] and p["exit_mode"] == 0 and p["level"] == pytest.approx(2.5)
+    delays = [
+        summary["series"][f"sgd_lr_{lr!r}"]["plateau_exits_vs_flow"][0]["delay"] for lr in (0.04, 0.02, 0.01)
+    ]
+    assert delays[0] > delays[1] > delays[2] > 0
+
+
+@pytest.mark.slow
+def test_default_figure1_run_has_four_non_strict_plateaus(tmp_path, capsys):
+    """The default `python scripts/train.py` setting, end to end (~20-40 s)."""
+    from dlnlab.experiment import run
+
+    out = tmp_path / "run"
+    run(_cfg(["log.figures=false", "log.progress=never"]), output_dir=out)
+    summary = _check_run(out, capsys, 4)
+    for name, entry in summary["series"].items():
+        plats = entry["plateaus"]
+        assert [p["level_index"] for p in plats] == [0, 1, 2, 3], name
+        assert [p["level"] for p in plats] == pytest.approx([15.0, 7.0, 2.5, 0.5], abs=1e-9)
+        assert all(p["label"] == "non-strict" for p in plats), name
+    for lr in (0.01, 0.005, 0.0025):
+        exits = summary["series"][f"sgd_lr_{lr!r}"]["plateau_exits_vs_flow"]
+        assert all(0 < e["delay"] < 100 * lr for e in exits)
