@@ -492,10 +492,21 @@ def _print_table(summary: dict) -> None:
     if plateaus:
         lines.append("plateaus of the flow:")
         for p in plateaus:
+            exit_ = (
+                ""
+                if p.get("exit_mode") is None
+                else f"  exit: mode {p['exit_mode']} at t = {_fmt(p.get('t_exit'))}"
+            )
             lines.append(
                 f"  t = {_fmt(p.get('t_start'))} .. {_fmt(p.get('t_end'))}  level {_fmt(p.get('level'))}  "
-                f"modes learnt {p.get('modes_learnt')}  {p.get('label', '')}"
+                f"modes learnt {p.get('modes_learnt')}  {p.get('label', '')} "
+                f"(lambda_min {_fmt(p.get('lambda_min'))}){exit_}"
             )
+    for name, e in summary["series"].items():
+        delays = e.get("plateau_exits_vs_flow") or []
+        if delays:
+            parts = [f"mode {d['mode']} {_fmt(d.get('delay'))}" for d in delays]
+            lines.append(f"plateau exit delay vs flow, {name}: {', '.join(parts)}")
     order = summary.get("convergence_order")
     lines.append(f"convergence order (slope of log max dist vs log lr): {_fmt(order)}")
     lines.append(f"critical values L*_r: {', '.join(_fmt(v) for v in summary['critical_values'])}")

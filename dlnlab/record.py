@@ -51,6 +51,15 @@ def tensorboard_layout(n_sv: int) -> dict:
             "||grad L||": ["Multiline", [r"^saddle/grad_norm$"]],
             "gap to nearest plateau level": ["Multiline", [r"^saddle/level_gap$"]],
             "nearest plateau level r": ["Multiline", [r"^saddle/level$"]],
+            "modes learnt": ["Multiline", [r"^saddle/modes_learnt$"]],
+            "saddle label (0 none, 1 strict, 2 non-strict, 3 inconclusive)": [
+                "Multiline",
+                [r"^saddle/label$"],
+            ],
+            "plateau exit time and delay vs the flow (step = mode)": [
+                "Multiline",
+                [r"^saddle/exit_time$", r"^saddle/exit_delay$"],
+            ],
             "distance to best rank-r map": ["Multiline", [r"^saddle/dist_best_rank$"]],
             "Hessian lambda_min": ["Multiline", [r"^curvature/lambda_min$"]],
             "sharpness vs 2/eta": ["Multiline", [r"^curvature/sharpness$", r"^sgd/two_over_lr$"]],
