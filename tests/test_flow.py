@@ -1,0 +1,405 @@
+"""Tests of dlnlab.flow: the exact gradient flow with torchdiffeq and scipy's stiff solvers (no mocks)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dlnlab import init
+from dlnlab.flow import (
+    CHUNK_POINTS,
+    DEFAULT_METHOD,
+    METHODS,
+    SCIPY_STIFF,
+    Convergence,
+    FlowSolverError,
+    LossLevel,
+    Solver,
+    integrate,
+    time_grid,
+    vector_field,
+)
+from dlnlab.network import Layout, pack, product, unpack
+from dlnlab.problem import RegressionProblem
+
+torch.set_num_threads(1)
+
+
+def _grad_norm2(problem, dims, theta):
+    return (problem.gradient_theta(theta, dims) ** 2).sum(-1)
+
+
+def _loss(problem, dims, theta):
+    return problem.loss(unpack(theta, dims))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small non-whitened, noisy problem on a depth-3 net, from a moderate gaussian init."""
+    dims = [4, 5, 5, 3]
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    theta0 = pack(init.gaussian(dims, 0.5, seed=0))
+    return problem, dims, theta0
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Lyapunov identity and monotone loss
+
+
+def test_lyapunov_identity(small):
+    problem, dims, theta0 = small
+    h = 1e-3
+    anchors = [0.2, 1.0, 2.5]
+    pts = [0.0] + [a + j * h for a in anchors for j in (-2, -1, 0, 1, 2)]
+    t_eval = torch.tensor(pts, dtype=torch.float64)
+    # step_t makes the solver end a step at every requested time: no interpolation error in the stencil
+    solver = Solver("dopri8", rtol=1e-12, atol=1e-14, options={"step_t": t_eval[1:]})
+    res = integrate(problem, dims, theta0, t_eval, solver)
+    assert res.status == "ok"
+    loss = _loss(problem, dims, res.theta)
+    for i, _ in enumerate(anchors):
+        lm2, lm1, _, lp1, lp2 = loss[1 + 5 * i : 6 + 5 * i]
+        dldt = (-lp2 + 8 * lp1 - 8 * lm1 + lm2) / (12 * h)
+        expected = -_grad_norm2(problem, dims, res.theta[3 + 5 * i])
+        assert float(expected) < 0
+        assert float(dldt) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_loss_non_increasing(small):
+    problem, dims, theta0 = small
+    res = integrate(problem, dims, theta0, time_grid(20.0, dt=0.01))
+    loss = _loss(problem, dims, res.theta)
+    assert float((loss[1:] - loss[:-1]).max()) <= 1e-12
+    assert float(loss[-1]) < 0.5 * float(loss[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. Conservation laws
+
+
+def _hidden_imbalances(weights):
+    return [weights[j + 1].mT @ weights[j + 1] - weights[j] @ weights[j].mT for j in range(len(weights) - 1)]
+
+
+def test_conservation_of_hidden_imbalances():
+    dims = [3, 4, 4, 2]
+    problem = RegressionProblem.teacher([2.0, 1.0], 3, 2, 10, whiten=False, seed=2)
+    theta0 = pack(init.gaussian(dims, 0.6, seed=3))
+    res = integrate(problem, dims, theta0, time_grid(20.0, dt=0.5), Solver("dopri5", rtol=1e-12, atol=1e-14))
+    ws = unpack(res.theta, dims)  # batched over time: W_j (T, d_j, d_{j-1})
+    for c in _hidden_imbalances(ws):
+        assert float((c - c[0]).abs().max()) <= 1e-9
+    boundary = ws[0].mT @ ws[0]  # block 0 of A^T A - A A^T: not conserved
+    assert float((boundary - boundary[0]).abs().max()) > 1e-2
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Aligned balanced flow against the reference mode solution (math.md section 5)
+
+T_HALF = {2: 1.334339, 3: 3.136267, 4: 5.217433, 5: 6.999005}
+
+
+def _single_mode_problem(s=3.0):
+    return RegressionProblem.teacher([s], 3, 2, 6, whiten=True, seed=0)
+
+
+@pytest.mark.parametrize("h", [2, 3, 4, 5])
+@pytest.mark.parametrize("method", ["lsoda", "dopri5"])
+def test_aligned_half_times(h, method):
+    s = 3.0
+    problem = _single_mode_problem(s)
+    dims = [3] + [2] * (h - 1) + [2]
+    theta0 = pack(init.aligned(dims, problem, u0=1e-3, seed=0))
+    # whitened, noise-free, one mode: L = (s - u)^2 / 2, so u = s/2 exactly when L = s^2/8
+    res = integrate(
+        problem, dims, theta0, time_grid(10.0, dt=0.05), Solver(method, rtol=1e-10, atol=1e-12),
+        events=[LossLevel(s * s / 8)],
+    )  # fmt: skip
+    assert res.status == "event" and res.event == "loss_level"
+    assert res.t_event == pytest.approx(T_HALF[h], rel=1e-4)
+    u = problem.mode_strength(product(unpack(res.theta_event, dims)))
+    assert float(u[0]) == pytest.approx(s / 2, rel=1e-7)
+    # the grid route agrees: mode strength crosses s/2 between the grid points bracketing t_event
+    u_grid = problem.mode_strength(product(unpack(res.theta, dims)))[:, 0]
+    assert float(u_grid[-1]) <= s / 2 and res.t[-1] <= res.t_event
+
+
+@pytest.mark.parametrize("method", ["bdf", "dopri8"])
+def test_mode_event_with_a_plain_function(method):
+    """A user event: a plain function of one state returning a float (not batch-aware), named by __name__."""
+    s, h = 3.0, 3
+    problem = _single_mode_problem(s)
+    dims = [3, 2, 2, 2]
+    theta0 = pack(init.aligned(dims, problem, u0=1e-3, seed=0))
+
+    def half_mode(problem, dims, theta):
+        return s / 2 - float(problem.mode_strength(product(unpack(theta, dims)))[0])
+
+    res = integrate(
+        problem, dims, theta0, time_grid(10.0, dt=0.1), Solver(method, rtol=1e-10, atol=1e-12),
+        events=[half_mode],
+    )  # fmt: skip
+    assert res.status == "event" and res.event == "half_mode"
+    assert res.t_event == pytest.approx(T_HALF[h], rel=1e-4)
+    assert abs(half_mode(problem, dims, res.theta_event)) <= 1e-8
+
+
+def test_aligned_h2_closed_form():
+    s, u0 = 3.0, 1e-3
+    problem = _single_mode_problem(s)
+    dims = [3, 2, 2]
+    theta0 = pack(init.aligned(dims, problem, u0=u0, seed=0))
+    t_eval = torch.linspace(0, 1.5, 16, dtype=torch.float64)
+    res = integrate(problem, dims, theta0, t_eval, Solver("lsoda", rtol=1e-10, atol=1e-12))
+    u = problem.mode_strength(product(unpack(res.theta, dims)))[:, 0]
+    exact = s * u0 * torch.exp(2 * s * t_eval) / (s - u0 + u0 * torch.exp(2 * s * t_eval))
+    assert float(u[10]) == pytest.approx(0.3557125, rel=1e-6)  # t = 1
+    assert float((u - exact).abs().max()) <= 1e-7
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Stiff methods against dopri5
+
+
+def test_stiff_methods_agree_with_dopri5():
+    dims = [4, 4, 4, 3]
+    problem = RegressionProblem.teacher([10.0, 3.0, 1.0], 4, 3, 8, whiten=True, seed=4)
+    theta0 = pack(init.gaussian(dims, 0.3, seed=5))
+    t_eval = time_grid(8.0, dt=0.1)
+    ref = integrate(problem, dims, theta0, t_eval, Solver("dopri5", rtol=1e-11, atol=1e-13))
+    assert float(_loss(problem, dims, ref.theta[-1])) < 1e-6  # converged through the stiff phase
+    for method in SCIPY_STIFF:
+        res = integrate(problem, dims, theta0, t_eval, Solver(method, rtol=1e-10, atol=1e-12))
+        assert res.status == "ok" and res.n_steps > 0
+        assert res.njev > 0 or method == "lsoda"  # LSODA may stay in its non-stiff (Adams) mode
+        err = float((res.theta - ref.theta).norm(dim=-1).max())
+        assert err <= 1e-7, (method, err)
+
+
+def test_fixed_step_methods_run(small):
+    problem, dims, theta0 = small
+    t_eval = time_grid(2.0, dt=0.1)
+    ref = integrate(problem, dims, theta0, t_eval, Solver("dopri5", rtol=1e-10, atol=1e-12))
+    for method, step, tol, options in (
+        ("rk4", 0.01, 1e-5, {}),
+        ("explicit_adams", 0.005, 1e-4, {}),
+        ("implicit_adams", 0.002, 1e-6, {}),
+        ("midpoint", 0.01, 1e-2, {}),
+        ("euler", 0.01, 5e-2, {}),
+    ):
+        res = integrate(problem, dims, theta0, t_eval, Solver(method, step_size=step, options=options))
+        assert res.status == "ok" and res.n_steps >= 2.0 / step
+        assert float((res.theta - ref.theta).abs().max()) <= tol, method
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Events
+
+
+@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf"])
+def test_loss_level_event(small, method):
+    problem, dims, theta0 = small
+    level = 0.5 * float(_loss(problem, dims, theta0))
+    t_eval = time_grid(30.0, dt=0.1)
+    res = integrate(problem, dims, theta0, t_eval, Solver(method), events=[LossLevel(level)])
+    assert res.status == "event" and res.event == "loss_level"
+    assert float(_loss(problem, dims, res.theta_event)) == pytest.approx(level, abs=1e-8)
+    assert 0 < len(res.t) < len(t_eval)
+    assert torch.equal(res.t, t_eval[: len(res.t)])
+    assert res.theta.shape == (len(res.t), len(theta0))
+    assert float(res.t[-1]) <= res.t_event < float(t_eval[len(res.t)])
+    assert float(_loss(problem, dims, res.theta[-1])) > level
+
+
+def test_event_already_true_at_start(small):
+    problem, dims, theta0 = small
+    res = integrate(problem, dims, theta0, [0.0, 1.0], events=[LossLevel(1e6)])
+    assert res.status == "event" and res.t_event == 0.0 and len(res.t) == 1
+
+
+@pytest.mark.parametrize("method", ["lsoda", "dopri5"])
+def test_convergence_event(method):
+    # dims [4, 2, 3]: r_max = 2 < 3 data modes, so the floor is L*_2 > L_min
+    dims = [4, 2, 3]
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 12, whiten=True, seed=6)
+    theta0 = pack(init.gaussian(dims, 0.5, seed=7))
+    event = Convergence(grad_tol=1e-6, loss_tol=1e-9)
+    floor = float(problem.plateau_levels(2)[-1])
+    assert floor == pytest.approx(0.5, rel=1e-10)
+    res = integrate(problem, dims, theta0, time_grid(200.0, dt=0.5), Solver(method), events=[event])
+    assert res.status == "event" and res.event == "convergence"
+    g = math.sqrt(float(_grad_norm2(problem, dims, res.theta_event)))
+    gap = float(_loss(problem, dims, res.theta_event)) - floor
+    assert g <= 1e-6 * (1 + 1e-4) and gap <= 1e-9 * (1 + 1e-4)
+    assert max(g - 1e-6, gap - 1e-9) >= -1e-9  # located at the crossing, not long after
+    assert float(res.t[-1]) <= res.t_event
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Failures keep the partial trajectory
+
+
+@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "rk4"])
+def test_budget_failure_keeps_partial_result(small, method):
+    problem, dims, theta0 = small
+    t_eval = time_grid(10.0, dt=0.01)  # 1001 points: several torchdiffeq chunks
+    assert len(t_eval) > 2 * CHUNK_POINTS
+    kw = {"step_size": 0.01} if method == "rk4" else {}
+    full = integrate(problem, dims, theta0, t_eval, Solver(method, **kw))
+    with pytest.raises(FlowSolverError) as info:
+        integrate(problem, dims, theta0, t_eval, Solver(method, max_nfe=full.nfe // 2, **kw))
+    err = info.value
+    part = err.result
+    assert part.status == "solver_failed"
+    assert f"{err.t_fail:.6g}" in str(err) and "budget" in str(err)
+    assert float(t_eval[0]) < err.t_fail < float(t_eval[-1])
+    n = len(part.t)
+    assert 1 < n < len(t_eval)
+    assert torch.equal(part.t, t_eval[:n]) and part.theta.shape[0] == n
+    assert float(part.t[-1]) <= err.t_fail
+    torch.testing.assert_close(part.theta, full.theta[:n], rtol=0, atol=1e-12)
+
+
+def test_tiny_budget_keeps_initial_point(small):
+    problem, dims, theta0 = small
+    for method in ("dopri5", "bdf"):
+        with pytest.raises(FlowSolverError, match="failed at t = ") as info:
+            integrate(problem, dims, theta0, time_grid(5.0, dt=0.1), Solver(method, max_nfe=3))
+        part = info.value.result
+        assert len(part.t) >= 1 and float(part.t[0]) == 0.0
+        torch.testing.assert_close(part.theta[0], theta0)
+
+
+def test_blow_up_is_a_solver_failure():
+    # a huge init makes the explicit Euler step unstable: non-finite states
+    dims = [2, 2, 2]
+    problem = RegressionProblem.teacher([1.0], 2, 2, 4, whiten=True, seed=0)
+    theta0 = pack(init.gaussian(dims, 30.0, seed=0))
+    with pytest.raises(FlowSolverError, match="non-finite") as info:
+        integrate(problem, dims, theta0, time_grid(1.0, dt=0.01), Solver("euler", step_size=0.01))
+    assert info.value.result.status == "solver_failed"
+    assert torch.isfinite(info.value.result.theta).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Bad arguments
+
+
+def test_solver_validation():
+    with pytest.raises(ValueError, match=r"flow.method: unknown method 'dopri6'; allowed: dopri5, dopri8"):
+        Solver("dopri6")
+    with pytest.raises(ValueError, match=r"flow.rtol must be > 0, got -1"):
+        Solver(rtol=-1)
+    with pytest.raises(ValueError, match=r"flow.atol must be > 0"):
+        Solver(atol=0.0)
+    with pytest.raises(ValueError, match=r"flow.step_size is required for fixed-step method rk4"):
+        Solver("rk4")
+    with pytest.raises(ValueError, match=r"flow.step_size must be > 0"):
+        Solver("rk4", step_size=-0.1)
+    with pytest.raises(ValueError, match=r"flow.step_size is only used by the fixed-step methods"):
+        Solver("dopri5", step_size=0.1)
+    with pytest.raises(ValueError, match=r"flow.max_nfe must be a positive integer"):
+        Solver(max_nfe=0)
+    with pytest.raises(ValueError, match=r"flow.options: unknown option\(s\) 'stepsize'"):
+        Solver("dopri5", options={"stepsize": 0.1})
+    with pytest.raises(ValueError, match=r"flow.rtol must be >= .* for scipy method bdf"):
+        Solver("bdf", rtol=1e-16)
+    assert Solver().method == DEFAULT_METHOD and DEFAULT_METHOD in METHODS
+    assert Solver(max_nfe=1e6).max_nfe == 1_000_000
+
+
+def test_solver_from_mapping(small):
+    problem, dims, theta0 = small
+    res = integrate(problem, dims, theta0, [0.0, 0.5], {"method": "rk4", "step_size": 0.05})
+    assert res.method == "rk4" and res.status == "ok" and res.n_steps == 10
+    with pytest.raises(ValueError, match="flow.method: unknown method 'rk5'"):
+        integrate(problem, dims, theta0, [0.0, 0.5], {"method": "rk5"})
+
+
+def test_integrate_validation(small):
+    problem, dims, theta0 = small
+    with pytest.raises(ValueError, match="strictly increasing"):
+        integrate(problem, dims, theta0, [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="must be finite"):
+        integrate(problem, dims, theta0, [0.0, float("nan")])
+    with pytest.raises(ValueError, match=r"theta0 has 64 entries, dims \[4, 5, 5, 3\] need p = 60"):
+        integrate(problem, dims, torch.zeros(64, dtype=torch.float64), [0.0, 1.0])
+    with pytest.raises(ValueError, match="theta0 must be finite"):
+        integrate(problem, dims, torch.full_like(theta0, float("inf")), [0.0, 1.0])
+    with pytest.raises(ValueError, match="do not fit the data"):
+        integrate(problem, [5, 5, 3], torch.zeros(40, dtype=torch.float64), [0.0, 1.0])
+    batch = torch.stack([theta0, theta0])
+    with pytest.raises(ValueError, match="batch of initial states .* needs a torchdiffeq method"):
+        integrate(problem, dims, batch, [0.0, 1.0], Solver("bdf"))
+    with pytest.raises(ValueError, match="events are not supported for a batch"):
+        integrate(problem, dims, batch, [0.0, 1.0], Solver("dopri5"), events=[LossLevel(0.1)])
+
+
+def test_time_grid():
+    g = time_grid(1.0, dt=0.1)
+    assert g.dtype == torch.float64 and len(g) == 11 and float(g[-1]) == pytest.approx(1.0)
+    assert len(time_grid(300.0, dt=0.1)) == 3001
+    assert len(time_grid(1.05, dt=0.1)) == 11
+    lg = time_grid(100.0, n=5, kind="log", t_min=0.01)
+    assert lg.tolist() == pytest.approx([0.0, 0.01, 0.1, 1.0, 10.0, 100.0])
+    assert time_grid(2.0, n=5).tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    with pytest.raises(ValueError, match="t_max must be > 0"):
+        time_grid(0.0, dt=0.1)
+    with pytest.raises(ValueError, match="dt must be > 0"):
+        time_grid(1.0, dt=-0.1)
+    with pytest.raises(ValueError, match="t_min must be > 0"):
+        time_grid(1.0, n=3, kind="log", t_min=0.0)
+    with pytest.raises(ValueError, match="exactly one of dt or n"):
+        time_grid(1.0)
+    with pytest.raises(ValueError, match="unknown kind"):
+        time_grid(1.0, dt=0.1, kind="cubic")
+
+
+# ----------------------------------------------------------------------------------------------
+# 8. Batches
+
+
+def test_batched_dopri5_equals_separate_solves(small):
+    problem, dims, _ = small
+    thetas = torch.stack([pack(init.gaussian(dims, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
+    t_eval = time_grid(5.0, dt=0.1)
+    solver = Solver("dopri5", rtol=1e-10, atol=1e-12)
+    res = integrate(problem, dims, thetas, t_eval, solver)
+    assert res.theta.shape == (len(t_eval), 3, thetas.shape[1])
+    for k in range(3):
+        one = integrate(problem, dims, thetas[k], t_eval, solver)
+        assert float((res.theta[:, k] - one.theta).abs().max()) <= 1e-8
+
+
+def test_vector_field_is_minus_gradient_and_batch_aware(small):
+    problem, dims, theta0 = small
+    f = vector_field(problem, Layout(tuple(dims)))
+    batch = torch.stack([theta0, 2 * theta0])
+    out = f(torch.tensor(0.0), batch)
+    torch.testing.assert_close(out[0], -problem.gradient_theta(theta0, dims))
+    torch.testing.assert_close(out[1], -problem.gradient_theta(2 * theta0, dims))
+
+
+# ----------------------------------------------------------------------------------------------
+# Result bookkeeping
+
+
+def test_result_fields_and_progress(small):
+    problem, dims, theta0 = small
+    calls = []
+    t_eval = time_grid(10.0, dt=0.01)
+    for method in ("dopri5", "lsoda"):
+        calls.clear()
+        res = integrate(
+            problem, dims, theta0, t_eval, Solver(method), progress=lambda a, b: calls.append((a, b))
+        )
+        assert res.status == "ok" and res.event is None and res.t_event is None
+        assert res.method == method and res.nfe > 0 and res.wall_time_s > 0
+        assert torch.equal(res.t, t_eval) and res.theta.dtype == torch.float64
+        assert (res.njev > 0) == (method in SCIPY_STIFF)
+        assert 1 <= len(calls) <= 110
+        assert calls[-1] == (pytest.approx(10.0), 10.0)
+        assert all(b == 10.0 for _, b in calls) and [a for a, _ in calls] == sorted(a for a, _ in calls)
+    assert torch.get_num_threads() >= 1
