@@ -1,0 +1,26 @@
+"""Matplotlib figures of the lab, made from a run directory's files (never from live objects).
+
+- :func:`make_run_figures` writes ``figures/*.png`` of one run (and the same images to TensorBoard);
+  ``python scripts/plot.py <run dir>`` remakes them.
+- :func:`figure1` draws the seed paper's Figure 1 from a near-origin and a far-from-origin run;
+  ``python scripts/figure1.py`` runs both and writes ``docs/figure1.png`` / ``.pdf``.
+
+Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the network graph, torch;
+never Lightning or Hydra.
+"""
+
+from dlnlab.plots._data import RunData, Series, load_run
+from dlnlab.plots.figure1 import draw_network, figure1
+from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures, write_tensorboard_images
+
+__all__ = [
+    "FIGURES",
+    "RunData",
+    "Series",
+    "build_run_figures",
+    "draw_network",
+    "figure1",
+    "load_run",
+    "make_run_figures",
+    "write_tensorboard_images",
+]

@@ -1,0 +1,86 @@
+"""One look for every figure: sizes for a paper column, fonts, and a colour per series.
+
+Colours: the gradient flow is always black; SGD series take colours from the ``plasma`` map by the
+rank of their learning rate in the run (largest eta = orange, smallest = indigo), so a series keeps
+its colour across all the figures of a run. Data modes k use the Okabe-Ito palette (Figure 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "new_figure",
+    "style",
+    "STYLE",
+    "COLUMN",
+    "FLOW_COLOR",
+    "MODE_COLORS",
+    "series_colors",
+    "mode_color",
+    "TIME_LABEL",
+]
+
+COLUMN = (3.4, 2.9)  # inches: one column of a two-column paper
+FLOW_COLOR = "#000000"
+MODE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
+PLATEAU_COLOR = "0.55"
+TIME_LABEL = "time $t$ (flow time; GD step $k$ at $t = k\\eta$)"
+
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 6.5,
+    "legend.framealpha": 0.85,
+    "legend.edgecolor": "0.8",
+    "legend.handlelength": 1.8,
+    "legend.borderaxespad": 0.3,
+    "lines.linewidth": 1.1,
+    "lines.markersize": 3,
+    "axes.linewidth": 0.6,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.35,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "xtick.minor.width": 0.4,
+    "ytick.minor.width": 0.4,
+    "mathtext.fontset": "dejavusans",
+    "savefig.dpi": 200,
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+}
+
+
+def series_colors(lrs: Sequence[float]) -> dict[float, tuple]:
+    """A fixed colour for each learning rate of a run (largest lr first on the warm end)."""
+    cmap = colormaps["plasma"]
+    order = sorted(set(float(x) for x in lrs), reverse=True)
+    n = len(order)
+    if n == 1:
+        return {order[0]: cmap(0.55)}
+    return {lr: cmap(0.78 - 0.7 * i / (n - 1)) for i, lr in enumerate(order)}
+
+
+def mode_color(k: int) -> str:
+    return MODE_COLORS[k % len(MODE_COLORS)]
+
+
+def style():
+    """Context manager with the lab's rcParams (fonts and lines for a paper column)."""
+    return matplotlib.rc_context(STYLE)
+
+
+def new_figure(size: tuple[float, float] = COLUMN, **kw) -> Figure:
+    """A Figure on an Agg canvas (never pyplot: no display, no global backend change)."""
+    fig = Figure(figsize=size, layout="constrained", **kw)
+    FigureCanvasAgg(fig)
+    return fig

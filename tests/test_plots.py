@@ -1,0 +1,285 @@
+"""Figures (issue: reproduce the seed's Figure 1 and show SGD converging to the flow).
+
+Every run directory gets figures/*.png made from its files alone (and the same images in
+TensorBoard); ``scripts/plot.py`` remakes them; ``scripts/figure1.py`` draws Figure 1 from two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from matplotlib.image import imread
+
+from dlnlab.config import validate
+from dlnlab.experiment import run
+from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FIGURE_NAMES = {
+    "loss",
+    "sharpness",
+    "sv_P",
+    "mode_strength",
+    "dist_to_flow",
+    "convergence_order",
+    "conservation",
+}
+
+
+def make_cfg(overrides: list[str] | None = None):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="train", overrides=list(overrides or []))
+
+
+def _check_png(path: Path, min_bytes: int = 10_000) -> None:
+    assert path.exists() and path.stat().st_size > min_bytes, path
+    img = imread(path)
+    h, w = img.shape[:2]
+    assert 400 <= w <= 2500 and 300 <= h <= 2500, (path.name, w, h)
+    assert float(img[..., :3].std()) > 0.02, f"{path.name} looks blank"
+
+
+def _copy_run_files(src: Path, dst: Path) -> Path:
+    """Only the files a user keeps: problem.npz, series/, summary.json (no figures, no TensorBoard)."""
+    dst.mkdir(parents=True)
+    shutil.copy(src / "problem.npz", dst / "problem.npz")
+    shutil.copy(src / "summary.json", dst / "summary.json")
+    shutil.copytree(src / "series", dst / "series")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A seconds-long run with TensorBoard and figures on (the run writes its own figures)."""
+    out = tmp_path_factory.mktemp("plots") / "tiny"
+    res = run(make_cfg(["experiment=tiny", "log.progress=never"]), output_dir=out)
+    assert res.exit_code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def diverged_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("plots") / "diverged"
+    cfg = make_cfg(
+        [
+            "experiment=tiny",
+            "log.progress=never",
+            "log.tensorboard=false",
+            "log.figures=false",
+            "init.scale=0.5",
+            "flow.t_max=8",
+            "sgd.lrs=[0.8,0.02,0.01]",
+        ]
+    )
+    res = run(cfg, output_dir=out)
+    assert res["series"]["sgd_lr_0.8"]["status"] == "diverged"
+    return out
+
+
+def test_plots_import_neither_lightning_nor_hydra():
+    banned = ("lightning", "hydra", "matplotlib.pyplot")
+    code = f"import sys, dlnlab.plots; print(sorted(m for m in {banned!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ---- configs -------------------------------------------------------------------------------------
+def test_figure1_experiment_configs_compose():
+    near = validate(make_cfg(["experiment=figure1_near"]))
+    far = validate(make_cfg(["experiment=figure1_far"]))
+    for rc in (near, far):
+        assert rc.dims == (11, 6, 6, 6, 6, 4)
+        assert rc.data.singular_values == (4, 3, 2, 1) and rc.data.whiten and rc.data.noise == 0
+        assert rc.init.kind == "gaussian"
+        assert len(rc.sgd.lrs) >= 3
+    assert near.init.scale == 0.1 and near.flow.t_max >= 300
+    assert max(near.sgd.lrs) < 0.0435 / 4
+    assert far.init.scale >= 0.4 and far.flow.t_max < near.flow.t_max
+    # unbalanced minima are sharper (~320 at the far init): stay well below 2/320
+    assert max(far.sgd.lrs) <= 2 / 320 / 2
+
+
+# ---- the figures of a run ------------------------------------------------------------------------
+def test_run_writes_every_figure(tiny_run):
+    assert set(FIGURES) == FIGURE_NAMES
+    for name in FIGURE_NAMES:
+        _check_png(tiny_run / "figures" / f"{name}.png")
+
+
+def test_figures_go_to_tensorboard_as_images(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    make_run_figures(tiny_run, tensorboard=True, strict=True)  # the run made them once: replace, never stack
+    assert len(list((tiny_run / "tensorboard" / "flow").glob("*.figures"))) == 1
+    acc = EventAccumulator(
+        str(tiny_run / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    tags = set(acc.Tags()["images"])
+    assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
+    img = acc.Images("figures/loss")[-1]
+    assert img.step == 0 and img.width >= 400 and img.height >= 300
+    n_grid = len(np.load(tiny_run / "series" / "flow.npz")["t"])
+    assert len(acc.Scalars("loss")) == n_grid  # the flow's own scalars are untouched
+
+
+def test_every_figure_builds_strictly_with_consistent_series_colours(tiny_run):
+    figs = build_run_figures(tiny_run, strict=True)
+    colours: dict[str, set] = {}
+    for fig in figs.values():
+        for leg in fig.legends:
+            for h, txt in zip(leg.legend_handles, leg.get_texts()):
+                label = txt.get_text()
+                if label == "gradient flow" or label.startswith("η ="):
+                    c = h.get_markerfacecolor() if h.get_marker() not in (None, "None", "") else h.get_color()
+                    colours.setdefault(label, set()).add(tuple(np.round(np.atleast_1d(_rgba(c)), 3)))
+    assert {"gradient flow", "η = 0.04", "η = 0.02", "η = 0.01"} <= set(colours)
+    for label, cs in colours.items():
+        assert len(cs) == 1, (label, cs)
+    assert len({next(iter(cs)) for cs in colours.values()}) == len(colours)  # distinct per series
+
+
+def _inside(fig) -> bool:
+    """Every drawn artist (titles, labels, legends, level labels) lies within the figure: no clipping."""
+    fig.canvas.draw()
+    bb = fig.get_tightbbox(fig.canvas.get_renderer())
+    w, h = fig.get_size_inches()
+    return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
+
+
+def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
+    for d in (tiny_run, diverged_run):
+        for name, fig in build_run_figures(d, strict=True).items():
+            assert _inside(fig), (d.name, name)
+            assert not any(ax.get_legend() for ax in fig.axes)  # legends sit below the axes
+    assert _inside(figure1(tiny_run, diverged_run))
+
+
+def _rgba(c):
+    from matplotlib.colors import to_rgba
+
+    return to_rgba(c)
+
+
+def test_diverged_series_is_drawn_and_marked(diverged_run):
+    paths = make_run_figures(diverged_run, tensorboard=False, strict=True)
+    assert {p.stem for p in paths} == FIGURE_NAMES
+    for p in paths:
+        _check_png(p)
+    figs = build_run_figures(diverged_run, strict=True)
+    labels = [t.get_text() for t in figs["loss"].legends[0].get_texts()]
+    assert "η = 0.8 (diverged)" in labels and "stopped" in labels
+    # the × marker sits inside the axes even though the series left the picture
+    ax = figs["loss"].axes[0]
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == "X"]
+    assert len(marks) == 1
+    x, y = marks[0].get_xdata()[0], marks[0].get_ydata()[0]
+    assert ax.get_xlim()[0] <= x <= ax.get_xlim()[1] and ax.get_ylim()[0] <= y <= ax.get_ylim()[1]
+    # the axis limits follow the healthy series, not the 1e26 of the diverged one
+    assert ax.get_ylim()[1] < 1e3
+
+
+def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
+    broken = _copy_run_files(tiny_run, tmp_path / "broken")
+    path = broken / "series" / "sgd_lr_0.04.npz"
+    with np.load(path) as f:
+        arr = {k: f[k] for k in f.files}
+    arr = {k: (v[:5].copy() if v.ndim and len(v) == len(arr["t"]) else v) for k, v in arr.items()}
+    arr["loss"][2:] = np.nan
+    arr["sv"][3] = np.nan
+    del arr["sharpness"]
+    np.savez(path, **arr)
+    (broken / "series" / "sgd_lr_0.02.npz").write_bytes(b"not an npz")
+    assert len(make_run_figures(broken, tensorboard=False, strict=True)) == len(FIGURE_NAMES)
+
+    flow_only = _copy_run_files(tiny_run, tmp_path / "flow_only")
+    summary = json.loads((flow_only / "summary.json").read_text())
+    summary["series"] = {"flow": summary["series"]["flow"]}
+    summary["convergence_order"] = None
+    summary["convergence_order_detail"] = {"order": None, "lrs_used": [], "pairwise": [], "message": "x"}
+    (flow_only / "summary.json").write_text(json.dumps(summary))
+    for p in (flow_only / "series").glob("sgd_*.npz"):
+        p.unlink()
+    for p in make_run_figures(flow_only, tensorboard=False, strict=True):
+        _check_png(p, min_bytes=2_000)  # dist_to_flow and convergence_order say "no SGD series"
+
+
+def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
+    d = _copy_run_files(tiny_run, tmp_path / "plateaus")
+    summary = json.loads((d / "summary.json").read_text())
+    summary["series"]["flow"]["plateaus"] = [
+        {"t_start": 0.5, "t_end": 1.5, "level": 2.5, "level_index": 0, "label": "non-strict"},
+        {"t_start": None, "t_end": 2.0},  # incomplete entries are ignored
+    ]
+    (d / "summary.json").write_text(json.dumps(summary))
+    figs = build_run_figures(d, strict=True)
+    labels = [t.get_text() for t in figs["loss"].legends[0].get_texts()]
+    assert "plateaus (flow)" in labels
+    assert len(load_run(d).plateaus("flow")) == 1
+
+
+def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path, capsys):
+    d = _copy_run_files(tiny_run, tmp_path / "copy")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plot.py"), str(d)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = {Path(line).stem for line in proc.stdout.split() if line.endswith(".png")}
+    assert written == FIGURE_NAMES
+    for name in FIGURE_NAMES:
+        _check_png(d / "figures" / f"{name}.png")
+    assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
+    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
+    assert plot_main([str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+# ---- Figure 1 ------------------------------------------------------------------------------------
+def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_path):
+    fig = figure1(tiny_run, diverged_run)
+    titles = [sf._suptitle.get_text() for sf in fig.subfigs]
+    assert titles[0].startswith("(a)") and titles[1].startswith("(b)") and titles[2].startswith("(c)")
+    assert len(fig.subfigs[1].axes) == 3 and len(fig.subfigs[2].axes) == 3
+    # the script redraws from existing runs without running anything
+    fig1_main = runpy.run_path(str(ROOT / "scripts" / "figure1.py"))["main"]
+    png, pdf = tmp_path / "f.png", tmp_path / "f.pdf"
+    argv = ["--near", str(tiny_run), "--far", str(diverged_run), "--png", str(png), "--pdf", str(pdf)]
+    assert fig1_main(argv) == 0
+    _check_png(png)
+    assert pdf.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_figure1_near_run_reports_four_plateaus(tmp_path):
+    pytest.importorskip("dlnlab.saddles", reason="the saddle analysis (dlnlab.saddles) fills the plateaus")
+    out = tmp_path / "near"
+    res = run(
+        make_cfg(["experiment=figure1_near", "log.progress=never", "log.tensorboard=false"]), output_dir=out
+    )
+    assert res.exit_code == 0
+    plateaus = res["series"]["flow"]["plateaus"]
+    assert len(plateaus) == 4, plateaus
+    np.testing.assert_allclose([p["level"] for p in plateaus], [15.0, 7.0, 2.5, 0.5], rtol=1e-2)
+    assert [p["level_index"] for p in plateaus] == [0, 1, 2, 3]
+    starts = [p["t_start"] for p in plateaus]
+    assert starts == sorted(starts)
+    for name in FIGURE_NAMES:
+        _check_png(out / "figures" / f"{name}.png")
