@@ -1,0 +1,48 @@
+"""Saddles: the loss staircase, the saddles a trajectory visits, and whether each is strict or non-strict.
+
+From near the origin a deep linear network learns the data's modes one at a time, largest first
+(math.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
+critical point whose product is P_S = Pi_S Syx Sxx^+ for the set S of modes learnt so far, at the
+critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
+
+* ``plateaus``: :func:`detect_plateaus` finds the plateaus from the recorded series alone (mode
+  strengths, loss, ||grad L||), with thresholds that scale with the problem;
+* ``critical``: :func:`critical_point` constructs a critical point for any S (balanced or not, with
+  chosen layer ranks), and the snap moves a trajectory's closest point onto the nearby one;
+* ``classify``: :func:`classify_saddle` labels the saddle strict, non-strict or inconclusive from ranks,
+  theory and the Hessian;
+* ``escape``: :func:`escape_directions` gives the next mode, the unstable direction and the stable /
+  unstable branches of every unlearnt mode;
+* ``report``: :func:`analyze_series` and :func:`analyze_run_saddles` apply all of it to a run
+  (summary.json, SGD exits vs the flow's, TensorBoard).
+
+Pure torch / numpy / scipy, float64.
+"""
+
+from dlnlab.saddles.classify import LABELS, ClassifyTolerances, classify_saddle
+from dlnlab.saddles.critical import critical_point
+from dlnlab.saddles.escape import escape_directions
+from dlnlab.saddles.plateaus import PlateauThresholds, detect_plateaus, modes_learnt
+from dlnlab.saddles.report import (
+    LABEL_CODES,
+    analyze_run_saddles,
+    analyze_series,
+    exits_vs_reference,
+    plateau_table,
+)
+
+__all__ = [
+    "LABELS",
+    "LABEL_CODES",
+    "PlateauThresholds",
+    "ClassifyTolerances",
+    "modes_learnt",
+    "detect_plateaus",
+    "critical_point",
+    "classify_saddle",
+    "escape_directions",
+    "analyze_series",
+    "exits_vs_reference",
+    "plateau_table",
+    "analyze_run_saddles",
+]

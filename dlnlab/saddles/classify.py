@@ -1,0 +1,264 @@
+"""Classification of a saddle: strict, non-strict or inconclusive (:func:`classify_saddle`).
+
+The point is first snapped to the nearby critical point (``dlnlab.saddles.critical``). (Levenberg-
+Marquardt from the closest point itself, ``snap="lm"``, also converges, but to a critical point that
+keeps the initialisation's left-overs as chained extra channels: on the Figure 1 flow it has ranks
+[6, 5, 5, 5, 4] and lambda_min of order -1e-2, a curvature that vanishes with the initialisation
+scale.) The evidence is taken there: numerical ranks of the W_j and of the partial products, whether P
+is the optimal rank-r map P*_r, the sufficient condition for a non-strict saddle (at least three W_j
+of rank r and P optimal of rank r), the theory for strict saddles (h = 2, or a larger mode skipped)
+and the smallest Hessian eigenvalue on theta. Every threshold is relative to s_1 = m_1. Where the
+evidence disagrees the label is ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlnlab.network import _as_layout, pack, prefix_products, product, unpack
+from dlnlab.problem import RegressionProblem
+from dlnlab.saddles.critical import (
+    ClassifyTolerances,
+    _as_theta,
+    _hessian,
+    _lambda_extremes,
+    _lm_snap,
+    _project_learnt,
+    _suffix_products,
+    critical_point,
+)
+from dlnlab.saddles.escape import escape_directions
+from dlnlab.saddles.plateaus import _s1
+from dlnlab.saddles.plateaus import modes_learnt as _learnt  # the argument modes_learnt shadows it
+
+__all__ = ["LABELS", "ClassifyTolerances", "classify_saddle"]
+
+LABELS = ("strict", "non-strict", "inconclusive")
+
+
+# ------------------------------------------------------------------------------------------------
+# Evidence
+
+
+def _rank(x: Tensor, tol: float) -> int:
+    """Numerical rank of x (a, b): singular values > tol."""
+    if x.numel() == 0:
+        return 0
+    return int((torch.linalg.svdvals(x) > tol).sum())
+
+
+def _rank_evidence(ws: Sequence[Tensor], s1: float, rtol: float) -> dict:
+    """Ranks of W_1..W_h, of the prefixes P_{j:1} (j = 1..h-1), the suffixes W_h..W_j (j = 2..h), of P,
+    and ``mid_rank(lo, hi)`` = rank W_hi...W_lo; a product of l layers uses tolerance rtol s1^(l/h)."""
+    h = len(ws)
+
+    def tol(length: int) -> float:
+        return rtol * s1 ** (length / h)
+
+    ranks = [_rank(w, tol(1)) for w in ws]
+    prefix = [_rank(x, tol(j + 1)) for j, x in enumerate(prefix_products(ws))]  # P_{j:1}, j = 1..h
+    suffix = [_rank(y, tol(i + 1)) for i, y in enumerate(_suffix_products(ws))][::-1]  # W_h..W_j
+
+    def mid_rank(lo: int, hi: int) -> int:  # rank of W_hi ... W_lo (1-based, lo <= hi)
+        return _rank(product(ws[lo - 1 : hi]), tol(hi - lo + 1))
+
+    return {
+        "ranks": ranks,
+        "prefix": prefix[:-1],
+        "suffix": suffix[1:],
+        "rank_P": prefix[-1],
+        "mid_rank": mid_rank,
+    }
+
+
+def _partial_product_rule(ev: dict, dims: Sequence[int], r: int) -> str | None:
+    """math.md section 4's refinement: a* = max{i : rank P_{i-1:1} > r}, b* = min{j : rank P_{h:j+1} > r};
+    b* = a*+1: strict; b* >= a*+2 with rank P_{b*-1:a*+1} = r: non-strict; otherwise silent.
+    (Informational: it has a known counterexample.)"""
+    h = len(dims) - 1
+    pre = [dims[0]] + ev["prefix"] + [ev["rank_P"]]  # pre[i] = rank P_{i:1}, i = 0..h
+    suf = [ev["rank_P"]] + ev["suffix"] + [dims[-1]]  # suf[j] = rank P_{h:j+1}, j = 0..h
+    a_cand = [i for i in range(1, h + 1) if pre[i - 1] > r]
+    b_cand = [j for j in range(0, h + 1) if suf[j] > r]
+    if not a_cand or not b_cand:
+        return None
+    a, b = max(a_cand), min(b_cand)
+    if b == a + 1:
+        return "strict"
+    if b >= a + 2 and ev["mid_rank"](a + 1, b - 1) == r:
+        return "non-strict"
+    return None
+
+
+def classify_saddle(
+    problem: RegressionProblem,
+    dims,
+    theta,
+    modes_learnt: Iterable[int] | None = None,
+    *,
+    snap: str = "auto",
+    tolerances: ClassifyTolerances | None = None,
+) -> dict:
+    """Snap theta to the nearby critical point and classify it: strict, non-strict or inconclusive.
+
+    Args:
+        theta: (p,) weights near a saddle (the closest approach of a trajectory) or a critical point.
+        modes_learnt: the set S (0-based); default: the modes with u_k >= m_k / 2 at theta.
+        snap: ``auto`` (keep theta if it is already a critical point with P = P_S, else ``project``),
+            ``project`` (project the layers onto the learnt channels, then Levenberg-Marquardt on
+            ||grad L||^2), ``lm`` (Levenberg-Marquardt from theta itself), ``construct`` (the balanced
+            critical point of S from :func:`critical_point`), ``none`` (classify theta as it is).
+
+    Returns a dict: label, lambda_min (at the critical point), lambda_max, ranks (of W_1..W_h),
+    partial_product_ranks ({"prefix": rank P_{j:1} for j = 1..h-1, "suffix": rank W_h..W_j for
+    j = 2..h}), rank_P, optimal_rank_r (P is P*_r, the optimal rank-r map), three_rank_r_layers,
+    snap_grad_norm, snap (the method used), snap_distance (||theta* - theta||), snap_iterations,
+    product_distance (||(P - P_S) Sxx^{1/2}||), theory (what the literature says), partial_product_rule,
+    reasons (why the label), closest ({grad_norm, lambda_min, ranks} at theta itself), modes_learnt,
+    escape (:func:`escape_directions` at the critical point) and theta_critical (the (p,) tensor).
+    """
+    tol = tolerances or ClassifyTolerances()
+    layout = _as_layout(dims)
+    h = layout.depth
+    th0 = _as_theta(theta, layout, problem.X.dtype)
+    if modes_learnt is None:
+        ms = problem.mode_strength(product(unpack(th0, layout))).numpy()
+        s = sorted(np.flatnonzero(_learnt(ms, problem)).tolist())
+    else:
+        s = sorted(set(int(k) for k in modes_learnt))
+    bad = [k for k in s if not 0 <= k < problem.n_modes]
+    if bad:
+        raise ValueError(f"modes_learnt must be in 0..{problem.n_modes - 1}, got {bad}")
+    if len(s) > layout.r_max:
+        raise ValueError(f"{len(s)} learnt modes do not fit through r_max = {layout.r_max}")
+    r = len(s)
+    s1 = _s1(problem)
+    hscale = h * s1 ** (2.0 - 2.0 / h)
+    gscale = math.sqrt(h) * s1 ** (2.0 - 1.0 / h)
+    g_tol = tol.grad_rtol * gscale
+    p_tol = tol.prod_rtol * s1
+    lam_tol = tol.lam_rtol * hscale
+    ps = problem.critical_product(s)
+
+    # at theta itself (the closest approach)
+    ws0 = unpack(th0, layout)
+    g0 = float(problem.gradient_theta(th0, layout).norm())
+    pd0 = float(problem.product_distance(product(ws0), ps))
+    hess0 = _hessian(problem, th0, layout, tol.dense_max)
+    lam0 = _lambda_extremes(problem, th0, layout, hess0)[0] if math.isfinite(g0) else float("nan")
+    ev0 = _rank_evidence(ws0, s1, tol.rank_rtol) if math.isfinite(g0) else None
+    closest = {
+        "grad_norm": g0,
+        "lambda_min": lam0,
+        "product_distance": pd0,
+        "ranks": None if ev0 is None else ev0["ranks"],
+    }
+
+    method = snap
+    if snap == "auto":
+        method = "none" if (g0 <= g_tol and pd0 <= p_tol) else "project"
+    iters = 0
+    if method == "none":
+        th = th0
+    elif method == "construct":
+        th = pack(critical_point(problem, layout, s))
+    elif method in ("project", "lm"):
+        start = pack(_project_learnt(problem, layout, ws0, s)) if method == "project" else th0
+        th, iters = _lm_snap(problem, layout, start, 1e-4 * g_tol, tol.max_iter, tol.dense_max, hscale)
+    else:
+        raise ValueError(f"snap must be one of auto, project, lm, construct, none; got {snap!r}")
+
+    ws = unpack(th, layout)
+    gn = float(problem.gradient_theta(th, layout).norm())
+    pd = float(problem.product_distance(product(ws), ps))
+    hess = _hessian(problem, th, layout, tol.dense_max)
+    lam_min, lam_max, v_min, evals = _lambda_extremes(problem, th, layout, hess)
+    ev = _rank_evidence(ws, s1, tol.rank_rtol)
+    rank_p = ev["rank_P"]
+    top = s == list(range(r))
+    optimal = bool(top and rank_p == r and pd <= p_tol)
+    n_rank_r = sum(1 for x in ev["ranks"] if x == r)
+    three = bool(n_rank_r >= 3 and rank_p == r)
+    r_top = min(layout.r_max, problem.n_modes)
+    is_min = bool(top and r == r_top)
+    rule = _partial_product_rule(ev, layout.dims, r) if top and h > 1 else None
+
+    theory = None
+    theory_why = ""
+    if h == 1:
+        theory_why = "h = 1: the loss is convex in W_1, the only critical point is the minimum"
+    elif is_min:
+        theory_why = "S is the top set of size min(r_max, q): the global minimum, not a saddle"
+    elif h == 2:
+        theory, theory_why = "strict", "h = 2: every saddle is strict"
+    elif not top:
+        theory, theory_why = "strict", f"a larger mode is skipped (S = {s} is not a top set)"
+    elif three and optimal:
+        theory = "non-strict"
+        theory_why = f"{n_rank_r} of the W_j have rank r = {r} and P is the optimal rank-{r} map (sufficient)"
+    numeric = "strict" if lam_min < -lam_tol else "non-strict"
+    reasons = []
+    snapped = gn <= g_tol and pd <= p_tol
+    if h == 1 or is_min:
+        label = "inconclusive"
+        reasons.append(theory_why)
+    elif not snapped:
+        label = "inconclusive"
+        reasons.append(
+            f"no critical point with P = P_S reached (||grad L|| = {gn:.3g}, ||P - P_S|| = {pd:.3g})"
+        )
+    elif theory is None:
+        label = numeric
+        reasons.append(
+            f"lambda_min = {lam_min:.3g} (tolerance {lam_tol:.2g}); the rank conditions are silent"
+        )
+    elif theory == numeric:
+        label = numeric
+        reasons.append(f"{theory_why}; lambda_min = {lam_min:.3g} agrees")
+    else:
+        label = "inconclusive"
+        reasons.append(f"{theory_why}, but lambda_min = {lam_min:.3g} says {numeric}")
+    n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
+    n_zero = int((evals.abs() <= lam_tol).sum()) if evals is not None else None
+
+    try:
+        escape = escape_directions(
+            problem, layout, th, s, trajectory_theta=th0, _hess=hess, _lam=(lam_min, v_min, n_neg), _tol=tol
+        )
+    except Exception as err:  # noqa: BLE001 - the escape analysis must not lose the label
+        escape = {"error": f"{type(err).__name__}: {err}"}
+    return {
+        "label": label,
+        "lambda_min": lam_min,
+        "lambda_max": lam_max,
+        "lambda_tolerance": lam_tol,
+        "n_negative_eigenvalues": n_neg,
+        "n_zero_eigenvalues": n_zero,
+        "ranks": ev["ranks"],
+        "partial_product_ranks": {"prefix": ev["prefix"], "suffix": ev["suffix"]},
+        "rank_P": rank_p,
+        "optimal_rank_r": optimal,
+        "three_rank_r_layers": three,
+        "n_rank_r_layers": n_rank_r,
+        "is_top_set": bool(top),
+        "is_global_minimum": is_min,
+        "partial_product_rule": rule,
+        "theory": theory,
+        "numeric": numeric,
+        "snap": method,
+        "snap_grad_norm": gn,
+        "snap_distance": float((th - th0).norm()),
+        "snap_iterations": iters,
+        "product_distance": pd,
+        "reasons": reasons,
+        "closest": closest,
+        "modes_learnt": s,
+        "level": problem.critical_value(s),
+        "escape": escape,
+        "theta_critical": th,
+    }

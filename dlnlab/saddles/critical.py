@@ -1,0 +1,345 @@
+"""Critical points: constructed ones for any learnt set S, and the snap of a trajectory's point to one.
+
+Constructed critical points (:func:`critical_point`) for any set S, balanced or not, with chosen
+layer ranks, let a user probe the landscape directly.
+
+Snapping (used by :func:`dlnlab.saddles.classify_saddle`): a trajectory only passes near a saddle,
+and from a gaussian initialisation the unlearnt components keep the size of the initialisation, so the
+layers look full rank and the Hessian at the closest point is slightly negative even near a non-strict
+saddle. The closest point is therefore snapped to the nearby critical point: its layers are projected
+onto the channels that carry the learnt modes (:func:`_project_learnt`), which removes the
+initialisation's left-overs, and a few Levenberg-Marquardt steps on ||grad L||^2 (:func:`_lm_snap`)
+then make the gradient vanish (P becomes P_S).
+
+The tolerances of the snap and of the classification (:class:`ClassifyTolerances`) live here.
+Conventions as in ``dlnlab.network``: W_j has shape (d_j, d_{j-1}), theta (p,) packs W_1..W_h.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlnlab.analysis import lanczos_extremes
+from dlnlab.init import _orthonormal_columns
+from dlnlab.network import Layout, _as_layout, pack, product
+from dlnlab.problem import RegressionProblem
+from dlnlab.saddles.plateaus import _s1
+
+__all__ = ["ClassifyTolerances", "critical_point"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Tolerances, points and layer products
+
+
+@dataclass(frozen=True)
+class ClassifyTolerances:
+    """Relative tolerances of the snap and of :func:`dlnlab.saddles.classify_saddle`; every scale is a
+    power of s_1 = m_1.
+
+    rank_rtol: a singular value of a product of l layers counts when > rank_rtol * s_1^(l/h).
+    lam_rtol: lambda_min < -lam_rtol * h s_1^(2-2/h) is negative curvature (a strict saddle).
+    grad_rtol: the snap reached a critical point when ||grad L|| <= grad_rtol * sqrt(h) s_1^(2-1/h).
+    prod_rtol: P equals P_S when ||(P - P_S) Sxx^{1/2}|| <= prod_rtol * s_1.
+    max_iter: at most max_iter Levenberg-Marquardt steps in the snap.
+    dense_max: dense Hessians up to dense_max weights, Hessian-vector products above.
+    """
+
+    rank_rtol: float = 1e-6
+    lam_rtol: float = 1e-7
+    grad_rtol: float = 1e-9
+    prod_rtol: float = 1e-6
+    max_iter: int = 60
+    dense_max: int = 2000
+
+
+def _as_theta(theta, layout: Layout, dtype=torch.float64) -> Tensor:
+    """theta (p,) as a float64 tensor copy; also accepts numpy arrays and the list [W_1, ..., W_h]."""
+    if isinstance(theta, (list, tuple)) and theta and isinstance(theta[0], Tensor):
+        theta = pack([w.to(dtype) for w in theta])
+    if not isinstance(theta, Tensor):
+        theta = torch.from_numpy(np.asarray(theta, dtype=np.float64))
+    th = theta.detach().to(dtype).reshape(-1).clone()
+    if th.numel() != layout.n_weights:
+        raise ValueError(f"theta has {th.numel()} entries, dims {list(layout.dims)} need {layout.n_weights}")
+    if not bool(torch.isfinite(th).all()):
+        raise ValueError("theta must be finite")
+    return th
+
+
+def _suffix_products(ws: Sequence[Tensor]) -> list[Tensor]:
+    """[W_h, W_h W_{h-1}, ..., W_h...W_1] (the partial products P_{h:j}, j = h..1)."""
+    out = [ws[-1]]
+    for w in reversed(ws[:-1]):
+        out.append(out[-1] @ w)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Constructed critical points
+
+
+def _complement(basis: Tensor, first: Tensor | None = None) -> Tensor:
+    """Orthonormal basis (d, d - k) of the orthogonal complement of span(basis) (d, k) in R^d, the
+    directions of ``first`` (d, f) (projected off the basis) coming first."""
+    d = basis.shape[0]
+    cols = [] if first is None else [first]
+    cols.append(torch.eye(d, dtype=basis.dtype))
+    cand = torch.cat(cols, dim=1)
+    if basis.shape[1]:
+        cand = cand - basis @ (basis.T @ cand)
+    out = []
+    for i in range(cand.shape[1]):
+        v = cand[:, i].clone()
+        for _ in range(2):
+            for w in out:
+                v = v - w * (w @ v)
+            if basis.shape[1]:
+                v = v - basis @ (basis.T @ v)
+        nv = float(v.norm())
+        if nv > 1e-8:
+            out.append(v / nv)
+        if len(out) == d - basis.shape[1]:
+            break
+    return torch.stack(out, dim=1) if out else torch.zeros(d, 0, dtype=basis.dtype)
+
+
+def critical_point(
+    problem: RegressionProblem,
+    dims,
+    modes: Iterable[int],
+    balanced: bool = True,
+    layer_ranks: Sequence[int] | None = None,
+    seed: int = 0,
+    *,
+    chain_extra: bool = True,
+    extra_scale: float | None = None,
+) -> list[Tensor]:
+    """Weights [W_1..W_h] (each (d_j, d_{j-1})) of a critical point with product P = P_S for the set
+    S = ``modes`` (0-based).
+
+    The learnt part factorises P_S = U_S diag(sigma) V_S^T (its thin SVD; for whitened data sigma = m_S)
+    through random orthonormal hidden frames Q_j (d_j x r, from ``seed``):
+    balanced (C_j = 0): W_j = Q_j diag(sigma^(1/h)) Q_{j-1}^T;
+    ``balanced=False``: the same with a random well-conditioned G_j in GL(r) inserted between layers
+    (W_j -> Q_j G_j diag(sigma^(1/h)) G_{j-1}^{-1} Q_{j-1}^T), which keeps P and criticality.
+
+    ``layer_ranks`` (h ints, each >= r) adds rank rho_j - r to W_j in the channels orthogonal to the
+    learnt ones (W_1 reads the unlearnt input modes first, W_h writes the unlearnt output modes first),
+    with singular values ``extra_scale`` (default: the mean learnt layer amplitude). With
+    ``chain_extra`` the extra channel of W_j reads what W_{j-1}'s extra channel writes; otherwise it
+    reads other free directions. The result is critical only if no chain of extra channels connects the
+    unlearnt input modes to the unlearnt output modes too closely (in the notation of math.md section 4,
+    with a the length of the extra chain from the input and b the first layer of the chain to the
+    output: b >= a + 3); otherwise a ValueError says so.
+    """
+    layout = _as_layout(dims)
+    h = layout.depth
+    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
+        raise ValueError(
+            f"dims {list(layout.dims)} do not fit the data (d_x={problem.d_x}, d_y={problem.d_y})"
+        )
+    s = sorted(set(int(k) for k in modes))
+    bad = [k for k in s if not 0 <= k < problem.n_modes]
+    if bad:
+        raise ValueError(f"modes must be in 0..{problem.n_modes - 1}, got {bad}")
+    r = len(s)
+    if r > layout.r_max:
+        raise ValueError(
+            f"{r} modes do not fit through rank r_max = {layout.r_max} (dims {list(layout.dims)})"
+        )
+    dtype = problem.X.dtype
+    gen = torch.Generator().manual_seed(int(seed))
+    ps = problem.critical_product(s)
+    u, sig, vh = torch.linalg.svd(ps, full_matrices=False)
+    u_s, sig, v_s = u[:, :r], sig[:r], vh[:r].T
+    amp = sig ** (1.0 / h) if r else sig
+    frames = [v_s] + [_orthonormal_columns(d, r, gen, dtype) for d in layout.dims[1:-1]] + [u_s]
+    if balanced or r == 0:
+        mix = [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
+    else:
+        mix = [torch.eye(r, dtype=dtype)]
+        for _ in range(h - 1):
+            o1, o2 = _orthonormal_columns(r, r, gen, dtype), _orthonormal_columns(r, r, gen, dtype)
+            scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
+            mix.append((o1 * scale) @ o2.T)
+        mix.append(torch.eye(r, dtype=dtype))
+    ws = []
+    for j in range(1, h + 1):
+        core = (
+            mix[j] @ torch.diag(amp) @ torch.linalg.inv(mix[j - 1]) if r else torch.zeros(0, 0, dtype=dtype)
+        )
+        ws.append(frames[j] @ core @ frames[j - 1].T)
+    if layer_ranks is None:
+        return ws
+
+    ranks = [int(x) for x in layer_ranks]
+    if len(ranks) != h:
+        raise ValueError(f"layer_ranks needs {h} entries (one per W_j), got {len(ranks)}")
+    extra = [x - r for x in ranks]
+    for j, e in enumerate(extra, start=1):
+        cap = min(layout.dims[j], layout.dims[j - 1]) - r
+        if e < 0 or e > cap:
+            raise ValueError(
+                f"layer_ranks[{j - 1}] = {ranks[j - 1]}: W_{j} can have rank {r}..{r + cap} at a "
+                f"critical point of {r} modes"
+            )
+    unl = [k for k in range(problem.n_modes) if k not in s]
+    w_in = problem.sxx_pinv_sqrt @ problem.mode_v[:, unl] if unl else None
+    comp = [_complement(frames[0], w_in)]
+    comp += [_complement(frames[j]) for j in range(1, h)]
+    comp.append(_complement(frames[h], problem.mode_u[:, unl] if unl else None))
+    c = (
+        float(extra_scale)
+        if extra_scale is not None
+        else (float(amp.mean()) if r else _s1(problem) ** (1 / h))
+    )
+    for j in range(1, h + 1):
+        e = extra[j - 1]
+        if e == 0:
+            continue
+        off = 0 if (chain_extra or j == 1) else extra[j - 2]
+        if off + e > comp[j - 1].shape[1]:
+            raise ValueError(f"no room for {e} unchained extra channels in W_{j}")
+        ws[j - 1] = ws[j - 1] + c * comp[j][:, :e] @ comp[j - 1][:, off : off + e].T
+    g = problem.gradient_theta(pack(ws), layout)
+    pd = float(problem.product_distance(product(ws), ps))
+    s1 = _s1(problem)
+    if float(g.norm()) > 1e-9 * math.sqrt(h) * s1 ** (2 - 1 / h) or pd > 1e-9 * s1:
+        raise ValueError(
+            f"layer_ranks {ranks}: the extra channels connect unlearnt input and output modes, so this "
+            f"is not a critical point (||grad L|| = {float(g.norm()):.3g}, ||P - P_S|| = {pd:.3g}); "
+            "leave a rank-r layer between the extra chains from the input and to the output"
+        )
+    return ws
+
+
+# ------------------------------------------------------------------------------------------------
+# Snapping to the nearby critical point
+
+
+def _project_learnt(
+    problem: RegressionProblem, layout: Layout, ws: Sequence[Tensor], s: list[int]
+) -> list[Tensor]:
+    """Project every W_j (d_j, d_{j-1}) onto the channels that carry the learnt modes S.
+
+    Frames: Q_0 = row space of P_S, Q_j = range of P_{j:1} Q_0 (top r), Q_h = U_S; W_j -> Q_j Q_j^T W_j
+    Q_{j-1} Q_{j-1}^T. This keeps the learnt chain (with its imbalance) and drops the components the
+    initialisation left in the other channels. S = {} gives the origin.
+    """
+    r = len(s)
+    if r == 0:
+        return [torch.zeros_like(w) for w in ws]
+    ps = problem.critical_product(s)
+    u, _, vh = torch.linalg.svd(ps, full_matrices=False)
+    frames = [vh[:r].T]
+    for j in range(layout.depth - 1):
+        y = ws[j] @ frames[-1]
+        uu, _, _ = torch.linalg.svd(y, full_matrices=False)
+        frames.append(uu[:, :r])
+    frames.append(u[:, :r])
+    return [frames[j + 1] @ (frames[j + 1].T @ ws[j] @ frames[j]) @ frames[j].T for j in range(layout.depth)]
+
+
+def _hessian(problem: RegressionProblem, theta: Tensor, layout: Layout, dense_max: int) -> Tensor | None:
+    """The symmetrised dense Hessian (p, p) at theta (p,), or None when p > dense_max."""
+    if theta.numel() > dense_max:
+        return None
+    hess = problem.hessian(theta, layout)
+    return 0.5 * (hess + hess.T)
+
+
+def _lambda_extremes(
+    problem: RegressionProblem, theta: Tensor, layout: Layout, hess: Tensor | None
+) -> tuple[float, float, Tensor, Tensor | None]:
+    """(lambda_min, lambda_max, v_min (p,), all eigenvalues (p,) or None) of the Hessian at theta (p,).
+
+    Dense ``eigh`` of ``hess`` (from :func:`_hessian`) when given, else Lanczos on Hessian-vector
+    products (150 steps). Unlike ``dlnlab.analysis.hessian_extremes`` this also returns v_min and the
+    spectrum, which the classification and the escape direction need.
+    """
+    if hess is not None:
+        lam, vec = torch.linalg.eigh(hess)
+        return float(lam[0]), float(lam[-1]), vec[:, 0], lam
+    lo, hi, v_lo, _ = lanczos_extremes(
+        lambda v: problem.hvp_theta(theta, v, layout), theta.numel(), iters=150
+    )
+    return lo, hi, v_lo, None
+
+
+def _lm_snap(
+    problem: RegressionProblem,
+    layout: Layout,
+    theta: Tensor,
+    tol: float,
+    max_iter: int,
+    dense_max: int,
+    hscale: float,
+) -> tuple[Tensor, int]:
+    """Levenberg-Marquardt on ||grad L(theta)||^2 (Jacobian = Hessian): (H^2 + mu I) d = -H g.
+
+    Returns (theta (p,), iterations); stops once ||grad L|| <= tol. Dense eigendecomposition of H up
+    to ``dense_max`` weights, conjugate gradients on Hessian-vector products above.
+    """
+    th = theta.clone()
+    g = problem.gradient_theta(th, layout)
+    gn = float(g.norm())
+    mu = 1e-8 * hscale**2
+    iters = 0
+    while iters < max_iter and math.isfinite(gn) and gn > tol:
+        iters += 1
+        hess = _hessian(problem, th, layout, dense_max)
+        if hess is not None:
+            lam, vec = torch.linalg.eigh(hess)
+            gq = vec.T @ g
+
+            def step(mu_, lam=lam, vec=vec, gq=gq):
+                return -(vec @ (lam / (lam * lam + mu_) * gq))
+        else:
+
+            def step(mu_, th=th, g=g):
+                def op(v):
+                    return problem.hvp_theta(th, problem.hvp_theta(th, v, layout), layout) + mu_ * v
+
+                return _cg(op, -problem.hvp_theta(th, g, layout), iters=200)
+
+        accepted = False
+        for _ in range(12):  # raise the damping until the step lowers ||grad L||
+            cand = th + step(mu)
+            gc = problem.gradient_theta(cand, layout)
+            gcn = float(gc.norm())
+            if math.isfinite(gcn) and gcn < gn:
+                th, g, gn = cand, gc, gcn
+                mu = max(mu * 0.1, 1e-14 * hscale**2)
+                accepted = True
+                break
+            mu *= 10.0
+        if not accepted:
+            break
+    return th, iters
+
+
+def _cg(op: Callable[[Tensor], Tensor], b: Tensor, iters: int = 200, rtol: float = 1e-12) -> Tensor:
+    """Conjugate gradients for op(x) = b, b (p,), op symmetric positive definite."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = float(r @ r)
+    stop = rtol**2 * rs
+    for _ in range(iters):
+        if rs <= stop or rs == 0.0:
+            break
+        ap = op(p)
+        alpha = rs / float(p @ ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = float(r @ r)
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+    return x

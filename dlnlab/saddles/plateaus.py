@@ -1,0 +1,295 @@
+"""Plateaus of the loss staircase, detected from the recorded series alone (no weights needed).
+
+From near the origin a deep linear network learns the data's modes one at a time, largest first
+(math.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
+critical point whose product is P_S = Pi_S Syx Sxx^+ for the set S of modes learnt so far, at the
+critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
+
+* the set learnt at time t is S(t) = {k : u_k(t) >= m_k / 2} with u_k = u_k^T P Sxx^{1/2} v_k the mode
+  strength (mode overlaps, never an enumeration of subsets); its critical value is L(P_S);
+* a plateau is a stretch of constant S, other than the global minimum's set {0..min(r_max, q)-1},
+  where the loss stays within ``loss_band * Delta_S`` of L(P_S) and ||grad L|| stays below
+  ``grad_band * sqrt(Delta_S / tau_S)``, for at least ``min_duration * tau_S``. Delta_S = m_k^2 / 2
+  is the drop that leaves it (k the largest unlearnt mode) and tau_S = 1 / (h m_k^(2-2/h)) the time
+  constant of that mode (math.md section 5): every threshold scales with the problem;
+* it is left when the next mode's strength crosses m_k / 2 (``t_exit``, interpolated).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+from scipy.optimize import brentq
+
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["PlateauThresholds", "modes_learnt", "detect_plateaus"]
+
+
+@dataclass(frozen=True)
+class PlateauThresholds:
+    """Relative thresholds of :func:`detect_plateaus` (dimensionless: the scales come from the problem).
+
+    loss_band: |L - L(P_S)| <= loss_band * Delta_S, Delta_S = the drop that ends the plateau.
+    grad_band: ||grad L|| <= grad_band * sqrt(Delta_S / tau_S): the loss then falls by less than
+        grad_band^2 of the coming drop per time constant tau_S.
+    min_duration: the plateau lasts at least min_duration * tau_S.
+    """
+
+    loss_band: float = 0.1
+    grad_band: float = 0.1
+    min_duration: float = 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Scales of the problem and small helpers (shared by the other modules of the package)
+
+
+def _modes_np(problem: RegressionProblem) -> np.ndarray:
+    """The modes m_k, (q,) float64 numpy."""
+    return problem.modes.detach().cpu().numpy().astype(np.float64)
+
+
+def _s1(problem: RegressionProblem) -> float:
+    """s_1 = m_1, the scale every tolerance is relative to (1 without modes)."""
+    return float(problem.modes[0]) if problem.n_modes else 1.0
+
+
+def _fnum(x) -> float | None:
+    """A finite python float or None."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def modes_learnt(mode_strength, problem: RegressionProblem) -> np.ndarray:
+    """Boolean (..., q): mode k counts as learnt when u_k^T P Sxx^{1/2} v_k >= m_k / 2.
+
+    ``mode_strength`` is (..., q') array-like; missing modes (q' < q) and NaN count as not learnt.
+    """
+    m = _modes_np(problem)
+    ms = np.asarray(mode_strength, dtype=np.float64)
+    q = min(ms.shape[-1], m.size)
+    out = np.zeros(ms.shape[:-1] + (m.size,), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        out[..., :q] = ms[..., :q] >= 0.5 * m[:q]
+    return out
+
+
+def _next_drop(s: frozenset, m: np.ndarray, r_max: int, depth: int | None) -> tuple[float, float] | None:
+    """(Delta_S, tau_S) of the drop that leaves the critical set S, or None at the global minimum.
+
+    Below full rank the largest unlearnt mode k is learnt next: Delta = m_k^2/2, tau = 1/(h m_k^(2-2/h)).
+    At full rank (|S| = r_max) a larger unlearnt mode k replaces the smallest learnt mode a:
+    Delta = (m_k^2 - m_a^2)/2 and tau = 1/((m_k - m_a) m_a^((h-2)/h)) (math.md section 4).
+    """
+    unlearnt = [k for k in range(m.size) if k not in s]
+    if not unlearnt:
+        return None
+    k = unlearnt[0]
+    h = depth if depth is not None else 2
+    if len(s) < r_max:
+        return 0.5 * m[k] ** 2, 1.0 / (h * m[k] ** (2.0 - 2.0 / h))
+    a = max(s)
+    if k > a:
+        return None
+    gap = m[k] - m[a]
+    if gap <= 0:
+        return None
+    return 0.5 * (m[k] ** 2 - m[a] ** 2), 1.0 / (gap * m[a] ** ((h - 2.0) / h))
+
+
+def _crossing_time(t: np.ndarray, u: np.ndarray, level: float, i: int) -> float:
+    """Time in [t[i-1], t[i]] where u (T,) crosses ``level`` upward (PCHIP through nearby points, else
+    linear)."""
+    t0, t1, u0, u1 = t[i - 1], t[i], u[i - 1], u[i]
+    lo, hi = max(0, i - 3), min(len(t), i + 3)
+    tt, uu = t[lo:hi], u[lo:hi]
+    if len(tt) >= 3 and np.all(np.diff(tt) > 0) and np.all(np.isfinite(uu)):
+        try:
+            f = PchipInterpolator(tt, uu - level)
+            if f(t0) <= 0 <= f(t1):
+                return float(brentq(f, t0, t1, xtol=1e-14 * max(1.0, abs(t1)), rtol=1e-14))
+        except (ValueError, RuntimeError):
+            pass
+    if u1 == u0:
+        return float(t1)
+    return float(t0 + (level - u0) * (t1 - t0) / (u1 - u0))
+
+
+def _first_crossing(t: np.ndarray, u: np.ndarray, level: float, after: float = -math.inf) -> float | None:
+    """First time >= ``after`` where u (T,) crosses ``level`` upward, within the finite prefix; or None."""
+    n = _finite_prefix(t, u)
+    for i in range(1, n):
+        if t[i] >= after and u[i - 1] < level <= u[i]:
+            return _crossing_time(t[:n], u[:n], level, i)
+    return None
+
+
+def _finite_prefix(*arrays) -> int:
+    """Length of the leading stretch where every array (first axis) is finite."""
+    n = min(len(a) for a in arrays)
+    ok = np.ones(n, dtype=bool)
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)[:n]
+        ok &= np.isfinite(a.reshape(n, -1)).all(axis=1) if a.ndim > 1 else np.isfinite(a)
+    bad = np.flatnonzero(~ok)
+    return int(bad[0]) if bad.size else n
+
+
+# ------------------------------------------------------------------------------------------------
+# Detection
+
+
+def detect_plateaus(
+    t,
+    loss,
+    mode_strength,
+    grad_norm,
+    problem: RegressionProblem,
+    r_max: int,
+    *,
+    depth: int | None = None,
+    thresholds: PlateauThresholds | None = None,
+) -> list[dict]:
+    """The saddle plateaus of one trajectory (flow or SGD), unclassified.
+
+    Args:
+        t (T,), loss (T,), mode_strength (T, q) (u_k^T P Sxx^{1/2} v_k), grad_norm (T,): the series
+            (numpy arrays or anything array-like). Only the leading finite stretch is used.
+        problem: the task (its modes m_k and critical values).
+        r_max: min_j d_j, the largest rank of P.
+        depth: h. It sets the time constants tau_S = 1/(h m_k^(2-2/h)); without it the gradient scale
+            of a plateau is the largest ||grad L|| the series reaches from the plateau on (the drops
+            still to come) and no minimum duration is imposed.
+        thresholds: the relative bands (:class:`PlateauThresholds`).
+
+    Returns a list of plateau dicts (JSON-able) in time order with keys t_start, t_end, duration,
+    level (the critical value L(P_S)), level_index (r when S = {0..r-1}, else None), is_top_set,
+    modes_learnt (sorted 0-based), grad_norm_min, t_grad_norm_min, exit_mode (the mode learnt on
+    leaving, or None when the series ends on the plateau), t_exit (its strength crosses m_k/2),
+    level_gap (loss - level at the smallest gradient), i_start, i_end, i_grad_norm_min (grid indices),
+    and label / lambda_min / evidence / escape left empty for :func:`classify_saddle`.
+    """
+    th = thresholds or PlateauThresholds()
+    try:
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        loss = np.asarray(loss, dtype=np.float64).reshape(-1)
+        gn = np.asarray(grad_norm, dtype=np.float64).reshape(-1)
+        ms = np.asarray(mode_strength, dtype=np.float64)
+    except (TypeError, ValueError):
+        return []
+    if ms.ndim != 2 or problem.n_modes == 0 or t.size == 0:
+        return []
+    n = _finite_prefix(t, loss, gn, ms)
+    if n < 3:
+        return []
+    t, loss, gn, ms = t[:n], loss[:n], gn[:n], ms[:n]
+    m = _modes_np(problem)
+    q = m.size
+    if ms.shape[1] < q:
+        ms = np.concatenate([ms, np.zeros((n, q - ms.shape[1]))], axis=1)
+    learnt = modes_learnt(ms, problem)
+    r_top = min(int(r_max), q)
+    terminal = frozenset(range(r_top))
+    keys = [frozenset(np.flatnonzero(row).tolist()) for row in learnt]
+
+    # maximal stretches of constant S
+    segments = []
+    i0 = 0
+    for i in range(1, n + 1):
+        if i == n or keys[i] != keys[i0]:
+            segments.append((i0, i, keys[i0]))
+            i0 = i
+
+    out = []
+    for a0, a1, s in segments:
+        if s == terminal or len(s) > r_max:
+            continue
+        drop = _next_drop(s, m, int(r_max), depth)
+        if drop is None:
+            continue
+        delta, tau = drop
+        level = problem.critical_value(sorted(s))
+        if depth is not None:
+            gscale = math.sqrt(delta / tau)
+        else:
+            gscale = float(np.max(gn[a0:]))
+        idx = np.arange(a0, a1)
+        ok = (np.abs(loss[idx] - level) <= th.loss_band * delta) & (gn[idx] <= th.grad_band * gscale)
+        hits = idx[ok]
+        if hits.size == 0:
+            continue
+        i_s, i_e = int(hits[0]), int(hits[-1])
+        if i_e <= i_s:
+            continue
+        if depth is not None and t[i_e] - t[i_s] < th.min_duration * tau:
+            continue
+        seg = np.arange(i_s, i_e + 1)
+        i_g = int(seg[np.argmin(gn[seg])])
+        r = len(s)
+        top = s == frozenset(range(r))
+        out.append(
+            {
+                "t_start": float(t[i_s]),
+                "t_end": float(t[i_e]),
+                "duration": float(t[i_e] - t[i_s]),
+                "level": float(level),
+                "level_index": r if top else None,
+                "is_top_set": bool(top),
+                "modes_learnt": sorted(int(k) for k in s),
+                "grad_norm_min": float(gn[i_g]),
+                "t_grad_norm_min": float(t[i_g]),
+                "level_gap": float(loss[i_g] - level),
+                "exit_mode": None,
+                "t_exit": None,
+                "i_start": i_s,
+                "i_end": i_e,
+                "i_grad_norm_min": i_g,
+                "label": None,
+                "lambda_min": None,
+                "evidence": {},
+                "escape": {},
+            }
+        )
+    for j, p in enumerate(out):
+        stop = out[j + 1]["i_start"] if j + 1 < len(out) else n - 1
+        k, te = _exit(t, ms, learnt, m, set(p["modes_learnt"]), p["i_end"], stop)
+        p["exit_mode"], p["t_exit"] = k, te
+    return out
+
+
+def _exit(t, ms, learnt, m, s: set, i_end: int, stop: int) -> tuple[int | None, float | None]:
+    """The mode learnt on leaving a plateau (set s, last index i_end) and the time its strength
+    crosses m_k/2; t (T,), ms (T, q), learnt (T, q) boolean, m (q,).
+
+    Only crossings that persist count: the mode must still be learnt at ``stop`` (the start of the
+    next plateau, or the end of the series), which skips the transient mixtures of close modes that
+    rotate away after the jump (math.md section 7). Falls back to the first crossing.
+    """
+    first: tuple[float, int] | None = None
+    best: tuple[float, int] | None = None
+    for k in range(m.size):
+        if k in s:
+            continue
+        ups = [i for i in range(i_end + 1, stop + 1) if learnt[i, k] and not learnt[i - 1, k]]
+        if not ups:
+            continue
+        t_first = _crossing_time(t, ms[:, k], 0.5 * m[k], ups[0])
+        if first is None or t_first < first[0]:
+            first = (t_first, k)
+        if learnt[stop, k]:
+            t_last = _crossing_time(t, ms[:, k], 0.5 * m[k], ups[-1])
+            if best is None or t_last < best[0]:
+                best = (t_last, k)
+    pick = best or first
+    if pick is None:
+        return None, None
+    return int(pick[1]), _fnum(pick[0])

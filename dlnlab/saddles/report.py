@@ -1,0 +1,330 @@
+"""The saddle analysis of a run: every series' plateaus, classified, SGD exits vs the flow's, TensorBoard.
+
+:func:`analyze_run_saddles` sets ``plateaus`` per series in summary.json, the SGD plateau exits
+against the flow's (``plateau_exits_vs_flow``), and writes TensorBoard (``saddle/modes_learnt``,
+``saddle/label``, ``saddle/exit_delay``, ``saddle/exit_time``, the text table ``saddle/plateaus``).
+A series is a mapping of the arrays of ``series/<name>.npz``: t (T,), loss (T,), grad_norm (T,),
+mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlnlab.network import _as_layout, pack, product, unpack
+from dlnlab.problem import RegressionProblem
+from dlnlab.saddles.classify import ClassifyTolerances, classify_saddle
+from dlnlab.saddles.critical import critical_point
+from dlnlab.saddles.plateaus import (
+    PlateauThresholds,
+    _first_crossing,
+    _fnum,
+    _modes_np,
+    detect_plateaus,
+    modes_learnt,
+)
+
+__all__ = ["LABEL_CODES", "analyze_series", "exits_vs_reference", "plateau_table", "analyze_run_saddles"]
+
+LABEL_CODES = {"none": 0, "strict": 1, "non-strict": 2, "inconclusive": 3}
+
+
+def _clean(x: Any) -> Any:
+    """JSON-able copy: python scalars, None for NaN/inf, tensors and arrays dropped (vectors) or listed."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items() if not isinstance(v, Tensor)}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return _fnum(x)
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    return x
+
+
+def _warn(msg: str) -> None:
+    sys.stderr.write(f"warning: {msg}\n")
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------------------------
+# One series
+
+
+def analyze_series(
+    problem: RegressionProblem,
+    dims,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    thresholds: PlateauThresholds | None = None,
+    tolerances: ClassifyTolerances | None = None,
+    classify: bool = True,
+) -> list[dict]:
+    """Plateaus of one recorded series (the arrays of ``series/<name>.npz``), each classified.
+
+    The saddle of a plateau is classified from the point of the plateau closest to P_S (``theta``
+    rows (T, p)), snapped to the critical point; without ``theta`` from the balanced critical point of
+    the learnt modes (evidence ``source`` = ``constructed``). Never raises: returns [] on bad input.
+    """
+    layout = _as_layout(dims)
+    try:
+        t, loss = arrays.get("t"), arrays.get("loss")
+        ms, gn = arrays.get("mode_strength"), arrays.get("grad_norm")
+        if t is None or loss is None or ms is None or gn is None:
+            return []
+        plats = detect_plateaus(
+            t, loss, ms, gn, problem, layout.r_max, depth=layout.depth, thresholds=thresholds
+        )
+    except Exception as err:  # noqa: BLE001 - analysis never raises
+        _warn(f"plateau detection failed: {type(err).__name__}: {err}")
+        return []
+    if not classify:
+        return plats
+    theta = arrays.get("theta")
+    theta = None if theta is None else np.asarray(theta, dtype=np.float64)
+    if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
+        theta = None
+    for p in plats:
+        s = p["modes_learnt"]
+        try:
+            ps = problem.critical_product(s)
+            idx = None
+            if theta is not None:
+                rows = np.arange(p["i_start"], p["i_end"] + 1)
+                rows = rows[rows < theta.shape[0]]
+                rows = rows[np.isfinite(theta[rows]).all(axis=1)] if rows.size else rows
+                if rows.size:
+                    ths = torch.from_numpy(theta[rows])
+                    dist = problem.product_distance(product(unpack(ths, layout)), ps)
+                    idx = int(rows[int(torch.argmin(dist))])
+            if idx is not None:
+                res = classify_saddle(problem, layout, torch.from_numpy(theta[idx]), s, tolerances=tolerances)
+                source = "trajectory"
+                p["t_closest"] = float(np.asarray(t)[idx])
+            else:
+                res = classify_saddle(
+                    problem, layout, pack(critical_point(problem, layout, s)), s, tolerances=tolerances
+                )
+                source = "constructed"
+                p["t_closest"] = None
+            _fill_plateau(p, res, source)
+        except Exception as err:  # noqa: BLE001 - one plateau's classification must not lose the rest
+            p["label"] = "inconclusive"
+            p["evidence"] = {"error": f"{type(err).__name__}: {err}"}
+    return plats
+
+
+_EVIDENCE_KEYS = (
+    "ranks",
+    "partial_product_ranks",
+    "rank_P",
+    "optimal_rank_r",
+    "three_rank_r_layers",
+    "n_rank_r_layers",
+    "partial_product_rule",
+    "theory",
+    "numeric",
+    "lambda_max",
+    "lambda_tolerance",
+    "n_negative_eigenvalues",
+    "n_zero_eigenvalues",
+    "snap",
+    "snap_grad_norm",
+    "snap_distance",
+    "snap_iterations",
+    "product_distance",
+    "reasons",
+    "closest",
+)
+
+
+def _fill_plateau(p: dict, res: dict, source: str) -> None:
+    """Copy a :func:`classify_saddle` result into the plateau dict p (label, lambda_min, evidence, escape)."""
+    p["label"] = res["label"]
+    p["lambda_min"] = _fnum(res["lambda_min"])
+    p["evidence"] = _clean({"source": source, **{k: res.get(k) for k in _EVIDENCE_KEYS}})
+    esc = dict(res.get("escape") or {})
+    esc.pop("unstable_direction", None)
+    esc["exit_mode"] = p.get("exit_mode")
+    esc["next_mode_agrees"] = (
+        None
+        if p.get("exit_mode") is None or esc.get("next_mode") is None
+        else esc["next_mode"] == p["exit_mode"]
+    )
+    p["escape"] = _clean(esc)
+
+
+def exits_vs_reference(
+    ref_plateaus: list[dict],
+    plateaus: list[dict],
+    problem: RegressionProblem,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    lr: float | None = None,
+) -> list[dict]:
+    """Plateau exits of a series against a reference (the flow), matched by exit mode.
+
+    [{"mode", "t_exit_flow", "t_exit", "delay" (t_exit - t_exit_flow), "delay_over_lr"}]; when the series
+    has no plateau leaving by that mode, its t_exit is the first time the mode's strength crosses m_k/2.
+    """
+    m = _modes_np(problem)
+    out = []
+    own = {p["exit_mode"]: p["t_exit"] for p in plateaus if p.get("exit_mode") is not None}
+    for p in ref_plateaus:
+        k = p.get("exit_mode")
+        if k is None or p.get("t_exit") is None:
+            continue
+        te = own.get(k)
+        if te is None and arrays is not None and arrays.get("mode_strength") is not None:
+            ms = np.asarray(arrays["mode_strength"], dtype=np.float64)
+            if ms.ndim == 2 and k < ms.shape[1]:
+                te = _first_crossing(np.asarray(arrays["t"], dtype=np.float64), ms[:, k], 0.5 * m[k])
+        delay = None if te is None else te - p["t_exit"]
+        out.append(
+            {
+                "mode": int(k),
+                "t_exit_flow": float(p["t_exit"]),
+                "t_exit": _fnum(te),
+                "delay": _fnum(delay),
+                "delay_over_lr": _fnum(delay / lr) if (delay is not None and lr) else None,
+            }
+        )
+    return out
+
+
+def plateau_table(plateaus: list[dict]) -> str:
+    """A markdown table of plateaus (TensorBoard text)."""
+    if not plateaus:
+        return "no saddle plateau"
+
+    def f(x, fmt=".4g"):
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        "| # | t start | t end | duration | level | r | modes learnt | min grad | exit mode | t exit | label | lambda_min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, p in enumerate(plateaus):
+        lines.append(
+            f"| {i} | {f(p['t_start'])} | {f(p['t_end'])} | {f(p['duration'])} | {f(p['level'])} | "
+            f"{'-' if p['level_index'] is None else p['level_index']} | {p['modes_learnt']} | "
+            f"{f(p['grad_norm_min'], '.3g')} | {'-' if p['exit_mode'] is None else p['exit_mode']} | "
+            f"{f(p['t_exit'])} | {p.get('label') or '-'} | {f(p.get('lambda_min'), '.3g')} |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# A run
+
+
+def _write_tensorboard(out_dir: Path, name: str, arrays, plateaus, exits, problem) -> None:
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard" / name))
+    try:
+        t = np.asarray(arrays.get("t", np.zeros(0)), dtype=np.float64)
+        ms = arrays.get("mode_strength")
+        steps = arrays.get("grid_index")
+        steps = np.arange(len(t)) if steps is None else np.asarray(steps)
+        fw = writer._get_file_writer()
+        if ms is not None and len(t):
+            ms = np.asarray(ms, dtype=np.float64)
+            finite = np.isfinite(ms).all(axis=1)
+            count = modes_learnt(ms, problem).sum(axis=1)
+            codes = np.zeros(len(t))
+            for p in plateaus:
+                sel = (t >= p["t_start"]) & (t <= p["t_end"])
+                codes[sel] = LABEL_CODES.get(p.get("label") or "inconclusive", 3)
+            for i in range(min(len(t), len(steps))):
+                if not finite[i]:
+                    continue
+                vals = [("saddle/modes_learnt", float(count[i])), ("saddle/label", float(codes[i]))]
+                summ = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in vals])
+                fw.add_summary(summ, global_step=int(steps[i]))
+        writer.add_text("saddle/plateaus", plateau_table(plateaus), 0)
+        # Exit times and delays for the modes the flow leaves its plateaus by (the same tags in every
+        # series; NaN where this series never learns that mode; the flow's own delays are 0).
+        for e in exits or []:
+            step = int(e["mode"])
+            te = e.get("t_exit")
+            de = e.get("delay")
+            writer.add_scalar("saddle/exit_time", float("nan") if te is None else te, step)
+            writer.add_scalar("saddle/exit_delay", float("nan") if de is None else de, step)
+        writer.flush()
+    finally:
+        writer.close()
+
+
+def analyze_run_saddles(
+    out_dir,
+    problem: RegressionProblem,
+    dims,
+    series_arrays: Mapping[str, Mapping[str, np.ndarray]],
+    series: dict[str, dict],
+    tensorboard: bool = True,
+) -> None:
+    """Plateaus and saddles of every series of a run; fills the summary entries and TensorBoard.
+
+    Sets ``series[name]["plateaus"]`` (JSON-able plateau dicts, see :func:`detect_plateaus`, with
+    label, lambda_min, evidence and escape) and, for SGD series, ``plateau_exits_vs_flow``
+    (:func:`exits_vs_reference`). With ``tensorboard``, writes into ``out_dir/tensorboard/<name>``:
+    ``saddle/modes_learnt`` and ``saddle/label`` (0 none, 1 strict, 2 non-strict, 3 inconclusive) on
+    the grid steps, ``saddle/exit_time`` (step = mode), for SGD ``saddle/exit_delay`` (step = mode)
+    and the text ``saddle/plateaus``. Never raises for a bad series (its plateaus are []).
+    """
+    layout = _as_layout(dims)
+    names = sorted(series_arrays, key=lambda n: (n != "flow", n))
+    results: dict[str, list[dict]] = {}
+    for name in names:
+        arrays = series_arrays[name] or {}
+        try:
+            results[name] = analyze_series(problem, layout, arrays)
+        except Exception as err:  # noqa: BLE001
+            _warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
+            results[name] = []
+        entry = series.setdefault(name, {})
+        entry["plateaus"] = _clean(results[name])
+    flow_plats = results.get("flow")
+    for name in names:
+        entry = series[name]
+        exits = None
+        if flow_plats is not None:
+            try:
+                if name == "flow":
+                    exits = [
+                        {
+                            "mode": p["exit_mode"],
+                            "t_exit_flow": p["t_exit"],
+                            "t_exit": p["t_exit"],
+                            "delay": 0.0,
+                        }
+                        for p in flow_plats
+                        if p.get("exit_mode") is not None and p.get("t_exit") is not None
+                    ]
+                else:
+                    lr = entry.get("lr")
+                    exits = exits_vs_reference(flow_plats, results[name], problem, series_arrays[name], lr)
+            except Exception as err:  # noqa: BLE001
+                _warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
+                exits = []
+            if name != "flow":
+                entry["plateau_exits_vs_flow"] = _clean(exits)
+        if tensorboard:
+            try:
+                _write_tensorboard(
+                    Path(out_dir), name, series_arrays[name] or {}, results[name], exits, problem
+                )
+            except Exception as err:  # noqa: BLE001
+                _warn(f"{name}: saddle TensorBoard failed: {type(err).__name__}: {err}")
