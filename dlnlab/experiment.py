@@ -177,7 +177,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
     from dlnlab.analysis import gd_stability_threshold
     from dlnlab.init import initial_weights
     from dlnlab.network import Layout, pack
-    from dlnlab.record import SeriesRecorder, grid_steps
+    from dlnlab.record import SeriesRecorder, grid_steps, open_recorder
 
     torch.set_num_threads(1)
     t_start = time.perf_counter()
@@ -280,8 +280,9 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
             break
         name = series_name(lr)
         flow_theta = flow_at[torch.searchsorted(all_t, exact[lr])]
-        rec = SeriesRecorder(
-            name, problem, rc.dims, theta0, n_grid, out, lr=lr, flow_theta=flow_theta, **rec_kw
+        # The recorder works in a forked process, on the other core, while the hot loop runs here.
+        rec = open_recorder(
+            name, problem, rc.dims, theta0, n_grid, out, lr=lr, flow_theta=flow_theta, worker=True, **rec_kw
         )
         progress.start(name, t_max)
         t0 = time.perf_counter()
@@ -313,7 +314,12 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
             _warn(f"{name}: {entry['message']}")
         finally:
             signal.signal(signal.SIGINT, prev)
-        arrays = rec.close()
+        try:
+            arrays = rec.close()
+        except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
+            arrays = {}
+            entry.update(status="error", message=f"recorder: {err}")
+            _warn(f"{name}: {entry['message']}")
         _finish_sgd_entry(entry, arrays, lr, problem, layout, levels, time.perf_counter() - t0)
         if entry["status"] in ("diverged", "unstable"):
             _warn(f"{name}: {entry['status']}: {entry['message']}")

@@ -103,6 +103,17 @@ class Layout:
         o = self.offsets
         return slice(o[j], o[j + 1]), slice(o[j - 1], o[j])
 
+    @cached_property
+    def theta_index(self) -> Tensor:
+        """Flat indices into A (n*n, row-major) of theta's entries: theta = A.reshape(-1)[theta_index]."""
+        n, out = self.n_nodes, []
+        for j in range(1, self.depth + 1):
+            rows, cols = self.block(j)
+            r = torch.arange(rows.start, rows.stop)[:, None]
+            c = torch.arange(cols.start, cols.stop)[None, :]
+            out.append((r * n + c).reshape(-1))
+        return torch.cat(out)
+
     def mask(self, device: torch.device | str | None = None) -> Tensor:
         """Boolean n x n mask, True exactly on the blocks (j, j-1)."""
         m = torch.zeros(self.n_nodes, self.n_nodes, dtype=torch.bool, device=device)

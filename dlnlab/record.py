@@ -8,8 +8,8 @@ at a time), so recording costs little next to the steps and TensorBoard fills in
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from dlnlab.analysis import conservation_drift, hessian_extremes, layer_singular
 from dlnlab.network import Layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesRecorder", "tensorboard_layout", "grid_steps"]
+__all__ = ["SeriesRecorder", "open_recorder", "tensorboard_layout", "grid_steps"]
 
 
 def grid_steps(n_grid: int, dt: float, lr: float) -> list[int]:
@@ -85,7 +85,9 @@ class SeriesRecorder:
             (0 = never).
         tb_max_points: at most about this many grid points per series go to TensorBoard (its UI
             samples 1000 per tag); the npz keeps every point.
-        background: compute the metrics on a worker thread (blocks stay in order).
+
+    Metrics are computed when ``block`` points are buffered (vectorised over the block). To keep
+    them off a hot loop's core, use :func:`open_recorder` with ``worker=True``.
     """
 
     def __init__(
@@ -105,7 +107,6 @@ class SeriesRecorder:
         save_theta: bool = True,
         block: int = 256,
         tb_max_points: int = 1000,
-        background: bool = True,
     ) -> None:
         self.name, self.problem, self.layout = name, problem, Layout(tuple(dims))
         self.theta0 = theta0.detach().clone()
@@ -125,10 +126,6 @@ class SeriesRecorder:
         self._warm: Tensor | None = None
         # TensorBoard's UI shows 1000 points per tag anyway: thin the event files, keep every point in the npz.
         self.tb_every = max(1, math.ceil(n_grid / tb_max_points))
-        self._futures: list = []
-        self._pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dlnlab-{name}") if background else None
-        )
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -137,33 +134,23 @@ class SeriesRecorder:
             self.writer.add_custom_scalars(tensorboard_layout(min(self.layout.d_x, self.layout.d_y)))
 
     # ------------------------------------------------------------------------------------------
-    def record(self, m: int, t: float, theta: Tensor, step: int | None = None) -> None:
-        """Buffer grid point m at exact time t (theta (p,) is copied)."""
-        self._pending.append((int(m), float(t), step, theta.detach().clone()))
+    def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
+        """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``)."""
+        self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
         if len(self._pending) >= self.block:
             self.flush()
 
     def record_many(self, ms: Sequence[int], ts: Sequence[float], thetas: Tensor, steps=None) -> None:
         """Buffer several grid points at once; thetas (K, p)."""
         for i, (m, t) in enumerate(zip(ms, ts)):
-            self.record(m, t, thetas[i], None if steps is None else steps[i])
+            self.record(m, t, thetas[i], None if steps is None else steps[i], copy=False)
 
+    @torch.no_grad()
     def flush(self) -> None:
-        """Hand the buffered points to the worker thread: metrics, then TensorBoard.
-
-        The worker runs the blocks in order; the LAPACK-heavy metrics release the GIL, so on a
-        second core they overlap the hot loop instead of stalling it.
-        """
+        """Compute the metrics of the buffered points and write them to TensorBoard."""
         if not self._pending:
             return
         block, self._pending = self._pending, []
-        if self._pool is None:
-            self._process(block)
-        else:
-            self._futures.append(self._pool.submit(self._process, block))
-
-    @torch.no_grad()
-    def _process(self, block: list) -> None:
         ms = [p[0] for p in block]
         ts = torch.tensor([p[1] for p in block], dtype=torch.float64)
         thetas = torch.stack([p[3] for p in block])
@@ -173,11 +160,6 @@ class SeriesRecorder:
             self._chunks.setdefault(key, []).append(val)
         if self.writer is not None:
             self._write_tensorboard(metrics)
-
-    def _wait(self) -> None:
-        futures, self._futures = self._futures, []
-        for f in futures:
-            f.result()  # re-raises a failure of the worker here, in the caller's thread
 
     def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
         prob, lay = self.problem, self.layout
@@ -273,7 +255,6 @@ class SeriesRecorder:
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything recorded so far, concatenated along the grid."""
         self.flush()
-        self._wait()
         return {k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
@@ -285,8 +266,6 @@ class SeriesRecorder:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
         return arrays
 
 
@@ -295,3 +274,77 @@ def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
     x = x.clone()
     x[~finite] = float("nan")
     return x.numpy()
+
+
+class _ProcessRecorder:
+    """A :class:`SeriesRecorder` living in a forked worker process.
+
+    The hot loop only buffers snapshots and ships them in blocks through a pipe; metrics,
+    TensorBoard and the npz are computed and written by the worker on another core (no GIL shared).
+    ``close()`` returns the same arrays as ``SeriesRecorder.close()``.
+    """
+
+    def __init__(self, *args, block: int = 256, **kwargs) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_recorder_worker, args=(child, args, kwargs), daemon=True)
+        self._proc.start()
+        child.close()
+        self.name, self.block = args[0], block
+        self._pending: list = []
+
+    def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
+        self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
+        if len(self._pending) >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        block, self._pending = self._pending, []
+        thetas = torch.stack([p[3] for p in block]).numpy()
+        self._conn.send(
+            ("block", [p[0] for p in block], [p[1] for p in block], [p[2] for p in block], thetas)
+        )
+
+    def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
+        self.flush()
+        self._conn.send(("close", path))
+        status, payload = self._conn.recv()
+        self._proc.join()
+        self._conn.close()
+        if status != "ok":
+            raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
+        return payload
+
+
+def _recorder_worker(conn, args, kwargs) -> None:
+    import signal
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it closes us cleanly
+    torch.set_num_threads(1)
+    rec = None
+    try:
+        rec = SeriesRecorder(*args, **kwargs)
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:  # the parent went away: keep what was recorded
+                rec.close()
+                return
+            if msg[0] == "block":
+                _, ms, ts, steps, thetas = msg
+                rec.record_many(ms, ts, torch.from_numpy(thetas), steps)
+            else:
+                conn.send(("ok", rec.close(msg[1])))
+                return
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", traceback.format_exc()))
+
+
+def open_recorder(*args, worker: bool = False, **kwargs):
+    """A SeriesRecorder (same arguments), in a worker process when ``worker`` and fork is available."""
+    if worker and "fork" in multiprocessing.get_all_start_methods():
+        return _ProcessRecorder(*args, **kwargs)
+    return SeriesRecorder(*args, **kwargs)

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.network import DeepLinearNetwork, pack, weights_from_adjacency
+from dlnlab.network import DeepLinearNetwork, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
-from dlnlab.record import SeriesRecorder, grid_steps
+from dlnlab.record import grid_steps
 
 __all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "train_series"]
 
@@ -117,6 +117,7 @@ class SGDModule(L.LightningModule):
         self.diverged: tuple[int, str] | None = None
         self._next_snap = 0
         self._views = weights_from_adjacency(net.A.detach(), net.layout)  # views sharing A's storage
+        self._flat_a, self._theta_index = net.A.detach().view(-1), net.layout.theta_index
         self._take_snapshots_upto(0)
 
     def configure_optimizers(self):
@@ -126,7 +127,7 @@ class SGDModule(L.LightningModule):
         snaps = self.snapshot_steps
         while self._next_snap < len(snaps) and snaps[self._next_snap] <= k:
             if snaps[self._next_snap] == k:
-                theta = pack(self._views)
+                theta = self._flat_a.index_select(0, self._theta_index)  # = pack(views), one gather
                 self.snapshots.append((k, theta))
                 norm = float(torch.linalg.vector_norm(theta))
                 if not math.isfinite(norm):
@@ -180,13 +181,13 @@ class SGDModule(L.LightningModule):
 class RecorderCallback(L.Callback):
     """Hands the module's snapshots to the recorder after every chunk; nothing else."""
 
-    def __init__(self, recorder: SeriesRecorder, step_to_grid: dict[int, list[int]], progress=None) -> None:
+    def __init__(self, recorder, step_to_grid: dict[int, list[int]], progress=None) -> None:
         self.recorder, self.step_to_grid, self.progress = recorder, step_to_grid, progress
 
     def _drain(self, module: SGDModule) -> None:
         for k, theta in module.pop_snapshots():
             for m in self.step_to_grid.get(k, ()):
-                self.recorder.record(m, k * module.lr, theta, step=k)
+                self.recorder.record(m, k * module.lr, theta, step=k, copy=False)  # a fresh pack()
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._drain(pl_module)
@@ -237,7 +238,7 @@ def train_series(
     t_max: float,
     dt: float,
     n_grid: int,
-    recorder: SeriesRecorder,
+    recorder,
     batch_size: int | None = None,
     sampling: str = "with_replacement",
     momentum: float = 0.0,

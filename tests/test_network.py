@@ -180,3 +180,16 @@ def test_integral_dims_are_accepted():
 
     net = DeepLinearNetwork([np.int64(3), 4, np.int32(2)])
     assert net.dims == (3, 4, 2) and all(type(d) is int for d in net.dims)
+
+
+def test_theta_index_gathers_theta_from_a():
+    from dlnlab.init import gaussian
+
+    for dims in ([3, 2], [11, 6, 6, 6, 6, 4], [2, 5, 1, 3]):
+        net = DeepLinearNetwork.from_weights(gaussian(dims, 0.3, seed=4))
+        idx = net.layout.theta_index
+        assert idx.shape == (net.layout.n_weights,)
+        assert torch.equal(net.A.detach().reshape(-1)[idx], net.theta())
+        mask = torch.zeros(net.layout.n_nodes**2, dtype=torch.bool)
+        mask[idx] = True
+        assert torch.equal(mask.view_as(net.A), net.mask())
