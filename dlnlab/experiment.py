@@ -56,6 +56,11 @@ class Progress:
         sys.stderr.write(f"\r  {self.label:<28} t = {t:9.3f} / {t_end or self.t_end:g}  [{frac:6.1%}]")
         sys.stderr.flush()
 
+    def note(self, msg: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"  {msg}\n")
+            sys.stderr.flush()
+
     def done(self, msg: str) -> None:
         if self.enabled:
             sys.stderr.write(f"\r  {self.label:<28} {msg:<50}\n")
@@ -328,6 +333,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
         flow_recorder_arrays[name] = arrays
 
     # ---- saddles: plateaus visited by each series, classified (dlnlab.saddles) ----------------------
+    progress.note("saddle analysis: plateaus and their saddles ...")
     try:
         from dlnlab.saddles import analyze_run_saddles
 
@@ -367,6 +373,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
     _write_hparams(rc, out, series, summary)
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False))
     if rc.log.figures:
+        progress.note("figures ...")
         try:
             from dlnlab.plots import make_run_figures
 
