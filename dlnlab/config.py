@@ -143,7 +143,7 @@ def _opt_seed(v: Any, key: str, seed: int, purpose: str) -> int:
 
 def validate(cfg: Any) -> RunConfig:
     """Check every user-facing key and return a :class:`RunConfig`; raise ConfigError on bad values."""
-    from dlnlab.flow import METHODS, TORCHDIFFEQ_FIXED  # torch + torchdiffeq only
+    from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS, TORCHDIFFEQ_FIXED, Solver  # no Lightning
 
     raw = _plain(cfg)
     if not isinstance(raw, Mapping):
@@ -229,11 +229,16 @@ def validate(cfg: Any) -> RunConfig:
     flow_cfg = FlowConfig(
         t_max=_number(_get(flow, "t_max", path="flow"), "flow.t_max", positive=True),
         method=method,
-        rtol=_number(_get(flow, "rtol", 1e-8), "flow.rtol", positive=True),
-        atol=_number(_get(flow, "atol", 1e-10), "flow.atol", positive=True),
+        rtol=_number(_get(flow, "rtol", DEFAULT_RTOL), "flow.rtol", positive=True),
+        atol=_number(_get(flow, "atol", DEFAULT_ATOL), "flow.atol", positive=True),
         step_size=step_size,
         max_nfe=None if max_nfe is None else _number(max_nfe, "flow.max_nfe", positive=True, integer=True),
     )
+
+    try:  # the solver's own checks (e.g. step_size only for fixed-step methods, scipy's rtol floor)
+        Solver(flow_cfg.method, flow_cfg.rtol, flow_cfg.atol, flow_cfg.step_size, flow_cfg.max_nfe)
+    except ValueError as err:
+        raise ConfigError(str(err) if str(err).startswith("flow.") else f"flow: {err}") from err
 
     sgd = _get(raw, "sgd")
     lrs = _get(sgd, "lrs", path="sgd")
