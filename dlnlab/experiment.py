@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlnlab._util import jsonable, warn
 from dlnlab.config import ConfigError, RunConfig, validate
 
 __all__ = ["run", "RunResult", "EXIT_OK", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "series_name"]
@@ -77,22 +78,6 @@ class RunResult(dict):
     @property
     def run_dir(self) -> Path:
         return Path(self["run_dir"])
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.tolist())
-    return x
 
 
 def _check_run_dir(out: Path) -> None:
@@ -248,7 +233,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
     except flowmod.FlowSolverError as err:
         res = err.result
         entry.update(status="solver_failed", message=str(err))
-        _warn(f"flow: {err}")
+        warn(f"flow: {err}")
     except KeyboardInterrupt:
         res, interrupted = None, True
         entry.update(status="interrupted", message="interrupted by the user")
@@ -316,7 +301,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
             entry.update(status="interrupted", message="interrupted by the user", steps=None)
         except Exception as err:  # noqa: BLE001 - one failing series must not end the run
             entry.update(status="error", message=f"{type(err).__name__}: {err}", steps=None)
-            _warn(f"{name}: {entry['message']}")
+            warn(f"{name}: {entry['message']}")
         finally:
             signal.signal(signal.SIGINT, prev)
         try:
@@ -324,10 +309,10 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             arrays = {}
             entry.update(status="error", message=f"recorder: {err}")
-            _warn(f"{name}: {entry['message']}")
+            warn(f"{name}: {entry['message']}")
         _finish_sgd_entry(entry, arrays, lr, problem, layout, levels, time.perf_counter() - t0)
         if entry["status"] in ("diverged", "unstable"):
-            _warn(f"{name}: {entry['status']}: {entry['message']}")
+            warn(f"{name}: {entry['status']}: {entry['message']}")
         series[name] = entry
         progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
         flow_recorder_arrays[name] = arrays
@@ -341,7 +326,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
             out, problem, rc.dims, flow_recorder_arrays, series, tensorboard=rc.log.tensorboard
         )
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
-        _warn(f"saddle analysis failed: {type(err).__name__}: {err}")
+        warn(f"saddle analysis failed: {type(err).__name__}: {err}")
 
     # ---- summary ------------------------------------------------------------------------------------
     ok_lrs = [e["lr"] for e in series.values() if e["lr"] is not None and e["status"] == "ok"]
@@ -371,7 +356,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
         "run_dir": str(out),
     }
     _write_hparams(rc, out, series, summary)
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False))
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False))
     if rc.log.figures:
         progress.note("figures ...")
         try:
@@ -379,7 +364,7 @@ def _execute(rc: RunConfig, out: Path) -> RunResult:
 
             make_run_figures(out, tensorboard=rc.log.tensorboard)
         except Exception as err:  # noqa: BLE001 - figures must not lose the run
-            _warn(f"figures failed: {type(err).__name__}: {err}")
+            warn(f"figures failed: {type(err).__name__}: {err}")
     _print_table(summary)
     return RunResult(summary)
 
@@ -477,11 +462,6 @@ def _versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _warn(msg: str) -> None:
-    sys.stderr.write(f"warning: {msg}\n")
-    sys.stderr.flush()
 
 
 def _print_table(summary: dict) -> None:

@@ -40,7 +40,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from dlnlab.network import Layout, unpack
+from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
 
 __all__ = [
@@ -219,7 +219,7 @@ class Convergence:
         self._floor: tuple[RegressionProblem, int, float] | None = None
 
     def floor(self, problem: RegressionProblem, dims) -> float:
-        r_max = _as_layout(dims).r_max
+        r_max = as_layout(dims).r_max
         if self._floor is None or self._floor[0] is not problem or self._floor[1] != r_max:
             self._floor = (problem, r_max, float(problem.plateau_levels(r_max)[-1]))
         return self._floor[2]
@@ -304,10 +304,6 @@ def _reason(exc: BaseException) -> str:
 # The vector field and time grids
 
 
-def _as_layout(dims) -> Layout:
-    return dims if isinstance(dims, Layout) else Layout(tuple(int(d) for d in dims))
-
-
 def _check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
         raise ValueError(
@@ -317,7 +313,7 @@ def _check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
 
 def vector_field(problem: RegressionProblem, dims) -> Callable[[Tensor, Tensor], Tensor]:
     """(t, theta) -> -grad L(theta) for theta of shape (..., p) (closed-form gradient)."""
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     _check_problem_dims(problem, layout)
 
     def field(t: Tensor, theta: Tensor) -> Tensor:
@@ -522,7 +518,7 @@ def integrate(
     Raises ValueError for bad arguments and FlowSolverError (with the partial result) on failure.
     """
     solver = _as_solver(solver)
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     _check_problem_dims(problem, layout)
     t = _check_t_eval(t_eval)
     theta0 = _check_theta0(theta0, layout, problem.X.dtype)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from dlnlab.network import Layout
-from dlnlab.problem import RegressionProblem
+from dlnlab.problem import RegressionProblem, haar_orthonormal
 
 __all__ = ["INITS", "gaussian", "orthogonal", "balanced", "aligned", "initial_weights"]
 
@@ -24,18 +24,11 @@ def _generator(seed: int | torch.Generator) -> torch.Generator:
     return seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
 
-def _orthonormal_columns(rows: int, cols: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
-    """A random (rows, cols) matrix with orthonormal columns (rows >= cols), Haar distributed."""
-    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=dtype))
-    sign = torch.sign(torch.diagonal(r))
-    return q * torch.where(sign == 0, torch.ones_like(sign), sign)
-
-
 def _semi_orthogonal(rows: int, cols: int, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
     """Orthonormal rows if rows <= cols, orthonormal columns otherwise."""
     if rows >= cols:
-        return _orthonormal_columns(rows, cols, gen, dtype)
-    return _orthonormal_columns(cols, rows, gen, dtype).T.contiguous()
+        return haar_orthonormal(rows, cols, gen, dtype)
+    return haar_orthonormal(cols, rows, gen, dtype).T.contiguous()
 
 
 def _strengths(u0: float | Sequence[float], k: int, key: str = "init.u0") -> list[float]:
@@ -103,9 +96,9 @@ def balanced(
     if k > layout.r_max:
         raise ValueError(f"init.u0: at most r_max = {layout.r_max} values for dims {list(dims)}, got {k}")
     strengths = [abs(v) for v in _strengths(u0, k)]
-    out_vecs = _orthonormal_columns(layout.d_y, k, gen, dtype)
-    in_vecs = _orthonormal_columns(layout.d_x, k, gen, dtype)
-    inner = [_orthonormal_columns(d, k, gen, dtype) for d in layout.dims[1:-1]]
+    out_vecs = haar_orthonormal(layout.d_y, k, gen, dtype)
+    in_vecs = haar_orthonormal(layout.d_x, k, gen, dtype)
+    inner = [haar_orthonormal(d, k, gen, dtype) for d in layout.dims[1:-1]]
     return _balanced_factors(layout.dims, out_vecs, in_vecs, strengths, inner)
 
 
@@ -132,7 +125,7 @@ def aligned(
     strengths = _strengths(u0, k)
     out_vecs = problem.mode_u[:, :k].to(dtype)
     in_vecs = problem.mode_v[:, :k].to(dtype)
-    inner = [_orthonormal_columns(d, k, gen, dtype) for d in layout.dims[1:-1]]
+    inner = [haar_orthonormal(d, k, gen, dtype) for d in layout.dims[1:-1]]
     return _balanced_factors(layout.dims, out_vecs, in_vecs, strengths, inner)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "Layout",
+    "as_layout",
     "DeepLinearNetwork",
     "pack",
     "unpack",
@@ -38,7 +39,10 @@ class Layout:
     dims: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        dims = tuple(self.dims)
+        # Integral numbers (numpy ints, ...) become ints; 2.5, "4" or True fail below.
+        dims = tuple(
+            int(d) if isinstance(d, numbers.Integral) and not isinstance(d, bool) else d for d in self.dims
+        )
         if len(dims) < 2:
             raise ValueError(
                 f"model.dims: need at least two widths [d_x, ..., d_y] (depth h >= 1), got {list(dims)}"
@@ -128,12 +132,9 @@ class Layout:
         raise IndexError(node)
 
 
-def _as_layout(dims: Layout | Sequence[int]) -> Layout:
-    # Only integral values (numpy ints, ...) are converted: 2.5, "4" or True must fail in Layout.
-    if isinstance(dims, Layout):
-        return dims
-    ints = [int(d) if isinstance(d, numbers.Integral) and not isinstance(d, bool) else d for d in dims]
-    return Layout(tuple(ints))
+def as_layout(dims: Layout | Sequence[int]) -> Layout:
+    """``dims`` as a :class:`Layout` (a Layout passes through)."""
+    return dims if isinstance(dims, Layout) else Layout(tuple(dims))
 
 
 def pack(weights: Sequence[Tensor]) -> Tensor:
@@ -143,7 +144,7 @@ def pack(weights: Sequence[Tensor]) -> Tensor:
 
 def unpack(theta: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
     """Views [W_1, ..., W_h] of theta (..., p); no copy when theta is contiguous."""
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     if theta.shape[-1] != layout.n_weights:
         raise ValueError(
             f"theta has {theta.shape[-1]} entries in its last dimension, dims {list(layout.dims)} "
@@ -185,7 +186,7 @@ def adjacency_from_weights(weights: Sequence[Tensor]) -> Tensor:
 
 def weights_from_adjacency(a: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
     """Views [W_1, ..., W_h] of the blocks (j, j-1) of A (..., n, n)."""
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     if tuple(a.shape[-2:]) != (layout.n_nodes, layout.n_nodes):
         raise ValueError(
             f"A has shape {tuple(a.shape[-2:])}, dims {list(layout.dims)} need "
@@ -209,7 +210,7 @@ class DeepLinearNetwork(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.layout = _as_layout(dims)
+        self.layout = as_layout(dims)
         n = self.layout.n_nodes
         self.A = nn.Parameter(torch.zeros(n, n, dtype=dtype, device=device))
         if weights is not None:

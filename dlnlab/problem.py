@@ -19,15 +19,19 @@ from torch import Tensor
 
 from dlnlab.network import Layout, pack, product, unpack
 
-__all__ = ["RegressionProblem", "haar_orthogonal"]
+__all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
+
+
+def haar_orthonormal(rows: int, cols: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
+    """A Haar-random (rows, cols) matrix with orthonormal columns (rows >= cols): QR with the sign fix."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=dtype))
+    sign = torch.sign(torch.diagonal(r))
+    return q * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
 def haar_orthogonal(n: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
-    """A Haar-random n x n orthogonal matrix (QR of a Gaussian with the sign fix)."""
-    g = torch.randn(n, n, generator=generator, dtype=dtype)
-    q, r = torch.linalg.qr(g)
-    sign = torch.sign(torch.diagonal(r))
-    return q * torch.where(sign == 0, torch.ones_like(sign), sign)
+    """A Haar-random n x n orthogonal matrix."""
+    return haar_orthonormal(n, n, generator, dtype)
 
 
 def _psd_sqrt_and_pinv_sqrt(s: Tensor, rtol: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
@@ -129,9 +133,7 @@ class RegressionProblem:
             sig[k, k] = val
         t = u @ sig @ v.T
         if whiten:
-            q, r = torch.linalg.qr(torch.randn(n_samples, d_x, generator=gen, dtype=dtype))
-            q = q * torch.sign(torch.diagonal(r))
-            x = (n_samples**0.5) * q.T
+            x = (n_samples**0.5) * haar_orthonormal(n_samples, d_x, gen, dtype).T
         else:
             x = torch.randn(d_x, n_samples, generator=gen, dtype=dtype)
         y = t @ x

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.network import _as_layout, pack, prefix_products, product, unpack
+from dlnlab.network import as_layout, pack, prefix_products, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.critical import (
     ClassifyTolerances,
@@ -123,7 +123,7 @@ def classify_saddle(
     escape (:func:`escape_directions` at the critical point) and theta_critical (the (p,) tensor).
     """
     tol = tolerances or ClassifyTolerances()
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     h = layout.depth
     th0 = _as_theta(theta, layout, problem.X.dtype)
     if modes_learnt is None:

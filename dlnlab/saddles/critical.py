@@ -26,9 +26,8 @@ import torch
 from torch import Tensor
 
 from dlnlab.analysis import lanczos_extremes
-from dlnlab.init import _orthonormal_columns
-from dlnlab.network import Layout, _as_layout, pack, product
-from dlnlab.problem import RegressionProblem
+from dlnlab.network import Layout, as_layout, pack, product
+from dlnlab.problem import RegressionProblem, haar_orthonormal
 from dlnlab.saddles.plateaus import _s1
 
 __all__ = ["ClassifyTolerances", "critical_point"]
@@ -139,7 +138,7 @@ def critical_point(
     with a the length of the extra chain from the input and b the first layer of the chain to the
     output: b >= a + 3); otherwise a ValueError says so.
     """
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     h = layout.depth
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
         raise ValueError(
@@ -160,13 +159,13 @@ def critical_point(
     u, sig, vh = torch.linalg.svd(ps, full_matrices=False)
     u_s, sig, v_s = u[:, :r], sig[:r], vh[:r].T
     amp = sig ** (1.0 / h) if r else sig
-    frames = [v_s] + [_orthonormal_columns(d, r, gen, dtype) for d in layout.dims[1:-1]] + [u_s]
+    frames = [v_s] + [haar_orthonormal(d, r, gen, dtype) for d in layout.dims[1:-1]] + [u_s]
     if balanced or r == 0:
         mix = [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
     else:
         mix = [torch.eye(r, dtype=dtype)]
         for _ in range(h - 1):
-            o1, o2 = _orthonormal_columns(r, r, gen, dtype), _orthonormal_columns(r, r, gen, dtype)
+            o1, o2 = haar_orthonormal(r, r, gen, dtype), haar_orthonormal(r, r, gen, dtype)
             scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
             mix.append((o1 * scale) @ o2.T)
         mix.append(torch.eye(r, dtype=dtype))

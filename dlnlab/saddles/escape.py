@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dlnlab.network import _as_layout, pack, prefix_products, product, unpack
+from dlnlab.network import as_layout, pack, prefix_products, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.critical import (
     ClassifyTolerances,
@@ -105,7 +105,7 @@ def escape_directions(
     Returned tensors: ``unstable_direction`` (p,), unit norm, or None.
     """
     tol = _tol or ClassifyTolerances()
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     h = layout.depth
     th = _as_theta(theta, layout, problem.X.dtype)
     ws = unpack(th, layout)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.network import _as_layout, pack, product, unpack
+from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, classify_saddle
 from dlnlab.saddles.critical import critical_point
@@ -77,7 +77,7 @@ def analyze_series(
     rows (T, p)), snapped to the critical point; without ``theta`` from the balanced critical point of
     the learnt modes (evidence ``source`` = ``constructed``). Never raises: returns [] on bad input.
     """
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     try:
         t, loss = arrays.get("t"), arrays.get("loss")
         ms, gn = arrays.get("mode_strength"), arrays.get("grad_norm")
@@ -284,7 +284,7 @@ def analyze_run_saddles(
     the grid steps, ``saddle/exit_time`` (step = mode), for SGD ``saddle/exit_delay`` (step = mode)
     and the text ``saddle/plateaus``. Never raises for a bad series (its plateaus are []).
     """
-    layout = _as_layout(dims)
+    layout = as_layout(dims)
     names = sorted(series_arrays, key=lambda n: (n != "flow", n))
     results: dict[str, list[dict]] = {}
     for name in names:

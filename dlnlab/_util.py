@@ -1,0 +1,35 @@
+"""Small shared helpers: warnings on stderr and JSON-safe values (null, never NaN)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["warn", "jsonable"]
+
+
+def warn(msg: str) -> None:
+    """A one-line warning on stderr (the run goes on)."""
+    sys.stderr.write(f"warning: {msg}\n")
+    sys.stderr.flush()
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON types: numpy/torch scalars and arrays to Python, NaN and infinities to None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return jsonable(x.tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    return x
