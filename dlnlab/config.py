@@ -21,6 +21,9 @@ DATA_KINDS = ("teacher", "file")
 SAMPLINGS = ("with_replacement", "without_replacement")
 
 
+SCIPY_MAX_WEIGHTS = 5000  # the stiff path's dense Jacobian is p x p: 5000 weights is 200 MB
+
+
 class ConfigError(ValueError):
     """A configuration value is not allowed; the message names the key and the allowed values."""
 
@@ -131,6 +134,12 @@ def _number(v: Any, key: str, *, positive: bool = False, nonneg: bool = False, i
     return int(v) if integer else float(v)
 
 
+def _bool(v: Any, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
 def _choice(v: Any, key: str, allowed: tuple[str, ...]) -> str:
     if v not in allowed:
         raise ConfigError(f"{key}: unknown value {v!r}; allowed: {', '.join(allowed)}")
@@ -171,7 +180,7 @@ def validate(cfg: Any) -> RunConfig:
     n_samples = data.get("n_samples")
     if kind == "teacher":
         n_samples = _number(n_samples, "data.n_samples", positive=True, integer=True)
-    whiten = bool(_get(data, "whiten", True))
+    whiten = _bool(_get(data, "whiten", True), "data.whiten")
     noise = _number(_get(data, "noise", 0.0), "data.noise", nonneg=True)
     if kind == "teacher":
         if not svals:
@@ -208,6 +217,8 @@ def validate(cfg: Any) -> RunConfig:
             raise ConfigError(f"init.u0: required for init.kind={ikind} (the strength of the end-to-end map)")
         if isinstance(u0, (list, tuple)):
             u0 = tuple(_number(v, "init.u0") for v in u0)
+            if ikind == "balanced" and any(v < 0 for v in u0):
+                raise ConfigError(f"init.u0: singular values of a balanced init must be >= 0, got {list(u0)}")
             if len(u0) > min(dims):
                 raise ConfigError(
                     f"init.u0: at most r_max = min(model.dims) = {min(dims)} values, got {len(u0)}"
@@ -235,6 +246,12 @@ def validate(cfg: Any) -> RunConfig:
         max_nfe=None if max_nfe is None else _number(max_nfe, "flow.max_nfe", positive=True, integer=True),
     )
 
+    n_weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    if method in ("bdf", "radau", "lsoda") and n_weights > SCIPY_MAX_WEIGHTS:
+        raise ConfigError(
+            f"flow.method: {method} factorises the dense {n_weights} x {n_weights} Hessian of this net "
+            f"(more than {SCIPY_MAX_WEIGHTS} weights); use an explicit method such as flow.method=dopri5"
+        )
     try:  # the solver's own checks (e.g. step_size only for fixed-step methods, scipy's rtol floor)
         Solver(flow_cfg.method, flow_cfg.rtol, flow_cfg.atol, flow_cfg.step_size, flow_cfg.max_nfe)
     except ValueError as err:
@@ -263,9 +280,9 @@ def validate(cfg: Any) -> RunConfig:
     )
     if sgd_cfg.momentum >= 1:
         raise ConfigError(f"sgd.momentum: must be in [0, 1), got {sgd_cfg.momentum}")
-    if sgd_cfg.order_fit < 2:
+    if sgd_cfg.order_fit < 3:
         raise ConfigError(
-            f"sgd.order_fit: the slope needs at least 2 learning rates, got {sgd_cfg.order_fit}"
+            f"sgd.order_fit: the slope is fitted over at least 3 learning rates, got {sgd_cfg.order_fit}"
         )
 
     log = _get(raw, "log")
@@ -279,9 +296,9 @@ def validate(cfg: Any) -> RunConfig:
         hessian_dense_max=_number(
             _get(log, "hessian_dense_max", 1500), "log.hessian_dense_max", positive=True, integer=True
         ),
-        tensorboard=bool(_get(log, "tensorboard", True)),
-        figures=bool(_get(log, "figures", True)),
-        save_theta=bool(_get(log, "save_theta", True)),
+        tensorboard=_bool(_get(log, "tensorboard", True), "log.tensorboard"),
+        figures=_bool(_get(log, "figures", True), "log.figures"),
+        save_theta=_bool(_get(log, "save_theta", True), "log.save_theta"),
         progress=_choice(progress, "log.progress", ("auto", "always", "never")),
     )
     if log_cfg.dt > flow_cfg.t_max:

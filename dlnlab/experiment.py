@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,222 +158,301 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
             output_dir = HydraConfig.get().runtime.output_dir
         except Exception as err:  # noqa: BLE001 - Hydra not running
             raise ConfigError("run(cfg): pass output_dir when not running under Hydra") from err
+    problem, weights0 = _build(rc)  # data and A0: any bad value is still a ConfigError, nothing written
     out = Path(output_dir)
     _check_run_dir(out)
-    return _execute(rc, out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the small-matrix hot loops: one thread (restored for the caller)
+    try:
+        return _execute(rc, out, problem, weights0)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _execute(rc: RunConfig, out: Path) -> RunResult:
-    from dlnlab import flow as flowmod
-    from dlnlab.analysis import gd_stability_threshold
+def _build(rc: RunConfig):
+    """The problem and the initial weights, or a ConfigError naming the key."""
     from dlnlab.init import initial_weights
-    from dlnlab.network import Layout, pack
-    from dlnlab.record import SeriesRecorder, grid_steps, open_recorder
 
-    torch.set_num_threads(1)
-    t_start = time.perf_counter()
-    problem = _load_problem(rc)
-    layout = Layout(rc.dims)
-    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
+    try:
+        problem = _load_problem(rc)
+    except ValueError as err:
+        raise ConfigError(str(err) if isinstance(err, ConfigError) else f"data: {err}") from err
+    if problem.d_x != rc.dims[0] or problem.d_y != rc.dims[-1]:
         raise ConfigError(
             f"model.dims {list(rc.dims)} do not fit the data (d_x={problem.d_x}, d_y={problem.d_y})"
         )
     ini = rc.init
-    weights0 = initial_weights(ini.kind, rc.dims, problem, scale=ini.scale, u0=ini.u0, seed=ini.seed)
+    try:
+        weights0 = initial_weights(ini.kind, rc.dims, problem, scale=ini.scale, u0=ini.u0, seed=ini.seed)
+    except ValueError as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("init.") else f"init: {msg}") from err
+    return problem, weights0
+
+
+def _execute(rc: RunConfig, out: Path, problem, weights0) -> RunResult:
+    from dlnlab.analysis import gd_stability_threshold
+    from dlnlab.network import Layout, adjacency_from_weights, pack
+    from dlnlab.record import grid_steps
+
+    t_start = time.perf_counter()
+    layout = Layout(rc.dims)
     theta0 = pack(weights0)
     levels = problem.plateau_levels(layout.r_max)
-    h = layout.depth
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     np.savez(
         out / "problem.npz",
         dims=np.asarray(rc.dims, dtype=np.int64),
         X=problem.X.numpy(),
         Y=problem.Y.numpy(),
-        A0=_adjacency(weights0).numpy(),
+        A0=adjacency_from_weights(weights0).numpy(),
         modes=problem.modes.numpy(),
         critical_values=levels.numpy(),
         mode_u=problem.mode_u.numpy(),
         mode_v=problem.mode_v.numpy(),
     )
-    progress = Progress(rc.log.progress)
     dt, t_max = rc.log.dt, rc.flow.t_max
     n_grid = int(math.floor(t_max / dt + 1e-9)) + 1
-    grid = torch.arange(n_grid, dtype=torch.float64) * dt
     lrs = sorted(rc.sgd.lrs, reverse=True)
+    # Each series is compared with the flow at its own exact times k_m * eta: the flow solver
+    # evaluates the union of all of them (dense output), never an interpolation of logged points.
+    grid = torch.arange(n_grid, dtype=torch.float64) * dt
     exact = {
         lr: torch.tensor([k * lr for k in grid_steps(n_grid, dt, lr)], dtype=torch.float64) for lr in lrs
     }
     all_t = torch.unique(torch.cat([grid, *exact.values()]))
     analysis_every = max(1, math.ceil(n_grid / rc.log.analysis_points)) if rc.log.analysis_points else 0
-    rec_kw = dict(
-        analysis_every=analysis_every,
-        sv_A_top=rc.log.sv_A_top,
-        hessian_dense_max=rc.log.hessian_dense_max,
-        tensorboard=rc.log.tensorboard,
-        save_theta=rc.log.save_theta,
+    ctx = _RunContext(
+        rc=rc,
+        out=out,
+        problem=problem,
+        layout=layout,
+        theta0=theta0,
+        levels=levels,
+        n_grid=n_grid,
+        progress=Progress(rc.log.progress),
+        rec_kw=dict(
+            analysis_every=analysis_every,
+            sv_A_top=rc.log.sv_A_top,
+            hessian_dense_max=rc.log.hessian_dense_max,
+            tensorboard=rc.log.tensorboard,
+            save_theta=rc.log.save_theta,
+        ),
     )
     series: dict[str, dict] = {}
-    interrupted = False
-    summary: dict[str, Any] = {}
+    arrays: dict[str, dict] = {}
+    flow_at, interrupted = _run_flow(ctx, all_t, grid, series, arrays)
+    threshold = gd_stability_threshold(m1, layout.depth) if m1 > 0 else None
+    for lr in lrs:
+        if interrupted:
+            break
+        flow_theta = flow_at[torch.searchsorted(all_t, exact[lr])]
+        interrupted = _run_sgd(ctx, lr, flow_theta, threshold, series, arrays)
 
-    # ---- the exact gradient flow ------------------------------------------------------------------
-    solver = flowmod.Solver(
-        method=rc.flow.method,
-        rtol=rc.flow.rtol,
-        atol=rc.flow.atol,
-        step_size=rc.flow.step_size,
-        max_nfe=rc.flow.max_nfe,
-    )
-    progress.start("flow", all_t[-1].item())
-    rec = SeriesRecorder("flow", problem, rc.dims, theta0, n_grid, out, **rec_kw)
+    def summarize() -> dict:
+        usable = [e for e in series.values() if e["lr"] is not None and e["status"] in ("ok", "unstable")]
+        order = convergence_order(
+            [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], rc.sgd.order_fit
+        )
+        statuses = [e["status"] for e in series.values()]
+        if interrupted:
+            code = EXIT_INTERRUPTED
+        elif any(s in ("solver_failed", "error") for s in statuses):
+            code = EXIT_FAILED
+        else:
+            code = EXIT_OK
+        return {
+            "series": series,
+            "critical_values": levels.tolist(),
+            "modes": problem.modes.tolist(),
+            "L_min": problem.L_min,
+            "convergence_order": order["order"],
+            "convergence_order_detail": order,
+            "gd_stability_threshold": threshold,
+            "seeds": {"seed": rc.seed, "data": rc.data.seed, "init": rc.init.seed, "sgd": rc.sgd.seed},
+            "versions": _versions(),
+            "config": rc.raw,
+            "grid": {"dt": dt, "n_grid": n_grid, "t_max": t_max, "analysis_every": analysis_every},
+            "wall_time_s": time.perf_counter() - t_start,
+            "exit_code": code,
+            "run_dir": str(out),
+        }
+
+    # The summary is written as soon as the series are done, and again after each analysis step,
+    # so that nothing already computed is lost if a later step fails or is interrupted.
+    _write_summary(out, summarize())
+    if not interrupted:
+        try:
+            ctx.progress.note("saddle analysis: plateaus and their saddles ...")
+            from dlnlab.saddles import analyze_run_saddles
+
+            analyze_run_saddles(
+                out,
+                problem,
+                rc.dims,
+                arrays,
+                series,
+                tensorboard=rc.log.tensorboard,
+                hessian_dense_max=rc.log.hessian_dense_max,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as err:  # noqa: BLE001 - analysis must not lose the run
+            warn(f"saddle analysis failed: {type(err).__name__}: {err}")
+    summary = summarize()
+    _write_summary(out, summary)
+    try:
+        _write_hparams(rc, out, series, summary)
+        if rc.log.figures and not interrupted:
+            ctx.progress.note("figures ...")
+            from dlnlab.plots import make_run_figures
+
+            make_run_figures(out, tensorboard=rc.log.tensorboard)
+    except KeyboardInterrupt:
+        summary = summarize() | {"exit_code": EXIT_INTERRUPTED}
+        _write_summary(out, summary)
+    except Exception as err:  # noqa: BLE001 - figures and hparams must not lose the run
+        warn(f"figures/hparams failed: {type(err).__name__}: {err}")
+    _print_table(summary)
+    return RunResult(summary)
+
+
+@dataclass
+class _RunContext:
+    rc: RunConfig
+    out: Path
+    problem: Any
+    layout: Any
+    theta0: torch.Tensor
+    levels: torch.Tensor
+    n_grid: int
+    progress: Progress
+    rec_kw: dict
+
+
+def _run_flow(ctx: _RunContext, all_t, grid, series: dict, arrays: dict) -> tuple[torch.Tensor, bool]:
+    """Integrate the flow at all requested times; record its grid; return (flow at all_t, interrupted)."""
+    from dlnlab import flow as flowmod
+    from dlnlab.record import SeriesRecorder
+
+    rc, interrupted, res = ctx.rc, False, None
     entry = {"lr": None, "method": rc.flow.method, "rtol": rc.flow.rtol, "atol": rc.flow.atol}
+    ctx.progress.start("flow", all_t[-1].item())
     t0 = time.perf_counter()
     try:
-        res = flowmod.integrate(problem, rc.dims, theta0, all_t, solver, progress=progress)
+        solver = flowmod.Solver(
+            rc.flow.method, rc.flow.rtol, rc.flow.atol, rc.flow.step_size, rc.flow.max_nfe
+        )
+        res = flowmod.integrate(ctx.problem, rc.dims, ctx.theta0, all_t, solver, progress=ctx.progress)
         entry.update(status="ok", message="")
     except flowmod.FlowSolverError as err:
         res = err.result
         entry.update(status="solver_failed", message=str(err))
         warn(f"flow: {err}")
     except KeyboardInterrupt:
-        res, interrupted = None, True
+        interrupted = True
         entry.update(status="interrupted", message="interrupted by the user")
-    flow_at = torch.full((len(all_t), layout.n_weights), float("nan"), dtype=torch.float64)
-    if res is not None and len(res.t):
-        flow_at[: len(res.t)] = res.theta
-    grid_idx = torch.searchsorted(all_t, grid)
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded, the SGD series still run
+        entry.update(status="solver_failed", message=f"{type(err).__name__}: {err}")
+        warn(f"flow: {entry['message']}")
+    flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
     n_flow = 0 if res is None else len(res.t)
-    for m in range(n_grid):
+    if n_flow:
+        flow_at[:n_flow] = res.theta
+    rec = SeriesRecorder("flow", ctx.problem, rc.dims, ctx.theta0, ctx.n_grid, ctx.out, **ctx.rec_kw)
+    grid_idx = torch.searchsorted(all_t, grid)
+    for m in range(ctx.n_grid):
         if grid_idx[m] < n_flow:
-            rec.record(m, float(grid[m]), flow_at[grid_idx[m]])
-    arrays = rec.close()
+            rec.record(m, float(grid[m]), flow_at[grid_idx[m]], copy=False)
+    arr = rec.close()
+    t = arr.get("t", np.zeros(0))
     entry.update(
         diverged=False,
-        t_stop=float(arrays["t"][-1]) if len(arrays.get("t", [])) else 0.0,
+        t_stop=float(t[-1]) if len(t) else 0.0,
         step_stop=None,
-        final_loss=float(arrays["loss"][-1]) if len(arrays.get("loss", [])) else None,
+        final_loss=float(arr["loss"][-1]) if len(t) else None,
         nfe=None if res is None else res.nfe,
         njev=None if res is None else res.njev,
         wall_time_s=time.perf_counter() - t0,
         max_dist_to_flow=0.0,
         plateaus=[],
     )
-    series["flow"] = entry
-    progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
-    flow_recorder_arrays = {"flow": arrays}
+    series["flow"], arrays["flow"] = entry, arr
+    ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
+    return flow_at, interrupted
 
-    # ---- one (S)GD series per learning rate --------------------------------------------------------
+
+def _run_sgd(ctx: _RunContext, lr: float, flow_theta, threshold, series: dict, arrays: dict) -> bool:
+    """One (S)GD series in Lightning; returns whether the user interrupted it."""
+    from dlnlab.record import open_recorder
     from dlnlab.training import train_series
 
-    blowup = rc.sgd.blowup * (float(torch.linalg.vector_norm(theta0)) + _balanced_norm(problem, layout))
-    for lr in lrs:
-        if interrupted:
-            break
-        name = series_name(lr)
-        flow_theta = flow_at[torch.searchsorted(all_t, exact[lr])]
-        # The recorder works in a forked process, on the other core, while the hot loop runs here.
-        rec = open_recorder(
-            name, problem, rc.dims, theta0, n_grid, out, lr=lr, flow_theta=flow_theta, worker=True, **rec_kw
-        )
-        progress.start(name, t_max)
-        t0 = time.perf_counter()
-        entry = {"lr": lr}
-        prev = signal.getsignal(signal.SIGINT)
-        try:
-            outcome = train_series(
-                problem,
-                rc.dims,
-                theta0,
-                lr,
-                t_max,
-                dt,
-                n_grid,
-                rec,
-                batch_size=rc.sgd.batch_size,
-                sampling=rc.sgd.sampling,
-                momentum=rc.sgd.momentum,
-                seed=rc.sgd.seed,
-                blowup_norm=blowup,
-                progress=lambda t: progress(t),
-            )
-            entry.update(status=outcome.status, message=outcome.message, steps=outcome.steps)
-        except (KeyboardInterrupt, SystemExit):
-            interrupted = True
-            entry.update(status="interrupted", message="interrupted by the user", steps=None)
-        except Exception as err:  # noqa: BLE001 - one failing series must not end the run
-            entry.update(status="error", message=f"{type(err).__name__}: {err}", steps=None)
-            warn(f"{name}: {entry['message']}")
-        finally:
-            signal.signal(signal.SIGINT, prev)
-        try:
-            arrays = rec.close()
-        except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
-            arrays = {}
-            entry.update(status="error", message=f"recorder: {err}")
-            warn(f"{name}: {entry['message']}")
-        _finish_sgd_entry(entry, arrays, lr, problem, layout, levels, time.perf_counter() - t0)
-        if entry["status"] in ("diverged", "unstable"):
-            warn(f"{name}: {entry['status']}: {entry['message']}")
-        series[name] = entry
-        progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
-        flow_recorder_arrays[name] = arrays
-
-    # ---- saddles: plateaus visited by each series, classified (dlnlab.saddles) ----------------------
-    progress.note("saddle analysis: plateaus and their saddles ...")
+    rc, name, interrupted = ctx.rc, series_name(lr), False
+    blowup = rc.sgd.blowup * (
+        float(torch.linalg.vector_norm(ctx.theta0)) + _balanced_norm(ctx.problem, ctx.layout)
+    )
+    # The recorder works in a forked process, on the other core, while the hot loop runs here.
+    rec = open_recorder(
+        name,
+        ctx.problem,
+        rc.dims,
+        ctx.theta0,
+        ctx.n_grid,
+        ctx.out,
+        lr=lr,
+        flow_theta=flow_theta,
+        worker=True,
+        **ctx.rec_kw,
+    )
+    ctx.progress.start(name, rc.flow.t_max)
+    t0 = time.perf_counter()
+    entry = {"lr": lr}
+    prev = signal.getsignal(signal.SIGINT)
     try:
-        from dlnlab.saddles import analyze_run_saddles
-
-        analyze_run_saddles(
-            out, problem, rc.dims, flow_recorder_arrays, series, tensorboard=rc.log.tensorboard
+        outcome = train_series(
+            ctx.problem,
+            rc.dims,
+            ctx.theta0,
+            lr,
+            rc.flow.t_max,
+            rc.log.dt,
+            ctx.n_grid,
+            rec,
+            batch_size=rc.sgd.batch_size,
+            sampling=rc.sgd.sampling,
+            momentum=rc.sgd.momentum,
+            seed=rc.sgd.seed,
+            blowup_norm=blowup,
+            progress=ctx.progress,
         )
-    except Exception as err:  # noqa: BLE001 - analysis must not lose the run
-        warn(f"saddle analysis failed: {type(err).__name__}: {err}")
-
-    # ---- summary ------------------------------------------------------------------------------------
-    ok_lrs = [e["lr"] for e in series.values() if e["lr"] is not None and e["status"] == "ok"]
-    ok_d = [series[series_name(lr)]["max_dist_to_flow"] for lr in ok_lrs]
-    order = convergence_order(ok_lrs, ok_d, rc.sgd.order_fit)
-    statuses = [e["status"] for e in series.values()]
-    if interrupted:
-        code = EXIT_INTERRUPTED
-    elif any(s in ("solver_failed", "error") for s in statuses):
-        code = EXIT_FAILED
-    else:
-        code = EXIT_OK
-    summary = {
-        "series": series,
-        "critical_values": levels.tolist(),
-        "modes": problem.modes.tolist(),
-        "L_min": problem.L_min,
-        "convergence_order": order["order"],
-        "convergence_order_detail": order,
-        "gd_stability_threshold": gd_stability_threshold(m1, h) if m1 > 0 else None,
-        "seeds": {"seed": rc.seed, "data": rc.data.seed, "init": rc.init.seed, "sgd": rc.sgd.seed},
-        "versions": _versions(),
-        "config": rc.raw,
-        "grid": {"dt": dt, "n_grid": n_grid, "t_max": t_max, "analysis_every": analysis_every},
-        "wall_time_s": time.perf_counter() - t_start,
-        "exit_code": code,
-        "run_dir": str(out),
-    }
-    _write_hparams(rc, out, series, summary)
-    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False))
-    if rc.log.figures:
-        progress.note("figures ...")
-        try:
-            from dlnlab.plots import make_run_figures
-
-            make_run_figures(out, tensorboard=rc.log.tensorboard)
-        except Exception as err:  # noqa: BLE001 - figures must not lose the run
-            warn(f"figures failed: {type(err).__name__}: {err}")
-    _print_table(summary)
-    return RunResult(summary)
+        entry.update(status=outcome.status, message=outcome.message, steps=outcome.steps)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl+C into SystemExit(1)
+        interrupted = True
+        entry.update(status="interrupted", message="interrupted by the user", steps=None)
+    except Exception as err:  # noqa: BLE001 - one failing series must not end the run
+        entry.update(status="error", message=f"{type(err).__name__}: {err}", steps=None)
+        warn(f"{name}: {entry['message']}")
+    finally:
+        signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt
+    try:
+        arr = rec.close()
+    except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
+        arr = {}
+        entry.update(status="error", message=f"recorder: {err}")
+        warn(f"{name}: {entry['message']}")
+    flow_final = series["flow"].get("final_loss") if series["flow"]["status"] == "ok" else None
+    _finish_sgd_entry(entry, arr, lr, ctx.levels, threshold, flow_final, time.perf_counter() - t0)
+    if entry["status"] in ("diverged", "unstable"):
+        warn(f"{name}: {entry['status']}: {entry['message']}")
+    series[name], arrays[name] = entry, arr
+    ctx.progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
+    return interrupted
 
 
-def _adjacency(weights):
-    from dlnlab.network import adjacency_from_weights
-
-    return adjacency_from_weights(weights)
+def _write_summary(out: Path, summary: dict) -> None:
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False))
+    tmp.replace(out / "summary.json")  # atomic: a reader never sees half a file
 
 
 def _balanced_norm(problem, layout) -> float:
@@ -381,11 +461,11 @@ def _balanced_norm(problem, layout) -> float:
     return float(math.sqrt(layout.depth * sum(float(m) ** (2 / layout.depth) for m in problem.modes[:k])))
 
 
-def _finish_sgd_entry(entry, arrays, lr, problem, layout, levels, wall) -> None:
+def _finish_sgd_entry(entry, arrays, lr, levels, threshold, flow_final, wall) -> None:
     t = arrays.get("t", np.zeros(0))
     loss = arrays.get("loss", np.zeros(0))
     dist = arrays.get("dist_to_flow", np.zeros(0))
-    finite_d = dist[np.isfinite(dist)] if len(dist) else dist
+    finite_d = dist[np.isfinite(dist)]
     entry.update(
         diverged=entry["status"] == "diverged",
         t_stop=float(t[-1]) if len(t) else 0.0,
@@ -399,23 +479,32 @@ def _finish_sgd_entry(entry, arrays, lr, problem, layout, levels, wall) -> None:
         entry["step_stop"] = entry["steps"]
         entry["t_stop"] = entry["steps"] * lr
     if entry["status"] == "ok" and len(loss):
-        _flag_unstable(entry, arrays, lr, levels)
+        _flag_unstable(entry, arrays, lr, levels, threshold, flow_final)
 
 
-def _flag_unstable(entry, arrays, lr, levels) -> None:
-    """Unstable: the loss stays up (not converged to the floor) while the sharpness exceeds 2/eta."""
+def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
+    """Unstable: the loss stays up, above the floor and above where the flow got, while the
+    sharpness exceeds 2/eta, or eta is above the GD threshold 2/(h m_1^(2-2/h)) at which no global
+    minimum is linearly stable (math.md section 6)."""
     floor = float(levels[-1])
     scale = max(float(levels[0]) - floor, 1e-300)
-    final_gap = float(arrays["loss"][-1]) - floor
+    final = float(arrays["loss"][-1])
+    stuck = final - floor > 1e-6 * scale and (flow_final is None or final - flow_final > 1e-3 * scale)
+    if not stuck:
+        return
     sharp = arrays["sharpness"]
     tail = sharp[len(sharp) * 3 // 4 :]
     tail = tail[np.isfinite(tail)]
-    if final_gap > 1e-6 * scale and len(tail) and float(np.median(tail)) > 2.0 / lr:
-        entry["status"] = "unstable"
-        entry["message"] = (
-            f"loss stays at {final_gap + floor:.4g} (floor {floor:.3g}) while the sharpness "
-            f"{float(np.median(tail)):.4g} exceeds 2/eta = {2 / lr:.4g} over the last quarter of the run"
-        )
+    if len(tail) and float(np.median(tail)) > 2.0 / lr:
+        why = f"the sharpness {float(np.median(tail)):.4g} exceeds 2/eta = {2 / lr:.4g} over the last quarter of the run"
+    elif threshold is not None and lr > threshold:
+        why = f"eta = {lr:g} is above the GD stability threshold {threshold:.4g}: no global minimum is stable"
+    else:
+        return
+    entry["status"] = "unstable"
+    entry["message"] = (
+        f"the loss stays at {final:.4g} (floor {floor:.3g}, flow {_fmt(flow_final)}) while {why}"
+    )
 
 
 def _write_hparams(rc, out, series, summary) -> None:

@@ -111,10 +111,12 @@ def aligned(
 ) -> list[Tensor]:
     """Spectral (decoupled) init: data mode k starts at product strength u0_k, balanced across layers.
 
-    P0 = sum_k u0_k u_k v_k^T over the first min(q, r_max) data modes (u_k, v_k from
+    P0 = sum_k u0_k u_k (Sxx^{+1/2} v_k)^T over the first min(q, r_max) data modes (u_k, v_k from
     ``problem.mode_u``, ``problem.mode_v``); hidden frames are random orthonormal (from ``seed``).
-    A negative u0_k puts mode k on the stable branch (math.md section 4). For whitened data the
-    form is preserved by the flow and each mode follows du/dt = h |u|^(2-2/h) (m_k - u).
+    A negative u0_k puts mode k on the stable branch (math.md section 4). W_1 reads the input along
+    Sxx^{+1/2} v_k, so the mode strengths u_k^T P Sxx^{1/2} v_k equal u0 for any data; only for
+    whitened data are the layers also exactly balanced (C_j = 0), the form preserved by the flow and
+    each mode an independent du/dt = h |u|^(2-2/h) (m_k - u).
     """
     layout, gen = Layout(tuple(dims)), _generator(seed)
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
@@ -124,7 +126,9 @@ def aligned(
     k = min(problem.n_modes, layout.r_max)
     strengths = _strengths(u0, k)
     out_vecs = problem.mode_u[:, :k].to(dtype)
-    in_vecs = problem.mode_v[:, :k].to(dtype)
+    # Input directions Sxx^{+1/2} v_k, so that mode k's strength u_k^T P Sxx^{1/2} v_k is exactly u0_k and
+    # u0 = m_k gives the critical product P_S; for whitened data these are the v_k themselves.
+    in_vecs = (problem.sxx_pinv_sqrt @ problem.mode_v[:, :k]).to(dtype)
     inner = [haar_orthonormal(d, k, gen, dtype) for d in layout.dims[1:-1]]
     return _balanced_factors(layout.dims, out_vecs, in_vecs, strengths, inner)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from dlnlab.network import Layout, pack, product, unpack
+from dlnlab.network import Layout, pack, prefix_products, product, unpack
 
 __all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
 
@@ -171,9 +171,7 @@ class RegressionProblem:
 
     def loss_and_gradient(self, weights: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """L and [grad_{W_j} L] by the closed form grad_{W_j} = P_{h:j+1}^T D P_{j-1:1}^T."""
-        pre = [weights[0]]
-        for w in weights[1:]:
-            pre.append(w @ pre[-1])
+        pre = prefix_products(weights)
         p = pre[-1]
         r = self._residual(p)
         loss = 0.5 * (r * r).sum(dim=(-2, -1)) + self.L_min
@@ -182,14 +180,18 @@ class RegressionProblem:
 
     def gradient(self, weights: Sequence[Tensor]) -> list[Tensor]:
         """[grad_{W_j} L] by the closed form, each (..., d_j, d_{j-1})."""
-        pre = [weights[0]]
-        for w in weights[1:]:
-            pre.append(w @ pre[-1])
+        pre = prefix_products(weights)
         return _backprop(weights, pre, self._dloss_dp(pre[-1]))
 
     def gradient_theta(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
         """grad L on theta (..., p)."""
         return pack(self.gradient(unpack(theta, dims)))
+
+    def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
+        """The gradient of 1/(2B) ||Y_b - P X_b||^2 over the columns ``index`` (B,) (the SGD hot loop)."""
+        xb, yb = self.X[:, index], self.Y[:, index]
+        pre = prefix_products(weights)
+        return _backprop(weights, pre, (pre[-1] @ xb - yb) @ xb.T / xb.shape[1])
 
     def minibatch_loss_and_gradient(
         self, weights: Sequence[Tensor], index: Tensor
@@ -197,9 +199,7 @@ class RegressionProblem:
         """Loss 1/(2B) ||Y_b - P X_b||^2 of the columns ``index`` (B,) and its gradient."""
         xb, yb = self.X[:, index], self.Y[:, index]
         b = xb.shape[1]
-        pre = [weights[0]]
-        for w in weights[1:]:
-            pre.append(w @ pre[-1])
+        pre = prefix_products(weights)
         e = pre[-1] @ xb - yb
         loss = 0.5 * (e * e).sum(dim=(-2, -1)) / b
         return loss, _backprop(weights, pre, e @ xb.T / b)

@@ -40,7 +40,7 @@ COMMON_TAGS_PREFIXES = (
 )
 
 
-def tensorboard_layout(n_sv: int) -> dict:
+def tensorboard_layout() -> dict:
     """Custom-scalars layout: one chart per quantity holding every series (runs merge in the plugin)."""
     return {
         "dlnlab": {
@@ -131,7 +131,7 @@ class SeriesRecorder:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard" / name), max_queue=100_000)
-            self.writer.add_custom_scalars(tensorboard_layout(min(self.layout.d_x, self.layout.d_y)))
+            self.writer.add_custom_scalars(tensorboard_layout())
 
     # ------------------------------------------------------------------------------------------
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
@@ -298,9 +298,16 @@ class _ProcessRecorder:
         if len(self._pending) >= self.block:
             self.flush()
 
+    def _check_worker(self) -> None:
+        """Raise the worker's own error (with its traceback) if it has failed."""
+        if self._conn.poll():
+            status, payload = self._conn.recv()
+            raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
+
     def flush(self) -> None:
         if not self._pending:
             return
+        self._check_worker()
         block, self._pending = self._pending, []
         thetas = torch.stack([p[3] for p in block]).numpy()
         self._conn.send(
@@ -308,9 +315,13 @@ class _ProcessRecorder:
         )
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
-        self.flush()
-        self._conn.send(("close", path))
-        status, payload = self._conn.recv()
+        try:
+            self.flush()
+            self._conn.send(("close", path))
+            status, payload = self._conn.recv()
+        except (BrokenPipeError, EOFError) as err:
+            self._proc.join(timeout=5)
+            raise RuntimeError(f"recorder worker of {self.name} exited ({err})") from err
         self._proc.join()
         self._conn.close()
         if status != "ok":

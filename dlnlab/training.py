@@ -36,11 +36,9 @@ class _ChunkStream(IterableDataset):
         batch_size: int | None,
         sampling: str,
         seed: int,
-        boundaries: Sequence[int] = (),
     ) -> None:
         self.n_steps, self.chunk = n_steps, chunk
         self.n_samples, self.batch_size, self.sampling, self.seed = n_samples, batch_size, sampling, seed
-        self.boundaries = sorted(set(b for b in boundaries if 0 < b < n_steps))
 
     def _indices(self, gen: torch.Generator, n: int, state: dict) -> Tensor | None:
         b = self.batch_size
@@ -58,15 +56,9 @@ class _ChunkStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         gen = torch.Generator().manual_seed(self.seed)
         state: dict = {}
-        k = 0
-        bounds = iter(self.boundaries + [self.n_steps])
-        nxt = next(bounds)
-        while k < self.n_steps:
-            while nxt <= k:
-                nxt = next(bounds)
-            n = min(self.chunk, nxt - k)
+        for k in range(0, self.n_steps, self.chunk):
+            n = min(self.chunk, self.n_steps - k)
             yield {"start": k, "n": n, "index": self._indices(gen, n, state)}
-            k += n
 
 
 class SGDDataModule(L.LightningDataModule):
@@ -80,11 +72,10 @@ class SGDDataModule(L.LightningDataModule):
         sampling: str = "with_replacement",
         seed: int = 0,
         chunk: int = 2000,
-        boundaries: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.problem = problem
-        self.stream = _ChunkStream(n_steps, chunk, problem.n_samples, batch_size, sampling, seed, boundaries)
+        self.stream = _ChunkStream(n_steps, chunk, problem.n_samples, batch_size, sampling, seed)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
@@ -118,6 +109,8 @@ class SGDModule(L.LightningModule):
         self._next_snap = 0
         self._views = weights_from_adjacency(net.A.detach(), net.layout)  # views sharing A's storage
         self._flat_a, self._theta_index = net.A.detach().view(-1), net.layout.theta_index
+        self._grad = torch.zeros_like(net.A)  # gradient buffer for the torch.optim.SGD path
+        self._grad_views = weights_from_adjacency(self._grad, net.layout)
         self._take_snapshots_upto(0)
 
     def configure_optimizers(self):
@@ -140,25 +133,21 @@ class SGDModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         views, prob, lr = self._views, self.problem, self.lr
         index = batch["index"]
-        opt = self.optimizers() if self.momentum else None
+        opt = None
+        if self.momentum:
+            opt = self.optimizers().optimizer  # the bare torch.optim.SGD
+            self.net.A.grad = self._grad  # (Lightning may have reset .grad between chunks)
         k = self.step_count
         snaps, nxt = self.snapshot_steps, self._next_snap
         next_snap = snaps[nxt] if nxt < len(snaps) else -1
         for i in range(int(batch["n"])):
-            if index is None:
-                grads = prob.gradient(views)
-            else:
-                grads = prob.minibatch_loss_and_gradient(views, index[i])[1]
+            grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
             if opt is None:
                 for w, g in zip(views, grads):
                     w.sub_(g, alpha=lr)
-            else:
-                full = torch.zeros_like(self.net.A)
-                for (rows, cols), g in zip(
-                    (self.net.layout.block(j) for j in range(1, len(views) + 1)), grads
-                ):
-                    full[rows, cols] = g
-                self.net.A.grad = full
+            else:  # A.grad holds the gradient in its blocks (zero off the mask, so A stays masked)
+                for gv, g in zip(self._grad_views, grads):
+                    gv.copy_(g)
                 opt.step()
             k += 1
             if k == next_snap:
@@ -200,7 +189,7 @@ class RecorderCallback(L.Callback):
 
 @dataclass
 class SeriesOutcome:
-    status: str  # ok, diverged, interrupted
+    status: str  # ok or diverged (Ctrl+C reaches the caller as SystemExit from Lightning)
     steps: int
     t_stop: float
     message: str
@@ -261,6 +250,4 @@ def train_series(
     if module.diverged is not None:
         k, msg = module.diverged
         return SeriesOutcome("diverged", k, k * lr, msg)
-    if trainer.interrupted:
-        return SeriesOutcome("interrupted", module.step_count, module.step_count * lr, "interrupted")
     return SeriesOutcome("ok", module.step_count, module.step_count * lr, "")

@@ -106,3 +106,20 @@ def test_initial_weights_dispatch_and_errors(fig1_problem):
         init.initial_weights("balanced", FIG1)
     with pytest.raises(ValueError, match="aligned"):
         init.initial_weights("aligned", FIG1, u0=1e-3)
+
+
+def test_aligned_on_non_whitened_data_has_the_requested_mode_strengths():
+    from dlnlab.init import aligned
+    from dlnlab.network import product
+    from dlnlab.problem import RegressionProblem
+
+    prob = RegressionProblem.teacher([3.0, 1.0], 5, 3, 30, whiten=False, noise=0.1, seed=1)
+    dims = [5, 4, 3]
+    u0 = [0.1, 0.2, 0.3]
+    w = aligned(dims, prob, u0, seed=0)
+    torch.testing.assert_close(prob.mode_strength(product(w)), torch.tensor(u0, dtype=torch.float64))
+    # u0 = m_k gives the critical product P_S of all learnable modes: a critical point at L(P_S)
+    w = aligned(dims, prob, prob.modes[:3].tolist(), seed=0)
+    grad_norm = torch.sqrt(sum((g * g).sum() for g in prob.gradient(w)))
+    assert grad_norm < 1e-10
+    assert abs(float(prob.loss(w)) - prob.critical_value(range(3))) < 1e-10

@@ -50,6 +50,10 @@ SUMMARY_SERIES_KEYS = {
 }
 
 
+def _no_nan(token):
+    pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
+
+
 def make_cfg(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -113,6 +117,11 @@ def test_default_is_figure1_setting():
         (["flow.t_max=0"], "flow.t_max"),
         (["sgd.sampling=sometimes"], "sgd.sampling"),
         (["data.kind=file", "data.path=/nonexistent.npz"], "data.path"),
+        (["init=aligned", "init.u0=[0.001]"], "init.u0"),
+        (["init=balanced", "init.u0=[0.001,-0.5]"], "init.u0"),
+        (["data.whiten=notabool"], "data.whiten"),
+        (["sgd.order_fit=2"], "sgd.order_fit"),
+        (["flow.step_size=0.1"], "flow.step_size"),
     ],
 )
 def test_bad_values_rejected_naming_the_key(overrides, key, tmp_path):
@@ -120,6 +129,32 @@ def test_bad_values_rejected_naming_the_key(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(cfg, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_bad_data_file_is_a_config_error_before_anything_is_written(tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, 20))
+    y = np.random.default_rng(1).normal(size=(2, 20))
+    y[0, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", X=x, Y=y)
+    np.savez(tmp_path / "shape.npz", X=x, Y=y[:1])
+    for name, key in (("nan", "finite"), ("shape", "model.dims")):
+        cfg = make_cfg([*TINY, "data=file", f"data.path={tmp_path / (name + '.npz')}"])
+        with pytest.raises(ConfigError, match=key):
+            run(cfg, output_dir=tmp_path / name)
+        assert not (tmp_path / name).exists()
+
+
+def test_learning_rate_above_the_gd_threshold_is_flagged_unstable(tmp_path):
+    # h = 3, m_1 = 2: no global minimum is stable for eta > 2 / (3 * 2^(4/3)) = 0.265; from a small
+    # init GD at eta = 0.6 never leaves the origin's plateau while the flow learns both modes.
+    cfg = make_cfg([*TINY, "flow.t_max=20", "sgd.lrs=[0.6,0.02,0.01]", "init.scale=0.3"])
+    res = run(cfg, output_dir=tmp_path / "run")
+    bad = res["series"]["sgd_lr_0.6"]
+    assert bad["status"] in ("unstable", "diverged"), bad
+    if bad["status"] == "unstable":
+        assert "2/eta" in bad["message"] or "threshold" in bad["message"]
+    assert res["series"]["sgd_lr_0.02"]["status"] == "ok"
+    assert res.exit_code == 0
 
 
 def test_bad_values_name_allowed_values():
@@ -138,7 +173,7 @@ def test_run_writes_the_contract(tmp_path):
     dims = prob["dims"]
     n = int(dims.sum())
     assert prob["A0"].shape == (n, n)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_no_nan)
     for key in ("critical_values", "convergence_order", "seeds", "versions", "series"):
         assert key in summary
     assert set(summary["series"]) == {"flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"}
@@ -234,7 +269,7 @@ def test_diverging_series_is_marked_and_the_others_finish(tmp_path):
     for lr in (0.02, 0.01):
         assert res["series"][f"sgd_lr_{lr!r}"]["status"] == "ok"
     assert (tmp_path / "run" / "series" / "sgd_lr_0.8.npz").exists()
-    json.loads((tmp_path / "run" / "summary.json").read_text())
+    json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=_no_nan)
 
 
 def test_run_refuses_a_foreign_nonempty_directory(tmp_path):

@@ -7,11 +7,13 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from dlnlab.network import product, weights_from_adjacency
 from dlnlab.plots._data import RunData, Series
 from dlnlab.plots._style import FLOW_COLOR, PLATEAU_COLOR, series_colors
 
@@ -30,7 +32,6 @@ __all__ = [
     "reference_modes",
     "reference_rule",
     "first_crossing",
-    "product_of_A",
 ]
 
 
@@ -190,15 +191,6 @@ def no_data(ax: Axes, msg: str) -> None:
     ax.grid(False)
 
 
-def product_of_A(a: np.ndarray, dims: list[int]) -> np.ndarray:
-    """P = W_h ... W_1 from the blocks (j, j-1) of A (row = target, column = source)."""
-    off = np.concatenate([[0], np.cumsum(dims)])
-    p = np.eye(dims[0])
-    for j in range(1, len(dims)):
-        p = a[off[j] : off[j + 1], off[j - 1] : off[j]] @ p
-    return p
-
-
 def reference_u0(run: RunData) -> tuple[np.ndarray, str] | None:
     """Initial strengths u0_k of the aligned, balanced reference (one per data mode) and a label.
 
@@ -217,8 +209,10 @@ def reference_u0(run: RunData) -> tuple[np.ndarray, str] | None:
     p0 = None
     if "A0" in run.problem and run.dims:
         try:
-            p0 = product_of_A(np.asarray(run.problem["A0"], dtype=np.float64), run.dims)
-        except (ValueError, IndexError):
+            a0 = torch.from_numpy(np.asarray(run.problem["A0"], dtype=np.float64))
+            # P(0) = W_h ... W_1, multiplied as numpy views (numpy's matmul, the figures' numbers)
+            p0 = product([w.numpy() for w in weights_from_adjacency(a0, run.dims)])
+        except (ValueError, IndexError, RuntimeError):
             p0 = None
     if p0 is None and run.flow is not None and run.flow.get("sv") is not None:
         sv0 = run.flow.get("sv")[0]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from dlnlab._util import warn
 
 __all__ = ["Series", "RunData", "load_run", "lr_from_name", "format_lr"]
 
@@ -171,16 +172,12 @@ class RunData:
         return out
 
 
-def _warn(msg: str) -> None:
-    sys.stderr.write(f"warning: {msg}\n")
-
-
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except Exception as err:  # noqa: BLE001 - a damaged file must not stop the other figures
-        _warn(f"cannot read {path}: {type(err).__name__}: {err}")
+        warn(f"cannot read {path}: {type(err).__name__}: {err}")
         return {}
 
 
@@ -208,7 +205,7 @@ def load_run(run_dir: str | Path) -> RunData:
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError) as err:
-            _warn(f"cannot read {run_dir / 'summary.json'}: {err}")
+            warn(f"cannot read {run_dir / 'summary.json'}: {err}")
     problem = _load_npz(run_dir / "problem.npz") if (run_dir / "problem.npz").exists() else {}
     entries = summary.get("series") or {}
     names = {p.stem for p in (run_dir / "series").glob("*.npz")} if (run_dir / "series").is_dir() else set()

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
+from dlnlab._util import warn
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -463,7 +464,7 @@ def build_run_figures(run: RunData | str | Path, strict: bool = False) -> dict[s
             except Exception as err:
                 if strict:
                     raise
-                sys.stderr.write(f"warning: figure {name} failed: {type(err).__name__}: {err}\n")
+                warn(f"figure {name} failed: {type(err).__name__}: {err}")
                 traceback.print_exc(file=sys.stderr)
                 out[name] = _error_figure(name, err)
     return out
@@ -530,5 +531,5 @@ def make_run_figures(
         except Exception as err:
             if strict:
                 raise
-            sys.stderr.write(f"warning: figures to TensorBoard failed: {type(err).__name__}: {err}\n")
+            warn(f"figures to TensorBoard failed: {type(err).__name__}: {err}")
     return paths

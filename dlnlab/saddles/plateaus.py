@@ -24,6 +24,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import brentq
 
+from dlnlab._util import jsonable
 from dlnlab.problem import RegressionProblem
 
 __all__ = ["PlateauThresholds", "modes_learnt", "detect_plateaus"]
@@ -56,17 +57,6 @@ def _modes_np(problem: RegressionProblem) -> np.ndarray:
 def _s1(problem: RegressionProblem) -> float:
     """s_1 = m_1, the scale every tolerance is relative to (1 without modes)."""
     return float(problem.modes[0]) if problem.n_modes else 1.0
-
-
-def _fnum(x) -> float | None:
-    """A finite python float or None."""
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def modes_learnt(mode_strength, problem: RegressionProblem) -> np.ndarray:
@@ -292,4 +282,4 @@ def _exit(t, ms, learnt, m, s: set, i_end: int, stop: int) -> tuple[int | None, 
     pick = best or first
     if pick is None:
         return None, None
-    return int(pick[1]), _fnum(pick[0])
+    return int(pick[1]), jsonable(pick[0])

@@ -9,15 +9,13 @@ mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
+from dlnlab._util import jsonable, warn
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, classify_saddle
@@ -25,7 +23,6 @@ from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.plateaus import (
     PlateauThresholds,
     _first_crossing,
-    _fnum,
     _modes_np,
     detect_plateaus,
     modes_learnt,
@@ -34,28 +31,6 @@ from dlnlab.saddles.plateaus import (
 __all__ = ["LABEL_CODES", "analyze_series", "exits_vs_reference", "plateau_table", "analyze_run_saddles"]
 
 LABEL_CODES = {"none": 0, "strict": 1, "non-strict": 2, "inconclusive": 3}
-
-
-def _clean(x: Any) -> Any:
-    """JSON-able copy: python scalars, None for NaN/inf, tensors and arrays dropped (vectors) or listed."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items() if not isinstance(v, Tensor)}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return _fnum(x)
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    return x
-
-
-def _warn(msg: str) -> None:
-    sys.stderr.write(f"warning: {msg}\n")
-    sys.stderr.flush()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,7 +62,7 @@ def analyze_series(
             t, loss, ms, gn, problem, layout.r_max, depth=layout.depth, thresholds=thresholds
         )
     except Exception as err:  # noqa: BLE001 - analysis never raises
-        _warn(f"plateau detection failed: {type(err).__name__}: {err}")
+        warn(f"plateau detection failed: {type(err).__name__}: {err}")
         return []
     if not classify:
         return plats
@@ -152,17 +127,17 @@ _EVIDENCE_KEYS = (
 def _fill_plateau(p: dict, res: dict, source: str) -> None:
     """Copy a :func:`classify_saddle` result into the plateau dict p (label, lambda_min, evidence, escape)."""
     p["label"] = res["label"]
-    p["lambda_min"] = _fnum(res["lambda_min"])
-    p["evidence"] = _clean({"source": source, **{k: res.get(k) for k in _EVIDENCE_KEYS}})
+    p["lambda_min"] = jsonable(res["lambda_min"])
+    p["evidence"] = jsonable({"source": source, **{k: res.get(k) for k in _EVIDENCE_KEYS}})
     esc = dict(res.get("escape") or {})
-    esc.pop("unstable_direction", None)
+    esc.pop("unstable_direction", None)  # a (p,) tensor: not stored (jsonable would list it)
     esc["exit_mode"] = p.get("exit_mode")
     esc["next_mode_agrees"] = (
         None
         if p.get("exit_mode") is None or esc.get("next_mode") is None
         else esc["next_mode"] == p["exit_mode"]
     )
-    p["escape"] = _clean(esc)
+    p["escape"] = jsonable(esc)
 
 
 def exits_vs_reference(
@@ -194,9 +169,9 @@ def exits_vs_reference(
             {
                 "mode": int(k),
                 "t_exit_flow": float(p["t_exit"]),
-                "t_exit": _fnum(te),
-                "delay": _fnum(delay),
-                "delay_over_lr": _fnum(delay / lr) if (delay is not None and lr) else None,
+                "t_exit": jsonable(te),
+                "delay": jsonable(delay),
+                "delay_over_lr": jsonable(delay / lr) if (delay is not None and lr) else None,
             }
         )
     return out
@@ -274,6 +249,8 @@ def analyze_run_saddles(
     series_arrays: Mapping[str, Mapping[str, np.ndarray]],
     series: dict[str, dict],
     tensorboard: bool = True,
+    *,
+    hessian_dense_max: int = 2000,
 ) -> None:
     """Plateaus and saddles of every series of a run; fills the summary entries and TensorBoard.
 
@@ -283,19 +260,22 @@ def analyze_run_saddles(
     ``saddle/modes_learnt`` and ``saddle/label`` (0 none, 1 strict, 2 non-strict, 3 inconclusive) on
     the grid steps, ``saddle/exit_time`` (step = mode), for SGD ``saddle/exit_delay`` (step = mode)
     and the text ``saddle/plateaus``. Never raises for a bad series (its plateaus are []).
+    ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many weights
+    in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
     """
     layout = as_layout(dims)
+    tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
     names = sorted(series_arrays, key=lambda n: (n != "flow", n))
     results: dict[str, list[dict]] = {}
     for name in names:
         arrays = series_arrays[name] or {}
         try:
-            results[name] = analyze_series(problem, layout, arrays)
+            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances)
         except Exception as err:  # noqa: BLE001
-            _warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
+            warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
             results[name] = []
         entry = series.setdefault(name, {})
-        entry["plateaus"] = _clean(results[name])
+        entry["plateaus"] = jsonable(results[name])
     flow_plats = results.get("flow")
     for name in names:
         entry = series[name]
@@ -317,14 +297,14 @@ def analyze_run_saddles(
                     lr = entry.get("lr")
                     exits = exits_vs_reference(flow_plats, results[name], problem, series_arrays[name], lr)
             except Exception as err:  # noqa: BLE001
-                _warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
+                warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
                 exits = []
             if name != "flow":
-                entry["plateau_exits_vs_flow"] = _clean(exits)
+                entry["plateau_exits_vs_flow"] = jsonable(exits)
         if tensorboard:
             try:
                 _write_tensorboard(
                     Path(out_dir), name, series_arrays[name] or {}, results[name], exits, problem
                 )
             except Exception as err:  # noqa: BLE001
-                _warn(f"{name}: saddle TensorBoard failed: {type(err).__name__}: {err}")
+                warn(f"{name}: saddle TensorBoard failed: {type(err).__name__}: {err}")
