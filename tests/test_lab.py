@@ -360,3 +360,43 @@ def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rejected: sgd.lrs" in proc.stdout
+
+
+def test_cli_sweep_then_aggregate(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        [
+            "-m",
+            "experiment=tiny",
+            "sgd.batch_size=5,10",
+            "log.figures=false",
+            "log.tensorboard=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.parent for p in sweep.rglob("summary.json"))
+    assert len(runs) == 2
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "aggregate.py"),
+            str(sweep),
+            "--csv",
+            str(tmp_path / "t.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = (tmp_path / "t.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 2 * 4  # header + (flow + 3 lrs) per run
+    assert "sgd.batch_size=5" in out.stdout and "sgd.batch_size=10" in out.stdout
+    empty = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert empty.returncode == 2
