@@ -158,10 +158,19 @@ def test_mode_solution_branches_and_shapes():
     )
 
 
-@pytest.mark.parametrize("h,expected", [(2, 6.000), (3, 12.980), (4, 20.785)])
-def test_balanced_sharpness(h, expected):
-    assert balanced_sharpness(3.0, h) == pytest.approx(expected, abs=5e-4)
-    assert gd_stability_threshold(3.0, h) == pytest.approx(2 / expected, rel=1e-4)
+@pytest.mark.parametrize("h", [2, 3, 4])
+def test_balanced_sharpness_is_the_hessian_lambda_max_at_a_balanced_minimum(h):
+    """Independent of the formula: lambda_max of the dense Hessian at the balanced global minimum
+    (aligned init with u0 = the modes) for s1 = 3 (math.md: 6.000, 12.980, 20.785)."""
+    pr = RegressionProblem.teacher([3.0, 1.5], d_x=4, d_y=3, n_samples=16, whiten=True, seed=5)
+    dims = (4,) + (3,) * (h - 1) + (3,)
+    ws = init.aligned(dims, pr, [float(v) for v in pr.modes], seed=6)
+    theta = pack(ws)
+    assert float(pr.gradient_theta(theta, dims).norm()) <= 1e-12  # a critical point ...
+    ev = torch.linalg.eigvalsh(pr.hessian(theta, dims))
+    assert float(ev[0]) >= -1e-10  # ... and a minimum
+    assert balanced_sharpness(3.0, h) == pytest.approx(float(ev[-1]), rel=1e-6)
+    assert gd_stability_threshold(3.0, h) == pytest.approx(2 / float(ev[-1]), rel=1e-6)
 
 
 def test_gd_stability_threshold_figure1():

@@ -19,7 +19,7 @@ import torch
 from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
 from dlnlab.config import derive_seed
-from dlnlab.network import Layout, pack, product, unpack
+from dlnlab.network import pack, product, unpack
 from dlnlab.problem import RegressionProblem
 
 F64 = torch.float64
@@ -417,6 +417,30 @@ def test_detection_never_raises_on_bad_series():
     assert series["sgd_lr_1.0"]["plateau_exits_vs_flow"][0]["t_exit"] is None
 
 
+def test_analyze_run_saddles_honours_hessian_dense_max(monkeypatch):
+    """log.hessian_dense_max reaches every classification (ClassifyTolerances.dense_max)."""
+    from dlnlab.saddles import report
+
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    seen = []
+    classify = report.classify_saddle
+
+    def spy(*args, tolerances=None, **kwargs):
+        seen.append(tolerances.dense_max)
+        return classify(*args, tolerances=tolerances, **kwargs)
+
+    monkeypatch.setattr(report, "classify_saddle", spy)
+    for dense_max in (None, 1234):
+        series = {"flow": {"lr": None}}
+        kw = {} if dense_max is None else {"hessian_dense_max": dense_max}
+        saddles.analyze_run_saddles("/nonexistent", pr, dims, {"flow": arr}, series, False, **kw)
+        assert [p["label"] for p in series["flow"]["plateaus"]] == ["non-strict"] * 3
+        assert seen == [dense_max or saddles.ClassifyTolerances().dense_max] * 3
+        seen.clear()
+
+
 def test_without_theta_classifies_the_constructed_critical_point():
     pr = small_problem()
     dims = net(3)
@@ -479,12 +503,30 @@ def test_analyze_run_saddles_fills_summary_and_tensorboard(tmp_path):
         assert "non-strict" in text and text.count("\n") >= 4
 
 
-def test_plateau_table_and_layout_helpers():
+def test_plateau_table_and_modes_learnt():
     assert saddles.plateau_table([]) == "no saddle plateau"
+    plateau = {
+        "t_start": 0.5,
+        "t_end": 12.25,
+        "duration": 11.75,
+        "level": 2.5,
+        "level_index": 1,
+        "modes_learnt": [0],
+        "grad_norm_min": 3.14159e-5,
+        "exit_mode": 1,
+        "t_exit": 12.6,
+        "label": "non-strict",
+        "lambda_min": -7.71e-13,
+    }
+    unknown = dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
+    lines = saddles.plateau_table([plateau, {**plateau, **unknown}]).splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == 13
+    row = "| 0 | 0.5 | 12.25 | 11.75 | 2.5 | 1 | [0] | 3.14e-05 | 1 | 12.6 | non-strict | -7.71e-13 |"
+    assert lines[2] == row
+    assert lines[3] == "| 1 | 0.5 | 12.25 | 11.75 | 2.5 | - | [0] | 3.14e-05 | - | - | - | - |"
     pr = small_problem()
     mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
     assert mask.tolist() == [[True, False, False], [True, True, False]]
-    assert Layout(net(3)).r_max == 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -503,13 +545,20 @@ def _cfg(overrides):
         return compose(config_name="train", overrides=list(overrides))
 
 
+def _read_summary(out):
+    """summary.json of a run; NaN or Infinity (not JSON) fails the test."""
+    return json.loads(
+        (out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
+    )
+
+
 def _check_run(out, capsys, n_flow_plateaus):
     from tensorboard.backend.event_processing.event_accumulator import (
         STORE_EVERYTHING_SIZE_GUIDANCE,
         EventAccumulator,
     )
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = _read_summary(out)
     flow_plats = summary["series"]["flow"]["plateaus"]
     assert len(flow_plats) == n_flow_plateaus
     printed = capsys.readouterr().out
@@ -549,18 +598,30 @@ def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_default_figure1_run_has_four_non_strict_plateaus(tmp_path, capsys):
-    """The default `python scripts/train.py` setting, end to end (~20-40 s)."""
-    from dlnlab.experiment import run
+def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, capsys):
+    """experiment=figure1_near (the default setting, stated explicitly), end to end (~30 s): the only
+    slow run of the saddle and figure tests. Four non-strict plateaus at 15, 7, 2.5, 0.5 in every
+    series, GD leaving each O(eta) after the flow, and the run's own figures."""
+    from matplotlib.image import imread
 
-    out = tmp_path / "run"
-    run(_cfg(["log.figures=false", "log.progress=never"]), output_dir=out)
+    from dlnlab.experiment import run
+    from dlnlab.plots import FIGURES
+
+    out = tmp_path / "near"
+    res = run(_cfg(["experiment=figure1_near", "log.progress=never"]), output_dir=out)
+    assert res.exit_code == 0
     summary = _check_run(out, capsys, 4)
     for name, entry in summary["series"].items():
         plats = entry["plateaus"]
         assert [p["level_index"] for p in plats] == [0, 1, 2, 3], name
         assert [p["level"] for p in plats] == pytest.approx([15.0, 7.0, 2.5, 0.5], abs=1e-9)
         assert all(p["label"] == "non-strict" for p in plats), name
+        assert all(a["t_end"] < b["t_start"] for a, b in zip(plats, plats[1:])), name  # in time order
     for lr in (0.01, 0.005, 0.0025):
         exits = summary["series"][f"sgd_lr_{lr!r}"]["plateau_exits_vs_flow"]
+        assert [e["mode"] for e in exits] == [0, 1, 2, 3]
         assert all(0 < e["delay"] < 100 * lr for e in exits)
+    for name in FIGURES:
+        png = out / "figures" / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, png
+        assert float(imread(png)[..., :3].std()) > 0.02, f"{name}.png looks blank"

@@ -262,7 +262,11 @@ def reference_modes(run: RunData, t: np.ndarray) -> list[dict] | None:
 
 
 def first_crossing(t: np.ndarray, y: np.ndarray, level: float) -> float | None:
-    """First time y reaches ``level`` from below (linear interpolation); None if it starts above or never does."""
+    """First time y reaches ``level`` from below (linear interpolation); None if it starts above or never does.
+
+    Not ``dlnlab.saddles.plateaus._first_crossing`` (PCHIP, stops at the first NaN, takes a later
+    upward crossing after starting above): here NaN rows are skipped and a start above gives None.
+    """
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(y)
     if not ok.any() or y[ok][0] >= level:
