@@ -114,13 +114,14 @@ def main() -> None:
         f"best of {args.repeat}, 1 thread, {platform.processor() or platform.machine()}, torch {torch.__version__}.",
         "",
         "| lr | steps | plain steps/s | plain+recorder steps/s | lightning steps/s | lightning / plain | "
-        "lightning / (plain+recorder) | max abs diff of final theta |",
-        "|---|---|---|---|---|---|---|---|",
+        "lightning / (plain+recorder) | target lightning >= 0.8 x plain | max abs diff of final theta |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for lr, n, b, same in rows:
         lines.append(
             f"| {lr:g} | {n} | {n / b['plain']:,.0f} | {n / b['plain+recorder']:,.0f} | {n / b['lightning']:,.0f} "
-            f"| {b['plain'] / b['lightning']:.2f} | {b['plain+recorder'] / b['lightning']:.2f} | {same:.1e} |"
+            f"| {b['plain'] / b['lightning']:.2f} | {b['plain+recorder'] / b['lightning']:.2f} "
+            f"| {'met' if b['plain'] / b['lightning'] >= 0.8 else 'NOT met'} | {same:.1e} |"
         )
     report = "\n".join(lines) + "\n"
     print(report)
