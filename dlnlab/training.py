@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.network import DeepLinearNetwork, weights_from_adjacency
+from dlnlab.network import DeepLinearNetwork, unpack, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
 from dlnlab.record import grid_steps
 
@@ -84,9 +84,12 @@ class SGDDataModule(L.LightningDataModule):
 class SGDModule(L.LightningModule):
     """Owns the adjacency module and trains A by (S)GD at learning rate ``lr``.
 
-    Without momentum the update is applied in place, A_j -= lr * G_j on the block views (the same
-    update as torch.optim.SGD without momentum); with momentum it goes through torch.optim.SGD.
-    Off-mask entries of A are never touched. Snapshots (step, theta) are taken at ``snapshot_steps``.
+    Without momentum the update is the in-place A_j -= lr * G_j (the same update as torch.optim.SGD
+    without momentum), applied to a contiguous working copy theta of the masked weights and written
+    back into A after every chunk of steps (one scatter; the blocks of a dense A are strided, which
+    costs the small matmuls a few percent). With momentum it goes through torch.optim.SGD on A,
+    whose gradient buffer is zero off the mask. Off-mask entries of A are never touched.
+    Snapshots (step, theta) are taken at ``snapshot_steps``.
     """
 
     def __init__(
@@ -107,20 +110,30 @@ class SGDModule(L.LightningModule):
         self.snapshots: list[tuple[int, Tensor]] = []
         self.diverged: tuple[int, str] | None = None
         self._next_snap = 0
-        self._views = weights_from_adjacency(net.A.detach(), net.layout)  # views sharing A's storage
         self._flat_a, self._theta_index = net.A.detach().view(-1), net.layout.theta_index
-        self._grad = torch.zeros_like(net.A)  # gradient buffer for the torch.optim.SGD path
-        self._grad_views = weights_from_adjacency(self._grad, net.layout)
+        if self.momentum:  # the optimizer updates A itself: work on A's block views
+            self._theta = None
+            self._views = weights_from_adjacency(net.A.detach(), net.layout)
+            self._grad = torch.zeros_like(net.A)
+            self._grad_views = weights_from_adjacency(self._grad, net.layout)
+        else:
+            self._theta = net.theta()
+            self._views = unpack(self._theta, net.layout)
         self._take_snapshots_upto(0)
 
     def configure_optimizers(self):
         return torch.optim.SGD([self.net.A], lr=self.lr, momentum=self.momentum)
 
+    def _current_theta(self) -> Tensor:
+        if self._theta is not None:
+            return self._theta.clone()
+        return self._flat_a.index_select(0, self._theta_index)  # = pack(views), one gather
+
     def _take_snapshots_upto(self, k: int) -> None:
         snaps = self.snapshot_steps
         while self._next_snap < len(snaps) and snaps[self._next_snap] <= k:
             if snaps[self._next_snap] == k:
-                theta = self._flat_a.index_select(0, self._theta_index)  # = pack(views), one gather
+                theta = self._current_theta()
                 self.snapshots.append((k, theta))
                 norm = float(torch.linalg.vector_norm(theta))
                 if not math.isfinite(norm):
@@ -129,36 +142,49 @@ class SGDModule(L.LightningModule):
                     self.diverged = (k, f"||A||_F = {norm:.3g} > {self.blowup_norm:.3g} at step {k}")
             self._next_snap += 1
 
-    @torch.no_grad()
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def _step_fn(self, index: Tensor | None):
+        """One (S)GD step as a closure over the step index within the chunk: the hot loop's body."""
         views, prob, lr = self._views, self.problem, self.lr
-        index = batch["index"]
-        opt = None
         if self.momentum:
             opt = self.optimizers().optimizer  # the bare torch.optim.SGD
             self.net.A.grad = self._grad  # (Lightning may have reset .grad between chunks)
-        k = self.step_count
-        snaps, nxt = self.snapshot_steps, self._next_snap
-        next_snap = snaps[nxt] if nxt < len(snaps) else -1
-        for i in range(int(batch["n"])):
-            grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
-            if opt is None:
-                for w, g in zip(views, grads):
-                    w.sub_(g, alpha=lr)
-            else:  # A.grad holds the gradient in its blocks (zero off the mask, so A stays masked)
-                for gv, g in zip(self._grad_views, grads):
+            grad_views = self._grad_views
+
+            def step(i: int) -> None:
+                grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
+                for gv, g in zip(grad_views, grads):
                     gv.copy_(g)
                 opt.step()
-            k += 1
-            if k == next_snap:
-                self.step_count = k
-                self._take_snapshots_upto(k)
-                if self.diverged is not None:
-                    break
-                nxt = self._next_snap
-                next_snap = snaps[nxt] if nxt < len(snaps) else -1
+
+        elif index is None:
+
+            def step(i: int) -> None:
+                for w, g in zip(views, prob.gradient(views)):
+                    w.sub_(g, alpha=lr)
+
+        else:
+
+            def step(i: int) -> None:
+                for w, g in zip(views, prob.minibatch_gradient(views, index[i])):
+                    w.sub_(g, alpha=lr)
+
+        return step
+
+    @torch.no_grad()
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        step = self._step_fn(batch["index"])
+        k, end = self.step_count, self.step_count + int(batch["n"])
+        snaps = self.snapshot_steps
+        while k < end and self.diverged is None:
+            nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
+            stop = min(max(nxt, k + 1), end)  # run straight to the next snapshot (or the chunk's end)
+            for i in range(k - self.step_count, stop - self.step_count):
+                step(i)
+            k = stop
+            self._take_snapshots_upto(k)
         self.step_count = k
-        self._take_snapshots_upto(k)
+        if self._theta is not None:
+            self._flat_a.index_copy_(0, self._theta_index, self._theta)  # A holds the weights again
         if self.diverged is not None:
             self.trainer.should_stop = True
 
