@@ -196,6 +196,8 @@ def _execute(rc: RunConfig, out: Path, problem, weights0) -> RunResult:
     from dlnlab.record import grid_steps
 
     t_start = time.perf_counter()
+    import dlnlab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
+
     layout = Layout(rc.dims)
     theta0 = pack(weights0)
     levels = problem.plateau_levels(layout.r_max)

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dlnlab.config import ConfigError
-from dlnlab.experiment import EXIT_CONFIG, run
+from dlnlab.experiment import EXIT_CONFIG, EXIT_INTERRUPTED, run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -24,6 +24,9 @@ def main(cfg: DictConfig) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    except KeyboardInterrupt:  # outside the series (which record it themselves)
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     if result.exit_code:
         sys.exit(result.exit_code)
     return 0

@@ -400,3 +400,38 @@ def test_cli_sweep_then_aggregate(tmp_path):
         text=True,
     )
     assert empty.returncode == 2
+
+
+def test_ctrl_c_keeps_everything_recorded_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [
+        "experiment=tiny",
+        "flow.t_max=400",
+        "sgd.lrs=[0.0001]",
+        "log.figures=false",
+        f"hydra.run.dir={out}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "series" / "flow.npz").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the 4M-step SGD series
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout[-3000:]
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=_no_nan)
+    assert summary["exit_code"] == 130
+    assert summary["series"]["flow"]["status"] == "ok"
+    entry = summary["series"]["sgd_lr_0.0001"]
+    assert entry["status"] == "interrupted" and 0 < entry["t_stop"] < 400
+    arr = np.load(out / "series" / "sgd_lr_0.0001.npz")
+    assert len(arr["t"]) > 1 and arr["t"][-1] == pytest.approx(entry["t_stop"])
