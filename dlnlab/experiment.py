@@ -192,6 +192,7 @@ def _build(rc: RunConfig):
 
 def _execute(rc: RunConfig, out: Path, problem, weights0) -> RunResult:
     from dlnlab.analysis import gd_stability_threshold
+    from dlnlab.flow import time_grid
     from dlnlab.network import Layout, adjacency_from_weights, pack
     from dlnlab.record import grid_steps
 
@@ -214,11 +215,11 @@ def _execute(rc: RunConfig, out: Path, problem, weights0) -> RunResult:
         mode_v=problem.mode_v.numpy(),
     )
     dt, t_max = rc.log.dt, rc.flow.t_max
-    n_grid = int(math.floor(t_max / dt + 1e-9)) + 1
+    grid = time_grid(t_max, dt=dt)  # t_m = m dt, m = 0..M
+    n_grid = len(grid)
     lrs = sorted(rc.sgd.lrs, reverse=True)
     # Each series is compared with the flow at its own exact times k_m * eta: the flow solver
     # evaluates the union of all of them (dense output), never an interpolation of logged points.
-    grid = torch.arange(n_grid, dtype=torch.float64) * dt
     exact = {
         lr: torch.tensor([k * lr for k in grid_steps(n_grid, dt, lr)], dtype=torch.float64) for lr in lrs
     }

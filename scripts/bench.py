@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
@@ -64,7 +65,7 @@ def main() -> None:
     dims = [11, 6, 6, 6, 6, 4]
     problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
     theta0 = pack(gaussian(dims, 0.1, seed=1))
-    n_grid = int(math.floor(args.t_max / args.dt + 1e-9)) + 1
+    n_grid = len(time_grid(args.t_max, dt=args.dt))
     analysis_every = max(1, math.ceil(n_grid / args.analysis_points)) if args.analysis_points else 0
     rows = []
     for lr in args.lrs:

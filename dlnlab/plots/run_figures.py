@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
@@ -92,31 +93,43 @@ def _legend(fig, run: RunData, colors: dict, names: list[str] | None = None, ext
 
 # ----------------------------------------------------------------------------------------------
 # one function per figure: (run) -> Figure
-def fig_loss(run: RunData) -> Figure:
+def _log_panel(run: RunData, values, decades: int, empty: str) -> tuple[Figure, Axes, dict, list | None]:
+    """One positive quantity per series (``values(series) -> (T,) or None``) on a log axis against time.
+
+    Draws every series (diverged ones up to their stop, marked), sets the limits from the bounded
+    ones and shades the flow's plateaus. Returns (fig, ax, colors, extra legend handles), or None for
+    the handles when nothing finite was recorded (the axis then says ``empty``).
+    """
     fig = new_figure()
     ax = fig.add_subplot()
     colors, marks, keep = colors_of(run), Markers(), []
     for s in draw_order(run):
-        y = s.get("loss")
+        y = values(s)
         if y is None:
             continue
-        t = s.t
         ok = np.isfinite(y) & (y > 0)
-        ax.plot(t[ok], y[ok], **_line_kw(s, colors))
+        ax.plot(s.t[ok], y[ok], **_line_kw(s, colors))
         if bounded(s):
             keep.append(y[ok])
-        marks.add(s, t, y, colors[s.name])
+        marks.add(s, s.t, y, colors[s.name])
     _time_axis(ax, run)
-    lim = log_limits(keep, decades=10)
+    lim = log_limits(keep, decades=decades)
     if lim is None:
-        no_data(ax, "no finite loss recorded")
-        return fig
+        no_data(ax, empty)
+        return fig, ax, colors, None
     ax.set_yscale("log")
     ax.set_ylim(*lim)
-    level_lines(ax, run.critical_values, log=True)
     extra = [plateau_handle()] if shade_plateaus(ax, run) else []
     if marks.draw(ax):
         extra.append(stop_handle())
+    return fig, ax, colors, extra
+
+
+def fig_loss(run: RunData) -> Figure:
+    fig, ax, colors, extra = _log_panel(run, lambda s: s.get("loss"), 10, "no finite loss recorded")
+    if extra is None:
+        return fig
+    level_lines(ax, run.critical_values, log=True)
     ax.set_ylabel("loss $L$")
     ax.set_title("Loss of the flow and of each GD/SGD series")
     _legend(fig, run, colors, extra=extra)
@@ -400,30 +413,15 @@ def fig_convergence_order(run: RunData) -> Figure:
 
 
 def fig_conservation(run: RunData) -> Figure:
-    fig = new_figure()
-    ax = fig.add_subplot()
-    colors, keep, marks = colors_of(run), [], Markers()
-    for s in draw_order(run):
+    def drift(s):
         y = s.get("cons_drift")
-        if y is None or y.ndim != 2 or y.shape[1] == 0:
-            continue
-        t = s.t
-        m = _row_max(y)
-        ok = np.isfinite(m) & (m > 0)
-        ax.plot(t[ok], m[ok], **_line_kw(s, colors))
-        if bounded(s):
-            keep.append(m[ok])
-        marks.add(s, t, m, colors[s.name])
-    _time_axis(ax, run)
-    lim = log_limits(keep, decades=11)
-    if lim is None:
-        no_data(ax, "no conservation-law drift recorded (h = 1 or no data)")
+        return None if y is None or y.ndim != 2 or y.shape[1] == 0 else _row_max(y)
+
+    fig, ax, colors, extra = _log_panel(
+        run, drift, 11, "no conservation-law drift recorded (h = 1 or no data)"
+    )
+    if extra is None:
         return fig
-    ax.set_yscale("log")
-    ax.set_ylim(*lim)
-    extra = [plateau_handle()] if shade_plateaus(ax, run) else []
-    if marks.draw(ax):
-        extra.append(stop_handle())
     ax.set_ylabel("$\\max_j \\|C_j(t) - C_j(0)\\|_F$")
     ax.set_title("Drift of the conservation laws $C_j$")
     _legend(fig, run, colors, extra=extra)
