@@ -6,9 +6,9 @@ interleaved (best of --repeat), single-threaded:
 
   plain            a bare torch loop, nothing recorded
   plain+recorder   the bare loop handing the grid snapshots to the same SeriesRecorder
-  lightning        the lab's path (dlnlab.training.train_series) with its default logging
+  lightning        the lab's path (dlnlab.lab.training.train_series) with its default logging
                    (recorder on the log grid, curvature on ~100 points, TensorBoard, theta saved),
-                   the recorder in a forked worker process as dlnlab.experiment runs it
+                   the recorder in a forked worker process as dlnlab.lab.experiment runs it
 
     python scripts/bench.py                 # lrs 0.01 0.005 0.0025, t_max 300
     python scripts/bench.py --t-max 60 --repeat 3 --out docs/benchmarks/sgd.md
@@ -27,9 +27,9 @@ import torch
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
+from dlnlab.lab.record import SeriesRecorder, grid_steps, open_recorder
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.record import SeriesRecorder, grid_steps, open_recorder
 
 
 def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from dlnlab.training import train_series  # imports Lightning
+    from dlnlab.lab.training import train_series  # imports Lightning
 
     dims = [11, 6, 6, 6, 6, 4]
     problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)

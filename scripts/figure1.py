@@ -28,7 +28,7 @@ def run_experiment(name: str, out: Path, overrides: list[str]) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from dlnlab.experiment import run
+    from dlnlab.lab.experiment import run
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 3
     except Exception as err:
-        from dlnlab.config import ConfigError
+        from dlnlab.lab.config import ConfigError
 
         if isinstance(err, ConfigError):
             print(f"error: {err}", file=sys.stderr)

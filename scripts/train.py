@@ -13,8 +13,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dlnlab.config import ConfigError
-from dlnlab.experiment import EXIT_CONFIG, EXIT_INTERRUPTED, run
+from dlnlab.lab.config import ConfigError
+from dlnlab.lab.experiment import EXIT_CONFIG, EXIT_INTERRUPTED, run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -17,8 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
 
-from dlnlab.config import ConfigError, validate
-from dlnlab.experiment import run
+from dlnlab.lab.config import ConfigError, validate
+from dlnlab.lab.experiment import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -349,8 +349,8 @@ def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
         "from hydra import compose, initialize_config_dir\n"
         f"with initialize_config_dir(version_base='1.3', config_dir={str(CONF)!r}):\n"
         "    cfg = compose(config_name='train', overrides=['sgd.lrs=[0.01,0]'])\n"
-        "from dlnlab.experiment import run\n"
-        "from dlnlab.config import ConfigError\n"
+        "from dlnlab.lab.experiment import run\n"
+        "from dlnlab.lab.config import ConfigError\n"
         "try:\n"
         f"    run(cfg, output_dir={str(tmp_path / 'r')!r})\n"
         "except ConfigError as err:\n"

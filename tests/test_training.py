@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dlnlab.init import gaussian
+from dlnlab.lab.record import SeriesRecorder
+from dlnlab.lab.training import _ChunkStream, train_series
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.record import SeriesRecorder
-from dlnlab.training import _ChunkStream, train_series
 
 DIMS = [4, 3, 3, 2]
 

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from dlnlab.lab.record import grid_steps
 from dlnlab.network import DeepLinearNetwork, unpack, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
-from dlnlab.record import grid_steps
 
 __all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "train_series"]
 

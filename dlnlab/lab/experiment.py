@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dlnlab._util import jsonable, warn
-from dlnlab.config import ConfigError, RunConfig, validate
+from dlnlab.lab.config import ConfigError, RunConfig, validate
 
 __all__ = ["run", "RunResult", "EXIT_OK", "EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "series_name"]
 
@@ -193,11 +193,11 @@ def _build(rc: RunConfig):
 def _execute(rc: RunConfig, out: Path, problem, weights0) -> RunResult:
     from dlnlab.analysis import gd_stability_threshold
     from dlnlab.flow import time_grid
+    from dlnlab.lab.record import grid_steps
     from dlnlab.network import Layout, adjacency_from_weights, pack
-    from dlnlab.record import grid_steps
 
     t_start = time.perf_counter()
-    import dlnlab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
+    import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
 
     layout = Layout(rc.dims)
     theta0 = pack(weights0)
@@ -336,7 +336,7 @@ class _RunContext:
 def _run_flow(ctx: _RunContext, all_t, grid, series: dict, arrays: dict) -> tuple[torch.Tensor, bool]:
     """Integrate the flow at all requested times; record its grid; return (flow at all_t, interrupted)."""
     from dlnlab import flow as flowmod
-    from dlnlab.record import SeriesRecorder
+    from dlnlab.lab.record import SeriesRecorder
 
     rc, interrupted, res = ctx.rc, False, None
     entry = {"lr": None, "method": rc.flow.method, "rtol": rc.flow.rtol, "atol": rc.flow.atol}
@@ -387,8 +387,8 @@ def _run_flow(ctx: _RunContext, all_t, grid, series: dict, arrays: dict) -> tupl
 
 def _run_sgd(ctx: _RunContext, lr: float, flow_theta, threshold, series: dict, arrays: dict) -> bool:
     """One (S)GD series in Lightning; returns whether the user interrupted it."""
-    from dlnlab.record import open_recorder
-    from dlnlab.training import train_series
+    from dlnlab.lab.record import open_recorder
+    from dlnlab.lab.training import train_series
 
     rc, name, interrupted = ctx.rc, series_name(lr), False
     blowup = rc.sgd.blowup * (
