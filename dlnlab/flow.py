@@ -40,6 +40,7 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
+from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
 
@@ -59,6 +60,7 @@ __all__ = [
     "Convergence",
     "FlowResult",
     "FlowSolverError",
+    "FlowInterrupted",
     "vector_field",
     "time_grid",
     "integrate",
@@ -106,10 +108,10 @@ def _allowed_options(method: str) -> frozenset[str]:
 
 def _positive_float(key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a positive number, got {value!r}")
+        raise ArgumentError(key, f"must be a positive number, got {value!r}")
     value = float(value)
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be > 0, got {value:g}")
+        raise ArgumentError(key, f"must be finite and > 0, got {value:g}")
     return value
 
 
@@ -137,41 +139,43 @@ class Solver:
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or self.method not in METHODS:
-            raise ValueError(f"flow.method: unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
-        rtol = _positive_float("flow.rtol", self.rtol)
-        atol = _positive_float("flow.atol", self.atol)
+            raise ArgumentError("method", f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        rtol = _positive_float("rtol", self.rtol)
+        atol = _positive_float("atol", self.atol)
         if self.method in SCIPY_STIFF and rtol < 100 * np.finfo(float).eps:
-            raise ValueError(
-                f"flow.rtol must be >= {100 * np.finfo(float).eps:.3g} for scipy method {self.method}, "
-                f"got {rtol:g}"
+            raise ArgumentError(
+                "rtol",
+                f"must be >= {100 * np.finfo(float).eps:.3g} for scipy method {self.method}, got {rtol:g}",
             )
         object.__setattr__(self, "rtol", rtol)
         object.__setattr__(self, "atol", atol)
         if self.method in TORCHDIFFEQ_FIXED:
             if self.step_size is None:
-                raise ValueError(f"flow.step_size is required for fixed-step method {self.method}")
-            object.__setattr__(self, "step_size", _positive_float("flow.step_size", self.step_size))
+                raise ArgumentError("step_size", f"required for the fixed-step method {self.method}")
+            object.__setattr__(self, "step_size", _positive_float("step_size", self.step_size))
         elif self.step_size is not None:
-            raise ValueError(
-                f"flow.step_size is only used by the fixed-step methods ({', '.join(TORCHDIFFEQ_FIXED)}); "
-                f"method {self.method} chooses its own steps: set flow.step_size to null"
+            raise ArgumentError(
+                "step_size",
+                f"only the fixed-step methods ({', '.join(TORCHDIFFEQ_FIXED)}) take a step size; "
+                f"method {self.method} chooses its own steps (give none)",
             )
         if isinstance(self.max_nfe, float) and self.max_nfe.is_integer():  # 1e6 from a config file
             object.__setattr__(self, "max_nfe", int(self.max_nfe))
         if self.max_nfe is not None:
             if isinstance(self.max_nfe, bool) or not isinstance(self.max_nfe, int) or self.max_nfe < 1:
-                raise ValueError(f"flow.max_nfe must be a positive integer or null, got {self.max_nfe!r}")
+                raise ArgumentError("max_nfe", f"must be a positive integer or None, got {self.max_nfe!r}")
         if not isinstance(self.options, Mapping):
-            raise ValueError(f"flow.options must be a mapping, got {type(self.options).__name__}")
+            raise ArgumentError("options", f"must be a mapping, got {type(self.options).__name__}")
         options = dict(self.options)
         if "step_size" in options:
-            raise ValueError("flow.options.step_size: give the step as flow.step_size instead")
+            raise ArgumentError("options", "give the step as Solver(step_size=...), not as an option")
         allowed = _allowed_options(self.method)
         unknown = sorted(set(options) - allowed)
         if unknown:
-            raise ValueError(
-                f"flow.options: unknown option(s) {', '.join(map(repr, unknown))} for method {self.method}; "
-                f"allowed: {', '.join(sorted(allowed))}"
+            raise ArgumentError(
+                "options",
+                f"unknown option(s) {', '.join(map(repr, unknown))} for method {self.method}; "
+                f"allowed: {', '.join(sorted(allowed))}",
             )
         object.__setattr__(self, "options", options)
 
@@ -287,6 +291,15 @@ class FlowSolverError(RuntimeError):
         self.result = result
 
 
+class FlowInterrupted(KeyboardInterrupt):
+    """The solve was interrupted (Ctrl+C, or a signal the caller turns into KeyboardInterrupt);
+    ``result`` holds every output point reached (status "interrupted")."""
+
+    def __init__(self, result: FlowResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
 class _BudgetExceeded(Exception):
     pass
 
@@ -306,8 +319,8 @@ def _reason(exc: BaseException) -> str:
 
 def _check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
-        raise ValueError(
-            f"model.dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        raise ArgumentError(
+            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
         )
 
 
@@ -525,20 +538,29 @@ def integrate(
     events = tuple(events)
     for i, ev in enumerate(events):
         if not callable(ev):
-            raise ValueError(f"flow.events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
+            raise ArgumentError("events", f"events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
     batched = theta0.ndim == 2
     if batched and solver.family == "scipy":
-        raise ValueError(
-            f"flow.method: a batch of initial states (B, p) needs a torchdiffeq method "
+        raise ArgumentError(
+            "solver",
+            f"a batch of initial states (B, p) needs a torchdiffeq method "
             f"({', '.join(TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED)}), not {solver.method}; "
-            "or integrate each state separately"
+            "or integrate each state separately",
         )
     if batched and events:
-        raise ValueError("flow.events: events are not supported for a batch of initial states (B, p)")
+        raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
 
     with _one_thread(), torch.no_grad():
-        run = _integrate_scipy if solver.family == "scipy" else _integrate_torchdiffeq
-        return run(problem, layout, theta0, t, solver, events, progress)
+        state = _Run(problem, layout, theta0, t, solver, events, progress)
+        impl = _integrate_scipy if solver.family == "scipy" else _integrate_torchdiffeq
+        try:
+            return impl(state)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, FlowInterrupted):
+                raise
+            t_last = float(t[state.n_out - 1])
+            msg = f"interrupted at t = {state.counter.t_reached:.6g}; output kept up to t = {t_last:.6g}"
+            raise FlowInterrupted(state.result("interrupted", msg)) from exc
 
 
 class _Run:
@@ -609,8 +631,9 @@ class _Run:
         return None
 
 
-def _integrate_torchdiffeq(problem, layout, theta0, t, solver: Solver, events, progress) -> FlowResult:
-    run = _Run(problem, layout, theta0, t, solver, events, progress)
+def _integrate_torchdiffeq(run: _Run) -> FlowResult:
+    problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
+    events, progress = run.events, run.progress
     early = run.initial_event()
     if early is not None:
         return early
@@ -723,8 +746,9 @@ def _locate_torchdiffeq(odeint, event, problem, layout, y_lo, t_lo: float, t_hi:
     return min(float(t_event), t_hi), sol[-1].clone()
 
 
-def _integrate_scipy(problem, layout, theta0, t, solver: Solver, events, progress) -> FlowResult:
-    run = _Run(problem, layout, theta0, t, solver, events, progress)
+def _integrate_scipy(run: _Run) -> FlowResult:
+    problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
+    events, progress = run.events, run.progress
     early = run.initial_event()
     if early is not None:
         return early
@@ -766,6 +790,7 @@ def _integrate_scipy(problem, layout, theta0, t, solver: Solver, events, progres
             raise run.fail(f"scipy {cls.__name__}: {message}", float(ode.t))
         counter.n_steps += 1
         t_new = float(ode.t)
+        counter.t_reached = t_new
         if not np.isfinite(ode.y).all():
             raise run.fail("non-finite state", t_new)
         dense = None

@@ -7,11 +7,13 @@ Every function returns a list of h float64 matrices [W_1, ..., W_h], W_j of shap
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout
 from dlnlab.problem import RegressionProblem, haar_orthonormal
 
@@ -31,21 +33,28 @@ def _semi_orthogonal(rows: int, cols: int, gen: torch.Generator, dtype: torch.dt
     return haar_orthonormal(cols, rows, gen, dtype).T.contiguous()
 
 
-def _strengths(u0: float | Sequence[float], k: int, key: str = "init.u0") -> list[float]:
+def _strengths(u0: float | Sequence[float], k: int) -> list[float]:
     if isinstance(u0, (int, float)):
-        return [float(u0)] * k
-    vals = [float(v) for v in u0]
+        vals = [float(u0)] * k
+    else:
+        vals = [float(v) for v in u0]
     if len(vals) != k:
-        raise ValueError(f"{key}: expected a scalar or {k} values (one per mode), got {len(vals)}")
+        raise ArgumentError("u0", f"expected a number or {k} values (one per mode), got {len(vals)}")
+    if not all(math.isfinite(v) for v in vals):
+        raise ArgumentError("u0", f"every strength must be finite, got {vals}")
     return vals
+
+
+def _check_scale(scale: float) -> None:
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ArgumentError("scale", f"must be finite and >= 0, got {scale}")
 
 
 def gaussian(
     dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
 ) -> list[Tensor]:
     """W_j with i.i.d. N(0, scale^2) entries."""
-    if scale < 0:
-        raise ValueError(f"init.scale must be >= 0, got {scale}")
+    _check_scale(scale)
     layout, gen = Layout(tuple(dims)), _generator(seed)
     return [scale * torch.randn(r, c, generator=gen, dtype=dtype) for r, c in layout.shapes]
 
@@ -54,8 +63,7 @@ def orthogonal(
     dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
 ) -> list[Tensor]:
     """W_j = scale * a Haar semi-orthogonal matrix (every singular value equals ``scale``)."""
-    if scale < 0:
-        raise ValueError(f"init.scale must be >= 0, got {scale}")
+    _check_scale(scale)
     layout, gen = Layout(tuple(dims)), _generator(seed)
     return [scale * _semi_orthogonal(r, c, gen, dtype) for r, c in layout.shapes]
 
@@ -94,7 +102,9 @@ def balanced(
     layout, gen = Layout(tuple(dims)), _generator(seed)
     k = layout.r_max if isinstance(u0, (int, float)) else len(u0)
     if k > layout.r_max:
-        raise ValueError(f"init.u0: at most r_max = {layout.r_max} values for dims {list(dims)}, got {k}")
+        raise ArgumentError(
+            "u0", f"at most r_max = min(dims) = {layout.r_max} values for dims {list(dims)}, got {k}"
+        )
     strengths = [abs(v) for v in _strengths(u0, k)]
     out_vecs = haar_orthonormal(layout.d_y, k, gen, dtype)
     in_vecs = haar_orthonormal(layout.d_x, k, gen, dtype)
@@ -120,8 +130,8 @@ def aligned(
     """
     layout, gen = Layout(tuple(dims)), _generator(seed)
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
-        raise ValueError(
-            f"model.dims {list(dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        raise ArgumentError(
+            "dims", f"dims {list(dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
         )
     k = min(problem.n_modes, layout.r_max)
     strengths = _strengths(u0, k)
@@ -141,17 +151,17 @@ def initial_weights(
     u0: float | Sequence[float] | None = None,
     seed: int = 0,
 ) -> list[Tensor]:
-    """Dispatch by name (``init.kind``): gaussian/orthogonal take ``scale``, balanced/aligned ``u0``."""
+    """Dispatch by name: gaussian/orthogonal take ``scale``, balanced/aligned ``u0``."""
     if kind in ("gaussian", "orthogonal"):
         if scale is None:
-            raise ValueError(f"init.scale is required for init.kind={kind}")
+            raise ArgumentError("scale", f"required for the {kind} initialisation")
         return (gaussian if kind == "gaussian" else orthogonal)(dims, scale, seed)
     if kind in ("balanced", "aligned"):
         if u0 is None:
-            raise ValueError(f"init.u0 is required for init.kind={kind}")
+            raise ArgumentError("u0", f"required for the {kind} initialisation")
         if kind == "balanced":
             return balanced(dims, u0, seed)
         if problem is None:
-            raise ValueError("init.kind=aligned needs the problem (its data modes)")
+            raise ArgumentError("problem", "the aligned initialisation needs the problem (its data modes)")
         return aligned(dims, problem, u0, seed)
-    raise ValueError(f"init.kind: unknown initialisation {kind!r}; allowed: {', '.join(INITS)}")
+    raise ArgumentError("kind", f"unknown initialisation {kind!r}; allowed: {', '.join(INITS)}")

@@ -20,6 +20,8 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
+from dlnlab.errors import ArgumentError
+
 __all__ = [
     "Layout",
     "as_layout",
@@ -44,12 +46,12 @@ class Layout:
             int(d) if isinstance(d, numbers.Integral) and not isinstance(d, bool) else d for d in self.dims
         )
         if len(dims) < 2:
-            raise ValueError(
-                f"model.dims: need at least two widths [d_x, ..., d_y] (depth h >= 1), got {list(dims)}"
+            raise ArgumentError(
+                "dims", f"need at least two widths [d_x, ..., d_y] (depth h >= 1), got {list(dims)}"
             )
         for d in dims:
             if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-                raise ValueError(f"model.dims: every width must be a positive integer, got {list(dims)}")
+                raise ArgumentError("dims", f"every width must be a positive integer, got {list(dims)}")
         object.__setattr__(self, "dims", dims)
 
     @property

@@ -12,11 +12,13 @@ batch dimensions (W_j of shape (..., d_j, d_{j-1})).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
+from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, pack, prefix_products, product, unpack
 
 __all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
@@ -111,20 +113,21 @@ class RegressionProblem:
         """
         s = [float(v) for v in singular_values]
         if len(s) > min(d_x, d_y):
-            raise ValueError(
-                f"data.singular_values: at most min(d_x, d_y) = {min(d_x, d_y)} values, got {len(s)}"
+            raise ArgumentError(
+                "singular_values", f"at most min(d_x, d_y) = {min(d_x, d_y)} values, got {len(s)}"
             )
-        if any(v < 0 for v in s):
-            raise ValueError(f"data.singular_values must be >= 0, got {s}")
+        if not all(math.isfinite(v) and v >= 0 for v in s):
+            raise ArgumentError("singular_values", f"every singular value must be finite and >= 0, got {s}")
         if n_samples < 1:
-            raise ValueError(f"data.n_samples must be >= 1, got {n_samples}")
+            raise ArgumentError("n_samples", f"must be >= 1, got {n_samples}")
         if whiten and n_samples < d_x:
-            raise ValueError(
-                f"data.n_samples = {n_samples} < d_x = {d_x}: exactly whitened inputs need N >= d_x "
-                "(set data.whiten=false or raise data.n_samples)"
+            raise ArgumentError(
+                "n_samples",
+                f"{n_samples} samples < d_x = {d_x}: exactly whitened inputs need at least d_x samples "
+                "(whiten=False draws Gaussian inputs instead)",
             )
-        if noise < 0:
-            raise ValueError(f"data.noise must be >= 0, got {noise}")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ArgumentError("noise", f"must be finite and >= 0, got {noise}")
         gen = torch.Generator().manual_seed(int(seed))
         u = haar_orthogonal(d_y, gen, dtype)
         v = haar_orthogonal(d_x, gen, dtype)

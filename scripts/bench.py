@@ -27,7 +27,7 @@ import torch
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
-from dlnlab.lab.record import SeriesRecorder, grid_steps, open_recorder
+from dlnlab.lab.record import SeriesRecorder, open_recorder
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from dlnlab.lab.training import train_series  # imports Lightning
+    from dlnlab.lab.training import series_grid, train_series  # imports Lightning
 
     dims = [11, 6, 6, 6, 6, 4]
     problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
@@ -69,7 +69,7 @@ def main() -> None:
     analysis_every = max(1, math.ceil(n_grid / args.analysis_points)) if args.analysis_points else 0
     rows = []
     for lr in args.lrs:
-        n_steps = math.ceil(args.t_max / lr - 1e-9)
+        n_steps = series_grid(n_grid, args.dt, lr)[1][-1]  # the lab's last grid step
         best = {"plain": math.inf, "plain+recorder": math.inf, "lightning": math.inf}
         finals = {}
         for _ in range(args.repeat):
@@ -81,7 +81,7 @@ def main() -> None:
                 rec = SeriesRecorder(
                     "p", problem, dims, theta0, n_grid, tmp, lr=lr, analysis_every=analysis_every
                 )
-                ks = grid_steps(n_grid, args.dt, lr)
+                _, ks = series_grid(n_grid, args.dt, lr)
                 t0 = time.perf_counter()
                 rec.record(0, 0.0, theta0, step=0)
                 plain_loop(
@@ -99,7 +99,7 @@ def main() -> None:
                 rec = open_recorder(
                     "l", problem, dims, theta0, n_grid, tmp, lr=lr, analysis_every=analysis_every, worker=True
                 )
-                out = train_series(problem, dims, theta0, lr, args.t_max, args.dt, n_grid, rec)
+                out = train_series(problem, dims, theta0, lr, args.dt, n_grid, rec)
                 arrays = rec.close()
                 best["lightning"] = min(best["lightning"], time.perf_counter() - t0)
                 finals["lightning"] = torch.as_tensor(arrays["theta"][-1])

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 3
     except Exception as err:
-        from dlnlab.lab.config import ConfigError
+        from dlnlab.lab.errors import ConfigError
 
         if isinstance(err, ConfigError):
             print(f"error: {err}", file=sys.stderr)

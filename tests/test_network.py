@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _helpers import bad_argument
 
 from dlnlab.network import (
     DeepLinearNetwork,
@@ -168,10 +169,10 @@ def test_to_graph_edges():
 
 
 @pytest.mark.parametrize("bad", [[5], [], [3, 0, 2], [3, -1, 2], [3, 2.5, 2], [3, "4", 2], [3, True, 2]])
-def test_bad_dims_name_the_config_key(bad):
-    with pytest.raises(ValueError, match="model.dims"):
+def test_bad_dims_name_the_argument(bad):
+    with bad_argument("dims", "width"):
         Layout(tuple(bad))
-    with pytest.raises(ValueError, match="model.dims"):
+    with bad_argument("dims", "width"):
         DeepLinearNetwork(bad)
 
 

@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from matplotlib.image import imread
 
-from dlnlab.lab.config import validate
 from dlnlab.lab.experiment import run
+from dlnlab.lab.prepare import prepare
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,12 +104,12 @@ def test_plots_import_neither_lightning_nor_hydra():
 
 # ---- configs -------------------------------------------------------------------------------------
 def test_figure1_experiment_configs_compose():
-    near = validate(make_cfg(["experiment=figure1_near"]))
-    far = validate(make_cfg(["experiment=figure1_far"]))
+    near = prepare(make_cfg(["experiment=figure1_near"])).cfg
+    far = prepare(make_cfg(["experiment=figure1_far"])).cfg
     for rc in (near, far):
-        assert rc.dims == (11, 6, 6, 6, 6, 4)
-        assert rc.data.singular_values == (4, 3, 2, 1) and rc.data.whiten and rc.data.noise == 0
-        assert rc.init.kind == "gaussian"
+        assert rc.model.dims == [11, 6, 6, 6, 6, 4]
+        assert rc.data.singular_values == [4, 3, 2, 1] and rc.data.whiten and rc.data.noise == 0
+        assert rc.init.kind.name == "gaussian"
         assert len(rc.sgd.lrs) >= 3
     assert near.init.scale == 0.1 and near.flow.t_max >= 300
     assert max(near.sgd.lrs) < 0.0435 / 4

@@ -18,7 +18,7 @@ import torch
 
 from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
-from dlnlab.lab.config import derive_seed
+from dlnlab.lab.schema import derive_seed
 from dlnlab.network import pack, product, unpack
 from dlnlab.problem import RegressionProblem
 

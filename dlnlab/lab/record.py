@@ -17,15 +17,12 @@ import torch
 from torch import Tensor
 
 from dlnlab.analysis import conservation_drift, hessian_extremes, layer_singular_values, nearest_level
-from dlnlab.network import Layout, product, unpack
+from dlnlab.lab import signals
+from dlnlab.lab.rundir import save_npz
+from dlnlab.network import as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesRecorder", "open_recorder", "tensorboard_layout", "grid_steps"]
-
-
-def grid_steps(n_grid: int, dt: float, lr: float) -> list[int]:
-    """k_m = round(m * dt / lr) for m = 0..n_grid-1: the step of a series at lr logged as grid point m."""
-    return [int(round(m * dt / lr)) for m in range(n_grid)]
+__all__ = ["SeriesRecorder", "open_recorder", "tensorboard_layout"]
 
 
 COMMON_TAGS_PREFIXES = (
@@ -108,7 +105,7 @@ class SeriesRecorder:
         block: int = 256,
         tb_max_points: int = 1000,
     ) -> None:
-        self.name, self.problem, self.layout = name, problem, Layout(tuple(dims))
+        self.name, self.problem, self.layout = name, problem, as_layout(dims)
         self.theta0 = theta0.detach().clone()
         self.weights0 = unpack(self.theta0, self.layout)
         self.n_grid, self.lr, self.flow_theta = n_grid, lr, flow_theta
@@ -261,8 +258,7 @@ class SeriesRecorder:
         """Flush, write ``series/<name>.npz`` and close TensorBoard; returns the arrays."""
         arrays = self.arrays()
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(target, **arrays)
+        save_npz(target, **arrays)  # atomic: a reader never sees half a file
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
@@ -288,7 +284,8 @@ class _ProcessRecorder:
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_recorder_worker, args=(child, args, kwargs), daemon=True)
-        self._proc.start()
+        with signals.blocked_in_children():  # the child ignores SIGINT/SIGTERM before it can get one
+            self._proc.start()
         child.close()
         self.name, self.block = args[0], block
         self._pending: list = []
@@ -333,7 +330,11 @@ def _recorder_worker(conn, args, kwargs) -> None:
     import signal
     import traceback
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's: it closes us cleanly
+    # SIGINT / SIGTERM (also when sent to the whole process group) are the parent's: it closes us
+    # cleanly and we write the series. The parent blocked them around the fork; ignore, then unblock.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     torch.set_num_threads(1)
     rec = None
     try:
@@ -359,3 +360,35 @@ def open_recorder(*args, worker: bool = False, **kwargs):
     if worker and "fork" in multiprocessing.get_all_start_methods():
         return _ProcessRecorder(*args, **kwargs)
     return SeriesRecorder(*args, **kwargs)
+
+
+def write_hparams(out_dir: Path, cfg, series: dict, step: int) -> None:
+    """One HParams row per series (tensorboard/<series>/): the run's settings and its outcome."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hp_summary
+
+    base = {
+        "dims": str(list(cfg.model.dims)),
+        "init": cfg.init.kind.name,
+        "init_scale": float(getattr(cfg.init, "scale", float("nan"))),
+        "method": cfg.flow.method.name,
+        "batch_size": cfg.sgd.batch_size or 0,
+        "t_max": cfg.flow.t_max,
+    }
+    for name, e in series.items():
+        params = dict(base, series=name, lr=e["lr"] if e["lr"] is not None else 0.0)
+        metrics = {
+            "hp/final_loss": e.get("final_loss"),
+            "hp/max_dist_to_flow": e.get("max_dist_to_flow"),
+            "hp/wall_time_s": e.get("wall_time_s"),
+            "hp/diverged": float(bool(e.get("diverged"))),
+        }
+        metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard" / name))
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, step)
+        fw = writer._get_file_writer()
+        for s in hp_summary(params, metrics):
+            fw.add_summary(s)
+        writer.flush()
+        writer.close()

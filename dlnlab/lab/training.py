@@ -1,6 +1,8 @@
 """(S)GD on the adjacency A in Lightning: a LightningModule, a LightningDataModule and a thin callback.
 
-Time convention: after k steps at learning rate eta the series is at t = k * eta. The data module
+Time convention: after k steps at learning rate eta the series is at t = k * tau, tau = eta (GD) or
+eta / (1 - beta) (heavy ball with momentum beta, whose steps move about eta / (1 - beta) along the
+flow once the velocity has built up). The data module
 streams *chunks* of steps (with their minibatch indices from a seeded torch.Generator); one
 ``training_step`` runs a whole chunk with the closed-form gradient, so the Trainer's per-batch
 overhead is paid once per chunk, not once per step. Snapshots of theta are taken at the log-grid
@@ -14,15 +16,27 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.lab.record import grid_steps
 from dlnlab.network import DeepLinearNetwork, unpack, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "train_series"]
+__all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "series_grid", "train_series"]
+
+
+def series_grid(n_grid: int, dt: float, tau: float) -> tuple[list[int], list[int]]:
+    """(grid indices m, steps k) of a series whose step stands for time ``tau`` on the grid t_m = m dt.
+
+    k_m = round(t_m / tau). For tau <= dt every grid point has its own step (m = 0 .. n_grid - 1);
+    for tau > dt (a step coarser than the grid) each step is recorded once, at the grid point nearest
+    to its time k tau.
+    """
+    ks = np.unique(np.rint(np.arange(n_grid) * dt / tau).astype(np.int64))
+    ms = np.minimum(n_grid - 1, np.rint(ks * tau / dt).astype(np.int64))
+    return ms.tolist(), ks.tolist()
 
 
 class _ChunkStream(IterableDataset):
@@ -104,6 +118,7 @@ class SGDModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.net, self.problem, self.lr, self.momentum = net, problem, float(lr), float(momentum)
+        self.tau = self.lr / (1.0 - self.momentum)  # the flow time of one step
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
         self.blowup_norm = blowup_norm
         self.step_count = 0
@@ -137,7 +152,7 @@ class SGDModule(L.LightningModule):
                 self.snapshots.append((k, theta))
                 norm = float(torch.linalg.vector_norm(theta))
                 if not math.isfinite(norm):
-                    self.diverged = (k, f"non-finite weights at step {k} (t = {k * self.lr:.6g})")
+                    self.diverged = (k, f"non-finite weights at step {k} (t = {k * self.tau:.6g})")
                 elif norm > self.blowup_norm:
                     self.diverged = (k, f"||A||_F = {norm:.3g} > {self.blowup_norm:.3g} at step {k}")
             self._next_snap += 1
@@ -196,26 +211,30 @@ class SGDModule(L.LightningModule):
 class RecorderCallback(L.Callback):
     """Hands the module's snapshots to the recorder after every chunk; nothing else."""
 
-    def __init__(self, recorder, step_to_grid: dict[int, list[int]], progress=None) -> None:
-        self.recorder, self.step_to_grid, self.progress = recorder, step_to_grid, progress
+    def __init__(self, recorder, step_to_grid: dict[int, int], tau: float, progress=None) -> None:
+        self.recorder, self.step_to_grid, self.tau, self.progress = recorder, step_to_grid, tau, progress
+        self.last_step: int | None = None
 
-    def _drain(self, module: SGDModule) -> None:
+    def drain(self, module: SGDModule) -> None:
         for k, theta in module.pop_snapshots():
-            for m in self.step_to_grid.get(k, ()):
-                self.recorder.record(m, k * module.lr, theta, step=k, copy=False)  # a fresh pack()
+            self.recorder.record(self.step_to_grid[k], k * self.tau, theta, step=k, copy=False)
+            self.last_step = k
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._drain(pl_module)
+        self.drain(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._drain(pl_module)
+        self.drain(pl_module)
         if self.progress is not None:
-            self.progress(pl_module.step_count * pl_module.lr)
+            self.progress(pl_module.step_count * self.tau)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.drain(pl_module)  # the snapshots of an interrupted chunk are recorded too
 
 
 @dataclass
 class SeriesOutcome:
-    status: str  # ok or diverged (Ctrl+C reaches the caller as SystemExit from Lightning)
+    status: str  # ok, diverged or interrupted
     steps: int
     t_stop: float
     message: str
@@ -250,7 +269,6 @@ def train_series(
     dims: Sequence[int],
     theta0: Tensor,
     lr: float,
-    t_max: float,
     dt: float,
     n_grid: int,
     recorder,
@@ -262,18 +280,26 @@ def train_series(
     progress=None,
     chunk: int = 2000,
 ) -> SeriesOutcome:
-    """Run ceil(t_max / lr) (S)GD steps from theta0 in Lightning, recording the grid points."""
-    n_steps = math.ceil(t_max / lr - 1e-9)
-    ks = grid_steps(n_grid, dt, lr)
-    step_to_grid: dict[int, list[int]] = {}
-    for m, k in enumerate(ks):
-        step_to_grid.setdefault(k, []).append(m)
+    """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
+
+    A step stands for time tau = lr / (1 - momentum). SIGINT / SIGTERM (which Lightning turns into
+    SystemExit after its own shutdown) end the series as ``interrupted`` with every snapshot taken so
+    far recorded.
+    """
+    tau = lr / (1.0 - momentum)
+    ms, ks = series_grid(n_grid, dt, tau)
     net = DeepLinearNetwork.from_theta(dims, theta0.clone())
     module = SGDModule(net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm)
-    data = SGDDataModule(problem, n_steps, batch_size, sampling, seed, chunk=chunk)
-    trainer = make_trainer([RecorderCallback(recorder, step_to_grid, progress)])
-    trainer.fit(module, datamodule=data)
+    data = SGDDataModule(problem, ks[-1], batch_size, sampling, seed, chunk=chunk)
+    callback = RecorderCallback(recorder, dict(zip(ks, ms)), tau, progress)
+    trainer = make_trainer([callback])
+    try:
+        trainer.fit(module, datamodule=data)
+    except (KeyboardInterrupt, SystemExit):  # Lightning: KeyboardInterrupt -> shutdown -> exit(1)
+        callback.drain(module)
+        k = callback.last_step or 0
+        return SeriesOutcome("interrupted", k, k * tau, "interrupted")
     if module.diverged is not None:
         k, msg = module.diverged
-        return SeriesOutcome("diverged", k, k * lr, msg)
-    return SeriesOutcome("ok", module.step_count, module.step_count * lr, "")
+        return SeriesOutcome("diverged", k, k * tau, msg)
+    return SeriesOutcome("ok", module.step_count, module.step_count * tau, "")

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from dlnlab.lab.rundir import atomic_path
 from dlnlab.plots._common import (
     first_crossing,
     level_lines,
@@ -368,6 +369,6 @@ def figure1(
         bot.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
         for path in (png, pdf):
             if path is not None:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                fig.savefig(path, dpi=dpi)
+                with atomic_path(path) as tmp:
+                    fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     return fig

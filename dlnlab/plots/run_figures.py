@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from dlnlab._util import warn
+from dlnlab.lab.rundir import atomic_path
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -521,7 +522,8 @@ def make_run_figures(
     with style():
         for name, fig in figs.items():
             path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=dpi)
+            with atomic_path(path) as tmp:  # a reader never sees half a PNG
+                fig.savefig(tmp, dpi=dpi, format="png")
             paths.append(path)
     if tensorboard:
         try:

@@ -1,0 +1,156 @@
+"""Guards against impossible work: estimates of a run's size, refused above ``limits.*`` before work.
+
+The estimates count what the run allocates and does, not what a machine can bear: grid points, SGD
+steps per series, evaluations of an explicit flow method, the peak memory of the largest arrays, and
+the size of one series file. Each refusal names the estimate, the limit's key and the keys to change.
+A user who means it raises the limit (``limits.memory_gb=64``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED
+from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.schema import TrainConfig
+from dlnlab.network import Layout
+
+__all__ = ["Estimate", "estimate", "check_sizes", "check_work", "time_per_step", "grid_points", "fmt_bytes"]
+
+F64 = 8
+GB = 1e9
+STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 1, "implicit_adams": 3}
+# Explicit adaptive methods on a stiff flow take steps at their stability bound: dopri5 (6 evaluations a
+# step, stable for step * lambda < 3.3) needs about 2 lambda_max evaluations per unit of time (measured
+# on the stiff benchmark: 134,899 evaluations for t = 300 at lambda_max ~ 200).
+EXPLICIT_EVALS_PER_LAMBDA_T = 2.0
+
+
+def time_per_step(lr: float, momentum: float) -> float:
+    """The flow time one step stands for: lr, or lr / (1 - momentum) for heavy ball."""
+    return lr / (1.0 - momentum)
+
+
+def grid_points(cfg: TrainConfig) -> int:
+    return int(math.floor(cfg.flow.t_max / cfg.log.dt + 1e-9)) + 1
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run will allocate: bytes per component, and the size of one series npz."""
+
+    grid_points: int
+    flow_times: int
+    memory: dict[str, float] = field(default_factory=dict)
+    series_file: float = 0.0
+
+    @property
+    def peak_memory(self) -> float:
+        return sum(self.memory.values())
+
+
+def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
+    """Sizes from the config alone (``data_bytes``: the user's data file, already measured)."""
+    lay = Layout(tuple(cfg.model.dims))
+    p, n, t = lay.n_weights, lay.n_nodes, grid_points(cfg)
+    flow_times = t * (1 + len(cfg.sgd.lrs))  # the grid and each series' exact times k_m * lr
+    mem: dict[str, float] = {}
+    if cfg.data.kind.name == "teacher":  # X, Y and the generator's temporaries
+        mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64
+    elif data_bytes is not None:
+        mem["data X, Y"] = 2.0 * data_bytes
+    mem["adjacency A (n x n)"] = 4.0 * n * n * F64
+    mem[f"flow states ({flow_times} times x {p} weights)"] = 2.0 * flow_times * p * F64
+    if cfg.sgd.lrs:
+        mem[f"flow at one series' times ({t} x {p})"] = t * p * F64
+    if cfg.log.save_theta:
+        mem[f"theta of one series ({t} x {p})"] = 2.0 * t * p * F64
+    if cfg.flow.method.name in SCIPY_STIFF:
+        mem[f"dense Jacobian of the stiff solver ({p} x {p})"] = 4.0 * p * p * F64
+    if cfg.log.analysis_points and p <= cfg.log.hessian_dense_max:
+        mem[f"dense Hessian ({p} x {p})"] = 3.0 * p * p * F64
+    per_point = 16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth
+    series_file = t * (per_point + (p if cfg.log.save_theta else 0)) * F64
+    return Estimate(grid_points=t, flow_times=flow_times, memory=mem, series_file=series_file)
+
+
+def check_sizes(cfg: TrainConfig, est: Estimate) -> None:
+    """Refuse a grid, a peak memory or a series file above the limits (before anything is built)."""
+    lim = cfg.limits
+    if est.grid_points > lim.grid_points:
+        raise ConfigError(
+            f"log.dt: the grid t_m = m * log.dt up to flow.t_max = {cfg.flow.t_max:g} has "
+            f"{est.grid_points:.3g} points, above limits.grid_points = {lim.grid_points:.3g}; raise log.dt, "
+            "lower flow.t_max, or raise limits.grid_points"
+        )
+    if est.peak_memory > lim.memory_gb * GB:
+        top = max(est.memory, key=est.memory.get)
+        raise ConfigError(
+            f"limits.memory_gb: this run needs about {fmt_bytes(est.peak_memory)} of memory, above "
+            f"limits.memory_gb = {lim.memory_gb:g} (largest: {top}, {fmt_bytes(est.memory[top])}); "
+            "shrink model.dims / data.n_samples, raise log.dt, set log.save_theta=false, or raise "
+            "limits.memory_gb"
+        )
+    if est.series_file > lim.series_file_gb * GB:
+        raise ConfigError(
+            f"limits.series_file_gb: each series file would hold about {fmt_bytes(est.series_file)} "
+            f"({est.grid_points} grid points), above limits.series_file_gb = {lim.series_file_gb:g}; set "
+            "log.save_theta=false, raise log.dt, or raise limits.series_file_gb"
+        )
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.3g} {unit}"
+    return f"{s:.3g} s"
+
+
+def gradient_seconds(problem, theta0: torch.Tensor, dims) -> float:
+    """Wall time of one closed-form gradient here (median of a few), for the time estimates."""
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        problem.gradient_theta(theta0, dims)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def check_work(cfg: TrainConfig, grad_s: float, lam_max: float) -> None:
+    """Refuse SGD series and explicit flows whose step counts are above the limits."""
+    lim, f = cfg.limits, cfg.flow
+    for lr in cfg.sgd.lrs:
+        steps = math.ceil(f.t_max / time_per_step(lr, cfg.sgd.momentum) - 1e-9)
+        if steps > lim.sgd_steps:
+            raise ConfigError(
+                f"sgd.lrs: the series at lr = {lr:g} needs {steps:.3g} steps to reach flow.t_max = "
+                f"{f.t_max:g} (about {_seconds(steps * grad_s)} at {grad_s * 1e6:.3g} us per gradient "
+                f"here), above limits.sgd_steps = {lim.sgd_steps:.3g}; raise the learning rate, lower "
+                "flow.t_max, or raise limits.sgd_steps"
+            )
+    method = f.method.name
+    if method in TORCHDIFFEQ_FIXED and f.step_size is not None:
+        nfe = math.ceil(f.t_max / f.step_size) * STAGES[method]
+        why = f"{math.ceil(f.t_max / f.step_size):.3g} steps of {f.step_size:g}"
+    elif method in TORCHDIFFEQ_ADAPTIVE and lam_max > 0:
+        nfe = math.ceil(EXPLICIT_EVALS_PER_LAMBDA_T * lam_max * f.t_max)
+        why = f"the explicit method's steps are bounded by 1/lambda_max = {1 / lam_max:.3g}"
+    else:
+        return
+    if nfe > lim.flow_nfe:
+        raise ConfigError(
+            f"flow.method: {method} needs about {nfe:.3g} evaluations to reach flow.t_max = {f.t_max:g} "
+            f"({why}; about {_seconds(nfe * grad_s)} here), above limits.flow_nfe = {lim.flow_nfe:.3g}; "
+            "use a stiff method (flow.method=lsoda), lower flow.t_max, or raise limits.flow_nfe"
+        )

@@ -1,0 +1,204 @@
+"""The command line around ``run(cfg)``: refusals exit 2 on one line, before Hydra touches the disk.
+
+``scripts/train.py`` is a thin ``@hydra.main`` whose task calls :func:`job`; its ``__main__`` calls
+:func:`main`, which first runs :func:`preflight`: it parses and composes the command line the way
+Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.prepare.prepare`
+and refuses an output directory that already holds something. Only then does Hydra run, so a refused
+run writes nothing (Hydra would otherwise write ``.hydra/`` first) and Hydra's own errors (an unknown
+key or option, a malformed override) also exit 2 with one line instead of exit 1 with a trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dlnlab.lab import schema, signals, sweep
+from dlnlab.lab.errors import ConfigError, ExitCode
+from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
+
+__all__ = ["main", "job", "preflight", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
+
+MAX_PREFLIGHT_JOBS = 1000  # a sweep larger than this has its first 1000 jobs checked up front
+
+_RESULT: dict[str, int] = {}
+
+
+def _fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def describe_hydra_error(err: BaseException) -> str:
+    """One line for an error Hydra raises while parsing or composing the command line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, OverrideParseException):
+        return f"malformed override {err.override!r}: {first} (Hydra's override grammar: key=value)"
+    if isinstance(err, MissingConfigException):
+        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        opts = re.findall(r"^\t(\S+)$", text.split("Available options in", 1)[-1], re.M) if m else []
+        opts = [o for o in opts if not o.startswith("base_")]
+        if m and opts:
+            return f"{m.group(1)}={m.group(2)}: no such option; allowed: {', '.join(opts)}"
+        return first
+    cause = err.__cause__
+    m = re.search(
+        r"^In '([^']+)': \w+ raised while composing config:\nKey '[^']+' not in '(\w+)'", text, re.M
+    )
+    key = re.search(r"full_key: (\S+)", text)
+    if m and key:  # a config file (an experiment, say) sets a key the chosen option does not have
+        allowed = _fields(getattr(schema, m.group(2), None))
+        msg = unknown_key_message(key.group(1), allowed) if allowed else f"{key.group(1)}: no such key"
+        return f"{msg} (set in {m.group(1)}.yaml)"
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        msg = str(cause.msg)
+        if "is not a ListConfig" in msg:
+            return f"{key}: expected a list, e.g. {key}=[...]"
+        if "is not a subclass of" in msg and "." not in key:
+            return f"{key}: is a group of keys, not an option; set one of its keys, e.g. {key}.<key>=..."
+    if isinstance(cause, OmegaConfBaseException):
+        return describe_omegaconf_error(cause)
+    return first
+
+
+def _is_informational(args) -> bool:
+    return bool(args.help or args.hydra_help or args.info or args.cfg or args.shell_completion)
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if not multirun:
+        return [overrides]
+    try:
+        return BasicSweeper.split_arguments(parsed, None)[0] or [[]]
+    except Exception:  # noqa: BLE001 - a sweep syntax only another sweeper knows: check the base config
+        return [[o.input_line for o in parsed if not o.is_sweep_override()]]
+
+
+def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
+    """A user-given hydra.run.dir (or hydra.sweep.dir) must be new or empty: never another run's."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    node = cfg.hydra.sweep if multirun else cfg.hydra.run
+    raw = str(OmegaConf.to_container(node, resolve=False)["dir"])
+    if "dlnlab_unique" in raw:  # claimed fresh by the resolver
+        return
+    path = Path(str(node.dir))
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(
+            f"{key}: {path} already exists and is not empty; a run never writes into another's "
+            f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
+        )
+
+
+def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
+    """Check the command line as Hydra will run it; the one-line reason for a refusal, or None."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dlnlab.lab.prepare import prepare
+
+    args = get_args_parser().parse_args(argv)  # bad flags: argparse's usage and exit 2
+    if _is_informational(args) or args.config_path or args.experimental_rerun:
+        return None
+    conf_dir = Path(args.config_dir or conf_dir).resolve()
+    config_name = args.config_name or config_name
+    try:
+        jobs = _jobs(list(args.overrides), args.multirun)
+    except HydraException as err:
+        return describe_hydra_error(err)
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
+        for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
+            where = f"job {num} ({' '.join(overrides)}): " if args.multirun and len(jobs) > 1 else ""
+            try:
+                cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+                if num == 0:
+                    _check_output_dir(cfg, args.multirun)
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                prepare(cfg)
+            except (HydraException, OmegaConfBaseException) as err:
+                return where + describe_hydra_error(err)
+            except ConfigError as err:
+                return where + str(err)
+    return None
+
+
+def job(cfg: DictConfig) -> int:
+    """The body of the ``@hydra.main`` task: run, report, and return the exit code.
+
+    In a multirun a failure of this job is recorded (``job.json``) and the sweep goes on; a signal
+    stops the sweep.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dlnlab.lab.experiment import run
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    message = ""
+    try:
+        code = run(cfg).exit_code
+    except ConfigError as err:
+        message = str(err)
+        print(f"error: {message}", file=sys.stderr)
+        code = int(ExitCode.CONFIG)
+    except KeyboardInterrupt:
+        code = signals.exit_code()
+    except Exception as err:  # a bug: the trace is for the report; a sweep still goes on
+        if not multirun:
+            raise
+        traceback.print_exc()
+        message, code = f"{type(err).__name__}: {err}", int(ExitCode.FAILED)
+    _RESULT["job"] = code
+    sweep.JOB.update(exit_code=code, message=message)
+    if multirun and code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        hc = HydraConfig.get()
+        sweep.LAST["dir"] = str(hc.sweep.dir)
+        sweep.write_job_record(
+            Path(hc.runtime.output_dir), int(hc.job.num), list(hc.overrides.task), code, "interrupted"
+        )
+        raise signals.Interrupted(code - 128)  # stop the sweep: Hydra runs no further job
+    return code
+
+
+def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "train", argv=None) -> int:
+    """Preflight, then Hydra (``hydra_main`` is the decorated task); returns the exit code."""
+    from hydra._internal.utils import get_args_parser
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    multirun = bool(get_args_parser().parse_args(argv).multirun)
+    signals.install()
+    try:
+        reason = preflight(argv, conf_dir, config_name)
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr)
+            return int(ExitCode.CONFIG)
+        _RESULT.clear()
+        sweep.LAST.clear()
+        hydra_main()
+    except KeyboardInterrupt:
+        if multirun and sweep.LAST.get("dir"):
+            sweep.write_sweep_summary(Path(sweep.LAST["dir"]))
+        code = signals.exit_code()
+        print(f"interrupted (exit code {code}): every file written so far is complete", file=sys.stderr)
+        return code
+    finally:
+        signals.uninstall()
+    if multirun:
+        return int(sweep.LAST.get("exit_code", 0))
+    return int(_RESULT.get("job", 0))

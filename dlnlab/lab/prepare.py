@@ -1,0 +1,168 @@
+"""From a config to everything a run needs, or a ConfigError before any work: :func:`prepare`.
+
+The order is the cheap checks first: types and keys (the schema), ranges and rules across keys, the
+sizes (before any array is built), then the data, the initial weights and the estimates that need
+them (the stiffness of the flow, the time of one gradient). Lightning is never imported here, and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
+from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_FIXED, Solver
+from dlnlab.init import initial_weights
+from dlnlab.lab import budget, files
+from dlnlab.lab.errors import ConfigError, keyed
+from dlnlab.lab.rules import check_config, check_fixed_step, make_solver
+from dlnlab.lab.schema import TrainConfig, derive_seed, typed_config
+from dlnlab.network import Layout, pack
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["Seeds", "Plan", "prepare", "SCIPY_MAX_WEIGHTS"]
+
+SCIPY_MAX_WEIGHTS = 5000  # the stiff path's dense Jacobian is p x p: 5000 weights is 200 MB per copy
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """The seeds a run uses (derived from ``seed`` where the config leaves them null)."""
+
+    seed: int
+    data: int | None
+    init: int | None
+    sgd: int
+
+
+@dataclass
+class Plan:
+    """A checked run: the typed config, its seeds, the problem, the initial weights and the estimates."""
+
+    cfg: TrainConfig
+    seeds: Seeds
+    problem: RegressionProblem
+    weights0: list[torch.Tensor]
+    solver: Solver
+    estimate: budget.Estimate
+    gd_threshold: float | None  # 2 / (h m_1^(2-2/h)); None without data modes
+    lam_max: float  # the flow's stiffness estimate (largest Hessian eigenvalue), 0 if unknown
+    gradient_s: float  # one closed-form gradient here
+    notes: list[str] = field(default_factory=list)  # warnings shown at the start of the run
+
+    @property
+    def theta0(self) -> torch.Tensor:
+        return pack(self.weights0)
+
+    @property
+    def lrs(self) -> list[float]:
+        return sorted(self.cfg.sgd.lrs, reverse=True)
+
+
+def _seeds(cfg: TrainConfig) -> Seeds:
+    def pick(value, purpose):
+        return derive_seed(cfg.seed, purpose) if value is None else int(value)
+
+    data = pick(cfg.data.seed, "data") if hasattr(cfg.data, "seed") else None
+    init = pick(cfg.init.seed, "init") if hasattr(cfg.init, "seed") else None
+    return Seeds(seed=cfg.seed, data=data, init=init, sgd=pick(cfg.sgd.seed, "sgd"))
+
+
+def _problem(cfg: TrainConfig, seeds: Seeds) -> RegressionProblem:
+    dims = tuple(cfg.model.dims)
+    d = cfg.data
+    if d.kind.name == "file":
+        x, y = files.load_data(d.path, dims)
+        with keyed({}, "data.path"):
+            return RegressionProblem.from_data(x, y)
+    keys = {k: f"data.{k}" for k in ("singular_values", "n_samples", "noise", "whiten")}
+    with keyed(keys, "data"):
+        return RegressionProblem.teacher(
+            d.singular_values, dims[0], dims[-1], d.n_samples, whiten=d.whiten, noise=d.noise, seed=seeds.data
+        )
+
+
+def _weights(cfg: TrainConfig, seeds: Seeds, problem: RegressionProblem) -> list[torch.Tensor]:
+    ini, dims = cfg.init, tuple(cfg.model.dims)
+    if ini.kind.name == "file":
+        return files.load_weights(ini.path, dims)
+    keys = {"scale": "init.scale", "u0": "init.u0", "dims": "model.dims", "kind": "init.kind"}
+    with keyed(keys, "init"):
+        return initial_weights(
+            ini.kind.name,
+            dims,
+            problem,
+            scale=getattr(ini, "scale", None),
+            u0=getattr(ini, "u0", None),
+            seed=seeds.init,
+        )
+
+
+def _check_sampling(cfg: TrainConfig, problem: RegressionProblem) -> None:
+    s = cfg.sgd
+    if (
+        s.batch_size is not None
+        and s.sampling.name == "without_replacement"
+        and s.batch_size > problem.n_samples
+    ):
+        raise ConfigError(
+            f"sgd.batch_size: {s.batch_size} > N = {problem.n_samples} samples; a batch drawn without "
+            f"replacement holds at most N (sgd.batch_size={problem.n_samples} or null is full-batch GD)"
+        )
+
+
+def _stiffness(cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor) -> tuple[float, str]:
+    """lambda_max of the Hessian: at the balanced global minimum h m_1^(2-2/h) and, for a fixed-step
+    flow, also at theta0 (an unbalanced start can be sharper than any balanced minimum)."""
+    lay = Layout(tuple(cfg.model.dims))
+    lam = balanced_sharpness(float(problem.modes[0]), lay.depth) if problem.n_modes else 0.0
+    where = "at the balanced global minimum, h m_1^(2-2/h)"
+    if cfg.flow.method.name in TORCHDIFFEQ_FIXED:
+        _, lam0, _ = hessian_extremes(problem, theta0, lay, dense_max=cfg.log.hessian_dense_max)
+        if lam0 > lam:
+            lam, where = lam0, "at the initial weights"
+    return lam, where
+
+
+def prepare(raw_cfg: Any) -> Plan:
+    """Check ``raw_cfg`` (a Hydra DictConfig, a dict or a TrainConfig) and build the run's inputs."""
+    cfg = typed_config(raw_cfg)
+    check_config(cfg)
+    lay = Layout(tuple(cfg.model.dims))
+    if cfg.flow.method.name in SCIPY_STIFF and lay.n_weights > SCIPY_MAX_WEIGHTS:
+        raise ConfigError(
+            f"flow.method: {cfg.flow.method.name} factorises the dense {lay.n_weights} x {lay.n_weights} "
+            f"Hessian of this net (more than {SCIPY_MAX_WEIGHTS} weights); use an explicit method such as "
+            "flow.method=dopri5"
+        )
+    data_bytes = (
+        sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
+    )
+    est = budget.estimate(cfg, data_bytes)
+    budget.check_sizes(cfg, est)
+    seeds = _seeds(cfg)
+    problem = _problem(cfg, seeds)
+    _check_sampling(cfg, problem)
+    weights0 = _weights(cfg, seeds, problem)
+    theta0 = pack(weights0)
+    lam, where = _stiffness(cfg, problem, theta0)
+    check_fixed_step(cfg, lam, where)
+    grad_s = budget.gradient_seconds(problem, theta0, lay)
+    budget.check_work(cfg, grad_s, lam)
+    m1 = float(problem.modes[0]) if problem.n_modes else 0.0
+    threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
+    notes = []
+    beta = cfg.sgd.momentum
+    if threshold is not None:
+        bound = threshold * (1 + beta)  # heavy ball is linearly stable for lr lambda < 2 (1 + beta)
+        above = [lr for lr in cfg.sgd.lrs if lr > bound]
+        if above:
+            notes.append(
+                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
+                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
+                "the series run and are expected to diverge or stall (status unstable)"
+            )
+    return Plan(cfg, seeds, problem, weights0, make_solver(cfg), est, threshold, lam, grad_s, notes)

@@ -1,0 +1,329 @@
+"""Typed configuration: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Every key, its type and its default live here, once. ``conf/`` only chooses options (a net's widths,
+which initialisation) and experiment deltas. Types, unknown keys and missing values are checked by
+OmegaConf when Hydra composes; :func:`typed_config` does the same for a plain dict (notebooks, tests)
+and refuses keys added with Hydra's ``+key=value``, which bypasses the schema. Ranges and rules
+across keys are :mod:`dlnlab.lab.rules`.
+
+Option schemas (``init/base_gaussian``, ``data/base_teacher``, ...) follow Hydra's pattern of a
+schema in the ConfigStore that a YAML option names in its defaults list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dlnlab.flow import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, METHODS
+from dlnlab.lab.errors import ConfigError
+
+__all__ = [
+    "DataKind",
+    "InitKind",
+    "Sampling",
+    "FlowMethod",
+    "ProgressMode",
+    "ModelConfig",
+    "DataConfig",
+    "TeacherData",
+    "FileData",
+    "InitConfig",
+    "GaussianInit",
+    "OrthogonalInit",
+    "BalancedInit",
+    "AlignedInit",
+    "FileInit",
+    "FlowConfig",
+    "SGDConfig",
+    "LogConfig",
+    "LimitsConfig",
+    "TrainConfig",
+    "typed_config",
+    "to_plain",
+    "derive_seed",
+    "describe_omegaconf_error",
+]
+
+# Enum members are spelt as the user types them (OmegaConf matches a string to a member's name).
+DataKind = Enum("DataKind", {k: k for k in ("teacher", "file")})
+InitKind = Enum("InitKind", {k: k for k in ("gaussian", "orthogonal", "balanced", "aligned", "file")})
+Sampling = Enum("Sampling", {k: k for k in ("with_replacement", "without_replacement")})
+FlowMethod = Enum("FlowMethod", {m: m for m in METHODS})
+ProgressMode = Enum("ProgressMode", {k: k for k in ("auto", "always", "never")})
+
+
+@dataclass
+class ModelConfig:
+    """The network's widths [d_x, d_1, ..., d_{h-1}, d_y]; the depth is h = len(dims) - 1."""
+
+    dims: list[int] = MISSING
+
+
+@dataclass
+class DataConfig:
+    kind: DataKind = MISSING
+
+
+@dataclass
+class TeacherData(DataConfig):
+    """Y = T X from a teacher T = U [diag(s) | 0] V^T with Haar-random U, V."""
+
+    kind: DataKind = DataKind.teacher
+    singular_values: list[float] = field(default_factory=lambda: [4.0, 3.0, 2.0, 1.0])
+    n_samples: int = 110
+    whiten: bool = True  # exactly whitened inputs X = sqrt(N) Q^T (needs n_samples >= d_x)
+    noise: float = 0.0  # std of Gaussian label noise
+    seed: int | None = None  # null: derived from the top-level seed
+
+
+@dataclass
+class FileData(DataConfig):
+    """X (d_x x N) and Y (d_y x N) from an .npz file."""
+
+    kind: DataKind = DataKind.file
+    path: str = MISSING
+
+
+@dataclass
+class InitConfig:
+    kind: InitKind = MISSING
+
+
+@dataclass
+class GaussianInit(InitConfig):
+    """W_j with i.i.d. N(0, scale^2) entries."""
+
+    kind: InitKind = InitKind.gaussian
+    scale: float = 0.1
+    seed: int | None = None
+
+
+@dataclass
+class OrthogonalInit(InitConfig):
+    """W_j = scale x a Haar semi-orthogonal matrix."""
+
+    kind: InitKind = InitKind.orthogonal
+    scale: float = 0.1
+    seed: int | None = None
+
+
+@dataclass
+class BalancedInit(InitConfig):
+    """0-balanced factorisation of a random map with singular values u0 (a number or a list)."""
+
+    kind: InitKind = InitKind.balanced
+    u0: Any = 0.001
+    seed: int | None = None
+
+
+@dataclass
+class AlignedInit(InitConfig):
+    """Data mode k starts at product strength u0_k (a number or one per mode; negative: stable branch)."""
+
+    kind: InitKind = InitKind.aligned
+    u0: Any = 0.001
+    seed: int | None = None
+
+
+@dataclass
+class FileInit(InitConfig):
+    """The user's own weights from an .npz: W_1 .. W_h, or A0 (the n x n adjacency)."""
+
+    kind: InitKind = InitKind.file
+    path: str = MISSING
+
+
+@dataclass
+class FlowConfig:
+    t_max: float = 300.0  # horizon of the flow and of every SGD series
+    method: FlowMethod = FlowMethod[DEFAULT_METHOD]
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    step_size: float | None = None  # fixed-step methods only
+    max_nfe: int | None = None  # budget of right-hand-side evaluations
+
+
+@dataclass
+class SGDConfig:
+    lrs: list[float] = field(default_factory=lambda: [0.01, 0.005, 0.0025])  # [] runs the flow only
+    batch_size: int | None = None  # null: full batch
+    sampling: Sampling = Sampling.with_replacement
+    momentum: float = 0.0  # heavy ball; the series runs on the time scale t = k lr / (1 - momentum)
+    seed: int | None = None  # minibatch generator (null: derived from the top-level seed)
+    blowup: float = 1000.0  # diverged when ||A||_F > blowup * (||A0||_F + ||A_balanced_min||_F)
+    order_fit: int = 3  # convergence order over this many smallest non-diverged learning rates
+
+
+@dataclass
+class LogConfig:
+    dt: float = 0.1  # the grid t_m = m dt
+    analysis_points: int = 100  # Hessian extremes on about this many grid points per series (0: off)
+    sv_A_top: int = 32
+    hessian_dense_max: int = 1500  # dense eigensolver up to this many weights, Lanczos above
+    tensorboard: bool = True
+    figures: bool = True
+    save_theta: bool = True
+    progress: ProgressMode = ProgressMode.auto
+
+
+@dataclass
+class LimitsConfig:
+    """Refuse impossible work before it starts; raise a limit to mean it."""
+
+    grid_points: int = 1_000_000  # flow.t_max / log.dt + 1
+    sgd_steps: int = 100_000_000  # steps of one SGD series
+    flow_nfe: int = 100_000_000  # estimated evaluations of an explicit flow method
+    memory_gb: float = 8.0  # estimated peak memory of the run
+    series_file_gb: float = 2.0  # size of one series npz
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = MISSING
+    init: InitConfig = MISSING
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    sgd: SGDConfig = field(default_factory=SGDConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    seed: int = 0  # derives data.seed, init.seed and sgd.seed where those are null
+
+
+DATA_OPTIONS: dict[str, type[DataConfig]] = {"teacher": TeacherData, "file": FileData}
+INIT_OPTIONS: dict[str, type[InitConfig]] = {
+    "gaussian": GaussianInit,
+    "orthogonal": OrthogonalInit,
+    "balanced": BalancedInit,
+    "aligned": AlignedInit,
+    "file": FileInit,
+}
+
+
+def _register() -> None:
+    from dlnlab.lab.rundir import claim_directory
+
+    OmegaConf.register_new_resolver("dlnlab_unique", claim_directory, use_cache=True, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="dlnlab_schema", node=TrainConfig)
+    for name, node in DATA_OPTIONS.items():
+        cs.store(group="data", name=f"base_{name}", node=node)
+    for name, node in INIT_OPTIONS.items():
+        cs.store(group="init", name=f"base_{name}", node=node)
+
+
+_register()
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A seed for ``purpose`` (data, init, sgd) derived from the run's ``seed``: stable across versions."""
+    digest = hashlib.sha256(f"dlnlab:{int(seed)}:{purpose}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# A config (Hydra's DictConfig, a plain dict or a TrainConfig) -> a checked TrainConfig
+
+
+def _option_node(value: Any, options: Mapping[str, type], group: str) -> Any:
+    """A plain mapping for ``data`` / ``init`` is merged onto the schema its ``kind`` names."""
+    if isinstance(value, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(value)):
+        return value
+    if not isinstance(value, Mapping):
+        return value
+    kind = value.get("kind")
+    kind = getattr(kind, "name", kind)
+    if kind not in options:
+        raise ConfigError(f"{group}.kind: unknown value {kind!r}; allowed: {', '.join(options)}")
+    return OmegaConf.merge(OmegaConf.structured(options[kind]), value)
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of ``node`` that its dataclass schema does not have (added with ``+key=value``)."""
+    out = []
+    schema = OmegaConf.get_type(node)
+    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if names is not None and key not in names:
+            out.append((full, names))
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            out += _unknown_keys(child, full + ".")
+    return out
+
+
+def unknown_key_message(full_key: str, allowed: list[str]) -> str:
+    group, _, key = full_key.rpartition(".")
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
+    where = group or "the top level"
+    return f"{full_key}: no such key; {where} has: {', '.join(allowed)}{hint}"
+
+
+def typed_config(cfg: Any) -> TrainConfig:
+    """Merge ``cfg`` onto the schema and return the resolved :class:`TrainConfig`.
+
+    Raises ConfigError (naming the key) for a wrong type, an unknown key, a missing value or an
+    interpolation that does not resolve.
+    """
+    if isinstance(cfg, TrainConfig):
+        cfg = OmegaConf.structured(cfg)
+    try:
+        if not (isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is TrainConfig):
+            if not isinstance(cfg, Mapping):
+                raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
+            cfg = dict(cfg)
+            for group, options in (("data", DATA_OPTIONS), ("init", INIT_OPTIONS)):
+                if group in cfg:
+                    cfg[group] = _option_node(cfg[group], options, group)
+            cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        bad = _unknown_keys(cfg)
+        if bad:
+            raise ConfigError(unknown_key_message(*bad[0]))
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(describe_omegaconf_error(err)) from err
+
+
+def describe_omegaconf_error(err: BaseException) -> str:
+    """One line for an OmegaConf error: ``<full key>: <what is wrong>``."""
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        InterpolationResolutionError,
+        MissingMandatoryValue,
+        ValidationError,
+    )
+
+    key = getattr(err, "full_key", None) or ""
+    msg = (getattr(err, "msg", None) or str(err)).strip().splitlines()[0]
+    if isinstance(err, MissingMandatoryValue):
+        what = "missing (required); give it on the command line, e.g. " + f"{key}=..."
+    elif isinstance(err, InterpolationResolutionError):
+        what = f"the interpolation does not resolve: {msg}"
+    elif isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        schema = getattr(err, "object_type", None)
+        if key and dataclasses.is_dataclass(schema):
+            return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+        what = "no such key"
+    elif isinstance(err, ValidationError):
+        what = msg.replace("Value ", "value ", 1)
+    else:
+        what = msg
+    return f"{key}: {what}" if key else what
+
+
+def to_plain(cfg: TrainConfig) -> dict:
+    """The config as plain JSON types (enums as their names), for the summary and TensorBoard."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)

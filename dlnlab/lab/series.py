@@ -1,0 +1,219 @@
+"""One series of a run: the flow, or one (S)GD learning rate. Each survives its own failures.
+
+A series that fails (a solver failure, an error, SIGINT / SIGTERM) is recorded up to its last grid
+point, its npz written and its entry marked; the caller decides whether the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlnlab import flow as flowmod
+from dlnlab._util import warn
+from dlnlab.lab import signals
+from dlnlab.lab.budget import time_per_step
+from dlnlab.lab.prepare import Plan
+from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise
+from dlnlab.network import Layout
+
+__all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
+
+
+def series_name(lr: float | None) -> str:
+    """``flow`` or ``sgd_lr_<repr(lr)>``."""
+    return "flow" if lr is None else f"sgd_lr_{float(lr)!r}"
+
+
+class Progress:
+    """One status line per series on a terminal (stderr); silent when not attached to one."""
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.enabled = mode == "always" or (mode == "auto" and sys.stderr.isatty())
+        self._last = 0.0
+        self.label, self.t_end = "", 1.0
+
+    def start(self, label: str, t_end: float) -> None:
+        self.label, self.t_end, self._last = label, t_end, 0.0
+        self(0.0, force=True)
+
+    def __call__(self, t: float, t_end: float | None = None, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < 0.25:
+            return
+        self._last = now
+        frac = min(1.0, t / (t_end or self.t_end))
+        sys.stderr.write(f"\r  {self.label:<28} t = {t:9.3f} / {t_end or self.t_end:g}  [{frac:6.1%}]")
+        sys.stderr.flush()
+
+    def note(self, msg: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"  {msg}\n")
+            sys.stderr.flush()
+
+    def done(self, msg: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r  {self.label:<28} {msg:<50}\n")
+            sys.stderr.flush()
+
+
+@dataclass
+class SeriesContext:
+    plan: Plan
+    out: Path
+    n_grid: int
+    progress: Progress
+    rec_kw: dict
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.plan.cfg.model.dims)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.dims)
+
+
+def run_flow(ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
+    """Integrate the flow at all requested times and record its grid.
+
+    Returns (entry, arrays, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure. An
+    interrupt is recorded in the entry (status interrupted); the caller checks it.
+    """
+    from dlnlab.lab.record import SeriesRecorder
+
+    plan, cfg = ctx.plan, ctx.plan.cfg
+    f = cfg.flow
+    entry = {"lr": None, "method": f.method.name, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
+    ctx.progress.start("flow", float(all_t[-1]))
+    t0 = time.perf_counter()
+    res = None
+    try:
+        res = flowmod.integrate(
+            plan.problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress
+        )
+        entry["message"] = ""
+    except flowmod.FlowSolverError as err:
+        res = err.result
+        entry.update(status=Status.SOLVER_FAILED, message=str(err))
+        warn(str(err))
+    except flowmod.FlowInterrupted as err:
+        res = err.result
+        entry.update(status=Status.INTERRUPTED, message=res.message)
+    except KeyboardInterrupt:
+        entry.update(status=Status.INTERRUPTED, message="interrupted")
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded, the SGD series still run
+        entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
+        warn(f"flow: {entry['message']}")
+    n_flow = 0 if res is None else len(res.t)
+    flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
+    if n_flow:
+        flow_at[:n_flow] = res.theta
+    rec = _record_flow(ctx, SeriesRecorder, flow_at, n_flow, all_t, grid, entry)
+    with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
+        arrays = rec.close()
+        _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at)
+    ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
+    return entry, arrays, flow_at
+
+
+def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at) -> None:
+    t = arrays.get("t", np.zeros(0))
+    entry.update(
+        diverged=False,
+        t_stop=float(t[-1]) if len(t) else 0.0,
+        step_stop=None,
+        final_loss=float(arrays["loss"][-1]) if len(t) else None,
+        nfe=None if res is None else res.nfe,
+        njev=None if res is None else res.njev,
+        wall_time_s=time.perf_counter() - t0,
+        max_dist_to_flow=0.0,
+        plateaus=[],
+    )
+    if entry["status"] == Status.OK and len(t):
+        rise = flow_loss_rise(arrays["loss"], t, rel_tol=max(1e-6, 1e3 * rtol))
+        if rise is not None:
+            entry.update(status=Status.SOLVER_FAILED, message=rise)
+            warn(f"flow: {rise}")
+            flow_at[:] = float("nan")  # no reference for the SGD series
+
+
+def _record_flow(ctx, recorder_cls, flow_at, n_flow, all_t, grid, entry):
+    """Metrics of the flow's grid points; an interrupt here keeps the points recorded so far."""
+    rec = recorder_cls(
+        "flow", ctx.plan.problem, ctx.layout, ctx.plan.theta0, ctx.n_grid, ctx.out, **ctx.rec_kw
+    )
+    grid_idx = torch.searchsorted(all_t, grid)
+    try:
+        for m in range(ctx.n_grid):
+            if grid_idx[m] < n_flow:
+                rec.record(m, float(grid[m]), flow_at[grid_idx[m]], copy=False)
+    except KeyboardInterrupt:
+        entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
+    return rec
+
+
+def _blowup_norm(plan: Plan) -> float:
+    """blowup x (||theta0|| + ||theta|| of a balanced global minimum, sqrt(h sum_k m_k^(2/h)))."""
+    lay = Layout(tuple(plan.cfg.model.dims))
+    k = min(plan.problem.n_modes, lay.r_max)
+    balanced = math.sqrt(lay.depth * sum(float(m) ** (2 / lay.depth) for m in plan.problem.modes[:k]))
+    return plan.cfg.sgd.blowup * (float(torch.linalg.vector_norm(plan.theta0)) + balanced)
+
+
+def run_sgd(
+    ctx: SeriesContext, lr: float, flow_theta: torch.Tensor, flow_final: float | None
+) -> tuple[dict, dict]:
+    """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it."""
+    from dlnlab.lab.record import open_recorder
+    from dlnlab.lab.training import train_series
+
+    plan, s = ctx.plan, ctx.plan.cfg.sgd
+    name, tau = series_name(lr), time_per_step(lr, s.momentum)
+    rec = open_recorder(
+        name, plan.problem, ctx.dims, plan.theta0, ctx.n_grid, ctx.out,
+        lr=lr, flow_theta=flow_theta, worker=True, **ctx.rec_kw,
+    )  # fmt: skip
+    ctx.progress.start(name, plan.cfg.flow.t_max)
+    t0 = time.perf_counter()
+    entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
+    prev = signal.getsignal(signal.SIGINT)
+    try:
+        outcome = train_series(
+            plan.problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
+            batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
+            seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
+        )  # fmt: skip
+        entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
+    except KeyboardInterrupt:
+        entry.update(status=Status.INTERRUPTED, message="interrupted", steps=None)
+    except Exception as err:  # noqa: BLE001 - one failing series must not end the run
+        entry.update(status=Status.ERROR, message=f"{type(err).__name__}: {err}", steps=None)
+        warn(f"{name}: {entry['message']}")
+    finally:
+        signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt
+    with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
+        if signals.received() is not None and entry["status"] == Status.OK:
+            entry.update(status=Status.INTERRUPTED, message="interrupted")
+        try:
+            arrays = rec.close()
+        except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
+            arrays = {}
+            entry.update(status=Status.ERROR, message=f"recorder: {err}")
+            warn(f"{name}: {entry['message']}")
+        levels = plan.problem.plateau_levels(ctx.layout.r_max)
+        finish_sgd_entry(entry, arrays, tau, levels, plan.gd_threshold, flow_final)
+        entry["wall_time_s"] = time.perf_counter() - t0
+    if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
+        warn(f"{name}: {entry['status']}: {entry['message']}")
+    ctx.progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
+    return entry, arrays

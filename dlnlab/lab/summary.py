@@ -1,0 +1,202 @@
+"""What a run reports: series statuses, the convergence order, the unstable flag, the console table.
+
+A series entry is the dict written under ``summary.json``'s ``series.<name>`` (its keys are the
+README's contract); its ``status`` is a :class:`Status`, a str enum that JSON writes as its value.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from enum import Enum
+
+import numpy as np
+
+__all__ = [
+    "Status",
+    "convergence_order",
+    "finish_sgd_entry",
+    "flow_loss_rise",
+    "print_table",
+    "versions",
+    "fmt",
+]
+
+
+class Status(str, Enum):
+    OK = "ok"
+    DIVERGED = "diverged"  # the weights blew up (a scientific outcome: exit code 0)
+    UNSTABLE = "unstable"  # the loss stays up above the stability threshold (scientific: exit code 0)
+    SOLVER_FAILED = "solver_failed"  # the flow's solver failed or was inaccurate (exit code 3)
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM: kept up to its last grid point
+    ERROR = "error"  # a technical failure of this series (exit code 3); the other series still ran
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FAILED = (Status.SOLVER_FAILED, Status.ERROR)
+
+
+def fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan"
+    return f"{x:.4g}"
+
+
+def convergence_order(lrs: list[float], dists: list[float], n_fit: int = 3) -> dict:
+    """Slope of log max_dist_to_flow against log lr over the ``n_fit`` smallest usable learning rates.
+
+    Returns {"order", "lrs_used", "pairwise": [{"lrs": [a, b], "order": ...}], "message"}.
+    """
+    pts = sorted((lr, d) for lr, d in zip(lrs, dists) if d is not None and math.isfinite(d) and d > 0)
+    pairwise = [
+        {"lrs": [a, b], "order": math.log(db / da) / math.log(b / a)}
+        for (a, da), (b, db) in zip(pts[:-1], pts[1:])
+    ]
+    if len(pts) < n_fit:
+        return {
+            "order": None,
+            "lrs_used": [p[0] for p in pts],
+            "pairwise": pairwise,
+            "message": f"needs at least {n_fit} non-diverged learning rates with a distance, got {len(pts)}",
+        }
+    use = pts[:n_fit]
+    slope = float(np.polyfit(np.log([p[0] for p in use]), np.log([p[1] for p in use]), 1)[0])
+    return {"order": slope, "lrs_used": [p[0] for p in use], "pairwise": pairwise, "message": ""}
+
+
+def flow_loss_rise(loss: np.ndarray, t: np.ndarray, rel_tol: float) -> str | None:
+    """The exact flow never raises the loss (dL/dt = -||grad L||^2): a rise above ``rel_tol`` L(0)
+    means the solver is wrong (e.g. a fixed step above the stability bound). Returns the message."""
+    finite = np.isfinite(loss)
+    if not finite.all():
+        k = int(np.argmin(finite))
+        return f"the flow's loss is not finite from t = {t[k]:.6g} on"
+    if len(loss) < 2:
+        return None
+    best = np.minimum.accumulate(loss)
+    rise = loss - best
+    k = int(np.argmax(rise))
+    if rise[k] > rel_tol * max(abs(float(loss[0])), np.finfo(float).tiny):
+        j = int(np.argmax(loss[: k + 1] <= best[k]))
+        return (
+            f"the flow's loss rises from {best[k]:.6g} (t = {t[j]:.6g}) to {loss[k]:.6g} (t = {t[k]:.6g}); "
+            "the exact flow never raises the loss: the solver is inaccurate (lower flow.step_size or "
+            "flow.rtol, or use an adaptive method)"
+        )
+    return None
+
+
+def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, flow_final) -> None:
+    """Fill the entry's numbers from the recorded arrays; flag a stalled series above the threshold."""
+    t = arrays.get("t", np.zeros(0))
+    loss = arrays.get("loss", np.zeros(0))
+    dist = arrays.get("dist_to_flow", np.zeros(0))
+    finite_d = dist[np.isfinite(dist)]
+    steps = arrays.get("step", np.zeros(0, dtype=np.int64))
+    entry.update(
+        diverged=entry["status"] == Status.DIVERGED,
+        t_stop=float(t[-1]) if len(t) else 0.0,
+        step_stop=int(steps[-1]) if len(steps) else None,
+        final_loss=float(loss[-1]) if len(loss) and np.isfinite(loss[-1]) else None,
+        max_dist_to_flow=float(finite_d.max()) if len(finite_d) else None,
+        plateaus=[],
+    )
+    if entry["status"] == Status.DIVERGED and entry.get("steps") is not None:
+        entry["step_stop"] = entry["steps"]
+        entry["t_stop"] = entry["steps"] * tau
+    if entry["status"] == Status.OK and len(loss):
+        _flag_unstable(entry, arrays, entry["lr"], levels, threshold, flow_final)
+
+
+def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
+    """Unstable: the loss stays up, above the floor and above where the flow got, while the
+    sharpness exceeds 2/eta, or eta is above the GD threshold 2/(h m_1^(2-2/h)) at which no global
+    minimum is linearly stable."""
+    floor = float(levels[-1])
+    scale = max(float(levels[0]) - floor, 1e-300)
+    final = float(arrays["loss"][-1])
+    stuck = final - floor > 1e-6 * scale and (flow_final is None or final - flow_final > 1e-3 * scale)
+    if not stuck:
+        return
+    sharp = arrays["sharpness"]
+    tail = sharp[len(sharp) * 3 // 4 :]
+    tail = tail[np.isfinite(tail)]
+    beta = entry.get("momentum") or 0.0
+    bound = 2.0 * (1.0 + beta) / lr  # heavy ball: linearly stable while lr lambda < 2 (1 + beta)
+    if len(tail) and float(np.median(tail)) > bound:
+        what = "2/eta" if not beta else "2 (1 + momentum) / eta"
+        why = f"the sharpness {float(np.median(tail)):.4g} exceeds {what} = {bound:.4g} over the last quarter of the run"
+    elif threshold is not None and lr > threshold * (1.0 + beta):
+        why = (
+            f"eta = {lr:g} is above the GD stability threshold {threshold * (1 + beta):.4g}: no global "
+            "minimum is stable"
+        )
+    else:
+        return
+    entry["status"] = Status.UNSTABLE
+    entry["message"] = (
+        f"the loss stays at {final:.4g} (floor {floor:.3g}, flow {fmt(flow_final)}) while {why}"
+    )
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("dlnlab", "torch", "torchdiffeq", "lightning", "hydra-core", "tensorboard", "scipy", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def print_table(summary: dict) -> None:
+    """The run's one-screen report on stdout."""
+    rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
+    for name, e in summary["series"].items():
+        work = e.get("nfe") if e["lr"] is None else e.get("steps")
+        rows.append(
+            (
+                name,
+                str(e["status"]),
+                fmt(e.get("final_loss")),
+                "-" if work is None else str(work),
+                "-" if e["lr"] is None else fmt(e.get("max_dist_to_flow")),
+                f"{e.get('wall_time_s', 0):.2f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    plateaus = summary["series"].get("flow", {}).get("plateaus") or []
+    if plateaus:
+        lines.append("plateaus of the flow:")
+    for p in plateaus:
+        exit_ = (
+            ""
+            if p.get("exit_mode") is None
+            else f"  exit: mode {p['exit_mode']} at t = {fmt(p.get('t_exit'))}"
+        )
+        lines.append(
+            f"  t = {fmt(p.get('t_start'))} .. {fmt(p.get('t_end'))}  level {fmt(p.get('level'))}  "
+            f"modes learnt {p.get('modes_learnt')}  {p.get('label', '')} "
+            f"(lambda_min {fmt(p.get('lambda_min'))}){exit_}"
+        )
+    for name, e in summary["series"].items():
+        delays = e.get("plateau_exits_vs_flow") or []
+        if delays:
+            parts = [f"mode {d['mode']} {fmt(d.get('delay'))}" for d in delays]
+            lines.append(f"plateau exit delay vs flow, {name}: {', '.join(parts)}")
+    lines.append(
+        f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
+    )
+    lines.append(f"critical values L*_r: {', '.join(fmt(v) for v in summary['critical_values'])}")
+    if summary.get("interrupted"):
+        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
+    lines.append(f"run directory: {summary['run_dir']}")
+    print("\n".join(lines), flush=True)
