@@ -202,12 +202,15 @@ def test_conservation_laws_and_drift_batch():
     batch = [random_weights(dims, seed=s) for s in range(3)]
     stacked = [torch.stack(ws) for ws in zip(*batch)]
     cs = conservation_laws(stacked)
+    # batched and per-sample matmuls are different BLAS calls: equal to a few ulps, not bit for bit
+    # (they differ by 1e-16 between AVX2 and AVX-512 kernels)
+    eps = torch.finfo(torch.float64).eps
     for b, ws in enumerate(batch):
         for c, cb in zip(cs, conservation_laws(ws)):
-            torch.testing.assert_close(c[b], cb, rtol=0, atol=0)
+            torch.testing.assert_close(c[b], cb, rtol=8 * eps, atol=8 * eps * float(cb.abs().max()))
     drift = conservation_drift(stacked, batch[0])
     assert drift.shape == (3, 2)
-    assert torch.count_nonzero(drift[0]) == 0  # identical weights
+    assert float(drift[0].max()) <= 1e-14  # identical weights, up to the batched kernels' rounding
     for b in range(3):
         for j in range(2):
             diff = conservation_laws(batch[b])[j] - conservation_laws(batch[0])[j]

@@ -203,6 +203,7 @@ def _run_all(state: _State) -> None:
         ),
     )
     state.stage = "flow"
+    state.write_summary()  # each stage is announced in the summary before it starts
     entry, arrays, flow_at = run_flow(ctx, all_t, grid)
     state.series["flow"], state.arrays["flow"] = entry, arrays
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
@@ -210,8 +211,8 @@ def _run_all(state: _State) -> None:
     for lr in plan.lrs:
         if state.interrupted:
             break
-        state.write_summary()
         state.stage = series_name(lr)
+        state.write_summary()
         ms, times = exact[lr]
         flow_theta = torch.full((state.n_grid, flow_at.shape[1]), float("nan"), dtype=torch.float64)
         flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
@@ -228,6 +229,7 @@ def _analyse(state: _State, ctx: SeriesContext) -> None:
     """Saddle analysis, hparams and figures: a failure here is reported, never loses the run."""
     cfg, out = state.plan.cfg, state.out
     state.stage = "saddle analysis"
+    state.write_summary()
     try:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
         from dlnlab.saddles import analyze_run_saddles
@@ -238,8 +240,8 @@ def _analyse(state: _State, ctx: SeriesContext) -> None:
         )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
         warn(f"saddle analysis failed: {type(err).__name__}: {err}")
-    state.write_summary()
     state.stage = "figures"
+    state.write_summary()
     try:
         if cfg.log.tensorboard:
             from dlnlab.lab.record import write_hparams

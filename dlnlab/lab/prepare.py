@@ -132,17 +132,17 @@ def prepare(raw_cfg: Any) -> Plan:
     cfg = typed_config(raw_cfg)
     check_config(cfg)
     lay = Layout(tuple(cfg.model.dims))
+    data_bytes = (
+        sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
+    )
+    est = budget.estimate(cfg, data_bytes)
+    budget.check_sizes(cfg, est)
     if cfg.flow.method.name in SCIPY_STIFF and lay.n_weights > SCIPY_MAX_WEIGHTS:
         raise ConfigError(
             f"flow.method: {cfg.flow.method.name} factorises the dense {lay.n_weights} x {lay.n_weights} "
             f"Hessian of this net (more than {SCIPY_MAX_WEIGHTS} weights); use an explicit method such as "
             "flow.method=dopri5"
         )
-    data_bytes = (
-        sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
-    )
-    est = budget.estimate(cfg, data_bytes)
-    budget.check_sizes(cfg, est)
     seeds = _seeds(cfg)
     problem = _problem(cfg, seeds)
     _check_sampling(cfg, problem)

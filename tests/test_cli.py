@@ -1,0 +1,242 @@
+"""The CLI in subprocesses: exit codes, one-line refusals that write nothing, signals at several
+moments, two runs at once, a sweep with a failing job. Runs are shared between tests where they can."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "scripts" / "train.py"
+QUIET = ["log.figures=false", "log.progress=never"]
+
+
+def _no_nan(token):
+    pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
+
+
+def _popen(args, cwd, **kw):
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def _cli(args, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text(), parse_constant=_no_nan)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """One successful CLI run, shared by the tests that read it or try to write into it."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = _cli(
+        ["experiment=tiny", "model.dims=[4,3,2]", "sgd.lrs=[0.05,0.02,0.01]", *QUIET, f"hydra.run.dir={out}"],
+        out.parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run directory" in proc.stdout
+    return out
+
+
+def test_cli_runs_with_overrides(cli_run):
+    summary = _summary(cli_run)
+    assert summary["config"]["model"]["dims"] == [4, 3, 2] and summary["exit_code"] == 0
+    assert summary["stage"] == "done" and summary["interrupted"] is None and summary["not_run"] == []
+    assert (cli_run / ".hydra" / "overrides.yaml").exists()
+    assert len(list((cli_run / "tensorboard").iterdir())) == 4
+    assert not list(cli_run.rglob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
+    hydra_files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cli_run / ".hydra").iterdir()}
+    proc = _cli(["experiment=tiny", *QUIET, f"hydra.run.dir={cli_run}"], cli_run.parent)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: hydra.run.dir: "), proc.stderr
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cli_run / ".hydra").iterdir()} == hydra_files
+
+
+REFUSED = [
+    (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
+    (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
+    (["init=foo"], "error: init=foo: no such option"),
+    (["model.dims=[1,2"], "error: malformed override"),
+    (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
+    (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
+    (["log.dt=1e-9"], "error: log.dt: the grid"),
+]
+
+
+def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+    procs = [
+        (_popen(["experiment=tiny", *args, f"hydra.run.dir={tmp_path / f'r{i}'}"], tmp_path), fragment)
+        for i, (args, fragment) in enumerate(REFUSED)
+    ]
+    for proc, fragment in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (fragment, err[-2000:])
+        assert err.startswith(fragment) and err.count("\n") == 1, err
+        assert "Traceback" not in err + out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused run created a directory"
+
+
+def test_two_runs_started_together_get_two_directories(tmp_path):
+    base = tmp_path / "same"
+    args = [
+        "experiment=tiny",
+        "sgd.lrs=[]",
+        "log.tensorboard=false",
+        *QUIET,
+        f"hydra.run.dir=${{dlnlab_unique:{base}}}",
+    ]
+    procs = [_popen(args, tmp_path) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [d.name for d in dirs] == ["same", "same_1"]
+    for d in dirs:
+        assert _summary(d)["run_dir"] == str(d)
+        assert len(np.load(d / "series" / "flow.npz")["t"]) == 81
+
+
+def _wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if _summary(run_dir)["stage"] == stage:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the run never reached stage {stage!r} (exit {proc.poll()})")
+
+
+def _check_interrupted(out: Path, code: int, sig: str, stage: str) -> dict:
+    summary = _summary(out)
+    assert summary["exit_code"] == code and summary["interrupted"] == sig and summary["stage"] == stage
+    for npz in (out / "series").glob("*.npz"):
+        with np.load(npz) as f:  # every file complete
+            assert len(f["t"]) >= 1
+    np.load(out / "problem.npz")
+    assert not list(out.rglob(".*.tmp"))
+    return summary
+
+
+def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "flow=dopri5",
+        "log.tensorboard=false",
+        *QUIET,
+        f"hydra.run.dir={out}",
+    ]  # Figure 1 by dopri5: ~30 s
+    proc = _popen(args, tmp_path, start_new_session=True)
+    _wait_for_stage(out, "flow", proc)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    summary = _check_interrupted(out, 143, "SIGTERM", "flow")
+    flow = summary["series"]["flow"]
+    assert flow["status"] == "interrupted" and "interrupted at t = " in flow["message"]
+    arr = np.load(out / "series" / "flow.npz")
+    assert 1 < len(arr["t"]) < 3001 and arr["t"][-1] == pytest.approx(flow["t_stop"])
+    assert summary["not_run"] == ["sgd_lr_0.01", "sgd_lr_0.005", "sgd_lr_0.0025"]
+
+
+def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
+    out = tmp_path / "run"
+    args = ["experiment=tiny", "flow.t_max=400", "sgd.lrs=[0.0001]", *QUIET, f"hydra.run.dir={out}"]
+    proc = _popen(args, tmp_path)
+    _wait_for_stage(out, "sgd_lr_0.0001", proc)
+    time.sleep(1.5)  # into the 4M-step series
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    summary = _check_interrupted(out, 130, "SIGINT", "sgd_lr_0.0001")
+    assert summary["series"]["flow"]["status"] == "ok"
+    entry = summary["series"]["sgd_lr_0.0001"]
+    assert entry["status"] == "interrupted" and 0 < entry["t_stop"] < 400
+    arr = np.load(out / "series" / "sgd_lr_0.0001.npz")
+    assert len(arr["t"]) > 1 and arr["t"][-1] == pytest.approx(entry["t_stop"])
+    assert arr["step"][-1] == entry["step_stop"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["saddle analysis", "figures"])
+def test_sigterm_during_the_analysis_and_the_figures(stage, tmp_path):
+    out = tmp_path / "run"
+    proc = _popen(["log.progress=never", f"hydra.run.dir={out}"], tmp_path, start_new_session=True)
+    _wait_for_stage(out, stage, proc, timeout=300)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    summary = _check_interrupted(out, 143, "SIGTERM", stage)
+    assert all(e["status"] == "ok" for e in summary["series"].values())
+
+
+def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        [
+            "-m",
+            "experiment=tiny",
+            "flow=dopri5",
+            "flow.max_nfe=10,null",
+            "log.tensorboard=false",
+            *QUIET,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "sweep: 2 jobs, 1 failed" in proc.stdout
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_jobs"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 3
+    bad, good = summary["jobs"]
+    assert (
+        bad["exit_code"] == 3 and "flow.max_nfe=10" in bad["overrides"] and "budget of 10" in bad["message"]
+    )
+    assert good["exit_code"] == 0 and good["message"] == ""
+    for job in (bad, good):
+        assert json.loads((Path(job["dir"]) / "job.json").read_text())["exit_code"] == job["exit_code"]
+        assert (
+            _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
+        )  # the SGD series still ran
+    agg = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "aggregate.py"),
+            str(sweep),
+            "--csv",
+            str(tmp_path / "t.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert agg.returncode == 0, agg.stderr
+    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 2 * 4
+    assert "solver_failed" in agg.stdout and "flow.max_nfe=10" in agg.stdout
+    empty = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")], capture_output=True
+    )
+    assert empty.returncode == 2

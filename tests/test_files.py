@@ -1,0 +1,141 @@
+"""Files: initial weights from a file, and atomic writes that a kill or a signal cannot leave half-written."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from test_schema import CONF
+
+from dlnlab.init import gaussian
+from dlnlab.lab.experiment import run
+from dlnlab.lab.files import load_weights
+from dlnlab.lab.prepare import prepare
+from dlnlab.network import adjacency_from_weights
+
+TINY = ["experiment=tiny", "log.tensorboard=false", "log.figures=false", "log.progress=never"]
+
+
+def cfg_of(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_weights_from_W_arrays_or_A0_are_the_same_weights(tmp_path):
+    dims = (4, 3, 3, 2)
+    ws = gaussian(dims, 0.2, seed=5)
+    np.savez(tmp_path / "w.npz", **{f"W_{j + 1}": w.numpy() for j, w in enumerate(ws)})
+    np.savez(tmp_path / "w_nounderscore.npz", **{f"W{j + 1}": w.numpy() for j, w in enumerate(ws)})
+    np.savez(
+        tmp_path / "a0.npz", A0=adjacency_from_weights(ws).numpy(), X=np.zeros(3)
+    )  # other arrays ignored
+    for name in ("w.npz", "w_nounderscore.npz", "a0.npz"):
+        loaded = load_weights(str(tmp_path / name), dims)
+        assert all(torch.equal(a, b) for a, b in zip(loaded, ws)), name
+    plan = prepare(cfg_of([*TINY, "init=file", f"init.path={tmp_path / 'w.npz'}"]))
+    assert all(torch.equal(a, b) for a, b in zip(plan.weights0, ws)) and plan.seeds.init is None
+
+
+def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
+    a = run(cfg_of([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")
+    b = run(
+        cfg_of([*TINY, "init=file", f"init.path={tmp_path / 'a' / 'problem.npz'}"]), output_dir=tmp_path / "b"
+    )
+    assert a.exit_code == b.exit_code == 0 and b["config"]["init"]["kind"] == "file"
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "a/problem.npz")["A0"], np.load(tmp_path / "b/problem.npz")["A0"]
+    )
+    for name in a["series"]:  # the same ops in the same order from the same weights: bit for bit
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a" / "series" / f"{name}.npz")["theta"],
+            np.load(tmp_path / "b" / "series" / f"{name}.npz")["theta"],
+        )
+
+
+WRITER = """
+import sys, numpy as np
+from dlnlab.lab.rundir import save_npz
+path, n = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+i = 0
+while True:
+    save_npz(path, x=np.full(n, float(i % 2)), i=np.array(i))
+    i += 1
+"""
+
+
+def test_a_kill_during_a_write_never_leaves_a_broken_file(tmp_path):
+    """SIGKILL (no handler can run) at random moments of repeated 16 MB writes: the file is always a
+    complete npz, the old one or the new one."""
+    path = tmp_path / "series.npz"
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), "2000000"], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3 + float(rng.uniform(0, 0.5)))
+        proc.kill()
+        proc.wait(timeout=30)
+        if not path.exists():  # killed before the first rename
+            continue
+        with np.load(path) as f:
+            x, i = f["x"], int(f["i"])
+        assert x.shape == (2_000_000,) and (x == float(i % 2)).all(), trial
+
+
+JSON_WRITER = """
+import sys
+from dlnlab.lab import signals
+from dlnlab.lab.rundir import write_json
+signals.install()
+path = sys.argv[1]
+print("ready", flush=True)
+i = 0
+try:
+    while True:
+        write_json(path, {"i": i, "payload": list(range(300000))})
+        i += 1
+except signals.Interrupted as err:
+    print("interrupted", err.signum, flush=True)
+    sys.exit(128 + err.signum)
+"""
+
+
+def test_a_signal_during_a_write_waits_for_the_write(tmp_path):
+    path = tmp_path / "summary.json"
+    proc = subprocess.Popen([sys.executable, "-c", JSON_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "interrupted 15" in out
+    data = json.loads(path.read_text())
+    assert data["payload"][-1] == 299999 and data["i"] >= 0
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("bad", ["nan", "shape"])
+def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, 20))
+    y = np.random.default_rng(1).normal(size=(2, 20))
+    if bad == "nan":
+        y[0, 3] = np.nan
+    else:
+        y = y[:1]
+    np.savez(tmp_path / "d.npz", X=x, Y=y)
+    from dlnlab.lab.errors import ConfigError
+
+    cfg = cfg_of(
+        ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "data=file", f"data.path={tmp_path / 'd.npz'}"]
+    )
+    with pytest.raises(ConfigError, match="^data.path: "):
+        run(cfg, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
