@@ -22,6 +22,7 @@ from dlnlab.network import Layout
 from dlnlab.problem import RegressionProblem
 
 __all__ = [
+    "DENSE_HESSIAN_MAX",
     "conservation_laws",
     "adjacency_commutator",
     "conservation_drift",
@@ -36,6 +37,10 @@ __all__ = [
     "lanczos_extremes",
     "hessian_extremes",
 ]
+
+# Dense Hessian eigensolvers up to this many weights (p x p float64: 18 MB), Lanczos on Hessian-vector
+# products above; the lab's log.hessian_dense_max defaults to it.
+DENSE_HESSIAN_MAX = 1500
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,7 +309,7 @@ def hessian_extremes(
     problem: RegressionProblem,
     theta: Tensor,
     dims: Layout | Sequence[int],
-    dense_max: int = 1500,
+    dense_max: int = DENSE_HESSIAN_MAX,
     warm: Tensor | None = None,
     *,
     iters: int = 80,

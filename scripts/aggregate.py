@@ -5,7 +5,8 @@
     python scripts/aggregate.py outputs/ --csv runs.csv
 
 Reads only each run directory's summary.json (and .hydra/overrides.yaml when present); prints a
-table and optionally writes CSV. Exit code 2 when no run directory is found.
+table and optionally writes CSV; a sweep job with a job.json but no summary.json (refused or lost) is
+listed as skipped on stderr. Exit code 2 when no run directory is found.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, help="also write the table as CSV")
     args = ap.parse_args(argv)
     runs = sorted({p.parent for root in args.roots for p in root.rglob("summary.json")})
+    for job in sorted({p.parent for root in args.roots for p in root.rglob("job.json")} - set(runs)):
+        rec = json.loads((job / "job.json").read_text())  # a sweep job that never started its run
+        print(f"skipped {job}: exit {rec.get('exit_code')}: {rec.get('message')}", file=sys.stderr)
     if not runs:
         print(f"no run directory (summary.json) under {', '.join(map(str, args.roots))}", file=sys.stderr)
         return 2

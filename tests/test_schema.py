@@ -432,3 +432,25 @@ def test_a_rising_flow_loss_is_caught():
     msg = flow_loss_rise(loss, t, 1e-6)
     assert msg is not None and "rises from 1.4 (t = 0.6) to 1.5 (t = 0.7)" in msg
     assert "not finite" in flow_loss_rise(np.array([1.0, np.nan]), t[:2], 1e-6)
+
+
+def test_the_core_names_no_config_key_in_its_errors():
+    """network, problem, init, flow, analysis and saddles raise in their own words; the lab maps keys."""
+    import ast
+
+    from _helpers import CONFIG_KEY
+
+    core = [ROOT / "dlnlab" / f"{m}.py" for m in ("network", "problem", "init", "flow", "analysis", "errors")]
+    core += sorted((ROOT / "dlnlab" / "saddles").glob("*.py"))
+    found = []
+    for path in core:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise):
+                for const in ast.walk(node):
+                    if (
+                        isinstance(const, ast.Constant)
+                        and isinstance(const.value, str)
+                        and CONFIG_KEY.search(const.value)
+                    ):
+                        found.append(f"{path.name}:{node.lineno}: {const.value!r}")
+    assert not found, found

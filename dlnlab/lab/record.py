@@ -16,9 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import conservation_drift, hessian_extremes, layer_singular_values, nearest_level
+from dlnlab.analysis import (
+    DENSE_HESSIAN_MAX,
+    conservation_drift,
+    hessian_extremes,
+    layer_singular_values,
+    nearest_level,
+)
 from dlnlab.lab import signals
 from dlnlab.lab.rundir import save_npz
+from dlnlab.lab.schema import LogConfig
 from dlnlab.network import as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
@@ -98,8 +105,8 @@ class SeriesRecorder:
         lr: float | None = None,
         flow_theta: Tensor | None = None,
         analysis_every: int = 0,
-        sv_A_top: int = 32,
-        hessian_dense_max: int = 1500,
+        sv_A_top: int = LogConfig.sv_A_top,
+        hessian_dense_max: int = DENSE_HESSIAN_MAX,
         tensorboard: bool = True,
         save_theta: bool = True,
         block: int = 256,

@@ -24,6 +24,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, METHODS
 from dlnlab.lab.errors import ConfigError
 
@@ -169,7 +170,7 @@ class LogConfig:
     dt: float = 0.1  # the grid t_m = m dt
     analysis_points: int = 100  # Hessian extremes on about this many grid points per series (0: off)
     sv_A_top: int = 32
-    hessian_dense_max: int = 1500  # dense eigensolver up to this many weights, Lanczos above
+    hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense eigensolver up to this many weights, Lanczos above
     tensorboard: bool = True
     figures: bool = True
     save_theta: bool = True
@@ -180,9 +181,10 @@ class LogConfig:
 class LimitsConfig:
     """Refuse impossible work before it starts; raise a limit to mean it."""
 
-    grid_points: int = 1_000_000  # flow.t_max / log.dt + 1
-    sgd_steps: int = 100_000_000  # steps of one SGD series
-    flow_nfe: int = 100_000_000  # estimated evaluations of an explicit flow method
+    # counts are floats so that limits.sgd_steps=1e9 reads as it is written
+    grid_points: float = 1e6  # flow.t_max / log.dt + 1
+    sgd_steps: float = 1e8  # steps of one SGD series
+    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method
     memory_gb: float = 8.0  # estimated peak memory of the run
     series_file_gb: float = 2.0  # size of one series npz
 
@@ -317,6 +319,8 @@ def describe_omegaconf_error(err: BaseException) -> str:
         if key and dataclasses.is_dataclass(schema):
             return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
         what = "no such key"
+    elif isinstance(err, ValidationError) and "is not Optional" in msg:
+        what = "cannot be null"
     elif isinstance(err, ValidationError):
         what = msg.replace("Value ", "value ", 1)
     else:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import lanczos_extremes
+from dlnlab.analysis import DENSE_HESSIAN_MAX, lanczos_extremes
 from dlnlab.network import Layout, as_layout, pack, product
 from dlnlab.problem import RegressionProblem, haar_orthonormal
 from dlnlab.saddles.plateaus import _s1
@@ -55,7 +55,7 @@ class ClassifyTolerances:
     grad_rtol: float = 1e-9
     prod_rtol: float = 1e-6
     max_iter: int = 60
-    dense_max: int = 2000
+    dense_max: int = DENSE_HESSIAN_MAX
 
 
 def _as_theta(theta, layout: Layout, dtype=torch.float64) -> Tensor:

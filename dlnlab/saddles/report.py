@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dlnlab._util import jsonable, warn
+from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, classify_saddle
@@ -250,7 +251,7 @@ def analyze_run_saddles(
     series: dict[str, dict],
     tensorboard: bool = True,
     *,
-    hessian_dense_max: int = 2000,
+    hessian_dense_max: int = DENSE_HESSIAN_MAX,
 ) -> None:
     """Plateaus and saddles of every series of a run; fills the summary entries and TensorBoard.
 
