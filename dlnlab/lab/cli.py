@@ -46,7 +46,6 @@ def describe_hydra_error(err: BaseException) -> str:
     if isinstance(err, MissingConfigException):
         m = re.search(r"Could not find '([^']+)/([^']+)'", text)
         opts = re.findall(r"^\t(\S+)$", text.split("Available options in", 1)[-1], re.M) if m else []
-        opts = [o for o in opts if not o.startswith("base_")]
         if m and opts:
             return f"{m.group(1)}={m.group(2)}: no such option; allowed: {', '.join(opts)}"
         return first

@@ -6,8 +6,9 @@ OmegaConf when Hydra composes; :func:`typed_config` does the same for a plain di
 and refuses keys added with Hydra's ``+key=value``, which bypasses the schema. Ranges and rules
 across keys are :mod:`dlnlab.lab.rules`.
 
-Option schemas (``init/base_gaussian``, ``data/base_teacher``, ...) follow Hydra's pattern of a
-schema in the ConfigStore that a YAML option names in its defaults list.
+The options of ``data`` and ``init`` have different keys: each has its own schema, stored as
+``schema/data/<option>`` and ``schema/init/<option>``, which the option's YAML file names in its
+defaults list (``- /schema/init@_here_: gaussian``), Hydra's pattern of a schema for a config file.
 """
 
 from __future__ import annotations
@@ -218,9 +219,9 @@ def _register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="dlnlab_schema", node=TrainConfig)
     for name, node in DATA_OPTIONS.items():
-        cs.store(group="data", name=f"base_{name}", node=node)
+        cs.store(group="schema/data", name=name, node=node)
     for name, node in INIT_OPTIONS.items():
-        cs.store(group="init", name=f"base_{name}", node=node)
+        cs.store(group="schema/init", name=name, node=node)
 
 
 _register()
