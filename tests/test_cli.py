@@ -240,3 +240,13 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
         [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")], capture_output=True
     )
     assert empty.returncode == 2
+
+
+def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    proc = _popen(["experiment=tiny", *QUIET, f"hydra.run.dir={out}"], tmp_path)
+    time.sleep(0.5)  # the imports (hydra, torch, the lab) take a few seconds
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and not out.exists()
