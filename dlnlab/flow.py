@@ -43,6 +43,7 @@ from torch import Tensor
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
+from dlnlab.trajectory import Interrupted, Status, Trajectory
 
 __all__ = [
     "TORCHDIFFEQ_ADAPTIVE",
@@ -257,47 +258,19 @@ def _event_values(events: Sequence, problem, layout: Layout, thetas: Tensor) -> 
 # Results and errors
 
 
-@dataclass
-class FlowResult:
-    """A solved trajectory.
-
-    t (T,): the requested times reached (a prefix of t_eval; up to t_event when an event fired).
-    theta (T, p) or (T, B, p). nfe: right-hand-side evaluations (counted here; a batch counts once
-    per call). njev: Jacobian evaluations (scipy path), else 0. n_steps: accepted steps (scipy and
-    the adaptive torchdiffeq methods, counted through the solver's step callbacks; for fixed-step
-    methods the number of steps taken). status: "ok", "event" or "solver_failed".
-    """
-
-    t: Tensor
-    theta: Tensor
-    method: str
-    nfe: int
-    njev: int
-    n_steps: int
-    wall_time_s: float
-    status: str
-    event: str | None
-    t_event: float | None
-    theta_event: Tensor | None
-    message: str
+FlowResult = Trajectory  # the flow's result is the one trajectory type of dlnlab.trajectory
 
 
 class FlowSolverError(RuntimeError):
     """The solver failed; ``t_fail`` is the time reached and ``result`` the partial trajectory."""
 
-    def __init__(self, message: str, t_fail: float, result: FlowResult) -> None:
+    def __init__(self, message: str, t_fail: float, result: Trajectory) -> None:
         super().__init__(message)
         self.t_fail = t_fail
         self.result = result
 
 
-class FlowInterrupted(KeyboardInterrupt):
-    """The solve was interrupted (Ctrl+C, or a signal the caller turns into KeyboardInterrupt);
-    ``result`` holds every output point reached (status "interrupted")."""
-
-    def __init__(self, result: FlowResult) -> None:
-        super().__init__(result.message)
-        self.result = result
+FlowInterrupted = Interrupted  # raised with the partial trajectory
 
 
 class _BudgetExceeded(Exception):
@@ -520,7 +493,7 @@ def integrate(
     solver: Solver = Solver(),  # noqa: B008 (frozen, immutable default)
     events: Sequence = (),
     progress: Callable[[float, float], None] | None = None,
-) -> FlowResult:
+) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
 
     theta0: (p,) or a batch (B, p) (batches: torchdiffeq methods without events only).
@@ -585,21 +558,21 @@ class _Run:
             self.outputs.append(states)
             self.n_out += states.shape[0]
 
-    def result(self, status: str, message: str, event=None, t_event=None, theta_event=None) -> FlowResult:
+    def result(self, status: str, message: str, event=None, t_event=None, theta_event=None) -> Trajectory:
         theta = torch.cat(self.outputs, dim=0)
-        return FlowResult(
+        return Trajectory(
             t=self.t[: self.n_out].clone(),
             theta=theta,
+            status=Status(status),
+            message=message,
             method=self.solver.method,
             nfe=self.counter.nfe,
             njev=self.njev,
             n_steps=self.counter.n_steps,
             wall_time_s=time.perf_counter() - self.start,
-            status=status,
             event=event,
             t_event=t_event,
             theta_event=theta_event,
-            message=message,
         )
 
     def fail(self, reason: str, t_fail: float) -> FlowSolverError:
@@ -610,7 +583,7 @@ class _Run:
         )
         return FlowSolverError(msg, t_fail, self.result("solver_failed", msg))
 
-    def event_result(self, index: int, t_event: float, theta_event: Tensor) -> FlowResult:
+    def event_result(self, index: int, t_event: float, theta_event: Tensor) -> Trajectory:
         keep = int(torch.searchsorted(self.t, torch.tensor(t_event, dtype=torch.float64), right=True))
         keep = min(keep, self.n_out)
         theta = torch.cat(self.outputs, dim=0)[:keep]
@@ -631,7 +604,7 @@ class _Run:
         return None
 
 
-def _integrate_torchdiffeq(run: _Run) -> FlowResult:
+def _integrate_torchdiffeq(run: _Run) -> Trajectory:
     problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
     events, progress = run.events, run.progress
     early = run.initial_event()
@@ -746,7 +719,7 @@ def _locate_torchdiffeq(odeint, event, problem, layout, y_lo, t_lo: float, t_hi:
     return min(float(t_event), t_hi), sol[-1].clone()
 
 
-def _integrate_scipy(run: _Run) -> FlowResult:
+def _integrate_scipy(run: _Run) -> Trajectory:
     problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
     events, progress = run.events, run.progress
     early = run.initial_event()

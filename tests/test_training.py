@@ -7,11 +7,13 @@ import tempfile
 import pytest
 import torch
 
+from dlnlab.gd import MinibatchSampler, gd
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
-from dlnlab.lab.training import _ChunkStream, train_series
+from dlnlab.lab.training import train_series
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from dlnlab.trajectory import Interrupted
 
 DIMS = [4, 3, 3, 2]
 
@@ -60,33 +62,79 @@ def test_momentum_goes_through_torch_optim_sgd(problem):
 def test_minibatch_sgd_equals_a_plain_loop_on_the_same_indices(problem, sampling):
     theta0 = pack(gaussian(DIMS, 0.3, seed=1))
     out, thetas = _lab(problem, theta0, 0.05, 1.0, batch_size=5, sampling=sampling, seed=11)
-    stream = _ChunkStream(out.steps, 7, problem.n_samples, 5, sampling, 11)
+    sampler = MinibatchSampler(problem.n_samples, 5, sampling, 11)
     theta = theta0.clone()
-    for chunk in stream:
-        for idx in chunk["index"]:
-            _, g = problem.minibatch_loss_and_gradient(unpack(theta, DIMS), idx)
-            theta -= 0.05 * pack(g)
+    for idx in sampler.draw(out.steps):
+        _, g = problem.minibatch_loss_and_gradient(unpack(theta, DIMS), idx)
+        theta -= 0.05 * pack(g)
     torch.testing.assert_close(thetas[-1], theta, rtol=0, atol=1e-13)
 
 
 def test_sampling_without_replacement_covers_each_epoch_once():
-    stream = _ChunkStream(
-        n_steps=40, chunk=3, n_samples=20, batch_size=5, sampling="without_replacement", seed=0
-    )
-    idx = torch.cat([c["index"] for c in stream]).reshape(-1)
+    sampler = MinibatchSampler(20, 5, "without_replacement", seed=0)
+    idx = torch.cat([sampler.draw(n) for n in (3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1)]).reshape(-1)
     assert idx.numel() == 200
     for epoch in idx.view(10, 20):
         assert torch.equal(epoch.sort().values, torch.arange(20))
-    # a different seed gives different batches; the same seed the same
-    again = torch.cat([c["index"] for c in _ChunkStream(40, 5, 20, 5, "without_replacement", 0)]).reshape(-1)
-    other = torch.cat([c["index"] for c in _ChunkStream(40, 3, 20, 5, "without_replacement", 1)]).reshape(-1)
+    # the sequence does not depend on how the steps are split into draws; another seed differs
+    again = torch.cat([MinibatchSampler(20, 5, "without_replacement", 0).draw(40)]).reshape(-1)
+    other = MinibatchSampler(20, 5, "without_replacement", 1).draw(40).reshape(-1)
     assert torch.equal(idx, again) and not torch.equal(idx, other)
 
 
-def test_with_replacement_draws_uniformly():
-    stream = _ChunkStream(
-        n_steps=4000, chunk=1000, n_samples=10, batch_size=5, sampling="with_replacement", seed=2
-    )
-    counts = torch.bincount(torch.cat([c["index"] for c in stream]).reshape(-1), minlength=10).double()
+def test_with_replacement_draws_uniformly_and_independently_of_the_split():
+    sampler = MinibatchSampler(10, 5, "with_replacement", seed=2)
+    draws = torch.cat([sampler.draw(n) for n in (1000, 999, 1, 2000)])
+    counts = torch.bincount(draws.reshape(-1), minlength=10).double()
     assert counts.sum() == 20000
     assert (counts / 2000 - 1).abs().max() < 0.08
+    assert torch.equal(draws, MinibatchSampler(10, 5, "with_replacement", seed=2).draw(4000))
+
+
+def test_a_sampler_resumed_from_its_state_draws_what_it_would_have():
+    a = MinibatchSampler(20, 5, "without_replacement", seed=4)
+    a.draw(7)
+    state = a.state_dict()
+    rest = a.draw(50)
+    b = MinibatchSampler(20, 5, "without_replacement", seed=99)
+    b.load_state_dict(state)
+    assert torch.equal(b.draw(50), rest)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"momentum": 0.5},
+        {"batch_size": 5, "seed": 3},
+        {"batch_size": 5, "sampling": "without_replacement"},
+    ],
+    ids=["gd", "heavy_ball", "sgd", "sgd_without_replacement"],
+)
+def test_the_core_gd_equals_the_lightning_series_bit_for_bit(problem, kw):
+    """The Lightning module wraps the core stepper: the same ops in the same order, whatever the chunks."""
+    theta0 = pack(gaussian(DIMS, 0.3, seed=1))
+    out, thetas = _lab(problem, theta0, 0.02, 2.0, chunk=7, **kw)
+    traj = gd(problem, DIMS, theta0, 0.02, out.steps, record_steps=range(0, out.steps + 1, 5), **kw)
+    assert traj.status == "ok" and traj.n_steps == out.steps and traj.steps[-1] == out.steps
+    assert torch.equal(traj.theta[-1], thetas[-1])
+    tau = 0.02 / (1 - kw.get("momentum", 0.0))
+    torch.testing.assert_close(traj.t, traj.steps.double() * tau, rtol=0, atol=0)
+
+
+def test_core_gd_reports_divergence_and_interruption(problem):
+    theta0 = pack(gaussian(DIMS, 0.5, seed=1))
+    bad = gd(problem, DIMS, theta0, 5.0, 200, record_steps=range(201))
+    assert bad.status == "diverged" and ("non-finite" in bad.message or "||theta||" in bad.message)
+    assert len(bad.t) < 201
+    calls = []
+
+    def stop(t, t_end):
+        calls.append(t)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        gd(problem, DIMS, theta0, 0.01, 100, record_steps=range(0, 101, 10), progress=stop)
+    part = info.value.result
+    assert part.status == "interrupted" and part.steps.tolist() == [0, 10, 20]

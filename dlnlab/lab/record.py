@@ -18,15 +18,12 @@ from torch import Tensor
 
 from dlnlab.analysis import (
     DENSE_HESSIAN_MAX,
-    conservation_drift,
-    hessian_extremes,
-    layer_singular_values,
-    nearest_level,
 )
 from dlnlab.lab import signals
 from dlnlab.lab.rundir import save_npz
 from dlnlab.lab.schema import LogConfig
-from dlnlab.network import as_layout, product, unpack
+from dlnlab.metrics import SeriesMetrics
+from dlnlab.network import as_layout
 from dlnlab.problem import RegressionProblem
 
 __all__ = ["SeriesRecorder", "open_recorder", "tensorboard_layout"]
@@ -112,22 +109,16 @@ class SeriesRecorder:
         block: int = 256,
         tb_max_points: int = 1000,
     ) -> None:
-        self.name, self.problem, self.layout = name, problem, as_layout(dims)
-        self.theta0 = theta0.detach().clone()
-        self.weights0 = unpack(self.theta0, self.layout)
-        self.n_grid, self.lr, self.flow_theta = n_grid, lr, flow_theta
-        self.analysis_every, self.sv_A_top, self.hessian_dense_max = (
-            analysis_every,
-            sv_A_top,
-            hessian_dense_max,
-        )
-        self.save_theta, self.block = save_theta, block
+        self.name, self.layout = name, as_layout(dims)
+        self.n_grid, self.lr = n_grid, lr
+        self.metrics = SeriesMetrics(
+            problem, dims, theta0, sgd=lr is not None, flow_theta=flow_theta, analysis_every=analysis_every,
+            sv_A_top=sv_A_top, hessian_dense_max=hessian_dense_max, save_theta=save_theta,
+        )  # fmt: skip
+        self.block = block
         self.out_dir = Path(out_dir)
-        self.levels = problem.plateau_levels(self.layout.r_max)
-        self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
         self._pending: list[tuple[int, float, int | None, Tensor]] = []
         self._chunks: dict[str, list[np.ndarray]] = {}
-        self._warm: Tensor | None = None
         # TensorBoard's UI shows 1000 points per tag anyway: thin the event files, keep every point in the npz.
         self.tb_every = max(1, math.ceil(n_grid / tb_max_points))
         self.writer = None
@@ -159,59 +150,11 @@ class SeriesRecorder:
         ts = torch.tensor([p[1] for p in block], dtype=torch.float64)
         thetas = torch.stack([p[3] for p in block])
         steps = [p[2] for p in block]
-        metrics = self._metrics(ms, ts, thetas, steps)
+        metrics = self.metrics.compute(ms, ts, thetas, steps)
         for key, val in metrics.items():
             self._chunks.setdefault(key, []).append(val)
         if self.writer is not None:
             self._write_tensorboard(metrics)
-
-    def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
-        prob, lay = self.problem, self.layout
-        ws = unpack(thetas, lay)
-        p = product(ws)
-        loss, grads = prob.loss_and_gradient(ws)
-        grad_norm = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
-        finite = torch.isfinite(thetas).all(dim=-1)
-        safe_p = torch.where(finite[:, None, None], p, torch.zeros_like(p))
-        level_idx, level_gap = nearest_level(loss, self.levels)
-        dist_best = prob.product_distance(safe_p, self.best_products[level_idx])
-        safe_ws = [torch.where(finite[:, None, None], w, torch.zeros_like(w)) for w in ws]
-        nan = float("nan")
-        out = {
-            "grid_index": np.asarray(ms, dtype=np.int64),
-            "t": ts.numpy(),
-            "loss": loss.numpy(),
-            "sv": _masked(torch.linalg.svdvals(safe_p), finite),
-            "sv_A": _masked(layer_singular_values(safe_ws, top=self.sv_A_top), finite),
-            "mode_strength": _masked(prob.mode_strength(p), finite),
-            "grad_norm": grad_norm.numpy(),
-            "level_index": level_idx.numpy(),
-            "level_gap": level_gap.numpy(),
-            "dist_best_rank": _masked(dist_best, finite),
-            "cons_drift": _masked(conservation_drift(safe_ws, self.weights0), finite)
-            if lay.depth > 1
-            else np.zeros((len(ms), 0)),
-        }
-        lam_min = np.full(len(ms), nan)
-        sharp = np.full(len(ms), nan)
-        if self.analysis_every:
-            for i, m in enumerate(ms):
-                if m % self.analysis_every == 0 and bool(finite[i]):
-                    lo, hi, self._warm = hessian_extremes(
-                        prob, thetas[i], lay, dense_max=self.hessian_dense_max, warm=self._warm
-                    )
-                    lam_min[i], sharp[i] = lo, hi
-        out["lambda_min"], out["sharpness"] = lam_min, sharp
-        if self.save_theta:
-            out["theta"] = thetas.numpy()
-        if self.lr is not None:
-            out["step"] = np.asarray([-1 if s is None else s for s in steps], dtype=np.int64)
-            if self.flow_theta is not None:
-                ref = self.flow_theta[torch.as_tensor(ms)]
-                out["dist_to_flow"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
-            else:
-                out["dist_to_flow"] = np.full(len(ms), nan)
-        return out
 
     def _write_tensorboard(self, mt: dict[str, np.ndarray]) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
@@ -270,13 +213,6 @@ class SeriesRecorder:
             self.writer.flush()
             self.writer.close()
         return arrays
-
-
-def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
-    """x with NaN in the rows of non-finite snapshots."""
-    x = x.clone()
-    x[~finite] = float("nan")
-    return x.numpy()
 
 
 class _ProcessRecorder:

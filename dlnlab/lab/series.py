@@ -175,7 +175,7 @@ def run_sgd(
 ) -> tuple[dict, dict]:
     """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it."""
     from dlnlab.lab.record import open_recorder
-    from dlnlab.lab.training import train_series
+    from dlnlab.lab.training import chunk_size, train_series
 
     plan, s = ctx.plan, ctx.plan.cfg.sgd
     name, tau = series_name(lr), time_per_step(lr, s.momentum)
@@ -192,6 +192,7 @@ def run_sgd(
             plan.problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
             batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
             seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
+            chunk=chunk_size(plan.gradient_s),
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
     except KeyboardInterrupt:

@@ -1,12 +1,14 @@
-"""(S)GD on the adjacency A in Lightning: a LightningModule, a LightningDataModule and a thin callback.
+"""(S)GD in Lightning: a LightningModule around the core stepper, a data module of step chunks, callbacks.
 
-Time convention: after k steps at learning rate eta the series is at t = k * tau, tau = eta (GD) or
-eta / (1 - beta) (heavy ball with momentum beta, whose steps move about eta / (1 - beta) along the
-flow once the velocity has built up). The data module
-streams *chunks* of steps (with their minibatch indices from a seeded torch.Generator); one
-``training_step`` runs a whole chunk with the closed-form gradient, so the Trainer's per-batch
-overhead is paid once per chunk, not once per step. Snapshots of theta are taken at the log-grid
-steps k_m = round(t_m / eta) and handed to the recorder by :class:`RecorderCallback`.
+The math is the core's: :class:`SGDModule` wraps :class:`dlnlab.gd.GDStepper` (the same update, the
+same minibatch sampler), so a series run here equals ``dlnlab.gd`` step for step, bit for bit. Time
+convention: after k steps the series is at t = k tau, tau = lr / (1 - momentum).
+
+One ``training_step`` runs a whole chunk of steps (about 0.1 s of work), so the Trainer's per-batch
+overhead is paid once per chunk. Snapshots of theta are taken at the series' grid steps
+k_m = round(t_m / tau) and handed to the callbacks after each chunk. SIGINT / SIGTERM (with the lab's
+handlers) are held during a chunk and stop the series at the chunk's end, where its state is
+consistent: theta, the step, the optimizer and the sampler's generator.
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.network import DeepLinearNetwork, unpack, weights_from_adjacency
+from dlnlab.gd import GDStepper, MinibatchSampler, time_per_step
+from dlnlab.lab import signals
+from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SGDModule", "SGDDataModule", "RecorderCallback", "SeriesOutcome", "series_grid", "train_series"]
+__all__ = [
+    "SGDModule",
+    "SGDDataModule",
+    "RecorderCallback",
+    "SeriesOutcome",
+    "series_grid",
+    "chunk_size",
+    "train_series",
+]
 
 
 def series_grid(n_grid: int, dt: float, tau: float) -> tuple[list[int], list[int]]:
@@ -39,71 +51,41 @@ def series_grid(n_grid: int, dt: float, tau: float) -> tuple[list[int], list[int
     return ms.tolist(), ks.tolist()
 
 
+def chunk_size(gradient_s: float, target_s: float = 0.1, most: int = 2000) -> int:
+    """Steps per ``training_step``: about ``target_s`` of work (a signal waits at most that long)."""
+    return int(min(most, max(1, round(target_s / max(gradient_s, 1e-9)))))
+
+
 class _ChunkStream(IterableDataset):
-    """Yields {"start": k0, "n": steps, "index": (steps, B) long or None} up to ``n_steps`` steps."""
+    """Yields {"start": k0, "n": steps} chunks from step ``first`` up to ``n_steps``."""
 
-    def __init__(
-        self,
-        n_steps: int,
-        chunk: int,
-        n_samples: int,
-        batch_size: int | None,
-        sampling: str,
-        seed: int,
-    ) -> None:
-        self.n_steps, self.chunk = n_steps, chunk
-        self.n_samples, self.batch_size, self.sampling, self.seed = n_samples, batch_size, sampling, seed
-
-    def _indices(self, gen: torch.Generator, n: int, state: dict) -> Tensor | None:
-        b = self.batch_size
-        if b is None or (b >= self.n_samples and self.sampling == "without_replacement"):
-            return None
-        if self.sampling == "with_replacement":
-            return torch.randint(self.n_samples, (n, b), generator=gen)
-        need = n * b  # a stream of fresh permutations, cut into consecutive batches
-        buf: Tensor = state.get("buf", torch.empty(0, dtype=torch.long))
-        while buf.numel() < need:
-            buf = torch.cat([buf, torch.randperm(self.n_samples, generator=gen)])
-        state["buf"] = buf[need:]
-        return buf[:need].view(n, b)
+    def __init__(self, n_steps: int, chunk: int, first: int = 0) -> None:
+        self.n_steps, self.chunk, self.first = n_steps, chunk, first
 
     def __iter__(self) -> Iterator[dict]:
-        gen = torch.Generator().manual_seed(self.seed)
-        state: dict = {}
-        for k in range(0, self.n_steps, self.chunk):
-            n = min(self.chunk, self.n_steps - k)
-            yield {"start": k, "n": n, "index": self._indices(gen, n, state)}
+        for k in range(self.first, self.n_steps, self.chunk):
+            yield {"start": k, "n": min(self.chunk, self.n_steps - k)}
 
 
 class SGDDataModule(L.LightningDataModule):
-    """The data of one SGD series: X, Y of the problem, served as chunks of minibatch indices."""
+    """The steps of one SGD series, as chunks. The data (X, Y) enter through the problem's statistics,
+    and the minibatches are drawn by the module's sampler when a chunk runs (never prefetched)."""
 
-    def __init__(
-        self,
-        problem: RegressionProblem,
-        n_steps: int,
-        batch_size: int | None = None,
-        sampling: str = "with_replacement",
-        seed: int = 0,
-        chunk: int = 2000,
-    ) -> None:
+    def __init__(self, n_steps: int, chunk: int = 2000, first: int = 0) -> None:
         super().__init__()
-        self.problem = problem
-        self.stream = _ChunkStream(n_steps, chunk, problem.n_samples, batch_size, sampling, seed)
+        self.stream = _ChunkStream(n_steps, chunk, first)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
 
 
 class SGDModule(L.LightningModule):
-    """Owns the adjacency module and trains A by (S)GD at learning rate ``lr``.
+    """Owns the adjacency module and trains A by (S)GD at learning rate ``lr`` with the core stepper.
 
-    Without momentum the update is the in-place A_j -= lr * G_j (the same update as torch.optim.SGD
-    without momentum), applied to a contiguous working copy theta of the masked weights and written
-    back into A after every chunk of steps (one scatter; the blocks of a dense A are strided, which
-    costs the small matmuls a few percent). With momentum it goes through torch.optim.SGD on A,
-    whose gradient buffer is zero off the mask. Off-mask entries of A are never touched.
-    Snapshots (step, theta) are taken at ``snapshot_steps``.
+    The stepper works on a contiguous copy theta of the masked weights (the blocks of a dense A are
+    strided, which costs the small matmuls a few percent) and theta is written back into A after every
+    chunk (one scatter). Off-mask entries of A are never touched. Snapshots (step, theta) are taken at
+    ``snapshot_steps``; ``new_snapshots`` holds those of the last chunk.
     """
 
     def __init__(
@@ -114,111 +96,90 @@ class SGDModule(L.LightningModule):
         snapshot_steps: Sequence[int] = (),
         momentum: float = 0.0,
         blowup_norm: float = math.inf,
+        batch_size: int | None = None,
+        sampling: str = "with_replacement",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net, self.problem, self.lr, self.momentum = net, problem, float(lr), float(momentum)
-        self.tau = self.lr / (1.0 - self.momentum)  # the flow time of one step
+        sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
+        self.stepper = GDStepper(problem, net.layout, net.theta(), lr, momentum, sampler)
+        self.tau = self.stepper.tau
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
         self.blowup_norm = blowup_norm
-        self.step_count = 0
-        self.snapshots: list[tuple[int, Tensor]] = []
+        self.new_snapshots: list[tuple[int, Tensor]] = []
         self.diverged: tuple[int, str] | None = None
+        self.interrupted = False
         self._next_snap = 0
         self._flat_a, self._theta_index = net.A.detach().view(-1), net.layout.theta_index
-        if self.momentum:  # the optimizer updates A itself: work on A's block views
-            self._theta = None
-            self._views = weights_from_adjacency(net.A.detach(), net.layout)
-            self._grad = torch.zeros_like(net.A)
-            self._grad_views = weights_from_adjacency(self._grad, net.layout)
-        else:
-            self._theta = net.theta()
-            self._views = unpack(self._theta, net.layout)
         self._take_snapshots_upto(0)
 
-    def configure_optimizers(self):
-        return torch.optim.SGD([self.net.A], lr=self.lr, momentum=self.momentum)
+    @property
+    def step_count(self) -> int:
+        return self.stepper.steps
 
-    def _current_theta(self) -> Tensor:
-        if self._theta is not None:
-            return self._theta.clone()
-        return self._flat_a.index_select(0, self._theta_index)  # = pack(views), one gather
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self.net.layout.dims
+
+    def configure_optimizers(self):
+        # Heavy ball: the stepper's torch.optim.SGD (Lightning checkpoints its velocity). Plain GD
+        # updates theta in place; its optimizer over A only stands in for Lightning and never steps.
+        return self.stepper.optimizer or torch.optim.SGD([self.net.A], lr=self.lr)
 
     def _take_snapshots_upto(self, k: int) -> None:
         snaps = self.snapshot_steps
         while self._next_snap < len(snaps) and snaps[self._next_snap] <= k:
             if snaps[self._next_snap] == k:
-                theta = self._current_theta()
-                self.snapshots.append((k, theta))
-                norm = float(torch.linalg.vector_norm(theta))
-                if not math.isfinite(norm):
-                    self.diverged = (k, f"non-finite weights at step {k} (t = {k * self.tau:.6g})")
-                elif norm > self.blowup_norm:
-                    self.diverged = (k, f"||A||_F = {norm:.3g} > {self.blowup_norm:.3g} at step {k}")
+                self.new_snapshots.append((k, self.stepper.theta.clone()))
+                why = self.stepper.divergence(self.blowup_norm)
+                if why is not None:
+                    self.diverged = (k, why)
             self._next_snap += 1
-
-    def _step_fn(self, index: Tensor | None):
-        """One (S)GD step as a closure over the step index within the chunk: the hot loop's body."""
-        views, prob, lr = self._views, self.problem, self.lr
-        if self.momentum:
-            opt = self.optimizers().optimizer  # the bare torch.optim.SGD
-            self.net.A.grad = self._grad  # (Lightning may have reset .grad between chunks)
-            grad_views = self._grad_views
-
-            def step(i: int) -> None:
-                grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
-                for gv, g in zip(grad_views, grads):
-                    gv.copy_(g)
-                opt.step()
-
-        elif index is None:
-
-            def step(i: int) -> None:
-                for w, g in zip(views, prob.gradient(views)):
-                    w.sub_(g, alpha=lr)
-
-        else:
-
-            def step(i: int) -> None:
-                for w, g in zip(views, prob.minibatch_gradient(views, index[i])):
-                    w.sub_(g, alpha=lr)
-
-        return step
 
     @torch.no_grad()
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        step = self._step_fn(batch["index"])
-        k, end = self.step_count, self.step_count + int(batch["n"])
+        self.new_snapshots = []
+        end = min(self.step_count + int(batch["n"]), self.snapshot_steps[-1] if self.snapshot_steps else 0)
         snaps = self.snapshot_steps
-        while k < end and self.diverged is None:
-            nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
-            stop = min(max(nxt, k + 1), end)  # run straight to the next snapshot (or the chunk's end)
-            for i in range(k - self.step_count, stop - self.step_count):
-                step(i)
-            k = stop
-            self._take_snapshots_upto(k)
-        self.step_count = k
-        if self._theta is not None:
-            self._flat_a.index_copy_(0, self._theta_index, self._theta)  # A holds the weights again
-        if self.diverged is not None:
+        with signals.deferred(raise_at_end=False):  # a signal stops the series at the chunk's end
+            while self.step_count < end and self.diverged is None:
+                nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
+                self.stepper.advance(min(max(nxt, self.step_count + 1), end) - self.step_count)
+                self._take_snapshots_upto(self.step_count)
+        self._flat_a.index_copy_(0, self._theta_index, self.stepper.theta)  # A holds the weights again
+        if signals.received() is not None:
+            self.interrupted = True
+        if self.diverged is not None or self.interrupted:
             self.trainer.should_stop = True
 
-    def pop_snapshots(self) -> list[tuple[int, Tensor]]:
-        out, self.snapshots = self.snapshots, []
-        return out
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = self.stepper.state_dict()
+        state.pop("optimizer", None)  # Lightning saves the optimizer itself
+        checkpoint["dlnlab"] = {"stepper": state, "next_snapshot": self._next_snap}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["dlnlab"]
+        self.stepper.theta.copy_(state["stepper"]["theta"])
+        self.stepper.steps = int(state["stepper"]["steps"])
+        self.stepper.sampler.load_state_dict(state["stepper"]["sampler"])
+        self._next_snap = int(state["next_snapshot"])
+        self.new_snapshots = []
 
 
 class RecorderCallback(L.Callback):
-    """Hands the module's snapshots to the recorder after every chunk; nothing else."""
+    """Hands the module's snapshots to the recorder after every chunk."""
 
     def __init__(self, recorder, step_to_grid: dict[int, int], tau: float, progress=None) -> None:
         self.recorder, self.step_to_grid, self.tau, self.progress = recorder, step_to_grid, tau, progress
         self.last_step: int | None = None
 
     def drain(self, module: SGDModule) -> None:
-        for k, theta in module.pop_snapshots():
+        for k, theta in module.new_snapshots:
             self.recorder.record(self.step_to_grid[k], k * self.tau, theta, step=k, copy=False)
             self.last_step = k
+        module.new_snapshots = []
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.drain(pl_module)
@@ -282,15 +243,18 @@ def train_series(
 ) -> SeriesOutcome:
     """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
 
-    A step stands for time tau = lr / (1 - momentum). SIGINT / SIGTERM (which Lightning turns into
-    SystemExit after its own shutdown) end the series as ``interrupted`` with every snapshot taken so
-    far recorded.
+    A step stands for time tau = lr / (1 - momentum). SIGINT / SIGTERM end the series as
+    ``interrupted`` at the end of the running chunk (or, without the lab's handlers, where Lightning
+    stops), with every snapshot taken so far recorded.
     """
-    tau = lr / (1.0 - momentum)
+    tau = time_per_step(lr, momentum)
     ms, ks = series_grid(n_grid, dt, tau)
     net = DeepLinearNetwork.from_theta(dims, theta0.clone())
-    module = SGDModule(net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm)
-    data = SGDDataModule(problem, ks[-1], batch_size, sampling, seed, chunk=chunk)
+    module = SGDModule(
+        net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm,
+        batch_size=batch_size, sampling=sampling, seed=seed,
+    )  # fmt: skip
+    data = SGDDataModule(ks[-1], chunk=chunk)
     callback = RecorderCallback(recorder, dict(zip(ks, ms)), tau, progress)
     trainer = make_trainer([callback])
     try:
@@ -299,7 +263,10 @@ def train_series(
         callback.drain(module)
         k = callback.last_step or 0
         return SeriesOutcome("interrupted", k, k * tau, "interrupted")
+    callback.drain(module)
     if module.diverged is not None:
         k, msg = module.diverged
         return SeriesOutcome("diverged", k, k * tau, msg)
+    if module.interrupted:
+        return SeriesOutcome("interrupted", module.step_count, module.step_count * tau, "interrupted")
     return SeriesOutcome("ok", module.step_count, module.step_count * tau, "")

@@ -1,0 +1,241 @@
+"""(S)GD on the packed weights theta: the core of every SGD series (the lab's Lightning module wraps it).
+
+* :class:`MinibatchSampler`: the minibatch indices, drawn from a seeded ``torch.Generator`` in fixed
+  blocks, so the sequence does not depend on how a caller splits its steps into chunks; its
+  ``state_dict`` makes a resumed run draw exactly what an uninterrupted one would.
+* :class:`GDStepper`: ``advance(n)`` takes n steps on a contiguous theta (p,) in place with the
+  closed-form gradient: theta_j -= lr g_j, or heavy ball through ``torch.optim.SGD`` (momentum beta).
+* :func:`gd`: a whole run from theta0, recorded at requested steps, as a :class:`Trajectory`.
+
+A step at learning rate lr stands for flow time tau = lr (heavy ball: lr / (1 - beta), the distance
+one step moves along the flow once the velocity has built up).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from dlnlab.errors import ArgumentError
+from dlnlab.network import Layout, as_layout, unpack
+from dlnlab.problem import RegressionProblem
+from dlnlab.trajectory import Interrupted, Status, Trajectory
+
+__all__ = ["SAMPLINGS", "MinibatchSampler", "GDStepper", "gd", "time_per_step"]
+
+SAMPLINGS = ("with_replacement", "without_replacement")
+DRAW_BLOCK = 2000  # minibatches drawn per refill of the sampler's buffer
+
+
+def time_per_step(lr: float, momentum: float = 0.0) -> float:
+    """tau: the flow time one step stands for, lr / (1 - momentum)."""
+    return lr / (1.0 - momentum)
+
+
+class MinibatchSampler:
+    """Minibatch indices (n, B) for the next n steps, or None for full-batch GD.
+
+    with_replacement: i.i.d. uniform indices; without_replacement: consecutive slices of a stream of
+    fresh permutations of 0..N-1 (B >= N without replacement is full-batch GD).
+    """
+
+    def __init__(
+        self, n_samples: int, batch_size: int | None, sampling: str = "with_replacement", seed: int = 0
+    ):
+        if sampling not in SAMPLINGS:
+            raise ArgumentError("sampling", f"unknown sampling {sampling!r}; allowed: {', '.join(SAMPLINGS)}")
+        if batch_size is not None and batch_size < 1:
+            raise ArgumentError("batch_size", f"must be >= 1 or None (full batch), got {batch_size}")
+        self.n_samples, self.batch_size, self.sampling = int(n_samples), batch_size, sampling
+        self.full_batch = batch_size is None or (
+            batch_size >= n_samples and sampling == "without_replacement"
+        )
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._buffer = torch.empty(0, dtype=torch.long)  # drawn, not yet handed out (flat)
+
+    def _refill(self, need: int) -> None:
+        parts = [self._buffer]
+        have = self._buffer.numel()
+        while have < need:
+            if self.sampling == "with_replacement":
+                block = torch.randint(
+                    self.n_samples, (DRAW_BLOCK * self.batch_size,), generator=self.generator
+                )
+            else:
+                block = torch.randperm(self.n_samples, generator=self.generator)
+            parts.append(block)
+            have += block.numel()
+        self._buffer = torch.cat(parts)
+
+    def draw(self, n: int) -> Tensor | None:
+        """The indices (n, B) of the next n minibatches (None for full batch)."""
+        if self.full_batch:
+            return None
+        need = n * self.batch_size
+        if self._buffer.numel() < need:
+            self._refill(need)
+        out, self._buffer = self._buffer[:need], self._buffer[need:]
+        return out.view(n, self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "buffer": self._buffer.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._buffer = state["buffer"].clone()
+
+
+class GDStepper:
+    """(S)GD steps on theta (p,), in place, with the closed-form gradient.
+
+    Without momentum the update is theta_j -= lr g_j on the views W_j of a contiguous theta (the same
+    update as ``torch.optim.SGD`` without momentum). With momentum it is ``torch.optim.SGD`` over theta
+    (``self.optimizer``; its state holds the velocity). ``steps`` counts the steps taken.
+    """
+
+    def __init__(
+        self,
+        problem: RegressionProblem,
+        dims: Layout | Sequence[int],
+        theta0: Tensor,
+        lr: float,
+        momentum: float = 0.0,
+        sampler: MinibatchSampler | None = None,
+    ) -> None:
+        layout = as_layout(dims)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ArgumentError("lr", f"must be finite and > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ArgumentError("momentum", f"must be in [0, 1), got {momentum}")
+        if theta0.shape != (layout.n_weights,):
+            raise ArgumentError(
+                "theta0",
+                f"has shape {tuple(theta0.shape)}, dims {list(layout.dims)} need ({layout.n_weights},)",
+            )
+        self.problem, self.layout, self.lr, self.momentum = problem, layout, float(lr), float(momentum)
+        self.tau = time_per_step(self.lr, self.momentum)
+        self.sampler = sampler or MinibatchSampler(problem.n_samples, None)
+        self.theta = theta0.detach().to(problem.X.dtype).clone().contiguous()
+        self.views = unpack(self.theta, layout)
+        self.steps = 0
+        self.optimizer: torch.optim.SGD | None = None
+        if self.momentum:
+            self.optimizer = torch.optim.SGD([self.theta], lr=self.lr, momentum=self.momentum)
+            self._grad = torch.zeros_like(self.theta)
+            self._grad_views = unpack(self._grad, layout)
+
+    @torch.no_grad()
+    def advance(self, n: int) -> None:
+        """Take n steps (drawing their minibatches from the sampler)."""
+        if n <= 0:
+            return
+        index = self.sampler.draw(n)
+        views, prob, lr = self.views, self.problem, self.lr
+        if self.optimizer is not None:
+            self.theta.grad = self._grad
+            for i in range(n):
+                grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
+                for gv, g in zip(self._grad_views, grads):
+                    gv.copy_(g)
+                self.optimizer.step()
+        elif index is None:
+            for _ in range(n):
+                for w, g in zip(views, prob.gradient(views)):
+                    w.sub_(g, alpha=lr)
+        else:
+            for i in range(n):
+                for w, g in zip(views, prob.minibatch_gradient(views, index[i])):
+                    w.sub_(g, alpha=lr)
+        self.steps += n
+
+    def divergence(self, blowup: float = math.inf) -> str | None:
+        """Why the weights count as diverged (non-finite, or ||theta|| > blowup), or None."""
+        norm = float(torch.linalg.vector_norm(self.theta))
+        if not math.isfinite(norm):
+            return f"non-finite weights at step {self.steps} (t = {self.steps * self.tau:.6g})"
+        if norm > blowup:
+            return f"||theta|| = {norm:.3g} > {blowup:.3g} at step {self.steps} (t = {self.steps * self.tau:.6g})"
+        return None
+
+    def state_dict(self) -> dict:
+        state = {"theta": self.theta.clone(), "steps": self.steps, "sampler": self.sampler.state_dict()}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.theta.copy_(state["theta"])
+        self.steps = int(state["steps"])
+        self.sampler.load_state_dict(state["sampler"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _record_steps(steps: int, record: Iterable[int] | None, max_points: int = 1001) -> list[int]:
+    if record is None:
+        every = max(1, math.ceil(steps / (max_points - 1)))
+        record = list(range(0, steps + 1, every)) + [steps]
+    out = sorted({int(k) for k in record})
+    if not out or out[0] < 0 or out[-1] > steps:
+        raise ArgumentError("record_steps", f"must be steps in 0 .. {steps}, got {out[:3]} .. {out[-3:]}")
+    return out
+
+
+def gd(
+    problem: RegressionProblem,
+    dims: Layout | Sequence[int],
+    theta0: Tensor,
+    lr: float,
+    steps: int,
+    *,
+    momentum: float = 0.0,
+    batch_size: int | None = None,
+    sampling: str = "with_replacement",
+    seed: int = 0,
+    record_steps: Iterable[int] | None = None,
+    blowup: float = math.inf,
+    progress: Callable[[float, float], None] | None = None,
+) -> Trajectory:
+    """Run ``steps`` (S)GD steps from theta0 (p,); record theta at ``record_steps``.
+
+    record_steps: step indices in 0..steps (default: about 1000 evenly spaced, and the last). Times are
+    t = k tau, tau = lr / (1 - momentum). batch_size None is full-batch GD; else minibatches of that
+    size (``sampling`` with or without replacement, drawn from ``seed``). The run stops as diverged
+    when, at a recorded step, theta is non-finite or ||theta|| > blowup. Ctrl+C raises
+    :class:`~dlnlab.trajectory.Interrupted` with the trajectory so far. ``progress(t, t_end)`` is called
+    at every recorded step.
+    """
+    layout = as_layout(dims)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ArgumentError("steps", f"must be an integer >= 0, got {steps!r}")
+    record = _record_steps(steps, record_steps)
+    sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
+    stepper = GDStepper(problem, layout, theta0, lr, momentum, sampler)
+    method = "heavy_ball" if momentum else ("gd" if sampler.full_batch else "sgd")
+    thetas, taken, start = [], [], time.perf_counter()
+
+    def result(status: Status, message: str) -> Trajectory:
+        ks = torch.tensor(taken, dtype=torch.long)
+        theta = torch.stack(thetas) if thetas else stepper.theta.new_zeros(0, layout.n_weights)
+        return Trajectory(
+            t=ks.to(theta.dtype) * stepper.tau, theta=theta, status=status, message=message, method=method,
+            nfe=stepper.steps, njev=0, n_steps=stepper.steps, wall_time_s=time.perf_counter() - start, steps=ks,
+        )  # fmt: skip
+
+    try:
+        for k in record:
+            stepper.advance(k - stepper.steps)
+            thetas.append(stepper.theta.clone())
+            taken.append(k)
+            if progress is not None:
+                progress(k * stepper.tau, steps * stepper.tau)
+            why = stepper.divergence(blowup)
+            if why is not None:
+                return result(Status.DIVERGED, why)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(result(Status.INTERRUPTED, f"interrupted at step {stepper.steps}")) from exc
+    return result(Status.OK, f"{steps} steps, t = {steps * stepper.tau:.6g}")

@@ -1,0 +1,130 @@
+"""The per-point quantities of a series, computed in vectorised blocks: one component for every series.
+
+The flow and every (S)GD series go through :class:`SeriesMetrics`: loss, singular values of P and of
+A, mode strengths, the gradient norm, the nearest plateau level and the distance to its best rank-r
+map, the conservation-law drift, the Hessian's extremes (curvature) on a sub-grid, theta itself,
+and for SGD the distance to the flow at the same exact time. Pure torch; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dlnlab.analysis import (
+    DENSE_HESSIAN_MAX,
+    conservation_drift,
+    hessian_extremes,
+    layer_singular_values,
+    nearest_level,
+)
+from dlnlab.network import Layout, as_layout, product, unpack
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["SeriesMetrics", "METRIC_KEYS"]
+
+METRIC_KEYS = (
+    "grid_index", "t", "loss", "sv", "sv_A", "mode_strength", "grad_norm", "level_index", "level_gap",
+    "dist_best_rank", "cons_drift", "lambda_min", "sharpness",
+)  # fmt: skip
+
+
+class SeriesMetrics:
+    """Metrics of one series at blocks of its grid points.
+
+    problem, dims: the task and the widths. theta0 (p,): the start (the reference of the drift).
+    sgd: the series has steps (SGD adds ``step`` and ``dist_to_flow``). flow_theta (n_grid, p): the
+    flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``.
+    analysis_every: the Hessian's lambda_min and sharpness every this many grid points (0: never),
+    dense up to ``hessian_dense_max`` weights, warm-started Lanczos above. save_theta: keep theta.
+    """
+
+    def __init__(
+        self,
+        problem: RegressionProblem,
+        dims: Layout | Sequence[int],
+        theta0: Tensor,
+        *,
+        sgd: bool = False,
+        flow_theta: Tensor | None = None,
+        analysis_every: int = 0,
+        sv_A_top: int = 32,
+        hessian_dense_max: int = DENSE_HESSIAN_MAX,
+        save_theta: bool = True,
+    ) -> None:
+        self.problem, self.layout = problem, as_layout(dims)
+        self.theta0 = theta0.detach().clone()
+        self.weights0 = unpack(self.theta0, self.layout)
+        self.sgd, self.flow_theta = sgd, flow_theta
+        self.analysis_every, self.sv_A_top, self.hessian_dense_max = (
+            analysis_every,
+            sv_A_top,
+            hessian_dense_max,
+        )
+        self.save_theta = save_theta
+        self.levels = problem.plateau_levels(self.layout.r_max)
+        self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
+        self._warm: Tensor | None = None
+
+    @torch.no_grad()
+    def compute(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
+        """The metrics of K points: ms (K,) grid indices, ts (K,) times, thetas (K, p), steps (K,)."""
+        return self._metrics(ms, ts, thetas, steps)
+
+    def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:  # noqa: C901
+        prob, lay = self.problem, self.layout
+        ws = unpack(thetas, lay)
+        p = product(ws)
+        loss, grads = prob.loss_and_gradient(ws)
+        grad_norm = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
+        finite = torch.isfinite(thetas).all(dim=-1)
+        safe_p = torch.where(finite[:, None, None], p, torch.zeros_like(p))
+        level_idx, level_gap = nearest_level(loss, self.levels)
+        dist_best = prob.product_distance(safe_p, self.best_products[level_idx])
+        safe_ws = [torch.where(finite[:, None, None], w, torch.zeros_like(w)) for w in ws]
+        nan = float("nan")
+        out = {
+            "grid_index": np.asarray(ms, dtype=np.int64),
+            "t": ts.numpy(),
+            "loss": loss.numpy(),
+            "sv": _masked(torch.linalg.svdvals(safe_p), finite),
+            "sv_A": _masked(layer_singular_values(safe_ws, top=self.sv_A_top), finite),
+            "mode_strength": _masked(prob.mode_strength(p), finite),
+            "grad_norm": grad_norm.numpy(),
+            "level_index": level_idx.numpy(),
+            "level_gap": level_gap.numpy(),
+            "dist_best_rank": _masked(dist_best, finite),
+            "cons_drift": _masked(conservation_drift(safe_ws, self.weights0), finite)
+            if lay.depth > 1
+            else np.zeros((len(ms), 0)),
+        }
+        lam_min = np.full(len(ms), nan)
+        sharp = np.full(len(ms), nan)
+        if self.analysis_every:
+            for i, m in enumerate(ms):
+                if m % self.analysis_every == 0 and bool(finite[i]):
+                    lo, hi, self._warm = hessian_extremes(
+                        prob, thetas[i], lay, dense_max=self.hessian_dense_max, warm=self._warm
+                    )
+                    lam_min[i], sharp[i] = lo, hi
+        out["lambda_min"], out["sharpness"] = lam_min, sharp
+        if self.save_theta:
+            out["theta"] = thetas.numpy()
+        if self.sgd:
+            out["step"] = np.asarray([-1 if s is None else s for s in steps], dtype=np.int64)
+            if self.flow_theta is not None:
+                ref = self.flow_theta[torch.as_tensor(ms)]
+                out["dist_to_flow"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
+            else:
+                out["dist_to_flow"] = np.full(len(ms), nan)
+        return out
+
+
+def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
+    """x with NaN in the rows of non-finite snapshots."""
+    x = x.clone()
+    x[~finite] = float("nan")
+    return x.numpy()

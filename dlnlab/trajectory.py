@@ -1,0 +1,66 @@
+"""The one result type of the flow and of (S)GD: a trajectory on a requested grid, with its status.
+
+``dlnlab.integrate`` and ``dlnlab.gd`` both return a :class:`Trajectory`: times, states, a
+:class:`Status` (a str enum, so ``traj.status == "ok"`` reads naturally), a message and the statistics
+of the work done. An interrupted solve or run raises :class:`Interrupted` (a KeyboardInterrupt) that
+carries the trajectory up to the point reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from torch import Tensor
+
+__all__ = ["Status", "Trajectory", "Interrupted"]
+
+
+class Status(str, Enum):
+    OK = "ok"  # reached the end of the requested grid
+    EVENT = "event"  # an event function fired (flow)
+    DIVERGED = "diverged"  # the weights blew up or became non-finite (gd)
+    SOLVER_FAILED = "solver_failed"  # the integrator failed (flow)
+    INTERRUPTED = "interrupted"  # KeyboardInterrupt (Ctrl+C, or a signal turned into one)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Trajectory:
+    """A trajectory on the requested grid.
+
+    t (T,): the times reached (a prefix of the requested grid; a flow stopped by an event ends at
+    the last grid time before it). theta (T, p), or (T, B, p) for a batch of initial states.
+    steps (T,): the step index of each row (gd) or None (flow). method: the integrator, or ``gd``,
+    ``sgd``, ``heavy_ball``. nfe: gradient evaluations (a batch counts once per call); njev: Jacobian
+    evaluations (scipy's stiff methods); n_steps: accepted solver steps, or (S)GD steps taken.
+    """
+
+    t: Tensor
+    theta: Tensor
+    status: Status
+    message: str
+    method: str
+    nfe: int
+    njev: int
+    n_steps: int
+    wall_time_s: float
+    steps: Tensor | None = None
+    event: str | None = None
+    t_event: float | None = None
+    theta_event: Tensor | None = None
+
+    @property
+    def stats(self) -> dict:
+        """The work done: evaluations, Jacobians, steps and wall time."""
+        return {"nfe": self.nfe, "njev": self.njev, "n_steps": self.n_steps, "wall_time_s": self.wall_time_s}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A solve or a run was interrupted; ``result`` is the trajectory up to the point reached."""
+
+    def __init__(self, result: Trajectory) -> None:
+        super().__init__(result.message)
+        self.result = result
