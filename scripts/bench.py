@@ -27,7 +27,9 @@ import torch
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
+from dlnlab.lab.logging import TensorBoardLogger
 from dlnlab.lab.record import SeriesRecorder, open_recorder
+from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 
@@ -67,6 +69,13 @@ def main() -> None:
     theta0 = pack(gaussian(dims, 0.1, seed=1))
     n_grid = len(time_grid(args.t_max, dt=args.dt))
     analysis_every = max(1, math.ceil(n_grid / args.analysis_points)) if args.analysis_points else 0
+
+    def metrics(lr: float) -> SeriesMetrics:  # the lab's default logging: every metric, TensorBoard
+        return SeriesMetrics(problem, dims, theta0, sgd=True, analysis_every=analysis_every)
+
+    def tb(tmp: str, name: str) -> TensorBoardLogger:
+        return TensorBoardLogger(Path(tmp) / "tensorboard", version=name)
+
     rows = []
     for lr in args.lrs:
         n_steps = series_grid(n_grid, args.dt, lr)[1][-1]  # the lab's last grid step
@@ -78,9 +87,7 @@ def main() -> None:
                 finals["plain"] = plain_loop(problem, dims, theta0, lr, n_steps)
                 best["plain"] = min(best["plain"], time.perf_counter() - t0)
 
-                rec = SeriesRecorder(
-                    "p", problem, dims, theta0, n_grid, tmp, lr=lr, analysis_every=analysis_every
-                )
+                rec = SeriesRecorder("p", metrics(lr), n_grid, tmp, logger=tb(tmp, "p"), lr=lr)
                 _, ks = series_grid(n_grid, args.dt, lr)
                 t0 = time.perf_counter()
                 rec.record(0, 0.0, theta0, step=0)
@@ -96,10 +103,9 @@ def main() -> None:
                 best["plain+recorder"] = min(best["plain+recorder"], time.perf_counter() - t0)
 
                 t0 = time.perf_counter()  # as the lab runs it: the recorder in a worker process
-                rec = open_recorder(
-                    "l", problem, dims, theta0, n_grid, tmp, lr=lr, analysis_every=analysis_every, worker=True
-                )
-                out = train_series(problem, dims, theta0, lr, args.dt, n_grid, rec)
+                logger = tb(tmp, "l")
+                rec = open_recorder("l", metrics(lr), n_grid, tmp, logger=logger, lr=lr, worker=True)
+                out = train_series(problem, dims, theta0, lr, args.dt, n_grid, rec, logger=logger)
                 arrays = rec.close()
                 best["lightning"] = min(best["lightning"], time.perf_counter() - t0)
                 finals["lightning"] = torch.as_tensor(arrays["theta"][-1])

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dlnlab.lab.logging import figures_logger, log_figure
 from dlnlab.plots import make_run_figures
 
 
@@ -43,10 +44,21 @@ def main(argv: list[str] | None = None) -> int:
             code = 2
             continue
         tensorboard = args.tensorboard if args.tensorboard is not None else (run_dir / "tensorboard").is_dir()
-        for path in make_run_figures(run_dir, tensorboard=tensorboard, dpi=args.dpi):
+        logger = (
+            figures_logger(run_dir, {"_target_": "dlnlab.lab.logging.TensorBoardLogger"})
+            if tensorboard
+            else None
+        )
+        on_figure = (
+            None
+            if logger is None
+            else (lambda n, f, lg=logger: log_figure(lg, f"figures/{n}", f, dpi=args.dpi))
+        )
+        for path in make_run_figures(run_dir, on_figure=on_figure, dpi=args.dpi):
             print(path)
-        if tensorboard:
-            print(f"images added to TensorBoard under {run_dir / 'tensorboard'}")
+        if logger is not None:
+            logger.finalize("success")
+            print(f"images added to TensorBoard under {run_dir / 'tensorboard' / 'flow'}")
     return code
 
 

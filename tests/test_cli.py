@@ -102,7 +102,7 @@ def test_two_runs_started_together_get_two_directories(tmp_path):
     args = [
         "experiment=tiny",
         "sgd.lrs=[]",
-        "log.tensorboard=false",
+        "logger=none",
         *QUIET,
         f"hydra.run.dir=${{dlnlab_unique:{base}}}",
     ]
@@ -144,7 +144,7 @@ def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
     out = tmp_path / "run"
     args = [
         "flow=dopri5",
-        "log.tensorboard=false",
+        "logger=none",
         *QUIET,
         f"hydra.run.dir={out}",
     ]  # Figure 1 by dopri5: ~30 s
@@ -201,7 +201,7 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
-            "log.tensorboard=false",
+            "logger=none",
             *QUIET,
             f"hydra.sweep.dir={sweep}",
         ],

@@ -77,7 +77,7 @@ def test_the_lab_flags_the_stalled_series_unstable(tmp_path):
             overrides=[
                 "sgd.lrs=[0.047,0.04]",
                 "log.figures=false",
-                "log.tensorboard=false",
+                "logger=none",
                 "log.progress=never",
             ],
         )

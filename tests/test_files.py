@@ -20,7 +20,7 @@ from dlnlab.lab.files import load_weights
 from dlnlab.lab.prepare import prepare
 from dlnlab.network import adjacency_from_weights
 
-TINY = ["experiment=tiny", "log.tensorboard=false", "log.figures=false", "log.progress=never"]
+TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
 
 
 def cfg_of(overrides):

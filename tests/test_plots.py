@@ -82,7 +82,7 @@ def diverged_run(tmp_path_factory) -> Path:
         [
             "experiment=tiny",
             "log.progress=never",
-            "log.tensorboard=false",
+            "logger=none",
             "log.figures=false",
             "init.scale=0.5",
             "flow.t_max=8",
@@ -131,7 +131,11 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
         EventAccumulator,
     )
 
-    make_run_figures(tiny_run, tensorboard=True, strict=True)  # the run made them once: replace, never stack
+    from dlnlab.lab.logging import figures_logger, log_figure
+
+    logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.logging.TensorBoardLogger"})
+    make_run_figures(tiny_run, on_figure=lambda n, f: log_figure(logger, f"figures/{n}", f), strict=True)
+    logger.finalize("success")  # the run made them once already: replaced, never stacked
     assert len(list((tiny_run / "tensorboard" / "flow").glob("*.figures"))) == 1
     acc = EventAccumulator(
         str(tiny_run / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
@@ -184,7 +188,7 @@ def _rgba(c):
 
 
 def test_diverged_series_is_drawn_and_marked(diverged_run):
-    paths = make_run_figures(diverged_run, tensorboard=False, strict=True)
+    paths = make_run_figures(diverged_run, strict=True)
     assert {p.stem for p in paths} == FIGURE_NAMES
     for p in paths:
         _check_png(p)
@@ -212,7 +216,7 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
     del arr["sharpness"]
     np.savez(path, **arr)
     (broken / "series" / "sgd_lr_0.02.npz").write_bytes(b"not an npz")
-    assert len(make_run_figures(broken, tensorboard=False, strict=True)) == len(FIGURE_NAMES)
+    assert len(make_run_figures(broken, strict=True)) == len(FIGURE_NAMES)
 
     flow_only = _copy_run_files(tiny_run, tmp_path / "flow_only")
     summary = _read_summary(flow_only)
@@ -222,7 +226,7 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
     (flow_only / "summary.json").write_text(json.dumps(summary))
     for p in (flow_only / "series").glob("sgd_*.npz"):
         p.unlink()
-    for p in make_run_figures(flow_only, tensorboard=False, strict=True):
+    for p in make_run_figures(flow_only, strict=True):
         _check_png(p, min_bytes=2_000)  # dist_to_flow and convergence_order say "no SGD series"
 
 

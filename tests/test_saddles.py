@@ -410,9 +410,7 @@ def test_detection_never_raises_on_bad_series():
     assert len(good) == 3 and len(plats) == 1
     assert plats[0]["t_end"] == good[0]["t_end"] and plats[0]["label"] == good[0]["label"] == "non-strict"
     series = {"flow": {"lr": None}, "sgd_lr_1.0": {"lr": 1.0}}
-    saddles.analyze_run_saddles(
-        "/nonexistent", pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series, False
-    )
+    saddles.analyze_run_saddles(pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series)
     assert series["sgd_lr_1.0"]["plateaus"] == []
     assert series["sgd_lr_1.0"]["plateau_exits_vs_flow"][0]["t_exit"] is None
 
@@ -435,7 +433,7 @@ def test_analyze_run_saddles_honours_hessian_dense_max(monkeypatch):
     for dense_max in (None, 1234):
         series = {"flow": {"lr": None}}
         kw = {} if dense_max is None else {"hessian_dense_max": dense_max}
-        saddles.analyze_run_saddles("/nonexistent", pr, dims, {"flow": arr}, series, False, **kw)
+        saddles.analyze_run_saddles(pr, dims, {"flow": arr}, series, **kw)
         assert [p["label"] for p in series["flow"]["plateaus"]] == ["non-strict"] * 3
         assert seen == [dense_max or saddles.ClassifyTolerances().dense_max] * 3
         seen.clear()
@@ -453,11 +451,13 @@ def test_without_theta_classifies_the_constructed_critical_point():
         assert p["label"] == "non-strict" and p["evidence"]["three_rank_r_layers"]
 
 
-def test_analyze_run_saddles_fills_summary_and_tensorboard(tmp_path):
+def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import (
         STORE_EVERYTHING_SIZE_GUIDANCE,
         EventAccumulator,
     )
+
+    from dlnlab.lab.logging import TensorBoardLogger, log_text
 
     pr = small_problem()
     h, u0 = 4, 1e-3
@@ -472,7 +472,13 @@ def test_analyze_run_saddles_fills_summary_and_tensorboard(tmp_path):
     arrays["sgd_lr_0.01"] = {k: v[keep] for k, v in gd.items()}
     arrays["sgd_lr_0.01"]["grid_index"] = np.arange(len(keep))
     series = {"flow": {"lr": None, "plateaus": []}, "sgd_lr_0.01": {"lr": lr, "plateaus": []}}
-    saddles.analyze_run_saddles(tmp_path, pr, dims, arrays, series, tensorboard=True)
+    logs = saddles.analyze_run_saddles(pr, dims, arrays, series)
+    for name, log in logs.items():  # what the lab does with them (dlnlab.lab.report.log_saddles)
+        logger = TensorBoardLogger(tmp_path / "tensorboard", version=name)
+        for step, row in [*log.rows, *log.exits]:
+            logger.log_metrics(row, step=step)
+        log_text(logger, "saddle/plateaus", log.table)
+        logger.finalize("success")
     json.dumps(series, allow_nan=False)
     assert len(series["flow"]["plateaus"]) == 3
     assert all(PLATEAU_KEYS <= set(p) for p in series["sgd_lr_0.01"]["plateaus"])

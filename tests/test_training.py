@@ -11,6 +11,7 @@ from dlnlab.gd import MinibatchSampler, gd
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.training import train_series
+from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.trajectory import Interrupted
@@ -26,7 +27,7 @@ def problem():
 def _lab(problem, theta0, lr, t_max, **kw):
     n_grid = int(round(t_max / 0.1)) + 1
     with tempfile.TemporaryDirectory() as tmp:
-        rec = SeriesRecorder("s", problem, DIMS, theta0, n_grid, tmp, lr=lr, tensorboard=False)
+        rec = SeriesRecorder("s", SeriesMetrics(problem, DIMS, theta0, sgd=True), n_grid, tmp, lr=lr)
         out = train_series(problem, DIMS, theta0, lr, 0.1, n_grid, rec, **kw)
         arrays = rec.close()
     return out, torch.as_tensor(arrays["theta"])

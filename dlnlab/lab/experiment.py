@@ -26,7 +26,7 @@ from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.rundir import check_run_dir, save_npz, write_json
 from dlnlab.lab.schema import to_plain
 from dlnlab.lab.series import Progress, SeriesContext, run_flow, run_sgd, series_name
-from dlnlab.lab.summary import FAILED, Status, convergence_order, print_table, versions
+from dlnlab.lab.summary import FAILED, Status, convergence_order, format_table, versions
 
 __all__ = ["run", "RunResult", "series_name"]
 
@@ -89,6 +89,7 @@ class _State:
     stage: str = "starting"
     interrupted: bool = False
     t_start: float = field(default_factory=time.perf_counter)
+    ctx: SeriesContext | None = None
 
     def summary(self) -> dict:
         plan, cfg = self.plan, self.plan.cfg
@@ -150,7 +151,16 @@ def _execute(plan: Plan, out: Path) -> RunResult:
     except KeyboardInterrupt:
         state.interrupted = True
     summary = state.write_summary()
-    print_table(summary)
+    table = format_table(summary)
+    print(table, flush=True)
+    if state.ctx is not None:
+        try:
+            from dlnlab.lab.report import log_run
+
+            with signals.deferred(raise_at_end=False):
+                log_run(state.ctx, summary, table)
+        except Exception as err:  # noqa: BLE001 - the logger must not lose the run
+            warn(f"logging the run's results failed: {type(err).__name__}: {err}")
     return RunResult(summary)
 
 
@@ -194,14 +204,15 @@ def _run_all(state: _State) -> None:
         out=out,
         n_grid=state.n_grid,
         progress=Progress(cfg.log.progress.name),
-        rec_kw=dict(
+        metric_kw=dict(
             analysis_every=max(1, -(-state.n_grid // n_analysis)) if n_analysis else 0,
             sv_A_top=cfg.log.sv_A_top,
             hessian_dense_max=cfg.log.hessian_dense_max,
-            tensorboard=cfg.log.tensorboard,
             save_theta=cfg.log.save_theta,
         ),
+        callbacks=plan.callbacks(),
     )
+    state.ctx = ctx
     state.stage = "flow"
     state.write_summary()  # each stage is announced in the summary before it starts
     entry, arrays, flow_at = run_flow(ctx, all_t, grid)
@@ -226,32 +237,28 @@ def _run_all(state: _State) -> None:
 
 
 def _analyse(state: _State, ctx: SeriesContext) -> None:
-    """Saddle analysis, hparams and figures: a failure here is reported, never loses the run."""
-    cfg, out = state.plan.cfg, state.out
+    """Saddle analysis, then figures: a failure here is reported, never loses the run."""
+    from dlnlab.lab.report import log_saddles, make_figures
+    from dlnlab.saddles import analyze_run_saddles
+
+    cfg = state.plan.cfg
     state.stage = "saddle analysis"
     state.write_summary()
     try:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
-        from dlnlab.saddles import analyze_run_saddles
-
-        analyze_run_saddles(
-            out, state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
-            tensorboard=cfg.log.tensorboard, hessian_dense_max=cfg.log.hessian_dense_max,
+        logs = analyze_run_saddles(
+            state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
+            hessian_dense_max=cfg.log.hessian_dense_max,
         )  # fmt: skip
+        log_saddles(ctx, logs)
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
         warn(f"saddle analysis failed: {type(err).__name__}: {err}")
     state.stage = "figures"
     state.write_summary()
     try:
-        if cfg.log.tensorboard:
-            from dlnlab.lab.record import write_hparams
-
-            write_hparams(out, cfg, state.series, state.n_grid - 1)
         if cfg.log.figures:
             ctx.progress.note("figures ...")
-            from dlnlab.plots import make_run_figures
-
-            make_run_figures(out, tensorboard=cfg.log.tensorboard)
-    except Exception as err:  # noqa: BLE001 - figures and hparams must not lose the run
-        warn(f"figures/hparams failed: {type(err).__name__}: {err}")
+            make_figures(ctx)
+    except Exception as err:  # noqa: BLE001 - figures must not lose the run
+        warn(f"figures failed: {type(err).__name__}: {err}")
     state.stage = "done"

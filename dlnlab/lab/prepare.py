@@ -61,6 +61,12 @@ class Plan:
     def lrs(self) -> list[float]:
         return sorted(self.cfg.sgd.lrs, reverse=True)
 
+    def callbacks(self) -> list:
+        """The user's Lightning callbacks (config ``callbacks``), instantiated."""
+        from hydra.utils import instantiate
+
+        return [instantiate(c) for c in self.cfg.callbacks.values()]
+
 
 def _seeds(cfg: TrainConfig) -> Seeds:
     def pick(value, purpose):
@@ -127,6 +133,33 @@ def _stiffness(cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tenso
     return lam, where
 
 
+def _target(cfg_node: Any, key: str, base: str):
+    """The class a ``_target_`` names, checked to import and to be a subclass of ``base`` (a path)."""
+    from hydra.utils import get_class
+
+    if not isinstance(cfg_node, dict) or "_target_" not in cfg_node:
+        raise ConfigError(f"{key}: expected a mapping with _target_ (a Lightning {base.rsplit('.', 1)[-1]})")
+    try:
+        cls = get_class(str(cfg_node["_target_"]))
+        parent = get_class(base)
+    except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
+        cause = err.__cause__ or err
+        raise ConfigError(
+            f"{key}._target_: cannot import {cfg_node['_target_']!r} ({type(cause).__name__}: {cause})"
+        ) from err
+    if not issubclass(cls, parent):
+        raise ConfigError(f"{key}._target_: {cfg_node['_target_']} is not a {base}")
+    return cls
+
+
+def _check_logger_and_callbacks(cfg: TrainConfig) -> None:
+    """Last, since it imports Lightning: the logger and the callbacks name real Lightning classes."""
+    if cfg.logger and cfg.logger.get("_target_") is not None:
+        _target(cfg.logger, "logger", "lightning.pytorch.loggers.Logger")
+    for name, node in cfg.callbacks.items():
+        _target(node, f"callbacks.{name}", "lightning.pytorch.callbacks.Callback")
+
+
 def prepare(raw_cfg: Any) -> Plan:
     """Check ``raw_cfg`` (a Hydra DictConfig, a dict or a TrainConfig) and build the run's inputs."""
     cfg = typed_config(raw_cfg)
@@ -165,4 +198,5 @@ def prepare(raw_cfg: Any) -> Plan:
                 f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
                 "the series run and are expected to diverge or stall (status unstable)"
             )
+    _check_logger_and_callbacks(cfg)
     return Plan(cfg, seeds, problem, weights0, make_solver(cfg), est, threshold, lam, grad_s, notes)

@@ -1,13 +1,14 @@
-"""One Lightning-free recorder: (series, grid index m, t, theta) -> metrics -> TensorBoard + series npz.
+"""The recorder of one series: snapshots -> :class:`~dlnlab.metrics.SeriesMetrics` -> the logger + npz.
 
-The flow calls it directly; for SGD a thin Lightning callback hands it the snapshots. The hot loop
-only copies theta at the grid points: metrics are computed in vectorised blocks (``block`` snapshots
-at a time), so recording costs little next to the steps and TensorBoard fills in as the run goes.
+The flow records in-process; an SGD series hands its snapshots (through the metrics callback) to a
+recorder in a forked worker process, so that the metrics and the logging run on the other core while
+the hot loop runs here (measured: about 5 gradient steps of work per grid point, which would cost the
+loop 30 % and more at lr = 0.01 in-process). The worker logs through a copy of the series' logger
+(its own writer, in the same log directory) and writes ``series/<name>.npz`` atomically at the end.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,119 +17,53 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import (
-    DENSE_HESSIAN_MAX,
-)
 from dlnlab.lab import signals
+from dlnlab.lab.logging import Thinner, fresh_copy, series_tags, writes_concurrently
 from dlnlab.lab.rundir import save_npz
-from dlnlab.lab.schema import LogConfig
 from dlnlab.metrics import SeriesMetrics
-from dlnlab.network import as_layout
-from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesRecorder", "open_recorder", "tensorboard_layout"]
-
-
-COMMON_TAGS_PREFIXES = (
-    "loss",
-    "time",
-    "sv_P/",
-    "sv_A/",
-    "mode_strength/",
-    "saddle/",
-    "curvature/",
-    "conservation/",
-)
-
-
-def tensorboard_layout() -> dict:
-    """Custom-scalars layout: one chart per quantity holding every series (runs merge in the plugin)."""
-    return {
-        "dlnlab": {
-            "loss": ["Multiline", [r"^loss$"]],
-            "singular values of P": ["Multiline", [r"^sv_P/.*"]],
-            "singular values of A": ["Multiline", [r"^sv_A/.*"]],
-            "mode strengths u_k^T P v_k": ["Multiline", [r"^mode_strength/.*"]],
-            "||grad L||": ["Multiline", [r"^saddle/grad_norm$"]],
-            "gap to nearest plateau level": ["Multiline", [r"^saddle/level_gap$"]],
-            "nearest plateau level r": ["Multiline", [r"^saddle/level$"]],
-            "modes learnt": ["Multiline", [r"^saddle/modes_learnt$"]],
-            "saddle label (0 none, 1 strict, 2 non-strict, 3 inconclusive)": [
-                "Multiline",
-                [r"^saddle/label$"],
-            ],
-            "plateau exit time and delay vs the flow (step = mode)": [
-                "Multiline",
-                [r"^saddle/exit_time$", r"^saddle/exit_delay$"],
-            ],
-            "distance to best rank-r map": ["Multiline", [r"^saddle/dist_best_rank$"]],
-            "Hessian lambda_min": ["Multiline", [r"^curvature/lambda_min$"]],
-            "sharpness vs 2/eta": ["Multiline", [r"^curvature/sharpness$", r"^sgd/two_over_lr$"]],
-            "conservation-law drift": ["Multiline", [r"^conservation/.*"]],
-            "SGD distance to the flow": ["Multiline", [r"^sgd/dist_to_flow$"]],
-        }
-    }
+__all__ = ["SeriesRecorder", "open_recorder"]
 
 
 class SeriesRecorder:
-    """Records one series (the flow or one SGD learning rate) on the grid t_m = m * dt.
+    """Records one series (the flow or one SGD learning rate) on the grid t_m = m dt.
 
     Args:
-        name: series name (``flow`` or ``sgd_lr_<lr>``).
-        problem, dims: the task and the network widths.
-        theta0: (p,) the initial weights (the reference of the conservation-law drift).
+        name: ``flow`` or ``sgd_lr_<lr>``.
+        metrics: the series' metrics component.
         n_grid: number of grid points M + 1 (m = 0..M).
-        out_dir: the run directory (``series/<name>.npz`` and ``tensorboard/<name>/`` go there).
-        lr: learning rate (None for the flow).
-        flow_theta: (n_grid, p) the flow at this series' exact times, for ``dist_to_flow`` (SGD only);
-            NaN rows where the flow is unavailable.
-        analysis_every: curvature (dense or Lanczos Hessian extremes) every this many grid points
-            (0 = never).
-        tb_max_points: at most about this many grid points per series go to TensorBoard (its UI
-            samples 1000 per tag); the npz keeps every point.
+        out_dir: the run directory (``series/<name>.npz`` goes there).
+        logger: a Lightning logger (None: npz only); step = grid index m.
+        lr: the learning rate (SGD), for ``sgd/two_over_lr``.
+        tb_max_points: every grid point is logged up to this many; above, each bucket's extremes.
+        initial: arrays already recorded (a resumed series): kept, and not logged again.
+        defer_logging: keep the logger's rows in ``deferred_rows`` instead of logging them (a worker
+            whose logger cannot write beside the parent's, see ``writes_concurrently``).
 
-    Metrics are computed when ``block`` points are buffered (vectorised over the block). To keep
-    them off a hot loop's core, use :func:`open_recorder` with ``worker=True``.
+    Metrics are computed when ``block`` points are buffered (vectorised over the block).
     """
 
     def __init__(
         self,
         name: str,
-        problem: RegressionProblem,
-        dims: Sequence[int],
-        theta0: Tensor,
+        metrics: SeriesMetrics,
         n_grid: int,
         out_dir: str | Path,
+        logger=None,
         lr: float | None = None,
-        flow_theta: Tensor | None = None,
-        analysis_every: int = 0,
-        sv_A_top: int = LogConfig.sv_A_top,
-        hessian_dense_max: int = DENSE_HESSIAN_MAX,
-        tensorboard: bool = True,
-        save_theta: bool = True,
+        tb_max_points: int = 10_000,
         block: int = 256,
-        tb_max_points: int = 1000,
+        initial: dict[str, np.ndarray] | None = None,
+        defer_logging: bool = False,
     ) -> None:
-        self.name, self.layout = name, as_layout(dims)
-        self.n_grid, self.lr = n_grid, lr
-        self.metrics = SeriesMetrics(
-            problem, dims, theta0, sgd=lr is not None, flow_theta=flow_theta, analysis_every=analysis_every,
-            sv_A_top=sv_A_top, hessian_dense_max=hessian_dense_max, save_theta=save_theta,
-        )  # fmt: skip
-        self.block = block
-        self.out_dir = Path(out_dir)
+        self.name, self.metrics, self.n_grid, self.lr = name, metrics, n_grid, lr
+        self.out_dir, self.logger, self.block = Path(out_dir), logger, block
+        self.thinner = Thinner(n_grid, tb_max_points)
+        self.defer_logging = defer_logging
+        self.deferred_rows: list[tuple[int, dict[str, float]]] = []
         self._pending: list[tuple[int, float, int | None, Tensor]] = []
-        self._chunks: dict[str, list[np.ndarray]] = {}
-        # TensorBoard's UI shows 1000 points per tag anyway: thin the event files, keep every point in the npz.
-        self.tb_every = max(1, math.ceil(n_grid / tb_max_points))
-        self.writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        self._chunks: dict[str, list[np.ndarray]] = {k: [v] for k, v in (initial or {}).items()}
 
-            self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard" / name), max_queue=100_000)
-            self.writer.add_custom_scalars(tensorboard_layout())
-
-    # ------------------------------------------------------------------------------------------
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
         """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``)."""
         self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
@@ -140,87 +75,51 @@ class SeriesRecorder:
         for i, (m, t) in enumerate(zip(ms, ts)):
             self.record(m, t, thetas[i], None if steps is None else steps[i], copy=False)
 
-    @torch.no_grad()
     def flush(self) -> None:
-        """Compute the metrics of the buffered points and write them to TensorBoard."""
+        """Compute the metrics of the buffered points and log them."""
         if not self._pending:
             return
         block, self._pending = self._pending, []
         ms = [p[0] for p in block]
         ts = torch.tensor([p[1] for p in block], dtype=torch.float64)
         thetas = torch.stack([p[3] for p in block])
-        steps = [p[2] for p in block]
-        metrics = self.metrics.compute(ms, ts, thetas, steps)
-        for key, val in metrics.items():
+        values = self.metrics.compute(ms, ts, thetas, [p[2] for p in block])
+        for key, val in values.items():
             self._chunks.setdefault(key, []).append(val)
-        if self.writer is not None:
-            self._write_tensorboard(metrics)
+        if self.logger is not None:
+            for m, tags in zip(ms, series_tags(values, self.metrics.sgd, self.lr)):
+                self._log(self.thinner.add(m, tags))
 
-    def _write_tensorboard(self, mt: dict[str, np.ndarray]) -> None:
-        from tensorboard.compat.proto.summary_pb2 import Summary
+    def _log(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        if self.defer_logging:
+            self.deferred_rows += rows
+        else:
+            for step, row in rows:
+                self.logger.log_metrics(row, step=step)
 
-        keep = [
-            i
-            for i, m in enumerate(mt["grid_index"].tolist())
-            if m % self.tb_every == 0 or m == self.n_grid - 1
-        ]
-        if not keep:
-            return
-        cols: list[tuple[str, np.ndarray]] = [("loss", mt["loss"]), ("time", mt["t"])]
-        cols += [(f"sv_P/{k}", mt["sv"][:, k]) for k in range(mt["sv"].shape[1])]
-        cols += [(f"sv_A/{k}", mt["sv_A"][:, k]) for k in range(mt["sv_A"].shape[1])]
-        cols += [
-            (f"mode_strength/{k}", mt["mode_strength"][:, k]) for k in range(mt["mode_strength"].shape[1])
-        ]
-        cols += [
-            ("saddle/grad_norm", mt["grad_norm"]),
-            ("saddle/level", mt["level_index"]),
-            ("saddle/level_gap", mt["level_gap"]),
-            ("saddle/dist_best_rank", mt["dist_best_rank"]),
-        ]
-        cols += [
-            (f"conservation/drift_{j + 1}", mt["cons_drift"][:, j]) for j in range(mt["cons_drift"].shape[1])
-        ]
-        if self.lr is not None:
-            cols += [("sgd/dist_to_flow", mt["dist_to_flow"]), ("sgd/step", mt["step"])]
-        tags = [c[0] for c in cols]
-        table = np.stack([np.asarray(c[1], dtype=np.float64)[keep] for c in cols], axis=1).tolist()
-        lam, sharp = mt["lambda_min"].tolist(), mt["sharpness"].tolist()
-        steps = mt["grid_index"].tolist()
-        fw = self.writer._get_file_writer()
-        value = Summary.Value
-        for row, i in zip(table, keep):
-            vals = [value(tag=t, simple_value=v) for t, v in zip(tags, row)]
-            if not math.isnan(lam[i]):
-                vals.append(value(tag="curvature/lambda_min", simple_value=lam[i]))
-                vals.append(value(tag="curvature/sharpness", simple_value=sharp[i]))
-                if self.lr is not None:
-                    vals.append(value(tag="sgd/two_over_lr", simple_value=2.0 / self.lr))
-            fw.add_summary(Summary(value=vals), global_step=steps[i])
-
-    # ------------------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         """Everything recorded so far, concatenated along the grid."""
         self.flush()
         return {k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
-        """Flush, write ``series/<name>.npz`` and close TensorBoard; returns the arrays."""
+        """Flush, write ``series/<name>.npz``, finalise the logger; returns the arrays."""
         arrays = self.arrays()
+        if self.logger is not None:
+            self._log(self.thinner.flush())
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
         save_npz(target, **arrays)  # atomic: a reader never sees half a file
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+        if self.logger is not None and not self.defer_logging:
+            self.logger.finalize("success")
         return arrays
 
 
 class _ProcessRecorder:
     """A :class:`SeriesRecorder` living in a forked worker process.
 
-    The hot loop only buffers snapshots and ships them in blocks through a pipe; metrics,
-    TensorBoard and the npz are computed and written by the worker on another core (no GIL shared).
-    ``close()`` returns the same arrays as ``SeriesRecorder.close()``.
+    The hot loop only buffers snapshots and ships them in blocks through a pipe; metrics, logging and
+    the npz are the worker's, on another core (no GIL shared). ``close()`` returns the same arrays as
+    ``SeriesRecorder.close()``.
     """
 
     def __init__(self, *args, block: int = 256, **kwargs) -> None:
@@ -232,6 +131,7 @@ class _ProcessRecorder:
         child.close()
         self.name, self.block = args[0], block
         self._pending: list = []
+        self.deferred_rows: list = []
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
         self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
@@ -266,7 +166,8 @@ class _ProcessRecorder:
         self._conn.close()
         if status != "ok":
             raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
-        return payload
+        arrays, self.deferred_rows = payload
+        return arrays
 
 
 def _recorder_worker(conn, args, kwargs) -> None:
@@ -279,8 +180,12 @@ def _recorder_worker(conn, args, kwargs) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     torch.set_num_threads(1)
-    rec = None
     try:
+        logger = kwargs.get("logger")
+        if writes_concurrently(logger):
+            kwargs["logger"] = fresh_copy(logger)  # its own writer (event file), not the parent's
+        else:
+            kwargs["defer_logging"] = True  # the parent logs the rows through its one writer
         rec = SeriesRecorder(*args, **kwargs)
         while True:
             try:
@@ -292,7 +197,8 @@ def _recorder_worker(conn, args, kwargs) -> None:
                 _, ms, ts, steps, thetas = msg
                 rec.record_many(ms, ts, torch.from_numpy(thetas), steps)
             else:
-                conn.send(("ok", rec.close(msg[1])))
+                arrays = rec.close(msg[1])
+                conn.send(("ok", (arrays, rec.deferred_rows)))
                 return
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", traceback.format_exc()))
@@ -303,35 +209,3 @@ def open_recorder(*args, worker: bool = False, **kwargs):
     if worker and "fork" in multiprocessing.get_all_start_methods():
         return _ProcessRecorder(*args, **kwargs)
     return SeriesRecorder(*args, **kwargs)
-
-
-def write_hparams(out_dir: Path, cfg, series: dict, step: int) -> None:
-    """One HParams row per series (tensorboard/<series>/): the run's settings and its outcome."""
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams as hp_summary
-
-    base = {
-        "dims": str(list(cfg.model.dims)),
-        "init": cfg.init.kind.name,
-        "init_scale": float(getattr(cfg.init, "scale", float("nan"))),
-        "method": cfg.flow.method.name,
-        "batch_size": cfg.sgd.batch_size or 0,
-        "t_max": cfg.flow.t_max,
-    }
-    for name, e in series.items():
-        params = dict(base, series=name, lr=e["lr"] if e["lr"] is not None else 0.0)
-        metrics = {
-            "hp/final_loss": e.get("final_loss"),
-            "hp/max_dist_to_flow": e.get("max_dist_to_flow"),
-            "hp/wall_time_s": e.get("wall_time_s"),
-            "hp/diverged": float(bool(e.get("diverged"))),
-        }
-        metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard" / name))
-        for k, v in metrics.items():
-            writer.add_scalar(k, v, step)
-        fw = writer._get_file_writer()
-        for s in hp_summary(params, metrics):
-            fw.add_summary(s)
-        writer.flush()
-        writer.close()

@@ -172,7 +172,7 @@ class LogConfig:
     analysis_points: int = 100  # Hessian extremes on about this many grid points per series (0: off)
     sv_A_top: int = 32
     hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense eigensolver up to this many weights, Lanczos above
-    tensorboard: bool = True
+    tb_max_points: int = 10_000  # every grid point goes to the logger up to this many; above, bucket extremes
     figures: bool = True
     save_theta: bool = True
     progress: ProgressMode = ProgressMode.auto
@@ -199,6 +199,11 @@ class TrainConfig:
     sgd: SGDConfig = field(default_factory=SGDConfig)
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # A Lightning logger ({_target_: ..., options}; conf/logger/), made per series; null: none.
+    logger: Any = None
+    # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also
+    # see the flow's grid points.
+    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0  # derives data.seed, init.seed and sgd.seed where those are null
 
 

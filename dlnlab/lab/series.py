@@ -10,7 +10,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,11 @@ from dlnlab import flow as flowmod
 from dlnlab._util import warn
 from dlnlab.lab import signals
 from dlnlab.lab.budget import time_per_step
+from dlnlab.lab.callbacks import GridPoint, GridPointCallback
+from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise
+from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import Layout
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
@@ -72,7 +75,18 @@ class SeriesContext:
     out: Path
     n_grid: int
     progress: Progress
-    rec_kw: dict
+    metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, save_theta
+    callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
+    loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
+
+    def logger(self, name: str):
+        """The series' logger, made once (the custom-scalars layout goes in with it)."""
+        if name not in self.loggers:
+            cfg = self.plan.cfg
+            logger = make_logger(cfg.logger, self.out, name)
+            log_layout(logger, tensorboard_layout(cfg.log.dt))
+            self.loggers[name] = logger
+        return self.loggers[name]
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -89,8 +103,6 @@ def run_flow(ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor) -> tup
     Returns (entry, arrays, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure. An
     interrupt is recorded in the entry (status interrupted); the caller checks it.
     """
-    from dlnlab.lab.record import SeriesRecorder
-
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
     entry = {"lr": None, "method": f.method.name, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
@@ -118,7 +130,7 @@ def run_flow(ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor) -> tup
     flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
     if n_flow:
         flow_at[:n_flow] = res.theta
-    rec = _record_flow(ctx, SeriesRecorder, flow_at, n_flow, all_t, grid, entry)
+    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         arrays = rec.close()
         _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at)
@@ -147,16 +159,27 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at) -> None:
             flow_at[:] = float("nan")  # no reference for the SGD series
 
 
-def _record_flow(ctx, recorder_cls, flow_at, n_flow, all_t, grid, entry):
-    """Metrics of the flow's grid points; an interrupt here keeps the points recorded so far."""
-    rec = recorder_cls(
-        "flow", ctx.plan.problem, ctx.layout, ctx.plan.theta0, ctx.n_grid, ctx.out, **ctx.rec_kw
-    )
+def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry):
+    """Metrics of the flow's grid points (and the user's grid-point callbacks); an interrupt here keeps
+    the points recorded so far."""
+    from dlnlab.lab.record import SeriesRecorder
+
+    plan = ctx.plan
+    logger = ctx.logger("flow")
+    metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
+    tb_max = plan.cfg.log.tb_max_points
+    rec = SeriesRecorder("flow", metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=tb_max)
+    user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
     grid_idx = torch.searchsorted(all_t, grid)
     try:
         for m in range(ctx.n_grid):
             if grid_idx[m] < n_flow:
-                rec.record(m, float(grid[m]), flow_at[grid_idx[m]], copy=False)
+                theta = flow_at[grid_idx[m]]
+                rec.record(m, float(grid[m]), theta, copy=False)
+                for cb in user:
+                    cb.on_grid_point(
+                        GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
+                    )
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
     return rec
@@ -179,9 +202,13 @@ def run_sgd(
 
     plan, s = ctx.plan, ctx.plan.cfg.sgd
     name, tau = series_name(lr), time_per_step(lr, s.momentum)
+    logger = ctx.logger(name)
+    metrics = SeriesMetrics(
+        plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, **ctx.metric_kw
+    )
     rec = open_recorder(
-        name, plan.problem, ctx.dims, plan.theta0, ctx.n_grid, ctx.out,
-        lr=lr, flow_theta=flow_theta, worker=True, **ctx.rec_kw,
+        name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
+        worker=True,
     )  # fmt: skip
     ctx.progress.start(name, plan.cfg.flow.t_max)
     t0 = time.perf_counter()
@@ -192,7 +219,7 @@ def run_sgd(
             plan.problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
             batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
             seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
-            chunk=chunk_size(plan.gradient_s),
+            chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
     except KeyboardInterrupt:
@@ -207,6 +234,10 @@ def run_sgd(
             entry.update(status=Status.INTERRUPTED, message="interrupted")
         try:
             arrays = rec.close()
+            for step, row in getattr(rec, "deferred_rows", ()):  # a logger that only one may write to
+                logger.log_metrics(row, step=step)
+            if getattr(rec, "deferred_rows", None) and logger is not None:
+                logger.save()
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             arrays = {}
             entry.update(status=Status.ERROR, message=f"recorder: {err}")

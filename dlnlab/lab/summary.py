@@ -157,6 +157,11 @@ def versions() -> dict:
 
 def print_table(summary: dict) -> None:
     """The run's one-screen report on stdout."""
+    print(format_table(summary), flush=True)
+
+
+def format_table(summary: dict) -> str:
+    """The run's one-screen report."""
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
         work = e.get("nfe") if e["lr"] is None else e.get("steps")
@@ -199,4 +204,4 @@ def print_table(summary: dict) -> None:
     if summary.get("interrupted"):
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
     lines.append(f"run directory: {summary['run_dir']}")
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)

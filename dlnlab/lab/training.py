@@ -25,13 +25,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dlnlab.gd import GDStepper, MinibatchSampler, time_per_step
 from dlnlab.lab import signals
+from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
 
 __all__ = [
     "SGDModule",
     "SGDDataModule",
-    "RecorderCallback",
     "SeriesOutcome",
     "series_grid",
     "chunk_size",
@@ -99,14 +99,19 @@ class SGDModule(L.LightningModule):
         batch_size: int | None = None,
         sampling: str = "with_replacement",
         seed: int = 0,
+        series_name: str = "sgd",
+        step_to_grid: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self._log_hyperparams = False  # the lab logs the run's hparams itself, once, at the end
+        self.series_name = series_name
         self.net, self.problem, self.lr, self.momentum = net, problem, float(lr), float(momentum)
         sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
         self.stepper = GDStepper(problem, net.layout, net.theta(), lr, momentum, sampler)
         self.tau = self.stepper.tau
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
+        self.step_to_grid = step_to_grid or {k: m for m, k in enumerate(self.snapshot_steps)}
         self.blowup_norm = blowup_norm
         self.new_snapshots: list[tuple[int, Tensor]] = []
         self.diverged: tuple[int, str] | None = None
@@ -168,31 +173,6 @@ class SGDModule(L.LightningModule):
         self.new_snapshots = []
 
 
-class RecorderCallback(L.Callback):
-    """Hands the module's snapshots to the recorder after every chunk."""
-
-    def __init__(self, recorder, step_to_grid: dict[int, int], tau: float, progress=None) -> None:
-        self.recorder, self.step_to_grid, self.tau, self.progress = recorder, step_to_grid, tau, progress
-        self.last_step: int | None = None
-
-    def drain(self, module: SGDModule) -> None:
-        for k, theta in module.new_snapshots:
-            self.recorder.record(self.step_to_grid[k], k * self.tau, theta, step=k, copy=False)
-            self.last_step = k
-        module.new_snapshots = []
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.drain(pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.drain(pl_module)
-        if self.progress is not None:
-            self.progress(pl_module.step_count * self.tau)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.drain(pl_module)  # the snapshots of an interrupted chunk are recorded too
-
-
 @dataclass
 class SeriesOutcome:
     status: str  # ok, diverged or interrupted
@@ -201,8 +181,8 @@ class SeriesOutcome:
     message: str
 
 
-def make_trainer(callbacks: list) -> L.Trainer:
-    """A Trainer that stays out of the way: no logger, checkpoints, progress bar or summary."""
+def make_trainer(callbacks: list, logger=None) -> L.Trainer:
+    """A Trainer for one series: the series' logger; no progress bar, model summary or validation."""
     import logging
     import warnings
 
@@ -215,7 +195,7 @@ def make_trainer(callbacks: list) -> L.Trainer:
         max_epochs=1,
         accelerator="cpu",
         devices=1,
-        logger=False,
+        logger=logger if logger is not None else False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -240,30 +220,33 @@ def train_series(
     blowup_norm: float = math.inf,
     progress=None,
     chunk: int = 2000,
+    logger=None,
+    callbacks: Sequence[L.Callback] = (),
+    name: str = "sgd",
 ) -> SeriesOutcome:
     """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
 
-    A step stands for time tau = lr / (1 - momentum). SIGINT / SIGTERM end the series as
-    ``interrupted`` at the end of the running chunk (or, without the lab's handlers, where Lightning
-    stops), with every snapshot taken so far recorded.
+    A step stands for time tau = lr / (1 - momentum). ``logger`` is the series' Lightning logger (the
+    Trainer's); ``callbacks`` are more Lightning callbacks (e.g. a user's GridPointCallback). SIGINT /
+    SIGTERM end the series as ``interrupted`` at the end of the running chunk (or, without the lab's
+    handlers, where Lightning stops), with every snapshot taken so far recorded.
     """
     tau = time_per_step(lr, momentum)
     ms, ks = series_grid(n_grid, dt, tau)
     net = DeepLinearNetwork.from_theta(dims, theta0.clone())
     module = SGDModule(
         net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm,
-        batch_size=batch_size, sampling=sampling, seed=seed,
+        batch_size=batch_size, sampling=sampling, seed=seed, series_name=name, step_to_grid=dict(zip(ks, ms)),
     )  # fmt: skip
     data = SGDDataModule(ks[-1], chunk=chunk)
-    callback = RecorderCallback(recorder, dict(zip(ks, ms)), tau, progress)
-    trainer = make_trainer([callback])
+    metrics = MetricsCallback(recorder, progress)
+    trainer = make_trainer([metrics, *callbacks], logger)
     try:
         trainer.fit(module, datamodule=data)
     except (KeyboardInterrupt, SystemExit):  # Lightning: KeyboardInterrupt -> shutdown -> exit(1)
-        callback.drain(module)
-        k = callback.last_step or 0
+        metrics.drain(module)
+        k = metrics.last_step or 0
         return SeriesOutcome("interrupted", k, k * tau, "interrupted")
-    callback.drain(module)
     if module.diverged is not None:
         k, msg = module.diverged
         return SeriesOutcome("diverged", k, k * tau, msg)

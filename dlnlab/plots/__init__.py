@@ -11,7 +11,7 @@ never Lightning or Hydra.
 
 from dlnlab.plots._data import RunData, Series, load_run
 from dlnlab.plots.figure1 import draw_network, figure1
-from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures, write_tensorboard_images
+from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
 
 __all__ = [
     "FIGURES",
@@ -22,5 +22,4 @@ __all__ = [
     "figure1",
     "load_run",
     "make_run_figures",
-    "write_tensorboard_images",
 ]

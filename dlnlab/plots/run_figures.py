@@ -1,8 +1,8 @@
 """The figures of one run directory, made from its files alone (problem.npz, series/*.npz, summary.json).
 
-``make_run_figures(run_dir)`` writes ``figures/<name>.png`` for every name in :data:`FIGURES` and, by
-default, adds the same pictures as images to TensorBoard (run ``tensorboard/flow``, tags
-``figures/<name>``, step 0). ``python scripts/plot.py <run dir>`` calls it to remake them later.
+``make_run_figures(run_dir)`` writes ``figures/<name>.png`` for every name in :data:`FIGURES` and hands
+each figure to ``on_figure`` (the lab sends them to the logger: TensorBoard tags ``figures/<name>`` in
+the ``flow`` run). ``python scripts/plot.py <run dir>`` calls it to remake them later.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import textwrap
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -41,7 +42,7 @@ from dlnlab.plots._common import (
 from dlnlab.plots._data import RunData, Series, format_lr, load_run
 from dlnlab.plots._style import COLUMN, TIME_LABEL, new_figure, style
 
-__all__ = ["FIGURES", "make_run_figures", "build_run_figures", "write_tensorboard_images"]
+__all__ = ["FIGURES", "make_run_figures", "build_run_figures"]
 
 # SGD lines are wide and faded behind the thin black flow, so that "SGD converges to the flow" reads
 # as the coloured bands closing in on the black line.
@@ -469,49 +470,17 @@ def build_run_figures(run: RunData | str | Path, strict: bool = False) -> dict[s
     return out
 
 
-def write_tensorboard_images(run_dir: str | Path, paths: list[Path]) -> Path | None:
-    """Add the PNGs as images (tags ``figures/<name>``, step 0) to the flow's TensorBoard run.
-
-    The event file carries the suffix ``.figures``; remaking the figures replaces it instead of
-    stacking a second copy of every image. Returns the event directory (None without PNGs).
-    """
-    from matplotlib.image import imread
-    from torch.utils.tensorboard import SummaryWriter
-
-    if not paths:
-        return None
-    run_dir = Path(run_dir)
-    tb = run_dir / "tensorboard"
-    log_dir = (
-        tb / "flow"
-        if (tb / "flow").is_dir() or (run_dir / "series" / "flow.npz").exists()
-        else tb / "figures"
-    )
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for old in log_dir.glob("events.out.tfevents.*.figures"):
-        old.unlink()
-    writer = SummaryWriter(log_dir=str(log_dir), filename_suffix=".figures")
-    try:
-        for p in paths:
-            img = imread(p)
-            if img.dtype != np.uint8:
-                img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-            if img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            writer.add_image(f"figures/{Path(p).stem}", img[:, :, :3], 0, dataformats="HWC")
-    finally:
-        writer.flush()
-        writer.close()
-    return log_dir
-
-
 def make_run_figures(
-    run_dir: str | Path, tensorboard: bool = True, strict: bool = False, dpi: int = 200
+    run_dir: str | Path,
+    on_figure: Callable[[str, Any], None] | None = None,
+    strict: bool = False,
+    dpi: int = 200,
 ) -> list[Path]:
     """Write ``figures/<name>.png`` for a run directory from its files alone; returns the paths.
 
-    With ``tensorboard`` the same images go to TensorBoard (see :func:`write_tensorboard_images`).
-    Never raises on diverged, short or NaN series; ``strict`` re-raises a failing figure (for tests).
+    ``on_figure(name, figure)`` is called with each figure before it is closed (the lab sends them to
+    the logger). Never raises on diverged, short or NaN series; ``strict`` re-raises a failing figure
+    (for tests).
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
@@ -525,11 +494,11 @@ def make_run_figures(
             with atomic_path(path) as tmp:  # a reader never sees half a PNG
                 fig.savefig(tmp, dpi=dpi, format="png")
             paths.append(path)
-    if tensorboard:
-        try:
-            write_tensorboard_images(run_dir, paths)
-        except Exception as err:
-            if strict:
-                raise
-            warn(f"figures to TensorBoard failed: {type(err).__name__}: {err}")
+            if on_figure is not None:
+                try:
+                    on_figure(name, fig)
+                except Exception as err:
+                    if strict:
+                        raise
+                    warn(f"figure {name} to the logger failed: {type(err).__name__}: {err}")
     return paths

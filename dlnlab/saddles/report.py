@@ -1,8 +1,9 @@
-"""The saddle analysis of a run: every series' plateaus, classified, SGD exits vs the flow's, TensorBoard.
+"""The saddle analysis of a run: every series' plateaus, classified, SGD exits vs the flow's.
 
-:func:`analyze_run_saddles` sets ``plateaus`` per series in summary.json, the SGD plateau exits
-against the flow's (``plateau_exits_vs_flow``), and writes TensorBoard (``saddle/modes_learnt``,
-``saddle/label``, ``saddle/exit_delay``, ``saddle/exit_time``, the text table ``saddle/plateaus``).
+:func:`analyze_run_saddles` sets ``plateaus`` per series in summary.json and the SGD plateau exits
+against the flow's (``plateau_exits_vs_flow``), and returns per series a :class:`SaddleLog` of what a
+logger shows (``saddle/modes_learnt``, ``saddle/label``, ``saddle/exit_delay``, ``saddle/exit_time``,
+the table ``saddle/plateaus``); the lab logs it. Nothing here writes to the disk.
 A series is a mapping of the arrays of ``series/<name>.npz``: t (T,), loss (T,), grad_norm (T,),
 mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 """
@@ -10,7 +11,7 @@ mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +30,15 @@ from dlnlab.saddles.plateaus import (
     modes_learnt,
 )
 
-__all__ = ["LABEL_CODES", "analyze_series", "exits_vs_reference", "plateau_table", "analyze_run_saddles"]
+__all__ = [
+    "LABEL_CODES",
+    "SaddleLog",
+    "analyze_series",
+    "exits_vs_reference",
+    "plateau_table",
+    "saddle_log",
+    "analyze_run_saddles",
+]
 
 LABEL_CODES = {"none": 0, "strict": 1, "non-strict": 2, "inconclusive": 3}
 
@@ -204,70 +213,71 @@ def plateau_table(plateaus: list[dict]) -> str:
 # A run
 
 
-def _write_tensorboard(out_dir: Path, name: str, arrays, plateaus, exits, problem) -> None:
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from torch.utils.tensorboard import SummaryWriter
+@dataclass
+class SaddleLog:
+    """What a logger shows of one series' saddle analysis.
 
-    writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard" / name))
-    try:
-        t = np.asarray(arrays.get("t", np.zeros(0)), dtype=np.float64)
-        ms = arrays.get("mode_strength")
-        steps = arrays.get("grid_index")
-        steps = np.arange(len(t)) if steps is None else np.asarray(steps)
-        fw = writer._get_file_writer()
-        if ms is not None and len(t):
-            ms = np.asarray(ms, dtype=np.float64)
-            finite = np.isfinite(ms).all(axis=1)
-            count = modes_learnt(ms, problem).sum(axis=1)
-            codes = np.zeros(len(t))
-            for p in plateaus:
-                sel = (t >= p["t_start"]) & (t <= p["t_end"])
-                codes[sel] = LABEL_CODES.get(p.get("label") or "inconclusive", 3)
-            for i in range(min(len(t), len(steps))):
-                if not finite[i]:
-                    continue
-                vals = [("saddle/modes_learnt", float(count[i])), ("saddle/label", float(codes[i]))]
-                summ = Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in vals])
-                fw.add_summary(summ, global_step=int(steps[i]))
-        writer.add_text("saddle/plateaus", plateau_table(plateaus), 0)
-        # Exit times and delays for the modes the flow leaves its plateaus by (the same tags in every
-        # series; NaN where this series never learns that mode; the flow's own delays are 0).
-        for e in exits or []:
-            step = int(e["mode"])
-            te = e.get("t_exit")
-            de = e.get("delay")
-            writer.add_scalar("saddle/exit_time", float("nan") if te is None else te, step)
-            writer.add_scalar("saddle/exit_delay", float("nan") if de is None else de, step)
-        writer.flush()
-    finally:
-        writer.close()
+    rows: (grid index m, {"saddle/modes_learnt", "saddle/label"}) on the series' grid (label codes
+    :data:`LABEL_CODES`); exits: (mode k, {"saddle/exit_time", "saddle/exit_delay"}) for the modes the
+    flow leaves its plateaus by (step = mode: the same tags in every series; the flow's delays are 0);
+    table: the plateaus as a markdown table.
+    """
+
+    rows: list[tuple[int, dict[str, float]]]
+    exits: list[tuple[int, dict[str, float]]]
+    table: str
+
+
+def saddle_log(arrays, plateaus, exits, problem) -> SaddleLog:
+    """The :class:`SaddleLog` of a series from its arrays, plateaus and exits."""
+    t = np.asarray(arrays.get("t", np.zeros(0)), dtype=np.float64)
+    ms = arrays.get("mode_strength")
+    steps = arrays.get("grid_index")
+    steps = np.arange(len(t)) if steps is None else np.asarray(steps)
+    rows = []
+    if ms is not None and len(t):
+        ms = np.asarray(ms, dtype=np.float64)
+        finite = np.isfinite(ms).all(axis=1)
+        count = modes_learnt(ms, problem).sum(axis=1)
+        codes = np.zeros(len(t))
+        for p in plateaus:
+            sel = (t >= p["t_start"]) & (t <= p["t_end"])
+            codes[sel] = LABEL_CODES.get(p.get("label") or "inconclusive", 3)
+        rows = [
+            (int(steps[i]), {"saddle/modes_learnt": float(count[i]), "saddle/label": float(codes[i])})
+            for i in range(min(len(t), len(steps)))
+            if finite[i]
+        ]
+    out = []
+    for e in exits or []:
+        te, de = e.get("t_exit"), e.get("delay")
+        vals = {"saddle/exit_time": te, "saddle/exit_delay": de}
+        out.append((int(e["mode"]), {k: float(v) for k, v in vals.items() if v is not None}))
+    return SaddleLog(rows=rows, exits=out, table=plateau_table(plateaus))
 
 
 def analyze_run_saddles(
-    out_dir,
     problem: RegressionProblem,
     dims,
     series_arrays: Mapping[str, Mapping[str, np.ndarray]],
     series: dict[str, dict],
-    tensorboard: bool = True,
     *,
     hessian_dense_max: int = DENSE_HESSIAN_MAX,
-) -> None:
-    """Plateaus and saddles of every series of a run; fills the summary entries and TensorBoard.
+) -> dict[str, SaddleLog]:
+    """Plateaus and saddles of every series of a run; fills the summary entries, returns what to log.
 
     Sets ``series[name]["plateaus"]`` (JSON-able plateau dicts, see :func:`detect_plateaus`, with
     label, lambda_min, evidence and escape) and, for SGD series, ``plateau_exits_vs_flow``
-    (:func:`exits_vs_reference`). With ``tensorboard``, writes into ``out_dir/tensorboard/<name>``:
-    ``saddle/modes_learnt`` and ``saddle/label`` (0 none, 1 strict, 2 non-strict, 3 inconclusive) on
-    the grid steps, ``saddle/exit_time`` (step = mode), for SGD ``saddle/exit_delay`` (step = mode)
-    and the text ``saddle/plateaus``. Never raises for a bad series (its plateaus are []).
-    ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many weights
-    in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
+    (:func:`exits_vs_reference`). Returns one :class:`SaddleLog` per series. Never raises for a bad
+    series (its plateaus are []). ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense
+    Hessians up to this many weights in the classification, Hessian-vector products above
+    (:attr:`ClassifyTolerances.dense_max`).
     """
     layout = as_layout(dims)
     tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
     names = sorted(series_arrays, key=lambda n: (n != "flow", n))
     results: dict[str, list[dict]] = {}
+    logs: dict[str, SaddleLog] = {}
     for name in names:
         arrays = series_arrays[name] or {}
         try:
@@ -302,10 +312,9 @@ def analyze_run_saddles(
                 exits = []
             if name != "flow":
                 entry["plateau_exits_vs_flow"] = jsonable(exits)
-        if tensorboard:
-            try:
-                _write_tensorboard(
-                    Path(out_dir), name, series_arrays[name] or {}, results[name], exits, problem
-                )
-            except Exception as err:  # noqa: BLE001
-                warn(f"{name}: saddle TensorBoard failed: {type(err).__name__}: {err}")
+        try:
+            logs[name] = saddle_log(series_arrays[name] or {}, results[name], exits, problem)
+        except Exception as err:  # noqa: BLE001
+            warn(f"{name}: saddle log failed: {type(err).__name__}: {err}")
+            logs[name] = SaddleLog([], [], plateau_table(results[name]))
+    return logs

@@ -1,0 +1,103 @@
+"""Lightning callbacks of an SGD series: the metrics callback, and the base class of a user's own metric.
+
+After every chunk of steps the module holds the snapshots of theta taken at the series' grid steps
+(``module.new_snapshots``). :class:`MetricsCallback` hands them to the series' recorder (metrics,
+logger, npz). A user adds a metric with a :class:`GridPointCallback`: its ``on_grid_point`` sees
+every grid point of every series, the flow's too, and logs through the series' logger:
+
+    class TopLayerNorm(GridPointCallback):
+        def on_grid_point(self, point, logger):
+            logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.m)
+
+    python scripts/train.py +callbacks.top._target_=mypackage.TopLayerNorm
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+
+from dlnlab.network import unpack
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback"]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One recorded point of a series: grid index m (the logger's step), exact time t, SGD step (None
+    for the flow), theta (p,), and what a metric needs to read it."""
+
+    series: str
+    m: int
+    t: float
+    step: int | None
+    theta: Tensor
+    dims: tuple[int, ...]
+    problem: RegressionProblem
+
+    @property
+    def weights(self) -> list[Tensor]:
+        """[W_1, ..., W_h] (views of theta)."""
+        return unpack(self.theta, self.dims)
+
+
+def _points(module, since: int | None) -> list[GridPoint]:
+    """The module's snapshots after step ``since``, as grid points."""
+    return [
+        GridPoint(
+            module.series_name, module.step_to_grid[k], k * module.tau, k, theta, module.dims, module.problem
+        )
+        for k, theta in module.new_snapshots
+        if since is None or k > since
+    ]
+
+
+class GridPointCallback(L.Callback):
+    """Base class of a per-grid-point metric; override :meth:`on_grid_point`."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def on_grid_point(self, point: GridPoint, logger: Any) -> None:
+        """Called at every grid point of every series (logger: the series' Lightning logger or None)."""
+        raise NotImplementedError
+
+    def _drain(self, trainer, module) -> None:
+        for point in _points(module, self._last):
+            self.on_grid_point(point, trainer.logger)
+            self._last = point.step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = None
+        self._drain(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._drain(trainer, pl_module)
+
+
+class MetricsCallback(L.Callback):
+    """Hands the module's snapshots to the series' recorder after every chunk (each once)."""
+
+    def __init__(self, recorder, progress=None) -> None:
+        self.recorder, self.progress = recorder, progress
+        self.last_step: int | None = None
+
+    def drain(self, module) -> None:
+        for point in _points(module, self.last_step):
+            self.recorder.record(point.m, point.t, point.theta, step=point.step, copy=False)
+            self.last_step = point.step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.drain(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.drain(pl_module)
+        if self.progress is not None:
+            self.progress(pl_module.step_count * pl_module.tau)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.drain(pl_module)  # the snapshots of an interrupted chunk are recorded too

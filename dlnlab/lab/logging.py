@@ -1,0 +1,292 @@
+"""The one path to the logger: every series (the flow and each SGD rate) logs through a Lightning logger.
+
+The logger is chosen in the config (``logger=tensorboard``, ``logger=csv``, or any Lightning logger
+through Hydra's ``instantiate``); :func:`make_logger` builds one per series, writing into
+``<run>/tensorboard/<series>/`` (CSV: ``<run>/csv/<series>/``). The default is
+:class:`TensorBoardLogger`, Lightning's own with one change: ``log_metrics`` writes all the scalars
+of a step as one event. Lightning's writes one event per scalar through ``add_scalar``, which measured
+10.9 s for 3000 steps of 40 scalars here, against 0.79 s for one event per step; a default run logs
+4 series x 3001 steps x ~45 scalars. Text, figures, the custom-scalars layout and hparams go through
+the same logger (TensorBoard only; other loggers skip what they cannot show).
+
+Steps: TensorBoard's x axis is an integer step; every series logs at step = grid index m = t / dt,
+so all series overlay and t is read off as m * dt (the charts' titles say the dt). Up to
+``log.tb_max_points`` grid points each is written; above, :class:`Thinner` keeps each bucket's minimum
+and maximum of every tag, so each curve's extremes in TensorBoard are those of the series npz.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = [
+    "TensorBoardLogger",
+    "make_logger",
+    "figures_logger",
+    "fresh_copy",
+    "writes_concurrently",
+    "log_hparams",
+    "log_text",
+    "log_figure",
+    "log_layout",
+    "series_tags",
+    "Thinner",
+    "tensorboard_layout",
+]
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger; ``log_metrics`` writes a step's scalars as one event (14x faster)."""
+
+    def __init__(self, save_dir, name: str | None = "", version=None, **kwargs: Any) -> None:
+        kwargs.setdefault("default_hp_metric", False)
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        values = []
+        for k, v in metrics.items():
+            v = float(v.item() if hasattr(v, "item") else v)
+            if math.isfinite(v):  # TensorBoard draws NaN as a gap anyway; skip it
+                values.append(Summary.Value(tag=f"{self._prefix}{k}" if self._prefix else k, simple_value=v))
+        if values:
+            if self.experiment.file_writer is None:  # closed by finalize(): open a new event file
+                self._experiment = None
+            self.experiment.file_writer.add_summary(Summary(value=values), global_step=step)
+
+
+def _kwargs_for(target: Any, save_dir: Path, series: str) -> dict:
+    """save_dir / name / version for a Lightning logger class, by what its constructor takes."""
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kw: dict[str, Any] = {}
+    if "save_dir" in params:
+        kw["save_dir"] = str(save_dir)
+    if "version" in params:  # TensorBoard, CSV: <save_dir>/<name>/<version>
+        kw.update(name="", version=series)
+    elif "name" in params:  # W&B: the run's name
+        kw["name"] = series
+    elif "run_name" in params:  # MLflow
+        kw["run_name"] = series
+    return kw
+
+
+def make_logger(logger_cfg: Mapping | None, run_dir: Path, series: str, **extra: Any) -> Logger | None:
+    """The logger of one series from the config (``_target_`` + options), or None for ``logger=null``."""
+    if not logger_cfg or logger_cfg.get("_target_") is None:  # logger=none (or ~logger)
+        return None
+    from hydra.utils import get_class, instantiate
+
+    target = get_class(logger_cfg["_target_"])
+    sub = (
+        "tensorboard"
+        if issubclass(target, LightningTensorBoardLogger)
+        else target.__name__.lower().removesuffix("logger")
+    )
+    kw = _kwargs_for(target, Path(run_dir) / sub, series)
+    kw = {k: v for k, v in kw.items() if k not in logger_cfg} | extra
+    return instantiate(dict(logger_cfg), **kw)
+
+
+def figures_logger(run_dir: Path, logger_cfg: Mapping | None) -> Logger | None:
+    """The logger of a run's figures: the ``flow`` run's TensorBoard, in event files of their own
+    (suffix ``.figures``) that replace the previous ones, so remaking the figures never stacks copies.
+    None when the run's logger is not TensorBoard."""
+    if not logger_cfg or logger_cfg.get("_target_") is None:
+        return None
+    from hydra.utils import get_class
+
+    if not issubclass(get_class(logger_cfg["_target_"]), LightningTensorBoardLogger):
+        return None
+    log_dir = Path(run_dir) / "tensorboard" / "flow"
+    for old in log_dir.glob("events.out.tfevents.*.figures"):
+        old.unlink()
+    return make_logger(logger_cfg, run_dir, "flow", filename_suffix=".figures")
+
+
+def fresh_copy(logger: Logger | None) -> Logger | None:
+    """The same logger without its open writer (Lightning's loggers drop it when pickled): for a forked
+    worker, which must open its own (a writer's background thread does not survive a fork)."""
+    return None if logger is None else pickle.loads(pickle.dumps(logger))
+
+
+def writes_concurrently(logger: Logger | None) -> bool:
+    """Whether a second writer may log into the same series at once: TensorBoard gives each writer its
+    own event file; a CSVLogger deletes the metrics.csv it finds when it opens (so only one may)."""
+    return isinstance(logger, LightningTensorBoardLogger)
+
+
+def log_hparams(logger: Logger | None, params: dict, metrics: dict[str, float], step: int = 0) -> None:
+    """HParams with their metrics (TensorBoard's HParams tab); other loggers get both as they can."""
+    if logger is None:
+        return
+    if isinstance(logger, LightningTensorBoardLogger):
+        logger.log_hyperparams(params, metrics=metrics, step=step)
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(metrics, step=step)
+
+
+def _experiment(logger: Logger | None, method: str):
+    exp = getattr(logger, "experiment", None) if isinstance(logger, LightningTensorBoardLogger) else None
+    return None if exp is None or not hasattr(exp, method) else exp
+
+
+def log_text(logger: Logger | None, tag: str, text: str, step: int = 0) -> None:
+    exp = _experiment(logger, "add_text")
+    if exp is not None:
+        exp.add_text(tag, text, step)
+
+
+def log_figure(logger: Logger | None, tag: str, figure, step: int = 0, dpi: int = 200) -> None:
+    """A matplotlib figure as an image, rendered at ``dpi`` (the PNGs' resolution)."""
+    exp = _experiment(logger, "add_figure")
+    if exp is not None:
+        old = figure.dpi
+        figure.set_dpi(dpi)
+        try:
+            exp.add_figure(tag, figure, step, close=False)
+        finally:
+            figure.set_dpi(old)
+
+
+def log_layout(logger: Logger | None, layout: dict) -> None:
+    exp = _experiment(logger, "add_custom_scalars")
+    if exp is not None:
+        exp.add_custom_scalars(layout)
+
+
+def _log10(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.abs(np.asarray(x, dtype=np.float64)))
+
+
+def series_tags(
+    block: Mapping[str, np.ndarray], sgd: bool, lr: float | None = None
+) -> list[dict[str, float]]:
+    """One {tag: value} per row of a metrics block (the same tag names in every series).
+
+    Quantities that span many decades also go in as ``log10/<name>`` (log10 of the absolute value),
+    so that their charts read on a log scale.
+    """
+    cols: list[tuple[str, np.ndarray]] = [("loss", block["loss"]), ("time", block["t"])]
+    cols += [(f"sv_P/{k}", block["sv"][:, k]) for k in range(block["sv"].shape[1])]
+    cols += [(f"sv_A/{k}", block["sv_A"][:, k]) for k in range(block["sv_A"].shape[1])]
+    cols += [
+        (f"mode_strength/{k}", block["mode_strength"][:, k]) for k in range(block["mode_strength"].shape[1])
+    ]
+    cols += [
+        ("saddle/grad_norm", block["grad_norm"]),
+        ("saddle/level", block["level_index"]),
+        ("saddle/level_gap", block["level_gap"]),
+        ("saddle/dist_best_rank", block["dist_best_rank"]),
+        ("curvature/lambda_min", block["lambda_min"]),
+        ("curvature/sharpness", block["sharpness"]),
+        ("log10/loss", _log10(block["loss"])),
+        ("log10/grad_norm", _log10(block["grad_norm"])),
+        ("log10/level_gap", _log10(block["level_gap"])),
+    ]
+    drift = block["cons_drift"]
+    for j in range(drift.shape[1]):
+        cols += [(f"conservation/drift_{j + 1}", drift[:, j]), (f"log10/drift_{j + 1}", _log10(drift[:, j]))]
+    if sgd:
+        cols += [
+            ("sgd/dist_to_flow", block["dist_to_flow"]),
+            ("log10/dist_to_flow", _log10(block["dist_to_flow"])),
+            ("sgd/step", block["step"]),
+        ]
+        if lr is not None:  # 2/eta beside the sharpness, on the analysis grid only
+            cols.append(("sgd/two_over_lr", np.where(np.isfinite(block["sharpness"]), 2.0 / lr, np.nan)))
+    tags = [c[0] for c in cols]
+    table = np.stack([np.asarray(c[1], dtype=np.float64) for c in cols], axis=1)
+    return [{t: v for t, v in zip(tags, row) if math.isfinite(v)} for row in table.tolist()]
+
+
+class Thinner:
+    """Which rows of a series go to the logger: all of them up to ``max_points``; above, grid buckets of
+    ``ceil(n_grid / (max_points / 2))`` points, of which each tag keeps its minimum and its maximum (and
+    the first and the last point of the series keep every tag)."""
+
+    def __init__(self, n_grid: int, max_points: int) -> None:
+        self.n_grid = n_grid
+        self.bucket = 1 if n_grid <= max_points else math.ceil(n_grid / max(1, max_points // 2))
+        self._rows: list[tuple[int, dict[str, float]]] = []
+        self._bucket_id: int | None = None
+
+    def add(self, m: int, tags: dict[str, float]) -> list[tuple[int, dict[str, float]]]:
+        """Buffer row m; returns the rows (step, tags) ready to log."""
+        if self.bucket == 1:
+            return [(m, tags)]
+        out = []
+        if self._bucket_id is not None and m // self.bucket != self._bucket_id:
+            out = self.flush()
+        self._bucket_id = m // self.bucket
+        self._rows.append((m, tags))
+        return out
+
+    def flush(self) -> list[tuple[int, dict[str, float]]]:
+        rows, self._rows = self._rows, []
+        if not rows:
+            return []
+        keep: dict[int, dict[str, float]] = {}
+        by_m = dict(rows)
+        for tag in {t for _, r in rows for t in r}:
+            have = [(r[tag], m) for m, r in rows if tag in r]
+            for _, m in (min(have), max(have)):
+                keep.setdefault(m, {})[tag] = by_m[m][tag]
+        for m, r in rows:
+            if m in (0, self.n_grid - 1):
+                keep[m] = dict(r)
+        return sorted(keep.items())
+
+
+def tensorboard_layout(dt: float) -> dict:
+    """Custom-scalars layout: one chart per quantity with every series in it (runs merge in the plugin)."""
+    x = f"x: grid index m = t / {dt:g}"
+
+    def chart(*tags: str) -> list:
+        return ["Multiline", [f"^{t}$" for t in tags]]
+
+    return {
+        f"dlnlab ({x})": {
+            "log10 loss": chart("log10/loss"),
+            "loss": chart("loss"),
+            "singular values of P": chart("sv_P/.*"),
+            "singular values of A (top 8)": chart("sv_A/[0-7]"),
+            "mode strengths u_k^T P v_k": chart("mode_strength/.*"),
+            "log10 ||grad L||": chart("log10/grad_norm"),
+            "log10 |L - L*_r| (nearest plateau level)": chart("log10/level_gap"),
+            "nearest plateau level r": chart("saddle/level"),
+            "modes learnt": chart("saddle/modes_learnt"),
+            "saddle label (0 none, 1 strict, 2 non-strict, 3 inconclusive)": chart("saddle/label"),
+            "distance to the best rank-r map": chart("saddle/dist_best_rank"),
+            "Hessian lambda_min": chart("curvature/lambda_min"),
+            "sharpness vs 2/eta": chart("curvature/sharpness", "sgd/two_over_lr"),
+            "log10 conservation-law drift": chart("log10/drift_.*"),
+            "log10 distance to the flow": chart("log10/dist_to_flow"),
+            "distance to the flow": chart("sgd/dist_to_flow"),
+            "time t": chart("time"),
+        },
+        "dlnlab plateaus (x: mode index k)": {
+            "plateau exit time t_exit (x: mode k)": chart("saddle/exit_time"),
+            "plateau exit delay vs the flow (x: mode k)": chart("saddle/exit_delay"),
+        },
+        "dlnlab run": {
+            "convergence order (slope of log max distance vs log lr)": chart("run/convergence_order"),
+            "GD stability threshold 2 / (h m_1^(2-2/h))": chart("run/gd_stability_threshold"),
+        },
+    }
