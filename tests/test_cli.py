@@ -250,3 +250,56 @@ def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err and not out.exists()
+
+
+def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_path):
+    """SIGTERM during a minibatch heavy-ball series, then resume=<run dir>: every series equals the
+    uninterrupted run's bit for bit (same machine: the same ops in the same order), the finished
+    series are kept, the interrupted one continues from its checkpoint."""
+    from hydra import compose, initialize_config_dir
+
+    import dlnlab.lab.schema  # noqa: F401 - registers the schema before composing
+    from dlnlab.lab.experiment import run
+
+    args = [
+        "experiment=tiny",
+        "flow.t_max=20",
+        "sgd.lrs=[0.01,0.0002]",
+        "sgd.batch_size=5",
+        "sgd.momentum=0.5",
+        *QUIET,
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=args)
+    whole = run(cfg, output_dir=tmp_path / "whole")
+    out = tmp_path / "killed"
+    proc = _popen([*args, f"hydra.run.dir={out}"], tmp_path)
+    _wait_for_stage(out, "sgd_lr_0.0002", proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    killed = _summary(out)
+    assert killed["series"]["sgd_lr_0.0002"]["status"] == "interrupted"
+    assert (out / "checkpoints" / "sgd_lr_0.0002.ckpt").is_file()
+    refused = _cli([f"resume={out}", "sgd.lrs=[0.1]"], tmp_path)
+    assert refused.returncode == 2 and "give resume=<run dir> alone" in refused.stderr
+    resumed = _cli([f"resume={out}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = _summary(out)
+    assert summary["stage"] == "done" and summary["interrupted"] is None and summary["exit_code"] == 0
+    assert summary["resumed"][0]["series"] == {
+        "sgd_lr_0.01": "kept",
+        "sgd_lr_0.0002": "continued from its checkpoint",
+    }
+    assert summary["series"]["flow"]["resume_check"]["max_abs_diff"] <= 1e-8
+    assert not (out / "checkpoints" / "sgd_lr_0.0002.ckpt").exists()
+    for name in whole["series"]:
+        a, b = np.load(tmp_path / "whole" / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")
+        assert set(a.files) == set(b.files)
+        for key in ("theta", "loss", "t", "step", "dist_to_flow", "sharpness"):
+            if key in a.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+        assert summary["series"][name]["status"] == whole["series"][name]["status"]
+    again = _cli([f"resume={out}"], tmp_path)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr

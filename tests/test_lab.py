@@ -403,3 +403,23 @@ def test_a_plain_dict_config_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"^sgd.lr: no such key; .* did you mean sgd.lrs\?"):
         run({**cfg, "sgd": {"lr": 0.1}}, output_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
+    out = tmp_path / "run"
+    res = run(
+        make_cfg([*TINY, "logger=tensorboard", "+callbacks.top._target_=_helpers.TopLayerNorm"]),
+        output_dir=out,
+    )
+    assert res.exit_code == 0
+    dims = make_cfg(TINY).model.dims
+    n_last = sum(a * b for a, b in zip(dims[-2:-1], dims[-1:]))
+    for name in res["series"]:
+        events = _tb_scalars(out, name)["custom/top_layer_norm"]
+        theta = np.load(out / "series" / f"{name}.npz")["theta"]
+        assert [e.step for e in events] == list(range(len(theta)))
+        np.testing.assert_allclose(
+            [e.value for e in events], np.linalg.norm(theta[:, -n_last:], axis=1), rtol=1e-6
+        )
+    with pytest.raises(ConfigError, match=r"^callbacks.bad._target_: cannot import 'nope.Nope'"):
+        run(make_cfg([*TINY, "+callbacks.bad._target_=nope.Nope"]), output_dir=tmp_path / "bad")

@@ -175,13 +175,45 @@ def job(cfg: DictConfig) -> int:
     return code
 
 
+def resume_command(args) -> int | None:
+    """``resume=<run dir>``: finish that run with its own config, without Hydra (which would write a
+    new ``.hydra/``); None when the command line is not a resume."""
+    resumes = [o for o in args.overrides if o.split("=", 1)[0] in ("resume", "+resume")]
+    if not resumes:
+        return None
+    others = [o for o in args.overrides if o not in resumes]
+    if others or args.multirun or len(resumes) > 1:
+        print(
+            "error: resume: a resumed run takes its config from its own summary.json; give resume=<run dir> "
+            f"alone (got: {' '.join(args.overrides)}{' -m' if args.multirun else ''})",
+            file=sys.stderr,
+        )
+        return int(ExitCode.CONFIG)
+    from dlnlab.lab.experiment import resume
+
+    try:
+        return resume(resumes[0].split("=", 1)[1]).exit_code
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+
+
 def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "train", argv=None) -> int:
     """Preflight, then Hydra (``hydra_main`` is the decorated task); returns the exit code."""
     from hydra._internal.utils import get_args_parser
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    multirun = bool(get_args_parser().parse_args(argv).multirun)
+    args = get_args_parser().parse_args(argv)
+    multirun = bool(args.multirun)
     signals.install()
+    if not _is_informational(args):
+        try:
+            code = resume_command(args)
+        except KeyboardInterrupt:
+            code = signals.exit_code()
+        if code is not None:
+            signals.uninstall()
+            return code
     try:
         reason = preflight(argv, conf_dir, config_name)
         if reason is not None:

@@ -1,34 +1,34 @@
-"""The lab's main job as one plain function: ``run(cfg)`` checks, runs every series, writes the run dir.
+"""The lab's main job as plain functions: ``run(cfg)`` and ``resume(run_dir)``.
 
 config -> :func:`dlnlab.lab.prepare.prepare` (every refusal, before anything is written) -> the flow
--> one (S)GD series per learning rate -> saddle analysis -> hparams and figures. ``summary.json`` is
-written at the start and after every stage, atomically, so a failure or a signal at any moment
-leaves every finished file readable and a summary that says where the run stopped.
+-> one (S)GD series per learning rate -> saddle analysis -> figures -> the loggers. ``summary.json``
+is written at the start and when each stage starts, atomically, so a failure or a signal at any
+moment leaves every finished file readable and a summary that says where the run stopped.
 ``scripts/train.py`` is a thin ``@hydra.main`` around :func:`run`; tests call :func:`run` directly.
 """
 
 from __future__ import annotations
 
-import signal
 import threading
-import time
-from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from dlnlab._util import warn
 from dlnlab.lab import signals
-from dlnlab.lab.errors import ConfigError, ExitCode
+from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.prepare import Plan, prepare
-from dlnlab.lab.rundir import check_run_dir, save_npz, write_json
-from dlnlab.lab.schema import to_plain
-from dlnlab.lab.series import Progress, SeriesContext, run_flow, run_sgd, series_name
-from dlnlab.lab.summary import FAILED, Status, convergence_order, format_table, versions
+from dlnlab.lab.resume import Previous, load_previous
+from dlnlab.lab.rundir import check_run_dir, save_npz
+from dlnlab.lab.summary import RunState, Status, format_table, series_name
 
-__all__ = ["run", "RunResult", "series_name"]
+if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
+    from dlnlab.lab.series import SeriesContext
+
+__all__ = ["run", "resume", "RunResult", "series_name"]
 
 
 class RunResult(dict):
@@ -59,12 +59,33 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
 
     ``cfg``: a Hydra DictConfig, a plain nested dict or a :class:`~dlnlab.lab.schema.TrainConfig`.
     ``output_dir`` defaults to Hydra's output directory. Every bad value raises :class:`ConfigError`
-    before anything is written. SIGINT and SIGTERM end the run with what is recorded written
-    (exit code 130 or 143 in the result).
+    before anything is written. SIGINT and SIGTERM end the run with what is recorded written (exit
+    code 130 or 143 in the result); :func:`resume` finishes it.
     """
     plan = prepare(cfg)
     out = _output_dir(output_dir)
     check_run_dir(out)
+    return _guarded(plan, out, None)
+
+
+def resume(run_dir: str | Path) -> RunResult:
+    """Finish the interrupted run in ``run_dir`` with the config it was started with (see
+    :mod:`dlnlab.lab.resume`): finished series are kept, the interrupted one continues from its
+    checkpoint, the rest run; the summary records the resume."""
+    previous = load_previous(run_dir)
+    plan = prepare(previous.config)
+    with np.load(Path(run_dir) / "problem.npz") as f:
+        same = np.array_equal(f["X"], plan.problem.X.numpy()) and np.array_equal(
+            f["Y"], plan.problem.Y.numpy()
+        )
+    if not same:
+        raise ConfigError(
+            f"resume: the data its config builds differ from {run_dir}/problem.npz; not the same run"
+        )
+    return _guarded(plan, Path(run_dir), previous)
+
+
+def _guarded(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
     main = threading.current_thread() is threading.main_thread()
     if main:
         signals.reset()
@@ -72,82 +93,21 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the small-matrix hot loops: one thread (restored for the caller)
     try:
-        return _execute(plan, out)
+        return _execute(plan, out, previous)
     finally:
         torch.set_num_threads(threads)
         if main:
             signals.uninstall()
 
 
-@dataclass
-class _State:
-    plan: Plan
-    out: Path
-    n_grid: int = 0
-    series: dict[str, dict] = field(default_factory=dict)
-    arrays: dict[str, dict] = field(default_factory=dict)
-    stage: str = "starting"
-    interrupted: bool = False
-    t_start: float = field(default_factory=time.perf_counter)
-    ctx: SeriesContext | None = None
-
-    def summary(self) -> dict:
-        plan, cfg = self.plan, self.plan.cfg
-        usable = [
-            e
-            for e in self.series.values()
-            if e["lr"] is not None and e["status"] in (Status.OK, Status.UNSTABLE)
-        ]
-        order = convergence_order(
-            [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
-        )
-        if self.interrupted:
-            code = signals.exit_code(ExitCode.SIGINT)
-        elif any(e["status"] in FAILED for e in self.series.values()):
-            code = ExitCode.FAILED
-        else:
-            code = ExitCode.OK
-        sig = signals.received()
-        return {
-            "series": self.series,
-            "not_run": [series_name(lr) for lr in plan.lrs if series_name(lr) not in self.series],
-            "stage": self.stage,
-            "interrupted": None if not self.interrupted else (signal.Signals(sig).name if sig else "SIGINT"),
-            "critical_values": plan.problem.plateau_levels(min(cfg.model.dims)).tolist(),
-            "modes": plan.problem.modes.tolist(),
-            "L_min": plan.problem.L_min,
-            "convergence_order": order["order"],
-            "convergence_order_detail": order,
-            "gd_stability_threshold": plan.gd_threshold,
-            "seeds": vars(plan.seeds),
-            "versions": versions(),
-            "config": to_plain(cfg),
-            "grid": {"dt": cfg.log.dt, "n_grid": self.n_grid, "t_max": cfg.flow.t_max},
-            "estimates": {
-                "peak_memory_bytes": plan.estimate.peak_memory,
-                "series_file_bytes": plan.estimate.series_file,
-            },
-            "wall_time_s": time.perf_counter() - self.t_start,
-            "exit_code": int(code),
-            "run_dir": str(self.out),
-        }
-
-    def write_summary(self) -> dict:
-        """summary.json, atomically; a signal during the write is noted and the file written again."""
-        for _ in range(2):
-            try:
-                summary = self.summary()
-                write_json(self.out / "summary.json", summary)
-                return summary
-            except KeyboardInterrupt:
-                self.interrupted = True
-        return summary
-
-
-def _execute(plan: Plan, out: Path) -> RunResult:
-    state = _State(plan, out)
+def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
+    state = RunState(plan, out)
+    if previous is not None:
+        prior = previous.summary
+        state.resumed = [*prior.get("resumed", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "stage": prior.get("stage"), "interrupted": prior.get("interrupted"), "series": {}}]  # fmt: skip
     try:
-        _run_all(state)
+        _run_all(state, previous)
     except KeyboardInterrupt:
         state.interrupted = True
     summary = state.write_summary()
@@ -164,71 +124,94 @@ def _execute(plan: Plan, out: Path) -> RunResult:
     return RunResult(summary)
 
 
-def _run_all(state: _State) -> None:
-    from dlnlab.flow import time_grid
+def _save_problem(plan: Plan, out: Path) -> None:
     from dlnlab.network import adjacency_from_weights
 
-    plan, cfg, out = state.plan, state.plan.cfg, state.out
-    for note in plan.notes:
-        warn(note)
-    problem = plan.problem
+    problem, dims = plan.problem, plan.cfg.model.dims
     save_npz(
         out / "problem.npz",
-        dims=np.asarray(cfg.model.dims, dtype=np.int64),
+        dims=np.asarray(dims, dtype=np.int64),
         X=problem.X.numpy(),
         Y=problem.Y.numpy(),
         A0=adjacency_from_weights(plan.weights0).numpy(),
         modes=problem.modes.numpy(),
-        critical_values=problem.plateau_levels(min(cfg.model.dims)).numpy(),
+        critical_values=problem.plateau_levels(min(dims)).numpy(),
         mode_u=problem.mode_u.numpy(),
         mode_v=problem.mode_v.numpy(),
     )
+
+
+def _context(state: RunState) -> SeriesContext:
+    from dlnlab.lab.series import Progress, SeriesContext
+
+    cfg, n = state.plan.cfg, state.n_grid
+    return SeriesContext(
+        plan=state.plan,
+        out=state.out,
+        n_grid=n,
+        progress=Progress(cfg.log.progress.name),
+        metric_kw=dict(
+            analysis_every=max(1, -(-n // cfg.log.analysis_points)) if cfg.log.analysis_points else 0,
+            sv_A_top=cfg.log.sv_A_top,
+            hessian_dense_max=cfg.log.hessian_dense_max,
+            save_theta=cfg.log.save_theta,
+        ),
+        callbacks=state.plan.callbacks(),
+    )
+
+
+def _run_all(state: RunState, previous: Previous | None) -> None:
+    from dlnlab.flow import time_grid
+
+    plan, cfg = state.plan, state.plan.cfg
+    for note in plan.notes:
+        warn(note)
+    if previous is None:
+        _save_problem(plan, state.out)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
     state.n_grid = len(grid)
     state.write_summary()
     import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
     from dlnlab.lab.budget import time_per_step
+    from dlnlab.lab.series import run_flow, run_sgd
     from dlnlab.lab.training import series_grid
 
     # Each series is compared with the flow at its own exact times k tau: the flow solver evaluates
     # the union of all of them (dense output), never an interpolation of logged points.
-    exact = {}
+    exact, steps = {}, {}
     for lr in plan.lrs:
         tau = time_per_step(lr, cfg.sgd.momentum)
-        ms, ks = series_grid(state.n_grid, cfg.log.dt, tau)
-        exact[lr] = (torch.tensor(ms), torch.tensor(ks, dtype=torch.float64) * tau)
+        ms, steps[lr] = series_grid(state.n_grid, cfg.log.dt, tau)
+        exact[lr] = (torch.tensor(ms), torch.tensor(steps[lr], dtype=torch.float64) * tau)
     all_t = torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
-    n_analysis = cfg.log.analysis_points
-    ctx = SeriesContext(
-        plan=plan,
-        out=out,
-        n_grid=state.n_grid,
-        progress=Progress(cfg.log.progress.name),
-        metric_kw=dict(
-            analysis_every=max(1, -(-state.n_grid // n_analysis)) if n_analysis else 0,
-            sv_A_top=cfg.log.sv_A_top,
-            hessian_dense_max=cfg.log.hessian_dense_max,
-            save_theta=cfg.log.save_theta,
-        ),
-        callbacks=plan.callbacks(),
-    )
-    state.ctx = ctx
+    state.ctx = ctx = _context(state)
     state.stage = "flow"
-    state.write_summary()  # each stage is announced in the summary before it starts
-    entry, arrays, flow_at = run_flow(ctx, all_t, grid)
+    state.write_summary()
+    done = previous.arrays.get("flow") if previous else None
+    entry, arrays, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
     state.series["flow"], state.arrays["flow"] = entry, arrays
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
     flow_final = entry["final_loss"] if entry["status"] == Status.OK else None
     for lr in plan.lrs:
         if state.interrupted:
             break
-        state.stage = series_name(lr)
+        name = series_name(lr)
+        state.stage = name
         state.write_summary()
+        if previous is not None and previous.finished(name):
+            state.series[name], state.arrays[name] = previous.entry(name), previous.arrays[name]
+            state.resumed[-1]["series"][name] = "kept"
+            continue
         ms, times = exact[lr]
         flow_theta = torch.full((state.n_grid, flow_at.shape[1]), float("nan"), dtype=torch.float64)
         flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
-        entry, arrays = run_sgd(ctx, lr, flow_theta, flow_final)
-        state.series[series_name(lr)], state.arrays[series_name(lr)] = entry, arrays
+        initial = _resumable(previous, name, steps[lr]) if previous is not None else None
+        entry, arrays = run_sgd(ctx, lr, flow_theta, flow_final, initial=initial)
+        if previous is not None:
+            state.resumed[-1]["series"][name] = (
+                "continued from its checkpoint" if initial else "run from the start"
+            )
+        state.series[name], state.arrays[name] = entry, arrays
         state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
     state.write_summary()
     if not state.interrupted:
@@ -236,7 +219,23 @@ def _run_all(state: _State) -> None:
     state.interrupted |= signals.received() is not None
 
 
-def _analyse(state: _State, ctx: SeriesContext) -> None:
+def _resumable(previous: Previous, name: str, ks: list[int]) -> dict | None:
+    """The recorded points of an interrupted series up to its checkpoint, if every one is there
+    (a SIGKILL can lose the last ones): the series then continues from the checkpoint."""
+    from dlnlab.lab.training import checkpoint_step
+
+    path, arrays = previous.checkpoint(name), previous.recorded(name)
+    if not path.is_file() or arrays is None or "step" not in arrays:
+        return None
+    k = checkpoint_step(path)
+    steps = arrays["step"]
+    n_keep = int((steps <= k).sum())
+    if steps[:n_keep].tolist() != [s for s in ks if s <= k]:
+        return None
+    return {key: v[:n_keep] for key, v in arrays.items()}
+
+
+def _analyse(state: RunState, ctx: SeriesContext) -> None:
     """Saddle analysis, then figures: a failure here is reported, never loses the run."""
     from dlnlab.lab.report import log_saddles, make_figures
     from dlnlab.saddles import analyze_run_saddles

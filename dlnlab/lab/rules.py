@@ -184,6 +184,7 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
             raise ConfigError(f"log.{key}: must be >= 1, got {getattr(g, key)}")
     for key, value in vars(cfg.limits).items():
         _finite(float(value), f"limits.{key}", positive=True)
+    _finite(cfg.checkpoint.every_s, "checkpoint.every_s", positive=True)
 
 
 def check_fixed_step(cfg: TrainConfig, lam_max: float, lam_where: str) -> None:

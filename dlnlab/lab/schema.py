@@ -49,6 +49,7 @@ __all__ = [
     "SGDConfig",
     "LogConfig",
     "LimitsConfig",
+    "CheckpointConfig",
     "TrainConfig",
     "typed_config",
     "to_plain",
@@ -191,6 +192,14 @@ class LimitsConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Lightning checkpoints of the running SGD series (``checkpoints/<series>.ckpt``), for ``resume``."""
+
+    enabled: bool = True
+    every_s: float = 60.0  # wall-clock seconds between checkpoints; one more when a signal stops it
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = MISSING
@@ -199,6 +208,7 @@ class TrainConfig:
     sgd: SGDConfig = field(default_factory=SGDConfig)
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # A Lightning logger ({_target_: ..., options}; conf/logger/), made per series; null: none.
     logger: Any = None
     # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also

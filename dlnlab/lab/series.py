@@ -23,16 +23,11 @@ from dlnlab.lab.budget import time_per_step
 from dlnlab.lab.callbacks import GridPoint, GridPointCallback
 from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
-from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise
+from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import Layout
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
-
-
-def series_name(lr: float | None) -> str:
-    """``flow`` or ``sgd_lr_<repr(lr)>``."""
-    return "flow" if lr is None else f"sgd_lr_{float(lr)!r}"
 
 
 class Progress:
@@ -97,11 +92,15 @@ class SeriesContext:
         return Layout(self.dims)
 
 
-def run_flow(ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
+def run_flow(
+    ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor, previous: tuple[dict, dict] | None = None
+) -> tuple[dict, dict, torch.Tensor]:
     """Integrate the flow at all requested times and record its grid.
 
     Returns (entry, arrays, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure. An
-    interrupt is recorded in the entry (status interrupted); the caller checks it.
+    interrupt is recorded in the entry (status interrupted); the caller checks it. ``previous``
+    (entry, arrays) of a finished flow (a resumed run): the flow is recomputed for the SGD series,
+    checked against the recorded grid to within 10 x rtol, and neither recorded nor logged again.
     """
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
@@ -130,12 +129,36 @@ def run_flow(ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor) -> tup
     flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
     if n_flow:
         flow_at[:n_flow] = res.theta
+    if previous is not None and entry["status"] == Status.OK:
+        entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f)
+        ctx.progress.done(
+            f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
+        )
+        return entry, arrays, flow_at
     rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         arrays = rec.close()
         _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at)
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
     return entry, arrays, flow_at
+
+
+def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
+    """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol)."""
+    entry, arrays = dict(previous[0]), previous[1]
+    theta = torch.as_tensor(arrays["theta"]) if "theta" in arrays else None
+    diff = 0.0
+    if theta is not None:
+        now = flow_at[torch.searchsorted(all_t, grid)][: len(theta)]
+        diff = float((now - theta).abs().max())
+        scale = float(theta.abs().max())
+        if not diff <= 10 * (f.rtol * scale + f.atol):
+            warn(
+                f"flow: recomputed for the resume, it differs from series/flow.npz by {diff:.3g} (> 10 x rtol)"
+            )
+    entry["resume_check"] = {"max_abs_diff": diff, "tolerance": "10 x (rtol max|theta| + atol)"}
+    entry["status"] = Status(entry["status"])
+    return entry, arrays
 
 
 def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at) -> None:
@@ -194,9 +217,17 @@ def _blowup_norm(plan: Plan) -> float:
 
 
 def run_sgd(
-    ctx: SeriesContext, lr: float, flow_theta: torch.Tensor, flow_final: float | None
+    ctx: SeriesContext,
+    lr: float,
+    flow_theta: torch.Tensor,
+    flow_final: float | None,
+    initial: dict | None = None,
 ) -> tuple[dict, dict]:
-    """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it."""
+    """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it.
+
+    ``initial``: the arrays an interrupted series had recorded (a resumed run): it continues from its
+    checkpoint, ``checkpoints/<name>.ckpt``.
+    """
     from dlnlab.lab.record import open_recorder
     from dlnlab.lab.training import chunk_size, train_series
 
@@ -208,8 +239,10 @@ def run_sgd(
     )
     rec = open_recorder(
         name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
-        worker=True,
+        initial=initial, worker=True,
     )  # fmt: skip
+    ckpt = plan.cfg.checkpoint
+    path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
     ctx.progress.start(name, plan.cfg.flow.t_max)
     t0 = time.perf_counter()
     entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
@@ -220,6 +253,7 @@ def run_sgd(
             batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
             seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
             chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
+            checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
     except KeyboardInterrupt:

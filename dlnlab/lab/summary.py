@@ -7,8 +7,13 @@ README's contract); its ``status`` is a :class:`Status`, a str enum that JSON wr
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import time
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +41,89 @@ class Status(str, Enum):
 
 
 FAILED = (Status.SOLVER_FAILED, Status.ERROR)
+
+
+def series_name(lr: float | None) -> str:
+    """``flow`` or ``sgd_lr_<repr(lr)>``."""
+    return "flow" if lr is None else f"sgd_lr_{float(lr)!r}"
+
+
+@dataclass
+class RunState:
+    """A run as it goes: its series' entries and arrays, its stage; :meth:`summary` is summary.json."""
+
+    plan: Any  # dlnlab.lab.prepare.Plan
+    out: Path
+    n_grid: int = 0
+    series: dict[str, dict] = field(default_factory=dict)
+    arrays: dict[str, dict] = field(default_factory=dict)
+    stage: str = "starting"
+    interrupted: bool = False
+    resumed: list[dict] = field(default_factory=list)
+    t_start: float = field(default_factory=time.perf_counter)
+    ctx: Any = None  # dlnlab.lab.series.SeriesContext, once the series start
+
+    def exit_code(self) -> int:
+        from dlnlab.lab import signals
+        from dlnlab.lab.errors import ExitCode
+
+        if self.interrupted:
+            return int(signals.exit_code(ExitCode.SIGINT))
+        if any(e["status"] in FAILED for e in self.series.values()):
+            return int(ExitCode.FAILED)
+        return int(ExitCode.OK)
+
+    def summary(self) -> dict:
+        from dlnlab.lab import signals
+        from dlnlab.lab.schema import to_plain
+
+        plan, cfg = self.plan, self.plan.cfg
+        usable = [
+            e
+            for e in self.series.values()
+            if e["lr"] is not None and e["status"] in (Status.OK, Status.UNSTABLE)
+        ]
+        order = convergence_order(
+            [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
+        )
+        sig = signals.received()
+        return {
+            "series": self.series,
+            "not_run": [series_name(lr) for lr in plan.lrs if series_name(lr) not in self.series],
+            "stage": self.stage,
+            "interrupted": None if not self.interrupted else (signal.Signals(sig).name if sig else "SIGINT"),
+            "resumed": self.resumed,
+            "critical_values": plan.problem.plateau_levels(min(cfg.model.dims)).tolist(),
+            "modes": plan.problem.modes.tolist(),
+            "L_min": plan.problem.L_min,
+            "convergence_order": order["order"],
+            "convergence_order_detail": order,
+            "gd_stability_threshold": plan.gd_threshold,
+            "seeds": vars(plan.seeds),
+            "versions": versions(),
+            "config": to_plain(cfg),
+            "grid": {"dt": cfg.log.dt, "n_grid": self.n_grid, "t_max": cfg.flow.t_max},
+            "estimates": {
+                "peak_memory_bytes": plan.estimate.peak_memory,
+                "series_file_bytes": plan.estimate.series_file,
+            },
+            "wall_time_s": time.perf_counter() - self.t_start,
+            "exit_code": self.exit_code(),
+            "run_dir": str(self.out),
+        }
+
+    def write_summary(self) -> dict:
+        """summary.json, atomically; a signal during the write is noted and the file written again."""
+        from dlnlab.lab.rundir import write_json
+
+        for _ in range(2):
+            try:
+                summary = self.summary()
+                write_json(self.out / "summary.json", summary)
+                return summary
+            except KeyboardInterrupt:
+                self.interrupted = True
+        return summary
 
 
 def fmt(x) -> str:

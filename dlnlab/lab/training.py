@@ -14,8 +14,10 @@ consistent: theta, the step, the optimizer and the sampler's generator.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -26,6 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from dlnlab.gd import GDStepper, MinibatchSampler, time_per_step
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
+from dlnlab.lab.rundir import atomic_path
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
 
@@ -35,6 +38,8 @@ __all__ = [
     "SeriesOutcome",
     "series_grid",
     "chunk_size",
+    "SeriesCheckpoint",
+    "checkpoint_step",
     "train_series",
 ]
 
@@ -148,11 +153,10 @@ class SGDModule(L.LightningModule):
         self.new_snapshots = []
         end = min(self.step_count + int(batch["n"]), self.snapshot_steps[-1] if self.snapshot_steps else 0)
         snaps = self.snapshot_steps
-        with signals.deferred(raise_at_end=False):  # a signal stops the series at the chunk's end
-            while self.step_count < end and self.diverged is None:
-                nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
-                self.stepper.advance(min(max(nxt, self.step_count + 1), end) - self.step_count)
-                self._take_snapshots_upto(self.step_count)
+        while self.step_count < end and self.diverged is None:
+            nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
+            self.stepper.advance(min(max(nxt, self.step_count + 1), end) - self.step_count)
+            self._take_snapshots_upto(self.step_count)
         self._flat_a.index_copy_(0, self._theta_index, self.stepper.theta)  # A holds the weights again
         if signals.received() is not None:
             self.interrupted = True
@@ -173,6 +177,40 @@ class SGDModule(L.LightningModule):
         self.new_snapshots = []
 
 
+class SeriesCheckpoint(L.Callback):
+    """Lightning checkpoints of a running series, at the end of a chunk (where its state is consistent):
+    every ``every_s`` seconds of wall time, and when a signal stops it. Written atomically; removed
+    when the series finishes.
+
+    Not Lightning's ModelCheckpoint: it skips a save when ``trainer.global_step`` has not moved, and
+    with manual optimisation ``global_step`` counts ``optimizer.step()`` calls, which plain GD (an
+    in-place update) never makes.
+    """
+
+    def __init__(self, path: str | Path, every_s: float = 60.0) -> None:
+        self.path, self.every_s = Path(path), float(every_s)
+        self._last = time.monotonic()
+
+    def save(self, trainer) -> None:
+        with atomic_path(self.path) as tmp:
+            trainer.save_checkpoint(tmp)
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.interrupted or time.monotonic() - self._last >= self.every_s:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not pl_module.interrupted and self.path.exists():
+            self.path.unlink()  # finished: nothing to resume
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a series checkpoint was taken at."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    return int(ckpt["dlnlab"]["stepper"]["steps"])
+
+
 @dataclass
 class SeriesOutcome:
     status: str  # ok, diverged or interrupted
@@ -191,6 +229,10 @@ def make_trainer(callbacks: list, logger=None) -> L.Trainer:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Your `IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # resuming mid-"epoch": the chunk stream starts at the checkpoint's step itself
+    warnings.filterwarnings(
+        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+    )
     return L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -223,13 +265,18 @@ def train_series(
     logger=None,
     callbacks: Sequence[L.Callback] = (),
     name: str = "sgd",
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
+    resume: bool = False,
 ) -> SeriesOutcome:
     """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
 
     A step stands for time tau = lr / (1 - momentum). ``logger`` is the series' Lightning logger (the
     Trainer's); ``callbacks`` are more Lightning callbacks (e.g. a user's GridPointCallback). SIGINT /
     SIGTERM end the series as ``interrupted`` at the end of the running chunk (or, without the lab's
-    handlers, where Lightning stops), with every snapshot taken so far recorded.
+    handlers, where Lightning stops), with every snapshot taken so far recorded. With ``checkpoint``
+    (a path) the series is checkpointed there (see :class:`SeriesCheckpoint`); ``resume`` continues
+    it from that checkpoint (Lightning's ``ckpt_path``): the same steps, the same numbers, bit for bit.
     """
     tau = time_per_step(lr, momentum)
     ms, ks = series_grid(n_grid, dt, tau)
@@ -238,11 +285,18 @@ def train_series(
         net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm,
         batch_size=batch_size, sampling=sampling, seed=seed, series_name=name, step_to_grid=dict(zip(ks, ms)),
     )  # fmt: skip
-    data = SGDDataModule(ks[-1], chunk=chunk)
+    first = checkpoint_step(checkpoint) if resume else 0
+    data = SGDDataModule(ks[-1], chunk=chunk, first=first)
     metrics = MetricsCallback(recorder, progress)
-    trainer = make_trainer([metrics, *callbacks], logger)
+    if resume:
+        metrics.last_step = first  # the snapshots up to the checkpoint are recorded already
+    saver = [SeriesCheckpoint(checkpoint, checkpoint_every_s)] if checkpoint is not None else []
+    trainer = make_trainer([metrics, *saver, *callbacks], logger)
     try:
-        trainer.fit(module, datamodule=data)
+        # With the lab's handlers a signal during fit is only noted; the module stops at the end of
+        # its chunk (consistent state, checkpointed). Without them Lightning handles Ctrl+C itself.
+        with signals.deferred(raise_at_end=False):
+            trainer.fit(module, datamodule=data, ckpt_path=str(checkpoint) if resume else None)
     except (KeyboardInterrupt, SystemExit):  # Lightning: KeyboardInterrupt -> shutdown -> exit(1)
         metrics.drain(module)
         k = metrics.last_step or 0
