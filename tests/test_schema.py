@@ -442,8 +442,13 @@ def test_the_core_names_no_config_key_in_its_errors():
 
     from _helpers import CONFIG_KEY
 
-    core = [ROOT / "dlnlab" / f"{m}.py" for m in ("network", "problem", "init", "flow", "analysis", "errors")]
-    core += sorted((ROOT / "dlnlab" / "saddles").glob("*.py"))
+    core = [
+        ROOT / "dlnlab" / f"{m}.py"
+        for m in ("network", "problem", "init", "gd", "metrics", "analysis", "errors")
+    ]
+    core += sorted((ROOT / "dlnlab" / "saddles").glob("*.py")) + sorted(
+        (ROOT / "dlnlab" / "flow").glob("*.py")
+    )
     found = []
     for path in core:
         for node in ast.walk(ast.parse(path.read_text())):

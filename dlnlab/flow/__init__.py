@@ -1,0 +1,165 @@
+"""The exact gradient flow dtheta/dt = -grad L(theta) on the packed masked weights theta.
+
+Two families of integrators, chosen explicitly by a :class:`Solver` (diffrax style):
+
+* torchdiffeq (``TORCHDIFFEQ_ADAPTIVE``, ``TORCHDIFFEQ_FIXED``): ``torchdiffeq.odeint`` called in chunks
+  of ``CHUNK_POINTS`` output points, each chunk continuing from the last state (and, for adaptive
+  methods, from the last accepted step size). A failure keeps every output point the solver passed
+  (finished chunks, plus a replay of the failed chunk up to the failure). A state may be one vector
+  (p,) or a batch (B, p) integrated as one system (shared steps and error norm).
+* scipy stiff (``SCIPY_STIFF``): ``scipy.integrate.solve_ivp`` (BDF, Radau, LSODA) with the exact
+  Jacobian -Hessian(theta) (dense p x p, on theta only) and ``t_eval``.
+
+Events are continuous functions ``f(problem, dims, theta) -> float`` that are > 0 before the event and
+<= 0 at it (:class:`LossLevel`, :class:`Convergence`, or any callable with that signature, an optional
+``name`` (else its ``__name__``) and an optional ``batched = True`` when it also maps states (K, p) to
+values (K,)). The first event to fire stops the solve; its time is located by root finding (torchdiffeq's
+event bisection or solve_ivp's on the step's dense output), not just at output points. An event is
+already fired if it is <= 0 at t_eval[0]. A sign change that reverts between two checks is missed
+(checks: every output point for torchdiffeq, every step end for scipy).
+
+Everything runs in the problem's dtype (float64), under ``torch.no_grad()``, with one torch thread and
+one BLAS thread (``threadpoolctl``; restored afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from threadpoolctl import threadpool_limits
+from torch import Tensor
+
+from dlnlab.errors import ArgumentError
+from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
+from dlnlab.flow._scipy import integrate_scipy
+from dlnlab.flow._torchdiffeq import integrate_torchdiffeq
+from dlnlab.flow.events import Convergence, LossLevel
+from dlnlab.flow.field import check_problem_dims, time_grid, vector_field
+from dlnlab.flow.solver import (
+    CHUNK_POINTS,
+    CHUNK_POINTS_EVENTS,
+    DEFAULT_ATOL,
+    DEFAULT_METHOD,
+    DEFAULT_RTOL,
+    EXPLICIT_ADAMS_MAX_ORDER,
+    METHODS,
+    SCIPY_STIFF,
+    TORCHDIFFEQ_ADAPTIVE,
+    TORCHDIFFEQ_FIXED,
+    Solver,
+    as_solver,
+)
+from dlnlab.network import Layout, as_layout
+from dlnlab.problem import RegressionProblem
+from dlnlab.trajectory import Trajectory
+
+__all__ = [
+    "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
+    "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "LossLevel",
+    "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate",
+]  # fmt: skip
+
+
+def _check_t_eval(t_eval) -> Tensor:
+    t = torch.as_tensor(t_eval, dtype=torch.float64).detach().cpu()
+    if t.ndim != 1 or t.numel() < 1:
+        raise ValueError(f"t_eval must be a 1-D sequence of at least one time, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("t_eval must be finite")
+    if t.numel() > 1:
+        steps = t[1:] - t[:-1]
+        if not (steps > 0).all():
+            k = int(torch.nonzero(steps <= 0)[0])
+            raise ValueError(
+                f"t_eval must be strictly increasing: t_eval[{k}] = {float(t[k]):g} >= "
+                f"t_eval[{k + 1}] = {float(t[k + 1]):g}"
+            )
+    return t.contiguous()
+
+
+def _check_theta0(theta0, layout: Layout, dtype: torch.dtype) -> Tensor:
+    if not isinstance(theta0, Tensor):
+        theta0 = torch.as_tensor(theta0)
+    if theta0.ndim not in (1, 2):
+        raise ValueError(f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
+    if theta0.shape[-1] != layout.n_weights:
+        raise ValueError(
+            f"theta0 has {theta0.shape[-1]} entries, dims {list(layout.dims)} need p = {layout.n_weights}"
+        )
+    if theta0.ndim == 2 and theta0.shape[0] < 1:
+        raise ValueError("theta0: the batch (B, p) is empty")
+    theta0 = theta0.detach().to(dtype=dtype, device="cpu").clone().contiguous()
+    if not torch.isfinite(theta0).all():
+        raise ValueError("theta0 must be finite")
+    return theta0
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread and one BLAS thread for the small-matrix hot loop (scipy's LU of a 198 x 198
+    Jacobian is ~50x slower with a multi-threaded OpenBLAS on a loaded machine)."""
+    n_torch = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(n_torch)
+
+
+def integrate(
+    problem: RegressionProblem,
+    dims,
+    theta0: Tensor,
+    t_eval: Tensor | Sequence[float],
+    solver: Solver = Solver(),  # noqa: B008 (frozen, immutable default)
+    events: Sequence = (),
+    progress: Callable[[float, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Trajectory:
+    """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
+
+    theta0: (p,) or a batch (B, p) (batches: torchdiffeq methods without events only).
+    t_eval: strictly increasing times; t_eval[0] is the time of theta0.
+    events: event functions (see the module docstring); the first to fire stops the solve.
+    progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
+    (scipy), and once at the end. stop(): when it returns True (checked after every chunk or step)
+    the solve stops as if interrupted.
+    Returns a :class:`~dlnlab.trajectory.Trajectory`. Raises ArgumentError for bad arguments,
+    FlowSolverError on failure and FlowInterrupted on Ctrl+C or ``stop()``, both with the partial
+    trajectory as ``.result``.
+    """
+    solver = as_solver(solver)
+    layout = as_layout(dims)
+    check_problem_dims(problem, layout)
+    t = _check_t_eval(t_eval)
+    theta0 = _check_theta0(theta0, layout, problem.X.dtype)
+    events = tuple(events)
+    for i, ev in enumerate(events):
+        if not callable(ev):
+            raise ArgumentError("events", f"events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
+    batched = theta0.ndim == 2
+    if batched and solver.family == "scipy":
+        raise ArgumentError(
+            "solver",
+            f"a batch of initial states (B, p) needs a torchdiffeq method "
+            f"({', '.join(TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED)}), not {solver.method}; "
+            "or integrate each state separately",
+        )
+    if batched and events:
+        raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
+
+    with _one_thread(), torch.no_grad():
+        state = Run(problem, layout, theta0, t, solver, events, progress)
+        try:
+            if solver.family == "scipy":
+                return integrate_scipy(state, stop)
+            return integrate_torchdiffeq(state, stop)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, FlowInterrupted):
+                raise
+            t_last = float(t[state.n_out - 1])
+            msg = f"interrupted at t = {state.counter.t_reached:.6g}; output kept up to t = {t_last:.6g}"
+            raise FlowInterrupted(state.result("interrupted", msg)) from exc
