@@ -15,6 +15,7 @@ from dlnlab.flow import (
     METHODS,
     SCIPY_STIFF,
     Convergence,
+    FlowInterrupted,
     FlowSolverError,
     LossLevel,
     Solver,
@@ -404,3 +405,22 @@ def test_result_fields_and_progress(small):
         assert calls[-1] == (pytest.approx(10.0), 10.0)
         assert all(b == 10.0 for _, b in calls) and [a for a, _ in calls] == sorted(a for a, _ in calls)
     assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("method", ["lsoda", "dopri5"])
+def test_stop_ends_the_solve_with_every_point_so_far(small, method):
+    """stop() (the lab's signals) and Ctrl+C end a solve as FlowInterrupted with its outputs kept."""
+    problem, dims, theta0 = small
+    t_eval = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
+    calls, after = [], {"lsoda": 60, "dopri5": 1}[method]  # checked after every step / every chunk
+
+    def stop():
+        calls.append(1)
+        return len(calls) > after
+
+    with pytest.raises(FlowInterrupted) as info:
+        integrate(problem, dims, theta0, t_eval, Solver(method), stop=stop)
+    part = info.value.result
+    assert part.status == "interrupted" and 1 < len(part.t) < len(t_eval)
+    full = integrate(problem, dims, theta0, t_eval, Solver(method))
+    torch.testing.assert_close(part.theta, full.theta[: len(part.t)], rtol=0, atol=0)

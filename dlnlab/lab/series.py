@@ -31,37 +31,43 @@ __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
 
 
 class Progress:
-    """One status line per series on a terminal (stderr); silent when not attached to one."""
+    """One tqdm bar per series on stderr, in units of flow time t; off unless on a terminal (``auto``)
+    or ``always``."""
+
+    FORMAT = "  {desc:<16} {percentage:5.1f}% |{bar:24}| t = {n:.4g} / {total:.4g} [{elapsed} < {remaining}]{postfix}"
 
     def __init__(self, mode: str = "auto") -> None:
         self.enabled = mode == "always" or (mode == "auto" and sys.stderr.isatty())
-        self._last = 0.0
-        self.label, self.t_end = "", 1.0
+        self.bar = None
 
     def start(self, label: str, t_end: float) -> None:
-        self.label, self.t_end, self._last = label, t_end, 0.0
-        self(0.0, force=True)
+        from tqdm import tqdm
 
-    def __call__(self, t: float, t_end: float | None = None, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.25:
-            return
-        self._last = now
-        frac = min(1.0, t / (t_end or self.t_end))
-        sys.stderr.write(f"\r  {self.label:<28} t = {t:9.3f} / {t_end or self.t_end:g}  [{frac:6.1%}]")
-        sys.stderr.flush()
+        self.close()
+        self.bar = tqdm(
+            total=float(t_end), desc=label, bar_format=self.FORMAT, disable=not self.enabled, file=sys.stderr,
+            mininterval=0.25, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def __call__(self, t: float, t_end: float | None = None) -> None:
+        if self.bar is not None and t > self.bar.n:
+            self.bar.update(min(float(t), self.bar.total) - self.bar.n)
 
     def note(self, msg: str) -> None:
         if self.enabled:
-            sys.stderr.write(f"  {msg}\n")
-            sys.stderr.flush()
+            from tqdm import tqdm
+
+            tqdm.write(f"  {msg}", file=sys.stderr)
 
     def done(self, msg: str) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r  {self.label:<28} {msg:<50}\n")
-            sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.set_postfix_str(msg, refresh=False)
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @dataclass
@@ -109,9 +115,13 @@ def run_flow(
     t0 = time.perf_counter()
     res = None
     try:
-        res = flowmod.integrate(
-            plan.problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress
-        )
+        # a signal is only noted while the solver runs; it stops at its next step or chunk, with
+        # every output point so far (solve_ivp would lose them to an exception raised inside it)
+        with signals.deferred(raise_at_end=False):
+            res = flowmod.integrate(
+                plan.problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress,
+                stop=lambda: signals.received() is not None,
+            )  # fmt: skip
         entry["message"] = ""
     except flowmod.FlowSolverError as err:
         res = err.result
