@@ -104,19 +104,19 @@ def test_origin_h2_strict_h3_non_strict(h):
     assert float(theta.abs().max()) == 0.0
     res = saddles.classify_saddle(pr, dims, theta, [])
     if h == 2:
-        assert res["label"] == "strict"
-        assert res["lambda_min"] == pytest.approx(-float(pr.modes[0]), abs=1e-6)
-        assert res["escape"]["unstable_kind"] == "hessian"
-        assert res["escape"]["unstable_mode"] == 0
+        assert res.label == "strict"
+        assert res.lambda_min == pytest.approx(-float(pr.modes[0]), abs=1e-6)
+        assert res.escape.unstable_kind == "hessian"
+        assert res.escape.unstable_mode == 0
     else:
-        assert res["label"] == "non-strict"
+        assert res.label == "non-strict"
         hess = pr.hessian(theta, dims)
         assert float(torch.linalg.matrix_norm(hess, ord=2)) <= 1e-8
-        assert abs(res["lambda_min"]) <= 1e-8
-        assert res["three_rank_r_layers"] and res["optimal_rank_r"]
-        assert res["escape"]["unstable_kind"] == "sign_rule" and res["escape"]["hessian_degenerate"]
-    assert res["escape"]["next_mode"] == 0
-    assert res["ranks"] == [0] * h
+        assert abs(res.lambda_min) <= 1e-8
+        assert res.three_rank_r_layers and res.optimal_rank_r
+        assert res.escape.unstable_kind == "sign_rule" and res.escape.hessian_degenerate
+    assert res.escape.next_mode == 0
+    assert res.ranks == [0] * h
 
 
 @pytest.mark.parametrize("h", [2, 3, 4])
@@ -132,17 +132,17 @@ def test_top_r_critical_points(h, r, balanced):
     torch.testing.assert_close(product(ws), pr.best_rank_product(r), atol=1e-12, rtol=0)
     assert float(pr.loss(ws)) == pytest.approx(float(pr.plateau_levels(3)[r]), rel=1e-12)
     res = saddles.classify_saddle(pr, dims, theta, range(r))
-    assert res["snap"] == "none" and res["snap_grad_norm"] <= 1e-12
-    assert res["ranks"] == [r] * h and res["rank_P"] == r
-    assert res["optimal_rank_r"]
+    assert res.snap == "none" and res.snap_grad_norm <= 1e-12
+    assert res.ranks == [r] * h and res.rank_P == r
+    assert res.optimal_rank_r
     if h == 2:  # d_1 = 4 > r: a hidden unit is free
-        assert res["label"] == "strict"
-        assert res["lambda_min"] == pytest.approx(-m[r], abs=1e-6)
-        assert res["escape"]["unstable_mode"] == r
+        assert res.label == "strict"
+        assert res.lambda_min == pytest.approx(-m[r], abs=1e-6)
+        assert res.escape.unstable_mode == r
     else:
-        assert res["label"] == "non-strict"
-        assert res["lambda_min"] >= -1e-7
-        assert res["three_rank_r_layers"]
+        assert res.label == "non-strict"
+        assert res.lambda_min >= -1e-7
+        assert res.three_rank_r_layers
     if balanced:
         cons = [ws[j + 1].T @ ws[j + 1] - ws[j] @ ws[j].T for j in range(h - 1)]
         assert max(float(c.abs().max()) for c in cons) <= 1e-12
@@ -158,15 +158,15 @@ def test_skipped_larger_mode_is_strict(h, modes):
     theta = pack(ws)
     assert float(pr.gradient_theta(theta, dims).abs().max()) <= 1e-12
     res = saddles.classify_saddle(pr, dims, theta, modes)
-    assert res["label"] == "strict"
-    assert not res["is_top_set"] and not res["optimal_rank_r"]
-    assert res["lambda_min"] < -0.1
+    assert res.label == "strict"
+    assert not res.is_top_set and not res.optimal_rank_r
+    assert res.lambda_min < -0.1
     if h >= 3 and len(modes) == 1:  # balanced, learnt a, larger k = 0 unlearnt
         a = modes[0]
         expected = -(m[0] - m[a]) * m[a] ** ((h - 2) / h)
-        assert res["lambda_min"] == pytest.approx(expected, rel=1e-6)
-    assert res["escape"]["unstable_kind"] == "hessian"
-    assert res["escape"]["unstable_mode"] == min(k for k in range(3) if k not in modes)
+        assert res.lambda_min == pytest.approx(expected, rel=1e-6)
+    assert res.escape.unstable_kind == "hessian"
+    assert res.escape.unstable_mode == min(k for k in range(3) if k not in modes)
 
 
 def test_critical_points_with_chosen_layer_ranks():
@@ -182,16 +182,16 @@ def test_critical_points_with_chosen_layer_ranks():
         torch.testing.assert_close(product(ws), pr.best_rank_product(1), atol=1e-12, rtol=0)
     a = saddles.classify_saddle(pr, dims, pack(chained), [0])
     b = saddles.classify_saddle(pr, dims, pack(unchained), [0])
-    assert a["ranks"] == b["ranks"] == [1, 2, 2, 1]
-    assert not a["three_rank_r_layers"]
-    assert a["label"] == "strict" and a["lambda_min"] < -0.1
-    assert b["label"] == "non-strict" and b["lambda_min"] >= -1e-7
+    assert a.ranks == b.ranks == [1, 2, 2, 1]
+    assert not a.three_rank_r_layers
+    assert a.label == "strict" and a.lambda_min < -0.1
+    assert b.label == "non-strict" and b.lambda_min >= -1e-7
     # three rank-1 layers: the sufficient condition holds
     c = saddles.classify_saddle(
         pr, dims, pack(saddles.critical_point(pr, dims, [0], layer_ranks=[2, 1, 1, 1])), [0]
     )
-    assert c["three_rank_r_layers"] and c["label"] == "non-strict"
-    assert "sufficient" in c["reasons"][0]
+    assert c.three_rank_r_layers and c.label == "non-strict"
+    assert "sufficient" in c.reasons[0]
     with pytest.raises(ValueError, match="not a critical point"):
         saddles.critical_point(pr, dims, [0], layer_ranks=[2, 2, 2, 1])
     with pytest.raises(ValueError, match="r_max"):
@@ -210,12 +210,12 @@ def test_snap_from_a_perturbed_saddle(h):
     noise = torch.randn(theta.shape, generator=torch.Generator().manual_seed(8), dtype=F64)
     near = theta + 1e-2 * noise
     res = saddles.classify_saddle(pr, dims, near.numpy())
-    assert res["modes_learnt"] == [0] and res["snap"] == "project"
-    assert res["closest"]["ranks"] == [min(a, b) for a, b in zip(dims[1:], dims[:-1])]
-    assert res["ranks"] == [1] * h and res["optimal_rank_r"]
-    assert res["snap_grad_norm"] <= 1e-9 and res["product_distance"] <= 1e-9
-    assert res["label"] == ("strict" if h == 2 else "non-strict")
-    assert res["theta_critical"].shape == theta.shape
+    assert res.modes_learnt == [0] and res.snap == "project"
+    assert res.closest["ranks"] == [min(a, b) for a, b in zip(dims[1:], dims[:-1])]
+    assert res.ranks == [1] * h and res.optimal_rank_r
+    assert res.snap_grad_norm <= 1e-9 and res.product_distance <= 1e-9
+    assert res.label == ("strict" if h == 2 else "non-strict")
+    assert res.theta_critical.shape == theta.shape
     with pytest.raises(ValueError, match="finite"):
         saddles.classify_saddle(pr, dims, torch.full_like(theta, float("nan")))
 
@@ -226,8 +226,8 @@ def test_escape_branches_follow_the_sign_rule(h):
     dims = net(h)
     theta = pack(saddles.critical_point(pr, dims, [0], seed=6))
     esc = saddles.escape_directions(pr, dims, theta, [0])
-    assert esc["next_mode"] == 1 and esc["free_channel"]
-    branches = {b["mode"]: b for b in esc["branches"]}
+    assert esc.next_mode == 1 and esc.free_channel
+    branches = {b["mode"]: b for b in esc.branches}
     assert set(branches) == {1, 2}
     for k, b in branches.items():
         mk = float(pr.modes[k])
@@ -239,10 +239,10 @@ def test_escape_branches_follow_the_sign_rule(h):
             assert b["stable_curvature"] == pytest.approx(mk, rel=1e-8)
         else:  # the Hessian is blind to them; the order-h sign rule decides
             assert abs(b["unstable_curvature"]) <= 1e-10 and abs(b["stable_curvature"]) <= 1e-10
-    d = esc["unstable_direction"]
+    d = esc.unstable_direction
     assert d.shape == theta.shape and float(d.norm()) == pytest.approx(1.0)
-    assert esc["unstable_mode"] == 1
-    assert esc["unstable_kind"] == ("hessian" if h == 2 else "sign_rule")
+    assert esc.unstable_mode == 1
+    assert esc.unstable_kind == ("hessian" if h == 2 else "sign_rule")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
 Pure torch / numpy / scipy, float64.
 """
 
-from dlnlab.saddles.classify import LABELS, ClassifyTolerances, classify_saddle
+from dlnlab.saddles.classify import LABELS, ClassifyTolerances, SaddleClassification, classify_saddle
 from dlnlab.saddles.critical import critical_point
-from dlnlab.saddles.escape import escape_directions
+from dlnlab.saddles.escape import EscapeDirections, escape_directions
 from dlnlab.saddles.plateaus import PlateauThresholds, detect_plateaus, modes_learnt
 from dlnlab.saddles.report import (
     LABEL_CODES,
+    SaddleLog,
     analyze_run_saddles,
     analyze_series,
     exits_vs_reference,
@@ -36,6 +37,9 @@ __all__ = [
     "LABEL_CODES",
     "PlateauThresholds",
     "ClassifyTolerances",
+    "SaddleClassification",
+    "EscapeDirections",
+    "SaddleLog",
     "modes_learnt",
     "detect_plateaus",
     "critical_point",

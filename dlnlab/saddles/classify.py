@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -32,11 +33,11 @@ from dlnlab.saddles.critical import (
     _suffix_products,
     critical_point,
 )
-from dlnlab.saddles.escape import escape_directions
+from dlnlab.saddles.escape import EscapeDirections, escape_directions
 from dlnlab.saddles.plateaus import _s1
 from dlnlab.saddles.plateaus import modes_learnt as _learnt  # the argument modes_learnt shadows it
 
-__all__ = ["LABELS", "ClassifyTolerances", "classify_saddle"]
+__all__ = ["LABELS", "ClassifyTolerances", "SaddleClassification", "classify_saddle"]
 
 LABELS = ("strict", "non-strict", "inconclusive")
 
@@ -95,6 +96,61 @@ def _partial_product_rule(ev: dict, dims: Sequence[int], r: int) -> str | None:
     return None
 
 
+@dataclass
+class SaddleClassification:
+    """A saddle, classified at the critical point itself.
+
+    label: strict, non-strict or inconclusive; lambda_min, lambda_max: the Hessian's extremes on theta
+    at the critical point (lambda_tolerance: what counts as zero); n_negative_eigenvalues,
+    n_zero_eigenvalues (dense Hessians only); ranks (of W_1..W_h), partial_product_ranks ({"prefix":
+    rank P_{j:1} for j = 1..h-1, "suffix": rank W_h..W_j for j = 2..h}), rank_P; optimal_rank_r (P is
+    P*_r, the optimal rank-r map), three_rank_r_layers (the sufficient condition for non-strict),
+    n_rank_r_layers; is_top_set, is_global_minimum; partial_product_rule; theory (what the literature
+    says) and numeric (what lambda_min says); snap (the method used), snap_grad_norm, snap_distance
+    (||theta* - theta||), snap_iterations; product_distance (||(P - P_S) Sxx^{1/2}||); reasons (why the
+    label); closest ({grad_norm, lambda_min, product_distance, ranks} at theta itself); modes_learnt
+    (the set S), level (L(P_S)); escape (:class:`EscapeDirections` at the critical point, None if it
+    failed); theta_critical (the (p,) critical point).
+    """
+
+    label: str
+    lambda_min: float
+    lambda_max: float
+    lambda_tolerance: float
+    n_negative_eigenvalues: int | None
+    n_zero_eigenvalues: int | None
+    ranks: list[int]
+    partial_product_ranks: dict
+    rank_P: int
+    optimal_rank_r: bool
+    three_rank_r_layers: bool
+    n_rank_r_layers: int
+    is_top_set: bool
+    is_global_minimum: bool
+    partial_product_rule: str | None
+    theory: str | None
+    numeric: str
+    snap: str
+    snap_grad_norm: float
+    snap_distance: float
+    snap_iterations: int
+    product_distance: float
+    reasons: list[str]
+    closest: dict
+    modes_learnt: list[int]
+    level: float
+    escape: EscapeDirections | None
+    theta_critical: Tensor
+
+    def to_dict(self) -> dict:
+        """JSON-able fields (escape as a dict, the critical point left out)."""
+        out = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("escape", "theta_critical")
+        }
+        out["escape"] = None if self.escape is None else self.escape.to_dict()
+        return out
+
+
 def classify_saddle(
     problem: RegressionProblem,
     dims,
@@ -103,7 +159,7 @@ def classify_saddle(
     *,
     snap: str = "auto",
     tolerances: ClassifyTolerances | None = None,
-) -> dict:
+) -> SaddleClassification:
     """Snap theta to the nearby critical point and classify it: strict, non-strict or inconclusive.
 
     Args:
@@ -114,13 +170,7 @@ def classify_saddle(
             ||grad L||^2), ``lm`` (Levenberg-Marquardt from theta itself), ``construct`` (the balanced
             critical point of S from :func:`critical_point`), ``none`` (classify theta as it is).
 
-    Returns a dict: label, lambda_min (at the critical point), lambda_max, ranks (of W_1..W_h),
-    partial_product_ranks ({"prefix": rank P_{j:1} for j = 1..h-1, "suffix": rank W_h..W_j for
-    j = 2..h}), rank_P, optimal_rank_r (P is P*_r, the optimal rank-r map), three_rank_r_layers,
-    snap_grad_norm, snap (the method used), snap_distance (||theta* - theta||), snap_iterations,
-    product_distance (||(P - P_S) Sxx^{1/2}||), theory (what the literature says), partial_product_rule,
-    reasons (why the label), closest ({grad_norm, lambda_min, ranks} at theta itself), modes_learnt,
-    escape (:func:`escape_directions` at the critical point) and theta_critical (the (p,) tensor).
+    Returns a :class:`SaddleClassification`.
     """
     tol = tolerances or ClassifyTolerances()
     layout = as_layout(dims)
@@ -231,34 +281,35 @@ def classify_saddle(
             problem, layout, th, s, trajectory_theta=th0, _hess=hess, _lam=(lam_min, v_min, n_neg), _tol=tol
         )
     except Exception as err:  # noqa: BLE001 - the escape analysis must not lose the label
-        escape = {"error": f"{type(err).__name__}: {err}"}
-    return {
-        "label": label,
-        "lambda_min": lam_min,
-        "lambda_max": lam_max,
-        "lambda_tolerance": lam_tol,
-        "n_negative_eigenvalues": n_neg,
-        "n_zero_eigenvalues": n_zero,
-        "ranks": ev["ranks"],
-        "partial_product_ranks": {"prefix": ev["prefix"], "suffix": ev["suffix"]},
-        "rank_P": rank_p,
-        "optimal_rank_r": optimal,
-        "three_rank_r_layers": three,
-        "n_rank_r_layers": n_rank_r,
-        "is_top_set": bool(top),
-        "is_global_minimum": is_min,
-        "partial_product_rule": rule,
-        "theory": theory,
-        "numeric": numeric,
-        "snap": method,
-        "snap_grad_norm": gn,
-        "snap_distance": float((th - th0).norm()),
-        "snap_iterations": iters,
-        "product_distance": pd,
-        "reasons": reasons,
-        "closest": closest,
-        "modes_learnt": s,
-        "level": problem.critical_value(s),
-        "escape": escape,
-        "theta_critical": th,
-    }
+        escape = None
+        reasons.append(f"escape analysis failed: {type(err).__name__}: {err}")
+    return SaddleClassification(
+        label=label,
+        lambda_min=lam_min,
+        lambda_max=lam_max,
+        lambda_tolerance=lam_tol,
+        n_negative_eigenvalues=n_neg,
+        n_zero_eigenvalues=n_zero,
+        ranks=ev["ranks"],
+        partial_product_ranks={"prefix": ev["prefix"], "suffix": ev["suffix"]},
+        rank_P=rank_p,
+        optimal_rank_r=optimal,
+        three_rank_r_layers=three,
+        n_rank_r_layers=n_rank_r,
+        is_top_set=bool(top),
+        is_global_minimum=is_min,
+        partial_product_rule=rule,
+        theory=theory,
+        numeric=numeric,
+        snap=method,
+        snap_grad_norm=gn,
+        snap_distance=float((th - th0).norm()),
+        snap_iterations=iters,
+        product_distance=pd,
+        reasons=reasons,
+        closest=closest,
+        modes_learnt=s,
+        level=problem.critical_value(s),
+        escape=escape,
+        theta_critical=th,
+    )

@@ -12,6 +12,7 @@ the Hessian is zero on them and only the sign rule separates the branches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -28,7 +29,38 @@ from dlnlab.saddles.critical import (
 )
 from dlnlab.saddles.plateaus import _modes_np, _s1
 
-__all__ = ["escape_directions"]
+__all__ = ["EscapeDirections", "escape_directions"]
+
+
+@dataclass
+class EscapeDirections:
+    """How a trajectory leaves a saddle.
+
+    next_mode: the mode learnt next (the largest unlearnt one with a free channel); free_channel: a
+    channel is free for it; unstable_kind: ``hessian`` (a negative eigenvalue: exponential escape),
+    ``sign_rule`` (degenerate Hessian: algebraic escape of order ``unstable_order``) or None;
+    unstable_rate, unstable_mode: the rate and mode of the unstable direction; escape: exponential or
+    algebraic; hessian_degenerate; lambda_min; n_negative_eigenvalues; branches: per unlearnt mode its
+    stable and unstable branches with their measured and predicted loss changes; unstable_direction:
+    (p,) the direction (not stored in summaries).
+    """
+
+    next_mode: int | None
+    free_channel: bool
+    unstable_kind: str | None
+    unstable_rate: float | None
+    unstable_mode: int | None
+    unstable_order: int | None
+    escape: str | None
+    hessian_degenerate: bool
+    lambda_min: float
+    n_negative_eigenvalues: int | None
+    branches: list[dict] = field(default_factory=list)
+    unstable_direction: Tensor | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-able fields (the direction tensor left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "unstable_direction"}
 
 
 def _free_channels(ws: Sequence[Tensor], s1: float, rtol: float) -> list[Tensor | None]:
@@ -180,17 +212,17 @@ def escape_directions(
         kind, direction, rate, mode, order = "sign_rule", branch_dirs[next_mode], None, next_mode, h
     else:
         kind, direction, rate, mode, order = None, None, None, None, None
-    return {
-        "next_mode": next_mode,
-        "free_channel": bool(has_free),
-        "unstable_kind": kind,
-        "unstable_rate": rate,
-        "unstable_mode": mode,
-        "unstable_order": order,
-        "escape": None if kind is None else ("exponential" if kind == "hessian" else "algebraic"),
-        "hessian_degenerate": bool(lam_min >= -lam_tol),
-        "lambda_min": lam_min,
-        "n_negative_eigenvalues": n_neg,
-        "branches": branches,
-        "unstable_direction": direction,
-    }
+    return EscapeDirections(
+        next_mode=next_mode,
+        free_channel=bool(has_free),
+        unstable_kind=kind,
+        unstable_rate=rate,
+        unstable_mode=mode,
+        unstable_order=order,
+        escape=None if kind is None else ("exponential" if kind == "hessian" else "algebraic"),
+        hessian_degenerate=bool(lam_min >= -lam_tol),
+        lambda_min=lam_min,
+        n_negative_eigenvalues=n_neg,
+        branches=branches,
+        unstable_direction=direction,
+    )

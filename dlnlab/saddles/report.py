@@ -20,7 +20,7 @@ from dlnlab._util import jsonable, warn
 from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.saddles.classify import ClassifyTolerances, classify_saddle
+from dlnlab.saddles.classify import ClassifyTolerances, SaddleClassification, classify_saddle
 from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.plateaus import (
     PlateauThresholds,
@@ -134,13 +134,12 @@ _EVIDENCE_KEYS = (
 )
 
 
-def _fill_plateau(p: dict, res: dict, source: str) -> None:
+def _fill_plateau(p: dict, res: SaddleClassification, source: str) -> None:
     """Copy a :func:`classify_saddle` result into the plateau dict p (label, lambda_min, evidence, escape)."""
-    p["label"] = res["label"]
-    p["lambda_min"] = jsonable(res["lambda_min"])
-    p["evidence"] = jsonable({"source": source, **{k: res.get(k) for k in _EVIDENCE_KEYS}})
-    esc = dict(res.get("escape") or {})
-    esc.pop("unstable_direction", None)  # a (p,) tensor: not stored (jsonable would list it)
+    p["label"] = res.label
+    p["lambda_min"] = jsonable(res.lambda_min)
+    p["evidence"] = jsonable({"source": source, **{k: getattr(res, k) for k in _EVIDENCE_KEYS}})
+    esc = res.escape.to_dict() if res.escape is not None else {}
     esc["exit_mode"] = p.get("exit_mode")
     esc["next_mode_agrees"] = (
         None
