@@ -1,9 +1,9 @@
-"""Analysis: invariants, spectra, saddle proximity, Hessian extremes and the theory oracles of math.md.
+"""Analysis: invariants, spectra, saddle proximity, Hessian extremes and the theory oracles of docs/theory.md.
 
 Conventions as in ``dlnlab.network``: W_j has shape (..., d_j, d_{j-1}) (leading batch dimensions
 allowed), theta is the packed vector of masked weights, and every Hessian acts on theta.
 
-Theory oracles (math.md section 5) for an aligned, balanced mode of strength u (product space):
+Theory oracles (docs/theory.md section 5) for an aligned, balanced mode of strength u (product space):
 ``du/dt = h |u|^(2-2/h) (s - u)``; ``mode_time``, ``mode_half_time`` and ``mode_solution`` evaluate it
 with ~1e-12 relative accuracy, and ``balanced_product_rhs`` is Arora et al.'s end-to-end ODE.
 """

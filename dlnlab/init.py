@@ -71,7 +71,7 @@ def orthogonal(
 def _balanced_factors(
     dims: tuple[int, ...], out_vecs: Tensor, in_vecs: Tensor, strengths: list[float], inner: list[Tensor]
 ) -> list[Tensor]:
-    """0-balanced factorisation of P0 = U0 diag(u) V0^T (math.md 3.5).
+    """0-balanced factorisation of P0 = U0 diag(u) V0^T (docs/theory.md section 3, item 5).
 
     W_1 = Q_1 S^{1/h} V0^T, W_j = Q_j S^{1/h} Q_{j-1}^T, W_h = U0 S^{1/h} Q_{h-1}^T with the sign of
     each u_k put on W_1, so that the product has strengths u_k and every C_j = 0.
@@ -123,7 +123,7 @@ def aligned(
 
     P0 = sum_k u0_k u_k (Sxx^{+1/2} v_k)^T over the first min(q, r_max) data modes (u_k, v_k from
     ``problem.mode_u``, ``problem.mode_v``); hidden frames are random orthonormal (from ``seed``).
-    A negative u0_k puts mode k on the stable branch (math.md section 4). W_1 reads the input along
+    A negative u0_k puts mode k on the stable branch (docs/theory.md section 4). W_1 reads the input along
     Sxx^{+1/2} v_k, so the mode strengths u_k^T P Sxx^{1/2} v_k equal u0 for any data; only for
     whitened data are the layers also exactly balanced (C_j = 0), the form preserved by the flow and
     each mode an independent du/dt = h |u|^(2-2/h) (m_k - u).

@@ -1,6 +1,6 @@
 """The deep linear network as a graph: one block adjacency matrix A.
 
-Convention (design.md): row = target node, column = source node, nodes ordered layer by layer
+Convention (docs/theory.md section 1): row = target node, column = source node, nodes ordered layer by layer
 (input layer 0 first). W_j (shape d_j x d_{j-1}) sits in block (j, j-1) of A, so A^h has the single
 nonzero block (h, 0) = P = W_h ... W_1 and A^{h+1} = 0.
 

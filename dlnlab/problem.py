@@ -2,7 +2,7 @@
 
 L = 1/(2N) ||Y - P X||_F^2, X of shape (d_x, N), Y of shape (d_y, N), P = W_h ... W_1.
 Everything is computed from the sufficient statistics (cost independent of N) in the
-cancellation-free form of math.md section 2:
+cancellation-free form of docs/theory.md section 2:
 
     L = 1/2 ||(P - P_ls) Sxx^{1/2}||_F^2 + L_min,   P_ls = Syx Sxx^+,
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the Figure-1 problem (design.md) in float64, with one torch thread."""
+"""Shared fixtures: the Figure-1 problem (docs/theory.md section 7) in float64, with one torch thread."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Analysis: mode-dynamics oracles (math.md 5), invariants, spectra and Hessian extremes."""
+"""Analysis: mode-dynamics oracles (docs/theory.md section 5), invariants, spectra and Hessian extremes."""
 
 import math
 
@@ -37,7 +37,7 @@ def random_weights(dims, seed=0, scale=0.5):
 
 
 # ----------------------------------------------------------------------------------------------
-# Scalar mode dynamics: the reference numbers of math.md section 5
+# Scalar mode dynamics: the reference numbers of docs/theory.md section 5
 @pytest.mark.parametrize(
     "h,expected", [(2, 1.334339), (3, 3.136267), (4, 5.217433), (5, 6.999005), (6, 8.339316)]
 )
@@ -66,7 +66,7 @@ def test_figure1_half_times(u0, expected):
 
 
 def h4_closed_form(s, u0, u):
-    """math.md 5, h = 4, z = sqrt(u)."""
+    """docs/theory.md section 5, h = 4, z = sqrt(u)."""
     z0, z, r = math.sqrt(u0), math.sqrt(u), math.sqrt(s)
     return (1 / (2 * s)) * (1 / z0 - 1 / z + math.log((r + z) * (r - z0) / ((r - z) * (r + z0))) / (2 * r))
 
@@ -161,7 +161,7 @@ def test_mode_solution_branches_and_shapes():
 @pytest.mark.parametrize("h", [2, 3, 4])
 def test_balanced_sharpness_is_the_hessian_lambda_max_at_a_balanced_minimum(h):
     """Independent of the formula: lambda_max of the dense Hessian at the balanced global minimum
-    (aligned init with u0 = the modes) for s1 = 3 (math.md: 6.000, 12.980, 20.785)."""
+    (aligned init with u0 = the modes) for s1 = 3 (docs/theory.md: 6.000, 12.980, 20.785)."""
     pr = RegressionProblem.teacher([3.0, 1.5], d_x=4, d_y=3, n_samples=16, whiten=True, seed=5)
     dims = (4,) + (3,) * (h - 1) + (3,)
     ws = init.aligned(dims, pr, [float(v) for v in pr.modes], seed=6)

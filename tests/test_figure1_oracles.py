@@ -1,4 +1,4 @@
-"""Figure 1 oracles of math.md section 8 that need the flow or GD on the full net (16, 17)."""
+"""Figure 1 oracles of docs/theory.md section 8 that need the flow or GD on the full net (16, 17)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def first_escape(problem, scale, seed=0):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_small_init_escape_time_scales_like_sigma_to_the_minus_h_minus_2(problem, seed):
-    # h = 5: t(sigma / 2) / t(sigma) ~ 2^(h-2) = 8 (math.md 5, oracle 17: in [6.5, 9.5] for sigma <= 0.1)
+    # h = 5: t(sigma / 2) / t(sigma) ~ 2^(h-2) = 8 (docs/theory.md section 5, oracle 17: in [6.5, 9.5] for sigma <= 0.1)
     ratio = first_escape(problem, 0.05, seed) / first_escape(problem, 0.1, seed)
     assert 6.5 <= ratio <= 9.5, ratio
 

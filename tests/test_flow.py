@@ -98,7 +98,7 @@ def test_conservation_of_hidden_imbalances():
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. Aligned balanced flow against the reference mode solution (math.md section 5)
+# 3. Aligned balanced flow against the reference mode solution (docs/theory.md section 5)
 
 T_HALF = {2: 1.334339, 3: 3.136267, 4: 5.217433, 5: 6.999005}
 

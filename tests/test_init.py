@@ -1,4 +1,4 @@
-"""Initialisations (math.md 3.5): gaussian, orthogonal, 0-balanced, aligned."""
+"""Initialisations (docs/theory.md section 3, item 5): gaussian, orthogonal, 0-balanced, aligned."""
 
 import pytest
 import torch

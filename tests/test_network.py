@@ -1,4 +1,4 @@
-"""The network as a block adjacency matrix (math.md sections 1 and 8.1)."""
+"""The network as a block adjacency matrix (docs/theory.md sections 1 and 8)."""
 
 import pytest
 import torch

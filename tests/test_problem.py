@@ -1,4 +1,4 @@
-"""Loss, gradient, Hessian, modes and critical values of the regression problem (math.md 2, 4, 8)."""
+"""Loss, gradient, Hessian, modes and critical values of the regression problem (docs/theory.md sections 2, 4, 8)."""
 
 import numpy as np
 import pytest
@@ -72,7 +72,7 @@ def test_loss_and_gradient_equal_autograd_of_direct_loss(kind, dims):
 
 
 def test_gradient_per_layer_formula(fig1_problem):
-    """grad_{W_j} L = (P_{h:j+1})^T D (P_{j-1:1})^T with D = P Sxx - Syx (math.md 2)."""
+    """grad_{W_j} L = (P_{h:j+1})^T D (P_{j-1:1})^T with D = P Sxx - Syx (docs/theory.md section 2)."""
     pr, dims = fig1_problem, (11, 6, 6, 6, 6, 4)
     ws = random_weights(dims, seed=4)
     h = len(ws)
@@ -117,7 +117,7 @@ def test_off_mask_gradient_is_exactly_zero(fig1_problem):
     (grad_a,) = torch.autograd.grad(0.5 * (r * r).sum() / pr.n_samples, a)
     assert torch.count_nonzero(grad_a * ~mask) == 0
     torch.testing.assert_close(grad_a, ga, rtol=1e-10, atol=1e-13)
-    # and the adjacency closed form sum_j (A^{h-j})^T (A^h C - E) (A^{j-1})^T of math.md 2
+    # and the adjacency closed form sum_j (A^{h-j})^T (A^h C - E) (A^{j-1})^T of docs/theory.md section 2
     n = lay.n_nodes
     C, E = torch.zeros(n, n, dtype=F64), torch.zeros(n, n, dtype=F64)
     C[o[0] : o[1], o[0] : o[1]] = pr.Sxx

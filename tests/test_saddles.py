@@ -1,6 +1,6 @@
 """Saddles (dlnlab.saddles): plateaus of the loss staircase, the saddles visited, strict vs non-strict.
 
-Oracles from math.md sections 4, 5 and 7: the origin (h = 2: lambda_min = -m_1; h >= 3: Hessian 0),
+Oracles from docs/theory.md sections 4, 5 and 7: the origin (h = 2: lambda_min = -m_1; h >= 3: Hessian 0),
 balanced top-r critical points (h = 2: -m_{r+1}; h >= 3: non-strict), a skipped larger mode (strict,
 -(m_k - m_a) m_a^((h-2)/h) for a balanced point), aligned flows (plateaus at L*_r with exits at the
 reference half-times), gaussian small-init flows (non-strict), the Figure 1 flow (four plateaus at 15,
@@ -171,7 +171,7 @@ def test_skipped_larger_mode_is_strict(h, modes):
 
 def test_critical_points_with_chosen_layer_ranks():
     """h = 4, one mode learnt, extra rank in W_2 and W_3: chained extra channels make the saddle
-    strict, unchained ones non-strict (math.md section 4); an extra chain from input to output
+    strict, unchained ones non-strict (docs/theory.md section 4); an extra chain from input to output
     is not critical."""
     pr = small_problem()
     dims = net(4)
@@ -335,7 +335,7 @@ def test_gaussian_small_init_flow_plateaus_are_non_strict():
 
 
 def test_figure1_flow_has_four_non_strict_plateaus():
-    """The default run's flow (design.md): plateaus at 15, 7, 2.5, 0.5, left by modes 0..3 in order."""
+    """The default run's flow (docs/theory.md section 7): plateaus at 15, 7, 2.5, 0.5, left by modes 0..3 in order."""
     pr, init_seed = fig1_setting()
     theta0 = pack(init.gaussian(FIG1, 0.1, seed=init_seed))
     arr = series_of(pr, FIG1, theta0, 300.0, 0.1, method="bdf", rtol=1e-8, atol=1e-10)

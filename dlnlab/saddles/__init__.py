@@ -1,7 +1,7 @@
 """Saddles: the loss staircase, the saddles a trajectory visits, and whether each is strict or non-strict.
 
 From near the origin a deep linear network learns the data's modes one at a time, largest first
-(math.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
+(docs/theory.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
 critical point whose product is P_S = Pi_S Syx Sxx^+ for the set S of modes learnt so far, at the
 critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
 

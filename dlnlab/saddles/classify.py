@@ -78,7 +78,7 @@ def _rank_evidence(ws: Sequence[Tensor], s1: float, rtol: float) -> dict:
 
 
 def _partial_product_rule(ev: dict, dims: Sequence[int], r: int) -> str | None:
-    """math.md section 4's refinement: a* = max{i : rank P_{i-1:1} > r}, b* = min{j : rank P_{h:j+1} > r};
+    """docs/theory.md section 4's refinement: a* = max{i : rank P_{i-1:1} > r}, b* = min{j : rank P_{h:j+1} > r};
     b* = a*+1: strict; b* >= a*+2 with rank P_{b*-1:a*+1} = r: non-strict; otherwise silent.
     (Informational: it has a known counterexample.)"""
     h = len(dims) - 1

@@ -134,7 +134,7 @@ def critical_point(
     with singular values ``extra_scale`` (default: the mean learnt layer amplitude). With
     ``chain_extra`` the extra channel of W_j reads what W_{j-1}'s extra channel writes; otherwise it
     reads other free directions. The result is critical only if no chain of extra channels connects the
-    unlearnt input modes to the unlearnt output modes too closely (in the notation of math.md section 4,
+    unlearnt input modes to the unlearnt output modes too closely (in the notation of docs/theory.md section 4,
     with a the length of the extra chain from the input and b the first layer of the chain to the
     output: b >= a + 3); otherwise a ValueError says so.
     """

@@ -2,7 +2,7 @@
 
 The next mode, the unstable direction (the Hessian's lowest eigenvector at a strict saddle, the
 sign-rule branch of the next mode where the Hessian is blind) and, for every unlearnt mode, the
-unstable and stable branches of math.md section 4 built in a free channel: along
+unstable and stable branches of docs/theory.md section 4 built in a free channel: along
 (a f_1 v_k^T, a f_2 f_1^T, ..., a u_k f_{h-1}^T) the product gains +a^h u_k v_k^T and the loss falls by
 m_k a^h (the unstable branch); with the first layer's sign flipped it rises by as much (the stable
 branch). For h = 2 these are the Hessian eigendirections with eigenvalues -m_k and +m_k; for h >= 3
@@ -120,7 +120,7 @@ def escape_directions(
     _tol: ClassifyTolerances | None = None,
 ) -> dict:
     """How a trajectory leaves the critical point theta (p,) (learnt set S): next mode, unstable
-    direction, and the stable / unstable branches of every unlearnt mode (math.md section 4's sign rule).
+    direction, and the stable / unstable branches of every unlearnt mode (docs/theory.md section 4's sign rule).
 
     For each unlearnt mode k with a free channel (a unit f_j in every hidden layer orthogonal to
     range(W_j) and to the row space of W_{j+1}) the branch directions are

@@ -1,7 +1,7 @@
 """Plateaus of the loss staircase, detected from the recorded series alone (no weights needed).
 
 From near the origin a deep linear network learns the data's modes one at a time, largest first
-(math.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
+(docs/theory.md sections 4, 5, 7). Each plateau of the loss is the trajectory passing close to a saddle: a
 critical point whose product is P_S = Pi_S Syx Sxx^+ for the set S of modes learnt so far, at the
 critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
 
@@ -11,7 +11,7 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
   where the loss stays within ``loss_band * Delta_S`` of L(P_S) and ||grad L|| stays below
   ``grad_band * sqrt(Delta_S / tau_S)``, for at least ``min_duration * tau_S``. Delta_S = m_k^2 / 2
   is the drop that leaves it (k the largest unlearnt mode) and tau_S = 1 / (h m_k^(2-2/h)) the time
-  constant of that mode (math.md section 5): every threshold scales with the problem;
+  constant of that mode (docs/theory.md section 5): every threshold scales with the problem;
 * it is left when the next mode's strength crosses m_k / 2 (``t_exit``, interpolated).
 """
 
@@ -78,7 +78,7 @@ def _next_drop(s: frozenset, m: np.ndarray, r_max: int, depth: int | None) -> tu
 
     Below full rank the largest unlearnt mode k is learnt next: Delta = m_k^2/2, tau = 1/(h m_k^(2-2/h)).
     At full rank (|S| = r_max) a larger unlearnt mode k replaces the smallest learnt mode a:
-    Delta = (m_k^2 - m_a^2)/2 and tau = 1/((m_k - m_a) m_a^((h-2)/h)) (math.md section 4).
+    Delta = (m_k^2 - m_a^2)/2 and tau = 1/((m_k - m_a) m_a^((h-2)/h)) (docs/theory.md section 4).
     """
     unlearnt = [k for k in range(m.size) if k not in s]
     if not unlearnt:
@@ -262,7 +262,7 @@ def _exit(t, ms, learnt, m, s: set, i_end: int, stop: int) -> tuple[int | None, 
 
     Only crossings that persist count: the mode must still be learnt at ``stop`` (the start of the
     next plateau, or the end of the series), which skips the transient mixtures of close modes that
-    rotate away after the jump (math.md section 7). Falls back to the first crossing.
+    rotate away after the jump (docs/theory.md section 7). Falls back to the first crossing.
     """
     first: tuple[float, int] | None = None
     best: tuple[float, int] | None = None
