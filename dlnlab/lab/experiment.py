@@ -22,25 +22,13 @@ from dlnlab.lab import signals
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.resume import Previous, load_previous
-from dlnlab.lab.rundir import check_run_dir, save_npz
-from dlnlab.lab.summary import RunState, Status, format_table, series_name
+from dlnlab.lab.rundir import check_run_dir, write_problem
+from dlnlab.lab.summary import RunResult, RunState, Status, format_table, series_name
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
     from dlnlab.lab.series import SeriesContext
 
 __all__ = ["run", "resume", "RunResult", "series_name"]
-
-
-class RunResult(dict):
-    """The summary dict (summary.json) plus ``exit_code`` and ``run_dir``."""
-
-    @property
-    def exit_code(self) -> int:
-        return self["exit_code"]
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self["run_dir"])
 
 
 def _output_dir(output_dir) -> Path:
@@ -124,42 +112,6 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
     return RunResult(summary)
 
 
-def _save_problem(plan: Plan, out: Path) -> None:
-    from dlnlab.network import adjacency_from_weights
-
-    problem, dims = plan.problem, plan.cfg.model.dims
-    save_npz(
-        out / "problem.npz",
-        dims=np.asarray(dims, dtype=np.int64),
-        X=problem.X.numpy(),
-        Y=problem.Y.numpy(),
-        A0=adjacency_from_weights(plan.weights0).numpy(),
-        modes=problem.modes.numpy(),
-        critical_values=problem.plateau_levels(min(dims)).numpy(),
-        mode_u=problem.mode_u.numpy(),
-        mode_v=problem.mode_v.numpy(),
-    )
-
-
-def _context(state: RunState) -> SeriesContext:
-    from dlnlab.lab.series import Progress, SeriesContext
-
-    cfg, n = state.plan.cfg, state.n_grid
-    return SeriesContext(
-        plan=state.plan,
-        out=state.out,
-        n_grid=n,
-        progress=Progress(cfg.log.progress.name),
-        metric_kw=dict(
-            analysis_every=max(1, -(-n // cfg.log.analysis_points)) if cfg.log.analysis_points else 0,
-            sv_A_top=cfg.log.sv_A_top,
-            hessian_dense_max=cfg.log.hessian_dense_max,
-            save_theta=cfg.log.save_theta,
-        ),
-        callbacks=state.plan.callbacks(),
-    )
-
-
 def _run_all(state: RunState, previous: Previous | None) -> None:
     from dlnlab.flow import time_grid
 
@@ -167,13 +119,13 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     for note in plan.notes:
         warn(note)
     if previous is None:
-        _save_problem(plan, state.out)
+        write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
     state.n_grid = len(grid)
     state.write_summary()
     import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
     from dlnlab.lab.budget import time_per_step
-    from dlnlab.lab.series import run_flow, run_sgd
+    from dlnlab.lab.series import SeriesContext, run_flow, run_sgd
     from dlnlab.lab.training import series_grid
 
     # Each series is compared with the flow at its own exact times k tau: the flow solver evaluates
@@ -184,7 +136,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
         ms, steps[lr] = series_grid(state.n_grid, cfg.log.dt, tau)
         exact[lr] = (torch.tensor(ms), torch.tensor(steps[lr], dtype=torch.float64) * tau)
     all_t = torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
-    state.ctx = ctx = _context(state)
+    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid)
     state.stage = "flow"
     state.write_summary()
     done = previous.arrays.get("flow") if previous else None
@@ -205,7 +157,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
         ms, times = exact[lr]
         flow_theta = torch.full((state.n_grid, flow_at.shape[1]), float("nan"), dtype=torch.float64)
         flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
-        initial = _resumable(previous, name, steps[lr]) if previous is not None else None
+        initial = previous.resumable(name, steps[lr]) if previous is not None else None
         entry, arrays = run_sgd(ctx, lr, flow_theta, flow_final, initial=initial)
         if previous is not None:
             state.resumed[-1]["series"][name] = (
@@ -217,22 +169,6 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     if not state.interrupted:
         _analyse(state, ctx)
     state.interrupted |= signals.received() is not None
-
-
-def _resumable(previous: Previous, name: str, ks: list[int]) -> dict | None:
-    """The recorded points of an interrupted series up to its checkpoint, if every one is there
-    (a SIGKILL can lose the last ones): the series then continues from the checkpoint."""
-    from dlnlab.lab.training import checkpoint_step
-
-    path, arrays = previous.checkpoint(name), previous.recorded(name)
-    if not path.is_file() or arrays is None or "step" not in arrays:
-        return None
-    k = checkpoint_step(path)
-    steps = arrays["step"]
-    n_keep = int((steps <= k).sum())
-    if steps[:n_keep].tolist() != [s for s in ks if s <= k]:
-        return None
-    return {key: v[:n_keep] for key, v in arrays.items()}
 
 
 def _analyse(state: RunState, ctx: SeriesContext) -> None:

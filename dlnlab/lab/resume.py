@@ -14,13 +14,13 @@ with the config it was started with (its ``summary.json``), in its own directory
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.rundir import read_npz, read_summary
 from dlnlab.lab.summary import Status
 
 __all__ = ["Previous", "load_previous", "FINISHED"]
@@ -50,25 +50,32 @@ class Previous:
     def checkpoint(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.ckpt"
 
+    def resumable(self, name: str, ks: list[int]) -> dict[str, np.ndarray] | None:
+        """The recorded points of an interrupted series up to its checkpoint, if every one is there
+        (a SIGKILL can lose the last ones): the series then continues from the checkpoint."""
+        from dlnlab.lab.training import checkpoint_step
+
+        path, arrays = self.checkpoint(name), self.recorded(name)
+        if not path.is_file() or arrays is None or "step" not in arrays:
+            return None
+        k = checkpoint_step(path)
+        steps = arrays["step"]
+        n_keep = int((steps <= k).sum())
+        if steps[:n_keep].tolist() != [s for s in ks if s <= k]:
+            return None
+        return {key: v[:n_keep] for key, v in arrays.items()}
+
     def recorded(self, name: str) -> dict[str, np.ndarray] | None:
         """The arrays of ``series/<name>.npz`` (an interrupted series' points so far), or None."""
-        path = self.run_dir / "series" / f"{name}.npz"
-        if not path.is_file():
-            return None
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        return read_npz(self.run_dir / "series" / f"{name}.npz")
 
 
 def load_previous(run_dir: str | Path) -> Previous:
     """The run in ``run_dir`` as it stopped; ConfigError (key ``resume``) if there is none to finish."""
     run_dir = Path(run_dir)
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise ConfigError(f"resume: {run_dir} holds no summary.json: not a dlnlab run directory")
-    try:
-        summary = json.loads(path.read_text())
-    except ValueError as err:
-        raise ConfigError(f"resume: {path} is not readable JSON ({err})") from err
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise ConfigError(f"resume: {run_dir} holds no readable summary.json: not a dlnlab run directory")
     if summary.get("stage") == "done" and summary.get("interrupted") is None:
         raise ConfigError(
             f"resume: the run in {run_dir} finished (exit code {summary.get('exit_code')}); nothing to resume"

@@ -80,6 +80,24 @@ class SeriesContext:
     callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
 
+    @classmethod
+    def for_run(cls, plan: Plan, out: Path, n_grid: int) -> SeriesContext:
+        """The context of a run's series: its metrics options and the user's callbacks."""
+        log = plan.cfg.log
+        return cls(
+            plan=plan,
+            out=out,
+            n_grid=n_grid,
+            progress=Progress(log.progress.name),
+            metric_kw=dict(
+                analysis_every=max(1, -(-n_grid // log.analysis_points)) if log.analysis_points else 0,
+                sv_A_top=log.sv_A_top,
+                hessian_dense_max=log.hessian_dense_max,
+                save_theta=log.save_theta,
+            ),
+            callbacks=plan.callbacks(),
+        )
+
     def logger(self, name: str):
         """The series' logger, made once (the custom-scalars layout goes in with it)."""
         if name not in self.loggers:

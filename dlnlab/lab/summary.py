@@ -48,6 +48,18 @@ def series_name(lr: float | None) -> str:
     return "flow" if lr is None else f"sgd_lr_{float(lr)!r}"
 
 
+class RunResult(dict):
+    """The summary dict (summary.json) plus ``exit_code`` and ``run_dir``."""
+
+    @property
+    def exit_code(self) -> int:
+        return self["exit_code"]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self["run_dir"])
+
+
 @dataclass
 class RunState:
     """A run as it goes: its series' entries and arrays, its stage; :meth:`summary` is summary.json."""

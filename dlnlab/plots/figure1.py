@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from dlnlab.lab.rundir import atomic_path
+from dlnlab.lab.rundir import RunData, atomic_path, load_run
 from dlnlab.plots._common import (
     first_crossing,
     level_lines,
@@ -31,7 +31,6 @@ from dlnlab.plots._common import (
     reference_rule,
     shade_plateaus,
 )
-from dlnlab.plots._data import RunData, load_run
 from dlnlab.plots._style import PLATEAU_COLOR, mode_color, new_figure, style
 
 __all__ = ["figure1", "draw_network", "draw_adjacency", "final_adjacency", "init_description"]

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from dlnlab._util import warn
-from dlnlab.lab.rundir import atomic_path
+from dlnlab.lab.rundir import RunData, Series, atomic_path, format_lr, load_run
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -39,7 +39,6 @@ from dlnlab.plots._common import (
     shade_plateaus,
     stop_handle,
 )
-from dlnlab.plots._data import RunData, Series, format_lr, load_run
 from dlnlab.plots._style import COLUMN, TIME_LABEL, new_figure, style
 
 __all__ = ["FIGURES", "make_run_figures", "build_run_figures"]
