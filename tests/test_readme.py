@@ -36,3 +36,17 @@ def test_readme_documents_every_config_key():
     text = README.read_text()
     missing = sorted({k for k in keys if f"`{k}`" not in text})
     assert not missing, f"README does not document: {missing}"
+
+
+def test_the_repository_cites_only_its_own_documents():
+    """Code, tests, configs and docs cite docs/ inside the repository, never notes kept outside it."""
+    root = README.parent
+    files = [
+        p for ext in ("py", "md", "yaml", "toml") for p in root.rglob(f"*.{ext}") if ".venv" not in p.parts
+    ]
+    outside = [
+        str(p.relative_to(root))
+        for p in files
+        if re.search(r"\b(math|design|stack-notes)\.md\b|\.\./shared", p.read_text())
+    ]
+    assert not outside, outside

@@ -1,0 +1,108 @@
+"""Panels shared by the run figures: line styles per series, the time axis, legends, log panels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from dlnlab.lab.rundir import RunData, Series
+from dlnlab.plots._common import (
+    Markers,
+    bounded,
+    colors_of,
+    draw_order,
+    log_limits,
+    no_data,
+    plateau_handle,
+    shade_plateaus,
+    stop_handle,
+)
+from dlnlab.plots._style import TIME_LABEL, new_figure
+
+__all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "legend", "log_panel"]
+
+# SGD lines are wide and faded behind the thin black flow, so that "SGD converges to the flow" reads
+# as the coloured bands closing in on the black line.
+SGD_KW = {"lw": 1.7, "alpha": 0.75, "zorder": 2, "solid_capstyle": "butt"}
+FLOW_KW = {"lw": 0.9, "zorder": 4}
+
+
+def row_max(y: np.ndarray) -> np.ndarray:
+    """Max over the columns of each row; NaN for a row with any non-finite entry (or no columns)."""
+    if y.ndim != 2 or y.shape[1] == 0:
+        return np.full(len(y), np.nan)
+    fin = np.isfinite(y).all(axis=1)
+    return np.where(fin, np.where(np.isfinite(y), y, -np.inf).max(axis=1), np.nan)
+
+
+def line_kw(s: Series, colors: dict) -> dict:
+    kw = dict(FLOW_KW if s.is_flow else SGD_KW)
+    kw["color"] = colors[s.name]
+    return kw
+
+
+def time_axis(ax, run: RunData) -> None:
+    t_max = (run.summary.get("grid") or {}).get("t_max")
+    if not isinstance(t_max, (int, float)):
+        ts = [s.t[-1] for s in run.series.values() if s.n]
+        t_max = max(ts) if ts else 1.0
+    ax.set_xlim(0.0, float(t_max) if t_max > 0 else 1.0)
+    ax.set_xlabel(TIME_LABEL)
+
+
+def legend(fig, run: RunData, colors: dict, names: list[str] | None = None, extra=(), handles=None) -> None:
+    """One legend below the axes (outside: it never hides a curve), naming every series."""
+    if handles is None:
+        handles = []
+        for s in run.series.values():
+            if names is not None and s.name not in names:
+                continue
+            lk = line_kw(s, colors)
+            handles.append(
+                Line2D([], [], color=lk["color"], lw=lk["lw"], alpha=lk.get("alpha", 1.0), label=s.label)
+            )
+    handles = list(handles) + list(extra)
+    if not handles:
+        return
+    longest = max(len(re.sub(r"\\[a-zA-Z]+|[$\\{}^_]", "", h.get_label())) for h in handles)
+    width = fig.get_figwidth() - 0.1
+    ncols = max(1, min(4, int(width // (0.33 + 0.047 * longest))))  # columns that fit the figure
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)), frameon=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# one function per figure: (run) -> Figure
+def log_panel(run: RunData, values, decades: int, empty: str) -> tuple[Figure, Axes, dict, list | None]:
+    """One positive quantity per series (``values(series) -> (T,) or None``) on a log axis against time.
+
+    Draws every series (diverged ones up to their stop, marked), sets the limits from the bounded
+    ones and shades the flow's plateaus. Returns (fig, ax, colors, extra legend handles), or None for
+    the handles when nothing finite was recorded (the axis then says ``empty``).
+    """
+    fig = new_figure()
+    ax = fig.add_subplot()
+    colors, marks, keep = colors_of(run), Markers(), []
+    for s in draw_order(run):
+        y = values(s)
+        if y is None:
+            continue
+        ok = np.isfinite(y) & (y > 0)
+        ax.plot(s.t[ok], y[ok], **line_kw(s, colors))
+        if bounded(s):
+            keep.append(y[ok])
+        marks.add(s, s.t, y, colors[s.name])
+    time_axis(ax, run)
+    lim = log_limits(keep, decades=decades)
+    if lim is None:
+        no_data(ax, empty)
+        return fig, ax, colors, None
+    ax.set_yscale("log")
+    ax.set_ylim(*lim)
+    extra = [plateau_handle()] if shade_plateaus(ax, run) else []
+    if marks.draw(ax):
+        extra.append(stop_handle())
+    return fig, ax, colors, extra

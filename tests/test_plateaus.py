@@ -1,0 +1,414 @@
+"""Plateaus of the loss staircase along flows and GD, and the saddle analysis of a run.
+
+Oracles from docs/theory.md sections 5 and 7: aligned flows (plateaus at L*_r with exits at the
+reference half-times), gaussian small-init flows (non-strict), the Figure 1 flow (four plateaus at 15,
+7, 2.5, 0.5), far-from-origin runs (none), and GD leaving later than the flow by O(eta).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _saddle_helpers import (
+    FIG1,
+    PLATEAU_KEYS,
+    fig1_setting,
+    gd_arrays,
+    net,
+    series_of,
+    small_problem,
+)
+
+from dlnlab import init, saddles
+from dlnlab.analysis import mode_half_time
+from dlnlab.network import pack
+from dlnlab.problem import RegressionProblem
+
+# ------------------------------------------------------------------------------------------------
+# Trajectories
+
+
+def test_aligned_flow_one_plateau_per_mode_exits_match_reference():
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    ref = [mode_half_time(float(m), u0, h) for m in pr.modes]
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], 0.05)
+    plats = saddles.analyze_series(pr, dims, arr)
+    levels = pr.plateau_levels(3).tolist()
+    assert [p["level_index"] for p in plats] == [0, 1, 2]
+    assert [p["modes_learnt"] for p in plats] == [[], [0], [0, 1]]
+    assert [p["exit_mode"] for p in plats] == [0, 1, 2]
+    for p, r, t_ref in zip(plats, range(3), ref):
+        assert PLATEAU_KEYS <= set(p)
+        assert p["level"] == pytest.approx(levels[r], rel=1e-12)
+        assert p["t_exit"] == pytest.approx(t_ref, rel=1e-3)
+        assert p["t_start"] <= p["t_grad_norm_min"] <= p["t_end"] < p["t_exit"]
+        assert p["label"] == "non-strict"
+        assert p["is_top_set"]
+    json.dumps(plats, allow_nan=False)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_detection_is_scale_free(scale):
+    """Data scaled by c: modes c m_k, times / c^(2-2/h); the same plateaus are found (no tuned constants)."""
+    base = small_problem()
+    pr = RegressionProblem(base.X, scale * base.Y)
+    h, u0 = 4, 1e-3 * scale
+    dims = net(h)
+    ref = [mode_half_time(float(m), u0, h) for m in pr.modes]
+    dt = 0.05 * scale ** -(2 - 2 / h)
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], dt)
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert [p["level_index"] for p in plats] == [0, 1, 2]
+    assert [p["t_exit"] for p in plats] == pytest.approx(ref, rel=1e-3)
+    assert all(p["label"] == "non-strict" for p in plats)
+
+
+def test_aligned_flow_with_a_skipped_mode_visits_strict_saddles():
+    """Mode 0 starts on the stable branch (u0 < 0): the flow learns mode 1 first and sits at the
+    non-top critical value L(P_{1}) = 7 - 2 = 5, a strict saddle."""
+    pr = small_problem()
+    h = 4
+    dims = net(h)
+    arr = series_of(pr, dims, pack(init.aligned(dims, pr, [-1e-3, 1e-3, 1e-3], seed=2)), 20.0, 0.05)
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert [p["modes_learnt"] for p in plats] == [[], [1], [1, 2]]
+    skip = plats[1]
+    assert skip["level"] == pytest.approx(pr.critical_value([1]), rel=1e-12) == pytest.approx(5.0)
+    assert skip["level_index"] is None and not skip["is_top_set"]
+    assert skip["label"] == "strict"
+    m = [float(v) for v in pr.modes]
+    assert skip["lambda_min"] == pytest.approx(-(m[0] - m[1]) * m[1] ** ((h - 2) / h), rel=1e-6)
+    branch0 = [b for b in skip["escape"]["branches"] if b["mode"] == 0][0]
+    assert branch0["trajectory_branch"] == "stable"
+    assert plats[0]["exit_mode"] == 1 and plats[1]["exit_mode"] == 2
+    assert plats[2]["exit_mode"] is None and plats[2]["label"] == "strict"  # the run ends there
+
+
+def test_gaussian_small_init_flow_plateaus_are_non_strict():
+    """From gaussian(0.1) the closest points look full rank with slightly negative curvature; the
+    snapped critical points are non-strict (h = 3)."""
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(
+        pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 30.0, 0.05, method="bdf", rtol=1e-8, atol=1e-10
+    )
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert len(plats) >= 2
+    assert plats[0]["modes_learnt"] == [] and plats[0]["level"] == pytest.approx(7.0)
+    levels = [p["level"] for p in plats]
+    assert levels == sorted(levels, reverse=True)
+    for p in plats:
+        assert p["label"] == "non-strict"
+        assert p["is_top_set"]
+        ev = p["evidence"]
+        assert ev["source"] == "trajectory"
+        assert ev["three_rank_r_layers"] and ev["optimal_rank_r"]
+        assert ev["snap_grad_norm"] <= 1e-8
+        assert ev["closest"]["lambda_min"] < -1e-3  # slightly negative near the saddle itself
+        assert ev["closest"]["ranks"] != ev["ranks"]  # the closest point looks full rank
+        assert p["lambda_min"] >= -1e-7
+    exits = [p["t_exit"] for p in plats if p["t_exit"] is not None]
+    assert exits == sorted(exits)
+
+
+def test_figure1_flow_has_four_non_strict_plateaus():
+    """The default run's flow (docs/theory.md section 7): plateaus at 15, 7, 2.5, 0.5, left by modes 0..3 in order."""
+    pr, init_seed = fig1_setting()
+    theta0 = pack(init.gaussian(FIG1, 0.1, seed=init_seed))
+    arr = series_of(pr, FIG1, theta0, 300.0, 0.1, method="bdf", rtol=1e-8, atol=1e-10)
+    plats = saddles.analyze_series(pr, FIG1, arr)
+    assert [p["level_index"] for p in plats] == [0, 1, 2, 3]
+    for p, level in zip(plats, [15.0, 7.0, 2.5, 0.5]):
+        assert p["level"] == pytest.approx(level, abs=1e-9)
+        i = p["i_grad_norm_min"]
+        assert arr["loss"][i] == pytest.approx(level, abs=1e-2)
+        assert p["label"] == "non-strict"
+        assert abs(p["lambda_min"]) <= 1e-7
+    assert [p["exit_mode"] for p in plats] == [0, 1, 2, 3]
+    starts = [p["t_start"] for p in plats]
+    assert starts == sorted(starts)
+
+
+def test_far_from_origin_has_no_plateau():
+    pr, init_seed = fig1_setting()
+    arr = series_of(
+        pr, FIG1, pack(init.gaussian(FIG1, 0.4, seed=init_seed)), 20.0, 0.05, rtol=1e-8, atol=1e-10
+    )
+    assert float(arr["loss"][-1]) < 1e-3
+    assert saddles.analyze_series(pr, FIG1, arr) == []
+    small = small_problem()
+    dims = net(3)
+    arr = series_of(small, dims, pack(init.gaussian(dims, 0.7, seed=3)), 20.0, 0.05, rtol=1e-8, atol=1e-10)
+    assert float(arr["loss"][-1]) < 1e-3
+    assert saddles.analyze_series(small, dims, arr) == []
+
+
+def test_gd_leaves_plateaus_later_by_order_eta():
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    ref = saddles.analyze_series(pr, dims, series_of(pr, dims, theta0, t_max, 0.05), classify=False)
+    assert [p["exit_mode"] for p in ref] == [0, 1, 2]
+    delays = {}
+    for lr in (0.02, 0.01, 0.005):
+        own = saddles.analyze_series(pr, dims, gd_arrays(pr, dims, theta0, lr, t_max), classify=False)
+        exits = saddles.exits_vs_reference(ref, own, pr, lr=lr)
+        assert [e["mode"] for e in exits] == [0, 1, 2]
+        delays[lr] = np.array([e["delay"] for e in exits])
+        assert np.all(delays[lr] > 0)  # GD is later (1 + x < e^x)
+    for big, small in ((0.02, 0.01), (0.01, 0.005)):
+        ratio = delays[big] / delays[small]
+        assert np.all(ratio > 1.6) and np.all(ratio < 2.4), ratio  # O(eta)
+
+
+# ------------------------------------------------------------------------------------------------
+# Robustness, summary and TensorBoard
+
+
+def test_detection_never_raises_on_bad_series():
+    pr = small_problem()
+    dims = net(3)
+    q = pr.n_modes
+    assert saddles.detect_plateaus([], [], np.zeros((0, q)), [], pr, 3) == []
+    assert saddles.detect_plateaus([0.0, 1.0], [7.0, 7.0], np.zeros((2, q)), [0.0, 0.0], pr, 3) == []
+    nan = np.full(50, np.nan)
+    assert saddles.detect_plateaus(np.arange(50.0), nan, np.full((50, q), np.nan), nan, pr, 3) == []
+    assert saddles.analyze_series(pr, dims, {}) == []
+    assert saddles.analyze_series(pr, dims, {"t": np.arange(3.0)}) == []
+    # a series that diverges after a plateau: only the finite prefix counts
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    good = saddles.analyze_series(pr, dims, arr)
+    bad = {k: v.copy() for k, v in arr.items()}
+    for k in ("loss", "grad_norm", "mode_strength", "theta"):
+        bad[k][40:] = np.inf if k == "loss" else np.nan
+    plats = saddles.analyze_series(pr, dims, bad)
+    assert len(good) == 3 and len(plats) == 1
+    assert plats[0]["t_end"] == good[0]["t_end"] and plats[0]["label"] == good[0]["label"] == "non-strict"
+    series = {"flow": {"lr": None}, "sgd_lr_1.0": {"lr": 1.0}}
+    saddles.analyze_run_saddles(pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series)
+    assert series["sgd_lr_1.0"]["plateaus"] == []
+    assert series["sgd_lr_1.0"]["plateau_exits_vs_flow"][0]["t_exit"] is None
+
+
+def test_analyze_run_saddles_honours_hessian_dense_max(monkeypatch):
+    """log.hessian_dense_max reaches every classification (ClassifyTolerances.dense_max)."""
+    from dlnlab.saddles import report
+
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    seen = []
+    classify = report.classify_saddle
+
+    def spy(*args, tolerances=None, **kwargs):
+        seen.append(tolerances.dense_max)
+        return classify(*args, tolerances=tolerances, **kwargs)
+
+    monkeypatch.setattr(report, "classify_saddle", spy)
+    for dense_max in (None, 1234):
+        series = {"flow": {"lr": None}}
+        kw = {} if dense_max is None else {"hessian_dense_max": dense_max}
+        saddles.analyze_run_saddles(pr, dims, {"flow": arr}, series, **kw)
+        assert [p["label"] for p in series["flow"]["plateaus"]] == ["non-strict"] * 3
+        assert seen == [dense_max or saddles.ClassifyTolerances().dense_max] * 3
+        seen.clear()
+
+
+def test_without_theta_classifies_the_constructed_critical_point():
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    del arr["theta"]
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert len(plats) == 3
+    for p in plats:
+        assert p["evidence"]["source"] == "constructed" and p["t_closest"] is None
+        assert p["label"] == "non-strict" and p["evidence"]["three_rank_r_layers"]
+
+
+def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    from dlnlab.lab.logging import TensorBoardLogger, log_text
+
+    pr = small_problem()
+    h, u0 = 4, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    dt, t_max = 0.05, 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    arrays = {"flow": series_of(pr, dims, theta0, t_max, dt)}
+    arrays["flow"]["grid_index"] = np.arange(len(arrays["flow"]["t"]))
+    lr = 0.01
+    gd = gd_arrays(pr, dims, theta0, lr, t_max)
+    keep = np.arange(0, len(gd["t"]), int(round(dt / lr)))  # log on the grid, like the recorder
+    arrays["sgd_lr_0.01"] = {k: v[keep] for k, v in gd.items()}
+    arrays["sgd_lr_0.01"]["grid_index"] = np.arange(len(keep))
+    series = {"flow": {"lr": None, "plateaus": []}, "sgd_lr_0.01": {"lr": lr, "plateaus": []}}
+    logs = saddles.analyze_run_saddles(pr, dims, arrays, series)
+    for name, log in logs.items():  # what the lab does with them (dlnlab.lab.report.log_saddles)
+        logger = TensorBoardLogger(tmp_path / "tensorboard", version=name)
+        for step, row in [*log.rows, *log.exits]:
+            logger.log_metrics(row, step=step)
+        log_text(logger, "saddle/plateaus", log.table)
+        logger.finalize("success")
+    json.dumps(series, allow_nan=False)
+    assert len(series["flow"]["plateaus"]) == 3
+    assert all(PLATEAU_KEYS <= set(p) for p in series["sgd_lr_0.01"]["plateaus"])
+    exits = series["sgd_lr_0.01"]["plateau_exits_vs_flow"]
+    assert [e["mode"] for e in exits] == [0, 1, 2]
+    assert all(e["delay"] > 0 and e["delay"] == pytest.approx(e["t_exit"] - e["t_exit_flow"]) for e in exits)
+    assert "plateau_exits_vs_flow" not in series["flow"]
+    for name in ("flow", "sgd_lr_0.01"):
+        acc = EventAccumulator(
+            str(tmp_path / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+        )
+        acc.Reload()
+        tags = set(acc.Tags()["scalars"])
+        assert {"saddle/modes_learnt", "saddle/label", "saddle/exit_delay", "saddle/exit_time"} <= tags
+        learnt = acc.Scalars("saddle/modes_learnt")
+        assert [e.step for e in learnt] == list(range(len(arrays[name]["t"])))
+        values = [e.value for e in learnt]
+        assert values[0] == 0 and values[-1] == 3 and np.all(np.diff(values) >= 0)  # a staircase
+        labels = {e.value for e in acc.Scalars("saddle/label")}
+        assert labels == {0.0, float(saddles.LABEL_CODES["non-strict"])}
+        delays = acc.Scalars("saddle/exit_delay")
+        assert [e.step for e in delays] == [0, 1, 2]
+        if name == "flow":
+            assert all(e.value == 0 for e in delays)
+        else:
+            np.testing.assert_allclose([e.value for e in delays], [e["delay"] for e in exits], rtol=1e-6)
+        text = acc.Tensors("saddle/plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
+        assert "non-strict" in text and text.count("\n") >= 4
+
+
+def test_plateau_table_and_modes_learnt():
+    assert saddles.plateau_table([]) == "no saddle plateau"
+    plateau = {
+        "t_start": 0.5,
+        "t_end": 12.25,
+        "duration": 11.75,
+        "level": 2.5,
+        "level_index": 1,
+        "modes_learnt": [0],
+        "grad_norm_min": 3.14159e-5,
+        "exit_mode": 1,
+        "t_exit": 12.6,
+        "label": "non-strict",
+        "lambda_min": -7.71e-13,
+    }
+    unknown = dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
+    lines = saddles.plateau_table([plateau, {**plateau, **unknown}]).splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == 13
+    row = "| 0 | 0.5 | 12.25 | 11.75 | 2.5 | 1 | [0] | 3.14e-05 | 1 | 12.6 | non-strict | -7.71e-13 |"
+    assert lines[2] == row
+    assert lines[3] == "| 1 | 0.5 | 12.25 | 11.75 | 2.5 | - | [0] | 3.14e-05 | - | - | - | - |"
+    pr = small_problem()
+    mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
+    assert mask.tolist() == [[True, False, False], [True, True, False]]
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the experiment: summary.json, console, TensorBoard
+
+
+def _cfg(overrides):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def _read_summary(out):
+    """summary.json of a run; NaN or Infinity (not JSON) fails the test."""
+    return json.loads(
+        (out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
+    )
+
+
+def _check_run(out, capsys, n_flow_plateaus):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    summary = _read_summary(out)
+    flow_plats = summary["series"]["flow"]["plateaus"]
+    assert len(flow_plats) == n_flow_plateaus
+    printed = capsys.readouterr().out
+    assert "plateaus of the flow:" in printed
+    assert printed.count("non-strict") >= n_flow_plateaus
+    for name, entry in summary["series"].items():
+        for p in entry["plateaus"]:
+            assert PLATEAU_KEYS <= set(p)
+            assert p["label"] in saddles.LABELS
+        if name != "flow":
+            exits = entry["plateau_exits_vs_flow"]
+            assert [e["mode"] for e in exits] == [
+                p["exit_mode"] for p in flow_plats if p["exit_mode"] is not None
+            ]
+            for e in exits:
+                assert e["delay"] > 0  # GD leaves later than the flow
+        acc = EventAccumulator(str(out / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+        acc.Reload()
+        assert {"saddle/modes_learnt", "saddle/label"} <= set(acc.Tags()["scalars"])
+        assert "saddle/plateaus/text_summary" in acc.Tags()["tensors"]
+    return summary
+
+
+def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsys):
+    from dlnlab.lab.experiment import run
+
+    out = tmp_path / "run"
+    overrides = ["experiment=tiny", "flow.t_max=6", "log.figures=false", "log.progress=never"]
+    run(_cfg(overrides), output_dir=out)
+    summary = _check_run(out, capsys, 1)
+    p = summary["series"]["flow"]["plateaus"][0]
+    assert p["modes_learnt"] == [] and p["exit_mode"] == 0 and p["level"] == pytest.approx(2.5)
+    delays = [
+        summary["series"][f"sgd_lr_{lr!r}"]["plateau_exits_vs_flow"][0]["delay"] for lr in (0.04, 0.02, 0.01)
+    ]
+    assert delays[0] > delays[1] > delays[2] > 0
+
+
+@pytest.mark.slow
+def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, capsys):
+    """experiment=figure1_near (the default setting, stated explicitly), end to end (~30 s): the only
+    slow run of the saddle and figure tests. Four non-strict plateaus at 15, 7, 2.5, 0.5 in every
+    series, GD leaving each O(eta) after the flow, and the run's own figures."""
+    from matplotlib.image import imread
+
+    from dlnlab.lab.experiment import run
+    from dlnlab.plots import FIGURES
+
+    out = tmp_path / "near"
+    res = run(_cfg(["experiment=figure1_near", "log.progress=never"]), output_dir=out)
+    assert res.exit_code == 0
+    summary = _check_run(out, capsys, 4)
+    for name, entry in summary["series"].items():
+        plats = entry["plateaus"]
+        assert [p["level_index"] for p in plats] == [0, 1, 2, 3], name
+        assert [p["level"] for p in plats] == pytest.approx([15.0, 7.0, 2.5, 0.5], abs=1e-9)
+        assert all(p["label"] == "non-strict" for p in plats), name
+        assert all(a["t_end"] < b["t_start"] for a, b in zip(plats, plats[1:])), name  # in time order
+    for lr in (0.01, 0.005, 0.0025):
+        exits = summary["series"][f"sgd_lr_{lr!r}"]["plateau_exits_vs_flow"]
+        assert [e["mode"] for e in exits] == [0, 1, 2, 3]
+        assert all(0 < e["delay"] < 100 * lr for e in exits)
+    for name in FIGURES:
+        png = out / "figures" / f"{name}.png"
+        assert png.exists() and png.stat().st_size > 10_000, png
+        assert float(imread(png)[..., :3].std()) > 0.02, f"{name}.png looks blank"
