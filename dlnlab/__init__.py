@@ -33,7 +33,7 @@ _EXPORTS = {
         "FlowSolverError",
         "FlowInterrupted",
     ],
-    "dlnlab.gd": ["gd", "GDStepper", "MinibatchSampler", "time_per_step"],
+    "dlnlab.descent": ["gd", "GDStepper", "MinibatchSampler", "time_per_step"],
     "dlnlab.metrics": ["SeriesMetrics"],
     "dlnlab.analysis": [
         "conservation_laws",

@@ -12,6 +12,7 @@ batch dimensions (W_j of shape (..., d_j, d_{j-1})).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 
@@ -76,7 +77,7 @@ class RegressionProblem:
         self.Sxx = self.X @ self.X.T / n
         self.Syx = self.Y @ self.X.T / n
         self.tr_Syy = float((self.Y * self.Y).sum() / n)
-        eye = torch.eye(self.d_x, dtype=dtype)
+        eye = torch.eye(self.d_x, dtype=dtype, device=self.X.device)
         self.whitened = bool((self.Sxx - eye).abs().max() <= 64 * torch.finfo(dtype).eps)
         if self.whitened:
             self.sxx_sqrt, self.sxx_pinv_sqrt, sxx_pinv = eye, eye, eye
@@ -151,6 +152,18 @@ class RegressionProblem:
     def from_data(cls, X: Tensor, Y: Tensor) -> RegressionProblem:
         """From user data, X (d_x, N) and Y (d_y, N)."""
         return cls(torch.as_tensor(X), torch.as_tensor(Y))
+
+    @property
+    def device(self) -> torch.device:
+        return self.X.device
+
+    def to(self, device: torch.device | str) -> RegressionProblem:
+        """The same problem with every tensor on ``device`` (for the hot loops on a GPU)."""
+        new = copy.copy(self)
+        for key, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(new, key, value.to(device))
+        return new
 
     # ----------------------------------------------------------------------------------------
     # Loss and gradient

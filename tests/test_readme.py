@@ -1,13 +1,16 @@
 """The README's Python examples run as written (those that need a run directory are skipped)."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = [
-    b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "outputs/<date>" not in b
+    textwrap.dedent(b)
+    for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    if "outputs/<date>" not in b
 ]
 
 

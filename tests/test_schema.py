@@ -132,7 +132,7 @@ def test_the_core_names_no_config_key_in_its_errors():
 
     core = [
         ROOT / "dlnlab" / f"{m}.py"
-        for m in ("network", "problem", "init", "gd", "metrics", "analysis", "errors")
+        for m in ("network", "problem", "init", "descent", "metrics", "analysis", "errors")
     ]
     core += sorted((ROOT / "dlnlab" / "saddles").glob("*.py")) + sorted(
         (ROOT / "dlnlab" / "flow").glob("*.py")

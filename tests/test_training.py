@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 
-from dlnlab.gd import MinibatchSampler, gd
+from dlnlab.descent import MinibatchSampler, gd
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.training import train_series

@@ -79,7 +79,7 @@ def _check_t_eval(t_eval) -> Tensor:
     return t.contiguous()
 
 
-def _check_theta0(theta0, layout: Layout, dtype: torch.dtype) -> Tensor:
+def _check_theta0(theta0, layout: Layout, dtype: torch.dtype, device: torch.device) -> Tensor:
     if not isinstance(theta0, Tensor):
         theta0 = torch.as_tensor(theta0)
     if theta0.ndim not in (1, 2):
@@ -90,7 +90,7 @@ def _check_theta0(theta0, layout: Layout, dtype: torch.dtype) -> Tensor:
         )
     if theta0.ndim == 2 and theta0.shape[0] < 1:
         raise ValueError("theta0: the batch (B, p) is empty")
-    theta0 = theta0.detach().to(dtype=dtype, device="cpu").clone().contiguous()
+    theta0 = theta0.detach().to(dtype=dtype, device=device).clone().contiguous()
     if not torch.isfinite(theta0).all():
         raise ValueError("theta0 must be finite")
     return theta0
@@ -121,7 +121,9 @@ def integrate(
 ) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
 
-    theta0: (p,) or a batch (B, p) (batches: torchdiffeq methods without events only).
+    theta0: (p,) or a batch (B, p) (batches: torchdiffeq methods without events only), moved to the
+    problem's device (a problem on a GPU: ``problem.to("cuda")``, torchdiffeq methods only). The
+    trajectory's times are on the CPU, its states on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
     events: event functions (see the module docstring); the first to fire stops the solve.
     progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
@@ -135,7 +137,7 @@ def integrate(
     layout = as_layout(dims)
     check_problem_dims(problem, layout)
     t = _check_t_eval(t_eval)
-    theta0 = _check_theta0(theta0, layout, problem.X.dtype)
+    theta0 = _check_theta0(theta0, layout, problem.X.dtype, problem.X.device)
     events = tuple(events)
     for i, ev in enumerate(events):
         if not callable(ev):
@@ -147,6 +149,11 @@ def integrate(
             f"a batch of initial states (B, p) needs a torchdiffeq method "
             f"({', '.join(TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED)}), not {solver.method}; "
             "or integrate each state separately",
+        )
+    if solver.family == "scipy" and problem.X.device.type != "cpu":
+        raise ArgumentError(
+            "solver",
+            f"scipy's {solver.method} runs on the CPU; for a problem on {problem.X.device} use a torchdiffeq method",
         )
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")

@@ -75,7 +75,7 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
         counter = run.counter
         last_dt = counter.last_dt
         try:
-            return odeint_raw(y0, t[idx : stop + 1])[1:]
+            return odeint_raw(y0, t[idx : stop + 1].to(y0.device))[1:]
         except FAILURES as exc:
             t_fail, reason, n_steps = counter.t_reached, failure_reason(exc), counter.n_steps
             k = int(torch.searchsorted(t, torch.tensor(t_fail, dtype=torch.float64), right=True)) - 1
@@ -83,7 +83,7 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
                 budget, counter.max_nfe, counter.last_dt = counter.max_nfe, None, last_dt
                 nfe = counter.nfe
                 try:
-                    ys = odeint_raw(y0, t[idx : k + 1])[1:]
+                    ys = odeint_raw(y0, t[idx : k + 1].to(y0.device))[1:]
                     finite = torch.isfinite(ys.reshape(ys.shape[0], -1)).all(dim=1)
                     n_ok = ys.shape[0] if finite.all() else int(torch.nonzero(~finite)[0])
                     run.add(ys[:n_ok])
@@ -146,6 +146,6 @@ def _locate_torchdiffeq(odeint, event, problem, layout, y_lo, t_lo: float, t_hi:
         v = torch.as_tensor(event(problem, layout, yy), dtype=torch.float64)
         return torch.where(tt <= t_hi, v, minus_one)
 
-    times = torch.tensor([t_lo, t_hi], dtype=torch.float64)
+    times = torch.tensor([t_lo, t_hi], dtype=torch.float64, device=y_lo.device)
     t_event, sol = odeint(y_lo, times, event_fn=event_fn)
     return min(float(t_event), t_hi), sol[-1].clone()

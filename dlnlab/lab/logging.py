@@ -6,8 +6,10 @@ through Hydra's ``instantiate``); :func:`make_logger` builds one per series, wri
 :class:`TensorBoardLogger`, Lightning's own with one change: ``log_metrics`` writes all the scalars
 of a step as one event. Lightning's writes one event per scalar through ``add_scalar``, which measured
 10.9 s for 3000 steps of 40 scalars here, against 0.79 s for one event per step; a default run logs
-4 series x 3001 steps x ~45 scalars. Text, figures, the custom-scalars layout and hparams go through
-the same logger (TensorBoard only; other loggers skip what they cannot show).
+4 series x 3001 steps x ~60 scalars. Text, figures, the custom-scalars layout and hparams go through
+the same logger (TensorBoard only; other loggers skip what they cannot show). The scalars are written
+in an event file of their own, with a C crc32c (google-crc32c): TensorBoard's writer, without
+TensorFlow, computes the crc in pure Python and took 0.75 s of the 0.88 s for 3000 steps of 59 scalars.
 
 Steps: TensorBoard's x axis is an integer step; every series logs at step = grid index m = t / dt,
 so all series overlay and t is read off as m * dt (the charts' titles say the dt). Up to
@@ -45,26 +47,106 @@ __all__ = [
 ]
 
 
+def _masked_crc(data: bytes) -> int:
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+try:  # a C crc32c: TensorBoard's own, without TensorFlow, is pure Python (0.2 ms per 1 kB record)
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - correct, only slower
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
+
+
+class _ScalarEventFile:
+    """An event file of scalar summaries, written synchronously in TFRecord framing (length, masked
+    crc32c, data, masked crc32c), as TensorBoard's own writer does, but with a C crc32c and no writer
+    thread. Measured for 3000 steps of 59 scalars: 0.75 s through torch's FileWriter, against the
+    summaries' 0.13 s of serialising here; the crc is 1 ms of it."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        import os
+        import socket
+        import time
+
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._event, self._time = Event, time.time
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.scalars"
+        self._file = open(Path(log_dir) / name, "ab")  # noqa: SIM115 - closed by close()
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def _write(self, event) -> None:
+        import struct
+
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        self._file.write(
+            header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
+        )
+
+    def add(self, summary, step: int | None) -> None:
+        self._write(self._event(wall_time=self._time(), step=step or 0, summary=summary))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's TensorBoardLogger; ``log_metrics`` writes a step's scalars as one event (14x faster)."""
+    """Lightning's TensorBoardLogger whose ``log_metrics`` writes a step's scalars as one event, into an
+    event file of its own (:class:`_ScalarEventFile`); text, figures, hparams and layouts go through
+    Lightning's ``experiment`` as usual."""
 
     def __init__(self, save_dir, name: str | None = "", version=None, **kwargs: Any) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._scalars: _ScalarEventFile | None = None
+        self._templates: dict = {}
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_scalars"], state["_templates"] = None, {}  # a file handle: a copy opens its own
+        return state
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        values = []
+        items = []
         for k, v in metrics.items():
             v = float(v.item() if hasattr(v, "item") else v)
             if math.isfinite(v):  # TensorBoard draws NaN as a gap anyway; skip it
-                values.append(Summary.Value(tag=f"{self._prefix}{k}" if self._prefix else k, simple_value=v))
-        if values:
-            if self.experiment.file_writer is None:  # closed by finalize(): open a new event file
-                self._experiment = None
-            self.experiment.file_writer.add_summary(Summary(value=values), global_step=step)
+                items.append((f"{self._prefix}{k}" if self._prefix else k, v))
+        if not items:
+            return
+        tags = tuple(t for t, _ in items)
+        summary = self._templates.get(tags)
+        if summary is None:  # one Summary per set of tags, refilled: building it is most of the cost
+            summary = self._templates[tags] = Summary(
+                value=[Summary.Value(tag=t, simple_value=0.0) for t in tags]
+            )
+        for value, (_, v) in zip(summary.value, items):
+            value.simple_value = v
+        if self._scalars is None:
+            self._scalars = _ScalarEventFile(self.log_dir)
+        self._scalars.add(summary, step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        if self._scalars is not None:
+            self._scalars.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if self._scalars is not None:
+            self._scalars.close()
+            self._scalars = None
 
 
 def _kwargs_for(target: Any, save_dir: Path, series: str) -> dict:

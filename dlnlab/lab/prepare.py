@@ -8,6 +8,7 @@ nothing is written.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,15 @@ class Plan:
     @property
     def lrs(self) -> list[float]:
         return sorted(self.cfg.sgd.lrs, reverse=True)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.cfg.device)
+
+    @functools.cached_property
+    def device_problem(self) -> RegressionProblem:
+        """The problem on the run's device (the hot loops'); ``problem`` stays on the CPU (the metrics')."""
+        return self.problem if self.device.type == "cpu" else self.problem.to(self.device)
 
     def callbacks(self) -> list:
         """The user's Lightning callbacks (config ``callbacks``), instantiated."""

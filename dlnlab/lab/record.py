@@ -25,6 +25,13 @@ from dlnlab.metrics import SeriesMetrics
 __all__ = ["SeriesRecorder", "open_recorder"]
 
 
+def _on_cpu(theta: Tensor, copy: bool) -> Tensor:
+    theta = theta.detach()
+    if theta.device.type != "cpu":
+        return theta.cpu()
+    return theta.clone() if copy else theta
+
+
 class SeriesRecorder:
     """Records one series (the flow or one SGD learning rate) on the grid t_m = m dt.
 
@@ -65,8 +72,9 @@ class SeriesRecorder:
         self._chunks: dict[str, list[np.ndarray]] = {k: [v] for k, v in (initial or {}).items()}
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
-        """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``)."""
-        self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
+        """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``; a GPU tensor is
+        brought to the CPU, where the metrics are computed)."""
+        self._pending.append((int(m), float(t), step, _on_cpu(theta, copy)))
         if len(self._pending) >= self.block:
             self.flush()
 
@@ -134,7 +142,7 @@ class _ProcessRecorder:
         self.deferred_rows: list = []
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
-        self._pending.append((int(m), float(t), step, theta.detach().clone() if copy else theta))
+        self._pending.append((int(m), float(t), step, _on_cpu(theta, copy)))
         if len(self._pending) >= self.block:
             self.flush()
 

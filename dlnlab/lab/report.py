@@ -56,7 +56,7 @@ def log_run(ctx, summary: dict, table: str) -> None:
         "init": cfg.init.kind.name,
         "init_scale": float(getattr(cfg.init, "scale", float("nan"))),
         "method": cfg.flow.method.name,
-        "batch_size": cfg.sgd.batch_size or 0,
+        "batch_size": str(cfg.sgd.batch_size or "full"),
         "momentum": cfg.sgd.momentum,
         "t_max": cfg.flow.t_max,
     }

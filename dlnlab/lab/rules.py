@@ -9,9 +9,10 @@ the config key (:func:`dlnlab.lab.errors.keyed`), so every rule is written once.
 from __future__ import annotations
 
 import math
+import re
 from numbers import Real
 
-from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, TORCHDIFFEQ_FIXED, Solver
+from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.lab.errors import ConfigError, keyed
 from dlnlab.lab.schema import INIT_OPTIONS, InitKind, TrainConfig
 from dlnlab.network import Layout
@@ -66,11 +67,31 @@ def check_config(cfg: TrainConfig) -> None:
     with keyed({"dims": "model.dims"}, "model.dims"):
         Layout(tuple(cfg.model.dims))
     _seed(cfg.seed, "seed")
+    _check_device(cfg)
     _check_data(cfg)
     _check_init(cfg)
     _check_flow(cfg)
     _check_sgd(cfg)
     _check_log_and_limits(cfg)
+
+
+def _check_device(cfg: TrainConfig) -> None:
+    import torch
+
+    dev = cfg.device
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
+        raise ConfigError(f"device: unknown device {dev!r}; allowed: cpu, cuda, cuda:<index>")
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {dev} asked for, but torch sees no CUDA device here; use device=cpu")
+        index = int(dev.split(":")[1]) if ":" in dev else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {dev}: there are {torch.cuda.device_count()} CUDA devices here")
+        if cfg.flow.method.name in SCIPY_STIFF:
+            raise ConfigError(
+                f"flow.method: {cfg.flow.method.name} runs on the CPU; with device={dev} choose a torchdiffeq "
+                "method, e.g. flow=dopri5"
+            )
 
 
 def _check_data(cfg: TrainConfig) -> None:

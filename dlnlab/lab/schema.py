@@ -214,6 +214,9 @@ class TrainConfig:
     # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also
     # see the flow's grid points.
     callbacks: dict[str, Any] = field(default_factory=dict)
+    # Where the flow (torchdiffeq methods) and the SGD steps run: cpu, cuda or cuda:<index> (Lightning's
+    # accelerator). The metrics are computed on the CPU.
+    device: str = "cpu"
     seed: int = 0  # derives data.seed, init.seed and sgd.seed where those are null
 
 

@@ -137,7 +137,7 @@ def run_flow(
         # every output point so far (solve_ivp would lose them to an exception raised inside it)
         with signals.deferred(raise_at_end=False):
             res = flowmod.integrate(
-                plan.problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress,
+                plan.device_problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress,
                 stop=lambda: signals.received() is not None,
             )  # fmt: skip
         entry["message"] = ""
@@ -156,7 +156,7 @@ def run_flow(
     n_flow = 0 if res is None else len(res.t)
     flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
     if n_flow:
-        flow_at[:n_flow] = res.theta
+        flow_at[:n_flow] = res.theta.cpu()
     if previous is not None and entry["status"] == Status.OK:
         entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f)
         ctx.progress.done(
@@ -277,11 +277,11 @@ def run_sgd(
     prev = signal.getsignal(signal.SIGINT)
     try:
         outcome = train_series(
-            plan.problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
+            plan.device_problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
             batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
             seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
             chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
-            checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None,
+            checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None, device=plan.device,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """(S)GD in Lightning: a LightningModule around the core stepper, a data module of step chunks, callbacks.
 
-The math is the core's: :class:`SGDModule` wraps :class:`dlnlab.gd.GDStepper` (the same update, the
+The math is the core's: :class:`SGDModule` wraps :class:`dlnlab.descent.GDStepper` (the same update, the
 same minibatch sampler), so a series run here equals ``dlnlab.gd`` step for step, bit for bit. Time
 convention: after k steps the series is at t = k tau, tau = lr / (1 - momentum).
 
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.gd import GDStepper, MinibatchSampler, time_per_step
+from dlnlab.descent import GDStepper, MinibatchSampler, time_per_step
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.lab.rundir import atomic_path
@@ -219,7 +219,7 @@ class SeriesOutcome:
     message: str
 
 
-def make_trainer(callbacks: list, logger=None) -> L.Trainer:
+def make_trainer(callbacks: list, logger=None, device: torch.device | None = None) -> L.Trainer:
     """A Trainer for one series: the series' logger; no progress bar, model summary or validation."""
     import logging
     import warnings
@@ -235,8 +235,8 @@ def make_trainer(callbacks: list, logger=None) -> L.Trainer:
     )
     return L.Trainer(
         max_epochs=1,
-        accelerator="cpu",
-        devices=1,
+        accelerator="gpu" if device is not None and device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device is not None and device.type == "cuda" else 1,
         logger=logger if logger is not None else False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -268,6 +268,7 @@ def train_series(
     checkpoint: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
     resume: bool = False,
+    device: torch.device | None = None,
 ) -> SeriesOutcome:
     """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
 
@@ -280,7 +281,7 @@ def train_series(
     """
     tau = time_per_step(lr, momentum)
     ms, ks = series_grid(n_grid, dt, tau)
-    net = DeepLinearNetwork.from_theta(dims, theta0.clone())
+    net = DeepLinearNetwork.from_theta(dims, theta0.to(problem.X.device).clone())
     module = SGDModule(
         net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm,
         batch_size=batch_size, sampling=sampling, seed=seed, series_name=name, step_to_grid=dict(zip(ks, ms)),
@@ -291,7 +292,7 @@ def train_series(
     if resume:
         metrics.last_step = first  # the snapshots up to the checkpoint are recorded already
     saver = [SeriesCheckpoint(checkpoint, checkpoint_every_s)] if checkpoint is not None else []
-    trainer = make_trainer([metrics, *saver, *callbacks], logger)
+    trainer = make_trainer([metrics, *saver, *callbacks], logger, device)
     try:
         # With the lab's handlers a signal during fit is only noted; the module stops at the end of
         # its chunk (consistent state, checkpointed). Without them Lightning handles Ctrl+C itself.

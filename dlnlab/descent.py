@@ -119,7 +119,7 @@ class GDStepper:
         self.problem, self.layout, self.lr, self.momentum = problem, layout, float(lr), float(momentum)
         self.tau = time_per_step(self.lr, self.momentum)
         self.sampler = sampler or MinibatchSampler(problem.n_samples, None)
-        self.theta = theta0.detach().to(problem.X.dtype).clone().contiguous()
+        self.theta = theta0.detach().to(dtype=problem.X.dtype, device=problem.X.device).clone().contiguous()
         self.views = unpack(self.theta, layout)
         self.steps = 0
         self.optimizer: torch.optim.SGD | None = None
@@ -133,7 +133,9 @@ class GDStepper:
         """Take n steps (drawing their minibatches from the sampler)."""
         if n <= 0:
             return
-        index = self.sampler.draw(n)
+        index = self.sampler.draw(n)  # drawn on the CPU (the generator's stream), used where theta is
+        if index is not None and self.theta.device.type != "cpu":
+            index = index.to(self.theta.device)
         views, prob, lr = self.views, self.problem, self.lr
         if self.optimizer is not None:
             self.theta.grad = self._grad
