@@ -53,3 +53,18 @@ def test_the_repository_cites_only_its_own_documents():
         if re.search(r"\b(math|design|stack-notes)\.md\b|\.\./shared", p.read_text())
     ]
     assert not outside, outside
+
+
+def test_the_core_imports_neither_lightning_nor_hydra_nor_tensorboard():
+    import subprocess
+    import sys
+
+    core = "dlnlab, dlnlab.network, dlnlab.problem, dlnlab.init, dlnlab.flow, dlnlab.descent, dlnlab.metrics, dlnlab.analysis, dlnlab.saddles"
+    code = (
+        f"import sys, {core}\n"
+        "import dlnlab; [getattr(dlnlab, n) for n in dlnlab.__all__ if n != '__version__']\n"
+        "print(sorted(m for m in ('lightning', 'hydra', 'omegaconf', 'tensorboard', 'matplotlib') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
