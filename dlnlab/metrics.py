@@ -24,7 +24,7 @@ from dlnlab.analysis import (
 from dlnlab.network import Layout, as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesMetrics", "METRIC_KEYS"]
+__all__ = ["SeriesMetrics", "METRIC_KEYS", "theta_rows"]
 
 METRIC_KEYS = (
     "grid_index", "t", "loss", "sv", "sv_A", "mode_strength", "grad_norm", "level_index", "level_gap",
@@ -39,7 +39,9 @@ class SeriesMetrics:
     sgd: the series has steps (SGD adds ``step`` and ``dist_to_flow``). flow_theta (n_grid, p): the
     flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``.
     analysis_every: the Hessian's lambda_min and sharpness every this many grid points (0: never),
-    dense up to ``hessian_dense_max`` weights, warm-started Lanczos above. save_theta: keep theta.
+    dense up to ``hessian_dense_max`` weights, warm-started Lanczos above. save_theta: keep theta;
+    theta_every > 1 keeps it only every that many grid points and at ``last_m`` (as ``theta_sub`` with
+    its ``theta_grid_index``, so that ``theta`` is always row for row with ``t``).
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class SeriesMetrics:
         sv_A_top: int = 32,
         hessian_dense_max: int = DENSE_HESSIAN_MAX,
         save_theta: bool = True,
+        theta_every: int = 1,
+        last_m: int | None = None,
     ) -> None:
         self.problem, self.layout = problem, as_layout(dims)
         self.theta0 = theta0.detach().clone()
@@ -64,7 +68,7 @@ class SeriesMetrics:
             sv_A_top,
             hessian_dense_max,
         )
-        self.save_theta = save_theta
+        self.save_theta, self.theta_every, self.last_m = save_theta, max(1, int(theta_every)), last_m
         self.levels = problem.plateau_levels(self.layout.r_max)
         self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
         self._warm: Tensor | None = None
@@ -111,8 +115,12 @@ class SeriesMetrics:
                     )
                     lam_min[i], sharp[i] = lo, hi
         out["lambda_min"], out["sharpness"] = lam_min, sharp
-        if self.save_theta:
+        if self.save_theta and self.theta_every == 1:
             out["theta"] = thetas.numpy()
+        elif self.save_theta:
+            keep = [i for i, m in enumerate(ms) if m % self.theta_every == 0 or m == self.last_m]
+            out["theta_sub"] = thetas[keep].numpy()
+            out["theta_grid_index"] = np.asarray([ms[i] for i in keep], dtype=np.int64)
         if self.sgd:
             out["step"] = np.asarray([-1 if s is None else s for s in steps], dtype=np.int64)
             if self.flow_theta is not None:
@@ -128,3 +136,18 @@ def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
     x = x.clone()
     x[~finite] = float("nan")
     return x.numpy()
+
+
+def theta_rows(arrays) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(rows, thetas) of a series' arrays: the row indices (into ``t``) that have theta, and theta there
+    (``theta`` row for row, or ``theta_sub`` at ``theta_grid_index``); (None, None) without theta."""
+    if arrays.get("theta") is not None:
+        theta = np.asarray(arrays["theta"])
+        return np.arange(len(theta)), theta
+    if arrays.get("theta_sub") is not None and arrays.get("grid_index") is not None:
+        grid = np.asarray(arrays["grid_index"])
+        sub_m = np.asarray(arrays["theta_grid_index"])
+        rows = np.searchsorted(grid, sub_m)
+        ok = (rows < len(grid)) & (grid[np.minimum(rows, len(grid) - 1)] == sub_m)
+        return rows[ok], np.asarray(arrays["theta_sub"])[ok]
+    return None, None

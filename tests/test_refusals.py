@@ -90,7 +90,7 @@ BAD = [
     (
         "bad_method",
         ["flow.method=rk45"],
-        "flow.method: Invalid value 'rk45', expected one of [dopri5, dopri8",
+        "flow.method: Invalid value 'rk45', expected one of [auto, dopri5, dopri8",
     ),
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: value 'notabool'"),
     (
@@ -152,7 +152,18 @@ BAD = [
         ["flow.method=rk4"],
         "flow.step_size: required for the fixed-step method rk4",
     ),
-    ("adaptive_takes_no_step", ["flow.step_size=0.1"], "flow.step_size: only the fixed-step methods"),
+    (
+        "adaptive_takes_no_step",
+        ["flow=dopri5", "flow.step_size=0.1"],
+        "flow.step_size: only the fixed-step methods",
+    ),
+    ("tb_points_zero", ["log.tb_max_points=0"], "log.tb_max_points: must be >= 2"),
+    ("theta_limit_negative", ["log.theta_max_mb=-1"], "log.theta_max_mb: must be"),
+    (
+        "auto_takes_no_step",
+        ["flow.step_size=0.1"],
+        "flow.step_size: flow.method=auto chooses an adaptive method",
+    ),
     (
         "step_beyond_horizon",
         ["flow.method=euler", "flow.step_size=10"],
@@ -209,6 +220,7 @@ BAD = [
             "data.n_samples=64",
             "flow.t_max=100",
             "log.dt=0.002",
+            "log.theta_max_mb=1e6",
             "sgd.lrs=[]",
             "limits.memory_gb=1000",
             "flow=dopri5",
@@ -227,7 +239,13 @@ BAD = [
     ),
     (
         "dense_jacobian_of_a_big_net",
-        ["model.dims=[80,80]", "data.singular_values=[1]", "data.n_samples=80", "sgd.lrs=[]"],
+        [
+            "model.dims=[80,80]",
+            "data.singular_values=[1]",
+            "data.n_samples=80",
+            "sgd.lrs=[]",
+            "flow.method=lsoda",
+        ],
         "flow.method: lsoda factorises the dense 6400 x 6400",
     ),
     # data files

@@ -91,7 +91,7 @@ def test_typed_config_of_a_plain_dict_fills_the_schema_defaults():
         {"model": {"dims": [3, 2]}, "data": {"kind": "teacher"}, "init": {"kind": "orthogonal"}}
     )
     assert isinstance(cfg, TrainConfig) and type(cfg.init).__name__ == "OrthogonalInit"
-    assert cfg.init.scale == 0.1 and cfg.flow.method.name == "lsoda" and cfg.limits.memory_gb == 8.0
+    assert cfg.init.scale == 0.1 and cfg.flow.method.name == "auto" and cfg.limits.memory_gb == 8.0
     with pytest.raises(ConfigError, match=r"^data: missing|^data\b"):
         typed_config({"model": {"dims": [3, 2]}, "init": {"kind": "gaussian"}})
 

@@ -74,14 +74,15 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     mem[f"flow states ({flow_times} times x {p} weights)"] = 2.0 * flow_times * p * F64
     if cfg.sgd.lrs:
         mem[f"flow at one series' times ({t} x {p})"] = t * p * F64
-    if cfg.log.save_theta:
-        mem[f"theta of one series ({t} x {p})"] = 2.0 * t * p * F64
-    if cfg.flow.method.name in SCIPY_STIFF:
+    rows = min(t, max(2, int(cfg.log.theta_max_mb * 1e6 / (F64 * p)))) if cfg.log.save_theta else 0
+    if rows:
+        mem[f"theta of one series ({rows} x {p})"] = 2.0 * rows * p * F64
+    if cfg.flow.method.name in SCIPY_STIFF or (cfg.flow.method.name == "auto" and p <= 5000):
         mem[f"dense Jacobian of the stiff solver ({p} x {p})"] = 4.0 * p * p * F64
     if cfg.log.analysis_points and p <= cfg.log.hessian_dense_max:
         mem[f"dense Hessian ({p} x {p})"] = 3.0 * p * p * F64
     per_point = 16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth
-    series_file = t * (per_point + (p if cfg.log.save_theta else 0)) * F64
+    series_file = (t * per_point + rows * p) * F64
     return Estimate(grid_points=t, flow_times=flow_times, memory=mem, series_file=series_file)
 
 
@@ -127,8 +128,9 @@ def gradient_seconds(problem, theta0: torch.Tensor, dims) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def check_work(cfg: TrainConfig, grad_s: float, lam_max: float) -> None:
-    """Refuse SGD series and explicit flows whose step counts are above the limits."""
+def check_work(cfg: TrainConfig, grad_s: float, lam_max: float, method: str | None = None) -> None:
+    """Refuse SGD series and explicit flows whose step counts are above the limits (``method``: the
+    flow's, once ``auto`` is resolved)."""
     lim, f = cfg.limits, cfg.flow
     for lr in cfg.sgd.lrs:
         steps = math.ceil(f.t_max / time_per_step(lr, cfg.sgd.momentum) - 1e-9)
@@ -139,7 +141,7 @@ def check_work(cfg: TrainConfig, grad_s: float, lam_max: float) -> None:
                 f"here), above limits.sgd_steps = {lim.sgd_steps:.3g}; raise the learning rate, lower "
                 "flow.t_max, or raise limits.sgd_steps"
             )
-    method = f.method.name
+    method = method or f.method.name
     if method in TORCHDIFFEQ_FIXED and f.step_size is not None:
         nfe = math.ceil(f.t_max / f.step_size) * STAGES[method]
         why = f"{math.ceil(f.t_max / f.step_size):.3g} steps of {f.step_size:g}"

@@ -118,6 +118,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warn(note)
+    print(f"flow: {plan.solver.method} ({plan.flow_choice.why}); curvature: {plan.analysis.why}", flush=True)
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M

@@ -17,7 +17,7 @@ import torch
 from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
 from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.init import initial_weights
-from dlnlab.lab import budget, files
+from dlnlab.lab import budget, choose, files
 from dlnlab.lab.errors import ConfigError, keyed
 from dlnlab.lab.rules import check_config, check_fixed_step, make_solver
 from dlnlab.lab.schema import TrainConfig, derive_seed, typed_config
@@ -26,7 +26,7 @@ from dlnlab.problem import RegressionProblem
 
 __all__ = ["Seeds", "Plan", "prepare", "SCIPY_MAX_WEIGHTS"]
 
-SCIPY_MAX_WEIGHTS = 5000  # the stiff path's dense Jacobian is p x p: 5000 weights is 200 MB per copy
+SCIPY_MAX_WEIGHTS = choose.SCIPY_MAX_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ class Plan:
     lam_max: float  # the flow's stiffness estimate (largest Hessian eigenvalue), 0 if unknown
     gradient_s: float  # one closed-form gradient here
     notes: list[str] = field(default_factory=list)  # warnings shown at the start of the run
+    flow_choice: choose.FlowChoice | None = None  # the flow's method and why
+    analysis: choose.AnalysisChoice | None = None  # the curvature points per series and why
+
+    def theta_every(self, n_grid: int) -> int:
+        """Theta kept every this many grid points (log.theta_max_mb); 0: not kept."""
+        return choose.theta_every(self.cfg, n_grid)
 
     @property
     def theta0(self) -> torch.Tensor:
@@ -194,7 +200,10 @@ def prepare(raw_cfg: Any) -> Plan:
     lam, where = _stiffness(cfg, problem, theta0)
     check_fixed_step(cfg, lam, where)
     grad_s = budget.gradient_seconds(problem, theta0, lay)
-    budget.check_work(cfg, grad_s, lam)
+    flow = choose.choose_flow(cfg, problem, theta0, lam, grad_s)
+    budget.check_work(cfg, grad_s, lam, flow.method)
+    work_s = choose.estimated_run_seconds(cfg, flow.method, lam, grad_s)
+    analysis = choose.choose_analysis(cfg, problem, theta0, work_s)
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
     notes = []
@@ -209,4 +218,7 @@ def prepare(raw_cfg: Any) -> Plan:
                 "the series run and are expected to diverge or stall (status unstable)"
             )
     _check_logger_and_callbacks(cfg)
-    return Plan(cfg, seeds, problem, weights0, make_solver(cfg), est, threshold, lam, grad_s, notes)
+    return Plan(
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method), est, threshold, lam, grad_s, notes,
+        flow_choice=flow, analysis=analysis,
+    )  # fmt: skip

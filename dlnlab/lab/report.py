@@ -55,7 +55,7 @@ def log_run(ctx, summary: dict, table: str) -> None:
         "dims": str(list(cfg.model.dims)),
         "init": cfg.init.kind.name,
         "init_scale": float(getattr(cfg.init, "scale", float("nan"))),
-        "method": cfg.flow.method.name,
+        "method": ctx.plan.solver.method,
         "batch_size": str(cfg.sgd.batch_size or "full"),
         "momentum": cfg.sgd.momentum,
         "t_max": cfg.flow.t_max,

@@ -139,12 +139,24 @@ def _check_init(cfg: TrainConfig) -> None:
             )
 
 
-def make_solver(cfg: TrainConfig) -> Solver:
-    """The flow's :class:`Solver` from ``flow.*`` (the core's own checks, mapped to the keys)."""
+def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
+    """The flow's :class:`Solver` from ``flow.*`` (the core's own checks, mapped to the keys);
+    ``method`` replaces ``flow.method=auto`` once it is chosen."""
     f = cfg.flow
+    if f.method.name == "auto" and f.step_size is not None:
+        raise ConfigError(
+            "flow.step_size: flow.method=auto chooses an adaptive method; name a fixed-step method "
+            "(flow.method=euler, midpoint, rk4, explicit_adams, implicit_adams) to give a step"
+        )
     keys = {k: f"flow.{k}" for k in ("method", "rtol", "atol", "step_size", "max_nfe", "options")}
     with keyed(keys, "flow"):
-        return Solver(f.method.name, f.rtol, f.atol, f.step_size, f.max_nfe)
+        return Solver(
+            method or (f.method.name if f.method.name != "auto" else "lsoda"),
+            f.rtol,
+            f.atol,
+            f.step_size,
+            f.max_nfe,
+        )
 
 
 def _check_flow(cfg: TrainConfig) -> None:
@@ -203,6 +215,11 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
     for key in ("sv_A_top", "hessian_dense_max"):
         if getattr(g, key) < 1:
             raise ConfigError(f"log.{key}: must be >= 1, got {getattr(g, key)}")
+    if g.tb_max_points < 2:
+        raise ConfigError(
+            f"log.tb_max_points: must be >= 2 (a bucket's minimum and maximum), got {g.tb_max_points}"
+        )
+    _finite(g.theta_max_mb, "log.theta_max_mb", positive=True)
     for key, value in vars(cfg.limits).items():
         _finite(float(value), f"limits.{key}", positive=True)
     _finite(cfg.checkpoint.every_s, "checkpoint.every_s", positive=True)

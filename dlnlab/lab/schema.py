@@ -26,7 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dlnlab.analysis import DENSE_HESSIAN_MAX
-from dlnlab.flow import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, METHODS
+from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS
 from dlnlab.lab.errors import ConfigError
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
 DataKind = Enum("DataKind", {k: k for k in ("teacher", "file")})
 InitKind = Enum("InitKind", {k: k for k in ("gaussian", "orthogonal", "balanced", "aligned", "file")})
 Sampling = Enum("Sampling", {k: k for k in ("with_replacement", "without_replacement")})
-FlowMethod = Enum("FlowMethod", {m: m for m in METHODS})
+FlowMethod = Enum("FlowMethod", {m: m for m in ("auto", *METHODS)})  # auto: chosen by size
 ProgressMode = Enum("ProgressMode", {k: k for k in ("auto", "always", "never")})
 
 
@@ -149,7 +149,7 @@ class FileInit(InitConfig):
 @dataclass
 class FlowConfig:
     t_max: float = 300.0  # horizon of the flow and of every SGD series
-    method: FlowMethod = FlowMethod[DEFAULT_METHOD]
+    method: FlowMethod = FlowMethod.auto  # lsoda or dopri5, by measured cost (dlnlab/lab/choose.py)
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     step_size: float | None = None  # fixed-step methods only
@@ -176,6 +176,7 @@ class LogConfig:
     tb_max_points: int = 10_000  # every grid point goes to the logger up to this many; above, bucket extremes
     figures: bool = True
     save_theta: bool = True
+    theta_max_mb: float = 256.0  # theta of one series up to this size; above, on a sub-grid (theta_sub)
     progress: ProgressMode = ProgressMode.auto
 
 

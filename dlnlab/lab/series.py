@@ -24,7 +24,7 @@ from dlnlab.lab.callbacks import GridPoint, GridPointCallback
 from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
-from dlnlab.metrics import SeriesMetrics
+from dlnlab.metrics import SeriesMetrics, theta_rows
 from dlnlab.network import Layout
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
@@ -90,10 +90,12 @@ class SeriesContext:
             n_grid=n_grid,
             progress=Progress(log.progress.name),
             metric_kw=dict(
-                analysis_every=max(1, -(-n_grid // log.analysis_points)) if log.analysis_points else 0,
+                analysis_every=max(1, -(-n_grid // points)) if (points := plan.analysis.points) else 0,
                 sv_A_top=log.sv_A_top,
                 hessian_dense_max=log.hessian_dense_max,
                 save_theta=log.save_theta,
+                theta_every=plan.theta_every(n_grid),
+                last_m=n_grid - 1,
             ),
             callbacks=plan.callbacks(),
         )
@@ -128,7 +130,7 @@ def run_flow(
     """
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
-    entry = {"lr": None, "method": f.method.name, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
+    entry = {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
     ctx.progress.start("flow", float(all_t[-1]))
     t0 = time.perf_counter()
     res = None
@@ -174,10 +176,11 @@ def run_flow(
 def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
     """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol)."""
     entry, arrays = dict(previous[0]), previous[1]
-    theta = torch.as_tensor(arrays["theta"]) if "theta" in arrays else None
+    rows, theta = theta_rows(arrays)
     diff = 0.0
     if theta is not None:
-        now = flow_at[torch.searchsorted(all_t, grid)][: len(theta)]
+        now = flow_at[torch.searchsorted(all_t, grid)][torch.as_tensor(rows)]
+        theta = torch.as_tensor(theta)
         diff = float((now - theta).abs().max())
         scale = float(theta.abs().max())
         if not diff <= 10 * (f.rtol * scale + f.atol):

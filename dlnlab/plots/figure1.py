@@ -42,16 +42,17 @@ def final_adjacency(run: RunData) -> tuple[np.ndarray, str]:
     """A at the end of the flow (from its saved theta), else the initial A0; and a label."""
     import torch
 
+    from dlnlab.metrics import theta_rows
     from dlnlab.network import adjacency_from_weights, unpack
 
     flow = run.flow
-    if flow is not None and flow.get("theta") is not None and run.dims:
-        th = flow.get("theta")
+    rows, th = theta_rows(flow.arrays) if flow is not None else (None, None)
+    if th is not None and run.dims:
         ok = np.flatnonzero(np.isfinite(th).all(axis=1))
         if len(ok):
             i = int(ok[-1])
             ws = unpack(torch.as_tensor(th[i]), run.dims)
-            return adjacency_from_weights(ws).numpy(), f"trained, $t = {flow.t[i]:g}$"
+            return adjacency_from_weights(ws).numpy(), f"trained, $t = {flow.t[rows[i]]:g}$"
     if "A0" in run.problem:
         return np.asarray(run.problem["A0"], dtype=np.float64), "initial, $t = 0$"
     raise ValueError(f"{run.run_dir}: neither the flow's theta nor A0 is available")

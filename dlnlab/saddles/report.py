@@ -18,6 +18,7 @@ import torch
 
 from dlnlab._util import jsonable, warn
 from dlnlab.analysis import DENSE_HESSIAN_MAX
+from dlnlab.metrics import theta_rows
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, SaddleClassification, classify_saddle
@@ -76,7 +77,7 @@ def analyze_series(
         return []
     if not classify:
         return plats
-    theta = arrays.get("theta")
+    have, theta = theta_rows(arrays)  # theta row for row, or on a sub-grid (big nets)
     theta = None if theta is None else np.asarray(theta, dtype=np.float64)
     if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
         theta = None
@@ -86,17 +87,16 @@ def analyze_series(
             ps = problem.critical_product(s)
             idx = None
             if theta is not None:
-                rows = np.arange(p["i_start"], p["i_end"] + 1)
-                rows = rows[rows < theta.shape[0]]
-                rows = rows[np.isfinite(theta[rows]).all(axis=1)] if rows.size else rows
-                if rows.size:
-                    ths = torch.from_numpy(theta[rows])
+                sel = np.flatnonzero((have >= p["i_start"]) & (have <= p["i_end"]))
+                sel = sel[np.isfinite(theta[sel]).all(axis=1)] if sel.size else sel
+                if sel.size:
+                    ths = torch.from_numpy(theta[sel])
                     dist = problem.product_distance(product(unpack(ths, layout)), ps)
-                    idx = int(rows[int(torch.argmin(dist))])
+                    idx = int(sel[int(torch.argmin(dist))])
             if idx is not None:
                 res = classify_saddle(problem, layout, torch.from_numpy(theta[idx]), s, tolerances=tolerances)
                 source = "trajectory"
-                p["t_closest"] = float(np.asarray(t)[idx])
+                p["t_closest"] = float(np.asarray(t)[have[idx]])
             else:
                 res = classify_saddle(
                     problem, layout, pack(critical_point(problem, layout, s)), s, tolerances=tolerances

@@ -1,0 +1,80 @@
+"""The size-dependent defaults (dlnlab/lab/choose.py): the flow's method, the curvature budget and theta
+on a sub-grid, each recorded in the summary and each checked against the run it replaces."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from test_lab import TINY, make_cfg
+
+from dlnlab.lab import choose
+from dlnlab.lab.experiment import run
+from dlnlab.lab.prepare import prepare
+from dlnlab.metrics import theta_rows
+
+
+def test_auto_takes_the_stiff_path_on_the_figure1_net_and_dopri5_above_the_dense_limit():
+    plan = prepare(make_cfg(["sgd.lrs=[]"]))
+    assert plan.flow_choice.asked == "auto" and plan.flow_choice.method == "lsoda"
+    est = plan.flow_choice.estimates_s
+    assert est["lsoda"] < est["dopri5"], est  # the stiff Figure 1 flow: lsoda wins by its cost model
+    assert plan.solver.method == "lsoda"
+    big = prepare(
+        make_cfg(["model.dims=[80,80]", "data.singular_values=[1]", "data.n_samples=80", "sgd.lrs=[]"])
+    )
+    assert big.flow_choice.method == "dopri5" and "6400 weights" in big.flow_choice.why
+    named = prepare(make_cfg(["flow=dopri5", "sgd.lrs=[]"]))
+    assert named.flow_choice.method == "dopri5" and named.flow_choice.why == "chosen in the config"
+
+
+def test_the_explicit_estimate_follows_the_stiffness():
+    # dopri5's steps are bounded by its stability on the stiffest mode: cost grows like lambda_max t_max
+    assert choose.explicit_nfe(100.0, 300.0) == 2 * choose.explicit_nfe(50.0, 300.0)
+    assert choose.explicit_nfe(1e-3, 1.0) == choose.EXPLICIT_MIN_NFE
+
+
+def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
+    cfg = prepare(make_cfg([*TINY])).cfg
+    plan = prepare(make_cfg([*TINY]))
+    full = choose.choose_analysis(cfg, plan.problem, plan.theta0, run_seconds=1e6)
+    assert full.points == cfg.log.analysis_points and full.kind == "dense"
+    cut = choose.choose_analysis(cfg, plan.problem, plan.theta0, run_seconds=20 * full.seconds_per_point)
+    series = 1 + len(cfg.sgd.lrs)
+    assert cut.points < cfg.log.analysis_points
+    # the measured cost of the kept points is at most a third of the rest: a quarter of the whole
+    assert cut.points * series * cut.seconds_per_point <= 20 * full.seconds_per_point / 3 * 1.5
+    off = choose.choose_analysis(make_cfg([*TINY, "log.analysis_points=0"]), plan.problem, plan.theta0, 1.0)
+    assert off.points == 0
+
+
+def test_theta_on_a_sub_grid_above_its_size_limit(tmp_path):
+    base = [*TINY, "sgd.lrs=[0.02]", "flow.t_max=2.0"]
+    full = run(make_cfg(base), output_dir=tmp_path / "full")
+    # 27 weights x 8 bytes x 11 rows = 2376 bytes: theta every 4th of the 41 grid points, and the last
+    sub = run(make_cfg([*base, "log.theta_max_mb=0.002376"]), output_dir=tmp_path / "sub")
+    assert full.exit_code == sub.exit_code == 0
+    summary = json.loads((tmp_path / "sub" / "summary.json").read_text())
+    assert summary["theta_every"] == 4
+    for name in ("flow", "sgd_lr_0.02"):
+        a = dict(np.load(tmp_path / "full" / "series" / f"{name}.npz"))
+        b = dict(np.load(tmp_path / "sub" / "series" / f"{name}.npz"))
+        assert "theta" not in b and b["theta_sub"].shape[0] == len(b["theta_grid_index"]) == 11
+        assert b["theta_grid_index"][-1] == len(a["t"]) - 1
+        rows, theta = theta_rows(b)
+        np.testing.assert_array_equal(theta, a["theta"][rows])
+        for key in ("t", "loss", "sv", "grad_norm"):  # every other metric on every grid point
+            np.testing.assert_array_equal(a[key], b[key])
+    assert summary["series"]["flow"]["plateaus"] is not None
+
+
+def test_theta_rows_maps_a_sub_grid_back_to_the_grid():
+    arrays = {
+        "grid_index": np.arange(10),
+        "theta_sub": torch.arange(6.0).reshape(3, 2).numpy(),
+        "theta_grid_index": np.array([0, 4, 8]),
+    }
+    rows, theta = theta_rows(arrays)
+    np.testing.assert_array_equal(rows, [0, 4, 8])
+    assert theta_rows({"t": np.zeros(3)}) == (None, None)
