@@ -48,6 +48,7 @@ _EXPORTS = {
     "dlnlab.saddles": [
         "detect_plateaus",
         "analyze_series",
+        "Plateau",
         "critical_point",
         "classify_saddle",
         "escape_directions",

@@ -38,17 +38,17 @@ def test_aligned_flow_one_plateau_per_mode_exits_match_reference():
     arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], 0.05)
     plats = saddles.analyze_series(pr, dims, arr)
     levels = pr.plateau_levels(3).tolist()
-    assert [p["level_index"] for p in plats] == [0, 1, 2]
-    assert [p["modes_learnt"] for p in plats] == [[], [0], [0, 1]]
-    assert [p["exit_mode"] for p in plats] == [0, 1, 2]
+    assert [p.level_index for p in plats] == [0, 1, 2]
+    assert [p.modes_learnt for p in plats] == [[], [0], [0, 1]]
+    assert [p.exit_mode for p in plats] == [0, 1, 2]
     for p, r, t_ref in zip(plats, range(3), ref):
-        assert PLATEAU_KEYS <= set(p)
-        assert p["level"] == pytest.approx(levels[r], rel=1e-12)
-        assert p["t_exit"] == pytest.approx(t_ref, rel=1e-3)
-        assert p["t_start"] <= p["t_grad_norm_min"] <= p["t_end"] < p["t_exit"]
-        assert p["label"] == "non-strict"
-        assert p["is_top_set"]
-    json.dumps(plats, allow_nan=False)
+        assert PLATEAU_KEYS <= set(p.to_dict())
+        assert p.level == pytest.approx(levels[r], rel=1e-12)
+        assert p.t_exit == pytest.approx(t_ref, rel=1e-3)
+        assert p.t_start <= p.t_grad_norm_min <= p.t_end < p.t_exit
+        assert p.label == "non-strict"
+        assert p.is_top_set
+    json.dumps([p.to_dict() for p in plats], allow_nan=False)
 
 
 @pytest.mark.parametrize("scale", [0.01, 100.0])
@@ -62,9 +62,9 @@ def test_detection_is_scale_free(scale):
     dt = 0.05 * scale ** -(2 - 2 / h)
     arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], dt)
     plats = saddles.analyze_series(pr, dims, arr)
-    assert [p["level_index"] for p in plats] == [0, 1, 2]
-    assert [p["t_exit"] for p in plats] == pytest.approx(ref, rel=1e-3)
-    assert all(p["label"] == "non-strict" for p in plats)
+    assert [p.level_index for p in plats] == [0, 1, 2]
+    assert [p.t_exit for p in plats] == pytest.approx(ref, rel=1e-3)
+    assert all(p.label == "non-strict" for p in plats)
 
 
 def test_aligned_flow_with_a_skipped_mode_visits_strict_saddles():
@@ -75,17 +75,17 @@ def test_aligned_flow_with_a_skipped_mode_visits_strict_saddles():
     dims = net(h)
     arr = series_of(pr, dims, pack(init.aligned(dims, pr, [-1e-3, 1e-3, 1e-3], seed=2)), 20.0, 0.05)
     plats = saddles.analyze_series(pr, dims, arr)
-    assert [p["modes_learnt"] for p in plats] == [[], [1], [1, 2]]
+    assert [p.modes_learnt for p in plats] == [[], [1], [1, 2]]
     skip = plats[1]
-    assert skip["level"] == pytest.approx(pr.critical_value([1]), rel=1e-12) == pytest.approx(5.0)
-    assert skip["level_index"] is None and not skip["is_top_set"]
-    assert skip["label"] == "strict"
+    assert skip.level == pytest.approx(pr.critical_value([1]), rel=1e-12) == pytest.approx(5.0)
+    assert skip.level_index is None and not skip.is_top_set
+    assert skip.label == "strict"
     m = [float(v) for v in pr.modes]
-    assert skip["lambda_min"] == pytest.approx(-(m[0] - m[1]) * m[1] ** ((h - 2) / h), rel=1e-6)
-    branch0 = [b for b in skip["escape"]["branches"] if b["mode"] == 0][0]
+    assert skip.lambda_min == pytest.approx(-(m[0] - m[1]) * m[1] ** ((h - 2) / h), rel=1e-6)
+    branch0 = [b for b in skip.escape["branches"] if b["mode"] == 0][0]
     assert branch0["trajectory_branch"] == "stable"
-    assert plats[0]["exit_mode"] == 1 and plats[1]["exit_mode"] == 2
-    assert plats[2]["exit_mode"] is None and plats[2]["label"] == "strict"  # the run ends there
+    assert plats[0].exit_mode == 1 and plats[1].exit_mode == 2
+    assert plats[2].exit_mode is None and plats[2].label == "strict"  # the run ends there
 
 
 def test_gaussian_small_init_flow_plateaus_are_non_strict():
@@ -98,20 +98,20 @@ def test_gaussian_small_init_flow_plateaus_are_non_strict():
     )
     plats = saddles.analyze_series(pr, dims, arr)
     assert len(plats) >= 2
-    assert plats[0]["modes_learnt"] == [] and plats[0]["level"] == pytest.approx(7.0)
-    levels = [p["level"] for p in plats]
+    assert plats[0].modes_learnt == [] and plats[0].level == pytest.approx(7.0)
+    levels = [p.level for p in plats]
     assert levels == sorted(levels, reverse=True)
     for p in plats:
-        assert p["label"] == "non-strict"
-        assert p["is_top_set"]
-        ev = p["evidence"]
+        assert p.label == "non-strict"
+        assert p.is_top_set
+        ev = p.evidence
         assert ev["source"] == "trajectory"
         assert ev["three_rank_r_layers"] and ev["optimal_rank_r"]
         assert ev["snap_grad_norm"] <= 1e-8
         assert ev["closest"]["lambda_min"] < -1e-3  # slightly negative near the saddle itself
         assert ev["closest"]["ranks"] != ev["ranks"]  # the closest point looks full rank
-        assert p["lambda_min"] >= -1e-7
-    exits = [p["t_exit"] for p in plats if p["t_exit"] is not None]
+        assert p.lambda_min >= -1e-7
+    exits = [p.t_exit for p in plats if p.t_exit is not None]
     assert exits == sorted(exits)
 
 
@@ -121,15 +121,15 @@ def test_figure1_flow_has_four_non_strict_plateaus():
     theta0 = pack(init.gaussian(FIG1, 0.1, seed=init_seed))
     arr = series_of(pr, FIG1, theta0, 300.0, 0.1, method="bdf", rtol=1e-8, atol=1e-10)
     plats = saddles.analyze_series(pr, FIG1, arr)
-    assert [p["level_index"] for p in plats] == [0, 1, 2, 3]
+    assert [p.level_index for p in plats] == [0, 1, 2, 3]
     for p, level in zip(plats, [15.0, 7.0, 2.5, 0.5]):
-        assert p["level"] == pytest.approx(level, abs=1e-9)
-        i = p["i_grad_norm_min"]
+        assert p.level == pytest.approx(level, abs=1e-9)
+        i = p.i_grad_norm_min
         assert arr["loss"][i] == pytest.approx(level, abs=1e-2)
-        assert p["label"] == "non-strict"
-        assert abs(p["lambda_min"]) <= 1e-7
-    assert [p["exit_mode"] for p in plats] == [0, 1, 2, 3]
-    starts = [p["t_start"] for p in plats]
+        assert p.label == "non-strict"
+        assert abs(p.lambda_min) <= 1e-7
+    assert [p.exit_mode for p in plats] == [0, 1, 2, 3]
+    starts = [p.t_start for p in plats]
     assert starts == sorted(starts)
 
 
@@ -154,7 +154,7 @@ def test_gd_leaves_plateaus_later_by_order_eta():
     theta0 = pack(init.aligned(dims, pr, u0, seed=2))
     t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
     ref = saddles.analyze_series(pr, dims, series_of(pr, dims, theta0, t_max, 0.05), classify=False)
-    assert [p["exit_mode"] for p in ref] == [0, 1, 2]
+    assert [p.exit_mode for p in ref] == [0, 1, 2]
     delays = {}
     for lr in (0.02, 0.01, 0.005):
         own = saddles.analyze_series(pr, dims, gd_arrays(pr, dims, theta0, lr, t_max), classify=False)
@@ -189,7 +189,7 @@ def test_detection_never_raises_on_bad_series():
         bad[k][40:] = np.inf if k == "loss" else np.nan
     plats = saddles.analyze_series(pr, dims, bad)
     assert len(good) == 3 and len(plats) == 1
-    assert plats[0]["t_end"] == good[0]["t_end"] and plats[0]["label"] == good[0]["label"] == "non-strict"
+    assert plats[0].t_end == good[0].t_end and plats[0].label == good[0].label == "non-strict"
     series = {"flow": {"lr": None}, "sgd_lr_1.0": {"lr": 1.0}}
     saddles.analyze_run_saddles(pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series)
     assert series["sgd_lr_1.0"]["plateaus"] == []
@@ -228,8 +228,8 @@ def test_without_theta_classifies_the_constructed_critical_point():
     plats = saddles.analyze_series(pr, dims, arr)
     assert len(plats) == 3
     for p in plats:
-        assert p["evidence"]["source"] == "constructed" and p["t_closest"] is None
-        assert p["label"] == "non-strict" and p["evidence"]["three_rank_r_layers"]
+        assert p.evidence["source"] == "constructed" and p.t_closest is None
+        assert p.label == "non-strict" and p.evidence["three_rank_r_layers"]
 
 
 def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_path):
@@ -288,32 +288,6 @@ def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_p
             np.testing.assert_allclose([e.value for e in delays], [e["delay"] for e in exits], rtol=1e-6)
         text = acc.Tensors("saddle/plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
         assert "non-strict" in text and text.count("\n") >= 4
-
-
-def test_plateau_table_and_modes_learnt():
-    assert saddles.plateau_table([]) == "no saddle plateau"
-    plateau = {
-        "t_start": 0.5,
-        "t_end": 12.25,
-        "duration": 11.75,
-        "level": 2.5,
-        "level_index": 1,
-        "modes_learnt": [0],
-        "grad_norm_min": 3.14159e-5,
-        "exit_mode": 1,
-        "t_exit": 12.6,
-        "label": "non-strict",
-        "lambda_min": -7.71e-13,
-    }
-    unknown = dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
-    lines = saddles.plateau_table([plateau, {**plateau, **unknown}]).splitlines()
-    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == 13
-    row = "| 0 | 0.5 | 12.25 | 11.75 | 2.5 | 1 | [0] | 3.14e-05 | 1 | 12.6 | non-strict | -7.71e-13 |"
-    assert lines[2] == row
-    assert lines[3] == "| 1 | 0.5 | 12.25 | 11.75 | 2.5 | - | [0] | 3.14e-05 | - | - | - | - |"
-    pr = small_problem()
-    mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
-    assert mask.tolist() == [[True, False, False], [True, True, False]]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ From near the origin a deep linear network learns the data's modes one at a time
 critical point whose product is P_S = Pi_S Syx Sxx^+ for the set S of modes learnt so far, at the
 critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
 
-* ``plateaus``: :func:`detect_plateaus` finds the plateaus from the recorded series alone (mode
-  strengths, loss, ||grad L||), with thresholds that scale with the problem;
+* ``plateaus``: :func:`detect_plateaus` finds the plateaus (:class:`Plateau`, ``to_dict`` for
+  summary.json) from the recorded series alone (mode strengths, loss, ||grad L||), with thresholds
+  that scale with the problem;
 * ``critical``: :func:`critical_point` constructs a critical point for any S (balanced or not, with
   chosen layer ranks), and the snap moves a trajectory's closest point onto the nearby one;
 * ``classify``: :func:`classify_saddle` labels the saddle strict, non-strict or inconclusive from ranks,
@@ -22,7 +23,7 @@ Pure torch / numpy / scipy, float64.
 from dlnlab.saddles.classify import LABELS, ClassifyTolerances, SaddleClassification, classify_saddle
 from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.escape import EscapeDirections, escape_directions
-from dlnlab.saddles.plateaus import PlateauThresholds, detect_plateaus, modes_learnt
+from dlnlab.saddles.plateaus import Plateau, PlateauThresholds, detect_plateaus, modes_learnt
 from dlnlab.saddles.report import (
     LABEL_CODES,
     SaddleLog,
@@ -35,6 +36,7 @@ from dlnlab.saddles.report import (
 __all__ = [
     "LABELS",
     "LABEL_CODES",
+    "Plateau",
     "PlateauThresholds",
     "ClassifyTolerances",
     "SaddleClassification",

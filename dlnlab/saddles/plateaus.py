@@ -13,12 +13,15 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
   is the drop that leaves it (k the largest unlearnt mode) and tau_S = 1 / (h m_k^(2-2/h)) the time
   constant of that mode (docs/theory.md section 5): every threshold scales with the problem;
 * it is left when the next mode's strength crosses m_k / 2 (``t_exit``, interpolated).
+
+Each plateau is a :class:`Plateau`; its :meth:`Plateau.to_dict` is the entry of summary.json.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -27,7 +30,7 @@ from scipy.optimize import brentq
 from dlnlab._util import jsonable
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["PlateauThresholds", "modes_learnt", "detect_plateaus"]
+__all__ = ["Plateau", "PlateauThresholds", "modes_learnt", "detect_plateaus"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,55 @@ class PlateauThresholds:
     loss_band: float = 0.1
     grad_band: float = 0.1
     min_duration: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plateau:
+    """One saddle plateau of a series (flow or SGD); times in the series' t (for SGD t = step * lr).
+
+    t_start, t_end, duration: where the plateau's bands hold (t_end - t_start); level: the critical
+    value L(P_S) (loss units); level_index: r when S = {0..r-1} (the top level L*_r), else None;
+    is_top_set: S is {0..r-1}; modes_learnt: S, sorted 0-based mode indices; grad_norm_min: the
+    smallest ||grad L|| on it, at t_grad_norm_min, where the loss is level + level_gap; exit_mode: the
+    mode learnt on leaving (None when the series ends on the plateau), t_exit: when its strength
+    crosses m_k / 2; i_start, i_end, i_grad_norm_min: row indices into the series' (T,) arrays.
+
+    Filled by :func:`~dlnlab.saddles.analyze_series` (None / {} from :func:`detect_plateaus`):
+    label (strict, non-strict, inconclusive); lambda_min (the Hessian's, at the snapped critical
+    point); evidence and escape (JSON-able dicts: :class:`~dlnlab.saddles.SaddleClassification` and
+    :class:`~dlnlab.saddles.EscapeDirections` fields); classified_from: ``trajectory`` (the series'
+    closest theta row, snapped) or ``constructed`` (the balanced critical point of S), None before a
+    point was chosen (not stored: ``evidence["source"]`` says it); t_closest: the time of that row
+    (None when constructed).
+    """
+
+    t_start: float
+    t_end: float
+    duration: float
+    level: float
+    level_index: int | None
+    is_top_set: bool
+    modes_learnt: list[int]
+    grad_norm_min: float
+    t_grad_norm_min: float
+    level_gap: float
+    exit_mode: int | None = None
+    t_exit: float | None = None
+    i_start: int
+    i_end: int
+    i_grad_norm_min: int
+    label: str | None = None
+    lambda_min: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    escape: dict[str, Any] = field(default_factory=dict)
+    t_closest: float | None = None
+    classified_from: str | None = None
+
+    def to_dict(self) -> dict:
+        """The summary.json entry: JSON-able fields (t_closest only once a point was chosen for the
+        classification, classified_from left out)."""
+        skip = ("classified_from",) if self.classified_from is not None else ("classified_from", "t_closest")
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,7 +200,7 @@ def detect_plateaus(
     *,
     depth: int | None = None,
     thresholds: PlateauThresholds | None = None,
-) -> list[dict]:
+) -> list[Plateau]:
     """The saddle plateaus of one trajectory (flow or SGD), unclassified.
 
     Args:
@@ -161,12 +213,8 @@ def detect_plateaus(
             still to come) and no minimum duration is imposed.
         thresholds: the relative bands (:class:`PlateauThresholds`).
 
-    Returns a list of plateau dicts (JSON-able) in time order with keys t_start, t_end, duration,
-    level (the critical value L(P_S)), level_index (r when S = {0..r-1}, else None), is_top_set,
-    modes_learnt (sorted 0-based), grad_norm_min, t_grad_norm_min, exit_mode (the mode learnt on
-    leaving, or None when the series ends on the plateau), t_exit (its strength crosses m_k/2),
-    level_gap (loss - level at the smallest gradient), i_start, i_end, i_grad_norm_min (grid indices),
-    and label / lambda_min / evidence / escape left empty for :func:`classify_saddle`.
+    Returns the :class:`Plateau` list in time order, with exit_mode and t_exit; label, lambda_min,
+    evidence and escape are left empty for :func:`~dlnlab.saddles.analyze_series`.
     """
     th = thresholds or PlateauThresholds()
     try:
@@ -199,7 +247,7 @@ def detect_plateaus(
             segments.append((i0, i, keys[i0]))
             i0 = i
 
-    out = []
+    found = []  # (i_start, i_end, i_grad_norm_min, S, level)
     for a0, a1, s in segments:
         if s == terminal or len(s) > r_max:
             continue
@@ -224,35 +272,32 @@ def detect_plateaus(
             continue
         seg = np.arange(i_s, i_e + 1)
         i_g = int(seg[np.argmin(gn[seg])])
+        found.append((i_s, i_e, i_g, s, level))
+    out = []
+    for j, (i_s, i_e, i_g, s, level) in enumerate(found):
+        stop = found[j + 1][0] if j + 1 < len(found) else n - 1
+        exit_mode, t_exit = _exit(t, ms, learnt, m, set(s), i_e, stop)
         r = len(s)
         top = s == frozenset(range(r))
         out.append(
-            {
-                "t_start": float(t[i_s]),
-                "t_end": float(t[i_e]),
-                "duration": float(t[i_e] - t[i_s]),
-                "level": float(level),
-                "level_index": r if top else None,
-                "is_top_set": bool(top),
-                "modes_learnt": sorted(int(k) for k in s),
-                "grad_norm_min": float(gn[i_g]),
-                "t_grad_norm_min": float(t[i_g]),
-                "level_gap": float(loss[i_g] - level),
-                "exit_mode": None,
-                "t_exit": None,
-                "i_start": i_s,
-                "i_end": i_e,
-                "i_grad_norm_min": i_g,
-                "label": None,
-                "lambda_min": None,
-                "evidence": {},
-                "escape": {},
-            }
+            Plateau(
+                t_start=float(t[i_s]),
+                t_end=float(t[i_e]),
+                duration=float(t[i_e] - t[i_s]),
+                level=float(level),
+                level_index=r if top else None,
+                is_top_set=bool(top),
+                modes_learnt=sorted(int(k) for k in s),
+                grad_norm_min=float(gn[i_g]),
+                t_grad_norm_min=float(t[i_g]),
+                level_gap=float(loss[i_g] - level),
+                exit_mode=exit_mode,
+                t_exit=t_exit,
+                i_start=i_s,
+                i_end=i_e,
+                i_grad_norm_min=i_g,
+            )
         )
-    for j, p in enumerate(out):
-        stop = out[j + 1]["i_start"] if j + 1 < len(out) else n - 1
-        k, te = _exit(t, ms, learnt, m, set(p["modes_learnt"]), p["i_end"], stop)
-        p["exit_mode"], p["t_exit"] = k, te
     return out
 
 

@@ -10,8 +10,8 @@ mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, SaddleClassification, classify_saddle
 from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.plateaus import (
+    Plateau,
     PlateauThresholds,
     _first_crossing,
     _modes_np,
@@ -56,12 +57,14 @@ def analyze_series(
     thresholds: PlateauThresholds | None = None,
     tolerances: ClassifyTolerances | None = None,
     classify: bool = True,
-) -> list[dict]:
+) -> list[Plateau]:
     """Plateaus of one recorded series (the arrays of ``series/<name>.npz``), each classified.
 
     The saddle of a plateau is classified from the point of the plateau closest to P_S (``theta``
     rows (T, p)), snapped to the critical point; without ``theta`` from the balanced critical point of
-    the learnt modes (evidence ``source`` = ``constructed``). Never raises: returns [] on bad input.
+    the learnt modes (evidence ``source`` = ``constructed``). Returns :class:`Plateau` objects with
+    label, lambda_min, evidence, escape and t_closest filled (``classify=False``: as
+    :func:`detect_plateaus` gives them). Never raises: returns [] on bad input.
     """
     layout = as_layout(dims)
     try:
@@ -81,33 +84,34 @@ def analyze_series(
     theta = None if theta is None else np.asarray(theta, dtype=np.float64)
     if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
         theta = None
-    for p in plats:
-        s = p["modes_learnt"]
-        try:
-            ps = problem.critical_product(s)
-            idx = None
-            if theta is not None:
-                sel = np.flatnonzero((have >= p["i_start"]) & (have <= p["i_end"]))
-                sel = sel[np.isfinite(theta[sel]).all(axis=1)] if sel.size else sel
-                if sel.size:
-                    ths = torch.from_numpy(theta[sel])
-                    dist = problem.product_distance(product(unpack(ths, layout)), ps)
-                    idx = int(sel[int(torch.argmin(dist))])
-            if idx is not None:
-                res = classify_saddle(problem, layout, torch.from_numpy(theta[idx]), s, tolerances=tolerances)
-                source = "trajectory"
-                p["t_closest"] = float(np.asarray(t)[have[idx]])
-            else:
-                res = classify_saddle(
-                    problem, layout, pack(critical_point(problem, layout, s)), s, tolerances=tolerances
-                )
-                source = "constructed"
-                p["t_closest"] = None
-            _fill_plateau(p, res, source)
-        except Exception as err:  # noqa: BLE001 - one plateau's classification must not lose the rest
-            p["label"] = "inconclusive"
-            p["evidence"] = {"error": f"{type(err).__name__}: {err}"}
-    return plats
+    return [_classified(p, problem, layout, t, have, theta, tolerances) for p in plats]
+
+
+def _classified(p: Plateau, problem, layout, t, have, theta, tolerances) -> Plateau:
+    """The plateau p with its saddle classified (label inconclusive and the error as evidence if it fails)."""
+    s = p.modes_learnt
+    chosen: dict = {}  # classified_from and t_closest, once the point is chosen
+    try:
+        ps = problem.critical_product(s)
+        idx = None
+        if theta is not None:
+            sel = np.flatnonzero((have >= p.i_start) & (have <= p.i_end))
+            sel = sel[np.isfinite(theta[sel]).all(axis=1)] if sel.size else sel
+            if sel.size:
+                ths = torch.from_numpy(theta[sel])
+                dist = problem.product_distance(product(unpack(ths, layout)), ps)
+                idx = int(sel[int(torch.argmin(dist))])
+        if idx is not None:
+            res = classify_saddle(problem, layout, torch.from_numpy(theta[idx]), s, tolerances=tolerances)
+            chosen = {"classified_from": "trajectory", "t_closest": float(np.asarray(t)[have[idx]])}
+        else:
+            res = classify_saddle(
+                problem, layout, pack(critical_point(problem, layout, s)), s, tolerances=tolerances
+            )
+            chosen = {"classified_from": "constructed", "t_closest": None}
+        return replace(p, **chosen, **_classification_fields(p, res, chosen["classified_from"]))
+    except Exception as err:  # noqa: BLE001 - one plateau's classification must not lose the rest
+        return replace(p, **chosen, label="inconclusive", evidence={"error": f"{type(err).__name__}: {err}"})
 
 
 _EVIDENCE_KEYS = (
@@ -134,24 +138,25 @@ _EVIDENCE_KEYS = (
 )
 
 
-def _fill_plateau(p: dict, res: SaddleClassification, source: str) -> None:
-    """Copy a :func:`classify_saddle` result into the plateau dict p (label, lambda_min, evidence, escape)."""
-    p["label"] = res.label
-    p["lambda_min"] = jsonable(res.lambda_min)
-    p["evidence"] = jsonable({"source": source, **{k: getattr(res, k) for k in _EVIDENCE_KEYS}})
+def _classification_fields(p: Plateau, res: SaddleClassification, source: str) -> dict:
+    """The fields of plateau p that a :func:`classify_saddle` result sets (label, lambda_min, evidence,
+    escape), JSON-able."""
     esc = res.escape.to_dict() if res.escape is not None else {}
-    esc["exit_mode"] = p.get("exit_mode")
+    esc["exit_mode"] = p.exit_mode
     esc["next_mode_agrees"] = (
-        None
-        if p.get("exit_mode") is None or esc.get("next_mode") is None
-        else esc["next_mode"] == p["exit_mode"]
+        None if p.exit_mode is None or esc.get("next_mode") is None else esc["next_mode"] == p.exit_mode
     )
-    p["escape"] = jsonable(esc)
+    return {
+        "label": res.label,
+        "lambda_min": jsonable(res.lambda_min),
+        "evidence": jsonable({"source": source, **{k: getattr(res, k) for k in _EVIDENCE_KEYS}}),
+        "escape": jsonable(esc),
+    }
 
 
 def exits_vs_reference(
-    ref_plateaus: list[dict],
-    plateaus: list[dict],
+    ref_plateaus: Sequence[Plateau],
+    plateaus: Sequence[Plateau],
     problem: RegressionProblem,
     arrays: Mapping[str, np.ndarray] | None = None,
     lr: float | None = None,
@@ -163,21 +168,21 @@ def exits_vs_reference(
     """
     m = _modes_np(problem)
     out = []
-    own = {p["exit_mode"]: p["t_exit"] for p in plateaus if p.get("exit_mode") is not None}
+    own = {p.exit_mode: p.t_exit for p in plateaus if p.exit_mode is not None}
     for p in ref_plateaus:
-        k = p.get("exit_mode")
-        if k is None or p.get("t_exit") is None:
+        k = p.exit_mode
+        if k is None or p.t_exit is None:
             continue
         te = own.get(k)
         if te is None and arrays is not None and arrays.get("mode_strength") is not None:
             ms = np.asarray(arrays["mode_strength"], dtype=np.float64)
             if ms.ndim == 2 and k < ms.shape[1]:
                 te = _first_crossing(np.asarray(arrays["t"], dtype=np.float64), ms[:, k], 0.5 * m[k])
-        delay = None if te is None else te - p["t_exit"]
+        delay = None if te is None else te - p.t_exit
         out.append(
             {
                 "mode": int(k),
-                "t_exit_flow": float(p["t_exit"]),
+                "t_exit_flow": float(p.t_exit),
                 "t_exit": jsonable(te),
                 "delay": jsonable(delay),
                 "delay_over_lr": jsonable(delay / lr) if (delay is not None and lr) else None,
@@ -186,7 +191,7 @@ def exits_vs_reference(
     return out
 
 
-def plateau_table(plateaus: list[dict]) -> str:
+def plateau_table(plateaus: Sequence[Plateau]) -> str:
     """A markdown table of plateaus (TensorBoard text)."""
     if not plateaus:
         return "no saddle plateau"
@@ -200,10 +205,10 @@ def plateau_table(plateaus: list[dict]) -> str:
     ]
     for i, p in enumerate(plateaus):
         lines.append(
-            f"| {i} | {f(p['t_start'])} | {f(p['t_end'])} | {f(p['duration'])} | {f(p['level'])} | "
-            f"{'-' if p['level_index'] is None else p['level_index']} | {p['modes_learnt']} | "
-            f"{f(p['grad_norm_min'], '.3g')} | {'-' if p['exit_mode'] is None else p['exit_mode']} | "
-            f"{f(p['t_exit'])} | {p.get('label') or '-'} | {f(p.get('lambda_min'), '.3g')} |"
+            f"| {i} | {f(p.t_start)} | {f(p.t_end)} | {f(p.duration)} | {f(p.level)} | "
+            f"{'-' if p.level_index is None else p.level_index} | {p.modes_learnt} | "
+            f"{f(p.grad_norm_min, '.3g')} | {'-' if p.exit_mode is None else p.exit_mode} | "
+            f"{f(p.t_exit)} | {p.label or '-'} | {f(p.lambda_min, '.3g')} |"
         )
     return "\n".join(lines)
 
@@ -227,7 +232,7 @@ class SaddleLog:
     table: str
 
 
-def saddle_log(arrays, plateaus, exits, problem) -> SaddleLog:
+def saddle_log(arrays, plateaus: Sequence[Plateau], exits, problem) -> SaddleLog:
     """The :class:`SaddleLog` of a series from its arrays, plateaus and exits."""
     t = np.asarray(arrays.get("t", np.zeros(0)), dtype=np.float64)
     ms = arrays.get("mode_strength")
@@ -240,8 +245,8 @@ def saddle_log(arrays, plateaus, exits, problem) -> SaddleLog:
         count = modes_learnt(ms, problem).sum(axis=1)
         codes = np.zeros(len(t))
         for p in plateaus:
-            sel = (t >= p["t_start"]) & (t <= p["t_end"])
-            codes[sel] = LABEL_CODES.get(p.get("label") or "inconclusive", 3)
+            sel = (t >= p.t_start) & (t <= p.t_end)
+            codes[sel] = LABEL_CODES.get(p.label or "inconclusive", 3)
         rows = [
             (int(steps[i]), {"saddle/modes_learnt": float(count[i]), "saddle/label": float(codes[i])})
             for i in range(min(len(t), len(steps)))
@@ -265,17 +270,16 @@ def analyze_run_saddles(
 ) -> dict[str, SaddleLog]:
     """Plateaus and saddles of every series of a run; fills the summary entries, returns what to log.
 
-    Sets ``series[name]["plateaus"]`` (JSON-able plateau dicts, see :func:`detect_plateaus`, with
-    label, lambda_min, evidence and escape) and, for SGD series, ``plateau_exits_vs_flow``
-    (:func:`exits_vs_reference`). Returns one :class:`SaddleLog` per series. Never raises for a bad
-    series (its plateaus are []). ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense
-    Hessians up to this many weights in the classification, Hessian-vector products above
-    (:attr:`ClassifyTolerances.dense_max`).
+    Sets ``series[name]["plateaus"]`` (the classified plateaus as JSON, :meth:`Plateau.to_dict`)
+    and, for SGD series, ``plateau_exits_vs_flow`` (:func:`exits_vs_reference`). Returns one
+    :class:`SaddleLog` per series. Never raises for a bad series (its plateaus are []).
+    ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many
+    weights in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
     """
     layout = as_layout(dims)
     tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
     names = sorted(series_arrays, key=lambda n: (n != "flow", n))
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[Plateau]] = {}
     logs: dict[str, SaddleLog] = {}
     for name in names:
         arrays = series_arrays[name] or {}
@@ -285,7 +289,7 @@ def analyze_run_saddles(
             warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
             results[name] = []
         entry = series.setdefault(name, {})
-        entry["plateaus"] = jsonable(results[name])
+        entry["plateaus"] = [p.to_dict() for p in results[name]]
     flow_plats = results.get("flow")
     for name in names:
         entry = series[name]
@@ -294,14 +298,9 @@ def analyze_run_saddles(
             try:
                 if name == "flow":
                     exits = [
-                        {
-                            "mode": p["exit_mode"],
-                            "t_exit_flow": p["t_exit"],
-                            "t_exit": p["t_exit"],
-                            "delay": 0.0,
-                        }
+                        {"mode": p.exit_mode, "t_exit_flow": p.t_exit, "t_exit": p.t_exit, "delay": 0.0}
                         for p in flow_plats
-                        if p.get("exit_mode") is not None and p.get("t_exit") is not None
+                        if p.exit_mode is not None and p.t_exit is not None
                     ]
                 else:
                     lr = entry.get("lr")

@@ -1,0 +1,114 @@
+"""The typed results of the saddle analysis: :class:`~dlnlab.saddles.Plateau`, its summary.json
+entry (``to_dict``), and the plateau table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from _saddle_helpers import net, series_of, small_problem
+
+import dlnlab
+from dlnlab import init, saddles
+from dlnlab.network import pack
+
+ENTRY_KEYS = [  # a summary.json plateau entry, in order (t_closest once classified)
+    "t_start",
+    "t_end",
+    "duration",
+    "level",
+    "level_index",
+    "is_top_set",
+    "modes_learnt",
+    "grad_norm_min",
+    "t_grad_norm_min",
+    "level_gap",
+    "exit_mode",
+    "t_exit",
+    "i_start",
+    "i_end",
+    "i_grad_norm_min",
+    "label",
+    "lambda_min",
+    "evidence",
+    "escape",
+]
+
+
+@pytest.fixture(scope="module")
+def flow():
+    pr = small_problem()
+    dims = net(3)
+    return pr, dims, series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+
+
+def test_plateau_to_dict_is_the_summary_entry(flow):
+    pr, dims, arr = flow
+    plats = saddles.analyze_series(pr, dims, arr)
+    assert len(plats) == 3 and all(isinstance(p, saddles.Plateau) for p in plats)
+    assert dlnlab.Plateau is saddles.Plateau
+    series = {"flow": {"lr": None}}
+    saddles.analyze_run_saddles(pr, dims, {"flow": arr}, series)
+    assert series["flow"]["plateaus"] == [p.to_dict() for p in plats]
+    for p, entry in zip(plats, series["flow"]["plateaus"]):
+        assert list(entry) == [*ENTRY_KEYS, "t_closest"]
+        assert entry["t_closest"] == p.t_closest and p.classified_from == "trajectory"
+        assert entry["evidence"]["source"] == "trajectory"
+    json.dumps(series, allow_nan=False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plats[0].label = "strict"
+
+
+def test_unclassified_and_failed_plateaus_keep_their_entries(flow, monkeypatch):
+    from dlnlab.saddles import report
+
+    pr, dims, arr = flow
+    raw = saddles.analyze_series(pr, dims, arr, classify=False)
+    assert [list(p.to_dict()) for p in raw] == [ENTRY_KEYS] * 3
+    assert all(p.label is None and p.evidence == {} and p.escape == {} for p in raw)
+    assert raw == saddles.detect_plateaus(
+        arr["t"], arr["loss"], arr["mode_strength"], arr["grad_norm"], pr, 3, depth=3
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no Hessian")
+
+    monkeypatch.setattr(report, "classify_saddle", broken)
+    for p in saddles.analyze_series(pr, dims, arr):
+        entry = p.to_dict()
+        assert list(entry) == ENTRY_KEYS  # no point was classified: no t_closest
+        assert entry["label"] == "inconclusive" and entry["evidence"] == {"error": "RuntimeError: no Hessian"}
+
+
+def test_plateau_table_and_modes_learnt():
+    assert saddles.plateau_table([]) == "no saddle plateau"
+    plateau = saddles.Plateau(
+        t_start=0.5,
+        t_end=12.25,
+        duration=11.75,
+        level=2.5,
+        level_index=1,
+        is_top_set=True,
+        modes_learnt=[0],
+        grad_norm_min=3.14159e-5,
+        t_grad_norm_min=6.0,
+        level_gap=1e-9,
+        exit_mode=1,
+        t_exit=12.6,
+        i_start=5,
+        i_end=122,
+        i_grad_norm_min=60,
+        label="non-strict",
+        lambda_min=-7.71e-13,
+    )
+    unknown = dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
+    lines = saddles.plateau_table([plateau, dataclasses.replace(plateau, **unknown)]).splitlines()
+    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == 13
+    row = "| 0 | 0.5 | 12.25 | 11.75 | 2.5 | 1 | [0] | 3.14e-05 | 1 | 12.6 | non-strict | -7.71e-13 |"
+    assert lines[2] == row
+    assert lines[3] == "| 1 | 0.5 | 12.25 | 11.75 | 2.5 | - | [0] | 3.14e-05 | - | - | - | - |"
+    pr = small_problem()
+    mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
+    assert mask.tolist() == [[True, False, False], [True, True, False]]
