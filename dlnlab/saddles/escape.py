@@ -118,7 +118,7 @@ def escape_directions(
     _hess: Tensor | None = None,
     _lam: tuple | None = None,
     _tol: ClassifyTolerances | None = None,
-) -> dict:
+) -> EscapeDirections:
     """How a trajectory leaves the critical point theta (p,) (learnt set S): next mode, unstable
     direction, and the stable / unstable branches of every unlearnt mode (docs/theory.md section 4's sign rule).
 
