@@ -81,6 +81,8 @@ REFUSED = [
     (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
     (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
     (["log.dt=1e-9"], "error: log.dt: the grid"),
+    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
+    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
 ]
 
 
