@@ -83,6 +83,7 @@ REFUSED = [
     (["log.dt=1e-9"], "error: log.dt: the grid"),
     (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
     (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
+    (["="], "error: '=': the override has no key; an override is key=value"),
 ]
 
 

@@ -73,6 +73,8 @@ BAD = [
     ("unknown_option", ["init=foo"], "init=foo: no such option; allowed: aligned, balanced, file, gaussian"),
     ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: figure1_far"),
     ("malformed_override", ["model.dims=[1,2"], "malformed override 'model.dims=[1,2'"),
+    ("override_without_key", ["="], "'=': the override has no key; an override is key=value"),
+    ("add_without_key", ["+=1"], "'+=1': the override has no key"),
     ("logger_not_importable", ["logger._target_=nonexistent.Logger"], "logger._target_: cannot import"),
     ("callback_not_importable", ["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_: cannot import"),
     ("bad_interpolation", ["flow.t_max=${oops}"], "flow.t_max: the interpolation does not resolve"),

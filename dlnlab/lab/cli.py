@@ -5,7 +5,7 @@
 Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.prepare.prepare`
 and refuses an output directory that already holds something. Only then does Hydra run, so a refused
 run writes nothing (Hydra would otherwise write ``.hydra/`` first) and Hydra's own errors (an unknown
-key or option, a malformed override) also exit 2 with one line instead of exit 1 with a trace.
+key or option, a malformed override, an override without a key) also exit 2 with one line instead of exit 1 with a trace.
 """
 
 from __future__ import annotations
@@ -79,6 +79,12 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
+    for o in parsed:
+        if not o.key_or_group:  # '=', '=x', '+=1', '~': Hydra would say "Could not override ''"
+            raise ConfigError(
+                f"{o.input_line!r}: the override has no key; an override is key=value (e.g. seed=1), "
+                "+key=value to add a key, ~key to delete one"
+            )
     if not multirun:
         return [overrides]
     try:
@@ -120,6 +126,8 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         jobs = _jobs(list(args.overrides), args.multirun)
     except HydraException as err:
         return describe_hydra_error(err)
+    except ConfigError as err:
+        return str(err)
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
             where = f"job {num} ({' '.join(overrides)}): " if args.multirun and len(jobs) > 1 else ""
