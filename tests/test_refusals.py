@@ -75,6 +75,13 @@ BAD = [
     ("malformed_override", ["model.dims=[1,2"], "malformed override 'model.dims=[1,2'"),
     ("override_without_key", ["="], "'=': the override has no key; an override is key=value"),
     ("add_without_key", ["+=1"], "'+=1': the override has no key"),
+    (
+        "group_given_a_number",
+        ["logger=5"],
+        "logger: expected the name of an option, got 5; allowed: csv, none, tensorboard",
+    ),
+    ("group_given_null", ["logger=null"], "logger: expected the name of an option, got null; allowed: csv"),
+    ("group_in_one_job_of_a_sweep", ["-m", "logger=csv,5"], "job 1 (logger=5 experiment=tiny): logger: "),
     ("logger_not_importable", ["logger._target_=nonexistent.Logger"], "logger._target_: cannot import"),
     ("callback_not_importable", ["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_: cannot import"),
     ("bad_interpolation", ["flow.t_max=${oops}"], "flow.t_max: the interpolation does not resolve"),

@@ -93,6 +93,29 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
 
 
+def _check_group_values(overrides: list[str]) -> None:
+    """A config group takes the name of an option (or a list of names): Hydra raises a bare
+    ValueError (a trace, exit 1) for ``logger=5`` or ``logger=null``."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override() or not loader.repository.group_exists(o.key_or_group):
+            continue
+        value = o.value()
+        names = value if isinstance(value, list) else [value]
+        if isinstance(value, dict) or (o.is_delete() and value is None):
+            continue
+        if names and all(isinstance(v, str) for v in names):
+            continue
+        options = ", ".join(loader.get_group_options(o.key_or_group))
+        raise ConfigError(
+            f"{o.key_or_group}: expected the name of an option, got {o.get_value_element_as_str()}; "
+            f"allowed: {options} (e.g. {o.key_or_group}={options.split(',')[0]})"
+        )
+
+
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
     """A user-given hydra.run.dir (or hydra.sweep.dir) must be new or empty: never another run's."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -132,6 +155,7 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
             where = f"job {num} ({' '.join(overrides)}): " if args.multirun and len(jobs) > 1 else ""
             try:
+                _check_group_values(overrides)
                 cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
                 if num == 0:
                     _check_output_dir(cfg, args.multirun)
