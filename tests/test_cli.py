@@ -85,12 +85,13 @@ REFUSED = [
     (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
     (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
     (["="], "error: '=': the override has no key; an override is key=value"),
+    (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
 ]
 
 
 def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     procs = [
-        (_popen(["experiment=tiny", *args, f"hydra.run.dir={tmp_path / f'r{i}'}"], tmp_path), fragment)
+        (_popen(["experiment=tiny", f"hydra.run.dir={tmp_path / f'r{i}'}", *args], tmp_path), fragment)
         for i, (args, fragment) in enumerate(REFUSED)
     ]
     for proc, fragment in procs:

@@ -3,14 +3,16 @@
 ``scripts/train.py`` is a thin ``@hydra.main`` whose task calls :func:`job`; its ``__main__`` calls
 :func:`main`, which first runs :func:`preflight`: it parses and composes the command line the way
 Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.prepare.prepare`
-and refuses an output directory that already holds something. Only then does Hydra run, so a refused
-run writes nothing (Hydra would otherwise write ``.hydra/`` first) and Hydra's own errors (an unknown
-key or option, a malformed override, an override without a key) also exit 2 with one line instead of exit 1 with a trace.
+and refuses an output directory that already holds something or cannot be made. Only then does
+Hydra run, so a refused run writes nothing (Hydra would otherwise write ``.hydra/`` first) and
+Hydra's own errors (an unknown key or option, a malformed override, an override without a key, a
+config group given a number) also exit 2 with one line instead of exit 1 with a trace.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import traceback
@@ -116,12 +118,46 @@ def _check_group_values(overrides: list[str]) -> None:
         )
 
 
+_UNIQUE = re.compile(r"\$\{dlnlab_unique:(.*)\}", re.S)
+
+
+def _check_creatable(path: Path, key: str, *, claimed: bool = False) -> None:
+    """Hydra makes ``path`` and its parents (``claimed``: the resolver makes ``path`` or a sibling
+    ``path_1``, ...): the nearest existing one must be a directory we can write in. A probe
+    directory made and removed there answers what permissions cannot (root in /proc, a full or
+    read-only disk); nothing is left behind."""
+    import tempfile
+
+    path = path.absolute()
+    anc = path.parent if claimed else path
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    verb = "cannot be written" if anc == path else "cannot be created"
+    hint = f"choose a {key} in a writable directory (or leave it out for a fresh one under outputs/)"
+    if not anc.is_dir():
+        raise ConfigError(f"{key}: {path} {verb}: {anc} is not a directory; {hint}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {path} {verb}: {anc} is not writable; {hint}")
+    try:
+        with signals.deferred():
+            os.rmdir(tempfile.mkdtemp(prefix=".dlnlab-probe-", dir=anc))
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: {path} {verb}: no directory can be made in {anc} ({err.strerror}); {hint}"
+        ) from err
+
+
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
-    """A user-given hydra.run.dir (or hydra.sweep.dir) must be new or empty: never another run's."""
+    """hydra.run.dir (or hydra.sweep.dir) must be creatable, and new or empty: never another run's."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     node = cfg.hydra.sweep if multirun else cfg.hydra.run
-    raw = str(OmegaConf.to_container(node, resolve=False)["dir"])
-    if "dlnlab_unique" in raw:  # claimed fresh by the resolver
+    raw = str(OmegaConf.to_container(node, resolve=False)["dir"]).strip()
+    unique = _UNIQUE.fullmatch(raw)
+    if unique:  # claimed fresh by the resolver
+        base = OmegaConf.create({"base": unique.group(1)}, parent=node).base
+        _check_creatable(Path(str(base)), key, claimed=True)
+        return
+    if "dlnlab_unique" in raw:
         return
     path = Path(str(node.dir))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -129,6 +165,7 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
             f"{key}: {path} already exists and is not empty; a run never writes into another's "
             f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
         )
+    _check_creatable(path, key)
 
 
 def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
