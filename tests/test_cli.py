@@ -81,12 +81,17 @@ REFUSED = [
     (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
     (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
     (["log.dt=1e-9"], "error: log.dt: the grid"),
+    (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
+    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
+    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
+    (["="], "error: '=': the override has no key; an override is key=value"),
+    (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
 ]
 
 
 def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     procs = [
-        (_popen(["experiment=tiny", *args, f"hydra.run.dir={tmp_path / f'r{i}'}"], tmp_path), fragment)
+        (_popen(["experiment=tiny", f"hydra.run.dir={tmp_path / f'r{i}'}", *args], tmp_path), fragment)
         for i, (args, fragment) in enumerate(REFUSED)
     ]
     for proc, fragment in procs:

@@ -73,6 +73,17 @@ BAD = [
     ("unknown_option", ["init=foo"], "init=foo: no such option; allowed: aligned, balanced, file, gaussian"),
     ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: figure1_far"),
     ("malformed_override", ["model.dims=[1,2"], "malformed override 'model.dims=[1,2'"),
+    ("override_without_key", ["="], "'=': the override has no key; an override is key=value"),
+    ("add_without_key", ["+=1"], "'+=1': the override has no key"),
+    (
+        "group_given_a_number",
+        ["logger=5"],
+        "logger: expected the name of an option, got 5; allowed: csv, none, tensorboard",
+    ),
+    ("group_given_null", ["logger=null"], "logger: expected the name of an option, got null; allowed: csv"),
+    ("group_in_one_job_of_a_sweep", ["-m", "logger=csv,5"], "job 1 (logger=5 experiment=tiny): logger: "),
+    ("logger_not_importable", ["logger._target_=nonexistent.Logger"], "logger._target_: cannot import"),
+    ("callback_not_importable", ["+callbacks.x._target_=nope.Nope"], "callbacks.x._target_: cannot import"),
     ("bad_interpolation", ["flow.t_max=${oops}"], "flow.t_max: the interpolation does not resolve"),
     (
         "not_a_number",
@@ -298,6 +309,22 @@ BAD = [
     ("run_dir_of_another_run", ["hydra.run.dir={d}/old_run"], "hydra.run.dir: "),
     ("sweep_dir_of_another_run", ["-m", "seed=0,1", "hydra.sweep.dir={d}/old_run"], "hydra.sweep.dir: "),
     (
+        "run_dir_that_cannot_be_made",
+        ["hydra.run.dir=/proc/audit8"],
+        "hydra.run.dir: /proc/audit8 cannot be created",
+    ),
+    ("run_dir_under_a_file", ["hydra.run.dir={d}/empty.npz/run"], "empty.npz is not a directory"),
+    (
+        "claimed_run_dir_under_a_file",
+        ["hydra.run.dir=${dlnlab_unique:{d}/empty.npz/run}"],
+        "empty.npz/run cannot be created: ",
+    ),
+    (
+        "sweep_dir_under_a_file",
+        ["-m", "seed=0,1", "hydra.sweep.dir={d}/empty.npz/sweep"],
+        "hydra.sweep.dir: ",
+    ),
+    (
         "one_bad_job_in_a_sweep",
         ["-m", "init.scale=0.1,-1"],
         "job 1 (init.scale=-1 experiment=tiny): init.scale: must be >= 0",
@@ -340,4 +367,4 @@ def test_bad_input_is_refused_in_one_line_naming_the_key(overrides, fragment, ba
 def test_a_good_command_line_passes_the_preflight(tmp_path):
     assert preflight([*TINY, f"hydra.run.dir={tmp_path / 'new'}"], CONF) is None
     assert preflight(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], CONF) is None
-    assert not (tmp_path / "new").exists() and not (tmp_path / "sweep").exists()
+    assert list(tmp_path.iterdir()) == []  # the probe that the directory can be made is gone too

@@ -3,14 +3,16 @@
 ``scripts/train.py`` is a thin ``@hydra.main`` whose task calls :func:`job`; its ``__main__`` calls
 :func:`main`, which first runs :func:`preflight`: it parses and composes the command line the way
 Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.prepare.prepare`
-and refuses an output directory that already holds something. Only then does Hydra run, so a refused
-run writes nothing (Hydra would otherwise write ``.hydra/`` first) and Hydra's own errors (an unknown
-key or option, a malformed override) also exit 2 with one line instead of exit 1 with a trace.
+and refuses an output directory that already holds something or cannot be made. Only then does
+Hydra run, so a refused run writes nothing (Hydra would otherwise write ``.hydra/`` first) and
+Hydra's own errors (an unknown key or option, a malformed override, an override without a key, a
+config group given a number) also exit 2 with one line instead of exit 1 with a trace.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import traceback
@@ -79,6 +81,12 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
+    for o in parsed:
+        if not o.key_or_group:  # '=', '=x', '+=1', '~': Hydra would say "Could not override ''"
+            raise ConfigError(
+                f"{o.input_line!r}: the override has no key; an override is key=value (e.g. seed=1), "
+                "+key=value to add a key, ~key to delete one"
+            )
     if not multirun:
         return [overrides]
     try:
@@ -87,12 +95,69 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
 
 
+def _check_group_values(overrides: list[str]) -> None:
+    """A config group takes the name of an option (or a list of names): Hydra raises a bare
+    ValueError (a trace, exit 1) for ``logger=5`` or ``logger=null``."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override() or not loader.repository.group_exists(o.key_or_group):
+            continue
+        value = o.value()
+        names = value if isinstance(value, list) else [value]
+        if isinstance(value, dict) or (o.is_delete() and value is None):
+            continue
+        if names and all(isinstance(v, str) for v in names):
+            continue
+        options = ", ".join(loader.get_group_options(o.key_or_group))
+        raise ConfigError(
+            f"{o.key_or_group}: expected the name of an option, got {o.get_value_element_as_str()}; "
+            f"allowed: {options} (e.g. {o.key_or_group}={options.split(',')[0]})"
+        )
+
+
+_UNIQUE = re.compile(r"\$\{dlnlab_unique:(.*)\}", re.S)
+
+
+def _check_creatable(path: Path, key: str, *, claimed: bool = False) -> None:
+    """Hydra makes ``path`` and its parents (``claimed``: the resolver makes ``path`` or a sibling
+    ``path_1``, ...): the nearest existing one must be a directory we can write in. A probe
+    directory made and removed there answers what permissions cannot (root in /proc, a full or
+    read-only disk); nothing is left behind."""
+    import tempfile
+
+    path = path.absolute()
+    anc = path.parent if claimed else path
+    while not os.path.lexists(anc) and anc != anc.parent:
+        anc = anc.parent
+    verb = "cannot be written" if anc == path else "cannot be created"
+    hint = f"choose a {key} in a writable directory (or leave it out for a fresh one under outputs/)"
+    if not anc.is_dir():
+        raise ConfigError(f"{key}: {path} {verb}: {anc} is not a directory; {hint}")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {path} {verb}: {anc} is not writable; {hint}")
+    try:
+        with signals.deferred():
+            os.rmdir(tempfile.mkdtemp(prefix=".dlnlab-probe-", dir=anc))
+    except OSError as err:
+        raise ConfigError(
+            f"{key}: {path} {verb}: no directory can be made in {anc} ({err.strerror}); {hint}"
+        ) from err
+
+
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
-    """A user-given hydra.run.dir (or hydra.sweep.dir) must be new or empty: never another run's."""
+    """hydra.run.dir (or hydra.sweep.dir) must be creatable, and new or empty: never another run's."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     node = cfg.hydra.sweep if multirun else cfg.hydra.run
-    raw = str(OmegaConf.to_container(node, resolve=False)["dir"])
-    if "dlnlab_unique" in raw:  # claimed fresh by the resolver
+    raw = str(OmegaConf.to_container(node, resolve=False)["dir"]).strip()
+    unique = _UNIQUE.fullmatch(raw)
+    if unique:  # claimed fresh by the resolver
+        base = OmegaConf.create({"base": unique.group(1)}, parent=node).base
+        _check_creatable(Path(str(base)), key, claimed=True)
+        return
+    if "dlnlab_unique" in raw:
         return
     path = Path(str(node.dir))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -100,6 +165,7 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
             f"{key}: {path} already exists and is not empty; a run never writes into another's "
             f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
         )
+    _check_creatable(path, key)
 
 
 def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
@@ -120,10 +186,13 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         jobs = _jobs(list(args.overrides), args.multirun)
     except HydraException as err:
         return describe_hydra_error(err)
+    except ConfigError as err:
+        return str(err)
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
             where = f"job {num} ({' '.join(overrides)}): " if args.multirun and len(jobs) > 1 else ""
             try:
+                _check_group_values(overrides)
                 cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
                 if num == 0:
                     _check_output_dir(cfg, args.multirun)

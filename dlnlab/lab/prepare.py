@@ -24,7 +24,7 @@ from dlnlab.lab.schema import TrainConfig, derive_seed, typed_config
 from dlnlab.network import Layout, pack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["Seeds", "Plan", "prepare", "SCIPY_MAX_WEIGHTS"]
+__all__ = ["Seeds", "Plan", "prepare", "import_class", "SCIPY_MAX_WEIGHTS"]
 
 SCIPY_MAX_WEIGHTS = choose.SCIPY_MAX_WEIGHTS
 
@@ -149,15 +149,29 @@ def _stiffness(cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tenso
     return lam, where
 
 
-def _target(cfg_node: Any, key: str, base: str):
-    """The class a ``_target_`` names, checked to import and to be a subclass of ``base`` (a path)."""
+def import_class(path: str) -> type:
+    """``hydra.utils.get_class`` without the ERROR lines it logs on a failure (the caller reports it
+    in one line)."""
+    import logging
+
     from hydra.utils import get_class
 
+    log = logging.getLogger("hydra.utils")
+    was = log.disabled
+    log.disabled = True
+    try:
+        return get_class(path)
+    finally:
+        log.disabled = was
+
+
+def _target(cfg_node: Any, key: str, base: str):
+    """The class a ``_target_`` names, checked to import and to be a subclass of ``base`` (a path)."""
     if not isinstance(cfg_node, dict) or "_target_" not in cfg_node:
         raise ConfigError(f"{key}: expected a mapping with _target_ (a Lightning {base.rsplit('.', 1)[-1]})")
     try:
-        cls = get_class(str(cfg_node["_target_"]))
-        parent = get_class(base)
+        cls = import_class(str(cfg_node["_target_"]))
+        parent = import_class(base)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
         cause = err.__cause__ or err
         raise ConfigError(
