@@ -108,7 +108,7 @@ def _single_mode_problem(s=3.0):
 
 
 @pytest.mark.parametrize("h", [2, 3, 4, 5])
-@pytest.mark.parametrize("method", ["lsoda", "dopri5"])
+@pytest.mark.parametrize("method", ["lsoda", "dopri5", "cvode"])
 def test_aligned_half_times(h, method):
     s = 3.0
     problem = _single_mode_problem(s)
@@ -200,7 +200,7 @@ def test_fixed_step_methods_run(small):
 # 5. Events
 
 
-@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf"])
+@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "cvode"])
 def test_loss_level_event(small, method):
     problem, dims, theta0 = small
     level = 0.5 * float(_loss(problem, dims, theta0))
@@ -243,7 +243,7 @@ def test_convergence_event(method):
 # 6. Failures keep the partial trajectory
 
 
-@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "rk4"])
+@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "rk4", "cvode"])
 def test_budget_failure_keeps_partial_result(small, method):
     problem, dims, theta0 = small
     t_eval = time_grid(10.0, dt=0.01)  # 1001 points: several torchdiffeq chunks
@@ -333,8 +333,6 @@ def test_integrate_validation(small):
     with bad_argument("dims", "do not fit the data"):
         integrate(problem, [5, 5, 3], torch.zeros(40, dtype=torch.float64), [0.0, 1.0])
     batch = torch.stack([theta0, theta0])
-    with bad_argument("solver", "batch of initial states .* needs a torchdiffeq method"):
-        integrate(problem, dims, batch, [0.0, 1.0], Solver("bdf"))
     with bad_argument("events", "events are not supported for a batch"):
         integrate(problem, dims, batch, [0.0, 1.0], Solver("dopri5"), events=[LossLevel(0.1)])
 
@@ -407,12 +405,12 @@ def test_result_fields_and_progress(small):
     assert torch.get_num_threads() >= 1
 
 
-@pytest.mark.parametrize("method", ["lsoda", "dopri5"])
+@pytest.mark.parametrize("method", ["lsoda", "dopri5", "cvode"])
 def test_stop_ends_the_solve_with_every_point_so_far(small, method):
     """stop() (the lab's signals) and Ctrl+C end a solve as FlowInterrupted with its outputs kept."""
     problem, dims, theta0 = small
     t_eval = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
-    calls, after = [], {"lsoda": 60, "dopri5": 1}[method]  # checked after every step / every chunk
+    calls, after = [], {"lsoda": 60, "dopri5": 1, "cvode": 60}[method]  # after every step / chunk / point
 
     def stop():
         calls.append(1)

@@ -1,14 +1,19 @@
 """The exact gradient flow dtheta/dt = -grad L(theta) on the packed masked weights theta.
 
-Two families of integrators, chosen explicitly by a :class:`Solver` (diffrax style):
+Three families of integrators, chosen explicitly by a :class:`Solver` (diffrax style):
 
 * torchdiffeq (``TORCHDIFFEQ_ADAPTIVE``, ``TORCHDIFFEQ_FIXED``): ``torchdiffeq.odeint`` called in chunks
   of ``CHUNK_POINTS`` output points, each chunk continuing from the last state (and, for adaptive
   methods, from the last accepted step size). A failure keeps every output point the solver passed
-  (finished chunks, plus a replay of the failed chunk up to the failure). A state may be one vector
-  (p,) or a batch (B, p) integrated as one system (shared steps and error norm).
+  (finished chunks, plus a replay of the failed chunk up to the failure).
 * scipy stiff (``SCIPY_STIFF``): ``scipy.integrate.solve_ivp`` (BDF, Radau, LSODA) with the exact
   Jacobian -Hessian(theta) (dense p x p, on theta only) and ``t_eval``.
+* SUNDIALS (``SUNDIALS``: ``cvode``): CVODE's BDF with GMRES on exact Hessian-vector products, the
+  stiff path without a p x p matrix (``_sundials.py``).
+
+A batch of initial states (B, p) keeps each member under its own error control (``_batch.py``):
+dopri5 through torchode (per-member steps), the other adaptive torchdiffeq methods as one system
+with a per-member norm, the stiff methods member by member.
 
 Events are continuous functions ``f(problem, dims, theta) -> float`` that are > 0 before the event and
 <= 0 at it (:class:`LossLevel`, :class:`Convergence`, or any callable with that signature, an optional
@@ -32,8 +37,10 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from dlnlab.errors import ArgumentError
+from dlnlab.flow._batch import TORCHODE_METHODS, batch_solver, integrate_members, integrate_torchode
 from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
 from dlnlab.flow._scipy import integrate_scipy
+from dlnlab.flow._sundials import integrate_cvode
 from dlnlab.flow._torchdiffeq import integrate_torchdiffeq
 from dlnlab.flow.events import Convergence, LossLevel
 from dlnlab.flow.field import check_problem_dims, time_grid, vector_field
@@ -46,6 +53,7 @@ from dlnlab.flow.solver import (
     EXPLICIT_ADAMS_MAX_ORDER,
     METHODS,
     SCIPY_STIFF,
+    SUNDIALS,
     TORCHDIFFEQ_ADAPTIVE,
     TORCHDIFFEQ_FIXED,
     Solver,
@@ -56,7 +64,7 @@ from dlnlab.problem import RegressionProblem
 from dlnlab.trajectory import Trajectory
 
 __all__ = [
-    "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
+    "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "SUNDIALS", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "LossLevel",
     "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate",
 ]  # fmt: skip
@@ -121,9 +129,10 @@ def integrate(
 ) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
 
-    theta0: (p,) or a batch (B, p) (batches: torchdiffeq methods without events only), moved to the
-    problem's device (a problem on a GPU: ``problem.to("cuda")``, torchdiffeq methods only). The
-    trajectory's times are on the CPU, its states on the problem's device.
+    theta0: (p,) or a batch (B, p) (no events for a batch; see the module docstring for how each
+    member keeps its own error control), moved to the problem's device (a problem on a GPU:
+    ``problem.to("cuda")``, torchdiffeq methods only). The trajectory's times are on the CPU, its
+    states, (T, p) or (T, B, p), on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
     events: event functions (see the module docstring); the first to fire stops the solve.
     progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
@@ -143,30 +152,49 @@ def integrate(
         if not callable(ev):
             raise ArgumentError("events", f"events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
     batched = theta0.ndim == 2
-    if batched and solver.family == "scipy":
+    if solver.on_cpu_only and problem.X.device.type != "cpu":
         raise ArgumentError(
             "solver",
-            f"a batch of initial states (B, p) needs a torchdiffeq method "
-            f"({', '.join(TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED)}), not {solver.method}; "
-            "or integrate each state separately",
-        )
-    if solver.family == "scipy" and problem.X.device.type != "cpu":
-        raise ArgumentError(
-            "solver",
-            f"scipy's {solver.method} runs on the CPU; for a problem on {problem.X.device} use a torchdiffeq method",
+            f"{solver.family}'s {solver.method} runs on the CPU; for a problem on {problem.X.device} use a "
+            "torchdiffeq method",
         )
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
-
     with _one_thread(), torch.no_grad():
-        state = Run(problem, layout, theta0, t, solver, events, progress)
-        try:
-            if solver.family == "scipy":
-                return integrate_scipy(state, stop)
-            return integrate_torchdiffeq(state, stop)
-        except KeyboardInterrupt as exc:
-            if isinstance(exc, FlowInterrupted):
-                raise
-            t_last = float(t[state.n_out - 1])
-            msg = f"interrupted at t = {state.counter.t_reached:.6g}; output kept up to t = {t_last:.6g}"
-            raise FlowInterrupted(state.result("interrupted", msg)) from exc
+        if not batched:
+            return _solve(problem, layout, theta0, t, solver, events, progress, stop)
+        if solver.method in TORCHODE_METHODS:
+            return integrate_torchode(problem, layout, theta0, t, solver, progress, stop)
+        if solver.on_cpu_only:
+            return integrate_members(_member_solver(problem, layout, t, solver, progress, stop, len(theta0)),
+                                     theta0, t, solver.method)  # fmt: skip
+        return _solve(problem, layout, theta0, t, batch_solver(solver), events, progress, stop)
+
+
+def _member_solver(problem, layout, t, solver, progress, stop, n_members):
+    """solve_one(i, theta0_i) for :func:`integrate_members`, its progress mapped onto the whole batch."""
+    t_end = float(t[-1])
+
+    def solve_one(i: int, theta0: Tensor) -> Trajectory:
+        def member_progress(tt: float, _end: float) -> None:
+            progress((i + tt / t_end) / n_members * t_end, t_end)
+
+        return _solve(problem, layout, theta0, t, solver, (), member_progress if progress else None, stop)
+
+    return solve_one
+
+
+def _solve(problem, layout, theta0, t, solver, events, progress, stop) -> Trajectory:
+    state = Run(problem, layout, theta0, t, solver, events, progress)
+    try:
+        if solver.family == "scipy":
+            return integrate_scipy(state, stop)
+        if solver.family == "sundials":
+            return integrate_cvode(state, stop)
+        return integrate_torchdiffeq(state, stop)
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, FlowInterrupted):
+            raise
+        t_last = float(t[state.n_out - 1])
+        msg = f"interrupted at t = {state.counter.t_reached:.6g}; output kept up to t = {t_last:.6g}"
+        raise FlowInterrupted(state.result("interrupted", msg)) from exc

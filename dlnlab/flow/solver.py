@@ -13,13 +13,14 @@ from dlnlab.errors import ArgumentError
 __all__ = [
     "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "as_solver",
-    "positive_float",
+    "positive_float", "SUNDIALS",
 ]  # fmt: skip
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")  # need step_size
 SCIPY_STIFF = ("bdf", "radau", "lsoda")  # scipy with the exact Jacobian -Hessian(theta)
-METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF
+SUNDIALS = ("cvode",)  # BDF, Newton-Krylov with exact Hessian-vector products: no p x p matrix
+METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS
 
 # Chosen by scripts/bench_flow.py (docs/benchmarks/flow.md). On the stiff benchmark (Fig.-1 net,
 # s = [10, 6, 3, 1], t_max = 300) LSODA with the exact Jacobian is the fastest method at every accuracy
@@ -43,6 +44,7 @@ _SCIPY_OPTIONS = {
     "bdf": frozenset({"first_step", "max_step"}),
     "radau": frozenset({"first_step", "max_step"}),
     "lsoda": frozenset({"first_step", "min_step", "max_step", "lband", "uband"}),
+    "cvode": frozenset({"first_step", "min_step", "max_step", "max_order", "krylov_dim", "max_num_steps"}),
 }
 
 
@@ -92,7 +94,7 @@ class Solver:
             raise ArgumentError("method", f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         rtol = positive_float("rtol", self.rtol)
         atol = positive_float("atol", self.atol)
-        if self.method in SCIPY_STIFF and rtol < 100 * np.finfo(float).eps:
+        if self.method in SCIPY_STIFF + SUNDIALS and rtol < 100 * np.finfo(float).eps:
             raise ArgumentError(
                 "rtol",
                 f"must be >= {100 * np.finfo(float).eps:.3g} for scipy method {self.method}, got {rtol:g}",
@@ -131,8 +133,15 @@ class Solver:
 
     @property
     def family(self) -> str:
-        """``"torchdiffeq"`` or ``"scipy"``."""
+        """``"torchdiffeq"``, ``"scipy"`` or ``"sundials"``."""
+        if self.method in SUNDIALS:
+            return "sundials"
         return "scipy" if self.method in SCIPY_STIFF else "torchdiffeq"
+
+    @property
+    def on_cpu_only(self) -> bool:
+        """scipy's and SUNDIALS' solvers step numpy arrays on the CPU."""
+        return self.family != "torchdiffeq"
 
 
 def as_solver(solver) -> Solver:

@@ -77,7 +77,7 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     rows = min(t, max(2, int(cfg.log.theta_max_mb * 1e6 / (F64 * p)))) if cfg.log.save_theta else 0
     if rows:
         mem[f"theta of one series ({rows} x {p})"] = 2.0 * rows * p * F64
-    if cfg.flow.method.name in SCIPY_STIFF or (cfg.flow.method.name == "auto" and p <= 5000):
+    if cfg.flow.method.name in SCIPY_STIFF:  # (auto takes the dense path only where it is cheap)
         mem[f"dense Jacobian of the stiff solver ({p} x {p})"] = 4.0 * p * p * F64
     if cfg.log.analysis_points and p <= cfg.log.hessian_dense_max:
         mem[f"dense Hessian ({p} x {p})"] = 3.0 * p * p * F64

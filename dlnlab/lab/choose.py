@@ -1,30 +1,29 @@
-"""Defaults that depend on the size of the net, chosen by measuring: the flow's method, the curvature
-budget, how much of theta a series file keeps. Each choice is printed and recorded in the summary.
+"""Defaults that depend on the size of the net: the flow's method, the curvature budget, how much of
+theta a series file keeps. Each choice is printed and recorded in the summary.
 
-* ``flow.method=auto`` (the default) takes the cheaper of two estimates, fitted to measurements on
-  this machine (``docs/benchmarks/flow.md``, section "auto"): LSODA with the exact dense Jacobian
-  takes about 100 (1 + t_max)^0.6 evaluations at the gradient's cost plus 30 us, and 10 + 0.3 t_max
-  Jacobians, each a p x p Hessian and its LU factorisation (timed here on the start); dopri5 takes
-  about max(600, 2.5 lambda_max t_max) evaluations at the gradient's cost plus 130 us (torchdiffeq's
-  step overhead), its steps bounded by its stability on the stiffest learnt mode. On a GPU, and above
-  the dense Jacobian's size limit, it is dopri5.
-* The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the
-  run: one analysis (dense eigensolver or Lanczos) is timed on the start, the run's work is estimated
-  from the gradient time, and the number of analysed points per series follows.
-* A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``; every
-  other metric stays on every grid point.
+The choices come from a cost model of the net's shapes, not from timings taken at the start: a
+default that flips with the machine's load would make the same config run different methods. The
+model counts floating-point work and per-call overheads with constants fitted on a 2-core x86 CPU,
+float64, one thread (``scripts/bench.py``, ``docs/benchmarks/cost.md``); its absolute seconds are
+nominal, its ratios are what choose. The fitted evaluation counts are in ``docs/benchmarks/flow.md``.
+
+* ``flow.method=auto`` takes the cheapest of: LSODA with the exact dense Jacobian (about
+  100 (1 + t_max)^0.6 evaluations and 10 + 0.3 t_max Jacobians, each a p x p Hessian and its LU
+  factorisation), CVODE with GMRES on Hessian-vector products (about as many evaluations as LSODA,
+  plus 1.3 Hessian-vector products per evaluation at 2.5 gradients each, no p x p matrix), and dopri5
+  (max(600, 2.5 lambda_max t_max) evaluations: its steps are bounded by its stability on the stiffest
+  learnt mode). On a GPU it is dopri5 (the stiff solvers step numpy arrays on the CPU). An ensemble of
+  B members runs LSODA and CVODE member by member and dopri5 batched (torchode, per-member steps).
+* The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the run.
+* A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
-import torch
-
-from dlnlab.analysis import hessian_extremes
-from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_ADAPTIVE
+from dlnlab.flow import SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
 from dlnlab.network import Layout
 
 __all__ = [
@@ -33,14 +32,41 @@ __all__ = [
     "choose_flow",
     "choose_analysis",
     "theta_every",
+    "gradient_seconds",
     "SCIPY_MAX_WEIGHTS",
 ]
 
 SCIPY_MAX_WEIGHTS = 5000  # the dense Jacobian of the stiff path is p x p: 5000 weights is 200 MB per copy
-# the cost model of flow.method=auto (fitted: see the module docstring)
-EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T, EXPLICIT_STEP_OVERHEAD_S = 600, 2.5, 130e-6
-STIFF_STEP_OVERHEAD_S = 30e-6
+# Nominal costs (fitted: see the module docstring)
+CALL_S, LAYER_S = 30e-6, 10e-6  # a gradient's fixed cost: torch's per-op overhead
+FLOP_RATE = 40e9  # float64 matrix products, one thread
+LU_RATE, EIG_RATE = 10e9, 30e9  # LAPACK's LU and symmetric eigensolver at the sizes they run at here
+HESSIAN_BLOCK_S = 20e-6  # the closed-form Hessian's h^2 block einsums
+HVP_GRADIENTS = 2.5  # one Hessian-vector product costs about 2.5 gradients
+STEP_OVERHEAD_S = {"lsoda": 30e-6, "cvode": 30e-6, "dopri5": 130e-6}  # the solvers' own per-evaluation cost
+EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T = 600, 2.5
+CVODE_JV_PER_NFE = 1.3
+LANCZOS_ITERS = 80  # dlnlab.analysis.lanczos_extremes' cap
 RUN_OVERHEAD_S, SERIES_OVERHEAD_S = 3.0, 0.5  # measured: the tiny run takes about 5 s in all
+
+
+def gradient_flops(layout: Layout) -> float:
+    """Floating-point work of one closed-form gradient: the prefix products W_j...W_1 (d_j x d_x) and the
+    backward sweep (two products per layer), 2 flops per multiply-add."""
+    d = layout.dims
+    return 6.0 * d[0] * sum(d[j] * d[j - 1] for j in range(1, len(d)))
+
+
+def gradient_seconds(layout: Layout, members: int = 1) -> float:
+    """Nominal seconds of one gradient of ``members`` nets evaluated as one batch."""
+    return CALL_S + LAYER_S * layout.depth + members * gradient_flops(layout) / FLOP_RATE
+
+
+def jacobian_seconds(layout: Layout) -> float:
+    """The dense p x p Hessian (its Gauss-Newton part is a (d_x d_y) x p product) and its LU."""
+    p = layout.n_weights
+    hess = HESSIAN_BLOCK_S * layout.depth**2 + 2.0 * p * p * layout.d_x * layout.d_y / FLOP_RATE
+    return hess + (2.0 / 3.0) * p**3 / LU_RATE
 
 
 def stiff_nfe(t_max: float) -> float:
@@ -55,52 +81,48 @@ def explicit_nfe(lam_max: float, t_max: float) -> float:
     return max(EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T * lam_max * t_max)
 
 
+def method_seconds(method: str, layout: Layout, lam_max: float, t_max: float, members: int = 1) -> float:
+    """Nominal seconds of the flow with ``method`` (an ensemble: stiff methods member by member,
+    dopri5 as one batch with per-member steps)."""
+    g = gradient_seconds(layout)
+    if method == "lsoda":
+        one = stiff_nfe(t_max) * (g + STEP_OVERHEAD_S["lsoda"]) + stiff_njev(t_max) * jacobian_seconds(layout)
+        return members * one
+    if method == "cvode":
+        nfe = stiff_nfe(t_max)
+        return members * (nfe * (g + STEP_OVERHEAD_S["cvode"]) + CVODE_JV_PER_NFE * nfe * HVP_GRADIENTS * g)
+    return explicit_nfe(lam_max, t_max) * (gradient_seconds(layout, members) + STEP_OVERHEAD_S["dopri5"])
+
+
 @dataclass(frozen=True)
 class FlowChoice:
     asked: str  # the config's flow.method
     method: str  # what runs
     why: str
-    estimates_s: dict  # method -> estimated seconds (auto only)
+    estimates_s: dict  # method -> nominal seconds (auto only)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _jacobian_seconds(problem, theta0: torch.Tensor, layout: Layout) -> float:
-    """One dense Hessian (p x p) and its LU factorisation, timed."""
-    import scipy.linalg
-
-    t0 = time.perf_counter()
-    hess = problem.hessian(theta0, layout).numpy()
-    scipy.linalg.lu_factor(hess, check_finite=False)
-    return time.perf_counter() - t0
-
-
-def choose_flow(cfg, problem, theta0: torch.Tensor, lam_max: float, grad_s: float) -> FlowChoice:
-    """The method the flow runs with (``flow.method``, or the cheaper estimate for ``auto``)."""
+def choose_flow(cfg, lam_max: float) -> FlowChoice:
+    """The method the flow runs with (``flow.method``, or the cheapest estimate for ``auto``)."""
     asked = cfg.flow.method.name
     if asked != "auto":
         return FlowChoice(asked, asked, "chosen in the config", {})
     layout = Layout(tuple(cfg.model.dims))
-    p, t_max = layout.n_weights, cfg.flow.t_max
-    explicit = explicit_nfe(lam_max, t_max) * (grad_s + EXPLICIT_STEP_OVERHEAD_S)
+    p, t_max, members = layout.n_weights, cfg.flow.t_max, ensemble_size(cfg)
+    est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in ("lsoda", "cvode", "dopri5")}
     if cfg.device.startswith("cuda"):
-        return FlowChoice(
-            asked,
-            "dopri5",
-            f"device={cfg.device}: scipy's stiff methods run on the CPU",
-            {"dopri5": explicit},
-        )
+        return FlowChoice(asked, "dopri5", f"device={cfg.device}: the stiff solvers run on the CPU", est)
     if p > SCIPY_MAX_WEIGHTS:
-        why = f"p = {p} weights: a dense {p} x {p} Jacobian would not pay (more than {SCIPY_MAX_WEIGHTS} weights)"
-        return FlowChoice(asked, "dopri5", why, {"dopri5": explicit})
-    stiff = stiff_nfe(t_max) * (grad_s + STIFF_STEP_OVERHEAD_S) + stiff_njev(t_max) * _jacobian_seconds(
-        problem, theta0, layout
-    )
-    est = {"lsoda": stiff, "dopri5": explicit}
+        del est["lsoda"]  # a dense p x p Jacobian is not even tried
     method = min(est, key=est.get)
-    other = "dopri5" if method == "lsoda" else "lsoda"
-    why = f"estimated {est[method]:.3g} s against {est[other]:.3g} s for {other} (p = {p}, lambda_max = {lam_max:.3g})"
+    others = ", ".join(f"{m} {s:.3g} s" for m, s in est.items() if m != method)
+    why = (
+        f"cheapest by the cost model: {est[method]:.3g} s against {others} (nominal; p = {p}, "
+        f"lambda_max = {lam_max:.3g}, t_max = {t_max:g}{f', {members} members' if members > 1 else ''})"
+    )
     return FlowChoice(asked, method, why, est)
 
 
@@ -109,56 +131,74 @@ class AnalysisChoice:
     asked: int  # log.analysis_points
     points: int  # per series
     kind: str  # dense (eigvalsh) or lanczos (warm-started, Hessian-vector products)
-    seconds_per_point: float
+    seconds_per_point: float  # nominal
     why: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def choose_analysis(cfg, problem, theta0: torch.Tensor, run_seconds: float) -> AnalysisChoice:
+def analysis_seconds(layout: Layout, dense_max: int) -> tuple[str, float]:
+    """(kind, nominal seconds) of one lambda_min / sharpness pair."""
+    p = layout.n_weights
+    if p <= dense_max:
+        return "dense", jacobian_seconds(layout) - (2.0 / 3.0) * p**3 / LU_RATE + 9.0 * p**3 / EIG_RATE
+    hvps = LANCZOS_ITERS * HVP_GRADIENTS * gradient_seconds(layout)
+    return "lanczos", hvps + 4.0 * LANCZOS_ITERS**2 * p / FLOP_RATE  # plus the full reorthogonalisation
+
+
+def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
     """Curvature points per series within a quarter of the run (``run_seconds``: the rest of its work)."""
     asked = int(cfg.log.analysis_points)
     layout = Layout(tuple(cfg.model.dims))
-    kind = "dense" if layout.n_weights <= cfg.log.hessian_dense_max else "lanczos"
+    kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max)
+    how = (
+        "dense eigvalsh of the closed-form Hessian (exact to rounding)"
+        if kind == "dense"
+        else f"Lanczos on Hessian-vector products, warm-started, at most {LANCZOS_ITERS} products, "
+        "stopping at Ritz residuals <= 1e-10 |lambda|"
+    )
     if asked == 0:
-        return AnalysisChoice(0, 0, kind, 0.0, "log.analysis_points = 0")
-    t0 = time.perf_counter()
-    hessian_extremes(problem, theta0, layout, dense_max=cfg.log.hessian_dense_max)
-    cost = time.perf_counter() - t0
-    series = 1 + len(cfg.sgd.lrs)
-    # analysis <= 1/4 of (analysis + rest)  <=>  analysis <= rest / 3
-    fit = int(run_seconds / 3 / max(series * cost, 1e-12))
+        return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0")
+    series = (1 + len(cfg.sgd.lrs)) * ensemble_size(cfg)
+    fit = int(run_seconds / 3 / max(series * cost, 1e-12))  # analysis <= (analysis + rest) / 4
     points = min(asked, fit)
     if points < asked:
         why = (
-            f"{asked} points would take about {asked * series * cost:.3g} s against {run_seconds:.3g} s of the "
-            f"rest of the run; {points} per series keep it under a quarter ({cost:.3g} s per point, {kind})"
+            f"{asked} points would take about {asked * series * cost:.3g} s against {run_seconds:.3g} s for "
+            f"the rest of the run (nominal); {points} per series keep it under a quarter; {how}"
         )
     else:
-        why = f"{asked} points per series ({cost:.3g} s per point, {kind}): under a quarter of the run"
+        why = f"{asked} points per series, under a quarter of the run (nominal {cost:.3g} s each); {how}"
     return AnalysisChoice(asked, points, kind, cost, why)
+
+
+def ensemble_size(cfg) -> int:
+    ensemble = getattr(cfg, "ensemble", None)
+    return int(ensemble.size) if ensemble is not None else 1
 
 
 def theta_every(cfg, n_grid: int) -> int:
     """Keep theta every this many grid points, so that one series file holds at most log.theta_max_mb."""
     if not cfg.log.save_theta:
         return 0
-    p = Layout(tuple(cfg.model.dims)).n_weights
+    p = Layout(tuple(cfg.model.dims)).n_weights * ensemble_size(cfg)
     rows = max(2, int(cfg.log.theta_max_mb * 1e6 / (8 * p)))
     return max(1, math.ceil((n_grid - 1) / (rows - 1)))
 
 
-def estimated_run_seconds(cfg, method: str, lam_max: float, grad_s: float) -> float:
-    """The run's work without the curvature: the flow's evaluations and every SGD step."""
+def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
+    """The run's nominal work without the curvature: the flow and every SGD step."""
     from dlnlab.descent import time_per_step
 
-    if method in SCIPY_STIFF:
-        flow = stiff_nfe(cfg.flow.t_max)
-    elif method in TORCHDIFFEQ_ADAPTIVE:
-        flow = explicit_nfe(lam_max, cfg.flow.t_max)
+    layout, members = Layout(tuple(cfg.model.dims)), ensemble_size(cfg)
+    t_max = cfg.flow.t_max
+    if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE:
+        model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else "dopri5"
+        flow = method_seconds(model, layout, lam_max, t_max, members)
     else:
-        flow = cfg.flow.t_max / (cfg.flow.step_size or 1.0)
-    steps = sum(cfg.flow.t_max / time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs)
+        flow = t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)
+    steps = sum(t_max / time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs)
+    sgd = steps * gradient_seconds(layout, members)
     # plus what every run costs whatever its size (Lightning's start, recording, saddles, figures)
-    return (flow + steps) * grad_s + RUN_OVERHEAD_S + SERIES_OVERHEAD_S * (1 + len(cfg.sgd.lrs))
+    return flow + sgd + RUN_OVERHEAD_S + SERIES_OVERHEAD_S * (1 + len(cfg.sgd.lrs))

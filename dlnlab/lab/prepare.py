@@ -203,8 +203,8 @@ def prepare(raw_cfg: Any) -> Plan:
     if cfg.flow.method.name in SCIPY_STIFF and lay.n_weights > SCIPY_MAX_WEIGHTS:
         raise ConfigError(
             f"flow.method: {cfg.flow.method.name} factorises the dense {lay.n_weights} x {lay.n_weights} "
-            f"Hessian of this net (more than {SCIPY_MAX_WEIGHTS} weights); use an explicit method such as "
-            "flow.method=dopri5"
+            f"Hessian of this net (more than {SCIPY_MAX_WEIGHTS} weights); use flow.method=cvode (stiff, "
+            "matrix-free), flow.method=auto, or an explicit method such as flow.method=dopri5"
         )
     seeds = _seeds(cfg)
     problem = _problem(cfg, seeds)
@@ -214,10 +214,9 @@ def prepare(raw_cfg: Any) -> Plan:
     lam, where = _stiffness(cfg, problem, theta0)
     check_fixed_step(cfg, lam, where)
     grad_s = budget.gradient_seconds(problem, theta0, lay)
-    flow = choose.choose_flow(cfg, problem, theta0, lam, grad_s)
+    flow = choose.choose_flow(cfg, lam)
     budget.check_work(cfg, grad_s, lam, flow.method)
-    work_s = choose.estimated_run_seconds(cfg, flow.method, lam, grad_s)
-    analysis = choose.choose_analysis(cfg, problem, theta0, work_s)
+    analysis = choose.choose_analysis(cfg, choose.estimated_run_seconds(cfg, flow.method, lam))
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
     notes = []

@@ -12,7 +12,7 @@ import math
 import re
 from numbers import Real
 
-from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, TORCHDIFFEQ_FIXED, Solver
+from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.lab.errors import ConfigError, keyed
 from dlnlab.lab.schema import INIT_OPTIONS, InitKind, TrainConfig
 from dlnlab.network import Layout
@@ -87,7 +87,7 @@ def _check_device(cfg: TrainConfig) -> None:
         index = int(dev.split(":")[1]) if ":" in dev else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device: {dev}: there are {torch.cuda.device_count()} CUDA devices here")
-        if cfg.flow.method.name in SCIPY_STIFF:
+        if cfg.flow.method.name in SCIPY_STIFF + SUNDIALS:
             raise ConfigError(
                 f"flow.method: {cfg.flow.method.name} runs on the CPU; with device={dev} choose a torchdiffeq "
                 "method, e.g. flow=dopri5"

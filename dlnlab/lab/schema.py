@@ -149,7 +149,7 @@ class FileInit(InitConfig):
 @dataclass
 class FlowConfig:
     t_max: float = 300.0  # horizon of the flow and of every SGD series
-    method: FlowMethod = FlowMethod.auto  # lsoda or dopri5, by measured cost (dlnlab/lab/choose.py)
+    method: FlowMethod = FlowMethod.auto  # lsoda, cvode or dopri5 by a cost model (dlnlab/lab/choose.py)
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     step_size: float | None = None  # fixed-step methods only

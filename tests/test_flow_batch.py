@@ -1,0 +1,72 @@
+"""Batches of initial states (B, p): every member under its own error control, equal to its own solve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlnlab import init
+from dlnlab.flow import FlowSolverError, Solver, integrate, time_grid
+from dlnlab.flow._batch import batch_solver, member_norm
+from dlnlab.network import pack
+from dlnlab.problem import RegressionProblem
+
+torch.set_num_threads(1)
+DIMS = [4, 5, 5, 3]
+
+
+@pytest.fixture(scope="module")
+def batch():
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    thetas = torch.stack([pack(init.gaussian(DIMS, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
+    return problem, thetas, time_grid(3.0, dt=0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(batch):
+    problem, thetas, t = batch
+    tight = Solver("lsoda", rtol=1e-12, atol=1e-14)
+    return torch.stack([integrate(problem, DIMS, th, t, tight).theta for th in thetas], dim=1)
+
+
+def test_the_member_norm_is_the_largest_member_rms():
+    err = torch.tensor([[1.0, 1.0, 1.0, 1.0], [3.0, 0.0, 0.0, 0.0]])
+    assert float(member_norm(err)) == pytest.approx(1.5)  # member 1: sqrt(9 / 4); a batch RMS: sqrt(13 / 8)
+    assert float(member_norm(torch.tensor([3.0, 4.0]))) == pytest.approx((12.5) ** 0.5)
+    assert batch_solver(Solver("bosh3")).options["norm"] is member_norm
+    assert batch_solver(Solver("lsoda")) == Solver("lsoda")
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "lsoda", "cvode"])
+def test_each_member_is_within_tolerance_of_its_exact_flow(batch, reference, method):
+    problem, thetas, t = batch
+    solver = Solver(method, rtol=1e-9, atol=1e-11)
+    res = integrate(problem, DIMS, thetas, t, solver)
+    assert res.status == "ok" and res.theta.shape == (len(t), 3, thetas.shape[1])
+    for k in range(3):
+        one = integrate(problem, DIMS, thetas[k], t, solver)
+        alone = float((one.theta - reference[:, k]).abs().max())
+        batched = float((res.theta[:, k] - reference[:, k]).abs().max())
+        # no member is looser in the batch than alone (a batch-wide RMS would allow sqrt(B) more)
+        assert batched <= max(3 * alone, 1e-8), (k, batched, alone)
+        if method in ("lsoda", "cvode"):  # member by member: the very same solve
+            assert torch.equal(res.theta[:, k], one.theta)
+
+
+def test_a_member_that_fails_keeps_the_members_before_it(batch):
+    problem, thetas, t = batch
+    first = integrate(problem, DIMS, thetas[0], t, Solver("lsoda"))
+    with pytest.raises(FlowSolverError, match="member 1") as info:
+        integrate(problem, DIMS, thetas, t, Solver("lsoda", max_nfe=first.nfe + 5))
+    part = info.value.result
+    assert part.status == "solver_failed"
+    assert torch.equal(part.theta[:, 0], first.theta) and torch.isnan(part.theta[-1, 2]).all()
+
+
+def test_torchode_budget_and_progress(batch):
+    problem, thetas, t = batch
+    seen = []
+    res = integrate(problem, DIMS, thetas, t, Solver("dopri5"), progress=lambda a, b: seen.append(a))
+    assert "torchode" in res.method and seen[-1] == pytest.approx(float(t[-1]))
+    with pytest.raises(FlowSolverError, match="budget"):
+        integrate(problem, DIMS, thetas, t, Solver("dopri5", max_nfe=res.nfe // 2))
