@@ -25,7 +25,7 @@ from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.trajectory import Interrupted, Status, Trajectory
 
-__all__ = ["SAMPLINGS", "MinibatchSampler", "GDStepper", "gd", "time_per_step"]
+__all__ = ["SAMPLINGS", "MinibatchSampler", "EnsembleSampler", "GDStepper", "gd", "time_per_step"]
 
 SAMPLINGS = ("with_replacement", "without_replacement")
 DRAW_BLOCK = 2000  # minibatches drawn per refill of the sampler's buffer
@@ -89,12 +89,35 @@ class MinibatchSampler:
         self._buffer = state["buffer"].clone()
 
 
+class EnsembleSampler:
+    """One :class:`MinibatchSampler` per member of an ensemble, each with its own seed: member e draws
+    exactly what a single run with seed ``seeds[e]`` draws. ``draw(n)`` gives (n, E, B) or None."""
+
+    def __init__(self, n_samples: int, batch_size: int | None, sampling: str, seeds: Sequence[int]) -> None:
+        self.members = [MinibatchSampler(n_samples, batch_size, sampling, int(s)) for s in seeds]
+        self.full_batch = self.members[0].full_batch
+
+    def draw(self, n: int) -> Tensor | None:
+        if self.full_batch:
+            return None
+        return torch.stack([m.draw(n) for m in self.members], dim=1)
+
+    def state_dict(self) -> dict:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, st in zip(self.members, state["members"]):
+            m.load_state_dict(st)
+
+
 class GDStepper:
-    """(S)GD steps on theta (p,), in place, with the closed-form gradient.
+    """(S)GD steps on theta (p,), or an ensemble (E, p), in place, with the closed-form gradient.
 
     Without momentum the update is theta_j -= lr g_j on the views W_j of a contiguous theta (the same
     update as ``torch.optim.SGD`` without momentum). With momentum it is ``torch.optim.SGD`` over theta
-    (``self.optimizer``; its state holds the velocity). ``steps`` counts the steps taken.
+    (``self.optimizer``; its state holds the velocity). ``steps`` counts the steps taken. An ensemble
+    steps every member at once (batched products; an :class:`EnsembleSampler` gives each member its
+    own minibatches); the update is elementwise, so each member follows its own trajectory.
     """
 
     def __init__(
@@ -111,10 +134,11 @@ class GDStepper:
             raise ArgumentError("lr", f"must be finite and > 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
             raise ArgumentError("momentum", f"must be in [0, 1), got {momentum}")
-        if theta0.shape != (layout.n_weights,):
+        if theta0.ndim not in (1, 2) or theta0.shape[-1] != layout.n_weights:
             raise ArgumentError(
                 "theta0",
-                f"has shape {tuple(theta0.shape)}, dims {list(layout.dims)} need ({layout.n_weights},)",
+                f"has shape {tuple(theta0.shape)}, dims {list(layout.dims)} need ({layout.n_weights},) "
+                f"or (members, {layout.n_weights})",
             )
         self.problem, self.layout, self.lr, self.momentum = problem, layout, float(lr), float(momentum)
         self.tau = time_per_step(self.lr, self.momentum)
@@ -155,8 +179,20 @@ class GDStepper:
         self.steps += n
 
     def divergence(self, blowup: float = math.inf) -> str | None:
-        """Why the weights count as diverged (non-finite, or ||theta|| > blowup), or None."""
-        norm = float(torch.linalg.vector_norm(self.theta))
+        """Why the weights count as diverged (non-finite, or ||theta|| > blowup), or None; an ensemble:
+        why its first diverged member does (see :meth:`member_divergence`)."""
+        if self.theta.ndim == 2:
+            why = self.member_divergence(blowup)
+            return next(iter(why.values()), None)
+        return self._why(float(torch.linalg.vector_norm(self.theta)), blowup)
+
+    def member_divergence(self, blowup: float = math.inf) -> dict[int, str]:
+        """{member: why} for the members of an ensemble that count as diverged."""
+        norms = torch.linalg.vector_norm(self.theta, dim=-1).tolist()
+        out = {e: self._why(v, blowup) for e, v in enumerate(norms)}
+        return {e: f"member {e}: {why}" for e, why in out.items() if why is not None}
+
+    def _why(self, norm: float, blowup: float) -> str | None:
         if not math.isfinite(norm):
             return f"non-finite weights at step {self.steps} (t = {self.steps * self.tau:.6g})"
         if norm > blowup:
@@ -187,6 +223,19 @@ def _record_steps(steps: int, record: Iterable[int] | None, max_points: int = 10
     return out
 
 
+def _sampler(problem, theta0: Tensor, batch_size, sampling: str, seed) -> MinibatchSampler | EnsembleSampler:
+    seeds = [seed] if isinstance(seed, int) else list(seed)
+    if theta0.ndim == 1:
+        if len(seeds) != 1:
+            raise ArgumentError("seed", f"one net takes one seed, got {len(seeds)}")
+        return MinibatchSampler(problem.n_samples, batch_size, sampling, seeds[0])
+    if len(seeds) != len(theta0):
+        if batch_size is not None:
+            raise ArgumentError("seed", f"an ensemble of {len(theta0)} with minibatches needs one seed per member")
+        seeds = seeds * len(theta0)  # full batch: the seeds draw nothing
+    return EnsembleSampler(problem.n_samples, batch_size, sampling, seeds)
+
+
 def gd(
     problem: RegressionProblem,
     dims: Layout | Sequence[int],
@@ -197,25 +246,26 @@ def gd(
     momentum: float = 0.0,
     batch_size: int | None = None,
     sampling: str = "with_replacement",
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     record_steps: Iterable[int] | None = None,
     blowup: float = math.inf,
     progress: Callable[[float, float], None] | None = None,
 ) -> Trajectory:
-    """Run ``steps`` (S)GD steps from theta0 (p,); record theta at ``record_steps``.
+    """Run ``steps`` (S)GD steps from theta0 (p,), or an ensemble (E, p); record theta at ``record_steps``.
 
     record_steps: step indices in 0..steps (default: about 1000 evenly spaced, and the last). Times are
     t = k tau, tau = lr / (1 - momentum). batch_size None is full-batch GD; else minibatches of that
-    size (``sampling`` with or without replacement, drawn from ``seed``). The run stops as diverged
-    when, at a recorded step, theta is non-finite or ||theta|| > blowup. Ctrl+C raises
-    :class:`~dlnlab.trajectory.Interrupted` with the trajectory so far. ``progress(t, t_end)`` is called
-    at every recorded step.
+    size (``sampling`` with or without replacement, drawn from ``seed``; an ensemble with minibatches
+    takes one seed per member, member e drawing what a single run with ``seed[e]`` draws). The run
+    stops as diverged when, at a recorded step, theta is non-finite or ||theta|| > blowup (an
+    ensemble: every member). Ctrl+C raises :class:`~dlnlab.trajectory.Interrupted` with the trajectory
+    so far. ``progress(t, t_end)`` is called at every recorded step. theta is (T, p) or (T, E, p).
     """
     layout = as_layout(dims)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ArgumentError("steps", f"must be an integer >= 0, got {steps!r}")
     record = _record_steps(steps, record_steps)
-    sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
+    sampler = _sampler(problem, theta0, batch_size, sampling, seed)
     stepper = GDStepper(problem, layout, theta0, lr, momentum, sampler)
     method = "heavy_ball" if momentum else ("gd" if sampler.full_batch else "sgd")
     thetas, taken, start = [], [], time.perf_counter()
@@ -236,7 +286,7 @@ def gd(
             if progress is not None:
                 progress(k * stepper.tau, steps * stepper.tau)
             why = stepper.divergence(blowup)
-            if why is not None:
+            if why is not None and (theta0.ndim == 1 or len(stepper.member_divergence(blowup)) == len(theta0)):
                 return result(Status.DIVERGED, why)
     except KeyboardInterrupt as exc:
         raise Interrupted(result(Status.INTERRUPTED, f"interrupted at step {stepper.steps}")) from exc

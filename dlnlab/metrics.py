@@ -33,9 +33,10 @@ METRIC_KEYS = (
 
 
 class SeriesMetrics:
-    """Metrics of one series at blocks of its grid points.
+    """Metrics of one series at blocks of its grid points (one net, or an ensemble: every array then has
+    a member axis after the grid axis).
 
-    problem, dims: the task and the widths. theta0 (p,): the start (the reference of the drift).
+    problem, dims: the task and the widths. theta0 (p,) or (E, p): the start (the reference of the drift).
     sgd: the series has steps (SGD adds ``step`` and ``dist_to_flow``). flow_theta (n_grid, p): the
     flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``.
     analysis_every: the Hessian's lambda_min and sharpness every this many grid points (0: never),
@@ -71,11 +72,12 @@ class SeriesMetrics:
         self.save_theta, self.theta_every, self.last_m = save_theta, max(1, int(theta_every)), last_m
         self.levels = problem.plateau_levels(self.layout.r_max)
         self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
-        self._warm: Tensor | None = None
+        self._warm: dict[tuple, Tensor | None] = {}  # the Lanczos warm start of each member
 
     @torch.no_grad()
     def compute(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
-        """The metrics of K points: ms (K,) grid indices, ts (K,) times, thetas (K, p), steps (K,)."""
+        """The metrics of K points: ms (K,) grid indices, ts (K,) times, thetas (K, p) or (K, E, p),
+        steps (K,). Arrays are (K, ...) or (K, E, ...) (``t``, ``grid_index``, ``step``: (K,))."""
         return self._metrics(ms, ts, thetas, steps)
 
     def _metrics(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:  # noqa: C901
@@ -85,10 +87,10 @@ class SeriesMetrics:
         loss, grads = prob.loss_and_gradient(ws)
         grad_norm = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
         finite = torch.isfinite(thetas).all(dim=-1)
-        safe_p = torch.where(finite[:, None, None], p, torch.zeros_like(p))
+        safe_p = torch.where(finite[..., None, None], p, torch.zeros_like(p))
         level_idx, level_gap = nearest_level(loss, self.levels)
         dist_best = prob.product_distance(safe_p, self.best_products[level_idx])
-        safe_ws = [torch.where(finite[:, None, None], w, torch.zeros_like(w)) for w in ws]
+        safe_ws = [torch.where(finite[..., None, None], w, torch.zeros_like(w)) for w in ws]
         nan = float("nan")
         out = {
             "grid_index": np.asarray(ms, dtype=np.int64),
@@ -103,18 +105,9 @@ class SeriesMetrics:
             "dist_best_rank": _masked(dist_best, finite),
             "cons_drift": _masked(conservation_drift(safe_ws, self.weights0), finite)
             if lay.depth > 1
-            else np.zeros((len(ms), 0)),
+            else np.zeros((*finite.shape, 0)),
         }
-        lam_min = np.full(len(ms), nan)
-        sharp = np.full(len(ms), nan)
-        if self.analysis_every:
-            for i, m in enumerate(ms):
-                if m % self.analysis_every == 0 and bool(finite[i]):
-                    lo, hi, self._warm = hessian_extremes(
-                        prob, thetas[i], lay, dense_max=self.hessian_dense_max, warm=self._warm
-                    )
-                    lam_min[i], sharp[i] = lo, hi
-        out["lambda_min"], out["sharpness"] = lam_min, sharp
+        out["lambda_min"], out["sharpness"] = self._curvature(ms, thetas, finite)
         if self.save_theta and self.theta_every == 1:
             out["theta"] = thetas.numpy()
         elif self.save_theta:
@@ -127,8 +120,28 @@ class SeriesMetrics:
                 ref = self.flow_theta[torch.as_tensor(ms)]
                 out["dist_to_flow"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
             else:
-                out["dist_to_flow"] = np.full(len(ms), nan)
+                out["dist_to_flow"] = np.full(tuple(finite.shape), nan)
         return out
+
+
+    def _curvature(self, ms: list[int], thetas: Tensor, finite: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """lambda_min and sharpness on the analysis sub-grid (NaN elsewhere), (K,) or (K, E); each
+        member's Lanczos is warm-started from its own previous point."""
+        lam_min = np.full(tuple(finite.shape), float("nan"))
+        sharp = np.full(tuple(finite.shape), float("nan"))
+        if not self.analysis_every:
+            return lam_min, sharp
+        for i, m in enumerate(ms):
+            if m % self.analysis_every:
+                continue
+            for e in np.ndindex(tuple(finite.shape[1:])):  # () for one net, (e,) for each member
+                if bool(finite[(i, *e)]):
+                    lo, hi, self._warm[e] = hessian_extremes(
+                        self.problem, thetas[(i, *e)], self.layout, dense_max=self.hessian_dense_max,
+                        warm=self._warm.get(e),
+                    )  # fmt: skip
+                    lam_min[(i, *e)], sharp[(i, *e)] = lo, hi
+        return lam_min, sharp
 
 
 def _masked(x: Tensor, finite: Tensor) -> np.ndarray:

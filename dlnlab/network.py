@@ -200,8 +200,10 @@ def weights_from_adjacency(a: Tensor, dims: Layout | Sequence[int]) -> list[Tens
 class DeepLinearNetwork(nn.Module):
     """f(x) = W_h ... W_1 x held as one block adjacency parameter ``A`` (n x n, n = sum(dims)).
 
-    Entries of A outside the mask are zero at construction; every update the project makes
-    (the gradient, GD/SGD steps, the flow on theta) keeps them exactly zero.
+    ``members=B`` holds an ensemble of B such nets as one parameter A of shape (B, n, n): every view
+    (weights, theta, product, forward) then has a leading member axis. Entries of A outside the mask
+    are zero at construction; every update the project makes (the gradient, GD/SGD steps, the flow on
+    theta) keeps them exactly zero.
     """
 
     def __init__(
@@ -210,22 +212,29 @@ class DeepLinearNetwork(nn.Module):
         weights: Sequence[Tensor] | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        members: int | None = None,
     ) -> None:
         super().__init__()
         self.layout = as_layout(dims)
         n = self.layout.n_nodes
-        self.A = nn.Parameter(torch.zeros(n, n, dtype=dtype, device=device))
+        self.members = members
+        shape = (n, n) if members is None else (int(members), n, n)
+        self.A = nn.Parameter(torch.zeros(*shape, dtype=dtype, device=device))
         if weights is not None:
             self.set_weights(weights)
 
     @classmethod
     def from_weights(cls, weights: Sequence[Tensor]) -> DeepLinearNetwork:
+        """From [W_1, ..., W_h], each (d_j, d_{j-1}) or (B, d_j, d_{j-1}) for an ensemble."""
         dims = [weights[0].shape[-1]] + [w.shape[-2] for w in weights]
-        return cls(dims, weights=weights, dtype=weights[0].dtype, device=weights[0].device)
+        members = weights[0].shape[0] if weights[0].ndim == 3 else None
+        return cls(dims, weights=weights, dtype=weights[0].dtype, device=weights[0].device, members=members)
 
     @classmethod
     def from_theta(cls, dims: Sequence[int], theta: Tensor) -> DeepLinearNetwork:
-        return cls(dims, weights=unpack(theta, dims), dtype=theta.dtype, device=theta.device)
+        """From theta (p,), or (B, p) for an ensemble of B nets."""
+        members = theta.shape[0] if theta.ndim == 2 else None
+        return cls(dims, weights=unpack(theta, dims), dtype=theta.dtype, device=theta.device, members=members)
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -242,7 +251,7 @@ class DeepLinearNetwork(nn.Module):
 
     def weight(self, j: int) -> Tensor:
         """W_j, a view of block (j, j-1), for j = 1..h."""
-        return self.A[self.layout.block(j)]
+        return self.A[(..., *self.layout.block(j))]
 
     def to_weights(self) -> list[Tensor]:
         """Detached copies of W_1..W_h."""
@@ -262,7 +271,7 @@ class DeepLinearNetwork(nn.Module):
         return self.layout.mask(self.A.device)
 
     def theta(self) -> Tensor:
-        """The packed masked weights, shape (p,), a copy."""
+        """The packed masked weights, shape (p,) (an ensemble: (B, p)), a copy."""
         return pack([w.detach() for w in self.weights])
 
     @torch.no_grad()
@@ -270,15 +279,15 @@ class DeepLinearNetwork(nn.Module):
         self.set_weights(unpack(theta.to(self.A), self.layout))
 
     def product(self) -> Tensor:
-        """P = W_h ... W_1, shape (d_y, d_x), through the blocks."""
+        """P = W_h ... W_1, shape (d_y, d_x) (an ensemble: (B, d_y, d_x)), through the blocks."""
         return product(self.weights)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x of shape (batch, d_x) -> f(x) of shape (batch, d_y), layer by layer."""
+        """x of shape (batch, d_x) -> f(x) of shape (batch, d_y) (an ensemble: (B, batch, d_y))."""
         if x.shape[-1] != self.layout.d_x:
             raise ValueError(f"input has {x.shape[-1]} features, the network takes d_x = {self.layout.d_x}")
         for w in self.weights:
-            x = x @ w.T
+            x = x @ w.mT
         return x
 
     def dense_power(self, k: int) -> Tensor:
@@ -302,4 +311,5 @@ class DeepLinearNetwork(nn.Module):
         return {"nodes": nodes, "edges": self.edges(tol)}
 
     def extra_repr(self) -> str:
-        return f"dims={list(self.layout.dims)}, n={self.layout.n_nodes}, p={self.layout.n_weights}"
+        ens = f", members={self.members}" if self.members is not None else ""
+        return f"dims={list(self.layout.dims)}, n={self.layout.n_nodes}, p={self.layout.n_weights}{ens}"

@@ -204,10 +204,14 @@ class RegressionProblem:
         return pack(self.gradient(unpack(theta, dims)))
 
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
-        """The gradient of 1/(2B) ||Y_b - P X_b||^2 over the columns ``index`` (B,) (the SGD hot loop)."""
-        xb, yb = self.X[:, index], self.Y[:, index]
+        """The gradient of 1/(2b) ||Y_b - P X_b||^2 over the columns ``index`` (b,) (the SGD hot loop);
+        an ensemble (weights (E, d_j, d_{j-1})) takes one minibatch per member, ``index`` (E, b)."""
+        if index.ndim == 2:  # X_b of each member: (E, d_x, b)
+            xb, yb = self.X.T[index].mT, self.Y.T[index].mT
+        else:
+            xb, yb = self.X[:, index], self.Y[:, index]
         pre = prefix_products(weights)
-        return _backprop(weights, pre, (pre[-1] @ xb - yb) @ xb.T / xb.shape[1])
+        return _backprop(weights, pre, (pre[-1] @ xb - yb) @ xb.mT / xb.shape[-1])
 
     def minibatch_loss_and_gradient(
         self, weights: Sequence[Tensor], index: Tensor

@@ -186,6 +186,7 @@ def _member_solver(problem, layout, t, solver, progress, stop, n_members):
 
 def _solve(problem, layout, theta0, t, solver, events, progress, stop) -> Trajectory:
     state = Run(problem, layout, theta0, t, solver, events, progress)
+    state.counter.stop = stop
     try:
         if solver.family == "scipy":
             return integrate_scipy(state, stop)

@@ -42,12 +42,22 @@ def reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+STOP_EVERY = 50  # evaluations between two looks at stop() inside one chunk or output interval
+
+
+class StopRequested(KeyboardInterrupt):
+    """stop() said yes between two output points: the solve ends as interrupted, outputs kept."""
+
+
 class Counter:
-    """The right-hand side with an NFE counter and budget, plus torchdiffeq step callbacks."""
+    """The right-hand side with an NFE counter and budget, plus torchdiffeq step callbacks. ``stop``
+    is also looked at every ``STOP_EVERY`` evaluations, so that a stiff stretch between two output
+    points (thousands of evaluations) does not delay a signal."""
 
     def __init__(self, field, max_nfe: int | None, t_start: float) -> None:
         self.field = field
         self.max_nfe = max_nfe
+        self.stop = None
         self.nfe = 0
         self.n_steps = 0
         self.t_reached = t_start
@@ -57,6 +67,8 @@ class Counter:
         if self.max_nfe is not None and self.nfe >= self.max_nfe:
             raise BudgetExceeded(f"budget of {self.max_nfe} right-hand-side evaluations exhausted")
         self.nfe += 1
+        if self.stop is not None and self.nfe % STOP_EVERY == 0 and self.stop():
+            raise StopRequested
 
     def __call__(self, t, theta):
         self.check_budget()
