@@ -231,7 +231,9 @@ def _sampler(problem, theta0: Tensor, batch_size, sampling: str, seed) -> Miniba
         return MinibatchSampler(problem.n_samples, batch_size, sampling, seeds[0])
     if len(seeds) != len(theta0):
         if batch_size is not None:
-            raise ArgumentError("seed", f"an ensemble of {len(theta0)} with minibatches needs one seed per member")
+            raise ArgumentError(
+                "seed", f"an ensemble of {len(theta0)} with minibatches needs one seed per member"
+            )
         seeds = seeds * len(theta0)  # full batch: the seeds draw nothing
     return EnsembleSampler(problem.n_samples, batch_size, sampling, seeds)
 
@@ -286,7 +288,9 @@ def gd(
             if progress is not None:
                 progress(k * stepper.tau, steps * stepper.tau)
             why = stepper.divergence(blowup)
-            if why is not None and (theta0.ndim == 1 or len(stepper.member_divergence(blowup)) == len(theta0)):
+            if why is not None and (
+                theta0.ndim == 1 or len(stepper.member_divergence(blowup)) == len(theta0)
+            ):
                 return result(Status.DIVERGED, why)
     except KeyboardInterrupt as exc:
         raise Interrupted(result(Status.INTERRUPTED, f"interrupted at step {stepper.steps}")) from exc

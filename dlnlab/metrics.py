@@ -24,7 +24,11 @@ from dlnlab.analysis import (
 from dlnlab.network import Layout, as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["SeriesMetrics", "METRIC_KEYS", "theta_rows"]
+__all__ = ["SeriesMetrics", "METRIC_KEYS", "MEMBERLESS_KEYS", "theta_rows", "member_arrays", "members_of"]
+
+# keys of a series' arrays that an ensemble shares (no member axis); every other key of an ensemble's
+# series file has the member axis first: (E, T, ...)
+MEMBERLESS_KEYS = frozenset({"t", "grid_index", "step", "theta_grid_index"})
 
 METRIC_KEYS = (
     "grid_index", "t", "loss", "sv", "sv_A", "mode_strength", "grad_norm", "level_index", "level_gap",
@@ -62,6 +66,7 @@ class SeriesMetrics:
     ) -> None:
         self.problem, self.layout = problem, as_layout(dims)
         self.theta0 = theta0.detach().clone()
+        self.members = theta0.shape[0] if theta0.ndim == 2 else None  # an ensemble's size
         self.weights0 = unpack(self.theta0, self.layout)
         self.sgd, self.flow_theta = sgd, flow_theta
         self.analysis_every, self.sv_A_top, self.hessian_dense_max = (
@@ -123,7 +128,6 @@ class SeriesMetrics:
                 out["dist_to_flow"] = np.full(tuple(finite.shape), nan)
         return out
 
-
     def _curvature(self, ms: list[int], thetas: Tensor, finite: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """lambda_min and sharpness on the analysis sub-grid (NaN elsewhere), (K,) or (K, E); each
         member's Lanczos is warm-started from its own previous point."""
@@ -153,14 +157,26 @@ def _masked(x: Tensor, finite: Tensor) -> np.ndarray:
 
 def theta_rows(arrays) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(rows, thetas) of a series' arrays: the row indices (into ``t``) that have theta, and theta there
-    (``theta`` row for row, or ``theta_sub`` at ``theta_grid_index``); (None, None) without theta."""
+    (``theta`` row for row, or ``theta_sub`` at ``theta_grid_index``), (K, p) or an ensemble's (E, K, p);
+    (None, None) without theta."""
     if arrays.get("theta") is not None:
         theta = np.asarray(arrays["theta"])
-        return np.arange(len(theta)), theta
+        return np.arange(theta.shape[-2]), theta
     if arrays.get("theta_sub") is not None and arrays.get("grid_index") is not None:
         grid = np.asarray(arrays["grid_index"])
         sub_m = np.asarray(arrays["theta_grid_index"])
         rows = np.searchsorted(grid, sub_m)
         ok = (rows < len(grid)) & (grid[np.minimum(rows, len(grid) - 1)] == sub_m)
-        return rows[ok], np.asarray(arrays["theta_sub"])[ok]
+        return rows[ok], np.asarray(arrays["theta_sub"])[..., ok, :]
     return None, None
+
+
+def members_of(arrays) -> int | None:
+    """The ensemble size of a series file's arrays (member-major, see ``MEMBERLESS_KEYS``), or None."""
+    loss = arrays.get("loss") if hasattr(arrays, "get") else None
+    return None if loss is None or np.ndim(loss) != 2 else int(np.shape(loss)[0])
+
+
+def member_arrays(arrays, member: int) -> dict:
+    """The arrays of one member of an ensemble's series (its own trajectory, like a single run's)."""
+    return {k: (v if k in MEMBERLESS_KEYS else v[member]) for k, v in arrays.items()}

@@ -410,7 +410,10 @@ def test_stop_ends_the_solve_with_every_point_so_far(small, method):
     """stop() (the lab's signals) and Ctrl+C end a solve as FlowInterrupted with its outputs kept."""
     problem, dims, theta0 = small
     t_eval = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
-    calls, after = [], {"lsoda": 60, "dopri5": 20, "cvode": 60}[method]  # steps, chunks, points and every 50 nfe
+    calls, after = (
+        [],
+        {"lsoda": 60, "dopri5": 20, "cvode": 60}[method],
+    )  # steps, chunks, points and every 50 nfe
 
     def stop():
         calls.append(1)

@@ -63,14 +63,15 @@ class Estimate:
 def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     """Sizes from the config alone (``data_bytes``: the user's data file, already measured)."""
     lay = Layout(tuple(cfg.model.dims))
-    p, n, t = lay.n_weights, lay.n_nodes, grid_points(cfg)
+    members = cfg.ensemble.size
+    p, n, t = lay.n_weights * members, lay.n_nodes, grid_points(cfg)  # p: the weights of every member
     flow_times = t * (1 + len(cfg.sgd.lrs))  # the grid and each series' exact times k_m * lr
     mem: dict[str, float] = {}
     if cfg.data.kind.name == "teacher":  # X, Y and the generator's temporaries
         mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64
     elif data_bytes is not None:
         mem["data X, Y"] = 2.0 * data_bytes
-    mem["adjacency A (n x n)"] = 4.0 * n * n * F64
+    mem["adjacency A (n x n)"] = 4.0 * members * n * n * F64
     mem[f"flow states ({flow_times} times x {p} weights)"] = 2.0 * flow_times * p * F64
     if cfg.sgd.lrs:
         mem[f"flow at one series' times ({t} x {p})"] = t * p * F64
@@ -78,10 +79,12 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     if rows:
         mem[f"theta of one series ({rows} x {p})"] = 2.0 * rows * p * F64
     if cfg.flow.method.name in SCIPY_STIFF:  # (auto takes the dense path only where it is cheap)
-        mem[f"dense Jacobian of the stiff solver ({p} x {p})"] = 4.0 * p * p * F64
-    if cfg.log.analysis_points and p <= cfg.log.hessian_dense_max:
-        mem[f"dense Hessian ({p} x {p})"] = 3.0 * p * p * F64
-    per_point = 16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth
+        q = lay.n_weights  # member by member: one member's Jacobian at a time
+        mem[f"dense Jacobian of the stiff solver ({q} x {q})"] = 4.0 * q * q * F64
+    if cfg.log.analysis_points and lay.n_weights <= cfg.log.hessian_dense_max:
+        q = lay.n_weights
+        mem[f"dense Hessian ({q} x {q})"] = 3.0 * q * q * F64
+    per_point = (16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth) * members
     series_file = (t * per_point + rows * p) * F64
     return Estimate(grid_points=t, flow_times=flow_times, memory=mem, series_file=series_file)
 

@@ -145,6 +145,8 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     state.series["flow"], state.arrays["flow"] = entry, arrays
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
     flow_final = entry["final_loss"] if entry["status"] == Status.OK else None
+    if entry.get("members"):  # an ensemble: each member's SGD series against its own flow
+        flow_final = [m["final_loss"] if m["status"] == Status.OK else None for m in entry["members"]]
     for lr in plan.lrs:
         if state.interrupted:
             break
@@ -156,7 +158,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
             state.resumed[-1]["series"][name] = "kept"
             continue
         ms, times = exact[lr]
-        flow_theta = torch.full((state.n_grid, flow_at.shape[1]), float("nan"), dtype=torch.float64)
+        flow_theta = torch.full((state.n_grid, *flow_at.shape[1:]), float("nan"), dtype=torch.float64)
         flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
         initial = previous.resumable(name, steps[lr]) if previous is not None else None
         entry, arrays = run_sgd(ctx, lr, flow_theta, flow_final, initial=initial)
@@ -174,6 +176,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
 
 def _analyse(state: RunState, ctx: SeriesContext) -> None:
     """Saddle analysis, then figures: a failure here is reported, never loses the run."""
+    from dlnlab.lab.ensemble import analyze_members
     from dlnlab.lab.report import log_saddles, make_figures
     from dlnlab.saddles import analyze_run_saddles
 
@@ -182,7 +185,8 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
     state.write_summary()
     try:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
-        logs = analyze_run_saddles(
+        analyze = analyze_members if state.plan.seeds.members else analyze_run_saddles
+        logs = analyze(
             state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
             hessian_dense_max=cfg.log.hessian_dense_max,
         )  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -257,14 +258,51 @@ def _log10(x: np.ndarray) -> np.ndarray:
         return np.log10(np.abs(np.asarray(x, dtype=np.float64)))
 
 
+ENSEMBLE_STATS = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
+
+
 def series_tags(
-    block: Mapping[str, np.ndarray], sgd: bool, lr: float | None = None
+    block: Mapping[str, np.ndarray], sgd: bool, lr: float | None = None, members: int | None = None
 ) -> list[dict[str, float]]:
     """One {tag: value} per row of a metrics block (the same tag names in every series).
 
     Quantities that span many decades also go in as ``log10/<name>`` (log10 of the absolute value),
-    so that their charts read on a log scale.
+    so that their charts read on a log scale. An ensemble's block ((K, E, ...) arrays) gives, per tag,
+    the members' mean under the tag's own name and its spread as ``<tag>@min``, ``@q25``, ``@median``,
+    ``@q75``, ``@max`` (the charts overlay them; members that are not finite are left out).
     """
+    if members:
+        return _ensemble_tags(block, sgd, lr, members)
+    tags, table = _tag_table(block, sgd, lr)
+    return [{t: v for t, v in zip(tags, row) if math.isfinite(v)} for row in table.tolist()]
+
+
+def _ensemble_tags(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None, members: int):
+    k = len(block["t"])
+    flat = {
+        key: np.repeat(v, members, axis=0)
+        if key in ("t", "grid_index", "step")
+        else v.reshape(k * members, *v.shape[2:])
+        for key, v in block.items()
+        if key not in ("theta", "theta_sub", "theta_grid_index")
+    }
+    tags, table = _tag_table(flat, sgd, lr)
+    table = table.reshape(k, members, len(tags))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (e.g. off the analysis grid)
+        stats = {"": np.nanmean(table, axis=1)}
+        stats |= {f"@{name}": np.nanquantile(table, q, axis=1) for name, q in ENSEMBLE_STATS.items()}
+    rows = []
+    for i in range(k):
+        row = {}
+        for suffix, values in stats.items():
+            row |= {t + suffix: v for t, v in zip(tags, values[i].tolist()) if math.isfinite(v)}
+        rows.append(row)
+    return rows
+
+
+def _tag_table(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None) -> tuple[list[str], np.ndarray]:
+    """The tag names and their values, one row per grid point."""
     cols: list[tuple[str, np.ndarray]] = [("loss", block["loss"]), ("time", block["t"])]
     cols += [(f"sv_P/{k}", block["sv"][:, k]) for k in range(block["sv"].shape[1])]
     cols += [(f"sv_A/{k}", block["sv_A"][:, k]) for k in range(block["sv_A"].shape[1])]
@@ -294,8 +332,7 @@ def series_tags(
         if lr is not None:  # 2/eta beside the sharpness, on the analysis grid only
             cols.append(("sgd/two_over_lr", np.where(np.isfinite(block["sharpness"]), 2.0 / lr, np.nan)))
     tags = [c[0] for c in cols]
-    table = np.stack([np.asarray(c[1], dtype=np.float64) for c in cols], axis=1)
-    return [{t: v for t, v in zip(tags, row) if math.isfinite(v)} for row in table.tolist()]
+    return tags, np.stack([np.asarray(c[1], dtype=np.float64) for c in cols], axis=1)
 
 
 class Thinner:
@@ -340,8 +377,8 @@ def tensorboard_layout(dt: float) -> dict:
     """Custom-scalars layout: one chart per quantity with every series in it (runs merge in the plugin)."""
     x = f"x: grid index m = t / {dt:g}"
 
-    def chart(*tags: str) -> list:
-        return ["Multiline", [f"^{t}$" for t in tags]]
+    def chart(*tags: str) -> list:  # an ensemble's spread (<tag>@min, ...) overlays its mean
+        return ["Multiline", [f"^{t}(@.*)?$" for t in tags]]
 
     return {
         f"dlnlab ({x})": {

@@ -9,7 +9,7 @@ nothing is written.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -31,12 +31,19 @@ SCIPY_MAX_WEIGHTS = choose.SCIPY_MAX_WEIGHTS
 
 @dataclass(frozen=True)
 class Seeds:
-    """The seeds a run uses (derived from ``seed`` where the config leaves them null)."""
+    """The seeds a run uses (derived from ``seed`` where the config leaves them null). An ensemble's
+    ``members`` lists each member's (data, init, sgd): member 0 has the run's own seeds, member e > 0
+    init and sgd seeds derived from them, so that ``init.seed=<init> sgd.seed=<sgd>`` reruns it alone."""
 
     seed: int
     data: int | None
     init: int | None
     sgd: int
+    members: tuple[dict, ...] = ()
+
+    @property
+    def sgd_seeds(self) -> list[int]:
+        return [m["sgd"] for m in self.members] if self.members else [self.sgd]
 
 
 @dataclass
@@ -90,7 +97,18 @@ def _seeds(cfg: TrainConfig) -> Seeds:
 
     data = pick(cfg.data.seed, "data") if hasattr(cfg.data, "seed") else None
     init = pick(cfg.init.seed, "init") if hasattr(cfg.init, "seed") else None
-    return Seeds(seed=cfg.seed, data=data, init=init, sgd=pick(cfg.sgd.seed, "sgd"))
+    sgd = pick(cfg.sgd.seed, "sgd")
+    members: tuple[dict, ...] = ()
+    if cfg.ensemble.size > 1:
+        members = tuple(
+            {
+                "data": data,
+                "init": init if e == 0 or init is None else derive_seed(init, f"member{e}"),
+                "sgd": sgd if e == 0 else derive_seed(sgd, f"member{e}"),
+            }
+            for e in range(cfg.ensemble.size)
+        )
+    return Seeds(seed=cfg.seed, data=data, init=init, sgd=sgd, members=members)
 
 
 def _problem(cfg: TrainConfig, seeds: Seeds) -> RegressionProblem:
@@ -108,6 +126,10 @@ def _problem(cfg: TrainConfig, seeds: Seeds) -> RegressionProblem:
 
 
 def _weights(cfg: TrainConfig, seeds: Seeds, problem: RegressionProblem) -> list[torch.Tensor]:
+    """[W_1, ..., W_h], each (d_j, d_{j-1}), or (E, d_j, d_{j-1}) for an ensemble (member e from its seed)."""
+    if seeds.members:
+        each = [_weights(cfg, replace(seeds, init=m["init"], members=()), problem) for m in seeds.members]
+        return [torch.stack(ws) for ws in zip(*each)]
     ini, dims = cfg.init, tuple(cfg.model.dims)
     if ini.kind.name == "file":
         return files.load_weights(ini.path, dims)
@@ -211,7 +233,7 @@ def prepare(raw_cfg: Any) -> Plan:
     _check_sampling(cfg, problem)
     weights0 = _weights(cfg, seeds, problem)
     theta0 = pack(weights0)
-    lam, where = _stiffness(cfg, problem, theta0)
+    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0])
     check_fixed_step(cfg, lam, where)
     grad_s = budget.gradient_seconds(problem, theta0, lay)
     flow = choose.choose_flow(cfg, lam)
@@ -230,6 +252,11 @@ def prepare(raw_cfg: Any) -> Plan:
                 f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
                 "the series run and are expected to diverge or stall (status unstable)"
             )
+    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
+        notes.append(
+            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
+            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
+        )
     _check_logger_and_callbacks(cfg)
     return Plan(
         cfg, seeds, problem, weights0, make_solver(cfg, flow.method), est, threshold, lam, grad_s, notes,

@@ -20,7 +20,7 @@ from torch import Tensor
 from dlnlab.lab import signals
 from dlnlab.lab.logging import Thinner, fresh_copy, series_tags, writes_concurrently
 from dlnlab.lab.rundir import save_npz
-from dlnlab.metrics import SeriesMetrics
+from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 
 __all__ = ["SeriesRecorder", "open_recorder"]
 
@@ -69,7 +69,8 @@ class SeriesRecorder:
         self.defer_logging = defer_logging
         self.deferred_rows: list[tuple[int, dict[str, float]]] = []
         self._pending: list[tuple[int, float, int | None, Tensor]] = []
-        self._chunks: dict[str, list[np.ndarray]] = {k: [v] for k, v in (initial or {}).items()}
+        initial = self._member_axis(initial or {}, to_front=False)
+        self._chunks: dict[str, list[np.ndarray]] = {k: [v] for k, v in initial.items()}
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
         """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``; a GPU tensor is
@@ -95,7 +96,7 @@ class SeriesRecorder:
         for key, val in values.items():
             self._chunks.setdefault(key, []).append(val)
         if self.logger is not None:
-            for m, tags in zip(ms, series_tags(values, self.metrics.sgd, self.lr)):
+            for m, tags in zip(ms, series_tags(values, self.metrics.sgd, self.lr, self.metrics.members)):
                 self._log(self.thinner.add(m, tags))
 
     def _log(self, rows: list[tuple[int, dict[str, float]]]) -> None:
@@ -106,9 +107,16 @@ class SeriesRecorder:
                 self.logger.log_metrics(row, step=step)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Everything recorded so far, concatenated along the grid."""
+        """Everything recorded so far, concatenated along the grid (an ensemble: member axis first)."""
         self.flush()
-        return {k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}
+        return self._member_axis({k: np.concatenate(v, axis=0) for k, v in self._chunks.items()}, True)
+
+    def _member_axis(self, arrays: dict, to_front: bool) -> dict:
+        """An ensemble's arrays between the metrics' grid-major (T, E, ...) and the file's (E, T, ...)."""
+        if not self.metrics.members:
+            return dict(arrays)
+        src, dst = (1, 0) if to_front else (0, 1)
+        return {k: v if k in MEMBERLESS_KEYS else np.moveaxis(v, src, dst) for k, v in arrays.items()}
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
         """Flush, write ``series/<name>.npz``, finalise the logger; returns the arrays."""

@@ -223,6 +223,8 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
     for key, value in vars(cfg.limits).items():
         _finite(float(value), f"limits.{key}", positive=True)
     _finite(cfg.checkpoint.every_s, "checkpoint.every_s", positive=True)
+    if cfg.ensemble.size < 1:
+        raise ConfigError(f"ensemble.size: must be >= 1 (1: one net), got {cfg.ensemble.size}")
 
 
 def check_fixed_step(cfg: TrainConfig, lam_max: float, lam_where: str) -> None:

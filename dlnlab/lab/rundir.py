@@ -31,6 +31,7 @@ import numpy as np
 from dlnlab._util import jsonable, warn
 from dlnlab.lab import signals
 from dlnlab.lab.errors import ConfigError
+from dlnlab.metrics import member_arrays, members_of
 
 __all__ = [
     "claim_directory",
@@ -201,12 +202,15 @@ def format_lr(lr: float) -> str:
 
 @dataclass
 class Series:
-    """One series of a run: its arrays (rows cut to a common length) and its summary entry."""
+    """One series of a run: its arrays (rows cut to a common length) and its summary entry. An
+    ensemble's series: ``arrays`` are member 0's (what the single-run figures draw) and ``members``
+    holds every member's, member axis first (E, T, ...)."""
 
     name: str
     lr: float | None
     arrays: dict[str, np.ndarray]
     entry: dict = field(default_factory=dict)
+    members: dict[str, np.ndarray] | None = None
 
     @property
     def is_flow(self) -> bool:
@@ -357,7 +361,9 @@ def load_run(run_dir: str | Path) -> RunData:
         if name != "flow" and lr is None:
             continue  # not a series of this lab
         path = run_dir / "series" / f"{name}.npz"
-        arrays = _cut_rows(_load_npz(path)) if path.exists() else {}
-        series[name] = Series(name, None if name == "flow" else float(lr), arrays, entry)
+        arrays = _load_npz(path) if path.exists() else {}
+        ensemble = arrays if members_of(arrays) else None
+        arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
+        series[name] = Series(name, None if name == "flow" else float(lr), arrays, entry, ensemble)
     order = sorted(series.values(), key=lambda s: (not s.is_flow, -(s.lr or 0.0)))
     return RunData(run_dir, problem, summary, {s.name: s for s in order})

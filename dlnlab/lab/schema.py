@@ -50,6 +50,7 @@ __all__ = [
     "LogConfig",
     "LimitsConfig",
     "CheckpointConfig",
+    "EnsembleConfig",
     "TrainConfig",
     "typed_config",
     "to_plain",
@@ -201,6 +202,13 @@ class CheckpointConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """B copies of the run that differ in their init and minibatch seeds, stepped together as one batch."""
+
+    size: int = 1  # 1: one net (series files without a member axis)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = MISSING
@@ -210,6 +218,7 @@ class TrainConfig:
     log: LogConfig = field(default_factory=LogConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     # A Lightning logger ({_target_: ..., options}; conf/logger/), made per series; null: none.
     logger: Any = None
     # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also

@@ -21,10 +21,11 @@ from dlnlab._util import warn
 from dlnlab.lab import signals
 from dlnlab.lab.budget import time_per_step
 from dlnlab.lab.callbacks import GridPoint, GridPointCallback
+from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
-from dlnlab.metrics import SeriesMetrics, theta_rows
+from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
 from dlnlab.network import Layout
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
@@ -156,7 +157,7 @@ def run_flow(
         entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
         warn(f"flow: {entry['message']}")
     n_flow = 0 if res is None else len(res.t)
-    flow_at = torch.full((len(all_t), ctx.layout.n_weights), float("nan"), dtype=torch.float64)
+    flow_at = torch.full((len(all_t), *plan.theta0.shape), float("nan"), dtype=torch.float64)
     if n_flow:
         flow_at[:n_flow] = res.theta.cpu()
     if previous is not None and entry["status"] == Status.OK:
@@ -168,7 +169,7 @@ def run_flow(
     rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         arrays = rec.close()
-        _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at)
+        _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at, plan.seeds.members)
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
     return entry, arrays, flow_at
 
@@ -180,7 +181,7 @@ def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
     diff = 0.0
     if theta is not None:
         now = flow_at[torch.searchsorted(all_t, grid)][torch.as_tensor(rows)]
-        theta = torch.as_tensor(theta)
+        theta = torch.as_tensor(theta if theta.ndim == 2 else np.moveaxis(theta, 0, 1))  # an ensemble's
         diff = float((now - theta).abs().max())
         scale = float(theta.abs().max())
         if not diff <= 10 * (f.rtol * scale + f.atol):
@@ -192,19 +193,25 @@ def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
     return entry, arrays
 
 
-def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at) -> None:
+def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -> None:
     t = arrays.get("t", np.zeros(0))
+    ensemble = members_of(arrays)
     entry.update(
         diverged=False,
         t_stop=float(t[-1]) if len(t) else 0.0,
         step_stop=None,
-        final_loss=float(arrays["loss"][-1]) if len(t) else None,
+        final_loss=float(arrays["loss"][-1]) if len(t) and not ensemble else None,
         nfe=None if res is None else res.nfe,
         njev=None if res is None else res.njev,
         wall_time_s=time.perf_counter() - t0,
         max_dist_to_flow=0.0,
         plateaus=[],
     )
+    if ensemble:
+        for e in finish_flow_members(entry, arrays, rtol, member_seeds):
+            warn(f"flow: member {e}: {entry['members'][e]['message']}")
+            flow_at[:, e] = float("nan")  # no reference for that member's SGD series
+        return
     if entry["status"] == Status.OK and len(t):
         rise = flow_loss_rise(arrays["loss"], t, rel_tol=max(1e-6, 1e3 * rtol))
         if rise is not None:
@@ -240,11 +247,13 @@ def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry):
 
 
 def _blowup_norm(plan: Plan) -> float:
-    """blowup x (||theta0|| + ||theta|| of a balanced global minimum, sqrt(h sum_k m_k^(2/h)))."""
+    """blowup x (||theta0|| + ||theta|| of a balanced global minimum, sqrt(h sum_k m_k^(2/h))); an
+    ensemble: the largest member's ||theta0||."""
     lay = Layout(tuple(plan.cfg.model.dims))
     k = min(plan.problem.n_modes, lay.r_max)
     balanced = math.sqrt(lay.depth * sum(float(m) ** (2 / lay.depth) for m in plan.problem.modes[:k]))
-    return plan.cfg.sgd.blowup * (float(torch.linalg.vector_norm(plan.theta0)) + balanced)
+    start = float(torch.linalg.vector_norm(plan.theta0, dim=-1).max())
+    return plan.cfg.sgd.blowup * (start + balanced)
 
 
 def run_sgd(
@@ -278,15 +287,18 @@ def run_sgd(
     t0 = time.perf_counter()
     entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
     prev = signal.getsignal(signal.SIGINT)
+    member_diverged: dict = {}
     try:
         outcome = train_series(
             plan.device_problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
             batch_size=s.batch_size, sampling=s.sampling.name, momentum=s.momentum,
-            seed=plan.seeds.sgd, blowup_norm=_blowup_norm(plan), progress=ctx.progress,
+            seed=plan.seeds.sgd_seeds if plan.seeds.members else plan.seeds.sgd,
+            blowup_norm=_blowup_norm(plan), progress=ctx.progress,
             chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
             checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None, device=plan.device,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
+        member_diverged = outcome.member_diverged
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted", steps=None)
     except Exception as err:  # noqa: BLE001 - one failing series must not end the run
@@ -308,7 +320,13 @@ def run_sgd(
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
             warn(f"{name}: {entry['message']}")
         levels = plan.problem.plateau_levels(ctx.layout.r_max)
-        finish_sgd_entry(entry, arrays, tau, levels, plan.gd_threshold, flow_final)
+        if plan.seeds.members and arrays:
+            finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
+            finish_sgd_members(
+                entry, arrays, tau, levels, plan.gd_threshold, finals, member_diverged, plan.seeds.members
+            )
+        else:
+            finish_sgd_entry(entry, arrays, tau, levels, plan.gd_threshold, flow_final)
         entry["wall_time_s"] = time.perf_counter() - t0
     if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
         warn(f"{name}: {entry['status']}: {entry['message']}")

@@ -283,7 +283,8 @@ def format_table(summary: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     plateaus = summary["series"].get("flow", {}).get("plateaus") or []
     if plateaus:
-        lines.append("plateaus of the flow:")
+        ens = summary["series"].get("flow", {}).get("ensemble")
+        lines.append("plateaus of the flow (member 0):" if ens else "plateaus of the flow:")
     for p in plateaus:
         exit_ = (
             ""
@@ -300,6 +301,18 @@ def format_table(summary: dict) -> str:
         if delays:
             parts = [f"mode {d['mode']} {fmt(d.get('delay'))}" for d in delays]
             lines.append(f"plateau exit delay vs flow, {name}: {', '.join(parts)}")
+    for name, e in summary["series"].items():
+        ens = e.get("ensemble") or {}
+        if ens:
+            fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
+            dist = (
+                "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
+            )
+            statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
+            lines.append(
+                f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
+                f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}{dist}; {statuses}"
+            )
     lines.append(
         f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlnlab.descent import GDStepper, MinibatchSampler, time_per_step
+from dlnlab.descent import EnsembleSampler, GDStepper, MinibatchSampler, time_per_step
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.lab.rundir import atomic_path
@@ -90,7 +90,10 @@ class SGDModule(L.LightningModule):
     The stepper works on a contiguous copy theta of the masked weights (the blocks of a dense A are
     strided, which costs the small matmuls a few percent) and theta is written back into A after every
     chunk (one scatter). Off-mask entries of A are never touched. Snapshots (step, theta) are taken at
-    ``snapshot_steps``; ``new_snapshots`` holds those of the last chunk.
+    ``snapshot_steps``; ``new_snapshots`` holds those of the last chunk. An ensemble (``net.members``)
+    steps all its members at once, each with its own minibatch seed (``seed``: one per member); a
+    member that diverges is recorded in ``member_diverged`` and the others go on (the series stops
+    when every member has diverged).
     """
 
     def __init__(
@@ -103,7 +106,7 @@ class SGDModule(L.LightningModule):
         blowup_norm: float = math.inf,
         batch_size: int | None = None,
         sampling: str = "with_replacement",
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         series_name: str = "sgd",
         step_to_grid: dict[int, int] | None = None,
     ) -> None:
@@ -112,7 +115,11 @@ class SGDModule(L.LightningModule):
         self._log_hyperparams = False  # the lab logs the run's hparams itself, once, at the end
         self.series_name = series_name
         self.net, self.problem, self.lr, self.momentum = net, problem, float(lr), float(momentum)
-        sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
+        if net.members:
+            seeds = [seed] * net.members if isinstance(seed, int) else list(seed)
+            sampler = EnsembleSampler(problem.n_samples, batch_size, sampling, seeds)
+        else:
+            sampler = MinibatchSampler(problem.n_samples, batch_size, sampling, seed)
         self.stepper = GDStepper(problem, net.layout, net.theta(), lr, momentum, sampler)
         self.tau = self.stepper.tau
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
@@ -120,9 +127,11 @@ class SGDModule(L.LightningModule):
         self.blowup_norm = blowup_norm
         self.new_snapshots: list[tuple[int, Tensor]] = []
         self.diverged: tuple[int, str] | None = None
+        self.member_diverged: dict[int, tuple[int, str]] = {}  # member -> (step, why) in an ensemble
         self.interrupted = False
         self._next_snap = 0
-        self._flat_a, self._theta_index = net.A.detach().view(-1), net.layout.theta_index
+        self._flat_a = net.A.detach().view(*net.A.shape[:-2], -1)  # (n^2,) or (E, n^2)
+        self._theta_index = net.layout.theta_index
         self._take_snapshots_upto(0)
 
     @property
@@ -143,10 +152,19 @@ class SGDModule(L.LightningModule):
         while self._next_snap < len(snaps) and snaps[self._next_snap] <= k:
             if snaps[self._next_snap] == k:
                 self.new_snapshots.append((k, self.stepper.theta.clone()))
-                why = self.stepper.divergence(self.blowup_norm)
-                if why is not None:
-                    self.diverged = (k, why)
+                self._check_divergence(k)
             self._next_snap += 1
+
+    def _check_divergence(self, k: int) -> None:
+        if not self.net.members:
+            why = self.stepper.divergence(self.blowup_norm)
+            if why is not None:
+                self.diverged = (k, why)
+            return
+        for e, why in self.stepper.member_divergence(self.blowup_norm).items():
+            self.member_diverged.setdefault(e, (k, why))
+        if len(self.member_diverged) == self.net.members:
+            self.diverged = (k, f"every one of the {self.net.members} members diverged")
 
     @torch.no_grad()
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -157,7 +175,9 @@ class SGDModule(L.LightningModule):
             nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
             self.stepper.advance(min(max(nxt, self.step_count + 1), end) - self.step_count)
             self._take_snapshots_upto(self.step_count)
-        self._flat_a.index_copy_(0, self._theta_index, self.stepper.theta)  # A holds the weights again
+        self._flat_a.index_copy_(
+            self._flat_a.ndim - 1, self._theta_index, self.stepper.theta
+        )  # A holds them again
         if signals.received() is not None:
             self.interrupted = True
         if self.diverged is not None or self.interrupted:
@@ -166,7 +186,9 @@ class SGDModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = self.stepper.state_dict()
         state.pop("optimizer", None)  # Lightning saves the optimizer itself
-        checkpoint["dlnlab"] = {"stepper": state, "next_snapshot": self._next_snap}
+        checkpoint["dlnlab"] = {
+            "stepper": state, "next_snapshot": self._next_snap, "member_diverged": self.member_diverged,
+        }  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["dlnlab"]
@@ -174,6 +196,7 @@ class SGDModule(L.LightningModule):
         self.stepper.steps = int(state["stepper"]["steps"])
         self.stepper.sampler.load_state_dict(state["stepper"]["sampler"])
         self._next_snap = int(state["next_snapshot"])
+        self.member_diverged = dict(state.get("member_diverged", {}))
         self.new_snapshots = []
 
 
@@ -217,6 +240,7 @@ class SeriesOutcome:
     steps: int
     t_stop: float
     message: str
+    member_diverged: dict[int, tuple[int, str]] = field(default_factory=dict)  # an ensemble's
 
 
 def make_trainer(callbacks: list, logger=None, device: torch.device | None = None) -> L.Trainer:
@@ -258,7 +282,7 @@ def train_series(
     batch_size: int | None = None,
     sampling: str = "with_replacement",
     momentum: float = 0.0,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     blowup_norm: float = math.inf,
     progress=None,
     chunk: int = 2000,
@@ -302,9 +326,10 @@ def train_series(
         metrics.drain(module)
         k = metrics.last_step or 0
         return SeriesOutcome("interrupted", k, k * tau, "interrupted")
+    gone = module.member_diverged
     if module.diverged is not None:
         k, msg = module.diverged
-        return SeriesOutcome("diverged", k, k * tau, msg)
+        return SeriesOutcome("diverged", k, k * tau, msg, gone)
     if module.interrupted:
-        return SeriesOutcome("interrupted", module.step_count, module.step_count * tau, "interrupted")
-    return SeriesOutcome("ok", module.step_count, module.step_count * tau, "")
+        return SeriesOutcome("interrupted", module.step_count, module.step_count * tau, "interrupted", gone)
+    return SeriesOutcome("ok", module.step_count, module.step_count * tau, "", gone)

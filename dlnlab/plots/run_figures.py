@@ -226,7 +226,8 @@ def _error_figure(name: str, err: BaseException) -> Figure:
 
 
 def build_run_figures(run: RunData | str | Path, strict: bool = False) -> dict[str, Figure]:
-    """{name: Figure} for every figure of :data:`FIGURES`.
+    """{name: Figure} for every figure of :data:`FIGURES` (and, for an ensemble, of
+    :data:`dlnlab.plots.ensemble.ENSEMBLE_FIGURES`; the single-run figures then draw member 0).
 
     A figure that fails is replaced by a placeholder that names the error (a warning goes to stderr)
     unless ``strict``, which re-raises.
@@ -234,8 +235,13 @@ def build_run_figures(run: RunData | str | Path, strict: bool = False) -> dict[s
     if not isinstance(run, RunData):
         run = load_run(run)
     out = {}
+    figures = dict(FIGURES)
+    if any(s.members is not None for s in run.series.values()):
+        from dlnlab.plots.ensemble import ENSEMBLE_FIGURES
+
+        figures |= ENSEMBLE_FIGURES
     with style():
-        for name, fn in FIGURES.items():
+        for name, fn in figures.items():
             try:
                 out[name] = fn(run)
             except Exception as err:

@@ -267,6 +267,7 @@ def analyze_run_saddles(
     series: dict[str, dict],
     *,
     hessian_dense_max: int = DENSE_HESSIAN_MAX,
+    classify: bool = True,
 ) -> dict[str, SaddleLog]:
     """Plateaus and saddles of every series of a run; fills the summary entries, returns what to log.
 
@@ -275,6 +276,7 @@ def analyze_run_saddles(
     :class:`SaddleLog` per series. Never raises for a bad series (its plateaus are []).
     ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many
     weights in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
+    ``classify=False``: plateaus and exits only, no saddle classification.
     """
     layout = as_layout(dims)
     tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
@@ -284,7 +286,7 @@ def analyze_run_saddles(
     for name in names:
         arrays = series_arrays[name] or {}
         try:
-            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances)
+            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances, classify=classify)
         except Exception as err:  # noqa: BLE001
             warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
             results[name] = []

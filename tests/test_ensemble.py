@@ -1,0 +1,150 @@
+"""Ensembles (ensemble.size = E): one batched run equals E runs one by one, member for member."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import (
+    STORE_EVERYTHING_SIZE_GUIDANCE,
+    EventAccumulator,
+)
+from test_lab import TINY, make_cfg
+
+from dlnlab import init
+from dlnlab.lab.experiment import resume, run
+from dlnlab.lab.training import train_series
+from dlnlab.network import pack
+from dlnlab.problem import RegressionProblem
+
+BASE = [*TINY, "flow.t_max=2.0", "sgd.lrs=[0.04,0.02]", "sgd.batch_size=5"]
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ens") / "run"
+    res = run(make_cfg([*BASE, "ensemble.size=3", "logger=tensorboard", "log.figures=true"]), output_dir=out)
+    return out, res
+
+
+def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):
+    out, res = ensemble
+    assert res.exit_code == 0
+    n_grid = res["grid"]["n_grid"]
+    for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02"):
+        arr = np.load(out / "series" / f"{name}.npz")
+        assert arr["t"].shape == (n_grid,) and arr["loss"].shape == (3, n_grid)
+        assert arr["theta"].shape == (3, n_grid, 27) and arr["sv"].shape[:2] == (3, n_grid)
+        entry = res["series"][name]
+        assert len(entry["members"]) == 3 and entry["ensemble"]["size"] == 3
+        finals = [m["final_loss"] for m in entry["members"]]
+        assert entry["final_loss"] == pytest.approx(np.mean(finals))
+        np.testing.assert_allclose(finals, arr["loss"][:, -1], rtol=1e-15)
+    seeds = res["seeds"]["members"]
+    assert seeds[0]["init"] == res["seeds"]["init"] and len({m["init"] for m in seeds}) == 3
+    assert np.load(out / "problem.npz")["A0"].shape == (3, 12, 12)
+    assert (out / "figures" / "ensemble_loss.png").is_file()
+
+
+def test_any_member_rerun_alone_gives_the_same_series(ensemble, tmp_path):
+    out, res = ensemble
+    m = res["seeds"]["members"][2]
+    alone = run(
+        make_cfg([*BASE, f"init.seed={m['init']}", f"sgd.seed={m['sgd']}"]), output_dir=tmp_path / "one"
+    )
+    assert alone.exit_code == 0
+    for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02"):
+        ens, one = (
+            np.load(out / "series" / f"{name}.npz"),
+            np.load(tmp_path / "one" / "series" / f"{name}.npz"),
+        )
+        if name == "flow":  # lsoda member by member: the very same solve
+            np.testing.assert_array_equal(ens["theta"][2], one["theta"])
+        else:  # batched products against one net's: equal to rounding over this horizon
+            err = np.linalg.norm(ens["theta"][2] - one["theta"], axis=-1) / np.linalg.norm(
+                one["theta"], axis=-1
+            )
+            assert err.max() <= 1e-12, err.max()
+            np.testing.assert_allclose(ens["dist_to_flow"][2], one["dist_to_flow"], rtol=1e-9, atol=1e-14)
+
+
+def test_tensorboard_shows_the_mean_and_the_spread(ensemble):
+    out, _ = ensemble
+    arr = np.load(out / "series" / "sgd_lr_0.02.npz")
+    acc = EventAccumulator(
+        str(out / "tensorboard" / "sgd_lr_0.02"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {
+        "loss",
+        "loss@min",
+        "loss@q25",
+        "loss@median",
+        "loss@q75",
+        "loss@max",
+        "sgd/dist_to_flow@max",
+    } <= tags
+    for tag, reduce in (("loss", np.mean), ("loss@min", np.min), ("loss@max", np.max)):
+        got = {e.step: e.value for e in acc.Scalars(tag)}
+        want = reduce(arr["loss"], axis=0)
+        assert len(got) == len(want)
+        np.testing.assert_allclose([got[m] for m in range(len(want))], want, rtol=1e-6)  # float32 events
+
+
+def test_a_member_that_diverges_stops_alone():
+    problem = RegressionProblem.teacher([2.0, 1.0], 4, 2, 20, seed=0)
+    dims = (4, 3, 3, 2)
+    theta0 = torch.stack([pack(init.gaussian(dims, s, seed=k)) for k, s in enumerate((0.3, 3.0, 0.3))])
+
+    class Sink:
+        def record(self, *a, **k):
+            pass
+
+        def flush(self):
+            pass
+
+    out = train_series(problem, dims, theta0, lr=0.2, dt=0.2, n_grid=11, recorder=Sink(), blowup_norm=50.0)
+    assert out.status == "ok" and out.steps == 10 and set(out.member_diverged) == {1}
+    assert "member 1" in out.member_diverged[1][1]
+
+
+def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
+    """SIGTERM (a real one, to this process) during the second series, then resume(run dir)."""
+    args = [*BASE, "ensemble.size=2", "sgd.lrs=[0.04,0.0005]", "sgd.momentum=0.5"]
+    whole = run(make_cfg(args), output_dir=tmp_path / "whole")
+    out = tmp_path / "killed"
+
+    def kill_when_running() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if json.loads((out / "summary.json").read_text()).get("stage") == "sgd_lr_0.0005":
+                    time.sleep(0.3)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    killed = run(make_cfg(args), output_dir=out)
+    killer.join()
+    assert killed.exit_code == 143 and killed["series"]["sgd_lr_0.0005"]["status"] == "interrupted"
+    done = resume(out)
+    assert (
+        done.exit_code == 0
+        and done["resumed"][0]["series"]["sgd_lr_0.0005"] == "continued from its checkpoint"
+    )
+    for name in whole["series"]:
+        a, b = np.load(tmp_path / "whole" / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")
+        assert set(a.files) == set(b.files)
+        for key in {"theta", "loss", "t", "step", "dist_to_flow"} & set(a.files):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
