@@ -148,3 +148,18 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
         assert set(a.files) == set(b.files)
         for key in {"theta", "loss", "t", "step", "dist_to_flow"} & set(a.files):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+
+
+def test_the_spread_tags_are_numpys_nan_quantiles():
+    from dlnlab.lab.logging import ENSEMBLE_STATS, _nanmean, _nanquantiles
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 9, 5))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[:, :, 3] = np.nan  # a tag no member has here (off the analysis grid)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        want = [np.nanquantile(x, q, axis=1) for q in ENSEMBLE_STATS.values()]
+    for got, ref in zip(_nanquantiles(x), want):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-15)
+    with pytest.warns(RuntimeWarning):
+        np.testing.assert_allclose(_nanmean(x), np.nanmean(x, axis=1), rtol=1e-15)
