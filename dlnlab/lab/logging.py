@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import math
 import pickle
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
