@@ -15,13 +15,13 @@ from dlnlab.lab.prepare import prepare
 from dlnlab.metrics import theta_rows
 
 
-def test_auto_takes_lsoda_on_the_figure1_net_and_cvode_on_a_wide_one():
+def test_auto_takes_lsoda_on_the_figure1_net_cvode_on_a_wide_one_rk45_on_a_short_horizon():
     # what was measured (docs/benchmarks/flow.md): Figure 1, lsoda 0.57 s, cvode 1.2 s, dopri5 8 s;
     # width 64, depth 5, t = 100: cvode 1.5 s, dopri5 12.6 s, lsoda (a 20480^2 Jacobian) minutes
     plan = prepare(make_cfg(["sgd.lrs=[]"]))
     assert plan.flow_choice.asked == "auto" and plan.flow_choice.method == "lsoda"
     est = plan.flow_choice.estimates_s
-    assert est["lsoda"] < est["cvode"] < est["dopri5"], est
+    assert est["lsoda"] < est["cvode"] < est["rk45"], est
     assert plan.solver.method == "lsoda" and "cheapest by the cost model" in plan.flow_choice.why
     wide = [
         "model.dims=[64,64,64,64,64,64]",
@@ -31,7 +31,11 @@ def test_auto_takes_lsoda_on_the_figure1_net_and_cvode_on_a_wide_one():
     ]
     big = prepare(make_cfg(wide))
     assert big.flow_choice.method == "cvode" and "lsoda" not in big.flow_choice.estimates_s
-    assert big.flow_choice.estimates_s["dopri5"] > 2 * big.flow_choice.estimates_s["cvode"]
+    assert big.flow_choice.estimates_s["rk45"] > 2 * big.flow_choice.estimates_s["cvode"]
+    short = prepare(make_cfg([*wide[:2], "flow.t_max=3", "sgd.lrs=[]"]))  # not stiff yet: explicit wins
+    assert short.flow_choice.method == "rk45", short.flow_choice
+    ensemble = prepare(make_cfg(["ensemble.size=64", "flow.t_max=20", "sgd.lrs=[]"])).flow_choice
+    assert ensemble.method == "dopri5", ensemble  # torchode's per-member steps, measured 11.5x
     named = prepare(make_cfg(["flow=dopri5", "sgd.lrs=[]"]))
     assert named.flow_choice.method == "dopri5" and named.flow_choice.why == "chosen in the config"
 
@@ -62,6 +66,15 @@ def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
     assert off.points == 0
     wide = prepare(make_cfg(["model.dims=[256,256,256]", "data.n_samples=256", "sgd.lrs=[]"])).analysis
     assert wide.kind == "lanczos" and "Lanczos" in wide.why
+    assert prepare(make_cfg([])).analysis.saddles == "all"  # Figure 1: every series' saddles classified
+    big = [
+        "model.dims=[256,256,256,256,256,256,256,256,256]",
+        "data.n_samples=256",
+        "flow.t_max=5",
+        "sgd.lrs=[0.01]",
+    ]
+    huge = prepare(make_cfg(big)).analysis  # 33 s a plateau against a 40 s run: none
+    assert huge.saddles == "none" and "a quarter of the run" in huge.saddles_why
 
 
 def test_theta_on_a_sub_grid_above_its_size_limit(tmp_path):

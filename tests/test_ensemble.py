@@ -117,7 +117,7 @@ def test_a_member_that_diverges_stops_alone():
 
 def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
     """SIGTERM (a real one, to this process) during the second series, then resume(run dir)."""
-    args = [*BASE, "ensemble.size=2", "sgd.lrs=[0.04,0.0005]", "sgd.momentum=0.5"]
+    args = [*BASE, "ensemble.size=2", "sgd.lrs=[0.04,0.0001]", "sgd.momentum=0.5"]
     whole = run(make_cfg(args), output_dir=tmp_path / "whole")
     out = tmp_path / "killed"
 
@@ -125,7 +125,7 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if json.loads((out / "summary.json").read_text()).get("stage") == "sgd_lr_0.0005":
+                if json.loads((out / "summary.json").read_text()).get("stage") == "sgd_lr_0.0001":
                     time.sleep(0.3)
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
@@ -137,11 +137,11 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
     killer.start()
     killed = run(make_cfg(args), output_dir=out)
     killer.join()
-    assert killed.exit_code == 143 and killed["series"]["sgd_lr_0.0005"]["status"] == "interrupted"
+    assert killed.exit_code == 143 and killed["series"]["sgd_lr_0.0001"]["status"] == "interrupted"
     done = resume(out)
     assert (
         done.exit_code == 0
-        and done["resumed"][0]["series"]["sgd_lr_0.0005"] == "continued from its checkpoint"
+        and done["resumed"][0]["series"]["sgd_lr_0.0001"] == "continued from its checkpoint"
     )
     for name in whole["series"]:
         a, b = np.load(tmp_path / "whole" / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")

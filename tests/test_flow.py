@@ -148,13 +148,14 @@ def test_mode_event_with_a_plain_function(method):
     assert abs(half_mode(problem, dims, res.theta_event)) <= 1e-8
 
 
-def test_aligned_h2_closed_form():
+@pytest.mark.parametrize("method", ["lsoda", "rk45", "cvode"])
+def test_aligned_h2_closed_form(method):
     s, u0 = 3.0, 1e-3
     problem = _single_mode_problem(s)
     dims = [3, 2, 2]
     theta0 = pack(init.aligned(dims, problem, u0=u0, seed=0))
     t_eval = torch.linspace(0, 1.5, 16, dtype=torch.float64)
-    res = integrate(problem, dims, theta0, t_eval, Solver("lsoda", rtol=1e-10, atol=1e-12))
+    res = integrate(problem, dims, theta0, t_eval, Solver(method, rtol=1e-10, atol=1e-12))
     u = problem.mode_strength(product(unpack(res.theta, dims)))[:, 0]
     exact = s * u0 * torch.exp(2 * s * t_eval) / (s - u0 + u0 * torch.exp(2 * s * t_eval))
     assert float(u[10]) == pytest.approx(0.3557125, rel=1e-6)  # t = 1
@@ -243,7 +244,7 @@ def test_convergence_event(method):
 # 6. Failures keep the partial trajectory
 
 
-@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "rk4", "cvode"])
+@pytest.mark.parametrize("method", ["dopri5", "lsoda", "bdf", "rk4", "cvode", "rk45"])
 def test_budget_failure_keeps_partial_result(small, method):
     problem, dims, theta0 = small
     t_eval = time_grid(10.0, dt=0.01)  # 1001 points: several torchdiffeq chunks
@@ -405,14 +406,14 @@ def test_result_fields_and_progress(small):
     assert torch.get_num_threads() >= 1
 
 
-@pytest.mark.parametrize("method", ["lsoda", "dopri5", "cvode"])
+@pytest.mark.parametrize("method", ["lsoda", "dopri5", "cvode", "rk45"])
 def test_stop_ends_the_solve_with_every_point_so_far(small, method):
     """stop() (the lab's signals) and Ctrl+C end a solve as FlowInterrupted with its outputs kept."""
     problem, dims, theta0 = small
     t_eval = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
     calls, after = (
         [],
-        {"lsoda": 60, "dopri5": 20, "cvode": 60}[method],
+        {"lsoda": 60, "dopri5": 20, "cvode": 60, "rk45": 60}[method],
     )  # steps, chunks, points and every 50 nfe
 
     def stop():

@@ -37,7 +37,7 @@ def test_the_member_norm_is_the_largest_member_rms():
     assert batch_solver(Solver("lsoda")) == Solver("lsoda")
 
 
-@pytest.mark.parametrize("method", ["dopri5", "dopri8", "lsoda", "cvode"])
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "lsoda", "cvode", "rk45"])
 def test_each_member_is_within_tolerance_of_its_exact_flow(batch, reference, method):
     problem, thetas, t = batch
     solver = Solver(method, rtol=1e-9, atol=1e-11)
@@ -70,3 +70,34 @@ def test_torchode_budget_and_progress(batch):
     assert "torchode" in res.method and seen[-1] == pytest.approx(float(t[-1]))
     with pytest.raises(FlowSolverError, match="budget"):
         integrate(problem, DIMS, thetas, t, Solver("dopri5", max_nfe=res.nfe // 2))
+
+
+def test_rk45_takes_the_same_steps_as_scipys_rk45(batch):
+    """dlnlab's rk45 is scipy's RK45 (same tableau, controller and initial step) with another memory
+    layout: the same number of evaluations and the same states to rounding."""
+    import numpy as np
+    import scipy.integrate
+
+    problem, thetas, t = batch
+    ours = integrate(problem, DIMS, thetas[1], t, Solver("rk45", rtol=1e-8, atol=1e-10))
+    nfe = [0]
+
+    def field(tt, y):
+        nfe[0] += 1
+        return (-problem.gradient_theta(torch.from_numpy(y), DIMS)).numpy()
+
+    ref = scipy.integrate.solve_ivp(
+        field, (0.0, float(t[-1])), thetas[1].numpy(), method="RK45", t_eval=t.numpy(), rtol=1e-8, atol=1e-10
+    )
+    assert abs(ours.nfe - nfe[0]) <= 2, (ours.nfe, nfe[0])
+    assert np.abs(ours.theta.numpy() - ref.y.T).max() <= 1e-9
+
+
+def test_rk45_takes_no_events(batch):
+    from _helpers import bad_argument
+
+    from dlnlab.flow import LossLevel
+
+    problem, thetas, t = batch
+    with bad_argument("events", "takes no events"):
+        integrate(problem, DIMS, thetas[0], t, Solver("rk45"), events=[LossLevel(0.1)])

@@ -1,6 +1,6 @@
 """The exact gradient flow dtheta/dt = -grad L(theta) on the packed masked weights theta.
 
-Three families of integrators, chosen explicitly by a :class:`Solver` (diffrax style):
+Four families of integrators, chosen explicitly by a :class:`Solver` (diffrax style):
 
 * torchdiffeq (``TORCHDIFFEQ_ADAPTIVE``, ``TORCHDIFFEQ_FIXED``): ``torchdiffeq.odeint`` called in chunks
   of ``CHUNK_POINTS`` output points, each chunk continuing from the last state (and, for adaptive
@@ -10,6 +10,8 @@ Three families of integrators, chosen explicitly by a :class:`Solver` (diffrax s
   Jacobian -Hessian(theta) (dense p x p, on theta only) and ``t_eval``.
 * SUNDIALS (``SUNDIALS``: ``cvode``): CVODE's BDF with GMRES on exact Hessian-vector products, the
   stiff path without a p x p matrix (``_sundials.py``).
+* dlnlab's own ``rk45`` (``NATIVE``): Dormand-Prince 5(4) with contiguous stages, for wide nets where
+  torchdiffeq's per-step vector work costs more than the gradients (``_rk45.py``).
 
 A batch of initial states (B, p) keeps each member under its own error control (``_batch.py``):
 dopri5 through torchode (per-member steps), the other adaptive torchdiffeq methods as one system
@@ -38,6 +40,7 @@ from torch import Tensor
 
 from dlnlab.errors import ArgumentError
 from dlnlab.flow._batch import TORCHODE_METHODS, batch_solver, integrate_members, integrate_torchode
+from dlnlab.flow._rk45 import integrate_rk45
 from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
 from dlnlab.flow._scipy import integrate_scipy
 from dlnlab.flow._sundials import integrate_cvode
@@ -52,6 +55,7 @@ from dlnlab.flow.solver import (
     DEFAULT_RTOL,
     EXPLICIT_ADAMS_MAX_ORDER,
     METHODS,
+    NATIVE,
     SCIPY_STIFF,
     SUNDIALS,
     TORCHDIFFEQ_ADAPTIVE,
@@ -64,7 +68,7 @@ from dlnlab.problem import RegressionProblem
 from dlnlab.trajectory import Trajectory
 
 __all__ = [
-    "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "SUNDIALS", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
+    "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "SUNDIALS", "NATIVE", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "LossLevel",
     "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate",
 ]  # fmt: skip
@@ -160,8 +164,14 @@ def integrate(
         )
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
+    if events and solver.family == "dlnlab":
+        raise ArgumentError(
+            "events", f"{solver.method} takes no events; use dopri5, lsoda or cvode for events"
+        )
     with _one_thread(), torch.no_grad():
         if not batched:
+            return _solve(problem, layout, theta0, t, solver, events, progress, stop)
+        if solver.family == "dlnlab":  # rk45 keeps each member's error control itself
             return _solve(problem, layout, theta0, t, solver, events, progress, stop)
         if solver.method in TORCHODE_METHODS:
             return integrate_torchode(problem, layout, theta0, t, solver, progress, stop)
@@ -192,6 +202,8 @@ def _solve(problem, layout, theta0, t, solver, events, progress, stop) -> Trajec
             return integrate_scipy(state, stop)
         if solver.family == "sundials":
             return integrate_cvode(state, stop)
+        if solver.family == "dlnlab":
+            return integrate_rk45(state, stop)
         return integrate_torchdiffeq(state, stop)
     except KeyboardInterrupt as exc:
         if isinstance(exc, FlowInterrupted):

@@ -13,14 +13,15 @@ from dlnlab.errors import ArgumentError
 __all__ = [
     "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "as_solver",
-    "positive_float", "SUNDIALS",
+    "positive_float", "SUNDIALS", "NATIVE",
 ]  # fmt: skip
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")  # need step_size
 SCIPY_STIFF = ("bdf", "radau", "lsoda")  # scipy with the exact Jacobian -Hessian(theta)
 SUNDIALS = ("cvode",)  # BDF, Newton-Krylov with exact Hessian-vector products: no p x p matrix
-METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS
+NATIVE = ("rk45",)  # dlnlab's own Dormand-Prince with contiguous stages (wide nets: flow/_rk45.py)
+METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS + NATIVE
 
 # Chosen by scripts/bench_flow.py (docs/benchmarks/flow.md). On the stiff benchmark (Fig.-1 net,
 # s = [10, 6, 3, 1], t_max = 300) LSODA with the exact Jacobian is the fastest method at every accuracy
@@ -45,6 +46,7 @@ _SCIPY_OPTIONS = {
     "radau": frozenset({"first_step", "max_step"}),
     "lsoda": frozenset({"first_step", "min_step", "max_step", "lband", "uband"}),
     "cvode": frozenset({"first_step", "min_step", "max_step", "max_order", "krylov_dim", "max_num_steps"}),
+    "rk45": frozenset({"first_step", "max_step"}),
 }
 
 
@@ -133,15 +135,17 @@ class Solver:
 
     @property
     def family(self) -> str:
-        """``"torchdiffeq"``, ``"scipy"`` or ``"sundials"``."""
+        """``"torchdiffeq"``, ``"scipy"``, ``"sundials"`` or ``"dlnlab"`` (rk45)."""
         if self.method in SUNDIALS:
             return "sundials"
+        if self.method in NATIVE:
+            return "dlnlab"
         return "scipy" if self.method in SCIPY_STIFF else "torchdiffeq"
 
     @property
     def on_cpu_only(self) -> bool:
         """scipy's and SUNDIALS' solvers step numpy arrays on the CPU."""
-        return self.family != "torchdiffeq"
+        return self.family in ("scipy", "sundials")
 
 
 def as_solver(solver) -> Solver:

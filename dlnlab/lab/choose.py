@@ -10,10 +10,11 @@ nominal, its ratios are what choose. The fitted evaluation counts are in ``docs/
 * ``flow.method=auto`` takes the cheapest of: LSODA with the exact dense Jacobian (about
   100 (1 + t_max)^0.6 evaluations and 10 + 0.3 t_max Jacobians, each a p x p Hessian and its LU
   factorisation), CVODE with GMRES on Hessian-vector products (about as many evaluations as LSODA,
-  plus 1.3 Hessian-vector products per evaluation at 2.5 gradients each, no p x p matrix), and dopri5
-  (max(600, 2.5 lambda_max t_max) evaluations: its steps are bounded by its stability on the stiffest
-  learnt mode). On a GPU it is dopri5 (the stiff solvers step numpy arrays on the CPU). An ensemble of
-  B members runs LSODA and CVODE member by member and dopri5 batched (torchode, per-member steps).
+  plus 1.3 Hessian-vector products per evaluation at 2.5 gradients each, no p x p matrix), and an
+  explicit Dormand-Prince (max(600, 2.5 lambda_max t_max) evaluations: its steps are bounded by its
+  stability on the stiffest learnt mode): dlnlab's rk45 for one net, torchode's dopri5 (per-member
+  steps) for an ensemble, whose LSODA and CVODE run member by member. On a GPU it is the explicit one
+  (the stiff solvers step numpy arrays on the CPU).
 * The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the run.
 * A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from dlnlab.flow import SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
+from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
 from dlnlab.network import Layout
 
 __all__ = [
@@ -43,10 +44,15 @@ FLOP_RATE = 40e9  # float64 matrix products, one thread
 LU_RATE, EIG_RATE = 10e9, 30e9  # LAPACK's LU and symmetric eigensolver at the sizes they run at here
 HESSIAN_BLOCK_S = 20e-6  # the closed-form Hessian's h^2 block einsums
 HVP_GRADIENTS = 2.5  # one Hessian-vector product costs about 2.5 gradients
-STEP_OVERHEAD_S = {"lsoda": 30e-6, "cvode": 30e-6, "dopri5": 130e-6}  # the solvers' own per-evaluation cost
+# the solvers' own cost per evaluation: a fixed part, and a part per weight (their vector work; torchdiffeq
+# keeps its stages as the last axis of a (p, 7) tensor: 31 ms per evaluation at p = 524,288, against 2.5 ms
+# for dlnlab's rk45, flow/_rk45.py)
+STEP_OVERHEAD_S = {"lsoda": 30e-6, "cvode": 30e-6, "rk45": 40e-6, "dopri5": 140e-6}
+STEP_OVERHEAD_PER_WEIGHT_S = {"lsoda": 5e-9, "cvode": 1e-8, "rk45": 5e-9, "dopri5": 6e-8}
 EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T = 600, 2.5
 CVODE_JV_PER_NFE = 1.3
 LANCZOS_ITERS = 80  # dlnlab.analysis.lanczos_extremes' cap
+MEMORY_RATE = 10e9  # bytes per second of a memory-bound pass (gemv over many vectors)
 RUN_OVERHEAD_S, SERIES_OVERHEAD_S = 3.0, 0.5  # measured: the tiny run takes about 5 s in all
 
 
@@ -81,17 +87,25 @@ def explicit_nfe(lam_max: float, t_max: float) -> float:
     return max(EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T * lam_max * t_max)
 
 
+def overhead_seconds(method: str, weights: int) -> float:
+    """The solver's own cost per evaluation on a state of ``weights`` numbers."""
+    return STEP_OVERHEAD_S[method] + STEP_OVERHEAD_PER_WEIGHT_S[method] * weights
+
+
 def method_seconds(method: str, layout: Layout, lam_max: float, t_max: float, members: int = 1) -> float:
     """Nominal seconds of the flow with ``method`` (an ensemble: stiff methods member by member,
-    dopri5 as one batch with per-member steps)."""
-    g = gradient_seconds(layout)
+    dopri5 as one batch with per-member steps, rk45 as one batch with shared steps)."""
+    g, p = gradient_seconds(layout), layout.n_weights
     if method == "lsoda":
-        one = stiff_nfe(t_max) * (g + STEP_OVERHEAD_S["lsoda"]) + stiff_njev(t_max) * jacobian_seconds(layout)
+        nfe = stiff_nfe(t_max)
+        one = nfe * (g + overhead_seconds("lsoda", p)) + stiff_njev(t_max) * jacobian_seconds(layout)
         return members * one
     if method == "cvode":
         nfe = stiff_nfe(t_max)
-        return members * (nfe * (g + STEP_OVERHEAD_S["cvode"]) + CVODE_JV_PER_NFE * nfe * HVP_GRADIENTS * g)
-    return explicit_nfe(lam_max, t_max) * (gradient_seconds(layout, members) + STEP_OVERHEAD_S["dopri5"])
+        one = nfe * (g + overhead_seconds("cvode", p)) + CVODE_JV_PER_NFE * nfe * HVP_GRADIENTS * g
+        return members * one
+    nfe = explicit_nfe(lam_max, t_max)
+    return nfe * (gradient_seconds(layout, members) + overhead_seconds(method, p * members))
 
 
 @dataclass(frozen=True)
@@ -112,9 +126,10 @@ def choose_flow(cfg, lam_max: float) -> FlowChoice:
         return FlowChoice(asked, asked, "chosen in the config", {})
     layout = Layout(tuple(cfg.model.dims))
     p, t_max, members = layout.n_weights, cfg.flow.t_max, ensemble_size(cfg)
-    est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in ("lsoda", "cvode", "dopri5")}
+    explicit = "dopri5" if members > 1 else "rk45"  # an ensemble: torchode's per-member steps
+    est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in ("lsoda", "cvode", explicit)}
     if cfg.device.startswith("cuda"):
-        return FlowChoice(asked, "dopri5", f"device={cfg.device}: the stiff solvers run on the CPU", est)
+        return FlowChoice(asked, explicit, f"device={cfg.device}: the stiff solvers run on the CPU", est)
     if p > SCIPY_MAX_WEIGHTS:
         del est["lsoda"]  # a dense p x p Jacobian is not even tried
     method = min(est, key=est.get)
@@ -133,6 +148,8 @@ class AnalysisChoice:
     kind: str  # dense (eigvalsh) or lanczos (warm-started, Hessian-vector products)
     seconds_per_point: float  # nominal
     why: str
+    saddles: str = "all"  # whose plateaus are classified: all, flow (the flow's only) or none
+    saddles_why: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,11 +161,21 @@ def analysis_seconds(layout: Layout, dense_max: int) -> tuple[str, float]:
     if p <= dense_max:
         return "dense", jacobian_seconds(layout) - (2.0 / 3.0) * p**3 / LU_RATE + 9.0 * p**3 / EIG_RATE
     hvps = LANCZOS_ITERS * HVP_GRADIENTS * gradient_seconds(layout)
-    return "lanczos", hvps + 4.0 * LANCZOS_ITERS**2 * p / FLOP_RATE  # plus the full reorthogonalisation
+    # the full reorthogonalisation reads the k basis vectors four times per step k: memory-bound
+    # (measured 5-10 s of the 15 s of one 80-step Lanczos at p = 524,288)
+    return "lanczos", hvps + 4.0 * LANCZOS_ITERS**2 / 2 * p * 8 / MEMORY_RATE
+
+
+def saddle_seconds(layout: Layout, dense_max: int) -> float:
+    """One plateau's classification: a Levenberg-Marquardt snap (about 100 gradients) and the Hessian's
+    extremes twice (critical.py), as measured: 33 s per plateau at p = 524,288."""
+    return 100 * gradient_seconds(layout) + 2 * analysis_seconds(layout, dense_max)[1]
 
 
 def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
-    """Curvature points per series within a quarter of the run (``run_seconds``: the rest of its work)."""
+    """Curvature points per series and which series' saddles are classified, together within a
+    quarter of the run (``run_seconds``: the rest of its work). The saddles come first (at most half of
+    that budget: all series, else the flow's, else none), the points take the rest."""
     asked = int(cfg.log.analysis_points)
     layout = Layout(tuple(cfg.model.dims))
     kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max)
@@ -158,10 +185,23 @@ def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
         else f"Lanczos on Hessian-vector products, warm-started, at most {LANCZOS_ITERS} products, "
         "stopping at Ritz residuals <= 1e-10 |lambda|"
     )
+    budget = run_seconds / 3  # analysis <= (analysis + rest) / 4
+    per_series = (min(cfg.model.dims) + 1) * saddle_seconds(layout, cfg.log.hessian_dense_max)
+    n_series = 1 + len(cfg.sgd.lrs)
+    if n_series * per_series <= budget / 2:
+        saddles, spent = "all", n_series * per_series
+    elif per_series <= budget / 2:
+        saddles, spent = "flow", per_series
+    else:
+        saddles, spent = "none", 0.0
+    saddles_why = (
+        f"classifying a series' plateaus costs about {per_series:.3g} s (nominal), against "
+        f"{budget:.3g} s for the whole analysis (a quarter of the run): {saddles}"
+    )
     if asked == 0:
-        return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0")
-    series = (1 + len(cfg.sgd.lrs)) * ensemble_size(cfg)
-    fit = int(run_seconds / 3 / max(series * cost, 1e-12))  # analysis <= (analysis + rest) / 4
+        return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0", saddles, saddles_why)
+    series = n_series * ensemble_size(cfg)
+    fit = int((budget - spent) / max(series * cost, 1e-12))
     points = min(asked, fit)
     if points < asked:
         why = (
@@ -170,7 +210,7 @@ def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
         )
     else:
         why = f"{asked} points per series, under a quarter of the run (nominal {cost:.3g} s each); {how}"
-    return AnalysisChoice(asked, points, kind, cost, why)
+    return AnalysisChoice(asked, points, kind, cost, why, saddles, saddles_why)
 
 
 def ensemble_size(cfg) -> int:
@@ -193,8 +233,9 @@ def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
 
     layout, members = Layout(tuple(cfg.model.dims)), ensemble_size(cfg)
     t_max = cfg.flow.t_max
-    if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE:
-        model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else "dopri5"
+    if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE + NATIVE:
+        model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else method
+        model = model if model in STEP_OVERHEAD_S else "dopri5"
         flow = method_seconds(model, layout, lam_max, t_max, members)
     else:
         flow = t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)

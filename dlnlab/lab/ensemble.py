@@ -100,7 +100,7 @@ def _aggregate(entry: dict, members: list[dict]) -> None:
 PLATEAU_KEYS = ("t_start", "t_end", "level", "modes_learnt", "exit_mode", "t_exit")
 
 
-def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_dense_max: int):
+def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_dense_max: int, classify=True):
     """Plateaus of every member of every series (member 0's saddles classified, the others' plateaus and
     exits only: a classification per member would cost more than the run); each member's plateaus and
     exits go in its own entry, member 0's at the series' top level (as a single run's), and the spread
@@ -113,7 +113,12 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
         arrays = {name: member_arrays(a, e) if a else {} for name, a in series_arrays.items()}
         found = {name: {"lr": entry.get("lr")} for name, entry in series.items() if name in arrays}
         got = analyze_run_saddles(
-            problem, dims, arrays, found, hessian_dense_max=hessian_dense_max, classify=e == 0
+            problem,
+            dims,
+            arrays,
+            found,
+            hessian_dense_max=hessian_dense_max,
+            classify=classify if e == 0 else False,
         )
         logs = got if e == 0 else logs
         for name, sub in found.items():

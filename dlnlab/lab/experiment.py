@@ -118,7 +118,11 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warn(note)
-    print(f"flow: {plan.solver.method} ({plan.flow_choice.why}); curvature: {plan.analysis.why}", flush=True)
+    a = plan.analysis
+    print(
+        f"flow: {plan.solver.method} ({plan.flow_choice.why}); curvature: {a.why}; saddles: {a.saddles_why}",
+        flush=True,
+    )
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
@@ -186,9 +190,10 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
     try:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
         analyze = analyze_members if state.plan.seeds.members else analyze_run_saddles
+        which = state.plan.analysis.saddles  # all, flow or none: within the analysis budget
         logs = analyze(
             state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
-            hessian_dense_max=cfg.log.hessian_dense_max,
+            hessian_dense_max=cfg.log.hessian_dense_max, classify={"all": True, "flow": {"flow"}, "none": False}[which],
         )  # fmt: skip
         log_saddles(ctx, logs)
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run

@@ -10,7 +10,7 @@ mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -267,7 +267,7 @@ def analyze_run_saddles(
     series: dict[str, dict],
     *,
     hessian_dense_max: int = DENSE_HESSIAN_MAX,
-    classify: bool = True,
+    classify: bool | Container[str] = True,
 ) -> dict[str, SaddleLog]:
     """Plateaus and saddles of every series of a run; fills the summary entries, returns what to log.
 
@@ -276,7 +276,8 @@ def analyze_run_saddles(
     :class:`SaddleLog` per series. Never raises for a bad series (its plateaus are []).
     ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many
     weights in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
-    ``classify=False``: plateaus and exits only, no saddle classification.
+    ``classify``: False for plateaus and exits only (no saddle classification), or the names of the
+    series whose saddles are classified.
     """
     layout = as_layout(dims)
     tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
@@ -286,7 +287,8 @@ def analyze_run_saddles(
     for name in names:
         arrays = series_arrays[name] or {}
         try:
-            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances, classify=classify)
+            yes = classify if isinstance(classify, bool) else name in classify
+            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances, classify=yes)
         except Exception as err:  # noqa: BLE001
             warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
             results[name] = []
