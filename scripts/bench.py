@@ -1,29 +1,59 @@
-"""Benchmark of the SGD hot loop: the lab's Lightning path against a plain torch loop.
+"""Benchmarks of the lab against plain torch: the SGD hot loop, the size axis, ensembles and the GPU.
 
-Both compute the same closed-form gradient (RegressionProblem.gradient) and apply the same in-place
-update A_j -= eta * G_j on the Figure 1 net. Rows, measured side by side in one process and
-interleaved (best of --repeat), single-threaded:
+Sections (each prints a markdown table; ``--out`` writes them all to one report with the machine, torch
+version, threads, date and command). Everything runs single-threaded (``torch.set_num_threads(1)`` and
+one BLAS thread); compared variants are measured side by side in one process, interleaved, best of
+``--repeat``.
 
-  plain            a bare torch loop, nothing recorded
-  plain+recorder   the bare loop handing the grid snapshots to the same SeriesRecorder
-  lightning        the lab's path (dlnlab.lab.training.train_series) with its default logging
-                   (recorder on the log grid, curvature on ~100 points, TensorBoard, theta saved),
-                   the recorder in a forked worker process as dlnlab.lab.experiment runs it
+* Figure 1: the SGD hot loop, the lab's Lightning path against a plain torch loop with the same
+  closed-form gradient (RegressionProblem.gradient) and in-place update A_j -= eta * G_j on the Figure 1
+  net. Rows:
 
-    python scripts/bench.py                 # lrs 0.01 0.005 0.0025, t_max 300
-    python scripts/bench.py --t-max 60 --repeat 3 --out docs/benchmarks/sgd.md
+    plain            a bare torch loop, nothing recorded
+    plain+recorder   the bare loop handing the grid snapshots to the same SeriesRecorder
+    lightning        the lab's path (dlnlab.lab.training.train_series) with its default logging
+                     (recorder on the log grid, curvature on ~100 points, TensorBoard, theta saved),
+                     the recorder in a forked worker process as dlnlab.lab.experiment runs it
+
+* size: widths 4 to 512 and depths 2 to 10; gradient, SGD, flow, curvature and memory against plain
+  torch, and the exponent of the gradient's time against h d^3 (``scripts/bench_size.py``).
+* ensemble: B = 64 Figure 1 nets as one batch against 64 one-by-one runs, SGD and the flow
+  (``scripts/bench_ensemble.py``).
+* gpu (``--device cuda``): widths 1024 to 4096 in float64 and float32 against the CPU and the bare
+  matmuls (``scripts/bench_gpu.py``).
+
+    python scripts/bench.py --quick                          # about a minute and a half
+    python scripts/bench.py --out docs/benchmarks/size.md    # everything (10-15 minutes on 2 cores)
+    python scripts/bench.py --sections figure1 --t-max 60 --repeat 3
+    python scripts/bench.py --device cuda --sections gpu
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
+import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from bench_ensemble import ensemble_section
+from bench_gpu import gpu_section
+from bench_size import (
+    CHEAP_REPEAT,
+    FULL_SIZES,
+    MIN_HD3,
+    QUICK_SIZES,
+    flow_horizon,
+    reset_peak,
+    size_report,
+    size_table,
+)
+from threadpoolctl import threadpool_limits
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
@@ -51,17 +81,8 @@ def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
     return theta
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.005, 0.0025])
-    ap.add_argument("--t-max", type=float, default=300.0)
-    ap.add_argument("--dt", type=float, default=0.1)
-    ap.add_argument("--analysis-points", type=int, default=100)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/sgd.md"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-
+def figure1_rows(args) -> tuple[list[int], list]:
+    """(dims, rows): per lr, the best seconds of plain, plain+recorder and lightning, interleaved."""
     from dlnlab.lab.training import series_grid, train_series  # imports Lightning
 
     dims = [11, 6, 6, 6, 6, 4]
@@ -91,14 +112,8 @@ def main() -> None:
                 _, ks = series_grid(n_grid, args.dt, lr)
                 t0 = time.perf_counter()
                 rec.record(0, 0.0, theta0, step=0)
-                plain_loop(
-                    problem,
-                    dims,
-                    theta0,
-                    lr,
-                    n_steps,
-                    snapshot=(ks[1:], lambda j, k, th, rec=rec, lr=lr: rec.record(j + 1, k * lr, th, step=k)),
-                )
+                snap = (ks[1:], lambda j, k, th, rec=rec, lr=lr: rec.record(j + 1, k * lr, th, step=k))
+                plain_loop(problem, dims, theta0, lr, n_steps, snapshot=snap)
                 rec.close()
                 best["plain+recorder"] = min(best["plain+recorder"], time.perf_counter() - t0)
 
@@ -112,13 +127,16 @@ def main() -> None:
                 assert out.status == "ok", out
         same = float((finals["plain"] - finals["lightning"]).abs().max())
         rows.append((lr, n_steps, best, same))
+    return dims, rows
 
+
+def figure1_section(args) -> list[str]:
+    dims, rows = figure1_rows(args)
+    n_grid = len(time_grid(args.t_max, dt=args.dt))
     lines = [
-        "# SGD hot loop: Lightning path vs a plain torch loop",
-        "",
         f"Figure 1 net {dims}, teacher [4,3,2,1] whitened N=110, gaussian init 0.1, t_max={args.t_max}, "
         f"log dt={args.dt} ({n_grid} grid points), curvature on {args.analysis_points} points, "
-        f"best of {args.repeat}, 1 thread, {platform.processor() or platform.machine()}, torch {torch.__version__}.",
+        f"best of {args.repeat}.",
         "",
         "| lr | steps | plain steps/s | plain+recorder steps/s | lightning steps/s | lightning / plain | "
         "lightning / (plain+recorder) | target lightning >= 0.8 x plain | max abs diff of final theta |",
@@ -130,11 +148,95 @@ def main() -> None:
             f"| {b['plain'] / b['lightning']:.2f} | {b['plain+recorder'] / b['lightning']:.2f} "
             f"| {'met' if b['plain'] / b['lightning'] >= 0.8 else 'NOT met'} | {same:.1e} |"
         )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(f"report written to {args.out}")
+    return lines
+
+
+def size_section(args) -> list[str]:
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    horizon = args.flow_horizon or (lambda p: flow_horizon(p, args.quick))
+    rows = size_table(sizes, args.repeat, horizon, 0.25 if args.quick else 0.75, log=_log)
+    return [
+        "Nets [w] * (h + 1), whitened teacher [4, 3, 2, 1] (d_x = d_y = w, N = max(110, w)), gaussian init "
+        f"1 / sqrt(w), float64, best of {args.repeat} (gradient and SGD: of {max(args.repeat, CHEAP_REPEAT)}). Gradient: `problem.gradient(net.weights)` on the "
+        "adjacency module against the closed form on a plain list of contiguous matrices; views held: "
+        "the module's block views made once (as the core stepper holds them); flow rhs: "
+        "`problem.gradient_theta` (unpack, gradient, pack). SGD: `GDStepper.advance` against a bare loop. "
+        "Curvature: one warm-started `hessian_extremes` point, and its share of a default run (the points "
+        "`choose_analysis` keeps on 2 series, against the measured flow over t_max 300 and 30,000 GD steps).",
+        "",
+        *size_report(rows, min_hd3=1e6 if args.quick else MIN_HD3),
+        "",
+        f"Peak memory: {reset_peak()}.",
+    ]
+
+
+SECTIONS = {
+    "figure1": ("SGD hot loop on the Figure 1 net: Lightning path vs a plain torch loop", figure1_section),
+    "size": ("Cost against size", size_section),
+    "ensemble": ("Ensembles: B = 64 Figure 1 nets in one batch", lambda a: ensemble_section(
+        a.repeat, full_horizon=not a.quick, sample=a.ensemble_sample, log=_log)),
+    "gpu": ("GPU", lambda a: gpu_section(a.repeat, log=_log) if a.device == "cuda" else [
+        "GPU rows skipped: run with --device cuda."]),
+}  # fmt: skip
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def header(args, wall_s: float) -> list[str]:
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        "# Benchmarks: the lab against plain torch",
+        "",
+        f"Written by `{' '.join(['python', 'scripts/bench.py', *sys.argv[1:]])}` on "
+        f"{datetime.datetime.now().isoformat(timespec='minutes')} (do not edit by hand). Machine: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared; load average {load} "
+        f"at the end), Python {platform.python_version()}, torch {torch.__version__}; torch threads "
+        f"{torch.get_num_threads()}, BLAS threads 1 (threadpoolctl). Total {wall_s:.0f} s.",
+    ]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a subset that runs in about a minute")
+    ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda adds the GPU rows")
+    ap.add_argument("--repeat", type=int, default=None, help="best of (default 3, --quick 2)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="write the report here (e.g. docs/benchmarks/size.md)"
+    )
+    ap.add_argument(
+        "--lrs", type=float, nargs="+", default=None, help="Figure 1 section (default 0.01 0.005 0.0025)"
+    )
+    ap.add_argument("--t-max", type=float, default=300.0, help="Figure 1 section")
+    ap.add_argument("--dt", type=float, default=0.1, help="Figure 1 section")
+    ap.add_argument("--analysis-points", type=int, default=100, help="Figure 1 section")
+    ap.add_argument("--flow-horizon", type=float, default=None, help="size section: the flows' short horizon")
+    ap.add_argument("--ensemble-sample", type=int, default=16,
+                    help="ensemble at t_max 300: one-by-one solves of this many members, scaled to 64")  # fmt: skip
+    args = ap.parse_args(argv)
+    args.repeat = args.repeat or (2 if args.quick else 3)
+    args.lrs = args.lrs or ([0.01] if args.quick else [0.01, 0.005, 0.0025])
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    start, parts = time.perf_counter(), []
+    with threadpool_limits(limits=1):
+        for name in args.sections:
+            title, section = SECTIONS[name]
+            _log(f"## {title}")
+            lines = [f"## {title}", "", *section(args), ""]
+            _log("\n".join(lines[2:]))
+            parts += lines
+    report = "\n".join(header(args, time.perf_counter() - start) + [""] + parts)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        _log(f"report written to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""scripts/bench.py's size table on two tiny nets: every field is there and finite (no timing asserts)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import bench_gpu  # noqa: E402
+import bench_size  # noqa: E402
+
+FIELDS = {
+    "width", "depth", "p", "hd3", "grad_plain_s", "grad_module_s", "grad_held_s", "grad_theta_s", "sgd_steps",
+    "sgd_plain_s", "sgd_lab_s", "flow_horizon", "flow_picked_s_per_t", "flow_picked_nfe", "flow_alt_s_per_t",
+    "lam_max", "analysis_point_s", "analysis_in_grads", "analysis_points", "analysis_share",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return bench_size.size_table(
+        [(3, 2), (4, 3)], repeat=1, horizon=0.1, sgd_budget_s=0.005, log=lambda _: None
+    )
+
+
+def test_size_rows_have_every_field_finite_and_positive(rows):
+    assert [(r["width"], r["depth"], r["p"]) for r in rows] == [(3, 2, 18), (4, 3, 48)]
+    for r in rows:
+        for key in FIELDS:
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert 0 < r["analysis_share"] < 1
+        assert r["grad_rel_diff"] < 1e-12  # the module's gradient is the plain closed form's
+        assert math.isfinite(r["peak_mb"]) and r["peak_mb"] >= 0
+        assert r["flow_picked"] in bench_size.flow_candidates(r["p"]) and r["flow_alt"] != r["flow_picked"]
+        assert all(v > 0 for v in r["flow_s_per_t"].values())
+        assert r["analysis_kind"] == "dense"
+
+
+def test_size_report_is_a_markdown_table_with_the_fit(rows):
+    lines = bench_size.size_report(rows, min_hd3=1)
+    assert lines[0].startswith("| w | h | p |") and len(lines[2].split("|")) == len(lines[0].split("|"))
+    assert any("Fitted exponent" in line for line in lines)
+    k, n = bench_size.fit_exponent(rows, min_hd3=1)
+    assert n == 2 and math.isfinite(k)
+
+
+def test_the_gpu_rows_say_why_they_are_skipped_and_their_code_runs_on_the_cpu():
+    if not torch.cuda.is_available():
+        assert "torch.cuda.is_available() is False" in bench_gpu.gpu_section(1)[0]
+    row = bench_gpu.gpu_row(8, torch.float32, 1, device="cpu")
+    assert row["n_mm"] == 9 and all(row[k] > 0 for k in ("cpu_s", "gpu_s", "step_s", "bare_s"))
