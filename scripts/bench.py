@@ -21,6 +21,8 @@ one BLAS thread); compared variants are measured side by side in one process, in
   (``scripts/bench_ensemble.py``).
 * gpu (``--device cuda``): widths 1024 to 4096 in float64 and float32 against the CPU and the bare
   matmuls (``scripts/bench_gpu.py``).
+* wide, ensemble_run: whole lab runs (``scripts/bench_run.py``): the width-256, depth-8 net with the
+  defaults, without analysis and theta, and as a plain torch loop; an ensemble of 64 against 64 runs.
 
     python scripts/bench.py --quick                          # about a minute and a half
     python scripts/bench.py --out docs/benchmarks/size.md    # everything (10-15 minutes on 2 cores)
@@ -43,6 +45,7 @@ from pathlib import Path
 import torch
 from bench_ensemble import ensemble_section
 from bench_gpu import gpu_section
+from bench_run import ensemble_run_section, wide_section
 from bench_size import (
     CHEAP_REPEAT,
     FULL_SIZES,
@@ -177,6 +180,9 @@ SECTIONS = {
         a.repeat, full_horizon=not a.quick, sample=a.ensemble_sample, log=_log)),
     "gpu": ("GPU", lambda a: gpu_section(a.repeat, log=_log) if a.device == "cuda" else [
         "GPU rows skipped: run with --device cuda."]),
+    "wide": ("A wide net end to end: width 256, depth 8", lambda a: wide_section(log=_log)),
+    "ensemble_run": ("Ensembles end to end: the lab's run of B = 64 against 64 runs",
+                     lambda a: ensemble_run_section(log=_log)),
 }  # fmt: skip
 
 

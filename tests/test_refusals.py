@@ -100,8 +100,8 @@ BAD = [
     ),
     (
         "bad_method",
-        ["flow.method=rk45"],
-        "flow.method: Invalid value 'rk45', expected one of [auto, dopri5, dopri8",
+        ["flow.method=rk23"],
+        "flow.method: Invalid value 'rk23', expected one of [auto, dopri5, dopri8",
     ),
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: value 'notabool'"),
     (

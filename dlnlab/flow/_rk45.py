@@ -50,7 +50,7 @@ SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 
 def _norm(x: torch.Tensor) -> float:
     """RMS over the state; a batch (B, p): the largest member's."""
-    return float(x.pow(2).mean(dim=-1).sqrt().max())
+    return float(torch.linalg.vector_norm(x, dim=-1).max()) / x.shape[-1] ** 0.5
 
 
 def integrate_rk45(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:
@@ -67,6 +67,7 @@ def _integrate(run: Run, stop) -> Trajectory:
     f = counter  # counts evaluations, enforces max_nfe, looks at stop()
     k = theta0.new_empty(7, *theta0.shape)  # the stages, one contiguous row each
     y, y_new, scratch = theta0.clone(), torch.empty_like(theta0), torch.empty_like(theta0)
+    tol, tmp = torch.empty_like(theta0), torch.empty_like(theta0)  # no allocation inside the loop
     t_now, t_end = float(t[0]), run.t_end
     k[0] = f(t_now, y)
     h = _initial_step(f, t_now, y, k[0], solver, t_end)
@@ -86,8 +87,9 @@ def _integrate(run: Run, stop) -> Trajectory:
         torch.mul(k[0], h * E[0], out=scratch)
         for j in range(2, 7):
             scratch.add_(k[j], alpha=h * E[j])
-        tol = torch.maximum(y.abs(), y_new.abs()).mul_(solver.rtol).add_(solver.atol)
-        err = _norm(scratch.div_(tol))
+        torch.abs(y, out=tol)
+        torch.maximum(tol, torch.abs(y_new, out=tmp), out=tol)
+        err = _norm(scratch.div_(tol.mul_(solver.rtol).add_(solver.atol)))
         if err != err:  # NaN: a non-finite state
             raise run.fail("non-finite state", t_now)
         if err <= 1.0:

@@ -172,10 +172,11 @@ def saddle_seconds(layout: Layout, dense_max: int) -> float:
     return 100 * gradient_seconds(layout) + 2 * analysis_seconds(layout, dense_max)[1]
 
 
-def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
+def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> AnalysisChoice:
     """Curvature points per series and which series' saddles are classified, together within a
     quarter of the run (``run_seconds``: the rest of its work). The saddles come first (at most half of
-    that budget: all series, else the flow's, else none), the points take the rest."""
+    that budget: all series, else the flow's, else none), the points take the rest. ``n_modes``: the
+    data's modes (a series has at most min(n_modes, r_max) + 1 plateaus)."""
     asked = int(cfg.log.analysis_points)
     layout = Layout(tuple(cfg.model.dims))
     kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max)
@@ -186,7 +187,8 @@ def choose_analysis(cfg, run_seconds: float) -> AnalysisChoice:
         "stopping at Ritz residuals <= 1e-10 |lambda|"
     )
     budget = run_seconds / 3  # analysis <= (analysis + rest) / 4
-    per_series = (min(cfg.model.dims) + 1) * saddle_seconds(layout, cfg.log.hessian_dense_max)
+    plateaus = min(layout.r_max, n_modes if n_modes is not None else layout.r_max) + 1
+    per_series = plateaus * saddle_seconds(layout, cfg.log.hessian_dense_max)
     n_series = 1 + len(cfg.sgd.lrs)
     if n_series * per_series <= budget / 2:
         saddles, spent = "all", n_series * per_series

@@ -130,7 +130,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     state.write_summary()
     import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
     from dlnlab.lab.budget import time_per_step
-    from dlnlab.lab.series import SeriesContext, run_flow, run_sgd
+    from dlnlab.lab.series import SeriesContext, run_flow
     from dlnlab.lab.training import series_grid
 
     # Each series is compared with the flow at its own exact times k tau: the flow solver evaluates
@@ -145,9 +145,24 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     state.stage = "flow"
     state.write_summary()
     done = previous.arrays.get("flow") if previous else None
-    entry, arrays, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
-    state.series["flow"], state.arrays["flow"] = entry, arrays
+    entry, finish_flow, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
+    state.series["flow"] = entry
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
+    try:  # the flow's metrics are computed in a worker meanwhile
+        _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at)
+    finally:
+        state.arrays["flow"] = finish_flow()
+    state.write_summary()
+    if not state.interrupted:
+        _analyse(state, ctx)
+    state.interrupted |= signals.received() is not None
+
+
+def _run_sgd_series(state: RunState, ctx: SeriesContext, previous, exact, steps, all_t, flow_at) -> None:
+    """One (S)GD series per learning rate, each against the flow at its own exact times."""
+    from dlnlab.lab.series import run_sgd
+
+    plan, entry = state.plan, state.series["flow"]
     flow_final = entry["final_loss"] if entry["status"] == Status.OK else None
     if entry.get("members"):  # an ensemble: each member's SGD series against its own flow
         flow_final = [m["final_loss"] if m["status"] == Status.OK else None for m in entry["members"]]
@@ -172,10 +187,6 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
             )
         state.series[name], state.arrays[name] = entry, arrays
         state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
-    state.write_summary()
-    if not state.interrupted:
-        _analyse(state, ctx)
-    state.interrupted |= signals.received() is not None
 
 
 def _analyse(state: RunState, ctx: SeriesContext) -> None:

@@ -238,7 +238,9 @@ def prepare(raw_cfg: Any) -> Plan:
     grad_s = budget.gradient_seconds(problem, theta0, lay)
     flow = choose.choose_flow(cfg, lam)
     budget.check_work(cfg, grad_s, lam, flow.method)
-    analysis = choose.choose_analysis(cfg, choose.estimated_run_seconds(cfg, flow.method, lam))
+    analysis = choose.choose_analysis(
+        cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
+    )
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
     notes = []

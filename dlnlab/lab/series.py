@@ -10,6 +10,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
-from dlnlab.network import Layout
+from dlnlab.network import Layout, unpack
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
 
@@ -121,13 +122,16 @@ class SeriesContext:
 
 def run_flow(
     ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor, previous: tuple[dict, dict] | None = None
-) -> tuple[dict, dict, torch.Tensor]:
+) -> tuple[dict, Callable[[], dict], torch.Tensor]:
     """Integrate the flow at all requested times and record its grid.
 
-    Returns (entry, arrays, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure. An
-    interrupt is recorded in the entry (status interrupted); the caller checks it. ``previous``
-    (entry, arrays) of a finished flow (a resumed run): the flow is recomputed for the SGD series,
-    checked against the recorded grid to within 10 x rtol, and neither recorded nor logged again.
+    Returns (entry, finish, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure; the
+    metrics of the grid are computed in a recorder worker while the SGD series run, and ``finish()``
+    waits for them, writes ``series/flow.npz`` and returns its arrays (the entry's numbers come from
+    the losses on the grid, computed here). An interrupt is recorded in the entry (status
+    interrupted); the caller checks it. ``previous`` (entry, arrays) of a finished flow (a resumed
+    run): the flow is recomputed for the SGD series, checked against the recorded grid to within
+    10 x rtol, and neither recorded nor logged again.
     """
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
@@ -165,13 +169,43 @@ def run_flow(
         ctx.progress.done(
             f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
         )
-        return entry, arrays, flow_at
+        return entry, lambda: arrays, flow_at
     rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
-        arrays = rec.close()
-        _finish_flow_entry(entry, arrays, res, t0, f.rtol, flow_at, plan.seeds.members)
+        losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
+        _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, plan.seeds.members)
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
-    return entry, arrays, flow_at
+
+    def finish() -> dict:
+        with signals.deferred(raise_at_end=False):
+            try:
+                return close_recorder(rec, ctx.logger("flow"))
+            except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
+                entry.update(status=Status.ERROR, message=f"recorder: {err}")
+                warn(f"flow: {entry['message']}")
+                return {}
+
+    return entry, finish, flow_at
+
+
+def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:
+    """t and L(t) on the flow's grid, as its series file will hold them (an ensemble: loss (E, T))."""
+    idx = torch.searchsorted(all_t, grid)
+    idx = idx[idx < n_flow]
+    loss = problem.loss(unpack(flow_at[idx], layout))
+    return {"t": grid[: len(idx)].numpy(), "loss": loss.T.numpy() if loss.ndim == 2 else loss.numpy()}
+
+
+def close_recorder(rec, logger) -> dict:
+    """Close a series' recorder (wait for its worker, write its npz); log the rows a worker had to leave
+    to the parent (a logger that only one process may write to)."""
+    arrays = rec.close()
+    rows = getattr(rec, "deferred_rows", None) or []
+    for step, row in rows:
+        logger.log_metrics(row, step=step)
+    if rows and logger is not None:
+        logger.save()
+    return arrays
 
 
 def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
@@ -221,26 +255,28 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
 
 
 def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry):
-    """Metrics of the flow's grid points (and the user's grid-point callbacks); an interrupt here keeps
-    the points recorded so far."""
-    from dlnlab.lab.record import SeriesRecorder
+    """Metrics of the flow's grid points in a recorder worker (it gets them through the fork), and the
+    user's grid-point callbacks here; an interrupt here keeps the points recorded so far."""
+    from dlnlab.lab.record import open_recorder
 
     plan = ctx.plan
     logger = ctx.logger("flow")
     metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
-    tb_max = plan.cfg.log.tb_max_points
-    rec = SeriesRecorder("flow", metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=tb_max)
-    user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
     grid_idx = torch.searchsorted(all_t, grid)
+    ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
+    preload = (ms, grid[ms].tolist(), flow_at[grid_idx[ms]])
+    rec = open_recorder(
+        "flow", metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=plan.cfg.log.tb_max_points,
+        worker=True, preload=preload,
+    )  # fmt: skip
+    user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
     try:
-        for m in range(ctx.n_grid):
-            if grid_idx[m] < n_flow:
-                theta = flow_at[grid_idx[m]]
-                rec.record(m, float(grid[m]), theta, copy=False)
-                for cb in user:
-                    cb.on_grid_point(
-                        GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
-                    )
+        for m in ms if user else ():
+            theta = flow_at[grid_idx[m]]
+            for cb in user:
+                cb.on_grid_point(
+                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
+                )
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
     return rec
@@ -310,11 +346,7 @@ def run_sgd(
         if signals.received() is not None and entry["status"] == Status.OK:
             entry.update(status=Status.INTERRUPTED, message="interrupted")
         try:
-            arrays = rec.close()
-            for step, row in getattr(rec, "deferred_rows", ()):  # a logger that only one may write to
-                logger.log_metrics(row, step=step)
-            if getattr(rec, "deferred_rows", None) and logger is not None:
-                logger.save()
+            arrays = close_recorder(rec, logger)
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             arrays = {}
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
