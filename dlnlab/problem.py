@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from dlnlab.errors import ArgumentError
-from dlnlab.network import Layout, pack, prefix_products, product, unpack
+from dlnlab.network import Layout, matmul, pack, prefix_products, product, unpack
 
 __all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
 
@@ -211,7 +211,7 @@ class RegressionProblem:
         else:
             xb, yb = self.X[:, index], self.Y[:, index]
         pre = prefix_products(weights)
-        return _backprop(weights, pre, (pre[-1] @ xb - yb) @ xb.mT / xb.shape[-1])
+        return _backprop(weights, pre, matmul(matmul(pre[-1], xb) - yb, xb.mT) / xb.shape[-1])
 
     def minibatch_loss_and_gradient(
         self, weights: Sequence[Tensor], index: Tensor
@@ -355,7 +355,7 @@ def _backprop(weights: Sequence[Tensor], pre: Sequence[Tensor], d: Tensor) -> li
     out: list[Tensor] = [None] * h  # type: ignore[list-item]
     t = d
     for j in range(h - 1, 0, -1):
-        out[j] = t @ pre[j - 1].mT
-        t = weights[j].mT @ t
+        out[j] = matmul(t, pre[j - 1].mT)
+        t = matmul(weights[j].mT, t)
     out[0] = t
     return out

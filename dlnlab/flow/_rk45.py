@@ -8,8 +8,8 @@ sums over it; at width 256, depth 8 (p = 524,288, one gradient 14.6 ms) that cos
 is an in-place ``add_`` on contiguous memory: about 25 ms per step (docs/benchmarks/flow.md).
 
 The method: FSAL Dormand-Prince (scipy's ``RK45`` coefficients), error norm the RMS of
-e / (atol + rtol max(|y0|, |y1|)) (a batch (B, p): the largest member RMS, each member within
-tolerance), new step h (0.9 err^(-1/5)) clipped to [0.2 h, 10 h], the initial step by Hairer's rule;
+e / (atol + rtol max(|y0|, |y1|)), new step h (0.9 err^(-1/5)) clipped to [0.2 h, 10 h], the initial step by Hairer's rule;
+a batch (B, p) gives every member its own step, error test and time (``_integrate_members``);
 output points by the 4th-order continuous extension (scipy's ``RK45.P``). No events (use dopri5, a
 scipy method or cvode for events).
 """
@@ -57,7 +57,7 @@ def integrate_rk45(run: Run, stop: Callable[[], bool] | None = None) -> Trajecto
     if len(run.t) == 1:
         return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
     try:
-        return _integrate(run, stop)
+        return (_integrate_members if run.outputs[0].ndim == 3 else _integrate)(run, stop)
     except BudgetExceeded as exc:  # every output point passed is kept
         raise run.fail(str(exc), run.counter.t_reached) from exc
 
@@ -109,6 +109,106 @@ def _integrate(run: Run, stop) -> Trajectory:
         factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err**-0.2))
         h *= factor if err <= 1.0 else min(1.0, factor)
     return run.result("ok", f"reached t = {t_end:g} ({len(t)} output points); dlnlab rk45")
+
+
+def _integrate_members(run: Run, stop) -> Trajectory:
+    """A batch (B, p) with a step size, an error test and a time per member: the flow is autonomous
+    (dtheta/dt = -grad L(theta) has no t), so every member takes its own steps while the right-hand side
+    is evaluated for all of them at once. Members that are done (or whose step was rejected) keep their
+    state. On the Figure 1 net, 64 members to t = 300: docs/benchmarks/size.md."""
+    theta0, t, solver, counter = run.outputs[0][0], run.t, run.solver, run.counter
+    b, n_out = theta0.shape[0], len(t)
+    f = counter
+    k = theta0.new_empty(7, *theta0.shape)
+    y, y_new, acc, tol = (torch.empty_like(theta0) for _ in range(4))
+    y.copy_(theta0)
+    t_end = run.t_end
+    t_now = torch.full((b,), float(t[0]), dtype=torch.float64)
+    k[0] = f(float(t[0]), y)
+    h = _initial_steps(f, y, k[0], solver, t_end - float(t[0]))
+    h = h.clamp(max=float(solver.options.get("first_step", float("inf"))))
+    max_step = float(solver.options.get("max_step", float("inf")))
+    out = torch.full((n_out, *theta0.shape), float("nan"), dtype=theta0.dtype, device=theta0.device)
+    out[0] = theta0
+    out_idx = torch.ones(b, dtype=torch.long)
+    tt = t.to(torch.float64)
+    try:
+        while bool((out_idx < n_out).any()):
+            active = out_idx < n_out
+            h = torch.minimum(torch.minimum(h, t_end - t_now), torch.tensor(max_step, dtype=torch.float64))
+            if bool((active & (h <= 1e-14 * t_now.abs().clamp(min=1.0))).any()):
+                raise run.fail("step size underflow", float(t_now[active].min()))
+            hc = h.to(theta0)[:, None]
+            for s in range(1, 7):
+                coeffs = A[s] if s < 6 else B[:6]
+                torch.mul(k[0], coeffs[0], out=acc)
+                for j, a in enumerate(coeffs[1:], start=1):
+                    if a:
+                        acc.add_(k[j], alpha=a)
+                torch.addcmul(y, hc, acc, out=y_new)
+                k[s] = f(float(t_now.min()), y_new)
+            torch.mul(k[0], E[0], out=acc)
+            for j in range(2, 7):
+                acc.add_(k[j], alpha=E[j])
+            torch.maximum(y.abs(), y_new.abs(), out=tol)
+            err = (acc.mul_(hc).div_(tol.mul_(solver.rtol).add_(solver.atol))).pow(2).mean(dim=-1).sqrt()
+            if bool((active & ~torch.isfinite(err.to(torch.float64))).any()):
+                raise run.fail("non-finite state", float(t_now[active].min()))
+            err = err.to(torch.float64)
+            accept = active & (err <= 1.0)
+            if bool(accept.any()):
+                t_new = torch.where(h == t_end - t_now, torch.tensor(t_end, dtype=torch.float64), t_now + h)
+                _dense_members(out, out_idx, tt, t_now, t_new, h, y, k, accept)
+                y[accept], k[0][accept], t_now[accept] = y_new[accept], k[6][accept], t_new[accept]
+                counter.n_steps += 1
+            factor = torch.where(
+                err == 0, MAX_FACTOR, (SAFETY * err.clamp(min=1e-300) ** -0.2).clamp(MIN_FACTOR, MAX_FACTOR)
+            )
+            h = h * torch.where(accept, factor, factor.clamp(max=1.0))
+            counter.t_reached = float(t_now.min())
+            if run.progress is not None:
+                run.progress(counter.t_reached, t_end)
+            if stop is not None and stop():
+                raise Interrupted(run.result("interrupted", f"interrupted at t = {counter.t_reached:.6g}"))
+    finally:
+        done = int(out_idx.min())  # rows every member has reached
+        run.add(out[1:done])
+    return run.result("ok", f"reached t = {t_end:g} ({n_out} output points, {b} members); dlnlab rk45")
+
+
+def _dense_members(out, out_idx, tt, t_now, t_new, h, y, k, accept) -> None:
+    """Write each accepted member's output points inside its step (the continuous extension)."""
+    n_out = out.shape[0]
+    while True:
+        idx = out_idx.clamp(max=n_out - 1)
+        due = accept & (out_idx < n_out) & (tt[idx] <= t_new * (1 + 1e-14))
+        if not bool(due.any()):
+            return
+        ms = torch.nonzero(due).flatten()
+        s = ((tt[idx[ms]] - t_now[ms]) / h[ms]).to(y)
+        powers = torch.stack([s, s * s, s**3, s**4], dim=1)  # (n, 4)
+        weights = (powers @ torch.tensor(P, dtype=y.dtype, device=y.device).T) * h[ms].to(y)[
+            :, None
+        ]  # (n, 7)
+        val = y[ms] + torch.einsum("ni,inp->np", weights, k[:, ms])
+        out[idx[ms], ms] = val
+        out_idx[ms] += 1
+
+
+def _initial_steps(f, y0, f0, solver, span: float) -> torch.Tensor:
+    """Hairer, Norsett and Wanner's rule per member of a batch (B, p): (B,) steps."""
+
+    def rms(x):
+        return x.pow(2).mean(dim=-1).sqrt().to(torch.float64)
+
+    scale = y0.abs().mul(solver.rtol).add_(solver.atol)
+    d0, d1 = rms(y0 / scale), rms(f0 / scale)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1).clamp(max=span)
+    f1 = f(0.0, y0 + h0.to(y0)[:, None] * f0)
+    d2 = rms((f1 - f0) / scale) / h0
+    big = torch.maximum(d1, d2)
+    h1 = torch.where(big <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / big.clamp(min=1e-300)) ** (1 / 5))
+    return torch.minimum(torch.minimum(100 * h0, h1), torch.tensor(span, dtype=torch.float64))
 
 
 def _dense(y0: torch.Tensor, k: torch.Tensor, h: float, s: float) -> torch.Tensor:

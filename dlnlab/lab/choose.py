@@ -12,9 +12,9 @@ nominal, its ratios are what choose. The fitted evaluation counts are in ``docs/
   factorisation), CVODE with GMRES on Hessian-vector products (about as many evaluations as LSODA,
   plus 1.3 Hessian-vector products per evaluation at 2.5 gradients each, no p x p matrix), and an
   explicit Dormand-Prince (max(600, 2.5 lambda_max t_max) evaluations: its steps are bounded by its
-  stability on the stiffest learnt mode): dlnlab's rk45 for one net, torchode's dopri5 (per-member
-  steps) for an ensemble, whose LSODA and CVODE run member by member. On a GPU it is the explicit one
-  (the stiff solvers step numpy arrays on the CPU).
+  stability on the stiffest learnt mode): dlnlab's rk45 (an ensemble: one batch in which every member
+  takes its own steps; its LSODA and CVODE run member by member). On a GPU it is rk45 (the stiff
+  solvers step numpy arrays on the CPU).
 * The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the run.
 * A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``.
 """
@@ -126,7 +126,7 @@ def choose_flow(cfg, lam_max: float) -> FlowChoice:
         return FlowChoice(asked, asked, "chosen in the config", {})
     layout = Layout(tuple(cfg.model.dims))
     p, t_max, members = layout.n_weights, cfg.flow.t_max, ensemble_size(cfg)
-    explicit = "dopri5" if members > 1 else "rk45"  # an ensemble: torchode's per-member steps
+    explicit = "rk45"  # an ensemble: per-member steps too (measured as fast as torchode's dopri5)
     est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in ("lsoda", "cvode", explicit)}
     if cfg.device.startswith("cuda"):
         return FlowChoice(asked, explicit, f"device={cfg.device}: the stiff solvers run on the CPU", est)
