@@ -194,3 +194,18 @@ def test_theta_index_gathers_theta_from_a():
         mask = torch.zeros(net.layout.n_nodes**2, dtype=torch.bool)
         mask[idx] = True
         assert torch.equal(mask.view_as(net.A), net.mask())
+
+
+def test_a_stack_of_small_products_equals_the_products_one_by_one():
+    """network.matmul: numpy's stacked matmul for an ensemble's small products, torch's otherwise."""
+    from dlnlab.network import matmul
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 6, 4, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, 4, 3, generator=gen, dtype=torch.float64)
+    got = matmul(a, b.mT.mT)  # strided views too
+    for i in range(5):
+        torch.testing.assert_close(got[i], a[i] @ b[i], rtol=1e-15, atol=1e-15)
+    assert torch.equal(matmul(a[0], b[0]), a[0] @ b[0])  # one product: torch's own
+    w = a.requires_grad_(True)
+    assert matmul(w, b).grad_fn is not None  # autograd keeps torch's
