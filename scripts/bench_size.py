@@ -193,7 +193,7 @@ def sgd_cols(problem, dims, theta0, grad_s: float, repeat: int, budget_s: float)
 
 
 def flow_candidates(p: int) -> list[str]:
-    return (["lsoda"] if p <= SCIPY_MAX_WEIGHTS else []) + ["cvode", "dopri5"]
+    return (["lsoda"] if p <= SCIPY_MAX_WEIGHTS else []) + ["cvode", "rk45", "dopri5"]
 
 
 def flow_horizon(p: int, quick: bool = False) -> float:

@@ -5,7 +5,7 @@
 * ``dopri5``: torchode, one solve whose members take their own steps (their own step
   sizes, accepts and rejects) with every right-hand side evaluated for the whole batch at once. On the
   Figure 1 net, 64 members over t = 300 took 38 s against 525 s for 64 dopri5 solves one by one
-  (13.8x) and 71 s for 64 LSODA solves (docs/benchmarks/ensemble.md). torchode has no events, and its
+  (13.8x) and 71 s for 64 LSODA solves (docs/scale.md). torchode has no events, and its
   solve runs to its end: it is called on chunks of output points (each restarting its step-size
   heuristic) so that ``progress`` and ``stop`` work.
 * the other adaptive torchdiffeq methods: one system with a norm that is the largest member RMS, so

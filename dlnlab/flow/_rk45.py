@@ -5,7 +5,7 @@ Why a hand-written one beside torchdiffeq's: on a wide net the vector work of a 
 gradient, dominates there. torchdiffeq keeps the 7 stages as the last axis of a (p, 7) tensor and
 sums over it; at width 256, depth 8 (p = 524,288, one gradient 14.6 ms) that costs 185 ms per step,
 13 gradients (scipy's RK45: 100 ms). Here the stages are rows of a (7, p) buffer and every combination
-is an in-place ``add_`` on contiguous memory: about 25 ms per step (docs/benchmarks/flow.md).
+is an in-place ``add_`` on contiguous memory: about 25 ms per step (docs/scale.md).
 
 The method: FSAL Dormand-Prince (scipy's ``RK45`` coefficients), error norm the RMS of
 e / (atol + rtol max(|y0|, |y1|)), new step h (0.9 err^(-1/5)) clipped to [0.2 h, 10 h], the initial step by Hairer's rule;

@@ -5,7 +5,7 @@ The stiff path for nets too big for a dense p x p Jacobian. CVODE's Newton itera
 Hessian-vector product, about 2.5 gradients, never a p x p matrix. A learnt mode makes the flow stiff
 through a few clusters of large Hessian eigenvalues (about h m_k^(2-2/h)), which GMRES resolves in a
 few iterations, so the steps follow the dynamics instead of the stability bound of an explicit method.
-Measured (docs/benchmarks/flow.md): width 64, depth 5, t = 100: 1.5 s against 12.6 s for dopri5 at
+Measured (docs/scale.md): width 64, depth 5, t = 100: 1.5 s against 12.6 s for dopri5 at
 the same tolerances, the two agreeing to 1.7e-9; on the Figure 1 net LSODA with the dense Jacobian
 stays faster (0.57 s against 1.2 s), so ``flow.method=auto`` takes CVODE only where its cost model
 says so.

@@ -4,8 +4,8 @@ theta a series file keeps. Each choice is printed and recorded in the summary.
 The choices come from a cost model of the net's shapes, not from timings taken at the start: a
 default that flips with the machine's load would make the same config run different methods. The
 model counts floating-point work and per-call overheads with constants fitted on a 2-core x86 CPU,
-float64, one thread (``scripts/bench.py``, ``docs/benchmarks/cost.md``); its absolute seconds are
-nominal, its ratios are what choose. The fitted evaluation counts are in ``docs/benchmarks/flow.md``.
+float64, one thread (``docs/scale.md``, ``scripts/bench.py``); its absolute seconds are
+nominal, its ratios are what choose.
 
 * ``flow.method=auto`` takes the cheapest of: LSODA with the exact dense Jacobian (about
   100 (1 + t_max)^0.6 evaluations and 10 + 0.3 t_max Jacobians, each a p x p Hessian and its LU
