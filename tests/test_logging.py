@@ -117,6 +117,12 @@ def test_the_logger_is_chosen_in_the_config(tmp_path):
         arr = np.load(tmp_path / "csv" / "series" / f"{name}.npz")
         np.testing.assert_allclose(losses, arr["loss"], rtol=1e-12)  # CSV keeps float64
     assert res.exit_code == 0 and not (tmp_path / "csv" / "tensorboard").exists()
+    # any Lightning logger by its _target_ (here Lightning's own TensorBoardLogger, named by class path)
+    target = "lightning.pytorch.loggers.TensorBoardLogger"
+    res = run(make_cfg([*TINY, f"logger._target_={target}", "sgd.lrs=[0.02]"]), output_dir=tmp_path / "any")
+    assert res.exit_code == 0
+    for name in ("flow", "sgd_lr_0.02"):
+        assert _tb_scalars(tmp_path / "any", name)["loss"], name
     res = run(make_cfg([*TINY, "logger=none", "sgd.lrs=[0.02]"]), output_dir=tmp_path / "none")
     assert res.exit_code == 0 and {p.name for p in (tmp_path / "none").iterdir()} == {
         "problem.npz",
