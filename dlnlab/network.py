@@ -140,9 +140,9 @@ def as_layout(dims: Layout | Sequence[int]) -> Layout:
     return dims if isinstance(dims, Layout) else Layout(tuple(dims))
 
 
-def pack(weights: Sequence[Tensor]) -> Tensor:
-    """Pack [W_1, ..., W_h] (each (..., d_j, d_{j-1})) into theta of shape (..., p)."""
-    return torch.cat([w.reshape(*w.shape[:-2], -1) for w in weights], dim=-1)
+def pack(weights: Sequence[Tensor], out: Tensor | None = None) -> Tensor:
+    """Pack [W_1, ..., W_h] (each (..., d_j, d_{j-1})) into theta of shape (..., p) (into ``out``)."""
+    return torch.cat([w.reshape(*w.shape[:-2], -1) for w in weights], dim=-1, out=out)
 
 
 def unpack(theta: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:

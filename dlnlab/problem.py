@@ -199,9 +199,11 @@ class RegressionProblem:
         pre = prefix_products(weights)
         return _backprop(weights, pre, self._dloss_dp(pre[-1]))
 
-    def gradient_theta(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
-        """grad L on theta (..., p)."""
-        return pack(self.gradient(unpack(theta, dims)))
+    def gradient_theta(
+        self, theta: Tensor, dims: Layout | Sequence[int], out: Tensor | None = None
+    ) -> Tensor:
+        """grad L on theta (..., p) (written into ``out`` when given: no new tensor)."""
+        return pack(self.gradient(unpack(theta, dims)), out=out)
 
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
         """The gradient of 1/(2b) ||Y_b - P X_b||^2 over the columns ``index`` (b,) (the SGD hot loop);

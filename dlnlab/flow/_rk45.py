@@ -62,14 +62,26 @@ def integrate_rk45(run: Run, stop: Callable[[], bool] | None = None) -> Trajecto
         raise run.fail(str(exc), run.counter.t_reached) from exc
 
 
+def _field_into(run: Run):
+    """f(t, y, out): -grad L(y) written into out (a row of the stage buffer: no new 4 MB tensor per
+    evaluation on a wide net), through the run's counter (evaluations, max_nfe, stop())."""
+    counter, problem, layout = run.counter, run.problem, run.layout
+
+    def f(t, y, out=None):
+        counter.check_budget()
+        return problem.gradient_theta(y, layout, out=out).neg_()
+
+    return f
+
+
 def _integrate(run: Run, stop) -> Trajectory:
     theta0, t, solver, counter = run.outputs[0][0], run.t, run.solver, run.counter
-    f = counter  # counts evaluations, enforces max_nfe, looks at stop()
+    f = _field_into(run)
     k = theta0.new_empty(7, *theta0.shape)  # the stages, one contiguous row each
     y, y_new, scratch = theta0.clone(), torch.empty_like(theta0), torch.empty_like(theta0)
     tol, tmp = torch.empty_like(theta0), torch.empty_like(theta0)  # no allocation inside the loop
     t_now, t_end = float(t[0]), run.t_end
-    k[0] = f(t_now, y)
+    f(t_now, y, out=k[0])
     h = _initial_step(f, t_now, y, k[0], solver, t_end)
     h = min(float(solver.options.get("first_step", h)), float(solver.options.get("max_step", h)))
     max_step = float(solver.options.get("max_step", float("inf")))
@@ -83,7 +95,7 @@ def _integrate(run: Run, stop) -> Trajectory:
             for j, a in enumerate(A[s][1:] if s < 6 else B[1:6], start=1):
                 if a:
                     y_new.add_(k[j], alpha=h * a)
-            k[s] = f(t_now + h * (C[s] if s < 6 else 1.0), y_new)
+            f(t_now + h * (C[s] if s < 6 else 1.0), y_new, out=k[s])
         torch.mul(k[0], h * E[0], out=scratch)
         for j in range(2, 7):
             scratch.add_(k[j], alpha=h * E[j])
@@ -118,13 +130,13 @@ def _integrate_members(run: Run, stop) -> Trajectory:
     state. On the Figure 1 net, 64 members to t = 300: docs/benchmarks/size.md."""
     theta0, t, solver, counter = run.outputs[0][0], run.t, run.solver, run.counter
     b, n_out = theta0.shape[0], len(t)
-    f = counter
+    f = _field_into(run)
     k = theta0.new_empty(7, *theta0.shape)
     y, y_new, acc, tol = (torch.empty_like(theta0) for _ in range(4))
     y.copy_(theta0)
     t_end = run.t_end
     t_now = torch.full((b,), float(t[0]), dtype=torch.float64)
-    k[0] = f(float(t[0]), y)
+    f(float(t[0]), y, out=k[0])
     h = _initial_steps(f, y, k[0], solver, t_end - float(t[0]))
     h = h.clamp(max=float(solver.options.get("first_step", float("inf"))))
     max_step = float(solver.options.get("max_step", float("inf")))
@@ -146,7 +158,7 @@ def _integrate_members(run: Run, stop) -> Trajectory:
                     if a:
                         acc.add_(k[j], alpha=a)
                 torch.addcmul(y, hc, acc, out=y_new)
-                k[s] = f(float(t_now.min()), y_new)
+                f(float(t_now.min()), y_new, out=k[s])
             torch.mul(k[0], E[0], out=acc)
             for j in range(2, 7):
                 acc.add_(k[j], alpha=E[j])
