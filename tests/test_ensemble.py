@@ -163,3 +163,22 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-15)
     with pytest.warns(RuntimeWarning):
         np.testing.assert_allclose(_nanmean(x), np.nanmean(x, axis=1), rtol=1e-15)
+
+
+def test_the_ensemble_charts_band_tags_that_exist(ensemble):
+    """Every Margin chart of the ensemble's layout names tags the SGD series logs (median and bands)."""
+    from dlnlab.lab.logging import tensorboard_layout
+
+    out, _ = ensemble
+    acc = EventAccumulator(
+        str(out / "tensorboard" / "sgd_lr_0.02"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    layout = tensorboard_layout(0.05, ensemble=True)
+    bands = next(charts for title, charts in layout.items() if "ensemble" in title)
+    assert bands and all(kind == "Margin" for kind, _ in bands.values())
+    for title, (_, names) in bands.items():
+        if "lambda_min" not in title:  # curvature: only on the analysis grid (this run keeps none)
+            assert set(names) <= tags, (title, set(names) - tags)
+    assert "ensemble" not in " ".join(tensorboard_layout(0.05))

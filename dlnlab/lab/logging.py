@@ -394,20 +394,44 @@ class Thinner:
         return sorted(keep.items())
 
 
-def tensorboard_layout(dt: float) -> dict:
-    """Custom-scalars layout: one chart per quantity with every series in it (runs merge in the plugin)."""
+ENSEMBLE_BANDS = {  # the ensemble's charts: its median with the quartile band, and with the range band
+    "log10 loss": "log10/loss",
+    "log10 ||grad L||": "log10/grad_norm",
+    "nearest plateau level r": "saddle/level",
+    "log10 distance to the flow": "log10/dist_to_flow",
+    "log10 conservation-law drift (j = 1)": "log10/drift_1",
+    "Hessian lambda_min": "curvature/lambda_min",
+}
+
+
+def tensorboard_layout(dt: float, ensemble: bool = False) -> dict:
+    """Custom-scalars layout: one chart per quantity with every series in it (runs merge in the plugin).
+
+    An ensemble's charts show the members' mean; a category of its own shows, for the main quantities,
+    the median with the quartiles and with the range as bands (TensorBoard's Margin charts)."""
     x = f"x: grid index m = t / {dt:g}"
 
-    def chart(*tags: str) -> list:  # an ensemble's spread (<tag>@min, ...) overlays its mean
-        return ["Multiline", [f"^{t}(@.*)?$" for t in tags]]
+    def chart(*tags: str) -> list:
+        return ["Multiline", [f"^{t}$" for t in tags]]
 
+    layout = _layout(x, chart)
+    if ensemble:
+        bands = {}
+        for title, tag in ENSEMBLE_BANDS.items():
+            bands[f"{title}: median, quartiles"] = ["Margin", [f"{tag}@median", f"{tag}@q25", f"{tag}@q75"]]
+            bands[f"{title}: median, range"] = ["Margin", [f"{tag}@median", f"{tag}@min", f"{tag}@max"]]
+        layout = {f"dlnlab ensemble: the members' spread ({x})": bands, **layout}  # first: what to look at
+    return layout
+
+
+def _layout(x: str, chart) -> dict:
     return {
         f"dlnlab ({x})": {
             "log10 loss": chart("log10/loss"),
             "loss": chart("loss"),
-            "singular values of P": chart("sv_P/.*"),
+            "singular values of P": chart("sv_P/[0-9]+"),
             "singular values of A (top 8)": chart("sv_A/[0-7]"),
-            "mode strengths u_k^T P v_k": chart("mode_strength/.*"),
+            "mode strengths u_k^T P v_k": chart("mode_strength/[0-9]+"),
             "log10 ||grad L||": chart("log10/grad_norm"),
             "log10 |L - L*_r| (nearest plateau level)": chart("log10/level_gap"),
             "nearest plateau level r": chart("saddle/level"),
@@ -416,7 +440,7 @@ def tensorboard_layout(dt: float) -> dict:
             "distance to the best rank-r map": chart("saddle/dist_best_rank"),
             "Hessian lambda_min": chart("curvature/lambda_min"),
             "sharpness vs 2/eta": chart("curvature/sharpness", "sgd/two_over_lr"),
-            "log10 conservation-law drift": chart("log10/drift_.*"),
+            "log10 conservation-law drift": chart("log10/drift_[0-9]+"),
             "log10 distance to the flow": chart("log10/dist_to_flow"),
             "distance to the flow": chart("sgd/dist_to_flow"),
             "time t": chart("time"),

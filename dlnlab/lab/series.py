@@ -107,7 +107,7 @@ class SeriesContext:
         if name not in self.loggers:
             cfg = self.plan.cfg
             logger = make_logger(cfg.logger, self.out, name)
-            log_layout(logger, tensorboard_layout(cfg.log.dt))
+            log_layout(logger, tensorboard_layout(cfg.log.dt, ensemble=cfg.ensemble.size > 1))
             self.loggers[name] = logger
         return self.loggers[name]
 
