@@ -28,6 +28,8 @@ _EXPORTS = {
         "Solver",
         "time_grid",
         "vector_field",
+        "GradientFlow",
+        "ModifiedFlow",
         "LossLevel",
         "Convergence",
         "FlowSolverError",

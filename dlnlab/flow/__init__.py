@@ -46,7 +46,7 @@ from dlnlab.flow._scipy import integrate_scipy
 from dlnlab.flow._sundials import integrate_cvode
 from dlnlab.flow._torchdiffeq import integrate_torchdiffeq
 from dlnlab.flow.events import Convergence, LossLevel
-from dlnlab.flow.field import check_problem_dims, time_grid, vector_field
+from dlnlab.flow.field import GradientFlow, ModifiedFlow, check_problem_dims, time_grid, vector_field
 from dlnlab.flow.solver import (
     CHUNK_POINTS,
     CHUNK_POINTS_EVENTS,
@@ -70,7 +70,7 @@ from dlnlab.trajectory import Trajectory
 __all__ = [
     "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "SUNDIALS", "NATIVE", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "LossLevel",
-    "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate",
+    "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate", "GradientFlow", "ModifiedFlow",
 ]  # fmt: skip
 
 
@@ -130,8 +130,12 @@ def integrate(
     events: Sequence = (),
     progress: Callable[[float, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    modified_lr: float | None = None,
 ) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
+
+    modified_lr: eta to integrate GD's modified flow dtheta/dt = -(I + (eta/2) H) grad L instead, the
+    flow GD at step eta follows to O(eta^2) (:class:`~dlnlab.flow.field.ModifiedFlow`).
 
     theta0: (p,) or a batch (B, p) (no events for a batch; see the module docstring for how each
     member keeps its own error control), moved to the problem's device (a problem on a GPU:
@@ -168,20 +172,19 @@ def integrate(
         raise ArgumentError(
             "events", f"{solver.method} takes no events; use dopri5, lsoda or cvode for events"
         )
+    field = vector_field(problem, layout, modified_lr)
     with _one_thread(), torch.no_grad():
-        if not batched:
-            return _solve(problem, layout, theta0, t, solver, events, progress, stop)
-        if solver.family == "dlnlab":  # rk45 keeps each member's error control itself
-            return _solve(problem, layout, theta0, t, solver, events, progress, stop)
+        if not batched or solver.family == "dlnlab":  # rk45 keeps each member's error control itself
+            return _solve(field, theta0, t, solver, events, progress, stop)
         if solver.method in TORCHODE_METHODS:
-            return integrate_torchode(problem, layout, theta0, t, solver, progress, stop)
+            return integrate_torchode(field, theta0, t, solver, progress, stop)
         if solver.on_cpu_only:
-            return integrate_members(_member_solver(problem, layout, t, solver, progress, stop, len(theta0)),
+            return integrate_members(_member_solver(field, t, solver, progress, stop, len(theta0)),
                                      theta0, t, solver.method)  # fmt: skip
-        return _solve(problem, layout, theta0, t, batch_solver(solver), events, progress, stop)
+        return _solve(field, theta0, t, batch_solver(solver), events, progress, stop)
 
 
-def _member_solver(problem, layout, t, solver, progress, stop, n_members):
+def _member_solver(field, t, solver, progress, stop, n_members):
     """solve_one(i, theta0_i) for :func:`integrate_members`, its progress mapped onto the whole batch."""
     t_end = float(t[-1])
 
@@ -189,13 +192,13 @@ def _member_solver(problem, layout, t, solver, progress, stop, n_members):
         def member_progress(tt: float, _end: float) -> None:
             progress((i + tt / t_end) / n_members * t_end, t_end)
 
-        return _solve(problem, layout, theta0, t, solver, (), member_progress if progress else None, stop)
+        return _solve(field, theta0, t, solver, (), member_progress if progress else None, stop)
 
     return solve_one
 
 
-def _solve(problem, layout, theta0, t, solver, events, progress, stop) -> Trajectory:
-    state = Run(problem, layout, theta0, t, solver, events, progress)
+def _solve(field, theta0, t, solver, events, progress, stop) -> Trajectory:
+    state = Run(field.problem, field.layout, theta0, t, solver, events, progress, field)
     state.counter.stop = stop
     try:
         if solver.family == "scipy":

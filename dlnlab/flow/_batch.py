@@ -46,21 +46,20 @@ def batch_solver(solver: Solver) -> Solver:
                   {**solver.options, "norm": member_norm})  # fmt: skip
 
 
-def integrate_torchode(
-    problem, layout, theta0: Tensor, t: Tensor, solver: Solver, progress, stop
-) -> Trajectory:
-    """theta0 (B, p) at t[0]; states (T, B, p) at t, each member with its own steps."""
+def integrate_torchode(field, theta0: Tensor, t: Tensor, solver: Solver, progress, stop) -> Trajectory:
+    """theta0 (B, p) at t[0]; states (T, B, p) at t, each member with its own steps (``field``: the
+    vector field, ``dlnlab.flow.field.GradientFlow`` or ``ModifiedFlow``)."""
     import torchode
 
     start, nfe = time.perf_counter(), [0]
 
-    def field(tt, y):
+    def rhs(tt, y):
         nfe[0] += 1
         if solver.max_nfe is not None and nfe[0] > solver.max_nfe:
             raise _Budget(f"budget of {solver.max_nfe} right-hand-side evaluations exhausted")
-        return -problem.gradient_theta(y, layout)
+        return field(tt, y)
 
-    term = torchode.ODETerm(field)
+    term = torchode.ODETerm(rhs)
     stepper = torchode.Dopri5(term=term)
     control = torchode.IntegralController(atol=solver.atol, rtol=solver.rtol, term=term)
     ode = torchode.AutoDiffAdjoint(stepper, control)

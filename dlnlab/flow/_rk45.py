@@ -65,11 +65,11 @@ def integrate_rk45(run: Run, stop: Callable[[], bool] | None = None) -> Trajecto
 def _field_into(run: Run):
     """f(t, y, out): -grad L(y) written into out (a row of the stage buffer: no new 4 MB tensor per
     evaluation on a wide net), through the run's counter (evaluations, max_nfe, stop())."""
-    counter, problem, layout = run.counter, run.problem, run.layout
+    counter, field = run.counter, run.field
 
     def f(t, y, out=None):
         counter.check_budget()
-        return problem.gradient_theta(y, layout, out=out).neg_()
+        return field(t, y) if out is None else field.into(y, out)
 
     return f
 

@@ -88,11 +88,14 @@ class Counter:
 class Run:
     """Shared bookkeeping of one solve: outputs, counters, events, result construction."""
 
-    def __init__(self, problem, layout, theta0, t, solver, events, progress) -> None:
+    def __init__(self, problem, layout, theta0, t, solver, events, progress, field=None) -> None:
         self.problem, self.layout, self.t, self.solver = problem, layout, t, solver
         self.events, self.progress = events, progress
         self.names = [event_name(ev, i) for i, ev in enumerate(events)]
-        self.counter = Counter(vector_field(problem, layout), solver.max_nfe, float(t[0]))
+        self.field = (
+            field if field is not None else vector_field(problem, layout)
+        )  # GradientFlow or ModifiedFlow
+        self.counter = Counter(self.field, solver.max_nfe, float(t[0]))
         self.njev = 0
         self.outputs: list[Tensor] = [theta0.unsqueeze(0)]
         self.n_out = 1

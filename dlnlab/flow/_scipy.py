@@ -59,11 +59,11 @@ def integrate_scipy(run: Run, stop: Callable[[], bool] | None = None) -> Traject
         if run.progress is not None and tt >= next_progress[0]:
             run.progress(float(tt), t_end)
             next_progress[0] = float(tt) + every
-        return (-problem.gradient_theta(torch.from_numpy(y), layout)).numpy()
+        return run.field(tt, torch.from_numpy(y)).numpy()
 
     def jac(tt, y):
         run.njev += 1
-        return (-problem.hessian(torch.from_numpy(y), layout)).numpy()
+        return run.field.jacobian(torch.from_numpy(y)).numpy()
 
     fired: list[float] = []
 

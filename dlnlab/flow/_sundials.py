@@ -51,11 +51,11 @@ def integrate_cvode(run: Run, stop: Callable[[], bool] | None = None) -> Traject
         if tt != last_t[0]:  # a new time: a step attempted (Newton iterations revisit the same time)
             counter.n_steps += 1
             last_t[0] = tt
-        yp[:] = (-problem.gradient_theta(as_theta(y), layout)).numpy()
+        yp[:] = run.field(tt, as_theta(y)).numpy()
 
     def jac_times(tt, y, yp, v, jv) -> None:
         run.njev += 1
-        jv[:] = (-problem.hvp_theta(as_theta(y), as_theta(v), layout)).numpy()
+        jv[:] = run.field.jvp(as_theta(y), as_theta(v)).numpy()
 
     options = {"krylov_dim": KRYLOV_DIM, "max_num_steps": 1_000_000, **solver.options}
     events = {}

@@ -1,9 +1,8 @@
-"""The vector field -grad L(theta) of the flow, and the time grids it is reported on."""
+"""The vector fields of the flow (-grad L(theta), and GD's modified flow), and the time grids."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from dlnlab.flow.solver import positive_float
 from dlnlab.network import Layout, as_layout
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["check_problem_dims", "vector_field", "time_grid"]
+__all__ = ["check_problem_dims", "vector_field", "time_grid", "GradientFlow", "ModifiedFlow"]
 
 
 def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
@@ -24,15 +23,63 @@ def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
         )
 
 
-def vector_field(problem: RegressionProblem, dims) -> Callable[[Tensor, Tensor], Tensor]:
-    """(t, theta) -> -grad L(theta) for theta of shape (..., p) (closed-form gradient)."""
+class GradientFlow:
+    """The gradient flow dtheta/dt = -grad L(theta), for theta (..., p): the right-hand side, written
+    into a given tensor, and the Jacobian -H(theta) (dense p x p, or as products with v)."""
+
+    def __init__(self, problem: RegressionProblem, layout: Layout) -> None:
+        self.problem, self.layout = problem, layout
+
+    def __call__(self, t, theta: Tensor) -> Tensor:
+        return -self.problem.gradient_theta(theta, self.layout)
+
+    def into(self, theta: Tensor, out: Tensor) -> Tensor:
+        """The right-hand side written into ``out`` (no new tensor)."""
+        return self.problem.gradient_theta(theta, self.layout, out=out).neg_()
+
+    def jacobian(self, theta: Tensor) -> Tensor:
+        return -self.problem.hessian(theta, self.layout)
+
+    def jvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        return -self.problem.hvp_theta(theta, v, self.layout)
+
+
+class ModifiedFlow(GradientFlow):
+    """GD's modified flow at step eta (backward error analysis; docs/theory.md, section 9):
+    dtheta/dt = -(I + (eta/2) H) grad L = -grad(L + (eta/4) ||grad L||^2), which GD follows to O(eta^2)
+    on a finite horizon, where it follows the plain flow to O(eta). H grad L is one closed-form
+    Hessian-vector product. The Jacobian handed to the stiff solvers, -(H + (eta/2) H^2), leaves out
+    the third-derivative term (eta/2) D^3 L[grad L]: it only steers their Newton iterations, whose
+    convergence, not their accuracy, depends on it."""
+
+    def __init__(self, problem: RegressionProblem, layout: Layout, lr: float) -> None:
+        super().__init__(problem, layout)
+        self.lr = positive_float("modified_lr", lr)
+
+    def __call__(self, t, theta: Tensor) -> Tensor:
+        g = self.problem.gradient_theta(theta, self.layout)
+        return -(g + (0.5 * self.lr) * self.problem.hvp_theta(theta, g, self.layout))
+
+    def into(self, theta: Tensor, out: Tensor) -> Tensor:
+        return out.copy_(self(None, theta))
+
+    def jacobian(self, theta: Tensor) -> Tensor:
+        h = self.problem.hessian(theta, self.layout)
+        return -(h + (0.5 * self.lr) * (h @ h))
+
+    def jvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        hv = self.problem.hvp_theta(theta, v, self.layout)
+        return -(hv + (0.5 * self.lr) * self.problem.hvp_theta(theta, hv, self.layout))
+
+
+def vector_field(problem: RegressionProblem, dims, modified_lr: float | None = None) -> GradientFlow:
+    """(t, theta) -> -grad L(theta) for theta of shape (..., p) (closed-form gradient); with
+    ``modified_lr`` = eta, GD's modified flow -(I + (eta/2) H) grad L instead (:class:`ModifiedFlow`)."""
     layout = as_layout(dims)
     check_problem_dims(problem, layout)
-
-    def field(t: Tensor, theta: Tensor) -> Tensor:
-        return -problem.gradient_theta(theta, layout)
-
-    return field
+    return (
+        GradientFlow(problem, layout) if modified_lr is None else ModifiedFlow(problem, layout, modified_lr)
+    )
 
 
 def time_grid(
