@@ -42,7 +42,8 @@ class SeriesMetrics:
 
     problem, dims: the task and the widths. theta0 (p,) or (E, p): the start (the reference of the drift).
     sgd: the series has steps (SGD adds ``step`` and ``dist_to_flow``). flow_theta (n_grid, p): the
-    flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``.
+    flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``; modified_theta
+    likewise GD's modified flow at the series' step, for ``dist_to_modified``.
     analysis_every: the Hessian's lambda_min and sharpness every this many grid points (0: never),
     dense up to ``hessian_dense_max`` weights, warm-started Lanczos above. save_theta: keep theta;
     theta_every > 1 keeps it only every that many grid points and at ``last_m`` (as ``theta_sub`` with
@@ -57,6 +58,7 @@ class SeriesMetrics:
         *,
         sgd: bool = False,
         flow_theta: Tensor | None = None,
+        modified_theta: Tensor | None = None,
         analysis_every: int = 0,
         sv_A_top: int = 32,
         hessian_dense_max: int = DENSE_HESSIAN_MAX,
@@ -68,7 +70,7 @@ class SeriesMetrics:
         self.theta0 = theta0.detach().clone()
         self.members = theta0.shape[0] if theta0.ndim == 2 else None  # an ensemble's size
         self.weights0 = unpack(self.theta0, self.layout)
-        self.sgd, self.flow_theta = sgd, flow_theta
+        self.sgd, self.flow_theta, self.modified_theta = sgd, flow_theta, modified_theta
         self.analysis_every, self.sv_A_top, self.hessian_dense_max = (
             analysis_every,
             sv_A_top,
@@ -126,6 +128,9 @@ class SeriesMetrics:
                 out["dist_to_flow"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
             else:
                 out["dist_to_flow"] = np.full(tuple(finite.shape), nan)
+            if self.modified_theta is not None:  # GD's modified flow at the same exact times
+                ref = self.modified_theta[torch.as_tensor(ms)]
+                out["dist_to_modified"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
         return out
 
     def _curvature(self, ms: list[int], thetas: Tensor, finite: Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -74,3 +74,31 @@ def test_gd_follows_the_modified_flow_to_second_order(small):
     assert 0.85 <= order(dist_plain) <= 1.15, dist_plain
     assert all(m < p / 3 for m, p in zip(dist_mod, dist_plain))
     assert math.isfinite(sum(dist_mod))
+
+
+def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
+    from test_lab import TINY, make_cfg
+
+    from dlnlab.lab.experiment import run
+
+    cfg = [*TINY, "flow.modified=true", "sgd.lrs=[0.02,0.01,0.005]", "flow.t_max=2", "init.scale=0.5"]
+    res = run(make_cfg([*cfg, "logger=tensorboard"]), output_dir=tmp_path / "run")
+    assert res.exit_code == 0
+    assert 0.85 <= res["convergence_order"] <= 1.15
+    assert 1.8 <= res["convergence_order_modified"] <= 2.2
+    for lr in (0.02, 0.01, 0.005):
+        mod = res["series"][f"modflow_lr_{lr!r}"]
+        assert mod["status"] == "ok" and mod["modified_lr"] == lr and mod["lr"] is None
+        sgd = res["series"][f"sgd_lr_{lr!r}"]
+        arr = np.load(tmp_path / "run" / "series" / f"sgd_lr_{lr!r}.npz")
+        assert sgd["max_dist_to_modified_flow"] == pytest.approx(float(np.nanmax(arr["dist_to_modified"])))
+        assert sgd["max_dist_to_modified_flow"] < sgd["max_dist_to_flow"] / 3
+        # the recorded modified flow is the core's, integrated alone
+        flow = np.load(tmp_path / "run" / "series" / f"modflow_lr_{lr!r}.npz")
+        problem = RegressionProblem.from_data(*(np.load(tmp_path / "run" / "problem.npz")[k] for k in "XY"))
+        theta0 = torch.as_tensor(flow["theta"][0])
+        alone = integrate(
+            problem, [4, 3, 3, 2], theta0, torch.as_tensor(flow["t"]), Solver("lsoda"), modified_lr=lr
+        )
+        assert np.abs(alone.theta.numpy() - flow["theta"]).max() <= 1e-7
+    assert (tmp_path / "run" / "tensorboard" / "modflow_lr_0.01").is_dir()

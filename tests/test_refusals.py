@@ -169,6 +169,21 @@ BAD = [
         "flow.step_size: only the fixed-step methods",
     ),
     ("tb_points_zero", ["log.tb_max_points=0"], "log.tb_max_points: must be >= 2"),
+    (
+        "modified_with_minibatches",
+        ["flow.modified=true", "sgd.batch_size=10"],
+        "flow.modified: the modified flow is full-batch GD's",
+    ),
+    (
+        "modified_with_momentum",
+        ["flow.modified=true", "sgd.momentum=0.5"],
+        "flow.modified: the modified flow is full-batch GD's",
+    ),
+    (
+        "modified_without_lrs",
+        ["flow.modified=true", "sgd.lrs=[]"],
+        "flow.modified: the modified flow is full-batch GD's",
+    ),
     ("theta_limit_negative", ["log.theta_max_mb=-1"], "log.theta_max_mb: must be"),
     (
         "auto_takes_no_step",

@@ -148,18 +148,29 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     entry, finish_flow, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
     state.series["flow"] = entry
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
-    try:  # the flow's metrics are computed in a worker meanwhile
-        _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at)
+    closers = []
+    try:  # the flows' metrics are computed in workers meanwhile
+        modified = {}
+        if cfg.flow.modified:
+            from dlnlab.lab.modified import run_modified_flows
+
+            modified, closers = run_modified_flows(state, ctx, previous, exact, grid)
+        _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at, modified)
     finally:
         state.arrays["flow"] = finish_flow()
+        for close in closers:
+            close()
     state.write_summary()
     if not state.interrupted:
         _analyse(state, ctx)
     state.interrupted |= signals.received() is not None
 
 
-def _run_sgd_series(state: RunState, ctx: SeriesContext, previous, exact, steps, all_t, flow_at) -> None:
-    """One (S)GD series per learning rate, each against the flow at its own exact times."""
+def _run_sgd_series(
+    state: RunState, ctx: SeriesContext, previous, exact, steps, all_t, flow_at, modified
+) -> None:
+    """One (S)GD series per learning rate, each against the flow (and, with flow.modified, GD's modified
+    flow at its step: ``modified`` {lr: states}) at its own exact times."""
     from dlnlab.lab.series import run_sgd
 
     plan, entry = state.plan, state.series["flow"]
@@ -180,7 +191,9 @@ def _run_sgd_series(state: RunState, ctx: SeriesContext, previous, exact, steps,
         flow_theta = torch.full((state.n_grid, *flow_at.shape[1:]), float("nan"), dtype=torch.float64)
         flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
         initial = previous.resumable(name, steps[lr]) if previous is not None else None
-        entry, arrays = run_sgd(ctx, lr, flow_theta, flow_final, initial=initial)
+        entry, arrays = run_sgd(
+            ctx, lr, flow_theta, flow_final, initial=initial, modified_theta=modified.get(lr)
+        )
         if previous is not None:
             state.resumed[-1]["series"][name] = (
                 "continued from its checkpoint" if initial else "run from the start"

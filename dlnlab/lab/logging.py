@@ -350,6 +350,11 @@ def _tag_table(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None) -> 
             ("log10/dist_to_flow", _log10(block["dist_to_flow"])),
             ("sgd/step", block["step"]),
         ]
+        if "dist_to_modified" in block:  # flow.modified: GD's distance to its modified flow
+            cols += [
+                ("sgd/dist_to_modified", block["dist_to_modified"]),
+                ("log10/dist_to_modified", _log10(block["dist_to_modified"])),
+            ]
         if lr is not None:  # 2/eta beside the sharpness, on the analysis grid only
             cols.append(("sgd/two_over_lr", np.where(np.isfinite(block["sharpness"]), 2.0 / lr, np.nan)))
     tags = [c[0] for c in cols]
@@ -442,6 +447,7 @@ def _layout(x: str, chart) -> dict:
             "sharpness vs 2/eta": chart("curvature/sharpness", "sgd/two_over_lr"),
             "log10 conservation-law drift": chart("log10/drift_[0-9]+"),
             "log10 distance to the flow": chart("log10/dist_to_flow"),
+            "log10 distance to GD's modified flow (flow.modified)": chart("log10/dist_to_modified"),
             "distance to the flow": chart("sgd/dist_to_flow"),
             "time t": chart("time"),
         },
@@ -451,6 +457,7 @@ def _layout(x: str, chart) -> dict:
         },
         "dlnlab run": {
             "convergence order (slope of log max distance vs log lr)": chart("run/convergence_order"),
+            "convergence order against GD's modified flows": chart("run/convergence_order_modified"),
             "GD stability threshold 2 / (h m_1^(2-2/h))": chart("run/gd_stability_threshold"),
         },
     }

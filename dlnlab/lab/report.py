@@ -42,6 +42,7 @@ def log_run(ctx, summary: dict, table: str) -> None:
     run_metrics = _finite(
         {
             "run/convergence_order": summary.get("convergence_order"),
+            "run/convergence_order_modified": summary.get("convergence_order_modified"),
             "run/gd_stability_threshold": summary.get("gd_stability_threshold"),
         }
     )
@@ -68,6 +69,8 @@ def log_run(ctx, summary: dict, table: str) -> None:
             {
                 "hp/final_loss": e.get("final_loss"),
                 "hp/max_dist_to_flow": e.get("max_dist_to_flow"),
+                "hp/max_dist_to_modified_flow": e.get("max_dist_to_modified_flow"),
+                "hp/convergence_order_modified": summary.get("convergence_order_modified"),
                 "hp/t_stop": e.get("t_stop"),
                 "hp/wall_time_s": e.get("wall_time_s"),
                 "hp/diverged": float(bool(e.get("diverged"))),

@@ -161,6 +161,11 @@ def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
 
 def _check_flow(cfg: TrainConfig) -> None:
     f = cfg.flow
+    if f.modified and (cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs):
+        raise ConfigError(
+            "flow.modified: the modified flow is full-batch GD's: it needs sgd.lrs, sgd.batch_size=null and "
+            f"sgd.momentum=0 (got lrs {list(cfg.sgd.lrs)}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
+        )
     _finite(f.t_max, "flow.t_max", positive=True)
     make_solver(cfg)
     defaults = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL}

@@ -154,6 +154,7 @@ class FlowConfig:
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     step_size: float | None = None  # fixed-step methods only
+    modified: bool = False  # also GD's modified flow at each learning rate (series modflow_lr_<lr>)
     max_nfe: int | None = None  # budget of right-hand-side evaluations
 
 

@@ -121,9 +121,15 @@ class SeriesContext:
 
 
 def run_flow(
-    ctx: SeriesContext, all_t: torch.Tensor, grid: torch.Tensor, previous: tuple[dict, dict] | None = None
+    ctx: SeriesContext,
+    all_t: torch.Tensor,
+    grid: torch.Tensor,
+    previous: tuple[dict, dict] | None = None,
+    name: str = "flow",
+    modified_lr: float | None = None,
 ) -> tuple[dict, Callable[[], dict], torch.Tensor]:
-    """Integrate the flow at all requested times and record its grid.
+    """Integrate the flow (``modified_lr``: GD's modified flow at that step, series ``name``) at all
+    requested times and record its grid.
 
     Returns (entry, finish, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure; the
     metrics of the grid are computed in a recorder worker while the SGD series run, and ``finish()``
@@ -136,7 +142,9 @@ def run_flow(
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
     entry = {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
-    ctx.progress.start("flow", float(all_t[-1]))
+    if modified_lr is not None:
+        entry["modified_lr"] = modified_lr
+    ctx.progress.start(name, float(all_t[-1]))
     t0 = time.perf_counter()
     res = None
     try:
@@ -145,7 +153,7 @@ def run_flow(
         with signals.deferred(raise_at_end=False):
             res = flowmod.integrate(
                 plan.device_problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress,
-                stop=lambda: signals.received() is not None,
+                stop=lambda: signals.received() is not None, modified_lr=modified_lr,
             )  # fmt: skip
         entry["message"] = ""
     except flowmod.FlowSolverError as err:
@@ -170,7 +178,7 @@ def run_flow(
             f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
         )
         return entry, lambda: arrays, flow_at
-    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry)
+    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
         _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, plan.seeds.members)
@@ -179,10 +187,10 @@ def run_flow(
     def finish() -> dict:
         with signals.deferred(raise_at_end=False):
             try:
-                return close_recorder(rec, ctx.logger("flow"))
+                return close_recorder(rec, ctx.logger(name))
             except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
                 entry.update(status=Status.ERROR, message=f"recorder: {err}")
-                warn(f"flow: {entry['message']}")
+                warn(f"{name}: {entry['message']}")
                 return {}
 
     return entry, finish, flow_at
@@ -254,19 +262,19 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
             flow_at[:] = float("nan")  # no reference for the SGD series
 
 
-def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry):
+def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name="flow"):
     """Metrics of the flow's grid points in a recorder worker (it gets them through the fork), and the
     user's grid-point callbacks here; an interrupt here keeps the points recorded so far."""
     from dlnlab.lab.record import open_recorder
 
     plan = ctx.plan
-    logger = ctx.logger("flow")
+    logger = ctx.logger(name)
     metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
     grid_idx = torch.searchsorted(all_t, grid)
     ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
     preload = (ms, grid[ms].tolist(), flow_at[grid_idx[ms]])
     rec = open_recorder(
-        "flow", metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=plan.cfg.log.tb_max_points,
+        name, metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=plan.cfg.log.tb_max_points,
         worker=True, preload=preload,
     )  # fmt: skip
     user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
@@ -298,8 +306,10 @@ def run_sgd(
     flow_theta: torch.Tensor,
     flow_final: float | None,
     initial: dict | None = None,
+    modified_theta: torch.Tensor | None = None,
 ) -> tuple[dict, dict]:
     """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it.
+    ``modified_theta`` (n_grid, p): GD's modified flow at the series' exact times (flow.modified).
 
     ``initial``: the arrays an interrupted series had recorded (a resumed run): it continues from its
     checkpoint, ``checkpoints/<name>.ckpt``.
@@ -311,8 +321,9 @@ def run_sgd(
     name, tau = series_name(lr), time_per_step(lr, s.momentum)
     logger = ctx.logger(name)
     metrics = SeriesMetrics(
-        plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, **ctx.metric_kw
-    )
+        plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, modified_theta=modified_theta,
+        **ctx.metric_kw,
+    )  # fmt: skip
     rec = open_recorder(
         name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
         initial=initial, worker=True,

@@ -98,6 +98,13 @@ class RunState:
         order = convergence_order(
             [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
         )
+        modified = None
+        if cfg.flow.modified:
+            modified = convergence_order(
+                [e["lr"] for e in usable],
+                [e.get("max_dist_to_modified_flow") for e in usable],
+                cfg.sgd.order_fit,
+            )
         sig = signals.received()
         return {
             "series": self.series,
@@ -110,6 +117,8 @@ class RunState:
             "L_min": plan.problem.L_min,
             "convergence_order": order["order"],
             "convergence_order_detail": order,
+            "convergence_order_modified": None if modified is None else modified["order"],
+            "convergence_order_modified_detail": modified,
             "gd_stability_threshold": plan.gd_threshold,
             "seeds": vars(plan.seeds),
             "versions": versions(),
@@ -208,6 +217,10 @@ def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, f
         max_dist_to_flow=float(finite_d.max()) if len(finite_d) else None,
         plateaus=[],
     )
+    if "dist_to_modified" in arrays:  # flow.modified: GD's distance to its modified flow
+        dm = arrays["dist_to_modified"]
+        dm = dm[np.isfinite(dm)]
+        entry["max_dist_to_modified_flow"] = float(dm.max()) if len(dm) else None
     if entry["status"] == Status.DIVERGED and entry.get("steps") is not None:
         entry["step_stop"] = entry["steps"]
         entry["t_stop"] = entry["steps"] * tau
@@ -316,6 +329,10 @@ def format_table(summary: dict) -> str:
     lines.append(
         f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
     )
+    if summary.get("convergence_order_modified_detail") is not None:
+        lines.append(
+            f"convergence order against GD's modified flows: {fmt(summary.get('convergence_order_modified'))}"
+        )
     lines.append(f"critical values L*_r: {', '.join(fmt(v) for v in summary['critical_values'])}")
     if summary.get("interrupted"):
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")

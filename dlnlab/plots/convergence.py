@@ -71,6 +71,27 @@ def _max_dist(s: Series) -> float | None:
     return float(d.max()) if len(d) and d.max() > 0 else None
 
 
+def _modified_points(ax, run: RunData, pts, colors) -> list:
+    """flow.modified: each series' largest distance to GD's modified flow (open squares) and its fit."""
+    mod = [(s, s.entry.get("max_dist_to_modified_flow")) for s, _ in pts]
+    mod = [(s, d) for s, d in mod if isinstance(d, (int, float)) and math.isfinite(d) and d > 0]
+    if not mod:
+        return []
+    for s, d in mod:
+        ax.plot([s.lr], [d], "s", ms=5, mfc="none", mec=colors[s.name], mew=1.1, zorder=5)
+    extra = [Line2D([], [], marker="s", mfc="none", mec="0.3", ls="none", label="to GD's modified flow")]
+    order = run.summary.get("convergence_order_modified")
+    used = (run.summary.get("convergence_order_modified_detail") or {}).get("lrs_used") or []
+    fit = [(s.lr, d) for s, d in mod if any(math.isclose(s.lr, u, rel_tol=1e-9) for u in used)]
+    if isinstance(order, (int, float)) and math.isfinite(order) and len(fit) >= 2:
+        x = np.log([p[0] for p in fit])
+        c = float(np.mean(np.log([p[1] for p in fit]) - order * x))
+        xs = np.exp(np.linspace(x.min() - 0.25, x.max() + 0.25, 20))
+        ax.plot(xs, np.exp(c) * xs**order, color="0.15", lw=1.0, ls="--", zorder=3)
+        extra.append(Line2D([], [], color="0.15", lw=1.0, ls="--", label=f"fit: slope {order:.3f}"))
+    return extra
+
+
 def fig_convergence_order(run: RunData) -> Figure:
     fig = new_figure()
     ax = fig.add_subplot()
@@ -132,6 +153,7 @@ def fig_convergence_order(run: RunData) -> Figure:
             ax.annotate(
                 f"{o:.2f}", (xm, ym), xytext=(4, -9), textcoords="offset points", fontsize=6, color="0.3"
             )
+    extra += _modified_points(ax, run, pts, colors)
     handles = [
         Line2D(
             [],
@@ -148,7 +170,14 @@ def fig_convergence_order(run: RunData) -> Figure:
     legend(fig, run, colors, handles=handles, extra=extra)
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("$\\max_t \\|A_\\eta(t) - A_{\\mathrm{flow}}(t)\\|_F$")
-    ax.set_title("Largest distance to the flow against $\\eta$")
+    ax.set_title(
+        "Largest distance to the flow against $\\eta$"
+        + (
+            "\n(circles) and to GD's modified flow (squares)"
+            if run.summary.get("convergence_order_modified_detail")
+            else ""
+        )
+    )
     if detail.get("pairwise"):
         ax.text(
             0.98,

@@ -1,0 +1,59 @@
+"""GD's modified flows (``flow.modified=true``): one series per learning rate, ``modflow_lr_<lr>``.
+
+GD at step eta follows dtheta/dt = -(I + (eta/2) H) grad L to O(eta^2), the plain flow only to O(eta)
+(docs/theory.md, section 9). For each learning rate the modified flow is integrated with the run's
+solver at the SGD series' exact times k eta (never interpolated) and on the grid, recorded like the
+flow (its own series file and TensorBoard run), and handed to that SGD series, which records
+``dist_to_modified`` beside ``dist_to_flow``. The summary fits a second convergence order, against
+the modified flows (``convergence_order_modified``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from dlnlab.lab import signals
+from dlnlab.lab.summary import Status
+
+__all__ = ["modified_name", "run_modified_flows"]
+
+
+def modified_name(lr: float) -> str:
+    """``modflow_lr_<repr(lr)>``."""
+    return f"modflow_lr_{float(lr)!r}"
+
+
+def run_modified_flows(state, ctx, previous, exact, grid) -> tuple[dict, list[Callable[[], None]]]:
+    """Integrate and record each learning rate's modified flow; returns ({lr: its states at the series'
+    grid points, (n_grid, ..., p)}, the closers that wait for the recorders and store the arrays)."""
+    from dlnlab.lab.series import run_flow
+
+    plan = state.plan
+    theta, closers = {}, []
+    for lr in plan.lrs:
+        if state.interrupted:
+            break
+        name = modified_name(lr)
+        state.stage = name
+        state.write_summary()
+        ms, times = exact[lr]
+        all_t = torch.unique(torch.cat([grid, times]))
+        done = previous.arrays.get(name) if previous else None
+        before = (previous.entry(name), done) if done else None
+        entry, finish, at = run_flow(ctx, all_t, grid, before, name=name, modified_lr=lr)
+        state.series[name] = entry
+        closers.append(_closer(state, name, finish))
+        at_steps = torch.full((state.n_grid, *at.shape[1:]), float("nan"), dtype=torch.float64)
+        at_steps[ms] = at[torch.searchsorted(all_t, times)]
+        theta[lr] = at_steps
+        state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
+    return theta, closers
+
+
+def _closer(state, name: str, finish) -> Callable[[], None]:
+    def close() -> None:
+        state.arrays[name] = finish()
+
+    return close
