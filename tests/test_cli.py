@@ -199,10 +199,14 @@ def test_sigterm_during_the_analysis_and_the_figures(stage, tmp_path):
 
 
 def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
+    """A two-job sweep through Hydra's joblib launcher (the jobs in parallel processes), one job failing."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     sweep = tmp_path / "sweep"
     proc = _cli(
         [
             "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
