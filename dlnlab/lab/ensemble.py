@@ -110,7 +110,9 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
     size = next((members_of(a) for a in series_arrays.values() if a), None) or 0
     logs = {}
     for e in range(size):
-        arrays = {name: member_arrays(a, e) if a else {} for name, a in series_arrays.items()}
+        arrays = {
+            name: member_arrays(a, e) if members_of(a) else (a or {}) for name, a in series_arrays.items()
+        }
         found = {name: {"lr": entry.get("lr")} for name, entry in series.items() if name in arrays}
         got = analyze_run_saddles(
             problem,

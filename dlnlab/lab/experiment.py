@@ -118,29 +118,16 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warn(note)
-    a = plan.analysis
-    print(
-        f"flow: {plan.solver.method} ({plan.flow_choice.why}); curvature: {a.why}; saddles: {a.saddles_why}",
-        flush=True,
-    )
+    print(plan.choices(), flush=True)
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
     state.n_grid = len(grid)
     state.write_summary()
     import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
-    from dlnlab.lab.budget import time_per_step
-    from dlnlab.lab.series import SeriesContext, run_flow
-    from dlnlab.lab.training import series_grid
+    from dlnlab.lab.series import SeriesContext, run_flow, series_times
 
-    # Each series is compared with the flow at its own exact times k tau: the flow solver evaluates
-    # the union of all of them (dense output), never an interpolation of logged points.
-    exact, steps = {}, {}
-    for lr in plan.lrs:
-        tau = time_per_step(lr, cfg.sgd.momentum)
-        ms, steps[lr] = series_grid(state.n_grid, cfg.log.dt, tau)
-        exact[lr] = (torch.tensor(ms), torch.tensor(steps[lr], dtype=torch.float64) * tau)
-    all_t = torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
+    exact, steps, all_t = series_times(plan, grid)
     state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid)
     state.stage = "flow"
     state.write_summary()
@@ -160,6 +147,10 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
         state.arrays["flow"] = finish_flow()
         for close in closers:
             close()
+    if not state.interrupted and cfg.ensemble.vary.name == "sgd":
+        from dlnlab.lab.limit import record_limit
+
+        record_limit(state, ctx)
     state.write_summary()
     if not state.interrupted:
         _analyse(state, ctx)

@@ -63,6 +63,11 @@ class Plan:
     flow_choice: choose.FlowChoice | None = None  # the flow's method and why
     analysis: choose.AnalysisChoice | None = None  # the curvature points per series and why
 
+    def choices(self) -> str:
+        """The size-dependent choices, in one line (printed at the start of a run)."""
+        a = self.analysis
+        return f"flow: {self.solver.method} ({self.flow_choice.why}); curvature: {a.why}; saddles: {a.saddles_why}"
+
     def theta_every(self, n_grid: int) -> int:
         """Theta kept every this many grid points (log.theta_max_mb); 0: not kept."""
         return choose.theta_every(self.cfg, n_grid)
@@ -100,10 +105,11 @@ def _seeds(cfg: TrainConfig) -> Seeds:
     sgd = pick(cfg.sgd.seed, "sgd")
     members: tuple[dict, ...] = ()
     if cfg.ensemble.size > 1:
+        shared = cfg.ensemble.vary.name == "sgd"  # one init for all: the minibatch noise alone
         members = tuple(
             {
                 "data": data,
-                "init": init if e == 0 or init is None else derive_seed(init, f"member{e}"),
+                "init": init if e == 0 or init is None or shared else derive_seed(init, f"member{e}"),
                 "sgd": sgd if e == 0 else derive_seed(sgd, f"member{e}"),
             }
             for e in range(cfg.ensemble.size)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from dlnlab.lab.logging import figures_logger, log_figure, log_hparams, log_text
@@ -80,6 +81,29 @@ def log_run(ctx, summary: dict, table: str) -> None:
         )
         log_hparams(logger, dict(base, series=name, lr=e["lr"], status=str(e["status"])), metrics)
         logger.save()
+
+
+def log_limit(ctx, limit: dict) -> None:
+    """SGD as a stochastic flow: each series' strong and weak error curves (tags ``limit/strong``,
+    ``limit/weak_theta``, ``limit/weak_loss``, step = grid index) and the orders on the flow's logger."""
+    from dlnlab.lab.summary import series_name
+
+    for lr, curves in limit["curves"].items():
+        logger = ctx.logger(series_name(lr))
+        if logger is None:
+            continue
+        for key, values in curves.items():
+            for m, v in enumerate(np.asarray(values).tolist()):
+                if math.isfinite(v):
+                    logger.log_metrics(
+                        {f"limit/{key}": v, f"log10/limit_{key}": math.log10(max(v, 1e-300))}, step=m
+                    )
+        logger.save()
+    flow = ctx.logger("flow")
+    if flow is not None:
+        orders = {f"run/{key}_order": limit[key]["order"] for key in ("strong", "weak_theta", "weak_loss")}
+        flow.log_metrics(_finite(orders), step=0)
+        flow.save()
 
 
 def make_figures(ctx) -> None:

@@ -64,6 +64,7 @@ InitKind = Enum("InitKind", {k: k for k in ("gaussian", "orthogonal", "balanced"
 Sampling = Enum("Sampling", {k: k for k in ("with_replacement", "without_replacement")})
 FlowMethod = Enum("FlowMethod", {m: m for m in ("auto", *METHODS)})  # auto: chosen by size
 ProgressMode = Enum("ProgressMode", {k: k for k in ("auto", "always", "never")})
+EnsembleVary = Enum("EnsembleVary", {k: k for k in ("both", "sgd")})  # what differs between members
 
 
 @dataclass
@@ -207,6 +208,7 @@ class EnsembleConfig:
     """B copies of the run that differ in their init and minibatch seeds, stepped together as one batch."""
 
     size: int = 1  # 1: one net (series files without a member axis)
+    vary: EnsembleVary = EnsembleVary.both  # sgd: one init for all, only the minibatch seeds differ
 
 
 @dataclass

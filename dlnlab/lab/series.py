@@ -120,6 +120,20 @@ class SeriesContext:
         return Layout(self.dims)
 
 
+def series_times(plan: Plan, grid: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
+    """Each SGD series' grid points and exact times k tau, its steps, and the union of every time the
+    flow must report (the grid and every series' exact times: the solver's own dense output, never an
+    interpolation of logged points)."""
+    from dlnlab.lab.training import series_grid
+
+    exact, steps = {}, {}
+    for lr in plan.lrs:
+        tau = time_per_step(lr, plan.cfg.sgd.momentum)
+        ms, steps[lr] = series_grid(len(grid), plan.cfg.log.dt, tau)
+        exact[lr] = (torch.tensor(ms), torch.tensor(steps[lr], dtype=torch.float64) * tau)
+    return exact, steps, torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
+
+
 def run_flow(
     ctx: SeriesContext,
     all_t: torch.Tensor,
@@ -141,6 +155,9 @@ def run_flow(
     """
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
+    # an ensemble whose members share their init (ensemble.vary=sgd) has one flow: solved and recorded once
+    shared = plan.seeds.members and cfg.ensemble.vary.name == "sgd"
+    theta0 = plan.theta0[0] if shared else plan.theta0
     entry = {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
     if modified_lr is not None:
         entry["modified_lr"] = modified_lr
@@ -152,7 +169,7 @@ def run_flow(
         # every output point so far (solve_ivp would lose them to an exception raised inside it)
         with signals.deferred(raise_at_end=False):
             res = flowmod.integrate(
-                plan.device_problem, ctx.layout, plan.theta0, all_t, plan.solver, progress=ctx.progress,
+                plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress,
                 stop=lambda: signals.received() is not None, modified_lr=modified_lr,
             )  # fmt: skip
         entry["message"] = ""
@@ -169,19 +186,22 @@ def run_flow(
         entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
         warn(f"flow: {entry['message']}")
     n_flow = 0 if res is None else len(res.t)
-    flow_at = torch.full((len(all_t), *plan.theta0.shape), float("nan"), dtype=torch.float64)
+    flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
     if n_flow:
         flow_at[:n_flow] = res.theta.cpu()
+    members = (
+        flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
+    )  # for the SGD series
     if previous is not None and entry["status"] == Status.OK:
         entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f)
         ctx.progress.done(
             f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
         )
-        return entry, lambda: arrays, flow_at
-    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name)
+        return entry, lambda: arrays, members
+    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, theta0)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
-        _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, plan.seeds.members)
+        _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, () if shared else plan.seeds.members)
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
 
     def finish() -> dict:
@@ -193,7 +213,7 @@ def run_flow(
                 warn(f"{name}: {entry['message']}")
                 return {}
 
-    return entry, finish, flow_at
+    return entry, finish, members
 
 
 def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:
@@ -262,14 +282,15 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
             flow_at[:] = float("nan")  # no reference for the SGD series
 
 
-def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name="flow"):
+def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name="flow", theta0=None):
     """Metrics of the flow's grid points in a recorder worker (it gets them through the fork), and the
     user's grid-point callbacks here; an interrupt here keeps the points recorded so far."""
     from dlnlab.lab.record import open_recorder
 
     plan = ctx.plan
     logger = ctx.logger(name)
-    metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
+    theta0 = plan.theta0 if theta0 is None else theta0
+    metrics = SeriesMetrics(plan.problem, ctx.dims, theta0, **ctx.metric_kw)
     grid_idx = torch.searchsorted(all_t, grid)
     ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
     preload = (ms, grid[ms].tolist(), flow_at[grid_idx[ms]])

@@ -72,6 +72,7 @@ class RunState:
     stage: str = "starting"
     interrupted: bool = False
     resumed: list[dict] = field(default_factory=list)
+    limit: dict | None = None  # an ensemble with a shared init: SGD's strong and weak errors (lab/limit.py)
     t_start: float = field(default_factory=time.perf_counter)
     ctx: Any = None  # dlnlab.lab.series.SeriesContext, once the series start
 
@@ -119,6 +120,9 @@ class RunState:
             "convergence_order_detail": order,
             "convergence_order_modified": None if modified is None else modified["order"],
             "convergence_order_modified_detail": modified,
+            "sgd_limit": None
+            if self.limit is None
+            else {k: v for k, v in self.limit.items() if k != "curves"},
             "gd_stability_threshold": plan.gd_threshold,
             "seeds": vars(plan.seeds),
             "versions": versions(),
@@ -329,6 +333,16 @@ def format_table(summary: dict) -> str:
     lines.append(
         f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
     )
+    limit = summary.get("sgd_limit")
+    if limit:
+        parts = []
+        for key, what in (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "weak (loss)")):
+            ci = limit[key].get("ci90") or [None, None]
+            parts.append(f"{what} {fmt(limit[key]['order'])} [{fmt(ci[0])}, {fmt(ci[1])}]")
+        lines.append(
+            f"SGD against the flow over {limit['members']} members sharing their init, orders (90% bootstrap): "
+            + ", ".join(parts)
+        )
     if summary.get("convergence_order_modified_detail") is not None:
         lines.append(
             f"convergence order against GD's modified flows: {fmt(summary.get('convergence_order_modified'))}"

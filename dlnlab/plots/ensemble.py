@@ -11,13 +11,14 @@ import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from dlnlab.lab.rundir import RunData
+from dlnlab.lab.rundir import RunData, format_lr
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
 from dlnlab.plots._panels import legend, time_axis
 from dlnlab.plots._style import new_figure
 
-__all__ = ["ENSEMBLE_FIGURES", "fig_ensemble_loss", "fig_ensemble_dist_to_flow"]
+__all__ = ["ENSEMBLE_FIGURES", "fig_ensemble_loss", "fig_ensemble_dist_to_flow", "fig_sgd_limit"]
 
 
 def _bands(ax, t: np.ndarray, y: np.ndarray, color, label: str, keep: list) -> None:
@@ -80,4 +81,52 @@ def fig_ensemble_dist_to_flow(run: RunData) -> Figure:
     return fig
 
 
-ENSEMBLE_FIGURES = {"ensemble_loss": fig_ensemble_loss, "ensemble_dist_to_flow": fig_ensemble_dist_to_flow}
+LIMIT_STYLE = {  # key: (label, marker, expected order)
+    "strong": ("strong: max$_t$ E$\\|\\theta - \\theta_{flow}\\|$", "o", 0.5),
+    "weak_theta": ("weak: max$_t \\|$E$\\theta - \\theta_{flow}\\|$", "s", 1.0),
+    "weak_loss": ("weak: max$_t |$E$L - L_{flow}|$", "^", 1.0),
+}
+
+
+def fig_sgd_limit(run: RunData) -> Figure:
+    """ensemble.vary=sgd: the strong and weak errors against eta, with their fitted orders (90% bootstrap)."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    lim = run.summary.get("sgd_limit")
+    if not lim:
+        no_data(ax, "no strong / weak errors (an ensemble with ensemble.vary=sgd)")
+        return fig
+    lrs = np.asarray(lim["lrs"], dtype=np.float64)
+    fit = set(lim.get("fit_lrs") or [])
+    for i, (key, (label, marker, _)) in enumerate(LIMIT_STYLE.items()):
+        vals = np.asarray([np.nan if v is None else v for v in lim[key]["max"]], dtype=np.float64)
+        ok = np.isfinite(vals) & (vals > 0)
+        color = f"C{i}"
+        order, ci = lim[key].get("order"), lim[key].get("ci90") or [np.nan, np.nan]
+        text = f"{label}: slope {order:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if order is not None else label
+        ax.plot(lrs[ok], vals[ok], marker, color=color, ms=5, label=text)
+        pts = [(a, v) for a, v, o in zip(lrs, vals, ok) if o and a in fit]
+        if order is not None and len(pts) >= 2:
+            x = np.log([p[0] for p in pts])
+            c = float(np.mean(np.log([p[1] for p in pts]) - order * x))
+            xs = np.exp(np.linspace(x.min() - 0.2, x.max() + 0.2, 10))
+            ax.plot(xs, np.exp(c) * xs**order, color=color, lw=1.0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(lrs)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_lr(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("learning rate $\\eta$")
+    ax.set_ylabel("largest error over the horizon")
+    ax.set_title(
+        f"SGD against the flow, {lim['members']} members, one init\n(expected: strong order 1/2, weak order 1)"
+    )
+    ax.legend(fontsize=5.5, loc="lower right")
+    return fig
+
+
+ENSEMBLE_FIGURES = {
+    "ensemble_loss": fig_ensemble_loss,
+    "ensemble_dist_to_flow": fig_ensemble_dist_to_flow,
+    "sgd_limit": fig_sgd_limit,
+}
