@@ -37,6 +37,7 @@ _EXPORTS = {
     ],
     "dlnlab.descent": ["gd", "GDStepper", "MinibatchSampler", "time_per_step"],
     "dlnlab.metrics": ["SeriesMetrics"],
+    "dlnlab.sme": ["integrate_sme", "per_sample_gradients", "noise_factor"],
     "dlnlab.analysis": [
         "conservation_laws",
         "conservation_drift",

@@ -1,0 +1,79 @@
+"""The stochastic modified equation of SGD: its drift and diffusion against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dlnlab import init
+from dlnlab.descent import gd
+from dlnlab.network import pack, unpack
+from dlnlab.problem import RegressionProblem
+from dlnlab.sme import integrate_sme, noise_factor, noise_scale, per_sample_gradients
+
+DIMS = [4, 3, 3, 2]
+
+
+@pytest.fixture(scope="module")
+def small():
+    problem = RegressionProblem.teacher([2.0, 1.0], 4, 2, 20, seed=0)
+    return problem, pack(init.gaussian(DIMS, 0.5, seed=1))
+
+
+def test_per_sample_gradients_are_autograds_and_average_to_the_gradient(small):
+    problem, theta = small
+    per = per_sample_gradients(problem, theta, DIMS)
+    assert per.shape == (20, theta.numel())
+    torch.testing.assert_close(per.mean(dim=0), problem.gradient_theta(theta, DIMS), rtol=1e-12, atol=1e-14)
+    for i in (0, 7, 19):
+        x = theta.clone().requires_grad_(True)
+        p = unpack(x, DIMS)
+        out = p[2] @ p[1] @ p[0] @ problem.X[:, i]
+        (g,) = torch.autograd.grad(0.5 * ((out - problem.Y[:, i]) ** 2).sum(), x)
+        torch.testing.assert_close(per[i], g, rtol=1e-12, atol=1e-14)
+    batch = per_sample_gradients(problem, torch.stack([theta, 2 * theta]), DIMS)
+    torch.testing.assert_close(batch[1], per_sample_gradients(problem, 2 * theta, DIMS))
+
+
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_the_diffusion_is_the_covariance_of_a_minibatch_gradient(small, sampling):
+    """G G^T against the covariance of 200,000 minibatch gradients drawn as SGD draws them."""
+    problem, theta = small
+    b = 5
+    factor = noise_factor(problem, theta, DIMS, b, sampling)
+    cov = factor @ factor.T
+    gen = torch.Generator().manual_seed(0)
+    n, draws = problem.n_samples, 200_000
+    if sampling == "with_replacement":
+        idx = torch.randint(n, (draws, b), generator=gen)
+    else:
+        idx = torch.stack([torch.randperm(n, generator=gen)[:b] for _ in range(draws)])
+    per = per_sample_gradients(problem, theta, DIMS)
+    mc = per[idx].mean(dim=1)  # the minibatch gradients
+    emp = torch.cov(mc.T)
+    assert float((emp - cov).abs().max()) <= 0.02 * float(cov.abs().max())
+    exact = torch.cov(per.T, correction=0) * noise_scale(n, b, sampling)  # Sigma by the definition
+    torch.testing.assert_close(cov, exact, rtol=1e-10, atol=1e-14)
+
+
+def test_no_noise_without_randomness(small):
+    problem, theta = small
+    assert noise_scale(20, 20, "without_replacement") == 0.0
+    assert float(noise_factor(problem, theta, DIMS, 20, "without_replacement").abs().max()) == 0.0
+
+
+def test_the_sde_ensemble_spreads_like_sgd(small):
+    """Var L(t) of 2000 SGD runs against 2000 SME paths (batch 4 of 20, eta = 0.02, t <= 1)."""
+    problem, theta = small
+    lr, r = 0.02, 2000
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    start = theta.expand(r, -1).contiguous()
+    run = gd(problem, DIMS, start, lr, 50, batch_size=4, seed=list(range(r)), record_steps=[0, 20, 50])
+    sme = integrate_sme(problem, DIMS, start, t, lr, 4, seed=0)
+    loss_sgd = problem.loss(unpack(run.theta, DIMS))
+    loss_sme = problem.loss(unpack(sme.theta, DIMS))
+    ratio = (loss_sgd[1:].var(dim=1) / loss_sme[1:].var(dim=1)).numpy()
+    assert np.all((0.8 < ratio) & (ratio < 1.25)), ratio
+    gap = (loss_sgd[1:].mean(dim=1) - loss_sme[1:].mean(dim=1)).abs()
+    assert float(gap.max()) < 3 * float(loss_sgd[1:].std(dim=1).max()) / r**0.5 + 0.02 * lr
