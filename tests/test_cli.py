@@ -243,8 +243,12 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
         timeout=60,
     )
     assert agg.returncode == 0, agg.stderr
-    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 2 * 4
-    assert "solver_failed" in agg.stdout and "flow.max_nfe=10" in agg.stdout
+    # two settings (flow.max_nfe=10 and null); the failed flow is skipped and said so, the rest aggregated
+    assert "skipped" in agg.stderr and "solver_failed" in agg.stderr and "flow.max_nfe=10" in agg.stderr
+    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 4 + 3
+    rows = json.loads((sweep / "aggregate" / "aggregate.json").read_text())["rows"]
+    assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"}
+    assert all(r["samples"] == 1 for r in rows)
     empty = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")], capture_output=True
     )

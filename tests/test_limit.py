@@ -67,3 +67,21 @@ def test_the_orders_go_to_tensorboard_and_a_figure(tmp_path):
     curve = [e.value for e in acc.Scalars("limit/strong")]
     arr = np.load(tmp_path / "r" / "series" / "sgd_lr_0.01.npz")
     np.testing.assert_allclose(curve, arr["dist_to_flow"].mean(axis=0), rtol=1e-6)
+
+
+def test_the_sme_ensemble_spreads_like_the_sgd_ensemble(tmp_path):
+    """sgd.sme: the SME's ensemble per learning rate, recorded like SGD's; the spread ratios near 1."""
+    args = [a for a in ARGS if not a.startswith(("ensemble.size", "sgd.lrs", "sgd.order_fit"))]
+    res = run(
+        make_cfg([*args, "ensemble.size=400", "sgd.lrs=[0.02,0.01]", "sgd.sme=true"]),
+        output_dir=tmp_path / "r",
+    )
+    assert res.exit_code == 0
+    spread = res["sgd_limit"]["sme"]
+    tol = 3 * spread["sampling_error"]  # 2 / sqrt(E - 1) for a variance ratio
+    for lr in ("0.02", "0.01"):
+        for key in ("var_loss", "var_theta"):
+            assert abs(spread["spread_ratio"][lr][key]["median"] - 1) <= tol, (lr, key, spread)
+        arr = np.load(tmp_path / "r" / "series" / f"sme_lr_{lr}.npz")
+        assert arr["loss"].shape[0] == 400 and res["series"][f"sme_lr_{lr}"]["ensemble"]["size"] == 400
+        assert np.allclose(arr["theta"][:, 0], arr["theta"][0, 0])  # from the shared init

@@ -170,6 +170,16 @@ BAD = [
     ),
     ("tb_points_zero", ["log.tb_max_points=0"], "log.tb_max_points: must be >= 2"),
     (
+        "sme_without_an_ensemble",
+        ["sgd.sme=true", "sgd.batch_size=10"],
+        "sgd.sme: the stochastic modified equation",
+    ),
+    (
+        "sme_with_full_batches",
+        ["sgd.sme=true", "ensemble.size=4"],
+        "sgd.sme: the stochastic modified equation",
+    ),
+    (
         "modified_with_minibatches",
         ["flow.modified=true", "sgd.batch_size=10"],
         "flow.modified: the modified flow is full-batch GD's",

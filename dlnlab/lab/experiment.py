@@ -142,6 +142,10 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
             from dlnlab.lab.modified import run_modified_flows
 
             modified, closers = run_modified_flows(state, ctx, previous, exact, grid)
+        if cfg.sgd.sme:
+            from dlnlab.lab.sme_series import run_sme_series
+
+            closers += run_sme_series(state, ctx, grid)
         _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at, modified)
     finally:
         state.arrays["flow"] = finish_flow()

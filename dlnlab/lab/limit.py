@@ -106,10 +106,54 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     return out
 
 
+def _ratio_stats(num: np.ndarray, den: np.ndarray) -> dict | None:
+    """median and 10-90% range over the grid of num / den (where both are finite and den > 0)."""
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    if not ok.any():
+        return None
+    r = num[ok] / den[ok]
+    return {
+        "median": float(np.median(r)),
+        "p10": float(np.quantile(r, 0.1)),
+        "p90": float(np.quantile(r, 0.9)),
+    }
+
+
+def sme_spread(state) -> dict:
+    """{lr: the SGD ensemble's spread over the SME ensemble's along the trajectory}: Var L(t) and the total
+    variance of theta(t) (its covariance's trace), as ratios over the grid points after t = 0."""
+    from dlnlab.lab.sme_series import sme_name
+
+    out = {}
+    for lr in state.plan.lrs:
+        sgd, sme = state.arrays.get(series_name(lr)), state.arrays.get(sme_name(lr))
+        if not sgd or not sme or "loss" not in sgd or "loss" not in sme:
+            continue
+        n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
+        ratios = {
+            "var_loss": _ratio_stats(
+                np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1)
+            )
+        }
+        (_, a), (_, b) = theta_rows(sgd), theta_rows(sme)
+        if a is not None and b is not None and a.shape[1] == b.shape[1]:
+            va, vb = np.var(a, axis=0, ddof=1).sum(axis=-1), np.var(b, axis=0, ddof=1).sum(axis=-1)
+            ratios["var_theta"] = _ratio_stats(va[1:], vb[1:])
+        out[repr(float(lr))] = ratios  # JSON keys: the learning rate as the series names write it
+    return out
+
+
 def record_limit(state, ctx) -> None:
-    """The run's strong and weak errors into its state (summary.json: ``sgd_limit``) and its loggers."""
+    """The run's strong and weak errors into its state (summary.json: ``sgd_limit``) and its loggers;
+    with sgd.sme, the SGD ensemble's spread against the SME ensemble's (``sgd_limit.sme``)."""
     from dlnlab.lab.report import log_limit
 
     state.limit = sgd_limit(state, seed=state.plan.seeds.seed)
     if state.limit is not None:
+        if state.plan.cfg.sgd.sme:
+            size = state.plan.cfg.ensemble.size
+            state.limit["sme"] = {
+                "spread_ratio": sme_spread(state),
+                "sampling_error": 2.0 / np.sqrt(max(size - 1, 1)),  # of a variance ratio, normal data
+            }
         log_limit(ctx, state.limit)

@@ -161,6 +161,12 @@ def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
 
 def _check_flow(cfg: TrainConfig) -> None:
     f = cfg.flow
+    if cfg.sgd.sme and (cfg.ensemble.size < 2 or cfg.sgd.batch_size is None or cfg.sgd.momentum):
+        raise ConfigError(
+            "sgd.sme: the stochastic modified equation is minibatch SGD's, compared across an ensemble: it "
+            f"needs ensemble.size >= 2, sgd.batch_size and sgd.momentum=0 (got ensemble.size "
+            f"{cfg.ensemble.size}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
+        )
     if f.modified and (cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs):
         raise ConfigError(
             "flow.modified: the modified flow is full-batch GD's: it needs sgd.lrs, sgd.batch_size=null and "

@@ -168,6 +168,7 @@ class SGDConfig:
     seed: int | None = None  # minibatch generator (null: derived from the top-level seed)
     blowup: float = 1000.0  # diverged when ||A||_F > blowup * (||A0||_F + ||A_balanced_min||_F)
     order_fit: int = 3  # convergence order over this many smallest non-diverged learning rates
+    sme: bool = False  # also the stochastic modified equation's ensemble per learning rate (sme_lr_<lr>)
 
 
 @dataclass

@@ -154,6 +154,23 @@ class RunState:
         return summary
 
 
+def _exit_spreads(summary: dict, lr) -> list[str]:
+    """Each mode's plateau exit time across the members, SGD against the SME at one learning rate."""
+    series = summary["series"]
+    sgd = ((series.get(f"sgd_lr_{lr}") or {}).get("ensemble") or {}).get("plateau_exits") or []
+    sme = ((series.get(f"sme_lr_{lr}") or {}).get("ensemble") or {}).get("plateau_exits") or []
+    by_mode = {e["mode"]: e["t_exit"] for e in sme if e.get("t_exit")}
+    out = []
+    for e in sgd:
+        a, b = e.get("t_exit"), by_mode.get(e["mode"])
+        if a and b:
+            out.append(
+                f"  plateau exit of mode {e['mode']}: SGD {fmt(a['mean'])} +- {fmt(a['std'])} (n {a['n']}), "
+                f"SME {fmt(b['mean'])} +- {fmt(b['std'])} (n {b['n']})"
+            )
+    return out
+
+
 def fmt(x) -> str:
     if x is None:
         return "-"
@@ -343,6 +360,16 @@ def format_table(summary: dict) -> str:
             f"SGD against the flow over {limit['members']} members sharing their init, orders (90% bootstrap): "
             + ", ".join(parts)
         )
+        sme = limit.get("sme") or {}
+        for lr, r in (sme.get("spread_ratio") or {}).items():
+            cells = [
+                f"{k} {fmt(v['median'])} ({fmt(v['p10'])} .. {fmt(v['p90'])})" for k, v in r.items() if v
+            ]
+            lines.append(
+                f"SGD's spread over the SME's at eta = {lr}: {', '.join(cells)} "
+                f"(median over the grid; sampling error about {fmt(sme.get('sampling_error'))})"
+            )
+            lines += _exit_spreads(summary, lr)
     if summary.get("convergence_order_modified_detail") is not None:
         lines.append(
             f"convergence order against GD's modified flows: {fmt(summary.get('convergence_order_modified'))}"
