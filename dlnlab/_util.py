@@ -12,6 +12,15 @@ import torch
 __all__ = ["warn", "jsonable"]
 
 
+def fmt(x) -> str:
+    """A number for the console: 4 significant digits, "-" for None, "nan" for a non-finite float."""
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan"
+    return f"{x:.4g}"
+
+
 def warn(msg: str) -> None:
     """A one-line warning on stderr (the run goes on)."""
     sys.stderr.write(f"warning: {msg}\n")

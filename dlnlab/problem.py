@@ -215,6 +215,13 @@ class RegressionProblem:
         pre = prefix_products(weights)
         return _backprop(weights, pre, matmul(matmul(pre[-1], xb) - yb, xb.mT) / xb.shape[-1])
 
+    def weighted_gradient(self, weights: Sequence[Tensor], sample_weights: Tensor) -> list[Tensor]:
+        """The gradient of (1/2) sum_i c_i ||y_i - P x_i||^2 for sample weights c (..., N): one backward
+        pass through the weights, whatever N (the SME's noise, G dW, is one of these)."""
+        pre = prefix_products(weights)
+        residual = (matmul(pre[-1], self.X) - self.Y) * sample_weights.unsqueeze(-2)
+        return _backprop(weights, pre, matmul(residual, self.X.mT))
+
     def minibatch_loss_and_gradient(
         self, weights: Sequence[Tensor], index: Tensor
     ) -> tuple[Tensor, list[Tensor]]:

@@ -57,6 +57,24 @@ def test_the_diffusion_is_the_covariance_of_a_minibatch_gradient(small, sampling
     torch.testing.assert_close(cov, exact, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_the_solver_noise_is_the_factor_times_the_increments(small, sampling):
+    """f_and_g_prod (one weighted backward pass, what Euler-Maruyama calls) against the p x N factor
+    of the per-sample gradients times the Brownian increments, on an ensemble."""
+    from dlnlab.network import as_layout
+    from dlnlab.sme import _SME
+
+    problem, theta = small
+    thetas = torch.stack([theta, 0.5 * theta, theta.flip(0)])
+    sde = _SME(problem, as_layout(DIMS), 0.02, 5, sampling)
+    v = torch.randn(3, problem.n_samples, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    drift, noise = sde.f_and_g_prod(0.0, thetas, v)
+    want = torch.einsum("rpn,rn->rp", sde.g(0.0, thetas), v)
+    torch.testing.assert_close(noise, want, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(drift, -problem.gradient_theta(thetas, DIMS), rtol=0, atol=0)
+    assert float(want.abs().max()) > 1e-3
+
+
 def test_no_noise_without_randomness(small):
     problem, theta = small
     assert noise_scale(20, 20, "without_replacement") == 0.0

@@ -158,6 +158,10 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     state.write_summary()
     if not state.interrupted:
         _analyse(state, ctx)
+        if state.limit is not None:
+            from dlnlab.lab.limit import add_exit_spreads
+
+            add_exit_spreads(state)  # needs the members' plateau exits from the analysis
     state.interrupted |= signals.received() is not None
 
 

@@ -7,9 +7,14 @@ section 9):
 * weak error    e_w(t) = ||E theta_sgd(t) - theta_flow(t)||   (expected order 1),
 * weak loss     e_L(t) = |E L_sgd(t) - L_flow(t)|             (expected order 1),
 
-E the mean over the members. Each is reduced to its largest value over the grid, and its order in eta
-is the slope of log error against log eta over the ``sgd.order_fit`` smallest learning rates. The
-confidence interval (90%) comes from the bootstrap over members (members drawn with replacement,
+E the mean over the members. The strong error uses each series' ``dist_to_flow`` (the flow at the
+series' exact times k tau); the weak errors compare with the flow's recorded grid, so they use the
+rows whose time k tau is a grid time (all rows when eta divides ``log.dt``). Each is reduced to its
+largest value over a window of time, and its order in eta is the slope of log error against log eta
+over the ``sgd.order_fit`` smallest learning rates. The windows are the whole horizon and the
+stretches between the flow's saddle escapes (its plateau exits): the error constant of a stretch,
+C = error / eta^p with p the expected order, shows how much each escape amplifies the noise. The
+confidence intervals (90%) come from the bootstrap over members (members drawn with replacement,
 ``BOOTSTRAP`` times, every statistic and slope recomputed). The Monte Carlo error of a mean over E
 members is about sqrt(eta / E) times a constant, so the weak errors need E well above 1 / eta.
 """
@@ -21,29 +26,47 @@ import numpy as np
 from dlnlab.lab.summary import Status, series_name
 from dlnlab.metrics import theta_rows
 
-__all__ = ["sgd_limit", "record_limit", "LIMIT_KEYS", "BOOTSTRAP"]
+__all__ = [
+    "sgd_limit",
+    "error_curves",
+    "record_limit",
+    "add_exit_spreads",
+    "LIMIT_KEYS",
+    "EXPECTED_ORDER",
+    "BOOTSTRAP",
+]
 
 LIMIT_KEYS = ("strong", "weak_theta", "weak_loss")
+EXPECTED_ORDER = {"strong": 0.5, "weak_theta": 1.0, "weak_loss": 1.0}
 BOOTSTRAP = 200
 
 
-def _curves(arrays: dict, flow: dict, weights: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The three error curves of one series; ``weights`` (R, E): bootstrap resamples (counts / E), each
-    row a curve, or None for the plain mean (one row)."""
-    n = min(np.shape(arrays["loss"])[1], len(flow["loss"]))  # a flow that stopped early: its rows only
-    dist, loss = np.asarray(arrays["dist_to_flow"])[:, :n], np.asarray(arrays["loss"])[:, :n]
-    e = dist.shape[0]
-    w = np.full((1, e), 1.0 / e) if weights is None else weights
-    out = {"strong": w @ dist, "weak_loss": np.abs(w @ loss - np.asarray(flow["loss"])[None, :n])}
-    rows, theta = theta_rows(arrays)
+def _aligned(arrays: dict, flow: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, grid indices) of a series whose exact time equals the flow's grid time there."""
+    grid, t = np.asarray(arrays["grid_index"]), np.asarray(arrays["t"], dtype=np.float64)
+    ft = np.asarray(flow["t"], dtype=np.float64)
+    rows = np.flatnonzero(grid < len(ft))
+    same = np.abs(t[rows] - ft[grid[rows]]) <= 1e-9 * np.maximum(1.0, np.abs(ft[grid[rows]]))
+    return rows[same], grid[rows[same]]
+
+
+def error_curves(arrays: dict, flow: dict, weights: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{kind: (rows (T,), curves (R, T))} of one series (rows: into its arrays); ``weights`` (R, E): a row per curve, each the
+    members' weights (1/E for the plain mean, bootstrap counts / E for a resample)."""
+    dist = np.asarray(arrays["dist_to_flow"])
+    out = {"strong": (np.arange(dist.shape[1]), weights @ dist)}
+    rows, ms = _aligned(arrays, flow)
+    loss = np.asarray(arrays["loss"])[:, rows]
+    out["weak_loss"] = (rows, np.abs(weights @ loss - np.asarray(flow["loss"])[None, ms]))
+    have, theta = theta_rows(arrays)
     frows, ftheta = theta_rows(flow)
     if theta is not None and ftheta is not None:
         where = {int(m): j for j, m in enumerate(np.asarray(flow["grid_index"])[frows])}
-        grid = np.asarray(arrays["grid_index"])[rows]
-        keep = [i for i, m in enumerate(grid) if int(m) in where]
-        mean = np.einsum("re,ekp->rkp", w, theta[:, keep])
-        ref = ftheta[[where[int(grid[i])] for i in keep]]
-        out["weak_theta"] = np.linalg.norm(mean - ref[None], axis=-1)
+        at = {int(r): int(m) for r, m in zip(rows, ms)}
+        keep = [i for i, r in enumerate(have) if int(r) in at and at[int(r)] in where]
+        mean = np.einsum("re,ekp->rkp", weights, theta[:, keep])
+        ref = ftheta[[where[at[int(have[i])]] for i in keep]]
+        out["weak_theta"] = (have[keep], np.linalg.norm(mean - ref[None], axis=-1))
     return out
 
 
@@ -54,55 +77,105 @@ def _slope(lrs, values) -> float | None:
     return float(np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0])
 
 
-def sgd_limit(state, seed: int = 0) -> dict | None:
-    """The strong and weak errors of every SGD series, their orders and bootstrap intervals; None unless
-    the run is an ensemble with one shared init and the flow finished."""
-    plan, cfg = state.plan, state.plan.cfg
-    flow = state.arrays.get("flow") or {}
-    if (
-        not plan.seeds.members
-        or cfg.ensemble.vary.name != "sgd"
-        or "loss" not in flow
-        or np.ndim(flow["loss"]) != 1
-    ):
+def _window_max(t: np.ndarray, curves: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
+    """The largest value of each curve (R, T) over lo <= t < hi; None when no point is in the window
+    or every value there is NaN."""
+    sel = (t >= lo) & (t < hi)
+    if not sel.any() or not np.isfinite(curves[:, sel]).any():
         return None
-    usable = []
-    for lr in plan.lrs:
+    return np.nanmax(curves[:, sel], axis=1)
+
+
+def _window_stats(lrs: list, fit: list, mean: list, boot: list, order_expected: float) -> dict:
+    """Order, its 90% bootstrap interval and the error constant of one kind over one window; ``mean``
+    per lr the largest error of the mean curve (or None), ``boot`` per lr its R resampled values."""
+    pick = [i for i, lr in enumerate(lrs) if lr in fit]
+    order = _slope([lrs[i] for i in pick], [mean[i] for i in pick])
+    slopes = [_slope([lrs[i] for i in pick], [boot[i][b] if boot[i] is not None else None for i in pick])
+              for b in range(BOOTSTRAP)]  # fmt: skip
+    slopes = np.asarray([s for s in slopes if s is not None])
+    ci = [float(np.quantile(slopes, 0.05)), float(np.quantile(slopes, 0.95))] if len(slopes) else None
+    logs = [np.log(mean[i]) - order_expected * np.log(lrs[i]) for i in pick if mean[i] and mean[i] > 0]
+    return {
+        "max": [None if v is None else float(v) for v in mean],
+        "max_ci90": [
+            None if b is None else [float(np.quantile(b, 0.05)), float(np.quantile(b, 0.95))] for b in boot
+        ],  # fmt: skip
+        "order": order,
+        "ci90": ci,
+        "constant": float(np.exp(np.mean(logs))) if logs else None,
+    }
+
+
+def _flow_escapes(state) -> list[tuple[float, int]]:
+    """(t_exit, mode) of the flow's plateau exits in time order (detection only: no classification)."""
+    from dlnlab.saddles import analyze_series
+
+    plats = analyze_series(
+        state.plan.problem, tuple(state.plan.cfg.model.dims), state.arrays["flow"], classify=False
+    )
+    return [(float(p.t_exit), int(p.exit_mode)) for p in plats if p.t_exit is not None]
+
+
+def _usable(state) -> list[tuple[float, dict]]:
+    """(lr, arrays) of the SGD series that ran (ok or unstable) and were compared with the flow."""
+    out = []
+    for lr in state.plan.lrs:
         entry, arrays = state.series.get(series_name(lr)), state.arrays.get(series_name(lr))
         if entry and arrays and entry["status"] in (Status.OK, Status.UNSTABLE) and "dist_to_flow" in arrays:
-            usable.append((lr, arrays))
+            out.append((lr, arrays))
+    return out
+
+
+def sgd_limit(state, seed: int = 0) -> dict | None:
+    """The strong and weak errors of every SGD series, their orders and bootstrap intervals over the
+    horizon and between the flow's saddle escapes; None unless the run is an ensemble with one shared
+    init and the flow finished. ``curves`` {lr: {kind: (grid indices, values)}}: the mean curves (not
+    in summary.json)."""
+    plan, cfg = state.plan, state.plan.cfg
+    flow = state.arrays.get("flow") or {}
+    if not plan.seeds.members or cfg.ensemble.vary.name != "sgd" or np.ndim(flow.get("loss")) != 1:
+        return None
+    usable = _usable(state)
     if not usable:
         return None
-    fit = sorted(lr for lr, _ in usable)[: cfg.sgd.order_fit]
-    size = plan.cfg.ensemble.size
+    lrs = [lr for lr, _ in usable]
+    fit = sorted(lrs)[: cfg.sgd.order_fit]
+    size = cfg.ensemble.size
+    escapes = _flow_escapes(state)
+    edges = [0.0, *(t for t, _ in escapes), np.inf]
+    windows = [(0.0, np.inf), *zip(edges[:-1], edges[1:])]  # the horizon, then the stretches
     rng = np.random.default_rng(seed)
-    out = {
-        "members": size,
-        "bootstrap": BOOTSTRAP,
-        "lrs": [lr for lr, _ in usable],
-        "fit_lrs": fit,
-        "curves": {},
-    }
-    boot: dict[str, list] = {k: [] for k in LIMIT_KEYS}
-    for lr, arrays in usable:
-        mean = {k: v[0] for k, v in _curves(arrays, flow, None).items()}
+    mean = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
+    boot = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
+    out = {"members": size, "bootstrap": BOOTSTRAP, "lrs": lrs, "fit_lrs": fit, "curves": {}}
+    for i, (lr, arrays) in enumerate(usable):
         counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
-        resampled = _curves(arrays, flow, counts)
-        out["curves"][lr] = mean
-        for k in LIMIT_KEYS:
-            boot[k].append(np.nanmax(resampled[k], axis=1) if k in resampled else np.full(BOOTSTRAP, np.nan))
+        curves = error_curves(arrays, flow, np.vstack([np.full(size, 1.0 / size), counts]))  # row 0: the mean
+        t, grid = np.asarray(arrays["t"], dtype=np.float64), np.asarray(arrays["grid_index"])
+        out["curves"][lr] = {k: (grid[rows], values[0]) for k, (rows, values) in curves.items()}
+        for k, (rows, values) in curves.items():
+            for w, (lo, hi) in enumerate(windows):
+                got = _window_max(t[rows], values, lo, hi)
+                if got is not None:
+                    mean[k][w][i], boot[k][w][i] = float(got[0]), got[1:]
     for k in LIMIT_KEYS:
-        maxima = [
-            float(np.nanmax(out["curves"][lr][k])) if k in out["curves"][lr] else None for lr, _ in usable
-        ]
-        pick = [i for i, (lr, _) in enumerate(usable) if lr in fit]
-        order = _slope([usable[i][0] for i in pick], [maxima[i] for i in pick])
-        slopes = [
-            _slope([usable[i][0] for i in pick], [boot[k][i][b] for i in pick]) for b in range(BOOTSTRAP)
-        ]
-        slopes = np.asarray([s for s in slopes if s is not None])
-        ci = [float(np.quantile(slopes, 0.05)), float(np.quantile(slopes, 0.95))] if len(slopes) else None
-        out[k] = {"max": maxima, "order": order, "ci90": ci}
+        out[k] = _window_stats(lrs, fit, mean[k][0], boot[k][0], EXPECTED_ORDER[k])
+    stretches = []
+    for w, (lo, hi) in enumerate(windows[1:], start=1):
+        entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
+        for k in LIMIT_KEYS:
+            entry[k] = _window_stats(lrs, fit, mean[k][w], boot[k][w], EXPECTED_ORDER[k])
+            before = stretches[-1][k]["constant"] if stretches else None
+            now = entry[k]["constant"]
+            entry[k]["growth"] = now / before if now is not None and before else None
+        stretches.append(entry)
+    out["escapes"] = {
+        "t_exit": [t for t, _ in escapes],
+        "exit_mode": [m for _, m in escapes],
+        "expected_order": EXPECTED_ORDER,
+        "stretches": stretches,
+    }
     return out
 
 
@@ -157,3 +230,29 @@ def record_limit(state, ctx) -> None:
                 "sampling_error": 2.0 / np.sqrt(max(size - 1, 1)),  # of a variance ratio, normal data
             }
         log_limit(ctx, state.limit)
+
+
+def add_exit_spreads(state) -> None:
+    """After the saddle analysis: per learning rate and mode, the spread (std) of the plateau exit times
+    of the SGD ensemble over the SME ensemble's (``sgd_limit.sme.exit_spread``), with the sampling error
+    of a ratio of two standard deviations, sqrt(1 / (2 (n1 - 1)) + 1 / (2 (n2 - 1))) for normal data."""
+    from dlnlab.lab.sme_series import sme_name
+
+    if state.limit is None or "sme" not in state.limit:
+        return
+    out = {}
+    for lr in state.plan.lrs:
+        get = lambda name: ((state.series.get(name) or {}).get("ensemble") or {}).get("plateau_exits") or []  # noqa: E731
+        sme = {e["mode"]: e.get("t_exit") for e in get(sme_name(lr))}
+        rows = []
+        for e in get(series_name(lr)):
+            a, b = e.get("t_exit"), sme.get(e["mode"])
+            if not a or not b or a["n"] < 2 or b["n"] < 2 or not b["std"]:
+                continue
+            rows.append({
+                "mode": e["mode"], "sgd_mean": a["mean"], "sme_mean": b["mean"], "sgd_std": a["std"],
+                "sme_std": b["std"], "n_sgd": a["n"], "n_sme": b["n"], "std_ratio": a["std"] / b["std"],
+                "sampling_error": float(np.sqrt(0.5 / (a["n"] - 1) + 0.5 / (b["n"] - 1))),
+            })  # fmt: skip
+        out[repr(float(lr))] = rows
+    state.limit["sme"]["exit_spread"] = out

@@ -85,15 +85,17 @@ def log_run(ctx, summary: dict, table: str) -> None:
 
 def log_limit(ctx, limit: dict) -> None:
     """SGD as a stochastic flow: each series' strong and weak error curves (tags ``limit/strong``,
-    ``limit/weak_theta``, ``limit/weak_loss``, step = grid index) and the orders on the flow's logger."""
+    ``limit/weak_theta``, ``limit/weak_loss``, step = grid index); on the flow's logger the orders, and
+    per stretch between the flow's saddle escapes (step = escapes before it) each kind's order and
+    error constant (``limit/<kind>_stretch_order``, ``limit/<kind>_constant``)."""
     from dlnlab.lab.summary import series_name
 
     for lr, curves in limit["curves"].items():
         logger = ctx.logger(series_name(lr))
         if logger is None:
             continue
-        for key, values in curves.items():
-            for m, v in enumerate(np.asarray(values).tolist()):
+        for key, (grid, values) in curves.items():
+            for m, v in zip(np.asarray(grid).tolist(), np.asarray(values).tolist()):
                 if math.isfinite(v):
                     logger.log_metrics(
                         {f"limit/{key}": v, f"log10/limit_{key}": math.log10(max(v, 1e-300))}, step=m
@@ -103,6 +105,12 @@ def log_limit(ctx, limit: dict) -> None:
     if flow is not None:
         orders = {f"run/{key}_order": limit[key]["order"] for key in ("strong", "weak_theta", "weak_loss")}
         flow.log_metrics(_finite(orders), step=0)
+        for stretch in limit["escapes"]["stretches"]:
+            values = {}
+            for key in ("strong", "weak_theta", "weak_loss"):
+                values[f"limit/{key}_stretch_order"] = stretch[key]["order"]
+                values[f"limit/{key}_constant"] = stretch[key]["constant"]
+            flow.log_metrics(_finite(values), step=stretch["escapes_before"])
         flow.save()
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from dlnlab._util import fmt
+from dlnlab.lab.limit_text import limit_lines
+
 __all__ = [
     "Status",
     "convergence_order",
@@ -152,31 +155,6 @@ class RunState:
             except KeyboardInterrupt:
                 self.interrupted = True
         return summary
-
-
-def _exit_spreads(summary: dict, lr) -> list[str]:
-    """Each mode's plateau exit time across the members, SGD against the SME at one learning rate."""
-    series = summary["series"]
-    sgd = ((series.get(f"sgd_lr_{lr}") or {}).get("ensemble") or {}).get("plateau_exits") or []
-    sme = ((series.get(f"sme_lr_{lr}") or {}).get("ensemble") or {}).get("plateau_exits") or []
-    by_mode = {e["mode"]: e["t_exit"] for e in sme if e.get("t_exit")}
-    out = []
-    for e in sgd:
-        a, b = e.get("t_exit"), by_mode.get(e["mode"])
-        if a and b:
-            out.append(
-                f"  plateau exit of mode {e['mode']}: SGD {fmt(a['mean'])} +- {fmt(a['std'])} (n {a['n']}), "
-                f"SME {fmt(b['mean'])} +- {fmt(b['std'])} (n {b['n']})"
-            )
-    return out
-
-
-def fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan"
-    return f"{x:.4g}"
 
 
 def convergence_order(lrs: list[float], dists: list[float], n_fit: int = 3) -> dict:
@@ -350,26 +328,7 @@ def format_table(summary: dict) -> str:
     lines.append(
         f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
     )
-    limit = summary.get("sgd_limit")
-    if limit:
-        parts = []
-        for key, what in (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "weak (loss)")):
-            ci = limit[key].get("ci90") or [None, None]
-            parts.append(f"{what} {fmt(limit[key]['order'])} [{fmt(ci[0])}, {fmt(ci[1])}]")
-        lines.append(
-            f"SGD against the flow over {limit['members']} members sharing their init, orders (90% bootstrap): "
-            + ", ".join(parts)
-        )
-        sme = limit.get("sme") or {}
-        for lr, r in (sme.get("spread_ratio") or {}).items():
-            cells = [
-                f"{k} {fmt(v['median'])} ({fmt(v['p10'])} .. {fmt(v['p90'])})" for k, v in r.items() if v
-            ]
-            lines.append(
-                f"SGD's spread over the SME's at eta = {lr}: {', '.join(cells)} "
-                f"(median over the grid; sampling error about {fmt(sme.get('sampling_error'))})"
-            )
-            lines += _exit_spreads(summary, lr)
+    lines += limit_lines(summary)
     if summary.get("convergence_order_modified_detail") is not None:
         lines.append(
             f"convergence order against GD's modified flows: {fmt(summary.get('convergence_order_modified'))}"

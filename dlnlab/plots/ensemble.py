@@ -88,14 +88,8 @@ LIMIT_STYLE = {  # key: (label, marker, expected order)
 }
 
 
-def fig_sgd_limit(run: RunData) -> Figure:
-    """ensemble.vary=sgd: the strong and weak errors against eta, with their fitted orders (90% bootstrap)."""
-    fig = new_figure()
-    ax = fig.add_subplot()
-    lim = run.summary.get("sgd_limit")
-    if not lim:
-        no_data(ax, "no strong / weak errors (an ensemble with ensemble.vary=sgd)")
-        return fig
+def _orders_axes(ax, lim: dict) -> None:
+    """The largest strong and weak errors against eta (90% bootstrap bars) with their fitted slopes."""
     lrs = np.asarray(lim["lrs"], dtype=np.float64)
     fit = set(lim.get("fit_lrs") or [])
     for i, (key, (label, marker, _)) in enumerate(LIMIT_STYLE.items()):
@@ -104,7 +98,10 @@ def fig_sgd_limit(run: RunData) -> Figure:
         color = f"C{i}"
         order, ci = lim[key].get("order"), lim[key].get("ci90") or [np.nan, np.nan]
         text = f"{label}: slope {order:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if order is not None else label
-        ax.plot(lrs[ok], vals[ok], marker, color=color, ms=5, label=text)
+        bars = lim[key].get("max_ci90") or [None] * len(vals)
+        err = np.asarray([[v - b[0], b[1] - v] if b else [0.0, 0.0] for v, b in zip(vals, bars)]).T
+        ax.errorbar(lrs[ok], vals[ok], yerr=np.clip(err[:, ok], 0, None), fmt=marker, color=color, ms=4,
+                    capsize=2, lw=0.8, label=text)  # fmt: skip
         pts = [(a, v) for a, v, o in zip(lrs, vals, ok) if o and a in fit]
         if order is not None and len(pts) >= 2:
             x = np.log([p[0] for p in pts])
@@ -119,9 +116,63 @@ def fig_sgd_limit(run: RunData) -> Figure:
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest error over the horizon")
     ax.set_title(
-        f"SGD against the flow, {lim['members']} members, one init\n(expected: strong order 1/2, weak order 1)"
+        f"SGD against the flow, {lim['members']} members, one init\n(expected: strong order 1/2, weak 1)",
+        fontsize=8,
     )
     ax.legend(fontsize=5.5, loc="lower right")
+
+
+def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
+    """The error constants against time, C(t) = e(t) / eta^p (p the expected order) per learning rate:
+    the curves collapse where the order holds and rise where the noise is amplified (saddle escapes,
+    dotted)."""
+    from dlnlab.lab.limit import error_curves
+
+    flow = run.flow.arrays if run.flow is not None else None
+    series = [s for s in run.sgd if s.members is not None and "dist_to_flow" in s.members]
+    if flow is None or not series:
+        no_data(ax, "no ensemble series")
+        return
+    colors, keep = colors_of(run), []
+    for s in series:
+        e = np.shape(s.members["loss"])[0]
+        curves = error_curves(s.members, flow, np.full((1, e), 1.0 / e))
+        t = np.asarray(s.members["t"])
+        for key, ls in (("strong", "-"), ("weak_theta", "--")):
+            if key in curves:
+                rows, values = curves[key]
+                p = escapes.get("expected_order", {}).get(key, 1.0)
+                label = f"{'strong' if key == 'strong' else 'weak'} / $\\eta^{{{p:g}}}$, $\\eta$ = {format_lr(s.lr)}"
+                c = values[0] / s.lr**p
+                ok = t[rows] > 0  # at t = 0 every member is at the init: no error
+                ax.plot(t[rows][ok], c[ok], ls, color=colors[s.name], lw=0.9, label=label)
+                keep.append(c[ok])
+    for t_exit in escapes.get("t_exit") or []:
+        ax.axvline(t_exit, color="0.5", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    lim = log_limits(keep, decades=5)
+    if lim is not None:
+        ax.set_ylim(*lim)
+    time_axis(ax, run)
+    ax.set_ylabel("error constant  e(t) / $\\eta^p$")
+    ax.set_title("the constants in time (escapes dotted)", fontsize=8)
+    ax.legend(fontsize=5, ncol=2)
+
+
+def fig_sgd_limit(run: RunData) -> Figure:
+    """ensemble.vary=sgd: the strong and weak errors against eta, with their fitted orders (90% bootstrap);
+    beside it the error constants against time, through the flow's saddle escapes."""
+    lim = run.summary.get("sgd_limit")
+    escapes = (lim or {}).get("escapes") or {}
+    two = bool(lim) and run.flow is not None
+    fig = new_figure((7.0, 3.0)) if two else new_figure()
+    axes = fig.subplots(1, 2) if two else [fig.add_subplot()]
+    if not lim:
+        no_data(axes[0], "no strong / weak errors (an ensemble with ensemble.vary=sgd)")
+        return fig
+    _orders_axes(axes[0], lim)
+    if two:
+        draw_error_constants(axes[1], run, escapes)
     return fig
 
 

@@ -1,0 +1,66 @@
+"""The console lines of ``summary.json``'s ``sgd_limit`` (lab/limit.py): the orders of the strong and
+weak errors, their constants between the flow's saddle escapes, and the SGD ensemble's spread against
+the SME's."""
+
+from __future__ import annotations
+
+from dlnlab._util import fmt
+
+__all__ = ["limit_lines"]
+
+KINDS = (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "weak (loss)"))
+
+
+def _interval(ci) -> str:
+    lo, hi = ci or (None, None)
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def _stretch_lines(escapes: dict) -> list[str]:
+    """Per kind: the error constant C = max error / eta^p (p the expected order) of each stretch between
+    saddle escapes, its growth over the stretch before and the stretch's own fitted order."""
+    stretches = escapes.get("stretches") or []
+    if len(stretches) < 2:
+        return []
+    exits = ", ".join(f"{fmt(t)} (mode {m})" for t, m in zip(escapes["t_exit"], escapes["exit_mode"]))
+    out = [f"  the flow's saddle escapes at t = {exits}; per stretch between them:"]
+    for key, what in KINDS:
+        p = escapes["expected_order"][key]
+        cells = []
+        for s in stretches:
+            e = s[key]
+            growth = f" x{fmt(e['growth'])}" if e.get("growth") is not None else ""
+            cells.append(f"{fmt(e['constant'])}{growth} (order {fmt(e['order'])})")
+        out.append(f"    {what}: constant max error / eta^{fmt(p)}: " + ", ".join(cells))
+    return out
+
+
+def _exit_lines(sme: dict, lr: str) -> list[str]:
+    return [
+        f"  plateau exit of mode {r['mode']}: SGD {fmt(r['sgd_mean'])} +- {fmt(r['sgd_std'])} (n {r['n_sgd']}), "
+        f"SME {fmt(r['sme_mean'])} +- {fmt(r['sme_std'])} (n {r['n_sme']}), std ratio {fmt(r['std_ratio'])} "
+        f"(sampling error about {fmt(r['sampling_error'])})"
+        for r in (sme.get("exit_spread") or {}).get(lr) or []
+    ]
+
+
+def limit_lines(summary: dict) -> list[str]:
+    """The lines (none without ``sgd_limit``)."""
+    limit = summary.get("sgd_limit")
+    if not limit:
+        return []
+    parts = [f"{what} {fmt(limit[key]['order'])} {_interval(limit[key].get('ci90'))}" for key, what in KINDS]
+    lines = [
+        f"SGD against the flow over {limit['members']} members sharing their init, orders (90% bootstrap): "
+        + ", ".join(parts)
+    ]
+    lines += _stretch_lines(limit.get("escapes") or {})
+    sme = limit.get("sme") or {}
+    for lr, r in (sme.get("spread_ratio") or {}).items():
+        cells = [f"{k} {fmt(v['median'])} ({fmt(v['p10'])} .. {fmt(v['p90'])})" for k, v in r.items() if v]
+        lines.append(
+            f"SGD's spread over the SME's at eta = {lr}: {', '.join(cells)} "
+            f"(median over the grid; sampling error about {fmt(sme.get('sampling_error'))})"
+        )
+        lines += _exit_lines(sme, lr)
+    return lines

@@ -1,0 +1,210 @@
+"""The figure that sums up how (S)GD approaches the gradient flow, on the Figure 1 net.
+
+    python scripts/limit.py                      # about 5 minutes on 2 cores; writes docs/limit.png
+    python scripts/limit.py --members 64 --plateau-members 256 --out /tmp/limit.png --runs /tmp/limit_runs
+    python scripts/limit.py --runs /tmp/limit_runs --replot     # redraw from the runs of an earlier call
+
+Three lab runs (``dlnlab.lab.experiment.run``), then one figure of four panels:
+
+(a) GD at eta = 0.01, 0.005, 0.0025 over the whole Figure 1 horizon (``flow.modified=true``): the largest
+    distance to the plain flow (order 1) and to GD's modified flow (order 2); minibatch SGD (batches of
+    10 of the 110 samples) at eta = 0.02, 0.01, 0.005, an ensemble sharing its init
+    (``ensemble.vary=sgd``) over t <= 5, on the first plateau: the strong error E||theta - theta_flow||
+    (order 1/2) and the weak error ||E theta - theta_flow|| (order 1), with 90% bootstrap bars;
+(b) the same SGD ensembles over t <= 8, through the first saddle escape: the error constants
+    e(t) / eta^p against time (they collapse where the order holds, and grow on the plateau as the
+    unstable direction amplifies the noise);
+(c) the loss through that escape at eta = 0.01: the SGD ensemble's band, the SME ensemble's band
+    (``sgd.sme=true``) and the flow;
+(d) the SGD ensemble's spread over the SME's against eta: the variance of the loss and of theta along
+    the trajectory and the spread of the exit time, with the ensembles' sampling error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["log.progress=never", "log.figures=false", "logger=none"]
+GD = ["flow.modified=true", *QUIET]
+SGD = [
+    "sgd.batch_size=10", "ensemble.vary=sgd", "sgd.lrs=[0.02,0.01,0.005]", "log.analysis_points=0", *QUIET,
+]  # fmt: skip
+RUNS = {  # name: overrides
+    "gd": GD,
+    "plateau": [*SGD, "flow.t_max=5"],
+    "escape": [*SGD, "flow.t_max=8", "sgd.sme=true"],
+}
+
+
+def _run(overrides: list[str], out: Path) -> dict:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import dlnlab.lab.schema  # noqa: F401 - registers the schema
+    from dlnlab.lab.experiment import run
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config_name="train", overrides=overrides)
+    return run(cfg, output_dir=out)
+
+
+def _slope_line(ax, xs, ys, order, **kw) -> None:
+    x = np.log(xs)
+    c = float(np.mean(np.log(ys) - order * x))
+    grid = np.exp(np.linspace(x.min() - 0.2, x.max() + 0.2, 10))
+    ax.plot(grid, np.exp(c) * grid**order, **kw)
+
+
+def _lr_axis(ax, lrs) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(lrs))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("learning rate $\\eta$")
+
+
+def _orders_panel(ax, gd: dict, sgd: dict) -> None:
+    """GD's largest distance to the flow and to its modified flow over the whole horizon; SGD's strong and
+    weak errors before the first saddle escape, with 90% bootstrap bars."""
+    lrs = sorted(e["lr"] for e in gd["series"].values() if e.get("lr") is not None)
+    plain = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_flow"] for lr in lrs]
+    mod = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_modified_flow"] for lr in lrs]
+    for ys, order, marker, label in (
+        (plain, gd["convergence_order"], "o", "GD to the flow"),
+        (mod, gd["convergence_order_modified"], "s", "GD to its modified flow"),
+    ):
+        mfc = "k" if marker == "o" else "none"
+        ax.plot(lrs, ys, marker, color="k", mfc=mfc, ms=4, label=f"{label}: slope {order:.2f}")
+        _slope_line(ax, lrs, ys, order, color="k", lw=0.8, ls="-" if marker == "o" else "--")
+    lim = sgd["sgd_limit"]
+    for key, color, marker, label in (
+        ("strong", "C3", "D", "SGD strong E||.||"),
+        ("weak_theta", "C0", "v", "SGD weak ||E.||"),
+    ):
+        e = lim[key]
+        vals = np.asarray(e["max"], dtype=np.float64)
+        err = np.abs(np.asarray(e["max_ci90"], dtype=np.float64).T - vals)
+        lo, hi = e["ci90"]
+        ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
+                    label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
+        _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
+    _lr_axis(ax, [*lrs, *lim["lrs"]])
+    ax.set_ylabel("largest distance to the flow")
+    t_max = sgd["grid"]["t_max"]
+    ax.set_title(f"(a) GD over t <= 300; SGD ({lim['members']} runs) over t <= {t_max:g}", fontsize=8)
+    ax.legend(fontsize=5.5, loc="lower right")
+
+
+def _constants_panel(ax, run_dir: Path) -> None:
+    """e(t) / eta^p per learning rate from the run's own figure code (dlnlab.plots.ensemble)."""
+    from dlnlab.lab.rundir import load_run
+    from dlnlab.plots.ensemble import draw_error_constants
+
+    run = load_run(run_dir)
+    draw_error_constants(ax, run, run.summary["sgd_limit"]["escapes"])
+    ax.set_title("(b) error constants through the first escape (dotted)", fontsize=8)
+
+
+def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
+    flow = np.load(run_dir / "series" / "flow.npz")
+    keep = flow["t"] >= t_from
+    ax.plot(flow["t"][keep], flow["loss"][keep], color="k", lw=1.2, label="gradient flow", zorder=3)
+    for name, color, label in (
+        (f"sgd_lr_{lr!r}", "C3", "SGD ensemble"),
+        (f"sme_lr_{lr!r}", "C0", "SME ensemble"),
+    ):
+        arr = np.load(run_dir / "series" / f"{name}.npz")
+        keep = arr["t"] >= t_from
+        q1, med, q3 = np.quantile(arr["loss"][:, keep], [0.05, 0.5, 0.95], axis=0)
+        ax.fill_between(arr["t"][keep], q1, q3, color=color, alpha=0.25, lw=0)
+        ax.plot(arr["t"][keep], med, color=color, lw=0.9, label=f"{label}: median, 5-95% band")
+    ax.set_xlabel("time $t$")
+    ax.set_ylabel("loss $L$")
+    ax.set_title(
+        f"(c) the first saddle escape at $\\eta$ = {lr}:\nSGD's spread, the SME's, the flow's none",
+        fontsize=8,
+    )
+    ax.legend(fontsize=5.5, loc="upper right")
+
+
+def _spread_panel(ax, sgd: dict) -> None:
+    """The SGD ensemble's spread over the SME's against eta: Var L and Var theta along the trajectory,
+    and the std of the plateau exit time, with the sampling error band around 1."""
+    sme, lrs = sgd["sgd_limit"]["sme"], sgd["sgd_limit"]["lrs"]
+    keys = [repr(float(lr)) for lr in lrs]
+    for what, marker, color, label in (
+        ("var_loss", "o", "C2", "Var L (median over t)"),
+        ("var_theta", "s", "C4", "Var theta (median over t)"),
+    ):
+        ax.plot(lrs, [sme["spread_ratio"][k][what]["median"] for k in keys], marker + "-", color=color, ms=4,
+                lw=0.8, label=label)  # fmt: skip
+    exits = [(lr, sme["exit_spread"][k][0]) for lr, k in zip(lrs, keys) if sme["exit_spread"].get(k)]
+    if exits:
+        ax.errorbar([lr for lr, _ in exits], [r["std_ratio"] for _, r in exits],
+                    yerr=[r["sampling_error"] for _, r in exits], fmt="^-", color="C1", ms=4, lw=0.8,
+                    capsize=2, label="std of the exit time")  # fmt: skip
+    err = sme["sampling_error"]
+    ax.axhspan(1 - err, 1 + err, color="0.85", lw=0, label=f"1 +- sampling error {err:.2f}")
+    ax.axhline(1.0, color="k", lw=0.6)
+    _lr_axis(ax, lrs)
+    ax.set_yscale("linear")
+    ax.set_ylabel("SGD's spread / the SME's")
+    ax.set_title("(d) the SME's spread against SGD's", fontsize=8)
+    ax.legend(fontsize=5.5, loc="lower left")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=int, default=256, help="the escape run's SGD and SME ensembles")
+    ap.add_argument("--plateau-members", type=int, default=4096, help="the plateau run's SGD ensemble")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "limit.png")
+    ap.add_argument("--runs", type=Path, default=None, help="keep the three run directories here")
+    ap.add_argument("--replot", action="store_true", help="only redraw the figure from --runs")
+    args = ap.parse_args(argv)
+    if args.replot and args.runs is None:
+        ap.error("--replot needs --runs (the directory of an earlier call)")
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="dlnlab_limit_"))
+    if args.replot:
+        res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
+    else:
+        size = {
+            "gd": [],
+            "plateau": [f"ensemble.size={args.plateau_members}"],
+            "escape": [f"ensemble.size={args.members}"],
+        }
+        res = {name: _run([*over, *size[name]], runs / name) for name, over in RUNS.items()}
+    gd, plateau, escape = res["gd"], res["plateau"], res["escape"]
+    from dlnlab.plots._style import new_figure, style
+
+    with style():
+        fig = new_figure((8.0, 6.4))
+        (a, b), (c, d) = fig.subplots(2, 2)
+        _orders_panel(a, gd, plateau)
+        _constants_panel(b, runs / "escape")
+        t_exit = escape["sgd_limit"]["escapes"]["t_exit"]
+        _bands_panel(c, runs / "escape", 0.01, max(0.0, t_exit[0] - 2.0) if t_exit else 0.0)
+        _spread_panel(d, escape)
+        fig.savefig(args.out, dpi=200)
+    print(
+        f"GD: order {gd['convergence_order']:.3f} to the flow, {gd['convergence_order_modified']:.3f} to the modified flow"
+    )
+    from dlnlab.lab.limit_text import limit_lines
+
+    for name in ("plateau", "escape"):
+        print(f"SGD, {name} run:")
+        print("\n".join(limit_lines(res[name])))
+    print(f"wrote {args.out} (runs in {runs})")
+
+
+if __name__ == "__main__":
+    main()
