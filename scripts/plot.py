@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dlnlab.lab.logging import figures_logger, log_figure
+from dlnlab.lab.logging import figures_logger, log_png
 from dlnlab.plots import make_run_figures
 
 
@@ -49,12 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             if tensorboard
             else None
         )
-        on_figure = (
-            None
-            if logger is None
-            else (lambda n, f, lg=logger: log_figure(lg, f"figures/{n}", f, dpi=args.dpi))
-        )
-        for path in make_run_figures(run_dir, on_figure=on_figure, dpi=args.dpi):
+        on_png = None if logger is None else (lambda n, png, lg=logger: log_png(lg, f"figures/{n}", png))
+        for path in make_run_figures(run_dir, on_png=on_png, dpi=args.dpi):
             print(path)
         if logger is not None:
             logger.finalize("success")

@@ -131,10 +131,10 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
         EventAccumulator,
     )
 
-    from dlnlab.lab.logging import figures_logger, log_figure
+    from dlnlab.lab.logging import figures_logger, log_png
 
     logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.logging.TensorBoardLogger"})
-    make_run_figures(tiny_run, on_figure=lambda n, f: log_figure(logger, f"figures/{n}", f), strict=True)
+    make_run_figures(tiny_run, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
     assert len(list((tiny_run / "tensorboard" / "flow").glob("*.figures"))) == 1
     acc = EventAccumulator(
@@ -145,6 +145,13 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
     assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
     img = acc.Images("figures/loss")[-1]
     assert img.step == 0 and img.width >= 400 and img.height >= 300
+    # the image is the PNG file's picture (decoded and re-encoded, not drawn again)
+    from io import BytesIO
+
+    from matplotlib.image import imread
+
+    shown = imread(BytesIO(img.encoded_image_string), format="png")
+    np.testing.assert_allclose(shown, imread(tiny_run / "figures" / "loss.png"), atol=1 / 255)
     n_grid = len(np.load(tiny_run / "series" / "flow.npz")["t"])
     assert len(acc.Scalars("loss")) == n_grid  # the flow's own scalars are untouched
 

@@ -20,6 +20,7 @@ and maximum of every tag, so each curve's extremes in TensorBoard are those of t
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import pickle
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "log_hparams",
     "log_text",
     "log_figure",
+    "log_png",
     "log_layout",
     "series_tags",
     "Thinner",
@@ -244,6 +246,15 @@ def log_figure(logger: Logger | None, tag: str, figure, step: int = 0, dpi: int 
             exp.add_figure(tag, figure, step, close=False)
         finally:
             figure.set_dpi(old)
+
+
+def log_png(logger: Logger | None, tag: str, png: bytes, step: int = 0) -> None:
+    """A rendered PNG (a figure's file) as an image: decoded, not drawn again."""
+    exp = _experiment(logger, "add_image")
+    if exp is not None:
+        from matplotlib.image import imread
+
+        exp.add_image(tag, imread(io.BytesIO(png), format="png"), step, dataformats="HWC")
 
 
 def log_layout(logger: Logger | None, layout: dict) -> None:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from omegaconf import OmegaConf
 
-from dlnlab.lab.logging import figures_logger, log_figure, log_hparams, log_text
+from dlnlab.lab.logging import figures_logger, log_hparams, log_png, log_text
 from dlnlab.lab.schema import to_plain
 
 __all__ = ["log_saddles", "log_run", "make_figures"]
@@ -119,6 +119,6 @@ def make_figures(ctx) -> None:
     from dlnlab.plots import make_run_figures
 
     logger = figures_logger(ctx.out, ctx.plan.cfg.logger)
-    make_run_figures(ctx.out, on_figure=lambda name, fig: log_figure(logger, f"figures/{name}", fig))
+    make_run_figures(ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png))
     if logger is not None:
         logger.finalize("success")
