@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -101,3 +103,46 @@ def test_rk45_takes_no_events(batch):
     problem, thetas, t = batch
     with bad_argument("events", "takes no events"):
         integrate(problem, DIMS, thetas[0], t, Solver("rk45"), events=[LossLevel(0.1)])
+
+
+@pytest.mark.parametrize("method", ["rk45", "lsoda", "dopri5", "cvode"])
+def test_on_output_gives_every_row_once_in_order_while_solving(batch, method):
+    """on_output: the rows, concatenated, are the trajectory; rk45 and cvode hand them out as they go
+    (more than one call), so a consumer works while the solve goes on; solve_ivp and torchdiffeq at the
+    end."""
+    problem, thetas, _ = batch
+    t = time_grid(1.0, dt=0.1)
+    calls = []
+    res = integrate(
+        problem, DIMS, thetas[0], t, Solver(method), on_output=lambda i, rows: calls.append((i, rows.clone()))
+    )
+    assert [i for i, _ in calls] == list(itertools.accumulate([0] + [len(r) for _, r in calls[:-1]]))
+    torch.testing.assert_close(torch.cat([r for _, r in calls]), res.theta, rtol=0, atol=0)
+    assert len(calls) > 2 if method in ("rk45", "cvode") else len(calls) == 2  # row 0, then the rest
+    # a batch solved member by member reports at the end, once; a failure reports what it kept
+    calls.clear()
+    res = integrate(
+        problem, DIMS, thetas, t, Solver("lsoda"), on_output=lambda i, rows: calls.append((i, rows))
+    )
+    assert len(calls) == 1 and torch.equal(calls[0][1], res.theta)
+    calls.clear()
+    with pytest.raises(FlowSolverError) as err:
+        integrate(
+            problem,
+            DIMS,
+            thetas[0],
+            t,
+            Solver("rk45", max_nfe=30),
+            on_output=lambda i, r: calls.append((i, r)),
+        )
+    kept = err.value.result.theta
+    assert 1 <= len(kept) < len(t) and torch.equal(torch.cat([r for _, r in calls]), kept)
+
+
+def test_on_output_is_refused_with_events(batch):
+    from dlnlab.errors import ArgumentError
+
+    problem, thetas, _ = batch
+    with pytest.raises(ArgumentError, match="on_output"):
+        integrate(problem, DIMS, thetas[0], [0.0, 1.0], Solver("dopri5"), events=[lambda p, d, th: 1.0],
+                  on_output=lambda i, r: None)  # fmt: skip

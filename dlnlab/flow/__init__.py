@@ -131,6 +131,7 @@ def integrate(
     progress: Callable[[float, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
     modified_lr: float | None = None,
+    on_output: Callable[[int, Tensor], None] | None = None,
 ) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
 
@@ -146,6 +147,10 @@ def integrate(
     progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
     (scipy), and once at the end. stop(): when it returns True (checked after every chunk or step)
     the solve stops as if interrupted.
+    on_output(i, rows): called with every output row once, in order (rows (k, ...) are the states at
+    t_eval[i : i + k], row 0 first): by rk45 and cvode step by step as they go (a consumer can work
+    while the solve goes on), by solve_ivp's and torchdiffeq's methods at the end; also the rows of a
+    failed or interrupted solve. Not with events (an event takes back the rows after it).
     Returns a :class:`~dlnlab.trajectory.Trajectory`. Raises ArgumentError for bad arguments,
     FlowSolverError on failure and FlowInterrupted on Ctrl+C or ``stop()``, both with the partial
     trajectory as ``.result``.
@@ -168,20 +173,51 @@ def integrate(
         )
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
+    if events and on_output is not None:
+        raise ArgumentError("on_output", "on_output is not supported with events")
     if events and solver.family == "dlnlab":
         raise ArgumentError(
             "events", f"{solver.method} takes no events; use dopri5, lsoda or cvode for events"
         )
     field = vector_field(problem, layout, modified_lr)
-    with _one_thread(), torch.no_grad():
-        if not batched or solver.family == "dlnlab":  # rk45 keeps each member's error control itself
-            return _solve(field, theta0, t, solver, events, progress, stop)
-        if solver.method in TORCHODE_METHODS:
-            return integrate_torchode(field, theta0, t, solver, progress, stop)
-        if solver.on_cpu_only:
-            return integrate_members(_member_solver(field, t, solver, progress, stop, len(theta0)),
-                                     theta0, t, solver.method)  # fmt: skip
-        return _solve(field, theta0, t, batch_solver(solver), events, progress, stop)
+    report = _Reporter(on_output)
+    try:
+        with _one_thread(), torch.no_grad():
+            res = _dispatch(field, theta0, t, solver, events, progress, stop, report)
+    except (FlowSolverError, FlowInterrupted) as err:
+        report.rest(err.result.theta)
+        raise
+    report.rest(res.theta)
+    return res
+
+
+class _Reporter:
+    """integrate's on_output, with what it has been given: the rows a solver did not stream are given
+    at the end."""
+
+    def __init__(self, fn: Callable[[int, Tensor], None] | None) -> None:
+        self.fn, self.done = fn, 0
+
+    def __call__(self, first: int, rows: Tensor) -> None:
+        if self.fn is not None and first + rows.shape[0] > self.done:
+            self.fn(first, rows)
+            self.done = first + rows.shape[0]
+
+    def rest(self, theta: Tensor | None) -> None:
+        if theta is not None and theta.shape[0] > self.done:
+            self(self.done, theta[self.done :])
+
+
+def _dispatch(field, theta0, t, solver, events, progress, stop, report) -> Trajectory:
+    """The solve, by the solver's family and whether theta0 is a batch."""
+    if theta0.ndim == 1 or solver.family == "dlnlab":  # rk45 keeps each member's error control itself
+        return _solve(field, theta0, t, solver, events, progress, stop, report)
+    if solver.method in TORCHODE_METHODS:
+        return integrate_torchode(field, theta0, t, solver, progress, stop)
+    if solver.on_cpu_only:
+        return integrate_members(_member_solver(field, t, solver, progress, stop, len(theta0)),
+                                 theta0, t, solver.method)  # fmt: skip
+    return _solve(field, theta0, t, batch_solver(solver), events, progress, stop, report)
 
 
 def _member_solver(field, t, solver, progress, stop, n_members):
@@ -197,9 +233,12 @@ def _member_solver(field, t, solver, progress, stop, n_members):
     return solve_one
 
 
-def _solve(field, theta0, t, solver, events, progress, stop) -> Trajectory:
+def _solve(field, theta0, t, solver, events, progress, stop, report=None) -> Trajectory:
     state = Run(field.problem, field.layout, theta0, t, solver, events, progress, field)
     state.counter.stop = stop
+    if report is not None and report.fn is not None:
+        state.on_output = report
+        report(0, state.outputs[0])
     try:
         if solver.family == "scipy":
             return integrate_scipy(state, stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -99,6 +100,7 @@ class Run:
         self.njev = 0
         self.outputs: list[Tensor] = [theta0.unsqueeze(0)]
         self.n_out = 1
+        self.on_output: Callable[[int, Tensor], None] | None = None  # integrate(on_output=...)
         self.start = time.perf_counter()
 
     @property
@@ -107,8 +109,11 @@ class Run:
 
     def add(self, states: Tensor) -> None:
         if states.shape[0]:
+            first = self.n_out
             self.outputs.append(states)
             self.n_out += states.shape[0]
+            if self.on_output is not None:
+                self.on_output(first, states)
 
     def result(self, status: str, message: str, event=None, t_event=None, theta_event=None) -> Trajectory:
         theta = torch.cat(self.outputs, dim=0)

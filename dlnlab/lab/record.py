@@ -10,6 +10,8 @@ loop 30 % and more at lr = 0.01 in-process). The worker logs through a copy of t
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = ["SeriesRecorder", "open_recorder"]
 # whichever comes first: on a wide net (p = 524,288, 4 MB a snapshot) 256 points would hold 1 GB and the
 # worker would only start at the end of the series (measured: 8 s of waiting at width 256, depth 8).
 BLOCK_BYTES = 32e6
+SEND_QUEUE = 8  # blocks waiting for a worker (see _ProcessRecorder)
 
 
 def _block_size(block: int, theta: Tensor) -> int:
@@ -160,6 +163,22 @@ class _ProcessRecorder:
         self.name, self.block = args[0], block
         self._pending: list = []
         self.deferred_rows: list = []
+        # Blocks go to the pipe from a thread: a send only returns once the worker reads, and the worker
+        # reads between blocks of metrics, so sending from the loop made the loop wait for the worker
+        # (the flow, which hands its points to the worker while the solver runs). At most SEND_QUEUE
+        # blocks wait (BLOCK_BYTES each): beyond that the loop waits, as before.
+        self._queue: queue.Queue = queue.Queue(maxsize=SEND_QUEUE)
+        self._send_error: BaseException | None = None
+        self._sender = threading.Thread(target=self._send_loop, name=f"recorder-{self.name}", daemon=True)
+        self._sender.start()
+
+    def _send_loop(self) -> None:
+        while (msg := self._queue.get()) is not None:
+            if self._send_error is None:
+                try:
+                    self._conn.send(msg)
+                except BaseException as err:  # noqa: BLE001 - raised by the next flush or close
+                    self._send_error = err  # and the queue is still drained, so no put waits forever
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
         self._pending.append((int(m), float(t), step, _on_cpu(theta, copy)))
@@ -176,15 +195,23 @@ class _ProcessRecorder:
         if not self._pending:
             return
         self._check_worker()
+        if self._send_error is not None:
+            raise RuntimeError(f"recorder worker of {self.name}: {self._send_error!r}")
         block, self._pending = self._pending, []
         thetas = torch.stack([p[3] for p in block]).numpy()
-        self._conn.send(
+        self._queue.put(
             ("block", [p[0] for p in block], [p[1] for p in block], [p[2] for p in block], thetas)
         )
 
     def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
         try:
-            self.flush()
+            try:
+                self.flush()
+            finally:
+                self._queue.put(None)
+                self._sender.join()
+            if self._send_error is not None:
+                raise self._send_error
             self._conn.send(("close", path))
             status, payload = self._conn.recv()
         except (BrokenPipeError, EOFError) as err:

@@ -21,8 +21,8 @@ from dlnlab import flow as flowmod
 from dlnlab._util import warn
 from dlnlab.lab import signals
 from dlnlab.lab.budget import time_per_step
-from dlnlab.lab.callbacks import GridPoint, GridPointCallback
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
+from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
@@ -164,13 +164,15 @@ def run_flow(
     ctx.progress.start(name, float(all_t[-1]))
     t0 = time.perf_counter()
     res = None
+    # the grid's metrics start in their worker while the solver runs (rk45, cvode: step by step)
+    stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
     try:
         # a signal is only noted while the solver runs; it stops at its next step or chunk, with
         # every output point so far (solve_ivp would lose them to an exception raised inside it)
         with signals.deferred(raise_at_end=False):
             res = flowmod.integrate(
                 plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress,
-                stop=lambda: signals.received() is not None, modified_lr=modified_lr,
+                stop=lambda: signals.received() is not None, modified_lr=modified_lr, on_output=stream,
             )  # fmt: skip
         entry["message"] = ""
     except flowmod.FlowSolverError as err:
@@ -198,7 +200,7 @@ def run_flow(
             f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
         )
         return entry, lambda: arrays, members
-    rec = _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, theta0)
+    rec = record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
         _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, () if shared else plan.seeds.members)
@@ -280,35 +282,6 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
             entry.update(status=Status.SOLVER_FAILED, message=rise)
             warn(f"flow: {rise}")
             flow_at[:] = float("nan")  # no reference for the SGD series
-
-
-def _record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name="flow", theta0=None):
-    """Metrics of the flow's grid points in a recorder worker (it gets them through the fork), and the
-    user's grid-point callbacks here; an interrupt here keeps the points recorded so far."""
-    from dlnlab.lab.record import open_recorder
-
-    plan = ctx.plan
-    logger = ctx.logger(name)
-    theta0 = plan.theta0 if theta0 is None else theta0
-    metrics = SeriesMetrics(plan.problem, ctx.dims, theta0, **ctx.metric_kw)
-    grid_idx = torch.searchsorted(all_t, grid)
-    ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
-    preload = (ms, grid[ms].tolist(), flow_at[grid_idx[ms]])
-    rec = open_recorder(
-        name, metrics, ctx.n_grid, ctx.out, logger=logger, tb_max_points=plan.cfg.log.tb_max_points,
-        worker=True, preload=preload,
-    )  # fmt: skip
-    user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
-    try:
-        for m in ms if user else ():
-            theta = flow_at[grid_idx[m]]
-            for cb in user:
-                cb.on_grid_point(
-                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
-                )
-    except KeyboardInterrupt:
-        entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
-    return rec
 
 
 def _blowup_norm(plan: Plan) -> float:

@@ -1,0 +1,64 @@
+"""The flow's recording: its grid points go to a recorder worker while the solver runs.
+
+``FlowStream`` is the ``on_output`` of :func:`dlnlab.flow.integrate` in a run: the recorder worker is
+forked before the solve and gets each grid point as the solver reaches it (rk45 and cvode hand their
+points out step by step; the other solvers at the end, and then the points go over together).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dlnlab.lab.callbacks import GridPoint, GridPointCallback
+from dlnlab.lab.record import open_recorder
+from dlnlab.lab.summary import Status
+from dlnlab.metrics import SeriesMetrics
+
+__all__ = ["FlowStream", "record_flow"]
+
+
+class FlowStream:
+    """integrate's on_output for the flow's recorder: each grid point goes to the recorder worker (forked
+    here, before the solve) as the solver reaches it, so the metrics are computed while the solve goes
+    on instead of after it (width 256, depth 8: 2.8 s of metrics that otherwise ran beside the GD series,
+    three processes on two cores)."""
+
+    def __init__(self, ctx, name: str, theta0, all_t: torch.Tensor, grid: torch.Tensor) -> None:
+        plan = ctx.plan
+        metrics = SeriesMetrics(plan.problem, ctx.dims, theta0, **ctx.metric_kw)
+        self.rec = open_recorder(
+            name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name),
+            tb_max_points=plan.cfg.log.tb_max_points, worker=True,
+        )  # fmt: skip
+        self.grid_of_row = {int(i): m for m, i in enumerate(torch.searchsorted(all_t, grid).tolist())}
+        self.grid, self.sent = grid, 0  # grid points 0 .. sent - 1 are with the recorder
+
+    def __call__(self, first: int, rows: torch.Tensor) -> None:
+        for k in range(rows.shape[0]):
+            m = self.grid_of_row.get(first + k)
+            if m is not None and m == self.sent:
+                self.rec.record(m, float(self.grid[m]), rows[k])
+                self.sent += 1
+
+
+def record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream: FlowStream):
+    """The flow's grid points the stream has not sent (none, when the solver streamed them all) to its
+    recorder, and the user's grid-point callbacks here; an interrupt here keeps the points recorded so
+    far."""
+    plan = ctx.plan
+    logger = ctx.logger(name)
+    grid_idx = torch.searchsorted(all_t, grid)
+    ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
+    for m in ms[stream.sent :]:
+        stream(int(grid_idx[m]), flow_at[grid_idx[m]].unsqueeze(0))
+    user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
+    try:
+        for m in ms if user else ():
+            theta = flow_at[grid_idx[m]]
+            for cb in user:
+                cb.on_grid_point(
+                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
+                )
+    except KeyboardInterrupt:
+        entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
+    return stream.rec
