@@ -200,10 +200,22 @@ class RegressionProblem:
         return _backprop(weights, pre, self._dloss_dp(pre[-1]))
 
     def gradient_theta(
-        self, theta: Tensor, dims: Layout | Sequence[int], out: Tensor | None = None
+        self, theta: Tensor, dims: Layout | Sequence[int], out: Tensor | None = None, scale: float = 1.0
     ) -> Tensor:
-        """grad L on theta (..., p) (written into ``out`` when given: no new tensor)."""
-        return pack(self.gradient(unpack(theta, dims)), out=out)
+        """scale * grad L on theta (..., p) (written into ``out`` when given: no new tensor). For one theta
+        (p,) every layer's product is written straight into its block of the result (no concatenation:
+        1.4 ms of an 8 ms gradient at width 256, depth 8); the scale goes on dL/dP (d_y x d_x), so -1
+        gives the flow's right-hand side without a pass over p (and exactly -grad L)."""
+        ws = unpack(theta, dims)
+        pre = prefix_products(ws)
+        d = self._dloss_dp(pre[-1])
+        if scale != 1.0:
+            d = d * scale
+        if theta.ndim != 1 or theta.device.type != "cpu" or (out is not None and not out.is_contiguous()):
+            return pack(_backprop(ws, pre, d), out=out)
+        out = torch.empty_like(theta) if out is None else out
+        _backprop(ws, pre, d, into=unpack(out, dims))
+        return out
 
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
         """The gradient of 1/(2b) ||Y_b - P X_b||^2 over the columns ``index`` (b,) (the SGD hot loop);
@@ -358,13 +370,22 @@ class RegressionProblem:
         return 0.5 * (h + h.T)
 
 
-def _backprop(weights: Sequence[Tensor], pre: Sequence[Tensor], d: Tensor) -> list[Tensor]:
-    """grad_{W_j} = T_j P_{j-1:1}^T with T_h = D and T_{j-1} = W_j^T T_j."""
+def _backprop(
+    weights: Sequence[Tensor], pre: Sequence[Tensor], d: Tensor, into: Sequence[Tensor] | None = None
+) -> list[Tensor]:
+    """grad_{W_j} = T_j P_{j-1:1}^T with T_h = D and T_{j-1} = W_j^T T_j; ``into``: contiguous matrices
+    (one net's) to write them into (the same products, the same bits)."""
     h = len(weights)
     out: list[Tensor] = [None] * h  # type: ignore[list-item]
     t = d
+    if h == 1 and into is not None:
+        return [into[0].copy_(t)]
     for j in range(h - 1, 0, -1):
-        out[j] = matmul(t, pre[j - 1].mT)
-        t = matmul(weights[j].mT, t)
+        if into is None:
+            out[j] = matmul(t, pre[j - 1].mT)
+            t = matmul(weights[j].mT, t)
+        else:
+            out[j] = torch.matmul(t, pre[j - 1].mT, out=into[j])
+            t = torch.matmul(weights[j].mT, t, out=into[0] if j == 1 else None)
     out[0] = t
     return out

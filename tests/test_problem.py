@@ -360,3 +360,19 @@ def test_loss_batched_weights(fig1_problem):
         torch.testing.assert_close(losses[b], fig1_problem.loss(ws), rtol=1e-14, atol=0)
         for g, gb in zip(grads, fig1_problem.gradient(ws)):
             torch.testing.assert_close(g[b], gb, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dims", [[5, 4], [4, 7, 1, 3], [11, 6, 6, 6, 6, 4]])
+def test_gradient_theta_written_in_place_is_the_packed_gradient_to_the_bit(dims):
+    """One theta: the layers' products go straight into their blocks of the result (and the flow's
+    scale -1 onto dL/dP); the same products as packing the per-layer gradients, so the same bits.
+    A batch takes the packing path; both agree with autograd (test above)."""
+    problem = RegressionProblem.teacher([2.0, 1.0][: min(dims[0], dims[-1])], dims[0], dims[-1], 30, seed=2)
+    theta = pack(init.gaussian(dims, 0.4, seed=3))
+    packed = pack(problem.gradient(unpack(theta, dims)))
+    assert torch.equal(problem.gradient_theta(theta, dims), packed)
+    out = torch.full_like(theta, float("nan"))
+    assert problem.gradient_theta(theta, dims, out=out, scale=-1.0) is out
+    assert torch.equal(out, -packed)
+    batch = torch.stack([theta, 2 * theta])
+    torch.testing.assert_close(problem.gradient_theta(batch, dims)[0], packed, rtol=1e-13, atol=0)

@@ -35,7 +35,7 @@ class GradientFlow:
 
     def into(self, theta: Tensor, out: Tensor) -> Tensor:
         """The right-hand side written into ``out`` (no new tensor)."""
-        return self.problem.gradient_theta(theta, self.layout, out=out).neg_()
+        return self.problem.gradient_theta(theta, self.layout, out=out, scale=-1.0)
 
     def jacobian(self, theta: Tensor) -> Tensor:
         return -self.problem.hessian(theta, self.layout)

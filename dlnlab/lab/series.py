@@ -146,9 +146,9 @@ def run_flow(
     requested times and record its grid.
 
     Returns (entry, finish, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure; the
-    metrics of the grid are computed in a recorder worker while the SGD series run, and ``finish()``
-    waits for them, writes ``series/flow.npz`` and returns its arrays (the entry's numbers come from
-    the losses on the grid, computed here). An interrupt is recorded in the entry (status
+    metrics of the grid are computed in a recorder worker (fed while the solver runs, see
+    ``FlowStream``), and ``finish()`` waits for them, writes ``series/flow.npz`` and returns its
+    arrays (the entry's numbers come from the losses on the grid, computed here). An interrupt is recorded in the entry (status
     interrupted); the caller checks it. ``previous`` (entry, arrays) of a finished flow (a resumed
     run): the flow is recomputed for the SGD series, checked against the recorded grid to within
     10 x rtol, and neither recorded nor logged again.
