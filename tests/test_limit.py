@@ -72,6 +72,8 @@ def test_the_orders_go_to_tensorboard_and_a_figure(tmp_path):
     constants = acc.Scalars("limit/strong_constant")
     assert [e.step for e in constants] == list(range(len(stretches)))
     assert constants[0].value == pytest.approx(stretches[0]["strong"]["constant"], rel=1e-6)
+    table = acc.Tensors("limit/escapes/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert f"| 0 | 0 .. end | {stretches[0]['strong']['constant']:.4g}" in table
     acc = EventAccumulator(
         str(tmp_path / "r" / "tensorboard" / "sgd_lr_0.01"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dlnlab._util import fmt
 
-__all__ = ["limit_lines"]
+__all__ = ["limit_lines", "escapes_table"]
 
 KINDS = (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "weak (loss)"))
 
@@ -64,3 +64,24 @@ def limit_lines(summary: dict) -> list[str]:
         )
         lines += _exit_lines(sme, lr)
     return lines
+
+
+def escapes_table(limit: dict) -> str:
+    """A markdown table of the stretches between the flow's saddle escapes: per kind the error constant
+    (its growth over the stretch before) and the stretch's order (TensorBoard's text tab: its charts of
+    a few points do not show values above 1 with outliers ignored)."""
+    escapes = limit.get("escapes") or {}
+    heads = [
+        f"{what}: C = max / eta^{fmt(escapes.get('expected_order', {}).get(key))} (order)"
+        for key, what in KINDS
+    ]
+    rows = ["| stretch | t | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(KINDS)]
+    for s in escapes.get("stretches") or []:
+        cells = []
+        for key, _ in KINDS:
+            e = s[key]
+            growth = f" x{fmt(e['growth'])}" if e.get("growth") is not None else ""
+            cells.append(f"{fmt(e['constant'])}{growth} ({fmt(e['order'])})")
+        span = f"{fmt(s['t_start'])} .. {fmt(s['t_end']) if s['t_end'] is not None else 'end'}"
+        rows.append(f"| {s['escapes_before']} | {span} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -88,6 +88,7 @@ def log_limit(ctx, limit: dict) -> None:
     ``limit/weak_theta``, ``limit/weak_loss``, step = grid index); on the flow's logger the orders, and
     per stretch between the flow's saddle escapes (step = escapes before it) each kind's order and
     error constant (``limit/<kind>_stretch_order``, ``limit/<kind>_constant``)."""
+    from dlnlab.lab.limit_text import escapes_table
     from dlnlab.lab.summary import series_name
 
     for lr, curves in limit["curves"].items():
@@ -111,6 +112,7 @@ def log_limit(ctx, limit: dict) -> None:
                 values[f"limit/{key}_stretch_order"] = stretch[key]["order"]
                 values[f"limit/{key}_constant"] = stretch[key]["constant"]
             flow.log_metrics(_finite(values), step=stretch["escapes_before"])
+        log_text(flow, "limit/escapes", escapes_table(limit))
         flow.save()
 
 
