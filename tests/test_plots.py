@@ -283,3 +283,18 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     assert fig1_main(argv) == 0
     _check_png(png)
     assert pdf.stat().st_size > 10_000
+
+
+def test_figures_drawn_in_forked_workers_are_the_same_pngs(tiny_run, tmp_path):
+    """make_run_figures(workers=2): the figures split between two forked processes, the same bytes as
+    drawn in one (and on_png gets them in the figures' order)."""
+    import shutil
+
+    other = tmp_path / "copy"
+    shutil.copytree(tiny_run, other)
+    one = {p.name: p.read_bytes() for p in make_run_figures(tiny_run, strict=True)}
+    got = []
+    two = make_run_figures(other, strict=True, workers=2, on_png=lambda n, png: got.append((n, png)))
+    assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
+    for path, (_, png) in zip(two, got):
+        assert path.read_bytes() == one[path.name] == png

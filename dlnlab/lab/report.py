@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -121,6 +122,9 @@ def make_figures(ctx) -> None:
     from dlnlab.plots import make_run_figures
 
     logger = figures_logger(ctx.out, ctx.plan.cfg.logger)
-    make_run_figures(ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png))
+    workers = min(4, os.cpu_count() or 1)  # the end of the run: the cores are free
+    make_run_figures(
+        ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png), workers=workers
+    )
     if logger is not None:
         logger.finalize("success")
