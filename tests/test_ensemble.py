@@ -151,7 +151,7 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
 
 
 def test_the_spread_tags_are_numpys_nan_quantiles():
-    from dlnlab.lab.logging import ENSEMBLE_STATS, _nanmean, _nanquantiles
+    from dlnlab.lab.tags import ENSEMBLE_STATS, _nanmean, _nanquantiles
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 9, 5))
@@ -167,7 +167,7 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
 
 def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     """Every Margin chart of the ensemble's layout names tags the SGD series logs (median and bands)."""
-    from dlnlab.lab.logging import tensorboard_layout
+    from dlnlab.lab.tags import tensorboard_layout
 
     out, _ = ensemble
     acc = EventAccumulator(

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from dlnlab.lab import signals
-from dlnlab.lab.logging import Thinner, fresh_copy, series_tags, writes_concurrently
+from dlnlab.lab.logging import fresh_copy, writes_concurrently
 from dlnlab.lab.rundir import save_npz
+from dlnlab.lab.tags import Thinner, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 
 __all__ = ["SeriesRecorder", "open_recorder"]

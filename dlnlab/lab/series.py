@@ -23,9 +23,10 @@ from dlnlab.lab import signals
 from dlnlab.lab.budget import time_per_step
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
-from dlnlab.lab.logging import log_layout, make_logger, tensorboard_layout
+from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
+from dlnlab.lab.tags import tensorboard_layout
 from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
 from dlnlab.network import Layout, unpack
 
