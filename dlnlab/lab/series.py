@@ -149,8 +149,8 @@ def run_flow(
     Returns (entry, finish, flow_at): flow_at (len(all_t), p) holds NaN rows past a failure; the
     metrics of the grid are computed in a recorder worker (fed while the solver runs, see
     ``FlowStream``), and ``finish()`` waits for them, writes ``series/flow.npz`` and returns its
-    arrays (the entry's numbers come from the losses on the grid, computed here). An interrupt is recorded in the entry (status
-    interrupted); the caller checks it. ``previous`` (entry, arrays) of a finished flow (a resumed
+    arrays (the entry's numbers come from the losses on the grid, computed here). An interrupt is
+    recorded in the entry (status interrupted); the caller checks it. ``previous`` (entry, arrays) of a finished flow (a resumed
     run): the flow is recomputed for the SGD series, checked against the recorded grid to within
     10 x rtol, and neither recorded nor logged again.
     """
@@ -164,30 +164,9 @@ def run_flow(
         entry["modified_lr"] = modified_lr
     ctx.progress.start(name, float(all_t[-1]))
     t0 = time.perf_counter()
-    res = None
     # the grid's metrics start in their worker while the solver runs (rk45, cvode: step by step)
     stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
-    try:
-        # a signal is only noted while the solver runs; it stops at its next step or chunk, with
-        # every output point so far (solve_ivp would lose them to an exception raised inside it)
-        with signals.deferred(raise_at_end=False):
-            res = flowmod.integrate(
-                plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress,
-                stop=lambda: signals.received() is not None, modified_lr=modified_lr, on_output=stream,
-            )  # fmt: skip
-        entry["message"] = ""
-    except flowmod.FlowSolverError as err:
-        res = err.result
-        entry.update(status=Status.SOLVER_FAILED, message=str(err))
-        warn(str(err))
-    except flowmod.FlowInterrupted as err:
-        res = err.result
-        entry.update(status=Status.INTERRUPTED, message=res.message)
-    except KeyboardInterrupt:
-        entry.update(status=Status.INTERRUPTED, message="interrupted")
-    except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded, the SGD series still run
-        entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
-        warn(f"flow: {entry['message']}")
+    res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
     n_flow = 0 if res is None else len(res.t)
     flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
     if n_flow:
@@ -201,6 +180,7 @@ def run_flow(
             f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
         )
         return entry, lambda: arrays, members
+    stream = stream or FlowStream(ctx, name, theta0, all_t, grid)  # a resumed run's recomputation failed
     rec = record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
@@ -217,6 +197,35 @@ def run_flow(
                 return {}
 
     return entry, finish, members
+
+
+def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
+    """The flow's trajectory (what was reached before a failure or interrupt, which goes into
+    ``entry``), or None when the solver raised before giving any."""
+    plan = ctx.plan
+    try:
+        # a signal is only noted while the solver runs; it stops at its next step or chunk, with
+        # every output point so far (solve_ivp would lose them to an exception raised inside it)
+        with signals.deferred(raise_at_end=False):
+            res = flowmod.integrate(
+                plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress,
+                stop=lambda: signals.received() is not None, modified_lr=modified_lr, on_output=stream,
+            )  # fmt: skip
+        entry["message"] = ""
+        return res
+    except flowmod.FlowSolverError as err:
+        entry.update(status=Status.SOLVER_FAILED, message=str(err))
+        warn(str(err))
+        return err.result
+    except flowmod.FlowInterrupted as err:
+        entry.update(status=Status.INTERRUPTED, message=err.result.message)
+        return err.result
+    except KeyboardInterrupt:
+        entry.update(status=Status.INTERRUPTED, message="interrupted")
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded, the SGD series still run
+        entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
+        warn(f"flow: {entry['message']}")
+    return None
 
 
 def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:
