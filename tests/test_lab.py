@@ -290,3 +290,25 @@ def test_a_plain_dict_config_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"^sgd.lr: no such key; .* did you mean sgd.lrs\?"):
         run({**cfg, "sgd": {"lr": 0.1}}, output_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_path):
+    """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
+    the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,
+    and the SGD series' distances stop where the recomputed flow stopped."""
+    from dlnlab.lab.experiment import resume
+
+    out = tmp_path / "run"
+    run(make_cfg([*TINY, "sgd.lrs=[0.02]"]), output_dir=out)
+    before = (out / "series" / "flow.npz").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    summary.update(stage="sgd_lr_0.02", interrupted="SIGTERM")  # as if stopped during the series
+    summary["series"]["sgd_lr_0.02"]["status"] = "interrupted"
+    summary["config"]["flow"]["max_nfe"] = 20
+    (out / "summary.json").write_text(json.dumps(summary))
+    done = resume(out)
+    flow = done["series"]["flow"]
+    assert flow["status"] == "ok" and flow["resume_check"]["status"] == "solver_failed", flow
+    assert (out / "series" / "flow.npz").read_bytes() == before
+    dist = np.load(out / "series" / "sgd_lr_0.02.npz")["dist_to_flow"]
+    assert dist[0] == 0.0 and np.isnan(dist[-1])  # from the shared start; none past the stop

@@ -174,13 +174,15 @@ def run_flow(
     members = (
         flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
     )  # for the SGD series
-    if previous is not None and entry["status"] == Status.OK:
-        entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f)
+    if previous is not None:  # the recorded series stays, whatever the recomputation gave
+        entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f, entry)
+        check = entry["resume_check"]
         ctx.progress.done(
-            f"recomputed (resume): max |difference| {entry['resume_check']['max_abs_diff']:.2g}"
+            f"recomputed (resume): max |difference| {check['max_abs_diff']:.2g}"
+            if "max_abs_diff" in check
+            else f"recomputed (resume): {check['status']}, the recorded series kept"
         )
         return entry, lambda: arrays, members
-    stream = stream or FlowStream(ctx, name, theta0, all_t, grid)  # a resumed run's recomputation failed
     rec = record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
@@ -248,9 +250,18 @@ def close_recorder(rec, logger) -> dict:
     return arrays
 
 
-def _check_recomputed(previous, flow_at, all_t, grid, f) -> tuple[dict, dict]:
-    """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol)."""
+def _check_recomputed(previous, flow_at, all_t, grid, f, now: dict) -> tuple[dict, dict]:
+    """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol); ``now``: the
+    recomputation's entry (a failure or interrupt there is reported, and the recorded series kept)."""
     entry, arrays = dict(previous[0]), previous[1]
+    if now["status"] != Status.OK:
+        warn(
+            f"flow: recomputed for the resume, it stopped ({now['status']}: {now.get('message')}); the "
+            "recorded series is kept, and the SGD series' distances to it stop where the recomputation stopped"
+        )
+        entry["resume_check"] = {"status": Status(now["status"]).value, "message": now.get("message")}
+        entry["status"] = Status(entry["status"])
+        return entry, arrays
     rows, theta = theta_rows(arrays)
     diff = 0.0
     if theta is not None:
