@@ -230,9 +230,19 @@ class RegressionProblem:
     def weighted_gradient(self, weights: Sequence[Tensor], sample_weights: Tensor) -> list[Tensor]:
         """The gradient of (1/2) sum_i c_i ||y_i - P x_i||^2 for sample weights c (..., N): one backward
         pass through the weights, whatever N (the SME's noise, G dW, is one of these)."""
+        return self.gradient_and_weighted_gradient(weights, sample_weights)[1]
+
+    def gradient_and_weighted_gradient(
+        self, weights: Sequence[Tensor], sample_weights: Tensor
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """:meth:`gradient` and :meth:`weighted_gradient` from one set of forward products (an SME step
+        needs both: the drift and the noise)."""
         pre = prefix_products(weights)
         residual = (matmul(pre[-1], self.X) - self.Y) * sample_weights.unsqueeze(-2)
-        return _backprop(weights, pre, matmul(residual, self.X.mT))
+        return (
+            _backprop(weights, pre, self._dloss_dp(pre[-1])),
+            _backprop(weights, pre, matmul(residual, self.X.mT)),
+        )
 
     def minibatch_loss_and_gradient(
         self, weights: Sequence[Tensor], index: Tensor

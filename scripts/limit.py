@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlnlab.plots._panels import lr_axis
+
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["log.progress=never", "log.figures=false", "logger=none"]
 GD = ["flow.modified=true", *QUIET]
@@ -62,17 +64,6 @@ def _slope_line(ax, xs, ys, order, **kw) -> None:
     ax.plot(grid, np.exp(c) * grid**order, **kw)
 
 
-def _lr_axis(ax, lrs) -> None:
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(lrs))))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("learning rate $\\eta$")
-
-
 def _orders_panel(ax, gd: dict, sgd: dict) -> None:
     """GD's largest distance to the flow and to its modified flow over the whole horizon; SGD's strong and
     weak errors before the first saddle escape, with 90% bootstrap bars."""
@@ -98,7 +89,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
         ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
                     label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
         _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
-    _lr_axis(ax, [*lrs, *lim["lrs"]])
+    lr_axis(ax, [*lrs, *lim["lrs"]])
+    ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest distance to the flow")
     t_max = sgd["grid"]["t_max"]
     ax.set_title(f"(a) GD over t <= 300; SGD ({lim['members']} runs) over t <= {t_max:g}", fontsize=8)
@@ -156,7 +148,8 @@ def _spread_panel(ax, sgd: dict) -> None:
     err = sme["sampling_error"]
     ax.axhspan(1 - err, 1 + err, color="0.85", lw=0, label=f"1 +- sampling error {err:.2f}")
     ax.axhline(1.0, color="k", lw=0.6)
-    _lr_axis(ax, lrs)
+    lr_axis(ax, lrs)
+    ax.set_xlabel("learning rate $\\eta$")
     ax.set_yscale("linear")
     ax.set_ylabel("SGD's spread / the SME's")
     ax.set_title("(d) the SME's spread against SGD's", fontsize=8)

@@ -170,7 +170,7 @@ def _run_sgd_series(
 ) -> None:
     """One (S)GD series per learning rate, each against the flow (and, with flow.modified, GD's modified
     flow at its step: ``modified`` {lr: states}) at its own exact times."""
-    from dlnlab.lab.series import run_sgd
+    from dlnlab.lab.series import at_series_grid, run_sgd
 
     plan, entry = state.plan, state.series["flow"]
     flow_final = entry["final_loss"] if entry["status"] == Status.OK else None
@@ -186,9 +186,7 @@ def _run_sgd_series(
             state.series[name], state.arrays[name] = previous.entry(name), previous.arrays[name]
             state.resumed[-1]["series"][name] = "kept"
             continue
-        ms, times = exact[lr]
-        flow_theta = torch.full((state.n_grid, *flow_at.shape[1:]), float("nan"), dtype=torch.float64)
-        flow_theta[ms] = flow_at[torch.searchsorted(all_t, times)]
+        flow_theta = at_series_grid(flow_at, all_t, exact[lr], state.n_grid)
         initial = previous.resumable(name, steps[lr]) if previous is not None else None
         entry, arrays = run_sgd(
             ctx, lr, flow_theta, flow_final, initial=initial, modified_theta=modified.get(lr)

@@ -3,6 +3,8 @@
 ``FlowStream`` is the ``on_output`` of :func:`dlnlab.flow.integrate` in a run: the recorder worker is
 forked before the solve and gets each grid point as the solver reaches it (rk45 and cvode hand their
 points out step by step; the other solvers at the end, and then the points go over together).
+integrate hands out every row it returns, also those of a failed or interrupted solve, so every grid
+point the solve reached goes to the recorder.
 """
 
 from __future__ import annotations
@@ -42,15 +44,13 @@ class FlowStream:
 
 
 def record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream: FlowStream):
-    """The flow's grid points the stream has not sent (none, when the solver streamed them all) to its
-    recorder, and the user's grid-point callbacks here; an interrupt here keeps the points recorded so
-    far."""
+    """The user's grid-point callbacks on the flow's grid points, here (the stream has already sent
+    every point the solve reached to the recorder: integrate gives on_output every row it returns);
+    returns the recorder. An interrupt here keeps the points recorded so far."""
     plan = ctx.plan
     logger = ctx.logger(name)
     grid_idx = torch.searchsorted(all_t, grid)
     ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
-    for m in ms[stream.sent :]:
-        stream(int(grid_idx[m]), flow_at[grid_idx[m]].unsqueeze(0))
     user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
     try:
         for m in ms if user else ():

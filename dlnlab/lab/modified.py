@@ -28,7 +28,7 @@ def modified_name(lr: float) -> str:
 def run_modified_flows(state, ctx, previous, exact, grid) -> tuple[dict, list[Callable[[], None]]]:
     """Integrate and record each learning rate's modified flow; returns ({lr: its states at the series'
     grid points, (n_grid, ..., p)}, the closers that wait for the recorders and store the arrays)."""
-    from dlnlab.lab.series import run_flow
+    from dlnlab.lab.series import at_series_grid, run_flow
 
     plan = state.plan
     theta, closers = {}, []
@@ -38,16 +38,13 @@ def run_modified_flows(state, ctx, previous, exact, grid) -> tuple[dict, list[Ca
         name = modified_name(lr)
         state.stage = name
         state.write_summary()
-        ms, times = exact[lr]
-        all_t = torch.unique(torch.cat([grid, times]))
+        all_t = torch.unique(torch.cat([grid, exact[lr][1]]))
         done = previous.arrays.get(name) if previous else None
         before = (previous.entry(name), done) if done else None
         entry, finish, at = run_flow(ctx, all_t, grid, before, name=name, modified_lr=lr)
         state.series[name] = entry
         closers.append(_closer(state, name, finish))
-        at_steps = torch.full((state.n_grid, *at.shape[1:]), float("nan"), dtype=torch.float64)
-        at_steps[ms] = at[torch.searchsorted(all_t, times)]
-        theta[lr] = at_steps
+        theta[lr] = at_series_grid(at, all_t, exact[lr], state.n_grid)
         state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
     return theta, closers
 

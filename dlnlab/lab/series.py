@@ -135,6 +135,15 @@ def series_times(plan: Plan, grid: torch.Tensor) -> tuple[dict, dict, torch.Tens
     return exact, steps, torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
 
 
+def at_series_grid(states: torch.Tensor, all_t: torch.Tensor, exact, n_grid: int) -> torch.Tensor:
+    """(n_grid, ...): a solve's states (rows at ``all_t``) at an SGD series' exact times, on the grid
+    points they stand for (``exact`` = (ms, times) from :func:`series_times`), NaN elsewhere."""
+    ms, times = exact
+    out = torch.full((n_grid, *states.shape[1:]), float("nan"), dtype=torch.float64)
+    out[ms] = states[torch.searchsorted(all_t, times)]
+    return out
+
+
 def run_flow(
     ctx: SeriesContext,
     all_t: torch.Tensor,

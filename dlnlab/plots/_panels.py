@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dlnlab.lab.rundir import RunData, Series
+from dlnlab.lab.rundir import RunData, Series, format_lr
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -23,7 +23,7 @@ from dlnlab.plots._common import (
 )
 from dlnlab.plots._style import TIME_LABEL, new_figure
 
-__all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "legend", "log_panel"]
+__all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "legend", "log_panel"]
 
 # SGD lines are wide and faded behind the thin black flow, so that "SGD converges to the flow" reads
 # as the coloured bands closing in on the black line.
@@ -52,6 +52,21 @@ def time_axis(ax, run: RunData) -> None:
         t_max = max(ts) if ts else 1.0
     ax.set_xlim(0.0, float(t_max) if t_max > 0 else 1.0)
     ax.set_xlabel(TIME_LABEL)
+
+
+def lr_axis(ax, lrs) -> None:
+    """Log-log axes with a tick at each learning rate (and no minor ticks), labelled as the series
+    names write them; rotated beyond four."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = sorted(set(float(lr) for lr in lrs))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_lr(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if len(ticks) > 4:
+        ax.tick_params(axis="x", labelrotation=35)
 
 
 def legend(fig, run: RunData, colors: dict, names: list[str] | None = None, extra=(), handles=None) -> None:

@@ -8,9 +8,9 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from dlnlab.lab.rundir import RunData, Series, format_lr
+from dlnlab.lab.rundir import RunData, Series
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -21,7 +21,7 @@ from dlnlab.plots._common import (
     shade_plateaus,
     stop_handle,
 )
-from dlnlab.plots._panels import legend, line_kw, time_axis
+from dlnlab.plots._panels import legend, line_kw, lr_axis, time_axis
 from dlnlab.plots._style import new_figure
 
 __all__ = ["fig_dist_to_flow", "fig_convergence_order"]
@@ -109,14 +109,7 @@ def fig_convergence_order(run: RunData) -> Figure:
             )
         else:
             ax.plot([s.lr], [d], "o", ms=5.5, color=colors[s.name], mec="white", mew=0.5, zorder=5)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    lr_ticks = sorted(s.lr for s, _ in pts)
-    ax.xaxis.set_major_locator(FixedLocator(lr_ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_lr(v)))
-    ax.xaxis.set_minor_locator(NullLocator())
-    if len(lr_ticks) > 4:
-        ax.tick_params(axis="x", labelrotation=35)
+    lr_axis(ax, [s.lr for s, _ in pts])
     ds = [d for _, d in pts]
     if math.log10(max(ds) / min(ds)) < 2.5:  # short range: label 1, 2, 5 x 10^k plainly
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

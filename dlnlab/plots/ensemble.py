@@ -11,11 +11,10 @@ import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from dlnlab.lab.rundir import RunData, format_lr
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
-from dlnlab.plots._panels import legend, time_axis
+from dlnlab.plots._panels import legend, lr_axis, time_axis
 from dlnlab.plots._style import new_figure
 
 __all__ = ["ENSEMBLE_FIGURES", "fig_ensemble_loss", "fig_ensemble_dist_to_flow", "fig_sgd_limit"]
@@ -108,11 +107,7 @@ def _orders_axes(ax, lim: dict) -> None:
             c = float(np.mean(np.log([p[1] for p in pts]) - order * x))
             xs = np.exp(np.linspace(x.min() - 0.2, x.max() + 0.2, 10))
             ax.plot(xs, np.exp(c) * xs**order, color=color, lw=1.0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted(lrs)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_lr(v)))
-    ax.xaxis.set_minor_locator(NullLocator())
+    lr_axis(ax, lrs)
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest error over the horizon")
     ax.set_title(
