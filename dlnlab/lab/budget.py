@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED
+from dlnlab.descent import time_per_step
+from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, time_grid
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.schema import TrainConfig
+from dlnlab.lab.times import flow_time_count
 from dlnlab.network import Layout
 
-__all__ = ["Estimate", "estimate", "check_sizes", "check_work", "time_per_step", "grid_points", "fmt_bytes"]
+__all__ = ["Estimate", "estimate", "check_sizes", "check_work", "grid_points", "fmt_bytes"]
 
 F64 = 8
 GB = 1e9
@@ -28,11 +30,6 @@ STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 1, "implicit_ad
 # step, stable for step * lambda < 3.3) needs about 2 lambda_max evaluations per unit of time (measured
 # on the stiff benchmark: 134,899 evaluations for t = 300 at lambda_max ~ 200).
 EXPLICIT_EVALS_PER_LAMBDA_T = 2.0
-
-
-def time_per_step(lr: float, momentum: float) -> float:
-    """The flow time one step stands for: lr, or lr / (1 - momentum) for heavy ball."""
-    return lr / (1.0 - momentum)
 
 
 def grid_points(cfg: TrainConfig) -> int:
@@ -65,7 +62,10 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     lay = Layout(tuple(cfg.model.dims))
     members = cfg.ensemble.size
     p, n, t = lay.n_weights * members, lay.n_nodes, grid_points(cfg)  # p: the weights of every member
-    flow_times = t * (1 + len(cfg.sgd.lrs))  # the grid and each series' exact times k_m * lr
+    flow_times = t * (1 + len(cfg.sgd.lrs))  # at most: the grid and each series' exact times k_m * tau
+    if flow_times <= 10_000_000:  # exactly (exact times on grid points count once); a bound beyond
+        taus = [time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs]
+        flow_times = flow_time_count(time_grid(cfg.flow.t_max, dt=cfg.log.dt).numpy(), taus, cfg.log.dt)
     mem: dict[str, float] = {}
     if cfg.data.kind.name == "teacher":  # X, Y and the generator's temporaries
         mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64

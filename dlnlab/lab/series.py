@@ -19,14 +19,15 @@ import torch
 
 from dlnlab import flow as flowmod
 from dlnlab._util import warn
+from dlnlab.descent import time_per_step
 from dlnlab.lab import signals
-from dlnlab.lab.budget import time_per_step
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.lab.tags import tensorboard_layout
+from dlnlab.lab.times import exact_times, series_grid
 from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
 from dlnlab.network import Layout, unpack
 
@@ -125,13 +126,11 @@ def series_times(plan: Plan, grid: torch.Tensor) -> tuple[dict, dict, torch.Tens
     """Each SGD series' grid points and exact times k tau, its steps, and the union of every time the
     flow must report (the grid and every series' exact times: the solver's own dense output, never an
     interpolation of logged points)."""
-    from dlnlab.lab.training import series_grid
-
     exact, steps = {}, {}
     for lr in plan.lrs:
         tau = time_per_step(lr, plan.cfg.sgd.momentum)
         ms, steps[lr] = series_grid(len(grid), plan.cfg.log.dt, tau)
-        exact[lr] = (torch.tensor(ms), torch.tensor(steps[lr], dtype=torch.float64) * tau)
+        exact[lr] = (torch.tensor(ms), torch.from_numpy(exact_times(grid.numpy(), ms, steps[lr], tau)))
     return exact, steps, torch.unique(torch.cat([grid, *(e[1] for e in exact.values())]))
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
@@ -29,6 +28,7 @@ from dlnlab.descent import EnsembleSampler, GDStepper, MinibatchSampler, time_pe
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.lab.rundir import atomic_path
+from dlnlab.lab.times import series_grid
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
 
@@ -42,18 +42,6 @@ __all__ = [
     "checkpoint_step",
     "train_series",
 ]
-
-
-def series_grid(n_grid: int, dt: float, tau: float) -> tuple[list[int], list[int]]:
-    """(grid indices m, steps k) of a series whose step stands for time ``tau`` on the grid t_m = m dt.
-
-    k_m = round(t_m / tau). For tau <= dt every grid point has its own step (m = 0 .. n_grid - 1);
-    for tau > dt (a step coarser than the grid) each step is recorded once, at the grid point nearest
-    to its time k tau.
-    """
-    ks = np.unique(np.rint(np.arange(n_grid) * dt / tau).astype(np.int64))
-    ms = np.minimum(n_grid - 1, np.rint(ks * tau / dt).astype(np.int64))
-    return ms.tolist(), ks.tolist()
 
 
 def chunk_size(gradient_s: float, target_s: float = 0.1, most: int = 2000) -> int:
