@@ -1,0 +1,21 @@
+"""Large learning rates: the edge of stability and the central flow (docs/eos.md, docs/theory.md 10-11).
+
+Pure core (torch, numpy, scipy): the top Hessian eigenpairs at one point or along a path
+(:func:`top_eigenpairs`, :class:`SpectrumTracker`, :func:`sharpness_along`), the third derivative in
+closed form (:func:`curvature_gradient`, :func:`weighted_curvature_gradient`).
+"""
+
+from dlnlab.eos._curvature import curvature_gradient, pair_curvature_gradients, weighted_curvature_gradient
+from dlnlab.eos._spectrum import (
+    Eigenpairs,
+    SpectrumMethod,
+    SpectrumSeries,
+    SpectrumTracker,
+    sharpness_along,
+    top_eigenpairs,
+)
+
+__all__ = [
+    "curvature_gradient", "pair_curvature_gradients", "weighted_curvature_gradient", "Eigenpairs",
+    "SpectrumMethod", "SpectrumSeries", "SpectrumTracker", "sharpness_along", "top_eigenpairs",
+]  # fmt: skip
