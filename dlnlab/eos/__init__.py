@@ -2,10 +2,21 @@
 
 Pure core (torch, numpy, scipy): the top Hessian eigenpairs at one point or along a path
 (:func:`top_eigenpairs`, :class:`SpectrumTracker`, :func:`sharpness_along`), the third derivative in
-closed form (:func:`curvature_gradient`, :func:`weighted_curvature_gradient`).
+closed form (:func:`curvature_gradient`, :func:`weighted_curvature_gradient`) and the central flow
+(:class:`CentralFlow`, :func:`integrate_central`).
 """
 
+from dlnlab.eos._central import (
+    CENTRAL_SOLVER,
+    CRITICAL_FRACTION,
+    LOOKAHEAD,
+    CentralFlow,
+    CentralFlowResult,
+    CentralPoint,
+    integrate_central,
+)
 from dlnlab.eos._curvature import curvature_gradient, pair_curvature_gradients, weighted_curvature_gradient
+from dlnlab.eos._sigma import SigmaMethod, SigmaSolution, solve_sigma
 from dlnlab.eos._spectrum import (
     Eigenpairs,
     SpectrumMethod,
@@ -16,6 +27,9 @@ from dlnlab.eos._spectrum import (
 )
 
 __all__ = [
-    "curvature_gradient", "pair_curvature_gradients", "weighted_curvature_gradient", "Eigenpairs",
-    "SpectrumMethod", "SpectrumSeries", "SpectrumTracker", "sharpness_along", "top_eigenpairs",
+    "CENTRAL_SOLVER", "CRITICAL_FRACTION", "LOOKAHEAD", "CentralFlow", "CentralFlowResult", "CentralPoint",
+    "integrate_central", "curvature_gradient", "pair_curvature_gradients", "weighted_curvature_gradient",
+    "SigmaMethod",
+    "SigmaSolution", "solve_sigma", "Eigenpairs", "SpectrumMethod", "SpectrumSeries", "SpectrumTracker",
+    "sharpness_along", "top_eigenpairs",
 ]  # fmt: skip
