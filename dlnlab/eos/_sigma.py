@@ -15,8 +15,9 @@ solves the problem exactly on the face the barrier found (X = V Y V^T with V its
 least-squares problem) and keeps that answer when it passes the optimality conditions. Written here
 rather than taken from a package: scipy has no semidefinite cone, the problem has at most a handful of
 unknowns (m is the number of eigenvalues at the edge, 1 on every net measured), and an SDP package
-(CVXPY with its solvers) would add five dependencies for it; the polish makes the answer exact to
-rounding, where an interior-point package stops at its own tolerance (1e-8).
+(CVXPY with its solvers) would add several dependencies for it; the polish brings the optimality
+residual below 1e-9 (measured: the objective equal to a brute-force minimum to 1e-15) in 2-40 ms for
+m = 2, 3.
 """
 
 from __future__ import annotations
