@@ -58,6 +58,17 @@ _EXPORTS = {
         "SaddleClassification",
         "EscapeDirections",
     ],
+    "dlnlab.eos": [
+        "top_eigenpairs",
+        "SpectrumTracker",
+        "sharpness_along",
+        "curvature_gradient",
+        "weighted_curvature_gradient",
+        "CentralFlow",
+        "integrate_central",
+        "edge_diagnostics",
+        "edge_report",
+    ],
     "dlnlab.errors": ["ArgumentError"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -132,11 +132,15 @@ def integrate(
     stop: Callable[[], bool] | None = None,
     modified_lr: float | None = None,
     on_output: Callable[[int, Tensor], None] | None = None,
+    field: GradientFlow | None = None,
 ) -> Trajectory:
     """Integrate dtheta/dt = -grad L(theta) from theta0 at t_eval[0], reporting at t_eval.
 
     modified_lr: eta to integrate GD's modified flow dtheta/dt = -(I + (eta/2) H) grad L instead, the
     flow GD at step eta follows to O(eta^2) (:class:`~dlnlab.flow.field.ModifiedFlow`).
+    field: another vector field to integrate (an object like :class:`~dlnlab.flow.field.GradientFlow`:
+    ``field(t, theta)`` and ``field.into(theta, out)``, plus ``jacobian`` / ``jvp`` for the stiff
+    methods), e.g. the central flow of ``dlnlab.eos``; not with modified_lr.
 
     theta0: (p,) or a batch (B, p) (no events for a batch; see the module docstring for how each
     member keeps its own error control), moved to the problem's device (a problem on a GPU:
@@ -179,7 +183,9 @@ def integrate(
         raise ArgumentError(
             "events", f"{solver.method} takes no events; use dopri5, lsoda or cvode for events"
         )
-    field = vector_field(problem, layout, modified_lr)
+    if field is not None and modified_lr is not None:
+        raise ArgumentError("field", "give either a vector field or modified_lr, not both")
+    field = vector_field(problem, layout, modified_lr) if field is None else field
     report = _Reporter(on_output)
     try:
         with _one_thread(), torch.no_grad():
