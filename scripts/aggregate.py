@@ -15,7 +15,6 @@ series) on stderr. Exit code 2, before any work, on a bad argument; 2 when no us
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from dlnlab.lab.script_args import (
@@ -25,6 +24,7 @@ from dlnlab.lab.script_args import (
     fresh_dir,
     output_dir,
     output_file,
+    run_script,
     say,
 )
 
@@ -92,4 +92,4 @@ def _csv(records: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -23,11 +23,13 @@ from pathlib import Path
 from dlnlab.lab.script_args import (
     ScriptParser,
     cannot_create,
+    checked_config,
     existing_dir,
     fresh_dir,
     integer,
     output_dir,
     output_file,
+    run_script,
     stamped,
 )
 
@@ -79,29 +81,11 @@ def _check_given(ap: ScriptParser, args) -> None:
 
 def _configs(ap: ScriptParser, to_run: list[str], overrides: list[str]) -> dict:
     """Compose and check every run's config (the lab's own checks) before the first run starts."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from dlnlab.lab.cli import describe_hydra_error
-    from dlnlab.lab.errors import ConfigError
-    from dlnlab.lab.prepare import prepare
-
     cfgs = {}
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        for key in to_run:
-            try:
-                cfgs[key] = compose(
-                    config_name="train", overrides=[f"experiment={EXPERIMENTS[key]}", *overrides]
-                )
-                prepare(cfgs[key])
-            except (HydraException, OmegaConfBaseException) as err:
-                ap.refuse("-o", f"{describe_hydra_error(err)} (experiment={EXPERIMENTS[key]})")
-            except ConfigError as err:
-                ap.refuse("-o", f"{err} (experiment={EXPERIMENTS[key]})")
-    GlobalHydra.instance().clear()
+    for key in to_run:
+        cfgs[key], why = checked_config(ROOT / "conf", [f"experiment={EXPERIMENTS[key]}", *overrides])
+        if why:
+            ap.refuse("-o", f"{why} (experiment={EXPERIMENTS[key]})")
     return cfgs
 
 
@@ -141,4 +125,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -37,11 +37,13 @@ from dlnlab.lab.script_args import (
     FIGURE_SUFFIXES,
     ScriptParser,
     cannot_create,
+    checked_config,
     existing_dir,
     fresh_dir,
     integer,
     output_dir,
     output_file,
+    run_script,
     stamped,
 )
 
@@ -56,12 +58,6 @@ RUNS = {  # name: overrides
     "plateau": [*SGD, "flow.t_max=5"],
     "escape": [*SGD, "flow.t_max=8", "sgd.sme=true"],
 }
-
-
-def _run(overrides: list[str], out: Path):
-    from dlnlab.lab.experiment import run
-
-    return run(_compose(overrides), output_dir=out)
 
 
 def _slope_line(ax, xs, ys, order, **kw) -> None:
@@ -263,7 +259,7 @@ def parse(argv: list[str] | None):
         why = cannot_create(stamped(Path("outputs") / "limit"))
         if why:
             ap.refuse("--runs", f"not given, and the default {why}; give --runs <new directory>")
-    _check_configs(ap, args)
+    args.configs = _configs(ap, args)
     return args
 
 
@@ -276,28 +272,15 @@ def _overrides(args) -> dict[str, list[str]]:
     return {name: [*over, *size[name]] for name, over in RUNS.items()}
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import dlnlab.lab.schema  # noqa: F401 - registers the schema
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return compose(config_name="train", overrides=overrides)
-
-
-def _check_configs(ap: ScriptParser, args) -> None:
-    """The lab's own checks of the three runs' configs (sizes, budgets), before the first run starts."""
-    from dlnlab.lab.errors import ConfigError
-    from dlnlab.lab.prepare import prepare
-
+def _configs(ap: ScriptParser, args) -> dict:
+    """The three runs' configs, through the lab's own checks (sizes, budgets) before the first run starts."""
+    cfgs = {}
     for name, overrides in _overrides(args).items():
-        try:
-            prepare(_compose(overrides))
-        except ConfigError as err:
+        cfgs[name], why = checked_config(ROOT / "conf", overrides)
+        if why:
             arg = {"plateau": "--plateau-members", "escape": "--members"}.get(name, "--runs")
-            ap.refuse(arg, f"the {name} run is refused: {err}")
+            ap.refuse(arg, f"the {name} run is refused: {why}")
+    return cfgs
 
 
 def _draw(runs: Path, res: dict, out: Path) -> None:
@@ -323,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
     else:
         print(f"writing under {runs}", flush=True)
+        from dlnlab.lab.experiment import run
+
         res = {}
-        for name, overrides in _overrides(args).items():
-            res[name] = _run(overrides, runs / name)
+        for name, cfg in args.configs.items():
+            res[name] = run(cfg, output_dir=runs / name)
             if res[name].exit_code in (130, 143):
                 return res[name].exit_code
             why = f"exit code {res[name].exit_code}" if res[name].exit_code else _lacks(runs / name, name)
@@ -350,4 +335,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

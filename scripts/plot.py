@@ -13,10 +13,9 @@ work, on a bad argument or when no run directory is usable.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from dlnlab.lab.script_args import ScriptParser, cannot_write_in, existing_dir, integer, say
+from dlnlab.lab.script_args import ScriptParser, cannot_write_in, existing_dir, integer, run_script, say
 
 
 def parse(argv: list[str] | None):
@@ -86,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -77,6 +77,8 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("figure1", ["--out", "dir.png"], "--out", "is a directory"),
     ("figure1", ["--near", "empty", "--far", "empty", "-o", "seed=1"], "-o", "nothing runs"),
     ("figure1", ["--flow-onl"], "--flow-onl", "no such argument"),  # no abbreviations
+    ("figure1", ["-o", "hydra.run.dir=/tmp"], "-o", "hydra.run.dir: a script sets its runs' directories"),
+    ("figure1", ["--out", "a" * 300 + ".png"], "--out", "too long"),
     ("limit", ["--members", "0"], "--members", "an integer from 2 to 100000"),
     ("limit", ["--plateau-members", "-3"], "--plateau-members", "an integer from 2 to 100000"),
     ("limit", ["--members", "9" * 5000], "--members", "an integer from 2"),
@@ -86,6 +88,7 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("limit", ["--replot", "--runs", "empty", "--members", "4"], "--members", "--replot runs nothing"),
     ("limit", ["--runs", "full"], "--runs", "is not empty"),
     ("limit", ["--runs", "afile.txt"], "--runs", "is not a directory"),
+    ("limit", ["--runs", "/".join(["abc"] * 1500)], "--runs", "longer than 4096 bytes"),
     ("limit", ["--out", "x.jpg"], "--out", "must end in .png or .pdf or .svg"),
 ]
 
@@ -286,3 +289,25 @@ def _check_console(out: str, agg: dict) -> None:
     d = row["max_dist_to_flow"]
     shown = f"{d['mean']:.4g} [{d['ci90'][0]:.4g}, {d['ci90'][1]:.4g}]"
     assert re.search(rf"^#0\s+sgd_lr_0.02\s+2\s+.*{re.escape(shown)}$", tables, re.M), tables
+
+
+@pytest.mark.slow  # a few seconds each: the scripts' imports before the signal or the closed pipe
+def test_ctrl_c_and_a_closed_pipe_end_with_one_line_not_a_traceback(good_run, tmp_path):
+    import signal
+    import time
+
+    cmd = [sys.executable, str(SCRIPTS / "aggregate.py"), str(good_run)]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(1.5)  # past the argument checks, in the imports or the aggregation
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert err.decode().strip() == "interrupted (SIGINT); the files written so far are complete"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader goes away (| head)
+    assert proc.wait(timeout=120) == 141 and b"Traceback" not in proc.stderr.read()
+    assert json.loads((tmp_path / "b" / "aggregate.json").read_text())["rows"]  # written before the print

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,14 +90,19 @@ def _overrides(run_dir: Path) -> list[str]:
 
 
 def _files_under(roots: list[Path], name: str) -> set[Path]:
-    """Directories holding ``name`` under ``roots`` (each once, however reached: symbolic links and
-    relative paths resolve to one directory; links to directories are not followed, so a loop of
-    links cannot hang the walk)."""
-    found = set()
+    """Directories holding ``name`` under ``roots``, each once however it is reached (a relative path,
+    a symbolic link: a folder of links to runs works); a directory already walked is not walked
+    again, so a loop of links ends. Hidden folders (``.hydra``) are not entered."""
+    found, walked = set(), set()
     for root in roots:
-        for top, dirs, files in os.walk(root):
+        for top, dirs, files in os.walk(root, followlinks=True):
+            real = Path(top).resolve()
+            if real in walked:
+                dirs[:] = []
+                continue
+            walked.add(real)
             if name in files:
-                found.add(Path(top).resolve())
+                found.add(real)
             dirs[:] = [d for d in dirs if not d.startswith(".")]
     return found
 
@@ -153,8 +159,6 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean, std and quantiles across samples, point by point; a shorter sample (one that stopped
     early) is NaN past its end and counts where it has values."""
-    import warnings
-
     curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
     x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
     for i, c in enumerate(curves):
@@ -284,5 +288,6 @@ def _figure(folder: Path, key: str, curves_of: dict) -> None:
         ax.set_ylabel("loss: median, quartile band")
         ax.set_title(key[:90], fontsize=6)
         ax.legend(fontsize=6)
-        with atomic_path(folder / "loss.png") as tmp:
+        with atomic_path(folder / "loss.png") as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing from")  # a key with emoji: drawn as boxes
             fig.savefig(tmp, dpi=150, format="png")

@@ -23,9 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_damage", "npz_damage", "read_summary_object", "MAX_SUMMARY_BYTES", "FINISHED"]
+__all__ = [
+    "run_damage",
+    "npz_damage",
+    "read_summary_object",
+    "MAX_SUMMARY_BYTES",
+    "MAX_NPZ_BYTES",
+    "FINISHED",
+]
 
 MAX_SUMMARY_BYTES = 256 * 2**20  # a 4096-member ensemble's summary is about 10 MB
+MAX_NPZ_BYTES = 64 * 2**30  # uncompressed: far above what limits.memory_gb lets a run write; a zip bomb
 FINISHED = ("ok", "unstable", "diverged")  # series statuses that promise a complete npz
 
 
@@ -38,6 +46,9 @@ def npz_damage(path: Path) -> str | None:
             members = zf.infolist()
             if not members:
                 return f"{path.name} holds no arrays"
+            total = sum(info.file_size for info in members)
+            if total > MAX_NPZ_BYTES:
+                return f"{path.name} unpacks to {total / 2**30:.3g} GiB, above {MAX_NPZ_BYTES // 2**30} GiB"
             for info in members:
                 if not info.filename.endswith(".npy"):
                     return f"{path.name} holds {info.filename!r}, not an .npy array"

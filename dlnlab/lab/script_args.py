@@ -37,6 +37,8 @@ __all__ = [
     "cannot_write_in",
     "stamped",
     "say",
+    "checked_config",
+    "run_script",
     "FIGURE_SUFFIXES",
 ]
 
@@ -146,9 +148,20 @@ def cannot_create(path: Path) -> str | None:
     while not os.path.lexists(anc) and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        return f"{str(path)!r} cannot be created: {str(anc)!r} is not a directory"
-    why = cannot_write_in(anc)
-    return f"{str(path)!r} cannot be created: {why}" if why else None
+        return f"{_show(str(path))} cannot be created: {str(anc)!r} is not a directory"
+    why = _too_long(path.absolute(), anc) or cannot_write_in(anc)
+    return f"{_show(str(path))} cannot be created: {why}" if why else None
+
+
+def _too_long(path: Path, anc: Path) -> str | None:
+    """A name or path longer than the file system under ``anc`` takes (255 and 4096 bytes on Linux)."""
+    name_max, path_max = os.pathconf(anc, "PC_NAME_MAX"), os.pathconf(anc, "PC_PATH_MAX")
+    for part in path.relative_to(anc).parts:
+        if len(os.fsencode(part)) > name_max:
+            return f"a name in it is longer than {name_max} bytes"
+    if len(os.fsencode(str(path))) >= path_max:
+        return f"it is longer than {path_max} bytes"
+    return None
 
 
 def _writable_parent(path: Path, text: str) -> None:
@@ -223,3 +236,58 @@ def stamped(parent: Path) -> Path:
 def say(text: str) -> None:
     """A line on stderr (what was skipped, where output goes when not on stdout)."""
     print(text, file=sys.stderr, flush=True)
+
+
+def checked_config(conf_dir: Path, overrides: list[str]):
+    """Compose ``train.yaml`` with ``overrides`` and run the lab's own checks on it (``prepare``), as
+    ``train.py``'s preflight does: the config, or None and the one-line reason it is refused. Nothing
+    is written. Hydra's own settings (``hydra.*``) are refused: a script sets the run directories."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0].split("/")[0] in ("hydra", "resume"):
+            why = f"{key}: a script sets its runs' directories itself; give every key but hydra.* and resume"
+            return None, why
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dlnlab.lab.cli import describe_hydra_error
+    from dlnlab.lab.errors import ConfigError
+    from dlnlab.lab.prepare import prepare
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
+            cfg = compose(config_name="train", overrides=list(overrides))
+        prepare(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        return None, describe_hydra_error(err)
+    except ConfigError as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - a value the lab's checks do not catch yet: still no run
+        return (
+            None,
+            f"the lab's checks failed on it ({type(err).__name__}: {' '.join(str(err).split())[:200]})",
+        )
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg, None
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """``sys.exit(main())``, with one line instead of a traceback when the script is stopped: 130 for
+    Ctrl+C (SIGINT) outside a lab run (a lab run handles its own signals and returns 130 / 143), 141
+    (128 + SIGPIPE, what a shell shows for a program killed by it) when the reader of stdout goes away
+    (``| head``; Python's docs' advice for BrokenPipeError). Every file is written atomically, so
+    those written so far are complete."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT); the files written so far are complete", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        code = 141
+    sys.exit(code)
