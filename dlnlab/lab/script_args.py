@@ -6,8 +6,9 @@ before any work: no traceback, nothing written. argparse already exits 2 on a ba
 Checks that need two arguments at once (``--replot`` needs ``--runs``) go through
 :meth:`ScriptParser.refuse` after parsing, still before any work.
 
-Only the standard library is imported here, so a script refuses before numpy, torch or matplotlib
-are loaded: a refusal in a subprocess takes about 0.1 s where the first heavy import takes seconds.
+Only the standard library is imported when this module loads (:func:`checked_config` imports Hydra
+and the lab when called), so a script refuses a bad argument before numpy, torch or matplotlib are
+loaded: a refusal in a subprocess takes about 0.1 s where the first heavy import takes seconds.
 
 Outputs: a file the user names (``--out figure.png``, ``--csv t.csv``) may replace an existing file
 (the user asked for it); a directory the user names must be new or empty; a default output is a
