@@ -5,70 +5,91 @@
     python scripts/aggregate.py outputs/<date>/<time>                   # an ensemble run (its members)
     python scripts/aggregate.py <dirs> --out <folder> --csv table.csv
 
-Prints one row per (setting, series): the samples (seeds, members), final loss and largest distance to
-the flow (mean +- std), the plateau exit times, the convergence orders across samples (mean and 90%
-interval); writes ``<out>/aggregate.json``, ``aggregate.csv`` and per setting the curves' statistics
-(npz) and a figure. Lists what it skipped (a job with no run, a failed series) on stderr. Exit code 2
-when no run directory is found.
+Prints, per setting and series, the final loss and the largest distance to the flow, per setting the
+convergence orders, and the plateau exit times, each as mean [5%, 95%] over the samples (seeds,
+members); writes ``aggregate.json``, ``aggregate.csv`` and, per setting, the curves' statistics (npz),
+``setting.json`` and a figure into a new directory (default ``<first root>/aggregate``, or
+``aggregate_1``, ... when taken). Lists what it skipped (a job with no run, a damaged run, a failed
+series) on stderr. Exit code 2, before any work, on a bad argument; 2 when no usable run is found.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
-import sys
 from pathlib import Path
 
-from dlnlab.lab.aggregate import aggregate, collect
+from dlnlab.lab.script_args import (
+    ScriptParser,
+    cannot_write_in,
+    existing_dir,
+    fresh_dir,
+    output_dir,
+    output_file,
+    run_script,
+    say,
+)
 
 
-def _fmt(s) -> str:
-    return "-" if not s else f"{s['mean']:.4g} +- {s['std']:.2g}"
+def parse(argv: list[str] | None):
+    ap = ScriptParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "roots", nargs="+", type=existing_dir, help="run directories, sweeps, or folders holding them"
+    )
+    ap.add_argument(
+        "--out", type=output_dir, help="a new or empty directory (default: <first root>/aggregate)"
+    )
+    ap.add_argument("--csv", type=output_file([".csv"]), help="also write the table as CSV here (replaced)")
+    args = ap.parse_args(argv)
+    if args.out is None and (why := cannot_write_in(args.roots[0])):
+        ap.refuse("--out", f"not given, and {why} (the default goes there); give --out <new directory>")
+    return args
+
+
+def _default_out(root: Path) -> Path:
+    return root / "aggregate"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("roots", nargs="+", type=Path, help="run directories, sweeps, or folders holding them")
-    ap.add_argument("--out", type=Path, help="where to write (default: <first root>/aggregate)")
-    ap.add_argument("--csv", type=Path, help="also write the table as CSV here")
-    args = ap.parse_args(argv)
+    args = parse(argv)
+    from dlnlab.lab.aggregate import aggregate, collect
+    from dlnlab.lab.aggregate_text import csv_records, report
+    from dlnlab.lab.rundir import write_json, write_text
+
     settings, skipped = collect(args.roots)
     for st in settings.values():
         skipped += st.skipped
     for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
-    if not settings:
-        print(f"no run directory (summary.json) under {', '.join(map(str, args.roots))}", file=sys.stderr)
+        say(f"skipped {line}")
+    if not any(st.samples for st in settings.values()):
+        roots = ", ".join(map(str, args.roots))
+        what = "no usable series" if settings else "no usable run directory (summary.json)"
+        say(f"error: roots: {what} under {roots}; nothing written")
         return 2
-    out = args.out or (args.roots[0] / "aggregate")
+    out = args.out or fresh_dir(_default_out(args.roots[0]))
+    out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(settings, out)
-    (out / "aggregate.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
-    flat = [{"setting": r["setting"], "series": r["series"], "samples": r["samples"], "runs": r["runs"],
-             "final_loss": _fmt(r["final_loss"]), "max_dist_to_flow": _fmt(r["max_dist_to_flow"]),
-             "order_to_flow": _fmt(((r["orders"] or {}).get("to_flow") or {}).get("per_sample")),
-             "order_of_the_mean": ((r["orders"] or {}).get("to_flow") or {}).get("of_the_mean"),
-             "exits": "; ".join(f"mode {e['mode']} {_fmt(e['t_exit'])}" for e in r["plateau_exits"])}
-            for r in rows]  # fmt: skip
+    listing = [
+        {"setting": st.key, "folder": st.folder, "runs": st.runs} for st in settings.values() if st.samples
+    ]
+    write_json(out / "aggregate.json", {"rows": rows, "settings": listing, "skipped": skipped})
+    records = csv_records(rows)
+    text = _csv(records)
     for path in [out / "aggregate.csv", *([args.csv] if args.csv else [])]:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(flat[0]))
-            writer.writeheader()
-            writer.writerows(flat)
-    names = {key: f"#{i}" for i, key in enumerate(settings)}  # the console: settings by number
-    for key, tag in names.items():
-        print(f"setting {tag}: {key} ({len(settings[key].runs)} runs)")
-    cols = list(flat[0])
-    shown = [{**r, "setting": names[r["setting"]]} for r in flat]
-    table = [cols] + [[str(r[c]) if r[c] is not None else "-" for c in cols] for r in shown]
-    widths = [max(len(t[i]) for t in table) for i in range(len(cols))]
-    for i, t in enumerate(table):
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print(f"wrote {out}")
+        write_text(path, text)
+    print(report(rows, {k: st for k, st in settings.items() if st.samples}, skipped))
+    print(f"\nwrote {out}{f' and {args.csv}' if args.csv else ''}")
     return 0
 
 
+def _csv(records: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

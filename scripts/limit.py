@@ -1,8 +1,15 @@
 """The figure that sums up how (S)GD approaches the gradient flow, on the Figure 1 net.
 
-    python scripts/limit.py                      # about 5 minutes on 2 cores; writes docs/limit.png
+    python scripts/limit.py                      # about 5 minutes on 2 cores, into outputs/limit/<date>/<time>
+    python scripts/limit.py --out docs/limit.png # the same, remaking the committed docs/limit.png
     python scripts/limit.py --members 64 --plateau-members 256 --out /tmp/limit.png --runs /tmp/limit_runs
     python scripts/limit.py --runs /tmp/limit_runs --replot     # redraw from the runs of an earlier call
+
+The three runs go under ``--runs`` (new or empty; default a new ``outputs/limit/<date>/<time>``, the
+console says which) and the figure to ``--out`` (default ``limit.png`` there; an explicit ``--out``
+replaces an existing file). Every argument and the three runs' configs are checked before the first
+run starts: exit code 2 with one line on a bad one; 3 when a run fails or lacks what the figure
+needs; 130 / 143 when interrupted.
 
 Three lab runs (``dlnlab.lab.experiment.run``), then one figure of four panels:
 
@@ -22,14 +29,23 @@ Three lab runs (``dlnlab.lab.experiment.run``), then one figure of four panels:
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
+import sys
 from pathlib import Path
 
-import numpy as np
-
-from dlnlab.plots._panels import lr_axis
+from dlnlab.lab.script_args import (
+    FIGURE_SUFFIXES,
+    ScriptParser,
+    cannot_create,
+    checked_config,
+    existing_dir,
+    fresh_dir,
+    integer,
+    output_dir,
+    output_file,
+    run_script,
+    stamped,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["log.progress=never", "log.figures=false", "logger=none"]
@@ -44,20 +60,9 @@ RUNS = {  # name: overrides
 }
 
 
-def _run(overrides: list[str], out: Path) -> dict:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import dlnlab.lab.schema  # noqa: F401 - registers the schema
-    from dlnlab.lab.experiment import run
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config_name="train", overrides=overrides)
-    return run(cfg, output_dir=out)
-
-
 def _slope_line(ax, xs, ys, order, **kw) -> None:
+    import numpy as np
+
     x = np.log(xs)
     c = float(np.mean(np.log(ys) - order * x))
     grid = np.exp(np.linspace(x.min() - 0.2, x.max() + 0.2, 10))
@@ -67,6 +72,8 @@ def _slope_line(ax, xs, ys, order, **kw) -> None:
 def _orders_panel(ax, gd: dict, sgd: dict) -> None:
     """GD's largest distance to the flow and to its modified flow over the whole horizon; SGD's strong and
     weak errors before the first saddle escape, with 90% bootstrap bars."""
+    import numpy as np
+
     lrs = sorted(e["lr"] for e in gd["series"].values() if e.get("lr") is not None)
     plain = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_flow"] for lr in lrs]
     mod = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_modified_flow"] for lr in lrs]
@@ -89,6 +96,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
         ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
                     label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
         _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
+    from dlnlab.plots._panels import lr_axis
+
     lr_axis(ax, [*lrs, *lim["lrs"]])
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest distance to the flow")
@@ -108,6 +117,8 @@ def _constants_panel(ax, run_dir: Path) -> None:
 
 
 def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
+    import numpy as np
+
     flow = np.load(run_dir / "series" / "flow.npz")
     keep = flow["t"] >= t_from
     ax.plot(flow["t"][keep], flow["loss"][keep], color="k", lw=1.2, label="gradient flow", zorder=3)
@@ -148,6 +159,8 @@ def _spread_panel(ax, sgd: dict) -> None:
     err = sme["sampling_error"]
     ax.axhspan(1 - err, 1 + err, color="0.85", lw=0, label=f"1 +- sampling error {err:.2f}")
     ax.axhline(1.0, color="k", lw=0.6)
+    from dlnlab.plots._panels import lr_axis
+
     lr_axis(ax, lrs)
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_yscale("linear")
@@ -156,38 +169,159 @@ def _spread_panel(ax, sgd: dict) -> None:
     ax.legend(fontsize=5.5, loc="lower left")
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--members", type=int, default=256, help="the escape run's SGD and SME ensembles")
-    ap.add_argument("--plateau-members", type=int, default=4096, help="the plateau run's SGD ensemble")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "limit.png")
-    ap.add_argument("--runs", type=Path, default=None, help="keep the three run directories here")
+REQUIRED = {  # what the panels read from each run's summary.json
+    "gd": ["convergence_order", "convergence_order_modified"],
+    "plateau": [f"sgd_limit.{e}.{k}" for e in ("strong", "weak_theta") for k in ("max", "max_ci90", "ci90", "order")]
+    + ["sgd_limit.lrs", "sgd_limit.members", "grid.t_max"],
+    "escape": ["sgd_limit.lrs", "sgd_limit.escapes.t_exit", "sgd_limit.sme.spread_ratio",
+               "sgd_limit.sme.exit_spread", "sgd_limit.sme.sampling_error"],
+}  # fmt: skip
+ESCAPE_FILES = ("flow.npz", "sgd_lr_0.01.npz", "sme_lr_0.01.npz")  # panel (c)
+
+
+def _lacks(run_dir: Path, name: str) -> str | None:
+    """Why ``run_dir`` cannot be drawn as this script's run ``name``, or None."""
+    from dlnlab.lab.run_files import read_summary_object, run_damage
+
+    why = run_damage(run_dir)
+    if why:
+        return why
+    summary, why = read_summary_object(run_dir / "summary.json")
+    if summary is None:
+        return why
+    for path in REQUIRED[name]:
+        node = summary
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return f"summary.json has no {path}"
+    if name == "gd":
+        done = [
+            e
+            for e in summary.get("series", {}).values()
+            if isinstance(e.get("max_dist_to_modified_flow"), float)
+        ]
+        if len(done) < 2:
+            return "summary.json has fewer than two GD series with both distances"
+    for file in ESCAPE_FILES if name == "escape" else ():
+        if not (run_dir / "series" / file).is_file():
+            return f"series/{file} is missing"
+    return None
+
+
+def parse(argv: list[str] | None):
+    ap = ScriptParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--members",
+        type=integer(2, 100_000, "ensemble members"),
+        help="the escape run's SGD and SME ensembles (default 256)",
+    )
+    ap.add_argument(
+        "--plateau-members",
+        type=integer(2, 100_000, "ensemble members"),
+        help="the plateau run's SGD ensemble (default 4096)",
+    )
+    ap.add_argument(
+        "--out",
+        type=output_file(FIGURE_SUFFIXES),
+        help="the figure, replaced if it exists (default: <runs>/limit.png)",
+    )
+    ap.add_argument(
+        "--runs",
+        help="where the three run directories go: new or empty (default: a new "
+        "outputs/limit/<date>/<time>); with --replot, those of an earlier call",
+    )
     ap.add_argument("--replot", action="store_true", help="only redraw the figure from --runs")
     args = ap.parse_args(argv)
-    if args.replot and args.runs is None:
-        ap.error("--replot needs --runs (the directory of an earlier call)")
-    runs = args.runs or Path(tempfile.mkdtemp(prefix="dlnlab_limit_"))
     if args.replot:
-        res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
+        if args.runs is None:
+            ap.refuse(
+                "--replot", "needs --runs, the directory of an earlier call (it holds gd/, plateau/, escape/)"
+            )
+        given = [
+            a for a, v in (("--members", args.members), ("--plateau-members", args.plateau_members)) if v
+        ]
+        if given:
+            ap.refuse(given[0], "sizes the runs, and --replot runs nothing; leave it out")
+        args.runs = ap.check("--runs", existing_dir, args.runs)
+        for name in RUNS:
+            why = _lacks(args.runs / name, name)
+            if why:
+                ap.refuse(
+                    "--runs", f"{args.runs / name}: {why} (not a run of an earlier call of this script)"
+                )
+        return args
+    args.members = args.members or 256
+    args.plateau_members = args.plateau_members or 4096
+    if args.runs is not None:
+        args.runs = ap.check("--runs", output_dir, args.runs)
     else:
-        size = {
-            "gd": [],
-            "plateau": [f"ensemble.size={args.plateau_members}"],
-            "escape": [f"ensemble.size={args.members}"],
-        }
-        res = {name: _run([*over, *size[name]], runs / name) for name, over in RUNS.items()}
-    gd, plateau, escape = res["gd"], res["plateau"], res["escape"]
+        why = cannot_create(stamped(Path("outputs") / "limit"))
+        if why:
+            ap.refuse("--runs", f"not given, and the default {why}; give --runs <new directory>")
+    args.configs = _configs(ap, args)
+    return args
+
+
+def _overrides(args) -> dict[str, list[str]]:
+    size = {
+        "gd": [],
+        "plateau": [f"ensemble.size={args.plateau_members}"],
+        "escape": [f"ensemble.size={args.members}"],
+    }
+    return {name: [*over, *size[name]] for name, over in RUNS.items()}
+
+
+def _configs(ap: ScriptParser, args) -> dict:
+    """The three runs' configs, through the lab's own checks (sizes, budgets) before the first run starts."""
+    cfgs = {}
+    for name, overrides in _overrides(args).items():
+        cfgs[name], why = checked_config(ROOT / "conf", overrides)
+        if why:
+            arg = {"plateau": "--plateau-members", "escape": "--members"}.get(name, "--runs")
+            ap.refuse(arg, f"the {name} run is refused: {why}")
+    return cfgs
+
+
+def _draw(runs: Path, res: dict, out: Path) -> None:
+    from dlnlab.lab.rundir import atomic_path
     from dlnlab.plots._style import new_figure, style
 
     with style():
         fig = new_figure((8.0, 6.4))
         (a, b), (c, d) = fig.subplots(2, 2)
-        _orders_panel(a, gd, plateau)
+        _orders_panel(a, res["gd"], res["plateau"])
         _constants_panel(b, runs / "escape")
-        t_exit = escape["sgd_limit"]["escapes"]["t_exit"]
+        t_exit = res["escape"]["sgd_limit"]["escapes"]["t_exit"]
         _bands_panel(c, runs / "escape", 0.01, max(0.0, t_exit[0] - 2.0) if t_exit else 0.0)
-        _spread_panel(d, escape)
-        fig.savefig(args.out, dpi=200)
+        _spread_panel(d, res["escape"])
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=200, format=out.suffix.lstrip("."))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    runs = args.runs or fresh_dir(stamped(Path("outputs") / "limit"))
+    if args.replot:
+        res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
+    else:
+        print(f"writing under {runs}", flush=True)
+        from dlnlab.lab.experiment import run
+
+        res = {}
+        for name, cfg in args.configs.items():
+            res[name] = run(cfg, output_dir=runs / name)
+            if res[name].exit_code in (130, 143):
+                return res[name].exit_code
+            why = f"exit code {res[name].exit_code}" if res[name].exit_code else _lacks(runs / name, name)
+            if why:
+                print(
+                    f"error: the {name} run ({runs / name}): {why}; the figure is not drawn", file=sys.stderr
+                )
+                return 3
+    out = args.out or runs / "limit.png"
+    _draw(runs, res, out)
+    gd = res["gd"]
     print(
         f"GD: order {gd['convergence_order']:.3f} to the flow, {gd['convergence_order_modified']:.3f} to the modified flow"
     )
@@ -196,8 +330,9 @@ def main(argv=None) -> None:
     for name in ("plateau", "escape"):
         print(f"SGD, {name} run:")
         print("\n".join(limit_lines(res[name])))
-    print(f"wrote {args.out} (runs in {runs})")
+    print(f"wrote {out} (runs in {runs})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -266,23 +266,36 @@ def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path
         _check_png(d / "figures" / f"{name}.png")
     assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
     plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
-    assert plot_main([str(tmp_path / "nothing")]) == 2
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(SystemExit) as refused:  # an empty directory: skipped, nothing usable is left
+        plot_main([str(tmp_path / "nothing")])
+    assert refused.value.code == 2
     assert "not a run directory" in capsys.readouterr().err
 
 
 # ---- Figure 1 ------------------------------------------------------------------------------------
-def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_path):
+def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_path, monkeypatch, capsys):
     fig = figure1(tiny_run, diverged_run)
     titles = [sf._suptitle.get_text() for sf in fig.subfigs]
     assert titles[0].startswith("(a)") and titles[1].startswith("(b)") and titles[2].startswith("(c)")
     assert len(fig.subfigs[1].axes) == 3 and len(fig.subfigs[2].axes) == 3
-    # the script redraws from existing runs without running anything
+    # the script redraws from existing runs without running anything; by default into a new folder
+    # under the working directory's outputs/figure1/ (never the checkout's docs/), which it names
+    committed = {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("figure1.*")}
+    monkeypatch.chdir(tmp_path)
     fig1_main = runpy.run_path(str(ROOT / "scripts" / "figure1.py"))["main"]
-    png, pdf = tmp_path / "f.png", tmp_path / "f.pdf"
-    argv = ["--near", str(tiny_run), "--far", str(diverged_run), "--png", str(png), "--pdf", str(pdf)]
-    assert fig1_main(argv) == 0
+    assert fig1_main(["--near", str(tiny_run), "--far", str(diverged_run)]) == 0
+    (png,) = (tmp_path / "outputs" / "figure1").glob("*/*/figure1.png")
     _check_png(png)
-    assert pdf.stat().st_size > 10_000
+    assert png.with_suffix(".pdf").stat().st_size > 10_000
+    assert f"wrote {png.relative_to(tmp_path)}" in capsys.readouterr().out
+    # an explicit --out replaces that file (and the PDF beside it), here an older one
+    png.write_bytes(b"old")
+    assert (
+        fig1_main(["--near", str(tiny_run), "--far", str(diverged_run), "--out", str(png), "--no-pdf"]) == 0
+    )
+    _check_png(png)
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("figure1.*")} == committed
 
 
 def test_figures_drawn_in_forked_workers_are_the_same_pngs(tiny_run, tmp_path):

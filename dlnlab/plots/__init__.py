@@ -3,7 +3,7 @@
 - :func:`make_run_figures` writes ``figures/*.png`` of one run (and the same images to TensorBoard);
   ``python scripts/plot.py <run dir>`` remakes them.
 - :func:`figure1` draws the seed paper's Figure 1 from a near-origin and a far-from-origin run;
-  ``python scripts/figure1.py`` runs both and writes ``docs/figure1.png`` / ``.pdf``.
+  ``python scripts/figure1.py`` runs both and writes ``figure1.png`` / ``.pdf`` (``--out`` says where).
 
 Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the network graph, torch;
 never Lightning or Hydra.
