@@ -110,7 +110,11 @@ class _Members:
         self.rate_age = np.full(b, RATE_AGE)  # this many attempts ago
         self.jac_current = np.zeros(b, dtype=bool)
         self.counts = {k: np.zeros(b, dtype=np.int64) for k in ("nfe", "njev", "n_steps", "n_rejected")}
-        self.lam, self.qt = np.zeros((b, p)), np.zeros((b, p, p), dtype=np.float32)
+        self.lam, self.abs_lam, self.qt = (
+            np.zeros((b, p)),
+            np.zeros((b, p)),
+            np.zeros((b, p, p), dtype=np.float32),
+        )
         self.D = np.zeros((b, ROWS, p))
         self.D[:, 0] = theta0
         everyone = np.ones(b, dtype=bool)
@@ -150,6 +154,7 @@ class _Members:
         lam, vec = (a.numpy() for a in torch.linalg.eigh((0.5 * (jac + jac.mT)).float()))
         by_size = np.argsort(-np.abs(lam), axis=1)
         self.lam[members] = np.take_along_axis(lam, by_size, axis=1)
+        self.abs_lam[members] = np.abs(self.lam[members])
         self.qt[members] = np.take_along_axis(vec.transpose(0, 2, 1), by_size[:, :, None], axis=1)
         self.counts["njev"][members] += 1
         self.jac_current[members] = True
@@ -169,7 +174,7 @@ class _Members:
 
     def coefficients(self, c: np.ndarray) -> np.ndarray:
         """The solve's coefficients c lam / (1 - c lam) on the eigenpairs each member needs, (B, k)."""
-        keep = np.abs(self.lam) > (NEGLECT / c)[:, None]
+        keep = self.abs_lam > (NEGLECT / c)[:, None]
         k = max(1, int(keep.sum(axis=1).max()))
         cl = c[:, None] * self.lam[:, :k]
         return np.where(keep[:, :k], cl / (1 - cl), 0.0).astype(np.float32)
@@ -255,45 +260,39 @@ class _Step:
 def _attempt(s: _Members) -> None:
     """One step attempt of every unfinished member: Newton, then per member a new Jacobian (a failure
     with an older one; the step is tried again), half the step (a failure with a current one), a
-    rejection by the error estimate, or an accepted step."""
+    rejection by the error estimate, or an accepted step; the step changes of all of them at once."""
     step = _Step(s)
     converged, n_iter, y, d = step.newton()
-    failed = step.act & ~converged
-    again = np.flatnonzero(failed & ~s.jac_current)
+    failed, stale = step.act & ~converged, ~s.jac_current
+    again = np.flatnonzero(failed & stale)
     if len(again):
         s.refresh(again, step.y_pred[again])
-    halve = np.flatnonzero(failed & s.jac_current)
-    halve = halve[~np.isin(halve, again)]
-    s.change_steps(halve, np.full(len(halve), 0.5))
-    s.counts["n_rejected"][halve] += 1
+    factor = np.where(failed & ~stale, 0.5, 1.0)
     safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
     scale = s.atol + s.rtol * np.abs(y)
     error = _rms(ERROR_CONST[s.order][:, None] * d / scale)
-    rejected = np.flatnonzero(converged & (error > 1))
-    if len(rejected):
-        order = s.order[rejected]
-        factor = np.maximum(MIN_FACTOR, safety[rejected] * error[rejected] ** (-1.0 / (order + 1)))
-        s.change_steps(rejected, factor)
-        s.counts["n_rejected"][rejected] += 1
+    rejected = converged & (error > 1)
+    factor = np.where(rejected, np.maximum(MIN_FACTOR, safety * error ** (-1.0 / (s.order + 1))), factor)
+    s.counts["n_rejected"] += factor < 1.0
     accept = converged & (error <= 1)
     if accept.any():
-        _accept(s, step, accept, d, scale, safety)
+        g, factor_g = _accept(s, step, accept, d, scale, safety)
+        factor[g] = factor_g
+    change = np.flatnonzero(factor != 1.0)
+    s.change_steps(change, factor[change])
 
 
-def _accept(s: _Members, step: _Step, accept: np.ndarray, d, scale, safety) -> None:
-    """Accepted steps: D updated (D[0] becomes the new state), output rows written, then order and step
-    chosen for the members whose last order + 1 steps had the same size."""
+def _accept(s: _Members, step: _Step, accept: np.ndarray, d, scale, safety) -> tuple[np.ndarray, np.ndarray]:
+    """Accepted steps: D updated (D[0] becomes the new state), output rows written, then a new order for
+    the members whose last order + 1 steps had the same size; returns them and their step factors."""
     m = np.flatnonzero(accept)
     order = s.order
     om = order[m]
     s.D[m, om + 2] = d[m] - s.D[m, om + 1]
     s.D[m, om + 1] = d[m]
-    # D[i] += D[i + 1] for i = order .. 0 (scipy's loop, the same additions in the same order): a
-    # cumulative sum from row order + 1 down, for the rows up to order of the accepting members
-    rows = np.arange(ROWS)
-    upto = np.where(accept, order, -1)[:, None]
-    tail = np.cumsum((s.D * (rows <= upto + 1)[:, :, None])[:, ::-1], axis=1)[:, ::-1]
-    s.D = np.where((rows <= upto)[:, :, None], tail, s.D)
+    upto = np.where(accept, order, -1)
+    for i in range(MAX_ORDER, -1, -1):  # scipy's D[i] += D[i + 1] for i = order .. 0, in place
+        np.add(s.D[:, i], s.D[:, i + 1], out=s.D[:, i], where=(upto >= i)[:, None])
     s.t[m] = step.t_new[m]
     s.counts["n_steps"][m] += 1
     s.n_equal[m] += 1
@@ -301,14 +300,15 @@ def _accept(s: _Members, step: _Step, accept: np.ndarray, d, scale, safety) -> N
     _dense(s, m, step.h[m], om)
     g = m[s.n_equal[m] >= om + 1]
     if len(g) == 0:
-        return
+        return g, np.ones(0)
     o, sc = order[g], scale[g]
     e_minus = np.where(o > 1, _rms(ERROR_CONST[o - 1][:, None] * s.D[g, o] / sc), np.inf)
     e_same = _rms(ERROR_CONST[o][:, None] * d[g] / sc)
     e_plus = np.where(o < MAX_ORDER, _rms(ERROR_CONST[o + 1][:, None] * s.D[g, o + 2] / sc), np.inf)
     factors = np.stack([e_minus, e_same, e_plus], axis=1) ** (-1.0 / (o[:, None] + np.arange(3)))
     s.order[g] = o + np.argmax(factors, axis=1) - 1
-    s.change_steps(g, np.minimum(MAX_FACTOR, safety[g] * factors.max(axis=1)))
+    s.n_equal[g] = 0
+    return g, np.minimum(MAX_FACTOR, safety[g] * factors.max(axis=1))
 
 
 def _dense(s: _Members, m: np.ndarray, h: np.ndarray, order: np.ndarray) -> None:
