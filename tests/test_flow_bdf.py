@@ -52,6 +52,16 @@ def test_each_member_is_within_ten_rtol_of_its_own_radau_solve(small):
         assert float(dev.max()) <= 10 * 1e-9, (k, float(dev.max()))
 
 
+def test_gd_modified_flow_too(small):
+    """The modified flow's Jacobian -(H + (eta/2) H^2) is symmetric too (its third-derivative term left
+    out, which only slows the Newton iteration): each member within 10 rtol of its own Radau solve."""
+    problem, thetas, t = small
+    res = integrate(problem, SMALL, thetas, t[:41], Solver("bdf_batch"), modified_lr=0.01)
+    for k in range(3):
+        radau = integrate(problem, SMALL, thetas[k], t[:41], Solver("radau"), modified_lr=0.01).theta
+        assert float(relative_deviation(res.theta[:, k], radau).max()) <= 10 * 1e-9, k
+
+
 def test_figure1_members_away_from_saddles_are_within_ten_rtol_of_radau(figure1):
     problem, thetas = figure1
     t, solver = time_grid(5.0, dt=0.1), Solver("bdf_batch", rtol=1e-7, atol=1e-9)

@@ -150,6 +150,8 @@ class _Members:
     def refresh(self, members: np.ndarray, y: np.ndarray) -> None:
         """The Jacobian of ``members`` at their states y (n, p), as its eigendecomposition (in float32:
         it only steers the Newton iteration, whose residuals are float64)."""
+        if not np.isfinite(y).all():
+            raise self.run.fail("non-finite state", float(self.t[members].min()))
         jac = self.field.jacobian(torch.from_numpy(y))
         lam, vec = (a.numpy() for a in torch.linalg.eigh((0.5 * (jac + jac.mT)).float()))
         by_size = np.argsort(-np.abs(lam), axis=1)
