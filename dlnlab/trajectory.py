@@ -13,7 +13,7 @@ from enum import Enum
 
 from torch import Tensor
 
-__all__ = ["Status", "Trajectory", "Interrupted"]
+__all__ = ["Status", "MemberStats", "Trajectory", "Interrupted"]
 
 
 class Status(str, Enum):
@@ -27,6 +27,26 @@ class Status(str, Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class MemberStats:
+    """The work of each member of a batch (B, p) solved with its own steps (``bdf_batch``), (B,) each.
+
+    status: OK for a member that reached the end of the grid; a member that did not has the solve's
+    status (solver_failed, interrupted), and ``t_reached`` says how far it got. nfe: right-hand-side
+    evaluations at the member's states; njev: its Jacobians; nlu: their factorisations (bdf_batch: one
+    eigendecomposition per Jacobian, valid for every step size); n_steps, n_rejected: its accepted and
+    rejected steps.
+    """
+
+    status: tuple[Status, ...]
+    t_reached: Tensor
+    nfe: Tensor
+    njev: Tensor
+    nlu: Tensor
+    n_steps: Tensor
+    n_rejected: Tensor
+
+
 @dataclass
 class Trajectory:
     """A trajectory on the requested grid.
@@ -35,7 +55,9 @@ class Trajectory:
     the last grid time before it). theta (T, p), or (T, B, p) for a batch of initial states.
     steps (T,): the step index of each row (gd) or None (flow). method: the integrator, or ``gd``,
     ``sgd``, ``heavy_ball``. nfe: gradient evaluations (a batch counts once per call); njev: Jacobian
-    evaluations (scipy's stiff methods); n_steps: accepted solver steps, or (S)GD steps taken.
+    evaluations (scipy's stiff methods); n_steps: accepted solver steps, or (S)GD steps taken (a batch
+    with per-member steps: the most any member took). members: each member's own status and counts, for
+    the batched solvers that keep them (:class:`MemberStats`), else None.
     """
 
     t: Tensor
@@ -51,6 +73,7 @@ class Trajectory:
     event: str | None = None
     t_event: float | None = None
     theta_event: Tensor | None = None
+    members: MemberStats | None = None
 
     @property
     def stats(self) -> dict:

@@ -19,6 +19,9 @@ one BLAS thread); compared variants are measured side by side in one process, in
   torch, and the exponent of the gradient's time against h d^3 (``scripts/bench_size.py``).
 * ensemble: B = 64 Figure 1 nets as one batch against 64 one-by-one runs, SGD and the flow
   (``scripts/bench_ensemble.py``).
+* stiff_ensemble: the batched stiff flow (bdf_batch) of 64 Figure 1 nets at t_max 300 against 64
+  one-by-one LSODA solves and the batched rk45, each member's deviation from its own LSODA and Radau
+  solves (``scripts/bench_stiff.py``).
 * gpu (``--device cuda``): widths 1024 to 4096 in float64 and float32 against the CPU and the bare
   matmuls (``scripts/bench_gpu.py``).
 * wide, ensemble_run: whole lab runs (``scripts/bench_run.py``): the width-256, depth-8 net with the
@@ -56,6 +59,7 @@ from bench_size import (
     size_report,
     size_table,
 )
+from bench_stiff import stiff_section
 from threadpoolctl import threadpool_limits
 
 from dlnlab.flow import time_grid
@@ -178,6 +182,8 @@ SECTIONS = {
     "size": ("Cost against size", size_section),
     "ensemble": ("Ensembles: B = 64 Figure 1 nets in one batch", lambda a: ensemble_section(
         a.repeat, full_horizon=not a.quick, sample=a.ensemble_sample, log=_log)),
+    "stiff_ensemble": ("Batched stiff flows: B = 64 Figure 1 nets at t_max 300", lambda a: stiff_section(
+        64, 300.0 if not a.quick else 30.0, a.repeat, a.ensemble_sample, 2 if a.quick else 4, log=_log)),
     "gpu": ("GPU", lambda a: gpu_section(a.repeat, log=_log) if a.device == "cuda" else [
         "GPU rows skipped: run with --device cuda."]),
     "wide": ("A wide net end to end: width 256, depth 8", lambda a: wide_section(log=_log)),

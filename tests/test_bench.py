@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench_gpu  # noqa: E402
 import bench_size  # noqa: E402
+import bench_stiff  # noqa: E402
 
 FIELDS = {
     "width", "depth", "p", "hd3", "grad_plain_s", "grad_module_s", "grad_held_s", "grad_theta_s", "sgd_steps",
@@ -54,3 +55,14 @@ def test_the_gpu_rows_say_why_they_are_skipped_and_their_code_runs_on_the_cpu():
         assert "torch.cuda.is_available() is False" in bench_gpu.gpu_section(1)[0]
     row = bench_gpu.gpu_row(8, torch.float32, 1, device="cpu")
     assert row["n_mm"] == 9 and all(row[k] > 0 for k in ("cpu_s", "gpu_s", "step_s", "bare_s"))
+
+
+def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():
+    res = bench_stiff.stiff_rows(members=3, t_max=1.0, repeat=1, sample=2, radau_sample=1, log=lambda _: None)
+    (run,) = res["runs"]
+    assert all(run[k] > 0 for k in ("bdf_w", "bdf_c", "rk45_w", "lsoda_w", "lsoda_c"))
+    assert len(res["dev"]["vs_lsoda"]) == 2 and len(res["dev"]["vs_radau"]) == 1
+    assert all(math.isfinite(v) for vs in res["dev"].values() for v in vs)
+    assert res["counts"]["batch_nfe"] >= res["counts"]["nfe"][1] > 0
+    lines = bench_stiff.stiff_section(3, 1.0, 1, 2, 1, log=lambda _: None)
+    assert any(line.startswith("| repeat |") for line in lines) and any("own radau" in line for line in lines)

@@ -36,8 +36,24 @@ def test_auto_takes_lsoda_on_the_figure1_net_cvode_on_a_wide_one_rk45_on_a_short
     assert short.flow_choice.method == "rk45", short.flow_choice
     ensemble = prepare(make_cfg(["ensemble.size=64", "flow.t_max=20", "sgd.lrs=[]"])).flow_choice
     assert ensemble.method == "rk45", ensemble  # one batch with per-member steps
+    assert "bdf_batch" not in plan.flow_choice.estimates_s  # a single run: lsoda, not a batch of one
     named = prepare(make_cfg(["flow=dopri5", "sgd.lrs=[]"]))
     assert named.flow_choice.method == "dopri5" and named.flow_choice.why == "chosen in the config"
+
+
+def test_auto_takes_bdf_batch_for_an_ensemble_on_the_stiff_horizon():
+    # measured (docs/performance.md, 64 Figure 1 nets, CPU seconds): t_max 300, bdf_batch 6 s against
+    # rk45 12 s and 64 lsoda solves 43 s; t_max 20, 2.5 s against rk45 1.5 s; 8 nets at t_max 300,
+    # bdf_batch 1.7 s against 8 lsoda solves 4.6 s
+    far = prepare(make_cfg(["ensemble.size=64", "flow.t_max=300", "sgd.lrs=[]"])).flow_choice
+    assert far.method == "bdf_batch" and far.estimates_s["bdf_batch"] < far.estimates_s["rk45"], far
+    assert far.estimates_s["lsoda"] > 3 * far.estimates_s["bdf_batch"]
+    few = prepare(make_cfg(["ensemble.size=8", "flow.t_max=300", "sgd.lrs=[]"])).flow_choice
+    assert few.method == "bdf_batch", few
+    wide = ["model.dims=[64,64,64,64,64,64]", "data.singular_values=[4,3,2,1]", "flow.t_max=100"]
+    assert (
+        "bdf_batch" not in prepare(make_cfg([*wide, "ensemble.size=4", "sgd.lrs=[]"])).flow_choice.estimates_s
+    )
 
 
 def test_the_choice_is_the_same_on_every_machine():

@@ -376,3 +376,20 @@ def test_gradient_theta_written_in_place_is_the_packed_gradient_to_the_bit(dims)
     assert torch.equal(out, -packed)
     batch = torch.stack([theta, 2 * theta])
     torch.testing.assert_close(problem.gradient_theta(batch, dims)[0], packed, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kind,dims", [("noisy", (5, 4, 3, 4)), ("whitened", (5, 6, 2, 3, 4)), ("noisy", (5, 4))]
+)
+def test_a_stack_of_thetas_takes_numpy_and_equals_each_alone(kind, dims):
+    """gradient_theta on (B, p) (numpy, written into its blocks) and hessian on (B, p) (the batched
+    stiff flow's Jacobians) against one theta at a time, to rounding; the flow's scale -1 too."""
+    pr = make(kind)
+    thetas = torch.stack([pack(random_weights(dims, seed=20 + k)) for k in range(3)])
+    out = torch.full_like(thetas, float("nan"))
+    assert pr.gradient_theta(thetas, dims, out=out, scale=-1.0) is out
+    hess = pr.hessian(thetas, dims)
+    assert hess.shape == (3, thetas.shape[1], thetas.shape[1])
+    for k in range(3):
+        torch.testing.assert_close(out[k], -pr.gradient_theta(thetas[k], dims), rtol=1e-13, atol=1e-15)
+        torch.testing.assert_close(hess[k], pr.hessian(thetas[k], dims), rtol=1e-13, atol=1e-14)

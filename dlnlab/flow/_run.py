@@ -11,7 +11,7 @@ from torch import Tensor
 
 from dlnlab.flow.events import event_name, event_values
 from dlnlab.flow.field import vector_field
-from dlnlab.trajectory import Interrupted, Status, Trajectory
+from dlnlab.trajectory import Interrupted, MemberStats, Status, Trajectory
 
 __all__ = ["FlowResult", "FlowSolverError", "FlowInterrupted", "Counter", "Run"]
 
@@ -101,6 +101,7 @@ class Run:
         self.outputs: list[Tensor] = [theta0.unsqueeze(0)]
         self.n_out = 1
         self.on_output: Callable[[int, Tensor], None] | None = None  # integrate(on_output=...)
+        self.members: Callable[[Status], MemberStats] | None = None  # per-member counts (bdf_batch)
         self.start = time.perf_counter()
 
     @property
@@ -130,6 +131,7 @@ class Run:
             event=event,
             t_event=t_event,
             theta_event=theta_event,
+            members=None if self.members is None else self.members(Status(status)),
         )
 
     def fail(self, reason: str, t_fail: float) -> FlowSolverError:

@@ -13,8 +13,12 @@ nominal, its ratios are what choose.
   plus 1.3 Hessian-vector products per evaluation at 2.5 gradients each, no p x p matrix), and an
   explicit Dormand-Prince (max(600, 2.5 lambda_max t_max) evaluations: its steps are bounded by its
   stability on the stiffest learnt mode): dlnlab's rk45 (an ensemble: one batch in which every member
-  takes its own steps; its LSODA and CVODE run member by member). On a GPU it is rk45 (the stiff
-  solvers step numpy arrays on the CPU).
+  takes its own steps; its LSODA and CVODE run member by member). An ensemble also has bdf_batch, the
+  stiff solve of the whole batch with per-member steps and Jacobians (about 1.75 batched evaluations per
+  LSODA evaluation, each with a solve on the kept eigenpairs and about 0.5 ms of its own work, plus
+  1 + 0.7 ln(1 + t_max) Jacobians per member, each a Hessian and a float32 eigendecomposition), where
+  the member's p x p matrices fit in ``BDF_BATCH_MAX_BYTES``. On a GPU it is rk45 (the stiff solvers
+  step numpy arrays on the CPU).
 * The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the run.
 * A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``.
 """
@@ -51,6 +55,14 @@ STEP_OVERHEAD_S = {"lsoda": 30e-6, "cvode": 30e-6, "rk45": 40e-6, "dopri5": 140e
 STEP_OVERHEAD_PER_WEIGHT_S = {"lsoda": 5e-9, "cvode": 1e-8, "rk45": 5e-9, "dopri5": 6e-8}
 EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T = 600, 2.5
 CVODE_JV_PER_NFE = 1.3
+# bdf_batch (flow/_bdf.py), fitted on 64 Figure 1 nets at t_max 5 to 300 (docs/performance.md): batched
+# evaluations per LSODA evaluation of one member (5361 against 3070 at t_max 300), the eigenpairs a
+# solve keeps (at most twice the rank d_x d_y of the Gauss-Newton part; 36 to 80 of 198 measured), its own
+# work per batched evaluation (numpy bookkeeping of every member's step: 0.65 ms for 64 x 198 weights),
+# and its eigenvectors' memory (float32, B p^2)
+BDF_BATCH_EVALS_PER_NFE, BDF_BATCH_RANKS = 1.75, 2
+BDF_BATCH_STEP_S, BDF_BATCH_PER_WEIGHT_S = 300e-6, 3e-8
+BDF_BATCH_MAX_BYTES = 1e9
 LANCZOS_ITERS = 80  # dlnlab.analysis.lanczos_extremes' cap
 MEMORY_RATE = 10e9  # bytes per second of a memory-bound pass (gemv over many vectors)
 RUN_OVERHEAD_S, SERIES_OVERHEAD_S = 3.0, 0.5  # measured: the tiny run takes about 5 s in all
@@ -87,15 +99,35 @@ def explicit_nfe(lam_max: float, t_max: float) -> float:
     return max(EXPLICIT_MIN_NFE, EXPLICIT_PER_LAMBDA_T * lam_max * t_max)
 
 
+def bdf_batch_njev(t_max: float) -> float:
+    """Jacobians per member of bdf_batch (a Newton failure with an older one: 1, 2.7, 4.1, 4.8 measured
+    at t_max 5, 20, 100, 300 on Figure 1)."""
+    return 1.0 + 0.7 * math.log1p(t_max)
+
+
+def bdf_batch_seconds(layout: Layout, t_max: float, members: int) -> float:
+    """Nominal seconds of bdf_batch on ``members`` nets: batched evaluations, each with a solve on the
+    kept eigenpairs (two passes over members x k x p) and the step's own work, and the Jacobians."""
+    p = layout.n_weights
+    k = min(p, BDF_BATCH_RANKS * layout.d_x * layout.d_y)
+    solve = 4.0 * members * k * p / FLOP_RATE
+    own = BDF_BATCH_STEP_S + BDF_BATCH_PER_WEIGHT_S * members * p
+    evals = BDF_BATCH_EVALS_PER_NFE * stiff_nfe(t_max)
+    jac = jacobian_seconds(layout) - (2.0 / 3.0) * p**3 / LU_RATE + 6.0 * p**3 / EIG_RATE
+    return evals * (gradient_seconds(layout, members) + solve + own) + members * bdf_batch_njev(t_max) * jac
+
+
 def overhead_seconds(method: str, weights: int) -> float:
     """The solver's own cost per evaluation on a state of ``weights`` numbers."""
     return STEP_OVERHEAD_S[method] + STEP_OVERHEAD_PER_WEIGHT_S[method] * weights
 
 
 def method_seconds(method: str, layout: Layout, lam_max: float, t_max: float, members: int = 1) -> float:
-    """Nominal seconds of the flow with ``method`` (an ensemble: stiff methods member by member,
-    dopri5 as one batch with per-member steps, rk45 as one batch with shared steps)."""
+    """Nominal seconds of the flow with ``method`` (an ensemble: lsoda and cvode member by member, the
+    others as one batch with per-member steps)."""
     g, p = gradient_seconds(layout), layout.n_weights
+    if method == "bdf_batch":
+        return bdf_batch_seconds(layout, t_max, members)
     if method == "lsoda":
         nfe = stiff_nfe(t_max)
         one = nfe * (g + overhead_seconds("lsoda", p)) + stiff_njev(t_max) * jacobian_seconds(layout)
@@ -127,11 +159,15 @@ def choose_flow(cfg, lam_max: float) -> FlowChoice:
     layout = Layout(tuple(cfg.model.dims))
     p, t_max, members = layout.n_weights, cfg.flow.t_max, ensemble_size(cfg)
     explicit = "rk45"  # an ensemble: per-member steps too (measured as fast as torchode's dopri5)
-    est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in ("lsoda", "cvode", explicit)}
+    candidates = ["lsoda", "cvode", explicit]
+    if members > 1 and 4.0 * members * p * p <= BDF_BATCH_MAX_BYTES:  # the stiff solve of the whole batch
+        candidates.append("bdf_batch")
+    est = {m: method_seconds(m, layout, lam_max, t_max, members) for m in candidates}
     if cfg.device.startswith("cuda"):
         return FlowChoice(asked, explicit, f"device={cfg.device}: the stiff solvers run on the CPU", est)
     if p > SCIPY_MAX_WEIGHTS:
-        del est["lsoda"]  # a dense p x p Jacobian is not even tried
+        for dense in ("lsoda", "bdf_batch"):  # a dense p x p Jacobian is not even tried
+            est.pop(dense, None)
     method = min(est, key=est.get)
     others = ", ".join(f"{m} {s:.3g} s" for m, s in est.items() if m != method)
     why = (
@@ -237,7 +273,7 @@ def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
     t_max = cfg.flow.t_max
     if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE + NATIVE:
         model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else method
-        model = model if model in STEP_OVERHEAD_S else "dopri5"
+        model = model if model in (*STEP_OVERHEAD_S, "bdf_batch") else "dopri5"
         flow = method_seconds(model, layout, lam_max, t_max, members)
     else:
         flow = t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)
