@@ -13,7 +13,8 @@ import re
 from numbers import Real
 
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
-from dlnlab.lab.errors import ConfigError, keyed
+from dlnlab.lab.errors import ConfigError, keyed, shown
+from dlnlab.lab.files import MAX_ABS_VALUE
 from dlnlab.lab.schema import INIT_OPTIONS, InitKind, TrainConfig
 from dlnlab.network import Layout
 
@@ -27,6 +28,7 @@ __all__ = [
     "is_number",
 ]
 
+EXACT_COUNT = 2.0**53  # counts are exact integers in float64 (and fit int64) up to here
 # Above this a solve is not a reference for SGD (errors of 0.1 % and more per unit time).
 MAX_RTOL = 1e-3
 SEED_MAX = 2**63 - 1
@@ -59,7 +61,7 @@ def _finite(v: float, key: str, *, positive: bool = False, nonneg: bool = False)
 
 def _seed(v: int | None, key: str) -> None:
     if v is not None and not 0 <= v <= SEED_MAX:
-        raise ConfigError(f"{key}: a seed must be in 0 .. 2^63 - 1, got {v}")
+        raise ConfigError(f"{key}: a seed must be in 0 .. 2^63 - 1, got {shown(v)}")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -105,6 +107,13 @@ def _check_data(cfg: TrainConfig) -> None:
                 f"data.singular_values: at most min(d_x, d_y) = {min(d_x, d_y)} values for "
                 f"model.dims={list(cfg.model.dims)}, got {len(d.singular_values)}"
             )
+        top = max((v for v in d.singular_values if math.isfinite(v)), default=0.0)
+        for name, value in (("singular_values", top), ("noise", d.noise)):
+            if value > MAX_ABS_VALUE:
+                raise ConfigError(
+                    f"data.{name}: {value:g} is above {MAX_ABS_VALUE:g}, the bound on data values (their second "
+                    f"moments must stay far inside float64); allowed: [0, {MAX_ABS_VALUE:g}]"
+                )
         if d.whiten and d.n_samples < d_x:
             raise ConfigError(
                 f"data.n_samples: {d.n_samples} < d_x = {d_x}; exactly whitened inputs (data.whiten=true) "
@@ -139,9 +148,9 @@ def _check_init(cfg: TrainConfig) -> None:
             )
 
 
-def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
+def make_solver(cfg: TrainConfig, method: str | None = None, max_nfe: int | None = None) -> Solver:
     """The flow's :class:`Solver` from ``flow.*`` (the core's own checks, mapped to the keys);
-    ``method`` replaces ``flow.method=auto`` once it is chosen."""
+    ``method`` replaces ``flow.method=auto`` once it is chosen, ``max_nfe`` a null ``flow.max_nfe``."""
     f = cfg.flow
     if f.method.name == "auto" and f.step_size is not None:
         raise ConfigError(
@@ -155,7 +164,7 @@ def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
             f.rtol,
             f.atol,
             f.step_size,
-            f.max_nfe,
+            f.max_nfe if f.max_nfe is not None else max_nfe,
         )
 
 
@@ -233,6 +242,12 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
     _finite(g.theta_max_mb, "log.theta_max_mb", positive=True)
     for key, value in vars(cfg.limits).items():
         _finite(float(value), f"limits.{key}", positive=True)
+    for key in ("grid_points", "sgd_steps", "flow_nfe"):
+        if getattr(cfg.limits, key) > EXACT_COUNT:
+            raise ConfigError(
+                f"limits.{key}: {getattr(cfg.limits, key):.3g} is above 2^53 = {EXACT_COUNT:.4g}, where counts "
+                f"stop being exact in float64; allowed: (0, 2^53]"
+            )
     _finite(cfg.checkpoint.every_s, "checkpoint.every_s", positive=True)
     if cfg.ensemble.size < 1:
         raise ConfigError(f"ensemble.size: must be >= 1 (1: one net), got {cfg.ensemble.size}")

@@ -191,7 +191,8 @@ class LimitsConfig:
     # counts are floats so that limits.sgd_steps=1e9 reads as it is written
     grid_points: float = 1e6  # flow.t_max / log.dt + 1
     sgd_steps: float = 1e8  # steps of one SGD series
-    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method
+    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method; every solve stops there
+    stiff_nfe_factor: float = 100.0  # a stiff solve stops after this many times 100 (1 + t_max)^0.6 evaluations
     memory_gb: float = 8.0  # estimated peak memory of the run
     series_file_gb: float = 2.0  # size of one series npz
 
