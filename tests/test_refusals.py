@@ -68,10 +68,27 @@ def bad_files(tmp_path_factory) -> Path:
     np.savez(d / "x_1e99.npz", X=x_99, Y=y)
     np.savez(d / "w_1e40.npz", W_1=w[0] * 1e40, W_2=w[1] * 1e40, W_3=w[2] * 1e40)
     np.savez(d / "good.npz", X=x, Y=y)
+    with zipfile.ZipFile(d / "bad_header.npz", "w") as zf:
+        zf.writestr("X.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': oops}\n")
+        zf.writestr("Y.npy", _npy(y))
+    with zipfile.ZipFile(d / "two_x.npz", "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        zf.writestr("X.npy", _npy(x))
+        zf.writestr("X.npy", _npy(2 * x))
+        zf.writestr("Y.npy", _npy(y))
+    raw = bytearray((d / "good.npz").read_bytes())
+    raw[raw.find(b"X.npy") + 5 + 200] ^= 1  # one bit of X's data: zip's CRC no longer matches
+    (d / "bad_crc.npz").write_bytes(bytes(raw))
     nonempty = d / "old_run"
     nonempty.mkdir()
     (nonempty / "summary.json").write_text("{}")
     return d
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
 
 def _forged(path: Path, shapes: dict) -> None:
@@ -553,6 +570,9 @@ def test_bad_input_is_refused_in_one_line_naming_the_key(overrides, fragment, ba
 
 def test_a_good_command_line_passes_the_preflight(tmp_path):
     assert preflight([*TINY, f"hydra.run.dir={tmp_path / 'new'}"], CONF) is None
+    # values at float64's edges that are fine: a denormal mode (its GD threshold underflows), zero weights
+    for edge in (["data.singular_values=[5e-324]"], ["init.scale=-0.0"], ["flow.t_max=1e-10", "log.dt=1e-11"]):
+        assert preflight([*TINY, *edge, "sgd.lrs=[]"], CONF) is None, edge
     assert preflight(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], CONF) is None
     assert list(tmp_path.iterdir()) == []  # the probe that the directory can be made is gone too
 

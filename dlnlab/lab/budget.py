@@ -106,6 +106,10 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
         mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64
     elif data_bytes is not None:
         mem["data X, Y"] = 2.0 * data_bytes
+    if cfg.sgd.batch_size is not None and cfg.sgd.lrs:  # its indices, its X and Y columns, their products
+        mem[f"a minibatch ({cfg.sgd.batch_size} samples)"] = (
+            2.0 * members * cfg.sgd.batch_size * (lay.d_x + lay.d_y + 1) * F64
+        )
     mem["adjacency A (n x n)"] = 4.0 * members * n * n * F64
     mem[f"flow states ({flow_times} times x {p} weights)"] = 2.0 * flow_times * p * F64
     if cfg.sgd.lrs:
@@ -132,7 +136,7 @@ def check_sizes(cfg: TrainConfig, est: Estimate) -> None:
         raise ConfigError(
             f"limits.memory_gb: this run needs about {fmt_bytes(est.peak_memory)} of memory, above "
             f"limits.memory_gb = {lim.memory_gb:g} (largest: {top}, {fmt_bytes(est.memory[top])}); "
-            "shrink model.dims / data.n_samples, raise log.dt, set log.save_theta=false, or raise "
+            "shrink model.dims / data.n_samples / sgd.batch_size, raise log.dt, set log.save_theta=false, or raise "
             "limits.memory_gb"
         )
     if est.series_file > lim.series_file_gb * GB:

@@ -12,6 +12,7 @@ config group given a number) also exit 2 with one line instead of exit 1 with a 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import sys
 import traceback
@@ -26,7 +27,9 @@ from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
 
 __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
 
-MAX_PREFLIGHT_JOBS = 1000  # a sweep larger than this has its first 1000 jobs checked up front
+# A sweep larger than this has its first 100 jobs checked up front (each job's own start checks it
+# again): a job's check costs 0.1-0.4 s here (compose and prepare), and 1,001 jobs took 400 s.
+MAX_PREFLIGHT_JOBS = 100
 
 _RESULT: dict[str, int] = {}
 
@@ -48,7 +51,7 @@ def describe_hydra_error(err: BaseException) -> str:
             "key=value; quote a value with special characters: key='...')"
         )
     if isinstance(err, MissingConfigException):
-        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        m = re.search(r"Could not find '([^']+)/([^']*)'", text)
         opts = re.findall(r"^\t(\S+)$", text.split("Available options in", 1)[-1], re.M) if m else []
         if m and opts:
             return f"{m.group(1)}={m.group(2)}: no such option; allowed: {', '.join(opts)}"
@@ -115,10 +118,36 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
             )
     if not multirun:
         return [overrides]
+    _check_sweep_size(parsed)
     try:
         return BasicSweeper.split_arguments(parsed, None)[0] or [[]]
     except Exception:  # noqa: BLE001 - a sweep syntax only another sweeper knows: check the base config
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
+
+
+MAX_SWEEP_JOBS = 10_000  # Hydra's basic sweeper lists every job first: range(0, 10**9) ran out of memory
+
+
+def _sweep_len(value) -> int:
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if isinstance(value, RangeSweep) and value.step:
+        return max(0, math.ceil((value.stop - value.start) / value.step))
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    return 1  # a glob over a group's options, or what the sweeper refuses itself
+
+
+def _check_sweep_size(parsed: list) -> None:
+    """A sweep of more than MAX_SWEEP_JOBS jobs is refused before it is listed, naming its largest part."""
+    sizes = {o.key_or_group: _sweep_len(o.value()) for o in parsed if o.is_sweep_override()}
+    jobs = math.prod(sizes.values())
+    if jobs > MAX_SWEEP_JOBS:
+        key = max(sizes, key=sizes.get)
+        raise ConfigError(
+            f"{key}: the sweep has {jobs:,} jobs ({', '.join(f'{k}: {n:,}' for k, n in sizes.items())}); allowed: at "
+            f"most {MAX_SWEEP_JOBS:,} jobs in one sweep: split it into several"
+        )
 
 
 def _check_group_values(overrides: list[str]) -> None:
@@ -157,8 +186,18 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
     except ConfigError as err:
         return str(err)
     composes = bool(args.cfg or args.info or args.help)
-    if (_is_informational(args) and not composes) or args.config_path or args.experimental_rerun:
+    if args.experimental_rerun:
+        return (
+            "--experimental-rerun: not supported here: it unpickles a saved config and reruns it into the old "
+            "run's directory, past every check; rerun with the run's overrides (<run>/.hydra/overrides.yaml) "
+            "or finish it with resume=<run dir>"
+        )
+    if _is_informational(args) and not composes:
         return None
+    if args.config_path:  # as Hydra takes it: absolute, or relative to the script's directory
+        conf_dir = Path(sys.argv[0]).resolve().parent / args.config_path
+        if not conf_dir.is_dir():
+            return f"--config-path: {conf_dir} is not a directory of config files"
     conf_dir = Path(args.config_dir or conf_dir).resolve()
     config_name = args.config_name or config_name
     try:
@@ -197,6 +236,7 @@ def _check_job(
             return None
         if num == 0:
             outdir.check_output_dir(cfg, multirun)
+            outdir.check_hydra_files(cfg, multirun)
         if multirun:
             outdir.check_sweep_subdir(cfg, num)
         chdir = bool(cfg.hydra.job.get("chdir"))

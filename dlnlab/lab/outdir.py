@@ -9,6 +9,8 @@
 * :func:`check_output_dir`: ``hydra.run.dir`` (``hydra.sweep.dir``) resolves, can be made, is new or
   empty, and is short enough for what a run writes in it; :func:`check_sweep_subdir` does the same
   for each job's directory of a sweep (named after its overrides).
+* :func:`check_hydra_files`: ``hydra.output_subdir`` and ``hydra.job.name`` name files inside the run
+  directory.
 * :func:`check_relative_paths`: with ``hydra.job.chdir=true`` a job runs inside its run directory, so
   a relative ``data.path`` or ``init.path`` would be read from there.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "check_override_text",
     "check_output_dir",
     "check_sweep_subdir",
+    "check_hydra_files",
     "check_relative_paths",
 ]
 
@@ -133,6 +136,28 @@ def check_output_dir(cfg: DictConfig, multirun: bool) -> None:
             f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
         )
     _check_creatable(path, key)
+
+
+def check_hydra_files(cfg: DictConfig, multirun: bool) -> None:
+    """What Hydra writes in the run directory before the job starts: ``<hydra.output_subdir>/*.yaml``
+    (null: nothing) and ``<hydra.job.name>.log``. Both stay inside the run directory, as names the file
+    system takes (an absolute or ``..`` output_subdir would write another directory's .hydra/)."""
+    key, base, _ = output_dir(cfg, multirun)
+    sub = cfg.hydra.get("output_subdir")
+    if sub is not None:
+        sub = _resolved(lambda: cfg.hydra.output_subdir, "hydra.output_subdir")
+        if os.path.isabs(sub) or ".." in Path(sub).parts:
+            raise ConfigError(
+                f"hydra.output_subdir: {sub!r} is outside the run directory; a run writes only into its own: give "
+                "a relative name (the default is .hydra) or null"
+            )
+        check_length(base / sub / "overrides.yaml", "hydra.output_subdir", RUN_DIR_RESERVE, "Hydra's record")
+    name = _resolved(lambda: cfg.hydra.job.name, "hydra.job.name")
+    if not name or "/" in name or name in (".", ".."):
+        raise ConfigError(
+            f"hydra.job.name: {shown(name)!r} is not a file name (Hydra writes <name>.log in the run directory)"
+        )
+    check_length(base / f"{name}.log", "hydra.job.name", RUN_DIR_RESERVE, "the job's log file")
 
 
 def check_sweep_subdir(cfg: DictConfig, num: int) -> None:

@@ -238,7 +238,8 @@ def prepare(raw_cfg: Any) -> Plan:
         cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
     )
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
-    threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
+    # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
+    threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
     notes = []
     beta = cfg.sgd.momentum
     if threshold is not None:

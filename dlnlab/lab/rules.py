@@ -31,6 +31,8 @@ __all__ = [
 EXACT_COUNT = 2.0**53  # counts are exact integers in float64 (and fit int64) up to here
 # Above this a solve is not a reference for SGD (errors of 0.1 % and more per unit time).
 MAX_RTOL = 1e-3
+MIN_RTOL = 100 * 2.0**-52  # 2.2e-14: the stiff solvers' own floor, for every method
+MIN_T_MAX = 1e-10  # 1e4 x rk45's smallest step (1e-14): measured, every method solves t_max = 1e-10
 SEED_MAX = 2**63 - 1
 
 # The stability interval [-c, 0] of each fixed-step method on dy/dt = -lambda y (step * lambda < c),
@@ -182,7 +184,17 @@ def _check_flow(cfg: TrainConfig) -> None:
             f"sgd.momentum=0 (got lrs {list(cfg.sgd.lrs)}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
         )
     _finite(f.t_max, "flow.t_max", positive=True)
+    if f.t_max < MIN_T_MAX:
+        raise ConfigError(
+            f"flow.t_max: {f.t_max:g} is shorter than any step the solvers take (rk45 stops below steps of "
+            f"1e-14 (1 + |t|), LSODA and CVODE fail near 1e-200); allowed: flow.t_max >= {MIN_T_MAX:g}"
+        )
     make_solver(cfg)
+    if f.rtol < MIN_RTOL:
+        raise ConfigError(
+            f"flow.rtol: {f.rtol:g} is below 100 eps = {MIN_RTOL:.3g}: no error test can pass below float64's "
+            f"rounding of the state; allowed: [{MIN_RTOL:.3g}, {MAX_RTOL:g}]"
+        )
     defaults = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL}
     for key, tol in (("rtol", f.rtol), ("atol", f.atol)):
         if tol > MAX_RTOL:

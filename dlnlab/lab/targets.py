@@ -13,7 +13,10 @@ written). Each is refused before any work instead, from what can be read without
   ``__init__`` chain; a TensorBoard logger's extra arguments go to its ``SummaryWriter``), and every
   required one is given by the config or by the lab (``save_dir``, ``name``, ``version``,
   ``run_name`` for a logger). A constructor that takes ``**kwargs`` it forwards elsewhere (W&B's go
-  to ``wandb.init``) is not checked further.
+  to ``wandb.init``) is not checked further;
+* a logger's ``save_dir`` and ``version`` are the lab's to set (the series' directory inside the run
+  directory), and ``_partial_`` / ``_args_`` (a partial instead of the object, positional arguments)
+  are refused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from dlnlab.lab.schema import unknown_key_message
 __all__ = ["import_class", "check_target", "LOGGER_SUPPLIED"]
 
 LOGGER_SUPPLIED = frozenset({"save_dir", "name", "version", "run_name"})  # what make_logger passes
+# set by the lab only: another save_dir writes outside the run directory, one version for all series
+# would have them write into one another's logs
+LOGGER_OWN = ("save_dir", "version")
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
@@ -124,7 +130,19 @@ def check_target(node: Any, key: str, base: str, supplied: frozenset[str] = froz
         raise ConfigError(
             f"{key}._target_: {path} needs {need}, which is not installed here: pip install -U '{need}'"
         )
+    if node.get("_partial_"):
+        raise ConfigError(
+            f"{key}._partial_: the lab needs the {base.rsplit('.', 1)[-1]} itself, not a partial of it"
+        )
+    if node.get("_args_"):
+        raise ConfigError(f"{key}._args_: give the arguments by name ({key}.<argument>=...)")
     given = {k for k in node if not (k.startswith("_") and k.endswith("_"))}
+    for own in LOGGER_OWN if supplied else ():
+        if own in given:
+            raise ConfigError(
+                f"{key}.{own}: set by the lab (each series logs into <run dir>/<logger>/<series>), so that a run "
+                f"writes only into its own directory and no series into another's; remove {key}.{own}"
+            )
     accepted = _accepted(cls)
     if accepted is not None:
         for arg in sorted(given - accepted):
