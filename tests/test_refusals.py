@@ -571,7 +571,11 @@ def test_bad_input_is_refused_in_one_line_naming_the_key(overrides, fragment, ba
 def test_a_good_command_line_passes_the_preflight(tmp_path):
     assert preflight([*TINY, f"hydra.run.dir={tmp_path / 'new'}"], CONF) is None
     # values at float64's edges that are fine: a denormal mode (its GD threshold underflows), zero weights
-    for edge in (["data.singular_values=[5e-324]"], ["init.scale=-0.0"], ["flow.t_max=1e-10", "log.dt=1e-11"]):
+    for edge in (
+        ["data.singular_values=[5e-324]"],
+        ["init.scale=-0.0"],
+        ["flow.t_max=1e-10", "log.dt=1e-11"],
+    ):
         assert preflight([*TINY, *edge, "sgd.lrs=[]"], CONF) is None, edge
     assert preflight(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], CONF) is None
     assert list(tmp_path.iterdir()) == []  # the probe that the directory can be made is gone too
@@ -610,3 +614,35 @@ def test_print_the_config_with_a_bad_override_is_one_line():
     for flags in (["--cfg", "job"], ["--help"]):
         assert preflight([*flags, *TINY, "sgd.lr=0.1"], CONF).startswith("sgd.lr: no such key; sgd has: lrs")
         assert preflight([*flags, *TINY, "sgd.lrs=[0.1]"], CONF) is None
+
+
+def test_user_config_files_through_config_dir(tmp_path):
+    """--config-dir adds a directory of config groups (the primary config stays conf/train.yaml): its
+    experiments are found; a YAML alias bomb (4.8 million values from 0.5 kB, 470 s in OmegaConf) and
+    files Hydra cannot read are refused in one line naming the file."""
+    exp = tmp_path / "experiment"
+    exp.mkdir()
+    head = "# @package _global_\ndefaults:\n  - override /model: tiny\ndata:\n  singular_values: [2.0, 1.0]\n"
+    (exp / "mine.yaml").write_text(head + "  n_samples: 20\nflow:\n  t_max: 4.0\nlog:\n  dt: 0.05\n")
+    (exp / "python_tag.yaml").write_text("# @package _global_\nseed: !!python/object/apply:os.system [ls]\n")
+    (exp / "tab.yaml").write_text("# @package _global_\nseed:\t1\n")
+    (exp / "latin1.yaml").write_bytes(b"# @package _global_\nseed: 1 # \xe9\xe8\n")
+    flags = [f"--config-dir={tmp_path}"]
+    assert preflight([*flags, "experiment=mine"], CONF) is None
+    assert preflight([*flags, "experiment=python_tag"], CONF).endswith("line 2: not a YAML config Hydra can read: "
+        "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'")  # fmt: skip
+    assert "tab.yaml line 2: not a YAML config Hydra can read: found character" in preflight(
+        [*flags, "experiment=tab"], CONF
+    )
+    assert preflight([*flags, "experiment=latin1"], CONF).startswith("a config file is not UTF-8 text")
+    levels = ["a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]"] + [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdef", "bcdefg")
+    ]
+    (exp / "bomb.yaml").write_text("# @package _global_\n" + "\n".join(levels) + "\n")
+    reason = preflight([*flags, "experiment=mine"], CONF)
+    assert reason == f"{exp / 'bomb.yaml'}: expands to more than 100,000 values (YAML aliases copy what they name); "\
+        "allowed: at most 100,000 values per config file"  # fmt: skip
+    assert (
+        preflight(["--config-dir=/nonexistent", *TINY], CONF)
+        == "--config-dir: /nonexistent is not a directory of config files"
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dlnlab.lab import outdir, schema, signals, sweep
+from dlnlab.lab import configfiles, outdir, schema, signals, sweep
 from dlnlab.lab.errors import ConfigError, ExitCode, shown
 from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
 
@@ -198,7 +198,19 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         conf_dir = Path(sys.argv[0]).resolve().parent / args.config_path
         if not conf_dir.is_dir():
             return f"--config-path: {conf_dir} is not a directory of config files"
-    conf_dir = Path(args.config_dir or conf_dir).resolve()
+    conf_dir = conf_dir.resolve()
+    searchpath: list[str] = []
+    if args.config_dir:  # Hydra adds it to the search path; the primary config stays where it is
+        added = Path(args.config_dir).absolute()
+        if not added.is_dir():
+            return f"--config-dir: {added} is not a directory of config files"
+        searchpath = [f"hydra.searchpath=['file://{added}']"]
+    try:
+        configfiles.check_expansion(
+            [conf_dir, *([Path(args.config_dir).absolute()] if args.config_dir else [])]
+        )
+    except ConfigError as err:
+        return str(err)
     config_name = args.config_name or config_name
     try:
         outdir.check_override_text(list(args.overrides), conf_dir)
@@ -212,17 +224,19 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
             where = (
                 f"job {num} ({shown(' '.join(overrides), 200)}): " if args.multirun and len(jobs) > 1 else ""
             )
-            reason = _check_job(config_name, overrides, num, args.multirun, run_checks=not composes)
+            reason = _check_job(config_name, overrides, num, args.multirun, not composes, searchpath)
             if reason is not None:
                 return where + reason
     return None
 
 
 def _check_job(
-    config_name: str, overrides: list[str], num: int, multirun: bool, run_checks: bool
+    config_name: str, overrides: list[str], num: int, multirun: bool, run_checks: bool, searchpath: list[str]
 ) -> str | None:
-    """One job of the command line: composed as Hydra will, then (``run_checks``) its output directory
-    and the run's own checks (:func:`dlnlab.lab.prepare.prepare`)."""
+    """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
+    --config-dir), then (``run_checks``) its output directory and the run's own checks
+    (:func:`dlnlab.lab.prepare.prepare`)."""
+    import yaml
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -231,7 +245,7 @@ def _check_job(
 
     try:
         _check_group_values(overrides)
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
         if not run_checks:
             return None
         if num == 0:
@@ -248,6 +262,8 @@ def _check_job(
         return describe_hydra_error(err)
     except ConfigError as err:
         return str(err)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        return configfiles.describe_yaml_error(err)
     return None
 
 
