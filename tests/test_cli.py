@@ -86,6 +86,15 @@ REFUSED = [
     (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
     (["="], "error: '=': the override has no key; an override is key=value"),
     (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
+    (
+        ["sgd.lrs=[1e-300]"],
+        "error: sgd.lrs: the series at lr = 1e-300 needs 4e+300 steps",
+    ),  # no warning first
+    (
+        ["logger=csv", "+logger.bogus=1"],
+        "error: logger.bogus: no such key; logger has: flush_logs_every_n_steps",
+    ),
+    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
 ]
 
 

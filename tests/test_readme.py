@@ -59,7 +59,7 @@ def test_the_core_imports_neither_lightning_nor_hydra_nor_tensorboard():
     import subprocess
     import sys
 
-    core = "dlnlab, dlnlab.network, dlnlab.problem, dlnlab.init, dlnlab.flow, dlnlab.descent, dlnlab.metrics, dlnlab.analysis, dlnlab.saddles, dlnlab.sme"
+    core = "dlnlab, dlnlab.network, dlnlab.problem, dlnlab.init, dlnlab.flow, dlnlab.descent, dlnlab.metrics, dlnlab.analysis, dlnlab.saddles, dlnlab.sme, dlnlab.bounds"
     code = (
         f"import sys, {core}\n"
         "import dlnlab; [getattr(dlnlab, n) for n in dlnlab.__all__ if n != '__version__']\n"

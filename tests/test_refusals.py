@@ -313,7 +313,7 @@ BAD = [
         ["init.path={d}/w_missing.npz"],
         "init.path: model.dims=[4, 3, 3, 2] has depth h = 3: missing W_3",
     ),
-    ("weights_beyond_depth", ["init.path={d}/w_extra.npz"], "W_4 beyond depth h = 3"),
+    ("weights_beyond_depth", ["init.path={d}/w_extra.npz"], "W_4 beyond the layers W_1 .. W_3"),
     (
         "weights_wrong_shape",
         ["init.path={d}/w_shape.npz"],

@@ -4,6 +4,11 @@ The estimates count what the run allocates and does, not what a machine can bear
 steps per series, evaluations of an explicit flow method, the peak memory of the largest arrays, and
 the size of one series file. Each refusal names the estimate, the limit's key and the keys to change.
 A user who means it raises the limit (``limits.memory_gb=64``).
+
+Counts are computed in floats and compared with their limits before any is converted to an int
+(``flow.t_max=1e300 log.dt=1e-300`` is a grid of inf points, refused, not an OverflowError). What the
+estimates cannot bound up front, the flow's solve itself, gets an evaluation budget
+(:func:`flow_nfe_budget`) that stops it as a solver failure.
 """
 
 from __future__ import annotations
@@ -15,13 +20,25 @@ from dataclasses import dataclass, field
 import torch
 
 from dlnlab.descent import time_per_step
-from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, time_grid
+from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, time_grid
+from dlnlab.lab import choose
 from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.rules import EXACT_COUNT
 from dlnlab.lab.schema import TrainConfig
 from dlnlab.lab.times import flow_time_count
 from dlnlab.network import Layout
 
-__all__ = ["Estimate", "estimate", "check_sizes", "check_work", "grid_points", "fmt_bytes"]
+__all__ = [
+    "Estimate",
+    "estimate",
+    "check_counts",
+    "check_sizes",
+    "check_work",
+    "grid_points",
+    "fmt_bytes",
+    "flow_nfe_budget",
+    "EXACT_COUNT",
+]
 
 F64 = 8
 GB = 1e9
@@ -32,8 +49,26 @@ STAGES = {"euler": 1, "midpoint": 2, "rk4": 4, "explicit_adams": 1, "implicit_ad
 EXPLICIT_EVALS_PER_LAMBDA_T = 2.0
 
 
+# Counts (grid points, steps, evaluations) are exact integers in float64 and int64 up to EXACT_COUNT = 2^53;
+# the limits are capped there (dlnlab/lab/rules.py), so a count within its limit converts to an int safely.
+
+
+def _count(horizon: float, step: float) -> float:
+    """ceil(horizon / step) as a float: inf where the quotient overflows (1e300 / 1e-300), never an
+    OverflowError from converting it to an int."""
+    q = horizon / step
+    return math.ceil(q - 1e-9) if q < EXACT_COUNT else q
+
+
+def grid_count(cfg: TrainConfig) -> float:
+    """flow.t_max / log.dt + 1 as a float (inf when it overflows): compared with the limit first."""
+    q = cfg.flow.t_max / cfg.log.dt
+    return math.floor(q + 1e-9) + 1.0 if q < EXACT_COUNT else q
+
+
 def grid_points(cfg: TrainConfig) -> int:
-    return int(math.floor(cfg.flow.t_max / cfg.log.dt + 1e-9)) + 1
+    """The number of grid points t_m = m dt up to t_max (call after :func:`check_counts`)."""
+    return int(grid_count(cfg))
 
 
 def fmt_bytes(n: float) -> str:
@@ -71,11 +106,15 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
         mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64
     elif data_bytes is not None:
         mem["data X, Y"] = 2.0 * data_bytes
+    if cfg.sgd.batch_size is not None and cfg.sgd.lrs:  # its indices, its X and Y columns, their products
+        mem[f"a minibatch ({cfg.sgd.batch_size} samples)"] = (
+            2.0 * members * cfg.sgd.batch_size * (lay.d_x + lay.d_y + 1) * F64
+        )
     mem["adjacency A (n x n)"] = 4.0 * members * n * n * F64
     mem[f"flow states ({flow_times} times x {p} weights)"] = 2.0 * flow_times * p * F64
     if cfg.sgd.lrs:
         mem[f"flow at one series' times ({t} x {p})"] = t * p * F64
-    rows = min(t, max(2, int(cfg.log.theta_max_mb * 1e6 / (F64 * p)))) if cfg.log.save_theta else 0
+    rows = int(min(t, max(2.0, cfg.log.theta_max_mb * 1e6 / (F64 * p)))) if cfg.log.save_theta else 0
     if rows:
         mem[f"theta of one series ({rows} x {p})"] = 2.0 * rows * p * F64
     if cfg.flow.method.name in SCIPY_STIFF:  # (auto takes the dense path only where it is cheap)
@@ -95,20 +134,14 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
 
 
 def check_sizes(cfg: TrainConfig, est: Estimate) -> None:
-    """Refuse a grid, a peak memory or a series file above the limits (before anything is built)."""
+    """Refuse a peak memory or a series file above the limits (before anything is built)."""
     lim = cfg.limits
-    if est.grid_points > lim.grid_points:
-        raise ConfigError(
-            f"log.dt: the grid t_m = m * log.dt up to flow.t_max = {cfg.flow.t_max:g} has "
-            f"{est.grid_points:.3g} points, above limits.grid_points = {lim.grid_points:.3g}; raise log.dt, "
-            "lower flow.t_max, or raise limits.grid_points"
-        )
     if est.peak_memory > lim.memory_gb * GB:
         top = max(est.memory, key=est.memory.get)
         raise ConfigError(
             f"limits.memory_gb: this run needs about {fmt_bytes(est.peak_memory)} of memory, above "
             f"limits.memory_gb = {lim.memory_gb:g} (largest: {top}, {fmt_bytes(est.memory[top])}); "
-            "shrink model.dims / data.n_samples, raise log.dt, set log.save_theta=false, or raise "
+            "shrink model.dims / data.n_samples / sgd.batch_size, raise log.dt, set log.save_theta=false, or raise "
             "limits.memory_gb"
         )
     if est.series_file > lim.series_file_gb * GB:
@@ -136,31 +169,66 @@ def gradient_seconds(problem, theta0: torch.Tensor, dims) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def check_work(cfg: TrainConfig, grad_s: float, lam_max: float, method: str | None = None) -> None:
-    """Refuse SGD series and explicit flows whose step counts are above the limits (``method``: the
-    flow's, once ``auto`` is resolved)."""
+def check_counts(cfg: TrainConfig) -> None:
+    """Refuse a grid, an SGD series or a fixed-step flow whose count is above its limit, from the
+    config alone and in floats (a count that overflows is inf, not an OverflowError), before
+    anything is estimated or built. The time a refused count would take is the cost model's
+    (nominal, :func:`dlnlab.lab.choose.gradient_seconds`)."""
     lim, f = cfg.limits, cfg.flow
+    n_grid = grid_count(cfg)
+    if n_grid > lim.grid_points:
+        raise ConfigError(
+            f"log.dt: the grid t_m = m * log.dt up to flow.t_max = {f.t_max:g} has {n_grid:.3g} points, "
+            f"above limits.grid_points = {lim.grid_points:.3g}; raise log.dt, lower flow.t_max, or raise "
+            "limits.grid_points"
+        )
+    grad_s = choose.gradient_seconds(Layout(tuple(cfg.model.dims)), cfg.ensemble.size)
     for lr in cfg.sgd.lrs:
-        steps = math.ceil(f.t_max / time_per_step(lr, cfg.sgd.momentum) - 1e-9)
+        steps = _count(f.t_max, time_per_step(lr, cfg.sgd.momentum))
         if steps > lim.sgd_steps:
             raise ConfigError(
                 f"sgd.lrs: the series at lr = {lr:g} needs {steps:.3g} steps to reach flow.t_max = "
-                f"{f.t_max:g} (about {_seconds(steps * grad_s)} at {grad_s * 1e6:.3g} us per gradient "
-                f"here), above limits.sgd_steps = {lim.sgd_steps:.3g}; raise the learning rate, lower "
+                f"{f.t_max:g} (about {_seconds(steps * grad_s)} at a nominal {grad_s * 1e6:.3g} us per "
+                f"gradient), above limits.sgd_steps = {lim.sgd_steps:.3g}; raise the learning rate, lower "
                 "flow.t_max, or raise limits.sgd_steps"
             )
-    method = method or f.method.name
-    if method in TORCHDIFFEQ_FIXED and f.step_size is not None:
-        nfe = math.ceil(f.t_max / f.step_size) * STAGES[method]
-        why = f"{math.ceil(f.t_max / f.step_size):.3g} steps of {f.step_size:g}"
-    elif method in TORCHDIFFEQ_ADAPTIVE and lam_max > 0:
-        nfe = math.ceil(EXPLICIT_EVALS_PER_LAMBDA_T * lam_max * f.t_max)
-        why = f"the explicit method's steps are bounded by 1/lambda_max = {1 / lam_max:.3g}"
-    else:
-        return
+    if f.method.name in TORCHDIFFEQ_FIXED and f.step_size is not None:
+        steps = _count(f.t_max, f.step_size)
+        _refuse_nfe(
+            cfg, f.method.name, steps * STAGES[f.method.name], f"{steps:.3g} steps of {f.step_size:g}", grad_s
+        )
+
+
+def _refuse_nfe(cfg: TrainConfig, method: str, nfe: float, why: str, grad_s: float) -> None:
+    lim = cfg.limits
     if nfe > lim.flow_nfe:
         raise ConfigError(
-            f"flow.method: {method} needs about {nfe:.3g} evaluations to reach flow.t_max = {f.t_max:g} "
+            f"flow.method: {method} needs about {nfe:.3g} evaluations to reach flow.t_max = {cfg.flow.t_max:g} "
             f"({why}; about {_seconds(nfe * grad_s)} here), above limits.flow_nfe = {lim.flow_nfe:.3g}; "
             "use a stiff method (flow.method=lsoda), lower flow.t_max, or raise limits.flow_nfe"
         )
+
+
+def check_work(cfg: TrainConfig, grad_s: float, lam_max: float, method: str | None = None) -> None:
+    """Refuse an explicit adaptive flow whose evaluations, about 2 lambda_max t_max on a stiff flow, are
+    above limits.flow_nfe (``method``: the flow's, once ``auto`` is resolved; the counts that need no
+    lambda_max are :func:`check_counts`')."""
+    method = method or cfg.flow.method.name
+    if method in TORCHDIFFEQ_ADAPTIVE + NATIVE and lam_max > 0:
+        nfe = EXPLICIT_EVALS_PER_LAMBDA_T * lam_max * cfg.flow.t_max
+        why = f"the explicit method's steps are bounded by 1/lambda_max = {1 / lam_max:.3g}"
+        _refuse_nfe(cfg, method, nfe, why, grad_s)
+
+
+def flow_nfe_budget(cfg: TrainConfig, method: str) -> int | None:
+    """The evaluations a flow solve may take before it stops as a solver failure (``flow.max_nfe`` when
+    set): limits.flow_nfe for every method, and for a stiff one (lsoda, bdf, radau, cvode: its work does
+    not follow from lambda_max) limits.stiff_nfe_factor times the cost model's expected count,
+    100 (1 + t_max)^0.6, so that a flow float64 cannot follow stops instead of running for hours."""
+    if cfg.flow.max_nfe is not None:
+        return cfg.flow.max_nfe
+    lim = cfg.limits
+    budget = lim.flow_nfe
+    if method in SCIPY_STIFF + SUNDIALS:
+        budget = min(budget, lim.stiff_nfe_factor * choose.stiff_nfe(cfg.flow.t_max))
+    return int(math.ceil(budget))

@@ -239,8 +239,8 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
     if asked == 0:
         return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0", saddles, saddles_why)
     series = n_series * ensemble_size(cfg)
-    fit = int((budget - spent) / max(series * cost, 1e-12))
-    points = min(asked, fit)
+    fit = (budget - spent) / max(series * cost, 1e-12)
+    points = int(min(asked, fit))
     if points < asked:
         why = (
             f"{asked} points would take about {asked * series * cost:.3g} s against {run_seconds:.3g} s for "
@@ -261,7 +261,7 @@ def theta_every(cfg, n_grid: int) -> int:
     if not cfg.log.save_theta:
         return 0
     p = Layout(tuple(cfg.model.dims)).n_weights * ensemble_size(cfg)
-    rows = max(2, int(cfg.log.theta_max_mb * 1e6 / (8 * p)))
+    rows = max(2, int(min(cfg.log.theta_max_mb * 1e6 / (8 * p), n_grid)))  # in floats first: 1e308 MB
     return max(1, math.ceil((n_grid - 1) / (rows - 1)))
 
 

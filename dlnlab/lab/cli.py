@@ -12,22 +12,24 @@ config group given a number) also exit 2 with one line instead of exit 1 with a 
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 import re
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from dlnlab.lab import schema, signals, sweep
-from dlnlab.lab.errors import ConfigError, ExitCode
+from dlnlab.lab import configfiles, outdir, schema, signals, sweep
+from dlnlab.lab.errors import ConfigError, ExitCode, shown
 from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
 
-__all__ = ["main", "job", "preflight", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
+__all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
 
-MAX_PREFLIGHT_JOBS = 1000  # a sweep larger than this has its first 1000 jobs checked up front
+# A sweep larger than this has its first 100 jobs checked up front (each job's own start checks it
+# again): a job's check costs 0.1-0.4 s here (compose and prepare), and 1,001 jobs took 400 s.
+MAX_PREFLIGHT_JOBS = 100
 
 _RESULT: dict[str, int] = {}
 
@@ -43,10 +45,13 @@ def describe_hydra_error(err: BaseException) -> str:
 
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
-    if isinstance(err, OverrideParseException):
-        return f"malformed override {err.override!r}: {first} (Hydra's override grammar: key=value)"
+    if isinstance(err, OverrideParseException):  # the override twice: shortened where it is long
+        return (
+            f"malformed override {shown(err.override, 120)!r}: {shown(first, 240)} (Hydra's override grammar: "
+            "key=value; quote a value with special characters: key='...')"
+        )
     if isinstance(err, MissingConfigException):
-        m = re.search(r"Could not find '([^']+)/([^']+)'", text)
+        m = re.search(r"Could not find '([^']+)/([^']*)'", text)
         opts = re.findall(r"^\t(\S+)$", text.split("Available options in", 1)[-1], re.M) if m else []
         if m and opts:
             return f"{m.group(1)}={m.group(2)}: no such option; allowed: {', '.join(opts)}"
@@ -76,11 +81,35 @@ def _is_informational(args) -> bool:
     return bool(args.help or args.hydra_help or args.info or args.cfg or args.shell_completion)
 
 
-def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def _parse(overrides: list[str]) -> list:
+    """Hydra's parse of the overrides; a value Python cannot read (an integer of more than 4300 digits
+    raises a bare ValueError inside the parser) is refused naming its key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    parser = OverridesParser.create()
+    try:
+        return parser.parse_overrides(overrides)
+    except ValueError as err:
+        if type(err) is not ValueError:  # Hydra's own errors are described by the caller
+            raise
+        bad = next((o for o in overrides if _fails(parser, o)), overrides[0])
+        raise ConfigError(
+            f"{shown(bad.split('=', 1)[0], 40)}: cannot read the value: {str(err).split(';')[0]}"
+        ) from err
+
+
+def _fails(parser, override: str) -> bool:
+    try:
+        parser.parse_overrides([override])
+    except ValueError:
+        return True
+    return False
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = _parse(overrides)
     for o in parsed:
         if not o.key_or_group:  # '=', '=x', '+=1', '~': Hydra would say "Could not override ''"
             raise ConfigError(
@@ -89,10 +118,36 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
             )
     if not multirun:
         return [overrides]
+    _check_sweep_size(parsed)
     try:
         return BasicSweeper.split_arguments(parsed, None)[0] or [[]]
     except Exception:  # noqa: BLE001 - a sweep syntax only another sweeper knows: check the base config
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
+
+
+MAX_SWEEP_JOBS = 10_000  # Hydra's basic sweeper lists every job first: range(0, 10**9) ran out of memory
+
+
+def _sweep_len(value) -> int:
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if isinstance(value, RangeSweep) and value.step:
+        return max(0, math.ceil((value.stop - value.start) / value.step))
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    return 1  # a glob over a group's options, or what the sweeper refuses itself
+
+
+def _check_sweep_size(parsed: list) -> None:
+    """A sweep of more than MAX_SWEEP_JOBS jobs is refused before it is listed, naming its largest part."""
+    sizes = {o.key_or_group: _sweep_len(o.value()) for o in parsed if o.is_sweep_override()}
+    jobs = math.prod(sizes.values())
+    if jobs > MAX_SWEEP_JOBS:
+        key = max(sizes, key=sizes.get)
+        raise ConfigError(
+            f"{key}: the sweep has {jobs:,} jobs ({', '.join(f'{k}: {n:,}' for k, n in sizes.items())}); allowed: at "
+            f"most {MAX_SWEEP_JOBS:,} jobs in one sweep: split it into several"
+        )
 
 
 def _check_group_values(overrides: list[str]) -> None:
@@ -118,71 +173,47 @@ def _check_group_values(overrides: list[str]) -> None:
         )
 
 
-_UNIQUE = re.compile(r"\$\{dlnlab_unique:(.*)\}", re.S)
-
-
-def _check_creatable(path: Path, key: str, *, claimed: bool = False) -> None:
-    """Hydra makes ``path`` and its parents (``claimed``: the resolver makes ``path`` or a sibling
-    ``path_1``, ...): the nearest existing one must be a directory we can write in. A probe
-    directory made and removed there answers what permissions cannot (root in /proc, a full or
-    read-only disk); nothing is left behind."""
-    import tempfile
-
-    path = path.absolute()
-    anc = path.parent if claimed else path
-    while not os.path.lexists(anc) and anc != anc.parent:
-        anc = anc.parent
-    verb = "cannot be written" if anc == path else "cannot be created"
-    hint = f"choose a {key} in a writable directory (or leave it out for a fresh one under outputs/)"
-    if not anc.is_dir():
-        raise ConfigError(f"{key}: {path} {verb}: {anc} is not a directory; {hint}")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: {path} {verb}: {anc} is not writable; {hint}")
-    try:
-        with signals.deferred():
-            os.rmdir(tempfile.mkdtemp(prefix=".dlnlab-probe-", dir=anc))
-    except OSError as err:
-        raise ConfigError(
-            f"{key}: {path} {verb}: no directory can be made in {anc} ({err.strerror}); {hint}"
-        ) from err
-
-
-def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
-    """hydra.run.dir (or hydra.sweep.dir) must be creatable, and new or empty: never another run's."""
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    node = cfg.hydra.sweep if multirun else cfg.hydra.run
-    raw = str(OmegaConf.to_container(node, resolve=False)["dir"]).strip()
-    unique = _UNIQUE.fullmatch(raw)
-    if unique:  # claimed fresh by the resolver
-        base = OmegaConf.create({"base": unique.group(1)}, parent=node).base
-        _check_creatable(Path(str(base)), key, claimed=True)
-        return
-    if "dlnlab_unique" in raw:
-        return
-    path = Path(str(node.dir))
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(
-            f"{key}: {path} already exists and is not empty; a run never writes into another's "
-            f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
-        )
-    _check_creatable(path, key)
-
-
 def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
-    """Check the command line as Hydra will run it; the one-line reason for a refusal, or None."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
+    """Check the command line as Hydra will run it; the one-line reason for a refusal, or None.
+
+    ``--cfg``, ``--info`` and ``--help`` print the composed config: their overrides are parsed and
+    composed here too (Hydra's own errors in one line), without the run's checks."""
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    from dlnlab.lab.prepare import prepare
-
-    args = get_args_parser().parse_args(argv)  # bad flags: argparse's usage and exit 2
-    if _is_informational(args) or args.config_path or args.experimental_rerun:
+    try:
+        args = parse_args(argv)
+    except ConfigError as err:
+        return str(err)
+    composes = bool(args.cfg or args.info or args.help)
+    if args.experimental_rerun:
+        return (
+            "--experimental-rerun: not supported here: it unpickles a saved config and reruns it into the old "
+            "run's directory, past every check; rerun with the run's overrides (<run>/.hydra/overrides.yaml) "
+            "or finish it with resume=<run dir>"
+        )
+    if _is_informational(args) and not composes:
         return None
-    conf_dir = Path(args.config_dir or conf_dir).resolve()
+    if args.config_path:  # as Hydra takes it: absolute, or relative to the script's directory
+        conf_dir = Path(sys.argv[0]).resolve().parent / args.config_path
+        if not conf_dir.is_dir():
+            return f"--config-path: {conf_dir} is not a directory of config files"
+    conf_dir = conf_dir.resolve()
+    searchpath: list[str] = []
+    if args.config_dir:  # Hydra adds it to the search path; the primary config stays where it is
+        added = Path(args.config_dir).absolute()
+        if not added.is_dir():
+            return f"--config-dir: {added} is not a directory of config files"
+        searchpath = [f"hydra.searchpath=['file://{added}']"]
+    try:
+        configfiles.check_expansion(
+            [conf_dir, *([Path(args.config_dir).absolute()] if args.config_dir else [])]
+        )
+    except ConfigError as err:
+        return str(err)
     config_name = args.config_name or config_name
     try:
+        outdir.check_override_text(list(args.overrides), conf_dir)
         jobs = _jobs(list(args.overrides), args.multirun)
     except HydraException as err:
         return describe_hydra_error(err)
@@ -190,19 +221,49 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         return str(err)
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
-            where = f"job {num} ({' '.join(overrides)}): " if args.multirun and len(jobs) > 1 else ""
-            try:
-                _check_group_values(overrides)
-                cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-                if num == 0:
-                    _check_output_dir(cfg, args.multirun)
-                with open_dict(cfg):
-                    del cfg["hydra"]
-                prepare(cfg)
-            except (HydraException, OmegaConfBaseException) as err:
-                return where + describe_hydra_error(err)
-            except ConfigError as err:
-                return where + str(err)
+            where = (
+                f"job {num} ({shown(' '.join(overrides), 200)}): " if args.multirun and len(jobs) > 1 else ""
+            )
+            reason = _check_job(config_name, overrides, num, args.multirun, not composes, searchpath)
+            if reason is not None:
+                return where + reason
+    return None
+
+
+def _check_job(
+    config_name: str, overrides: list[str], num: int, multirun: bool, run_checks: bool, searchpath: list[str]
+) -> str | None:
+    """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
+    --config-dir), then (``run_checks``) its output directory and the run's own checks
+    (:func:`dlnlab.lab.prepare.prepare`)."""
+    import yaml
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dlnlab.lab.prepare import prepare
+
+    try:
+        _check_group_values(overrides)
+        cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
+        if not run_checks:
+            return None
+        if num == 0:
+            outdir.check_output_dir(cfg, multirun)
+            outdir.check_hydra_files(cfg, multirun)
+        if multirun:
+            outdir.check_sweep_subdir(cfg, num)
+        chdir = bool(cfg.hydra.job.get("chdir"))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        prepare(cfg)
+        outdir.check_relative_paths(cfg, chdir)
+    except (HydraException, OmegaConfBaseException) as err:
+        return describe_hydra_error(err)
+    except ConfigError as err:
+        return str(err)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        return configfiles.describe_yaml_error(err)
     return None
 
 
@@ -267,12 +328,31 @@ def resume_command(args) -> int | None:
         return int(ExitCode.CONFIG)
 
 
-def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "train", argv=None) -> int:
-    """Preflight, then Hydra (``hydra_main`` is the decorated task); returns the exit code."""
+def parse_args(argv: list[str]):
+    """Hydra's own parser of the command line, its errors in one line (argparse would print its usage,
+    eight lines, before the error)."""
     from hydra._internal.utils import get_args_parser
 
+    parser = get_args_parser()
+
+    def error(message: str):
+        hint = "Hydra's flags come before the overrides: train.py [--cfg job] [-m] key=value ...; "
+        raise ConfigError(
+            f"{message} ({hint if 'unrecognized' in message else ''}train.py --help lists the flags)"
+        )
+
+    parser.error = error
+    return parser.parse_args(argv)
+
+
+def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "train", argv=None) -> int:
+    """Preflight, then Hydra (``hydra_main`` is the decorated task); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = get_args_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
     multirun = bool(args.multirun)
     signals.install()
     if not _is_informational(args):

@@ -12,7 +12,7 @@ from enum import IntEnum
 
 from dlnlab.errors import ArgumentError
 
-__all__ = ["ConfigError", "ExitCode", "keyed"]
+__all__ = ["ConfigError", "ExitCode", "keyed", "shown"]
 
 
 class ExitCode(IntEnum):
@@ -39,3 +39,12 @@ def keyed(keys: Mapping[str, str], default: str) -> Iterator[None]:
         yield
     except ArgumentError as err:
         raise ConfigError(f"{keys.get(err.argument, default)}: {err}") from err
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` as a refusal quotes it: at most ``limit`` characters (a 5,000-digit seed is shown by its
+    first digits and its length)."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}... ({len(text)} characters)"

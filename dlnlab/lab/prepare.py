@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
-from dlnlab.flow import SCIPY_STIFF, TORCHDIFFEQ_FIXED, Solver
+from dlnlab.flow import SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.init import initial_weights
-from dlnlab.lab import budget, choose, files
+from dlnlab.lab import budget, choose, files, float64
 from dlnlab.lab.errors import ConfigError, keyed
 from dlnlab.lab.rules import check_config, check_fixed_step, make_solver
 from dlnlab.lab.schema import TrainConfig, derive_seed, typed_config
+from dlnlab.lab.targets import LOGGER_SUPPLIED, check_target, import_class
 from dlnlab.network import Layout, pack
 from dlnlab.problem import RegressionProblem
 
@@ -66,7 +67,19 @@ class Plan:
     def choices(self) -> str:
         """The size-dependent choices, in one line (printed at the start of a run)."""
         a = self.analysis
-        return f"flow: {self.solver.method} ({self.flow_choice.why}); curvature: {a.why}; saddles: {a.saddles_why}"
+        return (
+            f"flow: {self.solver.method} ({self.flow_choice.why}; at most {self.solver.max_nfe:.3g} evaluations: "
+            f"{self.budget_source}); curvature: {a.why}; saddles: {a.saddles_why}"
+        )
+
+    @property
+    def budget_source(self) -> str:
+        """Where the flow's evaluation budget comes from."""
+        if self.cfg.flow.max_nfe is not None:
+            return "flow.max_nfe"
+        if self.solver.method in SCIPY_STIFF + SUNDIALS:
+            return "limits.stiff_nfe_factor x 100 (1 + t_max)^0.6, at most limits.flow_nfe"
+        return "limits.flow_nfe"
 
     def theta_every(self, n_grid: int) -> int:
         """Theta kept every this many grid points (log.theta_max_mb); 0: not kept."""
@@ -164,64 +177,38 @@ def _check_sampling(cfg: TrainConfig, problem: RegressionProblem) -> None:
         )
 
 
-def _stiffness(cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor) -> tuple[float, str]:
-    """lambda_max of the Hessian: at the balanced global minimum h m_1^(2-2/h) and, for a fixed-step
-    flow, also at theta0 (an unbalanced start can be sharper than any balanced minimum)."""
+def _stiffness(
+    cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor, bound: float
+) -> tuple[float, str]:
+    """lambda_max of the Hessian: at the balanced global minimum h m_1^(2-2/h) and, where an unbalanced
+    start can be sharper than any balanced minimum, at theta0: computed (dense eigvalsh or Lanczos)
+    for a fixed-step flow, and wherever ``bound`` (the norm bound at theta0, :mod:`dlnlab.bounds`) is
+    above the balanced minimum's; the bound alone would overstate it (2 to 20 times on the test nets)."""
     lay = Layout(tuple(cfg.model.dims))
     lam = balanced_sharpness(float(problem.modes[0]), lay.depth) if problem.n_modes else 0.0
     where = "at the balanced global minimum, h m_1^(2-2/h)"
-    if cfg.flow.method.name in TORCHDIFFEQ_FIXED:
-        _, lam0, _ = hessian_extremes(problem, theta0, lay, dense_max=cfg.log.hessian_dense_max)
+    if cfg.flow.method.name in TORCHDIFFEQ_FIXED or bound > lam:
+        lo, hi, _ = hessian_extremes(problem, theta0, lay, dense_max=cfg.log.hessian_dense_max)
+        lam0 = hi if cfg.flow.method.name in TORCHDIFFEQ_FIXED else max(hi, -lo)
         if lam0 > lam:
             lam, where = lam0, "at the initial weights"
     return lam, where
 
 
-def import_class(path: str) -> type:
-    """``hydra.utils.get_class`` without the ERROR lines it logs on a failure (the caller reports it
-    in one line)."""
-    import logging
-
-    from hydra.utils import get_class
-
-    log = logging.getLogger("hydra.utils")
-    was = log.disabled
-    log.disabled = True
-    try:
-        return get_class(path)
-    finally:
-        log.disabled = was
-
-
-def _target(cfg_node: Any, key: str, base: str):
-    """The class a ``_target_`` names, checked to import and to be a subclass of ``base`` (a path)."""
-    if not isinstance(cfg_node, dict) or "_target_" not in cfg_node:
-        raise ConfigError(f"{key}: expected a mapping with _target_ (a Lightning {base.rsplit('.', 1)[-1]})")
-    try:
-        cls = import_class(str(cfg_node["_target_"]))
-        parent = import_class(base)
-    except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
-        cause = err.__cause__ or err
-        raise ConfigError(
-            f"{key}._target_: cannot import {cfg_node['_target_']!r} ({type(cause).__name__}: {cause})"
-        ) from err
-    if not issubclass(cls, parent):
-        raise ConfigError(f"{key}._target_: {cfg_node['_target_']} is not a {base}")
-    return cls
-
-
 def _check_logger_and_callbacks(cfg: TrainConfig) -> None:
-    """Last, since it imports Lightning: the logger and the callbacks name real Lightning classes."""
+    """Last, since it imports Lightning: the logger and the callbacks name Lightning classes that can be
+    made with the config's arguments (:mod:`dlnlab.lab.targets`)."""
     if cfg.logger and cfg.logger.get("_target_") is not None:
-        _target(cfg.logger, "logger", "lightning.pytorch.loggers.Logger")
+        check_target(cfg.logger, "logger", "lightning.pytorch.loggers.Logger", LOGGER_SUPPLIED)
     for name, node in cfg.callbacks.items():
-        _target(node, f"callbacks.{name}", "lightning.pytorch.callbacks.Callback")
+        check_target(node, f"callbacks.{name}", "lightning.pytorch.callbacks.Callback")
 
 
 def prepare(raw_cfg: Any) -> Plan:
     """Check ``raw_cfg`` (a Hydra DictConfig, a dict or a TrainConfig) and build the run's inputs."""
     cfg = typed_config(raw_cfg)
     check_config(cfg)
+    budget.check_counts(cfg)
     lay = Layout(tuple(cfg.model.dims))
     data_bytes = (
         sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
@@ -236,19 +223,23 @@ def prepare(raw_cfg: Any) -> Plan:
         )
     seeds = _seeds(cfg)
     problem = _problem(cfg, seeds)
+    float64.check_data_range(cfg, problem)
     _check_sampling(cfg, problem)
     weights0 = _weights(cfg, seeds, problem)
+    bound = float64.check_weights_range(cfg, problem, weights0)
     theta0 = pack(weights0)
-    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0])
+    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0], bound)
     check_fixed_step(cfg, lam, where)
     grad_s = budget.gradient_seconds(problem, theta0, lay)
     flow = choose.choose_flow(cfg, lam)
     budget.check_work(cfg, grad_s, lam, flow.method)
+    max_nfe = budget.flow_nfe_budget(cfg, flow.method)
     analysis = choose.choose_analysis(
         cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
     )
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
-    threshold = gd_stability_threshold(m1, lay.depth) if m1 > 0 else None
+    # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
+    threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
     notes = []
     beta = cfg.sgd.momentum
     if threshold is not None:
@@ -267,6 +258,6 @@ def prepare(raw_cfg: Any) -> Plan:
         )
     _check_logger_and_callbacks(cfg)
     return Plan(
-        cfg, seeds, problem, weights0, make_solver(cfg, flow.method), est, threshold, lam, grad_s, notes,
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, notes,
         flow_choice=flow, analysis=analysis,
     )  # fmt: skip

@@ -13,7 +13,8 @@ import re
 from numbers import Real
 
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
-from dlnlab.lab.errors import ConfigError, keyed
+from dlnlab.lab.errors import ConfigError, keyed, shown
+from dlnlab.lab.files import MAX_ABS_VALUE
 from dlnlab.lab.schema import INIT_OPTIONS, InitKind, TrainConfig
 from dlnlab.network import Layout
 
@@ -27,8 +28,11 @@ __all__ = [
     "is_number",
 ]
 
+EXACT_COUNT = 2.0**53  # counts are exact integers in float64 (and fit int64) up to here
 # Above this a solve is not a reference for SGD (errors of 0.1 % and more per unit time).
 MAX_RTOL = 1e-3
+MIN_RTOL = 100 * 2.0**-52  # 2.2e-14: the stiff solvers' own floor, for every method
+MIN_T_MAX = 1e-10  # 1e4 x rk45's smallest step (1e-14): measured, every method solves t_max = 1e-10
 SEED_MAX = 2**63 - 1
 
 # The stability interval [-c, 0] of each fixed-step method on dy/dt = -lambda y (step * lambda < c),
@@ -59,7 +63,7 @@ def _finite(v: float, key: str, *, positive: bool = False, nonneg: bool = False)
 
 def _seed(v: int | None, key: str) -> None:
     if v is not None and not 0 <= v <= SEED_MAX:
-        raise ConfigError(f"{key}: a seed must be in 0 .. 2^63 - 1, got {v}")
+        raise ConfigError(f"{key}: a seed must be in 0 .. 2^63 - 1, got {shown(v)}")
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -105,6 +109,13 @@ def _check_data(cfg: TrainConfig) -> None:
                 f"data.singular_values: at most min(d_x, d_y) = {min(d_x, d_y)} values for "
                 f"model.dims={list(cfg.model.dims)}, got {len(d.singular_values)}"
             )
+        top = max((v for v in d.singular_values if math.isfinite(v)), default=0.0)
+        for name, value in (("singular_values", top), ("noise", d.noise)):
+            if value > MAX_ABS_VALUE:
+                raise ConfigError(
+                    f"data.{name}: {value:g} is above {MAX_ABS_VALUE:g}, the bound on data values (their second "
+                    f"moments must stay far inside float64); allowed: [0, {MAX_ABS_VALUE:g}]"
+                )
         if d.whiten and d.n_samples < d_x:
             raise ConfigError(
                 f"data.n_samples: {d.n_samples} < d_x = {d_x}; exactly whitened inputs (data.whiten=true) "
@@ -139,9 +150,9 @@ def _check_init(cfg: TrainConfig) -> None:
             )
 
 
-def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
+def make_solver(cfg: TrainConfig, method: str | None = None, max_nfe: int | None = None) -> Solver:
     """The flow's :class:`Solver` from ``flow.*`` (the core's own checks, mapped to the keys);
-    ``method`` replaces ``flow.method=auto`` once it is chosen."""
+    ``method`` replaces ``flow.method=auto`` once it is chosen, ``max_nfe`` a null ``flow.max_nfe``."""
     f = cfg.flow
     if f.method.name == "auto" and f.step_size is not None:
         raise ConfigError(
@@ -155,7 +166,7 @@ def make_solver(cfg: TrainConfig, method: str | None = None) -> Solver:
             f.rtol,
             f.atol,
             f.step_size,
-            f.max_nfe,
+            f.max_nfe if f.max_nfe is not None else max_nfe,
         )
 
 
@@ -173,7 +184,17 @@ def _check_flow(cfg: TrainConfig) -> None:
             f"sgd.momentum=0 (got lrs {list(cfg.sgd.lrs)}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
         )
     _finite(f.t_max, "flow.t_max", positive=True)
+    if f.t_max < MIN_T_MAX:
+        raise ConfigError(
+            f"flow.t_max: {f.t_max:g} is shorter than any step the solvers take (rk45 stops below steps of "
+            f"1e-14 (1 + |t|), LSODA and CVODE fail near 1e-200); allowed: flow.t_max >= {MIN_T_MAX:g}"
+        )
     make_solver(cfg)
+    if f.rtol < MIN_RTOL:
+        raise ConfigError(
+            f"flow.rtol: {f.rtol:g} is below 100 eps = {MIN_RTOL:.3g}: no error test can pass below float64's "
+            f"rounding of the state; allowed: [{MIN_RTOL:.3g}, {MAX_RTOL:g}]"
+        )
     defaults = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL}
     for key, tol in (("rtol", f.rtol), ("atol", f.atol)):
         if tol > MAX_RTOL:
@@ -233,6 +254,12 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
     _finite(g.theta_max_mb, "log.theta_max_mb", positive=True)
     for key, value in vars(cfg.limits).items():
         _finite(float(value), f"limits.{key}", positive=True)
+    for key in ("grid_points", "sgd_steps", "flow_nfe"):
+        if getattr(cfg.limits, key) > EXACT_COUNT:
+            raise ConfigError(
+                f"limits.{key}: {getattr(cfg.limits, key):.3g} is above 2^53 = {EXACT_COUNT:.4g}, where counts "
+                f"stop being exact in float64; allowed: (0, 2^53]"
+            )
     _finite(cfg.checkpoint.every_s, "checkpoint.every_s", positive=True)
     if cfg.ensemble.size < 1:
         raise ConfigError(f"ensemble.size: must be >= 1 (1: one net), got {cfg.ensemble.size}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -191,7 +192,10 @@ class LimitsConfig:
     # counts are floats so that limits.sgd_steps=1e9 reads as it is written
     grid_points: float = 1e6  # flow.t_max / log.dt + 1
     sgd_steps: float = 1e8  # steps of one SGD series
-    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method
+    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method; every solve stops there
+    stiff_nfe_factor: float = (
+        100.0  # a stiff solve stops after this many times 100 (1 + t_max)^0.6 evaluations
+    )
     memory_gb: float = 8.0  # estimated peak memory of the run
     series_file_gb: float = 2.0  # size of one series npz
 
@@ -326,9 +330,28 @@ def typed_config(cfg: Any) -> TrainConfig:
         bad = _unknown_keys(cfg)
         if bad:
             raise ConfigError(unknown_key_message(*bad[0]))
-        return OmegaConf.to_object(cfg)
+        typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(describe_omegaconf_error(err)) from err
+    _check_list_elements(typed)
+    return typed
+
+
+def _check_list_elements(obj: Any, prefix: str = "") -> None:
+    """A ``list[float]`` or ``list[int]`` holds numbers: OmegaConf checks the elements of a typed list
+    but lets a nested list through (``sgd.lrs=[[0.1]]``)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            _check_list_elements(value, f"{prefix}{f.name}.")
+        elif typing.get_origin(hint) is list and typing.get_args(hint)[0] in (int, float):
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    kind = typing.get_args(hint)[0].__name__
+                    raise ConfigError(
+                        f"{prefix}{f.name}: expected a list of numbers ({kind}), got an element {v!r}"
+                    )
 
 
 def describe_omegaconf_error(err: BaseException) -> str:

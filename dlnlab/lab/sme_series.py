@@ -6,6 +6,11 @@ every member from its own initial weights with its own Brownian motions, on the 
 like an ensemble's series (member axis, metrics, TensorBoard) so that its spread (the variance of the
 loss and of theta along the trajectory, and the plateau exit times) can be compared with the SGD
 ensemble's (``dlnlab/lab/limit.py``).
+
+A member diverges as an SGD member does (``||theta|| > sgd.blowup x (||theta0|| + ||theta||`` of a
+balanced minimum), or non-finite, on the grid): its rows from there on are NaN (what the metrics skip),
+its entry says diverged, and when every member diverged the series stops there, status diverged -
+the SME at a learning rate above the GD threshold blows up like SGD does, a scientific outcome.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
+import torch
+
 from dlnlab._util import warn
 from dlnlab.lab import signals
-from dlnlab.lab.ensemble import _aggregate
+from dlnlab.lab.ensemble import MEMBER_KEYS, _aggregate
 from dlnlab.lab.schema import derive_seed
-from dlnlab.lab.summary import Status
-from dlnlab.metrics import SeriesMetrics, members_of
+from dlnlab.lab.summary import Status, finish_sgd_entry
+from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
+from dlnlab.network import Layout
 
 __all__ = ["sme_name", "run_sme_series"]
 
@@ -56,18 +65,90 @@ def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
             warn(f"{name}: {entry['message']}")
             continue
         entry.update(nfe=res.nfe, wall_time_s=time.perf_counter() - t0, message=res.message)
+        theta, diverged = stop_diverged(res.theta, grid, blowup_norm(plan))
+        if diverged:
+            _note_diverged(entry, diverged, len(plan.theta0), name)
         metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
-        ms = list(range(len(grid)))
+        ms = list(range(len(theta)))
         rec = open_recorder(
             name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name), tb_max_points=cfg.log.tb_max_points,
-            worker=True, preload=(ms, grid.tolist(), res.theta),
+            worker=True, preload=(ms, grid[: len(theta)].tolist(), theta),
         )  # fmt: skip
-        closers.append(_closer(state, ctx, name, rec))
+        closers.append(_closer(state, ctx, name, rec, diverged))
         state.interrupted |= signals.received() is not None
     return closers
 
 
-def _closer(state, ctx, name: str, rec) -> Callable[[], None]:
+def stop_diverged(
+    theta: torch.Tensor, grid: torch.Tensor, blowup: float
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """theta (T, R, p) with each member's rows NaN from its first grid point where ||theta|| > blowup
+    or theta is not finite, cut after the point where the last member diverged when all did; and
+    {member: why}."""
+    norms = torch.linalg.vector_norm(theta, dim=-1)  # (T, R): inf or NaN where theta is
+    bad = ~(norms <= blowup)
+    theta = theta.clone()
+    why: dict[int, str] = {}
+    for e in range(theta.shape[1]):
+        hits = torch.nonzero(bad[:, e])
+        if len(hits):
+            m = int(hits[0])
+            norm = float(norms[m, e])
+            why[e] = (
+                f"||theta|| = {norm:.3g} > {blowup:.3g} at t = {float(grid[m]):.6g}"
+                if np.isfinite(norm)
+                else f"non-finite weights at t = {float(grid[m]):.6g}"
+            )
+            theta[m:, e] = float("nan")
+    if why and len(why) == theta.shape[1]:
+        last = max(int(torch.nonzero(bad[:, e])[0]) for e in why)
+        theta = theta[: last + 1]
+    return theta, why
+
+
+def _note_diverged(entry: dict, diverged: dict[int, str], members: int, name: str) -> None:
+    first = min(diverged)
+    if len(diverged) == members:
+        entry.update(status=Status.DIVERGED, message=f"every member diverged: {diverged[first]}")
+    warn(f"{name}: members {sorted(diverged)} diverged ({diverged[first]})")
+
+
+def blowup_norm(plan) -> float:
+    from dlnlab.lab.series import _blowup_norm
+
+    return _blowup_norm(plan)
+
+
+def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -> None:
+    """Each member's entry as an SGD member's at the same learning rate (diverged, or unstable where the
+    loss stays up above the GD threshold: :func:`dlnlab.lab.summary.finish_sgd_entry`), then the
+    aggregate; the series is diverged or unstable when every member is."""
+    lr = entry["sme_lr"]
+    levels = plan.problem.plateau_levels(Layout(tuple(plan.cfg.model.dims)).r_max)
+    members = []
+    for e, seeds in enumerate(plan.seeds.members):
+        sub = {"lr": lr, "momentum": 0.0, "status": Status.OK, "message": "", "steps": None}
+        if e in diverged:
+            sub.update(status=Status.DIVERGED, message=diverged[e])
+        own = member_arrays(arrays, e)
+        finish_sgd_entry(sub, own, lr, levels, plan.gd_threshold, None)
+        finite = own["loss"][np.isfinite(own["loss"])]
+        sub["final_loss"] = float(finite[-1]) if len(finite) else None
+        members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds})
+    _aggregate(entry, members)
+    entry.update(t_stop=float(arrays["t"][-1]), plateaus=[], diverged=all(m["diverged"] for m in members))
+    statuses = {m["status"] for m in members}
+    if entry["status"] == Status.OK and len(statuses) == 1 and statuses <= {Status.DIVERGED, Status.UNSTABLE}:
+        entry.update(
+            status=statuses.pop(), message=f"every member {members[0]['status']}: {members[0]['message']}"
+        )
+    elif entry["status"] == Status.OK and statuses != {Status.OK}:
+        gone = [i for i, m in enumerate(members) if m["status"] != Status.OK]
+        kinds = ", ".join(sorted(str(s) for s in statuses - {Status.OK}))
+        entry["message"] = f"members {gone} are {kinds}; {entry['message']}"
+
+
+def _closer(state, ctx, name: str, rec, diverged: dict[int, str]) -> Callable[[], None]:
     from dlnlab.lab.series import close_recorder
 
     def close() -> None:
@@ -80,17 +161,6 @@ def _closer(state, ctx, name: str, rec) -> Callable[[], None]:
             arrays = {}
         state.arrays[name] = arrays
         if members_of(arrays):
-            t = arrays["t"]
-            members = [
-                {
-                    "status": Status.OK,
-                    "final_loss": float(arrays["loss"][e][-1]),
-                    "message": "",
-                    "seeds": seeds,
-                }
-                for e, seeds in enumerate(state.plan.seeds.members)
-            ]
-            _aggregate(entry, members)
-            entry.update(t_stop=float(t[-1]), plateaus=[], diverged=False)
+            _finish_members(entry, arrays, state.plan, diverged)
 
     return close
