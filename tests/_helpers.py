@@ -28,4 +28,4 @@ class TopLayerNorm(GridPointCallback):
     """The README's example of a user metric: ||W_h||_F at every grid point."""
 
     def on_grid_point(self, point, logger):
-        logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.m)
+        logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step)

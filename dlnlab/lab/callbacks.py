@@ -7,7 +7,7 @@ every grid point of every series, the flow's too, and logs through the series' l
 
     class TopLayerNorm(GridPointCallback):
         def on_grid_point(self, point, logger):
-            logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.m)
+            logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step)
 
     python scripts/train.py +callbacks.top._target_=mypackage.TopLayerNorm
 """
@@ -28,8 +28,9 @@ __all__ = ["GridPoint", "GridPointCallback", "MetricsCallback"]
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One recorded point of a series: grid index m (the logger's step), exact time t, SGD step (None
-    for the flow), theta (p,), and what a metric needs to read it."""
+    """One recorded point of a series: grid index m, exact time t, SGD step (None for the flow), theta
+    (p,), what a metric needs to read it, and ``log_step``, the logger's step of that grid point (round(1000
+    t_m): TensorBoard's x axis is the flow time, docs/tensorboard.md)."""
 
     series: str
     m: int
@@ -38,6 +39,7 @@ class GridPoint:
     theta: Tensor
     dims: tuple[int, ...]
     problem: RegressionProblem
+    log_step: int
 
     @property
     def weights(self) -> list[Tensor]:
@@ -49,10 +51,12 @@ def _points(module, since: int | None) -> list[GridPoint]:
     """The module's snapshots after step ``since``, as grid points."""
     return [
         GridPoint(
-            module.series_name, module.step_to_grid[k], k * module.tau, k, theta, module.dims, module.problem
-        )
+            module.series_name, m, k * module.tau, k, theta, module.dims, module.problem,
+            round(m * module.step_per_grid),
+        )  # fmt: skip
         for k, theta in module.new_snapshots
         if since is None or k > since
+        for m in (module.step_to_grid[k],)
     ]
 
 

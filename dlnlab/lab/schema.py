@@ -177,7 +177,7 @@ class LogConfig:
     analysis_points: int = 100  # Hessian extremes on about this many grid points per series (0: off)
     sv_A_top: int = 32
     hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense eigensolver up to this many weights, Lanczos above
-    tb_max_points: int = 10_000  # every grid point goes to the logger up to this many; above, bucket extremes
+    tb_max_points: int = 1000  # per tag, TensorBoard's default keeps 1000; above, each bucket's extremes
     figures: bool = True
     save_theta: bool = True
     theta_max_mb: float = 256.0  # theta of one series up to this size; above, on a sub-grid (theta_sub)
