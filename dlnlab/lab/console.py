@@ -98,8 +98,10 @@ def _table(summary: dict) -> list[str]:
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
         work = e.get("nfe") if e["lr"] is None else e.get("steps")
-        if e["lr"] is None:
-            dist = "(reference)" if name == "flow" else "(a flow)"
+        if name == "flow":
+            dist = "(reference)"
+        elif name.startswith(("modflow_", "sme_")):
+            dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
         else:
             dist = fmt(e.get("max_dist_to_flow")) if e.get("max_dist_to_flow") is not None else "(no flow)"
         wall = e.get("wall_time_s")

@@ -11,7 +11,7 @@ defaults cannot mislead:
   above it each bucket's minimum and maximum (:class:`Thinner`), so peaks survive.
 * **"Ignore outliers" cannot hide an extreme.** It scales a chart to the 5-95 % quantiles of all the
   points drawn. Where an extreme is the reading (the distance to the flow's maximum, the number the
-  convergence order is fitted to; lambda_min's minimum), the series also logs that extreme as a
+  convergence order is fitted to), the series also logs that extreme as a
   constant line over the whole horizon (:func:`extreme_lines`); the loss chart carries the plateau
   levels L*_r the same way. A constant line holds 1000 points, so the extreme is inside the range.
 * **Log axes by tag**: quantities that span decades are logged as log10 (``.../log10_*``).
@@ -67,9 +67,10 @@ def step_scale(dt: float) -> float:
 
 
 def x_label(dt: float) -> str:
-    """How to read the x axis: 'x: t (50k = t 50)'."""
-    unit = {1e3: "k", 1e6: "M", 1e9: "G"}.get(round(step_scale(dt) / dt), "k")
-    return f"x: flow time t (50{unit} = t 50)"
+    """How to read the x axis: 'x: 1000 t (1k is t = 1)'."""
+    n = round(step_scale(dt) / dt)
+    unit = {1000: "k", 10**6: "M", 10**9: "G"}.get(n, "k")
+    return f"x: {n} t, so 1{unit} is t = 1"
 
 
 def _log10(x) -> np.ndarray:
@@ -193,7 +194,7 @@ def _nanquantiles(x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-EXTREMES = {"dist/log10_flow": "max", "dist/log10_modified": "max", "curvature/lambda_min": "min"}
+EXTREMES = {"dist/log10_flow": "max", "dist/log10_modified": "max"}
 
 
 def extreme_lines(extremes: Mapping[str, float], steps: list[int]) -> list[tuple[int, dict[str, float]]]:
@@ -282,9 +283,7 @@ def tensorboard_layout(run: RunCharts) -> dict:
         main["log10 sharpness (top Hessian eigenvalue) and 2/eta"] = _chart(
             "curvature/log10_sharpness", "curvature/log10_two_over_lr"
         )
-        main["Hessian lambda_min, and its minimum as a line"] = _chart(
-            "curvature/lambda_min", "curvature/lambda_min_min"
-        )
+        main["Hessian lambda_min (< 0 near a strict saddle)"] = _chart("curvature/lambda_min")
     main["log10 ||grad L|| (small on a plateau)"] = _chart("saddle/log10_grad_norm")
     main["log10 distance to the nearest critical map P*_r"] = _chart("saddle/log10_dist_best_rank")
     main["log10 conservation-law drift max_j ||C_j(t) - C_j(0)||"] = _chart("conservation/log10_drift")
