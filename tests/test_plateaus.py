@@ -14,6 +14,7 @@ import pytest
 from _saddle_helpers import (
     FIG1,
     PLATEAU_KEYS,
+    arrays_of,
     fig1_setting,
     gd_arrays,
     net,
@@ -21,7 +22,7 @@ from _saddle_helpers import (
     small_problem,
 )
 
-from dlnlab import init, saddles
+from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
@@ -230,6 +231,29 @@ def test_without_theta_classifies_the_constructed_critical_point():
     for p in plats:
         assert p.evidence["source"] == "constructed" and p.t_closest is None
         assert p.label == "non-strict" and p.evidence["three_rank_r_layers"]
+
+
+def test_a_core_trajectory_goes_to_plateaus_in_one_call():
+    """dlnlab.analyze_trajectory: a flow from the core, straight to its classified plateaus; the same
+    plateaus as the recorder's arrays give, and exits at the reference mode solution's half-times."""
+    import dlnlab
+
+    pr = small_problem()
+    h, u0 = 3, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    traj = flow.integrate(
+        pr, dims, theta0, flow.time_grid(t_max, dt=0.05), flow.Solver("lsoda", rtol=1e-10, atol=1e-12)
+    )
+    plats = dlnlab.analyze_trajectory(pr, dims, traj)
+    modes = [p.exit_mode for p in plats]  # mode 2's plateau is shorter than the detector's minimum here
+    assert modes[0] == 0 and modes == sorted(modes) and all(p.label == "non-strict" for p in plats)
+    for p in plats:
+        half = mode_half_time(float(pr.modes[p.exit_mode]), u0, h)
+        assert p.t_exit == pytest.approx(half, rel=2e-3)
+    again = saddles.analyze_series(pr, dims, arrays_of(pr, dims, traj.t, traj.theta))
+    assert [p.to_dict() for p in again] == [p.to_dict() for p in plats]
 
 
 def test_analyze_run_saddles_fills_summary():

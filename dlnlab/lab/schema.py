@@ -58,6 +58,8 @@ __all__ = [
     "describe_omegaconf_error",
 ]
 
+FIGURE1_DIMS = (11, 6, 6, 6, 6, 4)  # conf/model/figure1.yaml: a plain dict's default net
+
 # Enum members are spelt as the user types them (OmegaConf matches a string to a member's name).
 DataKind = Enum("DataKind", {k: k for k in ("teacher", "file")})
 InitKind = Enum("InitKind", {k: k for k in ("gaussian", "orthogonal", "balanced", "aligned", "file")})
@@ -277,6 +279,16 @@ def _option_node(value: Any, options: Mapping[str, type], group: str) -> Any:
         return value
     kind = value.get("kind")
     kind = getattr(kind, "name", kind)
+    if kind is None:  # no kind: the default option, or the one option whose keys these are
+        fits = [k for k, cls in options.items() if set(value) <= {f.name for f in dataclasses.fields(cls)}]
+        default = next(iter(options))
+        kind = default if default in fits else fits[0] if len(fits) == 1 else None
+        if kind is None:
+            raise ConfigError(
+                f"{group}.kind: missing, and the keys {', '.join(sorted(value))} fit "
+                f"{' and '.join(fits) if fits else 'no option'}; give {group}.kind, one of: {', '.join(options)}"
+            )
+        value = {**value, "kind": kind}
     if kind not in options:
         raise ConfigError(f"{group}.kind: unknown value {kind!r}; allowed: {', '.join(options)}")
     return OmegaConf.merge(OmegaConf.structured(options[kind]), value)
@@ -309,6 +321,10 @@ def unknown_key_message(full_key: str, allowed: list[str]) -> str:
 def typed_config(cfg: Any) -> TrainConfig:
     """Merge ``cfg`` onto the schema and return the resolved :class:`TrainConfig`.
 
+    A plain dict gets what the command line's defaults choose where it says nothing: the Figure 1 net
+    (``model.dims``), ``data`` a teacher and ``init`` gaussian; a ``data`` or ``init`` without ``kind``
+    is that default option, or the one option whose keys it has (``{"path": ...}`` is a file).
+
     Raises ConfigError (naming the key) for a wrong type, an unknown key, a missing value or an
     interpolation that does not resolve.
     """
@@ -319,9 +335,10 @@ def typed_config(cfg: Any) -> TrainConfig:
             if not isinstance(cfg, Mapping):
                 raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
             cfg = dict(cfg)
+            # what conf/train.yaml's defaults list chooses: the Figure 1 net, a teacher, gaussian init
+            cfg["model"] = {"dims": list(FIGURE1_DIMS), **dict(cfg.get("model") or {})}
             for group, options in (("data", DATA_OPTIONS), ("init", INIT_OPTIONS)):
-                if group in cfg:
-                    cfg[group] = _option_node(cfg[group], options, group)
+                cfg[group] = _option_node(cfg.get(group) or {}, options, group)
             cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
         bad = _unknown_keys(cfg)
         if bad:

@@ -27,6 +27,7 @@ from dlnlab.saddles.plateaus import Plateau, PlateauThresholds, detect_plateaus,
 from dlnlab.saddles.report import (
     analyze_run_saddles,
     analyze_series,
+    analyze_trajectory,
     exits_vs_reference,
 )
 
@@ -45,4 +46,5 @@ __all__ = [
     "analyze_series",
     "exits_vs_reference",
     "analyze_run_saddles",
+    "analyze_trajectory",
 ]

@@ -17,7 +17,7 @@ import torch
 
 from dlnlab._util import jsonable, warn
 from dlnlab.analysis import DENSE_HESSIAN_MAX
-from dlnlab.metrics import theta_rows
+from dlnlab.metrics import SeriesMetrics, theta_rows
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, SaddleClassification, classify_saddle
@@ -29,8 +29,9 @@ from dlnlab.saddles.plateaus import (
     _modes_np,
     detect_plateaus,
 )
+from dlnlab.trajectory import Trajectory
 
-__all__ = ["analyze_series", "exits_vs_reference", "analyze_run_saddles"]
+__all__ = ["analyze_series", "analyze_trajectory", "exits_vs_reference", "analyze_run_saddles"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,6 +74,26 @@ def analyze_series(
     if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
         theta = None
     return [_classified(p, problem, layout, t, have, theta, tolerances) for p in plats]
+
+
+def analyze_trajectory(
+    problem: RegressionProblem,
+    dims,
+    trajectory: Trajectory,
+    *,
+    thresholds: PlateauThresholds | None = None,
+    tolerances: ClassifyTolerances | None = None,
+    classify: bool = True,
+) -> list[Plateau]:
+    """Plateaus of a core trajectory (``dlnlab.integrate`` or ``dlnlab.gd``, one net), each classified:
+    the loss, gradient norm and mode strengths it needs are computed here from ``trajectory.theta``
+    (:class:`dlnlab.metrics.SeriesMetrics`, as the lab records them), then :func:`analyze_series`."""
+    theta = trajectory.theta.detach().to(torch.float64).cpu()
+    if theta.ndim != 2:
+        raise ValueError(f"trajectory.theta: one net's (T, p) states expected, got shape {tuple(theta.shape)}")
+    metrics = SeriesMetrics(problem, dims, theta[0], save_theta=True)
+    arrays = metrics.compute(list(range(len(theta))), trajectory.t.to(torch.float64).cpu(), theta, [None] * len(theta))
+    return analyze_series(problem, dims, arrays, thresholds=thresholds, tolerances=tolerances, classify=classify)
 
 
 def _classified(p: Plateau, problem, layout, t, have, theta, tolerances) -> Plateau:
