@@ -73,12 +73,13 @@ EnsembleVary = Enum("EnsembleVary", {k: k for k in ("both", "sgd")})  # what dif
 class ModelConfig:
     """The network's widths [d_x, d_1, ..., d_{h-1}, d_y]; the depth is h = len(dims) - 1."""
 
+    # widths [d_x, d_1, ..., d_y]; depth h = len - 1 >= 1, all > 0 (model=figure1: [11,6,6,6,6,4], model=tiny: [4,3,3,2])
     dims: list[int] = MISSING
 
 
 @dataclass
 class DataConfig:
-    kind: DataKind = MISSING
+    kind: DataKind = MISSING  # set by the option: data=teacher or data=file
 
 
 @dataclass
@@ -86,11 +87,12 @@ class TeacherData(DataConfig):
     """Y = T X from a teacher T = U [diag(s) | 0] V^T with Haar-random U, V."""
 
     kind: DataKind = DataKind.teacher
+    # the teacher's singular values (at most min(d_x, d_y), >= 0); its singular vectors are random (data.seed)
     singular_values: list[float] = field(default_factory=lambda: [4.0, 3.0, 2.0, 1.0])
-    n_samples: int = 110
-    whiten: bool = True  # exactly whitened inputs X = sqrt(N) Q^T (needs n_samples >= d_x)
+    n_samples: int = 110  # N
+    whiten: bool = True  # exactly whitened inputs X = sqrt(N) Q^T (needs N >= d_x); false: i.i.d. Gaussian
     noise: float = 0.0  # std of Gaussian label noise
-    seed: int | None = None  # null: derived from the top-level seed
+    seed: int | None = None  # data seed (null: derived from seed)
 
 
 @dataclass
@@ -98,12 +100,12 @@ class FileData(DataConfig):
     """X (d_x x N) and Y (d_y x N) from an .npz file."""
 
     kind: DataKind = DataKind.file
-    path: str = MISSING
+    path: str = MISSING  # an .npz with X (d_x x N) and Y (d_y x N), real numbers (docs/cli.md: what is refused)
 
 
 @dataclass
 class InitConfig:
-    kind: InitKind = MISSING
+    kind: InitKind = MISSING  # set by the option: init=gaussian, orthogonal, balanced, aligned or file
 
 
 @dataclass
@@ -111,8 +113,8 @@ class GaussianInit(InitConfig):
     """W_j with i.i.d. N(0, scale^2) entries."""
 
     kind: InitKind = InitKind.gaussian
-    scale: float = 0.1
-    seed: int | None = None
+    scale: float = 0.1  # gaussian: the std of each entry; orthogonal: every singular value of each layer
+    seed: int | None = None  # init seed (null: derived from seed)
 
 
 @dataclass
@@ -120,8 +122,8 @@ class OrthogonalInit(InitConfig):
     """W_j = scale x a Haar semi-orthogonal matrix."""
 
     kind: InitKind = InitKind.orthogonal
-    scale: float = 0.1
-    seed: int | None = None
+    scale: float = 0.1  # every singular value of each layer
+    seed: int | None = None  # init seed (null: derived from seed)
 
 
 @dataclass
@@ -129,8 +131,9 @@ class BalancedInit(InitConfig):
     """0-balanced factorisation of a random map with singular values u0 (a number or a list)."""
 
     kind: InitKind = InitKind.balanced
+    # balanced, aligned: the end-to-end map's strength, a number or one value per mode (aligned: < 0 is the stable branch)
     u0: Any = 0.001
-    seed: int | None = None
+    seed: int | None = None  # init seed (null: derived from seed)
 
 
 @dataclass
@@ -138,8 +141,8 @@ class AlignedInit(InitConfig):
     """Data mode k starts at product strength u0_k (a number or one per mode; negative: stable branch)."""
 
     kind: InitKind = InitKind.aligned
-    u0: Any = 0.001
-    seed: int | None = None
+    u0: Any = 0.001  # each mode's product strength, a number or one per mode (< 0: the stable branch)
+    seed: int | None = None  # init seed (null: derived from seed)
 
 
 @dataclass
@@ -147,43 +150,48 @@ class FileInit(InitConfig):
     """The user's own weights from an .npz: W_1 .. W_h, or A0 (the n x n adjacency)."""
 
     kind: InitKind = InitKind.file
+    # an .npz with W_1 .. W_h (W_j of shape d_j x d_{j-1}; W1 also accepted) or A0 (n x n, zero outside the blocks); a run's problem.npz restarts from its weights
     path: str = MISSING
 
 
 @dataclass
 class FlowConfig:
     t_max: float = 300.0  # horizon of the flow and of every SGD series
-    method: FlowMethod = FlowMethod.auto  # lsoda, cvode or dopri5 by a cost model (dlnlab/lab/choose.py)
-    rtol: float = DEFAULT_RTOL
-    atol: float = DEFAULT_ATOL
-    step_size: float | None = None  # fixed-step methods only
-    modified: bool = False  # also GD's modified flow at each learning rate (series modflow_lr_<lr>)
-    max_nfe: int | None = None  # budget of right-hand-side evaluations
+    # auto: the cheapest of lsoda, cvode and rk45 by a cost model of the net's shapes, the same on every machine (dlnlab/lab/choose.py, docs/performance.md); lsoda, bdf, radau: scipy with the exact Jacobian; cvode: SUNDIALS BDF with GMRES on Hessian-vector products; rk45: dlnlab's Dormand-Prince; the rest are torchdiffeq's
+    method: FlowMethod = FlowMethod.auto
+    rtol: float = DEFAULT_RTOL  # relative tolerance, at most 1e-3 (docs/benchmarks/flow.md chose the default)
+    atol: float = DEFAULT_ATOL  # absolute tolerance, at most 1e-3
+    step_size: float | None = None  # fixed-step methods only: at most the horizon and the stability bound
+    modified: bool = False  # also GD's modified flow at each learning rate (series modflow_lr_<lr>); full-batch GD only
+    max_nfe: int | None = None  # budget of right-hand-side evaluations; past it, a solver failure (recorded)
 
 
 @dataclass
 class SGDConfig:
-    lrs: list[float] = field(default_factory=lambda: [0.01, 0.005, 0.0025])  # [] runs the flow only
-    batch_size: int | None = None  # null: full batch
-    sampling: Sampling = Sampling.with_replacement
-    momentum: float = 0.0  # heavy ball; the series runs on the time scale t = k lr / (1 - momentum)
-    seed: int | None = None  # minibatch generator (null: derived from the top-level seed)
-    blowup: float = 1000.0  # diverged when ||A||_F > blowup * (||A0||_F + ||A_balanced_min||_F)
-    order_fit: int = 3  # convergence order over this many smallest non-diverged learning rates
-    sme: bool = False  # also the stochastic modified equation's ensemble per learning rate (sme_lr_<lr>)
+    # learning rates, any order, distinct, > 0; [] runs the flow alone
+    lrs: list[float] = field(default_factory=lambda: [0.01, 0.005, 0.0025])
+    batch_size: int | None = None  # null: full-batch GD; else the minibatch size (without replacement: at most N)
+    sampling: Sampling = Sampling.with_replacement  # without_replacement: consecutive slices of fresh permutations
+    momentum: float = 0.0  # heavy ball beta in [0, 1); a step stands for time lr / (1 - beta)
+    seed: int | None = None  # minibatch seed (null: derived from seed)
+    blowup: float = 1000.0  # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite
+    order_fit: int = 3  # the convergence order is fitted over this many smallest non-diverged learning rates (>= 3)
+    sme: bool = False  # with an ensemble and minibatches: the SME's ensemble at each learning rate too (sme_lr_<lr>)
 
 
 @dataclass
 class LogConfig:
-    dt: float = 0.1  # the grid t_m = m dt
-    analysis_points: int = 100  # Hessian extremes on about this many grid points per series (0: off)
-    sv_A_top: int = 32
-    hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense eigensolver up to this many weights, Lanczos above
-    tb_max_points: int = 1000  # per tag, TensorBoard's default keeps 1000; above, each bucket's extremes
-    figures: bool = True
-    save_theta: bool = True
-    theta_max_mb: float = 256.0  # theta of one series up to this size; above, on a sub-grid (theta_sub)
-    progress: ProgressMode = ProgressMode.auto
+    dt: float = 0.1  # the time grid t_m = m dt (at most flow.t_max)
+    # Hessian lambda_min and sharpness on up to this many grid points per series (0: off), fewer where they would cost more than a quarter of the run
+    analysis_points: int = 100
+    sv_A_top: int = 32  # how many singular values of A to record
+    hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense Hessian eigensolver up to this many weights, warm-started Lanczos above
+    # points per tag sent to TensorBoard: every grid point up to this many, above it each bucket's minimum and maximum; TensorBoard keeps 1000 per tag unless told otherwise (docs/tensorboard.md)
+    tb_max_points: int = 1000
+    figures: bool = True  # write figures/ (and the images to TensorBoard)
+    save_theta: bool = True  # store theta in each series npz
+    theta_max_mb: float = 256.0  # theta of one series up to this size; above it every k-th grid point (theta_sub, theta_grid_index)
+    progress: ProgressMode = ProgressMode.auto  # a progress bar on a terminal (auto), always or never
 
 
 @dataclass
@@ -191,18 +199,18 @@ class LimitsConfig:
     """Refuse impossible work before it starts; raise a limit to mean it."""
 
     # counts are floats so that limits.sgd_steps=1e9 reads as it is written
-    grid_points: float = 1e6  # flow.t_max / log.dt + 1
-    sgd_steps: float = 1e8  # steps of one SGD series
-    flow_nfe: float = 1e8  # estimated evaluations of an explicit flow method
-    memory_gb: float = 8.0  # estimated peak memory of the run
-    series_file_gb: float = 2.0  # size of one series npz
+    grid_points: float = 1e6  # refused above: the grid's points flow.t_max / log.dt + 1
+    sgd_steps: float = 1e8  # refused above: the steps of one SGD series, flow.t_max / tau
+    flow_nfe: float = 1e8  # refused above: the flow's estimated right-hand-side evaluations
+    memory_gb: float = 8.0  # refused above: the run's estimated peak memory
+    series_file_gb: float = 2.0  # refused above: the estimated size of one series npz
 
 
 @dataclass
 class CheckpointConfig:
     """Lightning checkpoints of the running SGD series (``checkpoints/<series>.ckpt``), for ``resume``."""
 
-    enabled: bool = True
+    enabled: bool = True  # checkpoint the running SGD series (checkpoints/<series>.ckpt), for resume=<run dir>
     every_s: float = 60.0  # wall-clock seconds between checkpoints; one more when a signal stops it
 
 
@@ -210,8 +218,9 @@ class CheckpointConfig:
 class EnsembleConfig:
     """B copies of the run that differ in their init and minibatch seeds, stepped together as one batch."""
 
-    size: int = 1  # 1: one net (series files without a member axis)
-    vary: EnsembleVary = EnsembleVary.both  # sgd: one init for all, only the minibatch seeds differ
+    size: int = 1  # E > 1: E copies stepped together (series files get a member axis); 1: one net
+    # both: init and minibatch seeds differ; sgd: one init for all, only the minibatches (the SGD noise alone: strong and weak errors)
+    vary: EnsembleVary = EnsembleVary.both
 
 
 @dataclass
@@ -225,7 +234,7 @@ class TrainConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
-    # A Lightning logger ({_target_: ..., options}; conf/logger/), made per series; null: none.
+    # the Lightning logger of every series (conf/logger/): logger=tensorboard (the command line's default), csv, none, or any Lightning logger by its _target_; a plain dict's default is none
     logger: Any = None
     # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also
     # see the flow's grid points.
