@@ -1,4 +1,4 @@
-"""scripts/tensorboard.py: several runs in one TensorBoard, each named by its overrides (TensorBoard's own
+"""scripts/tb.py: several runs in one TensorBoard, each named by its overrides (TensorBoard's own
 --logdir_spec parser reads what it builds)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_runs_are_named_by_their_overrides(tmp_path):
 
 def test_the_script_refuses_a_path_without_runs_in_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "tensorboard.py"), str(tmp_path), "--print"],
+        [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path), "--print"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.startswith("error: paths: no run directory")

@@ -22,7 +22,7 @@ from torch import Tensor
 from dlnlab.lab import signals
 from dlnlab.lab.logging import fresh_copy, writes_concurrently
 from dlnlab.lab.rundir import save_npz
-from dlnlab.lab.tags import EXTREMES, TagPlan, Thinner, extreme_lines, series_tags
+from dlnlab.lab.tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 
 __all__ = ["SeriesRecorder", "open_recorder"]
@@ -90,7 +90,7 @@ class SeriesRecorder:
         if logger is not None and initial.get("grid_index") is not None and len(initial["grid_index"]):
             # a resumed series: its extremes so far, and the steps its lines cover (one per bucket)
             for tags_row in series_tags(initial, tags):
-                self._note_extremes(tags_row)
+                note_extremes(self._extremes, tags_row)
             self._logged_steps = [tags.step(int(m)) for m in initial["grid_index"][:: self.thinner.bucket]]
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
@@ -118,14 +118,8 @@ class SeriesRecorder:
             self._chunks.setdefault(key, []).append(val)
         if self.logger is not None:
             for m, tags in zip(ms, series_tags(values, self.tags)):
-                self._note_extremes(tags)
+                note_extremes(self._extremes, tags)
                 self._log(self.thinner.add(m, tags))
-
-    def _note_extremes(self, tags: dict[str, float]) -> None:
-        for tag, kind in EXTREMES.items():
-            if tag in tags:
-                old = self._extremes.get(tag, tags[tag])
-                self._extremes[tag] = max(old, tags[tag]) if kind == "max" else min(old, tags[tag])
 
     def _log(self, rows: list[tuple[int, dict[str, float]]], grid: bool = True) -> None:
         """Log rows (grid index m, tags) at the series' steps (``grid=False``: rows already at steps)."""

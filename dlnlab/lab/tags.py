@@ -11,7 +11,7 @@ defaults cannot mislead:
   above it each bucket's minimum and maximum (:class:`Thinner`), so peaks survive.
 * **"Ignore outliers" cannot hide an extreme.** It scales a chart to the 5-95 % quantiles of all the
   points drawn. Where an extreme is the reading (the distance to the flow's maximum, the number the
-  convergence order is fitted to), the series also logs that extreme as a
+  convergence order is fitted to; lambda_min's range), the series also logs that extreme as a
   constant line over the whole horizon (:func:`extreme_lines`); the loss chart carries the plateau
   levels L*_r the same way. A constant line holds 1000 points, so the extreme is inside the range.
 * **Log axes by tag**: quantities that span decades are logged as log10 (``.../log10_*``).
@@ -37,6 +37,7 @@ __all__ = [
     "Thinner",
     "series_tags",
     "extreme_lines",
+    "note_extremes",
     "step_scale",
     "tensorboard_layout",
     "x_label",
@@ -194,13 +195,29 @@ def _nanquantiles(x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-EXTREMES = {"dist/log10_flow": "max", "dist/log10_modified": "max"}
+# The extremes drawn as lines: the distances' maxima (the number the order is fitted to), and lambda_min's
+# whole range (its dips at the saddle escapes are few points: without both lines the outlier trimming
+# cuts them, with only the minimum it cuts the rest of the curve).
+EXTREMES = {
+    "dist/log10_flow": ("max",),
+    "dist/log10_modified": ("max",),
+    "curvature/lambda_min": ("min", "max"),
+}
+
+
+def note_extremes(extremes: dict[str, float], tags: Mapping[str, float]) -> None:
+    """Update ``{<tag>_<kind>: value}`` with a row of tags."""
+    for tag, kinds in EXTREMES.items():
+        if tag in tags:
+            for kind in kinds:
+                key, pick = f"{tag}_{kind}", max if kind == "max" else min
+                extremes[key] = pick(extremes.get(key, tags[tag]), tags[tag])
 
 
 def extreme_lines(extremes: Mapping[str, float], steps: list[int]) -> list[tuple[int, dict[str, float]]]:
-    """Rows that draw each extreme (``{tag: value}``, e.g. the largest log10 distance to the flow) as a
-    constant line ``<tag>_max`` / ``<tag>_min`` at every logged step (see the module's docstring)."""
-    row = {f"{tag}_{EXTREMES[tag]}": v for tag, v in extremes.items() if math.isfinite(v)}
+    """Rows that draw each extreme (``{<tag>_<kind>: value}``, e.g. ``dist/log10_flow_max``) as a constant
+    line at every logged step (see the module's docstring)."""
+    row = {key: v for key, v in extremes.items() if math.isfinite(v)}
     return [(s, dict(row)) for s in steps] if row else []
 
 
@@ -283,7 +300,9 @@ def tensorboard_layout(run: RunCharts) -> dict:
         main["log10 sharpness (top Hessian eigenvalue) and 2/eta"] = _chart(
             "curvature/log10_sharpness", "curvature/log10_two_over_lr"
         )
-        main["Hessian lambda_min (< 0 near a strict saddle)"] = _chart("curvature/lambda_min")
+        main["Hessian lambda_min (< 0 near a strict saddle), and its range as lines"] = _chart(
+            "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
+        )
     main["log10 ||grad L|| (small on a plateau)"] = _chart("saddle/log10_grad_norm")
     main["log10 distance to the nearest critical map P*_r"] = _chart("saddle/log10_dist_best_rank")
     main["log10 conservation-law drift max_j ||C_j(t) - C_j(0)||"] = _chart("conservation/log10_drift")

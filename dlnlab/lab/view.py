@@ -1,4 +1,4 @@
-"""Several runs in one TensorBoard, each named by its config: ``scripts/tensorboard.py``.
+"""Several runs in one TensorBoard, each named by its config: ``scripts/tb.py``.
 
 ``tensorboard --logdir outputs/`` names a run by its path (``2026-12-06/14-35-00/tensorboard/flow``),
 which says nothing of its config. TensorBoard's own ``--logdir_spec name:path,...`` names each run

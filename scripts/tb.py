@@ -1,6 +1,6 @@
 """TensorBoard over several runs, each named by the overrides it was started with.
 
-    python scripts/tensorboard.py outputs/2026-12-06 outputs/multirun/2026-12-06/15-00-00 [--print]
+    python scripts/tb.py outputs/2026-12-06 outputs/multirun/2026-12-06/15-00-00 [--print]
 
 finds every run directory at or below the paths and starts ``tensorboard --logdir_spec`` with each run
 named by its overrides (``--print``: print the command instead). Then open
