@@ -28,3 +28,19 @@ def test_every_schema_key_says_what_it_means():
                 if not docs.get(f.name):
                     missing.append(f"{prefix}.{f.name}" if prefix else f.name)
     assert not missing, f"schema fields without a comment: {missing}"
+
+
+def test_no_script_shadows_an_installed_module():
+    """``python scripts/x.py`` puts scripts/ first on sys.path: a script named like a package it imports
+    (tensorboard.py, hydra.py, ...) would be imported in its place."""
+    import importlib.util
+    import sys
+
+    path = [p for p in sys.path if Path(p or ".").resolve() != (ROOT / "scripts").resolve()]
+    clashes = [
+        s.stem
+        for s in (ROOT / "scripts").glob("*.py")
+        if importlib.machinery.PathFinder.find_spec(s.stem, path)
+    ]
+    assert not clashes, clashes
+    assert importlib.util.find_spec("tensorboard") is not None  # the check can see installed packages
