@@ -164,7 +164,7 @@ def test_the_logger_is_chosen_in_the_config(tmp_path):
 def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
     out = tmp_path / "run"
     res = run(
-        make_cfg([*TINY, "logger=tensorboard", "+callbacks.top._target_=_helpers.TopLayerNorm"]),
+        make_cfg([*TINY, "logger=tensorboard", "+callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm"]),
         output_dir=out,
     )
     assert res.exit_code == 0
@@ -180,3 +180,30 @@ def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
         )
     with pytest.raises(ConfigError, match=r"^callbacks.bad._target_: cannot import 'nope.Nope'"):
         run(make_cfg([*TINY, "+callbacks.bad._target_=nope.Nope"]), output_dir=tmp_path / "bad")
+
+
+def test_a_metric_of_ones_own_runs_as_the_docs_say(tmp_path):
+    """docs/guide.md: a GridPointCallback in ./mymetrics.py, run with PYTHONPATH=. through the CLI."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mymetrics.py").write_text(
+        "from dlnlab.lab.callbacks import GridPointCallback\n\n"
+        "class MyMetric(GridPointCallback):\n"
+        "    def on_grid_point(self, point, logger):\n"
+        "        logger.log_metrics({'custom/t': point.t}, step=point.log_step)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "scripts" / "train.py"), "experiment=tiny", "flow.t_max=0.5", "sgd.lrs=[0.05]",
+           "log.figures=false", "logger=csv", "+callbacks.mine._target_=mymetrics.MyMetric", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "sgd_lr_0.05" / "metrics.csv").open()))
+    assert [float(r["custom/t"]) for r in rows if r.get("custom/t")] == pytest.approx(
+        [0.05 * k for k in range(11)]
+    )

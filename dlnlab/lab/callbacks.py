@@ -5,11 +5,12 @@ After every chunk of steps the module holds the snapshots of theta taken at the 
 logger, npz). A user adds a metric with a :class:`GridPointCallback`: its ``on_grid_point`` sees
 every grid point of every series, the flow's too, and logs through the series' logger:
 
-    class TopLayerNorm(GridPointCallback):
+    class TopLayerNorm(GridPointCallback):  # shipped here as the example: dlnlab.lab.callbacks.TopLayerNorm
         def on_grid_point(self, point, logger):
             logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step)
 
-    python scripts/train.py +callbacks.top._target_=mypackage.TopLayerNorm
+    python scripts/train.py +callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm
+    PYTHONPATH=. python scripts/train.py +callbacks.mine._target_=mymetrics.MyMetric   # yours, in ./mymetrics.py
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 from dlnlab.network import unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback"]
+__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback", "TopLayerNorm"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,13 @@ def _points(module, since: int | None) -> list[GridPoint]:
     """The module's snapshots after step ``since``, as grid points."""
     return [
         GridPoint(
-            module.series_name, m, k * module.tau, k, theta, module.dims, module.problem,
+            module.series_name,
+            m,
+            k * module.tau,
+            k,
+            theta,
+            module.dims,
+            module.problem,
             round(m * module.step_per_grid),
         )  # fmt: skip
         for k, theta in module.new_snapshots
@@ -81,6 +88,17 @@ class GridPointCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._drain(trainer, pl_module)
+
+
+class TopLayerNorm(GridPointCallback):
+    """The example of a metric of one's own: ||W_h||_F at every grid point of every series, as the tag
+    ``custom/top_layer_norm`` (``+callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm``)."""
+
+    def on_grid_point(self, point: GridPoint, logger: Any) -> None:
+        if logger is not None:
+            logger.log_metrics(
+                {"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step
+            )
 
 
 class MetricsCallback(L.Callback):
