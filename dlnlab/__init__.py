@@ -51,6 +51,7 @@ _EXPORTS = {
     "dlnlab.saddles": [
         "detect_plateaus",
         "analyze_series",
+        "analyze_trajectory",
         "Plateau",
         "critical_point",
         "classify_saddle",

@@ -19,13 +19,3 @@ def bad_argument(argument: str, match: str = ""):
         yield info
     assert info.value.argument == argument, (info.value.argument, str(info.value))
     assert not CONFIG_KEY.search(str(info.value)), f"a core error names a config key: {info.value}"
-
-
-from dlnlab.lab.callbacks import GridPointCallback  # noqa: E402
-
-
-class TopLayerNorm(GridPointCallback):
-    """The README's example of a user metric: ||W_h||_F at every grid point."""
-
-    def on_grid_point(self, point, logger):
-        logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.m)

@@ -75,27 +75,28 @@ def test_any_member_rerun_alone_gives_the_same_series(ensemble, tmp_path):
 
 
 def test_tensorboard_shows_the_mean_and_the_spread(ensemble):
+    """The members' mean under every tag; each series' median and quartiles under its own tags (one band
+    chart per series); x is the flow time (step = round(1000 t))."""
     out, _ = ensemble
     arr = np.load(out / "series" / "sgd_lr_0.02.npz")
     acc = EventAccumulator(
         str(out / "tensorboard" / "sgd_lr_0.02"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )
     acc.Reload()
+    band = "spread/sgd_lr_0.02/"
     tags = set(acc.Tags()["scalars"])
-    assert {
-        "loss",
-        "loss@min",
-        "loss@q25",
-        "loss@median",
-        "loss@q75",
-        "loss@max",
-        "sgd/dist_to_flow@max",
-    } <= tags
-    for tag, reduce in (("loss", np.mean), ("loss@min", np.min), ("loss@max", np.max)):
+    assert {"loss/loss", f"{band}loss/log10@q25", f"{band}loss/log10@median", f"{band}loss/log10@q75"} <= tags
+    assert {f"{band}dist/log10_flow@median", "dist/log10_flow", "dist/log10_flow_max"} <= tags
+    assert not any(
+        t.startswith("spread/") and "@m" in t and "median" not in t for t in tags
+    )  # no min/max bands
+    steps = [round(1000 * 0.05 * m) for m in arr["grid_index"]]
+    log10 = np.log10(arr["loss"])
+    for tag, want in (("loss/loss", arr["loss"].mean(axis=0)), (f"{band}loss/log10@median", np.median(log10, axis=0)),
+                      (f"{band}loss/log10@q25", np.quantile(log10, 0.25, axis=0))):  # fmt: skip
         got = {e.step: e.value for e in acc.Scalars(tag)}
-        want = reduce(arr["loss"], axis=0)
-        assert len(got) == len(want)
-        np.testing.assert_allclose([got[m] for m in range(len(want))], want, rtol=1e-6)  # float32 events
+        assert sorted(got) == steps
+        np.testing.assert_allclose([got[s] for s in steps], want, rtol=1e-6, atol=1e-7)  # float32 events
 
 
 def test_a_member_that_diverges_stops_alone():
@@ -166,22 +167,23 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
 
 
 def test_the_ensemble_charts_band_tags_that_exist(ensemble):
-    """Every Margin chart of the ensemble's layout names tags the SGD series logs (median and bands)."""
-    from dlnlab.lab.tags import tensorboard_layout
+    """Every Margin chart of the ensemble's layout names tags its series logs; one chart per series."""
+    from dlnlab.lab.tags import RunCharts, tensorboard_layout
 
     out, _ = ensemble
-    acc = EventAccumulator(
-        str(out / "tensorboard" / "sgd_lr_0.02"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
-    )
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    layout = tensorboard_layout(0.05, ensemble=True)
-    bands = next(charts for title, charts in layout.items() if "ensemble" in title)
+    logged = {}
+    for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02"):
+        acc = EventAccumulator(str(out / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+        acc.Reload()
+        logged[name] = set(acc.Tags()["scalars"])
+    layout = tensorboard_layout(RunCharts(dt=0.05, spread=tuple(logged)))
+    bands = next(charts for title, charts in layout.items() if "spread" in title)
     assert bands and all(kind == "Margin" for kind, _ in bands.values())
     for title, (_, names) in bands.items():
-        if "lambda_min" not in title:  # curvature: only on the analysis grid (this run keeps none)
-            assert set(names) <= tags, (title, set(names) - tags)
-    assert "ensemble" not in " ".join(tensorboard_layout(0.05))
+        series = title.split(":")[0]
+        assert set(names) <= logged[series], (title, set(names) - logged[series])
+    assert len(bands) == 5  # the flow's loss; each learning rate's loss and distance
+    assert not any("spread" in title for title in tensorboard_layout(RunCharts(dt=0.05)))
 
 
 def test_an_ensemble_flow_runs_with_bdf_batch_and_agrees_with_its_members_lsoda(ensemble, tmp_path):

@@ -292,6 +292,19 @@ def test_a_plain_dict_config_runs(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_plain_dict_needs_no_kind_keys():
+    """What the command line's defaults choose where a dict says nothing (the Figure 1 net, a teacher,
+    gaussian init); an option without ``kind`` is found by its keys, and an ambiguous one refused."""
+    from dlnlab.lab.schema import typed_config
+
+    cfg = typed_config({"data": {"singular_values": [2.0, 1.0]}, "init": {"scale": 0.3}})
+    assert cfg.model.dims == [11, 6, 6, 6, 6, 4] and cfg.data.kind.name == "teacher" and cfg.init.scale == 0.3
+    cfg = typed_config({"data": {"path": "/data.npz"}, "init": {"path": "/w.npz"}})
+    assert cfg.data.kind.name == "file" and cfg.init.kind.name == "file"
+    with pytest.raises(ConfigError, match=r"^init.kind: missing, and the keys u0 fit balanced and aligned"):
+        typed_config({"init": {"u0": 0.1}})
+
+
 def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_path):
     """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
     the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,

@@ -66,22 +66,25 @@ def test_the_orders_go_to_tensorboard_and_a_figure(tmp_path):
         str(tmp_path / "r" / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )
     acc.Reload()
-    got = acc.Scalars("run/strong_order")[0].value
-    assert got == pytest.approx(res["sgd_limit"]["strong"]["order"], rel=1e-6)
     stretches = res["sgd_limit"]["escapes"]["stretches"]
-    constants = acc.Scalars("limit/strong_constant")
-    assert [e.step for e in constants] == list(range(len(stretches)))
-    assert constants[0].value == pytest.approx(stretches[0]["strong"]["constant"], rel=1e-6)
-    table = acc.Tensors("limit/escapes/text_summary")[0].tensor_proto.string_val[0].decode()
+    table = (
+        acc.Tensors("summary/3 error constants between escapes/text_summary")[0]
+        .tensor_proto.string_val[0]
+        .decode()
+    )
     assert f"| 0 | 0 .. end | {stretches[0]['strong']['constant']:.4g}" in table
     acc = EventAccumulator(
         str(tmp_path / "r" / "tensorboard" / "sgd_lr_0.01"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )
     acc.Reload()
-    curve = [e.value for e in acc.Scalars("limit/strong")]
+    got = acc.Scalars("hp/order_strong")[0].value  # an HParams column, not a chart
+    assert got == pytest.approx(res["sgd_limit"]["strong"]["order"], rel=1e-6)
+    curve = [e.value for e in acc.Scalars("limit/log10_strong")]
     arr = np.load(tmp_path / "r" / "series" / "sgd_lr_0.01.npz")
-    np.testing.assert_allclose(curve, arr["dist_to_flow"].mean(axis=0), rtol=1e-6)
-    assert [e.step for e in acc.Scalars("limit/weak_loss")] == arr["grid_index"].tolist()
+    mean = arr["dist_to_flow"].mean(axis=0)
+    np.testing.assert_allclose(curve, np.log10(mean[mean > 0]), rtol=1e-6)
+    steps = [e.step for e in acc.Scalars("limit/log10_weak_loss")]
+    assert set(steps) <= {round(1000 * 0.05 * m) for m in arr["grid_index"]} and steps == sorted(steps)
 
 
 def test_the_sme_ensemble_spreads_like_the_sgd_ensemble(tmp_path):

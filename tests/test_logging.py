@@ -3,6 +3,7 @@ chosen in the config, and a user's callback adding a metric to every series."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +17,23 @@ from test_lab import TINY, make_cfg
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.experiment import run
 
-# tags whose values are columns of the series npz: TensorBoard must hold every finite point of each
+
+def _log10(x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.abs(x))
+
+
+# tags whose values come from columns of the series npz: TensorBoard must hold their extremes exactly
 NPZ_TAGS = {
-    "loss": "loss",
-    "time": "t",
-    "saddle/grad_norm": "grad_norm",
-    "saddle/level_gap": "level_gap",
-    "saddle/dist_best_rank": "dist_best_rank",
-    "curvature/lambda_min": "lambda_min",
-    "curvature/sharpness": "sharpness",
-    "sgd/dist_to_flow": "dist_to_flow",
-    "sv_P/0": ("sv", 0),
-    "mode_strength/1": ("mode_strength", 1),
-    "conservation/drift_1": ("cons_drift", 0),
+    "loss/loss": lambda a: a["loss"],
+    "loss/log10": lambda a: _log10(a["loss"]),
+    "saddle/log10_grad_norm": lambda a: _log10(a["grad_norm"]),
+    "saddle/log10_dist_best_rank": lambda a: _log10(a["dist_best_rank"]),
+    "curvature/lambda_min": lambda a: a["lambda_min"],
+    "curvature/log10_sharpness": lambda a: _log10(a["sharpness"]),
+    "dist/log10_flow": lambda a: _log10(a["dist_to_flow"]),
+    "modes/strength_2": lambda a: a["mode_strength"][:, 1],
+    "conservation/log10_drift": lambda a: _log10(a["cons_drift"].max(axis=1)),
 }
 
 
@@ -38,14 +43,36 @@ def _tb_scalars(run_dir: Path, name: str) -> dict[str, list]:
     return {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
 
 
-def _npz_column(arr, key):
-    return arr[key] if isinstance(key, str) else arr[key[0]][:, key[1]]
+def _layout(run_dir: Path) -> dict[str, list[str]]:
+    """The Custom Scalars layout of a run: chart title -> its tag patterns."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    acc = EventAccumulator(
+        str(run_dir / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {}
+    for category in layout.category:
+        for chart in category.chart:
+            kind = chart.WhichOneof("content")
+            if kind == "multiline":
+                charts[chart.title] = list(chart.multiline.tag)
+            else:
+                charts[chart.title] = [x for e in chart.margin.series for x in (e.value, e.lower, e.upper)]
+    return charts
 
 
 @pytest.mark.parametrize("tb_max_points", [10_000, 20], ids=["every_point", "thinned"])
-def test_tensorboard_holds_every_point_or_each_buckets_extremes(tb_max_points, tmp_path):
-    """Read the event files back: every curvature point and the same extremes as the npz, with
-    every grid point written up to log.tb_max_points, and each bucket's extremes above it."""
+def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path):
+    """Read the event files back: x is the flow time (step = round(1000 t)); every curve's extremes equal
+    the npz's, with every grid point up to log.tb_max_points and at most that many per tag above it (so
+    TensorBoard's 1000-point sampling keeps them all); the extremes a reader reads are constant lines
+    (so "ignore outliers" cannot cut them); charts exist only for what was logged; single numbers are
+    HParams columns, never charts."""
+    import re
+
     out = tmp_path / "run"
     run(
         make_cfg(
@@ -60,51 +87,54 @@ def test_tensorboard_holds_every_point_or_each_buckets_extremes(tb_max_points, t
     )
     names = sorted(p.name for p in (out / "tensorboard").iterdir())
     assert names == ["flow", "sgd_lr_0.01", "sgd_lr_0.02", "sgd_lr_0.04"]
-    tags = {}
+    logged = set()
+    summary = json.loads((out / "summary.json").read_text())
     for name in names:
         scalars = _tb_scalars(out, name)
-        tags[name] = set(scalars)
+        logged |= set(scalars)
         arr = np.load(out / "series" / f"{name}.npz")
-        for tag, key in NPZ_TAGS.items():
-            if tag.startswith("sgd/") and name == "flow":
+        steps_of_grid = {int(m): round(1000 * t) for m, t in zip(arr["grid_index"], 0.05 * arr["grid_index"])}
+        for tag, column in NPZ_TAGS.items():
+            if tag.startswith("dist/") and name == "flow":
+                assert tag not in scalars
                 continue
-            col = _npz_column(arr, key)
+            col = column(arr)
             finite = np.isfinite(col)
             events = scalars[tag]
             values = np.array([e.value for e in events])
             # float32 in the event files: equal to about 1e-7 relative
             np.testing.assert_allclose(
-                values.max(), col[finite].max(), rtol=2e-7, atol=1e-30, err_msg=f"{name} {tag}"
+                values.max(), col[finite].max(), rtol=2e-7, atol=1e-12, err_msg=f"{name} {tag}"
             )
             np.testing.assert_allclose(
-                values.min(), col[finite].min(), rtol=2e-7, atol=1e-30, err_msg=f"{name} {tag}"
+                values.min(), col[finite].min(), rtol=2e-7, atol=1e-12, err_msg=f"{name} {tag}"
             )
             steps = [e.step for e in events]
-            assert steps == sorted(steps) and set(steps) <= set(arr["grid_index"][finite].tolist())
+            assert steps == sorted(steps) and set(steps) <= set(steps_of_grid.values()), (name, tag)
             if tb_max_points >= len(arr["t"]):
                 assert len(events) == int(finite.sum()), (name, tag)  # every point (every curvature point)
-            elif finite.sum() > 10:
-                assert len(events) < int(finite.sum()), (name, tag)
-    common = set.intersection(*tags.values())
-    assert {
-        "loss",
-        "time",
-        "sv_P/0",
-        "sv_A/0",
-        "mode_strength/0",
-        "log10/loss",
-        "saddle/modes_learnt",
-    } <= common
-    assert {"curvature/lambda_min", "curvature/sharpness", "conservation/drift_1", "log10/drift_1"} <= common
-    assert {"run/convergence_order", "run/gd_stability_threshold"} <= tags["flow"]
-    for name in names[1:]:
-        assert {
-            "sgd/dist_to_flow",
-            "log10/dist_to_flow",
-            "sgd/two_over_lr",
-            "hp/final_loss",
-            "hp/convergence_order",
-        } <= tags[name]
+            else:
+                assert len(events) <= tb_max_points, (name, tag)
+        if (
+            name != "flow"
+        ):  # the largest distance as a line over the whole horizon, the number the order is fitted to
+            line = {e.value for e in scalars["dist/log10_flow_max"]}
+            np.testing.assert_allclose(
+                10 ** min(line), summary["series"][name]["max_dist_to_flow"], rtol=1e-6
+            )
+            assert len(line) == 1 and len(scalars["dist/log10_flow_max"]) >= len(scalars["dist/log10_flow"])
+            assert {e.value for e in scalars["hp/max_dist_to_flow"]} and "hp/convergence_order" in scalars
+            two_over_lr = {e.value for e in scalars["curvature/log10_two_over_lr"]}
+            assert len(two_over_lr) == 1 and two_over_lr.pop() == pytest.approx(np.log10(2 / float(name[7:])))
+        else:
+            levels = [scalars[f"loss/level_{r}"][0].value for r in range(len(summary["critical_values"]))]
+            np.testing.assert_allclose(levels, summary["critical_values"], rtol=1e-6, atol=1e-30)
+        for tag, events in scalars.items():  # a chart of one point is a dot: only HParams' metric columns
+            assert len(events) > 1 or tag.startswith("hp/"), (name, tag)
+    charts = _layout(out)
+    for title, patterns in charts.items():  # a chart only for what the run logged
+        assert any(re.fullmatch(p.strip("^$"), tag) for p in patterns for tag in logged), title
+    assert not any("modified" in t or "strong" in t or "spread" in t for t in charts)
 
 
 def test_the_logger_is_chosen_in_the_config(tmp_path):
@@ -113,7 +143,7 @@ def test_the_logger_is_chosen_in_the_config(tmp_path):
 
     for name in ("flow", "sgd_lr_0.02"):
         rows = list(csv.DictReader((tmp_path / "csv" / "csv" / name / "metrics.csv").open()))
-        losses = [float(r["loss"]) for r in rows if r.get("loss")]
+        losses = [float(r["loss/loss"]) for r in rows if r.get("loss/loss")]
         arr = np.load(tmp_path / "csv" / "series" / f"{name}.npz")
         np.testing.assert_allclose(losses, arr["loss"], rtol=1e-12)  # CSV keeps float64
     assert res.exit_code == 0 and not (tmp_path / "csv" / "tensorboard").exists()
@@ -122,7 +152,7 @@ def test_the_logger_is_chosen_in_the_config(tmp_path):
     res = run(make_cfg([*TINY, f"logger._target_={target}", "sgd.lrs=[0.02]"]), output_dir=tmp_path / "any")
     assert res.exit_code == 0
     for name in ("flow", "sgd_lr_0.02"):
-        assert _tb_scalars(tmp_path / "any", name)["loss"], name
+        assert _tb_scalars(tmp_path / "any", name)["loss/loss"], name
     res = run(make_cfg([*TINY, "logger=none", "sgd.lrs=[0.02]"]), output_dir=tmp_path / "none")
     assert res.exit_code == 0 and {p.name for p in (tmp_path / "none").iterdir()} == {
         "problem.npz",
@@ -134,7 +164,7 @@ def test_the_logger_is_chosen_in_the_config(tmp_path):
 def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
     out = tmp_path / "run"
     res = run(
-        make_cfg([*TINY, "logger=tensorboard", "+callbacks.top._target_=_helpers.TopLayerNorm"]),
+        make_cfg([*TINY, "logger=tensorboard", "+callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm"]),
         output_dir=out,
     )
     assert res.exit_code == 0
@@ -142,10 +172,38 @@ def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
     n_last = sum(a * b for a, b in zip(dims[-2:-1], dims[-1:]))
     for name in res["series"]:
         events = _tb_scalars(out, name)["custom/top_layer_norm"]
-        theta = np.load(out / "series" / f"{name}.npz")["theta"]
-        assert [e.step for e in events] == list(range(len(theta)))
+        arrays = np.load(out / "series" / f"{name}.npz")
+        theta = arrays["theta"]
+        assert [e.step for e in events] == [round(1000 * 0.05 * m) for m in arrays["grid_index"]]  # x: 1000 t
         np.testing.assert_allclose(
             [e.value for e in events], np.linalg.norm(theta[:, -n_last:], axis=1), rtol=1e-6
         )
     with pytest.raises(ConfigError, match=r"^callbacks.bad._target_: cannot import 'nope.Nope'"):
         run(make_cfg([*TINY, "+callbacks.bad._target_=nope.Nope"]), output_dir=tmp_path / "bad")
+
+
+def test_a_metric_of_ones_own_runs_as_the_docs_say(tmp_path):
+    """docs/guide.md: a GridPointCallback in ./mymetrics.py, run with PYTHONPATH=. through the CLI."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mymetrics.py").write_text(
+        "from dlnlab.lab.callbacks import GridPointCallback\n\n"
+        "class MyMetric(GridPointCallback):\n"
+        "    def on_grid_point(self, point, logger):\n"
+        "        logger.log_metrics({'custom/t': point.t}, step=point.log_step)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "scripts" / "train.py"), "experiment=tiny", "flow.t_max=0.5", "sgd.lrs=[0.05]",
+           "log.figures=false", "logger=csv", "+callbacks.mine._target_=mymetrics.MyMetric", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."}, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "sgd_lr_0.05" / "metrics.csv").open()))
+    assert [float(r["custom/t"]) for r in rows if r.get("custom/t")] == pytest.approx(
+        [0.05 * k for k in range(11)]
+    )

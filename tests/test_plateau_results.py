@@ -82,8 +82,11 @@ def test_unclassified_and_failed_plateaus_keep_their_entries(flow, monkeypatch):
         assert entry["label"] == "inconclusive" and entry["evidence"] == {"error": "RuntimeError: no Hessian"}
 
 
-def test_plateau_table_and_modes_learnt():
-    assert saddles.plateau_table([]) == "no saddle plateau"
+def test_plateau_markdown_numbers_modes_from_one_and_says_why_a_cell_is_empty():
+    """The Text tab's table of plateaus (dlnlab.lab.report.plateau_markdown) from summary entries."""
+    from dlnlab.lab.report import plateau_markdown
+
+    assert plateau_markdown({"series": {}}) == "no saddle plateau in any series"
     plateau = saddles.Plateau(
         t_start=0.5,
         t_end=12.25,
@@ -103,12 +106,35 @@ def test_plateau_table_and_modes_learnt():
         label="non-strict",
         lambda_min=-7.71e-13,
     )
-    unknown = dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
-    lines = saddles.plateau_table([plateau, dataclasses.replace(plateau, **unknown)]).splitlines()
-    assert len(lines) == 4 and lines[0].count("|") == lines[1].count("|") == 13
-    row = "| 0 | 0.5 | 12.25 | 11.75 | 2.5 | 1 | [0] | 3.14e-05 | 1 | 12.6 | non-strict | -7.71e-13 |"
-    assert lines[2] == row
-    assert lines[3] == "| 1 | 0.5 | 12.25 | 11.75 | 2.5 | - | [0] | 3.14e-05 | - | - | - | - |"
+    cut = dataclasses.replace(
+        plateau, **dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
+    )
+    summary = {
+        "series": {
+            "flow": {"lr": None, "plateaus": [plateau.to_dict(), cut.to_dict()]},
+            "sgd_lr_0.01": {
+                "lr": 0.01,
+                "plateaus": [plateau.to_dict()],
+                "plateau_exits_vs_flow": [{"mode": 1, "delay": 0.0213}],
+            },
+        }
+    }
+    lines = plateau_markdown(summary).splitlines()
+    assert len(lines) == 5 and lines[0].count("|") == lines[1].count("|") == 9
+    assert (
+        lines[2]
+        == "| flow | 0.5 | 12.25 | 2.5 | 1 | non-strict (-7.7e-13) | mode 2 at t = 12.6 | 0 (the reference) |"
+    )
+    assert (
+        lines[3] == "| flow | 0.5 | 12.25 | 2.5 | 1 | - (-) | none before t_max (the horizon cuts it) | - |"
+    )
+    assert (
+        lines[4]
+        == "| sgd_lr_0.01 | 0.5 | 12.25 | 2.5 | 1 | non-strict (-7.7e-13) | mode 2 at t = 12.6 | 0.0213 |"
+    )
+
+
+def test_modes_learnt():
     pr = small_problem()
     mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
     assert mask.tolist() == [[True, False, False], [True, True, False]]

@@ -14,6 +14,7 @@ import pytest
 from _saddle_helpers import (
     FIG1,
     PLATEAU_KEYS,
+    arrays_of,
     fig1_setting,
     gd_arrays,
     net,
@@ -21,7 +22,7 @@ from _saddle_helpers import (
     small_problem,
 )
 
-from dlnlab import init, saddles
+from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
@@ -232,14 +233,30 @@ def test_without_theta_classifies_the_constructed_critical_point():
         assert p.label == "non-strict" and p.evidence["three_rank_r_layers"]
 
 
-def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import (
-        STORE_EVERYTHING_SIZE_GUIDANCE,
-        EventAccumulator,
+def test_a_core_trajectory_goes_to_plateaus_in_one_call():
+    """dlnlab.analyze_trajectory: a flow from the core, straight to its classified plateaus; the same
+    plateaus as the recorder's arrays give, and exits at the reference mode solution's half-times."""
+    import dlnlab
+
+    pr = small_problem()
+    h, u0 = 3, 1e-3
+    dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
+    t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
+    traj = flow.integrate(
+        pr, dims, theta0, flow.time_grid(t_max, dt=0.05), flow.Solver("lsoda", rtol=1e-10, atol=1e-12)
     )
+    plats = dlnlab.analyze_trajectory(pr, dims, traj)
+    modes = [p.exit_mode for p in plats]  # mode 2's plateau is shorter than the detector's minimum here
+    assert modes[0] == 0 and modes == sorted(modes) and all(p.label == "non-strict" for p in plats)
+    for p in plats:
+        half = mode_half_time(float(pr.modes[p.exit_mode]), u0, h)
+        assert p.t_exit == pytest.approx(half, rel=2e-3)
+    again = saddles.analyze_series(pr, dims, arrays_of(pr, dims, traj.t, traj.theta))
+    assert [p.to_dict() for p in again] == [p.to_dict() for p in plats]
 
-    from dlnlab.lab.logging import TensorBoardLogger, log_text
 
+def test_analyze_run_saddles_fills_summary():
     pr = small_problem()
     h, u0 = 4, 1e-3
     dims = net(h)
@@ -253,41 +270,16 @@ def test_analyze_run_saddles_fills_summary_and_its_log_reaches_tensorboard(tmp_p
     arrays["sgd_lr_0.01"] = {k: v[keep] for k, v in gd.items()}
     arrays["sgd_lr_0.01"]["grid_index"] = np.arange(len(keep))
     series = {"flow": {"lr": None, "plateaus": []}, "sgd_lr_0.01": {"lr": lr, "plateaus": []}}
-    logs = saddles.analyze_run_saddles(pr, dims, arrays, series)
-    for name, log in logs.items():  # what the lab does with them (dlnlab.lab.report.log_saddles)
-        logger = TensorBoardLogger(tmp_path / "tensorboard", version=name)
-        for step, row in [*log.rows, *log.exits]:
-            logger.log_metrics(row, step=step)
-        log_text(logger, "saddle/plateaus", log.table)
-        logger.finalize("success")
+    found = saddles.analyze_run_saddles(pr, dims, arrays, series)
     json.dumps(series, allow_nan=False)
+    assert [p.to_dict() for p in found["flow"]] == series["flow"]["plateaus"]
     assert len(series["flow"]["plateaus"]) == 3
+    assert all(p.label == "non-strict" for p in found["flow"])
     assert all(PLATEAU_KEYS <= set(p) for p in series["sgd_lr_0.01"]["plateaus"])
     exits = series["sgd_lr_0.01"]["plateau_exits_vs_flow"]
     assert [e["mode"] for e in exits] == [0, 1, 2]
     assert all(e["delay"] > 0 and e["delay"] == pytest.approx(e["t_exit"] - e["t_exit_flow"]) for e in exits)
     assert "plateau_exits_vs_flow" not in series["flow"]
-    for name in ("flow", "sgd_lr_0.01"):
-        acc = EventAccumulator(
-            str(tmp_path / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
-        )
-        acc.Reload()
-        tags = set(acc.Tags()["scalars"])
-        assert {"saddle/modes_learnt", "saddle/label", "saddle/exit_delay", "saddle/exit_time"} <= tags
-        learnt = acc.Scalars("saddle/modes_learnt")
-        assert [e.step for e in learnt] == list(range(len(arrays[name]["t"])))
-        values = [e.value for e in learnt]
-        assert values[0] == 0 and values[-1] == 3 and np.all(np.diff(values) >= 0)  # a staircase
-        labels = {e.value for e in acc.Scalars("saddle/label")}
-        assert labels == {0.0, float(saddles.LABEL_CODES["non-strict"])}
-        delays = acc.Scalars("saddle/exit_delay")
-        assert [e.step for e in delays] == [0, 1, 2]
-        if name == "flow":
-            assert all(e.value == 0 for e in delays)
-        else:
-            np.testing.assert_allclose([e.value for e in delays], [e["delay"] for e in exits], rtol=1e-6)
-        text = acc.Tensors("saddle/plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
-        assert "non-strict" in text and text.count("\n") >= 4
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +315,7 @@ def _check_run(out, capsys, n_flow_plateaus):
     flow_plats = summary["series"]["flow"]["plateaus"]
     assert len(flow_plats) == n_flow_plateaus
     printed = capsys.readouterr().out
-    assert "plateaus of the flow:" in printed
+    assert "plateaus of the flow, modes numbered 1.." in printed
     assert printed.count("non-strict") >= n_flow_plateaus
     for name, entry in summary["series"].items():
         for p in entry["plateaus"]:
@@ -336,10 +328,14 @@ def _check_run(out, capsys, n_flow_plateaus):
             ]
             for e in exits:
                 assert e["delay"] > 0  # GD leaves later than the flow
-        acc = EventAccumulator(str(out / "tensorboard" / name), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
-        acc.Reload()
-        assert {"saddle/modes_learnt", "saddle/label"} <= set(acc.Tags()["scalars"])
-        assert "saddle/plateaus/text_summary" in acc.Tags()["tensors"]
+    acc = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc.Reload()
+    table = acc.Tensors("summary/2 plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
+    for name, entry in summary["series"].items():  # one table: every series' plateaus, modes from 1
+        assert table.count(f"| {name} |") == len(entry["plateaus"])
+        for p in entry["plateaus"]:
+            if p["exit_mode"] is not None:
+                assert f"mode {p['exit_mode'] + 1} at t = {p['t_exit']:.4g}" in table
     return summary
 
 

@@ -153,7 +153,7 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
     shown = imread(BytesIO(img.encoded_image_string), format="png")
     np.testing.assert_allclose(shown, imread(tiny_run / "figures" / "loss.png"), atol=1 / 255)
     n_grid = len(np.load(tiny_run / "series" / "flow.npz")["t"])
-    assert len(acc.Scalars("loss")) == n_grid  # the flow's own scalars are untouched
+    assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 
 
 def test_every_figure_builds_strictly_with_consistent_series_colours(tiny_run):

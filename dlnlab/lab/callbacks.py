@@ -5,11 +5,12 @@ After every chunk of steps the module holds the snapshots of theta taken at the 
 logger, npz). A user adds a metric with a :class:`GridPointCallback`: its ``on_grid_point`` sees
 every grid point of every series, the flow's too, and logs through the series' logger:
 
-    class TopLayerNorm(GridPointCallback):
+    class TopLayerNorm(GridPointCallback):  # shipped here as the example: dlnlab.lab.callbacks.TopLayerNorm
         def on_grid_point(self, point, logger):
-            logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.m)
+            logger.log_metrics({"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step)
 
-    python scripts/train.py +callbacks.top._target_=mypackage.TopLayerNorm
+    python scripts/train.py +callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm
+    PYTHONPATH=. python scripts/train.py +callbacks.mine._target_=mymetrics.MyMetric   # yours, in ./mymetrics.py
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from torch import Tensor
 from dlnlab.network import unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback"]
+__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback", "TopLayerNorm"]
 
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One recorded point of a series: grid index m (the logger's step), exact time t, SGD step (None
-    for the flow), theta (p,), and what a metric needs to read it."""
+    """One recorded point of a series: grid index m, exact time t, SGD step (None for the flow), theta
+    (p,), what a metric needs to read it, and ``log_step``, the logger's step of that grid point (round(1000
+    t_m): TensorBoard's x axis is the flow time, docs/tensorboard.md)."""
 
     series: str
     m: int
@@ -38,6 +40,7 @@ class GridPoint:
     theta: Tensor
     dims: tuple[int, ...]
     problem: RegressionProblem
+    log_step: int
 
     @property
     def weights(self) -> list[Tensor]:
@@ -49,10 +52,18 @@ def _points(module, since: int | None) -> list[GridPoint]:
     """The module's snapshots after step ``since``, as grid points."""
     return [
         GridPoint(
-            module.series_name, module.step_to_grid[k], k * module.tau, k, theta, module.dims, module.problem
-        )
+            module.series_name,
+            m,
+            k * module.tau,
+            k,
+            theta,
+            module.dims,
+            module.problem,
+            round(m * module.step_per_grid),
+        )  # fmt: skip
         for k, theta in module.new_snapshots
         if since is None or k > since
+        for m in (module.step_to_grid[k],)
     ]
 
 
@@ -77,6 +88,17 @@ class GridPointCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._drain(trainer, pl_module)
+
+
+class TopLayerNorm(GridPointCallback):
+    """The example of a metric of one's own: ||W_h||_F at every grid point of every series, as the tag
+    ``custom/top_layer_norm`` (``+callbacks.top._target_=dlnlab.lab.callbacks.TopLayerNorm``)."""
+
+    def on_grid_point(self, point: GridPoint, logger: Any) -> None:
+        if logger is not None:
+            logger.log_metrics(
+                {"custom/top_layer_norm": float(point.weights[-1].norm())}, step=point.log_step
+            )
 
 
 class MetricsCallback(L.Callback):

@@ -104,7 +104,7 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
     """Plateaus of every member of every series (member 0's saddles classified, the others' plateaus and
     exits only: a classification per member would cost more than the run); each member's plateaus and
     exits go in its own entry, member 0's at the series' top level (as a single run's), and the spread
-    of the exit times across members in ``ensemble.plateau_exits``. Returns member 0's saddle logs."""
+    of the exit times across members in ``ensemble.plateau_exits``. Returns member 0's plateaus."""
     from dlnlab.saddles import analyze_run_saddles
 
     size = next((members_of(a) for a in series_arrays.values() if a), None) or 0

@@ -19,11 +19,12 @@ import torch
 
 from dlnlab._util import warn
 from dlnlab.lab import signals
+from dlnlab.lab.console import end_block, results_block, start_block
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.resume import Previous, load_previous
 from dlnlab.lab.rundir import check_run_dir, write_problem
-from dlnlab.lab.summary import RunResult, RunState, Status, format_table, series_name
+from dlnlab.lab.summary import RunResult, RunState, Status, series_name
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
     from dlnlab.lab.series import SeriesContext
@@ -99,7 +100,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
     except KeyboardInterrupt:
         state.interrupted = True
     summary = state.write_summary()
-    table = format_table(summary)
+    table = results_block(summary)
     print(table, flush=True)
     if state.ctx is not None:
         try:
@@ -109,6 +110,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
             warn(f"logging the run's results failed: {type(err).__name__}: {err}")
+    print(end_block(summary), flush=True)
     return RunResult(summary)
 
 
@@ -118,7 +120,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warn(note)
-    print(plan.choices(), flush=True)
+    print(start_block(plan, state.out), flush=True)
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
@@ -129,6 +131,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
 
     exact, steps, all_t = series_times(plan, grid)
     state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid)
+    ctx.open_loggers()
     state.stage = "flow"
     state.write_summary()
     done = previous.arrays.get("flow") if previous else None
@@ -202,7 +205,7 @@ def _run_sgd_series(
 def _analyse(state: RunState, ctx: SeriesContext) -> None:
     """Saddle analysis, then figures: a failure here is reported, never loses the run."""
     from dlnlab.lab.ensemble import analyze_members
-    from dlnlab.lab.report import log_saddles, make_figures
+    from dlnlab.lab.report import make_figures
     from dlnlab.saddles import analyze_run_saddles
 
     cfg = state.plan.cfg
@@ -212,11 +215,10 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
         analyze = analyze_members if state.plan.seeds.members else analyze_run_saddles
         which = state.plan.analysis.saddles  # all, flow or none: within the analysis budget
-        logs = analyze(
+        analyze(
             state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
             hessian_dense_max=cfg.log.hessian_dense_max, classify={"all": True, "flow": {"flow"}, "none": False}[which],
-        )  # fmt: skip
-        log_saddles(ctx, logs)
+        )  # fmt: skip  (the plateaus go to summary.json, and to TensorBoard's Text tab at the end)
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
         warn(f"saddle analysis failed: {type(err).__name__}: {err}")
     state.stage = "figures"

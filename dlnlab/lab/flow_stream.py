@@ -29,7 +29,7 @@ class FlowStream:
         plan = ctx.plan
         metrics = SeriesMetrics(plan.problem, ctx.dims, theta0, **ctx.metric_kw)
         self.rec = open_recorder(
-            name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name),
+            name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name), tags=ctx.tags(name),
             tb_max_points=plan.cfg.log.tb_max_points, worker=True,
         )  # fmt: skip
         self.grid_of_row = {int(i): m for m, i in enumerate(torch.searchsorted(all_t, grid).tolist())}
@@ -52,12 +52,14 @@ def record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream: FlowStre
     grid_idx = torch.searchsorted(all_t, grid)
     ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
     user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
+    tags = ctx.tags(name)
     try:
         for m in ms if user else ():
             theta = flow_at[grid_idx[m]]
             for cb in user:
                 cb.on_grid_point(
-                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem), logger
+                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem, tags.step(m)),
+                    logger,
                 )
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")

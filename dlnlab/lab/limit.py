@@ -179,12 +179,11 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     return out
 
 
-def _ratio_stats(num: np.ndarray, den: np.ndarray) -> dict | None:
-    """median and 10-90% range over the grid of num / den (where both are finite and den > 0)."""
-    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
-    if not ok.any():
+def _ratio_stats(r: np.ndarray) -> dict | None:
+    """median and 10-90% range of the finite ratios of a curve."""
+    r = r[np.isfinite(r)]
+    if not r.size:
         return None
-    r = num[ok] / den[ok]
     return {
         "median": float(np.median(r)),
         "p10": float(np.quantile(r, 0.1)),
@@ -192,28 +191,34 @@ def _ratio_stats(num: np.ndarray, den: np.ndarray) -> dict | None:
     }
 
 
-def sme_spread(state) -> dict:
-    """{lr: the SGD ensemble's spread over the SME ensemble's along the trajectory}: Var L(t) and the total
-    variance of theta(t) (its covariance's trace), as ratios over the grid points after t = 0."""
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den where both are finite and den > 0, NaN elsewhere."""
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+
+
+def sme_spread(state) -> tuple[dict, dict]:
+    """The SGD ensemble's spread over the SME ensemble's along the trajectory, per learning rate: Var L(t)
+    and the total variance of theta(t) (its covariance's trace), as ratios at the grid points after
+    t = 0. Returns ({lr: {kind: median and 10-90 % range}} for the summary, {lr: {"sme/var_<kind>_ratio":
+    (grid indices, ratios)}} the curves for the loggers)."""
     from dlnlab.lab.sme_series import sme_name
 
-    out = {}
+    stats, curves = {}, {}
     for lr in state.plan.lrs:
         sgd, sme = state.arrays.get(series_name(lr)), state.arrays.get(sme_name(lr))
         if not sgd or not sme or "loss" not in sgd or "loss" not in sme:
             continue
         n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
-        ratios = {
-            "var_loss": _ratio_stats(
-                np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1)
-            )
-        }
+        grid = np.asarray(sgd["grid_index"])[1:n]
+        ratios = {"var_loss": _ratio(np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1))}
         (_, a), (_, b) = theta_rows(sgd), theta_rows(sme)
         if a is not None and b is not None and a.shape[1] == b.shape[1]:
             va, vb = np.var(a, axis=0, ddof=1).sum(axis=-1), np.var(b, axis=0, ddof=1).sum(axis=-1)
-            ratios["var_theta"] = _ratio_stats(va[1:], vb[1:])
-        out[repr(float(lr))] = ratios  # JSON keys: the learning rate as the series names write it
-    return out
+            ratios["var_theta"] = _ratio(va[1:n], vb[1:n])
+        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, r in ratios.items()}  # JSON keys as series names write lr
+        curves[lr] = {f"sme/{k}_ratio": (grid[: len(r)], r) for k, r in ratios.items()}
+    return stats, curves
 
 
 def record_limit(state, ctx) -> None:
@@ -225,10 +230,13 @@ def record_limit(state, ctx) -> None:
     if state.limit is not None:
         if state.plan.cfg.sgd.sme:
             size = state.plan.cfg.ensemble.size
+            stats, curves = sme_spread(state)
             state.limit["sme"] = {
-                "spread_ratio": sme_spread(state),
+                "spread_ratio": stats,
                 "sampling_error": 2.0 / np.sqrt(max(size - 1, 1)),  # of a variance ratio, normal data
             }
+            for lr, c in curves.items():
+                state.limit["curves"].setdefault(lr, {}).update(c)
         log_limit(ctx, state.limit)
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from dlnlab.lab import signals
 from dlnlab.lab.logging import fresh_copy, writes_concurrently
 from dlnlab.lab.rundir import save_npz
-from dlnlab.lab.tags import Thinner, series_tags
+from dlnlab.lab.tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 
 __all__ = ["SeriesRecorder", "open_recorder"]
@@ -53,8 +53,9 @@ class SeriesRecorder:
         metrics: the series' metrics component.
         n_grid: number of grid points M + 1 (m = 0..M).
         out_dir: the run directory (``series/<name>.npz`` goes there).
-        logger: a Lightning logger (None: npz only); step = grid index m.
-        lr: the learning rate (SGD), for ``sgd/two_over_lr``.
+        logger: a Lightning logger (None: npz only).
+        tags: what the series logs and at which step (:class:`~dlnlab.lab.tags.TagPlan`; needed with a
+            logger).
         tb_max_points: every grid point is logged up to this many; above, each bucket's extremes.
         initial: arrays already recorded (a resumed series): kept, and not logged again.
         defer_logging: keep the logger's rows in ``deferred_rows`` instead of logging them (a worker
@@ -70,20 +71,27 @@ class SeriesRecorder:
         n_grid: int,
         out_dir: str | Path,
         logger=None,
-        lr: float | None = None,
-        tb_max_points: int = 10_000,
+        tags: TagPlan | None = None,
+        tb_max_points: int = 1000,
         block: int = 256,
         initial: dict[str, np.ndarray] | None = None,
         defer_logging: bool = False,
     ) -> None:
-        self.name, self.metrics, self.n_grid, self.lr = name, metrics, n_grid, lr
+        self.name, self.metrics, self.n_grid, self.tags = name, metrics, n_grid, tags
         self.out_dir, self.logger, self.block = Path(out_dir), logger, block
         self.thinner = Thinner(n_grid, tb_max_points)
+        self._extremes: dict[str, float] = {}  # tag -> its extreme so far (drawn as a line at the end)
+        self._logged_steps: list[int] = []
         self.defer_logging = defer_logging
         self.deferred_rows: list[tuple[int, dict[str, float]]] = []
         self._pending: list[tuple[int, float, int | None, Tensor]] = []
         initial = self._member_axis(initial or {}, to_front=False)
         self._chunks: dict[str, list[np.ndarray]] = {k: [v] for k, v in initial.items()}
+        if logger is not None and initial.get("grid_index") is not None and len(initial["grid_index"]):
+            # a resumed series: its extremes so far, and the steps its lines cover (one per bucket)
+            for tags_row in series_tags(initial, tags):
+                note_extremes(self._extremes, tags_row)
+            self._logged_steps = [tags.step(int(m)) for m in initial["grid_index"][:: self.thinner.bucket]]
 
     def record(self, m: int, t: float, theta: Tensor, step: int | None = None, copy: bool = True) -> None:
         """Buffer grid point m at exact time t (theta (p,) is copied unless ``copy=False``; a GPU tensor is
@@ -109,10 +117,15 @@ class SeriesRecorder:
         for key, val in values.items():
             self._chunks.setdefault(key, []).append(val)
         if self.logger is not None:
-            for m, tags in zip(ms, series_tags(values, self.metrics.sgd, self.lr, self.metrics.members)):
+            for m, tags in zip(ms, series_tags(values, self.tags)):
+                note_extremes(self._extremes, tags)
                 self._log(self.thinner.add(m, tags))
 
-    def _log(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+    def _log(self, rows: list[tuple[int, dict[str, float]]], grid: bool = True) -> None:
+        """Log rows (grid index m, tags) at the series' steps (``grid=False``: rows already at steps)."""
+        rows = [(self.tags.step(m), row) for m, row in rows] if grid else rows
+        if grid:
+            self._logged_steps += [s for s, _ in rows]
         if self.defer_logging:
             self.deferred_rows += rows
         else:
@@ -136,6 +149,7 @@ class SeriesRecorder:
         arrays = self.arrays()
         if self.logger is not None:
             self._log(self.thinner.flush())
+            self._log(extreme_lines(self._extremes, sorted(set(self._logged_steps))), grid=False)
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
         save_npz(target, **arrays)  # atomic: a reader never sees half a file
         if self.logger is not None and not self.defer_logging:

@@ -26,7 +26,7 @@ from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
-from dlnlab.lab.tags import tensorboard_layout
+from dlnlab.lab.tags import RunCharts, TagPlan, has_run, step_scale, tensorboard_layout
 from dlnlab.lab.times import exact_times, series_grid
 from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
 from dlnlab.network import Layout, unpack
@@ -104,14 +104,57 @@ class SeriesContext:
             callbacks=plan.callbacks(),
         )
 
+    def open_loggers(self) -> None:
+        """Every TensorBoard run, now and in order: TensorBoard lists runs by their first event's time and
+        colours them in that order, so the flow gets its first colour and each learning rate the next,
+        as in the figures (``dlnlab.plots``' palette), however the series are later run."""
+        for name in self.series_names():
+            self.logger(name)
+
     def logger(self, name: str):
-        """The series' logger, made once (the custom-scalars layout goes in with it)."""
+        """The series' logger, made once (the custom-scalars layout goes in with it). Only the flow and
+        the (S)GD series have a TensorBoard run: a modified flow or an SME ensemble is compared with its
+        (S)GD series in that series' run (one colour per learning rate, docs/tensorboard.md)."""
+        if not has_run(name):
+            return None
         if name not in self.loggers:
-            cfg = self.plan.cfg
-            logger = make_logger(cfg.logger, self.out, name)
-            log_layout(logger, tensorboard_layout(cfg.log.dt, ensemble=cfg.ensemble.size > 1))
+            logger = make_logger(self.plan.cfg.logger, self.out, name)
+            log_layout(logger, tensorboard_layout(self.charts()))
             self.loggers[name] = logger
         return self.loggers[name]
+
+    def charts(self) -> RunCharts:
+        """What the run computes, for its TensorBoard layout."""
+        cfg = self.plan.cfg
+        ensemble = cfg.ensemble.size > 1
+        shared_flow = ensemble and cfg.ensemble.vary.name == "sgd"
+        return RunCharts(
+            dt=cfg.log.dt,
+            sgd=bool(self.plan.lrs),
+            curvature=bool(self.metric_kw.get("analysis_every")),
+            modified=cfg.flow.modified,
+            limit=shared_flow and bool(self.plan.lrs),
+            sme=cfg.sgd.sme,
+            spread=tuple(n for n in self.series_names() if ensemble and not (n == "flow" and shared_flow)),
+        )
+
+    def series_names(self) -> list[str]:
+        """The runs TensorBoard shows: the flow and one per learning rate."""
+        return ["flow", *(series_name(lr) for lr in self.plan.lrs)]
+
+    def tags(self, name: str, lr: float | None = None) -> TagPlan:
+        """What series ``name`` logs: the flow also draws the plateau levels L*_r."""
+        cfg, plan = self.plan.cfg, self.plan
+        levels = ()
+        if name == "flow":
+            levels = tuple(plan.problem.plateau_levels(min(cfg.model.dims)).tolist())
+        members = len(plan.theta0) if plan.seeds.members else None
+        if name == "flow" and cfg.ensemble.vary.name == "sgd":
+            members = None  # one flow, shared by the members
+        return TagPlan(
+            series=name, step_per_grid=step_scale(cfg.log.dt), lr=lr, levels=levels,
+            curvature=bool(self.metric_kw.get("analysis_every")), members=members,
+        )  # fmt: skip
 
     @property
     def dims(self) -> tuple[int, ...]:
@@ -348,7 +391,8 @@ def run_sgd(
         **ctx.metric_kw,
     )  # fmt: skip
     rec = open_recorder(
-        name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
+        name, metrics, ctx.n_grid, ctx.out, logger=logger, tags=ctx.tags(name, lr),
+        tb_max_points=plan.cfg.log.tb_max_points,
         initial=initial, worker=True,
     )  # fmt: skip
     ckpt = plan.cfg.checkpoint

@@ -71,8 +71,8 @@ def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
         metrics = SeriesMetrics(plan.problem, ctx.dims, plan.theta0, **ctx.metric_kw)
         ms = list(range(len(theta)))
         rec = open_recorder(
-            name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name), tb_max_points=cfg.log.tb_max_points,
-            worker=True, preload=(ms, grid[: len(theta)].tolist(), theta),
+            name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name), tags=ctx.tags(name, lr),
+            tb_max_points=cfg.log.tb_max_points, worker=True, preload=(ms, grid[: len(theta)].tolist(), theta),
         )  # fmt: skip
         closers.append(_closer(state, ctx, name, rec, diverged))
         state.interrupted |= signals.received() is not None

@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 
 from dlnlab._util import fmt
-from dlnlab.lab.limit_text import limit_lines
 
 __all__ = [
     "Status",
     "convergence_order",
     "finish_sgd_entry",
     "flow_loss_rise",
-    "print_table",
     "versions",
     "fmt",
 ]
@@ -268,73 +266,3 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def print_table(summary: dict) -> None:
-    """The run's one-screen report on stdout."""
-    print(format_table(summary), flush=True)
-
-
-def format_table(summary: dict) -> str:
-    """The run's one-screen report."""
-    rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
-    for name, e in summary["series"].items():
-        work = e.get("nfe") if e["lr"] is None else e.get("steps")
-        rows.append(
-            (
-                name,
-                str(e["status"]),
-                fmt(e.get("final_loss")),
-                "-" if work is None else str(work),
-                "-" if e["lr"] is None else fmt(e.get("max_dist_to_flow")),
-                f"{e.get('wall_time_s', 0):.2f}",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    plateaus = summary["series"].get("flow", {}).get("plateaus") or []
-    if plateaus:
-        ens = summary["series"].get("flow", {}).get("ensemble")
-        lines.append("plateaus of the flow (member 0):" if ens else "plateaus of the flow:")
-    for p in plateaus:
-        exit_ = (
-            ""
-            if p.get("exit_mode") is None
-            else f"  exit: mode {p['exit_mode']} at t = {fmt(p.get('t_exit'))}"
-        )
-        lines.append(
-            f"  t = {fmt(p.get('t_start'))} .. {fmt(p.get('t_end'))}  level {fmt(p.get('level'))}  "
-            f"modes learnt {p.get('modes_learnt')}  {p.get('label', '')} "
-            f"(lambda_min {fmt(p.get('lambda_min'))}){exit_}"
-        )
-    for name, e in summary["series"].items():
-        delays = e.get("plateau_exits_vs_flow") or []
-        if delays:
-            parts = [f"mode {d['mode']} {fmt(d.get('delay'))}" for d in delays]
-            lines.append(f"plateau exit delay vs flow, {name}: {', '.join(parts)}")
-    for name, e in summary["series"].items():
-        ens = e.get("ensemble") or {}
-        if ens:
-            fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
-            dist = (
-                "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
-            )
-            statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
-            lines.append(
-                f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
-                f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}{dist}; {statuses}"
-            )
-    lines.append(
-        f"convergence order (slope of log max dist vs log lr): {fmt(summary.get('convergence_order'))}"
-    )
-    lines += limit_lines(summary)
-    if summary.get("convergence_order_modified_detail") is not None:
-        lines.append(
-            f"convergence order against GD's modified flows: {fmt(summary.get('convergence_order_modified'))}"
-        )
-    lines.append(f"critical values L*_r: {', '.join(fmt(v) for v in summary['critical_values'])}")
-    if summary.get("interrupted"):
-        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
-    lines.append(f"run directory: {summary['run_dir']}")
-    return "\n".join(lines)

@@ -1,50 +1,150 @@
-"""What a series logs: the tag names of a block of metrics, the thinning of long series, and the
-TensorBoard Custom Scalars layout.
+"""What a series logs to TensorBoard: its tags, their x axis, the thinning of long series, the layout.
 
-Steps: TensorBoard's x axis is an integer step; every series logs at step = grid index m = t / dt,
-so all series overlay and t is read off as m * dt (the charts' titles say the dt). Up to
-``log.tb_max_points`` grid points each is written; above, :class:`Thinner` keeps each bucket's minimum
-and maximum of every tag, so each curve's extremes in TensorBoard are those of the series npz. An
-ensemble logs the members' mean under every tag and its spread as ``<tag>@min``, ``@q25``,
-``@median``, ``@q75``, ``@max`` (:data:`ENSEMBLE_STATS`).
+TensorBoard is read at its defaults (docs/tensorboard.md), so what is logged is chosen so that the
+defaults cannot mislead:
+
+* **x is the flow time.** A scalar's x axis is an integer step; every series logs at
+  step = round(1000 t) (:func:`step_scale`; 10^6 t for grids finer than 0.001), which TensorBoard
+  labels 50k for t = 50: the same step is the same t in every run, whatever its ``log.dt``.
+* **Every point is kept.** TensorBoard keeps 1000 points per tag by default (a reservoir sample); a
+  series logs at most ``log.tb_max_points`` (default 1000) per tag: every grid point up to that, and
+  above it each bucket's minimum and maximum (:class:`Thinner`), so peaks survive.
+* **"Ignore outliers" cannot hide an extreme.** It scales a chart to the 5-95 % quantiles of all the
+  points drawn. Where an extreme is the reading (the distance to the flow's maximum, the number the
+  convergence order is fitted to; lambda_min's range), the series also logs that extreme as a
+  constant line over the whole horizon (:func:`extreme_lines`); the loss chart carries the plateau
+  levels L*_r the same way. A constant line holds 1000 points, so the extreme is inside the range.
+* **Log axes by tag**: quantities that span decades are logged as log10 (``.../log10_*``).
+* **Smoothing** (0.6 by default) only touches dense curves here: categorical and per-mode numbers
+  are tables (Text) and single numbers are HParams columns, never charts.
+
+An ensemble logs the members' mean under every tag; for the loss and the distance to the flow also
+its median and quartiles, under tags of the series' own (``spread/<series>/...``), so that each
+series gets a band chart of its own instead of every band stacked in one chart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["series_tags", "Thinner", "tensorboard_layout", "ENSEMBLE_STATS", "ENSEMBLE_BANDS"]
+__all__ = [
+    "TagPlan",
+    "has_run",
+    "Thinner",
+    "series_tags",
+    "extreme_lines",
+    "note_extremes",
+    "step_scale",
+    "tensorboard_layout",
+    "x_label",
+    "RunCharts",
+    "ENSEMBLE_STATS",
+    "SPREAD_TAGS",
+]
+
+ENSEMBLE_STATS = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
+SPREAD_STATS = ("q25", "median", "q75")  # the band charts: median and quartiles
+SPREAD_TAGS = {"loss/log10": "log10 loss", "dist/log10_flow": "log10 distance to the flow"}
 
 
-def _log10(x: np.ndarray) -> np.ndarray:
+def has_run(series: str) -> bool:
+    """Whether a series has a TensorBoard run of its own: the flow and the (S)GD series. A modified flow
+    or an SME ensemble is compared with its (S)GD series inside that series' run, so that TensorBoard's
+    colours (one per run) never have to pair two runs."""
+    return series == "flow" or series.startswith("sgd_lr_")
+
+
+def step_scale(dt: float) -> float:
+    """Steps per grid index: step = round(m * step_scale(dt)) = round(t * 1000^n), the smallest n >= 1
+    with dt * 1000^n >= 1, so that distinct grid points get distinct steps."""
+    scale = 1000.0
+    while dt * scale < 1.0:
+        scale *= 1000.0
+    return dt * scale
+
+
+def x_label(dt: float) -> str:
+    """How to read the x axis: 'x: 1000 t (1k is t = 1)'."""
+    n = round(step_scale(dt) / dt)
+    unit = {1000: "k", 10**6: "M", 10**9: "G"}.get(n, "k")
+    return f"x: {n} t, so 1{unit} is t = 1"
+
+
+def _log10(x) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log10(np.abs(np.asarray(x, dtype=np.float64)))
 
 
-ENSEMBLE_STATS = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
+@dataclass(frozen=True)
+class TagPlan:
+    """What one series logs, fixed once for the run.
 
-
-def series_tags(
-    block: Mapping[str, np.ndarray], sgd: bool, lr: float | None = None, members: int | None = None
-) -> list[dict[str, float]]:
-    """One {tag: value} per row of a metrics block (the same tag names in every series).
-
-    Quantities that span many decades also go in as ``log10/<name>`` (log10 of the absolute value),
-    so that their charts read on a log scale. An ensemble's block ((K, E, ...) arrays) gives, per tag,
-    the members' mean under the tag's own name and its spread as ``<tag>@min``, ``@q25``, ``@median``,
-    ``@q75``, ``@max`` (the charts overlay them; members that are not finite are left out).
+    series: its name; lr: its learning rate (None for the flow); levels: the plateau levels L*_r drawn
+    as constant lines (the flow only); curvature: whether the run computes lambda_min and the
+    sharpness; members: the ensemble size (None for a single net); step_per_grid: steps per grid index.
     """
-    if members:
-        return _ensemble_tags(block, sgd, lr, members)
-    tags, table = _tag_table(block, sgd, lr)
+
+    series: str
+    step_per_grid: float
+    lr: float | None = None
+    levels: tuple[float, ...] = ()
+    curvature: bool = True
+    members: int | None = None
+    extremes: dict[str, str] = field(default_factory=dict)  # extreme lines: tag -> "max" or "min"
+
+    def step(self, m: int) -> int:
+        return int(round(m * self.step_per_grid))
+
+
+def _columns(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[tuple[str, np.ndarray]]:
+    """(tag, values per row) of a block of metrics; the same tag names in every series."""
+    n = len(block["t"])
+    cols = [("loss/loss", np.asarray(block["loss"], dtype=np.float64)), ("loss/log10", _log10(block["loss"]))]
+    cols += [(f"loss/level_{r}", np.full(n, lv)) for r, lv in enumerate(plan.levels)]
+    strength = block["mode_strength"]
+    cols += [(f"modes/strength_{k + 1}", strength[:, k]) for k in range(strength.shape[1])]
+    cols += [
+        ("saddle/log10_grad_norm", _log10(block["grad_norm"])),
+        ("saddle/log10_dist_best_rank", _log10(block["dist_best_rank"])),
+    ]
+    drift = np.asarray(block["cons_drift"])
+    if drift.shape[1]:
+        with np.errstate(invalid="ignore"):
+            cols.append(("conservation/log10_drift", _log10(np.max(drift, axis=1))))
+    if plan.curvature:
+        cols += [
+            ("curvature/lambda_min", block["lambda_min"]),
+            ("curvature/log10_sharpness", _log10(block["sharpness"])),
+        ]
+        if plan.lr is not None:
+            cols.append(("curvature/log10_two_over_lr", np.full(n, math.log10(2.0 / plan.lr))))
+    if "dist_to_flow" in block:
+        cols.append(("dist/log10_flow", _log10(block["dist_to_flow"])))
+    if "dist_to_modified" in block:
+        cols.append(("dist/log10_modified", _log10(block["dist_to_modified"])))
+    return cols
+
+
+def series_tags(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[dict[str, float]]:
+    """One {tag: value} per row of a block of metrics (finite values only).
+
+    An ensemble's block ((K, E, ...) arrays) gives the members' mean under every tag, and for
+    :data:`SPREAD_TAGS` the median and quartiles under ``spread/<series>/<tag>@<stat>``.
+    """
+    if plan.members:
+        return _ensemble_tags(block, plan)
+    cols = _columns(block, plan)
+    table = np.stack([np.asarray(c, dtype=np.float64) for _, c in cols], axis=1)
+    tags = [t for t, _ in cols]
     return [{t: v for t, v in zip(tags, row) if math.isfinite(v)} for row in table.tolist()]
 
 
-def _ensemble_tags(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None, members: int):
-    k = len(block["t"])
+def _ensemble_tags(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[dict[str, float]]:
+    k, members = len(block["t"]), plan.members
     flat = {
         key: np.repeat(v, members, axis=0)
         if key in ("t", "grid_index", "step")
@@ -52,14 +152,20 @@ def _ensemble_tags(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None,
         for key, v in block.items()
         if key not in ("theta", "theta_sub", "theta_grid_index")
     }
-    tags, table = _tag_table(flat, sgd, lr)
-    table = table.reshape(k, members, len(tags))
-    stats = {"": _nanmean(table)} | {f"@{name}": v for name, v in zip(ENSEMBLE_STATS, _nanquantiles(table))}
+    cols = _columns(flat, plan)
+    tags = [t for t, _ in cols]
+    table = np.stack([np.asarray(c, dtype=np.float64) for _, c in cols], axis=1).reshape(k, members, -1)
+    mean = _nanmean(table)
+    spread = [(i, t) for i, t in enumerate(tags) if t in SPREAD_TAGS]
+    quantiles = dict(zip(ENSEMBLE_STATS, _nanquantiles(table[:, :, [i for i, _ in spread]])))
     rows = []
-    for i in range(k):
-        row = {}
-        for suffix, values in stats.items():
-            row |= {t + suffix: v for t, v in zip(tags, values[i].tolist()) if math.isfinite(v)}
+    for r in range(k):
+        row = {t: v for t, v in zip(tags, mean[r].tolist()) if math.isfinite(v)}
+        for stat in SPREAD_STATS:
+            for j, (_, tag) in enumerate(spread):
+                v = float(quantiles[stat][r, j])
+                if math.isfinite(v):
+                    row[f"spread/{plan.series}/{tag}@{stat}"] = v
         rows.append(row)
     return rows
 
@@ -89,58 +195,47 @@ def _nanquantiles(x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _tag_table(block: Mapping[str, np.ndarray], sgd: bool, lr: float | None) -> tuple[list[str], np.ndarray]:
-    """The tag names and their values, one row per grid point."""
-    cols: list[tuple[str, np.ndarray]] = [("loss", block["loss"]), ("time", block["t"])]
-    cols += [(f"sv_P/{k}", block["sv"][:, k]) for k in range(block["sv"].shape[1])]
-    cols += [(f"sv_A/{k}", block["sv_A"][:, k]) for k in range(block["sv_A"].shape[1])]
-    cols += [
-        (f"mode_strength/{k}", block["mode_strength"][:, k]) for k in range(block["mode_strength"].shape[1])
-    ]
-    cols += [
-        ("saddle/grad_norm", block["grad_norm"]),
-        ("saddle/level", block["level_index"]),
-        ("saddle/level_gap", block["level_gap"]),
-        ("saddle/dist_best_rank", block["dist_best_rank"]),
-        ("curvature/lambda_min", block["lambda_min"]),
-        ("curvature/sharpness", block["sharpness"]),
-        ("log10/loss", _log10(block["loss"])),
-        ("log10/grad_norm", _log10(block["grad_norm"])),
-        ("log10/level_gap", _log10(block["level_gap"])),
-    ]
-    drift = block["cons_drift"]
-    for j in range(drift.shape[1]):
-        cols += [(f"conservation/drift_{j + 1}", drift[:, j]), (f"log10/drift_{j + 1}", _log10(drift[:, j]))]
-    if sgd:
-        cols += [
-            ("sgd/dist_to_flow", block["dist_to_flow"]),
-            ("log10/dist_to_flow", _log10(block["dist_to_flow"])),
-            ("sgd/step", block["step"]),
-        ]
-        if "dist_to_modified" in block:  # flow.modified: GD's distance to its modified flow
-            cols += [
-                ("sgd/dist_to_modified", block["dist_to_modified"]),
-                ("log10/dist_to_modified", _log10(block["dist_to_modified"])),
-            ]
-        if lr is not None:  # 2/eta beside the sharpness, on the analysis grid only
-            cols.append(("sgd/two_over_lr", np.where(np.isfinite(block["sharpness"]), 2.0 / lr, np.nan)))
-    tags = [c[0] for c in cols]
-    return tags, np.stack([np.asarray(c[1], dtype=np.float64) for c in cols], axis=1)
+# The extremes drawn as lines: the distances' maxima (the number the order is fitted to), and lambda_min's
+# whole range (its dips at the saddle escapes are few points: without both lines the outlier trimming
+# cuts them, with only the minimum it cuts the rest of the curve).
+EXTREMES = {
+    "dist/log10_flow": ("max",),
+    "dist/log10_modified": ("max",),
+    "curvature/lambda_min": ("min", "max"),
+}
+
+
+def note_extremes(extremes: dict[str, float], tags: Mapping[str, float]) -> None:
+    """Update ``{<tag>_<kind>: value}`` with a row of tags."""
+    for tag, kinds in EXTREMES.items():
+        if tag in tags:
+            for kind in kinds:
+                key, pick = f"{tag}_{kind}", max if kind == "max" else min
+                extremes[key] = pick(extremes.get(key, tags[tag]), tags[tag])
+
+
+def extreme_lines(extremes: Mapping[str, float], steps: list[int]) -> list[tuple[int, dict[str, float]]]:
+    """Rows that draw each extreme (``{<tag>_<kind>: value}``, e.g. ``dist/log10_flow_max``) as a constant
+    line at every logged step (see the module's docstring)."""
+    row = {key: v for key, v in extremes.items() if math.isfinite(v)}
+    return [(s, dict(row)) for s in steps] if row else []
 
 
 class Thinner:
     """Which rows of a series go to the logger: all of them up to ``max_points``; above, grid buckets of
-    ``ceil(n_grid / (max_points / 2))`` points, of which each tag keeps its minimum and its maximum (and
-    the first and the last point of the series keep every tag)."""
+    which each tag keeps its minimum and its maximum, and the first and the last point keep every tag,
+    so that no tag gets more than ``max_points`` points (TensorBoard's default keeps 1000 per tag and
+    samples the rest away)."""
 
     def __init__(self, n_grid: int, max_points: int) -> None:
         self.n_grid = n_grid
-        self.bucket = 1 if n_grid <= max_points else math.ceil(n_grid / max(1, max_points // 2))
+        buckets = max(1, max_points // 2 - 1)  # two points each, plus the first and the last
+        self.bucket = 1 if n_grid <= max_points else math.ceil(n_grid / buckets)
         self._rows: list[tuple[int, dict[str, float]]] = []
         self._bucket_id: int | None = None
 
     def add(self, m: int, tags: dict[str, float]) -> list[tuple[int, dict[str, float]]]:
-        """Buffer row m; returns the rows (step, tags) ready to log."""
+        """Buffer row m; returns the rows (grid index, tags) ready to log."""
         if self.bucket == 1:
             return [(m, tags)]
         out = []
@@ -166,68 +261,73 @@ class Thinner:
         return sorted(keep.items())
 
 
-ENSEMBLE_BANDS = {  # the ensemble's charts: its median with the quartile band, and with the range band
-    "log10 loss": "log10/loss",
-    "log10 ||grad L||": "log10/grad_norm",
-    "nearest plateau level r": "saddle/level",
-    "log10 distance to the flow": "log10/dist_to_flow",
-    "log10 conservation-law drift (j = 1)": "log10/drift_1",
-    "Hessian lambda_min": "curvature/lambda_min",
-}
+@dataclass(frozen=True)
+class RunCharts:
+    """What a run computes, so that its layout has a chart for each computed quantity and no other.
+
+    sgd: (S)GD series run; curvature: lambda_min and the sharpness on the analysis grid; modified: GD's
+    modified flows; limit: the strong and weak errors (``ensemble.vary=sgd``); sme: the SME ensembles;
+    spread: the series of an ensemble (each gets band charts of its own)."""
+
+    dt: float
+    sgd: bool = True
+    curvature: bool = True
+    modified: bool = False
+    limit: bool = False
+    sme: bool = False
+    spread: tuple[str, ...] = ()
 
 
-def tensorboard_layout(dt: float, ensemble: bool = False) -> dict:
-    """Custom-scalars layout: one chart per quantity with every series in it (runs merge in the plugin).
-
-    An ensemble's charts show the members' mean; a category of its own shows, for the main quantities,
-    the median with the quartiles and with the range as bands (TensorBoard's Margin charts)."""
-    x = f"x: grid index m = t / {dt:g}"
-
-    def chart(*tags: str) -> list:
-        return ["Multiline", [f"^{t}$" for t in tags]]
-
-    layout = _layout(x, chart)
-    if ensemble:
-        bands = {}
-        for title, tag in ENSEMBLE_BANDS.items():
-            bands[f"{title}: median, quartiles"] = ["Margin", [f"{tag}@median", f"{tag}@q25", f"{tag}@q75"]]
-            bands[f"{title}: median, range"] = ["Margin", [f"{tag}@median", f"{tag}@min", f"{tag}@max"]]
-        layout = {f"dlnlab ensemble: the members' spread ({x})": bands, **layout}  # first: what to look at
-    return layout
+def _chart(*tags: str) -> list:
+    return ["Multiline", [f"^{t}$" for t in tags]]
 
 
-def _layout(x: str, chart) -> dict:
-    return {
-        f"dlnlab ({x})": {
-            "log10 loss": chart("log10/loss"),
-            "loss": chart("loss"),
-            "singular values of P": chart("sv_P/[0-9]+"),
-            "singular values of A (top 8)": chart("sv_A/[0-7]"),
-            "mode strengths u_k^T P v_k": chart("mode_strength/[0-9]+"),
-            "log10 ||grad L||": chart("log10/grad_norm"),
-            "log10 |L - L*_r| (nearest plateau level)": chart("log10/level_gap"),
-            "nearest plateau level r": chart("saddle/level"),
-            "modes learnt": chart("saddle/modes_learnt"),
-            "saddle label (0 none, 1 strict, 2 non-strict, 3 inconclusive)": chart("saddle/label"),
-            "distance to the best rank-r map": chart("saddle/dist_best_rank"),
-            "Hessian lambda_min": chart("curvature/lambda_min"),
-            "sharpness vs 2/eta": chart("curvature/sharpness", "sgd/two_over_lr"),
-            "log10 conservation-law drift": chart("log10/drift_[0-9]+"),
-            "log10 distance to the flow": chart("log10/dist_to_flow"),
-            "log10 distance to GD's modified flow (flow.modified)": chart("log10/dist_to_modified"),
-            "log10 strong error E||theta - theta_flow|| (ensemble.vary=sgd)": chart("log10/limit_strong"),
-            "log10 weak error ||E theta - theta_flow|| (ensemble.vary=sgd)": chart("log10/limit_weak_theta"),
-            "log10 weak error |E L - L_flow| (ensemble.vary=sgd)": chart("log10/limit_weak_loss"),
-            "distance to the flow": chart("sgd/dist_to_flow"),
-            "time t": chart("time"),
-        },
-        "dlnlab plateaus (x: mode index k)": {
-            "plateau exit time t_exit (x: mode k)": chart("saddle/exit_time"),
-            "plateau exit delay vs the flow (x: mode k)": chart("saddle/exit_delay"),
-        },
-        "dlnlab run": {
-            "convergence order (slope of log max distance vs log lr)": chart("run/convergence_order"),
-            "convergence order against GD's modified flows": chart("run/convergence_order_modified"),
-            "GD stability threshold 2 / (h m_1^(2-2/h))": chart("run/gd_stability_threshold"),
-        },
+def tensorboard_layout(run: RunCharts) -> dict:
+    """The Custom Scalars layout: one chart per quantity, every series in it (the plugin merges runs)."""
+    main = {
+        "loss, and the plateau levels L*_r (the flow's lines)": _chart("loss/loss", "loss/level_[0-9]+"),
+        "log10 loss": _chart("loss/log10"),
     }
+    if run.sgd:
+        title = "log10 distance to the flow, and its maximum (the line the order is fitted to)"
+        tags = ["dist/log10_flow", "dist/log10_flow_max"]
+        if run.modified:
+            title = "log10 distance to the flow and, lower, to GD's modified flow; each maximum as a line"
+            tags += ["dist/log10_modified", "dist/log10_modified_max"]
+        main[title] = _chart(*tags)
+    main["mode strengths u_k^T P v_k, k = 1, 2, ..."] = _chart("modes/strength_[0-9]+")
+    if run.curvature:
+        main["log10 sharpness (top Hessian eigenvalue) and 2/eta"] = _chart(
+            "curvature/log10_sharpness", "curvature/log10_two_over_lr"
+        )
+        main["Hessian lambda_min (< 0 near a strict saddle), and its range as lines"] = _chart(
+            "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
+        )
+    main["log10 ||grad L|| (small on a plateau)"] = _chart("saddle/log10_grad_norm")
+    main["log10 distance to the nearest critical map P*_r"] = _chart("saddle/log10_dist_best_rank")
+    main["log10 conservation-law drift max_j ||C_j(t) - C_j(0)||"] = _chart("conservation/log10_drift")
+    x = x_label(run.dt)
+    layout = {f"dlnlab: the flow and each series ({x})": main}
+    if run.limit:
+        limit = {
+            "log10 strong error E||theta - theta_flow||": _chart("limit/log10_strong"),
+            "log10 weak error ||E theta - theta_flow||": _chart("limit/log10_weak_theta"),
+            "log10 weak error |E L - L_flow|": _chart("limit/log10_weak_loss"),
+        }
+        if run.sme:
+            limit["SGD's spread over the SME's: Var L and Var theta ratios (1: the SME is exact)"] = _chart(
+                "sme/var_loss_ratio", "sme/var_theta_ratio"
+            )
+        layout[f"dlnlab: SGD as a stochastic flow ({x})"] = limit
+    if run.spread:
+        bands = {}
+        for series in run.spread:
+            for tag, what in SPREAD_TAGS.items():
+                if tag.startswith("dist/") and series == "flow":
+                    continue
+                name = f"spread/{series}/{tag}"  # Margin charts take tag names, not patterns
+                bands[f"{series}: {what}, members' median and quartiles"] = [
+                    "Margin", [f"{name}@median", f"{name}@q25", f"{name}@q75"]
+                ]  # fmt: skip
+        layout[f"dlnlab: the ensemble's spread, one chart per series ({x})"] = bands
+    return layout

@@ -28,6 +28,7 @@ from dlnlab.descent import EnsembleSampler, GDStepper, MinibatchSampler, time_pe
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.lab.rundir import atomic_path
+from dlnlab.lab.tags import step_scale
 from dlnlab.lab.times import series_grid
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
@@ -97,6 +98,7 @@ class SGDModule(L.LightningModule):
         seed: int | Sequence[int] = 0,
         series_name: str = "sgd",
         step_to_grid: dict[int, int] | None = None,
+        step_per_grid: float = 1.0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -112,6 +114,7 @@ class SGDModule(L.LightningModule):
         self.tau = self.stepper.tau
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
         self.step_to_grid = step_to_grid or {k: m for m, k in enumerate(self.snapshot_steps)}
+        self.step_per_grid = step_per_grid  # the logger's step of grid point m (GridPoint.log_step)
         self.blowup_norm = blowup_norm
         self.new_snapshots: list[tuple[int, Tensor]] = []
         self.diverged: tuple[int, str] | None = None
@@ -297,6 +300,7 @@ def train_series(
     module = SGDModule(
         net, problem, lr, snapshot_steps=ks, momentum=momentum, blowup_norm=blowup_norm,
         batch_size=batch_size, sampling=sampling, seed=seed, series_name=name, step_to_grid=dict(zip(ks, ms)),
+        step_per_grid=step_scale(dt),
     )  # fmt: skip
     first = checkpoint_step(checkpoint) if resume else 0
     data = SGDDataModule(ks[-1], chunk=chunk, first=first)

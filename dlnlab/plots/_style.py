@@ -1,8 +1,11 @@
 """One look for every figure: sizes for a paper column, fonts, and a colour per series.
 
-Colours: the gradient flow is always black; SGD series take colours from the ``plasma`` map by the
-rank of their learning rate in the run (largest eta = orange, smallest = indigo), so a series keeps
-its colour across all the figures of a run. Data modes k use the Okabe-Ito palette (Figure 1).
+Colours: TensorBoard's, so that a series has one colour in the figures and on the dashboard. TensorBoard
+colours its runs from its palette (:data:`RUN_PALETTE`, its "tensorboardColorBlindAssist") in the order
+of their first events, and the lab opens the flow's run first and then one per learning rate in the
+order, largest first (docs/tensorboard.md): the flow is the palette's first colour, the i-th largest
+learning rate its (i + 1)-th. A modified flow or an SME ensemble at a learning rate takes that rate's colour (dashed).
+Data modes k use the Okabe-Ito palette (Figure 1).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -20,6 +22,7 @@ __all__ = [
     "STYLE",
     "COLUMN",
     "FLOW_COLOR",
+    "RUN_PALETTE",
     "MODE_COLORS",
     "series_colors",
     "mode_color",
@@ -27,7 +30,8 @@ __all__ = [
 ]
 
 COLUMN = (3.4, 2.9)  # inches: one column of a two-column paper
-FLOW_COLOR = "#000000"
+RUN_PALETTE = ("#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988", "#bbbbbb")
+FLOW_COLOR = RUN_PALETTE[0]
 MODE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 PLATEAU_COLOR = "0.55"
 TIME_LABEL = "time $t$ (flow time; GD step $k$ at $t = k\\eta$)"
@@ -60,14 +64,11 @@ STYLE = {
 }
 
 
-def series_colors(lrs: Sequence[float]) -> dict[float, tuple]:
-    """A fixed colour for each learning rate of a run (largest lr first on the warm end)."""
-    cmap = colormaps["plasma"]
+def series_colors(lrs: Sequence[float]) -> dict[float, str]:
+    """The colour of each learning rate: TensorBoard's colour of its run (the run opens them from the
+    largest learning rate down, after the flow)."""
     order = sorted(set(float(x) for x in lrs), reverse=True)
-    n = len(order)
-    if n == 1:
-        return {order[0]: cmap(0.55)}
-    return {lr: cmap(0.78 - 0.7 * i / (n - 1)) for i, lr in enumerate(order)}
+    return {lr: RUN_PALETTE[(1 + i) % len(RUN_PALETTE)] for i, lr in enumerate(order)}
 
 
 def mode_color(k: int) -> str:

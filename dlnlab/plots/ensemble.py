@@ -12,12 +12,19 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from dlnlab.lab.rundir import RunData, format_lr
+from dlnlab.lab.rundir import RunData, format_lr, read_npz
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
 from dlnlab.plots._panels import legend, lr_axis, time_axis
-from dlnlab.plots._style import new_figure
+from dlnlab.plots._style import COLUMN, new_figure
 
-__all__ = ["ENSEMBLE_FIGURES", "fig_ensemble_loss", "fig_ensemble_dist_to_flow", "fig_sgd_limit"]
+__all__ = [
+    "ENSEMBLE_FIGURES",
+    "ensemble_figures",
+    "fig_ensemble_loss",
+    "fig_ensemble_dist_to_flow",
+    "fig_sgd_limit",
+    "fig_sme_spread",
+]
 
 
 def _bands(ax, t: np.ndarray, y: np.ndarray, color, label: str, keep: list) -> None:
@@ -156,23 +163,81 @@ def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
 
 def fig_sgd_limit(run: RunData) -> Figure:
     """ensemble.vary=sgd: the strong and weak errors against eta, with their fitted orders (90% bootstrap);
-    beside it the error constants against time, through the flow's saddle escapes."""
-    lim = run.summary.get("sgd_limit")
-    escapes = (lim or {}).get("escapes") or {}
-    two = bool(lim) and run.flow is not None
-    fig = new_figure((7.0, 3.0)) if two else new_figure()
-    axes = fig.subplots(1, 2) if two else [fig.add_subplot()]
-    if not lim:
-        no_data(axes[0], "no strong / weak errors (an ensemble with ensemble.vary=sgd)")
-        return fig
+    below, the error constants against time, through the flow's saddle escapes (stacked, so that the
+    figure stays readable at TensorBoard's image-card width)."""
+    lim = run.summary.get("sgd_limit") or {}
+    escapes = lim.get("escapes") or {}
+    two = run.flow is not None
+    fig = new_figure((COLUMN[0], 2 * COLUMN[1])) if two else new_figure()
+    axes = fig.subplots(2, 1) if two else [fig.add_subplot()]
     _orders_axes(axes[0], lim)
     if two:
         draw_error_constants(axes[1], run, escapes)
     return fig
 
 
+def _variance_ratio(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """Var over the members (axis 0) of a over that of b, per grid point (NaN where b's is 0)."""
+    if a is None or b is None:
+        return None
+    n = min(a.shape[1], b.shape[1])
+    va = np.var(np.asarray(a[:, :n], dtype=np.float64), axis=0, ddof=1)
+    vb = np.var(np.asarray(b[:, :n], dtype=np.float64), axis=0, ddof=1)
+    if va.ndim > 1:  # theta: the total variance, the covariance's trace
+        va, vb = va.reshape(n, -1).sum(axis=1), vb.reshape(n, -1).sum(axis=1)
+    ok = np.isfinite(va) & np.isfinite(vb) & (vb > 0)
+    return np.where(ok, va / np.where(ok, vb, 1.0), np.nan)
+
+
+def fig_sme_spread(run: RunData) -> Figure:
+    """sgd.sme: the SGD ensemble's spread over the SME ensemble's along the trajectory, per learning rate:
+    Var L(t) (solid) and the total variance of theta(t) (dashed), against 1 (the SME exact) with the band
+    of a variance ratio's sampling error."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    sme = (run.summary.get("sgd_limit") or {}).get("sme") or {}
+    colors, drawn = colors_of(run), []
+    for s in run.sgd:
+        other = read_npz(run.run_dir / "series" / f"sme_lr_{s.lr!r}.npz")
+        if s.members is None or not other:
+            continue
+        t = np.asarray(s.members["t"], dtype=np.float64)
+        for key, ls in (("loss", "-"), ("theta", "--")):
+            r = _variance_ratio(s.members.get(key), other.get(key))
+            if r is not None:
+                ok = (t[: len(r)] > 0) & np.isfinite(r)
+                ax.plot(t[: len(r)][ok], r[ok], ls, color=colors[s.name], lw=0.9)
+        drawn.append(s.name)
+    if not drawn:
+        no_data(ax, "no SME ensemble recorded")
+        return fig
+    err = sme.get("sampling_error")
+    if err:
+        ax.axhspan(1 - err, 1 + err, color="0.85", zorder=0, lw=0)
+    ax.axhline(1.0, color="0.3", lw=0.8, zorder=1)
+    time_axis(ax, run)
+    ax.set_ylabel("SGD's variance / the SME's")
+    ax.set_title(
+        "SGD's spread over the SME's: Var L (solid),\nVar theta (dashed); band: sampling error", fontsize=8
+    )
+    legend(fig, run, colors, names=drawn)
+    return fig
+
+
+def ensemble_figures(run: RunData) -> dict:
+    """The ensemble's figures this run has data for."""
+    figures = {"ensemble_loss": fig_ensemble_loss, "ensemble_dist_to_flow": fig_ensemble_dist_to_flow}
+    lim = run.summary.get("sgd_limit")
+    if lim:
+        figures["sgd_limit"] = fig_sgd_limit
+        if lim.get("sme"):
+            figures["sme_spread"] = fig_sme_spread
+    return figures
+
+
 ENSEMBLE_FIGURES = {
     "ensemble_loss": fig_ensemble_loss,
     "ensemble_dist_to_flow": fig_ensemble_dist_to_flow,
     "sgd_limit": fig_sgd_limit,
+    "sme_spread": fig_sme_spread,
 }

@@ -227,11 +227,16 @@ def _error_figure(name: str, err: BaseException) -> Figure:
 
 
 def _figures_of(run: RunData) -> dict[str, Callable]:
+    """The figures of what this run computed (no frame that only says "no data")."""
     figures = dict(FIGURES)
+    if not any(
+        s.get("sharpness") is not None and np.isfinite(s.get("sharpness")).any() for s in run.series.values()
+    ):
+        figures.pop("sharpness")  # log.analysis_points = 0
     if any(s.members is not None for s in run.series.values()):
-        from dlnlab.plots.ensemble import ENSEMBLE_FIGURES
+        from dlnlab.plots.ensemble import ensemble_figures
 
-        figures |= ENSEMBLE_FIGURES
+        figures |= ensemble_figures(run)
     return figures
 
 

@@ -25,23 +25,19 @@ from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.escape import EscapeDirections, escape_directions
 from dlnlab.saddles.plateaus import Plateau, PlateauThresholds, detect_plateaus, modes_learnt
 from dlnlab.saddles.report import (
-    LABEL_CODES,
-    SaddleLog,
     analyze_run_saddles,
     analyze_series,
+    analyze_trajectory,
     exits_vs_reference,
-    plateau_table,
 )
 
 __all__ = [
     "LABELS",
-    "LABEL_CODES",
     "Plateau",
     "PlateauThresholds",
     "ClassifyTolerances",
     "SaddleClassification",
     "EscapeDirections",
-    "SaddleLog",
     "modes_learnt",
     "detect_plateaus",
     "critical_point",
@@ -49,6 +45,6 @@ __all__ = [
     "escape_directions",
     "analyze_series",
     "exits_vs_reference",
-    "plateau_table",
     "analyze_run_saddles",
+    "analyze_trajectory",
 ]

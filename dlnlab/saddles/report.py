@@ -1,9 +1,8 @@
 """The saddle analysis of a run: every series' plateaus, classified, SGD exits vs the flow's.
 
 :func:`analyze_run_saddles` sets ``plateaus`` per series in summary.json and the SGD plateau exits
-against the flow's (``plateau_exits_vs_flow``), and returns per series a :class:`SaddleLog` of what a
-logger shows (``saddle/modes_learnt``, ``saddle/label``, ``saddle/exit_delay``, ``saddle/exit_time``,
-the table ``saddle/plateaus``); the lab logs it. Nothing here writes to the disk.
+against the flow's (``plateau_exits_vs_flow``), and returns every series' :class:`Plateau` list.
+Nothing here writes to the disk or to a logger.
 A series is a mapping of the arrays of ``series/<name>.npz``: t (T,), loss (T,), grad_norm (T,),
 mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 """
@@ -11,14 +10,14 @@ mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
 from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from dlnlab._util import jsonable, warn
 from dlnlab.analysis import DENSE_HESSIAN_MAX
-from dlnlab.metrics import theta_rows
+from dlnlab.metrics import SeriesMetrics, theta_rows
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.classify import ClassifyTolerances, SaddleClassification, classify_saddle
@@ -29,20 +28,10 @@ from dlnlab.saddles.plateaus import (
     _first_crossing,
     _modes_np,
     detect_plateaus,
-    modes_learnt,
 )
+from dlnlab.trajectory import Trajectory
 
-__all__ = [
-    "LABEL_CODES",
-    "SaddleLog",
-    "analyze_series",
-    "exits_vs_reference",
-    "plateau_table",
-    "saddle_log",
-    "analyze_run_saddles",
-]
-
-LABEL_CODES = {"none": 0, "strict": 1, "non-strict": 2, "inconclusive": 3}
+__all__ = ["analyze_series", "analyze_trajectory", "exits_vs_reference", "analyze_run_saddles"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,6 +74,26 @@ def analyze_series(
     if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
         theta = None
     return [_classified(p, problem, layout, t, have, theta, tolerances) for p in plats]
+
+
+def analyze_trajectory(
+    problem: RegressionProblem,
+    dims,
+    trajectory: Trajectory,
+    *,
+    thresholds: PlateauThresholds | None = None,
+    tolerances: ClassifyTolerances | None = None,
+    classify: bool = True,
+) -> list[Plateau]:
+    """Plateaus of a core trajectory (``dlnlab.integrate`` or ``dlnlab.gd``, one net), each classified:
+    the loss, gradient norm and mode strengths it needs are computed here from ``trajectory.theta``
+    (:class:`dlnlab.metrics.SeriesMetrics`, as the lab records them), then :func:`analyze_series`."""
+    theta = trajectory.theta.detach().to(torch.float64).cpu()
+    if theta.ndim != 2:
+        raise ValueError(f"trajectory.theta: one net's (T, p) states expected, got shape {tuple(theta.shape)}")
+    metrics = SeriesMetrics(problem, dims, theta[0], save_theta=True)
+    arrays = metrics.compute(list(range(len(theta))), trajectory.t.to(torch.float64).cpu(), theta, [None] * len(theta))
+    return analyze_series(problem, dims, arrays, thresholds=thresholds, tolerances=tolerances, classify=classify)
 
 
 def _classified(p: Plateau, problem, layout, t, have, theta, tolerances) -> Plateau:
@@ -191,75 +200,6 @@ def exits_vs_reference(
     return out
 
 
-def plateau_table(plateaus: Sequence[Plateau]) -> str:
-    """A markdown table of plateaus (TensorBoard text)."""
-    if not plateaus:
-        return "no saddle plateau"
-
-    def f(x, fmt=".4g"):
-        return "-" if x is None else format(x, fmt)
-
-    lines = [
-        "| # | t start | t end | duration | level | r | modes learnt | min grad | exit mode | t exit | label | lambda_min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for i, p in enumerate(plateaus):
-        lines.append(
-            f"| {i} | {f(p.t_start)} | {f(p.t_end)} | {f(p.duration)} | {f(p.level)} | "
-            f"{'-' if p.level_index is None else p.level_index} | {p.modes_learnt} | "
-            f"{f(p.grad_norm_min, '.3g')} | {'-' if p.exit_mode is None else p.exit_mode} | "
-            f"{f(p.t_exit)} | {p.label or '-'} | {f(p.lambda_min, '.3g')} |"
-        )
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------
-# A run
-
-
-@dataclass
-class SaddleLog:
-    """What a logger shows of one series' saddle analysis.
-
-    rows: (grid index m, {"saddle/modes_learnt", "saddle/label"}) on the series' grid (label codes
-    :data:`LABEL_CODES`); exits: (mode k, {"saddle/exit_time", "saddle/exit_delay"}) for the modes the
-    flow leaves its plateaus by (step = mode: the same tags in every series; the flow's delays are 0);
-    table: the plateaus as a markdown table.
-    """
-
-    rows: list[tuple[int, dict[str, float]]]
-    exits: list[tuple[int, dict[str, float]]]
-    table: str
-
-
-def saddle_log(arrays, plateaus: Sequence[Plateau], exits, problem) -> SaddleLog:
-    """The :class:`SaddleLog` of a series from its arrays, plateaus and exits."""
-    t = np.asarray(arrays.get("t", np.zeros(0)), dtype=np.float64)
-    ms = arrays.get("mode_strength")
-    steps = arrays.get("grid_index")
-    steps = np.arange(len(t)) if steps is None else np.asarray(steps)
-    rows = []
-    if ms is not None and len(t):
-        ms = np.asarray(ms, dtype=np.float64)
-        finite = np.isfinite(ms).all(axis=1)
-        count = modes_learnt(ms, problem).sum(axis=1)
-        codes = np.zeros(len(t))
-        for p in plateaus:
-            sel = (t >= p.t_start) & (t <= p.t_end)
-            codes[sel] = LABEL_CODES.get(p.label or "inconclusive", 3)
-        rows = [
-            (int(steps[i]), {"saddle/modes_learnt": float(count[i]), "saddle/label": float(codes[i])})
-            for i in range(min(len(t), len(steps)))
-            if finite[i]
-        ]
-    out = []
-    for e in exits or []:
-        te, de = e.get("t_exit"), e.get("delay")
-        vals = {"saddle/exit_time": te, "saddle/exit_delay": de}
-        out.append((int(e["mode"]), {k: float(v) for k, v in vals.items() if v is not None}))
-    return SaddleLog(rows=rows, exits=out, table=plateau_table(plateaus))
-
-
 def analyze_run_saddles(
     problem: RegressionProblem,
     dims,
@@ -268,8 +208,8 @@ def analyze_run_saddles(
     *,
     hessian_dense_max: int = DENSE_HESSIAN_MAX,
     classify: bool | Container[str] = True,
-) -> dict[str, SaddleLog]:
-    """Plateaus and saddles of every series of a run; fills the summary entries, returns what to log.
+) -> dict[str, list[Plateau]]:
+    """Plateaus and saddles of every series of a run; fills the summary entries, returns the plateaus.
 
     Sets ``series[name]["plateaus"]`` (the classified plateaus as JSON, :meth:`Plateau.to_dict`)
     and, for SGD series, ``plateau_exits_vs_flow`` (:func:`exits_vs_reference`). Returns one
@@ -283,7 +223,6 @@ def analyze_run_saddles(
     tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
     names = sorted(series_arrays, key=lambda n: (n != "flow", n))
     results: dict[str, list[Plateau]] = {}
-    logs: dict[str, SaddleLog] = {}
     for name in names:
         arrays = series_arrays[name] or {}
         try:
@@ -296,27 +235,13 @@ def analyze_run_saddles(
         entry["plateaus"] = [p.to_dict() for p in results[name]]
     flow_plats = results.get("flow")
     for name in names:
+        if flow_plats is None or name == "flow":
+            continue
         entry = series[name]
-        exits = None
-        if flow_plats is not None:
-            try:
-                if name == "flow":
-                    exits = [
-                        {"mode": p.exit_mode, "t_exit_flow": p.t_exit, "t_exit": p.t_exit, "delay": 0.0}
-                        for p in flow_plats
-                        if p.exit_mode is not None and p.t_exit is not None
-                    ]
-                else:
-                    lr = entry.get("lr")
-                    exits = exits_vs_reference(flow_plats, results[name], problem, series_arrays[name], lr)
-            except Exception as err:  # noqa: BLE001
-                warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
-                exits = []
-            if name != "flow":
-                entry["plateau_exits_vs_flow"] = jsonable(exits)
         try:
-            logs[name] = saddle_log(series_arrays[name] or {}, results[name], exits, problem)
+            exits = exits_vs_reference(flow_plats, results[name], problem, series_arrays[name], entry.get("lr"))
         except Exception as err:  # noqa: BLE001
-            warn(f"{name}: saddle log failed: {type(err).__name__}: {err}")
-            logs[name] = SaddleLog([], [], plateau_table(results[name]))
-    return logs
+            warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
+            exits = []
+        entry["plateau_exits_vs_flow"] = jsonable(exits)
+    return results

@@ -1,0 +1,46 @@
+"""The docs that are generated or executed: docs/config.md is the schema's, every key has a meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dlnlab.lab import config_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_page_is_current():
+    """docs/config.md is what scripts/config_doc.py writes from the schema today."""
+    assert (ROOT / "docs" / "config.md").read_text() == config_doc.render(), (
+        "run: python scripts/config_doc.py"
+    )
+
+
+def test_every_schema_key_says_what_it_means():
+    missing = []
+    for _, prefix, classes in config_doc.GROUPS:
+        for cls in classes:
+            docs = config_doc.field_docs(cls)
+            for f in dataclasses.fields(cls):
+                if dataclasses.is_dataclass(f.default_factory) or f.name in ("data", "init") and not prefix:
+                    continue  # a group: its own table
+                if not docs.get(f.name):
+                    missing.append(f"{prefix}.{f.name}" if prefix else f.name)
+    assert not missing, f"schema fields without a comment: {missing}"
+
+
+def test_no_script_shadows_an_installed_module():
+    """``python scripts/x.py`` puts scripts/ first on sys.path: a script named like a package it imports
+    (tensorboard.py, hydra.py, ...) would be imported in its place."""
+    import importlib.util
+    import sys
+
+    path = [p for p in sys.path if Path(p or ".").resolve() != (ROOT / "scripts").resolve()]
+    clashes = [
+        s.stem
+        for s in (ROOT / "scripts").glob("*.py")
+        if importlib.machinery.PathFinder.find_spec(s.stem, path)
+    ]
+    assert not clashes, clashes
+    assert importlib.util.find_spec("tensorboard") is not None  # the check can see installed packages
