@@ -44,3 +44,18 @@ def test_no_script_shadows_an_installed_module():
     ]
     assert not clashes, clashes
     assert importlib.util.find_spec("tensorboard") is not None  # the check can see installed packages
+
+
+def test_the_refusals_quoted_in_the_docs_are_what_the_command_line_says(tmp_path):
+    """docs/cli.md quotes `$ python scripts/train.py ...` and its `error: ...` line: the preflight says it."""
+    import re
+    import shlex
+
+    from dlnlab.lab.cli import preflight
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    pairs = re.findall(r"^\$ python scripts/train.py (.*)\nerror: (.*)$", text, re.M)
+    assert len(pairs) >= 4
+    for args, message in pairs:
+        argv = [*shlex.split(args), f"hydra.run.dir={tmp_path / 'x'}"]
+        assert preflight(argv, ROOT / "conf") == message, args
