@@ -21,14 +21,16 @@ from dlnlab import flow as flowmod
 from dlnlab._util import warn
 from dlnlab.descent import time_per_step
 from dlnlab.lab import signals
+from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
+from dlnlab.lab.resume import check_recomputed_flow
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.lab.tags import tensorboard_layout
 from dlnlab.lab.times import exact_times, series_grid
-from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
+from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
@@ -183,7 +185,9 @@ def run_flow(
         flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
     )  # for the SGD series
     if previous is not None:  # the recorded series stays, whatever the recomputation gave
-        entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f, entry)
+        entry, arrays = check_recomputed_flow(
+            previous, flow_at, all_t, grid, f, entry, plan.problem, ctx.layout
+        )
         check = entry["resume_check"]
         ctx.progress.done(
             f"recomputed (resume): max |difference| {check['max_abs_diff']:.2g}"
@@ -258,34 +262,6 @@ def close_recorder(rec, logger) -> dict:
     return arrays
 
 
-def _check_recomputed(previous, flow_at, all_t, grid, f, now: dict) -> tuple[dict, dict]:
-    """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol); ``now``: the
-    recomputation's entry (a failure or interrupt there is reported, and the recorded series kept)."""
-    entry, arrays = dict(previous[0]), previous[1]
-    if now["status"] != Status.OK:
-        warn(
-            f"flow: recomputed for the resume, it stopped ({now['status']}: {now.get('message')}); the "
-            "recorded series is kept, and the SGD series' distances to it stop where the recomputation stopped"
-        )
-        entry["resume_check"] = {"status": Status(now["status"]).value, "message": now.get("message")}
-        entry["status"] = Status(entry["status"])
-        return entry, arrays
-    rows, theta = theta_rows(arrays)
-    diff = 0.0
-    if theta is not None:
-        now = flow_at[torch.searchsorted(all_t, grid)][torch.as_tensor(rows)]
-        theta = torch.as_tensor(theta if theta.ndim == 2 else np.moveaxis(theta, 0, 1))  # an ensemble's
-        diff = float((now - theta).abs().max())
-        scale = float(theta.abs().max())
-        if not diff <= 10 * (f.rtol * scale + f.atol):
-            warn(
-                f"flow: recomputed for the resume, it differs from series/flow.npz by {diff:.3g} (> 10 x rtol)"
-            )
-    entry["resume_check"] = {"max_abs_diff": diff, "tolerance": "10 x (rtol max|theta| + atol)"}
-    entry["status"] = Status(entry["status"])
-    return entry, arrays
-
-
 def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -> None:
     t = arrays.get("t", np.zeros(0))
     ensemble = members_of(arrays)
@@ -328,14 +304,14 @@ def run_sgd(
     lr: float,
     flow_theta: torch.Tensor,
     flow_final: float | None,
-    initial: dict | None = None,
+    initial=None,
     modified_theta: torch.Tensor | None = None,
 ) -> tuple[dict, dict]:
     """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it.
     ``modified_theta`` (n_grid, p): GD's modified flow at the series' exact times (flow.modified).
 
-    ``initial``: the arrays an interrupted series had recorded (a resumed run): it continues from its
-    checkpoint, ``checkpoints/<name>.ckpt``.
+    ``initial``: where an interrupted series continues (a resumed run, see
+    :class:`~dlnlab.lab.resume.Continuation`): from its checkpoint, ``checkpoints/<name>.ckpt``.
     """
     from dlnlab.lab.record import open_recorder
     from dlnlab.lab.training import chunk_size, train_series
@@ -349,7 +325,8 @@ def run_sgd(
     )  # fmt: skip
     rec = open_recorder(
         name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
-        initial=initial, worker=True,
+        initial=initial and initial.kept, worker=True, preload=initial and initial.preload(),
+        quiet_upto=initial.logged_upto if initial else -1,
     )  # fmt: skip
     ckpt = plan.cfg.checkpoint
     path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
@@ -366,13 +343,15 @@ def run_sgd(
             blowup_norm=_blowup_norm(plan), progress=ctx.progress,
             chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
             checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None, device=plan.device,
+            reopened=(initial.position, initial.reopen) if initial else None,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
         member_diverged = outcome.member_diverged
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted", steps=None)
     except Exception as err:  # noqa: BLE001 - one failing series must not end the run
-        entry.update(status=Status.ERROR, message=f"{type(err).__name__}: {err}", steps=None)
+        why = str(err) if isinstance(err, CallbackFailed) else f"{type(err).__name__}: {err}"
+        entry.update(status=Status.ERROR, message=why, steps=None)
         warn(f"{name}: {entry['message']}")
     finally:
         signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt

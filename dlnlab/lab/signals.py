@@ -4,7 +4,14 @@
 so the flow, the SGD series and the analysis stop where they are and the lab's usual interrupt path
 saves the running series and writes ``summary.json``. Inside :func:`deferred` (file writes) the signal
 is held until the block ends, so no file is left half-written. After the first signal further ones are
-ignored while the run shuts down (a SIGKILL still ends it at once).
+ignored while the run shuts down (a SIGKILL still ends it at once), and :func:`ignore_until_exit` keeps
+them ignored through the interpreter's own exit (Python resets a handler it installed to the default,
+which kills the process, when it finalises; an ignored signal stays ignored).
+
+A KeyboardInterrupt raised by the handler can be lost: Python prints and drops an exception raised in a
+weakref callback, a ``__del__`` or a garbage-collector callback, which is where the handler runs if the
+signal arrives while one executes. The flag stays set, so the run polls it too: :func:`check` at every
+stage boundary, the solvers' and the SGD chunks' stop tests.
 """
 
 from __future__ import annotations
@@ -14,7 +21,19 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Interrupted", "install", "uninstall", "deferred", "received", "reset", "exit_code"]
+__all__ = [
+    "Interrupted",
+    "install",
+    "uninstall",
+    "installed",
+    "deferred",
+    "received",
+    "reset",
+    "check",
+    "exit_code",
+    "ignore_until_exit",
+    "on_first_signal",
+]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,13 +46,17 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-_state: dict = {"depth": 0, "pending": None, "received": None, "previous": None, "installs": 0}
+_state: dict = {
+    "depth": 0, "pending": None, "received": None, "previous": None, "installs": 0, "on_first": [],
+}  # fmt: skip
 
 
 def _handler(signum: int, frame) -> None:
     if _state["received"] is not None:  # shutting down already: let it finish writing
         return
     _state["received"] = signum
+    for call in list(_state["on_first"]):  # e.g. a sweep hands the signal on to its jobs' processes
+        call(signum)
     if _state["depth"]:
         _state["pending"] = signum
         return
@@ -69,6 +92,11 @@ def uninstall() -> None:
             signal.signal(s, _handler)
 
 
+def installed() -> int:
+    """How many :func:`install` calls are in force (0: the lab's handlers are not installed)."""
+    return _state["installs"]
+
+
 def reset() -> None:
     """Forget a received signal (before the next run in the same process)."""
     _state.update(depth=0, pending=None, received=None)
@@ -77,6 +105,28 @@ def reset() -> None:
 def received() -> int | None:
     """The signal that interrupted the run, or None."""
     return _state["received"]
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal was received (also one whose exception Python dropped)."""
+    if _state["received"] is not None and not _state["depth"]:
+        raise Interrupted(_state["received"])
+
+
+def on_first_signal(call) -> None:
+    """Call ``call(signum)`` in the handler on the first signal, before it raises (None: forget them)."""
+    if call is None:
+        _state["on_first"] = []
+    else:
+        _state["on_first"].append(call)
+
+
+def ignore_until_exit() -> None:
+    """Ignore SIGINT and SIGTERM from now on (main thread only): the process is about to exit, with
+    everything written; a signal now would only turn its exit code into a kill."""
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 def exit_code(default: int = 130) -> int:
