@@ -69,3 +69,26 @@ def resume_now(run_dir: str):
     from dlnlab.lab.experiment import resume
 
     return resume(run_dir)
+
+
+class Unmakeable(GridPointCallback):
+    """A callback whose constructor raises."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("no licence")
+
+
+def csv_logger_failing_for(series: str):
+    """A Lightning CSVLogger class that cannot be made for ``series`` (the logger's version)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    class FailingFor(CSVLogger):
+        def __init__(self, save_dir, name="lightning_logs", version=None):
+            if version == series:
+                raise OSError(f"no space left for {series}")
+            super().__init__(save_dir, name=name, version=version)
+
+    return FailingFor
+
+
+FailsForSlowSeries = csv_logger_failing_for("sgd_lr_0.04")

@@ -153,11 +153,25 @@ REFUSED = {
         lambda d: _damage(d / "problem.npz", "random"),
         "problem.npz is unreadable",
     ),
+    "series/ not a folder": (
+        lambda d: (shutil.rmtree(d / "series"), (d / "series").write_text("x")),
+        "series is not a folder: the run cannot write there",
+    ),
+    "a config that is refused now": (
+        lambda d: _edit_summary(d, lambda s: s["config"].update(bogus=1)),
+        r"the config in .*/summary.json is refused: bogus: no such key",
+    ),
     "the initial weights changed": (
         lambda d: _change_problem(d, "A0"),
         r"the initial weights \(A0\) its config builds now differ",
     ),
 }
+
+
+def _edit_summary(run_dir: Path, edit) -> None:
+    summary = _summary(run_dir)
+    edit(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
 def _change_problem(run_dir: Path, key: str) -> None:
@@ -227,6 +241,31 @@ def test_a_user_callback_that_raises_is_recorded_where_it_raised_and_ends_nothin
         assert entry["message"].endswith(f"ValueError: boom at {name} m = 3")
     assert len(np.load(out / "series" / "flow.npz")["t"]) == 81  # the flow's own record is complete
     assert multiprocessing.active_children() == []
+
+
+def test_a_callback_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(
+        ConfigError, match=r"^callbacks\.x: _runtime_helpers\.Unmakeable cannot be made: RuntimeError: no"
+    ):
+        run(
+            _cfg(["experiment=tiny", *QUIET, "+callbacks.x._target_=_runtime_helpers.Unmakeable"]),
+            output_dir=out,
+        )
+    assert not out.exists()
+
+
+def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
+    out = tmp_path / "run"
+    logger = ["logger=csv", "logger._target_=_runtime_helpers.FailsForSlowSeries"]
+    result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04,0.02]", *QUIET, *logger]), output_dir=out)
+    assert result.exit_code == 3
+    statuses = {name: e["status"] for name, e in result["series"].items()}
+    assert statuses == {"flow": "ok", "sgd_lr_0.04": "error", "sgd_lr_0.02": "ok"}
+    assert result["series"]["sgd_lr_0.04"]["message"] == "logger: OSError: no space left for sgd_lr_0.04"
+    assert len(np.load(out / "series" / "sgd_lr_0.04.npz")["t"]) == 81  # recorded, only not logged
+    logs = out / "failingfor"  # the logger class name, lower case, less "logger"
+    assert (logs / "sgd_lr_0.02").is_dir() and not (logs / "sgd_lr_0.04").exists()
 
 
 def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):

@@ -54,13 +54,31 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     (:mod:`dlnlab.lab.runlock`) while it works.
     """
     plan = prepare(cfg)
+    callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
     check_run_dir(out)
     lock = RunLock.acquire(out, "hydra.run.dir")
     try:
-        return _guarded(plan, out, None)
+        return _guarded(plan, out, None, callbacks)
     finally:
         lock.release()
+
+
+def user_callbacks(plan: Plan) -> list:
+    """The user's callbacks, made before any work: one that cannot be made is refused (ConfigError
+    naming its key) rather than failing the run once it has started."""
+    from hydra.utils import instantiate
+
+    made = []
+    for name, node in plan.cfg.callbacks.items():
+        try:
+            made.append(instantiate(node))
+        except Exception as err:  # noqa: BLE001 - the user's code: any error is a refusal
+            cause = err.__cause__ or err  # Hydra wraps what the constructor raised
+            raise ConfigError(
+                f"callbacks.{name}: {node.get('_target_')} cannot be made: {type(cause).__name__}: {cause}"
+            ) from err
+    return made
 
 
 def resume(run_dir: str | Path) -> RunResult:
@@ -74,14 +92,17 @@ def resume(run_dir: str | Path) -> RunResult:
     lock = RunLock.acquire(run_dir, "resume")
     try:
         previous = load_previous(run_dir)
-        plan = prepare(previous.config)
+        try:
+            plan = prepare(previous.config)
+        except ConfigError as err:
+            raise ConfigError(f"resume: the config in {run_dir}/summary.json is refused: {err}") from err
         check_problem(run_dir, problem_arrays(plan.problem, plan.cfg.model.dims, plan.weights0))
-        return _guarded(plan, run_dir, previous)
+        return _guarded(plan, run_dir, previous, user_callbacks(plan))
     finally:
         lock.release()
 
 
-def _guarded(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
+def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) -> RunResult:
     main = threading.current_thread() is threading.main_thread()
     if main:
         if not signals.installed():  # else the caller's (the CLI's): a signal it got already counts
@@ -90,14 +111,14 @@ def _guarded(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the small-matrix hot loops: one thread (restored for the caller)
     try:
-        return _execute(plan, out, previous)
+        return _execute(plan, out, previous, callbacks)
     finally:
         torch.set_num_threads(threads)
         if main:
             signals.uninstall()
 
 
-def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
+def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) -> RunResult:
     state = RunState(plan, out)
     if previous is not None:
         prior = previous.summary
@@ -105,7 +126,11 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
                          "stage": prior.get("stage"), "status": prior.get("status"),
                          "interrupted": prior.get("interrupted"), "series": {}}]  # fmt: skip
     try:
-        _run_all(state, previous)
+        try:
+            _run_all(state, previous, callbacks)
+        finally:
+            if state.ctx is not None:
+                state.ctx.logger_failures(state.series)
     except KeyboardInterrupt:
         state.interrupted = True
     except ResumeRefused:
@@ -130,7 +155,9 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
             with signals.deferred(raise_at_end=False):
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
-            warn(f"logging the run's results failed: {type(err).__name__}: {err}")
+            state.logging_error = f"{type(err).__name__}: {err}"
+            warn(f"logging the run's results failed: {state.logging_error}")
+            summary = state.write_summary()  # the files are complete; the summary says what the logger lost
     return RunResult(summary)
 
 
@@ -140,7 +167,7 @@ def _end_workers() -> None:
         record.end_workers()
 
 
-def _run_all(state: RunState, previous: Previous | None) -> None:
+def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> None:
     from dlnlab.flow import time_grid
 
     plan, cfg = state.plan, state.plan.cfg
@@ -156,7 +183,7 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     from dlnlab.lab.series import SeriesContext, run_flow, series_times
 
     exact, steps, all_t = series_times(plan, grid)
-    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid)
+    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks)
     state.enter("flow")
     done = previous.arrays.get("flow") if previous else None
     entry, finish_flow, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)

@@ -209,6 +209,7 @@ def load_previous(run_dir: str | Path) -> Previous:
         raise ConfigError(
             f"resume: the run in {run_dir} finished (exit code {summary.get('exit_code')}); nothing to resume"
         )
+    _check_shapes(run_dir, summary)
     prev = Previous(run_dir, summary, raw)
     for name, entry in summary.get("series", {}).items():
         if not isinstance(entry, dict):
@@ -222,6 +223,20 @@ def load_previous(run_dir: str | Path) -> Previous:
         if flow is not None:
             prev.arrays["flow"] = flow
     return prev
+
+
+def _check_shapes(run_dir: Path, summary: dict) -> None:
+    """Refuse a directory where the run's files cannot be written: a folder the run writes into that is
+    not a folder, or a file it writes that is a folder (the resume would fail to write it)."""
+    folders = [run_dir / "series", run_dir / "checkpoints"]
+    files = [run_dir / "problem.npz", run_dir / "summary.json"]
+    for name in summary.get("series") or {}:
+        files += [run_dir / "series" / f"{name}.npz", run_dir / "checkpoints" / f"{name}.ckpt"]
+    bad = [p for p in folders if p.exists() and not p.is_dir()]
+    bad += [p for p in files if p.exists() and not p.is_file()]
+    if bad:
+        what = "not a folder" if bad[0] in folders else "not a file"
+        raise ConfigError(f"resume: {bad[0]} is {what}: the run cannot write there; not resumed")
 
 
 def check_problem(run_dir: Path, recorded: dict[str, np.ndarray]) -> None:

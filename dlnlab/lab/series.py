@@ -85,10 +85,12 @@ class SeriesContext:
     metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, save_theta
     callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
+    logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
 
     @classmethod
-    def for_run(cls, plan: Plan, out: Path, n_grid: int) -> SeriesContext:
-        """The context of a run's series: its metrics options and the user's callbacks."""
+    def for_run(cls, plan: Plan, out: Path, n_grid: int, callbacks: list | None = None) -> SeriesContext:
+        """The context of a run's series: its metrics options and the user's callbacks (made here
+        unless given)."""
         log = plan.cfg.log
         return cls(
             plan=plan,
@@ -103,17 +105,32 @@ class SeriesContext:
                 theta_every=plan.theta_every(n_grid),
                 last_m=n_grid - 1,
             ),
-            callbacks=plan.callbacks(),
+            callbacks=plan.callbacks() if callbacks is None else callbacks,
         )
 
     def logger(self, name: str):
-        """The series' logger, made once (the custom-scalars layout goes in with it)."""
+        """The series' logger, made once (the custom-scalars layout goes in with it). A logger that
+        cannot be made is that series' failure, not the run's: the series runs unlogged (None) and
+        :meth:`logger_failures` marks it."""
         if name not in self.loggers:
             cfg = self.plan.cfg
-            logger = make_logger(cfg.logger, self.out, name)
-            log_layout(logger, tensorboard_layout(cfg.log.dt, ensemble=cfg.ensemble.size > 1))
+            try:
+                logger = make_logger(cfg.logger, self.out, name)
+                log_layout(logger, tensorboard_layout(cfg.log.dt, ensemble=cfg.ensemble.size > 1))
+            except Exception as err:  # noqa: BLE001 - a user's logger must not end the run
+                cause = err.__cause__ or err  # what the logger raised, not Hydra's wrapper
+                self.logger_errors[name] = f"logger: {type(cause).__name__}: {cause}"
+                warn(f"{name}: {self.logger_errors[name]} (the series runs without it)")
+                logger = None
             self.loggers[name] = logger
         return self.loggers[name]
+
+    def logger_failures(self, series: dict) -> None:
+        """Mark the series whose logger could not be made (status error, unless they failed otherwise)."""
+        for name, why in self.logger_errors.items():
+            entry = series.get(name)
+            if entry is not None and entry["status"] in (Status.OK, Status.DIVERGED, Status.UNSTABLE):
+                entry.update(status=Status.ERROR, message=why)
 
     @property
     def dims(self) -> tuple[int, ...]:

@@ -26,7 +26,6 @@ __all__ = [
     "convergence_order",
     "finish_sgd_entry",
     "flow_loss_rise",
-    "print_table",
     "versions",
     "fmt",
 ]
@@ -104,6 +103,7 @@ class RunState:
     ctx: Any = None  # dlnlab.lab.series.SeriesContext, once the series start
     status: RunStatus = RunStatus.RUNNING
     error: dict | None = None  # a crash: its type, message, stage and traceback
+    logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)
     process: dict = field(default_factory=_process)
 
     def enter(self, stage: str) -> None:
@@ -198,6 +198,7 @@ class RunState:
             "status": self.status,
             "exit_code": self.exit_code(),
             "error": self.error,
+            "logging_error": self.logging_error,
             "process": self.process,
             "run_dir": str(self.out),
         }
@@ -327,11 +328,6 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def print_table(summary: dict) -> None:
-    """The run's one-screen report on stdout."""
-    print(format_table(summary), flush=True)
 
 
 def format_table(summary: dict) -> str:
