@@ -111,6 +111,20 @@ def _logged_steps(log_dir: Path, tag: str) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
+def test_an_ensemble_with_theta_every_few_points_resumes_bit_for_bit(tmp_path):
+    """The same with a member axis (the grid is the files' second axis) and theta kept every few grid
+    points (theta_sub, cut at the open block's start by its own grid index)."""
+    extra = ["ensemble.size=2", "log.theta_max_mb=0.1"]
+    whole = tmp_path / "whole"
+    assert run(_cfg([*BASE, *extra]), output_dir=whole).exit_code == 0
+    assert "theta_sub" in np.load(whole / "series" / f"{KILLED}.npz").files
+    out = tmp_path / "killed"
+    assert run(_cfg([*BASE, *extra, *_signal_at(KILLED, 270)]), output_dir=out).exit_code == 143
+    assert resume(out)["resumed"][-1]["series"][KILLED] == "continued from its checkpoint"
+    _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+
+
 DAMAGE = {
     "a finished series' file of random bytes": ("series/sgd_lr_0.04.npz", "random", "sgd_lr_0.04"),
     "the interrupted series' file cut in half": (f"series/{KILLED}.npz", "half", KILLED),

@@ -178,3 +178,19 @@ def test_sigint_to_a_submitit_local_sweep_ends_its_jobs_too(tmp_path):
     _wait_for_jobs_in_sgd(sweep, proc, 3)
     os.kill(proc.pid, signal.SIGINT)
     _check_interrupted_sweep(sweep, proc, 130, {"interrupted": 3, "not_run": 0, "finished": 0})
+
+
+@pytest.mark.slow
+def test_a_raising_callback_in_a_joblib_sweep_fails_its_jobs_and_the_sweep_ends(tmp_path):
+    """Before: the sweep hung after writing its summary (each job's flow recorder worker was left)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=tiny", "seed=0,1",
+            "+callbacks.boom._target_=_runtime_helpers.RaiseAt", "logger=none", *QUIET, f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = _start(args, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err[-3000:]
+    assert _group_gone(proc.pid)
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_finished"] == 2 and summary["n_failed"] == 2 and summary["exit_code"] == 3
+    assert all("callback RaiseAt raised at grid point m = 3" in j["message"] for j in summary["jobs"])

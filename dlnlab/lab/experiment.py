@@ -122,7 +122,8 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     state = RunState(plan, out)
     if previous is not None:
         prior = previous.summary
-        state.resumed = [*prior.get("resumed", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        before = prior.get("resumed") if isinstance(prior.get("resumed"), list) else []
+        state.resumed = [*before, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          "stage": prior.get("stage"), "status": prior.get("status"),
                          "interrupted": prior.get("interrupted"), "series": {}}]  # fmt: skip
     try:

@@ -34,7 +34,7 @@ from dlnlab._util import warn
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.rundir import read_npz
 from dlnlab.lab.summary import Status
-from dlnlab.metrics import theta_rows
+from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
 
 __all__ = [
@@ -128,12 +128,12 @@ class Previous:
         ):
             return None
         logged = int(arrays["grid_index"][-1]) if len(arrays.get("grid_index", ())) else -1
-        return Continuation({key: v[:base] for key, v in arrays.items()}, position, reopen, logged)
+        return Continuation(_first_points(arrays, base), position, reopen, logged)
 
     def recorded(self, name: str) -> dict[str, np.ndarray] | None:
         """The arrays of ``series/<name>.npz`` (an interrupted series' points so far), or None when it is
         missing or damaged (``damaged`` says why)."""
-        arrays, why = _read_series(self.run_dir / "series" / f"{name}.npz", self.entry(name) or {})
+        arrays, why = _read_series(self.run_dir / "series" / f"{name}.npz")
         if why is not None:
             self.damaged[name] = why
         return arrays
@@ -146,7 +146,21 @@ class Previous:
         return "run from the start" if why is None else f"run from the start: {why}"
 
 
-def _read_series(path: Path, entry: dict) -> tuple[dict[str, np.ndarray] | None, str | None]:
+def _first_points(arrays: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """A series file's arrays cut to its first n grid points: along the grid axis (an ensemble's is the
+    second, after the members), and ``theta_sub`` (theta every few points) to the rows at those points."""
+    ensemble = members_of(arrays) is not None
+    last_m = int(arrays["grid_index"][n - 1]) if n and "grid_index" in arrays else -1
+    sub = np.asarray(arrays.get("theta_grid_index", ()))
+    n_sub = int((sub <= last_m).sum()) if n else 0
+    out = {}
+    for key, v in arrays.items():
+        rows = n_sub if key in ("theta_sub", "theta_grid_index") else n
+        out[key] = v[:, :rows] if ensemble and key not in MEMBERLESS_KEYS else v[:rows]
+    return out
+
+
+def _read_series(path: Path) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """(arrays, None), (None, None) when the file is missing, or (None, why) when it is damaged:
     unreadable, cut short, or its rows disagree (every per-row array has one row per time)."""
     if not path.is_file():
