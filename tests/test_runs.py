@@ -336,3 +336,27 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next
         signals.reset()
     assert result.exit_code == 143 and result["status"] == "interrupted"
     assert result["stage"] == "starting" and result["series"] == {} and result["not_run"] == ["sgd_lr_0.04"]
+
+
+def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_came():
+    """SIGTERM, then SIGINT 0.1 s later, while Python runs one C call (no handler can run): Python calls
+    the handlers in signal-number order, SIGINT first; the run takes the first to arrive (wakeup pipe)."""
+    import subprocess
+
+    from dlnlab.lab import signals
+
+    signals.install()
+    try:
+        sender = subprocess.Popen(
+            ["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}; sleep 0.1; kill -INT {os.getpid()}"]
+        )
+        with pytest.raises(KeyboardInterrupt) as info:
+            sum(range(10**8))  # a second or more in C, holding the interpreter
+            sender.wait()  # (should the sum be quicker: the signals then come one by one)
+            for _ in range(1000):
+                pass
+        assert str(info.value) == "SIGTERM" and signals.exit_code() == 143
+    finally:
+        sender.wait()
+        signals.uninstall()
+        signals.reset()

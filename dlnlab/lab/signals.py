@@ -16,6 +16,7 @@ stage boundary, the solvers' and the SGD chunks' stop tests.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ _state: dict = {
 def _handler(signum: int, frame) -> None:
     if _state["received"] is not None:  # shutting down already: let it finish writing
         return
+    signum = _first_arrived(signum)
     _state["received"] = signum
     for call in list(_state["on_first"]):  # e.g. a sweep hands the signal on to its jobs' processes
         call(signum)
@@ -61,6 +63,42 @@ def _handler(signum: int, frame) -> None:
         _state["pending"] = signum
         return
     raise Interrupted(signum)
+
+
+def _first_arrived(signum: int) -> int:
+    """The signal that arrived first. Python runs the handlers of the signals that came while it could
+    not (a long C call, a blocked mask) in signal-number order, SIGINT (2) before SIGTERM (15); the
+    wakeup pipe, written by the C-level handler as each signal arrives, keeps their order."""
+    fd = _state.get("wakeup_read")
+    if fd is None or _state.get("wakeup_pid") != os.getpid():  # a forked child: the pipe is its parent's
+        return signum
+    try:
+        arrived = os.read(fd, 512)
+    except (BlockingIOError, OSError):
+        return signum
+    return next((b for b in arrived if b in SIGNALS), signum)
+
+
+def _open_wakeup() -> None:
+    """A non-blocking pipe for :func:`signal.set_wakeup_fd` (the previous one is put back later)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread of the main interpreter
+        os.close(r)
+        os.close(w)
+        return
+    _state.update(wakeup_read=r, wakeup_write=w, wakeup_previous=previous, wakeup_pid=os.getpid())
+
+
+def _close_wakeup() -> None:
+    if _state.get("wakeup_read") is None or _state.get("wakeup_pid") != os.getpid():
+        return
+    signal.set_wakeup_fd(_state["wakeup_previous"])
+    os.close(_state.pop("wakeup_read"))
+    os.close(_state.pop("wakeup_write"))
 
 
 def install() -> None:
@@ -73,6 +111,7 @@ def install() -> None:
         return
     if _state["installs"] == 0:
         _state["previous"] = {s: signal.getsignal(s) for s in SIGNALS}
+        _open_wakeup()
     _state["installs"] += 1
     for s in SIGNALS:  # again on every call: Lightning may have replaced them meanwhile
         signal.signal(s, _handler)
@@ -87,6 +126,7 @@ def uninstall() -> None:
         for s, h in _state["previous"].items():
             signal.signal(s, h)
         _state["previous"] = None
+        _close_wakeup()
     else:
         for s in SIGNALS:
             signal.signal(s, _handler)
@@ -100,6 +140,7 @@ def installed() -> int:
 def reset() -> None:
     """Forget a received signal (before the next run in the same process)."""
     _state.update(depth=0, pending=None, received=None)
+    _first_arrived(0)  # and the pipe's record of it
 
 
 def received() -> int | None:

@@ -293,11 +293,18 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")
-    with blocked_in_children(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child) as ex:
-        futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
-    out: dict[str, bytes] = {}
-    for f in futures:
-        out |= f.result()
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child)
+    try:
+        # the signals are blocked only while the workers are forked (at the first submit with fork):
+        # blocked for the whole drawing, a SIGTERM and a SIGINT sent meanwhile were both held, then
+        # delivered in signal-number order (SIGINT first: exit code 130 for a SIGTERM)
+        with blocked_in_children():
+            futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
+        out: dict[str, bytes] = {}
+        for f in futures:
+            out |= f.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)  # the workers end before the run goes on
     return out
 
 
