@@ -152,7 +152,8 @@ class SeriesRecorder:
         if self.logger is not None:
             self._log(self.thinner.flush())
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
-        save_npz(target, **arrays)  # atomic: a reader never sees half a file
+        if arrays:  # nothing recorded (stopped before its first point): an earlier file stays as it was
+            save_npz(target, **arrays)  # atomic: a reader never sees half a file
         if self.logger is not None and not self.defer_logging:
             self.logger.finalize("success")
         return arrays
@@ -173,10 +174,12 @@ class _ProcessRecorder:
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_recorder_worker, args=(child, self._conn, args, kwargs), daemon=True)
-        with signals.blocked_in_children():  # the child ignores SIGINT/SIGTERM before it can get one
+        # the child ignores SIGINT/SIGTERM before it can get one; a signal meanwhile is only noted (the
+        # caller stops at its next check), so the worker is always registered for end_workers
+        with signals.blocked_in_children():
             self._proc.start()
-        child.close()
-        _LIVE.add(self)
+            child.close()
+            _LIVE.add(self)
         self.name, self.block = args[0], block
         self._pending: list = []
         self.deferred_rows: list = []

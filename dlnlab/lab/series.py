@@ -192,15 +192,16 @@ def run_flow(
     ctx.progress.start(name, float(all_t[-1]))
     t0 = time.perf_counter()
     # the grid's metrics start in their worker while the solver runs (rk45, cvode: step by step)
-    stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
-    res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
-    n_flow = 0 if res is None else len(res.t)
-    flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
-    if n_flow:
-        flow_at[:n_flow] = res.theta.cpu()
-    members = (
-        flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
-    )  # for the SGD series
+    with signals.deferred(raise_at_end=False):  # a signal from the worker's start to here: noted
+        stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
+        res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
+        n_flow = 0 if res is None else len(res.t)
+        flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
+        if n_flow:
+            flow_at[:n_flow] = res.theta.cpu()
+        members = (
+            flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
+        )  # for the SGD series
     if previous is not None:  # the recorded series stays, whatever the recomputation gave
         entry, arrays = check_recomputed_flow(
             previous, flow_at, all_t, grid, f, entry, plan.problem, ctx.layout
@@ -340,18 +341,19 @@ def run_sgd(
         plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, modified_theta=modified_theta,
         **ctx.metric_kw,
     )  # fmt: skip
-    rec = open_recorder(
-        name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
-        initial=initial and initial.kept, worker=True, preload=initial and initial.preload(),
-        quiet_upto=initial.logged_upto if initial else -1,
-    )  # fmt: skip
-    ckpt = plan.cfg.checkpoint
-    path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
-    ctx.progress.start(name, plan.cfg.flow.t_max)
-    t0 = time.perf_counter()
-    entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
-    prev = signal.getsignal(signal.SIGINT)
-    member_diverged: dict = {}
+    with signals.deferred(raise_at_end=False):  # from its worker's start to the try: noted, not raised
+        rec = open_recorder(
+            name, metrics, ctx.n_grid, ctx.out, logger=logger, lr=lr, tb_max_points=plan.cfg.log.tb_max_points,
+            initial=initial and initial.kept, worker=True, preload=initial and initial.preload(),
+            quiet_upto=initial.logged_upto if initial else -1,
+        )  # fmt: skip
+        ckpt = plan.cfg.checkpoint
+        path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
+        ctx.progress.start(name, plan.cfg.flow.t_max)
+        t0 = time.perf_counter()
+        entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
+        prev = signal.getsignal(signal.SIGINT)
+        member_diverged: dict = {}
     try:
         outcome = train_series(
             plan.device_problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,

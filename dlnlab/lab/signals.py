@@ -196,9 +196,12 @@ def deferred(raise_at_end: bool = True) -> Iterator[None]:
 
 @contextmanager
 def blocked_in_children() -> Iterator[None]:
-    """Block both signals around a fork, so a child can ignore them before one arrives."""
+    """Block both signals around a fork, so a child can ignore them before one arrives. A signal that
+    came just before (its handler not yet run) is only noted in the block: raised inside the fork's
+    own callbacks, Python would print and drop it (found: in logging's at-fork lock release)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        yield
+        with deferred(raise_at_end=False):
+            yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

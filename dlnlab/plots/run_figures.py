@@ -274,12 +274,25 @@ def _render(run: RunData | str | Path, strict: bool, dpi: int, names=None) -> di
 
 
 def _quiet_child() -> None:
-    """A figure worker leaves SIGINT / SIGTERM to the run (blocked around the fork, ignored here)."""
+    """A figure worker leaves SIGINT / SIGTERM to the run (blocked around the fork, ignored here), and
+    ends with the run: a worker waits for its next figure on a pipe whose other end it holds itself,
+    so it never sees the run die (found: a killed run's figure worker still waiting minutes later)."""
+    import os
     import signal
+    import threading
+    import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
 def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, workers: int) -> dict:
