@@ -139,7 +139,12 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(np.random.default_rng(0).bytes(len(data)) if how == "random" else data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("case", list(DAMAGE))
+DEFAULT_DAMAGE = ("the checkpoint cut in half", "the flow's file cut in half")  # the others: slow
+
+
+@pytest.mark.parametrize(
+    "case", [c if c in DEFAULT_DAMAGE else pytest.param(c, marks=pytest.mark.slow) for c in DAMAGE]
+)
 def test_a_damaged_file_makes_its_series_run_again_from_its_start(case, whole, killed, tmp_path):
     rel, how, name = DAMAGE[case]
     out = _copy(killed, tmp_path)

@@ -39,6 +39,7 @@ def _group_gone(pgid: int, within_s: float = 30.0) -> bool:
     return False
 
 
+@pytest.mark.slow  # ~6 s of CLI; tests/test_runs.py covers the same in-process
 def test_a_raising_callback_ends_the_cli_run_with_exit_3_and_leaves_no_process(tmp_path):
     """Before: the run never exited (its flow's recorder worker waited for a close that never came)."""
     out = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_signals_while_it_shuts_down_change_nothing(tmp_path):
     assert _group_gone(proc.pid, within_s=5)
 
 
+@pytest.mark.slow  # ~15 s of two CLI runs
 def test_a_killed_run_says_running_frees_its_lock_and_resumes(tmp_path):
     """SIGKILL to the run's process: its workers write what they hold and end, the lock is free, the
     summary still says running (with the dead pid), and resume finishes the run."""

@@ -2,10 +2,11 @@
 
 ``<run dir>/.lock`` is locked with ``flock`` (exclusive, non-blocking) by the run from its first file to
 its end, and by ``resume`` before it reads anything; a second resume (or a resume of a run still going)
-is refused with one line naming the holder (its pid, host and start, written into the file). The kernel
-drops the lock when the last process holding it ends, so a lock left by a killed run is free: nothing
-stale to clean. The run's forked workers (recorders, figures) share the lock: while a worker of a
-killed run still writes its series, the directory stays locked.
+is refused with one line naming the holder (its pid, host and start, written into the file). The file
+is removed when the lock is released. The kernel drops the lock when the last process holding it ends,
+so a lock file left by a killed run is free: nothing stale to clean. The run's forked workers
+(recorders, figures) share the lock: while a worker of a killed run still writes its series, the
+directory stays locked.
 """
 
 from __future__ import annotations
@@ -34,18 +35,22 @@ class RunLock:
     def acquire(cls, run_dir: str | Path, key: str) -> RunLock:
         """Lock ``run_dir`` or refuse (ConfigError naming ``key``) if another process holds it."""
         path = Path(run_dir) / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise ConfigError(f"{key}: cannot lock {run_dir} ({err.strerror})") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(
-                f"{key}: {run_dir} is in use by {_describe(lock_holder(run_dir))}; one process at a time "
-                "works in a run directory: wait for it to end, or stop it first"
-            ) from None
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise ConfigError(f"{key}: cannot lock {run_dir} ({err.strerror})") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(
+                    f"{key}: {run_dir} is in use by {_describe(lock_holder(run_dir))}; one process at a "
+                    "time works in a run directory: wait for it to end, or stop it first"
+                ) from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # its holder removed the file as we opened it: lock the new one
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
         os.ftruncate(fd, 0)
@@ -53,10 +58,24 @@ class RunLock:
         return cls(path, fd)
 
     def release(self) -> None:
+        """Remove the lock file (a finished run leaves none; a killed one leaves it, free) and unlock."""
         if self._fd is not None:
+            if _same_file(self._fd, self.path):
+                self.path.unlink()
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (the lock is removed at release, so a
+    process that opened the old file must not take its lock for the directory's)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
 def lock_holder(run_dir: str | Path) -> dict | None:
