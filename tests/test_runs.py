@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _runtime_helpers import Peek
+from _runtime_helpers import Peek, SignalAt
 from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.errors import ConfigError
@@ -39,6 +39,8 @@ def _summary(run_dir: Path) -> dict:
 
 
 def _signal_at(series: str, m: int, signum=signal.SIGTERM) -> list[str]:
+    """A SignalAt callback for the next run (a resume of it in this process is not signalled again)."""
+    SignalAt.fired.clear()
     return [
         "+callbacks.stop._target_=_runtime_helpers.SignalAt",
         f"+callbacks.stop.series={series}",
