@@ -5,9 +5,10 @@
     python scripts/train.py experiment=tiny hydra.run.dir=/tmp/run
     python scripts/train.py -m seed=0,1,2                    # a sweep (sweep_summary.json at the end)
 
-Exit codes: 0 ok (diverged / unstable series are a scientific outcome), 2 refused before any work
-(bad config, impossible size, bad file), 3 a series failed (the others were run), 130 SIGINT,
-143 SIGTERM (everything recorded so far is written). A sweep exits with the largest code of its jobs.
+Exit codes: 0 ok (diverged / unstable series are a scientific outcome), 1 the lab crashed (a bug;
+summary.json says where), 2 refused before any work (bad config, impossible size, bad file), 3 a series
+failed (the others were run), 130 SIGINT, 143 SIGTERM (everything recorded so far is written). A sweep
+exits with the largest code of its jobs (docs/runs.md).
 """
 
 import os

@@ -24,7 +24,17 @@ from torch import Tensor
 from dlnlab.network import unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback", "TopLayerNorm"]
+__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback", "TopLayerNorm", "CallbackFailed", "callback_failure"]
+
+
+class CallbackFailed(RuntimeError):
+    """A user's grid-point callback raised; the message says which, where and what."""
+
+
+def callback_failure(cb, m: int | None, t: float | None, err: BaseException) -> str:
+    """The one-line record of a user callback that raised at grid point m (time t)."""
+    where = "" if m is None else f" at grid point m = {m} (t = {t:.6g})"
+    return f"callback {type(cb).__name__} raised{where}: {type(err).__name__}: {err}"
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,10 @@ class GridPointCallback(L.Callback):
 
     def _drain(self, trainer, module) -> None:
         for point in _points(module, self._last):
-            self.on_grid_point(point, trainer.logger)
+            try:
+                self.on_grid_point(point, trainer.logger)
+            except Exception as err:
+                raise CallbackFailed(callback_failure(self, point.m, point.t, err)) from err
             self._last = point.step
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -102,16 +115,42 @@ class TopLayerNorm(GridPointCallback):
 
 
 class MetricsCallback(L.Callback):
-    """Hands the module's snapshots to the series' recorder after every chunk (each once)."""
+    """Hands the module's snapshots to the series' recorder after every chunk (each once).
 
-    def __init__(self, recorder, progress=None) -> None:
+    It also keeps the points of the recorder's open block (since the last block boundary, see
+    :func:`dlnlab.lab.record.block_points`; at most BLOCK_BYTES of theta) in the series' checkpoint:
+    a resumed series keeps its file's points up to that boundary and records the open block again
+    from these copies, so that every point's metrics are computed in the same block as in a run that
+    never stopped (the same operations in the same order: the same bits).
+
+    ``reopened``: (position, points) of a resumed series, the checkpoint's open block, already handed
+    to its recorder.
+    """
+
+    state_key = "dlnlab.MetricsCallback"
+
+    def __init__(self, recorder, progress=None, reopened: tuple[int, list] | None = None) -> None:
         self.recorder, self.progress = recorder, progress
         self.last_step: int | None = None
+        self.position, self.open = reopened if reopened is not None else (0, [])
+        self.open = list(self.open)
+        self._block: int | None = None
 
     def drain(self, module) -> None:
+        from dlnlab.lab.record import block_points
+
         for point in _points(module, self.last_step):
             self.recorder.record(point.m, point.t, point.theta, step=point.step, copy=False)
             self.last_step = point.step
+            if self._block is None:
+                self._block = block_points(getattr(self.recorder, "block", 256), point.theta)
+            self.open.append((point.m, point.t, point.step, point.theta))
+            self.position += 1
+            if self.position % self._block == 0:
+                self.open = []
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "open": list(self.open)}
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.drain(pl_module)

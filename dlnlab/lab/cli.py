@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -280,6 +281,12 @@ def job(cfg: DictConfig) -> int:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     message = ""
+    stopped = sweep.interrupted_by(HydraConfig.get().sweep.dir) if multirun else None
+    if stopped is not None:  # the sweep was interrupted before this job could start: it does not run
+        code = 128 + int(signal.Signals[stopped])
+        sweep.JOB.update(exit_code=code, message=f"not run: the sweep was interrupted ({stopped})")
+        _RESULT["job"] = code
+        return code
     try:
         code = run(cfg).exit_code
     except ConfigError as err:
@@ -292,16 +299,16 @@ def job(cfg: DictConfig) -> int:
         if not multirun:
             raise
         traceback.print_exc()
-        message, code = f"{type(err).__name__}: {err}", int(ExitCode.FAILED)
+        message, code = f"{type(err).__name__}: {err}", int(ExitCode.CRASHED)
     _RESULT["job"] = code
     sweep.JOB.update(exit_code=code, message=message)
     if multirun and code in (ExitCode.SIGINT, ExitCode.SIGTERM):
         hc = HydraConfig.get()
-        sweep.LAST["dir"] = str(hc.sweep.dir)
         sweep.write_job_record(
             Path(hc.runtime.output_dir), int(hc.job.num), list(hc.overrides.task), code, "interrupted"
         )
-        raise signals.Interrupted(code - 128)  # stop the sweep: Hydra runs no further job
+        if sweep.LAST.get("config") is not None:  # the sweep's own process (basic launcher): stop it
+            raise signals.Interrupted(code - 128)  # Hydra runs no further job
     return code
 
 
@@ -355,13 +362,19 @@ def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "tra
         return int(ExitCode.CONFIG)
     multirun = bool(args.multirun)
     signals.install()
+    try:
+        return _main(hydra_main, conf_dir, config_name, argv, args, multirun)
+    finally:  # the process exits now, everything written: a late signal must not kill it (README)
+        signals.ignore_until_exit()
+
+
+def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bool) -> int:
     if not _is_informational(args):
         try:
             code = resume_command(args)
         except KeyboardInterrupt:
             code = signals.exit_code()
         if code is not None:
-            signals.uninstall()
             return code
     try:
         reason = preflight(argv, conf_dir, config_name)
@@ -370,15 +383,16 @@ def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "tra
             return int(ExitCode.CONFIG)
         _RESULT.clear()
         sweep.LAST.clear()
+        if multirun:  # a signal is handed on to the sweep's running jobs before the launcher sees it
+            signals.on_first_signal(sweep.hand_on)
         hydra_main()
     except KeyboardInterrupt:
         if multirun and sweep.LAST.get("dir"):
+            sweep.wait_for_children()
             sweep.write_sweep_summary(Path(sweep.LAST["dir"]))
         code = signals.exit_code()
         print(f"interrupted (exit code {code}): every file written so far is complete", file=sys.stderr)
         return code
-    finally:
-        signals.uninstall()
     if multirun:
         return int(sweep.LAST.get("exit_code", 0))
     return int(_RESULT.get("job", 0))

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     """Exit codes of ``scripts/train.py`` (a sweep exits with the largest code of its jobs)."""
 
     OK = 0  # every series finished, or only diverged / unstable ones stopped (a scientific outcome)
+    CRASHED = 1  # the lab itself failed outside any series (a bug): summary.json says status crashed
     CONFIG = 2  # refused before any work: bad config value, impossible size, bad file
     FAILED = 3  # a series failed for a technical reason (solver failure, error); the rest was run
     SIGINT = 130  # interrupted by SIGINT (Ctrl+C): everything recorded so far is written

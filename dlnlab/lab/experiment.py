@@ -9,12 +9,13 @@ moment leaves every finished file readable and a summary that says where the run
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from dlnlab._util import warn
@@ -22,8 +23,9 @@ from dlnlab.lab import signals
 from dlnlab.lab.console import end_block, results_block, start_block
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.prepare import Plan, prepare
-from dlnlab.lab.resume import Previous, load_previous
-from dlnlab.lab.rundir import check_run_dir, write_problem
+from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
+from dlnlab.lab.rundir import check_run_dir, problem_arrays, write_bytes, write_problem
+from dlnlab.lab.runlock import RunLock
 from dlnlab.lab.summary import RunResult, RunState, Status, series_name
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
@@ -49,56 +51,102 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     ``cfg``: a Hydra DictConfig, a plain nested dict or a :class:`~dlnlab.lab.schema.TrainConfig`.
     ``output_dir`` defaults to Hydra's output directory. Every bad value raises :class:`ConfigError`
     before anything is written. SIGINT and SIGTERM end the run with what is recorded written (exit
-    code 130 or 143 in the result); :func:`resume` finishes it.
+    code 130 or 143 in the result); :func:`resume` finishes it. The run holds the directory's lock
+    (:mod:`dlnlab.lab.runlock`) while it works.
     """
     plan = prepare(cfg)
+    callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
     check_run_dir(out)
-    return _guarded(plan, out, None)
+    lock = RunLock.acquire(out, "hydra.run.dir")
+    try:
+        return _guarded(plan, out, None, callbacks)
+    finally:
+        lock.release()
+
+
+def user_callbacks(plan: Plan) -> list:
+    """The user's callbacks, made before any work: one that cannot be made is refused (ConfigError
+    naming its key) rather than failing the run once it has started."""
+    from hydra.utils import instantiate
+
+    made = []
+    for name, node in plan.cfg.callbacks.items():
+        try:
+            made.append(instantiate(node))
+        except Exception as err:  # noqa: BLE001 - the user's code: any error is a refusal
+            cause = err.__cause__ or err  # Hydra wraps what the constructor raised
+            raise ConfigError(
+                f"callbacks.{name}: {node.get('_target_')} cannot be made: {type(cause).__name__}: {cause}"
+            ) from err
+    return made
 
 
 def resume(run_dir: str | Path) -> RunResult:
     """Finish the interrupted run in ``run_dir`` with the config it was started with (see
     :mod:`dlnlab.lab.resume`): finished series are kept, the interrupted one continues from its
-    checkpoint, the rest run; the summary records the resume."""
-    previous = load_previous(run_dir)
-    plan = prepare(previous.config)
-    with np.load(Path(run_dir) / "problem.npz") as f:
-        same = np.array_equal(f["X"], plan.problem.X.numpy()) and np.array_equal(
-            f["Y"], plan.problem.Y.numpy()
-        )
-    if not same:
-        raise ConfigError(
-            f"resume: the data its config builds differ from {run_dir}/problem.npz; not the same run"
-        )
-    return _guarded(plan, Path(run_dir), previous)
+    checkpoint, the rest run; the summary records the resume. Refused (ConfigError) while another
+    process works in the directory, and for the damaged or changed runs listed there."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").is_file():
+        load_previous(run_dir)  # the one-line refusal (no directory, no summary), before any lock file
+    lock = RunLock.acquire(run_dir, "resume")
+    try:
+        previous = load_previous(run_dir)
+        try:
+            plan = prepare(previous.config)
+        except ConfigError as err:
+            raise ConfigError(f"resume: the config in {run_dir}/summary.json is refused: {err}") from err
+        check_problem(run_dir, problem_arrays(plan.problem, plan.cfg.model.dims, plan.weights0))
+        return _guarded(plan, run_dir, previous, user_callbacks(plan))
+    finally:
+        lock.release()
 
 
-def _guarded(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
+def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) -> RunResult:
     main = threading.current_thread() is threading.main_thread()
     if main:
-        signals.reset()
+        if not signals.installed():  # else the caller's (the CLI's): a signal it got already counts
+            signals.reset()
         signals.install()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the small-matrix hot loops: one thread (restored for the caller)
     try:
-        return _execute(plan, out, previous)
+        return _execute(plan, out, previous, callbacks)
     finally:
         torch.set_num_threads(threads)
         if main:
             signals.uninstall()
 
 
-def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
+def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) -> RunResult:
     state = RunState(plan, out)
     if previous is not None:
         prior = previous.summary
-        state.resumed = [*prior.get("resumed", []), {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         "stage": prior.get("stage"), "interrupted": prior.get("interrupted"), "series": {}}]  # fmt: skip
+        before = prior.get("resumed") if isinstance(prior.get("resumed"), list) else []
+        state.resumed = [*before, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         "stage": prior.get("stage"), "status": prior.get("status"),
+                         "interrupted": prior.get("interrupted"), "series": {}}]  # fmt: skip
     try:
-        _run_all(state, previous)
+        try:
+            _run_all(state, previous, callbacks)
+        finally:
+            if state.ctx is not None:
+                state.ctx.logger_failures(state.series)
     except KeyboardInterrupt:
         state.interrupted = True
+    except ResumeRefused:
+        with signals.deferred(raise_at_end=False):
+            write_bytes(out / "summary.json", previous.raw)  # as it was: the resume did nothing
+        raise
+    except Exception as err:  # a bug outside any series: recorded, then raised (exit code 1)
+        state.crashed(err)
+        with contextlib.suppress(Exception):
+            state.write_summary()
+        raise
+    finally:
+        _end_workers()  # none is left running, whatever happened
+    state.end()
     summary = state.write_summary()
     table = results_block(summary)
     print(table, flush=True)
@@ -109,12 +157,20 @@ def _execute(plan: Plan, out: Path, previous: Previous | None) -> RunResult:
             with signals.deferred(raise_at_end=False):
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
-            warn(f"logging the run's results failed: {type(err).__name__}: {err}")
+            state.logging_error = f"{type(err).__name__}: {err}"
+            warn(f"logging the run's results failed: {state.logging_error}")
+            summary = state.write_summary()  # the files are complete; the summary says what the logger lost
     print(end_block(summary), flush=True)
     return RunResult(summary)
 
 
-def _run_all(state: RunState, previous: Previous | None) -> None:
+def _end_workers() -> None:
+    record = sys.modules.get("dlnlab.lab.record")  # not imported: no worker was ever started
+    if record is not None:
+        record.end_workers()
+
+
+def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> None:
     from dlnlab.flow import time_grid
 
     plan, cfg = state.plan, state.plan.cfg
@@ -130,13 +186,14 @@ def _run_all(state: RunState, previous: Previous | None) -> None:
     from dlnlab.lab.series import SeriesContext, run_flow, series_times
 
     exact, steps, all_t = series_times(plan, grid)
-    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid)
+    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks)
     ctx.open_loggers()
-    state.stage = "flow"
-    state.write_summary()
+    state.enter("flow")
     done = previous.arrays.get("flow") if previous else None
     entry, finish_flow, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
     state.series["flow"] = entry
+    if previous is not None and done is None:  # not finished before, or its file was damaged
+        state.resumed[-1]["series"]["flow"] = previous.how("flow", False)
     state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
     closers = []
     try:  # the flows' metrics are computed in workers meanwhile
@@ -183,21 +240,20 @@ def _run_sgd_series(
         if state.interrupted:
             break
         name = series_name(lr)
-        state.stage = name
-        state.write_summary()
+        state.enter(name)
         if previous is not None and previous.finished(name):
             state.series[name], state.arrays[name] = previous.entry(name), previous.arrays[name]
             state.resumed[-1]["series"][name] = "kept"
             continue
         flow_theta = at_series_grid(flow_at, all_t, exact[lr], state.n_grid)
-        initial = previous.resumable(name, steps[lr]) if previous is not None else None
+        initial = None
+        if previous is not None:
+            initial = previous.resumable(name, steps[lr], plan.theta0.shape)
+            state.resumed[-1]["series"][name] = previous.how(name, initial is not None)
+            state.write_summary()
         entry, arrays = run_sgd(
             ctx, lr, flow_theta, flow_final, initial=initial, modified_theta=modified.get(lr)
         )
-        if previous is not None:
-            state.resumed[-1]["series"][name] = (
-                "continued from its checkpoint" if initial else "run from the start"
-            )
         state.series[name], state.arrays[name] = entry, arrays
         state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
 
@@ -209,8 +265,7 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
     from dlnlab.saddles import analyze_run_saddles
 
     cfg = state.plan.cfg
-    state.stage = "saddle analysis"
-    state.write_summary()
+    state.enter("saddle analysis")
     try:
         ctx.progress.note("saddle analysis: plateaus and their saddles ...")
         analyze = analyze_members if state.plan.seeds.members else analyze_run_saddles
@@ -221,8 +276,7 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
         )  # fmt: skip  (the plateaus go to summary.json, and to TensorBoard's Text tab at the end)
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
         warn(f"saddle analysis failed: {type(err).__name__}: {err}")
-    state.stage = "figures"
-    state.write_summary()
+    state.enter("figures")
     try:
         if cfg.log.figures:
             ctx.progress.note("figures ...")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from dlnlab.lab.callbacks import GridPoint, GridPointCallback
+from dlnlab._util import warn
+from dlnlab.lab.callbacks import GridPoint, GridPointCallback, callback_failure
 from dlnlab.lab.record import open_recorder
 from dlnlab.lab.summary import Status
 from dlnlab.metrics import SeriesMetrics
@@ -46,21 +47,27 @@ class FlowStream:
 def record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream: FlowStream):
     """The user's grid-point callbacks on the flow's grid points, here (the stream has already sent
     every point the solve reached to the recorder: integrate gives on_output every row it returns);
-    returns the recorder. An interrupt here keeps the points recorded so far."""
+    returns the recorder. An interrupt here keeps the points recorded so far. A callback that raises
+    is this series' failure (status error, the message says which callback, where and what): the
+    callbacks stop there, and the flow's own record is finished as usual."""
     plan = ctx.plan
     logger = ctx.logger(name)
     grid_idx = torch.searchsorted(all_t, grid)
     ms = [m for m in range(ctx.n_grid) if grid_idx[m] < n_flow]
     user = [cb for cb in ctx.callbacks if isinstance(cb, GridPointCallback)]
     tags = ctx.tags(name)
+    m, cb = None, None
     try:
         for m in ms if user else ():
             theta = flow_at[grid_idx[m]]
             for cb in user:
                 cb.on_grid_point(
-                    GridPoint("flow", m, float(grid[m]), None, theta, ctx.dims, plan.problem, tags.step(m)),
+                    GridPoint(name, m, float(grid[m]), None, theta, ctx.dims, plan.problem, tags.step(m)),
                     logger,
                 )
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
+    except Exception as err:  # noqa: BLE001 - a user's callback must not hang or end the run
+        entry.update(status=Status.ERROR, message=callback_failure(cb, m, float(grid[m]), err))
+        warn(f"{name}: {entry['message']}")
     return stream.rec

@@ -9,6 +9,7 @@ loop 30 % and more at lr = 0.01 in-process). The worker logs through a copy of t
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import queue
 import threading
@@ -25,17 +26,26 @@ from dlnlab.lab.rundir import save_npz
 from dlnlab.lab.tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 
-__all__ = ["SeriesRecorder", "open_recorder"]
+__all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points"]
 
 # A block of snapshots is handed on (to the metrics, or to the worker) at 256 points or 32 MB of theta,
 # whichever comes first: on a wide net (p = 524,288, 4 MB a snapshot) 256 points would hold 1 GB and the
 # worker would only start at the end of the series (measured: 8 s of waiting at width 256, depth 8).
 BLOCK_BYTES = 32e6
 SEND_QUEUE = 8  # blocks waiting for a worker (see _ProcessRecorder)
+ABORT_WAIT_S = 20.0  # an aborted worker writes what it has, then exits; killed if it takes longer
+_LIVE: set = set()  # this process's recorder workers not yet closed (see end_workers)
 
 
-def _block_size(block: int, theta: Tensor) -> int:
+def block_points(block: int, theta: Tensor) -> int:
+    """How many points a recorder computes together: ``block``, or fewer when their thetas pass
+    BLOCK_BYTES. A series' blocks are its points [0, B), [B, 2B), ...: a point's metrics can depend on
+    the block it is computed in (a batched product's rounding depends on the batch), so a resumed series
+    keeps these boundaries (see :class:`~dlnlab.lab.callbacks.MetricsCallback`)."""
     return max(1, min(block, int(BLOCK_BYTES // max(theta.numel() * theta.element_size(), 1))))
+
+
+_block_size = block_points
 
 
 def _on_cpu(theta: Tensor, copy: bool) -> Tensor:
@@ -60,6 +70,8 @@ class SeriesRecorder:
         initial: arrays already recorded (a resumed series): kept, and not logged again.
         defer_logging: keep the logger's rows in ``deferred_rows`` instead of logging them (a worker
             whose logger cannot write beside the parent's, see ``writes_concurrently``).
+        quiet_upto: grid points up to this index are recorded but not logged (a resumed series records
+            its open block again; the interrupted run had logged it).
 
     Metrics are computed when ``block`` points are buffered (vectorised over the block).
     """
@@ -76,8 +88,10 @@ class SeriesRecorder:
         block: int = 256,
         initial: dict[str, np.ndarray] | None = None,
         defer_logging: bool = False,
+        quiet_upto: int = -1,
     ) -> None:
         self.name, self.metrics, self.n_grid, self.tags = name, metrics, n_grid, tags
+        self.quiet_upto = quiet_upto
         self.out_dir, self.logger, self.block = Path(out_dir), logger, block
         self.thinner = Thinner(n_grid, tb_max_points)
         self._extremes: dict[str, float] = {}  # tag -> its extreme so far (drawn as a line at the end)
@@ -122,9 +136,10 @@ class SeriesRecorder:
                 self._log(self.thinner.add(m, tags))
 
     def _log(self, rows: list[tuple[int, dict[str, float]]], grid: bool = True) -> None:
-        """Log rows (grid index m, tags) at the series' steps (``grid=False``: rows already at steps)."""
-        rows = [(self.tags.step(m), row) for m, row in rows] if grid else rows
+        """Log rows (grid index m, tags) at the series' steps (``grid=False``: rows already at steps);
+        grid points up to ``quiet_upto`` (logged before a resume) are not logged again."""
         if grid:
+            rows = [(self.tags.step(m), row) for m, row in rows if m > self.quiet_upto]
             self._logged_steps += [s for s, _ in rows]
         if self.defer_logging:
             self.deferred_rows += rows
@@ -151,7 +166,8 @@ class SeriesRecorder:
             self._log(self.thinner.flush())
             self._log(extreme_lines(self._extremes, sorted(set(self._logged_steps))), grid=False)
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
-        save_npz(target, **arrays)  # atomic: a reader never sees half a file
+        if arrays:  # nothing recorded (stopped before its first point): an earlier file stays as it was
+            save_npz(target, **arrays)  # atomic: a reader never sees half a file
         if self.logger is not None and not self.defer_logging:
             self.logger.finalize("success")
         return arrays
@@ -171,10 +187,13 @@ class _ProcessRecorder:
         # the parent wait for the worker's metrics (5.6 s of the flow at width 256, depth 8).
         ctx = multiprocessing.get_context("fork")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_recorder_worker, args=(child, args, kwargs), daemon=True)
-        with signals.blocked_in_children():  # the child ignores SIGINT/SIGTERM before it can get one
+        self._proc = ctx.Process(target=_recorder_worker, args=(child, self._conn, args, kwargs), daemon=True)
+        # the child ignores SIGINT/SIGTERM before it can get one; a signal meanwhile is only noted (the
+        # caller stops at its next check), so the worker is always registered for end_workers
+        with signals.blocked_in_children():
             self._proc.start()
-        child.close()
+            child.close()
+            _LIVE.add(self)
         self.name, self.block = args[0], block
         self._pending: list = []
         self.deferred_rows: list = []
@@ -230,19 +249,58 @@ class _ProcessRecorder:
             self._conn.send(("close", path))
             status, payload = self._conn.recv()
         except (BrokenPipeError, EOFError) as err:
-            self._proc.join(timeout=5)
+            self.abort()
             raise RuntimeError(f"recorder worker of {self.name} exited ({err})") from err
+        except BaseException:
+            self.abort()  # the worker writes what it has and ends: never left behind
+            raise
         self._proc.join()
         self._conn.close()
+        _LIVE.discard(self)
         if status != "ok":
             raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
         arrays, self.deferred_rows = payload
         return arrays
 
+    def abort(self) -> None:
+        """End the worker without waiting for the series: it gets end-of-file, writes what it has recorded
+        (``series/<name>.npz``, atomically) and exits; after ``ABORT_WAIT_S`` it is killed. Never raises."""
+        _LIVE.discard(self)
+        try:
+            self._queue.put_nowait(None)  # the sender thread ends (it is a daemon thread if it cannot)
+        except queue.Full:
+            pass
+        self._conn.close()
+        self._proc.join(timeout=ABORT_WAIT_S)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
 
-def _recorder_worker(conn, args, kwargs) -> None:
+
+def end_workers() -> None:
+    """Abort every recorder worker of this process that is still open (a run that stops on an error
+    it did not expect): none is left running, nor waited for forever at the interpreter's exit."""
+    for rec in list(_LIVE):
+        rec.abort()
+
+
+# A backstop for a caller that never reaches the run's own cleanup: atexit runs this before
+# multiprocessing's exit handler (registered earlier), which would send the workers a SIGTERM they
+# ignore and then wait for them forever.
+atexit.register(end_workers)
+
+
+def _recorder_worker(conn, parent_end, args, kwargs) -> None:
     import signal
     import traceback
+
+    # The fork copied the parent's ends of this pipe and of every other recorder's: close them, or a
+    # worker never sees the end of file when the parent dies (it would hold the other end itself) and
+    # blocks forever on a send nobody reads (found: a killed job's worker alive minutes later).
+    parent_end.close()
+    for other in list(_LIVE):
+        other._conn.close()
+    _LIVE.clear()
 
     # SIGINT / SIGTERM (also when sent to the whole process group) are the parent's: it closes us
     # cleanly and we write the series. The parent blocked them around the fork; ignore, then unblock.
@@ -264,7 +322,7 @@ def _recorder_worker(conn, args, kwargs) -> None:
         while True:
             try:
                 msg = conn.recv()
-            except EOFError:  # the parent went away: keep what was recorded
+            except (EOFError, OSError):  # the parent went away or aborted us: keep what was recorded
                 rec.close()
                 return
             if msg[0] == "block":

@@ -39,8 +39,10 @@ __all__ = [
     "save_npz",
     "write_json",
     "write_text",
+    "write_bytes",
     "check_run_dir",
     "write_problem",
+    "problem_arrays",
     "read_npz",
     "read_summary",
     "HYDRA_FILES",
@@ -52,7 +54,12 @@ __all__ = [
     "STATUS_NOTE",
 ]
 
-HYDRA_FILES = (".hydra", "train.log", "run.log")  # what Hydra itself writes before the job starts
+HYDRA_FILES = (
+    ".hydra",
+    "train.log",
+    "run.log",
+    "job.json",
+)  # what Hydra (and a sweep job's start) writes first
 _CLAIMED: dict[str, str] = {}
 
 
@@ -102,6 +109,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """JSON with null for NaN and infinities (never NaN tokens), atomically."""
     write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False))
@@ -121,12 +133,11 @@ def check_run_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_problem(out: Path, problem, dims, weights0) -> None:
-    """``problem.npz``: dims, X, Y, A0, the data's modes, critical values and mode vectors."""
+def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
+    """What ``problem.npz`` holds: dims, X, Y, A0, the data's modes, critical values and mode vectors."""
     from dlnlab.network import adjacency_from_weights
 
-    save_npz(
-        Path(out) / "problem.npz",
+    return dict(
         dims=np.asarray(dims, dtype=np.int64),
         X=problem.X.numpy(),
         Y=problem.Y.numpy(),
@@ -136,6 +147,11 @@ def write_problem(out: Path, problem, dims, weights0) -> None:
         mode_u=problem.mode_u.numpy(),
         mode_v=problem.mode_v.numpy(),
     )
+
+
+def write_problem(out: Path, problem, dims, weights0) -> None:
+    """``problem.npz`` (see :func:`problem_arrays`), atomically."""
+    save_npz(Path(out) / "problem.npz", **problem_arrays(problem, dims, weights0))
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:

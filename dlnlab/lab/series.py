@@ -21,14 +21,16 @@ from dlnlab import flow as flowmod
 from dlnlab._util import warn
 from dlnlab.descent import time_per_step
 from dlnlab.lab import signals
+from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
+from dlnlab.lab.resume import check_recomputed_flow
 from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.lab.tags import RunCharts, TagPlan, has_run, step_scale, tensorboard_layout
 from dlnlab.lab.times import exact_times, series_grid
-from dlnlab.metrics import SeriesMetrics, members_of, theta_rows
+from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
@@ -83,10 +85,12 @@ class SeriesContext:
     metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, save_theta
     callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
+    logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
 
     @classmethod
-    def for_run(cls, plan: Plan, out: Path, n_grid: int) -> SeriesContext:
-        """The context of a run's series: its metrics options and the user's callbacks."""
+    def for_run(cls, plan: Plan, out: Path, n_grid: int, callbacks: list | None = None) -> SeriesContext:
+        """The context of a run's series: its metrics options and the user's callbacks (made here
+        unless given)."""
         log = plan.cfg.log
         return cls(
             plan=plan,
@@ -101,7 +105,7 @@ class SeriesContext:
                 theta_every=plan.theta_every(n_grid),
                 last_m=n_grid - 1,
             ),
-            callbacks=plan.callbacks(),
+            callbacks=plan.callbacks() if callbacks is None else callbacks,
         )
 
     def open_loggers(self) -> None:
@@ -114,14 +118,29 @@ class SeriesContext:
     def logger(self, name: str):
         """The series' logger, made once (the custom-scalars layout goes in with it). Only the flow and
         the (S)GD series have a TensorBoard run: a modified flow or an SME ensemble is compared with its
-        (S)GD series in that series' run (one colour per learning rate, docs/tensorboard.md)."""
+        (S)GD series in that series' run (one colour per learning rate, docs/tensorboard.md). A logger
+        that cannot be made is that series' failure, not the run's: the series runs unlogged (None) and
+        :meth:`logger_failures` marks it."""
         if not has_run(name):
             return None
         if name not in self.loggers:
-            logger = make_logger(self.plan.cfg.logger, self.out, name)
-            log_layout(logger, tensorboard_layout(self.charts()))
+            try:
+                logger = make_logger(self.plan.cfg.logger, self.out, name)
+                log_layout(logger, tensorboard_layout(self.charts()))
+            except Exception as err:  # noqa: BLE001 - a user's logger must not end the run
+                cause = err.__cause__ or err  # what the logger raised, not Hydra's wrapper
+                self.logger_errors[name] = f"logger: {type(cause).__name__}: {cause}"
+                warn(f"{name}: {self.logger_errors[name]} (the series runs without it)")
+                logger = None
             self.loggers[name] = logger
         return self.loggers[name]
+
+    def logger_failures(self, series: dict) -> None:
+        """Mark the series whose logger could not be made (status error, unless they failed otherwise)."""
+        for name, why in self.logger_errors.items():
+            entry = series.get(name)
+            if entry is not None and entry["status"] in (Status.OK, Status.DIVERGED, Status.UNSTABLE):
+                entry.update(status=Status.ERROR, message=why)
 
     def charts(self) -> RunCharts:
         """What the run computes, for its TensorBoard layout."""
@@ -216,17 +235,20 @@ def run_flow(
     ctx.progress.start(name, float(all_t[-1]))
     t0 = time.perf_counter()
     # the grid's metrics start in their worker while the solver runs (rk45, cvode: step by step)
-    stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
-    res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
-    n_flow = 0 if res is None else len(res.t)
-    flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
-    if n_flow:
-        flow_at[:n_flow] = res.theta.cpu()
-    members = (
-        flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
-    )  # for the SGD series
+    with signals.deferred(raise_at_end=False):  # a signal from the worker's start to here: noted
+        stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
+        res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
+        n_flow = 0 if res is None else len(res.t)
+        flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
+        if n_flow:
+            flow_at[:n_flow] = res.theta.cpu()
+        members = (
+            flow_at.unsqueeze(1).expand(-1, len(plan.theta0), -1) if shared else flow_at
+        )  # for the SGD series
     if previous is not None:  # the recorded series stays, whatever the recomputation gave
-        entry, arrays = _check_recomputed(previous, flow_at, all_t, grid, f, entry)
+        entry, arrays = check_recomputed_flow(
+            previous, flow_at, all_t, grid, f, entry, plan.problem, ctx.layout
+        )
         check = entry["resume_check"]
         ctx.progress.done(
             f"recomputed (resume): max |difference| {check['max_abs_diff']:.2g}"
@@ -301,34 +323,6 @@ def close_recorder(rec, logger) -> dict:
     return arrays
 
 
-def _check_recomputed(previous, flow_at, all_t, grid, f, now: dict) -> tuple[dict, dict]:
-    """The recorded flow, with how far the recomputed one is from it (tolerance 10 x rtol); ``now``: the
-    recomputation's entry (a failure or interrupt there is reported, and the recorded series kept)."""
-    entry, arrays = dict(previous[0]), previous[1]
-    if now["status"] != Status.OK:
-        warn(
-            f"flow: recomputed for the resume, it stopped ({now['status']}: {now.get('message')}); the "
-            "recorded series is kept, and the SGD series' distances to it stop where the recomputation stopped"
-        )
-        entry["resume_check"] = {"status": Status(now["status"]).value, "message": now.get("message")}
-        entry["status"] = Status(entry["status"])
-        return entry, arrays
-    rows, theta = theta_rows(arrays)
-    diff = 0.0
-    if theta is not None:
-        now = flow_at[torch.searchsorted(all_t, grid)][torch.as_tensor(rows)]
-        theta = torch.as_tensor(theta if theta.ndim == 2 else np.moveaxis(theta, 0, 1))  # an ensemble's
-        diff = float((now - theta).abs().max())
-        scale = float(theta.abs().max())
-        if not diff <= 10 * (f.rtol * scale + f.atol):
-            warn(
-                f"flow: recomputed for the resume, it differs from series/flow.npz by {diff:.3g} (> 10 x rtol)"
-            )
-    entry["resume_check"] = {"max_abs_diff": diff, "tolerance": "10 x (rtol max|theta| + atol)"}
-    entry["status"] = Status(entry["status"])
-    return entry, arrays
-
-
 def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -> None:
     t = arrays.get("t", np.zeros(0))
     ensemble = members_of(arrays)
@@ -371,14 +365,14 @@ def run_sgd(
     lr: float,
     flow_theta: torch.Tensor,
     flow_final: float | None,
-    initial: dict | None = None,
+    initial=None,
     modified_theta: torch.Tensor | None = None,
 ) -> tuple[dict, dict]:
     """One (S)GD series in Lightning; its entry says ``interrupted`` if a signal stopped it.
     ``modified_theta`` (n_grid, p): GD's modified flow at the series' exact times (flow.modified).
 
-    ``initial``: the arrays an interrupted series had recorded (a resumed run): it continues from its
-    checkpoint, ``checkpoints/<name>.ckpt``.
+    ``initial``: where an interrupted series continues (a resumed run, see
+    :class:`~dlnlab.lab.resume.Continuation`): from its checkpoint, ``checkpoints/<name>.ckpt``.
     """
     from dlnlab.lab.record import open_recorder
     from dlnlab.lab.training import chunk_size, train_series
@@ -390,18 +384,19 @@ def run_sgd(
         plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, modified_theta=modified_theta,
         **ctx.metric_kw,
     )  # fmt: skip
-    rec = open_recorder(
-        name, metrics, ctx.n_grid, ctx.out, logger=logger, tags=ctx.tags(name, lr),
-        tb_max_points=plan.cfg.log.tb_max_points,
-        initial=initial, worker=True,
-    )  # fmt: skip
-    ckpt = plan.cfg.checkpoint
-    path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
-    ctx.progress.start(name, plan.cfg.flow.t_max)
-    t0 = time.perf_counter()
-    entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
-    prev = signal.getsignal(signal.SIGINT)
-    member_diverged: dict = {}
+    with signals.deferred(raise_at_end=False):  # from its worker's start to the try: noted, not raised
+        rec = open_recorder(
+            name, metrics, ctx.n_grid, ctx.out, logger=logger, tags=ctx.tags(name, lr),
+            tb_max_points=plan.cfg.log.tb_max_points, initial=initial and initial.kept, worker=True,
+            preload=initial and initial.preload(), quiet_upto=initial.logged_upto if initial else -1,
+        )  # fmt: skip
+        ckpt = plan.cfg.checkpoint
+        path = ctx.out / "checkpoints" / f"{name}.ckpt" if ckpt.enabled else None
+        ctx.progress.start(name, plan.cfg.flow.t_max)
+        t0 = time.perf_counter()
+        entry: dict = {"lr": lr, "momentum": s.momentum, "time_per_step": tau}
+        prev = signal.getsignal(signal.SIGINT)
+        member_diverged: dict = {}
     try:
         outcome = train_series(
             plan.device_problem, ctx.dims, plan.theta0, lr, plan.cfg.log.dt, ctx.n_grid, rec,
@@ -410,13 +405,15 @@ def run_sgd(
             blowup_norm=_blowup_norm(plan), progress=ctx.progress,
             chunk=chunk_size(plan.gradient_s), logger=logger, callbacks=ctx.callbacks, name=name,
             checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None, device=plan.device,
+            reopened=(initial.position, initial.reopen) if initial else None,
         )  # fmt: skip
         entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
         member_diverged = outcome.member_diverged
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted", steps=None)
     except Exception as err:  # noqa: BLE001 - one failing series must not end the run
-        entry.update(status=Status.ERROR, message=f"{type(err).__name__}: {err}", steps=None)
+        why = str(err) if isinstance(err, CallbackFailed) else f"{type(err).__name__}: {err}"
+        entry.update(status=Status.ERROR, message=why, steps=None)
         warn(f"{name}: {entry['message']}")
     finally:
         signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt

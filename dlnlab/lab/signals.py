@@ -4,17 +4,37 @@
 so the flow, the SGD series and the analysis stop where they are and the lab's usual interrupt path
 saves the running series and writes ``summary.json``. Inside :func:`deferred` (file writes) the signal
 is held until the block ends, so no file is left half-written. After the first signal further ones are
-ignored while the run shuts down (a SIGKILL still ends it at once).
+ignored while the run shuts down (a SIGKILL still ends it at once), and :func:`ignore_until_exit` keeps
+them ignored through the interpreter's own exit (Python resets a handler it installed to the default,
+which kills the process, when it finalises; an ignored signal stays ignored).
+
+A KeyboardInterrupt raised by the handler can be lost: Python prints and drops an exception raised in a
+weakref callback, a ``__del__`` or a garbage-collector callback, which is where the handler runs if the
+signal arrives while one executes. The flag stays set, so the run polls it too: :func:`check` at every
+stage boundary, the solvers' and the SGD chunks' stop tests.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Interrupted", "install", "uninstall", "deferred", "received", "reset", "exit_code"]
+__all__ = [
+    "Interrupted",
+    "install",
+    "uninstall",
+    "installed",
+    "deferred",
+    "received",
+    "reset",
+    "check",
+    "exit_code",
+    "ignore_until_exit",
+    "on_first_signal",
+]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,17 +47,58 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-_state: dict = {"depth": 0, "pending": None, "received": None, "previous": None, "installs": 0}
+_state: dict = {
+    "depth": 0, "pending": None, "received": None, "previous": None, "installs": 0, "on_first": [],
+}  # fmt: skip
 
 
 def _handler(signum: int, frame) -> None:
     if _state["received"] is not None:  # shutting down already: let it finish writing
         return
+    signum = _first_arrived(signum)
     _state["received"] = signum
+    for call in list(_state["on_first"]):  # e.g. a sweep hands the signal on to its jobs' processes
+        call(signum)
     if _state["depth"]:
         _state["pending"] = signum
         return
     raise Interrupted(signum)
+
+
+def _first_arrived(signum: int) -> int:
+    """The signal that arrived first. Python runs the handlers of the signals that came while it could
+    not (a long C call, a blocked mask) in signal-number order, SIGINT (2) before SIGTERM (15); the
+    wakeup pipe, written by the C-level handler as each signal arrives, keeps their order."""
+    fd = _state.get("wakeup_read")
+    if fd is None or _state.get("wakeup_pid") != os.getpid():  # a forked child: the pipe is its parent's
+        return signum
+    try:
+        arrived = os.read(fd, 512)
+    except (BlockingIOError, OSError):
+        return signum
+    return next((b for b in arrived if b in SIGNALS), signum)
+
+
+def _open_wakeup() -> None:
+    """A non-blocking pipe for :func:`signal.set_wakeup_fd` (the previous one is put back later)."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    try:
+        previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not the main thread of the main interpreter
+        os.close(r)
+        os.close(w)
+        return
+    _state.update(wakeup_read=r, wakeup_write=w, wakeup_previous=previous, wakeup_pid=os.getpid())
+
+
+def _close_wakeup() -> None:
+    if _state.get("wakeup_read") is None or _state.get("wakeup_pid") != os.getpid():
+        return
+    signal.set_wakeup_fd(_state["wakeup_previous"])
+    os.close(_state.pop("wakeup_read"))
+    os.close(_state.pop("wakeup_write"))
 
 
 def install() -> None:
@@ -50,6 +111,7 @@ def install() -> None:
         return
     if _state["installs"] == 0:
         _state["previous"] = {s: signal.getsignal(s) for s in SIGNALS}
+        _open_wakeup()
     _state["installs"] += 1
     for s in SIGNALS:  # again on every call: Lightning may have replaced them meanwhile
         signal.signal(s, _handler)
@@ -64,19 +126,48 @@ def uninstall() -> None:
         for s, h in _state["previous"].items():
             signal.signal(s, h)
         _state["previous"] = None
+        _close_wakeup()
     else:
         for s in SIGNALS:
             signal.signal(s, _handler)
 
 
+def installed() -> int:
+    """How many :func:`install` calls are in force (0: the lab's handlers are not installed)."""
+    return _state["installs"]
+
+
 def reset() -> None:
     """Forget a received signal (before the next run in the same process)."""
     _state.update(depth=0, pending=None, received=None)
+    _first_arrived(0)  # and the pipe's record of it
 
 
 def received() -> int | None:
     """The signal that interrupted the run, or None."""
     return _state["received"]
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal was received (also one whose exception Python dropped)."""
+    if _state["received"] is not None and not _state["depth"]:
+        raise Interrupted(_state["received"])
+
+
+def on_first_signal(call) -> None:
+    """Call ``call(signum)`` in the handler on the first signal, before it raises (None: forget them)."""
+    if call is None:
+        _state["on_first"] = []
+    else:
+        _state["on_first"].append(call)
+
+
+def ignore_until_exit() -> None:
+    """Ignore SIGINT and SIGTERM from now on (main thread only): the process is about to exit, with
+    everything written; a signal now would only turn its exit code into a kill."""
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 def exit_code(default: int = 130) -> int:
@@ -105,9 +196,12 @@ def deferred(raise_at_end: bool = True) -> Iterator[None]:
 
 @contextmanager
 def blocked_in_children() -> Iterator[None]:
-    """Block both signals around a fork, so a child can ignore them before one arrives."""
+    """Block both signals around a fork, so a child can ignore them before one arrives. A signal that
+    came just before (its handler not yet run) is only noted in the block: raised inside the fork's
+    own callbacks, Python would print and drop it (found: in logging's at-fork lock release)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        yield
+        with deferred(raise_at_end=False):
+            yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -21,6 +21,7 @@ from dlnlab._util import fmt
 
 __all__ = [
     "Status",
+    "RunStatus",
     "convergence_order",
     "finish_sgd_entry",
     "flow_loss_rise",
@@ -42,6 +43,29 @@ class Status(str, Enum):
 
 
 FAILED = (Status.SOLVER_FAILED, Status.ERROR)
+
+
+class RunStatus(str, Enum):
+    """summary.json's ``status``: the run as a whole."""
+
+    RUNNING = "running"  # a process works on it (``process``); exit_code is null until it ends
+    FINISHED = "finished"  # it ended; exit_code says how (0, or 3 when a series failed)
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM ended it (exit code 130 / 143); resume finishes it
+    CRASHED = "crashed"  # an unexpected error outside any series ended it (exit code 1); ``error`` says which
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _process() -> dict:
+    """Who runs the run: a reader that finds status ``running`` while no such process lives on that host
+    (or the run directory's lock is free) knows it was killed."""
+    import os
+    import socket
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
 
 
 def series_name(lr: float | None) -> str:
@@ -76,11 +100,44 @@ class RunState:
     limit: dict | None = None  # an ensemble with a shared init: SGD's strong and weak errors (lab/limit.py)
     t_start: float = field(default_factory=time.perf_counter)
     ctx: Any = None  # dlnlab.lab.series.SeriesContext, once the series start
+    status: RunStatus = RunStatus.RUNNING
+    error: dict | None = None  # a crash: its type, message, stage and traceback
+    logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)
+    process: dict = field(default_factory=_process)
 
-    def exit_code(self) -> int:
+    def enter(self, stage: str) -> None:
+        """Start a stage: stop here if a signal came (also one whose exception Python dropped, see
+        :mod:`dlnlab.lab.signals`); else record the stage in summary.json."""
+        from dlnlab.lab import signals
+
+        signals.check()
+        self.stage = stage
+        self.write_summary()
+
+    def end(self) -> None:
+        """The run has ended (finished or interrupted): the status the summary will say."""
+        self.status = RunStatus.INTERRUPTED if self.interrupted else RunStatus.FINISHED
+
+    def crashed(self, err: BaseException) -> None:
+        """Record an unexpected error outside any series (the summary says what and where)."""
+        import traceback
+
+        self.status = RunStatus.CRASHED
+        self.error = {
+            "type": type(err).__name__,
+            "message": str(err),
+            "stage": self.stage,
+            "traceback": "".join(traceback.format_exception(err)),
+        }
+
+    def exit_code(self) -> int | None:
         from dlnlab.lab import signals
         from dlnlab.lab.errors import ExitCode
 
+        if self.status == RunStatus.RUNNING:
+            return None
+        if self.status == RunStatus.CRASHED:
+            return int(ExitCode.CRASHED)
         if self.interrupted:
             return int(signals.exit_code(ExitCode.SIGINT))
         if any(e["status"] in FAILED for e in self.series.values()):
@@ -137,7 +194,11 @@ class RunState:
             "analysis": plan.analysis.to_dict() if plan.analysis else None,
             "theta_every": plan.theta_every(self.n_grid) if self.n_grid else None,
             "wall_time_s": time.perf_counter() - self.t_start,
+            "status": self.status,
             "exit_code": self.exit_code(),
+            "error": self.error,
+            "logging_error": self.logging_error,
+            "process": self.process,
             "run_dir": str(self.out),
         }
 

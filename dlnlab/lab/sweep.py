@@ -1,15 +1,28 @@
-"""Multiruns: one failing job is recorded and the others still run; the sweep reports which failed.
+"""Multiruns: one failing job is recorded and the others still run; the sweep reports what became of each.
 
 :class:`SweepSummary` is a Hydra callback (``hydra.callbacks.sweep_summary`` in ``conf/train.yaml``).
-After each job it writes ``<job dir>/job.json`` (the job's overrides, exit code and message), in the
-job's own process, so it works with any launcher (basic, joblib, submitit). At the end of the sweep it
-writes ``<sweep dir>/sweep_summary.json``, lists every job (a job with no record is reported as lost)
-and sets the sweep's exit code: the largest exit code of its jobs.
+When a job starts and when it ends it writes ``<job dir>/job.json`` (its number, overrides, process,
+exit code and message), in the job's own process, so it works with any launcher (basic, joblib,
+submitit). At the end of the sweep, or when a signal ends it, the sweep's own process writes
+``<sweep dir>/sweep_summary.json``: every job of the sweep with its state (finished, interrupted,
+killed, crashed, not_run) and exit code, and the sweep's exit code (the largest of its jobs', or the
+signal's).
+
+A signal to the sweep's process (or to its whole process group) is handed on by :func:`hand_on`, in
+the signal handler, before the launcher sees it: the sweep marks itself interrupted (``.interrupted``
+in the sweep directory: a job that starts after that does not run), signals every job that works in
+the sweep now (the holder of its run directory's lock, whatever launcher started it) and waits until
+each has written its record. Only then does the launcher stop its workers (joblib kills them), so no
+job is cut off while it writes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +32,73 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlnlab.lab.errors import ExitCode
-from dlnlab.lab.rundir import write_json
+from dlnlab.lab.rundir import read_summary, write_json, write_text
+from dlnlab.lab.runlock import lock_holder
 
-__all__ = ["SweepSummary", "write_job_record", "write_sweep_summary", "LAST", "JOB"]
+__all__ = [
+    "SweepSummary",
+    "write_job_record",
+    "write_sweep_summary",
+    "hand_on",
+    "wait_for_children",
+    "interrupted_by",
+    "LAST",
+    "JOB",
+    "HAND_ON_WAIT_S",
+]
 
-LAST: dict[str, Any] = {}  # this process's last sweep: {"dir": ..., "exit_code": ...}
+LAST: dict[str, Any] = {}  # this process's last sweep: {"dir", "config", "exit_code"}
 JOB: dict[str, Any] = {}  # the job function's own record of its outcome: {"exit_code", "message"}
+HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
+MARK = ".interrupted"
+STATES = ("finished", "interrupted", "killed", "crashed", "refused", "not_run", "running")
 
 
 def _job_message(job_dir: Path, code: int) -> str:
     """The failed and interrupted series of a job's summary.json, in one line."""
-    try:
-        summary = json.loads((job_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+    summary = read_summary(job_dir)
+    if not isinstance(summary, dict):
         return ""
     bad = [
         f"{name}: {e.get('status')}: {e.get('message', '')}"
-        for name, e in summary.get("series", {}).items()
-        if e.get("status") in ("solver_failed", "error", "interrupted")
+        for name, e in (summary.get("series") or {}).items()
+        if isinstance(e, dict) and e.get("status") in ("solver_failed", "error", "interrupted")
     ]
     return "; ".join(bad)
 
 
-def write_job_record(job_dir: Path, num: int, overrides: list[str], code: int, message: str) -> None:
-    """``<job dir>/job.json``: what the sweep summary reads."""
-    record = {"num": num, "overrides": overrides, "dir": str(job_dir), "exit_code": code, "message": message}
+def write_job_record(job_dir: Path, num: int, overrides: list[str], code: int | None, message: str) -> None:
+    """``<job dir>/job.json``: what the sweep summary reads (``exit_code`` null: the job is running)."""
+    record = {
+        "num": num, "overrides": overrides, "dir": str(job_dir), "exit_code": code, "message": message,
+        "process": {"pid": os.getpid(), "host": socket.gethostname()},
+    }  # fmt: skip
     write_json(job_dir / "job.json", record)
 
 
+def interrupted_by(sweep_dir: str | Path | None) -> str | None:
+    """The signal that interrupted the sweep (its ``.interrupted`` mark), or None."""
+    if sweep_dir is None:
+        return None
+    try:
+        return (Path(sweep_dir) / MARK).read_text().strip() or "SIGINT"
+    except OSError:
+        return None
+
+
 class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # the sweep's own process: where a signal's handler finds the sweep (hand_on)
+        LAST.update(dir=str(config.hydra.sweep.dir), config=config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        LAST["dir"] = str(config.hydra.sweep.dir)
+        overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+        write_job_record(job_dir, int(config.hydra.job.num), overrides, None, "running")
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
@@ -58,12 +109,86 @@ class SweepSummary(Callback):
             message = JOB.get("message") or (_job_message(job_dir, code) if code else "")
         else:  # the task raised: JobReturn keeps the exception (return_value would re-raise it)
             exc = job_return._return_value
-            code, message = int(ExitCode.FAILED), f"{type(exc).__name__}: {exc}"
+            code, message = int(ExitCode.CRASHED), f"{type(exc).__name__}: {exc}"
         write_job_record(job_dir, int(config.hydra.job.num), list(job_return.overrides or []), code, message)
         JOB.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
+
+
+def hand_on(signum: int) -> None:
+    """In the sweep's process, on its first signal (before the launcher sees it): mark the sweep
+    interrupted, signal every job working in it now, and wait (at most HAND_ON_WAIT_S) until none does.
+    A job that runs in this very process (the basic launcher) is interrupted by the handler itself."""
+    sweep_dir = LAST.get("dir")
+    if not sweep_dir or not Path(sweep_dir).is_dir():
+        return
+    sweep_dir = Path(sweep_dir)
+    try:
+        write_text(sweep_dir / MARK, signal.Signals(signum).name)
+    except OSError:
+        pass
+    me, host, told = os.getpid(), socket.gethostname(), set()
+    deadline = time.monotonic() + HAND_ON_WAIT_S
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = False
+        for lock in sweep_dir.glob("*/.lock"):
+            holder = lock_holder(lock.parent)
+            if holder is None:
+                continue
+            pid = holder.get("pid")
+            if pid == me or holder.get("host", host) != host:
+                continue  # our own job (it stops when the handler raises), or one we cannot reach
+            busy = True
+            if isinstance(pid, int) and pid not in told:
+                told.add(pid)
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since > 1.0:  # a job that was starting has had time to take its lock
+            return
+        time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux: /proc; elsewhere none are known)."""
+    out = []
+    for tasks in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in tasks.read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def wait_for_children(timeout_s: float = 30.0) -> list[int]:
+    """After a signalled sweep has stopped its launcher: wait (at most ``timeout_s``) until this
+    process's child processes have ended, and return those still alive. The launchers' helpers end on
+    their own once their jobs have (submitit's job controllers outlived the sweep's process by a few
+    seconds here: three controllers and their tasks still alive 3 s after it exited); psutil is not a
+    dependency, and /proc's children lists are all this needs."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := [c for c in _children(os.getpid()) if not _zombie(c)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def _zombie(pid: int) -> bool:
+    """Ended (or a resource tracker, which multiprocessing and loky keep until this process exits)."""
+    try:
+        if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone
 
 
 def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
@@ -81,6 +206,25 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
         return None
 
 
+def _state(rec: dict) -> str:
+    """What became of a job: finished, interrupted, killed, crashed or not_run (from its records)."""
+    job_dir = Path(rec["dir"]) if rec.get("dir") else None
+    summary = read_summary(job_dir) if job_dir is not None else None
+    status = summary.get("status") if isinstance(summary, dict) else None
+    code = rec.get("exit_code")
+    if code is None:  # it never wrote its end
+        if job_dir is not None and lock_holder(job_dir) is not None:
+            return "running"
+        return "killed" if status == "running" else "not_run"
+    if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        return "interrupted" if summary is not None else "not_run"
+    if code == ExitCode.CRASHED or status == "crashed":
+        return "crashed"
+    if code == ExitCode.CONFIG and summary is None:
+        return "refused"
+    return "finished"
+
+
 def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> dict:
     """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary."""
     jobs = {}
@@ -88,35 +232,45 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
         try:
             rec = json.loads(path.read_text())
             jobs[int(rec["num"])] = rec
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-    expected = _expected_jobs(config)
-    if expected is not None:
-        for num, overrides in enumerate(expected):
-            jobs.setdefault(
-                num,
-                {
-                    "num": num,
-                    "overrides": overrides,
-                    "dir": None,
-                    "exit_code": int(ExitCode.FAILED),
-                    "message": "no record: the job did not finish (its process ended or was never started)",
-                },
-            )
+    expected = _expected_jobs(config if config is not None else LAST.get("config"))
+    for num, overrides in enumerate(expected or []):
+        jobs.setdefault(
+            num,
+            {"num": num, "overrides": overrides, "dir": None, "exit_code": None, "message": "never started"},
+        )
     ordered = [jobs[k] for k in sorted(jobs)]
-    code = max((j["exit_code"] for j in ordered), default=0)
-    failed = [j for j in ordered if j["exit_code"]]
+    for j in ordered:
+        j["state"] = _state(j)
+        if j["state"] == "killed":
+            j["message"] = "its process ended while it ran (killed?): resume=<its dir> finishes it"
+    signal_name = interrupted_by(sweep_dir)
+    codes = [j["exit_code"] for j in ordered if j["exit_code"] is not None]
+    if any(j["state"] in ("killed", "running") for j in ordered) or (expected is None and not ordered):
+        codes.append(int(ExitCode.FAILED))
+    code = max(codes, default=0)
+    if signal_name is not None:
+        code = 128 + int(signal.Signals[signal_name])
+    failed = [
+        j for j in ordered if j["state"] in ("killed", "crashed", "refused", "running") or (j["state"] == "finished" and j["exit_code"])
+    ]  # fmt: skip
+    count = {s: sum(j["state"] == s for j in ordered) for s in STATES}
     summary = {
-        "sweep_dir": str(sweep_dir),
-        "n_jobs": len(ordered),
-        "n_failed": len(failed),
-        "exit_code": code,
-        "jobs": ordered,
-    }
+        "sweep_dir": str(sweep_dir), "n_jobs": len(ordered), "n_failed": len(failed),
+        **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code, "jobs": ordered,
+    }  # fmt: skip
     write_json(sweep_dir / "sweep_summary.json", summary)
     LAST.update(dir=str(sweep_dir), exit_code=code)
-    lines = [f"sweep: {len(ordered)} jobs, {len(failed)} failed ({sweep_dir / 'sweep_summary.json'})"]
-    for j in failed:
-        lines.append(f"  job {j['num']} ({' '.join(j['overrides'])}): exit {j['exit_code']}: {j['message']}")
+    states = ", ".join(f"{n} {s}" for s, n in count.items() if n)
+    lines = [
+        f"sweep: {len(ordered)} jobs, {len(failed)} failed; {states} ({sweep_dir / 'sweep_summary.json'})"
+    ]
+    for j in ordered:
+        if j in failed or j["state"] != "finished":
+            what = f"exit {j['exit_code']}" if j["exit_code"] is not None else j["state"]
+            lines.append(
+                f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}, {what}: {j['message']}"
+            )
     print("\n".join(lines), flush=True)
     return summary

@@ -41,6 +41,7 @@ __all__ = [
     "chunk_size",
     "SeriesCheckpoint",
     "checkpoint_step",
+    "checkpoint_state",
     "train_series",
 ]
 
@@ -204,15 +205,24 @@ class SeriesCheckpoint(L.Callback):
     def __init__(self, path: str | Path, every_s: float = 60.0) -> None:
         self.path, self.every_s = Path(path), float(every_s)
         self._last = time.monotonic()
+        self._saved_at: int | None = None
 
-    def save(self, trainer) -> None:
+    def save(self, trainer, pl_module) -> None:
         with atomic_path(self.path) as tmp:
             trainer.save_checkpoint(tmp)
-        self._last = time.monotonic()
+        self._last, self._saved_at = time.monotonic(), pl_module.step_count
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.interrupted or time.monotonic() - self._last >= self.every_s:
-            self.save(trainer)
+            self.save(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # Lightning's own SIGTERM handling raises SIGTERMException (a SystemExit) between two chunks,
+        # where the state is consistent: a SIGTERM that came after this chunk's save (during the
+        # callbacks that follow it) would otherwise leave no checkpoint, and a resume would run the
+        # series from its start.
+        if isinstance(exception, SystemExit) and self._saved_at != pl_module.step_count:
+            self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not pl_module.interrupted and self.path.exists():
@@ -221,8 +231,18 @@ class SeriesCheckpoint(L.Callback):
 
 def checkpoint_step(path: str | Path) -> int:
     """The step a series checkpoint was taken at."""
+    return checkpoint_state(path)[0]
+
+
+def checkpoint_state(path: str | Path) -> tuple[int, Tensor, tuple[int, list] | None]:
+    """(the step, theta, the recorder's open block (position, points) or None) of a series checkpoint
+    (see :class:`~dlnlab.lab.callbacks.MetricsCallback`); raises on a damaged file (random bytes, cut
+    short)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file
-    return int(ckpt["dlnlab"]["stepper"]["steps"])
+    state = ckpt["dlnlab"]["stepper"]
+    block = (ckpt.get("callbacks") or {}).get(MetricsCallback.state_key)
+    opened = None if block is None else (int(block["position"]), list(block["open"]))
+    return int(state["steps"]), torch.as_tensor(state["theta"]), opened
 
 
 @dataclass
@@ -284,6 +304,7 @@ def train_series(
     checkpoint_every_s: float = 60.0,
     resume: bool = False,
     device: torch.device | None = None,
+    reopened: tuple[int, list] | None = None,
 ) -> SeriesOutcome:
     """(S)GD steps from theta0 in Lightning up to the last grid point, recording every grid point.
 
@@ -292,7 +313,9 @@ def train_series(
     SIGTERM end the series as ``interrupted`` at the end of the running chunk (or, without the lab's
     handlers, where Lightning stops), with every snapshot taken so far recorded. With ``checkpoint``
     (a path) the series is checkpointed there (see :class:`SeriesCheckpoint`); ``resume`` continues
-    it from that checkpoint (Lightning's ``ckpt_path``): the same steps, the same numbers, bit for bit.
+    it from that checkpoint (Lightning's ``ckpt_path``): the same steps, the same numbers, bit for bit;
+    ``reopened`` is then the recorder's open block at the checkpoint, handed to it again (see
+    :class:`~dlnlab.lab.callbacks.MetricsCallback`).
     """
     tau = time_per_step(lr, momentum)
     ms, ks = series_grid(n_grid, dt, tau)
@@ -304,7 +327,7 @@ def train_series(
     )  # fmt: skip
     first = checkpoint_step(checkpoint) if resume else 0
     data = SGDDataModule(ks[-1], chunk=chunk, first=first)
-    metrics = MetricsCallback(recorder, progress)
+    metrics = MetricsCallback(recorder, progress, reopened)
     if resume:
         metrics.last_step = first  # the snapshots up to the checkpoint are recorded already
     saver = [SeriesCheckpoint(checkpoint, checkpoint_every_s)] if checkpoint is not None else []

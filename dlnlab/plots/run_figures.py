@@ -279,12 +279,25 @@ def _render(run: RunData | str | Path, strict: bool, dpi: int, names=None) -> di
 
 
 def _quiet_child() -> None:
-    """A figure worker leaves SIGINT / SIGTERM to the run (blocked around the fork, ignored here)."""
+    """A figure worker leaves SIGINT / SIGTERM to the run (blocked around the fork, ignored here), and
+    ends with the run: a worker waits for its next figure on a pipe whose other end it holds itself,
+    so it never sees the run die (found: a killed run's figure worker still waiting minutes later)."""
+    import os
     import signal
+    import threading
+    import time
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
 
 
 def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, workers: int) -> dict:
@@ -298,11 +311,18 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")
-    with blocked_in_children(), ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child) as ex:
-        futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
-    out: dict[str, bytes] = {}
-    for f in futures:
-        out |= f.result()
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child)
+    try:
+        # the signals are blocked only while the workers are forked (at the first submit with fork):
+        # blocked for the whole drawing, a SIGTERM and a SIGINT sent meanwhile were both held, then
+        # delivered in signal-number order (SIGINT first: exit code 130 for a SIGTERM)
+        with blocked_in_children():
+            futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
+        out: dict[str, bytes] = {}
+        for f in futures:
+            out |= f.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)  # the workers end before the run goes on
     return out
 
 

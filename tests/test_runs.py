@@ -1,0 +1,369 @@
+"""Signals, failures, resume and the run directory's lock (docs/runs.md), in-process: real signals sent by
+a user callback at a chosen grid point, real Hydra instantiation, real Lightning checkpoints, damaged
+files written into real run directories. The CLI and sweep cases are in test_cli.py and test_launchers.py."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _runtime_helpers import Peek, SignalAt
+from hydra import compose, initialize_config_dir
+
+from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.experiment import resume, run
+from dlnlab.lab.runlock import lock_holder
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+QUIET = ["log.figures=false", "log.progress=never"]
+SLOW_LR = 0.0002  # 20,000 steps to t = 4: ten chunks, so that a signal stops it half way
+KILLED = f"sgd_lr_{SLOW_LR!r}"
+# 401 grid points; the signal at m = 270 stops the series at the end of a chunk (at most 2000 steps, 40
+# points) after it: past the first block of 256 points and inside the second (see MetricsCallback)
+BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", "log.dt=0.01", f"sgd.lrs=[0.04,{SLOW_LR}]", *QUIET]
+
+
+def _cfg(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="train", overrides=overrides)
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _signal_at(series: str, m: int, signum=signal.SIGTERM) -> list[str]:
+    """A SignalAt callback for the next run (a resume of it in this process is not signalled again)."""
+    SignalAt.fired.clear()
+    return [
+        "+callbacks.stop._target_=_runtime_helpers.SignalAt",
+        f"+callbacks.stop.series={series}",
+        f"+callbacks.stop.m={m}",
+        f"+callbacks.stop.signum={int(signum)}",
+    ]
+
+
+def _assert_same_arrays(a_dir: Path, b_dir: Path, names) -> None:
+    """Every array of every series file equal bit for bit (NaN where NaN)."""
+    for name in names:
+        a, b = np.load(a_dir / "series" / f"{name}.npz"), np.load(b_dir / "series" / f"{name}.npz")
+        assert set(a.files) == set(b.files), name
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """The base run, never interrupted."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    assert run(_cfg(BASE), output_dir=out).exit_code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> Path:
+    """The base run, stopped by SIGTERM in its slow series (exit code 143); tests copy it."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    result = run(_cfg([*BASE, *_signal_at(KILLED, 270)]), output_dir=out)
+    assert result.exit_code == 143
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["series"][KILLED]["status"] == "interrupted"
+    assert summary["series"]["sgd_lr_0.04"]["status"] == "ok"
+    assert (out / "checkpoints" / f"{KILLED}.ckpt").is_file()
+    assert lock_holder(out) is None  # released
+    return out
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(whole, killed, tmp_path):
+    """Metrics included: the open block (from point 256 on) is computed again, in the same block as in
+    the unbroken run, from the checkpoint's copies (a batched product's rounding depends on the batch:
+    mode_strength differed by one ulp when the resumed points were computed in blocks of another size)."""
+    out = _copy(killed, tmp_path)
+    n = len(np.load(out / "series" / f"{KILLED}.npz")["t"])
+    assert 270 < n < 401  # stopped inside its second block of 256 points
+    result = resume(out)
+    assert result.exit_code == 0 and result["status"] == "finished"
+    assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
+    _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+    # TensorBoard: every grid point of the resumed series once (the open block is not logged again)
+    steps = _logged_steps(out / "tensorboard" / KILLED, "loss")
+    assert sorted(steps) == list(range(401)), (len(steps), len(set(steps)))
+
+
+def _logged_steps(log_dir: Path, tag: str) -> list[int]:
+    """The steps of ``tag`` in every event file of a directory, repeats kept."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    steps = []
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return steps
+
+
+@pytest.mark.slow
+def test_an_ensemble_with_theta_every_few_points_resumes_bit_for_bit(tmp_path):
+    """The same with a member axis (the grid is the files' second axis) and theta kept every few grid
+    points (theta_sub, cut at the open block's start by its own grid index)."""
+    extra = ["ensemble.size=2", "log.theta_max_mb=0.1"]
+    whole = tmp_path / "whole"
+    assert run(_cfg([*BASE, *extra]), output_dir=whole).exit_code == 0
+    assert "theta_sub" in np.load(whole / "series" / f"{KILLED}.npz").files
+    out = tmp_path / "killed"
+    assert run(_cfg([*BASE, *extra, *_signal_at(KILLED, 270)]), output_dir=out).exit_code == 143
+    assert resume(out)["resumed"][-1]["series"][KILLED] == "continued from its checkpoint"
+    _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+
+
+DAMAGE = {
+    "a finished series' file of random bytes": ("series/sgd_lr_0.04.npz", "random", "sgd_lr_0.04"),
+    "the interrupted series' file cut in half": (f"series/{KILLED}.npz", "half", KILLED),
+    "the checkpoint of random bytes": (f"checkpoints/{KILLED}.ckpt", "random", KILLED),
+    "the checkpoint cut in half": (f"checkpoints/{KILLED}.ckpt", "half", KILLED),
+    "the flow's file cut in half": ("series/flow.npz", "half", "flow"),
+}
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(np.random.default_rng(0).bytes(len(data)) if how == "random" else data[: len(data) // 2])
+
+
+DEFAULT_DAMAGE = ("the checkpoint cut in half", "the flow's file cut in half")  # the others: slow
+
+
+@pytest.mark.parametrize(
+    "case", [c if c in DEFAULT_DAMAGE else pytest.param(c, marks=pytest.mark.slow) for c in DAMAGE]
+)
+def test_a_damaged_file_makes_its_series_run_again_from_its_start(case, whole, killed, tmp_path):
+    rel, how, name = DAMAGE[case]
+    out = _copy(killed, tmp_path)
+    _damage(out / rel, how)
+    result = resume(out)
+    assert result.exit_code == 0, result["series"]
+    said = result["resumed"][-1]["series"][name]
+    assert said.startswith("run from the start: ") and rel in said, said
+    _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+REFUSED = {
+    "summary.json holding []": (lambda d: _write(d / "summary.json", "[]"), "is not a dlnlab run summary"),
+    "summary.json holding {}": (lambda d: _write(d / "summary.json", "{}"), "is not a dlnlab run summary"),
+    "summary.json cut short": (
+        lambda d: _write(d / "summary.json", (d / "summary.json").read_text()[:100]),
+        "summary.json is not JSON",
+    ),
+    "problem.npz missing": (lambda d: (d / "problem.npz").unlink(), "problem.npz is missing"),
+    "problem.npz of random bytes": (
+        lambda d: _damage(d / "problem.npz", "random"),
+        "problem.npz is unreadable",
+    ),
+    "series/ not a folder": (
+        lambda d: (shutil.rmtree(d / "series"), (d / "series").write_text("x")),
+        "series is not a folder: the run cannot write there",
+    ),
+    "a config that is refused now": (
+        lambda d: _edit_summary(d, lambda s: s["config"].update(bogus=1)),
+        r"the config in .*/summary.json is refused: bogus: no such key",
+    ),
+    "the initial weights changed": (
+        lambda d: _change_problem(d, "A0"),
+        r"the initial weights \(A0\) its config builds now differ",
+    ),
+}
+
+
+def _edit_summary(run_dir: Path, edit) -> None:
+    summary = _summary(run_dir)
+    edit(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def _change_problem(run_dir: Path, key: str) -> None:
+    with np.load(run_dir / "problem.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[key] = arrays[key] * 1.01
+    np.savez(run_dir / "problem.npz", **arrays)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_resume_that_cannot_continue_the_run_is_refused_and_changes_nothing(case, killed, tmp_path):
+    damage, says = REFUSED[case]
+    out = _copy(killed, tmp_path)
+    damage(out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(ConfigError, match=says) as info:
+        resume(out)
+    assert str(info.value).startswith("resume: ") and "\n" not in str(info.value)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+
+
+def test_a_changed_init_file_is_refused(tmp_path):
+    """The init file of a run changed before its resume: the run would go on from other weights."""
+    rng = np.random.default_rng(1)
+    weights = tmp_path / "w.npz"
+    dims, layers = [4, 3, 3, 2], (1, 2, 3)  # experiment=tiny's net
+    np.savez(weights, **{f"W_{j}": 0.1 * rng.standard_normal((dims[j], dims[j - 1])) for j in layers})
+    out = tmp_path / "run"
+    args = ["experiment=tiny", "init=file", f"init.path={weights}", f"sgd.lrs=[{SLOW_LR}]", *QUIET]
+    assert run(_cfg([*args, *_signal_at(KILLED, 20)]), output_dir=out).exit_code == 143
+    np.savez(weights, **{f"W_{j}": 0.1 * rng.standard_normal((dims[j], dims[j - 1])) for j in layers})
+    with pytest.raises(ConfigError, match=r"the initial weights \(A0\) its config builds now differ"):
+        resume(out)
+
+
+def test_a_run_says_it_is_running_holds_its_lock_and_refuses_a_resume_meanwhile(tmp_path):
+    out = tmp_path / "run"
+    Peek.seen.clear()
+    peek = [
+        "+callbacks.peek._target_=_runtime_helpers.Peek",
+        f"+callbacks.peek.run_dir={out}",
+        "+callbacks.peek.probe=_runtime_helpers.resume_now",
+    ]
+    result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET, *peek]), output_dir=out)
+    assert result.exit_code == 0
+    (seen,) = Peek.seen
+    during = seen["summary"]
+    assert during["status"] == "running" and during["exit_code"] is None and during["stage"] == "flow"
+    assert during["process"]["pid"] == os.getpid()
+    assert seen["probe_error"].startswith(f"ConfigError: resume: {out} is in use by process {os.getpid()} ")
+    after = _summary(out)
+    assert after["status"] == "finished" and after["exit_code"] == 0 and lock_holder(out) is None
+
+
+def test_a_user_callback_that_raises_is_recorded_where_it_raised_and_ends_nothing_else(tmp_path):
+    """Before: the flow's recorder worker was never closed, and the run never exited."""
+    out = tmp_path / "run"
+    raising = ["+callbacks.boom._target_=_runtime_helpers.RaiseAt", "+callbacks.boom.m=3"]
+    result = run(_cfg(["experiment=tiny", *QUIET, *raising]), output_dir=out)
+    assert result.exit_code == 3 and result["status"] == "finished"
+    for name, entry in result["series"].items():
+        assert entry["status"] == "error", name
+        assert entry["message"].startswith("callback RaiseAt raised at grid point m = 3 (t = "), entry[
+            "message"
+        ]
+        assert entry["message"].endswith(f"ValueError: boom at {name} m = 3")
+    assert len(np.load(out / "series" / "flow.npz")["t"]) == 81  # the flow's own record is complete
+    assert multiprocessing.active_children() == []
+
+
+def test_a_callback_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(
+        ConfigError, match=r"^callbacks\.x: _runtime_helpers\.Unmakeable cannot be made: RuntimeError: no"
+    ):
+        run(
+            _cfg(["experiment=tiny", *QUIET, "+callbacks.x._target_=_runtime_helpers.Unmakeable"]),
+            output_dir=out,
+        )
+    assert not out.exists()
+
+
+def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
+    out = tmp_path / "run"
+    logger = ["logger=csv", "logger._target_=_runtime_helpers.FailsForSlowSeries"]
+    result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04,0.02]", *QUIET, *logger]), output_dir=out)
+    assert result.exit_code == 3
+    statuses = {name: e["status"] for name, e in result["series"].items()}
+    assert statuses == {"flow": "ok", "sgd_lr_0.04": "error", "sgd_lr_0.02": "ok"}
+    assert result["series"]["sgd_lr_0.04"]["message"] == "logger: OSError: no space left for sgd_lr_0.04"
+    assert len(np.load(out / "series" / "sgd_lr_0.04.npz")["t"]) == 81  # recorded, only not logged
+    logs = out / "failingfor"  # the logger class name, lower case, less "logger"
+    assert (logs / "sgd_lr_0.02").is_dir() and not (logs / "sgd_lr_0.04").exists()
+
+
+def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):
+    """A bug outside any series (here: the saddle analysis' stage made to raise): summary.json says
+    crashed, what and where, exit code 1; no worker is left."""
+    import dlnlab.lab.experiment as experiment
+
+    def broken(state, ctx):
+        state.enter("saddle analysis")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(experiment, "_analyse", broken)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="a bug"):
+        run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+    summary = _summary(out)
+    assert summary["status"] == "crashed" and summary["exit_code"] == 1
+    assert summary["error"]["type"] == "RuntimeError" and summary["error"]["stage"] == "saddle analysis"
+    assert "a bug" in summary["error"]["traceback"]
+    assert multiprocessing.active_children() == [] and lock_holder(out) is None
+    monkeypatch.undo()
+    result = resume(out)  # a crashed run can be finished
+    assert result.exit_code == 0 and result["resumed"][-1]["status"] == "crashed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception
+def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next_stage(tmp_path):
+    """The handler's KeyboardInterrupt is lost when it fires inside a weakref callback (Python prints
+    and ignores it); the flag it set stops the run at the next stage boundary."""
+    import gc
+    import weakref
+
+    from dlnlab.lab import signals
+
+    class Thing:
+        pass
+
+    def signalled(_ref) -> None:  # the handler runs (and raises) in here, at a bytecode boundary
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):
+            pass
+
+    out = tmp_path / "run"
+    signals.install()
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, signalled)
+        del thing
+        gc.collect()
+        assert ref() is None and signals.received() == signal.SIGTERM  # noted, its exception dropped
+        result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+    finally:
+        signals.uninstall()
+        signals.reset()
+    assert result.exit_code == 143 and result["status"] == "interrupted"
+    assert result["stage"] == "starting" and result["series"] == {} and result["not_run"] == ["sgd_lr_0.04"]
+
+
+def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_came():
+    """SIGTERM, then SIGINT 0.1 s later, while Python runs one C call (no handler can run): Python calls
+    the handlers in signal-number order, SIGINT first; the run takes the first to arrive (wakeup pipe)."""
+    import subprocess
+
+    from dlnlab.lab import signals
+
+    signals.install()
+    try:
+        sender = subprocess.Popen(
+            ["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}; sleep 0.1; kill -INT {os.getpid()}"]
+        )
+        with pytest.raises(KeyboardInterrupt) as info:
+            sum(range(10**8))  # a second or more in C, holding the interpreter
+            sender.wait()  # (should the sum be quicker: the signals then come one by one)
+            for _ in range(1000):
+                pass
+        assert str(info.value) == "SIGTERM" and signals.exit_code() == 143
+    finally:
+        sender.wait()
+        signals.uninstall()
+        signals.reset()

@@ -1,0 +1,198 @@
+"""Signals, failures and resume through the CLI and Hydra's launchers, in subprocesses (docs/runs.md): what
+the process exits with, what it leaves on disk, and that no process of the run or sweep is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import QUIET, TRAIN, _cli, _summary, _wait_for_stage
+
+from dlnlab.lab.runlock import lock_holder
+
+TESTS = Path(__file__).resolve().parent
+LONG_SGD = ["experiment=tiny", "flow.t_max=20", "sgd.lrs=[0.0002]", "logger=none", *QUIET]  # 100k steps
+
+
+def _start(args, cwd, **env):
+    """The CLI in a session of its own (its process group is every process of the run)."""
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={**os.environ, "PYTHONPATH": str(TESTS), **env},
+    )  # fmt: skip
+
+
+def _group_gone(pgid: int, within_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.slow  # ~6 s of CLI; tests/test_runs.py covers the same in-process
+def test_a_raising_callback_ends_the_cli_run_with_exit_3_and_leaves_no_process(tmp_path):
+    """Before: the run never exited (its flow's recorder worker waited for a close that never came)."""
+    out = tmp_path / "run"
+    raising = ["+callbacks.boom._target_=_runtime_helpers.RaiseAt", "+callbacks.boom.m=3"]
+    proc = _start(["experiment=tiny", "logger=none", *QUIET, *raising, f"hydra.run.dir={out}"], tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-3000:]
+    assert "warning: flow: callback RaiseAt raised at grid point m = 3" in err and "Traceback" not in err
+    assert _group_gone(proc.pid, within_s=5)
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["exit_code"] == 3
+
+
+def test_signals_while_it_shuts_down_change_nothing(tmp_path):
+    """SIGTERM, then SIGINT every 50 ms until the process ends: it exits 143 (before: 130 or killed by the
+    second signal during the interpreter's exit)."""
+    out = tmp_path / "run"
+    proc = _start([*LONG_SGD, f"hydra.run.dir={out}"], tmp_path)
+    _wait_for_stage(out, "sgd_lr_0.0002", proc)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    while proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            os.kill(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["interrupted"] == "SIGTERM"
+    assert _group_gone(proc.pid, within_s=5)
+
+
+@pytest.mark.slow  # ~15 s of two CLI runs
+def test_a_killed_run_says_running_frees_its_lock_and_resumes(tmp_path):
+    """SIGKILL to the run's process: its workers write what they hold and end, the lock is free, the
+    summary still says running (with the dead pid), and resume finishes the run."""
+    out = tmp_path / "run"
+    proc = _start([*LONG_SGD, f"hydra.run.dir={out}"], tmp_path)
+    _wait_for_stage(out, "sgd_lr_0.0002", proc)
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _group_gone(proc.pid), "a worker outlived its killed run"
+    assert lock_holder(out) is None
+    summary = _summary(out)
+    assert summary["status"] == "running" and summary["exit_code"] is None
+    assert summary["process"]["pid"] == proc.pid
+    resumed = _cli([f"resume={out}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["resumed"][0]["status"] == "running"
+
+
+def test_a_resume_of_a_damaged_directory_is_one_line_exit_2(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("[]")
+    proc = _cli([f"resume={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: resume: ") and "not a dlnlab run summary" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_resumes_at_once_the_second_is_refused(tmp_path):
+    out = tmp_path / "run"
+    proc = _start([*LONG_SGD, f"hydra.run.dir={out}"], tmp_path)
+    _wait_for_stage(out, "sgd_lr_0.0002", proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    first = _start([f"resume={out}"], tmp_path)
+    deadline = time.monotonic() + 60
+    while lock_holder(out) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = _cli([f"resume={out}"], tmp_path)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert f"is in use by process {first.pid} " in second.stderr
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+
+
+def _sweep(launcher, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *launcher, "experiment=tiny", "flow.t_max=400", "sgd.lrs=[0.0002]", "seed=0,1,2",
+            "logger=none", *QUIET, f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    return sweep, _start(args, tmp_path)
+
+
+def _wait_for_jobs_in_sgd(sweep: Path, proc, n: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        stages = []
+        for path in sweep.glob("*/summary.json"):
+            try:
+                stages.append(json.loads(path.read_text())["stage"])
+            except (OSError, ValueError, KeyError):
+                pass
+        if sum(s == "sgd_lr_0.0002" for s in stages) >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the sweep's jobs never reached their SGD series (exit {proc.poll()})")
+
+
+def _check_interrupted_sweep(sweep: Path, proc, code: int, states: dict) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert _group_gone(proc.pid), "a process of the sweep is still alive"
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["interrupted"] == signal.Signals(code - 128).name and summary["exit_code"] == code
+    assert {s: summary[f"n_{s}"] for s in states} == states, summary
+    for job in summary["jobs"]:
+        if job["state"] == "interrupted":
+            run = _summary(Path(job["dir"]))
+            assert run["status"] == "interrupted" and run["exit_code"] == code
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_group", [True, False], ids=["SIGTERM to the group", "SIGINT to the process"])
+def test_a_signalled_joblib_sweep_ends_every_process_and_says_what_became_of_each_job(to_group, tmp_path):
+    """Before: SIGTERM to the group left jobs cut off (their summaries said exit code 0) and no sweep summary."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    sweep, proc = _sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
+    _wait_for_jobs_in_sgd(sweep, proc, 2)
+    if to_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    code = 143 if to_group else 130
+    _check_interrupted_sweep(sweep, proc, code, {"interrupted": 2, "not_run": 1, "finished": 0})
+
+
+@pytest.mark.slow
+def test_sigint_to_a_submitit_local_sweep_ends_its_jobs_too(tmp_path):
+    """Before: the sweep's process exited at once, its jobs ran on to the end, no sweep summary."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[launchers]'")
+    sweep, proc = _sweep(["hydra/launcher=submitit_local"], tmp_path)
+    _wait_for_jobs_in_sgd(sweep, proc, 3)
+    os.kill(proc.pid, signal.SIGINT)
+    _check_interrupted_sweep(sweep, proc, 130, {"interrupted": 3, "not_run": 0, "finished": 0})
+
+
+@pytest.mark.slow
+def test_a_raising_callback_in_a_joblib_sweep_fails_its_jobs_and_the_sweep_ends(tmp_path):
+    """Before: the sweep hung after writing its summary (each job's flow recorder worker was left)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=tiny", "seed=0,1",
+            "+callbacks.boom._target_=_runtime_helpers.RaiseAt", "logger=none", *QUIET, f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = _start(args, tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err[-3000:]
+    assert _group_gone(proc.pid)
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_finished"] == 2 and summary["n_failed"] == 2 and summary["exit_code"] == 3
+    assert all("callback RaiseAt raised at grid point m = 3" in j["message"] for j in summary["jobs"])
