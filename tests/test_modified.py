@@ -101,4 +101,17 @@ def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
             problem, [4, 3, 3, 2], theta0, torch.as_tensor(flow["t"]), Solver("lsoda"), modified_lr=lr
         )
         assert np.abs(alone.theta.numpy() - flow["theta"]).max() <= 1e-7
-    assert (tmp_path / "run" / "tensorboard" / "modflow_lr_0.01").is_dir()
+    # TensorBoard: no run of its own (one colour per learning rate); its GD series' run holds the distance
+    assert not (tmp_path / "run" / "tensorboard" / "modflow_lr_0.01").exists()
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    acc = EventAccumulator(
+        str(tmp_path / "run" / "tensorboard" / "sgd_lr_0.01"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    assert {"dist/log10_modified", "dist/log10_modified_max", "hp/convergence_order_modified"} <= set(
+        acc.Tags()["scalars"]
+    )

@@ -26,7 +26,8 @@ SLOW_LR = 0.0002  # 20,000 steps to t = 4: ten chunks, so that a signal stops it
 KILLED = f"sgd_lr_{SLOW_LR!r}"
 # 401 grid points; the signal at m = 270 stops the series at the end of a chunk (at most 2000 steps, 40
 # points) after it: past the first block of 256 points and inside the second (see MetricsCallback)
-BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", "log.dt=0.01", f"sgd.lrs=[0.04,{SLOW_LR}]", *QUIET]
+DT = 0.01
+BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", f"log.dt={DT}", f"sgd.lrs=[0.04,{SLOW_LR}]", *QUIET]
 
 
 def _cfg(overrides):
@@ -98,8 +99,8 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
     # TensorBoard: every grid point of the resumed series once (the open block is not logged again)
-    steps = _logged_steps(out / "tensorboard" / KILLED, "loss")
-    assert sorted(steps) == list(range(401)), (len(steps), len(set(steps)))
+    steps = _logged_steps(out / "tensorboard" / KILLED, "loss/loss")  # x: step = round(1000 t)
+    assert sorted(steps) == [round(1000 * DT * m) for m in range(401)], (len(steps), len(set(steps)))
 
 
 def _logged_steps(log_dir: Path, tag: str) -> list[int]:

@@ -27,7 +27,7 @@ def problem():
 def _lab(problem, theta0, lr, t_max, **kw):
     n_grid = int(round(t_max / 0.1)) + 1
     with tempfile.TemporaryDirectory() as tmp:
-        rec = SeriesRecorder("s", SeriesMetrics(problem, DIMS, theta0, sgd=True), n_grid, tmp, lr=lr)
+        rec = SeriesRecorder("s", SeriesMetrics(problem, DIMS, theta0, sgd=True), n_grid, tmp)
         out = train_series(problem, DIMS, theta0, lr, 0.1, n_grid, rec, **kw)
         arrays = rec.close()
     return out, torch.as_tensor(arrays["theta"])
