@@ -69,6 +69,7 @@ from dlnlab.lab.record import SeriesRecorder, open_recorder
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 
 
 def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
@@ -131,7 +132,7 @@ def figure1_rows(args) -> tuple[list[int], list]:
                 arrays = rec.close()
                 best["lightning"] = min(best["lightning"], time.perf_counter() - t0)
                 finals["lightning"] = torch.as_tensor(arrays["theta"][-1])
-                assert out.status == "ok", out
+                assert out.status == Status.OK, out
         same = float((finals["plain"] - finals["lightning"]).abs().max())
         rows.append((lr, n_steps, best, same))
     return dims, rows

@@ -336,7 +336,7 @@ def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajector
     theta0 = run.outputs[0][0]
     single = theta0.ndim == 1
     if len(run.t) == 1:
-        return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
+        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     y0 = np.ascontiguousarray(theta0.reshape(-1, theta0.shape[-1]).numpy(), dtype=np.float64)
     s, done = None, 1
     try:
@@ -356,7 +356,7 @@ def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajector
                     next_progress = run.counter.t_reached + every
                 if stop is not None and stop():
                     msg = f"interrupted at t = {run.counter.t_reached:.6g}"
-                    raise Interrupted(run.result("interrupted", msg))
+                    raise Interrupted(run.result(Status.INTERRUPTED, msg))
     except BudgetExceeded as exc:
         raise run.fail(str(exc), run.counter.t_reached) from exc
     finally:
@@ -367,7 +367,7 @@ def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajector
             run.njev = int(s.counts["njev"].sum())
             run.counter.n_steps = int(s.counts["n_steps"].max())
     msg = f"reached t = {run.t_end:g} ({len(run.t)} output points, {s.b} members); dlnlab bdf_batch"
-    return run.result("ok", msg)
+    return run.result(Status.OK, msg)
 
 
 def _rows(block: np.ndarray, single: bool) -> torch.Tensor:

@@ -40,13 +40,13 @@ import numpy as np
 from dlnlab.lab.run_files import read_summary_object, run_damage
 from dlnlab.lab.rundir import load_run, save_npz, write_json
 from dlnlab.metrics import member_arrays, members_of
+from dlnlab.status import USABLE, Status
 
 __all__ = ["Setting", "collect", "aggregate", "setting_folder", "run_dirs", "SEED_KEYS", "CURVES"]
 
 SEED_KEYS = ("seed", "data.seed", "init.seed", "sgd.seed")
 CURVES = ("loss", "sv", "dist_to_flow", "dist_to_modified")
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-USABLE = ("ok", "unstable")
 
 
 @dataclass
@@ -140,7 +140,7 @@ def collect(roots: list[Path]) -> tuple[dict[str, Setting], list[str]]:
 
 def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
     entry = series.entry
-    if str(entry.get("status", "ok")) not in USABLE:
+    if entry.get("status", Status.OK) not in USABLE:
         st.skipped.append(f"{run_dir} {name}: {entry.get('status')}: {entry.get('message', '')}")
         return
     full = series.members if series.members is not None else series.arrays
@@ -148,7 +148,7 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
     for e in range(members_of(full) or 1):
         arrays = member_arrays(full, e) if members_of(full) else full
         sub = members[e] if e < len(members) and isinstance(members[e], dict) else {}
-        if str(sub.get("status", "ok")) not in USABLE:
+        if sub.get("status", Status.OK) not in USABLE:
             continue
         if "t" not in arrays or not len(arrays["t"]):
             st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")

@@ -7,12 +7,40 @@ learning rates; a mode the horizon cut off has no exit).
 
 from __future__ import annotations
 
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dlnlab._util import fmt
+from dlnlab.errors import DlnlabWarning
 from dlnlab.network import Layout
 
-__all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
+__all__ = ["start_block", "results_block", "end_block", "tensorboard_command", "console_warnings"]
+
+
+@contextmanager
+def console_warnings() -> Iterator[None]:
+    """dlnlab's warnings (:class:`~dlnlab.errors.DlnlabWarning`) on stderr as one line each,
+    ``warning: <message>``, each text once per place that raises it; other warnings as Python shows
+    them. The user's own filters keep precedence (``default`` is appended after them); on exit the
+    filters and ``warnings.showwarning`` are restored."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=DlnlabWarning, append=True)  # resets "once" per run
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if not issubclass(category, DlnlabWarning):
+                shown(message, category, filename, lineno, file, line)
+                return
+            stream = file or sys.stderr
+            stream.write(f"warning: {message}\n")
+            stream.flush()
+
+        warnings.showwarning = show
+        yield
+
 
 TENSORBOARD_URL = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"
 
@@ -150,13 +178,18 @@ def _plateau_lines(summary: dict) -> list[str]:
 
 def _exit_delay_lines(summary: dict) -> list[str]:
     """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD)."""
-    rows = {n: e.get("plateau_exits_vs_flow") for n, e in summary["series"].items() if e.get("lr") is not None}
+    rows = {
+        n: e.get("plateau_exits_vs_flow") for n, e in summary["series"].items() if e.get("lr") is not None
+    }
     rows = {n: r for n, r in rows.items() if r}
     if not rows:
         return []
     modes = sorted({d["mode"] for r in rows.values() for d in r})
     width = max(len(n) for n in [*rows, "mode"])
-    lines = ["plateau exits later than the flow's (in t):", f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes)]
+    lines = [
+        "plateau exits later than the flow's (in t):",
+        f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes),
+    ]
     for name, r in rows.items():
         by = {d["mode"]: d.get("delay") for d in r}
         cells = [fmt(by[k]) if by.get(k) is not None else "no exit" for k in modes]

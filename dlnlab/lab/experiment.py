@@ -12,21 +12,23 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dlnlab._util import warn
+from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab import signals
-from dlnlab.lab.console import end_block, results_block, start_block
+from dlnlab.lab.console import console_warnings, end_block, results_block, start_block
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.rundir import check_run_dir, problem_arrays, write_bytes, write_problem
 from dlnlab.lab.runlock import RunLock
-from dlnlab.lab.summary import RunResult, RunState, Status, series_name
+from dlnlab.lab.summary import RunResult, RunState, series_name
+from dlnlab.status import Status
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
     from dlnlab.lab.series import SeriesContext
@@ -112,7 +114,8 @@ def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the small-matrix hot loops: one thread (restored for the caller)
     try:
-        return _execute(plan, out, previous, callbacks)
+        with console_warnings():
+            return _execute(plan, out, previous, callbacks)
     finally:
         torch.set_num_threads(threads)
         if main:
@@ -158,7 +161,9 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
             state.logging_error = f"{type(err).__name__}: {err}"
-            warn(f"logging the run's results failed: {state.logging_error}")
+            warnings.warn(
+                f"logging the run's results failed: {state.logging_error}", AnalysisWarning, stacklevel=2
+            )
             summary = state.write_summary()  # the files are complete; the summary says what the logger lost
     print(end_block(summary), flush=True)
     return RunResult(summary)
@@ -175,7 +180,7 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
 
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
-        warn(note)
+        warnings.warn(note, ConfigWarning, stacklevel=2)
     print(start_block(plan, state.out), flush=True)
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
@@ -262,7 +267,7 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
     """Saddle analysis, then figures: a failure here is reported, never loses the run."""
     from dlnlab.lab.ensemble import analyze_members
     from dlnlab.lab.report import make_figures
-    from dlnlab.saddles import analyze_run_saddles
+    from dlnlab.lab.saddle_entries import analyze_run_saddles
 
     cfg = state.plan.cfg
     state.enter("saddle analysis")
@@ -271,16 +276,20 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
         analyze = analyze_members if state.plan.seeds.members else analyze_run_saddles
         which = state.plan.analysis.saddles  # all, flow or none: within the analysis budget
         analyze(
-            state.plan.problem, tuple(cfg.model.dims), state.arrays, state.series,
-            hessian_dense_max=cfg.log.hessian_dense_max, classify={"all": True, "flow": {"flow"}, "none": False}[which],
+            state.plan.problem,
+            tuple(cfg.model.dims),
+            state.arrays,
+            state.series,
+            hessian_dense_max=cfg.log.hessian_dense_max,
+            classify={"all": True, "flow": {"flow"}, "none": False}[which],
         )  # fmt: skip  (the plateaus go to summary.json, and to TensorBoard's Text tab at the end)
     except Exception as err:  # noqa: BLE001 - analysis must not lose the run
-        warn(f"saddle analysis failed: {type(err).__name__}: {err}")
+        warnings.warn(f"saddle analysis failed: {type(err).__name__}: {err}", AnalysisWarning, stacklevel=2)
     state.enter("figures")
     try:
         if cfg.log.figures:
             ctx.progress.note("figures ...")
             make_figures(ctx)
     except Exception as err:  # noqa: BLE001 - figures must not lose the run
-        warn(f"figures failed: {type(err).__name__}: {err}")
+        warnings.warn(f"figures failed: {type(err).__name__}: {err}", AnalysisWarning, stacklevel=2)
     state.stage = "done"

@@ -9,13 +9,15 @@ point the solve reached goes to the recorder.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from dlnlab._util import warn
+from dlnlab.errors import SeriesWarning
 from dlnlab.lab.callbacks import GridPoint, GridPointCallback, callback_failure
 from dlnlab.lab.record import open_recorder
-from dlnlab.lab.summary import Status
 from dlnlab.metrics import SeriesMetrics
+from dlnlab.status import Status
 
 __all__ = ["FlowStream", "record_flow"]
 
@@ -69,5 +71,5 @@ def record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream: FlowStre
         entry.update(status=Status.INTERRUPTED, message="interrupted while recording the flow")
     except Exception as err:  # noqa: BLE001 - a user's callback must not hang or end the run
         entry.update(status=Status.ERROR, message=callback_failure(cb, m, float(grid[m]), err))
-        warn(f"{name}: {entry['message']}")
+        warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
     return stream.rec

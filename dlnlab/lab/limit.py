@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlnlab.lab.summary import Status, series_name
+from dlnlab.lab.summary import series_name
 from dlnlab.metrics import theta_rows
+from dlnlab.status import Status
 
 __all__ = [
     "sgd_limit",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from dlnlab.lab import signals
-from dlnlab.lab.summary import Status
+from dlnlab.status import Status
 
 __all__ = ["modified_name", "run_modified_flows"]
 

@@ -34,6 +34,7 @@ __all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points"]
 BLOCK_BYTES = 32e6
 SEND_QUEUE = 8  # blocks waiting for a worker (see _ProcessRecorder)
 ABORT_WAIT_S = 20.0  # an aborted worker writes what it has, then exits; killed if it takes longer
+_DONE, _FAILED = "done", "failed"  # the worker's last word on its pipe: its arrays, or its traceback
 _LIVE: set = set()  # this process's recorder workers not yet closed (see end_workers)
 
 
@@ -257,7 +258,7 @@ class _ProcessRecorder:
         self._proc.join()
         self._conn.close()
         _LIVE.discard(self)
-        if status != "ok":
+        if status != _DONE:
             raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
         arrays, self.deferred_rows = payload
         return arrays
@@ -330,10 +331,10 @@ def _recorder_worker(conn, parent_end, args, kwargs) -> None:
                 rec.record_many(ms, ts, torch.from_numpy(thetas), steps)
             else:
                 arrays = rec.close(msg[1])
-                conn.send(("ok", (arrays, rec.deferred_rows)))
+                conn.send((_DONE, (arrays, rec.deferred_rows)))
                 return
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(("error", traceback.format_exc()))
+        conn.send((_FAILED, traceback.format_exc()))
 
 
 def open_recorder(*args, worker: bool = False, preload=None, **kwargs):

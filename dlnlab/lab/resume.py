@@ -24,18 +24,20 @@ directory's lock (:mod:`dlnlab.lab.runlock`):
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dlnlab._util import warn
+from dlnlab.errors import SeriesWarning
 from dlnlab.lab.errors import ConfigError
 from dlnlab.lab.rundir import read_npz
-from dlnlab.lab.summary import Status
+from dlnlab.lab.summary import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
+from dlnlab.status import FINISHED, Status
 
 __all__ = [
     "Previous",
@@ -44,10 +46,7 @@ __all__ = [
     "check_problem",
     "check_recomputed_flow",
     "ResumeRefused",
-    "FINISHED",
 ]
-
-FINISHED = (Status.OK, Status.DIVERGED, Status.UNSTABLE)
 
 
 @dataclass
@@ -94,7 +93,7 @@ class Previous:
 
     def finished(self, name: str) -> bool:
         e = self.entry(name)
-        return e is not None and e.get("status") in [s.value for s in FINISHED] and name in self.arrays
+        return e is not None and e.get("status") in FINISHED and name in self.arrays
 
     def checkpoint(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.ckpt"
@@ -216,7 +215,7 @@ def load_previous(run_dir: str | Path) -> Previous:
     run_dir = Path(run_dir)
     summary, raw = _read_summary(run_dir)
     if (
-        summary.get("status") != "crashed"
+        summary.get("status") != RunStatus.CRASHED
         and summary.get("stage") == "done"
         and not summary.get("interrupted")
     ):
@@ -228,11 +227,11 @@ def load_previous(run_dir: str | Path) -> Previous:
     for name, entry in summary.get("series", {}).items():
         if not isinstance(entry, dict):
             raise ConfigError(f"resume: {run_dir}/summary.json: series {name!r} is not an entry; not resumed")
-        if name != "flow" and entry.get("status") in [s.value for s in FINISHED]:
+        if name != "flow" and entry.get("status") in FINISHED:
             arrays = prev.recorded(name)
             if arrays is not None:
                 prev.arrays[name] = arrays
-    if (prev.entry("flow") or {}).get("status") == Status.OK.value:
+    if (prev.entry("flow") or {}).get("status") == Status.OK:
         flow = prev.recorded("flow")
         if flow is not None:
             prev.arrays["flow"] = flow
@@ -287,9 +286,11 @@ def check_recomputed_flow(previous, flow_at, all_t, grid, f, now: dict, problem,
     (ResumeRefused) rather than continuing the SGD series against another flow."""
     entry, arrays = dict(previous[0]), previous[1]
     if now["status"] != Status.OK:
-        warn(
+        warnings.warn(
             f"flow: recomputed for the resume, it stopped ({now['status']}: {now.get('message')}); the "
-            "recorded series is kept, and the SGD series' distances to it stop where the recomputation stopped"
+            "recorded series is kept, and the SGD series' distances to it stop where the recomputation stopped",
+            SeriesWarning,
+            stacklevel=2,
         )
         entry["resume_check"] = {"status": Status(now["status"]).value, "message": now.get("message")}
         entry["status"] = Status(entry["status"])

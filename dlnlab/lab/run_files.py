@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from dlnlab.status import FINISHED, Status
+
 __all__ = [
     "run_damage",
     "npz_damage",
     "read_summary_object",
     "MAX_SUMMARY_BYTES",
     "MAX_NPZ_BYTES",
-    "FINISHED",
 ]
 
 MAX_SUMMARY_BYTES = 256 * 2**20  # a 4096-member ensemble's summary is about 10 MB
 MAX_NPZ_BYTES = 64 * 2**30  # uncompressed: far above what limits.memory_gb lets a run write; a zip bomb
-FINISHED = ("ok", "unstable", "diverged")  # series statuses that promise a complete npz
 
 
 def npz_damage(path: Path) -> str | None:
@@ -110,7 +110,7 @@ def run_damage(run_dir: Path) -> str | None:
             return why if path.name == "problem.npz" else f"series/{why}"
     have = {p.stem for p in npz}
     for name, entry in ((summary or {}).get("series") or {}).items():
-        status = str(entry.get("status") or "ok")
+        status = entry.get("status") or Status.OK
         if status in FINISHED and name not in have:
             return f"series/{name}.npz is missing (summary.json says the series is {status})"
     return None

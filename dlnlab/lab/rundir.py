@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from dlnlab._util import jsonable, warn
+from dlnlab._util import jsonable
+from dlnlab.errors import FileWarning
 from dlnlab.lab import signals
 from dlnlab.lab.errors import ConfigError
 from dlnlab.metrics import member_arrays, members_of
+from dlnlab.status import Status
 
 __all__ = [
     "claim_directory",
@@ -191,14 +194,7 @@ _ROW_KEYS = (
     "dist_to_flow",
 )
 
-STATUS_NOTE = {
-    "ok": "",
-    "diverged": " (diverged)",
-    "unstable": " (unstable)",
-    "solver_failed": " (solver failed)",
-    "interrupted": " (interrupted)",
-    "error": " (error)",
-}
+STATUS_NOTE = {status: f" ({status.value.replace('_', ' ')})" for status in Status} | {Status.OK: ""}
 
 
 def lr_from_name(name: str) -> float | None:
@@ -233,18 +229,20 @@ class Series:
         return self.lr is None
 
     @property
-    def status(self) -> str:
-        return str(self.entry.get("status") or "ok")
+    def status(self) -> Status | str:
+        """The entry's status (a string this lab does not know stays as it was written)."""
+        value = self.entry.get("status") or Status.OK
+        return Status(value) if value in tuple(Status) else str(value)
 
     @property
     def failed(self) -> bool:
         """Stopped early or flagged: drawn, but marked."""
-        return self.status != "ok" or bool(self.entry.get("diverged"))
+        return self.status != Status.OK or bool(self.entry.get("diverged"))
 
     @property
     def label(self) -> str:
         base = "gradient flow" if self.is_flow else f"η = {format_lr(self.lr)}"
-        status = "diverged" if self.entry.get("diverged") and self.status == "ok" else self.status
+        status = Status.DIVERGED if self.entry.get("diverged") and self.status == Status.OK else self.status
         return base + STATUS_NOTE.get(status, f" ({status})")
 
     @property
@@ -334,7 +332,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except Exception as err:  # noqa: BLE001 - a damaged file must not stop the other figures
-        warn(f"cannot read {path}: {type(err).__name__}: {err}")
+        warnings.warn(f"cannot read {path}: {type(err).__name__}: {err}", FileWarning, stacklevel=2)
         return {}
 
 
@@ -362,7 +360,7 @@ def load_run(run_dir: str | Path) -> RunData:
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError) as err:
-            warn(f"cannot read {run_dir / 'summary.json'}: {err}")
+            warnings.warn(f"cannot read {run_dir / 'summary.json'}: {err}", FileWarning, stacklevel=2)
     problem = _load_npz(run_dir / "problem.npz") if (run_dir / "problem.npz").exists() else {}
     entries = summary.get("series") or {}
     names = {p.stem for p in (run_dir / "series").glob("*.npz")} if (run_dir / "series").is_dir() else set()

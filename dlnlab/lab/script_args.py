@@ -282,8 +282,11 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     (128 + SIGPIPE, what a shell shows for a program killed by it) when the reader of stdout goes away
     (``| head``; Python's docs' advice for BrokenPipeError). Every file is written atomically, so
     those written so far are complete."""
+    from dlnlab.lab.console import console_warnings
+
     try:
-        code = main()
+        with console_warnings():
+            code = main()
         sys.stdout.flush()
     except KeyboardInterrupt:
         print("interrupted (SIGINT); the files written so far are complete", file=sys.stderr)

@@ -10,6 +10,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 
 from dlnlab import flow as flowmod
-from dlnlab._util import warn
 from dlnlab.descent import time_per_step
+from dlnlab.errors import SeriesWarning
 from dlnlab.lab import signals
 from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
@@ -27,11 +28,12 @@ from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
 from dlnlab.lab.prepare import Plan
 from dlnlab.lab.resume import check_recomputed_flow
-from dlnlab.lab.summary import Status, finish_sgd_entry, flow_loss_rise, series_name
+from dlnlab.lab.summary import finish_sgd_entry, flow_loss_rise, series_name
 from dlnlab.lab.tags import RunCharts, TagPlan, has_run, step_scale, tensorboard_layout
 from dlnlab.lab.times import exact_times, series_grid
 from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
+from dlnlab.status import Status
 
 __all__ = ["Progress", "SeriesContext", "run_flow", "run_sgd", "series_name"]
 
@@ -130,7 +132,11 @@ class SeriesContext:
             except Exception as err:  # noqa: BLE001 - a user's logger must not end the run
                 cause = err.__cause__ or err  # what the logger raised, not Hydra's wrapper
                 self.logger_errors[name] = f"logger: {type(cause).__name__}: {cause}"
-                warn(f"{name}: {self.logger_errors[name]} (the series runs without it)")
+                warnings.warn(
+                    f"{name}: {self.logger_errors[name]} (the series runs without it)",
+                    SeriesWarning,
+                    stacklevel=2,
+                )
                 logger = None
             self.loggers[name] = logger
         return self.loggers[name]
@@ -268,7 +274,7 @@ def run_flow(
                 return close_recorder(rec, ctx.logger(name))
             except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
                 entry.update(status=Status.ERROR, message=f"recorder: {err}")
-                warn(f"{name}: {entry['message']}")
+                warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
                 return {}
 
     return entry, finish, members
@@ -290,7 +296,7 @@ def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
         return res
     except flowmod.FlowSolverError as err:
         entry.update(status=Status.SOLVER_FAILED, message=str(err))
-        warn(str(err))
+        warnings.warn(str(err), SeriesWarning, stacklevel=2)
         return err.result
     except flowmod.FlowInterrupted as err:
         entry.update(status=Status.INTERRUPTED, message=err.result.message)
@@ -299,7 +305,7 @@ def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
         entry.update(status=Status.INTERRUPTED, message="interrupted")
     except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded, the SGD series still run
         entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
-        warn(f"flow: {entry['message']}")
+        warnings.warn(f"flow: {entry['message']}", SeriesWarning, stacklevel=2)
     return None
 
 
@@ -339,14 +345,14 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
     )
     if ensemble:
         for e in finish_flow_members(entry, arrays, rtol, member_seeds):
-            warn(f"flow: member {e}: {entry['members'][e]['message']}")
+            warnings.warn(f"flow: member {e}: {entry['members'][e]['message']}", SeriesWarning, stacklevel=2)
             flow_at[:, e] = float("nan")  # no reference for that member's SGD series
         return
     if entry["status"] == Status.OK and len(t):
         rise = flow_loss_rise(arrays["loss"], t, rel_tol=max(1e-6, 1e3 * rtol))
         if rise is not None:
             entry.update(status=Status.SOLVER_FAILED, message=rise)
-            warn(f"flow: {rise}")
+            warnings.warn(f"flow: {rise}", SeriesWarning, stacklevel=2)
             flow_at[:] = float("nan")  # no reference for the SGD series
 
 
@@ -407,14 +413,14 @@ def run_sgd(
             checkpoint=path, checkpoint_every_s=ckpt.every_s, resume=initial is not None, device=plan.device,
             reopened=(initial.position, initial.reopen) if initial else None,
         )  # fmt: skip
-        entry.update(status=Status(outcome.status), message=outcome.message, steps=outcome.steps)
+        entry.update(status=outcome.status, message=outcome.message, steps=outcome.steps)
         member_diverged = outcome.member_diverged
     except KeyboardInterrupt:
         entry.update(status=Status.INTERRUPTED, message="interrupted", steps=None)
     except Exception as err:  # noqa: BLE001 - one failing series must not end the run
         why = str(err) if isinstance(err, CallbackFailed) else f"{type(err).__name__}: {err}"
         entry.update(status=Status.ERROR, message=why, steps=None)
-        warn(f"{name}: {entry['message']}")
+        warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
     finally:
         signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
@@ -425,7 +431,7 @@ def run_sgd(
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             arrays = {}
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
-            warn(f"{name}: {entry['message']}")
+            warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
         levels = plan.problem.plateau_levels(ctx.layout.r_max)
         if plan.seeds.members and arrays:
             finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
@@ -436,6 +442,6 @@ def run_sgd(
             finish_sgd_entry(entry, arrays, tau, levels, plan.gd_threshold, flow_final)
         entry["wall_time_s"] = time.perf_counter() - t0
     if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
-        warn(f"{name}: {entry['status']}: {entry['message']}")
+        warnings.warn(f"{name}: {entry['status']}: {entry['message']}", SeriesWarning, stacklevel=2)
     ctx.progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
     return entry, arrays

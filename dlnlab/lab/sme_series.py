@@ -16,18 +16,20 @@ the SME at a learning rate above the GD threshold blows up like SGD does, a scie
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from dlnlab._util import warn
+from dlnlab.errors import SeriesWarning
 from dlnlab.lab import signals
 from dlnlab.lab.ensemble import MEMBER_KEYS, _aggregate
 from dlnlab.lab.schema import derive_seed
-from dlnlab.lab.summary import Status, finish_sgd_entry
+from dlnlab.lab.summary import finish_sgd_entry
 from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
 from dlnlab.network import Layout
+from dlnlab.status import Status
 
 __all__ = ["sme_name", "run_sme_series"]
 
@@ -62,7 +64,7 @@ def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
                 )  # fmt: skip
         except Exception as err:  # noqa: BLE001 - one failing series must not end the run
             entry.update(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
-            warn(f"{name}: {entry['message']}")
+            warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
             continue
         entry.update(nfe=res.nfe, wall_time_s=time.perf_counter() - t0, message=res.message)
         theta, diverged = stop_diverged(res.theta, grid, blowup_norm(plan))
@@ -110,7 +112,9 @@ def _note_diverged(entry: dict, diverged: dict[int, str], members: int, name: st
     first = min(diverged)
     if len(diverged) == members:
         entry.update(status=Status.DIVERGED, message=f"every member diverged: {diverged[first]}")
-    warn(f"{name}: members {sorted(diverged)} diverged ({diverged[first]})")
+    warnings.warn(
+        f"{name}: members {sorted(diverged)} diverged ({diverged[first]})", SeriesWarning, stacklevel=2
+    )
 
 
 def blowup_norm(plan) -> float:
@@ -157,7 +161,7 @@ def _closer(state, ctx, name: str, rec, diverged: dict[int, str]) -> Callable[[]
             arrays = close_recorder(rec, ctx.logger(name))
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
-            warn(f"{name}: {entry['message']}")
+            warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
             arrays = {}
         state.arrays[name] = arrays
         if members_of(arrays):

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from dlnlab._util import fmt
+from dlnlab.status import FAILED, Status
 
 __all__ = [
-    "Status",
     "RunStatus",
     "convergence_order",
     "finish_sgd_entry",
@@ -28,21 +28,6 @@ __all__ = [
     "versions",
     "fmt",
 ]
-
-
-class Status(str, Enum):
-    OK = "ok"
-    DIVERGED = "diverged"  # the weights blew up (a scientific outcome: exit code 0)
-    UNSTABLE = "unstable"  # the loss stays up above the stability threshold (scientific: exit code 0)
-    SOLVER_FAILED = "solver_failed"  # the flow's solver failed or was inaccurate (exit code 3)
-    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM: kept up to its last grid point
-    ERROR = "error"  # a technical failure of this series (exit code 3); the other series still ran
-
-    def __str__(self) -> str:
-        return self.value
-
-
-FAILED = (Status.SOLVER_FAILED, Status.ERROR)
 
 
 class RunStatus(str, Enum):

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 from dlnlab.lab.errors import ExitCode
 from dlnlab.lab.rundir import read_summary, write_json, write_text
 from dlnlab.lab.runlock import lock_holder
+from dlnlab.lab.summary import RunStatus
+from dlnlab.status import FAILED, Status
 
 __all__ = [
     "SweepSummary",
@@ -45,13 +48,28 @@ __all__ = [
     "LAST",
     "JOB",
     "HAND_ON_WAIT_S",
+    "JobState",
 ]
 
 LAST: dict[str, Any] = {}  # this process's last sweep: {"dir", "config", "exit_code"}
 JOB: dict[str, Any] = {}  # the job function's own record of its outcome: {"exit_code", "message"}
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
 MARK = ".interrupted"
-STATES = ("finished", "interrupted", "killed", "crashed", "refused", "not_run", "running")
+
+
+class JobState(str, Enum):
+    """What became of a sweep's job (``sweep_summary.json``'s ``state``), read from its records."""
+
+    FINISHED = "finished"  # it ended by itself; its exit code says how
+    INTERRUPTED = "interrupted"  # a signal stopped it; resume=<its dir> finishes it
+    KILLED = "killed"  # its process ended while it ran (its summary still says running)
+    CRASHED = "crashed"  # the lab failed outside any series (exit code 1)
+    REFUSED = "refused"  # its config was refused before any work (exit code 2)
+    NOT_RUN = "not_run"  # it never started (the sweep was stopped first)
+    RUNNING = "running"  # it still holds its run directory's lock
+
+    def __str__(self) -> str:
+        return self.value
 
 
 def _job_message(job_dir: Path, code: int) -> str:
@@ -62,7 +80,7 @@ def _job_message(job_dir: Path, code: int) -> str:
     bad = [
         f"{name}: {e.get('status')}: {e.get('message', '')}"
         for name, e in (summary.get("series") or {}).items()
-        if isinstance(e, dict) and e.get("status") in ("solver_failed", "error", "interrupted")
+        if isinstance(e, dict) and e.get("status") in (*FAILED, Status.INTERRUPTED)
     ]
     return "; ".join(bad)
 
@@ -206,7 +224,7 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
         return None
 
 
-def _state(rec: dict) -> str:
+def _state(rec: dict) -> JobState:
     """What became of a job: finished, interrupted, killed, crashed or not_run (from its records)."""
     job_dir = Path(rec["dir"]) if rec.get("dir") else None
     summary = read_summary(job_dir) if job_dir is not None else None
@@ -214,15 +232,15 @@ def _state(rec: dict) -> str:
     code = rec.get("exit_code")
     if code is None:  # it never wrote its end
         if job_dir is not None and lock_holder(job_dir) is not None:
-            return "running"
-        return "killed" if status == "running" else "not_run"
+            return JobState.RUNNING
+        return JobState.KILLED if status == RunStatus.RUNNING else JobState.NOT_RUN
     if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        return "interrupted" if summary is not None else "not_run"
-    if code == ExitCode.CRASHED or status == "crashed":
-        return "crashed"
+        return JobState.INTERRUPTED if summary is not None else JobState.NOT_RUN
+    if code == ExitCode.CRASHED or status == RunStatus.CRASHED:
+        return JobState.CRASHED
     if code == ExitCode.CONFIG and summary is None:
-        return "refused"
-    return "finished"
+        return JobState.REFUSED
+    return JobState.FINISHED
 
 
 def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> dict:
@@ -243,19 +261,22 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
     ordered = [jobs[k] for k in sorted(jobs)]
     for j in ordered:
         j["state"] = _state(j)
-        if j["state"] == "killed":
+        if j["state"] == JobState.KILLED:
             j["message"] = "its process ended while it ran (killed?): resume=<its dir> finishes it"
     signal_name = interrupted_by(sweep_dir)
     codes = [j["exit_code"] for j in ordered if j["exit_code"] is not None]
-    if any(j["state"] in ("killed", "running") for j in ordered) or (expected is None and not ordered):
+    if any(j["state"] in (JobState.KILLED, JobState.RUNNING) for j in ordered) or (
+        expected is None and not ordered
+    ):
         codes.append(int(ExitCode.FAILED))
     code = max(codes, default=0)
     if signal_name is not None:
         code = 128 + int(signal.Signals[signal_name])
     failed = [
-        j for j in ordered if j["state"] in ("killed", "crashed", "refused", "running") or (j["state"] == "finished" and j["exit_code"])
+        j for j in ordered if j["state"] in (JobState.KILLED, JobState.CRASHED, JobState.REFUSED, JobState.RUNNING)
+        or (j["state"] == JobState.FINISHED and j["exit_code"])
     ]  # fmt: skip
-    count = {s: sum(j["state"] == s for j in ordered) for s in STATES}
+    count = {s.value: sum(j["state"] == s for j in ordered) for s in JobState}
     summary = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(ordered), "n_failed": len(failed),
         **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code, "jobs": ordered,
@@ -267,7 +288,7 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
         f"sweep: {len(ordered)} jobs, {len(failed)} failed; {states} ({sweep_dir / 'sweep_summary.json'})"
     ]
     for j in ordered:
-        if j in failed or j["state"] != "finished":
+        if j in failed or j["state"] != JobState.FINISHED:
             what = f"exit {j['exit_code']}" if j["exit_code"] is not None else j["state"]
             lines.append(
                 f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}, {what}: {j['message']}"

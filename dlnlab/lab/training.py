@@ -32,6 +32,7 @@ from dlnlab.lab.tags import step_scale
 from dlnlab.lab.times import series_grid
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 
 __all__ = [
     "SGDModule",
@@ -247,7 +248,7 @@ def checkpoint_state(path: str | Path) -> tuple[int, Tensor, tuple[int, list] | 
 
 @dataclass
 class SeriesOutcome:
-    status: str  # ok, diverged or interrupted
+    status: Status  # ok, diverged or interrupted
     steps: int
     t_stop: float
     message: str
@@ -340,11 +341,13 @@ def train_series(
     except (KeyboardInterrupt, SystemExit):  # Lightning: KeyboardInterrupt -> shutdown -> exit(1)
         metrics.drain(module)
         k = metrics.last_step or 0
-        return SeriesOutcome("interrupted", k, k * tau, "interrupted")
+        return SeriesOutcome(Status.INTERRUPTED, k, k * tau, "interrupted")
     gone = module.member_diverged
     if module.diverged is not None:
         k, msg = module.diverged
-        return SeriesOutcome("diverged", k, k * tau, msg, gone)
+        return SeriesOutcome(Status.DIVERGED, k, k * tau, msg, gone)
     if module.interrupted:
-        return SeriesOutcome("interrupted", module.step_count, module.step_count * tau, "interrupted", gone)
-    return SeriesOutcome("ok", module.step_count, module.step_count * tau, "", gone)
+        return SeriesOutcome(
+            Status.INTERRUPTED, module.step_count, module.step_count * tau, "interrupted", gone
+        )
+    return SeriesOutcome(Status.OK, module.step_count, module.step_count * tau, "", gone)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dlnlab._util import warn
+from dlnlab.errors import AnalysisWarning
 from dlnlab.lab.rundir import RunData, atomic_path, load_run
 from dlnlab.plots._common import (
     Markers,
@@ -261,7 +262,9 @@ def build_run_figures(
             except Exception as err:
                 if strict:
                     raise
-                warn(f"figure {name} failed: {type(err).__name__}: {err}")
+                warnings.warn(
+                    f"figure {name} failed: {type(err).__name__}: {err}", AnalysisWarning, stacklevel=2
+                )
                 traceback.print_exc(file=sys.stderr)
                 out[name] = _error_figure(name, err)
     return out
@@ -369,7 +372,11 @@ def make_run_figures(
                 except Exception as err:
                     if strict:
                         raise
-                    warn(f"figure {name} to the logger failed: {type(err).__name__}: {err}")
+                    warnings.warn(
+                        f"figure {name} to the logger failed: {type(err).__name__}: {err}",
+                        AnalysisWarning,
+                        stacklevel=2,
+                    )
     return paths
 
 

@@ -1,22 +1,22 @@
-"""The saddle analysis of a run: every series' plateaus, classified, SGD exits vs the flow's.
+"""The saddle analysis of one series: its plateaus, each saddle classified, and its exits against a
+reference's (the flow's).
 
-:func:`analyze_run_saddles` sets ``plateaus`` per series in summary.json and the SGD plateau exits
-against the flow's (``plateau_exits_vs_flow``), and returns every series' :class:`Plateau` list.
-Nothing here writes to the disk or to a logger.
 A series is a mapping of the arrays of ``series/<name>.npz``: t (T,), loss (T,), grad_norm (T,),
-mode_strength (T, q), optionally theta (T, p) and grid_index (T,).
+mode_strength (T, q), optionally theta (T, p) and grid_index (T,). Everything here returns typed
+results (:class:`Plateau`, :class:`PlateauExit`) and raises :class:`~dlnlab.errors.ArgumentError` on
+bad input; what a run makes of them (summary entries, warnings) is the lab's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
-from dlnlab._util import jsonable, warn
-from dlnlab.analysis import DENSE_HESSIAN_MAX
+from dlnlab._util import jsonable
+from dlnlab.errors import ArgumentError
 from dlnlab.metrics import SeriesMetrics, theta_rows
 from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
@@ -31,7 +31,9 @@ from dlnlab.saddles.plateaus import (
 )
 from dlnlab.trajectory import Trajectory
 
-__all__ = ["analyze_series", "analyze_trajectory", "exits_vs_reference", "analyze_run_saddles"]
+__all__ = ["analyze_series", "analyze_trajectory", "exits_vs_reference", "PlateauExit", "SERIES_KEYS"]
+
+SERIES_KEYS = ("t", "loss", "mode_strength", "grad_norm")  # what a series needs for its plateaus
 
 
 # ------------------------------------------------------------------------------------------------
@@ -52,27 +54,32 @@ def analyze_series(
     The saddle of a plateau is classified from the point of the plateau closest to P_S (``theta``
     rows (T, p)), snapped to the critical point; without ``theta`` from the balanced critical point of
     the learnt modes (evidence ``source`` = ``constructed``). Returns :class:`Plateau` objects with
-    label, lambda_min, evidence, escape and t_closest filled (``classify=False``: as
-    :func:`detect_plateaus` gives them). Never raises: returns [] on bad input.
+    label, lambda_min, evidence and escape and t_closest filled (``classify=False``: as
+    :func:`detect_plateaus` gives them); a plateau whose classification fails numerically is labelled
+    ``inconclusive`` with the error as its evidence. Raises ArgumentError when ``arrays`` lack one of
+    :data:`SERIES_KEYS`, or hold arrays that are not a series (see :func:`detect_plateaus`), or a
+    ``theta`` that is not (T, p) for these dims.
     """
     layout = as_layout(dims)
-    try:
-        t, loss = arrays.get("t"), arrays.get("loss")
-        ms, gn = arrays.get("mode_strength"), arrays.get("grad_norm")
-        if t is None or loss is None or ms is None or gn is None:
-            return []
-        plats = detect_plateaus(
-            t, loss, ms, gn, problem, layout.r_max, depth=layout.depth, thresholds=thresholds
+    missing = [k for k in SERIES_KEYS if arrays.get(k) is None]
+    if missing:
+        raise ArgumentError(
+            "arrays", f"a series needs {', '.join(SERIES_KEYS)}; missing {', '.join(missing)}"
         )
-    except Exception as err:  # noqa: BLE001 - analysis never raises
-        warn(f"plateau detection failed: {type(err).__name__}: {err}")
-        return []
+    t = arrays["t"]
+    plats = detect_plateaus(
+        t, arrays["loss"], arrays["mode_strength"], arrays["grad_norm"], problem, layout.r_max,
+        depth=layout.depth, thresholds=thresholds,
+    )  # fmt: skip
     if not classify:
         return plats
     have, theta = theta_rows(arrays)  # theta row for row, or on a sub-grid (big nets)
     theta = None if theta is None else np.asarray(theta, dtype=np.float64)
     if theta is not None and (theta.ndim != 2 or theta.shape[1] != layout.n_weights):
-        theta = None
+        raise ArgumentError(
+            "arrays",
+            f"theta: expected (T, {layout.n_weights}) for dims {list(layout.dims)}, got {theta.shape}",
+        )
     return [_classified(p, problem, layout, t, have, theta, tolerances) for p in plats]
 
 
@@ -90,10 +97,17 @@ def analyze_trajectory(
     (:class:`dlnlab.metrics.SeriesMetrics`, as the lab records them), then :func:`analyze_series`."""
     theta = trajectory.theta.detach().to(torch.float64).cpu()
     if theta.ndim != 2:
-        raise ValueError(f"trajectory.theta: one net's (T, p) states expected, got shape {tuple(theta.shape)}")
+        raise ArgumentError(
+            "trajectory",
+            f"trajectory.theta: one net's (T, p) states expected, got shape {tuple(theta.shape)}",
+        )
     metrics = SeriesMetrics(problem, dims, theta[0], save_theta=True)
-    arrays = metrics.compute(list(range(len(theta))), trajectory.t.to(torch.float64).cpu(), theta, [None] * len(theta))
-    return analyze_series(problem, dims, arrays, thresholds=thresholds, tolerances=tolerances, classify=classify)
+    arrays = metrics.compute(
+        list(range(len(theta))), trajectory.t.to(torch.float64).cpu(), theta, [None] * len(theta)
+    )
+    return analyze_series(
+        problem, dims, arrays, thresholds=thresholds, tolerances=tolerances, classify=classify
+    )
 
 
 def _classified(p: Plateau, problem, layout, t, have, theta, tolerances) -> Plateau:
@@ -163,18 +177,32 @@ def _classification_fields(p: Plateau, res: SaddleClassification, source: str) -
     }
 
 
+@dataclass(frozen=True)
+class PlateauExit:
+    """When a series leaves the plateau the reference (the flow) leaves by ``mode``: ``t_exit`` (None
+    when it never does), its ``delay`` behind the reference and ``delay / lr`` (GD: O(eta))."""
+
+    mode: int
+    t_exit_flow: float
+    t_exit: float | None
+    delay: float | None
+    delay_over_lr: float | None
+
+    def to_dict(self) -> dict:
+        """The summary.json entry (``plateau_exits_vs_flow``): JSON-able, null for a missing number."""
+        return jsonable(asdict(self))
+
+
 def exits_vs_reference(
     ref_plateaus: Sequence[Plateau],
     plateaus: Sequence[Plateau],
     problem: RegressionProblem,
     arrays: Mapping[str, np.ndarray] | None = None,
     lr: float | None = None,
-) -> list[dict]:
-    """Plateau exits of a series against a reference (the flow), matched by exit mode.
-
-    [{"mode", "t_exit_flow", "t_exit", "delay" (t_exit - t_exit_flow), "delay_over_lr"}]; when the series
-    has no plateau leaving by that mode, its t_exit is the first time the mode's strength crosses m_k/2.
-    """
+) -> list[PlateauExit]:
+    """Plateau exits of a series against a reference (the flow), matched by exit mode: one
+    :class:`PlateauExit` per exit of the reference. When the series has no plateau leaving by that mode,
+    its t_exit is the first time the mode's strength crosses m_k/2 (``arrays``' mode_strength)."""
     m = _modes_np(problem)
     out = []
     own = {p.exit_mode: p.t_exit for p in plateaus if p.exit_mode is not None}
@@ -187,61 +215,14 @@ def exits_vs_reference(
             ms = np.asarray(arrays["mode_strength"], dtype=np.float64)
             if ms.ndim == 2 and k < ms.shape[1]:
                 te = _first_crossing(np.asarray(arrays["t"], dtype=np.float64), ms[:, k], 0.5 * m[k])
-        delay = None if te is None else te - p.t_exit
+        delay = None if te is None else float(te - p.t_exit)
         out.append(
-            {
-                "mode": int(k),
-                "t_exit_flow": float(p.t_exit),
-                "t_exit": jsonable(te),
-                "delay": jsonable(delay),
-                "delay_over_lr": jsonable(delay / lr) if (delay is not None and lr) else None,
-            }
+            PlateauExit(
+                mode=int(k),
+                t_exit_flow=float(p.t_exit),
+                t_exit=None if te is None else float(te),
+                delay=delay,
+                delay_over_lr=delay / lr if (delay is not None and lr) else None,
+            )  # fmt: skip
         )
     return out
-
-
-def analyze_run_saddles(
-    problem: RegressionProblem,
-    dims,
-    series_arrays: Mapping[str, Mapping[str, np.ndarray]],
-    series: dict[str, dict],
-    *,
-    hessian_dense_max: int = DENSE_HESSIAN_MAX,
-    classify: bool | Container[str] = True,
-) -> dict[str, list[Plateau]]:
-    """Plateaus and saddles of every series of a run; fills the summary entries, returns the plateaus.
-
-    Sets ``series[name]["plateaus"]`` (the classified plateaus as JSON, :meth:`Plateau.to_dict`)
-    and, for SGD series, ``plateau_exits_vs_flow`` (:func:`exits_vs_reference`). Returns one
-    :class:`SaddleLog` per series. Never raises for a bad series (its plateaus are []).
-    ``hessian_dense_max`` (the run's ``log.hessian_dense_max``): dense Hessians up to this many
-    weights in the classification, Hessian-vector products above (:attr:`ClassifyTolerances.dense_max`).
-    ``classify``: False for plateaus and exits only (no saddle classification), or the names of the
-    series whose saddles are classified.
-    """
-    layout = as_layout(dims)
-    tolerances = ClassifyTolerances(dense_max=hessian_dense_max)
-    names = sorted(series_arrays, key=lambda n: (n != "flow", n))
-    results: dict[str, list[Plateau]] = {}
-    for name in names:
-        arrays = series_arrays[name] or {}
-        try:
-            yes = classify if isinstance(classify, bool) else name in classify
-            results[name] = analyze_series(problem, layout, arrays, tolerances=tolerances, classify=yes)
-        except Exception as err:  # noqa: BLE001
-            warn(f"{name}: saddle analysis failed: {type(err).__name__}: {err}")
-            results[name] = []
-        entry = series.setdefault(name, {})
-        entry["plateaus"] = [p.to_dict() for p in results[name]]
-    flow_plats = results.get("flow")
-    for name in names:
-        if flow_plats is None or name == "flow":
-            continue
-        entry = series[name]
-        try:
-            exits = exits_vs_reference(flow_plats, results[name], problem, series_arrays[name], entry.get("lr"))
-        except Exception as err:  # noqa: BLE001
-            warn(f"{name}: plateau exits failed: {type(err).__name__}: {err}")
-            exits = []
-        entry["plateau_exits_vs_flow"] = jsonable(exits)
-    return results
