@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from dlnlab.lab.aggregate import aggregate, collect
     from dlnlab.lab.aggregate_text import csv_records, report
-    from dlnlab.lab.rundir import write_json, write_text
+    from dlnlab.rundir import write_json, write_text
 
     settings, skipped = collect(args.roots)
     for st in settings.values():

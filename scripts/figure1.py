@@ -68,7 +68,7 @@ def parse(argv: list[str] | None):
 
 def _check_given(ap: ScriptParser, args) -> None:
     """--near / --far: run directories whose files can be read and that hold a gradient flow."""
-    from dlnlab.lab.run_files import run_damage
+    from dlnlab.rundir import run_damage
 
     for key in EXPERIMENTS:
         path = getattr(args, key)

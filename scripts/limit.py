@@ -108,8 +108,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
 
 def _constants_panel(ax, run_dir: Path) -> None:
     """e(t) / eta^p per learning rate from the run's own figure code (dlnlab.plots.ensemble)."""
-    from dlnlab.lab.rundir import load_run
     from dlnlab.plots.ensemble import draw_error_constants
+    from dlnlab.rundir import load_run
 
     run = load_run(run_dir)
     draw_error_constants(ax, run, run.summary["sgd_limit"]["escapes"])
@@ -181,7 +181,7 @@ ESCAPE_FILES = ("flow.npz", "sgd_lr_0.01.npz", "sme_lr_0.01.npz")  # panel (c)
 
 def _lacks(run_dir: Path, name: str) -> str | None:
     """Why ``run_dir`` cannot be drawn as this script's run ``name``, or None."""
-    from dlnlab.lab.run_files import read_summary_object, run_damage
+    from dlnlab.rundir import read_summary_object, run_damage
 
     why = run_damage(run_dir)
     if why:
@@ -284,8 +284,8 @@ def _configs(ap: ScriptParser, args) -> dict:
 
 
 def _draw(runs: Path, res: dict, out: Path) -> None:
-    from dlnlab.lab.rundir import atomic_path
     from dlnlab.plots._style import new_figure, style
+    from dlnlab.rundir import atomic_path
 
     with style():
         fig = new_figure((8.0, 6.4))

@@ -40,7 +40,7 @@ def parse(argv: list[str] | None):
 
 def _unusable(run_dir: Path, tensorboard: bool) -> str | None:
     """Why the figures of ``run_dir`` cannot be remade, or None."""
-    from dlnlab.lab.run_files import run_damage
+    from dlnlab.rundir import run_damage
 
     why = run_damage(run_dir)
     if why:

@@ -61,7 +61,7 @@ def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
 
 WRITER = """
 import sys, numpy as np
-from dlnlab.lab.rundir import save_npz
+from dlnlab.rundir import save_npz
 path, n = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 i = 0
@@ -93,8 +93,8 @@ def test_a_kill_during_a_write_never_leaves_a_broken_file(tmp_path):
 
 JSON_WRITER = """
 import sys
-from dlnlab.lab import signals
-from dlnlab.lab.rundir import write_json
+from dlnlab.rundir import signals
+from dlnlab.rundir import write_json
 signals.install()
 path = sys.argv[1]
 print("ready", flush=True)

@@ -320,7 +320,7 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next
     import gc
     import weakref
 
-    from dlnlab.lab import signals
+    from dlnlab.rundir import signals
 
     class Thing:
         pass
@@ -351,7 +351,7 @@ def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_ca
     the handlers in signal-number order, SIGINT first; the run takes the first to arrive (wakeup pipe)."""
     import subprocess
 
-    from dlnlab.lab import signals
+    from dlnlab.rundir import signals
 
     signals.install()
     try:

@@ -10,8 +10,8 @@ import pytest
 
 import dlnlab
 from dlnlab.errors import AnalysisWarning, DlnlabWarning, FileWarning, SeriesWarning
-from dlnlab.lab.console import console_warnings
-from dlnlab.lab.rundir import load_run, save_npz, write_json
+from dlnlab.lab.errors import console_warnings
+from dlnlab.rundir import load_run, save_npz, write_json
 
 
 def test_every_category_is_a_dlnlab_warning_and_exported():

@@ -21,7 +21,7 @@ Each setting's folder is :func:`setting_folder` of its key: a readable prefix an
 key, so settings that differ late in a long key get different folders and the same setting gets the
 same folder in every call; ``aggregate.json`` and each ``setting.json`` record the key.
 
-Runs that are missing (a job that never wrote its summary), damaged (:mod:`dlnlab.lab.run_files`),
+Runs that are missing (a job that never wrote its summary), damaged (:func:`dlnlab.rundir.run_damage`),
 and series that failed or hold no arrays, are skipped and listed. Reads only the run directories'
 files; writes only under ``out``, each file atomically.
 """
@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlnlab.lab.run_files import read_summary_object, run_damage
-from dlnlab.lab.rundir import load_run, save_npz, write_json
 from dlnlab.metrics import member_arrays, members_of
+from dlnlab.rundir import load_run, read_summary_object, run_damage, save_npz, write_json
 from dlnlab.status import USABLE, Status
 
 __all__ = ["Setting", "collect", "aggregate", "setting_folder", "run_dirs", "SEED_KEYS", "CURVES"]
@@ -270,8 +269,8 @@ def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
 
 def _figure(folder: Path, key: str, curves_of: dict) -> None:
     """The loss of each series across the samples: the median with the quartile band, the flow's too."""
-    from dlnlab.lab.rundir import atomic_path
     from dlnlab.plots._style import new_figure, style
+    from dlnlab.rundir import atomic_path
 
     with style():
         fig = new_figure((5.0, 3.4))

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dlnlab.lab import configfiles, outdir, schema, signals, sweep
+from dlnlab.lab import configfiles, outdir, schema, sweep
 from dlnlab.lab.errors import ConfigError, ExitCode, shown
 from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
+from dlnlab.rundir import signals
 
 __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
 

@@ -7,39 +7,12 @@ learning rates; a mode the horizon cut off has no exit).
 
 from __future__ import annotations
 
-import sys
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from dlnlab._util import fmt
-from dlnlab.errors import DlnlabWarning
 from dlnlab.network import Layout
 
-__all__ = ["start_block", "results_block", "end_block", "tensorboard_command", "console_warnings"]
-
-
-@contextmanager
-def console_warnings() -> Iterator[None]:
-    """dlnlab's warnings (:class:`~dlnlab.errors.DlnlabWarning`) on stderr as one line each,
-    ``warning: <message>``, each text once per place that raises it; other warnings as Python shows
-    them. The user's own filters keep precedence (``default`` is appended after them); on exit the
-    filters and ``warnings.showwarning`` are restored."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("default", category=DlnlabWarning, append=True)  # resets "once" per run
-        shown = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None) -> None:
-            if not issubclass(category, DlnlabWarning):
-                shown(message, category, filename, lineno, file, line)
-                return
-            stream = file or sys.stderr
-            stream.write(f"warning: {message}\n")
-            stream.flush()
-
-        warnings.showwarning = show
-        yield
+__all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
 
 
 TENSORBOARD_URL = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"

@@ -1,18 +1,22 @@
-"""The lab's exit codes and its one refusal type, :class:`ConfigError`.
+"""How the lab reports a problem: its exit codes, its one refusal type :class:`ConfigError`, and
+dlnlab's warnings on the console (:func:`console_warnings`).
 
 A ConfigError's message starts with the config key it is about and says what is allowed; the CLI
-prints it on one line and exits with :attr:`ExitCode.CONFIG` before any work starts.
+prints it on one line and exits with :attr:`ExitCode.CONFIG` before any work starts. Light to import
+(no torch, numpy or Hydra): the scripts refuse bad arguments before their heavy imports.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import IntEnum
 
-from dlnlab.errors import ArgumentError
+from dlnlab.errors import ArgumentError, DlnlabWarning
 
-__all__ = ["ConfigError", "ExitCode", "keyed", "shown"]
+__all__ = ["ConfigError", "ExitCode", "keyed", "shown", "console_warnings"]
 
 
 class ExitCode(IntEnum):
@@ -49,3 +53,25 @@ def shown(value: object, limit: int = 60) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+@contextmanager
+def console_warnings() -> Iterator[None]:
+    """dlnlab's warnings (:class:`~dlnlab.errors.DlnlabWarning`) on stderr as one line each,
+    ``warning: <message>``, each text once per place that raises it; other warnings as Python shows
+    them. The user's own filters keep precedence (``default`` is appended after them); on exit the
+    filters and ``warnings.showwarning`` are restored."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=DlnlabWarning, append=True)  # resets "once" per run
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if not issubclass(category, DlnlabWarning):
+                shown(message, category, filename, lineno, file, line)
+                return
+            stream = file or sys.stderr
+            stream.write(f"warning: {message}\n")
+            stream.flush()
+
+        warnings.showwarning = show
+        yield

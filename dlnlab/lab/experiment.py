@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
-from dlnlab.lab import signals
-from dlnlab.lab.console import console_warnings, end_block, results_block, start_block
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.console import end_block, results_block, start_block
+from dlnlab.lab.errors import ConfigError, console_warnings
+from dlnlab.lab.outdir import check_run_dir
 from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
-from dlnlab.lab.rundir import check_run_dir, problem_arrays, write_bytes, write_problem
 from dlnlab.lab.runlock import RunLock
-from dlnlab.lab.summary import RunResult, RunState, series_name
+from dlnlab.lab.summary import RunResult, RunState
+from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
 from dlnlab.status import Status
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from dlnlab.lab import signals
+from dlnlab.rundir import MODIFIED_PREFIX, lr_series_name, signals
 from dlnlab.status import Status
 
 __all__ = ["modified_name", "run_modified_flows"]
@@ -22,7 +22,7 @@ __all__ = ["modified_name", "run_modified_flows"]
 
 def modified_name(lr: float) -> str:
     """``modflow_lr_<repr(lr)>``."""
-    return f"modflow_lr_{float(lr)!r}"
+    return lr_series_name(MODIFIED_PREFIX, lr)
 
 
 def run_modified_flows(state, ctx, previous, exact, grid) -> tuple[dict, list[Callable[[], None]]]:

@@ -25,10 +25,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from dlnlab.lab import signals
 from dlnlab.lab.errors import ConfigError, shown
 from dlnlab.lab.paths import RUN_DIR_RESERVE, check_length, name_limits
 from dlnlab.lab.schema import describe_omegaconf_error
+from dlnlab.rundir import signals
 
 __all__ = [
     "MAX_ITEMS",
@@ -38,6 +38,8 @@ __all__ = [
     "check_sweep_subdir",
     "check_hydra_files",
     "check_relative_paths",
+    "check_run_dir",
+    "HYDRA_FILES",
 ]
 
 MAX_ITEMS = 1000  # items of one override's list or sweep
@@ -187,3 +189,25 @@ def check_relative_paths(cfg: DictConfig, chdir: bool) -> None:
                 f"its run directory, where it would be looked for; give an absolute path "
                 f"({group}.path={os.path.abspath(path)}) or leave hydra.job.chdir=false"
             )
+
+
+HYDRA_FILES = (
+    ".hydra",
+    "train.log",
+    "run.log",
+    "job.json",
+)  # what Hydra (and a sweep job's start) writes first
+
+
+def check_run_dir(out: Path) -> None:
+    """A run never writes into a non-empty directory it did not create (Hydra's own files aside)."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"hydra.run.dir: {out} exists and is not a directory")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES)
+        if foreign:
+            raise ConfigError(
+                f"hydra.run.dir: {out} is not empty (it holds {', '.join(foreign[:5])}); a run never writes "
+                "into another's directory: choose a new hydra.run.dir"
+            )
+    out.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.lab import signals
 from dlnlab.lab.logging import fresh_copy, writes_concurrently
-from dlnlab.lab.rundir import save_npz
 from dlnlab.lab.tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
+from dlnlab.rundir import save_npz, signals
 
 __all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points"]
 

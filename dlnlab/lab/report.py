@@ -126,7 +126,7 @@ def log_run(ctx, summary: dict, table: str) -> None:
 def log_limit(ctx, limit: dict) -> None:
     """SGD as a stochastic flow: each (S)GD series' strong and weak error curves and, with sgd.sme, its
     spread over the SME's (``sme/var_loss_ratio``, ``sme/var_theta_ratio``), in the series' own run."""
-    from dlnlab.lab.summary import series_name
+    from dlnlab.rundir import series_name
 
     for lr, curves in limit["curves"].items():
         name = series_name(lr)

@@ -33,10 +33,10 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.rundir import read_npz
 from dlnlab.lab.summary import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
+from dlnlab.rundir import read_npz
 from dlnlab.status import FINISHED, Status
 
 __all__ = [
@@ -254,7 +254,7 @@ def _check_shapes(run_dir: Path, summary: dict) -> None:
 
 def check_problem(run_dir: Path, recorded: dict[str, np.ndarray]) -> None:
     """Refuse a resume whose config no longer builds the data, dims and initial weights the run used
-    (``recorded``: what :func:`dlnlab.lab.rundir.problem_arrays` gives for the config now)."""
+    (``recorded``: what :func:`dlnlab.rundir.problem_arrays` gives for the config now)."""
     path = Path(run_dir) / "problem.npz"
     try:
         saved = read_npz(path)

@@ -260,7 +260,7 @@ INIT_OPTIONS: dict[str, type[InitConfig]] = {
 
 
 def _register() -> None:
-    from dlnlab.lab.rundir import claim_directory
+    from dlnlab.rundir import claim_directory
 
     OmegaConf.register_new_resolver("dlnlab_unique", claim_directory, use_cache=True, replace=True)
     cs = ConfigStore.instance()

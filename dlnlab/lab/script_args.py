@@ -282,7 +282,7 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     (128 + SIGPIPE, what a shell shows for a program killed by it) when the reader of stdout goes away
     (``| head``; Python's docs' advice for BrokenPipeError). Every file is written atomically, so
     those written so far are complete."""
-    from dlnlab.lab.console import console_warnings
+    from dlnlab.lab.errors import console_warnings
 
     try:
         with console_warnings():

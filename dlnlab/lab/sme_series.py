@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from dlnlab.errors import SeriesWarning
-from dlnlab.lab import signals
 from dlnlab.lab.ensemble import MEMBER_KEYS, _aggregate
 from dlnlab.lab.schema import derive_seed
 from dlnlab.lab.summary import finish_sgd_entry
 from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
 from dlnlab.network import Layout
+from dlnlab.rundir import SME_PREFIX, lr_series_name, signals
 from dlnlab.status import Status
 
 __all__ = ["sme_name", "run_sme_series"]
@@ -36,7 +36,7 @@ __all__ = ["sme_name", "run_sme_series"]
 
 def sme_name(lr: float) -> str:
     """``sme_lr_<repr(lr)>``."""
-    return f"sme_lr_{float(lr)!r}"
+    return lr_series_name(SME_PREFIX, lr)
 
 
 def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:

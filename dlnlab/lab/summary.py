@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dlnlab._util import fmt
+from dlnlab.rundir import series_name
 from dlnlab.status import FAILED, Status
 
 __all__ = [
@@ -51,11 +52,6 @@ def _process() -> dict:
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
-
-
-def series_name(lr: float | None) -> str:
-    """``flow`` or ``sgd_lr_<repr(lr)>``."""
-    return "flow" if lr is None else f"sgd_lr_{float(lr)!r}"
 
 
 class RunResult(dict):
@@ -92,8 +88,8 @@ class RunState:
 
     def enter(self, stage: str) -> None:
         """Start a stage: stop here if a signal came (also one whose exception Python dropped, see
-        :mod:`dlnlab.lab.signals`); else record the stage in summary.json."""
-        from dlnlab.lab import signals
+        :mod:`dlnlab.rundir.signals`); else record the stage in summary.json."""
+        from dlnlab.rundir import signals
 
         signals.check()
         self.stage = stage
@@ -116,8 +112,8 @@ class RunState:
         }
 
     def exit_code(self) -> int | None:
-        from dlnlab.lab import signals
         from dlnlab.lab.errors import ExitCode
+        from dlnlab.rundir import signals
 
         if self.status == RunStatus.RUNNING:
             return None
@@ -130,8 +126,8 @@ class RunState:
         return int(ExitCode.OK)
 
     def summary(self) -> dict:
-        from dlnlab.lab import signals
         from dlnlab.lab.schema import to_plain
+        from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg
         usable = [
@@ -189,7 +185,7 @@ class RunState:
 
     def write_summary(self) -> dict:
         """summary.json, atomically; a signal during the write is noted and the file written again."""
-        from dlnlab.lab.rundir import write_json
+        from dlnlab.rundir import write_json
 
         for _ in range(2):
             try:

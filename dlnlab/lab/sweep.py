@@ -33,9 +33,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlnlab.lab.errors import ExitCode
-from dlnlab.lab.rundir import read_summary, write_json, write_text
 from dlnlab.lab.runlock import lock_holder
 from dlnlab.lab.summary import RunStatus
+from dlnlab.rundir import read_summary, write_json, write_text
 from dlnlab.status import FAILED, Status
 
 __all__ = [

@@ -25,13 +25,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from dlnlab.descent import EnsembleSampler, GDStepper, MinibatchSampler, time_per_step
-from dlnlab.lab import signals
 from dlnlab.lab.callbacks import MetricsCallback
-from dlnlab.lab.rundir import atomic_path
 from dlnlab.lab.tags import step_scale
 from dlnlab.lab.times import series_grid
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
+from dlnlab.rundir import atomic_path, signals
 from dlnlab.status import Status
 
 __all__ = [

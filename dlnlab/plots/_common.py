@@ -13,9 +13,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from dlnlab.lab.rundir import RunData, Series
 from dlnlab.network import product, weights_from_adjacency
 from dlnlab.plots._style import FLOW_COLOR, PLATEAU_COLOR, series_colors
+from dlnlab.rundir import RunData, Series
 from dlnlab.status import Status
 
 __all__ = [

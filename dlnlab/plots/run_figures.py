@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dlnlab.errors import AnalysisWarning
-from dlnlab.lab.rundir import RunData, atomic_path, load_run
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -39,6 +38,7 @@ from dlnlab.plots._common import (
 from dlnlab.plots._panels import legend, line_kw, log_panel, row_max, time_axis
 from dlnlab.plots._style import COLUMN, new_figure, style
 from dlnlab.plots.convergence import fig_convergence_order, fig_dist_to_flow
+from dlnlab.rundir import RunData, atomic_path, load_run
 
 __all__ = ["FIGURES", "make_run_figures", "build_run_figures"]
 
@@ -310,7 +310,7 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from dlnlab.lab.signals import blocked_in_children
+    from dlnlab.rundir.signals import blocked_in_children
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")

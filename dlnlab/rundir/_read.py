@@ -1,16 +1,6 @@
-"""The run directory on disk, written and read by this one module (the lab, the plots, resume).
+"""Reading a run directory (:func:`load_run`, :class:`RunData`), for the plots, the scripts and resume.
 
-Writing:
-
-* :func:`claim_directory` (the ``dlnlab_unique`` resolver of ``hydra.run.dir``) creates a new directory
-  with ``os.mkdir``, which fails if it exists: two runs started in the same second get ``<time>`` and
-  ``<time>_1``, never one shared directory.
-* :func:`atomic_path` yields a temporary name next to the target and renames it onto the target when
-  the block succeeds (``os.replace`` is atomic on POSIX), with SIGINT / SIGTERM held meanwhile: a reader
-  sees the old file or the new one, never half of one; :func:`write_problem`, :func:`save_npz`,
-  :func:`write_json` use it.
-
-Reading (:func:`load_run`, :class:`RunData`) is defensive: a run may be interrupted, a series may have
+The reader is defensive: a run may be interrupted, a series may have
 diverged (huge values, NaN rows, repeated times), be short or empty, and the saddle analysis may not
 have filled ``plateaus``.
 """
@@ -19,142 +9,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from dlnlab._util import jsonable
 from dlnlab.errors import FileWarning
-from dlnlab.lab import signals
-from dlnlab.lab.errors import ConfigError
 from dlnlab.metrics import member_arrays, members_of
+from dlnlab.rundir._names import format_lr, lr_from_name
 from dlnlab.status import Status
 
 __all__ = [
-    "claim_directory",
-    "atomic_path",
-    "save_npz",
-    "write_json",
-    "write_text",
-    "write_bytes",
-    "check_run_dir",
-    "write_problem",
-    "problem_arrays",
     "read_npz",
     "read_summary",
-    "HYDRA_FILES",
     "Series",
     "RunData",
     "load_run",
-    "lr_from_name",
-    "format_lr",
     "STATUS_NOTE",
 ]
-
-HYDRA_FILES = (
-    ".hydra",
-    "train.log",
-    "run.log",
-    "job.json",
-)  # what Hydra (and a sweep job's start) writes first
-_CLAIMED: dict[str, str] = {}
-
-
-def claim_directory(base: str) -> str:
-    """Create ``base`` (or ``base_1``, ``base_2``, ... when taken) and return its path.
-
-    Memoised per process: Hydra may resolve ``hydra.run.dir`` more than once for one run.
-    """
-    base = str(base)
-    if base in _CLAIMED:
-        return _CLAIMED[base]
-    Path(base).parent.mkdir(parents=True, exist_ok=True)
-    for i in range(100_000):
-        candidate = base if i == 0 else f"{base}_{i}"
-        try:
-            os.mkdir(candidate)
-        except FileExistsError:
-            continue
-        _CLAIMED[base] = candidate
-        return candidate
-    raise RuntimeError(f"no free run directory next to {base}")
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path to write; renamed onto ``path`` if the block succeeds, removed if not."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with signals.deferred():
-        try:
-            yield tmp
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-
-
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """``numpy.savez`` to ``path``, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """JSON with null for NaN and infinities (never NaN tokens), atomically."""
-    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False))
-
-
-def check_run_dir(out: Path) -> None:
-    """A run never writes into a non-empty directory it did not create (Hydra's own files aside)."""
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"hydra.run.dir: {out} exists and is not a directory")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES)
-        if foreign:
-            raise ConfigError(
-                f"hydra.run.dir: {out} is not empty (it holds {', '.join(foreign[:5])}); a run never writes "
-                "into another's directory: choose a new hydra.run.dir"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
-    """What ``problem.npz`` holds: dims, X, Y, A0, the data's modes, critical values and mode vectors."""
-    from dlnlab.network import adjacency_from_weights
-
-    return dict(
-        dims=np.asarray(dims, dtype=np.int64),
-        X=problem.X.numpy(),
-        Y=problem.Y.numpy(),
-        A0=adjacency_from_weights(weights0).numpy(),
-        modes=problem.modes.numpy(),
-        critical_values=problem.plateau_levels(min(dims)).numpy(),
-        mode_u=problem.mode_u.numpy(),
-        mode_v=problem.mode_v.numpy(),
-    )
-
-
-def write_problem(out: Path, problem, dims, weights0) -> None:
-    """``problem.npz`` (see :func:`problem_arrays`), atomically."""
-    save_npz(Path(out) / "problem.npz", **problem_arrays(problem, dims, weights0))
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:
@@ -195,21 +68,6 @@ _ROW_KEYS = (
 )
 
 STATUS_NOTE = {status: f" ({status.value.replace('_', ' ')})" for status in Status} | {Status.OK: ""}
-
-
-def lr_from_name(name: str) -> float | None:
-    """``sgd_lr_0.01`` -> 0.01, ``flow`` -> None."""
-    if name.startswith("sgd_lr_"):
-        try:
-            return float(name[len("sgd_lr_") :])
-        except ValueError:
-            return None
-    return None
-
-
-def format_lr(lr: float) -> str:
-    """Short, exact-looking learning rate: 0.01, 0.0025, 1e-05."""
-    return f"{lr:.6g}"
 
 
 @dataclass
