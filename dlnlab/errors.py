@@ -7,7 +7,7 @@ says what is allowed, without any config key. The lab maps arguments to its conf
 Every warning dlnlab gives goes through :mod:`warnings` with a category below :class:`DlnlabWarning`,
 so a user filters or captures them as any other (``warnings.simplefilter("ignore", dlnlab.DlnlabWarning)``,
 ``pytest.warns(dlnlab.SeriesWarning)``, ``-W error::dlnlab.errors.AnalysisWarning``). A run shows each on
-the console as one line, ``warning: <message>`` (:func:`dlnlab.lab.errors.console_warnings`).
+the console as one line, ``warning: <message>`` (:func:`dlnlab.lab.config.console_warnings`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def _run(overrides: list[str], out: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import dlnlab.lab.schema  # noqa: F401 - registers the schema
+    from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
     from dlnlab.lab.experiment import run
 
     GlobalHydra.instance().clear()

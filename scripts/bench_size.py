@@ -37,7 +37,7 @@ from dlnlab.analysis import balanced_sharpness, hessian_extremes
 from dlnlab.descent import GDStepper
 from dlnlab.flow import Solver, integrate
 from dlnlab.init import gaussian
-from dlnlab.lab.choose import SCIPY_MAX_WEIGHTS, choose_analysis, choose_flow, estimated_run_seconds
+from dlnlab.lab.config import SCIPY_MAX_WEIGHTS, choose_analysis, choose_flow, estimated_run_seconds
 from dlnlab.network import DeepLinearNetwork, pack
 from dlnlab.problem import RegressionProblem
 from dlnlab.status import Status

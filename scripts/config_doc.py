@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the page is current")
     args = parser.parse_args(argv)
-    from dlnlab.lab.config_doc import render
+    from dlnlab.lab.config import render
 
     text = render()
     if args.check:

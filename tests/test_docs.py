@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from dlnlab.lab import config_doc
+from dlnlab.lab.config import _doc as config_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,8 @@ from hydra import compose, initialize_config_dir
 from test_schema import CONF
 
 from dlnlab.init import gaussian
+from dlnlab.lab.config import load_weights, prepare
 from dlnlab.lab.experiment import run
-from dlnlab.lab.files import load_weights
-from dlnlab.lab.prepare import prepare
 from dlnlab.network import adjacency_from_weights
 
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
@@ -131,7 +130,7 @@ def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_pat
     else:
         y = y[:1]
     np.savez(tmp_path / "d.npz", X=x, Y=y)
-    from dlnlab.lab.errors import ConfigError
+    from dlnlab.lab.config import ConfigError
 
     cfg = cfg_of(
         ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "data=file", f"data.path={tmp_path / 'd.npz'}"]

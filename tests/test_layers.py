@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "rundir", "plots", "lab", "scripts")
+LAB_STAGES = ("config", "record", "results", "run", "cli")  # inside the lab, the same rule
+LAB_PUBLIC = {"callbacks": "record"}  # the lab's public top-level modules, at the rank of a stage
 STACKS = {"lightning", "hydra", "omegaconf", "tensorboard", "tensorboardX"}  # the lab's alone
 DRAWING = {"matplotlib"}  # the plots' (and the lab and scripts above them)
 
@@ -47,6 +49,14 @@ def _targets(module: str, path: Path, node: ast.AST) -> list[str]:
     return [prefix, *(f"{prefix}.{a.name}" for a in node.names)]
 
 
+def _lazy_targets(module: str, node: ast.AST) -> list[str]:
+    """A package's ``_EXPORTS = {"._submodule": [...]}`` (dlnlab._lazy): the submodules it imports on use."""
+    if not (isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets)):
+        return []
+    subs = ast.literal_eval(node.value)
+    return [module + sub if sub.startswith(".") else sub for sub in subs]
+
+
 def imports() -> dict[str, set[str]]:
     """module -> every name it imports (the dlnlab modules resolved to the deepest existing one)."""
     mods = _modules()
@@ -54,12 +64,14 @@ def imports() -> dict[str, set[str]]:
     for module, path in mods.items():
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
+            targets = _lazy_targets(module, node)
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in _targets(module, path, node):
-                    while target.startswith("dlnlab") and target not in mods:
-                        target = target.rpartition(".")[0]
-                    if target and target != module and not module.startswith(target + "."):
-                        found.add(target)
+                targets = _targets(module, path, node)
+            for target in targets:
+                while target.startswith("dlnlab") and target not in mods:
+                    target = target.rpartition(".")[0]
+                if target and target != module and not module.startswith(target + "."):
+                    found.add(target)
         out[module] = found
     return out
 
@@ -120,6 +132,25 @@ def test_every_import_goes_down_the_layers(graph):
         if (t.startswith("dlnlab") or t.startswith("scripts.")) and rank[layer(t)] > rank[layer(m)]
     ]
     assert not up, "imports up the layers:\n" + "\n".join(up)
+
+
+def lab_rank(module: str) -> int | None:
+    """The rank of a lab module among the lab's stages (None: not a lab module, or the lab's own package)."""
+    parts = module.split(".")
+    if parts[:2] != ["dlnlab", "lab"] or len(parts) < 3:
+        return None
+    stage = LAB_PUBLIC.get(parts[2], parts[2])
+    return LAB_STAGES.index(stage) if stage in LAB_STAGES else None
+
+
+def test_inside_the_lab_every_import_goes_down_its_stages(graph):
+    up = [
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        for t in sorted(targets)
+        if lab_rank(m) is not None and lab_rank(t) is not None and lab_rank(t) > lab_rank(m)
+    ]
+    assert not up, "lab imports up its stages:\n" + "\n".join(up)
 
 
 def test_no_import_circle(graph):

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config import ConfigError
 from dlnlab.lab.experiment import run
 
 

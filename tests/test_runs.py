@@ -16,7 +16,7 @@ import pytest
 from _runtime_helpers import Peek, SignalAt
 from hydra import compose, initialize_config_dir
 
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config import ConfigError
 from dlnlab.lab.experiment import resume, run
 from dlnlab.lab.runlock import lock_holder
 

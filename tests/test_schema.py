@@ -13,9 +13,14 @@ import torchdiffeq
 import yaml
 from hydra import compose, initialize_config_dir
 
-from dlnlab.lab.prepare import prepare
-from dlnlab.lab.rules import FIXED_STEP_STABILITY
-from dlnlab.lab.schema import DATA_OPTIONS, INIT_OPTIONS, TrainConfig, typed_config
+from dlnlab.lab.config import (
+    DATA_OPTIONS,
+    FIXED_STEP_STABILITY,
+    INIT_OPTIONS,
+    TrainConfig,
+    prepare,
+    typed_config,
+)
 from dlnlab.lab.summary import flow_loss_rise
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 import dlnlab
 from dlnlab.errors import AnalysisWarning, DlnlabWarning, FileWarning, SeriesWarning
-from dlnlab.lab.errors import console_warnings
+from dlnlab.lab.config import console_warnings
 from dlnlab.rundir import load_run, save_npz, write_json
 
 

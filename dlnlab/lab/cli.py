@@ -2,7 +2,7 @@
 
 ``scripts/train.py`` is a thin ``@hydra.main`` whose task calls :func:`job`; its ``__main__`` calls
 :func:`main`, which first runs :func:`preflight`: it parses and composes the command line the way
-Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.prepare.prepare`
+Hydra will (every job of a sweep), checks each job's config with :func:`dlnlab.lab.config.prepare`
 and refuses an output directory that already holds something or cannot be made. Only then does
 Hydra run, so a refused run writes nothing (Hydra would otherwise write ``.hydra/`` first) and
 Hydra's own errors (an unknown key or option, a malformed override, an override without a key, a
@@ -22,9 +22,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dlnlab.lab import configfiles, outdir, schema, sweep
-from dlnlab.lab.errors import ConfigError, ExitCode, shown
-from dlnlab.lab.schema import describe_omegaconf_error, unknown_key_message
+from dlnlab.lab import sweep
+from dlnlab.lab.config import ConfigError, ExitCode, describe_omegaconf_error, shown, unknown_key_message
+from dlnlab.lab.config import _configfiles as configfiles
+from dlnlab.lab.config import _outdir as outdir
+from dlnlab.lab.config import _schema as schema
 from dlnlab.rundir import signals
 
 __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
@@ -237,13 +239,13 @@ def _check_job(
 ) -> str | None:
     """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
     --config-dir), then (``run_checks``) its output directory and the run's own checks
-    (:func:`dlnlab.lab.prepare.prepare`)."""
+    (:func:`dlnlab.lab.config.prepare`)."""
     import yaml
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlnlab.lab.prepare import prepare
+    from dlnlab.lab.config import prepare
 
     try:
         _check_group_values(overrides)

@@ -1,6 +1,6 @@
 """The lab's main job as plain functions: ``run(cfg)`` and ``resume(run_dir)``.
 
-config -> :func:`dlnlab.lab.prepare.prepare` (every refusal, before anything is written) -> the flow
+config -> :func:`dlnlab.lab.config.prepare` (every refusal, before anything is written) -> the flow
 -> one (S)GD series per learning rate -> saddle analysis -> figures -> the loggers. ``summary.json``
 is written at the start and when each stage starts, atomically, so a failure or a signal at any
 moment leaves every finished file readable and a summary that says where the run stopped.
@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
+from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, prepare
 from dlnlab.lab.console import end_block, results_block, start_block
-from dlnlab.lab.errors import ConfigError, console_warnings
-from dlnlab.lab.outdir import check_run_dir
-from dlnlab.lab.prepare import Plan, prepare
 from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.runlock import RunLock
 from dlnlab.lab.summary import RunResult, RunState
@@ -50,7 +48,7 @@ def _output_dir(output_dir) -> Path:
 def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     """Run the flow and one (S)GD series per learning rate; write the run directory; return the summary.
 
-    ``cfg``: a Hydra DictConfig, a plain nested dict or a :class:`~dlnlab.lab.schema.TrainConfig`.
+    ``cfg``: a Hydra DictConfig, a plain nested dict or a :class:`~dlnlab.lab.config.TrainConfig`.
     ``output_dir`` defaults to Hydra's output directory. Every bad value raises :class:`ConfigError`
     before anything is written. SIGINT and SIGTERM end the run with what is recorded written (exit
     code 130 or 143 in the result); :func:`resume` finishes it. The run holds the directory's lock

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dlnlab.errors import SeriesWarning
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config import ConfigError
 from dlnlab.lab.summary import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack

@@ -18,7 +18,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config import ConfigError
 
 __all__ = ["RunLock", "LOCK_NAME", "lock_holder"]
 

@@ -22,14 +22,13 @@ from dlnlab import flow as flowmod
 from dlnlab.descent import time_per_step
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.callbacks import CallbackFailed
+from dlnlab.lab.config import Plan, exact_times, series_grid
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.logging import log_layout, make_logger
-from dlnlab.lab.prepare import Plan
 from dlnlab.lab.resume import check_recomputed_flow
 from dlnlab.lab.summary import finish_sgd_entry, flow_loss_rise
 from dlnlab.lab.tags import RunCharts, TagPlan, has_run, step_scale, tensorboard_layout
-from dlnlab.lab.times import exact_times, series_grid
 from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 from dlnlab.rundir import series_name, signals

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from dlnlab.errors import SeriesWarning
+from dlnlab.lab.config import derive_seed
 from dlnlab.lab.ensemble import MEMBER_KEYS, _aggregate
-from dlnlab.lab.schema import derive_seed
 from dlnlab.lab.summary import finish_sgd_entry
 from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
 from dlnlab.network import Layout

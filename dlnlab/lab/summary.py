@@ -70,7 +70,7 @@ class RunResult(dict):
 class RunState:
     """A run as it goes: its series' entries and arrays, its stage; :meth:`summary` is summary.json."""
 
-    plan: Any  # dlnlab.lab.prepare.Plan
+    plan: Any  # dlnlab.lab.config.Plan
     out: Path
     n_grid: int = 0
     series: dict[str, dict] = field(default_factory=dict)
@@ -112,7 +112,7 @@ class RunState:
         }
 
     def exit_code(self) -> int | None:
-        from dlnlab.lab.errors import ExitCode
+        from dlnlab.lab.config import ExitCode
         from dlnlab.rundir import signals
 
         if self.status == RunStatus.RUNNING:
@@ -126,7 +126,7 @@ class RunState:
         return int(ExitCode.OK)
 
     def summary(self) -> dict:
-        from dlnlab.lab.schema import to_plain
+        from dlnlab.lab.config import to_plain
         from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg

@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlnlab.lab.errors import ExitCode
+from dlnlab.lab.config import ExitCode
 from dlnlab.lab.runlock import lock_holder
 from dlnlab.lab.summary import RunStatus
 from dlnlab.rundir import read_summary, write_json, write_text

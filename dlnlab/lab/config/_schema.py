@@ -4,7 +4,7 @@ Every key, its type and its default live here, once. ``conf/`` only chooses opti
 which initialisation) and experiment deltas. Types, unknown keys and missing values are checked by
 OmegaConf when Hydra composes; :func:`typed_config` does the same for a plain dict (notebooks, tests)
 and refuses keys added with Hydra's ``+key=value``, which bypasses the schema. Ranges and rules
-across keys are :mod:`dlnlab.lab.rules`.
+across keys are :mod:`dlnlab.lab.config._rules`.
 
 The options of ``data`` and ``init`` have different keys: each has its own schema, stored as
 ``schema/data/<option>`` and ``schema/init/<option>``, which the option's YAML file names in its
@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config._errors import ConfigError
 
 __all__ = [
     "DataKind",
@@ -158,7 +158,7 @@ class FileInit(InitConfig):
 @dataclass
 class FlowConfig:
     t_max: float = 300.0  # horizon of the flow and of every SGD series
-    # auto: the cheapest of lsoda, cvode and rk45 by a cost model of the net's shapes, the same on every machine (dlnlab/lab/choose.py, docs/performance.md); lsoda, bdf, radau: scipy with the exact Jacobian; cvode: SUNDIALS BDF with GMRES on Hessian-vector products; rk45: dlnlab's Dormand-Prince; the rest are torchdiffeq's
+    # auto: the cheapest of lsoda, cvode and rk45 by a cost model of the net's shapes, the same on every machine (dlnlab/lab/config/_choose.py, docs/performance.md); lsoda, bdf, radau: scipy with the exact Jacobian; cvode: SUNDIALS BDF with GMRES on Hessian-vector products; rk45: dlnlab's Dormand-Prince; the rest are torchdiffeq's
     method: FlowMethod = FlowMethod.auto
     rtol: float = DEFAULT_RTOL  # relative tolerance, at most 1e-3 (docs/benchmarks/flow.md chose the default)
     atol: float = DEFAULT_ATOL  # absolute tolerance, at most 1e-3

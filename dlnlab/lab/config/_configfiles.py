@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from dlnlab.lab.errors import ConfigError
+from dlnlab.lab.config._errors import ConfigError
 
 __all__ = ["MAX_CONFIG_VALUES", "check_expansion", "describe_yaml_error"]
 

@@ -3,7 +3,7 @@
 :func:`check_config` needs only the config; :func:`check_with_problem` runs once the data are known
 (shapes, the number of samples, the GD threshold, the explicit stability bound). Values the core checks
 itself (widths, singular values, solver tolerances, ...) are checked by calling the core and naming
-the config key (:func:`dlnlab.lab.errors.keyed`), so every rule is written once.
+the config key (:func:`dlnlab.lab.config.keyed`), so every rule is written once.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from numbers import Real
 
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
-from dlnlab.lab.errors import ConfigError, keyed, shown
-from dlnlab.lab.files import MAX_ABS_VALUE
-from dlnlab.lab.schema import INIT_OPTIONS, InitKind, TrainConfig
+from dlnlab.lab.config._errors import ConfigError, keyed, shown
+from dlnlab.lab.config._files import MAX_ABS_VALUE
+from dlnlab.lab.config._schema import INIT_OPTIONS, InitKind, TrainConfig
 from dlnlab.network import Layout
 
 __all__ = [

@@ -1,6 +1,6 @@
 """``docs/config.md`` from the schema: every key, its type, its default and what it means.
 
-The schema (:mod:`dlnlab.lab.schema`) is the one place a key is defined; what a key means is the
+The schema (:mod:`dlnlab.lab.config._schema`) is the one place a key is defined; what a key means is the
 comment on its line there, or the comment lines just above it. This module reads those comments
 from the schema's source (``tokenize``), the types and defaults from the dataclasses themselves, and
 the options of each config group from ``conf/<group>/*.yaml`` (their first comment line).
@@ -21,11 +21,11 @@ from pathlib import Path
 
 from omegaconf import MISSING
 
-from dlnlab.lab import schema
+from dlnlab.lab.config import _schema as schema
 
 __all__ = ["field_docs", "render", "CONF"]
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "conf"
 
 GROUPS = [  # (title, key prefix, dataclasses): in the order a reader needs them
     ("The run", "", [schema.TrainConfig]),
@@ -172,7 +172,7 @@ def render() -> str:
     out = [
         "# Configuration keys",
         "",
-        "Generated from the schema (`dlnlab/lab/schema.py`) by `python scripts/config_doc.py`; a test",
+        "Generated from the schema (`dlnlab/lab/config/_schema.py`) by `python scripts/config_doc.py`; a test",
         "checks that this page is current. Override any key on the command line",
         "(`python scripts/train.py flow.t_max=100 sgd.lrs=[0.01]`) or pass a plain dict to",
         "`dlnlab.lab.experiment.run`. Types, unknown keys and missing values are checked by OmegaConf; ranges",

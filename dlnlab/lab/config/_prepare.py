@@ -17,11 +17,14 @@ import torch
 from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
 from dlnlab.flow import SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.init import initial_weights
-from dlnlab.lab import budget, choose, files, float64
-from dlnlab.lab.errors import ConfigError, keyed
-from dlnlab.lab.rules import check_config, check_fixed_step, make_solver
-from dlnlab.lab.schema import TrainConfig, derive_seed, typed_config
-from dlnlab.lab.targets import LOGGER_SUPPLIED, check_target, import_class
+from dlnlab.lab.config import _budget as budget
+from dlnlab.lab.config import _choose as choose
+from dlnlab.lab.config import _files as files
+from dlnlab.lab.config import _float64 as float64
+from dlnlab.lab.config._errors import ConfigError, keyed
+from dlnlab.lab.config._rules import check_config, check_fixed_step, make_solver
+from dlnlab.lab.config._schema import TrainConfig, derive_seed, typed_config
+from dlnlab.lab.config._targets import LOGGER_SUPPLIED, check_target, import_class
 from dlnlab.network import Layout, pack
 from dlnlab.problem import RegressionProblem
 
@@ -197,7 +200,7 @@ def _stiffness(
 
 def _check_logger_and_callbacks(cfg: TrainConfig) -> None:
     """Last, since it imports Lightning: the logger and the callbacks name Lightning classes that can be
-    made with the config's arguments (:mod:`dlnlab.lab.targets`)."""
+    made with the config's arguments (:mod:`dlnlab.lab.config._targets`)."""
     if cfg.logger and cfg.logger.get("_target_") is not None:
         check_target(cfg.logger, "logger", "lightning.pytorch.loggers.Logger", LOGGER_SUPPLIED)
     for name, node in cfg.callbacks.items():

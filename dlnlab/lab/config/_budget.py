@@ -21,11 +21,11 @@ import torch
 
 from dlnlab.descent import time_per_step
 from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, time_grid
-from dlnlab.lab import choose
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.rules import EXACT_COUNT
-from dlnlab.lab.schema import TrainConfig
-from dlnlab.lab.times import flow_time_count
+from dlnlab.lab.config import _choose as choose
+from dlnlab.lab.config._errors import ConfigError
+from dlnlab.lab.config._rules import EXACT_COUNT
+from dlnlab.lab.config._schema import TrainConfig
+from dlnlab.lab.config._times import flow_time_count
 from dlnlab.network import Layout
 
 __all__ = [
@@ -50,7 +50,7 @@ EXPLICIT_EVALS_PER_LAMBDA_T = 2.0
 
 
 # Counts (grid points, steps, evaluations) are exact integers in float64 and int64 up to EXACT_COUNT = 2^53;
-# the limits are capped there (dlnlab/lab/rules.py), so a count within its limit converts to an int safely.
+# the limits are capped there (dlnlab/lab/config/_rules.py), so a count within its limit converts to an int safely.
 
 
 def _count(horizon: float, step: float) -> float:
@@ -173,7 +173,7 @@ def check_counts(cfg: TrainConfig) -> None:
     """Refuse a grid, an SGD series or a fixed-step flow whose count is above its limit, from the
     config alone and in floats (a count that overflows is inf, not an OverflowError), before
     anything is estimated or built. The time a refused count would take is the cost model's
-    (nominal, :func:`dlnlab.lab.choose.gradient_seconds`)."""
+    (nominal, :func:`dlnlab.lab.config._choose.gradient_seconds`)."""
     lim, f = cfg.limits, cfg.flow
     n_grid = grid_count(cfg)
     if n_grid > lim.grid_points:

@@ -7,7 +7,7 @@ loaded, each one's ``.npy`` header (shape and dtype) is read from the archive: a
 claims more bytes than the archive holds for it (a truncated or forged file: a shape of 10^12 columns
 in a few hundred bytes) is refused, the shapes are checked against ``model.dims``, and the claimed
 sizes go into the memory estimate, so a file too large for ``limits.memory_gb`` is refused without
-reading it. A path longer than the file system takes is refused by its length (:mod:`dlnlab.lab.paths`).
+reading it. A path longer than the file system takes is refused by its length (:mod:`dlnlab.lab.config._paths`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.paths import check_length
+from dlnlab.lab.config._errors import ConfigError
+from dlnlab.lab.config._paths import check_length
 from dlnlab.network import Layout, weights_from_adjacency
 
 __all__ = ["MAX_ABS_VALUE", "ArrayHeader", "load_data", "load_weights", "npz_bytes", "npz_headers"]

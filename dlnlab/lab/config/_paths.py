@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dlnlab.lab.errors import ConfigError, shown
+from dlnlab.lab.config._errors import ConfigError, shown
 
 __all__ = ["check_length", "RUN_DIR_RESERVE", "name_limits"]
 

@@ -17,7 +17,7 @@ the check itself never overflows) with what float64 can hold or resolve, and nam
 
 The bound at the initial weights is returned: where it is above h m_1^(2-2/h), the lab computes the
 Hessian's extremes there for the flow's method choice and the explicit methods' work estimate
-(:func:`dlnlab.lab.prepare`), since the bound overstates them (2 to 20 times on the test nets).
+(:func:`dlnlab.lab.config._prepare`), since the bound overstates them (2 to 20 times on the test nets).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import math
 import torch
 
 from dlnlab.bounds import magnitudes
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.schema import TrainConfig
+from dlnlab.lab.config._errors import ConfigError
+from dlnlab.lab.config._schema import TrainConfig
 from dlnlab.network import Layout
 from dlnlab.problem import RegressionProblem
 

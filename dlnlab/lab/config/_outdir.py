@@ -25,9 +25,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from dlnlab.lab.errors import ConfigError, shown
-from dlnlab.lab.paths import RUN_DIR_RESERVE, check_length, name_limits
-from dlnlab.lab.schema import describe_omegaconf_error
+from dlnlab.lab.config._errors import ConfigError, shown
+from dlnlab.lab.config._paths import RUN_DIR_RESERVE, check_length, name_limits
+from dlnlab.lab.config._schema import describe_omegaconf_error
 from dlnlab.rundir import signals
 
 __all__ = [

@@ -26,8 +26,8 @@ import logging
 import sys
 from typing import Any
 
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.schema import unknown_key_message
+from dlnlab.lab.config._errors import ConfigError
+from dlnlab.lab.config._schema import unknown_key_message
 
 __all__ = ["import_class", "check_target", "LOGGER_SUPPLIED"]
 
