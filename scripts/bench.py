@@ -64,8 +64,7 @@ from threadpoolctl import threadpool_limits
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
-from dlnlab.lab.logging import TensorBoardLogger
-from dlnlab.lab.record import SeriesRecorder, open_recorder
+from dlnlab.lab.record import SeriesRecorder, TensorBoardLogger, open_recorder
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem

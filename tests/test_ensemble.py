@@ -152,7 +152,8 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
 
 
 def test_the_spread_tags_are_numpys_nan_quantiles():
-    from dlnlab.lab.tags import ENSEMBLE_STATS, _nanmean, _nanquantiles
+    from dlnlab.lab.record import ENSEMBLE_STATS
+    from dlnlab.lab.record._tags import _nanmean, _nanquantiles
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 9, 5))
@@ -168,7 +169,7 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
 
 def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     """Every Margin chart of the ensemble's layout names tags its series logs; one chart per series."""
-    from dlnlab.lab.tags import RunCharts, tensorboard_layout
+    from dlnlab.lab.record import RunCharts, tensorboard_layout
 
     out, _ = ensemble
     logged = {}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
-from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, prepare
+from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
 from dlnlab.lab.console import end_block, results_block, start_block
 from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.runlock import RunLock
@@ -94,7 +94,7 @@ def resume(run_dir: str | Path) -> RunResult:
     try:
         previous = load_previous(run_dir)
         try:
-            plan = prepare(previous.config)
+            plan = prepare(current_targets(previous.config))
         except ConfigError as err:
             raise ConfigError(f"resume: the config in {run_dir}/summary.json is refused: {err}") from err
         check_problem(run_dir, problem_arrays(plan.problem, plan.cfg.model.dims, plan.weights0))
@@ -168,7 +168,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
 
 
 def _end_workers() -> None:
-    record = sys.modules.get("dlnlab.lab.record")  # not imported: no worker was ever started
+    record = sys.modules.get("dlnlab.lab.record._recorder")  # not imported: no worker was ever started
     if record is not None:
         record.end_workers()
 

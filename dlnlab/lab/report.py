@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
-from dlnlab.lab.logging import figures_logger, log_hparams, log_png, log_text
+from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
 

@@ -25,10 +25,17 @@ from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.config import Plan, exact_times, series_grid
 from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
-from dlnlab.lab.logging import log_layout, make_logger
+from dlnlab.lab.record import (
+    RunCharts,
+    TagPlan,
+    has_run,
+    log_layout,
+    make_logger,
+    step_scale,
+    tensorboard_layout,
+)
 from dlnlab.lab.resume import check_recomputed_flow
 from dlnlab.lab.summary import finish_sgd_entry, flow_loss_rise
-from dlnlab.lab.tags import RunCharts, TagPlan, has_run, step_scale, tensorboard_layout
 from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 from dlnlab.rundir import series_name, signals

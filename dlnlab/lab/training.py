@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from dlnlab.descent import EnsembleSampler, GDStepper, MinibatchSampler, time_per_step
 from dlnlab.lab.callbacks import MetricsCallback
 from dlnlab.lab.config import series_grid
-from dlnlab.lab.tags import step_scale
+from dlnlab.lab.record import step_scale
 from dlnlab.network import DeepLinearNetwork
 from dlnlab.problem import RegressionProblem
 from dlnlab.rundir import atomic_path, signals

@@ -32,6 +32,7 @@ _EXPORTS = {
     "._choose": ["SCIPY_MAX_WEIGHTS", "choose_analysis", "choose_flow", "estimated_run_seconds"],
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
+    "._targets": ["current_targets"],
     "._outdir": ["check_run_dir"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],
     "._doc": ["render"],

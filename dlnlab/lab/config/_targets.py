@@ -29,13 +29,23 @@ from typing import Any
 from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._schema import unknown_key_message
 
-__all__ = ["import_class", "check_target", "LOGGER_SUPPLIED"]
+__all__ = ["import_class", "check_target", "LOGGER_SUPPLIED", "MOVED_TARGETS", "current_targets"]
 
 LOGGER_SUPPLIED = frozenset({"save_dir", "name", "version", "run_name"})  # what make_logger passes
 # set by the lab only: another save_dir writes outside the run directory, one version for all series
 # would have them write into one another's logs
 LOGGER_OWN = ("save_dir", "version")
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+# dlnlab's own classes that a config names and that have moved: a run made before the move keeps its
+# config in summary.json, and a resume of it finds the class where it is now
+MOVED_TARGETS = {"dlnlab.lab.logging.TensorBoardLogger": "dlnlab.lab.record.TensorBoardLogger"}
+
+
+def current_targets(cfg: dict) -> dict:
+    """A plain config with each ``_target_`` of :data:`MOVED_TARGETS` renamed to where the class is now."""
+    if isinstance(cfg, dict):
+        return {k: MOVED_TARGETS.get(v, v) if k == "_target_" else current_targets(v) for k, v in cfg.items()}
+    return cfg
 
 
 def import_class(path: str) -> type:

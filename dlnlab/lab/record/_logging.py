@@ -12,7 +12,7 @@ in an event file of their own, with a C crc32c (google-crc32c): TensorBoard's wr
 TensorFlow, computes the crc in pure Python and took 0.75 s of the 0.88 s for 3000 steps of 59 scalars.
 
 What is logged (the tags of a block of metrics, the thinning of long series, the Custom Scalars
-layout) is in :mod:`dlnlab.lab.tags`.
+layout) is in :mod:`dlnlab.lab.record._tags`.
 """
 
 from __future__ import annotations

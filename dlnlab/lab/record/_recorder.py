@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.lab.logging import fresh_copy, writes_concurrently
-from dlnlab.lab.tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
+from dlnlab.lab.record._logging import fresh_copy, writes_concurrently
+from dlnlab.lab.record._tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 from dlnlab.rundir import save_npz, signals
 
@@ -64,7 +64,7 @@ class SeriesRecorder:
         n_grid: number of grid points M + 1 (m = 0..M).
         out_dir: the run directory (``series/<name>.npz`` goes there).
         logger: a Lightning logger (None: npz only).
-        tags: what the series logs and at which step (:class:`~dlnlab.lab.tags.TagPlan`; needed with a
+        tags: what the series logs and at which step (:class:`~dlnlab.lab.record._tags.TagPlan`; needed with a
             logger).
         tb_max_points: every grid point is logged up to this many; above, each bucket's extremes.
         initial: arrays already recorded (a resumed series): kept, and not logged again.
