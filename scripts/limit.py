@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"GD: order {gd['convergence_order']:.3f} to the flow, {gd['convergence_order_modified']:.3f} to the modified flow"
     )
-    from dlnlab.lab.limit_text import limit_lines
+    from dlnlab.lab.results import limit_lines
 
     for name in ("plateau", "escape"):
         print(f"SGD, {name} run:")

@@ -12,7 +12,7 @@ from _saddle_helpers import net, series_of, small_problem
 
 import dlnlab
 from dlnlab import init, saddles
-from dlnlab.lab.saddle_entries import analyze_run_saddles
+from dlnlab.lab.results import analyze_run_saddles
 from dlnlab.network import pack
 
 ENTRY_KEYS = [  # a summary.json plateau entry, in order (t_closest once classified)
@@ -84,8 +84,8 @@ def test_unclassified_and_failed_plateaus_keep_their_entries(flow, monkeypatch):
 
 
 def test_plateau_markdown_numbers_modes_from_one_and_says_why_a_cell_is_empty():
-    """The Text tab's table of plateaus (dlnlab.lab.report.plateau_markdown) from summary entries."""
-    from dlnlab.lab.report import plateau_markdown
+    """The Text tab's table of plateaus (dlnlab.lab.results._report.plateau_markdown) from summary entries."""
+    from dlnlab.lab.results import plateau_markdown
 
     assert plateau_markdown({"series": {}}) == "no saddle plateau in any series"
     plateau = saddles.Plateau(

@@ -26,7 +26,7 @@ from _saddle_helpers import (
 from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
 from dlnlab.errors import AnalysisWarning
-from dlnlab.lab.saddle_entries import analyze_run_saddles
+from dlnlab.lab.results import analyze_run_saddles
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 

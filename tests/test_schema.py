@@ -21,7 +21,7 @@ from dlnlab.lab.config import (
     prepare,
     typed_config,
 )
-from dlnlab.lab.summary import flow_loss_rise
+from dlnlab.lab.results import flow_loss_rise
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from dlnlab.lab.summary import RunStatus
+from dlnlab.lab.results import RunStatus
 from dlnlab.lab.sweep import JobState
 from dlnlab.status import Status
 

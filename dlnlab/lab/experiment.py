@@ -21,10 +21,9 @@ import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
-from dlnlab.lab.console import end_block, results_block, start_block
+from dlnlab.lab.results import RunResult, RunState, end_block, results_block, start_block
 from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.runlock import RunLock
-from dlnlab.lab.summary import RunResult, RunState
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
 from dlnlab.status import Status
 
@@ -153,7 +152,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     print(table, flush=True)
     if state.ctx is not None:
         try:
-            from dlnlab.lab.report import log_run
+            from dlnlab.lab.results import log_run
 
             with signals.deferred(raise_at_end=False):
                 log_run(state.ctx, summary, table)
@@ -215,14 +214,14 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
         for close in closers:
             close()
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
-        from dlnlab.lab.limit import record_limit
+        from dlnlab.lab.results import record_limit
 
         record_limit(state, ctx)
     state.write_summary()
     if not state.interrupted:
         _analyse(state, ctx)
         if state.limit is not None:
-            from dlnlab.lab.limit import add_exit_spreads
+            from dlnlab.lab.results import add_exit_spreads
 
             add_exit_spreads(state)  # needs the members' plateau exits from the analysis
     state.interrupted |= signals.received() is not None
@@ -263,9 +262,7 @@ def _run_sgd_series(
 
 def _analyse(state: RunState, ctx: SeriesContext) -> None:
     """Saddle analysis, then figures: a failure here is reported, never loses the run."""
-    from dlnlab.lab.ensemble import analyze_members
-    from dlnlab.lab.report import make_figures
-    from dlnlab.lab.saddle_entries import analyze_run_saddles
+    from dlnlab.lab.results import analyze_members, analyze_run_saddles, make_figures
 
     cfg = state.plan.cfg
     state.enter("saddle analysis")

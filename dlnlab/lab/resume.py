@@ -33,7 +33,7 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import ConfigError
-from dlnlab.lab.summary import RunStatus
+from dlnlab.lab.results import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
 from dlnlab.rundir import read_npz

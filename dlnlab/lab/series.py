@@ -23,7 +23,6 @@ from dlnlab.descent import time_per_step
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.config import Plan, exact_times, series_grid
-from dlnlab.lab.ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.record import (
     RunCharts,
@@ -34,8 +33,8 @@ from dlnlab.lab.record import (
     step_scale,
     tensorboard_layout,
 )
+from dlnlab.lab.results import finish_flow_members, finish_sgd_entry, finish_sgd_members, flow_loss_rise
 from dlnlab.lab.resume import check_recomputed_flow
-from dlnlab.lab.summary import finish_sgd_entry, flow_loss_rise
 from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 from dlnlab.rundir import series_name, signals

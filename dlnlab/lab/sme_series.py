@@ -5,7 +5,7 @@ sqrt(eta) (c Sigma)^(1/2) from the exact per-sample gradients) is integrated for
 every member from its own initial weights with its own Brownian motions, on the grid; it is recorded
 like an ensemble's series (member axis, metrics, TensorBoard) so that its spread (the variance of the
 loss and of theta along the trajectory, and the plateau exit times) can be compared with the SGD
-ensemble's (``dlnlab/lab/limit.py``).
+ensemble's (``dlnlab/lab/results/_limit.py``).
 
 A member diverges as an SGD member does (``||theta|| > sgd.blowup x (||theta0|| + ||theta||`` of a
 balanced minimum), or non-finite, on the grid): its rows from there on are NaN (what the metrics skip),
@@ -24,8 +24,8 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import derive_seed
-from dlnlab.lab.ensemble import MEMBER_KEYS, _aggregate
-from dlnlab.lab.summary import finish_sgd_entry
+from dlnlab.lab.results import MEMBER_KEYS, finish_sgd_entry
+from dlnlab.lab.results._ensemble import _aggregate
 from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
 from dlnlab.network import Layout
 from dlnlab.rundir import SME_PREFIX, lr_series_name, signals
@@ -125,7 +125,7 @@ def blowup_norm(plan) -> float:
 
 def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -> None:
     """Each member's entry as an SGD member's at the same learning rate (diverged, or unstable where the
-    loss stays up above the GD threshold: :func:`dlnlab.lab.summary.finish_sgd_entry`), then the
+    loss stays up above the GD threshold: :func:`dlnlab.lab.results._summary.finish_sgd_entry`), then the
     aggregate; the series is diverged or unstable when every member is."""
     lr = entry["sme_lr"]
     levels = plan.problem.plateau_levels(Layout(tuple(plan.cfg.model.dims)).r_max)

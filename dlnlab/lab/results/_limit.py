@@ -25,7 +25,7 @@ import numpy as np
 
 from dlnlab.ensemble_errors import error_curves
 from dlnlab.metrics import theta_rows
-from dlnlab.rundir import series_name
+from dlnlab.rundir import SME_PREFIX, lr_series_name, series_name
 from dlnlab.status import Status
 
 __all__ = [
@@ -174,11 +174,9 @@ def sme_spread(state) -> tuple[dict, dict]:
     and the total variance of theta(t) (its covariance's trace), as ratios at the grid points after
     t = 0. Returns ({lr: {kind: median and 10-90 % range}} for the summary, {lr: {"sme/var_<kind>_ratio":
     (grid indices, ratios)}} the curves for the loggers)."""
-    from dlnlab.lab.sme_series import sme_name
-
     stats, curves = {}, {}
     for lr in state.plan.lrs:
-        sgd, sme = state.arrays.get(series_name(lr)), state.arrays.get(sme_name(lr))
+        sgd, sme = state.arrays.get(series_name(lr)), state.arrays.get(lr_series_name(SME_PREFIX, lr))
         if not sgd or not sme or "loss" not in sgd or "loss" not in sme:
             continue
         n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
@@ -196,7 +194,7 @@ def sme_spread(state) -> tuple[dict, dict]:
 def record_limit(state, ctx) -> None:
     """The run's strong and weak errors into its state (summary.json: ``sgd_limit``) and its loggers;
     with sgd.sme, the SGD ensemble's spread against the SME ensemble's (``sgd_limit.sme``)."""
-    from dlnlab.lab.report import log_limit
+    from dlnlab.lab.results._report import log_limit
 
     state.limit = sgd_limit(state, seed=state.plan.seeds.seed)
     if state.limit is not None:
@@ -216,14 +214,12 @@ def add_exit_spreads(state) -> None:
     """After the saddle analysis: per learning rate and mode, the spread (std) of the plateau exit times
     of the SGD ensemble over the SME ensemble's (``sgd_limit.sme.exit_spread``), with the sampling error
     of a ratio of two standard deviations, sqrt(1 / (2 (n1 - 1)) + 1 / (2 (n2 - 1))) for normal data."""
-    from dlnlab.lab.sme_series import sme_name
-
     if state.limit is None or "sme" not in state.limit:
         return
     out = {}
     for lr in state.plan.lrs:
         get = lambda name: ((state.series.get(name) or {}).get("ensemble") or {}).get("plateau_exits") or []  # noqa: E731
-        sme = {e["mode"]: e.get("t_exit") for e in get(sme_name(lr))}
+        sme = {e["mode"]: e.get("t_exit") for e in get(lr_series_name(SME_PREFIX, lr))}
         rows = []
         for e in get(series_name(lr)):
             a, b = e.get("t_exit"), sme.get(e["mode"])

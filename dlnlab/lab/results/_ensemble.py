@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from dlnlab.lab.summary import finish_sgd_entry, flow_loss_rise
+from dlnlab.lab.results._summary import finish_sgd_entry, flow_loss_rise
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.status import Status
 
@@ -106,7 +106,7 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
     exits only: a classification per member would cost more than the run); each member's plateaus and
     exits go in its own entry, member 0's at the series' top level (as a single run's), and the spread
     of the exit times across members in ``ensemble.plateau_exits``. Returns member 0's plateaus."""
-    from dlnlab.lab.saddle_entries import analyze_run_saddles
+    from dlnlab.lab.results._saddles import analyze_run_saddles
 
     size = next((members_of(a) for a in series_arrays.values() if a), None) or 0
     logs = {}

@@ -104,7 +104,7 @@ def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
 
 def log_run(ctx, summary: dict, table: str) -> None:
     """HParams rows of the (S)GD series; the flow's run gets the Text tab's summary."""
-    from dlnlab.lab.limit_text import escapes_table
+    from dlnlab.lab.results._limit_text import escapes_table
 
     cfg = ctx.plan.cfg
     flow = ctx.logger("flow")

@@ -1,4 +1,4 @@
-"""The console report and the CSV records of ``scripts/aggregate.py`` (rows from :mod:`dlnlab.lab.aggregate`).
+"""The console report and the CSV records of ``scripts/aggregate.py`` (rows from :mod:`dlnlab.lab.results._aggregate`).
 
 The console shows every number as ``mean [5%, 95%]`` over the samples (4 significant
 digits; a single sample shows its value alone) in a few narrow tables, each within

@@ -188,7 +188,7 @@ def _ensemble_lines(summary: dict) -> list[str]:
 
 def results_block(summary: dict) -> str:
     """The run's results: the series table, the convergence orders, the plateaus and their exits."""
-    from dlnlab.lab.limit_text import limit_lines
+    from dlnlab.lab.results._limit_text import limit_lines
 
     lines = _table(summary)
     for key, what in (("convergence_order", "convergence order"),
