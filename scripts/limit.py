@@ -11,7 +11,7 @@ replaces an existing file). Every argument and the three runs' configs are check
 run starts: exit code 2 with one line on a bad one; 3 when a run fails or lacks what the figure
 needs; 130 / 143 when interrupted.
 
-Three lab runs (``dlnlab.lab.experiment.run``), then one figure of four panels:
+Three lab runs (``dlnlab.lab.runner._driver.run``), then one figure of four panels:
 
 (a) GD at eta = 0.01, 0.005, 0.0025 over the whole Figure 1 horizon (``flow.modified=true``): the largest
     distance to the plain flow (order 1) and to GD's modified flow (order 2); minibatch SGD (batches of
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
     else:
         print(f"writing under {runs}", flush=True)
-        from dlnlab.lab.experiment import run
+        from dlnlab.lab.runner import run
 
         res = {}
         for name, cfg in args.configs.items():

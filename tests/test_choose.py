@@ -11,7 +11,7 @@ from test_lab import TINY, make_cfg
 
 from dlnlab.lab.config import _choose as choose
 from dlnlab.lab.config import prepare
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 from dlnlab.metrics import theta_rows
 
 

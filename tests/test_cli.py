@@ -281,7 +281,7 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
     from hydra import compose, initialize_config_dir
 
     from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     args = [
         "experiment=tiny",

@@ -18,8 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 from test_lab import TINY, make_cfg
 
 from dlnlab import init
-from dlnlab.lab.experiment import resume, run
-from dlnlab.lab.training import train_series
+from dlnlab.lab.runner import resume, run, train_series
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 

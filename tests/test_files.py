@@ -16,7 +16,7 @@ from test_schema import CONF
 
 from dlnlab.init import gaussian
 from dlnlab.lab.config import load_weights, prepare
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 from dlnlab.network import adjacency_from_weights
 
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]

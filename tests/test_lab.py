@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from dlnlab.lab.config import ConfigError
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -198,7 +198,7 @@ def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
         "from hydra import compose, initialize_config_dir\n"
         f"with initialize_config_dir(version_base='1.3', config_dir={str(CONF)!r}):\n"
         "    cfg = compose(config_name='train', overrides=['sgd.lrs=[0.01,0]'])\n"
-        "from dlnlab.lab.experiment import run\n"
+        "from dlnlab.lab.runner._driver import run\n"
         "from dlnlab.lab.config._errors import ConfigError\n"
         "try:\n"
         f"    run(cfg, output_dir={str(tmp_path / 'r')!r})\n"
@@ -309,7 +309,7 @@ def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_pat
     """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
     the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,
     and the SGD series' distances stop where the recomputed flow stopped."""
-    from dlnlab.lab.experiment import resume
+    from dlnlab.lab.runner import resume
 
     out = tmp_path / "run"
     run(make_cfg([*TINY, "sgd.lrs=[0.02]"]), output_dir=out)

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "rundir", "plots", "lab", "scripts")
-LAB_STAGES = ("config", "record", "results", "run", "cli")  # inside the lab, the same rule
+LAB_STAGES = ("config", "record", "results", "runner", "cli")  # inside the lab, the same rule
 LAB_PUBLIC = {"callbacks": "record"}  # the lab's public top-level modules, at the rank of a stage
 STACKS = {"lightning", "hydra", "omegaconf", "tensorboard", "tensorboardX"}  # the lab's alone
 DRAWING = {"matplotlib"}  # the plots' (and the lab and scripts above them)
@@ -174,9 +174,9 @@ def test_the_stacks_stay_in_their_layers(graph):
 def test_the_check_sees_imports_inside_functions_and_circles():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(edges) == [["a", "b", "c"]]
-    tree = ast.parse("def f():\n    from dlnlab.lab.run import run\n")
+    tree = ast.parse("def f():\n    from dlnlab.lab.runner import run\n")
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
-    assert "dlnlab.lab.run" in _targets("dlnlab.plots.x", ROOT / "x.py", node)
+    assert "dlnlab.lab.runner" in _targets("dlnlab.plots.x", ROOT / "x.py", node)
     assert [
         layer(m)
         for m in (

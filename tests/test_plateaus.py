@@ -371,7 +371,7 @@ def _check_run(out, capsys, n_flow_plateaus):
 
 
 def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsys):
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     out = tmp_path / "run"
     overrides = ["experiment=tiny", "flow.t_max=6", "log.figures=false", "log.progress=never"]
@@ -392,7 +392,7 @@ def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, cap
     series, GD leaving each O(eta) after the flow, and the run's own figures."""
     from matplotlib.image import imread
 
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
     from dlnlab.plots import FIGURES
 
     out = tmp_path / "near"

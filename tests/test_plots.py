@@ -20,7 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from matplotlib.image import imread
 
 from dlnlab.lab.config import prepare
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,7 @@ from _runtime_helpers import Peek, SignalAt
 from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.config import ConfigError
-from dlnlab.lab.experiment import resume, run
-from dlnlab.lab.runlock import lock_holder
+from dlnlab.lab.runner import lock_holder, resume, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["log.figures=false", "log.progress=never"]
@@ -293,7 +292,7 @@ def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
 def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):
     """A bug outside any series (here: the saddle analysis' stage made to raise): summary.json says
     crashed, what and where, exit code 1; no worker is left."""
-    import dlnlab.lab.experiment as experiment
+    import dlnlab.lab.runner._driver as experiment
 
     def broken(state, ctx):
         state.enter("saddle analysis")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 from dlnlab.rundir import run_damage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -280,7 +280,7 @@ def job(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     message = ""
@@ -329,7 +329,7 @@ def resume_command(args) -> int | None:
             file=sys.stderr,
         )
         return int(ExitCode.CONFIG)
-    from dlnlab.lab.experiment import resume
+    from dlnlab.lab.runner import resume
 
     try:
         return resume(resumes[0].split("=", 1)[1]).exit_code

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlnlab.lab.config import ExitCode
 from dlnlab.lab.results import RunStatus
-from dlnlab.lab.runlock import lock_holder
+from dlnlab.lab.runner import lock_holder
 from dlnlab.rundir import read_summary, write_json, write_text
 from dlnlab.status import FAILED, Status
 

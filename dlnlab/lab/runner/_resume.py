@@ -1,8 +1,8 @@
 """Finishing an interrupted run: what it had done, read back from its own directory.
 
-``python scripts/train.py resume=<run dir>`` (or :func:`dlnlab.lab.experiment.resume`) reruns a run
+``python scripts/train.py resume=<run dir>`` (or :func:`dlnlab.lab.runner._driver.resume`) reruns a run
 with the config it was started with (its ``summary.json``), in its own directory, holding the
-directory's lock (:mod:`dlnlab.lab.runlock`):
+directory's lock (:mod:`dlnlab.lab.runner._lock`):
 
 * refused (one line, exit code 2, nothing written) when ``summary.json`` is missing, unreadable or not
   a run summary, when the run finished, when ``problem.npz`` is missing or unreadable, when the config
@@ -103,7 +103,7 @@ class Previous:
         the checkpoint's last block boundary (a SIGKILL can lose the last ones) and the checkpoint is
         readable and of this net. Otherwise None (the series runs from its start), and ``damaged``
         says why when a file is bad."""
-        from dlnlab.lab.training import checkpoint_state
+        from dlnlab.lab.runner._training import checkpoint_state
 
         path, arrays = self.checkpoint(name), self.recorded(name)
         if not path.is_file() or arrays is None or "step" not in arrays:

@@ -28,7 +28,7 @@ def modified_name(lr: float) -> str:
 def run_modified_flows(state, ctx, previous, exact, grid) -> tuple[dict, list[Callable[[], None]]]:
     """Integrate and record each learning rate's modified flow; returns ({lr: its states at the series'
     grid points, (n_grid, ..., p)}, the closers that wait for the recorders and store the arrays)."""
-    from dlnlab.lab.series import at_series_grid, run_flow
+    from dlnlab.lab.runner._series import at_series_grid, run_flow
 
     plan = state.plan
     theta, closers = {}, []

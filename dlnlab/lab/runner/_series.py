@@ -23,7 +23,6 @@ from dlnlab.descent import time_per_step
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.callbacks import CallbackFailed
 from dlnlab.lab.config import Plan, exact_times, series_grid
-from dlnlab.lab.flow_stream import FlowStream, record_flow
 from dlnlab.lab.record import (
     RunCharts,
     TagPlan,
@@ -34,7 +33,8 @@ from dlnlab.lab.record import (
     tensorboard_layout,
 )
 from dlnlab.lab.results import finish_flow_members, finish_sgd_entry, finish_sgd_members, flow_loss_rise
-from dlnlab.lab.resume import check_recomputed_flow
+from dlnlab.lab.runner._flow_stream import FlowStream, record_flow
+from dlnlab.lab.runner._resume import check_recomputed_flow
 from dlnlab.metrics import SeriesMetrics, members_of
 from dlnlab.network import Layout, unpack
 from dlnlab.rundir import series_name, signals
@@ -383,10 +383,10 @@ def run_sgd(
     ``modified_theta`` (n_grid, p): GD's modified flow at the series' exact times (flow.modified).
 
     ``initial``: where an interrupted series continues (a resumed run, see
-    :class:`~dlnlab.lab.resume.Continuation`): from its checkpoint, ``checkpoints/<name>.ckpt``.
+    :class:`~dlnlab.lab.runner._resume.Continuation`): from its checkpoint, ``checkpoints/<name>.ckpt``.
     """
     from dlnlab.lab.record import open_recorder
-    from dlnlab.lab.training import chunk_size, train_series
+    from dlnlab.lab.runner._training import chunk_size, train_series
 
     plan, s = ctx.plan, ctx.plan.cfg.sgd
     name, tau = series_name(lr), time_per_step(lr, s.momentum)

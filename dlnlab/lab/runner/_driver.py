@@ -22,13 +22,13 @@ import torch
 from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
 from dlnlab.lab.results import RunResult, RunState, end_block, results_block, start_block
-from dlnlab.lab.resume import Previous, ResumeRefused, check_problem, load_previous
-from dlnlab.lab.runlock import RunLock
+from dlnlab.lab.runner._lock import RunLock
+from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
 from dlnlab.status import Status
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
-    from dlnlab.lab.series import SeriesContext
+    from dlnlab.lab.runner._series import SeriesContext
 
 __all__ = ["run", "resume", "RunResult", "series_name"]
 
@@ -51,7 +51,7 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     ``output_dir`` defaults to Hydra's output directory. Every bad value raises :class:`ConfigError`
     before anything is written. SIGINT and SIGTERM end the run with what is recorded written (exit
     code 130 or 143 in the result); :func:`resume` finishes it. The run holds the directory's lock
-    (:mod:`dlnlab.lab.runlock`) while it works.
+    (:mod:`dlnlab.lab.runner._lock`) while it works.
     """
     plan = prepare(cfg)
     callbacks = user_callbacks(plan)
@@ -83,7 +83,7 @@ def user_callbacks(plan: Plan) -> list:
 
 def resume(run_dir: str | Path) -> RunResult:
     """Finish the interrupted run in ``run_dir`` with the config it was started with (see
-    :mod:`dlnlab.lab.resume`): finished series are kept, the interrupted one continues from its
+    :mod:`dlnlab.lab.runner._resume`): finished series are kept, the interrupted one continues from its
     checkpoint, the rest run; the summary records the resume. Refused (ConfigError) while another
     process works in the directory, and for the damaged or changed runs listed there."""
     run_dir = Path(run_dir)
@@ -184,8 +184,8 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
     state.n_grid = len(grid)
     state.write_summary()
-    import dlnlab.lab.training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
-    from dlnlab.lab.series import SeriesContext, run_flow, series_times
+    import dlnlab.lab.runner._training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
+    from dlnlab.lab.runner._series import SeriesContext, run_flow, series_times
 
     exact, steps, all_t = series_times(plan, grid)
     state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks)
@@ -201,11 +201,11 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     try:  # the flows' metrics are computed in workers meanwhile
         modified = {}
         if cfg.flow.modified:
-            from dlnlab.lab.modified import run_modified_flows
+            from dlnlab.lab.runner._modified import run_modified_flows
 
             modified, closers = run_modified_flows(state, ctx, previous, exact, grid)
         if cfg.sgd.sme:
-            from dlnlab.lab.sme_series import run_sme_series
+            from dlnlab.lab.runner._sme import run_sme_series
 
             closers += run_sme_series(state, ctx, grid)
         _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at, modified)
@@ -232,7 +232,7 @@ def _run_sgd_series(
 ) -> None:
     """One (S)GD series per learning rate, each against the flow (and, with flow.modified, GD's modified
     flow at its step: ``modified`` {lr: states}) at its own exact times."""
-    from dlnlab.lab.series import at_series_grid, run_sgd
+    from dlnlab.lab.runner._series import at_series_grid, run_sgd
 
     plan, entry = state.plan, state.series["flow"]
     flow_final = entry["final_loss"] if entry["status"] == Status.OK else None

@@ -118,7 +118,7 @@ def _note_diverged(entry: dict, diverged: dict[int, str], members: int, name: st
 
 
 def blowup_norm(plan) -> float:
-    from dlnlab.lab.series import _blowup_norm
+    from dlnlab.lab.runner._series import _blowup_norm
 
     return _blowup_norm(plan)
 
@@ -153,7 +153,7 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
 
 
 def _closer(state, ctx, name: str, rec, diverged: dict[int, str]) -> Callable[[], None]:
-    from dlnlab.lab.series import close_recorder
+    from dlnlab.lab.runner._series import close_recorder
 
     def close() -> None:
         entry = state.series[name]

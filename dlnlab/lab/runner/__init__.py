@@ -1,0 +1,22 @@
+"""The lab's run itself: :func:`run` and :func:`resume`.
+
+The driver (``_driver``) takes a checked plan (``dlnlab.lab.config``), holds the run directory's lock
+(``_lock``), installs the signal handlers, writes ``problem.npz`` and ``summary.json``, runs the
+series, then the analysis and the figures. The series: the flow (``_series``, recorded while the
+solver runs, ``_flow_stream``), (S)GD at each learning rate in Lightning (``_series``, ``_training``),
+GD's modified flows (``_modified``) and the SME ensembles (``_sme``). A resumed run reads back what
+its directory holds (``_resume``).
+
+Names are imported on first use (``dlnlab._lazy``): Lightning is imported once a config has passed.
+"""
+
+from dlnlab._lazy import lazy_exports
+
+_EXPORTS = {
+    "._driver": ["run", "resume"],
+    "._lock": ["RunLock", "lock_holder"],
+    "._training": ["train_series", "series_grid", "checkpoint_state", "SGDModule", "SeriesOutcome"],
+    "._sme": ["stop_diverged"],
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
