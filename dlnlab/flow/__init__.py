@@ -45,6 +45,7 @@ from torch import Tensor
 from dlnlab.errors import ArgumentError
 from dlnlab.flow._batch import TORCHODE_METHODS, batch_solver, integrate_members, integrate_torchode
 from dlnlab.flow._bdf import integrate_bdf
+from dlnlab.flow._radau import integrate_radau
 from dlnlab.flow._rk45 import integrate_rk45
 from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
 from dlnlab.flow._scipy import integrate_scipy
@@ -257,6 +258,8 @@ def _solve(field, theta0, t, solver, events, progress, stop, report=None) -> Tra
             return integrate_cvode(state, stop)
         if solver.method == "bdf_batch":
             return integrate_bdf(state, stop)
+        if solver.method == "radau_batch":
+            return integrate_radau(state, stop)
         if solver.family == "dlnlab":
             return integrate_rk45(state, stop)
         return integrate_torchdiffeq(state, stop)
