@@ -184,15 +184,19 @@ def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     assert "ensemble" not in " ".join(tensorboard_layout(0.05))
 
 
-def test_an_ensemble_flow_runs_with_bdf_batch_and_agrees_with_its_members_lsoda(ensemble, tmp_path):
-    """flow=bdf_batch: the whole ensemble's stiff flow in one solve; each member's flow close to its LSODA
-    solve (the ensemble fixture's flow, member by member): both solvers' global errors at rtol 1e-9 are
-    in the difference (2e-8 measured; each against Radau: tests/test_flow_bdf.py)."""
+@pytest.mark.parametrize("method", ["bdf_batch", "radau_batch"])
+def test_an_ensemble_flow_runs_with_a_batched_stiff_solver_and_agrees_with_its_members_lsoda(
+    ensemble, tmp_path, method
+):
+    """flow=bdf_batch or radau_batch: the whole ensemble's stiff flow in one solve; each member's flow close
+    to its LSODA solve (the ensemble fixture's flow, member by member): both solvers' global errors at
+    rtol 1e-9 are in the difference (2e-8 measured; each against a tight solve: tests/test_flow_bdf.py,
+    tests/test_flow_radau.py)."""
     out, _ = ensemble
     res = run(
-        make_cfg([*BASE, "ensemble.size=3", "flow=bdf_batch", "sgd.lrs=[0.04]"]), output_dir=tmp_path / "b"
+        make_cfg([*BASE, "ensemble.size=3", f"flow={method}", "sgd.lrs=[0.04]"]), output_dir=tmp_path / "b"
     )
-    assert res.exit_code == 0 and res["series"]["flow"]["method"] == "bdf_batch"
+    assert res.exit_code == 0 and res["series"]["flow"]["method"] == method
     assert res["series"]["flow"]["status"] == "ok" and res["series"]["sgd_lr_0.04"]["status"] == "ok"
     ours, lsoda = (np.load(d / "series" / "flow.npz")["theta"] for d in (tmp_path / "b", out))
     assert ours.shape == lsoda.shape == (3, res["grid"]["n_grid"], 27)

@@ -99,7 +99,10 @@ class Solver:
             raise ArgumentError("method", f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         rtol = positive_float("rtol", self.rtol)
         atol = positive_float("atol", self.atol)
-        if self.method in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch", "radau_batch") and rtol < 100 * np.finfo(float).eps:
+        if (
+            self.method in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch", "radau_batch")
+            and rtol < 100 * np.finfo(float).eps
+        ):
             raise ArgumentError(
                 "rtol",
                 f"must be >= {100 * np.finfo(float).eps:.3g} for scipy method {self.method}, got {rtol:g}",
