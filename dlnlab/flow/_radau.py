@@ -224,8 +224,8 @@ class _Solve:
         out[2] += c[1] * r2 + c[2] * r1
         return out
 
-    def real(self, r: np.ndarray, members: np.ndarray) -> np.ndarray:
-        """The real system alone, r (n, p), for ``members``."""
+    def real(self, r: np.ndarray, members=slice(None)) -> np.ndarray:
+        """The real system alone, r (n, p), for ``members`` (indices, or a slice: no copies)."""
         w, qt = self.w[0, members], self.qt[members]
         r32 = r.astype(np.float32)
         proj = np.matmul(qt, r32[:, :, None])[..., 0]
@@ -301,19 +301,22 @@ class _Step:
 
     def error(self, converged: np.ndarray) -> np.ndarray:
         """The embedded error estimate's norm for the ``converged`` members (inf for the others); a member
-        whose step was rejected before gets the estimate through one more evaluation (scipy's Radau)."""
+        whose step was rejected before gets the estimate through one more evaluation (scipy's Radau).
+        Most members converged: the whole batch (no copies of their eigenvectors), the others idle along."""
         s, m = self.s, np.flatnonzero(converged)
-        z, h = self.z[:, m], self.h[m]
+        rows = slice(None) if 2 * len(m) > s.b else m
+        z, h = self.z[:, rows], self.h[rows]
         ze = (E[0] * z[0] + E[1] * z[1] + E[2] * z[2]) / h[:, None]
-        inv_scale = 1.0 / (s.atol + s.rtol * np.maximum(np.abs(s.y[m]), np.abs(s.y[m] + z[2])))
-        err_vec = self.solve.real(s.f[m] + ze, m)
+        inv_scale = 1.0 / (s.atol + s.rtol * np.maximum(np.abs(s.y[rows]), np.abs(s.y[rows] + z[2])))
         err = np.full(s.b, np.inf)
-        err[m] = _rms(err_vec * inv_scale)
-        again = s.rejected[m] & (err[m] > 1)
-        if again.any():
-            a = m[again]
-            f = s.evaluate(s.y[a] + err_vec[again], a)
-            err[a] = _rms(self.solve.real(f + ze[again], a) * inv_scale[again])
+        err_vec = self.solve.real(s.f[rows] + ze, rows)
+        err[rows] = _rms(err_vec * inv_scale)
+        err[~converged] = np.inf
+        again = np.flatnonzero(converged & s.rejected & (err > 1))
+        if len(again):
+            at = again if isinstance(rows, slice) else np.searchsorted(m, again)  # their rows above
+            f = s.evaluate(s.y[again] + err_vec[at], again)
+            err[again] = _rms(self.solve.real(f + ze[at], again) * inv_scale[at])
         return err
 
 
