@@ -16,12 +16,15 @@ Figure 1 net (docs/performance.md, "Batched stiff flows"):
   Radau factorises two p x p matrices, one complex, whenever h changes). A solve keeps only the
   eigenpairs with |c lam| > ``NEGLECT`` (the others change it by less than that fraction), in float32:
   it only steers the iteration, whose residuals are float64.
-* The Newton iteration stops as in Hairer's RADAU5: the convergence rate theta of the last step, via
-  ``faccon`` = theta / (1 - theta), may end it after one correction; scipy always makes two.
+* The asked rtol is the trajectory's accuracy: the controller holds the order-3 estimate to RADAU5's
+  transformation of it (``controller_tolerances``), the Newton iteration stops at 1e-3 rtol
+  (``newton_tolerance``); RADAU5's convergence-rate memory (``faccon``) may end it after one correction
+  (scipy always makes two).
 * The step size changes whenever the controller says (scipy keeps it within [1, 1.2) to spare an LU).
-* A new Jacobian after an accepted step only where the Newton iteration contracted slowly (rate above
-  ``JAC_RATE``; scipy: 1e-3), or where it failed with an older one. Hessians and eigendecompositions
-  are what costs here (2 ms a member against 0.3 ms for a step of the whole batch of 64).
+* A new Jacobian only where the Newton iteration failed with an older one (scipy also after every step
+  whose iteration contracted slower than 1e-3): a Hessian and an eigendecomposition cost about 3 ms a
+  member, 170 Newton iterations' worth (64 Figure 1 nets); refreshing after steps with rates above 0.1
+  took 9 Jacobians per member instead of 6 and was no faster.
 
 A member's numbers depend on the others only through the width k of the float32 solve. A failure
 (step size underflow; the ``max_nfe`` budget, which counts batched evaluations) stops the whole batch
@@ -74,7 +77,7 @@ MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 # here: see controller_tolerances)
 TOL_SCALE, TOL_EXPONENT = 0.03, 2 / 3
 NEWTON_FRACTION = 1e-3  # the Newton iteration stops at this fraction of rtol (see newton_tolerance)
-JAC_RATE = math.inf  # a new Jacobian after an accepted step whose Newton rate was above this (scipy: 1e-3)
+JAC_RATE = math.inf  # a new Jacobian after a step whose Newton rate was above this (scipy: 1e-3; see above)
 HOLD = (1.0, 1.0)  # a step-size factor in [HOLD[0], HOLD[1]) is not applied (scipy: [0, 1.2), to spare an LU)
 EARLY = True  # RADAU5's faccon may end the iteration after one correction (scipy: never)
 NEGLECT = 0.01  # eigenpairs with |c lam| at most this are left out of a solve
@@ -83,10 +86,10 @@ NEGLECT = 0.01  # eigenpairs with |c lam| at most this are left out of a solve
 def controller_tolerances(rtol: float, atol: float) -> tuple[float, float]:
     """The tolerances the step-size controller holds the embedded error estimate to, for the accuracy
     (rtol, atol) asked of the trajectory. The estimate is of order 3 and the method of order 5, so the
-    steps are far more accurate than the estimate says: at rtol' = rtol each Figure 1 member ends 0.05 -
-    0.2 rtol from a tight solve, in twice the steps needed. RADAU5 maps rtol to 0.1 rtol^(2/3) for this;
-    with 0.1 the members ended 20 - 44 rtol from the tight solve at rtol 1e-9, with 0.03 (30 rtol there,
-    3 rtol at 1e-6) within 3 rtol (docs/performance.md)."""
+    steps are far more accurate than the estimate says: held to rtol itself, Figure 1 members ended
+    0.04 - 0.2 rtol from their tight solves at rtol 1e-9, in 2,460 steps where 1,100 do. RADAU5 maps rtol
+    to 0.1 rtol^(2/3) for this; with 0.1 (1e-7 at rtol 1e-9) the members ended 4 - 11 rtol off, with
+    0.03 (30 rtol at 1e-9, 3 rtol at 1e-6) within 3 rtol (docs/performance.md)."""
     tight = TOL_SCALE * rtol**TOL_EXPONENT
     return tight, atol * tight / rtol
 
@@ -94,9 +97,9 @@ def controller_tolerances(rtol: float, atol: float) -> tuple[float, float]:
 def newton_tolerance(rtol: float, controller_rtol: float) -> float:
     """The Newton iteration's tolerance in units of the controller's: NEWTON_FRACTION of the asked rtol.
     The remaining correction is a systematic error of every step (the predictor's error, left by the
-    same contraction each time), so it adds up along the trajectory: scipy's sqrt(rtol) (1.7e-4 of the
-    controller's tolerance here) left Figure 1 members 2 - 3 rtol from the tight solve, RADAU5's 0.03
-    23 rtol, this 1.5 - 1.8 rtol, for 15 % more evaluations than 0.03."""
+    same contraction each time), so it adds up along the trajectory: with the controller at 30 rtol,
+    stopping at 3e-4 of its tolerance left Figure 1 members up to 19 rtol off, at 1e-4 up to 7, at
+    3.3e-5 (1e-3 rtol) within 3 (RADAU5's 0.03, at the controller's rtol = rtol: 23 rtol)."""
     return min(0.03, NEWTON_FRACTION * rtol / controller_rtol)
 
 

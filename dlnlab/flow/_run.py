@@ -101,7 +101,8 @@ class Run:
         self.outputs: list[Tensor] = [theta0.unsqueeze(0)]
         self.n_out = 1
         self.on_output: Callable[[int, Tensor], None] | None = None  # integrate(on_output=...)
-        self.members: Callable[[Status], MemberStats] | None = None  # per-member counts (bdf_batch)
+        # per-member counts (bdf_batch, radau_batch)
+        self.members: Callable[[Status], MemberStats] | None = None
         self.start = time.perf_counter()
 
     @property

@@ -20,7 +20,8 @@ TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")  # need step_size
 SCIPY_STIFF = ("bdf", "radau", "lsoda")  # scipy with the exact Jacobian -Hessian(theta)
 SUNDIALS = ("cvode",)  # BDF, Newton-Krylov with exact Hessian-vector products: no p x p matrix
-# dlnlab's own: Dormand-Prince with contiguous stages (wide nets: flow/_rk45.py), the batched BDF (flow/_bdf.py)
+# dlnlab's own: Dormand-Prince with contiguous stages (wide nets: flow/_rk45.py), the batched stiff solvers
+# (flow/_bdf.py, flow/_radau.py)
 NATIVE = ("rk45", "bdf_batch", "radau_batch")
 METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS + NATIVE
 
@@ -141,7 +142,7 @@ class Solver:
 
     @property
     def family(self) -> str:
-        """``"torchdiffeq"``, ``"scipy"``, ``"sundials"`` or ``"dlnlab"`` (rk45, bdf_batch)."""
+        """``"torchdiffeq"``, ``"scipy"``, ``"sundials"`` or ``"dlnlab"`` (rk45, bdf_batch, radau_batch)."""
         if self.method in SUNDIALS:
             return "sundials"
         if self.method in NATIVE:
@@ -150,7 +151,7 @@ class Solver:
 
     @property
     def on_cpu_only(self) -> bool:
-        """scipy's and SUNDIALS' solvers and bdf_batch step numpy arrays on the CPU."""
+        """scipy's and SUNDIALS' solvers and the batched stiff solvers step numpy arrays on the CPU."""
         return self.family in ("scipy", "sundials") or self.method in ("bdf_batch", "radau_batch")
 
 
