@@ -28,9 +28,11 @@ BASE = [*TINY, "flow.t_max=2.0", "sgd.lrs=[0.04,0.02]", "sgd.batch_size=5"]
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
+    """The flow member by member with LSODA, so that a member rerun alone is the very same solve (auto
+    batches this ensemble's flow with rk45, the cheaper at equal accuracy: tests/test_choose.py)."""
     out = tmp_path_factory.mktemp("ens") / "run"
-    res = run(make_cfg([*BASE, "ensemble.size=3", "logger=tensorboard", "log.figures=true"]), output_dir=out)
-    return out, res
+    cfg = make_cfg([*BASE, "ensemble.size=3", "flow=lsoda", "logger=tensorboard", "log.figures=true"])
+    return out, run(cfg, output_dir=out)
 
 
 def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):

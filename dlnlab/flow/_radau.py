@@ -99,8 +99,9 @@ def newton_tolerance(rtol: float, controller_rtol: float) -> float:
     The remaining correction is a systematic error of every step (the predictor's error, left by the
     same contraction each time), so it adds up along the trajectory: with the controller at 30 rtol,
     stopping at 3e-4 of its tolerance left Figure 1 members up to 19 rtol off, at 1e-4 up to 7, at
-    3.3e-5 (1e-3 rtol) within 3 (RADAU5's 0.03, at the controller's rtol = rtol: 23 rtol)."""
-    return min(0.03, NEWTON_FRACTION * rtol / controller_rtol)
+    3.3e-5 (1e-3 rtol) within 3 (RADAU5's 0.03, at the controller's rtol = rtol: 23 rtol). Never below
+    10 eps of the state, which rounding would not let the iteration reach (scipy's floor)."""
+    return max(10 * np.finfo(float).eps / controller_rtol, min(0.03, NEWTON_FRACTION * rtol / controller_rtol))
 
 
 def _rms(x: np.ndarray) -> np.ndarray:
@@ -248,7 +249,9 @@ class _Step:
         self.h = h = np.where(act, s.h, 1.0)
         self.t_new = np.where(h == room, s.t_end, s.t + h)
         self.inv_scale = 1.0 / (s.atol + s.rtol * np.abs(s.y))
-        x = 1 + (h / s.h_last)[:, None] * C  # the stage times on the last step's polynomial, (B, 3)
+        # the stage times on the last step's polynomial, (B, 3); a finished member's stages stay at its
+        # state (it is evaluated along in the whole batch's evaluations: no extrapolation far out)
+        x = 1 + (np.where(act, h, 0.0) / s.h_last)[:, None] * C
         z = np.empty((3, s.b, s.p))
         for i in range(3):  # scipy's Z0 = sol(t + h C) - y
             xi = x[:, i, None]
