@@ -101,7 +101,8 @@ def newton_tolerance(rtol: float, controller_rtol: float) -> float:
     stopping at 3e-4 of its tolerance left Figure 1 members up to 19 rtol off, at 1e-4 up to 7, at
     3.3e-5 (1e-3 rtol) within 3 (RADAU5's 0.03, at the controller's rtol = rtol: 23 rtol). Never below
     10 eps of the state, which rounding would not let the iteration reach (scipy's floor)."""
-    return max(10 * np.finfo(float).eps / controller_rtol, min(0.03, NEWTON_FRACTION * rtol / controller_rtol))
+    floor = 10 * np.finfo(float).eps / controller_rtol
+    return max(floor, min(0.03, NEWTON_FRACTION * rtol / controller_rtol))
 
 
 def _rms(x: np.ndarray) -> np.ndarray:
