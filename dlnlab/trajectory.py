@@ -19,11 +19,12 @@ __all__ = ["Status", "MemberStats", "Trajectory", "Interrupted"]
 
 @dataclass(frozen=True)
 class MemberStats:
-    """The work of each member of a batch (B, p) solved with its own steps (``bdf_batch``), (B,) each.
+    """The work of each member of a batch (B, p) solved with its own steps (``bdf_batch``,
+    ``radau_batch``), (B,) each.
 
     status: OK for a member that reached the end of the grid; a member that did not has the solve's
     status (solver_failed, interrupted), and ``t_reached`` says how far it got. nfe: right-hand-side
-    evaluations at the member's states; njev: its Jacobians; nlu: their factorisations (bdf_batch: one
+    evaluations at the member's states; njev: its Jacobians; nlu: their factorisations (here: one
     eigendecomposition per Jacobian, valid for every step size); n_steps, n_rejected: its accepted and
     rejected steps.
     """

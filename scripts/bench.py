@@ -19,9 +19,10 @@ one BLAS thread); compared variants are measured side by side in one process, in
   torch, and the exponent of the gradient's time against h d^3 (``scripts/bench_size.py``).
 * ensemble: B = 64 Figure 1 nets as one batch against 64 one-by-one runs, SGD and the flow
   (``scripts/bench_ensemble.py``).
-* stiff_ensemble: the batched stiff flow (bdf_batch) of 64 Figure 1 nets at t_max 300 against 64
-  one-by-one LSODA solves and the batched rk45, each member's deviation from its own LSODA and Radau
-  solves (``scripts/bench_stiff.py``).
+* stiff_ensemble: the batched stiff flows (radau_batch, bdf_batch) of 64 Figure 1 nets at t_max 300
+  against 64 one-by-one LSODA solves (at the default rtol and at 1e-12) and the batched rk45, each
+  member's deviation from its own LSODA solve and its own Radau solve at rtol 1e-12
+  (``scripts/bench_stiff.py``).
 * gpu (``--device cuda``): widths 1024 to 4096 in float64 and float32 against the CPU and the bare
   matmuls (``scripts/bench_gpu.py``).
 * wide, ensemble_run: whole lab runs (``scripts/bench_run.py``): the width-256, depth-8 net with the

@@ -1,13 +1,14 @@
-"""The stiff_ensemble rows of ``scripts/bench.py``: the batched stiff flow (``bdf_batch``) of B Figure 1
-nets against one-by-one LSODA solves (the single run's default there) and against the batched rk45.
+"""The stiff_ensemble rows of ``scripts/bench.py``: the batched stiff flows (``radau_batch``, ``bdf_batch``)
+of B Figure 1 nets against one-by-one LSODA solves (the single run's default there) and the batched rk45.
 
 Figure 1 net [11, 6, 6, 6, 6, 4], whitened teacher [4, 3, 2, 1] with N = 110 (data seed 0), member e from
 gaussian(0.1) with init seed 1 + e, t_max 300 on the log grid dt 0.1, default tolerances (rtol 1e-9,
-atol 1e-11). Each repeat times the three side by side in one process (wall and CPU seconds); the LSODA
-solves of the first ``sample`` members are scaled to B. Deviations are relative, max over the output
-times of ||theta(t) - theta_ref(t)|| / ||theta_ref(t)||, in units of rtol: each member against its own
-LSODA solve and its own Radau solve (same tolerances; Radau meets them globally here, so it is the
-reference for accuracy), for the first ``radau_sample`` members.
+atol 1e-11). Each repeat times them side by side in one process (wall and CPU seconds); the LSODA solves
+of the first ``sample`` members are scaled to B, and so are LSODA's at rtol 1e-12 (atol 1e-14), the
+tolerance at which it is as accurate as radau_batch, for the first ``radau_sample`` members. Deviations
+are relative, max over the output times of ||theta(t) - theta_ref(t)|| / ||theta_ref(t)||, in units of
+the default rtol: each member against its own scipy Radau solve at rtol 1e-12 (atol 1e-14, the tight
+reference) for the first ``radau_sample`` members, and against its own LSODA solve at the default rtol.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from bench_size import fmt_s, md_table
 
 from dlnlab.flow import DEFAULT_RTOL, Solver, integrate, time_grid
 
+BATCHED = ("radau_batch", "bdf_batch", "rk45")
+TIGHT = {"rtol": 1e-12, "atol": 1e-14}
+
 
 def _timed(fn):
     w0, c0 = time.perf_counter(), time.process_time()
@@ -30,48 +34,65 @@ def _timed(fn):
 
 
 def _deviation(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """max over t of ||a(t) - ref(t)|| / ||ref(t)||, in units of rtol."""
+    """max over t of ||a(t) - ref(t)|| / ||ref(t)||, in units of the default rtol."""
     return float(((a - ref).norm(dim=-1) / ref.norm(dim=-1)).max()) / DEFAULT_RTOL
 
 
+def _one_by_one(problem, thetas, t, solver, scale: float) -> tuple[list, float, float]:
+    out, wall, cpu = _timed(lambda: [integrate(problem, DIMS, th, t, solver) for th in thetas])
+    return out, wall * scale, cpu * scale
+
+
 def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sample: int, log=print) -> dict:
-    """Timings per repeat, the batched solve's per-member counts, and the deviations."""
+    """Timings per repeat, the batched solves' per-member counts, and the deviations."""
     problem, theta0 = figure1_ensemble(members)
     t = time_grid(t_max, dt=0.1)
-    sample = min(sample, members)
-    runs, batch = [], None
+    sample, radau_sample = min(sample, members), min(radau_sample, members)
+    runs, batch = [], {}
     for r in range(repeat):
-        batch, bw, bc = _timed(lambda: integrate(problem, DIMS, theta0, t, Solver("bdf_batch")))
-        rk, rw, rc = _timed(lambda: integrate(problem, DIMS, theta0, t, Solver("rk45")))
-        alone, lw, lc = _timed(
-            lambda: [integrate(problem, DIMS, th, t, Solver("lsoda")) for th in theta0[:sample]]
+        row = {}
+        for m in BATCHED:
+            batch[m], row[f"{m}_w"], row[f"{m}_c"] = _timed(
+                lambda m=m: integrate(problem, DIMS, theta0, t, Solver(m))
+            )
+        alone, row["lsoda_w"], row["lsoda_c"] = _one_by_one(
+            problem, theta0[:sample], t, Solver("lsoda"), members / sample
         )
-        scale = members / sample
-        runs.append({"bdf_w": bw, "bdf_c": bc, "rk45_w": rw, "rk45_c": rc, "lsoda_w": lw * scale, "lsoda_c": lc * scale,
-                     "rk45_nfe": rk.nfe})  # fmt: skip
+        tight, row["tight_w"], row["tight_c"] = _one_by_one(
+            problem, theta0[:radau_sample], t, Solver("lsoda", **TIGHT), members / radau_sample
+        )
+        runs.append(row)
         log(
-            f"  stiff ensemble repeat {r + 1}: bdf_batch {bw:.1f} s, rk45 {rw:.1f} s, lsoda x {members} {lw * scale:.1f} s"
+            f"  stiff ensemble repeat {r + 1}: "
+            + ", ".join(f"{m} {row[f'{m}_w']:.1f} s" for m in BATCHED)
+            + f", lsoda x {members} {row['lsoda_w']:.1f} s, at rtol 1e-12 {row['tight_w']:.1f} s"
         )
     lsoda = torch.stack([a.theta for a in alone], dim=1)
+    lsoda_tight = torch.stack([a.theta for a in tight], dim=1)
+    radau = [integrate(problem, DIMS, th, t, Solver("radau", **TIGHT)).theta for th in theta0[:radau_sample]]
     dev = {
-        "vs_lsoda": [_deviation(batch.theta[:, k], lsoda[:, k]) for k in range(sample)],
-        "rk45_vs_lsoda": [_deviation(rk.theta[:, k], lsoda[:, k]) for k in range(sample)],
+        f"{m}_vs_lsoda": [_deviation(batch[m].theta[:, k], lsoda[:, k]) for k in range(sample)]
+        for m in BATCHED
     }
-    radau = [integrate(problem, DIMS, th, t, Solver("radau")).theta for th in theta0[:radau_sample]]
-    dev["vs_radau"] = [_deviation(batch.theta[:, k], ref) for k, ref in enumerate(radau)]
+    for m in BATCHED:
+        dev[f"{m}_vs_radau"] = [_deviation(batch[m].theta[:, k], ref) for k, ref in enumerate(radau)]
     dev["lsoda_vs_radau"] = [_deviation(lsoda[:, k], ref) for k, ref in enumerate(radau)]
-    dev["rk45_vs_radau"] = [_deviation(rk.theta[:, k], ref) for k, ref in enumerate(radau)]
-    m = batch.members
-    counts = {
-        "batch_nfe": batch.nfe,
-        "attempts": int((m.n_steps + m.n_rejected).max()),
-        **{k: (float(v.double().mean()), int(v.max())) for k, v in
-           (("nfe", m.nfe), ("njev", m.njev), ("n_steps", m.n_steps), ("n_rejected", m.n_rejected))},
-        "lsoda_nfe": sum(a.nfe for a in alone) / sample, "lsoda_njev": sum(a.njev for a in alone) / sample,
-        "lsoda_steps": sum(a.n_steps for a in alone) / sample,
-    }  # fmt: skip
+    dev["lsoda_tight_vs_radau"] = [_deviation(lsoda_tight[:, k], ref) for k, ref in enumerate(radau)]
+    counts = {m: _counts(batch[m]) for m in ("radau_batch", "bdf_batch")}
+    counts["rk45_nfe"] = batch["rk45"].nfe
+    counts["lsoda"] = {k: sum(getattr(a, k) for a in alone) / sample for k in ("nfe", "njev", "n_steps")}
     return {"members": members, "t_max": t_max, "points": len(t), "sample": sample, "radau_sample": radau_sample,
             "runs": runs, "dev": dev, "counts": counts}  # fmt: skip
+
+
+def _counts(res) -> dict:
+    m = res.members
+    per_member = (("nfe", m.nfe), ("njev", m.njev), ("n_steps", m.n_steps), ("n_rejected", m.n_rejected))
+    return {
+        "batch_nfe": res.nfe,
+        "attempts": int((m.n_steps + m.n_rejected).max()),
+        **{k: (float(v.double().mean()), int(v.max())) for k, v in per_member},
+    }
 
 
 def stiff_section(
@@ -82,46 +103,63 @@ def stiff_section(
     rows = []
     for i, r in enumerate(res["runs"]):
         rows.append([
-            i + 1, f"{fmt_s(r['bdf_w'])} ({fmt_s(r['bdf_c'])})", f"{fmt_s(r['rk45_w'])} ({fmt_s(r['rk45_c'])})",
-            f"{fmt_s(r['lsoda_w'])} ({fmt_s(r['lsoda_c'])})", _ratio(r["lsoda_w"] / r["bdf_w"], 20),
-            f"{r['lsoda_c'] / r['bdf_c']:.1f}x", f"{r['rk45_w'] / r['bdf_w']:.1f}x",
+            i + 1, *(f"{fmt_s(r[f'{m}_w'])} ({fmt_s(r[f'{m}_c'])})" for m in (*BATCHED, "lsoda", "tight")),
+            _ratio(r["lsoda_w"] / r["radau_batch_w"], 20), f"{r['lsoda_c'] / r['radau_batch_c']:.1f}x",
+            f"{r['tight_c'] / r['radau_batch_c']:.1f}x", f"{r['rk45_c'] / r['radau_batch_c']:.2f}x",
+            f"{r['bdf_batch_c'] / r['radau_batch_c']:.2f}x",
         ])  # fmt: skip
+    rc, bc, lc = c["radau_batch"], c["bdf_batch"], c["lsoda"]
     lines = [
         f"B = {b} Figure 1 nets (gaussian 0.1, init seeds 1..{b}), t_max {res['t_max']:g}, {res['points']} output "
         f"points (dt 0.1), rtol 1e-9, atol 1e-11. Wall seconds (CPU seconds in brackets), side by side in one "
-        f"process per repeat; {b} lsoda: {res['sample']} solved one by one, scaled to {b}.",
+        f"process per repeat; {b} lsoda: {res['sample']} solved one by one, scaled to {b}; lsoda at rtol 1e-12 "
+        f"(as accurate as radau_batch): {res['radau_sample']} solved, scaled.",
         "",
         *md_table(
             [
                 "repeat",
-                "bdf_batch (B, p)",
+                "radau_batch",
+                "bdf_batch",
                 "rk45 (B, p)",
-                f"{b} lsoda one by one",
-                "lsoda / bdf_batch, wall (target >= 20)",
+                f"{b} lsoda",
+                f"{b} lsoda at 1e-12",
+                "lsoda / radau_batch, wall (target >= 20)",
                 "same, CPU",
-                "rk45 / bdf_batch",
+                "lsoda at 1e-12 / radau_batch, CPU",
+                "rk45 / radau_batch, CPU",
+                "bdf_batch / radau_batch, CPU",
             ],
             rows,
         ),  # fmt: skip
         "",
-        f"Work: bdf_batch made {c['batch_nfe']:,} batched evaluations in {c['attempts']:,} step attempts (the "
-        f"busiest member's); per member, mean (max): {c['nfe'][0]:,.0f} ({c['nfe'][1]:,}) evaluations, "
-        f"{c['n_steps'][0]:,.0f} ({c['n_steps'][1]:,}) steps, {c['n_rejected'][0]:.0f} ({c['n_rejected'][1]}) "
-        f"rejected, {c['njev'][0]:.1f} ({c['njev'][1]}) Jacobians (one eigendecomposition each). One lsoda "
-        f"solve: {c['lsoda_nfe']:,.0f} evaluations, {c['lsoda_steps']:,.0f} steps, {c['lsoda_njev']:.0f} "
-        f"Jacobians and LU factorisations. rk45: {res['runs'][-1]['rk45_nfe']:,} batched evaluations.",
+        f"Work: radau_batch made {rc['batch_nfe']:,} batched evaluations (each of the three stages of the members "
+        f"still iterating, or of f at the steps' ends) in {rc['attempts']:,} step attempts (the busiest member's); "
+        f"per member, mean (max): {rc['nfe'][0]:,.0f} ({rc['nfe'][1]:,}) evaluations, {rc['n_steps'][0]:,.0f} "
+        f"({rc['n_steps'][1]:,}) steps, {rc['n_rejected'][0]:.0f} ({rc['n_rejected'][1]}) rejected, "
+        f"{rc['njev'][0]:.1f} ({rc['njev'][1]}) Jacobians (one eigendecomposition each). bdf_batch: "
+        f"{bc['batch_nfe']:,} batched evaluations in {bc['attempts']:,} attempts, {bc['n_steps'][0]:,.0f} steps "
+        f"and {bc['njev'][0]:.1f} Jacobians per member. One lsoda solve: {lc['nfe']:,.0f} evaluations, "
+        f"{lc['n_steps']:,.0f} steps, {lc['njev']:.0f} Jacobians and LU factorisations. rk45: "
+        f"{c['rk45_nfe']:,} batched evaluations.",
         "",
-        "Deviation, in units of rtol: max over the output times of ||theta(t) - theta_ref(t)|| / ||theta_ref(t)||, "
-        "largest and median over the members compared.",
+        "Deviation, in units of rtol 1e-9: max over the output times of ||theta(t) - theta_ref(t)|| / "
+        "||theta_ref(t)||, largest and median over the members compared.",
         "",
         *md_table(
             ["solve", "reference", "members", "largest / rtol", "median / rtol"],
             [
-                ["bdf_batch", "own lsoda", res["sample"], *_spread(d["vs_lsoda"])],
-                ["rk45 (B, p)", "own lsoda", res["sample"], *_spread(d["rk45_vs_lsoda"])],
-                ["bdf_batch", "own radau", res["radau_sample"], *_spread(d["vs_radau"])],
-                ["lsoda", "own radau", res["radau_sample"], *_spread(d["lsoda_vs_radau"])],
-                ["rk45 (B, p)", "own radau", res["radau_sample"], *_spread(d["rk45_vs_radau"])],
+                *(
+                    [m, "own radau at 1e-12", res["radau_sample"], *_spread(d[f"{m}_vs_radau"])]
+                    for m in BATCHED
+                ),
+                ["lsoda", "own radau at 1e-12", res["radau_sample"], *_spread(d["lsoda_vs_radau"])],
+                [
+                    "lsoda at 1e-12",
+                    "own radau at 1e-12",
+                    res["radau_sample"],
+                    *_spread(d["lsoda_tight_vs_radau"]),
+                ],
+                *([m, "own lsoda", res["sample"], *_spread(d[f"{m}_vs_lsoda"])] for m in BATCHED),
             ],
         ),  # fmt: skip
     ]

@@ -27,9 +27,11 @@ BASE = [*TINY, "flow.t_max=2.0", "sgd.lrs=[0.04,0.02]", "sgd.batch_size=5"]
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
+    """The flow member by member with LSODA, so that a member rerun alone is the very same solve (auto
+    batches this ensemble's flow with rk45, the cheaper at equal accuracy: tests/test_choose.py)."""
     out = tmp_path_factory.mktemp("ens") / "run"
-    res = run(make_cfg([*BASE, "ensemble.size=3", "logger=tensorboard", "log.figures=true"]), output_dir=out)
-    return out, res
+    cfg = make_cfg([*BASE, "ensemble.size=3", "flow=lsoda", "logger=tensorboard", "log.figures=true"])
+    return out, run(cfg, output_dir=out)
 
 
 def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):
@@ -186,15 +188,19 @@ def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     assert not any("spread" in title for title in tensorboard_layout(RunCharts(dt=0.05)))
 
 
-def test_an_ensemble_flow_runs_with_bdf_batch_and_agrees_with_its_members_lsoda(ensemble, tmp_path):
-    """flow=bdf_batch: the whole ensemble's stiff flow in one solve; each member's flow close to its LSODA
-    solve (the ensemble fixture's flow, member by member): both solvers' global errors at rtol 1e-9 are
-    in the difference (2e-8 measured; each against Radau: tests/test_flow_bdf.py)."""
+@pytest.mark.parametrize("method", ["bdf_batch", "radau_batch"])
+def test_an_ensemble_flow_runs_with_a_batched_stiff_solver_and_agrees_with_its_members_lsoda(
+    ensemble, tmp_path, method
+):
+    """flow=bdf_batch or radau_batch: the whole ensemble's stiff flow in one solve; each member's flow close
+    to its LSODA solve (the ensemble fixture's flow, member by member): both solvers' global errors at
+    rtol 1e-9 are in the difference (2e-8 measured; each against a tight solve: tests/test_flow_bdf.py,
+    tests/test_flow_radau.py)."""
     out, _ = ensemble
     res = run(
-        make_cfg([*BASE, "ensemble.size=3", "flow=bdf_batch", "sgd.lrs=[0.04]"]), output_dir=tmp_path / "b"
+        make_cfg([*BASE, "ensemble.size=3", f"flow={method}", "sgd.lrs=[0.04]"]), output_dir=tmp_path / "b"
     )
-    assert res.exit_code == 0 and res["series"]["flow"]["method"] == "bdf_batch"
+    assert res.exit_code == 0 and res["series"]["flow"]["method"] == method
     assert res["series"]["flow"]["status"] == "ok" and res["series"]["sgd_lr_0.04"]["status"] == "ok"
     ours, lsoda = (np.load(d / "series" / "flow.npz")["theta"] for d in (tmp_path / "b", out))
     assert ours.shape == lsoda.shape == (3, res["grid"]["n_grid"], 27)

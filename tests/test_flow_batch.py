@@ -39,7 +39,7 @@ def test_the_member_norm_is_the_largest_member_rms():
     assert batch_solver(Solver("lsoda")) == Solver("lsoda")
 
 
-@pytest.mark.parametrize("method", ["dopri5", "dopri8", "lsoda", "cvode", "rk45", "bdf_batch"])
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "lsoda", "cvode", "rk45", "bdf_batch", "radau_batch"])
 def test_each_member_is_within_tolerance_of_its_exact_flow(batch, reference, method):
     problem, thetas, t = batch
     solver = Solver(method, rtol=1e-9, atol=1e-11)
@@ -105,9 +105,9 @@ def test_rk45_takes_no_events(batch):
         integrate(problem, DIMS, thetas[0], t, Solver("rk45"), events=[LossLevel(0.1)])
 
 
-@pytest.mark.parametrize("method", ["rk45", "lsoda", "dopri5", "cvode", "bdf_batch"])
+@pytest.mark.parametrize("method", ["rk45", "lsoda", "dopri5", "cvode", "bdf_batch", "radau_batch"])
 def test_on_output_gives_every_row_once_in_order_while_solving(batch, method):
-    """on_output: the rows, concatenated, are the trajectory; rk45, cvode and bdf_batch hand them out as they go
+    """on_output: the rows, concatenated, are the trajectory; rk45, cvode and the batched stiff solvers hand them out as they go
     (more than one call), so a consumer works while the solve goes on; solve_ivp and torchdiffeq at the
     end."""
     problem, thetas, _ = batch
@@ -119,7 +119,7 @@ def test_on_output_gives_every_row_once_in_order_while_solving(batch, method):
     assert [i for i, _ in calls] == list(itertools.accumulate([0] + [len(r) for _, r in calls[:-1]]))
     torch.testing.assert_close(torch.cat([r for _, r in calls]), res.theta, rtol=0, atol=0)
     assert (
-        len(calls) > 2 if method in ("rk45", "cvode", "bdf_batch") else len(calls) == 2
+        len(calls) > 2 if method in ("rk45", "cvode", "bdf_batch", "radau_batch") else len(calls) == 2
     )  # row 0, then the rest
     # a batch solved member by member reports at the end, once; a failure reports what it kept
     calls.clear()

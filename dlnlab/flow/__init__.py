@@ -11,15 +11,17 @@ Four families of integrators, chosen explicitly by a :class:`Solver` (diffrax st
 * SUNDIALS (``SUNDIALS``: ``cvode``): CVODE's BDF with GMRES on exact Hessian-vector products, the
   stiff path without a p x p matrix (``_sundials.py``).
 * dlnlab's own (``NATIVE``): ``rk45``, Dormand-Prince 5(4) with contiguous stages, for wide nets where
-  torchdiffeq's per-step vector work costs more than the gradients (``_rk45.py``); ``bdf_batch``, a
-  variable-order BDF for a batch (B, p) (an ensemble's stiff flow) in which every member takes its own
-  steps with its own Jacobian, kept as an eigendecomposition of the symmetric -H (``_bdf.py``; a
-  single theta works too, but one member is cheaper with lsoda). Both on the CPU here; no events.
+  torchdiffeq's per-step vector work costs more than the gradients (``_rk45.py``); ``radau_batch`` and
+  ``bdf_batch``, Radau IIA (order 5) and a variable-order BDF for a batch (B, p) (an ensemble's stiff
+  flow) in which every member takes its own steps with its own Jacobian, kept as an eigendecomposition
+  of the symmetric -H (``_radau.py``, ``_bdf.py``; radau_batch holds each member within a few rtol of
+  its exact flow, bdf_batch is faster and about 2,000 times less accurate; a single theta works too,
+  but one member is cheaper with lsoda). On the CPU here; no events.
 
 A batch of initial states (B, p) keeps each member under its own error control (``_batch.py``):
 dopri5 through torchode (per-member steps), the other adaptive torchdiffeq methods as one system
-with a per-member norm, scipy's and SUNDIALS' stiff methods member by member, rk45 and bdf_batch as
-one batch with per-member steps.
+with a per-member norm, scipy's and SUNDIALS' stiff methods member by member, rk45, radau_batch and
+bdf_batch as one batch with per-member steps.
 
 Events are continuous functions ``f(problem, dims, theta) -> float`` that are > 0 before the event and
 <= 0 at it (:class:`LossLevel`, :class:`Convergence`, or any callable with that signature, an optional
@@ -45,6 +47,7 @@ from torch import Tensor
 from dlnlab.errors import ArgumentError
 from dlnlab.flow._batch import TORCHODE_METHODS, batch_solver, integrate_members, integrate_torchode
 from dlnlab.flow._bdf import integrate_bdf
+from dlnlab.flow._radau import integrate_radau
 from dlnlab.flow._rk45 import integrate_rk45
 from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
 from dlnlab.flow._scipy import integrate_scipy
@@ -258,6 +261,8 @@ def _solve(field, theta0, t, solver, events, progress, stop, report=None) -> Tra
             return integrate_cvode(state, stop)
         if solver.method == "bdf_batch":
             return integrate_bdf(state, stop)
+        if solver.method == "radau_batch":
+            return integrate_radau(state, stop)
         if solver.family == "dlnlab":
             return integrate_rk45(state, stop)
         return integrate_torchdiffeq(state, stop)

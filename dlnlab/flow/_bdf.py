@@ -38,8 +38,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dlnlab.flow._run import BudgetExceeded, Run
-from dlnlab.trajectory import Interrupted, MemberStats, Status, Trajectory
+from dlnlab.flow._members import solve_members
+from dlnlab.flow._run import Run
+from dlnlab.trajectory import Trajectory
 
 __all__ = ["integrate_bdf", "NEGLECT", "NEWTON_TOL"]
 
@@ -333,57 +334,4 @@ def _dense(s: _Members, m: np.ndarray, h: np.ndarray, order: np.ndarray) -> None
 
 
 def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:
-    theta0 = run.outputs[0][0]
-    single = theta0.ndim == 1
-    if len(run.t) == 1:
-        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
-    y0 = np.ascontiguousarray(theta0.reshape(-1, theta0.shape[-1]).numpy(), dtype=np.float64)
-    s, done = None, 1
-    try:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            s = _Members(run, y0)
-            run.members = lambda status: _member_stats(s, status)
-            every, next_progress = (run.t_end - float(run.t[0])) / 100, float(run.t[0])
-            while bool((s.t < s.t_end).any()):
-                _attempt(s)
-                run.counter.t_reached = float(s.t.min())
-                reached = int(s.out_idx.min())
-                if reached > done:
-                    run.add(_rows(s.out[done:reached], single))
-                    done = reached
-                if run.progress is not None and run.counter.t_reached >= next_progress:
-                    run.progress(run.counter.t_reached, run.t_end)
-                    next_progress = run.counter.t_reached + every
-                if stop is not None and stop():
-                    msg = f"interrupted at t = {run.counter.t_reached:.6g}"
-                    raise Interrupted(run.result(Status.INTERRUPTED, msg))
-    except BudgetExceeded as exc:
-        raise run.fail(str(exc), run.counter.t_reached) from exc
-    finally:
-        if s is not None:
-            reached = int(s.out_idx.min())
-            if reached > done:
-                run.add(_rows(s.out[done:reached], single))
-            run.njev = int(s.counts["njev"].sum())
-            run.counter.n_steps = int(s.counts["n_steps"].max())
-    msg = f"reached t = {run.t_end:g} ({len(run.t)} output points, {s.b} members); dlnlab bdf_batch"
-    return run.result(Status.OK, msg)
-
-
-def _rows(block: np.ndarray, single: bool) -> torch.Tensor:
-    rows = torch.from_numpy(np.ascontiguousarray(block))
-    return rows[:, 0] if single else rows
-
-
-def _member_stats(s: _Members, status: Status) -> MemberStats:
-    reached = s.t >= s.t_end
-    c = s.counts
-    return MemberStats(
-        status=tuple(Status.OK if r else status for r in reached),
-        t_reached=torch.from_numpy(s.t.copy()),
-        nfe=torch.from_numpy(c["nfe"].copy()),
-        njev=torch.from_numpy(c["njev"].copy()),
-        nlu=torch.from_numpy(c["njev"].copy()),
-        n_steps=torch.from_numpy(c["n_steps"].copy()),
-        n_rejected=torch.from_numpy(c["n_rejected"].copy()),
-    )
+    return solve_members(run, stop, _Members, _attempt, "bdf_batch")

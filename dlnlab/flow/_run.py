@@ -101,7 +101,8 @@ class Run:
         self.outputs: list[Tensor] = [theta0.unsqueeze(0)]
         self.n_out = 1
         self.on_output: Callable[[int, Tensor], None] | None = None  # integrate(on_output=...)
-        self.members: Callable[[Status], MemberStats] | None = None  # per-member counts (bdf_batch)
+        # per-member counts (bdf_batch, radau_batch)
+        self.members: Callable[[Status], MemberStats] | None = None
         self.start = time.perf_counter()
 
     @property
@@ -117,7 +118,8 @@ class Run:
                 self.on_output(first, states)
 
     def result(self, status: Status, message: str, event=None, t_event=None, theta_event=None) -> Trajectory:
-        theta = torch.cat(self.outputs, dim=0)
+        # one piece (a solver that wrote every row into one buffer: see keep_rows) is not copied again
+        theta = self.outputs[0] if len(self.outputs) == 1 else torch.cat(self.outputs, dim=0)
         return Trajectory(
             t=self.t[: self.n_out].clone(),
             theta=theta,
@@ -133,6 +135,12 @@ class Run:
             theta_event=theta_event,
             members=None if self.members is None else self.members(status),
         )
+
+    def keep_rows(self, rows: Tensor) -> None:
+        """The output so far is ``rows`` (the first n_out rows of a solver's own buffer, which every row
+        handed out is a view of): the result takes it as it is, without concatenating the pieces again
+        (304 MB for 64 Figure 1 nets at 3001 points: 0.2 s)."""
+        self.outputs = [rows[: self.n_out]]
 
     def fail(self, reason: str, t_fail: float) -> FlowSolverError:
         t_last = float(self.t[self.n_out - 1])

@@ -20,8 +20,9 @@ TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")  # need step_size
 SCIPY_STIFF = ("bdf", "radau", "lsoda")  # scipy with the exact Jacobian -Hessian(theta)
 SUNDIALS = ("cvode",)  # BDF, Newton-Krylov with exact Hessian-vector products: no p x p matrix
-# dlnlab's own: Dormand-Prince with contiguous stages (wide nets: flow/_rk45.py), the batched BDF (flow/_bdf.py)
-NATIVE = ("rk45", "bdf_batch")
+# dlnlab's own: Dormand-Prince with contiguous stages (wide nets: flow/_rk45.py), the batched stiff solvers
+# (flow/_bdf.py, flow/_radau.py)
+NATIVE = ("rk45", "bdf_batch", "radau_batch")
 METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS + NATIVE
 
 # Chosen by scripts/bench_flow.py (docs/benchmarks/flow.md). On the stiff benchmark (Fig.-1 net,
@@ -49,6 +50,7 @@ _SCIPY_OPTIONS = {
     "cvode": frozenset({"first_step", "min_step", "max_step", "max_order", "krylov_dim", "max_num_steps"}),
     "rk45": frozenset({"first_step", "max_step"}),
     "bdf_batch": frozenset({"first_step", "max_step"}),
+    "radau_batch": frozenset({"first_step", "max_step"}),
 }
 
 
@@ -98,7 +100,10 @@ class Solver:
             raise ArgumentError("method", f"unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         rtol = positive_float("rtol", self.rtol)
         atol = positive_float("atol", self.atol)
-        if self.method in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch") and rtol < 100 * np.finfo(float).eps:
+        if (
+            self.method in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch", "radau_batch")
+            and rtol < 100 * np.finfo(float).eps
+        ):
             raise ArgumentError(
                 "rtol",
                 f"must be >= {100 * np.finfo(float).eps:.3g} for scipy method {self.method}, got {rtol:g}",
@@ -137,7 +142,7 @@ class Solver:
 
     @property
     def family(self) -> str:
-        """``"torchdiffeq"``, ``"scipy"``, ``"sundials"`` or ``"dlnlab"`` (rk45, bdf_batch)."""
+        """``"torchdiffeq"``, ``"scipy"``, ``"sundials"`` or ``"dlnlab"`` (rk45, bdf_batch, radau_batch)."""
         if self.method in SUNDIALS:
             return "sundials"
         if self.method in NATIVE:
@@ -146,8 +151,8 @@ class Solver:
 
     @property
     def on_cpu_only(self) -> bool:
-        """scipy's and SUNDIALS' solvers and bdf_batch step numpy arrays on the CPU."""
-        return self.family in ("scipy", "sundials") or self.method == "bdf_batch"
+        """scipy's and SUNDIALS' solvers and the batched stiff solvers step numpy arrays on the CPU."""
+        return self.family in ("scipy", "sundials") or self.method in ("bdf_batch", "radau_batch")
 
 
 def as_solver(solver) -> Solver:

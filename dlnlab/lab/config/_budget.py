@@ -120,11 +120,11 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     if cfg.flow.method.name in SCIPY_STIFF:  # (auto takes the dense path only where it is cheap)
         q = lay.n_weights  # member by member: one member's Jacobian at a time
         mem[f"dense Jacobian of the stiff solver ({q} x {q})"] = 4.0 * q * q * F64
-    if (
-        cfg.flow.method.name == "bdf_batch"
-    ):  # every member's eigenvectors (float32), Jacobians while refreshed
+    if cfg.flow.method.name in ("bdf_batch", "radau_batch"):  # eigenvectors (float32), Jacobians refreshed
         q = lay.n_weights
-        mem[f"bdf_batch's eigenvectors ({members} x {q} x {q})"] = members * q * q * (4 + 3 * F64)
+        mem[f"{cfg.flow.method.name}'s eigenvectors ({members} x {q} x {q})"] = (
+            members * q * q * (4 + 3 * F64)
+        )
     if cfg.log.analysis_points and lay.n_weights <= cfg.log.hessian_dense_max:
         q = lay.n_weights
         mem[f"dense Hessian ({q} x {q})"] = 3.0 * q * q * F64

@@ -218,7 +218,10 @@ def prepare(raw_cfg: Any) -> Plan:
     )
     est = budget.estimate(cfg, data_bytes)
     budget.check_sizes(cfg, est)
-    if cfg.flow.method.name in (*SCIPY_STIFF, "bdf_batch") and lay.n_weights > SCIPY_MAX_WEIGHTS:
+    if (
+        cfg.flow.method.name in (*SCIPY_STIFF, "bdf_batch", "radau_batch")
+        and lay.n_weights > SCIPY_MAX_WEIGHTS
+    ):
         raise ConfigError(
             f"flow.method: {cfg.flow.method.name} factorises the dense {lay.n_weights} x {lay.n_weights} "
             f"Hessian of this net (more than {SCIPY_MAX_WEIGHTS} weights); use flow.method=cvode (stiff, "

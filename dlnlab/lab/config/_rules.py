@@ -91,7 +91,7 @@ def _check_device(cfg: TrainConfig) -> None:
         index = int(dev.split(":")[1]) if ":" in dev else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device: {dev}: there are {torch.cuda.device_count()} CUDA devices here")
-        if cfg.flow.method.name in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch"):
+        if cfg.flow.method.name in (*SCIPY_STIFF, *SUNDIALS, "bdf_batch", "radau_batch"):
             raise ConfigError(
                 f"flow.method: {cfg.flow.method.name} runs on the CPU; with device={dev} choose a torchdiffeq "
                 "method, e.g. flow=dopri5"

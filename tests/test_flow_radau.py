@@ -1,0 +1,190 @@
+"""radau_batch: the stiff flow of a batch (B, p) by Radau IIA (order 5), each member with its own steps,
+Newton iteration and Jacobian. Every member within 10 rtol of its own tight solve, whatever the rest of
+the batch; with scipy's settings, scipy's Radau member for member."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.integrate
+import torch
+
+import dlnlab.flow._radau as radau
+from dlnlab import init
+from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, time_grid, vector_field
+from dlnlab.network import pack
+from dlnlab.problem import RegressionProblem
+
+torch.set_num_threads(1)
+SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
+TIGHT = Solver("lsoda", rtol=1e-12, atol=1e-14)  # measured within 3e-12 of scipy's Radau at rtol 1e-12 here
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Gaussian inputs with noise (Sxx != I); three members at init scales 0.2, 0.5, 0.8."""
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    thetas = torch.stack([pack(init.gaussian(SMALL, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
+    t = time_grid(3.0, dt=0.05)
+    tight = [integrate(problem, SMALL, th, t, TIGHT).theta for th in thetas]
+    return problem, thetas, t, tight
+
+
+@pytest.fixture(scope="module")
+def figure1():
+    """The Figure 1 net over t <= 5; members at scales 0.1 (on the first plateau), 0.5 and 1."""
+    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    thetas = torch.stack([pack(init.gaussian(FIG1, sc, seed=1 + k)) for k, sc in enumerate((0.1, 0.5, 1.0))])
+    t = time_grid(5.0, dt=0.1)
+    tight = [integrate(problem, FIG1, th, t, TIGHT).theta for th in thetas]
+    return problem, thetas, t, tight
+
+
+def relative_deviation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max over the output times of ||a(t) - b(t)|| / ||b(t)||."""
+    return float(((a - b).norm(dim=-1) / b.norm(dim=-1)).max())
+
+
+@pytest.mark.parametrize("rtol", [1e-6, 1e-9])
+def test_each_member_is_within_ten_rtol_of_its_own_tight_solve(small, rtol):
+    """The asked rtol is the trajectory's accuracy (the controller's own tolerance is RADAU5's
+    transformation of it: 30 rtol at 1e-9, 3 rtol at 1e-6), at every output time."""
+    problem, thetas, t, tight = small
+    res = integrate(problem, SMALL, thetas, t, Solver("radau_batch", rtol=rtol, atol=rtol / 100))
+    assert res.status == "ok" and res.theta.shape == (len(t), 3, thetas.shape[1])
+    assert torch.equal(res.theta[0], thetas)
+    for k in range(3):
+        assert relative_deviation(res.theta[:, k], tight[k]) <= 10 * rtol, k
+
+
+@pytest.mark.parametrize("rtol", [1e-7, 1e-9])
+def test_figure1_members_are_within_ten_rtol_of_their_own_tight_solve(figure1, rtol):
+    problem, thetas, t, tight = figure1
+    res = integrate(problem, FIG1, thetas, t, Solver("radau_batch", rtol=rtol, atol=rtol / 100))
+    steps = res.members.n_steps
+    assert steps[0] != steps[1] != steps[2]  # each member its own steps
+    for k in range(3):
+        assert relative_deviation(res.theta[:, k], tight[k]) <= 10 * rtol, k
+
+
+def test_gd_modified_flow_too(small):
+    """The modified flow's Jacobian -(H + (eta/2) H^2) is symmetric too (its third-derivative term left
+    out, which only slows the Newton iteration)."""
+    problem, thetas, t, _ = small
+    res = integrate(problem, SMALL, thetas, t[:21], Solver("radau_batch"), modified_lr=0.01)
+    for k in range(3):
+        tight = integrate(problem, SMALL, thetas[k], t[:21], TIGHT, modified_lr=0.01).theta
+        assert relative_deviation(res.theta[:, k], tight) <= 10 * 1e-9, k
+
+
+def _scipy_settings(monkeypatch, rtol: float) -> None:
+    """scipy's Radau: no tolerance transformation, its Newton tolerance, a new Jacobian after a step whose
+    iteration took 3 or more corrections at a rate above 1e-3, the step kept for factors below 1.2, two
+    corrections at least, every eigenpair in the solve."""
+    monkeypatch.setattr(radau, "controller_tolerances", lambda r, a: (r, a))
+    monkeypatch.setattr(
+        radau, "newton_tolerance", lambda r, c: max(10 * np.finfo(float).eps / r, min(0.03, r**0.5))
+    )
+    monkeypatch.setattr(radau, "JAC_RATE", 1e-3)
+    monkeypatch.setattr(radau, "HOLD", (0.0, 1.2))
+    monkeypatch.setattr(radau, "EARLY", False)
+    monkeypatch.setattr(radau, "NEGLECT", 0.0)
+
+
+def test_with_scipys_settings_it_is_scipys_radau(small, monkeypatch):
+    """The vectorised algorithm is scipy's Radau: the same states to rounding and the same work to within
+    a few evaluations (a 1e-15 change of theta0 moves scipy's own second step by 4e-8: the error
+    estimate cancels digits, so a rare Jacobian decision can flip)."""
+    problem, thetas, t, _ = small
+    rtol = 1e-9
+    _scipy_settings(monkeypatch, rtol)
+    res = integrate(problem, SMALL, thetas, t, Solver("radau_batch", rtol=rtol, atol=1e-11))
+    field = vector_field(problem, SMALL)
+    for k in range(3):
+        ref = scipy.integrate.solve_ivp(
+            lambda tt, y: field(tt, torch.from_numpy(y)).numpy(), (0.0, float(t[-1])), thetas[k].numpy(),
+            method="Radau", t_eval=t.numpy(), rtol=rtol, atol=1e-11,
+            jac=lambda tt, y: field.jacobian(torch.from_numpy(y)).numpy(),
+        )  # fmt: skip
+        assert abs(int(res.members.nfe[k]) - ref.nfev) <= 0.01 * ref.nfev, (int(res.members.nfe[k]), ref.nfev)
+        assert abs(int(res.members.njev[k]) - ref.njev) <= 1
+        assert np.abs(res.theta[:, k].numpy() - ref.y.T).max() <= 1e-12 * np.abs(ref.y).max()
+
+
+def test_a_member_does_not_depend_on_the_rest_of_the_batch(small):
+    """Equal to rounding, not bitwise: the float32 solve's width (the eigenpairs the neediest member
+    uses) and the batch's evaluations in groups move the rounding of the others."""
+    problem, thetas, t, _ = small
+    together = integrate(problem, SMALL, thetas, t, Solver("radau_batch")).theta
+    reversed_ = integrate(problem, SMALL, thetas.flip(0), t, Solver("radau_batch")).theta.flip(1)
+    alone = integrate(problem, SMALL, thetas[1], t, Solver("radau_batch")).theta
+    alone_batch = integrate(problem, SMALL, thetas[1:2], t, Solver("radau_batch")).theta[:, 0]
+    assert alone.shape == (len(t), thetas.shape[1]) and torch.equal(alone, alone_batch)
+    assert relative_deviation(together[:, 1], alone) <= 1e-12
+    assert relative_deviation(together.flatten(1), reversed_.flatten(1)) <= 1e-12
+
+
+def test_each_member_has_its_status_and_counts(small):
+    problem, thetas, t, _ = small
+    res = integrate(problem, SMALL, thetas, t, Solver("radau_batch"))
+    m = res.members
+    assert m.status == ("ok",) * 3
+    assert torch.equal(m.t_reached, torch.full((3,), float(t[-1]), dtype=torch.float64))
+    for counts in (m.nfe, m.njev, m.nlu, m.n_steps, m.n_rejected):
+        assert counts.shape == (3,) and counts.dtype == torch.int64
+    assert int(m.n_steps.max()) == res.n_steps and int(m.njev.sum()) == res.njev
+    assert torch.equal(m.nlu, m.njev)  # one eigendecomposition per Jacobian, whatever the step sizes
+    assert (m.nfe > 4 * m.n_steps).all()  # three stages per Newton iteration, and f at the step's end
+    assert int(m.nfe.max()) <= 3 * res.nfe  # a batched evaluation counts once, with up to 3 stages each
+    assert len(set(m.nfe.tolist())) == 3
+
+
+def test_a_failure_stops_the_batch_with_every_row_all_members_reached(small):
+    """rk45's convention: the budget counts batched evaluations; on failure the rows every member has
+    reached are kept, and each member says whether it got to the end."""
+    problem, thetas, t, _ = small
+    full = integrate(problem, SMALL, thetas, t, Solver("radau_batch"))
+    with pytest.raises(FlowSolverError, match="budget") as info:
+        integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=full.nfe // 2))
+    part = info.value.result
+    assert part.status == "solver_failed" and 1 < len(part.t) < len(t)
+    assert torch.isfinite(part.theta).all() and torch.equal(part.theta, full.theta[: len(part.t)])
+    assert set(part.members.status) == {"solver_failed"} and (part.members.t_reached < float(t[-1])).all()
+    assert (part.members.t_reached >= float(part.t[-1])).all()
+    with pytest.raises(FlowInterrupted) as info:
+        integrate(problem, SMALL, thetas, t, Solver("radau_batch"), stop=lambda: True)
+    assert info.value.result.status == "interrupted"
+    assert set(info.value.result.members.status) == {"interrupted"}
+
+
+def test_radau_batch_refuses_events_and_unknown_options(small):
+    from _helpers import bad_argument
+
+    from dlnlab.flow import LossLevel
+
+    problem, thetas, t, _ = small
+    with bad_argument("events", "takes no events"):
+        integrate(problem, SMALL, thetas[0], t, Solver("radau_batch"), events=[LossLevel(0.1)])
+    with bad_argument("options", "allowed: first_step, max_step"):
+        Solver("radau_batch", options={"min_step": 1e-3})
+    capped = integrate(problem, SMALL, thetas, t[:5], Solver("radau_batch", options={"max_step": 0.01}))
+    assert int(capped.members.n_steps.min()) >= 20  # t = 0.2 in steps of at most 0.01
+
+
+@pytest.mark.slow
+def test_figure1_at_t_300_within_ten_rtol_of_its_own_tight_radau_solve():
+    """Through the plateaus, where every solver's local errors are amplified at the escapes (LSODA at
+    the default rtol 1e-9 ends about 500 rtol from a tight solve): four Figure 1 members at scale 0.1
+    and one at 1, each against its own scipy Radau solve at rtol 1e-12 (measured: 1.4 - 2.8 rtol)."""
+    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    thetas = torch.stack(
+        [
+            pack(init.gaussian(FIG1, sc, seed=s))
+            for s, sc in ((1, 0.1), (2, 0.1), (3, 0.1), (4, 0.1), (5, 1.0))
+        ]
+    )
+    t = time_grid(300.0, dt=0.1)
+    res = integrate(problem, FIG1, thetas, t, Solver("radau_batch"))
+    for k in range(len(thetas)):
+        ref = integrate(problem, FIG1, thetas[k], t, Solver("radau", rtol=1e-12, atol=1e-14)).theta
+        assert relative_deviation(res.theta[:, k], ref) <= 10 * 1e-9, k
