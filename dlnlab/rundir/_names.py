@@ -3,8 +3,9 @@
 
 ``flow`` is the gradient flow; every other series is ``<kind>_lr_<lr>``, ``<lr>`` Python's ``repr`` of
 the float (``sgd_lr_0.01``): the (S)GD series ``sgd_lr_``, GD's modified flow ``modflow_lr_``, the
-SME ensemble ``sme_lr_``. The lab's series kinds (``dlnlab.lab.run``) name their series through
-:func:`lr_series_name`; readers parse them back with :func:`parse_series_name`.
+SME ensemble ``sme_lr_``. The lab's series kinds (``dlnlab.lab.runner._registry``) name their series
+through :func:`lr_series_name`; readers parse them back with :func:`parse_series_name`, which knows
+the prefixes in :data:`PREFIXES` (a new kind's prefix goes there).
 """
 
 from __future__ import annotations

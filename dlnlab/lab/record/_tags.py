@@ -33,7 +33,6 @@ import numpy as np
 
 __all__ = [
     "TagPlan",
-    "has_run",
     "Thinner",
     "series_tags",
     "extreme_lines",
@@ -49,13 +48,6 @@ __all__ = [
 ENSEMBLE_STATS = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
 SPREAD_STATS = ("q25", "median", "q75")  # the band charts: median and quartiles
 SPREAD_TAGS = {"loss/log10": "log10 loss", "dist/log10_flow": "log10 distance to the flow"}
-
-
-def has_run(series: str) -> bool:
-    """Whether a series has a TensorBoard run of its own: the flow and the (S)GD series. A modified flow
-    or an SME ensemble is compared with its (S)GD series inside that series' run, so that TensorBoard's
-    colours (one per run) never have to pair two runs."""
-    return series == "flow" or series.startswith("sgd_lr_")
 
 
 def step_scale(dt: float) -> float:

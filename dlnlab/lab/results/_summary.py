@@ -80,7 +80,7 @@ class RunState:
     resumed: list[dict] = field(default_factory=list)
     limit: dict | None = None  # an ensemble with a shared init: SGD's strong and weak errors (lab/limit.py)
     t_start: float = field(default_factory=time.perf_counter)
-    ctx: Any = None  # dlnlab.lab.runner._series.SeriesContext, once the series start
+    ctx: Any = None  # dlnlab.lab.runner._context.SeriesContext, once the series start
     status: RunStatus = RunStatus.RUNNING
     error: dict | None = None  # a crash: its type, message, stage and traceback
     logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)

@@ -1,7 +1,8 @@
 """The lab's main job as plain functions: ``run(cfg)`` and ``resume(run_dir)``.
 
-config -> :func:`dlnlab.lab.config.prepare` (every refusal, before anything is written) -> the flow
--> one (S)GD series per learning rate -> saddle analysis -> figures -> the loggers. ``summary.json``
+config -> :func:`dlnlab.lab.config.prepare` (every refusal, before anything is written) -> the series,
+kind after kind (the flow, then one series of each other kind per learning rate:
+:mod:`dlnlab.lab.runner._series`) -> saddle analysis -> figures -> the loggers. ``summary.json``
 is written at the start and when each stage starts, atomically, so a failure or a signal at any
 moment leaves every finished file readable and a summary that says where the run stopped.
 ``scripts/train.py`` is a thin ``@hydra.main`` around :func:`run`; tests call :func:`run` directly.
@@ -25,10 +26,9 @@ from dlnlab.lab.results import RunResult, RunState, end_block, results_block, st
 from dlnlab.lab.runner._lock import RunLock
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
-from dlnlab.status import Status
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
-    from dlnlab.lab.runner._series import SeriesContext
+    from dlnlab.lab.runner._context import SeriesContext
 
 __all__ = ["run", "resume", "RunResult", "series_name"]
 
@@ -185,34 +185,15 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     state.n_grid = len(grid)
     state.write_summary()
     import dlnlab.lab.runner._training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
-    from dlnlab.lab.runner._series import SeriesContext, run_flow, series_times
+    from dlnlab.lab.runner._context import SeriesContext, SeriesTimes
+    from dlnlab.lab.runner._registry import KINDS
+    from dlnlab.lab.runner._series import run_series, tensorboard_runs
 
-    exact, steps, all_t = series_times(plan, grid)
-    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks)
+    kinds = [kind for kind in KINDS if kind.enabled(plan)]
+    runs = tensorboard_runs(kinds, plan.lrs)
+    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks, runs=runs)
     ctx.open_loggers()
-    state.enter("flow")
-    done = previous.arrays.get("flow") if previous else None
-    entry, finish_flow, flow_at = run_flow(ctx, all_t, grid, (previous.entry("flow"), done) if done else None)
-    state.series["flow"] = entry
-    if previous is not None and done is None:  # not finished before, or its file was damaged
-        state.resumed[-1]["series"]["flow"] = previous.how("flow", False)
-    state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
-    closers = []
-    try:  # the flows' metrics are computed in workers meanwhile
-        modified = {}
-        if cfg.flow.modified:
-            from dlnlab.lab.runner._modified import run_modified_flows
-
-            modified, closers = run_modified_flows(state, ctx, previous, exact, grid)
-        if cfg.sgd.sme:
-            from dlnlab.lab.runner._sme import run_sme_series
-
-            closers += run_sme_series(state, ctx, grid)
-        _run_sgd_series(state, ctx, previous, exact, steps, all_t, flow_at, modified)
-    finally:
-        state.arrays["flow"] = finish_flow()
-        for close in closers:
-            close()
+    run_series(state, ctx, previous, SeriesTimes.of(plan, grid), kinds)
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit
 
@@ -225,39 +206,6 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
 
             add_exit_spreads(state)  # needs the members' plateau exits from the analysis
     state.interrupted |= signals.received() is not None
-
-
-def _run_sgd_series(
-    state: RunState, ctx: SeriesContext, previous, exact, steps, all_t, flow_at, modified
-) -> None:
-    """One (S)GD series per learning rate, each against the flow (and, with flow.modified, GD's modified
-    flow at its step: ``modified`` {lr: states}) at its own exact times."""
-    from dlnlab.lab.runner._series import at_series_grid, run_sgd
-
-    plan, entry = state.plan, state.series["flow"]
-    flow_final = entry["final_loss"] if entry["status"] == Status.OK else None
-    if entry.get("members"):  # an ensemble: each member's SGD series against its own flow
-        flow_final = [m["final_loss"] if m["status"] == Status.OK else None for m in entry["members"]]
-    for lr in plan.lrs:
-        if state.interrupted:
-            break
-        name = series_name(lr)
-        state.enter(name)
-        if previous is not None and previous.finished(name):
-            state.series[name], state.arrays[name] = previous.entry(name), previous.arrays[name]
-            state.resumed[-1]["series"][name] = "kept"
-            continue
-        flow_theta = at_series_grid(flow_at, all_t, exact[lr], state.n_grid)
-        initial = None
-        if previous is not None:
-            initial = previous.resumable(name, steps[lr], plan.theta0.shape)
-            state.resumed[-1]["series"][name] = previous.how(name, initial is not None)
-            state.write_summary()
-        entry, arrays = run_sgd(
-            ctx, lr, flow_theta, flow_final, initial=initial, modified_theta=modified.get(lr)
-        )
-        state.series[name], state.arrays[name] = entry, arrays
-        state.interrupted |= entry["status"] == Status.INTERRUPTED or signals.received() is not None
 
 
 def _analyse(state: RunState, ctx: SeriesContext) -> None:

@@ -9,8 +9,10 @@ directory's lock (:mod:`dlnlab.lab.runner._lock`):
   no longer builds the same data, dims and initial weights as ``problem.npz`` holds (a data or init
   file changed), or when the recomputed flow differs from the recorded one by more than 10 x its
   tolerance (summary.json is then put back as it was);
-* the flow is recomputed (the SGD series need it at their exact times, which are not stored) and,
-  if it had finished, checked against its ``series/flow.npz``, not rewritten;
+* what happens to each series is its kind's ``resume`` policy (:class:`~dlnlab.lab.runner._kind.Resume`):
+* the flow and GD's modified flows are recomputed (the SGD series need them at their exact times, which
+  are not stored) and, if they had finished, checked against their ``series/<name>.npz``, not rewritten;
+* an SME ensemble runs again from its start;
 * a finished SGD series (ok, diverged, unstable) is read back, not recomputed;
 * an interrupted one continues from its Lightning checkpoint (``checkpoints/<series>.ckpt``) with the
   points it had recorded, bit for bit as if it had never stopped;

@@ -26,35 +26,33 @@ from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import derive_seed
 from dlnlab.lab.results import MEMBER_KEYS, finish_sgd_entry
 from dlnlab.lab.results._ensemble import _aggregate
+from dlnlab.lab.runner._context import SeriesContext, close_recorder
+from dlnlab.lab.runner._kind import SeriesDone, SeriesKind, SeriesTask
+from dlnlab.lab.runner._sgd import blowup_norm
 from dlnlab.metrics import SeriesMetrics, member_arrays, members_of
 from dlnlab.network import Layout
-from dlnlab.rundir import SME_PREFIX, lr_series_name, signals
+from dlnlab.rundir import SME_PREFIX, signals
 from dlnlab.status import Status
 
-__all__ = ["sme_name", "run_sme_series"]
+__all__ = ["SMEKind", "stop_diverged"]
 
 
-def sme_name(lr: float) -> str:
-    """``sme_lr_<repr(lr)>``."""
-    return lr_series_name(SME_PREFIX, lr)
+class SMEKind(SeriesKind):
+    """The SME ensemble at each learning rate (``sgd.sme=true``), run again on a resume."""
 
+    key, prefix = "sme", SME_PREFIX
 
-def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
-    """Integrate and record the SME ensemble of every learning rate; returns the closers that wait for
-    the recorders and store the arrays."""
-    from dlnlab.lab.record import open_recorder
-    from dlnlab.sme import integrate_sme
+    def enabled(self, plan) -> bool:
+        return bool(plan.cfg.sgd.sme)
 
-    plan, cfg = state.plan, state.plan.cfg
-    closers = []
-    for lr in plan.lrs:
-        if state.interrupted:
-            break
-        name = sme_name(lr)
-        state.stage = name
-        state.write_summary()
+    def run(self, ctx: SeriesContext, task: SeriesTask) -> SeriesDone:
+        """Integrate the ensemble's SME and start its recorder; ``finish`` waits for it and fills the
+        members' entries."""
+        from dlnlab.lab.record import open_recorder
+        from dlnlab.sme import integrate_sme
+
+        plan, cfg, name, lr, grid = ctx.plan, ctx.plan.cfg, task.name, task.lr, task.grid
         entry = {"lr": None, "sme_lr": lr, "method": "sme_euler", "status": Status.OK, "message": ""}
-        state.series[name] = entry
         t0 = time.perf_counter()
         try:
             with signals.deferred(raise_at_end=False):  # a signal stops the run after this solve
@@ -65,7 +63,7 @@ def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
         except Exception as err:  # noqa: BLE001 - one failing series must not end the run
             entry.update(status=Status.ERROR, message=f"{type(err).__name__}: {err}")
             warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
-            continue
+            return SeriesDone(entry)
         entry.update(nfe=res.nfe, wall_time_s=time.perf_counter() - t0, message=res.message)
         theta, diverged = stop_diverged(res.theta, grid, blowup_norm(plan))
         if diverged:
@@ -76,9 +74,7 @@ def run_sme_series(state, ctx, grid) -> list[Callable[[], None]]:
             name, metrics, ctx.n_grid, ctx.out, logger=ctx.logger(name), tags=ctx.tags(name, lr),
             tb_max_points=cfg.log.tb_max_points, worker=True, preload=(ms, grid[: len(theta)].tolist(), theta),
         )  # fmt: skip
-        closers.append(_closer(state, ctx, name, rec, diverged))
-        state.interrupted |= signals.received() is not None
-    return closers
+        return SeriesDone(entry, finish=_finisher(ctx, entry, name, rec, diverged))
 
 
 def stop_diverged(
@@ -117,12 +113,6 @@ def _note_diverged(entry: dict, diverged: dict[int, str], members: int, name: st
     )
 
 
-def blowup_norm(plan) -> float:
-    from dlnlab.lab.runner._series import _blowup_norm
-
-    return _blowup_norm(plan)
-
-
 def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -> None:
     """Each member's entry as an SGD member's at the same learning rate (diverged, or unstable where the
     loss stays up above the GD threshold: :func:`dlnlab.lab.results._summary.finish_sgd_entry`), then the
@@ -152,19 +142,16 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
         entry["message"] = f"members {gone} are {kinds}; {entry['message']}"
 
 
-def _closer(state, ctx, name: str, rec, diverged: dict[int, str]) -> Callable[[], None]:
-    from dlnlab.lab.runner._series import close_recorder
-
-    def close() -> None:
-        entry = state.series[name]
+def _finisher(ctx, entry: dict, name: str, rec, diverged: dict[int, str]) -> Callable[[], dict]:
+    def finish() -> dict:
         try:
             arrays = close_recorder(rec, ctx.logger(name))
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
             warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
             arrays = {}
-        state.arrays[name] = arrays
         if members_of(arrays):
-            _finish_members(entry, arrays, state.plan, diverged)
+            _finish_members(entry, arrays, ctx.plan, diverged)
+        return arrays
 
-    return close
+    return finish
