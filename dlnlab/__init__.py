@@ -22,7 +22,7 @@ _EXPORTS = {
     "dlnlab.network": ["DeepLinearNetwork", "Layout", "pack", "unpack", "product"],
     "dlnlab.problem": ["RegressionProblem"],
     "dlnlab.init": ["gaussian", "orthogonal", "balanced", "aligned", "initial_weights"],
-    "dlnlab.trajectory": ["Trajectory", "Status", "Interrupted"],
+    "dlnlab.trajectory": ["Trajectory", "Interrupted"],
     "dlnlab.flow": [
         "integrate",
         "Solver",
@@ -70,7 +70,15 @@ _EXPORTS = {
         "edge_diagnostics",
         "edge_report",
     ],
-    "dlnlab.errors": ["ArgumentError"],
+    "dlnlab.errors": [
+        "ArgumentError",
+        "DlnlabWarning",
+        "ConfigWarning",
+        "SeriesWarning",
+        "AnalysisWarning",
+        "FileWarning",
+    ],
+    "dlnlab.status": ["Status"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,15 +1,14 @@
-"""Small shared helpers: warnings on stderr and JSON-safe values (null, never NaN)."""
+"""Small shared helpers: numbers for the console and JSON-safe values (null, never NaN)."""
 
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["warn", "jsonable"]
+__all__ = ["fmt", "jsonable"]
 
 
 def fmt(x) -> str:
@@ -19,12 +18,6 @@ def fmt(x) -> str:
     if isinstance(x, float) and not math.isfinite(x):
         return "nan"
     return f"{x:.4g}"
-
-
-def warn(msg: str) -> None:
-    """A one-line warning on stderr (the run goes on)."""
-    sys.stderr.write(f"warning: {msg}\n")
-    sys.stderr.flush()
 
 
 def jsonable(x: Any) -> Any:

@@ -1,13 +1,25 @@
-"""The core's one error type for bad arguments.
+"""The core's one error type for bad arguments, and dlnlab's warning categories.
 
 The core (network, problem, init, flow, ...) speaks in its own terms: ``ArgumentError.argument`` names
 the function argument that is wrong (``"dims"``, ``"singular_values"``, ``"rtol"``), and the message
 says what is allowed, without any config key. The lab maps arguments to its config keys.
+
+Every warning dlnlab gives goes through :mod:`warnings` with a category below :class:`DlnlabWarning`,
+so a user filters or captures them as any other (``warnings.simplefilter("ignore", dlnlab.DlnlabWarning)``,
+``pytest.warns(dlnlab.SeriesWarning)``, ``-W error::dlnlab.errors.AnalysisWarning``). A run shows each on
+the console as one line, ``warning: <message>`` (:func:`dlnlab.lab.config.console_warnings`).
 """
 
 from __future__ import annotations
 
-__all__ = ["ArgumentError"]
+__all__ = [
+    "ArgumentError",
+    "DlnlabWarning",
+    "ConfigWarning",
+    "SeriesWarning",
+    "AnalysisWarning",
+    "FileWarning",
+]
 
 
 class ArgumentError(ValueError):
@@ -16,3 +28,25 @@ class ArgumentError(ValueError):
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(message)
         self.argument = argument
+
+
+class DlnlabWarning(UserWarning):
+    """Every warning of dlnlab (the run, or the script, goes on)."""
+
+
+class ConfigWarning(DlnlabWarning):
+    """A setting that runs but likely not as meant (a learning rate above the stability threshold)."""
+
+
+class SeriesWarning(DlnlabWarning):
+    """A series of a run stopped early, diverged or failed, or a part of it did (its logger, recorder,
+    a user's callback): recorded in its summary entry; the other series still run."""
+
+
+class AnalysisWarning(DlnlabWarning):
+    """A step after the series failed (the saddle analysis, a figure, logging the results): the run's
+    files are complete; what is missing is said in the summary or the figure."""
+
+
+class FileWarning(DlnlabWarning):
+    """A file of a run directory cannot be read: the reader goes on without it."""

@@ -1,7 +1,7 @@
 """The one result type of the flow and of (S)GD: a trajectory on a requested grid, with its status.
 
 ``dlnlab.integrate`` and ``dlnlab.gd`` both return a :class:`Trajectory`: times, states, a
-:class:`Status` (a str enum, so ``traj.status == "ok"`` reads naturally), a message and the statistics
+:class:`~dlnlab.status.Status` (a str enum: ``traj.status == Status.OK``), a message and the statistics
 of the work done. An interrupted solve or run raises :class:`Interrupted` (a KeyboardInterrupt) that
 carries the trajectory up to the point reached.
 """
@@ -9,22 +9,12 @@ carries the trajectory up to the point reached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from torch import Tensor
 
+from dlnlab.status import Status
+
 __all__ = ["Status", "MemberStats", "Trajectory", "Interrupted"]
-
-
-class Status(str, Enum):
-    OK = "ok"  # reached the end of the requested grid
-    EVENT = "event"  # an event function fired (flow)
-    DIVERGED = "diverged"  # the weights blew up or became non-finite (gd)
-    SOLVER_FAILED = "solver_failed"  # the integrator failed (flow)
-    INTERRUPTED = "interrupted"  # KeyboardInterrupt (Ctrl+C, or a signal turned into one)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Aggregate a sweep or an ensemble across seeds, setting by setting (``dlnlab.lab.aggregate``).
+"""Aggregate a sweep or an ensemble across seeds, setting by setting (``dlnlab.lab.results._aggregate``).
 
     python scripts/train.py -m hydra/launcher=joblib seed=0,1,2,3 sgd.batch_size=5,10   # a sweep ...
     python scripts/aggregate.py outputs/multirun/<date>/<time>          # ... per setting, across seeds
@@ -50,9 +50,8 @@ def _default_out(root: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from dlnlab.lab.aggregate import aggregate, collect
-    from dlnlab.lab.aggregate_text import csv_records, report
-    from dlnlab.lab.rundir import write_json, write_text
+    from dlnlab.lab.results import aggregate, collect, csv_records, report
+    from dlnlab.rundir import write_json, write_text
 
     settings, skipped = collect(args.roots)
     for st in settings.values():

@@ -11,9 +11,9 @@ one BLAS thread); compared variants are measured side by side in one process, in
 
     plain            a bare torch loop, nothing recorded
     plain+recorder   the bare loop handing the grid snapshots to the same SeriesRecorder
-    lightning        the lab's path (dlnlab.lab.training.train_series) with its default logging
+    lightning        the lab's path (dlnlab.lab.runner._training.train_series) with its default logging
                      (recorder on the log grid, curvature on ~100 points, TensorBoard, theta saved),
-                     the recorder in a forked worker process as dlnlab.lab.experiment runs it
+                     the recorder in a forked worker process as dlnlab.lab.runner._driver runs it
 
 * size: widths 4 to 512 and depths 2 to 10; gradient, SGD, flow, curvature and memory against plain
   torch, and the exponent of the gradient's time against h d^3 (``scripts/bench_size.py``).
@@ -65,11 +65,11 @@ from threadpoolctl import threadpool_limits
 
 from dlnlab.flow import time_grid
 from dlnlab.init import gaussian
-from dlnlab.lab.logging import TensorBoardLogger
-from dlnlab.lab.record import SeriesRecorder, open_recorder
+from dlnlab.lab.record import SeriesRecorder, TensorBoardLogger, open_recorder
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 
 
 def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
@@ -91,7 +91,7 @@ def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
 
 def figure1_rows(args) -> tuple[list[int], list]:
     """(dims, rows): per lr, the best seconds of plain, plain+recorder and lightning, interleaved."""
-    from dlnlab.lab.training import series_grid, train_series  # imports Lightning
+    from dlnlab.lab.runner import series_grid, train_series  # imports Lightning
 
     dims = [11, 6, 6, 6, 6, 4]
     problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
@@ -132,7 +132,7 @@ def figure1_rows(args) -> tuple[list[int], list]:
                 arrays = rec.close()
                 best["lightning"] = min(best["lightning"], time.perf_counter() - t0)
                 finals["lightning"] = torch.as_tensor(arrays["theta"][-1])
-                assert out.status == "ok", out
+                assert out.status == Status.OK, out
         same = float((finals["plain"] - finals["lightning"]).abs().max())
         rows.append((lr, n_steps, best, same))
     return dims, rows

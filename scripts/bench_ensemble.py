@@ -22,6 +22,7 @@ from dlnlab.flow import Solver, integrate, time_grid
 from dlnlab.init import gaussian
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 
 DIMS = [11, 6, 6, 6, 6, 4]
 MEMBERS, LR, SGD_T = 64, 0.01, 5.0
@@ -62,13 +63,13 @@ def flow_ensemble(problem, theta0, t_max: float, repeat: int, sample: int | None
     theta, nfe = {}, {}
     for _ in range(repeat):
         res = integrate(problem, DIMS, theta0, t, Solver("dopri5"))
-        assert res.status.value == "ok", res.message
+        assert res.status == Status.OK, res.message
         best["batch"], theta["batch"], nfe["batch"] = min(best["batch"], res.wall_time_s), res.theta, res.nfe
         for m in ("dopri5", "lsoda"):
             t0, alone = time.perf_counter(), []
             for th in theta0[:k]:
                 r = integrate(problem, DIMS, th, t, Solver(m))
-                assert r.status.value == "ok", r.message
+                assert r.status == Status.OK, r.message
                 alone.append(r.theta)
             best[m] = min(best[m], (time.perf_counter() - t0) * b / k)
             theta[m] = torch.stack(alone, dim=1)  # (T, k, p)

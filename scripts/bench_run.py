@@ -3,7 +3,7 @@
 * wide: the width-256, depth-8 net (t_max 5, one learning rate) run by the lab with its defaults, and
   with the curvature analysis and theta off, against a plain torch loop doing the same GD steps and the
   same number of flow evaluations of the closed-form gradient (the targets: defaults <= 1.5x the run
-  without analysis and theta, and that <= 1.5x the plain loop). The runs are ``dlnlab.lab.experiment.run``
+  without analysis and theta, and that <= 1.5x the plain loop). The runs are ``dlnlab.lab.runner._driver.run``
   in this process, timed by their summary's wall time (from the start of the flow to the written run
   directory; the imports and the config check before it are the same for any size).
 * ensemble: ``ensemble.size=64`` on the Figure 1 net against one run of member 0 alone, times 64 (the
@@ -29,8 +29,8 @@ def _run(overrides: list[str], out: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import dlnlab.lab.schema  # noqa: F401 - registers the schema
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
+    from dlnlab.lab.runner import run
 
     GlobalHydra.instance().clear()
     conf = Path(__file__).resolve().parents[1] / "conf"

@@ -37,9 +37,10 @@ from dlnlab.analysis import balanced_sharpness, hessian_extremes
 from dlnlab.descent import GDStepper
 from dlnlab.flow import Solver, integrate
 from dlnlab.init import gaussian
-from dlnlab.lab.choose import SCIPY_MAX_WEIGHTS, choose_analysis, choose_flow, estimated_run_seconds
+from dlnlab.lab.config import SCIPY_MAX_WEIGHTS, choose_analysis, choose_flow, estimated_run_seconds
 from dlnlab.network import DeepLinearNetwork, pack
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 
 TEACHER = [4.0, 3.0, 2.0, 1.0]
 FULL_SIZES = [(w, 4) for w in (4, 16, 64, 128, 256, 512)] + [(64, h) for h in (2, 6, 8, 10)]
@@ -216,7 +217,7 @@ def flow_cols(problem, dims, theta0, horizon: float, repeat: int) -> dict:
             if rep and best[m] > 2.0:
                 continue
             res = integrate(problem, dims, theta0, t, Solver(m))
-            assert res.status.value == "ok", (m, res.message)
+            assert res.status == Status.OK, (m, res.message)
             best[m], nfe[m] = min(best[m], res.wall_time_s), res.nfe
     alt = min((m for m in methods if m != picked), key=best.get)
     return {"flow_horizon": horizon, "flow_picked": picked, "flow_picked_s_per_t": best[picked] / horizon,

@@ -68,7 +68,7 @@ def parse(argv: list[str] | None):
 
 def _check_given(ap: ScriptParser, args) -> None:
     """--near / --far: run directories whose files can be read and that hold a gradient flow."""
-    from dlnlab.lab.run_files import run_damage
+    from dlnlab.rundir import run_damage
 
     for key in EXPERIMENTS:
         path = getattr(args, key)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap, args, to_run = parse(argv)
     _check_given(ap, args)
     cfgs = _configs(ap, to_run, [*args.override, *(["sgd.lrs=[]"] if args.flow_only else [])])
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
     from dlnlab.plots import figure1
 
     runs = args.runs or (fresh_dir(stamped(Path("outputs") / "figure1")) if to_run or not args.out else None)

@@ -11,7 +11,7 @@ replaces an existing file). Every argument and the three runs' configs are check
 run starts: exit code 2 with one line on a bad one; 3 when a run fails or lacks what the figure
 needs; 130 / 143 when interrupted.
 
-Three lab runs (``dlnlab.lab.experiment.run``), then one figure of four panels:
+Three lab runs (``dlnlab.lab.runner._driver.run``), then one figure of four panels:
 
 (a) GD at eta = 0.01, 0.005, 0.0025 over the whole Figure 1 horizon (``flow.modified=true``): the largest
     distance to the plain flow (order 1) and to GD's modified flow (order 2); minibatch SGD (batches of
@@ -108,8 +108,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
 
 def _constants_panel(ax, run_dir: Path) -> None:
     """e(t) / eta^p per learning rate from the run's own figure code (dlnlab.plots.ensemble)."""
-    from dlnlab.lab.rundir import load_run
     from dlnlab.plots.ensemble import draw_error_constants
+    from dlnlab.rundir import load_run
 
     run = load_run(run_dir)
     draw_error_constants(ax, run, run.summary["sgd_limit"]["escapes"])
@@ -181,7 +181,7 @@ ESCAPE_FILES = ("flow.npz", "sgd_lr_0.01.npz", "sme_lr_0.01.npz")  # panel (c)
 
 def _lacks(run_dir: Path, name: str) -> str | None:
     """Why ``run_dir`` cannot be drawn as this script's run ``name``, or None."""
-    from dlnlab.lab.run_files import read_summary_object, run_damage
+    from dlnlab.rundir import read_summary_object, run_damage
 
     why = run_damage(run_dir)
     if why:
@@ -284,8 +284,8 @@ def _configs(ap: ScriptParser, args) -> dict:
 
 
 def _draw(runs: Path, res: dict, out: Path) -> None:
-    from dlnlab.lab.rundir import atomic_path
     from dlnlab.plots._style import new_figure, style
+    from dlnlab.rundir import atomic_path
 
     with style():
         fig = new_figure((8.0, 6.4))
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {name: json.loads((runs / name / "summary.json").read_text()) for name in RUNS}
     else:
         print(f"writing under {runs}", flush=True)
-        from dlnlab.lab.experiment import run
+        from dlnlab.lab.runner import run
 
         res = {}
         for name, cfg in args.configs.items():
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"GD: order {gd['convergence_order']:.3f} to the flow, {gd['convergence_order_modified']:.3f} to the modified flow"
     )
-    from dlnlab.lab.limit_text import limit_lines
+    from dlnlab.lab.results import limit_lines
 
     for name in ("plateau", "escape"):
         print(f"SGD, {name} run:")

@@ -40,7 +40,7 @@ def parse(argv: list[str] | None):
 
 def _unusable(run_dir: Path, tensorboard: bool) -> str | None:
     """Why the figures of ``run_dir`` cannot be remade, or None."""
-    from dlnlab.lab.run_files import run_damage
+    from dlnlab.rundir import run_damage
 
     why = run_damage(run_dir)
     if why:
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             usable.append((run_dir, tensorboard))
     if not usable:
         ap.refuse("run_dirs", "no usable run directory (each skipped above); nothing written")
-    from dlnlab.lab.logging import figures_logger, log_png
+    from dlnlab.lab.record import figures_logger, log_png
     from dlnlab.plots import make_run_figures
 
     for run_dir, tensorboard in usable:
         logger = (
-            figures_logger(run_dir, {"_target_": "dlnlab.lab.logging.TensorBoardLogger"})
+            figures_logger(run_dir, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
             if tensorboard
             else None
         )

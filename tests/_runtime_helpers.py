@@ -66,7 +66,7 @@ class Peek(GridPointCallback):
 
 def resume_now(run_dir: str):
     """A probe: try to resume the run directory while its run is going."""
-    from dlnlab.lab.experiment import resume
+    from dlnlab.lab.runner import resume
 
     return resume(run_dir)
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from dlnlab import flow
-from dlnlab.lab.schema import derive_seed
+from dlnlab.lab.config import derive_seed
 from dlnlab.network import product, unpack
 from dlnlab.problem import RegressionProblem
 

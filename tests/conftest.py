@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import dlnlab.lab.schema  # noqa: F401 - registers the config schema with Hydra before any compose
+from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself with Hydra
 from dlnlab.problem import RegressionProblem
 
 torch.set_num_threads(1)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.aggregate import aggregate, collect
-from dlnlab.lab.experiment import run
+from dlnlab.lab.results import aggregate, collect
+from dlnlab.lab.runner import run
 
 BASE = [*TINY, "flow.t_max=4", "sgd.lrs=[0.04,0.02,0.01]"]
 

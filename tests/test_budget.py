@@ -13,9 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from dlnlab.lab.experiment import run
-from dlnlab.lab.prepare import prepare
-from dlnlab.lab.sme_series import stop_diverged
+from dlnlab.lab.config import prepare
+from dlnlab.lab.runner import run, stop_diverged
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]

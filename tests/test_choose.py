@@ -1,4 +1,4 @@
-"""The size-dependent defaults (dlnlab/lab/choose.py): the flow's method, the curvature budget and theta
+"""The size-dependent defaults (dlnlab/lab/config/_choose.py): the flow's method, the curvature budget and theta
 on a sub-grid, each recorded in the summary and each checked against the run it replaces."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab import choose
-from dlnlab.lab.experiment import run
-from dlnlab.lab.prepare import prepare
+from dlnlab.lab.config import _choose as choose
+from dlnlab.lab.config import prepare
+from dlnlab.lab.runner import run
 from dlnlab.metrics import theta_rows
 from dlnlab.network import Layout
 

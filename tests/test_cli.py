@@ -280,8 +280,8 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
     series are kept, the interrupted one continues from its checkpoint."""
     from hydra import compose, initialize_config_dir
 
-    import dlnlab.lab.schema  # noqa: F401 - registers the schema before composing
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
+    from dlnlab.lab.runner import run
 
     args = [
         "experiment=tiny",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from dlnlab.lab import config_doc
+from dlnlab.lab.config import _doc as config_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +15,14 @@ def test_config_page_is_current():
     assert (ROOT / "docs" / "config.md").read_text() == config_doc.render(), (
         "run: python scripts/config_doc.py"
     )
+
+
+def test_the_summary_tables_in_the_results_page_are_current():
+    """docs/results.md's summary.json tables are what the records (dlnlab.lab.results) say today."""
+    from dlnlab.lab.results import with_tables
+
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert page == with_tables(page), "run: python scripts/config_doc.py"
 
 
 def test_every_schema_key_says_what_it_means():

@@ -18,8 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 from test_lab import TINY, make_cfg
 
 from dlnlab import init
-from dlnlab.lab.experiment import resume, run
-from dlnlab.lab.training import train_series
+from dlnlab.lab.runner import resume, run, train_series
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 
@@ -154,7 +153,8 @@ def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
 
 
 def test_the_spread_tags_are_numpys_nan_quantiles():
-    from dlnlab.lab.tags import ENSEMBLE_STATS, _nanmean, _nanquantiles
+    from dlnlab.lab.record import ENSEMBLE_STATS
+    from dlnlab.lab.record._tags import _nanmean, _nanquantiles
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 9, 5))
@@ -170,7 +170,7 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
 
 def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     """Every Margin chart of the ensemble's layout names tags its series logs; one chart per series."""
-    from dlnlab.lab.tags import RunCharts, tensorboard_layout
+    from dlnlab.lab.record import RunCharts, tensorboard_layout
 
     out, _ = ensemble
     logged = {}

@@ -68,7 +68,7 @@ def _product(theta):
 def test_the_lab_flags_the_stalled_series_unstable(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     conf = str(Path(__file__).resolve().parents[1] / "conf")
     with initialize_config_dir(version_base="1.3", config_dir=conf):

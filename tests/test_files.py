@@ -15,9 +15,8 @@ from hydra import compose, initialize_config_dir
 from test_schema import CONF
 
 from dlnlab.init import gaussian
-from dlnlab.lab.experiment import run
-from dlnlab.lab.files import load_weights
-from dlnlab.lab.prepare import prepare
+from dlnlab.lab.config import load_weights, prepare
+from dlnlab.lab.runner import run
 from dlnlab.network import adjacency_from_weights
 
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
@@ -61,7 +60,7 @@ def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
 
 WRITER = """
 import sys, numpy as np
-from dlnlab.lab.rundir import save_npz
+from dlnlab.rundir import save_npz
 path, n = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 i = 0
@@ -93,8 +92,8 @@ def test_a_kill_during_a_write_never_leaves_a_broken_file(tmp_path):
 
 JSON_WRITER = """
 import sys
-from dlnlab.lab import signals
-from dlnlab.lab.rundir import write_json
+from dlnlab.rundir import signals
+from dlnlab.rundir import write_json
 signals.install()
 path = sys.argv[1]
 print("ready", flush=True)
@@ -131,7 +130,7 @@ def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_pat
     else:
         y = y[:1]
     np.savez(tmp_path / "d.npz", X=x, Y=y)
-    from dlnlab.lab.errors import ConfigError
+    from dlnlab.lab.config import ConfigError
 
     cfg = cfg_of(
         ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "data=file", f"data.path={tmp_path / 'd.npz'}"]

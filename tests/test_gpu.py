@@ -55,7 +55,7 @@ def test_the_flow_on_the_gpu_equals_the_cpu(setting):
 
 @needs_cuda
 def test_the_lab_runs_on_the_gpu(tmp_path):
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     cpu = run(make_cfg([*TINY, "flow=dopri5"]), output_dir=tmp_path / "cpu")
     gpu = run(make_cfg([*TINY, "flow=dopri5", "device=cuda"]), output_dir=tmp_path / "gpu")

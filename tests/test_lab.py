@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.experiment import run
+from dlnlab.lab.config import ConfigError
+from dlnlab.lab.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -194,12 +194,12 @@ def test_flow_solver_failure_is_recorded_and_the_sgd_series_still_run(tmp_path):
 def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
     code = (
         "import sys\n"
-        "import dlnlab.lab.schema  # registers the schema with Hydra\n"
+        "import dlnlab.lab.config._schema  # registers the schema with Hydra\n"
         "from hydra import compose, initialize_config_dir\n"
         f"with initialize_config_dir(version_base='1.3', config_dir={str(CONF)!r}):\n"
         "    cfg = compose(config_name='train', overrides=['sgd.lrs=[0.01,0]'])\n"
-        "from dlnlab.lab.experiment import run\n"
-        "from dlnlab.lab.errors import ConfigError\n"
+        "from dlnlab.lab.runner._driver import run\n"
+        "from dlnlab.lab.config._errors import ConfigError\n"
         "try:\n"
         f"    run(cfg, output_dir={str(tmp_path / 'r')!r})\n"
         "except ConfigError as err:\n"
@@ -295,7 +295,7 @@ def test_a_plain_dict_config_runs(tmp_path):
 def test_a_plain_dict_needs_no_kind_keys():
     """What the command line's defaults choose where a dict says nothing (the Figure 1 net, a teacher,
     gaussian init); an option without ``kind`` is found by its keys, and an ambiguous one refused."""
-    from dlnlab.lab.schema import typed_config
+    from dlnlab.lab.config import typed_config
 
     cfg = typed_config({"data": {"singular_values": [2.0, 1.0]}, "init": {"scale": 0.3}})
     assert cfg.model.dims == [11, 6, 6, 6, 6, 4] and cfg.data.kind.name == "teacher" and cfg.init.scale == 0.3
@@ -309,7 +309,7 @@ def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_pat
     """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
     the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,
     and the SGD series' distances stop where the recomputed flow stopped."""
-    from dlnlab.lab.experiment import resume
+    from dlnlab.lab.runner import resume
 
     out = tmp_path / "run"
     run(make_cfg([*TINY, "sgd.lrs=[0.02]"]), output_dir=out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.experiment import run
+from dlnlab.lab.runner import run
 
 LRS = [0.04, 0.02, 0.01, 0.005]
 ARGS = [

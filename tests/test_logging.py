@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import (
 )
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.experiment import run
+from dlnlab.lab.config import ConfigError
+from dlnlab.lab.runner import run
 
 
 def _log10(x):

@@ -12,6 +12,7 @@ from _saddle_helpers import net, series_of, small_problem
 
 import dlnlab
 from dlnlab import init, saddles
+from dlnlab.lab.results import analyze_run_saddles
 from dlnlab.network import pack
 
 ENTRY_KEYS = [  # a summary.json plateau entry, in order (t_closest once classified)
@@ -50,7 +51,7 @@ def test_plateau_to_dict_is_the_summary_entry(flow):
     assert len(plats) == 3 and all(isinstance(p, saddles.Plateau) for p in plats)
     assert dlnlab.Plateau is saddles.Plateau
     series = {"flow": {"lr": None}}
-    saddles.analyze_run_saddles(pr, dims, {"flow": arr}, series)
+    analyze_run_saddles(pr, dims, {"flow": arr}, series)
     assert series["flow"]["plateaus"] == [p.to_dict() for p in plats]
     for p, entry in zip(plats, series["flow"]["plateaus"]):
         assert list(entry) == [*ENTRY_KEYS, "t_closest"]
@@ -62,7 +63,7 @@ def test_plateau_to_dict_is_the_summary_entry(flow):
 
 
 def test_unclassified_and_failed_plateaus_keep_their_entries(flow, monkeypatch):
-    from dlnlab.saddles import report
+    from dlnlab.saddles import analyze as report
 
     pr, dims, arr = flow
     raw = saddles.analyze_series(pr, dims, arr, classify=False)
@@ -83,8 +84,8 @@ def test_unclassified_and_failed_plateaus_keep_their_entries(flow, monkeypatch):
 
 
 def test_plateau_markdown_numbers_modes_from_one_and_says_why_a_cell_is_empty():
-    """The Text tab's table of plateaus (dlnlab.lab.report.plateau_markdown) from summary entries."""
-    from dlnlab.lab.report import plateau_markdown
+    """The Text tab's table of plateaus (dlnlab.lab.results._report.plateau_markdown) from summary entries."""
+    from dlnlab.lab.results import plateau_markdown
 
     assert plateau_markdown({"series": {}}) == "no saddle plateau in any series"
     plateau = saddles.Plateau(

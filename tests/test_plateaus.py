@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from _helpers import bad_argument
 from _saddle_helpers import (
     FIG1,
     PLATEAU_KEYS,
@@ -24,6 +25,8 @@ from _saddle_helpers import (
 
 from dlnlab import flow, init, saddles
 from dlnlab.analysis import mode_half_time
+from dlnlab.errors import AnalysisWarning
+from dlnlab.lab.results import analyze_run_saddles
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 
@@ -160,8 +163,8 @@ def test_gd_leaves_plateaus_later_by_order_eta():
     for lr in (0.02, 0.01, 0.005):
         own = saddles.analyze_series(pr, dims, gd_arrays(pr, dims, theta0, lr, t_max), classify=False)
         exits = saddles.exits_vs_reference(ref, own, pr, lr=lr)
-        assert [e["mode"] for e in exits] == [0, 1, 2]
-        delays[lr] = np.array([e["delay"] for e in exits])
+        assert [e.mode for e in exits] == [0, 1, 2]
+        delays[lr] = np.array([e.delay for e in exits])
         assert np.all(delays[lr] > 0)  # GD is later (1 + x < e^x)
     for big, small in ((0.02, 0.01), (0.01, 0.005)):
         ratio = delays[big] / delays[small]
@@ -172,17 +175,37 @@ def test_gd_leaves_plateaus_later_by_order_eta():
 # Robustness, summary and TensorBoard
 
 
-def test_detection_never_raises_on_bad_series():
+def test_detection_finds_nothing_in_short_or_non_finite_series():
     pr = small_problem()
-    dims = net(3)
     q = pr.n_modes
     assert saddles.detect_plateaus([], [], np.zeros((0, q)), [], pr, 3) == []
     assert saddles.detect_plateaus([0.0, 1.0], [7.0, 7.0], np.zeros((2, q)), [0.0, 0.0], pr, 3) == []
     nan = np.full(50, np.nan)
     assert saddles.detect_plateaus(np.arange(50.0), nan, np.full((50, q), np.nan), nan, pr, 3) == []
-    assert saddles.analyze_series(pr, dims, {}) == []
-    assert saddles.analyze_series(pr, dims, {"t": np.arange(3.0)}) == []
-    # a series that diverges after a plateau: only the finite prefix counts
+
+
+def test_bad_series_raise_naming_what_is_wrong():
+    pr = small_problem()
+    dims = net(3)
+    q = pr.n_modes
+    with bad_argument("arrays", match="missing t, loss, mode_strength, grad_norm"):
+        saddles.analyze_series(pr, dims, {})
+    with bad_argument("arrays", match="missing loss, mode_strength, grad_norm"):
+        saddles.analyze_series(pr, dims, {"t": np.arange(3.0)})
+    with bad_argument("mode_strength", match="expected 2 axis"):
+        saddles.detect_plateaus(np.arange(3.0), np.ones(3), np.ones(3), np.ones(3), pr, 3)
+    with bad_argument("loss", match="not an array of numbers"):
+        saddles.detect_plateaus(np.arange(3.0), ["a", "b", "c"], np.ones((3, q)), np.ones(3), pr, 3)
+    with bad_argument("t", match="disagree on the number of points"):
+        saddles.detect_plateaus(np.arange(4.0), np.ones(3), np.ones((3, q)), np.ones(3), pr, 3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
+    with bad_argument("arrays", match="theta: expected"):
+        saddles.analyze_series(pr, dims, {**arr, "theta": arr["theta"][:, :-1]})
+
+
+def test_a_series_that_diverges_after_a_plateau_counts_up_to_its_finite_prefix():
+    pr = small_problem()
+    dims = net(3)
     arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
     good = saddles.analyze_series(pr, dims, arr)
     bad = {k: v.copy() for k, v in arr.items()}
@@ -191,15 +214,23 @@ def test_detection_never_raises_on_bad_series():
     plats = saddles.analyze_series(pr, dims, bad)
     assert len(good) == 3 and len(plats) == 1
     assert plats[0].t_end == good[0].t_end and plats[0].label == good[0].label == "non-strict"
+
+
+def test_the_lab_records_a_series_it_cannot_analyse_and_goes_on():
+    pr = small_problem()
+    dims = net(3)
+    arr = series_of(pr, dims, pack(init.gaussian(dims, 0.1, seed=3)), 6.0, 0.05)
     series = {"flow": {"lr": None}, "sgd_lr_1.0": {"lr": 1.0}}
-    saddles.analyze_run_saddles(pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series)
+    with pytest.warns(AnalysisWarning, match="sgd_lr_1.0: saddle analysis failed: ArgumentError"):
+        analyze_run_saddles(pr, dims, {"flow": arr, "sgd_lr_1.0": {"t": np.zeros(1)}}, series)
+    assert len(series["flow"]["plateaus"]) == 3
     assert series["sgd_lr_1.0"]["plateaus"] == []
     assert series["sgd_lr_1.0"]["plateau_exits_vs_flow"][0]["t_exit"] is None
 
 
 def test_analyze_run_saddles_honours_hessian_dense_max(monkeypatch):
     """log.hessian_dense_max reaches every classification (ClassifyTolerances.dense_max)."""
-    from dlnlab.saddles import report
+    from dlnlab.saddles import analyze as report
 
     pr = small_problem()
     dims = net(3)
@@ -215,7 +246,7 @@ def test_analyze_run_saddles_honours_hessian_dense_max(monkeypatch):
     for dense_max in (None, 1234):
         series = {"flow": {"lr": None}}
         kw = {} if dense_max is None else {"hessian_dense_max": dense_max}
-        saddles.analyze_run_saddles(pr, dims, {"flow": arr}, series, **kw)
+        analyze_run_saddles(pr, dims, {"flow": arr}, series, **kw)
         assert [p["label"] for p in series["flow"]["plateaus"]] == ["non-strict"] * 3
         assert seen == [dense_max or saddles.ClassifyTolerances().dense_max] * 3
         seen.clear()
@@ -270,7 +301,7 @@ def test_analyze_run_saddles_fills_summary():
     arrays["sgd_lr_0.01"] = {k: v[keep] for k, v in gd.items()}
     arrays["sgd_lr_0.01"]["grid_index"] = np.arange(len(keep))
     series = {"flow": {"lr": None, "plateaus": []}, "sgd_lr_0.01": {"lr": lr, "plateaus": []}}
-    found = saddles.analyze_run_saddles(pr, dims, arrays, series)
+    found = analyze_run_saddles(pr, dims, arrays, series)
     json.dumps(series, allow_nan=False)
     assert [p.to_dict() for p in found["flow"]] == series["flow"]["plateaus"]
     assert len(series["flow"]["plateaus"]) == 3
@@ -340,7 +371,7 @@ def _check_run(out, capsys, n_flow_plateaus):
 
 
 def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsys):
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
 
     out = tmp_path / "run"
     overrides = ["experiment=tiny", "flow.t_max=6", "log.figures=false", "log.progress=never"]
@@ -361,7 +392,7 @@ def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, cap
     series, GD leaving each O(eta) after the flow, and the run's own figures."""
     from matplotlib.image import imread
 
-    from dlnlab.lab.experiment import run
+    from dlnlab.lab.runner import run
     from dlnlab.plots import FIGURES
 
     out = tmp_path / "near"

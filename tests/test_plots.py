@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from matplotlib.image import imread
 
-from dlnlab.lab.experiment import run
-from dlnlab.lab.prepare import prepare
+from dlnlab.lab.config import prepare
+from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +131,9 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
         EventAccumulator,
     )
 
-    from dlnlab.lab.logging import figures_logger, log_png
+    from dlnlab.lab.record import figures_logger, log_png
 
-    logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.logging.TensorBoardLogger"})
+    logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
     make_run_figures(tiny_run, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
     assert len(list((tiny_run / "tensorboard" / "flow").glob("*.figures"))) == 1

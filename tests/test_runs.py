@@ -16,9 +16,8 @@ import pytest
 from _runtime_helpers import Peek, SignalAt
 from hydra import compose, initialize_config_dir
 
-from dlnlab.lab.errors import ConfigError
-from dlnlab.lab.experiment import resume, run
-from dlnlab.lab.runlock import lock_holder
+from dlnlab.lab.config import ConfigError
+from dlnlab.lab.runner import lock_holder, resume, run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["log.figures=false", "log.progress=never"]
@@ -293,7 +292,7 @@ def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
 def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):
     """A bug outside any series (here: the saddle analysis' stage made to raise): summary.json says
     crashed, what and where, exit code 1; no worker is left."""
-    import dlnlab.lab.experiment as experiment
+    import dlnlab.lab.runner._driver as experiment
 
     def broken(state, ctx):
         state.enter("saddle analysis")
@@ -320,7 +319,7 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next
     import gc
     import weakref
 
-    from dlnlab.lab import signals
+    from dlnlab.rundir import signals
 
     class Thing:
         pass
@@ -351,7 +350,7 @@ def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_ca
     the handlers in signal-number order, SIGINT first; the run takes the first to arrive (wakeup pipe)."""
     import subprocess
 
-    from dlnlab.lab import signals
+    from dlnlab.rundir import signals
 
     signals.install()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_cli import QUIET, TRAIN, _cli, _summary, _wait_for_stage
 
-from dlnlab.lab.runlock import lock_holder
+from dlnlab.lab.runner import lock_holder
 
 TESTS = Path(__file__).resolve().parent
 LONG_SGD = ["experiment=tiny", "flow.t_max=20", "sgd.lrs=[0.0002]", "logger=none", *QUIET]  # 100k steps

@@ -13,10 +13,15 @@ import torchdiffeq
 import yaml
 from hydra import compose, initialize_config_dir
 
-from dlnlab.lab.prepare import prepare
-from dlnlab.lab.rules import FIXED_STEP_STABILITY
-from dlnlab.lab.schema import DATA_OPTIONS, INIT_OPTIONS, TrainConfig, typed_config
-from dlnlab.lab.summary import flow_loss_rise
+from dlnlab.lab.config import (
+    DATA_OPTIONS,
+    FIXED_STEP_STABILITY,
+    INIT_OPTIONS,
+    TrainConfig,
+    prepare,
+    typed_config,
+)
+from dlnlab.lab.results import flow_loss_rise
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -148,3 +153,17 @@ def test_the_core_names_no_config_key_in_its_errors():
                     ):
                         found.append(f"{path.name}:{node.lineno}: {const.value!r}")
     assert not found, found
+
+
+def test_a_run_made_before_a_class_moved_resumes_with_the_class_where_it_is_now():
+    from dlnlab.lab.config import current_targets
+    from dlnlab.lab.config._targets import MOVED_TARGETS, import_class
+
+    old = {"logger": {"_target_": "dlnlab.lab.logging.TensorBoardLogger"}, "callbacks": {}, "seed": 1}
+    assert current_targets(old) == {
+        "logger": {"_target_": "dlnlab.lab.record.TensorBoardLogger"},
+        "callbacks": {},
+        "seed": 1,
+    }
+    for now in MOVED_TARGETS.values():
+        assert import_class(now).__name__ == now.rsplit(".", 1)[1]

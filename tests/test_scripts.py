@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from test_lab import TINY, make_cfg
 
-from dlnlab.lab.experiment import run
-from dlnlab.lab.run_files import run_damage
+from dlnlab.lab.runner import run
+from dlnlab.rundir import run_damage
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

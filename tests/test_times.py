@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlnlab.flow import time_grid
-from dlnlab.lab.times import exact_times, flow_time_count, series_grid
+from dlnlab.lab.config import exact_times, flow_time_count, series_grid
 
 
 def test_a_step_time_on_a_grid_point_is_the_grid_time_and_the_others_stay_exact():

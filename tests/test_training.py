@@ -10,7 +10,7 @@ import torch
 from dlnlab.descent import MinibatchSampler, gd
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
-from dlnlab.lab.training import train_series
+from dlnlab.lab.runner import train_series
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem

@@ -35,6 +35,7 @@ from dlnlab.eos._spectrum import DEFAULT_K, SpectrumSeries, sharpness_along
 from dlnlab.flow import integrate
 from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 from dlnlab.trajectory import Trajectory
 
 __all__ = ["EdgeReport", "edge_report"]
@@ -114,7 +115,7 @@ def edge_report(
     gd_avg_loss = window_average(gd_loss, window)
     picks = torch.linspace(0, len(t) - 1, min(gfs_points, len(t))).round().long().unique()
     gfs = gfs_sharpness(problem, layout, t[picks], run.theta[picks])
-    diverged = run.status == "diverged" or not math.isfinite(float(gd_loss[-1]))
+    diverged = run.status == Status.DIVERGED or not math.isfinite(float(gd_loss[-1]))
     diagnostics = edge_diagnostics(
         t, spectrum.sharpness, gd_loss, lr, diverged=diverged,
         loss_floor=float(problem.plateau_levels(layout.r_max)[-1]),

@@ -73,6 +73,7 @@ from dlnlab.flow.solver import (
 )
 from dlnlab.network import Layout, as_layout
 from dlnlab.problem import RegressionProblem
+from dlnlab.status import Status
 from dlnlab.trajectory import Trajectory
 
 __all__ = [
@@ -270,4 +271,4 @@ def _solve(field, theta0, t, solver, events, progress, stop, report=None) -> Tra
             raise
         t_last = float(t[state.n_out - 1])
         msg = f"interrupted at t = {state.counter.t_reached:.6g}; output kept up to t = {t_last:.6g}"
-        raise FlowInterrupted(state.result("interrupted", msg)) from exc
+        raise FlowInterrupted(state.result(Status.INTERRUPTED, msg)) from exc

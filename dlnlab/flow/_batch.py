@@ -66,9 +66,9 @@ def integrate_torchode(field, theta0: Tensor, t: Tensor, solver: Solver, progres
     b = theta0.shape[0]
     outputs, steps, y, idx = [theta0.unsqueeze(0)], 0, theta0, 0
 
-    def result(status: str, message: str) -> Trajectory:
+    def result(status: Status, message: str) -> Trajectory:
         theta = torch.cat(outputs, dim=0)
-        return Trajectory(t=t[: theta.shape[0]].clone(), theta=theta, status=Status(status), message=message,
+        return Trajectory(t=t[: theta.shape[0]].clone(), theta=theta, status=status, message=message,
                           method=f"{solver.method} (torchode, per member)", nfe=nfe[0], njev=0, n_steps=steps,
                           wall_time_s=time.perf_counter() - start)  # fmt: skip
 
@@ -79,20 +79,20 @@ def integrate_torchode(field, theta0: Tensor, t: Tensor, solver: Solver, progres
             sol = ode.solve(torchode.InitialValueProblem(y0=y, t_eval=times.expand(b, -1).contiguous()))
         except _Budget as exc:
             raise FlowSolverError(f"flow: {exc} (output kept up to t = {float(t[idx]):.6g})", float(t[idx]),
-                                  result("solver_failed", str(exc))) from exc  # fmt: skip
+                                  result(Status.SOLVER_FAILED, str(exc))) from exc  # fmt: skip
         bad = torch.nonzero(sol.status != 0).flatten().tolist()
         if bad:
             msg = (f"flow: torchode {solver.method} failed for members {bad} between t = {float(t[idx]):.6g} and "
                    f"{float(t[stop_at]):.6g} (status {sol.status[bad[0]].item()}); output kept up to t = {float(t[idx]):.6g}")  # fmt: skip
-            raise FlowSolverError(msg, float(t[idx]), result("solver_failed", msg))
+            raise FlowSolverError(msg, float(t[idx]), result(Status.SOLVER_FAILED, msg))
         outputs.append(sol.ys[:, 1:].transpose(0, 1))
         steps += int(sol.stats["n_accepted"].max())
         y, idx = sol.ys[:, -1].contiguous(), stop_at
         if progress is not None:
             progress(float(t[idx]), float(t[-1]))
         if stop is not None and stop():
-            raise Interrupted(result("interrupted", f"interrupted at t = {float(t[idx]):.6g}"))
-    return result("ok", f"reached t = {float(t[-1]):g} ({len(t)} output points, {b} members)")
+            raise Interrupted(result(Status.INTERRUPTED, f"interrupted at t = {float(t[idx]):.6g}"))
+    return result(Status.OK, f"reached t = {float(t[-1]):g} ({len(t)} output points, {b} members)")
 
 
 class _Budget(RuntimeError):

@@ -23,7 +23,7 @@ def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt
     theta0 = run.outputs[0][0]
     single = theta0.ndim == 1
     if len(run.t) == 1:
-        return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
+        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     y0 = np.ascontiguousarray(theta0.reshape(-1, theta0.shape[-1]).numpy(), dtype=np.float64)
     s, done = None, 1
     try:
@@ -43,7 +43,7 @@ def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt
                     next_progress = run.counter.t_reached + every
                 if stop is not None and stop():
                     msg = f"interrupted at t = {run.counter.t_reached:.6g}"
-                    raise Interrupted(run.result("interrupted", msg))
+                    raise Interrupted(run.result(Status.INTERRUPTED, msg))
     except BudgetExceeded as exc:
         raise run.fail(str(exc), run.counter.t_reached) from exc
     finally:
@@ -55,7 +55,7 @@ def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt
             run.njev = int(s.counts["njev"].sum())
             run.counter.n_steps = int(s.counts["n_steps"].max())
     msg = f"reached t = {run.t_end:g} ({len(run.t)} output points, {s.b} members); dlnlab {name}"
-    return run.result("ok", msg)
+    return run.result(Status.OK, msg)
 
 
 def _rows(block: np.ndarray, single: bool) -> torch.Tensor:

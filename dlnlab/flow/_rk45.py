@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from dlnlab.flow._run import BudgetExceeded, Run
+from dlnlab.status import Status
 from dlnlab.trajectory import Interrupted, Trajectory
 
 __all__ = ["integrate_rk45"]
@@ -65,7 +66,7 @@ def _norm(x: torch.Tensor) -> float:
 
 def integrate_rk45(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:
     if len(run.t) == 1:
-        return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
+        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     try:
         return (_integrate_members if run.outputs[0].ndim == 3 else _integrate)(run, stop)
     except BudgetExceeded as exc:  # every output point passed is kept
@@ -124,10 +125,10 @@ def _integrate(run: Run, stop) -> Trajectory:
                 run.progress(t_now, t_end)
             if stop is not None and stop():
                 msg = f"interrupted at t = {t_now:.6g}; output kept up to t = {float(t[run.n_out - 1]):.6g}"
-                raise Interrupted(run.result("interrupted", msg))
+                raise Interrupted(run.result(Status.INTERRUPTED, msg))
         factor = MAX_FACTOR if err == 0 else min(MAX_FACTOR, max(MIN_FACTOR, SAFETY * err**-0.2))
         h *= factor if err <= 1.0 else min(1.0, factor)
-    return run.result("ok", f"reached t = {t_end:g} ({len(t)} output points); dlnlab rk45")
+    return run.result(Status.OK, f"reached t = {t_end:g} ({len(t)} output points); dlnlab rk45")
 
 
 def _integrate_members(run: Run, stop) -> Trajectory:
@@ -183,11 +184,13 @@ def _integrate_members(run: Run, stop) -> Trajectory:
             if run.progress is not None:
                 run.progress(counter.t_reached, t_end)
             if stop is not None and stop():
-                raise Interrupted(run.result("interrupted", f"interrupted at t = {counter.t_reached:.6g}"))
+                raise Interrupted(
+                    run.result(Status.INTERRUPTED, f"interrupted at t = {counter.t_reached:.6g}")
+                )
     finally:
         done = int(out_idx.min())  # rows every member has reached
         run.add(out[1:done])
-    return run.result("ok", f"reached t = {t_end:g} ({n_out} output points, {b} members); dlnlab rk45")
+    return run.result(Status.OK, f"reached t = {t_end:g} ({n_out} output points, {b} members); dlnlab rk45")
 
 
 def _dense_members(out, out_idx, tt, t_now, t_new, h, y, k, accept) -> None:

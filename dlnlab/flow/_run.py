@@ -117,13 +117,13 @@ class Run:
             if self.on_output is not None:
                 self.on_output(first, states)
 
-    def result(self, status: str, message: str, event=None, t_event=None, theta_event=None) -> Trajectory:
+    def result(self, status: Status, message: str, event=None, t_event=None, theta_event=None) -> Trajectory:
         # one piece (a solver that wrote every row into one buffer: see keep_rows) is not copied again
         theta = self.outputs[0] if len(self.outputs) == 1 else torch.cat(self.outputs, dim=0)
         return Trajectory(
             t=self.t[: self.n_out].clone(),
             theta=theta,
-            status=Status(status),
+            status=status,
             message=message,
             method=self.solver.method,
             nfe=self.counter.nfe,
@@ -133,7 +133,7 @@ class Run:
             event=event,
             t_event=t_event,
             theta_event=theta_event,
-            members=None if self.members is None else self.members(Status(status)),
+            members=None if self.members is None else self.members(status),
         )
 
     def keep_rows(self, rows: Tensor) -> None:
@@ -148,7 +148,7 @@ class Run:
             f"flow: {self.solver.method} failed at t = {t_fail:.6g} (horizon {self.t_end:g}; output kept up "
             f"to t = {t_last:.6g}, {self.n_out} of {len(self.t)} points; nfe = {self.counter.nfe}): {reason}"
         )
-        return FlowSolverError(msg, t_fail, self.result("solver_failed", msg))
+        return FlowSolverError(msg, t_fail, self.result(Status.SOLVER_FAILED, msg))
 
     def event_result(self, index: int, t_event: float, theta_event: Tensor) -> Trajectory:
         keep = int(torch.searchsorted(self.t, torch.tensor(t_event, dtype=torch.float64), right=True))
@@ -159,7 +159,7 @@ class Run:
         msg = f"event {name!r} at t = {t_event:.10g}"
         if self.progress is not None:
             self.progress(t_event, self.t_end)
-        return self.result("event", msg, event=name, t_event=t_event, theta_event=theta_event)
+        return self.result(Status.EVENT, msg, event=name, t_event=t_event, theta_event=theta_event)
 
     def initial_event(self) -> Trajectory | None:
         if not self.events:

@@ -21,6 +21,7 @@ import scipy.integrate
 import torch
 
 from dlnlab.flow._run import Run
+from dlnlab.status import Status
 from dlnlab.trajectory import Interrupted, Trajectory
 
 __all__ = ["integrate_scipy", "SCIPY_NAMES"]
@@ -49,7 +50,7 @@ def integrate_scipy(run: Run, stop: Callable[[], bool] | None = None) -> Traject
     if early is not None:
         return early
     if len(t) == 1:
-        return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
+        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     counter, t_end, t0 = run.counter, run.t_end, float(t[0])
     every, next_progress = (t_end - t0) / 100, [t0]
     ctrl_c: list = []
@@ -104,7 +105,7 @@ def integrate_scipy(run: Run, stop: Callable[[], bool] | None = None) -> Traject
         if solver.max_nfe is not None and counter.nfe >= solver.max_nfe:
             raise run.fail(f"budget of {solver.max_nfe} right-hand-side evaluations exhausted", t_stop)
         msg = f"interrupted at t = {t_stop:.6g}; output kept up to t = {float(t[run.n_out - 1]):.6g}"
-        raise Interrupted(run.result("interrupted", msg))
+        raise Interrupted(run.result(Status.INTERRUPTED, msg))
     if sol.status == 1:
         i = next(k for k, te in enumerate(sol.t_events[1:]) if te.size)
         y_event = torch.from_numpy(np.array(sol.y_events[i + 1][0], dtype=np.float64))
@@ -112,4 +113,4 @@ def integrate_scipy(run: Run, stop: Callable[[], bool] | None = None) -> Traject
     if run.progress is not None:
         run.progress(t_end, t_end)
     msg = f"reached t = {t_end:g} ({len(t)} output points); scipy {SCIPY_NAMES[solver.method]}"
-    return run.result("ok", msg)
+    return run.result(Status.OK, msg)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dlnlab.flow._run import BudgetExceeded, Run
+from dlnlab.status import Status
 from dlnlab.trajectory import Interrupted, Trajectory
 
 __all__ = ["integrate_cvode", "KRYLOV_DIM"]
@@ -39,7 +40,7 @@ def integrate_cvode(run: Run, stop: Callable[[], bool] | None = None) -> Traject
     if early is not None:
         return early
     if len(t) == 1:
-        return run.result("ok", f"reached t = {run.t_end:g} (1 output point)")
+        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     counter = run.counter
     last_t = [float(t[0])]
 
@@ -93,8 +94,8 @@ def integrate_cvode(run: Run, stop: Callable[[], bool] | None = None) -> Traject
             next_progress = k + every
         if stop is not None and stop():
             msg = f"interrupted at t = {float(t[k]):.6g}; output kept up to t = {float(t[k]):.6g}"
-            raise Interrupted(run.result("interrupted", msg))
+            raise Interrupted(run.result(Status.INTERRUPTED, msg))
     if run.progress is not None:
         run.progress(run.t_end, run.t_end)
     msg = f"reached t = {run.t_end:g} ({len(t)} output points); sundials CVODE (BDF, GMRES)"
-    return run.result("ok", msg)
+    return run.result(Status.OK, msg)

@@ -16,6 +16,7 @@ from dlnlab.flow.solver import (
     EXPLICIT_ADAMS_MAX_ORDER,
     TORCHDIFFEQ_ADAPTIVE,
 )
+from dlnlab.status import Status
 from dlnlab.trajectory import Interrupted, Trajectory
 
 __all__ = ["integrate_torchdiffeq"]
@@ -132,9 +133,9 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
             progress(float(t[idx]), run.t_end)
         if stop is not None and stop():
             msg = f"interrupted at t = {float(t[idx]):.6g}; output kept up to t = {float(t[idx]):.6g}"
-            raise Interrupted(run.result("interrupted", msg))
+            raise Interrupted(run.result(Status.INTERRUPTED, msg))
     msg = f"reached t = {run.t_end:g} ({len(t)} output points)"
-    return run.result("ok", msg)
+    return run.result(Status.OK, msg)
 
 
 def _locate_torchdiffeq(odeint, event, problem, layout, y_lo, t_lo: float, t_hi: float):

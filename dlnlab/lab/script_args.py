@@ -254,8 +254,7 @@ def checked_config(conf_dir: Path, overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from dlnlab.lab.cli import describe_hydra_error
-    from dlnlab.lab.errors import ConfigError
-    from dlnlab.lab.prepare import prepare
+    from dlnlab.lab.config import ConfigError, prepare
 
     GlobalHydra.instance().clear()
     try:
@@ -282,8 +281,11 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     (128 + SIGPIPE, what a shell shows for a program killed by it) when the reader of stdout goes away
     (``| head``; Python's docs' advice for BrokenPipeError). Every file is written atomically, so
     those written so far are complete."""
+    from dlnlab.lab.config import console_warnings
+
     try:
-        code = main()
+        with console_warnings():
+            code = main()
         sys.stdout.flush()
     except KeyboardInterrupt:
         print("interrupted (SIGINT); the files written so far are complete", file=sys.stderr)

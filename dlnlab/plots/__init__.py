@@ -9,9 +9,9 @@ Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the netw
 never Lightning or Hydra.
 """
 
-from dlnlab.lab.rundir import RunData, Series, load_run
 from dlnlab.plots.figure1 import draw_network, figure1
 from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
+from dlnlab.rundir import RunData, Series, load_run
 
 __all__ = [
     "FIGURES",

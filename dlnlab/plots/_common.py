@@ -13,9 +13,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from dlnlab.lab.rundir import RunData, Series
 from dlnlab.network import product, weights_from_adjacency
 from dlnlab.plots._style import FLOW_COLOR, PLATEAU_COLOR, series_colors
+from dlnlab.rundir import RunData, Series
+from dlnlab.status import Status
 
 __all__ = [
     "Markers",
@@ -51,7 +52,7 @@ def draw_order(run: RunData) -> list[Series]:
 
 def bounded(s: Series) -> bool:
     """Series whose values set the axis limits (a diverged series is clipped instead)."""
-    return not (s.status in ("diverged", "error") or s.entry.get("diverged"))
+    return not (s.status in (Status.DIVERGED, Status.ERROR) or s.entry.get("diverged"))
 
 
 def _finite(arrs: Iterable[np.ndarray], positive: bool) -> np.ndarray:
@@ -103,7 +104,7 @@ class Markers:
             y_mark = math.inf
         if s.entry.get("t_stop") is not None and math.isfinite(float(s.entry["t_stop"])):
             x_mark = max(x_mark, float(s.entry["t_stop"]))
-            if s.status == "diverged":
+            if s.status == Status.DIVERGED:
                 y_mark = math.inf  # it left the picture after the last recorded point
         self.items.append((x_mark, y_mark, color))
 

@@ -9,7 +9,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dlnlab.lab.rundir import RunData, Series, format_lr
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -22,6 +21,7 @@ from dlnlab.plots._common import (
     stop_handle,
 )
 from dlnlab.plots._style import TIME_LABEL, new_figure
+from dlnlab.rundir import RunData, Series, format_lr
 
 __all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "legend", "log_panel"]
 

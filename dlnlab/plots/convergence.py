@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from dlnlab.lab.rundir import RunData, Series
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -23,6 +22,7 @@ from dlnlab.plots._common import (
 )
 from dlnlab.plots._panels import legend, line_kw, lr_axis, time_axis
 from dlnlab.plots._style import new_figure
+from dlnlab.rundir import RunData, Series
 
 __all__ = ["fig_dist_to_flow", "fig_convergence_order"]
 

@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from dlnlab.lab.rundir import RunData, format_lr, read_npz
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
 from dlnlab.plots._panels import legend, lr_axis, time_axis
 from dlnlab.plots._style import COLUMN, new_figure
+from dlnlab.rundir import SME_PREFIX, RunData, format_lr, lr_series_name, read_npz
 
 __all__ = [
     "ENSEMBLE_FIGURES",
@@ -128,7 +128,7 @@ def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
     """The error constants against time, C(t) = e(t) / eta^p (p the expected order) per learning rate:
     the curves collapse where the order holds and rise where the noise is amplified (saddle escapes,
     dotted)."""
-    from dlnlab.lab.limit import error_curves
+    from dlnlab.ensemble_errors import error_curves
 
     flow = run.flow.arrays if run.flow is not None else None
     series = [s for s in run.sgd if s.members is not None and "dist_to_flow" in s.members]
@@ -198,7 +198,7 @@ def fig_sme_spread(run: RunData) -> Figure:
     sme = (run.summary.get("sgd_limit") or {}).get("sme") or {}
     colors, drawn = colors_of(run), []
     for s in run.sgd:
-        other = read_npz(run.run_dir / "series" / f"sme_lr_{s.lr!r}.npz")
+        other = read_npz(run.run_dir / "series" / f"{lr_series_name(SME_PREFIX, s.lr)}.npz")
         if s.members is None or not other:
             continue
         t = np.asarray(s.members["t"], dtype=np.float64)

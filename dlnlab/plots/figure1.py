@@ -21,7 +21,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from dlnlab.lab.rundir import RunData, atomic_path, load_run
 from dlnlab.plots._common import (
     first_crossing,
     level_lines,
@@ -32,6 +31,7 @@ from dlnlab.plots._common import (
     shade_plateaus,
 )
 from dlnlab.plots._style import PLATEAU_COLOR, mode_color, new_figure, style
+from dlnlab.rundir import RunData, atomic_path, load_run
 
 __all__ = ["figure1", "draw_network", "draw_adjacency", "final_adjacency", "init_description"]
 

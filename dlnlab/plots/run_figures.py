@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dlnlab._util import warn
-from dlnlab.lab.rundir import RunData, atomic_path, load_run
+from dlnlab.errors import AnalysisWarning
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -38,6 +38,7 @@ from dlnlab.plots._common import (
 from dlnlab.plots._panels import legend, line_kw, log_panel, row_max, time_axis
 from dlnlab.plots._style import COLUMN, new_figure, style
 from dlnlab.plots.convergence import fig_convergence_order, fig_dist_to_flow
+from dlnlab.rundir import RunData, atomic_path, load_run
 
 __all__ = ["FIGURES", "make_run_figures", "build_run_figures"]
 
@@ -261,7 +262,9 @@ def build_run_figures(
             except Exception as err:
                 if strict:
                     raise
-                warn(f"figure {name} failed: {type(err).__name__}: {err}")
+                warnings.warn(
+                    f"figure {name} failed: {type(err).__name__}: {err}", AnalysisWarning, stacklevel=2
+                )
                 traceback.print_exc(file=sys.stderr)
                 out[name] = _error_figure(name, err)
     return out
@@ -307,7 +310,7 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from dlnlab.lab.signals import blocked_in_children
+    from dlnlab.rundir.signals import blocked_in_children
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")
@@ -369,7 +372,11 @@ def make_run_figures(
                 except Exception as err:
                     if strict:
                         raise
-                    warn(f"figure {name} to the logger failed: {type(err).__name__}: {err}")
+                    warnings.warn(
+                        f"figure {name} to the logger failed: {type(err).__name__}: {err}",
+                        AnalysisWarning,
+                        stacklevel=2,
+                    )
     return paths
 
 

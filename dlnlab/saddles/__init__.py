@@ -14,22 +14,19 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
   theory and the Hessian;
 * ``escape``: :func:`escape_directions` gives the next mode, the unstable direction and the stable /
   unstable branches of every unlearnt mode;
-* ``report``: :func:`analyze_series` and :func:`analyze_run_saddles` apply all of it to a run
-  (summary.json, SGD exits vs the flow's, TensorBoard).
+* ``analyze``: :func:`analyze_series` applies all of it to one recorded series (and
+  :func:`analyze_trajectory` to a core trajectory), :func:`exits_vs_reference` compares a series'
+  exits with the flow's (:class:`PlateauExit`). Bad input raises :class:`~dlnlab.errors.ArgumentError`;
+  what a run records of it is the lab's (``dlnlab.lab``).
 
 Pure torch / numpy / scipy, float64.
 """
 
+from dlnlab.saddles.analyze import PlateauExit, analyze_series, analyze_trajectory, exits_vs_reference
 from dlnlab.saddles.classify import LABELS, ClassifyTolerances, SaddleClassification, classify_saddle
 from dlnlab.saddles.critical import critical_point
 from dlnlab.saddles.escape import EscapeDirections, escape_directions
 from dlnlab.saddles.plateaus import Plateau, PlateauThresholds, detect_plateaus, modes_learnt
-from dlnlab.saddles.report import (
-    analyze_run_saddles,
-    analyze_series,
-    analyze_trajectory,
-    exits_vs_reference,
-)
 
 __all__ = [
     "LABELS",
@@ -45,6 +42,6 @@ __all__ = [
     "escape_directions",
     "analyze_series",
     "exits_vs_reference",
-    "analyze_run_saddles",
+    "PlateauExit",
     "analyze_trajectory",
 ]

@@ -28,6 +28,7 @@ from scipy.interpolate import PchipInterpolator
 from scipy.optimize import brentq
 
 from dlnlab._util import jsonable
+from dlnlab.errors import ArgumentError
 from dlnlab.problem import RegressionProblem
 
 __all__ = ["Plateau", "PlateauThresholds", "modes_learnt", "detect_plateaus"]
@@ -190,6 +191,25 @@ def _finite_prefix(*arrays) -> int:
 # Detection
 
 
+def _series_arrays(t, loss, grad_norm, mode_strength) -> tuple[np.ndarray, ...]:
+    """The series as float64 arrays t, loss, grad_norm (T,) and mode_strength (T, q); ArgumentError naming
+    the first one that is not numbers of that shape."""
+    out = []
+    for name, value, ndim in (("t", t, 1), ("loss", loss, 1), ("grad_norm", grad_norm, 1),
+                              ("mode_strength", mode_strength, 2)):  # fmt: skip
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ArgumentError(name, f"{name}: not an array of numbers ({err})") from err
+        if a.ndim != ndim:
+            raise ArgumentError(name, f"{name}: expected {ndim} axis (T{', q' if ndim == 2 else ''}), got shape {a.shape}")
+        out.append(a)
+    lengths = {name: len(a) for name, a in zip(("t", "loss", "grad_norm", "mode_strength"), out)}
+    if len(set(lengths.values())) > 1:
+        raise ArgumentError("t", f"the series' arrays disagree on the number of points: {lengths}")
+    return tuple(out)
+
+
 def detect_plateaus(
     t,
     loss,
@@ -214,17 +234,13 @@ def detect_plateaus(
         thresholds: the relative bands (:class:`PlateauThresholds`).
 
     Returns the :class:`Plateau` list in time order, with exit_mode and t_exit; label, lambda_min,
-    evidence and escape are left empty for :func:`~dlnlab.saddles.analyze_series`.
+    evidence and escape are left empty for :func:`~dlnlab.saddles.analyze_series`. A series too short
+    or not finite enough to hold a plateau has none ([]); arrays that are not numbers, or whose lengths
+    disagree, raise :class:`~dlnlab.errors.ArgumentError`.
     """
     th = thresholds or PlateauThresholds()
-    try:
-        t = np.asarray(t, dtype=np.float64).reshape(-1)
-        loss = np.asarray(loss, dtype=np.float64).reshape(-1)
-        gn = np.asarray(grad_norm, dtype=np.float64).reshape(-1)
-        ms = np.asarray(mode_strength, dtype=np.float64)
-    except (TypeError, ValueError):
-        return []
-    if ms.ndim != 2 or problem.n_modes == 0 or t.size == 0:
+    t, loss, gn, ms = _series_arrays(t, loss, grad_norm, mode_strength)
+    if problem.n_modes == 0 or t.size == 0:
         return []
     n = _finite_prefix(t, loss, gn, ms)
     if n < 3:

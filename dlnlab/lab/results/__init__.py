@@ -1,0 +1,61 @@
+"""What a run reports: its summary, its series' entries, and the reports made from them.
+
+* ``_records``, ``_summary_record``: summary.json typed, one dataclass per part (the series'
+  entries, the ensemble's spread, the limit report, ``Summary``), each ``to_dict()`` the JSON;
+* ``_summary``: the run's state and ``summary.json`` (the series' entries, the convergence orders,
+  the run's status and exit code), and how an (S)GD series' entry is read off its arrays (diverged,
+  unstable);
+* ``_ensemble``: an ensemble's entries, each member's and their spread;
+* ``_limit``: SGD as a stochastic flow, the strong and weak errors and their orders (``sgd_limit``),
+  and with the SME the two ensembles' spreads;
+* ``_saddles``: the saddle analysis into the entries (plateaus, exits against the flow's);
+* ``_console``, ``_limit_text``: the console's blocks; ``_report``: HParams, the Text tab and the
+  figures through the loggers;
+* ``_aggregate``, ``_aggregate_text``: many runs (seeds, settings) into means and intervals.
+
+Names are imported on first use (``dlnlab._lazy``).
+"""
+
+from dlnlab._lazy import lazy_exports
+
+_EXPORTS = {
+    "._summary": [
+        "RunResult",
+        "RunState",
+        "convergence_order",
+        "finish_sgd_entry",
+        "flow_loss_rise",
+        "versions",
+    ],
+    "._records": [
+        "SeriesEntry",
+        "FlowEntry",
+        "SGDEntry",
+        "SMEEntry",
+        "MemberEntry",
+        "EnsembleSpread",
+        "Spread",
+        "UnknownKeys",
+        "ABSENT",
+        "entry_record",
+    ],
+    "._summary_record": [
+        "RunStatus",
+        "Summary",
+        "OrderFit",
+        "LimitReport",
+        "ErrorOrder",
+        "render_tables",
+        "with_tables",
+    ],
+    "._ensemble": ["MEMBER_KEYS", "spread", "analyze_members", "finish_flow_members", "finish_sgd_members"],
+    "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],
+    "._limit_text": ["limit_lines", "escapes_table"],
+    "._saddles": ["analyze_run_saddles"],
+    "._console": ["start_block", "results_block", "end_block", "tensorboard_command"],
+    "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
+    "._aggregate": ["aggregate", "collect"],
+    "._aggregate_text": ["csv_records", "report"],
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

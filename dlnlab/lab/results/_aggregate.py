@@ -1,0 +1,292 @@
+"""Aggregate runs across seeds: a sweep's jobs, an ensemble's members, or both, setting by setting.
+
+A *setting* is a run's overrides without the seeds (``seed``, ``data.seed``, ``init.seed``,
+``sgd.seed``): the runs of one setting differ only in their seeds, and so do the members of an
+ensemble, so every member of every run of a setting is one *sample*. Per setting and series:
+
+* the curves across the samples against time: the mean, std and the 10/25/50/75/90% quantiles of the
+  loss, the singular values of P, and the distances to the flow and to GD's modified flow
+  (``<out>/<folder>/<series>.npz``; a sample that stopped early counts until it stopped);
+* the plateau exit times of each mode (mean, std, min, max, the 90% interval, n);
+* the convergence order of each sample (the slope of its largest distance to the flow against the
+  learning rate) with the mean and a 90% interval across samples, and the same against the modified
+  flows; the order of the samples' mean distance;
+* one table row (``aggregate.csv``, ``aggregate.json``) and figures with bands around the flow.
+
+The 90% interval of a quantity is the 5% and 95% quantiles of its samples (linear interpolation
+between order statistics): where the middle 90% of the seeds and members fall, not a confidence
+interval of the mean.
+
+Each setting's folder is :func:`setting_folder` of its key: a readable prefix and a hash of the whole
+key, so settings that differ late in a long key get different folders and the same setting gets the
+same folder in every call; ``aggregate.json`` and each ``setting.json`` record the key.
+
+Runs that are missing (a job that never wrote its summary), damaged (:func:`dlnlab.rundir.run_damage`),
+and series that failed or hold no arrays, are skipped and listed. Reads only the run directories'
+files; writes only under ``out``, each file atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlnlab.metrics import member_arrays, members_of
+from dlnlab.rundir import load_run, read_summary_object, run_damage, save_npz, write_json
+from dlnlab.status import USABLE, Status
+
+__all__ = ["Setting", "collect", "aggregate", "setting_folder", "run_dirs", "SEED_KEYS", "CURVES"]
+
+SEED_KEYS = ("seed", "data.seed", "init.seed", "sgd.seed")
+CURVES = ("loss", "sv", "dist_to_flow", "dist_to_modified")
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass
+class Setting:
+    """The samples of one setting: per series, each sample's arrays and its summary entry."""
+
+    key: str
+    overrides: list[str] = field(default_factory=list)  # the key's overrides (without the seeds)
+    runs: list[str] = field(default_factory=list)
+    samples: dict[str, list[tuple[dict, dict]]] = field(default_factory=dict)  # series -> [(arrays, entry)]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> str:
+        return setting_folder(self.key)
+
+
+def setting_folder(key: str) -> str:
+    """The folder name of a setting: up to 40 characters of its key, then 10 hex digits of its SHA-256."""
+    prefix = "".join(c if (c.isascii() and c.isalnum()) or c in "._=-" else "_" for c in key)[:40]
+    return f"{prefix.strip('_.') or 'setting'}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _without_seeds(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+
+
+def _setting_key(overrides: list[str]) -> str:
+    return " ".join(_without_seeds(overrides)) or "(defaults)"
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+
+
+def _files_under(roots: list[Path], name: str) -> set[Path]:
+    """Directories holding ``name`` under ``roots``, each once however it is reached (a relative path,
+    a symbolic link: a folder of links to runs works); a directory already walked is not walked
+    again, so a loop of links ends. Hidden folders (``.hydra``) are not entered."""
+    found, walked = set(), set()
+    for root in roots:
+        for top, dirs, files in os.walk(root, followlinks=True):
+            real = Path(top).resolve()
+            if real in walked:
+                dirs[:] = []
+                continue
+            walked.add(real)
+            if name in files:
+                found.add(real)
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return found
+
+
+def run_dirs(roots: list[Path]) -> list[Path]:
+    """The run directories (those holding summary.json) under ``roots``, sorted."""
+    return sorted(_files_under(roots, "summary.json"))
+
+
+def _job_note(job: Path) -> str:
+    rec, why = read_summary_object(job / "job.json")
+    if rec is None:
+        return f"{job}: no run, and its job.json cannot be read ({why.replace('summary.json', 'job.json')})"
+    return f"{job}: no run (exit {rec.get('exit_code')}: {rec.get('message')})"
+
+
+def collect(roots: list[Path]) -> tuple[dict[str, Setting], list[str]]:
+    """The settings under ``roots`` (run directories or folders holding them) and what was skipped."""
+    runs = run_dirs(roots)
+    skipped = [_job_note(job) for job in sorted(_files_under(roots, "job.json") - set(runs))]
+    settings: dict[str, Setting] = {}
+    for run_dir in runs:
+        why = run_damage(run_dir)
+        if why:
+            skipped.append(f"{run_dir}: {why}")
+            continue
+        overrides = _overrides(run_dir)
+        key = _setting_key(overrides)
+        st = settings.setdefault(key, Setting(key, _without_seeds(overrides)))
+        st.runs.append(str(run_dir))
+        for name, series in load_run(run_dir).series.items():
+            _add_samples(st, run_dir, name, series)
+    return settings, skipped
+
+
+def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
+    entry = series.entry
+    if entry.get("status", Status.OK) not in USABLE:
+        st.skipped.append(f"{run_dir} {name}: {entry.get('status')}: {entry.get('message', '')}")
+        return
+    full = series.members if series.members is not None else series.arrays
+    members = entry.get("members") if isinstance(entry.get("members"), list) else [entry]
+    for e in range(members_of(full) or 1):
+        arrays = member_arrays(full, e) if members_of(full) else full
+        sub = members[e] if e < len(members) and isinstance(members[e], dict) else {}
+        if sub.get("status", Status.OK) not in USABLE:
+            continue
+        if "t" not in arrays or not len(arrays["t"]):
+            st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")
+            return
+        st.samples.setdefault(name, []).append((arrays, {**entry, **sub}))
+
+
+def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Mean, std and quantiles across samples, point by point; a shorter sample (one that stopped
+    early) is NaN past its end and counts where it has values."""
+    curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
+    x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
+    for i, c in enumerate(curves):
+        x[i, : len(c)] = np.asarray(c, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (a series past its failure)
+        out = {
+            "mean": np.nanmean(x, axis=0),
+            "std": np.nanstd(x, axis=0, ddof=1) if len(x) > 1 else np.zeros(x.shape[1:]),
+        }
+        for q in QUANTILES:
+            out[f"q{int(q * 100)}"] = np.nanquantile(x, q, axis=0)
+    return out
+
+
+def _number(x) -> float | None:
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return float(x) if ok else None
+
+
+def _spread(values) -> dict | None:
+    v = np.asarray([x for x in map(_number, values) if x is not None], dtype=np.float64)
+    if not len(v):
+        return None
+    lo, hi = (np.quantile(v, 0.05), np.quantile(v, 0.95)) if len(v) > 1 else (v[0], v[0])
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+            "max": float(v.max()), "ci90": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
+
+
+def _orders(st: Setting, key: str) -> dict:
+    """Each sample's slope of log max distance against log lr, across the SGD series; and the mean's."""
+    by_lr = {}
+    for name, samples in st.samples.items():
+        if name.startswith("sgd_lr_"):
+            by_lr[float(name[len("sgd_lr_") :])] = [_number(s[1].get(key)) for s in samples]
+    lrs = sorted(by_lr)
+    if len(lrs) < 2:
+        return {"per_sample": None, "of_the_mean": None}
+    n = min(len(by_lr[lr]) for lr in lrs)
+    slopes = []
+    for i in range(n):
+        d = [by_lr[lr][i] for lr in lrs]
+        if all(v is not None and v > 0 for v in d):
+            slopes.append(float(np.polyfit(np.log(lrs), np.log(d), 1)[0]))
+    have = [[v for v in by_lr[lr] if v is not None] for lr in lrs]
+    if not all(have):
+        return {"per_sample": _spread(slopes), "of_the_mean": None, "lrs": lrs}
+    means = [float(np.mean(v)) for v in have]
+    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if all(m > 0 for m in means) else None
+    return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
+
+
+def _exits(samples: list[tuple[dict, dict]]) -> list[dict]:
+    times: dict[int, list] = {}
+    for _, entry in samples:
+        plateaus = entry.get("plateaus")
+        for p in plateaus if isinstance(plateaus, list) else []:
+            mode = p.get("exit_mode") if isinstance(p, dict) else None
+            if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
+                times.setdefault(mode, []).append(p["t_exit"])
+    return [{"mode": k, "t_exit": _spread(v)} for k, v in sorted(times.items())]
+
+
+def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path) -> tuple[dict, dict]:
+    """The curves' statistics (written to ``folder/<name>.npz``) and the table row of one series."""
+    longest = max((a for a, _ in samples), key=lambda a: len(a["t"]))
+    curves = {"t": np.asarray(longest["t"], dtype=np.float64)}
+    for c in CURVES:
+        have = [a[c] for a, _ in samples if c in a]
+        if have:
+            for stat, v in _stats(have).items():
+                curves[f"{c}_{stat}"] = v
+    save_npz(folder / f"{name}.npz", **curves)
+    entries = [e for _, e in samples]
+    sgd = name.startswith("sgd_lr_")
+    row = {
+        "setting": st.key, "folder": st.folder, "series": name, "samples": len(samples), "runs": len(st.runs),
+        "final_loss": _spread([e.get("final_loss") for e in entries]),
+        "max_dist_to_flow": _spread([e.get("max_dist_to_flow") for e in entries]) if sgd else None,
+        "max_dist_to_modified_flow": _spread([e.get("max_dist_to_modified_flow") for e in entries]) if sgd else None,
+        "plateau_exits": _exits(samples),
+    }  # fmt: skip
+    return curves, row
+
+
+def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
+    """Write the curves, the table and the figures of every setting under ``out``; returns the rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for key, st in settings.items():
+        if not st.samples:
+            continue
+        folder = out / st.folder
+        folder.mkdir(exist_ok=True)
+        orders = {
+            "to_flow": _orders(st, "max_dist_to_flow"),
+            "to_modified_flow": _orders(st, "max_dist_to_modified_flow"),
+        }
+        curves_of = {}
+        for name, samples in sorted(st.samples.items()):
+            curves_of[name], row = _series_row(st, name, samples, folder)
+            row["orders"] = orders if name.startswith("sgd_lr_") else None
+            rows.append(row)
+        write_json(folder / "setting.json", {"setting": key, "folder": st.folder, "runs": st.runs,
+                                             "skipped": st.skipped, "orders": orders})  # fmt: skip
+        _figure(folder, key, curves_of)
+    return rows
+
+
+def _figure(folder: Path, key: str, curves_of: dict) -> None:
+    """The loss of each series across the samples: the median with the quartile band, the flow's too."""
+    from dlnlab.plots._style import new_figure, style
+    from dlnlab.rundir import atomic_path
+
+    with style():
+        fig = new_figure((5.0, 3.4))
+        ax = fig.add_subplot()
+        for i, (name, c) in enumerate(curves_of.items()):
+            if "loss_q50" not in c:
+                continue
+            color = "k" if name == "flow" else f"C{i % 10}"
+            t = c["t"][: len(c["loss_q50"])]
+            ax.fill_between(t, c["loss_q25"], c["loss_q75"], color=color, alpha=0.2, lw=0)
+            ax.plot(t, c["loss_q50"], color=color, lw=1.0, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("time $t$")
+        ax.set_ylabel("loss: median, quartile band")
+        ax.set_title(key[:90], fontsize=6)
+        ax.legend(fontsize=6)
+        with atomic_path(folder / "loss.png") as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing from")  # a key with emoji: drawn as boxes
+            fig.savefig(tmp, dpi=150, format="png")

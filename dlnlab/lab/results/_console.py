@@ -1,0 +1,225 @@
+"""What a run prints: a short block of what runs (before), the results (after), where to look (last).
+
+Modes are numbered 1..q (m_1 the largest) here as in the figures, TensorBoard and the docs. A value
+that is missing is never a bare "-": the line says why (the flow is the reference; an order needs three
+learning rates; a mode the horizon cut off has no exit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlnlab._util import fmt
+from dlnlab.network import Layout
+
+__all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
+
+
+TENSORBOARD_URL = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"
+
+
+def _list(values) -> str:
+    return ", ".join(fmt(float(v)) for v in values)
+
+
+def levels_text(levels) -> str:
+    """The plateau levels L*_r, a level below 1e-12 of the first printed as 0 (the minimum, to rounding)."""
+    top = max(abs(float(levels[0])), 1e-300) if len(levels) else 1.0
+    return ", ".join("0" if abs(float(v)) < 1e-12 * top else fmt(float(v)) for v in levels)
+
+
+def _series_line(plan) -> str:
+    cfg = plan.cfg
+    s, lrs = cfg.sgd, plan.lrs
+    grid = int(round(cfg.flow.t_max / cfg.log.dt)) + 1
+    line = f"the gradient flow over t <= {fmt(cfg.flow.t_max)} (grid dt = {fmt(cfg.log.dt)}, {grid} points)"
+    if not lrs:
+        return line + "; no learning rate (sgd.lrs=[]): the flow alone"
+    kind = (
+        "GD"
+        if s.batch_size is None
+        else f"minibatch SGD (batch {s.batch_size} of {cfg.data.n_samples}, {s.sampling.name.replace('_', ' ')})"
+    )
+    if s.momentum:
+        kind += f" with heavy ball {fmt(s.momentum)} (a step is t = eta / (1 - momentum))"
+    line += f"; {kind} at lr {_list(lrs)}"
+    if plan.gd_threshold is not None:
+        line += f" (GD threshold {fmt(plan.gd_threshold)})"
+    extras = []
+    if cfg.flow.modified:
+        extras.append("GD's modified flow at each lr")
+    if s.sme:
+        extras.append("the SME ensemble at each lr")
+    return line + ("; " + ", ".join(extras) if extras else "")
+
+
+def start_block(plan, out: Path) -> str:
+    """A few labelled lines: the net, the data, the series, the solver, the analysis, the directory."""
+    cfg = plan.cfg
+    dims = list(cfg.model.dims)
+    init = cfg.init.kind.name
+    detail = {"gaussian": "scale", "orthogonal": "scale", "balanced": "u0", "aligned": "u0", "file": "path"}
+    key = detail.get(init)
+    init_txt = f"{init} ({key} {getattr(cfg.init, key)})" if key else init
+    data = cfg.data
+    if data.kind.name == "teacher":
+        data_txt = f"teacher s = [{_list(data.singular_values)}], N = {data.n_samples}"
+        data_txt += ", whitened" if data.whiten else ""
+        data_txt += f", label noise {fmt(data.noise)}" if data.noise else ""
+    else:
+        data_txt = f"{data.path} (N = {plan.problem.n_samples})"
+    levels = plan.problem.plateau_levels(min(dims)).tolist()
+    lines = [
+        "dlnlab run",
+        f"  net       dims {dims}: depth h = {len(dims) - 1}, {Layout(dims).n_weights} weights; init {init_txt}",
+        f"  data      {data_txt}; modes m_k = {_list(plan.problem.modes.tolist())}; "
+        f"plateau levels L*_r = {levels_text(levels)}",
+        f"  series    {_series_line(plan)}",
+    ]
+    if cfg.ensemble.size > 1:
+        what = (
+            "only their minibatches differ"
+            if cfg.ensemble.vary.name == "sgd"
+            else "init and minibatches differ"
+        )
+        lines.append(f"  ensemble  {cfg.ensemble.size} members stepped together; {what}")
+    lines.append(
+        f"  solver    {plan.solver.method}: {plan.flow_choice.why}"
+        if plan.flow_choice
+        else f"  solver    {plan.solver.method}"
+    )
+    if plan.analysis is not None:
+        lines.append(f"  analysis  curvature: {plan.analysis.why}")
+        lines.append(f"            saddles: {plan.analysis.saddles_why}")
+    lines.append(f"  output    {out}")
+    return "\n".join(lines)
+
+
+def _table(summary: dict) -> list[str]:
+    rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
+    for name, e in summary["series"].items():
+        work = e.get("nfe") if e["lr"] is None else e.get("steps")
+        if name == "flow":
+            dist = "(reference)"
+        elif name.startswith(("modflow_", "sme_")):
+            dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
+        else:
+            dist = fmt(e.get("max_dist_to_flow")) if e.get("max_dist_to_flow") is not None else "(no flow)"
+        wall = e.get("wall_time_s")
+        rows.append(
+            (name, str(e["status"]), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
+             "(none)" if work is None else str(work), dist, "(none)" if wall is None else f"{wall:.2f}")
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _order_line(summary: dict, key: str, what: str) -> str | None:
+    detail = summary.get(f"{key}_detail")
+    if detail is None:
+        return None
+    if detail.get("order") is None:
+        return f"{what}: none ({detail.get('message')})"
+    used = ", ".join(fmt(x) for x in detail.get("lrs_used") or [])
+    pairs = ", ".join(fmt(p["order"]) for p in detail.get("pairwise") or [])
+    return f"{what}: {fmt(detail['order'])} (slope of log max distance against log lr over lr {used}; pairwise {pairs})"
+
+
+def _plateau_lines(summary: dict) -> list[str]:
+    flow = summary["series"].get("flow", {})
+    plateaus = flow.get("plateaus") or []
+    q = len(summary.get("modes") or [])
+    if not plateaus:
+        return [] if not flow else ["plateaus of the flow: none found"]
+    who = "plateaus of the flow (member 0)" if flow.get("ensemble") else "plateaus of the flow"
+    lines = [f"{who}, modes numbered 1..{q} from the largest:"]
+    for p in plateaus:
+        learnt = ", ".join(str(k + 1) for k in p.get("modes_learnt") or []) or "none"
+        saddle = f"{p.get('label') or 'unclassified'} saddle (lambda_min {fmt(p.get('lambda_min'))})"
+        if p.get("exit_mode") is None:
+            left = f"not left before t_max = {fmt(summary['grid']['t_max'])}: the horizon cuts it"
+        else:
+            left = f"left by mode {p['exit_mode'] + 1} at t = {fmt(p.get('t_exit'))}"
+        lines.append(
+            f"  t = {fmt(p.get('t_start'))} .. {fmt(p.get('t_end'))}: level {fmt(p.get('level'))}, modes learnt "
+            f"{learnt}; {saddle}; {left}"
+        )
+    return lines
+
+
+def _exit_delay_lines(summary: dict) -> list[str]:
+    """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD)."""
+    rows = {
+        n: e.get("plateau_exits_vs_flow") for n, e in summary["series"].items() if e.get("lr") is not None
+    }
+    rows = {n: r for n, r in rows.items() if r}
+    if not rows:
+        return []
+    modes = sorted({d["mode"] for r in rows.values() for d in r})
+    width = max(len(n) for n in [*rows, "mode"])
+    lines = [
+        "plateau exits later than the flow's (in t):",
+        f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes),
+    ]
+    for name, r in rows.items():
+        by = {d["mode"]: d.get("delay") for d in r}
+        cells = [fmt(by[k]) if by.get(k) is not None else "no exit" for k in modes]
+        lines.append(f"  {name:<{width}}" + "".join(f"{c:>10}" for c in cells))
+    return lines
+
+
+def _ensemble_lines(summary: dict) -> list[str]:
+    lines = []
+    for name, e in summary["series"].items():
+        ens = e.get("ensemble") or {}
+        if not ens:
+            continue
+        fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
+        dist = "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
+        lines.append(
+            f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
+            f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}{dist}; {statuses}"
+        )
+    return lines
+
+
+def results_block(summary: dict) -> str:
+    """The run's results: the series table, the convergence orders, the plateaus and their exits."""
+    from dlnlab.lab.results._limit_text import limit_lines
+
+    lines = _table(summary)
+    for key, what in (("convergence_order", "convergence order"),
+                      ("convergence_order_modified", "convergence order against GD's modified flows")):  # fmt: skip
+        line = _order_line(summary, key, what)
+        if line and (
+            key == "convergence_order" or summary.get(key) is not None or summary.get(f"{key}_detail")
+        ):
+            lines.append(line)
+    lines += _ensemble_lines(summary)
+    lines += limit_lines(summary)
+    lines += _plateau_lines(summary)
+    lines += _exit_delay_lines(summary)
+    lines.append(f"critical values L*_r: {levels_text(summary['critical_values'])}")
+    if summary.get("interrupted"):
+        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
+    return "\n".join(lines)
+
+
+def tensorboard_command(run_dir: Path | str) -> str:
+    return f"tensorboard --logdir {Path(run_dir) / 'tensorboard'}"
+
+
+def end_block(summary: dict) -> str:
+    """Where to look: the files, the figures, the exact TensorBoard command and the page to open."""
+    out = Path(summary["run_dir"])
+    lines = [f"run directory  {out}  (summary.json, problem.npz, series/*.npz)"]
+    figures = sorted(p.stem for p in (out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    if figures:
+        lines.append(f"figures        {out / 'figures'}  ({', '.join(figures)})")
+    if (out / "tensorboard").is_dir():
+        lines.append(f"tensorboard    {tensorboard_command(out)}")
+        lines.append(f"               then open {TENSORBOARD_URL}  (docs/tensorboard.md)")
+    return "\n".join(lines)

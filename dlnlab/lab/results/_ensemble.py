@@ -1,0 +1,155 @@
+"""An ensemble's series entries: each member's numbers (computed as for a single run, on its own arrays),
+and their aggregate across members.
+
+An ensemble of E members (``ensemble.size``) runs each series once for all members; its series file
+holds every per-point array with the member axis first, (E, T, ...). Its summary entry keeps the keys
+of a single run's with the members' aggregate (``final_loss``: the mean; ``max_dist_to_flow``: the mean
+of each member's maximum, the number the convergence order is fitted to), adds ``members`` (each
+member's own entry and seeds) and ``ensemble`` (mean, std, min, median, max of the per-member numbers).
+The status is the series' own (ok, interrupted, error) unless every member diverged (diverged) or is
+unstable (unstable); a member that diverged alone is recorded in its own entry and the rest go on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dlnlab.lab.results._summary import finish_sgd_entry, flow_loss_rise
+from dlnlab.metrics import member_arrays, members_of
+from dlnlab.status import Status
+
+__all__ = ["spread", "finish_sgd_members", "finish_flow_members", "analyze_members", "MEMBER_KEYS"]
+
+MEMBER_KEYS = ("status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "message")
+
+
+def spread(values) -> dict | None:
+    """mean, std, min, median, max of the finite values (None if there are none)."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return None
+    return {
+        "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+        "median": float(np.median(v)), "max": float(v.max()), "n": int(len(v)),
+    }  # fmt: skip
+
+
+def finish_sgd_members(
+    entry: dict, arrays: dict, tau: float, levels, threshold, flow_finals, member_diverged: dict, seeds
+) -> None:
+    """Fill an ensemble's SGD entry: every member as a single run's entry, then the aggregate."""
+    members = []
+    for e in range(members_of(arrays)):
+        sub = {k: entry.get(k) for k in ("lr", "momentum", "status", "message", "steps")}
+        if e in member_diverged:
+            k, why = member_diverged[e]
+            sub.update(status=Status.DIVERGED, message=why, steps=k)
+        finish_sgd_entry(sub, member_arrays(arrays, e), tau, levels, threshold, flow_finals[e])
+        members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds[e]})
+    _aggregate(entry, members)
+    entry["plateaus"] = []
+    entry["diverged"] = all(m["diverged"] for m in members)
+    statuses = {m["status"] for m in members}
+    if entry["status"] == Status.OK and len(statuses) == 1 and statuses <= {Status.DIVERGED, Status.UNSTABLE}:
+        entry["status"] = statuses.pop()
+        entry["message"] = f"every member {entry['status']}: {members[0]['message']}"
+    elif entry["status"] == Status.OK and statuses != {Status.OK}:
+        gone = [i for i, m in enumerate(members) if m["status"] != Status.OK]
+        entry["message"] = f"members {gone} are {', '.join(sorted(str(s) for s in statuses - {Status.OK}))}"
+
+
+def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds) -> list[int]:
+    """Fill an ensemble's flow entry; returns the members whose loss rises (an inaccurate solve)."""
+    t = arrays.get("t", np.zeros(0))
+    members, bad = [], []
+    for e in range(members_of(arrays) or 0):
+        loss = np.asarray(arrays["loss"][e])
+        final = float(loss[-1]) if len(loss) else None
+        sub = {"status": entry["status"], "final_loss": final, "message": "", "seeds": seeds[e]}
+        rise = flow_loss_rise(loss, t, rel_tol=max(1e-6, 1e3 * rtol)) if len(t) else None
+        if rise is not None and entry["status"] == Status.OK:
+            sub.update(status=Status.SOLVER_FAILED, message=rise)
+            bad.append(e)
+        members.append(sub)
+    _aggregate(entry, members)
+    if bad:
+        entry.update(status=Status.SOLVER_FAILED, message=f"members {bad}: {members[bad[0]]['message']}")
+    return bad
+
+
+def _aggregate(entry: dict, members: list[dict]) -> None:
+    finals = [m.get("final_loss") for m in members]
+    dists = [m.get("max_dist_to_flow") for m in members]
+    entry["members"] = members
+    entry["ensemble"] = {
+        "size": len(members),
+        "final_loss": spread(finals),
+        "max_dist_to_flow": spread(dists),
+        "statuses": {
+            str(s): sum(1 for m in members if m["status"] == s) for s in {m["status"] for m in members}
+        },
+    }
+    entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean")
+    if entry.get("lr") is not None:
+        entry["max_dist_to_flow"] = (entry["ensemble"]["max_dist_to_flow"] or {}).get("mean")
+        t_stops = [m["t_stop"] for m in members if m.get("t_stop") is not None]
+        entry["t_stop"] = max(t_stops) if t_stops else 0.0
+
+
+PLATEAU_KEYS = ("t_start", "t_end", "level", "modes_learnt", "exit_mode", "t_exit")
+
+
+def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_dense_max: int, classify=True):
+    """Plateaus of every member of every series (member 0's saddles classified, the others' plateaus and
+    exits only: a classification per member would cost more than the run); each member's plateaus and
+    exits go in its own entry, member 0's at the series' top level (as a single run's), and the spread
+    of the exit times across members in ``ensemble.plateau_exits``. Returns member 0's plateaus."""
+    from dlnlab.lab.results._saddles import analyze_run_saddles
+
+    size = next((members_of(a) for a in series_arrays.values() if a), None) or 0
+    logs = {}
+    for e in range(size):
+        arrays = {
+            name: member_arrays(a, e) if members_of(a) else (a or {}) for name, a in series_arrays.items()
+        }
+        found = {name: {"lr": entry.get("lr")} for name, entry in series.items() if name in arrays}
+        got = analyze_run_saddles(
+            problem,
+            dims,
+            arrays,
+            found,
+            hessian_dense_max=hessian_dense_max,
+            classify=classify if e == 0 else False,
+        )
+        logs = got if e == 0 else logs
+        for name, sub in found.items():
+            if e == 0:
+                series[name]["plateaus"] = sub["plateaus"]
+                if "plateau_exits_vs_flow" in sub:
+                    series[name]["plateau_exits_vs_flow"] = sub["plateau_exits_vs_flow"]
+            if series[name].get("members"):
+                member = series[name]["members"][e]
+                member["plateaus"] = [{k: p.get(k) for k in PLATEAU_KEYS} for p in sub["plateaus"]]
+                member["plateau_exits_vs_flow"] = sub.get("plateau_exits_vs_flow")
+    for entry in series.values():
+        if entry.get("members"):
+            entry["ensemble"]["plateau_exits"] = _exit_spread(entry["members"])
+    return logs
+
+
+def _exit_spread(members: list[dict]) -> list[dict]:
+    """Per mode: the spread across members of the plateau exit time (and of its delay vs the flow)."""
+    times: dict[int, list] = {}
+    delays: dict[int, list] = {}
+    for m in members:
+        for p in m.get("plateaus") or []:
+            if p.get("exit_mode") is not None:
+                times.setdefault(int(p["exit_mode"]), []).append(p.get("t_exit"))
+        for x in m.get("plateau_exits_vs_flow") or []:
+            delays.setdefault(int(x["mode"]), []).append(x.get("delay"))
+    return [
+        {"mode": k, "t_exit": spread(times[k]), "delay_vs_flow": spread(delays.get(k, []))}
+        for k in sorted(times)
+    ]

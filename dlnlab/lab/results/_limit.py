@@ -1,0 +1,234 @@
+"""Minibatch SGD as a stochastic flow, measured on an ensemble that shares its init (``ensemble.vary=sgd``).
+
+For every learning rate, from the members' series against the one flow they share (docs/theory.md,
+section 9):
+
+* strong error  e_s(t) = E ||theta_sgd(t) - theta_flow(t)||   (expected order 1/2 in eta),
+* weak error    e_w(t) = ||E theta_sgd(t) - theta_flow(t)||   (expected order 1),
+* weak loss     e_L(t) = |E L_sgd(t) - L_flow(t)|             (expected order 1),
+
+E the mean over the members. The strong error uses each series' ``dist_to_flow`` (the flow at the
+series' exact times k tau); the weak errors compare with the flow's recorded grid, so they use the
+rows whose time k tau is a grid time (all rows when eta divides ``log.dt``). Each is reduced to its
+largest value over a window of time, and its order in eta is the slope of log error against log eta
+over the ``sgd.order_fit`` smallest learning rates. The windows are the whole horizon and the
+stretches between the flow's saddle escapes (its plateau exits): the error constant of a stretch,
+C = error / eta^p with p the expected order, shows how much each escape amplifies the noise. The
+confidence intervals (90%) come from the bootstrap over members (members drawn with replacement,
+``BOOTSTRAP`` times, every statistic and slope recomputed). The Monte Carlo error of a mean over E
+members is about sqrt(eta / E) times a constant, so the weak errors need E well above 1 / eta.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dlnlab.ensemble_errors import error_curves
+from dlnlab.metrics import theta_rows
+from dlnlab.rundir import SME_PREFIX, lr_series_name, series_name
+from dlnlab.status import Status
+
+__all__ = [
+    "sgd_limit",
+    "record_limit",
+    "add_exit_spreads",
+    "LIMIT_KEYS",
+    "EXPECTED_ORDER",
+    "BOOTSTRAP",
+]
+
+LIMIT_KEYS = ("strong", "weak_theta", "weak_loss")
+EXPECTED_ORDER = {"strong": 0.5, "weak_theta": 1.0, "weak_loss": 1.0}
+BOOTSTRAP = 200
+
+
+def _slope(lrs, values) -> float | None:
+    pts = [(a, v) for a, v in zip(lrs, values) if v is not None and np.isfinite(v) and v > 0]
+    if len(pts) < 2:
+        return None
+    return float(np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0])
+
+
+def _window_max(t: np.ndarray, curves: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
+    """The largest value of each curve (R, T) over lo <= t < hi; None when no point is in the window
+    or every value there is NaN."""
+    sel = (t >= lo) & (t < hi)
+    if not sel.any() or not np.isfinite(curves[:, sel]).any():
+        return None
+    return np.nanmax(curves[:, sel], axis=1)
+
+
+def _window_stats(lrs: list, fit: list, mean: list, boot: list, order_expected: float) -> dict:
+    """Order, its 90% bootstrap interval and the error constant of one kind over one window; ``mean``
+    per lr the largest error of the mean curve (or None), ``boot`` per lr its R resampled values."""
+    pick = [i for i, lr in enumerate(lrs) if lr in fit]
+    order = _slope([lrs[i] for i in pick], [mean[i] for i in pick])
+    slopes = [_slope([lrs[i] for i in pick], [boot[i][b] if boot[i] is not None else None for i in pick])
+              for b in range(BOOTSTRAP)]  # fmt: skip
+    slopes = np.asarray([s for s in slopes if s is not None])
+    ci = [float(np.quantile(slopes, 0.05)), float(np.quantile(slopes, 0.95))] if len(slopes) else None
+    logs = [np.log(mean[i]) - order_expected * np.log(lrs[i]) for i in pick if mean[i] and mean[i] > 0]
+    return {
+        "max": [None if v is None else float(v) for v in mean],
+        "max_ci90": [
+            None if b is None else [float(np.quantile(b, 0.05)), float(np.quantile(b, 0.95))] for b in boot
+        ],  # fmt: skip
+        "order": order,
+        "ci90": ci,
+        "constant": float(np.exp(np.mean(logs))) if logs else None,
+    }
+
+
+def _flow_escapes(state) -> list[tuple[float, int]]:
+    """(t_exit, mode) of the flow's plateau exits in time order (detection only: no classification)."""
+    from dlnlab.saddles import analyze_series
+
+    plats = analyze_series(
+        state.plan.problem, tuple(state.plan.cfg.model.dims), state.arrays["flow"], classify=False
+    )
+    return [(float(p.t_exit), int(p.exit_mode)) for p in plats if p.t_exit is not None]
+
+
+def _usable(state) -> list[tuple[float, dict]]:
+    """(lr, arrays) of the SGD series that ran (ok or unstable) and were compared with the flow."""
+    out = []
+    for lr in state.plan.lrs:
+        entry, arrays = state.series.get(series_name(lr)), state.arrays.get(series_name(lr))
+        if entry and arrays and entry["status"] in (Status.OK, Status.UNSTABLE) and "dist_to_flow" in arrays:
+            out.append((lr, arrays))
+    return out
+
+
+def sgd_limit(state, seed: int = 0) -> dict | None:
+    """The strong and weak errors of every SGD series, their orders and bootstrap intervals over the
+    horizon and between the flow's saddle escapes; None unless the run is an ensemble with one shared
+    init and the flow finished. ``curves`` {lr: {kind: (grid indices, values)}}: the mean curves (not
+    in summary.json)."""
+    plan, cfg = state.plan, state.plan.cfg
+    flow = state.arrays.get("flow") or {}
+    if not plan.seeds.members or cfg.ensemble.vary.name != "sgd" or np.ndim(flow.get("loss")) != 1:
+        return None
+    usable = _usable(state)
+    if not usable:
+        return None
+    lrs = [lr for lr, _ in usable]
+    fit = sorted(lrs)[: cfg.sgd.order_fit]
+    size = cfg.ensemble.size
+    escapes = _flow_escapes(state)
+    edges = [0.0, *(t for t, _ in escapes), np.inf]
+    windows = [(0.0, np.inf), *zip(edges[:-1], edges[1:])]  # the horizon, then the stretches
+    rng = np.random.default_rng(seed)
+    mean = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
+    boot = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
+    out = {"members": size, "bootstrap": BOOTSTRAP, "lrs": lrs, "fit_lrs": fit, "curves": {}}
+    for i, (lr, arrays) in enumerate(usable):
+        counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
+        curves = error_curves(arrays, flow, np.vstack([np.full(size, 1.0 / size), counts]))  # row 0: the mean
+        t, grid = np.asarray(arrays["t"], dtype=np.float64), np.asarray(arrays["grid_index"])
+        out["curves"][lr] = {k: (grid[rows], values[0]) for k, (rows, values) in curves.items()}
+        for k, (rows, values) in curves.items():
+            for w, (lo, hi) in enumerate(windows):
+                got = _window_max(t[rows], values, lo, hi)
+                if got is not None:
+                    mean[k][w][i], boot[k][w][i] = float(got[0]), got[1:]
+    for k in LIMIT_KEYS:
+        out[k] = _window_stats(lrs, fit, mean[k][0], boot[k][0], EXPECTED_ORDER[k])
+    stretches = []
+    for w, (lo, hi) in enumerate(windows[1:], start=1):
+        entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
+        for k in LIMIT_KEYS:
+            entry[k] = _window_stats(lrs, fit, mean[k][w], boot[k][w], EXPECTED_ORDER[k])
+            before = stretches[-1][k]["constant"] if stretches else None
+            now = entry[k]["constant"]
+            entry[k]["growth"] = now / before if now is not None and before else None
+        stretches.append(entry)
+    out["escapes"] = {
+        "t_exit": [t for t, _ in escapes],
+        "exit_mode": [m for _, m in escapes],
+        "expected_order": EXPECTED_ORDER,
+        "stretches": stretches,
+    }
+    return out
+
+
+def _ratio_stats(r: np.ndarray) -> dict | None:
+    """median and 10-90% range of the finite ratios of a curve."""
+    r = r[np.isfinite(r)]
+    if not r.size:
+        return None
+    return {
+        "median": float(np.median(r)),
+        "p10": float(np.quantile(r, 0.1)),
+        "p90": float(np.quantile(r, 0.9)),
+    }
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den where both are finite and den > 0, NaN elsewhere."""
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+
+
+def sme_spread(state) -> tuple[dict, dict]:
+    """The SGD ensemble's spread over the SME ensemble's along the trajectory, per learning rate: Var L(t)
+    and the total variance of theta(t) (its covariance's trace), as ratios at the grid points after
+    t = 0. Returns ({lr: {kind: median and 10-90 % range}} for the summary, {lr: {"sme/var_<kind>_ratio":
+    (grid indices, ratios)}} the curves for the loggers)."""
+    stats, curves = {}, {}
+    for lr in state.plan.lrs:
+        sgd, sme = state.arrays.get(series_name(lr)), state.arrays.get(lr_series_name(SME_PREFIX, lr))
+        if not sgd or not sme or "loss" not in sgd or "loss" not in sme:
+            continue
+        n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
+        grid = np.asarray(sgd["grid_index"])[1:n]
+        ratios = {"var_loss": _ratio(np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1))}
+        (_, a), (_, b) = theta_rows(sgd), theta_rows(sme)
+        if a is not None and b is not None and a.shape[1] == b.shape[1]:
+            va, vb = np.var(a, axis=0, ddof=1).sum(axis=-1), np.var(b, axis=0, ddof=1).sum(axis=-1)
+            ratios["var_theta"] = _ratio(va[1:n], vb[1:n])
+        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, r in ratios.items()}  # JSON keys as series names write lr
+        curves[lr] = {f"sme/{k}_ratio": (grid[: len(r)], r) for k, r in ratios.items()}
+    return stats, curves
+
+
+def record_limit(state, ctx) -> None:
+    """The run's strong and weak errors into its state (summary.json: ``sgd_limit``) and its loggers;
+    with sgd.sme, the SGD ensemble's spread against the SME ensemble's (``sgd_limit.sme``)."""
+    from dlnlab.lab.results._report import log_limit
+
+    state.limit = sgd_limit(state, seed=state.plan.seeds.seed)
+    if state.limit is not None:
+        if state.plan.cfg.sgd.sme:
+            size = state.plan.cfg.ensemble.size
+            stats, curves = sme_spread(state)
+            state.limit["sme"] = {
+                "spread_ratio": stats,
+                "sampling_error": 2.0 / np.sqrt(max(size - 1, 1)),  # of a variance ratio, normal data
+            }
+            for lr, c in curves.items():
+                state.limit["curves"].setdefault(lr, {}).update(c)
+        log_limit(ctx, state.limit)
+
+
+def add_exit_spreads(state) -> None:
+    """After the saddle analysis: per learning rate and mode, the spread (std) of the plateau exit times
+    of the SGD ensemble over the SME ensemble's (``sgd_limit.sme.exit_spread``), with the sampling error
+    of a ratio of two standard deviations, sqrt(1 / (2 (n1 - 1)) + 1 / (2 (n2 - 1))) for normal data."""
+    if state.limit is None or "sme" not in state.limit:
+        return
+    out = {}
+    for lr in state.plan.lrs:
+        get = lambda name: ((state.series.get(name) or {}).get("ensemble") or {}).get("plateau_exits") or []  # noqa: E731
+        sme = {e["mode"]: e.get("t_exit") for e in get(lr_series_name(SME_PREFIX, lr))}
+        rows = []
+        for e in get(series_name(lr)):
+            a, b = e.get("t_exit"), sme.get(e["mode"])
+            if not a or not b or a["n"] < 2 or b["n"] < 2 or not b["std"]:
+                continue
+            rows.append({
+                "mode": e["mode"], "sgd_mean": a["mean"], "sme_mean": b["mean"], "sgd_std": a["std"],
+                "sme_std": b["std"], "n_sgd": a["n"], "n_sme": b["n"], "std_ratio": a["std"] / b["std"],
+                "sampling_error": float(np.sqrt(0.5 / (a["n"] - 1) + 0.5 / (b["n"] - 1))),
+            })  # fmt: skip
+        out[repr(float(lr))] = rows
+    state.limit["sme"]["exit_spread"] = out

@@ -1,0 +1,156 @@
+"""What a finished run reports through the loggers: HParams, the Text tab, the figures.
+
+Single numbers are never charts (a chart of one point is a dot at step 0, docs/tensorboard.md):
+
+* per (S)GD series one HParams row: few hyperparameters (the learning rate, and the settings a sweep
+  varies), and the numbers a reader compares across series as metric columns (the distance to the
+  flow, the convergence order, the final loss, the strong and weak orders, the SME's spread);
+* the flow's run, Text tab, group ``summary``: the console's results table, one table of every
+  series' plateaus and exits (modes numbered 1..q, as everywhere), the resolved config, and with
+  ``ensemble.vary=sgd`` the error constants between the flow's saddle escapes;
+* the figures as images (``figures/<name>``).
+
+The curves of the strong and weak errors and of the SME's spread go to each (S)GD series' own run
+(:func:`log_limit`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from dlnlab.lab.config import to_plain
+from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text
+
+__all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
+
+LIMIT_TAGS = {  # curve of sgd_limit -> its tag in the (S)GD series' run (log10 of the error)
+    "strong": "limit/log10_strong",
+    "weak_theta": "limit/log10_weak_theta",
+    "weak_loss": "limit/log10_weak_loss",
+}
+
+
+def _finite(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
+
+
+def _f(x, spec: str = ".4g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _modes(ks) -> str:
+    return "none" if not ks else ", ".join(str(k + 1) for k in ks)
+
+
+def plateau_markdown(summary: dict) -> str:
+    """One markdown table of every series' plateaus: where each starts and ends, its level, the modes
+    learnt before it (1..q), its saddle, and the mode and time it is left by, with the delay behind the
+    flow's exit by the same mode."""
+    head = [
+        "| series | t start | t end | level L | modes learnt | saddle (lambda_min) | exit: mode at t | delay vs flow |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for name, entry in summary.get("series", {}).items():
+        delays = {e.get("mode"): e.get("delay") for e in entry.get("plateau_exits_vs_flow") or []}
+        for p in entry.get("plateaus") or []:
+            saddle = f"{p.get('label') or '-'} ({_f(p.get('lambda_min'), '.2g')})"
+            if p.get("exit_mode") is None:
+                exit_, delay = "none before t_max (the horizon cuts it)", "-"
+            else:
+                exit_ = f"mode {p['exit_mode'] + 1} at t = {_f(p.get('t_exit'))}"
+                delay = "0 (the reference)" if name == "flow" else _f(delays.get(p["exit_mode"]), ".3g")
+            rows.append(
+                f"| {name} | {_f(p.get('t_start'))} | {_f(p.get('t_end'))} | {_f(p.get('level'))} | "
+                f"{_modes(p.get('modes_learnt'))} | {saddle} | {exit_} | {delay} |"
+            )
+    return "\n".join(head + rows) if rows else "no saddle plateau in any series"
+
+
+def _hparams(cfg, entry: dict) -> dict:
+    """The HParams row's hyperparameters: TensorBoard sorts its columns by name and shows few at once,
+    so only what can differ between rows (the learning rate, the status) and a sweep's settings."""
+    params = {"lr": entry["lr"], "status": str(entry["status"])}
+    if cfg.sgd.batch_size is not None:
+        params["batch_size"] = cfg.sgd.batch_size
+    if cfg.sgd.momentum:
+        params["momentum"] = cfg.sgd.momentum
+    if cfg.ensemble.size > 1:
+        params["ensemble"] = f"{cfg.ensemble.size} ({cfg.ensemble.vary.name})"
+    return params
+
+
+def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
+    """The HParams row's metric columns (each also a scalar at step 0 of the series' run)."""
+    values = {
+        "hp/max_dist_to_flow": entry.get("max_dist_to_flow"),
+        "hp/convergence_order": summary.get("convergence_order"),
+        "hp/final_loss": entry.get("final_loss"),
+        "hp/max_dist_to_modified_flow": entry.get("max_dist_to_modified_flow"),
+        "hp/convergence_order_modified": summary.get("convergence_order_modified"),
+    }
+    limit = summary.get("sgd_limit") or {}
+    for key in LIMIT_TAGS:
+        values[f"hp/order_{key}"] = (limit.get(key) or {}).get("order")
+    spread = ((limit.get("sme") or {}).get("spread_ratio") or {}).get(repr(float(lr))) or {}
+    for key, stats in spread.items():
+        values[f"hp/sme_{key}_ratio"] = (stats or {}).get("median")
+    return _finite(values)
+
+
+def log_run(ctx, summary: dict, table: str) -> None:
+    """HParams rows of the (S)GD series; the flow's run gets the Text tab's summary."""
+    from dlnlab.lab.results._limit_text import escapes_table
+
+    cfg = ctx.plan.cfg
+    flow = ctx.logger("flow")
+    if flow is not None:
+        log_text(flow, "summary/1 results", "```\n" + table + "\n```")
+        log_text(flow, "summary/2 plateaus", plateau_markdown(summary))
+        if (summary.get("sgd_limit") or {}).get("escapes"):
+            log_text(flow, "summary/3 error constants between escapes", escapes_table(summary["sgd_limit"]))
+        log_text(flow, "summary/4 config", "```yaml\n" + OmegaConf.to_yaml(to_plain(cfg)) + "```")
+        flow.save()
+    for name, entry in summary["series"].items():
+        logger = ctx.logger(name) if entry.get("lr") is not None else None
+        if logger is None:
+            continue
+        log_hparams(logger, _hparams(cfg, entry), _metrics(summary, entry, entry["lr"]))
+        logger.save()
+
+
+def log_limit(ctx, limit: dict) -> None:
+    """SGD as a stochastic flow: each (S)GD series' strong and weak error curves and, with sgd.sme, its
+    spread over the SME's (``sme/var_loss_ratio``, ``sme/var_theta_ratio``), in the series' own run."""
+    from dlnlab.rundir import series_name
+
+    for lr, curves in limit["curves"].items():
+        name = series_name(lr)
+        logger = ctx.logger(name)
+        if logger is None:
+            continue
+        tags = ctx.tags(name, lr)
+        for key, (grid, values) in curves.items():
+            tag = LIMIT_TAGS.get(key, key)
+            log = tag.startswith("limit/")
+            for m, v in zip(np.asarray(grid).tolist(), np.asarray(values).tolist()):
+                if math.isfinite(v) and (v > 0 or not log):
+                    logger.log_metrics({tag: math.log10(v) if log else v}, step=tags.step(m))
+        logger.save()
+
+
+def make_figures(ctx) -> None:
+    """``figures/*.png`` from the run's files, and each figure through the figures logger."""
+    from dlnlab.plots import make_run_figures
+
+    logger = figures_logger(ctx.out, ctx.plan.cfg.logger)
+    workers = min(4, os.cpu_count() or 1)  # the end of the run: the cores are free
+    make_run_figures(
+        ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png), workers=workers
+    )
+    if logger is not None:
+        logger.finalize("success")

@@ -1,0 +1,26 @@
+"""The lab's run itself: :func:`run` and :func:`resume`.
+
+The driver (``_driver``) takes a checked plan (``dlnlab.lab.config``), holds the run directory's lock
+(``_lock``), installs the signal handlers, writes ``problem.npz`` and ``summary.json``, runs the
+series, then the analysis and the figures. The series are of kinds (``_kind``: the interface, read its
+docstring to add one), listed once in ``_registry``: the flow (``_flow``, recorded while the solver
+runs, ``_flow_stream``), GD's modified flows (``_modified``), the SME ensembles (``_sme``) and (S)GD at
+each learning rate in Lightning (``_sgd``, ``_training``); ``_series`` runs them all the same way, in
+one loop over the learning rates, with what they share in ``_context``. A resumed run reads back what
+its directory holds (``_resume``).
+
+Names are imported on first use (``dlnlab._lazy``): Lightning is imported once a config has passed.
+"""
+
+from dlnlab._lazy import lazy_exports
+
+_EXPORTS = {
+    "._driver": ["run", "resume"],
+    "._lock": ["RunLock", "lock_holder"],
+    "._training": ["train_series", "series_grid", "checkpoint_state", "SGDModule", "SeriesOutcome"],
+    "._sme": ["stop_diverged"],
+    "._kind": ["SeriesKind", "SeriesTask", "SeriesDone", "LrTimes", "Resume"],
+    "._registry": ["KINDS"],
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,245 @@
+"""What every series of a run shares: its context (plan, directory, metrics options, loggers, progress
+bar), the run's times, and how a recorder is closed.
+
+The context is made once per run by the driver, which opens every TensorBoard run in it before the
+first series (so TensorBoard colours them in order); the series only read it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dlnlab.descent import time_per_step
+from dlnlab.errors import SeriesWarning
+from dlnlab.lab.config import Plan, exact_times, series_grid
+from dlnlab.lab.record import RunCharts, TagPlan, log_layout, make_logger, step_scale, tensorboard_layout
+from dlnlab.network import Layout
+from dlnlab.rundir import series_name
+from dlnlab.status import Status
+
+__all__ = ["Progress", "SeriesContext", "LrTimes", "SeriesTimes", "at_series_grid", "close_recorder"]
+
+
+class Progress:
+    """One tqdm bar per series on stderr, in units of flow time t; off unless on a terminal (``auto``)
+    or ``always``."""
+
+    FORMAT = "  {desc:<16} {percentage:5.1f}% |{bar:24}| t = {n:.4g} / {total:.4g} [{elapsed} < {remaining}]{postfix}"
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.enabled = mode == "always" or (mode == "auto" and sys.stderr.isatty())
+        self.bar = None
+
+    def start(self, label: str, t_end: float) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(
+            total=float(t_end), desc=label, bar_format=self.FORMAT, disable=not self.enabled, file=sys.stderr,
+            mininterval=0.25, dynamic_ncols=True,
+        )  # fmt: skip
+
+    def __call__(self, t: float, t_end: float | None = None) -> None:
+        if self.bar is not None and t > self.bar.n:
+            self.bar.update(min(float(t), self.bar.total) - self.bar.n)
+
+    def note(self, msg: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(f"  {msg}", file=sys.stderr)
+
+    def done(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(msg, refresh=False)
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@dataclass
+class SeriesContext:
+    """What the series of a run read: the plan, the run directory, the grid's size, the metrics options,
+    the user's callbacks and the loggers (one per TensorBoard run, ``runs``)."""
+
+    plan: Plan
+    out: Path
+    n_grid: int
+    progress: Progress
+    metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, save_theta
+    callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
+    loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
+    logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
+    runs: tuple[str, ...] = ()  # the series with a TensorBoard run of their own, in the order they are opened
+
+    @classmethod
+    def for_run(
+        cls,
+        plan: Plan,
+        out: Path,
+        n_grid: int,
+        callbacks: list | None = None,
+        runs: tuple[str, ...] | None = None,
+    ) -> SeriesContext:
+        """The context of a run's series: its metrics options and the user's callbacks (made here
+        unless given); ``runs`` (default: the flow and the (S)GD series) from the kinds' ``tensorboard_run``."""
+        log = plan.cfg.log
+        return cls(
+            plan=plan,
+            out=out,
+            n_grid=n_grid,
+            progress=Progress(log.progress.name),
+            metric_kw=dict(
+                analysis_every=max(1, -(-n_grid // points)) if (points := plan.analysis.points) else 0,
+                sv_A_top=log.sv_A_top,
+                hessian_dense_max=log.hessian_dense_max,
+                save_theta=log.save_theta,
+                theta_every=plan.theta_every(n_grid),
+                last_m=n_grid - 1,
+            ),
+            callbacks=plan.callbacks() if callbacks is None else callbacks,
+            runs=("flow", *(series_name(lr) for lr in plan.lrs)) if runs is None else tuple(runs),
+        )
+
+    def open_loggers(self) -> None:
+        """Every TensorBoard run, now and in order: TensorBoard lists runs by their first event's time and
+        colours them in that order, so the flow gets its first colour and each learning rate the next,
+        as in the figures (``dlnlab.plots``' palette), however the series are later run."""
+        for name in self.series_names():
+            self.logger(name)
+
+    def logger(self, name: str):
+        """The series' logger, made once (the custom-scalars layout goes in with it). Only the series in
+        ``runs`` have a TensorBoard run (the flow and the (S)GD series): a modified flow or an SME ensemble
+        is compared with its (S)GD series in that series' run (one colour per learning rate,
+        docs/tensorboard.md). A logger
+        that cannot be made is that series' failure, not the run's: the series runs unlogged (None) and
+        :meth:`logger_failures` marks it."""
+        if name not in self.runs:
+            return None
+        if name not in self.loggers:
+            try:
+                logger = make_logger(self.plan.cfg.logger, self.out, name)
+                log_layout(logger, tensorboard_layout(self.charts()))
+            except Exception as err:  # noqa: BLE001 - a user's logger must not end the run
+                cause = err.__cause__ or err  # what the logger raised, not Hydra's wrapper
+                self.logger_errors[name] = f"logger: {type(cause).__name__}: {cause}"
+                warnings.warn(
+                    f"{name}: {self.logger_errors[name]} (the series runs without it)",
+                    SeriesWarning,
+                    stacklevel=2,
+                )
+                logger = None
+            self.loggers[name] = logger
+        return self.loggers[name]
+
+    def logger_failures(self, series: dict) -> None:
+        """Mark the series whose logger could not be made (status error, unless they failed otherwise)."""
+        for name, why in self.logger_errors.items():
+            entry = series.get(name)
+            if entry is not None and entry["status"] in (Status.OK, Status.DIVERGED, Status.UNSTABLE):
+                entry.update(status=Status.ERROR, message=why)
+
+    def charts(self) -> RunCharts:
+        """What the run computes, for its TensorBoard layout."""
+        cfg = self.plan.cfg
+        ensemble = cfg.ensemble.size > 1
+        shared_flow = ensemble and cfg.ensemble.vary.name == "sgd"
+        return RunCharts(
+            dt=cfg.log.dt,
+            sgd=bool(self.plan.lrs),
+            curvature=bool(self.metric_kw.get("analysis_every")),
+            modified=cfg.flow.modified,
+            limit=shared_flow and bool(self.plan.lrs),
+            sme=cfg.sgd.sme,
+            spread=tuple(n for n in self.series_names() if ensemble and not (n == "flow" and shared_flow)),
+        )
+
+    def series_names(self) -> list[str]:
+        """The runs TensorBoard shows: the flow and one per learning rate."""
+        return list(self.runs)
+
+    def tags(self, name: str, lr: float | None = None) -> TagPlan:
+        """What series ``name`` logs: the flow also draws the plateau levels L*_r."""
+        cfg, plan = self.plan.cfg, self.plan
+        levels = ()
+        if name == "flow":
+            levels = tuple(plan.problem.plateau_levels(min(cfg.model.dims)).tolist())
+        members = len(plan.theta0) if plan.seeds.members else None
+        if name == "flow" and cfg.ensemble.vary.name == "sgd":
+            members = None  # one flow, shared by the members
+        return TagPlan(
+            series=name, step_per_grid=step_scale(cfg.log.dt), lr=lr, levels=levels,
+            curvature=bool(self.metric_kw.get("analysis_every")), members=members,
+        )  # fmt: skip
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(self.plan.cfg.model.dims)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.dims)
+
+
+@dataclass(frozen=True)
+class LrTimes:
+    """A learning rate's times: its (S)GD series reaches grid point ``ms[i]`` at step ``steps[i]``,
+    exactly at time ``exact[i]`` = steps[i] x tau (the time per step)."""
+
+    ms: torch.Tensor
+    exact: torch.Tensor
+    steps: list[int]
+
+
+@dataclass(frozen=True)
+class SeriesTimes:
+    """The run's times: the grid, each learning rate's exact times, and their union (what the flow must
+    report: the solver's own dense output at every exact time, never an interpolation of logged points)."""
+
+    grid: torch.Tensor
+    by_lr: dict[float, LrTimes]
+    all_t: torch.Tensor
+
+    @classmethod
+    def of(cls, plan: Plan, grid: torch.Tensor) -> SeriesTimes:
+        by_lr = {}
+        for lr in plan.lrs:
+            tau = time_per_step(lr, plan.cfg.sgd.momentum)
+            ms, steps = series_grid(len(grid), plan.cfg.log.dt, tau)
+            by_lr[lr] = LrTimes(
+                torch.tensor(ms), torch.from_numpy(exact_times(grid.numpy(), ms, steps, tau)), steps
+            )
+        return cls(grid, by_lr, torch.unique(torch.cat([grid, *(e.exact for e in by_lr.values())])))
+
+    def solve_at(self, lr: float) -> torch.Tensor:
+        """The grid and the learning rate's exact times, sorted."""
+        return torch.unique(torch.cat([self.grid, self.by_lr[lr].exact]))
+
+
+def at_series_grid(states: torch.Tensor, all_t: torch.Tensor, times: LrTimes, n_grid: int) -> torch.Tensor:
+    """(n_grid, ...): a solve's states (rows at ``all_t``) at a learning rate's exact times, on the grid
+    points they stand for, NaN elsewhere."""
+    out = torch.full((n_grid, *states.shape[1:]), float("nan"), dtype=torch.float64)
+    out[times.ms] = states[torch.searchsorted(all_t, times.exact)]
+    return out
+
+
+def close_recorder(rec, logger) -> dict:
+    """Close a series' recorder (wait for its worker, write its npz); log the rows a worker had to leave
+    to the parent (a logger that only one process may write to)."""
+    arrays = rec.close()
+    rows = getattr(rec, "deferred_rows", None) or []
+    for step, row in rows:
+        logger.log_metrics(row, step=step)
+    if rows and logger is not None:
+        logger.save()
+    return arrays

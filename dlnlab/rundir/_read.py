@@ -1,0 +1,241 @@
+"""Reading a run directory (:func:`load_run`, :class:`RunData`), for the plots, the scripts and resume.
+
+The reader is defensive: a run may be interrupted, a series may have
+diverged (huge values, NaN rows, repeated times), be short or empty, and the saddle analysis may not
+have filled ``plateaus``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlnlab.errors import FileWarning
+from dlnlab.metrics import member_arrays, members_of
+from dlnlab.rundir._names import format_lr, lr_from_name
+from dlnlab.status import Status
+
+__all__ = [
+    "read_npz",
+    "read_summary",
+    "Series",
+    "RunData",
+    "load_run",
+    "STATUS_NOTE",
+]
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:
+    """All arrays of an npz (None when it is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    """``summary.json`` of a run (None when missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# per-row arrays of a series npz (first axis = grid point)
+_ROW_KEYS = (
+    "grid_index",
+    "t",
+    "loss",
+    "sv",
+    "sv_A",
+    "mode_strength",
+    "grad_norm",
+    "level_index",
+    "level_gap",
+    "dist_best_rank",
+    "cons_drift",
+    "lambda_min",
+    "sharpness",
+    "theta",
+    "step",
+    "dist_to_flow",
+)
+
+STATUS_NOTE = {status: f" ({status.value.replace('_', ' ')})" for status in Status} | {Status.OK: ""}
+
+
+@dataclass
+class Series:
+    """One series of a run: its arrays (rows cut to a common length) and its summary entry. An
+    ensemble's series: ``arrays`` are member 0's (what the single-run figures draw) and ``members``
+    holds every member's, member axis first (E, T, ...)."""
+
+    name: str
+    lr: float | None
+    arrays: dict[str, np.ndarray]
+    entry: dict = field(default_factory=dict)
+    members: dict[str, np.ndarray] | None = None
+
+    @property
+    def is_flow(self) -> bool:
+        return self.lr is None
+
+    @property
+    def status(self) -> Status | str:
+        """The entry's status (a string this lab does not know stays as it was written)."""
+        value = self.entry.get("status") or Status.OK
+        return Status(value) if value in tuple(Status) else str(value)
+
+    @property
+    def failed(self) -> bool:
+        """Stopped early or flagged: drawn, but marked."""
+        return self.status != Status.OK or bool(self.entry.get("diverged"))
+
+    @property
+    def label(self) -> str:
+        base = "gradient flow" if self.is_flow else f"η = {format_lr(self.lr)}"
+        status = Status.DIVERGED if self.entry.get("diverged") and self.status == Status.OK else self.status
+        return base + STATUS_NOTE.get(status, f" ({status})")
+
+    @property
+    def n(self) -> int:
+        return len(self.arrays.get("t", ()))
+
+    def get(self, key: str) -> np.ndarray | None:
+        a = self.arrays.get(key)
+        if a is None or len(a) == 0:
+            return None
+        return np.asarray(a, dtype=np.float64)
+
+    @property
+    def t(self) -> np.ndarray:
+        return np.asarray(self.arrays.get("t", np.zeros(0)), dtype=np.float64)
+
+    @property
+    def t_stop(self) -> float | None:
+        v = self.entry.get("t_stop")
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            return float(v)
+        t = self.t
+        return float(t[-1]) if len(t) else None
+
+
+@dataclass
+class RunData:
+    """The files of one run directory, read once."""
+
+    run_dir: Path
+    problem: dict[str, np.ndarray]
+    summary: dict
+    series: dict[str, Series]
+
+    @property
+    def flow(self) -> Series | None:
+        return self.series.get("flow")
+
+    @property
+    def sgd(self) -> list[Series]:
+        """SGD series, largest learning rate first."""
+        return [s for s in self.series.values() if not s.is_flow]
+
+    @property
+    def modes(self) -> np.ndarray:
+        if "modes" in self.problem:
+            return np.asarray(self.problem["modes"], dtype=np.float64)
+        return np.asarray(self.summary.get("modes") or [], dtype=np.float64)
+
+    @property
+    def critical_values(self) -> np.ndarray:
+        vals = self.summary.get("critical_values")
+        if vals is None and "critical_values" in self.problem:
+            vals = self.problem["critical_values"]
+        return np.asarray([np.nan if v is None else v for v in (vals if vals is not None else [])], float)
+
+    @property
+    def dims(self) -> list[int]:
+        if "dims" in self.problem:
+            return [int(d) for d in self.problem["dims"]]
+        dims = ((self.summary.get("config") or {}).get("model") or {}).get("dims")
+        return [int(d) for d in dims] if dims else []
+
+    @property
+    def depth(self) -> int:
+        return max(len(self.dims) - 1, 0)
+
+    @property
+    def config(self) -> dict:
+        return self.summary.get("config") or {}
+
+    def plateaus(self, name: str = "flow") -> list[dict]:
+        """The plateaus of one series (summary.json), each with finite t_start < t_end; [] if none."""
+        entry = (self.summary.get("series") or {}).get(name) or {}
+        out = []
+        for p in entry.get("plateaus") or []:
+            if not isinstance(p, dict):
+                continue
+            a, b = p.get("t_start"), p.get("t_end")
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > a:
+                out.append(p)
+        return out
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as err:  # noqa: BLE001 - a damaged file must not stop the other figures
+        warnings.warn(f"cannot read {path}: {type(err).__name__}: {err}", FileWarning, stacklevel=2)
+        return {}
+
+
+def _cut_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cut the per-row arrays to the length of ``t`` (a series interrupted mid-write may disagree)."""
+    if "t" not in arrays:
+        return {}
+    n = len(arrays["t"])
+    for k in _ROW_KEYS:
+        if k in arrays and arrays[k].ndim >= 1:
+            n = min(n, len(arrays[k]))
+    out = {}
+    for k, v in arrays.items():
+        out[k] = v[:n] if (k in _ROW_KEYS and v.ndim >= 1) else v
+    return out
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory (problem.npz, series/*.npz, summary.json); missing files give empty parts."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"not a run directory: {run_dir}")
+    summary: dict = {}
+    if (run_dir / "summary.json").exists():
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError) as err:
+            warnings.warn(f"cannot read {run_dir / 'summary.json'}: {err}", FileWarning, stacklevel=2)
+    problem = _load_npz(run_dir / "problem.npz") if (run_dir / "problem.npz").exists() else {}
+    entries = summary.get("series") or {}
+    names = {p.stem for p in (run_dir / "series").glob("*.npz")} if (run_dir / "series").is_dir() else set()
+    if not names and not entries:
+        raise FileNotFoundError(f"{run_dir} has neither series/*.npz nor summary.json: not a run directory")
+    series: dict[str, Series] = {}
+    for name in names | set(entries):
+        entry = dict(entries.get(name) or {})
+        lr = entry.get("lr") if "lr" in entry else lr_from_name(name)
+        if name != "flow" and lr is None:
+            lr = lr_from_name(name)
+        if name != "flow" and lr is None:
+            continue  # not a series of this lab
+        path = run_dir / "series" / f"{name}.npz"
+        arrays = _load_npz(path) if path.exists() else {}
+        ensemble = arrays if members_of(arrays) else None
+        arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
+        series[name] = Series(name, None if name == "flow" else float(lr), arrays, entry, ensemble)
+    order = sorted(series.values(), key=lambda s: (not s.is_flow, -(s.lr or 0.0)))
+    return RunData(run_dir, problem, summary, {s.name: s for s in order})

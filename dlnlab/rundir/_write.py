@@ -1,0 +1,114 @@
+"""Writing a run directory: every file atomically, and each run in a directory of its own.
+
+* :func:`claim_directory` (the ``dlnlab_unique`` resolver of ``hydra.run.dir``) creates a new directory
+  with ``os.mkdir``, which fails if it exists: two runs started in the same second get ``<time>`` and
+  ``<time>_1``, never one shared directory.
+* :func:`atomic_path` yields a temporary name next to the target and renames it onto the target when
+  the block succeeds (``os.replace`` is atomic on POSIX), with SIGINT / SIGTERM held meanwhile
+  (:func:`dlnlab.rundir.signals.deferred`): a reader sees the old file or the new one, never half of
+  one; :func:`write_problem`, :func:`save_npz`, :func:`write_json` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dlnlab._util import jsonable
+from dlnlab.rundir import signals
+
+__all__ = [
+    "claim_directory",
+    "atomic_path",
+    "save_npz",
+    "write_json",
+    "write_text",
+    "write_bytes",
+    "write_problem",
+    "problem_arrays",
+]
+
+_CLAIMED: dict[str, str] = {}
+
+
+def claim_directory(base: str) -> str:
+    """Create ``base`` (or ``base_1``, ``base_2``, ... when taken) and return its path.
+
+    Memoised per process: Hydra may resolve ``hydra.run.dir`` more than once for one run.
+    """
+    base = str(base)
+    if base in _CLAIMED:
+        return _CLAIMED[base]
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    for i in range(100_000):
+        candidate = base if i == 0 else f"{base}_{i}"
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        _CLAIMED[base] = candidate
+        return candidate
+    raise RuntimeError(f"no free run directory next to {base}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write; renamed onto ``path`` if the block succeeds, removed if not."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with signals.deferred():
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """``numpy.savez`` to ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """JSON with null for NaN and infinities (never NaN tokens), atomically."""
+    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False))
+
+
+def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
+    """What ``problem.npz`` holds: dims, X, Y, A0, the data's modes, critical values and mode vectors."""
+    from dlnlab.network import adjacency_from_weights
+
+    return dict(
+        dims=np.asarray(dims, dtype=np.int64),
+        X=problem.X.numpy(),
+        Y=problem.Y.numpy(),
+        A0=adjacency_from_weights(weights0).numpy(),
+        modes=problem.modes.numpy(),
+        critical_values=problem.plateau_levels(min(dims)).numpy(),
+        mode_u=problem.mode_u.numpy(),
+        mode_v=problem.mode_v.numpy(),
+    )
+
+
+def write_problem(out: Path, problem, dims, weights0) -> None:
+    """``problem.npz`` (see :func:`problem_arrays`), atomically."""
+    save_npz(Path(out) / "problem.npz", **problem_arrays(problem, dims, weights0))
