@@ -227,6 +227,16 @@ EDGES = [
         ["sgd.batch_size=1000000000000000000"],
         "(largest: a minibatch (1000000000000000000 samples)",
     ),
+    (
+        "joblib_without_processes",
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", "seed=0,1"],
+        "hydra.launcher.n_jobs: '0' is not a number of processes",
+    ),
+    (
+        "joblib_processes_not_a_number",
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=many", "seed=0,1"],
+        "hydra.launcher.n_jobs: value 'many' of type 'str' could not be converted to Integer",
+    ),
     ("sweep_of_a_billion_jobs", ["-m", "seed=range(0,1000000000)"], "seed: the sweep has 1,000,000,000 jobs"),
     ("empty_group_option", ["data="], "data=: no such option; allowed: file, teacher"),
     ("data_bad_header", ["data.path={d}/bad_header.npz"], "array 'X' has no readable .npy header"),

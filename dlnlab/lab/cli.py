@@ -248,6 +248,7 @@ def _check_job(
             outdir.check_hydra_files(cfg, multirun)
         if multirun:
             outdir.check_sweep_subdir(cfg, num)
+            outdir.check_launcher(cfg)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]

@@ -162,6 +162,22 @@ def check_hydra_files(cfg: DictConfig, multirun: bool) -> None:
     check_length(base / f"{name}.log", "hydra.job.name", RUN_DIR_RESERVE, "the job's log file")
 
 
+def check_launcher(cfg: DictConfig) -> None:
+    """The joblib launcher's ``n_jobs``: joblib takes a positive count or a negative one (-1 every core,
+    -2 all but one, ...) and raises for 0 or a non-integer only once the sweep has started (a trace)."""
+    launcher = cfg.hydra.get("launcher")
+    if launcher is None or "n_jobs" not in launcher:
+        return
+    _resolved(lambda: launcher.n_jobs, "hydra.launcher.n_jobs")  # an interpolation that fails is named
+    n_jobs = launcher.n_jobs
+    if n_jobs is None or (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
+        return
+    raise ConfigError(
+        f"hydra.launcher.n_jobs: {shown(str(n_jobs))!r} is not a number of processes; allowed: a positive "
+        "integer (that many jobs at once) or a negative one (-1: every core, -2: all but one, ...)"
+    )
+
+
 def check_sweep_subdir(cfg: DictConfig, num: int) -> None:
     """Job ``num``'s directory of a sweep (hydra.sweep.subdir, by default ``<num>_<its overrides>``) must
     be a name and a path the file system takes, with room for what the run writes in it."""
