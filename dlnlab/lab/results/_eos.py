@@ -141,7 +141,7 @@ class PredictionEntry:
 def edge_lines(summary: dict) -> list[str]:
     """The console's edge-of-stability block: one line per GD series (and its central flow)."""
     lines = []
-    for name, e in summary["series"].items():
+    for e in summary["series"].values():
         if "edge" in e and e["edge"]:
             d = e["edge"]
             lr = d["lr"]
@@ -157,7 +157,7 @@ def edge_lines(summary: dict) -> list[str]:
             p = e.get("predictions")
             if p:
                 lines.append(
-                    f"    central flow: S pinned to {fmt(p['central_pinned'])} x 2/eta; GD's {p['window']}-step "
+                    f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta where Sigma != 0; GD's {p['window']}-step "
                     f"average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}: distance ratio central/flow "
                     f"{fmt(p['ratio_median'])} (median), {fmt(p['ratio_last'])} at the end; predicted/averaged "
                     f"loss - 1 = {fmt(p['loss_rel_median'])} (median), parting at t = {fmt(p['loss_parting'])}; "
