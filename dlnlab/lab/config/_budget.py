@@ -136,7 +136,9 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     series_file = (t * per_point + rows * p) * F64
     if (cfg.sgd.edge or cfg.flow.central) and cfg.sgd.lrs:  # GD at every step of the edge window
         n_edge = int(min(max(cfg.flow.t_max / lr for lr in cfg.sgd.lrs), 2 * choose.EDGE_STEPS)) + 1
-        mem[f"the edge window's iterates and flows ({n_edge} steps x {p} weights x 5)"] = 5.0 * n_edge * p * F64
+        mem[f"the edge window's iterates and flows ({n_edge} steps x {p} weights x 5)"] = (
+            5.0 * n_edge * p * F64
+        )
         series_file = max(series_file, n_edge * (16 + cfg.log.top_eigs) * F64)
     return Estimate(grid_points=t, flow_times=flow_times, memory=mem, series_file=series_file)
 

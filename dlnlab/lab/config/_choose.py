@@ -316,7 +316,7 @@ def edge_work(cfg) -> EdgeWork | None:
     spectra, steps, evals = 0, 0.0, 0.0
     for lr in cfg.sgd.lrs:
         n = cfg.flow.t_max / lr
-        spectra += int(min(n, EDGE_STEPS) * (1 if n <= EDGE_STEPS else 2))
+        spectra += (int(min(n, EDGE_STEPS)) + 1) * (1 if n <= EDGE_STEPS else 2)
         steps += 2 * n
         if cfg.flow.central:
             evals += 2 * CENTRAL_EVALS_PER_LR * n

@@ -184,7 +184,9 @@ def _check_flow(cfg: TrainConfig) -> None:
             f"sgd.momentum=0 (got lrs {list(cfg.sgd.lrs)}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
         )
     for key, on in (("flow.central", f.central), ("sgd.edge", cfg.sgd.edge)):
-        if on and (cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs or cfg.ensemble.size > 1):
+        if on and (
+            cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs or cfg.ensemble.size > 1
+        ):
             raise ConfigError(
                 f"{key}: the edge of stability and the central flow are full-batch GD's, of one net: it needs "
                 f"sgd.lrs, sgd.batch_size=null, sgd.momentum=0 and ensemble.size=1 (got lrs {list(cfg.sgd.lrs)}, "

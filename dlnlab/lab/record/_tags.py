@@ -300,13 +300,21 @@ def tensorboard_layout(run: RunCharts) -> dict:
             "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
         )
     if run.central:
-        main["edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"] = _chart(
-            "edge/log10_sharpness", "central/log10_sharpness", "curvature/log10_two_over_lr"
+        main[
+            "edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"
+        ] = _chart("edge/log10_sharpness", "central/log10_sharpness", "curvature/log10_two_over_lr")
+        main[
+            "edge of stability: log10 loss of GD, its window average, the central flow's prediction, the flow"
+        ] = _chart(
+            "edge/log10_loss",
+            "edge/log10_avg_loss",
+            "central/log10_predicted_loss",
+            "central/log10_loss",
+            "edge/log10_flow_loss",
         )
-        main["edge of stability: log10 loss of GD, its window average, the central flow's prediction, the flow"] = _chart(
-            "edge/log10_loss", "edge/log10_avg_loss", "central/log10_predicted_loss", "central/log10_loss", "edge/log10_flow_loss"
+        main["edge of stability: ||GD's average - central flow|| / ||GD's average - flow||"] = _chart(
+            "edge/dist_ratio"
         )
-        main["edge of stability: ||GD's average - central flow|| / ||GD's average - flow||"] = _chart("edge/dist_ratio")
     main["log10 ||grad L|| (small on a plateau)"] = _chart("saddle/log10_grad_norm")
     main["log10 distance to the nearest critical map P*_r"] = _chart("saddle/log10_dist_best_rank")
     main["log10 conservation-law drift max_j ||C_j(t) - C_j(0)||"] = _chart("conservation/log10_drift")

@@ -99,7 +99,9 @@ def run_central(ctx: SeriesContext, task: SeriesTask) -> tuple[dict, dict, torch
     plan, f, lr = ctx.plan, ctx.plan.cfg.flow, float(task.lr)
     entry: dict = {"lr": None, "central_lr": lr, "method": "rk45", "rtol": f.rtol, "atol": f.atol,
                    "status": Status.OK, "message": ""}  # fmt: skip
-    field = CentralFlow(plan.problem, ctx.layout, lr, k=plan.cfg.log.top_eigs, dense_max=plan.cfg.log.hessian_dense_max)
+    field = CentralFlow(
+        plan.problem, ctx.layout, lr, k=plan.cfg.log.top_eigs, dense_max=plan.cfg.log.hessian_dense_max
+    )
     ctx.progress.start(task.name, float(task.solve_at[-1]))
     t0 = time.perf_counter()
     traj = _solve(ctx, task, field, entry)

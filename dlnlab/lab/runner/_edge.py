@@ -79,7 +79,13 @@ class EdgeKind(SeriesKind):
 
     def run(self, ctx: SeriesContext, task: SeriesTask) -> SeriesDone:
         lr = float(task.lr)
-        entry: dict = {"lr": None, "edge_lr": lr, "status": Status.OK, "message": "", "max_dist_to_flow": None}
+        entry: dict = {
+            "lr": None,
+            "edge_lr": lr,
+            "status": Status.OK,
+            "message": "",
+            "max_dist_to_flow": None,
+        }
         ctx.progress.start(task.name, float(ctx.plan.cfg.flow.t_max))
         t0 = time.perf_counter()
         arrays: dict = {}
@@ -101,7 +107,9 @@ class EdgeKind(SeriesKind):
 def _gd(ctx: SeriesContext, lr: float, steps: int, record: list[int], k: int):
     """GD's iterates at ``record`` (run to its last) and their top-k spectrum (finite rows only)."""
     plan = ctx.plan
-    run = gd(plan.problem, ctx.layout, plan.theta0, lr, max(record), record_steps=record, blowup=blowup_norm(plan))
+    run = gd(
+        plan.problem, ctx.layout, plan.theta0, lr, max(record), record_steps=record, blowup=blowup_norm(plan)
+    )
     ok = torch.isfinite(run.theta).all(dim=-1)
     theta, t = run.theta[ok], run.t[ok]
     spec = sharpness_along(plan.problem, ctx.layout, theta, k, dense_max=plan.cfg.log.hessian_dense_max)
@@ -119,7 +127,9 @@ def _edge(ctx: SeriesContext, lr: float, steps: int, entry: dict) -> dict:
     run, r_step, r_t, r_theta, r_loss, r_spec = _gd(ctx, lr, steps, record, k)
     diverged = run.status == Status.DIVERGED or len(r_t) < len(record)
     levels = plan.problem.plateau_levels(ctx.layout.r_max)
-    diag = edge_diagnostics(r_t, r_spec.sharpness, r_loss, lr, diverged=diverged, loss_floor=float(levels[-1]))
+    diag = edge_diagnostics(
+        r_t, r_spec.sharpness, r_loss, lr, diverged=diverged, loss_floor=float(levels[-1])
+    )
     arrays = {"run_step": r_step.numpy(), "run_t": r_t.numpy(), "run_loss": r_loss.numpy(),
               "run_top_eigs": r_spec.values.numpy()}  # fmt: skip
     window = None
@@ -141,7 +151,9 @@ def _edge(ctx: SeriesContext, lr: float, steps: int, entry: dict) -> dict:
     picks = torch.linspace(0, len(r_t) - 1, min(GFS_POINTS, len(r_t))).round().long().unique()
     gfs = gfs_sharpness(plan.problem, ctx.layout, r_t[picks], r_theta[picks])
     arrays.update(gfs_t=gfs.t.numpy(), gfs_sharpness=gfs.sharpness.numpy())
-    after = None if amp is None or diag.t_edge is None else amp[(window[1] >= diag.t_edge) & torch.isfinite(amp)]
+    after = (
+        None if amp is None or diag.t_edge is None else amp[(window[1] >= diag.t_edge) & torch.isfinite(amp)]
+    )
     entry["edge"] = EdgeEntry(
         lr=lr, threshold=thr, band=diag.band, t_edge=diag.t_edge, hover_share=diag.hover_share,
         median_ratio=diag.median_ratio,
@@ -225,7 +237,9 @@ def _log_edge(ctx: SeriesContext, lr: float, arrays: dict, entry: dict) -> None:
     steps = [tags.step(t / dt) for t in arrays["t"].tolist()]  # GD's step times on the run's x axis
     rows = []
     for i in range(len(steps)):
-        rows += thin.add(i, {tag: float(col[i]) for tag, col in columns.items() if math.isfinite(float(col[i]))})
+        rows += thin.add(
+            i, {tag: float(col[i]) for tag, col in columns.items() if math.isfinite(float(col[i]))}
+        )
     for i, row in rows + thin.flush():
         logger.log_metrics(row, step=steps[i])
     logger.save()
