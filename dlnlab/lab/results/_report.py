@@ -160,5 +160,11 @@ def make_figures(ctx) -> None:
     make_run_figures(
         ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png), workers=workers
     )
+    if ctx.plan.cfg.sgd.edge or ctx.plan.cfg.flow.central:  # figures/eos.png from the edge series' files
+        from dlnlab.plots.eos import write_eos_figure
+
+        png = write_eos_figure(ctx.out, ctx.out / "figures" / "eos.png")
+        if png is not None:
+            log_png(logger, "figures/eos", png)
     if logger is not None:
         logger.finalize("success")
