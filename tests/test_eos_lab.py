@@ -181,3 +181,20 @@ def test_the_cost_model_counts_k_and_the_edge_work():
     assert central.seconds > edge.seconds > 0 and edge.spectra == 51 + 101
     mem = estimate(typed_config({**base, "flow": {"t_max": 10.0, "central": True}})).memory
     assert any("edge window" in k for k in mem)
+
+
+@pytest.mark.slow  # about 45 s: the reproduction of docs/eos.md (experiment=eos, t_max = 40)
+def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_path):
+    from dlnlab.lab.runner import run
+
+    res = run(make_cfg(["experiment=eos", "logger=none", "log.figures=false", "log.progress=never"]),
+              output_dir=tmp_path / "run")  # fmt: skip
+    assert res.exit_code == 0
+    edge = res["series"][f"edge_lr_{EDGE_LR!r}"]
+    e, p = edge["edge"], edge["predictions"]
+    assert e["outcome"] == "at_edge" and e["hover_share"] == 1.0 and abs(e["median_ratio"] - 1) < 0.02
+    assert e["gfs_non_increasing"] and e["flow_limit_sharpness"] > e["threshold"] > e["balanced_sharpness"]
+    c = res["series"][f"cflow_lr_{EDGE_LR!r}"]["central"]
+    assert c["max_excess"] <= 1e-8 and abs(c["final_sharpness"] / c["threshold"] - 1) <= 1e-6
+    assert p["central_pinned"] <= 1e-3 and p["ratio_max"] < 1.0  # GD's average nearer the central flow
+    assert p["loss_parting"] is not None and 2.0 < p["loss_parting"] < 20.0

@@ -26,6 +26,7 @@ import torch
 from dlnlab import flow as flowmod
 from dlnlab.eos import CentralFlow
 from dlnlab.errors import SeriesWarning
+from dlnlab.lab.config import flow_nfe_budget
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.record._tags import Thinner
 from dlnlab.lab.results._eos import CentralFlowEntry
@@ -71,7 +72,8 @@ class _CentralMetrics(SeriesMetrics):
 def _solve(ctx: SeriesContext, task: SeriesTask, field: CentralFlow, entry: dict):
     """The central flow's trajectory at task.solve_at (what was reached before a failure), or None."""
     plan, f = ctx.plan, ctx.plan.cfg.flow
-    solver = flowmod.Solver("rk45", f.rtol, f.atol, None, plan.solver.max_nfe)
+    # an explicit method's budget (limits.flow_nfe, or flow.max_nfe), not the run's stiff solver's
+    solver = flowmod.Solver("rk45", f.rtol, f.atol, None, flow_nfe_budget(plan.cfg, "rk45"))
     try:
         with signals.deferred(raise_at_end=False):
             return flowmod.integrate(

@@ -52,7 +52,7 @@ from dlnlab.eos import (
 )
 from dlnlab.errors import SeriesWarning
 from dlnlab.flow import integrate
-from dlnlab.lab.config._choose import EDGE_STEPS
+from dlnlab.lab.config import EDGE_STEPS
 from dlnlab.lab.record import log_text
 from dlnlab.lab.record._tags import Thinner
 from dlnlab.lab.results._eos import EdgeEntry, PredictionEntry, edge_lines
