@@ -309,16 +309,17 @@ def edge_work(cfg) -> EdgeWork | None:
     steps and its spectrum at min(steps, EDGE_STEPS) points (twice that when they are spaced: the
     window around the crossing); with the central flow, its series over t_max and its solve over the
     every-step stretch (the whole run, or up to the window's end), CENTRAL_EVALS_PER_LR per eta each."""
-    if not (cfg.sgd.edge or cfg.flow.central):
+    central = bool(getattr(cfg.flow, "central", False))  # (a config-like object may lack the keys)
+    if not (getattr(cfg.sgd, "edge", False) or central):
         return None
-    layout, k = Layout(tuple(cfg.model.dims)), int(cfg.log.top_eigs)
+    layout, k = Layout(tuple(cfg.model.dims)), int(getattr(cfg.log, "top_eigs", 1))
     spec, grad = spectrum_seconds(layout, cfg.log.hessian_dense_max, k), gradient_seconds(layout)
     spectra, steps, evals = 0, 0.0, 0.0
     for lr in cfg.sgd.lrs:
         n = cfg.flow.t_max / lr
         spectra += (int(min(n, EDGE_STEPS)) + 1) * (1 if n <= EDGE_STEPS else 2)
         steps += 2 * n
-        if cfg.flow.central:
+        if central:
             evals += 2 * CENTRAL_EVALS_PER_LR * n
     seconds = spectra * spec + steps * grad + evals * (spec + CENTRAL_EVAL_GRADIENTS * grad)
     return EdgeWork(spectra, steps, evals, seconds)
@@ -337,7 +338,7 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
     data's modes (a series has at most min(n_modes, r_max) + 1 plateaus)."""
     asked = int(cfg.log.analysis_points)
     layout = Layout(tuple(cfg.model.dims))
-    kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max, int(cfg.log.top_eigs))
+    kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max, int(getattr(cfg.log, "top_eigs", 1)))
     how = (
         "dense eigvalsh of the closed-form Hessian (exact to rounding)"
         if kind == "dense"

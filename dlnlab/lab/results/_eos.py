@@ -146,13 +146,18 @@ def edge_lines(summary: dict) -> list[str]:
             d = e["edge"]
             lr = d["lr"]
             gfs = ", ".join(f"{s:.4g}" for s in d["gfs_sharpness"])
+            crossing = (
+                f"S reaches 2/eta at t = {fmt(d['t_edge'])}, within {100 * d['band']:g} % of it "
+                f"{fmt_share(d['hover_share'])} of the time after (median S = {fmt(d['median_ratio'])} x 2/eta), "
+                f"period-2 amplitude {fmt(d['amplitude_median'])} (median)"
+                if d["t_edge"] is not None
+                else "S never reaches 2/eta"
+            )
             lines.append(
-                f"  lr {lr:g} (2/eta = {d['threshold']:.5g}): {d['outcome']}; S reaches 2/eta at t = "
-                f"{fmt(d['t_edge'])}, within {100 * d['band']:g} % of it {fmt_share(d['hover_share'])} of the "
-                f"time after (median S = {fmt(d['median_ratio'])} x 2/eta), period-2 amplitude "
-                f"{fmt(d['amplitude_median'])} (median); S at the end {fmt(d['final_sharpness'])} against "
-                f"the flow limit's {fmt(d['flow_limit_sharpness'])} and the balanced minimum's "
-                f"{d['balanced_sharpness']:.4g}; GFS sharpness {gfs} ({'non-increasing' if d['gfs_non_increasing'] else 'rises'})"
+                f"  lr {lr:g} (2/eta = {d['threshold']:.5g}): {d['outcome']}; {crossing}; S at the end "
+                f"{fmt(d['final_sharpness'])} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the "
+                f"balanced minimum's {d['balanced_sharpness']:.4g}; GFS sharpness {gfs} "
+                f"({'non-increasing' if d['gfs_non_increasing'] else 'rises'})"
             )
             p = e.get("predictions")
             if p:
