@@ -183,6 +183,26 @@ def test_the_cost_model_counts_k_and_the_edge_work():
     assert any("edge window" in k for k in mem)
 
 
+def test_a_long_run_is_sampled_and_recorded_at_every_step_around_its_crossing(tmp_path, monkeypatch):
+    """Runs longer than EDGE_STEPS steps: the run's points spaced, every step of a window centred on the
+    first spaced point with S >= 2/eta (EDGE_STEPS lowered to 6 so that 14 steps are a long run)."""
+    from dlnlab.lab.runner import _edge, run
+
+    monkeypatch.setattr(_edge, "EDGE_STEPS", 6)
+    cfg = [*EOS, "flow.central=false", "sgd.edge=true", "logger=none", "log.analysis_points=0"]
+    res = run(make_cfg(cfg), output_dir=tmp_path / "run")
+    name = f"edge_lr_{EDGE_LR!r}"
+    e, arr = res["series"][name]["edge"], _npz(tmp_path / "run", name)
+    steps = round(T_MAX / EDGE_LR)
+    assert e["stride"] == 3 and e["steps"] == steps and res["series"][name]["predictions"] is None
+    np.testing.assert_array_equal(arr["run_step"], [*range(0, steps + 1, 3), steps][: len(arr["run_step"])])
+    first = int(arr["run_step"][np.argmax(arr["run_top_eigs"][:, 0] >= 2 / EDGE_LR)])  # step 6 on this net
+    np.testing.assert_array_equal(arr["step"], np.arange(first - 3, first + 4))
+    assert e["every_step"] == [first - 3, first + 3]
+    crossed = arr["step"][np.argmax(arr["top_eigs"][:, 0] >= 2 / EDGE_LR)]
+    assert e["t_edge"] == pytest.approx(crossed * EDGE_LR)
+
+
 @pytest.mark.slow  # about 45 s: the reproduction of docs/eos.md (experiment=eos, t_max = 40)
 def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_path):
     from dlnlab.lab.runner import run

@@ -71,7 +71,7 @@ BAD = [
     ("plusplus_unknown_key", ["++flow.foo=1"], "flow.foo: no such key"),
     ("unknown_top_key", ["+lr=0.1"], "lr: no such key; the top level has: model, data"),
     ("unknown_option", ["init=foo"], "init=foo: no such option; allowed: aligned, balanced, file, gaussian"),
-    ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: figure1_far"),
+    ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: eos, figure1_far"),
     ("malformed_override", ["model.dims=[1,2"], "malformed override 'model.dims=[1,2'"),
     ("override_without_key", ["="], "'=': the override has no key; an override is key=value"),
     ("add_without_key", ["+=1"], "'+=1': the override has no key"),

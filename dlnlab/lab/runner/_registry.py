@@ -21,6 +21,6 @@ KINDS: tuple[SeriesKind, ...] = (
     ModifiedFlowKind(),  # modflow_lr_<lr>: GD's modified flow (flow.modified)
     CentralFlowKind(),  # cflow_lr_<lr>: GD's central flow (flow.central)
     SMEKind(),  # sme_lr_<lr>: the SME ensemble (sgd.sme)
-    SGDKind(),  # sgd_lr_<lr>: (S)GD in Lightning
     EdgeKind(),  # edge_lr_<lr>: GD at every step through its crossing of 2/eta (sgd.edge, flow.central)
+    SGDKind(),  # sgd_lr_<lr>: (S)GD in Lightning
 )
