@@ -20,7 +20,9 @@ Writing a kind: subclass :class:`SeriesKind`, set the class attributes, write :m
 kinds), and add one line to the registry. A per-lr kind's entry has ``"lr": None`` and its learning
 rate under its own key (``modified_lr``, ``sme_lr``), so that only the (S)GD series enter the
 convergence order. For the run directory's readers (plots, aggregation) to parse its series names, its
-prefix goes into :data:`dlnlab.rundir._names.PREFIXES`.
+prefix goes into :data:`dlnlab.rundir._names.PREFIXES`; for a typed entry (summary.json's records,
+``dlnlab.lab.results._records``), its record class goes into ``ENTRY_RECORDS`` (else its entry is an
+open ``SeriesEntry`` that keeps every key). docs/architecture.md has the kinds' table.
 
 Independence (for running the per-lr tasks in worker processes): a task's inputs are explicit - the
 run's context ``ctx`` (read only: the plan, the output directory, the metrics options, the loggers the
