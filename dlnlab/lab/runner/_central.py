@@ -29,7 +29,7 @@ from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import flow_nfe_budget
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.record._tags import Thinner
-from dlnlab.lab.results._eos import CentralFlowEntry
+from dlnlab.lab.results._eos import central_entry
 from dlnlab.lab.runner._context import SeriesContext, at_series_grid
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.metrics import SeriesMetrics
@@ -118,7 +118,7 @@ def run_central(ctx: SeriesContext, task: SeriesTask) -> tuple[dict, dict, torch
             t_stop=float(t[-1]) if len(t) else 0.0, final_loss=float(arrays["loss"][-1]) if len(t) else None,
             nfe=None if traj is None else traj.nfe, wall_time_s=time.perf_counter() - t0,
             max_dist_to_flow=None,  # the GD series' distance; the central flow's to the flow is below
-            central=CentralFlowEntry.of(
+            central=central_entry(
                 lr, t, arrays["central_sharpness"], arrays["sigma_trace"], arrays["n_critical"], arrays["loss"],
                 arrays["predicted_loss"], arrays["dist_to_flow"], field.tracker.iterations,
             ).to_dict() if len(t) else None,
