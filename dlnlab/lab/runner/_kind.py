@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -121,10 +121,3 @@ class SeriesKind(ABC):
     def continuation(self, previous: Previous, task: SeriesTask, plan: Plan) -> Continuation | None:
         """Resume.KEEP: where an unfinished series continues (None: from its start)."""
         return None
-
-    def describe(self) -> dict[str, Any]:
-        """The kind's attributes, for the docs' table of kinds."""
-        return {
-            "key": self.key, "series": f"{self.prefix}<lr>" if self.per_lr else self.prefix,
-            "tensorboard_run": self.tensorboard_run, "needs": self.needs, "resume": self.resume.value,
-        }  # fmt: skip
