@@ -21,6 +21,7 @@ from dlnlab.analysis import (
     layer_singular_values,
     nearest_level,
 )
+from dlnlab.eos import top_eigenpairs
 from dlnlab.network import Layout, as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
@@ -32,7 +33,7 @@ MEMBERLESS_KEYS = frozenset({"t", "grid_index", "step", "theta_grid_index"})
 
 METRIC_KEYS = (
     "grid_index", "t", "loss", "sv", "sv_A", "mode_strength", "grad_norm", "level_index", "level_gap",
-    "dist_best_rank", "cons_drift", "lambda_min", "sharpness",
+    "dist_best_rank", "cons_drift", "lambda_min", "sharpness", "top_eigs",
 )  # fmt: skip
 
 
@@ -44,8 +45,10 @@ class SeriesMetrics:
     sgd: the series has steps (SGD adds ``step`` and ``dist_to_flow``). flow_theta (n_grid, p): the
     flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``; modified_theta
     likewise GD's modified flow at the series' step, for ``dist_to_modified``.
-    analysis_every: the Hessian's lambda_min and sharpness every this many grid points (0: never),
-    dense up to ``hessian_dense_max`` weights, warm-started Lanczos above. save_theta: keep theta;
+    analysis_every: the Hessian's lambda_min, sharpness and top ``top_eigs`` eigenvalues (``top_eigs``
+    (K, k), descending) every this many grid points (0: never), dense up to ``hessian_dense_max``
+    weights (one eigvalsh gives all of them); above, warm-started Lanczos for the extremes and, for
+    k > 1, LOBPCG warm-started from the previous point's block (``dlnlab.eos.top_eigenpairs``). save_theta: keep theta;
     theta_every > 1 keeps it only every that many grid points and at ``last_m`` (as ``theta_sub`` with
     its ``theta_grid_index``, so that ``theta`` is always row for row with ``t``).
     """
@@ -62,6 +65,7 @@ class SeriesMetrics:
         analysis_every: int = 0,
         sv_A_top: int = 32,
         hessian_dense_max: int = DENSE_HESSIAN_MAX,
+        top_eigs: int = 1,
         save_theta: bool = True,
         theta_every: int = 1,
         last_m: int | None = None,
@@ -79,7 +83,9 @@ class SeriesMetrics:
         self.save_theta, self.theta_every, self.last_m = save_theta, max(1, int(theta_every)), last_m
         self.levels = problem.plateau_levels(self.layout.r_max)
         self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
+        self.top_eigs = max(1, min(int(top_eigs), self.layout.n_weights))
         self._warm: dict[tuple, Tensor | None] = {}  # the Lanczos warm start of each member
+        self._warm_block: dict[tuple, Tensor | None] = {}  # the LOBPCG block of each member (top_eigs > 1)
 
     @torch.no_grad()
     def compute(self, ms: list[int], ts: Tensor, thetas: Tensor, steps: list) -> dict[str, np.ndarray]:
@@ -114,7 +120,7 @@ class SeriesMetrics:
             if lay.depth > 1
             else np.zeros((*finite.shape, 0)),
         }
-        out["lambda_min"], out["sharpness"] = self._curvature(ms, thetas, finite)
+        out["lambda_min"], out["sharpness"], out["top_eigs"] = self._curvature(ms, thetas, finite)
         if self.save_theta and self.theta_every == 1:
             out["theta"] = thetas.numpy()
         elif self.save_theta:
@@ -133,24 +139,38 @@ class SeriesMetrics:
                 out["dist_to_modified"] = torch.linalg.vector_norm(thetas - ref, dim=-1).numpy()
         return out
 
-    def _curvature(self, ms: list[int], thetas: Tensor, finite: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """lambda_min and sharpness on the analysis sub-grid (NaN elsewhere), (K,) or (K, E); each
-        member's Lanczos is warm-started from its own previous point."""
+    def _curvature(self, ms: list[int], thetas: Tensor, finite: Tensor) -> tuple[np.ndarray, ...]:
+        """lambda_min, sharpness (K,) or (K, E) and the top eigenvalues (K, k) or (K, E, k) on the
+        analysis sub-grid (NaN elsewhere); each member is warm-started from its own previous point."""
         lam_min = np.full(tuple(finite.shape), float("nan"))
         sharp = np.full(tuple(finite.shape), float("nan"))
+        top = np.full((*finite.shape, self.top_eigs), float("nan"))
         if not self.analysis_every:
-            return lam_min, sharp
+            return lam_min, sharp, top
         for i, m in enumerate(ms):
             if m % self.analysis_every:
                 continue
             for e in np.ndindex(tuple(finite.shape[1:])):  # () for one net, (e,) for each member
                 if bool(finite[(i, *e)]):
-                    lo, hi, self._warm[e] = hessian_extremes(
-                        self.problem, thetas[(i, *e)], self.layout, dense_max=self.hessian_dense_max,
-                        warm=self._warm.get(e),
-                    )  # fmt: skip
-                    lam_min[(i, *e)], sharp[(i, *e)] = lo, hi
-        return lam_min, sharp
+                    lam_min[(i, *e)], sharp[(i, *e)], top[(i, *e)] = self._spectrum(thetas[(i, *e)], e)
+        return lam_min, sharp, top
+
+    def _spectrum(self, theta: Tensor, member: tuple) -> tuple[float, float, np.ndarray]:
+        """(lambda_min, lambda_max, the top k eigenvalues) of the Hessian at theta (p,)."""
+        if self.layout.n_weights <= self.hessian_dense_max:  # one eigvalsh: every eigenvalue, exactly
+            evals = torch.linalg.eigvalsh(self.problem.hessian(theta, self.layout))
+            return float(evals[0]), float(evals[-1]), evals.flip(0)[: self.top_eigs].numpy()
+        lo, hi, self._warm[member] = hessian_extremes(
+            self.problem, theta, self.layout, dense_max=self.hessian_dense_max, warm=self._warm.get(member)
+        )
+        if self.top_eigs == 1:
+            return lo, hi, np.array([hi])
+        eig = top_eigenpairs(
+            self.problem, theta, self.layout, self.top_eigs, dense_max=self.hessian_dense_max,
+            warm=self._warm_block.get(member),
+        )  # fmt: skip
+        self._warm_block[member] = eig.warm
+        return lo, hi, eig.values.numpy()
 
 
 def _masked(x: Tensor, finite: Tensor) -> np.ndarray:

@@ -71,7 +71,7 @@ BAD = [
     ("plusplus_unknown_key", ["++flow.foo=1"], "flow.foo: no such key"),
     ("unknown_top_key", ["+lr=0.1"], "lr: no such key; the top level has: model, data"),
     ("unknown_option", ["init=foo"], "init=foo: no such option; allowed: aligned, balanced, file, gaussian"),
-    ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: figure1_far"),
+    ("unknown_experiment", ["experiment=nope"], "experiment=nope: no such option; allowed: eos, figure1_far"),
     ("malformed_override", ["model.dims=[1,2"], "malformed override 'model.dims=[1,2'"),
     ("override_without_key", ["="], "'=': the override has no key; an override is key=value"),
     ("add_without_key", ["+=1"], "'+=1': the override has no key"),
@@ -194,6 +194,32 @@ BAD = [
         ["flow.modified=true", "sgd.lrs=[]"],
         "flow.modified: the modified flow is full-batch GD's",
     ),
+    (
+        "central_with_minibatches",
+        ["flow.central=true", "sgd.batch_size=10"],
+        "flow.central: the edge of stability and the central flow are full-batch GD's",
+    ),
+    (
+        "central_with_momentum",
+        ["flow.central=true", "sgd.momentum=0.5"],
+        "flow.central: the edge of stability and the central flow are full-batch GD's",
+    ),
+    (
+        "central_with_an_ensemble",
+        ["flow.central=true", "ensemble.size=2"],
+        "flow.central: the edge of stability and the central flow are full-batch GD's",
+    ),
+    (
+        "edge_with_minibatches",
+        ["sgd.edge=true", "sgd.batch_size=10"],
+        "sgd.edge: the edge of stability and the central flow are full-batch GD's",
+    ),
+    (
+        "central_too_many_evaluations",
+        ["flow.central=true", "sgd.lrs=[1e-4]", "flow.t_max=300", "limits.flow_nfe=1e6"],
+        "flow.central: the central flows need about",
+    ),
+    ("top_eigs_zero", ["log.top_eigs=0"], "log.top_eigs: must be >= 1"),
     ("theta_limit_negative", ["log.theta_max_mb=-1"], "log.theta_max_mb: must be"),
     (
         "auto_takes_no_step",

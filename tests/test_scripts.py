@@ -90,6 +90,13 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("limit", ["--runs", "afile.txt"], "--runs", "is not a directory"),
     ("limit", ["--runs", "/".join(["abc"] * 1500)], "--runs", "longer than 4096 bytes"),
     ("limit", ["--out", "x.jpg"], "--out", "must end in .png or .pdf or .svg"),
+    ("eos_lab", ["--out", "x.jpg"], "--out", "must end in .png or .pdf or .svg"),
+    ("eos_lab", ["--run", "full"], "--run", "is not empty"),
+    ("eos_lab", ["--replot"], "--replot", "needs --run"),
+    ("eos_lab", ["--replot", "--run", "empty"], "--run", "has no series/edge_lr_*.npz"),
+    ("eos_lab", ["--replot", "--run", "empty", "seed=1"], "seed=1", "--replot runs nothing"),
+    ("eos_lab", ["sgd.batch_size=10"], "overrides", "flow.central: the edge of stability and the central flow"),
+    ("eos_lab", ["flow.central=false"], "overrides", "nothing to draw"),
 ]
 
 
@@ -107,7 +114,7 @@ def test_a_bad_argument_is_refused_in_one_line_and_nothing_is_written(place, scr
 def test_refusals_come_before_the_heavy_imports(place):
     """torch, numpy, matplotlib and Hydra take seconds to import: a refusal needs none of them."""
     cases = [("plot", ["--dpi", "0", "x"]), ("aggregate", ["missing"]), ("figure1", ["--dpi", "0"]),
-             ("limit", ["--members", "0"])]  # fmt: skip
+             ("limit", ["--members", "0"]), ("eos_lab", ["--out", "x.jpg"])]  # fmt: skip
     code = f"""
 import runpy, sys
 for script, args in {cases!r}:

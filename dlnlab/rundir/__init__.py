@@ -21,6 +21,8 @@ from dlnlab.rundir._damage import (
     run_damage,
 )
 from dlnlab.rundir._names import (
+    CENTRAL_PREFIX,
+    EDGE_PREFIX,
     FLOW,
     MODIFIED_PREFIX,
     SGD_PREFIX,
@@ -48,6 +50,8 @@ __all__ = [
     "SGD_PREFIX",
     "MODIFIED_PREFIX",
     "SME_PREFIX",
+    "CENTRAL_PREFIX",
+    "EDGE_PREFIX",
     "series_name",
     "lr_series_name",
     "parse_series_name",

@@ -3,21 +3,23 @@
 
 ``flow`` is the gradient flow; every other series is ``<kind>_lr_<lr>``, ``<lr>`` Python's ``repr`` of
 the float (``sgd_lr_0.01``): the (S)GD series ``sgd_lr_``, GD's modified flow ``modflow_lr_``, the
-SME ensemble ``sme_lr_``. The lab's series kinds (``dlnlab.lab.runner._registry``) name their series
+SME ensemble ``sme_lr_``, GD's central flow ``cflow_lr_``, GD's edge-of-stability series ``edge_lr_``. The lab's series kinds (``dlnlab.lab.runner._registry``) name their series
 through :func:`lr_series_name`; readers parse them back with :func:`parse_series_name`, which knows
 the prefixes in :data:`PREFIXES` (a new kind's prefix goes there).
 """
 
 from __future__ import annotations
 
-__all__ = ["FLOW", "SGD_PREFIX", "MODIFIED_PREFIX", "SME_PREFIX", "series_name", "lr_series_name",
+__all__ = ["FLOW", "SGD_PREFIX", "MODIFIED_PREFIX", "SME_PREFIX", "CENTRAL_PREFIX", "EDGE_PREFIX", "series_name", "lr_series_name",
            "parse_series_name", "lr_from_name", "format_lr"]  # fmt: skip
 
 FLOW = "flow"
 SGD_PREFIX = "sgd_lr_"
 MODIFIED_PREFIX = "modflow_lr_"
 SME_PREFIX = "sme_lr_"
-PREFIXES = (SGD_PREFIX, MODIFIED_PREFIX, SME_PREFIX)
+CENTRAL_PREFIX = "cflow_lr_"  # GD's central flow (flow.central)
+EDGE_PREFIX = "edge_lr_"  # GD at every step through its crossing of 2/eta (sgd.edge, flow.central)
+PREFIXES = (SGD_PREFIX, MODIFIED_PREFIX, SME_PREFIX, CENTRAL_PREFIX, EDGE_PREFIX)
 
 
 def lr_series_name(prefix: str, lr: float) -> str:

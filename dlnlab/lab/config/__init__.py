@@ -29,7 +29,10 @@ _EXPORTS = {
         "unknown_key_message",
     ],
     "._prepare": ["Plan", "Seeds", "prepare"],
-    "._choose": ["SCIPY_MAX_WEIGHTS", "choose_analysis", "choose_flow", "estimated_run_seconds"],
+    "._choose": [
+        "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "choose_analysis", "choose_flow", "estimated_run_seconds", "edge_work",
+    ],  # fmt: skip
+    "._budget": ["flow_nfe_budget"],
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
     "._targets": ["current_targets"],

@@ -128,8 +128,18 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     if cfg.log.analysis_points and lay.n_weights <= cfg.log.hessian_dense_max:
         q = lay.n_weights
         mem[f"dense Hessian ({q} x {q})"] = 3.0 * q * q * F64
-    per_point = (16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth) * members
+    if cfg.log.analysis_points and lay.n_weights > cfg.log.hessian_dense_max and cfg.log.top_eigs > 1:
+        mem[f"LOBPCG's block ({lay.n_weights} x {cfg.log.top_eigs + 2} x 4)"] = (
+            4.0 * members * lay.n_weights * (cfg.log.top_eigs + 2) * F64
+        )
+    per_point = (16 + min(lay.d_x, lay.d_y) + cfg.log.sv_A_top + lay.depth + cfg.log.top_eigs) * members
     series_file = (t * per_point + rows * p) * F64
+    if (cfg.sgd.edge or cfg.flow.central) and cfg.sgd.lrs:  # GD at every step of the edge window
+        n_edge = int(min(max(cfg.flow.t_max / lr for lr in cfg.sgd.lrs), 2 * choose.EDGE_STEPS)) + 1
+        mem[f"the edge window's iterates and flows ({n_edge} steps x {p} weights x 5)"] = (
+            5.0 * n_edge * p * F64
+        )
+        series_file = max(series_file, n_edge * (16 + cfg.log.top_eigs) * F64)
     return Estimate(grid_points=t, flow_times=flow_times, memory=mem, series_file=series_file)
 
 
@@ -192,6 +202,15 @@ def check_counts(cfg: TrainConfig) -> None:
                 f"gradient), above limits.sgd_steps = {lim.sgd_steps:.3g}; raise the learning rate, lower "
                 "flow.t_max, or raise limits.sgd_steps"
             )
+    edge = choose.edge_work(cfg)
+    if edge is not None and edge.central_evals > lim.flow_nfe:
+        lr = min(cfg.sgd.lrs)
+        raise ConfigError(
+            f"flow.central: the central flows need about {edge.central_evals:.3g} evaluations (about "
+            f"{choose.CENTRAL_EVALS_PER_LR:g} per eta of time: rk45 at lr = {lr:g} to flow.t_max = {f.t_max:g}, "
+            f"each evaluation the top eigenpairs and a third-derivative pass), above limits.flow_nfe = "
+            f"{lim.flow_nfe:.3g}; raise the learning rates, lower flow.t_max, or raise limits.flow_nfe"
+        )
     if f.method.name in TORCHDIFFEQ_FIXED and f.step_size is not None:
         steps = _count(f.t_max, f.step_size)
         _refuse_nfe(

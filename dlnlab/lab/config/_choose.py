@@ -53,6 +53,9 @@ __all__ = [
     "theta_every",
     "gradient_seconds",
     "SCIPY_MAX_WEIGHTS",
+    "EDGE_STEPS",
+    "EdgeWork",
+    "edge_work",
 ]
 
 SCIPY_MAX_WEIGHTS = 5000  # the dense Jacobian of the stiff path is p x p: 5000 weights is 200 MB per copy
@@ -96,6 +99,17 @@ GLOBAL_ERROR_PER_RTOL = {"lsoda": 600.0, "cvode": 11000.0, "rk45": 27.0, "dopri5
 TIGHTEN_EXPONENT = {"lsoda": 0.21, "cvode": 0.2, "rk45": 0.05, "dopri5": 0.05, "bdf_batch": 0.12}  # fmt: skip
 ACCURACY_GOAL = 10.0  # the run asks for its trajectory within this many rtol of the exact flow
 LANCZOS_ITERS = 80  # dlnlab.analysis.lanczos_extremes' cap
+# LOBPCG's iterations for the top k eigenpairs at one point, warm-started from the previous point
+# (docs/eos.md measured 28 warm, 68 cold at p = 11,264), on a block of k + 2 vectors
+LOBPCG_ITERS, LOBPCG_GUARD = 40, 2
+# The edge-of-stability series (sgd.edge, flow.central): GD's top-k spectrum at up to EDGE_STEPS points
+# evenly spaced over the run (every step when the run has at most EDGE_STEPS steps), and at every step
+# of a window of EDGE_STEPS steps centred on the first crossing of 2/eta when they are spaced.
+EDGE_STEPS = 2000
+# The central flow by rk45: its lookahead delta = 0.1 eta makes it stiff at rate 1/delta, which holds
+# rk45's steps near 3 delta = 0.3 eta, 6 evaluations each: about 20 per eta of time; one evaluation is
+# the top eigenpairs, a gradient and a third-derivative pass (about 6.5 gradients, docs/eos.md)
+CENTRAL_EVALS_PER_LR, CENTRAL_EVAL_GRADIENTS = 20.0, 7.5
 MEMORY_RATE = 10e9  # bytes per second of a memory-bound pass (gemv over many vectors)
 RUN_OVERHEAD_S, SERIES_OVERHEAD_S = 3.0, 0.5  # measured: the tiny run takes about 5 s in all
 
@@ -249,20 +263,66 @@ class AnalysisChoice:
     why: str
     saddles: str = "all"  # whose plateaus are classified: all, flow (the flow's only) or none
     saddles_why: str = ""
+    edge: EdgeWork | None = None  # sgd.edge / flow.central: their nominal work (counted in the run's)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def analysis_seconds(layout: Layout, dense_max: int) -> tuple[str, float]:
-    """(kind, nominal seconds) of one lambda_min / sharpness pair."""
+def analysis_seconds(layout: Layout, dense_max: int, top_eigs: int = 1) -> tuple[str, float]:
+    """(kind, nominal seconds) of one lambda_min / sharpness pair and the top ``top_eigs`` eigenvalues
+    (dense: one eigvalsh gives them all; Lanczos: plus a warm-started LOBPCG block when top_eigs > 1)."""
     p = layout.n_weights
     if p <= dense_max:
         return "dense", jacobian_seconds(layout) - (2.0 / 3.0) * p**3 / LU_RATE + 9.0 * p**3 / EIG_RATE
     hvps = LANCZOS_ITERS * HVP_GRADIENTS * gradient_seconds(layout)
     # the full reorthogonalisation reads the k basis vectors four times per step k: memory-bound
     # (measured 5-10 s of the 15 s of one 80-step Lanczos at p = 524,288)
-    return "lanczos", hvps + 4.0 * LANCZOS_ITERS**2 / 2 * p * 8 / MEMORY_RATE
+    lanczos = hvps + 4.0 * LANCZOS_ITERS**2 / 2 * p * 8 / MEMORY_RATE
+    return "lanczos", lanczos + (spectrum_seconds(layout, dense_max, top_eigs) if top_eigs > 1 else 0.0)
+
+
+def spectrum_seconds(layout: Layout, dense_max: int, k: int) -> float:
+    """Nominal seconds of the top k eigenpairs at one point (dlnlab.eos.top_eigenpairs: dense eigh,
+    about twice an eigvalsh, or LOBPCG warm-started)."""
+    p = layout.n_weights
+    if p <= dense_max:
+        return jacobian_seconds(layout) - (2.0 / 3.0) * p**3 / LU_RATE + 18.0 * p**3 / EIG_RATE
+    return (k + LOBPCG_GUARD) * LOBPCG_ITERS * HVP_GRADIENTS * gradient_seconds(layout)
+
+
+@dataclass(frozen=True)
+class EdgeWork:
+    """The nominal work of the edge-of-stability series and the central flows, all learning rates."""
+
+    spectra: int  # top-k spectra at GD's steps
+    gd_steps: float  # GD's steps (recomputed by the edge series)
+    central_evals: float  # the central flow's evaluations (its series, and its solve over the edge window)
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def edge_work(cfg) -> EdgeWork | None:
+    """What ``sgd.edge`` / ``flow.central`` cost (None when neither is on): per learning rate, GD's
+    steps and its spectrum at min(steps, EDGE_STEPS) points (twice that when they are spaced: the
+    window around the crossing); with the central flow, its series over t_max and its solve over the
+    every-step stretch (the whole run, or up to the window's end), CENTRAL_EVALS_PER_LR per eta each."""
+    central = bool(getattr(cfg.flow, "central", False))  # (a config-like object may lack the keys)
+    if not (getattr(cfg.sgd, "edge", False) or central):
+        return None
+    layout, k = Layout(tuple(cfg.model.dims)), int(getattr(cfg.log, "top_eigs", 1))
+    spec, grad = spectrum_seconds(layout, cfg.log.hessian_dense_max, k), gradient_seconds(layout)
+    spectra, steps, evals = 0, 0.0, 0.0
+    for lr in cfg.sgd.lrs:
+        n = cfg.flow.t_max / lr
+        spectra += (int(min(n, EDGE_STEPS)) + 1) * (1 if n <= EDGE_STEPS else 2)
+        steps += 2 * n
+        if central:
+            evals += 2 * CENTRAL_EVALS_PER_LR * n
+    seconds = spectra * spec + steps * grad + evals * (spec + CENTRAL_EVAL_GRADIENTS * grad)
+    return EdgeWork(spectra, steps, evals, seconds)
 
 
 def saddle_seconds(layout: Layout, dense_max: int) -> float:
@@ -278,7 +338,7 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
     data's modes (a series has at most min(n_modes, r_max) + 1 plateaus)."""
     asked = int(cfg.log.analysis_points)
     layout = Layout(tuple(cfg.model.dims))
-    kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max)
+    kind, cost = analysis_seconds(layout, cfg.log.hessian_dense_max, int(getattr(cfg.log, "top_eigs", 1)))
     how = (
         "dense eigvalsh of the closed-form Hessian (exact to rounding)"
         if kind == "dense"
@@ -299,8 +359,9 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
         f"classifying a series' plateaus costs about {per_series:.3g} s (nominal), against "
         f"{budget:.3g} s for the whole analysis (a quarter of the run): {saddles}"
     )
+    edge = edge_work(cfg)
     if asked == 0:
-        return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0", saddles, saddles_why)
+        return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0", saddles, saddles_why, edge)
     series = n_series * ensemble_size(cfg)
     fit = (budget - spent) / max(series * cost, 1e-12)
     points = int(min(asked, fit))
@@ -311,7 +372,9 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
         )
     else:
         why = f"{asked} points per series, under a quarter of the run (nominal {cost:.3g} s each); {how}"
-    return AnalysisChoice(asked, points, kind, cost, why, saddles, saddles_why)
+    if edge is not None:
+        why += f"; the edge-of-stability series and central flows: about {edge.seconds:.3g} s (nominal)"
+    return AnalysisChoice(asked, points, kind, cost, why, saddles, saddles_why, edge)
 
 
 def ensemble_size(cfg) -> int:
@@ -342,5 +405,7 @@ def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
         flow = t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)
     steps = sum(t_max / time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs)
     sgd = steps * gradient_seconds(layout, members)
+    edge = edge_work(cfg)
+    sgd += edge.seconds if edge is not None else 0.0
     # plus what every run costs whatever its size (Lightning's start, recording, saddles, figures)
     return flow + sgd + RUN_OVERHEAD_S + SERIES_OVERHEAD_S * (1 + len(cfg.sgd.lrs))

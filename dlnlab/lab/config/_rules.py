@@ -183,6 +183,15 @@ def _check_flow(cfg: TrainConfig) -> None:
             "flow.modified: the modified flow is full-batch GD's: it needs sgd.lrs, sgd.batch_size=null and "
             f"sgd.momentum=0 (got lrs {list(cfg.sgd.lrs)}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
         )
+    for key, on in (("flow.central", f.central), ("sgd.edge", cfg.sgd.edge)):
+        if on and (
+            cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs or cfg.ensemble.size > 1
+        ):
+            raise ConfigError(
+                f"{key}: the edge of stability and the central flow are full-batch GD's, of one net: it needs "
+                f"sgd.lrs, sgd.batch_size=null, sgd.momentum=0 and ensemble.size=1 (got lrs {list(cfg.sgd.lrs)}, "
+                f"batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum}, ensemble.size {cfg.ensemble.size})"
+            )
     _finite(f.t_max, "flow.t_max", positive=True)
     if f.t_max < MIN_T_MAX:
         raise ConfigError(
@@ -244,7 +253,7 @@ def _check_log_and_limits(cfg: TrainConfig) -> None:
     for key in ("analysis_points",):
         if getattr(g, key) < 0:
             raise ConfigError(f"log.{key}: must be >= 0 (0: off), got {getattr(g, key)}")
-    for key in ("sv_A_top", "hessian_dense_max"):
+    for key in ("sv_A_top", "hessian_dense_max", "top_eigs"):
         if getattr(g, key) < 1:
             raise ConfigError(f"log.{key}: must be >= 1, got {getattr(g, key)}")
     if g.tb_max_points < 2:

@@ -164,6 +164,8 @@ class FlowConfig:
     atol: float = DEFAULT_ATOL  # absolute tolerance, at most 1e-3
     step_size: float | None = None  # fixed-step methods only: at most the horizon and the stability bound
     modified: bool = False  # also GD's modified flow at each learning rate (series modflow_lr_<lr>); full-batch GD only
+    # also GD's central flow at each learning rate (series cflow_lr_<lr>, docs/eos.md) and GD's edge-of-stability report against it (edge_lr_<lr>); full-batch GD only
+    central: bool = False
     max_nfe: int | None = None  # budget of right-hand-side evaluations; past it, a solver failure (recorded)
 
 
@@ -178,6 +180,8 @@ class SGDConfig:
     blowup: float = 1000.0  # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite
     order_fit: int = 3  # the convergence order is fitted over this many smallest non-diverged learning rates (>= 3)
     sme: bool = False  # with an ensemble and minibatches: the SME's ensemble at each learning rate too (sme_lr_<lr>)
+    # edge-of-stability diagnostics of each GD series (series edge_lr_<lr>: GD at every step through the crossing of 2/eta, docs/eos.md); on with flow.central; full-batch GD only
+    edge: bool = False
 
 
 @dataclass
@@ -186,6 +190,7 @@ class LogConfig:
     # Hessian lambda_min and sharpness on up to this many grid points per series (0: off), fewer where they would cost more than a quarter of the run
     analysis_points: int = 100
     sv_A_top: int = 32  # how many singular values of A to record
+    top_eigs: int = 3  # the top k Hessian eigenvalues at each analysis point (top_eigs (T, k) in the series npz); >= 1
     hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense Hessian eigensolver up to this many weights, warm-started Lanczos above
     # points per tag sent to TensorBoard: every grid point up to this many, above it each bucket's minimum and maximum; TensorBoard keeps 1000 per tag unless told otherwise (docs/tensorboard.md)
     tb_max_points: int = 1000

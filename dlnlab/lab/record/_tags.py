@@ -112,6 +112,9 @@ def _columns(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[tuple[str, 
             ("curvature/lambda_min", block["lambda_min"]),
             ("curvature/log10_sharpness", _log10(block["sharpness"])),
         ]
+        top = block.get("top_eigs")  # the 2nd, 3rd, ... eigenvalues (the 1st is the sharpness)
+        if top is not None and np.ndim(top) == 2:
+            cols += [(f"curvature/log10_eig_{i + 1}", _log10(top[:, i])) for i in range(1, top.shape[1])]
         if plan.lr is not None:
             cols.append(("curvature/log10_two_over_lr", np.full(n, math.log10(2.0 / plan.lr))))
     if "dist_to_flow" in block:
@@ -265,6 +268,7 @@ class RunCharts:
     sgd: bool = True
     curvature: bool = True
     modified: bool = False
+    central: bool = False  # GD's central flows (flow.central) and edge-of-stability series (sgd.edge)
     limit: bool = False
     sme: bool = False
     spread: tuple[str, ...] = ()
@@ -289,11 +293,27 @@ def tensorboard_layout(run: RunCharts) -> dict:
         main[title] = _chart(*tags)
     main["mode strengths u_k^T P v_k, k = 1, 2, ..."] = _chart("modes/strength_[0-9]+")
     if run.curvature:
-        main["log10 sharpness (top Hessian eigenvalue) and 2/eta"] = _chart(
-            "curvature/log10_sharpness", "curvature/log10_two_over_lr"
+        main["log10 sharpness (top Hessian eigenvalue), the next ones, and 2/eta"] = _chart(
+            "curvature/log10_sharpness", "curvature/log10_eig_[0-9]+", "curvature/log10_two_over_lr"
         )
         main["Hessian lambda_min (< 0 near a strict saddle), and its range as lines"] = _chart(
             "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
+        )
+    if run.central:
+        main[
+            "edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"
+        ] = _chart("edge/log10_sharpness", "central/log10_sharpness", "curvature/log10_two_over_lr")
+        main[
+            "edge of stability: log10 loss of GD, its window average, the central flow's prediction, the flow"
+        ] = _chart(
+            "edge/log10_loss",
+            "edge/log10_avg_loss",
+            "central/log10_predicted_loss",
+            "central/log10_loss",
+            "edge/log10_flow_loss",
+        )
+        main["edge of stability: ||GD's average - central flow|| / ||GD's average - flow||"] = _chart(
+            "edge/dist_ratio"
         )
     main["log10 ||grad L|| (small on a plateau)"] = _chart("saddle/log10_grad_norm")
     main["log10 distance to the nearest critical map P*_r"] = _chart("saddle/log10_dist_best_rank")

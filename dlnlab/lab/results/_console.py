@@ -50,6 +50,10 @@ def _series_line(plan) -> str:
         extras.append("GD's modified flow at each lr")
     if s.sme:
         extras.append("the SME ensemble at each lr")
+    if cfg.flow.central:
+        extras.append("GD's central flow at each lr")
+    if s.edge or cfg.flow.central:
+        extras.append("GD at every step through its crossing of 2/eta")
     return line + ("; " + ", ".join(extras) if extras else "")
 
 
@@ -98,9 +102,14 @@ def start_block(plan, out: Path) -> str:
 def _table(summary: dict) -> list[str]:
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
-        work = e.get("nfe") if e["lr"] is None else e.get("steps")
+        work = e.get("nfe") if e["lr"] is None and "edge_lr" not in e else e.get("steps")
         if name == "flow":
             dist = "(reference)"
+        elif name.startswith("cflow_"):
+            before = (e.get("central") or {}).get("max_dist_to_flow_before_edge")
+            dist = f"{fmt(before)} before the edge" if before is not None else "(never below the edge)"
+        elif name.startswith("edge_"):
+            dist = "(GD again, every step)"
         elif name.startswith(("modflow_", "sme_")):
             dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
         else:
@@ -188,6 +197,7 @@ def _ensemble_lines(summary: dict) -> list[str]:
 
 def results_block(summary: dict) -> str:
     """The run's results: the series table, the convergence orders, the plateaus and their exits."""
+    from dlnlab.lab.results._eos import edge_lines
     from dlnlab.lab.results._limit_text import limit_lines
 
     lines = _table(summary)
@@ -200,6 +210,7 @@ def results_block(summary: dict) -> str:
             lines.append(line)
     lines += _ensemble_lines(summary)
     lines += limit_lines(summary)
+    lines += edge_lines(summary)
     lines += _plateau_lines(summary)
     lines += _exit_delay_lines(summary)
     lines.append(f"critical values L*_r: {levels_text(summary['critical_values'])}")

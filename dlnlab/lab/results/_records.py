@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from dlnlab.rundir import FLOW, MODIFIED_PREFIX, SGD_PREFIX, SME_PREFIX, parse_series_name
+from dlnlab.rundir import (
+    CENTRAL_PREFIX,
+    EDGE_PREFIX,
+    FLOW,
+    MODIFIED_PREFIX,
+    SGD_PREFIX,
+    SME_PREFIX,
+    parse_series_name,
+)
 from dlnlab.status import Status
 
 __all__ = [
@@ -33,6 +41,11 @@ __all__ = [
     "FlowEntry",
     "SGDEntry",
     "SMEEntry",
+    "CentralFlowEntry",
+    "CentralEntry",
+    "EdgeEntry",
+    "PredictionEntry",
+    "EdgeSeriesEntry",
     "ENTRY_RECORDS",
     "entry_record",
     "key",
@@ -242,12 +255,116 @@ class SMEEntry(Record):
     plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
 
 
+@dataclass
+class CentralFlowEntry(Record):
+    """``series.cflow_lr_<lr>.central`` (flow.central): the central flow on the grid (docs/eos.md)."""
+
+    lr: float = key("GD's learning rate eta", required=True)
+    threshold: float = key("2/eta", required=True)
+    t_edge: float | None = key("the first grid time with Sigma != 0 (null: never at the edge)", required=True)
+    t_leave: float | None = key("the last grid time with Sigma != 0", required=True)
+    edge_share: float = key("the share of grid points with Sigma != 0", required=True)
+    sharpness_on_edge: float | None = key("max abs(S - 2/eta) / (2/eta) where Sigma != 0", required=True)
+    max_excess: float | None = key("max (S - 2/eta) / (2/eta) over the grid (<= 0: never past)", required=True)
+    max_critical: int = key("the most critical eigenvalues at one point", required=True)
+    final_sharpness: float | None = key("S at the last grid point", required=True)
+    final_loss: float | None = key("L at the last grid point", required=True)
+    final_predicted_loss: float | None = key("L + 1/2 <Sigma, H> at the last grid point", required=True)
+    max_dist_to_flow_before_edge: float | None = key(
+        "largest distance to the gradient flow at GD's exact times before t_edge", required=True
+    )
+    eig_iterations: int = key("LOBPCG iterations of its eigensolves (0: dense)", required=True)
+
+
+@dataclass
+class CentralEntry(Record):
+    """``series.cflow_lr_<lr>`` (flow.central): GD's central flow at one learning rate."""
+
+    lr: None = key("null", required=True)
+    central_lr: float = key("the learning rate eta it models", required=True)
+    method: str = key("rk45", required=True)
+    rtol: float = key("flow.rtol", required=True)
+    atol: float = key("flow.atol", required=True)
+    status: Status = key("ok, solver_failed, interrupted or error", required=True, record=Status)
+    message: str = key("why the solver stopped, or empty")
+    t_stop: float = key("the last grid time reached")
+    final_loss: float | None = key("L at the last grid point")
+    nfe: int | None = key("the central flow's evaluations")
+    wall_time_s: float = key("seconds")
+    max_dist_to_flow: None = key("null (its distance to the flow: central.max_dist_to_flow_before_edge)")
+    central: CentralFlowEntry | None = key("the central flow's edge numbers", record=CentralFlowEntry)
+    plateaus: list[dict] = key("the plateaus found, after the analysis")
+    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+
+
+@dataclass
+class EdgeEntry(Record):
+    """``series.edge_lr_<lr>.edge``: GD against its edge 2/eta (dlnlab.eos' diagnostics, docs/eos.md)."""
+
+    lr: float = key("the learning rate eta", required=True)
+    threshold: float = key("2/eta", required=True)
+    band: float = key("hovering: abs(S - 2/eta) <= band 2/eta", required=True)
+    t_edge: float | None = key("the first step time with S >= 2/eta (null: never)", required=True)
+    hover_share: float | None = key("the share of the run's points after t_edge that hover", required=True)
+    median_ratio: float | None = key("median S / (2/eta) after t_edge", required=True)
+    amplitude_median: float | None = key("the period-2 amplitude along u_1 after t_edge: median", required=True)
+    amplitude_max: float | None = key("... and largest (over the window)", required=True)
+    outcome: str = key("converged_below_edge, at_edge, below_edge or diverged", required=True)
+    final_sharpness: float | None = key("GD's S at its last step", required=True)
+    final_loss: float | None = key("GD's L at its last step", required=True)
+    flow_limit_sharpness: float | None = key("S where the gradient flow from theta0 ends", required=True)
+    balanced_sharpness: float = key("h m_1^(2-2/h): the flattest global minimum's", required=True)
+    gfs_t: list[float] = key("the times of the GFS sharpness", required=True)
+    gfs_sharpness: list[float] = key("S where the gradient flow from GD's iterate ends", required=True)
+    gfs_non_increasing: bool = key("the GFS sharpness never rises (rtol 1e-6)", required=True)
+    every_step: list[int] = key("[first, last] step recorded at every step (empty: none)", required=True)
+    stride: int = key("the steps between the run's other points (1: every step)", required=True)
+    steps: int = key("GD's steps to t_max", required=True)
+    spectrum_method: str = key("dense or lobpcg", required=True)
+
+
+@dataclass
+class PredictionEntry(Record):
+    """``series.edge_lr_<lr>.predictions`` (flow.central): the central flow's predictions against GD
+    over the window (docs/eos.md)."""
+
+    window: int = key("GD's average: over this many steps (centred trapezoid)", required=True)
+    t_first: float | None = key("the first time with an average", required=True)
+    t_last: float | None = key("the last time with an average", required=True)
+    ratio_median: float | None = key("||avg - central|| / ||avg - flow||: median", required=True)
+    ratio_max: float | None = key("... largest", required=True)
+    ratio_last: float | None = key("... at the last average", required=True)
+    loss_rel_median: float | None = key("predicted / averaged loss - 1: median", required=True)
+    loss_parting: float | None = key("from when they differ by more than 2x to the end (null: never)", required=True)
+    variance_ratio_median: float | None = key("GD's variance along u_1 / u_1^T Sigma u_1: median", required=True)
+    central_pinned: float | None = key("max abs(S - 2/eta) / (2/eta) of the central flow where Sigma != 0", required=True)
+
+
+@dataclass
+class EdgeSeriesEntry(Record):
+    """``series.edge_lr_<lr>`` (sgd.edge, flow.central): GD again at every step through its crossing."""
+
+    lr: None = key("null", required=True)
+    edge_lr: float = key("the learning rate eta", required=True)
+    status: Status = key("ok or error", required=True, record=Status)
+    message: str = key("why it failed, or empty")
+    max_dist_to_flow: None = key("null")
+    edge: EdgeEntry = key("the edge diagnostics", record=EdgeEntry)
+    steps: int = key("GD's steps to t_max")
+    final_loss: float | None = key("GD's L at its last step")
+    t_stop: float = key("the last step's time")
+    predictions: PredictionEntry | None = key("flow.central: against the central flow", record=PredictionEntry)
+    wall_time_s: float = key("seconds")
+
+
 # the record of each kind's entry, by its series' prefix (rundir's names); another kind: SeriesEntry
 ENTRY_RECORDS: dict[str, type[Record]] = {
     FLOW: FlowEntry,
     MODIFIED_PREFIX: FlowEntry,
     SGD_PREFIX: SGDEntry,
     SME_PREFIX: SMEEntry,
+    CENTRAL_PREFIX: CentralEntry,
+    EDGE_PREFIX: EdgeSeriesEntry,
 }
 
 

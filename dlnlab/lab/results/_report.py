@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
 from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text
+from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
 
@@ -96,6 +97,10 @@ def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
     limit = summary.get("sgd_limit") or {}
     for key in LIMIT_TAGS:
         values[f"hp/order_{key}"] = (limit.get(key) or {}).get("order")
+    edge = summary["series"].get(lr_series_name(EDGE_PREFIX, lr)) or {}
+    for key in ("t_edge", "hover_share", "median_ratio", "amplitude_median"):  # sgd.edge, flow.central
+        values[f"hp/edge_{key}"] = (edge.get("edge") or {}).get(key)
+    values["hp/edge_dist_ratio_median"] = (edge.get("predictions") or {}).get("ratio_median")
     spread = ((limit.get("sme") or {}).get("spread_ratio") or {}).get(repr(float(lr))) or {}
     for key, stats in spread.items():
         values[f"hp/sme_{key}_ratio"] = (stats or {}).get("median")
@@ -104,6 +109,7 @@ def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
 
 def log_run(ctx, summary: dict, table: str) -> None:
     """HParams rows of the (S)GD series; the flow's run gets the Text tab's summary."""
+    from dlnlab.lab.results._eos import edge_lines
     from dlnlab.lab.results._limit_text import escapes_table
 
     cfg = ctx.plan.cfg
@@ -114,6 +120,8 @@ def log_run(ctx, summary: dict, table: str) -> None:
         if (summary.get("sgd_limit") or {}).get("escapes"):
             log_text(flow, "summary/3 error constants between escapes", escapes_table(summary["sgd_limit"]))
         log_text(flow, "summary/4 config", "```yaml\n" + OmegaConf.to_yaml(to_plain(cfg)) + "```")
+        if edge := edge_lines(summary):
+            log_text(flow, "summary/5 edge of stability", "```\n" + "\n".join(edge) + "\n```")
         flow.save()
     for name, entry in summary["series"].items():
         logger = ctx.logger(name) if entry.get("lr") is not None else None
@@ -152,5 +160,11 @@ def make_figures(ctx) -> None:
     make_run_figures(
         ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png), workers=workers
     )
+    if ctx.plan.cfg.sgd.edge or ctx.plan.cfg.flow.central:  # figures/eos.png from the edge series' files
+        from dlnlab.plots.eos import write_eos_figure
+
+        png = write_eos_figure(ctx.out, ctx.out / "figures" / "eos.png")
+        if png is not None:
+            log_png(logger, "figures/eos", png)
     if logger is not None:
         logger.finalize("success")

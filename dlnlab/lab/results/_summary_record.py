@@ -11,9 +11,14 @@ from enum import Enum
 from typing import Any
 
 from dlnlab.lab.results._records import (
+    CentralEntry,
+    CentralFlowEntry,
+    EdgeEntry,
+    EdgeSeriesEntry,
     EnsembleSpread,
     FlowEntry,
     MemberEntry,
+    PredictionEntry,
     Record,
     SeriesEntry,
     SGDEntry,
@@ -184,7 +189,8 @@ def _entry(name: str, data: dict, strict: bool) -> Record:
 
 RECORDS: tuple[type[Record], ...] = (
     Summary, FlowEntry, SGDEntry, SMEEntry, SeriesEntry, MemberEntry, EnsembleSpread, Spread, OrderFit,
-    LimitReport, ErrorOrder, Stretch, Escapes, SMESpread,
+    LimitReport, ErrorOrder, Stretch, Escapes, SMESpread, CentralEntry, CentralFlowEntry, EdgeSeriesEntry,
+    EdgeEntry, PredictionEntry,
 )  # fmt: skip
 
 

@@ -4,8 +4,9 @@ The driver (``_driver``) takes a checked plan (``dlnlab.lab.config``), holds the
 (``_lock``), installs the signal handlers, writes ``problem.npz`` and ``summary.json``, runs the
 series, then the analysis and the figures. The series are of kinds (``_kind``: the interface, read its
 docstring to add one), listed once in ``_registry``: the flow (``_flow``, recorded while the solver
-runs, ``_flow_stream``), GD's modified flows (``_modified``), the SME ensembles (``_sme``) and (S)GD at
-each learning rate in Lightning (``_sgd``, ``_training``); ``_series`` runs them all the same way, in
+runs, ``_flow_stream``), GD's modified flows (``_modified``), GD's central flows (``_central``), the
+SME ensembles (``_sme``), (S)GD at each learning rate in Lightning (``_sgd``, ``_training``) and GD at
+every step through its edge of stability (``_edge``); ``_series`` runs them all the same way, in
 one loop over the learning rates, with what they share in ``_context``. A resumed run reads back what
 its directory holds (``_resume``).
 

@@ -74,7 +74,7 @@ class SeriesContext:
     out: Path
     n_grid: int
     progress: Progress
-    metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, save_theta
+    metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, top_eigs, save_theta, ...
     callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
     logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
@@ -101,6 +101,7 @@ class SeriesContext:
                 analysis_every=max(1, -(-n_grid // points)) if (points := plan.analysis.points) else 0,
                 sv_A_top=log.sv_A_top,
                 hessian_dense_max=log.hessian_dense_max,
+                top_eigs=log.top_eigs,
                 save_theta=log.save_theta,
                 theta_every=plan.theta_every(n_grid),
                 last_m=n_grid - 1,
@@ -158,6 +159,7 @@ class SeriesContext:
             sgd=bool(self.plan.lrs),
             curvature=bool(self.metric_kw.get("analysis_every")),
             modified=cfg.flow.modified,
+            central=cfg.flow.central or cfg.sgd.edge,
             limit=shared_flow and bool(self.plan.lrs),
             sme=cfg.sgd.sme,
             spread=tuple(n for n in self.series_names() if ensemble and not (n == "flow" and shared_flow)),

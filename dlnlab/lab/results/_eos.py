@@ -1,0 +1,85 @@
+"""The edge of stability in a run's summary: the central flow's entry from its grid arrays, and the
+console's lines of GD's edge diagnostics and the central flow's predictions.
+
+The numbers come from ``dlnlab.eos`` (its functions compute every one of them); their records
+(``CentralFlowEntry``, ``EdgeEntry``, ``PredictionEntry``, and the series' ``CentralEntry`` and
+``EdgeSeriesEntry``) live with the other entries in ``_records``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from dlnlab._util import fmt
+from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry
+
+__all__ = ["CentralFlowEntry", "EdgeEntry", "PredictionEntry", "central_entry", "edge_lines"]
+
+
+def _num(x) -> float | None:
+    """A finite float, else None (JSON has no NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def central_entry(lr: float, t, sharpness, sigma_trace, n_critical, loss, predicted, dist, iterations: int):
+    """A :class:`CentralFlowEntry` from the grid's arrays (NaN past a failure) and the distance to the
+    flow (NaN where none)."""
+    thr = 2.0 / lr
+    ok = np.isfinite(sharpness)
+    on = ok & (np.nan_to_num(sigma_trace) > 0)
+    t_on = t[on]
+    before = np.isfinite(dist) & (t < t_on[0] if len(t_on) else np.isfinite(dist))
+    last = np.flatnonzero(ok)[-1] if ok.any() else None
+    return CentralFlowEntry(
+        lr=float(lr), threshold=thr,
+        t_edge=float(t_on[0]) if len(t_on) else None, t_leave=float(t_on[-1]) if len(t_on) else None,
+        edge_share=float(on.sum() / max(ok.sum(), 1)),
+        sharpness_on_edge=_num(np.max(np.abs(sharpness[on] - thr)) / thr) if on.any() else None,
+        max_excess=_num(np.max((sharpness[ok] - thr) / thr)) if ok.any() else None,
+        max_critical=int(np.nanmax(n_critical)) if ok.any() else 0,
+        final_sharpness=None if last is None else _num(sharpness[last]),
+        final_loss=None if last is None else _num(loss[last]),
+        final_predicted_loss=None if last is None else _num(predicted[last]),
+        max_dist_to_flow_before_edge=_num(np.max(dist[before])) if before.any() else None,
+        eig_iterations=int(iterations),
+    )  # fmt: skip
+
+
+def edge_lines(summary: dict) -> list[str]:
+    """The console's edge-of-stability block: one line per GD series (and its central flow)."""
+    lines = []
+    for e in summary["series"].values():
+        if "edge" in e and e["edge"]:
+            d = e["edge"]
+            lr = d["lr"]
+            gfs = ", ".join(f"{s:.4g}" for s in d["gfs_sharpness"])
+            crossing = (
+                f"S reaches 2/eta at t = {fmt(d['t_edge'])}, within {100 * d['band']:g} % of it "
+                f"{fmt_share(d['hover_share'])} of the time after (median S = {fmt(d['median_ratio'])} x 2/eta), "
+                f"period-2 amplitude {fmt(d['amplitude_median'])} (median)"
+                if d["t_edge"] is not None
+                else "S never reaches 2/eta"
+            )
+            lines.append(
+                f"  lr {lr:g} (2/eta = {d['threshold']:.5g}): {d['outcome']}; {crossing}; S at the end "
+                f"{fmt(d['final_sharpness'])} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the "
+                f"balanced minimum's {d['balanced_sharpness']:.4g}; GFS sharpness {gfs} "
+                f"({'non-increasing' if d['gfs_non_increasing'] else 'rises'})"
+            )
+            p = e.get("predictions")
+            if p:
+                lines.append(
+                    f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta where Sigma != 0; GD's {p['window']}-step "
+                    f"average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}: distance ratio central/flow "
+                    f"{fmt(p['ratio_median'])} (median), {fmt(p['ratio_last'])} at the end; predicted/averaged "
+                    f"loss - 1 = {fmt(p['loss_rel_median'])} (median), parting at t = {fmt(p['loss_parting'])}; "
+                    f"GD's variance along u_1 / predicted = {fmt(p['variance_ratio_median'])} (median)"
+                )
+    return (["edge of stability (GD recomputed at every step, docs/eos.md):", *lines]) if lines else []
+
+
+def fmt_share(x: float | None) -> str:
+    return "(never)" if x is None else f"{100 * x:.0f} %"

@@ -1,0 +1,220 @@
+"""The edge of stability in the lab: top-k sharpness in every series, the central flow's kind
+(cflow_lr_<lr>), GD at every step through its crossing (edge_lr_<lr>), their files, summary keys,
+tags and cost model. The core's own formulas (third derivative, sigma^2, reduction to the flow) are
+tested in test_eos_*.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_lab import make_cfg
+
+from dlnlab.eos import integrate_central
+from dlnlab.flow import Solver
+from dlnlab.metrics import SeriesMetrics
+from dlnlab.network import Layout, unpack
+from dlnlab.problem import RegressionProblem
+
+DIMS = [4, 4, 4, 3]
+EDGE_LR = 0.2163  # conf/experiment/eos.yaml's: GD enters the edge at step 6 (t = 1.3)
+T_MAX = 3.0
+EOS = ["experiment=eos", f"flow.t_max={T_MAX}", "log.dt=0.1", "log.analysis_points=31", "log.figures=false",
+       "log.progress=never"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eos_run(tmp_path_factory):
+    from dlnlab.lab.runner import run
+
+    out = tmp_path_factory.mktemp("eos") / "run"
+    res = run(make_cfg([*EOS, "logger=tensorboard"]), output_dir=out)
+    problem = RegressionProblem.from_data(*(np.load(out / "problem.npz")[k] for k in "XY"))
+    return res, out, problem
+
+
+def _npz(out, name):
+    return dict(np.load(out / "series" / f"{name}.npz"))
+
+
+def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_run):
+    res, out, _ = eos_run
+    assert res.exit_code == 0
+    for lr in (EDGE_LR,):
+        for prefix in ("cflow_lr_", "sgd_lr_", "edge_lr_"):
+            assert res["series"][f"{prefix}{lr!r}"]["status"] == "ok"
+        assert (out / "series" / f"cflow_lr_{lr!r}.npz").exists() and (
+            out / "series" / f"edge_lr_{lr!r}.npz"
+        ).exists()
+    # no TensorBoard run of their own: they are compared in their GD series' run
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(["flow", f"sgd_lr_{EDGE_LR!r}"])
+    assert res["analysis"]["edge"]["spectra"] > 0 and res["analysis"]["edge"]["central_evals"] > 0
+
+
+def test_top_eigs_match_an_autograd_hessian(eos_run):
+    _, out, problem = eos_run
+    flow = _npz(out, "flow")
+    rows = np.flatnonzero(np.isfinite(flow["sharpness"]))
+    assert flow["top_eigs"].shape == (len(flow["t"]), 3) and len(rows) >= 30
+    np.testing.assert_array_equal(flow["top_eigs"][rows, 0], flow["sharpness"][rows])
+    for i in rows[[0, len(rows) // 2, -1]]:
+        theta = torch.as_tensor(flow["theta"][i])
+        hess = torch.autograd.functional.hessian(lambda x: problem.loss(unpack(x, DIMS)), theta)
+        want = torch.linalg.eigvalsh(hess).flip(0)[:3].numpy()
+        np.testing.assert_allclose(flow["top_eigs"][i], want, rtol=1e-9, atol=1e-10)
+
+
+def test_top_eigs_by_lobpcg_above_the_dense_limit_agree_with_dense():
+    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], 4, 3, 20, seed=1)
+    theta = torch.randn(
+        Layout(DIMS).n_weights, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    thetas = torch.stack([theta, theta * 1.01, theta * 1.02])
+    kw = dict(analysis_every=1, top_eigs=3, save_theta=False)
+    dense = SeriesMetrics(problem, DIMS, theta, **kw).compute([0, 1, 2], torch.zeros(3), thetas, [None] * 3)
+    lob = SeriesMetrics(problem, DIMS, theta, hessian_dense_max=10, **kw).compute(
+        [0, 1, 2], torch.zeros(3), thetas, [None] * 3
+    )
+    np.testing.assert_allclose(lob["top_eigs"], dense["top_eigs"], rtol=1e-7)
+    np.testing.assert_allclose(lob["sharpness"], dense["sharpness"], rtol=1e-7)
+
+
+def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
+    res, out, problem = eos_run
+    name = f"cflow_lr_{EDGE_LR!r}"
+    arr, entry = _npz(out, name), res["series"][name]
+    for key in ("t", "loss", "theta", "sharpness", "top_eigs", "central_sharpness", "n_critical",
+                "sigma_trace", "predicted_loss", "predicted_variance", "dist_to_flow"):  # fmt: skip
+        assert key in arr, key
+    c = entry["central"]
+    thr = 2 / EDGE_LR
+    assert c["threshold"] == pytest.approx(thr) and c["t_edge"] is not None and c["t_edge"] < 2.0
+    assert c["max_excess"] <= 1e-6  # S never past 2/eta beyond the solver's tolerance
+    on = arr["sigma_trace"] > 0
+    assert on.sum() > 10 and np.abs(arr["central_sharpness"][on][-20:] / thr - 1).max() <= 1e-4
+    # below the edge it is the gradient flow (the core's test_eos_central checks it to the solver's tolerance)
+    before = arr["t"] < c["t_edge"]
+    assert before.sum() >= 5 and c["max_dist_to_flow_before_edge"] <= 1e-8
+    assert np.nanmax(arr["dist_to_flow"][before]) == c["max_dist_to_flow_before_edge"]
+    # the predicted loss is L + 1/2 <Sigma, H> >= L, equal below the edge
+    assert np.all(arr["predicted_loss"] >= arr["loss"] * (1 - 1e-12))
+    np.testing.assert_allclose(arr["predicted_loss"][~on], arr["loss"][~on], rtol=1e-12)
+    assert np.all(arr["predicted_loss"][on] > arr["loss"][on])
+    # the recorded trajectory is the core's central flow, integrated here alone (through the crossing)
+    t = torch.as_tensor(arr["t"][:21])
+    alone = integrate_central(problem, DIMS, torch.as_tensor(arr["theta"][0]), t, EDGE_LR,
+                              solver=Solver("rk45", rtol=1e-9, atol=1e-11))  # fmt: skip
+    assert np.abs(alone.theta.numpy() - arr["theta"][:21]).max() <= 1e-6
+
+
+def test_the_edge_series_is_gd_at_every_step_and_its_diagnostics(eos_run):
+    res, out, _ = eos_run
+    name = f"edge_lr_{EDGE_LR!r}"
+    arr, entry = _npz(out, name), res["series"][name]
+    e = entry["edge"]
+    steps = round(T_MAX / EDGE_LR)
+    np.testing.assert_array_equal(arr["step"], np.arange(steps + 1))  # every step (a short run)
+    np.testing.assert_allclose(arr["t"], arr["step"] * EDGE_LR, rtol=1e-12)
+    assert e["stride"] == 1 and e["every_step"] == [0, steps] and e["steps"] == steps
+    # the recomputed GD is Lightning's GD series at the steps both recorded
+    gd = _npz(out, f"sgd_lr_{EDGE_LR!r}")
+    both = np.isin(gd["step"], arr["step"])
+    np.testing.assert_allclose(arr["loss"][gd["step"][both]], gd["loss"][both], rtol=1e-9)
+    ok = both & np.isfinite(gd["sharpness"])
+    np.testing.assert_allclose(arr["top_eigs"][gd["step"][ok], 0], gd["sharpness"][ok], rtol=1e-8)
+    # diagnostics: the first step with S >= 2/eta, hovering after it, the GFS sharpness from theta0
+    s, thr = arr["top_eigs"][:, 0], 2 / EDGE_LR
+    first = int(np.argmax(s >= thr))
+    assert e["t_edge"] == pytest.approx(arr["t"][first]) and first >= 1
+    assert e["outcome"] == "at_edge" and e["hover_share"] >= 0.9
+    assert e["median_ratio"] == pytest.approx(np.median(s[first:]) / thr)
+    assert e["gfs_t"][0] == 0.0 and e["flow_limit_sharpness"] > thr  # the flow's limit is past the edge
+    assert e["balanced_sharpness"] == pytest.approx(3 * 2 ** (4 / 3))
+    assert e["amplitude_median"] > 0 and np.isnan(arr["amplitude"][0])
+    p = entry["predictions"]
+    ratio = arr["dist_avg_central"] / arr["dist_avg_flow"]
+    assert p["ratio_median"] == pytest.approx(np.nanmedian(ratio)) and p["window"] == 8
+    assert math.isnan(arr["avg_loss"][0]) and np.isfinite(arr["avg_loss"][4])
+
+
+def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    _, out, _ = eos_run
+    acc = EventAccumulator(
+        str(out / "tensorboard" / f"sgd_lr_{EDGE_LR!r}"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    )
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {
+        "central/log10_sharpness",
+        "central/log10_predicted_loss",
+        "edge/log10_sharpness",
+        "edge/dist_ratio",
+        "curvature/log10_eig_2",
+        "curvature/log10_eig_3",
+        "hp/edge_t_edge",
+        "hp/edge_hover_share",
+    } <= scalars
+    sharp = acc.Scalars("edge/log10_sharpness")
+    assert len(sharp) == round(T_MAX / EDGE_LR) + 1  # every step, under log.tb_max_points
+    assert any("edge of stability" in tag for tag in acc.Tags()["tensors"])  # the Text tab
+
+
+def test_the_cost_model_counts_k_and_the_edge_work():
+    from dlnlab.lab.config import typed_config
+    from dlnlab.lab.config._budget import estimate
+    from dlnlab.lab.config._choose import analysis_seconds, edge_work
+
+    wide = Layout([64, 64, 64, 64])
+    assert analysis_seconds(wide, 1500, 3)[1] > analysis_seconds(wide, 1500, 1)[1]
+    base = {"model": {"dims": DIMS}, "sgd": {"lrs": [0.2, 0.1]}, "flow": {"t_max": 10.0}}
+    assert edge_work(typed_config(base)) is None
+    edge = edge_work(typed_config({**base, "sgd": {"lrs": [0.2, 0.1], "edge": True}}))
+    central = edge_work(typed_config({**base, "flow": {"t_max": 10.0, "central": True}}))
+    assert edge.central_evals == 0 and central.central_evals == pytest.approx(2 * 20 * (50 + 100))
+    assert central.seconds > edge.seconds > 0 and edge.spectra == 51 + 101
+    mem = estimate(typed_config({**base, "flow": {"t_max": 10.0, "central": True}})).memory
+    assert any("edge window" in k for k in mem)
+
+
+def test_a_long_run_is_sampled_and_recorded_at_every_step_around_its_crossing(tmp_path, monkeypatch):
+    """Runs longer than EDGE_STEPS steps: the run's points spaced, every step of a window centred on the
+    first spaced point with S >= 2/eta (EDGE_STEPS lowered to 6 so that 14 steps are a long run)."""
+    from dlnlab.lab.runner import _edge, run
+
+    monkeypatch.setattr(_edge, "EDGE_STEPS", 6)
+    cfg = [*EOS, "flow.central=false", "sgd.edge=true", "logger=none", "log.analysis_points=0"]
+    res = run(make_cfg(cfg), output_dir=tmp_path / "run")
+    name = f"edge_lr_{EDGE_LR!r}"
+    e, arr = res["series"][name]["edge"], _npz(tmp_path / "run", name)
+    steps = round(T_MAX / EDGE_LR)
+    assert e["stride"] == 3 and e["steps"] == steps and res["series"][name]["predictions"] is None
+    np.testing.assert_array_equal(arr["run_step"], [*range(0, steps + 1, 3), steps][: len(arr["run_step"])])
+    first = int(arr["run_step"][np.argmax(arr["run_top_eigs"][:, 0] >= 2 / EDGE_LR)])  # step 6 on this net
+    np.testing.assert_array_equal(arr["step"], np.arange(first - 3, first + 4))
+    assert e["every_step"] == [first - 3, first + 3]
+    crossed = arr["step"][np.argmax(arr["top_eigs"][:, 0] >= 2 / EDGE_LR)]
+    assert e["t_edge"] == pytest.approx(crossed * EDGE_LR)
+
+
+@pytest.mark.slow  # about 45 s: the reproduction of docs/eos.md (experiment=eos, t_max = 40)
+def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_path):
+    from dlnlab.lab.runner import run
+
+    res = run(make_cfg(["experiment=eos", "logger=none", "log.figures=false", "log.progress=never"]),
+              output_dir=tmp_path / "run")  # fmt: skip
+    assert res.exit_code == 0
+    edge = res["series"][f"edge_lr_{EDGE_LR!r}"]
+    e, p = edge["edge"], edge["predictions"]
+    assert e["outcome"] == "at_edge" and e["hover_share"] == 1.0 and abs(e["median_ratio"] - 1) < 0.02
+    assert e["gfs_non_increasing"] and e["flow_limit_sharpness"] > e["threshold"] > e["balanced_sharpness"]
+    c = res["series"][f"cflow_lr_{EDGE_LR!r}"]["central"]
+    assert c["max_excess"] <= 1e-8 and abs(c["final_sharpness"] / c["threshold"] - 1) <= 1e-6
+    assert p["central_pinned"] <= 1e-3 and p["ratio_max"] < 1.0  # GD's average nearer the central flow
+    assert p["loss_parting"] is not None and 2.0 < p["loss_parting"] < 20.0
