@@ -16,34 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._helpers import QUIET, TRAIN
+from tests._helpers import popen_cli as _popen
+from tests._helpers import read_summary as _summary
+from tests._helpers import run_cli as _cli
+from tests._helpers import wait_for_stage as _wait_for_stage
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
+
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "scripts" / "train.py"
-QUIET = ["log.figures=false", "log.progress=never"]
-
-
-def _no_nan(token):
-    pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
-
-
-def _popen(args, cwd, **kw):
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
-
-
-def _cli(args, cwd, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text(), parse_constant=_no_nan)
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +112,6 @@ def test_two_runs_started_together_get_two_directories(tmp_path):
     for d in dirs:
         assert _summary(d)["run_dir"] == str(d)
         assert len(np.load(d / "series" / "flow.npz")["t"]) == 81
-
-
-def _wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if _summary(run_dir)["stage"] == stage:
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"the run never reached stage {stage!r} (exit {proc.poll()})")
 
 
 def _check_interrupted(out: Path, code: int, sig: str, stage: str) -> dict:

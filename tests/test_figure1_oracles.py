@@ -65,6 +65,7 @@ def _product(theta):
     return product(unpack(theta, DIMS))
 
 
+@pytest.mark.lab
 def test_the_lab_flags_the_stalled_series_unstable(tmp_path):
     from hydra import compose, initialize_config_dir
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.runner import run
+from tests._helpers import TINY, make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 LRS = [0.04, 0.02, 0.01, 0.005]
 ARGS = [

@@ -76,10 +76,10 @@ def test_gd_follows_the_modified_flow_to_second_order(small):
     assert math.isfinite(sum(dist_mod))
 
 
+@pytest.mark.lab
 def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
-    from test_lab import TINY, make_cfg
-
     from dlnlab.lab.runner import run
+    from tests._helpers import TINY, make_cfg
 
     cfg = [*TINY, "flow.modified=true", "sgd.lrs=[0.02,0.01,0.005]", "flow.t_max=2", "init.scale=0.5"]
     res = run(make_cfg([*cfg, "logger=tensorboard"]), output_dir=tmp_path / "run")
