@@ -1,5 +1,6 @@
-"""Shared fixtures: the problems many tests build, and one tiny lab run per session that the tests which only
-read a run's files share (instead of each running its own). float64, one torch thread.
+"""Shared fixtures: the Figure 1 problem (the other problems many tests build are in tests/_helpers.py),
+and one tiny lab run per session that the tests which only read a run's files share (instead of each
+running its own). float64, one torch thread.
 
 Markers (pyproject.toml): ``slow`` for long tests, ``lab`` for tests that run the whole lab (a run in-process
 or through the CLI). ``pytest -m "not slow and not lab"`` is the quick loop over the core."""
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from dlnlab.problem import RegressionProblem
-from tests._helpers import eos_problem, figure1_problem, make_cfg, noisy_problem
+from tests._helpers import figure1_problem, make_cfg
 
 torch.set_num_threads(1)
 
@@ -24,18 +25,6 @@ TINY_RUN = ["experiment=tiny", "log.progress=never"]  # the session's run: Tenso
 def fig1_problem() -> RegressionProblem:
     """Teacher s = (4, 3, 2, 1), exactly whitened inputs, N = 110, no noise (shared: read-only)."""
     return figure1_problem()
-
-
-@pytest.fixture
-def noisy() -> RegressionProblem:
-    """:func:`tests._helpers.noisy_problem`: not whitened, noisy, three modes."""
-    return noisy_problem()
-
-
-@pytest.fixture
-def eos() -> RegressionProblem:
-    """:func:`tests._helpers.eos_problem`: the edge-of-stability tests' task."""
-    return eos_problem()
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,14 @@ from dlnlab.analysis import gd_stability_threshold
 from dlnlab.flow import LossLevel, Solver, integrate, time_grid
 from dlnlab.init import gaussian
 from dlnlab.network import pack, product, unpack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem
 
 DIMS = [11, 6, 6, 6, 6, 4]
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    return figure1_problem()
 
 
 def first_escape(problem, scale, seed=0):

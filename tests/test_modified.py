@@ -13,13 +13,14 @@ from dlnlab.descent import gd
 from dlnlab.flow import Solver, integrate, time_grid, vector_field
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import noisy_problem
 
 DIMS = [4, 5, 5, 3]
 
 
 @pytest.fixture(scope="module")
 def small():
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     return problem, pack(init.gaussian(DIMS, 0.5, seed=0))
 
 
