@@ -99,7 +99,6 @@ def test_the_explicit_estimate_follows_the_stiffness():
     assert choose.explicit_nfe(1e-3, 1.0) == choose.EXPLICIT_MIN_NFE
 
 
-@pytest.mark.lab
 def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
     cfg = prepare(make_cfg([*TINY])).cfg
     full = choose.choose_analysis(cfg, run_seconds=1e6)

@@ -56,35 +56,42 @@ def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cli_run / ".hydra").iterdir()} == hydra_files
 
 
+# One refusal from each place a command line can be refused: the script's own arguments, Hydra's override
+# parser, the schema, an interpolation, the learning rates' check, the cost estimate (no warning first) and
+# the run directory. The rest of the table's fragments are the in-process preflight's (tests/test_refusals.py
+# sends every one of them through the same check); through the CLI they run with the slow tests.
 REFUSED = [
     (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
-    (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
-    (["init=foo"], "error: init=foo: no such option"),
     (["model.dims=[1,2"], "error: malformed override"),
     (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
     (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
-    (["log.dt=1e-9"], "error: log.dt: the grid"),
-    (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
-    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
-    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
-    (["="], "error: '=': the override has no key; an override is key=value"),
     (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
     (
         ["sgd.lrs=[1e-300]"],
         "error: sgd.lrs: the series at lr = 1e-300 needs 4e+300 steps",
     ),  # no warning first
+    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
+]
+REFUSED_MORE = [
+    (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
+    (["init=foo"], "error: init=foo: no such option"),
+    (["log.dt=1e-9"], "error: log.dt: the grid"),
+    (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
+    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
+    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
+    (["="], "error: '=': the override has no key; an override is key=value"),
     (
         ["logger=csv", "+logger.bogus=1"],
         "error: logger.bogus: no such key; logger has: flush_logs_every_n_steps",
     ),
-    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
 ]
 
 
-def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+def _refused_in_one_line(cases, tmp_path) -> None:
+    """Each command line exits 2 with one line on stderr starting with its fragment, and no directory."""
     procs = [
         (_popen(["experiment=tiny", f"hydra.run.dir={tmp_path / f'r{i}'}", *args], tmp_path), fragment)
-        for i, (args, fragment) in enumerate(REFUSED)
+        for i, (args, fragment) in enumerate(cases)
     ]
     for proc, fragment in procs:
         out, err = proc.communicate(timeout=120)
@@ -92,6 +99,15 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
         assert err.startswith(fragment) and err.count("\n") == 1, err
         assert "Traceback" not in err + out
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused run created a directory"
+
+
+def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+    _refused_in_one_line(REFUSED, tmp_path)
+
+
+@pytest.mark.slow
+def test_more_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+    _refused_in_one_line(REFUSED_MORE, tmp_path)
 
 
 def test_two_runs_started_together_get_two_directories(tmp_path):
