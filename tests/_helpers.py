@@ -74,9 +74,11 @@ def popen_cli(args, cwd, **kw) -> subprocess.Popen:
     )
 
 
-def run_cli(args, cwd, timeout=300) -> subprocess.CompletedProcess:
-    """``python scripts/train.py *args`` run to its end in ``cwd``."""
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run_cli(args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """``python scripts/train.py *args`` run to its end in ``cwd`` (``env``: the environment, if not this one's)."""
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> None:

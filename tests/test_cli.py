@@ -224,15 +224,24 @@ def test_sigterm_during_the_analysis_and_the_figures(stage, tmp_path):
     assert all(e["status"] == "ok" for e in summary["series"].values())
 
 
-def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
-    """A two-job sweep through Hydra's joblib launcher (the jobs in parallel processes), one job failing."""
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+# joblib: the jobs in two worker processes (each imports the lab again: with the slow tests); basic: one
+# after the other in the sweep's process. The sweep's record is written the same way for either.
+LAUNCHERS = [
+    pytest.param([], id="basic"),
+    pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher):
+    """A two-job sweep through a Hydra launcher, one job failing."""
+    if launcher:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     sweep = tmp_path / "sweep"
     proc = _cli(
         [
             "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
+            *launcher,
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
@@ -294,36 +303,38 @@ def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
 def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_path):
     """SIGTERM during a minibatch heavy-ball series, then resume=<run dir>: every series equals the
     uninterrupted run's bit for bit (same machine: the same ops in the same order), the finished
-    series are kept, the interrupted one continues from its checkpoint."""
-    from hydra import compose, initialize_config_dir
-
-    from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
+    series are kept, the interrupted one continues from its checkpoint. The signal comes from a
+    callback at grid point 40 of 81 (10,000 steps: a fixed point, however fast the machine), once:
+    the resume, in a process of its own, is not signalled again."""
     from dlnlab.lab.runner import run
+    from tests._helpers import make_cfg
 
     args = [
         "experiment=tiny",
-        "flow.t_max=20",
+        "flow.t_max=4",
         "sgd.lrs=[0.01,0.0002]",
         "sgd.batch_size=5",
         "sgd.momentum=0.5",
         *QUIET,
     ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config_name="train", overrides=args)
-    whole = run(cfg, output_dir=tmp_path / "whole")
+    whole = run(make_cfg(args), output_dir=tmp_path / "whole")
     out = tmp_path / "killed"
-    proc = _popen([*args, f"hydra.run.dir={out}"], tmp_path)
-    _wait_for_stage(out, "sgd_lr_0.0002", proc)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 143
+    stop = [
+        "+callbacks.stop._target_=_runtime_helpers.SignalOnce",
+        "+callbacks.stop.series=sgd_lr_0.0002",
+        "+callbacks.stop.m=40",
+        f"+callbacks.stop.flag={tmp_path / 'signalled'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}  # for _runtime_helpers
+    proc = _cli([*args, *stop, f"hydra.run.dir={out}"], tmp_path, env=env)
+    assert proc.returncode == 143, proc.stderr[-3000:]
     killed = _summary(out)
     assert killed["series"]["sgd_lr_0.0002"]["status"] == "interrupted"
+    assert 0 < killed["series"]["sgd_lr_0.0002"]["t_stop"] < 4
     assert (out / "checkpoints" / "sgd_lr_0.0002.ckpt").is_file()
-    refused = _cli([f"resume={out}", "sgd.lrs=[0.1]"], tmp_path)
+    refused = _cli([f"resume={out}", "sgd.lrs=[0.1]"], tmp_path, env=env)
     assert refused.returncode == 2 and "give resume=<run dir> alone" in refused.stderr
-    resumed = _cli([f"resume={out}"], tmp_path)
+    resumed = _cli([f"resume={out}"], tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = _summary(out)
     assert summary["stage"] == "done" and summary["interrupted"] is None and summary["exit_code"] == 0
@@ -340,5 +351,5 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
             if key in a.files:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
         assert summary["series"][name]["status"] == whole["series"][name]["status"]
-    again = _cli([f"resume={out}"], tmp_path)
+    again = _cli([f"resume={out}"], tmp_path, env=env)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
