@@ -63,7 +63,6 @@ while True:
 """
 
 
-@pytest.mark.lab
 def test_a_kill_during_a_write_never_leaves_a_broken_file(tmp_path):
     """SIGKILL (no handler can run) at random moments of repeated 16 MB writes: the file is always a
     complete npz, the old one or the new one."""
@@ -102,7 +101,6 @@ except signals.Interrupted as err:
 """
 
 
-@pytest.mark.lab
 def test_a_signal_during_a_write_waits_for_the_write(tmp_path):
     path = tmp_path / "summary.json"
     proc = subprocess.Popen([sys.executable, "-c", JSON_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
