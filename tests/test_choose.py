@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.config import _choose as choose
-from dlnlab.lab.config import prepare
+from dlnlab.lab.config import prepare, typed_config
 from dlnlab.lab.runner import run
 from dlnlab.metrics import theta_rows
 from dlnlab.network import Layout
+from tests._helpers import TINY, make_cfg
 
 
 def test_auto_takes_lsoda_on_the_figure1_net_cvode_on_a_wide_one_rk45_on_a_short_horizon():
@@ -110,19 +111,28 @@ def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
     assert (cut.points + 1) * series * cut.seconds_per_point > 20 * full.seconds_per_point / 3
     off = choose.choose_analysis(prepare(make_cfg([*TINY, "log.analysis_points=0"])).cfg, 1.0)
     assert off.points == 0
-    wide = prepare(make_cfg(["model.dims=[256,256,256]", "data.n_samples=256", "sgd.lrs=[]"])).analysis
-    assert wide.kind == "lanczos" and "Lanczos" in wide.why
     assert prepare(make_cfg([])).analysis.saddles == "all"  # Figure 1: every series' saddles classified
-    big = [
-        "model.dims=[256,256,256,256,256,256,256,256,256]",
-        "data.n_samples=256",
-        "flow.t_max=5",
-        "sgd.lrs=[0.01]",
-    ]
-    huge = prepare(make_cfg(big)).analysis  # 33 s a plateau against a 40 s run: none
+    # the wide nets' choices from the chooser itself, at the run times prepare estimates for them (about
+    # 10 s and 40 s); the same through prepare (which measures the nets: 11 s) with the slow tests
+    wide = choose.choose_analysis(typed_config(make_cfg(WIDE)), run_seconds=10.0)
+    assert wide.kind == "lanczos" and "Lanczos" in wide.why
+    huge = choose.choose_analysis(typed_config(make_cfg(HUGE)), run_seconds=40.0)
     assert huge.saddles == "none" and "a quarter of the run" in huge.saddles_why
 
 
+WIDE = ["model.dims=[256,256,256]", "data.n_samples=256", "sgd.lrs=[]"]
+HUGE = ["model.dims=[256,256,256,256,256,256,256,256,256]", "data.n_samples=256", "flow.t_max=5", "sgd.lrs=[0.01]"]
+
+
+@pytest.mark.slow
+def test_prepare_plans_the_analysis_of_wide_nets():
+    wide = prepare(make_cfg(WIDE)).analysis
+    assert wide.kind == "lanczos" and "Lanczos" in wide.why
+    huge = prepare(make_cfg(HUGE)).analysis  # 33 s a plateau against a 40 s run: none
+    assert huge.saddles == "none" and "a quarter of the run" in huge.saddles_why
+
+
+@pytest.mark.lab
 def test_theta_on_a_sub_grid_above_its_size_limit(tmp_path):
     base = [*TINY, "sgd.lrs=[0.02]", "flow.t_max=2.0"]
     full = run(make_cfg(base), output_dir=tmp_path / "full")
