@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_lab import make_cfg
+from _helpers import make_cfg
 
 from dlnlab.eos import integrate_central
 from dlnlab.flow import Solver

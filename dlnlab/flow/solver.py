@@ -25,7 +25,7 @@ SUNDIALS = ("cvode",)  # BDF, Newton-Krylov with exact Hessian-vector products: 
 NATIVE = ("rk45", "bdf_batch", "radau_batch")
 METHODS = TORCHDIFFEQ_ADAPTIVE + TORCHDIFFEQ_FIXED + SCIPY_STIFF + SUNDIALS + NATIVE
 
-# Chosen by scripts/bench_flow.py (docs/benchmarks/flow.md). On the stiff benchmark (Fig.-1 net,
+# Chosen by python -m scripts.bench.flow (docs/benchmarks/flow.md). On the stiff benchmark (Fig.-1 net,
 # s = [10, 6, 3, 1], t_max = 300) LSODA with the exact Jacobian is the fastest method at every accuracy
 # from 1e-4 to 1e-7; at rtol 1e-9 / atol 1e-11 it tracks a tight reference to ~1e-6 there and to ~4e-7
 # on the Figure-1 setting s = [4, 3, 2, 1], in about 0.6 s (dopri5: ~30 s).

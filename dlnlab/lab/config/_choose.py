@@ -4,7 +4,7 @@ theta a series file keeps. Each choice is printed and recorded in the summary.
 The choices come from a cost model of the net's shapes, not from timings taken at the start: a
 default that flips with the machine's load would make the same config run different methods. The
 model counts floating-point work and per-call overheads with constants fitted on a 2-core x86 CPU,
-float64, one thread (``docs/scale.md``, ``scripts/bench.py``); its absolute seconds are
+float64, one thread (``docs/scale.md``, ``python -m scripts.bench``); its absolute seconds are
 nominal, its ratios are what choose.
 
 * ``flow.method=auto`` takes the cheapest of: LSODA with the exact dense Jacobian (about
