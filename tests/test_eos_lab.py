@@ -39,6 +39,7 @@ def _npz(out, name):
     return dict(np.load(out / "series" / f"{name}.npz"))
 
 
+@pytest.mark.lab
 def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_run):
     res, out, _ = eos_run
     assert res.exit_code == 0
@@ -53,6 +54,7 @@ def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_ru
     assert res["analysis"]["edge"]["spectra"] > 0 and res["analysis"]["edge"]["central_evals"] > 0
 
 
+@pytest.mark.lab
 def test_top_eigs_match_an_autograd_hessian(eos_run):
     _, out, problem = eos_run
     flow = _npz(out, "flow")
@@ -81,6 +83,7 @@ def test_top_eigs_by_lobpcg_above_the_dense_limit_agree_with_dense():
     np.testing.assert_allclose(lob["sharpness"], dense["sharpness"], rtol=1e-7)
 
 
+@pytest.mark.lab
 def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     res, out, problem = eos_run
     name = f"cflow_lr_{EDGE_LR!r}"
@@ -109,6 +112,7 @@ def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     assert np.abs(alone.theta.numpy() - arr["theta"][:21]).max() <= 1e-6
 
 
+@pytest.mark.lab
 def test_the_edge_series_is_gd_at_every_step_and_its_diagnostics(eos_run):
     res, out, _ = eos_run
     name = f"edge_lr_{EDGE_LR!r}"
@@ -139,6 +143,7 @@ def test_the_edge_series_is_gd_at_every_step_and_its_diagnostics(eos_run):
     assert math.isnan(arr["avg_loss"][0]) and np.isfinite(arr["avg_loss"][4])
 
 
+@pytest.mark.lab
 def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
     from tensorboard.backend.event_processing.event_accumulator import (
         STORE_EVERYTHING_SIZE_GUIDANCE,
@@ -183,6 +188,7 @@ def test_the_cost_model_counts_k_and_the_edge_work():
     assert any("edge window" in k for k in mem)
 
 
+@pytest.mark.lab
 def test_a_long_run_is_sampled_and_recorded_at_every_step_around_its_crossing(tmp_path, monkeypatch):
     """Runs longer than EDGE_STEPS steps: the run's points spaced, every step of a window centred on the
     first spaced point with S >= 2/eta (EDGE_STEPS lowered to 6 so that 14 steps are a long run)."""

@@ -59,6 +59,7 @@ def test_the_registry_runs_the_flow_first_and_each_kind_after_what_it_needs():
     assert [k.key for k in KINDS if k.tensorboard_run] == ["flow", "sgd"]  # docs/tensorboard.md's runs
 
 
+@pytest.mark.lab
 def test_a_toy_kind_plugs_into_a_real_run(tmp_path, monkeypatch):
     """Registered by one line, the toy kind runs once per learning rate between the flow and the (S)GD
     series, receives the flow at its exact times, and its GD (descent.gd) agrees with the Lightning
@@ -83,6 +84,7 @@ def test_a_toy_kind_plugs_into_a_real_run(tmp_path, monkeypatch):
     assert np.isfinite(result["convergence_order"])
 
 
+@pytest.mark.lab
 def test_a_resume_applies_each_kinds_policy(tmp_path):
     """SIGTERM in the first SGD series after the SME ensembles: the resume runs the SME ensembles again
     (Resume.RERUN, recorded as run from the start), rechecks the flow (RECOMPUTE, not listed), continues

@@ -72,6 +72,7 @@ def runs(tmp_path_factory):
     }
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("which", ["modified", "ensemble"])
 def test_a_real_summary_is_its_records_key_by_key(runs, which):
     result, data = runs[which]
@@ -85,6 +86,7 @@ def test_a_real_summary_is_its_records_key_by_key(runs, which):
     assert json.loads(json.dumps(dict(result))) == data  # and read as a mapping
 
 
+@pytest.mark.lab
 def test_the_records_type_what_the_run_returns(runs):
     result, data = runs["ensemble"]
     s = result.summary
