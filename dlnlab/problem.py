@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dlnlab import _second_order
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, matmul, pack, prefix_products, product, unpack
 
@@ -302,38 +303,14 @@ class RegressionProblem:
         return torch.linalg.matrix_norm(e)
 
     # ----------------------------------------------------------------------------------------
-    # Second order, on theta (never on all n^2 entries of A)
+    # Second order, on theta (never on all n^2 entries of A): closed forms in dlnlab/_second_order.py
     def hvp(self, weights: Sequence[Tensor], directions: Sequence[Tensor]) -> list[Tensor]:
         """Hessian-vector products in closed form: d/de grad L(W + e V) at e = 0.
 
         weights: W_j (d_j, d_{j-1}); directions: V_j (..., d_j, d_{j-1}) with any batch of
         directions. Returns [(H V)_j] with the batch shape of the directions.
         """
-        h = len(weights)
-        pre = [weights[0]]
-        dpre = [directions[0]]
-        for j in range(1, h):
-            dpre.append(weights[j] @ dpre[-1] + directions[j] @ pre[-1])
-            pre.append(weights[j] @ pre[-1])
-        p, dp = pre[-1], dpre[-1]
-        e = p - self.P_ls
-        d = e if self.whitened else e @ self.Sxx
-        dd = dp if self.whitened else dp @ self.Sxx
-        # Backward sweep: T_j = Suf_j^T D with Suf_j = W_h...W_{j+1}; its derivative dT_j.
-        t, dt = d, dd
-        out: list[Tensor] = [None] * h  # type: ignore[list-item]
-        for j in range(h - 1, -1, -1):
-            left = pre[j - 1] if j > 0 else None
-            dleft = dpre[j - 1] if j > 0 else None
-            if left is None:
-                out[j] = dt
-            else:
-                out[j] = dt @ left.mT + t @ dleft.mT
-            if j > 0:
-                w, v = weights[j], directions[j]
-                dt = w.mT @ dt + v.mT @ t
-                t = w.mT @ t
-        return out
+        return _second_order.hvp(self, weights, directions)
 
     def hvp_theta(self, theta: Tensor, v: Tensor, dims: Layout | Sequence[int]) -> Tensor:
         """H(theta) v on theta; v of shape (..., p)."""
@@ -341,43 +318,8 @@ class RegressionProblem:
 
     def hessian(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
         """The dense Hessian on theta, (p, p), or (..., p, p) for a batch theta (..., p) (an ensemble's
-        stiff flow), assembled in closed form from the blocks.
-
-        d^2 L[U, V] = <dP[U] Sxx, dP[V]> + <D, d^2 P[U, V]>: a Gauss-Newton part J^T J with
-        J_j = d vec(P Sxx^{1/2}) / d vec(W_j) = Suf_j (x) (Pre_{j-1} Sxx^{1/2})^T, and for i < j the
-        blocks <D, Suf_j V_j M U_i Pre_{i-1}> = K[a, d] M[b, c] with M = W_{j-1}...W_{i+1} and
-        K = Suf_j^T D Pre_{i-1}^T. Costs a few einsums, not p Hessian-vector products.
-        """
-        layout = dims if isinstance(dims, Layout) else Layout(tuple(dims))
-        ws = unpack(theta, layout)
-        h, d, batch = len(ws), layout.dims, theta.shape[:-1]
-        pre = [torch.eye(d[0], dtype=theta.dtype, device=theta.device).expand(*batch, d[0], d[0])]
-        for w in ws:
-            pre.append(matmul(w, pre[-1]))
-        suf = [torch.eye(d[-1], dtype=theta.dtype, device=theta.device).expand(*batch, d[-1], d[-1])]
-        for w in reversed(ws):
-            suf.append(matmul(suf[-1], w))
-        suf = suf[::-1]  # suf[j] = W_h ... W_{j+1}, j = 0..h
-        e = pre[-1] - self.P_ls
-        dmat = e if self.whitened else e @ self.Sxx
-        jac = []
-        for j in range(1, h + 1):
-            right = pre[j - 1] if self.whitened else pre[j - 1] @ self.sxx_sqrt
-            jac.append(torch.einsum("...ya,...bx->...yxab", suf[j], right).reshape(*batch, d[-1] * d[0], -1))
-        jac = torch.cat(jac, dim=-1)
-        hess = jac.mT @ jac
-        sl = layout.theta_slices
-        for j in range(2, h + 1):
-            k_mat = matmul(suf[j].mT, dmat)  # (d_j, d_x), completed below per i
-            mid = torch.eye(d[j - 1], dtype=theta.dtype, device=theta.device)  # W_{j-1}...W_{i+1}
-            for i in range(j - 1, 0, -1):
-                kk = matmul(k_mat, pre[i - 1].mT)  # (d_j, d_{i-1})
-                block = torch.einsum("...ad,...bc->...abcd", kk, mid.expand(*batch, *mid.shape[-2:]))
-                block = block.reshape(*batch, d[j] * d[j - 1], d[i] * d[i - 1])
-                hess[..., sl[j - 1], sl[i - 1]] += block
-                hess[..., sl[i - 1], sl[j - 1]] += block.mT
-                mid = matmul(mid, ws[i - 1])
-        return hess
+        stiff flow), assembled in closed form from the blocks (:func:`dlnlab._second_order.hessian`)."""
+        return _second_order.hessian(self, theta, dims)
 
     def hessian_by_hvp(self, theta: Tensor, dims: Layout | Sequence[int]) -> Tensor:
         """The dense Hessian by one batched HVP on the identity (a check of :meth:`hessian`)."""

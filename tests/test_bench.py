@@ -1,19 +1,15 @@
-"""scripts/bench.py's size table on two tiny nets: every field is there and finite (no timing asserts)."""
+"""scripts/bench's size table on two tiny nets: every field is there and finite (no timing asserts)."""
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import bench_gpu  # noqa: E402
-import bench_size  # noqa: E402
-import bench_stiff  # noqa: E402
+from scripts.bench import gpu as bench_gpu
+from scripts.bench import size as bench_size
+from scripts.bench import stiff as bench_stiff
 
 FIELDS = {
     "width", "depth", "p", "hd3", "grad_plain_s", "grad_module_s", "grad_held_s", "grad_theta_s", "sgd_steps",
@@ -69,3 +65,23 @@ def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():
     lines = bench_stiff.stiff_section(3, 1.0, 1, 2, 1, log=lambda _: None)
     assert any(line.startswith("| repeat |") for line in lines)
     assert any("own radau at 1e-12" in line for line in lines)
+
+
+def test_a_bench_section_imports_no_other_section():
+    """scripts/bench/: a section module imports only scripts.bench.common of the benchmarks (what several
+    share lives there); __main__ alone gathers the sections."""
+    import ast
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+    bad = []
+    for path in bench.glob("*.py"):
+        if path.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scripts.bench"):
+                if node.module != "scripts.bench.common":
+                    bad.append(f"{path.name} imports {node.module}")
+            if isinstance(node, ast.ImportFrom) and node.level:
+                bad.append(f"{path.name} has a relative import")
+    assert not bad, bad

@@ -16,41 +16,42 @@ one BLAS thread); compared variants are measured side by side in one process, in
                      the recorder in a forked worker process as dlnlab.lab.runner._driver runs it
 
 * size: widths 4 to 512 and depths 2 to 10; gradient, SGD, flow, curvature and memory against plain
-  torch, and the exponent of the gradient's time against h d^3 (``scripts/bench_size.py``).
+  torch, and the exponent of the gradient's time against h d^3 (``scripts/bench/size.py``).
 * ensemble: B = 64 Figure 1 nets as one batch against 64 one-by-one runs, SGD and the flow
-  (``scripts/bench_ensemble.py``).
+  (``scripts/bench/ensemble.py``).
 * stiff_ensemble: the batched stiff flows (radau_batch, bdf_batch) of 64 Figure 1 nets at t_max 300
   against 64 one-by-one LSODA solves (at the default rtol and at 1e-12) and the batched rk45, each
   member's deviation from its own LSODA solve and its own Radau solve at rtol 1e-12
-  (``scripts/bench_stiff.py``).
+  (``scripts/bench/stiff.py``).
 * gpu (``--device cuda``): widths 1024 to 4096 in float64 and float32 against the CPU and the bare
-  matmuls (``scripts/bench_gpu.py``).
-* wide, ensemble_run: whole lab runs (``scripts/bench_run.py``): the width-256, depth-8 net with the
+  matmuls (``scripts/bench/gpu.py``).
+* wide, ensemble_run: whole lab runs (``scripts/bench/run.py``): the width-256, depth-8 net with the
   defaults, without analysis and theta, and as a plain torch loop; an ensemble of 64 against 64 runs.
 
-    python scripts/bench.py --quick                          # about a minute and a half
-    python scripts/bench.py --out docs/benchmarks/size.md    # everything (10-15 minutes on 2 cores)
-    python scripts/bench.py --sections figure1 --t-max 60 --repeat 3
-    python scripts/bench.py --device cuda --sections gpu
+    python -m scripts.bench --quick                          # about a minute and a half
+    python -m scripts.bench --out docs/benchmarks/size.md    # everything (10-15 minutes on 2 cores)
+    python -m scripts.bench --sections figure1 --t-max 60 --repeat 3
+    python -m scripts.bench --device cuda --sections gpu
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_ensemble import ensemble_section
-from bench_gpu import gpu_section
-from bench_run import ensemble_run_section, wide_section
-from bench_size import (
+from threadpoolctl import threadpool_limits
+
+from scripts.bench.ensemble import ensemble_section
+from scripts.bench.figure1 import figure1_section
+from scripts.bench.gpu import gpu_section
+from scripts.bench.run import ensemble_run_section, wide_section
+from scripts.bench.size import (
     CHEAP_REPEAT,
     FULL_SIZES,
     MIN_HD3,
@@ -60,103 +61,7 @@ from bench_size import (
     size_report,
     size_table,
 )
-from bench_stiff import stiff_section
-from threadpoolctl import threadpool_limits
-
-from dlnlab.flow import time_grid
-from dlnlab.init import gaussian
-from dlnlab.lab.record import SeriesRecorder, TensorBoardLogger, open_recorder
-from dlnlab.metrics import SeriesMetrics
-from dlnlab.network import pack, unpack
-from dlnlab.problem import RegressionProblem
-from dlnlab.status import Status
-
-
-def plain_loop(problem, dims, theta0, lr, n_steps, snapshot=None):
-    theta = theta0.clone()
-    views = unpack(theta, dims)
-    ks = snapshot[0] if snapshot else []
-    j = 0
-    with torch.no_grad():
-        for k in range(1, n_steps + 1):
-            grads = problem.gradient(views)
-            for w, g in zip(views, grads):
-                w.sub_(g, alpha=lr)
-            if snapshot:
-                while j < len(ks) and ks[j] == k:
-                    snapshot[1](j, k, theta)
-                    j += 1
-    return theta
-
-
-def figure1_rows(args) -> tuple[list[int], list]:
-    """(dims, rows): per lr, the best seconds of plain, plain+recorder and lightning, interleaved."""
-    from dlnlab.lab.runner import series_grid, train_series  # imports Lightning
-
-    dims = [11, 6, 6, 6, 6, 4]
-    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
-    theta0 = pack(gaussian(dims, 0.1, seed=1))
-    n_grid = len(time_grid(args.t_max, dt=args.dt))
-    analysis_every = max(1, math.ceil(n_grid / args.analysis_points)) if args.analysis_points else 0
-
-    def metrics(lr: float) -> SeriesMetrics:  # the lab's default logging: every metric, TensorBoard
-        return SeriesMetrics(problem, dims, theta0, sgd=True, analysis_every=analysis_every)
-
-    def tb(tmp: str, name: str) -> TensorBoardLogger:
-        return TensorBoardLogger(Path(tmp) / "tensorboard", version=name)
-
-    rows = []
-    for lr in args.lrs:
-        n_steps = series_grid(n_grid, args.dt, lr)[1][-1]  # the lab's last grid step
-        best = {"plain": math.inf, "plain+recorder": math.inf, "lightning": math.inf}
-        finals = {}
-        for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                finals["plain"] = plain_loop(problem, dims, theta0, lr, n_steps)
-                best["plain"] = min(best["plain"], time.perf_counter() - t0)
-
-                rec = SeriesRecorder("p", metrics(lr), n_grid, tmp, logger=tb(tmp, "p"), lr=lr)
-                _, ks = series_grid(n_grid, args.dt, lr)
-                t0 = time.perf_counter()
-                rec.record(0, 0.0, theta0, step=0)
-                snap = (ks[1:], lambda j, k, th, rec=rec, lr=lr: rec.record(j + 1, k * lr, th, step=k))
-                plain_loop(problem, dims, theta0, lr, n_steps, snapshot=snap)
-                rec.close()
-                best["plain+recorder"] = min(best["plain+recorder"], time.perf_counter() - t0)
-
-                t0 = time.perf_counter()  # as the lab runs it: the recorder in a worker process
-                logger = tb(tmp, "l")
-                rec = open_recorder("l", metrics(lr), n_grid, tmp, logger=logger, lr=lr, worker=True)
-                out = train_series(problem, dims, theta0, lr, args.dt, n_grid, rec, logger=logger)
-                arrays = rec.close()
-                best["lightning"] = min(best["lightning"], time.perf_counter() - t0)
-                finals["lightning"] = torch.as_tensor(arrays["theta"][-1])
-                assert out.status == Status.OK, out
-        same = float((finals["plain"] - finals["lightning"]).abs().max())
-        rows.append((lr, n_steps, best, same))
-    return dims, rows
-
-
-def figure1_section(args) -> list[str]:
-    dims, rows = figure1_rows(args)
-    n_grid = len(time_grid(args.t_max, dt=args.dt))
-    lines = [
-        f"Figure 1 net {dims}, teacher [4,3,2,1] whitened N=110, gaussian init 0.1, t_max={args.t_max}, "
-        f"log dt={args.dt} ({n_grid} grid points), curvature on {args.analysis_points} points, "
-        f"best of {args.repeat}.",
-        "",
-        "| lr | steps | plain steps/s | plain+recorder steps/s | lightning steps/s | lightning / plain | "
-        "lightning / (plain+recorder) | target lightning >= 0.8 x plain | max abs diff of final theta |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for lr, n, b, same in rows:
-        lines.append(
-            f"| {lr:g} | {n} | {n / b['plain']:,.0f} | {n / b['plain+recorder']:,.0f} | {n / b['lightning']:,.0f} "
-            f"| {b['plain'] / b['lightning']:.2f} | {b['plain+recorder'] / b['lightning']:.2f} "
-            f"| {'met' if b['plain'] / b['lightning'] >= 0.8 else 'NOT met'} | {same:.1e} |"
-        )
-    return lines
+from scripts.bench.stiff import stiff_section
 
 
 def size_section(args) -> list[str]:
@@ -202,7 +107,7 @@ def header(args, wall_s: float) -> list[str]:
     return [
         "# Benchmarks: the lab against plain torch",
         "",
-        f"Written by `{' '.join(['python', 'scripts/bench.py', *sys.argv[1:]])}` on "
+        f"Written by `{' '.join(['python', '-m', 'scripts.bench', *sys.argv[1:]])}` on "
         f"{datetime.datetime.now().isoformat(timespec='minutes')} (do not edit by hand). Machine: "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared; load average {load} "
         f"at the end), Python {platform.python_version()}, torch {torch.__version__}; torch threads "

@@ -1,4 +1,4 @@
-"""GPU rows of ``scripts/bench.py`` (``--device cuda``): wide nets at depth 4 in float64 and float32.
+"""GPU rows of ``python -m scripts.bench`` (``--device cuda``): wide nets at depth 4 in float64 and float32.
 
 Per width and dtype: the gradient through the adjacency module (``problem.gradient(net.weights)``) on
 the GPU against the same on the CPU (one thread), and a GD step of the core stepper on the GPU
@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 
 import torch
-from bench_size import best_of, fmt_s, md_table, teacher_setting
 
 from dlnlab.descent import GDStepper
 from dlnlab.network import DeepLinearNetwork
+from scripts.bench.common import best_of, fmt_s, md_table, teacher_setting
 
 WIDTHS, DEPTH = (1024, 2048, 4096), 4
 CPU_MAX_S = 2.0  # a CPU gradient slower than this is timed once (no best-of)

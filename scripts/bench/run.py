@@ -1,4 +1,4 @@
-"""Whole lab runs against plain torch (a section of scripts/bench.py).
+"""Whole lab runs against plain torch (a section of ``python -m scripts.bench``).
 
 * wide: the width-256, depth-8 net (t_max 5, one learning rate) run by the lab with its defaults, and
   with the curvature analysis and theta off, against a plain torch loop doing the same GD steps and the
@@ -33,7 +33,7 @@ def _run(overrides: list[str], out: Path) -> dict:
     from dlnlab.lab.runner import run
 
     GlobalHydra.instance().clear()
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         cfg = compose(config_name="train", overrides=overrides)
     return run(cfg, output_dir=out)

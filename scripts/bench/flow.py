@@ -9,9 +9,9 @@ s = [4,3,2,1] to check the default's accuracy.
 Prints the tables and writes them to docs/benchmarks/flow.md (--out). Wall times are the minimum over
 --repeats runs (one run for the explicit solvers), one torch and one BLAS thread.
 
-    python scripts/bench_flow.py                      # full benchmark (~3-4 min on 2 cores)
-    python scripts/bench_flow.py --no-explicit        # skip dopri5 (~30 s)
-    python scripts/bench_flow.py --dopri8-check       # also cross-check the reference with dopri8 (~2 min)
+    python -m scripts.bench.flow                      # full benchmark (~3-4 min on 2 cores)
+    python -m scripts.bench.flow --no-explicit        # skip dopri5 (~30 s)
+    python -m scripts.bench.flow --dopri8-check       # also cross-check the reference with dopri8 (~2 min)
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--no-explicit", dest="explicit", action="store_false", help="skip dopri5")
     ap.add_argument("--dopri8-check", action="store_true", help="cross-check the references with dopri8")
     ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs/benchmarks/flow.md"
+        "--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs/benchmarks/flow.md"
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -214,7 +214,7 @@ def main() -> None:
     md += [
         "# Gradient-flow integrators: benchmark",
         "",
-        "Written by `python scripts/bench_flow.py` (do not edit by hand). "
+        "Written by `python -m scripts.bench.flow` (do not edit by hand). "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs "
         f"(load average {load0[0]:.2f} at start, {load1[0]:.2f} at end); torch {torch.__version__}, "
         f"torchdiffeq {torchdiffeq.__version__}, scipy {scipy.__version__}; float64, one torch and one "

@@ -1,4 +1,4 @@
-"""Ensemble rows of ``scripts/bench.py``: B = 64 Figure 1 nets stepped as one batch against 64 one-by-one runs.
+"""Ensemble rows of ``python -m scripts.bench``: B = 64 Figure 1 nets stepped as one batch against 64 one-by-one runs.
 
 Figure 1 net [11, 6, 6, 6, 6, 4], whitened teacher [4, 3, 2, 1] with N = 110 (data seed 0), member e
 starting from gaussian(0.1) with init seed 1 + e. SGD: full-batch GD at lr 0.01 over t <= 5 (500 steps),
@@ -15,23 +15,13 @@ import math
 import time
 
 import torch
-from bench_size import fmt_s, md_table
 
 from dlnlab.descent import GDStepper
 from dlnlab.flow import Solver, integrate, time_grid
-from dlnlab.init import gaussian
-from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
 from dlnlab.status import Status
+from scripts.bench.common import DIMS, MEMBERS, figure1_ensemble, fmt_s, md_table
 
-DIMS = [11, 6, 6, 6, 6, 4]
-MEMBERS, LR, SGD_T = 64, 0.01, 5.0
-
-
-def figure1_ensemble(members: int = MEMBERS):
-    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
-    theta0 = torch.stack([pack(gaussian(DIMS, 0.1, seed=1 + e)) for e in range(members)])
-    return problem, theta0
+LR, SGD_T = 0.01, 5.0
 
 
 def sgd_ensemble(problem, theta0, repeat: int) -> dict:

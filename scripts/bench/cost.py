@@ -4,8 +4,8 @@ The lab never forms A^h: P = W_h ... W_1 and the closed-form gradient cost what 
 matrices costs. The dense alternative computes A^h (n x n, n = sum(dims)) and differentiates it.
 Both are timed side by side in one process (best of --repeat), single-threaded, and checked to agree.
 
-    python scripts/bench_cost.py                       # width 256, depth 8, and the Figure 1 net
-    python scripts/bench_cost.py --out docs/benchmarks/cost.md
+    python -m scripts.bench.cost                       # width 256, depth 8, and the Figure 1 net
+    python -m scripts.bench.cost --out docs/benchmarks/cost.md
 """
 
 from __future__ import annotations

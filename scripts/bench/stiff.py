@@ -1,4 +1,4 @@
-"""The stiff_ensemble rows of ``scripts/bench.py``: the batched stiff flows (``radau_batch``, ``bdf_batch``)
+"""The stiff_ensemble rows of ``python -m scripts.bench``: the batched stiff flows (``radau_batch``, ``bdf_batch``)
 of B Figure 1 nets against one-by-one LSODA solves (the single run's default there) and the batched rk45.
 
 Figure 1 net [11, 6, 6, 6, 6, 4], whitened teacher [4, 3, 2, 1] with N = 110 (data seed 0), member e from
@@ -18,10 +18,9 @@ import statistics
 import time
 
 import torch
-from bench_ensemble import DIMS, figure1_ensemble
-from bench_size import fmt_s, md_table
 
 from dlnlab.flow import DEFAULT_RTOL, Solver, integrate, time_grid
+from scripts.bench.common import DIMS, figure1_ensemble, fmt_s, md_table
 
 BATCHED = ("radau_batch", "bdf_batch", "rk45")
 TIGHT = {"rtol": 1e-12, "atol": 1e-14}

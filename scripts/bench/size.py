@@ -1,4 +1,4 @@
-"""The size axis of ``scripts/bench.py``: what one gradient, one SGD step, the flow and the curvature cost
+"""The size axis of ``python -m scripts.bench``: what one gradient, one SGD step, the flow and the curvature cost
 from width 4 to 512 and depth 2 to 10, each against a plain torch baseline measured beside it.
 
 Every row is one net ``[w] * (h + 1)`` on whitened teacher data (singular values [4, 3, 2, 1], d_x = d_y
@@ -36,61 +36,16 @@ import torch
 from dlnlab.analysis import balanced_sharpness, hessian_extremes
 from dlnlab.descent import GDStepper
 from dlnlab.flow import Solver, integrate
-from dlnlab.init import gaussian
 from dlnlab.lab.config import SCIPY_MAX_WEIGHTS, choose_analysis, choose_flow, estimated_run_seconds
-from dlnlab.network import DeepLinearNetwork, pack
-from dlnlab.problem import RegressionProblem
+from dlnlab.network import DeepLinearNetwork
 from dlnlab.status import Status
+from scripts.bench.common import best_of, fmt_s, md_table, teacher_setting
 
-TEACHER = [4.0, 3.0, 2.0, 1.0]
 FULL_SIZES = [(w, 4) for w in (4, 16, 64, 128, 256, 512)] + [(64, h) for h in (2, 6, 8, 10)]
 QUICK_SIZES = [(4, 4), (16, 4), (64, 4), (128, 4), (64, 2), (64, 8)]
 CHEAP_REPEAT = 5  # the gradient and SGD columns are timed best of at least this many
 MIN_HD3 = 4e6  # the exponent is fitted above this h d^3 (width 128 and up at depth 4)
 DEFAULT_T_MAX, DEFAULT_LR, DEFAULT_POINTS = 300.0, 0.01, 100  # the lab's defaults (one lr)
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared helpers
-def best_of(fns: dict, repeat: int, min_s: float = 0.02, sync=None) -> dict[str, float]:
-    """Seconds per call of each fn, interleaved, best of ``repeat``; calls are looped so that one timing
-    lasts about ``min_s`` (``sync``: called before reading the clock, e.g. torch.cuda.synchronize)."""
-    sync = sync or (lambda: None)
-    inner = {}
-    for k, fn in fns.items():  # warm-up, and the loop count
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        inner[k] = max(1, int(min_s / max(time.perf_counter() - t0, 1e-7)))
-    best = dict.fromkeys(fns, math.inf)
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                fn()
-            sync()
-            best[k] = min(best[k], (time.perf_counter() - t0) / inner[k])
-    return best
-
-
-def md_table(header: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-
-
-def fmt_s(s: float) -> str:
-    if not math.isfinite(s):
-        return "—"
-    return f"{s * 1e6:.0f} µs" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
-
-
-def teacher_setting(width: int, depth: int, dtype=torch.float64, device="cpu"):
-    """(problem, dims, theta0) of a size row."""
-    dims = [width] * (depth + 1)
-    problem = RegressionProblem.teacher(TEACHER[:width], width, width, max(110, width), seed=0, dtype=dtype)
-    theta0 = pack(gaussian(dims, 1.0 / math.sqrt(width), seed=1, dtype=dtype))
-    return problem.to(device), dims, theta0.to(device)
 
 
 def plain_gradient(ws: list, p_ls: torch.Tensor) -> list:
