@@ -116,7 +116,10 @@ def run_units(
         while pending or running:
             while pending and len(running) < workers and not _stopping(state) and crash is None:
                 free = min(set(range(workers)) - {u.slot for u in running.values()})
-                unit = _start(ctx, kinds, pending.pop(0), times, done, steps, state.n_grid, free, threads)
+                others = list(running)  # the driver's ends of the running units' pipes: not the new one's
+                unit = _start(
+                    ctx, kinds, pending.pop(0), times, done, steps, state.n_grid, free, threads, others
+                )
                 running[unit.conn] = unit
                 _stage(state, running)
             if not running:
@@ -165,12 +168,12 @@ def _resume_steps(state, kinds, times, done, previous) -> dict[tuple[str, float]
     return steps
 
 
-def _start(ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> _Unit:
+def _start(ctx, kinds, lr, times, done, steps, n_grid, slot, threads, others) -> _Unit:
     fork = multiprocessing.get_context("fork")
     receive, send = fork.Pipe(duplex=False)
     proc = fork.Process(
         target=_worker,
-        args=(send, ctx, kinds, lr, times, done, steps, n_grid, slot, threads),
+        args=(send, [receive, *others], ctx, kinds, lr, times, done, steps, n_grid, slot, threads),
         name=f"series-lr-{lr!r}",
     )  # fmt: skip  (not a daemon: its series' recorders are processes of its own)
     with signals.blocked_in_children():  # the worker installs its state before a signal can reach it
@@ -207,7 +210,7 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
     return None
 
 
-def _worker(send, ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> None:
+def _worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> None:
     """A unit in a forked process: its series one after the other, then its outcome on the pipe."""
     from threadpoolctl import threadpool_limits
 
@@ -216,7 +219,10 @@ def _worker(send, ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> 
     outs: list[tuple[str, SeriesDone]] = []
     try:
         signals.in_forked_child()
+        for conn in others:  # the fork copied the driver's ends (its own pipe's, its siblings'): a send
+            conn.close()  # to a killed driver must fail, not wait for a reader that never comes
         forget_inherited()  # the flow's recorder is the driver's
+        _end_with_parent()
         torch.set_num_threads(1)  # as the serial run (its hot loops: one thread)
         loggers = {n: fresh_copy(lg) if writes_concurrently(lg) else lg for n, lg in ctx.loggers.items()}
         ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers)  # own writers, own bar
@@ -226,13 +232,34 @@ def _worker(send, ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> 
     except KeyboardInterrupt:  # a signal between two series: the series so far are reported
         pass
     except BaseException:  # noqa: BLE001 - a bug: the driver records it and raises it
-        send.send(("error", traceback.format_exc()))
+        _send(send, ("error", traceback.format_exc()))
         return
     with signals.deferred(raise_at_end=False):
-        send.send(
-            ("done", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received()))
+        _send(
+            send, ("done", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received()))
         )
-    send.close()
+
+
+def _send(conn, message) -> None:
+    try:
+        conn.send(message)
+        conn.close()
+    except OSError:  # the driver is gone (killed): the files are written, nobody waits for the rest
+        pass
+
+
+def _end_with_parent() -> None:
+    """SIGTERM to this worker when the driver ends (Linux's PR_SET_PDEATHSIG): a killed run's worker
+    saves its series as at a signal and ends, rather than computing on for nobody."""
+    import ctypes
+
+    parent = multiprocessing.parent_process().pid
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: it runs its unit to the end
+        return
+    if os.getppid() != parent:  # the driver died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _run_unit(ctx, kinds, lr, times, done, steps, n_grid, outs) -> None:
