@@ -17,6 +17,14 @@ def test_config_page_is_current():
     )
 
 
+def test_the_summary_tables_in_the_results_page_are_current():
+    """docs/results.md's summary.json tables are what the records (dlnlab.lab.results) say today."""
+    from dlnlab.lab.results import with_tables
+
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert page == with_tables(page), "run: python scripts/config_doc.py"
+
+
 def test_every_schema_key_says_what_it_means():
     missing = []
     for _, prefix, classes in config_doc.GROUPS:

@@ -1,5 +1,7 @@
 """What a run reports: its summary, its series' entries, and the reports made from them.
 
+* ``_records``, ``_summary_record``: summary.json typed, one dataclass per part (the series'
+  entries, the ensemble's spread, the limit report, ``Summary``), each ``to_dict()`` the JSON;
 * ``_summary``: the run's state and ``summary.json`` (the series' entries, the convergence orders,
   the run's status and exit code), and how an (S)GD series' entry is read off its arrays (diverged,
   unstable);
@@ -20,11 +22,31 @@ _EXPORTS = {
     "._summary": [
         "RunResult",
         "RunState",
-        "RunStatus",
         "convergence_order",
         "finish_sgd_entry",
         "flow_loss_rise",
         "versions",
+    ],
+    "._records": [
+        "SeriesEntry",
+        "FlowEntry",
+        "SGDEntry",
+        "SMEEntry",
+        "MemberEntry",
+        "EnsembleSpread",
+        "Spread",
+        "UnknownKeys",
+        "ABSENT",
+        "entry_record",
+    ],
+    "._summary_record": [
+        "RunStatus",
+        "Summary",
+        "OrderFit",
+        "LimitReport",
+        "ErrorOrder",
+        "render_tables",
+        "with_tables",
     ],
     "._ensemble": ["MEMBER_KEYS", "spread", "analyze_members", "finish_flow_members", "finish_sgd_members"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],

@@ -10,14 +10,15 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dlnlab._util import fmt
+from dlnlab.lab.results._summary_record import RunStatus, Summary
 from dlnlab.rundir import series_name
 from dlnlab.status import FAILED, Status
 
@@ -31,18 +32,6 @@ __all__ = [
 ]
 
 
-class RunStatus(str, Enum):
-    """summary.json's ``status``: the run as a whole."""
-
-    RUNNING = "running"  # a process works on it (``process``); exit_code is null until it ends
-    FINISHED = "finished"  # it ended; exit_code says how (0, or 3 when a series failed)
-    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM ended it (exit code 130 / 143); resume finishes it
-    CRASHED = "crashed"  # an unexpected error outside any series ended it (exit code 1); ``error`` says which
-
-    def __str__(self) -> str:
-        return self.value
-
-
 def _process() -> dict:
     """Who runs the run: a reader that finds status ``running`` while no such process lives on that host
     (or the run directory's lock is free) knows it was killed."""
@@ -54,16 +43,34 @@ def _process() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
 
 
-class RunResult(dict):
-    """The summary dict (summary.json) plus ``exit_code`` and ``run_dir``."""
+class RunResult(Mapping):
+    """What :func:`~dlnlab.lab.runner.run` and ``resume`` return: the typed summary (``summary``, a
+    :class:`~dlnlab.lab.results._records.Summary`), ``exit_code`` and ``run_dir``. Read as a mapping it
+    is summary.json's dict (``result["series"]["flow"]["status"]``), which scripts and tests use."""
+
+    def __init__(self, summary: Summary) -> None:
+        self.summary = summary
+        self._json = summary.to_dict()
+
+    def __getitem__(self, name: str) -> Any:
+        return self._json[name]
+
+    def __iter__(self):
+        return iter(self._json)
+
+    def __len__(self) -> int:
+        return len(self._json)
+
+    def __repr__(self) -> str:
+        return f"RunResult(run_dir={self.summary.run_dir!r}, status={self.summary.status}, exit_code={self.exit_code})"
 
     @property
     def exit_code(self) -> int:
-        return self["exit_code"]
+        return self.summary.exit_code
 
     @property
     def run_dir(self) -> Path:
-        return Path(self["run_dir"])
+        return Path(self.summary.run_dir)
 
 
 @dataclass
@@ -126,6 +133,15 @@ class RunState:
         return int(ExitCode.OK)
 
     def summary(self) -> dict:
+        """summary.json as a dict (:meth:`typed_summary`'s ``to_dict``)."""
+        return self.typed_summary().to_dict()
+
+    def typed_summary(self) -> Summary:
+        """The run as it stands, typed; an entry with a key its record lacks (a kind without a record,
+        an older run's kept entry) is kept whole in an open :class:`SeriesEntry`."""
+        return Summary.from_dict(self._summary_dict(), strict=False)
+
+    def _summary_dict(self) -> dict:
         from dlnlab.lab.config import to_plain
         from dlnlab.rundir import signals
 

@@ -22,7 +22,7 @@ import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
-from dlnlab.lab.results import RunResult, RunState, end_block, results_block, start_block
+from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
 from dlnlab.lab.runner._lock import RunLock
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
@@ -163,7 +163,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
             )
             summary = state.write_summary()  # the files are complete; the summary says what the logger lost
     print(end_block(summary), flush=True)
-    return RunResult(summary)
+    return RunResult(Summary.from_dict(summary, strict=False))  # what summary.json says, typed
 
 
 def _end_workers() -> None:

@@ -1,0 +1,256 @@
+"""summary.json's series entries, typed: one dataclass per part, one field per key, with what it means.
+
+The run builds its series' entries as dicts while the series run (recorders, the analysis and the
+ensembles fill them in stages); :meth:`dlnlab.lab.results.RunState.typed_summary` reads them into
+these records (the run's parts: ``_summary_record``), and summary.json is ``Summary.to_dict``. A field that holds :data:`ABSENT` is a
+key the JSON leaves out (e.g. ``members`` outside an ensemble); every other field is written, null
+included. ``from_dict`` refuses a key no field names (``UnknownKeys``), so the contract lives here
+once: docs/results.md's key tables are generated from these fields (:func:`render_tables`, checked
+by tests/test_docs.py), and the tests compare real summaries with them key by key.
+
+A kind of series whose entry has keys of its own gives its record class (``SeriesKind.entry_type``);
+the default, :class:`SeriesEntry`, keeps unknown keys in ``extra``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+from dlnlab.rundir import FLOW, MODIFIED_PREFIX, SGD_PREFIX, SME_PREFIX, parse_series_name
+from dlnlab.status import Status
+
+__all__ = [
+    "ABSENT",
+    "UnknownKeys",
+    "Spread",
+    "EnsembleSpread",
+    "MemberEntry",
+    "SeriesEntry",
+    "FlowEntry",
+    "SGDEntry",
+    "SMEEntry",
+    "ENTRY_RECORDS",
+    "entry_record",
+    "key",
+]
+
+
+class _Absent:
+    """A key the JSON leaves out."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT: Any = _Absent()
+
+
+class UnknownKeys(KeyError):
+    """A dict with keys its record has no field for."""
+
+
+def key(doc: str, *, required: bool = False, record: type | None = None, container: str = "") -> Any:
+    """A record's field: ``doc`` says what it means (the docs' tables); ``record`` a nested record class,
+    in a ``container`` ("list" or "dict") or alone; not ``required``: ABSENT until set."""
+    meta = {"doc": doc, "record": record, "container": container}
+    return field(metadata=meta) if required else field(default=ABSENT, metadata=meta)
+
+
+def _read(f: dataclasses.Field, value: Any) -> Any:
+    rec, box = f.metadata.get("record"), f.metadata.get("container")
+    if value is None or rec is None:
+        return value
+    if isinstance(rec, type) and issubclass(rec, Enum):
+        return rec(value)
+    if box == "list":
+        return [rec.from_dict(v) for v in value]
+    if box == "dict":
+        return {k: rec.from_dict(v) for k, v in value.items()}
+    return rec.from_dict(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class Record:
+    """A part of summary.json: ``from_dict`` reads it (refusing keys it has no field for, unless ``open``),
+    ``to_dict`` writes it, fields in order, ABSENT ones left out."""
+
+    open: ClassVar[bool] = False  # keeps unknown keys in ``extra`` (after the fields, in their order)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Record:
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        unknown = [k for k in data if k not in fields]
+        if unknown and not cls.open:
+            raise UnknownKeys(f"{cls.__name__}: no field for {unknown}")
+        made = cls(**{k: _read(fields[k], v) for k, v in data.items() if k in fields})
+        if unknown:
+            made.extra = {k: data[k] for k in unknown}
+        return made
+
+    def to_dict(self) -> dict:
+        out = {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "extra" and getattr(self, f.name) is not ABSENT
+        }
+        out.update(getattr(self, "extra", None) or {})
+        return out
+
+
+@dataclass
+class Spread(Record):
+    """Of the finite values across an ensemble's members."""
+
+    mean: float = key("mean", required=True)
+    std: float = key("standard deviation (ddof 1; 0 for one value)", required=True)
+    min: float = key("smallest", required=True)
+    median: float = key("median", required=True)
+    max: float = key("largest", required=True)
+    n: int = key("how many values were finite", required=True)
+
+
+@dataclass
+class EnsembleSpread(Record):
+    """``series.<name>.ensemble``: the members' spread."""
+
+    size: int = key("members", required=True)
+    final_loss: Spread | None = key("the members' final losses", record=Spread)
+    max_dist_to_flow: Spread | None = key(
+        "the members' largest distances to the flow (null for a flow)", record=Spread
+    )
+    statuses: dict[str, int] = key("members per status")
+    plateau_exits: list[dict] = key(
+        "per mode: the members' plateau exit times (``t_exit``: a spread), after the analysis"
+    )
+
+
+@dataclass
+class MemberEntry(Record):
+    """``series.<name>.members[i]``: one member of an ensemble."""
+
+    status: Status = key("the member's status", required=True, record=Status)
+    diverged: bool = key("it diverged")
+    t_stop: float = key("its last time")
+    step_stop: int | None = key("its last step")
+    final_loss: float | None = key("L at its last point")
+    max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times")
+    message: str = key("why it stopped, or empty")
+    seeds: dict = key("its seeds (init, data, sgd)")
+    plateaus: list[dict] = key("its plateaus (Plateau.to_dict), after the analysis")
+    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+
+
+@dataclass
+class SeriesEntry(Record):
+    """``series.<name>``: what every series' entry has (the flow's, a modified flow's, an (S)GD or SME
+    series' extend it); a kind without a record of its own keeps its other keys in ``extra``."""
+
+    open: ClassVar[bool] = True
+    lr: float | None = key("the (S)GD series' learning rate; null for every other kind", required=True)
+    status: Status = key(
+        "ok, diverged, unstable, solver_failed, interrupted or error", required=True, record=Status
+    )
+    message: str = key("why the series stopped or failed, or empty")
+    extra: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class FlowEntry(Record):
+    """``series.flow`` and ``series.modflow_lr_<lr>`` (flow.modified): a flow solved by the run's solver."""
+
+    lr: None = key("null", required=True)
+    method: str = key("the solver", required=True)
+    rtol: float = key("its relative tolerance", required=True)
+    atol: float = key("its absolute tolerance", required=True)
+    status: Status = key("ok, solver_failed, interrupted or error", required=True, record=Status)
+    modified_lr: float = key("a modified flow: GD's step eta it models")
+    message: str = key("why the solver stopped, or empty")
+    diverged: bool = key("false (a flow does not diverge)")
+    t_stop: float = key("the last grid time reached")
+    step_stop: None = key("null")
+    final_loss: float | None = key("L at the last grid point (an ensemble: null, see members)")
+    nfe: int | None = key("the vector field's evaluations")
+    njev: int | None = key("Jacobian evaluations (implicit solvers)")
+    wall_time_s: float = key("seconds")
+    max_dist_to_flow: float = key("0")
+    plateaus: list[dict] = key("the plateaus found (Plateau.to_dict), after the analysis")
+    members: list[MemberEntry] = key("an ensemble: each member's flow", record=MemberEntry, container="list")
+    ensemble: EnsembleSpread = key("an ensemble: the members' spread", record=EnsembleSpread)
+    plateau_exits_vs_flow: list[dict] = key("a modified flow: per mode, its exit time against the flow's")
+    resume_check: dict = key("a resumed run: how the recomputed flow compared with its file")
+
+
+@dataclass
+class SGDEntry(Record):
+    """``series.sgd_lr_<lr>``: (S)GD at one learning rate."""
+
+    lr: float = key("the learning rate eta", required=True)
+    momentum: float = key("heavy-ball momentum", required=True)
+    time_per_step: float = key("tau = eta / (1 - momentum): flow time per step", required=True)
+    status: Status = key("ok, diverged, unstable, interrupted or error", required=True, record=Status)
+    message: str = key("why it stopped or failed, or empty")
+    steps: int | None = key("steps taken (null when it failed before training)")
+    members: list[MemberEntry] = key("an ensemble: each member", record=MemberEntry, container="list")
+    ensemble: EnsembleSpread = key("an ensemble: the members' spread", record=EnsembleSpread)
+    diverged: bool = key("it diverged (an ensemble: every member)")
+    t_stop: float = key("the last time reached")
+    step_stop: int | None = key("the last step recorded")
+    final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
+    max_dist_to_flow: float | None = key(
+        "largest ||theta - theta_flow|| at the exact times k tau (an ensemble: mean)"
+    )
+    plateaus: list[dict] = key("the plateaus found, after the analysis")
+    max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow")
+    wall_time_s: float = key("seconds")
+    plateau_exits_vs_flow: list[dict] = key("per mode: t_exit_flow, t_exit, delay, delay_over_lr")
+
+
+@dataclass
+class SMEEntry(Record):
+    """``series.sme_lr_<lr>`` (sgd.sme): the SME ensemble at one learning rate."""
+
+    lr: None = key("null", required=True)
+    sme_lr: float = key("the learning rate eta it models", required=True)
+    method: str = key("sme_euler", required=True)
+    status: Status = key("ok, diverged, unstable or error", required=True, record=Status)
+    message: str = key("the integrator's message, or why it failed")
+    nfe: int = key("drift evaluations")
+    wall_time_s: float = key("seconds")
+    members: list[MemberEntry] = key("each member", record=MemberEntry, container="list")
+    ensemble: EnsembleSpread = key("the members' spread", record=EnsembleSpread)
+    final_loss: float | None = key("the members' mean final loss")
+    max_dist_to_flow: float | None = key("not computed: absent")
+    t_stop: float = key("the last time reached")
+    plateaus: list[dict] = key("[] (the members' plateaus are in members)")
+    diverged: bool = key("every member diverged")
+    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+
+
+# the record of each kind's entry, by its series' prefix (rundir's names); another kind: SeriesEntry
+ENTRY_RECORDS: dict[str, type[Record]] = {
+    FLOW: FlowEntry,
+    MODIFIED_PREFIX: FlowEntry,
+    SGD_PREFIX: SGDEntry,
+    SME_PREFIX: SMEEntry,
+}
+
+
+def entry_record(name: str) -> type[Record]:
+    """The record class of series ``name``'s entry."""
+    parsed = parse_series_name(name)
+    return ENTRY_RECORDS.get(parsed[0], SeriesEntry) if parsed else SeriesEntry

@@ -1,0 +1,217 @@
+"""summary.json as a whole, typed: the run's records (the convergence fits, the limit report, the
+summary itself) beside the series' entries (``_records``, where the mechanism is described), and the
+docs' key tables made from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from dlnlab.lab.results._records import (
+    EnsembleSpread,
+    FlowEntry,
+    MemberEntry,
+    Record,
+    SeriesEntry,
+    SGDEntry,
+    SMEEntry,
+    Spread,
+    UnknownKeys,
+    entry_record,
+    key,
+)
+
+__all__ = [
+    "OrderFit", "ErrorOrder", "Stretch", "Escapes", "SMESpread", "LimitReport", "RunStatus", "Summary",
+    "RECORDS", "render_tables", "with_tables",
+]  # fmt: skip
+
+
+class RunStatus(str, Enum):
+    """summary.json's ``status``: the run as a whole."""
+
+    RUNNING = "running"  # a process works on it (``process``); exit_code is null until it ends
+    FINISHED = "finished"  # it ended; exit_code says how (0, or 3 when a series failed)
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM ended it (exit code 130 / 143); resume finishes it
+    CRASHED = "crashed"  # an unexpected error outside any series ended it (exit code 1); ``error`` says which
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class OrderFit(Record):
+    """``convergence_order_detail`` (and ``_modified_detail``): the slope of log distance against log eta."""
+
+    order: float | None = key("the fitted order (null with too few learning rates)", required=True)
+    lrs_used: list[float] = key(
+        "the learning rates fitted (the sgd.order_fit smallest usable)", required=True
+    )
+    pairwise: list[dict] = key("the order between each pair of neighbouring learning rates", required=True)
+    message: str = key("why there is no order, or empty", required=True)
+
+
+@dataclass
+class ErrorOrder(Record):
+    """One error (strong, weak_theta, weak_loss) over one window of time."""
+
+    max: list[float | None] = key("per learning rate: the largest error of the mean curve", required=True)
+    max_ci90: list = key("per learning rate: its 90 % bootstrap interval", required=True)
+    order: float | None = key("the order in eta (slope over fit_lrs)", required=True)
+    ci90: list[float] | None = key("the order's 90 % bootstrap interval", required=True)
+    constant: float | None = key("the error constant C = error / eta^expected order", required=True)
+    growth: float | None = key("a stretch: its constant over the previous stretch's")
+
+
+@dataclass
+class Stretch(Record):
+    """The time between two of the flow's saddle escapes."""
+
+    t_start: float = key("start", required=True)
+    t_end: float | None = key("end (null: the horizon)", required=True)
+    escapes_before: int = key("escapes before it", required=True)
+    strong: ErrorOrder = key("strong error over the stretch", record=ErrorOrder)
+    weak_theta: ErrorOrder = key("weak error in theta over the stretch", record=ErrorOrder)
+    weak_loss: ErrorOrder = key("weak error in the loss over the stretch", record=ErrorOrder)
+
+
+@dataclass
+class Escapes(Record):
+    """The flow's saddle escapes and the errors between them."""
+
+    t_exit: list[float] = key("the flow's plateau exit times", required=True)
+    exit_mode: list[int] = key("the mode each exit learns (0-based)", required=True)
+    expected_order: dict[str, float] = key("the expected order of each error", required=True)
+    stretches: list[Stretch] = key(
+        "the stretches between escapes", required=True, record=Stretch, container="list"
+    )
+
+
+@dataclass
+class SMESpread(Record):
+    """``sgd_limit.sme`` (sgd.sme): the SGD ensemble's spread over the SME ensemble's."""
+
+    spread_ratio: dict[str, dict] = key(
+        "per lr: var_loss and var_theta ratios (median, p10, p90)", required=True
+    )
+    sampling_error: float = key("a variance ratio's sampling error, 2 / sqrt(E - 1)", required=True)
+    exit_spread: dict[str, list] = key(
+        "per lr and mode: the plateau exit times' std ratio, after the analysis"
+    )
+
+
+@dataclass
+class LimitReport(Record):
+    """``sgd_limit`` (an ensemble with ensemble.vary=sgd): SGD as a stochastic flow."""
+
+    members: int = key("ensemble members", required=True)
+    bootstrap: int = key("bootstrap resamples", required=True)
+    lrs: list[float] = key("the learning rates measured", required=True)
+    fit_lrs: list[float] = key("those the orders are fitted over", required=True)
+    strong: ErrorOrder = key("E ||theta_sgd - theta_flow|| over the horizon (order 1/2)", record=ErrorOrder)
+    weak_theta: ErrorOrder = key("||E theta_sgd - theta_flow|| over the horizon (order 1)", record=ErrorOrder)
+    weak_loss: ErrorOrder = key("|E L_sgd - L_flow| over the horizon (order 1)", record=ErrorOrder)
+    escapes: Escapes = key("the errors between the flow's saddle escapes", record=Escapes)
+    sme: SMESpread = key("sgd.sme: the spreads against the SME ensemble's", record=SMESpread)
+
+
+@dataclass
+class Summary(Record):
+    """summary.json: written at the start of a run and after every stage, atomically."""
+
+    series: dict[str, Record] = key(
+        "per series, its entry (FlowEntry, SGDEntry, SMEEntry, ...)", required=True
+    )
+    not_run: list[str] = key("the (S)GD series not run (yet)", required=True)
+    stage: str = key("the stage the run is in or stopped in (done at the end)", required=True)
+    interrupted: str | None = key("null, or the signal that stopped the run (SIGINT, SIGTERM)", required=True)
+    resumed: list[dict] = key(
+        "one record per resume: at, stage, status, interrupted, per series what it did", required=True
+    )
+    critical_values: list[float] = key("the plateau levels L*_r, r = 0 .. min(dims)", required=True)
+    modes: list[float] = key("the data's modes m_k", required=True)
+    L_min: float = key("the loss' minimum over all products", required=True)
+    convergence_order: float | None = key("max dist to flow against eta: the fitted slope", required=True)
+    convergence_order_detail: OrderFit = key("the fit", required=True, record=OrderFit)
+    convergence_order_modified: float | None = key(
+        "flow.modified: the slope against GD's modified flows", required=True
+    )
+    convergence_order_modified_detail: OrderFit | None = key(
+        "flow.modified: the fit", required=True, record=OrderFit
+    )
+    sgd_limit: LimitReport | None = key(
+        "ensemble.vary=sgd: the strong and weak errors", required=True, record=LimitReport
+    )
+    gd_stability_threshold: float | None = key(
+        "2 / (h m_1^(2-2/h)): no global minimum is stable above", required=True
+    )
+    seeds: dict = key("every seed the run used", required=True)
+    versions: dict[str, str | None] = key("python and the packages' versions", required=True)
+    config: dict = key("the resolved config", required=True)
+    grid: dict = key("dt, n_grid, t_max", required=True)
+    estimates: dict = key("peak_memory_bytes, series_file_bytes (the preflight's estimates)", required=True)
+    flow_choice: dict | None = key("flow.method=auto: the candidates and the choice", required=True)
+    analysis: dict | None = key("the analysis budget's decision (points, saddles)", required=True)
+    theta_every: int | None = key("theta is saved every this many grid points", required=True)
+    wall_time_s: float = key("seconds since the run started", required=True)
+    status: RunStatus = key("running, finished, interrupted or crashed", required=True, record=RunStatus)
+    exit_code: int | None = key("null while running, else the exit code (docs/cli.md)", required=True)
+    error: dict | None = key("a crash: type, message, stage, traceback", required=True)
+    logging_error: str | None = key("the loggers failed to take the results: why", required=True)
+    process: dict = key("pid, host, started: who runs it", required=True)
+    run_dir: str = key("the run directory", required=True)
+
+    @classmethod
+    def from_dict(cls, data: dict, strict: bool = True) -> Summary:
+        """``strict=False``: an entry with a key its record lacks is read as an open SeriesEntry (nothing
+        lost; the run's own summary, so that an unforeseen key never stops a run)."""
+        made = super().from_dict({k: v for k, v in data.items() if k != "series"} | {"series": {}})
+        made.series = {name: _entry(name, e, strict) for name, e in data["series"].items()}
+        return made
+
+
+def _entry(name: str, data: dict, strict: bool) -> Record:
+    try:
+        return entry_record(name).from_dict(data)
+    except UnknownKeys:
+        if strict:
+            raise
+        return SeriesEntry.from_dict(data)
+
+
+RECORDS: tuple[type[Record], ...] = (
+    Summary, FlowEntry, SGDEntry, SMEEntry, SeriesEntry, MemberEntry, EnsembleSpread, Spread, OrderFit,
+    LimitReport, ErrorOrder, Stretch, Escapes, SMESpread,
+)  # fmt: skip
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("|", "\\|")
+
+
+def render_tables() -> str:
+    """docs/results.md's key tables: one per record, its keys, types and meanings."""
+    out = []
+    for rec in RECORDS:
+        out += [f"### `{rec.__name__}`", "", (rec.__doc__ or "").strip().replace("\n", " "), ""]
+        out += ["| key | type | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(rec):
+            if f.name == "extra":
+                continue
+            when = "" if f.default is dataclasses.MISSING else " (not always written)"
+            out.append(f"| `{f.name}` | `{_type_name(f.type)}` | {f.metadata['doc']}{when} |")
+        out.append("")
+    return "\n".join(out)
+
+
+BEGIN, END = "<!-- summary tables: begin -->", "<!-- summary tables: end -->"
+
+
+def with_tables(page: str) -> str:
+    """docs/results.md with its generated section (between BEGIN and END) made from the records now."""
+    head, rest = page.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n\n{render_tables()}\n{END}{tail}"

@@ -1,0 +1,112 @@
+"""summary.json typed (dlnlab.lab.results' records): each record reads a real summary key by key and
+writes it back as it was; unknown keys are refused; RunResult is the typed summary and its JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dlnlab.lab.results import (
+    ABSENT,
+    FlowEntry,
+    LimitReport,
+    MemberEntry,
+    SeriesEntry,
+    SGDEntry,
+    SMEEntry,
+    Summary,
+    UnknownKeys,
+    entry_record,
+)
+from dlnlab.lab.results._summary_record import RECORDS
+from dlnlab.lab.runner import run
+from dlnlab.status import Status
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+QUIET = ["experiment=tiny", "log.figures=false", "log.progress=never", "logger=none"]
+
+
+def _run(tmp_path, name, overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="train", overrides=[*QUIET, *overrides])
+    result = run(cfg, output_dir=tmp_path / name)
+    return result, json.loads((tmp_path / name / "summary.json").read_text())
+
+
+def _same_keys(record, data: dict, where: str) -> None:
+    """Every key of ``data`` is a field of ``record`` (and the other way round, ABSENT aside), and nested
+    records hold their part key by key."""
+    fields = {f.name for f in dataclasses.fields(record) if f.name != "extra"}
+    written = {f for f in fields if getattr(record, f) is not ABSENT}
+    assert set(data) == written, where
+    for name in written:
+        value = getattr(record, name)
+        if hasattr(value, "to_dict"):
+            _same_keys(value, data[name], f"{where}.{name}")
+        elif isinstance(value, list) and value and hasattr(value[0], "to_dict"):
+            for i, v in enumerate(value):
+                _same_keys(v, data[name][i], f"{where}.{name}[{i}]")
+
+
+ENSEMBLE = [
+    "ensemble.size=3",
+    "ensemble.vary=sgd",
+    "sgd=minibatch",
+    "sgd.batch_size=5",
+    "sgd.sme=true",
+    "sgd.lrs=[0.04,0.02]",
+]  # fmt: skip  (members, spreads, sgd_limit with its sme part)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny runs: the flow, modified flows and GD; an SGD ensemble with its SME ensembles."""
+    tmp = tmp_path_factory.mktemp("records")
+    return {
+        "modified": _run(tmp, "modified", ["flow.modified=true"]),
+        "ensemble": _run(tmp, "ensemble", ENSEMBLE),
+    }
+
+
+@pytest.mark.parametrize("which", ["modified", "ensemble"])
+def test_a_real_summary_is_its_records_key_by_key(runs, which):
+    result, data = runs[which]
+    summary = Summary.from_dict(data)  # strict: a key without a field fails here
+    _same_keys(summary, data, "summary")
+    for name, entry in summary.series.items():
+        assert type(entry) is entry_record(name) and type(entry) is not SeriesEntry
+        _same_keys(entry, data["series"][name], name)
+    assert json.loads(json.dumps(summary.to_dict())) == data
+    assert json.loads(json.dumps(result.summary.to_dict())) == data  # what run() returned, typed
+    assert json.loads(json.dumps(dict(result))) == data  # and read as a mapping
+
+
+def test_the_records_type_what_the_run_returns(runs):
+    result, data = runs["ensemble"]
+    s = result.summary
+    assert isinstance(s.series["flow"], FlowEntry) and isinstance(s.series["sgd_lr_0.04"], SGDEntry)
+    assert isinstance(s.series["sme_lr_0.02"], SMEEntry) and isinstance(s.sgd_limit, LimitReport)
+    sgd = s.series["sgd_lr_0.04"]
+    assert isinstance(sgd.members[0], MemberEntry) and sgd.ensemble.size == 3
+    assert sgd.status is Status.OK and sgd.final_loss == data["series"]["sgd_lr_0.04"]["final_loss"]
+    assert sgd.ensemble.final_loss.mean == sgd.final_loss
+    assert s.sgd_limit.sme.sampling_error == data["sgd_limit"]["sme"]["sampling_error"]
+    assert result.exit_code == s.exit_code == 0 and result["series"]["flow"]["status"] == "ok"
+
+
+def test_an_unknown_key_is_refused_unless_the_record_is_open():
+    entry = {"lr": 0.1, "momentum": 0.0, "time_per_step": 0.1, "status": "ok", "surprise": 1}
+    with pytest.raises(UnknownKeys, match="surprise"):
+        SGDEntry.from_dict(entry)
+    kept = SeriesEntry.from_dict(entry)  # a kind without a record of its own: nothing lost
+    assert kept.status is Status.OK and kept.to_dict() == {**entry, "status": Status.OK}
+
+
+def test_every_record_field_says_what_it_means():
+    for record in RECORDS:
+        for f in dataclasses.fields(record):
+            assert f.name == "extra" or f.metadata.get("doc"), f"{record.__name__}.{f.name}"
