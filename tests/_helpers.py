@@ -1,13 +1,114 @@
-"""Test helpers shared by several test files."""
+"""Test helpers shared by several test files: the composed config (Hydra's compose, as the command line
+composes it), the usual override lists, the problems many tests build, and the core's refusal check.
+Fixtures around them (the session's tiny run among them) are in conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from dlnlab.errors import ArgumentError
+from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself with Hydra
+from dlnlab.problem import RegressionProblem
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN = ROOT / "scripts" / "train.py"
+QUIET = ["log.figures=false", "log.progress=never"]  # no figures, no progress bar
+TINY = ["experiment=tiny", "logger=none", *QUIET]  # the tiny experiment with nothing but its files
+TINY_EXPERIMENT = ["experiment=tiny"]
+FILE_BASE = ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "log.dt=0.05"]  # tiny, for a data file
+
+
+def make_cfg(overrides: list[str] | tuple[str, ...] | None = None):
+    """The ``train`` config composed with ``overrides`` by Hydra's compose API (the schema applied, as
+    ``scripts/train.py`` composes it). Clears a global Hydra left initialised by an in-process run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="train", overrides=list(overrides or []))
+
+
+def refusal_argv(overrides: list[str], d: Path) -> list[str]:
+    """The command line of a refusal table's row: ``{d}`` is the folder of bad files; a data file's row
+    gets the tiny net without the experiment (whose data keys a data file does not have), a weights
+    file's the tiny experiment, a row that sets the net itself nothing more."""
+    ov = [o.replace("{d}", str(d)) for o in overrides]
+    flags = [o for o in ov if o.startswith("-")]
+    ov = [o for o in ov if not o.startswith("-")]
+    if any(o.startswith("data.path=") for o in ov):
+        return [*flags, *FILE_BASE, "data=file", *ov]
+    if any(o.startswith("init.path=") for o in ov):
+        return [*flags, *TINY_EXPERIMENT, "init=file", *ov]
+    if any(
+        o.startswith(("model.dims=[5", "model.dims=[4,0", "data.n_samples=1000000000", "data=file"))
+        for o in ov
+    ):
+        return [*flags, *ov]
+    return [*flags, *ov, *TINY_EXPERIMENT] if "-m" in flags else [*flags, *TINY_EXPERIMENT, *ov]
+
+
+
+# ---- the command line in a subprocess (scripts/train.py) ------------------------------------------------
+def _no_nan(token):
+    pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
+
+
+def read_summary(run_dir: Path) -> dict:
+    """A run's summary.json, refusing NaN (JSON must hold null)."""
+    return json.loads((run_dir / "summary.json").read_text(), parse_constant=_no_nan)
+
+
+def popen_cli(args, cwd, **kw) -> subprocess.Popen:
+    """``python scripts/train.py *args`` started in ``cwd``, its output piped as text."""
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
+
+
+def run_cli(args, cwd, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """``python scripts/train.py *args`` run to its end in ``cwd`` (``env``: the environment, if not this one's)."""
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> None:
+    """Until the run's summary.json says it is at ``stage`` (fails if the process ends or time runs out)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if read_summary(run_dir)["stage"] == stage:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the run never reached stage {stage!r} (exit {proc.poll()})")
+
+
+# ---- problems built by many tests (a fresh one per call: cheap, and no test sees another's changes) ----
+def figure1_problem(whiten: bool = True) -> RegressionProblem:
+    """The Figure 1 task: teacher s = (4, 3, 2, 1), d_x = 11, d_y = 4, N = 110, data seed 0."""
+    return RegressionProblem.teacher([4.0, 3.0, 2.0, 1.0], d_x=11, d_y=4, n_samples=110, whiten=whiten, seed=0)
+
+
+def noisy_problem() -> RegressionProblem:
+    """A small task with everything a closed form can get wrong: not whitened, noisy labels (L_min > 0),
+    three modes; d_x = 4, d_y = 3, N = 20, seed 1."""
+    return RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=4, d_y=3, n_samples=20, whiten=False, noise=0.1, seed=1)
+
+
+def eos_problem(seed: int = 5) -> RegressionProblem:
+    """The edge-of-stability tests' task: teacher (2, 1, 0.5), d_x = 4, d_y = 3, N = 20, whitened."""
+    return RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=seed)
 
 CONFIG_KEY = re.compile(r"\b(model|data|init|flow|sgd|log|limits)\.[a-z_]+")
 

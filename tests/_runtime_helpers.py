@@ -62,6 +62,20 @@ class SignalAt(GridPointCallback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalOnce(GridPointCallback):
+    """Sends this process ``signum`` at grid point ``m`` of ``series`` unless the file ``flag`` exists, and
+    makes it: once per flag, so that a resume in another process (the CLI's) is not signalled again."""
+
+    def __init__(self, series: str, m: int, flag: str, signum: int = int(signal.SIGTERM)) -> None:
+        super().__init__()
+        self.series, self.m, self.flag, self.signum = series, m, flag, signum
+
+    def on_grid_point(self, point, logger):
+        if point.series == self.series and point.m >= self.m and not os.path.exists(self.flag):
+            open(self.flag, "x").close()
+            os.kill(os.getpid(), self.signum)
+
+
 class Peek(GridPointCallback):
     """At the flow's first grid point: records summary.json as it is then, and calls ``probe`` (a
     dotted name of a function of the run directory) whose result or error is kept too."""

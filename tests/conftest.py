@@ -1,17 +1,40 @@
-"""Shared fixtures: the Figure-1 problem (docs/theory.md section 7) in float64, with one torch thread."""
+"""Shared fixtures: the Figure 1 problem (the other problems many tests build are in tests/_helpers.py),
+and one tiny lab run per session that the tests which only read a run's files share (instead of each
+running its own). float64, one torch thread.
+
+Markers (pyproject.toml): ``slow`` for long tests, ``lab`` for tests that run the whole lab (a run in-process
+or through the CLI). ``pytest -m "not slow and not lab"`` is the quick loop over the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself with Hydra
 from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem, make_cfg
 
 torch.set_num_threads(1)
 
 FIG1_DIMS = (11, 6, 6, 6, 6, 4)
+TINY_RUN = ["experiment=tiny", "log.progress=never"]  # the session's run: TensorBoard and figures on
 
 
 @pytest.fixture(scope="session")
 def fig1_problem() -> RegressionProblem:
-    """Teacher s = (4, 3, 2, 1), exactly whitened inputs, N = 110, no noise."""
-    return RegressionProblem.teacher([4.0, 3.0, 2.0, 1.0], d_x=11, d_y=4, n_samples=110, whiten=True, seed=0)
+    """Teacher s = (4, 3, 2, 1), exactly whitened inputs, N = 110, no noise (shared: read-only)."""
+    return figure1_problem()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real ``dlnlab.lab.run`` of ``experiment=tiny`` (the flow and GD at lr 0.04, 0.02, 0.01 over
+    t <= 4, 81 grid points; TensorBoard and figures on), made once per session; tests read its directory
+    and never write into it (a test that changes a run copies it first, or makes its own)."""
+    from dlnlab.lab.runner import run
+
+    out = tmp_path_factory.mktemp("session") / "tiny"
+    result = run(make_cfg(TINY_RUN), output_dir=out)
+    assert result.exit_code == 0, result["series"]
+    return out

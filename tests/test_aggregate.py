@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.results import aggregate, collect
 from dlnlab.lab.runner import run
+from tests._helpers import TINY, make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 BASE = [*TINY, "flow.t_max=4", "sgd.lrs=[0.04,0.02,0.01]"]
 

@@ -10,20 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run, stop_diverged
+from tests._helpers import make_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
 
-
-def make_cfg(overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def test_every_flow_method_gets_an_evaluation_budget():
@@ -44,6 +38,7 @@ def test_every_flow_method_gets_an_evaluation_budget():
 
 
 @pytest.mark.parametrize("method", ["lsoda", "cvode"])
+@pytest.mark.lab
 def test_a_stiff_flow_stops_at_its_budget_as_a_solver_failure(method, tmp_path):
     cfg = make_cfg([*TINY, f"flow.method={method}", "sgd.lrs=[]", "limits.stiff_nfe_factor=0.05"])
     budget = math.ceil(0.05 * 100 * 5**0.6)
@@ -71,6 +66,7 @@ def test_stop_diverged_cuts_each_member_at_its_blowup():
     assert len(why) == 3 and len(cut) == 5 and torch.isnan(cut[4]).all()
 
 
+@pytest.mark.lab
 def test_an_sme_series_at_a_large_learning_rate_is_recorded_like_its_sgd_series(tmp_path):
     """lr = 1.5 is above the GD threshold 0.265: the SGD members are unstable; the SME's blow up or stay
     up, and are recorded so (before: eigvalsh failed on the blown-up states, exit 3 with a trace)."""

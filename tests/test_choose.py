@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.config import _choose as choose
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run
 from dlnlab.metrics import theta_rows
 from dlnlab.network import Layout
+from tests._helpers import TINY, make_cfg
 
 
 def test_auto_takes_lsoda_on_the_figure1_net_cvode_on_a_wide_one_rk45_on_a_short_horizon():
@@ -123,6 +124,7 @@ def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
     assert huge.saddles == "none" and "a quarter of the run" in huge.saddles_why
 
 
+@pytest.mark.lab
 def test_theta_on_a_sub_grid_above_its_size_limit(tmp_path):
     base = [*TINY, "sgd.lrs=[0.02]", "flow.t_max=2.0"]
     full = run(make_cfg(base), output_dir=tmp_path / "full")

@@ -16,34 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._helpers import QUIET, TRAIN
+from tests._helpers import popen_cli as _popen
+from tests._helpers import read_summary as _summary
+from tests._helpers import run_cli as _cli
+from tests._helpers import wait_for_stage as _wait_for_stage
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
+
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = ROOT / "scripts" / "train.py"
-QUIET = ["log.figures=false", "log.progress=never"]
-
-
-def _no_nan(token):
-    pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
-
-
-def _popen(args, cwd, **kw):
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
-
-
-def _cli(args, cwd, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text(), parse_constant=_no_nan)
 
 
 @pytest.fixture(scope="module")
@@ -75,35 +56,42 @@ def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cli_run / ".hydra").iterdir()} == hydra_files
 
 
+# One refusal from each place a command line can be refused: the script's own arguments, Hydra's override
+# parser, the schema, an interpolation, the learning rates' check, the cost estimate (no warning first) and
+# the run directory. The rest of the table's fragments are the in-process preflight's (tests/test_refusals.py
+# sends every one of them through the same check); through the CLI they run with the slow tests.
 REFUSED = [
     (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
-    (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
-    (["init=foo"], "error: init=foo: no such option"),
     (["model.dims=[1,2"], "error: malformed override"),
     (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
     (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
-    (["log.dt=1e-9"], "error: log.dt: the grid"),
-    (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
-    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
-    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
-    (["="], "error: '=': the override has no key; an override is key=value"),
     (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
     (
         ["sgd.lrs=[1e-300]"],
         "error: sgd.lrs: the series at lr = 1e-300 needs 4e+300 steps",
     ),  # no warning first
+    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
+]
+REFUSED_MORE = [
+    (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
+    (["init=foo"], "error: init=foo: no such option"),
+    (["log.dt=1e-9"], "error: log.dt: the grid"),
+    (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
+    (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
+    (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
+    (["="], "error: '=': the override has no key; an override is key=value"),
     (
         ["logger=csv", "+logger.bogus=1"],
         "error: logger.bogus: no such key; logger has: flush_logs_every_n_steps",
     ),
-    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
 ]
 
 
-def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+def _refused_in_one_line(cases, tmp_path) -> None:
+    """Each command line exits 2 with one line on stderr starting with its fragment, and no directory."""
     procs = [
         (_popen(["experiment=tiny", f"hydra.run.dir={tmp_path / f'r{i}'}", *args], tmp_path), fragment)
-        for i, (args, fragment) in enumerate(REFUSED)
+        for i, (args, fragment) in enumerate(cases)
     ]
     for proc, fragment in procs:
         out, err = proc.communicate(timeout=120)
@@ -111,6 +99,15 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
         assert err.startswith(fragment) and err.count("\n") == 1, err
         assert "Traceback" not in err + out
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a refused run created a directory"
+
+
+def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+    _refused_in_one_line(REFUSED, tmp_path)
+
+
+@pytest.mark.slow
+def test_more_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
+    _refused_in_one_line(REFUSED_MORE, tmp_path)
 
 
 def test_two_runs_started_together_get_two_directories(tmp_path):
@@ -131,18 +128,6 @@ def test_two_runs_started_together_get_two_directories(tmp_path):
     for d in dirs:
         assert _summary(d)["run_dir"] == str(d)
         assert len(np.load(d / "series" / "flow.npz")["t"]) == 81
-
-
-def _wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if _summary(run_dir)["stage"] == stage:
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"the run never reached stage {stage!r} (exit {proc.poll()})")
 
 
 def _check_interrupted(out: Path, code: int, sig: str, stage: str) -> dict:
@@ -239,15 +224,24 @@ def test_sigterm_during_the_analysis_and_the_figures(stage, tmp_path):
     assert all(e["status"] == "ok" for e in summary["series"].values())
 
 
-def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path):
-    """A two-job sweep through Hydra's joblib launcher (the jobs in parallel processes), one job failing."""
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+# joblib: the jobs in two worker processes (each imports the lab again: with the slow tests); basic: one
+# after the other in the sweep's process. The sweep's record is written the same way for either.
+LAUNCHERS = [
+    pytest.param([], id="basic"),
+    pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher):
+    """A two-job sweep through a Hydra launcher, one job failing."""
+    if launcher:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     sweep = tmp_path / "sweep"
     proc = _cli(
         [
             "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
+            *launcher,
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
@@ -309,37 +303,39 @@ def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
 def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_path):
     """SIGTERM during a minibatch heavy-ball series, then resume=<run dir>: every series equals the
     uninterrupted run's bit for bit (same machine: the same ops in the same order), the finished
-    series are kept, the interrupted one continues from its checkpoint."""
-    from hydra import compose, initialize_config_dir
-
-    from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself
+    series are kept, the interrupted one continues from its checkpoint. The signal comes from a
+    callback at grid point 40 of 81 (10,000 steps: a fixed point, however fast the machine), once:
+    the resume, in a process of its own, is not signalled again."""
     from dlnlab.lab.runner import run
+    from tests._helpers import make_cfg
 
     args = [
         "experiment=tiny",
-        "flow.t_max=20",
+        "flow.t_max=4",
         "sgd.lrs=[0.01,0.0002]",
         "sgd.batch_size=5",
         "sgd.momentum=0.5",
         "run.workers=1",  # the serial order: sgd_lr_0.01 has ended when the signal comes (the parallel case: test_parallel.py)
         *QUIET,
     ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config_name="train", overrides=args)
-    whole = run(cfg, output_dir=tmp_path / "whole")
+    whole = run(make_cfg(args), output_dir=tmp_path / "whole")
     out = tmp_path / "killed"
-    proc = _popen([*args, f"hydra.run.dir={out}"], tmp_path)
-    _wait_for_stage(out, "sgd_lr_0.0002", proc)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 143
+    stop = [
+        "+callbacks.stop._target_=_runtime_helpers.SignalOnce",
+        "+callbacks.stop.series=sgd_lr_0.0002",
+        "+callbacks.stop.m=40",
+        f"+callbacks.stop.flag={tmp_path / 'signalled'}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}  # for _runtime_helpers
+    proc = _cli([*args, *stop, f"hydra.run.dir={out}"], tmp_path, env=env)
+    assert proc.returncode == 143, proc.stderr[-3000:]
     killed = _summary(out)
     assert killed["series"]["sgd_lr_0.0002"]["status"] == "interrupted"
+    assert 0 < killed["series"]["sgd_lr_0.0002"]["t_stop"] < 4
     assert (out / "checkpoints" / "sgd_lr_0.0002.ckpt").is_file()
-    refused = _cli([f"resume={out}", "sgd.lrs=[0.1]"], tmp_path)
+    refused = _cli([f"resume={out}", "sgd.lrs=[0.1]"], tmp_path, env=env)
     assert refused.returncode == 2 and "give resume=<run dir> alone" in refused.stderr
-    resumed = _cli([f"resume={out}"], tmp_path)
+    resumed = _cli([f"resume={out}"], tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = _summary(out)
     assert summary["stage"] == "done" and summary["interrupted"] is None and summary["exit_code"] == 0
@@ -356,5 +352,5 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
             if key in a.files:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
         assert summary["series"][name]["status"] == whole["series"][name]["status"]
-    again = _cli([f"resume={out}"], tmp_path)
+    again = _cli([f"resume={out}"], tmp_path, env=env)
     assert again.returncode == 2 and "nothing to resume" in again.stderr

@@ -15,12 +15,12 @@ from tensorboard.backend.event_processing.event_accumulator import (
     STORE_EVERYTHING_SIZE_GUIDANCE,
     EventAccumulator,
 )
-from test_lab import TINY, make_cfg
 
 from dlnlab import init
 from dlnlab.lab.runner import resume, run, train_series
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import TINY, make_cfg
 
 BASE = [*TINY, "flow.t_max=2.0", "sgd.lrs=[0.04,0.02]", "sgd.batch_size=5"]
 
@@ -34,6 +34,7 @@ def ensemble(tmp_path_factory):
     return out, run(cfg, output_dir=out)
 
 
+@pytest.mark.lab
 def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):
     out, res = ensemble
     assert res.exit_code == 0
@@ -53,6 +54,7 @@ def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):
     assert (out / "figures" / "ensemble_loss.png").is_file()
 
 
+@pytest.mark.lab
 def test_any_member_rerun_alone_gives_the_same_series(ensemble, tmp_path):
     out, res = ensemble
     m = res["seeds"]["members"][2]
@@ -75,6 +77,7 @@ def test_any_member_rerun_alone_gives_the_same_series(ensemble, tmp_path):
             np.testing.assert_allclose(ens["dist_to_flow"][2], one["dist_to_flow"], rtol=1e-9, atol=1e-14)
 
 
+@pytest.mark.lab
 def test_tensorboard_shows_the_mean_and_the_spread(ensemble):
     """The members' mean under every tag; each series' median and quartiles under its own tags (one band
     chart per series); x is the flow time (step = round(1000 t))."""
@@ -117,6 +120,7 @@ def test_a_member_that_diverges_stops_alone():
     assert "member 1" in out.member_diverged[1][1]
 
 
+@pytest.mark.lab
 def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
     """SIGTERM (a real one, to this process) during the second series, then resume(run dir)."""
     args = [*BASE, "ensemble.size=2", "sgd.lrs=[0.04,0.0001]", "sgd.momentum=0.5"]
@@ -168,6 +172,7 @@ def test_the_spread_tags_are_numpys_nan_quantiles():
         np.testing.assert_allclose(_nanmean(x), np.nanmean(x, axis=1), rtol=1e-15)
 
 
+@pytest.mark.lab
 def test_the_ensemble_charts_band_tags_that_exist(ensemble):
     """Every Margin chart of the ensemble's layout names tags its series logs; one chart per series."""
     from dlnlab.lab.record import RunCharts, tensorboard_layout
@@ -189,6 +194,7 @@ def test_the_ensemble_charts_band_tags_that_exist(ensemble):
 
 
 @pytest.mark.parametrize("method", ["bdf_batch", "radau_batch"])
+@pytest.mark.lab
 def test_an_ensemble_flow_runs_with_a_batched_stiff_solver_and_agrees_with_its_members_lsoda(
     ensemble, tmp_path, method
 ):

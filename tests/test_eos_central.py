@@ -13,8 +13,7 @@ from dlnlab import init
 from dlnlab.eos import CentralFlow, SigmaMethod, integrate_central, solve_sigma, top_eigenpairs
 from dlnlab.flow import Solver, integrate, time_grid
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
-from tests._helpers import bad_argument
+from tests._helpers import bad_argument, eos_problem
 
 F64 = torch.float64
 DIMS = (4, 4, 4, 3)
@@ -22,7 +21,7 @@ DIMS = (4, 4, 4, 3)
 
 def eos_net(seed: int):
     """The 4-4-4-3 net of docs/eos.md: teacher [2, 1, 0.5], whitened, Gaussian init of std 0.4."""
-    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=seed)
+    problem = eos_problem(seed)
     return problem, pack(init.gaussian(DIMS, 0.4, seed=seed))
 
 

@@ -22,8 +22,7 @@ from dlnlab.eos import (
 )
 from dlnlab.flow import integrate
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
-from tests._helpers import bad_argument
+from tests._helpers import bad_argument, eos_problem
 
 F64 = torch.float64
 
@@ -105,7 +104,7 @@ def test_parting_time_and_distance_ratio():
 
 def test_sharpness_comparison_and_gfs_sharpness():
     dims = (4, 4, 4, 3)
-    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=5)
+    problem = eos_problem()
     balanced_min = pack(init.aligned(dims, problem, [2.0, 1.0, 0.5], seed=1))
     theta0 = pack(init.gaussian(dims, 0.4, seed=5))
     path = integrate(problem, dims, theta0, [0.0, 0.5, 1.5, 60.0]).theta
@@ -126,7 +125,7 @@ def test_edge_report_glues_the_pieces_at_gds_step_times():
     from dlnlab.eos import edge_report
 
     dims = (4, 4, 4, 3)
-    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=5)
+    problem = eos_problem()
     theta0 = pack(init.gaussian(dims, 0.4, seed=5))
     lr = 0.2374
     rep = edge_report(problem, dims, theta0, lr, 16, window=4, gfs_points=2, restart_after=None)

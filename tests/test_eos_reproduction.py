@@ -7,13 +7,13 @@ import torch
 from dlnlab import init
 from dlnlab.eos import Outcome, edge_report
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import eos_problem
 
 
 @pytest.mark.slow
 def test_gd_hovers_at_the_edge_and_its_average_is_nearer_the_central_flow():
     dims = (4, 4, 4, 3)
-    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=5)
+    problem = eos_problem()
     theta0 = pack(init.gaussian(dims, 0.4, seed=5))
     s_gf = 8.685042658  # the gradient flow's limit (checked below through the report)
     lr = 2.0 / (0.97 * s_gf)

@@ -21,7 +21,7 @@ from dlnlab.eos import (
 )
 from dlnlab.network import Layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
-from tests._helpers import bad_argument
+from tests._helpers import bad_argument, eos_problem
 
 F64 = torch.float64
 FIG1 = (11, 6, 6, 6, 6, 4)
@@ -150,7 +150,7 @@ def test_curvature_gradient_against_autograd(dims, whitened):
 
 def test_curvature_gradient_of_the_top_eigenvector_is_the_gradient_of_the_sharpness():
     dims = (4, 4, 4, 3)
-    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=5)
+    problem = eos_problem()
     theta = pack(init.gaussian(dims, 0.4, seed=5))
     top = top_eigenpairs(problem, theta, dims, 2)
     assert float(top.values[0] - top.values[1]) > 0.1  # simple: S is differentiable

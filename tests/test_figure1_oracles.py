@@ -10,14 +10,14 @@ from dlnlab.analysis import gd_stability_threshold
 from dlnlab.flow import LossLevel, Solver, integrate, time_grid
 from dlnlab.init import gaussian
 from dlnlab.network import pack, product, unpack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem
 
 DIMS = [11, 6, 6, 6, 6, 4]
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    return figure1_problem()
 
 
 def first_escape(problem, scale, seed=0):
@@ -65,6 +65,7 @@ def _product(theta):
     return product(unpack(theta, DIMS))
 
 
+@pytest.mark.lab
 def test_the_lab_flags_the_stalled_series_unstable(tmp_path):
     from hydra import compose, initialize_config_dir
 

@@ -11,20 +11,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from test_schema import CONF
 
 from dlnlab.init import gaussian
 from dlnlab.lab.config import load_weights, prepare
 from dlnlab.lab.runner import run
 from dlnlab.network import adjacency_from_weights
-
-TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
-
-
-def cfg_of(overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=list(overrides))
+from tests._helpers import TINY, make_cfg
 
 
 def test_weights_from_W_arrays_or_A0_are_the_same_weights(tmp_path):
@@ -38,14 +30,15 @@ def test_weights_from_W_arrays_or_A0_are_the_same_weights(tmp_path):
     for name in ("w.npz", "w_nounderscore.npz", "a0.npz"):
         loaded = load_weights(str(tmp_path / name), dims)
         assert all(torch.equal(a, b) for a, b in zip(loaded, ws)), name
-    plan = prepare(cfg_of([*TINY, "init=file", f"init.path={tmp_path / 'w.npz'}"]))
+    plan = prepare(make_cfg([*TINY, "init=file", f"init.path={tmp_path / 'w.npz'}"]))
     assert all(torch.equal(a, b) for a, b in zip(plan.weights0, ws)) and plan.seeds.init is None
 
 
+@pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
-    a = run(cfg_of([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")
+    a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")
     b = run(
-        cfg_of([*TINY, "init=file", f"init.path={tmp_path / 'a' / 'problem.npz'}"]), output_dir=tmp_path / "b"
+        make_cfg([*TINY, "init=file", f"init.path={tmp_path / 'a' / 'problem.npz'}"]), output_dir=tmp_path / "b"
     )
     assert a.exit_code == b.exit_code == 0 and b["config"]["init"]["kind"] == "file"
     np.testing.assert_array_equal(
@@ -70,6 +63,7 @@ while True:
 """
 
 
+@pytest.mark.lab
 def test_a_kill_during_a_write_never_leaves_a_broken_file(tmp_path):
     """SIGKILL (no handler can run) at random moments of repeated 16 MB writes: the file is always a
     complete npz, the old one or the new one."""
@@ -108,6 +102,7 @@ except signals.Interrupted as err:
 """
 
 
+@pytest.mark.lab
 def test_a_signal_during_a_write_waits_for_the_write(tmp_path):
     path = tmp_path / "summary.json"
     proc = subprocess.Popen([sys.executable, "-c", JSON_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
@@ -122,6 +117,7 @@ def test_a_signal_during_a_write_waits_for_the_write(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["nan", "shape"])
+@pytest.mark.lab
 def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_path):
     x = np.random.default_rng(0).normal(size=(4, 20))
     y = np.random.default_rng(1).normal(size=(2, 20))
@@ -132,7 +128,7 @@ def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_pat
     np.savez(tmp_path / "d.npz", X=x, Y=y)
     from dlnlab.lab.config import ConfigError
 
-    cfg = cfg_of(
+    cfg = make_cfg(
         ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "data=file", f"data.path={tmp_path / 'd.npz'}"]
     )
     with pytest.raises(ConfigError, match="^data.path: "):

@@ -25,6 +25,7 @@ from dlnlab.flow import (
 )
 from dlnlab.network import Layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import noisy_problem
 
 torch.set_num_threads(1)
 
@@ -41,7 +42,7 @@ def _loss(problem, dims, theta):
 def small():
     """A small non-whitened, noisy problem on a depth-3 net, from a moderate gaussian init."""
     dims = [4, 5, 5, 3]
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     theta0 = pack(init.gaussian(dims, 0.5, seed=0))
     return problem, dims, theta0
 

@@ -11,7 +11,7 @@ from dlnlab import init
 from dlnlab.flow import FlowSolverError, Solver, integrate, time_grid
 from dlnlab.flow._batch import batch_solver, member_norm
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import noisy_problem
 
 torch.set_num_threads(1)
 DIMS = [4, 5, 5, 3]
@@ -19,7 +19,7 @@ DIMS = [4, 5, 5, 3]
 
 @pytest.fixture(scope="module")
 def batch():
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     thetas = torch.stack([pack(init.gaussian(DIMS, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
     return problem, thetas, time_grid(3.0, dt=0.05)
 

@@ -12,7 +12,7 @@ import dlnlab.flow._bdf as bdf
 from dlnlab import init
 from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, time_grid, vector_field
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem, noisy_problem
 
 torch.set_num_threads(1)
 SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
@@ -21,7 +21,7 @@ SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
 @pytest.fixture(scope="module")
 def small():
     """Gaussian inputs with noise (Sxx != I); three members at init scales 0.2, 0.5, 0.8."""
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     thetas = torch.stack([pack(init.gaussian(SMALL, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
     return problem, thetas, time_grid(3.0, dt=0.05)
 
@@ -29,7 +29,7 @@ def small():
 @pytest.fixture(scope="module")
 def figure1():
     """The Figure 1 net; members at scales 0.1 (on the first plateau), 0.5 and 1 (no plateau)."""
-    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    problem = figure1_problem()
     thetas = torch.stack([pack(init.gaussian(FIG1, sc, seed=1 + k)) for k, sc in enumerate((0.1, 0.5, 1.0))])
     return problem, thetas
 

@@ -13,7 +13,7 @@ import dlnlab.flow._radau as radau
 from dlnlab import init
 from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, time_grid, vector_field
 from dlnlab.network import pack
-from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem, noisy_problem
 
 torch.set_num_threads(1)
 SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
@@ -23,7 +23,7 @@ TIGHT = Solver("lsoda", rtol=1e-12, atol=1e-14)  # measured within 3e-12 of scip
 @pytest.fixture(scope="module")
 def small():
     """Gaussian inputs with noise (Sxx != I); three members at init scales 0.2, 0.5, 0.8."""
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     thetas = torch.stack([pack(init.gaussian(SMALL, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
     t = time_grid(3.0, dt=0.05)
     tight = [integrate(problem, SMALL, th, t, TIGHT).theta for th in thetas]
@@ -33,7 +33,7 @@ def small():
 @pytest.fixture(scope="module")
 def figure1():
     """The Figure 1 net over t <= 5; members at scales 0.1 (on the first plateau), 0.5 and 1."""
-    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    problem = figure1_problem()
     thetas = torch.stack([pack(init.gaussian(FIG1, sc, seed=1 + k)) for k, sc in enumerate((0.1, 0.5, 1.0))])
     t = time_grid(5.0, dt=0.1)
     tight = [integrate(problem, FIG1, th, t, TIGHT).theta for th in thetas]
@@ -176,7 +176,7 @@ def test_figure1_at_t_300_within_ten_rtol_of_its_own_tight_radau_solve():
     """Through the plateaus, where every solver's local errors are amplified at the escapes (LSODA at
     the default rtol 1e-9 ends about 500 rtol from a tight solve): four Figure 1 members at scale 0.1
     and one at 1, each against its own scipy Radau solve at rtol 1e-12 (measured: 1.4 - 2.8 rtol)."""
-    problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
+    problem = figure1_problem()
     thetas = torch.stack(
         [
             pack(init.gaussian(FIG1, sc, seed=s))

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_lab import TINY, make_cfg
-from test_schema import CONF
 
 from dlnlab.descent import gd
 from dlnlab.flow import Solver, integrate, time_grid
@@ -16,6 +14,7 @@ from dlnlab.init import gaussian
 from dlnlab.lab.cli import preflight
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import CONF, TINY, make_cfg
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
@@ -54,6 +53,7 @@ def test_the_flow_on_the_gpu_equals_the_cpu(setting):
 
 
 @needs_cuda
+@pytest.mark.lab
 def test_the_lab_runs_on_the_gpu(tmp_path):
     from dlnlab.lab.runner import run
 

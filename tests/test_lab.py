@@ -7,18 +7,13 @@ import math
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import run
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from tests._helpers import CONF, TINY, make_cfg
 
 SERIES_KEYS = {
     "t",
@@ -51,20 +46,7 @@ def _no_nan(token):
     pytest.fail(f"summary.json holds {token}: JSON must hold null, never NaN")
 
 
-def make_cfg(overrides: list[str] | None = None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=list(overrides or []))
-
-
-TINY = [
-    "experiment=tiny",
-    "logger=none",
-    "log.figures=false",
-    "log.progress=never",
-]
-
-
+@pytest.mark.lab
 def test_learning_rate_above_the_gd_threshold_is_flagged_unstable(tmp_path):
     # h = 3, m_1 = 2: no global minimum is stable for eta > 2 / (3 * 2^(4/3)) = 0.265; from a small
     # init GD at eta = 0.6 never leaves the origin's plateau while the flow learns both modes.
@@ -78,10 +60,10 @@ def test_learning_rate_above_the_gd_threshold_is_flagged_unstable(tmp_path):
     assert res.exit_code == 0
 
 
-def test_run_writes_the_contract(tmp_path):
-    out = tmp_path / "run"
-    res = run(make_cfg(["experiment=tiny", "log.figures=false", "log.progress=never"]), output_dir=out)
-    assert res.exit_code == 0
+@pytest.mark.lab
+def test_run_writes_the_contract(tiny_run):
+    out = tiny_run  # experiment=tiny, as it comes (conftest)
+    assert json.loads((out / "summary.json").read_text())["exit_code"] == 0
     prob = np.load(out / "problem.npz")
     assert {"dims", "X", "Y", "A0", "modes"} <= set(prob.files)
     dims = prob["dims"]
@@ -125,6 +107,7 @@ def _gd_run(tmp_path, lrs, extra=()):
     return run(cfg, output_dir=tmp_path / "run")
 
 
+@pytest.mark.lab
 def test_gd_distance_to_flow_halves_when_lr_halves(tmp_path):
     lrs = [0.01, 0.005, 0.0025]
     res = _gd_run(tmp_path, lrs)
@@ -134,6 +117,7 @@ def test_gd_distance_to_flow_halves_when_lr_halves(tmp_path):
         assert 1.7 <= a / b <= 2.3, d
 
 
+@pytest.mark.lab
 def test_minibatch_sgd_approaches_the_flow(tmp_path):
     lrs = [0.04, 0.01, 0.0025]
     res = _gd_run(tmp_path, lrs, ["sgd.batch_size=4", "sgd.sampling=with_replacement"])
@@ -143,6 +127,7 @@ def test_minibatch_sgd_approaches_the_flow(tmp_path):
     assert 1.3 < d[0] / d[1] < 3.5 and 1.3 < d[1] / d[2] < 3.5, d
 
 
+@pytest.mark.lab
 def test_diverging_series_is_marked_and_the_others_finish(tmp_path):
     cfg = make_cfg([*TINY, "init.scale=0.5", "flow.t_max=20", "sgd.lrs=[0.8,0.02,0.01]"])
     res = run(cfg, output_dir=tmp_path / "run")
@@ -156,6 +141,7 @@ def test_diverging_series_is_marked_and_the_others_finish(tmp_path):
     json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=_no_nan)
 
 
+@pytest.mark.lab
 def test_run_refuses_a_foreign_nonempty_directory(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep me")
@@ -164,6 +150,7 @@ def test_run_refuses_a_foreign_nonempty_directory(tmp_path):
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.lab
 def test_same_config_same_numbers(tmp_path):
     a = run(make_cfg([*TINY, "sgd.batch_size=5"]), output_dir=tmp_path / "a")
     b = run(make_cfg([*TINY, "sgd.batch_size=5"]), output_dir=tmp_path / "b")
@@ -175,6 +162,7 @@ def test_same_config_same_numbers(tmp_path):
     assert a["seeds"] == b["seeds"]
 
 
+@pytest.mark.lab
 def test_flow_solver_failure_is_recorded_and_the_sgd_series_still_run(tmp_path):
     out = tmp_path / "run"
     res = run(make_cfg([*TINY, "flow.method=dopri5", "flow.max_nfe=60"]), output_dir=out)
@@ -191,6 +179,7 @@ def test_flow_solver_failure_is_recorded_and_the_sgd_series_still_run(tmp_path):
     assert json.loads((out / "summary.json").read_text())["exit_code"] == 3
 
 
+@pytest.mark.lab
 def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
     code = (
         "import sys\n"
@@ -211,6 +200,7 @@ def test_bad_config_is_rejected_before_lightning_is_imported(tmp_path):
     assert "rejected: sgd.lrs" in proc.stdout
 
 
+@pytest.mark.lab
 def test_heavy_ball_is_compared_on_its_own_time_scale(tmp_path):
     # a step of heavy ball with momentum beta moves lr / (1 - beta) along the flow: on that time scale
     # the distance to the flow falls like lr (order about 1), where on t = k lr it would stay O(1)
@@ -223,6 +213,7 @@ def test_heavy_ball_is_compared_on_its_own_time_scale(tmp_path):
     assert entry["steps"] == 200
 
 
+@pytest.mark.lab
 def test_a_learning_rate_far_above_the_threshold_has_a_true_record(tmp_path):
     # eta = 1 on the tiny net (threshold 0.265): each step is its own grid point, the record says
     # where the series got to, its loss there and its distance to the flow
@@ -256,6 +247,7 @@ def test_a_learning_rate_far_above_the_threshold_has_a_true_record(tmp_path):
     ],
     ids=["h1", "width1", "dy_gt_dx", "zero_sv", "one_lr", "flow_only"],
 )
+@pytest.mark.lab
 def test_odd_but_valid_inputs_run(overrides, tmp_path):
     res = run(make_cfg([*TINY, "flow.t_max=2", *overrides]), output_dir=tmp_path / "run")
     assert res.exit_code == 0, res["series"]
@@ -272,6 +264,7 @@ def test_odd_but_valid_inputs_run(overrides, tmp_path):
     json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=_no_nan)
 
 
+@pytest.mark.lab
 def test_a_plain_dict_config_runs(tmp_path):
     cfg = {
         "model": {"dims": [3, 2, 2]},
@@ -305,6 +298,7 @@ def test_a_plain_dict_needs_no_kind_keys():
         typed_config({"init": {"u0": 0.1}})
 
 
+@pytest.mark.lab
 def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_path):
     """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
     the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,

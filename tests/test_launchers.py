@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_cli import QUIET, _cli
+
+from tests._helpers import QUIET
+from tests._helpers import run_cli as _cli
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 
 @pytest.mark.slow

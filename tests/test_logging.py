@@ -12,10 +12,12 @@ from tensorboard.backend.event_processing.event_accumulator import (
     STORE_EVERYTHING_SIZE_GUIDANCE,
     EventAccumulator,
 )
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import run
+from tests._helpers import QUIET, TINY, make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 
 def _log10(x):
@@ -64,8 +66,8 @@ def _layout(run_dir: Path) -> dict[str, list[str]]:
     return charts
 
 
-@pytest.mark.parametrize("tb_max_points", [10_000, 20], ids=["every_point", "thinned"])
-def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path):
+@pytest.mark.parametrize("tb_max_points", [None, 20], ids=["every_point", "thinned"])
+def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path, request):
     """Read the event files back: x is the flow time (step = round(1000 t)); every curve's extremes equal
     the npz's, with every grid point up to log.tb_max_points and at most that many per tag above it (so
     TensorBoard's 1000-point sampling keeps them all); the extremes a reader reads are constant lines
@@ -73,18 +75,13 @@ def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path):
     HParams columns, never charts."""
     import re
 
-    out = tmp_path / "run"
-    run(
-        make_cfg(
-            [
-                "experiment=tiny",
-                "log.figures=false",
-                "log.progress=never",
-                f"log.tb_max_points={tb_max_points}",
-            ]
-        ),
-        output_dir=out,
-    )
+    if tb_max_points is None:  # the session's tiny run: its default 1000 points are more than its 81
+        out = request.getfixturevalue("tiny_run")
+        tb_max_points = json.loads((out / "summary.json").read_text())["config"]["log"]["tb_max_points"]
+        assert tb_max_points >= len(np.load(out / "series" / "flow.npz")["t"])
+    else:
+        out = tmp_path / "run"
+        run(make_cfg(["experiment=tiny", *QUIET, f"log.tb_max_points={tb_max_points}"]), output_dir=out)
     names = sorted(p.name for p in (out / "tensorboard").iterdir())
     assert names == ["flow", "sgd_lr_0.01", "sgd_lr_0.02", "sgd_lr_0.04"]
     logged = set()

@@ -13,13 +13,14 @@ from dlnlab.descent import gd
 from dlnlab.flow import Solver, integrate, time_grid, vector_field
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import noisy_problem
 
 DIMS = [4, 5, 5, 3]
 
 
 @pytest.fixture(scope="module")
 def small():
-    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 20, whiten=False, noise=0.1, seed=1)
+    problem = noisy_problem()
     return problem, pack(init.gaussian(DIMS, 0.5, seed=0))
 
 
@@ -76,10 +77,10 @@ def test_gd_follows_the_modified_flow_to_second_order(small):
     assert math.isfinite(sum(dist_mod))
 
 
+@pytest.mark.lab
 def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
-    from test_lab import TINY, make_cfg
-
     from dlnlab.lab.runner import run
+    from tests._helpers import TINY, make_cfg
 
     cfg = [*TINY, "flow.modified=true", "sgd.lrs=[0.02,0.01,0.005]", "flow.t_max=2", "init.scale=0.5"]
     res = run(make_cfg([*cfg, "logger=tensorboard"]), output_dir=tmp_path / "run")

@@ -29,6 +29,7 @@ from dlnlab.errors import AnalysisWarning
 from dlnlab.lab.results import analyze_run_saddles
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import make_cfg
 
 # ------------------------------------------------------------------------------------------------
 # Trajectories
@@ -317,17 +318,6 @@ def test_analyze_run_saddles_fills_summary():
 # Through the experiment: summary.json, console, TensorBoard
 
 
-def _cfg(overrides):
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
-        return compose(config_name="train", overrides=list(overrides))
-
 
 def _read_summary(out):
     """summary.json of a run; NaN or Infinity (not JSON) fails the test."""
@@ -370,12 +360,13 @@ def _check_run(out, capsys, n_flow_plateaus):
     return summary
 
 
+@pytest.mark.lab
 def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsys):
     from dlnlab.lab.runner import run
 
     out = tmp_path / "run"
     overrides = ["experiment=tiny", "flow.t_max=6", "log.figures=false", "log.progress=never"]
-    run(_cfg(overrides), output_dir=out)
+    run(make_cfg(overrides), output_dir=out)
     summary = _check_run(out, capsys, 1)
     p = summary["series"]["flow"]["plateaus"][0]
     assert p["modes_learnt"] == [] and p["exit_mode"] == 0 and p["level"] == pytest.approx(2.5)
@@ -386,6 +377,7 @@ def test_run_reports_plateaus_in_summary_console_and_tensorboard(tmp_path, capsy
 
 
 @pytest.mark.slow
+@pytest.mark.lab
 def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, capsys):
     """experiment=figure1_near (the default setting, stated explicitly), end to end (~30 s): the only
     slow run of the saddle and figure tests. Four non-strict plateaus at 15, 7, 2.5, 0.5 in every
@@ -396,7 +388,7 @@ def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, cap
     from dlnlab.plots import FIGURES
 
     out = tmp_path / "near"
-    res = run(_cfg(["experiment=figure1_near", "log.progress=never"]), output_dir=out)
+    res = run(make_cfg(["experiment=figure1_near", "log.progress=never"]), output_dir=out)
     assert res.exit_code == 0
     summary = _check_run(out, capsys, 4)
     for name, entry in summary["series"].items():

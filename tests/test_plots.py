@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from matplotlib.image import imread
 
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
+from tests._helpers import make_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -35,11 +34,6 @@ FIGURE_NAMES = {
     "conservation",
 }
 
-
-def make_cfg(overrides: list[str] | None = None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=list(overrides or []))
 
 
 def _check_png(path: Path, min_bytes: int = 10_000) -> None:
@@ -64,15 +58,6 @@ def _copy_run_files(src: Path, dst: Path) -> Path:
     shutil.copy(src / "summary.json", dst / "summary.json")
     shutil.copytree(src / "series", dst / "series")
     return dst
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A seconds-long run with TensorBoard and figures on (the run writes its own figures)."""
-    out = tmp_path_factory.mktemp("plots") / "tiny"
-    res = run(make_cfg(["experiment=tiny", "log.progress=never"]), output_dir=out)
-    assert res.exit_code == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +104,17 @@ def test_figure1_experiment_configs_compose():
 
 
 # ---- the figures of a run ------------------------------------------------------------------------
+@pytest.mark.lab
 def test_run_writes_every_figure(tiny_run):
     assert set(FIGURES) == FIGURE_NAMES
     for name in FIGURE_NAMES:
         _check_png(tiny_run / "figures" / f"{name}.png")
 
 
-def test_figures_go_to_tensorboard_as_images(tiny_run):
+@pytest.mark.lab
+def test_figures_go_to_tensorboard_as_images(tiny_run, tmp_path):
+    import shutil
+
     from tensorboard.backend.event_processing.event_accumulator import (
         STORE_EVERYTHING_SIZE_GUIDANCE,
         EventAccumulator,
@@ -133,6 +122,7 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
 
     from dlnlab.lab.record import figures_logger, log_png
 
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run"))  # the session's run is read-only
     logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
     make_run_figures(tiny_run, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
@@ -156,6 +146,7 @@ def test_figures_go_to_tensorboard_as_images(tiny_run):
     assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 
 
+@pytest.mark.lab
 def test_every_figure_builds_strictly_with_consistent_series_colours(tiny_run):
     figs = build_run_figures(tiny_run, strict=True)
     colours: dict[str, set] = {}
@@ -180,6 +171,7 @@ def _inside(fig) -> bool:
     return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
 
 
+@pytest.mark.lab
 def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
     for d in (tiny_run, diverged_run):
         for name, fig in build_run_figures(d, strict=True).items():
@@ -194,6 +186,7 @@ def _rgba(c):
     return to_rgba(c)
 
 
+@pytest.mark.lab
 def test_diverged_series_is_drawn_and_marked(diverged_run):
     paths = make_run_figures(diverged_run, strict=True)
     assert {p.stem for p in paths} == FIGURE_NAMES
@@ -212,6 +205,7 @@ def test_diverged_series_is_drawn_and_marked(diverged_run):
     assert ax.get_ylim()[1] < 1e3
 
 
+@pytest.mark.lab
 def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
     broken = _copy_run_files(tiny_run, tmp_path / "broken")
     path = broken / "series" / "sgd_lr_0.04.npz"
@@ -237,6 +231,7 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
         _check_png(p, min_bytes=2_000)  # dist_to_flow and convergence_order say "no SGD series"
 
 
+@pytest.mark.lab
 def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     d = _copy_run_files(tiny_run, tmp_path / "plateaus")
     summary = _read_summary(d)
@@ -251,6 +246,7 @@ def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     assert len(load_run(d).plateaus("flow")) == 1
 
 
+@pytest.mark.lab
 def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path, capsys):
     d = _copy_run_files(tiny_run, tmp_path / "copy")
     proc = subprocess.run(
@@ -274,6 +270,7 @@ def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path
 
 
 # ---- Figure 1 ------------------------------------------------------------------------------------
+@pytest.mark.lab
 def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_path, monkeypatch, capsys):
     fig = figure1(tiny_run, diverged_run)
     titles = [sf._suptitle.get_text() for sf in fig.subfigs]
@@ -298,14 +295,16 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("figure1.*")} == committed
 
 
+@pytest.mark.lab
 def test_figures_drawn_in_forked_workers_are_the_same_pngs(tiny_run, tmp_path):
     """make_run_figures(workers=2): the figures split between two forked processes, the same bytes as
     drawn in one (and on_png gets them in the figures' order)."""
     import shutil
 
-    other = tmp_path / "copy"
+    mine, other = tmp_path / "mine", tmp_path / "copy"  # two copies: the session's run is read-only
+    shutil.copytree(tiny_run, mine)
     shutil.copytree(tiny_run, other)
-    one = {p.name: p.read_bytes() for p in make_run_figures(tiny_run, strict=True)}
+    one = {p.name: p.read_bytes() for p in make_run_figures(mine, strict=True)}
     got = []
     two = make_run_figures(other, strict=True, workers=2, on_png=lambda n, png: got.append((n, png)))
     assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)

@@ -10,6 +10,7 @@ from dlnlab import init
 from dlnlab.analysis import conservation_laws
 from dlnlab.network import Layout, adjacency_from_weights, pack, unpack
 from dlnlab.problem import RegressionProblem
+from tests._helpers import figure1_problem
 
 F64 = torch.float64
 
@@ -147,7 +148,7 @@ def test_minibatch_loss_and_gradient(kind):
 @pytest.mark.parametrize("whiten", [True, False])
 def test_stable_loss_near_the_minimum(whiten):
     """L - L_min = 1/2 ||E Sxx^{1/2}||^2 eps^2 at P = P_ls + eps E; the expanded form cancels badly."""
-    pr = RegressionProblem.teacher([4.0, 3.0, 2.0, 1.0], 11, 4, 110, whiten=whiten, seed=0)
+    pr = figure1_problem(whiten)
     gen = torch.Generator().manual_seed(10)
     worst_expanded = 0.0
     for _ in range(5):
@@ -231,7 +232,7 @@ def test_figure1_levels_and_modes(fig1_problem):
 
 
 def test_data_modes_differ_from_teacher_modes_without_whitening():
-    pr = RegressionProblem.teacher([4.0, 3.0, 2.0, 1.0], 11, 4, 110, whiten=False, seed=0)
+    pr = figure1_problem(whiten=False)
     assert not pr.whitened
     np.testing.assert_allclose(pr.modes.numpy(), modes_independent(pr), rtol=1e-10)
     assert float((pr.modes - pr.teacher_singular_values).abs().max()) > 1e-2

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from dlnlab.lab.cli import preflight
+from tests._helpers import refusal_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TINY = ["experiment=tiny"]
-# tiny without the experiment (whose data keys a data file does not have)
-FILE_BASE = ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "log.dt=0.05"]
 
 
 @pytest.fixture(scope="module")
@@ -357,22 +356,6 @@ BAD = [
 ]
 
 
-def _argv(overrides: list[str], d: Path) -> list[str]:
-    ov = [o.replace("{d}", str(d)) for o in overrides]
-    flags = [o for o in ov if o.startswith("-")]
-    ov = [o for o in ov if not o.startswith("-")]
-    if any(o.startswith("data.path=") for o in ov):
-        return [*flags, *FILE_BASE, "data=file", *ov]
-    if any(o.startswith("init.path=") for o in ov):
-        return [*flags, *TINY, "init=file", *ov]
-    if any(
-        o.startswith(("model.dims=[5", "model.dims=[4,0", "data.n_samples=1000000000", "data=file"))
-        for o in ov
-    ):
-        return [*flags, *ov]
-    return [*flags, *ov, *TINY] if "-m" in flags else [*flags, *TINY, *ov]
-
-
 def test_the_table_covers_every_category():
     assert len(BAD) >= 40
     assert len({case[0] for case in BAD}) == len(BAD)
@@ -380,7 +363,7 @@ def test_the_table_covers_every_category():
 
 @pytest.mark.parametrize("overrides, fragment", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_input_is_refused_in_one_line_naming_the_key(overrides, fragment, bad_files):
-    argv = _argv(overrides, bad_files)
+    argv = refusal_argv(overrides, bad_files)
     before = sorted(p.name for p in (bad_files / "old_run").iterdir())
     reason = preflight(argv, CONF)
     assert reason is not None, f"accepted: {argv}"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_refusals import CONF, FILE_BASE, TINY, _argv
 
 from dlnlab.lab.cli import preflight
+from tests._helpers import CONF, FILE_BASE, refusal_argv
+from tests._helpers import TINY_EXPERIMENT as TINY
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +267,7 @@ def test_the_table_covers_every_class():
 
 @pytest.mark.parametrize("overrides, fragment", [c[1:] for c in EDGES], ids=[c[0] for c in EDGES])
 def test_bad_input_is_refused_in_one_line_naming_the_key(overrides, fragment, edge_files):
-    reason = preflight(_argv(overrides, edge_files), CONF)
+    reason = preflight(refusal_argv(overrides, edge_files), CONF)
     assert reason is not None and "\n" not in reason, reason
     assert fragment in reason, reason
 

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _runtime_helpers import Peek, SignalAt
-from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import lock_holder, resume, run
+from tests._helpers import make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["log.figures=false", "log.progress=never"]
@@ -28,10 +30,6 @@ KILLED = f"sgd_lr_{SLOW_LR!r}"
 DT = 0.01
 BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", f"log.dt={DT}", f"sgd.lrs=[0.04,{SLOW_LR}]", *QUIET]
 
-
-def _cfg(overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=overrides)
 
 
 def _summary(run_dir: Path) -> dict:
@@ -62,7 +60,7 @@ def _assert_same_arrays(a_dir: Path, b_dir: Path, names) -> None:
 def whole(tmp_path_factory) -> Path:
     """The base run, never interrupted."""
     out = tmp_path_factory.mktemp("whole") / "run"
-    assert run(_cfg(BASE), output_dir=out).exit_code == 0
+    assert run(make_cfg(BASE), output_dir=out).exit_code == 0
     return out
 
 
@@ -70,7 +68,7 @@ def whole(tmp_path_factory) -> Path:
 def killed(tmp_path_factory) -> Path:
     """The base run, stopped by SIGTERM in its slow series (exit code 143); tests copy it."""
     out = tmp_path_factory.mktemp("killed") / "run"
-    result = run(_cfg([*BASE, *_signal_at(KILLED, 270)]), output_dir=out)
+    result = run(make_cfg([*BASE, *_signal_at(KILLED, 270)]), output_dir=out)
     assert result.exit_code == 143
     summary = _summary(out)
     assert summary["status"] == "interrupted" and summary["series"][KILLED]["status"] == "interrupted"
@@ -119,10 +117,10 @@ def test_an_ensemble_with_theta_every_few_points_resumes_bit_for_bit(tmp_path):
     points (theta_sub, cut at the open block's start by its own grid index)."""
     extra = ["ensemble.size=2", "log.theta_max_mb=0.1"]
     whole = tmp_path / "whole"
-    assert run(_cfg([*BASE, *extra]), output_dir=whole).exit_code == 0
+    assert run(make_cfg([*BASE, *extra]), output_dir=whole).exit_code == 0
     assert "theta_sub" in np.load(whole / "series" / f"{KILLED}.npz").files
     out = tmp_path / "killed"
-    assert run(_cfg([*BASE, *extra, *_signal_at(KILLED, 270)]), output_dir=out).exit_code == 143
+    assert run(make_cfg([*BASE, *extra, *_signal_at(KILLED, 270)]), output_dir=out).exit_code == 143
     assert resume(out)["resumed"][-1]["series"][KILLED] == "continued from its checkpoint"
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
 
@@ -223,7 +221,7 @@ def test_a_changed_init_file_is_refused(tmp_path):
     np.savez(weights, **{f"W_{j}": 0.1 * rng.standard_normal((dims[j], dims[j - 1])) for j in layers})
     out = tmp_path / "run"
     args = ["experiment=tiny", "init=file", f"init.path={weights}", f"sgd.lrs=[{SLOW_LR}]", *QUIET]
-    assert run(_cfg([*args, *_signal_at(KILLED, 20)]), output_dir=out).exit_code == 143
+    assert run(make_cfg([*args, *_signal_at(KILLED, 20)]), output_dir=out).exit_code == 143
     np.savez(weights, **{f"W_{j}": 0.1 * rng.standard_normal((dims[j], dims[j - 1])) for j in layers})
     with pytest.raises(ConfigError, match=r"the initial weights \(A0\) its config builds now differ"):
         resume(out)
@@ -237,7 +235,7 @@ def test_a_run_says_it_is_running_holds_its_lock_and_refuses_a_resume_meanwhile(
         f"+callbacks.peek.run_dir={out}",
         "+callbacks.peek.probe=_runtime_helpers.resume_now",
     ]
-    result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET, *peek]), output_dir=out)
+    result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET, *peek]), output_dir=out)
     assert result.exit_code == 0
     (seen,) = Peek.seen
     during = seen["summary"]
@@ -252,7 +250,7 @@ def test_a_user_callback_that_raises_is_recorded_where_it_raised_and_ends_nothin
     """Before: the flow's recorder worker was never closed, and the run never exited."""
     out = tmp_path / "run"
     raising = ["+callbacks.boom._target_=_runtime_helpers.RaiseAt", "+callbacks.boom.m=3"]
-    result = run(_cfg(["experiment=tiny", *QUIET, *raising]), output_dir=out)
+    result = run(make_cfg(["experiment=tiny", *QUIET, *raising]), output_dir=out)
     assert result.exit_code == 3 and result["status"] == "finished"
     for name, entry in result["series"].items():
         assert entry["status"] == "error", name
@@ -270,7 +268,7 @@ def test_a_callback_that_cannot_be_made_is_refused_before_the_run(tmp_path):
         ConfigError, match=r"^callbacks\.x: _runtime_helpers\.Unmakeable cannot be made: RuntimeError: no"
     ):
         run(
-            _cfg(["experiment=tiny", *QUIET, "+callbacks.x._target_=_runtime_helpers.Unmakeable"]),
+            make_cfg(["experiment=tiny", *QUIET, "+callbacks.x._target_=_runtime_helpers.Unmakeable"]),
             output_dir=out,
         )
     assert not out.exists()
@@ -279,7 +277,7 @@ def test_a_callback_that_cannot_be_made_is_refused_before_the_run(tmp_path):
 def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
     out = tmp_path / "run"
     logger = ["logger=csv", "logger._target_=_runtime_helpers.FailsForSlowSeries"]
-    result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04,0.02]", *QUIET, *logger]), output_dir=out)
+    result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04,0.02]", *QUIET, *logger]), output_dir=out)
     assert result.exit_code == 3
     statuses = {name: e["status"] for name, e in result["series"].items()}
     assert statuses == {"flow": "ok", "sgd_lr_0.04": "error", "sgd_lr_0.02": "ok"}
@@ -301,7 +299,7 @@ def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "_analyse", broken)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="a bug"):
-        run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+        run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
     summary = _summary(out)
     assert summary["status"] == "crashed" and summary["exit_code"] == 1
     assert summary["error"]["type"] == "RuntimeError" and summary["error"]["stage"] == "saddle analysis"
@@ -337,7 +335,7 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next
         del thing
         gc.collect()
         assert ref() is None and signals.received() == signal.SIGTERM  # noted, its exception dropped
-        result = run(_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+        result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
     finally:
         signals.uninstall()
         signals.reset()

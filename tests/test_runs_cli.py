@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import QUIET, TRAIN, _cli, _summary, _wait_for_stage
 
 from dlnlab.lab.runner import lock_holder
+from tests._helpers import QUIET, TRAIN
+from tests._helpers import read_summary as _summary
+from tests._helpers import run_cli as _cli
+from tests._helpers import wait_for_stage as _wait_for_stage
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 TESTS = Path(__file__).resolve().parent
 LONG_SGD = ["experiment=tiny", "flow.t_max=20", "sgd.lrs=[0.0002]", "logger=none", *QUIET]  # 100k steps

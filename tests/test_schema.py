@@ -11,7 +11,6 @@ import pytest
 import torch
 import torchdiffeq
 import yaml
-from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.config import (
     DATA_OPTIONS,
@@ -22,6 +21,7 @@ from dlnlab.lab.config import (
     typed_config,
 )
 from dlnlab.lab.results import flow_loss_rise
+from tests._helpers import make_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -29,10 +29,6 @@ TINY = ["experiment=tiny"]
 # tiny without the experiment (whose data keys a data file does not have)
 FILE_BASE = ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "log.dt=0.05"]
 
-
-def compose_cfg(overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 # ---- the schema ----------------------------------------------------------------------------------
@@ -50,7 +46,7 @@ def test_every_option_composes_and_prepares(group, tmp_path):
             ("init", "file"): [f"init.path={tmp_path / 'w.npz'}"],
             ("model", "tiny"): ["data.singular_values=[2,1]"],
         }.get((group, opt), [])
-        plan = prepare(compose_cfg([f"{group}={opt}", *extra]))
+        plan = prepare(make_cfg([f"{group}={opt}", *extra]))
         assert plan.cfg.flow.t_max > 0 and len(plan.weights0) == len(plan.cfg.model.dims) - 1
 
 
@@ -82,7 +78,7 @@ def test_the_yaml_options_hold_no_default_of_the_schema():
 
 
 def test_default_is_the_figure1_setting():
-    cfg = prepare(compose_cfg([])).cfg
+    cfg = prepare(make_cfg([])).cfg
     assert cfg.model.dims == [11, 6, 6, 6, 6, 4]
     assert cfg.data.singular_values == [4, 3, 2, 1] and cfg.data.whiten and cfg.data.noise == 0
     assert cfg.init.kind.name == "gaussian" and cfg.init.scale == 0.1

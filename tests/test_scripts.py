@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_lab import TINY, make_cfg
 
 from dlnlab.lab.runner import run
 from dlnlab.rundir import run_damage
+from tests._helpers import TINY, make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"

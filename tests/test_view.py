@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tensorboard.backend.event_processing.data_ingester import _parse_event_files_spec
 
 from dlnlab.lab.view import find_runs, logdir_spec, run_label
@@ -40,6 +41,7 @@ def test_runs_are_named_by_their_overrides(tmp_path):
     }
 
 
+@pytest.mark.lab
 def test_the_script_refuses_a_path_without_runs_in_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path), "--print"],
