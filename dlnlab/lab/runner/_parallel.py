@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import signal
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 
@@ -103,9 +104,11 @@ def run_units(
     kinds: list[SeriesKind],
     done: dict,
     workers: int,
+    meanwhile: Callable[[], None] | None = None,
 ) -> None:
     """Every learning rate's series (``kinds``, all per-lr) in at most ``workers`` processes at once;
-    their entries and arrays go into ``state`` as each unit ends (the caller puts them in order)."""
+    their entries and arrays go into ``state`` as each unit ends (the caller puts them in order).
+    ``meanwhile`` is called once the first units run: work for the driver's idle time."""
     plan = state.plan
     steps = _resume_steps(state, kinds, times, done, previous)
     pending = sorted(plan.lrs, key=lambda lr: -times.by_lr[lr].steps[-1])  # the longest first
@@ -124,6 +127,12 @@ def run_units(
                 _stage(state, running)
             if not running:
                 break
+            if meanwhile is not None:
+                meanwhile, work = None, meanwhile
+                try:
+                    work()
+                except Exception:  # noqa: BLE001 - raised once the running units have ended
+                    crash = traceback.format_exc()
             for conn in wait(list(running), timeout=POLL_S):
                 unit = running.pop(conn)
                 crash = _collect(state, unit, kinds) or crash
@@ -135,7 +144,7 @@ def run_units(
                     unit.signalled = True
                     _kill(unit.proc.pid, sig)
     if crash is not None:
-        raise RuntimeError(f"a series worker failed:\n{crash}")
+        raise RuntimeError(f"the series failed in a worker or in the driver:\n{crash}")
 
 
 def _stopping(state: RunState) -> bool:

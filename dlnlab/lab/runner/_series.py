@@ -51,7 +51,13 @@ def run_series(
         if workers > 1 and len(state.plan.lrs) > 1 and not state.interrupted:
             from dlnlab.lab.runner._parallel import run_units
 
-            run_units(state, ctx, previous, times, later, done, workers)
+            def meanwhile() -> None:  # the driver's idle time while the first units run
+                while finishing:  # the flow's metrics: its arrays ready for the analysis
+                    name, finish = finishing.pop(0)
+                    state.arrays[name] = finish()
+                _warm_the_end(state.plan)
+
+            run_units(state, ctx, previous, times, later, done, workers, meanwhile=meanwhile)
         else:
             for kind in later:
                 for lr in state.plan.lrs:
@@ -91,3 +97,10 @@ def _run_one(
     elif out.finish is not None:
         finishing.append((task.name, out.finish))
     state.interrupted |= out.entry["status"] == Status.INTERRUPTED or signals.received() is not None
+
+
+def _warm_the_end(plan) -> None:
+    """Import what the end of the run needs (matplotlib and the figures: 1 to 4 s here, the largest part
+    of the figures' time), while the driver only waits for its workers."""
+    if plan.cfg.log.figures:
+        import dlnlab.plots.run_figures  # noqa: F401
