@@ -200,3 +200,18 @@ def test_a_killed_driver_ends_its_workers_and_resume_finishes_the_run(tmp_path):
             assert len(f["t"]) >= 1
     result = resume(out)
     assert result.exit_code == 0 and result["status"] == "finished"
+
+
+def test_a_worker_killed_is_its_series_error_and_the_other_rates_go_on(tmp_path):
+    """SIGKILL to one worker (a user callback in its series): its series are recorded as errors (exit
+    code 3), the other learning rates finish."""
+    from _runtime_helpers import SignalAt
+
+    SignalAt.fired.clear()
+    kill = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.02",
+            "+callbacks.stop.m=10", f"+callbacks.stop.signum={int(signal.SIGKILL)}"]  # fmt: skip
+    result = run(_cfg([*BASE, "flow.modified=false", "run.workers=2", *kill]), output_dir=tmp_path / "run")
+    assert result.exit_code == 3 and result["status"] == "finished"
+    lost = result["series"]["sgd_lr_0.02"]
+    assert lost["status"] == "error" and "worker process ended with exit code -9" in lost["message"]
+    assert all(result["series"][n]["status"] == "ok" for n in ("flow", "sgd_lr_0.04", "sgd_lr_0.01"))

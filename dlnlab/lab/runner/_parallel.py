@@ -214,8 +214,7 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
         for kind in kinds:
             name = kind.series_name(unit.lr)
             if name not in state.series:
-                state.series[name] = {"lr": unit.lr if kind.key == "sgd" else None, "status": Status.ERROR,
-                                      "message": why, "steps": None}  # fmt: skip
+                state.series[name] = kind.failed_entry(state.plan, unit.lr, why)
     return None
 
 
