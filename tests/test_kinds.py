@@ -116,3 +116,23 @@ def test_a_resume_applies_each_kinds_policy(tmp_path):
         assert set(a.files) == set(b.files), name
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")
+
+
+def test_the_kinds_table_in_the_architecture_page_is_the_registry():
+    """docs/architecture.md's table of kinds: one row per registered kind, in order, with its attributes."""
+    from dlnlab.lab.results import entry_record
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    block = page.split("<!-- kinds table:", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip().strip("`") for c in line.strip("|").split("|")] for line in block.splitlines()[3:]]
+    assert [r[0] for r in rows] == [k.key for k in KINDS]
+    for row, kind in zip(rows, KINDS):
+        key, series, module, _, tensorboard, needs, resume, record = row
+        assert series == (kind.series_name(0.1).replace("0.1", "<lr>") if kind.per_lr else kind.prefix)
+        assert module == f"{type(kind).__module__.rsplit('.', 1)[1]}.py"
+        assert tensorboard.startswith("yes" if kind.tensorboard_run else "no")
+        assert [n.strip() for n in needs.split(",") if n.strip()] == list(kind.needs)
+        assert (
+            resume == kind.resume.value
+            and record == entry_record(kind.series_name(0.1 if kind.per_lr else None)).__name__
+        )

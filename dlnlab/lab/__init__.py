@@ -1,5 +1,21 @@
 """The lab layer: the only part of dlnlab that touches Lightning, Hydra, TensorBoard or the disk.
 
-Modules are imported on demand (``import dlnlab.lab`` itself is cheap): ``schema`` (typed configs),
-``experiment`` (``run(cfg)``), ``training`` (Lightning), ``record`` (metrics, TensorBoard, npz).
+Its stages are sub-packages (docs/architecture.md): ``config`` (the schema, the checks, ``prepare``),
+``record`` (the recorders, TensorBoard), ``results`` (summary.json, typed; the reports), ``runner``
+(``run``, ``resume``, the series kinds) and the command line (``cli``, ``sweep``). The entry points
+are exported here and imported on first use (``import dlnlab.lab`` itself is cheap)::
+
+    from dlnlab.lab import run, resume, ConfigError
+    result = run({"experiment": ...}, output_dir="/tmp/run")  # a RunResult: result.summary is typed
 """
+
+from dlnlab._lazy import lazy_exports
+
+_EXPORTS = {
+    "dlnlab.lab.runner": ["run", "resume", "KINDS", "SeriesKind"],
+    "dlnlab.lab.config": ["prepare", "Plan", "ConfigError", "ExitCode", "TrainConfig"],
+    "dlnlab.lab.results": ["RunResult", "RunStatus", "Summary"],
+    "dlnlab.lab.cli": ["main", "job"],
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import signal
 import sys
 import traceback
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from dlnlab.lab import sweep
+from dlnlab.lab import _hydra, sweep
 from dlnlab.lab.config import ConfigError, ExitCode, describe_omegaconf_error, shown, unknown_key_message
 from dlnlab.lab.config import _configfiles as configfiles
 from dlnlab.lab.config import _outdir as outdir
@@ -34,8 +33,6 @@ __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MA
 # A sweep larger than this has its first 100 jobs checked up front (each job's own start checks it
 # again): a job's check costs 0.1-0.4 s here (compose and prepare), and 1,001 jobs took 400 s.
 MAX_PREFLIGHT_JOBS = 100
-
-_RESULT: dict[str, int] = {}
 
 
 def _fields(cls) -> list[str]:
@@ -55,20 +52,18 @@ def describe_hydra_error(err: BaseException) -> str:
             "key=value; quote a value with special characters: key='...')"
         )
     if isinstance(err, MissingConfigException):
-        m = re.search(r"Could not find '([^']+)/([^']*)'", text)
-        opts = re.findall(r"^\t(\S+)$", text.split("Available options in", 1)[-1], re.M) if m else []
-        if m and opts:
-            return f"{m.group(1)}={m.group(2)}: no such option; allowed: {', '.join(opts)}"
+        missing = _hydra.missing_option(text)
+        if missing is not None:
+            group, option, options = missing
+            return f"{group}={option}: no such option; allowed: {', '.join(options)}"
         return first
     cause = err.__cause__
-    m = re.search(
-        r"^In '([^']+)': \w+ raised while composing config:\nKey '[^']+' not in '(\w+)'", text, re.M
-    )
-    key = re.search(r"full_key: (\S+)", text)
-    if m and key:  # a config file (an experiment, say) sets a key the chosen option does not have
-        allowed = _fields(getattr(schema, m.group(2), None))
-        msg = unknown_key_message(key.group(1), allowed) if allowed else f"{key.group(1)}: no such key"
-        return f"{msg} (set in {m.group(1)}.yaml)"
+    found = _hydra.unknown_key_in_file(text)
+    if found is not None:  # a config file (an experiment, say) sets a key the chosen option does not have
+        where, node, key = found
+        allowed = _fields(getattr(schema, node, None))
+        msg = unknown_key_message(key, allowed) if allowed else f"{key}: no such key"
+        return f"{msg} (set in {where}.yaml)"
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
         key = cause.full_key
         msg = str(cause.msg)
@@ -111,8 +106,6 @@ def _fails(parser, override: str) -> bool:
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     parsed = _parse(overrides)
     for o in parsed:
         if not o.key_or_group:  # '=', '=x', '+=1', '~': Hydra would say "Could not override ''"
@@ -124,7 +117,7 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [overrides]
     _check_sweep_size(parsed)
     try:
-        return BasicSweeper.split_arguments(parsed, None)[0] or [[]]
+        return _hydra.sweep_jobs(parsed) or [[]]
     except Exception:  # noqa: BLE001 - a sweep syntax only another sweeper knows: check the base config
         return [[o.input_line for o in parsed if not o.is_sweep_override()]]
 
@@ -157,12 +150,10 @@ def _check_sweep_size(parsed: list) -> None:
 def _check_group_values(overrides: list[str]) -> None:
     """A config group takes the name of an option (or a list of names): Hydra raises a bare
     ValueError (a trace, exit 1) for ``logger=5`` or ``logger=null``."""
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    loader = GlobalHydra.instance().config_loader()
     for o in OverridesParser.create().parse_overrides(overrides):
-        if o.is_sweep_override() or not loader.repository.group_exists(o.key_or_group):
+        if o.is_sweep_override() or not _hydra.group_exists(o.key_or_group):
             continue
         value = o.value()
         names = value if isinstance(value, list) else [value]
@@ -170,7 +161,7 @@ def _check_group_values(overrides: list[str]) -> None:
             continue
         if names and all(isinstance(v, str) for v in names):
             continue
-        options = ", ".join(loader.get_group_options(o.key_or_group))
+        options = ", ".join(_hydra.group_options(o.key_or_group))
         raise ConfigError(
             f"{o.key_or_group}: expected the name of an option, got {o.get_value_element_as_str()}; "
             f"allowed: {options} (e.g. {o.key_or_group}={options.split(',')[0]})"
@@ -287,8 +278,7 @@ def job(cfg: DictConfig) -> int:
     stopped = sweep.interrupted_by(HydraConfig.get().sweep.dir) if multirun else None
     if stopped is not None:  # the sweep was interrupted before this job could start: it does not run
         code = 128 + int(signal.Signals[stopped])
-        sweep.JOB.update(exit_code=code, message=f"not run: the sweep was interrupted ({stopped})")
-        _RESULT["job"] = code
+        sweep.OUTCOME.job(code, f"not run: the sweep was interrupted ({stopped})")
         return code
     try:
         code = run(cfg).exit_code
@@ -303,14 +293,13 @@ def job(cfg: DictConfig) -> int:
             raise
         traceback.print_exc()
         message, code = f"{type(err).__name__}: {err}", int(ExitCode.CRASHED)
-    _RESULT["job"] = code
-    sweep.JOB.update(exit_code=code, message=message)
+    sweep.OUTCOME.job(code, message)
     if multirun and code in (ExitCode.SIGINT, ExitCode.SIGTERM):
         hc = HydraConfig.get()
         sweep.write_job_record(
             Path(hc.runtime.output_dir), int(hc.job.num), list(hc.overrides.task), code, "interrupted"
         )
-        if sweep.LAST.get("config") is not None:  # the sweep's own process (basic launcher): stop it
+        if sweep.OUTCOME.sweep_config is not None:  # the sweep's own process (basic launcher): stop it
             raise signals.Interrupted(code - 128)  # Hydra runs no further job
     return code
 
@@ -341,9 +330,7 @@ def resume_command(args) -> int | None:
 def parse_args(argv: list[str]):
     """Hydra's own parser of the command line, its errors in one line (argparse would print its usage,
     eight lines, before the error)."""
-    from hydra._internal.utils import get_args_parser
-
-    parser = get_args_parser()
+    parser = _hydra.args_parser()
 
     def error(message: str):
         hint = "Hydra's flags come before the overrides: train.py [--cfg job] [-m] key=value ...; "
@@ -384,18 +371,17 @@ def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bo
         if reason is not None:
             print(f"error: {reason}", file=sys.stderr)
             return int(ExitCode.CONFIG)
-        _RESULT.clear()
-        sweep.LAST.clear()
+        sweep.OUTCOME.clear()
         if multirun:  # a signal is handed on to the sweep's running jobs before the launcher sees it
             signals.on_first_signal(sweep.hand_on)
         hydra_main()
     except KeyboardInterrupt:
-        if multirun and sweep.LAST.get("dir"):
+        if multirun and sweep.OUTCOME.sweep_dir:
             sweep.wait_for_children()
-            sweep.write_sweep_summary(Path(sweep.LAST["dir"]))
+            sweep.write_sweep_summary(Path(sweep.OUTCOME.sweep_dir))
         code = signals.exit_code()
         print(f"interrupted (exit code {code}): every file written so far is complete", file=sys.stderr)
         return code
     if multirun:
-        return int(sweep.LAST.get("exit_code", 0))
-    return int(_RESULT.get("job", 0))
+        return int(sweep.OUTCOME.sweep_code or 0)
+    return int(sweep.OUTCOME.job_code or 0)

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -45,16 +46,40 @@ __all__ = [
     "hand_on",
     "wait_for_children",
     "interrupted_by",
-    "LAST",
-    "JOB",
+    "OUTCOME",
+    "Outcome",
     "HAND_ON_WAIT_S",
     "JobState",
 ]
 
-LAST: dict[str, Any] = {}  # this process's last sweep: {"dir", "config", "exit_code"}
-JOB: dict[str, Any] = {}  # the job function's own record of its outcome: {"exit_code", "message"}
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
 MARK = ".interrupted"
+
+
+@dataclass
+class Outcome:
+    """What this process's last job and sweep ended with.
+
+    Hydra's ``@hydra.main`` returns nothing (hydra/main.py: "no return value from run_hydra()", a sweep
+    may run the task many times) and makes the :class:`SweepSummary` callback itself, so the job
+    function (:func:`dlnlab.lab.cli.job`) and the callback leave what they found here, in this one
+    record, for :func:`dlnlab.lab.cli.main` to return and for the signal handler (:func:`hand_on`),
+    which has no other way to find the sweep's directory."""
+
+    job_code: int | None = None  # the job function's exit code (this process's last job)
+    job_message: str = ""  # why it failed or did not run
+    sweep_dir: str | None = None  # the sweep this process runs (its own process, or a job's)
+    sweep_config: DictConfig | None = None  # set in the sweep's own process only (on_multirun_start)
+    sweep_code: int | None = None  # the sweep's exit code, once sweep_summary.json is written
+
+    def job(self, code: int, message: str = "") -> None:
+        self.job_code, self.job_message = code, message
+
+    def clear(self) -> None:
+        self.__init__()
+
+
+OUTCOME = Outcome()
 
 
 class JobState(str, Enum):
@@ -107,13 +132,13 @@ def interrupted_by(sweep_dir: str | Path | None) -> str | None:
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
-        LAST.update(dir=str(config.hydra.sweep.dir), config=config)
+        OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
-        LAST["dir"] = str(config.hydra.sweep.dir)
+        OUTCOME.sweep_dir = str(config.hydra.sweep.dir)
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         write_job_record(job_dir, int(config.hydra.job.num), overrides, None, "running")
 
@@ -121,15 +146,15 @@ class SweepSummary(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         job_dir = Path(config.hydra.runtime.output_dir)
-        LAST["dir"] = str(config.hydra.sweep.dir)
+        OUTCOME.sweep_dir = str(config.hydra.sweep.dir)
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, int):
             code = int(job_return.return_value)
-            message = JOB.get("message") or (_job_message(job_dir, code) if code else "")
+            message = OUTCOME.job_message or (_job_message(job_dir, code) if code else "")
         else:  # the task raised: JobReturn keeps the exception (return_value would re-raise it)
             exc = job_return._return_value
             code, message = int(ExitCode.CRASHED), f"{type(exc).__name__}: {exc}"
         write_job_record(job_dir, int(config.hydra.job.num), list(job_return.overrides or []), code, message)
-        JOB.clear()
+        OUTCOME.job_code, OUTCOME.job_message = None, ""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
@@ -139,7 +164,7 @@ def hand_on(signum: int) -> None:
     """In the sweep's process, on its first signal (before the launcher sees it): mark the sweep
     interrupted, signal every job working in it now, and wait (at most HAND_ON_WAIT_S) until none does.
     A job that runs in this very process (the basic launcher) is interrupted by the handler itself."""
-    sweep_dir = LAST.get("dir")
+    sweep_dir = OUTCOME.sweep_dir
     if not sweep_dir or not Path(sweep_dir).is_dir():
         return
     sweep_dir = Path(sweep_dir)
@@ -214,12 +239,12 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
     if config is None:
         return None
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from dlnlab.lab._hydra import sweep_jobs
+
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        return BasicSweeper.split_arguments(parsed, None)[0]
+        return sweep_jobs(OverridesParser.create().parse_overrides(overrides))
     except Exception:  # noqa: BLE001 - another sweeper's syntax: only the recorded jobs are listed
         return None
 
@@ -252,7 +277,7 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
             jobs[int(rec["num"])] = rec
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    expected = _expected_jobs(config if config is not None else LAST.get("config"))
+    expected = _expected_jobs(config if config is not None else OUTCOME.sweep_config)
     for num, overrides in enumerate(expected or []):
         jobs.setdefault(
             num,
@@ -282,7 +307,7 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
         **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code, "jobs": ordered,
     }  # fmt: skip
     write_json(sweep_dir / "sweep_summary.json", summary)
-    LAST.update(dir=str(sweep_dir), exit_code=code)
+    OUTCOME.sweep_dir, OUTCOME.sweep_code = str(sweep_dir), code
     states = ", ".join(f"{n} {s}" for s, n in count.items() if n)
     lines = [
         f"sweep: {len(ordered)} jobs, {len(failed)} failed; {states} ({sweep_dir / 'sweep_summary.json'})"

@@ -8,8 +8,9 @@ included. ``from_dict`` refuses a key no field names (``UnknownKeys``), so the c
 once: docs/results.md's key tables are generated from these fields (:func:`render_tables`, checked
 by tests/test_docs.py), and the tests compare real summaries with them key by key.
 
-A kind of series whose entry has keys of its own gives its record class (``SeriesKind.entry_type``);
-the default, :class:`SeriesEntry`, keeps unknown keys in ``extra``.
+A kind of series whose entry has keys of its own adds its record class here and its series' prefix
+to :data:`ENTRY_RECORDS`; a kind without one gets :class:`SeriesEntry`, which keeps its other keys in
+``extra``.
 """
 
 from __future__ import annotations

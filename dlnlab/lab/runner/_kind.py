@@ -20,7 +20,9 @@ Writing a kind: subclass :class:`SeriesKind`, set the class attributes, write :m
 kinds), and add one line to the registry. A per-lr kind's entry has ``"lr": None`` and its learning
 rate under its own key (``modified_lr``, ``sme_lr``), so that only the (S)GD series enter the
 convergence order. For the run directory's readers (plots, aggregation) to parse its series names, its
-prefix goes into :data:`dlnlab.rundir._names.PREFIXES`.
+prefix goes into :data:`dlnlab.rundir._names.PREFIXES`; for a typed entry (summary.json's records,
+``dlnlab.lab.results._records``), its record class goes into ``ENTRY_RECORDS`` (else its entry is an
+open ``SeriesEntry`` that keeps every key). docs/architecture.md has the kinds' table.
 
 Independence (for running the per-lr tasks in worker processes): a task's inputs are explicit - the
 run's context ``ctx`` (read only: the plan, the output directory, the metrics options, the loggers the
@@ -37,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -125,10 +127,3 @@ class SeriesKind(ABC):
     def continuation(self, previous: Previous, task: SeriesTask, plan: Plan) -> Continuation | None:
         """Resume.KEEP: where an unfinished series continues (None: from its start)."""
         return None
-
-    def describe(self) -> dict[str, Any]:
-        """The kind's attributes, for the docs' table of kinds."""
-        return {
-            "key": self.key, "series": f"{self.prefix}<lr>" if self.per_lr else self.prefix,
-            "tensorboard_run": self.tensorboard_run, "needs": self.needs, "resume": self.resume.value,
-        }  # fmt: skip
