@@ -1,6 +1,6 @@
 """Test helpers shared by several test files: the composed config (Hydra's compose, as the command line
-composes it), the usual override lists, the problems many tests build, and the core's refusal check.
-Fixtures around them (the session's tiny run among them) are in conftest.py."""
+composes it), the usual override lists, the command line in a subprocess, the problems many tests build,
+and the core's refusal check. Fixtures (the session's tiny run among them) are in conftest.py."""
 
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ def refusal_argv(overrides: list[str], d: Path) -> list[str]:
     ):
         return [*flags, *ov]
     return [*flags, *ov, *TINY_EXPERIMENT] if "-m" in flags else [*flags, *TINY_EXPERIMENT, *ov]
-
 
 
 # ---- the command line in a subprocess (scripts/train.py) ------------------------------------------------

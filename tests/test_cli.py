@@ -195,12 +195,15 @@ def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
 
 def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     out = tmp_path / "run"
-    args = ["experiment=tiny", "flow.t_max=400", "sgd.lrs=[0.0001]", *QUIET, f"hydra.run.dir={out}"]
-    proc = _popen(args, tmp_path)
-    _wait_for_stage(out, "sgd_lr_0.0001", proc)
-    time.sleep(1.5)  # into the 4M-step series
+    args = ["experiment=tiny", "flow.t_max=400", "sgd.lrs=[0.0001]", "log.figures=false", "log.progress=always"]
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *args, f"hydra.run.dir={out}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    watch = _StderrWatch(proc)  # into the 4M-step series: its bar past t = 0.2 (4 grid points)
+    watch.wait_for(r"^\s*sgd_lr_0\.0001\s.*\bt = ([0-9.e+-]+) /", lambda m: float(m.group(1)) >= 0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = watch.rest()
     assert proc.returncode == 130, err[-3000:]
     summary = _check_interrupted(out, 130, "SIGINT", "sgd_lr_0.0001")
     assert summary["series"]["flow"]["status"] == "ok"
