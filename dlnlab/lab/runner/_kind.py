@@ -119,7 +119,7 @@ class SeriesKind(ABC):
     def series_name(self, lr: float | None) -> str:
         return FLOW if lr is None else lr_series_name(self.prefix, lr)
 
-    def failed_entry(self, plan: Plan, lr: float | None, message: str) -> dict[str, Any]:
+    def failed_entry(self, plan: Plan, lr: float | None, message: str) -> dict:
         """The entry of a series that never reported (its worker process was killed): status error, with
         the keys its kind's entry always has."""
         return {"lr": None, f"{self.key}_lr": lr, "status": Status.ERROR, "message": message}
