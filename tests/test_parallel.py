@@ -158,12 +158,15 @@ def test_the_blas_threads_of_the_units_fit_the_cores():
 
 @pytest.mark.slow
 def test_an_ensemble_with_sme_in_parallel_equals_the_serial_run_bit_for_bit(tmp_path):
-    """The SME kind (an ensemble, minibatches): three kinds per unit, recorders finishing at the unit's end."""
-    extra = ["ensemble.size=3", "sgd.batch_size=5", "sgd.sme=true", "flow.modified=false"]
+    """The SME kind (an ensemble sharing its init, minibatches): the SME and SGD series per unit, their
+    recorders finishing at the unit's end, the SGD limit report and the members' saddle analysis (which
+    once found no members when the shared flow's arrays came first)."""
+    extra = ["ensemble.size=3", "ensemble.vary=sgd", "sgd.batch_size=5", "sgd.sme=true", "flow.modified=false"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run(_cfg([*BASE, *extra, "run.workers=1"]), output_dir=a).exit_code == 0
     assert run(_cfg([*BASE, *extra, "run.workers=2"]), output_dir=b).exit_code == 0
     _assert_same_run(a, b)
+    assert _summary(b)["series"]["flow"]["plateaus"] and _summary(b)["sgd_limit"] is not None
 
 
 @pytest.mark.slow  # ~15 s: a CLI run and its resume

@@ -196,12 +196,12 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
     try:
         what, payload = unit.conn.recv()
     except (EOFError, OSError):  # ended without a word: killed (SIGKILL, out of memory)
-        what, payload = "lost", None
+        what, payload = "gone", None
     unit.proc.join()
     unit.conn.close()
-    if what == "error":
+    if what == "traceback":
         return payload
-    outs, sig = payload if what == "done" else ([], None)
+    outs, sig = payload if what == "outcome" else ([], None)
     for name, out in outs:
         state.series[name] = out.entry
         if out.arrays is not None:
@@ -209,7 +209,7 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
         state.interrupted |= out.entry["status"] == Status.INTERRUPTED
     if sig is not None:  # the worker's own signal is the run's
         signals.note(sig)
-    if what == "lost":
+    if what == "gone":
         why = f"its worker process ended with exit code {unit.proc.exitcode} before reporting"
         for kind in kinds:
             name = kind.series_name(unit.lr)
@@ -240,11 +240,11 @@ def _worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, slot, thre
     except KeyboardInterrupt:  # a signal between two series: the series so far are reported
         pass
     except BaseException:  # noqa: BLE001 - a bug: the driver records it and raises it
-        _send(send, ("error", traceback.format_exc()))
+        _send(send, ("traceback", traceback.format_exc()))
         return
     with signals.deferred(raise_at_end=False):
         _send(
-            send, ("done", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received()))
+            send, ("outcome", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received()))
         )
 
 

@@ -66,7 +66,9 @@ def run_series(
         for name, finish in finishing:
             state.arrays[name] = finish()
     order = [k.series_name(lr) for k in kinds for lr in (state.plan.lrs if k.per_lr else (None,))]
-    state.series = {n: state.series[n] for n in order if n in state.series}  # the kinds' order, however run
+    # the kinds' order, however run (the arrays: serial runs added a recorder's arrays when it finished)
+    state.series = {n: state.series[n] for n in order if n in state.series}
+    state.arrays = {n: state.arrays[n] for n in order if n in state.arrays}
 
 
 def _run_one(
