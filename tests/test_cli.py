@@ -57,14 +57,12 @@ def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
 
 
 # One refusal from each place a command line can be refused: the script's own arguments, Hydra's override
-# parser, the schema, an interpolation, the learning rates' check, the cost estimate (no warning first) and
-# the run directory. The rest of the table's fragments are the in-process preflight's (tests/test_refusals.py
-# sends every one of them through the same check); through the CLI they run with the slow tests.
+# parser, the config's check (one line whatever it finds: tests/test_refusals.py sends the whole table
+# through the same preflight in-process), the cost estimate (no warning first) and the run directory.
+# The other fragments go through the CLI with the slow tests.
 REFUSED = [
     (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
     (["model.dims=[1,2"], "error: malformed override"),
-    (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
-    (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
     (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
     (
         ["sgd.lrs=[1e-300]"],
@@ -73,6 +71,8 @@ REFUSED = [
     (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
 ]
 REFUSED_MORE = [
+    (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
+    (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
     (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),
     (["init=foo"], "error: init=foo: no such option"),
     (["log.dt=1e-9"], "error: log.dt: the grid"),
@@ -195,12 +195,12 @@ def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
 
 def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     out = tmp_path / "run"
-    args = ["experiment=tiny", "flow.t_max=400", "sgd.lrs=[0.0001]", "log.figures=false", "log.progress=always"]
+    args = ["experiment=tiny", "flow.t_max=40", "sgd.lrs=[0.0001]", "log.figures=false", "log.progress=always"]
     proc = subprocess.Popen(
         [sys.executable, str(TRAIN), *args, f"hydra.run.dir={out}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    watch = _StderrWatch(proc)  # into the 4M-step series: its bar past t = 0.2 (4 grid points)
+    watch = _StderrWatch(proc)  # into the 400,000-step series: its bar past t = 0.2 (4 grid points)
     watch.wait_for(r"^\s*sgd_lr_0\.0001\s.*\bt = ([0-9.e+-]+) /", lambda m: float(m.group(1)) >= 0.2)
     proc.send_signal(signal.SIGINT)
     err = watch.rest()
@@ -208,7 +208,7 @@ def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     summary = _check_interrupted(out, 130, "SIGINT", "sgd_lr_0.0001")
     assert summary["series"]["flow"]["status"] == "ok"
     entry = summary["series"]["sgd_lr_0.0001"]
-    assert entry["status"] == "interrupted" and 0 < entry["t_stop"] < 400
+    assert entry["status"] == "interrupted" and 0 < entry["t_stop"] < 40
     arr = np.load(out / "series" / "sgd_lr_0.0001.npz")
     assert len(arr["t"]) > 1 and arr["t"][-1] == pytest.approx(entry["t_stop"])
     assert arr["step"][-1] == entry["step_stop"]

@@ -249,19 +249,15 @@ def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
 @pytest.mark.lab
 def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path, capsys):
     d = _copy_run_files(tiny_run, tmp_path / "copy")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plot.py"), str(d)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    written = {Path(line).stem for line in proc.stdout.split() if line.endswith(".png")}
+    # the script's main in this process (its exit codes and one-line refusals in a subprocess of their
+    # own: tests/test_scripts.py)
+    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
+    assert plot_main([str(d)]) == 0
+    written = {Path(line).stem for line in capsys.readouterr().out.split() if line.endswith(".png")}
     assert written == FIGURE_NAMES
     for name in FIGURE_NAMES:
         _check_png(d / "figures" / f"{name}.png")
     assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
-    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
     (tmp_path / "nothing").mkdir()
     with pytest.raises(SystemExit) as refused:  # an empty directory: skipped, nothing usable is left
         plot_main([str(tmp_path / "nothing")])
