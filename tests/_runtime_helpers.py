@@ -21,20 +21,44 @@ class RaiseAt(GridPointCallback):
             raise ValueError(f"boom at {point.series} m = {point.m}")
 
 
-class SignalAt(GridPointCallback):
-    """Sends this process ``signum`` at grid point ``m`` of ``series``, once per process (so that a
-    resume in the same process is not signalled again)."""
+class _Marks:
+    """A set of keys kept as files in a directory of this test process: the run's series workers
+    (forked processes) add to it and see each other's additions."""
 
-    fired: set = set()
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="dlnlab-signal-marks-")
+
+    def _path(self, key) -> str:
+        return os.path.join(self.dir, "-".join(map(str, key)))
+
+    def add_once(self, key) -> bool:
+        """Add ``key``; False if it was there (atomic across processes)."""
+        try:
+            os.close(os.open(self._path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+    def clear(self) -> None:
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+
+
+class SignalAt(GridPointCallback):
+    """Sends the process running ``series`` (the run's, or its series worker's) ``signum`` at grid point
+    ``m``, once until ``SignalAt.fired.clear()`` (so that a resume in this test process is not signalled
+    again)."""
+
+    fired = _Marks()
 
     def __init__(self, series: str, m: int, signum: int = int(signal.SIGTERM)) -> None:
         super().__init__()
         self.series, self.m, self.signum = series, m, signum
 
     def on_grid_point(self, point, logger):
-        key = (os.getpid(), self.series, self.m)
-        if point.series == self.series and point.m >= self.m and key not in SignalAt.fired:
-            SignalAt.fired.add(key)
+        if point.series == self.series and point.m >= self.m and SignalAt.fired.add_once((self.series, self.m)):
             os.kill(os.getpid(), self.signum)
 
 

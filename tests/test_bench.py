@@ -51,6 +51,8 @@ def test_the_gpu_rows_say_why_they_are_skipped_and_their_code_runs_on_the_cpu():
         assert "torch.cuda.is_available() is False" in bench_gpu.gpu_section(1)[0]
     row = bench_gpu.gpu_row(8, torch.float32, 1, device="cpu")
     assert row["n_mm"] == 9 and all(row[k] > 0 for k in ("cpu_s", "gpu_s", "step_s", "bare_s"))
+    ens = bench_gpu.ensemble_row(members=4, device="cpu", steps=10)  # the same code twice: equal bits
+    assert ens["gd_rel_dev"] == 0.0 and ens["flow_rel_dev"] == 0.0 and ens["flow_cpu_status"] == ens["flow_dev_status"]
 
 
 def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():

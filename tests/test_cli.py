@@ -318,6 +318,7 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
         "sgd.lrs=[0.01,0.0002]",
         "sgd.batch_size=5",
         "sgd.momentum=0.5",
+        "run.workers=1",  # the serial order: sgd_lr_0.01 has ended when the signal comes (the parallel case: test_parallel.py)
         *QUIET,
     ]
     whole = run(make_cfg(args), output_dir=tmp_path / "whole")

@@ -53,6 +53,30 @@ def test_the_flow_on_the_gpu_equals_the_cpu(setting):
 
 
 @needs_cuda
+def test_an_ensemble_on_the_gpu_equals_the_cpu():
+    """Figure 1 nets as one batch (per-member GD and dopri5 steps) on the GPU: each member as on the CPU."""
+    from scripts.bench.gpu import ensemble_row
+
+    row = ensemble_row(members=64, steps=200)
+    assert row["flow_cpu_status"] == row["flow_dev_status"] == "ok"
+    assert row["gd_rel_dev"] < 1e-10 and row["flow_rel_dev"] < 1e-7
+
+
+@needs_cuda
+def test_a_wide_net_on_the_gpu_equals_the_cpu():
+    """Width 1024 (depth 4): the closed-form gradient on the GPU against the CPU's, float64."""
+    from scripts.bench.common import teacher_setting
+
+    problem, dims, theta0 = teacher_setting(1024, 4)
+    from dlnlab.network import unpack
+
+    cpu = problem.gradient(unpack(theta0, dims))
+    gpu = problem.to("cuda").gradient(unpack(theta0.to("cuda"), dims))
+    for g_cpu, g_gpu in zip(cpu, gpu):
+        torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=1e-10, atol=1e-12)
+
+
+@needs_cuda
 @pytest.mark.lab
 def test_the_lab_runs_on_the_gpu(tmp_path):
     from dlnlab.lab.runner import run

@@ -34,6 +34,8 @@ __all__ = [
     "exit_code",
     "ignore_until_exit",
     "on_first_signal",
+    "note",
+    "in_forked_child",
 ]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -141,6 +143,27 @@ def reset() -> None:
     """Forget a received signal (before the next run in the same process)."""
     _state.update(depth=0, pending=None, received=None)
     _first_arrived(0)  # and the pipe's record of it
+
+
+def note(signum: int) -> None:
+    """Count a signal that another process of the run got (a series worker) as this process's, as if it
+    had come inside :func:`deferred`: noted, never raised; the first one counts."""
+    if _state["received"] is None:
+        _state["received"] = signum
+
+
+def in_forked_child() -> None:
+    """In a process just forked from a run's (a series worker): forget the parent's signal state (a
+    signal it had noted, the depth of its :func:`deferred` blocks) and its wakeup pipe, keep the
+    handler. The handlers' first-signal calls are the parent's too (they hand a signal on to its
+    children)."""
+    reset()
+    _state["on_first"] = []
+    if _state.get("wakeup_read") is not None and _state.get("wakeup_pid") != os.getpid():
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):  # not the main thread
+            pass
 
 
 def received() -> int | None:

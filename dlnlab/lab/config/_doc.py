@@ -39,6 +39,7 @@ GROUPS = [  # (title, key prefix, dataclasses): in the order a reader needs them
     ("log", "log", [schema.LogConfig]),
     ("limits", "limits", [schema.LimitsConfig]),
     ("checkpoint", "checkpoint", [schema.CheckpointConfig]),
+    ("run", "run", [schema.RunConfig]),
 ]  # fmt: skip
 
 

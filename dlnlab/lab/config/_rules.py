@@ -77,6 +77,10 @@ def check_config(cfg: TrainConfig) -> None:
     _check_flow(cfg)
     _check_sgd(cfg)
     _check_log_and_limits(cfg)
+    if cfg.run.workers is not None and cfg.run.workers < 1:
+        raise ConfigError(
+            f"run.workers: the number of worker processes must be >= 1 or null (the cores), got {cfg.run.workers}"
+        )
 
 
 def _check_device(cfg: TrainConfig) -> None:

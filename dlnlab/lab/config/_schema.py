@@ -52,6 +52,7 @@ __all__ = [
     "LimitsConfig",
     "CheckpointConfig",
     "EnsembleConfig",
+    "RunConfig",
     "TrainConfig",
     "typed_config",
     "to_plain",
@@ -233,6 +234,14 @@ class EnsembleConfig:
 
 
 @dataclass
+class RunConfig:
+    """How the run uses the machine (never what it computes: the files are the same for every value)."""
+
+    # worker processes for the series after the flow (one learning rate's series each, at once); null: the cores this process may use (os.sched_getaffinity); 1: one after the other in this process
+    workers: int | None = None
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = MISSING
@@ -243,6 +252,7 @@ class TrainConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     # the Lightning logger of every series (conf/logger/): logger=tensorboard (the command line's default), csv, none, or any Lightning logger by its _target_; a plain dict's default is none
     logger: Any = None
     # More Lightning callbacks for the SGD series, by name ({_target_: ...}); GridPointCallbacks also

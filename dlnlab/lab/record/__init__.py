@@ -13,7 +13,7 @@ Names are imported on first use (``dlnlab._lazy``).
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "._recorder": ["SeriesRecorder", "open_recorder", "end_workers", "block_points"],
+    "._recorder": ["SeriesRecorder", "open_recorder", "end_workers", "block_points", "forget_inherited"],
     "._tags": ["TagPlan", "RunCharts", "ENSEMBLE_STATS", "step_scale", "tensorboard_layout"],
     "._logging": [
         "TensorBoardLogger",

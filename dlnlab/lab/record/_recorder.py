@@ -25,7 +25,7 @@ from dlnlab.lab.record._tags import TagPlan, Thinner, extreme_lines, note_extrem
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
 from dlnlab.rundir import save_npz, signals
 
-__all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points"]
+__all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points", "forget_inherited"]
 
 # A block of snapshots is handed on (to the metrics, or to the worker) at 256 points or 32 MB of theta,
 # whichever comes first: on a wide net (p = 524,288, 4 MB a snapshot) 256 points would hold 1 GB and the
@@ -290,6 +290,14 @@ def end_workers() -> None:
 atexit.register(end_workers)
 
 
+def forget_inherited() -> None:
+    """In a forked child (a recorder worker, a series worker): close the parent's ends of its recorders'
+    pipes, which the fork copied, and forget them (they are the parent's to close and wait for)."""
+    for other in list(_LIVE):
+        other._conn.close()
+    _LIVE.clear()
+
+
 def _recorder_worker(conn, parent_end, args, kwargs) -> None:
     import signal
     import traceback
@@ -298,9 +306,7 @@ def _recorder_worker(conn, parent_end, args, kwargs) -> None:
     # worker never sees the end of file when the parent dies (it would hold the other end itself) and
     # blocks forever on a send nobody reads (found: a killed job's worker alive minutes later).
     parent_end.close()
-    for other in list(_LIVE):
-        other._conn.close()
-    _LIVE.clear()
+    forget_inherited()
 
     # SIGINT / SIGTERM (also when sent to the whole process group) are the parent's: it closes us
     # cleanly and we write the series. The parent blocked them around the fork; ignore, then unblock.

@@ -108,7 +108,9 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
     of the exit times across members in ``ensemble.plateau_exits``. Returns member 0's plateaus."""
     from dlnlab.lab.results._saddles import analyze_run_saddles
 
-    size = next((members_of(a) for a in series_arrays.values() if a), None) or 0
+    # the ensemble's size: of any series with a member axis (a shared flow, ensemble.vary=sgd, has none;
+    # taking the first series' found none when the flow's arrays came first, as in a parallel run)
+    size = max((members_of(a) or 0 for a in series_arrays.values() if a), default=0)
     logs = {}
     for e in range(size):
         arrays = {

@@ -156,7 +156,7 @@ def make_figures(ctx) -> None:
     from dlnlab.plots import make_run_figures
 
     logger = figures_logger(ctx.out, ctx.plan.cfg.logger)
-    workers = min(4, os.cpu_count() or 1)  # the end of the run: the cores are free
+    workers = min(4, len(os.sched_getaffinity(0)))  # the end of the run: the cores it may use are free
     make_run_figures(
         ctx.out, on_png=lambda name, png: log_png(logger, f"figures/{name}", png), workers=workers
     )

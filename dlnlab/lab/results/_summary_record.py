@@ -166,7 +166,10 @@ class Summary(Record):
     exit_code: int | None = key("null while running, else the exit code (docs/cli.md)", required=True)
     error: dict | None = key("a crash: type, message, stage, traceback", required=True)
     logging_error: str | None = key("the loggers failed to take the results: why", required=True)
-    process: dict = key("pid, host, started: who runs it", required=True)
+    process: dict = key(
+        "pid, host, started: who runs it; workers, workers_why: how many series worker processes (run.workers) and why",
+        required=True,
+    )
     run_dir: str = key("the run directory", required=True)
 
     @classmethod

@@ -31,9 +31,16 @@ class Progress:
 
     FORMAT = "  {desc:<16} {percentage:5.1f}% |{bar:24}| t = {n:.4g} / {total:.4g} [{elapsed} < {remaining}]{postfix}"
 
-    def __init__(self, mode: str = "auto") -> None:
+    def __init__(self, mode: str = "auto", position: int | None = None) -> None:
         self.enabled = mode == "always" or (mode == "auto" and sys.stderr.isatty())
+        self.position = position  # a series worker's line (tqdm's position), so that bars never overwrite
         self.bar = None
+
+    def on_line(self, position: int) -> Progress:
+        """A bar for a series worker: as this one, on line ``position`` below the cursor."""
+        other = Progress("never", position)
+        other.enabled = self.enabled
+        return other
 
     def start(self, label: str, t_end: float) -> None:
         from tqdm import tqdm
@@ -41,7 +48,7 @@ class Progress:
         self.close()
         self.bar = tqdm(
             total=float(t_end), desc=label, bar_format=self.FORMAT, disable=not self.enabled, file=sys.stderr,
-            mininterval=0.25, dynamic_ncols=True,
+            mininterval=0.25, dynamic_ncols=True, position=self.position,
         )  # fmt: skip
 
     def __call__(self, t: float, t_end: float | None = None) -> None:

@@ -45,6 +45,7 @@ import torch
 
 from dlnlab.lab.runner._context import LrTimes, SeriesContext
 from dlnlab.rundir import FLOW, lr_series_name
+from dlnlab.status import Status
 
 if TYPE_CHECKING:
     from dlnlab.lab.config import Plan
@@ -117,6 +118,11 @@ class SeriesKind(ABC):
 
     def series_name(self, lr: float | None) -> str:
         return FLOW if lr is None else lr_series_name(self.prefix, lr)
+
+    def failed_entry(self, plan: Plan, lr: float | None, message: str) -> dict:
+        """The entry of a series that never reported (its worker process was killed): status error, with
+        the keys its kind's entry always has."""
+        return {"lr": None, f"{self.key}_lr": lr, "status": Status.ERROR, "message": message}
 
     def continuation(self, previous: Previous, task: SeriesTask, plan: Plan) -> Continuation | None:
         """Resume.KEEP: where an unfinished series continues (None: from its start)."""

@@ -14,6 +14,7 @@ from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._flow import run_flow
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.rundir import MODIFIED_PREFIX
+from dlnlab.status import Status
 
 __all__ = ["ModifiedFlowKind"]
 
@@ -25,6 +26,11 @@ class ModifiedFlowKind(SeriesKind):
 
     def enabled(self, plan) -> bool:
         return bool(plan.cfg.flow.modified)
+
+    def failed_entry(self, plan, lr, message: str) -> dict:
+        f = plan.cfg.flow
+        return {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.ERROR,
+                "modified_lr": lr, "message": message}  # fmt: skip
 
     def run(self, ctx: SeriesContext, task: SeriesTask) -> SeriesDone:
         entry, finish, states = run_flow(

@@ -49,6 +49,11 @@ class SGDKind(SeriesKind):
         )  # fmt: skip
         return SeriesDone(entry, arrays=arrays)
 
+    def failed_entry(self, plan: Plan, lr, message: str) -> dict:
+        m = plan.cfg.sgd.momentum
+        return {"lr": lr, "momentum": m, "time_per_step": time_per_step(lr, m), "status": Status.ERROR,
+                "message": message, "steps": None}  # fmt: skip
+
     def continuation(self, previous, task: SeriesTask, plan: Plan):
         return previous.resumable(task.name, task.times.steps, plan.theta0.shape)
 

@@ -45,6 +45,9 @@ class SMEKind(SeriesKind):
     def enabled(self, plan) -> bool:
         return bool(plan.cfg.sgd.sme)
 
+    def failed_entry(self, plan, lr, message: str) -> dict:
+        return {"lr": None, "sme_lr": lr, "method": "sme_euler", "status": Status.ERROR, "message": message}
+
     def run(self, ctx: SeriesContext, task: SeriesTask) -> SeriesDone:
         """Integrate the ensemble's SME and start its recorder; ``finish`` waits for it and fills the
         members' entries."""

@@ -1,0 +1,220 @@
+"""Series in worker processes (run.workers, dlnlab/lab/runner/_parallel.py): a parallel run's files equal
+a serial run's bit for bit; a real SIGTERM to the driver alone reaches every worker, leaves every file
+complete, and resume finishes the run to the unbroken run's bits; the config's refusal; the threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dlnlab.lab.config import ConfigError, prepare
+from dlnlab.lab.runner import resume, run
+from dlnlab.lab.runner._parallel import available_cores, blas_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN = ROOT / "scripts" / "train.py"
+QUIET = ["log.figures=false", "log.progress=never"]
+# three learning rates and GD's modified flows: a unit is two series (modflow_lr_<lr>, then its GD)
+BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", "flow.modified=true", *QUIET]
+
+
+def _cfg(overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name="train", overrides=overrides)
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _comparable(value, top: bool = True):
+    """A summary without what differs between two runs of one config: times, paths, pids, run.workers,
+    and what a resume adds (its record, the recomputed flows' check against their files)."""
+    if isinstance(value, dict):
+        out = {
+            k: _comparable(v, False)
+            for k, v in value.items()
+            if not (k.endswith("time_s") or k in ("process", "run_dir", "resumed", "resume_check"))
+        }
+        if top:
+            out["config"].pop("run")
+        return out
+    if isinstance(value, list):
+        return [_comparable(v, False) for v in value]
+    return value
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Every array of every series file bit for bit (NaN where NaN), and the summaries."""
+    names = sorted(p.name for p in (a / "series").glob("*.npz"))
+    assert names == sorted(p.name for p in (b / "series").glob("*.npz")) and names
+    for name in names:
+        with np.load(a / "series" / name) as x, np.load(b / "series" / name) as y:
+            assert set(x.files) == set(y.files), name
+            for key in x.files:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{name} {key}")
+    sa, sb = _comparable(_summary(a)), _comparable(_summary(b))
+    for key in sa:
+        assert sa[key] == sb[key], key
+    assert list(_summary(a)["series"]) == list(_summary(b)["series"])  # the kinds' order, however run
+
+
+def _first_event_time(log_dir: Path) -> float:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return min(
+        next(iter(EventFileLoader(str(p)).Load())).wall_time for p in log_dir.glob("events.out.tfevents.*")
+    )
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("serial") / "run"
+    result = run(_cfg([*BASE, "run.workers=1"]), output_dir=out)
+    assert result.exit_code == 0 and result["process"]["workers"] == 1
+    return out
+
+
+def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path):
+    out = tmp_path / "run"
+    result = run(_cfg([*BASE, "run.workers=3"]), output_dir=out)
+    assert result.exit_code == 0 and result["process"]["workers"] == 3
+    _assert_same_run(serial, out)
+    # TensorBoard colours its runs by their first event: the flow, then the learning rates from the largest
+    runs = ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
+    firsts = [_first_event_time(out / "tensorboard" / name) for name in runs]
+    assert firsts == sorted(firsts)
+
+
+@pytest.mark.slow  # ~20 s under load: a CLI run, its resume and the unbroken run
+def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_the_run(tmp_path):
+    """A real SIGTERM to the driver's pid only (not its process group) while two units run: each worker
+    gets it from the driver, saves its running series (npz complete, checkpoint), the third unit never
+    starts; ``resume`` finishes the run, and its files equal the unbroken serial run's bit for bit."""
+    out = tmp_path / "run"
+    # lr 0.00025: 16,000 steps to t = 4 (seconds here); 0.0005 and 0.04 as the other two units; GD alone
+    # at each (the modified flows, a unit's first series, would take the signal)
+    args = [*BASE, "flow.modified=false", "sgd.lrs=[0.04,0.0005,0.00025]"]
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *args, "run.workers=2", f"hydra.run.dir={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # the two slow units are running
+        try:
+            if _summary(out)["stage"].count("sgd_lr_") == 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)  # into their series
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    summary = _summary(out)
+    assert summary["interrupted"] == "SIGTERM" and summary["status"] == "interrupted"
+    stopped = [n for n, e in summary["series"].items() if e["status"] == "interrupted"]
+    assert {"sgd_lr_0.0005", "sgd_lr_0.00025"} & set(stopped), summary["series"]
+    assert "sgd_lr_0.04" not in summary["series"]  # the third unit never started
+    for npz in (out / "series").glob("*.npz"):  # every file complete
+        with np.load(npz) as f:
+            for key in f.files:
+                f[key]
+    for name in stopped:
+        if name.startswith("sgd_lr_"):
+            assert (out / "checkpoints" / f"{name}.ckpt").is_file()
+    assert not list(out.rglob(".*.tmp"))
+
+    result = resume(out)
+    assert result.exit_code == 0 and result["status"] == "finished"
+    whole = tmp_path / "whole"
+    assert run(_cfg([*args, "run.workers=1"]), output_dir=whole).exit_code == 0
+    _assert_same_run(whole, out)
+
+
+def test_run_workers_is_refused_below_one():
+    with pytest.raises(ConfigError, match=r"^run\.workers: .*>= 1 or null.*got 0"):
+        prepare(_cfg(["experiment=tiny", "run.workers=0"]))
+
+
+def test_the_blas_threads_of_the_units_fit_the_cores():
+    """Two busy processes per unit (the series and its recorder): their threads never exceed the cores."""
+    for cores in (1, 2, 3, 8, 16, 64):
+        for workers in range(1, cores + 1):
+            threads = blas_threads(workers, cores)
+            assert threads >= 1 and (threads == 1 or 2 * workers * threads <= cores)
+    assert available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.slow
+def test_an_ensemble_with_sme_in_parallel_equals_the_serial_run_bit_for_bit(tmp_path):
+    """The SME kind (an ensemble sharing its init, minibatches): the SME and SGD series per unit, their
+    recorders finishing at the unit's end, the SGD limit report and the members' saddle analysis (which
+    once found no members when the shared flow's arrays came first)."""
+    extra = ["ensemble.size=3", "ensemble.vary=sgd", "sgd.batch_size=5", "sgd.sme=true", "flow.modified=false"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(_cfg([*BASE, *extra, "run.workers=1"]), output_dir=a).exit_code == 0
+    assert run(_cfg([*BASE, *extra, "run.workers=2"]), output_dir=b).exit_code == 0
+    _assert_same_run(a, b)
+    assert _summary(b)["series"]["flow"]["plateaus"] and _summary(b)["sgd_limit"] is not None
+
+
+@pytest.mark.slow  # ~15 s: a CLI run and its resume
+def test_a_killed_driver_ends_its_workers_and_resume_finishes_the_run(tmp_path):
+    """SIGKILL to the driver while two units run: each worker gets SIGTERM from the kernel (its parent's
+    death), saves its series and ends; no process of the run is left; resume finishes the run."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *BASE, "sgd.lrs=[0.0002,0.0001]", "run.workers=2", f"hydra.run.dir={out}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if _summary(out)["stage"].count("sgd_lr_") == 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a worker outlived its killed driver")
+    for npz in (out / "series").glob("*.npz"):
+        with np.load(npz) as f:
+            assert len(f["t"]) >= 1
+    result = resume(out)
+    assert result.exit_code == 0 and result["status"] == "finished"
+
+
+def test_a_worker_killed_is_its_series_error_and_the_other_rates_go_on(tmp_path):
+    """SIGKILL to one worker (a user callback in its series): its series are recorded as errors (exit
+    code 3), the other learning rates finish."""
+    from _runtime_helpers import SignalAt
+
+    SignalAt.fired.clear()
+    kill = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.02",
+            "+callbacks.stop.m=10", f"+callbacks.stop.signum={int(signal.SIGKILL)}"]  # fmt: skip
+    result = run(_cfg([*BASE, "flow.modified=false", "run.workers=2", *kill]), output_dir=tmp_path / "run")
+    assert result.exit_code == 3 and result["status"] == "finished"
+    lost = result["series"]["sgd_lr_0.02"]
+    assert lost["status"] == "error" and "worker process ended with exit code -9" in lost["message"]
+    assert all(result["series"][n]["status"] == "ok" for n in ("flow", "sgd_lr_0.04", "sgd_lr_0.01"))
