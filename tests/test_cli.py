@@ -193,6 +193,7 @@ def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
     assert summary["not_run"] == ["sgd_lr_0.01", "sgd_lr_0.005", "sgd_lr_0.0025"]
 
 
+@pytest.mark.slow  # ~14 s of CLI: the CLI's signal path stays in the default set (SIGTERM during the flow)
 def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     out = tmp_path / "run"
     args = ["experiment=tiny", "flow.t_max=40", "sgd.lrs=[0.0001]", "log.figures=false", "log.progress=always"]
@@ -303,6 +304,7 @@ def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
     assert "Traceback" not in err and not out.exists()
 
 
+@pytest.mark.slow  # ~37 s (4 CLI runs); in the default set: resume bit for bit in-process after a real SIGTERM (test_runs.py, test_ensemble.py), the CLI's resume= checks (test_runs_cli.py)
 def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_path):
     """SIGTERM during a minibatch heavy-ball series, then resume=<run dir>: every series equals the
     uninterrupted run's bit for bit (same machine: the same ops in the same order), the finished
