@@ -14,7 +14,6 @@ defaults list (``- /schema/init@_here_: gaussian``), Hydra's pattern of a schema
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import typing
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS
 from dlnlab.lab.config._errors import ConfigError
+from dlnlab.lab.config._omegaconf_errors import describe_omegaconf_error, unknown_key_message, unknown_keys
 
 __all__ = [
     "DataKind",
@@ -322,30 +322,6 @@ def _option_node(value: Any, options: Mapping[str, type], group: str) -> Any:
     return OmegaConf.merge(OmegaConf.structured(options[kind]), value)
 
 
-def _unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
-    """Keys of ``node`` that its dataclass schema does not have (added with ``+key=value``)."""
-    out = []
-    schema = OmegaConf.get_type(node)
-    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
-    for key in node.keys():
-        full = f"{prefix}{key}"
-        if names is not None and key not in names:
-            out.append((full, names))
-            continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            out += _unknown_keys(child, full + ".")
-    return out
-
-
-def unknown_key_message(full_key: str, allowed: list[str]) -> str:
-    group, _, key = full_key.rpartition(".")
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
-    where = group or "the top level"
-    return f"{full_key}: no such key; {where} has: {', '.join(allowed)}{hint}"
-
-
 def typed_config(cfg: Any) -> TrainConfig:
     """Merge ``cfg`` onto the schema and return the resolved :class:`TrainConfig`.
 
@@ -368,7 +344,7 @@ def typed_config(cfg: Any) -> TrainConfig:
             for group, options in (("data", DATA_OPTIONS), ("init", INIT_OPTIONS)):
                 cfg[group] = _option_node(cfg.get(group) or {}, options, group)
             cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
-        bad = _unknown_keys(cfg)
+        bad = unknown_keys(cfg)
         if bad:
             raise ConfigError(unknown_key_message(*bad[0]))
         typed = OmegaConf.to_object(cfg)
@@ -393,36 +369,6 @@ def _check_list_elements(obj: Any, prefix: str = "") -> None:
                     raise ConfigError(
                         f"{prefix}{f.name}: expected a list of numbers ({kind}), got an element {v!r}"
                     )
-
-
-def describe_omegaconf_error(err: BaseException) -> str:
-    """One line for an OmegaConf error: ``<full key>: <what is wrong>``."""
-    from omegaconf.errors import (
-        ConfigAttributeError,
-        ConfigKeyError,
-        InterpolationResolutionError,
-        MissingMandatoryValue,
-        ValidationError,
-    )
-
-    key = getattr(err, "full_key", None) or ""
-    msg = (getattr(err, "msg", None) or str(err)).strip().splitlines()[0]
-    if isinstance(err, MissingMandatoryValue):
-        what = "missing (required); give it on the command line, e.g. " + f"{key}=..."
-    elif isinstance(err, InterpolationResolutionError):
-        what = f"the interpolation does not resolve: {msg}"
-    elif isinstance(err, (ConfigKeyError, ConfigAttributeError)):
-        schema = getattr(err, "object_type", None)
-        if key and dataclasses.is_dataclass(schema):
-            return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
-        what = "no such key"
-    elif isinstance(err, ValidationError) and "is not Optional" in msg:
-        what = "cannot be null"
-    elif isinstance(err, ValidationError):
-        what = msg.replace("Value ", "value ", 1)
-    else:
-        what = msg
-    return f"{key}: {what}" if key else what
 
 
 def to_plain(cfg: TrainConfig) -> dict:

@@ -1,0 +1,65 @@
+"""One line for what OmegaConf refuses: a key the schema does not have (with the closest one it has)
+or a value of the wrong type, named by its full key (``dlnlab.lab.config._schema`` uses these)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["describe_omegaconf_error", "unknown_key_message", "unknown_keys"]
+
+
+def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of ``node`` that its dataclass schema does not have (added with ``+key=value``)."""
+    out = []
+    schema = OmegaConf.get_type(node)
+    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if names is not None and key not in names:
+            out.append((full, names))
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            out += unknown_keys(child, full + ".")
+    return out
+
+
+def unknown_key_message(full_key: str, allowed: list[str]) -> str:
+    group, _, key = full_key.rpartition(".")
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean {group + '.' if group else ''}{close[0]}?" if close else ""
+    where = group or "the top level"
+    return f"{full_key}: no such key; {where} has: {', '.join(allowed)}{hint}"
+
+
+def describe_omegaconf_error(err: BaseException) -> str:
+    """One line for an OmegaConf error: ``<full key>: <what is wrong>``."""
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        InterpolationResolutionError,
+        MissingMandatoryValue,
+        ValidationError,
+    )
+
+    key = getattr(err, "full_key", None) or ""
+    msg = (getattr(err, "msg", None) or str(err)).strip().splitlines()[0]
+    if isinstance(err, MissingMandatoryValue):
+        what = "missing (required); give it on the command line, e.g. " + f"{key}=..."
+    elif isinstance(err, InterpolationResolutionError):
+        what = f"the interpolation does not resolve: {msg}"
+    elif isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        schema = getattr(err, "object_type", None)
+        if key and dataclasses.is_dataclass(schema):
+            return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+        what = "no such key"
+    elif isinstance(err, ValidationError) and "is not Optional" in msg:
+        what = "cannot be null"
+    elif isinstance(err, ValidationError):
+        what = msg.replace("Value ", "value ", 1)
+    else:
+        what = msg
+    return f"{key}: {what}" if key else what
