@@ -164,12 +164,14 @@ def mode_half_time(s: float, u0: float, h: int) -> float:
     return mode_time(s, u0, 0.5 * s, h)
 
 
-def mode_solution(t, s: float, u0: float, h: int) -> np.ndarray:
+def mode_solution(t, s: float, u0: float, h: int, *, method: str = "DOP853") -> np.ndarray:
     """u(t) of du/dt = h |u|^(2-2/h) (s - u), u(0) = u0, on an array of times t >= 0 (any order).
 
     h = 2: u = s u0 / (u0 + (s - u0) exp(-2 s t sign u0)), which also covers the stable branch
-    u0 < 0. Otherwise solve_ivp (DOP853, rtol 1e-12) on x = ln|u|, so tiny u0 keep their relative
-    accuracy. For h >= 2, u0 = 0 stays 0 and u0 < 0 decays to 0.
+    u0 < 0. Otherwise solve_ivp (``method``, rtol 1e-12) on x = ln|u|, so tiny u0 keep their relative
+    accuracy. For h >= 2, u0 = 0 stays 0 and u0 < 0 decays to 0. ``method="LSODA"`` (with the
+    closed-form Jacobian) is for curves to draw: about 1e-9 relative where DOP853 reaches 1e-15, 30 to 40
+    times fewer evaluations (once u is near s the equation is stiff: DOP853 took 28,600 on t in [0, 300]).
     """
     _check_mode_args(s, h)
     t = np.asarray(t, dtype=np.float64)
@@ -189,6 +191,10 @@ def mode_solution(t, s: float, u0: float, h: int) -> np.ndarray:
         v = np.exp(x[0])
         return [h * sgn * v**e * (s - sgn * v)]
 
+    def jac(_, x):  # d rhs / dx, with dv/dx = v
+        v = np.exp(x[0])
+        return [[h * sgn * v**e * (e * (s - sgn * v) - sgn * v)]]
+
     flat = t.ravel()
     order = np.argsort(flat)
     ts = flat[order]
@@ -197,7 +203,14 @@ def mode_solution(t, s: float, u0: float, h: int) -> np.ndarray:
         out[:] = u0
         return out.reshape(t.shape)
     sol = solve_ivp(
-        rhs, (0.0, ts[-1]), [math.log(abs(u0))], method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-13
+        rhs,
+        (0.0, ts[-1]),
+        [math.log(abs(u0))],
+        method=method,
+        t_eval=ts,
+        rtol=1e-12,
+        atol=1e-13,
+        **({} if method in ("RK45", "RK23", "DOP853") else {"jac": jac}),
     )
     if not sol.success:
         raise RuntimeError(f"mode_solution: solve_ivp failed: {sol.message}")

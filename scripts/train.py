@@ -11,6 +11,7 @@ failed (the others were run), 130 SIGINT, 143 SIGTERM (everything recorded so fa
 exits with the largest code of its jobs (docs/runs.md).
 """
 
+import gc
 import os
 import signal
 import sys
@@ -40,4 +41,9 @@ def train(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(train, CONF))
+    code = main(train, CONF)
+    # Everything is written and closed; atexit handlers still run. Frozen, the heap that torch, Lightning
+    # and torch._dynamo built is left out of the interpreter's last garbage collections: the exit of the
+    # default run took 1.3 s after the last atexit handler, 0.2 s frozen (docs/performance.md).
+    gc.freeze()
+    sys.exit(code)

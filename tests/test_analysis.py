@@ -132,6 +132,20 @@ def test_mode_solution_inverts_mode_time(h):
         np.testing.assert_allclose(mode_solution(tb, s, u0b, h), ub, rtol=1e-9)
 
 
+@pytest.mark.parametrize("h", [3, 5])
+def test_mode_solution_lsoda_for_figures(h):
+    """The figures' LSODA curve (closed-form Jacobian) against the closed-form time of each value."""
+    s, u0 = 4.0, 9.1e-4  # the Figure 1 net's largest mode and reference u0: stiff once u is near s
+    targets = np.array([2e-3, 0.01, 0.5, 2.0, 3.5, 3.99, 3.9999])
+    times = np.array([mode_time(s, u0, u, h) for u in targets])
+    t = np.append(times, 300.0)
+    u = mode_solution(t, s, u0, h, method="LSODA")
+    np.testing.assert_allclose(u[:-1], targets, rtol=1e-7)
+    assert abs(u[-1] - s) < 1e-7 * s  # settled at s
+    with pytest.raises(ValueError):  # not a method solve_ivp knows
+        mode_solution(t, s, u0, h, method="Euler")
+
+
 @pytest.mark.parametrize("h", [2, 3, 5])
 def test_mode_solution_against_direct_integration(h):
     s, t = 2.0, np.linspace(0.0, 4.0, 9)

@@ -254,7 +254,7 @@ def reference_modes(run: RunData, t: np.ndarray) -> list[dict] | None:
         if not (s > 0 and u0 > 0):
             continue
         try:
-            u = mode_solution(tt, float(s), float(u0), h)
+            u = mode_solution(tt, float(s), float(u0), h, method="LSODA")  # to draw: 1e-9 is plenty
             t_half = mode_half_time(float(s), float(u0), h) if u0 < s / 2 else None
         except (ValueError, RuntimeError):
             continue
