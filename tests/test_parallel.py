@@ -102,9 +102,10 @@ def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_th
     gets it from the driver, saves its running series (npz complete, checkpoint), the third unit never
     starts; ``resume`` finishes the run, and its files equal the unbroken serial run's bit for bit."""
     out = tmp_path / "run"
-    # lr 0.00025: 16,000 steps to t = 4 (seconds here); 0.0005 and 0.04 as the other two units; GD alone
-    # at each (the modified flows, a unit's first series, would take the signal)
-    args = [*BASE, "flow.modified=false", "sgd.lrs=[0.04,0.0005,0.00025]"]
+    # lr 0.0001: 40,000 steps to t = 4 (several seconds even on a fast machine: with 0.00025 the units
+    # ended before the signal there); 0.0002 and 0.04 as the other two units; GD alone at each (the
+    # modified flows, a unit's first series, would take the signal)
+    args = [*BASE, "flow.modified=false", "sgd.lrs=[0.04,0.0002,0.0001]"]
     proc = subprocess.Popen(
         [sys.executable, str(TRAIN), *args, "run.workers=2", f"hydra.run.dir={out}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -117,14 +118,14 @@ def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_th
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
-    time.sleep(0.5)  # into their series
+    time.sleep(0.2)  # into their series
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     summary = _summary(out)
     assert summary["interrupted"] == "SIGTERM" and summary["status"] == "interrupted"
     stopped = [n for n, e in summary["series"].items() if e["status"] == "interrupted"]
-    assert {"sgd_lr_0.0005", "sgd_lr_0.00025"} & set(stopped), summary["series"]
+    assert {"sgd_lr_0.0002", "sgd_lr_0.0001"} & set(stopped), summary["series"]
     assert "sgd_lr_0.04" not in summary["series"]  # the third unit never started
     for npz in (out / "series").glob("*.npz"):  # every file complete
         with np.load(npz) as f:

@@ -220,11 +220,24 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
 
 def _worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, slot, threads) -> None:
     """A unit in a forked process: its series one after the other, then its outcome on the pipe."""
+    from dlnlab.lab.record import end_workers
+
+    outs: list[tuple[str, SeriesDone]] = []
+    try:
+        _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, slot, threads, outs)
+    finally:
+        # A recorder a signal left open: multiprocessing ends a worker process by sending its daemonic
+        # children SIGTERM, which a recorder worker ignores, and joining them: it waited forever (seen:
+        # a unit signalled while its SME ensemble's recorder was open). atexit's end_workers does not
+        # run in a multiprocessing child, so the unit aborts them itself: each writes what it has.
+        end_workers()
+
+
+def _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, slot, threads, outs) -> None:
     from threadpoolctl import threadpool_limits
 
     from dlnlab.lab.record import forget_inherited, fresh_copy, writes_concurrently
 
-    outs: list[tuple[str, SeriesDone]] = []
     try:
         signals.in_forked_child()
         for conn in others:  # the fork copied the driver's ends (its own pipe's, its siblings'): a send
