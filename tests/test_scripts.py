@@ -98,7 +98,9 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("eos_lab", ["--replot", "--run", "empty"], "--run", "has no series/edge_lr_*.npz"),
     ("eos_lab", ["--replot", "--run", "empty", "seed=1"], "seed=1", "--replot runs nothing"),
     ("eos_lab", ["sgd.batch_size=10"], "overrides", "flow.central: the edge of stability and the central flow"),
-    ("eos_lab", ["flow.central=false"], "overrides", "nothing to draw"),
+    pytest.param(  # ~5 s (the lab's checks on the composed config); the row above goes the same way
+        "eos_lab", ["flow.central=false"], "overrides", "nothing to draw", marks=pytest.mark.slow
+    ),
 ]
 
 
