@@ -38,7 +38,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dlnlab.flow._members import solve_members
+from dlnlab.flow._members import jacobian_eigen, solve_members
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
 
@@ -153,12 +153,8 @@ class _Members:
         it only steers the Newton iteration, whose residuals are float64)."""
         if not np.isfinite(y).all():
             raise self.run.fail("non-finite state", float(self.t[members].min()))
-        jac = self.field.jacobian(torch.from_numpy(y))
-        lam, vec = (a.numpy() for a in torch.linalg.eigh((0.5 * (jac + jac.mT)).float()))
-        by_size = np.argsort(-np.abs(lam), axis=1)
-        self.lam[members] = np.take_along_axis(lam, by_size, axis=1)
+        self.lam[members], self.qt[members] = jacobian_eigen(self.field, y)
         self.abs_lam[members] = np.abs(self.lam[members])
-        self.qt[members] = np.take_along_axis(vec.transpose(0, 2, 1), by_size[:, :, None], axis=1)
         self.counts["njev"][members] += 1
         self.jac_current[members] = True
         self.rate[members], self.rate_age[members] = FIRST_RATE, RATE_AGE

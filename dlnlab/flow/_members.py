@@ -75,3 +75,14 @@ def _member_stats(s, status: Status) -> MemberStats:
         n_steps=torch.from_numpy(c["n_steps"].copy()),
         n_rejected=torch.from_numpy(c["n_rejected"].copy()),
     )
+
+
+def jacobian_eigen(field, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eigendecomposition of the symmetrised Jacobian at the states y (n, p), eigenvalues by
+    decreasing size and the eigenvectors as rows (float32: it only steers the Newton iteration and
+    filters the error estimate; the residuals stay float64). Shared by bdf_batch and radau_batch."""
+    jac = field.jacobian(torch.from_numpy(y))
+    lam, vec = (a.numpy() for a in torch.linalg.eigh((0.5 * (jac + jac.mT)).float()))
+    by_size = np.argsort(-np.abs(lam), axis=1)
+    rows = np.take_along_axis(vec.transpose(0, 2, 1), by_size[:, :, None], axis=1)
+    return np.take_along_axis(lam, by_size, axis=1), rows
