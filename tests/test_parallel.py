@@ -89,6 +89,7 @@ def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path):
     out = tmp_path / "run"
     result = run(_cfg([*BASE, "run.workers=3"]), output_dir=out)
     assert result.exit_code == 0 and result["process"]["workers"] == 3
+    assert result["process"]["flow_ahead"] and not _summary(serial)["process"]["flow_ahead"]  # lsoda
     _assert_same_run(serial, out)
     # TensorBoard colours its runs by their first event: the flow, then the learning rates from the largest
     runs = ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]

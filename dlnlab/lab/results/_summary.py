@@ -95,9 +95,12 @@ class RunState:
 
     def enter(self, stage: str) -> None:
         """Start a stage: stop here if a signal came (also one whose exception Python dropped, see
-        :mod:`dlnlab.rundir.signals`); else record the stage in summary.json."""
+        :mod:`dlnlab.rundir.signals`); else record the stage in summary.json. The stage the run is
+        in already: nothing (the flow solved ahead of Lightning's import is entered when it starts)."""
         from dlnlab.rundir import signals
 
+        if stage == self.stage:
+            return
         signals.check()
         self.stage = stage
         self.write_summary()

@@ -167,7 +167,8 @@ class Summary(Record):
     error: dict | None = key("a crash: type, message, stage, traceback", required=True)
     logging_error: str | None = key("the loggers failed to take the results: why", required=True)
     process: dict = key(
-        "pid, host, started: who runs it; workers, workers_why: how many series worker processes (run.workers) and why",
+        "pid, host, started: who runs it; flow_ahead: the flow was solved in a process of its own while "
+        "Lightning was imported; workers, workers_why: how many series worker processes (run.workers) and why",
         required=True,
     )
     run_dir: str = key("the run directory", required=True)

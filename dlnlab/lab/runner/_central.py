@@ -30,8 +30,9 @@ from dlnlab.lab.config import flow_nfe_budget
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.record._tags import Thinner
 from dlnlab.lab.results._eos import central_entry
-from dlnlab.lab.runner._context import SeriesContext, at_series_grid
+from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
+from dlnlab.lab.runner._times import at_series_grid
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.rundir import CENTRAL_PREFIX, series_name, signals
 from dlnlab.status import Status

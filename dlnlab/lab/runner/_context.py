@@ -1,5 +1,5 @@
 """What every series of a run shares: its context (plan, directory, metrics options, loggers, progress
-bar), the run's times, and how a recorder is closed.
+bar) and how a recorder is closed (the run's times: :mod:`dlnlab.lab.runner._times`).
 
 The context is made once per run by the driver, which opens every TensorBoard run in it before the
 first series (so TensorBoard colours them in order); the series only read it.
@@ -7,69 +7,19 @@ first series (so TensorBoard colours them in order); the series only read it.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from dlnlab.descent import time_per_step
 from dlnlab.errors import SeriesWarning
-from dlnlab.lab.config import Plan, exact_times, series_grid
+from dlnlab.lab.config import Plan
 from dlnlab.lab.record import RunCharts, TagPlan, log_layout, make_logger, step_scale, tensorboard_layout
+from dlnlab.lab.runner._progress import Progress
 from dlnlab.network import Layout
 from dlnlab.rundir import series_name
 from dlnlab.status import Status
 
-__all__ = ["Progress", "SeriesContext", "LrTimes", "SeriesTimes", "at_series_grid", "close_recorder"]
-
-
-class Progress:
-    """One tqdm bar per series on stderr, in units of flow time t; off unless on a terminal (``auto``)
-    or ``always``."""
-
-    FORMAT = "  {desc:<16} {percentage:5.1f}% |{bar:24}| t = {n:.4g} / {total:.4g} [{elapsed} < {remaining}]{postfix}"
-
-    def __init__(self, mode: str = "auto", position: int | None = None) -> None:
-        self.enabled = mode == "always" or (mode == "auto" and sys.stderr.isatty())
-        self.position = position  # a series worker's line (tqdm's position), so that bars never overwrite
-        self.bar = None
-
-    def on_line(self, position: int) -> Progress:
-        """A bar for a series worker: as this one, on line ``position`` below the cursor."""
-        other = Progress("never", position)
-        other.enabled = self.enabled
-        return other
-
-    def start(self, label: str, t_end: float) -> None:
-        from tqdm import tqdm
-
-        self.close()
-        self.bar = tqdm(
-            total=float(t_end), desc=label, bar_format=self.FORMAT, disable=not self.enabled, file=sys.stderr,
-            mininterval=0.25, dynamic_ncols=True, position=self.position,
-        )  # fmt: skip
-
-    def __call__(self, t: float, t_end: float | None = None) -> None:
-        if self.bar is not None and t > self.bar.n:
-            self.bar.update(min(float(t), self.bar.total) - self.bar.n)
-
-    def note(self, msg: str) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            tqdm.write(f"  {msg}", file=sys.stderr)
-
-    def done(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(msg, refresh=False)
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+__all__ = ["Progress", "SeriesContext", "close_recorder"]
 
 
 @dataclass
@@ -86,6 +36,7 @@ class SeriesContext:
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
     logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
     runs: tuple[str, ...] = ()  # the series with a TensorBoard run of their own, in the order they are opened
+    flow_ahead: object = None  # the flow's solve started before Lightning's import (runner._ahead.FlowAhead)
 
     @classmethod
     def for_run(
@@ -95,6 +46,8 @@ class SeriesContext:
         n_grid: int,
         callbacks: list | None = None,
         runs: tuple[str, ...] | None = None,
+        flow_ahead=None,
+        progress: Progress | None = None,
     ) -> SeriesContext:
         """The context of a run's series: its metrics options and the user's callbacks (made here
         unless given); ``runs`` (default: the flow and the (S)GD series) from the kinds' ``tensorboard_run``."""
@@ -103,7 +56,7 @@ class SeriesContext:
             plan=plan,
             out=out,
             n_grid=n_grid,
-            progress=Progress(log.progress.name),
+            progress=Progress(log.progress.name) if progress is None else progress,
             metric_kw=dict(
                 analysis_every=max(1, -(-n_grid // points)) if (points := plan.analysis.points) else 0,
                 sv_A_top=log.sv_A_top,
@@ -115,6 +68,7 @@ class SeriesContext:
             ),
             callbacks=plan.callbacks() if callbacks is None else callbacks,
             runs=("flow", *(series_name(lr) for lr in plan.lrs)) if runs is None else tuple(runs),
+            flow_ahead=flow_ahead,
         )
 
     def open_loggers(self) -> None:
@@ -197,49 +151,6 @@ class SeriesContext:
     @property
     def layout(self) -> Layout:
         return Layout(self.dims)
-
-
-@dataclass(frozen=True)
-class LrTimes:
-    """A learning rate's times: its (S)GD series reaches grid point ``ms[i]`` at step ``steps[i]``,
-    exactly at time ``exact[i]`` = steps[i] x tau (the time per step)."""
-
-    ms: torch.Tensor
-    exact: torch.Tensor
-    steps: list[int]
-
-
-@dataclass(frozen=True)
-class SeriesTimes:
-    """The run's times: the grid, each learning rate's exact times, and their union (what the flow must
-    report: the solver's own dense output at every exact time, never an interpolation of logged points)."""
-
-    grid: torch.Tensor
-    by_lr: dict[float, LrTimes]
-    all_t: torch.Tensor
-
-    @classmethod
-    def of(cls, plan: Plan, grid: torch.Tensor) -> SeriesTimes:
-        by_lr = {}
-        for lr in plan.lrs:
-            tau = time_per_step(lr, plan.cfg.sgd.momentum)
-            ms, steps = series_grid(len(grid), plan.cfg.log.dt, tau)
-            by_lr[lr] = LrTimes(
-                torch.tensor(ms), torch.from_numpy(exact_times(grid.numpy(), ms, steps, tau)), steps
-            )
-        return cls(grid, by_lr, torch.unique(torch.cat([grid, *(e.exact for e in by_lr.values())])))
-
-    def solve_at(self, lr: float) -> torch.Tensor:
-        """The grid and the learning rate's exact times, sorted."""
-        return torch.unique(torch.cat([self.grid, self.by_lr[lr].exact]))
-
-
-def at_series_grid(states: torch.Tensor, all_t: torch.Tensor, times: LrTimes, n_grid: int) -> torch.Tensor:
-    """(n_grid, ...): a solve's states (rows at ``all_t``) at a learning rate's exact times, on the grid
-    points they stand for, NaN elsewhere."""
-    out = torch.full((n_grid, *states.shape[1:]), float("nan"), dtype=torch.float64)
-    out[times.ms] = states[torch.searchsorted(all_t, times.exact)]
-    return out
 
 
 def close_recorder(rec, logger) -> dict:

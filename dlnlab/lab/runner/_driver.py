@@ -23,8 +23,11 @@ import torch
 from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
+from dlnlab.lab.runner._ahead import FlowAhead, goes_ahead
 from dlnlab.lab.runner._lock import RunLock
+from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
+from dlnlab.lab.runner._times import SeriesTimes
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
@@ -184,20 +187,50 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
     state.n_grid = len(grid)
     state.write_summary()
-    import dlnlab.lab.runner._training  # noqa: F401 - Lightning's import (~3 s) now, not in the middle of the run
-    from dlnlab.lab.runner._context import SeriesContext, SeriesTimes
+    times = SeriesTimes.of(plan, grid)
+    # with a second core the flow is solved meanwhile, in a forked process (runner/_ahead.py)
+    progress = Progress(cfg.log.progress.name)
+    ahead = FlowAhead.start(plan, times.all_t, progress) if goes_ahead(plan) else None
+    state.process.update(flow_ahead=ahead is not None)
+    try:
+        if ahead is not None:
+            state.enter("flow")  # its solve has started (the series loop's enter of it is then a no-op)
+        # ahead, a signal during Lightning's import is noted, not raised: the driver then records the
+        # flow's rows so far (its process stopped too), as a signal during the driver's own solve would
+        with signals.deferred(raise_at_end=False) if ahead is not None else contextlib.nullcontext():
+            ctx = _open_series(state, callbacks, progress, ahead)
+        _run_series(state, ctx, previous, times)
+    finally:
+        if ahead is not None:
+            ahead.end()  # a signal or an error before the flow took it: the process goes too
+
+
+def _open_series(state: RunState, callbacks: list, progress, ahead) -> SeriesContext:
+    """Lightning's import, the series' context and its loggers."""
+    import dlnlab.lab.runner._training  # noqa: F401 - Lightning's import (~2 s) now, not in the middle of the run
+    from dlnlab.lab.runner._context import SeriesContext
     from dlnlab.lab.runner._registry import KINDS
-    from dlnlab.lab.runner._series import run_series, tensorboard_runs
+    from dlnlab.lab.runner._series import tensorboard_runs
+
+    kinds = [kind for kind in KINDS if kind.enabled(state.plan)]
+    state.ctx = ctx = SeriesContext.for_run(
+        state.plan, state.out, state.n_grid, callbacks, runs=tensorboard_runs(kinds, state.plan.lrs),
+        flow_ahead=ahead, progress=progress,
+    )  # fmt: skip
+    ctx.open_loggers()  # before any worker starts: TensorBoard colours the runs in this order
+    return ctx
+
+
+def _run_series(state: RunState, ctx: SeriesContext, previous: Previous | None, times) -> None:
+    plan, cfg = state.plan, state.plan.cfg
+    from dlnlab.lab.runner._parallel import series_workers
+    from dlnlab.lab.runner._registry import KINDS
+    from dlnlab.lab.runner._series import run_series
 
     kinds = [kind for kind in KINDS if kind.enabled(plan)]
-    runs = tensorboard_runs(kinds, plan.lrs)
-    state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks, runs=runs)
-    ctx.open_loggers()  # before any worker starts: TensorBoard colours the runs in this order
-    from dlnlab.lab.runner._parallel import series_workers
-
     workers, why = series_workers(plan, ctx)
     state.process.update(workers=workers, workers_why=why)
-    run_series(state, ctx, previous, SeriesTimes.of(plan, grid), kinds, workers=workers)
+    run_series(state, ctx, previous, times, kinds, workers=workers)
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit
 

@@ -17,6 +17,7 @@ import torch
 from dlnlab import flow as flowmod
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.results import finish_flow_members, flow_loss_rise
+from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._flow_stream import FlowStream, record_flow
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
@@ -65,16 +66,22 @@ def run_flow(
     f = cfg.flow
     # an ensemble whose members share their init (ensemble.vary=sgd) has one flow: solved and recorded once
     shared = plan.seeds.members and cfg.ensemble.vary.name == "sgd"
-    theta0 = plan.theta0[0] if shared else plan.theta0
+    theta0 = flow_theta0(plan)
     entry = {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
     if modified_lr is not None:
         entry["modified_lr"] = modified_lr
-    ctx.progress.start(name, float(all_t[-1]))
+    ahead = ctx.flow_ahead if modified_lr is None else None
+    if ahead is None:
+        ctx.progress.start(name, float(all_t[-1]))  # (ahead: the solve's process draws it meanwhile)
     t0 = time.perf_counter()
     # the grid's metrics start in their worker while the solver runs (rk45, cvode: step by step)
     with signals.deferred(raise_at_end=False):  # a signal from the worker's start to here: noted
         stream = None if previous is not None else FlowStream(ctx, name, theta0, all_t, grid)
-        res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
+        if ahead is None:
+            res = _solve(ctx, theta0, all_t, modified_lr, stream, entry)
+        else:  # its seconds: the solve's own and the recording's, not the wait for Lightning's import
+            res = _take(ctx, ahead, stream, entry)
+            t0 = time.perf_counter() - (ahead.seconds() if res is None else res.wall_time_s)
         n_flow = 0 if res is None else len(res.t)
         flow_at = torch.full((len(all_t), *theta0.shape), float("nan"), dtype=torch.float64)
         if n_flow:
@@ -138,6 +145,22 @@ def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
         entry.update(status=Status.SOLVER_FAILED, message=f"{type(err).__name__}: {err}")
         warnings.warn(f"flow: {entry['message']}", SeriesWarning, stacklevel=2)
     return None
+
+
+def _take(ctx: SeriesContext, ahead: FlowAhead, stream, entry: dict):
+    """The solve started ahead of Lightning's import (:mod:`dlnlab.lab.runner._ahead`), recorded as
+    :func:`_solve` records its own: the same entry, warning and rows for the recorder."""
+    outcome = ahead.outcome()
+    reached = float(outcome.result.t[-1]) if outcome.result is not None and len(outcome.result.t) else 0.0
+    ctx.progress.start("flow", float(ctx.plan.cfg.flow.t_max), at=reached)  # on the line the process's bar left
+    if outcome.status != Status.OK:
+        entry.update(status=outcome.status)
+    entry["message"] = outcome.message
+    if outcome.warning is not None:
+        warnings.warn(outcome.warning, SeriesWarning, stacklevel=2)
+    if stream is not None and outcome.result is not None:
+        stream(0, outcome.result.theta)  # what integrate's on_output would have been given, at the end
+    return outcome.result
 
 
 def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:

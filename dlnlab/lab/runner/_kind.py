@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from dlnlab.lab.runner._context import LrTimes, SeriesContext
+from dlnlab.lab.runner._context import SeriesContext
+from dlnlab.lab.runner._times import LrTimes
 from dlnlab.rundir import FLOW, lr_series_name
 from dlnlab.status import Status
 

@@ -32,7 +32,6 @@ get cores // (2 x workers), at least 1, so that the processes never ask for more
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import traceback
 from collections.abc import Callable
@@ -42,24 +41,17 @@ from multiprocessing.connection import wait
 import torch
 
 from dlnlab.lab.results import RunState
-from dlnlab.lab.runner._context import SeriesContext, SeriesTimes
+from dlnlab.lab.runner._context import SeriesContext
+from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind
 from dlnlab.lab.runner._resume import Previous
 from dlnlab.lab.runner._tasks import ResumeStep, resume_step, task_of
+from dlnlab.lab.runner._times import SeriesTimes
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
 __all__ = ["available_cores", "series_workers", "run_units", "blas_threads"]
 
-POLL_S = 0.2  # how often the driver looks for a signal while it waits for its workers
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity; a container's or taskset's limit counts)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def series_workers(plan, ctx: SeriesContext) -> tuple[int, str]:
@@ -72,7 +64,7 @@ def series_workers(plan, ctx: SeriesContext) -> tuple[int, str]:
     why = "run.workers" if asked is not None else f"the {n} cores this process may use"
     if n > 1 and plan.cfg.device != "cpu":
         return 1, f"device={plan.cfg.device}: one process owns the device"
-    if n > 1 and "fork" not in multiprocessing.get_all_start_methods():
+    if n > 1 and not can_fork():
         return 1, "no fork on this platform"
     loggers = [lg for lg in ctx.loggers.values() if lg is not None]
     if n > 1 and not all(writes_concurrently(lg) for lg in loggers):
@@ -142,7 +134,7 @@ def run_units(
             for unit in running.values():
                 if sig is not None and not unit.signalled:
                     unit.signalled = True
-                    _kill(unit.proc.pid, sig)
+                    kill(unit.proc.pid, sig)
     if crash is not None:
         raise RuntimeError(f"the series failed in a worker or in the driver:\n{crash}")
 
@@ -154,13 +146,6 @@ def _stopping(state: RunState) -> bool:
 def _stage(state: RunState, running: dict) -> None:
     state.stage = " + ".join(n for u in running.values() for n in u.names)
     state.write_summary()
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:  # it has just ended
-        pass
 
 
 def _resume_steps(state, kinds, times, done, previous) -> dict[tuple[str, float], ResumeStep]:
@@ -243,7 +228,7 @@ def _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, sl
         for conn in others:  # the fork copied the driver's ends (its own pipe's, its siblings'): a send
             conn.close()  # to a killed driver must fail, not wait for a reader that never comes
         forget_inherited()  # the flow's recorder is the driver's
-        _end_with_parent()
+        end_with_parent()
         torch.set_num_threads(1)  # as the serial run (its hot loops: one thread)
         loggers = {n: fresh_copy(lg) if writes_concurrently(lg) else lg for n, lg in ctx.loggers.items()}
         ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers)  # own writers, own bar
@@ -267,20 +252,6 @@ def _send(conn, message) -> None:
         conn.close()
     except OSError:  # the driver is gone (killed): the files are written, nobody waits for the rest
         pass
-
-
-def _end_with_parent() -> None:
-    """SIGTERM to this worker when the driver ends (Linux's PR_SET_PDEATHSIG): a killed run's worker
-    saves its series as at a signal and ends, rather than computing on for nobody."""
-    import ctypes
-
-    parent = multiprocessing.parent_process().pid
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: it runs its unit to the end
-        return
-    if os.getppid() != parent:  # the driver died before the call
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _run_unit(ctx, kinds, lr, times, done, steps, n_grid, outs) -> None:

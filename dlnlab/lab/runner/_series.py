@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from dlnlab.lab.results import RunState
-from dlnlab.lab.runner._context import SeriesContext, SeriesTimes
+from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind
 from dlnlab.lab.runner._resume import Previous
 from dlnlab.lab.runner._tasks import resume_step, task_of
+from dlnlab.lab.runner._times import SeriesTimes
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dlnlab.lab.runner._context import SeriesTimes, at_series_grid
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._resume import Continuation, Previous
+from dlnlab.lab.runner._times import SeriesTimes, at_series_grid
 
 __all__ = ["task_of", "ResumeStep", "resume_step"]
 

@@ -1,0 +1,164 @@
+"""The flow's solve ahead of Lightning's import: with a second core, the driver forks a process that
+integrates the flow while it imports Lightning and opens the loggers, then records the flow from the
+trajectory that process sends back.
+
+Why: every series needs the flow, and the flow's recording needs the loggers (Lightning's classes), so a
+run did the import (about 2 s here: ``lightning.fabric`` imports ``torch._dynamo`` and torchmetrics),
+then the flow (0.6-0.9 s for the default run), one after the other on one core while the other idled.
+Ahead, the flow's solve leaves that path: the default run with two workers lost the flow's time
+(docs/performance.md). The solve is the very call the driver would make (same inputs, one torch
+thread, the same BLAS threads), so the trajectory and every file are those of ``run.workers=1`` bit
+for bit (tests/test_ahead.py).
+
+Only where it pays: ``run.workers`` (null: the cores) above 1, the CPU, fork, and a method that hands
+its rows over at the end of the solve (LSODA, BDF, Radau, DOP853, the batched stiff methods,
+torchdiffeq's). rk45 and CVODE stream their rows to the flow's recorder while they integrate, so that
+its metrics are computed meanwhile (at width 256 that overlap is worth more than the import); they
+stay in the driver. A resume recomputes the flow the same way.
+
+Signals: the process runs with the run's handlers; a signal sent to the run's process group stops its
+solve as it would stop the driver's (the rows so far come back, the flow is marked interrupted); one
+sent to the driver alone is handed on while the driver waits. A solver failure, an interrupt or an
+error comes back as what :func:`dlnlab.lab.runner._flow.run_flow` records for it. If the driver ends
+early (a signal during the import, an error), the process is ended and reaped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import time
+from dataclasses import dataclass
+
+import torch
+
+from dlnlab import flow as flowmod
+from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
+from dlnlab.lab.runner._progress import Progress
+from dlnlab.network import Layout
+from dlnlab.rundir import signals
+from dlnlab.status import Status
+
+__all__ = ["AheadOutcome", "FlowAhead", "flow_theta0", "goes_ahead"]
+
+STREAMING = ("rk45", "cvode")  # hand their rows to the recorder while they integrate: stay in the driver
+
+
+def flow_theta0(plan) -> torch.Tensor:
+    """The flow's initial state: an ensemble whose members share their init (``ensemble.vary=sgd``)
+    has one flow."""
+    shared = plan.seeds.members and plan.cfg.ensemble.vary.name == "sgd"
+    return plan.theta0[0] if shared else plan.theta0
+
+
+def goes_ahead(plan) -> bool:
+    """Whether the flow is solved ahead of Lightning's import (see the module's docstring)."""
+    asked = plan.cfg.run.workers
+    workers = available_cores() if asked is None else int(asked)
+    return (
+        workers > 1 and plan.cfg.device == "cpu" and can_fork() and plan.solver.method not in STREAMING
+    )
+
+
+@dataclass
+class AheadOutcome:
+    """What the ahead solve gave: ``status`` OK (``result`` the trajectory), SOLVER_FAILED or
+    INTERRUPTED (``result`` what it reached, or None) with ``message``, and the warning the driver's own
+    solve would have given (None: none)."""
+
+    status: Status
+    result: flowmod.Trajectory | None
+    message: str = ""
+    warning: str | None = None
+
+
+class FlowAhead:
+    """The flow's solve in a forked process: :meth:`start` forks it, :meth:`outcome` waits for it."""
+
+    def __init__(self, proc, conn, started: float) -> None:
+        self.proc, self.conn, self.started = proc, conn, started  # started: time.perf_counter() (monotonic)
+        self.signalled = self.ended = False
+
+    @classmethod
+    def start(cls, plan, all_t: torch.Tensor, progress: Progress) -> FlowAhead:
+        """Fork the solve; ``progress``: the run's bars (the flow's is drawn by the process until it
+        ends, then by the driver, which records the flow)."""
+        fork = multiprocessing.get_context("fork")
+        receive, send = fork.Pipe(duplex=False)
+        started = time.perf_counter()
+        proc = fork.Process(
+            target=_solve_here, args=(send, receive, plan, all_t, progress), name="flow-ahead"
+        )
+        with signals.blocked_in_children():  # the process takes the run's state before a signal reaches it
+            proc.start()
+        send.close()
+        return cls(proc, receive, started)
+
+    def outcome(self) -> AheadOutcome:
+        """Wait for the solve (a signal the driver got is handed on once); its outcome."""
+        with signals.deferred(raise_at_end=False):
+            while not self.conn.poll(POLL_S):
+                sig = signals.received()
+                if sig is not None and not self.signalled:
+                    self.signalled = True
+                    kill(self.proc.pid, sig)
+                if not self.proc.is_alive() and not self.conn.poll():
+                    break
+            try:
+                outcome = AheadOutcome(*pickle.loads(self.conn.recv_bytes()))
+            except (EOFError, OSError):  # ended without a word: killed
+                self.proc.join()
+                message = f"the flow's process ended with exit code {self.proc.exitcode} before reporting"
+                outcome = AheadOutcome(Status.SOLVER_FAILED, None, message, f"flow: {message}")
+            self.end()
+        return outcome
+
+    def seconds(self) -> float:
+        """Since the solve started."""
+        return time.perf_counter() - self.started
+
+    def end(self) -> None:
+        """End the process if it still runs, and reap it (the driver leaves early, or it has reported)."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.proc.is_alive():
+            kill(self.proc.pid, signal.SIGKILL)  # nothing of it is written anywhere: nothing to lose
+        self.proc.join()
+        self.conn.close()
+
+
+def _solve_here(send, receive, plan, all_t: torch.Tensor, progress: Progress) -> None:
+    """In the forked process: the driver's integrate call, its outcome on the pipe. Pickled by plain
+    pickle, the tensors' bytes inline: multiprocessing's own pickler hands a tensor over as shared memory
+    that this process must keep alive until the driver has read it (it did not: the driver's read
+    failed once this process had ended)."""
+    receive.close()
+    signals.in_forked_child()
+    end_with_parent()
+    torch.set_num_threads(1)  # as the driver's solve (and a pool a fork may have broken is never entered)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a signal from here on stops the solve
+    progress.start("flow", float(all_t[-1]))  # left open: the driver's bar takes its line when it records
+    try:
+        with signals.deferred(raise_at_end=False):
+            res = flowmod.integrate(
+                plan.device_problem, Layout(tuple(plan.cfg.model.dims)), flow_theta0(plan), all_t,
+                plan.solver, progress=progress, stop=lambda: signals.received() is not None,
+            )  # fmt: skip
+        message = (Status.OK, res, "", None)
+    except flowmod.FlowSolverError as err:
+        message = (Status.SOLVER_FAILED, err.result, str(err), str(err))
+    except flowmod.FlowInterrupted as err:
+        message = (Status.INTERRUPTED, err.result, err.result.message, None)
+    except KeyboardInterrupt:
+        message = (Status.INTERRUPTED, None, "interrupted", None)
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded as the driver's own solve would
+        text = f"{type(err).__name__}: {err}"
+        message = (Status.SOLVER_FAILED, None, text, f"flow: {text}")
+    try:
+        with signals.deferred(raise_at_end=False):
+            send.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            send.close()
+    except OSError:  # the driver is gone
+        pass

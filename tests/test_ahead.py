@@ -1,0 +1,92 @@
+"""The flow's solve ahead of Lightning's import (dlnlab/lab/runner/_ahead.py): where it is used, its
+trajectory equals the driver's own solve bit for bit, and a signal, a killed process or an early end
+are handled. A whole run with it against run.workers=1, file by file: tests/test_parallel.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from dlnlab import flow as flowmod
+from dlnlab.flow import time_grid
+from dlnlab.lab.config import prepare
+from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0, goes_ahead
+from dlnlab.lab.runner._progress import Progress
+from dlnlab.lab.runner._times import SeriesTimes
+from dlnlab.network import Layout
+from dlnlab.rundir import signals
+from dlnlab.status import Status
+from tests._helpers import make_cfg
+
+TINY = ["experiment=tiny", "model.dims=[6,5,5,4]"]
+
+
+def _plan_and_times(overrides):
+    plan = prepare(make_cfg([*TINY, *overrides]))
+    times = SeriesTimes.of(plan, time_grid(plan.cfg.flow.t_max, dt=plan.cfg.log.dt))
+    return plan, times
+
+
+@pytest.fixture
+def one_thread():  # as the driver solves: one torch thread, the lab's signal handlers (runner._driver)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    signals.reset()
+    signals.install()
+    yield
+    signals.uninstall()
+    torch.set_num_threads(threads)
+    signals.reset()
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["run.workers=2"], True),
+        (["run.workers=1"], False),  # one process: the run does everything in order
+        (["run.workers=2", "flow.method=rk45"], False),  # streams its rows to the recorder while it solves
+        (["run.workers=2", "flow.method=dopri5"], True),
+    ],
+)
+def test_where_the_flow_goes_ahead(overrides, expected):
+    plan, _ = _plan_and_times(overrides)
+    assert goes_ahead(plan) is expected
+
+
+def test_the_solve_ahead_is_the_drivers_solve_bit_for_bit(one_thread):
+    plan, times = _plan_and_times(["run.workers=2"])
+    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
+    outcome = ahead.outcome()
+    own = flowmod.integrate(plan.device_problem, Layout(tuple(plan.cfg.model.dims)), flow_theta0(plan),
+                            times.all_t, plan.solver)  # fmt: skip
+    assert outcome.status == Status.OK and outcome.message == "" and outcome.warning is None
+    assert torch.equal(outcome.result.theta, own.theta) and torch.equal(outcome.result.t, own.t)
+    assert outcome.result.nfe == own.nfe and not ahead.proc.is_alive()
+
+
+def test_a_signal_stops_the_solve_ahead_with_the_rows_so_far(one_thread):
+    plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
+    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
+    time.sleep(0.5)  # within the solve: torchdiffeq's dopri5 takes minutes over this horizon
+    assert ahead.proc.is_alive()
+    os.kill(ahead.proc.pid, signal.SIGTERM)  # as a signal to the run's process group reaches it
+    outcome = ahead.outcome()
+    assert outcome.status == Status.INTERRUPTED and outcome.message.startswith("interrupted at t =")
+    reached = outcome.result.theta
+    assert 1 <= reached.shape[0] < len(times.all_t) and torch.isfinite(reached).all()
+
+
+def test_a_killed_process_is_a_failed_flow_and_an_early_end_reaps_it(one_thread):
+    plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
+    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
+    os.kill(ahead.proc.pid, signal.SIGKILL)
+    outcome = ahead.outcome()
+    assert outcome.status == Status.SOLVER_FAILED and outcome.result is None
+    assert "ended with exit code -9 before reporting" in outcome.message and outcome.warning
+    early = FlowAhead.start(plan, times.all_t, Progress("never"))
+    early.end()  # the driver leaves before the flow (a signal during Lightning's import)
+    assert early.proc.exitcode == -signal.SIGKILL
