@@ -59,8 +59,8 @@ def test_where_the_flow_goes_ahead(overrides, expected):
 
 def test_the_solve_ahead_is_the_drivers_solve_bit_for_bit(one_thread):
     plan, times = _plan_and_times(["run.workers=2"])
-    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
-    outcome = ahead.outcome()
+    ahead = FlowAhead.start(plan, times.all_t)
+    outcome = ahead.outcome(Progress("never"), float(times.all_t[-1]))
     own = flowmod.integrate(plan.device_problem, Layout(tuple(plan.cfg.model.dims)), flow_theta0(plan),
                             times.all_t, plan.solver)  # fmt: skip
     assert outcome.status == Status.OK and outcome.message == "" and outcome.warning is None
@@ -70,11 +70,11 @@ def test_the_solve_ahead_is_the_drivers_solve_bit_for_bit(one_thread):
 
 def test_a_signal_stops_the_solve_ahead_with_the_rows_so_far(one_thread):
     plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
-    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
+    ahead = FlowAhead.start(plan, times.all_t)
     time.sleep(0.5)  # within the solve: torchdiffeq's dopri5 takes minutes over this horizon
     assert ahead.proc.is_alive()
     os.kill(ahead.proc.pid, signal.SIGTERM)  # as a signal to the run's process group reaches it
-    outcome = ahead.outcome()
+    outcome = ahead.outcome(Progress("never"), float(times.all_t[-1]))
     assert outcome.status == Status.INTERRUPTED and outcome.message.startswith("interrupted at t =")
     reached = outcome.result.theta
     assert 1 <= reached.shape[0] < len(times.all_t) and torch.isfinite(reached).all()
@@ -82,11 +82,27 @@ def test_a_signal_stops_the_solve_ahead_with_the_rows_so_far(one_thread):
 
 def test_a_killed_process_is_a_failed_flow_and_an_early_end_reaps_it(one_thread):
     plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
-    ahead = FlowAhead.start(plan, times.all_t, Progress("never"))
+    ahead = FlowAhead.start(plan, times.all_t)
     os.kill(ahead.proc.pid, signal.SIGKILL)
-    outcome = ahead.outcome()
+    outcome = ahead.outcome(Progress("never"), float(times.all_t[-1]))
     assert outcome.status == Status.SOLVER_FAILED and outcome.result is None
     assert "ended with exit code -9 before reporting" in outcome.message and outcome.warning
-    early = FlowAhead.start(plan, times.all_t, Progress("never"))
+    early = FlowAhead.start(plan, times.all_t)
     early.end()  # the driver leaves before the flow (a signal during Lightning's import)
     assert early.proc.exitcode == -signal.SIGKILL
+
+
+def test_the_command_lines_early_solve_is_claimed_by_its_own_run_only(one_thread, monkeypatch):
+    from dlnlab.lab.runner import _ahead
+
+    monkeypatch.setattr(_ahead, "_lightning_imported", lambda: False)  # as in the command line's check
+    plan, times = _plan_and_times(["run.workers=2"])
+    _ahead.start_early(plan)
+    same, _ = _plan_and_times(["run.workers=2"])  # the run's own prepare of the same config
+    claimed = _ahead.claim(same, times.all_t)
+    assert claimed is not None and _ahead.claim(same, times.all_t) is None  # claimed once
+    assert claimed.outcome(Progress("never"), 4.0).status == Status.OK
+    _ahead.start_early(plan)
+    (early, _), = _ahead._early
+    other, other_times = _plan_and_times(["run.workers=2", "init.seed=7"])  # another run's weights
+    assert _ahead.claim(other, other_times.all_t) is None and early.ended and not early.proc.is_alive()

@@ -237,6 +237,7 @@ def _check_job(
     from omegaconf.errors import OmegaConfBaseException
 
     from dlnlab.lab.config import prepare
+    from dlnlab.lab.runner._ahead import start_early
 
     try:
         _check_group_values(overrides)
@@ -252,7 +253,7 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        prepare(cfg)
+        prepare(cfg, before_targets=None if multirun else start_early)  # the flow's solve starts there
         outdir.check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:
         return describe_hydra_error(err)

@@ -9,6 +9,7 @@ nothing is written.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -207,8 +208,10 @@ def _check_logger_and_callbacks(cfg: TrainConfig) -> None:
         check_target(node, f"callbacks.{name}", "lightning.pytorch.callbacks.Callback")
 
 
-def prepare(raw_cfg: Any) -> Plan:
-    """Check ``raw_cfg`` (a Hydra DictConfig, a dict or a TrainConfig) and build the run's inputs."""
+def prepare(raw_cfg: Any, before_targets: Callable[[Plan], None] | None = None) -> Plan:
+    """Check ``raw_cfg`` (a Hydra DictConfig, a dict or a TrainConfig) and build the run's inputs.
+    ``before_targets(plan)`` is called with the plan before the last check, the one that imports
+    Lightning (the command line starts the flow's solve there: :mod:`dlnlab.lab.runner._ahead`)."""
     cfg = typed_config(raw_cfg)
     check_config(cfg)
     budget.check_counts(cfg)
@@ -262,8 +265,11 @@ def prepare(raw_cfg: Any) -> Plan:
             f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
             "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
         )
-    _check_logger_and_callbacks(cfg)
-    return Plan(
+    plan = Plan(
         cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, notes,
         flow_choice=flow, analysis=analysis,
     )  # fmt: skip
+    if before_targets is not None:
+        before_targets(plan)
+    _check_logger_and_callbacks(cfg)
+    return plan

@@ -25,9 +25,11 @@ early (a signal during the import, an error), the process is ended and reaped.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import pickle
 import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -40,7 +42,7 @@ from dlnlab.network import Layout
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
-__all__ = ["AheadOutcome", "FlowAhead", "flow_theta0", "goes_ahead"]
+__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "start_early"]
 
 STREAMING = ("rk45", "cvode")  # hand their rows to the recorder while they integrate: stay in the driver
 
@@ -81,38 +83,40 @@ class FlowAhead:
         self.signalled = self.ended = False
 
     @classmethod
-    def start(cls, plan, all_t: torch.Tensor, progress: Progress) -> FlowAhead:
-        """Fork the solve; ``progress``: the run's bars (the flow's is drawn by the process until it
-        ends, then by the driver, which records the flow)."""
+    def start(cls, plan, all_t: torch.Tensor) -> FlowAhead:
         fork = multiprocessing.get_context("fork")
         receive, send = fork.Pipe(duplex=False)
         started = time.perf_counter()
-        proc = fork.Process(
-            target=_solve_here, args=(send, receive, plan, all_t, progress), name="flow-ahead"
-        )
+        proc = fork.Process(target=_solve_here, args=(send, receive, plan, all_t), name="flow-ahead")
         with signals.blocked_in_children():  # the process takes the run's state before a signal reaches it
             proc.start()
         send.close()
         return cls(proc, receive, started)
 
-    def outcome(self) -> AheadOutcome:
-        """Wait for the solve (a signal the driver got is handed on once); its outcome."""
+    def outcome(self, progress: Progress, t_end: float) -> AheadOutcome:
+        """Wait for the solve (a signal the driver got is handed on once), its progress on the driver's
+        bar (the process reports its t: a bar it drew itself would cross the driver's start block);
+        its outcome."""
+        progress.start("flow", t_end)
         with signals.deferred(raise_at_end=False):
-            while not self.conn.poll(POLL_S):
+            while True:
+                if self.conn.poll(POLL_S):
+                    try:
+                        message = pickle.loads(self.conn.recv_bytes())
+                    except (EOFError, OSError):  # ended without a word: killed
+                        break
+                    if message[0] == "t":
+                        progress(message[1])
+                        continue
+                    self.end()
+                    return AheadOutcome(*message[1:])
                 sig = signals.received()
                 if sig is not None and not self.signalled:
                     self.signalled = True
                     kill(self.proc.pid, sig)
-                if not self.proc.is_alive() and not self.conn.poll():
-                    break
-            try:
-                outcome = AheadOutcome(*pickle.loads(self.conn.recv_bytes()))
-            except (EOFError, OSError):  # ended without a word: killed
-                self.proc.join()
-                message = f"the flow's process ended with exit code {self.proc.exitcode} before reporting"
-                outcome = AheadOutcome(Status.SOLVER_FAILED, None, message, f"flow: {message}")
             self.end()
-        return outcome
+        message = f"the flow's process ended with exit code {self.proc.exitcode} before reporting"
+        return AheadOutcome(Status.SOLVER_FAILED, None, message, f"flow: {message}")
 
     def seconds(self) -> float:
         """Since the solve started."""
@@ -129,7 +133,70 @@ class FlowAhead:
         self.conn.close()
 
 
-def _solve_here(send, receive, plan, all_t: torch.Tensor, progress: Progress) -> None:
+_early: list[tuple[FlowAhead, tuple]] = []  # started by the command line's check, for its run to claim
+
+
+def start_early(plan) -> None:
+    """The command line's check of a single run (:func:`dlnlab.lab.cli.preflight`) calls this with the
+    plan before it imports Lightning (to check the logger's class): the solve starts there, 2 s before
+    the run itself would start it, and the run claims it (:func:`claim`) when its inputs are the same."""
+    if not goes_ahead(plan) or _lightning_imported():
+        return
+    all_t = _times(plan)
+    for ahead, _ in _early:
+        ahead.end()
+    _early[:] = [(FlowAhead.start(plan, all_t), _inputs(plan, all_t))]
+    if len(_early) == 1 and not _registered:
+        atexit.register(_end_early)  # before multiprocessing's own exit handler joins its children
+        _registered.append(True)
+
+
+def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
+    """The solve :func:`start_early` started, if its inputs are this run's (the same problem, initial
+    weights, times and solver); else None (and it is ended)."""
+    if not _early:
+        return None
+    (ahead, inputs), = _early
+    _early.clear()
+    if _same(inputs, _inputs(plan, all_t)):
+        return ahead
+    ahead.end()
+    return None
+
+
+_registered: list[bool] = []
+
+
+def _lightning_imported() -> bool:  # then nothing is left to overlap with
+    return "lightning" in sys.modules
+
+
+def _end_early() -> None:
+    for ahead, _ in _early:
+        ahead.end()
+    _early.clear()
+
+
+def _times(plan) -> torch.Tensor:
+    from dlnlab.flow import time_grid
+    from dlnlab.lab.runner._times import SeriesTimes
+
+    return SeriesTimes.of(plan, time_grid(plan.cfg.flow.t_max, dt=plan.cfg.log.dt)).all_t
+
+
+def _inputs(plan, all_t: torch.Tensor) -> tuple:
+    problem = plan.device_problem
+    return (problem.X, problem.Y, flow_theta0(plan), all_t, tuple(plan.cfg.model.dims), plan.solver)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return all(
+        (torch.equal(x, y) if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) else x == y)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _solve_here(send, receive, plan, all_t: torch.Tensor) -> None:
     """In the forked process: the driver's integrate call, its outcome on the pipe. Pickled by plain
     pickle, the tensors' bytes inline: multiprocessing's own pickler hands a tensor over as shared memory
     that this process must keep alive until the driver has read it (it did not: the driver's read
@@ -139,26 +206,41 @@ def _solve_here(send, receive, plan, all_t: torch.Tensor, progress: Progress) ->
     end_with_parent()
     torch.set_num_threads(1)  # as the driver's solve (and a pool a fork may have broken is never entered)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a signal from here on stops the solve
-    progress.start("flow", float(all_t[-1]))  # left open: the driver's bar takes its line when it records
     try:
         with signals.deferred(raise_at_end=False):
             res = flowmod.integrate(
                 plan.device_problem, Layout(tuple(plan.cfg.model.dims)), flow_theta0(plan), all_t,
-                plan.solver, progress=progress, stop=lambda: signals.received() is not None,
+                plan.solver, progress=_Reports(send, float(all_t[-1])), stop=lambda: signals.received() is not None,
             )  # fmt: skip
-        message = (Status.OK, res, "", None)
+        message = ("outcome", Status.OK, res, "", None)
     except flowmod.FlowSolverError as err:
-        message = (Status.SOLVER_FAILED, err.result, str(err), str(err))
+        message = ("outcome", Status.SOLVER_FAILED, err.result, str(err), str(err))
     except flowmod.FlowInterrupted as err:
-        message = (Status.INTERRUPTED, err.result, err.result.message, None)
+        message = ("outcome", Status.INTERRUPTED, err.result, err.result.message, None)
     except KeyboardInterrupt:
-        message = (Status.INTERRUPTED, None, "interrupted", None)
+        message = ("outcome", Status.INTERRUPTED, None, "interrupted", None)
     except Exception as err:  # noqa: BLE001 - e.g. out of memory: recorded as the driver's own solve would
         text = f"{type(err).__name__}: {err}"
-        message = (Status.SOLVER_FAILED, None, text, f"flow: {text}")
+        message = ("outcome", Status.SOLVER_FAILED, None, text, f"flow: {text}")
     try:
         with signals.deferred(raise_at_end=False):
             send.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
             send.close()
     except OSError:  # the driver is gone
         pass
+
+
+class _Reports:
+    """integrate's progress in the process: t to the driver, at most every 1/200 of the horizon (a
+    few kB in all: the pipe never fills while the driver imports)."""
+
+    def __init__(self, send, t_end: float) -> None:
+        self.send, self.step, self.last = send, t_end / 200, -float("inf")
+
+    def __call__(self, t: float, t_end: float | None = None) -> None:
+        if t - self.last >= self.step:
+            self.last = t
+            try:
+                self.send.send_bytes(pickle.dumps(("t", float(t))))
+            except OSError:  # the driver is gone
+                pass

@@ -150,9 +150,7 @@ def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
 def _take(ctx: SeriesContext, ahead: FlowAhead, stream, entry: dict):
     """The solve started ahead of Lightning's import (:mod:`dlnlab.lab.runner._ahead`), recorded as
     :func:`_solve` records its own: the same entry, warning and rows for the recorder."""
-    outcome = ahead.outcome()
-    reached = float(outcome.result.t[-1]) if outcome.result is not None and len(outcome.result.t) else 0.0
-    ctx.progress.start("flow", float(ctx.plan.cfg.flow.t_max), at=reached)  # on the line the process's bar left
+    outcome = ahead.outcome(ctx.progress, float(ctx.plan.cfg.flow.t_max))
     if outcome.status != Status.OK:
         entry.update(status=outcome.status)
     entry["message"] = outcome.message
