@@ -139,7 +139,22 @@ def critical_point(
     output: b >= a + 3); otherwise a ValueError says so.
     """
     layout = as_layout(dims)
-    h = layout.depth
+    s = _checked_modes(problem, layout, modes)
+    gen = torch.Generator().manual_seed(int(seed))
+    ps = problem.critical_product(s)
+    frames, amp = _learnt_frames(problem, layout, ps, len(s), gen)
+    mix = _mixing(layout.depth, len(s), balanced, gen, problem.X.dtype)
+    ws = _learnt_chain(frames, amp, mix, problem.X.dtype)
+    if layer_ranks is None:
+        return ws
+    ranks, extra = _extra_ranks(layout, len(s), layer_ranks)
+    _add_extra_channels(problem, layout, ws, frames, s, extra, amp, chain_extra, extra_scale)
+    _check_critical(problem, layout, ws, ps, ranks)
+    return ws
+
+
+def _checked_modes(problem: RegressionProblem, layout: Layout, modes: Iterable[int]) -> list[int]:
+    """S = ``modes``, sorted; ValueError when the dims do not fit the data or S does not fit through them."""
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
         raise ValueError(
             f"dims {list(layout.dims)} do not fit the data (d_x={problem.d_x}, d_y={problem.d_y})"
@@ -148,36 +163,55 @@ def critical_point(
     bad = [k for k in s if not 0 <= k < problem.n_modes]
     if bad:
         raise ValueError(f"modes must be in 0..{problem.n_modes - 1}, got {bad}")
-    r = len(s)
-    if r > layout.r_max:
+    if len(s) > layout.r_max:
         raise ValueError(
-            f"{r} modes do not fit through rank r_max = {layout.r_max} (dims {list(layout.dims)})"
+            f"{len(s)} modes do not fit through rank r_max = {layout.r_max} (dims {list(layout.dims)})"
         )
+    return s
+
+
+def _learnt_frames(
+    problem: RegressionProblem, layout: Layout, ps: Tensor, r: int, gen: torch.Generator
+) -> tuple[list[Tensor], Tensor]:
+    """The frames Q_0 = V_S, random orthonormal Q_j (d_j, r) (drawn from ``gen``), Q_h = U_S of the thin
+    SVD P_S = U_S diag(sigma) V_S^T, and the layer amplitudes sigma^(1/h) (r,)."""
     dtype = problem.X.dtype
-    gen = torch.Generator().manual_seed(int(seed))
-    ps = problem.critical_product(s)
     u, sig, vh = torch.linalg.svd(ps, full_matrices=False)
     u_s, sig, v_s = u[:, :r], sig[:r], vh[:r].T
-    amp = sig ** (1.0 / h) if r else sig
+    amp = sig ** (1.0 / layout.depth) if r else sig
     frames = [v_s] + [haar_orthonormal(d, r, gen, dtype) for d in layout.dims[1:-1]] + [u_s]
+    return frames, amp
+
+
+def _mixing(h: int, r: int, balanced: bool, gen: torch.Generator, dtype) -> list[Tensor]:
+    """G_0..G_h (r, r): identities when balanced, else random well-conditioned G_1..G_{h-1} (singular
+    values in [1/2, 2], drawn from ``gen`` after the frames) between identities at the ends."""
     if balanced or r == 0:
-        mix = [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
-    else:
-        mix = [torch.eye(r, dtype=dtype)]
-        for _ in range(h - 1):
-            o1, o2 = haar_orthonormal(r, r, gen, dtype), haar_orthonormal(r, r, gen, dtype)
-            scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
-            mix.append((o1 * scale) @ o2.T)
-        mix.append(torch.eye(r, dtype=dtype))
+        return [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
+    mix = [torch.eye(r, dtype=dtype)]
+    for _ in range(h - 1):
+        o1, o2 = haar_orthonormal(r, r, gen, dtype), haar_orthonormal(r, r, gen, dtype)
+        scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
+        mix.append((o1 * scale) @ o2.T)
+    mix.append(torch.eye(r, dtype=dtype))
+    return mix
+
+
+def _learnt_chain(frames: Sequence[Tensor], amp: Tensor, mix: Sequence[Tensor], dtype) -> list[Tensor]:
+    """W_j = Q_j G_j diag(amp) G_{j-1}^{-1} Q_{j-1}^T, j = 1..h."""
+    r = amp.numel()
     ws = []
-    for j in range(1, h + 1):
+    for j in range(1, len(frames)):
         core = (
             mix[j] @ torch.diag(amp) @ torch.linalg.inv(mix[j - 1]) if r else torch.zeros(0, 0, dtype=dtype)
         )
         ws.append(frames[j] @ core @ frames[j - 1].T)
-    if layer_ranks is None:
-        return ws
+    return ws
 
+
+def _extra_ranks(layout: Layout, r: int, layer_ranks: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(rho_j, rho_j - r) for j = 1..h; ValueError when a rank is below r or does not fit W_j."""
+    h = layout.depth
     ranks = [int(x) for x in layer_ranks]
     if len(ranks) != h:
         raise ValueError(f"layer_ranks needs {h} entries (one per W_j), got {len(ranks)}")
@@ -189,6 +223,24 @@ def critical_point(
                 f"layer_ranks[{j - 1}] = {ranks[j - 1]}: W_{j} can have rank {r}..{r + cap} at a "
                 f"critical point of {r} modes"
             )
+    return ranks, extra
+
+
+def _add_extra_channels(
+    problem: RegressionProblem,
+    layout: Layout,
+    ws: list[Tensor],
+    frames: Sequence[Tensor],
+    s: list[int],
+    extra: list[int],
+    amp: Tensor,
+    chain_extra: bool,
+    extra_scale: float | None,
+) -> None:
+    """Add rank extra[j-1] to W_j in place, in the channels orthogonal to the learnt frames (W_1 reads
+    the unlearnt input modes first, W_h writes the unlearnt output modes first)."""
+    h = layout.depth
+    r = len(s)
     unl = [k for k in range(problem.n_modes) if k not in s]
     w_in = problem.sxx_pinv_sqrt @ problem.mode_v[:, unl] if unl else None
     comp = [_complement(frames[0], w_in)]
@@ -207,6 +259,14 @@ def critical_point(
         if off + e > comp[j - 1].shape[1]:
             raise ValueError(f"no room for {e} unchained extra channels in W_{j}")
         ws[j - 1] = ws[j - 1] + c * comp[j][:, :e] @ comp[j - 1][:, off : off + e].T
+
+
+def _check_critical(
+    problem: RegressionProblem, layout: Layout, ws: Sequence[Tensor], ps: Tensor, ranks: list[int]
+) -> None:
+    """ValueError unless ws is a critical point with P = P_S (the extra channels may connect the
+    unlearnt input and output modes)."""
+    h = layout.depth
     g = problem.gradient_theta(pack(ws), layout)
     pd = float(problem.product_distance(product(ws), ps))
     s1 = _s1(problem)
@@ -216,7 +276,6 @@ def critical_point(
             f"is not a critical point (||grad L|| = {float(g.norm()):.3g}, ||P - P_S|| = {pd:.3g}); "
             "leave a rank-r layer between the extra chains from the input and to the output"
         )
-    return ws
 
 
 # ------------------------------------------------------------------------------------------------
