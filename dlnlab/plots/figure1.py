@@ -11,6 +11,7 @@ Everything comes from the runs' files (problem.npz, series/flow.npz, summary.jso
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,10 +165,34 @@ def _row(subfig, run: RunData, log_time: bool) -> dict:
     sel = t > 0 if log_time else np.ones(len(t), bool)
     x0 = float(t[sel][0]) if log_time and sel.any() else 0.0
     xlabel = "time $t$ (log scale)" if log_time else "time $t$"
+    axes = _TimeAxes(t=t, sel=sel, x0=x0, t_max=t_max, log_time=log_time, xlabel=xlabel)
+    info["shaded"] = _loss_panel(axs[0], run, axes)
+    _sv_A_panel(axs[1], run, axes)
+    info.update(_mode_panel(axs[2], run, axes))
+    return info
 
-    # loss with the plateau levels
-    ax = axs[0]
-    loss = flow.get("loss")
+
+@dataclass(frozen=True)
+class _TimeAxes:
+    """The time axis a row's panels share: t (T,), the rows drawn (sel), the x range and its label."""
+
+    t: np.ndarray
+    sel: np.ndarray
+    x0: float
+    t_max: float
+    log_time: bool
+    xlabel: str
+
+    def apply(self, ax) -> None:
+        ax.set_xlim(self.x0, self.t_max)
+        if self.log_time:
+            ax.set_xscale("log")
+
+
+def _loss_panel(ax, run: RunData, axes: _TimeAxes) -> bool:
+    """The loss with the plateau levels; whether plateaus were shaded."""
+    t, sel = axes.t, axes.sel
+    loss = run.flow.get("loss")
     ok = sel & np.isfinite(loss) & (loss > 0)
     ax.plot(t[ok], loss[ok], color="k", lw=1.1, zorder=4)
     ax.set_yscale("log")
@@ -177,20 +202,20 @@ def _row(subfig, run: RunData, log_time: bool) -> dict:
     lim = log_limits([loss[ok]], decades=14)
     if lim:
         ax.set_ylim(max(lim[0], floor or 0.0), lim[1])
-    ax.set_xlim(x0, t_max)
-    if log_time:
-        ax.set_xscale("log")
+    axes.apply(ax)
     level_lines(ax, run.critical_values, log=True)
     shaded = shade_plateaus(ax, run)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(axes.xlabel)
     ax.set_ylabel("loss $L$")
     ax.set_title("loss (dashed: plateau levels $L^*_r$)", fontsize=7.5)
-    info["shaded"] = shaded
     _facts_box(ax, run)
+    return shaded
 
-    # singular values of A
-    ax = axs[1]
-    sv_a = flow.get("sv_A")
+
+def _sv_A_panel(ax, run: RunData, axes: _TimeAxes) -> None:
+    """The singular values of A, coloured by the mode they carry once balanced (dotted: m_k^(1/h))."""
+    t, sel = axes.t, axes.sel
+    sv_a = run.flow.get("sv_A")
     balanced_end = False
     if sv_a is not None and sv_a.ndim == 2:
         colors = _sv_A_colors(run, sv_a)
@@ -205,21 +230,23 @@ def _row(subfig, run: RunData, log_time: bool) -> dict:
         for k, m in enumerate(run.modes):
             if run.depth and balanced_end:
                 ax.axhline(m ** (1.0 / run.depth), color=mode_color(k), ls=":", lw=0.7, zorder=0)
-        ax.set_xlim(x0, t_max)
-        if log_time:
-            ax.set_xscale("log")
+        axes.apply(ax)
         ax.set_ylim(bottom=0)
         shade_plateaus(ax, run)
     else:
         no_data(ax, "no singular values of A recorded")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(axes.xlabel)
     ax.set_ylabel("singular values of $A$")
     dotted = sv_a is not None and sv_a.ndim == 2 and balanced_end
     ax.set_title("singular values of $A$" + (" (dotted: $m_k^{1/h}$)" if dotted else ""), fontsize=7.5)
 
-    # mode strengths with the reference mode solution and its escape times
-    ax = axs[2]
-    ms = flow.get("mode_strength")
+
+def _mode_panel(ax, run: RunData, axes: _TimeAxes) -> dict:
+    """The mode strengths with the reference mode solution and its escape times; {has_ref, ref_half}
+    when drawn."""
+    t, sel, x0, t_max, log_time = axes.t, axes.sel, axes.x0, axes.t_max, axes.log_time
+    info = {}
+    ms = run.flow.get("mode_strength")
     if ms is not None and ms.ndim == 2:
         tt = np.geomspace(max(x0, 1e-3), t_max, 800) if log_time else np.linspace(0.0, t_max, 800)
         refs = {r["k"]: r for r in (reference_modes(run, tt) or [])}
@@ -241,13 +268,11 @@ def _row(subfig, run: RunData, log_time: bool) -> dict:
                     ax.plot([r["t_half"]], [s / 2], "o", mfc="white", mec=c, ms=4, mew=0.9, zorder=6)
         info["has_ref"] = bool(refs)
         info["ref_half"] = any(r["t_half"] is not None for r in refs.values())
-        ax.set_xlim(x0, t_max)
-        if log_time:
-            ax.set_xscale("log")
+        axes.apply(ax)
         shade_plateaus(ax, run)
     else:
         no_data(ax, "no mode strengths recorded")
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(axes.xlabel)
     ax.set_ylabel("mode strength $u_k^\\top P\\, v_k$")
     ax.set_title("modes (dashed: aligned reference)", fontsize=7.5)
     return info
@@ -283,6 +308,55 @@ def _facts_box(ax, run: RunData) -> None:
         )
 
 
+def _network_row(top, near: RunData) -> None:
+    """(a) the network as a graph and its adjacency matrix at the end of the near run, one colour scale."""
+    a, when = final_adjacency(near)
+    vmax = float(np.quantile(np.abs(a[a != 0]), 0.99)) if np.any(a != 0) else 1.0
+    norm = Normalize(-vmax, vmax)
+    ax_g, ax_a = top.subplots(1, 2, width_ratios=[2.3, 1.0])
+    draw_network(ax_g, near.dims, a, norm=norm)
+    im = draw_adjacency(ax_a, near.dims, a, norm)
+    ax_a.set_title(f"adjacency matrix $A$ ({when})", fontsize=7.5)
+    cb = top.colorbar(im, ax=[ax_g, ax_a], shrink=0.75, aspect=22, pad=0.01, extend="both")
+    cb.set_label("$A_{ij}$ (edge weight)", fontsize=7)
+    cb.ax.tick_params(labelsize=6.5)
+    dims = near.dims
+    hidden = sorted(set(dims[1:-1]))
+    top.suptitle(
+        f"(a) the network as a graph, from its adjacency matrix $A$: $h = {len(dims) - 1}$, "
+        f"$d_x = {dims[0]}$, hidden width{'s' if len(hidden) > 1 else ''} {', '.join(map(str, hidden))}, "
+        f"$d_y = {dims[-1]}$",
+        x=0.01,
+        ha="left",
+        fontsize=8,
+        fontweight="bold",
+    )
+
+
+def _mode_legend(bot, near: RunData, far: RunData, info_b: dict, info_c: dict) -> None:
+    """One legend for the mode panels of both runs, below everything."""
+    q = max(len(near.modes), len(far.modes))
+    handles = [
+        Line2D([], [], color=mode_color(k), lw=1.2, label=f"mode {k + 1}: $m_{k + 1} = {m:g}$")
+        for k, m in enumerate((near.modes if len(near.modes) >= len(far.modes) else far.modes)[:q])
+    ]
+    rules = {reference_rule(near), reference_rule(far)}
+    rule = rules.pop() if len(rules) == 1 else "$u_0$ per run"
+    handles.append(
+        Line2D([], [], color="0.3", ls=(0, (3, 1.6)), lw=0.8, label=f"aligned reference $u_k(t)$, {rule}")
+    )
+    handles.append(
+        Line2D([], [], marker="o", color="0.3", ms=4, mec="white", ls="none", label="flow: $u_k = m_k/2$")
+    )
+    if info_b.get("ref_half") or info_c.get("ref_half"):
+        handles.append(
+            Line2D([], [], marker="o", mfc="white", mec="0.3", ms=4, ls="none", label="reference escape time")
+        )
+    if info_b.get("shaded") or info_c.get("shaded"):
+        handles.append(Patch(facecolor=PLATEAU_COLOR, alpha=0.2, lw=0, label="plateaus detected in the run"))
+    bot.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
+
+
 def figure1(
     near_dir: str | Path,
     far_dir: str | Path,
@@ -300,29 +374,7 @@ def figure1(
         fig = new_figure((7.2, 7.9))
         top, mid, bot = fig.subfigures(3, 1, height_ratios=[1.12, 1.0, 1.0], hspace=0.02)
 
-        # (a) the network and its adjacency matrix
-        a, when = final_adjacency(near)
-        vmax = float(np.quantile(np.abs(a[a != 0]), 0.99)) if np.any(a != 0) else 1.0
-        norm = Normalize(-vmax, vmax)
-        ax_g, ax_a = top.subplots(1, 2, width_ratios=[2.3, 1.0])
-        lc = draw_network(ax_g, near.dims, a, norm=norm)
-        im = draw_adjacency(ax_a, near.dims, a, norm)
-        ax_a.set_title(f"adjacency matrix $A$ ({when})", fontsize=7.5)
-        cb = top.colorbar(im, ax=[ax_g, ax_a], shrink=0.75, aspect=22, pad=0.01, extend="both")
-        cb.set_label("$A_{ij}$ (edge weight)", fontsize=7)
-        cb.ax.tick_params(labelsize=6.5)
-        dims = near.dims
-        hidden = sorted(set(dims[1:-1]))
-        top.suptitle(
-            f"(a) the network as a graph, from its adjacency matrix $A$: $h = {len(dims) - 1}$, "
-            f"$d_x = {dims[0]}$, hidden width{'s' if len(hidden) > 1 else ''} {', '.join(map(str, hidden))}, "
-            f"$d_y = {dims[-1]}$",
-            x=0.01,
-            ha="left",
-            fontsize=8,
-            fontweight="bold",
-        )
-        _ = lc
+        _network_row(top, near)
 
         # (b), (c): the two runs
         info_b = _row(mid, near, log_time=False)
@@ -342,31 +394,7 @@ def figure1(
             fontweight="bold",
         )
 
-        # one legend for the mode panels, below everything
-        q = max(len(near.modes), len(far.modes))
-        handles = [
-            Line2D([], [], color=mode_color(k), lw=1.2, label=f"mode {k + 1}: $m_{k + 1} = {m:g}$")
-            for k, m in enumerate((near.modes if len(near.modes) >= len(far.modes) else far.modes)[:q])
-        ]
-        rules = {reference_rule(near), reference_rule(far)}
-        rule = rules.pop() if len(rules) == 1 else "$u_0$ per run"
-        handles.append(
-            Line2D([], [], color="0.3", ls=(0, (3, 1.6)), lw=0.8, label=f"aligned reference $u_k(t)$, {rule}")
-        )
-        handles.append(
-            Line2D([], [], marker="o", color="0.3", ms=4, mec="white", ls="none", label="flow: $u_k = m_k/2$")
-        )
-        if info_b.get("ref_half") or info_c.get("ref_half"):
-            handles.append(
-                Line2D(
-                    [], [], marker="o", mfc="white", mec="0.3", ms=4, ls="none", label="reference escape time"
-                )
-            )
-        if info_b.get("shaded") or info_c.get("shaded"):
-            handles.append(
-                Patch(facecolor=PLATEAU_COLOR, alpha=0.2, lw=0, label="plateaus detected in the run")
-            )
-        bot.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
+        _mode_legend(bot, near, far, info_b, info_c)
         for path in (png, pdf):
             if path is not None:
                 with atomic_path(path) as tmp:
