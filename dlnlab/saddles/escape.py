@@ -21,14 +21,9 @@ from torch import Tensor
 
 from dlnlab.network import as_layout, pack, prefix_products, product, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.saddles.critical import (
-    ClassifyTolerances,
-    _as_theta,
-    _hessian,
-    _lambda_extremes,
-    _suffix_products,
-)
+from dlnlab.saddles.critical import ClassifyTolerances, _as_theta, _suffix_products
 from dlnlab.saddles.plateaus import _modes_np, _s1
+from dlnlab.saddles.snap import _hessian, _lambda_extremes
 
 __all__ = ["EscapeDirections", "escape_directions"]
 
