@@ -96,7 +96,7 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
         ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
                     label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
         _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
-    from dlnlab.plots._panels import lr_axis
+    from dlnlab.plots import lr_axis
 
     lr_axis(ax, [*lrs, *lim["lrs"]])
     ax.set_xlabel("learning rate $\\eta$")
@@ -159,7 +159,7 @@ def _spread_panel(ax, sgd: dict) -> None:
     err = sme["sampling_error"]
     ax.axhspan(1 - err, 1 + err, color="0.85", lw=0, label=f"1 +- sampling error {err:.2f}")
     ax.axhline(1.0, color="k", lw=0.6)
-    from dlnlab.plots._panels import lr_axis
+    from dlnlab.plots import lr_axis
 
     lr_axis(ax, lrs)
     ax.set_xlabel("learning rate $\\eta$")
@@ -284,7 +284,7 @@ def _configs(ap: ScriptParser, args) -> dict:
 
 
 def _draw(runs: Path, res: dict, out: Path) -> None:
-    from dlnlab.plots._style import new_figure, style
+    from dlnlab.plots import new_figure, style
     from dlnlab.rundir import atomic_path
 
     with style():

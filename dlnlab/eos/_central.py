@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -61,7 +61,10 @@ CENTRAL_SOLVER = Solver("rk45", rtol=1e-9, atol=1e-12)
 @dataclass(frozen=True)
 class CentralPoint:
     """The central flow at one theta. eigenvalues (m,) and vectors (p, m): the critical eigenpairs,
-    descending; X (m, m) >= 0 with Sigma = U X U^T; velocity (p,) dtheta/dt; gradient (p,) grad L."""
+    descending; X (m, m) >= 0 with Sigma = U X U^T; velocity (p,) dtheta/dt; gradient (p,) grad L;
+    pair_gradients K (m, m, p), K_ab = grad_theta (u_a^T H u_b) (K_aa = grad lambda_a); shift: 0 where
+    X was solved at theta itself, else the length of the step onto the edge where
+    :meth:`CentralFlow.recorded_point` solved it (everything else is at theta)."""
 
     loss: float
     sharpness: float
@@ -72,6 +75,8 @@ class CentralPoint:
     residual: float
     velocity: Tensor
     gradient: Tensor
+    pair_gradients: Tensor
+    shift: float = 0.0
 
     @property
     def n_critical(self) -> int:
@@ -146,14 +151,45 @@ class CentralFlow:
         loss, grads = self.problem.loss_and_gradient(unpack(theta, self.layout))
         g = torch.cat([w.reshape(-1) for w in grads])
         if lam.numel() == 0:
-            sol = solve_sigma(g.new_zeros(0, 0, g.numel()), g, lam)
+            pairs = g.new_zeros(0, 0, g.numel())
+            sol = solve_sigma(pairs, g, lam)
             velocity = -g
         else:
             pairs = pair_curvature_gradients(self.problem, theta, self.layout, vecs)
             sol = solve_sigma(pairs, g, self.threshold - lam, self.inv_delta)
             velocity = -(g + 0.5 * torch.einsum("abp,ab->p", pairs, sol.X))
         return CentralPoint(
-            float(loss), eig.sharpness, lam, vecs, sol.X, sol.method, sol.residual, velocity, g
+            float(loss), eig.sharpness, lam, vecs, sol.X, sol.method, sol.residual, velocity, g, pairs
+        )
+
+    def recorded_point(self, theta: Tensor, rtol: float, atol: float) -> CentralPoint:
+        """:meth:`point` at theta, a state of a solve at tolerances rtol / atol, with X (Sigma, and so
+        the predicted loss and variance) solved on the edge wherever theta is on it to that accuracy.
+
+        On the edge the lookahead term makes X depend on 2/eta - lambda_a through 1/delta: a state
+        error e moves X_aa by about 2 <grad lambda_a, e> / (delta ||grad lambda_a||^2), which near a
+        minimum, where the true X falls like ||grad L||, outgrows X and switches it on and off from one
+        output point to the next. A critical eigenvalue whose gap |2/eta - lambda_a| is within
+        sum_i |d lambda_a / d theta_i| (atol + rtol |theta_i|), the most a state error within one
+        step's tolerance moves it, is taken as on the edge: X is solved one Newton step away, at the
+        nearest theta with those eigenvalues exactly at 2/eta (to second order in the gap). The
+        sharpness, the loss, the velocity and the vectors stay theta's."""
+        here = self.point(theta)
+        if here.n_critical == 0:
+            return here
+        grads = torch.diagonal(here.pair_gradients).T  # (m, p): grad lambda_a
+        gaps = self.threshold - here.eigenvalues
+        band = grads.abs() @ (atol + rtol * theta.abs())
+        near = gaps.abs() <= band
+        if not bool(near.any()):
+            return here
+        # the least-norm step with <grad lambda_a, step> = gap_a for the eigenvalues on the edge
+        step = torch.linalg.lstsq(grads[near], gaps[near].unsqueeze(-1), driver="gelsd").solution[:, 0]
+        there = self.point(theta + step)
+        if there.n_critical != here.n_critical:  # an eigenvalue crossed fraction x 2/eta: keep theta's
+            return here
+        return replace(
+            here, X=there.X, method=there.method, residual=there.residual, shift=float(step.norm())
         )
 
     def __call__(self, t, theta: Tensor) -> Tensor:
@@ -209,9 +245,12 @@ def _intervals(t: Tensor, active: Tensor) -> list[tuple[float, float]]:
     return out
 
 
-def describe(field: CentralFlow, trajectory: Trajectory) -> CentralFlowResult:
-    """The per-point quantities of a central-flow trajectory (one evaluation per output point)."""
-    points = [field.point(th) for th in trajectory.theta]
+def describe(
+    field: CentralFlow, trajectory: Trajectory, solver: Solver = CENTRAL_SOLVER
+) -> CentralFlowResult:
+    """The per-point quantities of a central-flow trajectory solved by ``solver`` (one evaluation per
+    output point, two on the edge: :meth:`CentralFlow.recorded_point`)."""
+    points = [field.recorded_point(th, solver.rtol, solver.atol) for th in trajectory.theta]
 
     def col(name: str) -> Tensor:
         return torch.tensor([getattr(pt, name) for pt in points], dtype=torch.float64)
@@ -257,4 +296,4 @@ def integrate_central(
         raise ArgumentError("theta0", "the central flow takes one net, theta0 of shape (p,)")
     field = CentralFlow(problem, dims, lr, k=k, fraction=fraction, lookahead=lookahead, dense_max=dense_max)
     traj = integrate(problem, field.layout, theta0, t_eval, solver, progress=progress, stop=stop, field=field)
-    return describe(field, traj)
+    return describe(field, traj, solver)

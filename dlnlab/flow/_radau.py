@@ -10,9 +10,10 @@ one evaluation of the batch (the three stages of all members at once). With scip
 scipy's evaluations and Jacobians member for member (tested). What differs, each measured on the
 Figure 1 net (docs/performance.md, "Batched stiff flows"):
 
-* The linear systems. The Jacobian -H(theta) is symmetric: kept as Q diag(lam) Q^T (one ``eigh`` per
-  member and Jacobian), (mu / h I - J)^(-1) = (h / mu) (I + Q diag(c lam / (1 - c lam)) Q^T) with
-  c = h / mu, for the real mu and the complex one alike: no factorisation for a new step size (scipy's
+* The linear systems (``_radau_linalg.py``). The Jacobian -H(theta) is symmetric: kept as
+  Q diag(lam) Q^T (one ``eigh`` per member and Jacobian), (mu / h I - J)^(-1) =
+  (h / mu) (I + Q diag(c lam / (1 - c lam)) Q^T) with c = h / mu, for the real mu and the complex one
+  alike: no factorisation for a new step size (scipy's
   Radau factorises two p x p matrices, one complex, whenever h changes). A solve keeps only the
   eigenpairs with |c lam| > ``NEGLECT`` (the others change it by less than that fraction), in float32:
   it only steers the iteration, whose residuals are float64.
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 
 from dlnlab.flow._members import jacobian_eigen, solve_members
+from dlnlab.flow._radau_linalg import MU_COMPLEX, MU_REAL, EigenbasisSolve
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
 
@@ -48,8 +50,6 @@ __all__ = ["integrate_radau"]
 S6 = 6**0.5
 C = np.array([(4 - S6) / 10, (4 + S6) / 10, 1.0])  # the stage times
 E = np.array([-13 - 7 * S6, -13 + 7 * S6, -1.0]) / 3  # the error estimate's weights on Z
-MU_REAL = 3 + 3 ** (2 / 3) - 3 ** (1 / 3)  # the eigenvalues of A^(-1)
-MU_COMPLEX = 3 + 0.5 * (3 ** (1 / 3) - 3 ** (2 / 3)) - 0.5j * (3 ** (5 / 6) + 3 ** (7 / 6))
 T = np.array([
     [0.09443876248897524, -0.14125529502095421, 0.03002919410514742],
     [0.25021312296533332, 0.20412935229379994, -0.38294211275726192],
@@ -80,7 +80,7 @@ NEWTON_FRACTION = 1e-3  # the Newton iteration stops at this fraction of rtol (s
 JAC_RATE = math.inf  # a new Jacobian after a step whose Newton rate was above this (scipy: 1e-3; see above)
 HOLD = (1.0, 1.0)  # a step-size factor in [HOLD[0], HOLD[1]) is not applied (scipy: [0, 1.2), to spare an LU)
 EARLY = True  # RADAU5's faccon may end the iteration after one correction (scipy: never)
-NEGLECT = 0.01  # eigenpairs with |c lam| at most this are left out of a solve
+NEGLECT = 0.01  # eigenpairs with |c lam| at most this are left out of a solve (read per step)
 
 
 def controller_tolerances(rtol: float, atol: float) -> tuple[float, float]:
@@ -187,52 +187,6 @@ class _Members:
         self.jac_current[members] = True
 
 
-class _Solve:
-    """(mu / h I - J)^(-1) = c (I + Q diag(c lam / (1 - c lam)) Q^T), c = h / mu, for the real mu and the
-    complex one, on the eigenpairs that matter to some member (the rest weigh 0 in the sum). In float32:
-    the Newton corrections and the error estimate need a few digits, the residuals are float64."""
-
-    def __init__(self, s: _Members, h: np.ndarray) -> None:
-        c_real, c_complex = h / MU_REAL, h / MU_COMPLEX
-        keep = s.abs_lam > (NEGLECT * MU_REAL / h)[:, None]  # |c lam| > NEGLECT for the larger |c|
-        k = max(1, int(keep.sum(axis=1).max()))
-        lam, keep = s.lam[:, :k], keep[:, :k]
-        cl_r, cl_c = c_real[:, None] * lam, c_complex[:, None] * lam
-        w_r = np.where(keep, c_real[:, None] * cl_r / (1 - cl_r), 0.0)
-        w_c = np.where(keep, c_complex[:, None] * cl_c / (1 - cl_c), 0.0)
-        self.w = np.stack([w_r, w_c.real, w_c.imag]).astype(np.float32)  # (3, B, k)
-        c = np.stack([c_real, c_complex.real, c_complex.imag])
-        self.c = c.astype(np.float32)[:, :, None]  # (3, B, 1)
-        self.qt = s.qt[:, :k]
-
-    def both(self, r: np.ndarray, members=slice(None)) -> np.ndarray:
-        """r (3, n, p): the real system's right-hand side, then the real and imaginary parts of the
-        complex one's; the solutions (float32) in the same layout, for ``members``."""
-        w, c = self.w[:, members], self.c[:, members]
-        qt = self.qt if isinstance(members, slice) else self.qt[members]
-        r32 = np.empty((r.shape[1], 3, r.shape[2]), dtype=np.float32)
-        r32.transpose(1, 0, 2)[...] = r
-        proj = np.matmul(r32, qt.transpose(0, 2, 1)).transpose(1, 0, 2)  # (3, n, k)
-        u = np.empty((r.shape[1], 3, qt.shape[1]), dtype=np.float32)
-        ut = u.transpose(1, 0, 2)
-        np.multiply(w[0], proj[0], out=ut[0])
-        ut[1] = w[1] * proj[1] - w[2] * proj[2]
-        ut[2] = w[1] * proj[2] + w[2] * proj[1]
-        out = np.matmul(u, qt).transpose(1, 0, 2)  # (3, n, p), the eigenpairs' part
-        r0, r1, r2 = r32.transpose(1, 0, 2)
-        out[0] += c[0] * r0
-        out[1] += c[1] * r1 - c[2] * r2
-        out[2] += c[1] * r2 + c[2] * r1
-        return out
-
-    def real(self, r: np.ndarray, members=slice(None)) -> np.ndarray:
-        """The real system alone, r (n, p), for ``members`` (indices, or a slice: no copies)."""
-        w, qt = self.w[0, members], self.qt[members]
-        r32 = r.astype(np.float32)
-        proj = np.matmul(qt, r32[:, :, None])[..., 0]
-        return self.c[0, members] * r32 + np.matmul((proj * w)[:, None, :], qt)[:, 0]
-
-
 class _Step:
     """One attempted step of every unfinished member: the predictor, the Newton iteration, the error."""
 
@@ -255,7 +209,7 @@ class _Step:
             np.multiply(xi, s.poly[0], out=z[i])
             z[i] += xi * xi * s.poly[1] + xi**3 * s.poly[2] - s.dy_last
         self.z = z
-        self.solve = _Solve(s, h)
+        self.solve = EigenbasisSolve(s.lam, s.abs_lam, s.qt, h, NEGLECT)
 
     def newton(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The simplified Newton iteration of every member on W = TI Z: (converged, iterations, rate);

@@ -34,21 +34,21 @@ class _TorchFunc:
         return self._counter(t, y)
 
 
-def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
-    problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
-    events, progress = run.events, run.progress
-    early = run.initial_event()
-    if early is not None:
-        return early
-    adaptive = solver.method in TORCHDIFFEQ_ADAPTIVE
-    func = _TorchFunc(run.counter, adaptive)
-    user_first_step = "first_step" in solver.options
+class _Odeint:
+    """torchdiffeq.odeint with the run's method, tolerances and options, on the counted right-hand side."""
 
-    def options() -> dict:
+    def __init__(self, run: Run) -> None:
+        self.run, self.solver = run, run.solver
+        self.adaptive = run.solver.method in TORCHDIFFEQ_ADAPTIVE
+        self.func = _TorchFunc(run.counter, self.adaptive)
+        self.user_first_step = "first_step" in run.solver.options
+
+    def options(self) -> dict:
+        solver = self.solver
         opts = dict(solver.options)
-        if adaptive:
-            if not user_first_step and run.counter.last_dt is not None:
-                opts["first_step"] = run.counter.last_dt  # continue with the last accepted step size
+        if self.adaptive:
+            if not self.user_first_step and self.run.counter.last_dt is not None:
+                opts["first_step"] = self.run.counter.last_dt  # continue with the last accepted step size
             return opts
         opts["step_size"] = solver.step_size
         if solver.method == "explicit_adams":
@@ -57,26 +57,29 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
             opts.setdefault("max_order", EXPLICIT_ADAMS_MAX_ORDER)
         return opts
 
-    def odeint_raw(y0: Tensor, times: Tensor, event_fn=None):
+    def raw(self, y0: Tensor, times: Tensor, event_fn=None):
+        solver = self.solver
         return torchdiffeq.odeint(
-            func, y0, times, rtol=solver.rtol, atol=solver.atol, method=solver.method,
-            options=options(), event_fn=event_fn,
+            self.func, y0, times, rtol=solver.rtol, atol=solver.atol, method=solver.method,
+            options=self.options(), event_fn=event_fn,
         )  # fmt: skip
 
-    def odeint(y0: Tensor, times: Tensor, event_fn=None):
+    def __call__(self, y0: Tensor, times: Tensor, event_fn=None):
+        """odeint; a failure raises the run's FlowSolverError."""
         try:
-            return odeint_raw(y0, times, event_fn)
+            return self.raw(y0, times, event_fn)
         except FAILURES as exc:
-            raise run.fail(failure_reason(exc), run.counter.t_reached) from exc
+            raise self.run.fail(failure_reason(exc), self.run.counter.t_reached) from exc
 
-    def chunk(y0: Tensor, idx: int, stop: int) -> Tensor:
+    def chunk(self, y0: Tensor, idx: int, stop: int) -> Tensor:
         """Output points idx+1..stop. On a failure, first recover the points the solver had passed by
         replaying the chunk up to them (same start and first step, hence the same steps; the replay's
         evaluations count in nfe but not against max_nfe), then raise."""
+        run, t = self.run, self.run.t
         counter = run.counter
         last_dt = counter.last_dt
         try:
-            return odeint_raw(y0, t[idx : stop + 1].to(y0.device))[1:]
+            return self.raw(y0, t[idx : stop + 1].to(y0.device))[1:]
         except FAILURES as exc:
             t_fail, reason, n_steps = counter.t_reached, failure_reason(exc), counter.n_steps
             k = int(torch.searchsorted(t, torch.tensor(t_fail, dtype=torch.float64), right=True)) - 1
@@ -84,7 +87,7 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
                 budget, counter.max_nfe, counter.last_dt = counter.max_nfe, None, last_dt
                 nfe = counter.nfe
                 try:
-                    ys = odeint_raw(y0, t[idx : k + 1].to(y0.device))[1:]
+                    ys = self.raw(y0, t[idx : k + 1].to(y0.device))[1:]
                     finite = torch.isfinite(ys.reshape(ys.shape[0], -1)).all(dim=1)
                     n_ok = ys.shape[0] if finite.all() else int(torch.nonzero(~finite)[0])
                     run.add(ys[:n_ok])
@@ -98,34 +101,51 @@ def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
                     counter.max_nfe, counter.n_steps, counter.t_reached = budget, n_steps, t_fail
             raise run.fail(reason, t_fail) from exc
 
+
+def _first_event(run: Run, odeint: _Odeint, ys: Tensor, y: Tensor, idx: int) -> Trajectory | None:
+    """The run's result at the first event among the output points ys (idx+1.., y at idx), located
+    between the output points around it; None when no event fired in the chunk."""
+    events, problem, layout, t = run.events, run.problem, run.layout, run.t
+    vals = event_values(events, problem, layout, ys)
+    fired = np.nonzero((vals <= 0).any(axis=0))[0]
+    if not fired.size:
+        return None
+    k = int(fired[0])  # first output point past an event
+    run.add(ys[:k])
+    t_lo = float(t[idx + k])
+    y_lo = ys[k - 1] if k > 0 else y
+    t_hi = float(t[idx + k + 1])
+    best = None
+    for i in np.nonzero(vals[:, k] <= 0)[0]:
+        te, ye = _locate_torchdiffeq(odeint, events[i], problem, layout, y_lo, t_lo, t_hi)
+        if best is None or te < best[1]:
+            best = (int(i), te, ye)
+    if best[1] >= t_hi:  # no crossing before t_hi on re-integration: the output point
+        best = (best[0], t_hi, ys[k].clone())
+    return run.event_result(*best)
+
+
+def integrate_torchdiffeq(run: Run, stop=None) -> Trajectory:
+    theta0, t, events, progress = run.outputs[0][0], run.t, run.events, run.progress
+    early = run.initial_event()
+    if early is not None:
+        return early
+    odeint = _Odeint(run)
     y = theta0
     idx, last = 0, len(t) - 1
     size = CHUNK_POINTS_EVENTS if events else CHUNK_POINTS
     while idx < last:
         stop_at = min(idx + size, last)
-        ys = chunk(y, idx, stop_at)
+        ys = odeint.chunk(y, idx, stop_at)
         finite = torch.isfinite(ys.reshape(ys.shape[0], -1)).all(dim=1)
         if not finite.all():
             bad = int(torch.nonzero(~finite)[0])
             run.add(ys[:bad])
             raise run.fail("non-finite state", float(t[idx + 1 + bad]))
         if events:
-            vals = event_values(events, problem, layout, ys)
-            fired = np.nonzero((vals <= 0).any(axis=0))[0]
-            if fired.size:
-                k = int(fired[0])  # first output point past an event
-                run.add(ys[:k])
-                t_lo = float(t[idx + k])
-                y_lo = ys[k - 1] if k > 0 else y
-                t_hi = float(t[idx + k + 1])
-                best = None
-                for i in np.nonzero(vals[:, k] <= 0)[0]:
-                    te, ye = _locate_torchdiffeq(odeint, events[i], problem, layout, y_lo, t_lo, t_hi)
-                    if best is None or te < best[1]:
-                        best = (int(i), te, ye)
-                if best[1] >= t_hi:  # no crossing before t_hi on re-integration: the output point
-                    best = (best[0], t_hi, ys[k].clone())
-                return run.event_result(*best)
+            hit = _first_event(run, odeint, ys, y, idx)
+            if hit is not None:
+                return hit
         run.add(ys)
         y, idx = ys[-1], stop_at
         run.counter.t_reached = max(run.counter.t_reached, float(t[idx]))

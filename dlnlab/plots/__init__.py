@@ -4,11 +4,16 @@
   ``python scripts/plot.py <run dir>`` remakes them.
 - :func:`figure1` draws the seed paper's Figure 1 from a near-origin and a far-from-origin run;
   ``python scripts/figure1.py`` runs both and writes ``figure1.png`` / ``.pdf`` (``--out`` says where).
+- For figures of its own (scripts, the lab's aggregates): :func:`style` (the lab's matplotlib look, a
+  context manager), :func:`new_figure` (an Agg figure of a paper column's size) and :func:`lr_axis`
+  (log-log axes with a tick at each learning rate).
 
 Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the network graph, torch;
 never Lightning or Hydra.
 """
 
+from dlnlab.plots._panels import lr_axis
+from dlnlab.plots._style import new_figure, style
 from dlnlab.plots.figure1 import draw_network, figure1
 from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
 from dlnlab.rundir import RunData, Series, load_run
@@ -21,5 +26,8 @@ __all__ = [
     "draw_network",
     "figure1",
     "load_run",
+    "lr_axis",
     "make_run_figures",
+    "new_figure",
+    "style",
 ]

@@ -92,6 +92,46 @@ def _modified_points(ax, run: RunData, pts, colors) -> list:
     return extra
 
 
+def _fit_and_slope_one(ax, run: RunData, detail: dict, pts: list, ok_pts: list) -> list[Line2D]:
+    """The fitted power law through the learning rates the order used (or why there is none) and a
+    slope-1 guide through the smallest learning rate; their legend entries."""
+    order = run.summary.get("convergence_order")
+    used = [lr for lr in (detail.get("lrs_used") or []) if isinstance(lr, (int, float))]
+    extra = []
+    fit_pts = [(lr, d) for lr, d in ok_pts if any(math.isclose(lr, u, rel_tol=1e-9) for u in used)]
+    if isinstance(order, (int, float)) and math.isfinite(order) and len(fit_pts) >= 2:
+        x = np.log([p[0] for p in fit_pts])
+        c = float(np.mean(np.log([p[1] for p in fit_pts]) - order * x))
+        xs = np.exp(np.linspace(x.min() - 0.25, x.max() + 0.25, 20))
+        ax.plot(xs, np.exp(c) * xs**order, color="0.15", lw=1.0, zorder=3)
+        extra.append(Line2D([], [], color="0.15", lw=1.0, label=f"fit: slope {order:.3f}"))
+    elif detail.get("message"):
+        msg = textwrap.fill(f"no fit: {detail['message']}", 48)
+        ax.text(0.03, 0.97, msg, transform=ax.transAxes, va="top", fontsize=6.5, color="0.3")
+    if ok_pts:  # slope-1 guide through the smallest learning rate
+        lr0, d0 = min(ok_pts)
+        xs = np.exp(np.linspace(math.log(lr0) - 0.25, math.log(max(s.lr for s, _ in pts)) + 0.25, 20))
+        ax.plot(xs, d0 * xs / lr0, color="0.55", ls=":", lw=1.0, zorder=2)
+        extra.append(Line2D([], [], color="0.55", ls=":", lw=1.0, label="slope 1"))
+    return extra
+
+
+def _pairwise_slopes(ax, detail: dict, ok_pts: list) -> None:
+    """Each pairwise slope written between its two learning rates' points."""
+    for p in detail.get("pairwise") or []:
+        try:
+            (a, b), o = p["lrs"], float(p["order"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        da = dict(ok_pts).get(a)
+        db = dict(ok_pts).get(b)
+        if da and db and math.isfinite(o):
+            xm, ym = math.sqrt(a * b), math.sqrt(da * db)
+            ax.annotate(
+                f"{o:.2f}", (xm, ym), xytext=(4, -9), textcoords="offset points", fontsize=6, color="0.3"
+            )
+
+
 def fig_convergence_order(run: RunData) -> Figure:
     fig = new_figure()
     ax = fig.add_subplot()
@@ -116,36 +156,8 @@ def fig_convergence_order(run: RunData) -> Figure:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
     detail = run.summary.get("convergence_order_detail") or {}
-    order = run.summary.get("convergence_order")
-    used = [lr for lr in (detail.get("lrs_used") or []) if isinstance(lr, (int, float))]
-    extra = []
-    fit_pts = [(lr, d) for lr, d in ok_pts if any(math.isclose(lr, u, rel_tol=1e-9) for u in used)]
-    if isinstance(order, (int, float)) and math.isfinite(order) and len(fit_pts) >= 2:
-        x = np.log([p[0] for p in fit_pts])
-        c = float(np.mean(np.log([p[1] for p in fit_pts]) - order * x))
-        xs = np.exp(np.linspace(x.min() - 0.25, x.max() + 0.25, 20))
-        ax.plot(xs, np.exp(c) * xs**order, color="0.15", lw=1.0, zorder=3)
-        extra.append(Line2D([], [], color="0.15", lw=1.0, label=f"fit: slope {order:.3f}"))
-    elif detail.get("message"):
-        msg = textwrap.fill(f"no fit: {detail['message']}", 48)
-        ax.text(0.03, 0.97, msg, transform=ax.transAxes, va="top", fontsize=6.5, color="0.3")
-    if ok_pts:  # slope-1 guide through the smallest learning rate
-        lr0, d0 = min(ok_pts)
-        xs = np.exp(np.linspace(math.log(lr0) - 0.25, math.log(max(s.lr for s, _ in pts)) + 0.25, 20))
-        ax.plot(xs, d0 * xs / lr0, color="0.55", ls=":", lw=1.0, zorder=2)
-        extra.append(Line2D([], [], color="0.55", ls=":", lw=1.0, label="slope 1"))
-    for p in detail.get("pairwise") or []:
-        try:
-            (a, b), o = p["lrs"], float(p["order"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        da = dict(ok_pts).get(a)
-        db = dict(ok_pts).get(b)
-        if da and db and math.isfinite(o):
-            xm, ym = math.sqrt(a * b), math.sqrt(da * db)
-            ax.annotate(
-                f"{o:.2f}", (xm, ym), xytext=(4, -9), textcoords="offset points", fontsize=6, color="0.3"
-            )
+    extra = _fit_and_slope_one(ax, run, detail, pts, ok_pts)
+    _pairwise_slopes(ax, detail, ok_pts)
     extra += _modified_points(ax, run, pts, colors)
     handles = [
         Line2D(

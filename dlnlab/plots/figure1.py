@@ -3,14 +3,14 @@
 (a) the network as a layered graph drawn from its block adjacency matrix A (edges coloured by A_ij),
     beside the matrix A itself; (b) from near the origin and (c) from far from it: the loss with the
     plateau levels L*_r, the singular values of A, and the mode strengths u_k^T P v_k with the aligned
-    reference mode solution and its escape times (the times its mode reaches m_k / 2).
+    reference mode solution and its escape times (the times its mode reaches m_k / 2); a row of (b) or
+    (c) is drawn by ``_flow_row.py``.
 
 Everything comes from the runs' files (problem.npz, series/flow.npz, summary.json).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from dlnlab.plots._common import (
-    first_crossing,
-    level_lines,
-    log_limits,
-    no_data,
-    reference_modes,
     reference_rule,
-    shade_plateaus,
 )
+from dlnlab.plots._flow_row import flow_row
 from dlnlab.plots._style import PLATEAU_COLOR, mode_color, new_figure, style
 from dlnlab.rundir import RunData, atomic_path, load_run
 
@@ -128,159 +123,53 @@ def init_description(run: RunData) -> str:
     return str(kind or "")
 
 
-def _sv_A_colors(run: RunData, sv_a: np.ndarray) -> list:
-    """Colour index i of sv_A by data mode k = i // h when the run ends balanced (the h singular values of
-    group k sit within 8% of m_k^(1/h)); grey otherwise (e.g. an unbalanced end far from the origin)."""
-    h, modes = run.depth, run.modes
-    last = (
-        sv_a[np.flatnonzero(np.isfinite(sv_a).all(axis=1))[-1]]
-        if np.isfinite(sv_a).all(axis=1).any()
-        else None
+def _network_row(top, near: RunData) -> None:
+    """(a) the network as a graph and its adjacency matrix at the end of the near run, one colour scale."""
+    a, when = final_adjacency(near)
+    vmax = float(np.quantile(np.abs(a[a != 0]), 0.99)) if np.any(a != 0) else 1.0
+    norm = Normalize(-vmax, vmax)
+    ax_g, ax_a = top.subplots(1, 2, width_ratios=[2.3, 1.0])
+    draw_network(ax_g, near.dims, a, norm=norm)
+    im = draw_adjacency(ax_a, near.dims, a, norm)
+    ax_a.set_title(f"adjacency matrix $A$ ({when})", fontsize=7.5)
+    cb = top.colorbar(im, ax=[ax_g, ax_a], shrink=0.75, aspect=22, pad=0.01, extend="both")
+    cb.set_label("$A_{ij}$ (edge weight)", fontsize=7)
+    cb.ax.tick_params(labelsize=6.5)
+    dims = near.dims
+    hidden = sorted(set(dims[1:-1]))
+    top.suptitle(
+        f"(a) the network as a graph, from its adjacency matrix $A$: $h = {len(dims) - 1}$, "
+        f"$d_x = {dims[0]}$, hidden width{'s' if len(hidden) > 1 else ''} {', '.join(map(str, hidden))}, "
+        f"$d_y = {dims[-1]}$",
+        x=0.01,
+        ha="left",
+        fontsize=8,
+        fontweight="bold",
     )
-    out = []
-    for i in range(sv_a.shape[1]):
-        k = i // h if h else len(modes)
-        c = "0.6"
-        if last is not None and k < len(modes):
-            target = modes[k] ** (1.0 / h)
-            group = last[k * h : (k + 1) * h]
-            if len(group) == h and np.all(np.abs(group - target) <= 0.08 * target):
-                c = mode_color(k)
-        out.append(c)
-    return out
 
 
-def _row(subfig, run: RunData, log_time: bool) -> dict:
-    """Loss | singular values of A | mode strengths for the flow of one run."""
-    axs = subfig.subplots(1, 3)
-    flow = run.flow
-    info = {"axes": axs}
-    if flow is None or not flow.n:
-        for ax in axs:
-            no_data(ax, "no flow series in this run")
-        return info
-    t = flow.t
-    t_max = float(t[-1]) if len(t) else 1.0
-    sel = t > 0 if log_time else np.ones(len(t), bool)
-    x0 = float(t[sel][0]) if log_time and sel.any() else 0.0
-    xlabel = "time $t$ (log scale)" if log_time else "time $t$"
-
-    # loss with the plateau levels
-    ax = axs[0]
-    loss = flow.get("loss")
-    ok = sel & np.isfinite(loss) & (loss > 0)
-    ax.plot(t[ok], loss[ok], color="k", lw=1.1, zorder=4)
-    ax.set_yscale("log")
-    levels = run.critical_values
-    pos_levels = levels[np.isfinite(levels) & (levels > 1e-12 * np.nanmax(np.abs(levels)))]
-    floor = float(pos_levels.min()) * 1e-4 if len(pos_levels) else None
-    lim = log_limits([loss[ok]], decades=14)
-    if lim:
-        ax.set_ylim(max(lim[0], floor or 0.0), lim[1])
-    ax.set_xlim(x0, t_max)
-    if log_time:
-        ax.set_xscale("log")
-    level_lines(ax, run.critical_values, log=True)
-    shaded = shade_plateaus(ax, run)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss $L$")
-    ax.set_title("loss (dashed: plateau levels $L^*_r$)", fontsize=7.5)
-    info["shaded"] = shaded
-    _facts_box(ax, run)
-
-    # singular values of A
-    ax = axs[1]
-    sv_a = flow.get("sv_A")
-    balanced_end = False
-    if sv_a is not None and sv_a.ndim == 2:
-        colors = _sv_A_colors(run, sv_a)
-        for i in reversed(range(sv_a.shape[1])):
-            yi = sv_a[:, i]
-            ok = sel & np.isfinite(yi)
-            if not np.any(yi[ok] > 1e-12):
-                continue
-            grey = colors[i] == "0.6"
-            ax.plot(t[ok], yi[ok], color=colors[i], lw=0.6 if grey else 0.9, alpha=0.8 if grey else 1.0)
-        balanced_end = any(c != "0.6" for c in colors)
-        for k, m in enumerate(run.modes):
-            if run.depth and balanced_end:
-                ax.axhline(m ** (1.0 / run.depth), color=mode_color(k), ls=":", lw=0.7, zorder=0)
-        ax.set_xlim(x0, t_max)
-        if log_time:
-            ax.set_xscale("log")
-        ax.set_ylim(bottom=0)
-        shade_plateaus(ax, run)
-    else:
-        no_data(ax, "no singular values of A recorded")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("singular values of $A$")
-    dotted = sv_a is not None and sv_a.ndim == 2 and balanced_end
-    ax.set_title("singular values of $A$" + (" (dotted: $m_k^{1/h}$)" if dotted else ""), fontsize=7.5)
-
-    # mode strengths with the reference mode solution and its escape times
-    ax = axs[2]
-    ms = flow.get("mode_strength")
-    if ms is not None and ms.ndim == 2:
-        tt = np.geomspace(max(x0, 1e-3), t_max, 800) if log_time else np.linspace(0.0, t_max, 800)
-        refs = {r["k"]: r for r in (reference_modes(run, tt) or [])}
-        for k in range(ms.shape[1]):
-            c = mode_color(k)
-            yk = ms[:, k]
-            ok = sel & np.isfinite(yk)
-            ax.plot(t[ok], yk[ok], color=c, lw=1.2, zorder=4)
-            s = float(run.modes[k]) if k < len(run.modes) else float("nan")
-            if math.isfinite(s):
-                ax.axhline(s, color=c, ls=":", lw=0.7, zorder=0)
-                t_obs = first_crossing(t, yk, s / 2)
-                if t_obs is not None and (not log_time or t_obs > x0):
-                    ax.plot([t_obs], [s / 2], "o", color=c, ms=4, mec="white", mew=0.5, zorder=6)
-            r = refs.get(k)
-            if r is not None:
-                ax.plot(tt, r["u"], color=c, ls=(0, (3, 1.6)), lw=0.8, alpha=0.8, zorder=3)
-                if r["t_half"] is not None and r["t_half"] <= t_max and (not log_time or r["t_half"] > x0):
-                    ax.plot([r["t_half"]], [s / 2], "o", mfc="white", mec=c, ms=4, mew=0.9, zorder=6)
-        info["has_ref"] = bool(refs)
-        info["ref_half"] = any(r["t_half"] is not None for r in refs.values())
-        ax.set_xlim(x0, t_max)
-        if log_time:
-            ax.set_xscale("log")
-        shade_plateaus(ax, run)
-    else:
-        no_data(ax, "no mode strengths recorded")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("mode strength $u_k^\\top P\\, v_k$")
-    ax.set_title("modes (dashed: aligned reference)", fontsize=7.5)
-    return info
-
-
-def _facts(run: RunData) -> str:
-    """Plateau count (when the saddle analysis filled it) and when the loss fell below 1e-3."""
-    flow = run.flow
-    parts = []
-    n_pl = len(run.plateaus("flow"))
-    if n_pl:
-        parts.append(f"{n_pl} plateau{'s' if n_pl > 1 else ''} detected")
-    if flow is not None and flow.n:
-        loss = flow.get("loss")
-        below = np.flatnonzero(np.isfinite(loss) & (loss < 1e-3))
-        if len(below):
-            parts.append(f"$L < 10^{{-3}}$ from $t = {flow.t[below[0]]:.3g}$")
-    return "\n".join(parts)
-
-
-def _facts_box(ax, run: RunData) -> None:
-    """The facts as a frameless legend placed where it hides no curve (loc="best")."""
-    text = _facts(run)
-    if text:
-        ax.legend(
-            handles=[Line2D([], [], ls="none", label=text)],
-            loc="best",
-            handlelength=0,
-            handletextpad=0,
-            fontsize=6.5,
-            frameon=True,
-            framealpha=0.85,
+def _mode_legend(bot, near: RunData, far: RunData, info_b: dict, info_c: dict) -> None:
+    """One legend for the mode panels of both runs, below everything."""
+    q = max(len(near.modes), len(far.modes))
+    handles = [
+        Line2D([], [], color=mode_color(k), lw=1.2, label=f"mode {k + 1}: $m_{k + 1} = {m:g}$")
+        for k, m in enumerate((near.modes if len(near.modes) >= len(far.modes) else far.modes)[:q])
+    ]
+    rules = {reference_rule(near), reference_rule(far)}
+    rule = rules.pop() if len(rules) == 1 else "$u_0$ per run"
+    handles.append(
+        Line2D([], [], color="0.3", ls=(0, (3, 1.6)), lw=0.8, label=f"aligned reference $u_k(t)$, {rule}")
+    )
+    handles.append(
+        Line2D([], [], marker="o", color="0.3", ms=4, mec="white", ls="none", label="flow: $u_k = m_k/2$")
+    )
+    if info_b.get("ref_half") or info_c.get("ref_half"):
+        handles.append(
+            Line2D([], [], marker="o", mfc="white", mec="0.3", ms=4, ls="none", label="reference escape time")
         )
+    if info_b.get("shaded") or info_c.get("shaded"):
+        handles.append(Patch(facecolor=PLATEAU_COLOR, alpha=0.2, lw=0, label="plateaus detected in the run"))
+    bot.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
 
 
 def figure1(
@@ -300,32 +189,10 @@ def figure1(
         fig = new_figure((7.2, 7.9))
         top, mid, bot = fig.subfigures(3, 1, height_ratios=[1.12, 1.0, 1.0], hspace=0.02)
 
-        # (a) the network and its adjacency matrix
-        a, when = final_adjacency(near)
-        vmax = float(np.quantile(np.abs(a[a != 0]), 0.99)) if np.any(a != 0) else 1.0
-        norm = Normalize(-vmax, vmax)
-        ax_g, ax_a = top.subplots(1, 2, width_ratios=[2.3, 1.0])
-        lc = draw_network(ax_g, near.dims, a, norm=norm)
-        im = draw_adjacency(ax_a, near.dims, a, norm)
-        ax_a.set_title(f"adjacency matrix $A$ ({when})", fontsize=7.5)
-        cb = top.colorbar(im, ax=[ax_g, ax_a], shrink=0.75, aspect=22, pad=0.01, extend="both")
-        cb.set_label("$A_{ij}$ (edge weight)", fontsize=7)
-        cb.ax.tick_params(labelsize=6.5)
-        dims = near.dims
-        hidden = sorted(set(dims[1:-1]))
-        top.suptitle(
-            f"(a) the network as a graph, from its adjacency matrix $A$: $h = {len(dims) - 1}$, "
-            f"$d_x = {dims[0]}$, hidden width{'s' if len(hidden) > 1 else ''} {', '.join(map(str, hidden))}, "
-            f"$d_y = {dims[-1]}$",
-            x=0.01,
-            ha="left",
-            fontsize=8,
-            fontweight="bold",
-        )
-        _ = lc
+        _network_row(top, near)
 
         # (b), (c): the two runs
-        info_b = _row(mid, near, log_time=False)
+        info_b = flow_row(mid, near, log_time=False)
         mid.suptitle(
             f"(b) near the origin, {init_description(near)}: modes learnt one at a time, largest first",
             x=0.01,
@@ -333,7 +200,7 @@ def figure1(
             fontsize=8,
             fontweight="bold",
         )
-        info_c = _row(bot, far, log_time=far_log_time)
+        info_c = flow_row(bot, far, log_time=far_log_time)
         bot.suptitle(
             f"(c) far from the origin, {init_description(far)}: all modes learnt together, faster",
             x=0.01,
@@ -342,31 +209,7 @@ def figure1(
             fontweight="bold",
         )
 
-        # one legend for the mode panels, below everything
-        q = max(len(near.modes), len(far.modes))
-        handles = [
-            Line2D([], [], color=mode_color(k), lw=1.2, label=f"mode {k + 1}: $m_{k + 1} = {m:g}$")
-            for k, m in enumerate((near.modes if len(near.modes) >= len(far.modes) else far.modes)[:q])
-        ]
-        rules = {reference_rule(near), reference_rule(far)}
-        rule = rules.pop() if len(rules) == 1 else "$u_0$ per run"
-        handles.append(
-            Line2D([], [], color="0.3", ls=(0, (3, 1.6)), lw=0.8, label=f"aligned reference $u_k(t)$, {rule}")
-        )
-        handles.append(
-            Line2D([], [], marker="o", color="0.3", ms=4, mec="white", ls="none", label="flow: $u_k = m_k/2$")
-        )
-        if info_b.get("ref_half") or info_c.get("ref_half"):
-            handles.append(
-                Line2D(
-                    [], [], marker="o", mfc="white", mec="0.3", ms=4, ls="none", label="reference escape time"
-                )
-            )
-        if info_b.get("shaded") or info_c.get("shaded"):
-            handles.append(
-                Patch(facecolor=PLATEAU_COLOR, alpha=0.2, lw=0, label="plateaus detected in the run")
-            )
-        bot.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5, frameon=False)
+        _mode_legend(bot, near, far, info_b, info_c)
         for path in (png, pdf):
             if path is not None:
                 with atomic_path(path) as tmp:

@@ -11,7 +11,8 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
 * ``critical``: :func:`critical_point` constructs a critical point for any S (balanced or not, with
   chosen layer ranks), and the snap moves a trajectory's closest point onto the nearby one;
 * ``classify``: :func:`classify_saddle` labels the saddle strict, non-strict or inconclusive from ranks,
-  theory and the Hessian;
+  theory and the Hessian (``snap``: the snap to the nearby critical point and the Hessian there;
+  ``ranks``: the numerical ranks of the layers and their partial products);
 * ``escape``: :func:`escape_directions` gives the next mode, the unstable direction and the stable /
   unstable branches of every unlearnt mode;
 * ``analyze``: :func:`analyze_series` applies all of it to one recorded series (and

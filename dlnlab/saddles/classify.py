@@ -14,86 +14,24 @@ evidence disagrees the label is ``inconclusive``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from dlnlab.network import as_layout, pack, prefix_products, product, unpack
+from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.saddles.critical import (
-    ClassifyTolerances,
-    _as_theta,
-    _hessian,
-    _lambda_extremes,
-    _lm_snap,
-    _project_learnt,
-    _suffix_products,
-    critical_point,
-)
+from dlnlab.saddles.critical import ClassifyTolerances, _as_theta, critical_point
 from dlnlab.saddles.escape import EscapeDirections, escape_directions
 from dlnlab.saddles.plateaus import _s1
 from dlnlab.saddles.plateaus import modes_learnt as _learnt  # the argument modes_learnt shadows it
+from dlnlab.saddles.ranks import _partial_product_rule, _rank_evidence
+from dlnlab.saddles.snap import _hessian, _lambda_extremes, _lm_snap, _project_learnt
 
 __all__ = ["LABELS", "ClassifyTolerances", "SaddleClassification", "classify_saddle"]
 
 LABELS = ("strict", "non-strict", "inconclusive")
-
-
-# ------------------------------------------------------------------------------------------------
-# Evidence
-
-
-def _rank(x: Tensor, tol: float) -> int:
-    """Numerical rank of x (a, b): singular values > tol."""
-    if x.numel() == 0:
-        return 0
-    return int((torch.linalg.svdvals(x) > tol).sum())
-
-
-def _rank_evidence(ws: Sequence[Tensor], s1: float, rtol: float) -> dict:
-    """Ranks of W_1..W_h, of the prefixes P_{j:1} (j = 1..h-1), the suffixes W_h..W_j (j = 2..h), of P,
-    and ``mid_rank(lo, hi)`` = rank W_hi...W_lo; a product of l layers uses tolerance rtol s1^(l/h)."""
-    h = len(ws)
-
-    def tol(length: int) -> float:
-        return rtol * s1 ** (length / h)
-
-    ranks = [_rank(w, tol(1)) for w in ws]
-    prefix = [_rank(x, tol(j + 1)) for j, x in enumerate(prefix_products(ws))]  # P_{j:1}, j = 1..h
-    suffix = [_rank(y, tol(i + 1)) for i, y in enumerate(_suffix_products(ws))][::-1]  # W_h..W_j
-
-    def mid_rank(lo: int, hi: int) -> int:  # rank of W_hi ... W_lo (1-based, lo <= hi)
-        return _rank(product(ws[lo - 1 : hi]), tol(hi - lo + 1))
-
-    return {
-        "ranks": ranks,
-        "prefix": prefix[:-1],
-        "suffix": suffix[1:],
-        "rank_P": prefix[-1],
-        "mid_rank": mid_rank,
-    }
-
-
-def _partial_product_rule(ev: dict, dims: Sequence[int], r: int) -> str | None:
-    """docs/theory.md section 4's refinement: a* = max{i : rank P_{i-1:1} > r}, b* = min{j : rank P_{h:j+1} > r};
-    b* = a*+1: strict; b* >= a*+2 with rank P_{b*-1:a*+1} = r: non-strict; otherwise silent.
-    (Informational: it has a known counterexample.)"""
-    h = len(dims) - 1
-    pre = [dims[0]] + ev["prefix"] + [ev["rank_P"]]  # pre[i] = rank P_{i:1}, i = 0..h
-    suf = [ev["rank_P"]] + ev["suffix"] + [dims[-1]]  # suf[j] = rank P_{h:j+1}, j = 0..h
-    a_cand = [i for i in range(1, h + 1) if pre[i - 1] > r]
-    b_cand = [j for j in range(0, h + 1) if suf[j] > r]
-    if not a_cand or not b_cand:
-        return None
-    a, b = max(a_cand), min(b_cand)
-    if b == a + 1:
-        return "strict"
-    if b >= a + 2 and ev["mid_rank"](a + 1, b - 1) == r:
-        return "non-strict"
-    return None
 
 
 @dataclass
@@ -151,6 +89,183 @@ class SaddleClassification:
         return out
 
 
+@dataclass(frozen=True)
+class _Scales:
+    """The problem's scales (powers of s_1 = m_1) and the absolute tolerances they give."""
+
+    s1: float
+    hessian: float  # h s_1^(2-2/h): the size of the Hessian near the saddles
+    grad_tol: float  # ||grad L|| at or below this is a critical point
+    prod_tol: float  # ||(P - P_S) Sxx^{1/2}|| at or below this is P = P_S
+    lam_tol: float  # |lambda| at or below this counts as zero curvature
+
+
+def _scales(problem: RegressionProblem, h: int, tol: ClassifyTolerances) -> _Scales:
+    s1 = _s1(problem)
+    hscale = h * s1 ** (2.0 - 2.0 / h)
+    gscale = math.sqrt(h) * s1 ** (2.0 - 1.0 / h)
+    return _Scales(
+        s1=s1,
+        hessian=hscale,
+        grad_tol=tol.grad_rtol * gscale,
+        prod_tol=tol.prod_rtol * s1,
+        lam_tol=tol.lam_rtol * hscale,
+    )
+
+
+def _learnt_set(problem: RegressionProblem, layout, th0: Tensor, modes_learnt) -> list[int]:
+    """The set S, sorted (default: the modes with u_k >= m_k / 2 at th0); ValueError if it is not one."""
+    if modes_learnt is None:
+        ms = problem.mode_strength(product(unpack(th0, layout))).numpy()
+        s = sorted(np.flatnonzero(_learnt(ms, problem)).tolist())
+    else:
+        s = sorted(set(int(k) for k in modes_learnt))
+    bad = [k for k in s if not 0 <= k < problem.n_modes]
+    if bad:
+        raise ValueError(f"modes_learnt must be in 0..{problem.n_modes - 1}, got {bad}")
+    if len(s) > layout.r_max:
+        raise ValueError(f"{len(s)} learnt modes do not fit through r_max = {layout.r_max}")
+    return s
+
+
+def _closest_evidence(
+    problem: RegressionProblem, layout, th0: Tensor, ps: Tensor, scales: _Scales, tol: ClassifyTolerances
+) -> dict:
+    """{grad_norm, lambda_min, product_distance, ranks} at theta itself (the closest approach), kept so
+    that a reader sees what the snap changed; the curvature and ranks only where the gradient is finite."""
+    ws0 = unpack(th0, layout)
+    g0 = float(problem.gradient_theta(th0, layout).norm())
+    pd0 = float(problem.product_distance(product(ws0), ps))
+    hess0 = _hessian(problem, th0, layout, tol.dense_max)
+    lam0 = _lambda_extremes(problem, th0, layout, hess0)[0] if math.isfinite(g0) else float("nan")
+    ev0 = _rank_evidence(ws0, scales.s1, tol.rank_rtol) if math.isfinite(g0) else None
+    return {
+        "grad_norm": g0,
+        "lambda_min": lam0,
+        "product_distance": pd0,
+        "ranks": None if ev0 is None else ev0["ranks"],
+    }
+
+
+def _snap_to_critical(
+    problem: RegressionProblem,
+    layout,
+    th0: Tensor,
+    s: list[int],
+    snap: str,
+    closest: dict,
+    scales: _Scales,
+    tol: ClassifyTolerances,
+) -> tuple[str, Tensor, int]:
+    """(method used, the critical point theta* (p,), Levenberg-Marquardt iterations) for ``snap``."""
+    method = snap
+    if snap == "auto":
+        at_critical = (
+            closest["grad_norm"] <= scales.grad_tol and closest["product_distance"] <= scales.prod_tol
+        )
+        method = "none" if at_critical else "project"
+    iters = 0
+    if method == "none":
+        th = th0
+    elif method == "construct":
+        th = pack(critical_point(problem, layout, s))
+    elif method in ("project", "lm"):
+        start = pack(_project_learnt(problem, layout, unpack(th0, layout), s)) if method == "project" else th0
+        th, iters = _lm_snap(
+            problem, layout, start, 1e-4 * scales.grad_tol, tol.max_iter, tol.dense_max, scales.hessian
+        )
+    else:
+        raise ValueError(f"snap must be one of auto, project, lm, construct, none; got {snap!r}")
+    return method, th, iters
+
+
+@dataclass(frozen=True)
+class _RankFacts:
+    """What the ranks and the product say at the critical point (r = |S|)."""
+
+    rank_p: int
+    top: bool  # S = {0..r-1}
+    optimal: bool  # P is P*_r, the optimal rank-r map
+    n_rank_r: int  # how many W_j have rank r
+    three: bool  # at least three W_j of rank r and rank P = r: the sufficient condition for non-strict
+    is_min: bool  # S is the top set of size min(r_max, q): the global minimum
+
+
+def _rank_facts(ev: dict, s: list[int], pd: float, scales: _Scales, layout, problem) -> _RankFacts:
+    r = len(s)
+    rank_p = ev["rank_P"]
+    top = s == list(range(r))
+    n_rank_r = sum(1 for x in ev["ranks"] if x == r)
+    r_top = min(layout.r_max, problem.n_modes)
+    return _RankFacts(
+        rank_p=rank_p,
+        top=top,
+        optimal=bool(top and rank_p == r and pd <= scales.prod_tol),
+        n_rank_r=n_rank_r,
+        three=bool(n_rank_r >= 3 and rank_p == r),
+        is_min=bool(top and r == r_top),
+    )
+
+
+def _theory(h: int, s: list[int], facts: _RankFacts) -> tuple[str | None, str]:
+    """(what the literature says, or None where it is silent; why)."""
+    r = len(s)
+    if h == 1:
+        return None, "h = 1: the loss is convex in W_1, the only critical point is the minimum"
+    if facts.is_min:
+        return None, "S is the top set of size min(r_max, q): the global minimum, not a saddle"
+    if h == 2:
+        return "strict", "h = 2: every saddle is strict"
+    if not facts.top:
+        return "strict", f"a larger mode is skipped (S = {s} is not a top set)"
+    if facts.three and facts.optimal:
+        why = f"{facts.n_rank_r} of the W_j have rank r = {r} and P is the optimal rank-{r} map (sufficient)"
+        return "non-strict", why
+    return None, ""
+
+
+def _decide(
+    h: int, facts: _RankFacts, snapped: bool, theory: str | None, theory_why: str, numeric: str,
+    gn: float, pd: float, lam_min: float, lam_tol: float,
+) -> tuple[str, str]:  # fmt: skip
+    """(label, reason): the theory and lambda_min must agree, at a critical point with P = P_S."""
+    if h == 1 or facts.is_min:
+        return "inconclusive", theory_why
+    if not snapped:
+        return (
+            "inconclusive",
+            f"no critical point with P = P_S reached (||grad L|| = {gn:.3g}, ||P - P_S|| = {pd:.3g})",
+        )
+    if theory is None:
+        return (
+            numeric,
+            f"lambda_min = {lam_min:.3g} (tolerance {lam_tol:.2g}); the rank conditions are silent",
+        )
+    if theory == numeric:
+        return numeric, f"{theory_why}; lambda_min = {lam_min:.3g} agrees"
+    return "inconclusive", f"{theory_why}, but lambda_min = {lam_min:.3g} says {numeric}"
+
+
+def _escape_or_reason(
+    problem: RegressionProblem,
+    layout,
+    th: Tensor,
+    s: list[int],
+    th0: Tensor,
+    hess: Tensor | None,
+    lam: tuple,
+    tol: ClassifyTolerances,
+    reasons: list[str],
+) -> EscapeDirections | None:
+    """The escape directions at the critical point th (reusing its Hessian and lambda_min), or None
+    with the failure appended to ``reasons``: the escape analysis must not lose the label."""
+    try:
+        return escape_directions(problem, layout, th, s, trajectory_theta=th0, _hess=hess, _lam=lam, _tol=tol)
+    except Exception as err:  # noqa: BLE001 - the escape analysis must not lose the label
+        reasons.append(f"escape analysis failed: {type(err).__name__}: {err}")
+        return None
+
+
 def classify_saddle(
     problem: RegressionProblem,
     dims,
@@ -176,113 +291,30 @@ def classify_saddle(
     layout = as_layout(dims)
     h = layout.depth
     th0 = _as_theta(theta, layout, problem.X.dtype)
-    if modes_learnt is None:
-        ms = problem.mode_strength(product(unpack(th0, layout))).numpy()
-        s = sorted(np.flatnonzero(_learnt(ms, problem)).tolist())
-    else:
-        s = sorted(set(int(k) for k in modes_learnt))
-    bad = [k for k in s if not 0 <= k < problem.n_modes]
-    if bad:
-        raise ValueError(f"modes_learnt must be in 0..{problem.n_modes - 1}, got {bad}")
-    if len(s) > layout.r_max:
-        raise ValueError(f"{len(s)} learnt modes do not fit through r_max = {layout.r_max}")
+    s = _learnt_set(problem, layout, th0, modes_learnt)
     r = len(s)
-    s1 = _s1(problem)
-    hscale = h * s1 ** (2.0 - 2.0 / h)
-    gscale = math.sqrt(h) * s1 ** (2.0 - 1.0 / h)
-    g_tol = tol.grad_rtol * gscale
-    p_tol = tol.prod_rtol * s1
-    lam_tol = tol.lam_rtol * hscale
+    scales = _scales(problem, h, tol)
     ps = problem.critical_product(s)
-
-    # at theta itself (the closest approach)
-    ws0 = unpack(th0, layout)
-    g0 = float(problem.gradient_theta(th0, layout).norm())
-    pd0 = float(problem.product_distance(product(ws0), ps))
-    hess0 = _hessian(problem, th0, layout, tol.dense_max)
-    lam0 = _lambda_extremes(problem, th0, layout, hess0)[0] if math.isfinite(g0) else float("nan")
-    ev0 = _rank_evidence(ws0, s1, tol.rank_rtol) if math.isfinite(g0) else None
-    closest = {
-        "grad_norm": g0,
-        "lambda_min": lam0,
-        "product_distance": pd0,
-        "ranks": None if ev0 is None else ev0["ranks"],
-    }
-
-    method = snap
-    if snap == "auto":
-        method = "none" if (g0 <= g_tol and pd0 <= p_tol) else "project"
-    iters = 0
-    if method == "none":
-        th = th0
-    elif method == "construct":
-        th = pack(critical_point(problem, layout, s))
-    elif method in ("project", "lm"):
-        start = pack(_project_learnt(problem, layout, ws0, s)) if method == "project" else th0
-        th, iters = _lm_snap(problem, layout, start, 1e-4 * g_tol, tol.max_iter, tol.dense_max, hscale)
-    else:
-        raise ValueError(f"snap must be one of auto, project, lm, construct, none; got {snap!r}")
+    closest = _closest_evidence(problem, layout, th0, ps, scales, tol)
+    method, th, iters = _snap_to_critical(problem, layout, th0, s, snap, closest, scales, tol)
 
     ws = unpack(th, layout)
     gn = float(problem.gradient_theta(th, layout).norm())
     pd = float(problem.product_distance(product(ws), ps))
     hess = _hessian(problem, th, layout, tol.dense_max)
     lam_min, lam_max, v_min, evals = _lambda_extremes(problem, th, layout, hess)
-    ev = _rank_evidence(ws, s1, tol.rank_rtol)
-    rank_p = ev["rank_P"]
-    top = s == list(range(r))
-    optimal = bool(top and rank_p == r and pd <= p_tol)
-    n_rank_r = sum(1 for x in ev["ranks"] if x == r)
-    three = bool(n_rank_r >= 3 and rank_p == r)
-    r_top = min(layout.r_max, problem.n_modes)
-    is_min = bool(top and r == r_top)
-    rule = _partial_product_rule(ev, layout.dims, r) if top and h > 1 else None
-
-    theory = None
-    theory_why = ""
-    if h == 1:
-        theory_why = "h = 1: the loss is convex in W_1, the only critical point is the minimum"
-    elif is_min:
-        theory_why = "S is the top set of size min(r_max, q): the global minimum, not a saddle"
-    elif h == 2:
-        theory, theory_why = "strict", "h = 2: every saddle is strict"
-    elif not top:
-        theory, theory_why = "strict", f"a larger mode is skipped (S = {s} is not a top set)"
-    elif three and optimal:
-        theory = "non-strict"
-        theory_why = f"{n_rank_r} of the W_j have rank r = {r} and P is the optimal rank-{r} map (sufficient)"
+    ev = _rank_evidence(ws, scales.s1, tol.rank_rtol)
+    facts = _rank_facts(ev, s, pd, scales, layout, problem)
+    rule = _partial_product_rule(ev, layout.dims, r) if facts.top and h > 1 else None
+    theory, theory_why = _theory(h, s, facts)
+    lam_tol = scales.lam_tol
     numeric = "strict" if lam_min < -lam_tol else "non-strict"
-    reasons = []
-    snapped = gn <= g_tol and pd <= p_tol
-    if h == 1 or is_min:
-        label = "inconclusive"
-        reasons.append(theory_why)
-    elif not snapped:
-        label = "inconclusive"
-        reasons.append(
-            f"no critical point with P = P_S reached (||grad L|| = {gn:.3g}, ||P - P_S|| = {pd:.3g})"
-        )
-    elif theory is None:
-        label = numeric
-        reasons.append(
-            f"lambda_min = {lam_min:.3g} (tolerance {lam_tol:.2g}); the rank conditions are silent"
-        )
-    elif theory == numeric:
-        label = numeric
-        reasons.append(f"{theory_why}; lambda_min = {lam_min:.3g} agrees")
-    else:
-        label = "inconclusive"
-        reasons.append(f"{theory_why}, but lambda_min = {lam_min:.3g} says {numeric}")
+    snapped = gn <= scales.grad_tol and pd <= scales.prod_tol
+    label, reason = _decide(h, facts, snapped, theory, theory_why, numeric, gn, pd, lam_min, lam_tol)
+    reasons = [reason]
     n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
     n_zero = int((evals.abs() <= lam_tol).sum()) if evals is not None else None
-
-    try:
-        escape = escape_directions(
-            problem, layout, th, s, trajectory_theta=th0, _hess=hess, _lam=(lam_min, v_min, n_neg), _tol=tol
-        )
-    except Exception as err:  # noqa: BLE001 - the escape analysis must not lose the label
-        escape = None
-        reasons.append(f"escape analysis failed: {type(err).__name__}: {err}")
+    escape = _escape_or_reason(problem, layout, th, s, th0, hess, (lam_min, v_min, n_neg), tol, reasons)
     return SaddleClassification(
         label=label,
         lambda_min=lam_min,
@@ -292,12 +324,12 @@ def classify_saddle(
         n_zero_eigenvalues=n_zero,
         ranks=ev["ranks"],
         partial_product_ranks={"prefix": ev["prefix"], "suffix": ev["suffix"]},
-        rank_P=rank_p,
-        optimal_rank_r=optimal,
-        three_rank_r_layers=three,
-        n_rank_r_layers=n_rank_r,
-        is_top_set=bool(top),
-        is_global_minimum=is_min,
+        rank_P=facts.rank_p,
+        optimal_rank_r=facts.optimal,
+        three_rank_r_layers=facts.three,
+        n_rank_r_layers=facts.n_rank_r,
+        is_top_set=bool(facts.top),
+        is_global_minimum=facts.is_min,
         partial_product_rule=rule,
         theory=theory,
         numeric=numeric,

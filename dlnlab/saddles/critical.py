@@ -1,15 +1,8 @@
-"""Critical points: constructed ones for any learnt set S, and the snap of a trajectory's point to one.
+"""Critical points constructed for any learnt set S (:func:`critical_point`).
 
-Constructed critical points (:func:`critical_point`) for any set S, balanced or not, with chosen
-layer ranks, let a user probe the landscape directly.
-
-Snapping (used by :func:`dlnlab.saddles.classify_saddle`): a trajectory only passes near a saddle,
-and from a gaussian initialisation the unlearnt components keep the size of the initialisation, so the
-layers look full rank and the Hessian at the closest point is slightly negative even near a non-strict
-saddle. The closest point is therefore snapped to the nearby critical point: its layers are projected
-onto the channels that carry the learnt modes (:func:`_project_learnt`), which removes the
-initialisation's left-overs, and a few Levenberg-Marquardt steps on ||grad L||^2 (:func:`_lm_snap`)
-then make the gradient vanish (P becomes P_S).
+Constructed critical points for any set S, balanced or not, with chosen layer ranks, let a user probe
+the landscape directly. The snap of a trajectory's point to the nearby critical point is in
+``dlnlab.saddles.snap``.
 
 The tolerances of the snap and of the classification (:class:`ClassifyTolerances`) live here.
 Conventions as in ``dlnlab.network``: W_j has shape (d_j, d_{j-1}), theta (p,) packs W_1..W_h.
@@ -18,14 +11,14 @@ Conventions as in ``dlnlab.network``: W_j has shape (d_j, d_{j-1}), theta (p,) p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import DENSE_HESSIAN_MAX, lanczos_extremes
+from dlnlab.analysis import DENSE_HESSIAN_MAX
 from dlnlab.network import Layout, as_layout, pack, product
 from dlnlab.problem import RegressionProblem, haar_orthonormal
 from dlnlab.saddles.plateaus import _s1
@@ -139,7 +132,22 @@ def critical_point(
     output: b >= a + 3); otherwise a ValueError says so.
     """
     layout = as_layout(dims)
-    h = layout.depth
+    s = _checked_modes(problem, layout, modes)
+    gen = torch.Generator().manual_seed(int(seed))
+    ps = problem.critical_product(s)
+    frames, amp = _learnt_frames(problem, layout, ps, len(s), gen)
+    mix = _mixing(layout.depth, len(s), balanced, gen, problem.X.dtype)
+    ws = _learnt_chain(frames, amp, mix, problem.X.dtype)
+    if layer_ranks is None:
+        return ws
+    ranks, extra = _extra_ranks(layout, len(s), layer_ranks)
+    _add_extra_channels(problem, layout, ws, frames, s, extra, amp, chain_extra, extra_scale)
+    _check_critical(problem, layout, ws, ps, ranks)
+    return ws
+
+
+def _checked_modes(problem: RegressionProblem, layout: Layout, modes: Iterable[int]) -> list[int]:
+    """S = ``modes``, sorted; ValueError when the dims do not fit the data or S does not fit through them."""
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
         raise ValueError(
             f"dims {list(layout.dims)} do not fit the data (d_x={problem.d_x}, d_y={problem.d_y})"
@@ -148,36 +156,55 @@ def critical_point(
     bad = [k for k in s if not 0 <= k < problem.n_modes]
     if bad:
         raise ValueError(f"modes must be in 0..{problem.n_modes - 1}, got {bad}")
-    r = len(s)
-    if r > layout.r_max:
+    if len(s) > layout.r_max:
         raise ValueError(
-            f"{r} modes do not fit through rank r_max = {layout.r_max} (dims {list(layout.dims)})"
+            f"{len(s)} modes do not fit through rank r_max = {layout.r_max} (dims {list(layout.dims)})"
         )
+    return s
+
+
+def _learnt_frames(
+    problem: RegressionProblem, layout: Layout, ps: Tensor, r: int, gen: torch.Generator
+) -> tuple[list[Tensor], Tensor]:
+    """The frames Q_0 = V_S, random orthonormal Q_j (d_j, r) (drawn from ``gen``), Q_h = U_S of the thin
+    SVD P_S = U_S diag(sigma) V_S^T, and the layer amplitudes sigma^(1/h) (r,)."""
     dtype = problem.X.dtype
-    gen = torch.Generator().manual_seed(int(seed))
-    ps = problem.critical_product(s)
     u, sig, vh = torch.linalg.svd(ps, full_matrices=False)
     u_s, sig, v_s = u[:, :r], sig[:r], vh[:r].T
-    amp = sig ** (1.0 / h) if r else sig
+    amp = sig ** (1.0 / layout.depth) if r else sig
     frames = [v_s] + [haar_orthonormal(d, r, gen, dtype) for d in layout.dims[1:-1]] + [u_s]
+    return frames, amp
+
+
+def _mixing(h: int, r: int, balanced: bool, gen: torch.Generator, dtype) -> list[Tensor]:
+    """G_0..G_h (r, r): identities when balanced, else random well-conditioned G_1..G_{h-1} (singular
+    values in [1/2, 2], drawn from ``gen`` after the frames) between identities at the ends."""
     if balanced or r == 0:
-        mix = [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
-    else:
-        mix = [torch.eye(r, dtype=dtype)]
-        for _ in range(h - 1):
-            o1, o2 = haar_orthonormal(r, r, gen, dtype), haar_orthonormal(r, r, gen, dtype)
-            scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
-            mix.append((o1 * scale) @ o2.T)
-        mix.append(torch.eye(r, dtype=dtype))
+        return [torch.eye(r, dtype=dtype) for _ in range(h + 1)]
+    mix = [torch.eye(r, dtype=dtype)]
+    for _ in range(h - 1):
+        o1, o2 = haar_orthonormal(r, r, gen, dtype), haar_orthonormal(r, r, gen, dtype)
+        scale = torch.exp((2 * torch.rand(r, generator=gen, dtype=dtype) - 1) * math.log(2.0))
+        mix.append((o1 * scale) @ o2.T)
+    mix.append(torch.eye(r, dtype=dtype))
+    return mix
+
+
+def _learnt_chain(frames: Sequence[Tensor], amp: Tensor, mix: Sequence[Tensor], dtype) -> list[Tensor]:
+    """W_j = Q_j G_j diag(amp) G_{j-1}^{-1} Q_{j-1}^T, j = 1..h."""
+    r = amp.numel()
     ws = []
-    for j in range(1, h + 1):
+    for j in range(1, len(frames)):
         core = (
             mix[j] @ torch.diag(amp) @ torch.linalg.inv(mix[j - 1]) if r else torch.zeros(0, 0, dtype=dtype)
         )
         ws.append(frames[j] @ core @ frames[j - 1].T)
-    if layer_ranks is None:
-        return ws
+    return ws
 
+
+def _extra_ranks(layout: Layout, r: int, layer_ranks: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(rho_j, rho_j - r) for j = 1..h; ValueError when a rank is below r or does not fit W_j."""
+    h = layout.depth
     ranks = [int(x) for x in layer_ranks]
     if len(ranks) != h:
         raise ValueError(f"layer_ranks needs {h} entries (one per W_j), got {len(ranks)}")
@@ -189,6 +216,24 @@ def critical_point(
                 f"layer_ranks[{j - 1}] = {ranks[j - 1]}: W_{j} can have rank {r}..{r + cap} at a "
                 f"critical point of {r} modes"
             )
+    return ranks, extra
+
+
+def _add_extra_channels(
+    problem: RegressionProblem,
+    layout: Layout,
+    ws: list[Tensor],
+    frames: Sequence[Tensor],
+    s: list[int],
+    extra: list[int],
+    amp: Tensor,
+    chain_extra: bool,
+    extra_scale: float | None,
+) -> None:
+    """Add rank extra[j-1] to W_j in place, in the channels orthogonal to the learnt frames (W_1 reads
+    the unlearnt input modes first, W_h writes the unlearnt output modes first)."""
+    h = layout.depth
+    r = len(s)
     unl = [k for k in range(problem.n_modes) if k not in s]
     w_in = problem.sxx_pinv_sqrt @ problem.mode_v[:, unl] if unl else None
     comp = [_complement(frames[0], w_in)]
@@ -207,6 +252,14 @@ def critical_point(
         if off + e > comp[j - 1].shape[1]:
             raise ValueError(f"no room for {e} unchained extra channels in W_{j}")
         ws[j - 1] = ws[j - 1] + c * comp[j][:, :e] @ comp[j - 1][:, off : off + e].T
+
+
+def _check_critical(
+    problem: RegressionProblem, layout: Layout, ws: Sequence[Tensor], ps: Tensor, ranks: list[int]
+) -> None:
+    """ValueError unless ws is a critical point with P = P_S (the extra channels may connect the
+    unlearnt input and output modes)."""
+    h = layout.depth
     g = problem.gradient_theta(pack(ws), layout)
     pd = float(problem.product_distance(product(ws), ps))
     s1 = _s1(problem)
@@ -216,129 +269,3 @@ def critical_point(
             f"is not a critical point (||grad L|| = {float(g.norm()):.3g}, ||P - P_S|| = {pd:.3g}); "
             "leave a rank-r layer between the extra chains from the input and to the output"
         )
-    return ws
-
-
-# ------------------------------------------------------------------------------------------------
-# Snapping to the nearby critical point
-
-
-def _project_learnt(
-    problem: RegressionProblem, layout: Layout, ws: Sequence[Tensor], s: list[int]
-) -> list[Tensor]:
-    """Project every W_j (d_j, d_{j-1}) onto the channels that carry the learnt modes S.
-
-    Frames: Q_0 = row space of P_S, Q_j = range of P_{j:1} Q_0 (top r), Q_h = U_S; W_j -> Q_j Q_j^T W_j
-    Q_{j-1} Q_{j-1}^T. This keeps the learnt chain (with its imbalance) and drops the components the
-    initialisation left in the other channels. S = {} gives the origin.
-    """
-    r = len(s)
-    if r == 0:
-        return [torch.zeros_like(w) for w in ws]
-    ps = problem.critical_product(s)
-    u, _, vh = torch.linalg.svd(ps, full_matrices=False)
-    frames = [vh[:r].T]
-    for j in range(layout.depth - 1):
-        y = ws[j] @ frames[-1]
-        uu, _, _ = torch.linalg.svd(y, full_matrices=False)
-        frames.append(uu[:, :r])
-    frames.append(u[:, :r])
-    return [frames[j + 1] @ (frames[j + 1].T @ ws[j] @ frames[j]) @ frames[j].T for j in range(layout.depth)]
-
-
-def _hessian(problem: RegressionProblem, theta: Tensor, layout: Layout, dense_max: int) -> Tensor | None:
-    """The symmetrised dense Hessian (p, p) at theta (p,), or None when p > dense_max."""
-    if theta.numel() > dense_max:
-        return None
-    hess = problem.hessian(theta, layout)
-    return 0.5 * (hess + hess.T)
-
-
-def _lambda_extremes(
-    problem: RegressionProblem, theta: Tensor, layout: Layout, hess: Tensor | None
-) -> tuple[float, float, Tensor, Tensor | None]:
-    """(lambda_min, lambda_max, v_min (p,), all eigenvalues (p,) or None) of the Hessian at theta (p,).
-
-    Dense ``eigh`` of ``hess`` (from :func:`_hessian`) when given, else Lanczos on Hessian-vector
-    products (150 steps). Unlike ``dlnlab.analysis.hessian_extremes`` this also returns v_min and the
-    spectrum, which the classification and the escape direction need.
-    """
-    if hess is not None:
-        lam, vec = torch.linalg.eigh(hess)
-        return float(lam[0]), float(lam[-1]), vec[:, 0], lam
-    lo, hi, v_lo, _ = lanczos_extremes(
-        lambda v: problem.hvp_theta(theta, v, layout), theta.numel(), iters=150
-    )
-    return lo, hi, v_lo, None
-
-
-def _lm_snap(
-    problem: RegressionProblem,
-    layout: Layout,
-    theta: Tensor,
-    tol: float,
-    max_iter: int,
-    dense_max: int,
-    hscale: float,
-) -> tuple[Tensor, int]:
-    """Levenberg-Marquardt on ||grad L(theta)||^2 (Jacobian = Hessian): (H^2 + mu I) d = -H g.
-
-    Returns (theta (p,), iterations); stops once ||grad L|| <= tol. Dense eigendecomposition of H up
-    to ``dense_max`` weights, conjugate gradients on Hessian-vector products above.
-    """
-    th = theta.clone()
-    g = problem.gradient_theta(th, layout)
-    gn = float(g.norm())
-    mu = 1e-8 * hscale**2
-    iters = 0
-    while iters < max_iter and math.isfinite(gn) and gn > tol:
-        iters += 1
-        hess = _hessian(problem, th, layout, dense_max)
-        if hess is not None:
-            lam, vec = torch.linalg.eigh(hess)
-            gq = vec.T @ g
-
-            def step(mu_, lam=lam, vec=vec, gq=gq):
-                return -(vec @ (lam / (lam * lam + mu_) * gq))
-        else:
-
-            def step(mu_, th=th, g=g):
-                def op(v):
-                    return problem.hvp_theta(th, problem.hvp_theta(th, v, layout), layout) + mu_ * v
-
-                return _cg(op, -problem.hvp_theta(th, g, layout), iters=200)
-
-        accepted = False
-        for _ in range(12):  # raise the damping until the step lowers ||grad L||
-            cand = th + step(mu)
-            gc = problem.gradient_theta(cand, layout)
-            gcn = float(gc.norm())
-            if math.isfinite(gcn) and gcn < gn:
-                th, g, gn = cand, gc, gcn
-                mu = max(mu * 0.1, 1e-14 * hscale**2)
-                accepted = True
-                break
-            mu *= 10.0
-        if not accepted:
-            break
-    return th, iters
-
-
-def _cg(op: Callable[[Tensor], Tensor], b: Tensor, iters: int = 200, rtol: float = 1e-12) -> Tensor:
-    """Conjugate gradients for op(x) = b, b (p,), op symmetric positive definite."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = float(r @ r)
-    stop = rtol**2 * rs
-    for _ in range(iters):
-        if rs <= stop or rs == 0.0:
-            break
-        ap = op(p)
-        alpha = rs / float(p @ ap)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = float(r @ r)
-        p = r + (rs_new / rs) * p
-        rs = rs_new
-    return x

@@ -11,23 +11,19 @@ the Hessian is zero on them and only the sign rule separates the branches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from dlnlab.network import as_layout, pack, prefix_products, product, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.saddles.critical import (
-    ClassifyTolerances,
-    _as_theta,
-    _hessian,
-    _lambda_extremes,
-    _suffix_products,
-)
+from dlnlab.saddles.critical import ClassifyTolerances, _as_theta, _suffix_products
 from dlnlab.saddles.plateaus import _modes_np, _s1
+from dlnlab.saddles.snap import _hessian, _lambda_extremes
 
 __all__ = ["EscapeDirections", "escape_directions"]
 
@@ -107,6 +103,121 @@ def _mode_content(
     return best if score[best] > 0 else None
 
 
+def _next_mode(s: list[int], unlearnt: list[int], r_max: int) -> int | None:
+    """The mode learnt next: the largest unlearnt one while a channel is free, else (full rank) a larger
+    unlearnt mode that swaps in for the smallest learnt one; None at the minimum."""
+    if len(s) < r_max and unlearnt:
+        return unlearnt[0]
+    if unlearnt and s and unlearnt[0] < max(s):
+        return unlearnt[0]  # a swap: the larger unlearnt mode replaces the smallest learnt one
+    return None
+
+
+def _branch(
+    problem: RegressionProblem,
+    layout,
+    th: Tensor,
+    k: int,
+    free: list[Tensor | None],
+    amplitude: float,
+    loss0: float,
+    curvature: Callable[[Tensor], float],
+) -> tuple[dict[str, Any], Tensor]:
+    """Mode k's branches in the first free channel: the entry's measured and predicted loss changes and
+    curvatures, and the unstable branch's unit direction (p,)."""
+    m_k = _modes_np(problem)[k]
+    h = layout.depth
+    a = (amplitude * m_k) ** (1.0 / h)
+    w_in = problem.sxx_pinv_sqrt @ problem.mode_v[:, k]
+    fs = [w_in] + [f[:, 0] for f in free] + [problem.mode_u[:, k]]
+    plus = [a * torch.outer(fs[j + 1], fs[j]) for j in range(h)]
+    minus = [-plus[0]] + plus[1:]
+    dplus, dminus = pack(plus), pack(minus)
+    lp = float(problem.loss(unpack(th + dplus, layout))) - loss0
+    lm = float(problem.loss(unpack(th + dminus, layout))) - loss0
+    entry = dict(
+        free_channel=True,
+        amplitude=a,
+        unstable_loss_change=lp,
+        stable_loss_change=lm,
+        predicted_loss_change=float(m_k * a**h),
+        unstable_curvature=curvature(dplus),
+        stable_curvature=curvature(dminus),
+        sign_rule_ok=bool(lp < 0 < lm),
+    )
+    return entry, dplus / dplus.norm()
+
+
+def _lowest_curvature(
+    problem: RegressionProblem, th: Tensor, layout, hess: Tensor | None, lam_tol: float
+) -> tuple[float, Tensor, int | None]:
+    """(lambda_min, its eigenvector (p,), the number of eigenvalues below -lam_tol (dense only))."""
+    lam_min, _, v_min, evals = _lambda_extremes(problem, th, layout, hess)
+    n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
+    return lam_min, v_min, n_neg
+
+
+def _trajectory_strength(problem: RegressionProblem, layout, trajectory_theta) -> np.ndarray | None:
+    """The trajectory's own mode strengths (q,) at trajectory_theta (p,), or None without it."""
+    if trajectory_theta is None:
+        return None
+    tt = _as_theta(trajectory_theta, layout, problem.X.dtype)
+    return problem.mode_strength(product(unpack(tt, layout))).numpy()
+
+
+def _branch_entry(k: int, m_k: float, h: int, traj_strength: np.ndarray | None) -> dict[str, Any]:
+    """Mode k's branch entry before the measurement: which branch the trajectory is on (the sign of
+    its own u_k)."""
+    entry: dict[str, Any] = {"mode": k, "m_k": m_k, "order": h}
+    if traj_strength is not None and k < traj_strength.size:
+        u_k = float(traj_strength[k])
+        entry["trajectory_strength"] = u_k
+        entry["trajectory_branch"] = "unstable" if u_k > 0 else ("stable" if u_k < 0 else "dead")
+    return entry
+
+
+def _branches(
+    problem: RegressionProblem,
+    layout,
+    th: Tensor,
+    unlearnt: list[int],
+    free: list[Tensor | None] | None,
+    amplitude: float,
+    curvature: Callable[[Tensor], float],
+    traj_strength: np.ndarray | None,
+) -> tuple[list[dict[str, Any]], dict[int, Tensor]]:
+    """Every unlearnt mode's branch entry, measured where there is a free channel (``free`` not None,
+    h > 1), and the unstable branches' unit directions by mode."""
+    m = _modes_np(problem)
+    h = layout.depth
+    loss0 = float(problem.loss(unpack(th, layout)))
+    branches = []
+    branch_dirs = {}
+    for k in unlearnt:
+        entry = _branch_entry(k, float(m[k]), h, traj_strength)
+        if free is None or h == 1:
+            entry["free_channel"] = False
+        else:
+            measured, branch_dirs[k] = _branch(problem, layout, th, k, free, amplitude, loss0, curvature)
+            entry.update(measured)
+        branches.append(entry)
+    return branches, branch_dirs
+
+
+def _hessian_escape(
+    problem: RegressionProblem,
+    ws: Sequence[Tensor],
+    layout,
+    lam_min: float,
+    v_min: Tensor,
+    unlearnt: list[int],
+) -> tuple[str, Tensor, float, int | None, int]:
+    """(kind, unit direction (p,), rate, mode, order) of the exponential escape along the lowest
+    Hessian eigenvector (lambda_min < 0); the mode is the unlearnt one it moves most."""
+    direction = v_min / v_min.norm()
+    return "hessian", direction, -lam_min, _mode_content(problem, ws, unpack(direction, layout), unlearnt), 2
+
+
 def escape_directions(
     problem: RegressionProblem,
     dims,
@@ -147,67 +258,25 @@ def escape_directions(
     hscale = h * s1 ** (2.0 - 2.0 / h)
     lam_tol = tol.lam_rtol * hscale
     unlearnt = [k for k in range(m.size) if k not in s]
-    if len(s) < layout.r_max and unlearnt:
-        next_mode = unlearnt[0]
-    elif unlearnt and s and unlearnt[0] < max(s):
-        next_mode = unlearnt[0]  # a swap: the larger unlearnt mode replaces the smallest learnt one
-    else:
-        next_mode = None
+    next_mode = _next_mode(s, unlearnt, layout.r_max)
     hess = _hess if _hess is not None else _hessian(problem, th, layout, tol.dense_max)
-    if _lam is not None:
-        lam_min, v_min, n_neg = _lam
-    else:
-        lam_min, _, v_min, evals = _lambda_extremes(problem, th, layout, hess)
-        n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
+    lam_min, v_min, n_neg = (
+        _lam if _lam is not None else _lowest_curvature(problem, th, layout, hess, lam_tol)
+    )
 
     def curvature(v: Tensor) -> float:
         hv = hess @ v if hess is not None else problem.hvp_theta(th, v, layout)
         return float(v @ hv / (v @ v))
 
-    traj_strength = None
-    if trajectory_theta is not None:
-        tt = _as_theta(trajectory_theta, layout, problem.X.dtype)
-        traj_strength = problem.mode_strength(product(unpack(tt, layout))).numpy()
+    traj_strength = _trajectory_strength(problem, layout, trajectory_theta)
     free = _free_channels(ws, s1, tol.rank_rtol) if h > 1 else []
     has_free = all(f is not None for f in free)
-    loss0 = float(problem.loss(ws))
-    branches = []
-    branch_dirs = {}
-    for k in unlearnt:
-        entry: dict[str, Any] = {"mode": k, "m_k": float(m[k]), "order": h}
-        if traj_strength is not None and k < traj_strength.size:
-            u_k = float(traj_strength[k])
-            entry["trajectory_strength"] = u_k
-            entry["trajectory_branch"] = "unstable" if u_k > 0 else ("stable" if u_k < 0 else "dead")
-        if not has_free or h == 1:
-            entry["free_channel"] = False
-            branches.append(entry)
-            continue
-        a = (amplitude * m[k]) ** (1.0 / h)
-        w_in = problem.sxx_pinv_sqrt @ problem.mode_v[:, k]
-        fs = [w_in] + [f[:, 0] for f in free] + [problem.mode_u[:, k]]
-        plus = [a * torch.outer(fs[j + 1], fs[j]) for j in range(h)]
-        minus = [-plus[0]] + plus[1:]
-        dplus, dminus = pack(plus), pack(minus)
-        lp = float(problem.loss(unpack(th + dplus, layout))) - loss0
-        lm = float(problem.loss(unpack(th + dminus, layout))) - loss0
-        entry.update(
-            free_channel=True,
-            amplitude=a,
-            unstable_loss_change=lp,
-            stable_loss_change=lm,
-            predicted_loss_change=float(m[k] * a**h),
-            unstable_curvature=curvature(dplus),
-            stable_curvature=curvature(dminus),
-            sign_rule_ok=bool(lp < 0 < lm),
-        )
-        branch_dirs[k] = dplus / dplus.norm()
-        branches.append(entry)
+    branches, branch_dirs = _branches(
+        problem, layout, th, unlearnt, free if has_free else None, amplitude, curvature, traj_strength
+    )
 
     if lam_min < -lam_tol and v_min is not None:
-        kind, direction, rate = "hessian", v_min / v_min.norm(), -lam_min
-        mode = _mode_content(problem, ws, unpack(direction, layout), unlearnt)
-        order = 2
+        kind, direction, rate, mode, order = _hessian_escape(problem, ws, layout, lam_min, v_min, unlearnt)
     elif next_mode is not None and next_mode in branch_dirs:
         kind, direction, rate, mode, order = "sign_rule", branch_dirs[next_mode], None, next_mode, h
     else:

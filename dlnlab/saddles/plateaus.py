@@ -202,7 +202,9 @@ def _series_arrays(t, loss, grad_norm, mode_strength) -> tuple[np.ndarray, ...]:
         except (TypeError, ValueError) as err:
             raise ArgumentError(name, f"{name}: not an array of numbers ({err})") from err
         if a.ndim != ndim:
-            raise ArgumentError(name, f"{name}: expected {ndim} axis (T{', q' if ndim == 2 else ''}), got shape {a.shape}")
+            raise ArgumentError(
+                name, f"{name}: expected {ndim} axis (T{', q' if ndim == 2 else ''}), got shape {a.shape}"
+            )
         out.append(a)
     lengths = {name: len(a) for name, a in zip(("t", "loss", "grad_norm", "mode_strength"), out)}
     if len(set(lengths.values())) > 1:
@@ -239,56 +241,21 @@ def detect_plateaus(
     disagree, raise :class:`~dlnlab.errors.ArgumentError`.
     """
     th = thresholds or PlateauThresholds()
-    t, loss, gn, ms = _series_arrays(t, loss, grad_norm, mode_strength)
-    if problem.n_modes == 0 or t.size == 0:
+    series = _finite_series(t, loss, grad_norm, mode_strength, problem)
+    if series is None:
         return []
-    n = _finite_prefix(t, loss, gn, ms)
-    if n < 3:
-        return []
-    t, loss, gn, ms = t[:n], loss[:n], gn[:n], ms[:n]
+    t, loss, gn, ms = series
+    n = t.size
     m = _modes_np(problem)
-    q = m.size
-    if ms.shape[1] < q:
-        ms = np.concatenate([ms, np.zeros((n, q - ms.shape[1]))], axis=1)
     learnt = modes_learnt(ms, problem)
-    r_top = min(int(r_max), q)
-    terminal = frozenset(range(r_top))
-    keys = [frozenset(np.flatnonzero(row).tolist()) for row in learnt]
-
-    # maximal stretches of constant S
-    segments = []
-    i0 = 0
-    for i in range(1, n + 1):
-        if i == n or keys[i] != keys[i0]:
-            segments.append((i0, i, keys[i0]))
-            i0 = i
-
+    terminal = frozenset(range(min(int(r_max), m.size)))
     found = []  # (i_start, i_end, i_grad_norm_min, S, level)
-    for a0, a1, s in segments:
+    for a0, a1, s in _constant_set_stretches(learnt):
         if s == terminal or len(s) > r_max:
             continue
-        drop = _next_drop(s, m, int(r_max), depth)
-        if drop is None:
-            continue
-        delta, tau = drop
-        level = problem.critical_value(sorted(s))
-        if depth is not None:
-            gscale = math.sqrt(delta / tau)
-        else:
-            gscale = float(np.max(gn[a0:]))
-        idx = np.arange(a0, a1)
-        ok = (np.abs(loss[idx] - level) <= th.loss_band * delta) & (gn[idx] <= th.grad_band * gscale)
-        hits = idx[ok]
-        if hits.size == 0:
-            continue
-        i_s, i_e = int(hits[0]), int(hits[-1])
-        if i_e <= i_s:
-            continue
-        if depth is not None and t[i_e] - t[i_s] < th.min_duration * tau:
-            continue
-        seg = np.arange(i_s, i_e + 1)
-        i_g = int(seg[np.argmin(gn[seg])])
-        found.append((i_s, i_e, i_g, s, level))
+        hit = _plateau_rows(t, loss, gn, a0, a1, s, problem, m, int(r_max), depth, th)
+        if hit is not None:
+            found.append(hit + (s, problem.critical_value(sorted(s))))
     out = []
     for j, (i_s, i_e, i_g, s, level) in enumerate(found):
         stop = found[j + 1][0] if j + 1 < len(found) else n - 1
@@ -315,6 +282,77 @@ def detect_plateaus(
             )
         )
     return out
+
+
+def _finite_series(
+    t, loss, grad_norm, mode_strength, problem: RegressionProblem
+) -> tuple[np.ndarray, ...] | None:
+    """t, loss, grad_norm (n,), mode_strength (n, q) cut to their leading finite stretch, the strengths
+    padded with zeros to the problem's q modes; None when there are no modes or under 3 finite points."""
+    t, loss, gn, ms = _series_arrays(t, loss, grad_norm, mode_strength)
+    if problem.n_modes == 0 or t.size == 0:
+        return None
+    n = _finite_prefix(t, loss, gn, ms)
+    if n < 3:
+        return None
+    t, loss, gn, ms = t[:n], loss[:n], gn[:n], ms[:n]
+    q = problem.n_modes
+    if ms.shape[1] < q:
+        ms = np.concatenate([ms, np.zeros((n, q - ms.shape[1]))], axis=1)
+    return t, loss, gn, ms
+
+
+def _constant_set_stretches(learnt: np.ndarray) -> list[tuple[int, int, frozenset]]:
+    """The maximal stretches [i0, i1) of rows of ``learnt`` (T, q) with the same learnt set S."""
+    n = learnt.shape[0]
+    keys = [frozenset(np.flatnonzero(row).tolist()) for row in learnt]
+    segments = []
+    i0 = 0
+    for i in range(1, n + 1):
+        if i == n or keys[i] != keys[i0]:
+            segments.append((i0, i, keys[i0]))
+            i0 = i
+    return segments
+
+
+def _plateau_rows(
+    t: np.ndarray,
+    loss: np.ndarray,
+    gn: np.ndarray,
+    a0: int,
+    a1: int,
+    s: frozenset,
+    problem: RegressionProblem,
+    m: np.ndarray,
+    r_max: int,
+    depth: int | None,
+    th: PlateauThresholds,
+) -> tuple[int, int, int] | None:
+    """(i_start, i_end, i_grad_norm_min) of the plateau of S within the stretch [a0, a1): the first and
+    last rows inside both bands, if they are two and (with ``depth``) last min_duration * tau_S; else
+    None."""
+    drop = _next_drop(s, m, r_max, depth)
+    if drop is None:
+        return None
+    delta, tau = drop
+    level = problem.critical_value(sorted(s))
+    if depth is not None:
+        gscale = math.sqrt(delta / tau)
+    else:
+        gscale = float(np.max(gn[a0:]))
+    idx = np.arange(a0, a1)
+    ok = (np.abs(loss[idx] - level) <= th.loss_band * delta) & (gn[idx] <= th.grad_band * gscale)
+    hits = idx[ok]
+    if hits.size == 0:
+        return None
+    i_s, i_e = int(hits[0]), int(hits[-1])
+    if i_e <= i_s:
+        return None
+    if depth is not None and t[i_e] - t[i_s] < th.min_duration * tau:
+        return None
+    seg = np.arange(i_s, i_e + 1)
+    i_g = int(seg[np.argmin(gn[seg])])
+    return i_s, i_e, i_g
 
 
 def _exit(t, ms, learnt, m, s: set, i_end: int, stop: int) -> tuple[int | None, float | None]:

@@ -97,7 +97,7 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--t-max", type=float, default=300.0)
     ap.add_argument("--dt", type=float, default=0.1)
@@ -111,14 +111,12 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs/benchmarks/flow.md"
     )
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    load0 = os.getloadavg()
-    started = time.perf_counter()
-    md: list[str] = []
-    default = (DEFAULT_METHOD, DEFAULT_RTOL, DEFAULT_ATOL)
+    return ap.parse_args()
 
-    # ---------------------------------------------------------------- references
+
+def _references(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """The tight reference of each setting ({label: (problem, theta0, t, reference)}) and the table rows
+    of its cross-checks."""
     refs, ref_lines = {}, []
     for label, s in (("stiff", STIFF), ("fig1", FIG1)):
         problem, theta0, t = setting(s, args.t_max, args.dt)
@@ -137,9 +135,12 @@ def main() -> None:
             f"| {label} (s={s}) | reference {REF[0]} {REF[1]:.0e}/{REF[2]:.0e} | — | — | {row.nfe} | "
             f"{row.wall:.1f} |",
         )
+    return refs, ref_lines
 
-    # ---------------------------------------------------------------- stiff benchmark
-    problem, theta0, t, ref = refs["stiff"]
+
+def _stiff_rows(args: argparse.Namespace, ref_setting: tuple, default: tuple) -> tuple[list[Row], list[Row]]:
+    """Every scipy method at every --tols (and the default), then dopri5 (unless --no-explicit)."""
+    problem, theta0, t, ref = ref_setting
     configs = [(m, rt, rt / 100) for m in SCIPY_STIFF for rt in args.tols]
     configs = [default if same_config(c, default) else c for c in configs]
     if default not in configs:
@@ -155,29 +156,58 @@ def main() -> None:
         row, _ = solve(problem, theta0, t, "dopri5", 1e-8, 1e-10, 1, ref)
         explicit_rows.append(row)
         log(f"[stiff] dopri5 rtol 1e-08: nfe {row.nfe} wall {row.wall:.2f} s err {row.err:.2e}")
+    return rows, explicit_rows
 
-    def is_default(r: Row) -> bool:
-        return same_config((r.method, r.rtol, r.atol), default)
 
+@dataclass
+class Choice:
+    """The default's row and the fastest scipy rows it is judged against."""
+
+    default: Row
+    best_equal: Row  # fastest at least as accurate as the default
+    best_near: Row  # fastest within twice the default's error
+    best_same_tol: Row  # fastest at the default's tolerances
+    per_method: list[Row]  # the fastest of each scipy method at least as accurate as the default
+
+
+def _choice(rows: list[Row], is_default) -> Choice:
     d_row = next(r for r in rows if is_default(r))
     scipy_rows = [r for r in rows if r.method in SCIPY_STIFF]
     equal = [r for r in scipy_rows if r.err <= d_row.err]
-    best_equal = min(equal, key=lambda r: r.wall)
     near = [r for r in scipy_rows if r.err <= 2 * d_row.err]
-    best_near = min(near, key=lambda r: r.wall)
     same_tol = [r for r in scipy_rows if same_config(("", r.rtol, r.atol), ("", d_row.rtol, d_row.atol))]
-    best_same_tol = min(same_tol, key=lambda r: r.wall)
-    ratio_equal = d_row.wall / best_equal.wall
-    ratio_same = d_row.wall / best_same_tol.wall
-    # the fastest configuration of each scipy method that is at least as accurate as the default
     per_method = []
     for m in SCIPY_STIFF:
         cands = [r for r in scipy_rows if r.method == m and r.err <= d_row.err]
         if cands:
             per_method.append(min(cands, key=lambda r: r.wall))
+    return Choice(
+        default=d_row,
+        best_equal=min(equal, key=lambda r: r.wall),
+        best_near=min(near, key=lambda r: r.wall),
+        best_same_tol=min(same_tol, key=lambda r: r.wall),
+        per_method=per_method,
+    )
 
-    # ---------------------------------------------------------------- Figure-1 accuracy of the default
-    problem1, theta01, t1, ref1 = refs["fig1"]
+
+@dataclass
+class Figure1Accuracy:
+    """The scipy methods at the default tolerances on the Figure 1 setting, and the default's error along
+    the trajectory: at the probe times, within +-3 of each saddle escape (``windows``) and away from them."""
+
+    rows: list[Row]
+    default: Row
+    probe: list[float]
+    err_at_probe: list[float]
+    drops: list[float]
+    windows: list[str]
+    err_away: float
+
+
+def _figure1_accuracy(
+    args: argparse.Namespace, ref_setting: tuple, default: tuple, is_default
+) -> Figure1Accuracy:
+    problem1, theta01, t1, ref1 = ref_setting
     fig_rows = []
     fig_configs = [(m, DEFAULT_RTOL, DEFAULT_ATOL) for m in SCIPY_STIFF]
     for m, rt, at in fig_configs:
@@ -207,40 +237,22 @@ def main() -> None:
     for x in drops:
         away &= (t1 < x - 3) | (t1 > x + 3)
     err_away = float(err_t[away].max()) if away.any() else float("nan")
+    return Figure1Accuracy(
+        rows=fig_rows,
+        default=f_row,
+        probe=probe,
+        err_at_probe=[float(err_t[i]) for i in idx],
+        drops=drops,
+        windows=windows,
+        err_away=err_away,
+    )
 
-    # ---------------------------------------------------------------- report
-    load1 = os.getloadavg()
-    total = time.perf_counter() - started
-    md += [
-        "# Gradient-flow integrators: benchmark",
-        "",
-        "Written by `python -m scripts.bench.flow` (do not edit by hand). "
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs "
-        f"(load average {load0[0]:.2f} at start, {load1[0]:.2f} at end); torch {torch.__version__}, "
-        f"torchdiffeq {torchdiffeq.__version__}, scipy {scipy.__version__}; float64, one torch and one "
-        f"BLAS thread. Wall times: minimum over {args.repeats} runs (scipy), 1 run (explicit). "
-        f"Total benchmark time {total:.0f} s.",
-        "",
-        f"Setting: dims {DIMS}, whitened teacher data N = 110 (data seed 0), gaussian init scale 0.1 "
-        f"(seed 0), t in [0, {args.t_max:g}], output grid dt = {args.dt:g} ({len(t)} points). "
-        "Error = max over the grid of ‖θ(t) − θ_ref(t)‖₂ (θ = the 198 packed weights).",
-        "",
-        "## Reference solutions",
-        "",
-        "| setting | solver | max diff to reference | at t | NFE | wall (s) |",
-        "|---|---|---:|---:|---:|---:|",
-        *ref_lines,
-        "",
-        "The tight solutions of different methods agree to about 1e-8, which bounds the reference's own error; "
-        "errors below ~1e-8 in the tables are not resolved.",
-        "",
-        f"## Stiff benchmark (s = {STIFF})",
-        "",
-        f"The default ({DEFAULT_METHOD}, rtol {DEFAULT_RTOL:.0e}, atol {DEFAULT_ATOL:.0e}) in bold. "
-        "scipy methods use the exact Jacobian −Hessian(θ) (dense 198 × 198).",
-        "",
-        *fmt_table(rows + explicit_rows, mark=is_default),
-        "",
+
+def _choice_lines(c: Choice, explicit_rows: list[Row]) -> list[str]:
+    d_row, best_equal, best_near, best_same_tol = c.default, c.best_equal, c.best_near, c.best_same_tol
+    ratio_equal = d_row.wall / best_equal.wall
+    ratio_same = d_row.wall / best_same_tol.wall
+    md = [
         "## Choice of the default",
         "",
         f"- Default: **{DEFAULT_METHOD}**, rtol {DEFAULT_RTOL:.0e}, atol {DEFAULT_ATOL:.0e}: "
@@ -253,7 +265,7 @@ def main() -> None:
         f"{best_near.method} rtol {best_near.rtol:.0e} ({best_near.wall:.3f} s, error {best_near.err:.2e}): "
         f"ratio {d_row.wall / best_near.wall:.2f}.",
         "- Fastest configuration of each scipy method at equal or better accuracy: "
-        + "; ".join(f"{r.method} rtol {r.rtol:.0e}: {r.wall:.3f} s (error {r.err:.2e})" for r in per_method)
+        + "; ".join(f"{r.method} rtol {r.rtol:.0e}: {r.wall:.3f} s (error {r.err:.2e})" for r in c.per_method)
         + ".",
         f"- At the default tolerances the fastest scipy method is {best_same_tol.method} "
         f"({best_same_tol.wall:.3f} s; ratio {ratio_same:.2f}).",
@@ -265,26 +277,89 @@ def main() -> None:
             f"{e.wall / d_row.wall:.0f}× the default's wall time. It is stability-bound (Hessian eigenvalues "
             "up to ~200 after the first mode is learnt), not accuracy-bound."
         )
-    md += [
+    return md
+
+
+def _figure1_lines(f: Figure1Accuracy, is_default) -> list[str]:
+    f_row = f.default
+    return [
         "",
         f"## Accuracy on the Figure-1 setting (s = {FIG1})",
         "",
-        *fmt_table(fig_rows, mark=is_default),
+        *fmt_table(f.rows, mark=is_default),
         "",
         f"Default: max error {f_row.err:.2e} at t = {f_row.t_err:g} (target: ~1e-5 or better; "
         f"{'met' if f_row.err <= 1e-5 else 'NOT met'}). Loss drops (saddle escapes) of the reference at "
-        f"t ≈ {', '.join(f'{x:g}' for x in drops)}. Error of the default along the trajectory:",
+        f"t ≈ {', '.join(f'{x:g}' for x in f.drops)}. Error of the default along the trajectory:",
         "",
-        "| t | " + " | ".join(f"{x:g}" for x in probe) + " |",
-        "|---|" + "---:|" * len(probe),
-        "| ‖θ−θ_ref‖ | " + " | ".join(f"{float(err_t[i]):.1e}" for i in idx) + " |",
+        "| t | " + " | ".join(f"{x:g}" for x in f.probe) + " |",
+        "|---|" + "---:|" * len(f.probe),
+        "| ‖θ−θ_ref‖ | " + " | ".join(f"{e:.1e}" for e in f.err_at_probe) + " |",
         "",
-        f"Largest error within ±3 of each escape: {'; '.join(windows)}; elsewhere at most {err_away:.1e}. "
+        f"Largest error within ±3 of each escape: {'; '.join(f.windows)}; elsewhere at most {f.err_away:.1e}. "
         "The error is made at the saddle escapes: the trajectory leaves each plateau along an unstable "
         "direction, where a small error in the escape time shows up as a large state difference for the "
         "length of the jump; on the plateaus and near the minimum the error settles back to the "
         "1e-9-1e-8 level.",
         "",
+    ]
+
+
+def _header_lines(args, load0, load1, total: float, n_points: int, ref_lines: list[str]) -> list[str]:
+    return [
+        "# Gradient-flow integrators: benchmark",
+        "",
+        "Written by `python -m scripts.bench.flow` (do not edit by hand). "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs "
+        f"(load average {load0[0]:.2f} at start, {load1[0]:.2f} at end); torch {torch.__version__}, "
+        f"torchdiffeq {torchdiffeq.__version__}, scipy {scipy.__version__}; float64, one torch and one "
+        f"BLAS thread. Wall times: minimum over {args.repeats} runs (scipy), 1 run (explicit). "
+        f"Total benchmark time {total:.0f} s.",
+        "",
+        f"Setting: dims {DIMS}, whitened teacher data N = 110 (data seed 0), gaussian init scale 0.1 "
+        f"(seed 0), t in [0, {args.t_max:g}], output grid dt = {args.dt:g} ({n_points} points). "
+        "Error = max over the grid of ‖θ(t) − θ_ref(t)‖₂ (θ = the 198 packed weights).",
+        "",
+        "## Reference solutions",
+        "",
+        "| setting | solver | max diff to reference | at t | NFE | wall (s) |",
+        "|---|---|---:|---:|---:|---:|",
+        *ref_lines,
+        "",
+        "The tight solutions of different methods agree to about 1e-8, which bounds the reference's own error; "
+        "errors below ~1e-8 in the tables are not resolved.",
+        "",
+    ]
+
+
+def main() -> None:
+    args = _parse_args()
+    torch.set_num_threads(1)
+    load0 = os.getloadavg()
+    started = time.perf_counter()
+    default = (DEFAULT_METHOD, DEFAULT_RTOL, DEFAULT_ATOL)
+
+    def is_default(r: Row) -> bool:
+        return same_config((r.method, r.rtol, r.atol), default)
+
+    refs, ref_lines = _references(args)
+    rows, explicit_rows = _stiff_rows(args, refs["stiff"], default)
+    choice = _choice(rows, is_default)
+    fig1 = _figure1_accuracy(args, refs["fig1"], default, is_default)
+
+    load1 = os.getloadavg()
+    total = time.perf_counter() - started
+    md = [
+        *_header_lines(args, load0, load1, total, len(refs["stiff"][2]), ref_lines),
+        f"## Stiff benchmark (s = {STIFF})",
+        "",
+        f"The default ({DEFAULT_METHOD}, rtol {DEFAULT_RTOL:.0e}, atol {DEFAULT_ATOL:.0e}) in bold. "
+        "scipy methods use the exact Jacobian −Hessian(θ) (dense 198 × 198).",
+        "",
+        *fmt_table(rows + explicit_rows, mark=is_default),
+        "",
+        *_choice_lines(choice, explicit_rows),
+        *_figure1_lines(fig1, is_default),
     ]
     text = "\n".join(md)
     print()

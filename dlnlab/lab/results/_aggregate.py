@@ -269,7 +269,7 @@ def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
 
 def _figure(folder: Path, key: str, curves_of: dict) -> None:
     """The loss of each series across the samples: the median with the quartile band, the flow's too."""
-    from dlnlab.plots._style import new_figure, style
+    from dlnlab.plots import new_figure, style
     from dlnlab.rundir import atomic_path
 
     with style():

@@ -8,7 +8,8 @@ rate :class:`dlnlab.eos.CentralFlow` is integrated by rk45 at ``flow.rtol`` / ``
 has no Jacobian for the stiff methods) at the grid and at GD's exact times k eta, and recorded like the
 flow: its series file holds the flow's keys plus, at every grid point, ``central_sharpness`` (S),
 ``n_critical``, ``sigma_trace`` (tr Sigma), ``predicted_loss`` (L + 1/2 <Sigma, H>, GD's predicted
-time-averaged loss), ``predicted_variance`` (u_1^T Sigma u_1) and ``dist_to_flow`` (to the gradient
+time-averaged loss), ``predicted_variance`` (u_1^T Sigma u_1; Sigma solved on the edge to the solve's tolerance,
+:meth:`~dlnlab.eos.CentralFlow.recorded_point`) and ``dist_to_flow`` (to the gradient
 flow at GD's exact time of that grid point). Its TensorBoard tags (``central/...``) go into its GD
 series' run, beside GD's own sharpness and loss. Its summary entry's ``central`` is a
 :class:`~dlnlab.lab.results._eos.CentralFlowEntry`.
@@ -134,8 +135,9 @@ def _record(ctx: SeriesContext, task: SeriesTask, field: CentralFlow, states: to
     grid_idx = torch.searchsorted(task.solve_at, task.grid)
     ms = [m for m in range(ctx.n_grid) if int(grid_idx[m]) < n]
     columns = {key: np.full(ctx.n_grid, math.nan) for key in CENTRAL_KEYS}
+    rtol, atol = plan.cfg.flow.rtol, plan.cfg.flow.atol  # the solve's (_solve): Sigma on the edge to them
     for m in ms:
-        pt = field.point(states[grid_idx[m]])
+        pt = field.recorded_point(states[grid_idx[m]], rtol, atol)
         for key, value in (("central_sharpness", pt.sharpness), ("n_critical", pt.n_critical),
                            ("sigma_trace", pt.sigma_trace), ("predicted_loss", pt.predicted_loss),
                            ("predicted_variance", pt.top_variance)):  # fmt: skip
