@@ -109,6 +109,7 @@ class _Chunks:
             res, fail = err.result, err.t_fail
         except flowmod.FlowInterrupted as err:
             res = err.result
+        self.board.t_reached[i] = float(res.t[-1])  # the solvers' last progress may be short of it
         return replace(res, theta=torch.empty(0)), fail
 
 
