@@ -106,7 +106,7 @@ def test_workers_give_the_drivers_rows_bit_for_bit_and_hand_them_out_in_order():
     for workers in (1, 3):
         handed, reached = [], []
         res[workers] = solve_in_chunks(
-            field, theta0, t, Solver(method), 2, workers, progress=lambda tt, _e: reached.append(tt),
+            field, theta0, t, Solver(method), 2, workers, progress=lambda tt, _e, r=reached: r.append(tt),
             on_output=lambda first, rows, h=handed: h.append((first, rows.clone())),
         )  # fmt: skip
         assert [f for f, _ in handed] == list(np.cumsum([0] + [len(r) for _, r in handed[:-1]]))
