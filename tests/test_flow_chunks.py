@@ -6,10 +6,12 @@ order, the workers' rows equal to the driver's bit for bit, a run's series files
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,15 +186,17 @@ def test_sigterm_during_a_chunked_flow_stops_every_worker_and_resume_finishes(tm
     args = ["ensemble.size=64", "flow=radau_batch", "sgd.lrs=[0.01]", "log.figures=false", "logger=none",
             "log.progress=never", "run.workers=2", "log.analysis_points=0", f"hydra.run.dir={out}"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    for line in proc.stdout:  # the flow starts after the start block
-        if line.startswith("run directory"):
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    summary_path = out / "summary.json"
+    for _ in range(600):  # until the flow's stage (after Lightning's import), then into its solve
+        if summary_path.exists() and json.loads(summary_path.read_text() or "{}").get("stage") == "flow":
             break
-    import time
-
-    time.sleep(4.0)
+        time.sleep(0.1)
+    time.sleep(1.5)
     os.kill(proc.pid, signal.SIGTERM)  # the driver alone: it hands the signal on to its chunks
     assert proc.wait(timeout=60) == 143
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["series"]["flow"]["status"] == "interrupted"  # signalled inside the chunked flow
     children = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not children  # no worker outlives the run
     from dlnlab.lab.runner import resume
