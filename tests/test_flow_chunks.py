@@ -180,7 +180,7 @@ def test_a_chunked_run_on_two_workers_equals_the_one_process_run(tmp_path):
             np.testing.assert_array_equal(value, files[2][name][key], err_msg=f"{name} {key}")
 
 
-@pytest.mark.slow  # a CLI run of 64 Figure 1 nets signalled mid-flow, and its resume: ~30 s
+@pytest.mark.slow  # a CLI run of 64 Figure 1 nets signalled mid-flow, and its resume: 1-2 min on 2 cores
 def test_sigterm_during_a_chunked_flow_stops_every_worker_and_resume_finishes(tmp_path):
     out = tmp_path / "run"
     args = ["ensemble.size=64", "flow=radau_batch", "sgd.lrs=[0.01]", "log.figures=false", "logger=none",
