@@ -125,6 +125,7 @@ def solve_in_chunks(field, theta0, t, solver, chunk_members: int, workers: int, 
     parts: list[Trajectory | None] = [None] * len(slices)
     fails: list[float | None] = [None] * len(slices)
     t0, t_end = float(t[0]), float(t[-1])
+    work.board.t_reached[:] = [t0] * len(slices)
 
     def report() -> None:
         work.board.hand_out(on_output)
