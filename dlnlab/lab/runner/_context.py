@@ -86,6 +86,7 @@ class SeriesContext:
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
     logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
     runs: tuple[str, ...] = ()  # the series with a TensorBoard run of their own, in the order they are opened
+    flow_workers: int = 1  # chunks of an ensemble's flow solved at once (dlnlab.lab.runner._flow_chunks)
 
     @classmethod
     def for_run(

@@ -193,10 +193,12 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     runs = tensorboard_runs(kinds, plan.lrs)
     state.ctx = ctx = SeriesContext.for_run(plan, state.out, state.n_grid, callbacks, runs=runs)
     ctx.open_loggers()  # before any worker starts: TensorBoard colours the runs in this order
+    from dlnlab.lab.runner._flow_chunks import flow_workers
     from dlnlab.lab.runner._parallel import series_workers
 
     workers, why = series_workers(plan, ctx)
-    state.process.update(workers=workers, workers_why=why)
+    ctx.flow_workers = flow_workers(plan)
+    state.process.update(workers=workers, workers_why=why, flow_workers=ctx.flow_workers)
     run_series(state, ctx, previous, SeriesTimes.of(plan, grid), kinds, workers=workers)
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit

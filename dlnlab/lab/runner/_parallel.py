@@ -49,7 +49,7 @@ from dlnlab.lab.runner._tasks import ResumeStep, resume_step, task_of
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
-__all__ = ["available_cores", "series_workers", "run_units", "blas_threads"]
+__all__ = ["available_cores", "series_workers", "run_units", "blas_threads", "end_with_parent"]
 
 POLL_S = 0.2  # how often the driver looks for a signal while it waits for its workers
 
@@ -243,10 +243,11 @@ def _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, sl
         for conn in others:  # the fork copied the driver's ends (its own pipe's, its siblings'): a send
             conn.close()  # to a killed driver must fail, not wait for a reader that never comes
         forget_inherited()  # the flow's recorder is the driver's
-        _end_with_parent()
+        end_with_parent()
         torch.set_num_threads(1)  # as the serial run (its hot loops: one thread)
         loggers = {n: fresh_copy(lg) if writes_concurrently(lg) else lg for n, lg in ctx.loggers.items()}
-        ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers)  # own writers, own bar
+        ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers, flow_workers=1)  # own
+        # writers, own bar; a modified flow's chunks one after another (the units already use the cores)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a signal from here on stops the unit
         with threadpool_limits(limits=threads):
             _run_unit(ctx, kinds, lr, times, done, steps, n_grid, outs)
@@ -269,7 +270,7 @@ def _send(conn, message) -> None:
         pass
 
 
-def _end_with_parent() -> None:
+def end_with_parent() -> None:
     """SIGTERM to this worker when the driver ends (Linux's PR_SET_PDEATHSIG): a killed run's worker
     saves its series as at a signal and ends, rather than computing on for nobody."""
     import ctypes
