@@ -58,7 +58,7 @@ def test_the_gpu_rows_say_why_they_are_skipped_and_their_code_runs_on_the_cpu():
 def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():
     res = bench_stiff.stiff_rows(members=3, t_max=1.0, repeat=1, sample=2, radau_sample=1, log=lambda _: None)
     (run,) = res["runs"]
-    timed = ("radau_batch", "bdf_batch", "rk45", "lsoda", "tight")
+    timed = ("radau_batch", "bdf_batch", "rk45", "lsoda", "tight", "chunks_1", "chunks_w")
     assert all(run[f"{m}_{k}"] > 0 for m in timed for k in "wc")
     assert len(res["dev"]["radau_batch_vs_lsoda"]) == 2 and len(res["dev"]["radau_batch_vs_radau"]) == 1
     assert all(math.isfinite(v) for vs in res["dev"].values() for v in vs)

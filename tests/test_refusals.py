@@ -201,6 +201,11 @@ BAD = [
         "flow.step_size: 0.5 is above the stability bound of euler",
     ),
     ("zero_nfe_budget", ["flow.max_nfe=0"], "flow.max_nfe: must be a positive integer"),
+    (
+        "negative_chunk_members",
+        ["flow.chunk_members=-1"],
+        "flow.chunk_members: -1 members per chunk; allowed: an integer >= 1, 0 (the whole ensemble in one chunk) or null",
+    ),
     ("negative_lr", ["sgd.lrs=[0.01,-0.1]"], "sgd.lrs: every learning rate must be finite and > 0"),
     ("zero_lr", ["sgd.lrs=[0.0]"], "sgd.lrs: every learning rate must be finite and > 0"),
     ("nan_lr", ["sgd.lrs=[nan]"], "sgd.lrs: every learning rate must be finite and > 0"),

@@ -21,7 +21,9 @@ Four families of integrators, chosen explicitly by a :class:`Solver` (diffrax st
 A batch of initial states (B, p) keeps each member under its own error control (``_batch.py``):
 dopri5 through torchode (per-member steps), the other adaptive torchdiffeq methods as one system
 with a per-member norm, scipy's and SUNDIALS' stiff methods member by member, rk45, radau_batch and
-bdf_batch as one batch with per-member steps.
+bdf_batch as one batch with per-member steps. A batch may also be solved in chunks of consecutive members,
+each an ``integrate`` of its own, joined by :func:`join_chunks` (``_chunks.py``: a run spreads an
+ensemble's flow over its worker processes so).
 
 Events are continuous functions ``f(problem, dims, theta) -> float`` that are > 0 before the event and
 <= 0 at it (:class:`LossLevel`, :class:`Convergence`, or any callable with that signature, an optional
@@ -47,6 +49,7 @@ from torch import Tensor
 from dlnlab.errors import ArgumentError
 from dlnlab.flow._batch import TORCHODE_METHODS, batch_solver, integrate_members, integrate_torchode
 from dlnlab.flow._bdf import integrate_bdf
+from dlnlab.flow._chunks import join_chunks, member_chunks, not_started
 from dlnlab.flow._radau import integrate_radau
 from dlnlab.flow._rk45 import integrate_rk45
 from dlnlab.flow._run import FlowInterrupted, FlowResult, FlowSolverError, Run
@@ -80,6 +83,7 @@ __all__ = [
     "TORCHDIFFEQ_ADAPTIVE", "TORCHDIFFEQ_FIXED", "SCIPY_STIFF", "SUNDIALS", "NATIVE", "METHODS", "DEFAULT_METHOD", "DEFAULT_RTOL",
     "DEFAULT_ATOL", "CHUNK_POINTS", "CHUNK_POINTS_EVENTS", "EXPLICIT_ADAMS_MAX_ORDER", "Solver", "LossLevel",
     "Convergence", "FlowResult", "FlowSolverError", "FlowInterrupted", "vector_field", "time_grid", "integrate", "GradientFlow", "ModifiedFlow",
+    "member_chunks", "join_chunks", "not_started",
 ]  # fmt: skip
 
 

@@ -14,22 +14,38 @@ reference) for the first ``radau_sample`` members, and against its own LSODA sol
 from __future__ import annotations
 
 import math
+import resource
 import statistics
 import time
 
 import torch
 
-from dlnlab.flow import DEFAULT_RTOL, Solver, integrate, time_grid
+from dlnlab.flow import DEFAULT_RTOL, Solver, integrate, time_grid, vector_field
+from dlnlab.lab.config._choose import CHUNK_MEMBERS
+from dlnlab.lab.runner._flow_chunks import solve_in_chunks
+from dlnlab.lab.runner._parallel import available_cores
 from scripts.bench.common import DIMS, figure1_ensemble, fmt_s, md_table
 
 BATCHED = ("radau_batch", "bdf_batch", "rk45")
 TIGHT = {"rtol": 1e-12, "atol": 1e-14}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its ended children (the chunks' workers)."""
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
+
+
 def _timed(fn):
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0 = time.perf_counter(), _cpu()
     out = fn()
-    return out, time.perf_counter() - w0, time.process_time() - c0
+    return out, time.perf_counter() - w0, _cpu() - c0
+
+
+def _chunked(problem, theta0, t, workers: int):
+    """radau_batch in the run's chunks (flow.chunk_members=null), ``workers`` at once, as a run solves it."""
+    field = vector_field(problem, DIMS, None)
+    return solve_in_chunks(field, theta0, t, Solver("radau_batch"), CHUNK_MEMBERS["radau_batch"], workers)
 
 
 def _deviation(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -54,6 +70,9 @@ def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sampl
             batch[m], row[f"{m}_w"], row[f"{m}_c"] = _timed(
                 lambda m=m: integrate(problem, DIMS, theta0, t, Solver(m))
             )
+        for key, workers in (("chunks_1", 1), ("chunks_w", available_cores())):
+            chunked, row[f"{key}_w"], row[f"{key}_c"] = _timed(lambda w=workers: _chunked(problem, theta0, t, w))
+        row["workers"] = available_cores()
         alone, row["lsoda_w"], row["lsoda_c"] = _one_by_one(
             problem, theta0[:sample], t, Solver("lsoda"), members / sample
         )
@@ -64,6 +83,7 @@ def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sampl
         log(
             f"  stiff ensemble repeat {r + 1}: "
             + ", ".join(f"{m} {row[f'{m}_w']:.1f} s" for m in BATCHED)
+            + f", chunked on 1 / {row['workers']} workers {row['chunks_1_w']:.1f} / {row['chunks_w_w']:.1f} s"
             + f", lsoda x {members} {row['lsoda_w']:.1f} s, at rtol 1e-12 {row['tight_w']:.1f} s"
         )
     lsoda = torch.stack([a.theta for a in alone], dim=1)
@@ -77,6 +97,7 @@ def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sampl
         dev[f"{m}_vs_radau"] = [_deviation(batch[m].theta[:, k], ref) for k, ref in enumerate(radau)]
     dev["lsoda_vs_radau"] = [_deviation(lsoda[:, k], ref) for k, ref in enumerate(radau)]
     dev["lsoda_tight_vs_radau"] = [_deviation(lsoda_tight[:, k], ref) for k, ref in enumerate(radau)]
+    dev["chunks_vs_batch"] = [_deviation(chunked.theta[:, k], batch["radau_batch"].theta[:, k]) for k in range(members)]
     counts = {m: _counts(batch[m]) for m in ("radau_batch", "bdf_batch")}
     counts["rk45_nfe"] = batch["rk45"].nfe
     counts["lsoda"] = {k: sum(getattr(a, k) for a in alone) / sample for k in ("nfe", "njev", "n_steps")}
@@ -131,6 +152,8 @@ def stiff_section(
             rows,
         ),  # fmt: skip
         "",
+        *_chunk_lines(res),
+        "",
         f"Work: radau_batch made {rc['batch_nfe']:,} batched evaluations (each of the three stages of the members "
         f"still iterating, or of f at the steps' ends) in {rc['attempts']:,} step attempts (the busiest member's); "
         f"per member, mean (max): {rc['nfe'][0]:,.0f} ({rc['nfe'][1]:,}) evaluations, {rc['n_steps'][0]:,.0f} "
@@ -163,6 +186,35 @@ def stiff_section(
         ),  # fmt: skip
     ]
     return lines
+
+
+def _chunk_lines(res: dict) -> list[str]:
+    """The run's chunks (flow.chunk_members=null): one process, and the run's workers at once."""
+    b, size = res["members"], CHUNK_MEMBERS["radau_batch"]
+    k, w = math.ceil(b / size), res["runs"][0]["workers"]
+    rows = [
+        [
+            i + 1, f"{fmt_s(r['radau_batch_w'])} ({fmt_s(r['radau_batch_c'])})",
+            f"{fmt_s(r['chunks_1_w'])} ({fmt_s(r['chunks_1_c'])})", f"{fmt_s(r['chunks_w_w'])} ({fmt_s(r['chunks_w_c'])})",
+            f"{r['chunks_1_c'] / r['radau_batch_c']:.2f}x", f"{r['radau_batch_w'] / r['chunks_w_w']:.2f}x",
+            f"{r['lsoda_w'] / r['chunks_w_w']:.1f}x",
+        ]
+        for i, r in enumerate(res["runs"])
+    ]  # fmt: skip
+    dev = res["dev"]["chunks_vs_batch"]
+    return [
+        f"radau_batch as a run solves it: {k} chunks of {size} members (flow.chunk_members=null), one after "
+        f"another in one process and {min(w, k)} at once in forked workers (this machine's {w} cores); CPU "
+        "seconds include the workers'. Each member of the chunked solve is within "
+        f"{max(dev):.2g} rtol of its one-batch solve (rounding: the members a batch evaluates together).",
+        "",
+        *md_table(
+            ["repeat", "radau_batch, one batch", f"{k} chunks, 1 process", f"{k} chunks, {min(w, k)} workers",
+             "chunks / one batch, CPU (1 process)", "one batch / chunks on workers, wall",
+             f"{b} lsoda / chunks on workers, wall"],
+            rows,
+        ),  # fmt: skip
+    ]
 
 
 def _spread(values: list[float]) -> list[str]:

@@ -33,6 +33,11 @@ nominal, its ratios are what choose.
   LSODA where the two cost about the same at equal rtol (a short run, and the more accurate). A single
   run keeps the comparison at equal rtol: its default, LSODA, is the lab's measured choice
   (docs/benchmarks/flow.md), and changing it is a decision of its own.
+* An ensemble's flow runs in chunks of consecutive members (``flow.chunk_members``; null: by method,
+  ``CHUNK_MEMBERS``), ``run.workers`` of them at once. The choice of method compares the methods' work
+  as one batch, as before the chunks: it must not depend on ``run.workers`` (the files never do), and
+  the chunks' extra work (2 chunks of radau_batch: about 1.2x its CPU) is what buys their speed on two
+  or more workers (docs/performance.md, "An ensemble's flow in chunks").
 * The curvature analysis (``log.analysis_points``) is cut so that it costs at most a quarter of the run.
 * A series file keeps theta on a sub-grid when the whole of it would exceed ``log.theta_max_mb``.
 """
@@ -40,13 +45,15 @@ nominal, its ratios are what choose.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
 from dlnlab.network import Layout
 
 __all__ = [
     "FlowChoice",
+    "CHUNK_MEMBERS",
+    "flow_chunks",
     "AnalysisChoice",
     "choose_flow",
     "choose_analysis",
@@ -97,6 +104,12 @@ RADAU_NJEV_PER_LOG = 0.9
 GLOBAL_ERROR_PER_RTOL = {"lsoda": 600.0, "cvode": 11000.0, "rk45": 27.0, "dopri5": 27.0, "bdf_batch": 5500.0,
                          "radau_batch": 3.0}  # fmt: skip
 TIGHTEN_EXPONENT = {"lsoda": 0.21, "cvode": 0.2, "rk45": 0.05, "dopri5": 0.05, "bdf_batch": 0.12}  # fmt: skip
+# Members per chunk of an ensemble's flow (flow.chunk_members=null), measured on 64 Figure 1 nets at t_max 20
+# and 300, one process (docs/performance.md, "An ensemble's flow in chunks"): radau_batch in 2 chunks of 32
+# took 1.19 - 1.25x the CPU of one batch (4 of 16: 1.6x, 8 of 8: 2.0x: each chunk pays every step attempt's
+# fixed numpy and per-call costs), repaid on 2 workers (about 1.6x faster); rk45, whose batch shares more of
+# its cost, took 1.6 - 1.7x in 2 chunks: one chunk; the member-by-member methods lose nothing to chunks
+CHUNK_MEMBERS = {"radau_batch": 32, "bdf_batch": 32, **dict.fromkeys(SCIPY_STIFF + SUNDIALS, 8)}
 ACCURACY_GOAL = 10.0  # the run asks for its trajectory within this many rtol of the exact flow
 LANCZOS_ITERS = 80  # dlnlab.analysis.lanczos_extremes' cap
 # LOBPCG's iterations for the top k eigenpairs at one point, warm-started from the previous point
@@ -220,13 +233,37 @@ class FlowChoice:
     method: str  # what runs
     why: str
     estimates_s: dict  # method -> nominal seconds (auto only)
+    chunk_members: int = 1  # members per chunk of the flow (flow.chunk_members, or by method)
+    chunks: int = 1  # the flow's chunks: ceil(members / chunk_members)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def choose_flow(cfg, lam_max: float) -> FlowChoice:
-    """The method the flow runs with (``flow.method``, or the cheapest estimate for ``auto``)."""
+    """The method the flow runs with (``flow.method``, or the cheapest estimate for ``auto``), and its
+    chunks (:func:`flow_chunks`)."""
+    choice = _choose_method(cfg, lam_max)
+    chunk_members, chunks = flow_chunks(cfg, choice.method)
+    if chunks > 1:
+        why = f"{choice.why}; in {chunks} chunks of {chunk_members} members (flow.chunk_members)"
+        choice = replace(choice, why=why)
+    return replace(choice, chunk_members=chunk_members, chunks=chunks)
+
+
+def flow_chunks(cfg, method: str) -> tuple[int, int]:
+    """(members per chunk, chunks) of the flow: ``flow.chunk_members`` (0: one chunk; null: by method,
+    ``CHUNK_MEMBERS``, else one chunk), for the flow's members (one where they share their init)."""
+    ensemble = getattr(cfg, "ensemble", None)
+    shared = ensemble is not None and ensemble.vary.name == "sgd"
+    members = 1 if shared else ensemble_size(cfg)
+    asked = getattr(cfg.flow, "chunk_members", None)
+    size = CHUNK_MEMBERS.get(method, members) if asked is None else asked or members
+    size = min(size, members)
+    return size, math.ceil(members / size)
+
+
+def _choose_method(cfg, lam_max: float) -> FlowChoice:
     asked = cfg.flow.method.name
     if asked != "auto":
         return FlowChoice(asked, asked, "chosen in the config", {})

@@ -215,6 +215,11 @@ def _check_flow(cfg: TrainConfig) -> None:
                 f"flow.{key}: {tol:g} is above {MAX_RTOL:g}: the flow would be too coarse to compare SGD "
                 f"with; allowed: (0, {MAX_RTOL:g}] (the default is {defaults[key]:g})"
             )
+    if f.chunk_members is not None and f.chunk_members < 0:
+        raise ConfigError(
+            f"flow.chunk_members: {f.chunk_members} members per chunk; allowed: an integer >= 1, 0 (the whole "
+            "ensemble in one chunk) or null (by method)"
+        )
     if f.step_size is not None and f.step_size > f.t_max:
         raise ConfigError(
             f"flow.step_size: {f.step_size:g} is larger than the horizon flow.t_max = {f.t_max:g}"

@@ -168,6 +168,8 @@ class FlowConfig:
     # also GD's central flow at each learning rate (series cflow_lr_<lr>, docs/eos.md) and GD's edge-of-stability report against it (edge_lr_<lr>); full-batch GD only
     central: bool = False
     max_nfe: int | None = None  # budget of right-hand-side evaluations; past it, a solver failure (recorded)
+    # an ensemble's flow in ceil(E / c) chunks of c consecutive members, run.workers of them solved at once (the files never depend on run.workers); null: by method (radau_batch, bdf_batch 32; lsoda, bdf, radau, cvode 8: they solve member by member; the others, whose batch shares its per-call cost, the whole ensemble), 0: one chunk (docs/performance.md)
+    chunk_members: int | None = None
 
 
 @dataclass

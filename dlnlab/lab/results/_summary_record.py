@@ -158,7 +158,9 @@ class Summary(Record):
     config: dict = key("the resolved config", required=True)
     grid: dict = key("dt, n_grid, t_max", required=True)
     estimates: dict = key("peak_memory_bytes, series_file_bytes (the preflight's estimates)", required=True)
-    flow_choice: dict | None = key("flow.method=auto: the candidates and the choice", required=True)
+    flow_choice: dict | None = key(
+        "flow.method=auto: the candidates and the choice; the flow's chunk_members and chunks", required=True
+    )
     analysis: dict | None = key("the analysis budget's decision (points, saddles)", required=True)
     theta_every: int | None = key("theta is saved every this many grid points", required=True)
     wall_time_s: float = key("seconds since the run started", required=True)
@@ -168,7 +170,8 @@ class Summary(Record):
     logging_error: str | None = key("the loggers failed to take the results: why", required=True)
     process: dict = key(
         "pid, host, started: who runs it; flow_ahead: the flow was solved in a process of its own while "
-        "Lightning was imported; workers, workers_why: how many series worker processes (run.workers) and why",
+        "Lightning was imported; workers, workers_why: how many series worker processes (run.workers) and why; "
+        "flow_workers: the chunks of an ensemble's flow solved at once",
         required=True,
     )
     run_dir: str = key("the run directory", required=True)

@@ -14,7 +14,9 @@ Only where it pays: ``run.workers`` (null: the cores) above 1, the CPU, fork, an
 its rows over at the end of the solve (LSODA, BDF, Radau, DOP853, the batched stiff methods,
 torchdiffeq's). rk45 and CVODE stream their rows to the flow's recorder while they integrate, so that
 its metrics are computed meanwhile (at width 256 that overlap is worth more than the import); they
-stay in the driver. A resume recomputes the flow the same way.
+stay in the driver, and so does an ensemble's flow in chunks (``flow.chunk_members``), which the
+driver solves in workers of its own (:mod:`dlnlab.lab.runner._flow_chunks`). A resume recomputes the
+flow the same way.
 
 Signals: the process runs with the run's handlers; a signal sent to the run's process group stops its
 solve as it would stop the driver's (the rows so far come back, the flow is marked interrupted); one
@@ -58,9 +60,12 @@ def goes_ahead(plan) -> bool:
     """Whether the flow is solved ahead of Lightning's import (see the module's docstring)."""
     asked = plan.cfg.run.workers
     workers = available_cores() if asked is None else int(asked)
+    choice = plan.flow_choice
+    chunked = flow_theta0(plan).ndim == 2 and choice is not None and choice.chunks > 1  # solved by workers
     return (
         workers > 1 and plan.cfg.device == "cpu" and can_fork() and plan.solver.method not in STREAMING
-    )
+        and not chunked
+    )  # fmt: skip
 
 
 @dataclass

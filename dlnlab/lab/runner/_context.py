@@ -37,6 +37,7 @@ class SeriesContext:
     logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made
     runs: tuple[str, ...] = ()  # the series with a TensorBoard run of their own, in the order they are opened
     flow_ahead: object = None  # the flow's solve started before Lightning's import (runner._ahead.FlowAhead)
+    flow_workers: int = 1  # chunks of an ensemble's flow solved at once (dlnlab.lab.runner._flow_chunks)
 
     @classmethod
     def for_run(

@@ -230,8 +230,11 @@ def _run_series(state: RunState, ctx: SeriesContext, previous: Previous | None, 
     from dlnlab.lab.runner._series import run_series
 
     kinds = [kind for kind in KINDS if kind.enabled(plan)]
+    from dlnlab.lab.runner._flow_chunks import flow_workers
+
     workers, why = series_workers(plan, ctx)
-    state.process.update(workers=workers, workers_why=why)
+    ctx.flow_workers = flow_workers(plan)
+    state.process.update(workers=workers, workers_why=why, flow_workers=ctx.flow_workers)
     run_series(state, ctx, previous, times, kinds, workers=workers)
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit

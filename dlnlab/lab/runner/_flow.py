@@ -19,6 +19,7 @@ from dlnlab.errors import SeriesWarning
 from dlnlab.lab.results import finish_flow_members, flow_loss_rise
 from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
+from dlnlab.lab.runner._flow_chunks import solve_in_chunks
 from dlnlab.lab.runner._flow_stream import FlowStream, record_flow
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._resume import check_recomputed_flow
@@ -121,15 +122,11 @@ def run_flow(
 def _solve(ctx: SeriesContext, theta0, all_t, modified_lr, stream, entry: dict):
     """The flow's trajectory (what was reached before a failure or interrupt, which goes into
     ``entry``), or None when the solver raised before giving any."""
-    plan = ctx.plan
     try:
         # a signal is only noted while the solver runs; it stops at its next step or chunk, with
         # every output point so far (solve_ivp would lose them to an exception raised inside it)
         with signals.deferred(raise_at_end=False):
-            res = flowmod.integrate(
-                plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress,
-                stop=lambda: signals.received() is not None, modified_lr=modified_lr, on_output=stream,
-            )  # fmt: skip
+            res = _integrate(ctx, theta0, all_t, modified_lr, stream)
         entry["message"] = ""
         return res
     except flowmod.FlowSolverError as err:
@@ -159,6 +156,22 @@ def _take(ctx: SeriesContext, ahead: FlowAhead, stream, entry: dict):
     if stream is not None and outcome.result is not None:
         stream(0, outcome.result.theta)  # what integrate's on_output would have been given, at the end
     return outcome.result
+
+
+def _integrate(ctx: SeriesContext, theta0, all_t, modified_lr, stream):
+    """integrate, or an ensemble's flow in its chunks (``flow.chunk_members``, ``ctx.flow_workers`` at once)."""
+    plan = ctx.plan
+    choice, stop = plan.flow_choice, lambda: signals.received() is not None
+    if theta0.ndim == 2 and choice is not None and choice.chunks > 1:
+        field = flowmod.vector_field(plan.device_problem, ctx.layout, modified_lr)
+        return solve_in_chunks(
+            field, theta0, all_t, plan.solver, choice.chunk_members, ctx.flow_workers, progress=ctx.progress,
+            stop=stop, on_output=stream,
+        )  # fmt: skip
+    return flowmod.integrate(
+        plan.device_problem, ctx.layout, theta0, all_t, plan.solver, progress=ctx.progress, stop=stop,
+        modified_lr=modified_lr, on_output=stream,
+    )  # fmt: skip
 
 
 def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:

@@ -231,7 +231,8 @@ def _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, sl
         end_with_parent()
         torch.set_num_threads(1)  # as the serial run (its hot loops: one thread)
         loggers = {n: fresh_copy(lg) if writes_concurrently(lg) else lg for n, lg in ctx.loggers.items()}
-        ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers)  # own writers, own bar
+        ctx = replace(ctx, progress=ctx.progress.on_line(slot), loggers=loggers, flow_workers=1)  # own
+        # writers, own bar; a modified flow's chunks one after another (the units already use the cores)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a signal from here on stops the unit
         with threadpool_limits(limits=threads):
             _run_unit(ctx, kinds, lr, times, done, steps, n_grid, outs)
