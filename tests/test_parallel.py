@@ -85,7 +85,10 @@ def serial(tmp_path_factory) -> Path:
     return out
 
 
-def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path):
+def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path, monkeypatch):
+    from dlnlab.lab.runner import _ahead
+
+    monkeypatch.setattr(_ahead, "_lightning_imported", lambda: False)  # as in a fresh process: the flow ahead
     out = tmp_path / "run"
     result = run(_cfg([*BASE, "run.workers=3"]), output_dir=out)
     assert result.exit_code == 0 and result["process"]["workers"] == 3

@@ -44,7 +44,7 @@ from dlnlab.network import Layout
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
-__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "start_early"]
+__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "start_early", "worth_it"]
 
 STREAMING = ("rk45", "cvode")  # hand their rows to the recorder while they integrate: stay in the driver
 
@@ -145,7 +145,7 @@ def start_early(plan) -> None:
     """The command line's check of a single run (:func:`dlnlab.lab.cli.preflight`) calls this with the
     plan before it imports Lightning (to check the logger's class): the solve starts there, 2 s before
     the run itself would start it, and the run claims it (:func:`claim`) when its inputs are the same."""
-    if not goes_ahead(plan) or _lightning_imported():
+    if not worth_it(plan):
         return
     all_t = _times(plan)
     for ahead, _ in _early:
@@ -172,8 +172,16 @@ def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
 _registered: list[bool] = []
 
 
-def _lightning_imported() -> bool:  # then nothing is left to overlap with
+def _lightning_imported() -> bool:
     return "lightning" in sys.modules
+
+
+def worth_it(plan) -> bool:
+    """:func:`goes_ahead`, and Lightning not imported yet: else there is nothing to overlap the solve
+    with but the loggers' opening (0.1 s), less than what the process costs (a fork, the trajectory
+    pickled: tens of ms, and another process on the cores; in-process runs after the first, as in
+    the tests, would pay it for nothing)."""
+    return goes_ahead(plan) and not _lightning_imported()
 
 
 def _end_early() -> None:

@@ -23,7 +23,7 @@ import torch
 from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
-from dlnlab.lab.runner._ahead import FlowAhead, claim, goes_ahead
+from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
 from dlnlab.lab.runner._lock import RunLock
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
@@ -191,7 +191,7 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     # with a second core the flow is solved meanwhile, in a forked process (runner/_ahead.py)
     progress = Progress(cfg.log.progress.name)
     ahead = claim(plan, times.all_t)  # started by the command line's check, if it did
-    if ahead is None and goes_ahead(plan):
+    if ahead is None and worth_it(plan):  # a run() called in a fresh process
         ahead = FlowAhead.start(plan, times.all_t)
     state.process.update(flow_ahead=ahead is not None)
     try:
