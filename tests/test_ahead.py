@@ -43,13 +43,17 @@ def one_thread():  # as the driver solves: one torch thread, the lab's signal ha
     signals.reset()
 
 
+LONG = ["flow.t_max=4000", "flow.method=dopri5"]  # 15 s nominal
+
+
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["run.workers=2"], True),
-        (["run.workers=1"], False),  # one process: the run does everything in order
-        (["run.workers=2", "flow.method=rk45"], False),  # streams its rows to the recorder while it solves
-        (["run.workers=2", "flow.method=dopri5"], True),
+        (["run.workers=2", *LONG], True),
+        (["run.workers=2", "flow.t_max=4000", "flow.method=lsoda"], True),
+        (["run.workers=1", *LONG], False),  # one process: the run does everything in order
+        (["run.workers=2", "flow.t_max=4000", "flow.method=rk45"], False),  # streams its rows while it solves
+        (["run.workers=2"], False),  # 0.03 s nominal: less than the process costs
     ],
 )
 def test_where_the_flow_goes_ahead(overrides, expected):
@@ -69,7 +73,7 @@ def test_the_solve_ahead_is_the_drivers_solve_bit_for_bit(one_thread):
 
 
 def test_a_signal_stops_the_solve_ahead_with_the_rows_so_far(one_thread):
-    plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
+    plan, times = _plan_and_times(["run.workers=2", *LONG])
     ahead = FlowAhead.start(plan, times.all_t)
     time.sleep(0.5)  # within the solve: torchdiffeq's dopri5 takes minutes over this horizon
     assert ahead.proc.is_alive()
@@ -81,7 +85,7 @@ def test_a_signal_stops_the_solve_ahead_with_the_rows_so_far(one_thread):
 
 
 def test_a_killed_process_is_a_failed_flow_and_an_early_end_reaps_it(one_thread):
-    plan, times = _plan_and_times(["run.workers=2", "flow.t_max=4000", "flow.method=dopri5"])
+    plan, times = _plan_and_times(["run.workers=2", *LONG])
     ahead = FlowAhead.start(plan, times.all_t)
     os.kill(ahead.proc.pid, signal.SIGKILL)
     outcome = ahead.outcome(Progress("never"), float(times.all_t[-1]))
@@ -96,6 +100,7 @@ def test_the_command_lines_early_solve_is_claimed_by_its_own_run_only(one_thread
     from dlnlab.lab.runner import _ahead
 
     monkeypatch.setattr(_ahead, "_lightning_imported", lambda: False)  # as in the command line's check
+    monkeypatch.setattr(_ahead, "MIN_FLOW_S", 0.0)  # this 0.03 s flow: worth it
     plan, times = _plan_and_times(["run.workers=2"])
     _ahead.start_early(plan)
     same, _ = _plan_and_times(["run.workers=2"])  # the run's own prepare of the same config

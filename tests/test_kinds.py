@@ -94,7 +94,8 @@ def test_a_resume_applies_each_kinds_policy(tmp_path):
     from dlnlab.lab.runner import resume
 
     args = ["experiment=tiny", "ensemble.size=3", "ensemble.vary=sgd", "sgd=minibatch", "sgd.batch_size=5",
-            "sgd.sme=true", "sgd.lrs=[0.04,0.02]", "log.figures=false", "log.progress=never", "logger=none"]  # fmt: skip
+            "sgd.sme=true", "sgd.lrs=[0.04,0.02]", "log.figures=false", "log.progress=never", "logger=none",
+            "run.workers=1"]  # fmt: skip  (one process: which series a signal finds running is fixed)
     stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.04",
             "+callbacks.stop.m=40"]  # fmt: skip
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):

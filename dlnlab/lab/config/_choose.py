@@ -428,18 +428,23 @@ def theta_every(cfg, n_grid: int) -> int:
     return max(1, math.ceil((n_grid - 1) / (rows - 1)))
 
 
+def flow_seconds(cfg, method: str, lam_max: float) -> float:
+    """The flow's nominal seconds with ``method``."""
+    layout, members, t_max = Layout(tuple(cfg.model.dims)), ensemble_size(cfg), cfg.flow.t_max
+    if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE + NATIVE:
+        model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else method
+        model = model if model in (*STEP_OVERHEAD_S, "bdf_batch", "radau_batch") else "dopri5"
+        return method_seconds(model, layout, lam_max, t_max, members)
+    return t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)
+
+
 def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
     """The run's nominal work without the curvature: the flow and every SGD step."""
     from dlnlab.descent import time_per_step
 
     layout, members = Layout(tuple(cfg.model.dims)), ensemble_size(cfg)
     t_max = cfg.flow.t_max
-    if method in SCIPY_STIFF + SUNDIALS + TORCHDIFFEQ_ADAPTIVE + NATIVE:
-        model = "lsoda" if method in SCIPY_STIFF else "cvode" if method in SUNDIALS else method
-        model = model if model in (*STEP_OVERHEAD_S, "bdf_batch", "radau_batch") else "dopri5"
-        flow = method_seconds(model, layout, lam_max, t_max, members)
-    else:
-        flow = t_max / (cfg.flow.step_size or 1.0) * gradient_seconds(layout, members)
+    flow = flow_seconds(cfg, method, lam_max)
     steps = sum(t_max / time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs)
     sgd = steps * gradient_seconds(layout, members)
     edge = edge_work(cfg)

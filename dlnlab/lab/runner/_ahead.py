@@ -56,8 +56,19 @@ def flow_theta0(plan) -> torch.Tensor:
     return plan.theta0[0] if shared else plan.theta0
 
 
+# Below this many nominal seconds of flow (the cost model's, lab/config/_choose.py) the solve stays in
+# the driver: the process costs a fork and the trajectory's pickling, 30-50 ms for the default run
+# (19 MB of states), about what a 0.1 s flow would gain; the default run's flow is 0.45 s nominal
+# (0.63 s measured), the tiny experiment's 0.01 s.
+MIN_FLOW_S = 0.2
+
+
 def goes_ahead(plan) -> bool:
     """Whether the flow is solved ahead of Lightning's import (see the module's docstring)."""
+    from dlnlab.lab.config._choose import flow_seconds
+
+    if flow_seconds(plan.cfg, plan.solver.method, plan.lam_max) < MIN_FLOW_S:
+        return False
     asked = plan.cfg.run.workers
     workers = available_cores() if asked is None else int(asked)
     choice = plan.flow_choice
