@@ -60,17 +60,19 @@ def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
 # parser, the config's check (one line whatever it finds: tests/test_refusals.py sends the whole table
 # through the same preflight in-process), the cost estimate (no warning first) and the run directory.
 # The other fragments go through the CLI with the slow tests.
+# Through the command line in subprocesses (the messages of every refusal, in-process: test_refusals.py):
+# one of Hydra's errors and one of the lab's checks by default, the rest with the slow tests
 REFUSED = [
     (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
-    (["model.dims=[1,2"], "error: malformed override"),
-    (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
     (
         ["sgd.lrs=[1e-300]"],
         "error: sgd.lrs: the series at lr = 1e-300 needs 4e+300 steps",
     ),  # no warning first
-    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
 ]
 REFUSED_MORE = [
+    (["model.dims=[1,2"], "error: malformed override"),
+    (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
+    (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),
     (["flow.t_max=${oops}"], "error: flow.t_max: the interpolation does not resolve"),
     (["sgd.lrs=[-0.1]"], "error: sgd.lrs: every learning rate must be finite and > 0"),
     (["+sgd.lr=0.1"], "error: sgd.lr: no such key"),

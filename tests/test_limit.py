@@ -115,7 +115,12 @@ def test_the_sme_ensemble_spreads_like_the_sgd_ensemble(tmp_path, members):
 
 
 @pytest.mark.parametrize(
-    "members, lrs", [(40, [0.02, 0.01]), pytest.param(200, [0.02, 0.01, 0.005], marks=pytest.mark.slow)]
+    "members, lrs",
+    [
+        # ~10 s: with the slow tests; the orders themselves (strong 1/2, weak 1, the SME) stay in the default set
+        pytest.param(40, [0.02, 0.01], marks=pytest.mark.slow),
+        pytest.param(200, [0.02, 0.01, 0.005], marks=pytest.mark.slow),
+    ],
 )
 def test_error_constants_between_saddle_escapes_and_exit_spreads(tmp_path, members, lrs):
     """A small init: the flow sits on a plateau and escapes at t ~ 4. The stretches are cut at the

@@ -58,6 +58,7 @@ def test_a_raising_callback_ends_the_cli_run_with_exit_3_and_leaves_no_process(t
     assert summary["status"] == "finished" and summary["exit_code"] == 3
 
 
+@pytest.mark.slow  # ~6 s of CLI; in the default set: a signal at each stage in-process (test_runs.py), the CLI's SIGTERM (test_cli.py)
 def test_signals_while_it_shuts_down_change_nothing(tmp_path):
     """SIGTERM, then SIGINT every 50 ms until the process ends: it exits 143 (before: 130 or killed by the
     second signal during the interpreter's exit)."""

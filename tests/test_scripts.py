@@ -135,6 +135,7 @@ print(sorted(m for m in ("torch", "numpy", "matplotlib", "hydra") if m in sys.mo
     assert proc.stderr.count("error: ") == len(cases)
 
 
+@pytest.mark.slow  # ~5 s; the scripts' one-line refusals stay in the default set (the table above)
 def test_figure1_checks_its_runs_configs_before_the_first_run_starts(place):
     fig = _script("figure1", ["--near", "empty", "-o", "sgd.lrs=[-1]"], place)
     assert fig.returncode == 2 and fig.stderr.startswith("error: --near: empty: not a run directory")
