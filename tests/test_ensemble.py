@@ -121,6 +121,7 @@ def test_a_member_that_diverges_stops_alone():
 
 
 @pytest.mark.lab
+@pytest.mark.slow  # ~6 s; in the default set: test_kinds.py's resume of an ensemble of 3 (SGD continued from its checkpoint, every array bit for bit)
 def test_an_ensemble_killed_mid_series_resumes_to_the_same_numbers(tmp_path):
     """SIGTERM (a real one, to this process) during the second series, then resume(run dir)."""
     args = [*BASE, "ensemble.size=2", "sgd.lrs=[0.04,0.0001]", "sgd.momentum=0.5"]
