@@ -179,6 +179,7 @@ def test_a_user_callback_adds_a_metric_to_every_series(tmp_path):
         run(make_cfg([*TINY, "+callbacks.bad._target_=nope.Nope"]), output_dir=tmp_path / "bad")
 
 
+@pytest.mark.slow  # ~7 s of CLI; in the default set: a user's callback adding a metric to every series, in-process (above)
 def test_a_metric_of_ones_own_runs_as_the_docs_say(tmp_path):
     """docs/guide.md: a GridPointCallback in ./mymetrics.py, run with PYTHONPATH=. through the CLI."""
     import os
