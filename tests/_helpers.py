@@ -13,11 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from dlnlab import init
 from dlnlab.errors import ArgumentError
 from dlnlab.lab.config import TrainConfig  # noqa: F401 - imports the schema, which registers itself with Hydra
+from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +106,13 @@ def noisy_problem() -> RegressionProblem:
     """A small task with everything a closed form can get wrong: not whitened, noisy labels (L_min > 0),
     three modes; d_x = 4, d_y = 3, N = 20, seed 1."""
     return RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=4, d_y=3, n_samples=20, whiten=False, noise=0.1, seed=1)
+
+
+def small_flow_case() -> tuple[RegressionProblem, list[int], torch.Tensor]:
+    """The flow tests' small case: :func:`noisy_problem` on a depth-3 net [4, 5, 5, 3] from gaussian(0.5),
+    seed 0: (problem, dims, theta0)."""
+    dims = [4, 5, 5, 3]
+    return noisy_problem(), dims, pack(init.gaussian(dims, 0.5, seed=0))
 
 
 def eos_problem(seed: int = 5) -> RegressionProblem:

@@ -20,7 +20,7 @@ from dlnlab.flow import (
 )
 from dlnlab.network import Layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
-from tests._helpers import noisy_problem
+from tests._helpers import small_flow_case
 
 torch.set_num_threads(1)
 
@@ -36,10 +36,7 @@ def _loss(problem, dims, theta):
 @pytest.fixture(scope="module")
 def small():
     """A small non-whitened, noisy problem on a depth-3 net, from a moderate gaussian init."""
-    dims = [4, 5, 5, 3]
-    problem = noisy_problem()
-    theta0 = pack(init.gaussian(dims, 0.5, seed=0))
-    return problem, dims, theta0
+    return small_flow_case()
 
 
 # ----------------------------------------------------------------------------------------------

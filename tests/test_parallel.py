@@ -101,6 +101,18 @@ def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path, monk
     assert firsts == sorted(firsts)
 
 
+def _wait_for_two_units(out: Path, proc, timeout: float = 120) -> None:
+    """Until the summary's stage names two running (S)GD series (two units at work), or the run ended."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if _summary(out)["stage"].count("sgd_lr_") == 2:
+                return
+        except (OSError, ValueError, KeyError):  # the summary being replaced, or not yet written
+            pass
+        time.sleep(0.05)
+
+
 @pytest.mark.slow  # ~20 s under load: a CLI run, its resume and the unbroken run
 def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_the_run(tmp_path):
     """A real SIGTERM to the driver's pid only (not its process group) while two units run: each worker
@@ -115,14 +127,7 @@ def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_th
         [sys.executable, str(TRAIN), *args, "run.workers=2", f"hydra.run.dir={out}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:  # the two slow units are running
-        try:
-            if _summary(out)["stage"].count("sgd_lr_") == 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    _wait_for_two_units(out, proc)
     time.sleep(0.2)  # into their series
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -184,14 +189,7 @@ def test_a_killed_driver_ends_its_workers_and_resume_finishes_the_run(tmp_path):
         [sys.executable, str(TRAIN), *BASE, "sgd.lrs=[0.0002,0.0001]", "run.workers=2", f"hydra.run.dir={out}"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if _summary(out)["stage"].count("sgd_lr_") == 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    _wait_for_two_units(out, proc)
     time.sleep(1.0)
     proc.kill()
     proc.wait(timeout=30)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util  # noqa: F401 - registers its exit handler now, before this module's (at the end)
 import pickle
 import signal
 import sys
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 import torch
 
 from dlnlab import flow as flowmod
+from dlnlab.lab.config._choose import flow_seconds
+from dlnlab.lab.runner._flow_chunks import in_chunks
 from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.network import Layout
@@ -65,17 +68,13 @@ MIN_FLOW_S = 0.2
 
 def goes_ahead(plan) -> bool:
     """Whether the flow is solved ahead of Lightning's import (see the module's docstring)."""
-    from dlnlab.lab.config._choose import flow_seconds
-
     if flow_seconds(plan.cfg, plan.solver.method, plan.lam_max) < MIN_FLOW_S:
         return False
     asked = plan.cfg.run.workers
     workers = available_cores() if asked is None else int(asked)
-    choice = plan.flow_choice
-    chunked = flow_theta0(plan).ndim == 2 and choice is not None and choice.chunks > 1  # solved by workers
     return (
         workers > 1 and plan.cfg.device == "cpu" and can_fork() and plan.solver.method not in STREAMING
-        and not chunked
+        and not in_chunks(plan, flow_theta0(plan))  # a chunked flow is solved by workers of its own
     )  # fmt: skip
 
 
@@ -162,9 +161,6 @@ def start_early(plan) -> None:
     for ahead, _ in _early:
         ahead.end()
     _early[:] = [(FlowAhead.start(plan, all_t), _inputs(plan, all_t))]
-    if len(_early) == 1 and not _registered:
-        atexit.register(_end_early)  # before multiprocessing's own exit handler joins its children
-        _registered.append(True)
 
 
 def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
@@ -178,9 +174,6 @@ def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
         return ahead
     ahead.end()
     return None
-
-
-_registered: list[bool] = []
 
 
 def _lightning_imported() -> bool:
@@ -268,3 +261,8 @@ class _Reports:
                 self.send.send_bytes(pickle.dumps(("t", float(t))))
             except OSError:  # the driver is gone
                 pass
+
+
+# Registered after multiprocessing.util's exit handler (imported above), so it runs first: that handler
+# joins its children, and would wait for an unclaimed solve blocked on its pipe.
+atexit.register(_end_early)

@@ -19,7 +19,7 @@ from dlnlab.errors import SeriesWarning
 from dlnlab.lab.results import finish_flow_members, flow_loss_rise
 from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
-from dlnlab.lab.runner._flow_chunks import solve_in_chunks
+from dlnlab.lab.runner._flow_chunks import in_chunks, solve_in_chunks
 from dlnlab.lab.runner._flow_stream import FlowStream, record_flow
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._resume import check_recomputed_flow
@@ -162,7 +162,7 @@ def _integrate(ctx: SeriesContext, theta0, all_t, modified_lr, stream):
     """integrate, or an ensemble's flow in its chunks (``flow.chunk_members``, ``ctx.flow_workers`` at once)."""
     plan = ctx.plan
     choice, stop = plan.flow_choice, lambda: signals.received() is not None
-    if theta0.ndim == 2 and choice is not None and choice.chunks > 1:
+    if in_chunks(plan, theta0):
         field = flowmod.vector_field(plan.device_problem, ctx.layout, modified_lr)
         return solve_in_chunks(
             field, theta0, all_t, plan.solver, choice.chunk_members, ctx.flow_workers, progress=ctx.progress,

@@ -40,7 +40,13 @@ from dlnlab.rundir import signals
 from dlnlab.status import Status
 from dlnlab.trajectory import Trajectory
 
-__all__ = ["solve_in_chunks", "flow_workers"]
+__all__ = ["solve_in_chunks", "flow_workers", "in_chunks"]
+
+
+def in_chunks(plan, theta0) -> bool:
+    """Whether the flow from ``theta0`` (a batch: an ensemble's) is solved in more than one chunk."""
+    choice = plan.flow_choice
+    return theta0.ndim == 2 and choice is not None and choice.chunks > 1
 
 
 def flow_workers(plan) -> int:

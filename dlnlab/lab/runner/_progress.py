@@ -25,14 +25,13 @@ class Progress:
         other.enabled = self.enabled
         return other
 
-    def start(self, label: str, t_end: float, at: float = 0.0) -> None:
-        """A new bar (``at``: where another process's bar for this series left off)."""
+    def start(self, label: str, t_end: float) -> None:
         from tqdm import tqdm
 
         self.close()
         self.bar = tqdm(
             total=float(t_end), desc=label, bar_format=self.FORMAT, disable=not self.enabled, file=sys.stderr,
-            mininterval=0.25, dynamic_ncols=True, position=self.position, initial=float(at),
+            mininterval=0.25, dynamic_ncols=True, position=self.position,
         )  # fmt: skip
 
     def __call__(self, t: float, t_end: float | None = None) -> None:
