@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary.exit_code:
             print(f"error: the run ({run_dir}) ended with exit code {summary.exit_code}", file=sys.stderr)
             return 3
-    from dlnlab.lab.results._eos import edge_lines
+    from dlnlab.lab.results import edge_lines
     from dlnlab.plots.eos import write_eos_figure
 
     out = args.out or run_dir / "eos.png"

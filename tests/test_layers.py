@@ -118,6 +118,34 @@ def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def private_crossings(module: str, path: Path, tree: ast.AST) -> list[str]:
+    """The imports in ``module`` of a dlnlab module or name that is private to a package it is not in:
+    ``dlnlab.lab.runner._ahead`` belongs to ``dlnlab.lab.runner``, ``_s1`` of ``dlnlab.saddles.plateaus``
+    to ``dlnlab.saddles``. A package's ``__init__`` exports what others may use."""
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            pairs = [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _targets(module, path, node)[0]
+            pairs = [(source, a.name) for a in node.names]
+        else:
+            continue
+        for source, name in pairs:
+            if not source.startswith("dlnlab"):
+                continue
+            parts = source.split(".")
+            private = [i for i, part in enumerate(parts) if part.startswith("_")]
+            if name is not None and name.startswith("_") and not name.startswith("__"):
+                private.append(len(parts))  # a private name: its module's package owns it
+            if not private:
+                continue
+            owner = ".".join(parts[: max(1, private[0] - (0 if private[0] < len(parts) else 1))])
+            if not (module == owner or module.startswith(owner + ".")):
+                bad.append(f"{module}: {source}{'.' + name if name else ''} (private to {owner})")
+    return bad
+
+
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     return imports()
@@ -171,12 +199,45 @@ def test_the_stacks_stay_in_their_layers(graph):
     assert not bad, bad
 
 
+# The one exception: the bench times the driver's phases by wrapping the functions where the driver looks
+# them up (its modules' namespaces), so it must reach those modules themselves.
+INSTRUMENTS = {"scripts.bench.parallel": {"dlnlab.lab.runner._driver", "dlnlab.lab.runner._series"}}
+
+
+def test_private_modules_and_names_stay_in_their_package():
+    bad = [
+        line
+        for module, path in _modules().items()
+        for line in private_crossings(module, path, ast.parse(path.read_text()))
+        if line.split(": ")[1].split(" ")[0] not in INSTRUMENTS.get(module, ())
+    ]
+    assert not bad, "private imports from outside their package:\n" + "\n".join(bad)
+
+
 def test_the_check_sees_imports_inside_functions_and_circles():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(edges) == [["a", "b", "c"]]
     tree = ast.parse("def f():\n    from dlnlab.lab.runner import run\n")
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom))
     assert "dlnlab.lab.runner" in _targets("dlnlab.plots.x", ROOT / "x.py", node)
+    crossing = ast.parse(
+        "from dlnlab.lab.runner._ahead import start_early\nfrom dlnlab.saddles.plateaus import _s1\n"
+        "import dlnlab.flow._rk45\nfrom dlnlab.lab.runner import start_early\n"
+    )
+    assert private_crossings("scripts.x", ROOT / "scripts" / "x.py", crossing) == [
+        "scripts.x: dlnlab.lab.runner._ahead.start_early (private to dlnlab.lab.runner)",
+        "scripts.x: dlnlab.saddles.plateaus._s1 (private to dlnlab.saddles)",
+        "scripts.x: dlnlab.flow._rk45 (private to dlnlab.flow)",
+    ]
+    inside = ast.parse("from dlnlab.saddles.plateaus import _s1\nfrom ._kind import SeriesKind\n")
+    assert (
+        private_crossings("dlnlab.saddles.classify", ROOT / "dlnlab" / "saddles" / "classify.py", inside)
+        == []
+    )
+    path = ROOT / "dlnlab" / "lab" / "runner" / "_sgd.py"
+    assert (
+        private_crossings("dlnlab.lab.runner._sgd", path, ast.parse("from ._kind import SeriesKind\n")) == []
+    )
     assert [
         layer(m)
         for m in (

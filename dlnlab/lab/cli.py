@@ -22,10 +22,22 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from dlnlab.lab import _hydra, sweep
-from dlnlab.lab.config import ConfigError, ExitCode, describe_omegaconf_error, shown, unknown_key_message
-from dlnlab.lab.config import _configfiles as configfiles
-from dlnlab.lab.config import _outdir as outdir
-from dlnlab.lab.config import _schema as schema
+from dlnlab.lab.config import (
+    ConfigError,
+    ExitCode,
+    check_expansion,
+    check_hydra_files,
+    check_launcher,
+    check_output_dir,
+    check_override_text,
+    check_relative_paths,
+    check_sweep_subdir,
+    config_class,
+    describe_omegaconf_error,
+    describe_yaml_error,
+    shown,
+    unknown_key_message,
+)
 from dlnlab.rundir import signals
 
 __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
@@ -61,7 +73,7 @@ def describe_hydra_error(err: BaseException) -> str:
     found = _hydra.unknown_key_in_file(text)
     if found is not None:  # a config file (an experiment, say) sets a key the chosen option does not have
         where, node, key = found
-        allowed = _fields(getattr(schema, node, None))
+        allowed = _fields(config_class(node))
         msg = unknown_key_message(key, allowed) if allowed else f"{key}: no such key"
         return f"{msg} (set in {where}.yaml)"
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
@@ -201,14 +213,12 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
             return f"--config-dir: {added} is not a directory of config files"
         searchpath = [f"hydra.searchpath=['file://{added}']"]
     try:
-        configfiles.check_expansion(
-            [conf_dir, *([Path(args.config_dir).absolute()] if args.config_dir else [])]
-        )
+        check_expansion([conf_dir, *([Path(args.config_dir).absolute()] if args.config_dir else [])])
     except ConfigError as err:
         return str(err)
     config_name = args.config_name or config_name
     try:
-        outdir.check_override_text(list(args.overrides), conf_dir)
+        check_override_text(list(args.overrides), conf_dir)
         jobs = _jobs(list(args.overrides), args.multirun)
     except HydraException as err:
         return describe_hydra_error(err)
@@ -237,7 +247,7 @@ def _check_job(
     from omegaconf.errors import OmegaConfBaseException
 
     from dlnlab.lab.config import prepare
-    from dlnlab.lab.runner._ahead import start_early
+    from dlnlab.lab.runner import start_early
 
     try:
         _check_group_values(overrides)
@@ -245,22 +255,22 @@ def _check_job(
         if not run_checks:
             return None
         if num == 0:
-            outdir.check_output_dir(cfg, multirun)
-            outdir.check_hydra_files(cfg, multirun)
+            check_output_dir(cfg, multirun)
+            check_hydra_files(cfg, multirun)
         if multirun:
-            outdir.check_sweep_subdir(cfg, num)
-            outdir.check_launcher(cfg)
+            check_sweep_subdir(cfg, num)
+            check_launcher(cfg)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
         prepare(cfg, before_targets=None if multirun else start_early)  # the flow's solve starts there
-        outdir.check_relative_paths(cfg, chdir)
+        check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:
         return describe_hydra_error(err)
     except ConfigError as err:
         return str(err)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        return configfiles.describe_yaml_error(err)
+        return describe_yaml_error(err)
     return None
 
 

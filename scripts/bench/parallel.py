@@ -72,7 +72,7 @@ def _one(overrides: list[str], out: str) -> dict:
     import dlnlab.lab.results as results  # the modules below import Lightning: imported by the preflight
     import dlnlab.lab.runner._driver as driver
     import dlnlab.lab.runner._series as series
-    from dlnlab.lab.runner._context import SeriesContext
+    from dlnlab.lab.runner import SeriesContext
 
     timed(driver, "prepare", "preflight")  # the run's own check of its config
     timed(SeriesContext, "open_loggers", "loggers")

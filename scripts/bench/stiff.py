@@ -21,9 +21,8 @@ import time
 import torch
 
 from dlnlab.flow import DEFAULT_RTOL, Solver, integrate, time_grid, vector_field
-from dlnlab.lab.config._choose import CHUNK_MEMBERS
-from dlnlab.lab.runner._flow_chunks import solve_in_chunks
-from dlnlab.lab.runner._parallel import available_cores
+from dlnlab.lab.config import CHUNK_MEMBERS
+from dlnlab.lab.runner import available_cores, solve_in_chunks
 from scripts.bench.common import DIMS, figure1_ensemble, fmt_s, md_table
 
 BATCHED = ("radau_batch", "bdf_batch", "rk45")

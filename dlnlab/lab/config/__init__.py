@@ -27,16 +27,22 @@ _EXPORTS = {
         "derive_seed",
         "describe_omegaconf_error",
         "unknown_key_message",
+        "config_class",
     ],
     "._prepare": ["Plan", "Seeds", "prepare"],
     "._choose": [
-        "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "choose_analysis", "choose_flow", "estimated_run_seconds", "edge_work",
+        "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "CHUNK_MEMBERS", "choose_analysis", "choose_flow", "estimated_run_seconds",
+        "edge_work", "flow_seconds",
     ],  # fmt: skip
     "._budget": ["flow_nfe_budget"],
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
     "._targets": ["current_targets"],
-    "._outdir": ["check_run_dir"],
+    "._outdir": [
+        "check_run_dir", "check_override_text", "check_output_dir", "check_hydra_files", "check_sweep_subdir",
+        "check_launcher", "check_relative_paths",
+    ],  # fmt: skip
+    "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],
     "._doc": ["render"],
 }

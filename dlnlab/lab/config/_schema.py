@@ -31,6 +31,7 @@ from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._omegaconf_errors import describe_omegaconf_error, unknown_key_message, unknown_keys
 
 __all__ = [
+    "config_class",
     "DataKind",
     "InitKind",
     "Sampling",
@@ -322,6 +323,13 @@ def _option_node(value: Any, options: Mapping[str, type], group: str) -> Any:
     if kind not in options:
         raise ConfigError(f"{group}.kind: unknown value {kind!r}; allowed: {', '.join(options)}")
     return OmegaConf.merge(OmegaConf.structured(options[kind]), value)
+
+
+def config_class(name: str) -> type | None:
+    """The schema's dataclass called ``name`` (``"FlowConfig"``, ``"GaussianInit"``), or None: the node a
+    Hydra error names, for the keys it allows."""
+    cls = globals().get(name)
+    return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
 
 
 def typed_config(cfg: Any) -> TrainConfig:

@@ -14,7 +14,7 @@ from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
     "._recorder": ["SeriesRecorder", "open_recorder", "end_workers", "block_points", "forget_inherited"],
-    "._tags": ["TagPlan", "RunCharts", "ENSEMBLE_STATS", "step_scale", "tensorboard_layout"],
+    "._tags": ["TagPlan", "RunCharts", "ENSEMBLE_STATS", "step_scale", "tensorboard_layout", "Thinner"],
     "._logging": [
         "TensorBoardLogger",
         "make_logger",

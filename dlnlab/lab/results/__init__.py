@@ -38,6 +38,8 @@ _EXPORTS = {
         "UnknownKeys",
         "ABSENT",
         "entry_record",
+        "EdgeEntry",
+        "PredictionEntry",
     ],
     "._summary_record": [
         "RunStatus",
@@ -48,7 +50,10 @@ _EXPORTS = {
         "render_tables",
         "with_tables",
     ],
-    "._ensemble": ["MEMBER_KEYS", "spread", "analyze_members", "finish_flow_members", "finish_sgd_members"],
+    "._ensemble": [
+        "MEMBER_KEYS", "spread", "analyze_members", "finish_flow_members", "finish_sgd_members", "aggregate_members",
+    ],  # fmt: skip
+    "._eos": ["central_entry", "edge_lines"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],
     "._limit_text": ["limit_lines", "escapes_table"],
     "._saddles": ["analyze_run_saddles"],

@@ -48,7 +48,7 @@ def finish_sgd_members(
             sub.update(status=Status.DIVERGED, message=why, steps=k)
         finish_sgd_entry(sub, member_arrays(arrays, e), tau, levels, threshold, flow_finals[e])
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds[e]})
-    _aggregate(entry, members)
+    aggregate_members(entry, members)
     entry["plateaus"] = []
     entry["diverged"] = all(m["diverged"] for m in members)
     statuses = {m["status"] for m in members}
@@ -73,13 +73,13 @@ def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds) -> list[i
             sub.update(status=Status.SOLVER_FAILED, message=rise)
             bad.append(e)
         members.append(sub)
-    _aggregate(entry, members)
+    aggregate_members(entry, members)
     if bad:
         entry.update(status=Status.SOLVER_FAILED, message=f"members {bad}: {members[bad[0]]['message']}")
     return bad
 
 
-def _aggregate(entry: dict, members: list[dict]) -> None:
+def aggregate_members(entry: dict, members: list[dict]) -> None:
     finals = [m.get("final_loss") for m in members]
     dists = [m.get("max_dist_to_flow") for m in members]
     entry["members"] = members

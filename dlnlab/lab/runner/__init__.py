@@ -22,6 +22,10 @@ _EXPORTS = {
     "._sme": ["stop_diverged"],
     "._kind": ["SeriesKind", "SeriesTask", "SeriesDone", "LrTimes", "Resume"],
     "._registry": ["KINDS"],
+    "._context": ["SeriesContext"],
+    "._ahead": ["start_early"],
+    "._flow_chunks": ["solve_in_chunks"],
+    "._fork": ["available_cores"],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from dlnlab import flow as flowmod
-from dlnlab.lab.config._choose import flow_seconds
+from dlnlab.lab.config import flow_seconds
 from dlnlab.lab.runner._flow_chunks import in_chunks
 from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
 from dlnlab.lab.runner._progress import Progress

@@ -28,9 +28,8 @@ from dlnlab import flow as flowmod
 from dlnlab.eos import CentralFlow
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import flow_nfe_budget
-from dlnlab.lab.record import SeriesRecorder
-from dlnlab.lab.record._tags import Thinner
-from dlnlab.lab.results._eos import central_entry
+from dlnlab.lab.record import SeriesRecorder, Thinner
+from dlnlab.lab.results import central_entry
 from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._times import at_series_grid

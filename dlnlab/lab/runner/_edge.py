@@ -53,9 +53,8 @@ from dlnlab.eos import (
 from dlnlab.errors import SeriesWarning
 from dlnlab.flow import integrate
 from dlnlab.lab.config import EDGE_STEPS
-from dlnlab.lab.record import log_text
-from dlnlab.lab.record._tags import Thinner
-from dlnlab.lab.results._eos import EdgeEntry, PredictionEntry, edge_lines
+from dlnlab.lab.record import Thinner, log_text
+from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines
 from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._sgd import blowup_norm

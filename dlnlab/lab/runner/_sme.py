@@ -24,8 +24,7 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import derive_seed
-from dlnlab.lab.results import MEMBER_KEYS, finish_sgd_entry
-from dlnlab.lab.results._ensemble import _aggregate
+from dlnlab.lab.results import MEMBER_KEYS, aggregate_members, finish_sgd_entry
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._sgd import blowup_norm
@@ -132,7 +131,7 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
         finite = own["loss"][np.isfinite(own["loss"])]
         sub["final_loss"] = float(finite[-1]) if len(finite) else None
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds})
-    _aggregate(entry, members)
+    aggregate_members(entry, members)
     entry.update(t_stop=float(arrays["t"][-1]), plateaus=[], diverged=all(m["diverged"] for m in members))
     statuses = {m["status"] for m in members}
     if entry["status"] == Status.OK and len(statuses) == 1 and statuses <= {Status.DIVERGED, Status.UNSTABLE}:
