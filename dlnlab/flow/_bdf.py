@@ -38,7 +38,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dlnlab.flow._members import jacobian_eigen, solve_members
+from dlnlab.flow._members import jacobian_eigen, output_rows, solve_members
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
 
@@ -312,21 +312,17 @@ def _accept(s: _Members, step: _Step, accept: np.ndarray, d, scale, safety) -> t
 
 def _dense(s: _Members, m: np.ndarray, h: np.ndarray, order: np.ndarray) -> None:
     """The output rows of members m inside the steps they just took: scipy's BdfDenseOutput."""
-    first, t_new = s.out_idx[m], s.t[m]
-    last = np.maximum(np.searchsorted(s.tt, t_new * (1 + 1e-14), side="right"), first)
-    count = last - first
-    total = int(count.sum())
-    if total == 0:
+    t_new = s.t[m]
+    found = output_rows(s, m, t_new)
+    if found is None:
         return
-    who = np.repeat(np.arange(len(m)), count)
-    rows = np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+    who, rows = found
     j = np.arange(MAX_ORDER)
     hw = h[who, None]
     x = (s.tt[rows][:, None] - (t_new[who, None] - hw * j)) / (hw * (1 + j))
     weights = np.cumprod(x, axis=1) * (j < order[who, None])
     dm = s.D[m[who], : MAX_ORDER + 1]
     s.out[rows, m[who]] = dm[:, 0] + np.matmul(weights[:, None, :], dm[:, 1:])[:, 0]
-    s.out_idx[m] = last
 
 
 def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:

@@ -16,7 +16,7 @@ import torch
 from dlnlab.flow._run import BudgetExceeded, Run
 from dlnlab.trajectory import Interrupted, MemberStats, Status, Trajectory
 
-__all__ = ["solve_members"]
+__all__ = ["solve_members", "output_rows", "jacobian_eigen"]
 
 
 def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt, name: str) -> Trajectory:
@@ -56,6 +56,20 @@ def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt
             run.counter.n_steps = int(s.counts["n_steps"].max())
     msg = f"reached t = {run.t_end:g} ({len(run.t)} output points, {s.b} members); dlnlab {name}"
     return run.result(Status.OK, msg)
+
+
+def output_rows(s, m: np.ndarray, t_new: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The output rows that members m's steps, ending at t_new, pass: (who, rows), who[i] the index into
+    m of row rows[i]; ``s.out_idx[m]`` moves past them. None if there are none."""
+    first = s.out_idx[m]
+    last = np.maximum(np.searchsorted(s.tt, t_new * (1 + 1e-14), side="right"), first)
+    count = last - first
+    total = int(count.sum())
+    if total == 0:
+        return None
+    s.out_idx[m] = last
+    who = np.repeat(np.arange(len(m)), count)
+    return who, np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
 
 
 def _rows(block: np.ndarray, single: bool) -> torch.Tensor:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dlnlab.flow._members import jacobian_eigen, solve_members
+from dlnlab.flow._members import jacobian_eigen, output_rows, solve_members
 from dlnlab.flow._radau_linalg import MU_COMPLEX, MU_REAL, EigenbasisSolve
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
@@ -341,14 +341,10 @@ def _accept(s: _Members, step: _Step, m: np.ndarray, factor, err, n_iter, rate) 
 
 def _dense(s: _Members, m: np.ndarray, poly: np.ndarray, h: np.ndarray, t_new: np.ndarray) -> None:
     """The output rows of members m inside the steps they are taking: the collocation polynomial."""
-    first = s.out_idx[m]
-    last = np.maximum(np.searchsorted(s.tt, t_new * (1 + 1e-14), side="right"), first)
-    count = last - first
-    total = int(count.sum())
-    if total == 0:
+    found = output_rows(s, m, t_new)
+    if found is None:
         return
-    who = np.repeat(np.arange(len(m)), count)
-    rows = np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+    who, rows = found
     x = ((s.tt[rows] - s.t[m[who]]) / h[who])[:, None]
     values = poly[2, who]  # Horner, in place
     for j in (1, 0):
@@ -357,7 +353,6 @@ def _dense(s: _Members, m: np.ndarray, poly: np.ndarray, h: np.ndarray, t_new: n
     values *= x
     values += s.y[m[who]]
     s.out[rows, m[who]] = values
-    s.out_idx[m] = last
 
 
 def integrate_radau(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:
