@@ -209,10 +209,18 @@ def test_loss_level_event(small, method):
     assert float(_loss(problem, dims, res.theta[-1])) > level
 
 
-def test_event_already_true_at_start(small):
+@pytest.mark.parametrize("method", ["lsoda", "cvode", "dopri5"])
+def test_event_already_true_at_start(small, method):
     problem, dims, theta0 = small
-    res = integrate(problem, dims, theta0, [0.0, 1.0], events=[LossLevel(1e6)])
-    assert res.status == "event" and res.t_event == 0.0 and len(res.t) == 1
+    res = integrate(problem, dims, theta0, [0.0, 1.0], Solver(method), events=[LossLevel(1e6)])
+    assert res.status == "event" and res.t_event == 0.0 and len(res.t) == 1 and res.nfe == 0
+
+
+@pytest.mark.parametrize("method", ["lsoda", "cvode", "rk45"])
+def test_a_single_output_time_is_the_initial_state(small, method):
+    problem, dims, theta0 = small
+    res = integrate(problem, dims, theta0, [0.0], Solver(method))
+    assert res.status == "ok" and torch.equal(res.theta, theta0[None]) and res.nfe == 0
 
 
 @pytest.mark.parametrize("method", ["lsoda", "dopri5"])

@@ -161,6 +161,14 @@ class Run:
             self.progress(t_event, self.t_end)
         return self.result(Status.EVENT, msg, event=name, t_event=t_event, theta_event=theta_event)
 
+    def settled_at_start(self) -> Trajectory | None:
+        """The result when there is nothing to integrate: an event that holds at t0, or a single output
+        time; else None."""
+        early = self.initial_event()
+        if early is None and len(self.t) == 1:
+            return self.result(Status.OK, f"reached t = {self.t_end:g} (1 output point)")
+        return early
+
     def initial_event(self) -> Trajectory | None:
         if not self.events:
             return None

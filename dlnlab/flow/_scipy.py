@@ -46,11 +46,9 @@ def _ctrl_c_as_stop(flag: list) -> Iterator[None]:
 
 def integrate_scipy(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:
     problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
-    early = run.initial_event()
+    early = run.settled_at_start()
     if early is not None:
         return early
-    if len(t) == 1:
-        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     counter, t_end, t0 = run.counter, run.t_end, float(t[0])
     every, next_progress = (t_end - t0) / 100, [t0]
     ctrl_c: list = []

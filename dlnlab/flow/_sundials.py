@@ -36,11 +36,9 @@ def integrate_cvode(run: Run, stop: Callable[[], bool] | None = None) -> Traject
     import sksundae
 
     problem, layout, theta0, t, solver = run.problem, run.layout, run.outputs[0][0], run.t, run.solver
-    early = run.initial_event()
+    early = run.settled_at_start()
     if early is not None:
         return early
-    if len(t) == 1:
-        return run.result(Status.OK, f"reached t = {run.t_end:g} (1 output point)")
     counter = run.counter
     last_t = [float(t[0])]
 
