@@ -293,10 +293,7 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     rows = json.loads((sweep / "aggregate" / "aggregate.json").read_text())["rows"]
     assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"}
     assert all(r["samples"] == 1 for r in rows)
-    empty = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")], capture_output=True
-    )
-    assert empty.returncode == 2
+    # aggregate.py on a folder that does not exist exits 2: tests/test_scripts.py's refusal table
 
 
 def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
