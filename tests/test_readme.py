@@ -69,8 +69,9 @@ def test_the_repository_cites_only_its_own_documents():
 
 
 def test_the_core_the_plots_and_a_refused_run_import_only_what_they_need(tmp_path):
-    """One fresh interpreter, three checks in turn (each import adds to the last, so each line holds
-    what the part alone would import): the core (and every name dlnlab exports) imports neither
+    """One fresh interpreter, four checks in turn (each import adds to the last, so each line holds
+    what the part alone would import): dlnlab.rundir (reading and writing run files) imports no torch;
+    the core (and every name dlnlab exports) imports neither
     Lightning, Hydra, OmegaConf, TensorBoard nor matplotlib; dlnlab.plots neither Lightning, Hydra nor
     matplotlib.pyplot; a run whose config the lab rejects (sgd.lrs with a 0) is refused before
     Lightning is imported. (One process, not three: each start costs ~2.5 s of imports.)"""
@@ -83,6 +84,8 @@ def test_the_core_the_plots_and_a_refused_run_import_only_what_they_need(tmp_pat
         "import sys\n"
         "def loaded(names):\n"
         "    return sorted(m for m in names if m in sys.modules)\n"
+        "import dlnlab.rundir\n"
+        "print('rundir', loaded(('torch', 'lightning', 'hydra', 'matplotlib')))\n"
         f"import {core}\n"
         "import dlnlab; [getattr(dlnlab, n) for n in dlnlab.__all__ if n != '__version__']\n"
         "print('core', loaded(('lightning', 'hydra', 'omegaconf', 'tensorboard', 'matplotlib')))\n"
@@ -103,5 +106,5 @@ def test_the_core_the_plots_and_a_refused_run_import_only_what_they_need(tmp_pat
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
-    assert lines[:2] == ["core []", "plots []"], proc.stdout
-    assert lines[2].startswith("rejected: sgd.lrs") and lines[3:] == ["refused run []"], proc.stdout
+    assert lines[:3] == ["rundir []", "core []", "plots []"], proc.stdout
+    assert lines[3].startswith("rejected: sgd.lrs") and lines[4:] == ["refused run []"], proc.stdout
