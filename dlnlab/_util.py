@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
-import torch
 
 __all__ = ["fmt", "jsonable"]
 
@@ -26,7 +26,8 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    if isinstance(x, (torch.Tensor, np.ndarray)):
+    torch = sys.modules.get("torch")  # not imported: x is no tensor (reading runs needs no torch, ~1.5 s)
+    if isinstance(x, np.ndarray) or (torch is not None and isinstance(x, torch.Tensor)):
         return jsonable(x.tolist())
     if isinstance(x, (bool, np.bool_)):
         return bool(x)

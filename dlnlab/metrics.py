@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dlnlab._members import MEMBERLESS_KEYS, member_arrays, members_of
 from dlnlab.analysis import (
     DENSE_HESSIAN_MAX,
     conservation_drift,
@@ -26,10 +27,6 @@ from dlnlab.network import Layout, as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
 
 __all__ = ["SeriesMetrics", "METRIC_KEYS", "MEMBERLESS_KEYS", "theta_rows", "member_arrays", "members_of"]
-
-# keys of a series' arrays that an ensemble shares (no member axis); every other key of an ensemble's
-# series file has the member axis first: (E, T, ...)
-MEMBERLESS_KEYS = frozenset({"t", "grid_index", "step", "theta_grid_index"})
 
 METRIC_KEYS = (
     "grid_index", "t", "loss", "sv", "sv_A", "mode_strength", "grad_norm", "level_index", "level_gap",
@@ -194,14 +191,3 @@ def theta_rows(arrays) -> tuple[np.ndarray | None, np.ndarray | None]:
         ok = (rows < len(grid)) & (grid[np.minimum(rows, len(grid) - 1)] == sub_m)
         return rows[ok], np.asarray(arrays["theta_sub"])[..., ok, :]
     return None, None
-
-
-def members_of(arrays) -> int | None:
-    """The ensemble size of a series file's arrays (member-major, see ``MEMBERLESS_KEYS``), or None."""
-    loss = arrays.get("loss") if hasattr(arrays, "get") else None
-    return None if loss is None or np.ndim(loss) != 2 else int(np.shape(loss)[0])
-
-
-def member_arrays(arrays, member: int) -> dict:
-    """The arrays of one member of an ensemble's series (its own trajectory, like a single run's)."""
-    return {k: (v if k in MEMBERLESS_KEYS else v[member]) for k, v in arrays.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -28,16 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> Path:
-    """One successful CLI run, shared by the tests that read it or try to write into it."""
-    out = tmp_path_factory.mktemp("cli") / "run"
-    proc = _cli(
-        ["experiment=tiny", "model.dims=[4,3,2]", "sgd.lrs=[0.05,0.02,0.01]", *QUIET, f"hydra.run.dir={out}"],
-        out.parent,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run directory" in proc.stdout
-    return out
+def two_runs(tmp_path_factory) -> Path:
+    """Two CLI runs started together, both with hydra.run.dir=${dlnlab_unique:<folder>/same}: a full one
+    (the net [4, 3, 2], three learning rates, TensorBoard) and a flow-only one. The folder they share is
+    returned; each run took the first free name, same or same_1. (One of the two is the run the tests
+    below read or try to write into: a third CLI run of its own cost ~4 s.)"""
+    folder = tmp_path_factory.mktemp("cli")
+    unique = f"hydra.run.dir=${{dlnlab_unique:{folder / 'same'}}}"
+    full = ["experiment=tiny", "model.dims=[4,3,2]", "sgd.lrs=[0.05,0.02,0.01]", *QUIET, unique]
+    flow_only = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET, unique]
+    procs = [_popen(args, folder) for args in (full, flow_only)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert "run directory" in out
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cli_run(two_runs) -> Path:
+    """The full one of the two runs, shared by the tests that read it or try to write into it."""
+    (run,) = [d for d in two_runs.iterdir() if _summary(d)["config"]["model"]["dims"] == [4, 3, 2]]
+    return run
 
 
 def test_cli_runs_with_overrides(cli_run):
@@ -112,20 +125,8 @@ def test_more_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     _refused_in_one_line(REFUSED_MORE, tmp_path)
 
 
-def test_two_runs_started_together_get_two_directories(tmp_path):
-    base = tmp_path / "same"
-    args = [
-        "experiment=tiny",
-        "sgd.lrs=[]",
-        "logger=none",
-        *QUIET,
-        f"hydra.run.dir=${{dlnlab_unique:{base}}}",
-    ]
-    procs = [_popen(args, tmp_path) for _ in range(2)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-2000:]
-    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+def test_two_runs_started_together_get_two_directories(two_runs):
+    dirs = sorted(p for p in two_runs.iterdir() if p.is_dir())
     assert [d.name for d in dirs] == ["same", "same_1"]
     for d in dirs:
         assert _summary(d)["run_dir"] == str(d)
@@ -242,8 +243,9 @@ LAUNCHERS = [
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher):
-    """A two-job sweep through a Hydra launcher, one job failing."""
+def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher, capsys):
+    """A two-job sweep through a Hydra launcher, one job failing; aggregate.py then skips the failed
+    flow, says so, and aggregates the rest."""
     if launcher:
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     sweep = tmp_path / "sweep"
@@ -274,29 +276,19 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
         assert (
             _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
         )  # the SGD series still ran
-    agg = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "aggregate.py"),
-            str(sweep),
-            "--csv",
-            str(tmp_path / "t.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert agg.returncode == 0, agg.stderr
+    # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
+    # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
+    aggregate_main = runpy.run_path(str(ROOT / "scripts" / "aggregate.py"))["main"]
+    capsys.readouterr()
+    assert aggregate_main([str(sweep), "--csv", str(tmp_path / "t.csv")]) == 0
+    said = capsys.readouterr().err
     # two settings (flow.max_nfe=10 and null); the failed flow is skipped and said so, the rest aggregated
-    assert "skipped" in agg.stderr and "solver_failed" in agg.stderr and "flow.max_nfe=10" in agg.stderr
+    assert "skipped" in said and "solver_failed" in said and "flow.max_nfe=10" in said
     assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 4 + 3
     rows = json.loads((sweep / "aggregate" / "aggregate.json").read_text())["rows"]
     assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"}
     assert all(r["samples"] == 1 for r in rows)
-    empty = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "aggregate.py"), str(tmp_path / "none")], capture_output=True
-    )
-    assert empty.returncode == 2
+    # aggregate.py on a folder that does not exist exits 2: tests/test_scripts.py's refusal table
 
 
 def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):

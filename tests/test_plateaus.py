@@ -32,12 +32,21 @@ from dlnlab.problem import RegressionProblem
 # Trajectories
 
 
-def test_aligned_flow_one_plateau_per_mode_exits_match_reference():
+@pytest.fixture(scope="module")
+def aligned_flow():
+    """The small problem's flow from an aligned init (depth 4, u0 = 1e-3) to 1.3 times the last mode's
+    half-time, dt = 0.05: (problem, dims, theta0, the modes' half-times, the series' arrays). Read by
+    two tests (each integration ~0.5 s); analyze_series only reads the arrays."""
     pr = small_problem()
     h, u0 = 4, 1e-3
     dims = net(h)
+    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
     ref = [mode_half_time(float(m), u0, h) for m in pr.modes]
-    arr = series_of(pr, dims, pack(init.aligned(dims, pr, u0, seed=2)), 1.3 * ref[-1], 0.05)
+    return pr, dims, theta0, ref, series_of(pr, dims, theta0, 1.3 * ref[-1], 0.05)
+
+
+def test_aligned_flow_one_plateau_per_mode_exits_match_reference(aligned_flow):
+    pr, dims, _, ref, arr = aligned_flow
     plats = saddles.analyze_series(pr, dims, arr)
     levels = pr.plateau_levels(3).tolist()
     assert [p.level_index for p in plats] == [0, 1, 2]
@@ -149,13 +158,10 @@ def test_far_from_origin_has_no_plateau():
     assert saddles.analyze_series(small, dims, arr) == []
 
 
-def test_gd_leaves_plateaus_later_by_order_eta():
-    pr = small_problem()
-    h, u0 = 4, 1e-3
-    dims = net(h)
-    theta0 = pack(init.aligned(dims, pr, u0, seed=2))
-    t_max = 1.3 * mode_half_time(float(pr.modes[-1]), u0, h)
-    ref = saddles.analyze_series(pr, dims, series_of(pr, dims, theta0, t_max, 0.05), classify=False)
+def test_gd_leaves_plateaus_later_by_order_eta(aligned_flow):
+    pr, dims, theta0, half_times, arr = aligned_flow
+    t_max = 1.3 * half_times[-1]
+    ref = saddles.analyze_series(pr, dims, arr, classify=False)
     assert [p.exit_mode for p in ref] == [0, 1, 2]
     delays = {}
     for lr in (0.02, 0.01, 0.005):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import runpy
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +77,8 @@ def diverged_run(tmp_path_factory) -> Path:
     return out
 
 
-def test_plots_import_neither_lightning_nor_hydra():
-    banned = ("lightning", "hydra", "matplotlib.pyplot")
-    code = f"import sys, dlnlab.plots; print(sorted(m for m in {banned!r} if m in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+# dlnlab.plots imports neither Lightning, Hydra nor matplotlib.pyplot: checked in one fresh interpreter with
+# the core's and a refused run's imports (tests/test_readme.py::test_the_core_the_plots_and_a_refused_run_...)
 
 
 # ---- configs -------------------------------------------------------------------------------------
@@ -109,41 +103,6 @@ def test_run_writes_every_figure(tiny_run):
     assert set(FIGURES) == FIGURE_NAMES
     for name in FIGURE_NAMES:
         _check_png(tiny_run / "figures" / f"{name}.png")
-
-
-@pytest.mark.lab
-def test_figures_go_to_tensorboard_as_images(tiny_run, tmp_path):
-    import shutil
-
-    from tensorboard.backend.event_processing.event_accumulator import (
-        STORE_EVERYTHING_SIZE_GUIDANCE,
-        EventAccumulator,
-    )
-
-    from dlnlab.lab.record import figures_logger, log_png
-
-    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run"))  # the session's run is read-only
-    logger = figures_logger(tiny_run, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
-    make_run_figures(tiny_run, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
-    logger.finalize("success")  # the run made them once already: replaced, never stacked
-    assert len(list((tiny_run / "tensorboard" / "flow").glob("*.figures"))) == 1
-    acc = EventAccumulator(
-        str(tiny_run / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
-    )
-    acc.Reload()
-    tags = set(acc.Tags()["images"])
-    assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
-    img = acc.Images("figures/loss")[-1]
-    assert img.step == 0 and img.width >= 400 and img.height >= 300
-    # the image is the PNG file's picture (decoded and re-encoded, not drawn again)
-    from io import BytesIO
-
-    from matplotlib.image import imread
-
-    shown = imread(BytesIO(img.encoded_image_string), format="png")
-    np.testing.assert_allclose(shown, imread(tiny_run / "figures" / "loss.png"), atol=1 / 255)
-    n_grid = len(np.load(tiny_run / "series" / "flow.npz")["t"])
-    assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 
 
 @pytest.mark.lab
@@ -177,7 +136,7 @@ def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
         for name, fig in build_run_figures(d, strict=True).items():
             assert _inside(fig), (d.name, name)
             assert not any(ax.get_legend() for ax in fig.axes)  # legends sit below the axes
-    assert _inside(figure1(tiny_run, diverged_run))
+    # Figure 1's text: test_figure1_is_drawn_from_two_run_directories, on the figure it builds
 
 
 def _rgba(c):
@@ -268,7 +227,10 @@ def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path
 # ---- Figure 1 ------------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_path, monkeypatch, capsys):
+    """Figure 1 from two runs: its three panels, no text off the figure; the script draws it from
+    existing runs into a new folder, or replaces the file --out names."""
     fig = figure1(tiny_run, diverged_run)
+    assert _inside(fig)
     titles = [sf._suptitle.get_text() for sf in fig.subfigs]
     assert titles[0].startswith("(a)") and titles[1].startswith("(b)") and titles[2].startswith("(c)")
     assert len(fig.subfigs[1].axes) == 3 and len(fig.subfigs[2].axes) == 3
@@ -292,15 +254,40 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
 
 
 @pytest.mark.lab
-def test_figures_drawn_in_forked_workers_are_the_same_pngs(tiny_run, tmp_path):
-    """make_run_figures(workers=2): the figures split between two forked processes, the same bytes as
-    drawn in one (and on_png gets them in the figures' order)."""
-    import shutil
+def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pngs(tiny_run, tmp_path):
+    """The figures drawn in this process go to TensorBoard as images (replacing the run's own, never
+    stacked; each the PNG file's picture); make_run_figures(workers=2), the figures split between two
+    forked processes, writes the same bytes (and on_png gets them in the figures' order). One serial
+    drawing serves both checks."""
+    from io import BytesIO
+
+    from tensorboard.backend.event_processing.event_accumulator import (
+        STORE_EVERYTHING_SIZE_GUIDANCE,
+        EventAccumulator,
+    )
+
+    from dlnlab.lab.record import figures_logger, log_png
 
     mine, other = tmp_path / "mine", tmp_path / "copy"  # two copies: the session's run is read-only
     shutil.copytree(tiny_run, mine)
     shutil.copytree(tiny_run, other)
-    one = {p.name: p.read_bytes() for p in make_run_figures(mine, strict=True)}
+    logger = figures_logger(mine, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
+    serial = make_run_figures(mine, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
+    logger.finalize("success")  # the run made them once already: replaced, never stacked
+    assert len(list((mine / "tensorboard" / "flow").glob("*.figures"))) == 1
+    acc = EventAccumulator(str(mine / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc.Reload()
+    tags = set(acc.Tags()["images"])
+    assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
+    img = acc.Images("figures/loss")[-1]
+    assert img.step == 0 and img.width >= 400 and img.height >= 300
+    # the image is the PNG file's picture (decoded and re-encoded, not drawn again)
+    shown = imread(BytesIO(img.encoded_image_string), format="png")
+    np.testing.assert_allclose(shown, imread(mine / "figures" / "loss.png"), atol=1 / 255)
+    n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
+    assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
+
+    one = {p.name: p.read_bytes() for p in serial}
     got = []
     two = make_run_figures(other, strict=True, workers=2, on_png=lambda n, png: got.append((n, png)))
     assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)

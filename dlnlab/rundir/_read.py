@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlnlab._members import member_arrays, members_of
 from dlnlab.errors import FileWarning
-from dlnlab.metrics import member_arrays, members_of
 from dlnlab.rundir._names import format_lr, lr_from_name
 from dlnlab.status import Status
 

@@ -6,6 +6,8 @@ README's contract); its ``status`` is a :class:`Status`, a str enum that JSON wr
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import signal
 import sys
@@ -93,6 +95,15 @@ class RunState:
     logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)
     process: dict = field(default_factory=_process)
 
+    @functools.cached_property
+    def _plain_config(self) -> dict:
+        """The config as plain JSON types, converted once: a run's config never changes, and its
+        conversion (OmegaConf.structured) took 0.07 s of every summary write, 0.8 s of a tiny run's 2.1 s
+        (11 writes; measured). Each summary gets its own copy."""
+        from dlnlab.lab.config import to_plain
+
+        return to_plain(self.plan.cfg)
+
     def enter(self, stage: str) -> None:
         """Start a stage: stop here if a signal came (also one whose exception Python dropped, see
         :mod:`dlnlab.rundir.signals`); else record the stage in summary.json. The stage the run is
@@ -145,7 +156,6 @@ class RunState:
         return Summary.from_dict(self._summary_dict(), strict=False)
 
     def _summary_dict(self) -> dict:
-        from dlnlab.lab.config import to_plain
         from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg
@@ -184,7 +194,7 @@ class RunState:
             "gd_stability_threshold": plan.gd_threshold,
             "seeds": vars(plan.seeds),
             "versions": versions(),
-            "config": to_plain(cfg),
+            "config": copy.deepcopy(self._plain_config),
             "grid": {"dt": cfg.log.dt, "n_grid": self.n_grid, "t_max": cfg.flow.t_max},
             "estimates": {
                 "peak_memory_bytes": plan.estimate.peak_memory,
@@ -318,6 +328,14 @@ def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
 
 
 def versions() -> dict:
+    """The versions of Python and the packages a run's numbers depend on (a copy each call)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict:
+    """Looked up once per process: importlib.metadata scans the installed packages, 0.035 s a call, and
+    the summary is written about 11 times in a tiny run (measured)."""
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
