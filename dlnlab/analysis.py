@@ -18,6 +18,7 @@ import torch
 from scipy.integrate import quad, solve_ivp
 from torch import Tensor
 
+from dlnlab._sizes import DENSE_HESSIAN_MAX  # dense eigensolvers up to this p, Lanczos above
 from dlnlab.network import Layout
 from dlnlab.problem import RegressionProblem
 
@@ -38,9 +39,6 @@ __all__ = [
     "hessian_extremes",
 ]
 
-# Dense Hessian eigensolvers up to this many weights (p x p float64: 18 MB), Lanczos on Hessian-vector
-# products above; the lab's log.hessian_dense_max defaults to it.
-DENSE_HESSIAN_MAX = 1500
 
 
 # ----------------------------------------------------------------------------------------------

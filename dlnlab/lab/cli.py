@@ -246,9 +246,6 @@ def _check_job(
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlnlab.lab.config import prepare
-    from dlnlab.lab.runner import start_early
-
     try:
         _check_group_values(overrides)
         cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
@@ -263,6 +260,9 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
+        from dlnlab.lab.config import prepare  # torch: after the composition's own refusals
+        from dlnlab.lab.runner import start_early
+
         prepare(cfg, before_targets=None if multirun else start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:

@@ -25,7 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlnlab.analysis import DENSE_HESSIAN_MAX
+from dlnlab._sizes import DENSE_HESSIAN_MAX
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS
 from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._omegaconf_errors import describe_omegaconf_error, unknown_key_message, unknown_keys
