@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Invariants and spectra
 def conservation_laws(weights: Sequence[Tensor]) -> list[Tensor]:

@@ -118,10 +118,20 @@ def _circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _is_package(dotted: str) -> bool:
+    return (ROOT.joinpath(*dotted.split(".")) / "__init__.py").exists()
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
 def private_crossings(module: str, path: Path, tree: ast.AST) -> list[str]:
     """The imports in ``module`` of a dlnlab module or name that is private to a package it is not in:
-    ``dlnlab.lab.runner._ahead`` belongs to ``dlnlab.lab.runner``, ``_s1`` of ``dlnlab.saddles.plateaus``
-    to ``dlnlab.saddles``. A package's ``__init__`` exports what others may use."""
+    ``dlnlab.lab.runner._ahead`` belongs to ``dlnlab.lab.runner`` (however it is imported: ``from
+    dlnlab.lab.runner import _ahead`` too), ``_s1`` of the module ``dlnlab.saddles.plateaus`` to
+    ``dlnlab.saddles``. A package's ``__init__`` exports what others may use; its ``_EXPORTS`` (the
+    names it imports on first use) count as its imports."""
     bad = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -130,19 +140,19 @@ def private_crossings(module: str, path: Path, tree: ast.AST) -> list[str]:
             source = _targets(module, path, node)[0]
             pairs = [(source, a.name) for a in node.names]
         else:
-            continue
+            pairs = [(target, None) for target in _lazy_targets(module, node)]
         for source, name in pairs:
             if not source.startswith("dlnlab"):
                 continue
-            parts = source.split(".")
-            private = [i for i, part in enumerate(parts) if part.startswith("_")]
-            if name is not None and name.startswith("_") and not name.startswith("__"):
-                private.append(len(parts))  # a private name: its module's package owns it
-            if not private:
+            full = source.split(".") + ([name] if name else [])
+            first = next((i for i, part in enumerate(full) if _private(part)), None)
+            if first is None:
                 continue
-            owner = ".".join(parts[: max(1, private[0] - (0 if private[0] < len(parts) else 1))])
+            # a private name of a plain module belongs to the module's package; else the package above it
+            of_module = first == len(full) - 1 and name is not None and not _is_package(source)
+            owner = ".".join(full[: max(1, first - 1 if of_module else first)])
             if not (module == owner or module.startswith(owner + ".")):
-                bad.append(f"{module}: {source}{'.' + name if name else ''} (private to {owner})")
+                bad.append(f"{module}: {'.'.join(full)} (private to {owner})")
     return bad
 
 
@@ -222,18 +232,25 @@ def test_the_check_sees_imports_inside_functions_and_circles():
     assert "dlnlab.lab.runner" in _targets("dlnlab.plots.x", ROOT / "x.py", node)
     crossing = ast.parse(
         "from dlnlab.lab.runner._ahead import start_early\nfrom dlnlab.saddles.plateaus import _s1\n"
-        "import dlnlab.flow._rk45\nfrom dlnlab.lab.runner import start_early\n"
+        "import dlnlab.flow._rk45\nfrom dlnlab.lab.runner import start_early\nfrom dlnlab.lab.runner import _ahead\n"
+        "from dlnlab.lab.config import _EXPORTS\nfrom dlnlab import __version__\n"
+        "_EXPORTS = {'dlnlab.flow._run': ['Run']}\n"
     )
     assert private_crossings("scripts.x", ROOT / "scripts" / "x.py", crossing) == [
         "scripts.x: dlnlab.lab.runner._ahead.start_early (private to dlnlab.lab.runner)",
         "scripts.x: dlnlab.saddles.plateaus._s1 (private to dlnlab.saddles)",
         "scripts.x: dlnlab.flow._rk45 (private to dlnlab.flow)",
+        "scripts.x: dlnlab.lab.runner._ahead (private to dlnlab.lab.runner)",
+        "scripts.x: dlnlab.lab.config._EXPORTS (private to dlnlab.lab.config)",
+        "scripts.x: dlnlab.flow._run (private to dlnlab.flow)",
+    ]
+    relative = ast.parse("from ..config import _prepare\n")
+    runner_flow = ROOT / "dlnlab" / "lab" / "runner" / "_flow.py"
+    assert private_crossings("dlnlab.lab.runner._flow", runner_flow, relative) == [
+        "dlnlab.lab.runner._flow: dlnlab.lab.config._prepare (private to dlnlab.lab.config)"
     ]
     inside = ast.parse("from dlnlab.saddles.plateaus import _s1\nfrom ._kind import SeriesKind\n")
-    assert (
-        private_crossings("dlnlab.saddles.classify", ROOT / "dlnlab" / "saddles" / "classify.py", inside)
-        == []
-    )
+    assert private_crossings("dlnlab.saddles.classify", ROOT / "dlnlab" / "saddles" / "classify.py", inside) == []
     path = ROOT / "dlnlab" / "lab" / "runner" / "_sgd.py"
     assert (
         private_crossings("dlnlab.lab.runner._sgd", path, ast.parse("from ._kind import SeriesKind\n")) == []

@@ -316,13 +316,14 @@ def _dense(s: _Members, m: np.ndarray, h: np.ndarray, order: np.ndarray) -> None
     found = output_rows(s, m, t_new)
     if found is None:
         return
-    who, rows = found
+    who, rows, last = found
     j = np.arange(MAX_ORDER)
     hw = h[who, None]
     x = (s.tt[rows][:, None] - (t_new[who, None] - hw * j)) / (hw * (1 + j))
     weights = np.cumprod(x, axis=1) * (j < order[who, None])
     dm = s.D[m[who], : MAX_ORDER + 1]
     s.out[rows, m[who]] = dm[:, 0] + np.matmul(weights[:, None, :], dm[:, 1:])[:, 0]
+    s.out_idx[m] = last
 
 
 def integrate_bdf(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:

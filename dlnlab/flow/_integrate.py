@@ -100,12 +100,12 @@ def integrate(
     ``field(t, theta)`` and ``field.into(theta, out)``, plus ``jacobian`` / ``jvp`` for the stiff
     methods), e.g. the central flow of ``dlnlab.eos``; not with modified_lr.
 
-    theta0: (p,) or a batch (B, p) (no events for a batch; see the module docstring for how each
-    member keeps its own error control), moved to the problem's device (a problem on a GPU:
+    theta0: (p,) or a batch (B, p) (no events for a batch; the dlnlab.flow package docstring says how
+    each member keeps its own error control), moved to the problem's device (a problem on a GPU:
     ``problem.to("cuda")``, torchdiffeq methods only). The trajectory's times are on the CPU, its
     states, (T, p) or (T, B, p), on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
-    events: event functions (see the module docstring); the first to fire stops the solve.
+    events: event functions (see the dlnlab.flow package docstring); the first to fire stops the solve.
     progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
     (scipy), and once at the end. stop(): when it returns True (checked after every chunk or step)
     the solve stops as if interrupted.

@@ -58,18 +58,19 @@ def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt
     return run.result(Status.OK, msg)
 
 
-def output_rows(s, m: np.ndarray, t_new: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The output rows that members m's steps, ending at t_new, pass: (who, rows), who[i] the index into
-    m of row rows[i]; ``s.out_idx[m]`` moves past them. None if there are none."""
+def output_rows(s, m: np.ndarray, t_new: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The output rows that members m's steps, ending at t_new, pass: (who, rows, last), who[i] the index
+    into m of row rows[i], last the members' next output index (the caller sets ``s.out_idx[m] = last``
+    once the rows are written: an interrupt in between must not hand out unwritten rows). None if there
+    are none."""
     first = s.out_idx[m]
     last = np.maximum(np.searchsorted(s.tt, t_new * (1 + 1e-14), side="right"), first)
     count = last - first
     total = int(count.sum())
     if total == 0:
         return None
-    s.out_idx[m] = last
     who = np.repeat(np.arange(len(m)), count)
-    return who, np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count)
+    return who, np.arange(total) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first, count), last
 
 
 def _rows(block: np.ndarray, single: bool) -> torch.Tensor:

@@ -344,7 +344,7 @@ def _dense(s: _Members, m: np.ndarray, poly: np.ndarray, h: np.ndarray, t_new: n
     found = output_rows(s, m, t_new)
     if found is None:
         return
-    who, rows = found
+    who, rows, last = found
     x = ((s.tt[rows] - s.t[m[who]]) / h[who])[:, None]
     values = poly[2, who]  # Horner, in place
     for j in (1, 0):
@@ -353,6 +353,7 @@ def _dense(s: _Members, m: np.ndarray, poly: np.ndarray, h: np.ndarray, t_new: n
     values *= x
     values += s.y[m[who]]
     s.out[rows, m[who]] = values
+    s.out_idx[m] = last
 
 
 def integrate_radau(run: Run, stop: Callable[[], bool] | None = None) -> Trajectory:

@@ -36,6 +36,7 @@ from dlnlab.lab.config import (
     describe_omegaconf_error,
     describe_yaml_error,
     shown,
+    typed_config,
     unknown_key_message,
 )
 from dlnlab.rundir import signals
@@ -260,9 +261,9 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        from dlnlab.lab.config import prepare  # torch: after the composition's own refusals
+        typed_config(cfg)  # keys added with +, types: refused before torch is imported (3 ms, again in prepare)
+        from dlnlab.lab.config import prepare  # torch: after the composition's and the schema's refusals
         from dlnlab.lab.runner import start_early
-
         prepare(cfg, before_targets=None if multirun else start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:

@@ -63,6 +63,7 @@ __all__ = [
     "EDGE_STEPS",
     "EdgeWork",
     "edge_work",
+    "flow_seconds",
 ]
 
 from dlnlab.lab.config._costs import (  # noqa: F401 - the cost model, also read as choose.<name>

@@ -39,6 +39,7 @@ __all__ = [
     "check_hydra_files",
     "check_relative_paths",
     "check_run_dir",
+    "check_launcher",
     "HYDRA_FILES",
 ]
 

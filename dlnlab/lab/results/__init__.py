@@ -51,7 +51,12 @@ _EXPORTS = {
         "with_tables",
     ],
     "._ensemble": [
-        "MEMBER_KEYS", "spread", "analyze_members", "finish_flow_members", "finish_sgd_members", "aggregate_members",
+        "MEMBER_KEYS",
+        "spread",
+        "analyze_members",
+        "finish_flow_members",
+        "finish_sgd_members",
+        "aggregate_members",
     ],  # fmt: skip
     "._eos": ["central_entry", "edge_lines"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],

@@ -20,7 +20,7 @@ from dlnlab.lab.results._summary import finish_sgd_entry, flow_loss_rise
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.status import Status
 
-__all__ = ["spread", "finish_sgd_members", "finish_flow_members", "analyze_members", "MEMBER_KEYS"]
+__all__ = ["spread", "finish_sgd_members", "finish_flow_members", "analyze_members", "aggregate_members", "MEMBER_KEYS"]
 
 MEMBER_KEYS = ("status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "message")
 
