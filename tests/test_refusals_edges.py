@@ -206,6 +206,11 @@ EDGES = [
         ["-m", "seed=0,1", "sgd.lrs=" + SWEEP_LRS],
         "hydra.sweep.subdir: job 0's directory",
     ),
+    (
+        "sweep_jobs_in_one_directory",
+        ["-m", "seed=0,1", "hydra.sweep.subdir=same"],
+        "job 1 (seed=1 hydra.sweep.subdir=same experiment=tiny): hydra.sweep.subdir: jobs 0 and 1 would both write to",
+    ),
     # found by trying beyond the issue's cases
     ("nested_list", ["sgd.lrs=[[0.1]]"], "sgd.lrs: expected a list of numbers (float), got an element [0.1]"),
     (

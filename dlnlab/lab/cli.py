@@ -26,12 +26,9 @@ from dlnlab.lab.config import (
     ConfigError,
     ExitCode,
     check_expansion,
-    check_hydra_files,
-    check_launcher,
-    check_output_dir,
+    check_job_dirs,
     check_override_text,
     check_relative_paths,
-    check_sweep_subdir,
     config_class,
     describe_omegaconf_error,
     describe_yaml_error,
@@ -225,19 +222,24 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
         return describe_hydra_error(err)
     except ConfigError as err:
         return str(err)
+    subdirs, named = {}, args.multirun and len(jobs) > 1  # each sweep job's directory: the job that has it
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
-            where = (
-                f"job {num} ({shown(' '.join(overrides), 200)}): " if args.multirun and len(jobs) > 1 else ""
-            )
-            reason = _check_job(config_name, overrides, num, args.multirun, not composes, searchpath)
+            where = f"job {num} ({shown(' '.join(overrides), 200)}): " if named else ""
+            reason = _check_job(config_name, overrides, num, args.multirun, not composes, searchpath, subdirs)
             if reason is not None:
                 return where + reason
     return None
 
 
 def _check_job(
-    config_name: str, overrides: list[str], num: int, multirun: bool, run_checks: bool, searchpath: list[str]
+    config_name: str,
+    overrides: list[str],
+    num: int,
+    multirun: bool,
+    run_checks: bool,
+    searchpath: list[str],
+    subdirs: dict[str, int],
 ) -> str | None:
     """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
     --config-dir), then (``run_checks``) its output directory and the run's own checks
@@ -252,18 +254,16 @@ def _check_job(
         cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
         if not run_checks:
             return None
-        if num == 0:
-            check_output_dir(cfg, multirun)
-            check_hydra_files(cfg, multirun)
-        if multirun:
-            check_sweep_subdir(cfg, num)
-            check_launcher(cfg)
+        check_job_dirs(cfg, num, multirun, subdirs)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        typed_config(cfg)  # keys added with +, types: refused before torch is imported (3 ms, again in prepare)
+        typed_config(
+            cfg
+        )  # keys added with +, types: refused before torch is imported (3 ms, again in prepare)
         from dlnlab.lab.config import prepare  # torch: after the composition's and the schema's refusals
         from dlnlab.lab.runner import start_early
+
         prepare(cfg, before_targets=None if multirun else start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:

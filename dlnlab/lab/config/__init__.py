@@ -40,7 +40,7 @@ _EXPORTS = {
     "._targets": ["current_targets"],
     "._outdir": [
         "check_run_dir", "check_override_text", "check_output_dir", "check_hydra_files", "check_sweep_subdir",
-        "check_launcher", "check_relative_paths",
+        "check_launcher", "check_relative_paths", "check_job_dirs",
     ],  # fmt: skip
     "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],

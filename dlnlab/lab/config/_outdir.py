@@ -40,6 +40,7 @@ __all__ = [
     "check_relative_paths",
     "check_run_dir",
     "check_launcher",
+    "check_job_dirs",
     "HYDRA_FILES",
 ]
 
@@ -179,17 +180,35 @@ def check_launcher(cfg: DictConfig) -> None:
     )
 
 
-def check_sweep_subdir(cfg: DictConfig, num: int) -> None:
+def check_sweep_subdir(cfg: DictConfig, num: int, taken: dict[str, int] | None = None) -> None:
     """Job ``num``'s directory of a sweep (hydra.sweep.subdir, by default ``<num>_<its overrides>``) must
-    be a name and a path the file system takes, with room for what the run writes in it."""
+    be a name and a path the file system takes, with room for what the run writes in it, and no other
+    job's (``taken``: the directories of the jobs checked before, which this adds to)."""
     _, base, _ = output_dir(cfg, True)
     with open_dict(cfg):
         cfg.hydra.job.num = num
     subdir = _resolved(lambda: cfg.hydra.sweep.subdir, "hydra.sweep.subdir")
+    if taken is not None and taken.setdefault(subdir, num) != num:
+        raise ConfigError(
+            f"hydra.sweep.subdir: jobs {taken[subdir]} and {num} would both write to {base / subdir}; "
+            "make it differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default names each job "
+            "by its number and overrides)"
+        )
     check_length(
         base / subdir, "hydra.sweep.subdir", reserve=RUN_DIR_RESERVE,
         what=f"job {num}'s directory (named after its overrides; hydra.sweep.subdir=${{hydra.job.num}} names it by number)",
     )  # fmt: skip
+
+
+def check_job_dirs(cfg: DictConfig, num: int, multirun: bool, taken: dict[str, int]) -> None:
+    """Where job ``num`` of the command line writes: the output directory and Hydra's files (once, for
+    the first job), a sweep's job directory and its launcher (``taken``: see :func:`check_sweep_subdir`)."""
+    if num == 0:
+        check_output_dir(cfg, multirun)
+        check_hydra_files(cfg, multirun)
+    if multirun:
+        check_sweep_subdir(cfg, num, taken)
+        check_launcher(cfg)
 
 
 def check_relative_paths(cfg: DictConfig, chdir: bool) -> None:
