@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from dlnlab._steps import time_per_step  # torch-free (the config checks count steps with it)
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, unpack
 from dlnlab.problem import RegressionProblem
@@ -29,11 +30,6 @@ __all__ = ["SAMPLINGS", "MinibatchSampler", "EnsembleSampler", "GDStepper", "gd"
 
 SAMPLINGS = ("with_replacement", "without_replacement")
 DRAW_BLOCK = 2000  # minibatches drawn per refill of the sampler's buffer
-
-
-def time_per_step(lr: float, momentum: float = 0.0) -> float:
-    """tau: the flow time one step stands for, lr / (1 - momentum)."""
-    return lr / (1.0 - momentum)
 
 
 class MinibatchSampler:

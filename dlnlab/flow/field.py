@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from dlnlab._steps import uniform_times
 from dlnlab.errors import ArgumentError
 from dlnlab.flow.solver import positive_float
 from dlnlab.network import Layout, as_layout
@@ -101,8 +100,7 @@ def time_grid(
             raise ValueError("time_grid(kind='uniform'): give exactly one of dt or n")
         if dt is not None:
             dt = positive_float("dt", dt)
-            count = int(math.floor(t_max / dt + 1e-9)) + 1
-            return torch.arange(count, dtype=torch.float64) * dt
+            return torch.from_numpy(uniform_times(t_max, dt))  # the grid the config checks counted
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")
         return torch.linspace(0.0, t_max, n, dtype=torch.float64)

@@ -17,16 +17,14 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import torch
-
-from dlnlab.descent import time_per_step
-from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, time_grid
+from dlnlab._layout import Layout
+from dlnlab._steps import time_per_step, uniform_times
+from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED
 from dlnlab.lab.config import _choose as choose
 from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._rules import EXACT_COUNT
 from dlnlab.lab.config._schema import TrainConfig
 from dlnlab.lab.config._times import flow_time_count
-from dlnlab.network import Layout
 
 __all__ = [
     "Estimate",
@@ -100,7 +98,7 @@ def estimate(cfg: TrainConfig, data_bytes: float | None = None) -> Estimate:
     flow_times = t * (1 + len(cfg.sgd.lrs))  # at most: the grid and each series' exact times k_m * tau
     if flow_times <= 10_000_000:  # exactly (exact times on grid points count once); a bound beyond
         taus = [time_per_step(lr, cfg.sgd.momentum) for lr in cfg.sgd.lrs]
-        flow_times = flow_time_count(time_grid(cfg.flow.t_max, dt=cfg.log.dt).numpy(), taus, cfg.log.dt)
+        flow_times = flow_time_count(uniform_times(cfg.flow.t_max, cfg.log.dt), taus, cfg.log.dt)
     mem: dict[str, float] = {}
     if cfg.data.kind.name == "teacher":  # X, Y and the generator's temporaries
         mem["data X, Y"] = 3.0 * (lay.d_x + lay.d_y) * cfg.data.n_samples * F64
@@ -169,7 +167,7 @@ def _seconds(s: float) -> str:
     return f"{s:.3g} s"
 
 
-def gradient_seconds(problem, theta0: torch.Tensor, dims) -> float:
+def gradient_seconds(problem, theta0, dims) -> float:
     """Wall time of one closed-form gradient here (median of a few), for the time estimates."""
     times = []
     for _ in range(5):

@@ -47,8 +47,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from dlnlab._layout import Layout
 from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
-from dlnlab.network import Layout
 
 __all__ = [
     "FlowChoice",

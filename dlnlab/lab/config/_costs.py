@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 
+from dlnlab._layout import Layout
 from dlnlab.flow import SCIPY_STIFF, SUNDIALS
-from dlnlab.network import Layout
 
 SCIPY_MAX_WEIGHTS = 5000  # the dense Jacobian of the stiff path is p x p: 5000 weights is 200 MB per copy
 # Nominal costs (fitted: see the module docstring)

@@ -18,14 +18,16 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
+from dlnlab._layout import Layout
 from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._paths import check_length
-from dlnlab.network import Layout, weights_from_adjacency
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["MAX_ABS_VALUE", "ArrayHeader", "load_data", "load_weights", "npz_bytes", "npz_headers"]
 
@@ -183,6 +185,8 @@ def _check_numeric(arr: np.ndarray, where: str) -> None:
 def load_data(path: str, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """X (d_x, N) and Y (d_y, N) as float64 from the npz at ``path``, checked against ``dims`` (the
     shapes from the headers, before the arrays are read)."""
+    import torch  # here: the checks before a run's data is read import no torch
+
     key = "data.path"
     heads = npz_headers(path, key)
     missing = [n for n in ("X", "Y") if n not in heads]
@@ -225,6 +229,10 @@ def load_weights(path: str, dims: tuple[int, ...]) -> list[Tensor]:
 
     Other arrays in the file are ignored, so a run's ``problem.npz`` (which holds A0) can be given.
     """
+    import torch
+
+    from dlnlab.network import weights_from_adjacency
+
     key = "init.path"
     layout = Layout(tuple(dims))
     heads = npz_headers(path, key)

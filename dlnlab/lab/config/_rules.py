@@ -12,11 +12,11 @@ import math
 import re
 from numbers import Real
 
+from dlnlab._layout import Layout
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_FIXED, Solver
 from dlnlab.lab.config._errors import ConfigError, keyed, shown
 from dlnlab.lab.config._files import MAX_ABS_VALUE
 from dlnlab.lab.config._schema import INIT_OPTIONS, InitKind, TrainConfig
-from dlnlab.network import Layout
 
 __all__ = [
     "MAX_RTOL",
@@ -84,12 +84,12 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def _check_device(cfg: TrainConfig) -> None:
-    import torch
-
     dev = cfg.device
     if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
         raise ConfigError(f"device: unknown device {dev!r}; allowed: cpu, cuda, cuda:<index>")
     if dev.startswith("cuda"):
+        import torch  # only to ask for a device: a CPU run's checks import no torch
+
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {dev} asked for, but torch sees no CUDA device here; use device=cpu")
         index = int(dev.split(":")[1]) if ":" in dev else 0

@@ -1,0 +1,133 @@
+"""The second half of :func:`dlnlab.lab.config.prepare`: the data, the initial weights and the estimates
+that need them (the flow's stiffness, the time of one gradient), checked, into a :class:`Plan`. Imported
+once the config itself has passed, so that a refused config never imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
+from dlnlab.flow import TORCHDIFFEQ_FIXED
+from dlnlab.init import initial_weights
+from dlnlab.lab.config import _budget as budget
+from dlnlab.lab.config import _choose as choose
+from dlnlab.lab.config import _files as files
+from dlnlab.lab.config import _float64 as float64
+from dlnlab.lab.config._errors import ConfigError, keyed
+from dlnlab.lab.config._plan import Plan, Seeds
+from dlnlab.lab.config._rules import check_fixed_step, make_solver
+from dlnlab.lab.config._schema import TrainConfig
+from dlnlab.network import Layout, pack
+from dlnlab.problem import RegressionProblem
+
+__all__ = ["build"]
+
+
+def _problem(cfg: TrainConfig, seeds: Seeds) -> RegressionProblem:
+    dims = tuple(cfg.model.dims)
+    d = cfg.data
+    if d.kind.name == "file":
+        x, y = files.load_data(d.path, dims)
+        with keyed({}, "data.path"):
+            return RegressionProblem.from_data(x, y)
+    keys = {k: f"data.{k}" for k in ("singular_values", "n_samples", "noise", "whiten")}
+    with keyed(keys, "data"):
+        return RegressionProblem.teacher(
+            d.singular_values, dims[0], dims[-1], d.n_samples, whiten=d.whiten, noise=d.noise, seed=seeds.data
+        )
+
+
+def _weights(cfg: TrainConfig, seeds: Seeds, problem: RegressionProblem) -> list[torch.Tensor]:
+    """[W_1, ..., W_h], each (d_j, d_{j-1}), or (E, d_j, d_{j-1}) for an ensemble (member e from its seed)."""
+    if seeds.members:
+        each = [_weights(cfg, replace(seeds, init=m["init"], members=()), problem) for m in seeds.members]
+        return [torch.stack(ws) for ws in zip(*each)]
+    ini, dims = cfg.init, tuple(cfg.model.dims)
+    if ini.kind.name == "file":
+        return files.load_weights(ini.path, dims)
+    keys = {"scale": "init.scale", "u0": "init.u0", "dims": "model.dims", "kind": "init.kind"}
+    with keyed(keys, "init"):
+        return initial_weights(
+            ini.kind.name,
+            dims,
+            problem,
+            scale=getattr(ini, "scale", None),
+            u0=getattr(ini, "u0", None),
+            seed=seeds.init,
+        )
+
+
+def _check_sampling(cfg: TrainConfig, problem: RegressionProblem) -> None:
+    s = cfg.sgd
+    if (
+        s.batch_size is not None
+        and s.sampling.name == "without_replacement"
+        and s.batch_size > problem.n_samples
+    ):
+        raise ConfigError(
+            f"sgd.batch_size: {s.batch_size} > N = {problem.n_samples} samples; a batch drawn without "
+            f"replacement holds at most N (sgd.batch_size={problem.n_samples} or null is full-batch GD)"
+        )
+
+
+def _stiffness(
+    cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor, bound: float
+) -> tuple[float, str]:
+    """lambda_max of the Hessian: at the balanced global minimum h m_1^(2-2/h) and, where an unbalanced
+    start can be sharper than any balanced minimum, at theta0: computed (dense eigvalsh or Lanczos)
+    for a fixed-step flow, and wherever ``bound`` (the norm bound at theta0, :mod:`dlnlab.bounds`) is
+    above the balanced minimum's; the bound alone would overstate it (2 to 20 times on the test nets)."""
+    lay = Layout(tuple(cfg.model.dims))
+    lam = balanced_sharpness(float(problem.modes[0]), lay.depth) if problem.n_modes else 0.0
+    where = "at the balanced global minimum, h m_1^(2-2/h)"
+    if cfg.flow.method.name in TORCHDIFFEQ_FIXED or bound > lam:
+        lo, hi, _ = hessian_extremes(problem, theta0, lay, dense_max=cfg.log.hessian_dense_max)
+        lam0 = hi if cfg.flow.method.name in TORCHDIFFEQ_FIXED else max(hi, -lo)
+        if lam0 > lam:
+            lam, where = lam0, "at the initial weights"
+    return lam, where
+
+
+def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> Plan:
+    """The run's inputs for a config that passed the checks on the config alone."""
+    problem = _problem(cfg, seeds)
+    float64.check_data_range(cfg, problem)
+    _check_sampling(cfg, problem)
+    weights0 = _weights(cfg, seeds, problem)
+    bound = float64.check_weights_range(cfg, problem, weights0)
+    theta0 = pack(weights0)
+    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0], bound)
+    check_fixed_step(cfg, lam, where)
+    grad_s = budget.gradient_seconds(problem, theta0, lay)
+    flow = choose.choose_flow(cfg, lam)
+    budget.check_work(cfg, grad_s, lam, flow.method)
+    max_nfe = budget.flow_nfe_budget(cfg, flow.method)
+    analysis = choose.choose_analysis(
+        cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
+    )
+    m1 = float(problem.modes[0]) if problem.n_modes else 0.0
+    # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
+    threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
+    notes = []
+    beta = cfg.sgd.momentum
+    if threshold is not None:
+        bound = threshold * (1 + beta)  # heavy ball is linearly stable for lr lambda < 2 (1 + beta)
+        above = [lr for lr in cfg.sgd.lrs if lr > bound]
+        if above:
+            notes.append(
+                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
+                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
+                "the series run and are expected to diverge or stall (status unstable)"
+            )
+    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
+        notes.append(
+            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
+            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
+        )
+    plan = Plan(
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, notes,
+        flow_choice=flow, analysis=analysis,
+    )  # fmt: skip
+    return plan
