@@ -5,8 +5,10 @@
   take (``_budget``, ``_float64``), the size-dependent choices (``_choose``), the user's files
   (``_files``, ``_paths``), the Lightning classes a config names (``_targets``), where a run may write
   (``_outdir``) and the config files themselves (``_configfiles``);
-* :func:`prepare` runs them all, cheap checks first, and returns a :class:`Plan` (the typed config, the
-  seeds, the problem, the initial weights, the solver and the estimates), or raises :class:`ConfigError`;
+* :func:`prepare` (``_prepare``) runs them all, the checks on the config alone first (no torch is
+  imported by them), then builds (``_build``) and returns a :class:`Plan` (``_plan``: the typed config,
+  the seeds, the problem, the initial weights, the solver and the estimates), or raises
+  :class:`ConfigError`;
 * how the lab reports a problem: :class:`ConfigError` (one line naming the key and the allowed values),
   :class:`ExitCode`, and :func:`console_warnings`.
 
@@ -29,7 +31,8 @@ _EXPORTS = {
         "unknown_key_message",
         "config_class",
     ],
-    "._prepare": ["Plan", "Seeds", "prepare"],
+    "._prepare": ["prepare"],
+    "._plan": ["Plan", "Seeds"],
     "._choose": [
         "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "CHUNK_MEMBERS", "choose_analysis", "choose_flow", "estimated_run_seconds",
         "edge_work", "flow_seconds",
