@@ -127,6 +127,7 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["+flow.foo=1"], "error: flow.foo"),
         (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
         (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
+        (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
     ],
 )
 def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path, args, first):

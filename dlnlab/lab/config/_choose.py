@@ -48,6 +48,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from dlnlab._layout import Layout
+from dlnlab._steps import time_per_step
 from dlnlab.flow import NATIVE, SCIPY_STIFF, SUNDIALS, TORCHDIFFEQ_ADAPTIVE
 
 __all__ = [
@@ -332,8 +333,6 @@ def flow_seconds(cfg, method: str, lam_max: float) -> float:
 
 def estimated_run_seconds(cfg, method: str, lam_max: float) -> float:
     """The run's nominal work without the curvature: the flow and every SGD step."""
-    from dlnlab.descent import time_per_step
-
     layout, members = Layout(tuple(cfg.model.dims)), ensemble_size(cfg)
     t_max = cfg.flow.t_max
     flow = flow_seconds(cfg, method, lam_max)

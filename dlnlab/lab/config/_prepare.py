@@ -69,6 +69,8 @@ def prepare(raw_cfg: Any, before_targets: Callable[[Plan], None] | None = None) 
     data_bytes = (
         sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
     )
+    if cfg.init.kind.name == "file":  # a missing or unreadable file: refused here, before torch is imported
+        files.npz_headers(cfg.init.path, "init.path")
     est = budget.estimate(cfg, data_bytes)
     budget.check_sizes(cfg, est)
     if (
