@@ -216,7 +216,7 @@ def test_event_already_true_at_start(small, method):
     assert res.status == "event" and res.t_event == 0.0 and len(res.t) == 1 and res.nfe == 0
 
 
-@pytest.mark.parametrize("method", ["lsoda", "cvode", "rk45"])
+@pytest.mark.parametrize("method", ["lsoda", "cvode", "rk45", "radau_batch"])
 def test_a_single_output_time_is_the_initial_state(small, method):
     problem, dims, theta0 = small
     res = integrate(problem, dims, theta0, [0.0], Solver(method))

@@ -30,8 +30,8 @@ from dlnlab.lab.config import (
     config_class,
     describe_omegaconf_error,
     describe_yaml_error,
+    prepare,
     shown,
-    typed_config,
     unknown_key_message,
 )
 from dlnlab.rundir import signals
@@ -260,9 +260,6 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        typed_config(cfg)  # a key added with +, a type: refused before torch is imported (3 ms)
-        from dlnlab.lab.config import prepare  # torch only for a config that passes its own checks
-
         prepare(cfg, before_targets=None if multirun else _start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
     except (HydraException, OmegaConfBaseException) as err:

@@ -41,10 +41,7 @@ _EXPORTS = {
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
     "._targets": ["current_targets"],
-    "._outdir": [
-        "check_run_dir", "check_override_text", "check_output_dir", "check_hydra_files", "check_sweep_subdir",
-        "check_launcher", "check_relative_paths", "check_job_dirs",
-    ],  # fmt: skip
+    "._outdir": ["check_run_dir", "check_override_text", "check_job_dirs", "check_relative_paths"],
     "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],
     "._doc": ["render"],

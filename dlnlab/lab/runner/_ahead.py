@@ -41,22 +41,25 @@ import torch
 from dlnlab import flow as flowmod
 from dlnlab.lab.config import flow_seconds
 from dlnlab.lab.runner._flow_chunks import in_chunks
-from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
+from dlnlab.lab.runner._fork import POLL_S, asked_workers, can_fork, end_with_parent, kill
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.network import Layout
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
-__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "start_early", "worth_it"]
+__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "one_flow", "start_early", "worth_it"]
 
 STREAMING = ("rk45", "cvode")  # hand their rows to the recorder while they integrate: stay in the driver
 
 
+def one_flow(plan) -> bool:
+    """Whether an ensemble's members share their init (``ensemble.vary=sgd``): one flow for them all."""
+    return bool(plan.seeds.members) and plan.cfg.ensemble.vary.name == "sgd"
+
+
 def flow_theta0(plan) -> torch.Tensor:
-    """The flow's initial state: an ensemble whose members share their init (``ensemble.vary=sgd``)
-    has one flow."""
-    shared = plan.seeds.members and plan.cfg.ensemble.vary.name == "sgd"
-    return plan.theta0[0] if shared else plan.theta0
+    """The flow's initial state: one member's where the members share one flow (:func:`one_flow`)."""
+    return plan.theta0[0] if one_flow(plan) else plan.theta0
 
 
 # Below this many nominal seconds of flow (the cost model's, lab/config/_choose.py) the solve stays in
@@ -70,10 +73,8 @@ def goes_ahead(plan) -> bool:
     """Whether the flow is solved ahead of Lightning's import (see the module's docstring)."""
     if flow_seconds(plan.cfg, plan.solver.method, plan.lam_max) < MIN_FLOW_S:
         return False
-    asked = plan.cfg.run.workers
-    workers = available_cores() if asked is None else int(asked)
     return (
-        workers > 1 and plan.cfg.device == "cpu" and can_fork() and plan.solver.method not in STREAMING
+        asked_workers(plan.cfg) > 1 and plan.cfg.device == "cpu" and can_fork() and plan.solver.method not in STREAMING
         and not in_chunks(plan, flow_theta0(plan))  # a chunked flow is solved by workers of its own
     )  # fmt: skip
 
@@ -158,9 +159,8 @@ def start_early(plan) -> None:
     if not worth_it(plan):
         return
     all_t = _times(plan)
-    for ahead, _ in _early:
-        ahead.end()
-    _early[:] = [(FlowAhead.start(plan, all_t), _inputs(plan, all_t))]
+    _end_early()
+    _early.append((FlowAhead.start(plan, all_t), _inputs(plan, all_t)))
 
 
 def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
@@ -195,10 +195,9 @@ def _end_early() -> None:
 
 
 def _times(plan) -> torch.Tensor:
-    from dlnlab.flow import time_grid
     from dlnlab.lab.runner._times import SeriesTimes
 
-    return SeriesTimes.of(plan, time_grid(plan.cfg.flow.t_max, dt=plan.cfg.log.dt)).all_t
+    return SeriesTimes.of(plan).all_t
 
 
 def _inputs(plan, all_t: torch.Tensor) -> tuple:

@@ -176,18 +176,15 @@ def _end_workers() -> None:
 
 
 def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> None:
-    from dlnlab.flow import time_grid
-
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warnings.warn(note, ConfigWarning, stacklevel=2)
     print(start_block(plan, state.out), flush=True)
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
-    grid = time_grid(cfg.flow.t_max, dt=cfg.log.dt)  # t_m = m dt, m = 0..M
-    state.n_grid = len(grid)
+    times = SeriesTimes.of(plan)  # the grid t_m = m dt, m = 0..M, and each learning rate's exact times
+    state.n_grid = len(times.grid)
     state.write_summary()
-    times = SeriesTimes.of(plan, grid)
     # with a second core the flow is solved meanwhile, in a forked process (runner/_ahead.py)
     progress = Progress(cfg.log.progress.name)
     ahead = claim(plan, times.all_t)  # started by the command line's check, if it did
@@ -200,15 +197,15 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
         # ahead, a signal during Lightning's import is noted, not raised: the driver then records the
         # flow's rows so far (its process stopped too), as a signal during the driver's own solve would
         with signals.deferred(raise_at_end=False) if ahead is not None else contextlib.nullcontext():
-            ctx = _open_series(state, callbacks, progress, ahead)
-        _run_series(state, ctx, previous, times)
+            ctx, kinds = _open_series(state, callbacks, progress, ahead)
+        _run_series(state, ctx, kinds, previous, times)
     finally:
         if ahead is not None:
             ahead.end()  # a signal or an error before the flow took it: the process goes too
 
 
-def _open_series(state: RunState, callbacks: list, progress, ahead) -> SeriesContext:
-    """Lightning's import, the series' context and its loggers."""
+def _open_series(state: RunState, callbacks: list, progress, ahead) -> tuple[SeriesContext, list]:
+    """Lightning's import, the series' context and its loggers; the kinds of series the run has."""
     import dlnlab.lab.runner._training  # noqa: F401 - Lightning's import (~2 s) now, not in the middle of the run
     from dlnlab.lab.runner._context import SeriesContext
     from dlnlab.lab.runner._registry import KINDS
@@ -220,17 +217,15 @@ def _open_series(state: RunState, callbacks: list, progress, ahead) -> SeriesCon
         flow_ahead=ahead, progress=progress,
     )  # fmt: skip
     ctx.open_loggers()  # before any worker starts: TensorBoard colours the runs in this order
-    return ctx
+    return ctx, kinds
 
 
-def _run_series(state: RunState, ctx: SeriesContext, previous: Previous | None, times) -> None:
-    plan, cfg = state.plan, state.plan.cfg
+def _run_series(state: RunState, ctx: SeriesContext, kinds: list, previous: Previous | None, times) -> None:
+    from dlnlab.lab.runner._flow_chunks import flow_workers
     from dlnlab.lab.runner._parallel import series_workers
-    from dlnlab.lab.runner._registry import KINDS
     from dlnlab.lab.runner._series import run_series
 
-    kinds = [kind for kind in KINDS if kind.enabled(plan)]
-    from dlnlab.lab.runner._flow_chunks import flow_workers
+    plan, cfg = state.plan, state.plan.cfg
 
     workers, why = series_workers(plan, ctx)
     ctx.flow_workers = flow_workers(plan)

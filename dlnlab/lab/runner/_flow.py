@@ -17,7 +17,7 @@ import torch
 from dlnlab import flow as flowmod
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.results import finish_flow_members, flow_loss_rise
-from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0
+from dlnlab.lab.runner._ahead import FlowAhead, flow_theta0, one_flow
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._flow_chunks import in_chunks, solve_in_chunks
 from dlnlab.lab.runner._flow_stream import FlowStream, record_flow
@@ -65,8 +65,7 @@ def run_flow(
     """
     plan, cfg = ctx.plan, ctx.plan.cfg
     f = cfg.flow
-    # an ensemble whose members share their init (ensemble.vary=sgd) has one flow: solved and recorded once
-    shared = plan.seeds.members and cfg.ensemble.vary.name == "sgd"
+    shared = one_flow(plan)  # an ensemble sharing one init: one flow, solved and recorded once
     theta0 = flow_theta0(plan)
     entry = {"lr": None, "method": plan.solver.method, "rtol": f.rtol, "atol": f.atol, "status": Status.OK}
     if modified_lr is not None:

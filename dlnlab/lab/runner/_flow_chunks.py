@@ -35,7 +35,7 @@ from multiprocessing.connection import wait
 import torch
 
 from dlnlab import flow as flowmod
-from dlnlab.lab.runner._fork import POLL_S, available_cores, end_with_parent
+from dlnlab.lab.runner._fork import POLL_S, asked_workers, can_fork, end_with_parent
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 from dlnlab.trajectory import Trajectory
@@ -52,12 +52,10 @@ def in_chunks(plan, theta0) -> bool:
 def flow_workers(plan) -> int:
     """How many chunks of the flow run at once: ``run.workers`` (null: the cores), at most the chunks;
     1 on a GPU (one process owns the device) or without fork."""
-    asked = plan.cfg.run.workers
-    n = available_cores() if asked is None else int(asked)
-    if plan.cfg.device != "cpu" or "fork" not in multiprocessing.get_all_start_methods():
+    if plan.cfg.device != "cpu" or not can_fork():
         return 1
     chunks = plan.flow_choice.chunks if plan.flow_choice is not None else 1
-    return max(1, min(n, chunks))
+    return max(1, min(asked_workers(plan.cfg), chunks))
 
 
 class _Board:

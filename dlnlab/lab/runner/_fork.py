@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 
-__all__ = ["POLL_S", "available_cores", "can_fork", "end_with_parent", "kill"]
+__all__ = ["POLL_S", "available_cores", "asked_workers", "can_fork", "end_with_parent", "kill"]
 
 POLL_S = 0.2  # how often the driver looks for a signal while it waits for its workers
 
@@ -18,6 +18,11 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def asked_workers(cfg) -> int:
+    """The worker processes a run may use: ``run.workers``, or (null) the cores this process may use."""
+    return available_cores() if cfg.run.workers is None else int(cfg.run.workers)
 
 
 def can_fork() -> bool:

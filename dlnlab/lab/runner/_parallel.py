@@ -42,7 +42,7 @@ import torch
 
 from dlnlab.lab.results import RunState
 from dlnlab.lab.runner._context import SeriesContext
-from dlnlab.lab.runner._fork import POLL_S, available_cores, can_fork, end_with_parent, kill
+from dlnlab.lab.runner._fork import POLL_S, asked_workers, available_cores, can_fork, end_with_parent, kill
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind
 from dlnlab.lab.runner._resume import Previous
 from dlnlab.lab.runner._tasks import ResumeStep, resume_step, task_of
@@ -59,9 +59,8 @@ def series_workers(plan, ctx: SeriesContext) -> tuple[int, str]:
     rate; 1 where a worker cannot do what the serial loop does."""
     from dlnlab.lab.record import writes_concurrently
 
-    asked = plan.cfg.run.workers
-    n = available_cores() if asked is None else int(asked)
-    why = "run.workers" if asked is not None else f"the {n} cores this process may use"
+    n = asked_workers(plan.cfg)
+    why = "run.workers" if plan.cfg.run.workers is not None else f"the {n} cores this process may use"
     if n > 1 and plan.cfg.device != "cpu":
         return 1, f"device={plan.cfg.device}: one process owns the device"
     if n > 1 and not can_fork():

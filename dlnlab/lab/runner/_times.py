@@ -33,7 +33,12 @@ class SeriesTimes:
     all_t: torch.Tensor
 
     @classmethod
-    def of(cls, plan: Plan, grid: torch.Tensor) -> SeriesTimes:
+    def of(cls, plan: Plan, grid: torch.Tensor | None = None) -> SeriesTimes:
+        """The times of ``plan``'s run (``grid``: its grid, t_m = m log.dt up to flow.t_max, by default)."""
+        if grid is None:
+            from dlnlab.flow import time_grid
+
+            grid = time_grid(plan.cfg.flow.t_max, dt=plan.cfg.log.dt)
         by_lr = {}
         for lr in plan.lrs:
             tau = time_per_step(lr, plan.cfg.sgd.momentum)
