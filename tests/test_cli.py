@@ -128,6 +128,8 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
         (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
         (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
+        (["init=file", "init.path=w.npz"], "error: init.path: W_1 has shape (6, 4); model.dims="),
+        (["sgd.batch_size=200", "sgd.sampling=without_replacement"], "error: sgd.batch_size: 200 > N = 110"),
     ],
 )
 def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path, args, first):
@@ -135,8 +137,11 @@ def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_pa
     of range (the rules) or too much work (the counts) is refused before torch is imported: the checks on
     the config alone import none (dlnlab.flow's constants come from flow/solver.py, Layout from
     dlnlab/_layout.py; the data, the weights and the estimates that need them are config/_build.py,
-    imported after): 0.4 s instead of 1.7 s here. The command line, in a fresh interpreter."""
+    imported after), and so are the files' names and shapes and a minibatch larger than N without
+    replacement (N from data.n_samples or the data file's header): 0.4 s instead of 1.7 - 2.2 s here.
+    The command line, in a fresh interpreter."""
     train = ROOT / "scripts" / "train.py"
+    np.savez(tmp_path / "w.npz", **{f"W_{j}": np.zeros((6, 4)) for j in range(1, 6)})  # the shapes, from headers
     code = (
         "import runpy, sys\n"
         f"sys.argv = [{str(train)!r}, *{args!r}]\n"

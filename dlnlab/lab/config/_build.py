@@ -15,7 +15,7 @@ from dlnlab.lab.config import _budget as budget
 from dlnlab.lab.config import _choose as choose
 from dlnlab.lab.config import _files as files
 from dlnlab.lab.config import _float64 as float64
-from dlnlab.lab.config._errors import ConfigError, keyed
+from dlnlab.lab.config._errors import keyed
 from dlnlab.lab.config._plan import Plan, Seeds
 from dlnlab.lab.config._rules import check_fixed_step, make_solver
 from dlnlab.lab.config._schema import TrainConfig
@@ -59,19 +59,6 @@ def _weights(cfg: TrainConfig, seeds: Seeds, problem: RegressionProblem) -> list
         )
 
 
-def _check_sampling(cfg: TrainConfig, problem: RegressionProblem) -> None:
-    s = cfg.sgd
-    if (
-        s.batch_size is not None
-        and s.sampling.name == "without_replacement"
-        and s.batch_size > problem.n_samples
-    ):
-        raise ConfigError(
-            f"sgd.batch_size: {s.batch_size} > N = {problem.n_samples} samples; a batch drawn without "
-            f"replacement holds at most N (sgd.batch_size={problem.n_samples} or null is full-batch GD)"
-        )
-
-
 def _stiffness(
     cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor, bound: float
 ) -> tuple[float, str]:
@@ -94,7 +81,6 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     """The run's inputs for a config that passed the checks on the config alone."""
     problem = _problem(cfg, seeds)
     float64.check_data_range(cfg, problem)
-    _check_sampling(cfg, problem)
     weights0 = _weights(cfg, seeds, problem)
     bound = float64.check_weights_range(cfg, problem, weights0)
     theta0 = pack(weights0)

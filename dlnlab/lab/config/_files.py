@@ -29,7 +29,10 @@ from dlnlab.lab.config._paths import check_length
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["MAX_ABS_VALUE", "ArrayHeader", "load_data", "load_weights", "npz_bytes", "npz_headers"]
+__all__ = [
+    "MAX_ABS_VALUE", "ArrayHeader", "check_data_shapes", "check_weight_shapes", "load_data", "load_weights",
+    "npz_bytes", "npz_headers",
+]
 
 # |x| above this would square to about 1e200 in the second moments X X^T / N: the loss and its
 # gradient are then at the edge of float64; no real data set is near it.
@@ -182,11 +185,9 @@ def _check_numeric(arr: np.ndarray, where: str) -> None:
         raise ConfigError(f"{where} holds |value| = {big:.3g} > {MAX_ABS_VALUE:g}: rescale the data")
 
 
-def load_data(path: str, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """X (d_x, N) and Y (d_y, N) as float64 from the npz at ``path``, checked against ``dims`` (the
-    shapes from the headers, before the arrays are read)."""
-    import torch  # here: the checks before a run's data is read import no torch
-
+def check_data_shapes(path: str, dims: tuple[int, ...]) -> int:
+    """N, the number of samples, from the headers of X (d_x, N) and Y (d_y, N) in the npz at ``path``,
+    checked against ``dims`` without reading the arrays (and without torch)."""
     key = "data.path"
     heads = npz_headers(path, key)
     missing = [n for n in ("X", "Y") if n not in heads]
@@ -202,7 +203,16 @@ def load_data(path: str, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
             f"{key}: X {x} and Y {y} do not fit model.dims={list(dims)}: need X of shape "
             f"({d_x}, N) and Y of shape ({d_y}, N) with the same number of samples N (columns)"
         )
-    arrays = _read(path, key, ["X", "Y"])
+    return x[1]
+
+
+def load_data(path: str, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """X (d_x, N) and Y (d_y, N) as float64 from the npz at ``path``, checked against ``dims`` (the
+    shapes from the headers, before the arrays are read)."""
+    import torch  # here: the checks before a run's data is read import no torch
+
+    check_data_shapes(path, dims)
+    arrays = _read(path, "data.path", ["X", "Y"])
     return torch.from_numpy(arrays["X"].astype(np.float64)), torch.from_numpy(arrays["Y"].astype(np.float64))
 
 
@@ -223,16 +233,9 @@ def _layer_names(path: str, key: str, names: list[str]) -> dict[int, str]:
     return {j: found[0] for j, found in by_layer.items()}
 
 
-def load_weights(path: str, dims: tuple[int, ...]) -> list[Tensor]:
-    """[W_1, ..., W_h] (float64) from the npz at ``path``: either arrays W_1 .. W_h (or W1 .. Wh), or
-    A0 (n x n). The shapes are checked from the headers, before the arrays are read.
-
-    Other arrays in the file are ignored, so a run's ``problem.npz`` (which holds A0) can be given.
-    """
-    import torch
-
-    from dlnlab.network import weights_from_adjacency
-
+def check_weight_shapes(path: str, dims: tuple[int, ...]) -> list[str]:
+    """The arrays to read from the npz at ``path``: ``["A0"]``, or the names of W_1 .. W_h in order,
+    their shapes checked against ``dims`` from the headers, without reading them (and without torch)."""
     key = "init.path"
     layout = Layout(tuple(dims))
     heads = npz_headers(path, key)
@@ -251,14 +254,7 @@ def load_weights(path: str, dims: tuple[int, ...]) -> list[Tensor]:
             raise ConfigError(
                 f"{key}: A0 has shape {heads['A0'].shape}; model.dims={list(dims)} has n = {n} nodes: need ({n}, {n})"
             )
-        a0 = _read(path, key, ["A0"])["A0"].astype(np.float64)
-        off = np.abs(a0 * ~layout.mask().numpy()).max()
-        if off > 0:
-            raise ConfigError(
-                f"{key}: A0 has entries outside the blocks W_j (max |A0_ij| there = {off:.3g}); the "
-                "network's edges run only from layer j-1 to layer j"
-            )
-        return [w.clone() for w in weights_from_adjacency(torch.from_numpy(a0), layout)]
+        return ["A0"]
     wanted = set(range(1, layout.depth + 1))
     if set(w_names) != wanted:
         extra = sorted(set(w_names) - wanted)
@@ -275,5 +271,30 @@ def load_weights(path: str, dims: tuple[int, ...]) -> list[Tensor]:
                 f"{key}: {w_names[j]} has shape {heads[w_names[j]].shape}; model.dims={list(dims)} needs "
                 f"{tuple(shape)} (d_j x d_{{j-1}})"
             )
-    arrays = _read(path, key, [w_names[j] for j in sorted(wanted)])
-    return [torch.from_numpy(arrays[w_names[j]].astype(np.float64)) for j in sorted(wanted)]
+    return [w_names[j] for j in sorted(wanted)]
+
+
+def load_weights(path: str, dims: tuple[int, ...]) -> list[Tensor]:
+    """[W_1, ..., W_h] (float64) from the npz at ``path``: either arrays W_1 .. W_h (or W1 .. Wh), or
+    A0 (n x n). The shapes are checked from the headers, before the arrays are read.
+
+    Other arrays in the file are ignored, so a run's ``problem.npz`` (which holds A0) can be given.
+    """
+    import torch
+
+    from dlnlab.network import weights_from_adjacency
+
+    key = "init.path"
+    layout = Layout(tuple(dims))
+    names = check_weight_shapes(path, dims)
+    arrays = _read(path, key, names)
+    if names == ["A0"]:
+        a0 = arrays["A0"].astype(np.float64)
+        off = np.abs(a0 * ~layout.mask().numpy()).max()
+        if off > 0:
+            raise ConfigError(
+                f"{key}: A0 has entries outside the blocks W_j (max |A0_ij| there = {off:.3g}); the "
+                "network's edges run only from layer j-1 to layer j"
+            )
+        return [w.clone() for w in weights_from_adjacency(torch.from_numpy(a0), layout)]
+    return [torch.from_numpy(arrays[n].astype(np.float64)) for n in names]

@@ -49,6 +49,15 @@ def _seeds(cfg: TrainConfig) -> Seeds:
     return Seeds(seed=cfg.seed, data=data, init=init, sgd=sgd, members=members)
 
 
+def _check_sampling(cfg: TrainConfig, n_samples: int) -> None:
+    s = cfg.sgd
+    if s.batch_size is not None and s.sampling.name == "without_replacement" and s.batch_size > n_samples:
+        raise ConfigError(
+            f"sgd.batch_size: {s.batch_size} > N = {n_samples} samples; a batch drawn without "
+            f"replacement holds at most N (sgd.batch_size={n_samples} or null is full-batch GD)"
+        )
+
+
 def _check_logger_and_callbacks(cfg: TrainConfig) -> None:
     """Last, since it imports Lightning: the logger and the callbacks name Lightning classes that can be
     made with the config's arguments (:mod:`dlnlab.lab.config._targets`)."""
@@ -69,8 +78,12 @@ def prepare(raw_cfg: Any, before_targets: Callable[[Plan], None] | None = None) 
     data_bytes = (
         sum(files.npz_bytes(cfg.data.path, "data.path").values()) if cfg.data.kind.name == "file" else None
     )
-    if cfg.init.kind.name == "file":  # a missing or unreadable file: refused here, before torch is imported
-        files.npz_headers(cfg.init.path, "init.path")
+    dims = tuple(cfg.model.dims)
+    # The files' names and shapes from their headers: refused here, before torch is imported
+    n_samples = files.check_data_shapes(cfg.data.path, dims) if cfg.data.kind.name == "file" else cfg.data.n_samples
+    if cfg.init.kind.name == "file":
+        files.check_weight_shapes(cfg.init.path, dims)
+    _check_sampling(cfg, n_samples)
     est = budget.estimate(cfg, data_bytes)
     budget.check_sizes(cfg, est)
     if (
