@@ -9,6 +9,7 @@ import torch
 from dlnlab import init
 from dlnlab.analysis import balanced_sharpness
 from dlnlab.eos import (
+    GFSSharpness,
     Outcome,
     distance_comparison,
     edge_diagnostics,
@@ -76,9 +77,8 @@ def test_edge_diagnostics_on_synthetic_series():
     d = edge_diagnostics(t, s, loss, lr)
     assert d.threshold == 8.0 and d.t_edge == float(t[20])
     assert d.hover_share == 70 / 80
-    assert d.outcome == Outcome.AT_EDGE and d.median_ratio == pytest.approx(
-        8.3 / 8.0
-    )  # 35 x 7.7, 35 x 8.3, 10 x 9.2
+    # the median over consecutive pairs: 69 pairs of 8.3 and 7.7, one of 7.7 and 9.2, 9 of 9.2
+    assert d.outcome == Outcome.AT_EDGE and d.median_ratio == pytest.approx(1.0, rel=1e-12)
     assert edge_diagnostics(t, s, loss, lr, diverged=True).outcome == Outcome.DIVERGED
     calm = torch.full((100,), 6.0, dtype=F64)
     d = edge_diagnostics(t, calm, torch.full((100,), 1e-12, dtype=F64), lr)
@@ -87,6 +87,16 @@ def test_edge_diagnostics_on_synthetic_series():
     nan_loss = loss.clone()
     nan_loss[-1] = math.nan
     assert edge_diagnostics(t, calm, nan_loss, lr).outcome == Outcome.DIVERGED
+
+
+@pytest.mark.parametrize("n", [80, 81])
+def test_the_median_on_the_edge_does_not_depend_on_the_count_of_points(n):
+    """S alternating 8 +- 0.3 about 2/eta = 8: the points' own median is 8.3 or 7.7 as n is odd or even
+    (torch's is the lower middle value); over consecutive pairs it is 8, the oscillation's centre."""
+    lr, k = 0.25, torch.arange(n, dtype=F64)
+    s = 8.0 + 0.3 * (-1.0) ** k
+    d = edge_diagnostics(k * lr, s, torch.full((n,), 1e-3, dtype=F64), lr)
+    assert d.t_edge == 0.0 and d.median_ratio == pytest.approx(1.0, rel=1e-12)
 
 
 def test_parting_time_and_distance_ratio():
@@ -119,6 +129,13 @@ def test_sharpness_comparison_and_gfs_sharpness():
     torch.testing.assert_close(gfs.sharpness, torch.full((3,), cmp.flow_limit, dtype=F64), rtol=1e-6, atol=0)
     at_min = gfs_sharpness(problem, dims, torch.zeros(1, dtype=F64), balanced_min[None])
     assert float(at_min.sharpness[0]) == pytest.approx(cmp.balanced, rel=1e-9)
+    # a flow stopped by t_max before it converged is not a limit: flagged and left out of the monotonicity
+    early = gfs_sharpness(problem, dims, torch.tensor([0.0, 0.5]), path[:2], t_max=0.01)
+    assert not bool(early.converged.any())
+    flags = torch.tensor([True, False, True])
+    assert GFSSharpness(torch.arange(3.0), torch.tensor([5.0, 9.0, 4.0], dtype=F64), flags).non_increasing()
+    assert not GFSSharpness(torch.arange(3.0), torch.tensor([4.0, 1.0, 5.0], dtype=F64), flags).non_increasing()
+
 
 
 def test_edge_report_glues_the_pieces_at_gds_step_times():

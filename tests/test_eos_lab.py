@@ -133,7 +133,8 @@ def test_the_edge_series_is_gd_at_every_step_and_its_diagnostics(eos_run):
     first = int(np.argmax(s >= thr))
     assert e["t_edge"] == pytest.approx(arr["t"][first]) and first >= 1
     assert e["outcome"] == "at_edge" and e["hover_share"] >= 0.9
-    assert e["median_ratio"] == pytest.approx(np.median(s[first:]) / thr)
+    assert e["median_ratio"] == pytest.approx(np.median((s[first:-1] + s[first + 1 :]) / 2) / thr)
+    assert e["gfs_converged"] == [True] * len(e["gfs_t"])
     assert e["gfs_t"][0] == 0.0 and e["flow_limit_sharpness"] > thr  # the flow's limit is past the edge
     assert e["balanced_sharpness"] == pytest.approx(3 * 2 ** (4 / 3))
     assert e["amplitude_median"] > 0 and np.isnan(arr["amplitude"][0])
@@ -182,7 +183,11 @@ def test_the_cost_model_counts_k_and_the_edge_work():
     assert edge_work(typed_config(base)) is None
     edge = edge_work(typed_config({**base, "sgd": {"lrs": [0.2, 0.1], "edge": True}}))
     central = edge_work(typed_config({**base, "flow": {"t_max": 10.0, "central": True}}))
-    assert edge.central_evals == 0 and central.central_evals == pytest.approx(2 * 20 * (50 + 100))
+    # lr >= log.dt (0.1): the window takes the central flow from its series; at log.dt = 0.15 the window
+    # at lr = 0.1 solves it again
+    assert edge.central_evals == 0 and central.central_evals == pytest.approx(20 * (50 + 100))
+    coarse = edge_work(typed_config({**base, "flow": {"t_max": 10.0, "central": True}, "log": {"dt": 0.15}}))
+    assert coarse.central_evals == pytest.approx(20 * 50 + 2 * 20 * 100)
     assert central.seconds > edge.seconds > 0 and edge.spectra == 51 + 101
     mem = estimate(typed_config({**base, "flow": {"t_max": 10.0, "central": True}})).memory
     assert any("edge window" in k for k in mem)
@@ -224,3 +229,47 @@ def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_pa
     assert c["max_excess"] <= 1e-8 and abs(c["final_sharpness"] / c["threshold"] - 1) <= 1e-6
     assert p["central_pinned"] <= 1e-3 and p["ratio_max"] < 1.0  # GD's average nearer the central flow
     assert p["loss_parting"] is not None and 2.0 < p["loss_parting"] < 20.0
+
+
+@pytest.mark.lab
+def test_the_window_takes_both_flows_from_the_runs_series_and_agrees_with_solving_them(eos_run, tmp_path):
+    """lr >= log.dt: every step of the window is one of the lr's exact times, where the cflow_lr and flow
+    series were solved, so the edge series describes their states instead of solving both flows again.
+    With log.dt = 0.25 > lr some steps are not, and both are solved from theta0 (at CENTRAL_SOLVER's
+    tolerances): the two agree to those tolerances."""
+    from dlnlab.lab.runner import run
+
+    res, out, _ = eos_run
+    name = f"edge_lr_{EDGE_LR!r}"
+    assert res["series"][name]["predictions"]["flows_reused"] is True
+    cfg = [*EOS, "log.dt=0.25", "logger=none", "log.analysis_points=0"]
+    solved = run(make_cfg(cfg), output_dir=tmp_path / "run")
+    assert solved["series"][name]["predictions"]["flows_reused"] is False
+    a, b = _npz(out, name), _npz(tmp_path / "run", name)
+    np.testing.assert_array_equal(a["step"], b["step"])  # the same window of GD's steps
+    for key in ("central_sharpness", "central_loss", "flow_loss", "sigma_trace", "dist_avg_central",
+                "dist_avg_flow"):  # fmt: skip
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+def test_an_even_stride_is_made_odd_so_that_the_points_see_both_phases():
+    from dlnlab.lab.runner._edge import odd_stride
+
+    assert [odd_stride(steps, 2000) for steps in (10, 2000, 2001, 4000, 4001, 6000, 6001, 10_000)] == [
+        1, 1, 3, 3, 3, 3, 5, 5
+    ]  # fmt: skip
+    for steps in range(1, 20_000, 97):  # at most 2000 points, never an even stride
+        stride = odd_stride(steps, 2000)
+        assert stride % 2 == 1 and len(range(0, steps + 1, stride)) <= 2001
+
+
+def test_t_leave_is_when_sigma_switches_off_for_good_and_none_while_it_is_on():
+    from dlnlab.lab.results import central_entry
+
+    t = np.arange(6.0)
+    sharp, crit, nan = np.full(6, 4.0), np.zeros(6), np.full(6, np.nan)
+    loss = np.ones(6)
+    on_at_end = central_entry(0.5, t, sharp, np.array([0, 1, 1, 0, 1, 1.0]), crit, loss, loss, nan, 0)
+    off_at_end = central_entry(0.5, t, sharp, np.array([0, 1, 1, 0, 1, 0.0]), crit, loss, loss, nan, 0)
+    assert on_at_end.t_edge == off_at_end.t_edge == 1.0
+    assert on_at_end.t_leave is None and off_at_end.t_leave == 4.0

@@ -14,6 +14,7 @@ from dlnlab.eos._central import (
     CentralFlow,
     CentralFlowResult,
     CentralPoint,
+    describe_central,
     integrate_central,
 )
 from dlnlab.eos._curvature import curvature_gradient, pair_curvature_gradients, weighted_curvature_gradient
@@ -47,7 +48,7 @@ from dlnlab.eos._spectrum import (
 
 __all__ = [
     "CENTRAL_SOLVER", "CRITICAL_FRACTION", "LOOKAHEAD", "CentralFlow", "CentralFlowResult", "CentralPoint",
-    "integrate_central", "curvature_gradient", "pair_curvature_gradients", "weighted_curvature_gradient",
+    "describe_central", "integrate_central", "curvature_gradient", "pair_curvature_gradients", "weighted_curvature_gradient",
     "HOVER_BAND", "WINDOW", "DistanceComparison", "EdgeDiagnostics", "GFSSharpness", "Outcome",
     "SharpnessComparison", "distance_comparison", "edge_diagnostics", "gfs_sharpness", "oscillation_amplitude",
     "oscillation_variance", "parting_time", "sharpness_comparison", "window_average", "SigmaMethod",

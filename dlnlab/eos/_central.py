@@ -50,6 +50,7 @@ __all__ = [
     "CentralPoint",
     "CentralFlow",
     "CentralFlowResult",
+    "describe_central",
     "integrate_central",
 ]
 
@@ -245,11 +246,12 @@ def _intervals(t: Tensor, active: Tensor) -> list[tuple[float, float]]:
     return out
 
 
-def describe(
+def describe_central(
     field: CentralFlow, trajectory: Trajectory, solver: Solver = CENTRAL_SOLVER
 ) -> CentralFlowResult:
     """The per-point quantities of a central-flow trajectory solved by ``solver`` (one evaluation per
-    output point, two on the edge: :meth:`CentralFlow.recorded_point`)."""
+    output point, two on the edge: :meth:`CentralFlow.recorded_point`). A trajectory solved before (a
+    run's ``cflow_lr`` series) is described again at the solver and tolerances it was solved with."""
     points = [field.recorded_point(th, solver.rtol, solver.atol) for th in trajectory.theta]
 
     def col(name: str) -> Tensor:
@@ -296,4 +298,4 @@ def integrate_central(
         raise ArgumentError("theta0", "the central flow takes one net, theta0 of shape (p,)")
     field = CentralFlow(problem, dims, lr, k=k, fraction=fraction, lookahead=lookahead, dense_max=dense_max)
     traj = integrate(problem, field.layout, theta0, t_eval, solver, progress=progress, stop=stop, field=field)
-    return describe(field, traj, solver)
+    return describe_central(field, traj, solver)

@@ -63,7 +63,8 @@ class Outcome(str, Enum):
 class EdgeDiagnostics:
     """One GD series against its edge 2/eta. t_edge: the first recorded time with S >= 2/eta (None:
     never); hover_share: the share of the points from t_edge on with |S - 2/eta| <= band 2/eta;
-    median_ratio: the median of S / (2/eta) from t_edge on."""
+    median_ratio: the median of S / (2/eta) from t_edge on, each point averaged with the next (the
+    period-2 oscillation's two phases together; the points must be an odd number of steps apart)."""
 
     lr: float
     threshold: float
@@ -99,7 +100,11 @@ def edge_diagnostics(
         after = sharpness[k:]
         t_edge = float(t[k])
         share = float(((after - thr).abs() <= band * thr).double().mean())
-        median = float(after.median()) / thr
+        # on the edge S alternates between a high and a low phase step to step (period 2): the median of
+        # the points themselves is one phase's or the other's as their count is odd or even, so each
+        # point is averaged with the next first (consecutive points are an odd number of steps apart)
+        pairs = (after[:-1] + after[1:]) / 2 if after.numel() > 1 else after
+        median = float(torch.quantile(pairs, 0.5)) / thr
     s_end, l_end = float(sharpness[-1]), float(loss[-1])
     if diverged or not (math.isfinite(l_end) and math.isfinite(s_end)):
         outcome = Outcome.DIVERGED
@@ -210,14 +215,16 @@ def sharpness_comparison(
 @dataclass(frozen=True)
 class GFSSharpness:
     """The sharpness of the gradient flow's limit started from GD's iterate at the times t (K,)
-    ("GFS sharpness", Kreisler et al. 2023); converged: the flow met its convergence event."""
+    ("GFS sharpness", Kreisler et al. 2023); converged: the flow met its convergence event (else the
+    sharpness is where it stood at t_max, not at its limit)."""
 
     t: Tensor
     sharpness: Tensor
     converged: Tensor
 
     def non_increasing(self, rtol: float = 1e-6) -> bool:
-        s = self.sharpness
+        """Whether the limits' sharpness never rises, over the points whose flow converged."""
+        s = self.sharpness[self.converged]
         return bool((s[1:] <= s[:-1] * (1 + rtol)).all())
 
 

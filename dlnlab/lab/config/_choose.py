@@ -237,8 +237,9 @@ class EdgeWork:
 def edge_work(cfg) -> EdgeWork | None:
     """What ``sgd.edge`` / ``flow.central`` cost (None when neither is on): per learning rate, GD's
     steps and its spectrum at min(steps, EDGE_STEPS) points (twice that when they are spaced: the
-    window around the crossing); with the central flow, its series over t_max and its solve over the
-    every-step stretch (the whole run, or up to the window's end), CENTRAL_EVALS_PER_LR per eta each."""
+    window around the crossing); with the central flow, its series over t_max, CENTRAL_EVALS_PER_LR per
+    eta, and where lr < log.dt (the window's steps are not all among the series' times, so the window
+    solves both flows again: runner/_edge.py) as much again."""
     central = bool(getattr(cfg.flow, "central", False))  # (a config-like object may lack the keys)
     if not (getattr(cfg.sgd, "edge", False) or central):
         return None
@@ -250,7 +251,7 @@ def edge_work(cfg) -> EdgeWork | None:
         spectra += (int(min(n, EDGE_STEPS)) + 1) * (1 if n <= EDGE_STEPS else 2)
         steps += 2 * n
         if central:
-            evals += 2 * CENTRAL_EVALS_PER_LR * n
+            evals += (1 if lr >= cfg.log.dt else 2) * CENTRAL_EVALS_PER_LR * n
     seconds = spectra * spec + steps * grad + evals * (spec + CENTRAL_EVAL_GRADIENTS * grad)
     return EdgeWork(spectra, steps, evals, seconds)
 

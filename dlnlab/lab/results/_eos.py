@@ -35,7 +35,8 @@ def central_entry(lr: float, t, sharpness, sigma_trace, n_critical, loss, predic
     last = np.flatnonzero(ok)[-1] if ok.any() else None
     return CentralFlowEntry(
         lr=float(lr), threshold=thr,
-        t_edge=float(t_on[0]) if len(t_on) else None, t_leave=float(t_on[-1]) if len(t_on) else None,
+        t_edge=float(t_on[0]) if len(t_on) else None,
+        t_leave=float(t_on[-1]) if len(t_on) and last is not None and not on[last] else None,
         edge_share=float(on.sum() / max(ok.sum(), 1)),
         sharpness_on_edge=_num(np.max(np.abs(sharpness[on] - thr)) / thr) if on.any() else None,
         max_excess=_num(np.max((sharpness[ok] - thr) / thr)) if ok.any() else None,
@@ -55,7 +56,10 @@ def edge_lines(summary: dict) -> list[str]:
         if "edge" in e and e["edge"]:
             d = e["edge"]
             lr = d["lr"]
-            gfs = ", ".join(f"{s:.4g}" for s in d["gfs_sharpness"])
+            converged = d.get("gfs_converged") or [True] * len(d["gfs_sharpness"])
+            gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d["gfs_sharpness"], converged))
+            if not all(converged):
+                gfs += " (*: not converged by t = 1000, S where that flow stood)"
             crossing = (
                 f"S reaches 2/eta at t = {fmt(d['t_edge'])}, within {100 * d['band']:g} % of it "
                 f"{fmt_share(d['hover_share'])} of the time after (median S = {fmt(d['median_ratio'])} x 2/eta), "

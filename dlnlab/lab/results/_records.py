@@ -262,7 +262,9 @@ class CentralFlowEntry(Record):
     lr: float = key("GD's learning rate eta", required=True)
     threshold: float = key("2/eta", required=True)
     t_edge: float | None = key("the first grid time with Sigma != 0 (null: never at the edge)", required=True)
-    t_leave: float | None = key("the last grid time with Sigma != 0", required=True)
+    t_leave: float | None = key(
+        "the last grid time with Sigma != 0 before Sigma = 0 to the end (null: on the edge at the end)", required=True
+    )
     edge_share: float = key("the share of grid points with Sigma != 0", required=True)
     sharpness_on_edge: float | None = key("max abs(S - 2/eta) / (2/eta) where Sigma != 0", required=True)
     max_excess: float | None = key("max (S - 2/eta) / (2/eta) over the grid (<= 0: never past)", required=True)
@@ -306,21 +308,27 @@ class EdgeEntry(Record):
     band: float = key("hovering: abs(S - 2/eta) <= band 2/eta", required=True)
     t_edge: float | None = key("the first step time with S >= 2/eta (null: never)", required=True)
     hover_share: float | None = key("the share of the run's points after t_edge that hover", required=True)
-    median_ratio: float | None = key("median S / (2/eta) after t_edge", required=True)
+    median_ratio: float | None = key(
+        "median S / (2/eta) after t_edge, each point averaged with the next (both phases of the period 2)",
+        required=True,
+    )
     amplitude_median: float | None = key("the period-2 amplitude along u_1 after t_edge: median", required=True)
     amplitude_max: float | None = key("... and largest (over the window)", required=True)
     outcome: str = key("converged_below_edge, at_edge, below_edge or diverged", required=True)
     final_sharpness: float | None = key("GD's S at its last step", required=True)
     final_loss: float | None = key("GD's L at its last step", required=True)
-    flow_limit_sharpness: float | None = key("S where the gradient flow from theta0 ends", required=True)
+    flow_limit_sharpness: float | None = key(
+        "S where the gradient flow from theta0 converges (null: not by t = 1000)", required=True
+    )
     balanced_sharpness: float = key("h m_1^(2-2/h): the flattest global minimum's", required=True)
     gfs_t: list[float] = key("the times of the GFS sharpness", required=True)
     gfs_sharpness: list[float] = key("S where the gradient flow from GD's iterate ends", required=True)
-    gfs_non_increasing: bool = key("the GFS sharpness never rises (rtol 1e-6)", required=True)
+    gfs_non_increasing: bool = key("the GFS sharpness of the converged flows never rises (rtol 1e-6)", required=True)
     every_step: list[int] = key("[first, last] step recorded at every step (empty: none)", required=True)
     stride: int = key("the steps between the run's other points (1: every step)", required=True)
     steps: int = key("GD's steps to t_max", required=True)
     spectrum_method: str = key("dense or lobpcg", required=True)
+    gfs_converged: list[bool] = key("whether each GFS flow converged by t = 1000 (else S where it stood)")
 
 
 @dataclass
@@ -338,6 +346,8 @@ class PredictionEntry(Record):
     loss_parting: float | None = key("from when they differ by more than 2x to the end (null: never)", required=True)
     variance_ratio_median: float | None = key("GD's variance along u_1 / u_1^T Sigma u_1: median", required=True)
     central_pinned: float | None = key("max abs(S - 2/eta) / (2/eta) of the central flow where Sigma != 0", required=True)
+    flows_reused: bool = key("both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
+                             "every step is one of their times), not solved again")
 
 
 @dataclass

@@ -40,10 +40,11 @@ from dlnlab.descent import gd
 from dlnlab.eos import (
     CENTRAL_SOLVER,
     WINDOW,
+    CentralFlow,
+    describe_central,
     distance_comparison,
     edge_diagnostics,
     gfs_sharpness,
-    integrate_central,
     oscillation_amplitude,
     oscillation_variance,
     parting_time,
@@ -51,7 +52,7 @@ from dlnlab.eos import (
     window_average,
 )
 from dlnlab.errors import SeriesWarning
-from dlnlab.flow import integrate
+from dlnlab.flow import Solver, integrate
 from dlnlab.lab.config import EDGE_STEPS
 from dlnlab.lab.record import Thinner, log_text
 from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines
@@ -61,8 +62,9 @@ from dlnlab.lab.runner._sgd import blowup_norm
 from dlnlab.network import unpack
 from dlnlab.rundir import EDGE_PREFIX, save_npz, series_name, signals
 from dlnlab.status import Status
+from dlnlab.trajectory import Trajectory
 
-__all__ = ["EdgeKind", "GFS_POINTS"]
+__all__ = ["EdgeKind", "GFS_POINTS", "odd_stride"]
 
 GFS_POINTS = 6  # run points whose gradient-flow limit is solved (evenly spaced)
 
@@ -71,7 +73,8 @@ class EdgeKind(SeriesKind):
     """GD at every step through the crossing of 2/eta, its edge diagnostics and (flow.central) the
     central flow's predictions against it."""
 
-    key, prefix, resume = "edge", EDGE_PREFIX, Resume.RERUN
+    # the flow's and the central flow's states at this lr's exact times: reused in the window (_predictions)
+    key, prefix, needs, resume = "edge", EDGE_PREFIX, ("flow", "central"), Resume.RERUN
 
     def enabled(self, plan) -> bool:
         return bool(plan.cfg.sgd.edge or plan.cfg.flow.central)
@@ -90,7 +93,7 @@ class EdgeKind(SeriesKind):
         arrays: dict = {}
         try:
             with signals.deferred(raise_at_end=False):
-                arrays = _edge(ctx, lr, int(task.times.steps[-1]), entry)
+                arrays = _edge(ctx, task, entry)
                 save_npz(ctx.out / "series" / f"{task.name}.npz", **arrays)
                 _log_edge(ctx, lr, arrays, entry)
         except Exception as err:  # noqa: BLE001 - this series' failure only
@@ -117,11 +120,12 @@ def _gd(ctx: SeriesContext, lr: float, steps: int, record: list[int], k: int):
     return run, step, t, theta, loss, spec
 
 
-def _edge(ctx: SeriesContext, lr: float, steps: int, entry: dict) -> dict:
+def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
     """The series' arrays; fills ``entry``."""
     plan, k = ctx.plan, int(ctx.plan.cfg.log.top_eigs)
+    lr, steps = float(task.lr), int(task.times.steps[-1])
     thr = 2.0 / lr
-    stride = max(1, math.ceil(steps / EDGE_STEPS))
+    stride = odd_stride(steps, EDGE_STEPS)
     record = sorted({*range(0, steps + 1, stride), steps})
     run, r_step, r_t, r_theta, r_loss, r_spec = _gd(ctx, lr, steps, record, k)
     diverged = run.status == Status.DIVERGED or len(r_t) < len(record)
@@ -156,60 +160,113 @@ def _edge(ctx: SeriesContext, lr: float, steps: int, entry: dict) -> dict:
     entry["edge"] = EdgeEntry(
         lr=lr, threshold=thr, band=diag.band, t_edge=diag.t_edge, hover_share=diag.hover_share,
         median_ratio=diag.median_ratio,
-        amplitude_median=float(after.median()) if after is not None and len(after) else None,
+        amplitude_median=_median(after) if after is not None and len(after) else None,
         amplitude_max=float(after.max()) if after is not None and len(after) else None,
         outcome=str(diag.outcome), final_sharpness=_finite(diag.final_sharpness),
-        final_loss=_finite(diag.final_loss), flow_limit_sharpness=float(gfs.sharpness[0]),
+        final_loss=_finite(diag.final_loss),
+        flow_limit_sharpness=float(gfs.sharpness[0]) if bool(gfs.converged[0]) else None,
         balanced_sharpness=balanced_sharpness(float(plan.problem.modes[0]), ctx.layout.depth),
-        gfs_t=gfs.t.tolist(), gfs_sharpness=gfs.sharpness.tolist(), gfs_non_increasing=gfs.non_increasing(),
+        gfs_t=gfs.t.tolist(), gfs_sharpness=gfs.sharpness.tolist(), gfs_converged=gfs.converged.tolist(),
+        gfs_non_increasing=gfs.non_increasing(),
         every_step=[int(window[0][0]), int(window[0][-1])] if window is not None else [],
         stride=stride, steps=steps, spectrum_method=str(r_spec.method),
     ).to_dict()  # fmt: skip
     entry.update(steps=steps, final_loss=_finite(diag.final_loss), t_stop=float(r_t[-1]))
     entry["predictions"] = None
     if plan.cfg.flow.central and window is not None and len(window[1]) > WINDOW:
-        entry["predictions"] = _predictions(ctx, lr, window, arrays).to_dict()
+        entry["predictions"] = _predictions(ctx, task, window, arrays).to_dict()
     return arrays
+
+
+def odd_stride(steps: int, points: int) -> int:
+    """The spacing in steps of at most ``points`` points over ``steps`` steps: 1, or an odd number, so
+    that consecutive points fall on the two phases of GD's period-2 oscillation (an even stride sees
+    one phase only: the median of S off by 1 - 3 % on the eos experiment, or the crossing missed)."""
+    stride = max(1, math.ceil(steps / points))
+    return stride + 1 if stride % 2 == 0 else stride
+
+
+def _median(x: torch.Tensor) -> float:
+    """numpy's median (the mean of the two middle values of an even count; torch's is the lower one)."""
+    return float(torch.quantile(x, 0.5))
 
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _predictions(ctx: SeriesContext, lr: float, window, arrays: dict) -> PredictionEntry:
-    """Both flows at the window's step times, against GD's window average there (arrays filled)."""
-    plan, k = ctx.plan, int(ctx.plan.cfg.log.top_eigs)
-    _, t, theta, loss, spec = window
+def _at_steps(task: SeriesTask, key: str, steps: torch.Tensor) -> torch.Tensor | None:
+    """The states of the kind ``key`` (``task.given``: on this lr's grid points, each at its exact time
+    k eta) at GD's ``steps``, or None where a step is none of the exact times (lr below log.dt) or a
+    state is missing (its series failed, or was not run)."""
+    states = task.given.get(key)
+    if states is None:
+        return None
+    row = {int(s): int(m) for s, m in zip(task.times.steps, task.times.ms.tolist())}
+    if any(int(s) not in row for s in steps.tolist()):
+        return None
+    out = states[[row[int(s)] for s in steps.tolist()]]
+    return out if bool(torch.isfinite(out).all()) else None
+
+
+def _flows_in_window(ctx: SeriesContext, task: SeriesTask, step: torch.Tensor, t: torch.Tensor, k: int):
+    """The central flow (CentralFlowResult), the gradient flow's states at GD's step times ``t``, and
+    whether both came from the run's series.
+
+    Where every step of the window is one of the lr's exact times (lr >= log.dt), the run's own
+    ``cflow_lr`` and ``flow`` series already hold both there (rk45 reports at its output times without
+    changing its steps): they are described again, not solved again (4.8 - 5.5 s of a 21 s
+    ``experiment=eos`` run, measured). Else both are solved from theta0 at the window's times."""
+    plan, f = ctx.plan, ctx.plan.cfg.flow
+    field = CentralFlow(plan.problem, ctx.layout, float(task.lr), k=k, dense_max=plan.cfg.log.hessian_dense_max)
+    c_theta, f_theta = _at_steps(task, "central", step), _at_steps(task, "flow", step)
     times = t if float(t[0]) == 0.0 else torch.cat([t.new_zeros(1), t])  # both flows start at theta0, t = 0
     cut = len(times) - len(t)
-    central = integrate_central(plan.problem, ctx.layout, plan.theta0, times, lr, k=k)
-    flow = integrate(plan.problem, ctx.layout, plan.theta0, times, CENTRAL_SOLVER)
-    c_theta, f_theta = central.theta[cut:], flow.theta[cut:]
+    if c_theta is not None:
+        traj = Trajectory(t, c_theta, Status.OK, "the cflow series' states", "rk45", 0, 0, 0, 0.0)
+        central = describe_central(field, traj, Solver("rk45", f.rtol, f.atol))  # as the cflow series solved it
+    else:
+        traj = integrate(plan.problem, ctx.layout, plan.theta0, times, CENTRAL_SOLVER, field=field)
+        window = dataclasses.replace(traj, t=traj.t[cut:], theta=traj.theta[cut:])
+        central = describe_central(field, window, CENTRAL_SOLVER)
+    reused = c_theta is not None and f_theta is not None
+    if f_theta is None:
+        f_theta = integrate(plan.problem, ctx.layout, plan.theta0, times, CENTRAL_SOLVER).theta[cut:]
+    return central, f_theta, reused
+
+
+def _predictions(ctx: SeriesContext, task: SeriesTask, window, arrays: dict) -> PredictionEntry:
+    """Both flows at the window's step times, against GD's window average there (arrays filled)."""
+    plan, k, lr = ctx.plan, int(ctx.plan.cfg.log.top_eigs), float(task.lr)
+    step, t, theta, loss, spec = window
+    central, f_theta, reused = _flows_in_window(ctx, task, step, t, k)
+    c_theta = central.theta
     avg_theta, avg_loss = window_average(theta, WINDOW), window_average(loss, WINDOW)
-    predicted = central.predicted_loss[cut:]
+    predicted = central.predicted_loss
     dist = distance_comparison(t, avg_theta, c_theta, f_theta)
     measured = oscillation_variance(theta, spec.top_vectors, WINDOW)
-    pred_var = central.top_variance[cut:]
+    pred_var = central.top_variance
     arrays.update(
-        avg_loss=avg_loss.numpy(), predicted_loss=predicted.numpy(), central_loss=central.loss[cut:].numpy(),
+        avg_loss=avg_loss.numpy(), predicted_loss=predicted.numpy(), central_loss=central.loss.numpy(),
         flow_loss=plan.problem.loss(unpack(f_theta, ctx.layout)).numpy(),
-        central_sharpness=central.sharpness[cut:].numpy(), sigma_trace=central.sigma_trace[cut:].numpy(),
+        central_sharpness=central.sharpness.numpy(), sigma_trace=central.sigma_trace.numpy(),
         dist_avg_central=dist.to_central.numpy(), dist_avg_flow=dist.to_flow.numpy(),
         measured_variance=measured.numpy(), predicted_variance=pred_var.numpy(),
     )  # fmt: skip
     ratio = dist.ratio[torch.isfinite(dist.ratio)]
     rel = (predicted / avg_loss - 1)[torch.isfinite(avg_loss)]
     var_ok = torch.isfinite(measured) & (pred_var > 0)
-    on = central.sigma_trace[cut:] > 0
+    on = central.sigma_trace > 0
     ok = torch.isfinite(avg_loss)
     return PredictionEntry(
         window=WINDOW, t_first=float(t[ok][0]) if ok.any() else None, t_last=float(t[ok][-1]) if ok.any() else None,
-        ratio_median=float(ratio.median()) if len(ratio) else None,
+        ratio_median=_median(ratio) if len(ratio) else None,
         ratio_max=float(ratio.max()) if len(ratio) else None, ratio_last=float(ratio[-1]) if len(ratio) else None,
-        loss_rel_median=float(rel.median()) if len(rel) else None,
+        loss_rel_median=_median(rel) if len(rel) else None,
         loss_parting=parting_time(t, predicted, avg_loss),
-        variance_ratio_median=float((measured[var_ok] / pred_var[var_ok]).median()) if var_ok.any() else None,
-        central_pinned=float(((central.sharpness[cut:][on] - 2 / lr).abs() * lr / 2).max()) if on.any() else None,
+        variance_ratio_median=_median(measured[var_ok] / pred_var[var_ok]) if var_ok.any() else None,
+        central_pinned=float(((central.sharpness[on] - 2 / lr).abs() * lr / 2).max()) if on.any() else None,
+        flows_reused=reused,
     )  # fmt: skip
 
 
