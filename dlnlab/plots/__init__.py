@@ -5,21 +5,23 @@
 - :func:`figure1` draws the seed paper's Figure 1 from a near-origin and a far-from-origin run;
   ``python scripts/figure1.py`` runs both and writes ``figure1.png`` / ``.pdf`` (``--out`` says where).
 - For figures of its own (scripts, the lab's aggregates): :func:`style` (the lab's matplotlib look, a
-  context manager), :func:`new_figure` (an Agg figure of a paper column's size) and :func:`lr_axis`
-  (log-log axes with a tick at each learning rate).
+  context manager), :func:`new_figure` (an Agg figure of a paper column's size), :func:`lr_axis`
+  (log-log axes with a tick at each learning rate), and the series' colours: :data:`FLOW_COLOR` and
+  :func:`series_colors` (each learning rate's, TensorBoard's colour of its run).
 
 Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the network graph, torch;
 never Lightning or Hydra.
 """
 
 from dlnlab.plots._panels import lr_axis
-from dlnlab.plots._style import new_figure, style
+from dlnlab.plots._style import FLOW_COLOR, new_figure, series_colors, style
 from dlnlab.plots.figure1 import draw_network, figure1
 from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
 from dlnlab.rundir import RunData, Series, load_run
 
 __all__ = [
     "FIGURES",
+    "FLOW_COLOR",
     "RunData",
     "Series",
     "build_run_figures",
@@ -29,5 +31,6 @@ __all__ = [
     "lr_axis",
     "make_run_figures",
     "new_figure",
+    "series_colors",
     "style",
 ]

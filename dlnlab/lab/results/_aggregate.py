@@ -269,18 +269,24 @@ def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
 
 def _figure(folder: Path, key: str, curves_of: dict) -> None:
     """The loss of each series across the samples: the median with the quartile band, the flow's too."""
-    from dlnlab.plots import new_figure, style
-    from dlnlab.rundir import atomic_path
+    from dlnlab.plots import FLOW_COLOR, new_figure, series_colors, style
+    from dlnlab.rundir import atomic_path, parse_series_name
 
+    # the run figures' colours and order: the flow, then the learning rates from the largest down (a
+    # series of another kind at a learning rate takes that learning rate's colour)
+    lrs = {name: (parse_series_name(name) or ("", None))[1] for name in curves_of}
+    by_lr = series_colors([lr for lr in lrs.values() if lr is not None])
+    order = sorted(curves_of, key=lambda n: (lrs[n] is not None, -(lrs[n] or 0.0), n))
     with style():
         fig = new_figure((5.0, 3.4))
         ax = fig.add_subplot()
-        for i, (name, c) in enumerate(curves_of.items()):
+        for name in order:
+            c = curves_of[name]
             if "loss_q50" not in c:
                 continue
-            color = "k" if name == "flow" else f"C{i % 10}"
+            color = FLOW_COLOR if lrs[name] is None else by_lr[lrs[name]]
             t = c["t"][: len(c["loss_q50"])]
-            ax.fill_between(t, c["loss_q25"], c["loss_q75"], color=color, alpha=0.2, lw=0)
+            ax.fill_between(t, c["loss_q25"], c["loss_q75"], color=color, alpha=0.15, lw=0)
             ax.plot(t, c["loss_q50"], color=color, lw=1.0, label=name)
         ax.set_yscale("log")
         ax.set_xlabel("time $t$")

@@ -141,7 +141,11 @@ def _plateau_lines(summary: dict) -> list[str]:
     plateaus = flow.get("plateaus") or []
     q = len(summary.get("modes") or [])
     if not plateaus:
-        return [] if not flow else ["plateaus of the flow: none found"]
+        if not flow:
+            return []
+        if summary.get("stage") not in ("figures", "done"):  # stopped in a series or in the analysis itself
+            return ["plateaus of the flow: not analysed (the run stopped before the saddle analysis ended)"]
+        return ["plateaus of the flow: none found"]
     who = "plateaus of the flow (member 0)" if flow.get("ensemble") else "plateaus of the flow"
     lines = [f"{who}, modes numbered 1..{q} from the largest:"]
     for p in plateaus:
@@ -214,6 +218,8 @@ def results_block(summary: dict) -> str:
     lines += _plateau_lines(summary)
     lines += _exit_delay_lines(summary)
     lines.append(f"critical values L*_r: {levels_text(summary['critical_values'])}")
+    if summary.get("not_run"):
+        lines.append(f"not run: {', '.join(summary['not_run'])} (the run stopped first; python scripts/train.py resume=<run dir> runs them)")
     if summary.get("interrupted"):
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
     return "\n".join(lines)
