@@ -10,8 +10,8 @@ One lab run of ``experiment=eos`` (``flow.central=true``: the series flow, cflow
 and edge_lr_<lr>) into ``--run`` (new or empty; default a new ``outputs/eos/<date>/<time>``), then the
 figure (``dlnlab.plots.eos``) to ``--out`` (default ``eos.png`` in the run directory; an explicit
 ``--out`` replaces an existing file). The config is checked before the run starts: exit code 2 with
-one line on a bad one; 3 when the run fails; 130 / 143 when interrupted. It prints the run's
-edge-of-stability block (docs/eos.md explains every number).
+one line on a bad one; 3 when the run fails; 130 / 143 when interrupted. The run prints its
+edge-of-stability block (docs/eos.md explains every number); ``--replot`` prints it again.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or run_dir / "eos.png"
     write_eos_figure(run_dir, out)
-    print("\n".join(edge_lines(summary)))
+    if args.replot:  # a run has printed its edge-of-stability block already
+        print("\n".join(edge_lines(summary)))
     print(f"wrote {out} (the run in {run_dir})")
     return 0
 

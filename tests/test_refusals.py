@@ -52,9 +52,9 @@ BAD = [
     (
         "not_a_number",
         ["init.scale=abc"],
-        "init.scale: value 'abc' of type 'str' could not be converted to Float",
+        "init.scale: 'abc' is not a number",
     ),
-    ("not_an_integer", ["log.analysis_points=1.5"], "log.analysis_points: value '1.5'"),
+    ("not_an_integer", ["log.analysis_points=1.5"], "log.analysis_points: '1.5' is not an integer"),
     ("not_a_list", ["sgd.lrs=0.1"], "sgd.lrs: expected a list"),
     ("group_as_value", ["log=default"], "log: is a group of keys, not an option"),
     (
@@ -67,7 +67,7 @@ BAD = [
         ["flow.method=rk23"],
         "flow.method: Invalid value 'rk23', expected one of [auto, dopri5, dopri8",
     ),
-    ("bad_bool", ["data.whiten=notabool"], "data.whiten: value 'notabool'"),
+    ("bad_bool", ["data.whiten=notabool"], "data.whiten: 'notabool' is not true or false"),
     (
         "key_of_other_option",
         ["init=balanced", "init.scale=0.1"],

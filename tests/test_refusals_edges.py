@@ -241,7 +241,7 @@ EDGES = [
     (
         "joblib_processes_not_a_number",
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=many", "seed=0,1"],
-        "hydra.launcher.n_jobs: value 'many' of type 'str' could not be converted to Integer",
+        "hydra.launcher.n_jobs: 'many' is not an integer",
     ),
     ("sweep_of_a_billion_jobs", ["-m", "seed=range(0,1000000000)"], "seed: the sweep has 1,000,000,000 jobs"),
     ("empty_group_option", ["data="], "data=: no such option; allowed: file, teacher"),

@@ -84,7 +84,7 @@ def _copy(src: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(whole, killed, tmp_path):
+def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(whole, killed, tmp_path, capsys):
     """Metrics included: the open block (from point 256 on) is computed again, in the same block as in
     the unbroken run, from the checkpoint's copies (a batched product's rounding depends on the batch:
     mode_strength differed by one ulp when the resumed points were computed in blocks of another size)."""
@@ -94,6 +94,9 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     result = resume(out)
     assert result.exit_code == 0 and result["status"] == "finished"
     assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
+    printed = capsys.readouterr().out  # the console says it is a resume, and what it did with each series
+    assert "  resume    of the run stopped in stage " in printed
+    assert f"resumed: sgd_lr_0.04 kept, {KILLED} continued from its checkpoint" in printed
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
     # TensorBoard: every grid point of the resumed series once (the open block is not logged again)
     steps = _logged_steps(out / "tensorboard" / KILLED, "loss/loss")  # x: step = round(1000 t)

@@ -34,7 +34,7 @@ RUN_PALETTE = ("#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988",
 FLOW_COLOR = RUN_PALETTE[0]
 MODE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 PLATEAU_COLOR = "0.55"
-TIME_LABEL = "time $t$ (flow time; GD step $k$ at $t = k\\eta$)"
+TIME_LABEL = "time $t$ (flow time; step $k$ of (S)GD at $t = k\\eta$)"
 
 STYLE = {
     "font.size": 8,

@@ -149,7 +149,8 @@ def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
                 ok = t[rows] > 0  # at t = 0 every member is at the init: no error
                 ax.plot(t[rows][ok], c[ok], ls, color=colors[s.name], lw=0.9, label=label)
                 keep.append(c[ok])
-    for t_exit in escapes.get("t_exit") or []:
+    exits = escapes.get("t_exit") or []
+    for t_exit in exits:
         ax.axvline(t_exit, color="0.5", ls=":", lw=0.8)
     ax.set_yscale("log")
     lim = log_limits(keep, decades=5)
@@ -157,7 +158,7 @@ def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
         ax.set_ylim(*lim)
     time_axis(ax, run)
     ax.set_ylabel("error constant  e(t) / $\\eta^p$")
-    ax.set_title("the constants in time (escapes dotted)", fontsize=8)
+    ax.set_title("the constants in time" + (" (the flow's escapes dotted)" if exits else ""), fontsize=8)
     ax.legend(fontsize=5, ncol=2)
 
 

@@ -288,8 +288,10 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
         saddles, spent = "none", 0.0
     saddles_why = (
         f"classifying a series' plateaus costs about {per_series:.3g} s (nominal), against "
-        f"{budget:.3g} s for the whole analysis (a quarter of the run): {saddles}"
-    )
+        f"{budget:.3g} s for the whole analysis (a quarter of the run): "
+        + {"all": "every series' saddles classified", "flow": "the flow's saddles classified, not the (S)GD series'",
+           "none": "none classified (the plateaus are still found)"}[saddles]
+    )  # fmt: skip
     edge = edge_work(cfg)
     if asked == 0:
         return AnalysisChoice(0, 0, kind, cost, "log.analysis_points = 0", saddles, saddles_why, edge)

@@ -165,7 +165,11 @@ def _short(text: str, limit: int = 200) -> str:
     if len(text) <= limit:
         return text
     ends = [m.end() for m in re.finditer(r"[a-z0-9)]\.(?= [A-Z])", text[:limit])]
-    return text[: ends[-1]] if ends else text[:limit] + " ..."
+    if ends:
+        return text[: ends[-1]]
+    cut = text[:limit]
+    cut = cut[: cut.rfind("; ")] if cut.rfind("; ") > limit // 2 else cut[: cut.rfind(" ")]  # a clause, or a word
+    return cut.rstrip(",;:( ") + " ..."
 
 
 def render() -> str:

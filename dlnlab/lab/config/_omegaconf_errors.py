@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,6 +36,13 @@ def unknown_key_message(full_key: str, allowed: list[str]) -> str:
     return f"{full_key}: no such key; {where} has: {', '.join(allowed)}{hint}"
 
 
+# OmegaConf's "Value 'abc' of type 'str' could not be converted to Integer", said as what is allowed
+_NOT_CONVERTED = re.compile(r"[Vv]alue '(.*)' of type '\w+' could not be converted to (\w+)")
+_NOT_BOOL = re.compile(r"[Vv]alue '(.*)' is not a valid (bool)")
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "bool": "true or false",
+               "String": "a string"}  # fmt: skip
+
+
 def describe_omegaconf_error(err: BaseException) -> str:
     """One line for an OmegaConf error: ``<full key>: <what is wrong>``."""
     from omegaconf.errors import (
@@ -58,6 +66,8 @@ def describe_omegaconf_error(err: BaseException) -> str:
         what = "no such key"
     elif isinstance(err, ValidationError) and "is not Optional" in msg:
         what = "cannot be null"
+    elif isinstance(err, ValidationError) and (m := _NOT_CONVERTED.match(msg) or _NOT_BOOL.match(msg)):
+        what = f"{m.group(1)!r} is not {_TYPE_WORDS.get(m.group(2), m.group(2))}"
     elif isinstance(err, ValidationError):
         what = msg.replace("Value ", "value ", 1)
     else:

@@ -44,7 +44,7 @@ def _series_line(plan) -> str:
         kind += f" with heavy ball {fmt(s.momentum)} (a step is t = eta / (1 - momentum))"
     line += f"; {kind} at lr {_list(lrs)}"
     if plan.gd_threshold is not None:
-        line += f" (GD threshold {fmt(plan.gd_threshold)})"
+        line += f" (GD's stability threshold 2 / (h m_1^(2-2/h)) = {fmt(plan.gd_threshold)})"
     extras = []
     if cfg.flow.modified:
         extras.append("GD's modified flow at each lr")
@@ -173,7 +173,7 @@ def _exit_delay_lines(summary: dict) -> list[str]:
     modes = sorted({d["mode"] for r in rows.values() for d in r})
     width = max(len(n) for n in [*rows, "mode"])
     lines = [
-        "plateau exits later than the flow's (in t):",
+        "plateau exits later than the flow's (in t; negative: earlier):",
         f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes),
     ]
     for name, r in rows.items():
@@ -205,10 +205,11 @@ def results_block(summary: dict) -> str:
     from dlnlab.lab.results._limit_text import limit_lines
 
     lines = _table(summary)
+    has_sgd = any(e.get("lr") is not None for e in summary["series"].values())
     for key, what in (("convergence_order", "convergence order"),
                       ("convergence_order_modified", "convergence order against GD's modified flows")):  # fmt: skip
         line = _order_line(summary, key, what)
-        if line and (
+        if line and has_sgd and (
             key == "convergence_order" or summary.get(key) is not None or summary.get(f"{key}_detail")
         ):
             lines.append(line)
@@ -218,6 +219,10 @@ def results_block(summary: dict) -> str:
     lines += _plateau_lines(summary)
     lines += _exit_delay_lines(summary)
     lines.append(f"critical values L*_r: {levels_text(summary['critical_values'])}")
+    resumed = summary.get("resumed") or []
+    if resumed and resumed[-1].get("series"):
+        notes = ", ".join(f"{name} {note}" for name, note in resumed[-1]["series"].items())
+        lines.append(f"resumed: {notes}")
     if summary.get("not_run"):
         lines.append(f"not run: {', '.join(summary['not_run'])} (the run stopped first; python scripts/train.py resume=<run dir> runs them)")
     if summary.get("interrupted"):

@@ -150,6 +150,8 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     finally:
         _end_workers()  # none is left running, whatever happened
     state.end()
+    with contextlib.suppress(OSError):  # every series finished: no checkpoint is left to resume from
+        (out / "checkpoints").rmdir()  # (an interrupted series' checkpoint keeps the folder)
     summary = state.write_summary()
     table = results_block(summary)
     print(table, flush=True)
@@ -180,6 +182,10 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     for note in plan.notes:
         warnings.warn(note, ConfigWarning, stacklevel=2)
     print(start_block(plan, state.out), flush=True)
+    if previous is not None:
+        last = state.resumed[-1]
+        print(f"  resume    of the run stopped in stage {last['stage']!r} ({last['interrupted'] or last['status']}): "
+              "each series kept, continued or run again (docs/runs.md)", flush=True)  # fmt: skip
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
     times = SeriesTimes.of(plan)  # the grid t_m = m dt, m = 0..M, and each learning rate's exact times
