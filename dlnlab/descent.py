@@ -28,15 +28,20 @@ from dlnlab.trajectory import Interrupted, Status, Trajectory
 
 __all__ = ["SAMPLINGS", "MinibatchSampler", "EnsembleSampler", "GDStepper", "gd", "time_per_step"]
 
-SAMPLINGS = ("with_replacement", "without_replacement")
+SAMPLINGS = ("with_replacement", "without_replacement", "reshuffle")
 DRAW_BLOCK = 2000  # minibatches drawn per refill of the sampler's buffer
+DRAW_NUMBERS = 4_000_000  # without replacement: at most this many uniforms per refill (N of them a batch)
 
 
 class MinibatchSampler:
     """Minibatch indices (n, B) for the next n steps, or None for full-batch GD.
 
-    with_replacement: i.i.d. uniform indices; without_replacement: consecutive slices of a stream of
-    fresh permutations of 0..N-1 (B >= N without replacement is full-batch GD).
+    with_replacement: B i.i.d. uniform indices a step. without_replacement: B distinct indices a step,
+    a uniform B-subset drawn afresh at every step (the first B of a uniform permutation), so the steps'
+    noises are independent: the minibatch gradient's covariance is (N - B) / (B (N - 1)) Sigma, the
+    SME's. reshuffle (random reshuffling): consecutive slices of a stream of fresh permutations of
+    0..N-1, so an epoch of N / B steps sees every sample once and its noises cancel (SGD is then O(eta)
+    from the flow, not O(eta^1/2)). B >= N without replacement or reshuffled is full-batch GD.
     """
 
     def __init__(
@@ -47,9 +52,7 @@ class MinibatchSampler:
         if batch_size is not None and batch_size < 1:
             raise ArgumentError("batch_size", f"must be >= 1 or None (full batch), got {batch_size}")
         self.n_samples, self.batch_size, self.sampling = int(n_samples), batch_size, sampling
-        self.full_batch = batch_size is None or (
-            batch_size >= n_samples and sampling == "without_replacement"
-        )
+        self.full_batch = batch_size is None or (batch_size >= n_samples and sampling != "with_replacement")
         self.generator = torch.Generator().manual_seed(int(seed))
         self._buffer = torch.empty(0, dtype=torch.long)  # drawn, not yet handed out (flat)
 
@@ -61,6 +64,10 @@ class MinibatchSampler:
                 block = torch.randint(
                     self.n_samples, (DRAW_BLOCK * self.batch_size,), generator=self.generator
                 )
+            elif self.sampling == "without_replacement":  # a uniform permutation's first B, per step
+                steps = max(1, min(DRAW_BLOCK, DRAW_NUMBERS // self.n_samples))
+                uniforms = torch.rand(steps, self.n_samples, generator=self.generator, dtype=torch.float64)
+                block = uniforms.argsort(dim=-1)[:, : self.batch_size].reshape(-1)
             else:
                 block = torch.randperm(self.n_samples, generator=self.generator)
             parts.append(block)

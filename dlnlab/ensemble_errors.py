@@ -8,6 +8,15 @@ from their recorded arrays (docs/theory.md, section 9):
 E a weighted mean over the members (the plain mean, or a bootstrap resample's counts). The weak errors
 compare with the reference's grid, so they use the rows whose exact time is a grid time. Pure numpy:
 the lab fits their orders (``sgd_limit``), the plots draw them.
+
+The mean of E members is off the true mean by a Monte Carlo error of covariance Cov / E, so
+||mean - ref||^2 overstates ||E theta - ref||^2 by tr Cov / E on average, and a bootstrap resample's
+mean (off the sample's mean by as much again) more: its interval lay above the estimate wherever the
+weak error was near that floor. Both weak errors are therefore debiased:
+sqrt(max(||mean - ref||^2 - tr S / E, 0)) with S the members' (weighted) covariance for the mean, and
+twice that for a resample (its mean is off the members' mean by tr S / E again, and the members' mean is
+its world's truth), so that the resamples spread about the estimate; 0 means the weak error is below what
+E members can resolve.
 """
 
 from __future__ import annotations
@@ -28,21 +37,41 @@ def _aligned(arrays: dict, flow: dict) -> tuple[np.ndarray, np.ndarray]:
     return rows[same], grid[rows[same]]
 
 
-def error_curves(arrays: dict, flow: dict, weights: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{kind: (rows (T,), curves (R, T))} of one series (rows: into its arrays); ``weights`` (R, E): a row per curve, each the
-    members' weights (1/E for the plain mean, bootstrap counts / E for a resample)."""
+def error_curves(
+    arrays: dict, flow: dict, weights: np.ndarray, resamples_from: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{kind: (rows (T,), curves (R, T))} of one series (rows: into its arrays); ``weights`` (R, E): a row
+    per curve, each the members' weights (1/E for the plain mean, bootstrap counts / E for a resample);
+    the rows from ``resamples_from`` on are bootstrap resamples (debiased twice: module docstring)."""
+    times = np.ones((weights.shape[0], 1))
+    if resamples_from is not None:
+        times[resamples_from:] = 2.0
     dist = np.asarray(arrays["dist_to_flow"])
     out = {"strong": (np.arange(dist.shape[1]), weights @ dist)}
     rows, ms = _aligned(arrays, flow)
     loss = np.asarray(arrays["loss"])[:, rows]
-    out["weak_loss"] = (rows, np.abs(weights @ loss - np.asarray(flow["loss"])[None, ms]))
+    mean_loss = weights @ loss
+    spread = weights @ (loss * loss) - mean_loss**2  # the weighted variance (ddof 0), (R, T)
+    gap = (mean_loss - np.asarray(flow["loss"])[None, ms]) ** 2
+    out["weak_loss"] = (rows, _debiased(gap, times * spread, loss.shape[0]))
     have, theta = theta_rows(arrays)
     frows, ftheta = theta_rows(flow)
     if theta is not None and ftheta is not None:
         where = {int(m): j for j, m in enumerate(np.asarray(flow["grid_index"])[frows])}
         at = {int(r): int(m) for r, m in zip(rows, ms)}
         keep = [i for i, r in enumerate(have) if int(r) in at and at[int(r)] in where]
-        mean = np.einsum("re,ekp->rkp", weights, theta[:, keep])
+        th = theta[:, keep]
+        mean = np.einsum("re,ekp->rkp", weights, th)
+        spread = weights @ np.einsum("ekp,ekp->ek", th, th) - np.einsum("rkp,rkp->rk", mean, mean)
         ref = ftheta[[where[at[int(have[i])]] for i in keep]]
-        out["weak_theta"] = (have[keep], np.linalg.norm(mean - ref[None], axis=-1))
+        gap = np.einsum("rkp,rkp->rk", mean - ref[None], mean - ref[None])
+        out["weak_theta"] = (have[keep], _debiased(gap, times * spread, th.shape[0]))
     return out
+
+
+def _debiased(gap2: np.ndarray, spread: np.ndarray, members: int) -> np.ndarray:
+    """sqrt(max(gap^2 - tr S / E, 0)): ``spread`` the members' weighted second central moment (ddof 0;
+    tr S = spread E / (E - 1)), so tr S / E = spread / (E - 1)."""
+    if members < 2:
+        return np.sqrt(gap2)
+    return np.sqrt(np.maximum(gap2 - np.maximum(spread, 0.0) / (members - 1), 0.0))

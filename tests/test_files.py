@@ -34,6 +34,18 @@ def test_weights_from_W_arrays_or_A0_are_the_same_weights(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(plan.weights0, ws)) and plan.seeds.init is None
 
 
+def test_minibatches_of_a_data_file_are_announced_with_its_n(tmp_path):
+    """The start block names N from the data (a data file has no data.n_samples key: it crashed)."""
+    from dlnlab.lab.results import start_block
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.standard_normal((4, 30)), Y=rng.standard_normal((2, 30)))
+    args = ["model.dims=[4,3,2]", "data=file", f"data.path={tmp_path / 'd.npz'}", "sgd.batch_size=5",
+            "sgd.sampling=without_replacement", "flow.t_max=1", "sgd.lrs=[0.05]"]  # fmt: skip
+    text = start_block(prepare(make_cfg(args)), tmp_path / "run")
+    assert "minibatch SGD (batch 5 of 30, without replacement)" in text
+
+
 @pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
     a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")

@@ -45,9 +45,13 @@ def test_strong_order_one_half_and_weak_order_one(tmp_path, seed):
         rows = np.flatnonzero(np.abs(arr["t"] - flow["t"][m]) < 1e-12)
         whole = np.abs(m * 0.05 / lr - np.rint(m * 0.05 / lr)) < 1e-9
         assert rows.tolist() == np.flatnonzero(whole).tolist() and len(rows) >= 11
-        mean = arr["theta"][:, rows].mean(axis=0)
-        assert weak == pytest.approx(np.linalg.norm(mean - flow["theta"][m[rows]], axis=-1).max(), rel=1e-9)
-        got = np.abs(arr["loss"][:, rows].mean(axis=0) - flow["loss"][m[rows]]).max()
+        # debiased by the Monte Carlo error of the mean, tr S / E (dlnlab/ensemble_errors.py)
+        theta, loss, e = arr["theta"][:, rows], arr["loss"][:, rows], arr["theta"].shape[0]
+        gap2 = ((theta.mean(axis=0) - flow["theta"][m[rows]]) ** 2).sum(axis=-1)
+        want = np.sqrt(np.maximum(gap2 - theta.var(axis=0, ddof=1).sum(axis=-1) / e, 0)).max()
+        assert weak == pytest.approx(want, rel=1e-9)
+        gap2 = (loss.mean(axis=0) - flow["loss"][m[rows]]) ** 2
+        got = np.sqrt(np.maximum(gap2 - loss.var(axis=0, ddof=1) / e, 0)).max()
         assert weak_loss == pytest.approx(got, rel=1e-9)
         assert weak < strong  # the mean of the members is much closer to the flow than any one member
 
@@ -165,3 +169,21 @@ def test_error_constants_between_saddle_escapes_and_exit_spreads(tmp_path, membe
             assert abs(r["std_ratio"] - 1) <= 4 * r["sampling_error"], r
             sgd = res["series"][f"sgd_lr_{lr}"]["ensemble"]["plateau_exits"][0]["t_exit"]
             assert r["n_sgd"] == sgd["n"] and r["sgd_std"] == sgd["std"]
+
+
+def test_the_theta_variance_ratio_is_paired_at_the_grid_points_both_kept():
+    """theta kept every 14th grid point in the SGD series (theta_sub) and at every point in the SME's: the
+    ratio of their total variances is at grid points 14, 28, 40 (not at rows 1, 2, 3)."""
+    from dlnlab.lab.results._limit import _var_theta_ratio
+
+    rng = np.random.default_rng(0)
+    grid, members, p = np.arange(41), 50, 3
+    spread = 1.0 + grid  # the SME's variance grows with the grid index; SGD's is twice it
+    sme_theta = rng.standard_normal((members, 41, p)) * np.sqrt(spread)[None, :, None]
+    kept = np.array([0, 14, 28, 40])
+    sgd_theta = rng.standard_normal((members, 4, p)) * np.sqrt(2 * spread[kept])[None, :, None]
+    sgd = {"grid_index": grid, "theta_sub": sgd_theta, "theta_grid_index": kept}
+    sme = {"grid_index": grid, "theta": sme_theta}
+    at, ratio = _var_theta_ratio(sgd, sme)
+    np.testing.assert_array_equal(at, [14, 28, 40])
+    assert np.all(np.abs(ratio / 2 - 1) < 0.35), ratio  # 2, to the sampling error of 50 members x 3

@@ -144,6 +144,11 @@ BAD = [
         "sgd.sme: the stochastic modified equation",
     ),
     (
+        "sme_of_reshuffled_epochs",
+        ["sgd.sme=true", "ensemble.size=4", "sgd.batch_size=10", "sgd.sampling=reshuffle"],
+        "sgd.sme: the SME models independent minibatches",
+    ),
+    (
         "modified_with_minibatches",
         ["flow.modified=true", "sgd.batch_size=10"],
         "flow.modified: the modified flow is full-batch GD's",
@@ -300,7 +305,7 @@ BAD = [
     ),
     ("data_sample_mismatch", ["data.path={d}/n_mismatch.npz"], "X (4, 20) and Y (2, 10) do not fit"),
     ("data_one_dimensional", ["data.path={d}/one_d.npz"], "X (20,) and Y (20,) do not fit"),
-    ("data_no_samples", ["data.path={d}/zero_samples.npz"], "is empty (shape (4, 0))"),
+    ("data_no_samples", ["data.path={d}/zero_samples.npz"], "data.path: X and Y have no columns (N = 0 samples)"),
     ("data_zip_without_arrays", ["data.path={d}/plain.zip.npz"], "missing X, Y (found: nothing)"),
     # initial weights from a file
     (

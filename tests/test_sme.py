@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlnlab import init
-from dlnlab.descent import gd
+from dlnlab.descent import MinibatchSampler, gd
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.sme import integrate_sme, noise_factor, noise_scale, per_sample_gradients
@@ -38,17 +38,13 @@ def test_per_sample_gradients_are_autograds_and_average_to_the_gradient(small):
 
 @pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
 def test_the_diffusion_is_the_covariance_of_a_minibatch_gradient(small, sampling):
-    """G G^T against the covariance of 200,000 minibatch gradients drawn as SGD draws them."""
+    """G G^T against the covariance of 200,000 minibatch gradients drawn as SGD draws them (its sampler)."""
     problem, theta = small
     b = 5
     factor = noise_factor(problem, theta, DIMS, b, sampling)
     cov = factor @ factor.T
-    gen = torch.Generator().manual_seed(0)
     n, draws = problem.n_samples, 200_000
-    if sampling == "with_replacement":
-        idx = torch.randint(n, (draws, b), generator=gen)
-    else:
-        idx = torch.stack([torch.randperm(n, generator=gen)[:b] for _ in range(draws)])
+    idx = MinibatchSampler(n, b, sampling, seed=0).draw(draws)
     per = per_sample_gradients(problem, theta, DIMS)
     mc = per[idx].mean(dim=1)  # the minibatch gradients
     emp = torch.cov(mc.T)
@@ -81,14 +77,17 @@ def test_no_noise_without_randomness(small):
     assert float(noise_factor(problem, theta, DIMS, 20, "without_replacement").abs().max()) == 0.0
 
 
-def test_the_sde_ensemble_spreads_like_sgd(small):
-    """Var L(t) of 2000 SGD runs against 2000 SME paths (batch 4 of 20, eta = 0.02, t <= 1)."""
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+def test_the_sde_ensemble_spreads_like_sgd(small, sampling):
+    """Var L(t) of 2000 SGD runs against 2000 SME paths (batch 4 of 20, eta = 0.02, t <= 1), many steps
+    each: the steps' noises are independent in both samplings (a reshuffled epoch's cancel: no SME)."""
     problem, theta = small
     lr, r = 0.02, 2000
     t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
     start = theta.expand(r, -1).contiguous()
-    run = gd(problem, DIMS, start, lr, 50, batch_size=4, seed=list(range(r)), record_steps=[0, 20, 50])
-    sme = integrate_sme(problem, DIMS, start, t, lr, 4, seed=0)
+    run = gd(problem, DIMS, start, lr, 50, batch_size=4, sampling=sampling, seed=list(range(r)),
+             record_steps=[0, 20, 50])  # fmt: skip
+    sme = integrate_sme(problem, DIMS, start, t, lr, 4, sampling, seed=0)
     loss_sgd = problem.loss(unpack(run.theta, DIMS))
     loss_sme = problem.loss(unpack(sme.theta, DIMS))
     ratio = (loss_sgd[1:].var(dim=1) / loss_sme[1:].var(dim=1)).numpy()

@@ -59,7 +59,7 @@ def test_momentum_goes_through_torch_optim_sgd(problem):
     assert (thetas[-1] - plain[-1]).abs().max() > 1e-3  # momentum changes the trajectory
 
 
-@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement"])
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement", "reshuffle"])
 def test_minibatch_sgd_equals_a_plain_loop_on_the_same_indices(problem, sampling):
     theta0 = pack(gaussian(DIMS, 0.3, seed=1))
     out, thetas = _lab(problem, theta0, 0.05, 1.0, batch_size=5, sampling=sampling, seed=11)
@@ -71,16 +71,37 @@ def test_minibatch_sgd_equals_a_plain_loop_on_the_same_indices(problem, sampling
     torch.testing.assert_close(thetas[-1], theta, rtol=0, atol=1e-13)
 
 
-def test_sampling_without_replacement_covers_each_epoch_once():
-    sampler = MinibatchSampler(20, 5, "without_replacement", seed=0)
+def test_reshuffling_covers_each_epoch_once():
+    sampler = MinibatchSampler(20, 5, "reshuffle", seed=0)
     idx = torch.cat([sampler.draw(n) for n in (3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1)]).reshape(-1)
     assert idx.numel() == 200
     for epoch in idx.view(10, 20):
         assert torch.equal(epoch.sort().values, torch.arange(20))
     # the sequence does not depend on how the steps are split into draws; another seed differs
-    again = torch.cat([MinibatchSampler(20, 5, "without_replacement", 0).draw(40)]).reshape(-1)
-    other = MinibatchSampler(20, 5, "without_replacement", 1).draw(40).reshape(-1)
+    again = torch.cat([MinibatchSampler(20, 5, "reshuffle", 0).draw(40)]).reshape(-1)
+    other = MinibatchSampler(20, 5, "reshuffle", 1).draw(40).reshape(-1)
     assert torch.equal(idx, again) and not torch.equal(idx, other)
+
+
+def test_without_replacement_draws_a_fresh_uniform_subset_at_every_step():
+    """B distinct indices a step, each step's subset independent of the last (unlike reshuffling, whose
+    consecutive batches of an epoch are disjoint): every pair of samples in one batch equally often, and
+    two consecutive batches share B^2 / N samples on average."""
+    n, b, steps = 10, 4, 30_000
+    sampler = MinibatchSampler(n, b, "without_replacement", seed=5)
+    draws = torch.cat([sampler.draw(k) for k in (1, 9_999, 20_000)])
+    assert torch.equal(draws, MinibatchSampler(n, b, "without_replacement", seed=5).draw(steps))
+    assert all(len(set(row)) == b for row in draws[:2000].tolist())  # distinct within a batch
+    counts = torch.bincount(draws.reshape(-1), minlength=n).double()
+    assert (counts / (steps * b / n) - 1).abs().max() < 0.03
+    hits = torch.zeros(steps, n).scatter_(1, draws, 1.0)
+    pairs = hits.T @ hits  # how often samples i and j share a batch: b (b - 1) / (n (n - 1)) of the steps
+    off = pairs[~torch.eye(n, dtype=torch.bool)] / steps
+    assert (off / (b * (b - 1) / (n * (n - 1))) - 1).abs().max() < 0.08
+    shared = (hits[1:] * hits[:-1]).sum(dim=1).mean()  # independent steps: E = b^2 / n = 1.6
+    assert abs(float(shared) - b * b / n) < 0.05
+    big = MinibatchSampler(10**6, 3, "without_replacement", seed=0)  # a refill's uniforms stay bounded
+    assert big.draw(5).shape == (5, 3)
 
 
 def test_with_replacement_draws_uniformly_and_independently_of_the_split():
@@ -109,8 +130,9 @@ def test_a_sampler_resumed_from_its_state_draws_what_it_would_have():
         {"momentum": 0.5},
         {"batch_size": 5, "seed": 3},
         {"batch_size": 5, "sampling": "without_replacement"},
+        {"batch_size": 5, "sampling": "reshuffle"},
     ],
-    ids=["gd", "heavy_ball", "sgd", "sgd_without_replacement"],
+    ids=["gd", "heavy_ball", "sgd", "sgd_without_replacement", "sgd_reshuffle"],
 )
 def test_the_core_gd_equals_the_lightning_series_bit_for_bit(problem, kw):
     """The Lightning module wraps the core stepper: the same ops in the same order, whatever the chunks."""

@@ -170,7 +170,8 @@ def top_eigenpairs(
 
 class SpectrumTracker:
     """Top-k eigenpairs at a sequence of nearby points, each call started from the last one's block
-    (LOBPCG; dense below ``dense_max`` needs no start). ``calls`` and ``iterations`` count the work."""
+    (LOBPCG; dense below ``dense_max`` needs no start). ``calls`` and ``iterations`` count the work,
+    ``unconverged`` the calls whose residuals stayed above the tolerance (their eigenpairs are used anyway)."""
 
     def __init__(
         self,
@@ -189,6 +190,7 @@ class SpectrumTracker:
         self.warm: Tensor | None = None
         self.calls = 0
         self.iterations = 0
+        self.unconverged = 0
 
     @property
     def dense(self) -> bool:
@@ -202,6 +204,7 @@ class SpectrumTracker:
         self.warm = res.warm
         self.calls += 1
         self.iterations += res.iterations
+        self.unconverged += 0 if res.converged else 1
         return res
 
 

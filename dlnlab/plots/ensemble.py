@@ -146,8 +146,10 @@ def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
                 p = escapes.get("expected_order", {}).get(key, 1.0)
                 label = f"{'strong' if key == 'strong' else 'weak'} / $\\eta^{{{p:g}}}$, $\\eta$ = {format_lr(s.lr)}"
                 c = values[0] / s.lr**p
-                ok = t[rows] > 0  # at t = 0 every member is at the init: no error
-                ax.plot(t[rows][ok], c[ok], ls, color=colors[s.name], lw=0.9, label=label)
+                # at t = 0 every member is at the init: no error; a debiased weak error of 0 is below what
+                # the members resolve (dlnlab/ensemble_errors.py): gaps, not drops to the axis
+                ok = (t[rows] > 0) & (c > 0)
+                ax.plot(t[rows], np.where(ok, c, np.nan), ls, color=colors[s.name], lw=0.9, label=label)
                 keep.append(c[ok])
     exits = escapes.get("t_exit") or []
     for t_exit in exits:

@@ -203,6 +203,8 @@ def check_data_shapes(path: str, dims: tuple[int, ...]) -> int:
             f"{key}: X {x} and Y {y} do not fit model.dims={list(dims)}: need X of shape "
             f"({d_x}, N) and Y of shape ({d_y}, N) with the same number of samples N (columns)"
         )
+    if x[1] == 0:
+        raise ConfigError(f"{key}: X and Y have no columns (N = 0 samples); give at least one sample")
     return x[1]
 
 

@@ -51,10 +51,10 @@ def _seeds(cfg: TrainConfig) -> Seeds:
 
 def _check_sampling(cfg: TrainConfig, n_samples: int) -> None:
     s = cfg.sgd
-    if s.batch_size is not None and s.sampling.name == "without_replacement" and s.batch_size > n_samples:
+    if s.batch_size is not None and s.sampling.name != "with_replacement" and s.batch_size > n_samples:
         raise ConfigError(
-            f"sgd.batch_size: {s.batch_size} > N = {n_samples} samples; a batch drawn without "
-            f"replacement holds at most N (sgd.batch_size={n_samples} or null is full-batch GD)"
+            f"sgd.batch_size: {s.batch_size} > N = {n_samples} samples; a batch drawn without replacement "
+            f"({s.sampling.name}) holds at most N (sgd.batch_size={n_samples} or null is full-batch GD)"
         )
 
 

@@ -182,6 +182,12 @@ def _check_flow(cfg: TrainConfig) -> None:
             f"needs ensemble.size >= 2, sgd.batch_size and sgd.momentum=0 (got ensemble.size "
             f"{cfg.ensemble.size}, batch_size {cfg.sgd.batch_size}, momentum {cfg.sgd.momentum})"
         )
+    if cfg.sgd.sme and cfg.sgd.sampling.name == "reshuffle":
+        raise ConfigError(
+            "sgd.sme: the SME models independent minibatches (each step's gradient noise c Sigma); "
+            "sgd.sampling=reshuffle's within an epoch are not: use sgd.sampling=with_replacement or "
+            "without_replacement"
+        )
     if f.modified and (cfg.sgd.batch_size is not None or cfg.sgd.momentum or not cfg.sgd.lrs):
         raise ConfigError(
             "flow.modified: the modified flow is full-batch GD's: it needs sgd.lrs, sgd.batch_size=null and "

@@ -66,7 +66,7 @@ FIGURE1_DIMS = (11, 6, 6, 6, 6, 4)  # conf/model/figure1.yaml: a plain dict's de
 # Enum members are spelt as the user types them (OmegaConf matches a string to a member's name).
 DataKind = Enum("DataKind", {k: k for k in ("teacher", "file")})
 InitKind = Enum("InitKind", {k: k for k in ("gaussian", "orthogonal", "balanced", "aligned", "file")})
-Sampling = Enum("Sampling", {k: k for k in ("with_replacement", "without_replacement")})
+Sampling = Enum("Sampling", {k: k for k in ("with_replacement", "without_replacement", "reshuffle")})
 FlowMethod = Enum("FlowMethod", {m: m for m in ("auto", *METHODS)})  # auto: chosen by size
 ProgressMode = Enum("ProgressMode", {k: k for k in ("auto", "always", "never")})
 EnsembleVary = Enum("EnsembleVary", {k: k for k in ("both", "sgd")})  # what differs between members
@@ -178,7 +178,9 @@ class SGDConfig:
     # learning rates, any order, distinct, > 0; [] runs the flow alone
     lrs: list[float] = field(default_factory=lambda: [0.01, 0.005, 0.0025])
     batch_size: int | None = None  # null: full-batch GD; else the minibatch size (without replacement: at most N)
-    sampling: Sampling = Sampling.with_replacement  # without_replacement: consecutive slices of fresh permutations
+    # with_replacement: B i.i.d. indices a step; without_replacement: a fresh uniform B-subset a step;
+    # reshuffle: consecutive slices of fresh permutations (epochs; O(eta) from the flow, no SME)
+    sampling: Sampling = Sampling.with_replacement
     momentum: float = 0.0  # heavy ball beta in [0, 1); a step stands for time lr / (1 - beta)
     seed: int | None = None  # minibatch seed (null: derived from seed)
     blowup: float = 1000.0  # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite

@@ -38,7 +38,7 @@ def _series_line(plan) -> str:
     kind = (
         "GD"
         if s.batch_size is None
-        else f"minibatch SGD (batch {s.batch_size} of {cfg.data.n_samples}, {s.sampling.name.replace('_', ' ')})"
+        else f"minibatch SGD (batch {s.batch_size} of {plan.problem.n_samples}, {s.sampling.name.replace('_', ' ')})"
     )
     if s.momentum:
         kind += f" with heavy ball {fmt(s.momentum)} (a step is t = eta / (1 - momentum))"
@@ -224,7 +224,8 @@ def results_block(summary: dict) -> str:
         notes = ", ".join(f"{name} {note}" for name, note in resumed[-1]["series"].items())
         lines.append(f"resumed: {notes}")
     if summary.get("not_run"):
-        lines.append(f"not run: {', '.join(summary['not_run'])} (the run stopped first; python scripts/train.py resume=<run dir> runs them)")
+        lines.append(f"(S)GD series not run: {', '.join(summary['not_run'])} (the run stopped first; "
+                     "python scripts/train.py resume=<run dir> runs them)")  # fmt: skip
     if summary.get("interrupted"):
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
     return "\n".join(lines)

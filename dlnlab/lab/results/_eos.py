@@ -24,7 +24,9 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def central_entry(lr: float, t, sharpness, sigma_trace, n_critical, loss, predicted, dist, iterations: int):
+def central_entry(
+    lr: float, t, sharpness, sigma_trace, n_critical, loss, predicted, dist, iterations: int, unconverged: int = 0
+):
     """A :class:`CentralFlowEntry` from the grid's arrays (NaN past a failure) and the distance to the
     flow (NaN where none)."""
     thr = 2.0 / lr
@@ -46,6 +48,7 @@ def central_entry(lr: float, t, sharpness, sigma_trace, n_critical, loss, predic
         final_predicted_loss=None if last is None else _num(predicted[last]),
         max_dist_to_flow_before_edge=_num(np.max(dist[before])) if before.any() else None,
         eig_iterations=int(iterations),
+        eig_unconverged=int(unconverged),
     )  # fmt: skip
 
 
@@ -67,6 +70,8 @@ def edge_lines(summary: dict) -> list[str]:
                 if d["t_edge"] is not None
                 else "S never reaches 2/eta"
             )
+            if d.get("spectrum_unconverged"):
+                crossing += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
             lines.append(
                 f"  lr {lr:g} (2/eta = {d['threshold']:.5g}): {d['outcome']}; {crossing}; S at the end "
                 f"{fmt(d['final_sharpness'])} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the "

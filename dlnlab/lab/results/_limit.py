@@ -39,6 +39,8 @@ __all__ = [
 
 LIMIT_KEYS = ("strong", "weak_theta", "weak_loss")
 EXPECTED_ORDER = {"strong": 0.5, "weak_theta": 1.0, "weak_loss": 1.0}
+# random reshuffling: an epoch's noises cancel, so SGD is O(eta) from the flow path by path
+RESHUFFLE_ORDER = {"strong": 1.0, "weak_theta": 1.0, "weak_loss": 1.0}
 BOOTSTRAP = 200
 
 
@@ -117,13 +119,16 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     escapes = _flow_escapes(state)
     edges = [0.0, *(t for t, _ in escapes), np.inf]
     windows = [(0.0, np.inf), *zip(edges[:-1], edges[1:])]  # the horizon, then the stretches
+    expected = RESHUFFLE_ORDER if cfg.sgd.sampling.name == "reshuffle" else EXPECTED_ORDER
     rng = np.random.default_rng(seed)
     mean = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
     boot = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
     out = {"members": size, "bootstrap": BOOTSTRAP, "lrs": lrs, "fit_lrs": fit, "curves": {}}
+    # one resample of the members for every learning rate: member e shares its minibatch seed across
+    # them (common random numbers), so their errors are correlated and resampled together
+    counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
     for i, (lr, arrays) in enumerate(usable):
-        counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
-        curves = error_curves(arrays, flow, np.vstack([np.full(size, 1.0 / size), counts]))  # row 0: the mean
+        curves = error_curves(arrays, flow, np.vstack([np.full(size, 1.0 / size), counts]), resamples_from=1)
         t, grid = np.asarray(arrays["t"], dtype=np.float64), np.asarray(arrays["grid_index"])
         out["curves"][lr] = {k: (grid[rows], values[0]) for k, (rows, values) in curves.items()}
         for k, (rows, values) in curves.items():
@@ -132,12 +137,12 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
                 if got is not None:
                     mean[k][w][i], boot[k][w][i] = float(got[0]), got[1:]
     for k in LIMIT_KEYS:
-        out[k] = _window_stats(lrs, fit, mean[k][0], boot[k][0], EXPECTED_ORDER[k])
+        out[k] = _window_stats(lrs, fit, mean[k][0], boot[k][0], expected[k])
     stretches = []
     for w, (lo, hi) in enumerate(windows[1:], start=1):
         entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
         for k in LIMIT_KEYS:
-            entry[k] = _window_stats(lrs, fit, mean[k][w], boot[k][w], EXPECTED_ORDER[k])
+            entry[k] = _window_stats(lrs, fit, mean[k][w], boot[k][w], expected[k])
             before = stretches[-1][k]["constant"] if stretches else None
             now = entry[k]["constant"]
             entry[k]["growth"] = now / before if now is not None and before else None
@@ -145,7 +150,7 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     out["escapes"] = {
         "t_exit": [t for t, _ in escapes],
         "exit_mode": [m for _, m in escapes],
-        "expected_order": EXPECTED_ORDER,
+        "expected_order": expected,
         "stretches": stretches,
     }
     return out
@@ -169,6 +174,21 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
 
 
+def _var_theta_ratio(sgd: dict, sme: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(grid indices, SGD's total variance of theta over the SME's) at the grid points after t = 0 where
+    both kept theta (every point, or every k-th with ``theta_sub``), or None."""
+    (ra, a), (rb, b) = theta_rows(sgd), theta_rows(sme)
+    if a is None or b is None or a.shape[-1] != b.shape[-1]:
+        return None
+    ga, gb = np.asarray(sgd["grid_index"])[ra], np.asarray(sme["grid_index"])[rb]
+    common = np.intersect1d(ga, gb)
+    common = common[common > 0]
+    ia, ib = np.searchsorted(ga, common), np.searchsorted(gb, common)
+    va = np.var(a[:, ia], axis=0, ddof=1).sum(axis=-1)
+    vb = np.var(b[:, ib], axis=0, ddof=1).sum(axis=-1)
+    return common, _ratio(va, vb)
+
+
 def sme_spread(state) -> tuple[dict, dict]:
     """The SGD ensemble's spread over the SME ensemble's along the trajectory, per learning rate: Var L(t)
     and the total variance of theta(t) (its covariance's trace), as ratios at the grid points after
@@ -181,13 +201,13 @@ def sme_spread(state) -> tuple[dict, dict]:
             continue
         n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
         grid = np.asarray(sgd["grid_index"])[1:n]
-        ratios = {"var_loss": _ratio(np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1))}
-        (_, a), (_, b) = theta_rows(sgd), theta_rows(sme)
-        if a is not None and b is not None and a.shape[1] == b.shape[1]:
-            va, vb = np.var(a, axis=0, ddof=1).sum(axis=-1), np.var(b, axis=0, ddof=1).sum(axis=-1)
-            ratios["var_theta"] = _ratio(va[1:n], vb[1:n])
-        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, r in ratios.items()}  # JSON keys as series names write lr
-        curves[lr] = {f"sme/{k}_ratio": (grid[: len(r)], r) for k, r in ratios.items()}
+        var_loss = _ratio(np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1))
+        found = {"var_loss": (grid, var_loss)}
+        theta = _var_theta_ratio(sgd, sme)
+        if theta is not None:
+            found["var_theta"] = theta
+        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, (_, r) in found.items()}  # keys as series names write lr
+        curves[lr] = {f"sme/{k}_ratio": (g, r) for k, (g, r) in found.items()}
     return stats, curves
 
 

@@ -276,6 +276,7 @@ class CentralFlowEntry(Record):
         "largest distance to the gradient flow at GD's exact times before t_edge", required=True
     )
     eig_iterations: int = key("LOBPCG iterations of its eigensolves (0: dense)", required=True)
+    eig_unconverged: int = key("its eigensolves whose LOBPCG did not converge (their eigenpairs used anyway)")
 
 
 @dataclass
@@ -329,6 +330,7 @@ class EdgeEntry(Record):
     steps: int = key("GD's steps to t_max", required=True)
     spectrum_method: str = key("dense or lobpcg", required=True)
     gfs_converged: list[bool] = key("whether each GFS flow converged by t = 1000 (else S where it stood)")
+    spectrum_unconverged: int = key("GD's spectra whose LOBPCG did not converge (0 when dense)")
 
 
 @dataclass

@@ -121,7 +121,7 @@ def run_central(ctx: SeriesContext, task: SeriesTask) -> tuple[dict, dict, torch
             max_dist_to_flow=None,  # the GD series' distance; the central flow's to the flow is below
             central=central_entry(
                 lr, t, arrays["central_sharpness"], arrays["sigma_trace"], arrays["n_critical"], arrays["loss"],
-                arrays["predicted_loss"], arrays["dist_to_flow"], field.tracker.iterations,
+                arrays["predicted_loss"], arrays["dist_to_flow"], field.tracker.iterations, field.tracker.unconverged,
             ).to_dict() if len(t) else None,
         )  # fmt: skip
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")

@@ -13,8 +13,8 @@ minibatches, no momentum, so it is the same trajectory to rounding) and records:
   first sampled point with S >= 2/eta (the whole run when it has at most ``EDGE_STEPS`` steps; none when
   the run never reaches 2/eta): ``step``, ``t``, ``loss``, ``top_eigs``, ``amplitude`` (the period-2
   amplitude along the top eigenvector);
-* with ``flow.central``, over the window: both flows at GD's step times (rk45, the core's
-  ``CENTRAL_SOLVER``), GD's window average (``WINDOW`` steps) and the predictions: ``avg_loss``,
+* with ``flow.central``, over the window: both flows at GD's step times (the ``cflow_lr`` and ``flow``
+  series' states where those hold them, else solved alike: ``_flows_in_window``), GD's window average (``WINDOW`` steps) and the predictions: ``avg_loss``,
   ``predicted_loss``, ``flow_loss``, ``central_sharpness``, ``dist_avg_central``, ``dist_avg_flow``,
   ``measured_variance``, ``predicted_variance``;
 * the GFS sharpness at ``GFS_POINTS`` run points (``gfs_t``, ``gfs_sharpness``).
@@ -38,7 +38,6 @@ import torch
 from dlnlab.analysis import balanced_sharpness
 from dlnlab.descent import gd
 from dlnlab.eos import (
-    CENTRAL_SOLVER,
     WINDOW,
     CentralFlow,
     describe_central,
@@ -170,6 +169,8 @@ def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
         gfs_non_increasing=gfs.non_increasing(),
         every_step=[int(window[0][0]), int(window[0][-1])] if window is not None else [],
         stride=stride, steps=steps, spectrum_method=str(r_spec.method),
+        spectrum_unconverged=int((~r_spec.converged).sum())
+        + (int((~window[4].converged).sum()) if window is not None and stride > 1 else 0),  # (stride 1: the same)
     ).to_dict()  # fmt: skip
     entry.update(steps=steps, final_loss=_finite(diag.final_loss), t_stop=float(r_t[-1]))
     entry["predictions"] = None
@@ -216,22 +217,24 @@ def _flows_in_window(ctx: SeriesContext, task: SeriesTask, step: torch.Tensor, t
     Where every step of the window is one of the lr's exact times (lr >= log.dt), the run's own
     ``cflow_lr`` and ``flow`` series already hold both there (rk45 reports at its output times without
     changing its steps): they are described again, not solved again (4.8 - 5.5 s of a 21 s
-    ``experiment=eos`` run, measured). Else both are solved from theta0 at the window's times."""
+    ``experiment=eos`` run, measured). Else both are solved from theta0 at the window's times by the
+    solvers of those series (rk45 at flow.rtol / flow.atol, the run's flow solver), so that the two ways
+    give the same numbers to those tolerances whatever they are."""
     plan, f = ctx.plan, ctx.plan.cfg.flow
     field = CentralFlow(plan.problem, ctx.layout, float(task.lr), k=k, dense_max=plan.cfg.log.hessian_dense_max)
     c_theta, f_theta = _at_steps(task, "central", step), _at_steps(task, "flow", step)
     times = t if float(t[0]) == 0.0 else torch.cat([t.new_zeros(1), t])  # both flows start at theta0, t = 0
     cut = len(times) - len(t)
+    central_solver = Solver("rk45", f.rtol, f.atol)  # the cflow series' (runner/_central.py)
     if c_theta is not None:
         traj = Trajectory(t, c_theta, Status.OK, "the cflow series' states", "rk45", 0, 0, 0, 0.0)
-        central = describe_central(field, traj, Solver("rk45", f.rtol, f.atol))  # as the cflow series solved it
     else:
-        traj = integrate(plan.problem, ctx.layout, plan.theta0, times, CENTRAL_SOLVER, field=field)
-        window = dataclasses.replace(traj, t=traj.t[cut:], theta=traj.theta[cut:])
-        central = describe_central(field, window, CENTRAL_SOLVER)
+        traj = integrate(plan.problem, ctx.layout, plan.theta0, times, central_solver, field=field)
+        traj = dataclasses.replace(traj, t=traj.t[cut:], theta=traj.theta[cut:])
+    central = describe_central(field, traj, central_solver)
     reused = c_theta is not None and f_theta is not None
     if f_theta is None:
-        f_theta = integrate(plan.problem, ctx.layout, plan.theta0, times, CENTRAL_SOLVER).theta[cut:]
+        f_theta = integrate(plan.problem, ctx.layout, plan.theta0, times, plan.solver).theta[cut:]
     return central, f_theta, reused
 
 

@@ -1,0 +1,55 @@
+"""The weak errors of an ensemble (dlnlab.ensemble_errors): debiased by the Monte Carlo error of the
+members' mean, for the mean and for every bootstrap resample alike, against synthetic members around a
+known mean (the true weak error is then known exactly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlnlab.ensemble_errors import error_curves
+
+E, P, T, SIGMA = 256, 50, 40, 0.1  # the Monte Carlo floor sqrt(tr Cov / E) = sqrt(P / E) SIGMA = 0.044
+# (T independent time points: the tests compare averages over them, each point being noisy)
+
+
+def _members(offset: float, seed: int = 0):
+    """Members theta_e(t) = mu + noise (mu = offset along the first axis), the reference 0; the losses
+    alike: L_e = 1 + offset + noise, the reference's 1."""
+    rng = np.random.default_rng(seed)
+    theta = SIGMA * rng.standard_normal((E, T, P))
+    theta[..., 0] += offset
+    loss = 1.0 + offset + SIGMA * rng.standard_normal((E, T))
+    t = np.arange(T, dtype=np.float64)
+    arrays = {"t": t, "grid_index": np.arange(T), "theta": theta, "loss": loss,
+              "dist_to_flow": np.linalg.norm(theta, axis=-1)}  # fmt: skip
+    flow = {"t": t, "grid_index": np.arange(T), "theta": np.zeros((T, P)), "loss": np.ones(T)}
+    return arrays, flow
+
+
+def _weights(resamples: int, seed: int = 1) -> np.ndarray:
+    counts = np.random.default_rng(seed).multinomial(E, np.full(E, 1 / E), size=resamples) / E
+    return np.vstack([np.full(E, 1 / E), counts])
+
+
+@pytest.mark.parametrize("kind", ["weak_theta", "weak_loss"])
+def test_a_weak_error_of_zero_is_not_reported_as_the_monte_carlo_floor(kind):
+    arrays, flow = _members(0.0)
+    _, curves = error_curves(arrays, flow, _weights(0))[kind]
+    floor = np.sqrt(P / E) * SIGMA if kind == "weak_theta" else SIGMA / np.sqrt(E)
+    naive = (np.linalg.norm(arrays["theta"].mean(0), axis=-1) if kind == "weak_theta"
+             else np.abs(arrays["loss"].mean(0) - 1))  # fmt: skip
+    # the plain norm of the mean is the floor (0.8 of it for one dimension); debiased, far less
+    assert naive.mean() > 0.6 * floor and curves[0].mean() < 0.45 * floor, (naive.mean(), curves[0].mean(), floor)
+
+
+def test_the_estimate_and_its_bootstrap_interval_agree_where_the_weak_error_is_near_the_floor():
+    """A true weak error of 0.05 (about the floor): the estimate 0.05 on average (the plain norm of the
+    mean is sqrt(0.05^2 + 0.044^2) = 0.067) and inside its own 90 % bootstrap interval at most points
+    (undebiased, the interval lay above the estimate: the resample means carry the Monte Carlo error twice)."""
+    arrays, flow = _members(0.05)
+    _, curves = error_curves(arrays, flow, _weights(200), resamples_from=1)["weak_theta"]
+    est, boot = curves[0], curves[1:]
+    assert abs(est.mean() - 0.05) < 0.005, est.mean()
+    lo, hi = np.quantile(boot, 0.05, axis=0), np.quantile(boot, 0.95, axis=0)
+    assert np.mean((lo <= est) & (est <= hi)) >= 0.8, (lo, est, hi)
