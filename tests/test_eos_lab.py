@@ -235,21 +235,22 @@ def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_pa
 def test_the_window_takes_both_flows_from_the_runs_series_and_agrees_with_solving_them(eos_run, tmp_path):
     """lr >= log.dt: every step of the window is one of the lr's exact times, where the cflow_lr and flow
     series were solved, so the edge series describes their states instead of solving both flows again.
-    With log.dt = 0.25 > lr some steps are not, and both are solved from theta0 (at CENTRAL_SOLVER's
-    tolerances): the two agree to those tolerances."""
+    With log.dt = 0.25 > lr some steps are not, and both are solved from theta0 by the series' solvers
+    (at flow.rtol 1e-7 here, to halve the test's time; 1e-9 in the run that reuses them): the two agree
+    to 1e-4, where states one step apart (t and t + eta) differ in the loss by tens of percent."""
     from dlnlab.lab.runner import run
 
     res, out, _ = eos_run
     name = f"edge_lr_{EDGE_LR!r}"
     assert res["series"][name]["predictions"]["flows_reused"] is True
-    cfg = [*EOS, "log.dt=0.25", "logger=none", "log.analysis_points=0"]
+    cfg = [*EOS, "log.dt=0.25", "logger=none", "log.analysis_points=0", "flow.rtol=1e-7", "flow.atol=1e-9"]
     solved = run(make_cfg(cfg), output_dir=tmp_path / "run")
     assert solved["series"][name]["predictions"]["flows_reused"] is False
     a, b = _npz(out, name), _npz(tmp_path / "run", name)
     np.testing.assert_array_equal(a["step"], b["step"])  # the same window of GD's steps
     for key in ("central_sharpness", "central_loss", "flow_loss", "sigma_trace", "dist_avg_central",
                 "dist_avg_flow"):  # fmt: skip
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, err_msg=key)
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-7, err_msg=key)
 
 
 def test_an_even_stride_is_made_odd_so_that_the_points_see_both_phases():
