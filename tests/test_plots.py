@@ -293,3 +293,19 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
     for path, (_, png) in zip(two, got):
         assert path.read_bytes() == one[path.name] == png
+
+
+def test_the_reference_mode_keeps_the_sign_of_a_negative_u0(tmp_path):
+    """init=aligned with u0 = [0.05, -0.05] on the net 3-3-2 (h = 2): mode 2 starts on the stable branch
+    and decays to 0, as the run's own mode strength does; only mode 1 has an escape to mark."""
+    from dlnlab.analysis import mode_solution
+    from dlnlab.plots._common import reference_modes
+    from dlnlab.rundir import RunData
+
+    summary = {"config": {"model": {"dims": [3, 3, 2]}, "init": {"kind": "aligned", "u0": [0.05, -0.05]}}}
+    run = RunData(tmp_path, {"modes": np.array([2.0, 1.0]), "dims": np.array([3, 3, 2])}, summary, {})
+    t = np.linspace(0.0, 4.0, 9)
+    refs = {r["k"]: r for r in reference_modes(run, t)}
+    assert refs[0]["t_half"] is not None and refs[1]["t_half"] is None and refs[1]["u0"] == -0.05
+    np.testing.assert_allclose(refs[1]["u"], mode_solution(t, 1.0, -0.05, 2), rtol=1e-8)
+    assert np.all(refs[1]["u"] < 0) and abs(refs[1]["u"][-1]) < 0.01

@@ -31,6 +31,7 @@ __all__ = [
     "no_data",
     "reference_u0",
     "reference_modes",
+    "least_squares_svals",
     "reference_rule",
     "first_crossing",
 ]
@@ -204,7 +205,7 @@ def reference_u0(run: RunData) -> tuple[np.ndarray, str] | None:
         return None
     ini = run.config.get("init") or {}
     if ini.get("kind") == "aligned" and ini.get("u0") is not None:
-        u0 = np.abs(np.atleast_1d(np.asarray(ini["u0"], dtype=np.float64)))
+        u0 = np.atleast_1d(np.asarray(ini["u0"], dtype=np.float64))  # a negative u0: the stable branch
         vals = np.full(q, u0[0]) if u0.size == 1 else np.concatenate([u0, np.zeros(q)])[:q]
         return vals, "$u_0$ = init.u0"
     p0 = None
@@ -239,7 +240,8 @@ def reference_rule(run: RunData) -> str:
 def reference_modes(run: RunData, t: np.ndarray) -> list[dict] | None:
     """The reference mode solution du/dt = h |u|^(2-2/h) (m_k - u) for each data mode on times t.
 
-    Returns [{"k", "s", "u0", "u" (len(t)), "t_half" (None when u0 >= s/2)}] and None when not available.
+    Returns [{"k", "s", "u0", "u" (len(t)), "t_half" (None unless 0 < u0 < s/2: a mode started at or past
+    s/2 has no escape to mark, one started below 0 decays to 0)}] and None when not available.
     """
     from dlnlab.analysis import mode_half_time, mode_solution
 
@@ -251,11 +253,11 @@ def reference_modes(run: RunData, t: np.ndarray) -> list[dict] | None:
     out = []
     tt = np.clip(np.asarray(t, dtype=np.float64), 0.0, None)
     for k, (s, u0) in enumerate(zip(run.modes, u0s)):
-        if not (s > 0 and u0 > 0):
+        if not (s > 0 and u0 != 0):
             continue
         try:
             u = mode_solution(tt, float(s), float(u0), h, method="LSODA")  # to draw: 1e-9 is plenty
-            t_half = mode_half_time(float(s), float(u0), h) if u0 < s / 2 else None
+            t_half = mode_half_time(float(s), float(u0), h) if 0 < u0 < s / 2 else None
         except (ValueError, RuntimeError):
             continue
         out.append({"k": k, "s": float(s), "u0": float(u0), "u": u, "t_half": t_half})
@@ -282,3 +284,12 @@ def first_crossing(t: np.ndarray, y: np.ndarray, level: float) -> float | None:
     if j < 0 or y[i] == y[j]:
         return float(t[i])
     return float(t[j] + (level - y[j]) * (t[i] - t[j]) / (y[i] - y[j]))
+
+
+def least_squares_svals(run: RunData) -> np.ndarray:
+    """The nonzero singular values of P_ls = Y X^T (X X^T)^+ (the limit of P = W_h ... W_1 from a generic
+    start with full width), from the run's problem.npz."""
+    x, y = (np.asarray(run.problem[k], dtype=np.float64) for k in ("X", "Y"))
+    p_ls = y @ x.T @ np.linalg.pinv(x @ x.T)
+    sv = np.linalg.svd(p_ls, compute_uv=False)
+    return sv[sv > 1e-12 * max(sv.max(initial=0.0), 1e-300)]

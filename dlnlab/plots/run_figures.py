@@ -25,6 +25,7 @@ from dlnlab.plots._common import (
     bounded,
     colors_of,
     draw_order,
+    least_squares_svals,
     level_lines,
     lin_limits,
     log_limits,
@@ -126,17 +127,22 @@ def _fig_spectrum(run: RunData, key: str, ylabel: str, title: str, reference: bo
         if bounded(s):
             keep.append(y)
         marks.add(s, t, row_max(np.abs(y)), colors[s.name])
-    lim = lin_limits(keep + [run.modes], zero=True)
+    # where the curves go: the mode strengths to the data's modes m_k; sigma_i(P) to the singular values of
+    # the least-squares map Syx Sxx^-1, which are the m_k only for whitened inputs
+    targets, target_label = run.modes, "data modes $m_k$"
+    if key == "sv" and {"X", "Y"} <= set(run.problem):
+        targets, target_label = least_squares_svals(run), "$\\sigma_i$ of the least-squares map $P_{ls}$"
+    lim = lin_limits(keep + [targets], zero=True)
     time_axis(ax, run)
     if lim is None:
         no_data(ax, f"no {key} recorded")
         return fig
     ax.set_ylim(*lim)
     extra = []
-    for m in run.modes:
+    for m in targets:
         ax.axhline(m, color="0.5", ls=":", lw=0.8, zorder=1)
-    if len(run.modes):
-        extra.append(Line2D([], [], color="0.5", ls=":", lw=0.8, label="data modes $m_k$"))
+    if len(targets):
+        extra.append(Line2D([], [], color="0.5", ls=":", lw=0.8, label=target_label))
     if reference and run.flow is not None and run.flow.n:
         tt = np.linspace(0.0, ax.get_xlim()[1], 600)
         refs = reference_modes(run, tt)
@@ -188,7 +194,7 @@ def fig_mode_strength(run: RunData) -> Figure:
     return _fig_spectrum(
         run,
         "mode_strength",
-        "mode strength $u_k^\\top P\\, v_k$",
+        "$u_k^\\top P\\, S_{xx}^{1/2} v_k$",
         "Mode strengths and the aligned reference solution",
         reference=True,
     )
@@ -256,10 +262,15 @@ def build_run_figures(
         run = load_run(run)
     out = {}
     figures = {k: v for k, v in _figures_of(run).items() if names is None or k in names}
+    sizes = [int(np.shape(s.members["loss"])[0]) for s in run.series.values() if s.members is not None]
     with style():
         for name, fn in figures.items():
             try:
                 out[name] = fn(run)
+                if sizes and name in FIGURES:  # a single-run figure of an ensemble: member 0's curves
+                    for ax in out[name].axes:
+                        if ax.get_title():
+                            ax.set_title(f"{ax.get_title()} (member 0 of {max(sizes)})")
             except Exception as err:
                 if strict:
                     raise
