@@ -312,6 +312,12 @@ def classify_saddle(
     snapped = gn <= scales.grad_tol and pd <= scales.prod_tol
     label, reason = _decide(h, facts, snapped, theory, theory_why, numeric, gn, pd, lam_min, lam_tol)
     reasons = [reason]
+    if method == "project" and facts.top and h >= 3:  # say what the label rests on (a review found it unclear)
+        reasons.append(
+            f"classified at the critical point on the closest point's learnt channels ({float((th - th0).norm()):.3g} "
+            "away): every W_j has rank r there, so the rank rule and lambda_min = 0 hold by construction; "
+            "strict critical points of the same level may lie nearer the trajectory"
+        )
     n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
     n_zero = int((evals.abs() <= lam_tol).sum()) if evals is not None else None
     escape = _escape_or_reason(problem, layout, th, s, th0, hess, (lam_min, v_min, n_neg), tol, reasons)

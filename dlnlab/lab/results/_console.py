@@ -150,7 +150,9 @@ def _plateau_lines(summary: dict) -> list[str]:
     lines = [f"{who}, modes numbered 1..{q} from the largest:"]
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.get("modes_learnt") or []) or "none"
-        saddle = f"{p.get('label') or 'unclassified'} saddle (lambda_min {fmt(p.get('lambda_min'))})"
+        away = (p.get("evidence") or {}).get("snap_distance")
+        at = f" at the critical point {fmt(away)} from the trajectory" if away else ""
+        saddle = f"{p.get('label') or 'unclassified'} saddle (lambda_min {fmt(p.get('lambda_min'))}{at})"
         if p.get("exit_mode") is None:
             left = f"not left before t_max = {fmt(summary['grid']['t_max'])}: the horizon cuts it"
         else:
