@@ -126,6 +126,9 @@ def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path, reques
         else:
             levels = [scalars[f"loss/level_{r}"][0].value for r in range(len(summary["critical_values"]))]
             np.testing.assert_allclose(levels, summary["critical_values"], rtol=1e-6, atol=1e-30)
+            modes = [{e.value for e in scalars[f"modes/m_{k + 1}"]} for k in range(len(summary["modes"]))]
+            assert all(len(m) == 1 for m in modes)  # constant lines at the strengths' targets
+            np.testing.assert_allclose([m.pop() for m in modes], summary["modes"], rtol=1e-6)
         for tag, events in scalars.items():  # a chart of one point is a dot: only HParams' metric columns
             assert len(events) > 1 or tag.startswith("hp/"), (name, tag)
     charts = _layout(out)

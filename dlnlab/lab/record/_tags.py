@@ -75,8 +75,9 @@ def _log10(x) -> np.ndarray:
 class TagPlan:
     """What one series logs, fixed once for the run.
 
-    series: its name; lr: its learning rate (None for the flow); levels: the plateau levels L*_r drawn
-    as constant lines (the flow only); curvature: whether the run computes lambda_min and the
+    series: its name; lr: its learning rate (None for the flow); levels, modes: the plateau levels L*_r
+    and the data's modes m_k drawn as constant lines (the flow only: they also keep TensorBoard's
+    "ignore outliers" scaling from cutting a curve's top where it jumps in a few points); curvature: whether the run computes lambda_min and the
     sharpness; members: the ensemble size (None for a single net); step_per_grid: steps per grid index.
     """
 
@@ -84,6 +85,7 @@ class TagPlan:
     step_per_grid: float
     lr: float | None = None
     levels: tuple[float, ...] = ()
+    modes: tuple[float, ...] = ()
     curvature: bool = True
     members: int | None = None
     extremes: dict[str, str] = field(default_factory=dict)  # extreme lines: tag -> "max" or "min"
@@ -99,6 +101,7 @@ def _columns(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[tuple[str, 
     cols += [(f"loss/level_{r}", np.full(n, lv)) for r, lv in enumerate(plan.levels)]
     strength = block["mode_strength"]
     cols += [(f"modes/strength_{k + 1}", strength[:, k]) for k in range(strength.shape[1])]
+    cols += [(f"modes/m_{k + 1}", np.full(n, m)) for k, m in enumerate(plan.modes)]
     cols += [
         ("saddle/log10_grad_norm", _log10(block["grad_norm"])),
         ("saddle/log10_dist_best_rank", _log10(block["dist_best_rank"])),
@@ -294,8 +297,8 @@ def tensorboard_layout(run: RunCharts) -> dict:
             title = "log10 distance to the flow and, lower, to GD's modified flow; each maximum as a line"
             tags += ["dist/log10_modified", "dist/log10_modified_max"]
         main[title] = _chart(*tags)
-    main["mode strengths u_k^T P Sxx^(1/2) v_k (u_k^T P v_k for whitened data), k = 1, 2, ..."] = _chart(
-        "modes/strength_[0-9]+"
+    main["mode strengths u_k^T P Sxx^(1/2) v_k, k = 1, 2, ..., and the data's modes m_k (the flow's lines)"] = (
+        _chart("modes/strength_[0-9]+", "modes/m_[0-9]+")
     )
     if run.curvature:
         main["log10 sharpness (top Hessian eigenvalue), the next ones, and 2/eta"] = _chart(

@@ -132,16 +132,18 @@ class SeriesContext:
         return list(self.runs)
 
     def tags(self, name: str, lr: float | None = None) -> TagPlan:
-        """What series ``name`` logs: the flow also draws the plateau levels L*_r."""
+        """What series ``name`` logs: the flow also draws the plateau levels L*_r and the data's modes m_k
+        (the mode strengths' targets) as lines."""
         cfg, plan = self.plan.cfg, self.plan
-        levels = ()
+        levels, modes = (), ()
         if name == "flow":
             levels = tuple(plan.problem.plateau_levels(min(cfg.model.dims)).tolist())
+            modes = tuple(plan.problem.modes.tolist())
         members = len(plan.theta0) if plan.seeds.members else None
         if name == "flow" and cfg.ensemble.vary.name == "sgd":
             members = None  # one flow, shared by the members
         return TagPlan(
-            series=name, step_per_grid=step_scale(cfg.log.dt), lr=lr, levels=levels,
+            series=name, step_per_grid=step_scale(cfg.log.dt), lr=lr, levels=levels, modes=modes,
             curvature=bool(self.metric_kw.get("analysis_every")), members=members,
         )  # fmt: skip
 
