@@ -43,7 +43,7 @@ class SeriesMetrics:
     flow at this series' exact times (NaN rows where unavailable), for ``dist_to_flow``; modified_theta
     likewise GD's modified flow at the series' step, for ``dist_to_modified``.
     analysis_every: the Hessian's lambda_min, sharpness and top ``top_eigs`` eigenvalues (``top_eigs``
-    (K, k), descending) every this many grid points (0: never), dense up to ``hessian_dense_max``
+    (K, k), descending) every this many grid points and at ``last_m`` (0: never), dense up to ``hessian_dense_max``
     weights (one eigvalsh gives all of them); above, warm-started Lanczos for the extremes and, for
     k > 1, LOBPCG warm-started from the previous point's block (``dlnlab.eos.top_eigenpairs``). save_theta: keep theta;
     theta_every > 1 keeps it only every that many grid points and at ``last_m`` (as ``theta_sub`` with
@@ -145,7 +145,7 @@ class SeriesMetrics:
         if not self.analysis_every:
             return lam_min, sharp, top
         for i, m in enumerate(ms):
-            if m % self.analysis_every:
+            if m % self.analysis_every and m != self.last_m:  # the sub-grid, and the run's last point
                 continue
             for e in np.ndindex(tuple(finite.shape[1:])):  # () for one net, (e,) for each member
                 if bool(finite[(i, *e)]):

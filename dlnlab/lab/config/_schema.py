@@ -193,7 +193,8 @@ class SGDConfig:
 @dataclass
 class LogConfig:
     dt: float = 0.1  # the time grid t_m = m dt (at most flow.t_max)
-    # Hessian lambda_min and sharpness on up to this many grid points per series (0: off), fewer where they would cost more than a quarter of the run
+    # Hessian lambda_min and sharpness on up to this many evenly spaced grid points per series, and at the last
+    # (0: off), fewer where they would cost more than a quarter of the run
     analysis_points: int = 100
     sv_A_top: int = 32  # how many singular values of A to record
     top_eigs: int = 3  # the top k Hessian eigenvalues at each analysis point (top_eigs (T, k) in the series npz); >= 1
