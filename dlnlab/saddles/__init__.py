@@ -12,7 +12,8 @@ critical value L(P_S) = L_min + 1/2 sum_{k not in S} m_k^2.
   chosen layer ranks), and the snap moves a trajectory's closest point onto the nearby one;
 * ``classify``: :func:`classify_saddle` labels the saddle strict, non-strict or inconclusive from ranks,
   theory and the Hessian (``snap``: the snap to the nearby critical point and the Hessian there;
-  ``ranks``: the numerical ranks of the layers and their partial products);
+  ``ranks``: the numerical ranks of the layers and their partial products; ``nearest``: the nearest
+  critical point found from the trajectory, and when its negative curvature decides);
 * ``escape``: :func:`escape_directions` gives the next mode, the unstable direction and the stable /
   unstable branches of every unlearnt mode;
 * ``analyze``: :func:`analyze_series` applies all of it to one recorded series (and

@@ -172,7 +172,13 @@ def _classification_fields(p: Plateau, res: SaddleClassification, source: str) -
     return {
         "label": res.label,
         "lambda_min": jsonable(res.lambda_min),
-        "evidence": jsonable({"source": source, **{k: getattr(res, k) for k in _EVIDENCE_KEYS}}),
+        "evidence": jsonable(
+            {
+                "source": source,
+                **{k: getattr(res, k) for k in _EVIDENCE_KEYS},
+                "nearest_critical": None if res.nearest_critical is None else res.nearest_critical.to_dict(),
+            }
+        ),
         "escape": jsonable(esc),
     }
 

@@ -4,7 +4,10 @@ The point is first snapped to the nearby critical point (``dlnlab.saddles.critic
 Marquardt from the closest point itself, ``snap="lm"``, also converges, but to a critical point that
 keeps the initialisation's left-overs as chained extra channels: on the Figure 1 flow it has ranks
 [6, 5, 5, 5, 4] and lambda_min of order -1e-2, a curvature that vanishes with the initialisation
-scale.) The evidence is taken there: numerical ranks of the W_j and of the partial products, whether P
+scale.) For a top set at depth h >= 3 that projected point has every W_j of rank r, so it is non-strict by
+construction; the critical point LM finds from the closest point itself is weighed first and decides
+``strict`` where its negative curvature exceeds what its distance allows (``dlnlab.saddles.nearest``).
+The evidence is taken at the critical point used: numerical ranks of the W_j and of the partial products, whether P
 is the optimal rank-r map P*_r, the sufficient condition for a non-strict saddle (at least three W_j
 of rank r and P optimal of rank r), the theory for strict saddles (h = 2, or a larger mode skipped)
 and the smallest Hessian eigenvalue on theta. Every threshold is relative to s_1 = m_1. Where the
@@ -24,6 +27,7 @@ from dlnlab.network import as_layout, pack, product, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.saddles.critical import ClassifyTolerances, _as_theta, critical_point
 from dlnlab.saddles.escape import EscapeDirections, escape_directions
+from dlnlab.saddles.nearest import NearestCritical, nearest_critical
 from dlnlab.saddles.plateaus import _s1
 from dlnlab.saddles.plateaus import modes_learnt as _learnt  # the argument modes_learnt shadows it
 from dlnlab.saddles.ranks import _partial_product_rule, _rank_evidence
@@ -46,9 +50,12 @@ class SaddleClassification:
     n_rank_r_layers; is_top_set, is_global_minimum; partial_product_rule; theory (what the literature
     says) and numeric (what lambda_min says); snap (the method used), snap_grad_norm, snap_distance
     (||theta* - theta||), snap_iterations; product_distance (||(P - P_S) Sxx^{1/2}||); reasons (why the
-    label); closest ({grad_norm, lambda_min, product_distance, ranks} at theta itself); modes_learnt
+    label); closest ({grad_norm, lambda_min, lambda_max, product_distance, ranks} at theta itself); modes_learnt
     (the set S), level (L(P_S)); escape (:class:`EscapeDirections` at the critical point, None if it
-    failed); theta_critical (the (p,) critical point).
+    failed); theta_critical (the (p,) critical point); nearest_critical (:class:`NearestCritical`: the
+    critical point Levenberg-Marquardt reaches from theta itself, its distance, lambda_min and whether
+    it decides the label; None unless snap is auto, theta is not already critical and S is a top set,
+    not the global minimum, at depth h >= 3).
     """
 
     label: str
@@ -79,13 +86,14 @@ class SaddleClassification:
     level: float
     escape: EscapeDirections | None
     theta_critical: Tensor
+    nearest_critical: NearestCritical | None = None
 
     def to_dict(self) -> dict:
-        """JSON-able fields (escape as a dict, the critical point left out)."""
-        out = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("escape", "theta_critical")
-        }
+        """JSON-able fields (escape and nearest_critical as dicts, the critical point left out)."""
+        skip = ("escape", "theta_critical", "nearest_critical")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         out["escape"] = None if self.escape is None else self.escape.to_dict()
+        out["nearest_critical"] = None if self.nearest_critical is None else self.nearest_critical.to_dict()
         return out
 
 
@@ -131,20 +139,37 @@ def _learnt_set(problem: RegressionProblem, layout, th0: Tensor, modes_learnt) -
 def _closest_evidence(
     problem: RegressionProblem, layout, th0: Tensor, ps: Tensor, scales: _Scales, tol: ClassifyTolerances
 ) -> dict:
-    """{grad_norm, lambda_min, product_distance, ranks} at theta itself (the closest approach), kept so
+    """{grad_norm, lambda_min, lambda_max, product_distance, ranks} at theta itself (the closest approach), kept so
     that a reader sees what the snap changed; the curvature and ranks only where the gradient is finite."""
     ws0 = unpack(th0, layout)
     g0 = float(problem.gradient_theta(th0, layout).norm())
     pd0 = float(problem.product_distance(product(ws0), ps))
     hess0 = _hessian(problem, th0, layout, tol.dense_max)
-    lam0 = _lambda_extremes(problem, th0, layout, hess0)[0] if math.isfinite(g0) else float("nan")
+    lam0, lam0_max = (
+        _lambda_extremes(problem, th0, layout, hess0)[:2] if math.isfinite(g0) else (math.nan,) * 2
+    )
     ev0 = _rank_evidence(ws0, scales.s1, tol.rank_rtol) if math.isfinite(g0) else None
     return {
         "grad_norm": g0,
         "lambda_min": lam0,
+        "lambda_max": lam0_max,
         "product_distance": pd0,
         "ranks": None if ev0 is None else ev0["ranks"],
     }
+
+
+@dataclass(frozen=True)
+class _Snapped:
+    """Where the classification reads its evidence: the method used (``snap`` or, in auto mode, none,
+    nearest or project), the critical point theta* (p,), the LM iterations to it, the nearest critical
+    point's evidence (auto mode off a critical point) and, where theta* is that point, its Hessian and
+    (lambda_min, lambda_max, v_min, eigenvalues), so that they are not computed twice."""
+
+    method: str
+    theta: Tensor
+    iterations: int
+    nearest: NearestCritical | None = None
+    curvature: tuple | None = None
 
 
 def _snap_to_critical(
@@ -156,14 +181,30 @@ def _snap_to_critical(
     closest: dict,
     scales: _Scales,
     tol: ClassifyTolerances,
-) -> tuple[str, Tensor, int]:
-    """(method used, the critical point theta* (p,), Levenberg-Marquardt iterations) for ``snap``."""
+) -> _Snapped:
+    """The critical point that ``snap`` gives. Auto mode off a critical point: for a top set S (not
+    the global minimum) at depth h >= 3, the nearest critical point LM finds from th0 itself where its
+    negative curvature decides (``dlnlab.saddles.nearest``), else the projection onto the learnt
+    channels followed by LM. Elsewhere the theory calls every critical point of the level strict (h = 2,
+    a larger mode skipped), so the nearest one could not change the label and is not looked for."""
     method = snap
+    nearest = None
     if snap == "auto":
         at_critical = (
             closest["grad_norm"] <= scales.grad_tol and closest["product_distance"] <= scales.prod_tol
         )
         method = "none" if at_critical else "project"
+        r = len(s)
+        by_construction = layout.depth >= 3 and s == list(range(r)) and r < min(layout.r_max, problem.n_modes)
+        if not at_critical and by_construction:
+            ps = problem.critical_product(s)
+            tols = (scales.grad_tol, scales.prod_tol, scales.lam_tol)
+            hess_norm0 = max(abs(closest["lambda_min"]), abs(closest["lambda_max"]))
+            nearest, th_lm, curvature = nearest_critical(
+                problem, layout, th0, ps, hess_norm0, tols, tol.max_iter, tol.dense_max, scales.hessian
+            )
+            if nearest.strict:
+                return _Snapped("nearest", th_lm, nearest.iterations, nearest, curvature)
     iters = 0
     if method == "none":
         th = th0
@@ -176,7 +217,7 @@ def _snap_to_critical(
         )
     else:
         raise ValueError(f"snap must be one of auto, project, lm, construct, none; got {snap!r}")
-    return method, th, iters
+    return _Snapped(method, th, iters, nearest)
 
 
 @dataclass(frozen=True)
@@ -246,6 +287,18 @@ def _decide(
     return "inconclusive", f"{theory_why}, but lambda_min = {lam_min:.3g} says {numeric}"
 
 
+def _snap_reasons(method: str, nearest: NearestCritical | None, dist: float, top: bool, h: int) -> list[str]:
+    """What the label rests on: the nearest critical point found from the trajectory, and, where the
+    projected critical point was used, that its rank rule holds by construction."""
+    out = [] if nearest is None else [nearest.reason()]
+    if method == "project" and top and h >= 3:  # say what the label rests on (a review found it unclear)
+        out.append(
+            f"classified at the critical point on the closest point's learnt channels ({dist:.3g} away): "
+            "every W_j has rank r there, so the rank rule and lambda_min = 0 hold by construction"
+        )
+    return out
+
+
 def _escape_or_reason(
     problem: RegressionProblem,
     layout,
@@ -296,13 +349,17 @@ def classify_saddle(
     scales = _scales(problem, h, tol)
     ps = problem.critical_product(s)
     closest = _closest_evidence(problem, layout, th0, ps, scales, tol)
-    method, th, iters = _snap_to_critical(problem, layout, th0, s, snap, closest, scales, tol)
+    snapped_to = _snap_to_critical(problem, layout, th0, s, snap, closest, scales, tol)
+    method, th, iters = snapped_to.method, snapped_to.theta, snapped_to.iterations
 
     ws = unpack(th, layout)
     gn = float(problem.gradient_theta(th, layout).norm())
     pd = float(problem.product_distance(product(ws), ps))
-    hess = _hessian(problem, th, layout, tol.dense_max)
-    lam_min, lam_max, v_min, evals = _lambda_extremes(problem, th, layout, hess)
+    if snapped_to.curvature is not None:
+        hess, (lam_min, lam_max, v_min, evals) = snapped_to.curvature
+    else:
+        hess = _hessian(problem, th, layout, tol.dense_max)
+        lam_min, lam_max, v_min, evals = _lambda_extremes(problem, th, layout, hess)
     ev = _rank_evidence(ws, scales.s1, tol.rank_rtol)
     facts = _rank_facts(ev, s, pd, scales, layout, problem)
     rule = _partial_product_rule(ev, layout.dims, r) if facts.top and h > 1 else None
@@ -311,13 +368,7 @@ def classify_saddle(
     numeric = "strict" if lam_min < -lam_tol else "non-strict"
     snapped = gn <= scales.grad_tol and pd <= scales.prod_tol
     label, reason = _decide(h, facts, snapped, theory, theory_why, numeric, gn, pd, lam_min, lam_tol)
-    reasons = [reason]
-    if method == "project" and facts.top and h >= 3:  # say what the label rests on (a review found it unclear)
-        reasons.append(
-            f"classified at the critical point on the closest point's learnt channels ({float((th - th0).norm()):.3g} "
-            "away): every W_j has rank r there, so the rank rule and lambda_min = 0 hold by construction; "
-            "strict critical points of the same level may lie nearer the trajectory"
-        )
+    reasons = [reason] + _snap_reasons(method, snapped_to.nearest, float((th - th0).norm()), facts.top, h)
     n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
     n_zero = int((evals.abs() <= lam_tol).sum()) if evals is not None else None
     escape = _escape_or_reason(problem, layout, th, s, th0, hess, (lam_min, v_min, n_neg), tol, reasons)
@@ -350,4 +401,5 @@ def classify_saddle(
         level=problem.critical_value(s),
         escape=escape,
         theta_critical=th,
+        nearest_critical=snapped_to.nearest,
     )

@@ -84,18 +84,20 @@ def _lm_snap(
     max_iter: int,
     dense_max: int,
     hscale: float,
+    max_distance: float = math.inf,
 ) -> tuple[Tensor, int]:
     """Levenberg-Marquardt on ||grad L(theta)||^2 (Jacobian = Hessian): (H^2 + mu I) d = -H g.
 
-    Returns (theta (p,), iterations); stops once ||grad L|| <= tol. Dense eigendecomposition of H up
-    to ``dense_max`` weights, conjugate gradients on Hessian-vector products above.
+    Returns (theta (p,), iterations); stops once ||grad L|| <= tol, or once theta has moved more than
+    ``max_distance`` from where it started. Dense eigendecomposition of H up to ``dense_max`` weights,
+    conjugate gradients on Hessian-vector products above.
     """
     th = theta.clone()
     g = problem.gradient_theta(th, layout)
     gn = float(g.norm())
     mu = 1e-8 * hscale**2
     iters = 0
-    while iters < max_iter and math.isfinite(gn) and gn > tol:
+    while iters < max_iter and math.isfinite(gn) and gn > tol and float((th - theta).norm()) <= max_distance:
         iters += 1
         hess = _hessian(problem, th, layout, dense_max)
         if hess is not None:
