@@ -31,7 +31,7 @@ from dlnlab.saddles.nearest import NearestCritical, nearest_critical
 from dlnlab.saddles.plateaus import _s1
 from dlnlab.saddles.plateaus import modes_learnt as _learnt  # the argument modes_learnt shadows it
 from dlnlab.saddles.ranks import _partial_product_rule, _rank_evidence
-from dlnlab.saddles.snap import _hessian, _lambda_extremes, _lm_snap, _project_learnt
+from dlnlab.saddles.snap import _hessian, _lambda_extremes, _lm_snap, _project_learnt, curvature_at
 
 __all__ = ["LABELS", "ClassifyTolerances", "SaddleClassification", "classify_saddle"]
 
@@ -160,10 +160,9 @@ def _closest_evidence(
 
 @dataclass(frozen=True)
 class _Snapped:
-    """Where the classification reads its evidence: the method used (``snap`` or, in auto mode, none,
-    nearest or project), the critical point theta* (p,), the LM iterations to it, the nearest critical
-    point's evidence (auto mode off a critical point) and, where theta* is that point, its Hessian and
-    (lambda_min, lambda_max, v_min, eigenvalues), so that they are not computed twice."""
+    """Where the evidence is read: the method (``snap``; in auto mode none, nearest or project), theta*
+    (p,), the LM iterations, the nearest critical point's evidence and, where theta* is that point, its
+    curvature (:func:`~dlnlab.saddles.snap.curvature_at`'s), so that it is not computed twice."""
 
     method: str
     theta: Tensor
@@ -355,11 +354,7 @@ def classify_saddle(
     ws = unpack(th, layout)
     gn = float(problem.gradient_theta(th, layout).norm())
     pd = float(problem.product_distance(product(ws), ps))
-    if snapped_to.curvature is not None:
-        hess, (lam_min, lam_max, v_min, evals) = snapped_to.curvature
-    else:
-        hess = _hessian(problem, th, layout, tol.dense_max)
-        lam_min, lam_max, v_min, evals = _lambda_extremes(problem, th, layout, hess)
+    hess, (lam_min, lam_max, v_min, evals) = snapped_to.curvature or curvature_at(problem, th, layout, tol.dense_max)
     ev = _rank_evidence(ws, scales.s1, tol.rank_rtol)
     facts = _rank_facts(ev, s, pd, scales, layout, problem)
     rule = _partial_product_rule(ev, layout.dims, r) if facts.top and h > 1 else None

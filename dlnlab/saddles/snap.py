@@ -76,6 +76,12 @@ def _lambda_extremes(
     return lo, hi, v_lo, None
 
 
+def curvature_at(problem: RegressionProblem, theta: Tensor, layout: Layout, dense_max: int) -> tuple:
+    """(the Hessian at theta or None, (lambda_min, lambda_max, v_min, eigenvalues or None))."""
+    hess = _hessian(problem, theta, layout, dense_max)
+    return hess, _lambda_extremes(problem, theta, layout, hess)
+
+
 def _lm_snap(
     problem: RegressionProblem,
     layout: Layout,
