@@ -54,8 +54,9 @@ def noise_scale(n_samples: int, batch_size: int, sampling: str) -> float:
         raise ArgumentError("sampling", f"unknown sampling {sampling!r}; allowed: {', '.join(SAMPLINGS)}")
     if sampling == "reshuffle":
         raise ArgumentError(
-            "sampling", "reshuffle's minibatches within an epoch are not independent: the SME (independent "
-            "steps, each of covariance c Sigma) models with_replacement or without_replacement"
+            "sampling",
+            "reshuffle's minibatches within an epoch are not independent: the SME (independent "
+            "steps, each of covariance c Sigma) models with_replacement or without_replacement",
         )
     if not 1 <= batch_size <= (n_samples if sampling == "without_replacement" else math.inf):
         raise ArgumentError(

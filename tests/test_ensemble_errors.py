@@ -40,7 +40,11 @@ def test_a_weak_error_of_zero_is_not_reported_as_the_monte_carlo_floor(kind):
     naive = (np.linalg.norm(arrays["theta"].mean(0), axis=-1) if kind == "weak_theta"
              else np.abs(arrays["loss"].mean(0) - 1))  # fmt: skip
     # the plain norm of the mean is the floor (0.8 of it for one dimension); debiased, far less
-    assert naive.mean() > 0.6 * floor and curves[0].mean() < 0.45 * floor, (naive.mean(), curves[0].mean(), floor)
+    assert naive.mean() > 0.6 * floor and curves[0].mean() < 0.45 * floor, (
+        naive.mean(),
+        curves[0].mean(),
+        floor,
+    )
 
 
 def test_the_estimate_and_its_bootstrap_interval_agree_where_the_weak_error_is_near_the_floor():

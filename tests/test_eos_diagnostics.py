@@ -134,8 +134,9 @@ def test_sharpness_comparison_and_gfs_sharpness():
     assert not bool(early.converged.any())
     flags = torch.tensor([True, False, True])
     assert GFSSharpness(torch.arange(3.0), torch.tensor([5.0, 9.0, 4.0], dtype=F64), flags).non_increasing()
-    assert not GFSSharpness(torch.arange(3.0), torch.tensor([4.0, 1.0, 5.0], dtype=F64), flags).non_increasing()
-
+    assert not GFSSharpness(
+        torch.arange(3.0), torch.tensor([4.0, 1.0, 5.0], dtype=F64), flags
+    ).non_increasing()
 
 
 def test_edge_report_glues_the_pieces_at_gds_step_times():

@@ -192,6 +192,9 @@ def test_the_console_says_when_the_plateaus_were_not_analysed_and_which_series_d
                "not_run": ["sgd_lr_0.01"], "interrupted": "SIGTERM", "grid": {"t_max": 300}}  # fmt: skip
     text = results_block(stopped)
     assert "plateaus of the flow: not analysed" in text and "none found" not in text
-    assert "(S)GD series not run: sgd_lr_0.01 (the run stopped first; python scripts/train.py resume=<run dir>" in text
+    assert (
+        "(S)GD series not run: sgd_lr_0.01 (the run stopped first; python scripts/train.py resume=<run dir>"
+        in text
+    )
     done = results_block({**stopped, "stage": "done", "not_run": [], "interrupted": None})
     assert "plateaus of the flow: none found" in done and "not run" not in done

@@ -305,7 +305,11 @@ BAD = [
     ),
     ("data_sample_mismatch", ["data.path={d}/n_mismatch.npz"], "X (4, 20) and Y (2, 10) do not fit"),
     ("data_one_dimensional", ["data.path={d}/one_d.npz"], "X (20,) and Y (20,) do not fit"),
-    ("data_no_samples", ["data.path={d}/zero_samples.npz"], "data.path: X and Y have no columns (N = 0 samples)"),
+    (
+        "data_no_samples",
+        ["data.path={d}/zero_samples.npz"],
+        "data.path: X and Y have no columns (N = 0 samples)",
+    ),
     ("data_zip_without_arrays", ["data.path={d}/plain.zip.npz"], "missing X, Y (found: nothing)"),
     # initial weights from a file
     (

@@ -4,14 +4,13 @@ The point is first snapped to the nearby critical point (``dlnlab.saddles.critic
 Marquardt from the closest point itself, ``snap="lm"``, also converges, but to a critical point that
 keeps the initialisation's left-overs as chained extra channels: on the Figure 1 flow it has ranks
 [6, 5, 5, 5, 4] and lambda_min of order -1e-2, a curvature that vanishes with the initialisation
-scale.) For a top set at depth h >= 3 that projected point has every W_j of rank r, so it is non-strict by
-construction; the critical point LM finds from the closest point itself is weighed first and decides
+scale.) For a top set at depth h >= 3 the projected point is non-strict by construction (every W_j of
+rank r), so the critical point LM finds from the closest point itself is weighed first: it decides
 ``strict`` where its negative curvature exceeds what its distance allows (``dlnlab.saddles.nearest``).
-The evidence is taken at the critical point used: numerical ranks of the W_j and of the partial products, whether P
-is the optimal rank-r map P*_r, the sufficient condition for a non-strict saddle (at least three W_j
-of rank r and P optimal of rank r), the theory for strict saddles (h = 2, or a larger mode skipped)
-and the smallest Hessian eigenvalue on theta. Every threshold is relative to s_1 = m_1. Where the
-evidence disagrees the label is ``inconclusive``.
+The evidence is taken at the critical point used: ranks of the W_j and the partial products, whether P
+is the optimal rank-r map P*_r, the sufficient condition for a non-strict saddle (three W_j of rank r,
+P optimal of rank r), the theory for strict saddles (h = 2, or a larger mode skipped) and lambda_min
+on theta. Thresholds are relative to s_1 = m_1; where the evidence disagrees: ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -354,7 +353,8 @@ def classify_saddle(
     ws = unpack(th, layout)
     gn = float(problem.gradient_theta(th, layout).norm())
     pd = float(problem.product_distance(product(ws), ps))
-    hess, (lam_min, lam_max, v_min, evals) = snapped_to.curvature or curvature_at(problem, th, layout, tol.dense_max)
+    curv = snapped_to.curvature or curvature_at(problem, th, layout, tol.dense_max)
+    hess, (lam_min, lam_max, v_min, evals) = curv
     ev = _rank_evidence(ws, scales.s1, tol.rank_rtol)
     facts = _rank_facts(ev, s, pd, scales, layout, problem)
     rule = _partial_product_rule(ev, layout.dims, r) if facts.top and h > 1 else None

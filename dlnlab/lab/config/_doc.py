@@ -168,7 +168,9 @@ def _short(text: str, limit: int = 200) -> str:
     if ends:
         return text[: ends[-1]]
     cut = text[: limit + 1]  # one more: a cut that falls on a space keeps the word before it
-    cut = cut[: cut.rfind("; ")] if cut.rfind("; ") > limit // 2 else cut[: cut.rfind(" ")]  # a clause, or a word
+    cut = (
+        cut[: cut.rfind("; ")] if cut.rfind("; ") > limit // 2 else cut[: cut.rfind(" ")]
+    )  # a clause, or a word
     return cut.rstrip(",;:( ") + " ..."
 
 

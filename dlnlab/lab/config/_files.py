@@ -30,8 +30,14 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
-    "MAX_ABS_VALUE", "ArrayHeader", "check_data_shapes", "check_weight_shapes", "load_data", "load_weights",
-    "npz_bytes", "npz_headers",
+    "MAX_ABS_VALUE",
+    "ArrayHeader",
+    "check_data_shapes",
+    "check_weight_shapes",
+    "load_data",
+    "load_weights",
+    "npz_bytes",
+    "npz_headers",
 ]
 
 # |x| above this would square to about 1e200 in the second moments X X^T / N: the loss and its

@@ -80,7 +80,9 @@ def prepare(raw_cfg: Any, before_targets: Callable[[Plan], None] | None = None) 
     )
     dims = tuple(cfg.model.dims)
     # The files' names and shapes from their headers: refused here, before torch is imported
-    n_samples = files.check_data_shapes(cfg.data.path, dims) if cfg.data.kind.name == "file" else cfg.data.n_samples
+    n_samples = (
+        files.check_data_shapes(cfg.data.path, dims) if cfg.data.kind.name == "file" else cfg.data.n_samples
+    )
     if cfg.init.kind.name == "file":
         files.check_weight_shapes(cfg.init.path, dims)
     _check_sampling(cfg, n_samples)

@@ -290,16 +290,18 @@ def tensorboard_layout(run: RunCharts) -> dict:
     if run.sgd:
         title = "log10 distance to the flow, and its maximum (the line the order is fitted to)"
         if run.spread:  # an ensemble's tags are the members' means: of log10, so the line is no member's max
-            title = ("log10 distance to the flow (the members' mean of log10) and its maximum as a line; the order "
-                     "is fitted to the mean of each member's maximum (hp/max_dist_to_flow)")
+            title = (
+                "log10 distance to the flow (the members' mean of log10) and its maximum as a line; the order "
+                "is fitted to the mean of each member's maximum (hp/max_dist_to_flow)"
+            )
         tags = ["dist/log10_flow", "dist/log10_flow_max"]
         if run.modified:
             title = "log10 distance to the flow and, lower, to GD's modified flow; each maximum as a line"
             tags += ["dist/log10_modified", "dist/log10_modified_max"]
         main[title] = _chart(*tags)
-    main["mode strengths u_k^T P Sxx^(1/2) v_k, k = 1, 2, ..., and the data's modes m_k (the flow's lines)"] = (
-        _chart("modes/strength_[0-9]+", "modes/m_[0-9]+")
-    )
+    main[
+        "mode strengths u_k^T P Sxx^(1/2) v_k, k = 1, 2, ..., and the data's modes m_k (the flow's lines)"
+    ] = _chart("modes/strength_[0-9]+", "modes/m_[0-9]+")
     if run.curvature:
         main["log10 sharpness (top Hessian eigenvalue), the next ones, and 2/eta"] = _chart(
             "curvature/log10_sharpness", "curvature/log10_eig_[0-9]+", "curvature/log10_two_over_lr"

@@ -211,8 +211,10 @@ def results_block(summary: dict) -> str:
     for key, what in (("convergence_order", "convergence order"),
                       ("convergence_order_modified", "convergence order against GD's modified flows")):  # fmt: skip
         line = _order_line(summary, key, what)
-        if line and has_sgd and (
-            key == "convergence_order" or summary.get(key) is not None or summary.get(f"{key}_detail")
+        if (
+            line
+            and has_sgd
+            and (key == "convergence_order" or summary.get(key) is not None or summary.get(f"{key}_detail"))
         ):
             lines.append(line)
     lines += _ensemble_lines(summary)

@@ -25,7 +25,16 @@ def _num(x) -> float | None:
 
 
 def central_entry(
-    lr: float, t, sharpness, sigma_trace, n_critical, loss, predicted, dist, iterations: int, unconverged: int = 0
+    lr: float,
+    t,
+    sharpness,
+    sigma_trace,
+    n_critical,
+    loss,
+    predicted,
+    dist,
+    iterations: int,
+    unconverged: int = 0,
 ):
     """A :class:`CentralFlowEntry` from the grid's arrays (NaN past a failure) and the distance to the
     flow (NaN where none)."""

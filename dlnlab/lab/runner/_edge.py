@@ -221,7 +221,9 @@ def _flows_in_window(ctx: SeriesContext, task: SeriesTask, step: torch.Tensor, t
     solvers of those series (rk45 at flow.rtol / flow.atol, the run's flow solver), so that the two ways
     give the same numbers to those tolerances whatever they are."""
     plan, f = ctx.plan, ctx.plan.cfg.flow
-    field = CentralFlow(plan.problem, ctx.layout, float(task.lr), k=k, dense_max=plan.cfg.log.hessian_dense_max)
+    field = CentralFlow(
+        plan.problem, ctx.layout, float(task.lr), k=k, dense_max=plan.cfg.log.hessian_dense_max
+    )
     c_theta, f_theta = _at_steps(task, "central", step), _at_steps(task, "flow", step)
     times = t if float(t[0]) == 0.0 else torch.cat([t.new_zeros(1), t])  # both flows start at theta0, t = 0
     cut = len(times) - len(t)
