@@ -20,7 +20,7 @@ from dlnlab.plots._common import (
     shade_plateaus,
     stop_handle,
 )
-from dlnlab.plots._style import TIME_LABEL, new_figure
+from dlnlab.plots._style import HEAVY_BALL_TIME_LABEL, TIME_LABEL, new_figure
 from dlnlab.rundir import RunData, Series, format_lr
 
 __all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "legend", "log_panel"]
@@ -51,7 +51,9 @@ def time_axis(ax, run: RunData) -> None:
         ts = [s.t[-1] for s in run.series.values() if s.n]
         t_max = max(ts) if ts else 1.0
     ax.set_xlim(0.0, float(t_max) if t_max > 0 else 1.0)
-    ax.set_xlabel(TIME_LABEL)
+    # heavy ball: a step stands for eta / (1 - beta) of flow time
+    heavy_ball = bool((run.config.get("sgd") or {}).get("momentum"))
+    ax.set_xlabel(HEAVY_BALL_TIME_LABEL if heavy_ball else TIME_LABEL)
 
 
 def lr_axis(ax, lrs) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "series_colors",
     "mode_color",
     "TIME_LABEL",
+    "HEAVY_BALL_TIME_LABEL",
 ]
 
 COLUMN = (3.4, 2.9)  # inches: one column of a two-column paper
@@ -35,6 +36,7 @@ FLOW_COLOR = RUN_PALETTE[0]
 MODE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 PLATEAU_COLOR = "0.55"
 TIME_LABEL = "time $t$ (flow time; step $k$ of (S)GD at $t = k\\eta$)"
+HEAVY_BALL_TIME_LABEL = "time $t$ (flow time; step $k$ at $t = k\\eta/(1-\\beta)$)"
 
 STYLE = {
     "font.size": 8,
