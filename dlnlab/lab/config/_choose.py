@@ -258,8 +258,11 @@ def edge_work(cfg) -> EdgeWork | None:
 
 def saddle_seconds(layout: Layout, dense_max: int) -> float:
     """One plateau's classification: a Levenberg-Marquardt snap (about 100 gradients) and the Hessian's
-    extremes twice (critical.py), as measured: 33 s per plateau at p = 524,288."""
-    return 100 * gradient_seconds(layout) + 2 * analysis_seconds(layout, dense_max)[1]
+    extremes twice (critical.py), as measured: 33 s per plateau at p = 524,288; and, for a top set at
+    h >= 3, the nearest critical point's search (saddles/nearest.py: LM from the closest point, 1-4
+    steps on the default run, each a Hessian's worth): the default run's analysis took 1.48x with it,
+    counted here as the extremes' cost twice more."""
+    return 100 * gradient_seconds(layout) + 4 * analysis_seconds(layout, dense_max)[1]
 
 
 def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> AnalysisChoice:
