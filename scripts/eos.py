@@ -84,7 +84,7 @@ def _table(rep, times) -> list[dict]:
 def _median_ratio(a, b, where) -> float | None:
     r = a[where] / b[where]
     r = r[torch.isfinite(r)]
-    return float(r.median()) if r.numel() else None
+    return float(r.quantile(0.5)) if r.numel() else None
 
 
 def _restarted(cmp) -> dict | None:
@@ -98,7 +98,7 @@ def _restarted(cmp) -> dict | None:
             out["rows"].append({"t": float(cmp.t[i]), "dist_avg_central": float(cmp.to_central[i]),
                                 "dist_avg_flow": float(cmp.to_flow[i]), "ratio": float(cmp.ratio[i])})  # fmt: skip
     finite = torch.isfinite(cmp.ratio[1:])
-    out["ratio_median"] = float(cmp.ratio[1:][finite].median())
+    out["ratio_median"] = float(cmp.ratio[1:][finite].quantile(0.5)) if bool(finite.any()) else None
     return out
 
 
@@ -135,16 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         "gd_t_edge": d.t_edge, "gd_hover_share": d.hover_share, "gd_median_S_over_threshold": d.median_ratio,
         "gd_outcome": str(d.outcome), "gd_final_loss": d.final_loss,
         "central_edge_intervals": c.edge_intervals, "central_max_excess": c.max_excess,
-        "central_pinned_S": float(c.sharpness[c.sigma_trace > 0].median()) if bool((c.sigma_trace > 0).any()) else None,
+        "central_pinned_S": float(c.sharpness[c.sigma_trace > 0].quantile(0.5)) if bool((c.sigma_trace > 0).any()) else None,
         "central_nfe": c.trajectory.nfe, "central_final_loss": float(c.loss[-1]), "flow_final_loss": float(rep.flow_loss[-1]),
         "sharpness_gd_final": rep.sharpness.gd_final, "sharpness_flow_limit": rep.sharpness.flow_limit,
         "sharpness_balanced": rep.sharpness.balanced, "central_final_S": float(c.sharpness[-1]),
         "gfs_t": rep.gfs.t.tolist(), "gfs_sharpness": rep.gfs.sharpness.tolist(),
         "gfs_converged": rep.gfs.converged.tolist(), "gfs_non_increasing": rep.gfs.non_increasing(),
-        "ratio_median_early_edge": float(rep.distances.ratio[early].median()) if bool(early.any()) else None,
+        "ratio_median_early_edge": float(rep.distances.ratio[early].quantile(0.5)) if bool(early.any()) else None,
         "ratio_max_early_edge": float(rep.distances.ratio[early].max()) if bool(early.any()) else None,
         "ratio_final": float(rep.distances.ratio[torch.isfinite(rep.distances.ratio)][-1]),
-        "loss_parting_time": rep.loss_parting, "amplitude_median_after_edge": float(rep.amplitude[rep.t >= t_edge].nanmedian()),
+        "loss_parting_time": rep.loss_parting, "amplitude_median_after_edge": float(rep.amplitude[rep.t >= t_edge].nanquantile(0.5)),
         "lookahead": {str(la): {"max_dist_to_first": float((r.central.theta - rep.central.theta).norm(dim=-1).max()),
                                 "nfe": r.central.trajectory.nfe} for la, r in zip(args.lookahead, reports)},
         "variance_ratio_gd_over_central_early_edge": _median_ratio(rep.measured_variance, c.top_variance, early),
