@@ -343,7 +343,6 @@ def classify_saddle(
     h = layout.depth
     th0 = _as_theta(theta, layout, problem.X.dtype)
     s = _learnt_set(problem, layout, th0, modes_learnt)
-    r = len(s)
     scales = _scales(problem, h, tol)
     ps = problem.critical_product(s)
     closest = _closest_evidence(problem, layout, th0, ps, scales, tol)
@@ -357,7 +356,7 @@ def classify_saddle(
     hess, (lam_min, lam_max, v_min, evals) = curv
     ev = _rank_evidence(ws, scales.s1, tol.rank_rtol)
     facts = _rank_facts(ev, s, pd, scales, layout, problem)
-    rule = _partial_product_rule(ev, layout.dims, r) if facts.top and h > 1 else None
+    rule = _partial_product_rule(ev, layout.dims, len(s)) if facts.top and h > 1 else None
     theory, theory_why = _theory(h, s, facts)
     lam_tol = scales.lam_tol
     numeric = "strict" if lam_min < -lam_tol else "non-strict"
