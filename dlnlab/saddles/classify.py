@@ -348,7 +348,6 @@ def classify_saddle(
     closest = _closest_evidence(problem, layout, th0, ps, scales, tol)
     snapped_to = _snap_to_critical(problem, layout, th0, s, snap, closest, scales, tol)
     method, th, iters = snapped_to.method, snapped_to.theta, snapped_to.iterations
-
     ws = unpack(th, layout)
     gn = float(problem.gradient_theta(th, layout).norm())
     pd = float(problem.product_distance(product(ws), ps))
@@ -362,7 +361,8 @@ def classify_saddle(
     numeric = "strict" if lam_min < -lam_tol else "non-strict"
     snapped = gn <= scales.grad_tol and pd <= scales.prod_tol
     label, reason = _decide(h, facts, snapped, theory, theory_why, numeric, gn, pd, lam_min, lam_tol)
-    reasons = [reason] + _snap_reasons(method, snapped_to.nearest, float((th - th0).norm()), facts.top, h)
+    snap_distance = float((th - th0).norm())
+    reasons = [reason] + _snap_reasons(method, snapped_to.nearest, snap_distance, facts.top, h)
     n_neg = int((evals < -lam_tol).sum()) if evals is not None else None
     n_zero = int((evals.abs() <= lam_tol).sum()) if evals is not None else None
     escape = _escape_or_reason(problem, layout, th, s, th0, hess, (lam_min, v_min, n_neg), tol, reasons)
@@ -386,7 +386,7 @@ def classify_saddle(
         numeric=numeric,
         snap=method,
         snap_grad_norm=gn,
-        snap_distance=float((th - th0).norm()),
+        snap_distance=snap_distance,
         snap_iterations=iters,
         product_distance=pd,
         reasons=reasons,

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from dlnlab.network import Layout, product, unpack
 from dlnlab.problem import RegressionProblem
-from dlnlab.saddles.snap import _hessian, _lambda_extremes, _lm_snap
+from dlnlab.saddles.snap import _lm_snap, curvature_at
 
 __all__: list[str] = []
 
@@ -127,8 +127,8 @@ def derivative_bounds(
     a0 = max(float(torch.linalg.matrix_norm(w, ord=2)) for w in ws)
     a = a0 + radius
     sxx = 1.0 if problem.whitened else float(torch.linalg.matrix_norm(problem.Sxx, ord=2))
-    resid = float(torch.linalg.matrix_norm(problem._residual(product(ws))))
-    resid += math.sqrt(sxx) * ((a0 + radius) ** h - a0**h)
+    resid = float(problem.product_distance(product(ws), problem.P_ls))  # ||R Sxx^{1/2}||_F at theta
+    resid += math.sqrt(sxx) * (a**h - a0**h)
 
     def pk(k: int) -> float:  # the bound on ||P_k||_F
         return math.comb(h, k) * h ** (-k / 2.0) * a ** (h - k) if k <= h else 0.0
@@ -170,9 +170,9 @@ def nearest_critical(
     reached = math.isfinite(gn) and gn <= grad_tol and pd <= prod_tol
     curvature, lam, n_neg, lip, threshold = None, math.nan, None, math.nan, math.nan
     if reached:  # the curvature (and its bound) at a point that is not critical would say nothing
-        hess = _hessian(problem, th, layout, dense_max)
-        extremes = _lambda_extremes(problem, th, layout, hess)
-        curvature, lam = (hess, extremes), extremes[0]
+        curvature = curvature_at(problem, th, layout, dense_max)
+        extremes = curvature[1]
+        lam = extremes[0]
         n_neg = int((extremes[3] < -lam_tol).sum()) if extremes[3] is not None else None
         lip = derivative_bounds(problem, layout, th, 2.0 * dist).third
         threshold = lam_tol + 2.0 * lip * dist

@@ -37,7 +37,7 @@ from dlnlab.metrics import SeriesMetrics
 from dlnlab.rundir import CENTRAL_PREFIX, series_name, signals
 from dlnlab.status import Status
 
-__all__ = ["CentralFlowKind", "CENTRAL_KEYS"]
+__all__ = ["CentralFlowKind", "CENTRAL_KEYS", "central_solver"]
 
 CENTRAL_KEYS = ("central_sharpness", "n_critical", "sigma_trace", "predicted_loss", "predicted_variance",
                 "dist_to_flow")  # fmt: skip
@@ -70,11 +70,17 @@ class _CentralMetrics(SeriesMetrics):
         return out
 
 
+def central_solver(cfg) -> flowmod.Solver:
+    """The central flow's solver: rk45 at flow.rtol / flow.atol (the field has no Jacobian for the stiff
+    methods), with an explicit method's budget (limits.flow_nfe, or flow.max_nfe), not the run's stiff
+    solver's. The edge series solves its window's central flow with it too (runner/_edge.py)."""
+    f = cfg.flow
+    return flowmod.Solver("rk45", f.rtol, f.atol, None, flow_nfe_budget(cfg, "rk45"))
+
+
 def _solve(ctx: SeriesContext, task: SeriesTask, field: CentralFlow, entry: dict):
     """The central flow's trajectory at task.solve_at (what was reached before a failure), or None."""
-    plan, f = ctx.plan, ctx.plan.cfg.flow
-    # an explicit method's budget (limits.flow_nfe, or flow.max_nfe), not the run's stiff solver's
-    solver = flowmod.Solver("rk45", f.rtol, f.atol, None, flow_nfe_budget(plan.cfg, "rk45"))
+    plan, solver = ctx.plan, central_solver(ctx.plan.cfg)
     try:
         with signals.deferred(raise_at_end=False):
             return flowmod.integrate(

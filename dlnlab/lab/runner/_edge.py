@@ -51,10 +51,11 @@ from dlnlab.eos import (
     window_average,
 )
 from dlnlab.errors import SeriesWarning
-from dlnlab.flow import Solver, integrate
+from dlnlab.flow import integrate
 from dlnlab.lab.config import EDGE_STEPS
 from dlnlab.lab.record import Thinner, log_text
 from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines
+from dlnlab.lab.runner._central import central_solver
 from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._sgd import blowup_norm
@@ -220,20 +221,20 @@ def _flows_in_window(ctx: SeriesContext, task: SeriesTask, step: torch.Tensor, t
     ``experiment=eos`` run, measured). Else both are solved from theta0 at the window's times by the
     solvers of those series (rk45 at flow.rtol / flow.atol, the run's flow solver), so that the two ways
     give the same numbers to those tolerances whatever they are."""
-    plan, f = ctx.plan, ctx.plan.cfg.flow
+    plan = ctx.plan
     field = CentralFlow(
         plan.problem, ctx.layout, float(task.lr), k=k, dense_max=plan.cfg.log.hessian_dense_max
     )
     c_theta, f_theta = _at_steps(task, "central", step), _at_steps(task, "flow", step)
     times = t if float(t[0]) == 0.0 else torch.cat([t.new_zeros(1), t])  # both flows start at theta0, t = 0
     cut = len(times) - len(t)
-    central_solver = Solver("rk45", f.rtol, f.atol)  # the cflow series' (runner/_central.py)
+    solver = central_solver(plan.cfg)  # the cflow series'
     if c_theta is not None:
         traj = Trajectory(t, c_theta, Status.OK, "the cflow series' states", "rk45", 0, 0, 0, 0.0)
     else:
-        traj = integrate(plan.problem, ctx.layout, plan.theta0, times, central_solver, field=field)
+        traj = integrate(plan.problem, ctx.layout, plan.theta0, times, solver, field=field)
         traj = dataclasses.replace(traj, t=traj.t[cut:], theta=traj.theta[cut:])
-    central = describe_central(field, traj, central_solver)
+    central = describe_central(field, traj, solver)
     reused = c_theta is not None and f_theta is not None
     if f_theta is None:
         f_theta = integrate(plan.problem, ctx.layout, plan.theta0, times, plan.solver).theta[cut:]
