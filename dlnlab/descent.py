@@ -88,9 +88,20 @@ class MinibatchSampler:
         return out.view(n, self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "buffer": self._buffer.clone()}
+        # "sampling" names the scheme the buffer was drawn by; states saved before it was recorded have
+        # none, and their without_replacement was what reshuffle is now (the run's resume checks it)
+        return {
+            "generator": self.generator.get_state(),
+            "buffer": self._buffer.clone(),
+            "sampling": self.sampling,
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        saved = state.get("sampling")
+        if saved is not None and saved != self.sampling:
+            raise ArgumentError(
+                "sampling", f"the state was drawn {saved}, this sampler draws {self.sampling}"
+            )
         self.generator.set_state(state["generator"])
         self._buffer = state["buffer"].clone()
 

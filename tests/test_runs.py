@@ -31,7 +31,6 @@ DT = 0.01
 BASE = ["experiment=tiny", "model.dims=[6,5,5,4]", f"log.dt={DT}", f"sgd.lrs=[0.04,{SLOW_LR}]", *QUIET]
 
 
-
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -157,6 +156,27 @@ def test_a_damaged_file_makes_its_series_run_again_from_its_start(case, whole, k
     said = result["resumed"][-1]["series"][name]
     assert said.startswith("run from the start: ") and rel in said, said
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+
+
+def test_a_checkpoint_drawn_by_the_former_without_replacement_makes_its_series_run_again(tmp_path):
+    """Before sgd.sampling=reshuffle existed, without_replacement meant its epochs: a checkpoint of then
+    (no sampling recorded) would go on with fresh subsets after epoch-drawn ones, so it is not continued."""
+    import torch
+
+    out, name = tmp_path / "run", "sgd_lr_0.0005"  # 4000 steps: two chunks, stopped after the first
+    minibatch = ["flow.t_max=2", "sgd.batch_size=5", "sgd.sampling=without_replacement", "sgd.lrs=[0.0005]"]
+    assert run(make_cfg([*BASE, *minibatch, *_signal_at(name, 50)]), output_dir=out).exit_code == 143
+    today = shutil.copytree(out, tmp_path / "today")  # its own checkpoint names its sampling: continued
+    assert resume(today)["resumed"][-1]["series"][name] == "continued from its checkpoint"
+    path = out / "checkpoints" / f"{name}.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    assert ckpt["dlnlab"]["stepper"]["sampler"].pop("sampling") == "without_replacement"
+    torch.save(ckpt, path)  # as the dlnlab of then wrote it
+    said = resume(out)["resumed"][-1]["series"][name]
+    assert said == (
+        f"run from the start: checkpoints/{name}.ckpt was made when sgd.sampling=without_replacement "
+        "meant reshuffled epochs (now sgd.sampling=reshuffle)"
+    )
 
 
 def _write(path: Path, text: str) -> None:

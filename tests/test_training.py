@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dlnlab.descent import MinibatchSampler, gd
+from dlnlab.errors import ArgumentError
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
 from dlnlab.lab.runner import train_series
@@ -121,6 +122,18 @@ def test_a_sampler_resumed_from_its_state_draws_what_it_would_have():
     b = MinibatchSampler(20, 5, "without_replacement", seed=99)
     b.load_state_dict(state)
     assert torch.equal(b.draw(50), rest)
+
+
+def test_a_sampler_refuses_the_state_of_another_sampling():
+    """A buffer drawn by one scheme would go on as another's minibatches: the state names its scheme."""
+    state = MinibatchSampler(20, 5, "reshuffle", seed=4).state_dict()
+    assert state["sampling"] == "reshuffle"
+    with pytest.raises(
+        ArgumentError, match="the state was drawn reshuffle, this sampler draws without_replacement"
+    ):
+        MinibatchSampler(20, 5, "without_replacement", seed=4).load_state_dict(state)
+    del state["sampling"]  # a state saved before the scheme was recorded loads as before
+    MinibatchSampler(20, 5, "without_replacement", seed=4).load_state_dict(state)
 
 
 @pytest.mark.parametrize(

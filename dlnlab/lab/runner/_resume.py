@@ -100,23 +100,29 @@ class Previous:
     def checkpoint(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.ckpt"
 
-    def resumable(self, name: str, ks: list[int], theta_shape) -> Continuation | None:
+    def resumable(self, name: str, ks: list[int], theta_shape, sampling: str | None) -> Continuation | None:
         """How an interrupted series continues from its checkpoint, if its file holds every point up to
         the checkpoint's last block boundary (a SIGKILL can lose the last ones) and the checkpoint is
-        readable and of this net. Otherwise None (the series runs from its start), and ``damaged``
-        says why when a file is bad."""
+        readable, of this net and drawn by this ``sampling`` (None: full batch, nothing drawn).
+        Otherwise None (the series runs from its start), and ``damaged`` says why when a file is bad
+        or of another sampling."""
         from dlnlab.lab.runner._training import checkpoint_state
 
         path, arrays = self.checkpoint(name), self.recorded(name)
         if not path.is_file() or arrays is None or "step" not in arrays:
             return None
         try:
-            k, theta, block = checkpoint_state(path)
+            state = checkpoint_state(path)
         except Exception as err:  # noqa: BLE001 - a damaged checkpoint: the series runs from its start
             self.damaged[name] = f"checkpoints/{name}.ckpt is unreadable ({type(err).__name__})"
             return None
+        k, theta, block = state.step, state.theta, state.block
         if tuple(theta.shape) != tuple(theta_shape) or not 0 <= k <= (ks[-1] if ks else 0):
             self.damaged[name] = f"checkpoints/{name}.ckpt does not belong to this series"
+            return None
+        other = _other_sampling(state.sampling, sampling)
+        if other is not None:
+            self.damaged[name] = f"checkpoints/{name}.ckpt {other}"
             return None
         upto = [s for s in ks if s <= k]
         position, reopen = block if block is not None else (len(upto), [])
@@ -145,6 +151,20 @@ class Previous:
             return "continued from its checkpoint"
         why = self.damaged.get(name)
         return "run from the start" if why is None else f"run from the start: {why}"
+
+
+def _other_sampling(saved: str | None, sampling: str | None) -> str | None:
+    """Why a checkpoint's minibatches cannot continue a series drawn by ``sampling``, or None. A
+    checkpoint without a recorded sampling predates ``reshuffle``: its with_replacement is today's,
+    its without_replacement was today's reshuffle (epochs), not a fresh subset at every step."""
+    if sampling is None or saved == sampling or (saved is None and sampling == "with_replacement"):
+        return None
+    if saved is None:
+        return (
+            "was made when sgd.sampling=without_replacement meant reshuffled epochs (now "
+            "sgd.sampling=reshuffle)"
+        )
+    return f"drew its minibatches {saved}, not {sampling}"
 
 
 def _first_points(arrays: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:

@@ -55,7 +55,12 @@ class SGDKind(SeriesKind):
                 "message": message, "steps": None}  # fmt: skip
 
     def continuation(self, previous, task: SeriesTask, plan: Plan):
-        return previous.resumable(task.name, task.times.steps, plan.theta0.shape)
+        s = plan.cfg.sgd
+        drawn = s.batch_size is not None and (
+            s.batch_size < plan.problem.n_samples or s.sampling.name == "with_replacement"
+        )
+        sampling = s.sampling.name if drawn else None  # None: full batch, nothing drawn
+        return previous.resumable(task.name, task.times.steps, plan.theta0.shape, sampling)
 
 
 def blowup_norm(plan: Plan) -> float:

@@ -231,18 +231,32 @@ class SeriesCheckpoint(L.Callback):
 
 def checkpoint_step(path: str | Path) -> int:
     """The step a series checkpoint was taken at."""
-    return checkpoint_state(path)[0]
+    return checkpoint_state(path).step
 
 
-def checkpoint_state(path: str | Path) -> tuple[int, Tensor, tuple[int, list] | None]:
-    """(the step, theta, the recorder's open block (position, points) or None) of a series checkpoint
-    (see :class:`~dlnlab.lab.callbacks.MetricsCallback`); raises on a damaged file (random bytes, cut
-    short)."""
+@dataclass(frozen=True)
+class CheckpointState:
+    """What a series checkpoint holds (see :class:`~dlnlab.lab.callbacks.MetricsCallback`): the step,
+    theta, the recorder's open block (position, points) or None, and the sampling its minibatches were
+    drawn by (None in checkpoints made before it was recorded)."""
+
+    step: int
+    theta: Tensor
+    block: tuple[int, list] | None
+    sampling: str | None
+
+
+def checkpoint_state(path: str | Path) -> CheckpointState:
+    """A series checkpoint's :class:`CheckpointState`; raises on a damaged file (random bytes, cut short)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)  # our own file
     state = ckpt["dlnlab"]["stepper"]
     block = (ckpt.get("callbacks") or {}).get(MetricsCallback.state_key)
     opened = None if block is None else (int(block["position"]), list(block["open"]))
-    return int(state["steps"]), torch.as_tensor(state["theta"]), opened
+    sampler = state["sampler"]
+    sampler = sampler["members"][0] if "members" in sampler else sampler  # an ensemble's: one scheme
+    return CheckpointState(
+        int(state["steps"]), torch.as_tensor(state["theta"]), opened, sampler.get("sampling")
+    )
 
 
 @dataclass
