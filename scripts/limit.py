@@ -74,6 +74,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
     weak errors before the first saddle escape, with 90% bootstrap bars."""
     import numpy as np
 
+    from dlnlab.ensemble_errors import order_undetermined
+
     lrs = sorted(e["lr"] for e in gd["series"].values() if e.get("lr") is not None)
     plain = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_flow"] for lr in lrs]
     mod = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_modified_flow"] for lr in lrs]
@@ -93,9 +95,12 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
         vals = np.asarray(e["max"], dtype=np.float64)
         err = np.abs(np.asarray(e["max_ci90"], dtype=np.float64).T - vals)
         lo, hi = e["ci90"]
+        undetermined = order_undetermined(e["order"], e["ci90"])  # its interval does not fix a slope
+        slope = f"undetermined at {lim['members']} members" if undetermined else f"{e['order']:.2f}"
         ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
-                    label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
-        _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
+                    label=f"{label}: slope {slope} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
+        if not undetermined:
+            _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
     from dlnlab.plots import lr_axis
 
     lr_axis(ax, [*lrs, *lim["lrs"]])

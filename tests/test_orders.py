@@ -58,3 +58,65 @@ def test_a_resample_without_a_value_is_left_out_of_the_interval():
     got = _window_stats(LRS, 3, errors, boot, 1.0)
     lo, hi = got["ci90"]
     assert lo < 1.0 < hi and hi - lo < 0.1
+
+
+@pytest.mark.parametrize(
+    "order, ci90, undetermined",
+    [
+        (2.5, [-0.95, 4.0], True),  # the weak loss at 4096 members on the Figure 1 net: holds 0
+        (1.0, [0.2, 1.3], True),  # wider (1.1) than the order
+        (0.956, [0.870, 1.080], False),
+        (-0.3, [-0.5, -0.2], False),  # a negative order, pinned down: a number
+        (None, None, False),
+        (1.0, None, False),
+    ],
+)
+def test_an_order_is_undetermined_when_its_interval_holds_zero_or_is_wider_than_it(order, ci90, undetermined):
+    from dlnlab.ensemble_errors import order_undetermined
+
+    assert order_undetermined(order, ci90) is undetermined
+
+
+def _error(order, ci90):
+    return {"max": [1e-3, 2e-3], "max_ci90": [None, None], "order": order, "ci90": ci90, "constant": 1.0}
+
+
+def test_the_console_gives_no_number_for_an_undetermined_order():
+    from dlnlab.lab.results import limit_lines
+    from dlnlab.lab.results._limit_text import escapes_table
+
+    stretch = {"t_start": 0.0, "t_end": None, "escapes_before": 0}
+    stretch |= {k: _error(0.5, [0.45, 0.55]) for k in ("strong", "weak_theta")}
+    stretch["weak_loss"] = _error(2.5, [-0.95, 4.0])
+    limit = {
+        "members": 4096, "strong": _error(0.533, [0.523, 0.544]), "weak_theta": _error(0.995, [0.925, 1.062]),
+        "weak_loss": _error(2.5, [-0.95, 4.0]),
+        "escapes": {"t_exit": [], "exit_mode": [], "expected_order": {}, "stretches": [stretch]},
+    }  # fmt: skip
+    line = limit_lines({"sgd_limit": limit})[0]
+    assert "strong 0.533 [0.523, 0.544], weak (theta) 0.995 [0.925, 1.062]" in line
+    assert line.endswith("weak (loss) undetermined at 4096 members (interval [-0.95, 4])")
+    assert "2.5" not in line
+    row = escapes_table(limit).splitlines()[-1]
+    assert row.endswith("(undetermined [-0.95, 4]) |") and "(0.5)" in row
+
+
+def test_the_figure_draws_no_slope_for_an_undetermined_order():
+    from dlnlab.plots import new_figure
+    from dlnlab.plots.ensemble import _orders_axes
+
+    lim = {
+        "members": 4096, "lrs": [0.02, 0.01, 0.005], "fit_lrs": [0.005, 0.01, 0.02],
+        "strong": _error(0.5, [0.45, 0.55]), "weak_theta": _error(1.0, [0.9, 1.1]),
+        "weak_loss": _error(2.5, [-0.95, 4.0]),
+    }  # fmt: skip
+    for e in ("strong", "weak_theta", "weak_loss"):
+        lim[e]["max"] = [4e-3, 2e-3, 1e-3]
+        lim[e]["max_ci90"] = [None] * 3
+    ax = new_figure((4, 3)).subplots()
+    _orders_axes(ax, lim)
+    labels = [c.get_label() for c in ax.containers]
+    assert any("slope undetermined at 4096 members [-0.95, 4.00]" in s for s in labels), labels
+    assert not any("slope 2.50" in s for s in labels)
+    fitted = [line for line in ax.lines if len(line.get_xdata()) == 10]  # a fit is drawn on 10 points
+    assert len(fitted) == 2  # strong and weak (theta), not the weak loss

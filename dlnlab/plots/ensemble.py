@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
+from dlnlab.ensemble_errors import order_undetermined
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
 from dlnlab.plots._panels import legend, lr_axis, time_axis
 from dlnlab.plots._style import COLUMN, new_figure
@@ -103,6 +104,9 @@ def _orders_axes(ax, lim: dict) -> None:
         color = f"C{i}"
         order, ci = lim[key].get("order"), lim[key].get("ci90") or [np.nan, np.nan]
         text = f"{label}: slope {order:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if order is not None else label
+        if order_undetermined(order, lim[key].get("ci90")):  # no slope drawn: the interval does not fix one
+            text = f"{label}: slope undetermined at {lim['members']} members [{ci[0]:.2f}, {ci[1]:.2f}]"
+            order = None
         bars = lim[key].get("max_ci90") or [None] * len(vals)
         err = np.asarray([[v - b[0], b[1] - v] if b else [0.0, 0.0] for v, b in zip(vals, bars)]).T
         ax.errorbar(lrs[ok], vals[ok], yerr=np.clip(err[:, ok], 0, None), fmt=marker, color=color, ms=4,
