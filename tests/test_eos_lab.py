@@ -99,7 +99,9 @@ def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     # held to the solver's accuracy once past the switch-on point, where S is still closing on 2/eta
     dev = np.abs(arr["central_sharpness"] / thr - 1)
     assert c["sharpness_entering_edge"] == pytest.approx(dev[on].max(), rel=1e-9)
-    assert c["sharpness_on_edge"] == pytest.approx(dev[on & (arr["t"] >= c["t_edge_settled"])].max(), rel=1e-6)
+    assert c["sharpness_on_edge"] == pytest.approx(
+        dev[on & (arr["t"] >= c["t_edge_settled"])].max(), rel=1e-6
+    )
     assert c["sharpness_on_edge"] <= 1e-7 and c["sharpness_entering_edge"] > 1e3 * c["sharpness_on_edge"]
     assert c["t_edge"] < c["t_edge_settled"] < c["t_edge"] + 0.5
     assert on.sum() > 10 and np.abs(arr["central_sharpness"][on][-20:] / thr - 1).max() <= 1e-4

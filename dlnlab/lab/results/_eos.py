@@ -15,7 +15,7 @@ import numpy as np
 from dlnlab._util import fmt
 from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry
 
-__all__ = ["CentralFlowEntry", "EdgeEntry", "PredictionEntry", "central_entry", "edge_lines", "settled_on_edge"]
+__all__ = ["CentralFlowEntry", "EdgeEntry", "PredictionEntry", "central_entry", "edge_lines"]
 
 
 def _num(x) -> float | None:
