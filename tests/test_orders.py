@@ -120,3 +120,38 @@ def test_the_figure_draws_no_slope_for_an_undetermined_order():
     assert not any("slope 2.50" in s for s in labels)
     fitted = [line for line in ax.lines if len(line.get_xdata()) == 10]  # a fit is drawn on 10 points
     assert len(fitted) == 2  # strong and weak (theta), not the weak loss
+
+
+@pytest.mark.parametrize(
+    "weak, label",
+    [
+        ((1.05, [0.98, 1.1]), "SGD weak ||E.||: slope 1.05 [0.98, 1.10]"),
+        ((1.05, [0.70, 2.17]), "SGD weak ||E.||: slope undetermined at 4096 members [0.70, 2.17]"),
+        ((None, None), "SGD weak ||E.||: no slope (needs at least 3 learning rates with an error, got 2)"),
+    ],
+)
+def test_the_limit_scripts_panel_labels_each_kind_of_order(weak, label):
+    """scripts/limit.py's panel (a): a slope, an undetermined one (no line), none (one rate without an error)."""
+    from dlnlab.plots import new_figure
+    from scripts.limit import _orders_panel
+
+    lrs = [0.02, 0.01, 0.005]
+    gd = {"convergence_order": 1.0, "convergence_order_modified": 2.0,
+          "series": {f"sgd_lr_{lr!r}": {"lr": lr, "max_dist_to_flow": lr, "max_dist_to_modified_flow": lr**2}
+                     for lr in lrs}}  # fmt: skip
+    order, ci = weak
+    lim = {
+        "members": 4096, "lrs": lrs,
+        "strong": {**_error(0.5, [0.49, 0.51]), "max": [0.14, 0.1, 0.07], "max_ci90": [None] * 3},
+        "weak_theta": {**_error(order, ci), "max": [4e-3, 2e-3, None if order is None else 1e-3],
+                       "max_ci90": [[3e-3, 5e-3], None, None]},
+    }  # fmt: skip
+    if order is None:
+        lim["weak_theta"]["message"] = "needs at least 3 learning rates with an error, got 2"
+    ax = new_figure((4, 3)).subplots()
+    _orders_panel(ax, gd, {"sgd_limit": lim, "grid": {"t_max": 5.0}})
+    assert label in [c.get_label() for c in ax.containers]
+    fitted = [line for line in ax.lines if len(line.get_xdata()) == 10]
+    assert len(fitted) == 3 + (
+        label.endswith("[0.98, 1.10]")
+    )  # GD's two, SGD's strong, the weak one if fixed
