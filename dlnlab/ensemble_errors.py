@@ -25,7 +25,7 @@ import numpy as np
 
 from dlnlab.metrics import theta_rows
 
-__all__ = ["error_curves"]
+__all__ = ["error_curves", "order_undetermined"]
 
 
 def _aligned(arrays: dict, flow: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +75,14 @@ def _debiased(gap2: np.ndarray, spread: np.ndarray, members: int) -> np.ndarray:
     if members < 2:
         return np.sqrt(gap2)
     return np.sqrt(np.maximum(gap2 - np.maximum(spread, 0.0) / (members - 1), 0.0))
+
+
+def order_undetermined(order: float | None, ci90) -> bool:
+    """An order in eta its bootstrap interval does not pin down: the interval holds 0 (no dependence on
+    eta cannot be told apart) or is wider than the order itself. The weak errors need E well above
+    1 / eta members; below that their mean is Monte Carlo noise and a slope through it means nothing
+    (2.5 [-0.95, 4.0] for the weak loss at 4096 members on the Figure 1 net)."""
+    if order is None or not ci90 or None in ci90:
+        return False
+    lo, hi = ci90
+    return lo <= 0.0 <= hi or hi - lo > abs(order)

@@ -74,6 +74,8 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
     weak errors before the first saddle escape, with 90% bootstrap bars."""
     import numpy as np
 
+    from dlnlab.ensemble_errors import order_undetermined
+
     lrs = sorted(e["lr"] for e in gd["series"].values() if e.get("lr") is not None)
     plain = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_flow"] for lr in lrs]
     mod = [gd["series"][f"sgd_lr_{lr!r}"]["max_dist_to_modified_flow"] for lr in lrs]
@@ -90,12 +92,19 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
         ("weak_theta", "C0", "v", "SGD weak ||E.||"),
     ):
         e = lim[key]
-        vals = np.asarray(e["max"], dtype=np.float64)
-        err = np.abs(np.asarray(e["max_ci90"], dtype=np.float64).T - vals)
-        lo, hi = e["ci90"]
-        ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8,
-                    label=f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]")  # fmt: skip
-        _slope_line(ax, np.asarray(lim["lrs"]), vals, e["order"], color=color, lw=0.8)
+        vals = np.asarray([np.nan if v is None else v for v in e["max"]], dtype=np.float64)
+        bars = np.asarray([b or [v, v] for b, v in zip(e["max_ci90"], vals)], dtype=np.float64)
+        err = np.abs(bars.T - vals)
+        if e["order"] is None:  # fewer rates with an error than sgd.order_fit
+            text = f"{label}: no slope ({e.get('message') or 'too few learning rates'})"
+        elif order_undetermined(e["order"], e["ci90"]):  # its interval does not fix a slope
+            text = f"{label}: slope undetermined at {lim['members']} members [{e['ci90'][0]:.2f}, {e['ci90'][1]:.2f}]"
+        else:
+            lo, hi = e["ci90"] or (np.nan, np.nan)
+            text = f"{label}: slope {e['order']:.2f} [{lo:.2f}, {hi:.2f}]"
+            used = [lim["lrs"].index(lr) for lr in e.get("lrs_used") or lim["lrs"]]
+            _slope_line(ax, np.asarray(lim["lrs"])[used], vals[used], e["order"], color=color, lw=0.8)
+        ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8, label=text)
     from dlnlab.plots import lr_axis
 
     lr_axis(ax, [*lrs, *lim["lrs"]])

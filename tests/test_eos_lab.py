@@ -96,6 +96,14 @@ def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     assert c["threshold"] == pytest.approx(thr) and c["t_edge"] is not None and c["t_edge"] < 2.0
     assert c["max_excess"] <= 1e-6  # S never past 2/eta beyond the solver's tolerance
     on = arr["sigma_trace"] > 0
+    # held to the solver's accuracy once past the switch-on point, where S is still closing on 2/eta
+    dev = np.abs(arr["central_sharpness"] / thr - 1)
+    assert c["sharpness_entering_edge"] == pytest.approx(dev[on].max(), rel=1e-9)
+    assert c["sharpness_on_edge"] == pytest.approx(
+        dev[on & (arr["t"] >= c["t_edge_settled"])].max(), rel=1e-6
+    )
+    assert c["sharpness_on_edge"] <= 1e-7 and c["sharpness_entering_edge"] > 1e3 * c["sharpness_on_edge"]
+    assert c["t_edge"] < c["t_edge_settled"] < c["t_edge"] + 0.5
     assert on.sum() > 10 and np.abs(arr["central_sharpness"][on][-20:] / thr - 1).max() <= 1e-4
     # below the edge it is the gradient flow (the core's test_eos_central checks it to the solver's tolerance)
     before = arr["t"] < c["t_edge"]
@@ -227,6 +235,7 @@ def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_pa
     assert e["gfs_non_increasing"] and e["flow_limit_sharpness"] > e["threshold"] > e["balanced_sharpness"]
     c = res["series"][f"cflow_lr_{EDGE_LR!r}"]["central"]
     assert c["max_excess"] <= 1e-8 and abs(c["final_sharpness"] / c["threshold"] - 1) <= 1e-6
+    assert c["sharpness_on_edge"] <= 1e-8 and c["sharpness_entering_edge"] > 1e-4  # 2.8e-9 and 1.5e-3 here
     assert p["central_pinned"] <= 1e-3 and p["ratio_max"] < 1.0  # GD's average nearer the central flow
     assert p["loss_parting"] is not None and 2.0 < p["loss_parting"] < 20.0
 
@@ -274,3 +283,29 @@ def test_t_leave_is_when_sigma_switches_off_for_good_and_none_while_it_is_on():
     off_at_end = central_entry(0.5, t, sharp, np.array([0, 1, 1, 0, 1, 0.0]), crit, loss, loss, nan, 0)
     assert on_at_end.t_edge == off_at_end.t_edge == 1.0
     assert on_at_end.t_leave is None and off_at_end.t_leave == 4.0
+
+
+def test_sharpness_on_edge_is_measured_past_the_switch_on_transient():
+    """S closes on 2/eta like exp(-(t - t_on)/delta), delta = 0.1 eta (tenfold per grid point here, as on
+    experiment=eos), down to a floor of 1-3e-9 (the solver's accuracy); Sigma switches off at t = 2 and on
+    again at t = 2.5 with a transient of its own. The edge is held to the floor: sharpness_on_edge; the
+    switch-on point's 1.5e-3 is sharpness_entering_edge."""
+    from dlnlab.lab.results import central_entry
+
+    lr, dt = 0.2163, 0.05
+    thr = 2 / lr
+    t = np.round(np.arange(0, 4 + dt / 2, dt), 10)
+    floor = 1e-9 * (1 + np.arange(len(t)) % 3)
+    on = (t >= 0.8) & ((t < 2.0) | (t >= 2.5))
+    since = np.where(t >= 2.5, t - 2.5, t - 0.8)
+    first_gap = np.where(t >= 2.5, 1e-4, 1.5e-3)
+    decay = np.exp(-since / (0.1 * lr))  # exp(-dt / delta) = 0.099 per grid point
+    gap = np.where(on, first_gap * decay + floor, 0.02 + 0.01 * t)
+    sharp = thr * (1 - gap)
+    loss, nan = np.ones(len(t)), np.full(len(t), np.nan)
+    c = central_entry(lr, t, sharp, on * 0.02, on * 1.0, loss, loss, nan, 0)
+    assert c.t_edge == 0.8 and c.sharpness_entering_edge == pytest.approx(1.5e-3 + floor[16], rel=1e-9)
+    assert 3.5e-9 >= c.sharpness_on_edge >= 3e-9  # the floor's top, not a transient
+    assert 0.8 + 5 * dt <= c.t_edge_settled <= 0.8 + 8 * dt
+    # the old definition, the largest over every point on the edge, was the switch-on point's
+    assert np.max(np.abs(sharp[on] - thr) / thr) == c.sharpness_entering_edge

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its 
 
 
 def _log10(x):
+    """log10 where x > 0, NaN elsewhere (a chart never draws log10 |x| of a negative value)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(np.abs(x))
+        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
 
 # tags whose values come from columns of the series npz: TensorBoard must hold their extremes exactly
@@ -33,6 +34,8 @@ NPZ_TAGS = {
     "saddle/log10_dist_best_rank": lambda a: _log10(a["dist_best_rank"]),
     "curvature/lambda_min": lambda a: a["lambda_min"],
     "curvature/log10_sharpness": lambda a: _log10(a["sharpness"]),
+    "curvature/log10_eig_2": lambda a: _log10(a["top_eigs"][:, 1]),
+    "curvature/eig_2": lambda a: a["top_eigs"][:, 1],
     "dist/log10_flow": lambda a: _log10(a["dist_to_flow"]),
     "modes/strength_2": lambda a: a["mode_strength"][:, 1],
     "conservation/log10_drift": lambda a: _log10(a["cons_drift"].max(axis=1)),
@@ -135,6 +138,29 @@ def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path, reques
     for title, patterns in charts.items():  # a chart only for what the run logged
         assert any(re.fullmatch(p.strip("^$"), tag) for p in patterns for tag in logged), title
     assert not any("modified" in t or "strong" in t or "spread" in t for t in charts)
+
+
+def test_a_negative_eigenvalue_is_charted_signed_never_as_log10_of_its_size(tmp_path):
+    """The 1-1-1 net at a tiny init sits by the strict saddle at 0, where the Hessian's eigenvalues are
+    about +2 and -2: the 2nd is charted as it is (curvature/eig_2 < 0) and has no log10 point, where
+    log10 |lambda_2| would draw 0.3, a curvature of +2."""
+    out = tmp_path / "run"
+    args = ["model.dims=[1,1,1]", "data.singular_values=[2.0]", "init.scale=0.01", "flow.t_max=1",
+            "sgd.lrs=[]", "log.top_eigs=2"]  # fmt: skip
+    assert run(make_cfg(["experiment=tiny", *QUIET, *args]), output_dir=out).exit_code == 0
+    eig = np.load(out / "series" / "flow.npz")["top_eigs"]
+    eig = eig[np.isfinite(eig[:, 0])]
+    assert (eig[:, 0] > 1.9).all() and (eig[:, 1] < -1.9).all()
+    scalars = _tb_scalars(out, "flow")
+    signed = np.array([e.value for e in scalars["curvature/eig_2"]])
+    np.testing.assert_allclose(signed, eig[:, 1], rtol=2e-7)  # float32 in the event files
+    assert "curvature/log10_eig_2" not in scalars
+    sharp = np.array([e.value for e in scalars["curvature/log10_sharpness"]])
+    np.testing.assert_allclose(sharp, np.log10(eig[:, 0]), rtol=2e-7)
+    charts = _layout(out)
+    assert charts["the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart)"] == [
+        "^curvature/eig_[0-9]+$"
+    ]
 
 
 def test_the_logger_is_chosen_in_the_config(tmp_path):

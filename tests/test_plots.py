@@ -122,6 +122,34 @@ def test_every_figure_builds_strictly_with_consistent_series_colours(tiny_run):
     assert len({next(iter(cs)) for cs in colours.values()}) == len(colours)  # distinct per series
 
 
+def _cielab(color) -> np.ndarray:
+    """CIELAB (D65) of a matplotlib colour: sRGB decoded, to XYZ, to L*a*b*."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(color))
+    lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+    f = np.cbrt(xyz / np.array([0.95047, 1.0, 1.08883]))  # every colour here is above the linear toe
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_every_learning_rate_has_a_colour_apart_from_the_flows():
+    """Twenty learning rates: none gets the flow's colour (TensorBoard's palette would give it to the
+    7th); the six largest keep TensorBoard's colours, and the twelve largest are as far apart from each
+    other and from the flow as the palette's own closest pair (CIELAB distance 19.6)."""
+    from dlnlab.plots._style import FLOW_COLOR, RUN_PALETTE, series_colors
+
+    lrs = [0.1 / 2**i for i in range(20)]
+    colors = series_colors(lrs)
+    assert [colors[lr] for lr in lrs[:6]] == list(RUN_PALETTE[1:])
+    assert FLOW_COLOR not in colors.values()
+    first = [FLOW_COLOR, *(colors[lr] for lr in lrs[:12])]
+    labs = [_cielab(c) for c in first]
+    closest = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1 :])
+    assert closest >= 19.5, closest
+    assert series_colors(lrs[:3]) == {lr: colors[lr] for lr in lrs[:3]}  # a rate's colour: its rank
+
+
 def _inside(fig) -> bool:
     """Every drawn artist (titles, labels, legends, level labels) lies within the figure: no clipping."""
     fig.canvas.draw()

@@ -159,8 +159,13 @@ def test_escape_branches_follow_the_sign_rule(h):
     for k, b in branches.items():
         mk = float(pr.modes[k])
         assert b["sign_rule_ok"]
-        assert b["unstable_loss_change"] == pytest.approx(-b["predicted_loss_change"], rel=1e-2)
-        assert b["stable_loss_change"] == pytest.approx(b["predicted_loss_change"], rel=1e-2)
+        # signed alike, L(theta + delta) - L(theta): a^h = 1e-3 m_k (the default amplitude), so the
+        # leading order is -+ m_k a^h = -+ 1e-3 m_k^2
+        assert b["predicted_unstable_loss_change"] == pytest.approx(-1e-3 * mk**2, rel=1e-12)
+        assert b["predicted_stable_loss_change"] == pytest.approx(1e-3 * mk**2, rel=1e-12)
+        assert b["unstable_loss_change"] == pytest.approx(b["predicted_unstable_loss_change"], rel=1e-2)
+        assert b["stable_loss_change"] == pytest.approx(b["predicted_stable_loss_change"], rel=1e-2)
+        assert "predicted_loss_change" not in b  # the former magnitude, of no sign
         if h == 2:  # the branches are Hessian eigendirections (1, 1) and (1, -1)
             assert b["unstable_curvature"] == pytest.approx(-mk, rel=1e-8)
             assert b["stable_curvature"] == pytest.approx(mk, rel=1e-8)

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
+from dlnlab.ensemble_errors import order_undetermined
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
 from dlnlab.plots._panels import legend, lr_axis, time_axis
 from dlnlab.plots._style import COLUMN, new_figure
@@ -97,17 +98,20 @@ LIMIT_STYLE = {  # key: (label, marker, expected order)
 def _orders_axes(ax, lim: dict) -> None:
     """The largest strong and weak errors against eta (90% bootstrap bars) with their fitted slopes."""
     lrs = np.asarray(lim["lrs"], dtype=np.float64)
-    fit = set(lim.get("fit_lrs") or [])
     for i, (key, (label, marker, _)) in enumerate(LIMIT_STYLE.items()):
         vals = np.asarray([np.nan if v is None else v for v in lim[key]["max"]], dtype=np.float64)
         ok = np.isfinite(vals) & (vals > 0)
         color = f"C{i}"
         order, ci = lim[key].get("order"), lim[key].get("ci90") or [np.nan, np.nan]
         text = f"{label}: slope {order:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if order is not None else label
+        if order_undetermined(order, lim[key].get("ci90")):  # no slope drawn: the interval does not fix one
+            text = f"{label}: slope undetermined at {lim['members']} members [{ci[0]:.2f}, {ci[1]:.2f}]"
+            order = None
         bars = lim[key].get("max_ci90") or [None] * len(vals)
         err = np.asarray([[v - b[0], b[1] - v] if b else [0.0, 0.0] for v, b in zip(vals, bars)]).T
         ax.errorbar(lrs[ok], vals[ok], yerr=np.clip(err[:, ok], 0, None), fmt=marker, color=color, ms=4,
                     capsize=2, lw=0.8, label=text)  # fmt: skip
+        fit = set(lim[key].get("lrs_used") or lim.get("fit_lrs") or [])  # an older summary: no lrs_used
         pts = [(a, v) for a, v, o in zip(lrs, vals, ok) if o and a in fit]
         if order is not None and len(pts) >= 2:
             x = np.log([p[0] for p in pts])

@@ -37,7 +37,8 @@ class EscapeDirections:
     ``sign_rule`` (degenerate Hessian: algebraic escape of order ``unstable_order``) or None;
     unstable_rate, unstable_mode: the rate and mode of the unstable direction; escape: exponential or
     algebraic; hessian_degenerate; lambda_min; n_negative_eigenvalues; branches: per unlearnt mode its
-    stable and unstable branches with their measured and predicted loss changes; unstable_direction:
+    stable and unstable branches with their measured and predicted loss changes (each signed,
+    L(theta + delta) - L(theta): the unstable branch's negative, the stable's positive); unstable_direction:
     (p,) the direction (not stored in summaries).
     """
 
@@ -140,7 +141,9 @@ def _branch(
         amplitude=a,
         unstable_loss_change=lp,
         stable_loss_change=lm,
-        predicted_loss_change=float(m_k * a**h),
+        # the leading order, signed as the measured changes, L(theta + delta) - L(theta)
+        predicted_unstable_loss_change=-float(m_k * a**h),
+        predicted_stable_loss_change=float(m_k * a**h),
         unstable_curvature=curvature(dplus),
         stable_curvature=curvature(dminus),
         sign_rule_ok=bool(lp < 0 < lm),
@@ -238,8 +241,10 @@ def escape_directions(
     delta^+ = (a f_1 w_k^T, a f_2 f_1^T, ..., a u_k f_{h-1}^T) and delta^- (first layer negated), with
     w_k = Sxx^{+1/2} v_k and a^h = ``amplitude`` * m_k. Along delta^+ the product gains +a^h u_k w_k^T
     and the loss changes by -m_k a^h + O(a^2h) (unstable branch, u_k grows to m_k); along delta^- by
-    +m_k a^h (stable branch, u_k decays). Reported: the measured loss changes, their leading-order
-    prediction, the curvatures delta^T H delta / |delta|^2 (-m_k and +m_k for h = 2; 0 for h >= 3,
+    +m_k a^h (stable branch, u_k decays). Reported: the measured loss changes
+    ``unstable_loss_change`` and ``stable_loss_change``, L(theta + delta) - L(theta), and their leading
+    orders ``predicted_unstable_loss_change`` = -m_k a^h and ``predicted_stable_loss_change`` = +m_k a^h
+    (signed alike: negative where the loss falls), the curvatures delta^T H delta / |delta|^2 (-m_k and +m_k for h = 2; 0 for h >= 3,
     where the Hessian is degenerate and the order-h sign rule decides), and, with
     ``trajectory_theta`` (p,), the sign of the trajectory's own mode strength (which branch it is on).
 

@@ -184,7 +184,7 @@ class SGDConfig:
     momentum: float = 0.0  # heavy ball beta in [0, 1); a step stands for time lr / (1 - beta)
     seed: int | None = None  # minibatch seed (null: derived from seed)
     blowup: float = 1000.0  # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite
-    order_fit: int = 3  # the convergence order is fitted over this many smallest non-diverged learning rates (>= 3)
+    order_fit: int = 3  # every order in eta is fitted over this many smallest learning rates with a value (>= 3; fewer: no order)
     sme: bool = False  # with an ensemble and minibatches: the SME's ensemble at each learning rate too (sme_lr_<lr>)
     # edge-of-stability diagnostics of each GD series (series edge_lr_<lr>: GD at every step through the crossing of 2/eta, docs/eos.md); on with flow.central; full-batch GD only
     edge: bool = False

@@ -14,7 +14,15 @@ from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
     "._recorder": ["SeriesRecorder", "open_recorder", "end_workers", "block_points", "forget_inherited"],
-    "._tags": ["TagPlan", "RunCharts", "ENSEMBLE_STATS", "step_scale", "tensorboard_layout", "Thinner"],
+    "._tags": [
+        "TagPlan",
+        "RunCharts",
+        "ENSEMBLE_STATS",
+        "step_scale",
+        "tensorboard_layout",
+        "Thinner",
+        "log10_positive",
+    ],
     "._logging": [
         "TensorBoardLogger",
         "make_logger",

@@ -14,7 +14,9 @@ defaults cannot mislead:
   convergence order is fitted to; lambda_min's range), the series also logs that extreme as a
   constant line over the whole horizon (:func:`extreme_lines`); the loss chart carries the plateau
   levels L*_r the same way. A constant line holds 1000 points, so the extreme is inside the range.
-* **Log axes by tag**: quantities that span decades are logged as log10 (``.../log10_*``).
+* **Log axes by tag**: quantities that span decades are logged as log10 (``.../log10_*``) where they
+  are positive (:func:`log10_positive`); the one signed quantity among them, the next top Hessian
+  eigenvalues, is also logged as it is, in a chart of its own.
 * **Smoothing** (0.6 by default) only touches dense curves here: categorical and per-mode numbers
   are tables (Text) and single numbers are HParams columns, never charts.
 
@@ -43,6 +45,7 @@ __all__ = [
     "RunCharts",
     "ENSEMBLE_STATS",
     "SPREAD_TAGS",
+    "log10_positive",
 ]
 
 ENSEMBLE_STATS = {"min": 0.0, "q25": 0.25, "median": 0.5, "q75": 0.75, "max": 1.0}
@@ -66,9 +69,16 @@ def x_label(dt: float) -> str:
     return f"x: {n} t, so 1{unit} is t = 1"
 
 
-def _log10(x) -> np.ndarray:
+def log10_positive(x) -> np.ndarray:
+    """log10 of the positive values; NaN (a point not drawn) at 0, below and where not finite. Never
+    log10 |x|: a Hessian eigenvalue of -2 would read as +2, a positive curvature (the 2nd eigenvalue at
+    a strict saddle). Of the logged quantities only the next top eigenvalues can be negative (the
+    sharpness cannot: L is a convex quadratic in each W_j alone, so each diagonal block of H is positive
+    semi-definite and tr H >= 0); they are also logged signed (``curvature/eig_<i>``)."""
+    a = np.asarray(x, dtype=np.float64)
+    pos = a > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(np.abs(np.asarray(x, dtype=np.float64)))
+        return np.where(pos, np.log10(np.where(pos, a, 1.0)), np.nan)
 
 
 @dataclass(frozen=True)
@@ -97,33 +107,40 @@ class TagPlan:
 def _columns(block: Mapping[str, np.ndarray], plan: TagPlan) -> list[tuple[str, np.ndarray]]:
     """(tag, values per row) of a block of metrics; the same tag names in every series."""
     n = len(block["t"])
-    cols = [("loss/loss", np.asarray(block["loss"], dtype=np.float64)), ("loss/log10", _log10(block["loss"]))]
+    cols = [
+        ("loss/loss", np.asarray(block["loss"], dtype=np.float64)),
+        ("loss/log10", log10_positive(block["loss"])),
+    ]
     cols += [(f"loss/level_{r}", np.full(n, lv)) for r, lv in enumerate(plan.levels)]
     strength = block["mode_strength"]
     cols += [(f"modes/strength_{k + 1}", strength[:, k]) for k in range(strength.shape[1])]
     cols += [(f"modes/m_{k + 1}", np.full(n, m)) for k, m in enumerate(plan.modes)]
     cols += [
-        ("saddle/log10_grad_norm", _log10(block["grad_norm"])),
-        ("saddle/log10_dist_best_rank", _log10(block["dist_best_rank"])),
+        ("saddle/log10_grad_norm", log10_positive(block["grad_norm"])),
+        ("saddle/log10_dist_best_rank", log10_positive(block["dist_best_rank"])),
     ]
     drift = np.asarray(block["cons_drift"])
     if drift.shape[1]:
         with np.errstate(invalid="ignore"):
-            cols.append(("conservation/log10_drift", _log10(np.max(drift, axis=1))))
+            cols.append(("conservation/log10_drift", log10_positive(np.max(drift, axis=1))))
     if plan.curvature:
         cols += [
             ("curvature/lambda_min", block["lambda_min"]),
-            ("curvature/log10_sharpness", _log10(block["sharpness"])),
+            ("curvature/log10_sharpness", log10_positive(block["sharpness"])),
         ]
         top = block.get("top_eigs")  # the 2nd, 3rd, ... eigenvalues (the 1st is the sharpness)
         if top is not None and np.ndim(top) == 2:
-            cols += [(f"curvature/log10_eig_{i + 1}", _log10(top[:, i])) for i in range(1, top.shape[1])]
+            for i in range(1, top.shape[1]):
+                cols += [
+                    (f"curvature/log10_eig_{i + 1}", log10_positive(top[:, i])),
+                    (f"curvature/eig_{i + 1}", top[:, i]),
+                ]
         if plan.lr is not None:
             cols.append(("curvature/log10_two_over_lr", np.full(n, math.log10(2.0 / plan.lr))))
     if "dist_to_flow" in block:
-        cols.append(("dist/log10_flow", _log10(block["dist_to_flow"])))
+        cols.append(("dist/log10_flow", log10_positive(block["dist_to_flow"])))
     if "dist_to_modified" in block:
-        cols.append(("dist/log10_modified", _log10(block["dist_to_modified"])))
+        cols.append(("dist/log10_modified", log10_positive(block["dist_to_modified"])))
     return cols
 
 
@@ -263,13 +280,15 @@ class Thinner:
 class RunCharts:
     """What a run computes, so that its layout has a chart for each computed quantity and no other.
 
-    sgd: (S)GD series run; curvature: lambda_min and the sharpness on the analysis grid; modified: GD's
+    sgd: (S)GD series run; curvature: lambda_min and the sharpness on the analysis grid; top_eigs: the
+    top Hessian eigenvalues each analysis point computes (log.top_eigs); modified: GD's
     modified flows; limit: the strong and weak errors (``ensemble.vary=sgd``); sme: the SME ensembles;
     spread: the series of an ensemble (each gets band charts of its own)."""
 
     dt: float
     sgd: bool = True
     curvature: bool = True
+    top_eigs: int = 1
     modified: bool = False
     central: bool = False  # GD's central flows (flow.central) and edge-of-stability series (sgd.edge)
     limit: bool = False
@@ -309,6 +328,10 @@ def tensorboard_layout(run: RunCharts) -> dict:
         main["Hessian lambda_min (< 0 near a strict saddle), and its range as lines"] = _chart(
             "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
         )
+        if run.top_eigs > 1:  # the log chart above leaves out their values <= 0
+            main["the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart)"] = (
+                _chart("curvature/eig_[0-9]+")
+            )
     if run.central:
         main[
             "edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"

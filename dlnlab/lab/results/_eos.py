@@ -24,6 +24,21 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def settled_on_edge(deviation: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """The points of ``on`` past each switch-on transient. Where Sigma switches on, S is still closing
+    on 2/eta: the lookahead delta = 0.1 eta (dlnlab.eos' LOOKAHEAD) brings it in like exp(-t/delta),
+    tenfold per 0.05 of t at eta = 0.2163, from 1.5e-3 x 2/eta at the first grid point on the edge of
+    experiment=eos to the solver's accuracy (1e-9) five points later. Each stretch of ``on`` is cut
+    where ``deviation`` (|S - 2/eta| / (2/eta)) first stops falling: that point and the rest are
+    settled; a stretch that falls to its end keeps its last point."""
+    settled = np.zeros(len(on), dtype=bool)
+    idx = np.flatnonzero(on)
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if len(idx) else []:
+        stops = np.flatnonzero(np.diff(deviation[run]) >= 0)
+        settled[run[stops[0] if len(stops) else len(run) - 1 :]] = True
+    return settled
+
+
 def central_entry(
     lr: float,
     t,
@@ -42,6 +57,8 @@ def central_entry(
     ok = np.isfinite(sharpness)
     on = ok & (np.nan_to_num(sigma_trace) > 0)
     t_on = t[on]
+    deviation = np.abs(sharpness - thr) / thr
+    settled = settled_on_edge(deviation, on)
     before = np.isfinite(dist) & (t < t_on[0] if len(t_on) else np.isfinite(dist))
     last = np.flatnonzero(ok)[-1] if ok.any() else None
     return CentralFlowEntry(
@@ -49,7 +66,7 @@ def central_entry(
         t_edge=float(t_on[0]) if len(t_on) else None,
         t_leave=float(t_on[-1]) if len(t_on) and last is not None and not on[last] else None,
         edge_share=float(on.sum() / max(ok.sum(), 1)),
-        sharpness_on_edge=_num(np.max(np.abs(sharpness[on] - thr)) / thr) if on.any() else None,
+        sharpness_on_edge=_num(np.max(deviation[settled])) if settled.any() else None,
         max_excess=_num(np.max((sharpness[ok] - thr) / thr)) if ok.any() else None,
         max_critical=int(np.nanmax(n_critical)) if ok.any() else 0,
         final_sharpness=None if last is None else _num(sharpness[last]),
@@ -58,6 +75,8 @@ def central_entry(
         max_dist_to_flow_before_edge=_num(np.max(dist[before])) if before.any() else None,
         eig_iterations=int(iterations),
         eig_unconverged=int(unconverged),
+        t_edge_settled=float(t[settled][0]) if settled.any() else None,
+        sharpness_entering_edge=_num(np.max(deviation[on])) if on.any() else None,
     )  # fmt: skip
 
 

@@ -11,7 +11,8 @@ E the mean over the members. The strong error uses each series' ``dist_to_flow``
 series' exact times k tau); the weak errors compare with the flow's recorded grid, so they use the
 rows whose time k tau is a grid time (all rows when eta divides ``log.dt``). Each is reduced to its
 largest value over a window of time, and its order in eta is the slope of log error against log eta
-over the ``sgd.order_fit`` smallest learning rates. The windows are the whole horizon and the
+over the ``sgd.order_fit`` smallest learning rates with an error (the rule of GD's convergence order:
+with fewer, no order; ``lrs_used`` records the rates fitted). The windows are the whole horizon and the
 stretches between the flow's saddle escapes (its plateau exits): the error constant of a stretch,
 C = error / eta^p with p the expected order, shows how much each escape amplifies the noise. The
 confidence intervals (90%) come from the bootstrap over members (members drawn with replacement,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlnlab.ensemble_errors import error_curves
+from dlnlab.lab.results._summary import fit_order
 from dlnlab.metrics import theta_rows
 from dlnlab.rundir import SME_PREFIX, lr_series_name, series_name
 from dlnlab.status import Status
@@ -44,13 +46,6 @@ RESHUFFLE_ORDER = {"strong": 1.0, "weak_theta": 1.0, "weak_loss": 1.0}
 BOOTSTRAP = 200
 
 
-def _slope(lrs, values) -> float | None:
-    pts = [(a, v) for a, v in zip(lrs, values) if v is not None and np.isfinite(v) and v > 0]
-    if len(pts) < 2:
-        return None
-    return float(np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0])
-
-
 def _window_max(t: np.ndarray, curves: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
     """The largest value of each curve (R, T) over lo <= t < hi; None when no point is in the window
     or every value there is NaN."""
@@ -60,16 +55,21 @@ def _window_max(t: np.ndarray, curves: np.ndarray, lo: float, hi: float) -> np.n
     return np.nanmax(curves[:, sel], axis=1)
 
 
-def _window_stats(lrs: list, fit: list, mean: list, boot: list, order_expected: float) -> dict:
+def _window_stats(lrs: list, n_fit: int, mean: list, boot: list, order_expected: float) -> dict:
     """Order, its 90% bootstrap interval and the error constant of one kind over one window; ``mean``
-    per lr the largest error of the mean curve (or None), ``boot`` per lr its R resampled values."""
-    pick = [i for i, lr in enumerate(lrs) if lr in fit]
-    order = _slope([lrs[i] for i in pick], [mean[i] for i in pick])
-    slopes = [_slope([lrs[i] for i in pick], [boot[i][b] if boot[i] is not None else None for i in pick])
-              for b in range(BOOTSTRAP)]  # fmt: skip
-    slopes = np.asarray([s for s in slopes if s is not None])
-    ci = [float(np.quantile(slopes, 0.05)), float(np.quantile(slopes, 0.95))] if len(slopes) else None
-    logs = [np.log(mean[i]) - order_expected * np.log(lrs[i]) for i in pick if mean[i] and mean[i] > 0]
+    per lr the largest error of the mean curve (or None), ``boot`` per lr its R resampled values. The
+    order follows GD's rule (:func:`fit_order`: the ``n_fit`` smallest rates with an error, else none);
+    each resample is fitted over the same rates, and one that lacks a value at any of them is left out."""
+    order, used, message = fit_order(lrs, mean, n_fit, "an error")
+    pick = [lrs.index(lr) for lr in used]
+    slopes = []
+    if order is not None:
+        for b in range(BOOTSTRAP):
+            slope = fit_order(used, [boot[i][b] if boot[i] is not None else None for i in pick], n_fit)[0]
+            if slope is not None:
+                slopes.append(slope)
+    ci = [float(np.quantile(slopes, 0.05)), float(np.quantile(slopes, 0.95))] if slopes else None
+    logs = [np.log(mean[i]) - order_expected * np.log(lrs[i]) for i in pick]
     return {
         "max": [None if v is None else float(v) for v in mean],
         "max_ci90": [
@@ -77,6 +77,8 @@ def _window_stats(lrs: list, fit: list, mean: list, boot: list, order_expected: 
         ],  # fmt: skip
         "order": order,
         "ci90": ci,
+        "lrs_used": used,
+        "message": message,
         "constant": float(np.exp(np.mean(logs))) if logs else None,
     }
 
@@ -114,7 +116,7 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     if not usable:
         return None
     lrs = [lr for lr, _ in usable]
-    fit = sorted(lrs)[: cfg.sgd.order_fit]
+    n_fit = cfg.sgd.order_fit
     size = cfg.ensemble.size
     escapes = _flow_escapes(state)
     edges = [0.0, *(t for t, _ in escapes), np.inf]
@@ -123,7 +125,7 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     rng = np.random.default_rng(seed)
     mean = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
     boot = {k: [[None] * len(lrs) for _ in windows] for k in LIMIT_KEYS}
-    out = {"members": size, "bootstrap": BOOTSTRAP, "lrs": lrs, "fit_lrs": fit, "curves": {}}
+    out = {"members": size, "bootstrap": BOOTSTRAP, "lrs": lrs, "fit_lrs": sorted(lrs)[:n_fit], "curves": {}}
     # one resample of the members for every learning rate: member e shares its minibatch seed across
     # them (common random numbers), so their errors are correlated and resampled together
     counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
@@ -137,12 +139,12 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
                 if got is not None:
                     mean[k][w][i], boot[k][w][i] = float(got[0]), got[1:]
     for k in LIMIT_KEYS:
-        out[k] = _window_stats(lrs, fit, mean[k][0], boot[k][0], expected[k])
+        out[k] = _window_stats(lrs, n_fit, mean[k][0], boot[k][0], expected[k])
     stretches = []
     for w, (lo, hi) in enumerate(windows[1:], start=1):
         entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
         for k in LIMIT_KEYS:
-            entry[k] = _window_stats(lrs, fit, mean[k][w], boot[k][w], expected[k])
+            entry[k] = _window_stats(lrs, n_fit, mean[k][w], boot[k][w], expected[k])
             before = stretches[-1][k]["constant"] if stretches else None
             now = entry[k]["constant"]
             entry[k]["growth"] = now / before if now is not None and before else None

@@ -5,8 +5,9 @@ the SME's."""
 from __future__ import annotations
 
 from dlnlab._util import fmt
+from dlnlab.ensemble_errors import order_undetermined
 
-__all__ = ["limit_lines", "escapes_table"]
+__all__ = ["limit_lines", "escapes_table", "order_text"]
 
 KINDS = (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "weak (loss)"))
 
@@ -14,6 +15,21 @@ KINDS = (("strong", "strong"), ("weak_theta", "weak (theta)"), ("weak_loss", "we
 def _interval(ci) -> str:
     lo, hi = ci or (None, None)
     return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def order_text(error: dict, members: int) -> str:
+    """An order with its 90 % interval, "1.02 [0.93, 1.1]"; an interval that does not pin it down
+    (:func:`order_undetermined`) gives no number: "undetermined at 4096 members (interval [-0.95, 4])"."""
+    if order_undetermined(error.get("order"), error.get("ci90")):
+        return f"undetermined at {members} members (interval {_interval(error['ci90'])})"
+    return f"{fmt(error.get('order'))} {_interval(error.get('ci90'))}"
+
+
+def _stretch_order(error: dict) -> str:
+    """A stretch's order, or "undetermined [a, b]" (its interval does not pin it down)."""
+    if order_undetermined(error.get("order"), error.get("ci90")):
+        return f"undetermined {_interval(error['ci90'])}"
+    return fmt(error.get("order"))
 
 
 def _stretch_lines(escapes: dict) -> list[str]:
@@ -30,7 +46,7 @@ def _stretch_lines(escapes: dict) -> list[str]:
         for s in stretches:
             e = s[key]
             growth = f" x{fmt(e['growth'])}" if e.get("growth") is not None else ""
-            cells.append(f"{fmt(e['constant'])}{growth} (order {fmt(e['order'])})")
+            cells.append(f"{fmt(e['constant'])}{growth} (order {_stretch_order(e)})")
         out.append(f"    {what}: constant max error / eta^{fmt(p)}: " + ", ".join(cells))
     return out
 
@@ -49,7 +65,7 @@ def limit_lines(summary: dict) -> list[str]:
     limit = summary.get("sgd_limit")
     if not limit:
         return []
-    parts = [f"{what} {fmt(limit[key]['order'])} {_interval(limit[key].get('ci90'))}" for key, what in KINDS]
+    parts = [f"{what} {order_text(limit[key], limit['members'])}" for key, what in KINDS]
     lines = [
         f"SGD against the flow over {limit['members']} members sharing their init, orders (90% bootstrap): "
         + ", ".join(parts)
@@ -81,7 +97,7 @@ def escapes_table(limit: dict) -> str:
         for key, _ in KINDS:
             e = s[key]
             growth = f" x{fmt(e['growth'])}" if e.get("growth") is not None else ""
-            cells.append(f"{fmt(e['constant'])}{growth} ({fmt(e['order'])})")
+            cells.append(f"{fmt(e['constant'])}{growth} ({_stretch_order(e)})")
         span = f"{fmt(s['t_start'])} .. {fmt(s['t_end']) if s['t_end'] is not None else 'end'}"
         rows.append(f"| {s['escapes_before']} | {span} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -266,7 +266,10 @@ class CentralFlowEntry(Record):
         "the last grid time with Sigma != 0 before Sigma = 0 to the end (null: on the edge at the end)", required=True
     )
     edge_share: float = key("the share of grid points with Sigma != 0", required=True)
-    sharpness_on_edge: float | None = key("max abs(S - 2/eta) / (2/eta) where Sigma != 0", required=True)
+    sharpness_on_edge: float | None = key(
+        "max abs(S - 2/eta) / (2/eta) where Sigma != 0, past each switch-on transient (t_edge_settled)",
+        required=True,
+    )
     max_excess: float | None = key("max (S - 2/eta) / (2/eta) over the grid (<= 0: never past)", required=True)
     max_critical: int = key("the most critical eigenvalues at one point", required=True)
     final_sharpness: float | None = key("S at the last grid point", required=True)
@@ -277,6 +280,12 @@ class CentralFlowEntry(Record):
     )
     eig_iterations: int = key("LOBPCG iterations of its eigensolves (0: dense)", required=True)
     eig_unconverged: int = key("its eigensolves whose LOBPCG did not converge (their eigenpairs used anyway)")
+    t_edge_settled: float | None = key(
+        "the first grid time on the edge past the switch-on transient (abs(S - 2/eta) stops falling)"
+    )
+    sharpness_entering_edge: float | None = key(
+        "max abs(S - 2/eta) / (2/eta) where Sigma != 0, transients included: S where Sigma switches on"
+    )
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dlnlab.status import FAILED, Status
 __all__ = [
     "RunStatus",
     "convergence_order",
+    "fit_order",
     "finish_sgd_entry",
     "flow_loss_rise",
     "versions",
@@ -226,8 +227,22 @@ class RunState:
         return summary
 
 
+def fit_order(lrs, values, n_fit: int, what: str = "a value") -> tuple[float | None, list[float], str]:
+    """The one rule of every order in eta (GD's convergence order, SGD's strong and weak orders): the slope
+    of log value against log lr over the ``n_fit`` smallest learning rates whose value is finite and
+    positive. With fewer such rates there is no order: (None, the rates that have a value, why); else
+    (slope, the rates fitted, "")."""
+    pts = sorted((lr, v) for lr, v in zip(lrs, values) if v is not None and math.isfinite(v) and v > 0)
+    if len(pts) < n_fit:
+        return None, [p[0] for p in pts], f"needs at least {n_fit} learning rates with {what}, got {len(pts)}"
+    use = pts[:n_fit]
+    slope = float(np.polyfit(np.log([p[0] for p in use]), np.log([p[1] for p in use]), 1)[0])
+    return slope, [p[0] for p in use], ""
+
+
 def convergence_order(lrs: list[float], dists: list[float], n_fit: int = 3) -> dict:
-    """Slope of log max_dist_to_flow against log lr over the ``n_fit`` smallest usable learning rates.
+    """Slope of log max_dist_to_flow against log lr over the ``n_fit`` smallest usable learning rates
+    with a distance (:func:`fit_order`).
 
     Returns {"order", "lrs_used", "pairwise": [{"lrs": [a, b], "order": ...}], "message"}.
     """
@@ -236,16 +251,8 @@ def convergence_order(lrs: list[float], dists: list[float], n_fit: int = 3) -> d
         {"lrs": [a, b], "order": math.log(db / da) / math.log(b / a)}
         for (a, da), (b, db) in zip(pts[:-1], pts[1:])
     ]
-    if len(pts) < n_fit:
-        return {
-            "order": None,
-            "lrs_used": [p[0] for p in pts],
-            "pairwise": pairwise,
-            "message": f"needs at least {n_fit} non-diverged learning rates with a distance, got {len(pts)}",
-        }
-    use = pts[:n_fit]
-    slope = float(np.polyfit(np.log([p[0] for p in use]), np.log([p[1] for p in use]), 1)[0])
-    return {"order": slope, "lrs_used": [p[0] for p in use], "pairwise": pairwise, "message": ""}
+    order, used, message = fit_order(lrs, dists, n_fit, "a distance")  # lrs: the non-diverged ones
+    return {"order": order, "lrs_used": used, "pairwise": pairwise, "message": message}
 
 
 def flow_loss_rise(loss: np.ndarray, t: np.ndarray, rel_tol: float) -> str | None:

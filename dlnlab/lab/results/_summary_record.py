@@ -53,7 +53,9 @@ class OrderFit(Record):
 
     order: float | None = key("the fitted order (null with too few learning rates)", required=True)
     lrs_used: list[float] = key(
-        "the learning rates fitted (the sgd.order_fit smallest usable)", required=True
+        "the learning rates fitted: the sgd.order_fit smallest usable with a distance (without an order: "
+        "those with one)",
+        required=True,
     )
     pairwise: list[dict] = key("the order between each pair of neighbouring learning rates", required=True)
     message: str = key("why there is no order, or empty", required=True)
@@ -65,9 +67,14 @@ class ErrorOrder(Record):
 
     max: list[float | None] = key("per learning rate: the largest error of the mean curve", required=True)
     max_ci90: list = key("per learning rate: its 90 % bootstrap interval", required=True)
-    order: float | None = key("the order in eta (slope over fit_lrs)", required=True)
+    order: float | None = key(
+        "the order in eta: the slope over the sgd.order_fit smallest rates with an error (null with fewer)",
+        required=True,
+    )
     ci90: list[float] | None = key("the order's 90 % bootstrap interval", required=True)
     constant: float | None = key("the error constant C = error / eta^expected order", required=True)
+    lrs_used: list[float] = key("the learning rates fitted (without an order: those with an error)")
+    message: str = key("why there is no order, or empty")
     growth: float | None = key("a stretch: its constant over the previous stretch's")
 
 
@@ -115,7 +122,10 @@ class LimitReport(Record):
     members: int = key("ensemble members", required=True)
     bootstrap: int = key("bootstrap resamples", required=True)
     lrs: list[float] = key("the learning rates measured", required=True)
-    fit_lrs: list[float] = key("those the orders are fitted over", required=True)
+    fit_lrs: list[float] = key(
+        "the sgd.order_fit smallest; an order takes the next rate where one has no error (its lrs_used)",
+        required=True,
+    )
     strong: ErrorOrder = key("E ||theta_sgd - theta_flow|| over the horizon (order 1/2)", record=ErrorOrder)
     weak_theta: ErrorOrder = key("||E theta_sgd - theta_flow|| over the horizon (order 1)", record=ErrorOrder)
     weak_loss: ErrorOrder = key("|E L_sgd - L_flow| over the horizon (order 1)", record=ErrorOrder)

@@ -28,7 +28,7 @@ from dlnlab import flow as flowmod
 from dlnlab.eos import CentralFlow
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import flow_nfe_budget
-from dlnlab.lab.record import SeriesRecorder, Thinner
+from dlnlab.lab.record import SeriesRecorder, Thinner, log10_positive
 from dlnlab.lab.results import central_entry
 from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
@@ -161,7 +161,7 @@ def _record(ctx: SeriesContext, task: SeriesTask, field: CentralFlow, states: to
 
 
 def _log10(x: float) -> float:
-    return math.log10(abs(x)) if x != 0 and math.isfinite(x) else math.nan
+    return float(log10_positive(x))  # NaN at x <= 0, never log10 |x|
 
 
 def _log_central(ctx: SeriesContext, task: SeriesTask, arrays: dict) -> None:

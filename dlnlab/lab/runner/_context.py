@@ -120,6 +120,7 @@ class SeriesContext:
             dt=cfg.log.dt,
             sgd=bool(self.plan.lrs),
             curvature=bool(self.metric_kw.get("analysis_every")),
+            top_eigs=int(self.metric_kw.get("top_eigs") or 1),
             modified=cfg.flow.modified,
             central=cfg.flow.central or cfg.sgd.edge,
             limit=shared_flow and bool(self.plan.lrs),

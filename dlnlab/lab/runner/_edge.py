@@ -32,7 +32,6 @@ import math
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from dlnlab.analysis import balanced_sharpness
@@ -53,7 +52,7 @@ from dlnlab.eos import (
 from dlnlab.errors import SeriesWarning
 from dlnlab.flow import integrate
 from dlnlab.lab.config import EDGE_STEPS
-from dlnlab.lab.record import Thinner, log_text
+from dlnlab.lab.record import Thinner, log10_positive, log_text
 from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines
 from dlnlab.lab.runner._central import central_solver
 from dlnlab.lab.runner._context import SeriesContext
@@ -288,11 +287,11 @@ def _log_edge(ctx: SeriesContext, lr: float, arrays: dict, entry: dict) -> None:
         logger.save()
         return
     dt, tags = ctx.plan.cfg.log.dt, ctx.tags(gd_name, lr)
-    columns = {"edge/log10_sharpness": np.log10(np.abs(arrays["top_eigs"][:, 0])),
-               "edge/log10_loss": _log10(arrays["loss"])}  # fmt: skip
+    columns = {"edge/log10_sharpness": log10_positive(arrays["top_eigs"][:, 0]),
+               "edge/log10_loss": log10_positive(arrays["loss"])}  # fmt: skip
     if "avg_loss" in arrays:
         columns.update({
-            "edge/log10_avg_loss": _log10(arrays["avg_loss"]), "edge/log10_flow_loss": _log10(arrays["flow_loss"]),
+            "edge/log10_avg_loss": log10_positive(arrays["avg_loss"]), "edge/log10_flow_loss": log10_positive(arrays["flow_loss"]),
             "edge/dist_ratio": arrays["dist_avg_central"] / arrays["dist_avg_flow"],
         })  # fmt: skip
     thin = Thinner(len(arrays["t"]), ctx.plan.cfg.log.tb_max_points)
@@ -305,8 +304,3 @@ def _log_edge(ctx: SeriesContext, lr: float, arrays: dict, entry: dict) -> None:
     for i, row in rows + thin.flush():
         logger.log_metrics(row, step=steps[i])
     logger.save()
-
-
-def _log10(x: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(np.abs(np.asarray(x, dtype=np.float64)))
