@@ -52,6 +52,15 @@ def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_ru
     # no TensorBoard run of their own: they are compared in their GD series' run
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(["flow", f"sgd_lr_{EDGE_LR!r}"])
     assert res["analysis"]["edge"]["spectra"] > 0 and res["analysis"]["edge"]["central_evals"] > 0
+    # the central flow at GD's steps: on the edge from where Sigma switches on (once here), pinned to
+    # 2/eta from where its gap |S - 2/eta| / (2/eta) stops falling
+    edge, p = _npz(out, f"edge_lr_{EDGE_LR!r}"), res["series"][f"edge_lr_{EDGE_LR!r}"]["predictions"]
+    gap, on = np.abs(edge["central_sharpness"] * EDGE_LR / 2 - 1), np.flatnonzero(edge["sigma_trace"] > 0)
+    assert len(on) > 10 and np.all(np.diff(on) == 1)
+    first = next(i for i in range(len(on) - 1) if gap[on[i + 1]] >= gap[on[i]])
+    assert p["central_entering"] == pytest.approx(gap[on].max(), rel=1e-12)
+    assert p["central_pinned"] == pytest.approx(gap[on[first:]].max(), rel=1e-12)
+    assert p["central_pinned"] < 1e-3 * p["central_entering"]
 
 
 @pytest.mark.lab
@@ -236,7 +245,8 @@ def test_the_reproduction_gd_hovers_the_central_flow_is_pinned_and_nearer(tmp_pa
     c = res["series"][f"cflow_lr_{EDGE_LR!r}"]["central"]
     assert c["max_excess"] <= 1e-8 and abs(c["final_sharpness"] / c["threshold"] - 1) <= 1e-6
     assert c["sharpness_on_edge"] <= 1e-8 and c["sharpness_entering_edge"] > 1e-4  # 2.8e-9 and 1.5e-3 here
-    assert p["central_pinned"] <= 1e-3 and p["ratio_max"] < 1.0  # GD's average nearer the central flow
+    assert p["central_pinned"] <= 1e-8 and p["central_entering"] > 1e-5  # 2.6e-9 and 7.3e-5 here
+    assert p["ratio_max"] < 1.0  # GD's average nearer the central flow
     assert p["loss_parting"] is not None and 2.0 < p["loss_parting"] < 20.0
 
 

@@ -58,7 +58,7 @@ _EXPORTS = {
         "finish_sgd_members",
         "aggregate_members",
     ],  # fmt: skip
-    "._eos": ["central_entry", "edge_lines"],
+    "._eos": ["central_entry", "edge_lines", "settled_on_edge"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],
     "._limit_text": ["limit_lines", "escapes_table"],
     "._saddles": ["analyze_run_saddles"],

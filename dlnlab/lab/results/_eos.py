@@ -15,7 +15,14 @@ import numpy as np
 from dlnlab._util import fmt
 from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry
 
-__all__ = ["CentralFlowEntry", "EdgeEntry", "PredictionEntry", "central_entry", "edge_lines"]
+__all__ = [
+    "CentralFlowEntry",
+    "EdgeEntry",
+    "PredictionEntry",
+    "central_entry",
+    "edge_lines",
+    "settled_on_edge",
+]
 
 
 def _num(x) -> float | None:
@@ -109,7 +116,7 @@ def edge_lines(summary: dict) -> list[str]:
             p = e.get("predictions")
             if p:
                 lines.append(
-                    f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta where Sigma != 0; GD's {p['window']}-step "
+                    f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta on the edge (past its switch-on); GD's {p['window']}-step "
                     f"average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}: distance ratio central/flow "
                     f"{fmt(p['ratio_median'])} (median), {fmt(p['ratio_last'])} at the end; predicted/averaged "
                     f"loss - 1 = {fmt(p['loss_rel_median'])} (median), parting at t = {fmt(p['loss_parting'])}; "

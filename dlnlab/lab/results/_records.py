@@ -356,7 +356,9 @@ class PredictionEntry(Record):
     loss_rel_median: float | None = key("predicted / averaged loss - 1: median", required=True)
     loss_parting: float | None = key("from when they differ by more than 2x to the end (null: never)", required=True)
     variance_ratio_median: float | None = key("GD's variance along u_1 / u_1^T Sigma u_1: median", required=True)
-    central_pinned: float | None = key("max abs(S - 2/eta) / (2/eta) of the central flow where Sigma != 0", required=True)
+    central_pinned: float | None = key("max abs(S - 2/eta) / (2/eta) of the central flow at GD's step times where "
+                                       "Sigma != 0, past each switch-on transient", required=True)
+    central_entering: float | None = key("the same, transients included: S where Sigma switches on")
     flows_reused: bool = key("both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
                              "every step is one of their times), not solved again")
 

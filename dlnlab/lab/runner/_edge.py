@@ -53,7 +53,7 @@ from dlnlab.errors import SeriesWarning
 from dlnlab.flow import integrate
 from dlnlab.lab.config import EDGE_STEPS
 from dlnlab.lab.record import Thinner, log10_positive, log_text
-from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines
+from dlnlab.lab.results import EdgeEntry, PredictionEntry, edge_lines, settled_on_edge
 from dlnlab.lab.runner._central import central_solver
 from dlnlab.lab.runner._context import SeriesContext
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
@@ -261,7 +261,9 @@ def _predictions(ctx: SeriesContext, task: SeriesTask, window, arrays: dict) -> 
     ratio = dist.ratio[torch.isfinite(dist.ratio)]
     rel = (predicted / avg_loss - 1)[torch.isfinite(avg_loss)]
     var_ok = torch.isfinite(measured) & (pred_var > 0)
-    on = central.sigma_trace > 0
+    on = (central.sigma_trace > 0).numpy()
+    gap = ((central.sharpness - 2 / lr).abs() * lr / 2).numpy()  # |S - 2/eta| / (2/eta)
+    pinned = settled_on_edge(gap, on)  # past each switch-on transient, as the central entry's
     ok = torch.isfinite(avg_loss)
     return PredictionEntry(
         window=WINDOW, t_first=float(t[ok][0]) if ok.any() else None, t_last=float(t[ok][-1]) if ok.any() else None,
@@ -270,7 +272,8 @@ def _predictions(ctx: SeriesContext, task: SeriesTask, window, arrays: dict) -> 
         loss_rel_median=_median(rel) if len(rel) else None,
         loss_parting=parting_time(t, predicted, avg_loss),
         variance_ratio_median=_median(measured[var_ok] / pred_var[var_ok]) if var_ok.any() else None,
-        central_pinned=float(((central.sharpness[on] - 2 / lr).abs() * lr / 2).max()) if on.any() else None,
+        central_pinned=float(gap[pinned].max()) if pinned.any() else None,
+        central_entering=float(gap[on].max()) if on.any() else None,
         flows_reused=reused,
     )  # fmt: skip
 
