@@ -55,14 +55,20 @@ def test_each_member_is_within_tolerance_of_its_exact_flow(batch, reference, met
             assert torch.equal(res.theta[:, k], one.theta)
 
 
-def test_a_member_that_fails_keeps_the_members_before_it(batch):
+def test_a_member_that_fails_ends_the_batch_with_the_rows_every_member_reached(batch):
+    """As a batch solved at once or in chunks: the rows all members reached (here the initial row
+    alone, as member 2 never started), no NaN; ``members`` says how far each got."""
     problem, thetas, t = batch
     first = integrate(problem, DIMS, thetas[0], t, Solver("lsoda"))
     with pytest.raises(FlowSolverError, match="member 1") as info:
         integrate(problem, DIMS, thetas, t, Solver("lsoda", max_nfe=first.nfe + 5))
     part = info.value.result
-    assert part.status == "solver_failed"
-    assert torch.equal(part.theta[:, 0], first.theta) and torch.isnan(part.theta[-1, 2]).all()
+    assert part.status == "solver_failed" and len(part.t) == 1 and torch.equal(part.theta[0], thetas)
+    m = part.members
+    assert m.status[:3] == ("ok", "solver_failed", "solver_failed") and len(m.status) == len(thetas)
+    assert float(m.t_reached[0]) == float(t[-1]) and 0 < float(m.t_reached[1]) < float(t[-1])
+    assert float(m.t_reached[2]) == float(t[0]) and m.nfe[0] == first.nfe and m.nfe[1] > 0 == m.nfe[2]
+    assert m.nlu.tolist() == [-1] * len(thetas)  # not reported by scipy's solves here
 
 
 def test_torchode_budget_and_progress(batch):

@@ -204,3 +204,30 @@ def test_sigterm_during_a_chunked_flow_stops_every_worker_and_resume_finishes(tm
     result = resume(out)
     assert result.exit_code == 0
     assert all(s["status"] == "ok" for s in result["series"].values())
+
+
+HAND_OVER = """
+import torch
+from dlnlab.flow import Solver, time_grid, vector_field
+from dlnlab.init import gaussian
+from dlnlab.lab.runner._flow_chunks import solve_in_chunks
+from dlnlab.network import pack
+from dlnlab.problem import RegressionProblem
+
+torch.set_num_threads(2)
+dims = [11, 6, 6, 6, 6, 4]
+problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, whiten=True, seed=0)
+theta0 = torch.stack([pack(gaussian(dims, 0.1, seed=k)) for k in range(4)])
+t = time_grid(3.0, dt=0.02)  # 151 rows x 2 members x 198: above torch's grain for a parallel copy
+out = solve_in_chunks(vector_field(problem, dims), theta0, t, Solver("lsoda"), chunk_members=2, workers=2)
+print(out.status.value, tuple(out.theta.shape))
+"""
+
+
+@pytest.mark.slow  # a subprocess (~5 s); latent in the lab, whose driver runs with one torch thread
+def test_chunks_whose_solver_hands_its_rows_over_at_the_end_do_not_hang_in_their_workers(tmp_path):
+    """lsoda gives its rows at the end of the solve: they were copied into the shared board with the
+    caller's torch threads, and a thread pool does not survive a fork (both workers hung in a futex)."""
+    proc = subprocess.run([sys.executable, "-c", HAND_OVER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[0] == "ok (151, 4, 198)"

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from dlnlab.flow._run import FlowSolverError
 from dlnlab.flow.solver import CHUNK_POINTS, TORCHDIFFEQ_FIXED, Solver
-from dlnlab.trajectory import Interrupted, Status, Trajectory
+from dlnlab.trajectory import Interrupted, MemberStats, Status, Trajectory
 
 __all__ = ["TORCHODE_METHODS", "member_norm", "integrate_torchode", "integrate_members"]
 
@@ -101,21 +101,21 @@ class _Budget(RuntimeError):
 
 def integrate_members(solve_one, theta0: Tensor, t: Tensor, method: str) -> Trajectory:
     """Member by member with ``solve_one(theta0_b) -> Trajectory``; stacked to (T, B, p). A member
-    that fails or is interrupted ends the batch with the members so far (NaN for the rest)."""
+    that fails or is interrupted ends the batch, with the rows every member reached (as a batch solved
+    at once, or in chunks, keeps): the members not started have their initial row only, so then the
+    batch has one row. ``members`` gives each member's status, time reached and counts."""
     start, done = time.perf_counter(), []
     b = theta0.shape[0]
 
     def stacked(status: Status, message: str) -> Trajectory:
-        theta = torch.full(
-            (len(t), b, theta0.shape[1]), float("nan"), dtype=theta0.dtype, device=theta0.device
-        )
+        rows = min(len(r.t) for r in done) if len(done) == b else 1
+        theta = theta0.unsqueeze(0).repeat(rows, 1, 1)  # a member not started: its initial row
         for i, res in enumerate(done):
-            theta[: len(res.t), i] = res.theta
-        rows = max((len(r.t) for r in done), default=1)
-        return Trajectory(t=t[:rows].clone(), theta=theta[:rows], status=status, message=message,
+            theta[:, i] = res.theta[:rows]
+        return Trajectory(t=t[:rows].clone(), theta=theta, status=status, message=message,
                           method=f"{method} (member by member)", nfe=sum(r.nfe for r in done),
                           njev=sum(r.njev for r in done), n_steps=sum(r.n_steps for r in done),
-                          wall_time_s=time.perf_counter() - start)  # fmt: skip
+                          wall_time_s=time.perf_counter() - start, members=_stats(done, b, t, status))  # fmt: skip
 
     for i in range(b):
         try:
@@ -128,3 +128,23 @@ def integrate_members(solve_one, theta0: Tensor, t: Tensor, method: str) -> Traj
             done.append(err.result)
             raise Interrupted(stacked(Status.INTERRUPTED, f"member {i}: {err.result.message}")) from err
     return stacked(Status.OK, f"reached t = {float(t[-1]):g} ({len(t)} output points, {b} members)")
+
+
+def _stats(done: list[Trajectory], b: int, t: Tensor, status: Status) -> MemberStats:
+    """Each member's status and counts; a member not started has the batch's status, t[0] reached and
+    no work. The scipy and SUNDIALS solves do not report their factorisations and rejected steps per
+    member here: -1."""
+    n, unknown = len(done), torch.full((b,), -1, dtype=torch.int64)
+
+    def counts(of) -> Tensor:
+        return torch.tensor([of(r) for r in done] + [0] * (b - n), dtype=torch.int64)
+
+    return MemberStats(
+        status=tuple(r.status for r in done) + (status,) * (b - n),
+        t_reached=torch.tensor([float(r.t[-1]) for r in done] + [float(t[0])] * (b - n), dtype=torch.float64),
+        nfe=counts(lambda r: r.nfe),
+        njev=counts(lambda r: r.njev),
+        nlu=unknown,
+        n_steps=counts(lambda r: r.n_steps),
+        n_rejected=unknown,
+    )

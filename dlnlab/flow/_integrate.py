@@ -145,13 +145,15 @@ def integrate(
         raise ArgumentError("field", "give either a vector field or modified_lr, not both")
     field = vector_field(problem, layout, modified_lr) if field is None else field
     report = _Reporter(on_output)
-    try:
-        with _one_thread(), torch.no_grad():
+    # the rows handed over at the end too, with one thread: a copy large enough for torch's pool would
+    # otherwise enter a pool that a fork may have left broken (a chunk's worker hung there for lsoda)
+    with _one_thread(), torch.no_grad():
+        try:
             res = _dispatch(field, theta0, t, solver, events, progress, stop, report)
-    except (FlowSolverError, FlowInterrupted) as err:
-        report.rest(err.result.theta)
-        raise
-    report.rest(res.theta)
+        except (FlowSolverError, FlowInterrupted) as err:
+            report.rest(err.result.theta)
+            raise
+        report.rest(res.theta)
     return res
 
 

@@ -160,7 +160,7 @@ class FileInit(InitConfig):
 @dataclass
 class FlowConfig:
     t_max: float = 300.0  # horizon of the flow and of every SGD series
-    # auto: the cheapest of lsoda, cvode and rk45 by a cost model of the net's shapes, the same on every machine (dlnlab/lab/config/_choose.py, docs/performance.md); lsoda, bdf, radau: scipy with the exact Jacobian; cvode: SUNDIALS BDF with GMRES on Hessian-vector products; rk45: dlnlab's Dormand-Prince; the rest are torchdiffeq's
+    # auto: the cheapest of lsoda, cvode and rk45 by a cost model of the net's shapes, the same on every machine (dlnlab/lab/config/_choose.py, docs/performance.md); lsoda, bdf, radau: scipy with the exact Jacobian; cvode: SUNDIALS BDF with GMRES on Hessian-vector products; rk45: dlnlab's Dormand-Prince; the rest are torchdiffeq's (dopri8 and bosh3 interpolate their output between steps at low order: 1e3-1e4 x rtol off there at rtol 1e-10, docs/theory.md)
     method: FlowMethod = FlowMethod.auto
     rtol: float = DEFAULT_RTOL  # relative tolerance, at most 1e-3 (docs/benchmarks/flow.md chose the default)
     atol: float = DEFAULT_ATOL  # absolute tolerance, at most 1e-3

@@ -247,6 +247,9 @@ def _worker(send, others, work: _Chunks, i: int) -> None:
 
     try:
         signals.in_forked_child()
+        # one torch thread, as the driver's solve: the parent's thread pool does not survive the fork
+        # (libgomp), and a copy into the board large enough for it hung both workers in a futex
+        torch.set_num_threads(1)
         for conn in others:  # the fork copied the driver's ends of the pipes: a send to a dead driver fails
             conn.close()
         forget_inherited()  # the flow's recorder is the driver's
