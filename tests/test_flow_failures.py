@@ -146,6 +146,10 @@ def test_time_grid():
         time_grid(1.0, dt=-0.1)
     with bad_argument("t_min", "must be finite and > 0"):
         time_grid(1.0, n=3, kind="log", t_min=0.0)
+    with pytest.raises(ValueError, match="n must be an integer >= 2 for kind='log', got 1"):
+        time_grid(10.0, n=1, kind="log", t_min=20.0)  # it gave [0, 20]: t_max missing, t_min past it
+    with pytest.raises(ValueError, match="t_min must be < t_max"):
+        time_grid(10.0, n=2, kind="log", t_min=20.0)
     with pytest.raises(ValueError, match="exactly one of dt or n"):
         time_grid(1.0)
     with pytest.raises(ValueError, match="unknown kind"):

@@ -92,7 +92,7 @@ def time_grid(
 
     uniform: ``0, dt, 2 dt, ... <= t_max`` (a point within 1e-9 dt of t_max counts), or ``n`` points
     ``linspace(0, t_max, n)`` when ``dt`` is not given. log: ``0`` followed by
-    ``geomspace(t_min, t_max, n)``.
+    ``geomspace(t_min, t_max, n)`` (n >= 2, t_min < t_max).
     """
     t_max = positive_float("t_max", t_max)
     if kind == "uniform":
@@ -107,10 +107,10 @@ def time_grid(
     if kind == "log":
         if dt is not None:
             raise ValueError("time_grid(kind='log') takes t_min and n, not dt")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer for kind='log', got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # from t_min to t_max: two points at least
+            raise ValueError(f"n must be an integer >= 2 for kind='log', got {n!r}")
         t_min = positive_float("t_min", t_min)
-        if t_min >= t_max and n > 1:
+        if t_min >= t_max:
             raise ValueError(f"t_min must be < t_max, got t_min={t_min:g}, t_max={t_max:g}")
         pts = torch.from_numpy(np.geomspace(t_min, t_max, n)).to(torch.float64)
         return torch.cat([torch.zeros(1, dtype=torch.float64), pts])
