@@ -46,11 +46,24 @@ def test_minibatches_of_a_data_file_are_announced_with_its_n(tmp_path):
     assert "minibatch SGD (batch 5 of 30, without replacement)" in text
 
 
+def test_the_start_block_says_where_the_grid_ends_when_t_max_is_not_a_multiple_of_dt(tmp_path):
+    from dlnlab.lab.results import start_block
+
+    text = start_block(prepare(make_cfg([*TINY, "flow.t_max=1.05", "log.dt=0.1"])), tmp_path / "run")
+    assert (
+        "the gradient flow over t <= 1, the grid's last point (grid dt = 0.1, 11 points; flow.t_max = 1.05"
+        in text
+    )
+    text = start_block(prepare(make_cfg([*TINY, "flow.t_max=1", "log.dt=0.1"])), tmp_path / "run")
+    assert "the gradient flow over t <= 1 (grid dt = 0.1, 11 points)" in text
+
+
 @pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
     a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")
     b = run(
-        make_cfg([*TINY, "init=file", f"init.path={tmp_path / 'a' / 'problem.npz'}"]), output_dir=tmp_path / "b"
+        make_cfg([*TINY, "init=file", f"init.path={tmp_path / 'a' / 'problem.npz'}"]),
+        output_dir=tmp_path / "b",
     )
     assert a.exit_code == b.exit_code == 0 and b["config"]["init"]["kind"] == "file"
     np.testing.assert_array_equal(

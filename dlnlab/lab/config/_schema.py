@@ -192,7 +192,7 @@ class SGDConfig:
 
 @dataclass
 class LogConfig:
-    dt: float = 0.1  # the time grid t_m = m dt (at most flow.t_max)
+    dt: float = 0.1  # the time grid t_m = m dt (at most flow.t_max: where t_max is not a multiple of dt, the grid and every series end at its last point before it, and the start block says so)
     # Hessian lambda_min and sharpness on up to this many evenly spaced grid points per series, and at the last
     # (0: off), fewer where they would cost more than a quarter of the run
     analysis_points: int = 100

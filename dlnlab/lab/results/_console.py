@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.network import Layout
 
@@ -31,8 +32,13 @@ def levels_text(levels) -> str:
 def _series_line(plan) -> str:
     cfg = plan.cfg
     s, lrs = cfg.sgd, plan.lrs
-    grid = int(round(cfg.flow.t_max / cfg.log.dt)) + 1
-    line = f"the gradient flow over t <= {fmt(cfg.flow.t_max)} (grid dt = {fmt(cfg.log.dt)}, {grid} points)"
+    times = uniform_times(cfg.flow.t_max, cfg.log.dt)
+    line = f"the gradient flow over t <= {fmt(cfg.flow.t_max)} (grid dt = {fmt(cfg.log.dt)}, {len(times)} points)"
+    if times[-1] < cfg.flow.t_max * (1 - 1e-12):  # t_max not a multiple of dt: the grid stops short
+        line = (
+            f"the gradient flow over t <= {fmt(float(times[-1]))}, the grid's last point (grid dt = "
+            f"{fmt(cfg.log.dt)}, {len(times)} points; flow.t_max = {fmt(cfg.flow.t_max)} is not a multiple of it)"
+        )
     if not lrs:
         return line + "; no learning rate (sgd.lrs=[]): the flow alone"
     kind = (
