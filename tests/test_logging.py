@@ -157,10 +157,12 @@ def test_a_negative_eigenvalue_is_charted_signed_never_as_log10_of_its_size(tmp_
     assert "curvature/log10_eig_2" not in scalars
     sharp = np.array([e.value for e in scalars["curvature/log10_sharpness"]])
     np.testing.assert_allclose(sharp, np.log10(eig[:, 0]), rtol=2e-7)
+    for kind, pick in (("min", np.min), ("max", np.max)):  # the range as lines: outlier scaling keeps it
+        line = {e.value for e in scalars[f"curvature/eig_2_{kind}"]}
+        assert line == {np.float32(pick(eig[:, 1]))}, kind
     charts = _layout(out)
-    assert charts["the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart)"] == [
-        "^curvature/eig_[0-9]+$"
-    ]
+    title = "the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart), and their ranges as lines"
+    assert charts[title] == ["^curvature/eig_[0-9]+$", "^curvature/eig_[0-9]+_min$", "^curvature/eig_[0-9]+_max$"]
 
 
 def test_the_logger_is_chosen_in_the_config(tmp_path):

@@ -28,6 +28,7 @@ series gets a band chart of its own instead of every band stacked in one chart.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -210,23 +211,25 @@ def _nanquantiles(x: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-# The extremes drawn as lines: the distances' maxima (the number the order is fitted to), and lambda_min's
-# whole range (its dips at the saddle escapes are few points: without both lines the outlier trimming
-# cuts them, with only the minimum it cuts the rest of the curve).
+# The extremes drawn as lines: the distances' maxima (the number the order is fitted to), and the whole
+# range of lambda_min and of the next top eigenvalues (their dips and rises at the saddle escapes are few
+# points: without both lines the outlier trimming cuts them, with only one it cuts the rest of the curve;
+# a chart of lambda_2, lambda_3 stopped at 1 of their 1.5 at the escape).
 EXTREMES = {
     "dist/log10_flow": ("max",),
     "dist/log10_modified": ("max",),
     "curvature/lambda_min": ("min", "max"),
 }
+SIGNED_EIG = re.compile(r"curvature/eig_[0-9]+")
 
 
 def note_extremes(extremes: dict[str, float], tags: Mapping[str, float]) -> None:
     """Update ``{<tag>_<kind>: value}`` with a row of tags."""
-    for tag, kinds in EXTREMES.items():
-        if tag in tags:
-            for kind in kinds:
-                key, pick = f"{tag}_{kind}", max if kind == "max" else min
-                extremes[key] = pick(extremes.get(key, tags[tag]), tags[tag])
+    for tag, value in tags.items():
+        kinds = EXTREMES.get(tag) or (("min", "max") if SIGNED_EIG.fullmatch(tag) else ())
+        for kind in kinds:
+            key, pick = f"{tag}_{kind}", max if kind == "max" else min
+            extremes[key] = pick(extremes.get(key, value), value)
 
 
 def extreme_lines(extremes: Mapping[str, float], steps: list[int]) -> list[tuple[int, dict[str, float]]]:
@@ -329,9 +332,9 @@ def tensorboard_layout(run: RunCharts) -> dict:
             "curvature/lambda_min", "curvature/lambda_min_min", "curvature/lambda_min_max"
         )
         if run.top_eigs > 1:  # the log chart above leaves out their values <= 0
-            main["the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart)"] = (
-                _chart("curvature/eig_[0-9]+")
-            )
+            main[
+                "the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart), and their ranges as lines"
+            ] = _chart("curvature/eig_[0-9]+", "curvature/eig_[0-9]+_min", "curvature/eig_[0-9]+_max")
     if run.central:
         main[
             "edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"
