@@ -162,7 +162,11 @@ def test_a_negative_eigenvalue_is_charted_signed_never_as_log10_of_its_size(tmp_
         assert line == {np.float32(pick(eig[:, 1]))}, kind
     charts = _layout(out)
     title = "the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart), and their ranges as lines"
-    assert charts[title] == ["^curvature/eig_[0-9]+$", "^curvature/eig_[0-9]+_min$", "^curvature/eig_[0-9]+_max$"]
+    assert charts[title] == [
+        "^curvature/eig_[0-9]+$",
+        "^curvature/eig_[0-9]+_min$",
+        "^curvature/eig_[0-9]+_max$",
+    ]
 
 
 def test_the_logger_is_chosen_in_the_config(tmp_path):
