@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlnlab._util import fmt
+from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.network import Layout
 
 __all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
@@ -99,6 +100,15 @@ def start_block(plan, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _status_cell(entry: dict) -> str:
+    """The series' status; an ensemble whose members do not all share it adds their counts
+    ("diverged (7 diverged, 1 unstable)"): a series can be ok with members that diverged."""
+    members = entry.get("members") or []
+    if not members or all(m.get("status") == entry["status"] for m in members):
+        return str(entry["status"])
+    return f"{entry['status']} ({member_counts(members)})"
+
+
 def _table(summary: dict) -> list[str]:
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
@@ -116,7 +126,7 @@ def _table(summary: dict) -> list[str]:
             dist = fmt(e.get("max_dist_to_flow")) if e.get("max_dist_to_flow") is not None else "(no flow)"
         wall = e.get("wall_time_s")
         rows.append(
-            (name, str(e["status"]), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
+            (name, _status_cell(e), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
              "(none)" if work is None else str(work), dist, "(none)" if wall is None else f"{wall:.2f}")
         )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

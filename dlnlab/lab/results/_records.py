@@ -145,7 +145,9 @@ class EnsembleSpread(Record):
     size: int = key("members", required=True)
     final_loss: Spread | None = key("the members' final losses", record=Spread)
     max_dist_to_flow: Spread | None = key(
-        "the members' largest distances to the flow (null for a flow)", record=Spread
+        "the largest distances to the flow of the members that did not diverge (a diverged member's, its "
+        "blow-up, is in its own entry; null for a flow)",
+        record=Spread,
     )
     statuses: dict[str, int] = key("members per status")
     plateau_exits: list[dict] = key(
@@ -216,7 +218,12 @@ class SGDEntry(Record):
     lr: float = key("the learning rate eta", required=True)
     momentum: float = key("heavy-ball momentum", required=True)
     time_per_step: float = key("tau = eta / (1 - momentum): flow time per step", required=True)
-    status: Status = key("ok, diverged, unstable, interrupted or error", required=True, record=Status)
+    status: Status = key(
+        "ok, diverged, unstable, interrupted or error (an ensemble that ran to its end: ok while any member "
+        "is ok, else the worst member's: diverged if any member diverged, else unstable)",
+        required=True,
+        record=Status,
+    )
     message: str = key("why it stopped or failed, or empty")
     steps: int | None = key("steps taken (null when it failed before training)")
     members: list[MemberEntry] = key("an ensemble: each member", record=MemberEntry, container="list")
@@ -226,7 +233,8 @@ class SGDEntry(Record):
     step_stop: int | None = key("the last step recorded")
     final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
     max_dist_to_flow: float | None = key(
-        "largest ||theta - theta_flow|| at the exact times k tau (an ensemble: mean)"
+        "largest ||theta - theta_flow|| at the exact times k tau (an ensemble: the mean over the members "
+        "that did not diverge)"
     )
     plateaus: list[dict] = key("the plateaus found, after the analysis")
     max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow")
@@ -241,7 +249,11 @@ class SMEEntry(Record):
     lr: None = key("null", required=True)
     sme_lr: float = key("the learning rate eta it models", required=True)
     method: str = key("sme_euler", required=True)
-    status: Status = key("ok, diverged, unstable or error", required=True, record=Status)
+    status: Status = key(
+        "ok, diverged, unstable or error (ok while any member is ok, else the worst member's, as SGD's)",
+        required=True,
+        record=Status,
+    )
     message: str = key("the integrator's message, or why it failed")
     nfe: int = key("drift evaluations")
     wall_time_s: float = key("seconds")

@@ -22,11 +22,12 @@ import numpy as np
 from dlnlab._util import fmt
 from dlnlab.lab.results._summary_record import RunStatus, Summary
 from dlnlab.rundir import series_name
-from dlnlab.status import FAILED, Status
+from dlnlab.status import FAILED, USABLE, Status
 
 __all__ = [
     "RunStatus",
     "convergence_order",
+    "order_series",
     "fit_order",
     "finish_sgd_entry",
     "flow_loss_rise",
@@ -160,11 +161,7 @@ class RunState:
         from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg
-        usable = [
-            e
-            for e in self.series.values()
-            if e["lr"] is not None and e["status"] in (Status.OK, Status.UNSTABLE)
-        ]
+        usable = order_series(self.series)
         order = convergence_order(
             [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
         )
@@ -225,6 +222,12 @@ class RunState:
             except KeyboardInterrupt:
                 self.interrupted = True
         return summary
+
+
+def order_series(series: Mapping[str, dict]) -> list[dict]:
+    """The (S)GD entries whose distances enter the convergence orders: ok or unstable (a diverged series,
+    an ensemble's included, is left out: its distance is its blow-up)."""
+    return [e for e in series.values() if e["lr"] is not None and e["status"] in USABLE]
 
 
 def fit_order(lrs, values, n_fit: int, what: str = "a value") -> tuple[float | None, list[float], str]:

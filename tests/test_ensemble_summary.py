@@ -1,0 +1,86 @@
+"""An ensemble's summary entry when its members disagree: the series' status from theirs, the mean
+distance without the diverged members' blow-ups, and the console's counts. Built arrays (each member a
+known trajectory), read by the very functions a run calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dlnlab.lab.results._console import _table
+from dlnlab.lab.results._ensemble import finish_sgd_members
+from dlnlab.lab.results._summary import convergence_order, order_series
+from dlnlab.status import Status
+
+LR = 0.35
+T = 41  # grid points, t = k LR
+LEVELS = np.array([2.5, 0.5, 0.0])  # plateau levels L*_r; the floor 0
+SEEDS = [{"init": e, "sgd": e} for e in range(4)]
+
+
+def _member(kind: str, scale: float, k_blow: int = 10) -> dict[str, np.ndarray]:
+    """One member's arrays: "ok" converges (loss to 1e-20, distance up to ``scale``), "unstable" stays at
+    loss 0.36 with sharpness 10 > 2 / LR, "diverged" blows up at step ``k_blow`` (its distance reaches
+    1e123 there, NaN after, as the stepper leaves a diverged member)."""
+    k = np.arange(T, dtype=np.float64)
+    loss = np.exp(-k) * 1e-20 ** (k / (T - 1)) if kind == "ok" else np.full(T, 0.36)
+    dist = scale * np.sin(np.pi * k / (T - 1)) ** 2
+    sharp = np.full(T, 10.0 if kind == "unstable" else 1.0)
+    if kind == "diverged":
+        dist[k_blow] = 1e123
+        loss[k_blow] = 1e240
+        for a in (loss, dist, sharp):
+            a[k_blow + 1 :] = np.nan
+    return {"loss": loss, "dist_to_flow": dist, "sharpness": sharp}
+
+
+def _entry(kinds: list[str], scales: list[float]) -> dict:
+    """finish_sgd_members on an ensemble of the given members, as the SGD series' runner calls it."""
+    per = [_member(kind, s) for kind, s in zip(kinds, scales)]
+    arrays = {name: np.stack([m[name] for m in per]) for name in per[0]}
+    arrays.update(t=np.arange(T) * LR, step=np.arange(T))
+    diverged = {
+        e: (10, f"member {e}: the weights' norm passed 1e6") for e, k in enumerate(kinds) if k == "diverged"
+    }
+    entry = {"lr": LR, "momentum": 0.0, "status": Status.OK, "message": "", "steps": T - 1}
+    finish_sgd_members(entry, arrays, LR, LEVELS, 0.2646, [0.0] * len(kinds), diverged, SEEDS[: len(kinds)])
+    return entry
+
+
+def test_no_member_ok_makes_the_series_its_worst_members_status_and_keeps_it_out_of_the_order():
+    """3 diverged + 1 unstable: the series is diverged (the worst; was ok), its mean distance the unstable
+    member's alone (was 2.5e122), and the convergence order leaves the rate out as a single diverged run's."""
+    entry = _entry(["diverged", "unstable", "diverged", "diverged"], [1.0, 2.0, 3.0, 4.0])
+    assert [m["status"] for m in entry["members"]] == ["diverged", "unstable", "diverged", "diverged"]
+    assert entry["status"] == Status.DIVERGED
+    assert entry["message"].startswith("no member ok (3 diverged, 1 unstable); member 0: member 0:")
+    assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # sin^2 peaks at 1 mid-grid
+    assert entry["ensemble"]["max_dist_to_flow"]["n"] == 1
+    assert [m["max_dist_to_flow"] for m in entry["members"]][0] == 1e123  # kept in the member's own entry
+    assert entry["ensemble"]["statuses"] == {"diverged": 3, "unstable": 1}
+    assert "diverged (3 diverged, 1 unstable)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
+
+    small = {
+        f"sgd_lr_{lr}": {"lr": lr, "status": Status.OK, "max_dist_to_flow": 0.3 * lr}
+        for lr in (0.04, 0.02, 0.01)
+    }
+    series = {"sgd_lr_0.35": entry, **small}
+    used = order_series(series)
+    assert entry not in used and len(used) == 3
+    order = convergence_order([e["lr"] for e in used], [e["max_dist_to_flow"] for e in used], 3)
+    assert order["order"] == pytest.approx(1.0, rel=1e-9)
+    assert [p["lrs"] for p in order["pairwise"]] == [[0.01, 0.02], [0.02, 0.04]]  # no pair with 0.35
+
+
+def test_every_member_unstable_makes_the_series_unstable():
+    entry = _entry(["unstable"] * 2, [1.0, 3.0])
+    assert entry["status"] == Status.UNSTABLE and entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)
+    assert _table({"series": {"sgd_lr_0.35": entry}})[2].split()[1:2] == ["unstable"]  # no counts: all agree
+
+
+def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_diverged_out():
+    entry = _entry(["ok", "diverged", "ok"], [1.0, 5.0, 3.0])
+    assert entry["status"] == Status.OK and entry["message"] == "members [1] are diverged"
+    assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # (1 + 3) / 2, not 1e123 / 3
+    assert entry["ensemble"]["max_dist_to_flow"]["max"] == pytest.approx(3.0, rel=1e-12)
+    assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
