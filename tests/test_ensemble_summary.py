@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dlnlab.lab.results._console import _table
-from dlnlab.lab.results._ensemble import finish_sgd_members
+from dlnlab.lab.results._ensemble import finish_flow_members, finish_sgd_members
 from dlnlab.lab.results._summary import convergence_order, order_series
 from dlnlab.status import Status
 
@@ -84,3 +84,47 @@ def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_di
     assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # (1 + 3) / 2, not 1e123 / 3
     assert entry["ensemble"]["max_dist_to_flow"]["max"] == pytest.approx(3.0, rel=1e-12)
     assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
+
+
+def _flow_entry(points: list[int], status: Status) -> dict:
+    """finish_flow_members on an ensemble flow whose member e has its first ``points[e]`` grid points
+    (loss exp(-t)), NaN after: as an interrupted or failed chunked solve leaves its series file."""
+    t = np.linspace(0.0, 2.0, 5)
+    loss = np.full((len(points), len(t)), np.nan)
+    for e, n in enumerate(points):
+        loss[e, :n] = (e + 1) * np.exp(-t[:n])
+    entry = {
+        "lr": None,
+        "status": status,
+        "message": "interrupted",
+        "t_stop": float(t[-1]),
+        "final_loss": None,
+    }
+    finish_flow_members(entry, {"t": t, "loss": loss}, 1e-9, SEEDS[: len(points)], t_end=2.0)
+    return entry
+
+
+def test_an_interrupted_ensemble_flow_stops_where_its_earliest_member_did_and_gives_no_final_loss():
+    """Members at 5, 3 and 1 of 5 points: each member's own last time and loss, the entry's t_stop their
+    minimum (was 2.0, the horizon) and no final loss (was member 0's, the only one at the end)."""
+    entry = _flow_entry([5, 3, 1], Status.INTERRUPTED)
+    assert [m["t_stop"] for m in entry["members"]] == [2.0, 1.0, 0.0]
+    assert [m["final_loss"] for m in entry["members"]] == pytest.approx([np.exp(-2.0), 2 * np.exp(-1.0), 3.0])
+    assert [m["status"] for m in entry["members"]] == ["ok", "interrupted", "interrupted"]
+    assert entry["t_stop"] == 0.0 and entry["final_loss"] is None and entry["status"] == Status.INTERRUPTED
+    assert entry["ensemble"]["final_loss"]["n"] == 1  # the spread: of the members that reached t = 2
+    table = "\n".join(_table({"series": {"flow": entry}}))
+    assert "interrupted (2 interrupted, 1 ok)" in table and "(none)" in table
+
+
+def test_a_member_without_a_point_has_no_time_and_the_entry_none_it_did_not_reach():
+    entry = _flow_entry([4, 0], Status.INTERRUPTED)
+    assert [m["t_stop"] for m in entry["members"]] == [1.5, None]
+    assert entry["members"][1]["final_loss"] is None and entry["t_stop"] == 0.0
+    assert entry["ensemble"]["final_loss"] is None and entry["final_loss"] is None
+
+
+def test_a_finished_ensemble_flow_gives_the_members_mean_at_the_horizon():
+    entry = _flow_entry([5, 5], Status.OK)
+    assert entry["t_stop"] == 2.0 and [m["status"] for m in entry["members"]] == ["ok", "ok"]
+    assert entry["final_loss"] == pytest.approx(1.5 * np.exp(-2.0), rel=1e-12)

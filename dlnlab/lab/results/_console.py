@@ -203,10 +203,18 @@ def _ensemble_lines(summary: dict) -> list[str]:
             continue
         fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
         dist = "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
+        if (name == "flow" or name.startswith("modflow_")) and e.get("final_loss") is None:  # stopped early
+            fl_txt = (
+                f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))} of the {fl['n']} members that reached t_max"
+                if fl
+                else "none, no member reached t_max"
+            )
+        else:
+            fl_txt = f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}"
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
         lines.append(
             f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
-            f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}{dist}; {statuses}"
+            f"{fl_txt}{dist}; {statuses}"
         )
     return lines
 

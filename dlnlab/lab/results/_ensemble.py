@@ -96,23 +96,48 @@ def member_counts(members: list[dict]) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 
-def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds) -> list[int]:
-    """Fill an ensemble's flow entry; returns the members whose loss rises (an inaccurate solve)."""
+def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds, t_end: float) -> list[int]:
+    """Fill an ensemble's flow entry; returns the members whose loss rises (an inaccurate solve).
+
+    A member's ``t_stop`` and ``final_loss`` are at its own last finite point (an interrupted or failed
+    solve leaves the members at different times, the rest NaN); the entry's ``t_stop`` is the earliest of
+    them (every member reached it), its ``final_loss`` the members' mean only when every member reached
+    the last grid time ``t_end`` (else null: a mean over those that did would read as the ensemble's;
+    ``ensemble.final_loss`` spreads those that did). A member that reached the end of an interrupted
+    solve is ok: the signal stopped the others."""
     t = arrays.get("t", np.zeros(0))
     members, bad = [], []
     for e in range(members_of(arrays) or 0):
         loss = np.asarray(arrays["loss"][e])
-        final = float(loss[-1]) if len(loss) else None
-        sub = {"status": entry["status"], "final_loss": final, "message": "", "seeds": seeds[e]}
+        last = _last_finite(loss)
+        sub = {
+            "status": entry["status"],
+            "t_stop": None if last is None else float(t[last]),
+            "final_loss": None if last is None else float(loss[last]),
+            "message": "",
+            "seeds": seeds[e],
+        }
+        if entry["status"] == Status.INTERRUPTED and sub["t_stop"] == t_end:
+            sub["status"] = Status.OK
         rise = flow_loss_rise(loss, t, rel_tol=max(1e-6, 1e3 * rtol)) if len(t) else None
         if rise is not None and entry["status"] == Status.OK:
             sub.update(status=Status.SOLVER_FAILED, message=rise)
             bad.append(e)
         members.append(sub)
     aggregate_members(entry, members)
+    at_end = [m["final_loss"] for m in members if m["t_stop"] == t_end]
+    entry["ensemble"]["final_loss"] = spread(at_end)  # L at one time, t_end, not at each member's last
+    entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean") if len(at_end) == len(members) else None
+    stops = [m["t_stop"] for m in members]
+    entry["t_stop"] = 0.0 if not stops or None in stops else min(stops)
     if bad:
         entry.update(status=Status.SOLVER_FAILED, message=f"members {bad}: {members[bad[0]]['message']}")
     return bad
+
+
+def _last_finite(values: np.ndarray) -> int | None:
+    finite = np.flatnonzero(np.isfinite(values))
+    return int(finite[-1]) if len(finite) else None
 
 
 def aggregate_members(entry: dict, members: list[dict]) -> None:

@@ -143,7 +143,9 @@ class EnsembleSpread(Record):
     """``series.<name>.ensemble``: the members' spread."""
 
     size: int = key("members", required=True)
-    final_loss: Spread | None = key("the members' final losses", record=Spread)
+    final_loss: Spread | None = key(
+        "the members' final losses (a flow's: of the members that reached the last grid time)", record=Spread
+    )
     max_dist_to_flow: Spread | None = key(
         "the largest distances to the flow of the members that did not diverge (a diverged member's, its "
         "blow-up, is in its own entry; null for a flow)",
@@ -159,11 +161,15 @@ class EnsembleSpread(Record):
 class MemberEntry(Record):
     """``series.<name>.members[i]``: one member of an ensemble."""
 
-    status: Status = key("the member's status", required=True, record=Status)
+    status: Status = key(
+        "the member's status (a flow's member that reached the last grid time before an interrupt: ok)",
+        required=True,
+        record=Status,
+    )
     diverged: bool = key("it diverged")
-    t_stop: float = key("its last time")
+    t_stop: float | None = key("its last time (a flow's member: of its last finite point; null: none)")
     step_stop: int | None = key("its last step")
-    final_loss: float | None = key("L at its last point")
+    final_loss: float | None = key("L at its last point (null: none)")
     max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times")
     message: str = key("why it stopped, or empty")
     seeds: dict = key("its seeds (init, data, sgd)")
@@ -197,9 +203,15 @@ class FlowEntry(Record):
     modified_lr: float = key("a modified flow: GD's step eta it models")
     message: str = key("why the solver stopped, or empty")
     diverged: bool = key("false (a flow does not diverge)")
-    t_stop: float = key("the last grid time reached")
+    t_stop: float = key(
+        "the last grid time reached (an ensemble: the earliest of its members' last times, 0 if a member "
+        "reached none)"
+    )
     step_stop: None = key("null")
-    final_loss: float | None = key("L at the last grid point (an ensemble: null, see members)")
+    final_loss: float | None = key(
+        "L at the last grid point (an ensemble: the members' mean when every member reached the last grid "
+        "time, else null; see members)"
+    )
     nfe: int | None = key("the vector field's evaluations")
     njev: int | None = key("Jacobian evaluations (implicit solvers)")
     wall_time_s: float = key("seconds")
