@@ -9,7 +9,7 @@ import pytest
 
 from dlnlab.lab.results._console import _table
 from dlnlab.lab.results._ensemble import finish_flow_members, finish_sgd_members
-from dlnlab.lab.results._summary import convergence_order, order_series
+from dlnlab.lab.results._summary import convergence_order, finish_sgd_entry, order_series
 from dlnlab.status import Status
 
 LR = 0.35
@@ -128,3 +128,58 @@ def test_a_finished_ensemble_flow_gives_the_members_mean_at_the_horizon():
     entry = _flow_entry([5, 5], Status.OK)
     assert entry["t_stop"] == 2.0 and [m["status"] for m in entry["members"]] == ["ok", "ok"]
     assert entry["final_loss"] == pytest.approx(1.5 * np.exp(-2.0), rel=1e-12)
+
+
+def _sgd_entry(known: int, status: Status = Status.OK) -> dict:
+    """finish_sgd_entry on a GD series whose flow is known at its first ``known`` grid points (the
+    distance NaN after, as a flow that failed leaves it), distance 0.1 t."""
+    t = np.linspace(0.0, 7.0, 141)
+    dist = np.where(np.arange(len(t)) < known, 0.1 * t, np.nan)
+    arrays = {
+        "t": t,
+        "loss": np.exp(-t),
+        "dist_to_flow": dist,
+        "step": np.arange(len(t)),
+        "sharpness": np.ones_like(t),
+    }
+    entry = {"lr": 0.05, "momentum": 0.0, "status": status, "message": "", "steps": len(t) - 1}
+    finish_sgd_entry(entry, arrays, 0.05, LEVELS, 0.2646, 0.0)
+    return entry
+
+
+def test_a_flow_that_failed_at_once_leaves_no_distance_and_the_console_says_why():
+    """The flow known at t = 0 alone: no largest distance (was 0.0, both series' common start), known
+    until t = 0; the table names the flow's failure (was "0")."""
+    entry = _sgd_entry(1)
+    assert entry["max_dist_to_flow"] is None and entry["dist_to_flow_until"] == 0.0
+    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 0.0}
+    rows = _table({"series": {"flow": flow, "sgd_lr_0.05": entry}})
+    assert "(flow solver_failed at t = 0)" in rows[3]
+
+
+def test_a_flow_that_failed_later_gives_the_distance_up_to_its_last_point():
+    entry = _sgd_entry(66)  # t = 0 .. 3.25
+    assert entry["max_dist_to_flow"] == pytest.approx(0.325, rel=1e-12)
+    assert entry["dist_to_flow_until"] == pytest.approx(3.25, rel=1e-12)
+    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 3.25}
+    assert "0.325 to t = 3.25" in _table({"series": {"flow": flow, "sgd_lr_0.05": entry}})[3]
+    fine = {"lr": None, "status": Status.OK, "t_stop": 7.0}
+    assert _table({"series": {"flow": fine, "sgd_lr_0.05": _sgd_entry(141)}})[3].split()[4] == "0.7"
+
+
+def test_a_series_without_a_distance_beside_a_fine_flow_says_its_own_status_not_no_flow():
+    entry = {"lr": 0.05, "status": Status.ERROR, "max_dist_to_flow": None, "final_loss": None, "steps": None}
+    fine = {"lr": None, "status": Status.OK, "t_stop": 7.0}
+    assert "(none: error)" in _table({"series": {"flow": fine, "sgd_lr_0.05": entry}})[3]
+
+
+def test_an_ensembles_distance_is_known_until_its_shortest_member_in_the_mean():
+    entry = _entry(["ok", "diverged", "ok"], [1.0, 5.0, 3.0])
+    assert [m["dist_to_flow_until"] for m in entry["members"]] == [
+        pytest.approx(14.0),
+        pytest.approx(3.5),
+        pytest.approx(14.0),
+    ]
+    assert entry["dist_to_flow_until"] == pytest.approx(
+        14.0, rel=1e-12
+    )  # the diverged member's 3.5: not in the mean

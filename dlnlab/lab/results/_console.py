@@ -12,6 +12,7 @@ from pathlib import Path
 from dlnlab._util import fmt
 from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.network import Layout
+from dlnlab.status import Status
 
 __all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
 
@@ -109,6 +110,21 @@ def _status_cell(entry: dict) -> str:
     return f"{entry['status']} ({member_counts(members)})"
 
 
+def _dist_cell(entry: dict, flow: dict | None) -> str:
+    """An (S)GD series' largest distance to the flow; with a flow that stopped early, up to when; without
+    a distance, why: the flow stopped (where), or the series itself (its status) did."""
+    d = entry.get("max_dist_to_flow")
+    short = flow is not None and flow.get("status") != Status.OK
+    if d is not None:
+        until = entry.get("dist_to_flow_until")
+        return fmt(d) + (f" to t = {fmt(until)}" if short and until is not None else "")
+    if flow is None:
+        return "(no flow)"
+    if short:
+        return f"(flow {flow['status']} at t = {fmt(flow.get('t_stop'))})"
+    return f"(none: {entry['status']})" if entry["status"] != Status.OK else "(under 2 points)"
+
+
 def _table(summary: dict) -> list[str]:
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
@@ -123,7 +139,7 @@ def _table(summary: dict) -> list[str]:
         elif name.startswith(("modflow_", "sme_")):
             dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
         else:
-            dist = fmt(e.get("max_dist_to_flow")) if e.get("max_dist_to_flow") is not None else "(no flow)"
+            dist = _dist_cell(e, summary["series"].get("flow"))
         wall = e.get("wall_time_s")
         rows.append(
             (name, _status_cell(e), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",

@@ -32,7 +32,9 @@ __all__ = [
     "MEMBER_KEYS",
 ]
 
-MEMBER_KEYS = ("status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "message")
+MEMBER_KEYS = (
+    "status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "dist_to_flow_until", "message"
+)  # fmt: skip
 
 
 def spread(values) -> dict | None:
@@ -157,6 +159,13 @@ def aggregate_members(entry: dict, members: list[dict]) -> None:
     entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean")
     if entry.get("lr") is not None:
         entry["max_dist_to_flow"] = (entry["ensemble"]["max_dist_to_flow"] or {}).get("mean")
+        # the mean's maxima cover each member's time with a flow: the shortest of those in the mean
+        untils = [
+            m.get("dist_to_flow_until")
+            for m in members
+            if m["status"] != Status.DIVERGED and m.get("max_dist_to_flow") is not None
+        ]
+        entry["dist_to_flow_until"] = min(untils) if untils and None not in untils else None
         t_stops = [m["t_stop"] for m in members if m.get("t_stop") is not None]
         entry["t_stop"] = max(t_stops) if t_stops else 0.0
 

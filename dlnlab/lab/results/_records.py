@@ -170,7 +170,10 @@ class MemberEntry(Record):
     t_stop: float | None = key("its last time (a flow's member: of its last finite point; null: none)")
     step_stop: int | None = key("its last step")
     final_loss: float | None = key("L at its last point (null: none)")
-    max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times")
+    max_dist_to_flow: float | None = key(
+        "largest ||theta - theta_flow|| at the exact times (null: its flow known at fewer than 2 of them)"
+    )
+    dist_to_flow_until: float | None = key("the last time its distance to the flow is known (null: none)")
     message: str = key("why it stopped, or empty")
     seeds: dict = key("its seeds (init, data, sgd)")
     plateaus: list[dict] = key("its plateaus (Plateau.to_dict), after the analysis")
@@ -245,11 +248,18 @@ class SGDEntry(Record):
     step_stop: int | None = key("the last step recorded")
     final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
     max_dist_to_flow: float | None = key(
-        "largest ||theta - theta_flow|| at the exact times k tau (an ensemble: the mean over the members "
-        "that did not diverge)"
+        "largest ||theta - theta_flow|| at the exact times k tau up to ``dist_to_flow_until``; null when the "
+        "flow is known at fewer than 2 of them (a flow that failed at once: t = 0 alone, where both start; "
+        "an ensemble: the mean over the members that did not diverge)"
+    )
+    dist_to_flow_until: float | None = key(
+        "the last time the distance to the flow is known: t_stop, or where the flow stopped or the series "
+        "diverged (null: none; an ensemble: the earliest over the members in the mean)"
     )
     plateaus: list[dict] = key("the plateaus found, after the analysis")
-    max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow")
+    max_dist_to_modified_flow: float | None = key(
+        "flow.modified: largest distance to GD's modified flow (null: known at fewer than 2 points)"
+    )
     wall_time_s: float = key("seconds")
     plateau_exits_vs_flow: list[dict] = key("per mode: t_exit_flow, t_exit, delay, delay_over_lr")
 
