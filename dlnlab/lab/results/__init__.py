@@ -57,6 +57,8 @@ _EXPORTS = {
         "finish_flow_members",
         "finish_sgd_members",
         "aggregate_members",
+        "settle_status",
+        "member_counts",
     ],  # fmt: skip
     "._eos": ["central_entry", "edge_lines", "settled_on_edge"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],

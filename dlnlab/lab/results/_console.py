@@ -11,7 +11,9 @@ from pathlib import Path
 
 from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
+from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.network import Layout
+from dlnlab.status import Status
 
 __all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
 
@@ -105,6 +107,30 @@ def start_block(plan, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _status_cell(entry: dict) -> str:
+    """The series' status; an ensemble whose members do not all share it adds their counts
+    ("diverged (7 diverged, 1 unstable)"): a series can be ok with members that diverged."""
+    members = entry.get("members") or []
+    if not members or all(m.get("status") == entry["status"] for m in members):
+        return str(entry["status"])
+    return f"{entry['status']} ({member_counts(members)})"
+
+
+def _dist_cell(entry: dict, flow: dict | None) -> str:
+    """An (S)GD series' largest distance to the flow; with a flow that stopped early, up to when; without
+    a distance, why: the flow stopped (where), or the series itself (its status) did."""
+    d = entry.get("max_dist_to_flow")
+    short = flow is not None and flow.get("status") != Status.OK
+    if d is not None:
+        until = entry.get("dist_to_flow_until")
+        return fmt(d) + (f" to t = {fmt(until)}" if short and until is not None else "")
+    if flow is None:
+        return "(no flow)"
+    if short:
+        return f"(flow {flow['status']} at t = {fmt(flow.get('t_stop'))})"
+    return f"(none: {entry['status']})" if entry["status"] != Status.OK else "(under 2 points)"
+
+
 def _table(summary: dict) -> list[str]:
     rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
     for name, e in summary["series"].items():
@@ -119,10 +145,10 @@ def _table(summary: dict) -> list[str]:
         elif name.startswith(("modflow_", "sme_")):
             dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
         else:
-            dist = fmt(e.get("max_dist_to_flow")) if e.get("max_dist_to_flow") is not None else "(no flow)"
+            dist = _dist_cell(e, summary["series"].get("flow"))
         wall = e.get("wall_time_s")
         rows.append(
-            (name, str(e["status"]), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
+            (name, _status_cell(e), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
              "(none)" if work is None else str(work), dist, "(none)" if wall is None else f"{wall:.2f}")
         )  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -199,10 +225,18 @@ def _ensemble_lines(summary: dict) -> list[str]:
             continue
         fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
         dist = "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
+        if (name == "flow" or name.startswith("modflow_")) and e.get("final_loss") is None:  # stopped early
+            fl_txt = (
+                f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))} of the {fl['n']} members that reached t_max"
+                if fl
+                else "none, no member reached t_max"
+            )
+        else:
+            fl_txt = f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}"
         statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
         lines.append(
             f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
-            f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}{dist}; {statuses}"
+            f"{fl_txt}{dist}; {statuses}"
         )
     return lines
 

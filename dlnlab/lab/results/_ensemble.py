@@ -4,10 +4,11 @@ and their aggregate across members.
 An ensemble of E members (``ensemble.size``) runs each series once for all members; its series file
 holds every per-point array with the member axis first, (E, T, ...). Its summary entry keeps the keys
 of a single run's with the members' aggregate (``final_loss``: the mean; ``max_dist_to_flow``: the mean
-of each member's maximum, the number the convergence order is fitted to), adds ``members`` (each
-member's own entry and seeds) and ``ensemble`` (mean, std, min, median, max of the per-member numbers).
-The status is the series' own (ok, interrupted, error) unless every member diverged (diverged) or is
-unstable (unstable); a member that diverged alone is recorded in its own entry and the rest go on.
+of each non-diverged member's maximum, the number the convergence order is fitted to), adds ``members``
+(each member's own entry and seeds) and ``ensemble`` (mean, std, min, median, max of the per-member
+numbers). The status is the series' own (interrupted, error) or, when it ran to its end, its members'
+(:func:`settle_status`: ok while any member is ok, else diverged if any member diverged, else
+unstable); a member that diverged alone is recorded in its own entry and the rest go on.
 """
 
 from __future__ import annotations
@@ -20,9 +21,20 @@ from dlnlab.lab.results._summary import finish_sgd_entry, flow_loss_rise
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.status import Status
 
-__all__ = ["spread", "finish_sgd_members", "finish_flow_members", "analyze_members", "aggregate_members", "MEMBER_KEYS"]
+__all__ = [
+    "spread",
+    "settle_status",
+    "member_counts",
+    "finish_sgd_members",
+    "finish_flow_members",
+    "analyze_members",
+    "aggregate_members",
+    "MEMBER_KEYS",
+]
 
-MEMBER_KEYS = ("status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "message")
+MEMBER_KEYS = (
+    "status", "diverged", "t_stop", "step_stop", "final_loss", "max_dist_to_flow", "dist_to_flow_until", "message"
+)  # fmt: skip
 
 
 def spread(values) -> dict | None:
@@ -51,37 +63,90 @@ def finish_sgd_members(
     aggregate_members(entry, members)
     entry["plateaus"] = []
     entry["diverged"] = all(m["diverged"] for m in members)
+    settle_status(entry, members)
+
+
+def settle_status(entry: dict, members: list[dict], note: str = "") -> None:
+    """A series that ran to its end (ok) takes its members' verdict: it stays ok while any member is ok
+    (the message names the others); with no member ok it is the worst of theirs: diverged if any member
+    diverged, else unstable. The worst, not the most common: a rate at which some members blew up and
+    none converged is past stability, and like a single diverged run it is left out of the convergence
+    order (which takes ok and unstable series only); the most common would also need a tie-break."""
     statuses = {m["status"] for m in members}
-    if entry["status"] == Status.OK and len(statuses) == 1 and statuses <= {Status.DIVERGED, Status.UNSTABLE}:
-        entry["status"] = statuses.pop()
-        entry["message"] = f"every member {entry['status']}: {members[0]['message']}"
-    elif entry["status"] == Status.OK and statuses != {Status.OK}:
+    if entry["status"] != Status.OK or statuses <= {Status.OK}:
+        return
+    counts = member_counts(members)
+    if Status.OK not in statuses:
+        worst = Status.DIVERGED if Status.DIVERGED in statuses else Status.UNSTABLE
+        first = next(i for i, m in enumerate(members) if m["status"] == worst)
+        entry.update(
+            status=worst, message=f"no member ok ({counts}); member {first}: {members[first]['message']}"
+        )
+    else:
         gone = [i for i, m in enumerate(members) if m["status"] != Status.OK]
-        entry["message"] = f"members {gone} are {', '.join(sorted(str(s) for s in statuses - {Status.OK}))}"
+        kinds = ", ".join(sorted(str(s) for s in statuses - {Status.OK}))
+        entry["message"] = f"members {gone} are {kinds}"
+    if note:
+        entry["message"] += f"; {note}"
 
 
-def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds) -> list[int]:
-    """Fill an ensemble's flow entry; returns the members whose loss rises (an inaccurate solve)."""
+def member_counts(members: list[dict]) -> str:
+    """How many members have each status, the most first: "7 diverged, 1 unstable"."""
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[str(m["status"])] = counts.get(str(m["status"]), 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
+
+
+def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds, t_end: float) -> list[int]:
+    """Fill an ensemble's flow entry; returns the members whose loss rises (an inaccurate solve).
+
+    A member's ``t_stop`` and ``final_loss`` are at its own last finite point (an interrupted or failed
+    solve leaves the members at different times, the rest NaN); the entry's ``t_stop`` is the earliest of
+    them (every member reached it), its ``final_loss`` the members' mean only when every member reached
+    the last grid time ``t_end`` (else null: a mean over those that did would read as the ensemble's;
+    ``ensemble.final_loss`` spreads those that did). A member that reached the end of an interrupted
+    solve is ok: the signal stopped the others."""
     t = arrays.get("t", np.zeros(0))
     members, bad = [], []
     for e in range(members_of(arrays) or 0):
         loss = np.asarray(arrays["loss"][e])
-        final = float(loss[-1]) if len(loss) else None
-        sub = {"status": entry["status"], "final_loss": final, "message": "", "seeds": seeds[e]}
+        last = _last_finite(loss)
+        sub = {
+            "status": entry["status"],
+            "t_stop": None if last is None else float(t[last]),
+            "final_loss": None if last is None else float(loss[last]),
+            "message": "",
+            "seeds": seeds[e],
+        }
+        if entry["status"] == Status.INTERRUPTED and sub["t_stop"] == t_end:
+            sub["status"] = Status.OK
         rise = flow_loss_rise(loss, t, rel_tol=max(1e-6, 1e3 * rtol)) if len(t) else None
         if rise is not None and entry["status"] == Status.OK:
             sub.update(status=Status.SOLVER_FAILED, message=rise)
             bad.append(e)
         members.append(sub)
     aggregate_members(entry, members)
+    at_end = [m["final_loss"] for m in members if m["t_stop"] == t_end]
+    entry["ensemble"]["final_loss"] = spread(at_end)  # L at one time, t_end, not at each member's last
+    entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean") if len(at_end) == len(members) else None
+    stops = [m["t_stop"] for m in members]
+    entry["t_stop"] = 0.0 if not stops or None in stops else min(stops)
     if bad:
         entry.update(status=Status.SOLVER_FAILED, message=f"members {bad}: {members[bad[0]]['message']}")
     return bad
 
 
+def _last_finite(values: np.ndarray) -> int | None:
+    finite = np.flatnonzero(np.isfinite(values))
+    return int(finite[-1]) if len(finite) else None
+
+
 def aggregate_members(entry: dict, members: list[dict]) -> None:
     finals = [m.get("final_loss") for m in members]
-    dists = [m.get("max_dist_to_flow") for m in members]
+    # a diverged member's distance is its blow-up (1e123 and the like), not SGD's distance to the flow:
+    # it stays in its own entry and out of the spread and the mean (the number the order is fitted to)
+    dists = [m.get("max_dist_to_flow") for m in members if m["status"] != Status.DIVERGED]
     entry["members"] = members
     entry["ensemble"] = {
         "size": len(members),
@@ -94,6 +159,13 @@ def aggregate_members(entry: dict, members: list[dict]) -> None:
     entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean")
     if entry.get("lr") is not None:
         entry["max_dist_to_flow"] = (entry["ensemble"]["max_dist_to_flow"] or {}).get("mean")
+        # the mean's maxima cover each member's time with a flow: the shortest of those in the mean
+        untils = [
+            m.get("dist_to_flow_until")
+            for m in members
+            if m["status"] != Status.DIVERGED and m.get("max_dist_to_flow") is not None
+        ]
+        entry["dist_to_flow_until"] = min(untils) if untils and None not in untils else None
         t_stops = [m["t_stop"] for m in members if m.get("t_stop") is not None]
         entry["t_stop"] = max(t_stops) if t_stops else 0.0
 

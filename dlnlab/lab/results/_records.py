@@ -143,9 +143,9 @@ class EnsembleSpread(Record):
     """``series.<name>.ensemble``: the members' spread."""
 
     size: int = key("members", required=True)
-    final_loss: Spread | None = key("the members' final losses", record=Spread)
+    final_loss: Spread | None = key("the members' final losses (a flow: those at the last grid time)", record=Spread)
     max_dist_to_flow: Spread | None = key(
-        "the members' largest distances to the flow (null for a flow)", record=Spread
+        "the non-diverged members' largest distances to the flow (null for a flow)", record=Spread
     )
     statuses: dict[str, int] = key("members per status")
     plateau_exits: list[dict] = key(
@@ -157,12 +157,13 @@ class EnsembleSpread(Record):
 class MemberEntry(Record):
     """``series.<name>.members[i]``: one member of an ensemble."""
 
-    status: Status = key("the member's status", required=True, record=Status)
+    status: Status = key("its status (a flow member at t_max when interrupted: ok)", required=True, record=Status)
     diverged: bool = key("it diverged")
-    t_stop: float = key("its last time")
+    t_stop: float | None = key("its last time (a flow's member: of its last finite point; null: none)")
     step_stop: int | None = key("its last step")
-    final_loss: float | None = key("L at its last point")
-    max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times")
+    final_loss: float | None = key("L at its last point (null: none)")
+    max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times (null: under 2)")
+    dist_to_flow_until: float | None = key("the last time its distance to the flow is known (null: none)")
     message: str = key("why it stopped, or empty")
     seeds: dict = key("its seeds (init, data, sgd)")
     plateaus: list[dict] = key("its plateaus (Plateau.to_dict), after the analysis")
@@ -195,9 +196,11 @@ class FlowEntry(Record):
     modified_lr: float = key("a modified flow: GD's step eta it models")
     message: str = key("why the solver stopped, or empty")
     diverged: bool = key("false (a flow does not diverge)")
-    t_stop: float = key("the last grid time reached")
+    t_stop: float = key("the last grid time reached (an ensemble: its members' earliest; 0: one reached none)")
     step_stop: None = key("null")
-    final_loss: float | None = key("L at the last grid point (an ensemble: null, see members)")
+    final_loss: float | None = key(
+        "L at the last grid point (an ensemble: the members' mean if every member got there, else null)"
+    )
     nfe: int | None = key("the vector field's evaluations")
     njev: int | None = key("Jacobian evaluations (implicit solvers)")
     wall_time_s: float = key("seconds")
@@ -216,7 +219,10 @@ class SGDEntry(Record):
     lr: float = key("the learning rate eta", required=True)
     momentum: float = key("heavy-ball momentum", required=True)
     time_per_step: float = key("tau = eta / (1 - momentum): flow time per step", required=True)
-    status: Status = key("ok, diverged, unstable, interrupted or error", required=True, record=Status)
+    status: Status = key(
+        "ok, diverged, unstable, interrupted or error (an ensemble: ok if a member is, else diverged if one "
+        "is, else unstable)", required=True, record=Status
+    )  # fmt: skip
     message: str = key("why it stopped or failed, or empty")
     steps: int | None = key("steps taken (null when it failed before training)")
     members: list[MemberEntry] = key("an ensemble: each member", record=MemberEntry, container="list")
@@ -226,10 +232,14 @@ class SGDEntry(Record):
     step_stop: int | None = key("the last step recorded")
     final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
     max_dist_to_flow: float | None = key(
-        "largest ||theta - theta_flow|| at the exact times k tau (an ensemble: mean)"
+        "largest ||theta - theta_flow|| at the exact times k tau up to dist_to_flow_until (null: known at under "
+        "2, e.g. t = 0 alone; an ensemble: the mean over the members that did not diverge)"
+    )
+    dist_to_flow_until: float | None = key(
+        "the last time with a distance: t_stop, or where the flow or the series stopped (an ensemble: earliest)"
     )
     plateaus: list[dict] = key("the plateaus found, after the analysis")
-    max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow")
+    max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow (or null)")
     wall_time_s: float = key("seconds")
     plateau_exits_vs_flow: list[dict] = key("per mode: t_exit_flow, t_exit, delay, delay_over_lr")
 
@@ -241,7 +251,7 @@ class SMEEntry(Record):
     lr: None = key("null", required=True)
     sme_lr: float = key("the learning rate eta it models", required=True)
     method: str = key("sme_euler", required=True)
-    status: Status = key("ok, diverged, unstable or error", required=True, record=Status)
+    status: Status = key("ok, diverged, unstable or error (from its members', as SGD's)", required=True, record=Status)
     message: str = key("the integrator's message, or why it failed")
     nfe: int = key("drift evaluations")
     wall_time_s: float = key("seconds")

@@ -22,11 +22,12 @@ import numpy as np
 from dlnlab._util import fmt
 from dlnlab.lab.results._summary_record import RunStatus, Summary
 from dlnlab.rundir import series_name
-from dlnlab.status import FAILED, Status
+from dlnlab.status import FAILED, USABLE, Status
 
 __all__ = [
     "RunStatus",
     "convergence_order",
+    "order_series",
     "fit_order",
     "finish_sgd_entry",
     "flow_loss_rise",
@@ -160,11 +161,7 @@ class RunState:
         from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg
-        usable = [
-            e
-            for e in self.series.values()
-            if e["lr"] is not None and e["status"] in (Status.OK, Status.UNSTABLE)
-        ]
+        usable = order_series(self.series)
         order = convergence_order(
             [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
         )
@@ -227,6 +224,12 @@ class RunState:
         return summary
 
 
+def order_series(series: Mapping[str, dict]) -> list[dict]:
+    """The (S)GD entries whose distances enter the convergence orders: ok or unstable (a diverged series,
+    an ensemble's included, is left out: its distance is its blow-up)."""
+    return [e for e in series.values() if e["lr"] is not None and e["status"] in USABLE]
+
+
 def fit_order(lrs, values, n_fit: int, what: str = "a value") -> tuple[float | None, list[float], str]:
     """The one rule of every order in eta (GD's convergence order, SGD's strong and weak orders): the slope
     of log value against log lr over the ``n_fit`` smallest learning rates whose value is finite and
@@ -282,25 +285,32 @@ def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, f
     t = arrays.get("t", np.zeros(0))
     loss = arrays.get("loss", np.zeros(0))
     dist = arrays.get("dist_to_flow", np.zeros(0))
-    finite_d = dist[np.isfinite(dist)]
     steps = arrays.get("step", np.zeros(0, dtype=np.int64))
+    known = np.flatnonzero(np.isfinite(dist))  # where the flow is known: up to its last point
     entry.update(
         diverged=entry["status"] == Status.DIVERGED,
         t_stop=float(t[-1]) if len(t) else 0.0,
         step_stop=int(steps[-1]) if len(steps) else None,
         final_loss=float(loss[-1]) if len(loss) and np.isfinite(loss[-1]) else None,
-        max_dist_to_flow=float(finite_d.max()) if len(finite_d) else None,
+        max_dist_to_flow=_largest(dist),
+        dist_to_flow_until=float(t[known[-1]]) if len(known) else None,
         plateaus=[],
     )
     if "dist_to_modified" in arrays:  # flow.modified: GD's distance to its modified flow
-        dm = arrays["dist_to_modified"]
-        dm = dm[np.isfinite(dm)]
-        entry["max_dist_to_modified_flow"] = float(dm.max()) if len(dm) else None
+        entry["max_dist_to_modified_flow"] = _largest(arrays["dist_to_modified"])
     if entry["status"] == Status.DIVERGED and entry.get("steps") is not None:
         entry["step_stop"] = entry["steps"]
         entry["t_stop"] = entry["steps"] * tau
     if entry["status"] == Status.OK and len(loss):
         _flag_unstable(entry, arrays, entry["lr"], levels, threshold, flow_final)
+
+
+def _largest(dist: np.ndarray) -> float | None:
+    """The largest finite distance, or None with fewer than two: both series start at theta_0, so a flow
+    that failed before its second grid point leaves the distance at t = 0 alone, 0, which would read as
+    SGD on the flow."""
+    finite = dist[np.isfinite(dist)]
+    return float(finite.max()) if len(finite) >= 2 else None
 
 
 def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:

@@ -103,7 +103,8 @@ def run_flow(
     rec = record_flow(ctx, flow_at, n_flow, all_t, grid, entry, name, stream)
     with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
         losses = _grid_losses(plan.problem, ctx.layout, flow_at, all_t, grid, n_flow)
-        _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, () if shared else plan.seeds.members)
+        seeds = () if shared else plan.seeds.members
+        _finish_flow_entry(entry, losses, res, t0, f.rtol, flow_at, float(grid[-1]), seeds)
     ctx.progress.done(f"{entry['status']}: nfe {entry['nfe']}, {entry['wall_time_s']:.2f} s")
 
     def finish() -> dict:
@@ -181,7 +182,7 @@ def _grid_losses(problem, layout, flow_at, all_t, grid, n_flow) -> dict:
     return {"t": grid[: len(idx)].numpy(), "loss": loss.T.numpy() if loss.ndim == 2 else loss.numpy()}
 
 
-def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -> None:
+def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, t_end: float, member_seeds=()) -> None:
     t = arrays.get("t", np.zeros(0))
     ensemble = members_of(arrays)
     entry.update(
@@ -196,7 +197,7 @@ def _finish_flow_entry(entry, arrays, res, t0, rtol, flow_at, member_seeds=()) -
         plateaus=[],
     )
     if ensemble:
-        for e in finish_flow_members(entry, arrays, rtol, member_seeds):
+        for e in finish_flow_members(entry, arrays, rtol, member_seeds, t_end):
             warnings.warn(f"flow: member {e}: {entry['members'][e]['message']}", SeriesWarning, stacklevel=2)
             flow_at[:, e] = float("nan")  # no reference for that member's SGD series
         return

@@ -24,7 +24,7 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import derive_seed
-from dlnlab.lab.results import MEMBER_KEYS, aggregate_members, finish_sgd_entry
+from dlnlab.lab.results import MEMBER_KEYS, aggregate_members, finish_sgd_entry, settle_status
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._sgd import blowup_norm
@@ -118,7 +118,7 @@ def _note_diverged(entry: dict, diverged: dict[int, str], members: int, name: st
 def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -> None:
     """Each member's entry as an SGD member's at the same learning rate (diverged, or unstable where the
     loss stays up above the GD threshold: :func:`dlnlab.lab.results._summary.finish_sgd_entry`), then the
-    aggregate; the series is diverged or unstable when every member is."""
+    aggregate; the series' status from its members' as an SGD series' (:func:`settle_status`)."""
     lr = entry["sme_lr"]
     levels = plan.problem.plateau_levels(Layout(tuple(plan.cfg.model.dims)).r_max)
     members = []
@@ -133,15 +133,7 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds})
     aggregate_members(entry, members)
     entry.update(t_stop=float(arrays["t"][-1]), plateaus=[], diverged=all(m["diverged"] for m in members))
-    statuses = {m["status"] for m in members}
-    if entry["status"] == Status.OK and len(statuses) == 1 and statuses <= {Status.DIVERGED, Status.UNSTABLE}:
-        entry.update(
-            status=statuses.pop(), message=f"every member {members[0]['status']}: {members[0]['message']}"
-        )
-    elif entry["status"] == Status.OK and statuses != {Status.OK}:
-        gone = [i for i, m in enumerate(members) if m["status"] != Status.OK]
-        kinds = ", ".join(sorted(str(s) for s in statuses - {Status.OK}))
-        entry["message"] = f"members {gone} are {kinds}; {entry['message']}"
+    settle_status(entry, members, note=entry["message"])
 
 
 def _finisher(ctx, entry: dict, name: str, rec, diverged: dict[int, str]) -> Callable[[], dict]:
