@@ -88,6 +88,7 @@ class RunState:
     stage: str = "starting"
     interrupted: bool = False
     resumed: list[dict] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)  # series whose worker process died before reporting
     limit: dict | None = None  # an ensemble with a shared init: SGD's strong and weak errors (lab/limit.py)
     t_start: float = field(default_factory=time.perf_counter)
     ctx: Any = None  # dlnlab.lab.runner._context.SeriesContext, once the series start
@@ -179,6 +180,7 @@ class RunState:
         return {
             "series": self.series,
             "not_run": [series_name(lr) for lr in plan.lrs if series_name(lr) not in self.series],
+            "killed": list(self.killed),
             "stage": self.stage,
             "interrupted": None if not self.interrupted else (signal.Signals(sig).name if sig else "SIGINT"),
             "resumed": self.resumed,

@@ -240,6 +240,7 @@ def load_previous(run_dir: str | Path) -> Previous:
         summary.get("status") != RunStatus.CRASHED
         and summary.get("stage") == "done"
         and not summary.get("interrupted")
+        and not summary.get("killed")  # a series worker killed: its series are to be run again
     ):
         raise ConfigError(
             f"resume: the run in {run_dir} finished (exit code {summary.get('exit_code')}); nothing to resume"
