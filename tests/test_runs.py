@@ -203,6 +203,24 @@ REFUSED = {
         lambda d: _edit_summary(d, lambda s: s["config"].update(bogus=1)),
         r"the config in .*/summary.json is refused: bogus: no such key",
     ),
+    "flow.t_max edited in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["flow"].update(t_max=2.0)),
+        r"builds a grid of 201 points .* but the run recorded 401 points",
+    ),
+    "flow.t_max and the grid record edited": (
+        lambda d: _edit_summary(
+            d, lambda s: (s["config"]["flow"].update(t_max=2.0), s["grid"].update(n_grid=201, t_max=2.0))
+        ),
+        r"builds a grid t_m = m dt of 201 points, but series/flow.npz holds 401 points",
+    ),
+    "a learning rate replaced in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(lrs=[0.08, SLOW_LR])),
+        r"has no series sgd_lr_0.04 that the run recorded",
+    ),
+    "a learning rate added in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(lrs=[0.08, 0.04, SLOW_LR])),
+        r"builds series sgd_lr_0.08 that the run recorded nowhere",
+    ),
     "the initial weights changed": (
         lambda d: _change_problem(d, "A0"),
         r"the initial weights \(A0\) its config builds now differ",
@@ -234,6 +252,29 @@ def test_a_resume_that_cannot_continue_the_run_is_refused_and_changes_nothing(ca
     assert str(info.value).startswith("resume: ") and "\n" not in str(info.value)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
+
+
+def test_a_crash_during_a_resume_keeps_the_entries_of_the_series_it_had_not_redone(killed, tmp_path, monkeypatch):
+    """A bug in the resume's first stage (the flow's check made to raise): summary.json says crashed and
+    still holds every series' entry as the interrupted run recorded it (it said ``series: {}``); a
+    resume then finishes the run."""
+    import dlnlab.lab.runner._flow as flow
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    out = _copy(killed, tmp_path)
+    before = _summary(out)["series"]
+    monkeypatch.setattr(flow, "check_recomputed_flow", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        resume(out)
+    summary = _summary(out)
+    assert summary["status"] == "crashed" and summary["error"]["stage"] == "flow"
+    assert summary["series"] == before and summary["not_run"] == []
+    monkeypatch.undo()
+    result = resume(out)
+    assert result.exit_code == 0 and result["resumed"][-1]["status"] == "crashed"
+    assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
 
 
 def test_a_changed_init_file_is_refused(tmp_path):

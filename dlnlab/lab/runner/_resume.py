@@ -46,6 +46,7 @@ __all__ = [
     "Continuation",
     "load_previous",
     "check_problem",
+    "check_series",
     "check_recomputed_flow",
     "ResumeRefused",
 ]
@@ -300,6 +301,40 @@ def check_problem(run_dir: Path, recorded: dict[str, np.ndarray]) -> None:
                 f"resume: {name} its config builds now differ from {path} (a data or init file changed?); "
                 "not the same run, not resumed"
             )
+
+
+def check_series(previous: Previous, grid: np.ndarray, names: list[str], sgd_names: list[str]) -> None:
+    """Refuse a resume whose config (summary.json's, perhaps edited) builds another grid or other series
+    than the run recorded: its files would be continued on the wrong times (a shorter flow.t_max crashed
+    the flow's check with an IndexError) or a changed ``sgd.lrs`` silently mixed two runs. ``grid``: the
+    grid t_m the config builds; ``names``: every series it builds; ``sgd_names``: its (S)GD series, which
+    the run recorded either as entries or under ``not_run``."""
+    where = f"resume: the config in {previous.run_dir}/summary.json"
+    recorded = previous.summary.get("grid")
+    if isinstance(recorded, dict) and recorded.get("n_grid"):
+        if recorded.get("n_grid") != len(grid) or recorded.get("dt") != previous.config["log"]["dt"]:
+            raise ConfigError(
+                f"{where} builds a grid of {len(grid)} points (flow.t_max, log.dt), but the run recorded "
+                f"{recorded.get('n_grid')} points of dt = {recorded.get('dt')} (an edited config?); not resumed"
+            )
+    flow, _ = _read_series(previous.run_dir / "series" / "flow.npz")  # a damaged one is recorded afresh
+    if flow is not None:
+        t = np.asarray(flow["t"], dtype=np.float64)
+        if len(t) > len(grid) or not np.allclose(t, grid[: len(t)], rtol=1e-12, atol=0.0):
+            raise ConfigError(
+                f"{where} builds a grid t_m = m dt of {len(grid)} points, but series/flow.npz holds "
+                f"{len(t)} points on other times (an edited flow.t_max or log.dt?); not resumed"
+            )
+    not_run = previous.summary.get("not_run")
+    known = set(previous.summary.get("series", {})) | set(not_run if isinstance(not_run, list) else ())
+    foreign = sorted(known - set(names))
+    unknown = [n for n in sgd_names if n not in known]
+    if foreign or unknown:
+        what = f"has no series {', '.join(foreign)}" if foreign else f"builds series {', '.join(unknown)}"
+        raise ConfigError(
+            f"{where} {what} that the run recorded{'' if foreign else ' nowhere'} (an edited sgd.lrs or "
+            "series option?); not the same run, not resumed"
+        )
 
 
 def check_recomputed_flow(previous, flow_at, all_t, grid, f, now: dict, problem, layout) -> tuple[dict, dict]:
