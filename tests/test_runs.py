@@ -100,6 +100,11 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     # TensorBoard: every grid point of the resumed series once (the open block is not logged again)
     steps = _logged_steps(out / "tensorboard" / KILLED, "loss/loss")  # x: step = round(1000 t)
     assert sorted(steps) == [round(1000 * DT * m) for m in range(401)], (len(steps), len(set(steps)))
+    # its extreme line once over every step (the interrupted run drew none), and each series' HParams once
+    line = _logged_steps(out / "tensorboard" / KILLED, "dist/log10_flow_max")
+    assert sorted(line) == [round(1000 * DT * m) for m in range(401)], (len(line), len(set(line)))
+    for name in ("sgd_lr_0.04", KILLED):
+        assert len(_logged_steps(out / "tensorboard" / name, "hp/final_loss")) == 1, name
 
 
 def _logged_steps(log_dir: Path, tag: str) -> list[int]:
@@ -156,6 +161,10 @@ def test_a_damaged_file_makes_its_series_run_again_from_its_start(case, whole, k
     said = result["resumed"][-1]["series"][name]
     assert said.startswith("run from the start: ") and rel in said, said
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+    # TensorBoard: the series run again from its start has each point once (its earlier events removed)
+    steps = _logged_steps(out / "tensorboard" / name, "loss/loss")
+    ms = np.load(out / "series" / f"{name}.npz")["grid_index"]  # an SGD series' own grid points
+    assert sorted(steps) == [round(1000 * DT * m) for m in ms], (len(steps), len(set(steps)))
 
 
 def test_a_checkpoint_drawn_by_the_former_without_replacement_makes_its_series_run_again(tmp_path):

@@ -172,6 +172,8 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
             from dlnlab.lab.results import log_run
 
             with signals.deferred(raise_at_end=False):
+                if previous is not None:
+                    previous.drop_closing_events()  # the earlier runs' hparams and text: logged once
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
             state.logging_error = f"{type(err).__name__}: {err}"

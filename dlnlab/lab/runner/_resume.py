@@ -86,6 +86,8 @@ class Previous:
     raw: bytes = b""  # summary.json as it was, put back if the resume is refused after it started
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # finished series, by name
     damaged: dict[str, str] = field(default_factory=dict)  # series -> why its files cannot be used
+    # the TensorBoard event files the earlier run(s) wrote, by series (tensorboard/<series>/), as found
+    events: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
     def config(self) -> dict:
@@ -145,6 +147,23 @@ class Previous:
         if why is not None:
             self.damaged[name] = why
         return arrays
+
+    def drop_events(self, name: str) -> None:
+        """A series run again from its start: the earlier run's TensorBoard events of it go (the run
+        logs the same points again, bit for bit; kept, each tag had its points twice and past the 1000
+        TensorBoard keeps, which then drops a random sample, bucket extremes included)."""
+        for path in self.events.pop(name, []):
+            path.unlink(missing_ok=True)
+
+    def drop_closing_events(self) -> None:
+        """Before the resume logs the run's closing results (hparams, text; with the custom-scalars
+        layout in Lightning's own event files, not ``.scalars`` or ``.figures``): the earlier runs' go,
+        so that each HParams row and text is there once, with the finished run's numbers."""
+        for name, paths in self.events.items():
+            keep = [p for p in paths if p.name.endswith((".scalars", ".figures"))]
+            for path in set(paths) - set(keep):
+                path.unlink(missing_ok=True)
+            self.events[name] = keep
 
     def how(self, name: str, continued: bool) -> str:
         """The resume record's word for a series that was not kept."""
@@ -247,7 +266,7 @@ def load_previous(run_dir: str | Path) -> Previous:
             f"resume: the run in {run_dir} finished (exit code {summary.get('exit_code')}); nothing to resume"
         )
     _check_shapes(run_dir, summary)
-    prev = Previous(run_dir, summary, raw)
+    prev = Previous(run_dir, summary, raw, events=_event_files(run_dir / "tensorboard"))
     for name, entry in summary.get("series", {}).items():
         if not isinstance(entry, dict):
             raise ConfigError(f"resume: {run_dir}/summary.json: series {name!r} is not an entry; not resumed")
@@ -260,6 +279,13 @@ def load_previous(run_dir: str | Path) -> Previous:
         if flow is not None:
             prev.arrays["flow"] = flow
     return prev
+
+
+def _event_files(log_dir: Path) -> dict[str, list[Path]]:
+    """The event files under ``log_dir``, by series (its folders)."""
+    if not log_dir.is_dir():
+        return {}
+    return {d.name: sorted(d.glob("events.out.tfevents.*")) for d in sorted(log_dir.iterdir()) if d.is_dir()}
 
 
 def _check_shapes(run_dir: Path, summary: dict) -> None:
