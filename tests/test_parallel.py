@@ -209,16 +209,27 @@ def test_a_killed_driver_ends_its_workers_and_resume_finishes_the_run(tmp_path):
     assert result.exit_code == 0 and result["status"] == "finished"
 
 
-def test_a_worker_killed_is_its_series_error_and_the_other_rates_go_on(tmp_path):
-    """SIGKILL to one worker (a user callback in its series): its series are recorded as errors (exit
-    code 3), the other learning rates finish."""
+def test_a_worker_killed_is_its_series_error_the_other_rates_go_on_and_resume_runs_it_again(tmp_path):
+    """SIGKILL to one worker (a user callback in its series): its series are recorded as errors and
+    listed under ``killed`` (exit code 3), the other learning rates finish; ``resume`` runs the killed
+    series again from their start (no checkpoint: a SIGKILL writes none) and keeps the others."""
     from _runtime_helpers import SignalAt
 
     SignalAt.fired.clear()
     kill = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.02",
             "+callbacks.stop.m=10", f"+callbacks.stop.signum={int(signal.SIGKILL)}"]  # fmt: skip
-    result = run(_cfg([*BASE, "flow.modified=false", "run.workers=2", *kill]), output_dir=tmp_path / "run")
+    out = tmp_path / "run"
+    result = run(_cfg([*BASE, "flow.modified=false", "run.workers=2", *kill]), output_dir=out)
     assert result.exit_code == 3 and result["status"] == "finished"
     lost = result["series"]["sgd_lr_0.02"]
     assert lost["status"] == "error" and "worker process ended with exit code -9" in lost["message"]
     assert all(result["series"][n]["status"] == "ok" for n in ("flow", "sgd_lr_0.04", "sgd_lr_0.01"))
+    assert _summary(out)["killed"] == ["sgd_lr_0.02"]
+    again = resume(out)  # SignalAt fires once: the resumed series runs to its end
+    assert again.exit_code == 0 and again["status"] == "finished" and _summary(out)["killed"] == []
+    assert again["resumed"][-1]["series"] == {
+        "sgd_lr_0.04": "kept", "sgd_lr_0.02": "run from the start", "sgd_lr_0.01": "kept"
+    }  # fmt: skip
+    assert again["series"]["sgd_lr_0.02"]["status"] == "ok"
+    with np.load(out / "series" / "sgd_lr_0.02.npz") as f:
+        assert len(f["t"]) == again["grid"]["n_grid"]

@@ -100,6 +100,11 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     # TensorBoard: every grid point of the resumed series once (the open block is not logged again)
     steps = _logged_steps(out / "tensorboard" / KILLED, "loss/loss")  # x: step = round(1000 t)
     assert sorted(steps) == [round(1000 * DT * m) for m in range(401)], (len(steps), len(set(steps)))
+    # its extreme line once over every step (the interrupted run drew none), and each series' HParams once
+    line = _logged_steps(out / "tensorboard" / KILLED, "dist/log10_flow_max")
+    assert sorted(line) == [round(1000 * DT * m) for m in range(401)], (len(line), len(set(line)))
+    for name in ("sgd_lr_0.04", KILLED):
+        assert len(_logged_steps(out / "tensorboard" / name, "hp/final_loss")) == 1, name
 
 
 def _logged_steps(log_dir: Path, tag: str) -> list[int]:
@@ -156,6 +161,10 @@ def test_a_damaged_file_makes_its_series_run_again_from_its_start(case, whole, k
     said = result["resumed"][-1]["series"][name]
     assert said.startswith("run from the start: ") and rel in said, said
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
+    # TensorBoard: the series run again from its start has each point once (its earlier events removed)
+    steps = _logged_steps(out / "tensorboard" / name, "loss/loss")
+    ms = np.load(out / "series" / f"{name}.npz")["grid_index"]  # an SGD series' own grid points
+    assert sorted(steps) == [round(1000 * DT * m) for m in ms], (len(steps), len(set(steps)))
 
 
 def test_a_checkpoint_drawn_by_the_former_without_replacement_makes_its_series_run_again(tmp_path):
@@ -203,6 +212,24 @@ REFUSED = {
         lambda d: _edit_summary(d, lambda s: s["config"].update(bogus=1)),
         r"the config in .*/summary.json is refused: bogus: no such key",
     ),
+    "flow.t_max edited in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["flow"].update(t_max=2.0)),
+        r"builds a grid of 201 points .* but the run recorded 401 points",
+    ),
+    "flow.t_max and the grid record edited": (
+        lambda d: _edit_summary(
+            d, lambda s: (s["config"]["flow"].update(t_max=2.0), s["grid"].update(n_grid=201, t_max=2.0))
+        ),
+        r"builds a grid t_m = m dt of 201 points, but series/flow.npz holds 401 points",
+    ),
+    "a learning rate replaced in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(lrs=[0.08, SLOW_LR])),
+        r"has no series sgd_lr_0.04 that the run recorded",
+    ),
+    "a learning rate added in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(lrs=[0.08, 0.04, SLOW_LR])),
+        r"builds series sgd_lr_0.08 that the run recorded nowhere",
+    ),
     "the initial weights changed": (
         lambda d: _change_problem(d, "A0"),
         r"the initial weights \(A0\) its config builds now differ",
@@ -234,6 +261,30 @@ def test_a_resume_that_cannot_continue_the_run_is_refused_and_changes_nothing(ca
     assert str(info.value).startswith("resume: ") and "\n" not in str(info.value)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
+
+
+def test_a_crash_during_a_resume_keeps_the_entries_of_the_series_it_had_not_redone(killed, tmp_path, monkeypatch):
+    """A bug in the resume's first stage (the flow's check made to raise): summary.json says crashed and
+    still holds every series' entry as the interrupted run recorded it (it said ``series: {}``); a
+    resume then finishes the run."""
+    import dlnlab.lab.runner._flow as flow
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    out = _copy(killed, tmp_path)
+    before = _summary(out)["series"]
+    SignalAt.fired.add_once((KILLED, 270))  # the config's SignalAt does not stop the resume (another test cleared it)
+    monkeypatch.setattr(flow, "check_recomputed_flow", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        resume(out)
+    summary = _summary(out)
+    assert summary["status"] == "crashed" and summary["error"]["stage"] == "flow"
+    assert summary["series"] == before and summary["not_run"] == []
+    monkeypatch.undo()
+    result = resume(out)
+    assert result.exit_code == 0 and result["resumed"][-1]["status"] == "crashed"
+    assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
 
 
 def test_a_changed_init_file_is_refused(tmp_path):

@@ -139,8 +139,8 @@ class SeriesRecorder:
         """Log rows (grid index m, tags) at the series' steps (``grid=False``: rows already at steps);
         grid points up to ``quiet_upto`` (logged before a resume) are not logged again."""
         if grid:
+            self._logged_steps += [self.tags.step(m) for m, _ in rows]  # the quiet ones too: logged before
             rows = [(self.tags.step(m), row) for m, row in rows if m > self.quiet_upto]
-            self._logged_steps += [s for s, _ in rows]
         if self.defer_logging:
             self.deferred_rows += rows
         else:
@@ -159,12 +159,16 @@ class SeriesRecorder:
         src, dst = (1, 0) if to_front else (0, 1)
         return {k: v if k in MEMBERLESS_KEYS else np.moveaxis(v, src, dst) for k, v in arrays.items()}
 
-    def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
-        """Flush, write ``series/<name>.npz``, finalise the logger; returns the arrays."""
+    def close(self, path: str | Path | None = None, lines: bool = True) -> dict[str, np.ndarray]:
+        """Flush, write ``series/<name>.npz``, finalise the logger; returns the arrays. ``lines``: log the
+        extreme lines (the series ended). A series that stopped before its end (a signal, an error) draws
+        none: a resume that continues it draws them once, over every step, with the final extremes
+        (drawn at both closes, the steps before the stop got two values, and twice the points)."""
         arrays = self.arrays()
         if self.logger is not None:
             self._log(self.thinner.flush())
-            self._log(extreme_lines(self._extremes, sorted(set(self._logged_steps))), grid=False)
+            if lines:
+                self._log(extreme_lines(self._extremes, sorted(set(self._logged_steps))), grid=False)
         target = Path(path) if path is not None else self.out_dir / "series" / f"{self.name}.npz"
         if arrays:  # nothing recorded (stopped before its first point): an earlier file stays as it was
             save_npz(target, **arrays)  # atomic: a reader never sees half a file
@@ -237,7 +241,7 @@ class _ProcessRecorder:
             ("block", [p[0] for p in block], [p[1] for p in block], [p[2] for p in block], thetas)
         )
 
-    def close(self, path: str | Path | None = None) -> dict[str, np.ndarray]:
+    def close(self, path: str | Path | None = None, lines: bool = True) -> dict[str, np.ndarray]:
         try:
             try:
                 self.flush()
@@ -246,7 +250,7 @@ class _ProcessRecorder:
                 self._sender.join()
             if self._send_error is not None:
                 raise self._send_error
-            self._conn.send(("close", path))
+            self._conn.send(("close", path, lines))
             status, payload = self._conn.recv()
         except (BrokenPipeError, EOFError) as err:
             self.abort()
@@ -329,13 +333,13 @@ def _recorder_worker(conn, parent_end, args, kwargs) -> None:
             try:
                 msg = conn.recv()
             except (EOFError, OSError):  # the parent went away or aborted us: keep what was recorded
-                rec.close()
+                rec.close(lines=False)  # the series did not end
                 return
             if msg[0] == "block":
                 _, ms, ts, steps, thetas = msg
                 rec.record_many(ms, ts, torch.from_numpy(thetas), steps)
             else:
-                arrays = rec.close(msg[1])
+                arrays = rec.close(msg[1], msg[2])
                 conn.send((_DONE, (arrays, rec.deferred_rows)))
                 return
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it

@@ -270,6 +270,9 @@ def results_block(summary: dict) -> str:
     if summary.get("not_run"):
         lines.append(f"(S)GD series not run: {', '.join(summary['not_run'])} (the run stopped first; "
                      "python scripts/train.py resume=<run dir> runs them)")  # fmt: skip
+    if summary.get("killed"):
+        lines.append(f"killed: {', '.join(summary['killed'])} (their worker process ended before reporting; "
+                     "python scripts/train.py resume=<run dir> runs them again)")  # fmt: skip
     if summary.get("interrupted"):
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
     return "\n".join(lines)

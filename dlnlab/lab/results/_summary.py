@@ -89,6 +89,8 @@ class RunState:
     stage: str = "starting"
     interrupted: bool = False
     resumed: list[dict] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)  # series whose worker process died before reporting
+    earlier: dict[str, dict] = field(default_factory=dict)  # a resume: the entries the run had recorded
     limit: dict | None = None  # an ensemble with a shared init: SGD's strong and weak errors (lab/limit.py)
     t_start: float = field(default_factory=time.perf_counter)
     ctx: Any = None  # dlnlab.lab.runner._context.SeriesContext, once the series start
@@ -148,6 +150,15 @@ class RunState:
             return int(ExitCode.FAILED)
         return int(ExitCode.OK)
 
+    def entries(self) -> dict[str, dict]:
+        """The series' entries for summary.json: a resume's own, and the earlier run's for the series it
+        has not redone yet, so that a crash, a signal or a SIGKILL during the resume loses none of them
+        (the resume's summary started empty: a crash in the flow's check wrote ``series: {}``)."""
+        if all(name in self.series for name in self.earlier):
+            return self.series
+        merged = {name: self.series.get(name, e) for name, e in self.earlier.items()}
+        return merged | {name: e for name, e in self.series.items() if name not in merged}
+
     def summary(self) -> dict:
         """summary.json as a dict (:meth:`typed_summary`'s ``to_dict``)."""
         return self.typed_summary().to_dict()
@@ -161,7 +172,8 @@ class RunState:
         from dlnlab.rundir import signals
 
         plan, cfg = self.plan, self.plan.cfg
-        usable = order_series(self.series)
+        entries = self.entries()
+        usable = order_series(entries)
         order = convergence_order(
             [e["lr"] for e in usable], [e["max_dist_to_flow"] for e in usable], cfg.sgd.order_fit
         )
@@ -174,8 +186,9 @@ class RunState:
             )
         sig = signals.received()
         return {
-            "series": self.series,
-            "not_run": [series_name(lr) for lr in plan.lrs if series_name(lr) not in self.series],
+            "series": entries,
+            "not_run": [series_name(lr) for lr in plan.lrs if series_name(lr) not in entries],
+            "killed": list(self.killed),
             "stage": self.stage,
             "interrupted": None if not self.interrupted else (signal.Signals(sig).name if sig else "SIGINT"),
             "resumed": self.resumed,

@@ -185,6 +185,10 @@ class Summary(Record):
         required=True,
     )
     run_dir: str = key("the run directory", required=True)
+    killed: list[str] = key(
+        "the series whose worker process ended before reporting (SIGKILL, out of memory): status error; "
+        "resume runs them again"
+    )
 
     @classmethod
     def from_dict(cls, data: dict, strict: bool = True) -> Summary:

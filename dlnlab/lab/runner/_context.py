@@ -157,10 +157,11 @@ class SeriesContext:
         return Layout(self.dims)
 
 
-def close_recorder(rec, logger) -> dict:
+def close_recorder(rec, logger, lines: bool = True) -> dict:
     """Close a series' recorder (wait for its worker, write its npz); log the rows a worker had to leave
-    to the parent (a logger that only one process may write to)."""
-    arrays = rec.close()
+    to the parent (a logger that only one process may write to). ``lines``: the series ended (its extreme
+    lines are drawn, see :meth:`~dlnlab.lab.record.SeriesRecorder.close`)."""
+    arrays = rec.close(lines=lines)
     rows = getattr(rec, "deferred_rows", None) or []
     for step, row in rows:
         logger.log_metrics(row, step=step)

@@ -26,7 +26,7 @@ from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
 from dlnlab.lab.runner._lock import RunLock
 from dlnlab.lab.runner._progress import Progress
-from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
+from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, check_series, load_previous
 from dlnlab.lab.runner._times import SeriesTimes
 from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
 
@@ -100,9 +100,20 @@ def resume(run_dir: str | Path) -> RunResult:
         except ConfigError as err:
             raise ConfigError(f"resume: the config in {run_dir}/summary.json is refused: {err}") from err
         check_problem(run_dir, problem_arrays(plan.problem, plan.cfg.model.dims, plan.weights0))
+        _check_series(previous, plan)
         return _guarded(plan, run_dir, previous, user_callbacks(plan))
     finally:
         lock.release()
+
+
+def _check_series(previous: Previous, plan: Plan) -> None:
+    """The grid and the series the config builds are the ones the run recorded (refused otherwise)."""
+    from dlnlab.lab.runner._registry import KINDS
+
+    kinds = [kind for kind in KINDS if kind.enabled(plan)]
+    names = [k.series_name(lr) for k in kinds for lr in (plan.lrs if k.per_lr else (None,))]
+    grid = SeriesTimes.of(plan).grid.numpy()
+    check_series(previous, grid, names, [series_name(lr) for lr in plan.lrs])
 
 
 def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) -> RunResult:
@@ -126,6 +137,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     state = RunState(plan, out)
     if previous is not None:
         prior = previous.summary
+        state.earlier = dict(prior.get("series") or {})  # kept in summary.json until each is redone
         before = prior.get("resumed") if isinstance(prior.get("resumed"), list) else []
         state.resumed = [*before, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          "stage": prior.get("stage"), "status": prior.get("status"),
@@ -160,6 +172,8 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
             from dlnlab.lab.results import log_run
 
             with signals.deferred(raise_at_end=False):
+                if previous is not None:
+                    previous.drop_closing_events()  # the earlier runs' hparams and text: logged once
                 log_run(state.ctx, summary, table)
         except Exception as err:  # noqa: BLE001 - the logger must not lose the run
             state.logging_error = f"{type(err).__name__}: {err}"

@@ -194,11 +194,15 @@ def _collect(state: RunState, unit: _Unit, kinds: list[SeriesKind]) -> str | Non
     if sig is not None:  # the worker's own signal is the run's
         signals.note(sig)
     if what == "gone":
-        why = f"its worker process ended with exit code {unit.proc.exitcode} before reporting"
+        why = (
+            f"its worker process ended with exit code {unit.proc.exitcode} before reporting (killed); "
+            "resume runs it again"
+        )
         for kind in kinds:
             name = kind.series_name(unit.lr)
             if name not in state.series:
                 state.series[name] = kind.failed_entry(state.plan, unit.lr, why)
+                state.killed.append(name)  # the run stays resumable for these (load_previous)
     return None
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "Continuation",
     "load_previous",
     "check_problem",
+    "check_series",
     "check_recomputed_flow",
     "ResumeRefused",
 ]
@@ -85,6 +86,8 @@ class Previous:
     raw: bytes = b""  # summary.json as it was, put back if the resume is refused after it started
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # finished series, by name
     damaged: dict[str, str] = field(default_factory=dict)  # series -> why its files cannot be used
+    # the TensorBoard event files the earlier run(s) wrote, by series (tensorboard/<series>/), as found
+    events: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
     def config(self) -> dict:
@@ -144,6 +147,23 @@ class Previous:
         if why is not None:
             self.damaged[name] = why
         return arrays
+
+    def drop_events(self, name: str) -> None:
+        """A series run again from its start: the earlier run's TensorBoard events of it go (the run
+        logs the same points again, bit for bit; kept, each tag had its points twice and past the 1000
+        TensorBoard keeps, which then drops a random sample, bucket extremes included)."""
+        for path in self.events.pop(name, []):
+            path.unlink(missing_ok=True)
+
+    def drop_closing_events(self) -> None:
+        """Before the resume logs the run's closing results (hparams, text; with the custom-scalars
+        layout in Lightning's own event files, not ``.scalars`` or ``.figures``): the earlier runs' go,
+        so that each HParams row and text is there once, with the finished run's numbers."""
+        for name, paths in self.events.items():
+            keep = [p for p in paths if p.name.endswith((".scalars", ".figures"))]
+            for path in set(paths) - set(keep):
+                path.unlink(missing_ok=True)
+            self.events[name] = keep
 
     def how(self, name: str, continued: bool) -> str:
         """The resume record's word for a series that was not kept."""
@@ -240,12 +260,13 @@ def load_previous(run_dir: str | Path) -> Previous:
         summary.get("status") != RunStatus.CRASHED
         and summary.get("stage") == "done"
         and not summary.get("interrupted")
+        and not summary.get("killed")  # a series worker killed: its series are to be run again
     ):
         raise ConfigError(
             f"resume: the run in {run_dir} finished (exit code {summary.get('exit_code')}); nothing to resume"
         )
     _check_shapes(run_dir, summary)
-    prev = Previous(run_dir, summary, raw)
+    prev = Previous(run_dir, summary, raw, events=_event_files(run_dir / "tensorboard"))
     for name, entry in summary.get("series", {}).items():
         if not isinstance(entry, dict):
             raise ConfigError(f"resume: {run_dir}/summary.json: series {name!r} is not an entry; not resumed")
@@ -258,6 +279,13 @@ def load_previous(run_dir: str | Path) -> Previous:
         if flow is not None:
             prev.arrays["flow"] = flow
     return prev
+
+
+def _event_files(log_dir: Path) -> dict[str, list[Path]]:
+    """The event files under ``log_dir``, by series (its folders)."""
+    if not log_dir.is_dir():
+        return {}
+    return {d.name: sorted(d.glob("events.out.tfevents.*")) for d in sorted(log_dir.iterdir()) if d.is_dir()}
 
 
 def _check_shapes(run_dir: Path, summary: dict) -> None:
@@ -299,6 +327,40 @@ def check_problem(run_dir: Path, recorded: dict[str, np.ndarray]) -> None:
                 f"resume: {name} its config builds now differ from {path} (a data or init file changed?); "
                 "not the same run, not resumed"
             )
+
+
+def check_series(previous: Previous, grid: np.ndarray, names: list[str], sgd_names: list[str]) -> None:
+    """Refuse a resume whose config (summary.json's, perhaps edited) builds another grid or other series
+    than the run recorded: its files would be continued on the wrong times (a shorter flow.t_max crashed
+    the flow's check with an IndexError) or a changed ``sgd.lrs`` silently mixed two runs. ``grid``: the
+    grid t_m the config builds; ``names``: every series it builds; ``sgd_names``: its (S)GD series, which
+    the run recorded either as entries or under ``not_run``."""
+    where = f"resume: the config in {previous.run_dir}/summary.json"
+    recorded = previous.summary.get("grid")
+    if isinstance(recorded, dict) and recorded.get("n_grid"):
+        if recorded.get("n_grid") != len(grid) or recorded.get("dt") != previous.config["log"]["dt"]:
+            raise ConfigError(
+                f"{where} builds a grid of {len(grid)} points (flow.t_max, log.dt), but the run recorded "
+                f"{recorded.get('n_grid')} points of dt = {recorded.get('dt')} (an edited config?); not resumed"
+            )
+    flow, _ = _read_series(previous.run_dir / "series" / "flow.npz")  # a damaged one is recorded afresh
+    if flow is not None:
+        t = np.asarray(flow["t"], dtype=np.float64)
+        if len(t) > len(grid) or not np.allclose(t, grid[: len(t)], rtol=1e-12, atol=0.0):
+            raise ConfigError(
+                f"{where} builds a grid t_m = m dt of {len(grid)} points, but series/flow.npz holds "
+                f"{len(t)} points on other times (an edited flow.t_max or log.dt?); not resumed"
+            )
+    not_run = previous.summary.get("not_run")
+    known = set(previous.summary.get("series", {})) | set(not_run if isinstance(not_run, list) else ())
+    foreign = sorted(known - set(names))
+    unknown = [n for n in sgd_names if n not in known]
+    if foreign or unknown:
+        what = f"has no series {', '.join(foreign)}" if foreign else f"builds series {', '.join(unknown)}"
+        raise ConfigError(
+            f"{where} {what} that the run recorded{'' if foreign else ' nowhere'} (an edited sgd.lrs or "
+            "series option?); not the same run, not resumed"
+        )
 
 
 def check_recomputed_flow(previous, flow_at, all_t, grid, f, now: dict, problem, layout) -> tuple[dict, dict]:

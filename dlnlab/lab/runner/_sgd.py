@@ -25,7 +25,7 @@ from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import Layout
 from dlnlab.rundir import SGD_PREFIX, series_name, signals
-from dlnlab.status import Status
+from dlnlab.status import FINISHED, Status
 
 __all__ = ["SGDKind", "run_sgd", "blowup_norm"]
 
@@ -134,7 +134,7 @@ def run_sgd(
         if signals.received() is not None and entry["status"] == Status.OK:
             entry.update(status=Status.INTERRUPTED, message="interrupted")
         try:
-            arrays = close_recorder(rec, logger)
+            arrays = close_recorder(rec, logger, lines=entry["status"] in FINISHED)  # else it may continue
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only
             arrays = {}
             entry.update(status=Status.ERROR, message=f"recorder: {err}")

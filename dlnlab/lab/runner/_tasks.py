@@ -59,4 +59,6 @@ def resume_step(kind: SeriesKind, task: SeriesTask, previous: Previous | None, p
     if kind.resume is Resume.RECOMPUTE and finished:
         return ResumeStep(recorded=(previous.entry(task.name), previous.arrays[task.name]))
     continuation = kind.continuation(previous, task, plan) if kind.resume is Resume.KEEP else None
+    if continuation is None:  # run from its start: its earlier TensorBoard events would be there twice
+        previous.drop_events(task.name)
     return ResumeStep(continuation=continuation, note=previous.how(task.name, continuation is not None))
