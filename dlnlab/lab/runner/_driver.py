@@ -24,7 +24,7 @@ from dlnlab.errors import AnalysisWarning, ConfigWarning
 from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
-from dlnlab.lab.runner._lock import RunLock
+from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.runner._times import SeriesTimes
@@ -59,9 +59,12 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     plan = prepare(cfg)
     callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
-    check_run_dir(out)
-    lock = RunLock.acquire(out, "hydra.run.dir")
+    lock = take_claim(out)  # the command line claimed the directory before Hydra wrote in it
+    if lock is None:
+        check_run_dir(out)  # refused untouched, no lock file left in another's directory
+        lock = RunLock.acquire(out, "hydra.run.dir")
     try:
+        check_run_dir(out, also=(LOCK_NAME,))  # again, locked: no run can have started there meanwhile
         return _guarded(plan, out, None, callbacks)
     finally:
         lock.release()
