@@ -3,8 +3,10 @@ the process exits with, what it leaves on disk, and that no process of the run o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -202,3 +204,65 @@ def test_a_raising_callback_in_a_joblib_sweep_fails_its_jobs_and_the_sweep_ends(
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_finished"] == 2 and summary["n_failed"] == 2 and summary["exit_code"] == 3
     assert all("callback RaiseAt raised at grid point m = 3" in j["message"] for j in summary["jobs"])
+
+
+def _start_with_file_limit(args, cwd, max_bytes: int):
+    """The CLI with RLIMIT_FSIZE: a write past ``max_bytes`` in any file fails with EFBIG (Python ignores
+    SIGXFSZ), as a full disk fails it with ENOSPC, without a file system of that size to mount."""
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )  # fmt: skip
+
+
+# the tiny run's summary.json outgrows 6000 bytes once its series are recorded; problem.npz takes 4238
+FILE_LIMIT = ["experiment=tiny", "logger=none", *QUIET]
+
+
+def _run_out_of_room(out: Path, cwd: Path) -> str:
+    proc = _start_with_file_limit([*FILE_LIMIT, f"hydra.run.dir={out}"], cwd, 6000)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"error: cannot write {out / 'summary.json'}: File too large; the run stopped there, every file written "
+        f"before is complete: make room on that disk (or lift the limit), then finish the run with resume={out}"
+    ), err[-3000:]
+    assert "recorder worker of flow failed: [Errno 27] File too large: " in err  # each on one line
+    assert not list(out.rglob(".*.tmp"))  # no temporary file left behind
+    assert _summary(out)["status"] == "running" and lock_holder(out) is None  # the last summary written
+    return err
+
+
+def test_a_run_whose_disk_takes_no_more_writes_exits_4_with_one_line(tmp_path):
+    """Before: a traceback from write_summary (OSError: [Errno 28] No space left on device), exit 1."""
+    _run_out_of_room(tmp_path / "run", tmp_path)
+
+
+@pytest.mark.slow  # ~15 s: the run above, then its resume
+def test_a_run_stopped_by_a_full_disk_is_finished_by_resume(tmp_path):
+    out = tmp_path / "run"
+    _run_out_of_room(out, tmp_path)
+    resumed = _cli([f"resume={out}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["resumed"][0]["status"] == "running"
+    assert {e["status"] for e in summary["series"].values()} == {"ok"}
+    assert (out / "series" / "flow.npz").is_file()
+
+
+def test_a_crash_for_want_of_room_is_recorded_with_exit_code_4():
+    """The summary's exit code, when the crashed summary can still be written: 4, not a bug's 1."""
+    from types import SimpleNamespace
+
+    from dlnlab.lab.results import RunState
+
+    for err, code in ((OSError(errno.ENOSPC, "No space left on device"), 4), (RuntimeError("a bug"), 1)):
+        state = RunState(SimpleNamespace(), Path("."))
+        state.crashed(err)
+        assert state.exit_code() == code

@@ -23,6 +23,7 @@ from dlnlab.lab import _hydra, sweep
 from dlnlab.lab.config import (
     ConfigError,
     ExitCode,
+    WriteFailed,
     check_expansion,
     check_job_dirs,
     check_override_text,
@@ -308,6 +309,10 @@ def job(cfg: DictConfig) -> int:
         message = str(err)
         print(f"error: {message}", file=sys.stderr)
         code = int(ExitCode.CONFIG)
+    except WriteFailed as err:  # the disk is full (or read-only): recorded as far as it could be
+        message = str(err)
+        print(f"error: {message}", file=sys.stderr)
+        code = int(ExitCode.WRITE_FAILED)
     except KeyboardInterrupt:
         code = signals.exit_code()
     except Exception as err:  # a bug: the trace is for the report; a sweep still goes on
@@ -347,6 +352,9 @@ def resume_command(args) -> int | None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return int(ExitCode.CONFIG)
+    except WriteFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.WRITE_FAILED)
 
 
 def parse_args(argv: list[str]):

@@ -88,7 +88,7 @@ class JobState(str, Enum):
     FINISHED = "finished"  # it ended by itself; its exit code says how
     INTERRUPTED = "interrupted"  # a signal stopped it; resume=<its dir> finishes it
     KILLED = "killed"  # its process ended while it ran (its summary still says running)
-    CRASHED = "crashed"  # the lab failed outside any series (exit code 1)
+    CRASHED = "crashed"  # the lab failed outside any series (exit code 1), or its disk was full (exit code 4)
     REFUSED = "refused"  # its config was refused before any work (exit code 2)
     NOT_RUN = "not_run"  # it never started (the sweep was stopped first)
     RUNNING = "running"  # it still holds its run directory's lock
@@ -261,7 +261,7 @@ def _state(rec: dict) -> JobState:
         return JobState.KILLED if status == RunStatus.RUNNING else JobState.NOT_RUN
     if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
         return JobState.INTERRUPTED if summary is not None else JobState.NOT_RUN
-    if code == ExitCode.CRASHED or status == RunStatus.CRASHED:
+    if code in (ExitCode.CRASHED, ExitCode.WRITE_FAILED) or status == RunStatus.CRASHED:
         return JobState.CRASHED
     if code == ExitCode.CONFIG and summary is None:
         return JobState.REFUSED

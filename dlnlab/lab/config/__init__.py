@@ -19,7 +19,7 @@ Hydra.
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "._errors": ["ConfigError", "ExitCode", "console_warnings", "keyed", "shown"],
+    "._errors": ["ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown"],
     "._schema": [
         "TrainConfig",
         "DATA_OPTIONS",

@@ -21,14 +21,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
-from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
+from dlnlab.lab.config import (
+    ConfigError,
+    Plan,
+    WriteFailed,
+    check_run_dir,
+    console_warnings,
+    current_targets,
+    prepare,
+)
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
 from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, load_previous
 from dlnlab.lab.runner._times import SeriesTimes
-from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
+from dlnlab.rundir import out_of_room, problem_arrays, series_name, signals, write_bytes, write_problem
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
     from dlnlab.lab.runner._context import SeriesContext
@@ -119,6 +127,14 @@ def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     try:
         with console_warnings():
             return _execute(plan, out, previous, callbacks)
+    except OSError as err:  # the disk took no more writes: one line, not a bug's traceback
+        if not out_of_room(err):
+            raise
+        raise WriteFailed(
+            f"cannot write {err.filename or out}: {err.strerror}; the run stopped there, every file written "
+            f"before is complete: make room on that disk (or lift the limit), then finish the run with "
+            f"resume={out}"
+        ) from err
     finally:
         torch.set_num_threads(threads)
         if main:
