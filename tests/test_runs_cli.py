@@ -266,3 +266,66 @@ def test_a_crash_for_want_of_room_is_recorded_with_exit_code_4():
         state = RunState(SimpleNamespace(), Path("."))
         state.crashed(err)
         assert state.exit_code() == code
+
+
+def test_a_sweep_job_that_never_ran_is_run_by_resume_and_the_sweep_summary_follows(tmp_path):
+    """A sweep stopped by SIGINT before its job 1 ran (job.json, no summary) and before jobs 0 and 2
+    started at all, recorded by the sweep's own writers. Before: resume=<job 1's dir> was refused ("not a
+    dlnlab run directory") and sweep_summary.json kept saying interrupted for jobs resumed since."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    base = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
+    sweep_dir, job_dir = tmp_path / "sweep", tmp_path / "sweep" / "1_seed=2"
+    job_dir.mkdir(parents=True)
+    (sweep_dir / ".interrupted").write_text("SIGINT")
+    sweeps.write_job_record(job_dir, 1, [*base, "seed=2"], 130, "not run: the sweep was interrupted (SIGINT)")
+    config = OmegaConf.create({"hydra": {"overrides": {"task": [*base, "seed=1,2,3"]}}})
+    before = sweeps.write_sweep_summary(sweep_dir, config)
+    assert (before["n_not_run"], before["exit_code"]) == (3, 130)
+    proc = _cli([f"resume={job_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resume: job 1 of the sweep never ran (not run: the sweep was interrupted (SIGINT))" in proc.stdout
+    run = _summary(job_dir)
+    assert run["status"] == "finished" and run["seeds"]["seed"] == 2
+    assert json.loads((job_dir / "job.json").read_text())["exit_code"] == 0
+    after = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [(j["num"], j["state"], j["overrides"][-1]) for j in after["jobs"]] == [
+        (0, "not_run", "seed=1"), (1, "finished", "seed=2"), (2, "not_run", "seed=3"),
+    ]  # fmt: skip
+    assert (after["n_finished"], after["n_not_run"], after["resumed_jobs"]) == (1, 2, [1])
+    assert (after["interrupted"], after["exit_code"]) == ("SIGINT", 130)  # the sweep's process, as it ended
+
+
+@pytest.mark.slow  # ~15 s: three CLI starts (the resume, and the train script for the job with no directory)
+def test_resume_of_a_sweep_dir_finishes_every_job_not_finished(tmp_path):
+    """Job 0 finished, job 1 never ran (job.json only), job 2 never started (no directory, as joblib leaves
+    queued jobs): resume=<sweep dir> runs 1 in its directory and 2 into the directory the sweep would
+    have given it, through the train script (Hydra's .hydra/ there, for aggregate.py)."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    base = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
+    sweep_dir = tmp_path / "sweep"
+    for num, code in ((0, 0), (1, 130)):
+        job_dir = sweep_dir / f"{num}_job"
+        job_dir.mkdir(parents=True)
+        sweeps.write_job_record(job_dir, num, [*base, f"seed={num + 1}"], code, "")
+    (sweep_dir / "0_job" / "summary.json").write_text(json.dumps({"status": "finished", "stage": "done"}))
+    (sweep_dir / ".interrupted").write_text("SIGTERM")
+    sweeps.write_sweep_summary(
+        sweep_dir, OmegaConf.create({"hydra": {"overrides": {"task": [*base, "seed=1,2,3"]}}})
+    )
+    proc = _cli([f"resume={sweep_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resume: sweep {sweep_dir}: 2 of its 3 jobs to finish" in proc.stdout
+    after = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [j["state"] for j in after["jobs"]] == ["finished"] * 3 and after["resumed_jobs"] == [1, 2]
+    (new,) = [Path(j["dir"]) for j in after["jobs"] if j["num"] == 2]
+    assert new.parent == sweep_dir and new.name.startswith("2_") and "seed=3" in new.name
+    assert (
+        _summary(new)["seeds"]["seed"] == 3 and "- seed=3" in (new / ".hydra" / "overrides.yaml").read_text()
+    )
+    assert (after["interrupted"], after["exit_code"]) == ("SIGTERM", 143)

@@ -331,9 +331,11 @@ def job(cfg: DictConfig) -> int:
     return code
 
 
-def resume_command(args) -> int | None:
+def resume_command(args, conf_dir: Path, config_name: str = "train") -> int | None:
     """``resume=<run dir>``: finish that run with its own config, without Hydra (which would write a
-    new ``.hydra/``); None when the command line is not a resume."""
+    new ``.hydra/``); a sweep's job, or a whole sweep's unfinished jobs, with the sweep's records kept
+    up to date (:mod:`dlnlab.lab.sweep_resume`; ``conf_dir``: the config tree of a job that never
+    ran). None when the command line is not a resume."""
     resumes = [o for o in args.overrides if o.split("=", 1)[0] in ("resume", "+resume")]
     if not resumes:
         return None
@@ -345,10 +347,10 @@ def resume_command(args) -> int | None:
             file=sys.stderr,
         )
         return int(ExitCode.CONFIG)
-    from dlnlab.lab.runner import resume
+    from dlnlab.lab.sweep_resume import finish
 
     try:
-        return resume(resumes[0].split("=", 1)[1]).exit_code
+        return finish(resumes[0].split("=", 1)[1], conf_dir, config_name)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return int(ExitCode.CONFIG)
@@ -394,7 +396,7 @@ def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "tra
 def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bool) -> int:
     if not _is_informational(args):
         try:
-            code = resume_command(args)
+            code = resume_command(args, conf_dir, config_name)
         except KeyboardInterrupt:
             code = signals.exit_code()
         if code is not None:
