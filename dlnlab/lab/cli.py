@@ -266,13 +266,13 @@ def _check_job(
         if not run_checks:
             return None
         check_job_dirs(cfg, num, multirun, subdirs)
-        key, out, unique = output_dir(cfg, multirun)
+        key, out, unique = output_dir(cfg, multirun) if claim and not multirun else ("", None, True)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
         prepare(cfg, before_targets=None if multirun else _start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
-        if claim and not multirun and not unique:  # dlnlab_unique's directory is claimed by its mkdir
+        if not unique:  # a given directory (dlnlab_unique's is claimed by its own mkdir)
             from dlnlab.lab.runner import claim_run_dir
 
             claim_run_dir(out, key)
