@@ -7,8 +7,9 @@
 
 Exit codes: 0 ok (diverged / unstable series are a scientific outcome), 1 the lab crashed (a bug;
 summary.json says where), 2 refused before any work (bad config, impossible size, bad file), 3 a series
-failed (the others were run), 130 SIGINT, 143 SIGTERM (everything recorded so far is written). A sweep
-exits with the largest code of its jobs (docs/runs.md).
+failed (the others were run), 4 the disk took no more writes (make room, then resume=<run dir>), 130
+SIGINT, 143 SIGTERM (everything recorded so far is written). A sweep exits with the largest code of its
+jobs (docs/runs.md).
 """
 
 import gc

@@ -26,6 +26,7 @@ from tests._helpers import wait_for_stage as _wait_for_stage
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]  # the tiny flow alone, nothing but its files
 
 
 @pytest.fixture(scope="module")
@@ -391,3 +392,39 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
         assert summary["series"][name]["status"] == whole["series"][name]["status"]
     again = _cli([f"resume={out}"], tmp_path, env=env)
     assert again.returncode == 2 and "nothing to resume" in again.stderr
+
+
+def test_two_runs_started_together_in_one_given_directory_one_is_refused_having_written_nothing(tmp_path):
+    """The same explicit hydra.run.dir twice at once: exactly one runs; the other is refused (exit 2, one
+    line) before Hydra writes its .hydra/ there. Before: both passed the check, both Hydras wrote .hydra/,
+    and the refused run's overrides (seed=2) lay beside the other's results (seed=1)."""
+    out = tmp_path / "same"
+    procs = [_popen([*TINY_FLOW, f"seed={seed}", f"hydra.run.dir={out}"], tmp_path) for seed in (1, 2)]
+    ends = [(proc.returncode, err) for proc in procs for _, err in [proc.communicate(timeout=300)]]
+    assert sorted(code for code, _ in ends) == [0, 2], ends
+    (refusal,) = [err for code, err in ends if code == 2]
+    assert refusal.startswith("error: hydra.run.dir: ") and refusal.count("\n") == 1, refusal
+    seed = _summary(out)["seeds"]["seed"]
+    assert f"- seed={seed}\n" in (out / ".hydra" / "overrides.yaml").read_text()
+    assert seed == [1, 2][[code for code, _ in ends].index(0)]
+    assert not (out / ".lock").exists()
+
+
+def test_a_claimed_run_directory_is_refused_to_a_second_claim_and_let_go_when_no_run_took_it(tmp_path):
+    """claim_run_dir locks before it checks the directory empty; release_claims removes what it made."""
+    from dlnlab.lab.config import ConfigError
+    from dlnlab.lab.runner import claim_run_dir, release_claims
+
+    out = tmp_path / "new" / "run"
+    claim_run_dir(out, "hydra.run.dir")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    with pytest.raises(ConfigError, match=rf"^hydra.run.dir: {out} is taken by process {os.getpid()} "):
+        claim_run_dir(out, "hydra.run.dir")  # a second lock of the file, even in this process
+    release_claims()
+    assert not out.exists() and (tmp_path / "new").is_dir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"is not empty \(it holds summary.json\)"):
+        claim_run_dir(tmp_path / "full", "hydra.run.dir")
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["summary.json"]
+    release_claims()

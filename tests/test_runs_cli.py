@@ -3,8 +3,10 @@ the process exits with, what it leaves on disk, and that no process of the run o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -202,3 +204,128 @@ def test_a_raising_callback_in_a_joblib_sweep_fails_its_jobs_and_the_sweep_ends(
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_finished"] == 2 and summary["n_failed"] == 2 and summary["exit_code"] == 3
     assert all("callback RaiseAt raised at grid point m = 3" in j["message"] for j in summary["jobs"])
+
+
+def _start_with_file_limit(args, cwd, max_bytes: int):
+    """The CLI with RLIMIT_FSIZE: a write past ``max_bytes`` in any file fails with EFBIG (Python ignores
+    SIGXFSZ), as a full disk fails it with ENOSPC, without a file system of that size to mount."""
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )  # fmt: skip
+
+
+# the tiny run's summary.json outgrows 6000 bytes once its series are recorded; problem.npz takes 4238
+FILE_LIMIT = ["experiment=tiny", "logger=none", *QUIET]
+
+
+def _run_out_of_room(out: Path, cwd: Path) -> str:
+    proc = _start_with_file_limit([*FILE_LIMIT, f"hydra.run.dir={out}"], cwd, 6000)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 4, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"error: cannot write {out / 'summary.json'}: File too large; the run stopped there, every file written "
+        f"before is complete: make room on that disk (or lift the limit), then finish the run with resume={out}"
+    ), err[-3000:]
+    assert "recorder worker of flow failed: [Errno 27] File too large: " in err  # each on one line
+    assert not list(out.rglob(".*.tmp"))  # no temporary file left behind
+    assert _summary(out)["status"] == "running" and lock_holder(out) is None  # the last summary written
+    return err
+
+
+def test_a_run_whose_disk_takes_no_more_writes_exits_4_with_one_line(tmp_path):
+    """Before: a traceback from write_summary (OSError: [Errno 28] No space left on device), exit 1."""
+    _run_out_of_room(tmp_path / "run", tmp_path)
+
+
+@pytest.mark.slow  # ~15 s: the run above, then its resume
+def test_a_run_stopped_by_a_full_disk_is_finished_by_resume(tmp_path):
+    out = tmp_path / "run"
+    _run_out_of_room(out, tmp_path)
+    resumed = _cli([f"resume={out}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = _summary(out)
+    assert summary["status"] == "finished" and summary["resumed"][0]["status"] == "running"
+    assert {e["status"] for e in summary["series"].values()} == {"ok"}
+    assert (out / "series" / "flow.npz").is_file()
+
+
+def test_a_crash_for_want_of_room_is_recorded_with_exit_code_4():
+    """The summary's exit code, when the crashed summary can still be written: 4, not a bug's 1."""
+    from types import SimpleNamespace
+
+    from dlnlab.lab.results import RunState
+
+    for err, code in ((OSError(errno.ENOSPC, "No space left on device"), 4), (RuntimeError("a bug"), 1)):
+        state = RunState(SimpleNamespace(), Path("."))
+        state.crashed(err)
+        assert state.exit_code() == code
+
+
+def test_a_sweep_job_that_never_ran_is_run_by_resume_and_the_sweep_summary_follows(tmp_path):
+    """A sweep stopped by SIGINT before its job 1 ran (job.json, no summary) and before jobs 0 and 2
+    started at all, recorded by the sweep's own writers. Before: resume=<job 1's dir> was refused ("not a
+    dlnlab run directory") and sweep_summary.json kept saying interrupted for jobs resumed since."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    base = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
+    sweep_dir, job_dir = tmp_path / "sweep", tmp_path / "sweep" / "1_seed=2"
+    job_dir.mkdir(parents=True)
+    (sweep_dir / ".interrupted").write_text("SIGINT")
+    sweeps.write_job_record(job_dir, 1, [*base, "seed=2"], 130, "not run: the sweep was interrupted (SIGINT)")
+    config = OmegaConf.create({"hydra": {"overrides": {"task": [*base, "seed=1,2,3"]}}})
+    before = sweeps.write_sweep_summary(sweep_dir, config)
+    assert (before["n_not_run"], before["exit_code"]) == (3, 130)
+    proc = _cli([f"resume={job_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resume: job 1 of the sweep never ran (not run: the sweep was interrupted (SIGINT))" in proc.stdout
+    run = _summary(job_dir)
+    assert run["status"] == "finished" and run["seeds"]["seed"] == 2
+    assert json.loads((job_dir / "job.json").read_text())["exit_code"] == 0
+    after = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [(j["num"], j["state"], j["overrides"][-1]) for j in after["jobs"]] == [
+        (0, "not_run", "seed=1"), (1, "finished", "seed=2"), (2, "not_run", "seed=3"),
+    ]  # fmt: skip
+    assert (after["n_finished"], after["n_not_run"], after["resumed_jobs"]) == (1, 2, [1])
+    assert (after["interrupted"], after["exit_code"]) == ("SIGINT", 130)  # the sweep's process, as it ended
+
+
+@pytest.mark.slow  # ~15 s: three CLI starts (the resume, and the train script for the job with no directory)
+def test_resume_of_a_sweep_dir_finishes_every_job_not_finished(tmp_path):
+    """Job 0 finished, job 1 never ran (job.json only), job 2 never started (no directory, as joblib leaves
+    queued jobs): resume=<sweep dir> runs 1 in its directory and 2 into the directory the sweep would
+    have given it, through the train script (Hydra's .hydra/ there, for aggregate.py)."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    base = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
+    sweep_dir = tmp_path / "sweep"
+    for num, code in ((0, 0), (1, 130)):
+        job_dir = sweep_dir / f"{num}_job"
+        job_dir.mkdir(parents=True)
+        sweeps.write_job_record(job_dir, num, [*base, f"seed={num + 1}"], code, "")
+    (sweep_dir / "0_job" / "summary.json").write_text(json.dumps({"status": "finished", "stage": "done"}))
+    (sweep_dir / ".interrupted").write_text("SIGTERM")
+    sweeps.write_sweep_summary(
+        sweep_dir, OmegaConf.create({"hydra": {"overrides": {"task": [*base, "seed=1,2,3"]}}})
+    )
+    proc = _cli([f"resume={sweep_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resume: sweep {sweep_dir}: 2 of its 3 jobs to finish" in proc.stdout
+    after = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [j["state"] for j in after["jobs"]] == ["finished"] * 3 and after["resumed_jobs"] == [1, 2]
+    (new,) = [Path(j["dir"]) for j in after["jobs"] if j["num"] == 2]
+    assert new.parent == sweep_dir and new.name.startswith("2_") and "seed=3" in new.name
+    assert (
+        _summary(new)["seeds"]["seed"] == 3 and "- seed=3" in (new / ".hydra" / "overrides.yaml").read_text()
+    )
+    assert (after["interrupted"], after["exit_code"]) == ("SIGTERM", 143)

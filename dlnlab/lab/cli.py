@@ -23,6 +23,7 @@ from dlnlab.lab import _hydra, sweep
 from dlnlab.lab.config import (
     ConfigError,
     ExitCode,
+    WriteFailed,
     check_expansion,
     check_job_dirs,
     check_override_text,
@@ -30,6 +31,7 @@ from dlnlab.lab.config import (
     config_class,
     describe_omegaconf_error,
     describe_yaml_error,
+    output_dir,
     prepare,
     shown,
     unknown_key_message,
@@ -174,8 +176,11 @@ def _check_group_values(overrides: list[str]) -> None:
         )
 
 
-def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> str | None:
+def preflight(argv: list[str], conf_dir: Path, config_name: str = "train", claim: bool = False) -> str | None:
     """Check the command line as Hydra will run it; the one-line reason for a refusal, or None.
+
+    ``claim``: a single run's explicit ``hydra.run.dir`` that passed is claimed for this process
+    (:func:`dlnlab.lab.runner.claim_run_dir`: made, locked, checked empty) before Hydra writes in it.
 
     ``--cfg``, ``--info`` and ``--help`` print the composed config: their overrides are parsed and
     composed here too (Hydra's own errors in one line), without the run's checks."""
@@ -222,7 +227,10 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train") -> st
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         for num, overrides in enumerate(jobs[:MAX_PREFLIGHT_JOBS]):
             where = f"job {num} ({shown(' '.join(overrides), 200)}): " if named else ""
-            reason = _check_job(config_name, overrides, num, args.multirun, not composes, searchpath, subdirs)
+            checks = not composes
+            reason = _check_job(
+                config_name, overrides, num, args.multirun, checks, searchpath, subdirs, claim and checks
+            )
             if reason is not None:
                 return where + reason
     return None
@@ -242,10 +250,11 @@ def _check_job(
     run_checks: bool,
     searchpath: list[str],
     subdirs: dict[str, int],
+    claim: bool = False,
 ) -> str | None:
     """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
     --config-dir), then (``run_checks``) its output directory and the run's own checks
-    (:func:`dlnlab.lab.config.prepare`)."""
+    (:func:`dlnlab.lab.config.prepare`); ``claim``: a single run's explicit directory is claimed last."""
     import yaml
     from hydra import compose
     from hydra.errors import HydraException
@@ -257,11 +266,16 @@ def _check_job(
         if not run_checks:
             return None
         check_job_dirs(cfg, num, multirun, subdirs)
+        key, out, unique = output_dir(cfg, multirun) if claim and not multirun else ("", None, True)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
         prepare(cfg, before_targets=None if multirun else _start_early)  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
+        if not unique:  # a given directory (dlnlab_unique's is claimed by its own mkdir)
+            from dlnlab.lab.runner import claim_run_dir
+
+            claim_run_dir(out, key)
     except (HydraException, OmegaConfBaseException) as err:
         return describe_hydra_error(err)
     except ConfigError as err:
@@ -295,6 +309,10 @@ def job(cfg: DictConfig) -> int:
         message = str(err)
         print(f"error: {message}", file=sys.stderr)
         code = int(ExitCode.CONFIG)
+    except WriteFailed as err:  # the disk is full (or read-only): recorded as far as it could be
+        message = str(err)
+        print(f"error: {message}", file=sys.stderr)
+        code = int(ExitCode.WRITE_FAILED)
     except KeyboardInterrupt:
         code = signals.exit_code()
     except Exception as err:  # a bug: the trace is for the report; a sweep still goes on
@@ -313,9 +331,11 @@ def job(cfg: DictConfig) -> int:
     return code
 
 
-def resume_command(args) -> int | None:
+def resume_command(args, conf_dir: Path, config_name: str = "train") -> int | None:
     """``resume=<run dir>``: finish that run with its own config, without Hydra (which would write a
-    new ``.hydra/``); None when the command line is not a resume."""
+    new ``.hydra/``); a sweep's job, or a whole sweep's unfinished jobs, with the sweep's records kept
+    up to date (:mod:`dlnlab.lab.sweep_resume`; ``conf_dir``: the config tree of a job that never
+    ran). None when the command line is not a resume."""
     resumes = [o for o in args.overrides if o.split("=", 1)[0] in ("resume", "+resume")]
     if not resumes:
         return None
@@ -327,13 +347,16 @@ def resume_command(args) -> int | None:
             file=sys.stderr,
         )
         return int(ExitCode.CONFIG)
-    from dlnlab.lab.runner import resume
+    from dlnlab.lab.sweep_resume import finish
 
     try:
-        return resume(resumes[0].split("=", 1)[1]).exit_code
+        return finish(resumes[0].split("=", 1)[1], conf_dir, config_name)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return int(ExitCode.CONFIG)
+    except WriteFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return int(ExitCode.WRITE_FAILED)
 
 
 def parse_args(argv: list[str]):
@@ -365,18 +388,21 @@ def main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str = "tra
         return _main(hydra_main, conf_dir, config_name, argv, args, multirun)
     finally:  # the process exits now, everything written: a late signal must not kill it (README)
         signals.ignore_until_exit()
+        from dlnlab.lab.runner import release_claims
+
+        release_claims()  # a run directory claimed by the preflight that no run took (Hydra failed first)
 
 
 def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bool) -> int:
     if not _is_informational(args):
         try:
-            code = resume_command(args)
+            code = resume_command(args, conf_dir, config_name)
         except KeyboardInterrupt:
             code = signals.exit_code()
         if code is not None:
             return code
     try:
-        reason = preflight(argv, conf_dir, config_name)
+        reason = preflight(argv, conf_dir, config_name, claim=True)
         if reason is not None:
             print(f"error: {reason}", file=sys.stderr)
             return int(ExitCode.CONFIG)

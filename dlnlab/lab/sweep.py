@@ -14,6 +14,9 @@ in the sweep directory: a job that starts after that does not run), signals ever
 the sweep now (the holder of its run directory's lock, whatever launcher started it) and waits until
 each has written its record. Only then does the launcher stop its workers (joblib kills them), so no
 job is cut off while it writes.
+
+A sweep's jobs are finished with ``resume=`` (:mod:`dlnlab.lab.sweep_resume`), which writes
+``sweep_summary.json`` again with ``resumed`` (:func:`write_sweep_summary`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ __all__ = [
     "Outcome",
     "HAND_ON_WAIT_S",
     "JobState",
+    "read_sweep_summary",
+    "job_message",
+    "job_record",
 ]
 
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
@@ -88,7 +94,7 @@ class JobState(str, Enum):
     FINISHED = "finished"  # it ended by itself; its exit code says how
     INTERRUPTED = "interrupted"  # a signal stopped it; resume=<its dir> finishes it
     KILLED = "killed"  # its process ended while it ran (its summary still says running)
-    CRASHED = "crashed"  # the lab failed outside any series (exit code 1)
+    CRASHED = "crashed"  # the lab failed outside any series (exit code 1), or its disk was full (exit code 4)
     REFUSED = "refused"  # its config was refused before any work (exit code 2)
     NOT_RUN = "not_run"  # it never started (the sweep was stopped first)
     RUNNING = "running"  # it still holds its run directory's lock
@@ -97,7 +103,7 @@ class JobState(str, Enum):
         return self.value
 
 
-def _job_message(job_dir: Path, code: int) -> str:
+def job_message(job_dir: Path, code: int) -> str:
     """The failed and interrupted series of a job's summary.json, in one line."""
     summary = read_summary(job_dir)
     if not isinstance(summary, dict):
@@ -149,7 +155,7 @@ class SweepSummary(Callback):
         OUTCOME.sweep_dir = str(config.hydra.sweep.dir)
         if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, int):
             code = int(job_return.return_value)
-            message = OUTCOME.job_message or (_job_message(job_dir, code) if code else "")
+            message = OUTCOME.job_message or (job_message(job_dir, code) if code else "")
         else:  # the task raised: JobReturn keeps the exception (return_value would re-raise it)
             exc = job_return._return_value
             code, message = int(ExitCode.CRASHED), f"{type(exc).__name__}: {exc}"
@@ -261,15 +267,20 @@ def _state(rec: dict) -> JobState:
         return JobState.KILLED if status == RunStatus.RUNNING else JobState.NOT_RUN
     if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
         return JobState.INTERRUPTED if summary is not None else JobState.NOT_RUN
-    if code == ExitCode.CRASHED or status == RunStatus.CRASHED:
+    if code in (ExitCode.CRASHED, ExitCode.WRITE_FAILED) or status == RunStatus.CRASHED:
         return JobState.CRASHED
     if code == ExitCode.CONFIG and summary is None:
         return JobState.REFUSED
     return JobState.FINISHED
 
 
-def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> dict:
-    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary."""
+def write_sweep_summary(
+    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None
+) -> dict:
+    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
+    ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
+    then taken from the summary written before, and so are the jobs resumed earlier)."""
+    previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
     jobs = {}
     for path in sorted(sweep_dir.glob("*/job.json")):
         try:
@@ -278,6 +289,10 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
         except (OSError, ValueError, KeyError, TypeError):
             continue
     expected = _expected_jobs(config if config is not None else OUTCOME.sweep_config)
+    if expected is None and previous:  # a resume: the sweep's own list of its jobs, as it ended
+        expected = [
+            j.get("overrides", []) for j in sorted(previous.get("jobs", []), key=lambda j: j.get("num", 0))
+        ]
     for num, overrides in enumerate(expected or []):
         jobs.setdefault(
             num,
@@ -302,9 +317,13 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
         or (j["state"] == JobState.FINISHED and j["exit_code"])
     ]  # fmt: skip
     count = {s.value: sum(j["state"] == s for j in ordered) for s in JobState}
+    if resumed is not None:  # the sweep's process's outcome stays as it ended; the jobs are current
+        signal_name, code = previous.get("interrupted", signal_name), previous.get("exit_code", code)
+        resumed = sorted({*previous.get("resumed_jobs", []), *resumed})
     summary = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(ordered), "n_failed": len(failed),
-        **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code, "jobs": ordered,
+        **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code,
+        "resumed_jobs": resumed or [], "jobs": ordered,
     }  # fmt: skip
     write_json(sweep_dir / "sweep_summary.json", summary)
     OUTCOME.sweep_dir, OUTCOME.sweep_code = str(sweep_dir), code
@@ -320,3 +339,21 @@ def write_sweep_summary(sweep_dir: Path, config: DictConfig | None = None) -> di
             )
     print("\n".join(lines), flush=True)
     return summary
+
+
+def read_sweep_summary(sweep_dir: Path) -> dict:
+    """``<sweep dir>/sweep_summary.json`` as written, or {} when there is none (or it is unreadable)."""
+    try:
+        summary = json.loads((Path(sweep_dir) / "sweep_summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def job_record(job_dir: Path) -> dict | None:
+    """``<job dir>/job.json`` with its overrides, or None (no sweep job's directory)."""
+    try:
+        rec = json.loads((Path(job_dir) / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("overrides"), list) else None

@@ -37,6 +37,7 @@ from dlnlab.rundir._read import STATUS_NOTE, RunData, Series, load_run, read_npz
 from dlnlab.rundir._write import (
     atomic_path,
     claim_directory,
+    out_of_room,
     problem_arrays,
     save_npz,
     write_bytes,
@@ -58,6 +59,7 @@ __all__ = [
     "lr_from_name",
     "format_lr",
     "claim_directory",
+    "out_of_room",
     "atomic_path",
     "save_npz",
     "write_json",

@@ -6,11 +6,14 @@
 * :func:`atomic_path` yields a temporary name next to the target and renames it onto the target when
   the block succeeds (``os.replace`` is atomic on POSIX), with SIGINT / SIGTERM held meanwhile
   (:func:`dlnlab.rundir.signals.deferred`): a reader sees the old file or the new one, never half of
-  one; :func:`write_problem`, :func:`save_npz`, :func:`write_json` use it.
+  one; :func:`write_problem`, :func:`save_npz`, :func:`write_json` use it. A write that fails names
+  the file it was for (the OSError of a ``write`` names none, that of the temporary file's ``open`` the
+  temporary name); :func:`out_of_room` tells the failures that more room (or a writable disk) cures.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -32,7 +35,16 @@ __all__ = [
     "write_bytes",
     "write_problem",
     "problem_arrays",
+    "out_of_room",
 ]
+
+# a disk full, a quota, RLIMIT_FSIZE (a file size limit), a file system remounted read-only
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def out_of_room(err: BaseException) -> bool:
+    """Whether ``err`` is a write the disk refused for want of room (or of a writable disk)."""
+    return isinstance(err, OSError) and err.errno in _NO_ROOM
 
 _CLAIMED: dict[str, str] = {}
 
@@ -67,6 +79,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         try:
             yield tmp
             os.replace(tmp, path)
+        except OSError as err:
+            if err.errno is not None and err.filename in (None, str(tmp), tmp):
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -19,7 +19,7 @@ Hydra.
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "._errors": ["ConfigError", "ExitCode", "console_warnings", "keyed", "shown"],
+    "._errors": ["ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown"],
     "._schema": [
         "TrainConfig",
         "DATA_OPTIONS",
@@ -41,7 +41,7 @@ _EXPORTS = {
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
     "._targets": ["current_targets"],
-    "._outdir": ["check_run_dir", "check_override_text", "check_job_dirs", "check_relative_paths"],
+    "._outdir": ["check_run_dir", "check_override_text", "check_job_dirs", "check_relative_paths", "output_dir"],
     "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],
     "._doc": ["render"],

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 from dlnlab.errors import ArgumentError, DlnlabWarning
 
-__all__ = ["ConfigError", "ExitCode", "keyed", "shown", "console_warnings"]
+__all__ = ["ConfigError", "ExitCode", "WriteFailed", "keyed", "shown", "console_warnings"]
 
 
 class ExitCode(IntEnum):
@@ -26,12 +26,19 @@ class ExitCode(IntEnum):
     CRASHED = 1  # the lab itself failed outside any series (a bug): summary.json says status crashed
     CONFIG = 2  # refused before any work: bad config value, impossible size, bad file
     FAILED = 3  # a series failed for a technical reason (solver failure, error); the rest was run
+    WRITE_FAILED = 4  # a file of the run could not be written (disk full, quota, file size limit, read-only)
     SIGINT = 130  # interrupted by SIGINT (Ctrl+C): everything recorded so far is written
     SIGTERM = 143  # terminated by SIGTERM: the same as SIGINT
 
 
 class ConfigError(ValueError):
     """A config value is not allowed; the message names the key and the allowed values."""
+
+
+class WriteFailed(Exception):
+    """The run directory took no more writes (no space left, a quota, a file size limit, a disk gone
+    read-only): the run stopped there; the message (one line) names the file, that room must be made,
+    and the ``resume=`` that finishes the run. The CLI prints it and exits :attr:`ExitCode.WRITE_FAILED`."""
 
 
 @contextmanager

@@ -42,6 +42,7 @@ __all__ = [
     "check_launcher",
     "check_job_dirs",
     "HYDRA_FILES",
+    "output_dir",
 ]
 
 MAX_ITEMS = 1000  # items of one override's list or sweep
@@ -235,12 +236,13 @@ HYDRA_FILES = (
 )  # what Hydra (and a sweep job's start) writes first
 
 
-def check_run_dir(out: Path) -> None:
-    """A run never writes into a non-empty directory it did not create (Hydra's own files aside)."""
+def check_run_dir(out: Path, also: tuple[str, ...] = ()) -> None:
+    """A run never writes into a non-empty directory it did not create (Hydra's own files aside, and
+    the names in ``also``: the run's own lock, once it holds it)."""
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"hydra.run.dir: {out} exists and is not a directory")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES + also)
         if foreign:
             raise ConfigError(
                 f"hydra.run.dir: {out} is not empty (it holds {', '.join(foreign[:5])}); a run never writes "

@@ -23,7 +23,7 @@ from torch import Tensor
 from dlnlab.lab.record._logging import fresh_copy, writes_concurrently
 from dlnlab.lab.record._tags import TagPlan, Thinner, extreme_lines, note_extremes, series_tags
 from dlnlab.metrics import MEMBERLESS_KEYS, SeriesMetrics
-from dlnlab.rundir import save_npz, signals
+from dlnlab.rundir import out_of_room, save_npz, signals
 
 __all__ = ["SeriesRecorder", "open_recorder", "end_workers", "block_points", "forget_inherited"]
 
@@ -227,7 +227,7 @@ class _ProcessRecorder:
         """Raise the worker's own error (with its traceback) if it has failed."""
         if self._conn.poll():
             status, payload = self._conn.recv()
-            raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
+            raise RuntimeError(f"recorder worker of {self.name} failed:{_on_its_line(payload)}")
 
     def flush(self) -> None:
         if not self._pending:
@@ -262,7 +262,7 @@ class _ProcessRecorder:
         self._conn.close()
         _LIVE.discard(self)
         if status != _DONE:
-            raise RuntimeError(f"recorder worker of {self.name} failed:\n{payload}")
+            raise RuntimeError(f"recorder worker of {self.name} failed:{_on_its_line(payload)}")
         arrays, self.deferred_rows = payload
         return arrays
 
@@ -342,8 +342,14 @@ def _recorder_worker(conn, parent_end, args, kwargs) -> None:
                 arrays = rec.close(msg[1], msg[2])
                 conn.send((_DONE, (arrays, rec.deferred_rows)))
                 return
-    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send((_FAILED, traceback.format_exc()))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
+        # a full disk is no bug: its one line (the file, the reason), not a traceback
+        conn.send((_FAILED, f"{err}" if out_of_room(err) else traceback.format_exc()))
+
+
+def _on_its_line(payload: str) -> str:
+    """A worker's failure after the message's colon: a traceback on lines of its own, one line inline."""
+    return f"\n{payload}" if "\n" in payload.strip() else f" {payload}"
 
 
 def open_recorder(*args, worker: bool = False, preload=None, **kwargs):

@@ -96,6 +96,7 @@ class RunState:
     ctx: Any = None  # dlnlab.lab.runner._context.SeriesContext, once the series start
     status: RunStatus = RunStatus.RUNNING
     error: dict | None = None  # a crash: its type, message, stage and traceback
+    out_of_room: bool = False  # the crash was a write the disk refused (exit code 4, not 1)
     logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)
     process: dict = field(default_factory=_process)
 
@@ -128,7 +129,10 @@ class RunState:
         """Record an unexpected error outside any series (the summary says what and where)."""
         import traceback
 
+        from dlnlab.rundir import out_of_room
+
         self.status = RunStatus.CRASHED
+        self.out_of_room = out_of_room(err)
         self.error = {
             "type": type(err).__name__,
             "message": str(err),
@@ -143,7 +147,7 @@ class RunState:
         if self.status == RunStatus.RUNNING:
             return None
         if self.status == RunStatus.CRASHED:
-            return int(ExitCode.CRASHED)
+            return int(ExitCode.WRITE_FAILED if self.out_of_room else ExitCode.CRASHED)
         if self.interrupted:
             return int(signals.exit_code(ExitCode.SIGINT))
         if any(e["status"] in FAILED for e in self.series.values()):

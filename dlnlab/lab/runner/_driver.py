@@ -21,14 +21,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
-from dlnlab.lab.config import ConfigError, Plan, check_run_dir, console_warnings, current_targets, prepare
+from dlnlab.lab.config import (
+    ConfigError,
+    Plan,
+    WriteFailed,
+    check_run_dir,
+    console_warnings,
+    current_targets,
+    prepare,
+)
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
-from dlnlab.lab.runner._lock import RunLock
+from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, check_series, load_previous
 from dlnlab.lab.runner._times import SeriesTimes
-from dlnlab.rundir import problem_arrays, series_name, signals, write_bytes, write_problem
+from dlnlab.rundir import out_of_room, problem_arrays, series_name, signals, write_bytes, write_problem
 
 if TYPE_CHECKING:  # the series (and Lightning) are imported once the config has passed
     from dlnlab.lab.runner._context import SeriesContext
@@ -59,9 +67,12 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     plan = prepare(cfg)
     callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
-    check_run_dir(out)
-    lock = RunLock.acquire(out, "hydra.run.dir")
+    lock = take_claim(out)  # the command line claimed the directory before Hydra wrote in it
+    if lock is None:
+        check_run_dir(out)  # refused untouched, no lock file left in another's directory
+        lock = RunLock.acquire(out, "hydra.run.dir")
     try:
+        check_run_dir(out, also=(LOCK_NAME,))  # again, locked: no run can have started there meanwhile
         return _guarded(plan, out, None, callbacks)
     finally:
         lock.release()
@@ -127,6 +138,14 @@ def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
     try:
         with console_warnings():
             return _execute(plan, out, previous, callbacks)
+    except OSError as err:  # the disk took no more writes: one line, not a bug's traceback
+        if not out_of_room(err):
+            raise
+        raise WriteFailed(
+            f"cannot write {err.filename or out}: {err.strerror}; the run stopped there, every file written "
+            f"before is complete: make room on that disk (or lift the limit), then finish the run with "
+            f"resume={out}"
+        ) from err
     finally:
         torch.set_num_threads(threads)
         if main:

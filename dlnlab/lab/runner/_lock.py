@@ -7,10 +7,19 @@ is removed when the lock is released. The kernel drops the lock when the last pr
 so a lock file left by a killed run is free: nothing stale to clean. The run's forked workers
 (recorders, figures) share the lock: while a worker of a killed run still writes its series, the
 directory stays locked.
+
+A run given an explicit ``hydra.run.dir`` claims it in the command line's check, before Hydra writes
+its ``.hydra/`` there (:func:`claim_run_dir`): the directory is made if new, locked, and only then
+checked to hold nothing but the lock. Of two runs started together with the same directory exactly
+one gets the lock of an empty directory; the other is refused having written nothing there (before,
+both passed the check, both Hydras wrote ``.hydra/``, and the loser's overrides were left beside the
+winner's results). The run (:func:`dlnlab.lab.runner.run`) takes the claim over (:func:`take_claim`);
+one no run took is released when the command line ends (:func:`release_claims`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,7 +29,7 @@ from pathlib import Path
 
 from dlnlab.lab.config import ConfigError
 
-__all__ = ["RunLock", "LOCK_NAME", "lock_holder"]
+__all__ = ["RunLock", "LOCK_NAME", "lock_holder", "claim_run_dir", "take_claim", "release_claims"]
 
 LOCK_NAME = ".lock"
 
@@ -104,3 +113,62 @@ def _describe(holder: dict | None) -> str:
     if not holder:
         return "another process"
     return f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('started')})"
+
+
+# (st_dev, st_ino) of a claimed directory -> (its lock, whether the claim made the directory)
+_CLAIMS: dict[tuple[int, int], tuple[RunLock, bool]] = {}
+
+
+def claim_run_dir(run_dir: str | Path, key: str) -> None:
+    """Make ``run_dir`` if it is new, lock it and refuse (ConfigError naming ``key``) unless it holds
+    nothing but the lock: the check comes after the lock, so no other run can write there between the
+    two. Held until :func:`take_claim` hands it to the run or :func:`release_claims` lets it go."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True)
+        made = True
+    except FileExistsError:
+        made = False
+    except OSError as err:
+        raise ConfigError(f"{key}: {run_dir} cannot be created ({err.strerror})") from err
+    try:
+        lock = RunLock.acquire(run_dir, key)
+    except ConfigError as err:
+        holder = lock_holder(run_dir)
+        if holder is None:
+            raise
+        raise ConfigError(
+            f"{key}: {run_dir} is taken by {_describe(holder)}, a run started there; a run never writes into "
+            f"another's directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
+        ) from err
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    if held:
+        lock.release()
+        raise ConfigError(
+            f"{key}: {run_dir} is not empty (it holds {', '.join(held[:5])}); a run never writes into "
+            f"another's directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
+        )
+    st = os.stat(run_dir)
+    _CLAIMS[(st.st_dev, st.st_ino)] = (lock, made)
+
+
+def take_claim(run_dir: str | Path) -> RunLock | None:
+    """The lock :func:`claim_run_dir` holds on ``run_dir`` (the same directory, however named), now the
+    caller's to release; None when this process claimed no such directory."""
+    try:
+        st = os.stat(run_dir)
+    except OSError:
+        return None
+    claim = _CLAIMS.pop((st.st_dev, st.st_ino), None)
+    return claim[0] if claim is not None else None
+
+
+def release_claims() -> None:
+    """Release the claims no run took (Hydra failed before the job started): the lock goes, and a
+    directory the claim made goes too while it is empty."""
+    while _CLAIMS:
+        _, (lock, made) = _CLAIMS.popitem()
+        lock.release()
+        if made:
+            with contextlib.suppress(OSError):
+                lock.path.parent.rmdir()

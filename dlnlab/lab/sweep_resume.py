@@ -1,0 +1,171 @@
+"""``resume=`` for a sweep: finishing the jobs a stopped sweep left, and keeping its records true.
+
+* ``resume=<job dir>`` of a job that ran: resumed as any run (:func:`dlnlab.lab.runner.resume`);
+* ``resume=<job dir>`` of a job that started but never ran (the sweep was stopped first: its directory
+  holds ``job.json`` and Hydra's files, no summary): run from the start in its directory, its config
+  composed from the overrides its ``job.json`` records (:func:`run_never_ran`);
+* ``resume=<sweep dir>``: every job of ``sweep_summary.json`` not finished, in order, each as above; a
+  job that never got a directory (a launcher stopped before it started it) is run through the train
+  script itself, with its overrides and ``hydra.run.dir`` set to the directory the sweep would have
+  given it (``hydra.sweep.subdir`` of this config tree: ``<num>_<its overrides>``), then recorded.
+
+After each job, its ``job.json`` says the new exit code and ``sweep_summary.json`` is written again
+(:func:`record_resume`): the jobs' states and the counts are current, ``resumed_jobs`` lists the jobs
+finished since, and ``interrupted`` and ``exit_code`` stay what the sweep's process ended with.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import open_dict
+
+from dlnlab.lab.config import ConfigError, ExitCode, WriteFailed
+from dlnlab.lab.sweep import (
+    JobState,
+    job_message,
+    job_record,
+    read_sweep_summary,
+    write_job_record,
+    write_sweep_summary,
+)
+from dlnlab.rundir import signals
+
+__all__ = ["finish", "never_ran", "run_never_ran", "record_resume", "resume_sweep"]
+
+_DONE = {JobState.FINISHED.value, JobState.REFUSED.value, JobState.RUNNING.value}  # nothing to resume
+
+
+def finish(target: str | Path, conf_dir: Path, config_name: str = "train") -> int:
+    """``resume=<target>``: a run directory, a sweep's job directory or a sweep directory; its exit code
+    (ConfigError, WriteFailed: as :func:`dlnlab.lab.runner.resume` raises them)."""
+    from dlnlab.lab.runner import resume
+
+    target = Path(target)
+    if (target / "sweep_summary.json").is_file() and not (target / "summary.json").exists():
+        return resume_sweep(target.absolute(), conf_dir, config_name)
+    code = run_never_ran(target, conf_dir, config_name) if never_ran(target) else resume(target).exit_code
+    record_resume(target, code)
+    return code
+
+
+def never_ran(job_dir: str | Path) -> bool:
+    """Whether ``job_dir`` is a sweep job's directory whose run never started (job.json, no summary)."""
+    job_dir = Path(job_dir)
+    return job_record(job_dir) is not None and not (job_dir / "summary.json").exists()
+
+
+def _compose(overrides: list[str], conf_dir: Path, config_name: str, where: str, hydra: bool = False):
+    """The config the sweep composed for a job's ``overrides`` (``hydra``: with Hydra's node)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from dlnlab.lab.config import TrainConfig  # noqa: F401 - registers the schema with Hydra
+
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(Path(conf_dir).resolve())):
+            return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
+    except HydraException as err:
+        raise ConfigError(
+            f"resume: the overrides in {where} are refused: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def run_never_ran(job_dir: str | Path, conf_dir: Path, config_name: str = "train") -> int:
+    """Run a sweep's job that never started, from the start, in its own directory, with the overrides its
+    ``job.json`` records composed from ``conf_dir``; its exit code."""
+    from dlnlab.lab.runner import run
+
+    job_dir = Path(job_dir)
+    rec = job_record(job_dir)
+    overrides = [str(o) for o in rec["overrides"]]
+    cfg = _compose(overrides, conf_dir, config_name, f"{job_dir}/job.json")
+    why = rec.get("message") or "no summary"
+    print(f"resume: job {rec.get('num')} of the sweep never ran ({why}): running it from the start with the "
+          f"overrides of its job.json: {' '.join(overrides)}", flush=True)  # fmt: skip
+    return run(cfg, output_dir=job_dir).exit_code
+
+
+def record_resume(job_dir: str | Path, code: int) -> None:
+    """After a resume (or a first run) of a sweep's job: its ``job.json`` says the new exit code, and the
+    sweep's ``sweep_summary.json`` (if the sweep wrote one) is written again. Nothing for a run
+    directory that is not a sweep's job."""
+    job_dir = Path(job_dir).absolute()
+    rec = job_record(job_dir)
+    if rec is None:
+        return
+    num = int(rec.get("num", -1))
+    write_job_record(job_dir, num, rec["overrides"], code, job_message(job_dir, code) if code else "")
+    if (job_dir.parent / "sweep_summary.json").is_file():
+        write_sweep_summary(job_dir.parent, resumed=[num])
+
+
+def _new_job_dir(sweep_dir: Path, num: int, overrides: list[str], conf_dir: Path, config_name: str) -> Path:
+    """The directory the sweep would have given job ``num`` (``hydra.sweep.subdir``, job number set)."""
+    cfg = _compose(
+        overrides, conf_dir, config_name, f"{sweep_dir}/sweep_summary.json (job {num})", hydra=True
+    )
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+    return sweep_dir / str(cfg.hydra.sweep.subdir)
+
+
+def _start_job(sweep_dir: Path, job: dict, conf_dir: Path, config_name: str) -> tuple[Path | None, int]:
+    """A job the sweep never started: the train script runs it into its directory (Hydra writes its
+    ``.hydra/`` there, as in the sweep), then its ``job.json`` is written; (its directory, exit code)."""
+    num, overrides = int(job["num"]), [str(o) for o in job.get("overrides", [])]
+    job_dir = _new_job_dir(sweep_dir, num, overrides, conf_dir, config_name)
+    print(f"resume: job {num} of the sweep never started: running it into {job_dir}", flush=True)
+    script = Path(sys.argv[0]).resolve()  # the train script this command line runs (its config tree)
+    quote = "'" if "'" not in str(job_dir) else '"'  # a quoted value: the name holds '=' and ','
+    proc = subprocess.Popen([sys.executable, str(script), *overrides, f"hydra.run.dir={quote}{job_dir}{quote}"])
+    while (code := _wait(proc)) is None:
+        pass
+    if not job_dir.is_dir():  # refused before it made its directory: nothing to record
+        return None, code
+    write_job_record(job_dir, num, overrides, code, "")
+    return job_dir, code
+
+
+def _wait(proc: subprocess.Popen) -> int | None:
+    """The job's exit code, or None after a signal to this process: handed on to the job, which ends
+    writing its files (subprocess.run would kill it), and waited for again."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signals.received() or signal.SIGINT)
+        return None
+
+
+def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") -> int:
+    """Every job of the sweep not finished, in order; the largest exit code (a signal's stops here)."""
+    from dlnlab.lab.runner import resume
+
+    jobs = [j for j in read_sweep_summary(sweep_dir).get("jobs", []) if isinstance(j, dict)]
+    todo = [j for j in jobs if j.get("state") not in _DONE]
+    print(f"resume: sweep {sweep_dir}: {len(todo)} of its {len(jobs)} jobs to finish", flush=True)
+    codes = []
+    for job in todo:
+        try:
+            if not job.get("dir"):
+                job_dir, code = _start_job(sweep_dir, job, conf_dir, config_name)
+            else:
+                job_dir = Path(job["dir"])
+                code = (
+                    run_never_ran(job_dir, conf_dir, config_name)
+                    if never_ran(job_dir)
+                    else resume(job_dir).exit_code
+                )
+        except (ConfigError, WriteFailed) as err:  # this job's; the others go on
+            print(f"error: job {job.get('num')}: {err}", file=sys.stderr, flush=True)
+            codes.append(int(ExitCode.WRITE_FAILED if isinstance(err, WriteFailed) else ExitCode.CONFIG))
+            continue
+        codes.append(code)
+        if job_dir is not None:
+            record_resume(job_dir, code)
+        if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
+            break
+    return max(codes, default=0)
