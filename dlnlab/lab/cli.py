@@ -10,7 +10,6 @@ nothing, and Hydra's own errors (an unknown key or option, a malformed override)
 from __future__ import annotations
 
 import dataclasses
-import math
 import signal
 import sys
 import traceback
@@ -20,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from dlnlab.lab import _hydra, sweep
+from dlnlab.lab._overrides import check_group_values, override_jobs
 from dlnlab.lab.config import (
     ConfigError,
     ExitCode,
@@ -88,94 +88,6 @@ def _is_informational(args) -> bool:
     return bool(args.help or args.hydra_help or args.info or args.cfg or args.shell_completion)
 
 
-def _parse(overrides: list[str]) -> list:
-    """Hydra's parse of the overrides; a value Python cannot read (an integer of more than 4300 digits
-    raises a bare ValueError inside the parser) is refused naming its key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    try:
-        return parser.parse_overrides(overrides)
-    except ValueError as err:
-        if type(err) is not ValueError:  # Hydra's own errors are described by the caller
-            raise
-        bad = next((o for o in overrides if _fails(parser, o)), overrides[0])
-        raise ConfigError(
-            f"{shown(bad.split('=', 1)[0], 40)}: cannot read the value: {str(err).split(';')[0]}"
-        ) from err
-
-
-def _fails(parser, override: str) -> bool:
-    try:
-        parser.parse_overrides([override])
-    except ValueError:
-        return True
-    return False
-
-
-def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
-    parsed = _parse(overrides)
-    for o in parsed:
-        if not o.key_or_group:  # '=', '=x', '+=1', '~': Hydra would say "Could not override ''"
-            raise ConfigError(
-                f"{o.input_line!r}: the override has no key; an override is key=value (e.g. seed=1), "
-                "+key=value to add a key, ~key to delete one"
-            )
-    if not multirun:
-        return [overrides]
-    _check_sweep_size(parsed)
-    try:
-        return _hydra.sweep_jobs(parsed) or [[]]
-    except Exception:  # noqa: BLE001 - a sweep syntax only another sweeper knows: check the base config
-        return [[o.input_line for o in parsed if not o.is_sweep_override()]]
-
-
-MAX_SWEEP_JOBS = 10_000  # Hydra's basic sweeper lists every job first: range(0, 10**9) ran out of memory
-
-
-def _sweep_len(value) -> int:
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
-
-    if isinstance(value, RangeSweep) and value.step:
-        return max(0, math.ceil((value.stop - value.start) / value.step))
-    if isinstance(value, ChoiceSweep):
-        return len(value.list)
-    return 1  # a glob over a group's options, or what the sweeper refuses itself
-
-
-def _check_sweep_size(parsed: list) -> None:
-    """A sweep of more than MAX_SWEEP_JOBS jobs is refused before it is listed, naming its largest part."""
-    sizes = {o.key_or_group: _sweep_len(o.value()) for o in parsed if o.is_sweep_override()}
-    jobs = math.prod(sizes.values())
-    if jobs > MAX_SWEEP_JOBS:
-        key = max(sizes, key=sizes.get)
-        raise ConfigError(
-            f"{key}: the sweep has {jobs:,} jobs ({', '.join(f'{k}: {n:,}' for k, n in sizes.items())}); allowed: at "
-            f"most {MAX_SWEEP_JOBS:,} jobs in one sweep: split it into several"
-        )
-
-
-def _check_group_values(overrides: list[str]) -> None:
-    """A config group takes the name of an option (or a list of names): Hydra raises a bare
-    ValueError (a trace, exit 1) for ``logger=5`` or ``logger=null``."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for o in OverridesParser.create().parse_overrides(overrides):
-        if o.is_sweep_override() or not _hydra.group_exists(o.key_or_group):
-            continue
-        value = o.value()
-        names = value if isinstance(value, list) else [value]
-        if isinstance(value, dict) or (o.is_delete() and value is None):
-            continue
-        if names and all(isinstance(v, str) for v in names):
-            continue
-        options = ", ".join(_hydra.group_options(o.key_or_group))
-        raise ConfigError(
-            f"{o.key_or_group}: expected the name of an option, got {o.get_value_element_as_str()}; "
-            f"allowed: {options} (e.g. {o.key_or_group}={options.split(',')[0]})"
-        )
-
-
 def preflight(argv: list[str], conf_dir: Path, config_name: str = "train", claim: bool = False) -> str | None:
     """Check the command line as Hydra will run it; the one-line reason for a refusal, or None.
 
@@ -218,7 +130,7 @@ def preflight(argv: list[str], conf_dir: Path, config_name: str = "train", claim
     config_name = args.config_name or config_name
     try:
         check_override_text(list(args.overrides), conf_dir)
-        jobs = _jobs(list(args.overrides), args.multirun)
+        jobs = override_jobs(list(args.overrides), args.multirun)
     except HydraException as err:
         return describe_hydra_error(err)
     except ConfigError as err:
@@ -261,7 +173,7 @@ def _check_job(
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        _check_group_values(overrides)
+        check_group_values(overrides)
         cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
         if not run_checks:
             return None
