@@ -394,6 +394,7 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
+@pytest.mark.slow  # ~7 s (two CLI runs); in the default set: the claim itself, in-process (below)
 def test_two_runs_started_together_in_one_given_directory_one_is_refused_having_written_nothing(tmp_path):
     """The same explicit hydra.run.dir twice at once: exactly one runs; the other is refused (exit 2, one
     line) before Hydra writes its .hydra/ there. Before: both passed the check, both Hydras wrote .hydra/,
