@@ -54,6 +54,9 @@ def cli_run(two_runs) -> Path:
     return run
 
 
+# the two tests of the two runs on one xdist worker (--dist loadgroup in pyproject.toml): a module fixture
+# is made on every worker that runs one of its tests, and these two runs cost ~10 s
+@pytest.mark.xdist_group("two_cli_runs")
 def test_cli_runs_with_overrides(cli_run):
     summary = _summary(cli_run)
     assert summary["config"]["model"]["dims"] == [4, 3, 2] and summary["exit_code"] == 0
@@ -63,6 +66,7 @@ def test_cli_runs_with_overrides(cli_run):
     assert not list(cli_run.rglob(".*.tmp"))  # no temporary file left behind
 
 
+@pytest.mark.xdist_group("two_cli_runs")
 def test_a_refused_run_leaves_an_existing_directory_untouched(cli_run):
     hydra_files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cli_run / ".hydra").iterdir()}
     proc = _cli(["experiment=tiny", *QUIET, f"hydra.run.dir={cli_run}"], cli_run.parent)
