@@ -22,6 +22,9 @@ from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 from tests._helpers import TINY, make_cfg
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
+pytestmark = pytest.mark.xdist_group("test_ensemble")
+
 BASE = [*TINY, "flow.t_max=2.0", "sgd.lrs=[0.04,0.02]", "sgd.batch_size=5"]
 
 

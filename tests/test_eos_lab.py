@@ -18,6 +18,9 @@ from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import Layout, unpack
 from dlnlab.problem import RegressionProblem
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
+pytestmark = pytest.mark.xdist_group("test_eos_lab")
+
 DIMS = [4, 4, 4, 3]
 EDGE_LR = 0.2163  # conf/experiment/eos.yaml's: GD enters the edge at step 6 (t = 1.3)
 T_MAX = 3.0

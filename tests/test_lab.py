@@ -59,6 +59,7 @@ def test_learning_rate_above_the_gd_threshold_is_flagged_unstable(tmp_path):
 
 
 @pytest.mark.lab
+@pytest.mark.xdist_group("tiny_run")  # with the session's tiny run's other users (tests/test_plots.py)
 def test_run_writes_the_contract(tiny_run):
     out = tiny_run  # experiment=tiny, as it comes (conftest)
     assert json.loads((out / "summary.json").read_text())["exit_code"] == 0

@@ -69,7 +69,14 @@ def _layout(run_dir: Path) -> dict[str, list[str]]:
     return charts
 
 
-@pytest.mark.parametrize("tb_max_points", [None, 20], ids=["every_point", "thinned"])
+@pytest.mark.parametrize(
+    "tb_max_points",
+    [
+        pytest.param(None, marks=pytest.mark.xdist_group("tiny_run")),
+        20,
+    ],  # with the session's tiny run's users
+    ids=["every_point", "thinned"],
+)
 def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path, request):
     """Read the event files back: x is the flow time (step = round(1000 t)); every curve's extremes equal
     the npz's, with every grid point up to log.tb_max_points and at most that many per tag above it (so

@@ -20,6 +20,9 @@ from dlnlab.lab.config import ConfigError, prepare
 from dlnlab.lab.runner import resume, run
 from dlnlab.lab.runner._parallel import available_cores, blas_threads
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
+pytestmark = pytest.mark.xdist_group("test_parallel")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TRAIN = ROOT / "scripts" / "train.py"
@@ -172,7 +175,13 @@ def test_an_ensemble_with_sme_in_parallel_equals_the_serial_run_bit_for_bit(tmp_
     """The SME kind (an ensemble sharing its init, minibatches): the SME and SGD series per unit, their
     recorders finishing at the unit's end, the SGD limit report and the members' saddle analysis (which
     once found no members when the shared flow's arrays came first)."""
-    extra = ["ensemble.size=3", "ensemble.vary=sgd", "sgd.batch_size=5", "sgd.sme=true", "flow.modified=false"]
+    extra = [
+        "ensemble.size=3",
+        "ensemble.vary=sgd",
+        "sgd.batch_size=5",
+        "sgd.sme=true",
+        "flow.modified=false",
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert run(_cfg([*BASE, *extra, "run.workers=1"]), output_dir=a).exit_code == 0
     assert run(_cfg([*BASE, *extra, "run.workers=2"]), output_dir=b).exit_code == 0

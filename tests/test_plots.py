@@ -20,6 +20,9 @@ from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
 from tests._helpers import make_cfg
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
+pytestmark = pytest.mark.xdist_group("tiny_run")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FIGURE_NAMES = {
@@ -31,7 +34,6 @@ FIGURE_NAMES = {
     "convergence_order",
     "conservation",
 }
-
 
 
 def _check_png(path: Path, min_bytes: int = 10_000) -> None:

@@ -26,6 +26,9 @@ from dlnlab.lab.results._summary_record import RECORDS
 from dlnlab.lab.runner import run
 from dlnlab.status import Status
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
+pytestmark = pytest.mark.xdist_group("test_records")
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["experiment=tiny", "log.figures=false", "log.progress=never", "logger=none"]
 

@@ -19,7 +19,10 @@ from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import lock_holder, resume, run
 from tests._helpers import make_cfg
 
-pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.xdist_group("test_runs"),
+]  # every test here runs the lab (in-process or its CLI); its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["log.figures=false", "log.progress=never"]
@@ -263,7 +266,9 @@ def test_a_resume_that_cannot_continue_the_run_is_refused_and_changes_nothing(ca
     assert after == before
 
 
-def test_a_crash_during_a_resume_keeps_the_entries_of_the_series_it_had_not_redone(killed, tmp_path, monkeypatch):
+def test_a_crash_during_a_resume_keeps_the_entries_of_the_series_it_had_not_redone(
+    killed, tmp_path, monkeypatch
+):
     """A bug in the resume's first stage (the flow's check made to raise): summary.json says crashed and
     still holds every series' entry as the interrupted run recorded it (it said ``series: {}``); a
     resume then finishes the run."""
@@ -274,7 +279,9 @@ def test_a_crash_during_a_resume_keeps_the_entries_of_the_series_it_had_not_redo
 
     out = _copy(killed, tmp_path)
     before = _summary(out)["series"]
-    SignalAt.fired.add_once((KILLED, 270))  # the config's SignalAt does not stop the resume (another test cleared it)
+    SignalAt.fired.add_once(
+        (KILLED, 270)
+    )  # the config's SignalAt does not stop the resume (another test cleared it)
     monkeypatch.setattr(flow, "check_recomputed_flow", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         resume(out)

@@ -25,7 +25,10 @@ from dlnlab.lab.runner import run
 from dlnlab.rundir import run_damage
 from tests._helpers import TINY, make_cfg
 
-pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.xdist_group("test_scripts"),
+]  # every test here runs the lab (in-process or its CLI); its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -97,7 +100,12 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("eos_lab", ["--replot"], "--replot", "needs --run"),
     ("eos_lab", ["--replot", "--run", "empty"], "--run", "has no series/edge_lr_*.npz"),
     ("eos_lab", ["--replot", "--run", "empty", "seed=1"], "seed=1", "--replot runs nothing"),
-    ("eos_lab", ["sgd.batch_size=10"], "overrides", "flow.central: the edge of stability and the central flow"),
+    (
+        "eos_lab",
+        ["sgd.batch_size=10"],
+        "overrides",
+        "flow.central: the edge of stability and the central flow",
+    ),
     pytest.param(  # ~5 s (the lab's checks on the composed config); the row above goes the same way
         "eos_lab", ["flow.central=false"], "overrides", "nothing to draw", marks=pytest.mark.slow
     ),
