@@ -183,3 +183,19 @@ def test_an_ensembles_distance_is_known_until_its_shortest_member_in_the_mean():
     assert entry["dist_to_flow_until"] == pytest.approx(
         14.0, rel=1e-12
     )  # the diverged member's 3.5: not in the mean
+
+
+def test_the_order_line_says_when_the_distances_stop_short_of_t_max():
+    """A flow that failed at t = 3.25 of 7: the order is fitted to distances up to there, and says so."""
+    from dlnlab.lab.results._console import _order_line
+
+    entries = {
+        f"sgd_lr_{lr}": {"lr": lr, "dist_to_flow_until": until} for lr, until in ((0.1, 3.25), (0.05, 3.3))
+    }
+    detail = {"order": 1.02, "lrs_used": [0.05, 0.1], "pairwise": [{"order": 1.02}]}
+    summary = {"series": entries, "config": {"flow": {"t_max": 7.0}}, "convergence_order_detail": detail}
+    line = _order_line(summary, "convergence_order", "convergence order")
+    assert line.endswith("; the distances only up to t = 3.25, where the flow stopped (t_max 7)"), line
+    for e in entries.values():
+        e["dist_to_flow_until"] = 7.0
+    assert "flow stopped" not in _order_line(summary, "convergence_order", "convergence order")

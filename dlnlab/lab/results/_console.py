@@ -165,7 +165,18 @@ def _order_line(summary: dict, key: str, what: str) -> str | None:
         return f"{what}: none ({detail.get('message')})"
     used = ", ".join(fmt(x) for x in detail.get("lrs_used") or [])
     pairs = ", ".join(fmt(p["order"]) for p in detail.get("pairwise") or [])
-    return f"{what}: {fmt(detail['order'])} (slope of log max distance against log lr over lr {used}; pairwise {pairs})"
+    line = f"{what}: {fmt(detail['order'])} (slope of log max distance against log lr over lr {used}; pairwise {pairs})"
+    return line + _shortened(summary, detail.get("lrs_used") or []) if key == "convergence_order" else line
+
+
+def _shortened(summary: dict, lrs: list) -> str:
+    """Where the flow stopped before t_max, the fitted distances cover its horizon only: say so."""
+    t_max = ((summary.get("config") or {}).get("flow") or {}).get("t_max")
+    untils = [e.get("dist_to_flow_until") for e in summary["series"].values() if e.get("lr") in lrs]
+    untils = [u for u in untils if u is not None]
+    if t_max is None or not untils or min(untils) >= float(t_max) * (1 - 1e-9) - 1e-12:
+        return ""
+    return f"; the distances only up to t = {fmt(min(untils))}, where the flow stopped (t_max {fmt(t_max)})"
 
 
 def _plateau_lines(summary: dict) -> list[str]:
