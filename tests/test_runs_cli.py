@@ -268,6 +268,32 @@ def test_a_crash_for_want_of_room_is_recorded_with_exit_code_4():
         assert state.exit_code() == code
 
 
+def test_a_sweep_resume_reads_each_jobs_state_again_and_finishes_what_a_killed_worker_left(tmp_path):
+    """Recorded "running" with its lock free (killed since) and "finished" with series under ``killed``
+    (exit code 3: a SIGKILLed series worker) are left to finish; finished, refused and running are not."""
+    from dlnlab.lab.runner._lock import RunLock
+    from dlnlab.lab.sweep_resume import _to_finish
+
+    def job(name: str, state: str, code: int | None, summary: dict | None) -> dict:
+        d = tmp_path / name
+        d.mkdir()
+        if summary is not None:
+            (d / "summary.json").write_text(json.dumps({"series": {}, **summary}))
+        return {"num": 0, "dir": str(d), "state": state, "exit_code": code}
+
+    assert _to_finish(job("gone", "running", None, {"status": "running"}))  # its lock free: killed
+    assert _to_finish(job("killed", "finished", 3, {"status": "finished", "killed": ["sgd_lr_0.02"]}))
+    assert not _to_finish(job("done", "finished", 0, {"status": "finished", "killed": []}))
+    assert not _to_finish(job("refused", "refused", 2, None))
+    live = job("live", "running", None, {"status": "running"})
+    lock = RunLock.acquire(live["dir"], "resume")  # its lock held: still running
+    try:
+        assert not _to_finish(live)
+    finally:
+        lock.release()
+    assert _to_finish({"num": 1, "state": "not_run", "exit_code": None})  # never got a directory
+
+
 def test_a_sweep_job_that_never_ran_is_run_by_resume_and_the_sweep_summary_follows(tmp_path):
     """A sweep stopped by SIGINT before its job 1 ran (job.json, no summary) and before jobs 0 and 2
     started at all, recorded by the sweep's own writers. Before: resume=<job 1's dir> was refused ("not a

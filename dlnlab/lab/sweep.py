@@ -44,6 +44,7 @@ from dlnlab.status import FAILED, Status
 
 __all__ = [
     "SweepSummary",
+    "job_state",
     "write_job_record",
     "write_sweep_summary",
     "hand_on",
@@ -255,7 +256,7 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
         return None
 
 
-def _state(rec: dict) -> JobState:
+def job_state(rec: dict) -> JobState:
     """What became of a job: finished, interrupted, killed, crashed or not_run (from its records)."""
     job_dir = Path(rec["dir"]) if rec.get("dir") else None
     summary = read_summary(job_dir) if job_dir is not None else None
@@ -300,7 +301,7 @@ def write_sweep_summary(
         )
     ordered = [jobs[k] for k in sorted(jobs)]
     for j in ordered:
-        j["state"] = _state(j)
+        j["state"] = job_state(j)
         if j["state"] == JobState.KILLED:
             j["message"] = "its process ended while it ran (killed?): resume=<its dir> finishes it"
     signal_name = interrupted_by(sweep_dir)

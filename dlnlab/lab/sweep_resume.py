@@ -28,11 +28,12 @@ from dlnlab.lab.sweep import (
     JobState,
     job_message,
     job_record,
+    job_state,
     read_sweep_summary,
     write_job_record,
     write_sweep_summary,
 )
-from dlnlab.rundir import signals
+from dlnlab.rundir import read_summary, signals
 
 __all__ = ["finish", "never_ran", "run_never_ran", "record_resume", "resume_sweep"]
 
@@ -121,7 +122,9 @@ def _start_job(sweep_dir: Path, job: dict, conf_dir: Path, config_name: str) -> 
     print(f"resume: job {num} of the sweep never started: running it into {job_dir}", flush=True)
     script = Path(sys.argv[0]).resolve()  # the train script this command line runs (its config tree)
     quote = "'" if "'" not in str(job_dir) else '"'  # a quoted value: the name holds '=' and ','
-    proc = subprocess.Popen([sys.executable, str(script), *overrides, f"hydra.run.dir={quote}{job_dir}{quote}"])
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *overrides, f"hydra.run.dir={quote}{job_dir}{quote}"]
+    )
     while (code := _wait(proc)) is None:
         pass
     if not job_dir.is_dir():  # refused before it made its directory: nothing to record
@@ -140,12 +143,25 @@ def _wait(proc: subprocess.Popen) -> int | None:
         return None
 
 
+def _to_finish(job: dict) -> bool:
+    """Whether a job is left to finish: its state read again now (a job recorded running may have been
+    killed since: its lock is free), and a finished job whose summary lists series a killed worker left
+    (``killed``: resume runs them again) is not done."""
+    if not job.get("dir"):
+        return job.get("state") not in _DONE
+    state = job_state(job).value
+    if state == JobState.FINISHED.value:
+        summary = read_summary(Path(job["dir"]))
+        return bool(isinstance(summary, dict) and summary.get("killed"))
+    return state not in _DONE
+
+
 def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") -> int:
     """Every job of the sweep not finished, in order; the largest exit code (a signal's stops here)."""
     from dlnlab.lab.runner import resume
 
     jobs = [j for j in read_sweep_summary(sweep_dir).get("jobs", []) if isinstance(j, dict)]
-    todo = [j for j in jobs if j.get("state") not in _DONE]
+    todo = [j for j in jobs if _to_finish(j)]
     print(f"resume: sweep {sweep_dir}: {len(todo)} of its {len(jobs)} jobs to finish", flush=True)
     codes = []
     for job in todo:
