@@ -301,3 +301,42 @@ def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_pat
     assert (out / "series" / "flow.npz").read_bytes() == before
     dist = np.load(out / "series" / "sgd_lr_0.02.npz")["dist_to_flow"]
     assert dist[0] == 0.0 and np.isnan(dist[-1])  # from the shared start; none past the stop
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("error", ["bug", "no room"])
+def test_figures_that_fail_are_recorded_and_a_full_disk_stops_the_run_with_exit_4(
+    error, tmp_path, monkeypatch
+):
+    """The figures stage raising: a bug is recorded in the summary (figures_error) and the run finishes
+    (exit 0, every file complete); a write the disk refused stops the run as any such write does (exit 4,
+    crashed, resumable), where it finished with exit 0 and nothing recorded."""
+    import errno
+
+    import dlnlab.lab.results
+
+    def failing(ctx):
+        if error == "bug":
+            raise RuntimeError("a figure's bug")
+        raise OSError(errno.EFBIG, "File too large", "sharpness.png")
+
+    monkeypatch.setattr(dlnlab.lab.results, "make_figures", failing)  # the driver's own stage, not the stack
+    from dlnlab.lab.config import WriteFailed
+
+    out, cfg = tmp_path / "run", make_cfg([*TINY, "sgd.lrs=[0.04]", "log.figures=true"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if error == "bug":
+            assert run(cfg, output_dir=out).exit_code == 0
+        else:  # in-process the refused write is raised: the command line prints its one line, exit 4
+            with pytest.raises(
+                WriteFailed, match="cannot write sharpness.png: File too large; the run stopped"
+            ):
+                run(cfg, output_dir=out)
+    summary = json.loads((out / "summary.json").read_text())
+    if error == "bug":
+        assert summary["status"] == "finished" and summary["figures_error"] == "RuntimeError: a figure's bug"
+    else:
+        assert (
+            summary["status"] == "crashed" and summary["exit_code"] == 4 and summary["figures_error"] is None
+        )

@@ -98,6 +98,7 @@ class RunState:
     error: dict | None = None  # a crash: its type, message, stage and traceback
     out_of_room: bool = False  # the crash was a write the disk refused (exit code 4, not 1)
     logging_error: str | None = None  # the logger failed to take the run's results (hparams, text)
+    figures_error: str | None = None  # drawing the figures failed (not for want of room: that stops the run)
     process: dict = field(default_factory=_process)
 
     @functools.cached_property
@@ -223,6 +224,7 @@ class RunState:
             "exit_code": self.exit_code(),
             "error": self.error,
             "logging_error": self.logging_error,
+            "figures_error": self.figures_error,
             "process": self.process,
             "run_dir": str(self.out),
         }

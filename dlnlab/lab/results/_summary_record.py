@@ -185,6 +185,7 @@ class Summary(Record):
         required=True,
     )
     run_dir: str = key("the run directory", required=True)
+    figures_error: str | None = key("drawing the figures failed: why (null: drawn, or log.figures=false)")
     killed: list[str] = key(
         "the series whose worker process ended before reporting (SIGKILL, out of memory): status error; "
         "resume runs them again"

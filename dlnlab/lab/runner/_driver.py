@@ -310,5 +310,8 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
             ctx.progress.note("figures ...")
             make_figures(ctx)
     except Exception as err:  # noqa: BLE001 - figures must not lose the run
-        warnings.warn(f"figures failed: {type(err).__name__}: {err}", AnalysisWarning, stacklevel=2)
+        if out_of_room(err):  # the run stops as at any write the disk refuses (exit 4); a resume draws them
+            raise
+        state.figures_error = f"{type(err).__name__}: {err}"
+        warnings.warn(f"figures failed: {state.figures_error}", AnalysisWarning, stacklevel=2)
     state.stage = "done"
