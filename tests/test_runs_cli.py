@@ -294,6 +294,22 @@ def test_a_sweep_resume_reads_each_jobs_state_again_and_finishes_what_a_killed_w
     assert _to_finish({"num": 1, "state": "not_run", "exit_code": None})  # never got a directory
 
 
+def test_a_job_whose_directory_an_override_with_a_slash_nested_is_in_the_sweep_summary(tmp_path):
+    """Hydra names a job's directory after its overrides: a path's "/" nests it (0_flag=/tmp/x ->
+    0_flag= / tmp / x). It was listed not_run (never started) although it had run."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    sweep_dir = tmp_path / "sweep"
+    nested = sweep_dir / "0_+callbacks.stop.flag=" / "tmp" / "x"
+    nested.mkdir(parents=True)
+    sweeps.write_job_record(nested, 0, ["+callbacks.stop.flag=/tmp/x"], 0, "")
+    config = OmegaConf.create({"hydra": {"overrides": {"task": ["+callbacks.stop.flag=/tmp/x"]}}})
+    (job,) = sweeps.write_sweep_summary(sweep_dir, config)["jobs"]
+    assert job["dir"] == str(nested) and job["exit_code"] == 0 and job["state"] != "not_run"
+
+
 def test_a_sweep_job_that_never_ran_is_run_by_resume_and_the_sweep_summary_follows(tmp_path):
     """A sweep stopped by SIGINT before its job 1 ran (job.json, no summary) and before jobs 0 and 2
     started at all, recorded by the sweep's own writers. Before: resume=<job 1's dir> was refused ("not a

@@ -184,7 +184,7 @@ def hand_on(signum: int) -> None:
     quiet_since = None
     while time.monotonic() < deadline:
         busy = False
-        for lock in sweep_dir.glob("*/.lock"):
+        for lock in sweep_dir.rglob(".lock"):  # at any depth, as the jobs' directories (job.json)
             holder = lock_holder(lock.parent)
             if holder is None:
                 continue
@@ -283,7 +283,8 @@ def write_sweep_summary(
     then taken from the summary written before, and so are the jobs resumed earlier)."""
     previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
     jobs = {}
-    for path in sorted(sweep_dir.glob("*/job.json")):
+    # at any depth: an override's value with a "/" (a path) nests the job's directory in Hydra's name
+    for path in sorted(sweep_dir.rglob("job.json")):
         try:
             rec = json.loads(path.read_text())
             jobs[int(rec["num"])] = rec
