@@ -39,7 +39,7 @@ def _series_line(plan) -> str:
     if times[-1] < cfg.flow.t_max * (1 - 1e-12):  # t_max not a multiple of dt: the grid stops short
         line = (
             f"the gradient flow over t <= {fmt(float(times[-1]))}, the grid's last point (grid dt = "
-            f"{fmt(cfg.log.dt)}, {len(times)} points; flow.t_max = {fmt(cfg.flow.t_max)} is not a multiple of it)"
+            f"{fmt(cfg.log.dt)}, {len(times)} points; flow.t_max = {cfg.flow.t_max!r} is not a multiple of it)"
         )
     if not lrs:
         return line + "; no learning rate (sgd.lrs=[]): the flow alone"
