@@ -2,7 +2,7 @@
 
 The run builds its series' entries as dicts while the series run (recorders, the analysis and the
 ensembles fill them in stages); :meth:`dlnlab.lab.results.RunState.typed_summary` reads them into
-these records (the run's parts: ``_summary_record``), and summary.json is ``Summary.to_dict``. A field that holds :data:`ABSENT` is a
+these records (the run's parts: ``_summary_record``; the machinery: ``_record_base``), and summary.json is ``Summary.to_dict``. A field that holds :data:`ABSENT` is a
 key the JSON leaves out (e.g. ``members`` outside an ensemble); every other field is written, null
 included. ``from_dict`` refuses a key no field names (``UnknownKeys``), so the contract lives here
 once: docs/results.md's key tables are generated from these fields (:func:`render_tables`, checked
@@ -15,11 +15,10 @@ to :data:`ENTRY_RECORDS`; a kind without one gets :class:`SeriesEntry`, which ke
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from dlnlab.lab.results._record_base import ABSENT, Record, UnknownKeys, key
 from dlnlab.rundir import (
     CENTRAL_PREFIX,
     EDGE_PREFIX,
@@ -49,81 +48,8 @@ __all__ = [
     "ENTRY_RECORDS",
     "entry_record",
     "key",
+    "Record",
 ]
-
-
-class _Absent:
-    """A key the JSON leaves out."""
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-ABSENT: Any = _Absent()
-
-
-class UnknownKeys(KeyError):
-    """A dict with keys its record has no field for."""
-
-
-def key(doc: str, *, required: bool = False, record: type | None = None, container: str = "") -> Any:
-    """A record's field: ``doc`` says what it means (the docs' tables); ``record`` a nested record class,
-    in a ``container`` ("list" or "dict") or alone; not ``required``: ABSENT until set."""
-    meta = {"doc": doc, "record": record, "container": container}
-    return field(metadata=meta) if required else field(default=ABSENT, metadata=meta)
-
-
-def _read(f: dataclasses.Field, value: Any) -> Any:
-    rec, box = f.metadata.get("record"), f.metadata.get("container")
-    if value is None or rec is None:
-        return value
-    if isinstance(rec, type) and issubclass(rec, Enum):
-        return rec(value)
-    if box == "list":
-        return [rec.from_dict(v) for v in value]
-    if box == "dict":
-        return {k: rec.from_dict(v) for k, v in value.items()}
-    return rec.from_dict(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Record):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-class Record:
-    """A part of summary.json: ``from_dict`` reads it (refusing keys it has no field for, unless ``open``),
-    ``to_dict`` writes it, fields in order, ABSENT ones left out."""
-
-    open: ClassVar[bool] = False  # keeps unknown keys in ``extra`` (after the fields, in their order)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Record:
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
-        unknown = [k for k in data if k not in fields]
-        if unknown and not cls.open:
-            raise UnknownKeys(f"{cls.__name__}: no field for {unknown}")
-        made = cls(**{k: _read(fields[k], v) for k, v in data.items() if k in fields})
-        if unknown:
-            made.extra = {k: data[k] for k in unknown}
-        return made
-
-    def to_dict(self) -> dict:
-        out = {
-            f.name: _plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)
-            if f.name != "extra" and getattr(self, f.name) is not ABSENT
-        }
-        out.update(getattr(self, "extra", None) or {})
-        return out
 
 
 @dataclass
@@ -143,7 +69,9 @@ class EnsembleSpread(Record):
     """``series.<name>.ensemble``: the members' spread."""
 
     size: int = key("members", required=True)
-    final_loss: Spread | None = key("the members' final losses (a flow: those at the last grid time)", record=Spread)
+    final_loss: Spread | None = key(
+        "the members' final losses (a flow: those at the last grid time)", record=Spread
+    )
     max_dist_to_flow: Spread | None = key(
         "the non-diverged members' largest distances to the flow (null for a flow)", record=Spread
     )
@@ -157,7 +85,9 @@ class EnsembleSpread(Record):
 class MemberEntry(Record):
     """``series.<name>.members[i]``: one member of an ensemble."""
 
-    status: Status = key("its status (a flow member at t_max when interrupted: ok)", required=True, record=Status)
+    status: Status = key(
+        "its status (a flow member at t_max when interrupted: ok)", required=True, record=Status
+    )
     diverged: bool = key("it diverged")
     t_stop: float | None = key("its last time (a flow's member: of its last finite point; null: none)")
     step_stop: int | None = key("its last step")
@@ -196,7 +126,9 @@ class FlowEntry(Record):
     modified_lr: float = key("a modified flow: GD's step eta it models")
     message: str = key("why the solver stopped, or empty")
     diverged: bool = key("false (a flow does not diverge)")
-    t_stop: float = key("the last grid time reached (an ensemble: its members' earliest; 0: one reached none)")
+    t_stop: float = key(
+        "the last grid time reached (an ensemble: its members' earliest; 0: one reached none)"
+    )
     step_stop: None = key("null")
     final_loss: float | None = key(
         "L at the last grid point (an ensemble: the members' mean if every member got there, else null)"
@@ -239,7 +171,9 @@ class SGDEntry(Record):
         "the last time with a distance: t_stop, or where the flow or the series stopped (an ensemble: earliest)"
     )
     plateaus: list[dict] = key("the plateaus found, after the analysis")
-    max_dist_to_modified_flow: float | None = key("flow.modified: largest distance to GD's modified flow (or null)")
+    max_dist_to_modified_flow: float | None = key(
+        "flow.modified: largest distance to GD's modified flow (or null)"
+    )
     wall_time_s: float = key("seconds")
     plateau_exits_vs_flow: list[dict] = key("per mode: t_exit_flow, t_exit, delay, delay_over_lr")
 
@@ -251,7 +185,9 @@ class SMEEntry(Record):
     lr: None = key("null", required=True)
     sme_lr: float = key("the learning rate eta it models", required=True)
     method: str = key("sme_euler", required=True)
-    status: Status = key("ok, diverged, unstable or error (from its members', as SGD's)", required=True, record=Status)
+    status: Status = key(
+        "ok, diverged, unstable or error (from its members', as SGD's)", required=True, record=Status
+    )
     message: str = key("the integrator's message, or why it failed")
     nfe: int = key("drift evaluations")
     wall_time_s: float = key("seconds")
@@ -273,14 +209,17 @@ class CentralFlowEntry(Record):
     threshold: float = key("2/eta", required=True)
     t_edge: float | None = key("the first grid time with Sigma != 0 (null: never at the edge)", required=True)
     t_leave: float | None = key(
-        "the last grid time with Sigma != 0 before Sigma = 0 to the end (null: on the edge at the end)", required=True
+        "the last grid time with Sigma != 0 before Sigma = 0 to the end (null: on the edge at the end)",
+        required=True,
     )
     edge_share: float = key("the share of grid points with Sigma != 0", required=True)
     sharpness_on_edge: float | None = key(
         "max abs(S - 2/eta) / (2/eta) where Sigma != 0, past each switch-on transient (t_edge_settled)",
         required=True,
     )
-    max_excess: float | None = key("max (S - 2/eta) / (2/eta) over the grid (<= 0: never past)", required=True)
+    max_excess: float | None = key(
+        "max (S - 2/eta) / (2/eta) over the grid (<= 0: never past)", required=True
+    )
     max_critical: int = key("the most critical eigenvalues at one point", required=True)
     final_sharpness: float | None = key("S at the last grid point", required=True)
     final_loss: float | None = key("L at the last grid point", required=True)
@@ -332,7 +271,9 @@ class EdgeEntry(Record):
         "median S / (2/eta) after t_edge, each point averaged with the next (both phases of the period 2)",
         required=True,
     )
-    amplitude_median: float | None = key("the period-2 amplitude along u_1 after t_edge: median", required=True)
+    amplitude_median: float | None = key(
+        "the period-2 amplitude along u_1 after t_edge: median", required=True
+    )
     amplitude_max: float | None = key("... and largest (over the window)", required=True)
     outcome: str = key("converged_below_edge, at_edge, below_edge or diverged", required=True)
     final_sharpness: float | None = key("GD's S at its last step", required=True)
@@ -343,7 +284,9 @@ class EdgeEntry(Record):
     balanced_sharpness: float = key("h m_1^(2-2/h): the flattest global minimum's", required=True)
     gfs_t: list[float] = key("the times of the GFS sharpness", required=True)
     gfs_sharpness: list[float] = key("S where the gradient flow from GD's iterate ends", required=True)
-    gfs_non_increasing: bool = key("the GFS sharpness of the converged flows never rises (rtol 1e-6)", required=True)
+    gfs_non_increasing: bool = key(
+        "the GFS sharpness of the converged flows never rises (rtol 1e-6)", required=True
+    )
     every_step: list[int] = key("[first, last] step recorded at every step (empty: none)", required=True)
     stride: int = key("the steps between the run's other points (1: every step)", required=True)
     steps: int = key("GD's steps to t_max", required=True)
@@ -364,13 +307,22 @@ class PredictionEntry(Record):
     ratio_max: float | None = key("... largest", required=True)
     ratio_last: float | None = key("... at the last average", required=True)
     loss_rel_median: float | None = key("predicted / averaged loss - 1: median", required=True)
-    loss_parting: float | None = key("from when they differ by more than 2x to the end (null: never)", required=True)
-    variance_ratio_median: float | None = key("GD's variance along u_1 / u_1^T Sigma u_1: median", required=True)
-    central_pinned: float | None = key("max abs(S - 2/eta) / (2/eta) of the central flow at GD's step times where "
-                                       "Sigma != 0, past each switch-on transient", required=True)
+    loss_parting: float | None = key(
+        "from when they differ by more than 2x to the end (null: never)", required=True
+    )
+    variance_ratio_median: float | None = key(
+        "GD's variance along u_1 / u_1^T Sigma u_1: median", required=True
+    )
+    central_pinned: float | None = key(
+        "max abs(S - 2/eta) / (2/eta) of the central flow at GD's step times where "
+        "Sigma != 0, past each switch-on transient",
+        required=True,
+    )
     central_entering: float | None = key("the same, transients included: S where Sigma switches on")
-    flows_reused: bool = key("both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
-                             "every step is one of their times), not solved again")
+    flows_reused: bool = key(
+        "both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
+        "every step is one of their times), not solved again"
+    )
 
 
 @dataclass
@@ -386,7 +338,9 @@ class EdgeSeriesEntry(Record):
     steps: int = key("GD's steps to t_max")
     final_loss: float | None = key("GD's L at its last step")
     t_stop: float = key("the last step's time")
-    predictions: PredictionEntry | None = key("flow.central: against the central flow", record=PredictionEntry)
+    predictions: PredictionEntry | None = key(
+        "flow.central: against the central flow", record=PredictionEntry
+    )
     wall_time_s: float = key("seconds")
 
 

@@ -123,7 +123,7 @@ class Previous:
         if tuple(theta.shape) != tuple(theta_shape) or not 0 <= k <= (ks[-1] if ks else 0):
             self.damaged[name] = f"checkpoints/{name}.ckpt does not belong to this series"
             return None
-        other = _other_sampling(state.sampling, sampling)
+        other = state.other_sampling(sampling)
         if other is not None:
             self.damaged[name] = f"checkpoints/{name}.ckpt {other}"
             return None
@@ -171,20 +171,6 @@ class Previous:
             return "continued from its checkpoint"
         why = self.damaged.get(name)
         return "run from the start" if why is None else f"run from the start: {why}"
-
-
-def _other_sampling(saved: str | None, sampling: str | None) -> str | None:
-    """Why a checkpoint's minibatches cannot continue a series drawn by ``sampling``, or None. A
-    checkpoint without a recorded sampling predates ``reshuffle``: its with_replacement is today's,
-    its without_replacement was today's reshuffle (epochs), not a fresh subset at every step."""
-    if sampling is None or saved == sampling or (saved is None and sampling == "with_replacement"):
-        return None
-    if saved is None:
-        return (
-            "was made when sgd.sampling=without_replacement meant reshuffled epochs (now "
-            "sgd.sampling=reshuffle)"
-        )
-    return f"drew its minibatches {saved}, not {sampling}"
 
 
 def _first_points(arrays: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:

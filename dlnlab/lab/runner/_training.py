@@ -245,6 +245,21 @@ class CheckpointState:
     block: tuple[int, list] | None
     sampling: str | None
 
+    def other_sampling(self, sampling: str | None) -> str | None:
+        """Why its minibatches cannot continue a series drawn by ``sampling`` (None: full batch, nothing
+        drawn), or None. A checkpoint without a recorded sampling predates ``reshuffle``: its
+        with_replacement is today's, its without_replacement was today's reshuffle (epochs), not a fresh
+        subset at every step."""
+        saved = self.sampling
+        if sampling is None or saved == sampling or (saved is None and sampling == "with_replacement"):
+            return None
+        if saved is None:
+            return (
+                "was made when sgd.sampling=without_replacement meant reshuffled epochs (now "
+                "sgd.sampling=reshuffle)"
+            )
+        return f"drew its minibatches {saved}, not {sampling}"
+
 
 def checkpoint_state(path: str | Path) -> CheckpointState:
     """A series checkpoint's :class:`CheckpointState`; raises on a damaged file (random bytes, cut short)."""
