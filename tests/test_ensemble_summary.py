@@ -193,9 +193,12 @@ def test_the_order_line_says_when_the_distances_stop_short_of_t_max():
         f"sgd_lr_{lr}": {"lr": lr, "dist_to_flow_until": until} for lr, until in ((0.1, 3.25), (0.05, 3.3))
     }
     detail = {"order": 1.02, "lrs_used": [0.05, 0.1], "pairwise": [{"order": 1.02}]}
-    summary = {"series": entries, "config": {"flow": {"t_max": 7.0}}, "convergence_order_detail": detail}
+    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 3.3}
+    summary = {"series": {"flow": flow, **entries}, "config": {"flow": {"t_max": 7.0}}}
+    summary["convergence_order_detail"] = detail
     line = _order_line(summary, "convergence_order", "convergence order")
     assert line.endswith("; the distances only up to t = 3.25, where the flow stopped (t_max 7)"), line
+    flow["status"] = Status.OK  # a grid ending short of t_max (not a multiple of log.dt) is no stop
     for e in entries.values():
-        e["dist_to_flow_until"] = 7.0
+        e["dist_to_flow_until"] = 6.9
     assert "flow stopped" not in _order_line(summary, "convergence_order", "convergence order")

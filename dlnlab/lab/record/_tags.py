@@ -77,9 +77,8 @@ def log10_positive(x) -> np.ndarray:
     sharpness cannot: L is a convex quadratic in each W_j alone, so each diagonal block of H is positive
     semi-definite and tr H >= 0); they are also logged signed (``curvature/eig_<i>``)."""
     a = np.asarray(x, dtype=np.float64)
-    pos = a > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(pos, np.log10(np.where(pos, a, 1.0)), np.nan)
+    pos = a > 0  # NaN compares False
+    return np.where(pos, np.log10(np.where(pos, a, 1.0)), np.nan)
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ def _series_line(plan) -> str:
     cfg = plan.cfg
     s, lrs = cfg.sgd, plan.lrs
     times = uniform_times(cfg.flow.t_max, cfg.log.dt)
-    line = f"the gradient flow over t <= {fmt(cfg.flow.t_max)} (grid dt = {fmt(cfg.log.dt)}, {len(times)} points)"
     if times[-1] < cfg.flow.t_max * (1 - 1e-12):  # t_max not a multiple of dt: the grid stops short
         line = (
             f"the gradient flow over t <= {fmt(float(times[-1]))}, the grid's last point (grid dt = "
             f"{fmt(cfg.log.dt)}, {len(times)} points; flow.t_max = {cfg.flow.t_max!r} is not a multiple of it)"
         )
+    else:
+        line = f"the gradient flow over t <= {fmt(cfg.flow.t_max)} (grid dt = {fmt(cfg.log.dt)}, {len(times)} points)"
     if not lrs:
         return line + "; no learning rate (sgd.lrs=[]): the flow alone"
     kind = (
@@ -170,12 +171,13 @@ def _order_line(summary: dict, key: str, what: str) -> str | None:
 
 
 def _shortened(summary: dict, lrs: list) -> str:
-    """Where the flow stopped before t_max, the fitted distances cover its horizon only: say so."""
-    t_max = ((summary.get("config") or {}).get("flow") or {}).get("t_max")
+    """Where the flow stopped early (not ok), the fitted distances cover its horizon only: say so."""
+    flow = summary["series"].get("flow")
     untils = [e.get("dist_to_flow_until") for e in summary["series"].values() if e.get("lr") in lrs]
     untils = [u for u in untils if u is not None]
-    if t_max is None or not untils or min(untils) >= float(t_max) * (1 - 1e-9) - 1e-12:
+    if flow is None or flow.get("status") == Status.OK or not untils:
         return ""
+    t_max = ((summary.get("config") or {}).get("flow") or {}).get("t_max")
     return f"; the distances only up to t = {fmt(min(untils))}, where the flow stopped (t_max {fmt(t_max)})"
 
 

@@ -14,6 +14,7 @@ unstable); a member that diverged alone is recorded in its own entry and the res
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -92,9 +93,7 @@ def settle_status(entry: dict, members: list[dict], note: str = "") -> None:
 
 def member_counts(members: list[dict]) -> str:
     """How many members have each status, the most first: "7 diverged, 1 unstable"."""
-    counts: dict[str, int] = {}
-    for m in members:
-        counts[str(m["status"])] = counts.get(str(m["status"]), 0) + 1
+    counts = Counter(str(m["status"]) for m in members)
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 
@@ -129,7 +128,9 @@ def finish_flow_members(entry: dict, arrays: dict, rtol: float, seeds, t_end: fl
     aggregate_members(entry, members)
     at_end = [m["final_loss"] for m in members if m["t_stop"] == t_end]
     entry["ensemble"]["final_loss"] = spread(at_end)  # L at one time, t_end, not at each member's last
-    entry["final_loss"] = (entry["ensemble"]["final_loss"] or {}).get("mean") if len(at_end) == len(members) else None
+    entry["final_loss"] = (
+        (entry["ensemble"]["final_loss"] or {}).get("mean") if len(at_end) == len(members) else None
+    )
     stops = [m["t_stop"] for m in members]
     entry["t_stop"] = 0.0 if not stops or None in stops else min(stops)
     if bad:
