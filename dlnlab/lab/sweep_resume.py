@@ -100,8 +100,10 @@ def record_resume(job_dir: str | Path, code: int) -> None:
         return
     num = int(rec.get("num", -1))
     write_job_record(job_dir, num, rec["overrides"], code, job_message(job_dir, code) if code else "")
-    if (job_dir.parent / "sweep_summary.json").is_file():
-        write_sweep_summary(job_dir.parent, resumed=[num])
+    # the sweep's directory: the parent, or further up where an override's "/" nested the job's name
+    sweep_dir = next((d for d in job_dir.parents if (d / "sweep_summary.json").is_file()), None)
+    if sweep_dir is not None:
+        write_sweep_summary(sweep_dir, resumed=[num])
 
 
 def _new_job_dir(sweep_dir: Path, num: int, overrides: list[str], conf_dir: Path, config_name: str) -> Path:
