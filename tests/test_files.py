@@ -160,3 +160,28 @@ def test_bad_user_files_are_refused_before_the_run_directory_exists(bad, tmp_pat
     with pytest.raises(ConfigError, match="^data.path: "):
         run(cfg, output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_json_files_read_back_as_written_with_long_lists_one_element_a_line(tmp_path):
+    """write_json's layout (dlnlab/rundir/_write.py): the same values as json.dumps gives (NaN as null),
+    short lists on one line, a long list of records one record a line, a long list of numbers on one."""
+    from dlnlab.rundir import write_json
+
+    members = [
+        {"status": "ok", "final_loss": 0.1 * k, "seeds": {"sgd": k}, "plateaus": []} for k in range(30)
+    ]
+    obj = {
+        "series": {"sgd": {"members": members, "modes": [2.0, 1.0], "loss": [float("nan"), 1.5] * 400}},
+        "empty": {"d": {}, "l": [], "nested": [[]]},
+        "long_record": [{"text": "x" * 500, "at": [1, 2]}],
+        "np": np.float64(0.25),
+    }
+    write_json(tmp_path / "a.json", obj)
+    text = (tmp_path / "a.json").read_text()
+    back = json.loads(text)
+    assert back == json.loads(json.dumps({**obj, "np": 0.25}).replace("NaN", "null"))
+    lines = text.splitlines()
+    assert '      "modes": [2.0, 1.0],' in lines and "NaN" not in text
+    assert sum(line.strip().startswith('{"status": "ok"') for line in lines) == 30  # a member a line
+    assert sum(line.strip().startswith('"loss": [null, 1.5, null') for line in lines) == 1
+    assert '      "text": "' + "x" * 500 + '",' in lines  # a record too long for one line is laid out

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 import torch
 
-from dlnlab.descent import MinibatchSampler, gd
+from dlnlab.descent import EnsembleSampler, MinibatchSampler, gd
 from dlnlab.errors import ArgumentError
 from dlnlab.init import gaussian
 from dlnlab.lab.record import SeriesRecorder
@@ -82,6 +82,26 @@ def test_reshuffling_covers_each_epoch_once():
     again = torch.cat([MinibatchSampler(20, 5, "reshuffle", 0).draw(40)]).reshape(-1)
     other = MinibatchSampler(20, 5, "reshuffle", 1).draw(40).reshape(-1)
     assert torch.equal(idx, again) and not torch.equal(idx, other)
+
+
+@pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement", "reshuffle"])
+def test_an_ensembles_members_draw_what_their_own_samplers_draw_across_a_saved_state(sampling, monkeypatch):
+    """Member e of an EnsembleSampler gets the indices a MinibatchSampler with seed e draws, however the
+    steps are split, across the blocks it takes (made small here: 3 steps of 5 members) and across a
+    state saved part way through a block and loaded into a fresh sampler."""
+    import dlnlab.descent as descent
+
+    monkeypatch.setattr(descent, "ENSEMBLE_BLOCK_NUMBERS", 3 * 5 * 4)
+    seeds = [3, 1, 4, 1, 5]
+    ens = EnsembleSampler(20, 4, sampling, seeds)
+    first = [ens.draw(k) for k in (1, 2, 4, 1)]  # 8 steps: the next block is part used
+    again = EnsembleSampler(20, 4, sampling, seeds)
+    again.load_state_dict(ens.state_dict())
+    got = torch.cat([*first, again.draw(5), again.draw(1)])
+    assert got.shape == (14, 5, 4) and got.is_contiguous()
+    want = torch.stack([MinibatchSampler(20, 4, sampling, s).draw(14) for s in seeds], dim=1)
+    assert torch.equal(got, want)
+    assert torch.equal(ens.draw(6), want[8:])  # the saved one goes on as the loaded one did
 
 
 def test_without_replacement_draws_a_fresh_uniform_subset_at_every_step():

@@ -46,6 +46,7 @@ def out_of_room(err: BaseException) -> bool:
     """Whether ``err`` is a write the disk refused for want of room (or of a writable disk)."""
     return isinstance(err, OSError) and err.errno in _NO_ROOM
 
+
 _CLAIMED: dict[str, str] = {}
 
 
@@ -105,8 +106,34 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """JSON with null for NaN and infinities (never NaN tokens), atomically."""
-    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False))
+    """JSON with null for NaN and infinities (never NaN tokens), atomically, laid out by :func:`dumps`."""
+    write_text(path, dumps(jsonable(obj)) + "\n")
+
+
+LINE = 100  # a list whose JSON fits in this many characters stays on one line
+
+
+def dumps(obj: Any, indent: str = "") -> str:
+    """JSON for people and for speed: objects one key a line, indented by two; a list on one line where it
+    fits in :data:`LINE` characters, else one element a line (an ensemble's members one a line); a long
+    list of numbers on one line; a long list's element on one line up to 4 :data:`LINE` characters.
+
+    Why not ``json.dumps(indent=2)``: with an indent, Python's json takes its pure-Python encoder (about
+    a million generator steps for the 2 MB summary of 1000 members at 4 rates: 0.11 s of each of the
+    run's 13 writes; 0.044 s here, 0.026 s unindented; measured), and it puts every number of a list on
+    a line of its own. Here every list and scalar is written by the C encoder, each element once."""
+    if isinstance(obj, dict) and obj:
+        inner = indent + "  "
+        items = (f"{inner}{json.dumps(str(k))}: {dumps(v, inner)}" for k, v in obj.items())
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if not isinstance(obj, list) or not any(isinstance(e, (dict, list)) for e in obj):
+        return json.dumps(obj, allow_nan=False)
+    lines = [json.dumps(e, allow_nan=False) for e in obj]  # each element encoded once
+    if sum(len(line) + 2 for line in lines) + len(indent) <= LINE:
+        return "[" + ", ".join(lines) + "]"
+    inner = indent + "  "
+    rows = (line if len(line) + len(inner) <= 4 * LINE else dumps(e, inner) for line, e in zip(lines, obj))
+    return "[\n" + ",\n".join(inner + row for row in rows) + "\n" + indent + "]"
 
 
 def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
