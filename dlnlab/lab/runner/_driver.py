@@ -276,6 +276,8 @@ def _run_series(state: RunState, ctx: SeriesContext, kinds: list, previous: Prev
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit
 
+        if previous is not None:
+            previous.drop_limit_events()  # a killed worker's run logged them: each curve once
         record_limit(state, ctx)
     state.write_summary()
     if not state.interrupted:

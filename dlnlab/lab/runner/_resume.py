@@ -157,6 +157,14 @@ class Previous:
         for path in self.events.pop(name, []):
             path.unlink(missing_ok=True)
 
+    def drop_limit_events(self) -> None:
+        """Before the resume logs the limit curves (``.limit`` event files, see
+        :func:`~dlnlab.lab.results.log_limit`): the earlier runs' go, so that each curve is there once."""
+        for paths in self.events.values():
+            for path in [p for p in paths if p.name.endswith(".limit")]:
+                path.unlink(missing_ok=True)
+                paths.remove(path)
+
     def drop_closing_events(self) -> None:
         """Before the resume logs the run's closing results (hparams, text; with the custom-scalars
         layout in Lightning's own event files, not ``.scalars`` or ``.figures``): the earlier runs' go,
