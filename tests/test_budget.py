@@ -19,7 +19,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
 
 
-
 def test_every_flow_method_gets_an_evaluation_budget():
     """flow.max_nfe when set; else limits.flow_nfe, and for a stiff method limits.stiff_nfe_factor x its
     expected count 100 (1 + t_max)^0.6 (t_max = 4 on the tiny net: 263)."""
@@ -85,4 +84,5 @@ def test_an_sme_series_at_a_large_learning_rate_is_recorded_like_its_sgd_series(
     json.loads(text, parse_constant=lambda token: pytest.fail(f"summary.json holds {token}"))
     arr = np.load(tmp_path / "r" / "series" / "sme_lr_1.5.npz")
     gone = [e for e, m in enumerate(sme["members"]) if m["status"] == "diverged"]
+    assert sme["members_diverged"] == len(gone) and sme["diverged"] == (sme["status"] == "diverged")
     assert np.isnan(arr["loss"][gone[0]][-1]) and np.isfinite(arr["loss"][gone[0]][0])
