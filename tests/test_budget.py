@@ -19,7 +19,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["experiment=tiny", "logger=none", "log.figures=false", "log.progress=never"]
 
 
-
 def test_every_flow_method_gets_an_evaluation_budget():
     """flow.max_nfe when set; else limits.flow_nfe, and for a stiff method limits.stiff_nfe_factor x its
     expected count 100 (1 + t_max)^0.6 (t_max = 4 on the tiny net: 263)."""
@@ -50,6 +49,22 @@ def test_a_stiff_flow_stops_at_its_budget_as_a_solver_failure(method, tmp_path):
     assert res.exit_code == 3
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["series"]["flow"]["status"] == "solver_failed"
+
+
+@pytest.mark.lab
+def test_an_ensemble_flow_by_torchode_out_of_its_budget_keeps_the_rows_every_member_reached(tmp_path):
+    """dopri5 on a batch (torchode): the flow's file holds the grid points every member reached before the
+    budget stopped the solve (it held t = 0 alone), its entry says where, and the run goes on (exit 3)."""
+    cfg = make_cfg([*TINY, "ensemble.size=3", "flow.method=dopri5", "sgd.lrs=[]", "flow.max_nfe=200",
+                    "run.workers=1", "log.analysis_points=0"])  # fmt: skip
+    res = run(cfg, output_dir=tmp_path / "r")
+    flow = res["series"]["flow"]
+    assert res.exit_code == 3 and flow["status"] == "solver_failed" and flow["nfe"] <= 200
+    assert "budget of 200 right-hand-side evaluations exhausted" in flow["message"]
+    with np.load(tmp_path / "r" / "series" / "flow.npz") as f:
+        t, loss = f["t"], f["loss"]
+    assert 1 < len(t) < 81 and loss.shape == (3, len(t)) and np.isfinite(loss).all()
+    assert flow["t_stop"] == pytest.approx(t[-1]) and f"output kept up to t = {t[-1]:.6g}" in flow["message"]
 
 
 def test_stop_diverged_cuts_each_member_at_its_blowup():
@@ -85,4 +100,5 @@ def test_an_sme_series_at_a_large_learning_rate_is_recorded_like_its_sgd_series(
     json.loads(text, parse_constant=lambda token: pytest.fail(f"summary.json holds {token}"))
     arr = np.load(tmp_path / "r" / "series" / "sme_lr_1.5.npz")
     gone = [e for e, m in enumerate(sme["members"]) if m["status"] == "diverged"]
+    assert sme["members_diverged"] == len(gone) and sme["diverged"] == (sme["status"] == "diverged")
     assert np.isnan(arr["loss"][gone[0]][-1]) and np.isfinite(arr["loss"][gone[0]][0])

@@ -53,6 +53,8 @@ def test_no_member_ok_makes_the_series_its_worst_members_status_and_keeps_it_out
     entry = _entry(["diverged", "unstable", "diverged", "diverged"], [1.0, 2.0, 3.0, 4.0])
     assert [m["status"] for m in entry["members"]] == ["diverged", "unstable", "diverged", "diverged"]
     assert entry["status"] == Status.DIVERGED
+    # diverged as the status says (it was false: "every member diverged"), and how many members did
+    assert entry["diverged"] is True and entry["members_diverged"] == 3
     assert entry["message"].startswith("no member ok (3 diverged, 1 unstable); member 0: member 0:")
     assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # sin^2 peaks at 1 mid-grid
     assert entry["ensemble"]["max_dist_to_flow"]["n"] == 1
@@ -75,12 +77,14 @@ def test_no_member_ok_makes_the_series_its_worst_members_status_and_keeps_it_out
 def test_every_member_unstable_makes_the_series_unstable():
     entry = _entry(["unstable"] * 2, [1.0, 3.0])
     assert entry["status"] == Status.UNSTABLE and entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)
+    assert entry["diverged"] is False and entry["members_diverged"] == 0
     assert _table({"series": {"sgd_lr_0.35": entry}})[2].split()[1:2] == ["unstable"]  # no counts: all agree
 
 
 def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_diverged_out():
     entry = _entry(["ok", "diverged", "ok"], [1.0, 5.0, 3.0])
     assert entry["status"] == Status.OK and entry["message"] == "members [1] are diverged"
+    assert entry["diverged"] is False and entry["members_diverged"] == 1  # the series is ok
     assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # (1 + 3) / 2, not 1e123 / 3
     assert entry["ensemble"]["max_dist_to_flow"]["max"] == pytest.approx(3.0, rel=1e-12)
     assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))

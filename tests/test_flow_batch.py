@@ -72,12 +72,31 @@ def test_a_member_that_fails_ends_the_batch_with_the_rows_every_member_reached(b
 
 
 def test_torchode_budget_and_progress(batch):
+    """As the other batched methods: out of its budget, the batch keeps the rows every member reached (it
+    kept the chunk's start row alone), equal to the unbroken solve's, and ``members`` says how far each
+    member got and what it took."""
     problem, thetas, t = batch
     seen = []
     res = integrate(problem, DIMS, thetas, t, Solver("dopri5"), progress=lambda a, b: seen.append(a))
     assert "torchode" in res.method and seen[-1] == pytest.approx(float(t[-1]))
-    with pytest.raises(FlowSolverError, match="budget"):
-        integrate(problem, DIMS, thetas, t, Solver("dopri5", max_nfe=res.nfe // 2))
+    m = res.members
+    assert m.status == ("ok",) * 3 and torch.equal(
+        m.t_reached, torch.full((3,), float(t[-1]), dtype=torch.float64)
+    )
+    assert int(m.n_steps.max()) == res.n_steps and len(set(m.n_steps.tolist())) == 3  # steps of its own
+    taken = m.n_steps + m.n_rejected  # the evaluations the rhs counted: 2 to start, 6 per step (one chunk)
+    assert res.nfe == 2 + 6 * int(taken.max()) and torch.equal(m.nfe, 2 + 6 * taken)
+    budget = res.nfe // 2
+    with pytest.raises(FlowSolverError, match="budget") as info:
+        integrate(problem, DIMS, thetas, t, Solver("dopri5", max_nfe=budget))
+    part = info.value.result
+    assert part.status == "solver_failed" and 1 < len(part.t) < len(t) and part.nfe <= budget
+    assert torch.equal(part.theta, res.theta[: len(part.t)])  # the same steps until the budget stopped them
+    assert f"output kept up to t = {float(part.t[-1]):.6g}" in str(info.value)
+    p = part.members
+    assert "solver_failed" in p.status and (p.t_reached >= float(part.t[-1])).all()
+    assert float(p.t_reached.min()) == float(part.t[-1]) and (p.t_reached < float(t[-1])).any()
+    assert all((s == "ok") == (float(r) == float(t[-1])) for s, r in zip(p.status, p.t_reached))
 
 
 def test_rk45_takes_the_same_steps_as_scipys_rk45(batch):

@@ -242,3 +242,35 @@ def test_a_worker_killed_is_its_series_error_the_other_rates_go_on_and_resume_ru
     assert again["series"]["sgd_lr_0.02"]["status"] == "ok"
     with np.load(out / "series" / "sgd_lr_0.02.npz") as f:
         assert len(f["t"]) == again["grid"]["n_grid"]
+
+
+def test_a_resume_after_a_killed_worker_logs_each_limit_curve_once(tmp_path):
+    """An SGD ensemble around one flow logs each series' strong and weak errors (limit/...) at the end of
+    the run, also when a worker was killed; the resume logs them again for every series, so the earlier
+    run's go (they were logged twice for the series the resume kept)."""
+    from _runtime_helpers import SignalAt
+    from test_runs import _logged_steps
+
+    SignalAt.fired.clear()
+    kill = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.02",
+            "+callbacks.stop.m=10", f"+callbacks.stop.signum={int(signal.SIGKILL)}"]  # fmt: skip
+    out = tmp_path / "run"
+    ensemble = [
+        "experiment=tiny",
+        *QUIET,
+        "flow.t_max=2",
+        "ensemble.size=3",
+        "ensemble.vary=sgd",
+        "run.workers=2",
+    ]
+    assert run(_cfg([*ensemble, *kill]), output_dir=out).exit_code == 3
+    tags = ("limit/log10_strong", "limit/log10_weak_theta", "limit/log10_weak_loss")
+    before = {tag: _logged_steps(out / "tensorboard" / "sgd_lr_0.04", tag) for tag in tags}
+    assert all(before.values()) and _summary(out)["killed"] == ["sgd_lr_0.02"]
+    assert resume(out).exit_code == 0
+    for name in ("sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"):
+        for tag in tags:
+            steps = _logged_steps(out / "tensorboard" / name, tag)
+            assert steps and len(steps) == len(set(steps)), (name, tag, len(steps), len(set(steps)))
+            if name == "sgd_lr_0.04":  # kept: the same curve as before
+                assert sorted(steps) == sorted(before[tag]), tag

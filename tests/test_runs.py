@@ -17,6 +17,7 @@ from _runtime_helpers import Peek, SignalAt
 
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import lock_holder, resume, run
+from dlnlab.lab.runner._resume_config import ABSENT, check_config, config_changes
 from tests._helpers import make_cfg
 
 pytestmark = [
@@ -93,6 +94,10 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     out = _copy(killed, tmp_path)
     n = len(np.load(out / "series" / f"{KILLED}.npz")["t"])
     assert 270 < n < 401  # stopped inside its second block of 256 points
+    # keys a resume may change (they change no series' number): the bits below are the unbroken run's
+    _edit_summary(
+        out, lambda s: (s["config"]["run"].update(workers=1), s["config"]["checkpoint"].update(every_s=5.0))
+    )
     result = resume(out)
     assert result.exit_code == 0 and result["status"] == "finished"
     assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
@@ -233,6 +238,24 @@ REFUSED = {
         lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(lrs=[0.08, 0.04, SLOW_LR])),
         r"builds series sgd_lr_0.08 that the run recorded nowhere",
     ),
+    "sgd.batch_size edited in summary.json": (
+        lambda d: _edit_summary(d, lambda s: s["config"]["sgd"].update(batch_size=5)),
+        r"builds a config that differs from the one the run started with \(recorded in problem.npz\) in sgd.batch_size: null when "
+        r"it started, 5 now; the resumed series would mix two configs, not resumed \(a resume may change only "
+        r"run.workers, ",
+    ),
+    "flow.rtol and log.top_eigs edited, a key with its default dropped": (
+        lambda d: _edit_summary(
+            d,
+            lambda s: (
+                s["config"]["flow"].update(rtol=1e-6),
+                s["config"]["log"].update(top_eigs=2),
+                s["config"]["log"].pop("tb_max_points"),
+            ),
+        ),
+        # a key summary.json lacks gets the schema's default, here the value the run started with
+        r"in flow.rtol: 1e-09 when it started, 1e-06 now; log.top_eigs: 3 when it started, 2 now; the resumed",
+    ),
     "the initial weights changed": (
         lambda d: _change_problem(d, "A0"),
         r"the initial weights \(A0\) its config builds now differ",
@@ -251,6 +274,34 @@ def _change_problem(run_dir: Path, key: str) -> None:
         arrays = {k: f[k] for k in f.files}
     arrays[key] = arrays[key] * 1.01
     np.savez(run_dir / "problem.npz", **arrays)
+
+
+def test_problem_npz_records_the_config_and_a_resume_may_change_only_keys_that_change_no_number(
+    killed, tmp_path
+):
+    out = _copy(killed, tmp_path)
+    started = json.loads(str(np.load(out / "problem.npz")["config"]))
+    assert started == _summary(out)["config"]  # one config, recorded twice at the start
+    edited = json.loads(json.dumps(started))
+    edited["run"]["workers"], edited["log"]["progress"], edited["limits"]["memory_gb"] = 1, "always", 64.0
+    assert config_changes(started, edited) == {}
+    check_config(out, edited)  # not refused
+    edited["sgd"]["sampling"], edited["callbacks"] = "without_replacement", {}
+    assert config_changes(started, edited) == {
+        "callbacks.stop._target_": ("_runtime_helpers.SignalAt", ABSENT),
+        "callbacks.stop.m": (270, ABSENT),
+        "callbacks.stop.series": (KILLED, ABSENT),
+        "callbacks.stop.signum": (int(signal.SIGTERM), ABSENT),
+        "callbacks": (ABSENT, {}),
+        "sgd.sampling": ("with_replacement", "without_replacement"),
+    }
+    with pytest.raises(
+        ConfigError, match=r"in callbacks: \(absent\) when it started, \{\} now; callbacks.stop._target_: "
+    ):
+        check_config(out, edited)
+    with np.load(out / "problem.npz") as f:  # a run from before problem.npz recorded its config
+        np.savez(out / "problem.npz", **{k: f[k] for k in f.files if k != "config"})
+    check_config(out, edited)  # checked on its grid, series, data and weights only
 
 
 @pytest.mark.parametrize("case", list(REFUSED))

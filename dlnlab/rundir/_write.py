@@ -152,6 +152,16 @@ def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
     )
 
 
-def write_problem(out: Path, problem, dims, weights0) -> None:
-    """``problem.npz`` (see :func:`problem_arrays`), atomically."""
-    save_npz(Path(out) / "problem.npz", **problem_arrays(problem, dims, weights0))
+def write_problem(out: Path, problem, dims, weights0, config: dict | None = None) -> None:
+    """``problem.npz`` (see :func:`problem_arrays`), atomically; with ``config`` (the run's config as
+    plain types) also ``config``: that config as JSON text, as the run started it. The file is written
+    once, at the start, and never again: a resume checks summary.json's config against it."""
+    arrays = problem_arrays(problem, dims, weights0)
+    if config is not None:
+        arrays["config"] = np.array(_config_text(config))
+    save_npz(Path(out) / "problem.npz", **arrays)
+
+
+def _config_text(config: dict) -> str:
+    """A run's config as problem.npz records it: JSON as summary.json writes it (null for NaN)."""
+    return json.dumps(jsonable(config), allow_nan=False)

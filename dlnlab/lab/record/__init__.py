@@ -28,6 +28,7 @@ _EXPORTS = {
         "make_logger",
         "figures_logger",
         "fresh_copy",
+        "own_file",
         "writes_concurrently",
         "log_hparams",
         "log_layout",

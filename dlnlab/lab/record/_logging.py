@@ -17,11 +17,12 @@ layout) is in :mod:`dlnlab.lab.record._tags`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "TensorBoardLogger",
     "make_logger",
     "figures_logger",
+    "own_file",
     "fresh_copy",
     "writes_concurrently",
     "log_hparams",
@@ -131,17 +133,25 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             self._scalars = _ScalarEventFile(self.log_dir)
         self._scalars.add(summary, step)
 
-    @rank_zero_only
-    def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
-        """Lightning's, with its metrics (the HParams columns, ``hp/...``) in an event file of their own
-        (suffix ``.hparams``) rather than among the series' scalars: a resume replaces the earlier run's
-        closing results by removing that file (and the text beside it), so each is there once."""
-        scalars, self._scalars = self._scalars, _ScalarEventFile(self.log_dir, "hparams")
+    @contextlib.contextmanager
+    def own_file(self, suffix: str) -> Iterator[None]:
+        """``log_metrics`` writes into an event file of its own (``events.out.tfevents.*.<suffix>``) meanwhile,
+        not among the series' scalars: what a run logs once at its end (the HParams columns, the limit
+        curves) can then be replaced by a resume, which removes the earlier run's file, so each step is
+        there once."""
+        scalars, self._scalars = self._scalars, _ScalarEventFile(self.log_dir, suffix)
         try:
-            super().log_hyperparams(params, metrics=metrics, step=step)
+            yield
         finally:
             self._scalars.close()
             self._scalars = scalars
+
+    @rank_zero_only
+    def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
+        """Lightning's, with its metrics (the HParams columns, ``hp/...``) in an event file of their own
+        (suffix ``.hparams``, :meth:`own_file`)."""
+        with self.own_file("hparams"):
+            super().log_hyperparams(params, metrics=metrics, step=step)
 
     @rank_zero_only
     def save(self) -> None:
@@ -155,6 +165,12 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         if self._scalars is not None:
             self._scalars.close()
             self._scalars = None
+
+
+def own_file(logger, suffix: str):
+    """:meth:`TensorBoardLogger.own_file` for this lab's TensorBoard logger; for any other logger
+    (CSV, a user's), nothing: it logs as usual."""
+    return logger.own_file(suffix) if isinstance(logger, TensorBoardLogger) else contextlib.nullcontext()
 
 
 def _kwargs_for(target: Any, save_dir: Path, series: str) -> dict:

@@ -8,7 +8,9 @@ of each non-diverged member's maximum, the number the convergence order is fitte
 (each member's own entry and seeds) and ``ensemble`` (mean, std, min, median, max of the per-member
 numbers). The status is the series' own (interrupted, error) or, when it ran to its end, its members'
 (:func:`settle_status`: ok while any member is ok, else diverged if any member diverged, else
-unstable); a member that diverged alone is recorded in its own entry and the rest go on.
+unstable); a member that diverged alone is recorded in its own entry and the rest go on. ``diverged``
+is true when the status is diverged (as a single run's), ``members_diverged`` counts the members that
+diverged.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dlnlab.status import Status
 __all__ = [
     "spread",
     "settle_status",
+    "diverged_as_status",
     "member_counts",
     "finish_sgd_members",
     "finish_flow_members",
@@ -63,8 +66,17 @@ def finish_sgd_members(
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds[e]})
     aggregate_members(entry, members)
     entry["plateaus"] = []
-    entry["diverged"] = all(m["diverged"] for m in members)
     settle_status(entry, members)
+    diverged_as_status(entry, members)
+
+
+def diverged_as_status(entry: dict, members: list[dict]) -> None:
+    """An ensemble's ``diverged`` says what its status says, as a single run's does (the status is
+    diverged: no member ok and one diverged, :func:`settle_status`), and ``members_diverged`` how many
+    members diverged. ``diverged`` once meant "every member diverged", so that an entry could read
+    status diverged with diverged false (2 members diverged, 1 unstable)."""
+    entry["diverged"] = entry["status"] == Status.DIVERGED
+    entry["members_diverged"] = sum(bool(m["diverged"]) for m in members)
 
 
 def settle_status(entry: dict, members: list[dict], note: str = "") -> None:

@@ -159,7 +159,8 @@ class SGDEntry(Record):
     steps: int | None = key("steps taken (null when it failed before training)")
     members: list[MemberEntry] = key("an ensemble: each member", record=MemberEntry, container="list")
     ensemble: EnsembleSpread = key("an ensemble: the members' spread", record=EnsembleSpread)
-    diverged: bool = key("it diverged (an ensemble: every member)")
+    diverged: bool = key("its status is diverged (an ensemble: no member ok and one diverged, see status)")
+    members_diverged: int = key("an ensemble: how many members diverged (the series can be ok with some)")
     t_stop: float = key("the last time reached")
     step_stop: int | None = key("the last step recorded")
     final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
@@ -197,7 +198,8 @@ class SMEEntry(Record):
     max_dist_to_flow: float | None = key("not computed: absent")
     t_stop: float = key("the last time reached")
     plateaus: list[dict] = key("[] (the members' plateaus are in members)")
-    diverged: bool = key("every member diverged")
+    diverged: bool = key("its status is diverged (no member ok and one diverged, as SGD's)")
+    members_diverged: int = key("how many members diverged")
     plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
-from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text
+from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file
 from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
@@ -133,7 +133,9 @@ def log_run(ctx, summary: dict, table: str) -> None:
 
 def log_limit(ctx, limit: dict) -> None:
     """SGD as a stochastic flow: each (S)GD series' strong and weak error curves and, with sgd.sme, its
-    spread over the SME's (``sme/var_loss_ratio``, ``sme/var_theta_ratio``), in the series' own run."""
+    spread over the SME's (``sme/var_loss_ratio``, ``sme/var_theta_ratio``), in the series' own run, in
+    an event file of its own (suffix ``.limit``) that a resume replaces (``Previous.drop_limit_events``):
+    among the series' scalars, a resume that kept the series logged its curves a second time."""
     from dlnlab.rundir import series_name
 
     for lr, curves in limit["curves"].items():
@@ -142,12 +144,13 @@ def log_limit(ctx, limit: dict) -> None:
         if logger is None:
             continue
         tags = ctx.tags(name, lr)
-        for key, (grid, values) in curves.items():
-            tag = LIMIT_TAGS.get(key, key)
-            log = tag.startswith("limit/")
-            for m, v in zip(np.asarray(grid).tolist(), np.asarray(values).tolist()):
-                if math.isfinite(v) and (v > 0 or not log):
-                    logger.log_metrics({tag: math.log10(v) if log else v}, step=tags.step(m))
+        with own_file(logger, "limit"):
+            for key, (grid, values) in curves.items():
+                tag = LIMIT_TAGS.get(key, key)
+                log = tag.startswith("limit/")
+                for m, v in zip(np.asarray(grid).tolist(), np.asarray(values).tolist()):
+                    if math.isfinite(v) and (v > 0 or not log):
+                        logger.log_metrics({tag: math.log10(v) if log else v}, step=tags.step(m))
         logger.save()
 
 

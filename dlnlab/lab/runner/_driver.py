@@ -29,12 +29,14 @@ from dlnlab.lab.config import (
     console_warnings,
     current_targets,
     prepare,
+    to_plain,
 )
 from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
 from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, check_series, load_previous
+from dlnlab.lab.runner._resume_config import check_config
 from dlnlab.lab.runner._times import SeriesTimes
 from dlnlab.rundir import out_of_room, problem_arrays, series_name, signals, write_bytes, write_problem
 
@@ -112,6 +114,7 @@ def resume(run_dir: str | Path) -> RunResult:
             raise ConfigError(f"resume: the config in {run_dir}/summary.json is refused: {err}") from err
         check_problem(run_dir, problem_arrays(plan.problem, plan.cfg.model.dims, plan.weights0))
         _check_series(previous, plan)
+        check_config(run_dir, to_plain(plan.cfg))  # every other key that changes a series' numbers
         return _guarded(plan, run_dir, previous, user_callbacks(plan))
     finally:
         lock.release()
@@ -220,7 +223,7 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
         print(f"  resume    of the run stopped in stage {last['stage']!r} ({last['interrupted'] or last['status']}): "
               "each series kept, continued or run again (docs/runs.md)", flush=True)  # fmt: skip
     if previous is None:
-        write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0)
+        write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0, state.plain_config)
     times = SeriesTimes.of(plan)  # the grid t_m = m dt, m = 0..M, and each learning rate's exact times
     state.n_grid = len(times.grid)
     state.write_summary()
@@ -273,6 +276,8 @@ def _run_series(state: RunState, ctx: SeriesContext, kinds: list, previous: Prev
     if not state.interrupted and cfg.ensemble.vary.name == "sgd":
         from dlnlab.lab.results import record_limit
 
+        if previous is not None:
+            previous.drop_limit_events()  # a killed worker's run logged them: each curve once
         record_limit(state, ctx)
     state.write_summary()
     if not state.interrupted:

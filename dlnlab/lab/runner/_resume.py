@@ -7,7 +7,9 @@ directory's lock (:mod:`dlnlab.lab.runner._lock`):
 * refused (one line, exit code 2, nothing written) when ``summary.json`` is missing, unreadable or not
   a run summary, when the run finished, when ``problem.npz`` is missing or unreadable, when the config
   no longer builds the same data, dims and initial weights as ``problem.npz`` holds (a data or init
-  file changed), or when the recomputed flow differs from the recorded one by more than 10 x its
+  file changed), when summary.json's config differs from the one the run started with (problem.npz
+  records it) in a key that changes a series' numbers (:mod:`dlnlab.lab.runner._resume_config`), or
+  when the recomputed flow differs from the recorded one by more than 10 x its
   tolerance (summary.json is then put back as it was);
 * what happens to each series is its kind's ``resume`` policy (:class:`~dlnlab.lab.runner._kind.Resume`):
 * the flow and GD's modified flows are recomputed (the SGD series need them at their exact times, which
@@ -154,6 +156,14 @@ class Previous:
         TensorBoard keeps, which then drops a random sample, bucket extremes included)."""
         for path in self.events.pop(name, []):
             path.unlink(missing_ok=True)
+
+    def drop_limit_events(self) -> None:
+        """Before the resume logs the limit curves (``.limit`` event files, see
+        :func:`~dlnlab.lab.results.log_limit`): the earlier runs' go, so that each curve is there once."""
+        for paths in self.events.values():
+            for path in [p for p in paths if p.name.endswith(".limit")]:
+                path.unlink(missing_ok=True)
+                paths.remove(path)
 
     def drop_closing_events(self) -> None:
         """Before the resume logs the run's closing results (hparams, text; with the custom-scalars

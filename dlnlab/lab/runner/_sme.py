@@ -24,7 +24,13 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import derive_seed
-from dlnlab.lab.results import MEMBER_KEYS, aggregate_members, finish_sgd_entry, settle_status
+from dlnlab.lab.results import (
+    MEMBER_KEYS,
+    aggregate_members,
+    diverged_as_status,
+    finish_sgd_entry,
+    settle_status,
+)
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._kind import SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._sgd import blowup_norm
@@ -132,8 +138,9 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
         sub["final_loss"] = float(finite[-1]) if len(finite) else None
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds})
     aggregate_members(entry, members)
-    entry.update(t_stop=float(arrays["t"][-1]), plateaus=[], diverged=all(m["diverged"] for m in members))
+    entry.update(t_stop=float(arrays["t"][-1]), plateaus=[])
     settle_status(entry, members, note=entry["message"])
+    diverged_as_status(entry, members)
 
 
 def _finisher(ctx, entry: dict, name: str, rec, diverged: dict[int, str]) -> Callable[[], dict]:
