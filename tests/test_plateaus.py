@@ -253,3 +253,28 @@ def test_a_core_trajectory_goes_to_plateaus_in_one_call():
         assert p.t_exit == pytest.approx(half, rel=2e-3)
     again = saddles.analyze_series(pr, dims, arrays_of(pr, dims, traj.t, traj.theta))
     assert [p.to_dict() for p in again] == [p.to_dict() for p in plats]
+
+
+def test_the_stretches_of_one_learnt_set_are_those_a_row_by_row_scan_finds():
+    """_constant_set_stretches (numpy's comparison of neighbouring rows) against the plain scan that
+    makes a set of every row: random learnt-set histories, monotone and not, 0 to 300 rows, 1 to 4 modes."""
+    from dlnlab.saddles.plateaus import _constant_set_stretches
+
+    def scan(learnt):
+        keys = [frozenset(np.flatnonzero(row).tolist()) for row in learnt]
+        out, i0 = [], 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[i0]:
+                out.append((i0, i, keys[i0]))
+                i0 = i
+        return out
+
+    rng = np.random.default_rng(0)
+    for rows in (0, 1, 2, 7, 300):
+        for q in (1, 2, 4):
+            for learnt in (
+                np.sort(rng.random((rows, q)) < 0.5, axis=0),  # modes learnt one after another
+                rng.random((rows, q)) < 0.8,  # flickering
+                np.zeros((rows, q), dtype=bool),
+            ):
+                assert _constant_set_stretches(learnt) == scan(learnt)
