@@ -4,9 +4,9 @@
 When a job starts and when it ends it writes ``<job dir>/job.json`` (its number, overrides, process,
 exit code and message), in the job's own process, so it works with any launcher (basic, joblib,
 submitit). At the end of the sweep, or when a signal ends it, the sweep's own process writes
-``<sweep dir>/sweep_summary.json``: every job of the sweep with its state (finished, interrupted,
-killed, crashed, not_run) and exit code, and the sweep's exit code (the largest of its jobs', or the
-signal's).
+``<sweep dir>/sweep_summary.json``: every job of the sweep with its state (finished, incomplete,
+interrupted, killed, crashed, refused, not_run) and exit code, and the sweep's exit code (the largest
+of its jobs', or the signal's).
 
 A signal to the sweep's process (or to its whole process group) is handed on by :func:`hand_on`, in
 the signal handler, before the launcher sees it: the sweep marks itself interrupted (``.interrupted``
@@ -57,6 +57,7 @@ __all__ = [
     "read_sweep_summary",
     "job_message",
     "job_record",
+    "killed_series",
 ]
 
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
@@ -93,6 +94,7 @@ class JobState(str, Enum):
     """What became of a sweep's job (``sweep_summary.json``'s ``state``), read from its records."""
 
     FINISHED = "finished"  # it ended by itself; its exit code says how
+    INCOMPLETE = "incomplete"  # it ended by itself, but a killed series worker lost series; resume runs them
     INTERRUPTED = "interrupted"  # a signal stopped it; resume=<its dir> finishes it
     KILLED = "killed"  # its process ended while it ran (its summary still says running)
     CRASHED = "crashed"  # the lab failed outside any series (exit code 1), or its disk was full (exit code 4)
@@ -256,8 +258,13 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
         return None
 
 
+# the jobs that count as failed (n_failed), beside a finished one whose exit code is not 0
+_FAILED = (JobState.INCOMPLETE, JobState.KILLED, JobState.CRASHED, JobState.REFUSED, JobState.RUNNING)
+
+
 def job_state(rec: dict) -> JobState:
-    """What became of a job: finished, interrupted, killed, crashed or not_run (from its records)."""
+    """What became of a job (from its records): incomplete where its summary lists series under
+    ``killed`` (it ended by itself, exit code 3, but those series have no results: resumable)."""
     job_dir = Path(rec["dir"]) if rec.get("dir") else None
     summary = read_summary(job_dir) if job_dir is not None else None
     status = summary.get("status") if isinstance(summary, dict) else None
@@ -272,7 +279,26 @@ def job_state(rec: dict) -> JobState:
         return JobState.CRASHED
     if code == ExitCode.CONFIG and summary is None:
         return JobState.REFUSED
-    return JobState.FINISHED
+    return JobState.INCOMPLETE if killed_series(summary) else JobState.FINISHED
+
+
+def killed_series(summary) -> list[str]:
+    """The series a run's summary lists under ``killed`` (their worker process ended before reporting)."""
+    killed = summary.get("killed") if isinstance(summary, dict) else None
+    return [str(name) for name in killed] if isinstance(killed, list) else []
+
+
+def _state_message(job: dict) -> str:
+    """The sweep table's message of a job that a resume can finish, or the job's own."""
+    if job["state"] == JobState.KILLED:
+        return "its process ended while it ran (killed?): resume=<its dir> finishes it"
+    if job["state"] == JobState.INCOMPLETE:
+        killed = killed_series(read_summary(Path(job["dir"])))
+        return (
+            f"finished, {len(killed)} series killed ({', '.join(killed)}: their worker process ended before "
+            f"reporting): resume={job['dir']} runs them again"
+        )
+    return job["message"]
 
 
 def write_sweep_summary(
@@ -303,8 +329,7 @@ def write_sweep_summary(
     ordered = [jobs[k] for k in sorted(jobs)]
     for j in ordered:
         j["state"] = job_state(j)
-        if j["state"] == JobState.KILLED:
-            j["message"] = "its process ended while it ran (killed?): resume=<its dir> finishes it"
+        j["message"] = _state_message(j)
     signal_name = interrupted_by(sweep_dir)
     codes = [j["exit_code"] for j in ordered if j["exit_code"] is not None]
     if any(j["state"] in (JobState.KILLED, JobState.RUNNING) for j in ordered) or (
@@ -315,9 +340,8 @@ def write_sweep_summary(
     if signal_name is not None:
         code = 128 + int(signal.Signals[signal_name])
     failed = [
-        j for j in ordered if j["state"] in (JobState.KILLED, JobState.CRASHED, JobState.REFUSED, JobState.RUNNING)
-        or (j["state"] == JobState.FINISHED and j["exit_code"])
-    ]  # fmt: skip
+        j for j in ordered if j["state"] in _FAILED or (j["state"] == JobState.FINISHED and j["exit_code"])
+    ]
     count = {s.value: sum(j["state"] == s for j in ordered) for s in JobState}
     if resumed is not None:  # the sweep's process's outcome stays as it ended; the jobs are current
         signal_name, code = previous.get("interrupted", signal_name), previous.get("exit_code", code)

@@ -33,7 +33,7 @@ from dlnlab.lab.sweep import (
     write_job_record,
     write_sweep_summary,
 )
-from dlnlab.rundir import read_summary, signals
+from dlnlab.rundir import signals
 
 __all__ = ["finish", "never_ran", "run_never_ran", "record_resume", "resume_sweep"]
 
@@ -147,15 +147,11 @@ def _wait(proc: subprocess.Popen) -> int | None:
 
 def _to_finish(job: dict) -> bool:
     """Whether a job is left to finish: its state read again now (a job recorded running may have been
-    killed since: its lock is free), and a finished job whose summary lists series a killed worker left
-    (``killed``: resume runs them again) is not done."""
+    killed since: its lock is free; one recorded finished by a sweep of before ``incomplete`` may list
+    series a killed worker left, which resume runs again)."""
     if not job.get("dir"):
         return job.get("state") not in _DONE
-    state = job_state(job).value
-    if state == JobState.FINISHED.value:
-        summary = read_summary(Path(job["dir"]))
-        return bool(isinstance(summary, dict) and summary.get("killed"))
-    return state not in _DONE
+    return job_state(job).value not in _DONE
 
 
 def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") -> int:
