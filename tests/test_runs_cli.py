@@ -294,38 +294,6 @@ def test_a_sweep_resume_reads_each_jobs_state_again_and_finishes_what_a_killed_w
     assert _to_finish({"num": 1, "state": "not_run", "exit_code": None})  # never got a directory
 
 
-def test_a_job_whose_series_a_killed_worker_lost_is_incomplete_not_finished(tmp_path, capsys):
-    """A job that ended by itself (exit code 3) with series under ``killed`` in its summary (a SIGKILLed
-    series worker; tests/test_parallel.py makes one for real). Before: the sweep table called it
-    finished (n_finished 2), as if only a series had failed, though resume=<its dir> finishes it."""
-    from omegaconf import OmegaConf
-
-    from dlnlab.lab import sweep as sweeps
-    from dlnlab.lab.sweep_resume import _to_finish
-
-    sweep_dir = tmp_path / "sweep"
-    for num, killed in ((0, ["sgd_lr_0.02"]), (1, [])):
-        job_dir = sweep_dir / f"{num}_seed={num}"
-        job_dir.mkdir(parents=True)
-        summary = {"status": "finished", "exit_code": 3 if killed else 0, "series": {}, "killed": killed}
-        (job_dir / "summary.json").write_text(json.dumps(summary))
-        sweeps.write_job_record(job_dir, num, [f"seed={num}"], 3 if killed else 0, "sgd_lr_0.02: error: ...")
-    config = OmegaConf.create({"hydra": {"overrides": {"task": ["seed=0,1"]}}})
-    summary = sweeps.write_sweep_summary(sweep_dir, config)
-    incomplete, done = summary["jobs"]
-    assert (incomplete["state"], done["state"]) == ("incomplete", "finished")
-    counts = [summary[k] for k in ("n_finished", "n_incomplete", "n_failed", "exit_code")]
-    assert counts == [1, 1, 1, 3]
-    assert incomplete["message"] == (
-        "finished, 1 series killed (sgd_lr_0.02: their worker process ended before reporting): "
-        f"resume={incomplete['dir']} runs them again"
-    )
-    table = capsys.readouterr().out
-    assert "1 finished, 1 incomplete" in table and "incomplete, exit 3: finished, 1 series killed" in table
-    assert json.loads((sweep_dir / "sweep_summary.json").read_text())["n_incomplete"] == 1
-    assert _to_finish(incomplete) and not _to_finish(done)
-
-
 def test_a_job_whose_directory_an_override_with_a_slash_nested_is_in_the_sweep_summary(tmp_path):
     """Hydra names a job's directory after its overrides: a path's "/" nests it (0_flag=/tmp/x ->
     0_flag= / tmp / x). It was listed not_run (never started) although it had run."""

@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -36,9 +37,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlnlab.lab.config import ExitCode
+from dlnlab.lab.config import ConfigError, ExitCode
 from dlnlab.lab.results import RunStatus
-from dlnlab.lab.runner import lock_holder
+from dlnlab.lab.runner import hold_dir, lock_holder
 from dlnlab.rundir import read_summary, write_json, write_text
 from dlnlab.status import FAILED, Status
 
@@ -142,6 +143,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
         OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
+        hold_sweep_dir(Path(OUTCOME.sweep_dir))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -167,6 +169,17 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
+
+
+def hold_sweep_dir(sweep_dir: Path) -> None:
+    """The sweep's process locks its directory to its end (released with the command line's claims), so
+    that ``resume=<sweep dir>`` is refused while it runs. An explicit ``hydra.sweep.dir`` is held already
+    (claimed before Hydra wrote in it); one ``dlnlab_unique`` made is new, and is locked here."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)  # Hydra's sweeper makes it next; the lock needs it now
+    try:
+        hold_dir(sweep_dir, "hydra.sweep.dir")
+    except ConfigError as err:  # no other sweep can hold a directory that was new: say so, go on
+        print(f"warning: {err}", file=sys.stderr, flush=True)
 
 
 def hand_on(signum: int) -> None:
