@@ -99,3 +99,89 @@ def test_two_sweeps_started_together_in_one_given_directory_one_is_refused_havin
     resumed = _cli([f"resume={sweep}"], tmp_path)  # the claim is let go: the sweep's resume runs
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resume: sweep {sweep}: 0 of its 2 jobs to finish" in resumed.stdout
+
+
+def _job(sweep_dir, num: int, code: int | None, status: str | None):
+    from dlnlab.lab import sweep as sweeps
+
+    job_dir = sweep_dir / f"{num}_seed={num + 1}"
+    job_dir.mkdir(parents=True)
+    sweeps.write_job_record(job_dir, num, ["experiment=tiny", f"seed={num + 1}"], code, "")
+    if status is not None:
+        (job_dir / "summary.json").write_text(json.dumps({"status": status, "series": {}, "killed": []}))
+
+
+def test_a_sweep_whose_process_was_killed_before_its_summary_is_resumed_from_its_records(tmp_path, capsys):
+    """No sweep_summary.json (the sweep's process SIGKILLed while job 0 ran; job 2 never started): the
+    resume rebuilds it from the jobs' job.json and the command line in Hydra's multirun.yaml, its exit
+    code null (the sweep's process never wrote its end), and finishes the jobs. Before: refused as "not a
+    dlnlab run directory", with no hint. Refused while the sweep runs (it holds the directory's lock), and
+    in one line when multirun.yaml cannot be read."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+    from dlnlab.lab.cli import parse_args, resume_command
+    from dlnlab.lab.config import ConfigError
+    from dlnlab.lab.runner import RunLock
+    from dlnlab.lab.sweep_resume import _to_finish, is_sweep_dir, rebuild_sweep_summary, resume_sweep
+
+    sweep_dir = tmp_path / "sweep"
+    _job(sweep_dir, 0, None, "running")  # killed with the sweep: its lock is free
+    _job(sweep_dir, 1, 0, "finished")  # (joblib's second worker finished it)
+    assert not is_sweep_dir(sweep_dir)  # job directories alone do not say which jobs the sweep had
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["experiment=tiny", "seed=1,2,3"]}}}, sweep_dir / "multirun.yaml"
+    )
+    assert is_sweep_dir(sweep_dir) and not is_sweep_dir(sweep_dir / "0_seed=1")
+    running = RunLock.acquire(sweep_dir, "hydra.sweep.dir")  # the sweep's own process, still at work
+    try:
+        with pytest.raises(ConfigError, match=rf"^resume: {sweep_dir} is in use by process {os.getpid()} "):
+            resume_sweep(sweep_dir, CONF)
+    finally:
+        running.release()
+    assert not (sweep_dir / "sweep_summary.json").exists()
+    rebuild_sweep_summary(sweep_dir)
+    assert (
+        "has no sweep_summary.json (its process ended before writing it: killed?)" in capsys.readouterr().out
+    )
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert [(j["num"], j["state"], j["overrides"][-1]) for j in summary["jobs"]] == [
+        (0, "killed", "seed=1"), (1, "finished", "seed=2"), (2, "not_run", "seed=3"),
+    ]  # fmt: skip
+    assert (summary["rebuilt"], summary["exit_code"], summary["interrupted"]) == (True, None, None)
+    assert [_to_finish(j) for j in summary["jobs"]] == [True, False, True]
+    again = sweeps.write_sweep_summary(sweep_dir, resumed=[0])  # after a job's resume: still rebuilt
+    assert (again["rebuilt"], again["exit_code"], again["resumed_jobs"]) == (True, None, [0])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "multirun.yaml").write_text("hydra: [\n")
+    assert resume_command(parse_args([f"resume={bad}"]), CONF) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: resume: {bad} has no sweep_summary.json, and its multirun.yaml cannot be read ("
+    )
+    assert err.count("\n") == 1 and "finish each job with resume=<its dir>" in err
+    assert sorted(p.name for p in bad.iterdir()) == ["multirun.yaml"]  # nothing written, the lock let go
+
+
+@pytest.mark.slow  # ~25 s: a sweep killed in its job 0, then its resume (which starts job 1 through the script)
+def test_a_sigkilled_sweep_is_finished_by_resume_of_its_directory(tmp_path):
+    """SIGKILL to the sweep's process (a callback in its job 0's SGD series, run in the sweep's process
+    by the basic launcher): no sweep_summary.json; resume=<sweep dir> finishes job 0 and runs job 1."""
+    sweep, flag = tmp_path / "sweep", tmp_path / "flag"
+    kill = ["run.workers=1", "+callbacks.stop._target_=_runtime_helpers.SignalOnce", "+callbacks.stop.m=3",
+            "+callbacks.stop.series=sgd_lr_0.04", "+callbacks.stop.signum=9", f"+callbacks.stop.flag={flag}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(CONF.parent / "tests")}  # for _runtime_helpers
+    proc = _cli(
+        ["-m", "experiment=tiny", "logger=none", *QUIET, *kill, "seed=1,2", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        env=env,
+    )
+    assert proc.returncode == -9 and not (sweep / "sweep_summary.json").exists(), proc.stderr[-3000:]
+    resumed = _cli([f"resume={sweep}"], tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume: sweep {sweep} has no sweep_summary.json" in resumed.stdout
+    assert f"resume: sweep {sweep}: 2 of its 2 jobs to finish" in resumed.stdout
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [j["state"] for j in summary["jobs"]] == ["finished"] * 2 and summary["resumed_jobs"] == [0, 1]
+    assert (summary["rebuilt"], summary["exit_code"]) == (True, None) and not (sweep / ".lock").exists()

@@ -57,7 +57,6 @@ __all__ = [
     "JobState",
     "read_sweep_summary",
     "job_message",
-    "job_record",
     "killed_series",
 ]
 
@@ -143,7 +142,12 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
         OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
-        hold_sweep_dir(Path(OUTCOME.sweep_dir))
+        # held to its end, so that resume=<sweep dir> is refused while the sweep runs (an explicit
+        # hydra.sweep.dir is held already: the preflight claimed it; dlnlab_unique's is new)
+        try:
+            hold_dir(OUTCOME.sweep_dir, "hydra.sweep.dir")
+        except ConfigError as err:  # no other sweep can hold a directory made new: say so, go on
+            print(f"warning: {err}", file=sys.stderr, flush=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -169,17 +173,6 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
-
-
-def hold_sweep_dir(sweep_dir: Path) -> None:
-    """The sweep's process locks its directory to its end (released with the command line's claims), so
-    that ``resume=<sweep dir>`` is refused while it runs. An explicit ``hydra.sweep.dir`` is held already
-    (claimed before Hydra wrote in it); one ``dlnlab_unique`` made is new, and is locked here."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)  # Hydra's sweeper makes it next; the lock needs it now
-    try:
-        hold_dir(sweep_dir, "hydra.sweep.dir")
-    except ConfigError as err:  # no other sweep can hold a directory that was new: say so, go on
-        print(f"warning: {err}", file=sys.stderr, flush=True)
 
 
 def hand_on(signum: int) -> None:
@@ -314,13 +307,10 @@ def _state_message(job: dict) -> str:
     return job["message"]
 
 
-def write_sweep_summary(
-    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None
-) -> dict:
-    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
-    ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
-    then taken from the summary written before, and so are the jobs resumed earlier)."""
-    previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
+def _sweep_jobs(sweep_dir: Path, config: DictConfig | None, previous: dict) -> tuple[list[dict], list | None]:
+    """Every job of the sweep in order, with its state: those its ``job.json`` files record, and those the
+    sweep expands into (or, in a resume, the summary written before lists) that never started; and the
+    expanded list (None when unknown)."""
     jobs = {}
     # at any depth: an override's value with a "/" (a path) nests the job's directory in Hydra's name
     for path in sorted(sweep_dir.rglob("job.json")):
@@ -343,6 +333,18 @@ def write_sweep_summary(
     for j in ordered:
         j["state"] = job_state(j)
         j["message"] = _state_message(j)
+    return ordered, expected
+
+
+def write_sweep_summary(
+    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None, rebuilt: bool = False
+) -> dict:
+    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
+    ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
+    then taken from the summary written before, and so are the jobs resumed earlier). ``rebuilt``: a
+    resume writes the summary the sweep's process never wrote (killed): its exit code is null."""
+    previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
+    ordered, expected = _sweep_jobs(sweep_dir, config, previous)
     signal_name = interrupted_by(sweep_dir)
     codes = [j["exit_code"] for j in ordered if j["exit_code"] is not None]
     if any(j["state"] in (JobState.KILLED, JobState.RUNNING) for j in ordered) or (
@@ -356,13 +358,16 @@ def write_sweep_summary(
         j for j in ordered if j["state"] in _FAILED or (j["state"] == JobState.FINISHED and j["exit_code"])
     ]
     count = {s.value: sum(j["state"] == s for j in ordered) for s in JobState}
+    if rebuilt:  # the sweep's process never wrote its end: how it ended is not known
+        code = None
     if resumed is not None:  # the sweep's process's outcome stays as it ended; the jobs are current
         signal_name, code = previous.get("interrupted", signal_name), previous.get("exit_code", code)
+        rebuilt = bool(previous.get("rebuilt", False))
         resumed = sorted({*previous.get("resumed_jobs", []), *resumed})
     summary = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(ordered), "n_failed": len(failed),
         **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code,
-        "resumed_jobs": resumed or [], "jobs": ordered,
+        "resumed_jobs": resumed or [], "rebuilt": rebuilt, "jobs": ordered,
     }  # fmt: skip
     write_json(sweep_dir / "sweep_summary.json", summary)
     OUTCOME.sweep_dir, OUTCOME.sweep_code = str(sweep_dir), code
@@ -387,12 +392,3 @@ def read_sweep_summary(sweep_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
-
-
-def job_record(job_dir: Path) -> dict | None:
-    """``<job dir>/job.json`` with its overrides, or None (no sweep job's directory)."""
-    try:
-        rec = json.loads((Path(job_dir) / "job.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) and isinstance(rec.get("overrides"), list) else None

@@ -164,8 +164,9 @@ def _what(key: str) -> str:
 
 
 def hold_dir(run_dir: str | Path, key: str) -> None:
-    """Lock ``run_dir`` until :func:`release_claims`, unless a claim of this process holds it already
-    (ConfigError naming ``key`` if another process holds it)."""
+    """Lock ``run_dir`` (made if new) until :func:`release_claims`, unless a claim of this process holds
+    it already (ConfigError naming ``key`` if another process holds it)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     st = os.stat(run_dir)
     if (st.st_dev, st.st_ino) not in _CLAIMS:
         _CLAIMS[(st.st_dev, st.st_ino)] = (RunLock.acquire(run_dir, key), False)
