@@ -17,6 +17,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.config import ConfigError, prepare
+from dlnlab.lab.results import collect
 from dlnlab.lab.runner import resume, run
 from dlnlab.lab.runner._parallel import available_cores, blas_threads
 
@@ -234,6 +235,10 @@ def test_a_worker_killed_is_its_series_error_the_other_rates_go_on_and_resume_ru
     assert lost["status"] == "error" and "worker process ended with exit code -9" in lost["message"]
     assert all(result["series"][n]["status"] == "ok" for n in ("flow", "sgd_lr_0.04", "sgd_lr_0.01"))
     assert _summary(out)["killed"] == ["sgd_lr_0.02"]
+    settings, _ = collect([out])  # aggregate.py: the lost series is skipped, the others are samples
+    (setting,) = settings.values()
+    assert sorted(setting.samples) == ["flow", "sgd_lr_0.01", "sgd_lr_0.04"]
+    assert [line.split(": ")[0] for line in setting.skipped] == [f"{out.resolve()} sgd_lr_0.02"]
     again = resume(out)  # SignalAt fires once: the resumed series runs to its end
     assert again.exit_code == 0 and again["status"] == "finished" and _summary(out)["killed"] == []
     assert again["resumed"][-1]["series"] == {

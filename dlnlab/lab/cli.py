@@ -91,8 +91,9 @@ def _is_informational(args) -> bool:
 def preflight(argv: list[str], conf_dir: Path, config_name: str = "train", claim: bool = False) -> str | None:
     """Check the command line as Hydra will run it; the one-line reason for a refusal, or None.
 
-    ``claim``: a single run's explicit ``hydra.run.dir`` that passed is claimed for this process
-    (:func:`dlnlab.lab.runner.claim_run_dir`: made, locked, checked empty) before Hydra writes in it.
+    ``claim``: a single run's explicit ``hydra.run.dir``, or a sweep's ``hydra.sweep.dir``, that passed
+    is claimed for this process (:func:`dlnlab.lab.runner.claim_run_dir`: made, locked, checked empty)
+    before Hydra writes in it; the sweep's is held to the end of the command line.
 
     ``--cfg``, ``--info`` and ``--help`` print the composed config: their overrides are parsed and
     composed here too (Hydra's own errors in one line), without the run's checks."""
@@ -166,7 +167,8 @@ def _check_job(
 ) -> str | None:
     """One job of the command line: composed as Hydra will (``searchpath``: the override that adds
     --config-dir), then (``run_checks``) its output directory and the run's own checks
-    (:func:`dlnlab.lab.config.prepare`); ``claim``: a single run's explicit directory is claimed last."""
+    (:func:`dlnlab.lab.config.prepare`); ``claim``: a single run's or a sweep's explicit directory is
+    claimed last (a sweep's with its job 0; a later job refused lets it go, :func:`release_claims`)."""
     import yaml
     from hydra import compose
     from hydra.errors import HydraException
@@ -178,7 +180,7 @@ def _check_job(
         if not run_checks:
             return None
         check_job_dirs(cfg, num, multirun, subdirs)
-        key, out, unique = output_dir(cfg, multirun) if claim and not multirun else ("", None, True)
+        key, out, unique = output_dir(cfg, multirun) if claim and num == 0 else ("", None, True)
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]

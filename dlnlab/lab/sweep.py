@@ -4,9 +4,9 @@
 When a job starts and when it ends it writes ``<job dir>/job.json`` (its number, overrides, process,
 exit code and message), in the job's own process, so it works with any launcher (basic, joblib,
 submitit). At the end of the sweep, or when a signal ends it, the sweep's own process writes
-``<sweep dir>/sweep_summary.json``: every job of the sweep with its state (finished, interrupted,
-killed, crashed, not_run) and exit code, and the sweep's exit code (the largest of its jobs', or the
-signal's).
+``<sweep dir>/sweep_summary.json``: every job of the sweep with its state (finished, incomplete,
+interrupted, killed, crashed, refused, not_run) and exit code, and the sweep's exit code (the largest
+of its jobs', or the signal's).
 
 A signal to the sweep's process (or to its whole process group) is handed on by :func:`hand_on`, in
 the signal handler, before the launcher sees it: the sweep marks itself interrupted (``.interrupted``
@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -36,9 +37,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlnlab.lab.config import ExitCode
+from dlnlab.lab.config import ConfigError, ExitCode
 from dlnlab.lab.results import RunStatus
-from dlnlab.lab.runner import lock_holder
+from dlnlab.lab.runner import hold_dir, lock_holder
 from dlnlab.rundir import read_summary, write_json, write_text
 from dlnlab.status import FAILED, Status
 
@@ -56,7 +57,7 @@ __all__ = [
     "JobState",
     "read_sweep_summary",
     "job_message",
-    "job_record",
+    "killed_series",
 ]
 
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
@@ -93,6 +94,7 @@ class JobState(str, Enum):
     """What became of a sweep's job (``sweep_summary.json``'s ``state``), read from its records."""
 
     FINISHED = "finished"  # it ended by itself; its exit code says how
+    INCOMPLETE = "incomplete"  # it ended by itself, but a killed series worker lost series; resume runs them
     INTERRUPTED = "interrupted"  # a signal stopped it; resume=<its dir> finishes it
     KILLED = "killed"  # its process ended while it ran (its summary still says running)
     CRASHED = "crashed"  # the lab failed outside any series (exit code 1), or its disk was full (exit code 4)
@@ -140,6 +142,12 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
         OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
+        # held to its end, so that resume=<sweep dir> is refused while the sweep runs (an explicit
+        # hydra.sweep.dir is held already: the preflight claimed it; dlnlab_unique's is new)
+        try:
+            hold_dir(OUTCOME.sweep_dir, "hydra.sweep.dir")
+        except ConfigError as err:  # no other sweep can hold a directory made new: say so, go on
+            print(f"warning: {err}", file=sys.stderr, flush=True)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -256,8 +264,13 @@ def _expected_jobs(config: DictConfig | None) -> list[list[str]] | None:
         return None
 
 
+# the jobs that count as failed (n_failed), beside a finished one whose exit code is not 0
+_FAILED = (JobState.INCOMPLETE, JobState.KILLED, JobState.CRASHED, JobState.REFUSED, JobState.RUNNING)
+
+
 def job_state(rec: dict) -> JobState:
-    """What became of a job: finished, interrupted, killed, crashed or not_run (from its records)."""
+    """What became of a job (from its records): incomplete where its summary lists series under
+    ``killed`` (it ended by itself, exit code 3, but those series have no results: resumable)."""
     job_dir = Path(rec["dir"]) if rec.get("dir") else None
     summary = read_summary(job_dir) if job_dir is not None else None
     status = summary.get("status") if isinstance(summary, dict) else None
@@ -272,16 +285,32 @@ def job_state(rec: dict) -> JobState:
         return JobState.CRASHED
     if code == ExitCode.CONFIG and summary is None:
         return JobState.REFUSED
-    return JobState.FINISHED
+    return JobState.INCOMPLETE if killed_series(summary) else JobState.FINISHED
 
 
-def write_sweep_summary(
-    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None
-) -> dict:
-    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
-    ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
-    then taken from the summary written before, and so are the jobs resumed earlier)."""
-    previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
+def killed_series(summary) -> list[str]:
+    """The series a run's summary lists under ``killed`` (their worker process ended before reporting)."""
+    killed = summary.get("killed") if isinstance(summary, dict) else None
+    return [str(name) for name in killed] if isinstance(killed, list) else []
+
+
+def _state_message(job: dict) -> str:
+    """The sweep table's message of a job that a resume can finish, or the job's own."""
+    if job["state"] == JobState.KILLED:
+        return "its process ended while it ran (killed?): resume=<its dir> finishes it"
+    if job["state"] == JobState.INCOMPLETE:
+        killed = killed_series(read_summary(Path(job["dir"])))
+        return (
+            f"finished, {len(killed)} series killed ({', '.join(killed)}: their worker process ended before "
+            f"reporting): resume={job['dir']} runs them again"
+        )
+    return job["message"]
+
+
+def _sweep_jobs(sweep_dir: Path, config: DictConfig | None, previous: dict) -> tuple[list[dict], list | None]:
+    """Every job of the sweep in order, with its state: those its ``job.json`` files record, and those the
+    sweep expands into (or, in a resume, the summary written before lists) that never started; and the
+    expanded list (None when unknown)."""
     jobs = {}
     # at any depth: an override's value with a "/" (a path) nests the job's directory in Hydra's name
     for path in sorted(sweep_dir.rglob("job.json")):
@@ -303,8 +332,19 @@ def write_sweep_summary(
     ordered = [jobs[k] for k in sorted(jobs)]
     for j in ordered:
         j["state"] = job_state(j)
-        if j["state"] == JobState.KILLED:
-            j["message"] = "its process ended while it ran (killed?): resume=<its dir> finishes it"
+        j["message"] = _state_message(j)
+    return ordered, expected
+
+
+def write_sweep_summary(
+    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None, rebuilt: bool = False
+) -> dict:
+    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
+    ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
+    then taken from the summary written before, and so are the jobs resumed earlier). ``rebuilt``: a
+    resume writes the summary the sweep's process never wrote (killed): its exit code is null."""
+    previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
+    ordered, expected = _sweep_jobs(sweep_dir, config, previous)
     signal_name = interrupted_by(sweep_dir)
     codes = [j["exit_code"] for j in ordered if j["exit_code"] is not None]
     if any(j["state"] in (JobState.KILLED, JobState.RUNNING) for j in ordered) or (
@@ -315,17 +355,19 @@ def write_sweep_summary(
     if signal_name is not None:
         code = 128 + int(signal.Signals[signal_name])
     failed = [
-        j for j in ordered if j["state"] in (JobState.KILLED, JobState.CRASHED, JobState.REFUSED, JobState.RUNNING)
-        or (j["state"] == JobState.FINISHED and j["exit_code"])
-    ]  # fmt: skip
+        j for j in ordered if j["state"] in _FAILED or (j["state"] == JobState.FINISHED and j["exit_code"])
+    ]
     count = {s.value: sum(j["state"] == s for j in ordered) for s in JobState}
+    if rebuilt:  # the sweep's process never wrote its end: how it ended is not known
+        code = None
     if resumed is not None:  # the sweep's process's outcome stays as it ended; the jobs are current
         signal_name, code = previous.get("interrupted", signal_name), previous.get("exit_code", code)
+        rebuilt = bool(previous.get("rebuilt", False))
         resumed = sorted({*previous.get("resumed_jobs", []), *resumed})
     summary = {
         "sweep_dir": str(sweep_dir), "n_jobs": len(ordered), "n_failed": len(failed),
         **{f"n_{s}": n for s, n in count.items()}, "interrupted": signal_name, "exit_code": code,
-        "resumed_jobs": resumed or [], "jobs": ordered,
+        "resumed_jobs": resumed or [], "rebuilt": rebuilt, "jobs": ordered,
     }  # fmt: skip
     write_json(sweep_dir / "sweep_summary.json", summary)
     OUTCOME.sweep_dir, OUTCOME.sweep_code = str(sweep_dir), code
@@ -350,12 +392,3 @@ def read_sweep_summary(sweep_dir: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
-
-
-def job_record(job_dir: Path) -> dict | None:
-    """``<job dir>/job.json`` with its overrides, or None (no sweep job's directory)."""
-    try:
-        rec = json.loads((Path(job_dir) / "job.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) and isinstance(rec.get("overrides"), list) else None

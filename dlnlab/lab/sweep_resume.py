@@ -7,7 +7,10 @@
 * ``resume=<sweep dir>``: every job of ``sweep_summary.json`` not finished, in order, each as above; a
   job that never got a directory (a launcher stopped before it started it) is run through the train
   script itself, with its overrides and ``hydra.run.dir`` set to the directory the sweep would have
-  given it (``hydra.sweep.subdir`` of this config tree: ``<num>_<its overrides>``), then recorded.
+  given it (``hydra.sweep.subdir`` of this config tree: ``<num>_<its overrides>``), then recorded. A
+  sweep whose process was killed before it wrote ``sweep_summary.json`` has it rebuilt first
+  (:func:`rebuild_sweep_summary`: its ``job.json`` files and Hydra's ``multirun.yaml``). The resume
+  holds the sweep directory's lock, which a running sweep holds: refused while the sweep runs.
 
 After each job, its ``job.json`` says the new exit code and ``sweep_summary.json`` is written again
 (:func:`record_resume`): the jobs' states and the counts are current, ``resumed_jobs`` lists the jobs
@@ -16,6 +19,7 @@ finished since, and ``interrupted`` and ``exit_code`` stay what the sweep's proc
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -27,15 +31,22 @@ from dlnlab.lab.config import ConfigError, ExitCode, WriteFailed
 from dlnlab.lab.sweep import (
     JobState,
     job_message,
-    job_record,
     job_state,
     read_sweep_summary,
     write_job_record,
     write_sweep_summary,
 )
-from dlnlab.rundir import read_summary, signals
+from dlnlab.rundir import signals
 
-__all__ = ["finish", "never_ran", "run_never_ran", "record_resume", "resume_sweep"]
+__all__ = [
+    "finish",
+    "never_ran",
+    "run_never_ran",
+    "record_resume",
+    "resume_sweep",
+    "job_record",
+    "is_sweep_dir",
+]
 
 _DONE = {JobState.FINISHED.value, JobState.REFUSED.value, JobState.RUNNING.value}  # nothing to resume
 
@@ -46,11 +57,18 @@ def finish(target: str | Path, conf_dir: Path, config_name: str = "train") -> in
     from dlnlab.lab.runner import resume
 
     target = Path(target)
-    if (target / "sweep_summary.json").is_file() and not (target / "summary.json").exists():
+    if is_sweep_dir(target):
         return resume_sweep(target.absolute(), conf_dir, config_name)
     code = run_never_ran(target, conf_dir, config_name) if never_ran(target) else resume(target).exit_code
     record_resume(target, code)
     return code
+
+
+def is_sweep_dir(target: Path) -> bool:
+    """A sweep's directory: its ``sweep_summary.json``, or (a sweep whose process was killed before it
+    wrote one) the ``multirun.yaml`` Hydra writes there before the first job starts."""
+    has = (target / "sweep_summary.json").is_file() or (target / "multirun.yaml").is_file()
+    return has and not (target / "summary.json").exists()
 
 
 def never_ran(job_dir: str | Path) -> bool:
@@ -147,19 +165,48 @@ def _wait(proc: subprocess.Popen) -> int | None:
 
 def _to_finish(job: dict) -> bool:
     """Whether a job is left to finish: its state read again now (a job recorded running may have been
-    killed since: its lock is free), and a finished job whose summary lists series a killed worker left
-    (``killed``: resume runs them again) is not done."""
+    killed since: its lock is free; one recorded finished by a sweep of before ``incomplete`` may list
+    series a killed worker left, which resume runs again)."""
     if not job.get("dir"):
         return job.get("state") not in _DONE
-    state = job_state(job).value
-    if state == JobState.FINISHED.value:
-        summary = read_summary(Path(job["dir"]))
-        return bool(isinstance(summary, dict) and summary.get("killed"))
-    return state not in _DONE
+    return job_state(job).value not in _DONE
+
+
+def rebuild_sweep_summary(sweep_dir: Path) -> None:
+    """``sweep_summary.json`` of a sweep whose process ended before writing it (SIGKILL, the machine): its
+    jobs from their ``job.json`` files, the jobs that never started from the command line Hydra recorded
+    in ``multirun.yaml`` (``hydra.overrides.task``); ConfigError when that file cannot be read."""
+    from omegaconf import OmegaConf
+
+    try:
+        config = OmegaConf.load(sweep_dir / "multirun.yaml")
+        config.hydra.overrides.task  # noqa: B018 - the sweep's command line, which lists its jobs
+    except Exception as err:  # noqa: BLE001 - OSError, YAML's and OmegaConf's errors: one line
+        raise ConfigError(
+            f"resume: {sweep_dir} has no sweep_summary.json, and its multirun.yaml cannot be read "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}), so the sweep's jobs are "
+            "not known: finish each job with resume=<its dir>, or run the sweep again"
+        ) from None
+    print(f"resume: sweep {sweep_dir} has no sweep_summary.json (its process ended before writing it: "
+          "killed?): rebuilt from its jobs' job.json and its multirun.yaml", flush=True)  # fmt: skip
+    write_sweep_summary(sweep_dir, config, rebuilt=True)
 
 
 def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") -> int:
-    """Every job of the sweep not finished, in order; the largest exit code (a signal's stops here)."""
+    """Every job of the sweep not finished, in order; the largest exit code (a signal's stops here).
+    Holds the sweep directory's lock: refused while the sweep (or another resume of it) runs."""
+    from dlnlab.lab.runner import RunLock
+
+    lock = RunLock.acquire(sweep_dir, "resume")
+    try:
+        if not (sweep_dir / "sweep_summary.json").is_file():
+            rebuild_sweep_summary(sweep_dir)
+        return _finish_jobs(sweep_dir, conf_dir, config_name)
+    finally:
+        lock.release()
+
+
+def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
     from dlnlab.lab.runner import resume
 
     jobs = [j for j in read_sweep_summary(sweep_dir).get("jobs", []) if isinstance(j, dict)]
@@ -187,3 +234,12 @@ def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") ->
         if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             break
     return max(codes, default=0)
+
+
+def job_record(job_dir: Path) -> dict | None:
+    """``<job dir>/job.json`` with its overrides, or None (no sweep job's directory)."""
+    try:
+        rec = json.loads((Path(job_dir) / "job.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and isinstance(rec.get("overrides"), list) else None

@@ -17,7 +17,7 @@ from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
     "._driver": ["run", "resume"],
-    "._lock": ["RunLock", "lock_holder", "claim_run_dir", "release_claims"],
+    "._lock": ["RunLock", "lock_holder", "claim_run_dir", "release_claims", "hold_dir"],
     "._training": ["train_series", "series_grid", "checkpoint_state", "SGDModule", "SeriesOutcome"],
     "._sme": ["stop_diverged"],
     "._kind": ["SeriesKind", "SeriesTask", "SeriesDone", "LrTimes", "Resume"],

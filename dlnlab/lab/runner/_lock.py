@@ -15,6 +15,13 @@ one gets the lock of an empty directory; the other is refused having written not
 both passed the check, both Hydras wrote ``.hydra/``, and the loser's overrides were left beside the
 winner's results). The run (:func:`dlnlab.lab.runner.run`) takes the claim over (:func:`take_claim`);
 one no run took is released when the command line ends (:func:`release_claims`).
+
+A sweep's explicit ``hydra.sweep.dir`` is claimed the same way, and its process keeps the claim until
+the command line ends (no job takes it: each job locks its own directory below): of two sweeps started
+together with one directory, one runs and the other is refused (before, both wrote their jobs, their
+``multirun.yaml`` and their ``sweep_summary.json`` into it). A sweep whose directory was made fresh
+(``dlnlab_unique``) locks it when it starts (:func:`hold_dir`), so that every running sweep holds its
+directory's lock: ``resume=<sweep dir>`` is refused while the sweep runs.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from pathlib import Path
 
 from dlnlab.lab.config import ConfigError
 
-__all__ = ["RunLock", "LOCK_NAME", "lock_holder", "claim_run_dir", "take_claim", "release_claims"]
+__all__ = ["RunLock", "LOCK_NAME", "lock_holder", "claim_run_dir", "take_claim", "release_claims", "hold_dir"]
 
 LOCK_NAME = ".lock"
 
@@ -138,8 +145,8 @@ def claim_run_dir(run_dir: str | Path, key: str) -> None:
         if holder is None:
             raise
         raise ConfigError(
-            f"{key}: {run_dir} is taken by {_describe(holder)}, a run started there; a run never writes into "
-            f"another's directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
+            f"{key}: {run_dir} is taken by {_describe(holder)}, a {_what(key)} started there; a run never writes "
+            f"into another's directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
         ) from err
     held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
     if held:
@@ -150,6 +157,19 @@ def claim_run_dir(run_dir: str | Path, key: str) -> None:
         )
     st = os.stat(run_dir)
     _CLAIMS[(st.st_dev, st.st_ino)] = (lock, made)
+
+
+def _what(key: str) -> str:
+    return "sweep" if key == "hydra.sweep.dir" else "run"
+
+
+def hold_dir(run_dir: str | Path, key: str) -> None:
+    """Lock ``run_dir`` (made if new) until :func:`release_claims`, unless a claim of this process holds
+    it already (ConfigError naming ``key`` if another process holds it)."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    st = os.stat(run_dir)
+    if (st.st_dev, st.st_ino) not in _CLAIMS:
+        _CLAIMS[(st.st_dev, st.st_ino)] = (RunLock.acquire(run_dir, key), False)
 
 
 def take_claim(run_dir: str | Path) -> RunLock | None:
