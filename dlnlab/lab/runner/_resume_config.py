@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dlnlab.lab.config import ConfigError, current_targets
+from dlnlab.lab.config import ConfigError, current_targets, to_plain, typed_config
 from dlnlab.rundir import read_npz
 
 __all__ = ["RESUME_FREE", "ABSENT", "check_config", "config_changes"]
@@ -77,8 +77,9 @@ def _shown(value) -> str:
 
 def check_config(run_dir: Path, config: dict) -> None:
     """Refuse (ConfigError, one line naming each key with its two values) a resume whose ``config``
-    (what it built from summary.json's, as plain types: a key summary.json lacks has its default) differs from the one problem.npz recorded when the run started, but in the keys of
-    :data:`RESUME_FREE`. Nothing to check in a problem.npz without a config (an older run)."""
+    (what it built from summary.json's, as plain types: a key summary.json lacks has its default) differs
+    from the one problem.npz recorded when the run started (built the same way: a key added to the lab
+    since then has its default there too), but in the keys of :data:`RESUME_FREE`. Nothing to check in a problem.npz without a config (an older run)."""
     path = Path(run_dir) / "problem.npz"
     saved = read_npz(path)  # readable: check_problem read it before
     if saved is None or "config" not in saved:
@@ -87,6 +88,12 @@ def check_config(run_dir: Path, config: dict) -> None:
         started = json.loads(str(saved["config"]))
     except ValueError:
         raise ConfigError(f"resume: {path}: its config is not JSON; not resumed") from None
+    try:  # through the schema as the resume's own: a key added to the lab since the run started has its default
+        started = to_plain(typed_config(current_targets(started)))
+    except ConfigError as err:
+        raise ConfigError(
+            f"resume: {path}: the config it recorded no longer builds ({err}); not resumed"
+        ) from None
     changes = config_changes(started, config)
     if changes:
         listed = "; ".join(
