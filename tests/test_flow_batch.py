@@ -97,6 +97,8 @@ def test_torchode_budget_and_progress(batch):
     assert "solver_failed" in p.status and (p.t_reached >= float(part.t[-1])).all()
     assert float(p.t_reached.min()) == float(part.t[-1]) and (p.t_reached < float(t[-1])).any()
     assert all((s == "ok") == (float(r) == float(t[-1])) for s, r in zip(p.status, p.t_reached))
+    exact = integrate(problem, DIMS, thetas, t, Solver("dopri5", max_nfe=res.nfe))  # a budget just enough
+    assert exact.status == "ok" and exact.nfe == res.nfe and torch.equal(exact.theta, res.theta)
 
 
 def test_rk45_takes_the_same_steps_as_scipys_rk45(batch):
