@@ -34,7 +34,7 @@ DRAW_BLOCK = 2000  # minibatches drawn per refill of the sampler's buffer
 # refill, so a block of DRAW_BLOCK steps (N = 20: 40,000 uniforms and their argsort per member) made 2000
 # members' 50 steps take 7.2 s (with replacement: 4.6 s); 4096 takes 4.0 s
 DRAW_NUMBERS = 4096
-# an ensemble takes about this many indices from its members at a time (8 MB of int64)
+# an ensemble's members draw about this many random numbers in all for one block of its steps
 ENSEMBLE_BLOCK_NUMBERS = 1 << 20
 
 
@@ -114,13 +114,18 @@ class EnsembleSampler:
 
     The members' indices are taken in blocks of steps into one (E, k B) buffer and handed out a slice a
     step: a member's draw costs about 8 us of Python, so drawing each member every step made 1000 members
-    8 ms a step (most of a 1000-member SGD ensemble's time on the tiny net; measured). Each member still
+    8 ms a step (most of a 1000-member SGD ensemble's time on the tiny net; measured). A block is the
+    steps for which the members draw about ENSEMBLE_BLOCK_NUMBERS random numbers in all (N a step each
+    without replacement, B otherwise), so that a short run does not pay for many steps drawn ahead
+    (sized by indices alone, 4 members of N = 1000, B = 1 drew 65 s of uniforms ahead). Each member still
     draws from its own generator in its own order, so the indices are the same numbers."""
 
     def __init__(self, n_samples: int, batch_size: int | None, sampling: str, seeds: Sequence[int]) -> None:
         self.members = [MinibatchSampler(n_samples, batch_size, sampling, int(s)) for s in seeds]
         self.full_batch = self.members[0].full_batch
         self.batch_size = batch_size
+        # the random numbers a member draws for a step: N uniforms without replacement, else B indices
+        self._numbers_a_step = n_samples if sampling == "without_replacement" else (batch_size or 1)
         self._buffer = torch.empty(len(self.members), 0, dtype=torch.long)  # (E, taken, not handed out)
 
     def draw(self, n: int) -> Tensor | None:
@@ -129,7 +134,8 @@ class EnsembleSampler:
         size, members = self.batch_size, len(self.members)
         need = n * size
         if self._buffer.shape[1] < need:
-            steps = max(n - self._buffer.shape[1] // size, ENSEMBLE_BLOCK_NUMBERS // (members * size), 1)
+            want = n - self._buffer.shape[1] // size
+            steps = max(want, ENSEMBLE_BLOCK_NUMBERS // (members * self._numbers_a_step))
             fresh = torch.stack([m.draw(steps).reshape(-1) for m in self.members])
             self._buffer = torch.cat([self._buffer, fresh], dim=1)
         out, self._buffer = self._buffer[:, :need], self._buffer[:, need:]

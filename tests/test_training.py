@@ -87,11 +87,13 @@ def test_reshuffling_covers_each_epoch_once():
 @pytest.mark.parametrize("sampling", ["with_replacement", "without_replacement", "reshuffle"])
 def test_an_ensembles_members_draw_what_their_own_samplers_draw_across_a_saved_state(sampling, monkeypatch):
     """Member e of an EnsembleSampler gets the indices a MinibatchSampler with seed e draws, however the
-    steps are split, across the blocks it takes (made small here: 3 steps of 5 members) and across a
-    state saved part way through a block and loaded into a fresh sampler."""
+    steps are split, across the blocks it takes and across a state saved part way through a block and
+    loaded into a fresh sampler."""
     import dlnlab.descent as descent
 
-    monkeypatch.setattr(descent, "ENSEMBLE_BLOCK_NUMBERS", 3 * 5 * 4)
+    # blocks made small: 5 members draw 300 numbers, 20 a step each without replacement (3 steps a
+    # block), 4 otherwise (15 steps a block)
+    monkeypatch.setattr(descent, "ENSEMBLE_BLOCK_NUMBERS", 300)
     seeds = [3, 1, 4, 1, 5]
     ens = EnsembleSampler(20, 4, sampling, seeds)
     first = [ens.draw(k) for k in (1, 2, 4, 1)]  # 8 steps: the next block is part used
@@ -102,6 +104,18 @@ def test_an_ensembles_members_draw_what_their_own_samplers_draw_across_a_saved_s
     want = torch.stack([MinibatchSampler(20, 4, sampling, s).draw(14) for s in seeds], dim=1)
     assert torch.equal(got, want)
     assert torch.equal(ens.draw(6), want[8:])  # the saved one goes on as the loaded one did
+
+
+def test_an_ensemble_draws_about_a_block_of_numbers_ahead_not_a_block_of_indices():
+    """Without replacement a step costs N uniforms: 4 members of N = 10^4, B = 1 hold a few steps after
+    their first draw, not the 2^20 / 4 steps a block of indices would be (the numbers they drew stay
+    within about ENSEMBLE_BLOCK_NUMBERS)."""
+    import dlnlab.descent as descent
+
+    ens = EnsembleSampler(10_000, 1, "without_replacement", [0, 1, 2, 3])
+    ens.draw(1)
+    held = sum(state["buffer"].numel() for state in ens.state_dict()["members"])  # steps x B x members
+    assert 0 < (held + 4) * 10_000 <= 2 * descent.ENSEMBLE_BLOCK_NUMBERS
 
 
 def test_without_replacement_draws_a_fresh_uniform_subset_at_every_step():
