@@ -49,6 +49,30 @@ def test_a_job_whose_series_a_killed_worker_lost_is_incomplete_not_finished(tmp_
     assert _to_finish(incomplete) and not _to_finish(done)
 
 
+def test_the_table_names_a_killed_job_and_one_that_never_started_once_each(tmp_path, capsys):
+    """A job whose process ended while it ran (no exit code, its summary says running) and one the sweep
+    never started have no exit code: their lines say their state once (they read "killed, killed:")."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    sweep_dir = tmp_path / "sweep"
+    job_dir = sweep_dir / "0_seed=0"
+    job_dir.mkdir(parents=True)
+    (job_dir / "summary.json").write_text(json.dumps({"status": "running", "series": {}}))
+    sweeps.write_job_record(job_dir, 0, ["seed=0"], None, "")
+    summary = sweeps.write_sweep_summary(
+        sweep_dir, OmegaConf.create({"hydra": {"overrides": {"task": ["seed=0,1"]}}})
+    )
+    assert [j["state"] for j in summary["jobs"]] == ["killed", "not_run"]
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "  job 0 (seed=0): killed: its process ended while it ran (killed?): resume=<its dir> finishes it"
+        in lines
+    )
+    assert any(line.startswith("  job 1 (seed=1): not_run: ") for line in lines), lines
+
+
 def test_a_given_sweep_directory_is_claimed_before_hydra_writes_and_held_to_the_end(tmp_path):
     """The preflight of a sweep claims its explicit hydra.sweep.dir (made, locked, checked empty) as a
     single run's; the sweep's start (on_multirun_start: hold_dir) keeps that claim, and locks a

@@ -377,10 +377,8 @@ def write_sweep_summary(
     ]
     for j in ordered:
         if j in failed or j["state"] != JobState.FINISHED:
-            what = f"exit {j['exit_code']}" if j["exit_code"] is not None else j["state"]
-            lines.append(
-                f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}, {what}: {j['message']}"
-            )
+            what = f", exit {j['exit_code']}" if j["exit_code"] is not None else ""  # none: killed, not run
+            lines.append(f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}{what}: {j['message']}")
     print("\n".join(lines), flush=True)
     return summary
 
