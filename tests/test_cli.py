@@ -54,7 +54,7 @@ def cli_run(two_runs) -> Path:
     return run
 
 
-# the two tests of the two runs on one xdist worker (--dist loadgroup in pyproject.toml): a module fixture
+# the three tests of the two runs on one xdist worker (--dist loadgroup in pyproject.toml): a module fixture
 # is made on every worker that runs one of its tests, and these two runs cost ~10 s
 @pytest.mark.xdist_group("two_cli_runs")
 def test_cli_runs_with_overrides(cli_run):
@@ -165,6 +165,7 @@ def test_more_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     _refused_in_one_line(REFUSED_MORE, tmp_path)
 
 
+@pytest.mark.xdist_group("two_cli_runs")
 def test_two_runs_started_together_get_two_directories(two_runs):
     dirs = sorted(p for p in two_runs.iterdir() if p.is_dir())
     assert [d.name for d in dirs] == ["same", "same_1"]
