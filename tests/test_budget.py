@@ -85,10 +85,11 @@ def test_stop_diverged_cuts_each_member_at_its_blowup():
 def test_an_sme_series_at_a_large_learning_rate_is_recorded_like_its_sgd_series(tmp_path):
     """lr = 1.5 is above the GD threshold 0.265: the SGD members are unstable; the SME's blow up or stay
     up, and are recorded so (before: eigvalsh failed on the blown-up states, exit 3 with a trace)."""
+    # one healthy rate beside the large one: a third, 0.02, cost half the test's 2.5 CPU s
     cfg = make_cfg([
         *TINY, "sgd.sme=true", "ensemble.size=4", "sgd.batch_size=5", "sgd.lrs=[1.5,0.04]",
         "log.analysis_points=0",
-    ])  # fmt: skip  (one healthy rate beside the large one: a third, 0.02, cost half the test's 2.5 CPU s)
+    ])  # fmt: skip
     res = run(cfg, output_dir=tmp_path / "r")
     assert res.exit_code == 0
     sme = res["series"]["sme_lr_1.5"]
