@@ -30,6 +30,11 @@ QUIET = ["log.figures=false", "log.progress=never"]  # no figures, no progress b
 TINY = ["experiment=tiny", "logger=none", *QUIET]  # the tiny experiment with nothing but its files
 TINY_EXPERIMENT = ["experiment=tiny"]
 FILE_BASE = ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "log.dt=0.05"]  # tiny, for a data file
+# an SGD ensemble with its SME ensembles (members, spreads, sgd_limit with its sme part), nothing but files
+SME_ENSEMBLE_RUN = [
+    "experiment=tiny", "log.figures=false", "log.progress=never", "logger=none", "ensemble.size=3",
+    "ensemble.vary=sgd", "sgd=minibatch", "sgd.batch_size=5", "sgd.sme=true", "sgd.lrs=[0.04,0.02]",
+]  # fmt: skip
 
 
 def make_cfg(overrides: list[str] | tuple[str, ...] | None = None):
@@ -72,7 +77,12 @@ def read_summary(run_dir: Path) -> dict:
 def popen_cli(args, cwd, **kw) -> subprocess.Popen:
     """``python scripts/train.py *args`` started in ``cwd``, its output piped as text."""
     return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+        [sys.executable, str(TRAIN), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
     )
 
 
@@ -99,13 +109,17 @@ def wait_for_stage(run_dir: Path, stage: str, proc, timeout: float = 120) -> Non
 # ---- problems built by many tests (a fresh one per call: cheap, and no test sees another's changes) ----
 def figure1_problem(whiten: bool = True) -> RegressionProblem:
     """The Figure 1 task: teacher s = (4, 3, 2, 1), d_x = 11, d_y = 4, N = 110, data seed 0."""
-    return RegressionProblem.teacher([4.0, 3.0, 2.0, 1.0], d_x=11, d_y=4, n_samples=110, whiten=whiten, seed=0)
+    return RegressionProblem.teacher(
+        [4.0, 3.0, 2.0, 1.0], d_x=11, d_y=4, n_samples=110, whiten=whiten, seed=0
+    )
 
 
 def noisy_problem() -> RegressionProblem:
     """A small task with everything a closed form can get wrong: not whitened, noisy labels (L_min > 0),
     three modes; d_x = 4, d_y = 3, N = 20, seed 1."""
-    return RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=4, d_y=3, n_samples=20, whiten=False, noise=0.1, seed=1)
+    return RegressionProblem.teacher(
+        [3.0, 2.0, 1.0], d_x=4, d_y=3, n_samples=20, whiten=False, noise=0.1, seed=1
+    )
 
 
 def small_flow_case() -> tuple[RegressionProblem, list[int], torch.Tensor]:
@@ -118,6 +132,7 @@ def small_flow_case() -> tuple[RegressionProblem, list[int], torch.Tensor]:
 def eos_problem(seed: int = 5) -> RegressionProblem:
     """The edge-of-stability tests' task: teacher (2, 1, 0.5), d_x = 4, d_y = 3, N = 20, whitened."""
     return RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=seed)
+
 
 CONFIG_KEY = re.compile(r"\b(model|data|init|flow|sgd|log|limits)\.[a-z_]+")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dlnlab.problem import RegressionProblem
-from tests._helpers import figure1_problem, make_cfg
+from tests._helpers import SME_ENSEMBLE_RUN, figure1_problem, make_cfg
 
 torch.set_num_threads(1)
 
@@ -27,6 +27,7 @@ def pytest_configure(config) -> None:
     root = Path(__file__).resolve().parents[1]
     for folder in ("dlnlab", "scripts"):
         compileall.compile_dir(root / folder, quiet=1)
+
 
 FIG1_DIMS = (11, 6, 6, 6, 6, 4)
 TINY_RUN = ["experiment=tiny", "log.progress=never"]  # the session's run: TensorBoard and figures on
@@ -49,3 +50,16 @@ def tiny_run(tmp_path_factory) -> Path:
     result = run(make_cfg(TINY_RUN), output_dir=out)
     assert result.exit_code == 0, result["series"]
     return out
+
+
+@pytest.fixture(scope="session")
+def sme_ensemble_run(tmp_path_factory):
+    """(result, run directory) of one real run of ``SME_ENSEMBLE_RUN``, made once per session and read
+    by tests/test_records.py (its summary's records) and tests/test_kinds.py (the unbroken run a killed
+    and resumed one must equal); its users share the xdist group ``sme_ensemble_run``. Read-only."""
+    from dlnlab.lab.runner import run
+
+    out = tmp_path_factory.mktemp("session") / "sme_ensemble"
+    result = run(make_cfg(SME_ENSEMBLE_RUN), output_dir=out)
+    assert result.exit_code == 0, result["series"]
+    return result, out

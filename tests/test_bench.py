@@ -11,6 +11,9 @@ from scripts.bench import gpu as bench_gpu
 from scripts.bench import size as bench_size
 from scripts.bench import stiff as bench_stiff
 
+# its tests on one xdist worker (--dist loadgroup): its module fixture (the size table) is made once per worker
+pytestmark = pytest.mark.xdist_group("test_bench")
+
 FIELDS = {
     "width", "depth", "p", "hd3", "grad_plain_s", "grad_module_s", "grad_held_s", "grad_theta_s", "sgd_steps",
     "sgd_plain_s", "sgd_lab_s", "flow_horizon", "flow_picked_s_per_t", "flow_picked_nfe", "flow_alt_s_per_t",
@@ -52,7 +55,11 @@ def test_the_gpu_rows_say_why_they_are_skipped_and_their_code_runs_on_the_cpu():
     row = bench_gpu.gpu_row(8, torch.float32, 1, device="cpu")
     assert row["n_mm"] == 9 and all(row[k] > 0 for k in ("cpu_s", "gpu_s", "step_s", "bare_s"))
     ens = bench_gpu.ensemble_row(members=4, device="cpu", steps=10)  # the same code twice: equal bits
-    assert ens["gd_rel_dev"] == 0.0 and ens["flow_rel_dev"] == 0.0 and ens["flow_cpu_status"] == ens["flow_dev_status"]
+    assert (
+        ens["gd_rel_dev"] == 0.0
+        and ens["flow_rel_dev"] == 0.0
+        and ens["flow_cpu_status"] == ens["flow_dev_status"]
+    )
 
 
 def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():

@@ -13,6 +13,9 @@ from dlnlab.flow._batch import batch_solver, member_norm
 from dlnlab.network import pack
 from tests._helpers import noisy_problem
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures (solves) are made once per worker
+pytestmark = pytest.mark.xdist_group("test_flow_batch")
+
 torch.set_num_threads(1)
 DIMS = [4, 5, 5, 3]
 

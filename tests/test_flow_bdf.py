@@ -14,6 +14,9 @@ from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, tim
 from dlnlab.network import pack
 from tests._helpers import figure1_problem, noisy_problem
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures (solves) are made once per worker
+pytestmark = pytest.mark.xdist_group("test_flow_bdf")
+
 torch.set_num_threads(1)
 SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
 

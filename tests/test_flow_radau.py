@@ -15,6 +15,9 @@ from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, tim
 from dlnlab.network import pack
 from tests._helpers import figure1_problem, noisy_problem
 
+# its tests on one xdist worker (--dist loadgroup): its module fixtures (solves) are made once per worker
+pytestmark = pytest.mark.xdist_group("test_flow_radau")
+
 torch.set_num_threads(1)
 SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
 TIGHT = Solver("lsoda", rtol=1e-12, atol=1e-14)  # measured within 3e-12 of scipy's Radau at rtol 1e-12 here

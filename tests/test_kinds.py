@@ -15,6 +15,7 @@ import dlnlab.lab.runner._registry as registry
 from dlnlab.lab.runner import KINDS, Resume, SeriesDone, SeriesKind, SeriesTask, run
 from dlnlab.rundir import parse_series_name
 from dlnlab.status import Status
+from tests._helpers import SME_ENSEMBLE_RUN
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -85,23 +86,22 @@ def test_a_toy_kind_plugs_into_a_real_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.lab
-def test_a_resume_applies_each_kinds_policy(tmp_path):
+@pytest.mark.xdist_group("sme_ensemble_run")  # with the session run's other users (tests/test_records.py)
+def test_a_resume_applies_each_kinds_policy(sme_ensemble_run, tmp_path):
     """SIGTERM in the first SGD series after the SME ensembles: the resume runs the SME ensembles again
     (Resume.RERUN, recorded as run from the start), rechecks the flow (RECOMPUTE, not listed), continues
-    the SGD series (KEEP); every array equals the unbroken run's bit for bit."""
+    the SGD series (KEEP); every array equals the unbroken run's bit for bit (the session's run, its
+    series in worker processes: the same numbers as in one, tests/test_parallel.py)."""
     from _runtime_helpers import SignalAt
 
     from dlnlab.lab.runner import resume
 
-    args = ["experiment=tiny", "ensemble.size=3", "ensemble.vary=sgd", "sgd=minibatch", "sgd.batch_size=5",
-            "sgd.sme=true", "sgd.lrs=[0.04,0.02]", "log.figures=false", "log.progress=never", "logger=none",
-            "run.workers=1"]  # fmt: skip  (one process: which series a signal finds running is fixed)
-    stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.04",
+    whole, whole_dir = sme_ensemble_run
+    stop = ["run.workers=1",  # one process: which series a signal finds running is fixed
+            "+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.04",
             "+callbacks.stop.m=40"]  # fmt: skip
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        whole_cfg = compose(config_name="train", overrides=args)
-        killed_cfg = compose(config_name="train", overrides=[*args, *stop])
-    whole = run(whole_cfg, output_dir=tmp_path / "whole")
+        killed_cfg = compose(config_name="train", overrides=[*SME_ENSEMBLE_RUN, *stop])
     SignalAt.fired.clear()
     out = tmp_path / "killed"
     assert run(killed_cfg, output_dir=out).exit_code == 143
@@ -115,7 +115,7 @@ def test_a_resume_applies_each_kinds_policy(tmp_path):
     }
     assert "max_abs_diff" in result["series"]["flow"]["resume_check"]
     for name in whole["series"]:
-        a, b = np.load(tmp_path / "whole" / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")
+        a, b = np.load(whole_dir / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")
         assert set(a.files) == set(b.files), name
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name} {key}")

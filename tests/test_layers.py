@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# its tests on one xdist worker (--dist loadgroup): its module fixture (the import graph) is made once per worker
+pytestmark = pytest.mark.xdist_group("test_layers")
+
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("core", "rundir", "plots", "lab", "scripts")
 LAB_STAGES = ("config", "record", "results", "runner", "cli")  # inside the lab, the same rule
@@ -250,7 +253,10 @@ def test_the_check_sees_imports_inside_functions_and_circles():
         "dlnlab.lab.runner._flow: dlnlab.lab.config._prepare (private to dlnlab.lab.config)"
     ]
     inside = ast.parse("from dlnlab.saddles.plateaus import _s1\nfrom ._kind import SeriesKind\n")
-    assert private_crossings("dlnlab.saddles.classify", ROOT / "dlnlab" / "saddles" / "classify.py", inside) == []
+    assert (
+        private_crossings("dlnlab.saddles.classify", ROOT / "dlnlab" / "saddles" / "classify.py", inside)
+        == []
+    )
     path = ROOT / "dlnlab" / "lab" / "runner" / "_sgd.py"
     assert (
         private_crossings("dlnlab.lab.runner._sgd", path, ast.parse("from ._kind import SeriesKind\n")) == []

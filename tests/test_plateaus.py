@@ -28,6 +28,9 @@ from dlnlab.analysis import mode_half_time
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
 
+# its tests on one xdist worker (--dist loadgroup): its module fixture (a solved flow) is made once per worker
+pytestmark = pytest.mark.xdist_group("test_plateaus")
+
 # ------------------------------------------------------------------------------------------------
 # Trajectories
 

@@ -26,8 +26,9 @@ from dlnlab.lab.results._summary_record import RECORDS
 from dlnlab.lab.runner import run
 from dlnlab.status import Status
 
-# its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
-pytestmark = pytest.mark.xdist_group("test_records")
+# its tests on one xdist worker (--dist loadgroup): its fixtures are lab runs, made once per worker; the
+# session's SME ensemble run is shared with tests/test_kinds.py (conftest.py)
+pytestmark = pytest.mark.xdist_group("sme_ensemble_run")
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 QUIET = ["experiment=tiny", "log.figures=false", "log.progress=never", "logger=none"]
@@ -55,23 +56,15 @@ def _same_keys(record, data: dict, where: str) -> None:
                 _same_keys(v, data[name][i], f"{where}.{name}[{i}]")
 
 
-ENSEMBLE = [
-    "ensemble.size=3",
-    "ensemble.vary=sgd",
-    "sgd=minibatch",
-    "sgd.batch_size=5",
-    "sgd.sme=true",
-    "sgd.lrs=[0.04,0.02]",
-]  # fmt: skip  (members, spreads, sgd_limit with its sme part)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two tiny runs: the flow, modified flows and GD; an SGD ensemble with its SME ensembles."""
+def runs(tmp_path_factory, sme_ensemble_run):
+    """Two tiny runs: the flow, modified flows and GD; an SGD ensemble with its SME ensembles (the
+    session's, conftest.py)."""
     tmp = tmp_path_factory.mktemp("records")
+    result, out = sme_ensemble_run
     return {
         "modified": _run(tmp, "modified", ["flow.modified=true"]),
-        "ensemble": _run(tmp, "ensemble", ENSEMBLE),
+        "ensemble": (result, json.loads((out / "summary.json").read_text())),
     }
 
 

@@ -1,0 +1,167 @@
+"""A run's failures, signals and lock (docs/runs.md), in-process: a user callback or logger that raises or
+cannot be made, a bug outside any series, signals whose exception Python dropped or that come during
+one long C call, the lock held while a run runs. Resume and damaged files: test_runs.py."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _runtime_helpers import Peek
+
+from dlnlab.lab.config import ConfigError
+from dlnlab.lab.runner import lock_holder, resume, run
+from tests._helpers import make_cfg
+
+pytestmark = pytest.mark.lab  # every test here runs the lab in-process (no module fixture: no xdist group)
+
+QUIET = ["log.figures=false", "log.progress=never"]
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_a_run_says_it_is_running_holds_its_lock_and_refuses_a_resume_meanwhile(tmp_path):
+    out = tmp_path / "run"
+    Peek.seen.clear()
+    peek = [
+        "+callbacks.peek._target_=_runtime_helpers.Peek",
+        f"+callbacks.peek.run_dir={out}",
+        "+callbacks.peek.probe=_runtime_helpers.resume_now",
+    ]
+    result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET, *peek]), output_dir=out)
+    assert result.exit_code == 0
+    (seen,) = Peek.seen
+    during = seen["summary"]
+    assert during["status"] == "running" and during["exit_code"] is None and during["stage"] == "flow"
+    assert during["process"]["pid"] == os.getpid()
+    assert seen["probe_error"].startswith(f"ConfigError: resume: {out} is in use by process {os.getpid()} ")
+    after = _summary(out)
+    assert after["status"] == "finished" and after["exit_code"] == 0 and lock_holder(out) is None
+
+
+def test_a_user_callback_that_raises_is_recorded_where_it_raised_and_ends_nothing_else(tmp_path):
+    """Before: the flow's recorder worker was never closed, and the run never exited."""
+    out = tmp_path / "run"
+    raising = ["+callbacks.boom._target_=_runtime_helpers.RaiseAt", "+callbacks.boom.m=3"]
+    result = run(make_cfg(["experiment=tiny", *QUIET, *raising]), output_dir=out)
+    assert result.exit_code == 3 and result["status"] == "finished"
+    for name, entry in result["series"].items():
+        assert entry["status"] == "error", name
+        assert entry["message"].startswith("callback RaiseAt raised at grid point m = 3 (t = "), entry[
+            "message"
+        ]
+        assert entry["message"].endswith(f"ValueError: boom at {name} m = 3")
+    assert len(np.load(out / "series" / "flow.npz")["t"]) == 81  # the flow's own record is complete
+    assert multiprocessing.active_children() == []
+
+
+def test_a_callback_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(
+        ConfigError, match=r"^callbacks\.x: _runtime_helpers\.Unmakeable cannot be made: RuntimeError: no"
+    ):
+        run(
+            make_cfg(["experiment=tiny", *QUIET, "+callbacks.x._target_=_runtime_helpers.Unmakeable"]),
+            output_dir=out,
+        )
+    assert not out.exists()
+
+
+def test_a_logger_that_cannot_be_made_fails_its_series_only(tmp_path):
+    out = tmp_path / "run"
+    logger = ["logger=csv", "logger._target_=_runtime_helpers.FailsForSlowSeries"]
+    result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04,0.02]", *QUIET, *logger]), output_dir=out)
+    assert result.exit_code == 3
+    statuses = {name: e["status"] for name, e in result["series"].items()}
+    assert statuses == {"flow": "ok", "sgd_lr_0.04": "error", "sgd_lr_0.02": "ok"}
+    assert result["series"]["sgd_lr_0.04"]["message"] == "logger: OSError: no space left for sgd_lr_0.04"
+    assert len(np.load(out / "series" / "sgd_lr_0.04.npz")["t"]) == 81  # recorded, only not logged
+    logs = out / "failingfor"  # the logger class name, lower case, less "logger"
+    assert (logs / "sgd_lr_0.02").is_dir() and not (logs / "sgd_lr_0.04").exists()
+
+
+def test_an_unexpected_error_is_recorded_as_a_crash(tmp_path, monkeypatch):
+    """A bug outside any series (here: the saddle analysis' stage made to raise): summary.json says
+    crashed, what and where, exit code 1; no worker is left."""
+    import dlnlab.lab.runner._driver as experiment
+
+    def broken(state, ctx):
+        state.enter("saddle analysis")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(experiment, "_analyse", broken)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="a bug"):
+        run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+    summary = _summary(out)
+    assert summary["status"] == "crashed" and summary["exit_code"] == 1
+    assert summary["error"]["type"] == "RuntimeError" and summary["error"]["stage"] == "saddle analysis"
+    assert "a bug" in summary["error"]["traceback"]
+    assert multiprocessing.active_children() == [] and lock_holder(out) is None
+    monkeypatch.undo()
+    result = resume(out)  # a crashed run can be finished
+    assert result.exit_code == 0 and result["resumed"][-1]["status"] == "crashed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception
+def test_a_signal_whose_exception_python_dropped_still_stops_the_run_at_the_next_stage(tmp_path):
+    """The handler's KeyboardInterrupt is lost when it fires inside a weakref callback (Python prints
+    and ignores it); the flag it set stops the run at the next stage boundary."""
+    import gc
+    import weakref
+
+    from dlnlab.rundir import signals
+
+    class Thing:
+        pass
+
+    def signalled(_ref) -> None:  # the handler runs (and raises) in here, at a bytecode boundary
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10_000):
+            pass
+
+    out = tmp_path / "run"
+    signals.install()
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, signalled)
+        del thing
+        gc.collect()
+        assert ref() is None and signals.received() == signal.SIGTERM  # noted, its exception dropped
+        result = run(make_cfg(["experiment=tiny", "sgd.lrs=[0.04]", *QUIET]), output_dir=out)
+    finally:
+        signals.uninstall()
+        signals.reset()
+    assert result.exit_code == 143 and result["status"] == "interrupted"
+    assert result["stage"] == "starting" and result["series"] == {} and result["not_run"] == ["sgd_lr_0.04"]
+
+
+def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_came():
+    """SIGTERM, then SIGINT 0.1 s later, while Python runs one C call (no handler can run): Python calls
+    the handlers in signal-number order, SIGINT first; the run takes the first to arrive (wakeup pipe)."""
+    import subprocess
+
+    from dlnlab.rundir import signals
+
+    signals.install()
+    try:
+        sender = subprocess.Popen(
+            ["sh", "-c", f"sleep 0.3; kill -TERM {os.getpid()}; sleep 0.1; kill -INT {os.getpid()}"]
+        )
+        with pytest.raises(KeyboardInterrupt) as info:
+            sum(range(10**8))  # a second or more in C, holding the interpreter
+            sender.wait()  # (should the sum be quicker: the signals then come one by one)
+            for _ in range(1000):
+                pass
+        assert str(info.value) == "SIGTERM" and signals.exit_code() == 143
+    finally:
+        sender.wait()
+        signals.uninstall()
+        signals.reset()
