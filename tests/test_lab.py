@@ -283,8 +283,9 @@ def test_a_plain_dict_needs_no_kind_keys():
 @pytest.mark.lab
 def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_path):
     """A resume recomputes the flow for the SGD series; when that solve fails (here: its budget, set in
-    the run's recorded config) the recorded flow file is kept as it was, the entry says what happened,
-    and the SGD series' distances stop where the recomputed flow stopped."""
+    both records of the run's config, summary.json's and problem.npz's, which a resume compares) the
+    recorded flow file is kept as it was, the entry says what happened, and the SGD series' distances
+    stop where the recomputed flow stopped."""
     from dlnlab.lab.runner import resume
 
     out = tmp_path / "run"
@@ -295,6 +296,10 @@ def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_pat
     summary["series"]["sgd_lr_0.02"]["status"] = "interrupted"
     summary["config"]["flow"]["max_nfe"] = 20
     (out / "summary.json").write_text(json.dumps(summary))
+    with np.load(out / "problem.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["config"] = np.array(json.dumps(summary["config"]).encode())
+    np.savez(out / "problem.npz", **arrays)
     done = resume(out)
     flow = done["series"]["flow"]
     assert flow["status"] == "ok" and flow["resume_check"]["status"] == "solver_failed", flow

@@ -16,7 +16,7 @@ from tests._helpers import TINY, make_cfg
 
 
 def _recorded(tmp_path, config: dict):
-    np.savez(tmp_path / "problem.npz", config=np.array(json.dumps(config)))
+    np.savez(tmp_path / "problem.npz", config=np.array(json.dumps(config).encode()))
     return tmp_path
 
 

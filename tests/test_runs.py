@@ -279,7 +279,7 @@ def test_problem_npz_records_the_config_and_a_resume_may_change_only_keys_that_c
     killed, tmp_path
 ):
     out = _copy(killed, tmp_path)
-    started = json.loads(str(np.load(out / "problem.npz")["config"]))
+    started = json.loads(np.load(out / "problem.npz")["config"].item())
     assert started == _summary(out)["config"]  # one config, recorded twice at the start
     edited = json.loads(json.dumps(started))
     edited["run"]["workers"], edited["log"]["progress"], edited["limits"]["memory_gb"] = 1, "always", 64.0

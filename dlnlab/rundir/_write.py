@@ -154,11 +154,11 @@ def problem_arrays(problem, dims, weights0) -> dict[str, np.ndarray]:
 
 def write_problem(out: Path, problem, dims, weights0, config: dict | None = None) -> None:
     """``problem.npz`` (see :func:`problem_arrays`), atomically; with ``config`` (the run's config as
-    plain types) also ``config``: that config as JSON text, as the run started it. The file is written
+    plain types) also ``config``: that config as JSON, UTF-8 bytes, as the run started it. The file is written
     once, at the start, and never again: a resume checks summary.json's config against it."""
     arrays = problem_arrays(problem, dims, weights0)
     if config is not None:
-        arrays["config"] = np.array(_config_text(config))
+        arrays["config"] = np.array(_config_text(config).encode())  # UTF-8 bytes: a str array is UTF-32
     save_npz(Path(out) / "problem.npz", **arrays)
 
 

@@ -85,7 +85,7 @@ def check_config(run_dir: Path, config: dict) -> None:
     if saved is None or "config" not in saved:
         return
     try:
-        started = json.loads(str(saved["config"]))
+        started = json.loads(saved["config"].item())  # bytes (a str array in runs of 2026-12-07 morning)
     except ValueError:
         raise ConfigError(f"resume: {path}: its config is not JSON; not resumed") from None
     try:  # through the schema as the resume's own: a key added to the lab since the run started has its default
