@@ -1,19 +1,24 @@
 """A sweep's table and its directory (docs/runs.md, "Sweeps"): the state of a job a killed series worker
-left, a sweep directory its process never wrote a summary into, and one sweep directory to a sweep."""
+left, a sweep directory its process never wrote a summary into, one sweep directory to a sweep, and a
+sweep with a failing job through each Hydra launcher."""
 
 from __future__ import annotations
 
 import json
 import os
+import runpy
+from pathlib import Path
 
 import pytest
 
 from tests._helpers import CONF, QUIET
 from tests._helpers import popen_cli as _popen
+from tests._helpers import read_summary as _summary
 from tests._helpers import run_cli as _cli
 
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
+ROOT = Path(__file__).resolve().parents[1]
 TWO_JOBS = ["-m", "experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
 
 
@@ -209,3 +214,61 @@ def test_a_sigkilled_sweep_is_finished_by_resume_of_its_directory(tmp_path):
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [j["state"] for j in summary["jobs"]] == ["finished"] * 2 and summary["resumed_jobs"] == [0, 1]
     assert (summary["rebuilt"], summary["exit_code"]) == (True, None) and not (sweep / ".lock").exists()
+
+
+# joblib: the jobs in two worker processes (each imports the lab again: with the slow tests); basic: one
+# after the other in the sweep's process. The sweep's record is written the same way for either.
+LAUNCHERS = [
+    pytest.param([], id="basic"),
+    pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher, capsys):
+    """A two-job sweep through a Hydra launcher, one job failing; aggregate.py then skips the failed
+    flow, says so, and aggregates the rest."""
+    if launcher:
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        [
+            "-m",
+            *launcher,
+            "experiment=tiny",
+            "flow=dopri5",
+            "flow.max_nfe=10,null",
+            "sgd.lrs=[0.04]",  # one rate: the others cost ~1 CPU s and check nothing more here
+            "logger=none",
+            *QUIET,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "sweep: 2 jobs, 1 failed" in proc.stdout
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["n_jobs"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 3
+    bad, good = summary["jobs"]
+    assert (
+        bad["exit_code"] == 3 and "flow.max_nfe=10" in bad["overrides"] and "budget of 10" in bad["message"]
+    )
+    assert good["exit_code"] == 0 and good["message"] == ""
+    for job in (bad, good):
+        assert json.loads((Path(job["dir"]) / "job.json").read_text())["exit_code"] == job["exit_code"]
+        assert (
+            _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
+        )  # the SGD series still ran
+    # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
+    # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
+    aggregate_main = runpy.run_path(str(ROOT / "scripts" / "aggregate.py"))["main"]
+    capsys.readouterr()
+    assert aggregate_main([str(sweep), "--csv", str(tmp_path / "t.csv")]) == 0
+    said = capsys.readouterr().err
+    # two settings (flow.max_nfe=10 and null); the failed flow is skipped and said so, the rest aggregated
+    assert "skipped" in said and "solver_failed" in said and "flow.max_nfe=10" in said
+    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 2 + 1
+    rows = json.loads((sweep / "aggregate" / "aggregate.json").read_text())["rows"]
+    assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04"}
+    assert all(r["samples"] == 1 for r in rows)
+    # aggregate.py on a folder that does not exist exits 2: tests/test_scripts.py's refusal table
