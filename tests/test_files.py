@@ -175,11 +175,21 @@ def test_json_files_read_back_as_written_with_long_lists_one_element_a_line(tmp_
         "empty": {"d": {}, "l": [], "nested": [[]]},
         "long_record": [{"text": "x" * 500, "at": [1, 2]}],
         "np": np.float64(0.25),
+        "other": [
+            np.int64(3),
+            np.bool_(True),
+            True,
+            float("-inf"),
+            (1, 2),
+            torch.tensor([1.0, float("nan")]),
+        ],
     }
     write_json(tmp_path / "a.json", obj)
     text = (tmp_path / "a.json").read_text()
     back = json.loads(text)
-    assert back == json.loads(json.dumps({**obj, "np": 0.25}).replace("NaN", "null"))
+    plain = {**obj, "np": 0.25, "other": [3, True, True, None, [1, 2], [1.0, None]]}
+    assert back == json.loads(json.dumps(plain).replace("NaN", "null"))
+    assert [type(v) for v in back["other"][:3]] == [int, bool, bool]
     lines = text.splitlines()
     assert '      "modes": [2.0, 1.0],' in lines and "NaN" not in text
     assert sum(line.strip().startswith('{"status": "ok"') for line in lines) == 30  # a member a line
