@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import signal
+import time
 
 from dlnlab.lab.callbacks import GridPointCallback
 
@@ -58,7 +61,11 @@ class SignalAt(GridPointCallback):
         self.series, self.m, self.signum = series, m, signum
 
     def on_grid_point(self, point, logger):
-        if point.series == self.series and point.m >= self.m and SignalAt.fired.add_once((self.series, self.m)):
+        if (
+            point.series == self.series
+            and point.m >= self.m
+            and SignalAt.fired.add_once((self.series, self.m))
+        ):
             os.kill(os.getpid(), self.signum)
 
 
@@ -74,6 +81,68 @@ class SignalOnce(GridPointCallback):
         if point.series == self.series and point.m >= self.m and not os.path.exists(self.flag):
             open(self.flag, "x").close()
             os.kill(os.getpid(), self.signum)
+
+
+class HoldFigureWorkers(GridPointCallback):
+    """Holds each figure worker of the run (forked in its figures stage: dlnlab/plots/run_figures.py)
+    until a SIGTERM reaches it, having made the file ``ready``. A test that sends the signal to the
+    run's process group once ``ready`` exists has it land while the run waits for its drawing, however
+    slow the machine (the figures of the default run take about a second: a signal sent when the
+    summary says "figures" could come after them). Only for a run in a process of its own: the hook
+    is registered at fork, for the life of the process."""
+
+    def __init__(self, run_dir: str, ready: str) -> None:
+        super().__init__()
+        self.run_dir, self.ready = run_dir, ready
+        os.register_at_fork(after_in_child=self._hold)
+
+    def on_grid_point(self, point, logger):
+        pass
+
+    def _hold(self) -> None:
+        try:  # the run's other forks (the flow ahead, the series and recorder workers) come earlier
+            with open(os.path.join(self.run_dir, "summary.json")) as f:
+                if json.load(f).get("stage") != "figures":
+                    return
+        except (OSError, ValueError):
+            return
+        # the lab forks its workers with both signals blocked, so the group's SIGTERM waits here for
+        # sigtimedwait (and is then gone: the worker goes on to draw, as one that ignores it)
+        if signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+            return
+        with contextlib.suppress(FileExistsError):
+            open(self.ready, "x").close()
+        signal.sigtimedwait({signal.SIGTERM}, 120)
+
+
+class HoldStageEnd(GridPointCallback):
+    """Replaces the function ``target`` (a dotted name the driver looks up when its stage starts, e.g.
+    ``dlnlab.lab.results.analyze_run_saddles``) by one that calls it and then, unless a signal has come
+    meanwhile, waits for one before returning: the stage cannot end before the test's signal, which
+    lands during the real work when the test is quick, at worst at the stage's end. Only for a run in
+    a process of its own."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        module_name, name = target.rsplit(".", 1)
+        module = importlib.import_module(module_name)
+        work = getattr(module, name)
+
+        def held(*args, **kwargs):
+            from dlnlab.rundir import signals
+
+            out = work(*args, **kwargs)
+            deadline = time.monotonic() + 120
+            while signals.received() is None:  # the handler raises out of the sleep
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{target}: no signal came within 120 s")
+                time.sleep(0.02)
+            return out
+
+        setattr(module, name, held)
+
+    def on_grid_point(self, point, logger):
+        pass
 
 
 class Peek(GridPointCallback):

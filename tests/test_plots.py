@@ -325,6 +325,48 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
         assert path.read_bytes() == one[path.name] == png
 
 
+@pytest.mark.lab
+def test_a_signal_noted_while_the_figure_workers_fork_stops_the_drawing(tiny_run, tmp_path):
+    """A SIGTERM that reaches another thread while make_run_figures forks its workers (the main thread
+    blocks both signals then) has its handler run in the main thread inside the fork's block, which only
+    notes it: the drawing stops all the same (Interrupted, no PNG written), as for a signal during it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from dlnlab.rundir import signals
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("figures"))
+    idle = threading.Event()
+    taker = threading.Thread(target=idle.wait, daemon=True)  # leaves both signals unblocked
+    taker.start()
+    armed = []
+
+    def signal_the_taker() -> None:  # in the main thread, after each fork, inside the block
+        if armed and armed.pop():
+            signal.pthread_kill(taker.ident, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while signals.received() is None and time.monotonic() < deadline:
+                time.sleep(0.001)  # the main thread runs the handler here
+
+    os.register_at_fork(after_in_parent=signal_the_taker)  # for good: disarmed once it has fired
+    signals.reset()
+    signals.install()
+    try:
+        armed.append(True)
+        with pytest.raises(signals.Interrupted):
+            make_run_figures(run_dir, strict=True, workers=2)
+        assert signals.received() == signal.SIGTERM
+    finally:
+        armed.clear()
+        signals.uninstall()
+        signals.reset()
+        idle.set()
+    assert not list(run_dir.glob("figures/*.png"))
+
+
 def test_the_reference_mode_keeps_the_sign_of_a_negative_u0(tmp_path):
     """init=aligned with u0 = [0.05, -0.05] on the net 3-3-2 (h = 2): mode 2 starts on the stable branch
     and decays to 0, as the run's own mode strength does; only mode 1 has an escape to mark."""

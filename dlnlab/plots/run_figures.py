@@ -324,7 +324,7 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from dlnlab.rundir.signals import blocked_in_children
+    from dlnlab.rundir.signals import blocked_in_children, check
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")
@@ -335,6 +335,10 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
         # delivered in signal-number order (SIGINT first: exit code 130 for a SIGTERM)
         with blocked_in_children():
             futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
+        # one that reached another thread meanwhile was only noted there (its handler runs in the main
+        # thread, inside the block): it stops the drawing now, as one that comes during it (found: the
+        # figures drawn to their end, then exit 143 with the stage "done")
+        check()
         out: dict[str, bytes] = {}
         for f in futures:
             out |= f.result()
