@@ -140,6 +140,56 @@ def _job(sweep_dir, num: int, code: int | None, status: str | None):
         (job_dir / "summary.json").write_text(json.dumps({"status": status, "series": {}, "killed": []}))
 
 
+def test_a_jobs_resume_rewrites_the_sweep_summary_under_the_sweep_lock(tmp_path, capsys):
+    """record_resume (the end of resume=<job dir>) rewrites sweep_summary.json holding the sweep
+    directory's lock: a moment's holder (another job's rewrite) is waited for, the summary written once
+    it lets go; a holder that stays (the sweep, or resume=<sweep dir>, which write it again when they
+    end) is left to it, the summary untouched and a note said. Before, the rewrite ignored the lock: two
+    could interleave, the last writer's stale view of the other's job winning."""
+    import threading
+
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+    from dlnlab.lab.runner import RunLock
+    from dlnlab.lab.sweep_resume import job_record, record_resume
+
+    sweep_dir = tmp_path / "sweep"
+    for num in (0, 1):
+        _job(sweep_dir, num, 143, "interrupted")
+    sweeps.write_sweep_summary(sweep_dir, OmegaConf.create({"hydra": {"overrides": {"task": ["seed=1,2"]}}}))
+    path = sweep_dir / "sweep_summary.json"
+    before = path.read_bytes()
+    job0, job1 = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+
+    held = RunLock.acquire(sweep_dir, "hydra.sweep.dir")  # the sweep's process, still running
+    try:
+        record_resume(job0, 0, wait_s=0.3)
+        assert path.read_bytes() == before  # left to the holder
+        assert "is not written again now" in capsys.readouterr().err
+        assert job_record(job0)["exit_code"] == 0  # the job's own record is current
+        at_release = []
+
+        def release_soon() -> None:
+            import time
+
+            time.sleep(0.5)
+            at_release.append(path.read_bytes())
+            held.release()
+
+        releaser = threading.Thread(target=release_soon)
+        releaser.start()
+        record_resume(job1, 0, wait_s=30)  # another job's rewrite holds it a moment: waited for
+        releaser.join()
+    finally:
+        held.release()
+    assert at_release == [before]  # nothing written while the lock was held
+    summary = json.loads(path.read_text())
+    assert summary["resumed_jobs"] == [1] and summary["exit_code"] == 143
+    assert [j["exit_code"] for j in summary["jobs"]] == [0, 0]  # both jobs' job.json read again
+    assert not (sweep_dir / ".lock").exists()  # released
+
+
 def test_a_sweep_whose_process_was_killed_before_its_summary_is_resumed_from_its_records(tmp_path, capsys):
     """No sweep_summary.json (the sweep's process SIGKILLed while job 0 ran; job 2 never started): the
     resume rebuilds it from the jobs' job.json and the command line in Hydra's multirun.yaml, its exit

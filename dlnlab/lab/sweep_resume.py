@@ -23,11 +23,13 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import open_dict
 
 from dlnlab.lab.config import ConfigError, ExitCode, WriteFailed
+from dlnlab.lab.runner import lock_holder
 from dlnlab.lab.sweep import (
     JobState,
     job_message,
@@ -108,10 +110,17 @@ def run_never_ran(job_dir: str | Path, conf_dir: Path, config_name: str = "train
     return run(cfg, output_dir=job_dir).exit_code
 
 
-def record_resume(job_dir: str | Path, code: int) -> None:
+def record_resume(job_dir: str | Path, code: int, sweep_held: bool = False, wait_s: float = 5.0) -> None:
     """After a resume (or a first run) of a sweep's job: its ``job.json`` says the new exit code, and the
-    sweep's ``sweep_summary.json`` (if the sweep wrote one) is written again. Nothing for a run
-    directory that is not a sweep's job."""
+    sweep's ``sweep_summary.json`` (if the sweep wrote one) is written again under the sweep directory's
+    lock (``sweep_held``: this process holds it, resume=<sweep dir>). Nothing for a run directory that is
+    not a sweep's job.
+
+    The rewrite re-reads every ``job.json``, so two at once could each write the jobs as they were
+    before the other's (the last writer wins, the other's job shown as it was). Another job's rewrite
+    holds the lock for a moment: waited for, up to ``wait_s``. Held longer, it is the sweep's process or
+    a resume=<sweep dir>, which write the summary again from every ``job.json`` when they end: left to
+    them, with a note (this job is then not listed in ``resumed_jobs``)."""
     job_dir = Path(job_dir).absolute()
     rec = job_record(job_dir)
     if rec is None:
@@ -120,8 +129,37 @@ def record_resume(job_dir: str | Path, code: int) -> None:
     write_job_record(job_dir, num, rec["overrides"], code, job_message(job_dir, code) if code else "")
     # the sweep's directory: the parent, or further up where an override's "/" nested the job's name
     sweep_dir = next((d for d in job_dir.parents if (d / "sweep_summary.json").is_file()), None)
-    if sweep_dir is not None:
+    if sweep_dir is None:
+        return
+    if sweep_held:
         write_sweep_summary(sweep_dir, resumed=[num])
+        return
+    lock = _sweep_lock(sweep_dir, wait_s)
+    if lock is None:
+        holder = lock_holder(sweep_dir) or {}
+        print(f"note: {sweep_dir}/sweep_summary.json is not written again now: the sweep directory is held by "
+              f"process {holder.get('pid', '?')} (the sweep, or a resume of it), which writes it from every "
+              f"job.json when it ends; job {num}'s job.json says its new state", file=sys.stderr, flush=True)  # fmt: skip
+        return
+    try:
+        write_sweep_summary(sweep_dir, resumed=[num])
+    finally:
+        lock.release()
+
+
+def _sweep_lock(sweep_dir: Path, wait_s: float):
+    """The sweep directory's lock, waited for up to ``wait_s`` (polled: flock has no timeout); None if
+    it is still held then."""
+    from dlnlab.lab.runner import RunLock
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return RunLock.acquire(sweep_dir, "resume")
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
 
 def _new_job_dir(sweep_dir: Path, num: int, overrides: list[str], conf_dir: Path, config_name: str) -> Path:
@@ -230,7 +268,7 @@ def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
             continue
         codes.append(code)
         if job_dir is not None:
-            record_resume(job_dir, code)
+            record_resume(job_dir, code, sweep_held=True)  # this process holds the sweep's lock
         if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             break
     return max(codes, default=0)
