@@ -330,14 +330,11 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
     ctx = multiprocessing.get_context("fork")
     ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child)
     try:
-        # the signals are blocked only while the workers are forked (at the first submit with fork):
-        # blocked for the whole drawing, a SIGTERM and a SIGINT sent meanwhile were both held, then
-        # delivered in signal-number order (SIGINT first: exit code 130 for a SIGTERM)
+        # the signals are blocked only while the workers are forked (at the first submit): blocked for the
+        # whole drawing, a SIGTERM and a SIGINT were both held, then run SIGINT first (exit 130 for a SIGTERM);
+        # one another thread took meanwhile is only noted there (found: drawn to the end, exit 143 in "done")
         with blocked_in_children():
             futures = [ex.submit(_render, run_dir, strict, dpi, share) for share in shares]
-        # one that reached another thread meanwhile was only noted there (its handler runs in the main
-        # thread, inside the block): it stops the drawing now, as one that comes during it (found: the
-        # figures drawn to their end, then exit 143 with the stage "done")
         check()
         out: dict[str, bytes] = {}
         for f in futures:
