@@ -53,7 +53,7 @@ def parse(argv: list[str] | None):
             ap.refuse("--run", f"{args.run} has no series/edge_lr_*.npz (not a run with flow.central or sgd.edge)")
         return args
     args.run = ap.check("--run", output_dir, args.run) if args.run is not None else None
-    cfg, why = checked_config(ROOT / "conf", [*BASE, *args.overrides])
+    cfg, why = checked_config(ROOT / "conf", [*BASE, *args.overrides], dir_option="--run")
     if cfg is None:
         ap.refuse("overrides", why)
     if not (cfg.flow.central or cfg.sgd.edge):

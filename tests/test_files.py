@@ -58,6 +58,19 @@ def test_the_start_block_says_where_the_grid_ends_when_t_max_is_not_a_multiple_o
     assert "the gradient flow over t <= 1 (grid dt = 0.1, 11 points)" in text
 
 
+def test_the_start_block_gives_heavy_balls_own_stability_threshold(tmp_path):
+    """Heavy ball is linearly stable for eta lambda < 2 (1 + beta): the start line said GD's 2 / lambda
+    (0.2646 on the tiny net at momentum 0.5, where the run's warning and summary use 0.3969)."""
+    from dlnlab.lab.results import start_block
+
+    h, m_1 = 3, 2.0  # the tiny experiment: depth 3, whitened teacher s = [2, 1]
+    gd = 2 / (h * m_1 ** (2 - 2 / h))
+    text = start_block(prepare(make_cfg(TINY)), tmp_path / "run")
+    assert f"stability threshold 2 / (h m_1^(2-2/h)) = {gd:.4g})" in text
+    text = start_block(prepare(make_cfg([*TINY, "sgd.momentum=0.5"])), tmp_path / "run")
+    assert f"stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {gd * 1.5:.4g})" in text
+
+
 @pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
     a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")

@@ -82,7 +82,9 @@ BAD_ARGUMENTS = [  # (script, arguments, the argument the refusal names, words o
     ("figure1", ["--out", "dir.png"], "--out", "is a directory"),
     ("figure1", ["--near", "empty", "--far", "empty", "-o", "seed=1"], "-o", "nothing runs"),
     ("figure1", ["--flow-onl"], "--flow-onl", "no such argument"),  # no abbreviations
-    ("figure1", ["-o", "hydra.run.dir=/tmp"], "-o", "hydra.run.dir: a script sets its runs' directories"),
+    ("figure1", ["-o", "hydra.run.dir=/tmp"], "-o", "hydra.run.dir: this script sets its runs' directories"),
+    ("figure1", ["-o", "hydra.run.dir=/tmp"], "-o", "itself: give one with --runs;"),
+    ("eos_lab", ["hydra.run.dir=/tmp/x"], "overrides", "itself: give one with --run;"),
     ("figure1", ["--out", "a" * 300 + ".png"], "--out", "too long"),
     ("limit", ["--members", "0"], "--members", "an integer from 2 to 100000"),
     ("limit", ["--plateau-members", "-3"], "--plateau-members", "an integer from 2 to 100000"),

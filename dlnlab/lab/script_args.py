@@ -239,14 +239,18 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def checked_config(conf_dir: Path, overrides: list[str]):
+def checked_config(conf_dir: Path, overrides: list[str], dir_option: str = "--runs"):
     """Compose ``train.yaml`` with ``overrides`` and run the lab's own checks on it (``prepare``), as
     ``train.py``'s preflight does: the config, or None and the one-line reason it is refused. Nothing
-    is written. Hydra's own settings (``hydra.*``) are refused: a script sets the run directories."""
+    is written. Hydra's own settings (``hydra.*``) are refused: a script sets the run directories,
+    given by its option ``dir_option``, which the refusal names."""
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0].split("/")[0] in ("hydra", "resume"):
-            why = f"{key}: a script sets its runs' directories itself; give every key but hydra.* and resume"
+            why = (
+                f"{key}: this script sets its runs' directories itself: give one with {dir_option}; "
+                "any key but hydra.* and resume is allowed"
+            )
             return None, why
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -290,8 +290,8 @@ def choose_analysis(cfg, run_seconds: float, n_modes: int | None = None) -> Anal
     else:
         saddles, spent = "none", 0.0
     saddles_why = (
-        f"classifying a series' plateaus costs about {per_series:.3g} s (nominal), against "
-        f"{budget:.3g} s for the whole analysis (a quarter of the run): "
+        f"classifying a series' plateaus costs about {per_series:.3g} s (nominal), against a budget of "
+        f"{budget:.3g} s for the whole analysis (a quarter of the run's nominal time): "
         + {"all": "every series' saddles classified", "flow": "the flow's saddles classified, not the (S)GD series'",
            "none": "none classified (the plateaus are still found)"}[saddles]
     )  # fmt: skip
