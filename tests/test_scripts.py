@@ -319,11 +319,13 @@ def test_ctrl_c_and_a_closed_pipe_end_with_one_line_not_a_traceback(good_run, tm
     import time
 
     cmd = [sys.executable, str(SCRIPTS / "aggregate.py"), str(good_run)]
+    # SIGINT as a terminal's Ctrl+C finds it: an xdist worker ignores SIGINT, and a child inherits that
+    # (the script then ran to its end, exit 0, whenever the slow tests ran with -n)
     proc = subprocess.Popen(
-        [*cmd, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    # inside run_script's guard (its import takes ~0.03 s), before the end (the whole call takes 1.3-2.7 s
-    # here; at 1.5 s it had once ended first)
+        [*cmd, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    # inside run_script's guard (Python and the script's import: 0.03 s), before its end (1.3-2.7 s)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
