@@ -309,6 +309,31 @@ def test_a_resume_whose_flow_recomputation_fails_keeps_the_recorded_flow(tmp_pat
 
 
 @pytest.mark.lab
+def test_a_signal_noted_during_the_figures_leaves_the_run_interrupted_in_them(tmp_path, monkeypatch):
+    """A SIGTERM that another thread took while the figures were drawn is noted, not raised: the run is
+    interrupted in stage figures (a resume draws them again), not recorded "done" with exit 143."""
+    import signal
+
+    import dlnlab.lab.results
+    from dlnlab.rundir import signals
+
+    def noting(ctx):
+        signals.note(signal.SIGTERM)
+
+    monkeypatch.setattr(dlnlab.lab.results, "make_figures", noting)  # the driver's own stage, not the stack
+    out = tmp_path / "run"
+    result = run(make_cfg([*TINY, "sgd.lrs=[0.04]", "log.figures=true"]), output_dir=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert result.exit_code == 143 and summary["interrupted"] == "SIGTERM"
+    assert summary["stage"] == "figures" and summary["status"] == "interrupted"
+    monkeypatch.undo()
+    from dlnlab.lab.runner import resume
+
+    again = resume(out)  # the series are kept; the analysis and the figures run again
+    assert again.exit_code == 0 and again["stage"] == "done" and (out / "figures" / "loss.png").is_file()
+
+
+@pytest.mark.lab
 @pytest.mark.parametrize("error", ["bug", "no room"])
 def test_figures_that_fail_are_recorded_and_a_full_disk_stops_the_run_with_exit_4(
     error, tmp_path, monkeypatch

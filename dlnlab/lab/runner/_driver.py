@@ -319,4 +319,5 @@ def _analyse(state: RunState, ctx: SeriesContext) -> None:
             raise
         state.figures_error = f"{type(err).__name__}: {err}"
         warnings.warn(f"figures failed: {state.figures_error}", AnalysisWarning, stacklevel=2)
+    signals.check()  # one noted, not raised, during the figures (another thread's): interrupted in them
     state.stage = "done"
