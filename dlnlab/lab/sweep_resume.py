@@ -56,14 +56,20 @@ _DONE = {JobState.FINISHED.value, JobState.REFUSED.value, JobState.RUNNING.value
 def finish(target: str | Path, conf_dir: Path, config_name: str = "train") -> int:
     """``resume=<target>``: a run directory, a sweep's job directory or a sweep directory; its exit code
     (ConfigError, WriteFailed: as :func:`dlnlab.lab.runner.resume` raises them)."""
-    from dlnlab.lab.runner import resume
 
     target = Path(target)
     if is_sweep_dir(target):
         return resume_sweep(target.absolute(), conf_dir, config_name)
-    code = run_never_ran(target, conf_dir, config_name) if never_ran(target) else resume(target).exit_code
+    code = _run_or_resume(target, conf_dir, config_name)
     record_resume(target, code)
     return code
+
+
+def _run_or_resume(job_dir: Path, conf_dir: Path, config_name: str) -> int:
+    """A directory's exit code once finished: a job that never ran, run; anything else, resumed."""
+    from dlnlab.lab.runner import resume
+
+    return run_never_ran(job_dir, conf_dir, config_name) if never_ran(job_dir) else resume(job_dir).exit_code
 
 
 def is_sweep_dir(target: Path) -> bool:
@@ -245,8 +251,6 @@ def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") ->
 
 
 def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
-    from dlnlab.lab.runner import resume
-
     jobs = [j for j in read_sweep_summary(sweep_dir).get("jobs", []) if isinstance(j, dict)]
     todo = [j for j in jobs if _to_finish(j)]
     print(f"resume: sweep {sweep_dir}: {len(todo)} of its {len(jobs)} jobs to finish", flush=True)
@@ -257,11 +261,7 @@ def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
                 job_dir, code = _start_job(sweep_dir, job, conf_dir, config_name)
             else:
                 job_dir = Path(job["dir"])
-                code = (
-                    run_never_ran(job_dir, conf_dir, config_name)
-                    if never_ran(job_dir)
-                    else resume(job_dir).exit_code
-                )
+                code = _run_or_resume(job_dir, conf_dir, config_name)
         except (ConfigError, WriteFailed) as err:  # this job's; the others go on
             print(f"error: job {job.get('num')}: {err}", file=sys.stderr, flush=True)
             codes.append(int(ExitCode.WRITE_FAILED if isinstance(err, WriteFailed) else ExitCode.CONFIG))

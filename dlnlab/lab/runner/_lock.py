@@ -126,6 +126,12 @@ def _describe(holder: dict | None) -> str:
 _CLAIMS: dict[tuple[int, int], tuple[RunLock, bool]] = {}
 
 
+def _identity(path: str | Path) -> tuple[int, int]:
+    """A directory's (device, inode): the same directory however it is named."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def claim_run_dir(run_dir: str | Path, key: str) -> None:
     """Make ``run_dir`` if it is new, lock it and refuse (ConfigError naming ``key``) unless it holds
     nothing but the lock: the check comes after the lock, so no other run can write there between the
@@ -155,8 +161,7 @@ def claim_run_dir(run_dir: str | Path, key: str) -> None:
             f"{key}: {run_dir} is not empty (it holds {', '.join(held[:5])}); a run never writes into "
             f"another's directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
         )
-    st = os.stat(run_dir)
-    _CLAIMS[(st.st_dev, st.st_ino)] = (lock, made)
+    _CLAIMS[_identity(run_dir)] = (lock, made)
 
 
 def _what(key: str) -> str:
@@ -167,19 +172,17 @@ def hold_dir(run_dir: str | Path, key: str) -> None:
     """Lock ``run_dir`` (made if new) until :func:`release_claims`, unless a claim of this process holds
     it already (ConfigError naming ``key`` if another process holds it)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    st = os.stat(run_dir)
-    if (st.st_dev, st.st_ino) not in _CLAIMS:
-        _CLAIMS[(st.st_dev, st.st_ino)] = (RunLock.acquire(run_dir, key), False)
+    if _identity(run_dir) not in _CLAIMS:
+        _CLAIMS[_identity(run_dir)] = (RunLock.acquire(run_dir, key), False)
 
 
 def take_claim(run_dir: str | Path) -> RunLock | None:
     """The lock :func:`claim_run_dir` holds on ``run_dir`` (the same directory, however named), now the
     caller's to release; None when this process claimed no such directory."""
     try:
-        st = os.stat(run_dir)
+        claim = _CLAIMS.pop(_identity(run_dir), None)
     except OSError:
         return None
-    claim = _CLAIMS.pop((st.st_dev, st.st_ino), None)
     return claim[0] if claim is not None else None
 
 
