@@ -58,7 +58,6 @@ _EXPORTS = {
         "finish_sgd_members",
         "aggregate_members",
         "settle_status",
-        "diverged_as_status",
         "member_counts",
     ],  # fmt: skip
     "._eos": ["central_entry", "edge_lines", "settled_on_edge"],

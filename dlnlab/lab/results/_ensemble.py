@@ -27,7 +27,6 @@ from dlnlab.status import Status
 __all__ = [
     "spread",
     "settle_status",
-    "diverged_as_status",
     "member_counts",
     "finish_sgd_members",
     "finish_flow_members",
@@ -67,16 +66,6 @@ def finish_sgd_members(
     aggregate_members(entry, members)
     entry["plateaus"] = []
     settle_status(entry, members)
-    diverged_as_status(entry, members)
-
-
-def diverged_as_status(entry: dict, members: list[dict]) -> None:
-    """An ensemble's ``diverged`` says what its status says, as a single run's does (the status is
-    diverged: no member ok and one diverged, :func:`settle_status`), and ``members_diverged`` how many
-    members diverged. ``diverged`` once meant "every member diverged", so that an entry could read
-    status diverged with diverged false (2 members diverged, 1 unstable)."""
-    entry["diverged"] = entry["status"] == Status.DIVERGED
-    entry["members_diverged"] = sum(bool(m["diverged"]) for m in members)
 
 
 def settle_status(entry: dict, members: list[dict], note: str = "") -> None:
@@ -84,7 +73,17 @@ def settle_status(entry: dict, members: list[dict], note: str = "") -> None:
     (the message names the others); with no member ok it is the worst of theirs: diverged if any member
     diverged, else unstable. The worst, not the most common: a rate at which some members blew up and
     none converged is past stability, and like a single diverged run it is left out of the convergence
-    order (which takes ok and unstable series only); the most common would also need a tie-break."""
+    order (which takes ok and unstable series only); the most common would also need a tie-break.
+
+    Then ``diverged`` says what the status says, as a single run's does, and ``members_diverged`` how many
+    members diverged (``diverged`` once meant "every member diverged", so that an entry could read status
+    diverged with diverged false: 2 members diverged, 1 unstable)."""
+    _settle(entry, members, note)
+    entry["diverged"] = entry["status"] == Status.DIVERGED
+    entry["members_diverged"] = sum(bool(m["diverged"]) for m in members)
+
+
+def _settle(entry: dict, members: list[dict], note: str) -> None:
     statuses = {m["status"] for m in members}
     if entry["status"] != Status.OK or statuses <= {Status.OK}:
         return

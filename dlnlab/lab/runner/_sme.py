@@ -27,7 +27,6 @@ from dlnlab.lab.config import derive_seed
 from dlnlab.lab.results import (
     MEMBER_KEYS,
     aggregate_members,
-    diverged_as_status,
     finish_sgd_entry,
     settle_status,
 )
@@ -140,7 +139,6 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
     aggregate_members(entry, members)
     entry.update(t_stop=float(arrays["t"][-1]), plateaus=[])
     settle_status(entry, members, note=entry["message"])
-    diverged_as_status(entry, members)
 
 
 def _finisher(ctx, entry: dict, name: str, rec, diverged: dict[int, str]) -> Callable[[], dict]:
