@@ -55,6 +55,12 @@ class Plan:
     flow_choice: choose.FlowChoice | None = None  # the flow's method and why
     analysis: choose.AnalysisChoice | None = None  # the curvature points per series and why
 
+    @property
+    def stability_threshold(self) -> float | None:
+        """The largest learning rate at which a global minimum is linearly stable: GD's ``gd_threshold``,
+        times (1 + momentum) for heavy ball (stable while lr lambda < 2 (1 + momentum))."""
+        return None if self.gd_threshold is None else self.gd_threshold * (1 + self.cfg.sgd.momentum)
+
     def choices(self) -> str:
         """The size-dependent choices, in one line (printed at the start of a run)."""
         a = self.analysis

@@ -52,9 +52,10 @@ def _series_line(plan) -> str:
     if s.momentum:
         kind += f" with heavy ball {fmt(s.momentum)} (a step is t = eta / (1 - momentum))"
     line += f"; {kind} at lr {_list(lrs)}"
-    if plan.gd_threshold is not None and s.momentum:  # heavy ball: stable while eta lambda < 2 (1 + beta)
-        bound = plan.gd_threshold * (1 + s.momentum)
-        line += f" (the stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {fmt(bound)})"
+    if plan.gd_threshold is not None and s.momentum:
+        line += (
+            f" (the stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {fmt(plan.stability_threshold)})"
+        )
     elif plan.gd_threshold is not None:
         line += f" (GD's stability threshold 2 / (h m_1^(2-2/h)) = {fmt(plan.gd_threshold)})"
     extras = []
