@@ -77,6 +77,26 @@ def _stiffness(
     return lam, where
 
 
+def _notes(plan: Plan) -> list[str]:
+    """The warnings shown at the start of the run."""
+    cfg, notes = plan.cfg, []
+    bound = plan.stability_threshold  # heavy ball's own: 2 (1 + momentum) / (h m_1^(2-2/h))
+    if bound is not None:
+        above = [lr for lr in cfg.sgd.lrs if lr > bound]
+        if above:
+            notes.append(
+                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
+                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
+                "the series run and are expected to diverge or stall (status unstable)"
+            )
+    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
+        notes.append(
+            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
+            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
+        )
+    return notes
+
+
 def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> Plan:
     """The run's inputs for a config that passed the checks on the config alone."""
     problem = _problem(cfg, seeds)
@@ -96,24 +116,9 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
     threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
-    notes = []
-    beta = cfg.sgd.momentum
-    if threshold is not None:
-        bound = threshold * (1 + beta)  # heavy ball is linearly stable for lr lambda < 2 (1 + beta)
-        above = [lr for lr in cfg.sgd.lrs if lr > bound]
-        if above:
-            notes.append(
-                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
-                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
-                "the series run and are expected to diverge or stall (status unstable)"
-            )
-    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
-        notes.append(
-            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
-            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
-        )
     plan = Plan(
-        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, notes,
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, [],
         flow_choice=flow, analysis=analysis,
     )  # fmt: skip
+    plan.notes.extend(_notes(plan))
     return plan
