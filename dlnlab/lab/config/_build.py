@@ -77,6 +77,22 @@ def _stiffness(
     return lam, where
 
 
+def _batch_note(cfg: TrainConfig, n_samples: int) -> str | None:
+    """A batch of at least N drawn with replacement: a valid sampler (B i.i.d. indices, repeats and all;
+    the gradient's noise is Sigma / B at any B), but never full-batch GD, which a researcher setting B to
+    N or above may have meant. Without replacement B = N is the whole set (full batch) and B > N is
+    refused (``_prepare._check_sampling``)."""
+    b = cfg.sgd.batch_size
+    if b is None or b < n_samples or cfg.sgd.sampling.name != "with_replacement":
+        return None
+    n_key = "data.n_samples" if cfg.data.kind.name != "file" else "N (the samples of data.path)"
+    return (
+        f"sgd.batch_size: {b} {'>' if b > n_samples else '='} {n_key} = {n_samples} with "
+        f"sgd.sampling=with_replacement: each step averages {b} i.i.d. draws (repeats included), noisy "
+        "minibatch SGD, not full-batch GD; for full-batch GD write sgd.batch_size=null"
+    )
+
+
 def _notes(plan: Plan) -> list[str]:
     """The warnings shown at the start of the run."""
     cfg, notes = plan.cfg, []
@@ -89,6 +105,8 @@ def _notes(plan: Plan) -> list[str]:
                 f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
                 "the series run and are expected to diverge or stall (status unstable)"
             )
+    if (batch := _batch_note(cfg, plan.problem.n_samples)) is not None:
+        notes.append(batch)
     if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
         notes.append(
             f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
