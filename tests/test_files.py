@@ -90,7 +90,9 @@ def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():
               "step": np.arange(n), "sharpness": np.ones(n)}  # fmt: skip
     for lr, flagged in ((0.45, True), (0.35, False)):
         entry = {"lr": lr, "momentum": 0.5, "status": Status.OK, "message": "", "steps": n - 1}
-        finish_sgd_entry(entry, arrays, lr / 0.5, plan.problem.plateau_levels(2), plan.stability_threshold, 0.9)
+        finish_sgd_entry(
+            entry, arrays, lr / 0.5, plan.problem.plateau_levels(2), plan.stability_threshold, 0.9
+        )
         assert (entry["status"] == Status.UNSTABLE) is flagged, entry
         if flagged:
             assert f"eta = 0.45 is above the GD stability threshold {bound:.4g}:" in entry["message"]

@@ -80,10 +80,18 @@ def test_the_cli_warns_of_a_batch_above_n_before_the_run_starts(tmp_path):
 
     from tests._helpers import TINY, TRAIN
 
-    args = [*TINY, "flow.t_max=0.5", "sgd.lrs=[0.02]", "sgd.batch_size=50", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        *TINY,
+        "flow.t_max=0.5",
+        "sgd.lrs=[0.02]",
+        "sgd.batch_size=50",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     proc = subprocess.run([sys.executable, str(TRAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
     lines = proc.stdout.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("warning: sgd.batch_size: 50 > data.n_samples"))
+    first = next(
+        i for i, line in enumerate(lines) if line.startswith("warning: sgd.batch_size: 50 > data.n_samples")
+    )
     assert first < lines.index("dlnlab run") and "write sgd.batch_size=null" in lines[first]

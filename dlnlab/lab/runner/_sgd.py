@@ -143,7 +143,14 @@ def run_sgd(
         if plan.seeds.members and arrays:
             finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
             finish_sgd_members(
-                entry, arrays, tau, levels, plan.stability_threshold, finals, member_diverged, plan.seeds.members
+                entry,
+                arrays,
+                tau,
+                levels,
+                plan.stability_threshold,
+                finals,
+                member_diverged,
+                plan.seeds.members,
             )
         else:
             finish_sgd_entry(entry, arrays, tau, levels, plan.stability_threshold, flow_final)
