@@ -71,6 +71,33 @@ def test_the_start_block_gives_heavy_balls_own_stability_threshold(tmp_path):
     assert f"stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {gd * 1.5:.4g})" in text
 
 
+def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():
+    """The warning before the run and the summary's flag "unstable" use the start line's threshold,
+    Plan.stability_threshold, against the closed form 2 (1 + momentum) / (h m_1^(2-2/h)): 0.3969 on the
+    tiny net at momentum 0.5, between which and GD's 0.2646 lies lr 0.35 (neither warned nor flagged)."""
+    from dlnlab.lab.results import finish_sgd_entry
+    from dlnlab.status import Status
+
+    h, m_1 = 3, 2.0
+    bound = 1.5 * 2 / (h * m_1 ** (2 - 2 / h))
+    plan = prepare(make_cfg([*TINY, "sgd.momentum=0.5", "sgd.lrs=[0.45,0.35,0.02]"]))
+    assert plan.stability_threshold == pytest.approx(bound, rel=1e-12)
+    [note] = [n for n in plan.notes if n.startswith("sgd.lrs")]
+    assert note.startswith(f"sgd.lrs: 0.45 above the GD stability threshold {bound:.4g} (2 (1 + momentum)")
+    # stalled on the origin's plateau, far from the flow's 0.9, its sharpness 1 under 2 (1 + momentum) / eta
+    n = 11
+    arrays = {"t": np.linspace(0.0, 4.0, n), "loss": np.full(n, 2.4), "dist_to_flow": np.zeros(n),
+              "step": np.arange(n), "sharpness": np.ones(n)}  # fmt: skip
+    for lr, flagged in ((0.45, True), (0.35, False)):
+        entry = {"lr": lr, "momentum": 0.5, "status": Status.OK, "message": "", "steps": n - 1}
+        finish_sgd_entry(
+            entry, arrays, lr / 0.5, plan.problem.plateau_levels(2), plan.stability_threshold, 0.9
+        )
+        assert (entry["status"] == Status.UNSTABLE) is flagged, entry
+        if flagged:
+            assert f"eta = 0.45 is above the GD stability threshold {bound:.4g}:" in entry["message"]
+
+
 @pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
     a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")

@@ -49,3 +49,49 @@ def test_a_damaged_file_is_a_file_warning_and_the_reader_goes_on(tmp_path):
     with pytest.warns(FileWarning, match="cannot read .*sgd_lr_0.1.npz"):
         data = load_run(run)
     assert data.flow.n == 3 and data.series["sgd_lr_0.1"].n == 0
+
+
+@pytest.mark.parametrize(
+    "batch, sampling, warned",
+    [(50, "with_replacement", ">"), (20, "with_replacement", "="), (19, "with_replacement", None),
+     (20, "without_replacement", None), (20, "reshuffle", None)],
+)  # fmt: skip
+def test_a_batch_of_n_or_more_drawn_with_replacement_is_warned_as_not_full_batch(batch, sampling, warned):
+    """With replacement a batch of B >= N samples is B i.i.d. draws, still SGD's noise; without
+    replacement B = N is the whole set each step (full batch: nothing to say), B > N refused
+    (tests/test_refusals.py)."""
+    from dlnlab.lab.config import prepare
+    from tests._helpers import TINY, make_cfg
+
+    plan = prepare(make_cfg([*TINY, f"sgd.batch_size={batch}", f"sgd.sampling={sampling}"]))  # N = 20
+    notes = [n for n in plan.notes if n.startswith("sgd.batch_size")]
+    assert notes == ([] if warned is None else [
+        f"sgd.batch_size: {batch} {warned} data.n_samples = 20 with sgd.sampling=with_replacement: each step "
+        f"averages {batch} i.i.d. draws (repeats included), noisy minibatch SGD, not full-batch GD; for "
+        "full-batch GD write sgd.batch_size=null"
+    ])  # fmt: skip
+
+
+@pytest.mark.lab
+def test_the_cli_warns_of_a_batch_above_n_before_the_run_starts(tmp_path):
+    """In a subprocess, stderr and stdout as the console interleaves them: the line comes first."""
+    import subprocess
+    import sys
+
+    from tests._helpers import TINY, TRAIN
+
+    args = [
+        *TINY,
+        "flow.t_max=0.5",
+        "sgd.lrs=[0.02]",
+        "sgd.batch_size=50",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.run([sys.executable, str(TRAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = proc.stdout.splitlines()
+    first = next(
+        i for i, line in enumerate(lines) if line.startswith("warning: sgd.batch_size: 50 > data.n_samples")
+    )
+    assert first < lines.index("dlnlab run") and "write sgd.batch_size=null" in lines[first]

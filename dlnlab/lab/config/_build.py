@@ -77,6 +77,44 @@ def _stiffness(
     return lam, where
 
 
+def _batch_note(cfg: TrainConfig, n_samples: int) -> str | None:
+    """A batch of at least N drawn with replacement: a valid sampler (B i.i.d. indices, repeats and all;
+    the gradient's noise is Sigma / B at any B), but never full-batch GD, which a researcher setting B to
+    N or above may have meant. Without replacement B = N is the whole set (full batch) and B > N is
+    refused (``_prepare._check_sampling``)."""
+    b = cfg.sgd.batch_size
+    if b is None or b < n_samples or cfg.sgd.sampling.name != "with_replacement":
+        return None
+    n_key = "data.n_samples" if cfg.data.kind.name != "file" else "N (the samples of data.path)"
+    return (
+        f"sgd.batch_size: {b} {'>' if b > n_samples else '='} {n_key} = {n_samples} with "
+        f"sgd.sampling=with_replacement: each step averages {b} i.i.d. draws (repeats included), noisy "
+        "minibatch SGD, not full-batch GD; for full-batch GD write sgd.batch_size=null"
+    )
+
+
+def _notes(plan: Plan) -> list[str]:
+    """The warnings shown at the start of the run."""
+    cfg, notes = plan.cfg, []
+    bound = plan.stability_threshold  # heavy ball's own: 2 (1 + momentum) / (h m_1^(2-2/h))
+    if bound is not None:
+        above = [lr for lr in cfg.sgd.lrs if lr > bound]
+        if above:
+            notes.append(
+                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
+                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
+                "the series run and are expected to diverge or stall (status unstable)"
+            )
+    if (batch := _batch_note(cfg, plan.problem.n_samples)) is not None:
+        notes.append(batch)
+    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
+        notes.append(
+            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
+            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
+        )
+    return notes
+
+
 def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> Plan:
     """The run's inputs for a config that passed the checks on the config alone."""
     problem = _problem(cfg, seeds)
@@ -96,24 +134,9 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     m1 = float(problem.modes[0]) if problem.n_modes else 0.0
     # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
     threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
-    notes = []
-    beta = cfg.sgd.momentum
-    if threshold is not None:
-        bound = threshold * (1 + beta)  # heavy ball is linearly stable for lr lambda < 2 (1 + beta)
-        above = [lr for lr in cfg.sgd.lrs if lr > bound]
-        if above:
-            notes.append(
-                f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
-                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
-                "the series run and are expected to diverge or stall (status unstable)"
-            )
-    if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
-        notes.append(
-            f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "
-            "are one trajectory repeated; a random init or minibatches (sgd.batch_size) make them differ"
-        )
     plan = Plan(
-        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, notes,
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, [],
         flow_choice=flow, analysis=analysis,
     )  # fmt: skip
+    plan.notes.extend(_notes(plan))
     return plan

@@ -177,7 +177,9 @@ class FlowConfig:
 class SGDConfig:
     # learning rates, any order, distinct, > 0; [] runs the flow alone
     lrs: list[float] = field(default_factory=lambda: [0.01, 0.005, 0.0025])
-    batch_size: int | None = None  # null: full-batch GD; else the minibatch size (without replacement: at most N)
+    # null: full-batch GD; else the minibatch size (without replacement: at most N; with replacement any
+    # size, N or more warned: B i.i.d. draws a step, still SGD, not full-batch GD)
+    batch_size: int | None = None
     # with_replacement: B i.i.d. indices a step; without_replacement: a fresh uniform B-subset a step;
     # reshuffle: consecutive slices of fresh permutations (epochs; O(eta) from the flow, no SME)
     sampling: Sampling = Sampling.with_replacement

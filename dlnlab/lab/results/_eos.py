@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from dlnlab._util import fmt
+from dlnlab.eos import Outcome
 from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry
 
 __all__ = [
@@ -88,41 +89,93 @@ def central_entry(
 
 
 def edge_lines(summary: dict) -> list[str]:
-    """The console's edge-of-stability block: one line per GD series (and its central flow)."""
+    """The console's edge-of-stability block: for each GD series (and its central flow) a verdict, then
+    its numbers, each line saying in a few words what it means. Sharpness at 2/eta, a loss that stays up
+    and an oscillation larger than predicted read as alarms to whoever expects GD's classical stability;
+    on the edge they are what is expected, and the lines say so (docs/eos.md explains every number)."""
     lines = []
     for e in summary["series"].values():
         if "edge" in e and e["edge"]:
-            d = e["edge"]
-            lr = d["lr"]
-            converged = d.get("gfs_converged") or [True] * len(d["gfs_sharpness"])
-            gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d["gfs_sharpness"], converged))
-            if not all(converged):
-                gfs += " (*: not converged by t = 1000, S where that flow stood)"
-            crossing = (
-                f"S reaches 2/eta at t = {fmt(d['t_edge'])}, within {100 * d['band']:g} % of it "
-                f"{fmt_share(d['hover_share'])} of the time after (median S = {fmt(d['median_ratio'])} x 2/eta), "
-                f"period-2 amplitude {fmt(d['amplitude_median'])} (median)"
-                if d["t_edge"] is not None
-                else "S never reaches 2/eta"
-            )
-            if d.get("spectrum_unconverged"):
-                crossing += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
-            lines.append(
-                f"  lr {lr:g} (2/eta = {d['threshold']:.5g}): {d['outcome']}; {crossing}; S at the end "
-                f"{fmt(d['final_sharpness'])} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the "
-                f"balanced minimum's {d['balanced_sharpness']:.4g}; GFS sharpness {gfs} "
-                f"({'non-increasing' if d['gfs_non_increasing'] else 'rises'})"
-            )
-            p = e.get("predictions")
-            if p:
-                lines.append(
-                    f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta on the edge (past its switch-on); GD's {p['window']}-step "
-                    f"average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}: distance ratio central/flow "
-                    f"{fmt(p['ratio_median'])} (median), {fmt(p['ratio_last'])} at the end; predicted/averaged "
-                    f"loss - 1 = {fmt(p['loss_rel_median'])} (median), parting at t = {fmt(p['loss_parting'])}; "
-                    f"GD's variance along u_1 / predicted = {fmt(p['variance_ratio_median'])} (median)"
-                )
-    return (["edge of stability (GD recomputed at every step, docs/eos.md):", *lines]) if lines else []
+            lines += _gd_lines(e["edge"])
+            if e.get("predictions"):
+                lines += _central_lines(e["predictions"])
+    head = "edge of stability (GD recomputed at every step; docs/eos.md explains each number):"
+    return [head, *lines] if lines else []
+
+
+def _verdict(d: dict) -> str:
+    """The outcome in words: at the edge is no failure, and expected where the flow's limit is sharper
+    than 2/eta (GD cannot converge where the flow does, docs/eos.md)."""
+    outcome, limit = Outcome(d["outcome"]), d["flow_limit_sharpness"]
+    if outcome is Outcome.AT_EDGE and limit is not None and limit > d["threshold"]:
+        return f"{outcome}, as expected at this lr (2/eta is below the flow limit's S = {fmt(limit)})"
+    meaning = {
+        Outcome.AT_EDGE: f"S ends within {100 * d['band']:g} % of 2/eta, on the edge of stability",
+        Outcome.CONVERGED: "GD converged, at a minimum flatter than 2/eta",
+        Outcome.BELOW_EDGE: "S ends below 2/eta, the loss not converged (a plateau, or too short a run)",
+        Outcome.DIVERGED: "GD's loss left every bound at this lr",
+    }
+    return f"{outcome}: {meaning[outcome]}"
+
+
+def _gd_lines(d: dict) -> list[str]:
+    converged = d.get("gfs_converged") or [True] * len(d["gfs_sharpness"])
+    gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d["gfs_sharpness"], converged))
+    gfs += ": non-increasing, GD heads for flatter minima" if d["gfs_non_increasing"] else " (rises)"
+    if not all(converged):
+        gfs += " (*: not converged by t = 1000, S where that flow stood)"
+    if d["t_edge"] is None:
+        crossing = ["    S never reaches 2/eta"]
+    else:
+        stays = " and stays (no divergence)" if Outcome(d["outcome"]) is not Outcome.DIVERGED else ""
+        crossing = [
+            f"    S reaches 2/eta at t = {fmt(d['t_edge'])}{stays}: within {100 * d['band']:g} % of it "
+            f"{fmt_share(d['hover_share'])} of the time, median {fmt(d['median_ratio'])} x 2/eta",
+            f"    period-2 amplitude {fmt(d['amplitude_median'])} (median): GD zigzags along the top "
+            "eigenvector, as on the edge",
+        ]
+    if d.get("spectrum_unconverged"):
+        crossing[0] += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
+    return [
+        f"  lr {d['lr']:g} (2/eta = {d['threshold']:.5g}): {_verdict(d)}",
+        *crossing,
+        f"    S at the end {fmt(d['final_sharpness'])} against the flow limit's "
+        f"{fmt(d['flow_limit_sharpness'])} and the balanced minimum's {d['balanced_sharpness']:.4g}",
+        f"    GFS sharpness {gfs}",
+    ]
+
+
+def _central_lines(p: dict) -> list[str]:
+    """The central flow against GD. Where the losses part or GD's variance is off the prediction by more
+    than 2x, the lines say which way and that it is the gap docs/eos.md describes: GD's oscillation lags
+    the central flow's Sigma (smaller early, larger late), which the central flow leaves out."""
+    ratio, rel, var = p["ratio_median"], p["loss_rel_median"], p["variance_ratio_median"]
+    nearer = "" if ratio is None else f" is nearer the {'central' if ratio < 1 else 'gradient'} flow"
+    loss = f"    predicted/averaged loss - 1 = {fmt(rel)} (median), "
+    if p["loss_parting"] is None:
+        loss += "never parting"
+    else:
+        loss += f"parting at t = {fmt(p['loss_parting'])}"
+        loss += (
+            "" if rel is None else f": GD's averaged loss {'stays above' if rel < 0 else 'falls below'} it"
+        )
+    variance = f"    GD's variance along u_1 / predicted = {fmt(var)} (median)"
+    off = var is not None and not 0.5 <= var <= 2.0
+    if off:
+        variance += f": GD oscillates {'more' if var > 1 else 'less'} than predicted"
+    lines = [
+        f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta past its switch-on (pinned, "
+        "as built)",
+        f"    GD's {p['window']}-step average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}{nearer}:",
+        f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p['ratio_last'])} at the end",
+        loss,
+        variance,
+    ]
+    if p["loss_parting"] is not None or off:
+        lines.append(
+            '      a known gap of the central flow, not a fault ("What the central flow leaves out")'
+        )
+    return lines
 
 
 def fmt_share(x: float | None) -> str:

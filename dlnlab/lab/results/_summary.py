@@ -300,7 +300,8 @@ def flow_loss_rise(loss: np.ndarray, t: np.ndarray, rel_tol: float) -> str | Non
 
 
 def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, flow_final) -> None:
-    """Fill the entry's numbers from the recorded arrays; flag a stalled series above the threshold."""
+    """Fill the entry's numbers from the recorded arrays; flag a stalled series above ``threshold``, the
+    run's stability threshold at the entry's momentum (``Plan.stability_threshold``)."""
     t = arrays.get("t", np.zeros(0))
     loss = arrays.get("loss", np.zeros(0))
     dist = arrays.get("dist_to_flow", np.zeros(0))
@@ -334,8 +335,9 @@ def _largest(dist: np.ndarray) -> float | None:
 
 def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
     """Unstable: the loss stays up, above the floor and above where the flow got, while the
-    sharpness exceeds 2/eta, or eta is above the GD threshold 2/(h m_1^(2-2/h)) at which no global
-    minimum is linearly stable."""
+    sharpness exceeds 2/eta (2 (1 + momentum) / eta for heavy ball), or eta is above ``threshold``, the
+    run's stability threshold (``Plan.stability_threshold``: 2 (1 + momentum) / (h m_1^(2-2/h))), at
+    which no global minimum is linearly stable."""
     floor = float(levels[-1])
     scale = max(float(levels[0]) - floor, 1e-300)
     final = float(arrays["loss"][-1])
@@ -350,11 +352,8 @@ def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
     if len(tail) and float(np.median(tail)) > bound:
         what = "2/eta" if not beta else "2 (1 + momentum) / eta"
         why = f"the sharpness {float(np.median(tail)):.4g} exceeds {what} = {bound:.4g} over the last quarter of the run"
-    elif threshold is not None and lr > threshold * (1.0 + beta):
-        why = (
-            f"eta = {lr:g} is above the GD stability threshold {threshold * (1 + beta):.4g}: no global "
-            "minimum is stable"
-        )
+    elif threshold is not None and lr > threshold:
+        why = f"eta = {lr:g} is above the GD stability threshold {threshold:.4g}: no global minimum is stable"
     else:
         return
     entry["status"] = Status.UNSTABLE

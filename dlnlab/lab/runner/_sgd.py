@@ -143,10 +143,17 @@ def run_sgd(
         if plan.seeds.members and arrays:
             finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
             finish_sgd_members(
-                entry, arrays, tau, levels, plan.gd_threshold, finals, member_diverged, plan.seeds.members
+                entry,
+                arrays,
+                tau,
+                levels,
+                plan.stability_threshold,
+                finals,
+                member_diverged,
+                plan.seeds.members,
             )
         else:
-            finish_sgd_entry(entry, arrays, tau, levels, plan.gd_threshold, flow_final)
+            finish_sgd_entry(entry, arrays, tau, levels, plan.stability_threshold, flow_final)
         entry["wall_time_s"] = time.perf_counter() - t0
     if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
         warnings.warn(f"{name}: {entry['status']}: {entry['message']}", SeriesWarning, stacklevel=2)

@@ -1,0 +1,90 @@
+"""The console's edge-of-stability block says what each number means: on the edge, sharpness at 2/eta,
+a loss that stays up and an oscillation larger than the central flow predicts are expected, and the
+verdict and the wording follow the numbers (outcome, the flow limit against 2/eta, which way the
+ratios go), never a fixed text. The real run's block: tests/test_eos_lab.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlnlab.eos import Outcome
+from dlnlab.lab.results import edge_lines
+
+# experiment=eos's entries (t_max = 40), rounded
+EDGE = {
+    "lr": 0.2163, "threshold": 9.2464, "band": 0.1, "t_edge": 1.2978, "hover_share": 1.0, "median_ratio": 1.0024,
+    "amplitude_median": 0.008229, "outcome": "at_edge", "final_sharpness": 9.0796, "flow_limit_sharpness": 9.9443,
+    "balanced_sharpness": 7.5595, "gfs_sharpness": [9.9443, 9.2895, 9.2199], "gfs_non_increasing": True,
+    "gfs_converged": [True, True, True], "spectrum_unconverged": 0,
+}  # fmt: skip
+PREDICTIONS = {
+    "window": 8, "t_first": 0.8652, "t_last": 39.1503, "ratio_median": 0.7151, "ratio_last": 0.6892,
+    "loss_rel_median": -0.9965, "loss_parting": 8.652, "variance_ratio_median": 291.7, "central_pinned": 2.563e-09,
+}  # fmt: skip
+
+
+def _block(edge=None, predictions=None) -> list[str]:
+    entry = {"edge": {**EDGE, **(edge or {})}, "predictions": {**PREDICTIONS, **(predictions or {})}}
+    return edge_lines({"series": {"flow": {"status": "ok"}, "edge_lr_0.2163": entry}})
+
+
+def test_gd_at_the_edge_where_the_flow_limit_is_sharper_is_expected_and_the_numbers_stay():
+    lines = _block()
+    assert lines[0] == "edge of stability (GD recomputed at every step; docs/eos.md explains each number):"
+    assert (
+        lines[1]
+        == "  lr 0.2163 (2/eta = 9.2464): at_edge, as expected at this lr (2/eta is below the flow limit's S = 9.944)"
+    )
+    assert lines[2].startswith(
+        "    S reaches 2/eta at t = 1.298 and stays (no divergence): within 10 % of it 100 %"
+    )
+    assert lines[2].endswith("median 1.002 x 2/eta")
+    assert lines[3].startswith("    period-2 amplitude 0.008229 (median): ")
+    assert lines[5] == "    GFS sharpness 9.944, 9.29, 9.22: non-increasing, GD heads for flatter minima"
+    assert lines[8] == "      distance ratio central/flow 0.7151 (median), 0.6892 at the end"
+    assert lines[9] == (
+        "    predicted/averaged loss - 1 = -0.9965 (median), parting at t = 8.652: GD's averaged loss stays above it"
+    )
+    assert (
+        lines[10]
+        == "    GD's variance along u_1 / predicted = 291.7 (median): GD oscillates more than predicted"
+    )
+    assert "a known gap of the central flow, not a fault" in lines[11] and len(lines) == 12
+    assert max(map(len, lines)) <= 120  # short lines: the old block had one of 390 characters
+
+
+@pytest.mark.parametrize(
+    "edge, verdict",
+    [
+        ({"flow_limit_sharpness": 9.0}, "at_edge: S ends within 10 % of 2/eta"),  # the limit is not sharper
+        ({"flow_limit_sharpness": None}, "at_edge: S ends within 10 % of 2/eta"),  # its flow did not converge
+        ({"outcome": "converged_below_edge"}, "converged_below_edge: GD converged, at a minimum flatter"),
+        ({"outcome": "below_edge"}, "below_edge: S ends below 2/eta, the loss not converged"),
+        ({"outcome": "diverged"}, "diverged: GD's loss left every bound at this lr"),
+    ],
+)
+def test_each_outcome_has_its_own_verdict_and_only_at_edge_is_expected(edge, verdict):
+    lines = _block(edge)
+    assert lines[1].startswith(f"  lr 0.2163 (2/eta = 9.2464): {verdict}")
+    assert "as expected" not in lines[1]
+    assert ("no divergence" in lines[2]) is (edge.get("outcome") != "diverged")
+
+
+def test_every_outcome_of_the_core_has_a_verdict():
+    for outcome in Outcome:
+        assert _block({"outcome": outcome.value, "flow_limit_sharpness": None})[1].startswith(
+            f"  lr 0.2163 (2/eta = 9.2464): {outcome.value}: "
+        )
+
+
+def test_the_central_flows_lines_follow_the_directions_of_its_ratios():
+    lines = _block(predictions={"ratio_median": 1.2, "loss_rel_median": 0.9, "variance_ratio_median": 0.2})
+    assert lines[7].endswith("is nearer the gradient flow:")
+    assert lines[9].endswith("parting at t = 8.652: GD's averaged loss falls below it")
+    assert lines[10].endswith("(median): GD oscillates less than predicted")
+    # within 2x, never parting: nothing to explain
+    calm = _block(predictions={"loss_rel_median": 0.04, "loss_parting": None, "variance_ratio_median": 1.3})
+    assert calm[9] == "    predicted/averaged loss - 1 = 0.04 (median), never parting"
+    assert calm[10] == "    GD's variance along u_1 / predicted = 1.3 (median)" and len(calm) == 11
+    never = _block({"t_edge": None, "outcome": "converged_below_edge"}, {"ratio_median": None})
+    assert never[2] == "    S never reaches 2/eta" and never[6].endswith("0.8652..39.15:")
