@@ -346,7 +346,10 @@ def write_sweep_summary(
     """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
     ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
     then taken from the summary written before, and so are the jobs resumed earlier). ``rebuilt``: a
-    resume writes the summary the sweep's process never wrote (killed): its exit code is null."""
+    resume writes the summary the sweep's process never wrote (killed): its exit code is null. The
+    sweep's directory is written absolute, in the form Hydra gives its jobs' directories (abspath: no
+    symbolic link resolved); the default ``outputs/multirun/...`` is relative."""
+    sweep_dir = Path(os.path.abspath(sweep_dir))
     previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
     ordered, expected = _sweep_jobs(sweep_dir, config, previous)
     signal_name = interrupted_by(sweep_dir)
