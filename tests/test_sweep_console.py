@@ -6,8 +6,12 @@ with its directory absolute: tests/test_sweeps.py."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
+
+from tests._helpers import CONF
+from tests._helpers import run_cli as _cli
 
 
 class _Writes(io.StringIO):
@@ -79,3 +83,115 @@ def test_a_job_of_a_parallel_launcher_tags_stdout_stderr_and_logging_until_its_e
         "[job 12] a result", "[job 12] from logging", "the sweep's own line", "logged after"
     ]  # fmt: skip
     assert said.err == "[job 12] an error\n"
+
+
+def _looked_for() -> str:
+    return "none of summary.json (a run), job.json (a sweep's job) or sweep_summary.json or multirun.yaml (a sweep)"
+
+
+def _refusals(tmp_path):
+    """resume=<target> for what resume cannot tell for a run, a sweep's job or a sweep: (target, the
+    line's expected start, what else it says)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claimed = tmp_path / "claimed"  # a sweep stopped after the preflight claimed its directory, before Hydra
+    claimed.mkdir()
+    (claimed / ".lock").write_text('{"pid": 1}')
+    outputs = tmp_path / "outputs"  # a run's parent's parent: outputs/<date>/<time>
+    (outputs / "d" / "t").mkdir(parents=True)
+    (outputs / "d" / "t" / "summary.json").write_text("{}")
+    (outputs / "d" / "t2").mkdir()  # nothing of a run's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    bad_job = tmp_path / "bad_job"
+    bad_job.mkdir()
+    (bad_job / "job.json").write_text("[]")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    return [
+        (empty, f"{empty} is empty: {_looked_for()} is there", "start the run or the sweep again"),
+        (claimed, f"{claimed} is empty: ", "start the run or the sweep again"),
+        (
+            outputs,
+            f"{outputs} is not the directory of a run or a sweep: it holds {_looked_for()}, but one "
+            "directory below it does: ",
+            f"resume={outputs / 'd' / 't'}",
+        ),  # fmt: skip
+        (
+            other,
+            f"{other} is not the directory of a run or a sweep: it holds {_looked_for()}; give",
+            "hydra.sweep.dir, by default outputs/multirun/<date>/<time>",
+        ),  # fmt: skip
+        (
+            bad_job,
+            f"{bad_job} holds no summary.json, and its job.json is no sweep job's record",
+            "run the job again",
+        ),
+        (a_file, f"{a_file} is not a directory: ", "give the directory of the run or of the sweep"),
+        (tmp_path / "absent", f"{tmp_path / 'absent'} is not a directory: ", "of the sweep to finish"),
+    ]
+
+
+def test_a_resume_of_a_directory_with_nothing_to_finish_says_what_it_looked_for_and_what_to_do(
+    tmp_path, capsys
+):
+    """Before: every one of these was "holds no readable summary.json (...): not a dlnlab run directory",
+    with no hint; a sweep's directory its process left before Hydra wrote multirun.yaml (only the lock
+    of its claim) the same. Nothing is written in them (no lock file left)."""
+    from dlnlab.lab.cli import parse_args, resume_command
+
+    for target, start, says in _refusals(tmp_path):
+        before = sorted(p.name for p in target.iterdir()) if target.is_dir() else None
+        assert resume_command(parse_args([f"resume={target}"]), CONF) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: resume: {start}") and says in err, err
+        assert err.count("\n") == 1, err
+        assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == before
+
+
+def test_the_refusal_names_the_directory_absolute_in_one_line_exit_2_from_the_command_line(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    proc = _cli(["resume=sweep"], tmp_path)  # relative, as typed
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.startswith(f"error: resume: {tmp_path / 'sweep'} is empty: ")
+        and proc.stderr.count("\n") == 1
+    )
+
+
+def test_a_damaged_sweep_summary_is_rebuilt_from_multirun_yaml_or_refused_without_it(tmp_path, capsys):
+    """Before: a sweep_summary.json that was not JSON (or listed no jobs) was read as a sweep of no jobs:
+    "0 of its 0 jobs to finish", exit 0, the sweep's unfinished jobs left as they were."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+    from dlnlab.lab.cli import parse_args, resume_command
+
+    sweep_dir = tmp_path / "sweep"
+    job_dir = sweep_dir / "0_seed=1"
+    job_dir.mkdir(parents=True)
+    sweeps.write_job_record(job_dir, 0, ["experiment=tiny", "seed=1"], 0, "")
+    (job_dir / "summary.json").write_text(json.dumps({"status": "finished", "series": {}, "killed": []}))
+    (sweep_dir / "sweep_summary.json").write_text('{"jobs": ')
+    assert resume_command(parse_args([f"resume={sweep_dir}"]), CONF) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: resume: {sweep_dir} has a sweep_summary.json that is not JSON, and it has no multirun.yaml, so "
+        "the sweep's jobs are not known: finish each job with resume=<its dir>, or run the sweep again\n"
+    )
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["experiment=tiny", "seed=1"]}}}, sweep_dir / "multirun.yaml"
+    )
+    (sweep_dir / "sweep_summary.json").write_text('{"jobs": 3}')
+    assert (
+        resume_command(parse_args([f"resume={sweep_dir}"]), CONF) == 0
+    )  # its one job finished: nothing to run
+    out = capsys.readouterr().out
+    assert (
+        f"resume: sweep {sweep_dir} has a sweep_summary.json that lists no jobs: rebuilt from its jobs'"
+        in out
+    )
+    assert f"resume: sweep {sweep_dir}: 0 of its 1 jobs to finish" in out
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (summary["rebuilt"], [j["state"] for j in summary["jobs"]]) == (True, ["finished"])
