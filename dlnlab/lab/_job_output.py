@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -53,7 +54,7 @@ class TaggedStream(io.TextIOBase):
         self._held: list[str] = []
         self._held_chars = 0
         self._line_start = True
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a signal handler's or __del__'s print inside a write
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -113,6 +114,17 @@ class TaggedStream(io.TextIOBase):
 
     def __getattr__(self, name: str):  # buffer, line_buffering, ...: the inner stream's
         return getattr(self.inner, name)
+
+
+def _fresh_locks_in_child() -> None:
+    """A forked child (a series' worker process) starts with its streams' locks free: a thread of the
+    parent may have held one at the fork."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, TaggedStream):
+            stream._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def _handlers() -> list[logging.StreamHandler]:
