@@ -107,6 +107,9 @@ def _refusals(tmp_path):
     bad_job = tmp_path / "bad_job"
     bad_job.mkdir()
     (bad_job / "job.json").write_text("[]")
+    renamed = tmp_path / "renamed"  # a job that never ran, whose override the config tree no longer takes
+    renamed.mkdir()
+    (renamed / "job.json").write_text('{"num": 0, "overrides": ["experiment=tiny", "bogus=1"]}')
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     return [
@@ -127,6 +130,11 @@ def _refusals(tmp_path):
             bad_job,
             f"{bad_job} holds no summary.json, and its job.json is no sweep job's record",
             "run the job again",
+        ),
+        (
+            renamed,
+            f"the overrides in {renamed / 'job.json'} are refused: ",
+            "run the job again with overrides it takes",
         ),
         (a_file, f"{a_file} is not a directory: ", "give the directory of the run or of the sweep"),
         (tmp_path / "absent", f"{tmp_path / 'absent'} is not a directory: ", "of the sweep to finish"),

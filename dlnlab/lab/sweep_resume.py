@@ -175,7 +175,8 @@ def _compose(overrides: list[str], conf_dir: Path, config_name: str, where: str,
             return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
     except HydraException as err:
         raise ConfigError(
-            f"resume: the overrides in {where} are refused: {str(err).splitlines()[0]}"
+            f"resume: the overrides in {where} are refused: {str(err).splitlines()[0]} (composed with the config "
+            f"tree {conf_dir} as it is now); run the job again with overrides it takes"
         ) from err
 
 
