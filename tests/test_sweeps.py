@@ -291,15 +291,18 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
             "sgd.lrs=[0.04]",  # one rate: the others cost ~1 CPU s and check nothing more here
             "logger=none",
             *QUIET,
-            f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.dir=sweep",  # relative, as the default outputs/multirun/...
         ],
         tmp_path,
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "sweep: 2 jobs, 1 failed" in proc.stdout
+    # the closing line names the sweep's directory absolute, as the jobs' lines name theirs
+    assert f"sweep: 2 jobs, 1 failed; 2 finished ({sweep / 'sweep_summary.json'})\n" in proc.stdout
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_jobs"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 3
+    assert summary["sweep_dir"] == str(sweep)
     bad, good = summary["jobs"]
+    _check_job_tags(proc, [bad["dir"], good["dir"]], tagged=bool(launcher))
     assert (
         bad["exit_code"] == 3 and "flow.max_nfe=10" in bad["overrides"] and "budget of 10" in bad["message"]
     )
@@ -322,3 +325,23 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04"}
     assert all(r["samples"] == 1 for r in rows)
     # aggregate.py on a folder that does not exist exits 2: tests/test_scripts.py's refusal table
+
+
+def _check_job_tags(proc, job_dirs: list[str], tagged: bool) -> None:
+    """joblib: every line a job prints, on stdout and stderr, starts with its ``[job <num>]`` (job 0's
+    warning of its failed flow, each job's start block and results ending with its own directory);
+    the sweep's own lines (Hydra's launch lines, the closing table) are not tagged. basic: nothing is
+    tagged, the jobs' output as a single run's."""
+    out_lines, err_lines = proc.stdout.splitlines(), proc.stderr.splitlines()
+    closing = next(i for i, line in enumerate(out_lines) if line.startswith("sweep: "))
+    jobs_out = [line for line in out_lines[:closing] if "[HYDRA]" not in line]
+    if not tagged:
+        assert not any(line.startswith("[job ") for line in out_lines + err_lines), proc.stdout
+        return
+    assert jobs_out and all(line.startswith(("[job 0] ", "[job 1] ")) for line in jobs_out), proc.stdout
+    assert not any(line.startswith("[job ") for line in out_lines[closing:])
+    for num, job_dir in enumerate(job_dirs):
+        assert f"[job {num}]   output    {job_dir}" in jobs_out
+        assert any(line.startswith(f"[job {num}] run directory  {job_dir}  (") for line in jobs_out)
+    assert any(line.startswith("[job 0] warning: flow: ") for line in err_lines), proc.stderr
+    assert all(line.startswith(("[job 0] ", "[job 1] ")) for line in err_lines if "[HYDRA]" not in line)

@@ -37,6 +37,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from dlnlab.lab._job_output import tag_job_output, untag_job_output
 from dlnlab.lab.config import ConfigError, ExitCode
 from dlnlab.lab.results import RunStatus
 from dlnlab.lab.runner import hold_dir, lock_holder
@@ -154,6 +155,8 @@ class SweepSummary(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         OUTCOME.sweep_dir = str(config.hydra.sweep.dir)
+        if OUTCOME.sweep_config is None:  # a process of the launcher's own (joblib, submitit), not the
+            tag_job_output(int(config.hydra.job.num))  # sweep's: other jobs print beside it at once
         overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
         write_job_record(job_dir, int(config.hydra.job.num), overrides, None, "running")
 
@@ -170,6 +173,7 @@ class SweepSummary(Callback):
             code, message = int(ExitCode.CRASHED), f"{type(exc).__name__}: {exc}"
         write_job_record(job_dir, int(config.hydra.job.num), list(job_return.overrides or []), code, message)
         OUTCOME.job_code, OUTCOME.job_message = None, ""
+        untag_job_output()  # joblib's worker may run another job next
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
@@ -342,7 +346,10 @@ def write_sweep_summary(
     """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
     ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
     then taken from the summary written before, and so are the jobs resumed earlier). ``rebuilt``: a
-    resume writes the summary the sweep's process never wrote (killed): its exit code is null."""
+    resume writes the summary the sweep's process never wrote (killed): its exit code is null. The
+    sweep's directory is written absolute, in the form Hydra gives its jobs' directories (abspath: no
+    symbolic link resolved); the default ``outputs/multirun/...`` is relative."""
+    sweep_dir = Path(os.path.abspath(sweep_dir))
     previous = read_sweep_summary(sweep_dir) if resumed is not None else {}
     ordered, expected = _sweep_jobs(sweep_dir, config, previous)
     signal_name = interrupted_by(sweep_dir)

@@ -20,6 +20,7 @@ finished since, and ``interrupted`` and ``exit_code`` stay what the sweep's proc
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,9 +58,12 @@ def finish(target: str | Path, conf_dir: Path, config_name: str = "train") -> in
     """``resume=<target>``: a run directory, a sweep's job directory or a sweep directory; its exit code
     (ConfigError, WriteFailed: as :func:`dlnlab.lab.runner.resume` raises them)."""
 
-    target = Path(target)
+    target = Path(os.path.abspath(target))  # every line names it as the sweep's lines name their jobs
     if is_sweep_dir(target):
-        return resume_sweep(target.absolute(), conf_dir, config_name)
+        return resume_sweep(target, conf_dir, config_name)
+    refusal = _not_resumable(target)
+    if refusal is not None:
+        raise ConfigError(refusal)
     code = _run_or_resume(target, conf_dir, config_name)
     record_resume(target, code)
     return code
@@ -70,6 +74,80 @@ def _run_or_resume(job_dir: Path, conf_dir: Path, config_name: str) -> int:
     from dlnlab.lab.runner import resume
 
     return run_never_ran(job_dir, conf_dir, config_name) if never_ran(job_dir) else resume(job_dir).exit_code
+
+
+# what resume=<dir> looks for in the directory, and what each file says it is
+_LOOKED_FOR = (
+    "summary.json (a run), job.json (a sweep's job) or sweep_summary.json or multirun.yaml (a sweep)"
+)
+_MARKS = ("summary.json", "job.json", "sweep_summary.json", "multirun.yaml")
+
+
+def _not_resumable(target: Path) -> str | None:
+    """The one-line refusal of a ``resume=`` target that is no run's, job's or sweep's directory (what
+    it looked for, and what to do), or None. Before, every such directory was "not a dlnlab run
+    directory", also a sweep's that its process left before Hydra wrote multirun.yaml there."""
+    if not target.is_dir():
+        return f"resume: {target} is not a directory: give the directory of the run or of the sweep to finish"
+    if (
+        (target / "job.json").exists()
+        and job_record(target) is None
+        and not (target / "summary.json").exists()
+    ):
+        return (
+            f"resume: {target} holds no summary.json, and its job.json is no sweep job's record (unreadable, or "
+            "no list of overrides), so what ran there is not known: nothing to finish; run the job again"
+        )
+    if any((target / mark).exists() for mark in _MARKS):
+        return None  # a run's or a job's: the run's own checks say what is wrong with it, if anything
+    try:
+        entries = [p for p in target.iterdir() if p.name != ".lock"]  # the lock: a claim, nothing written
+    except OSError as err:
+        return (
+            f"resume: {target} cannot be read ({err.strerror}): give the directory of the run or of the sweep"
+        )
+    if not entries:
+        return (
+            f"resume: {target} is empty: none of {_LOOKED_FOR} is there, so no run or sweep wrote in it (one "
+            "stopped before it began leaves its directory so): nothing to finish; start the run or the sweep "
+            "again (this directory may be given again)"
+        )
+    below = _run_dirs_below(target)
+    if below:
+        which = (
+            f"{len(below)} directories below it do (the last by name: {below[-1]}): give one of them, "
+            "resume=<that dir>"
+            if len(below) > 1
+            else f"one directory below it does: resume={below[0]}"
+        )
+        return (
+            f"resume: {target} is not the directory of a run or a sweep: it holds none of {_LOOKED_FOR}, but "
+            + which
+        )
+    return (
+        f"resume: {target} is not the directory of a run or a sweep: it holds none of {_LOOKED_FOR}; give "
+        "the directory a run wrote (hydra.run.dir, by default outputs/<date>/<time>) or a sweep "
+        "(hydra.sweep.dir, by default outputs/multirun/<date>/<time>)"
+    )
+
+
+def _run_dirs_below(target: Path) -> list[Path]:
+    """The directories one or two levels below ``target`` (outputs/ -> <date>/<time>) that hold a run's,
+    a job's or a sweep's file (a sweep's jobs not listed beside it), in name order."""
+
+    def subdirs(d: Path) -> list[Path]:
+        try:
+            return sorted(p for p in d.iterdir() if p.is_dir())
+        except OSError:  # unreadable: nothing to suggest there
+            return []
+
+    def marked(d: Path) -> bool:
+        return any((d / mark).is_file() for mark in _MARKS)
+
+    found = []
+    for child in subdirs(target):
+        found += [child] if marked(child) else [d for d in subdirs(child) if marked(d)]
+    return found
 
 
 def is_sweep_dir(target: Path) -> bool:
@@ -97,7 +175,8 @@ def _compose(overrides: list[str], conf_dir: Path, config_name: str, where: str,
             return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
     except HydraException as err:
         raise ConfigError(
-            f"resume: the overrides in {where} are refused: {str(err).splitlines()[0]}"
+            f"resume: the overrides in {where} are refused: {str(err).splitlines()[0]} (composed with the config "
+            f"tree {conf_dir} as it is now); run the job again with overrides it takes"
         ) from err
 
 
@@ -216,23 +295,49 @@ def _to_finish(job: dict) -> bool:
     return job_state(job).value not in _DONE
 
 
-def rebuild_sweep_summary(sweep_dir: Path) -> None:
-    """``sweep_summary.json`` of a sweep whose process ended before writing it (SIGKILL, the machine): its
-    jobs from their ``job.json`` files, the jobs that never started from the command line Hydra recorded
-    in ``multirun.yaml`` (``hydra.overrides.task``); ConfigError when that file cannot be read."""
+_MISSING = "has no sweep_summary.json"
+
+
+def _summary_damage(sweep_dir: Path) -> str | None:
+    """Why the sweep's ``sweep_summary.json`` cannot say its jobs (none, not JSON, no list of jobs), or
+    None. Before, a damaged one was read as a sweep of no jobs: "0 of its 0 jobs to finish", exit 0."""
+    path = sweep_dir / "sweep_summary.json"
+    if not path.is_file():
+        return _MISSING
+    try:
+        summary = json.loads(path.read_text())
+    except OSError as err:
+        return f"has a sweep_summary.json that cannot be read ({err.strerror})"
+    except ValueError:
+        return "has a sweep_summary.json that is not JSON"
+    if not isinstance(summary, dict) or not isinstance(summary.get("jobs"), list):
+        return "has a sweep_summary.json that lists no jobs"
+    return None
+
+
+def rebuild_sweep_summary(sweep_dir: Path, why: str = _MISSING) -> None:
+    """``sweep_summary.json`` of a sweep whose process ended before writing it (SIGKILL, the machine), or
+    (``why``) one that is damaged: its jobs from their ``job.json`` files, the jobs that never started
+    from the command line Hydra recorded in ``multirun.yaml`` (``hydra.overrides.task``); ConfigError
+    when that file cannot be read."""
     from omegaconf import OmegaConf
 
     try:
         config = OmegaConf.load(sweep_dir / "multirun.yaml")
         config.hydra.overrides.task  # noqa: B018 - the sweep's command line, which lists its jobs
     except Exception as err:  # noqa: BLE001 - OSError, YAML's and OmegaConf's errors: one line
+        unread = (
+            f"its multirun.yaml cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            if (sweep_dir / "multirun.yaml").exists()
+            else "it has no multirun.yaml"
+        )
         raise ConfigError(
-            f"resume: {sweep_dir} has no sweep_summary.json, and its multirun.yaml cannot be read "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}), so the sweep's jobs are "
-            "not known: finish each job with resume=<its dir>, or run the sweep again"
+            f"resume: {sweep_dir} {why}, and {unread}, so the sweep's jobs are not known: finish each job "
+            "with resume=<its dir>, or run the sweep again"
         ) from None
-    print(f"resume: sweep {sweep_dir} has no sweep_summary.json (its process ended before writing it: "
-          "killed?): rebuilt from its jobs' job.json and its multirun.yaml", flush=True)  # fmt: skip
+    cause = " (its process ended before writing it: killed?)" if why == _MISSING else ""
+    print(f"resume: sweep {sweep_dir} {why}{cause}: rebuilt from its jobs' job.json and its multirun.yaml",
+          flush=True)  # fmt: skip
     write_sweep_summary(sweep_dir, config, rebuilt=True)
 
 
@@ -243,8 +348,9 @@ def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") ->
 
     lock = RunLock.acquire(sweep_dir, "resume")
     try:
-        if not (sweep_dir / "sweep_summary.json").is_file():
-            rebuild_sweep_summary(sweep_dir)
+        damage = _summary_damage(sweep_dir)
+        if damage is not None:
+            rebuild_sweep_summary(sweep_dir, damage)
         return _finish_jobs(sweep_dir, conf_dir, config_name)
     finally:
         lock.release()

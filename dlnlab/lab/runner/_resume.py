@@ -227,7 +227,8 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(
-            f"{where} holds no readable summary.json ({err.strerror}): not a dlnlab run directory"
+            f"{where} holds no readable summary.json ({err.strerror}), which a run writes as it starts: not a "
+            "dlnlab run directory; give the directory of the run to finish"
         ) from None
     try:
         summary = json.loads(raw)

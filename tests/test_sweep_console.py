@@ -1,0 +1,205 @@
+"""What a sweep says on the console (docs/runs.md, "Sweeps"): each line of a job run by a parallel launcher
+tagged with its job, and the one-line refusals of a resume= that finds no run, job or sweep to finish. The
+sweeps themselves through the command line, tagged (joblib) or not (basic), and the sweep's closing line
+with its directory absolute: tests/test_sweeps.py."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+from tests._helpers import CONF
+from tests._helpers import run_cli as _cli
+
+
+class _Writes(io.StringIO):
+    """A terminal's stand-in: records each write it gets, as one write() of a process is one write to
+    a shared terminal or pipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_a_tagged_stream_tags_every_line_and_hands_on_a_printed_block_in_one_write():
+    """``print(block)`` writes the block, then its newline: held until the line ends, the block reaches
+    the shared stream in one write (another job's line cannot land inside it), every line tagged, an
+    empty one with the tag alone; a partial line waits for its end or a flush; a carriage return (a
+    progress bar redrawn) starts a tagged line too. Not a terminal: auto progress bars stay off."""
+    from dlnlab.lab._job_output import TaggedStream
+
+    inner = _Writes()
+    out = TaggedStream(inner, "[job 3]")
+    print("dlnlab run\n  net  dims [4, 3]\n\n  output  /x/3_seed=1", file=out)
+    assert inner.writes == [
+        "[job 3] dlnlab run\n[job 3]   net  dims [4, 3]\n[job 3]\n[job 3]   output  /x/3_seed=1\n"
+    ]
+    out.write("partial")
+    assert len(inner.writes) == 1  # held: the line has not ended
+    out.write(" line\nnext ")
+    assert len(inner.writes) == 1  # still in the middle of a line
+    out.write("one\n")
+    assert inner.writes[1] == "[job 3] partial line\n[job 3] next one\n"
+    out.write("\r  flow  50%")
+    out.flush()  # tqdm redraws its bar: a carriage return, the bar, a flush
+    out.write("\r  flow 100%\n")
+    assert inner.writes[2:] == ["\r[job 3]   flow  50%", "\r[job 3]   flow 100%\n"]
+    assert inner.getvalue().count("[job 3]") == 8
+    assert not out.isatty() and out.encoding == inner.encoding
+
+
+def test_a_job_of_a_parallel_launcher_tags_stdout_stderr_and_logging_until_its_end(capsys):
+    """tag_job_output in a job's process (SweepSummary.on_job_start where the launcher runs the job in a
+    process other than the sweep's): print, stderr and a logging handler that held the original stream
+    (Hydra's job logging) all tag their lines; untag_job_output (on_job_end) puts every stream back."""
+    from dlnlab.lab._job_output import tag_job_output, untag_job_output
+
+    out, err = sys.stdout, sys.stderr
+    log = logging.getLogger("dlnlab.test_sweep_console")
+    handler = logging.StreamHandler(sys.stdout)
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        tag_job_output(7)
+        tag_job_output(12)  # the next job in the same worker, the first one's end missed: not tagged twice
+        print("a result")
+        print("an error", file=sys.stderr)
+        log.warning("from logging")
+        untag_job_output()
+        assert (sys.stdout, sys.stderr, handler.stream) == (out, err, out)
+        print("the sweep's own line")
+        log.warning("logged after")
+    finally:
+        untag_job_output()
+        log.removeHandler(handler)
+    said = capsys.readouterr()
+    assert said.out.splitlines() == [
+        "[job 12] a result", "[job 12] from logging", "the sweep's own line", "logged after"
+    ]  # fmt: skip
+    assert said.err == "[job 12] an error\n"
+
+
+def _looked_for() -> str:
+    return "none of summary.json (a run), job.json (a sweep's job) or sweep_summary.json or multirun.yaml (a sweep)"
+
+
+def _refusals(tmp_path):
+    """resume=<target> for what resume cannot tell for a run, a sweep's job or a sweep: (target, the
+    line's expected start, what else it says)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    claimed = tmp_path / "claimed"  # a sweep stopped after the preflight claimed its directory, before Hydra
+    claimed.mkdir()
+    (claimed / ".lock").write_text('{"pid": 1}')
+    outputs = tmp_path / "outputs"  # a run's parent's parent: outputs/<date>/<time>
+    (outputs / "d" / "t").mkdir(parents=True)
+    (outputs / "d" / "t" / "summary.json").write_text("{}")
+    (outputs / "d" / "t2").mkdir()  # nothing of a run's
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    bad_job = tmp_path / "bad_job"
+    bad_job.mkdir()
+    (bad_job / "job.json").write_text("[]")
+    renamed = tmp_path / "renamed"  # a job that never ran, whose override the config tree no longer takes
+    renamed.mkdir()
+    (renamed / "job.json").write_text('{"num": 0, "overrides": ["experiment=tiny", "bogus=1"]}')
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    return [
+        (empty, f"{empty} is empty: {_looked_for()} is there", "start the run or the sweep again"),
+        (claimed, f"{claimed} is empty: ", "start the run or the sweep again"),
+        (
+            outputs,
+            f"{outputs} is not the directory of a run or a sweep: it holds {_looked_for()}, but one "
+            "directory below it does: ",
+            f"resume={outputs / 'd' / 't'}",
+        ),  # fmt: skip
+        (
+            other,
+            f"{other} is not the directory of a run or a sweep: it holds {_looked_for()}; give",
+            "hydra.sweep.dir, by default outputs/multirun/<date>/<time>",
+        ),  # fmt: skip
+        (
+            bad_job,
+            f"{bad_job} holds no summary.json, and its job.json is no sweep job's record",
+            "run the job again",
+        ),
+        (
+            renamed,
+            f"the overrides in {renamed / 'job.json'} are refused: ",
+            "run the job again with overrides it takes",
+        ),
+        (a_file, f"{a_file} is not a directory: ", "give the directory of the run or of the sweep"),
+        (tmp_path / "absent", f"{tmp_path / 'absent'} is not a directory: ", "of the sweep to finish"),
+    ]
+
+
+def test_a_resume_of_a_directory_with_nothing_to_finish_says_what_it_looked_for_and_what_to_do(
+    tmp_path, capsys
+):
+    """Before: every one of these was "holds no readable summary.json (...): not a dlnlab run directory",
+    with no hint; a sweep's directory its process left before Hydra wrote multirun.yaml (only the lock
+    of its claim) the same. Nothing is written in them (no lock file left)."""
+    from dlnlab.lab.cli import parse_args, resume_command
+
+    for target, start, says in _refusals(tmp_path):
+        before = sorted(p.name for p in target.iterdir()) if target.is_dir() else None
+        assert resume_command(parse_args([f"resume={target}"]), CONF) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: resume: {start}") and says in err, err
+        assert err.count("\n") == 1, err
+        assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == before
+
+
+def test_the_refusal_names_the_directory_absolute_in_one_line_exit_2_from_the_command_line(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    proc = _cli(["resume=sweep"], tmp_path)  # relative, as typed
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.startswith(f"error: resume: {tmp_path / 'sweep'} is empty: ")
+        and proc.stderr.count("\n") == 1
+    )
+
+
+def test_a_damaged_sweep_summary_is_rebuilt_from_multirun_yaml_or_refused_without_it(tmp_path, capsys):
+    """Before: a sweep_summary.json that was not JSON (or listed no jobs) was read as a sweep of no jobs:
+    "0 of its 0 jobs to finish", exit 0, the sweep's unfinished jobs left as they were."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+    from dlnlab.lab.cli import parse_args, resume_command
+
+    sweep_dir = tmp_path / "sweep"
+    job_dir = sweep_dir / "0_seed=1"
+    job_dir.mkdir(parents=True)
+    sweeps.write_job_record(job_dir, 0, ["experiment=tiny", "seed=1"], 0, "")
+    (job_dir / "summary.json").write_text(json.dumps({"status": "finished", "series": {}, "killed": []}))
+    (sweep_dir / "sweep_summary.json").write_text('{"jobs": ')
+    assert resume_command(parse_args([f"resume={sweep_dir}"]), CONF) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: resume: {sweep_dir} has a sweep_summary.json that is not JSON, and it has no multirun.yaml, so "
+        "the sweep's jobs are not known: finish each job with resume=<its dir>, or run the sweep again\n"
+    )
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["experiment=tiny", "seed=1"]}}}, sweep_dir / "multirun.yaml"
+    )
+    (sweep_dir / "sweep_summary.json").write_text('{"jobs": 3}')
+    assert (
+        resume_command(parse_args([f"resume={sweep_dir}"]), CONF) == 0
+    )  # its one job finished: nothing to run
+    out = capsys.readouterr().out
+    assert (
+        f"resume: sweep {sweep_dir} has a sweep_summary.json that lists no jobs: rebuilt from its jobs'"
+        in out
+    )
+    assert f"resume: sweep {sweep_dir}: 0 of its 1 jobs to finish" in out
+    summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
+    assert (summary["rebuilt"], [j["state"] for j in summary["jobs"]]) == (True, ["finished"])
