@@ -26,7 +26,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md"))
-SLOW_BLOCKS = {("eos.md", 0): "integrate_central and edge_report over 168 steps of GD: 13-35 s here"}
+SLOW_BLOCKS = {  # (page, block): why it is in the slow run
+    ("eos.md", 0): "integrate_central and edge_report over 168 steps of GD: 13-35 s here",
+    ("api.md", 0): "the flow over t <= 300 and 30,000 GD steps: 3-4 s (the README's block, run by "
+    "tests/test_readme.py in the default run, takes the same path)",
+}
 RUN_DIR = "outputs/<date>/<time>"  # a block with it reads a run's files: the session's tiny run's
 
 
