@@ -345,3 +345,16 @@ def _check_job_tags(proc, job_dirs: list[str], tagged: bool) -> None:
         assert any(line.startswith(f"[job {num}] run directory  {job_dir}  (") for line in jobs_out)
     assert any(line.startswith("[job 0] warning: flow: ") for line in err_lines), proc.stderr
     assert all(line.startswith(("[job 0] ", "[job 1] ")) for line in err_lines if "[HYDRA]" not in line)
+
+
+def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_path):
+    """A file's path in a job's overrides made nested folders (0_data.path=/ holding tmp/... holding the
+    run), which <sweep>/*/summary.json did not find: data.path and init.path are left out of the name.
+    The directory is the one Hydra names from conf/train.yaml (what a resume gives a job that never ran)."""
+    from dlnlab.lab.sweep_resume import _new_job_dir
+
+    overrides = ["data=file", "data.path=/abs/my data/x.npz", "init=file", "++init.path=/w/w0.npz",
+                 "model.dims=[6,5,4]", "seed=3"]  # fmt: skip
+    job_dir = _new_job_dir(tmp_path, 1, overrides, CONF, "train")
+    assert job_dir.parent == tmp_path and "/" not in job_dir.name
+    assert job_dir.name == "1_data=file,init=file,model.dims=[6,5,4],seed=3"
