@@ -1,18 +1,23 @@
-"""TensorBoard over several runs, each named by the overrides it was started with.
+"""TensorBoard over several runs, each named by the overrides that set it apart.
 
     python scripts/tb.py outputs/2026-12-06 outputs/multirun/2026-12-06/15-00-00 [--print]
 
 finds every run directory at or below the paths and starts ``tensorboard --logdir_spec`` with each run
-named by its overrides (``--print``: print the command instead). Then open
-http://localhost:6006/#custom_scalars&_smoothingWeight=0 (docs/tensorboard.md).
+named by the overrides that set it apart from the others (those they all share are printed once;
+``--print``: print the command instead). Then open
+http://localhost:6006/#custom_scalars&_smoothingWeight=0 (docs/tensorboard.md). A run whose path holds
+',' (a sweep's job with two overrides or more) is given through a symbolic link in a temporary folder,
+removed when TensorBoard ends (kept with ``--print``: the command needs it).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -25,7 +30,7 @@ def main(argv=None) -> int:
     for p in args.paths:
         if not p.is_dir():
             parser.exit(2, f"error: {p}: not a directory\n")
-    from dlnlab.lab.view import find_runs, logdir_spec
+    from dlnlab.lab.view import find_runs, logdir_spec, run_labels
 
     runs = find_runs(args.paths)
     if not runs:
@@ -33,15 +38,30 @@ def main(argv=None) -> int:
             2,
             f"error: paths: no run directory (one with tensorboard/) in {', '.join(map(str, args.paths))}\n",
         )
-    cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs), "--port", str(args.port)]
+    needs_links = any("," in str(r) for r in runs)
+    link_dir = Path(tempfile.mkdtemp(prefix="dlnlab-tb-")) if needs_links else None
+    cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs, link_dir), "--port", str(args.port)]
+    shared, _ = run_labels(runs)
+    if shared:
+        print(f"every run: {' '.join(shared)}", file=sys.stderr)
     print(
         f"{len(runs)} runs; then open http://localhost:{args.port}/#custom_scalars&_smoothingWeight=0",
         file=sys.stderr,
     )
     if args.print:
+        if link_dir is not None:
+            print(
+                f"links to the runs whose paths hold ',': {link_dir} (remove it when done)", file=sys.stderr
+            )
         print(shlex.join(cmd))
         return 0
-    os.execvp(sys.executable, [sys.executable, "-m", "tensorboard.main", *cmd[1:]])
+    try:  # a child, not exec: the links are removed when TensorBoard ends
+        return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
+    except KeyboardInterrupt:  # Ctrl+C reached TensorBoard too (one process group): it has ended
+        return 130
+    finally:
+        if link_dir is not None:
+            shutil.rmtree(link_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.data_ingester import _parse_event_files_spec
 
-from dlnlab.lab.view import find_runs, logdir_spec, run_label
+from dlnlab.lab.view import find_runs, logdir_spec, run_label, run_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +51,44 @@ def test_the_script_refuses_a_path_without_runs_in_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.startswith("error: paths: no run directory")
     assert proc.stderr.count("\n") == 1
+
+
+def test_sweep_jobs_whose_paths_hold_commas_reach_tensorboard_named_by_what_sets_them_apart(tmp_path):
+    """A sweep's job directory holds ',' (0_model.dims=[6,5,4],seed=3), where TensorBoard splits
+    --logdir_spec: it read such paths in pieces and showed no run. tb.py gives them through links;
+    TensorBoard's own parser, after resolving the links, gets every run's own tensorboard/ folder,
+    each named by the overrides that set it apart (the shared ones said once)."""
+    shared = ["data=file", "data.path=/tmp/d.npz", "seed=3"]
+    dims = ["model.dims=[6,5,4]", "model.dims=[6,5,5,4]"]
+    runs = [
+        _run(tmp_path / "sweep" / f"{i}_{d},seed=3", [*shared[:2], d, shared[2]]) for i, d in enumerate(dims)
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path / "sweep"), "--print"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout)
+    parsed = _parse_event_files_spec(cmd[cmd.index("--logdir_spec") + 1])
+    assert parsed == {
+        str((r / "tensorboard").resolve()): n
+        for r, n in zip(runs, ["model.dims=[6;5;4]", "model.dims=[6;5;5;4]"])
+    }
+    assert "every run: data=file data.path=/tmp/d.npz seed=3\n" in proc.stderr
+    link_dir = proc.stderr.split("hold ',': ")[1].split(" (remove")[0]
+    assert Path(link_dir).is_dir() and "," not in link_dir
+    shutil.rmtree(link_dir)  # --print keeps the links for the command it prints
+
+
+def test_the_overrides_every_run_shares_are_left_out_of_each_name(tmp_path):
+    a = _run(tmp_path / "a", ["flow.t_max=100", "seed=1"])
+    b = _run(tmp_path / "b", ["flow.t_max=100", "seed=2"])
+    c = _run(tmp_path / "c", ["flow.t_max=100", "seed=2"])
+    assert run_labels([a]) == ([], ["flow.t_max=100 seed=1"])  # one run: all of its own
+    assert run_labels([a, b, c]) == (["flow.t_max=100"], ["seed=1", "seed=2", "seed=2"])
+    assert logdir_spec([a, b, c]).split(",")[1:] == [
+        f"seed=2 (b):{b / 'tensorboard'}",
+        f"seed=2 (c):{c / 'tensorboard'}",
+    ]
+    with pytest.raises(ValueError, match="holds ','"):
+        logdir_spec([_run(tmp_path / "d,e", ["seed=3"])])

@@ -3,7 +3,15 @@
 ``tensorboard --logdir outputs/`` names a run by its path (``2026-12-06/14-35-00/tensorboard/flow``),
 which says nothing of its config. TensorBoard's own ``--logdir_spec name:path,...`` names each run
 directory instead; :func:`logdir_spec` builds it with each run named by the overrides it was started
-with (Hydra's ``.hydra/overrides.yaml``), so that runs read ``sgd.lrs=[0.01]/flow``.
+with (Hydra's ``.hydra/overrides.yaml``), so that runs read ``sgd.lrs=[0.01]/flow``. Of several runs,
+each is named by the overrides that set it apart (:func:`run_labels`): the ones every run shares are
+said once, not repeated in each name, where they hid the one that differs (TensorBoard's run list and
+its HParams table cut a name after about 20 characters).
+
+TensorBoard splits ``--logdir_spec`` at every ``,`` and has no escape, and a sweep's job directory
+holds one wherever its job has two overrides (``0_seed=0,sgd.batch_size=5``): such a path is given
+through a symbolic link without one (:func:`logdir_spec`'s ``link_dir``), which TensorBoard resolves.
+Before, TensorBoard read such a path in pieces and showed no run at all.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["find_runs", "run_label", "logdir_spec"]
+__all__ = ["find_runs", "run_label", "run_labels", "logdir_spec"]
 
 NOT_IN_LABEL = ("hydra.", "hydra/", "log.progress", "log.figures")  # overrides that do not change the science
 
@@ -27,27 +35,57 @@ def find_runs(paths) -> list[Path]:
     return runs
 
 
-def run_label(run_dir: Path) -> str:
-    """The overrides a run was started with, one line (``default`` when none): a TensorBoard run name
-    cannot hold ',' or ':' (they separate --logdir_spec's entries), so those become ';' and '-'."""
-    overrides = []
+def _overrides(run_dir: Path) -> list[str]:
     path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if path.is_file():
-        import yaml
+    if not path.is_file():
+        return []
+    import yaml
 
-        loaded = yaml.safe_load(path.read_text()) or []
-        overrides = [str(o) for o in loaded if not str(o).startswith(NOT_IN_LABEL)]
+    loaded = yaml.safe_load(path.read_text()) or []
+    return [str(o) for o in loaded if not str(o).startswith(NOT_IN_LABEL)]
+
+
+def _label(overrides: list[str]) -> str:
+    """A TensorBoard run name cannot hold ',' or ':' (they separate --logdir_spec's entries), so those
+    become ';' and '-'."""
     label = " ".join(overrides) or "default"
     return re.sub(r"\s+", " ", label.replace(",", ";").replace(":", "-"))
 
 
-def logdir_spec(run_dirs) -> str:
+def run_label(run_dir: Path) -> str:
+    """The overrides a run was started with, one line (``default`` when none)."""
+    return _label(_overrides(run_dir))
+
+
+def run_labels(run_dirs) -> tuple[list[str], list[str]]:
+    """(the overrides every run shares, each run's label): of two runs or more, a label holds only the
+    overrides that set its run apart; one run is named by all of its own."""
+    overrides = [_overrides(r) for r in run_dirs]
+    shared = [o for o in overrides[0] if all(o in other for other in overrides)] if len(overrides) > 1 else []
+    return shared, [_label([o for o in own if o not in shared]) for own in overrides]
+
+
+def logdir_spec(run_dirs, link_dir: Path | None = None) -> str:
     """``name:path,...`` for ``tensorboard --logdir_spec``; equal names get the run directory's name
-    after them."""
+    after them. A run's ``tensorboard/`` whose path holds ',' is given as a symbolic link in
+    ``link_dir`` (made if needed; required then), named by the run's place in the list."""
     runs = [Path(r) for r in run_dirs]
-    labels = [run_label(r) for r in runs]
+    _, labels = run_labels(runs)
     labels = [
         f"{label} ({run.name})".replace(",", ";").replace(":", "-") if labels.count(label) > 1 else label
         for label, run in zip(labels, runs)
     ]
-    return ",".join(f"{label}:{run / 'tensorboard'}" for label, run in zip(labels, runs))
+    paths = []
+    for i, run in enumerate(runs):
+        path = run / "tensorboard"
+        if "," in str(path):
+            if link_dir is None or "," in str(link_dir):
+                raise ValueError(
+                    f"{path} holds ',', which --logdir_spec cannot take: give a link_dir without one"
+                )
+            Path(link_dir).mkdir(parents=True, exist_ok=True)
+            link = Path(link_dir) / str(i)
+            link.symlink_to(path.absolute(), target_is_directory=True)
+            path = link
+        paths.append(path)
+    return ",".join(f"{label}:{path}" for label, path in zip(labels, paths))
