@@ -29,6 +29,7 @@ def write_bad_files(d: Path) -> None:
     np.savez(d / "no_y.npz", X=x)
     np.savez(d / "shape.npz", X=x[:3], Y=y)
     np.savez(d / "n_mismatch.npz", X=x, Y=y[:, :10])
+    np.savez(d / "rows.npz", X=x.T, Y=y.T)  # samples as rows
     np.savez(d / "one_d.npz", X=x[0], Y=y[0])
     np.savez(d / "zero_samples.npz", X=np.zeros((4, 0)), Y=np.zeros((2, 0)))
     with zipfile.ZipFile(d / "plain.zip.npz", "w") as zf:

@@ -301,7 +301,14 @@ BAD = [
     (
         "data_wrong_shape",
         ["data.path={d}/shape.npz"],
-        "X (3, 20) and Y (2, 20) do not fit model.dims=[4, 3, 3, 2]",
+        "X (3, 20) and Y (2, 20) do not fit model.dims=[4, 3, 3, 2]: need X of shape (4, N) and Y of shape "
+        "(2, N) with the same number of samples N (columns); for this file set model.dims=[3, <hidden widths>, 2]",
+    ),
+    (
+        "data_samples_as_rows",
+        ["data.path={d}/rows.npz"],
+        "X (20, 4) and Y (20, 2) do not fit model.dims=[4, 3, 3, 2]: need X of shape (4, N) and Y of shape "
+        "(2, N) with the same number of samples N (columns); the file holds the samples as rows: save X.T and Y.T",
     ),
     ("data_sample_mismatch", ["data.path={d}/n_mismatch.npz"], "X (4, 20) and Y (2, 10) do not fit"),
     ("data_one_dimensional", ["data.path={d}/one_d.npz"], "X (20,) and Y (20,) do not fit"),

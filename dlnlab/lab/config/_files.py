@@ -191,6 +191,18 @@ def _check_numeric(arr: np.ndarray, where: str) -> None:
         raise ConfigError(f"{where} holds |value| = {big:.3g} > {MAX_ABS_VALUE:g}: rescale the data")
 
 
+def _shape_hint(x: tuple, y: tuple, d_x: int, d_y: int) -> str:
+    """What to do where the file is sound but the config or the layout is not: the refusal said only
+    what was needed (for a file of d_x = 6 with model.dims left at model=figure1's, X of shape (11, N))."""
+    if len(x) != 2 or len(y) != 2:
+        return ""
+    if x[0] == y[0] and (x[1], y[1]) == (d_x, d_y):
+        return "; the file holds the samples as rows: save X.T and Y.T"
+    if x[1] == y[1] and (x[0], y[0]) != (d_x, d_y):
+        return f"; for this file set model.dims=[{x[0]}, <hidden widths>, {y[0]}]"
+    return ""
+
+
 def check_data_shapes(path: str, dims: tuple[int, ...]) -> int:
     """N, the number of samples, from the headers of X (d_x, N) and Y (d_y, N) in the npz at ``path``,
     checked against ``dims`` without reading the arrays (and without torch)."""
@@ -208,6 +220,7 @@ def check_data_shapes(path: str, dims: tuple[int, ...]) -> int:
         raise ConfigError(
             f"{key}: X {x} and Y {y} do not fit model.dims={list(dims)}: need X of shape "
             f"({d_x}, N) and Y of shape ({d_y}, N) with the same number of samples N (columns)"
+            f"{_shape_hint(x, y, d_x, d_y)}"
         )
     if x[1] == 0:
         raise ConfigError(f"{key}: X and Y have no columns (N = 0 samples); give at least one sample")
