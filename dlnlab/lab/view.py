@@ -5,8 +5,8 @@ which says nothing of its config. TensorBoard's own ``--logdir_spec name:path,..
 directory instead; :func:`logdir_spec` builds it with each run named by the overrides it was started
 with (Hydra's ``.hydra/overrides.yaml``), so that runs read ``sgd.lrs=[0.01]/flow``. Of several runs,
 each is named by the overrides that set it apart (:func:`run_labels`): the ones every run shares are
-said once, not repeated in each name, where they hid the one that differs (TensorBoard's run list and
-its HParams table cut a name after about 20 characters).
+said once, not repeated in each name, where they hid the one that differs (TensorBoard's run list
+wraps such a name over four lines; its HParams table cuts it after about 20 characters).
 
 TensorBoard splits ``--logdir_spec`` at every ``,`` and has no escape, and a sweep's job directory
 holds one wherever its job has two overrides (``0_seed=0,sgd.batch_size=5``): such a path is given
