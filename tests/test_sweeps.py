@@ -358,3 +358,21 @@ def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_pa
     job_dir = _new_job_dir(tmp_path, 1, overrides, CONF, "train")
     assert job_dir.parent == tmp_path and "/" not in job_dir.name
     assert job_dir.name == "1_data=file,init=file,model.dims=[6,5,4],seed=3"
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_whose_stdout_reader_went_away_ends_with_its_summary_and_code(tmp_path):
+    """``train.py -m ... | head`` under joblib: the jobs run in worker processes, so the sweep's own
+    process meets the gone reader first at its closing table, which raised BrokenPipeError out of its Hydra
+    callback (Hydra turned it into a warning). Now the closing lines go nowhere, quietly, and the sweep's
+    record and exit code are what they would be. (Hydra's own launch lines, logged before any of ours,
+    still print logging's "--- Logging error ---" on stderr: Hydra's handlers, not the lab's.)"""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    proc = _popen([*TWO_JOBS, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)  # fmt: skip
+    proc.stdout.close()  # gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and "raised BrokenPipeError" not in err, err[-3000:]
+    assert "Traceback" not in err.replace("--- Logging error ---\nTraceback", ""), err[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    assert (summary["n_finished"], summary["exit_code"]) == (2, 0)

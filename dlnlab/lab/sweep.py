@@ -37,6 +37,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from dlnlab.lab._console import say
 from dlnlab.lab._job_output import tag_job_output, untag_job_output
 from dlnlab.lab.config import ConfigError, ExitCode
 from dlnlab.lab.results import RunStatus
@@ -386,7 +387,7 @@ def write_sweep_summary(
         if j in failed or j["state"] != JobState.FINISHED:
             what = f", exit {j['exit_code']}" if j["exit_code"] is not None else ""  # none: killed, not run
             lines.append(f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}{what}: {j['message']}")
-    print("\n".join(lines), flush=True)
+    say("\n".join(lines))  # a reader gone (| head): the summary is written, the exit code kept
     return summary
 
 

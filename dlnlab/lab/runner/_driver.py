@@ -11,7 +11,6 @@ moment leaves every finished file readable and a summary that says where the run
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import threading
 import warnings
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlnlab.errors import AnalysisWarning, ConfigWarning
+from dlnlab.lab._console import say
 from dlnlab.lab.config import (
     ConfigError,
     Plan,
@@ -189,7 +189,7 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
         (out / "checkpoints").rmdir()  # (an interrupted series' checkpoint keeps the folder)
     summary = state.write_summary()
     table = results_block(summary)
-    _say(table)
+    say(table)
     if state.ctx is not None:
         try:
             from dlnlab.lab.results import log_run
@@ -204,19 +204,8 @@ def _execute(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
                 f"logging the run's results failed: {state.logging_error}", AnalysisWarning, stacklevel=2
             )
             summary = state.write_summary()  # the files are complete; the summary says what the logger lost
-    _say(end_block(summary))
+    say(end_block(summary))
     return RunResult(Summary.from_dict(summary, strict=False))  # what summary.json says, typed
-
-
-def _say(text: str) -> None:
-    """Print a block of the console. When the reader of stdout has gone (``train.py ... | head``) the run
-    goes on without its console: stdout is pointed at /dev/null once, so that no later print (nor the
-    interpreter's last flush) fails. Before, the BrokenPipeError ended the job with a traceback and exit
-    code 1 after its files were written, before TensorBoard got its HParams and Text."""
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _end_workers() -> None:
@@ -229,10 +218,10 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
     plan, cfg = state.plan, state.plan.cfg
     for note in plan.notes:
         warnings.warn(note, ConfigWarning, stacklevel=2)
-    _say(start_block(plan, state.out))
+    say(start_block(plan, state.out))
     if previous is not None:
         last = state.resumed[-1]
-        _say(f"  resume    of the run stopped in stage {last['stage']!r} ({last['interrupted'] or last['status']}): "
+        say(f"  resume    of the run stopped in stage {last['stage']!r} ({last['interrupted'] or last['status']}): "
              "each series kept, continued or run again (docs/runs.md)")  # fmt: skip
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0, state.plain_config)
