@@ -182,7 +182,7 @@ def render() -> str:
         "Generated from the schema (`dlnlab/lab/config/_schema.py`) by `python scripts/config_doc.py`; a test",
         "checks that this page is current. Override any key on the command line",
         "(`python scripts/train.py flow.t_max=100 sgd.lrs=[0.01]`) or pass a plain dict to",
-        "`dlnlab.lab.runner._driver.run`. Types, unknown keys and missing values are checked by OmegaConf; ranges",
+        "`dlnlab.lab.run` (docs/api.md). Types, unknown keys and missing values are checked by OmegaConf; ranges",
         "and rules across keys before any work (docs/cli.md).",
         "",
     ]
