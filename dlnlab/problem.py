@@ -370,8 +370,12 @@ def _gradient_stack_numpy(problem, y, layout: Layout, out, scale: float) -> Tens
     t = pre[-1] - problem.P_ls.numpy()
     t = t if problem.whitened else np.matmul(t, problem.Sxx.numpy())
     t = t * scale if scale != 1.0 else t
+    # The backward sweep on T_j^T (d_x, d_j): grad_j^T = P_{j-1:1} T_j^T and T_{j-1}^T = T_j^T W_j keep the
+    # second factor of each product unstrided; numpy's T_j P^T (a transposed second factor) took 222 us
+    # instead of 176 us for 3 x 64 Figure 1 nets (the same sums in the same order: the same bits)
+    t_tr = t.transpose(0, 2, 1)
     for j in range(len(ws) - 1, 0, -1):
-        np.matmul(t, pre[j - 1].transpose(0, 2, 1), out=grads[j])
-        t = np.matmul(ws[j].transpose(0, 2, 1), t)
-    grads[0][...] = t
+        np.matmul(pre[j - 1], t_tr, out=grads[j].transpose(0, 2, 1))
+        t_tr = np.matmul(t_tr, ws[j])
+    grads[0][...] = t_tr.transpose(0, 2, 1)
     return out

@@ -157,8 +157,10 @@ class _Members:
         slice; ``per_member`` evaluations each): one batched evaluation."""
         self.run.counter.check_budget()
         self.counts["nfe"][members] += per_member
-        flat = torch.from_numpy(y.reshape(-1, self.p))
-        return self.field(None, flat).numpy().reshape(y.shape)
+        # into(): the field written into a fresh array, the sign on dL/dP (no pass to negate the result)
+        f = np.empty(y.shape)
+        self.field.into(torch.from_numpy(y.reshape(-1, self.p)), torch.from_numpy(f.reshape(-1, self.p)))
+        return f
 
     def initial_steps(self) -> np.ndarray:
         """scipy's select_initial_step for an error estimator of order 3, per member (or first_step)."""
