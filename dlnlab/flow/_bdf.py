@@ -133,7 +133,10 @@ class _Members:
         one batched evaluation."""
         self.run.counter.check_budget()
         self.counts["nfe"][members] += 1
-        return self.field(None, torch.from_numpy(y)).numpy()
+        # into(): the field written into a fresh array, the sign on dL/dP (no pass to negate the result)
+        f = np.empty(y.shape)
+        self.field.into(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(f))
+        return f
 
     def initial_steps(self, y0: np.ndarray, f0: np.ndarray) -> np.ndarray:
         """scipy's select_initial_step for a method of order 1, per member (or the first_step option)."""
