@@ -92,3 +92,49 @@ def test_the_overrides_every_run_shares_are_left_out_of_each_name(tmp_path):
     ]
     with pytest.raises(ValueError, match="holds ','"):
         logdir_spec([_run(tmp_path / "d,e", ["seed=3"])])
+
+
+def _child(pid: int, timeout: float = 60.0) -> int:
+    """The first child process of ``pid`` (Linux' /proc), once it has one."""
+    import time
+
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if not children.exists():
+        pytest.skip("no /proc/<pid>/task/<pid>/children here")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if found := children.read_text().split():
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError("tb.py started no TensorBoard")
+
+
+@pytest.mark.lab
+def test_a_sigterm_to_tb_stops_tensorboard_and_removes_the_links(tmp_path):
+    """SIGTERM (or SIGHUP) ended tb.py at once, without its finally: the folder of links stayed in the
+    temporary directory and TensorBoard ran on, orphaned, holding its port."""
+    import os
+    import signal
+
+    _run(tmp_path / "sweep" / "0_seed=1,sgd.batch_size=5", ["seed=1", "sgd.batch_size=5"])
+    temp = tmp_path / "temp"  # where tempfile puts the folder of links
+    temp.mkdir()
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: an orphaned TensorBoard would hold a pipe open
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path / "sweep"), "--port", "46123"],
+            env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    tensorboard = _child(proc.pid)
+    try:
+        assert [p.name for p in temp.iterdir()][0].startswith("dlnlab-tb-")  # the links, while it runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        assert not any(temp.iterdir())  # the links removed
+        with pytest.raises(ProcessLookupError):  # TensorBoard ended with it (and was reaped)
+            os.kill(tensorboard, 0)
+    finally:
+        try:
+            os.kill(tensorboard, signal.SIGKILL)  # an orphan of a failed check
+        except ProcessLookupError:
+            pass
