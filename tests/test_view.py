@@ -94,6 +94,24 @@ def test_the_overrides_every_run_shares_are_left_out_of_each_name(tmp_path):
         logdir_spec([_run(tmp_path / "d,e", ["seed=3"])])
 
 
+def test_runs_of_one_name_reach_tensorboard_each_under_a_name_of_its_own(tmp_path):
+    """The same job of two sweeps (0_seed=1 under t1/ and t2/) had one name, its label and the run
+    directory's name, and TensorBoard kept one of the two runs ("Conflict for name"): now the name holds
+    as much of the path as tells them apart. Read back by TensorBoard's own parser and multiplexer."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    runs = [_run(tmp_path / s / "0_seed=1", ["seed=1"]) for s in ("t1", "t2")]
+    runs.append(_run(tmp_path / "t3" / "1_seed=2", ["seed=2"]))
+    for r in runs:
+        (r / "tensorboard" / "flow" / "events.out.tfevents.0.host").write_bytes(b"")
+    parsed = _parse_event_files_spec(logdir_spec(runs))
+    assert list(parsed.values()) == ["seed=1 (t1/0_seed=1)", "seed=1 (t2/0_seed=1)", "seed=2"]
+    seen = EventMultiplexer()
+    for path, name in parsed.items():
+        seen.AddRunsFromDirectory(path, name)
+    assert sorted(seen.Runs()) == ["seed=1 (t1/0_seed=1)/flow", "seed=1 (t2/0_seed=1)/flow", "seed=2/flow"]
+
+
 def _child(pid: int, timeout: float = 60.0) -> int:
     """The first child process of ``pid`` (Linux' /proc), once it has one."""
     import time
