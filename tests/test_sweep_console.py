@@ -112,9 +112,26 @@ def _refusals(tmp_path):
     (renamed / "job.json").write_text('{"num": 0, "overrides": ["experiment=tiny", "bogus=1"]}')
     a_file = tmp_path / "afile"
     a_file.write_text("x")
+    started = tmp_path / "started"  # a run stopped (SIGTERM) after Hydra wrote its files, before its summary
+    (started / ".hydra").mkdir(parents=True)
+    (started / ".hydra" / "overrides.yaml").write_text("- experiment=tiny\n")
+    (started / "train.log").write_text("")
     return [
-        (empty, f"{empty} is empty: {_looked_for()} is there", "start the run or the sweep again"),
-        (claimed, f"{claimed} is empty: ", "start the run or the sweep again"),
+        (
+            empty,
+            f"{empty} is empty: {_looked_for()} is there",
+            "start the run or the sweep again (this directory may",
+        ),
+        (
+            claimed,
+            f"{claimed} is empty: ",
+            "start the run or the sweep again with a new directory (this one holds the .lock",
+        ),
+        (
+            started,
+            f"{started} holds only what Hydra writes as a run starts (.hydra, train.log), no summary.json",
+            "nothing to finish; start it again (its overrides: .hydra/overrides.yaml) with a new hydra.run.dir",
+        ),
         (
             outputs,
             f"{outputs} is not the directory of a run or a sweep: it holds {_looked_for()}, but one "
@@ -156,6 +173,21 @@ def test_a_resume_of_a_directory_with_nothing_to_finish_says_what_it_looked_for_
         assert err.startswith(f"error: resume: {start}") and says in err, err
         assert err.count("\n") == 1, err
         assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == before
+
+
+def test_a_directory_said_to_be_given_again_is_taken_by_a_run_and_the_others_are_not(tmp_path, monkeypatch):
+    """The refusals' advice against the preflight of a run given the directory: an empty one is taken;
+    one holding a claim's .lock or Hydra's files is not (the line said "may be given again" of the
+    .lock's, and "give the directory a run wrote" of Hydra's)."""
+    from dlnlab.lab import cli
+    from dlnlab.lab.cli import preflight
+    from tests._helpers import TINY
+
+    monkeypatch.setattr(cli, "_start_early", lambda plan: None)  # the flow's early solve: nothing runs here
+    targets = {t.name: t for t, *_ in _refusals(tmp_path)}
+    for name, taken in (("empty", True), ("claimed", False), ("started", False)):
+        reason = preflight([*TINY, f"hydra.run.dir={targets[name]}"], CONF)
+        assert (reason is None) is taken, (name, reason)
 
 
 def test_the_refusal_names_the_directory_absolute_in_one_line_exit_2_from_the_command_line(tmp_path):
