@@ -7,10 +7,10 @@ after the other in the sweep's own process: its output is left as it is.
 
 Why a tag on every line rather than each job's output held back and printed whole at its end: a
 researcher watching a sweep sees each job start (its plan: the solver chosen, its directory) and each
-error when it happens, not minutes later; a job killed, or a sweep stopped, loses nothing it printed;
-and ``grep '^\\[job 3\\]'`` picks one job's lines out of the whole console (or of a ``tee``'d log). The
-blocks stay whole too: a line, or a block written by one ``print``, reaches the terminal in one write
-(below), so another job's lines never land inside it.
+error when it happens, not minutes later; a job killed, or a sweep stopped, loses no line it finished
+(a SIGKILL: the line still open); and ``grep '^\\[job 3\\]'`` picks one job's lines out of the whole
+console (or of a ``tee``'d log). The blocks stay whole too: a line, or a block written by one
+``print``, reaches the terminal in one write (below), so another job's lines never land inside it.
 
 :func:`tag_job_output` replaces ``sys.stdout`` and ``sys.stderr`` in the job's process (and points the
 logging handlers that wrote to them at the replacements); :func:`untag_job_output` puts them back at
