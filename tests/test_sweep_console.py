@@ -54,6 +54,62 @@ def test_a_tagged_stream_tags_every_line_and_hands_on_a_printed_block_in_one_wri
     assert not out.isatty() and out.encoding == inner.encoding
 
 
+def test_a_block_longer_than_a_pipe_takes_whole_is_cut_between_its_lines_only():
+    """A pipe takes a write of at most PIPE_BUF bytes (4096 on Linux) whole; a block of 16 KB in one
+    write was cut anywhere by the other jobs' writes. Now: pieces of at most PIPE_BUF, each ending a line,
+    which together are the block, tagged; a shorter block stays one write; a longer line goes alone."""
+    from dlnlab.lab._job_output import _WHOLE_WRITE, TaggedStream
+
+    inner = _Writes()
+    out = TaggedStream(inner, "[job 3]")
+    print("\n".join(f"{i:03d} " + "x" * 76 for i in range(200)), file=out)  # 200 lines of 80: 17.6 KB tagged
+    assert inner.getvalue() == "".join(f"[job 3] {i:03d} " + "x" * 76 + "\n" for i in range(200))
+    assert len(inner.writes) > 1 and all(
+        w.endswith("\n") and len(w.encode()) <= _WHOLE_WRITE for w in inner.writes
+    )
+    assert all(len(w.encode()) > _WHOLE_WRITE - 88 for w in inner.writes[:-1])  # as full as lines allow
+    inner.writes.clear()
+    print("y" * 5000 + "\nshort", file=out)
+    assert inner.writes == ["[job 3] " + "y" * 5000 + "\n", "[job 3] short\n"]
+
+
+def test_jobs_printing_long_blocks_into_one_pipe_keep_every_line_whole(tmp_path):
+    """Three processes print blocks of 16 KB at once through TaggedStreams into one pipe (joblib's workers
+    and a `| tee`), read in small pieces as a terminal's reader does: every line read back is one job's,
+    tagged. Before: about 100 of 18,000 lines broken here (a write over PIPE_BUF cut by the others')."""
+    import os
+    import re
+    import subprocess
+    import time
+
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        "import os, sys, time\nfrom dlnlab.lab._job_output import TaggedStream\n"
+        "num, d = sys.argv[1], sys.argv[2]\nout = TaggedStream(sys.stdout, f'[job {num}]')\n"
+        "block = '\\n'.join([num * 80] * 200)\nopen(os.path.join(d, 'ready' + num), 'w').close()\n"
+        "while not os.path.exists(os.path.join(d, 'go')):\n    time.sleep(0.001)\n"
+        "for _ in range(30):\n    print(block, file=out)\n"
+    )
+    read, write = os.pipe()
+    procs = [
+        subprocess.Popen([sys.executable, str(writer), str(n), str(tmp_path)], stdout=write)
+        for n in (1, 2, 3)
+    ]
+    os.close(write)
+    while len(list(tmp_path.glob("ready*"))) < 3 and all(p.poll() is None for p in procs):
+        time.sleep(0.005)
+    (tmp_path / "go").touch()  # all three at once
+    chunks = []
+    while chunk := os.read(read, 4096):
+        chunks.append(chunk)
+    os.close(read)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    lines = b"".join(chunks).decode().splitlines()
+    assert len(lines) == 3 * 30 * 200
+    broken = [line for line in lines if not re.fullmatch(r"\[job (\d)\] \1{80}", line)]
+    assert not broken, (len(broken), broken[:3])
+
+
 def test_a_job_of_a_parallel_launcher_tags_stdout_stderr_and_logging_until_its_end(capsys):
     """tag_job_output in a job's process (SweepSummary.on_job_start where the launcher runs the job in a
     process other than the sweep's): print, stderr and a logging handler that held the original stream
