@@ -42,6 +42,13 @@ def main(argv=None) -> int:
         )
     needs_links = any("," in str(r) for r in runs)
     link_dir = Path(tempfile.mkdtemp(prefix="dlnlab-tb-")) if needs_links else None
+    if link_dir is not None and "," in str(link_dir):  # the links' own path would be cut at it
+        link_dir.rmdir()
+        parser.exit(
+            2,
+            f"error: TMPDIR: {link_dir.parent} holds ',', where the links to the runs whose paths hold ',' "
+            "would go: set TMPDIR to a folder without one\n",
+        )
     cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs, link_dir), "--port", str(args.port)]
     shared, _ = run_labels(runs)
     if shared:

@@ -112,6 +112,24 @@ def test_runs_of_one_name_reach_tensorboard_each_under_a_name_of_its_own(tmp_pat
     assert sorted(seen.Runs()) == ["seed=1 (t1/0_seed=1)/flow", "seed=1 (t2/0_seed=1)/flow", "seed=2/flow"]
 
 
+def test_a_temporary_folder_whose_path_holds_a_comma_is_refused_in_one_line(tmp_path):
+    """The links go to TMPDIR: one whose path holds ',' was a ValueError's traceback, its folder left."""
+    import os
+
+    _run(tmp_path / "sweep" / "0_seed=1,sgd.batch_size=5", ["seed=1", "sgd.batch_size=5"])
+    temp = tmp_path / "a,b"
+    temp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path / "sweep"), "--print"],
+        env={**os.environ, "TMPDIR": str(temp)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: TMPDIR: {temp} holds ',', where the links to the runs whose paths hold ',' would go: set "
+        "TMPDIR to a folder without one\n"
+    )
+    assert not any(temp.iterdir())
+
+
 def _child(pid: int, timeout: float = 60.0) -> int:
     """The first child process of ``pid`` (Linux' /proc), once it has one."""
     import time
