@@ -7,7 +7,8 @@ named by the overrides that set it apart from the others (those they all share a
 ``--print``: print the command instead). Then open
 http://localhost:6006/#custom_scalars&_smoothingWeight=0 (docs/tensorboard.md). A run whose path holds
 ',' (a sweep's job with two overrides or more) is given through a symbolic link in a temporary folder,
-removed when TensorBoard ends (kept with ``--print``: the command needs it).
+removed when TensorBoard ends or tb.py is stopped (Ctrl+C, SIGTERM, SIGHUP: TensorBoard is stopped with
+it); kept with ``--print``: the command needs it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,13 @@ def main(argv=None) -> int:
         )
     needs_links = any("," in str(r) for r in runs)
     link_dir = Path(tempfile.mkdtemp(prefix="dlnlab-tb-")) if needs_links else None
+    if link_dir is not None and "," in str(link_dir):  # the links' own path would be cut at it
+        link_dir.rmdir()
+        parser.exit(
+            2,
+            f"error: TMPDIR: {link_dir.parent} holds ',', where the links to the runs whose paths hold ',' "
+            "would go: set TMPDIR to a folder without one\n",
+        )
     cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs, link_dir), "--port", str(args.port)]
     shared, _ = run_labels(runs)
     if shared:
@@ -55,6 +64,11 @@ def main(argv=None) -> int:
             )
         print(shlex.join(cmd))
         return 0
+    # SIGTERM and SIGHUP (a terminal closed) ended tb.py at once, without its finally: the links stayed and
+    # TensorBoard ran on, orphaned, holding the port. As SystemExit they reach subprocess.call, which
+    # kills TensorBoard and waits for it, then the finally.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     try:  # a child, not exec: the links are removed when TensorBoard ends
         return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
     except KeyboardInterrupt:  # Ctrl+C reached TensorBoard too (one process group): it has ended

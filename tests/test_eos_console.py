@@ -68,6 +68,13 @@ def test_each_outcome_has_its_own_verdict_and_only_at_edge_is_expected(edge, ver
     assert lines[1].startswith(f"  lr 0.2163 (2/eta = 9.2464): {verdict}")
     assert "as expected" not in lines[1]
     assert ("no divergence" in lines[2]) is (edge.get("outcome") != "diverged")
+    # S stays at 2/eta only on the edge: converged or below it, S ended below (a GD that touched 2/eta at
+    # t = 0.72 and converged at S = 7.968 < 8.351, experiment=eos seed=5 sgd.lrs=[0.2395], read "stays")
+    assert ("and stays" in lines[2]) is (edge.get("outcome", "at_edge") == "at_edge")
+    below = edge.get("outcome") in ("converged_below_edge", "below_edge")
+    assert (
+        lines[2].startswith("    S reaches 2/eta at t = 1.298, then ends below it (no divergence): ") is below
+    )
 
 
 def test_every_outcome_of_the_core_has_a_verdict():
@@ -88,3 +95,23 @@ def test_the_central_flows_lines_follow_the_directions_of_its_ratios():
     assert calm[10] == "    GD's variance along u_1 / predicted = 1.3 (median)" and len(calm) == 11
     never = _block({"t_edge": None, "outcome": "converged_below_edge"}, {"ratio_median": None})
     assert never[2] == "    S never reaches 2/eta" and never[6].endswith("0.8652..39.15:")
+
+
+def test_a_central_flow_never_on_the_edge_is_the_gradient_flow_not_a_gap():
+    """experiment=eos seed=5 (rounded): GD never reaches 2/eta, Sigma never switches on, so the central
+    flow moves as the gradient flow (ratio 1) and GD's averaged loss parts from the flow's. The lines
+    said "S within - x 2/eta ... (pinned, as built)", "nearer the gradient flow" and "a known gap of
+    the central flow"."""
+    lines = _block(
+        {"t_edge": None, "outcome": "converged_below_edge", "final_sharpness": 8.023, "flow_limit_sharpness": 8.609},
+        {"ratio_median": 1.0, "ratio_last": 1.0, "loss_rel_median": 19.39, "loss_parting": 5.4075,
+         "variance_ratio_median": None, "central_pinned": None, "central_entering": None},
+    )  # fmt: skip
+    assert lines[5:] == [
+        "    central flow: never on the edge here (Sigma = 0): it moves as the gradient flow",
+        "    GD's 8-step average over t = 0.8652..39.15:",
+        "      distance ratio central/flow 1 (median), 1 at the end",
+        "    predicted/averaged loss - 1 = 19.39 (median), parting at t = 5.407: GD's averaged loss falls below it",
+        "    GD's variance along u_1 / predicted = - (median)",
+        "      GD against the gradient flow (no edge here), not a gap of the central flow",
+    ]

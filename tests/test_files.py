@@ -99,6 +99,16 @@ def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():
 
 
 @pytest.mark.lab
+def test_a_run_of_heavy_ball_between_the_two_thresholds_is_not_flagged_above_them(tmp_path):
+    """The runner hands the summary Plan.stability_threshold (the test above calls finish_sgd_entry by
+    hand, so a runner that handed GD's 0.2646 passed it): lr 0.35 at momentum 0.5 on the tiny net stalls
+    at 2.43 and is ok, not "unstable: eta = 0.35 is above the GD stability threshold 0.2646"."""
+    res = run(make_cfg([*TINY, "sgd.momentum=0.5", "sgd.lrs=[0.35]"]), output_dir=tmp_path / "run")
+    entry = res["series"]["sgd_lr_0.35"]
+    assert entry["status"] == "ok" and "stability threshold" not in entry["message"], entry["message"]
+
+
+@pytest.mark.lab
 def test_a_run_restarted_from_its_own_problem_npz_is_the_same_run(tmp_path):
     a = run(make_cfg([*TINY, "init.scale=0.3"]), output_dir=tmp_path / "a")
     b = run(

@@ -33,6 +33,7 @@ def edge_files(tmp_path_factory) -> Path:
     np.savez(d / "x_1e99.npz", X=x_99, Y=y)
     np.savez(d / "w_1e40.npz", W_1=w[0] * 1e40, W_2=w[1] * 1e40, W_3=w[2] * 1e40)
     np.savez(d / "good.npz", X=x, Y=y)
+    np.savez(d / "good_2.npz", X=-x, Y=y)
     with zipfile.ZipFile(d / "bad_header.npz", "w") as zf:
         zf.writestr("X.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': oops}\n")
         zf.writestr("Y.npy", _npy(y))
@@ -210,6 +211,13 @@ EDGES = [
         "sweep_jobs_in_one_directory",
         ["-m", "seed=0,1", "hydra.sweep.subdir=same"],
         "job 1 (seed=1 hydra.sweep.subdir=same experiment=tiny): hydra.sweep.subdir: jobs 0 and 1 would both write to",
+    ),
+    (
+        "sweep_jobs_named_without_their_data_files",  # the two files left out of override_dirname
+        ["-m", "data.path={d}/good.npz,{d}/good_2.npz", "hydra.sweep.subdir=${hydra.job.override_dirname}"],
+        "/data=file,flow.t_max=4,log.dt=0.05,model=tiny,sgd.lrs=[0.04]; make it differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default names each job by its "
+        "number and overrides); ${hydra.job.override_dirname} leaves out data.path "
+        "(hydra.job.config.override_dirname.exclude_keys)",
     ),
     # found by trying beyond the cases
     ("nested_list", ["sgd.lrs=[[0.1]]"], "sgd.lrs: expected a list of numbers (float), got an element [0.1]"),

@@ -54,6 +54,62 @@ def test_a_tagged_stream_tags_every_line_and_hands_on_a_printed_block_in_one_wri
     assert not out.isatty() and out.encoding == inner.encoding
 
 
+def test_a_block_longer_than_a_pipe_takes_whole_is_cut_between_its_lines_only():
+    """A pipe takes a write of at most PIPE_BUF bytes (4096 on Linux) whole; a block of 16 KB in one
+    write was cut anywhere by the other jobs' writes. Now: pieces of at most PIPE_BUF, each ending a line,
+    which together are the block, tagged; a shorter block stays one write; a longer line goes alone."""
+    from dlnlab.lab._job_output import _WHOLE_WRITE, TaggedStream
+
+    inner = _Writes()
+    out = TaggedStream(inner, "[job 3]")
+    print("\n".join(f"{i:03d} " + "x" * 76 for i in range(200)), file=out)  # 200 lines of 80: 17.6 KB tagged
+    assert inner.getvalue() == "".join(f"[job 3] {i:03d} " + "x" * 76 + "\n" for i in range(200))
+    assert len(inner.writes) > 1 and all(
+        w.endswith("\n") and len(w.encode()) <= _WHOLE_WRITE for w in inner.writes
+    )
+    assert all(len(w.encode()) > _WHOLE_WRITE - 88 for w in inner.writes[:-1])  # as full as lines allow
+    inner.writes.clear()
+    print("y" * 5000 + "\nshort", file=out)
+    assert inner.writes == ["[job 3] " + "y" * 5000 + "\n", "[job 3] short\n"]
+
+
+def test_jobs_printing_long_blocks_into_one_pipe_keep_every_line_whole(tmp_path):
+    """Three processes print blocks of 16 KB at once through TaggedStreams into one pipe (joblib's workers
+    and a `| tee`), read in small pieces as a terminal's reader does: every line read back is one job's,
+    tagged. Before: about 100 of 18,000 lines broken here (a write over PIPE_BUF cut by the others')."""
+    import os
+    import re
+    import subprocess
+    import time
+
+    writer = tmp_path / "writer.py"
+    writer.write_text(
+        "import os, sys, time\nfrom dlnlab.lab._job_output import TaggedStream\n"
+        "num, d = sys.argv[1], sys.argv[2]\nout = TaggedStream(sys.stdout, f'[job {num}]')\n"
+        "block = '\\n'.join([num * 80] * 200)\nopen(os.path.join(d, 'ready' + num), 'w').close()\n"
+        "while not os.path.exists(os.path.join(d, 'go')):\n    time.sleep(0.001)\n"
+        "for _ in range(30):\n    print(block, file=out)\n"
+    )
+    read, write = os.pipe()
+    procs = [
+        subprocess.Popen([sys.executable, str(writer), str(n), str(tmp_path)], stdout=write)
+        for n in (1, 2, 3)
+    ]
+    os.close(write)
+    while len(list(tmp_path.glob("ready*"))) < 3 and all(p.poll() is None for p in procs):
+        time.sleep(0.005)
+    (tmp_path / "go").touch()  # all three at once
+    chunks = []
+    while chunk := os.read(read, 4096):
+        chunks.append(chunk)
+    os.close(read)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    lines = b"".join(chunks).decode().splitlines()
+    assert len(lines) == 3 * 30 * 200
+    broken = [line for line in lines if not re.fullmatch(r"\[job (\d)\] \1{80}", line)]
+    assert not broken, (len(broken), broken[:3])
+
+
 def test_a_job_of_a_parallel_launcher_tags_stdout_stderr_and_logging_until_its_end(capsys):
     """tag_job_output in a job's process (SweepSummary.on_job_start where the launcher runs the job in a
     process other than the sweep's): print, stderr and a logging handler that held the original stream
@@ -112,9 +168,26 @@ def _refusals(tmp_path):
     (renamed / "job.json").write_text('{"num": 0, "overrides": ["experiment=tiny", "bogus=1"]}')
     a_file = tmp_path / "afile"
     a_file.write_text("x")
+    started = tmp_path / "started"  # a run stopped (SIGTERM) after Hydra wrote its files, before its summary
+    (started / ".hydra").mkdir(parents=True)
+    (started / ".hydra" / "overrides.yaml").write_text("- experiment=tiny\n")
+    (started / "train.log").write_text("")
     return [
-        (empty, f"{empty} is empty: {_looked_for()} is there", "start the run or the sweep again"),
-        (claimed, f"{claimed} is empty: ", "start the run or the sweep again"),
+        (
+            empty,
+            f"{empty} is empty: {_looked_for()} is there",
+            "start the run or the sweep again (this directory may",
+        ),
+        (
+            claimed,
+            f"{claimed} is empty: ",
+            "start the run or the sweep again with a new directory (this one holds the .lock",
+        ),
+        (
+            started,
+            f"{started} holds only what Hydra writes as a run starts (.hydra, train.log), no summary.json",
+            "nothing to finish; start it again (its overrides: .hydra/overrides.yaml) with a new hydra.run.dir",
+        ),
         (
             outputs,
             f"{outputs} is not the directory of a run or a sweep: it holds {_looked_for()}, but one "
@@ -156,6 +229,21 @@ def test_a_resume_of_a_directory_with_nothing_to_finish_says_what_it_looked_for_
         assert err.startswith(f"error: resume: {start}") and says in err, err
         assert err.count("\n") == 1, err
         assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == before
+
+
+def test_a_directory_said_to_be_given_again_is_taken_by_a_run_and_the_others_are_not(tmp_path, monkeypatch):
+    """The refusals' advice against the preflight of a run given the directory: an empty one is taken;
+    one holding a claim's .lock or Hydra's files is not (the line said "may be given again" of the
+    .lock's, and "give the directory a run wrote" of Hydra's)."""
+    from dlnlab.lab import cli
+    from dlnlab.lab.cli import preflight
+    from tests._helpers import TINY
+
+    monkeypatch.setattr(cli, "_start_early", lambda plan: None)  # the flow's early solve: nothing runs here
+    targets = {t.name: t for t, *_ in _refusals(tmp_path)}
+    for name, taken in (("empty", True), ("claimed", False), ("started", False)):
+        reason = preflight([*TINY, f"hydra.run.dir={targets[name]}"], CONF)
+        assert (reason is None) is taken, (name, reason)
 
 
 def test_the_refusal_names_the_directory_absolute_in_one_line_exit_2_from_the_command_line(tmp_path):

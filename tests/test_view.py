@@ -92,3 +92,85 @@ def test_the_overrides_every_run_shares_are_left_out_of_each_name(tmp_path):
     ]
     with pytest.raises(ValueError, match="holds ','"):
         logdir_spec([_run(tmp_path / "d,e", ["seed=3"])])
+
+
+def test_runs_of_one_name_reach_tensorboard_each_under_a_name_of_its_own(tmp_path):
+    """The same job of two sweeps (0_seed=1 under t1/ and t2/) had one name, its label and the run
+    directory's name, and TensorBoard kept one of the two runs ("Conflict for name"): now the name holds
+    as much of the path as tells them apart. Read back by TensorBoard's own parser and multiplexer."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    runs = [_run(tmp_path / s / "0_seed=1", ["seed=1"]) for s in ("t1", "t2")]
+    runs.append(_run(tmp_path / "t3" / "1_seed=2", ["seed=2"]))
+    for r in runs:
+        (r / "tensorboard" / "flow" / "events.out.tfevents.0.host").write_bytes(b"")
+    parsed = _parse_event_files_spec(logdir_spec(runs))
+    assert list(parsed.values()) == ["seed=1 (t1/0_seed=1)", "seed=1 (t2/0_seed=1)", "seed=2"]
+    seen = EventMultiplexer()
+    for path, name in parsed.items():
+        seen.AddRunsFromDirectory(path, name)
+    assert sorted(seen.Runs()) == ["seed=1 (t1/0_seed=1)/flow", "seed=1 (t2/0_seed=1)/flow", "seed=2/flow"]
+
+
+def test_a_temporary_folder_whose_path_holds_a_comma_is_refused_in_one_line(tmp_path):
+    """The links go to TMPDIR: one whose path holds ',' was a ValueError's traceback, its folder left."""
+    import os
+
+    _run(tmp_path / "sweep" / "0_seed=1,sgd.batch_size=5", ["seed=1", "sgd.batch_size=5"])
+    temp = tmp_path / "a,b"
+    temp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path / "sweep"), "--print"],
+        env={**os.environ, "TMPDIR": str(temp)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr == (
+        f"error: TMPDIR: {temp} holds ',', where the links to the runs whose paths hold ',' would go: set "
+        "TMPDIR to a folder without one\n"
+    )
+    assert not any(temp.iterdir())
+
+
+def _child(pid: int, timeout: float = 60.0) -> int:
+    """The first child process of ``pid`` (Linux' /proc), once it has one."""
+    import time
+
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if not children.exists():
+        pytest.skip("no /proc/<pid>/task/<pid>/children here")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if found := children.read_text().split():
+            return int(found[0])
+        time.sleep(0.05)
+    raise AssertionError("tb.py started no TensorBoard")
+
+
+@pytest.mark.lab
+def test_a_sigterm_to_tb_stops_tensorboard_and_removes_the_links(tmp_path):
+    """SIGTERM (or SIGHUP) ended tb.py at once, without its finally: the folder of links stayed in the
+    temporary directory and TensorBoard ran on, orphaned, holding its port."""
+    import os
+    import signal
+
+    _run(tmp_path / "sweep" / "0_seed=1,sgd.batch_size=5", ["seed=1", "sgd.batch_size=5"])
+    temp = tmp_path / "temp"  # where tempfile puts the folder of links
+    temp.mkdir()
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: an orphaned TensorBoard would hold a pipe open
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path / "sweep"), "--port", "46123"],
+            env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    tensorboard = _child(proc.pid)
+    try:
+        assert [p.name for p in temp.iterdir()][0].startswith("dlnlab-tb-")  # the links, while it runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+        assert not any(temp.iterdir())  # the links removed
+        with pytest.raises(ProcessLookupError):  # TensorBoard ended with it (and was reaped)
+            os.kill(tensorboard, 0)
+    finally:
+        try:
+            os.kill(tensorboard, signal.SIGKILL)  # an orphan of a failed check
+        except ProcessLookupError:
+            pass

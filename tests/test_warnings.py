@@ -52,18 +52,22 @@ def test_a_damaged_file_is_a_file_warning_and_the_reader_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "batch, sampling, warned",
-    [(50, "with_replacement", ">"), (20, "with_replacement", "="), (19, "with_replacement", None),
-     (20, "without_replacement", None), (20, "reshuffle", None)],
+    "batch, sampling, warned, lrs",
+    [(50, "with_replacement", ">", "[0.04]"), (20, "with_replacement", "=", "[0.04]"),
+     (19, "with_replacement", None, "[0.04]"), (20, "without_replacement", None, "[0.04]"),
+     (20, "reshuffle", None, "[0.04]"), (50, "with_replacement", None, "[]")],
 )  # fmt: skip
-def test_a_batch_of_n_or_more_drawn_with_replacement_is_warned_as_not_full_batch(batch, sampling, warned):
+def test_a_batch_of_n_or_more_drawn_with_replacement_is_warned_as_not_full_batch(
+    batch, sampling, warned, lrs
+):
     """With replacement a batch of B >= N samples is B i.i.d. draws, still SGD's noise; without
     replacement B = N is the whole set each step (full batch: nothing to say), B > N refused
-    (tests/test_refusals.py)."""
+    (tests/test_refusals.py). sgd.lrs=[] runs the flow alone: no step, nothing to say (it said "each step
+    averages 50 i.i.d. draws")."""
     from dlnlab.lab.config import prepare
     from tests._helpers import TINY, make_cfg
 
-    plan = prepare(make_cfg([*TINY, f"sgd.batch_size={batch}", f"sgd.sampling={sampling}"]))  # N = 20
+    plan = prepare(make_cfg([*TINY, f"sgd.batch_size={batch}", f"sgd.sampling={sampling}", f"sgd.lrs={lrs}"]))
     notes = [n for n in plan.notes if n.startswith("sgd.batch_size")]
     assert notes == ([] if warned is None else [
         f"sgd.batch_size: {batch} {warned} data.n_samples = 20 with sgd.sampling=with_replacement: each step "

@@ -7,10 +7,10 @@ after the other in the sweep's own process: its output is left as it is.
 
 Why a tag on every line rather than each job's output held back and printed whole at its end: a
 researcher watching a sweep sees each job start (its plan: the solver chosen, its directory) and each
-error when it happens, not minutes later; a job killed, or a sweep stopped, loses nothing it printed;
-and ``grep '^\\[job 3\\]'`` picks one job's lines out of the whole console (or of a ``tee``'d log). The
-blocks stay whole too: a line, or a block written by one ``print``, reaches the terminal in one write
-(below), so another job's lines never land inside it.
+error when it happens, not minutes later; a job killed, or a sweep stopped, loses no line it finished
+(a SIGKILL: the line still open); and ``grep '^\\[job 3\\]'`` picks one job's lines out of the whole
+console (or of a ``tee``'d log). The blocks stay whole too: a line, or a block written by one
+``print``, reaches the terminal in one write (below), so another job's lines never land inside it.
 
 :func:`tag_job_output` replaces ``sys.stdout`` and ``sys.stderr`` in the job's process (and points the
 logging handlers that wrote to them at the replacements); :func:`untag_job_output` puts them back at
@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import re
+import select
 import sys
 import threading
 
@@ -31,6 +32,10 @@ __all__ = ["TaggedStream", "tag_job_output", "untag_job_output", "job_tag"]
 
 _LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
 _HOLD_AT_MOST = 1 << 16  # characters of unfinished lines held back before they are written anyway
+# A pipe takes a write of at most PIPE_BUF bytes whole (POSIX: at least 512; Linux: 4096); a longer one
+# from several processes at once can be cut anywhere by the others' (measured: three jobs printing
+# blocks of 16 KB through one pipe broke 723 of 120,000 lines, untagged halves of two jobs' lines)
+_WHOLE_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def job_tag(num: int) -> str:
@@ -41,7 +46,9 @@ class TaggedStream(io.TextIOBase):
     """A text stream that writes ``tag`` at the start of each line (an empty line: the tag alone) to
     ``inner``. Text is held until it ends a line, then written and flushed at once: ``print(block)``
     (the text, then its newline) is one write to the shared terminal or pipe, never cut by another
-    job's line (a block-buffered pipe flushed wherever its buffer filled, mid-line). ``flush`` writes
+    job's line (a block-buffered pipe flushed wherever its buffer filled, mid-line); a block longer than
+    a pipe takes whole (PIPE_BUF, 4096 bytes on Linux) is written in pieces cut between its lines, so
+    other jobs' lines may come between them, never inside a line. ``flush`` writes
     what is held too (a progress bar redraws its line with a carriage return and a flush). A carriage
     return starts a line as a newline does, so a redrawn bar keeps its tag.
 
@@ -77,8 +84,9 @@ class TaggedStream(io.TextIOBase):
         if not text:
             self.inner.flush()
             return
-        self.inner.write(self._tagged(text))
-        self.inner.flush()
+        for piece in _pieces(self._tagged(text), _WHOLE_WRITE):  # a write each, cut between lines only
+            self.inner.write(piece)
+            self.inner.flush()
 
     def _tagged(self, text: str) -> str:
         out = []
@@ -114,6 +122,21 @@ class TaggedStream(io.TextIOBase):
 
     def __getattr__(self, name: str):  # buffer, line_buffering, ...: the inner stream's
         return getattr(self.inner, name)
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """``text`` cut between lines into pieces of at most ``limit`` bytes in UTF-8 (a longer line: a piece
+    of its own), so that a block of up to ``limit`` bytes stays one write and a longer one is cut only
+    where a line ends."""
+    pieces, current, size = [], [], 0
+    for line in text.splitlines(keepends=True):
+        n = len(line.encode("utf-8", "replace"))
+        if current and size + n > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += n
+    return [*pieces, "".join(current)] if current else pieces
 
 
 def _fresh_locks_in_child() -> None:

@@ -106,12 +106,8 @@ def _not_resumable(target: Path) -> str | None:
         return (
             f"resume: {target} cannot be read ({err.strerror}): give the directory of the run or of the sweep"
         )
-    if not entries:
-        return (
-            f"resume: {target} is empty: none of {_LOOKED_FOR} is there, so no run or sweep wrote in it (one "
-            "stopped before it began leaves its directory so): nothing to finish; start the run or the sweep "
-            "again (this directory may be given again)"
-        )
+    if not entries or _hydra_start_only(entries):
+        return _stopped_before_it_began(target, entries)
     below = _run_dirs_below(target)
     if below:
         which = (
@@ -129,6 +125,36 @@ def _not_resumable(target: Path) -> str | None:
         "the directory a run wrote (hydra.run.dir, by default outputs/<date>/<time>) or a sweep "
         "(hydra.sweep.dir, by default outputs/multirun/<date>/<time>)"
     )
+
+
+def _hydra_start_only(entries: list[Path]) -> bool:
+    """Only what Hydra writes as a run starts (``.hydra/``, ``<job name>.log``): a run stopped (SIGTERM,
+    Ctrl+C) after that and before its summary.json."""
+    names = {p.name for p in entries}
+    return ".hydra" in names and all(n == ".hydra" or n.endswith(".log") for n in names)
+
+
+def _stopped_before_it_began(target: Path, entries: list[Path]) -> str:
+    """The refusal of a directory that a run or a sweep claimed and left before its work began. A run or
+    a sweep is given only a new or empty directory, and the claim's ``.lock`` or Hydra's files make this
+    one neither: before, the line said it "may be given again", and the run given it was refused."""
+    if entries:
+        what = (
+            f"resume: {target} holds only what Hydra writes as a run starts ({', '.join(sorted(p.name for p in entries))}), "
+            "no summary.json, which a run writes as it starts: it stopped before its work began"
+        )
+        again = "start it again (its overrides: .hydra/overrides.yaml) with a new hydra.run.dir"
+    else:
+        what = (
+            f"resume: {target} is empty: none of {_LOOKED_FOR} is there, so no run or sweep wrote in it (one "
+            "stopped before it began leaves its directory so)"
+        )
+        again = "start the run or the sweep again"
+        if (target / ".lock").exists():
+            again += " with a new directory (this one holds the .lock of its claim; removed, it may be given again)"
+        else:
+            again += " (this directory may be given again)"
+    return f"{what}: nothing to finish; {again}"
 
 
 def _run_dirs_below(target: Path) -> list[Path]:

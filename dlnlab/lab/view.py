@@ -16,6 +16,7 @@ Before, TensorBoard read such a path in pieces and showed no run at all.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -66,15 +67,12 @@ def run_labels(run_dirs) -> tuple[list[str], list[str]]:
 
 
 def logdir_spec(run_dirs, link_dir: Path | None = None) -> str:
-    """``name:path,...`` for ``tensorboard --logdir_spec``; equal names get the run directory's name
-    after them. A run's ``tensorboard/`` whose path holds ',' is given as a symbolic link in
-    ``link_dir`` (made if needed; required then), named by the run's place in the list."""
+    """``name:path,...`` for ``tensorboard --logdir_spec``; equal names get the end of the run's path
+    after them (:func:`_distinct`). A run's ``tensorboard/`` whose path holds ',' is given as a symbolic
+    link in ``link_dir`` (made if needed; required then), named by the run's place in the list."""
     runs = [Path(r) for r in run_dirs]
     _, labels = run_labels(runs)
-    labels = [
-        f"{label} ({run.name})".replace(",", ";").replace(":", "-") if labels.count(label) > 1 else label
-        for label, run in zip(labels, runs)
-    ]
+    labels = _distinct(labels, runs)
     paths = []
     for i, run in enumerate(runs):
         path = run / "tensorboard"
@@ -89,3 +87,22 @@ def logdir_spec(run_dirs, link_dir: Path | None = None) -> str:
             path = link
         paths.append(path)
     return ",".join(f"{label}:{path}" for label, path in zip(labels, paths))
+
+
+def _distinct(labels: list[str], runs: list[Path]) -> list[str]:
+    """Each label that others share gets the shortest end of its run's path that no run of that label
+    shares (``seed=1 (t1/0_seed=1)``). TensorBoard keeps one run of a name and drops the others ("Conflict
+    for name"): the run directory's name alone was shared by the same job of two sweeps."""
+    ends = [Path(os.path.abspath(r)).parts for r in runs]
+    named = []
+    for label, end in zip(labels, ends):
+        group = [e for lab, e in zip(labels, ends) if lab == label]
+        if len(group) == 1:
+            named.append(label)
+            continue
+        depth = next(
+            (d for d in range(1, len(end) + 1) if [e[-d:] for e in group].count(end[-d:]) == 1), len(end)
+        )
+        tail = "/".join(end[-depth:]).lstrip("/")
+        named.append(f"{label} ({tail})".replace(",", ";").replace(":", "-"))
+    return named

@@ -83,8 +83,8 @@ def _batch_note(cfg: TrainConfig, n_samples: int) -> str | None:
     N or above may have meant. Without replacement B = N is the whole set (full batch) and B > N is
     refused (``_prepare._check_sampling``)."""
     b = cfg.sgd.batch_size
-    if b is None or b < n_samples or cfg.sgd.sampling.name != "with_replacement":
-        return None
+    if b is None or b < n_samples or cfg.sgd.sampling.name != "with_replacement" or not cfg.sgd.lrs:
+        return None  # sgd.lrs=[]: the flow alone, no step draws a batch
     n_key = "data.n_samples" if cfg.data.kind.name != "file" else "N (the samples of data.path)"
     return (
         f"sgd.batch_size: {b} {'>' if b > n_samples else '='} {n_key} = {n_samples} with "

@@ -193,12 +193,26 @@ def check_sweep_subdir(cfg: DictConfig, num: int, taken: dict[str, int] | None =
         raise ConfigError(
             f"hydra.sweep.subdir: jobs {taken[subdir]} and {num} would both write to {base / subdir}; "
             "make it differ per job, e.g. hydra.sweep.subdir=${hydra.job.num} (the default names each job "
-            "by its number and overrides)"
+            f"by its number and overrides){_left_out(cfg)}"
         )
     check_length(
         base / subdir, "hydra.sweep.subdir", reserve=RUN_DIR_RESERVE,
         what=f"job {num}'s directory (named after its overrides; hydra.sweep.subdir=${{hydra.job.num}} names it by number)",
     )  # fmt: skip
+
+
+def _left_out(cfg: DictConfig) -> str:
+    """The overrides of the job that ``hydra.job.override_dirname`` leaves out (conf/train.yaml: data.path
+    and init.path, whose '/' made nested folders): jobs that differ only in those get one name from it."""
+    excluded = OmegaConf.select(cfg, "hydra.job.config.override_dirname.exclude_keys", default=None) or []
+    keys = {
+        str(o).split("=", 1)[0].lstrip("+~")
+        for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[])
+    }
+    left = [str(k) for k in excluded if str(k) in keys]
+    if not left:
+        return ""
+    return f"; ${{hydra.job.override_dirname}} leaves out {' and '.join(left)} (hydra.job.config.override_dirname.exclude_keys)"
 
 
 def check_job_dirs(cfg: DictConfig, num: int, multirun: bool, taken: dict[str, int]) -> None:

@@ -127,7 +127,13 @@ def _gd_lines(d: dict) -> list[str]:
     if d["t_edge"] is None:
         crossing = ["    S never reaches 2/eta"]
     else:
-        stays = " and stays (no divergence)" if Outcome(d["outcome"]) is not Outcome.DIVERGED else ""
+        # what S did after: on the edge it stays; converged or below the edge it ended below 2/eta (a GD
+        # that touched 2/eta, then converged flatter, read "and stays" under its verdict "converged")
+        stays = {
+            Outcome.AT_EDGE: " and stays (no divergence)",
+            Outcome.CONVERGED: ", then ends below it (no divergence)",
+            Outcome.BELOW_EDGE: ", then ends below it (no divergence)",
+        }.get(Outcome(d["outcome"]), "")
         crossing = [
             f"    S reaches 2/eta at t = {fmt(d['t_edge'])}{stays}: within {100 * d['band']:g} % of it "
             f"{fmt_share(d['hover_share'])} of the time, median {fmt(d['median_ratio'])} x 2/eta",
@@ -150,7 +156,12 @@ def _central_lines(p: dict) -> list[str]:
     than 2x, the lines say which way and that it is the gap docs/eos.md describes: GD's oscillation lags
     the central flow's Sigma (smaller early, larger late), which the central flow leaves out."""
     ratio, rel, var = p["ratio_median"], p["loss_rel_median"], p["variance_ratio_median"]
-    nearer = "" if ratio is None else f" is nearer the {'central' if ratio < 1 else 'gradient'} flow"
+    # Sigma never on in the window (a GD that never reaches 2/eta): the central flow moves as the gradient
+    # flow, so the two are one (ratio 1), and what parts GD from the prediction is no gap of the central flow
+    never_on = p["central_pinned"] is None and p.get("central_entering") is None
+    nearer = (
+        "" if ratio is None or never_on else f" is nearer the {'central' if ratio < 1 else 'gradient'} flow"
+    )
     loss = f"    predicted/averaged loss - 1 = {fmt(rel)} (median), "
     if p["loss_parting"] is None:
         loss += "never parting"
@@ -164,7 +175,9 @@ def _central_lines(p: dict) -> list[str]:
     if off:
         variance += f": GD oscillates {'more' if var > 1 else 'less'} than predicted"
     lines = [
-        f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta past its switch-on (pinned, "
+        "    central flow: never on the edge here (Sigma = 0): it moves as the gradient flow"
+        if never_on
+        else f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta past its switch-on (pinned, "
         "as built)",
         f"    GD's {p['window']}-step average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}{nearer}:",
         f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p['ratio_last'])} at the end",
@@ -173,7 +186,9 @@ def _central_lines(p: dict) -> list[str]:
     ]
     if p["loss_parting"] is not None or off:
         lines.append(
-            '      a known gap of the central flow, not a fault ("What the central flow leaves out")'
+            "      GD against the gradient flow (no edge here), not a gap of the central flow"
+            if never_on
+            else '      a known gap of the central flow, not a fault ("What the central flow leaves out")'
         )
     return lines
 
