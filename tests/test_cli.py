@@ -162,39 +162,47 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     _refused_in_one_line(REFUSED, tmp_path)
 
 
-@pytest.mark.parametrize(
-    "args, first",
-    [
-        (["flow.rtool=2", "init=nope"], "error: init=nope: no such option"),
-        (["+flow.foo=1"], "error: flow.foo"),
-        (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
-        (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
-        (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
-        (["init=file", "init.path=w.npz"], "error: init.path: W_1 has shape (6, 4); model.dims="),
-        (["sgd.batch_size=200", "sgd.sampling=without_replacement"], "error: sgd.batch_size: 200 > N = 110"),
-    ],
-)
-def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path, args, first):
+# each refused on its own, before torch: Hydra's composition, the schema, the rules, the counts, the files
+REFUSED_BEFORE_TORCH = [
+    (["flow.rtool=2", "init=nope"], "error: init=nope: no such option"),
+    (["+flow.foo=1"], "error: flow.foo"),
+    (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
+    (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
+    (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
+    (["init=file", "init.path=w.npz"], "error: init.path: W_1 has shape (6, 4); model.dims="),
+    (["sgd.batch_size=200", "sgd.sampling=without_replacement"], "error: sgd.batch_size: 200 > N = 110"),
+]
+
+
+def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path):
     """A mistyped key, option or type (Hydra's composition), a key added with + (the schema), a value out
     of range (the rules) or too much work (the counts) is refused before torch is imported: the checks on
     the config alone import none (dlnlab.flow's constants come from flow/solver.py, Layout from
     dlnlab/_layout.py; the data, the weights and the estimates that need them are config/_build.py,
     imported after), and so are the files' names and shapes and a minibatch larger than N without
     replacement (N from data.n_samples or the data file's header): 0.4 s instead of 1.7 - 2.2 s here.
-    The command line, in a fresh interpreter."""
+    The command line run as __main__ in one fresh interpreter, one case after the other (as
+    tests/test_scripts.py's refusals): a case that imported torch or Lightning shows it on its own line
+    (the modules only add up), and each process start cost ~0.7 s."""
     train = ROOT / "scripts" / "train.py"
     np.savez(tmp_path / "w.npz", **{f"W_{j}": np.zeros((6, 4)) for j in range(1, 6)})  # the shapes, from headers
     code = (
         "import runpy, sys\n"
-        f"sys.argv = [{str(train)!r}, *{args!r}]\n"
-        "try:\n"
-        f"    runpy.run_path({str(train)!r}, run_name='__main__')\n"
-        "except SystemExit as stop:\n"
-        "    print('exit', stop.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
+        f"for args in {[args for args, _ in REFUSED_BEFORE_TORCH]!r}:\n"
+        "    print('case', file=sys.stderr, flush=True)\n"
+        f"    sys.argv = [{str(train)!r}, *args]\n"
+        "    try:\n"
+        f"        runpy.run_path({str(train)!r}, run_name='__main__')\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code, 'torch' in sys.modules, 'lightning' in sys.modules, flush=True)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert proc.stdout.strip().splitlines()[-1] == "exit 2 False False", proc.stdout + proc.stderr[-2000:]
-    assert proc.stderr.strip().startswith(first), proc.stderr
+    ends = proc.stdout.strip().splitlines()
+    errs = proc.stderr.split("case\n")[1:]
+    assert proc.returncode == 0 and len(ends) == len(errs) == len(REFUSED_BEFORE_TORCH), proc.stdout + proc.stderr
+    for (args, first), end, err in zip(REFUSED_BEFORE_TORCH, ends, errs):
+        assert end == "exit 2 False False", (args, end, err)
+        assert err.strip().startswith(first) and err.count("\n") == 1, (args, err)
 
 
 @pytest.mark.slow
