@@ -75,14 +75,13 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def popen_cli(args, cwd, **kw) -> subprocess.Popen:
-    """``python scripts/train.py *args`` started in ``cwd``, its output piped as text."""
+    """``python scripts/train.py *args`` started in ``cwd``, its output piped as text (``kw`` may set
+    ``stderr=subprocess.STDOUT``: one pipe, the lines in the order the console shows them)."""
     return subprocess.Popen(
         [sys.executable, str(TRAIN), *args],
         cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
-        **kw,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw},
     )
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,32 +29,46 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]  # the tiny flow alone, nothing but its files
 
 
+@dataclass(frozen=True)
+class TwoRuns:
+    """What the two runs started together left: the folder they share, the full run's stderr (its stdout
+    was closed at once), and the other run's console (stdout and stderr in one pipe, in order)."""
+
+    folder: Path
+    full_stderr: str
+    console: str
+
+
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> Path:
+def two_runs(tmp_path_factory) -> TwoRuns:
     """Two CLI runs started together, both with hydra.run.dir=${dlnlab_unique:<folder>/same}: a full one
-    (the net [4, 3, 2], three learning rates, TensorBoard) and a flow-only one. The folder they share is
-    returned; each run took the first free name, same or same_1. (One of the two is the run the tests
-    below read or try to write into: a third CLI run of its own cost ~4 s.)"""
+    (the net [4, 3, 2], three learning rates, TensorBoard) whose reader of stdout goes away before the
+    first line (``train.py ... | head``), and one of the flow and one SGD series of batch 50 > N = 20 drawn
+    with replacement (warned), its stderr into its stdout. Each run took the first free name, same or
+    same_1. (They carry the checks of three more CLI runs of their own: the directory a refused run must
+    not touch, the closed stdout, the warning's place on the console; each such run cost ~4 s.)"""
     folder = tmp_path_factory.mktemp("cli")
     unique = f"hydra.run.dir=${{dlnlab_unique:{folder / 'same'}}}"
     full = ["experiment=tiny", "model.dims=[4,3,2]", "sgd.lrs=[0.05,0.02,0.01]", *QUIET, unique]
-    flow_only = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET, unique]
-    procs = [_popen(args, folder) for args in (full, flow_only)]
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        assert "run directory" in out
-    return folder
+    warned = ["experiment=tiny", "sgd.lrs=[0.02]", "sgd.batch_size=50", "logger=none", *QUIET, unique]
+    full_proc = _popen(full, folder)
+    full_proc.stdout.close()  # gone before the first line
+    warned_proc = _popen(warned, folder, stderr=subprocess.STDOUT)
+    console, _ = warned_proc.communicate(timeout=300)
+    assert warned_proc.returncode == 0, console[-3000:]
+    full_stderr = full_proc.stderr.read()
+    assert full_proc.wait(timeout=300) == 0, full_stderr[-3000:]
+    return TwoRuns(folder, full_stderr, console)
 
 
 @pytest.fixture(scope="module")
 def cli_run(two_runs) -> Path:
     """The full one of the two runs, shared by the tests that read it or try to write into it."""
-    (run,) = [d for d in two_runs.iterdir() if _summary(d)["config"]["model"]["dims"] == [4, 3, 2]]
+    (run,) = [d for d in two_runs.folder.iterdir() if _summary(d)["config"]["model"]["dims"] == [4, 3, 2]]
     return run
 
 
-# the three tests of the two runs on one xdist worker (--dist loadgroup in pyproject.toml): a module fixture
+# the tests of the two runs on one xdist worker (--dist loadgroup in pyproject.toml): a module fixture
 # is made on every worker that runs one of its tests, and these two runs cost ~10 s
 @pytest.mark.xdist_group("two_cli_runs")
 def test_cli_runs_with_overrides(cli_run):
@@ -63,6 +78,29 @@ def test_cli_runs_with_overrides(cli_run):
     assert (cli_run / ".hydra" / "overrides.yaml").exists()
     assert len(list((cli_run / "tensorboard").iterdir())) == 4
     assert not list(cli_run.rglob(".*.tmp"))  # no temporary file left behind
+
+
+@pytest.mark.xdist_group("two_cli_runs")
+def test_a_run_whose_stdout_reader_went_away_finishes_its_files_and_tensorboard(two_runs, cli_run):
+    """``train.py ... | head``: the reader of stdout goes away. The print of the results then raised
+    BrokenPipeError: a traceback, exit code 1, and the HParams and Text never logged (the files were
+    written before). Now the run finishes without its console, with its own exit code (0: the fixture)."""
+    assert "Traceback" not in two_runs.full_stderr, two_runs.full_stderr[-3000:]
+    assert _summary(cli_run)["status"] == "finished"
+    for lr in ("0.05", "0.02", "0.01"):  # logged after the results
+        assert list((cli_run / "tensorboard" / f"sgd_lr_{lr}").glob("*.hparams")), lr
+
+
+@pytest.mark.xdist_group("two_cli_runs")
+def test_the_cli_warns_of_a_batch_above_n_before_the_run_starts(two_runs):
+    """The warning's line comes before the run's first block on the console (the text of the warning
+    for each batch and sampling: tests/test_warnings.py, in-process)."""
+    lines = two_runs.console.splitlines()
+    first = next(
+        i for i, line in enumerate(lines) if line.startswith("warning: sgd.batch_size: 50 > data.n_samples")
+    )
+    assert first < lines.index("dlnlab run") and "write sgd.batch_size=null" in lines[first]
+    assert "run directory" in two_runs.console and "Traceback" not in two_runs.console
 
 
 @pytest.mark.xdist_group("two_cli_runs")
@@ -124,39 +162,47 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
     _refused_in_one_line(REFUSED, tmp_path)
 
 
-@pytest.mark.parametrize(
-    "args, first",
-    [
-        (["flow.rtool=2", "init=nope"], "error: init=nope: no such option"),
-        (["+flow.foo=1"], "error: flow.foo"),
-        (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
-        (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
-        (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
-        (["init=file", "init.path=w.npz"], "error: init.path: W_1 has shape (6, 4); model.dims="),
-        (["sgd.batch_size=200", "sgd.sampling=without_replacement"], "error: sgd.batch_size: 200 > N = 110"),
-    ],
-)
-def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path, args, first):
+# each refused on its own, before torch: Hydra's composition, the schema, the rules, the counts, the files
+REFUSED_BEFORE_TORCH = [
+    (["flow.rtool=2", "init=nope"], "error: init=nope: no such option"),
+    (["+flow.foo=1"], "error: flow.foo"),
+    (["flow.rtol=2"], "error: flow.rtol: 2 is above 0.001"),
+    (["sgd.lrs=[1e-300]"], "error: sgd.lrs: the series at lr = 1e-300 needs"),
+    (["init=file", "init.path=/no/such/weights.npz"], "error: init.path: "),
+    (["init=file", "init.path=w.npz"], "error: init.path: W_1 has shape (6, 4); model.dims="),
+    (["sgd.batch_size=200", "sgd.sampling=without_replacement"], "error: sgd.batch_size: 200 > N = 110"),
+]
+
+
+def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_path):
     """A mistyped key, option or type (Hydra's composition), a key added with + (the schema), a value out
     of range (the rules) or too much work (the counts) is refused before torch is imported: the checks on
     the config alone import none (dlnlab.flow's constants come from flow/solver.py, Layout from
     dlnlab/_layout.py; the data, the weights and the estimates that need them are config/_build.py,
     imported after), and so are the files' names and shapes and a minibatch larger than N without
     replacement (N from data.n_samples or the data file's header): 0.4 s instead of 1.7 - 2.2 s here.
-    The command line, in a fresh interpreter."""
+    The command line run as __main__ in one fresh interpreter, one case after the other (as
+    tests/test_scripts.py's refusals): a case that imported torch or Lightning shows it on its own line
+    (the modules only add up), and each process start cost ~0.7 s."""
     train = ROOT / "scripts" / "train.py"
     np.savez(tmp_path / "w.npz", **{f"W_{j}": np.zeros((6, 4)) for j in range(1, 6)})  # the shapes, from headers
     code = (
         "import runpy, sys\n"
-        f"sys.argv = [{str(train)!r}, *{args!r}]\n"
-        "try:\n"
-        f"    runpy.run_path({str(train)!r}, run_name='__main__')\n"
-        "except SystemExit as stop:\n"
-        "    print('exit', stop.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
+        f"for args in {[args for args, _ in REFUSED_BEFORE_TORCH]!r}:\n"
+        "    print('case', file=sys.stderr, flush=True)\n"
+        f"    sys.argv = [{str(train)!r}, *args]\n"
+        "    try:\n"
+        f"        runpy.run_path({str(train)!r}, run_name='__main__')\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code, 'torch' in sys.modules, 'lightning' in sys.modules, flush=True)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
-    assert proc.stdout.strip().splitlines()[-1] == "exit 2 False False", proc.stdout + proc.stderr[-2000:]
-    assert proc.stderr.strip().startswith(first), proc.stderr
+    ends = proc.stdout.strip().splitlines()
+    errs = proc.stderr.split("case\n")[1:]
+    assert proc.returncode == 0 and len(ends) == len(errs) == len(REFUSED_BEFORE_TORCH), proc.stdout + proc.stderr
+    for (args, first), end, err in zip(REFUSED_BEFORE_TORCH, ends, errs):
+        assert end == "exit 2 False False", (args, end, err)
+        assert err.strip().startswith(first) and err.count("\n") == 1, (args, err)
 
 
 @pytest.mark.slow
@@ -166,7 +212,7 @@ def test_more_refusals_exit_2_with_one_line_and_write_nothing(tmp_path):
 
 @pytest.mark.xdist_group("two_cli_runs")
 def test_two_runs_started_together_get_two_directories(two_runs):
-    dirs = sorted(p for p in two_runs.iterdir() if p.is_dir())
+    dirs = sorted(p for p in two_runs.folder.iterdir() if p.is_dir())
     assert [d.name for d in dirs] == ["same", "same_1"]
     for d in dirs:
         assert _summary(d)["run_dir"] == str(d)

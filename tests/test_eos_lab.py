@@ -194,27 +194,27 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
 
 
 @pytest.mark.lab
-def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run, tmp_path):
-    """scripts/eos_lab.py (--replot: the block the run printed, again) in a subprocess, as a new user runs
-    it: the verdict says at_edge is expected where 2/eta is below the flow limit's sharpness, with the
-    summary's numbers; the lines are short (test_eos_console.py: each outcome's wording)."""
-    import subprocess
-    import sys
+def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run, tmp_path, capsys):
+    """scripts/eos_lab.py's main (--replot: the block the run printed, again), in-process (the script
+    from its command line: its refusals in tests/test_scripts.py): the verdict says at_edge is expected
+    where 2/eta is below the flow limit's sharpness, with the summary's numbers; the lines are short
+    (test_eos_console.py: each outcome's wording)."""
+    import runpy
 
     from dlnlab._util import fmt
 
     res, out, _ = eos_run
-    script = Path(__file__).resolve().parents[1] / "scripts" / "eos_lab.py"
-    proc = subprocess.run([sys.executable, str(script), "--run", str(out), "--replot", "--out", str(tmp_path / "e.png")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "eos_lab.py"))["main"]
+    assert main(["--run", str(out), "--replot", "--out", str(tmp_path / "e.png")]) == 0
+    stdout = capsys.readouterr().out
+    assert (tmp_path / "e.png").stat().st_size > 10_000
     e = res["series"][f"edge_lr_{EDGE_LR!r}"]["edge"]
     assert e["outcome"] == "at_edge" and e["flow_limit_sharpness"] > e["threshold"]  # 9.944 > 9.246
-    lines = proc.stdout.splitlines()
+    lines = stdout.splitlines()
     limit = fmt(e["flow_limit_sharpness"])
     verdict = f"at_edge, as expected at this lr (2/eta is below the flow limit's S = {limit})"
     assert f"  lr {EDGE_LR} (2/eta = {2 / EDGE_LR:.5g}): {verdict}" in lines
-    assert f"    S reaches 2/eta at t = {fmt(e['t_edge'])} and stays (no divergence): " in proc.stdout
+    assert f"    S reaches 2/eta at t = {fmt(e['t_edge'])} and stays (no divergence): " in stdout
     block = lines[
         lines.index("edge of stability (GD recomputed at every step; docs/eos.md explains each number):") :
     ]

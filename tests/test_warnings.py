@@ -63,7 +63,8 @@ def test_a_batch_of_n_or_more_drawn_with_replacement_is_warned_as_not_full_batch
     """With replacement a batch of B >= N samples is B i.i.d. draws, still SGD's noise; without
     replacement B = N is the whole set each step (full batch: nothing to say), B > N refused
     (tests/test_refusals.py). sgd.lrs=[] runs the flow alone: no step, nothing to say (it said "each step
-    averages 50 i.i.d. draws")."""
+    averages 50 i.i.d. draws"). The line's place on the CLI's console, before the run's first block:
+    tests/test_cli.py (one of its two shared runs)."""
     from dlnlab.lab.config import prepare
     from tests._helpers import TINY, make_cfg
 
@@ -74,28 +75,3 @@ def test_a_batch_of_n_or_more_drawn_with_replacement_is_warned_as_not_full_batch
         f"averages {batch} i.i.d. draws (repeats included), noisy minibatch SGD, not full-batch GD; for "
         "full-batch GD write sgd.batch_size=null"
     ])  # fmt: skip
-
-
-@pytest.mark.lab
-def test_the_cli_warns_of_a_batch_above_n_before_the_run_starts(tmp_path):
-    """In a subprocess, stderr and stdout as the console interleaves them: the line comes first."""
-    import subprocess
-    import sys
-
-    from tests._helpers import TINY, TRAIN
-
-    args = [
-        *TINY,
-        "flow.t_max=0.5",
-        "sgd.lrs=[0.02]",
-        "sgd.batch_size=50",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    proc = subprocess.run([sys.executable, str(TRAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    lines = proc.stdout.splitlines()
-    first = next(
-        i for i, line in enumerate(lines) if line.startswith("warning: sgd.batch_size: 50 > data.n_samples")
-    )
-    assert first < lines.index("dlnlab run") and "write sgd.batch_size=null" in lines[first]
