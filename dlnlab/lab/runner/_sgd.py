@@ -142,16 +142,8 @@ def run_sgd(
         levels = plan.problem.plateau_levels(ctx.layout.r_max)
         if plan.seeds.members and arrays:
             finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
-            finish_sgd_members(
-                entry,
-                arrays,
-                tau,
-                levels,
-                plan.stability_threshold,
-                finals,
-                member_diverged,
-                plan.seeds.members,
-            )
+            bound, members = plan.stability_threshold, plan.seeds.members
+            finish_sgd_members(entry, arrays, tau, levels, bound, finals, member_diverged, members)
         else:
             finish_sgd_entry(entry, arrays, tau, levels, plan.stability_threshold, flow_final)
         entry["wall_time_s"] = time.perf_counter() - t0
