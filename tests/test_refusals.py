@@ -1,5 +1,5 @@
 """Refusals before work: a table of bad inputs, each through dlnlab.lab.cli.preflight, the very check
-``scripts/train.py`` makes before Hydra runs (Hydra's composition included); ``tests/test_cli.py`` sends a
+``scripts/train.py`` makes before Hydra runs (Hydra's composition included); ``tests/test_cli_refusals.py`` sends a
 handful of the same through the CLI and checks the exit code 2 and that nothing is written.
 """
 
