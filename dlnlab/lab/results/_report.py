@@ -74,7 +74,9 @@ def plateau_markdown(summary: dict) -> str:
 
 def _hparams(cfg, entry: dict) -> dict:
     """The HParams row's hyperparameters: TensorBoard sorts its columns by name and shows few at once,
-    so only what can differ between rows (the learning rate, the status) and a sweep's settings."""
+    so only what differs between a run's rows (the learning rate, the status) and the SGD settings where
+    set (batch size, momentum, the ensemble). A sweep's own settings (model.dims, seed, ...) are not
+    columns: the run does not know which of its keys the sweep varies (docs/tensorboard.md)."""
     params = {"lr": entry["lr"], "status": str(entry["status"])}
     if cfg.sgd.batch_size is not None:
         params["batch_size"] = cfg.sgd.batch_size
