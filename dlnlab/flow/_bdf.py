@@ -36,9 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
-from dlnlab.flow._members import jacobian_eigen, output_rows, solve_members
+from dlnlab.flow._members import field_values, jacobian_eigen, output_rows, solve_members
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
 
@@ -133,10 +132,7 @@ class _Members:
         one batched evaluation."""
         self.run.counter.check_budget()
         self.counts["nfe"][members] += 1
-        # into(): the field written into a fresh array, the sign on dL/dP (no pass to negate the result)
-        f = np.empty(y.shape)
-        self.field.into(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(f))
-        return f
+        return field_values(self.field, y)
 
     def initial_steps(self, y0: np.ndarray, f0: np.ndarray) -> np.ndarray:
         """scipy's select_initial_step for a method of order 1, per member (or the first_step option)."""

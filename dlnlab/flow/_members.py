@@ -16,7 +16,7 @@ import torch
 from dlnlab.flow._run import BudgetExceeded, Run
 from dlnlab.trajectory import Interrupted, MemberStats, Status, Trajectory
 
-__all__ = ["solve_members", "output_rows", "jacobian_eigen"]
+__all__ = ["solve_members", "output_rows", "field_values", "jacobian_eigen"]
 
 
 def solve_members(run: Run, stop: Callable[[], bool] | None, make_state, attempt, name: str) -> Trajectory:
@@ -90,6 +90,15 @@ def _member_stats(s, status: Status) -> MemberStats:
         n_steps=torch.from_numpy(c["n_steps"].copy()),
         n_rejected=torch.from_numpy(c["n_rejected"].copy()),
     )
+
+
+def field_values(field, y: np.ndarray) -> np.ndarray:
+    """The field at the states y (..., p), one batched evaluation written into a fresh array: ``into``
+    puts the sign on dL/dP (no pass to negate the result, 10 us of 237 for 3 x 64 Figure 1 nets)."""
+    p = y.shape[-1]
+    f = np.empty(y.shape)
+    field.into(torch.from_numpy(np.ascontiguousarray(y).reshape(-1, p)), torch.from_numpy(f.reshape(-1, p)))
+    return f
 
 
 def jacobian_eigen(field, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dlnlab.flow._members import jacobian_eigen, output_rows, solve_members
+from dlnlab.flow._members import field_values, jacobian_eigen, output_rows, solve_members
 from dlnlab.flow._radau_linalg import MU_COMPLEX, MU_REAL, EigenbasisSolve
 from dlnlab.flow._run import Run
 from dlnlab.trajectory import Trajectory
@@ -157,10 +157,7 @@ class _Members:
         slice; ``per_member`` evaluations each): one batched evaluation."""
         self.run.counter.check_budget()
         self.counts["nfe"][members] += per_member
-        # into(): the field written into a fresh array, the sign on dL/dP (no pass to negate the result)
-        f = np.empty(y.shape)
-        self.field.into(torch.from_numpy(y.reshape(-1, self.p)), torch.from_numpy(f.reshape(-1, self.p)))
-        return f
+        return field_values(self.field, y)
 
     def initial_steps(self) -> np.ndarray:
         """scipy's select_initial_step for an error estimator of order 3, per member (or first_step)."""
