@@ -64,18 +64,39 @@ def main(argv=None) -> int:
             )
         print(shlex.join(cmd))
         return 0
-    # SIGTERM and SIGHUP (a terminal closed) ended tb.py at once, without its finally: the links stayed and
-    # TensorBoard ran on, orphaned, holding the port. As SystemExit they reach subprocess.call, which
-    # kills TensorBoard and waits for it, then the finally.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     try:  # a child, not exec: the links are removed when TensorBoard ends
-        return subprocess.call([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
-    except KeyboardInterrupt:  # Ctrl+C reached TensorBoard too (one process group): it has ended
-        return 130
+        return _serve([sys.executable, "-m", "tensorboard.main", *cmd[1:]])
     finally:
         if link_dir is not None:
             shutil.rmtree(link_dir, ignore_errors=True)
+
+
+def _serve(argv: list[str]) -> int:
+    """TensorBoard as a child, stopped with tb.py. SIGTERM and SIGHUP (a terminal closed) ended tb.py at
+    once, without its finally: the links stayed and TensorBoard ran on, orphaned, holding the port. Their
+    handler exits only once the child is known: a signal taken while Popen was starting it (raised there,
+    the child was left running, orphaned) is noted and acted on when Popen returns."""
+    child: subprocess.Popen | None = None
+    received: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        received.append(signum)
+        if child is not None:
+            sys.exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    try:
+        child = subprocess.Popen(argv)
+        if received:
+            sys.exit(128 + received[0])
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl+C reached TensorBoard too (one process group): it ends with tb.py
+        return 130
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 if __name__ == "__main__":
