@@ -19,7 +19,7 @@ from scipy.integrate import quad, solve_ivp
 from torch import Tensor
 
 from dlnlab._sizes import DENSE_HESSIAN_MAX  # dense eigensolvers up to this p, Lanczos above
-from dlnlab.network import Layout
+from dlnlab.network import Layout, as_layout, pack
 from dlnlab.problem import RegressionProblem
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "mode_half_time",
     "mode_solution",
     "balanced_sharpness",
+    "balanced_minimum_sharpness",
     "gd_stability_threshold",
     "balanced_product_rhs",
     "lanczos_extremes",
@@ -219,6 +220,31 @@ def mode_solution(t, s: float, u0: float, h: int, *, method: str = "DOP853") -> 
 def balanced_sharpness(s1: float, h: int) -> float:
     """lambda_max of the Hessian at the balanced global minimum: h s1^(2-2/h)."""
     return h * float(s1) ** (2.0 - 2.0 / h)
+
+
+def balanced_minimum_sharpness(
+    problem: RegressionProblem, dims: Layout | Sequence[int], dense_max: int = DENSE_HESSIAN_MAX
+) -> float:
+    """lambda_max of the Hessian at the balanced (C_j = 0) global minimum of ``problem`` on ``dims``.
+
+    Whitened data: the closed form h m_1^(2-2/h) (:func:`balanced_sharpness`). Otherwise no closed form
+    holds (the Hessian's Gauss-Newton part carries Sxx: h = 1 gives lambda_max(Sxx), and scaling X by c
+    scales the sharpness by c^(2/h) while the modes m_k stay), so it is computed: the 0-balanced
+    factorisation of the top-min(q, r_max) product P_S (its SVD, hidden frames e_1..e_k: orthogonal
+    frames change no eigenvalue) and the top eigenvalue of the Hessian there (:func:`hessian_extremes`).
+    0.0 for data without modes."""
+    layout = as_layout(dims)
+    if not problem.n_modes:
+        return 0.0
+    if problem.whitened:
+        return balanced_sharpness(float(problem.modes[0]), layout.depth)
+    k, h = min(problem.n_modes, layout.r_max), layout.depth
+    u, s, vh = torch.linalg.svd(problem.critical_product(range(k)), full_matrices=False)
+    a = s[:k] ** (1.0 / h)
+    eye = [torch.eye(d, k, dtype=s.dtype) for d in layout.dims[1:-1]]
+    frames = [vh[:k].T, *eye, u[:, :k]]  # frames[j]: (d_j, k), orthonormal columns
+    theta = pack([(frames[j] * a) @ frames[j - 1].T for j in range(1, h + 1)])
+    return hessian_extremes(problem, theta, layout, dense_max=dense_max)[1]
 
 
 def gd_stability_threshold(s1: float, h: int) -> float:

@@ -11,6 +11,7 @@ from torchdiffeq import odeint
 from dlnlab import init
 from dlnlab.analysis import (
     adjacency_commutator,
+    balanced_minimum_sharpness,
     balanced_product_rhs,
     balanced_sharpness,
     conservation_drift,
@@ -185,6 +186,37 @@ def test_balanced_sharpness_is_the_hessian_lambda_max_at_a_balanced_minimum(h):
     assert float(ev[0]) >= -1e-10  # ... and a minimum
     assert balanced_sharpness(3.0, h) == pytest.approx(float(ev[-1]), rel=1e-6)
     assert gd_stability_threshold(3.0, h) == pytest.approx(2 / float(ev[-1]), rel=1e-6)
+
+
+@pytest.mark.parametrize("h", [1, 2, 3])
+def test_balanced_minimum_sharpness_of_data_not_whitened_is_the_hessians(h):
+    """Without whitening h m_1^(2-2/h) is not the balanced minimum's sharpness (h = 1: lambda_max(Sxx)
+    = 2.20, not 1; h = 2: 13.0, not 8.3): the minimum built here from the SVD of P_ls with random hidden
+    frames, checked critical and balanced (C_j = 0), against eigvalsh of the autograd Hessian of a loss
+    written from X and Y. Whitened, the closed form."""
+    pr = RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=5, d_y=3, n_samples=20, whiten=False, seed=1)
+    dims = (5,) + (4,) * (h - 1) + (3,)
+    u, s, vh = torch.linalg.svd(pr.P_ls, full_matrices=False)  # rank 3 = r_max: P_ls is the minimum
+    gen = torch.Generator().manual_seed(7)
+    hidden = [torch.linalg.qr(torch.randn(4, 3, generator=gen, dtype=F64))[0] for _ in range(h - 1)]
+    frames = [vh.T, *hidden, u]
+    ws = [frames[j] @ torch.diag(s ** (1 / h)) @ frames[j - 1].T for j in range(1, h + 1)]
+    for j in range(h - 1):
+        torch.testing.assert_close(ws[j + 1].T @ ws[j + 1], ws[j] @ ws[j].T, rtol=0, atol=1e-12)
+    theta = pack(ws)
+    assert float(pr.gradient_theta(theta, dims).norm()) <= 1e-12
+
+    def loss(th):
+        r = pr.Y - product(unpack(th, dims)) @ pr.X
+        return 0.5 * (r * r).sum() / pr.n_samples
+
+    ev = torch.linalg.eigvalsh(torch.func.hessian(loss)(theta))
+    assert float(ev[0]) >= -1e-10
+    got = balanced_minimum_sharpness(pr, dims)
+    assert got == pytest.approx(float(ev[-1]), rel=1e-9)
+    assert abs(got / balanced_sharpness(float(pr.modes[0]), h) - 1) > 0.1  # the closed form is off here
+    white = RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=5, d_y=3, n_samples=20, whiten=True, seed=1)
+    assert balanced_minimum_sharpness(white, dims) == pytest.approx(balanced_sharpness(3.0, h), rel=1e-12)
 
 
 def test_gd_stability_threshold_figure1():

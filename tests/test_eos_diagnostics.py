@@ -139,6 +139,19 @@ def test_sharpness_comparison_and_gfs_sharpness():
     ).non_increasing()
 
 
+def test_the_balanced_sharpness_of_data_not_whitened_is_computed():
+    """h m_1^(2-2/h) holds for whitened data only (tests/test_analysis.py checks the computed value)."""
+    from dlnlab.analysis import balanced_minimum_sharpness
+    from dlnlab.problem import RegressionProblem
+
+    dims = (4, 4, 4, 3)
+    problem = RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, whiten=False, seed=5)
+    theta = pack(init.gaussian(dims, 0.4, seed=5))
+    cmp = sharpness_comparison(problem, dims, theta, theta, lr=0.25)
+    assert cmp.balanced == pytest.approx(balanced_minimum_sharpness(problem, dims), rel=1e-12)
+    assert abs(cmp.balanced / balanced_sharpness(float(problem.modes[0]), 3) - 1) > 0.05
+
+
 def test_edge_report_glues_the_pieces_at_gds_step_times():
     from dlnlab.eos import edge_report
 

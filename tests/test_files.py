@@ -71,6 +71,23 @@ def test_the_start_block_gives_heavy_balls_own_stability_threshold(tmp_path):
     assert f"stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {gd * 1.5:.4g})" in text
 
 
+def test_the_threshold_of_data_not_whitened_is_the_balanced_minimums_computed_sharpness(tmp_path):
+    """data.whiten=false: h m_1^(2-2/h) is not the balanced minimum's sharpness (tests/test_analysis.py);
+    the plan's threshold, its stiffness and the start line take the computed one."""
+    from dlnlab.analysis import balanced_minimum_sharpness, balanced_sharpness
+    from dlnlab.lab.results import start_block
+
+    plan = prepare(make_cfg([*TINY, "data.whiten=false"]))
+    dims = tuple(plan.cfg.model.dims)
+    s_bal = balanced_minimum_sharpness(plan.problem, dims)
+    closed = balanced_sharpness(float(plan.problem.modes[0]), len(dims) - 1)
+    assert abs(s_bal / closed - 1) > 0.05  # the closed form would be off here
+    assert plan.gd_threshold == pytest.approx(2 / s_bal, rel=1e-12) and plan.lam_max >= s_bal
+    text = start_block(plan, tmp_path / "run")
+    label = "S_bal, computed at the balanced minimum: data not whitened"
+    assert f"GD's stability threshold 2 / ({label}) = {2 / s_bal:.4g})" in text
+
+
 def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():
     """The warning before the run and the summary's flag "unstable" use the start line's threshold,
     Plan.stability_threshold, against the closed form 2 (1 + momentum) / (h m_1^(2-2/h)): 0.3969 on the

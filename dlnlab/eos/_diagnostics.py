@@ -20,7 +20,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import balanced_sharpness
+from dlnlab.analysis import balanced_minimum_sharpness
 from dlnlab.eos._spectrum import top_eigenpairs
 from dlnlab.errors import ArgumentError
 from dlnlab.flow import Convergence, Solver, integrate
@@ -191,8 +191,8 @@ def parting_time(t: Tensor, a: Tensor, b: Tensor, factor: float = 2.0) -> float 
 
 @dataclass(frozen=True)
 class SharpnessComparison:
-    """GD's final sharpness against the flow limit's, the balanced minimum's h m_1^(2-2/h) (the
-    flattest global minimum) and GD's edge 2/eta."""
+    """GD's final sharpness against the flow limit's, the balanced minimum's (h m_1^(2-2/h) for
+    whitened data, the flattest global minimum; else computed there) and GD's edge 2/eta."""
 
     gd_final: float
     flow_limit: float
@@ -207,7 +207,7 @@ def sharpness_comparison(
     return SharpnessComparison(
         gd_final=top_eigenpairs(problem, gd_theta, layout, 1).sharpness,
         flow_limit=top_eigenpairs(problem, flow_theta, layout, 1).sharpness,
-        balanced=balanced_sharpness(float(problem.modes[0]), layout.depth),
+        balanced=balanced_minimum_sharpness(problem, layout),
         threshold=2.0 / lr,
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dlnlab.analysis import balanced_sharpness
+from dlnlab.analysis import balanced_minimum_sharpness
 from dlnlab.descent import gd
 from dlnlab.eos._central import CENTRAL_SOLVER, LOOKAHEAD, CentralFlowResult, integrate_central
 from dlnlab.eos._diagnostics import (
@@ -134,7 +134,7 @@ def edge_report(
         diagnostics=diagnostics,
         sharpness=SharpnessComparison(
             gd_final=float(spectrum.sharpness[-1]), flow_limit=float(gfs.sharpness[0]),
-            balanced=balanced_sharpness(float(problem.modes[0]), layout.depth), threshold=2.0 / lr,
+            balanced=balanced_minimum_sharpness(problem, layout), threshold=2.0 / lr,
         ),
         gfs=gfs, loss_parting=parting_time(t, central.predicted_loss, gd_avg_loss, PARTING_FACTOR),
         restarted=restarted,

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from dlnlab.analysis import balanced_sharpness, gd_stability_threshold, hessian_extremes
+from dlnlab.analysis import balanced_minimum_sharpness, hessian_extremes
 from dlnlab.flow import TORCHDIFFEQ_FIXED
 from dlnlab.init import initial_weights
 from dlnlab.lab.config import _budget as budget
@@ -16,7 +16,7 @@ from dlnlab.lab.config import _choose as choose
 from dlnlab.lab.config import _files as files
 from dlnlab.lab.config import _float64 as float64
 from dlnlab.lab.config._errors import keyed
-from dlnlab.lab.config._plan import Plan, Seeds
+from dlnlab.lab.config._plan import Plan, Seeds, balanced_label
 from dlnlab.lab.config._rules import check_fixed_step, make_solver
 from dlnlab.lab.config._schema import TrainConfig
 from dlnlab.network import Layout, pack
@@ -60,15 +60,16 @@ def _weights(cfg: TrainConfig, seeds: Seeds, problem: RegressionProblem) -> list
 
 
 def _stiffness(
-    cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor, bound: float
+    cfg: TrainConfig, problem: RegressionProblem, theta0: torch.Tensor, bound: float, balanced: float
 ) -> tuple[float, str]:
-    """lambda_max of the Hessian: at the balanced global minimum h m_1^(2-2/h) and, where an unbalanced
-    start can be sharper than any balanced minimum, at theta0: computed (dense eigvalsh or Lanczos)
-    for a fixed-step flow, and wherever ``bound`` (the norm bound at theta0, :mod:`dlnlab.bounds`) is
-    above the balanced minimum's; the bound alone would overstate it (2 to 20 times on the test nets)."""
+    """lambda_max of the Hessian: at the balanced global minimum (``balanced``: h m_1^(2-2/h) for
+    whitened data, else computed there) and, where an unbalanced start can be sharper than any balanced
+    minimum, at theta0: computed (dense eigvalsh or Lanczos) for a fixed-step flow, and wherever
+    ``bound`` (the norm bound at theta0, :mod:`dlnlab.bounds`) is above the balanced minimum's; the bound
+    alone would overstate it (2 to 20 times on the test nets)."""
     lay = Layout(tuple(cfg.model.dims))
-    lam = balanced_sharpness(float(problem.modes[0]), lay.depth) if problem.n_modes else 0.0
-    where = "at the balanced global minimum, h m_1^(2-2/h)"
+    lam = balanced
+    where = f"at the balanced global minimum, {balanced_label(problem)}"
     if cfg.flow.method.name in TORCHDIFFEQ_FIXED or bound > lam:
         lo, hi, _ = hessian_extremes(problem, theta0, lay, dense_max=cfg.log.hessian_dense_max)
         lam0 = hi if cfg.flow.method.name in TORCHDIFFEQ_FIXED else max(hi, -lo)
@@ -100,9 +101,11 @@ def _notes(plan: Plan) -> list[str]:
     if bound is not None:
         above = [lr for lr in cfg.sgd.lrs if lr > bound]
         if above:
+            # with data not whitened an unbalanced minimum can be flatter than the balanced one
+            where = "no global minimum" if plan.problem.whitened else "the balanced minimum"
             notes.append(
                 f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
-                f"{bound:.4g} (2 (1 + momentum) / (h m_1^(2-2/h))): no global minimum is stable there; "
+                f"{bound:.4g} (2 (1 + momentum) / ({plan.threshold_sharpness})): {where} is stable there; "
                 "the series run and are expected to diverge or stall (status unstable)"
             )
     if (batch := _batch_note(cfg, plan.problem.n_samples)) is not None:
@@ -122,7 +125,8 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     weights0 = _weights(cfg, seeds, problem)
     bound = float64.check_weights_range(cfg, problem, weights0)
     theta0 = pack(weights0)
-    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0], bound)
+    balanced = balanced_minimum_sharpness(problem, lay, dense_max=cfg.log.hessian_dense_max)
+    lam, where = _stiffness(cfg, problem, theta0 if theta0.ndim == 1 else theta0[0], bound, balanced)
     check_fixed_step(cfg, lam, where)
     grad_s = budget.gradient_seconds(problem, theta0, lay)
     flow = choose.choose_flow(cfg, lam)
@@ -131,9 +135,8 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     analysis = choose.choose_analysis(
         cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
     )
-    m1 = float(problem.modes[0]) if problem.n_modes else 0.0
-    # None also where h m_1^(2-2/h) underflows to 0 (a denormal mode): no learning rate is above it
-    threshold = gd_stability_threshold(m1, lay.depth) if balanced_sharpness(m1, lay.depth) > 0 else None
+    # None also where the sharpness underflows to 0 (a denormal mode): no learning rate is above it
+    threshold = 2.0 / balanced if balanced > 0 else None
     plan = Plan(
         cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, [],
         flow_choice=flow, analysis=analysis,

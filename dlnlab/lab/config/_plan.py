@@ -38,6 +38,12 @@ class Seeds:
         return [m["sgd"] for m in self.members] if self.members else [self.sgd]
 
 
+def balanced_label(problem: RegressionProblem) -> str:
+    """The balanced minimum's sharpness S_bal in words: the closed form for whitened data; otherwise no
+    closed form holds (docs/theory.md section 6) and it is computed there."""
+    return "h m_1^(2-2/h)" if problem.whitened else "S_bal, computed at the balanced minimum: data not whitened"
+
+
 @dataclass
 class Plan:
     """A checked run: the typed config, its seeds, the problem, the initial weights and the estimates."""
@@ -48,12 +54,17 @@ class Plan:
     weights0: list[torch.Tensor]
     solver: Solver
     estimate: budget.Estimate
-    gd_threshold: float | None  # 2 / (h m_1^(2-2/h)); None without data modes
+    gd_threshold: float | None  # 2 / S_bal (h m_1^(2-2/h) for whitened data); None without data modes
     lam_max: float  # the flow's stiffness estimate (largest Hessian eigenvalue), 0 if unknown
     gradient_s: float  # one closed-form gradient here
     notes: list[str] = field(default_factory=list)  # warnings shown at the start of the run
     flow_choice: choose.FlowChoice | None = None  # the flow's method and why
     analysis: choose.AnalysisChoice | None = None  # the curvature points per series and why
+
+    @property
+    def threshold_sharpness(self) -> str:
+        """What ``gd_threshold`` divides 2 by, in words (:func:`balanced_label`)."""
+        return balanced_label(self.problem)
 
     @property
     def stability_threshold(self) -> float | None:

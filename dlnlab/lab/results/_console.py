@@ -52,12 +52,11 @@ def _series_line(plan) -> str:
     if s.momentum:
         kind += f" with heavy ball {fmt(s.momentum)} (a step is t = eta / (1 - momentum))"
     line += f"; {kind} at lr {_list(lrs)}"
+    sharpness = plan.threshold_sharpness
     if plan.gd_threshold is not None and s.momentum:
-        line += (
-            f" (the stability threshold 2 (1 + momentum) / (h m_1^(2-2/h)) = {fmt(plan.stability_threshold)})"
-        )
+        line += f" (the stability threshold 2 (1 + momentum) / ({sharpness}) = {fmt(plan.stability_threshold)})"
     elif plan.gd_threshold is not None:
-        line += f" (GD's stability threshold 2 / (h m_1^(2-2/h)) = {fmt(plan.gd_threshold)})"
+        line += f" (GD's stability threshold 2 / ({sharpness}) = {fmt(plan.gd_threshold)})"
     extras = []
     if cfg.flow.modified:
         extras.append("GD's modified flow at each lr")

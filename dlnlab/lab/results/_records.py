@@ -283,7 +283,10 @@ class EdgeEntry(Record):
     flow_limit_sharpness: float | None = key(
         "S where the gradient flow from theta0 converges (null: not by t = 1000)", required=True
     )
-    balanced_sharpness: float = key("h m_1^(2-2/h): the flattest global minimum's", required=True)
+    balanced_sharpness: float = key(
+        "the balanced minimum's: h m_1^(2-2/h) for whitened data (the flattest global minimum's), else computed",
+        required=True,
+    )
     gfs_t: list[float] = key("the times of the GFS sharpness", required=True)
     gfs_sharpness: list[float] = key("S where the gradient flow from GD's iterate ends", required=True)
     gfs_non_increasing: bool = key(

@@ -161,7 +161,9 @@ class Summary(Record):
         "ensemble.vary=sgd: the strong and weak errors", required=True, record=LimitReport
     )
     gd_stability_threshold: float | None = key(
-        "2 / (h m_1^(2-2/h)): no global minimum is stable above", required=True
+        "2 / S_bal, S_bal the balanced minimum's sharpness (h m_1^(2-2/h) for whitened data: no global "
+        "minimum is stable above)",
+        required=True,
     )
     seeds: dict = key("every seed the run used", required=True)
     versions: dict[str, str | None] = key("python and the packages' versions", required=True)
