@@ -291,3 +291,33 @@ def test_a_damaged_sweep_summary_is_rebuilt_from_multirun_yaml_or_refused_withou
     assert f"resume: sweep {sweep_dir}: 0 of its 1 jobs to finish" in out
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert (summary["rebuilt"], [j["state"] for j in summary["jobs"]]) == (True, ["finished"])
+
+
+def test_the_console_handler_goes_quiet_once_its_reader_has_gone_and_reports_any_other_error(capsys):
+    """Hydra's console handler (conf/train.yaml: dlnlab.lab._console.ConsoleHandler) on a pipe whose reader
+    has gone: the record is dropped without logging's "--- Logging error ---" report, and the pipe's end
+    now leads to /dev/null, so later records (and their flush) go nowhere without an error. A logging error
+    of another kind, stdout fine, is reported on stderr as logging reports it."""
+    import os
+
+    from dlnlab.lab._console import ConsoleHandler
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone
+    stream = os.fdopen(write, "w")
+    handler = ConsoleHandler(stream)
+    log = logging.getLogger("dlnlab.test_console_handler")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("Launching 2 jobs locally")
+        assert capsys.readouterr().err == ""
+        assert os.path.samestat(os.fstat(write), os.stat(os.devnull))  # the pipe's end: /dev/null now
+        log.warning("\t#0 : seed=0")
+        handler.setStream(io.StringIO())  # a stream that works: an error of another kind is reported
+        log.warning("%d jobs", "two")
+        assert "--- Logging error ---" in capsys.readouterr().err
+    finally:
+        log.removeHandler(handler)
+        stream.close()
+    assert capsys.readouterr().err == ""  # the closing flush: nothing
