@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 
+import pytest
+
 from tests._helpers import CONF
 from tests._helpers import run_cli as _cli
 
@@ -321,3 +323,33 @@ def test_the_console_handler_goes_quiet_once_its_reader_has_gone_and_reports_any
         log.removeHandler(handler)
         stream.close()
     assert capsys.readouterr().err == ""  # the closing flush: nothing
+
+
+def test_a_joblib_backend_its_launcher_does_not_use_is_noted_and_threads_sharing_memory_refused():
+    """Hydra's joblib launcher sets backend=loky itself: hydra.launcher.backend=multiprocessing or
+    threading, and prefer=threads, are not used (its jobs run in loky's processes, tagged: the joblib
+    sweep of tests/test_sweeps.py, given backend=threading). The sweep's start says so in one line; joblib's
+    own defaults, and other launchers, get no note. require=sharedmem is refused before any work
+    (tests/test_refusals_edges.py)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dlnlab.lab.config import launcher_note
+
+    def note(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("train", overrides=["experiment=tiny", *overrides], return_hydra_config=True)
+        return launcher_note(cfg.hydra.launcher)
+
+    joblib = "hydra/launcher=joblib"
+    assert note() is None  # the basic launcher
+    assert note(joblib) is None and note(joblib, "hydra.launcher.backend=loky") is None
+    assert note(joblib, "hydra.launcher.backend=multiprocessing").startswith(
+        "note: hydra.launcher.backend=multiprocessing: not used: Hydra's joblib launcher runs every job in a "
+        "process of loky's"
+    )
+    both = note(joblib, "hydra.launcher.backend=threading", "hydra.launcher.prefer=threads")
+    assert both.startswith("note: hydra.launcher.backend=threading and hydra.launcher.prefer=threads: not used")
+    assert "\n" not in both and both.endswith("each job's lines are tagged [job <num>]")
