@@ -49,8 +49,8 @@ def main(argv=None) -> int:
             f"error: TMPDIR: {link_dir.parent} holds ',', where the links to the runs whose paths hold ',' "
             "would go: set TMPDIR to a folder without one\n",
         )
-    cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs, link_dir), "--port", str(args.port)]
-    shared, _ = run_labels(runs)
+    shared, labels = run_labels(runs)  # each run's overrides.yaml read once, for both
+    cmd = ["tensorboard", "--logdir_spec", logdir_spec(runs, link_dir, labels), "--port", str(args.port)]
     if shared:
         print(f"every run: {' '.join(shared)}", file=sys.stderr)
     print(

@@ -251,6 +251,17 @@ EDGES = [
         ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=many", "seed=0,1"],
         "hydra.launcher.n_jobs: 'many' is not an integer",
     ),
+    (  # joblib's demand for threads sharing one process: joblib raised once the sweep had started (a trace)
+        "joblib_threads_sharing_memory",
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.require=sharedmem", "seed=0,1"],
+        "hydra.launcher.require: 'sharedmem' asks for the jobs as threads sharing one process, and Hydra's "
+        "joblib launcher runs each in a process of loky's",
+    ),
+    (
+        "joblib_hint_unknown",
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.prefer=fast", "seed=0,1"],
+        "hydra.launcher.prefer: 'fast' is not a joblib backend hint; allowed: processes, threads, null",
+    ),
     ("sweep_of_a_billion_jobs", ["-m", "seed=range(0,1000000000)"], "seed: the sweep has 1,000,000,000 jobs"),
     ("empty_group_option", ["data="], "data=: no such option; allowed: file, teacher"),
     ("data_bad_header", ["data.path={d}/bad_header.npz"], "array 'X' has no readable .npy header"),

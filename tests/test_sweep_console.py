@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 
+import pytest
+
 from tests._helpers import CONF
 from tests._helpers import run_cli as _cli
 
@@ -291,3 +293,63 @@ def test_a_damaged_sweep_summary_is_rebuilt_from_multirun_yaml_or_refused_withou
     assert f"resume: sweep {sweep_dir}: 0 of its 1 jobs to finish" in out
     summary = json.loads((sweep_dir / "sweep_summary.json").read_text())
     assert (summary["rebuilt"], [j["state"] for j in summary["jobs"]]) == (True, ["finished"])
+
+
+def test_the_console_handler_goes_quiet_once_its_reader_has_gone_and_reports_any_other_error(capsys):
+    """Hydra's console handler (conf/train.yaml: dlnlab.lab._console.ConsoleHandler) on a pipe whose reader
+    has gone: the record is dropped without logging's "--- Logging error ---" report, and the pipe's end
+    now leads to /dev/null, so later records (and their flush) go nowhere without an error. A logging error
+    of another kind, stdout fine, is reported on stderr as logging reports it."""
+    import os
+
+    from dlnlab.lab._console import ConsoleHandler
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone
+    stream = os.fdopen(write, "w")
+    handler = ConsoleHandler(stream)
+    log = logging.getLogger("dlnlab.test_console_handler")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("Launching 2 jobs locally")
+        assert capsys.readouterr().err == ""
+        assert os.path.samestat(os.fstat(write), os.stat(os.devnull))  # the pipe's end: /dev/null now
+        log.warning("\t#0 : seed=0")
+        handler.setStream(io.StringIO())  # a stream that works: an error of another kind is reported
+        log.warning("%d jobs", "two")
+        assert "--- Logging error ---" in capsys.readouterr().err
+    finally:
+        log.removeHandler(handler)
+        stream.close()
+    assert capsys.readouterr().err == ""  # the closing flush: nothing
+
+
+def test_a_joblib_backend_its_launcher_does_not_use_is_noted_and_threads_sharing_memory_refused():
+    """Hydra's joblib launcher sets backend=loky itself: hydra.launcher.backend=multiprocessing or
+    threading, and prefer=threads, are not used (its jobs run in loky's processes, tagged: the joblib
+    sweep of tests/test_sweeps.py, given backend=threading). The sweep's start says so in one line; joblib's
+    own defaults, and other launchers, get no note. require=sharedmem is refused before any work
+    (tests/test_refusals_edges.py)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dlnlab.lab.config import launcher_note
+
+    def note(*overrides: str):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("train", overrides=["experiment=tiny", *overrides], return_hydra_config=True)
+        return launcher_note(cfg.hydra.launcher)
+
+    joblib = "hydra/launcher=joblib"
+    assert note() is None  # the basic launcher
+    assert note(joblib) is None and note(joblib, "hydra.launcher.backend=loky") is None
+    assert note(joblib, "hydra.launcher.backend=multiprocessing").startswith(
+        "note: hydra.launcher.backend=multiprocessing: not used: Hydra's joblib launcher runs every job in a "
+        "process of loky's"
+    )
+    both = note(joblib, "hydra.launcher.backend=threading", "hydra.launcher.prefer=threads")
+    assert both.startswith("note: hydra.launcher.backend=threading and hydra.launcher.prefer=threads: not used")
+    assert "\n" not in both and both.endswith("each job's lines are tagged [job <num>]")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -267,10 +268,16 @@ def test_a_sigkilled_sweep_is_finished_by_resume_of_its_directory(tmp_path):
 
 
 # joblib: the jobs in two worker processes (each imports the lab again: with the slow tests); basic: one
-# after the other in the sweep's process. The sweep's record is written the same way for either.
+# after the other in the sweep's process. The sweep's record is written the same way for either. joblib is
+# given backend=threading, which its launcher does not use (it sets loky): a note says so, and the jobs
+# still run in processes of their own, their lines tagged.
 LAUNCHERS = [
     pytest.param([], id="basic"),
-    pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib", marks=pytest.mark.slow),
+    pytest.param(
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.launcher.backend=threading"],
+        id="joblib",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
@@ -281,7 +288,7 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     if launcher:
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     sweep = tmp_path / "sweep"
-    proc = _cli(
+    started = _popen(
         [
             "-m",
             *launcher,
@@ -295,6 +302,8 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
         ],
         tmp_path,
     )
+    out, err = started.communicate(timeout=300)  # Popen: its pid, beside the jobs' pids
+    proc = subprocess.CompletedProcess(started.args, started.returncode, out, err)
     assert proc.returncode == 3, proc.stderr[-3000:]
     # the closing line names the sweep's directory absolute, as the jobs' lines name theirs
     assert f"sweep: 2 jobs, 1 failed; 2 finished ({sweep / 'sweep_summary.json'})\n" in proc.stdout
@@ -303,6 +312,14 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     assert summary["sweep_dir"] == str(sweep)
     bad, good = summary["jobs"]
     _check_job_tags(proc, [bad["dir"], good["dir"]], tagged=bool(launcher))
+    pids = [json.loads((Path(j["dir"]) / "job.json").read_text())["process"]["pid"] for j in (bad, good)]
+    assert (started.pid not in pids) is bool(launcher), pids  # joblib: the jobs in loky's processes, not threads
+    noted = [line for line in proc.stderr.splitlines() if line.startswith("note: hydra.launcher.backend=")]
+    assert noted == (
+        ["note: hydra.launcher.backend=threading: not used: Hydra's joblib launcher runs every job in a "
+         "process of loky's whatever these say (it sets backend=loky itself: threads do not work with Hydra); "
+         "each job's lines are tagged [job <num>]"] if launcher else []
+    )  # fmt: skip
     assert (
         bad["exit_code"] == 3 and "flow.max_nfe=10" in bad["overrides"] and "budget of 10" in bad["message"]
     )
@@ -344,7 +361,10 @@ def _check_job_tags(proc, job_dirs: list[str], tagged: bool) -> None:
         assert f"[job {num}]   output    {job_dir}" in jobs_out
         assert any(line.startswith(f"[job {num}] run directory  {job_dir}  (") for line in jobs_out)
     assert any(line.startswith("[job 0] warning: flow: ") for line in err_lines), proc.stderr
-    assert all(line.startswith(("[job 0] ", "[job 1] ")) for line in err_lines if "[HYDRA]" not in line)
+    jobs_err = [  # not Hydra's launch lines, nor the sweep's note on its launcher
+        line for line in err_lines if "[HYDRA]" not in line and not line.startswith("note: hydra.launcher.")
+    ]
+    assert all(line.startswith(("[job 0] ", "[job 1] ")) for line in jobs_err), proc.stderr
 
 
 def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_path):
@@ -360,19 +380,39 @@ def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_pa
     assert job_dir.name == "1_data=file,init=file,model.dims=[6,5,4],seed=3"
 
 
+def _stdout_gone(args, cwd) -> tuple[int, str]:
+    """The command line with its reader of stdout gone before the first line (``train.py ... | head``):
+    its exit code and all it wrote on stderr."""
+    proc = _popen(args, cwd)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=300), err
+
+
+def test_a_sweep_and_its_resume_whose_stdout_reader_went_away_write_nothing_on_stderr(tmp_path):
+    """``train.py -m ... | head``, basic launcher (one job: Hydra's launch lines, the job's blocks, the
+    closing table), then ``resume=<sweep dir> | head``. Before: each of Hydra's two launch lines, logged
+    before the job's first block, printed logging's "--- Logging error ---" and a 25-line traceback on
+    stderr; the resume's first line raised BrokenPipeError: a traceback and exit code 1. Now stderr holds
+    nothing, and each exits with its own code. (Any other logging error is still reported:
+    tests/test_sweep_console.py.)"""
+    sweep = tmp_path / "sweep"
+    code, err = _stdout_gone([*TWO_JOBS, "seed=1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert (code, err) == (0, "")
+    assert json.loads((sweep / "sweep_summary.json").read_text())["n_finished"] == 1
+    assert _stdout_gone([f"resume={sweep}"], tmp_path) == (0, "")
+
+
 @pytest.mark.slow
 def test_a_joblib_sweep_whose_stdout_reader_went_away_ends_with_its_summary_and_code(tmp_path):
     """``train.py -m ... | head`` under joblib: the jobs run in worker processes, so the sweep's own
-    process meets the gone reader first at its closing table, which raised BrokenPipeError out of its Hydra
-    callback (Hydra turned it into a warning). Now the closing lines go nowhere, quietly, and the sweep's
-    record and exit code are what they would be. (Hydra's own launch lines, logged before any of ours,
-    still print logging's "--- Logging error ---" on stderr: Hydra's handlers, not the lab's.)"""
+    process meets the gone reader first at Hydra's launch lines (each printed logging's "--- Logging
+    error ---" and a traceback on stderr), then at its closing table, which raised BrokenPipeError out of
+    its Hydra callback (Hydra turned it into a warning). Now nothing reaches stderr, and the sweep's
+    record and exit code are what they would be."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
-    proc = _popen([*TWO_JOBS, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)  # fmt: skip
-    proc.stdout.close()  # gone before the first line
-    err = proc.stderr.read()
-    assert proc.wait(timeout=300) == 0 and "raised BrokenPipeError" not in err, err[-3000:]
-    assert "Traceback" not in err.replace("--- Logging error ---\nTraceback", ""), err[-3000:]
+    code, err = _stdout_gone([*TWO_JOBS, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)  # fmt: skip
+    assert (code, err) == (0, "")
     summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
     assert (summary["n_finished"], summary["exit_code"]) == (2, 0)

@@ -94,6 +94,31 @@ def test_the_overrides_every_run_shares_are_left_out_of_each_name(tmp_path):
         logdir_spec([_run(tmp_path / "d,e", ["seed=3"])])
 
 
+def test_the_script_reads_each_runs_overrides_once_for_the_shared_ones_and_the_names(
+    tmp_path, monkeypatch, capsys
+):
+    """tb.py prints the overrides every run shares and names each run by the others: one run_labels for
+    both (before, logdir_spec made its own, and every run's overrides.yaml was read twice). The command is
+    the one logdir_spec makes by itself; labels that do not match the runs are refused."""
+    import runpy
+
+    from dlnlab.lab import view
+
+    runs = [_run(tmp_path / "sweep" / f"{i}_seed={i}", ["flow.t_max=100", f"seed={i}"]) for i in range(3)]
+    expected = logdir_spec(runs)
+    reads: list[Path] = []
+    own = view._overrides
+    monkeypatch.setattr(view, "_overrides", lambda run_dir: reads.append(Path(run_dir)) or own(run_dir))
+    tb_main = runpy.run_path(str(ROOT / "scripts" / "tb.py"))["main"]
+    assert tb_main([str(tmp_path / "sweep"), "--print"]) == 0
+    said = capsys.readouterr()
+    assert sorted(reads) == sorted(runs)  # each run's overrides.yaml once
+    cmd = shlex.split(said.out)
+    assert cmd[cmd.index("--logdir_spec") + 1] == expected and "every run: flow.t_max=100\n" in said.err
+    with pytest.raises(ValueError, match="2 labels for 3 runs"):
+        logdir_spec(runs, labels=["seed=0", "seed=1"])
+
+
 def test_runs_of_one_name_reach_tensorboard_each_under_a_name_of_its_own(tmp_path):
     """The same job of two sweeps (0_seed=1 under t1/ and t2/) had one name, its label and the run
     directory's name, and TensorBoard kept one of the two runs ("Conflict for name"): now the name holds

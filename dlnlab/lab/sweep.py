@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlnlab.lab._console import say
 from dlnlab.lab._job_output import tag_job_output, untag_job_output
-from dlnlab.lab.config import ConfigError, ExitCode
+from dlnlab.lab.config import ConfigError, ExitCode, launcher_note
 from dlnlab.lab.results import RunStatus
 from dlnlab.lab.runner import hold_dir, lock_holder
 from dlnlab.rundir import read_summary, write_json, write_text
@@ -144,6 +144,8 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
         OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
+        if (note := launcher_note(config.hydra.get("launcher"))) is not None:  # joblib's backend: loky, always
+            print(note, file=sys.stderr, flush=True)
         # held to its end, so that resume=<sweep dir> is refused while the sweep runs (an explicit
         # hydra.sweep.dir is held already: the preflight claimed it; dlnlab_unique's is new)
         try:

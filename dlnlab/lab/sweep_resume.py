@@ -29,6 +29,7 @@ from pathlib import Path
 
 from omegaconf import open_dict
 
+from dlnlab.lab._console import say
 from dlnlab.lab._resume_target import job_record, not_resumable
 from dlnlab.lab.config import ConfigError, ExitCode, WriteFailed
 from dlnlab.lab.runner import lock_holder
@@ -117,8 +118,8 @@ def run_never_ran(job_dir: str | Path, conf_dir: Path, config_name: str = "train
     overrides = [str(o) for o in rec["overrides"]]
     cfg = _compose(overrides, conf_dir, config_name, f"{job_dir}/job.json")
     why = rec.get("message") or "no summary"
-    print(f"resume: job {rec.get('num')} of the sweep never ran ({why}): running it from the start with the "
-          f"overrides of its job.json: {' '.join(overrides)}", flush=True)  # fmt: skip
+    say(f"resume: job {rec.get('num')} of the sweep never ran ({why}): running it from the start with the "
+        f"overrides of its job.json: {' '.join(overrides)}")  # fmt: skip
     return run(cfg, output_dir=job_dir).exit_code
 
 
@@ -189,7 +190,7 @@ def _start_job(sweep_dir: Path, job: dict, conf_dir: Path, config_name: str) -> 
     ``.hydra/`` there, as in the sweep), then its ``job.json`` is written; (its directory, exit code)."""
     num, overrides = int(job["num"]), [str(o) for o in job.get("overrides", [])]
     job_dir = _new_job_dir(sweep_dir, num, overrides, conf_dir, config_name)
-    print(f"resume: job {num} of the sweep never started: running it into {job_dir}", flush=True)
+    say(f"resume: job {num} of the sweep never started: running it into {job_dir}")
     script = Path(sys.argv[0]).resolve()  # the train script this command line runs (its config tree)
     quote = "'" if "'" not in str(job_dir) else '"'  # a quoted value: the name holds '=' and ','
     proc = subprocess.Popen(
@@ -263,8 +264,7 @@ def rebuild_sweep_summary(sweep_dir: Path, why: str = _MISSING) -> None:
             "with resume=<its dir>, or run the sweep again"
         ) from None
     cause = " (its process ended before writing it: killed?)" if why == _MISSING else ""
-    print(f"resume: sweep {sweep_dir} {why}{cause}: rebuilt from its jobs' job.json and its multirun.yaml",
-          flush=True)  # fmt: skip
+    say(f"resume: sweep {sweep_dir} {why}{cause}: rebuilt from its jobs' job.json and its multirun.yaml")
     write_sweep_summary(sweep_dir, config, rebuilt=True)
 
 
@@ -286,7 +286,7 @@ def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") ->
 def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
     jobs = [j for j in read_sweep_summary(sweep_dir).get("jobs", []) if isinstance(j, dict)]
     todo = [j for j in jobs if _to_finish(j)]
-    print(f"resume: sweep {sweep_dir}: {len(todo)} of its {len(jobs)} jobs to finish", flush=True)
+    say(f"resume: sweep {sweep_dir}: {len(todo)} of its {len(jobs)} jobs to finish")
     codes = []
     for job in todo:
         try:

@@ -66,12 +66,17 @@ def run_labels(run_dirs) -> tuple[list[str], list[str]]:
     return shared, [_label([o for o in own if o not in shared]) for own in overrides]
 
 
-def logdir_spec(run_dirs, link_dir: Path | None = None) -> str:
+def logdir_spec(run_dirs, link_dir: Path | None = None, labels: list[str] | None = None) -> str:
     """``name:path,...`` for ``tensorboard --logdir_spec``; equal names get the end of the run's path
     after them (:func:`_distinct`). A run's ``tensorboard/`` whose path holds ',' is given as a symbolic
-    link in ``link_dir`` (made if needed; required then), named by the run's place in the list."""
+    link in ``link_dir`` (made if needed; required then), named by the run's place in the list.
+    ``labels``: the runs' labels from :func:`run_labels`, where the caller has them already (tb.py prints
+    the shared overrides); read from the runs' ``overrides.yaml`` when not given."""
     runs = [Path(r) for r in run_dirs]
-    _, labels = run_labels(runs)
+    if labels is None:
+        _, labels = run_labels(runs)
+    elif len(labels) != len(runs):
+        raise ValueError(f"labels: {len(labels)} labels for {len(runs)} runs")
     labels = _distinct(labels, runs)
     paths = []
     for i, run in enumerate(runs):

@@ -4,7 +4,7 @@
   ``typed_config`` for plain dicts), the rules across keys (``_rules``), the sizes and work a run may
   take (``_budget``, ``_float64``), the size-dependent choices (``_choose``), the user's files
   (``_files``, ``_paths``), the Lightning classes a config names (``_targets``), where a run may write
-  (``_outdir``) and the config files themselves (``_configfiles``);
+  (``_outdir``), the joblib launcher's keys (``_launcher``) and the config files themselves (``_configfiles``);
 * :func:`prepare` (``_prepare``) runs them all, the checks on the config alone first (no torch is
   imported by them), then builds (``_build``) and returns a :class:`Plan` (``_plan``: the typed config,
   the seeds, the problem, the initial weights, the solver and the estimates), or raises
@@ -42,6 +42,7 @@ _EXPORTS = {
     "._files": ["load_weights"],
     "._targets": ["current_targets"],
     "._outdir": ["check_run_dir", "check_override_text", "check_job_dirs", "check_relative_paths", "output_dir"],
+    "._launcher": ["launcher_note"],
     "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],
     "._doc": ["render"],

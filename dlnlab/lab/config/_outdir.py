@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from dlnlab.lab.config._errors import ConfigError, shown
+from dlnlab.lab.config._launcher import check_launcher
 from dlnlab.lab.config._paths import RUN_DIR_RESERVE, check_length, name_limits
 from dlnlab.lab.config._schema import describe_omegaconf_error
 from dlnlab.rundir import signals
@@ -163,22 +164,6 @@ def check_hydra_files(cfg: DictConfig, multirun: bool) -> None:
             f"hydra.job.name: {shown(name)!r} is not a file name (Hydra writes <name>.log in the run directory)"
         )
     check_length(base / f"{name}.log", "hydra.job.name", RUN_DIR_RESERVE, "the job's log file")
-
-
-def check_launcher(cfg: DictConfig) -> None:
-    """The joblib launcher's ``n_jobs``: joblib takes a positive count or a negative one (-1 every core,
-    -2 all but one, ...) and raises for 0 or a non-integer only once the sweep has started (a trace)."""
-    launcher = cfg.hydra.get("launcher")
-    if launcher is None or "n_jobs" not in launcher:
-        return
-    _resolved(lambda: launcher.n_jobs, "hydra.launcher.n_jobs")  # an interpolation that fails is named
-    n_jobs = launcher.n_jobs
-    if n_jobs is None or (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
-        return
-    raise ConfigError(
-        f"hydra.launcher.n_jobs: {shown(str(n_jobs))!r} is not a number of processes; allowed: a positive "
-        "integer (that many jobs at once) or a negative one (-1: every core, -2: all but one, ...)"
-    )
 
 
 def check_sweep_subdir(cfg: DictConfig, num: int, taken: dict[str, int] | None = None) -> None:
