@@ -12,11 +12,9 @@ A signal to the sweep's process (or to its whole process group) is handed on by 
 the signal handler, before the launcher sees it: the sweep marks itself interrupted (``.interrupted``
 in the sweep directory: a job that starts after that does not run), signals every job that works in
 the sweep now (the holder of its run directory's lock, whatever launcher started it) and waits until
-each has written its record. Only then does the launcher stop its workers (joblib kills them), so no
-job is cut off while it writes.
+each has written its record; only then does the launcher stop its workers (joblib kills them): none is cut off mid-write.
 
-A sweep's jobs are finished with ``resume=`` (:mod:`dlnlab.lab.sweep_resume`), which writes
-``sweep_summary.json`` again with ``resumed`` (:func:`write_sweep_summary`).
+``resume=`` finishes a sweep's jobs (:mod:`dlnlab.lab.sweep_resume`; ``resumed``: :func:`write_sweep_summary`).
 """
 
 from __future__ import annotations
@@ -144,7 +142,7 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # the sweep's own process: where a signal's handler finds the sweep (hand_on)
         OUTCOME.sweep_dir, OUTCOME.sweep_config = str(config.hydra.sweep.dir), config
-        if (note := launcher_note(config.hydra.get("launcher"))) is not None:  # joblib's backend: loky, always
+        if (note := launcher_note(config.hydra.get("launcher"))) is not None:  # joblib: loky
             print(note, file=sys.stderr, flush=True)
         # held to its end, so that resume=<sweep dir> is refused while the sweep runs (an explicit
         # hydra.sweep.dir is held already: the preflight claimed it; dlnlab_unique's is new)
