@@ -41,7 +41,9 @@ class Seeds:
 def balanced_label(problem: RegressionProblem) -> str:
     """The balanced minimum's sharpness S_bal in words: the closed form for whitened data; otherwise no
     closed form holds (docs/theory.md section 6) and it is computed there."""
-    return "h m_1^(2-2/h)" if problem.whitened else "S_bal, computed at the balanced minimum: data not whitened"
+    return (
+        "h m_1^(2-2/h)" if problem.whitened else "S_bal, computed at the balanced minimum: data not whitened"
+    )
 
 
 @dataclass
