@@ -143,3 +143,19 @@ def bad_argument(argument: str, match: str = ""):
         yield info
     assert info.value.argument == argument, (info.value.argument, str(info.value))
     assert not CONFIG_KEY.search(str(info.value)), f"a core error names a config key: {info.value}"
+
+
+# ---- TensorBoard read back ------------------------------------------------------------------------------
+def hparams_of(log_dir: Path) -> dict:
+    """The HParams row of one TensorBoard run (``<run>/tensorboard/<series>``), read by TensorBoard's own
+    event reader and hparams plugin parser: hyperparameter -> its value (a number, a string or a bool,
+    as the plugin has it)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert metadata.SESSION_START_INFO_TAG in content, (log_dir, list(content))
+    info = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}

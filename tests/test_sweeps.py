@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._helpers import CONF, QUIET
+from tests._helpers import CONF, QUIET, hparams_of
 from tests._helpers import popen_cli as _popen
 from tests._helpers import read_summary as _summary
 from tests._helpers import run_cli as _cli
@@ -288,8 +288,8 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
+            "model.dims=[4,3,3,2]",  # the tiny net's, given: a list as an HParams column
             "sgd.lrs=[0.04]",  # one rate: the others cost ~1 CPU s and check nothing more here
-            "logger=none",
             *QUIET,
             "hydra.sweep.dir=sweep",  # relative, as the default outputs/multirun/...
         ],
@@ -312,6 +312,12 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
         assert (
             _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
         )  # the SGD series still ran
+    # HParams, read back from the event files: the keys each job was given are columns with its values
+    # (the swept flow.max_nfe a number, null no value); Hydra's own keys (hydra.sweep.dir, the launcher),
+    # the log switches and sgd.lrs (the row's lr) are not
+    given = {"experiment": "tiny", "flow": "dopri5", "model.dims": "[4,3,3,2]", "lr": 0.04, "status": "ok"}
+    assert hparams_of(Path(bad["dir"]) / "tensorboard" / "sgd_lr_0.04") == {**given, "flow.max_nfe": 10}
+    assert hparams_of(Path(good["dir"]) / "tensorboard" / "sgd_lr_0.04") == given
     # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
     # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
     aggregate_main = runpy.run_path(str(ROOT / "scripts" / "aggregate.py"))["main"]
