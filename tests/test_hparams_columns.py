@@ -5,6 +5,8 @@ from Python (tests/test_logging.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dlnlab.errors import AnalysisWarning
@@ -28,7 +30,7 @@ def test_each_given_key_is_a_column_of_the_value_the_run_ran_with_typed_by_its_s
         "flow.max_nfe=10000",  # an optional int: a number
         "flow.modified=true",  # a switch: text (torch writes a bool as the number 1)
         "flow.method=lsoda",  # an enum: its name
-        "data.seed=null",  # null: no value (an empty cell)
+        "data.seed=null",  # null: a number column without a value (NaN: declared, the cell empty)
         "log.dt=0.05",  # a log key that changes the numbers: a column
         "sgd.lrs=[0.04]",  # each row's lr already
         "sgd.momentum=0",  # the momentum column, 0 included
@@ -41,6 +43,7 @@ def test_each_given_key_is_a_column_of_the_value_the_run_ran_with_typed_by_its_s
     ]
     cfg = typed_config(make_cfg([o for o in given if not o.startswith(("hydra", "+callbacks"))]))
     columns = given_columns(cfg, given)
+    assert math.isnan(columns.columns.pop("data.seed"))
     assert columns.columns == {
         "experiment": "tiny",
         "model.dims": "[5,4,3]",
@@ -69,9 +72,13 @@ def test_a_key_that_takes_a_number_or_a_list_is_text_in_every_job_so_a_sweep_of_
     assert per_mode.columns["init.u0"] == "[0.01,0.001]"
 
 
-def test_a_value_protobufs_json_cannot_write_is_no_value_and_a_key_of_no_config_keeps_its_given_type():
-    cfg = typed_config(make_cfg(["experiment=tiny", "flow.t_max=inf"]))  # refused later by prepare
-    assert "flow.t_max" not in given_columns(cfg, ["flow.t_max=inf"]).columns
+def test_a_null_or_infinite_number_is_declared_without_a_value_and_a_key_of_no_config_keeps_its_type():
+    given = ["flow.t_max=inf", "sgd.batch_size=null"]  # inf: refused by prepare, not by the schema
+    cfg = typed_config(make_cfg(["experiment=tiny", *given]))
+    columns = given_columns(cfg, given)
+    assert math.isnan(columns.columns["flow.t_max"])  # declared, no value
+    batch_size = _hparams(cfg, {"lr": 0.04, "status": "ok"}, columns)["batch_size"]  # today's column
+    assert math.isnan(batch_size)
     # another program's keys (a run(cfg) inside a user's own Hydra app): as Hydra parsed them
     other = given_columns(cfg, ["+trainer.gpus=2", "+name=abc", "+flag=false", "+sizes=[1,2]"]).columns
     assert other == {"trainer.gpus": 2, "name": "abc", "flag": "false", "sizes": "[1,2]"}
@@ -87,3 +94,19 @@ def test_the_overrides_come_from_the_runs_own_record_and_a_damaged_one_is_said_a
         record.write_text(damaged)
         with pytest.warns(AnalysisWarning, match="cannot read the run's overrides"):
             assert run_overrides(tmp_path) == []
+
+
+def test_a_nan_hyperparameter_is_a_declared_number_column_without_a_value(tmp_path):
+    """TensorBoard takes the table's columns from the experiment summary of the first run it lists: a
+    run whose key is null declares it all the same (a number column), and has no value for it."""
+    from dlnlab.lab.record import TensorBoardLogger, log_hparams
+    from tests._helpers import hparams_declared, hparams_of
+
+    for name, seed in (("none", math.nan), ("three", 3)):
+        logger = TensorBoardLogger(tmp_path, name="", version=name)
+        log_hparams(logger, {"data.seed": seed, "status": "ok"}, {"hp/final_loss": 0.5})
+        logger.finalize("success")
+        declared = hparams_declared(tmp_path / name)
+        assert declared == {"data.seed": "DATA_TYPE_FLOAT64", "status": "DATA_TYPE_STRING"}
+    assert hparams_of(tmp_path / "none") == {"status": "ok"}
+    assert hparams_of(tmp_path / "three") == {"data.seed": 3.0, "status": "ok"}

@@ -12,12 +12,13 @@ Each given key is one column, named by the key (``model.dims``, ``init.scale``, 
 except Hydra's own keys and those that change no number of the run (:data:`NOT_SETTINGS`), and those
 the row shows already (:data:`SHOWN_AS`). Its value is the one the run ran with (the checked config),
 typed by the key's schema, never by the value, so that every job of a sweep gives a key the same type:
-TensorBoard makes a column a number column only when every run's value is a number (it then sorts and
-filters it as numbers); one string among them makes it a string column whose numbers its filter then
-never matches (``list_session_groups``' discrete filter compares the values by ``==``):
+a number column sorts and filters as numbers, and TensorBoard's filter of a number column raises on a
+text value (as a text column's on a number: ``list_session_groups``), which fails the whole table:
 
 * a key the schema types as a number (``seed``, ``init.scale``, ``flow.max_nfe``): the number; null
-  (``data.seed=null``): no value, an empty cell, as the ``batch_size`` column of a full-batch run;
+  (``data.seed=null``): NaN, a number column declared with an empty cell. Never left out: TensorBoard
+  takes the table's columns from one run (the first it lists), and a column that run lacks is in no
+  row (:meth:`dlnlab.lab.record.TensorBoardLogger.log_hyperparams`);
 * a switch (``flow.modified``): ``"true"`` / ``"false"``. torch's ``hparams`` writes a bool as the
   number 1 or 0 (it tests ``isinstance(v, (int, float))`` first);
 * any other key: its text, a list as Hydra writes it (``model.dims`` ``[11,6,6,6,6,4]``), and a key
@@ -131,9 +132,7 @@ def given_columns(cfg: Any, overrides: list[str]) -> GivenColumns:
         columns.pop(key, None)  # a key given twice: Hydra takes the last
         if _left_out(key) or key in SHOWN_AS:
             continue
-        value = _column_value(cfg, key, o.value())
-        if value is not None:
-            columns[key] = value
+        columns[key] = _column_value(cfg, key, o.value())
     return GivenColumns(columns, frozenset(keys))
 
 
@@ -154,18 +153,18 @@ def _lookup(cfg: Any, key: str) -> tuple[Any, Any]:
     return node, hint
 
 
-def _column_value(cfg: Any, key: str, given: Any) -> HParam | None:
+def _column_value(cfg: Any, key: str, given: Any) -> HParam:
     """The column's value of one given key: from the config where the key is one of its values, the
-    given value itself where it is not (a group's option, ``experiment=eos``); None: no value."""
+    given value itself where it is not (a group's option, ``experiment=eos``). NaN: a number column
+    without a value (null, or inf, which protobuf's JSON cannot carry): declared, its cell empty
+    (:meth:`dlnlab.lab.record.TensorBoardLogger.log_hyperparams`)."""
     value, hint = _lookup(cfg, key)
     if value is _NOT_IN_CONFIG or dataclasses.is_dataclass(value) or isinstance(value, dict):
         value, hint = given, _hint_of(given)  # the key chose an option of a group (or is no config key)
-    if value is None:
-        return None
     kind = _kind(hint)
-    if kind is float:  # never inf or nan: protobuf's JSON cannot write it (the plugin's reply fails)
-        return value if math.isfinite(value) else None
-    if kind is bool:
+    if kind is float:
+        return value if value is not None and math.isfinite(value) else math.nan
+    if kind is bool and value is not None:
         return "true" if value else "false"
     return value if isinstance(value, str) else text(value)
 

@@ -80,12 +80,13 @@ def _hparams(cfg, entry: dict, given: GivenColumns) -> dict:
     run was given on the command line (``given``, :mod:`dlnlab.lab.results._override_columns`): a
     sweep's keys (``seed``, ``model.dims``, ``init.scale``, ``experiment``), so that the table sorts and
     filters by them. A key shown here already is not shown twice (``sgd.momentum`` is the ``momentum``
-    column, which then shows 0 too); a run given none (``run(cfg)`` from Python) has the others only.
-    TensorBoard sorts the columns by name (docs/tensorboard.md)."""
+    column, which then shows 0 too; ``sgd.batch_size=null`` an empty ``batch_size`` cell); a run given
+    none (``run(cfg)`` from Python) has the others only. TensorBoard sorts the columns by name and
+    ticks the first five (docs/tensorboard.md)."""
     params: dict = dict(given.columns)
     params |= {"lr": entry["lr"], "status": str(entry["status"])}
-    if cfg.sgd.batch_size is not None:
-        params["batch_size"] = cfg.sgd.batch_size
+    if cfg.sgd.batch_size is not None or "sgd.batch_size" in given.keys:  # null: declared, no value
+        params["batch_size"] = math.nan if cfg.sgd.batch_size is None else cfg.sgd.batch_size
     if cfg.sgd.momentum or "sgd.momentum" in given.keys:
         params["momentum"] = cfg.sgd.momentum
     if cfg.ensemble.size > 1 or given.keys & {"ensemble.size", "ensemble.vary"}:
