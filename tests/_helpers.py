@@ -143,3 +143,78 @@ def bad_argument(argument: str, match: str = ""):
         yield info
     assert info.value.argument == argument, (info.value.argument, str(info.value))
     assert not CONFIG_KEY.search(str(info.value)), f"a core error names a config key: {info.value}"
+
+
+# ---- TensorBoard read back ------------------------------------------------------------------------------
+def _hparams_content(log_dir: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return acc.PluginTagToContent(metadata.PLUGIN_NAME)
+
+
+def hparams_of(log_dir: Path) -> dict:
+    """The HParams row of one TensorBoard run (``<run>/tensorboard/<series>``), read by TensorBoard's own
+    event reader and hparams plugin parser: hyperparameter -> its value (a number, a string or a bool,
+    as the plugin has it)."""
+    from tensorboard.plugins.hparams import metadata
+
+    content = _hparams_content(log_dir)
+    assert metadata.SESSION_START_INFO_TAG in content, (log_dir, list(content))
+    info = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+
+
+def hparams_declared(log_dir: Path) -> dict[str, str]:
+    """The HParams columns one TensorBoard run declares (its experiment summary, which TensorBoard takes
+    from the first run it lists for the whole table): name -> type (``DATA_TYPE_FLOAT64``, ...)."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    content = _hparams_content(log_dir)
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    return {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
+
+
+def hparams_table(logdir: Path):
+    """TensorBoard's HParams table of every run below ``logdir``, as its hparams plugin answers the
+    dashboard: a function of the filters (its /session_groups request's ``colParams``) that returns
+    (column -> type, from /experiment; run -> its hyperparameters, the rows the filters keep)."""
+    import json
+    import warnings
+
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    with warnings.catch_warnings():  # the sanitizer of the html5lib TensorBoard vendors: deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from tensorboard.plugins.hparams import hparams_plugin
+
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    apps = hparams_plugin.HParamsPlugin(
+        base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, data_provider=provider)
+    ).get_plugin_apps()
+
+    def post(route: str, request: dict) -> dict:
+        reply = Client(apps[route], Response).post(route, json=request)
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        return json.loads(reply.get_data(as_text=True))
+
+    def table(col_params: list[dict] | None = None) -> tuple[dict[str, str], dict[str, dict]]:
+        experiment = post("/experiment", {"experimentName": ""})
+        groups = post(
+            "/session_groups",
+            {"experimentName": "", "colParams": col_params or [], "startIndex": 0, "sliceSize": 1000,
+             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]},
+        )  # fmt: skip
+        columns = {h["name"]: h["type"] for h in experiment["hparamInfos"]}
+        return columns, {g["name"]: g["hparams"] for g in groups.get("sessionGroups", [])}
+
+    return table

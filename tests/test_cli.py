@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._helpers import QUIET, TRAIN
+from tests._helpers import QUIET, TRAIN, hparams_of
 from tests._helpers import popen_cli as _popen
 from tests._helpers import read_summary as _summary
 from tests._helpers import run_cli as _cli
@@ -289,6 +289,12 @@ def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_pat
         "sgd_lr_0.0002": "continued from its checkpoint",
     }
     assert summary["series"]["flow"]["resume_check"]["max_abs_diff"] <= 1e-8
+    # HParams: the columns of the keys the run was given (its .hydra/overrides.yaml), not of the resume's
+    # command line (no resume column); sgd.batch_size and sgd.momentum are the rows' own columns
+    for name, lr in (("sgd_lr_0.01", 0.01), ("sgd_lr_0.0002", 0.0002)):
+        assert hparams_of(out / "tensorboard" / name) == {
+            "experiment": "tiny", "flow.t_max": 4.0, "batch_size": 5, "momentum": 0.5, "lr": lr, "status": "ok"
+        }  # fmt: skip
     assert not (out / "checkpoints" / "sgd_lr_0.0002.ckpt").exists()
     for name in whole["series"]:
         a, b = np.load(tmp_path / "whole" / "series" / f"{name}.npz"), np.load(out / "series" / f"{name}.npz")

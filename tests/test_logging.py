@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import (
 
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import run
-from tests._helpers import QUIET, TINY, make_cfg
+from tests._helpers import QUIET, TINY, hparams_of, make_cfg
 
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
@@ -131,6 +131,8 @@ def test_tensorboard_reads_right_at_its_defaults(tb_max_points, tmp_path, reques
             )
             assert len(line) == 1 and len(scalars["dist/log10_flow_max"]) >= len(scalars["dist/log10_flow"])
             assert {e.value for e in scalars["hp/max_dist_to_flow"]} and "hp/convergence_order" in scalars
+            # a run from Python has no command line: the row's hyperparameters are the rate and the status
+            assert hparams_of(out / "tensorboard" / name) == {"lr": float(name[7:]), "status": "ok"}
             two_over_lr = {e.value for e in scalars["curvature/log10_two_over_lr"]}
             assert len(two_over_lr) == 1 and two_over_lr.pop() == pytest.approx(np.log10(2 / float(name[7:])))
         else:

@@ -17,7 +17,7 @@ from _runtime_helpers import SignalAt
 from dlnlab.lab.config import ConfigError
 from dlnlab.lab.runner import lock_holder, resume, run
 from dlnlab.lab.runner._resume_config import ABSENT, check_config, config_changes
-from tests._helpers import make_cfg
+from tests._helpers import hparams_of, make_cfg
 
 pytestmark = [
     pytest.mark.lab,
@@ -97,6 +97,11 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     _edit_summary(
         out, lambda s: (s["config"]["run"].update(workers=1), s["config"]["checkpoint"].update(every_s=5.0))
     )
+    # the record of the overrides Hydra writes in a run directory: the resume, which runs without Hydra,
+    # takes the HParams columns of the run's own keys from it (the same file names the run in tb.py)
+    (out / ".hydra").mkdir()
+    stop = [f"+callbacks.stop.{k}" for k in ("_target_=_runtime_helpers.SignalAt", f"series={KILLED}", "m=270")]
+    (out / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*BASE, *stop]))
     result = resume(out)
     assert result.exit_code == 0 and result["status"] == "finished"
     assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
@@ -112,6 +117,12 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     assert sorted(line) == [round(1000 * DT * m) for m in range(401)], (len(line), len(set(line)))
     for name in ("sgd_lr_0.04", KILLED):
         assert len(_logged_steps(out / "tensorboard" / name, "hp/final_loss")) == 1, name
+        # the kept series' row too: every row the resume logs has the run's columns (the callbacks', the
+        # log switches' and sgd.lrs' excepted: docs/tensorboard.md)
+        lr = float(name.removeprefix("sgd_lr_"))
+        assert hparams_of(out / "tensorboard" / name) == {
+            "experiment": "tiny", "model.dims": "[6,5,5,4]", "log.dt": DT, "lr": lr, "status": "ok"
+        }  # fmt: skip
 
 
 def _logged_steps(log_dir: Path, tag: str) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._helpers import CONF, QUIET
+from tests._helpers import CONF, QUIET, hparams_declared, hparams_table
 from tests._helpers import popen_cli as _popen
 from tests._helpers import read_summary as _summary
 from tests._helpers import run_cli as _cli
@@ -295,8 +295,8 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
             "experiment=tiny",
             "flow=dopri5",
             "flow.max_nfe=10,null",
+            "model.dims=[4,3,3,2]",  # the tiny net's, given: a list as an HParams column
             "sgd.lrs=[0.04]",  # one rate: the others cost ~1 CPU s and check nothing more here
-            "logger=none",
             *QUIET,
             "hydra.sweep.dir=sweep",  # relative, as the default outputs/multirun/...
         ],
@@ -329,6 +329,24 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
         assert (
             _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
         )  # the SGD series still ran
+    # HParams, as TensorBoard's hparams plugin answers its dashboard: the keys each job was given are
+    # columns with its values (the swept flow.max_nfe a number, its null an empty cell); Hydra's own keys
+    # (hydra.sweep.dir, the launcher), the log switches and sgd.lrs (the row's lr) are not. Every job
+    # declares every column, null included: TensorBoard takes the columns from one run only
+    string, number = "DATA_TYPE_STRING", "DATA_TYPE_FLOAT64"
+    declared = {"experiment": string, "flow": string, "flow.max_nfe": number, "lr": number,
+                "model.dims": string, "status": string}  # fmt: skip
+    for job in (bad, good):
+        assert hparams_declared(Path(job["dir"]) / "tensorboard" / "sgd_lr_0.04") == declared
+    given = {"experiment": "tiny", "flow": "dopri5", "model.dims": "[4,3,3,2]", "lr": 0.04, "status": "ok"}
+    bad_row, good_row = (f"{Path(job['dir']).name}/tensorboard/sgd_lr_0.04" for job in (bad, good))
+    table = hparams_table(sweep)
+    columns, rows = table()
+    assert columns == declared and rows == {bad_row: {**given, "flow.max_nfe": 10}, good_row: given}
+    # a number column filters as numbers; the empty cell is kept unless missing values are excluded
+    at_most = {"hparam": "flow.max_nfe", "filterInterval": {"minValue": 0, "maxValue": 100}}
+    assert len(table([at_most])[1]) == 2
+    assert list(table([{**at_most, "excludeMissingValues": True}])[1]) == [bad_row]
     # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
     # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
     aggregate_main = runpy.run_path(str(ROOT / "scripts" / "aggregate.py"))["main"]

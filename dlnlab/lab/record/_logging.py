@@ -149,9 +149,31 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     @rank_zero_only
     def log_hyperparams(self, params, metrics=None, step: int | None = None) -> None:
         """Lightning's, with its metrics (the HParams columns, ``hp/...``) in an event file of their own
-        (suffix ``.hparams``, :meth:`own_file`)."""
+        (suffix ``.hparams``, :meth:`own_file`), and a hyperparameter whose value is NaN declared but not
+        given (:meth:`_log_declared`)."""
         with self.own_file("hparams"):
-            super().log_hyperparams(params, metrics=metrics, step=step)
+            if isinstance(params, dict) and metrics and any(_unset(v) for v in params.values()):
+                self._log_declared(dict(params), metrics, step)
+            else:
+                super().log_hyperparams(params, metrics=metrics, step=step)
+
+    def _log_declared(self, params: dict, metrics: dict, step: int | None) -> None:
+        """Lightning's three hparams summaries, written as it writes them, with the NaN-valued
+        hyperparameters in the experiment summary (a number column) and not in the run's values (an
+        empty cell). TensorBoard's HParams table takes its columns, their names and types, from the
+        experiment summary of one run, the first it lists (``backend_context._find_experiment_tag``):
+        a column that run lacks is in no row. So every job of a sweep declares the same columns, the
+        ``null`` of ``sgd.batch_size=null,5`` included; the value NaN itself is never written: protobuf's
+        JSON cannot carry it, and the plugin's reply would fail."""
+        from torch.utils.tensorboard.summary import hparams
+
+        self.hparams.update(params)  # Lightning's hparams.yaml
+        self.log_metrics(metrics, step)
+        experiment, _, _ = hparams(params, metrics)
+        _, start, end = hparams({k: v for k, v in params.items() if not _unset(v)}, metrics)
+        writer = self.experiment._get_file_writer()  # as Lightning's log_hyperparams writes them
+        for summary in (experiment, start, end):
+            writer.add_summary(summary, step)
 
     @rank_zero_only
     def save(self) -> None:
@@ -165,6 +187,10 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         if self._scalars is not None:
             self._scalars.close()
             self._scalars = None
+
+
+def _unset(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def own_file(logger, suffix: str):
@@ -237,7 +263,8 @@ def writes_concurrently(logger: Logger | None) -> bool:
 
 
 def log_hparams(logger: Logger | None, params: dict, metrics: dict[str, float], step: int = 0) -> None:
-    """HParams with their metrics (TensorBoard's HParams tab); other loggers get both as they can."""
+    """HParams with their metrics (TensorBoard's HParams tab); other loggers get both as they can. A
+    hyperparameter of value NaN is a number column without a value (TensorBoard: its cell empty)."""
     if logger is None:
         return
     if isinstance(logger, LightningTensorBoardLogger):

@@ -2,9 +2,10 @@
 
 Single numbers are never charts (a chart of one point is a dot at step 0, docs/tensorboard.md):
 
-* per (S)GD series one HParams row: few hyperparameters (the learning rate, and the settings a sweep
-  varies), and the numbers a reader compares across series as metric columns (the distance to the
-  flow, the convergence order, the final loss, the strong and weak orders, the SME's spread);
+* per (S)GD series one HParams row: few hyperparameters (the learning rate, the status, and the keys
+  the run was given on the command line, a sweep's among them), and the numbers a reader compares
+  across series as metric columns (the distance to the flow, the convergence order, the final loss,
+  the strong and weak orders, the SME's spread);
 * the flow's run, Text tab, group ``summary``: the console's results table, one table of every
   series' plateaus and exits (modes numbered 1..q, as everywhere), the resolved config, and with
   ``ensemble.vary=sgd`` the error constants between the flow's saddle escapes;
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
 from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file
+from dlnlab.lab.results._override_columns import GivenColumns, given_columns, run_overrides
 from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
@@ -72,17 +74,22 @@ def plateau_markdown(summary: dict) -> str:
     return "\n".join(head + rows) if rows else "no saddle plateau in any series"
 
 
-def _hparams(cfg, entry: dict) -> dict:
-    """The HParams row's hyperparameters: TensorBoard sorts its columns by name and shows few at once,
-    so only what differs between a run's rows (the learning rate, the status) and the SGD settings where
-    set (batch size, momentum, the ensemble). A sweep's own settings (model.dims, seed, ...) are not
-    columns: the run does not know which of its keys the sweep varies (docs/tensorboard.md)."""
-    params = {"lr": entry["lr"], "status": str(entry["status"])}
-    if cfg.sgd.batch_size is not None:
-        params["batch_size"] = cfg.sgd.batch_size
-    if cfg.sgd.momentum:
+def _hparams(cfg, entry: dict, given: GivenColumns) -> dict:
+    """The HParams row's hyperparameters: the learning rate and the status (what differs between a run's
+    rows), the SGD settings where set (batch size, momentum, the ensemble), and one column per key the
+    run was given on the command line (``given``, :mod:`dlnlab.lab.results._override_columns`): a
+    sweep's keys (``seed``, ``model.dims``, ``init.scale``, ``experiment``), so that the table sorts and
+    filters by them. A key shown here already is not shown twice (``sgd.momentum`` is the ``momentum``
+    column, which then shows 0 too; ``sgd.batch_size=null`` an empty ``batch_size`` cell); a run given
+    none (``run(cfg)`` from Python) has the others only. TensorBoard sorts the columns by name and
+    ticks the first five (docs/tensorboard.md)."""
+    params: dict = dict(given.columns)
+    params |= {"lr": entry["lr"], "status": str(entry["status"])}
+    if cfg.sgd.batch_size is not None or "sgd.batch_size" in given.keys:  # null: declared, no value
+        params["batch_size"] = math.nan if cfg.sgd.batch_size is None else cfg.sgd.batch_size
+    if cfg.sgd.momentum or "sgd.momentum" in given.keys:
         params["momentum"] = cfg.sgd.momentum
-    if cfg.ensemble.size > 1:
+    if cfg.ensemble.size > 1 or given.keys & {"ensemble.size", "ensemble.vary"}:
         params["ensemble"] = f"{cfg.ensemble.size} ({cfg.ensemble.vary.name})"
     return params
 
@@ -125,11 +132,12 @@ def log_run(ctx, summary: dict, table: str) -> None:
         if edge := edge_lines(summary):
             log_text(flow, "summary/5 edge of stability", "```\n" + "\n".join(edge) + "\n```")
         flow.save()
+    given = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
     for name, entry in summary["series"].items():
         logger = ctx.logger(name) if entry.get("lr") is not None else None
         if logger is None:
             continue
-        log_hparams(logger, _hparams(cfg, entry), _metrics(summary, entry, entry["lr"]))
+        log_hparams(logger, _hparams(cfg, entry, given), _metrics(summary, entry, entry["lr"]))
         logger.save()
 
 
