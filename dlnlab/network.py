@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dlnlab._layout import Layout, as_layout
+from dlnlab.errors import ArgumentError
 
 __all__ = [
     "Layout",
@@ -41,9 +42,10 @@ def unpack(theta: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
     """Views [W_1, ..., W_h] of theta (..., p); no copy when theta is contiguous."""
     layout = as_layout(dims)
     if theta.shape[-1] != layout.n_weights:
-        raise ValueError(
+        raise ArgumentError(
+            "theta",
             f"theta has {theta.shape[-1]} entries in its last dimension, dims {list(layout.dims)} "
-            f"need {layout.n_weights}"
+            f"need {layout.n_weights}",
         )
     batch = theta.shape[:-1]
     return [theta[..., s].reshape(*batch, r, c) for s, (r, c) in zip(layout.theta_slices, layout.shapes)]

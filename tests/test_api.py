@@ -5,7 +5,7 @@ traceback from deep inside torch, never a silently wrong result. Tiny nets: each
 from __future__ import annotations
 
 import pytest
-import torch
+from _helpers import bad_argument
 
 import dlnlab
 from dlnlab.errors import ArgumentError
@@ -32,3 +32,24 @@ def test_an_argument_error_names_its_argument_in_its_one_line(problem, theta0):
         dlnlab.Solver(rtol=-1)
     # a message that starts with its argument's name is not given the name twice
     assert str(ArgumentError("theta0", "theta0 has shape (3,)")) == "theta0 has shape (3,)"
+
+
+def test_integrate_refuses_bad_times_and_states_with_an_argument_error(problem, theta0):
+    grid = [0.0, 1.0]
+    with bad_argument("theta0", r"theta0 has 31 entries, dims \[5, 4, 3\] need p = 32"):
+        dlnlab.integrate(problem, DIMS, theta0[:-1], grid)
+    net = dlnlab.DeepLinearNetwork(DIMS)  # A (12, 12) handed in for theta: the message says the shape
+    with bad_argument("theta0", r"12 entries in its last dimension \(shape \(12, 12\)\).* need p = 32"):
+        dlnlab.integrate(problem, DIMS, net.A, grid)
+    with bad_argument("theta0", r"shape \(p,\) or \(B, p\), got \(1, 1, 32\)"):
+        dlnlab.integrate(problem, DIMS, theta0[None, None], grid)
+    with bad_argument("t_eval", "1-D sequence"):
+        dlnlab.integrate(problem, DIMS, theta0, 5.0)
+    with bad_argument("t_eval", "strictly increasing"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 2.0, 1.0])
+    with bad_argument("dims", "must be a sequence of widths"):
+        dlnlab.integrate(problem, 5, theta0, grid)
+    with bad_argument("theta", "theta has 31 entries"):
+        dlnlab.unpack(theta0[:-1], DIMS)
+    with bad_argument("n", "must be an integer >= 2"):
+        dlnlab.time_grid(5.0, n=10.0)

@@ -35,16 +35,19 @@ __all__ = ["integrate"]
 def _check_t_eval(t_eval) -> Tensor:
     t = torch.as_tensor(t_eval, dtype=torch.float64).detach().cpu()
     if t.ndim != 1 or t.numel() < 1:
-        raise ValueError(f"t_eval must be a 1-D sequence of at least one time, got shape {tuple(t.shape)}")
+        raise ArgumentError(
+            "t_eval", f"t_eval must be a 1-D sequence of at least one time, got shape {tuple(t.shape)}"
+        )
     if not torch.isfinite(t).all():
-        raise ValueError("t_eval must be finite")
+        raise ArgumentError("t_eval", "t_eval must be finite")
     if t.numel() > 1:
         steps = t[1:] - t[:-1]
         if not (steps > 0).all():
             k = int(torch.nonzero(steps <= 0)[0])
-            raise ValueError(
+            raise ArgumentError(
+                "t_eval",
                 f"t_eval must be strictly increasing: t_eval[{k}] = {float(t[k]):g} >= "
-                f"t_eval[{k + 1}] = {float(t[k + 1]):g}"
+                f"t_eval[{k + 1}] = {float(t[k + 1]):g}",
             )
     return t.contiguous()
 
@@ -53,16 +56,18 @@ def _check_theta0(theta0, layout: Layout, dtype: torch.dtype, device: torch.devi
     if not isinstance(theta0, Tensor):
         theta0 = torch.as_tensor(theta0)
     if theta0.ndim not in (1, 2):
-        raise ValueError(f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
+        raise ArgumentError("theta0", f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
     if theta0.shape[-1] != layout.n_weights:
-        raise ValueError(
-            f"theta0 has {theta0.shape[-1]} entries, dims {list(layout.dims)} need p = {layout.n_weights}"
+        shape = "" if theta0.ndim == 1 else f" in its last dimension (shape {tuple(theta0.shape)})"
+        raise ArgumentError(
+            "theta0",
+            f"theta0 has {theta0.shape[-1]} entries{shape}, dims {list(layout.dims)} need p = {layout.n_weights}",
         )
     if theta0.ndim == 2 and theta0.shape[0] < 1:
-        raise ValueError("theta0: the batch (B, p) is empty")
+        raise ArgumentError("theta0", "theta0: the batch (B, p) is empty")
     theta0 = theta0.detach().to(dtype=dtype, device=device).clone().contiguous()
     if not torch.isfinite(theta0).all():
-        raise ValueError("theta0 must be finite")
+        raise ArgumentError("theta0", "theta0 must be finite")
     return theta0
 
 
