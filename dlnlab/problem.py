@@ -24,7 +24,15 @@ from dlnlab import _second_order
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, matmul, pack, prefix_products, product, unpack
 
-__all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
+__all__ = ["RegressionProblem", "check_problem_dims", "haar_orthogonal", "haar_orthonormal"]
+
+
+def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
+    """Refuse widths whose ends d_0, d_h are not the data's d_x, d_y (ArgumentError naming ``dims``)."""
+    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
+        raise ArgumentError(
+            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        )
 
 
 def haar_orthonormal(rows: int, cols: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:

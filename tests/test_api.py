@@ -4,7 +4,9 @@ traceback from deep inside torch, never a silently wrong result. Tiny nets: each
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from _helpers import bad_argument
 
 import dlnlab
@@ -53,3 +55,26 @@ def test_integrate_refuses_bad_times_and_states_with_an_argument_error(problem, 
         dlnlab.unpack(theta0[:-1], DIMS)
     with bad_argument("n", "must be an integer >= 2"):
         dlnlab.time_grid(5.0, n=10.0)
+
+
+def test_gd_checks_its_arguments_at_the_boundary_as_integrate_does(problem, theta0):
+    other = [5, 4, 4]  # p = 36: widths that do not end in the data's d_y = 3
+    with bad_argument("dims", r"dims \[5, 4, 4\] do not fit the data \(d_x = 5, d_y = 3\)"):
+        dlnlab.gd(problem, other, dlnlab.pack(dlnlab.gaussian(other, 0.1)), lr=0.1, steps=10)
+    with bad_argument("batch_size", "must be an integer >= 1"):
+        dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10, batch_size=5.0)
+    want = dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10, batch_size=5, seed=3)
+    # numpy's arrays and integers are taken as torch's tensors and Python's ints: the same numbers
+    got = dlnlab.gd(
+        problem, DIMS, theta0.numpy(), lr=0.1, steps=np.int64(10), batch_size=np.int64(5), seed=np.int64(3)
+    )
+    assert torch.equal(got.theta, want.theta) and torch.equal(got.t, want.t)
+    assert torch.equal(dlnlab.gd(problem, DIMS, theta0.tolist(), lr=0.1, steps=10).theta[-1],
+                       dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10).theta[-1])  # fmt: skip
+
+
+def test_integrate_takes_a_list_theta0_in_the_problems_dtype_not_torchs_float32(problem, theta0):
+    grid = [0.0, 0.5]
+    want = dlnlab.integrate(problem, DIMS, theta0, grid)
+    assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.tolist(), grid).theta, want.theta)
+    assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.numpy(), grid).theta, want.theta)

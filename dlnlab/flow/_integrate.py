@@ -53,8 +53,8 @@ def _check_t_eval(t_eval) -> Tensor:
 
 
 def _check_theta0(theta0, layout: Layout, dtype: torch.dtype, device: torch.device) -> Tensor:
-    if not isinstance(theta0, Tensor):
-        theta0 = torch.as_tensor(theta0)
+    if not isinstance(theta0, Tensor):  # a list of Python floats would be float32 by torch's default
+        theta0 = torch.as_tensor(theta0, dtype=dtype)
     if theta0.ndim not in (1, 2):
         raise ArgumentError("theta0", f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
     if theta0.shape[-1] != layout.n_weights:

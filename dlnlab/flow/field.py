@@ -10,16 +10,9 @@ from dlnlab._steps import uniform_times
 from dlnlab.errors import ArgumentError
 from dlnlab.flow.solver import positive_float
 from dlnlab.network import Layout, as_layout
-from dlnlab.problem import RegressionProblem
+from dlnlab.problem import RegressionProblem, check_problem_dims
 
 __all__ = ["check_problem_dims", "vector_field", "time_grid", "GradientFlow", "ModifiedFlow"]
-
-
-def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
-    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
-        raise ArgumentError(
-            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
-        )
 
 
 class GradientFlow:
