@@ -78,3 +78,29 @@ def test_integrate_takes_a_list_theta0_in_the_problems_dtype_not_torchs_float32(
     want = dlnlab.integrate(problem, DIMS, theta0, grid)
     assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.tolist(), grid).theta, want.theta)
     assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.numpy(), grid).theta, want.theta)
+
+
+def test_user_data_make_a_float64_problem_unless_asked_otherwise():
+    gen = torch.Generator().manual_seed(0)
+    x32, y32 = torch.randn(5, 30, generator=gen), torch.randn(3, 30, generator=gen)  # torch's float32
+    problem = dlnlab.RegressionProblem.from_data(x32, y32)
+    assert problem.X.dtype == problem.modes.dtype == torch.float64
+    assert torch.equal(problem.Y, y32.double())
+    assert dlnlab.RegressionProblem.from_data(x32.numpy(), y32.numpy()).X.dtype == torch.float64
+    assert dlnlab.RegressionProblem.from_data(x32, y32, dtype=torch.float32).X.dtype == torch.float32
+    # the constructor keeps the data's precision: a float64 Y is not rounded to a float32 X's
+    mixed = dlnlab.RegressionProblem(x32, y32.double() / 3)
+    assert mixed.Y.dtype == torch.float64 and torch.equal(mixed.Y, y32.double() / 3)
+    assert dlnlab.RegressionProblem(x32.numpy(), y32.numpy()).X.dtype == torch.float32
+
+
+def test_a_float32_problem_is_refused_by_the_float64_solvers_and_solved_by_the_others(theta0):
+    problem = dlnlab.RegressionProblem.teacher(
+        [2.0, 1.0], 5, 3, 20, whiten=False, seed=0, dtype=torch.float32
+    )
+    with bad_argument("solver", "lsoda solves in float64 and the problem is torch.float32"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5])  # was a dtype RuntimeError in a matmul
+    with bad_argument("solver", "bdf_batch solves in float64"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("bdf_batch"))
+    flow = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("rk45", rtol=1e-5, atol=1e-7))
+    assert flow.status == "ok" and flow.theta.dtype == torch.float32

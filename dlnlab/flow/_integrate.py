@@ -71,6 +71,25 @@ def _check_theta0(theta0, layout: Layout, dtype: torch.dtype, device: torch.devi
     return theta0
 
 
+def _check_solver_fits(solver: Solver, problem: RegressionProblem) -> None:
+    """The solvers that step numpy arrays (scipy's, SUNDIALS', bdf_batch, radau_batch) need a float64
+    problem on the CPU (a float32 one failed deep in a matrix product, or came back float64)."""
+    if not solver.on_cpu_only:
+        return
+    if problem.X.device.type != "cpu":
+        raise ArgumentError(
+            "solver",
+            f"{solver.family}'s {solver.method} runs on the CPU; for a problem on {problem.X.device} use a "
+            "torchdiffeq method",
+        )
+    if problem.X.dtype != torch.float64:
+        raise ArgumentError(
+            "solver",
+            f"{solver.method} solves in float64 and the problem is {problem.X.dtype}: make the problem "
+            "float64 (RegressionProblem.from_data(X, Y) is) or use rk45 or a torchdiffeq method",
+        )
+
+
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """One torch thread and one BLAS thread for the small-matrix hot loop (scipy's LU of a 198 x 198
@@ -107,7 +126,7 @@ def integrate(
 
     theta0: (p,) or a batch (B, p) (no events for a batch; the dlnlab.flow package docstring says how
     each member keeps its own error control), moved to the problem's device (a problem on a GPU:
-    ``problem.to("cuda")``, torchdiffeq methods only). The trajectory's times are on the CPU, its
+    ``problem.to("cuda")``, torchdiffeq methods only; a float32 problem: rk45 or torchdiffeq). The trajectory's times are on the CPU, its
     states, (T, p) or (T, B, p), on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
     events: event functions (see the dlnlab.flow package docstring); the first to fire stops the solve.
@@ -132,12 +151,7 @@ def integrate(
         if not callable(ev):
             raise ArgumentError("events", f"events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
     batched = theta0.ndim == 2
-    if solver.on_cpu_only and problem.X.device.type != "cpu":
-        raise ArgumentError(
-            "solver",
-            f"{solver.family}'s {solver.method} runs on the CPU; for a problem on {problem.X.device} use a "
-            "torchdiffeq method",
-        )
+    _check_solver_fits(solver, problem)
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
     if events and on_output is not None:
