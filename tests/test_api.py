@@ -104,3 +104,24 @@ def test_a_float32_problem_is_refused_by_the_float64_solvers_and_solved_by_the_o
         dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("bdf_batch"))
     flow = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("rk45", rtol=1e-5, atol=1e-7))
     assert flow.status == "ok" and flow.theta.dtype == torch.float32
+
+
+def test_dims_as_a_list_a_tuple_or_a_layout_and_u0_as_any_scalar(problem):
+    layout = dlnlab.Layout((5, 4, 3))
+    for init in (dlnlab.gaussian, dlnlab.orthogonal):
+        want = init(DIMS, 0.1, seed=2)
+        for dims in (tuple(DIMS), layout, np.array(DIMS)):
+            assert all(torch.equal(a, b) for a, b in zip(init(dims, 0.1, seed=2), want))
+    want = dlnlab.balanced(DIMS, 0.1, seed=2)
+    for u0 in (np.float64(0.1), torch.tensor(0.1, dtype=torch.float64), np.array(0.1)):
+        assert all(torch.equal(a, b) for a, b in zip(dlnlab.balanced(layout, u0, seed=2), want))
+    want = dlnlab.aligned(DIMS, problem, [0.1, 0.2], seed=2)
+    got = dlnlab.aligned(layout, problem, torch.tensor([0.1, 0.2], dtype=torch.float64), seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_a_network_from_numpy_weights_or_theta(theta0):
+    net = dlnlab.DeepLinearNetwork.from_theta(DIMS, theta0.numpy())
+    assert net.A.dtype == torch.float64 and torch.equal(net.theta(), theta0)
+    weights = dlnlab.unpack(theta0, DIMS)
+    assert torch.equal(dlnlab.DeepLinearNetwork.from_weights([w.numpy() for w in weights]).theta(), theta0)
