@@ -125,3 +125,13 @@ def test_a_network_from_numpy_weights_or_theta(theta0):
     assert net.A.dtype == torch.float64 and torch.equal(net.theta(), theta0)
     weights = dlnlab.unpack(theta0, DIMS)
     assert torch.equal(dlnlab.DeepLinearNetwork.from_weights([w.numpy() for w in weights]).theta(), theta0)
+
+
+def test_the_stability_threshold_refuses_a_depth_below_one_and_has_none_without_a_mode():
+    assert dlnlab.gd_stability_threshold(4.0, 5) == pytest.approx(2 / (5 * 4.0**1.6), rel=1e-15)
+    assert dlnlab.gd_stability_threshold(0.0, 3) == float("inf")  # was a ZeroDivisionError
+    assert dlnlab.gd_stability_threshold(0.0, 1) == 2.0  # h = 1: the Hessian is Sxx whatever the data's modes
+    with bad_argument("h", "the depth must be an integer >= 1, got 0"):
+        dlnlab.gd_stability_threshold(4.0, 0)
+    with bad_argument("s1", "finite and >= 0"):
+        dlnlab.balanced_sharpness(-1.0, 3)
