@@ -330,7 +330,7 @@ def gd(
     record = _record_steps(steps, record_steps)
     sampler = _sampler(problem, theta0, batch_size, sampling, seed)
     stepper = GDStepper(problem, layout, theta0, lr, momentum, sampler)
-    method = "heavy_ball" if momentum else ("gd" if sampler.full_batch else "sgd")
+    method = ("gd" if sampler.full_batch else "sgd") + ("_heavy_ball" if momentum else "")
     thetas, taken, start = [], [], time.perf_counter()
 
     def result(status: Status, message: str) -> Trajectory:

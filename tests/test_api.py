@@ -135,3 +135,12 @@ def test_the_stability_threshold_refuses_a_depth_below_one_and_has_none_without_
         dlnlab.gd_stability_threshold(4.0, 0)
     with bad_argument("s1", "finite and >= 0"):
         dlnlab.balanced_sharpness(-1.0, 3)
+
+
+def test_the_method_says_whether_steps_used_minibatches_and_momentum(problem, theta0):
+    def method(**kw):
+        return dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=2, **kw).method
+
+    assert method() == "gd" and method(batch_size=5) == "sgd"
+    assert method(momentum=0.5) == "gd_heavy_ball"  # it was "heavy_ball" for both of these
+    assert method(momentum=0.5, batch_size=5) == "sgd_heavy_ball"
