@@ -5,7 +5,7 @@ network before torch is imported (a refused config is answered in a fraction of 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -125,4 +125,8 @@ class Layout:
 
 def as_layout(dims: Layout | Sequence[int]) -> Layout:
     """``dims`` as a :class:`Layout` (a Layout passes through)."""
-    return dims if isinstance(dims, Layout) else Layout(tuple(dims))
+    if isinstance(dims, Layout):
+        return dims
+    if not isinstance(dims, Iterable) or isinstance(dims, (str, bytes)):
+        raise ArgumentError("dims", f"must be a sequence of widths [d_x, ..., d_y] or a Layout, got {dims!r}")
+    return Layout(tuple(dims))

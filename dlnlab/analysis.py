@@ -11,6 +11,7 @@ with ~1e-12 relative accuracy, and ``balanced_product_rhs`` is Arora et al.'s en
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from scipy.integrate import quad, solve_ivp
 from torch import Tensor
 
 from dlnlab._sizes import DENSE_HESSIAN_MAX  # dense eigensolvers up to this p, Lanczos above
+from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, pack
 from dlnlab.problem import RegressionProblem
 
@@ -218,7 +220,12 @@ def mode_solution(t, s: float, u0: float, h: int, *, method: str = "DOP853") -> 
 
 
 def balanced_sharpness(s1: float, h: int) -> float:
-    """lambda_max of the Hessian at the balanced global minimum: h s1^(2-2/h)."""
+    """lambda_max of the Hessian at the balanced global minimum: h s1^(2-2/h), for the largest data
+    mode s1 = m_1 (``problem.modes[0]``; whitened data) and the depth h >= 1."""
+    if isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1:
+        raise ArgumentError("h", f"the depth must be an integer >= 1, got {h!r}")
+    if not (math.isfinite(float(s1)) and float(s1) >= 0):
+        raise ArgumentError("s1", f"the largest data mode must be finite and >= 0, got {float(s1):g}")
     return h * float(s1) ** (2.0 - 2.0 / h)
 
 
@@ -248,8 +255,11 @@ def balanced_minimum_sharpness(
 
 
 def gd_stability_threshold(s1: float, h: int) -> float:
-    """eta* = 2 / (h s1^(2-2/h)): GD cannot settle at any global minimum above it."""
-    return 2.0 / balanced_sharpness(s1, h)
+    """eta* = 2 / (h s1^(2-2/h)) (s1 = m_1, h the depth; see :func:`balanced_sharpness`): GD cannot
+    settle at any global minimum above it, for whitened data (otherwise 2 / :func:`balanced_minimum_sharpness`
+    is the threshold of the balanced minimum). Data without a mode (s1 = 0, h >= 2) have none: inf."""
+    sharpness = balanced_sharpness(s1, h)
+    return 2.0 / sharpness if sharpness > 0 else math.inf
 
 
 def balanced_product_rhs(p: Tensor, problem: RegressionProblem, h: int) -> Tensor:

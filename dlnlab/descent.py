@@ -14,6 +14,7 @@ one step moves along the flow once the velocity has built up).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -23,7 +24,7 @@ from torch import Tensor
 from dlnlab._steps import time_per_step  # torch-free (the config checks count steps with it)
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, unpack
-from dlnlab.problem import RegressionProblem
+from dlnlab.problem import RegressionProblem, check_problem_dims
 from dlnlab.trajectory import Interrupted, Status, Trajectory
 
 __all__ = ["SAMPLINGS", "MinibatchSampler", "EnsembleSampler", "GDStepper", "gd", "time_per_step"]
@@ -54,8 +55,11 @@ class MinibatchSampler:
     ):
         if sampling not in SAMPLINGS:
             raise ArgumentError("sampling", f"unknown sampling {sampling!r}; allowed: {', '.join(SAMPLINGS)}")
-        if batch_size is not None and batch_size < 1:
-            raise ArgumentError("batch_size", f"must be >= 1 or None (full batch), got {batch_size}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
+        ):
+            raise ArgumentError("batch_size", f"must be an integer >= 1 or None (full batch), got {batch_size!r}")
+        batch_size = None if batch_size is None else int(batch_size)
         self.n_samples, self.batch_size, self.sampling = int(n_samples), batch_size, sampling
         self.full_batch = batch_size is None or (batch_size >= n_samples and sampling != "with_replacement")
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -174,6 +178,8 @@ class GDStepper:
         sampler: MinibatchSampler | None = None,
     ) -> None:
         layout = as_layout(dims)
+        check_problem_dims(problem, layout)
+        theta0 = _as_states(theta0, problem)
         if not (math.isfinite(lr) and lr > 0):
             raise ArgumentError("lr", f"must be finite and > 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
@@ -257,6 +263,12 @@ class GDStepper:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
+def _as_states(theta0, problem: RegressionProblem) -> Tensor:
+    """theta0 as a tensor: a numpy array or a list (of Python floats, which torch would make float32)
+    in the problem's dtype, as integrate takes them."""
+    return theta0 if isinstance(theta0, Tensor) else torch.as_tensor(theta0, dtype=problem.X.dtype)
+
+
 def _record_steps(steps: int, record: Iterable[int] | None, max_points: int = 1001) -> list[int]:
     if record is None:
         every = max(1, math.ceil(steps / (max_points - 1)))
@@ -268,7 +280,7 @@ def _record_steps(steps: int, record: Iterable[int] | None, max_points: int = 10
 
 
 def _sampler(problem, theta0: Tensor, batch_size, sampling: str, seed) -> MinibatchSampler | EnsembleSampler:
-    seeds = [seed] if isinstance(seed, int) else list(seed)
+    seeds = [int(seed)] if isinstance(seed, numbers.Integral) else list(seed)
     if theta0.ndim == 1:
         if len(seeds) != 1:
             raise ArgumentError("seed", f"one net takes one seed, got {len(seeds)}")
@@ -299,6 +311,9 @@ def gd(
 ) -> Trajectory:
     """Run ``steps`` (S)GD steps from theta0 (p,), or an ensemble (E, p); record theta at ``record_steps``.
 
+    theta0: a tensor, numpy array or list, taken in the problem's dtype and device; dims must end in the
+    data's d_x and d_y (else an ArgumentError naming ``dims``).
+
     record_steps: step indices in 0..steps (default: about 1000 evenly spaced, and the last). Times are
     t = k tau, tau = lr / (1 - momentum). batch_size None is full-batch GD; else minibatches of that
     size (``sampling`` with or without replacement, drawn from ``seed``; an ensemble with minibatches
@@ -308,12 +323,14 @@ def gd(
     so far. ``progress(t, t_end)`` is called at every recorded step. theta is (T, p) or (T, E, p).
     """
     layout = as_layout(dims)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    check_problem_dims(problem, layout)
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ArgumentError("steps", f"must be an integer >= 0, got {steps!r}")
+    steps, theta0 = int(steps), _as_states(theta0, problem)  # numpy's integers as Python's
     record = _record_steps(steps, record_steps)
     sampler = _sampler(problem, theta0, batch_size, sampling, seed)
     stepper = GDStepper(problem, layout, theta0, lr, momentum, sampler)
-    method = "heavy_ball" if momentum else ("gd" if sampler.full_batch else "sgd")
+    method = ("gd" if sampler.full_batch else "sgd") + ("_heavy_ball" if momentum else "")
     thetas, taken, start = [], [], time.perf_counter()
 
     def result(status: Status, message: str) -> Trajectory:

@@ -23,11 +23,16 @@ __all__ = [
 
 
 class ArgumentError(ValueError):
-    """A bad argument of a core function; ``argument`` is its name (``str(err)`` says what is allowed)."""
+    """A bad argument of a core function: ``argument`` is its name, ``message`` says what is wrong and
+    what is allowed, and ``str(err)`` is one line that names the argument: ``"momentum: must be in
+    [0, 1), got 1"`` (a message that starts with the name, ``"theta0 has shape ..."``, is kept as it
+    is). The lab puts its config key in front of ``message`` instead."""
 
     def __init__(self, argument: str, message: str) -> None:
-        super().__init__(message)
+        named = message if message.startswith(argument) else f"{argument}: {message}"
+        super().__init__(named)
         self.argument = argument
+        self.message = message
 
 
 class DlnlabWarning(UserWarning):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from dlnlab.errors import ArgumentError
-from dlnlab.network import Layout
+from dlnlab.network import Layout, as_layout
 from dlnlab.problem import RegressionProblem, haar_orthonormal
 
 __all__ = ["INITS", "gaussian", "orthogonal", "balanced", "aligned", "initial_weights"]
@@ -33,8 +34,13 @@ def _semi_orthogonal(rows: int, cols: int, gen: torch.Generator, dtype: torch.dt
     return haar_orthonormal(cols, rows, gen, dtype).T.contiguous()
 
 
+def _is_scalar(u0) -> bool:
+    """A number: Python's, numpy's or a 0-d tensor or array."""
+    return np.ndim(u0) == 0
+
+
 def _strengths(u0: float | Sequence[float], k: int) -> list[float]:
-    if isinstance(u0, (int, float)):
+    if _is_scalar(u0):
         vals = [float(u0)] * k
     else:
         vals = [float(v) for v in u0]
@@ -51,20 +57,20 @@ def _check_scale(scale: float) -> None:
 
 
 def gaussian(
-    dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
+    dims: Layout | Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
 ) -> list[Tensor]:
     """W_j with i.i.d. N(0, scale^2) entries."""
     _check_scale(scale)
-    layout, gen = Layout(tuple(dims)), _generator(seed)
+    layout, gen = as_layout(dims), _generator(seed)
     return [scale * torch.randn(r, c, generator=gen, dtype=dtype) for r, c in layout.shapes]
 
 
 def orthogonal(
-    dims: Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
+    dims: Layout | Sequence[int], scale: float, seed: int | torch.Generator = 0, dtype=torch.float64
 ) -> list[Tensor]:
     """W_j = scale * a Haar semi-orthogonal matrix (every singular value equals ``scale``)."""
     _check_scale(scale)
-    layout, gen = Layout(tuple(dims)), _generator(seed)
+    layout, gen = as_layout(dims), _generator(seed)
     return [scale * _semi_orthogonal(r, c, gen, dtype) for r, c in layout.shapes]
 
 
@@ -89,7 +95,7 @@ def _balanced_factors(
 
 
 def balanced(
-    dims: Sequence[int],
+    dims: Layout | Sequence[int],
     u0: float | Sequence[float],
     seed: int | torch.Generator = 0,
     dtype=torch.float64,
@@ -99,11 +105,11 @@ def balanced(
     A scalar ``u0`` gives rank r_max with all singular values u0; a list gives one singular value
     per entry (at most r_max of them).
     """
-    layout, gen = Layout(tuple(dims)), _generator(seed)
-    k = layout.r_max if isinstance(u0, (int, float)) else len(u0)
+    layout, gen = as_layout(dims), _generator(seed)
+    k = layout.r_max if _is_scalar(u0) else len(u0)
     if k > layout.r_max:
         raise ArgumentError(
-            "u0", f"at most r_max = min(dims) = {layout.r_max} values for dims {list(dims)}, got {k}"
+            "u0", f"at most r_max = min(dims) = {layout.r_max} values for dims {list(layout.dims)}, got {k}"
         )
     strengths = [abs(v) for v in _strengths(u0, k)]
     out_vecs = haar_orthonormal(layout.d_y, k, gen, dtype)
@@ -113,7 +119,7 @@ def balanced(
 
 
 def aligned(
-    dims: Sequence[int],
+    dims: Layout | Sequence[int],
     problem: RegressionProblem,
     u0: float | Sequence[float],
     seed: int | torch.Generator = 0,
@@ -128,10 +134,10 @@ def aligned(
     whitened data are the layers also exactly balanced (C_j = 0), the form preserved by the flow and
     each mode an independent du/dt = h |u|^(2-2/h) (m_k - u).
     """
-    layout, gen = Layout(tuple(dims)), _generator(seed)
+    layout, gen = as_layout(dims), _generator(seed)
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
         raise ArgumentError(
-            "dims", f"dims {list(dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
         )
     k = min(problem.n_modes, layout.r_max)
     strengths = _strengths(u0, k)
@@ -145,7 +151,7 @@ def aligned(
 
 def initial_weights(
     kind: str,
-    dims: Sequence[int],
+    dims: Layout | Sequence[int],
     problem: RegressionProblem | None = None,
     scale: float | None = None,
     u0: float | Sequence[float] | None = None,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dlnlab._layout import Layout, as_layout
+from dlnlab.errors import ArgumentError
 
 __all__ = [
     "Layout",
@@ -41,12 +42,18 @@ def unpack(theta: Tensor, dims: Layout | Sequence[int]) -> list[Tensor]:
     """Views [W_1, ..., W_h] of theta (..., p); no copy when theta is contiguous."""
     layout = as_layout(dims)
     if theta.shape[-1] != layout.n_weights:
-        raise ValueError(
+        raise ArgumentError(
+            "theta",
             f"theta has {theta.shape[-1]} entries in its last dimension, dims {list(layout.dims)} "
-            f"need {layout.n_weights}"
+            f"need {layout.n_weights}",
         )
     batch = theta.shape[:-1]
     return [theta[..., s].reshape(*batch, r, c) for s, (r, c) in zip(layout.theta_slices, layout.shapes)]
+
+
+def _as_float_tensor(x) -> Tensor:
+    """A tensor as it is; anything else (a numpy array, a list) as a float64 tensor."""
+    return x if isinstance(x, Tensor) else torch.as_tensor(x, dtype=torch.float64)
 
 
 SMALL_STACKED = 4096  # m k n at most: a stack of products this small goes through numpy
@@ -140,14 +147,17 @@ class DeepLinearNetwork(nn.Module):
 
     @classmethod
     def from_weights(cls, weights: Sequence[Tensor]) -> DeepLinearNetwork:
-        """From [W_1, ..., W_h], each (d_j, d_{j-1}) or (B, d_j, d_{j-1}) for an ensemble."""
+        """From [W_1, ..., W_h], each (d_j, d_{j-1}) or (B, d_j, d_{j-1}) for an ensemble (tensors keep
+        their dtype; numpy arrays or lists become float64)."""
+        weights = [_as_float_tensor(w) for w in weights]
         dims = [weights[0].shape[-1]] + [w.shape[-2] for w in weights]
         members = weights[0].shape[0] if weights[0].ndim == 3 else None
         return cls(dims, weights=weights, dtype=weights[0].dtype, device=weights[0].device, members=members)
 
     @classmethod
     def from_theta(cls, dims: Sequence[int], theta: Tensor) -> DeepLinearNetwork:
-        """From theta (p,), or (B, p) for an ensemble of B nets."""
+        """From theta (p,), or (B, p) for an ensemble of B nets (a numpy array or a list: float64)."""
+        theta = _as_float_tensor(theta)
         members = theta.shape[0] if theta.ndim == 2 else None
         return cls(dims, weights=unpack(theta, dims), dtype=theta.dtype, device=theta.device, members=members)
 

@@ -24,7 +24,15 @@ from dlnlab import _second_order
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, matmul, pack, prefix_products, product, unpack
 
-__all__ = ["RegressionProblem", "haar_orthogonal", "haar_orthonormal"]
+__all__ = ["RegressionProblem", "check_problem_dims", "haar_orthogonal", "haar_orthonormal"]
+
+
+def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
+    """Refuse widths whose ends d_0, d_h are not the data's d_x, d_y (ArgumentError naming ``dims``)."""
+    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
+        raise ArgumentError(
+            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        )
 
 
 def haar_orthonormal(rows: int, cols: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
@@ -59,7 +67,14 @@ class RegressionProblem:
         mode_u (d_y, q), mode_v (d_x, q) their singular vectors.
     """
 
-    def __init__(self, X: Tensor, Y: Tensor, mode_rtol: float = 1e-10) -> None:
+    def __init__(self, X: Tensor, Y: Tensor, mode_rtol: float = 1e-10, dtype: torch.dtype | None = None) -> None:
+        """X (d_x, N) and Y (d_y, N): tensors, numpy arrays or nested lists, taken in ``dtype``; None
+        keeps the data's floating dtype (X's and Y's promoted: a float64 Y is never rounded to a float32
+        X's), float64 for integer data. :meth:`from_data` and :meth:`teacher` default to float64."""
+        X, Y = torch.as_tensor(X), torch.as_tensor(Y)
+        if dtype is None:
+            floats = [t.dtype for t in (X, Y) if t.dtype.is_floating_point]
+            dtype = torch.promote_types(*floats) if len(floats) == 2 else (floats or [torch.float64])[0]
         if X.ndim != 2 or Y.ndim != 2:
             raise ValueError(
                 f"X and Y must be 2-D (features x samples), got {tuple(X.shape)}, {tuple(Y.shape)}"
@@ -70,7 +85,6 @@ class RegressionProblem:
             raise ValueError("the data need at least one sample")
         if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
             raise ValueError("X and Y must be finite")
-        dtype = X.dtype if X.dtype.is_floating_point else torch.float64
         self.X = X.to(dtype)
         self.Y = Y.to(dtype)
         self.d_x, self.n_samples = self.X.shape
@@ -151,9 +165,10 @@ class RegressionProblem:
         return prob
 
     @classmethod
-    def from_data(cls, X: Tensor, Y: Tensor) -> RegressionProblem:
-        """From user data, X (d_x, N) and Y (d_y, N)."""
-        return cls(torch.as_tensor(X), torch.as_tensor(Y))
+    def from_data(cls, X: Tensor, Y: Tensor, dtype: torch.dtype = torch.float64) -> RegressionProblem:
+        """From user data, X (d_x, N) and Y (d_y, N) (tensors, numpy arrays or lists), in ``dtype``:
+        float64 unless asked otherwise, whatever the data's (``torch.randn``'s float32 included)."""
+        return cls(X, Y, dtype=dtype)
 
     @property
     def device(self) -> torch.device:

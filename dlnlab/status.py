@@ -14,6 +14,9 @@ __all__ = ["Status", "FINISHED", "FAILED", "USABLE"]
 
 
 class Status(str, Enum):
+    """How a trajectory or a series ended (a str enum: ``traj.status == "ok"`` holds, ``str()`` is the
+    value). The core sets OK, EVENT, DIVERGED, SOLVER_FAILED, INTERRUPTED; the lab adds UNSTABLE, ERROR."""
+
     OK = "ok"  # reached the end of the requested grid
     EVENT = "event"  # an event function fired (the core's flow)
     DIVERGED = "diverged"  # the weights blew up or became non-finite (a scientific outcome: exit code 0)

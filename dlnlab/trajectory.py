@@ -45,7 +45,7 @@ class Trajectory:
     t (T,): the times reached (a prefix of the requested grid; a flow stopped by an event ends at
     the last grid time before it). theta (T, p), or (T, B, p) for a batch of initial states.
     steps (T,): the step index of each row (gd) or None (flow). method: the integrator, or ``gd``,
-    ``sgd``, ``heavy_ball``. nfe: gradient evaluations (a batch counts once per call); njev: Jacobian
+    ``sgd`` (minibatches), ``gd_heavy_ball``, ``sgd_heavy_ball`` (with momentum). nfe: gradient evaluations (a batch counts once per call); njev: Jacobian
     evaluations (scipy's stiff methods); n_steps: accepted solver steps, or (S)GD steps taken (a batch
     with per-member steps: the most any member took). members: each member's own status and counts, for
     the batched solvers that keep them (:class:`MemberStats`), else None.

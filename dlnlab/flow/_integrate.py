@@ -35,35 +35,59 @@ __all__ = ["integrate"]
 def _check_t_eval(t_eval) -> Tensor:
     t = torch.as_tensor(t_eval, dtype=torch.float64).detach().cpu()
     if t.ndim != 1 or t.numel() < 1:
-        raise ValueError(f"t_eval must be a 1-D sequence of at least one time, got shape {tuple(t.shape)}")
+        raise ArgumentError(
+            "t_eval", f"t_eval must be a 1-D sequence of at least one time, got shape {tuple(t.shape)}"
+        )
     if not torch.isfinite(t).all():
-        raise ValueError("t_eval must be finite")
+        raise ArgumentError("t_eval", "t_eval must be finite")
     if t.numel() > 1:
         steps = t[1:] - t[:-1]
         if not (steps > 0).all():
             k = int(torch.nonzero(steps <= 0)[0])
-            raise ValueError(
+            raise ArgumentError(
+                "t_eval",
                 f"t_eval must be strictly increasing: t_eval[{k}] = {float(t[k]):g} >= "
-                f"t_eval[{k + 1}] = {float(t[k + 1]):g}"
+                f"t_eval[{k + 1}] = {float(t[k + 1]):g}",
             )
     return t.contiguous()
 
 
 def _check_theta0(theta0, layout: Layout, dtype: torch.dtype, device: torch.device) -> Tensor:
-    if not isinstance(theta0, Tensor):
-        theta0 = torch.as_tensor(theta0)
+    if not isinstance(theta0, Tensor):  # a list of Python floats would be float32 by torch's default
+        theta0 = torch.as_tensor(theta0, dtype=dtype)
     if theta0.ndim not in (1, 2):
-        raise ValueError(f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
+        raise ArgumentError("theta0", f"theta0 must have shape (p,) or (B, p), got {tuple(theta0.shape)}")
     if theta0.shape[-1] != layout.n_weights:
-        raise ValueError(
-            f"theta0 has {theta0.shape[-1]} entries, dims {list(layout.dims)} need p = {layout.n_weights}"
+        shape = "" if theta0.ndim == 1 else f" in its last dimension (shape {tuple(theta0.shape)})"
+        raise ArgumentError(
+            "theta0",
+            f"theta0 has {theta0.shape[-1]} entries{shape}, dims {list(layout.dims)} need p = {layout.n_weights}",
         )
     if theta0.ndim == 2 and theta0.shape[0] < 1:
-        raise ValueError("theta0: the batch (B, p) is empty")
+        raise ArgumentError("theta0", "theta0: the batch (B, p) is empty")
     theta0 = theta0.detach().to(dtype=dtype, device=device).clone().contiguous()
     if not torch.isfinite(theta0).all():
-        raise ValueError("theta0 must be finite")
+        raise ArgumentError("theta0", "theta0 must be finite")
     return theta0
+
+
+def _check_solver_fits(solver: Solver, problem: RegressionProblem) -> None:
+    """The solvers that step numpy arrays (scipy's, SUNDIALS', bdf_batch, radau_batch) need a float64
+    problem on the CPU (a float32 one failed deep in a matrix product, or came back float64)."""
+    if not solver.on_cpu_only:
+        return
+    if problem.X.device.type != "cpu":
+        raise ArgumentError(
+            "solver",
+            f"{solver.family}'s {solver.method} runs on the CPU; for a problem on {problem.X.device} use a "
+            "torchdiffeq method",
+        )
+    if problem.X.dtype != torch.float64:
+        raise ArgumentError(
+            "solver",
+            f"{solver.method} solves in float64 and the problem is {problem.X.dtype}: make the problem "
+            "float64 (RegressionProblem.from_data(X, Y) is) or use rk45 or a torchdiffeq method",
+        )
 
 
 @contextlib.contextmanager
@@ -102,7 +126,7 @@ def integrate(
 
     theta0: (p,) or a batch (B, p) (no events for a batch; the dlnlab.flow package docstring says how
     each member keeps its own error control), moved to the problem's device (a problem on a GPU:
-    ``problem.to("cuda")``, torchdiffeq methods only). The trajectory's times are on the CPU, its
+    ``problem.to("cuda")``, torchdiffeq methods only; a float32 problem: rk45 or torchdiffeq). The trajectory's times are on the CPU, its
     states, (T, p) or (T, B, p), on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
     events: event functions (see the dlnlab.flow package docstring); the first to fire stops the solve.
@@ -127,12 +151,7 @@ def integrate(
         if not callable(ev):
             raise ArgumentError("events", f"events[{i}] must be callable f(problem, dims, theta), got {ev!r}")
     batched = theta0.ndim == 2
-    if solver.on_cpu_only and problem.X.device.type != "cpu":
-        raise ArgumentError(
-            "solver",
-            f"{solver.family}'s {solver.method} runs on the CPU; for a problem on {problem.X.device} use a "
-            "torchdiffeq method",
-        )
+    _check_solver_fits(solver, problem)
     if batched and events:
         raise ArgumentError("events", "events are not supported for a batch of initial states (B, p)")
     if events and on_output is not None:

@@ -10,16 +10,9 @@ from dlnlab._steps import uniform_times
 from dlnlab.errors import ArgumentError
 from dlnlab.flow.solver import positive_float
 from dlnlab.network import Layout, as_layout
-from dlnlab.problem import RegressionProblem
+from dlnlab.problem import RegressionProblem, check_problem_dims
 
 __all__ = ["check_problem_dims", "vector_field", "time_grid", "GradientFlow", "ModifiedFlow"]
-
-
-def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
-    if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
-        raise ArgumentError(
-            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
-        )
 
 
 class GradientFlow:
@@ -97,21 +90,21 @@ def time_grid(
     t_max = positive_float("t_max", t_max)
     if kind == "uniform":
         if (dt is None) == (n is None):
-            raise ValueError("time_grid(kind='uniform'): give exactly one of dt or n")
+            raise ArgumentError("dt", "give exactly one of dt or n for a uniform grid")
         if dt is not None:
             dt = positive_float("dt", dt)
             return torch.from_numpy(uniform_times(t_max, dt))  # the grid the config checks counted
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {n!r}")
+            raise ArgumentError("n", f"must be an integer >= 2, got {n!r}")
         return torch.linspace(0.0, t_max, n, dtype=torch.float64)
     if kind == "log":
         if dt is not None:
-            raise ValueError("time_grid(kind='log') takes t_min and n, not dt")
+            raise ArgumentError("dt", "kind='log' takes t_min and n, not dt")
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:  # from t_min to t_max: two points at least
-            raise ValueError(f"n must be an integer >= 2 for kind='log', got {n!r}")
+            raise ArgumentError("n", f"must be an integer >= 2 for kind='log', got {n!r}")
         t_min = positive_float("t_min", t_min)
         if t_min >= t_max:
-            raise ValueError(f"t_min must be < t_max, got t_min={t_min:g}, t_max={t_max:g}")
+            raise ArgumentError("t_min", f"must be < t_max, got t_min={t_min:g}, t_max={t_max:g}")
         pts = torch.from_numpy(np.geomspace(t_min, t_max, n)).to(torch.float64)
         return torch.cat([torch.zeros(1, dtype=torch.float64), pts])
-    raise ValueError(f"time_grid: unknown kind {kind!r}; allowed: uniform, log")
+    raise ArgumentError("kind", f"unknown kind {kind!r}; allowed: uniform, log")

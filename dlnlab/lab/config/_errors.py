@@ -50,7 +50,7 @@ def keyed(keys: Mapping[str, str], default: str) -> Iterator[None]:
     try:
         yield
     except ArgumentError as err:
-        raise ConfigError(f"{keys.get(err.argument, default)}: {err}") from err
+        raise ConfigError(f"{keys.get(err.argument, default)}: {err.message}") from err
 
 
 def shown(value: object, limit: int = 60) -> str:

@@ -1,0 +1,146 @@
+"""The core as a notebook uses it: arguments of the wrong kind, shape or dtype are refused at the
+boundary with one line naming the argument (an ArgumentError), or taken as documented; never a
+traceback from deep inside torch, never a silently wrong result. Tiny nets: each test well under 1 s."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _helpers import bad_argument
+
+import dlnlab
+from dlnlab.errors import ArgumentError
+
+DIMS = [5, 4, 3]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return dlnlab.RegressionProblem.teacher([2.0, 1.0], d_x=5, d_y=3, n_samples=20, seed=0)
+
+
+@pytest.fixture(scope="module")
+def theta0():
+    return dlnlab.pack(dlnlab.gaussian(DIMS, 0.1, seed=1))
+
+
+def test_an_argument_error_names_its_argument_in_its_one_line(problem, theta0):
+    with pytest.raises(ArgumentError) as info:
+        dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10, momentum=1.0)
+    assert str(info.value) == "momentum: must be in [0, 1), got 1.0"
+    assert info.value.argument == "momentum" and info.value.message == "must be in [0, 1), got 1.0"
+    with pytest.raises(ArgumentError, match=r"^rtol: must be finite and > 0, got -1$"):
+        dlnlab.Solver(rtol=-1)
+    # a message that starts with its argument's name is not given the name twice
+    assert str(ArgumentError("theta0", "theta0 has shape (3,)")) == "theta0 has shape (3,)"
+
+
+def test_integrate_refuses_bad_times_and_states_with_an_argument_error(problem, theta0):
+    grid = [0.0, 1.0]
+    with bad_argument("theta0", r"theta0 has 31 entries, dims \[5, 4, 3\] need p = 32"):
+        dlnlab.integrate(problem, DIMS, theta0[:-1], grid)
+    net = dlnlab.DeepLinearNetwork(DIMS)  # A (12, 12) handed in for theta: the message says the shape
+    with bad_argument("theta0", r"12 entries in its last dimension \(shape \(12, 12\)\).* need p = 32"):
+        dlnlab.integrate(problem, DIMS, net.A, grid)
+    with bad_argument("theta0", r"shape \(p,\) or \(B, p\), got \(1, 1, 32\)"):
+        dlnlab.integrate(problem, DIMS, theta0[None, None], grid)
+    with bad_argument("t_eval", "1-D sequence"):
+        dlnlab.integrate(problem, DIMS, theta0, 5.0)
+    with bad_argument("t_eval", "strictly increasing"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 2.0, 1.0])
+    with bad_argument("dims", "must be a sequence of widths"):
+        dlnlab.integrate(problem, 5, theta0, grid)
+    with bad_argument("theta", "theta has 31 entries"):
+        dlnlab.unpack(theta0[:-1], DIMS)
+    with bad_argument("n", "must be an integer >= 2"):
+        dlnlab.time_grid(5.0, n=10.0)
+
+
+def test_gd_checks_its_arguments_at_the_boundary_as_integrate_does(problem, theta0):
+    other = [5, 4, 4]  # p = 36: widths that do not end in the data's d_y = 3
+    with bad_argument("dims", r"dims \[5, 4, 4\] do not fit the data \(d_x = 5, d_y = 3\)"):
+        dlnlab.gd(problem, other, dlnlab.pack(dlnlab.gaussian(other, 0.1)), lr=0.1, steps=10)
+    with bad_argument("batch_size", "must be an integer >= 1"):
+        dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10, batch_size=5.0)
+    want = dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10, batch_size=5, seed=3)
+    # numpy's arrays and integers are taken as torch's tensors and Python's ints: the same numbers
+    got = dlnlab.gd(
+        problem, DIMS, theta0.numpy(), lr=0.1, steps=np.int64(10), batch_size=np.int64(5), seed=np.int64(3)
+    )
+    assert torch.equal(got.theta, want.theta) and torch.equal(got.t, want.t)
+    assert torch.equal(dlnlab.gd(problem, DIMS, theta0.tolist(), lr=0.1, steps=10).theta[-1],
+                       dlnlab.gd(problem, DIMS, theta0, lr=0.1, steps=10).theta[-1])  # fmt: skip
+
+
+def test_integrate_takes_a_list_theta0_in_the_problems_dtype_not_torchs_float32(problem, theta0):
+    grid = [0.0, 0.5]
+    want = dlnlab.integrate(problem, DIMS, theta0, grid)
+    assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.tolist(), grid).theta, want.theta)
+    assert torch.equal(dlnlab.integrate(problem, DIMS, theta0.numpy(), grid).theta, want.theta)
+
+
+def test_user_data_make_a_float64_problem_unless_asked_otherwise():
+    gen = torch.Generator().manual_seed(0)
+    x32, y32 = torch.randn(5, 30, generator=gen), torch.randn(3, 30, generator=gen)  # torch's float32
+    problem = dlnlab.RegressionProblem.from_data(x32, y32)
+    assert problem.X.dtype == problem.modes.dtype == torch.float64
+    assert torch.equal(problem.Y, y32.double())
+    assert dlnlab.RegressionProblem.from_data(x32.numpy(), y32.numpy()).X.dtype == torch.float64
+    assert dlnlab.RegressionProblem.from_data(x32, y32, dtype=torch.float32).X.dtype == torch.float32
+    # the constructor keeps the data's precision: a float64 Y is not rounded to a float32 X's
+    mixed = dlnlab.RegressionProblem(x32, y32.double() / 3)
+    assert mixed.Y.dtype == torch.float64 and torch.equal(mixed.Y, y32.double() / 3)
+    assert dlnlab.RegressionProblem(x32.numpy(), y32.numpy()).X.dtype == torch.float32
+
+
+def test_a_float32_problem_is_refused_by_the_float64_solvers_and_solved_by_the_others(theta0):
+    problem = dlnlab.RegressionProblem.teacher(
+        [2.0, 1.0], 5, 3, 20, whiten=False, seed=0, dtype=torch.float32
+    )
+    with bad_argument("solver", "lsoda solves in float64 and the problem is torch.float32"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5])  # was a dtype RuntimeError in a matmul
+    with bad_argument("solver", "bdf_batch solves in float64"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("bdf_batch"))
+    flow = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("rk45", rtol=1e-5, atol=1e-7))
+    assert flow.status == "ok" and flow.theta.dtype == torch.float32
+
+
+def test_dims_as_a_list_a_tuple_or_a_layout_and_u0_as_any_scalar(problem):
+    layout = dlnlab.Layout((5, 4, 3))
+    for init in (dlnlab.gaussian, dlnlab.orthogonal):
+        want = init(DIMS, 0.1, seed=2)
+        for dims in (tuple(DIMS), layout, np.array(DIMS)):
+            assert all(torch.equal(a, b) for a, b in zip(init(dims, 0.1, seed=2), want))
+    want = dlnlab.balanced(DIMS, 0.1, seed=2)
+    for u0 in (np.float64(0.1), torch.tensor(0.1, dtype=torch.float64), np.array(0.1)):
+        assert all(torch.equal(a, b) for a, b in zip(dlnlab.balanced(layout, u0, seed=2), want))
+    want = dlnlab.aligned(DIMS, problem, [0.1, 0.2], seed=2)
+    got = dlnlab.aligned(layout, problem, torch.tensor([0.1, 0.2], dtype=torch.float64), seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_a_network_from_numpy_weights_or_theta(theta0):
+    net = dlnlab.DeepLinearNetwork.from_theta(DIMS, theta0.numpy())
+    assert net.A.dtype == torch.float64 and torch.equal(net.theta(), theta0)
+    weights = dlnlab.unpack(theta0, DIMS)
+    assert torch.equal(dlnlab.DeepLinearNetwork.from_weights([w.numpy() for w in weights]).theta(), theta0)
+
+
+def test_the_stability_threshold_refuses_a_depth_below_one_and_has_none_without_a_mode():
+    assert dlnlab.gd_stability_threshold(4.0, 5) == pytest.approx(2 / (5 * 4.0**1.6), rel=1e-15)
+    assert dlnlab.gd_stability_threshold(0.0, 3) == float("inf")  # was a ZeroDivisionError
+    assert dlnlab.gd_stability_threshold(0.0, 1) == 2.0  # h = 1: the Hessian is Sxx whatever the data's modes
+    with bad_argument("h", "the depth must be an integer >= 1, got 0"):
+        dlnlab.gd_stability_threshold(4.0, 0)
+    with bad_argument("s1", "finite and >= 0"):
+        dlnlab.balanced_sharpness(-1.0, 3)
+
+
+def test_the_method_says_whether_steps_used_minibatches_and_momentum(problem, theta0):
+    def method(**kw):
+        return dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=2, **kw).method
+
+    assert method() == "gd" and method(batch_size=5) == "sgd"
+    assert method(momentum=0.5) == "gd_heavy_ball"  # it was "heavy_ball" for both of these
+    assert method(momentum=0.5, batch_size=5) == "sgd_heavy_ball"
