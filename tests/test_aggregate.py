@@ -43,3 +43,27 @@ def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_pat
     assert rows["sgd_lr_0.02"]["final_loss"]["mean"] == pytest.approx(np.mean(members), rel=1e-12)
     exits = rows["flow"]["plateau_exits"]
     assert exits and all(e["t_exit"]["n"] >= 1 for e in exits)
+
+
+def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(tmp_path):
+    """Hydra writes .hydra/overrides.yaml with OmegaConf.to_yaml: an override holding ': ' is quoted
+    and one with spaces longer than a line is folded over two. aggregate.py read the file line by line
+    (it got "'data.path=''/d/a: b.npz'''" and half of the long one); read_overrides, which aggregate,
+    tb.py's names and the HParams columns share, reads the YAML."""
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab.results._aggregate import _overrides, _setting_key
+    from dlnlab.lab.view import run_label
+    from dlnlab.rundir import read_overrides
+
+    given = ["data.path='/d/a: b.npz'", "seed=1", "init.path=/a b/" + "x " * 45 + "w.npz", "data.path='#h'"]
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(given)))
+    assert len((tmp_path / ".hydra" / "overrides.yaml").read_text().splitlines()) == len(given) + 1  # folded
+    assert read_overrides(tmp_path) == given
+    assert _setting_key(_overrides(tmp_path)) == " ".join(sorted(o for o in given if o != "seed=1"))
+    assert run_label(tmp_path).startswith("data.path='/d/a- b.npz' seed=1 init.path=/a b/x x")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("seed: 1\n")  # not a list: named, not guessed
+    with pytest.raises(ValueError, match=r"overrides.yaml: cannot read the run's overrides \(not a list: dict\)$"):
+        read_overrides(tmp_path)
+    assert read_overrides(tmp_path / "none") == []

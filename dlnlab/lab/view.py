@@ -20,6 +20,8 @@ import os
 import re
 from pathlib import Path
 
+from dlnlab.rundir import read_overrides
+
 __all__ = ["find_runs", "run_label", "run_labels", "logdir_spec"]
 
 NOT_IN_LABEL = ("hydra.", "hydra/", "log.progress", "log.figures")  # overrides that do not change the science
@@ -37,13 +39,11 @@ def find_runs(paths) -> list[Path]:
 
 
 def _overrides(run_dir: Path) -> list[str]:
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    import yaml
-
-    loaded = yaml.safe_load(path.read_text()) or []
-    return [str(o) for o in loaded if not str(o).startswith(NOT_IN_LABEL)]
+    try:
+        given = read_overrides(run_dir)
+    except ValueError:  # a damaged record: the run is named as one without overrides
+        given = []
+    return [o for o in given if not o.startswith(NOT_IN_LABEL)]
 
 
 def _label(overrides: list[str]) -> str:

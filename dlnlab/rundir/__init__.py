@@ -9,7 +9,7 @@ contract itself (which file holds what) is docs/results.md.
 * writing: :func:`claim_directory` (one directory per run), :func:`atomic_path` and the writers built on
   it (:func:`save_npz`, :func:`write_json`, :func:`write_text`, :func:`write_bytes`, :func:`write_problem`);
 * reading: :func:`load_run` (a :class:`RunData` of :class:`Series`), :func:`read_npz`,
-  :func:`read_summary`; whether a directory's files can be used at all: :func:`run_damage`;
+  :func:`read_summary`, :func:`read_overrides`; whether a directory's files can be used at all: :func:`run_damage`;
 * :mod:`dlnlab.rundir.signals`: SIGINT and SIGTERM held during a write and turned into a clean stop.
 """
 
@@ -33,7 +33,15 @@ from dlnlab.rundir._names import (
     parse_series_name,
     series_name,
 )
-from dlnlab.rundir._read import STATUS_NOTE, RunData, Series, load_run, read_npz, read_summary
+from dlnlab.rundir._read import (
+    STATUS_NOTE,
+    RunData,
+    Series,
+    load_run,
+    read_npz,
+    read_overrides,
+    read_summary,
+)
 from dlnlab.rundir._write import (
     atomic_path,
     claim_directory,
@@ -69,6 +77,7 @@ __all__ = [
     "problem_arrays",
     "read_npz",
     "read_summary",
+    "read_overrides",
     "Series",
     "RunData",
     "load_run",

@@ -23,11 +23,33 @@ from dlnlab.status import Status
 __all__ = [
     "read_npz",
     "read_summary",
+    "read_overrides",
     "Series",
     "RunData",
     "load_run",
     "STATUS_NOTE",
 ]
+
+
+def read_overrides(run_dir: str | Path) -> list[str]:
+    """The command-line overrides a run was started with, as Hydra recorded them
+    (``<run>/.hydra/overrides.yaml``, a YAML list: values Hydra quotes, such as a path with a space,
+    read back as given); [] without the file. A file that is not such a list raises ValueError naming
+    it (each caller says what it does without it)."""
+    import yaml  # a run's reader without Hydra's files should not pay for it
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the run's overrides ({type(err).__name__}: {err})") from err
+    if loaded is None:
+        return []
+    if not isinstance(loaded, list):
+        raise ValueError(f"{path}: cannot read the run's overrides (not a list: {type(loaded).__name__})")
+    return [str(o) for o in loaded]
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from dlnlab.metrics import member_arrays, members_of
-from dlnlab.rundir import load_run, read_summary_object, run_damage, save_npz, write_json
+from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage, save_npz, write_json
 from dlnlab.status import USABLE, Status
 
 __all__ = ["Setting", "collect", "aggregate", "setting_folder", "run_dirs", "SEED_KEYS", "CURVES"]
@@ -78,14 +78,10 @@ def _setting_key(overrides: list[str]) -> str:
 
 
 def _overrides(run_dir: Path) -> list[str]:
-    path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
+        return read_overrides(run_dir)
+    except ValueError:  # a damaged record: the run's setting is the defaults'
         return []
-    return [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
 
 
 def _files_under(roots: list[Path], name: str) -> set[Path]:

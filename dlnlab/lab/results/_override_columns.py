@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnlab.errors import AnalysisWarning
+from dlnlab.rundir import read_overrides
 
 __all__ = ["GivenColumns", "NOT_SETTINGS", "SHOWN_AS", "given_columns", "run_overrides"]
 
@@ -87,24 +88,11 @@ def run_overrides(run_dir: Path) -> list[str]:
     """The overrides a run was started with, as Hydra recorded them (``<run>/.hydra/overrides.yaml``);
     none without that file. An unreadable one is said (a warning) and read as none: the HParams rows
     are still logged, with the columns of a run without overrides."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    import yaml
-
     try:
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is None:
-            return []
-        if not isinstance(loaded, list):
-            raise ValueError(f"expected a list of overrides, got {type(loaded).__name__}")
-        return [str(o) for o in loaded]
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        return read_overrides(run_dir)
+    except ValueError as err:
         warnings.warn(
-            f"{path}: cannot read the run's overrides ({type(err).__name__}: {err}); its HParams rows "
-            "have no columns of its own keys",
-            AnalysisWarning,
-            stacklevel=2,
+            f"{err}; the run's HParams rows have no columns of its own keys", AnalysisWarning, stacklevel=2
         )
         return []
 
