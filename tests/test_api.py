@@ -144,3 +144,15 @@ def test_the_method_says_whether_steps_used_minibatches_and_momentum(problem, th
     assert method() == "gd" and method(batch_size=5) == "sgd"
     assert method(momentum=0.5) == "gd_heavy_ball"  # it was "heavy_ball" for both of these
     assert method(momentum=0.5, batch_size=5) == "sgd_heavy_ball"
+
+
+def test_a_solver_given_by_its_methods_name_is_that_method_at_its_defaults(problem, theta0):
+    """torchdiffeq's users write method="dopri5": the name alone was refused ("must be a Solver or a
+    mapping"); it is Solver(name), so an unknown name is refused as Solver refuses it."""
+    by_name = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], "dopri5")
+    explicit = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], dlnlab.Solver("dopri5"))
+    assert by_name.method == "dopri5" and torch.equal(by_name.theta, explicit.theta)
+    with pytest.raises(ArgumentError, match=r"^method: .*dopri6"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], "dopri6")
+    with bad_argument("solver", "must be a Solver, a mapping of its fields or a method's name, got int"):
+        dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], 5)

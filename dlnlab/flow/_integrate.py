@@ -4,7 +4,7 @@ inputs checked once, the solver dispatched, one torch and one BLAS thread."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -108,7 +108,7 @@ def integrate(
     dims,
     theta0: Tensor,
     t_eval: Tensor | Sequence[float],
-    solver: Solver = Solver(),  # noqa: B008 (frozen, immutable default)
+    solver: Solver | Mapping | str = Solver(),  # noqa: B008 (frozen, immutable default)
     events: Sequence = (),
     progress: Callable[[float, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
@@ -129,6 +129,7 @@ def integrate(
     ``problem.to("cuda")``, torchdiffeq methods only; a float32 problem: rk45 or torchdiffeq). The trajectory's times are on the CPU, its
     states, (T, p) or (T, B, p), on the problem's device.
     t_eval: strictly increasing times; t_eval[0] is the time of theta0.
+    solver: a :class:`Solver`, a mapping of its fields, or a method's name (``"dopri5"``).
     events: event functions (see the dlnlab.flow package docstring); the first to fire stops the solve.
     progress(t_reached, t_end): called after every chunk (torchdiffeq) or every ~1% of the horizon
     (scipy), and once at the end. stop(): when it returns True (checked after every chunk or step)

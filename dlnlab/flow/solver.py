@@ -156,9 +156,14 @@ class Solver:
 
 
 def as_solver(solver) -> Solver:
-    """A Solver from a Solver or a mapping of its fields."""
+    """A Solver from a Solver, a mapping of its fields, or a method's name at its default tolerances
+    (``"dopri5"``: torchdiffeq's ``method=`` habit; checked as ``Solver(method)`` checks it)."""
     if isinstance(solver, Solver):
         return solver
     if isinstance(solver, Mapping):
         return Solver(**dict(solver))
-    raise ArgumentError("solver", f"must be a Solver or a mapping of its fields, got {type(solver).__name__}")
+    if isinstance(solver, str):
+        return Solver(solver)
+    raise ArgumentError(
+        "solver", f"must be a Solver, a mapping of its fields or a method's name, got {type(solver).__name__}"
+    )
