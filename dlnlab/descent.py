@@ -58,7 +58,9 @@ class MinibatchSampler:
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1
         ):
-            raise ArgumentError("batch_size", f"must be an integer >= 1 or None (full batch), got {batch_size!r}")
+            raise ArgumentError(
+                "batch_size", f"must be an integer >= 1 or None (full batch), got {batch_size!r}"
+            )
         batch_size = None if batch_size is None else int(batch_size)
         self.n_samples, self.batch_size, self.sampling = int(n_samples), batch_size, sampling
         self.full_batch = batch_size is None or (batch_size >= n_samples and sampling != "with_replacement")
@@ -275,7 +277,9 @@ def _record_steps(steps: int, record: Iterable[int] | None, max_points: int = 10
         record = list(range(0, steps + 1, every)) + [steps]
     out = sorted({int(k) for k in record})
     if not out or out[0] < 0 or out[-1] > steps:
-        raise ArgumentError("record_steps", f"must be steps in 0 .. {steps}, got {out[:3]} .. {out[-3:]}")
+        outside = [k for k in out if not 0 <= k <= steps]
+        got = f"{len(outside)} outside, e.g. {outside[:3]}" if outside else "none"
+        raise ArgumentError("record_steps", f"must be steps in 0 .. {steps}, got {got}")
     return out
 
 

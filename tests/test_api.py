@@ -4,6 +4,8 @@ traceback from deep inside torch, never a silently wrong result. Tiny nets: each
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,11 @@ def test_a_solver_given_by_its_methods_name_is_that_method_at_its_defaults(probl
         dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], "dopri6")
     with bad_argument("solver", "must be a Solver, a mapping of its fields or a method's name, got int"):
         dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5], 5)
+
+
+def test_record_steps_outside_the_run_are_named_not_the_list_cut_in_two(problem, theta0):
+    """A short list was printed twice ("got [0, 20] .. [0, 20]"); the steps outside 0 .. steps are named."""
+    with bad_argument("record_steps", re.escape("must be steps in 0 .. 10, got 1 outside, e.g. [20]")):
+        dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=10, record_steps=[0, 20])
+    with bad_argument("record_steps", "must be steps in 0 .. 10, got none"):
+        dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=10, record_steps=[])
