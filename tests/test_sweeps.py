@@ -307,6 +307,10 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     assert proc.returncode == 3, proc.stderr[-3000:]
     # the closing line names the sweep's directory absolute, as the jobs' lines name theirs
     assert f"sweep: 2 jobs, 1 failed; 2 finished ({sweep / 'sweep_summary.json'})\n" in proc.stdout
+    assert proc.stdout.endswith(  # then where to look at all its jobs together
+        f"all jobs in one TensorBoard: python scripts/tb.py {sweep}\n"
+        f"each setting over its seeds: python scripts/aggregate.py {sweep}\n"
+    )
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert summary["n_jobs"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 3
     assert summary["sweep_dir"] == str(sweep)

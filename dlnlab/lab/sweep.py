@@ -44,21 +44,10 @@ from dlnlab.rundir import read_summary, write_json, write_text
 from dlnlab.status import FAILED, Status
 
 __all__ = [
-    "SweepSummary",
-    "job_state",
-    "write_job_record",
-    "write_sweep_summary",
-    "hand_on",
-    "wait_for_children",
-    "interrupted_by",
-    "OUTCOME",
-    "Outcome",
-    "HAND_ON_WAIT_S",
-    "JobState",
-    "read_sweep_summary",
-    "job_message",
-    "killed_series",
-]
+    "SweepSummary", "job_state", "write_job_record", "write_sweep_summary", "hand_on", "wait_for_children",
+    "interrupted_by", "OUTCOME", "Outcome", "HAND_ON_WAIT_S", "JobState", "read_sweep_summary",
+    "job_message", "killed_series",
+]  # fmt: skip
 
 HAND_ON_WAIT_S = 120.0  # how long a signalled sweep waits for its running jobs to write their records
 MARK = ".interrupted"
@@ -380,13 +369,15 @@ def write_sweep_summary(
     write_json(sweep_dir / "sweep_summary.json", summary)
     OUTCOME.sweep_dir, OUTCOME.sweep_code = str(sweep_dir), code
     states = ", ".join(f"{n} {s}" for s, n in count.items() if n)
-    lines = [
-        f"sweep: {len(ordered)} jobs, {len(failed)} failed; {states} ({sweep_dir / 'sweep_summary.json'})"
-    ]
+    record = sweep_dir / "sweep_summary.json"
+    lines = [f"sweep: {len(ordered)} jobs, {len(failed)} failed; {states} ({record})"]
     for j in ordered:
         if j in failed or j["state"] != JobState.FINISHED:
             what = f", exit {j['exit_code']}" if j["exit_code"] is not None else ""  # none: killed, not run
             lines.append(f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}{what}: {j['message']}")
+    if count[JobState.FINISHED.value]:  # where to look next (a job's own lines name its run only)
+        lines += [f"all jobs in one TensorBoard: python scripts/tb.py {sweep_dir}",
+                  f"each setting over its seeds: python scripts/aggregate.py {sweep_dir}"]  # fmt: skip
     say("\n".join(lines))  # a reader gone (| head): the summary is written, the exit code kept
     return summary
 
