@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from dlnlab.analysis import gd_stability_threshold
 from dlnlab.flow import LossLevel, Solver, integrate, time_grid
@@ -43,11 +44,20 @@ def test_small_init_escape_time_scales_like_sigma_to_the_minus_h_minus_2(problem
     assert 6.5 <= ratio <= 9.5, ratio
 
 
-def gd(problem, theta0, lr, steps):
-    theta = theta0.clone()
-    for _ in range(steps):
-        theta -= lr * problem.gradient_theta(theta, DIMS)
-    return theta
+def gd(problem, theta0, lrs, steps):
+    """Plain GD from theta0 at each learning rate, all stepped together (a stack of weights takes one
+    gradient call: 0.4 CPU s here against 1.2 for one loop a rate); each rate's weights after its
+    number of ``steps``."""
+    theta = torch.stack([theta0] * len(lrs))
+    rate = torch.tensor(lrs, dtype=theta.dtype)[:, None]
+    out = [None] * len(lrs)
+    for k in range(max(steps) + 1):
+        for j, n in enumerate(steps):
+            if k == n:
+                out[j] = theta[j].clone()
+        if k < max(steps):
+            theta -= rate * problem.gradient_theta(theta, DIMS)
+    return out
 
 
 def test_gd_converges_below_the_stability_threshold_and_not_above(problem):
@@ -55,8 +65,9 @@ def test_gd_converges_below_the_stability_threshold_and_not_above(problem):
     assert gd_stability_threshold(4.0, 5) == pytest.approx(0.043528, abs=1e-6)
     theta0 = pack(gaussian(DIMS, 0.1, seed=0))
     floor = float(problem.plateau_levels(4)[-1])
-    below = problem.loss_of_product(_product(gd(problem, theta0, 0.04, 7500)))
-    above = problem.loss_of_product(_product(gd(problem, theta0, 0.047, 6383)))
+    below, above = (
+        problem.loss_of_product(_product(theta)) for theta in gd(problem, theta0, [0.04, 0.047], [7500, 6383])
+    )
     assert float(below) - floor < 1e-8
     assert float(above) - floor > 1e-2
 

@@ -248,7 +248,8 @@ def test_convergence_event(method):
 def test_batched_dopri5_equals_separate_solves(small):
     problem, dims, _ = small
     thetas = torch.stack([pack(init.gaussian(dims, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
-    t_eval = time_grid(5.0, dt=0.1)
+    # t <= 2: the largest gap (2e-10) is reached before t = 1 and stays it to t = 5 (measured; 2.7 -> 1.6 CPU s)
+    t_eval = time_grid(2.0, dt=0.1)
     solver = Solver("dopri5", rtol=1e-10, atol=1e-12)
     res = integrate(problem, dims, thetas, t_eval, solver)
     assert res.theta.shape == (len(t_eval), 3, thetas.shape[1])

@@ -103,12 +103,18 @@ def test_a_killed_run_says_running_frees_its_lock_and_resumes(tmp_path):
     assert summary["status"] == "finished" and summary["resumed"][0]["status"] == "running"
 
 
-def test_a_resume_of_a_damaged_directory_is_one_line_exit_2(tmp_path):
+def test_a_resume_of_a_damaged_directory_is_one_line_exit_2(tmp_path, capsys):
+    """The command line's resume= in-process (a CLI start cost ~4 s; a resume= refusal's exit code and one
+    line from the command line itself: tests/test_sweep_console.py)."""
+    from dlnlab.lab.cli import parse_args, resume_command
+
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("[]")
-    proc = _cli([f"resume={tmp_path / 'run'}"], tmp_path)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: resume: ") and "not a dlnlab run summary" in proc.stderr
+    assert resume_command(parse_args([f"resume={tmp_path / 'run'}"]), TRAIN.parents[1] / "conf") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("error: resume: ") and "not a dlnlab run summary" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["summary.json"]  # nothing written
 
 
 @pytest.mark.slow
