@@ -1,6 +1,5 @@
-"""A sweep's table and its directory (docs/runs.md, "Sweeps"): the state of a job a killed series worker
-left, a sweep directory its process never wrote a summary into, one sweep directory to a sweep, and a
-sweep with a failing job through each Hydra launcher."""
+"""A sweep's table and directory (docs/runs.md, "Sweeps"): a job a killed worker left, a sweep never summed
+up, one directory to a sweep, a failing job through each Hydra launcher."""
 
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from tests._helpers import run_cli as _cli
 
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
-ROOT = Path(__file__).resolve().parents[1]
 TWO_JOBS = ["-m", "experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
 
 
@@ -353,7 +351,7 @@ def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launc
     assert list(table([{**at_most, "excludeMissingValues": True}])[1]) == [bad_row]
     # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
     # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
-    aggregate_main = runpy.run_path(str(ROOT / "scripts" / "aggregate.py"))["main"]
+    aggregate_main = runpy.run_path(str(CONF.parent / "scripts" / "aggregate.py"))["main"]
     capsys.readouterr()
     assert aggregate_main([str(sweep), "--csv", str(tmp_path / "t.csv")]) == 0
     said = capsys.readouterr().err
@@ -400,41 +398,3 @@ def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_pa
     job_dir = _new_job_dir(tmp_path, 1, overrides, CONF, "train")
     assert job_dir.parent == tmp_path and "/" not in job_dir.name
     assert job_dir.name == "1_data=file,init=file,model.dims=[6,5,4],seed=3"
-
-
-def _stdout_gone(args, cwd) -> tuple[int, str]:
-    """The command line with its reader of stdout gone before the first line (``train.py ... | head``):
-    its exit code and all it wrote on stderr."""
-    proc = _popen(args, cwd)
-    proc.stdout.close()
-    err = proc.stderr.read()
-    return proc.wait(timeout=300), err
-
-
-def test_a_sweep_and_its_resume_whose_stdout_reader_went_away_write_nothing_on_stderr(tmp_path):
-    """``train.py -m ... | head``, basic launcher (one job: Hydra's launch lines, the job's blocks, the
-    closing table), then ``resume=<sweep dir> | head``. Before: each of Hydra's two launch lines, logged
-    before the job's first block, printed logging's "--- Logging error ---" and a 25-line traceback on
-    stderr; the resume's first line raised BrokenPipeError: a traceback and exit code 1. Now stderr holds
-    nothing, and each exits with its own code. (Any other logging error is still reported:
-    tests/test_sweep_console.py.)"""
-    sweep = tmp_path / "sweep"
-    code, err = _stdout_gone([*TWO_JOBS, "seed=1", f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert (code, err) == (0, "")
-    assert json.loads((sweep / "sweep_summary.json").read_text())["n_finished"] == 1
-    assert _stdout_gone([f"resume={sweep}"], tmp_path) == (0, "")
-
-
-@pytest.mark.slow
-def test_a_joblib_sweep_whose_stdout_reader_went_away_ends_with_its_summary_and_code(tmp_path):
-    """``train.py -m ... | head`` under joblib: the jobs run in worker processes, so the sweep's own
-    process meets the gone reader first at Hydra's launch lines (each printed logging's "--- Logging
-    error ---" and a traceback on stderr), then at its closing table, which raised BrokenPipeError out of
-    its Hydra callback (Hydra turned it into a warning). Now nothing reaches stderr, and the sweep's
-    record and exit code are what they would be."""
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
-    code, err = _stdout_gone([*TWO_JOBS, "seed=1,2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                              f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)  # fmt: skip
-    assert (code, err) == (0, "")
-    summary = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
-    assert (summary["n_finished"], summary["exit_code"]) == (2, 0)
