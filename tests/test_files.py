@@ -77,15 +77,19 @@ def test_the_threshold_of_data_not_whitened_is_the_balanced_minimums_computed_sh
     from dlnlab.analysis import balanced_minimum_sharpness, balanced_sharpness
     from dlnlab.lab.results import start_block
 
-    plan = prepare(make_cfg([*TINY, "data.whiten=false"]))
+    plan = prepare(make_cfg([*TINY, "data.whiten=false", "sgd.lrs=[0.3,0.01]"]))
     dims = tuple(plan.cfg.model.dims)
     s_bal = balanced_minimum_sharpness(plan.problem, dims)
     closed = balanced_sharpness(float(plan.problem.modes[0]), len(dims) - 1)
     assert abs(s_bal / closed - 1) > 0.05  # the closed form would be off here
     assert plan.gd_threshold == pytest.approx(2 / s_bal, rel=1e-12) and plan.lam_max >= s_bal
     text = start_block(plan, tmp_path / "run")
-    label = "S_bal, computed at the balanced minimum: data not whitened"
-    assert f"GD's stability threshold 2 / ({label}) = {2 / s_bal:.4g})" in text
+    label = "S_bal (computed at the balanced minimum: data not whitened)"
+    assert f"GD's stability threshold 2 / {label} = {2 / s_bal:.4g})" in text
+    # the warning names the balanced minimum, not every minimum (it said "the balanced minimum is stable")
+    [note] = [n for n in plan.notes if n.startswith("sgd.lrs")]
+    assert f"0.3 above the GD stability threshold {2 / s_bal:.4g} (2 (1 + momentum) / {label}): the balanced " \
+        "global minimum is not stable there (an unbalanced one may be); " in note  # fmt: skip
 
 
 def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():

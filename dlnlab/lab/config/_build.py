@@ -102,10 +102,14 @@ def _notes(plan: Plan) -> list[str]:
         above = [lr for lr in cfg.sgd.lrs if lr > bound]
         if above:
             # with data not whitened an unbalanced minimum can be flatter than the balanced one
-            where = "no global minimum" if plan.problem.whitened else "the balanced minimum"
+            where = (
+                "no global minimum is stable there"
+                if plan.problem.whitened
+                else "the balanced global minimum is not stable there (an unbalanced one may be)"
+            )
             notes.append(
                 f"sgd.lrs: {', '.join(f'{lr:g}' for lr in above)} above the GD stability threshold "
-                f"{bound:.4g} (2 (1 + momentum) / ({plan.threshold_sharpness})): {where} is stable there; "
+                f"{bound:.4g} (2 (1 + momentum) / {plan.threshold_sharpness}): {where}; "
                 "the series run and are expected to diverge or stall (status unstable)"
             )
     if (batch := _batch_note(cfg, plan.problem.n_samples)) is not None:

@@ -65,8 +65,10 @@ class Plan:
 
     @property
     def threshold_sharpness(self) -> str:
-        """What ``gd_threshold`` divides 2 by, in words (:func:`balanced_label`)."""
-        return balanced_label(self.problem)
+        """What ``gd_threshold`` divides 2 by, in words, to follow "2 / " (:func:`balanced_label`)."""
+        if self.problem.whitened:
+            return f"({balanced_label(self.problem)})"
+        return "S_bal (computed at the balanced minimum: data not whitened)"
 
     @property
     def stability_threshold(self) -> float | None:

@@ -54,11 +54,9 @@ def _series_line(plan) -> str:
     line += f"; {kind} at lr {_list(lrs)}"
     sharpness = plan.threshold_sharpness
     if plan.gd_threshold is not None and s.momentum:
-        line += (
-            f" (the stability threshold 2 (1 + momentum) / ({sharpness}) = {fmt(plan.stability_threshold)})"
-        )
+        line += f" (the stability threshold 2 (1 + momentum) / {sharpness} = {fmt(plan.stability_threshold)})"
     elif plan.gd_threshold is not None:
-        line += f" (GD's stability threshold 2 / ({sharpness}) = {fmt(plan.gd_threshold)})"
+        line += f" (GD's stability threshold 2 / {sharpness} = {fmt(plan.gd_threshold)})"
     extras = []
     if cfg.flow.modified:
         extras.append("GD's modified flow at each lr")

@@ -336,8 +336,8 @@ def _largest(dist: np.ndarray) -> float | None:
 def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
     """Unstable: the loss stays up, above the floor and above where the flow got, while the
     sharpness exceeds 2/eta (2 (1 + momentum) / eta for heavy ball), or eta is above ``threshold``, the
-    run's stability threshold (``Plan.stability_threshold``: 2 (1 + momentum) / (h m_1^(2-2/h))), at
-    which no global minimum is linearly stable."""
+    run's stability threshold (``Plan.stability_threshold``: 2 (1 + momentum) / S_bal), above which the
+    balanced global minimum is not linearly stable (for whitened data, S_bal = h m_1^(2-2/h): none is)."""
     floor = float(levels[-1])
     scale = max(float(levels[0]) - floor, 1e-300)
     final = float(arrays["loss"][-1])
@@ -353,7 +353,10 @@ def _flag_unstable(entry, arrays, lr, levels, threshold, flow_final) -> None:
         what = "2/eta" if not beta else "2 (1 + momentum) / eta"
         why = f"the sharpness {float(np.median(tail)):.4g} exceeds {what} = {bound:.4g} over the last quarter of the run"
     elif threshold is not None and lr > threshold:
-        why = f"eta = {lr:g} is above the GD stability threshold {threshold:.4g}: no global minimum is stable"
+        why = (  # the balanced minimum is the flattest for whitened data only (docs/theory.md section 6)
+            f"eta = {lr:g} is above the GD stability threshold {threshold:.4g}: the balanced global minimum, "
+            "the flattest for whitened data, is not stable"
+        )
     else:
         return
     entry["status"] = Status.UNSTABLE
