@@ -25,11 +25,15 @@ __all__ = [
 class ArgumentError(ValueError):
     """A bad argument of a core function: ``argument`` is its name, ``message`` says what is wrong and
     what is allowed, and ``str(err)`` is one line that names the argument: ``"momentum: must be in
-    [0, 1), got 1"`` (a message that starts with the name, ``"theta0 has shape ..."``, is kept as it
-    is). The lab puts its config key in front of ``message`` instead."""
+    [0, 1), got 1"`` (a message whose first word is the name, ``"theta0 has shape ..."``, is kept as
+    it is). The lab puts its config key in front of ``message`` instead."""
 
     def __init__(self, argument: str, message: str) -> None:
-        named = message if message.startswith(argument) else f"{argument}: {message}"
+        # named already where the message's first word is the argument ("theta0 has ...", "events[0] ...");
+        # "the arrays ..." of argument "t" is not
+        after = message[len(argument) : len(argument) + 1]
+        named_first = message.startswith(argument) and not (after.isalnum() or after == "_")
+        named = message if named_first else f"{argument}: {message}"
         super().__init__(named)
         self.argument = argument
         self.message = message

@@ -13,6 +13,7 @@ from _helpers import bad_argument
 
 import dlnlab
 from dlnlab.errors import ArgumentError
+from dlnlab.saddles import detect_plateaus
 
 DIMS = [5, 4, 3]
 
@@ -36,6 +37,11 @@ def test_an_argument_error_names_its_argument_in_its_one_line(problem, theta0):
         dlnlab.Solver(rtol=-1)
     # a message that starts with its argument's name is not given the name twice
     assert str(ArgumentError("theta0", "theta0 has shape (3,)")) == "theta0 has shape (3,)"
+    assert str(ArgumentError("events", "events[0] must be callable")) == "events[0] must be callable"
+    # ... as a word: an argument whose name begins the message's first word is still named
+    assert str(ArgumentError("t", "the arrays disagree")) == "t: the arrays disagree"
+    with pytest.raises(ArgumentError, match=r"^t: the series' arrays disagree"):
+        detect_plateaus([0.0, 1.0], [1.0, 1.0, 1.0], [[1.0], [1.0]], [0.1, 0.1], problem, 2)
 
 
 def test_integrate_refuses_bad_times_and_states_with_an_argument_error(problem, theta0):

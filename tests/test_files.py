@@ -266,3 +266,16 @@ def test_json_files_read_back_as_written_with_long_lists_one_element_a_line(tmp_
     assert sum(line.strip().startswith('{"status": "ok"') for line in lines) == 30  # a member a line
     assert sum(line.strip().startswith('"loss": [null, 1.5, null') for line in lines) == 1
     assert '      "text": "' + "x" * 500 + '",' in lines  # a record too long for one line is laid out
+
+
+def test_the_end_blocks_tensorboard_command_is_one_argument_for_the_shell(tmp_path):
+    """A sweep job's run directory holds '=', ',' and '[...]' (zsh refuses an unmatched glob) and a
+    chosen one may hold a space: the printed command gives tensorboard the path as one argument."""
+    import shlex
+
+    from dlnlab.lab.results import end_block
+
+    run_dir = tmp_path / "my runs" / "0_model.dims=[4,3,2],seed=1"
+    (run_dir / "tensorboard").mkdir(parents=True)
+    line = next(x for x in end_block({"run_dir": str(run_dir)}).splitlines() if x.startswith("tensorboard "))
+    assert shlex.split(line)[1:] == ["tensorboard", "--logdir", str(run_dir / "tensorboard")]

@@ -353,3 +353,25 @@ def test_a_joblib_backend_its_launcher_does_not_use_is_noted_and_threads_sharing
     both = note(joblib, "hydra.launcher.backend=threading", "hydra.launcher.prefer=threads")
     assert both.startswith("note: hydra.launcher.backend=threading and hydra.launcher.prefer=threads: not used")
     assert "\n" not in both and both.endswith("each job's lines are tagged [job <num>]")
+
+
+def test_the_closing_commands_quote_a_sweep_directory_the_shell_would_split(tmp_path, capsys):
+    """The closing block's tb.py and aggregate.py lines are commands to copy: a sweep directory with a
+    space (hydra.sweep.dir='my sweep') is one argument of each, as shlex reads it back."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from dlnlab.lab import sweep as sweeps
+
+    sweep_dir = tmp_path / "my sweep"
+    job_dir = sweep_dir / "0_seed=0"
+    job_dir.mkdir(parents=True)
+    (job_dir / "summary.json").write_text(json.dumps({"status": "finished", "exit_code": 0, "series": {}}))
+    sweeps.write_job_record(job_dir, 0, ["seed=0"], 0, "")
+    sweeps.write_sweep_summary(sweep_dir, OmegaConf.create({"hydra": {"overrides": {"task": ["seed=0"]}}}))
+    last_two = capsys.readouterr().out.splitlines()[-2:]
+    assert [shlex.split(line.split(": ", 1)[1]) for line in last_two] == [
+        ["python", "scripts/tb.py", str(sweep_dir)],
+        ["python", "scripts/aggregate.py", str(sweep_dir)],
+    ]

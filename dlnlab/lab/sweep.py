@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -376,8 +377,9 @@ def write_sweep_summary(
             what = f", exit {j['exit_code']}" if j["exit_code"] is not None else ""  # none: killed, not run
             lines.append(f"  job {j['num']} ({' '.join(j['overrides'])}): {j['state']}{what}: {j['message']}")
     if count[JobState.FINISHED.value]:  # where to look next (a job's own lines name its run only)
-        lines += [f"all jobs in one TensorBoard: python scripts/tb.py {sweep_dir}",
-                  f"each setting over its seeds: python scripts/aggregate.py {sweep_dir}"]  # fmt: skip
+        where = shlex.quote(str(sweep_dir))  # commands to copy: a space in the path is no second argument
+        lines += [f"all jobs in one TensorBoard: python scripts/tb.py {where}",
+                  f"each setting over its seeds: python scripts/aggregate.py {where}"]  # fmt: skip
     say("\n".join(lines))  # a reader gone (| head): the summary is written, the exit code kept
     return summary
 

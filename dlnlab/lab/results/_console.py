@@ -7,6 +7,7 @@ learning rates; a mode the horizon cut off has no exit).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from dlnlab._steps import uniform_times
@@ -295,7 +296,8 @@ def results_block(summary: dict) -> str:
 
 
 def tensorboard_command(run_dir: Path | str) -> str:
-    return f"tensorboard --logdir {Path(run_dir) / 'tensorboard'}"
+    # a command to copy: a job's directory holds '[...]' (a glob to the shell) and may hold a space
+    return f"tensorboard --logdir {shlex.quote(str(Path(run_dir) / 'tensorboard'))}"
 
 
 def end_block(summary: dict) -> str:
