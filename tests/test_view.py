@@ -28,8 +28,9 @@ def _run(path: Path, overrides: list[str] | None) -> Path:
 def test_runs_are_named_by_their_overrides(tmp_path):
     a = _run(
         tmp_path / "outputs" / "d" / "10-00-00",
-        ["sgd.lrs=[0.01,0.005]", "flow.t_max=100", "log.progress=never"],
-    )
+        ["sgd.lrs=[0.01,0.005]", "flow.t_max=100", "log.progress=never", "run.workers=2", "logger=csv",
+         "+callbacks.top._target_=m.C", "hydra/launcher=joblib"],  # what changes no number names no run
+    )  # fmt: skip
     b = _run(tmp_path / "outputs" / "d" / "10-00-01", [])
     c = _run(tmp_path / "outputs" / "d" / "10-00-02", None)
     assert find_runs([tmp_path / "outputs"]) == [a, b, c] and find_runs([a]) == [a]

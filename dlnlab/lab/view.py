@@ -20,11 +20,10 @@ import os
 import re
 from pathlib import Path
 
+from dlnlab.lab.results import changes_no_number
 from dlnlab.rundir import read_overrides
 
 __all__ = ["find_runs", "run_label", "run_labels", "logdir_spec"]
-
-NOT_IN_LABEL = ("hydra.", "hydra/", "log.progress", "log.figures")  # overrides that do not change the science
 
 
 def find_runs(paths) -> list[Path]:
@@ -43,7 +42,9 @@ def _overrides(run_dir: Path) -> list[str]:
         given = read_overrides(run_dir)
     except ValueError:  # a damaged record: the run is named as one without overrides
         given = []
-    return [o for o in given if not o.startswith(NOT_IN_LABEL)]
+    # what changes no number of the run (Hydra's keys, run.workers, the logger, ...) names no run, as it
+    # is no HParams column
+    return [o for o in given if not changes_no_number(o.split("=", 1)[0])]
 
 
 def _label(overrides: list[str]) -> str:

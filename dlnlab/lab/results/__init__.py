@@ -19,6 +19,7 @@ Names are imported on first use (``dlnlab._lazy``).
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
+    "._override_columns": ["NOT_SETTINGS", "changes_no_number"],
     "._summary": [
         "RunResult",
         "RunState",

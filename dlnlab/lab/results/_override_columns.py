@@ -41,7 +41,7 @@ from typing import Any
 from dlnlab.errors import AnalysisWarning
 from dlnlab.rundir import read_overrides
 
-__all__ = ["GivenColumns", "NOT_SETTINGS", "SHOWN_AS", "given_columns", "run_overrides"]
+__all__ = ["GivenColumns", "NOT_SETTINGS", "SHOWN_AS", "changes_no_number", "given_columns", "run_overrides"]
 
 # Given keys that are no column, and why: each changes no number of the run (or is Hydra's own).
 # A key is left out with every key below it (``checkpoint`` leaves out ``checkpoint.every_s``).
@@ -97,7 +97,10 @@ def run_overrides(run_dir: Path) -> list[str]:
         return []
 
 
-def _left_out(key: str) -> bool:
+def changes_no_number(key: str) -> bool:
+    """Whether a given key (``run.workers``, ``+callbacks.x._target_``, ``hydra/launcher``) is one of
+    :data:`NOT_SETTINGS` or below one: no column, and no part of a run's name in ``scripts/tb.py``."""
+    key = key.lstrip("+~")
     return any(key == k or key.startswith((k + ".", k + "/")) for k in NOT_SETTINGS)
 
 
@@ -118,7 +121,7 @@ def given_columns(cfg: Any, overrides: list[str]) -> GivenColumns:
         key = o.key_or_group + (f"@{o.package}" if o.package else "")
         keys.append(key)
         columns.pop(key, None)  # a key given twice: Hydra takes the last
-        if _left_out(key) or key in SHOWN_AS:
+        if changes_no_number(key) or key in SHOWN_AS:
             continue
         columns[key] = _column_value(cfg, key, o.value())
     return GivenColumns(columns, frozenset(keys))
