@@ -312,6 +312,7 @@ def gd(
     record_steps: Iterable[int] | None = None,
     blowup: float = math.inf,
     progress: Callable[[float, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Trajectory:
     """Run ``steps`` (S)GD steps from theta0 (p,), or an ensemble (E, p); record theta at ``record_steps``.
 
@@ -324,7 +325,8 @@ def gd(
     takes one seed per member, member e drawing what a single run with ``seed[e]`` draws). The run
     stops as diverged when, at a recorded step, theta is non-finite or ||theta|| > blowup (an
     ensemble: every member). Ctrl+C raises :class:`~dlnlab.trajectory.Interrupted` with the trajectory
-    so far. ``progress(t, t_end)`` is called at every recorded step. theta is (T, p) or (T, E, p).
+    so far, and so does ``stop()`` returning True (checked at every recorded step, as ``integrate``'s).
+    ``progress(t, t_end)`` is called at every recorded step. theta is (T, p) or (T, E, p).
     """
     layout = as_layout(dims)
     check_problem_dims(problem, layout)
@@ -357,6 +359,10 @@ def gd(
                 theta0.ndim == 1 or len(stepper.member_divergence(blowup)) == len(theta0)
             ):
                 return result(Status.DIVERGED, why)
+            if stop is not None and k < steps and stop():
+                raise Interrupted(result(Status.INTERRUPTED, f"stopped at step {stepper.steps}"))
+    except Interrupted:
+        raise  # stop(): its own message
     except KeyboardInterrupt as exc:
         raise Interrupted(result(Status.INTERRUPTED, f"interrupted at step {stepper.steps}")) from exc
     return result(Status.OK, f"{steps} steps, t = {steps * stepper.tau:.6g}")

@@ -172,3 +172,18 @@ def test_record_steps_outside_the_run_are_named_not_the_list_cut_in_two(problem,
         dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=10, record_steps=[0, 20])
     with bad_argument("record_steps", "must be steps in 0 .. 10, got none"):
         dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=10, record_steps=[])
+
+
+def test_gd_stops_as_interrupted_when_stop_says_so_as_integrate_does(problem, theta0):
+    """integrate had stop=; gd only Ctrl+C. stop() is asked at every recorded step: True raises
+    Interrupted with the trajectory so far, its status interrupted (not a KeyboardInterrupt's message)."""
+    asked = []
+    with pytest.raises(dlnlab.Interrupted) as info:
+        dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=100, record_steps=range(0, 101, 10),
+                  stop=lambda: asked.append(1) or len(asked) == 3)  # fmt: skip
+    run = info.value.result
+    assert run.status == dlnlab.Status.INTERRUPTED and run.message == "stopped at step 20"
+    assert run.steps.tolist() == [0, 10, 20] and run.theta.shape == (3, theta0.numel())
+    whole = dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=100, record_steps=[0, 10, 20])
+    assert torch.equal(run.theta, whole.theta)  # the same steps
+    assert dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=20, stop=lambda: False).status == "ok"
