@@ -67,7 +67,9 @@ class RegressionProblem:
         mode_u (d_y, q), mode_v (d_x, q) their singular vectors.
     """
 
-    def __init__(self, X: Tensor, Y: Tensor, mode_rtol: float = 1e-10, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, X: Tensor, Y: Tensor, mode_rtol: float = 1e-10, dtype: torch.dtype | None = None
+    ) -> None:
         """X (d_x, N) and Y (d_y, N): tensors, numpy arrays or nested lists, taken in ``dtype``; None
         keeps the data's floating dtype (X's and Y's promoted: a float64 Y is never rounded to a float32
         X's), float64 for integer data. :meth:`from_data` and :meth:`teacher` default to float64."""
