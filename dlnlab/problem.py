@@ -1,8 +1,7 @@
 """The regression task: data, the loss L(A), its gradient and Hessian, the data's modes and critical values.
 
-L = 1/(2N) ||Y - P X||_F^2, X of shape (d_x, N), Y of shape (d_y, N), P = W_h ... W_1.
-Everything is computed from the sufficient statistics (cost independent of N) in the
-cancellation-free form of docs/theory.md section 2:
+L = 1/(2N) ||Y - P X||_F^2, X (d_x, N), Y (d_y, N), P = W_h ... W_1. Everything is computed from the
+sufficient statistics (cost independent of N) in the cancellation-free form of docs/theory.md section 2:
 
     L = 1/2 ||(P - P_ls) Sxx^{1/2}||_F^2 + L_min,   P_ls = Syx Sxx^+,
 
@@ -77,16 +76,19 @@ class RegressionProblem:
         if dtype is None:
             floats = [t.dtype for t in (X, Y) if t.dtype.is_floating_point]
             dtype = torch.promote_types(*floats) if len(floats) == 2 else (floats or [torch.float64])[0]
+        if X.is_complex() or Y.is_complex():  # .to(float64) would drop the imaginary part, with a warning
+            raise ArgumentError("X" if X.is_complex() else "Y", "X and Y must be real, got complex data")
         if X.ndim != 2 or Y.ndim != 2:
-            raise ValueError(
-                f"X and Y must be 2-D (features x samples), got {tuple(X.shape)}, {tuple(Y.shape)}"
+            raise ArgumentError(
+                "X" if X.ndim != 2 else "Y",
+                f"X and Y must be 2-D (features x samples), got {tuple(X.shape)}, {tuple(Y.shape)}",
             )
         if X.shape[1] != Y.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} samples and Y has {Y.shape[1]}: they must match")
+            raise ArgumentError("Y", f"X has {X.shape[1]} samples and Y has {Y.shape[1]}: they must match")
         if X.shape[1] < 1:
-            raise ValueError("the data need at least one sample")
+            raise ArgumentError("X", "the data need at least one sample")
         if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
-            raise ValueError("X and Y must be finite")
+            raise ArgumentError("X" if not torch.isfinite(X).all() else "Y", "X and Y must be finite")
         self.X = X.to(dtype)
         self.Y = Y.to(dtype)
         self.d_x, self.n_samples = self.X.shape

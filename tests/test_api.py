@@ -187,3 +187,20 @@ def test_gd_stops_as_interrupted_when_stop_says_so_as_integrate_does(problem, th
     whole = dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=100, record_steps=[0, 10, 20])
     assert torch.equal(run.theta, whole.theta)  # the same steps
     assert dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=20, stop=lambda: False).status == "ok"
+
+
+def test_user_data_are_refused_at_the_boundary_naming_the_array():
+    """RegressionProblem's data checks were plain ValueErrors; complex data lost their imaginary part
+    (torch's cast, with only a warning). Each is an ArgumentError naming X or Y."""
+    x, y = torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    with bad_argument("X", "X and Y must be real, got complex data"):
+        dlnlab.RegressionProblem(x.to(torch.complex128), y)
+    with bad_argument("Y", re.escape("X and Y must be 2-D (features x samples), got (3, 5), (2, 5, 1)")):
+        dlnlab.RegressionProblem(x, y[..., None])
+    with bad_argument("Y", "X has 5 samples and Y has 4: they must match"):
+        dlnlab.RegressionProblem(x, y[:, :4])
+    with bad_argument("X", "^X: the data need at least one sample$"):
+        dlnlab.RegressionProblem(x[:, :0], y[:, :0])
+    y[1, 2] = float("nan")
+    with bad_argument("Y", "X and Y must be finite"):
+        dlnlab.RegressionProblem(x, y)
