@@ -50,8 +50,11 @@ def _overrides(run_dir: Path) -> list[str]:
 def _label(overrides: list[str]) -> str:
     """A TensorBoard run name cannot hold ',' or ':' (they separate --logdir_spec's entries), so those
     become ';' and '-'."""
-    label = " ".join(overrides) or "default"
-    return re.sub(r"\s+", " ", label.replace(",", ";").replace(":", "-"))
+    return _name_safe(" ".join(overrides) or "default")
+
+
+def _name_safe(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace(",", ";").replace(":", "-"))
 
 
 def run_label(run_dir: Path) -> str:
@@ -110,5 +113,5 @@ def _distinct(labels: list[str], runs: list[Path]) -> list[str]:
             (d for d in range(1, len(end) + 1) if [e[-d:] for e in group].count(end[-d:]) == 1), len(end)
         )
         tail = "/".join(end[-depth:]).lstrip("/")
-        named.append(f"{label} ({tail})".replace(",", ";").replace(":", "-"))
+        named.append(f"{label} ({_name_safe(tail)})")
     return named

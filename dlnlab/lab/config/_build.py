@@ -139,10 +139,8 @@ def build(cfg: TrainConfig, seeds: Seeds, lay: Layout, est: budget.Estimate) -> 
     analysis = choose.choose_analysis(
         cfg, choose.estimated_run_seconds(cfg, flow.method, lam), problem.n_modes
     )
-    # None also where the sharpness underflows to 0 (a denormal mode): no learning rate is above it
-    threshold = 2.0 / balanced if balanced > 0 else None
     plan = Plan(
-        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, threshold, lam, grad_s, [],
+        cfg, seeds, problem, weights0, make_solver(cfg, flow.method, max_nfe), est, balanced, lam, grad_s, [],
         flow_choice=flow, analysis=analysis,
     )  # fmt: skip
     plan.notes.extend(_notes(plan))

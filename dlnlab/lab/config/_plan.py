@@ -42,7 +42,7 @@ def balanced_label(problem: RegressionProblem) -> str:
     """The balanced minimum's sharpness S_bal in words: the closed form for whitened data; otherwise no
     closed form holds (docs/theory.md section 6) and it is computed there."""
     return (
-        "h m_1^(2-2/h)" if problem.whitened else "S_bal, computed at the balanced minimum: data not whitened"
+        "h m_1^(2-2/h)" if problem.whitened else "S_bal (computed at the balanced minimum: data not whitened)"
     )
 
 
@@ -56,7 +56,7 @@ class Plan:
     weights0: list[torch.Tensor]
     solver: Solver
     estimate: budget.Estimate
-    gd_threshold: float | None  # 2 / S_bal (h m_1^(2-2/h) for whitened data); None without data modes
+    balanced_sharpness: float  # S_bal (h m_1^(2-2/h) for whitened data); 0 without data modes
     lam_max: float  # the flow's stiffness estimate (largest Hessian eigenvalue), 0 if unknown
     gradient_s: float  # one closed-form gradient here
     notes: list[str] = field(default_factory=list)  # warnings shown at the start of the run
@@ -64,11 +64,16 @@ class Plan:
     analysis: choose.AnalysisChoice | None = None  # the curvature points per series and why
 
     @property
+    def gd_threshold(self) -> float | None:
+        """GD's stability threshold 2 / S_bal; None also where S_bal underflows to 0 (a denormal mode): no
+        learning rate is above it."""
+        return 2.0 / self.balanced_sharpness if self.balanced_sharpness > 0 else None
+
+    @property
     def threshold_sharpness(self) -> str:
         """What ``gd_threshold`` divides 2 by, in words, to follow "2 / " (:func:`balanced_label`)."""
-        if self.problem.whitened:
-            return f"({balanced_label(self.problem)})"
-        return "S_bal (computed at the balanced minimum: data not whitened)"
+        label = balanced_label(self.problem)
+        return f"({label})" if self.problem.whitened else label
 
     @property
     def stability_threshold(self) -> float | None:

@@ -34,7 +34,6 @@ import warnings
 
 import torch
 
-from dlnlab.analysis import balanced_minimum_sharpness
 from dlnlab.descent import gd
 from dlnlab.eos import (
     WINDOW,
@@ -164,7 +163,7 @@ def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
         outcome=str(diag.outcome), final_sharpness=_finite(diag.final_sharpness),
         final_loss=_finite(diag.final_loss),
         flow_limit_sharpness=float(gfs.sharpness[0]) if bool(gfs.converged[0]) else None,
-        balanced_sharpness=balanced_minimum_sharpness(plan.problem, ctx.layout, plan.cfg.log.hessian_dense_max),
+        balanced_sharpness=plan.balanced_sharpness,  # computed once, by the plan
         gfs_t=gfs.t.tolist(), gfs_sharpness=gfs.sharpness.tolist(), gfs_converged=gfs.converged.tolist(),
         gfs_non_increasing=gfs.non_increasing(),
         every_step=[int(window[0][0]), int(window[0][-1])] if window is not None else [],
