@@ -328,8 +328,7 @@ def gd(
     so far, and so does ``stop()`` returning True (checked at every recorded step, as ``integrate``'s).
     ``progress(t, t_end)`` is called at every recorded step. theta is (T, p) or (T, E, p).
     """
-    layout = as_layout(dims)
-    check_problem_dims(problem, layout)
+    layout = as_layout(dims)  # checked against the data by GDStepper
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ArgumentError("steps", f"must be an integer >= 0, got {steps!r}")
     steps, theta0 = int(steps), _as_states(theta0, problem)  # numpy's integers as Python's
