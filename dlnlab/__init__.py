@@ -22,7 +22,7 @@ _EXPORTS = {
     "dlnlab.network": ["DeepLinearNetwork", "Layout", "pack", "unpack", "product"],
     "dlnlab.problem": ["RegressionProblem"],
     "dlnlab.init": ["gaussian", "orthogonal", "balanced", "aligned", "initial_weights"],
-    "dlnlab.trajectory": ["Trajectory", "Interrupted"],
+    "dlnlab.trajectory": ["Trajectory", "SolveStats", "MemberStats", "Interrupted"],
     "dlnlab.flow": [
         "integrate",
         "Solver",

@@ -14,7 +14,22 @@ from torch import Tensor
 
 from dlnlab.status import Status
 
-__all__ = ["Status", "MemberStats", "Trajectory", "Interrupted"]
+__all__ = ["Status", "SolveStats", "MemberStats", "Trajectory", "Interrupted"]
+
+
+@dataclass(frozen=True)
+class SolveStats:
+    """The work of one solve or (S)GD run (:attr:`Trajectory.stats`): ``nfe`` gradient evaluations (a batch
+    counts once per call), ``njev`` Jacobians (scipy's and SUNDIALS' stiff methods; 0 otherwise),
+    ``n_steps`` accepted solver steps or (S)GD steps, ``wall_time_s`` seconds of wall time."""
+
+    nfe: int
+    njev: int
+    n_steps: int
+    wall_time_s: float
+
+    def __str__(self) -> str:
+        return f"nfe {self.nfe}, njev {self.njev}, {self.n_steps} steps, {self.wall_time_s:.3g} s"
 
 
 @dataclass(frozen=True)
@@ -67,9 +82,9 @@ class Trajectory:
     members: MemberStats | None = None
 
     @property
-    def stats(self) -> dict:
-        """The work done: evaluations, Jacobians, steps and wall time."""
-        return {"nfe": self.nfe, "njev": self.njev, "n_steps": self.n_steps, "wall_time_s": self.wall_time_s}
+    def stats(self) -> SolveStats:
+        """The work done: evaluations, Jacobians, steps and wall time (printed on one line)."""
+        return SolveStats(self.nfe, self.njev, self.n_steps, self.wall_time_s)
 
 
 class Interrupted(KeyboardInterrupt):

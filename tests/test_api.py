@@ -204,3 +204,17 @@ def test_user_data_are_refused_at_the_boundary_naming_the_array():
     y[1, 2] = float("nan")
     with bad_argument("Y", "X and Y must be finite"):
         dlnlab.RegressionProblem(x, y)
+
+
+def test_the_work_done_is_a_typed_record_that_prints_on_one_line(problem, theta0):
+    """``traj.stats`` was a dict of strings to numbers; it is a ``SolveStats`` whose fields are the
+    trajectory's own counts, for the flow and for GD alike."""
+    flow = dlnlab.integrate(problem, DIMS, theta0, [0.0, 0.5, 20.0], "lsoda")  # stiff by t = 20: Jacobians
+    run = dlnlab.gd(problem, DIMS, theta0, lr=0.01, steps=7)
+    for traj in (flow, run):
+        stats = traj.stats
+        assert isinstance(stats, dlnlab.SolveStats)
+        assert (stats.nfe, stats.njev, stats.n_steps, stats.wall_time_s) == (
+            traj.nfe, traj.njev, traj.n_steps, traj.wall_time_s)  # fmt: skip
+        assert str(stats) == f"nfe {traj.nfe}, njev {traj.njev}, {traj.n_steps} steps, {traj.wall_time_s:.3g} s"
+    assert run.stats.n_steps == 7 and flow.stats.nfe > 0 and flow.stats.njev > 0
