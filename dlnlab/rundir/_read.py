@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +209,10 @@ class RunData:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # numpy would call any other bytes a pickle and suggest unpickling it
+        warnings.warn(f"cannot read {path}: not an .npz archive (damaged, or not a file dlnlab wrote)", FileWarning,
+                      stacklevel=2)  # fmt: skip
+        return {}
     try:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
