@@ -5,8 +5,9 @@ A *setting* is a run's overrides without the seeds (``seed``, ``data.seed``, ``i
 ensemble, so every member of every run of a setting is one *sample*. Per setting and series:
 
 * the curves across the samples against time: the mean, std and the 10/25/50/75/90% quantiles of the
-  loss, the singular values of P, and the distances to the flow and to GD's modified flow
-  (``<out>/<folder>/<series>.npz``; a sample that stopped early counts until it stopped);
+  loss, the singular values of P, and the distances to the flow and to GD's modified flow, and ``n``
+  the samples with a value at each point (``<out>/<folder>/<series>.npz``; a sample that stopped early
+  counts until it stopped);
 * the plateau exit times of each mode (mean, std, min, max, the 90% interval, n);
 * the convergence order of each sample (the slope of its largest distance to the flow against the
   learning rate) with the mean and a 90% interval across samples, and the same against the modified
@@ -15,7 +16,8 @@ ensemble, so every member of every run of a setting is one *sample*. Per setting
 
 The 90% interval of a quantity is the 5% and 95% quantiles of its samples (linear interpolation
 between order statistics): where the middle 90% of the seeds and members fall, not a confidence
-interval of the mean.
+interval of the mean. The std is the samples' (ddof 1); of one sample it is unknown (None, NaN in the
+curves), never 0.
 
 Each setting's folder is :func:`setting_folder` of its key: a readable prefix and a hash of the whole
 key, so settings that differ late in a long key get different folders and the same setting gets the
@@ -152,8 +154,9 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
 
 
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean, std and quantiles across samples, point by point; a shorter sample (one that stopped
-    early) is NaN past its end and counts where it has values."""
+    """Mean, std, quantiles and ``n`` (the samples with a value) across samples, point by point;
+    a shorter sample (one that stopped early) is NaN past its end and counts where it has values, so
+    the statistics past it are over fewer samples (``n`` says how many)."""
     curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
     x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
     for i, c in enumerate(curves):
@@ -162,7 +165,8 @@ def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (a series past its failure)
         out = {
             "mean": np.nanmean(x, axis=0),
-            "std": np.nanstd(x, axis=0, ddof=1) if len(x) > 1 else np.zeros(x.shape[1:]),
+            "std": np.nanstd(x, axis=0, ddof=1),  # NaN where one sample has a value: unknown, not 0
+            "n": (~np.isnan(x)).sum(axis=0),  # the samples each statistic is over
         }
         for q in QUANTILES:
             out[f"q{int(q * 100)}"] = np.nanquantile(x, q, axis=0)
@@ -179,7 +183,7 @@ def _spread(values) -> dict | None:
     if not len(v):
         return None
     lo, hi = (np.quantile(v, 0.05), np.quantile(v, 0.95)) if len(v) > 1 else (v[0], v[0])
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None, "min": float(v.min()),
             "max": float(v.max()), "ci90": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
 
 

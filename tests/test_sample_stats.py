@@ -1,0 +1,37 @@
+"""The statistics across seeds and ensemble members (scripts/aggregate.py's, an ensemble entry's), each
+against an independent computation: the standard library's ``statistics``, per point and by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from dlnlab.lab.results._aggregate import _spread, _stats
+from dlnlab.lab.results._ensemble import spread
+
+
+@pytest.mark.parametrize("of", [_spread, spread], ids=["aggregate", "ensemble"])
+def test_the_std_of_one_value_is_unknown_not_zero(of):
+    """One seed (or one finite member) says nothing about the spread: the std was 0.0, which reads as
+    samples that agree to every digit."""
+    one = of([2.5, None, math.nan])
+    assert one["n"] == 1 and one["mean"] == 2.5 and one["std"] is None
+    two = of([2.5, 4.0, math.inf])
+    assert two["n"] == 2 and two["std"] == pytest.approx(statistics.stdev([2.5, 4.0]), rel=1e-15)
+
+
+def test_the_curves_statistics_count_each_point_s_samples_and_leave_one_sample_s_std_unknown():
+    """Three samples, one stopped after 2 points and one after 4 (a member stopped early): each point's
+    mean and std are over the samples that reached it (statistics.mean / stdev per point), ``n`` says
+    how many, and where one is left its std is NaN (it was 0 with a single sample overall)."""
+    a, b, c = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 6.0, 7.0, 8.0], [5.0, 1.0]
+    got = _stats([np.array(a), np.array(b), np.array(c)])
+    cols = [[s[i] for s in (a, b, c) if i < len(s)] for i in range(5)]
+    assert got["n"].tolist() == [3, 3, 2, 2, 1]
+    np.testing.assert_allclose(got["mean"], [statistics.mean(v) for v in cols], rtol=1e-15)
+    np.testing.assert_allclose(got["std"][:4], [statistics.stdev(v) for v in cols[:4]], rtol=1e-14)
+    assert math.isnan(got["std"][4])
+    assert np.isnan(_stats([np.array(a)])["std"]).all()
