@@ -35,3 +35,32 @@ def test_the_curves_statistics_count_each_point_s_samples_and_leave_one_sample_s
     np.testing.assert_allclose(got["std"][:4], [statistics.stdev(v) for v in cols[:4]], rtol=1e-14)
     assert math.isnan(got["std"][4])
     assert np.isnan(_stats([np.array(a)])["std"]).all()
+
+
+def test_the_per_sample_orders_pair_each_run_s_own_series_across_the_learning_rates():
+    """Three seeds with orders 1, 1.5 and 2; seed 0's series at the largest lr diverged (skipped). The
+    samples were paired by their place in each lr's list, so seed 1 at 0.1 met seed 0 at the smaller
+    rates (a mean slope of 0.60 instead of 1.75). Reference: scipy's linregress of each seed's own
+    points, and of the mean over the seeds that have every lr."""
+    from types import SimpleNamespace
+
+    from scipy.stats import linregress
+
+    from dlnlab.lab.results._aggregate import Setting, _add_samples, _orders
+
+    lrs, orders = [0.025, 0.05, 0.1], {"seed0": 1.0, "seed1": 1.5, "seed2": 2.0}
+    dist = {run: [(3.0 + i) * lr**p for lr in lrs] for i, (run, p) in enumerate(orders.items())}
+    st = Setting("k")
+    for run in orders:
+        for lr, d in zip(lrs, dist[run]):
+            status = "diverged" if (run, lr) == ("seed0", 0.1) else "ok"
+            entry = {"status": status, "lr": lr, "max_dist_to_flow": d}
+            series = SimpleNamespace(entry=entry, members=None, arrays={"t": np.arange(3.0)})
+            _add_samples(st, run, f"sgd_lr_{lr!r}", series)
+    got = _orders(st, "max_dist_to_flow")
+    want = [linregress(np.log(lrs), np.log(dist[run])).slope for run in ("seed1", "seed2")]
+    assert got["per_sample"]["n"] == 2
+    assert got["per_sample"]["mean"] == pytest.approx(np.mean(want), rel=1e-12)
+    assert [got["per_sample"]["min"], got["per_sample"]["max"]] == pytest.approx(want, rel=1e-12)
+    mean = np.mean([dist["seed1"], dist["seed2"]], axis=0)
+    assert got["of_the_mean"] == pytest.approx(linregress(np.log(lrs), np.log(mean)).slope, rel=1e-12)

@@ -10,8 +10,9 @@ ensemble, so every member of every run of a setting is one *sample*. Per setting
   counts until it stopped);
 * the plateau exit times of each mode (mean, std, min, max, the 90% interval, n);
 * the convergence order of each sample (the slope of its largest distance to the flow against the
-  learning rate) with the mean and a 90% interval across samples, and the same against the modified
-  flows; the order of the samples' mean distance;
+  learning rate; a sample is one run's member, paired across the learning rates by its run and
+  member, and enters only with a distance at every learning rate) with the mean and a 90% interval
+  across samples, and the same against the modified flows; the order of those samples' mean distance;
 * one table row (``aggregate.csv``, ``aggregate.json``) and figures with bands around the flow.
 
 The 90% interval of a quantity is the 5% and 95% quantiles of its samples (linear interpolation
@@ -58,6 +59,9 @@ class Setting:
     overrides: list[str] = field(default_factory=list)  # the key's overrides (without the seeds)
     runs: list[str] = field(default_factory=list)
     samples: dict[str, list[tuple[dict, dict]]] = field(default_factory=dict)  # series -> [(arrays, entry)]
+    # series -> each sample's (run directory, member), in the order of ``samples``: what pairs a sample's
+    # series across the learning rates (a series missing from one run must not shift the others)
+    origins: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -151,6 +155,7 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
             st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")
             return
         st.samples.setdefault(name, []).append((arrays, {**entry, **sub}))
+        st.origins.setdefault(name, []).append((str(run_dir), e))
 
 
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -188,25 +193,24 @@ def _spread(values) -> dict | None:
 
 
 def _orders(st: Setting, key: str) -> dict:
-    """Each sample's slope of log max distance against log lr, across the SGD series; and the mean's."""
-    by_lr = {}
+    """Each sample's slope of log max distance against log lr, across the SGD series; and the slope of
+    the samples' mean distance. A sample is one run's member, paired across the learning rates by its
+    run and member (not by its place in the list: a series that failed or diverged in one run would
+    pair the runs after it with the wrong seeds); only the samples with a positive distance at every
+    learning rate enter, the per-sample slopes and the mean alike, so both are of the same samples."""
+    by_lr: dict[float, dict[tuple[str, int], float | None]] = {}
     for name, samples in st.samples.items():
         if name.startswith("sgd_lr_"):
-            by_lr[float(name[len("sgd_lr_") :])] = [_number(s[1].get(key)) for s in samples]
+            values = [_number(s[1].get(key)) for s in samples]
+            by_lr[float(name[len("sgd_lr_") :])] = dict(zip(st.origins[name], values))
     lrs = sorted(by_lr)
     if len(lrs) < 2:
         return {"per_sample": None, "of_the_mean": None}
-    n = min(len(by_lr[lr]) for lr in lrs)
-    slopes = []
-    for i in range(n):
-        d = [by_lr[lr][i] for lr in lrs]
-        if all(v is not None and v > 0 for v in d):
-            slopes.append(float(np.polyfit(np.log(lrs), np.log(d), 1)[0]))
-    have = [[v for v in by_lr[lr] if v is not None] for lr in lrs]
-    if not all(have):
-        return {"per_sample": _spread(slopes), "of_the_mean": None, "lrs": lrs}
-    means = [float(np.mean(v)) for v in have]
-    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if all(m > 0 for m in means) else None
+    common = set.intersection(*(set(by_lr[lr]) for lr in lrs))
+    complete = sorted(o for o in common if all((by_lr[lr][o] or 0.0) > 0 for lr in lrs))
+    slopes = [float(np.polyfit(np.log(lrs), np.log([by_lr[lr][o] for lr in lrs]), 1)[0]) for o in complete]
+    means = [float(np.mean([by_lr[lr][o] for o in complete])) for lr in lrs] if complete else None
+    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if means else None
     return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
 
 
