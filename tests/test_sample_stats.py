@@ -64,3 +64,14 @@ def test_the_per_sample_orders_pair_each_run_s_own_series_across_the_learning_ra
     assert [got["per_sample"]["min"], got["per_sample"]["max"]] == pytest.approx(want, rel=1e-12)
     mean = np.mean([dist["seed1"], dist["seed2"]], axis=0)
     assert got["of_the_mean"] == pytest.approx(linregress(np.log(lrs), np.log(mean)).slope, rel=1e-12)
+
+
+def test_the_samples_5_to_95_percent_range_is_not_named_a_confidence_interval():
+    """aggregate.json wrote the samples' 5% and 95% quantiles as ``ci90``, the name sgd_limit gives its
+    bootstrap confidence intervals; they are where the samples fall (``q5_q95``, as the CSV's q5, q95).
+    Reference: statistics.quantiles (inclusive: numpy's linear interpolation) cut at 5% and 95%."""
+    values = [0.3, 2.0, 1.1, 7.5, 4.0, 4.0, 2.2]
+    got = _spread(values)
+    assert "ci90" not in got
+    cuts = statistics.quantiles(values, n=20, method="inclusive")
+    assert got["q5_q95"] == pytest.approx([cuts[0], cuts[-1]], rel=1e-14)

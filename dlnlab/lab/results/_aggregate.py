@@ -8,14 +8,14 @@ ensemble, so every member of every run of a setting is one *sample*. Per setting
   loss, the singular values of P, and the distances to the flow and to GD's modified flow, and ``n``
   the samples with a value at each point (``<out>/<folder>/<series>.npz``; a sample that stopped early
   counts until it stopped);
-* the plateau exit times of each mode (mean, std, min, max, the 90% interval, n);
+* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n);
 * the convergence order of each sample (the slope of its largest distance to the flow against the
   learning rate; a sample is one run's member, paired across the learning rates by its run and
-  member, and enters only with a distance at every learning rate) with the mean and a 90% interval
+  member, and enters only with a distance at every learning rate) with the mean and the 90% range
   across samples, and the same against the modified flows; the order of those samples' mean distance;
 * one table row (``aggregate.csv``, ``aggregate.json``) and figures with bands around the flow.
 
-The 90% interval of a quantity is the 5% and 95% quantiles of its samples (linear interpolation
+The 90% range of a quantity (``q5_q95``) is the 5% and 95% quantiles of its samples (linear interpolation
 between order statistics): where the middle 90% of the seeds and members fall, not a confidence
 interval of the mean. The std is the samples' (ddof 1); of one sample it is unknown (None, NaN in the
 curves), never 0.
@@ -184,12 +184,15 @@ def _number(x) -> float | None:
 
 
 def _spread(values) -> dict | None:
+    """mean, std (ddof 1; None for one value), min, max, ``q5_q95`` (the samples' 5% and 95% quantiles:
+    where they fall, not a confidence interval of the mean, so not called ``ci90`` as the bootstrap
+    intervals of ``sgd_limit`` are) and n of the finite values; None without one."""
     v = np.asarray([x for x in map(_number, values) if x is not None], dtype=np.float64)
     if not len(v):
         return None
     lo, hi = (np.quantile(v, 0.05), np.quantile(v, 0.95)) if len(v) > 1 else (v[0], v[0])
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None, "min": float(v.min()),
-            "max": float(v.max()), "ci90": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
+            "max": float(v.max()), "q5_q95": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
 
 
 def _orders(st: Setting, key: str) -> dict:
