@@ -5,7 +5,9 @@ from their recorded arrays (docs/theory.md, section 9):
 * weak error    e_w(t) = ||E theta_sgd(t) - theta_flow(t)||,
 * weak loss     e_L(t) = |E L_sgd(t) - L_flow(t)|,
 
-E a weighted mean over the members (the plain mean, or a bootstrap resample's counts). The weak errors
+E a weighted mean over the members (the plain mean, or a bootstrap resample's counts), over the
+members ``keep`` names (the lab leaves a diverged member out: its arrays are its blow-up, inf or NaN
+from some time on, and made every mean inf or NaN from there). The weak errors
 compare with the reference's grid, so they use the rows whose exact time is a grid time. Pure numpy:
 the lab fits their orders (``sgd_limit``), the plots draw them.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlnlab._members import MEMBERLESS_KEYS
 from dlnlab.metrics import theta_rows
 
 __all__ = ["error_curves", "order_undetermined"]
@@ -38,35 +41,50 @@ def _aligned(arrays: dict, flow: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def error_curves(
-    arrays: dict, flow: dict, weights: np.ndarray, resamples_from: int | None = None
+    arrays: dict, flow: dict, weights: np.ndarray, resamples_from: int | None = None, keep=None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{kind: (rows (T,), curves (R, T))} of one series (rows: into its arrays); ``weights`` (R, E): a row
     per curve, each the members' weights (1/E for the plain mean, bootstrap counts / E for a resample);
-    the rows from ``resamples_from`` on are bootstrap resamples (debiased twice: module docstring)."""
+    the rows from ``resamples_from`` on are bootstrap resamples (debiased twice: module docstring).
+    ``keep`` (E,) bool: the members to average (default all); each row's weights are renormalised over
+    them, so one resample of all E members serves every series whatever each leaves out."""
+    if keep is not None:
+        arrays, weights = _kept(arrays, weights, np.asarray(keep, dtype=bool))
     times = np.ones((weights.shape[0], 1))
     if resamples_from is not None:
         times[resamples_from:] = 2.0
     dist = np.asarray(arrays["dist_to_flow"])
     out = {"strong": (np.arange(dist.shape[1]), weights @ dist)}
     rows, ms = _aligned(arrays, flow)
-    loss = np.asarray(arrays["loss"])[:, rows]
-    mean_loss = weights @ loss
-    spread = weights @ (loss * loss) - mean_loss**2  # the weighted variance (ddof 0), (R, T)
-    gap = (mean_loss - np.asarray(flow["loss"])[None, ms]) ** 2
-    out["weak_loss"] = (rows, _debiased(gap, times * spread, loss.shape[0]))
+    # deviations from the reference, not the values: the mean of E equal values is not always that value
+    # in floating point, and at t = 0 (members and flow at one init) the weak error was 1e-16, not 0,
+    # the largest over a horizon where it is below resolution, and an order was fitted to that rounding
+    dev = np.asarray(arrays["loss"])[:, rows] - np.asarray(flow["loss"])[None, ms]
+    mean_dev = weights @ dev
+    spread = weights @ (dev * dev) - mean_dev**2  # the weighted variance (ddof 0), (R, T)
+    out["weak_loss"] = (rows, _debiased(mean_dev**2, times * spread, dev.shape[0]))
     have, theta = theta_rows(arrays)
     frows, ftheta = theta_rows(flow)
     if theta is not None and ftheta is not None:
         where = {int(m): j for j, m in enumerate(np.asarray(flow["grid_index"])[frows])}
         at = {int(r): int(m) for r, m in zip(rows, ms)}
         keep = [i for i, r in enumerate(have) if int(r) in at and at[int(r)] in where]
-        th = theta[:, keep]
-        mean = np.einsum("re,ekp->rkp", weights, th)
-        spread = weights @ np.einsum("ekp,ekp->ek", th, th) - np.einsum("rkp,rkp->rk", mean, mean)
         ref = ftheta[[where[at[int(have[i])]] for i in keep]]
-        gap = np.einsum("rkp,rkp->rk", mean - ref[None], mean - ref[None])
-        out["weak_theta"] = (have[keep], _debiased(gap, times * spread, th.shape[0]))
+        dev = theta[:, keep] - ref[None]
+        mean_dev = np.einsum("re,ekp->rkp", weights, dev)
+        gap = np.einsum("rkp,rkp->rk", mean_dev, mean_dev)
+        spread = weights @ np.einsum("ekp,ekp->ek", dev, dev) - gap
+        out["weak_theta"] = (have[keep], _debiased(gap, times * spread, dev.shape[0]))
     return out
+
+
+def _kept(arrays: dict, weights: np.ndarray, keep: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The kept members' arrays, and the weights restricted to them and renormalised per row (a row
+    that drew none of them is NaN: that resample has no value)."""
+    kept = {k: v if k in MEMBERLESS_KEYS else np.asarray(v)[keep] for k, v in arrays.items()}
+    w = weights[:, keep]
+    total = w.sum(axis=1, keepdims=True)
+    return kept, np.divide(w, total, out=np.full_like(w, np.nan), where=total > 0)
 
 
 def _debiased(gap2: np.ndarray, spread: np.ndarray, members: int) -> np.ndarray:

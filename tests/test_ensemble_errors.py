@@ -57,3 +57,45 @@ def test_the_estimate_and_its_bootstrap_interval_agree_where_the_weak_error_is_n
     assert abs(est.mean() - 0.05) < 0.005, est.mean()
     lo, hi = np.quantile(boot, 0.05, axis=0), np.quantile(boot, 0.95, axis=0)
     assert np.mean((lo <= est) & (est <= hi)) >= 0.8, (lo, est, hi)
+
+
+def test_a_diverged_member_is_left_out_of_the_means_not_made_their_blow_up():
+    """An ok series whose member 3 diverged at t = 20 (inf, then NaN): every mean over the members was
+    inf or NaN from there (the horizon's strong error inf, so sgd_limit dropped that learning rate from
+    the fit; the weak errors' maxima over the time before it only). The members that did not diverge,
+    the same resamples renormalised over them; reference: numpy over those members alone."""
+    from dlnlab.lab.results._limit import _not_diverged
+
+    arrays, flow = _members(0.05)
+    for key in ("theta", "loss"):
+        arrays[key][3, 20:] = np.inf
+        arrays[key][3, 30:] = np.nan
+    arrays["dist_to_flow"] = np.linalg.norm(arrays["theta"], axis=-1)
+    entry = {"status": "ok", "members": [{"status": "diverged" if e == 3 else "ok"} for e in range(E)]}
+    keep = _not_diverged(entry, E)
+    assert keep.sum() == E - 1 and not keep[3]
+    got = error_curves(arrays, flow, _weights(20), resamples_from=1, keep=keep)
+    theta, loss, n = arrays["theta"][keep], arrays["loss"][keep], E - 1
+    np.testing.assert_allclose(got["strong"][1][0], arrays["dist_to_flow"][keep].mean(axis=0), rtol=1e-12)
+    gap2 = (theta.mean(axis=0) ** 2).sum(axis=-1)
+    want = np.sqrt(np.maximum(gap2 - theta.var(axis=0, ddof=1).sum(axis=-1) / n, 0))
+    np.testing.assert_allclose(got["weak_theta"][1][0], want, rtol=1e-9, atol=1e-15)
+    want = np.sqrt(np.maximum((loss.mean(axis=0) - 1) ** 2 - loss.var(axis=0, ddof=1) / n, 0))
+    np.testing.assert_allclose(got["weak_loss"][1][0], want, rtol=1e-9, atol=1e-15)
+    assert all(np.isfinite(curves).all() for _, curves in got.values())  # the resamples too
+
+
+def test_members_at_the_reference_have_a_weak_error_of_exactly_zero():
+    """At t = 0 an ensemble.vary=sgd run's members and its flow are one init: the weak errors are 0. The
+    mean of E equal values was not always that value in floating point, so they were 1e-16, the largest
+    over a horizon where the weak error is below resolution (debiased to 0), and an order was fitted to
+    that rounding (-21.7 on 16 members of the tiny net). Reference: exactly 0."""
+    arrays, flow = _members(0.05)
+    rng = np.random.default_rng(5)
+    theta0, loss0 = rng.standard_normal(P) / 3, 1.0 / 3
+    arrays["theta"][:, 0], arrays["loss"][:, 0] = theta0, loss0
+    flow["theta"][0], flow["loss"][0] = theta0, loss0
+    got = error_curves(arrays, flow, _weights(20), resamples_from=1)
+    for kind in ("weak_theta", "weak_loss"):
+        assert (got[kind][1][:, 0] == 0.0).all(), (kind, got[kind][1][:, 0])
+    assert abs(got["weak_theta"][1][0, 1:].mean() - 0.05) < 0.01  # the rest as before: 0.05 on average

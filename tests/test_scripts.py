@@ -309,7 +309,7 @@ def _check_console(out: str, agg: dict) -> None:
         assert len(digits) <= 4, number
     row = next(r for r in agg["rows"] if r["series"] == "sgd_lr_0.02" and "batch_size=5 " in r["setting"])
     d = row["max_dist_to_flow"]
-    shown = f"{d['mean']:.4g} [{d['ci90'][0]:.4g}, {d['ci90'][1]:.4g}]"
+    shown = f"{d['mean']:.4g} [{d['q5_q95'][0]:.4g}, {d['q5_q95'][1]:.4g}]"
     assert re.search(rf"^#0\s+sgd_lr_0.02\s+2\s+.*{re.escape(shown)}$", tables, re.M), tables
 
 

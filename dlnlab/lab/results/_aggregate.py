@@ -5,17 +5,20 @@ A *setting* is a run's overrides without the seeds (``seed``, ``data.seed``, ``i
 ensemble, so every member of every run of a setting is one *sample*. Per setting and series:
 
 * the curves across the samples against time: the mean, std and the 10/25/50/75/90% quantiles of the
-  loss, the singular values of P, and the distances to the flow and to GD's modified flow
-  (``<out>/<folder>/<series>.npz``; a sample that stopped early counts until it stopped);
-* the plateau exit times of each mode (mean, std, min, max, the 90% interval, n);
+  loss, the singular values of P, and the distances to the flow and to GD's modified flow, and ``n``
+  the samples with a value at each point (``<out>/<folder>/<series>.npz``; a sample that stopped early
+  counts until it stopped);
+* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n);
 * the convergence order of each sample (the slope of its largest distance to the flow against the
-  learning rate) with the mean and a 90% interval across samples, and the same against the modified
-  flows; the order of the samples' mean distance;
+  learning rate; a sample is one run's member, paired across the learning rates by its run and
+  member, and enters only with a distance at every learning rate) with the mean and the 90% range
+  across samples, and the same against the modified flows; the order of those samples' mean distance;
 * one table row (``aggregate.csv``, ``aggregate.json``) and figures with bands around the flow.
 
-The 90% interval of a quantity is the 5% and 95% quantiles of its samples (linear interpolation
+The 90% range of a quantity (``q5_q95``) is the 5% and 95% quantiles of its samples (linear interpolation
 between order statistics): where the middle 90% of the seeds and members fall, not a confidence
-interval of the mean.
+interval of the mean. The std is the samples' (ddof 1); of one sample it is unknown (None, NaN in the
+curves), never 0.
 
 Each setting's folder is :func:`setting_folder` of its key: a readable prefix and a hash of the whole
 key, so settings that differ late in a long key get different folders and the same setting gets the
@@ -56,6 +59,9 @@ class Setting:
     overrides: list[str] = field(default_factory=list)  # the key's overrides (without the seeds)
     runs: list[str] = field(default_factory=list)
     samples: dict[str, list[tuple[dict, dict]]] = field(default_factory=dict)  # series -> [(arrays, entry)]
+    # series -> each sample's (run directory, member), in the order of ``samples``: what pairs a sample's
+    # series across the learning rates (a series missing from one run must not shift the others)
+    origins: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -149,11 +155,13 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
             st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")
             return
         st.samples.setdefault(name, []).append((arrays, {**entry, **sub}))
+        st.origins.setdefault(name, []).append((str(run_dir), e))
 
 
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean, std and quantiles across samples, point by point; a shorter sample (one that stopped
-    early) is NaN past its end and counts where it has values."""
+    """Mean, std, quantiles and ``n`` (the samples with a value) across samples, point by point;
+    a shorter sample (one that stopped early) is NaN past its end and counts where it has values, so
+    the statistics past it are over fewer samples (``n`` says how many)."""
     curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
     x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
     for i, c in enumerate(curves):
@@ -162,7 +170,8 @@ def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (a series past its failure)
         out = {
             "mean": np.nanmean(x, axis=0),
-            "std": np.nanstd(x, axis=0, ddof=1) if len(x) > 1 else np.zeros(x.shape[1:]),
+            "std": np.nanstd(x, axis=0, ddof=1),  # NaN where one sample has a value: unknown, not 0
+            "n": (~np.isnan(x)).sum(axis=0),  # the samples each statistic is over
         }
         for q in QUANTILES:
             out[f"q{int(q * 100)}"] = np.nanquantile(x, q, axis=0)
@@ -175,34 +184,36 @@ def _number(x) -> float | None:
 
 
 def _spread(values) -> dict | None:
+    """mean, std (ddof 1; None for one value), min, max, ``q5_q95`` (the samples' 5% and 95% quantiles:
+    where they fall, not a confidence interval of the mean, so not called ``ci90`` as the bootstrap
+    intervals of ``sgd_limit`` are) and n of the finite values; None without one."""
     v = np.asarray([x for x in map(_number, values) if x is not None], dtype=np.float64)
     if not len(v):
         return None
     lo, hi = (np.quantile(v, 0.05), np.quantile(v, 0.95)) if len(v) > 1 else (v[0], v[0])
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
-            "max": float(v.max()), "ci90": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None, "min": float(v.min()),
+            "max": float(v.max()), "q5_q95": [float(lo), float(hi)], "n": int(len(v))}  # fmt: skip
 
 
 def _orders(st: Setting, key: str) -> dict:
-    """Each sample's slope of log max distance against log lr, across the SGD series; and the mean's."""
-    by_lr = {}
+    """Each sample's slope of log max distance against log lr, across the SGD series; and the slope of
+    the samples' mean distance. A sample is one run's member, paired across the learning rates by its
+    run and member (not by its place in the list: a series that failed or diverged in one run would
+    pair the runs after it with the wrong seeds); only the samples with a positive distance at every
+    learning rate enter, the per-sample slopes and the mean alike, so both are of the same samples."""
+    by_lr: dict[float, dict[tuple[str, int], float | None]] = {}
     for name, samples in st.samples.items():
         if name.startswith("sgd_lr_"):
-            by_lr[float(name[len("sgd_lr_") :])] = [_number(s[1].get(key)) for s in samples]
+            values = [_number(s[1].get(key)) for s in samples]
+            by_lr[float(name[len("sgd_lr_") :])] = dict(zip(st.origins[name], values))
     lrs = sorted(by_lr)
     if len(lrs) < 2:
         return {"per_sample": None, "of_the_mean": None}
-    n = min(len(by_lr[lr]) for lr in lrs)
-    slopes = []
-    for i in range(n):
-        d = [by_lr[lr][i] for lr in lrs]
-        if all(v is not None and v > 0 for v in d):
-            slopes.append(float(np.polyfit(np.log(lrs), np.log(d), 1)[0]))
-    have = [[v for v in by_lr[lr] if v is not None] for lr in lrs]
-    if not all(have):
-        return {"per_sample": _spread(slopes), "of_the_mean": None, "lrs": lrs}
-    means = [float(np.mean(v)) for v in have]
-    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if all(m > 0 for m in means) else None
+    common = set.intersection(*(set(by_lr[lr]) for lr in lrs))
+    complete = sorted(o for o in common if all((by_lr[lr][o] or 0.0) > 0 for lr in lrs))
+    slopes = [float(np.polyfit(np.log(lrs), np.log([by_lr[lr][o] for lr in lrs]), 1)[0]) for o in complete]
+    means = [float(np.mean([by_lr[lr][o] for o in complete])) for lr in lrs] if complete else None
+    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if means else None
     return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
 
 

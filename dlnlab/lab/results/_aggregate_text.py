@@ -28,7 +28,7 @@ def spread_text(s: dict | None) -> str:
         return "-"
     if s["n"] < 2:
         return _g(s["mean"], 4)
-    lo, hi = s["ci90"]
+    lo, hi = s["q5_q95"]
     return f"{_g(s['mean'], 4)} [{_g(lo, 4)}, {_g(hi, 4)}]"
 
 
@@ -122,8 +122,8 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
 def _spread_fields(prefix: str, s: dict | None) -> dict:
     if not s:
         return {f"{prefix}_{f}": None for f in _SPREAD_FIELDS}
-    return {f"{prefix}_mean": s["mean"], f"{prefix}_std": s["std"], f"{prefix}_q5": s["ci90"][0],
-            f"{prefix}_q95": s["ci90"][1], f"{prefix}_n": s["n"]}  # fmt: skip
+    return {f"{prefix}_mean": s["mean"], f"{prefix}_std": s["std"], f"{prefix}_q5": s["q5_q95"][0],
+            f"{prefix}_q95": s["q5_q95"][1], f"{prefix}_n": s["n"]}  # fmt: skip
 
 
 def csv_records(rows: list[dict]) -> list[dict]:

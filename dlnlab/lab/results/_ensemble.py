@@ -41,12 +41,13 @@ MEMBER_KEYS = (
 
 
 def spread(values) -> dict | None:
-    """mean, std, min, median, max of the finite values (None if there are none)."""
+    """mean, std, min, median, max of the finite values (None if there are none); the std (ddof 1) of
+    one value is None: its spread is unknown, and 0 would read as members that agree."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if not len(v):
         return None
     return {
-        "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+        "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None, "min": float(v.min()),
         "median": float(np.median(v)), "max": float(v.max()), "n": int(len(v)),
     }  # fmt: skip
 

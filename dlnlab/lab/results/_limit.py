@@ -7,7 +7,8 @@ section 9):
 * weak error    e_w(t) = ||E theta_sgd(t) - theta_flow(t)||   (expected order 1),
 * weak loss     e_L(t) = |E L_sgd(t) - L_flow(t)|             (expected order 1),
 
-E the mean over the members. The strong error uses each series' ``dist_to_flow`` (the flow at the
+E the mean over the members that did not diverge (``members_used`` per learning rate; a diverged
+member's arrays are its blow-up). The strong error uses each series' ``dist_to_flow`` (the flow at the
 series' exact times k tau); the weak errors compare with the flow's recorded grid, so they use the
 rows whose time k tau is a grid time (all rows when eta divides ``log.dt``). Each is reduced to its
 largest value over a window of time, and its order in eta is the slope of log error against log eta
@@ -103,6 +104,17 @@ def _usable(state) -> list[tuple[float, dict]]:
     return out
 
 
+def _not_diverged(entry: dict, size: int) -> np.ndarray:
+    """(E,) bool: the members of an SGD series that did not diverge. A series stays ok while any member
+    is ok; a diverged member's arrays are its blow-up (inf, then NaN), which made every mean over the
+    members inf or NaN from its divergence on (the horizon's strong error inf, so that learning rate
+    silently dropped from the fit; the weak errors' maxima over the time before it only). It is left
+    out and counted, as it is of the entry's ``max_dist_to_flow``."""
+    members = entry.get("members") or []
+    gone = {i for i, m in enumerate(members) if isinstance(m, dict) and m.get("status") == Status.DIVERGED}
+    return np.array([e not in gone for e in range(size)])
+
+
 def sgd_limit(state, seed: int = 0) -> dict | None:
     """The strong and weak errors of every SGD series, their orders and bootstrap intervals over the
     horizon and between the flow's saddle escapes; None unless the run is an ensemble with one shared
@@ -129,8 +141,12 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     # one resample of the members for every learning rate: member e shares its minibatch seed across
     # them (common random numbers), so their errors are correlated and resampled together
     counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
+    out["members_used"] = []
     for i, (lr, arrays) in enumerate(usable):
-        curves = error_curves(arrays, flow, np.vstack([np.full(size, 1.0 / size), counts]), resamples_from=1)
+        keep = _not_diverged(state.series[series_name(lr)], size)
+        out["members_used"].append(int(keep.sum()))
+        weights = np.vstack([np.full(size, 1.0 / size), counts])
+        curves = error_curves(arrays, flow, weights, resamples_from=1, keep=keep)
         t, grid = np.asarray(arrays["t"], dtype=np.float64), np.asarray(arrays["grid_index"])
         out["curves"][lr] = {k: (grid[rows], values[0]) for k, (rows, values) in curves.items()}
         for k, (rows, values) in curves.items():

@@ -57,7 +57,7 @@ class Spread(Record):
     """Of the finite values across an ensemble's members."""
 
     mean: float = key("mean", required=True)
-    std: float = key("standard deviation (ddof 1; 0 for one value)", required=True)
+    std: float | None = key("standard deviation (ddof 1; null for one value: unknown, not 0)", required=True)
     min: float = key("smallest", required=True)
     median: float = key("median", required=True)
     max: float = key("largest", required=True)

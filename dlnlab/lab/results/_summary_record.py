@@ -126,6 +126,9 @@ class LimitReport(Record):
         "the sgd.order_fit smallest; an order takes the next rate where one has no error (its lrs_used)",
         required=True,
     )
+    members_used: list[int] = key(
+        "per learning rate: the members averaged, those that did not diverge (a diverged member's arrays are its blow-up)"
+    )
     strong: ErrorOrder = key("E ||theta_sgd - theta_flow|| over the horizon (order 1/2)", record=ErrorOrder)
     weak_theta: ErrorOrder = key("||E theta_sgd - theta_flow|| over the horizon (order 1)", record=ErrorOrder)
     weak_loss: ErrorOrder = key("|E L_sgd - L_flow| over the horizon (order 1)", record=ErrorOrder)

@@ -1,0 +1,77 @@
+"""The statistics across seeds and ensemble members (scripts/aggregate.py's, an ensemble entry's), each
+against an independent computation: the standard library's ``statistics``, per point and by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from dlnlab.lab.results._aggregate import _spread, _stats
+from dlnlab.lab.results._ensemble import spread
+
+
+@pytest.mark.parametrize("of", [_spread, spread], ids=["aggregate", "ensemble"])
+def test_the_std_of_one_value_is_unknown_not_zero(of):
+    """One seed (or one finite member) says nothing about the spread: the std was 0.0, which reads as
+    samples that agree to every digit."""
+    one = of([2.5, None, math.nan])
+    assert one["n"] == 1 and one["mean"] == 2.5 and one["std"] is None
+    two = of([2.5, 4.0, math.inf])
+    assert two["n"] == 2 and two["std"] == pytest.approx(statistics.stdev([2.5, 4.0]), rel=1e-15)
+
+
+def test_the_curves_statistics_count_each_point_s_samples_and_leave_one_sample_s_std_unknown():
+    """Three samples, one stopped after 2 points and one after 4 (a member stopped early): each point's
+    mean and std are over the samples that reached it (statistics.mean / stdev per point), ``n`` says
+    how many, and where one is left its std is NaN (it was 0 with a single sample overall)."""
+    a, b, c = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 6.0, 7.0, 8.0], [5.0, 1.0]
+    got = _stats([np.array(a), np.array(b), np.array(c)])
+    cols = [[s[i] for s in (a, b, c) if i < len(s)] for i in range(5)]
+    assert got["n"].tolist() == [3, 3, 2, 2, 1]
+    np.testing.assert_allclose(got["mean"], [statistics.mean(v) for v in cols], rtol=1e-15)
+    np.testing.assert_allclose(got["std"][:4], [statistics.stdev(v) for v in cols[:4]], rtol=1e-14)
+    assert math.isnan(got["std"][4])
+    assert np.isnan(_stats([np.array(a)])["std"]).all()
+
+
+def test_the_per_sample_orders_pair_each_run_s_own_series_across_the_learning_rates():
+    """Three seeds with orders 1, 1.5 and 2; seed 0's series at the largest lr diverged (skipped). The
+    samples were paired by their place in each lr's list, so seed 1 at 0.1 met seed 0 at the smaller
+    rates (a mean slope of 0.60 instead of 1.75). Reference: scipy's linregress of each seed's own
+    points, and of the mean over the seeds that have every lr."""
+    from types import SimpleNamespace
+
+    from scipy.stats import linregress
+
+    from dlnlab.lab.results._aggregate import Setting, _add_samples, _orders
+
+    lrs, orders = [0.025, 0.05, 0.1], {"seed0": 1.0, "seed1": 1.5, "seed2": 2.0}
+    dist = {run: [(3.0 + i) * lr**p for lr in lrs] for i, (run, p) in enumerate(orders.items())}
+    st = Setting("k")
+    for run in orders:
+        for lr, d in zip(lrs, dist[run]):
+            status = "diverged" if (run, lr) == ("seed0", 0.1) else "ok"
+            entry = {"status": status, "lr": lr, "max_dist_to_flow": d}
+            series = SimpleNamespace(entry=entry, members=None, arrays={"t": np.arange(3.0)})
+            _add_samples(st, run, f"sgd_lr_{lr!r}", series)
+    got = _orders(st, "max_dist_to_flow")
+    want = [linregress(np.log(lrs), np.log(dist[run])).slope for run in ("seed1", "seed2")]
+    assert got["per_sample"]["n"] == 2
+    assert got["per_sample"]["mean"] == pytest.approx(np.mean(want), rel=1e-12)
+    assert [got["per_sample"]["min"], got["per_sample"]["max"]] == pytest.approx(want, rel=1e-12)
+    mean = np.mean([dist["seed1"], dist["seed2"]], axis=0)
+    assert got["of_the_mean"] == pytest.approx(linregress(np.log(lrs), np.log(mean)).slope, rel=1e-12)
+
+
+def test_the_samples_5_to_95_percent_range_is_not_named_a_confidence_interval():
+    """aggregate.json wrote the samples' 5% and 95% quantiles as ``ci90``, the name sgd_limit gives its
+    bootstrap confidence intervals; they are where the samples fall (``q5_q95``, as the CSV's q5, q95).
+    Reference: statistics.quantiles (inclusive: numpy's linear interpolation) cut at 5% and 95%."""
+    values = [0.3, 2.0, 1.1, 7.5, 4.0, 4.0, 2.2]
+    got = _spread(values)
+    assert "ci90" not in got
+    cuts = statistics.quantiles(values, n=20, method="inclusive")
+    assert got["q5_q95"] == pytest.approx([cuts[0], cuts[-1]], rel=1e-14)
