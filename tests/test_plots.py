@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
-from tests._helpers import make_cfg
+from tests._helpers import figure_text_inside, make_cfg
 
 # its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -152,19 +152,11 @@ def test_every_learning_rate_has_a_colour_apart_from_the_flows():
     assert series_colors(lrs[:3]) == {lr: colors[lr] for lr in lrs[:3]}  # a rate's colour: its rank
 
 
-def _inside(fig) -> bool:
-    """Every drawn artist (titles, labels, legends, level labels) lies within the figure: no clipping."""
-    fig.canvas.draw()
-    bb = fig.get_tightbbox(fig.canvas.get_renderer())
-    w, h = fig.get_size_inches()
-    return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
-
-
 @pytest.mark.lab
 def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
     for d in (tiny_run, diverged_run):
         for name, fig in build_run_figures(d, strict=True).items():
-            assert _inside(fig), (d.name, name)
+            assert figure_text_inside(fig), (d.name, name)
             assert not any(ax.get_legend() for ax in fig.axes)  # legends sit below the axes
     # Figure 1's text: test_figure1_is_drawn_from_two_run_directories, on the figure it builds
 
@@ -260,7 +252,7 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     """Figure 1 from two runs: its three panels, no text off the figure; the script draws it from
     existing runs into a new folder, or replaces the file --out names."""
     fig = figure1(tiny_run, diverged_run)
-    assert _inside(fig)
+    assert figure_text_inside(fig)
     titles = [sf._suptitle.get_text() for sf in fig.subfigs]
     assert titles[0].startswith("(a)") and titles[1].startswith("(b)") and titles[2].startswith("(c)")
     assert len(fig.subfigs[1].axes) == 3 and len(fig.subfigs[2].axes) == 3

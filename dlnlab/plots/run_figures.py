@@ -250,6 +250,12 @@ def _figures_of(run: RunData) -> dict[str, Callable]:
     return figures
 
 
+def _ensemble_note(name: str, size: int) -> str:
+    """What a single-run figure of an ensemble shows: member 0's curves, but in convergence_order the
+    points and the fit of the summary's entries, which for an ensemble hold the members' mean distance."""
+    return f"the mean of {size} members" if name == "convergence_order" else f"member 0 of {size}"
+
+
 def build_run_figures(
     run: RunData | str | Path, strict: bool = False, names: Collection[str] | None = None
 ) -> dict[str, Figure]:
@@ -269,10 +275,10 @@ def build_run_figures(
         for name, fn in figures.items():
             try:
                 out[name] = fn(run)
-                if sizes and name in FIGURES:  # a single-run figure of an ensemble: member 0's curves
-                    for ax in out[name].axes:
+                if sizes and name in FIGURES:  # a single-run figure of an ensemble: whose curves, on a line
+                    for ax in out[name].axes:  # of its own (appended, a column-wide title ran off the figure)
                         if ax.get_title():
-                            ax.set_title(f"{ax.get_title()} (member 0 of {max(sizes)})")
+                            ax.set_title(f"{ax.get_title()}\n({_ensemble_note(name, max(sizes))})")
             except Exception as err:
                 if strict:
                     raise
