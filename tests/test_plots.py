@@ -213,6 +213,34 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
 
 
 @pytest.mark.lab
+def test_the_convergence_order_fit_is_drawn_through_every_rate_it_used_an_unstable_one_included(
+    tiny_run, tmp_path
+):
+    """The summary's order fits ok and unstable series (status.USABLE); the figure drew the fit through
+    the ok ones alone (the right slope at the wrong height, over part of the range) and left out the
+    pairwise slopes that reach an unstable rate."""
+    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    summary = _read_summary(d)
+    summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
+    (d / "summary.json").write_text(json.dumps(summary))
+    detail = summary["convergence_order_detail"]
+    assert detail["lrs_used"] == [0.01, 0.02, 0.04] and len(detail["pairwise"]) == 2
+    ax = build_run_figures(d, strict=True, names=["convergence_order"])["convergence_order"].axes[0]
+    fit = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 2]
+    assert len(fit) == 1
+    x, y = np.log(fit[0].get_xdata()), np.log(fit[0].get_ydata())
+    lrs = np.log(detail["lrs_used"])
+    dists = np.log([summary["series"][f"sgd_lr_{lr:g}"]["max_dist_to_flow"] for lr in detail["lrs_used"]])
+    assert x.min() < lrs.min() and x.max() > lrs.max()  # over every rate fitted
+    order = summary["convergence_order"]
+    np.testing.assert_allclose(np.diff(y) / np.diff(x), order, rtol=1e-9)
+    # the least-squares line of that slope: its residuals at the fitted rates sum to zero
+    assert abs(np.sum(dists - np.interp(lrs, x, y))) < 1e-9
+    slopes = {t.get_text() for t in ax.texts} & {f"{p['order']:.2f}" for p in detail["pairwise"]}
+    assert len(slopes) == len({f"{p['order']:.2f}" for p in detail["pairwise"]})
+
+
+@pytest.mark.lab
 def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     d = _copy_run_files(tiny_run, tmp_path / "plateaus")
     summary = _read_summary(d)
