@@ -241,6 +241,21 @@ def test_the_convergence_order_fit_is_drawn_through_every_rate_it_used_an_unstab
 
 
 @pytest.mark.lab
+def test_an_unstable_series_is_marked_as_ended_unstable_not_as_stopped(tiny_run, tmp_path):
+    """An unstable series ran to its end (its loss stuck up above the threshold): its × was explained as
+    "stopped" in the legend. A diverged one is still "stopped" (test_diverged_series_is_drawn_and_marked)."""
+    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    summary = _read_summary(d)
+    summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
+    (d / "summary.json").write_text(json.dumps(summary))
+    for name, fig in build_run_figures(d, strict=True, names=["loss", "dist_to_flow"]).items():
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "η = 0.04 (unstable)" in labels and "ended unstable" in labels, (name, labels)
+        assert "stopped" not in labels, name
+        assert len([ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "X"]) == 1
+
+
+@pytest.mark.lab
 def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     d = _copy_run_files(tiny_run, tmp_path / "plateaus")
     summary = _read_summary(d)

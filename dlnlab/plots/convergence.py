@@ -18,7 +18,6 @@ from dlnlab.plots._common import (
     no_data,
     plateau_handle,
     shade_plateaus,
-    stop_handle,
 )
 from dlnlab.plots._panels import legend, line_kw, lr_axis, time_axis
 from dlnlab.plots._style import new_figure
@@ -54,7 +53,7 @@ def fig_dist_to_flow(run: RunData) -> Figure:
         ax.set_ylim(*lim)
     extra = [plateau_handle()] if shade_plateaus(ax, run) else []
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     ax.set_ylabel("$\\|A_\\eta(t) - A_{\\mathrm{flow}}(t)\\|_F$")
     ax.set_title("Distance of each GD/SGD series to the flow")
     legend(fig, run, colors, names=[s.name for s in run.sgd], extra=extra)

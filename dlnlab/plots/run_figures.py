@@ -34,7 +34,6 @@ from dlnlab.plots._common import (
     reference_modes,
     reference_u0,
     shade_plateaus,
-    stop_handle,
 )
 from dlnlab.plots._panels import legend, line_kw, log_panel, row_max, time_axis
 from dlnlab.plots._style import COLUMN, new_figure, style
@@ -103,7 +102,7 @@ def fig_sharpness(run: RunData) -> Figure:
     if lim is not None:
         ax.set_ylim(lim[0], lim[1] * 1.6)
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     shade_plateaus(ax, run)
     ax.set_ylabel("sharpness $\\lambda_{\\max}(\\nabla^2 L)$")
     ax.set_title("Sharpness against the GD stability limit $2/\\eta$")
@@ -176,7 +175,7 @@ def _fig_spectrum(run: RunData, key: str, ylabel: str, title: str, reference: bo
     if shade_plateaus(ax, run):
         extra.append(plateau_handle())
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     legend(fig, run, colors, extra=extra)
