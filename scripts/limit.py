@@ -146,7 +146,9 @@ def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
         f"(c) the first saddle escape at $\\eta$ = {lr}:\nSGD's spread, the SME's, the flow's none",
         fontsize=8,
     )
-    ax.legend(fontsize=5.5, loc="upper right")
+    # lower left: an escape falls from the plateau (top left) to the next level (bottom right), so that
+    # corner stays empty; upper right hid the start of the fall and the bands' tops (docs/limit.png)
+    ax.legend(fontsize=5.5, loc="lower left")
 
 
 def _spread_panel(ax, sgd: dict) -> None:

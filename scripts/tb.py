@@ -13,7 +13,6 @@ it); kept with ``--print``: the command needs it.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import signal
@@ -22,16 +21,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dlnlab.lab.script_args import ScriptParser, existing_dir, integer
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="run directories, sweeps or folders of runs")
+    # the other scripts' parser: one-line refusals naming the argument, no abbreviations (--pr), and a
+    # port TensorBoard can take (99999 was put into the command and the URL printed)
+    parser = ScriptParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "paths", nargs="+", type=existing_dir, help="run directories, sweeps or folders of runs"
+    )
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
-    parser.add_argument("--port", type=int, default=6006)
+    parser.add_argument("--port", type=integer(1, 65535, "a TCP port"), default=6006)
     args = parser.parse_args(argv)
-    for p in args.paths:
-        if not p.is_dir():
-            parser.exit(2, f"error: {p}: not a directory\n")
     from dlnlab.lab.view import find_runs, logdir_spec, run_labels
 
     runs = find_runs(args.paths)

@@ -218,3 +218,11 @@ def hparams_table(logdir: Path):
         return columns, {g["name"]: g["hparams"] for g in groups.get("sessionGroups", [])}
 
     return table
+
+
+def figure_text_inside(fig) -> bool:
+    """Every drawn artist (titles, labels, legends, level labels) lies within the figure: no clipping."""
+    fig.canvas.draw()
+    bb = fig.get_tightbbox(fig.canvas.get_renderer())
+    w, h = fig.get_size_inches()
+    return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01

@@ -20,7 +20,7 @@ from dlnlab import init
 from dlnlab.lab.runner import resume, run, train_series
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
-from tests._helpers import TINY, make_cfg
+from tests._helpers import TINY, figure_text_inside, make_cfg
 
 # its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 pytestmark = pytest.mark.xdist_group("test_ensemble")
@@ -55,6 +55,26 @@ def test_series_files_have_a_member_axis_and_the_summary_every_member(ensemble):
     assert seeds[0]["init"] == res["seeds"]["init"] and len({m["init"] for m in seeds}) == 3
     assert np.load(out / "problem.npz")["A0"].shape == (3, 12, 12)
     assert (out / "figures" / "ensemble_loss.png").is_file()
+
+
+@pytest.mark.lab
+def test_the_single_run_figures_of_an_ensemble_say_whose_curves_they_draw_within_the_figure(ensemble):
+    """The note on an ensemble's single-run figures goes on a line of its own (appended to a column-wide
+    title it ran off the figure), and convergence_order, whose points are the entries' members' mean
+    distances, says so instead of "member 0"."""
+    from dlnlab.plots import build_run_figures
+
+    out, res = ensemble
+    figs = build_run_figures(out, strict=True, names=["loss", "mode_strength", "convergence_order"])
+    for name, fig in figs.items():
+        assert figure_text_inside(fig), name
+    assert figs["loss"].axes[0].get_title().endswith("\n(member 0 of 3)")
+    order = figs["convergence_order"].axes[0]
+    assert order.get_title().endswith("\n(the mean of 3 members)")
+    point = [ln for ln in order.get_lines() if ln.get_marker() == "o" and ln.get_xdata()[0] == 0.04]
+    assert point[0].get_ydata()[0] == pytest.approx(res["series"]["sgd_lr_0.04"]["max_dist_to_flow"])
+    members = [m["max_dist_to_flow"] for m in res["series"]["sgd_lr_0.04"]["members"]]
+    assert point[0].get_ydata()[0] == pytest.approx(np.mean(members)) != members[0]
 
 
 @pytest.mark.lab

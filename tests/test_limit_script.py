@@ -5,6 +5,7 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +28,37 @@ def test_limit_script_draws_the_figure_and_redraws_it_from_kept_runs(tmp_path, c
         main(["--runs", str(runs), "--replot", "--out", str(tmp_path / "again.png")])
     assert refused.value.code == 2 and not (tmp_path / "again.png").exists()
     assert "sme_lr_0.01.npz is missing" in capsys.readouterr().err
+
+
+def test_the_escape_panels_legend_hides_no_curve_and_no_band(tmp_path):
+    """Panel (c): the loss falls from a plateau to the next level; its legend sat upper right, over the
+    start of the fall and the bands' tops. Drawn from ensembles shaped like the escape run's."""
+    from dlnlab.plots import new_figure, style
+
+    bands_panel = runpy.run_path(str(ROOT / "scripts" / "limit.py"))["_bands_panel"]
+    t = np.linspace(4.6, 8.0, 35)
+    rng = np.random.default_rng(0)
+
+    def fall(t0):
+        return 7.0 + 8.0 / (1.0 + np.exp((t - t0) / 0.08))
+
+    (tmp_path / "series").mkdir()
+    np.savez(tmp_path / "series" / "flow.npz", t=t, loss=fall(6.5))
+    for name, spread in (("sgd_lr_0.01", 0.15), ("sme_lr_0.01", 0.12)):
+        members = np.stack([fall(6.5 + d) for d in rng.normal(0.0, spread, 64)])
+        np.savez(tmp_path / "series" / f"{name}.npz", t=t, loss=members)
+    with style():
+        fig = new_figure((4.0, 3.2))
+        ax = fig.add_subplot()
+        bands_panel(ax, tmp_path, 0.01, 4.6)
+        fig.canvas.draw()
+    box = ax.get_legend().get_window_extent()
+
+    def hidden(xy) -> bool:
+        x, y = ax.transData.transform(xy).T
+        return bool(((box.x0 <= x) & (x <= box.x1) & (box.y0 <= y) & (y <= box.y1)).any())
+
+    for line in ax.get_lines():
+        assert not hidden(line.get_xydata()), line.get_label()
+    for band in ax.collections:
+        assert not any(hidden(path.vertices) for path in band.get_paths())

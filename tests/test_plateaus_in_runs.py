@@ -196,5 +196,11 @@ def test_the_console_says_when_the_plateaus_were_not_analysed_and_which_series_d
         "(S)GD series not run: sgd_lr_0.01 (the run stopped first; python scripts/train.py resume=<run dir>"
         in text
     )
+    assert text.endswith("interrupted by SIGTERM: every file written so far is complete; "
+                         "python scripts/train.py resume=<run dir> finishes the run")  # fmt: skip
+    # with the run's directory, the command to copy (quoted for the shell: a sweep's job holds ',' and '[')
+    named = results_block({**stopped, "run_dir": "/o/0_model.dims=[6,5,4],seed=3"})
+    assert named.endswith("python scripts/train.py resume='/o/0_model.dims=[6,5,4],seed=3' finishes the run")
+    assert "resume='/o/0_model.dims=[6,5,4],seed=3' runs them)" in named
     done = results_block({**stopped, "stage": "done", "not_run": [], "interrupted": None})
     assert "plateaus of the flow: none found" in done and "not run" not in done

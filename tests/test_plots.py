@@ -19,7 +19,7 @@ from dlnlab.errors import FileWarning
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
-from tests._helpers import make_cfg
+from tests._helpers import figure_text_inside, make_cfg
 
 # its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -153,19 +153,11 @@ def test_every_learning_rate_has_a_colour_apart_from_the_flows():
     assert series_colors(lrs[:3]) == {lr: colors[lr] for lr in lrs[:3]}  # a rate's colour: its rank
 
 
-def _inside(fig) -> bool:
-    """Every drawn artist (titles, labels, legends, level labels) lies within the figure: no clipping."""
-    fig.canvas.draw()
-    bb = fig.get_tightbbox(fig.canvas.get_renderer())
-    w, h = fig.get_size_inches()
-    return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
-
-
 @pytest.mark.lab
 def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
     for d in (tiny_run, diverged_run):
         for name, fig in build_run_figures(d, strict=True).items():
-            assert _inside(fig), (d.name, name)
+            assert figure_text_inside(fig), (d.name, name)
             assert not any(ax.get_legend() for ax in fig.axes)  # legends sit below the axes
     # Figure 1's text: test_figure1_is_drawn_from_two_run_directories, on the figure it builds
 
@@ -224,6 +216,49 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
 
 
 @pytest.mark.lab
+def test_the_convergence_order_fit_is_drawn_through_every_rate_it_used_an_unstable_one_included(
+    tiny_run, tmp_path
+):
+    """The summary's order fits ok and unstable series (status.USABLE); the figure drew the fit through
+    the ok ones alone (the right slope at the wrong height, over part of the range) and left out the
+    pairwise slopes that reach an unstable rate."""
+    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    summary = _read_summary(d)
+    summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
+    (d / "summary.json").write_text(json.dumps(summary))
+    detail = summary["convergence_order_detail"]
+    assert detail["lrs_used"] == [0.01, 0.02, 0.04] and len(detail["pairwise"]) == 2
+    ax = build_run_figures(d, strict=True, names=["convergence_order"])["convergence_order"].axes[0]
+    fit = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata()) > 2]
+    assert len(fit) == 1
+    x, y = np.log(fit[0].get_xdata()), np.log(fit[0].get_ydata())
+    lrs = np.log(detail["lrs_used"])
+    dists = np.log([summary["series"][f"sgd_lr_{lr:g}"]["max_dist_to_flow"] for lr in detail["lrs_used"]])
+    assert x.min() < lrs.min() and x.max() > lrs.max()  # over every rate fitted
+    order = summary["convergence_order"]
+    np.testing.assert_allclose(np.diff(y) / np.diff(x), order, rtol=1e-9)
+    # the least-squares line of that slope: its residuals at the fitted rates sum to zero
+    assert abs(np.sum(dists - np.interp(lrs, x, y))) < 1e-9
+    slopes = {t.get_text() for t in ax.texts} & {f"{p['order']:.2f}" for p in detail["pairwise"]}
+    assert len(slopes) == len({f"{p['order']:.2f}" for p in detail["pairwise"]})
+
+
+@pytest.mark.lab
+def test_an_unstable_series_is_marked_as_ended_unstable_not_as_stopped(tiny_run, tmp_path):
+    """An unstable series ran to its end (its loss stuck up above the threshold): its × was explained as
+    "stopped" in the legend. A diverged one is still "stopped" (test_diverged_series_is_drawn_and_marked)."""
+    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    summary = _read_summary(d)
+    summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
+    (d / "summary.json").write_text(json.dumps(summary))
+    for name, fig in build_run_figures(d, strict=True, names=["loss", "dist_to_flow"]).items():
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "η = 0.04 (unstable)" in labels and "ended unstable" in labels, (name, labels)
+        assert "stopped" not in labels, name
+        assert len([ln for ln in fig.axes[0].get_lines() if ln.get_marker() == "X"]) == 1
+
+
+@pytest.mark.lab
 def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     d = _copy_run_files(tiny_run, tmp_path / "plateaus")
     summary = _read_summary(d)
@@ -263,7 +298,7 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     """Figure 1 from two runs: its three panels, no text off the figure; the script draws it from
     existing runs into a new folder, or replaces the file --out names."""
     fig = figure1(tiny_run, diverged_run)
-    assert _inside(fig)
+    assert figure_text_inside(fig)
     titles = [sf._suptitle.get_text() for sf in fig.subfigs]
     assert titles[0].startswith("(a)") and titles[1].startswith("(b)") and titles[2].startswith("(c)")
     assert len(fig.subfigs[1].axes) == 3 and len(fig.subfigs[2].axes) == 3

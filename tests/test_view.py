@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -52,6 +53,27 @@ def test_the_script_refuses_a_path_without_runs_in_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.startswith("error: paths: no run directory")
     assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "99999"], "error: --port: expected an integer from 1 to 65535 (a TCP port), got '99999'"),
+        (["--port", "abc"], "error: --port: expected an integer from 1 to 65535 (a TCP port), got 'abc'"),
+        (["--pri"], "error: --pri: no such argument; allowed: --help, --print, --port (see --help)"),
+    ],
+)
+def test_the_script_refuses_a_bad_port_or_an_abbreviation_in_one_line_before_any_work(tmp_path, args, message):
+    """A port TensorBoard cannot take was put into the command and the URL; --pri was taken for --print;
+    argparse's refusal came as a usage line and an error line."""
+    _run(tmp_path / "a,b", [])  # a run whose path holds ',': the command would make a folder of links
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "tb.py"), str(tmp_path), *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", message + "\n")
+    assert not list(tmp_path.glob("dlnlab-tb-*"))  # nothing made
 
 
 def test_sweep_jobs_whose_paths_hold_commas_reach_tensorboard_named_by_what_sets_them_apart(tmp_path):

@@ -87,14 +87,19 @@ def lin_limits(arrs: Iterable[np.ndarray], zero: bool = False) -> tuple[float, f
 
 
 class Markers:
-    """An × where a series stopped early; drawn last, clamped into the axes so it is always visible."""
+    """An × where a series stopped early, or where an unstable one ended (it ran to its end, its loss
+    stuck up: not a stop, and the legend says which); drawn last, clamped into the axes so it is always
+    visible."""
 
     def __init__(self) -> None:
         self.items: list[tuple[float, float, object]] = []
+        self.kinds: set[str] = set()
 
     def add(self, s: Series, t: np.ndarray, y: np.ndarray, color) -> None:
         if not s.failed or len(t) == 0:
             return
+        unstable = s.status == Status.UNSTABLE and not s.entry.get("diverged")
+        self.kinds.add("ended unstable" if unstable else "stopped")
         ok = np.isfinite(t) & np.isfinite(y)
         if ok.any():
             i = np.flatnonzero(ok)[-1]
@@ -123,8 +128,13 @@ class Markers:
         return True
 
 
-def stop_handle() -> Line2D:
-    return Line2D([], [], marker="X", ms=6, mfc="0.3", mec="white", mew=0.6, ls="none", label="stopped")
+    def handle(self) -> Line2D:
+        """The legend entry of the marks drawn: "stopped", "ended unstable" or both."""
+        return stop_handle(", or ".join(k for k in ("stopped", "ended unstable") if k in self.kinds))
+
+
+def stop_handle(label: str = "stopped") -> Line2D:
+    return Line2D([], [], marker="X", ms=6, mfc="0.3", mec="white", mew=0.6, ls="none", label=label)
 
 
 def plateau_handle() -> Patch:

@@ -18,7 +18,6 @@ from dlnlab.plots._common import (
     no_data,
     plateau_handle,
     shade_plateaus,
-    stop_handle,
 )
 from dlnlab.plots._style import HEAVY_BALL_TIME_LABEL, TIME_LABEL, new_figure
 from dlnlab.rundir import RunData, Series, format_lr
@@ -121,5 +120,5 @@ def log_panel(run: RunData, values, decades: int, empty: str) -> tuple[Figure, A
     ax.set_ylim(*lim)
     extra = [plateau_handle()] if shade_plateaus(ax, run) else []
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     return fig, ax, colors, extra

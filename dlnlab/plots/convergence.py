@@ -18,11 +18,11 @@ from dlnlab.plots._common import (
     no_data,
     plateau_handle,
     shade_plateaus,
-    stop_handle,
 )
 from dlnlab.plots._panels import legend, line_kw, lr_axis, time_axis
 from dlnlab.plots._style import new_figure
 from dlnlab.rundir import RunData, Series
+from dlnlab.status import USABLE
 
 __all__ = ["fig_dist_to_flow", "fig_convergence_order"]
 
@@ -53,7 +53,7 @@ def fig_dist_to_flow(run: RunData) -> Figure:
         ax.set_ylim(*lim)
     extra = [plateau_handle()] if shade_plateaus(ax, run) else []
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     ax.set_ylabel("$\\|A_\\eta(t) - A_{\\mathrm{flow}}(t)\\|_F$")
     ax.set_title("Distance of each GD/SGD series to the flow")
     legend(fig, run, colors, names=[s.name for s in run.sgd], extra=extra)
@@ -98,7 +98,9 @@ def _fit_and_slope_one(ax, run: RunData, detail: dict, pts: list, ok_pts: list) 
     order = run.summary.get("convergence_order")
     used = [lr for lr in (detail.get("lrs_used") or []) if isinstance(lr, (int, float))]
     extra = []
-    fit_pts = [(lr, d) for lr, d in ok_pts if any(math.isclose(lr, u, rel_tol=1e-9) for u in used)]
+    # every rate the order used, an unstable one included (the summary fits it: USABLE); the line drawn
+    # through the ok ones alone had the right slope but neither the fit's height nor its range
+    fit_pts = [(s.lr, d) for s, d in pts if any(math.isclose(s.lr, u, rel_tol=1e-9) for u in used)]
     if isinstance(order, (int, float)) and math.isfinite(order) and len(fit_pts) >= 2:
         x = np.log([p[0] for p in fit_pts])
         c = float(np.mean(np.log([p[1] for p in fit_pts]) - order * x))
@@ -116,15 +118,16 @@ def _fit_and_slope_one(ax, run: RunData, detail: dict, pts: list, ok_pts: list) 
     return extra
 
 
-def _pairwise_slopes(ax, detail: dict, ok_pts: list) -> None:
-    """Each pairwise slope written between its two learning rates' points."""
+def _pairwise_slopes(ax, detail: dict, usable_pts: list) -> None:
+    """Each pairwise slope written between its two learning rates' points (those of the summary's
+    pairwise slopes: ok or unstable series)."""
     for p in detail.get("pairwise") or []:
         try:
             (a, b), o = p["lrs"], float(p["order"])
         except (KeyError, TypeError, ValueError):
             continue
-        da = dict(ok_pts).get(a)
-        db = dict(ok_pts).get(b)
+        da = dict(usable_pts).get(a)
+        db = dict(usable_pts).get(b)
         if da and db and math.isfinite(o):
             xm, ym = math.sqrt(a * b), math.sqrt(da * db)
             ax.annotate(
@@ -157,7 +160,7 @@ def fig_convergence_order(run: RunData) -> Figure:
         ax.yaxis.set_minor_locator(NullLocator())
     detail = run.summary.get("convergence_order_detail") or {}
     extra = _fit_and_slope_one(ax, run, detail, pts, ok_pts)
-    _pairwise_slopes(ax, detail, ok_pts)
+    _pairwise_slopes(ax, detail, [(s.lr, d) for s, d in pts if s.status in USABLE])
     extra += _modified_points(ax, run, pts, colors)
     handles = [
         Line2D(

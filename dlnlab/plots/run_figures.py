@@ -34,7 +34,6 @@ from dlnlab.plots._common import (
     reference_modes,
     reference_u0,
     shade_plateaus,
-    stop_handle,
 )
 from dlnlab.plots._panels import legend, line_kw, log_panel, row_max, time_axis
 from dlnlab.plots._style import COLUMN, new_figure, style
@@ -103,7 +102,7 @@ def fig_sharpness(run: RunData) -> Figure:
     if lim is not None:
         ax.set_ylim(lim[0], lim[1] * 1.6)
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     shade_plateaus(ax, run)
     ax.set_ylabel("sharpness $\\lambda_{\\max}(\\nabla^2 L)$")
     ax.set_title("Sharpness against the GD stability limit $2/\\eta$")
@@ -176,7 +175,7 @@ def _fig_spectrum(run: RunData, key: str, ylabel: str, title: str, reference: bo
     if shade_plateaus(ax, run):
         extra.append(plateau_handle())
     if marks.draw(ax):
-        extra.append(stop_handle())
+        extra.append(marks.handle())
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     legend(fig, run, colors, extra=extra)
@@ -250,6 +249,12 @@ def _figures_of(run: RunData) -> dict[str, Callable]:
     return figures
 
 
+def _ensemble_note(name: str, size: int) -> str:
+    """What a single-run figure of an ensemble shows: member 0's curves, but in convergence_order the
+    points and the fit of the summary's entries, which for an ensemble hold the members' mean distance."""
+    return f"the mean of {size} members" if name == "convergence_order" else f"member 0 of {size}"
+
+
 def build_run_figures(
     run: RunData | str | Path, strict: bool = False, names: Collection[str] | None = None
 ) -> dict[str, Figure]:
@@ -269,10 +274,10 @@ def build_run_figures(
         for name, fn in figures.items():
             try:
                 out[name] = fn(run)
-                if sizes and name in FIGURES:  # a single-run figure of an ensemble: member 0's curves
-                    for ax in out[name].axes:
+                if sizes and name in FIGURES:  # a single-run figure of an ensemble: whose curves, on a line
+                    for ax in out[name].axes:  # of its own (appended, a column-wide title ran off the figure)
                         if ax.get_title():
-                            ax.set_title(f"{ax.get_title()} (member 0 of {max(sizes)})")
+                            ax.set_title(f"{ax.get_title()}\n({_ensemble_note(name, max(sizes))})")
             except Exception as err:
                 if strict:
                     raise

@@ -284,14 +284,18 @@ def results_block(summary: dict) -> str:
     if resumed and resumed[-1].get("series"):
         notes = ", ".join(f"{name} {note}" for name, note in resumed[-1]["series"].items())
         lines.append(f"resumed: {notes}")
+    # the next step as a command to copy (the end block names the run directory only as where the files are)
+    run_dir = shlex.quote(str(summary["run_dir"])) if summary.get("run_dir") else "<run dir>"
+    resume = f"python scripts/train.py resume={run_dir}"
     if summary.get("not_run"):
         lines.append(f"(S)GD series not run: {', '.join(summary['not_run'])} (the run stopped first; "
-                     "python scripts/train.py resume=<run dir> runs them)")  # fmt: skip
+                     f"{resume} runs them)")  # fmt: skip
     if summary.get("killed"):
         lines.append(f"killed: {', '.join(summary['killed'])} (their worker process ended before reporting; "
-                     "python scripts/train.py resume=<run dir> runs them again)")  # fmt: skip
+                     f"{resume} runs them again)")  # fmt: skip
     if summary.get("interrupted"):
-        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete")
+        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete; "
+                     f"{resume} finishes the run")  # fmt: skip
     return "\n".join(lines)
 
 
