@@ -89,9 +89,10 @@ def test_a_toy_kind_plugs_into_a_real_run(tmp_path, monkeypatch):
 @pytest.mark.xdist_group("sme_ensemble_run")  # with the session run's other users (tests/test_records.py)
 def test_a_resume_applies_each_kinds_policy(sme_ensemble_run, tmp_path):
     """SIGTERM in the first SGD series after the SME ensembles: the resume runs the SME ensembles again
-    (Resume.RERUN, recorded as run from the start), rechecks the flow (RECOMPUTE, not listed), continues
-    the SGD series (KEEP); every array equals the unbroken run's bit for bit (the session's run, its
-    series in worker processes: the same numbers as in one, tests/test_parallel.py)."""
+    (Resume.RERUN, recorded as run from the start), rechecks the flow (RECOMPUTE, not listed), keeps the
+    SGD series (KEEP: it is one chunk of steps, so the signal let it end ok; a series continued from a
+    checkpoint mid-way: tests/test_runs.py); every array equals the unbroken run's bit for bit (the
+    session's run, its series in worker processes: the same numbers as in one, tests/test_parallel.py)."""
     from _runtime_helpers import SignalAt
 
     from dlnlab.lab.runner import resume
@@ -105,12 +106,13 @@ def test_a_resume_applies_each_kinds_policy(sme_ensemble_run, tmp_path):
     SignalAt.fired.clear()
     out = tmp_path / "killed"
     assert run(killed_cfg, output_dir=out).exit_code == 143
+    assert not (out / "checkpoints" / "sgd_lr_0.04.ckpt").exists()  # whole: nothing to continue
     result = resume(out)
     assert result.exit_code == 0
     assert result["resumed"][-1]["series"] == {
         "sme_lr_0.04": "run from the start",
         "sme_lr_0.02": "run from the start",
-        "sgd_lr_0.04": "continued from its checkpoint",
+        "sgd_lr_0.04": "kept",
         "sgd_lr_0.02": "run from the start",
     }
     assert "max_abs_diff" in result["series"]["flow"]["resume_check"]

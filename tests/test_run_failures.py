@@ -165,3 +165,28 @@ def test_two_signals_that_come_during_one_long_c_call_count_in_the_order_they_ca
         sender.wait()
         signals.uninstall()
         signals.reset()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_a_series_last_chunk_lets_it_end_ok_and_stops_the_run_before_the_next(signum, tmp_path):
+    """The tiny series' 100 steps are one chunk, so a signal at any of its grid points finds every step
+    run by the time the lab looks: the series was recorded 'interrupted' with steps 100 of 100 and
+    t_stop = t_max, and a checkpoint for a resume to continue from its very end (SIGTERM comes through
+    Lightning's own handler, SIGINT through the lab's). It is ok, whole, without a checkpoint; the run
+    still stops there (exit 128 + signum), and a resume runs only the series that did not start."""
+    from _runtime_helpers import SignalAt
+
+    SignalAt.fired.clear()
+    out = tmp_path / "run"
+    stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.04",
+            "+callbacks.stop.m=40", f"+callbacks.stop.signum={int(signum)}"]  # fmt: skip
+    cfg = make_cfg(["experiment=tiny", "logger=none", "run.workers=1", "sgd.lrs=[0.04,0.02]", *QUIET, *stop])
+    assert run(cfg, output_dir=out).exit_code == 128 + signum
+    summary = _summary(out)
+    entry = summary["series"]["sgd_lr_0.04"]
+    assert (entry["status"], entry["steps"], entry["t_stop"]) == ("ok", 100, 4.0), entry
+    assert summary["status"] == "interrupted" and summary["not_run"] == ["sgd_lr_0.02"]
+    assert not (out / "checkpoints" / "sgd_lr_0.04.ckpt").exists()
+    resumed = resume(out)
+    assert resumed.exit_code == 0
+    assert resumed["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", "sgd_lr_0.02": "run from the start"}

@@ -130,9 +130,9 @@ def run_sgd(
         warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
     finally:
         signal.signal(signal.SIGINT, prev)  # Lightning leaves SIGINT ignored after an interrupt
-    with signals.deferred(raise_at_end=False):  # a signal from here on only stops the next stage
-        if signals.received() is not None and entry["status"] == Status.OK:
-            entry.update(status=Status.INTERRUPTED, message="interrupted")
+    # A signal from here on only stops the next stage; one that came while the series ran its last chunk
+    # left it ok (every step ran; its recorder closes below): the run stops before the next series.
+    with signals.deferred(raise_at_end=False):
         try:
             arrays = close_recorder(rec, logger, lines=entry["status"] in FINISHED)  # else it may continue
         except Exception as err:  # noqa: BLE001 - the recorder's failure is this series' failure only

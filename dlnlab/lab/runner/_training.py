@@ -114,6 +114,7 @@ class SGDModule(L.LightningModule):
         self.stepper = GDStepper(problem, net.layout, net.theta(), lr, momentum, sampler)
         self.tau = self.stepper.tau
         self.snapshot_steps = sorted(set(int(s) for s in snapshot_steps))
+        self.last_step = self.snapshot_steps[-1] if self.snapshot_steps else 0
         self.step_to_grid = step_to_grid or {k: m for m, k in enumerate(self.snapshot_steps)}
         self.step_per_grid = step_per_grid  # the logger's step of grid point m (GridPoint.log_step)
         self.blowup_norm = blowup_norm
@@ -161,7 +162,7 @@ class SGDModule(L.LightningModule):
     @torch.no_grad()
     def training_step(self, batch: dict, batch_idx: int) -> None:
         self.new_snapshots = []
-        end = min(self.step_count + int(batch["n"]), self.snapshot_steps[-1] if self.snapshot_steps else 0)
+        end = min(self.step_count + int(batch["n"]), self.last_step)
         snaps = self.snapshot_steps
         while self.step_count < end and self.diverged is None:
             nxt = snaps[self._next_snap] if self._next_snap < len(snaps) else end
@@ -170,8 +171,8 @@ class SGDModule(L.LightningModule):
         self._flat_a.index_copy_(
             self._flat_a.ndim - 1, self._theta_index, self.stepper.theta
         )  # A holds them again
-        if signals.received() is not None:
-            self.interrupted = True
+        if signals.received() is not None and self.step_count < self.last_step:
+            self.interrupted = True  # a signal in the last chunk lets the series end: all its steps ran
         if self.diverged is not None or self.interrupted:
             self.trainer.should_stop = True
 
@@ -369,7 +370,10 @@ def train_series(
     except (KeyboardInterrupt, SystemExit):  # Lightning: KeyboardInterrupt -> shutdown -> exit(1)
         metrics.drain(module)
         k = metrics.last_step or 0
-        return SeriesOutcome(Status.INTERRUPTED, k, k * tau, "interrupted")
+        if k < ks[-1]:
+            return SeriesOutcome(Status.INTERRUPTED, k, k * tau, "interrupted")
+        if checkpoint is not None:  # Lightning's SIGTERM stop after the last step: the series is whole
+            Path(checkpoint).unlink(missing_ok=True)
     gone = module.member_diverged
     if module.diverged is not None:
         k, msg = module.diverged
