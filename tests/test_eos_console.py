@@ -115,3 +115,25 @@ def test_a_central_flow_never_on_the_edge_is_the_gradient_flow_not_a_gap():
         "    GD's variance along u_1 / predicted = - (median)",
         "      GD against the gradient flow (no edge here), not a gap of the central flow",
     ]
+
+
+def test_gd_swinging_past_the_edge_above_the_balanced_threshold_is_not_read_as_at_the_edge():
+    """experiment=eos sgd.lrs=[0.32] (rounded): 2/eta = 6.25 is below the balanced minimum's 7.56, so no
+    global minimum is stable; GD ends in a period-2 cycle at 0.72 / 1.82 x 2/eta, loss 0.12. It read
+    "at_edge, as expected at this lr" and "S reaches 2/eta at t = 0 and stays", from its last step alone."""
+    lines = _block(
+        {"lr": 0.32, "threshold": 6.25, "t_edge": 0.0, "hover_share": 0.02, "median_ratio": 1.272,
+         "outcome": "above_edge", "final_sharpness": 11.39, "previous_sharpness": 4.494, "final_loss": 0.1166},
+    )  # fmt: skip
+    assert lines[1] == (
+        "  lr 0.32 (2/eta = 6.25): above_edge: S swings over 10 % past 2/eta at the end (a period-2 cycle), "
+        "loss not converged"
+    )
+    assert lines[2] == (
+        "    2/eta is below the balanced minimum's S = 7.559: not stable at this lr (whitened data: no global minimum is)"
+    )
+    assert lines[3].startswith("    S reaches 2/eta at t = 0, swings past it (no divergence): within 10 % of it 2 %")
+    assert lines[5].startswith("    S at the last two steps 4.494, 11.39 against the flow limit's 9.944")
+    assert max(map(len, lines)) <= 120
+    # below the balanced minimum's sharpness 2/eta is not: no such line on the lab's run
+    assert not any("not stable" in line for line in _block())

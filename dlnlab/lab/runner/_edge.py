@@ -161,6 +161,7 @@ def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
         amplitude_median=_median(after) if after is not None and len(after) else None,
         amplitude_max=float(after.max()) if after is not None and len(after) else None,
         outcome=str(diag.outcome), final_sharpness=_finite(diag.final_sharpness),
+        previous_sharpness=None if diag.previous_sharpness is None else _finite(diag.previous_sharpness),
         final_loss=_finite(diag.final_loss),
         flow_limit_sharpness=float(gfs.sharpness[0]) if bool(gfs.converged[0]) else None,
         balanced_sharpness=plan.balanced_sharpness,  # computed once, by the plan
