@@ -137,3 +137,33 @@ def test_gd_swinging_past_the_edge_above_the_balanced_threshold_is_not_read_as_a
     assert max(map(len, lines)) <= 120
     # below the balanced minimum's sharpness 2/eta is not: no such line on the lab's run
     assert not any("not stable" in line for line in _block())
+
+
+def test_the_distances_to_both_flows_are_printed_beside_their_ratio():
+    """The ratio alone (0.69 at the end) said which flow GD's average is nearer, not how near: the
+    deviation from the central flow a paper quotes. experiment=eos's numbers, rounded."""
+    dists = {"dist_central_last": 0.08021, "dist_central_median": 0.08028, "dist_flow_last": 0.1164}
+    lines = _block(predictions=dists)
+    assert lines[8] == "      distance ratio central/flow 0.7151 (median), 0.6892 at the end"
+    assert lines[9] == (
+        "      ||avg - central|| 0.08028 (median), 0.08021 at the end, against ||avg - flow|| 0.1164 (norms in theta)"
+    )
+    assert len(lines) == 13 and max(map(len, lines)) <= 120
+    assert len(_block()) == 12  # a summary written before the distances: the line is left out
+
+
+def test_the_runner_takes_the_distances_over_the_averages_only():
+    import torch
+
+    from dlnlab.eos import DistanceComparison
+    from dlnlab.lab.runner._edge import _distances
+
+    nan = float("nan")
+    t = torch.arange(5.0, dtype=torch.float64)
+    central = torch.tensor([nan, 0.3, 0.5, 0.2, nan], dtype=torch.float64)  # NaN: no average at the ends
+    flow = torch.tensor([nan, 0.4, 0.6, 0.7, nan], dtype=torch.float64)
+    assert _distances(DistanceComparison(t, central, flow)) == {
+        "dist_central_last": 0.2, "dist_central_median": 0.3, "dist_flow_last": 0.7
+    }  # fmt: skip
+    empty = DistanceComparison(t, torch.full((5,), nan), torch.full((5,), nan))
+    assert set(_distances(empty).values()) == {None}

@@ -200,6 +200,7 @@ def _central_lines(p: dict) -> list[str]:
         "as built)",
         f"    GD's {p['window']}-step average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}{nearer}:",
         f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p['ratio_last'])} at the end",
+        *_distance_line(p),
         loss,
         variance,
     ]
@@ -210,6 +211,16 @@ def _central_lines(p: dict) -> list[str]:
             else '      a known gap of the central flow, not a fault ("What the central flow leaves out")'
         )
     return lines
+
+
+def _distance_line(p: dict) -> list[str]:
+    """The distances themselves, in theta's Euclidean norm (absent from summaries written before them)."""
+    if p.get("dist_central_last") is None:
+        return []
+    return [
+        f"      ||avg - central|| {fmt(p['dist_central_median'])} (median), {fmt(p['dist_central_last'])} at the end, "
+        f"against ||avg - flow|| {fmt(p['dist_flow_last'])} (norms in theta)"
+    ]
 
 
 def fmt_share(x: float | None) -> str:

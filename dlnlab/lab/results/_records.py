@@ -331,6 +331,9 @@ class PredictionEntry(Record):
         required=True,
     )
     central_entering: float | None = key("the same, transients included: S where Sigma switches on")
+    dist_central_last: float | None = key("||avg - central|| at the last average (Euclidean, in theta)")
+    dist_central_median: float | None = key("... median over the window")
+    dist_flow_last: float | None = key("||avg - flow|| at the last average")
     flows_reused: bool = key(
         "both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
         "every step is one of their times), not solved again"
