@@ -115,3 +115,55 @@ def test_a_central_flow_never_on_the_edge_is_the_gradient_flow_not_a_gap():
         "    GD's variance along u_1 / predicted = - (median)",
         "      GD against the gradient flow (no edge here), not a gap of the central flow",
     ]
+
+
+def test_gd_swinging_past_the_edge_above_the_balanced_threshold_is_not_read_as_at_the_edge():
+    """experiment=eos sgd.lrs=[0.32] (rounded): 2/eta = 6.25 is below the balanced minimum's 7.56, so no
+    global minimum is stable; GD ends in a period-2 cycle at 0.72 / 1.82 x 2/eta, loss 0.12. It read
+    "at_edge, as expected at this lr" and "S reaches 2/eta at t = 0 and stays", from its last step alone."""
+    lines = _block(
+        {"lr": 0.32, "threshold": 6.25, "t_edge": 0.0, "hover_share": 0.02, "median_ratio": 1.272,
+         "outcome": "above_edge", "final_sharpness": 11.39, "previous_sharpness": 4.494, "final_loss": 0.1166},
+    )  # fmt: skip
+    assert lines[1] == (
+        "  lr 0.32 (2/eta = 6.25): above_edge: S swings over 10 % past 2/eta at the end (a period-2 cycle), "
+        "loss not converged"
+    )
+    assert lines[2] == (
+        "    2/eta is below the balanced minimum's S = 7.559: not stable at this lr (whitened data: no global minimum is)"
+    )
+    assert lines[3].startswith("    S reaches 2/eta at t = 0, swings past it (no divergence): within 10 % of it 2 %")
+    assert lines[5].startswith("    S at the last two steps 4.494, 11.39 against the flow limit's 9.944")
+    assert max(map(len, lines)) <= 120
+    # below the balanced minimum's sharpness 2/eta is not: no such line on the lab's run
+    assert not any("not stable" in line for line in _block())
+
+
+def test_the_distances_to_both_flows_are_printed_beside_their_ratio():
+    """The ratio alone (0.69 at the end) said which flow GD's average is nearer, not how near: the
+    deviation from the central flow a paper quotes. experiment=eos's numbers, rounded."""
+    dists = {"dist_central_last": 0.08021, "dist_central_median": 0.08028, "dist_flow_last": 0.1164}
+    lines = _block(predictions=dists)
+    assert lines[8] == "      distance ratio central/flow 0.7151 (median), 0.6892 at the end"
+    assert lines[9] == (
+        "      ||avg - central|| 0.08028 (median), 0.08021 at the end, against ||avg - flow|| 0.1164 (norms in theta)"
+    )
+    assert len(lines) == 13 and max(map(len, lines)) <= 120
+    assert len(_block()) == 12  # a summary written before the distances: the line is left out
+
+
+def test_the_runner_takes_the_distances_over_the_averages_only():
+    import torch
+
+    from dlnlab.eos import DistanceComparison
+    from dlnlab.lab.runner._edge import _distances
+
+    nan = float("nan")
+    t = torch.arange(5.0, dtype=torch.float64)
+    central = torch.tensor([nan, 0.3, 0.5, 0.2, nan], dtype=torch.float64)  # NaN: no average at the ends
+    flow = torch.tensor([nan, 0.4, 0.6, 0.7, nan], dtype=torch.float64)
+    assert _distances(DistanceComparison(t, central, flow)) == {
+        "dist_central_last": 0.2, "dist_central_median": 0.3, "dist_flow_last": 0.7
+    }  # fmt: skip
+    empty = DistanceComparison(t, torch.full((5,), nan), torch.full((5,), nan))
+    assert set(_distances(empty).values()) == {None}

@@ -78,7 +78,9 @@ def test_edge_diagnostics_on_synthetic_series():
     assert d.threshold == 8.0 and d.t_edge == float(t[20])
     assert d.hover_share == 70 / 80
     # the median over consecutive pairs: 69 pairs of 8.3 and 7.7, one of 7.7 and 9.2, 9 of 9.2
-    assert d.outcome == Outcome.AT_EDGE and d.median_ratio == pytest.approx(1.0, rel=1e-12)
+    assert d.median_ratio == pytest.approx(1.0, rel=1e-12)
+    assert d.outcome == Outcome.ABOVE_EDGE  # it ends at 9.2 = 1.15 x 2/eta, out of the band (read at_edge once)
+    assert edge_diagnostics(t[:-10], s[:-10], loss[:-10], lr).outcome == Outcome.AT_EDGE
     assert edge_diagnostics(t, s, loss, lr, diverged=True).outcome == Outcome.DIVERGED
     calm = torch.full((100,), 6.0, dtype=F64)
     d = edge_diagnostics(t, calm, torch.full((100,), 1e-12, dtype=F64), lr)
@@ -172,3 +174,22 @@ def test_edge_report_glues_the_pieces_at_gds_step_times():
     assert rep.sharpness.gd_final == pytest.approx(float(rep.gd_spectrum.sharpness[-1]))
     assert rep.sharpness.flow_limit == pytest.approx(8.685, abs=1e-3) and bool(rep.gfs.converged.all())
     assert float(rep.central.sharpness.max()) <= rep.threshold * (1 + 1e-7)
+
+
+# GD's last sharpnesses / (2/eta) on three runs of experiment=eos (t_max = 40): lr 0.2163 hovers
+# (0.982, 1.013), lr 0.27 and 0.32 (2/eta below the balanced minimum's S = 7.56) end in a period-2 cycle
+# whose phases lie far outside the band (0.765, 1.257 and 0.719, 1.823). The outcome was read from the
+# last point alone: at_edge or below_edge by the parity of the step count, and at_edge for any S above
+# 0.9 x 2/eta (1.823 x 2/eta read "at_edge, as expected at this lr").
+@pytest.mark.parametrize(
+    "phases, outcome",
+    [((0.982, 1.013), Outcome.AT_EDGE), ((0.765, 1.257), Outcome.ABOVE_EDGE), ((0.719, 1.823), Outcome.ABOVE_EDGE),
+     ((0.5, 0.6), Outcome.BELOW_EDGE), ((0.85, 0.95), Outcome.AT_EDGE)],
+)  # fmt: skip
+@pytest.mark.parametrize("n", [40, 41])
+def test_the_outcome_reads_both_phases_of_the_last_steps_whatever_their_parity(phases, outcome, n):
+    lr, k = 0.25, torch.arange(n, dtype=F64)
+    s = 8.0 * torch.where(k % 2 == 0, phases[0], phases[1])
+    d = edge_diagnostics(k * lr, s, torch.full((n,), 1e-3, dtype=F64), lr)
+    assert d.outcome == outcome
+    assert d.final_sharpness == float(s[-1]) and d.previous_sharpness == float(s[-2])

@@ -7,7 +7,8 @@ S_k = lambda_max(H(theta_k)) and the top eigenvector u_k (``dlnlab.eos.sharpness
   trapezoid weights [1/2, 1, ..., 1, 1/2] / window on the window + 1 steps k - window/2 .. k + window/2.
   These weights cancel a period-2 oscillation (-1)^k exactly and keep a linear drift, so the
   average at step k compares with a flow at t_k itself; steps within window/2 of either end get NaN.
-* Edge: S reaches 2/eta; "hovering" means |S - 2/eta| <= band x 2/eta (band 0.1).
+* Edge: S reaches 2/eta; "hovering" means |S - 2/eta| <= band x 2/eta (band 0.1). The outcome reads
+  the last two points, both phases of a period-2 oscillation: the higher one decides where GD ends.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ HOVER_BAND = 0.1
 
 class Outcome(str, Enum):
     CONVERGED = "converged_below_edge"  # L - L_floor <= loss_tol with S < 2/eta at the end
-    AT_EDGE = "at_edge"  # at t_max, S >= (1 - band) 2/eta and not converged
-    BELOW_EDGE = "below_edge"  # at t_max, below the band and not converged (e.g. on a plateau)
+    AT_EDGE = "at_edge"  # at t_max, the higher of the last two S within band of 2/eta, not converged
+    ABOVE_EDGE = "above_edge"  # ... above the band: GD swings past the edge (a period-2 cycle), not converged
+    BELOW_EDGE = "below_edge"  # ... below the band, not converged (e.g. on a plateau)
     DIVERGED = "diverged"  # the run diverged or its loss is not finite
 
     def __str__(self) -> str:
@@ -64,7 +66,8 @@ class EdgeDiagnostics:
     """One GD series against its edge 2/eta. t_edge: the first recorded time with S >= 2/eta (None:
     never); hover_share: the share of the points from t_edge on with |S - 2/eta| <= band 2/eta;
     median_ratio: the median of S / (2/eta) from t_edge on, each point averaged with the next (the
-    period-2 oscillation's two phases together; the points must be an odd number of steps apart)."""
+    period-2 oscillation's two phases together; the points must be an odd number of steps apart);
+    final_sharpness and previous_sharpness: S at the last point and the one before (None: one point)."""
 
     lr: float
     threshold: float
@@ -75,6 +78,7 @@ class EdgeDiagnostics:
     final_sharpness: float
     final_loss: float
     outcome: Outcome
+    previous_sharpness: float | None = None
 
 
 def edge_diagnostics(
@@ -106,15 +110,22 @@ def edge_diagnostics(
         pairs = (after[:-1] + after[1:]) / 2 if after.numel() > 1 else after
         median = float(torch.quantile(pairs, 0.5)) / thr
     s_end, l_end = float(sharpness[-1]), float(loss[-1])
+    s_prev = float(sharpness[-2]) if sharpness.numel() > 1 else None
+    # the higher of the last two points: on the edge S alternates step to step, and the last point alone
+    # is one phase or the other by the parity of the step count (a cycle at 0.77 / 1.26 x 2/eta read
+    # below_edge or at_edge by it); a phase more than band above 2/eta is GD swinging past the edge
+    s_top = s_end if s_prev is None or not math.isfinite(s_prev) else max(s_end, s_prev)
     if diverged or not (math.isfinite(l_end) and math.isfinite(s_end)):
         outcome = Outcome.DIVERGED
     elif l_end - loss_floor <= loss_tol and s_end < thr:
         outcome = Outcome.CONVERGED
-    elif s_end >= (1 - band) * thr:
+    elif s_top > (1 + band) * thr:
+        outcome = Outcome.ABOVE_EDGE
+    elif s_top >= (1 - band) * thr:
         outcome = Outcome.AT_EDGE
     else:
         outcome = Outcome.BELOW_EDGE
-    return EdgeDiagnostics(lr, thr, band, t_edge, share, median, s_end, l_end, outcome)
+    return EdgeDiagnostics(lr, thr, band, t_edge, share, median, s_end, l_end, outcome, s_prev)
 
 
 def _check_window(window: int, n: int) -> int:

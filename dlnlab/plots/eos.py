@@ -5,8 +5,9 @@ docs/eos.png): from the files of its ``edge_lr_<lr>`` series (GD at every step t
 (a) the sharpness against t: GD at every step, its central flow and the gradient flow, and each
     learning rate's 2/eta as a dashed line;
 (b) the losses: GD's, GD's window average, the central flow's predicted time-averaged loss
-    L + 1/2 <Sigma, H> and the gradient flow's;
-(c) GD's window average's distance to the central flow over its distance to the gradient flow.
+    L + 1/2 <Sigma, H> and the gradient flow's (without a central flow: GD's and the flow's);
+(c) GD's window average's distance to the central flow over its distance to the gradient flow
+    (without a central flow: a note saying so).
 """
 
 from __future__ import annotations
@@ -57,13 +58,20 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
         if "avg_loss" in e:
             _losses(ax_l, e, color, name, first=i == 0)
             ax_d.plot(e["t"], e["dist_avg_central"] / e["dist_avg_flow"], color=color, lw=1, label=name)
+        else:  # sgd.edge without flow.central: GD's own loss, at every step of its window or at its points
+            t, loss = (e["t"], e["loss"]) if "t" in e else (e["run_t"], e["run_loss"])
+            ax_l.plot(t, loss, color=color, lw=0.6, label=f"GD, {name}")
+    central = any("avg_loss" in e for e in edges.values())
+    if not central and "loss" in flow:
+        ok = np.isfinite(flow["loss"])
+        ax_l.plot(flow["t"][ok], flow["loss"][ok], color="k", lw=0.8, ls=":", label="gradient flow")
     ax_s.set_xlabel("t")
     ax_s.set_ylabel("top Hessian eigenvalue S")
     ax_s.set_title("(a) sharpness; dashed: 2/$\\eta$", fontsize=9)
     ax_s.legend(fontsize=6)
     ax_l.set_yscale("log")
     ax_l.set_xlabel("t")
-    ax_l.set_title("(b) losses (GD's average over 8 steps)", fontsize=9)
+    ax_l.set_title("(b) losses (GD's average over 8 steps)" if central else "(b) losses", fontsize=9)
     ax_l.legend(fontsize=6)
     ax_d.axhline(1.0, color="k", lw=0.6)
     ax_d.set_xlabel("t")
@@ -71,6 +79,9 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
     ax_d.set_title("(c) GD's average: nearer the central flow below 1", fontsize=9)
     if ax_d.lines[1:]:
         ax_d.legend(fontsize=6)
+    if not central:  # the panel needs the central flow: say so rather than leave it blank
+        ax_d.text(0.5, 0.5, "no central flow in this run\n(flow.central=true draws it)", ha="center",
+                  va="center", transform=ax_d.transAxes, fontsize=8)  # fmt: skip
     return fig
 
 

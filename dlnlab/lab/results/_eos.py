@@ -111,6 +111,8 @@ def _verdict(d: dict) -> str:
         return f"{outcome}, as expected at this lr (2/eta is below the flow limit's S = {fmt(limit)})"
     meaning = {
         Outcome.AT_EDGE: f"S ends within {100 * d['band']:g} % of 2/eta, on the edge of stability",
+        Outcome.ABOVE_EDGE: f"S swings over {100 * d['band']:g} % past 2/eta at the end (a period-2 cycle), "
+        "loss not converged",
         Outcome.CONVERGED: "GD converged, at a minimum flatter than 2/eta",
         Outcome.BELOW_EDGE: "S ends below 2/eta, the loss not converged (a plateau, or too short a run)",
         Outcome.DIVERGED: "GD's loss left every bound at this lr",
@@ -131,6 +133,7 @@ def _gd_lines(d: dict) -> list[str]:
         # that touched 2/eta, then converged flatter, read "and stays" under its verdict "converged")
         stays = {
             Outcome.AT_EDGE: " and stays (no divergence)",
+            Outcome.ABOVE_EDGE: ", swings past it (no divergence)",
             Outcome.CONVERGED: ", then ends below it (no divergence)",
             Outcome.BELOW_EDGE: ", then ends below it (no divergence)",
         }.get(Outcome(d["outcome"]), "")
@@ -142,11 +145,27 @@ def _gd_lines(d: dict) -> list[str]:
         ]
     if d.get("spectrum_unconverged"):
         crossing[0] += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
+    previous = d.get("previous_sharpness")  # absent from summaries written before it
+    end = (
+        f"S at the end {fmt(d['final_sharpness'])}"
+        if previous is None
+        else f"S at the last two steps {fmt(previous)}, {fmt(d['final_sharpness'])}"
+    )
+    balanced = d["balanced_sharpness"]
+    # above 2/S_bal no minimum near the balanced one is stable for GD (for whitened data none at all is):
+    # GD cannot converge, whatever the outcome says about where its sharpness ended
+    unstable = (
+        [f"    2/eta is below the balanced minimum's S = {balanced:.4g}: not stable at this lr "
+         "(whitened data: no global minimum is)"]
+        if balanced is not None and d["threshold"] < balanced and d["outcome"] != Outcome.CONVERGED
+        else []
+    )  # fmt: skip
     return [
         f"  lr {d['lr']:g} (2/eta = {d['threshold']:.5g}): {_verdict(d)}",
+        *unstable,
         *crossing,
-        f"    S at the end {fmt(d['final_sharpness'])} against the flow limit's "
-        f"{fmt(d['flow_limit_sharpness'])} and the balanced minimum's {d['balanced_sharpness']:.4g}",
+        f"    {end} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the balanced minimum's "
+        f"{balanced:.4g}",
         f"    GFS sharpness {gfs}",
     ]
 
@@ -181,6 +200,7 @@ def _central_lines(p: dict) -> list[str]:
         "as built)",
         f"    GD's {p['window']}-step average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}{nearer}:",
         f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p['ratio_last'])} at the end",
+        *_distance_line(p),
         loss,
         variance,
     ]
@@ -191,6 +211,16 @@ def _central_lines(p: dict) -> list[str]:
             else '      a known gap of the central flow, not a fault ("What the central flow leaves out")'
         )
     return lines
+
+
+def _distance_line(p: dict) -> list[str]:
+    """The distances themselves, in theta's Euclidean norm (absent from summaries written before them)."""
+    if p.get("dist_central_last") is None:
+        return []
+    return [
+        f"      ||avg - central|| {fmt(p['dist_central_median'])} (median), {fmt(p['dist_central_last'])} at the end, "
+        f"against ||avg - flow|| {fmt(p['dist_flow_last'])} (norms in theta)"
+    ]
 
 
 def fmt_share(x: float | None) -> str:

@@ -277,7 +277,11 @@ class EdgeEntry(Record):
         "the period-2 amplitude along u_1 after t_edge: median", required=True
     )
     amplitude_max: float | None = key("... and largest (over the window)", required=True)
-    outcome: str = key("converged_below_edge, at_edge, below_edge or diverged", required=True)
+    outcome: str = key(
+        "converged_below_edge, at_edge, above_edge, below_edge or diverged (the higher of S's last two steps "
+        "within, above or below the band)",
+        required=True,
+    )
     final_sharpness: float | None = key("GD's S at its last step", required=True)
     final_loss: float | None = key("GD's L at its last step", required=True)
     flow_limit_sharpness: float | None = key(
@@ -298,6 +302,9 @@ class EdgeEntry(Record):
     spectrum_method: str = key("dense or lobpcg", required=True)
     gfs_converged: list[bool] = key("whether each GFS flow converged by t = 1000 (else S where it stood)")
     spectrum_unconverged: int = key("GD's spectra whose LOBPCG did not converge (0 when dense)")
+    previous_sharpness: float | None = key(
+        "GD's S at the point before its last (with final_sharpness: both phases of the period-2 oscillation)"
+    )
 
 
 @dataclass
@@ -324,6 +331,9 @@ class PredictionEntry(Record):
         required=True,
     )
     central_entering: float | None = key("the same, transients included: S where Sigma switches on")
+    dist_central_last: float | None = key("||avg - central|| at the last average (Euclidean, in theta)")
+    dist_central_median: float | None = key("... median over the window")
+    dist_flow_last: float | None = key("||avg - flow|| at the last average")
     flows_reused: bool = key(
         "both flows at GD's step times taken from the cflow_lr and flow series (lr >= log.dt: "
         "every step is one of their times), not solved again"

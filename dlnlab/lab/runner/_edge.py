@@ -161,6 +161,7 @@ def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
         amplitude_median=_median(after) if after is not None and len(after) else None,
         amplitude_max=float(after.max()) if after is not None and len(after) else None,
         outcome=str(diag.outcome), final_sharpness=_finite(diag.final_sharpness),
+        previous_sharpness=None if diag.previous_sharpness is None else _finite(diag.previous_sharpness),
         final_loss=_finite(diag.final_loss),
         flow_limit_sharpness=float(gfs.sharpness[0]) if bool(gfs.converged[0]) else None,
         balanced_sharpness=plan.balanced_sharpness,  # computed once, by the plan
@@ -273,8 +274,18 @@ def _predictions(ctx: SeriesContext, task: SeriesTask, window, arrays: dict) -> 
         variance_ratio_median=_median(measured[var_ok] / pred_var[var_ok]) if var_ok.any() else None,
         central_pinned=float(gap[pinned].max()) if pinned.any() else None,
         central_entering=float(gap[on].max()) if on.any() else None,
-        flows_reused=reused,
+        flows_reused=reused, **_distances(dist),
     )  # fmt: skip
+
+
+def _distances(dist) -> dict:
+    """GD's average's own distances to both flows (the ratio alone hides how far it is from either)."""
+    ok = torch.isfinite(dist.to_central) & torch.isfinite(dist.to_flow)
+    if not ok.any():
+        return {"dist_central_last": None, "dist_central_median": None, "dist_flow_last": None}
+    central, flow = dist.to_central[ok], dist.to_flow[ok]
+    return {"dist_central_last": float(central[-1]), "dist_central_median": _median(central),
+            "dist_flow_last": float(flow[-1])}  # fmt: skip
 
 
 def _log_edge(ctx: SeriesContext, lr: float, arrays: dict, entry: dict) -> None:
