@@ -179,17 +179,23 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     assert {
-        "central/log10_sharpness",
+        "central/sharpness_over_edge",
         "central/log10_predicted_loss",
-        "edge/log10_sharpness",
+        "edge/sharpness_over_edge",
         "edge/dist_ratio",
         "curvature/log10_eig_2",
         "curvature/log10_eig_3",
         "hp/edge_t_edge",
         "hp/edge_hover_share",
     } <= scalars
-    sharp = acc.Scalars("edge/log10_sharpness")
+    sharp = acc.Scalars("edge/sharpness_over_edge")
     assert len(sharp) == round(T_MAX / EDGE_LR) + 1  # every step, under log.tb_max_points
+    top = _npz(out, f"edge_lr_{EDGE_LR!r}")["top_eigs"][:, 0]  # S eta / 2, linear: 1 is the edge
+    np.testing.assert_allclose([e.value for e in sharp], top * EDGE_LR / 2, rtol=1e-6)  # float32 events
+    central = _npz(out, f"cflow_lr_{EDGE_LR!r}")
+    ratio = acc.Scalars("central/sharpness_over_edge")
+    np.testing.assert_allclose(ratio[-1].value, central["central_sharpness"][-1] * EDGE_LR / 2, rtol=1e-6)
+    assert abs(ratio[-1].value - 1) < 1e-3  # pinned at the edge by t = 3
     assert any("edge of stability" in tag for tag in acc.Tags()["tensors"])  # the Text tab
 
 

@@ -335,9 +335,10 @@ def tensorboard_layout(run: RunCharts) -> dict:
                 "the next top Hessian eigenvalues lambda_2, ..., signed (< 0: not in the log10 chart), and their ranges as lines"
             ] = _chart("curvature/eig_[0-9]+", "curvature/eig_[0-9]+_min", "curvature/eig_[0-9]+_max")
     if run.central:
-        main[
-            "edge of stability: log10 sharpness of GD (every step through the crossing), of its central flow, and 2/eta"
-        ] = _chart("edge/log10_sharpness", "central/log10_sharpness", "curvature/log10_two_over_lr")
+        main[  # linear, on the edge's own scale: in log10 the 2/eta line hid under GD's zigzag (0.96..0.97)
+            "edge of stability: sharpness over 2/eta (1 = the edge) of GD, every step through the crossing, "
+            "and of its central flow"
+        ] = _chart("edge/sharpness_over_edge", "central/sharpness_over_edge")
         main[
             "edge of stability: log10 loss of GD, its window average, the central flow's prediction, the flow"
         ] = _chart(

@@ -174,7 +174,7 @@ def _log_central(ctx: SeriesContext, task: SeriesTask, arrays: dict) -> None:
     rows = []
     for i, m in enumerate(arrays["grid_index"].tolist()):
         row = {
-            "central/log10_sharpness": _log10(arrays["central_sharpness"][i]),
+            "central/sharpness_over_edge": float(arrays["central_sharpness"][i]) * (task.lr / 2),
             "central/log10_loss": _log10(arrays["loss"][i]),
             "central/log10_predicted_loss": _log10(arrays["predicted_loss"][i]),
             "central/sigma_trace": float(arrays["sigma_trace"][i]),

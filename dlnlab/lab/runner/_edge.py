@@ -300,7 +300,7 @@ def _log_edge(ctx: SeriesContext, lr: float, arrays: dict, entry: dict) -> None:
         logger.save()
         return
     dt, tags = ctx.plan.cfg.log.dt, ctx.tags(gd_name, lr)
-    columns = {"edge/log10_sharpness": log10_positive(arrays["top_eigs"][:, 0]),
+    columns = {"edge/sharpness_over_edge": arrays["top_eigs"][:, 0] * (lr / 2),
                "edge/log10_loss": log10_positive(arrays["loss"])}  # fmt: skip
     if "avg_loss" in arrays:
         columns.update({
