@@ -128,7 +128,13 @@ def test_two_resumes_at_once_the_second_is_refused(tmp_path):
     deadline = time.monotonic() + 60
     while lock_holder(out) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = _cli([f"resume={out}"], tmp_path)
+    # held still while the second starts (a CLI start took long enough on a loaded machine for the first
+    # to finish its series: "finished; nothing to resume"); a stopped process still holds the lock
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = _cli([f"resume={out}"], tmp_path)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
     assert f"is in use by process {first.pid} " in second.stderr
     _, err = first.communicate(timeout=300)
