@@ -45,3 +45,27 @@ def test_a_folder_of_runs_is_refused_naming_the_runs_in_it(tiny_run, tmp_path):
         FileNotFoundError, match=r"not a run directory; it holds run directories, load each: 0_seed=0$"
     ):
         load_run(tmp_path)
+
+
+def test_a_damaged_npz_is_named_by_read_npz_and_warned_of_at_the_callers_line(tiny_run, tmp_path):
+    """read_npz (the reader of the series load_run leaves out) raised numpy's and zipfile's errors,
+    which name no file (``BadZipFile: File is not a zip file``); load_run's warning pointed into
+    dlnlab's own reader instead of the line that called it."""
+    from dlnlab.errors import FileWarning
+    from dlnlab.rundir import read_npz
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cut = run_dir / "series" / "sgd_lr_0.04.npz"
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"sgd_lr_0\.04\.npz: not an \.npz archive"):
+        read_npz(cut)
+    whole = (tiny_run / "series" / "flow.npz").read_bytes()
+    bad_member = tmp_path / "flow.npz"  # the zip's directory intact, a member's bytes not
+    bad_member.write_bytes(whole[:100] + bytes(200) + whole[300:])
+    with pytest.raises(ValueError, match=r"flow\.npz: not a readable \.npz archive \("):
+        read_npz(bad_member)
+    assert read_npz(run_dir / "series" / "nothing.npz") is None
+    with pytest.warns(FileWarning, match=r"sgd_lr_0\.04\.npz: not an \.npz archive") as caught:
+        assert load_run(run_dir).series["sgd_lr_0.04"].n == 0
+    assert {w.filename for w in caught} == {__file__}

@@ -54,12 +54,19 @@ def read_overrides(run_dir: str | Path) -> list[str]:
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:
-    """All arrays of an npz (None when it is missing)."""
+    """All arrays of an npz (None when it is missing). A file that is not a readable .npz archive (cut
+    short, damaged, another kind of file) raises ValueError naming it; numpy's own errors did not
+    (``BadZipFile: File is not a zip file``, or for other bytes a suggestion to unpickle them)."""
     path = Path(path)
     if not path.is_file():
         return None
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (damaged, or not a file dlnlab wrote)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as err:  # noqa: BLE001 - a cut zip, a bad member header: all unreadable
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
 
 
 def read_summary(run_dir: str | Path) -> dict | None:
@@ -229,15 +236,12 @@ class RunData:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not zipfile.is_zipfile(path):  # numpy would call any other bytes a pickle and suggest unpickling it
-        warnings.warn(f"cannot read {path}: not an .npz archive (damaged, or not a file dlnlab wrote)", FileWarning,
-                      stacklevel=2)  # fmt: skip
-        return {}
+    """load_run's: a damaged file is a warning (at the caller of load_run) and no arrays, so that it
+    does not stop the other series or figures."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as err:  # noqa: BLE001 - a damaged file must not stop the other figures
-        warnings.warn(f"cannot read {path}: {type(err).__name__}: {err}", FileWarning, stacklevel=2)
+        return read_npz(path) or {}
+    except ValueError as err:
+        warnings.warn(f"cannot read {err}", FileWarning, stacklevel=3)
         return {}
 
 
