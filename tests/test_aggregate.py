@@ -67,3 +67,22 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
     with pytest.raises(ValueError, match=r"overrides.yaml: cannot read the run's overrides \(not a list: dict\)$"):
         read_overrides(tmp_path)
     assert read_overrides(tmp_path / "none") == []
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, tmp_path, monkeypatch):
+    """``collect("outputs/multirun/...")`` from a notebook: the str was iterated as a list of roots, one
+    character each (an absolute path walked ``/``, the whole disk; a relative one found nothing). A
+    str or a Path is one root; a root that is not a directory is refused naming ``roots``."""
+    from dlnlab.errors import ArgumentError
+    from dlnlab.lab.results._aggregate import run_dirs
+
+    (tmp_path / "ab").symlink_to(tiny_run)
+    monkeypatch.chdir(tmp_path)
+    for roots in ("ab", tmp_path / "ab", ["ab"]):
+        settings, skipped = collect(roots)
+        assert [st.runs for st in settings.values()] == [[str(tiny_run.resolve())]] and skipped == []
+    assert run_dirs("ab") == [tiny_run.resolve()]
+    for bad, said in (("nowhere", "nowhere is not a directory"), (3, "expected a directory")):
+        with pytest.raises(ArgumentError, match=f"^roots: {said}"):
+            collect(bad)

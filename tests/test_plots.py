@@ -108,6 +108,18 @@ def test_run_writes_every_figure(tiny_run):
         _check_png(tiny_run / "figures" / f"{name}.png")
 
 
+def test_figures_asked_for_by_name_are_those_or_a_refusal_naming_names(tiny_run):
+    """``names`` from a notebook: a mistyped name gave {} silently, and a str was matched as a
+    substring (``names="ensemble_loss"`` drew ``loss`` too). A figure of the lab this run has no data
+    for (the ensemble's, of a single run) is left out."""
+    from dlnlab.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="^names: no figure 'los'; the figures: loss, sharpness"):
+        build_run_figures(tiny_run, names=["los"])
+    assert list(build_run_figures(tiny_run, names="ensemble_loss")) == []
+    assert list(build_run_figures(str(tiny_run), names=("loss",))) == ["loss"]
+
+
 @pytest.mark.lab
 def test_every_figure_builds_strictly_with_consistent_series_colours(tiny_run):
     figs = build_run_figures(tiny_run, strict=True)

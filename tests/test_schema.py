@@ -96,6 +96,28 @@ def test_typed_config_of_a_plain_dict_fills_the_schema_defaults():
     assert typed_config({"model": {"dims": [3, 2]}, "init": {"kind": "gaussian"}}).data.kind.name == "teacher"
 
 
+@pytest.mark.parametrize(
+    "plain, key",
+    [
+        ({"experiment": "tiny"}, "experiment"),  # the lab's docstring showed this; it was an unknown key
+        ({"model": "tiny"}, "model"),  # was a bare ValueError from dict("tiny")
+        ({"model": [4, 3, 3, 2]}, "model"),  # was a TypeError
+        ({"sgd": "minibatch"}, "sgd"),  # was "Merge error: str is not a subclass of SGDConfig", no key
+        ({"init": "orthogonal"}, "init"),
+    ],
+)
+def test_a_plain_dict_given_a_command_line_option_is_refused_naming_the_group(plain, key):
+    """A plain dict has no conf/ files to read ``model=tiny`` or ``experiment=tiny`` from: one line
+    naming the group, saying a dict takes the group's keys and Hydra's compose takes the options."""
+    from dlnlab.lab.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        typed_config(plain)
+    line = str(err.value)
+    assert line.startswith(f"{key}: ") and "\n" not in line
+    assert "command-line option" in line and "compose" in line
+
+
 # ---- numbers the rules rely on -------------------------------------------------------------------
 @pytest.mark.parametrize("method", sorted(FIXED_STEP_STABILITY))
 def test_fixed_step_stability_bounds(method):

@@ -6,7 +6,11 @@ Its stages are sub-packages (docs/architecture.md): ``config`` (the schema, the 
 are exported here and imported on first use (``import dlnlab.lab`` itself is cheap)::
 
     from dlnlab.lab import run, resume, ConfigError
-    result = run({"experiment": ...}, output_dir="/tmp/run")  # a RunResult: result.summary is typed
+    cfg = {"model": {"dims": [4, 3, 3, 2]}, "data": {"singular_values": [2.0, 1.0]}, "flow": {"t_max": 4.0}}
+    result = run(cfg, output_dir="/tmp/run")  # a RunResult: result.summary is typed
+
+A plain dict gives each group's keys (docs/config.md); the command line's options (``experiment=tiny``,
+``sgd=minibatch``) are files of conf/, which Hydra's compose API reads (docs/api.md).
 """
 
 from dlnlab._lazy import lazy_exports

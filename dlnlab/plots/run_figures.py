@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dlnlab.errors import AnalysisWarning
+from dlnlab.errors import AnalysisWarning, ArgumentError
 from dlnlab.plots._common import (
     Markers,
     bounded,
@@ -255,16 +255,36 @@ def _ensemble_note(name: str, size: int) -> str:
     return f"the mean of {size} members" if name == "convergence_order" else f"member 0 of {size}"
 
 
+def _known_names(names: str | Collection[str] | None) -> list[str] | None:
+    """``names`` as a list, each a figure of the lab: a name mistyped gave an empty result, silently,
+    and a str was matched as a substring (``"loss"`` drew ``ensemble_loss`` too)."""
+    from dlnlab.plots.ensemble import ENSEMBLE_FIGURES
+
+    if names is None:
+        return None
+    names = [names] if isinstance(names, str) else list(names)
+    known = [*FIGURES, *ENSEMBLE_FIGURES]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ArgumentError("names", f"no figure {', '.join(map(repr, unknown))}; the figures: {', '.join(known)}")
+    return names
+
+
 def build_run_figures(
-    run: RunData | str | Path, strict: bool = False, names: Collection[str] | None = None
+    run: RunData | str | Path, strict: bool = False, names: str | Collection[str] | None = None
 ) -> dict[str, Figure]:
     """{name: Figure} for every figure of :data:`FIGURES` (and, for an ensemble, of
     :data:`dlnlab.plots.ensemble.ENSEMBLE_FIGURES`; the single-run figures then draw member 0), or only
     those in ``names``.
 
+    ``names``: a figure's name or several, each one of those two tables (refused otherwise, naming
+    ``names``); one this run has no data for (``sharpness`` without ``log.analysis_points``, the
+    ensemble's figures of a single run) is left out of the result.
+
     A figure that fails is replaced by a placeholder that names the error (a warning goes to stderr)
     unless ``strict``, which re-raises.
     """
+    names = _known_names(names)
     if not isinstance(run, RunData):
         run = load_run(run)
     out = {}

@@ -54,12 +54,19 @@ def read_overrides(run_dir: str | Path) -> list[str]:
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray] | None:
-    """All arrays of an npz (None when it is missing)."""
+    """All arrays of an npz (None when it is missing). A file that is not a readable .npz archive (cut
+    short, damaged, another kind of file) raises ValueError naming it; numpy's own errors did not
+    (``BadZipFile: File is not a zip file``, or for other bytes a suggestion to unpickle them)."""
     path = Path(path)
     if not path.is_file():
         return None
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (damaged, or not a file dlnlab wrote)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as err:  # noqa: BLE001 - a cut zip, a bad member header: all unreadable
+        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from err
 
 
 def read_summary(run_dir: str | Path) -> dict | None:
@@ -93,17 +100,24 @@ _ROW_KEYS = (
 STATUS_NOTE = {status: f" ({status.value.replace('_', ' ')})" for status in Status} | {Status.OK: ""}
 
 
-@dataclass
+@dataclass(repr=False)
 class Series:
-    """One series of a run: its arrays (rows cut to a common length) and its summary entry. An
-    ensemble's series: ``arrays`` are member 0's (what the single-run figures draw) and ``members``
-    holds every member's, member axis first (E, T, ...)."""
+    """One series of a run, the flow or (S)GD at one learning rate: its arrays (``series/<name>.npz``,
+    rows cut to a common length: ``t`` (T,), ``loss`` (T,), ``theta`` (T, p), ...; docs/results.md) and its
+    summary entry (summary.json's ``series.<name>``, a dict). An ensemble's series: ``arrays`` are member
+    0's (what the single-run figures draw) and ``members`` holds every member's, member axis first
+    (E, T, ...)."""
 
     name: str
     lr: float | None
     arrays: dict[str, np.ndarray]
     entry: dict = field(default_factory=dict)
     members: dict[str, np.ndarray] | None = None
+
+    def __repr__(self) -> str:  # the dataclass's printed every array in full: pages in a notebook
+        size = f", {members_of(self.members)} members" if self.members is not None else ""
+        status = getattr(self.status, "value", self.status)
+        return f"Series({self.name!r}, lr={self.lr}, status={status}, {self.n} points{size}, arrays: {', '.join(self.arrays)})"
 
     @property
     def is_flow(self) -> bool:
@@ -149,14 +163,27 @@ class Series:
         return float(t[-1]) if len(t) else None
 
 
-@dataclass
+@dataclass(repr=False)
 class RunData:
-    """The files of one run directory, read once."""
+    """The files of one run directory, read once: ``problem`` (problem.npz's arrays), ``summary``
+    (summary.json as a dict; typed: ``dlnlab.lab.Summary.from_dict(run.summary)``) and ``series``, the
+    flow and the (S)GD series (``sgd_lr_<lr>``) by name, flow first, then the largest learning rate
+    first. The run's other series (GD's modified and central flows, the SME ensembles, the edge
+    series) are not read into ``series``: ``other_series`` names them, their files are
+    ``read_npz(run.run_dir / "series" / f"{name}.npz")`` and their entries ``summary["series"][name]``."""
 
     run_dir: Path
     problem: dict[str, np.ndarray]
     summary: dict
     series: dict[str, Series]
+    other_series: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # the dataclass's printed problem.npz and summary.json in full
+        series = ", ".join(
+            f"{s.name} ({s.n} points, {getattr(s.status, 'value', s.status)})" for s in self.series.values()
+        )
+        other = f"; other series: {', '.join(self.other_series)}" if self.other_series else ""
+        return f"RunData({str(self.run_dir)!r}, status={self.summary.get('status')}, series: {series}{other})"
 
     @property
     def flow(self) -> Series | None:
@@ -209,15 +236,12 @@ class RunData:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not zipfile.is_zipfile(path):  # numpy would call any other bytes a pickle and suggest unpickling it
-        warnings.warn(f"cannot read {path}: not an .npz archive (damaged, or not a file dlnlab wrote)", FileWarning,
-                      stacklevel=2)  # fmt: skip
-        return {}
+    """load_run's: a damaged file is a warning (at the caller of load_run) and no arrays, so that it
+    does not stop the other series or figures."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as err:  # noqa: BLE001 - a damaged file must not stop the other figures
-        warnings.warn(f"cannot read {path}: {type(err).__name__}: {err}", FileWarning, stacklevel=2)
+        return read_npz(path) or {}
+    except ValueError as err:
+        warnings.warn(f"cannot read {err}", FileWarning, stacklevel=3)
         return {}
 
 
@@ -235,8 +259,20 @@ def _cut_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _below(folder: Path) -> str:
+    """Where the runs are when ``folder`` holds them (a sweep's jobs, a folder of runs): their names."""
+    runs = sorted(p.parent.name for p in folder.glob("*/summary.json"))
+    if not runs:
+        return ""
+    shown = ", ".join(runs[:3]) + (f", ... ({len(runs)} in all)" if len(runs) > 3 else "")
+    return f"; it holds run directories, load each: {shown}"
+
+
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory (problem.npz, series/*.npz, summary.json); missing files give empty parts."""
+    """Read a run directory (problem.npz, summary.json, and the files and entries of the flow and the
+    (S)GD series; the other series' names in ``other_series``); missing or damaged files give empty
+    parts, with a :class:`~dlnlab.errors.FileWarning` for a damaged one. ``run_dir``: a str or a Path.
+    Raises FileNotFoundError for a directory that is no run's (a sweep's names its jobs' directories)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"not a run directory: {run_dir}")
@@ -250,19 +286,23 @@ def load_run(run_dir: str | Path) -> RunData:
     entries = summary.get("series") or {}
     names = {p.stem for p in (run_dir / "series").glob("*.npz")} if (run_dir / "series").is_dir() else set()
     if not names and not entries:
-        raise FileNotFoundError(f"{run_dir} has neither series/*.npz nor summary.json: not a run directory")
+        raise FileNotFoundError(
+            f"{run_dir} has neither series/*.npz nor summary.json: not a run directory{_below(run_dir)}"
+        )
     series: dict[str, Series] = {}
+    other = []
     for name in names | set(entries):
         entry = dict(entries.get(name) or {})
         lr = entry.get("lr") if "lr" in entry else lr_from_name(name)
         if name != "flow" and lr is None:
             lr = lr_from_name(name)
         if name != "flow" and lr is None:
-            continue  # not a series of this lab
+            other.append(name)  # a modified or central flow, an SME ensemble, an edge series: not (S)GD
+            continue
         path = run_dir / "series" / f"{name}.npz"
         arrays = _load_npz(path) if path.exists() else {}
         ensemble = arrays if members_of(arrays) else None
         arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
         series[name] = Series(name, None if name == "flow" else float(lr), arrays, entry, ensemble)
     order = sorted(series.values(), key=lambda s: (not s.is_flow, -(s.lr or 0.0)))
-    return RunData(run_dir, problem, summary, {s.name: s for s in order})
+    return RunData(run_dir, problem, summary, {s.name: s for s in order}, sorted(other))

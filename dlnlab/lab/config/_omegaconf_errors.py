@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["describe_omegaconf_error", "unknown_key_message", "unknown_keys"]
+__all__ = ["describe_omegaconf_error", "plain_group_message", "unknown_key_message", "unknown_keys"]
 
 
 def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
@@ -73,3 +74,25 @@ def describe_omegaconf_error(err: BaseException) -> str:
     else:
         what = msg
     return f"{key}: {what}" if key else what
+
+
+def plain_group_message(cfg: Mapping, groups: Iterable[str]) -> str | None:
+    """Why a plain dict cannot take ``cfg``'s value of a config group, or None: the command line's
+    options (``model=tiny``, ``sgd=minibatch``, ``experiment=tiny``) are files of conf/ that Hydra's
+    compose reads; a plain dict has no files to read them from, so a group there is a mapping of its
+    keys. Without this ``{"model": "tiny"}`` raised a bare ValueError from ``dict("tiny")`` and
+    ``{"sgd": "minibatch"}`` a merge error that named no key."""
+    compose = "or compose the config with Hydra to use the command line's options (docs/api.md)"
+    if "experiment" in cfg:
+        return (
+            f"experiment: not a key of a plain dict: experiment={cfg['experiment']} is a command-line "
+            f"option (conf/experiment/) that sets several keys; give those keys, {compose}"
+        )
+    for group in groups:
+        value = cfg.get(group)
+        if value is not None and not isinstance(value, Mapping):
+            return (
+                f"{group}: expected a mapping of {group}'s keys in a plain dict, got {value!r}; "
+                f"{group}=<option> is a command-line option (conf/{group}/), {compose}"
+            )
+    return None

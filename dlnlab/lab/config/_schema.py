@@ -28,7 +28,12 @@ from omegaconf.errors import OmegaConfBaseException
 from dlnlab._sizes import DENSE_HESSIAN_MAX
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_RTOL, METHODS
 from dlnlab.lab.config._errors import ConfigError
-from dlnlab.lab.config._omegaconf_errors import describe_omegaconf_error, unknown_key_message, unknown_keys
+from dlnlab.lab.config._omegaconf_errors import (
+    describe_omegaconf_error,
+    plain_group_message,
+    unknown_key_message,
+    unknown_keys,
+)
 
 __all__ = [
     "config_class",
@@ -337,6 +342,10 @@ def config_class(name: str) -> type | None:
     return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
 
 
+# the config groups: model, data, init, flow, sgd, log, ... (each a dataclass of keys)
+_GROUPS = tuple(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).endswith("Config"))
+
+
 def typed_config(cfg: Any) -> TrainConfig:
     """Merge ``cfg`` onto the schema and return the resolved :class:`TrainConfig`.
 
@@ -354,6 +363,8 @@ def typed_config(cfg: Any) -> TrainConfig:
             if not isinstance(cfg, Mapping):
                 raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
             cfg = dict(cfg)
+            if why := plain_group_message(cfg, _GROUPS):
+                raise ConfigError(why)
             # what conf/train.yaml's defaults list chooses: the Figure 1 net, a teacher, gaussian init
             cfg["model"] = {"dims": list(FIGURE1_DIMS), **dict(cfg.get("model") or {})}
             for group, options in (("data", DATA_OPTIONS), ("init", INIT_OPTIONS)):

@@ -35,11 +35,13 @@ import hashlib
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from dlnlab.errors import ArgumentError
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage, save_npz, write_json
 from dlnlab.status import USABLE, Status
@@ -90,12 +92,31 @@ def _overrides(run_dir: Path) -> list[str]:
         return []
 
 
-def _files_under(roots: list[Path], name: str) -> set[Path]:
+Roots = str | os.PathLike | Iterable[str | os.PathLike]
+
+
+def _roots(roots: Roots) -> list[Path]:
+    """``roots`` as a list of directories: one path (a str or a Path) or several; one that is not a
+    directory is refused (os.walk finds nothing in it, silently). A str taken as a list of roots was
+    walked character by character: ``collect("/data/sweep")`` walked ``/``, the whole disk."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    try:
+        out = [Path(r) for r in roots]
+    except TypeError as err:
+        raise ArgumentError("roots", f"expected a directory or a list of directories, got {roots!r}") from err
+    for root in out:
+        if not root.is_dir():
+            raise ArgumentError("roots", f"{root} is not a directory (give run directories, sweeps or folders of them)")
+    return out
+
+
+def _files_under(roots: Roots, name: str) -> set[Path]:
     """Directories holding ``name`` under ``roots``, each once however it is reached (a relative path,
     a symbolic link: a folder of links to runs works); a directory already walked is not walked
     again, so a loop of links ends. Hidden folders (``.hydra``) are not entered."""
     found, walked = set(), set()
-    for root in roots:
+    for root in _roots(roots):
         for top, dirs, files in os.walk(root, followlinks=True):
             real = Path(top).resolve()
             if real in walked:
@@ -108,8 +129,9 @@ def _files_under(roots: list[Path], name: str) -> set[Path]:
     return found
 
 
-def run_dirs(roots: list[Path]) -> list[Path]:
-    """The run directories (those holding summary.json) under ``roots``, sorted."""
+def run_dirs(roots: Roots) -> list[Path]:
+    """The run directories (those holding summary.json) under ``roots`` (a directory or several:
+    run directories, sweeps, folders holding them), sorted."""
     return sorted(_files_under(roots, "summary.json"))
 
 
@@ -120,8 +142,10 @@ def _job_note(job: Path) -> str:
     return f"{job}: no run (exit {rec.get('exit_code')}: {rec.get('message')})"
 
 
-def collect(roots: list[Path]) -> tuple[dict[str, Setting], list[str]]:
-    """The settings under ``roots`` (run directories or folders holding them) and what was skipped."""
+def collect(roots: Roots) -> tuple[dict[str, Setting], list[str]]:
+    """The settings under ``roots`` (a directory or several: run directories, sweeps, folders holding
+    them) and what was skipped."""
+    roots = _roots(roots)
     runs = run_dirs(roots)
     skipped = [_job_note(job) for job in sorted(_files_under(roots, "job.json") - set(runs))]
     settings: dict[str, Setting] = {}

@@ -1,0 +1,71 @@
+"""Reading a run directory from Python, as a notebook does after the command line has run
+(``dlnlab.rundir``): what the reader's objects print, which series it reads, and its errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from dlnlab.rundir import load_run
+
+pytestmark = pytest.mark.xdist_group("tiny_run")  # with the session's tiny run's other users
+
+
+def test_a_run_prints_as_its_series_not_its_arrays(tiny_run):
+    """A notebook shows ``run`` and ``run.flow``: the dataclasses' reprs printed problem.npz, the
+    summary and every array in full (140,000 characters for the tiny run, 40,000 for its flow)."""
+    run = load_run(str(tiny_run))
+    text = repr(run)
+    assert len(text) < 400 and "array(" not in text
+    assert (
+        "status=finished" in text and "flow (81 points, ok)" in text and "sgd_lr_0.01 (81 points, ok)" in text
+    )
+    flow = repr(run.flow)
+    assert flow.startswith("Series('flow', lr=None, status=ok, 81 points, arrays: grid_index, t, loss")
+    assert "array(" not in flow and len(flow) < 400
+
+
+def test_the_series_it_does_not_read_are_named(tiny_run, tmp_path):
+    """load_run reads the flow and the (S)GD series; a modified flow's file (and the SME's, the central
+    flow's, the edge series') was left out with nothing saying it was there."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    shutil.copy(run_dir / "series" / "flow.npz", run_dir / "series" / "modflow_lr_0.04.npz")
+    run = load_run(run_dir)
+    assert list(run.series) == ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
+    assert run.other_series == ["modflow_lr_0.04"] and "other series: modflow_lr_0.04" in repr(run)
+    assert load_run(tiny_run).other_series == []
+
+
+def test_a_folder_of_runs_is_refused_naming_the_runs_in_it(tiny_run, tmp_path):
+    """``load_run(<sweep dir>)``: the refusal names the run directories below, not only what is missing."""
+    (tmp_path / "0_seed=0").symlink_to(tiny_run)
+    with pytest.raises(
+        FileNotFoundError, match=r"not a run directory; it holds run directories, load each: 0_seed=0$"
+    ):
+        load_run(tmp_path)
+
+
+def test_a_damaged_npz_is_named_by_read_npz_and_warned_of_at_the_callers_line(tiny_run, tmp_path):
+    """read_npz (the reader of the series load_run leaves out) raised numpy's and zipfile's errors,
+    which name no file (``BadZipFile: File is not a zip file``); load_run's warning pointed into
+    dlnlab's own reader instead of the line that called it."""
+    from dlnlab.errors import FileWarning
+    from dlnlab.rundir import read_npz
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    cut = run_dir / "series" / "sgd_lr_0.04.npz"
+    cut.write_bytes(cut.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"sgd_lr_0\.04\.npz: not an \.npz archive"):
+        read_npz(cut)
+    whole = (tiny_run / "series" / "flow.npz").read_bytes()
+    bad_member = tmp_path / "flow.npz"  # the zip's directory intact, a member's bytes not
+    bad_member.write_bytes(whole[:100] + bytes(200) + whole[300:])
+    with pytest.raises(ValueError, match=r"flow\.npz: not a readable \.npz archive \("):
+        read_npz(bad_member)
+    assert read_npz(run_dir / "series" / "nothing.npz") is None
+    with pytest.warns(FileWarning, match=r"sgd_lr_0\.04\.npz: not an \.npz archive") as caught:
+        assert load_run(run_dir).series["sgd_lr_0.04"].n == 0
+    assert {w.filename for w in caught} == {__file__}
