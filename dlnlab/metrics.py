@@ -22,6 +22,7 @@ from dlnlab.analysis import (
     layer_singular_values,
     nearest_level,
 )
+from dlnlab.descent import GDStepper
 from dlnlab.eos import top_eigenpairs
 from dlnlab.network import Layout, as_layout, product, unpack
 from dlnlab.problem import RegressionProblem
@@ -48,6 +49,10 @@ class SeriesMetrics:
     k > 1, LOBPCG warm-started from the previous point's block (``dlnlab.eos.top_eigenpairs``). save_theta: keep theta;
     theta_every > 1 keeps it only every that many grid points and at ``last_m`` (as ``theta_sub`` with
     its ``theta_grid_index``, so that ``theta`` is always row for row with ``t``).
+    next_step: plain full-batch GD's learning rate (no momentum, no minibatch): at ``last_m`` also the
+    sharpness of GD's next iterate (``sharpness_next``, NaN at the other points), one step of the
+    series' own stepper: on a period-2 zigzag the phase that the last point is not in, which a series
+    recorded an even number of steps apart never shows (the summary's ``unstable`` reads both phases).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class SeriesMetrics:
         save_theta: bool = True,
         theta_every: int = 1,
         last_m: int | None = None,
+        next_step: float | None = None,
     ) -> None:
         self.problem, self.layout = problem, as_layout(dims)
         self.theta0 = theta0.detach().clone()
@@ -78,6 +84,7 @@ class SeriesMetrics:
             hessian_dense_max,
         )
         self.save_theta, self.theta_every, self.last_m = save_theta, max(1, int(theta_every)), last_m
+        self.next_step = next_step
         self.levels = problem.plateau_levels(self.layout.r_max)
         self.best_products = torch.stack([problem.best_rank_product(r) for r in range(len(self.levels))])
         self.top_eigs = max(1, min(int(top_eigs), self.layout.n_weights))
@@ -118,6 +125,8 @@ class SeriesMetrics:
             else np.zeros((*finite.shape, 0)),
         }
         out["lambda_min"], out["sharpness"], out["top_eigs"] = self._curvature(ms, thetas, finite)
+        if self.next_step is not None:
+            out["sharpness_next"] = self._next_sharpness(ms, thetas, finite)
         if self.save_theta and self.theta_every == 1:
             out["theta"] = thetas.numpy()
         elif self.save_theta:
@@ -151,6 +160,20 @@ class SeriesMetrics:
                 if bool(finite[(i, *e)]):
                     lam_min[(i, *e)], sharp[(i, *e)], top[(i, *e)] = self._spectrum(thetas[(i, *e)], e)
         return lam_min, sharp, top
+
+    def _next_sharpness(self, ms: list[int], thetas: Tensor, finite: Tensor) -> np.ndarray:
+        """S one GD step past the point ``last_m`` ((K,) or (K, E), NaN elsewhere and where not finite)."""
+        out = np.full(tuple(finite.shape), float("nan"))
+        if not self.analysis_every or self.last_m not in ms:
+            return out
+        i = ms.index(self.last_m)
+        stepper = GDStepper(self.problem, self.layout, thetas[i], self.next_step)
+        stepper.advance(1)  # the series' own update, theta - lr grad L(theta), to the bit
+        for e in np.ndindex(tuple(finite.shape[1:])):
+            nxt = stepper.theta[e]
+            if bool(finite[(i, *e)]) and bool(torch.isfinite(nxt).all()):
+                out[(i, *e)] = self._spectrum(nxt, ("next", *e))[1]
+        return out
 
     def _spectrum(self, theta: Tensor, member: tuple) -> tuple[float, float, np.ndarray]:
         """(lambda_min, lambda_max, the top k eigenvalues) of the Hessian at theta (p,)."""

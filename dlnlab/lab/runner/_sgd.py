@@ -18,7 +18,7 @@ import torch
 from dlnlab.descent import time_per_step
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.callbacks import CallbackFailed
-from dlnlab.lab.config import Plan
+from dlnlab.lab.config import Plan, series_grid
 from dlnlab.lab.results import finish_sgd_entry, finish_sgd_members
 from dlnlab.lab.runner._context import SeriesContext, close_recorder
 from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
@@ -95,7 +95,7 @@ def run_sgd(
     logger = ctx.logger(name)
     metrics = SeriesMetrics(
         plan.problem, ctx.dims, plan.theta0, sgd=True, flow_theta=flow_theta, modified_theta=modified_theta,
-        **ctx.metric_kw,
+        **_metric_options(ctx, lr, tau),
     )  # fmt: skip
     with signals.deferred(raise_at_end=False):  # from its worker's start to the try: noted, not raised
         rec = open_recorder(
@@ -151,3 +151,15 @@ def run_sgd(
         warnings.warn(f"{name}: {entry['status']}: {entry['message']}", SeriesWarning, stacklevel=2)
     ctx.progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
     return entry, arrays
+
+
+def _metric_options(ctx: SeriesContext, lr: float, tau: float) -> dict:
+    """The run's metrics options with this series' own last point (a step coarser than the grid can
+    end before the grid's last point: lr 0.3 on dt 0.05 to t = 4 ends at step 13, t = 3.9) and, for
+    plain full-batch GD, ``next_step``: the sharpness one step past it, the period-2 zigzag's other
+    phase where the recorded steps are all of one parity (``dlnlab.lab.results._summary``'s unstable)."""
+    s = ctx.plan.cfg.sgd
+    options = dict(ctx.metric_kw, last_m=series_grid(ctx.n_grid, ctx.plan.cfg.log.dt, tau)[0][-1])
+    if not s.momentum and s.batch_size is None:
+        options["next_step"] = lr
+    return options
