@@ -157,7 +157,7 @@ def _metric_options(ctx: SeriesContext, lr: float, tau: float) -> dict:
     """The run's metrics options with this series' own last point (a step coarser than the grid can
     end before the grid's last point: lr 0.3 on dt 0.05 to t = 4 ends at step 13, t = 3.9) and, for
     plain full-batch GD, ``next_step``: the sharpness one step past it, the period-2 zigzag's other
-    phase where the recorded steps are all of one parity (``dlnlab.lab.results._summary``'s unstable)."""
+    phase where the recorded steps are all of one parity (``dlnlab.lab.results._unstable``)."""
     s = ctx.plan.cfg.sgd
     options = dict(ctx.metric_kw, last_m=series_grid(ctx.n_grid, ctx.plan.cfg.log.dt, tau)[0][-1])
     if not s.momentum and s.batch_size is None:
