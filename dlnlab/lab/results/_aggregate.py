@@ -8,7 +8,8 @@ ensemble, so every member of every run of a setting is one *sample*. Per setting
   loss, the singular values of P, and the distances to the flow and to GD's modified flow, and ``n``
   the samples with a value at each point (``<out>/<folder>/<series>.npz``; a sample that stopped early
   counts until it stopped);
-* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n);
+* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n): each
+  sample's first exit by that mode, with the samples that left no plateau by it counted apart;
 * the convergence order of each sample (the slope of its largest distance to the flow against the
   learning rate; a sample is one run's member, paired across the learning rates by its run and
   member, and enters only with a distance at every learning rate) with the mean and the 90% range
@@ -217,15 +218,33 @@ def _orders(st: Setting, key: str) -> dict:
     return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
 
 
+def _exit_times(entry: dict) -> dict[int, float] | None:
+    """Each mode's first plateau exit time in one sample (mode -> t_exit); None when its plateaus were
+    not analysed. SGD can leave a plateau by the same mode twice (it unlearnt the mode in between):
+    the sample counts once, with its first exit, the one the flow's single exit compares to."""
+    plateaus = entry.get("plateaus")
+    if not isinstance(plateaus, list):
+        return None
+    first: dict[int, float] = {}
+    for p in plateaus:
+        mode = p.get("exit_mode") if isinstance(p, dict) else None
+        if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
+            first[mode] = min(first.get(mode, math.inf), float(p["t_exit"]))
+    return first
+
+
 def _exits(samples: list[tuple[dict, dict]]) -> list[dict]:
-    times: dict[int, list] = {}
-    for _, entry in samples:
-        plateaus = entry.get("plateaus")
-        for p in plateaus if isinstance(plateaus, list) else []:
-            mode = p.get("exit_mode") if isinstance(p, dict) else None
-            if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
-                times.setdefault(mode, []).append(p["t_exit"])
-    return [{"mode": k, "t_exit": _spread(v)} for k, v in sorted(times.items())]
+    """Per mode: the spread of the samples' first exits by it, ``samples`` the samples whose plateaus
+    were analysed and ``without_exit`` those of them that left no plateau by that mode (they ended on a
+    plateau, or learnt the mode without one): the exit times are of the others only."""
+    per_sample = [x for x in (_exit_times(e) for _, e in samples) if x is not None]
+    modes = sorted({k for x in per_sample for k in x})
+    out = []
+    for k in modes:
+        times = [x[k] for x in per_sample if k in x]
+        out.append({"mode": k, "t_exit": _spread(times), "samples": len(per_sample),
+                    "without_exit": len(per_sample) - len(times)})  # fmt: skip
+    return out
 
 
 def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path) -> tuple[dict, dict]:

@@ -230,13 +230,19 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
 
 
 def _exit_spread(members: list[dict]) -> list[dict]:
-    """Per mode: the spread across members of the plateau exit time (and of its delay vs the flow)."""
+    """Per mode: the spread across members of the plateau exit time (and of its delay vs the flow). A
+    member that left a plateau by the same mode twice (SGD unlearnt it in between) counts once, with
+    its first exit (as in scripts/aggregate.py)."""
     times: dict[int, list] = {}
     delays: dict[int, list] = {}
     for m in members:
+        first: dict[int, float] = {}
         for p in m.get("plateaus") or []:
-            if p.get("exit_mode") is not None:
-                times.setdefault(int(p["exit_mode"]), []).append(p.get("t_exit"))
+            if p.get("exit_mode") is not None and p.get("t_exit") is not None:
+                k = int(p["exit_mode"])
+                first[k] = min(first.get(k, math.inf), float(p["t_exit"]))
+        for k, t_exit in first.items():
+            times.setdefault(k, []).append(t_exit)
         for x in m.get("plateau_exits_vs_flow") or []:
             delays.setdefault(int(x["mode"]), []).append(x.get("delay"))
     return [
