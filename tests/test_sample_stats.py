@@ -112,3 +112,35 @@ def test_an_ensemble_s_exit_spread_counts_a_member_that_left_twice_once():
     (got,) = _exit_spread(members)
     assert got["mode"] == 0 and got["t_exit"]["n"] == 2
     assert got["t_exit"]["mean"] == statistics.mean([1.0, 2.0]) and got["t_exit"]["max"] == 2.0
+
+
+def test_curves_of_another_shape_or_time_grid_are_left_out_and_said(tmp_path):
+    """Four samples of one setting: the first with 3 singular values per point where the others have 2,
+    the last on another time grid (t twice as far apart). The first sample's shape was taken and the
+    other two dropped unsaid (sv over 1 sample), and the last stacked at the wrong times. Now the
+    most common shape is kept, and the row says what was left out. Reference: numpy's mean of the kept
+    samples by hand."""
+    from types import SimpleNamespace
+
+    from dlnlab.lab.results._aggregate import Setting, _add_samples, _series_row
+
+    t = np.arange(4) * 0.5
+    rng = np.random.default_rng(0)
+    arrays = [
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 3))},
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+        {"t": 2 * t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+    ]
+    st = Setting("k")
+    for i, a in enumerate(arrays):
+        _add_samples(st, f"run{i}", "flow", SimpleNamespace(entry={"status": "ok"}, members=None, arrays=a))
+    curves, row = _series_row(st, "flow", st.samples["flow"], tmp_path)
+    np.testing.assert_allclose(curves["sv_mean"], (arrays[1]["sv"] + arrays[2]["sv"]) / 2, rtol=1e-15)
+    assert (curves["sv_n"] == 2).all() and (curves["loss_n"] == 3).all()
+    np.testing.assert_allclose(curves["loss_mean"], np.mean([a["loss"] for a in arrays[:3]], axis=0), rtol=1e-15)
+    assert row["curves_left_out"] == [
+        "loss: 1 of 4 samples left out (1 on another time grid)",
+        "sv: 2 of 4 samples left out (1 on another time grid; 1 with values of shape (3,) per point, not (2,))",
+    ]
+    assert row["samples"] == 4  # the numbers (final loss, exits) are still over every sample

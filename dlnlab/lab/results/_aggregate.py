@@ -36,6 +36,7 @@ import hashlib
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,8 +163,10 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean, std, quantiles and ``n`` (the samples with a value) across samples, point by point;
     a shorter sample (one that stopped early) is NaN past its end and counts where it has values, so
-    the statistics past it are over fewer samples (``n`` says how many)."""
-    curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
+    the statistics past it are over fewer samples (``n`` says how many). Every curve has one shape
+    per point (:func:`_stackable` picks them)."""
+    if len({np.shape(c)[1:] for c in curves}) > 1:  # (T, 1) would broadcast into (T, 3) unsaid
+        raise ValueError(f"curves of different shapes per point: {sorted({np.shape(c)[1:] for c in curves})}")
     x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
     for i, c in enumerate(curves):
         x[i, : len(c)] = np.asarray(c, dtype=np.float64)
@@ -177,6 +180,36 @@ def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
         for q in QUANTILES:
             out[f"q{int(q * 100)}"] = np.nanquantile(x, q, axis=0)
     return out
+
+
+def _stackable(
+    samples: list[tuple[dict, dict]], curve: str, t_ref: np.ndarray
+) -> tuple[list[np.ndarray], str]:
+    """The samples' ``curve`` arrays that can be compared point by point, and a note on the others ("" when
+    none is left out): a sample on another time grid than ``t_ref`` (the longest sample's; a sample that
+    stopped early is on its start), or whose values at a point have another shape than most samples'
+    (the first sample's among equals), would put its values at the wrong times or not fit; within one
+    setting that means runs of another code or config version. A researcher must see it, so it is said."""
+    have = [(np.asarray(a["t"], dtype=np.float64), np.asarray(a[curve])) for a, _ in samples if curve in a]
+    on_grid = [
+        c for t, c in have if len(t) <= len(t_ref) and np.allclose(t, t_ref[: len(t)], rtol=1e-12, atol=0)
+    ]
+    if not have:
+        return [], ""
+    if not on_grid:
+        return [], f"{curve}: all {len(have)} samples left out (none on the longest sample's time grid)"
+    shape = Counter(c.shape[1:] for c in on_grid).most_common(1)[0][0]  # ties: the first seen
+    kept = [c for c in on_grid if c.shape[1:] == shape]
+    why = [f"{len(have) - len(on_grid)} on another time grid"] if len(on_grid) < len(have) else []
+    if len(kept) < len(on_grid):
+        others = sorted({str(c.shape[1:]) for c in on_grid if c.shape[1:] != shape})
+        why.append(
+            f"{len(on_grid) - len(kept)} with values of shape {', '.join(others)} per point, not {shape}"
+        )
+    note = (
+        f"{curve}: {len(have) - len(kept)} of {len(have)} samples left out ({'; '.join(why)})" if why else ""
+    )
+    return kept, note
 
 
 def _number(x) -> float | None:
@@ -251,10 +284,12 @@ def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder
     """The curves' statistics (written to ``folder/<name>.npz``) and the table row of one series."""
     longest = max((a for a, _ in samples), key=lambda a: len(a["t"]))
     curves = {"t": np.asarray(longest["t"], dtype=np.float64)}
+    left_out = []
     for c in CURVES:
-        have = [a[c] for a, _ in samples if c in a]
-        if have:
-            for stat, v in _stats(have).items():
+        kept, note = _stackable(samples, c, curves["t"])
+        left_out += [note] if note else []
+        if kept:
+            for stat, v in _stats(kept).items():
                 curves[f"{c}_{stat}"] = v
     save_npz(folder / f"{name}.npz", **curves)
     entries = [e for _, e in samples]
@@ -265,6 +300,7 @@ def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder
         "max_dist_to_flow": _spread([e.get("max_dist_to_flow") for e in entries]) if sgd else None,
         "max_dist_to_modified_flow": _spread([e.get("max_dist_to_modified_flow") for e in entries]) if sgd else None,
         "plateau_exits": _exits(samples),
+        "curves_left_out": left_out,  # samples in the numbers above but not in the curves' npz
     }  # fmt: skip
     return curves, row
 

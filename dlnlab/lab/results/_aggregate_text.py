@@ -117,6 +117,12 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
             ["set", "series", "mode", "n", "exit time t"],
             exits,
         )
+    left_out = [
+        f"{tag[r['setting']]} {r['series']} {note}" for r in rows for note in r.get("curves_left_out") or []
+    ]
+    if left_out:
+        lines += ["", "left out of the curves (the npz, loss.png), not of the numbers above:"]
+        lines += [w for note in left_out for w in _wrap(note)]
     return "\n".join(lines)
 
 
@@ -143,5 +149,6 @@ def csv_records(rows: list[dict]) -> list[dict]:
             f"mode {e['mode'] + 1}: {spread_text(e['t_exit'])} ({e['samples'] - e['without_exit']} of {e['samples']})"
             for e in r["plateau_exits"]
         )
+        rec["curves_left_out"] = "; ".join(r.get("curves_left_out") or [])
         out.append(rec)
     return out
