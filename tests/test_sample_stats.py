@@ -98,6 +98,9 @@ def test_plateau_exits_count_each_sample_once_and_say_how_many_did_not_exit():
     assert got[0]["t_exit"]["max"] == 2.0  # a's second exit, 5.0, is not a sample of its own
     assert (got[0]["samples"], got[0]["without_exit"]) == (3, 1)
     assert got[1]["t_exit"]["n"] == 1 and (got[1]["samples"], got[1]["without_exit"]) == (3, 2)
+    # a series none of whose samples left by a mode the setting's other series left by: 0 of n, not nothing
+    (none,) = _exits([({}, entries[2])], {0})
+    assert none == {"mode": 0, "t_exit": None, "samples": 1, "without_exit": 1}
 
 
 def test_an_ensemble_s_exit_spread_counts_a_member_that_left_twice_once():

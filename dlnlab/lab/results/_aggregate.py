@@ -266,12 +266,21 @@ def _exit_times(entry: dict) -> dict[int, float] | None:
     return first
 
 
-def _exits(samples: list[tuple[dict, dict]]) -> list[dict]:
-    """Per mode: the spread of the samples' first exits by it, ``samples`` the samples whose plateaus
-    were analysed and ``without_exit`` those of them that left no plateau by that mode (they ended on a
-    plateau, or learnt the mode without one): the exit times are of the others only."""
+def _setting_exit_modes(st: Setting) -> set[int]:
+    """The modes any sample of any series of the setting left a plateau by."""
+    return {k for samples in st.samples.values() for _, e in samples for k in (_exit_times(e) or {})}
+
+
+def _exits(samples: list[tuple[dict, dict]], modes: set[int] = frozenset()) -> list[dict]:
+    """Per mode (those of ``modes``, the setting's, and those the samples left by): the spread of the
+    samples' first exits by it (None without one), ``samples`` the samples whose plateaus were analysed
+    and ``without_exit`` those of them that left no plateau by that mode (they ended on a plateau, or
+    learnt the mode without one): the exit times are of the others only. A series none of whose samples
+    left by a mode another series left by shows 0 of n, not nothing."""
     per_sample = [x for x in (_exit_times(e) for _, e in samples) if x is not None]
-    modes = sorted({k for x in per_sample for k in x})
+    if not per_sample:
+        return []
+    modes = sorted(set(modes) | {k for x in per_sample for k in x})
     out = []
     for k in modes:
         times = [x[k] for x in per_sample if k in x]
@@ -280,7 +289,9 @@ def _exits(samples: list[tuple[dict, dict]]) -> list[dict]:
     return out
 
 
-def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path) -> tuple[dict, dict]:
+def _series_row(
+    st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path, exit_modes: set[int] = frozenset()
+) -> tuple[dict, dict]:
     """The curves' statistics (written to ``folder/<name>.npz``) and the table row of one series."""
     longest = max((a for a, _ in samples), key=lambda a: len(a["t"]))
     curves = {"t": np.asarray(longest["t"], dtype=np.float64)}
@@ -299,7 +310,7 @@ def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder
         "final_loss": _spread([e.get("final_loss") for e in entries]),
         "max_dist_to_flow": _spread([e.get("max_dist_to_flow") for e in entries]) if sgd else None,
         "max_dist_to_modified_flow": _spread([e.get("max_dist_to_modified_flow") for e in entries]) if sgd else None,
-        "plateau_exits": _exits(samples),
+        "plateau_exits": _exits(samples, exit_modes),
         "curves_left_out": left_out,  # samples in the numbers above but not in the curves' npz
     }  # fmt: skip
     return curves, row
@@ -318,9 +329,9 @@ def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
             "to_flow": _orders(st, "max_dist_to_flow"),
             "to_modified_flow": _orders(st, "max_dist_to_modified_flow"),
         }
-        curves_of = {}
+        curves_of, exit_modes = {}, _setting_exit_modes(st)
         for name, samples in sorted(st.samples.items()):
-            curves_of[name], row = _series_row(st, name, samples, folder)
+            curves_of[name], row = _series_row(st, name, samples, folder, exit_modes)
             row["orders"] = orders if name.startswith("sgd_lr_") else None
             rows.append(row)
         write_json(folder / "setting.json", {"setting": key, "folder": st.folder, "runs": st.runs,
