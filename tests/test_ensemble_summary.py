@@ -40,7 +40,9 @@ def _entry(kinds: list[str], scales: list[float], k_blow: int = 10) -> dict:
     arrays = {name: np.stack([m[name] for m in per]) for name in per[0]}
     arrays.update(t=np.arange(T) * LR, step=np.arange(T))
     diverged = {
-        e: (k_blow, f"member {e}: the weights' norm passed 1e6") for e, k in enumerate(kinds) if k == "diverged"
+        e: (k_blow, f"member {e}: the weights' norm passed 1e6")
+        for e, k in enumerate(kinds)
+        if k == "diverged"
     }
     entry = {"lr": LR, "momentum": 0.0, "status": Status.OK, "message": "", "steps": T - 1}
     finish_sgd_members(entry, arrays, LR, LEVELS, 0.2646, [0.0] * len(kinds), diverged, SEEDS[: len(kinds)])

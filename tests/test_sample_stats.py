@@ -141,7 +141,9 @@ def test_curves_of_another_shape_or_time_grid_are_left_out_and_said(tmp_path):
     curves, row = _series_row(st, "flow", st.samples["flow"], tmp_path)
     np.testing.assert_allclose(curves["sv_mean"], (arrays[1]["sv"] + arrays[2]["sv"]) / 2, rtol=1e-15)
     assert (curves["sv_n"] == 2).all() and (curves["loss_n"] == 3).all()
-    np.testing.assert_allclose(curves["loss_mean"], np.mean([a["loss"] for a in arrays[:3]], axis=0), rtol=1e-15)
+    np.testing.assert_allclose(
+        curves["loss_mean"], np.mean([a["loss"] for a in arrays[:3]], axis=0), rtol=1e-15
+    )
     assert row["curves_left_out"] == [
         "loss: 1 of 4 samples left out (1 on another time grid)",
         "sv: 2 of 4 samples left out (1 on another time grid; 1 with values of shape (3,) per point, not (2,))",
