@@ -137,9 +137,14 @@ def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
     ):
         arr = np.load(run_dir / "series" / f"{name}.npz")
         keep = arr["t"] >= t_from
-        q1, med, q3 = np.quantile(arr["loss"][:, keep], [0.05, 0.5, 0.95], axis=0)
-        ax.fill_between(arr["t"][keep], q1, q3, color=color, alpha=0.25, lw=0)
-        ax.plot(arr["t"][keep], med, color=color, lw=0.9, label=f"{label}: median, 5-95% band")
+        loss = arr["loss"][:, keep]
+        # a member that stopped (diverged: NaN after) leaves each later point's quantiles to the others;
+        # np.quantile made them NaN, and the band and the line ended where it stopped
+        q5, med, q95 = np.nanquantile(loss, [0.05, 0.5, 0.95], axis=0)
+        ax.fill_between(arr["t"][keep], q5, q95, color=color, alpha=0.25, lw=0)
+        stopped = int(np.isnan(loss).any(axis=1).sum())
+        note = f" ({stopped} of {len(loss)} members stopped early)" if stopped else ""
+        ax.plot(arr["t"][keep], med, color=color, lw=0.9, label=f"{label}: median, 5-95% band{note}")
     ax.set_xlabel("time $t$")
     ax.set_ylabel("loss $L$")
     ax.set_title(

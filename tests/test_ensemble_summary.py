@@ -34,13 +34,15 @@ def _member(kind: str, scale: float, k_blow: int = 10) -> dict[str, np.ndarray]:
     return {"loss": loss, "dist_to_flow": dist, "sharpness": sharp}
 
 
-def _entry(kinds: list[str], scales: list[float]) -> dict:
+def _entry(kinds: list[str], scales: list[float], k_blow: int = 10) -> dict:
     """finish_sgd_members on an ensemble of the given members, as the SGD series' runner calls it."""
-    per = [_member(kind, s) for kind, s in zip(kinds, scales)]
+    per = [_member(kind, s, k_blow) for kind, s in zip(kinds, scales)]
     arrays = {name: np.stack([m[name] for m in per]) for name in per[0]}
     arrays.update(t=np.arange(T) * LR, step=np.arange(T))
     diverged = {
-        e: (10, f"member {e}: the weights' norm passed 1e6") for e, k in enumerate(kinds) if k == "diverged"
+        e: (k_blow, f"member {e}: the weights' norm passed 1e6")
+        for e, k in enumerate(kinds)
+        if k == "diverged"
     }
     entry = {"lr": LR, "momentum": 0.0, "status": Status.OK, "message": "", "steps": T - 1}
     finish_sgd_members(entry, arrays, LR, LEVELS, 0.2646, [0.0] * len(kinds), diverged, SEEDS[: len(kinds)])
@@ -88,6 +90,17 @@ def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_di
     assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # (1 + 3) / 2, not 1e123 / 3
     assert entry["ensemble"]["max_dist_to_flow"]["max"] == pytest.approx(3.0, rel=1e-12)
     assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
+
+
+def test_a_member_that_diverged_at_the_last_step_is_left_out_of_the_mean_final_loss():
+    """Member 1 blew up at the last step, so its last loss is finite (1e240, no NaN after it): the mean
+    final loss was 3.3e239 over all three members. Reference: the ok members' own last losses, from the
+    arrays the members were built from."""
+    entry = _entry(["ok", "diverged", "ok"], [1.0, 5.0, 3.0], k_blow=T - 1)
+    assert entry["members"][1]["status"] == Status.DIVERGED and entry["members"][1]["final_loss"] == 1e240
+    ok_last = [_member("ok", s)["loss"][-1] for s in (1.0, 3.0)]
+    assert entry["final_loss"] == pytest.approx(np.mean(ok_last), rel=1e-12)
+    assert entry["ensemble"]["final_loss"]["n"] == 2 and entry["ensemble"]["final_loss"]["max"] < 1.0
 
 
 def _flow_entry(points: list[int], status: Status) -> dict:

@@ -62,3 +62,31 @@ def test_the_escape_panels_legend_hides_no_curve_and_no_band(tmp_path):
         assert not hidden(line.get_xydata()), line.get_label()
     for band in ax.collections:
         assert not any(hidden(path.vertices) for path in band.get_paths())
+
+
+def test_the_escape_panels_bands_are_over_the_members_with_a_value(tmp_path):
+    """Panel (c): member 3 of the SGD ensemble diverged at the 20th point (NaN after it, as the stepper
+    leaves a diverged member). np.quantile made every later median and band point NaN, so the band and
+    the line stopped there; now each point is over the members with a value there, and the legend says
+    one stopped early. Reference: numpy's quantiles of each point's finite members, taken one by one."""
+    from dlnlab.plots import new_figure, style
+
+    bands_panel = runpy.run_path(str(ROOT / "scripts" / "limit.py"))["_bands_panel"]
+    t = np.linspace(4.6, 8.0, 35)
+    rng = np.random.default_rng(1)
+    members = np.stack([7.0 + 8.0 / (1.0 + np.exp((t - 6.5 - d) / 0.08)) for d in rng.normal(0.0, 0.15, 16)])
+    members[3, 20:] = np.nan
+    (tmp_path / "series").mkdir()
+    np.savez(tmp_path / "series" / "flow.npz", t=t, loss=members[0])
+    np.savez(tmp_path / "series" / "sgd_lr_0.01.npz", t=t, loss=members)
+    np.savez(tmp_path / "series" / "sme_lr_0.01.npz", t=t, loss=members[:8])
+    with style():
+        ax = new_figure((4.0, 3.2)).add_subplot()
+        bands_panel(ax, tmp_path, 0.01, 4.6)
+    want = np.array([np.quantile(col[np.isfinite(col)], [0.05, 0.5, 0.95]) for col in members.T])
+    (median,) = [line for line in ax.get_lines() if line.get_label().startswith("SGD ensemble")]
+    np.testing.assert_allclose(median.get_ydata(), want[:, 1], rtol=1e-14)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]  # fill_between: along the top and the bottom
+    for q in (want[:, 0], want[:, 2]):
+        assert all(np.isclose(band, y, rtol=1e-14).any() for y in q)
+    assert "1 of 16 members stopped early" in median.get_label()

@@ -75,3 +75,77 @@ def test_the_samples_5_to_95_percent_range_is_not_named_a_confidence_interval():
     assert "ci90" not in got
     cuts = statistics.quantiles(values, n=20, method="inclusive")
     assert got["q5_q95"] == pytest.approx([cuts[0], cuts[-1]], rel=1e-14)
+
+
+def test_plateau_exits_count_each_sample_once_and_say_how_many_did_not_exit():
+    """Sample a leaves a plateau by mode 1 twice (SGD unlearnt it in between), b once, c never (it ends
+    on its plateau), d was not analysed (no plateaus): mode 1 had n = 3 (a twice, c and d unsaid).
+    Reference: each sample's first exit by hand, statistics.mean over those, the rest counted apart."""
+    from dlnlab.lab.results._aggregate import _exits
+
+    def plateau(mode, t_exit):
+        return {"exit_mode": mode, "t_exit": t_exit}
+
+    entries = [
+        {"plateaus": [plateau(0, 1.0), plateau(1, 3.0), plateau(0, 5.0)]},  # a
+        {"plateaus": [plateau(0, 2.0)]},  # b
+        {"plateaus": [plateau(None, None)]},  # c: the series ends on its plateau
+        {},  # d: not analysed
+    ]
+    got = {e["mode"]: e for e in _exits([({}, e) for e in entries])}
+    assert sorted(got) == [0, 1]
+    assert got[0]["t_exit"]["n"] == 2 and got[0]["t_exit"]["mean"] == statistics.mean([1.0, 2.0])
+    assert got[0]["t_exit"]["max"] == 2.0  # a's second exit, 5.0, is not a sample of its own
+    assert (got[0]["samples"], got[0]["without_exit"]) == (3, 1)
+    assert got[1]["t_exit"]["n"] == 1 and (got[1]["samples"], got[1]["without_exit"]) == (3, 2)
+    # a series none of whose samples left by a mode the setting's other series left by: 0 of n, not nothing
+    (none,) = _exits([({}, entries[2])], {0})
+    assert none == {"mode": 0, "t_exit": None, "samples": 1, "without_exit": 1}
+
+
+def test_an_ensemble_s_exit_spread_counts_a_member_that_left_twice_once():
+    """The ensemble entry's own spread of the exit times: member 0 left by mode 1 at t = 1 and again at
+    t = 5; the spread was over 3 exit times of 2 members. Reference: the members' first exits by hand."""
+    from dlnlab.lab.results._ensemble import _exit_spread
+
+    members = [
+        {"plateaus": [{"exit_mode": 0, "t_exit": 1.0}, {"exit_mode": 0, "t_exit": 5.0}]},
+        {"plateaus": [{"exit_mode": 0, "t_exit": 2.0}]},
+    ]
+    (got,) = _exit_spread(members)
+    assert got["mode"] == 0 and got["t_exit"]["n"] == 2
+    assert got["t_exit"]["mean"] == statistics.mean([1.0, 2.0]) and got["t_exit"]["max"] == 2.0
+
+
+def test_curves_of_another_shape_or_time_grid_are_left_out_and_said(tmp_path):
+    """Four samples of one setting: the first with 3 singular values per point where the others have 2,
+    the last on another time grid (t twice as far apart). The first sample's shape was taken and the
+    other two dropped unsaid (sv over 1 sample), and the last stacked at the wrong times. Now the
+    most common shape is kept, and the row says what was left out. Reference: numpy's mean of the kept
+    samples by hand."""
+    from types import SimpleNamespace
+
+    from dlnlab.lab.results._aggregate import Setting, _add_samples, _series_row
+
+    t = np.arange(4) * 0.5
+    rng = np.random.default_rng(0)
+    arrays = [
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 3))},
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+        {"t": t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+        {"t": 2 * t, "loss": rng.random(4), "sv": rng.random((4, 2))},
+    ]
+    st = Setting("k")
+    for i, a in enumerate(arrays):
+        _add_samples(st, f"run{i}", "flow", SimpleNamespace(entry={"status": "ok"}, members=None, arrays=a))
+    curves, row = _series_row(st, "flow", st.samples["flow"], tmp_path)
+    np.testing.assert_allclose(curves["sv_mean"], (arrays[1]["sv"] + arrays[2]["sv"]) / 2, rtol=1e-15)
+    assert (curves["sv_n"] == 2).all() and (curves["loss_n"] == 3).all()
+    np.testing.assert_allclose(
+        curves["loss_mean"], np.mean([a["loss"] for a in arrays[:3]], axis=0), rtol=1e-15
+    )
+    assert row["curves_left_out"] == [
+        "loss: 1 of 4 samples left out (1 on another time grid)",
+        "sv: 2 of 4 samples left out (1 on another time grid; 1 with values of shape (3,) per point, not (2,))",
+    ]
+    assert row["samples"] == 4  # the numbers (final loss, exits) are still over every sample

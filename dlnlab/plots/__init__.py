@@ -6,15 +6,25 @@
   ``python scripts/figure1.py`` runs both and writes ``figure1.png`` / ``.pdf`` (``--out`` says where).
 - For figures of its own (scripts, the lab's aggregates): :func:`style` (the lab's matplotlib look, a
   context manager), :func:`new_figure` (an Agg figure of a paper column's size), :func:`lr_axis`
-  (log-log axes with a tick at each learning rate), and the series' colours: :data:`FLOW_COLOR` and
-  :func:`series_colors` (each learning rate's, TensorBoard's colour of its run).
+  (log-log axes with a tick at each learning rate), the series' colours: :data:`FLOW_COLOR` and
+  :func:`series_colors` (each learning rate's, TensorBoard's colour of its run), their lines as the run
+  figures draw them (:data:`FLOW_KW`, :data:`SGD_KW`), the time axis' label (:data:`TIME_LABEL`,
+  :data:`HEAVY_BALL_TIME_LABEL`) and :func:`legend` (one legend below the axes); the series' names are
+  :func:`dlnlab.rundir.series_label`'s.
 
 Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the network graph, torch;
 never Lightning or Hydra.
 """
 
-from dlnlab.plots._panels import lr_axis
-from dlnlab.plots._style import FLOW_COLOR, new_figure, series_colors, style
+from dlnlab.plots._panels import FLOW_KW, SGD_KW, legend, lr_axis
+from dlnlab.plots._style import (
+    FLOW_COLOR,
+    HEAVY_BALL_TIME_LABEL,
+    TIME_LABEL,
+    new_figure,
+    series_colors,
+    style,
+)
 from dlnlab.plots.figure1 import draw_network, figure1
 from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
 from dlnlab.rundir import RunData, Series, load_run
@@ -22,11 +32,16 @@ from dlnlab.rundir import RunData, Series, load_run
 __all__ = [
     "FIGURES",
     "FLOW_COLOR",
+    "FLOW_KW",
+    "HEAVY_BALL_TIME_LABEL",
     "RunData",
+    "SGD_KW",
+    "TIME_LABEL",
     "Series",
     "build_run_figures",
     "draw_network",
     "figure1",
+    "legend",
     "load_run",
     "lr_axis",
     "make_run_figures",

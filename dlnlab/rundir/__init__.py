@@ -31,6 +31,7 @@ from dlnlab.rundir._names import (
     lr_from_name,
     lr_series_name,
     parse_series_name,
+    series_label,
     series_name,
 )
 from dlnlab.rundir._read import (
@@ -66,6 +67,7 @@ __all__ = [
     "parse_series_name",
     "lr_from_name",
     "format_lr",
+    "series_label",
     "claim_directory",
     "out_of_room",
     "atomic_path",

@@ -11,7 +11,7 @@ the prefixes in :data:`PREFIXES` (a new kind's prefix goes there).
 from __future__ import annotations
 
 __all__ = ["FLOW", "SGD_PREFIX", "MODIFIED_PREFIX", "SME_PREFIX", "CENTRAL_PREFIX", "EDGE_PREFIX", "series_name", "lr_series_name",
-           "parse_series_name", "lr_from_name", "format_lr"]  # fmt: skip
+           "parse_series_name", "lr_from_name", "format_lr", "series_label"]  # fmt: skip
 
 FLOW = "flow"
 SGD_PREFIX = "sgd_lr_"
@@ -54,3 +54,8 @@ def lr_from_name(name: str) -> float | None:
 def format_lr(lr: float) -> str:
     """Short, exact-looking learning rate: 0.01, 0.0025, 1e-05."""
     return f"{lr:.6g}"
+
+
+def series_label(lr: float | None) -> str:
+    """How the figures name a flow or (S)GD series: ``gradient flow``, ``η = 0.01``."""
+    return "gradient flow" if lr is None else f"η = {format_lr(lr)}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from dlnlab._members import member_arrays, members_of
 from dlnlab.errors import FileWarning
-from dlnlab.rundir._names import format_lr, lr_from_name
+from dlnlab.rundir._names import lr_from_name, series_label
 from dlnlab.status import Status
 
 __all__ = [
@@ -136,7 +136,7 @@ class Series:
 
     @property
     def label(self) -> str:
-        base = "gradient flow" if self.is_flow else f"η = {format_lr(self.lr)}"
+        base = series_label(self.lr)
         status = Status.DIVERGED if self.entry.get("diverged") and self.status == Status.OK else self.status
         return base + STATUS_NOTE.get(status, f" ({status})")
 

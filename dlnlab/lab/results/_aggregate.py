@@ -8,7 +8,8 @@ ensemble, so every member of every run of a setting is one *sample*. Per setting
   loss, the singular values of P, and the distances to the flow and to GD's modified flow, and ``n``
   the samples with a value at each point (``<out>/<folder>/<series>.npz``; a sample that stopped early
   counts until it stopped);
-* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n);
+* the plateau exit times of each mode (mean, std, min, max, the 90% range ``q5_q95``, n): each
+  sample's first exit by that mode, with the samples that left no plateau by it counted apart;
 * the convergence order of each sample (the slope of its largest distance to the flow against the
   learning rate; a sample is one run's member, paired across the learning rates by its run and
   member, and enters only with a distance at every learning rate) with the mean and the 90% range
@@ -34,7 +35,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import textwrap
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,8 +188,10 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
 def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean, std, quantiles and ``n`` (the samples with a value) across samples, point by point;
     a shorter sample (one that stopped early) is NaN past its end and counts where it has values, so
-    the statistics past it are over fewer samples (``n`` says how many)."""
-    curves = [c for c in curves if np.shape(c)[1:] == np.shape(curves[0])[1:]]  # one net's shapes
+    the statistics past it are over fewer samples (``n`` says how many). Every curve has one shape
+    per point (:func:`_stackable` picks them)."""
+    if len({np.shape(c)[1:] for c in curves}) > 1:  # (T, 1) would broadcast into (T, 3) unsaid
+        raise ValueError(f"curves of different shapes per point: {sorted({np.shape(c)[1:] for c in curves})}")
     x = np.full((len(curves), max(len(c) for c in curves), *np.shape(curves[0])[1:]), np.nan)
     for i, c in enumerate(curves):
         x[i, : len(c)] = np.asarray(c, dtype=np.float64)
@@ -200,6 +205,36 @@ def _stats(curves: list[np.ndarray]) -> dict[str, np.ndarray]:
         for q in QUANTILES:
             out[f"q{int(q * 100)}"] = np.nanquantile(x, q, axis=0)
     return out
+
+
+def _stackable(
+    samples: list[tuple[dict, dict]], curve: str, t_ref: np.ndarray
+) -> tuple[list[np.ndarray], str]:
+    """The samples' ``curve`` arrays that can be compared point by point, and a note on the others ("" when
+    none is left out): a sample on another time grid than ``t_ref`` (the longest sample's; a sample that
+    stopped early is on its start), or whose values at a point have another shape than most samples'
+    (the first sample's among equals), would put its values at the wrong times or not fit; within one
+    setting that means runs of another code or config version. A researcher must see it, so it is said."""
+    have = [(np.asarray(a["t"], dtype=np.float64), np.asarray(a[curve])) for a, _ in samples if curve in a]
+    on_grid = [
+        c for t, c in have if len(t) <= len(t_ref) and np.allclose(t, t_ref[: len(t)], rtol=1e-12, atol=0)
+    ]
+    if not have:
+        return [], ""
+    if not on_grid:
+        return [], f"{curve}: all {len(have)} samples left out (none on the longest sample's time grid)"
+    shape = Counter(c.shape[1:] for c in on_grid).most_common(1)[0][0]  # ties: the first seen
+    kept = [c for c in on_grid if c.shape[1:] == shape]
+    why = [f"{len(have) - len(on_grid)} on another time grid"] if len(on_grid) < len(have) else []
+    if len(kept) < len(on_grid):
+        others = sorted({str(c.shape[1:]) for c in on_grid if c.shape[1:] != shape})
+        why.append(
+            f"{len(on_grid) - len(kept)} with values of shape {', '.join(others)} per point, not {shape}"
+        )
+    note = (
+        f"{curve}: {len(have) - len(kept)} of {len(have)} samples left out ({'; '.join(why)})" if why else ""
+    )
+    return kept, note
 
 
 def _number(x) -> float | None:
@@ -241,25 +276,56 @@ def _orders(st: Setting, key: str) -> dict:
     return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
 
 
-def _exits(samples: list[tuple[dict, dict]]) -> list[dict]:
-    times: dict[int, list] = {}
-    for _, entry in samples:
-        plateaus = entry.get("plateaus")
-        for p in plateaus if isinstance(plateaus, list) else []:
-            mode = p.get("exit_mode") if isinstance(p, dict) else None
-            if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
-                times.setdefault(mode, []).append(p["t_exit"])
-    return [{"mode": k, "t_exit": _spread(v)} for k, v in sorted(times.items())]
+def _exit_times(entry: dict) -> dict[int, float] | None:
+    """Each mode's first plateau exit time in one sample (mode -> t_exit); None when its plateaus were
+    not analysed. SGD can leave a plateau by the same mode twice (it unlearnt the mode in between):
+    the sample counts once, with its first exit, the one the flow's single exit compares to."""
+    plateaus = entry.get("plateaus")
+    if not isinstance(plateaus, list):
+        return None
+    first: dict[int, float] = {}
+    for p in plateaus:
+        mode = p.get("exit_mode") if isinstance(p, dict) else None
+        if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
+            first[mode] = min(first.get(mode, math.inf), float(p["t_exit"]))
+    return first
 
 
-def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path) -> tuple[dict, dict]:
+def _setting_exit_modes(st: Setting) -> set[int]:
+    """The modes any sample of any series of the setting left a plateau by."""
+    return {k for samples in st.samples.values() for _, e in samples for k in (_exit_times(e) or {})}
+
+
+def _exits(samples: list[tuple[dict, dict]], modes: set[int] = frozenset()) -> list[dict]:
+    """Per mode (those of ``modes``, the setting's, and those the samples left by): the spread of the
+    samples' first exits by it (None without one), ``samples`` the samples whose plateaus were analysed
+    and ``without_exit`` those of them that left no plateau by that mode (they ended on a plateau, or
+    learnt the mode without one): the exit times are of the others only. A series none of whose samples
+    left by a mode another series left by shows 0 of n, not nothing."""
+    per_sample = [x for x in (_exit_times(e) for _, e in samples) if x is not None]
+    if not per_sample:
+        return []
+    modes = sorted(set(modes) | {k for x in per_sample for k in x})
+    out = []
+    for k in modes:
+        times = [x[k] for x in per_sample if k in x]
+        out.append({"mode": k, "t_exit": _spread(times), "samples": len(per_sample),
+                    "without_exit": len(per_sample) - len(times)})  # fmt: skip
+    return out
+
+
+def _series_row(
+    st: Setting, name: str, samples: list[tuple[dict, dict]], folder: Path, exit_modes: set[int] = frozenset()
+) -> tuple[dict, dict]:
     """The curves' statistics (written to ``folder/<name>.npz``) and the table row of one series."""
     longest = max((a for a, _ in samples), key=lambda a: len(a["t"]))
     curves = {"t": np.asarray(longest["t"], dtype=np.float64)}
+    left_out = []
     for c in CURVES:
-        have = [a[c] for a, _ in samples if c in a]
-        if have:
-            for stat, v in _stats(have).items():
+        kept, note = _stackable(samples, c, curves["t"])
+        left_out += [note] if note else []
+        if kept:
+            for stat, v in _stats(kept).items():
                 curves[f"{c}_{stat}"] = v
     save_npz(folder / f"{name}.npz", **curves)
     entries = [e for _, e in samples]
@@ -269,7 +335,8 @@ def _series_row(st: Setting, name: str, samples: list[tuple[dict, dict]], folder
         "final_loss": _spread([e.get("final_loss") for e in entries]),
         "max_dist_to_flow": _spread([e.get("max_dist_to_flow") for e in entries]) if sgd else None,
         "max_dist_to_modified_flow": _spread([e.get("max_dist_to_modified_flow") for e in entries]) if sgd else None,
-        "plateau_exits": _exits(samples),
+        "plateau_exits": _exits(samples, exit_modes),
+        "curves_left_out": left_out,  # samples in the numbers above but not in the curves' npz
     }  # fmt: skip
     return curves, row
 
@@ -287,43 +354,75 @@ def aggregate(settings: dict[str, Setting], out: Path) -> list[dict]:
             "to_flow": _orders(st, "max_dist_to_flow"),
             "to_modified_flow": _orders(st, "max_dist_to_modified_flow"),
         }
-        curves_of = {}
+        curves_of, exit_modes = {}, _setting_exit_modes(st)
         for name, samples in sorted(st.samples.items()):
-            curves_of[name], row = _series_row(st, name, samples, folder)
+            curves_of[name], row = _series_row(st, name, samples, folder, exit_modes)
             row["orders"] = orders if name.startswith("sgd_lr_") else None
             rows.append(row)
         write_json(folder / "setting.json", {"setting": key, "folder": st.folder, "runs": st.runs,
                                              "skipped": st.skipped, "orders": orders})  # fmt: skip
-        _figure(folder, key, curves_of)
+        heavy_ball = any(e.get("momentum") for samples in st.samples.values() for _, e in samples)
+        _figure(folder, key, curves_of, heavy_ball)
     return rows
 
 
-def _figure(folder: Path, key: str, curves_of: dict) -> None:
-    """The loss of each series across the samples: the median with the quartile band, the flow's too."""
-    from dlnlab.plots import FLOW_COLOR, new_figure, series_colors, style
-    from dlnlab.rundir import atomic_path, parse_series_name
+def _figure(folder: Path, key: str, curves_of: dict, heavy_ball: bool) -> None:
+    """``folder/loss.png``: :func:`_loss_figure`."""
+    from dlnlab.plots import style
+    from dlnlab.rundir import atomic_path
 
-    # the run figures' colours and order: the flow, then the learning rates from the largest down (a
-    # series of another kind at a learning rate takes that learning rate's colour)
-    lrs = {name: (parse_series_name(name) or ("", None))[1] for name in curves_of}
-    by_lr = series_colors([lr for lr in lrs.values() if lr is not None])
-    order = sorted(curves_of, key=lambda n: (lrs[n] is not None, -(lrs[n] or 0.0), n))
     with style():
-        fig = new_figure((5.0, 3.4))
-        ax = fig.add_subplot()
-        for name in order:
-            c = curves_of[name]
-            if "loss_q50" not in c:
-                continue
-            color = FLOW_COLOR if lrs[name] is None else by_lr[lrs[name]]
-            t = c["t"][: len(c["loss_q50"])]
-            ax.fill_between(t, c["loss_q25"], c["loss_q75"], color=color, alpha=0.15, lw=0)
-            ax.plot(t, c["loss_q50"], color=color, lw=1.0, label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("time $t$")
-        ax.set_ylabel("loss: median, quartile band")
-        ax.set_title(key[:90], fontsize=6)
-        ax.legend(fontsize=6)
+        fig = _loss_figure(key, curves_of, heavy_ball)
         with atomic_path(folder / "loss.png") as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Glyph .* missing from")  # a key with emoji: drawn as boxes
             fig.savefig(tmp, dpi=150, format="png")
+
+
+def _loss_figure(key: str, curves_of: dict, heavy_ball: bool = False):
+    """The loss of each series across the samples, as the run figures draw a run's: the median with the
+    quartile band, in the run figures' colours, lines, names and time axis; the number of samples in
+    the title (each series' in the legend where they differ) and the setting's key above."""
+    from matplotlib.lines import Line2D
+
+    from dlnlab.plots import (
+        FLOW_COLOR,
+        FLOW_KW,
+        HEAVY_BALL_TIME_LABEL,
+        SGD_KW,
+        TIME_LABEL,
+        legend,
+        new_figure,
+        series_colors,
+    )
+    from dlnlab.rundir import lr_from_name, series_label
+
+    drawn = {name: c for name, c in curves_of.items() if "loss_q50" in c}
+    lrs = {name: lr_from_name(name) for name in drawn}  # the flow's None (only flow and SGD series load)
+    by_lr = series_colors([lr for lr in lrs.values() if lr is not None])
+    n = {name: int(c["loss_n"].max()) for name, c in drawn.items()}  # the samples in the loss curve
+    same_n = len(set(n.values())) == 1
+    legend_order = sorted(drawn, key=lambda name: (lrs[name] is not None, -(lrs[name] or 0.0)))
+    fig = new_figure((3.4, 3.3))
+    ax = fig.add_subplot()
+    handles = []
+    for name in legend_order:
+        c, lr = drawn[name], lrs[name]
+        kw = {**(FLOW_KW if lr is None else SGD_KW), "color": FLOW_COLOR if lr is None else by_lr[lr]}
+        t = c["t"][: len(c["loss_q50"])]
+        ax.fill_between(t, c["loss_q25"], c["loss_q75"], color=kw["color"], alpha=0.18, lw=0, zorder=1)
+        ax.plot(t, c["loss_q50"], **kw)  # the flow on top: its zorder, as in the run figures
+        label = series_label(lr) + ("" if same_n else f" (n = {n[name]})")
+        handles.append(
+            Line2D([], [], color=kw["color"], lw=kw["lw"], alpha=kw.get("alpha", 1.0), label=label)
+        )
+    ax.set_yscale("log")
+    t_max = max((float(c["t"][-1]) for c in drawn.values()), default=1.0)
+    ax.set_xlim(0.0, t_max if t_max > 0 else 1.0)
+    ax.set_xlabel(HEAVY_BALL_TIME_LABEL if heavy_ball else TIME_LABEL)
+    ax.set_ylabel("loss $L$: median, quartile band")
+    over = f"{next(iter(n.values()))} samples" if same_n and n else "the samples"
+    ax.set_title(f"Loss of the flow and of each GD/SGD series\nover {over} (seeds, ensemble members)")
+    setting = textwrap.wrap(f"setting: {key}", 80, break_on_hyphens=False, max_lines=2, placeholder=" ...")
+    fig.suptitle("\n".join(setting), fontsize=5.5, color="0.35")
+    legend(fig, None, {}, handles=handles)
+    return fig

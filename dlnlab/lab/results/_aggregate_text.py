@@ -57,8 +57,8 @@ def _exit_rows(rows: list[dict], tag: dict) -> list[list[str]]:
     out = []
     for r in rows:
         for e in r["plateau_exits"]:
-            n = e["t_exit"]["n"] if e["t_exit"] else 0
-            out.append([tag[r["setting"]], r["series"], str(e["mode"] + 1), str(n), spread_text(e["t_exit"])])
+            exited = f"{e['samples'] - e['without_exit']} of {e['samples']}"
+            out.append([tag[r["setting"]], r["series"], str(e["mode"] + 1), exited, spread_text(e["t_exit"])])
     return out
 
 
@@ -112,10 +112,17 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
     exits = _exit_rows(rows, tag)
     if exits:
         lines += _table(
-            "plateau exit times (modes numbered from 1, the largest m_1 first)",
+            "plateau exit times (modes numbered from 1, the largest m_1 first): each sample's first exit by\n"
+            "the mode; n: the samples that left a plateau by it, of those whose plateaus were analysed",
             ["set", "series", "mode", "n", "exit time t"],
             exits,
         )
+    left_out = [
+        f"{tag[r['setting']]} {r['series']} {note}" for r in rows for note in r.get("curves_left_out") or []
+    ]
+    if left_out:
+        lines += ["", "left out of the curves (the npz, loss.png), not of the numbers above:"]
+        lines += [w for note in left_out for w in _wrap(note)]
     return "\n".join(lines)
 
 
@@ -127,7 +134,8 @@ def _spread_fields(prefix: str, s: dict | None) -> dict:
 
 
 def csv_records(rows: list[dict]) -> list[dict]:
-    """One flat record per row, every number in full; exits as ``mode k: mean [q5, q95] (n)``."""
+    """One flat record per row, every number in full; exits as ``mode k: mean [q5, q95] (n of N)``: n
+    samples left a plateau by mode k, of the N whose plateaus were analysed."""
     out = []
     for r in rows:
         rec = {k: r[k] for k in ("setting", "folder", "series", "samples", "runs")}
@@ -138,8 +146,9 @@ def csv_records(rows: list[dict]) -> list[dict]:
             rec.update(_spread_fields(f"order_{which}", o.get("per_sample")))
             rec[f"order_{which}_of_the_mean"] = o.get("of_the_mean")
         rec["plateau_exits"] = "; ".join(
-            f"mode {e['mode'] + 1}: {spread_text(e['t_exit'])} ({e['t_exit']['n'] if e['t_exit'] else 0})"
+            f"mode {e['mode'] + 1}: {spread_text(e['t_exit'])} ({e['samples'] - e['without_exit']} of {e['samples']})"
             for e in r["plateau_exits"]
         )
+        rec["curves_left_out"] = "; ".join(r.get("curves_left_out") or [])
         out.append(rec)
     return out

@@ -3,8 +3,9 @@ and their aggregate across members.
 
 An ensemble of E members (``ensemble.size``) runs each series once for all members; its series file
 holds every per-point array with the member axis first, (E, T, ...). Its summary entry keeps the keys
-of a single run's with the members' aggregate (``final_loss``: the mean; ``max_dist_to_flow``: the mean
-of each non-diverged member's maximum, the number the convergence order is fitted to), adds ``members``
+of a single run's with the members' aggregate over the members that did not diverge (``final_loss``:
+the mean of their last losses; ``max_dist_to_flow``: the mean of their maxima, the number the
+convergence order is fitted to), adds ``members``
 (each member's own entry and seeds) and ``ensemble`` (mean, std, min, median, max of the per-member
 numbers). The status is the series' own (interrupted, error) or, when it ran to its end, its members'
 (:func:`settle_status`: ok while any member is ok, else diverged if any member diverged, else
@@ -156,10 +157,12 @@ def _last_finite(values: np.ndarray) -> int | None:
 
 
 def aggregate_members(entry: dict, members: list[dict]) -> None:
-    finals = [m.get("final_loss") for m in members]
-    # a diverged member's distance is its blow-up (1e123 and the like), not SGD's distance to the flow:
-    # it stays in its own entry and out of the spread and the mean (the number the order is fitted to)
-    dists = [m.get("max_dist_to_flow") for m in members if m["status"] != Status.DIVERGED]
+    # a diverged member's numbers are its blow-up (a distance of 1e123, a last loss of 1e240 when it blew
+    # up at the last step and no NaN followed), not SGD's: they stay in its own entry and out of the
+    # spreads and the means (the distance's is the number the order is fitted to)
+    kept = [m for m in members if m["status"] != Status.DIVERGED]
+    finals = [m.get("final_loss") for m in kept]
+    dists = [m.get("max_dist_to_flow") for m in kept]
     entry["members"] = members
     entry["ensemble"] = {
         "size": len(members),
@@ -227,13 +230,19 @@ def analyze_members(problem, dims, series_arrays: dict, series: dict, hessian_de
 
 
 def _exit_spread(members: list[dict]) -> list[dict]:
-    """Per mode: the spread across members of the plateau exit time (and of its delay vs the flow)."""
+    """Per mode: the spread across members of the plateau exit time (and of its delay vs the flow). A
+    member that left a plateau by the same mode twice (SGD unlearnt it in between) counts once, with
+    its first exit (as in scripts/aggregate.py)."""
     times: dict[int, list] = {}
     delays: dict[int, list] = {}
     for m in members:
+        first: dict[int, float] = {}
         for p in m.get("plateaus") or []:
-            if p.get("exit_mode") is not None:
-                times.setdefault(int(p["exit_mode"]), []).append(p.get("t_exit"))
+            if p.get("exit_mode") is not None and p.get("t_exit") is not None:
+                k = int(p["exit_mode"])
+                first[k] = min(first.get(k, math.inf), float(p["t_exit"]))
+        for k, t_exit in first.items():
+            times.setdefault(k, []).append(t_exit)
         for x in m.get("plateau_exits_vs_flow") or []:
             delays.setdefault(int(x["mode"]), []).append(x.get("delay"))
     return [

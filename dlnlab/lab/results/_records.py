@@ -70,14 +70,15 @@ class EnsembleSpread(Record):
 
     size: int = key("members", required=True)
     final_loss: Spread | None = key(
-        "the members' final losses (a flow: those at the last grid time)", record=Spread
+        "the final losses of the members that did not diverge (a flow: those at the last grid time)",
+        record=Spread,
     )
     max_dist_to_flow: Spread | None = key(
         "the non-diverged members' largest distances to the flow (null for a flow)", record=Spread
     )
     statuses: dict[str, int] = key("members per status")
     plateau_exits: list[dict] = key(
-        "per mode: the members' plateau exit times (``t_exit``: a spread), after the analysis"
+        "per mode: the members' plateau exit times (``t_exit``: a spread; each member's first exit by the mode), after the analysis"
     )
 
 
@@ -163,7 +164,9 @@ class SGDEntry(Record):
     members_diverged: int = key("an ensemble: how many members diverged (the series can be ok with some)")
     t_stop: float = key("the last time reached")
     step_stop: int | None = key("the last step recorded")
-    final_loss: float | None = key("L at the last point (an ensemble: the members' mean)")
+    final_loss: float | None = key(
+        "L at the last point (an ensemble: the mean over the members that did not diverge)"
+    )
     max_dist_to_flow: float | None = key(
         "largest ||theta - theta_flow|| at the exact times k tau up to dist_to_flow_until (null: known at under "
         "2, e.g. t = 0 alone; an ensemble: the mean over the members that did not diverge)"
@@ -194,7 +197,7 @@ class SMEEntry(Record):
     wall_time_s: float = key("seconds")
     members: list[MemberEntry] = key("each member", record=MemberEntry, container="list")
     ensemble: EnsembleSpread = key("the members' spread", record=EnsembleSpread)
-    final_loss: float | None = key("the members' mean final loss")
+    final_loss: float | None = key("the mean final loss of the members that did not diverge")
     max_dist_to_flow: float | None = key("not computed: absent")
     t_stop: float = key("the last time reached")
     plateaus: list[dict] = key("[] (the members' plateaus are in members)")
