@@ -92,7 +92,7 @@ def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_h
     """The aggregate's loss.png had the setting's key alone as its title, the raw series names in its
     legend (sgd_lr_0.04) and no number of samples. Reference: the names a run's loss figure gives the
     same series (Series.label, the run figures' legend)."""
-    from dlnlab.lab.results._aggregate import _loss_figure
+    from dlnlab.lab.results._aggregate_figure import loss_figure
     from dlnlab.plots import style
     from dlnlab.rundir import Series
 
@@ -105,9 +105,9 @@ def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_h
     names = {"sgd_lr_0.02": 0.02, "flow": None, "sgd_lr_0.04": 0.04}
     want = [Series(name, names[name], {}).label for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02")]
     with style():
-        fig = _loss_figure("experiment=tiny", {name: curves(3) for name in names})
+        fig = loss_figure("experiment=tiny", {name: curves(3) for name in names})
         (legend,) = fig.legends
         assert [x.get_text() for x in legend.get_texts()] == want == ["gradient flow", "η = 0.04", "η = 0.02"]
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
-        fig = _loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
+        fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
         assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]
