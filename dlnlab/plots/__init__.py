@@ -17,6 +17,7 @@ never Lightning or Hydra.
 """
 
 from dlnlab.plots._panels import FLOW_KW, SGD_KW, legend, lr_axis
+from dlnlab.plots._render import make_run_figures
 from dlnlab.plots._style import (
     FLOW_COLOR,
     HEAVY_BALL_TIME_LABEL,
@@ -26,7 +27,7 @@ from dlnlab.plots._style import (
     style,
 )
 from dlnlab.plots.figure1 import draw_network, figure1
-from dlnlab.plots.run_figures import FIGURES, build_run_figures, make_run_figures
+from dlnlab.plots.run_figures import FIGURES, build_run_figures
 from dlnlab.rundir import RunData, Series, load_run
 
 __all__ = [
