@@ -26,8 +26,8 @@ __all__ = [
     "SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "bars_floor", "legend", "log_panel",
 ]  # fmt: skip
 
-# SGD lines are wide and faded behind the thin black flow, so that "SGD converges to the flow" reads
-# as the coloured bands closing in on the black line.
+# SGD lines are wide and faded behind the thin orange flow (FLOW_COLOR, its TensorBoard run's colour), so
+# that "SGD converges to the flow" reads as the coloured bands closing in on the orange line.
 SGD_KW = {"lw": 1.7, "alpha": 0.75, "zorder": 2, "solid_capstyle": "butt"}
 FLOW_KW = {"lw": 0.9, "zorder": 4}
 
