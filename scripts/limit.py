@@ -105,9 +105,11 @@ def _orders_panel(ax, gd: dict, sgd: dict) -> None:
             used = [lim["lrs"].index(lr) for lr in e.get("lrs_used") or lim["lrs"]]
             _slope_line(ax, np.asarray(lim["lrs"])[used], vals[used], e["order"], color=color, lw=0.8)
         ax.errorbar(lim["lrs"], vals, yerr=err, fmt=marker, color=color, ms=4, capsize=2, lw=0.8, label=text)
-    from dlnlab.plots import lr_axis
+    from dlnlab.plots import bars_floor, lr_axis
 
     lr_axis(ax, [*lrs, *lim["lrs"]])
+    # a weak error's bars can reach 0 with a few members (debiased, floored at 0): they run off the bottom
+    bars_floor(ax, [*plain, *mod, *(v for e in ("strong", "weak_theta") for v in lim[e]["max"])])
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest distance to the flow")
     t_max = sgd["grid"]["t_max"]

@@ -33,7 +33,7 @@ def test_gd_at_the_edge_where_the_flow_limit_is_sharper_is_expected_and_the_numb
     assert lines[0] == "edge of stability (GD recomputed at every step; docs/eos.md explains each number):"
     assert (
         lines[1]
-        == "  lr 0.2163 (2/eta = 9.2464): at_edge, as expected at this lr (2/eta is below the flow limit's S = 9.944)"
+        == "  eta = 0.2163 (2/eta = 9.2464): at_edge, as expected at this lr (2/eta is below the flow limit's S = 9.944)"
     )
     assert lines[2].startswith(
         "    S reaches 2/eta at t = 1.298 and stays (no divergence): within 10 % of it 100 %"
@@ -65,7 +65,7 @@ def test_gd_at_the_edge_where_the_flow_limit_is_sharper_is_expected_and_the_numb
 )
 def test_each_outcome_has_its_own_verdict_and_only_at_edge_is_expected(edge, verdict):
     lines = _block(edge)
-    assert lines[1].startswith(f"  lr 0.2163 (2/eta = 9.2464): {verdict}")
+    assert lines[1].startswith(f"  eta = 0.2163 (2/eta = 9.2464): {verdict}")
     assert "as expected" not in lines[1]
     assert ("no divergence" in lines[2]) is (edge.get("outcome") != "diverged")
     # S stays at 2/eta only on the edge: converged or below it, S ended below (a GD that touched 2/eta at
@@ -73,14 +73,14 @@ def test_each_outcome_has_its_own_verdict_and_only_at_edge_is_expected(edge, ver
     assert ("and stays" in lines[2]) is (edge.get("outcome", "at_edge") == "at_edge")
     below = edge.get("outcome") in ("converged_below_edge", "below_edge")
     assert (
-        lines[2].startswith("    S reaches 2/eta at t = 1.298, then ends below it (no divergence): ") is below
+        lines[2].startswith("    S reaches 2/eta at t = 1.298, ends below (no divergence): ") is below
     )
 
 
 def test_every_outcome_of_the_core_has_a_verdict():
     for outcome in Outcome:
         assert _block({"outcome": outcome.value, "flow_limit_sharpness": None})[1].startswith(
-            f"  lr 0.2163 (2/eta = 9.2464): {outcome.value}: "
+            f"  eta = 0.2163 (2/eta = 9.2464): {outcome.value}: "
         )
 
 
@@ -126,13 +126,15 @@ def test_gd_swinging_past_the_edge_above_the_balanced_threshold_is_not_read_as_a
          "outcome": "above_edge", "final_sharpness": 11.39, "previous_sharpness": 4.494, "final_loss": 0.1166},
     )  # fmt: skip
     assert lines[1] == (
-        "  lr 0.32 (2/eta = 6.25): above_edge: S swings over 10 % past 2/eta at the end (a period-2 cycle), "
+        "  eta = 0.32 (2/eta = 6.25): above_edge: S ends swinging over 10 % past 2/eta (a period-2 cycle), "
         "loss not converged"
     )
     assert lines[2] == (
         "    2/eta is below the balanced minimum's S = 7.559: not stable at this lr (whitened data: no global minimum is)"
     )
-    assert lines[3].startswith("    S reaches 2/eta at t = 0, swings past it (no divergence): within 10 % of it 2 %")
+    # S(theta0) = 6.577 > 6.25 already: it read "S reaches 2/eta at t = 0" and "as on the edge"
+    assert lines[3].startswith("    S starts above 2/eta, swings across it (no divergence): within 10 % of it 2 %")
+    assert lines[4].endswith(": GD cycles along the top eigenvector past the edge, not hovering on it")
     assert lines[5].startswith("    S at the last two steps 4.494, 11.39 against the flow limit's 9.944")
     assert max(map(len, lines)) <= 120
     # below the balanced minimum's sharpness 2/eta is not: no such line on the lab's run
@@ -167,3 +169,25 @@ def test_the_runner_takes_the_distances_over_the_averages_only():
     }  # fmt: skip
     empty = DistanceComparison(t, torch.full((5,), nan), torch.full((5,), nan))
     assert set(_distances(empty).values()) == {None}
+
+
+@pytest.mark.parametrize(
+    "outcome, crossing, zigzag",
+    [
+        ("at_edge", "S starts above 2/eta and settles at it (no divergence)", "as on the edge"),
+        ("above_edge", "S starts above 2/eta, swings across it (no divergence)", "past the edge, not hovering"),
+        ("converged_below_edge", "S starts above 2/eta, ends below it (no divergence)", "then converged"),
+        ("below_edge", "S starts above 2/eta, ends below it (no divergence)", "until S fell below it"),
+        ("diverged", "S starts above 2/eta", "up to its divergence"),
+    ],
+)
+def test_an_s_above_the_edge_from_the_start_and_the_zigzag_say_what_fits_the_outcome(outcome, crossing, zigzag):
+    """t_edge = 0 is GD's first point, theta0: S starts above 2/eta, it does not reach it (sgd.lrs=[0.32]
+    printed "S reaches 2/eta at t = 0"). The period-2 line said "as on the edge" whatever the outcome."""
+    start, later = _block({"t_edge": 0.0, "outcome": outcome}), _block({"outcome": outcome})
+    assert start[2].startswith(f"    {crossing}: within 10 % of it") and "t = 0" not in start[2]
+    assert later[2].startswith("    S reaches 2/eta at t = 1.298")
+    for lines in (start, later):
+        assert lines[3].startswith("    period-2 amplitude 0.008229 (median): GD ") and zigzag in lines[3]
+        assert ("as on the edge" in lines[3]) is (outcome == "at_edge")
+        assert max(map(len, lines)) <= 120

@@ -38,3 +38,21 @@ def test_without_a_central_flow_the_losses_are_drawn_and_panel_c_says_why_it_is_
     np.testing.assert_array_equal(lines["gradient flow"].get_xdata(), np.linspace(0.0, 10.0, 21))
     assert ax_l.get_title() == "(b) losses"
     assert [x.get_text() for x in ax_d.texts] == ["no central flow in this run\n(flow.central=true draws it)"]
+
+
+def test_the_flow_and_each_learning_rate_have_the_colours_of_the_other_figures(tmp_path):
+    """The flow was black here and orange in every other figure (and on TensorBoard), and the rates took
+    matplotlib's cycle (its second colour an orange like the flow's)."""
+    from matplotlib.colors import same_color
+
+    from dlnlab.plots import FLOW_COLOR, series_colors
+
+    run_dir, _, _ = _edge_only_run(tmp_path)
+    np.savez(run_dir / "series" / "sgd_lr_0.5.npz", t=np.zeros(1))  # a larger rate without an edge series
+    ax_s, ax_l, _ = eos_figure(run_dir).axes
+    rate = series_colors([0.5, 0.25])[0.25]  # the second largest: blue would be the largest's
+    for ax in (ax_s, ax_l):
+        lines = {line.get_label(): line.get_color() for line in ax.lines}
+        assert same_color(lines["gradient flow"], FLOW_COLOR)
+        assert same_color(lines["GD, $\\eta$ = 0.25"], rate)
+    assert same_color(ax_s.lines[-1].get_color(), rate)  # its 2/eta line

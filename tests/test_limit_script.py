@@ -90,3 +90,34 @@ def test_the_escape_panels_bands_are_over_the_members_with_a_value(tmp_path):
     for q in (want[:, 0], want[:, 2]):
         assert all(np.isclose(band, y, rtol=1e-14).any() for y in q)
     assert "1 of 16 members stopped early" in median.get_label()
+
+
+def test_panel_a_keeps_its_points_where_the_weak_errors_bars_reach_zero():
+    """Panel (a) at 8 members: the weak error is debiased and floored at 0, so its bootstrap bars start at
+    0 or at its float rounding (3e-17); the log axis ran down to 5e-18 and squashed the points into its
+    top two decades. The bars now run off the bottom edge (their caps out of sight), the points keep the
+    panel."""
+    from dlnlab.plots import new_figure, style
+
+    orders_panel = runpy.run_path(str(ROOT / "scripts" / "limit.py"))["_orders_panel"]
+    lrs, slrs = [0.0025, 0.005, 0.01], [0.005, 0.01, 0.02]
+    gd = {"convergence_order": 1.0, "convergence_order_modified": 2.0,
+          "series": {f"sgd_lr_{lr!r}": {"lr": lr, "max_dist_to_flow": 0.3 * lr, "max_dist_to_modified_flow": 2 * lr**2}
+                     for lr in lrs}}  # fmt: skip
+    strong, weak = [0.02, 0.028, 0.04], [2e-3, 3e-3, 6e-3]
+    lim = {
+        "members": 8, "lrs": slrs,
+        "strong": {"max": strong, "max_ci90": [[0.8 * v, 1.2 * v] for v in strong], "order": 0.5,
+                   "ci90": [0.4, 0.6], "lrs_used": slrs},
+        "weak_theta": {"max": weak, "max_ci90": [[3e-17, 5e-3], [0.0, 6e-3], [3e-3, 1.2e-2]], "order": None,
+                       "ci90": None, "message": "too few learning rates"},
+    }  # fmt: skip
+    with style():
+        ax = new_figure((4.0, 3.2)).subplots()
+        orders_panel(ax, gd, {"sgd_limit": lim, "grid": {"t_max": 5.0}})
+    points = [2 * lr**2 for lr in lrs] + [0.3 * lr for lr in lrs] + strong + weak
+    bottom, top = ax.get_ylim()
+    assert min(points) / 10 * (1 - 1e-9) <= bottom < min(points) and top > max(points)
+    weak_bars = next(c for c in ax.containers if c.get_label().startswith("SGD weak"))
+    lower_ends = [seg[:, 1].min() for seg in weak_bars.lines[2][0].get_segments()]
+    assert lower_ends[0] == pytest.approx(3e-17) and lower_ends[0] < bottom  # the bar itself is not shortened

@@ -122,6 +122,26 @@ def test_the_figure_draws_no_slope_for_an_undetermined_order():
     assert len(fitted) == 2  # strong and weak (theta), not the weak loss
 
 
+def test_the_run_figures_orders_panel_keeps_its_points_where_a_bar_reaches_zero():
+    """The weak errors are debiased and floored at 0: at a few members their bars start at 0 or at its
+    float rounding (3e-17), and the log axis ran down to 1e-17 under points of 1e-3. The bars now run off
+    the bottom edge and the points keep the panel."""
+    from dlnlab.plots import new_figure
+    from dlnlab.plots.ensemble import _orders_axes
+
+    lim = {"members": 8, "lrs": [0.02, 0.01, 0.005], "strong": _error(0.5, [0.45, 0.55]),
+           "weak_theta": _error(None, None), "weak_loss": _error(None, None)}  # fmt: skip
+    for e in ("strong", "weak_theta", "weak_loss"):
+        lim[e]["max"] = [4e-3, 2e-3, 1e-3]
+        lim[e]["max_ci90"] = [[3e-17, 5e-3], [0.0, 3e-3], [5e-4, 2e-3]]
+    ax = new_figure((4, 3)).subplots()
+    _orders_axes(ax, lim)
+    bottom, top = ax.get_ylim()
+    assert 1e-4 * (1 - 1e-9) <= bottom < 1e-3 and top > 5e-3
+    lower_ends = [seg[:, 1].min() for seg in ax.containers[0].lines[2][0].get_segments()]
+    assert lower_ends[0] == pytest.approx(3e-17)  # the bar is not shortened: it runs off the bottom
+
+
 @pytest.mark.parametrize(
     "weak, label",
     [

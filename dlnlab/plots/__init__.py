@@ -6,9 +6,10 @@
   ``python scripts/figure1.py`` runs both and writes ``figure1.png`` / ``.pdf`` (``--out`` says where).
 - For figures of its own (scripts, the lab's aggregates): :func:`style` (the lab's matplotlib look, a
   context manager), :func:`new_figure` (an Agg figure of a paper column's size), :func:`lr_axis`
-  (log-log axes with a tick at each learning rate), the series' colours: :data:`FLOW_COLOR` and
-  :func:`series_colors` (each learning rate's, TensorBoard's colour of its run), their lines as the run
-  figures draw them (:data:`FLOW_KW`, :data:`SGD_KW`), the time axis' label (:data:`TIME_LABEL`,
+  (log-log axes with a tick at each learning rate), :func:`bars_floor` (a log axis kept on its points
+  where error bars reach 0), the series' colours: :data:`FLOW_COLOR` and :func:`series_colors` (each
+  learning rate's, TensorBoard's colour of its run), their lines as the run figures draw them
+  (:data:`FLOW_KW`, :data:`SGD_KW`), the time axis' label (:data:`TIME_LABEL`,
   :data:`HEAVY_BALL_TIME_LABEL`) and :func:`legend` (one legend below the axes); the series' names are
   :func:`dlnlab.rundir.series_label`'s.
 
@@ -16,7 +17,7 @@ Only numpy, matplotlib (Agg canvas, no pyplot) and, for TensorBoard and the netw
 never Lightning or Hydra.
 """
 
-from dlnlab.plots._panels import FLOW_KW, SGD_KW, legend, lr_axis
+from dlnlab.plots._panels import FLOW_KW, SGD_KW, bars_floor, legend, lr_axis
 from dlnlab.plots._render import make_run_figures
 from dlnlab.plots._style import (
     FLOW_COLOR,
@@ -39,6 +40,7 @@ __all__ = [
     "SGD_KW",
     "TIME_LABEL",
     "Series",
+    "bars_floor",
     "build_run_figures",
     "draw_network",
     "figure1",

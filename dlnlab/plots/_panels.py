@@ -22,10 +22,12 @@ from dlnlab.plots._common import (
 from dlnlab.plots._style import HEAVY_BALL_TIME_LABEL, TIME_LABEL, new_figure
 from dlnlab.rundir import RunData, Series, format_lr
 
-__all__ = ["SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "legend", "log_panel"]
+__all__ = [
+    "SGD_KW", "FLOW_KW", "row_max", "line_kw", "time_axis", "lr_axis", "bars_floor", "legend", "log_panel",
+]  # fmt: skip
 
-# SGD lines are wide and faded behind the thin black flow, so that "SGD converges to the flow" reads
-# as the coloured bands closing in on the black line.
+# SGD lines are wide and faded behind the thin orange flow (FLOW_COLOR, its TensorBoard run's colour), so
+# that "SGD converges to the flow" reads as the coloured bands closing in on the orange line.
 SGD_KW = {"lw": 1.7, "alpha": 0.75, "zorder": 2, "solid_capstyle": "butt"}
 FLOW_KW = {"lw": 0.9, "zorder": 4}
 
@@ -68,6 +70,23 @@ def lr_axis(ax, lrs) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     if len(ticks) > 4:
         ax.tick_params(axis="x", labelrotation=35)
+
+
+def bars_floor(ax, points, decades: float = 1.0) -> None:
+    """Keep a log y axis on its points where error bars reach far below them: the bottom goes no lower
+    than ``decades`` below the lowest positive point. A debiased error floored at 0 (the weak errors
+    at a few members) has bootstrap intervals from 0 or from a rounding residue of it, and matplotlib's
+    autoscale takes such a residue as data: a review's panel ran down to 1e-16, its points squashed into
+    the top decades. A bar so cut runs off the bottom edge with its cap out of sight, so it never reads
+    as a lower bound it does not have."""
+    v = np.asarray([p for p in points if p is not None], dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return
+    lo, hi = ax.get_ylim()
+    floor = float(v.min()) * 10.0**-decades
+    if lo < floor:
+        ax.set_ylim(floor, hi)
 
 
 def legend(fig, run: RunData, colors: dict, names: list[str] | None = None, extra=(), handles=None) -> None:

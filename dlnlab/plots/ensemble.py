@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from dlnlab.ensemble_errors import order_undetermined
 from dlnlab.plots._common import colors_of, draw_order, level_lines, log_limits, no_data
-from dlnlab.plots._panels import legend, lr_axis, time_axis
+from dlnlab.plots._panels import bars_floor, legend, lr_axis, time_axis
 from dlnlab.plots._style import COLUMN, new_figure
 from dlnlab.rundir import SME_PREFIX, RunData, format_lr, lr_series_name, read_npz
 
@@ -119,6 +119,7 @@ def _orders_axes(ax, lim: dict) -> None:
             xs = np.exp(np.linspace(x.min() - 0.2, x.max() + 0.2, 10))
             ax.plot(xs, np.exp(c) * xs**order, color=color, lw=1.0)
     lr_axis(ax, lrs)
+    bars_floor(ax, [v for key in LIMIT_STYLE for v in lim[key]["max"]])  # bars from 0 run off the bottom
     ax.set_xlabel("learning rate $\\eta$")
     ax.set_ylabel("largest error over the horizon")
     ax.set_title(

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from dlnlab.plots._style import style
-from dlnlab.rundir import CENTRAL_PREFIX, EDGE_PREFIX, atomic_path, format_lr, read_npz
+from dlnlab.plots._style import FLOW_COLOR, series_colors, style
+from dlnlab.rundir import CENTRAL_PREFIX, EDGE_PREFIX, SGD_PREFIX, atomic_path, format_lr, read_npz
 
 __all__ = ["eos_figure", "edge_series", "write_eos_figure"]
 
@@ -43,9 +43,10 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
     ax_s, ax_l, ax_d = fig.subplots(1, 3)
     if "sharpness" in flow:
         ok = np.isfinite(flow["sharpness"])
-        ax_s.plot(flow["t"][ok], flow["sharpness"][ok], color="k", lw=1, label="gradient flow")
+        ax_s.plot(flow["t"][ok], flow["sharpness"][ok], color=FLOW_COLOR, lw=1, label="gradient flow")
+    colors = _lr_colors(run_dir, edges)
     for i, (lr, e) in enumerate(edges.items()):
-        color, name = f"C{i}", f"$\\eta$ = {format_lr(lr)}"
+        color, name = colors[lr], f"$\\eta$ = {format_lr(lr)}"
         if "t" in e:
             ax_s.plot(e["t"], e["top_eigs"][:, 0], ".-", color=color, lw=0.4, ms=1.5, label=f"GD, {name}")
         else:
@@ -64,7 +65,7 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
     central = any("avg_loss" in e for e in edges.values())
     if not central and "loss" in flow:
         ok = np.isfinite(flow["loss"])
-        ax_l.plot(flow["t"][ok], flow["loss"][ok], color="k", lw=0.8, ls=":", label="gradient flow")
+        ax_l.plot(flow["t"][ok], flow["loss"][ok], color=FLOW_COLOR, lw=0.8, ls=":", label="gradient flow")
     ax_s.set_xlabel("t")
     ax_s.set_ylabel("top Hessian eigenvalue S")
     ax_s.set_title("(a) sharpness; dashed: 2/$\\eta$", fontsize=9)
@@ -89,7 +90,14 @@ def _losses(ax, e: dict, color: str, name: str, first: bool) -> None:
     ax.plot(e["t"], e["loss"], color=color, lw=0.4, alpha=0.5, label=f"GD, {name}")
     ax.plot(e["t"], e["avg_loss"], color=color, lw=1.2, label=f"GD averaged, {name}")
     ax.plot(e["t"], e["predicted_loss"], color=color, lw=1.2, ls="--", label=f"central flow's prediction, {name}")
-    ax.plot(e["t"], e["flow_loss"], color="k", lw=0.8, ls=":", label="gradient flow" if first else None)
+    ax.plot(e["t"], e["flow_loss"], color=FLOW_COLOR, lw=0.8, ls=":", label="gradient flow" if first else None)
+
+
+def _lr_colors(run_dir: Path, edges: dict) -> dict[float, str]:
+    """Each learning rate's colour in the run's other figures and on TensorBoard: its rank among the
+    run's rates (its SGD series', and an edge series' without one), never the flow's."""
+    sgd = (float(p.stem[len(SGD_PREFIX) :]) for p in (run_dir / "series").glob(f"{SGD_PREFIX}*.npz"))
+    return series_colors([*edges, *sgd])
 
 
 def write_eos_figure(run_dir: str | Path, out: str | Path, dpi: int = 200) -> bytes | None:

@@ -111,13 +111,46 @@ def _verdict(d: dict) -> str:
         return f"{outcome}, as expected at this lr (2/eta is below the flow limit's S = {fmt(limit)})"
     meaning = {
         Outcome.AT_EDGE: f"S ends within {100 * d['band']:g} % of 2/eta, on the edge of stability",
-        Outcome.ABOVE_EDGE: f"S swings over {100 * d['band']:g} % past 2/eta at the end (a period-2 cycle), "
+        Outcome.ABOVE_EDGE: f"S ends swinging over {100 * d['band']:g} % past 2/eta (a period-2 cycle), "
         "loss not converged",
         Outcome.CONVERGED: "GD converged, at a minimum flatter than 2/eta",
         Outcome.BELOW_EDGE: "S ends below 2/eta, the loss not converged (a plateau, or too short a run)",
         Outcome.DIVERGED: "GD's loss left every bound at this lr",
     }
     return f"{outcome}: {meaning[outcome]}"
+
+
+# what GD's zigzag along the top eigenvector is, by the outcome (its amplitude is the median after t_edge)
+ZIGZAG = {
+    Outcome.AT_EDGE: "GD zigzags along the top eigenvector, as on the edge",
+    Outcome.ABOVE_EDGE: "GD cycles along the top eigenvector past the edge, not hovering on it",
+    Outcome.CONVERGED: "GD zigzagged along the top eigenvector at 2/eta, then converged",
+    Outcome.BELOW_EDGE: "GD zigzagged along the top eigenvector at 2/eta, until S fell below it",
+    Outcome.DIVERGED: "GD zigzagged along the top eigenvector up to its divergence",
+}
+
+
+def _crossing(d: dict) -> str:
+    """When S first stood at or above 2/eta and what it did after: on the edge it stays; converged or below
+    the edge it ended below 2/eta (a GD that touched 2/eta, then converged flatter, read "and stays" under
+    its verdict "converged"). GD's first point is theta0 at t = 0 (dlnlab.lab.runner's edge series), so
+    t_edge = 0 is an S above 2/eta from the start, which "reaches 2/eta at t = 0" misread."""
+    outcome = Outcome(d["outcome"])
+    if d["t_edge"] == 0.0:
+        start, after = "S starts above 2/eta", {
+            Outcome.AT_EDGE: " and settles at it",
+            Outcome.ABOVE_EDGE: ", swings across it",
+            Outcome.CONVERGED: ", ends below it",
+            Outcome.BELOW_EDGE: ", ends below it",
+        }
+    else:
+        start, after = f"S reaches 2/eta at t = {fmt(d['t_edge'])}", {
+            Outcome.AT_EDGE: " and stays",
+            Outcome.ABOVE_EDGE: ", swings past",
+            Outcome.CONVERGED: ", ends below",
+            Outcome.BELOW_EDGE: ", ends below",
+        }
+    return start + (f"{after[outcome]} (no divergence)" if outcome in after else "")
 
 
 def _gd_lines(d: dict) -> list[str]:
@@ -129,19 +162,10 @@ def _gd_lines(d: dict) -> list[str]:
     if d["t_edge"] is None:
         crossing = ["    S never reaches 2/eta"]
     else:
-        # what S did after: on the edge it stays; converged or below the edge it ended below 2/eta (a GD
-        # that touched 2/eta, then converged flatter, read "and stays" under its verdict "converged")
-        stays = {
-            Outcome.AT_EDGE: " and stays (no divergence)",
-            Outcome.ABOVE_EDGE: ", swings past it (no divergence)",
-            Outcome.CONVERGED: ", then ends below it (no divergence)",
-            Outcome.BELOW_EDGE: ", then ends below it (no divergence)",
-        }.get(Outcome(d["outcome"]), "")
         crossing = [
-            f"    S reaches 2/eta at t = {fmt(d['t_edge'])}{stays}: within {100 * d['band']:g} % of it "
-            f"{fmt_share(d['hover_share'])} of the time, median {fmt(d['median_ratio'])} x 2/eta",
-            f"    period-2 amplitude {fmt(d['amplitude_median'])} (median): GD zigzags along the top "
-            "eigenvector, as on the edge",
+            f"    {_crossing(d)}: within {100 * d['band']:g} % of it {fmt_share(d['hover_share'])} of the time, "
+            f"median {fmt(d['median_ratio'])} x 2/eta",
+            f"    period-2 amplitude {fmt(d['amplitude_median'])} (median): {ZIGZAG[Outcome(d['outcome'])]}",
         ]
     if d.get("spectrum_unconverged"):
         crossing[0] += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
@@ -161,7 +185,7 @@ def _gd_lines(d: dict) -> list[str]:
         else []
     )  # fmt: skip
     return [
-        f"  lr {d['lr']:g} (2/eta = {d['threshold']:.5g}): {_verdict(d)}",
+        f"  eta = {d['lr']:g} (2/eta = {d['threshold']:.5g}): {_verdict(d)}",
         *unstable,
         *crossing,
         f"    {end} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the balanced minimum's "
