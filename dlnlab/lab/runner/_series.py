@@ -106,4 +106,4 @@ def _warm_the_end(plan) -> None:
     """Import what the end of the run needs (matplotlib and the figures: 1 to 4 s here, the largest part
     of the figures' time), while the driver only waits for its workers."""
     if plan.cfg.log.figures:
-        import dlnlab.plots._render  # noqa: F401
+        import dlnlab.plots  # noqa: F401
