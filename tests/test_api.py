@@ -5,6 +5,7 @@ traceback from deep inside torch, never a silently wrong result. Tiny nets: each
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,26 @@ def test_the_work_done_is_a_typed_record_that_prints_on_one_line(problem, theta0
             traj.nfe, traj.njev, traj.n_steps, traj.wall_time_s)  # fmt: skip
         assert str(stats) == f"nfe {traj.nfe}, njev {traj.njev}, {traj.n_steps} steps, {traj.wall_time_s:.3g} s"
     assert run.stats.n_steps == 7 and flow.stats.nfe > 0 and flow.stats.njev > 0
+
+
+def test_the_command_lines_config_from_python_is_composed_and_checked_as_the_command_line_does():
+    """``dlnlab.lab.compose``: a notebook had to find the checkout's conf/ and call Hydra's compose API
+    itself (docs/api.md). It gives what tests/_helpers.make_cfg composes (the same Hydra call the CLI
+    makes), and refuses what the command line refuses, in its one line."""
+    from omegaconf import OmegaConf
+
+    import dlnlab.lab
+    from tests._helpers import make_cfg
+
+    words = ["experiment=tiny", "sgd=minibatch", "sgd.batch_size=5", "sgd.lrs=[0.04]"]
+    assert OmegaConf.to_container(dlnlab.lab.compose(words)) == OmegaConf.to_container(make_cfg(words))
+    for bad, said in (
+        (["model.dim=[4,3]"], r"^model.dim: no such key; model has: dims; did you mean model.dims\?$"),
+        (["experiment=tinny"], "^experiment=tinny: no such option; allowed: eos, "),
+        (["hydra.run.dir=x"], r"^hydra.run.dir: not a key of a run from Python: run\(cfg, output_dir=...\)"),
+        ("experiment=tiny", r"^overrides: a list of the command line's words, e.g. \['experiment=tiny'\]"),
+    ):
+        with pytest.raises(dlnlab.lab.ConfigError, match=said):
+            dlnlab.lab.compose(bad)
+    with pytest.raises(dlnlab.lab.ConfigError, match="^conf_dir: .* holds no train.yaml"):
+        dlnlab.lab.compose([], conf_dir=Path(__file__).parent)

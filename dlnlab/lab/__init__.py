@@ -10,7 +10,8 @@ are exported here and imported on first use (``import dlnlab.lab`` itself is che
     result = run(cfg, output_dir="/tmp/run")  # a RunResult: result.summary is typed
 
 A plain dict gives each group's keys (docs/config.md); the command line's options (``experiment=tiny``,
-``sgd=minibatch``) are files of conf/, which Hydra's compose API reads (docs/api.md).
+``sgd=minibatch``) are files of conf/: ``compose(["experiment=tiny", "sgd=minibatch"])`` gives the
+command line's config, composed by Hydra and checked (docs/api.md).
 """
 
 from dlnlab._lazy import lazy_exports
@@ -20,6 +21,7 @@ _EXPORTS = {
     "dlnlab.lab.config": ["prepare", "Plan", "ConfigError", "ExitCode", "TrainConfig"],
     "dlnlab.lab.results": ["RunResult", "RunStatus", "Summary"],
     "dlnlab.lab.cli": ["main", "job"],
+    "dlnlab.lab._compose": ["compose"],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
