@@ -367,3 +367,18 @@ def test_a_changed_init_file_is_refused(tmp_path):
     np.savez(weights, **{f"W_{j}": 0.1 * rng.standard_normal((dims[j], dims[j - 1])) for j in layers})
     with pytest.raises(ConfigError, match=r"the initial weights \(A0\) its config builds now differ"):
         resume(out)
+
+
+def test_resume_from_python_of_a_sweeps_folder_says_it_is_a_sweep_and_what_finishes_it(tmp_path):
+    """``dlnlab.lab.resume(<sweep>)``: Hydra's sweep folder (multirun.yaml and the jobs' folders, no
+    summary.json of its own) was refused as 'not a dlnlab run directory'; the command line finishes a
+    sweep (tests/test_sweeps.py), the function one job."""
+    sweep = tmp_path / "my sweep"
+    (sweep / "0_seed=1").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    with pytest.raises(ConfigError) as info:
+        resume(sweep)
+    assert str(info.value) == (
+        f"resume: {sweep} is a sweep (multirun.yaml): resume(<a job's folder>) finishes a job, "
+        f"python scripts/train.py resume='{sweep}' all"
+    )

@@ -4,13 +4,12 @@
 with the config it was started with (its ``summary.json``), in its own directory, holding the
 directory's lock (:mod:`dlnlab.lab.runner._lock`):
 
-* refused (one line, exit code 2, nothing written) when ``summary.json`` is missing, unreadable or not
-  a run summary, when the run finished, when ``problem.npz`` is missing or unreadable, when the config
-  no longer builds the same data, dims and initial weights as ``problem.npz`` holds (a data or init
-  file changed), when summary.json's config differs from the one the run started with (problem.npz
-  records it) in a key that changes a series' numbers (:mod:`dlnlab.lab.runner._resume_config`), or
-  when the recomputed flow differs from the recorded one by more than 10 x its
-  tolerance (summary.json is then put back as it was);
+* refused (one line, exit code 2, nothing written) for a sweep's folder, when ``summary.json`` is
+  missing, unreadable or not a run summary, when the run finished, when ``problem.npz`` is missing or
+  unreadable, when the config no longer builds the same data, dims and initial weights as it holds (a
+  data or init file changed), when summary.json's config differs from the one the run started with in
+  a key that changes a series' numbers (:mod:`dlnlab.lab.runner._resume_config`), or when the recomputed
+  flow differs from the recorded one by more than 10 x its tolerance (summary.json put back as it was);
 * what happens to each series is its kind's ``resume`` policy (:class:`~dlnlab.lab.runner._kind.Resume`):
 * the flow and GD's modified flows are recomputed (the SGD series need them at their exact times, which
   are not stored) and, if they had finished, checked against their ``series/<name>.npz``, not rewritten;
@@ -28,6 +27,7 @@ directory's lock (:mod:`dlnlab.lab.runner._lock`):
 from __future__ import annotations
 
 import json
+import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +223,9 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
     where = f"resume: {run_dir}"
     if not run_dir.is_dir():
         raise ConfigError(f"{where} is not a directory: give the run directory to finish")
+    if (run_dir / "multirun.yaml").is_file() and not path.exists():  # Hydra's sweep folder, not a run
+        cli = f"python scripts/train.py resume={shlex.quote(str(run_dir))}"
+        raise ConfigError(f"{where} is a sweep (multirun.yaml): resume(<a job's folder>) finishes a job, {cli} all")
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -233,9 +236,7 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
     try:
         summary = json.loads(raw)
     except ValueError:
-        raise ConfigError(
-            f"{where}/summary.json is not JSON: not a dlnlab run summary; not resumed"
-        ) from None
+        raise ConfigError(f"{where}/summary.json is not JSON: not a dlnlab run summary; not resumed") from None
     if (
         not isinstance(summary, dict)
         or not isinstance(summary.get("config"), dict)
