@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -226,3 +227,34 @@ def figure_text_inside(fig) -> bool:
     bb = fig.get_tightbbox(fig.canvas.get_renderer())
     w, h = fig.get_size_inches()
     return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
+
+# ---- a run's figures (tests/test_plots.py, tests/test_plot_files.py) ----------------------------------
+FIGURE_NAMES = {
+    "loss",
+    "sharpness",
+    "sv_P",
+    "mode_strength",
+    "dist_to_flow",
+    "convergence_order",
+    "conservation",
+}
+
+
+def check_png(path: Path, min_bytes: int = 10_000) -> None:
+    """A PNG of a figure's size that is not blank."""
+    from matplotlib.image import imread
+
+    assert path.exists() and path.stat().st_size > min_bytes, path
+    img = imread(path)
+    h, w = img.shape[:2]
+    assert 400 <= w <= 2500 and 300 <= h <= 2500, (path.name, w, h)
+    assert float(img[..., :3].std()) > 0.02, f"{path.name} looks blank"
+
+
+def copy_run_files(src: Path, dst: Path) -> Path:
+    """Only the files a user keeps: problem.npz, series/, summary.json (no figures, no TensorBoard)."""
+    dst.mkdir(parents=True)
+    shutil.copy(src / "problem.npz", dst / "problem.npz")
+    shutil.copy(src / "summary.json", dst / "summary.json")
+    shutil.copytree(src / "series", dst / "series")
+    return dst

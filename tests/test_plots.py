@@ -8,41 +8,22 @@ from __future__ import annotations
 
 import json
 import runpy
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.image import imread
 
 from dlnlab.errors import FileWarning
 from dlnlab.lab.config import prepare
 from dlnlab.lab.runner import run
 from dlnlab.plots import FIGURES, build_run_figures, figure1, load_run, make_run_figures
-from tests._helpers import figure_text_inside, make_cfg
+from tests._helpers import FIGURE_NAMES, check_png, copy_run_files, figure_text_inside, make_cfg
 
 # its tests on one xdist worker (--dist loadgroup): its module fixtures are lab runs, made once per worker
 pytestmark = pytest.mark.xdist_group("tiny_run")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-FIGURE_NAMES = {
-    "loss",
-    "sharpness",
-    "sv_P",
-    "mode_strength",
-    "dist_to_flow",
-    "convergence_order",
-    "conservation",
-}
-
-
-def _check_png(path: Path, min_bytes: int = 10_000) -> None:
-    assert path.exists() and path.stat().st_size > min_bytes, path
-    img = imread(path)
-    h, w = img.shape[:2]
-    assert 400 <= w <= 2500 and 300 <= h <= 2500, (path.name, w, h)
-    assert float(img[..., :3].std()) > 0.02, f"{path.name} looks blank"
 
 
 def _read_summary(run_dir: Path) -> dict:
@@ -50,15 +31,6 @@ def _read_summary(run_dir: Path) -> dict:
     return json.loads(
         (run_dir / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
     )
-
-
-def _copy_run_files(src: Path, dst: Path) -> Path:
-    """Only the files a user keeps: problem.npz, series/, summary.json (no figures, no TensorBoard)."""
-    dst.mkdir(parents=True)
-    shutil.copy(src / "problem.npz", dst / "problem.npz")
-    shutil.copy(src / "summary.json", dst / "summary.json")
-    shutil.copytree(src / "series", dst / "series")
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +77,7 @@ def test_figure1_experiment_configs_compose():
 def test_run_writes_every_figure(tiny_run):
     assert set(FIGURES) == FIGURE_NAMES
     for name in FIGURE_NAMES:
-        _check_png(tiny_run / "figures" / f"{name}.png")
+        check_png(tiny_run / "figures" / f"{name}.png")
 
 
 def test_figures_asked_for_by_name_are_those_or_a_refusal_naming_names(tiny_run):
@@ -186,7 +158,7 @@ def test_diverged_series_is_drawn_and_marked(diverged_run):
     paths = make_run_figures(diverged_run, strict=True, on_figure=figs.__setitem__)
     assert {p.stem for p in paths} == FIGURE_NAMES == set(figs)
     for p in paths:
-        _check_png(p)
+        check_png(p)
     labels = [t.get_text() for t in figs["loss"].legends[0].get_texts()]
     assert "η = 0.8 (diverged)" in labels and "stopped" in labels
     # the × marker sits inside the axes even though the series left the picture
@@ -201,7 +173,7 @@ def test_diverged_series_is_drawn_and_marked(diverged_run):
 
 @pytest.mark.lab
 def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
-    broken = _copy_run_files(tiny_run, tmp_path / "broken")
+    broken = copy_run_files(tiny_run, tmp_path / "broken")
     path = broken / "series" / "sgd_lr_0.04.npz"
     with np.load(path) as f:
         arr = {k: f[k] for k in f.files}
@@ -215,7 +187,7 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
         assert len(make_run_figures(broken, strict=True)) == len(FIGURE_NAMES)
     assert not any("pickle" in str(w.message) for w in caught)  # numpy's word for any bytes not a zip
 
-    flow_only = _copy_run_files(tiny_run, tmp_path / "flow_only")
+    flow_only = copy_run_files(tiny_run, tmp_path / "flow_only")
     summary = _read_summary(flow_only)
     summary["series"] = {"flow": summary["series"]["flow"]}
     summary["convergence_order"] = None
@@ -224,7 +196,7 @@ def test_short_nan_and_flow_only_runs_still_get_figures(tiny_run, tmp_path):
     for p in (flow_only / "series").glob("sgd_*.npz"):
         p.unlink()
     for p in make_run_figures(flow_only, strict=True):
-        _check_png(p, min_bytes=2_000)  # dist_to_flow and convergence_order say "no SGD series"
+        check_png(p, min_bytes=2_000)  # dist_to_flow and convergence_order say "no SGD series"
 
 
 @pytest.mark.lab
@@ -234,7 +206,7 @@ def test_the_convergence_order_fit_is_drawn_through_every_rate_it_used_an_unstab
     """The summary's order fits ok and unstable series (status.USABLE); the figure drew the fit through
     the ok ones alone (the right slope at the wrong height, over part of the range) and left out the
     pairwise slopes that reach an unstable rate."""
-    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    d = copy_run_files(tiny_run, tmp_path / "unstable")
     summary = _read_summary(d)
     summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
     (d / "summary.json").write_text(json.dumps(summary))
@@ -259,7 +231,7 @@ def test_the_convergence_order_fit_is_drawn_through_every_rate_it_used_an_unstab
 def test_an_unstable_series_is_marked_as_ended_unstable_not_as_stopped(tiny_run, tmp_path):
     """An unstable series ran to its end (its loss stuck up above the threshold): its × was explained as
     "stopped" in the legend. A diverged one is still "stopped" (test_diverged_series_is_drawn_and_marked)."""
-    d = _copy_run_files(tiny_run, tmp_path / "unstable")
+    d = copy_run_files(tiny_run, tmp_path / "unstable")
     summary = _read_summary(d)
     summary["series"]["sgd_lr_0.04"]["status"] = "unstable"
     (d / "summary.json").write_text(json.dumps(summary))
@@ -272,7 +244,7 @@ def test_an_unstable_series_is_marked_as_ended_unstable_not_as_stopped(tiny_run,
 
 @pytest.mark.lab
 def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
-    d = _copy_run_files(tiny_run, tmp_path / "plateaus")
+    d = copy_run_files(tiny_run, tmp_path / "plateaus")
     summary = _read_summary(d)
     summary["series"]["flow"]["plateaus"] = [
         {"t_start": 0.5, "t_end": 1.5, "level": 2.5, "level_index": 0, "label": "non-strict"},
@@ -283,25 +255,6 @@ def test_plateaus_from_the_summary_are_shaded(tiny_run, tmp_path):
     labels = [t.get_text() for t in figs["loss"].legends[0].get_texts()]
     assert "plateaus (flow)" in labels
     assert len(load_run(d).plateaus("flow")) == 1
-
-
-@pytest.mark.lab
-def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path, capsys):
-    d = _copy_run_files(tiny_run, tmp_path / "copy")
-    # the script's main in this process (its exit codes and one-line refusals in a subprocess of their
-    # own: tests/test_scripts.py)
-    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
-    assert plot_main([str(d)]) == 0
-    written = {Path(line).stem for line in capsys.readouterr().out.split() if line.endswith(".png")}
-    assert written == FIGURE_NAMES
-    for name in FIGURE_NAMES:
-        _check_png(d / "figures" / f"{name}.png")
-    assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
-    (tmp_path / "nothing").mkdir()
-    with pytest.raises(SystemExit) as refused:  # an empty directory: skipped, nothing usable is left
-        plot_main([str(tmp_path / "nothing")])
-    assert refused.value.code == 2
-    assert "not a run directory" in capsys.readouterr().err
 
 
 # ---- Figure 1 ------------------------------------------------------------------------------------
@@ -321,7 +274,7 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     fig1_main = runpy.run_path(str(ROOT / "scripts" / "figure1.py"))["main"]
     assert fig1_main(["--near", str(tiny_run), "--far", str(diverged_run)]) == 0
     (png,) = (tmp_path / "outputs" / "figure1").glob("*/*/figure1.png")
-    _check_png(png)
+    check_png(png)
     assert png.with_suffix(".pdf").stat().st_size > 10_000
     assert f"wrote {png.relative_to(tmp_path)}" in capsys.readouterr().out
     # an explicit --out replaces that file (and the PDF beside it), here an older one
@@ -329,105 +282,5 @@ def test_figure1_is_drawn_from_two_run_directories(tiny_run, diverged_run, tmp_p
     assert (
         fig1_main(["--near", str(tiny_run), "--far", str(diverged_run), "--out", str(png), "--no-pdf"]) == 0
     )
-    _check_png(png)
+    check_png(png)
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("figure1.*")} == committed
-
-
-@pytest.mark.lab
-def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pngs(tiny_run, tmp_path):
-    """The figures drawn in this process go to TensorBoard as images (replacing the run's own, never
-    stacked; each the PNG file's picture); make_run_figures(workers=2), the figures split between two
-    forked processes, writes the same bytes (and on_png gets them in the figures' order). One serial
-    drawing serves both checks."""
-    from io import BytesIO
-
-    from tensorboard.backend.event_processing.event_accumulator import (
-        STORE_EVERYTHING_SIZE_GUIDANCE,
-        EventAccumulator,
-    )
-
-    from dlnlab.lab.record import figures_logger, log_png
-
-    mine, other = tmp_path / "mine", tmp_path / "copy"  # two copies: the session's run is read-only
-    shutil.copytree(tiny_run, mine)
-    shutil.copytree(tiny_run, other)
-    logger = figures_logger(mine, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
-    serial = make_run_figures(mine, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
-    logger.finalize("success")  # the run made them once already: replaced, never stacked
-    assert len(list((mine / "tensorboard" / "flow").glob("*.figures"))) == 1
-    acc = EventAccumulator(str(mine / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
-    acc.Reload()
-    tags = set(acc.Tags()["images"])
-    assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
-    img = acc.Images("figures/loss")[-1]
-    assert img.step == 0 and img.width >= 400 and img.height >= 300
-    # the image is the PNG file's picture (decoded and re-encoded, not drawn again)
-    shown = imread(BytesIO(img.encoded_image_string), format="png")
-    np.testing.assert_allclose(shown, imread(mine / "figures" / "loss.png"), atol=1 / 255)
-    n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
-    assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
-
-    one = {p.name: p.read_bytes() for p in serial}
-    got = []
-    two = make_run_figures(other, strict=True, workers=2, on_png=lambda n, png: got.append((n, png)))
-    assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
-    for path, (_, png) in zip(two, got):
-        assert path.read_bytes() == one[path.name] == png
-
-
-@pytest.mark.lab
-def test_a_signal_noted_while_the_figure_workers_fork_stops_the_drawing(tiny_run, tmp_path):
-    """A SIGTERM that reaches another thread while make_run_figures forks its workers (the main thread
-    blocks both signals then) has its handler run in the main thread inside the fork's block, which only
-    notes it: the drawing stops all the same (Interrupted, no PNG written), as for a signal during it."""
-    import os
-    import signal
-    import threading
-    import time
-
-    from dlnlab.rundir import signals
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("figures"))
-    idle = threading.Event()
-    taker = threading.Thread(target=idle.wait, daemon=True)  # leaves both signals unblocked
-    taker.start()
-    armed = []
-
-    def signal_the_taker() -> None:  # in the main thread, after each fork, inside the block
-        if armed and armed.pop():
-            signal.pthread_kill(taker.ident, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while signals.received() is None and time.monotonic() < deadline:
-                time.sleep(0.001)  # the main thread runs the handler here
-
-    os.register_at_fork(after_in_parent=signal_the_taker)  # for good: disarmed once it has fired
-    signals.reset()
-    signals.install()
-    try:
-        armed.append(True)
-        with pytest.raises(signals.Interrupted):
-            make_run_figures(run_dir, strict=True, workers=2)
-        assert signals.received() == signal.SIGTERM
-    finally:
-        armed.clear()
-        signals.uninstall()
-        signals.reset()
-        idle.set()
-    assert not list(run_dir.glob("figures/*.png"))
-
-
-def test_the_reference_mode_keeps_the_sign_of_a_negative_u0(tmp_path):
-    """init=aligned with u0 = [0.05, -0.05] on the net 3-3-2 (h = 2): mode 2 starts on the stable branch
-    and decays to 0, as the run's own mode strength does; only mode 1 has an escape to mark."""
-    from dlnlab.analysis import mode_solution
-    from dlnlab.plots._common import reference_modes
-    from dlnlab.rundir import RunData
-
-    summary = {"config": {"model": {"dims": [3, 3, 2]}, "init": {"kind": "aligned", "u0": [0.05, -0.05]}}}
-    run = RunData(tmp_path, {"modes": np.array([2.0, 1.0]), "dims": np.array([3, 3, 2])}, summary, {})
-    t = np.linspace(0.0, 4.0, 9)
-    refs = {r["k"]: r for r in reference_modes(run, t)}
-    assert refs[0]["t_half"] is not None and refs[1]["t_half"] is None and refs[1]["u0"] == -0.05
-    np.testing.assert_allclose(refs[1]["u"], mode_solution(t, 1.0, -0.05, 2), rtol=1e-8)
-    assert np.all(refs[1]["u"] < 0) and abs(refs[1]["u"][-1]) < 0.01

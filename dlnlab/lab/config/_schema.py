@@ -342,8 +342,7 @@ def config_class(name: str) -> type | None:
     return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
 
 
-# the config groups: model, data, init, flow, sgd, log, ... (each a dataclass of keys)
-_GROUPS = tuple(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).endswith("Config"))
+_GROUPS = tuple(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).endswith("Config"))  # model, ...
 
 
 def typed_config(cfg: Any) -> TrainConfig:
