@@ -139,3 +139,17 @@ def test_modes_learnt():
     pr = small_problem()
     mask = saddles.modes_learnt(np.array([[1.6, 0.0, 0.0], [3.0, 1.0, 0.49]]), pr)
     assert mask.tolist() == [[True, False, False], [True, True, False]]
+
+
+def test_a_series_that_leaves_by_one_mode_twice_is_compared_by_its_first_exit(fig1_problem):
+    """SGD can fall back onto a plateau and leave it by the same mode again: its exit delay behind the
+    flow was the last such exit's (a dict keyed by mode, the later plateau overwriting the earlier),
+    where the aggregate counts each sample's first (dlnlab/lab/results/_aggregate.py)."""
+    base = saddles.Plateau(
+        t_start=0.0, t_end=6.0, duration=6.0, level=15.0, level_index=0, is_top_set=True, modes_learnt=[],
+        grad_norm_min=1e-6, t_grad_norm_min=3.0, level_gap=0.0, exit_mode=0, t_exit=6.5, i_start=0,
+        i_end=60, i_grad_norm_min=30,
+    )  # fmt: skip
+    again = dataclasses.replace(base, t_start=7.0, t_end=8.0, duration=1.0, t_exit=8.4)
+    (exit_,) = saddles.exits_vs_reference([dataclasses.replace(base, t_exit=6.0)], [base, again], fig1_problem)
+    assert (exit_.mode, exit_.t_exit, exit_.delay) == (0, 6.5, 0.5)

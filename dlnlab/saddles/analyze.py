@@ -207,11 +207,13 @@ def exits_vs_reference(
     lr: float | None = None,
 ) -> list[PlateauExit]:
     """Plateau exits of a series against a reference (the flow), matched by exit mode: one
-    :class:`PlateauExit` per exit of the reference. When the series has no plateau leaving by that mode,
-    its t_exit is the first time the mode's strength crosses m_k/2 (``arrays``' mode_strength)."""
+    :class:`PlateauExit` per exit of the reference (the series' first exit by its mode). When the series
+    has no plateau leaving by that mode, its t_exit is the first time the mode's strength crosses m_k/2
+    (``arrays``' mode_strength)."""
     m = _modes_np(problem)
     out = []
-    own = {p.exit_mode: p.t_exit for p in plateaus if p.exit_mode is not None}
+    # a series that leaves by one mode twice (SGD back onto a plateau): its first exit, as the aggregate's
+    own = {p.exit_mode: p.t_exit for p in reversed(plateaus) if p.exit_mode is not None}
     for p in ref_plateaus:
         k = p.exit_mode
         if k is None or p.t_exit is None:
