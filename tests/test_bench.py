@@ -94,3 +94,17 @@ def test_a_bench_section_imports_no_other_section():
             if isinstance(node, ast.ImportFrom) and node.level:
                 bad.append(f"{path.name} has a relative import")
     assert not bad, bad
+
+
+def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
+    """``--out`` into a folder that did not exist ended scripts/bench/parallel.py's whole run in a
+    traceback with nothing written; its folder is made at the start, and a directory is refused then."""
+    from scripts.bench._out import ready_out
+
+    deep = tmp_path / "new" / "folder" / "report.md"
+    assert ready_out(deep) == deep and deep.parent.is_dir() and not deep.exists()
+    assert ready_out(None) is None
+    with pytest.raises(SystemExit) as refused:
+        ready_out(tmp_path)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == f"error: --out: {tmp_path} is a directory; give the report's file path\n"

@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
+from scripts.bench._out import ready_out
 from scripts.bench.ensemble import ensemble_section
 from scripts.bench.figure1 import figure1_section
 from scripts.bench.gpu import gpu_section
@@ -134,6 +135,7 @@ def parse_args(argv=None):
     ap.add_argument("--ensemble-sample", type=int, default=16,
                     help="ensemble at t_max 300: one-by-one solves of this many members, scaled to 64")  # fmt: skip
     args = ap.parse_args(argv)
+    args.out = ready_out(args.out)
     args.repeat = args.repeat or (2 if args.quick else 3)
     args.lrs = args.lrs or ([0.01] if args.quick else [0.01, 0.005, 0.0025])
     return args
@@ -152,7 +154,6 @@ def main(argv=None) -> None:
             parts += lines
     report = "\n".join(header(args, time.perf_counter() - start) + [""] + parts)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
         _log(f"report written to {args.out}")
 

@@ -19,6 +19,7 @@ import torch
 from dlnlab.init import gaussian
 from dlnlab.network import adjacency_from_weights, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
+from scripts.bench._out import DOCS, ready_out
 
 
 def best_time(fn, repeat: int) -> float:
@@ -65,8 +66,9 @@ def measure(dims: list[int], repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/cost.md"))
+    ap.add_argument("--out", type=Path, default=DOCS / "cost.md")
     args = ap.parse_args()
+    args.out = ready_out(args.out)
     torch.set_num_threads(1)
     rows = [measure([256] * 9, args.repeat), measure([11, 6, 6, 6, 6, 4], max(args.repeat, 50))]
     lines = [
@@ -84,7 +86,6 @@ def main() -> None:
         )
     report = "\n".join(lines) + "\n"
     print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"report written to {args.out}")
 

@@ -32,6 +32,7 @@ from dlnlab import init
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SCIPY_STIFF, Solver, integrate, time_grid
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
+from scripts.bench._out import DOCS, ready_out
 
 DIMS = [11, 6, 6, 6, 6, 4]
 STIFF = [10.0, 6.0, 3.0, 1.0]
@@ -108,10 +109,10 @@ def _parse_args() -> argparse.Namespace:
                     help="include dopri5 at rtol 1e-8 (about 30 s; the default)")  # fmt: skip
     ap.add_argument("--no-explicit", dest="explicit", action="store_false", help="skip dopri5")
     ap.add_argument("--dopri8-check", action="store_true", help="cross-check the references with dopri8")
-    ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs/benchmarks/flow.md"
-    )
-    return ap.parse_args()
+    ap.add_argument("--out", type=Path, default=DOCS / "flow.md")
+    args = ap.parse_args()
+    args.out = ready_out(args.out)
+    return args
 
 
 def _references(args: argparse.Namespace) -> tuple[dict, list[str]]:
@@ -364,7 +365,6 @@ def main() -> None:
     text = "\n".join(md)
     print()
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     log(f"wrote {args.out}")
 

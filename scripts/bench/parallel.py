@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.bench._out import ready_out
+
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_LRS = "[0.02,0.016,0.0125,0.01,0.008,0.0063,0.005,0.004]"
 PHASES = ["imports", "preflight", "loggers", "series", "saddle analysis", "figures", "results to loggers", "other"]
@@ -155,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--one", nargs=2, metavar=("OVERRIDES", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.out = ready_out(args.out)
     if args.one:
         print(json.dumps(_one([*json.loads(args.one[0])], args.one[1])), flush=True)
         gc.freeze()  # the end of scripts/train.py's process, measured as it is (see there)

@@ -1,0 +1,25 @@
+"""The report's path (``--out``) made ready before any work: a benchmark of minutes must not end in a
+traceback with its report unwritten (``--out`` into a folder that did not exist did, after the whole run).
+No heavy import: scripts/bench/parallel.py times a run's imports in the same process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"  # the committed reports' folder
+
+
+def ready_out(path: Path | None) -> Path | None:
+    """``path`` with its folder made; a directory or a folder that cannot be made: one line, exit 2."""
+    if path is None:
+        return None
+    if path.is_dir():
+        print(f"error: --out: {path} is a directory; give the report's file path", file=sys.stderr)
+        sys.exit(2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: --out: cannot make the folder {path.parent} ({err.strerror})", file=sys.stderr)
+        sys.exit(2)
+    return path
