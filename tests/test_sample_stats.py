@@ -149,3 +149,30 @@ def test_curves_of_another_shape_or_time_grid_are_left_out_and_said(tmp_path):
         "sv: 2 of 4 samples left out (1 on another time grid; 1 with values of shape (3,) per point, not (2,))",
     ]
     assert row["samples"] == 4  # the numbers (final loss, exits) are still over every sample
+
+
+def test_the_orders_are_fitted_by_each_runs_own_rule_over_the_order_fit_smallest_rates():
+    """The aggregate fitted every learning rate (two as well), where each run fits the sgd.order_fit
+    smallest and has no order with fewer (a run with lrs 0.8 diverged, 0.02, 0.01 said none; its
+    aggregate 1.003). Reference: scipy's linregress over the three smallest rates."""
+    from types import SimpleNamespace
+
+    from scipy.stats import linregress
+
+    from dlnlab.lab.results._aggregate import Setting, _add_samples, _orders
+
+    lrs = [0.01, 0.02, 0.04, 0.3]  # the distance bends up at the largest: it must not enter
+    dist = [0.1 * lr * (1 + 30 * lr**2) for lr in lrs]
+    st = Setting("k")  # order_fit 3, the default, as the runs' summaries say
+    for lr, d in zip(lrs, dist):
+        entry = {"status": "ok", "lr": lr, "max_dist_to_flow": d}
+        _add_samples(st, "run0", f"sgd_lr_{lr!r}", SimpleNamespace(entry=entry, members=None, arrays={"t": [0.0]}))
+    got = _orders(st, "max_dist_to_flow")
+    want = linregress(np.log(lrs[:3]), np.log(dist[:3])).slope
+    assert got["lrs"] == lrs[:3] and got["per_sample"]["mean"] == pytest.approx(want, rel=1e-12)
+    assert got["of_the_mean"] == pytest.approx(want, rel=1e-12) and got["message"] == ""
+    for name in ("sgd_lr_0.04", "sgd_lr_0.3"):
+        del st.samples[name], st.origins[name]
+    got = _orders(st, "max_dist_to_flow")
+    assert (got["per_sample"], got["of_the_mean"], got["lrs"]) == (None, None, [0.01, 0.02])
+    assert got["message"] == "needs at least 3 learning rates with a distance (sgd.order_fit), got 2"

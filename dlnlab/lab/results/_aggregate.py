@@ -45,6 +45,7 @@ import numpy as np
 
 from dlnlab.errors import ArgumentError
 from dlnlab.lab.results._aggregate_figure import write_loss_figure
+from dlnlab.lab.results._summary import fit_order
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage, save_npz, write_json
 from dlnlab.status import USABLE, Status
@@ -68,6 +69,7 @@ class Setting:
     # series across the learning rates (a series missing from one run must not shift the others)
     origins: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    order_fit: int = 3  # the runs' sgd.order_fit: the orders are fitted as each run fits its own
 
     @property
     def folder(self) -> str:
@@ -161,7 +163,9 @@ def collect(roots: Roots) -> tuple[dict[str, Setting], list[str]]:
         key = _setting_key(overrides)
         st = settings.setdefault(key, Setting(key, _without_seeds(overrides)))
         st.runs.append(str(run_dir))
-        for name, series in load_run(run_dir).series.items():
+        run = load_run(run_dir)
+        st.order_fit = int(((run.summary.get("config") or {}).get("sgd") or {}).get("order_fit") or 3)
+        for name, series in run.series.items():
             _add_samples(st, run_dir, name, series)
     return settings, skipped
 
@@ -255,25 +259,28 @@ def _spread(values) -> dict | None:
 
 
 def _orders(st: Setting, key: str) -> dict:
-    """Each sample's slope of log max distance against log lr, across the SGD series; and the slope of
-    the samples' mean distance. A sample is one run's member, paired across the learning rates by its
-    run and member (not by its place in the list: a series that failed or diverged in one run would
-    pair the runs after it with the wrong seeds); only the samples with a positive distance at every
-    learning rate enter, the per-sample slopes and the mean alike, so both are of the same samples."""
+    """Each sample's slope of log max distance against log lr, and the slope of the samples' mean
+    distance, by the run's own rule (:func:`fit_order`: over the ``sgd.order_fit`` smallest learning
+    rates, none with fewer), so that a run's order and its aggregate's agree (they did not: the aggregate
+    fitted every rate, also two where the run said none). A sample is one run's member, paired across
+    the rates by its run and member (not by its place in the list: a series that failed or diverged in
+    one run would pair the runs after it with the wrong seeds); only the samples with a positive
+    distance at every fitted rate enter, the per-sample slopes and the mean alike."""
     by_lr: dict[float, dict[tuple[str, int], float | None]] = {}
     for name, samples in st.samples.items():
         if name.startswith("sgd_lr_"):
             values = [_number(s[1].get(key)) for s in samples]
             by_lr[float(name[len("sgd_lr_") :])] = dict(zip(st.origins[name], values))
-    lrs = sorted(by_lr)
-    if len(lrs) < 2:
-        return {"per_sample": None, "of_the_mean": None}
+    lrs = sorted(by_lr)[: st.order_fit]
+    if len(lrs) < st.order_fit:
+        why = f"needs at least {st.order_fit} learning rates with a distance (sgd.order_fit), got {len(lrs)}"
+        return {"per_sample": None, "of_the_mean": None, "lrs": lrs, "message": why}
     common = set.intersection(*(set(by_lr[lr]) for lr in lrs))
     complete = sorted(o for o in common if all((by_lr[lr][o] or 0.0) > 0 for lr in lrs))
-    slopes = [float(np.polyfit(np.log(lrs), np.log([by_lr[lr][o] for lr in lrs]), 1)[0]) for o in complete]
+    slopes = [fit_order(lrs, [by_lr[lr][o] for lr in lrs], st.order_fit)[0] for o in complete]
     means = [float(np.mean([by_lr[lr][o] for o in complete])) for lr in lrs] if complete else None
-    of_mean = float(np.polyfit(np.log(lrs), np.log(means), 1)[0]) if means else None
-    return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs}
+    of_mean = fit_order(lrs, means, st.order_fit)[0] if means else None
+    return {"per_sample": _spread(slopes), "of_the_mean": of_mean, "lrs": lrs, "message": ""}
 
 
 def _exit_times(entry: dict) -> dict[int, float] | None:

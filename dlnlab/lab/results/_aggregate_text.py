@@ -77,6 +77,12 @@ def _order_rows(rows: list[dict], tag: dict) -> list[list[str]]:
     return out
 
 
+def _order_notes(rows: list[dict], tag: dict) -> list[str]:
+    """Why a setting has no order to the flow (too few learning rates with a distance), one line each."""
+    notes = {tag[r["setting"]]: r["orders"]["to_flow"].get("message") for r in rows if r.get("orders")}
+    return [f"no order for {t}: {why}" for t, why in notes.items() if why]
+
+
 def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
     """The console text: what was aggregated, the legend of the settings, and the tables."""
     tag = {key: f"#{i}" for i, key in enumerate(settings)}
@@ -105,10 +111,12 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
     orders = _order_rows(rows, tag)
     if orders:
         lines += _table(
-            "convergence order: slope of log max distance against log lr, per sample and of the mean",
+            "convergence order: slope of log max distance against log lr, per sample and of the mean, over\n"
+            "the sgd.order_fit smallest learning rates, as each run fits its own",
             ["set", "to the flow", "of the mean", "to the modified flow", "of the mean"],
             orders,
         )
+        lines += _order_notes(rows, tag)
     exits = _exit_rows(rows, tag)
     if exits:
         lines += _table(
