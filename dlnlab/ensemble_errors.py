@@ -27,8 +27,9 @@ import numpy as np
 
 from dlnlab._members import MEMBERLESS_KEYS
 from dlnlab.metrics import theta_rows
+from dlnlab.status import Status
 
-__all__ = ["error_curves", "order_undetermined"]
+__all__ = ["error_curves", "members_kept", "order_undetermined"]
 
 
 def _aligned(arrays: dict, flow: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +77,16 @@ def error_curves(
         spread = weights @ np.einsum("ekp,ekp->ek", dev, dev) - gap
         out["weak_theta"] = (have[keep], _debiased(gap, times * spread, dev.shape[0]))
     return out
+
+
+def members_kept(entry: dict, size: int) -> np.ndarray:
+    """(E,) bool: the members of an SGD series' summary entry that did not diverge, the ``keep`` of
+    :func:`error_curves`. A series stays ok while any member is ok; a diverged member's arrays are its
+    blow-up (inf, then NaN), which made every mean over the members inf or NaN from its divergence on.
+    The summary's ``sgd_limit`` and the sgd_limit figure's error constants leave it out alike."""
+    members = entry.get("members") or []
+    gone = {i for i, m in enumerate(members) if isinstance(m, dict) and m.get("status") == Status.DIVERGED}
+    return np.array([e not in gone for e in range(size)])
 
 
 def _kept(arrays: dict, weights: np.ndarray, keep: np.ndarray) -> tuple[dict, np.ndarray]:

@@ -4,10 +4,12 @@ known mean (the true weak error is then known exactly)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from dlnlab.ensemble_errors import error_curves
+from dlnlab.ensemble_errors import error_curves, members_kept
 
 E, P, T, SIGMA = 256, 50, 40, 0.1  # the Monte Carlo floor sqrt(tr Cov / E) = sqrt(P / E) SIGMA = 0.044
 # (T independent time points: the tests compare averages over them, each point being noisy)
@@ -64,15 +66,13 @@ def test_a_diverged_member_is_left_out_of_the_means_not_made_their_blow_up():
     inf or NaN from there (the horizon's strong error inf, so sgd_limit dropped that learning rate from
     the fit; the weak errors' maxima over the time before it only). The members that did not diverge,
     the same resamples renormalised over them; reference: numpy over those members alone."""
-    from dlnlab.lab.results._limit import _not_diverged
-
     arrays, flow = _members(0.05)
     for key in ("theta", "loss"):
         arrays[key][3, 20:] = np.inf
         arrays[key][3, 30:] = np.nan
     arrays["dist_to_flow"] = np.linalg.norm(arrays["theta"], axis=-1)
     entry = {"status": "ok", "members": [{"status": "diverged" if e == 3 else "ok"} for e in range(E)]}
-    keep = _not_diverged(entry, E)
+    keep = members_kept(entry, E)
     assert keep.sum() == E - 1 and not keep[3]
     got = error_curves(arrays, flow, _weights(20), resamples_from=1, keep=keep)
     theta, loss, n = arrays["theta"][keep], arrays["loss"][keep], E - 1
@@ -99,3 +99,33 @@ def test_members_at_the_reference_have_a_weak_error_of_exactly_zero():
     for kind in ("weak_theta", "weak_loss"):
         assert (got[kind][1][:, 0] == 0.0).all(), (kind, got[kind][1][:, 0])
     assert abs(got["weak_theta"][1][0, 1:].mean() - 0.05) < 0.01  # the rest as before: 0.05 on average
+
+
+def test_the_sgd_limit_figure_draws_the_constants_the_summary_fitted():
+    """The sgd_limit figure's error constants e(t) / eta^p: as the summary's ``sgd_limit``, over the
+    members that did not diverge and of its learning rates only. They averaged every member (a diverged
+    member's inf made the curve end at its divergence, with numpy's overflow warnings) and drew the
+    series sgd_limit left out (diverged: no member ok). Reference: numpy over the kept members."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlnlab.plots.ensemble import draw_error_constants
+    from dlnlab.rundir import RunData, Series
+
+    arrays, flow = _members(0.05)
+    arrays["t"] = flow["t"] = np.arange(T) + 1.0  # the constants are drawn after t = 0
+    arrays["theta"][3, 20:] = np.inf
+    arrays["dist_to_flow"] = np.linalg.norm(arrays["theta"], axis=-1)
+    members = [{"status": "diverged" if e == 3 else "ok"} for e in range(E)]
+    ok = Series("sgd_lr_0.01", 0.01, {}, {"status": "ok", "members": members}, arrays)
+    gone = Series("sgd_lr_0.02", 0.02, {}, {"status": "diverged", "members": members}, arrays)
+    run = RunData(Path("."), {}, {}, {"flow": Series("flow", None, flow), gone.name: gone, ok.name: ok})
+    fig, ax = plt.subplots()
+    draw_error_constants(ax, run, {"expected_order": {"strong": 0.5}}, lrs=[0.01])
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    plt.close(fig)
+    assert sorted(lines) == ["strong / $\\eta^{0.5}$, $\\eta$ = 0.01", "weak / $\\eta^{1}$, $\\eta$ = 0.01"]
+    want = np.delete(arrays["dist_to_flow"], 3, axis=0).mean(axis=0) / 0.01**0.5
+    np.testing.assert_allclose(lines["strong / $\\eta^{0.5}$, $\\eta$ = 0.01"], want, rtol=1e-12)

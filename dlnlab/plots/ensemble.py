@@ -129,21 +129,25 @@ def _orders_axes(ax, lim: dict) -> None:
     ax.legend(fontsize=5.5, loc="lower right")
 
 
-def draw_error_constants(ax, run: RunData, escapes: dict) -> None:
+def draw_error_constants(ax, run: RunData, escapes: dict, lrs=None) -> None:
     """The error constants against time, C(t) = e(t) / eta^p (p the expected order) per learning rate:
     the curves collapse where the order holds and rise where the noise is amplified (saddle escapes,
-    dotted)."""
-    from dlnlab.ensemble_errors import error_curves
+    dotted). As the summary's ``sgd_limit`` (``lrs``: its learning rates, the series that ran to their
+    end; None: every series): the means over the members that did not diverge."""
+    from dlnlab.ensemble_errors import error_curves, members_kept
 
     flow = run.flow.arrays if run.flow is not None else None
-    series = [s for s in run.sgd if s.members is not None and "dist_to_flow" in s.members]
+    series = [
+        s for s in run.sgd
+        if s.members is not None and "dist_to_flow" in s.members and (lrs is None or s.lr in lrs)
+    ]  # fmt: skip
     if flow is None or not series:
         no_data(ax, "no ensemble series")
         return
     colors, keep = colors_of(run), []
     for s in series:
         e = np.shape(s.members["loss"])[0]
-        curves = error_curves(s.members, flow, np.full((1, e), 1.0 / e))
+        curves = error_curves(s.members, flow, np.full((1, e), 1.0 / e), keep=members_kept(s.entry, e))
         t = np.asarray(s.members["t"])
         for key, ls in (("strong", "-"), ("weak_theta", "--")):
             if key in curves:
@@ -180,7 +184,7 @@ def fig_sgd_limit(run: RunData) -> Figure:
     axes = fig.subplots(2, 1) if two else [fig.add_subplot()]
     _orders_axes(axes[0], lim)
     if two:
-        draw_error_constants(axes[1], run, escapes)
+        draw_error_constants(axes[1], run, escapes, lim.get("lrs"))
     return fig
 
 

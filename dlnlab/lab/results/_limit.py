@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlnlab.ensemble_errors import error_curves
+from dlnlab.ensemble_errors import error_curves, members_kept
 from dlnlab.lab.results._summary import fit_order
 from dlnlab.metrics import theta_rows
 from dlnlab.rundir import SME_PREFIX, lr_series_name, series_name
@@ -104,17 +104,6 @@ def _usable(state) -> list[tuple[float, dict]]:
     return out
 
 
-def _not_diverged(entry: dict, size: int) -> np.ndarray:
-    """(E,) bool: the members of an SGD series that did not diverge. A series stays ok while any member
-    is ok; a diverged member's arrays are its blow-up (inf, then NaN), which made every mean over the
-    members inf or NaN from its divergence on (the horizon's strong error inf, so that learning rate
-    silently dropped from the fit; the weak errors' maxima over the time before it only). It is left
-    out and counted, as it is of the entry's ``max_dist_to_flow``."""
-    members = entry.get("members") or []
-    gone = {i for i, m in enumerate(members) if isinstance(m, dict) and m.get("status") == Status.DIVERGED}
-    return np.array([e not in gone for e in range(size)])
-
-
 def sgd_limit(state, seed: int = 0) -> dict | None:
     """The strong and weak errors of every SGD series, their orders and bootstrap intervals over the
     horizon and between the flow's saddle escapes; None unless the run is an ensemble with one shared
@@ -143,7 +132,7 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
     counts = rng.multinomial(size, np.full(size, 1.0 / size), size=BOOTSTRAP) / size
     out["members_used"] = []
     for i, (lr, arrays) in enumerate(usable):
-        keep = _not_diverged(state.series[series_name(lr)], size)
+        keep = members_kept(state.series[series_name(lr)], size)  # a diverged member is its blow-up
         out["members_used"].append(int(keep.sum()))
         weights = np.vstack([np.full(size, 1.0 / size), counts])
         curves = error_curves(arrays, flow, weights, resamples_from=1, keep=keep)
