@@ -357,3 +357,17 @@ def test_sharpness_on_edge_is_measured_past_the_switch_on_transient():
     assert 0.8 + 5 * dt <= c.t_edge_settled <= 0.8 + 8 * dt
     # the old definition, the largest over every point on the edge, was the switch-on point's
     assert np.max(np.abs(sharp[on] - thr) / thr) == c.sharpness_entering_edge
+
+
+def test_the_run_s_recorded_steps_are_an_odd_number_apart_to_the_last():
+    """The edge outcome reads the run's last two points as both phases of the period-2 oscillation. At
+    4004 steps (stride 3; experiment=tiny sgd.edge=true sgd.lrs=[0.000999]) they were 4002 and 4004: one
+    phase twice. Every two consecutive recorded steps are an odd number apart, the last one recorded."""
+    from dlnlab.lab.runner._edge import odd_stride, run_record
+
+    assert run_record(4004, 3)[-3:] == [4002, 4003, 4004]
+    for steps in [*range(1, 20_000, 97), 4004, 6004, 6002]:
+        record = run_record(steps, odd_stride(steps, 2000))
+        gaps = np.diff(record)
+        assert record[0] == 0 and record[-1] == steps and (gaps % 2 == 1).all(), (steps, record[-3:])
+        assert len(record) <= 2003

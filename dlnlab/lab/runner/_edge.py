@@ -124,7 +124,7 @@ def _edge(ctx: SeriesContext, task: SeriesTask, entry: dict) -> dict:
     lr, steps = float(task.lr), int(task.times.steps[-1])
     thr = 2.0 / lr
     stride = odd_stride(steps, EDGE_STEPS)
-    record = sorted({*range(0, steps + 1, stride), steps})
+    record = run_record(steps, stride)
     run, r_step, r_t, r_theta, r_loss, r_spec = _gd(ctx, lr, steps, record, k)
     diverged = run.status == Status.DIVERGED or len(r_t) < len(record)
     levels = plan.problem.plateau_levels(ctx.layout.r_max)
@@ -185,6 +185,18 @@ def odd_stride(steps: int, points: int) -> int:
     one phase only: the median of S off by 1 - 3 % on the eos experiment, or the crossing missed)."""
     stride = max(1, math.ceil(steps / points))
     return stride + 1 if stride % 2 == 0 else stride
+
+
+def run_record(steps: int, stride: int) -> list[int]:
+    """The run's recorded steps: every ``stride``-th and the last, every two consecutive ones an odd
+    number of steps apart. The outcome reads the last two points as the two phases of the period-2
+    oscillation (``dlnlab.eos.edge_diagnostics``), the median pairs consecutive points: a last step an
+    even number past the stride's last point (4004 steps, stride 3: 4002, 4004) gave one phase twice,
+    so the step before the last is recorded too (4002, 4003, 4004)."""
+    record = sorted({*range(0, steps + 1, stride), steps})
+    if len(record) > 2 and (record[-1] - record[-2]) % 2 == 0:
+        record.insert(-1, steps - 1)
+    return record
 
 
 def _median(x: torch.Tensor) -> float:
