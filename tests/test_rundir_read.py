@@ -69,3 +69,21 @@ def test_a_damaged_npz_is_named_by_read_npz_and_warned_of_at_the_callers_line(ti
     with pytest.warns(FileWarning, match=r"sgd_lr_0\.04\.npz: not an \.npz archive") as caught:
         assert load_run(run_dir).series["sgd_lr_0.04"].n == 0
     assert {w.filename for w in caught} == {__file__}
+
+
+def test_a_runs_summary_is_read_typed_from_its_directory(tiny_run, tmp_path):
+    """``Summary.read(run_dir)``: a notebook wrote ``Summary.from_dict(json.load(open(...)))``; the same
+    records, and a directory without a usable summary.json is refused naming ``run_dir``."""
+    import json
+
+    from dlnlab.errors import ArgumentError
+    from dlnlab.lab import Summary
+
+    read = Summary.read(str(tiny_run))
+    assert read == Summary.from_dict(json.loads((tiny_run / "summary.json").read_text()))
+    assert read.series["flow"].final_loss == pytest.approx(0.9462, rel=1e-4) and read.status.value == "finished"
+    with pytest.raises(ArgumentError, match=r"^run_dir: .* holds no summary.json \(a run writes it as it starts\)$"):
+        Summary.read(tmp_path)
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(ArgumentError, match="^run_dir: "):
+        Summary.read(tmp_path)

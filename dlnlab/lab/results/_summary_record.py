@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+from dlnlab.errors import ArgumentError
 from dlnlab.lab.results._records import (
     CentralEntry,
     CentralFlowEntry,
@@ -28,6 +30,7 @@ from dlnlab.lab.results._records import (
     entry_record,
     key,
 )
+from dlnlab.rundir import read_summary_object
 
 __all__ = [
     "OrderFit", "ErrorOrder", "Stretch", "Escapes", "SMESpread", "LimitReport", "RunStatus", "Summary",
@@ -195,6 +198,18 @@ class Summary(Record):
         "the series whose worker process ended before reporting (SIGKILL, out of memory): status error; "
         "resume runs them again"
     )
+
+    @classmethod
+    def read(cls, run_dir: str | Path, strict: bool = True) -> Summary:
+        """A run directory's ``summary.json`` as typed records (``strict`` as :meth:`from_dict`); a
+        directory without a usable one is an ArgumentError naming ``run_dir`` and why."""
+        path = Path(run_dir) / "summary.json"
+        if not path.exists():
+            raise ArgumentError("run_dir", f"{run_dir} holds no summary.json (a run writes it as it starts)")
+        data, why = read_summary_object(path)
+        if data is None:
+            raise ArgumentError("run_dir", f"{run_dir}: {why}")
+        return cls.from_dict(data, strict)
 
     @classmethod
     def from_dict(cls, data: dict, strict: bool = True) -> Summary:
