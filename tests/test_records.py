@@ -108,3 +108,24 @@ def test_every_record_field_says_what_it_means():
     for record in RECORDS:
         for f in dataclasses.fields(record):
             assert f.name == "extra" or f.metadata.get("doc"), f"{record.__name__}.{f.name}"
+
+
+def test_the_other_series_are_read_back_as_series_from_a_notebook(sme_ensemble_run):
+    """``RunData.other(name)``: the SME ensembles were only named by load_run (``other_series``); a notebook
+    read their npz by hand. Each is a Series of its file's arrays (member 0's, and every member's) and its
+    summary entry; a name that is not one of them is refused naming ``name``."""
+    import numpy as np
+
+    from dlnlab.errors import ArgumentError
+    from dlnlab.rundir import load_run
+
+    _, out = sme_ensemble_run
+    run = load_run(out)
+    assert run.other_series == ["sme_lr_0.02", "sme_lr_0.04"]
+    sme = run.other("sme_lr_0.04")
+    with np.load(out / "series" / "sme_lr_0.04.npz") as f:
+        np.testing.assert_array_equal(sme.members["loss"], f["loss"])  # (E, T): the three members
+        np.testing.assert_array_equal(sme.get("loss"), f["loss"][0])
+    assert sme.lr == 0.04 and sme.entry == run.summary["series"]["sme_lr_0.04"] and sme.n == len(sme.t)
+    with pytest.raises(ArgumentError, match=r"^name: 'sgd_lr_0.04' is not one of the run's other series: sme_lr"):
+        run.other("sgd_lr_0.04")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dlnlab._members import member_arrays, members_of
-from dlnlab.errors import FileWarning
+from dlnlab.errors import ArgumentError, FileWarning
 from dlnlab.rundir._names import lr_from_name, series_label
 from dlnlab.status import Status
 
@@ -169,8 +169,8 @@ class RunData:
     (summary.json as a dict; typed: ``dlnlab.lab.Summary.from_dict(run.summary)``) and ``series``, the
     flow and the (S)GD series (``sgd_lr_<lr>``) by name, flow first, then the largest learning rate
     first. The run's other series (GD's modified and central flows, the SME ensembles, the edge
-    series) are not read into ``series``: ``other_series`` names them, their files are
-    ``read_npz(run.run_dir / "series" / f"{name}.npz")`` and their entries ``summary["series"][name]``."""
+    series) are not read into ``series`` (the figures draw ``series``): ``other_series`` names them and
+    :meth:`other` reads one as a :class:`Series` (``lr`` its learning rate)."""
 
     run_dir: Path
     problem: dict[str, np.ndarray]
@@ -184,6 +184,17 @@ class RunData:
         )
         other = f"; other series: {', '.join(self.other_series)}" if self.other_series else ""
         return f"RunData({str(self.run_dir)!r}, status={self.summary.get('status')}, series: {series}{other})"
+
+    def other(self, name: str) -> Series:
+        """One of ``other_series`` read as a :class:`Series` (``modflow_lr_0.01``, ``sme_lr_0.04``, ...: its
+        arrays, rows cut to one length, an ensemble's ``members``, its summary entry); ArgumentError
+        naming ``name`` for a name that is not one of them."""
+        if name not in self.other_series:
+            allowed = ", ".join(self.other_series) or "none in this run"
+            raise ArgumentError("name", f"{name!r} is not one of the run's other series: {allowed}")
+        entry = dict((self.summary.get("series") or {}).get(name) or {})
+        lr = entry.get("lr") if entry.get("lr") is not None else _lr_after(name)
+        return _read_series(self.run_dir, name, lr, entry)
 
     @property
     def flow(self) -> Series | None:
@@ -235,13 +246,13 @@ class RunData:
         return out
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    """load_run's: a damaged file is a warning (at the caller of load_run) and no arrays, so that it
-    does not stop the other series or figures."""
+def _load_npz(path: Path, depth: int = 0) -> dict[str, np.ndarray]:
+    """load_run's: a damaged file is a warning (at the caller of load_run, ``depth`` calls further out)
+    and no arrays, so that it does not stop the other series or figures."""
     try:
         return read_npz(path) or {}
     except ValueError as err:
-        warnings.warn(f"cannot read {err}", FileWarning, stacklevel=3)
+        warnings.warn(f"cannot read {err}", FileWarning, stacklevel=3 + depth)
         return {}
 
 
@@ -257,6 +268,23 @@ def _cut_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for k, v in arrays.items():
         out[k] = v[:n] if (k in _ROW_KEYS and v.ndim >= 1) else v
     return out
+
+
+def _read_series(run_dir: Path, name: str, lr: float | None, entry: dict) -> Series:
+    """``series/<name>.npz`` (rows cut to one length; an ensemble's member 0, and every member) and its entry."""
+    path = run_dir / "series" / f"{name}.npz"
+    arrays = _load_npz(path, depth=1) if path.exists() else {}
+    ensemble = arrays if members_of(arrays) else None
+    arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
+    return Series(name, None if lr is None else float(lr), arrays, entry, ensemble)
+
+
+def _lr_after(name: str) -> float | None:
+    """The learning rate of ``<prefix>_lr_<lr>`` (None for a name without one)."""
+    try:
+        return float(name.rsplit("_lr_", 1)[1]) if "_lr_" in name else None
+    except ValueError:
+        return None
 
 
 def _below(folder: Path) -> str:
@@ -299,10 +327,6 @@ def load_run(run_dir: str | Path) -> RunData:
         if name != "flow" and lr is None:
             other.append(name)  # a modified or central flow, an SME ensemble, an edge series: not (S)GD
             continue
-        path = run_dir / "series" / f"{name}.npz"
-        arrays = _load_npz(path) if path.exists() else {}
-        ensemble = arrays if members_of(arrays) else None
-        arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
-        series[name] = Series(name, None if name == "flow" else float(lr), arrays, entry, ensemble)
+        series[name] = _read_series(run_dir, name, None if name == "flow" else lr, entry)
     order = sorted(series.values(), key=lambda s: (not s.is_flow, -(s.lr or 0.0)))
     return RunData(run_dir, problem, summary, {s.name: s for s in order}, sorted(other))
