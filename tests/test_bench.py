@@ -101,7 +101,7 @@ def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
     traceback with nothing written; its folder is made at the start, and a directory is refused then."""
     from scripts.bench._out import ready_out
 
-    deep = tmp_path / "new" / "folder" / "report.md"
+    deep = tmp_path / "new" / "folder" / "bench.md"
     assert ready_out(deep) == deep and deep.parent.is_dir() and not deep.exists()
     assert ready_out(None) is None
     with pytest.raises(SystemExit) as refused:

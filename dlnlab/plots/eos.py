@@ -18,7 +18,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from dlnlab.plots._style import FLOW_COLOR, series_colors, style
-from dlnlab.rundir import CENTRAL_PREFIX, EDGE_PREFIX, SGD_PREFIX, atomic_path, format_lr, read_npz
+from dlnlab.rundir import (
+    CENTRAL_PREFIX,
+    EDGE_PREFIX,
+    SGD_PREFIX,
+    atomic_path,
+    format_lr,
+    lr_from_name,
+    read_npz,
+)
 
 __all__ = ["eos_figure", "edge_series", "write_eos_figure"]
 
@@ -96,7 +104,7 @@ def _losses(ax, e: dict, color: str, name: str, first: bool) -> None:
 def _lr_colors(run_dir: Path, edges: dict) -> dict[float, str]:
     """Each learning rate's colour in the run's other figures and on TensorBoard: its rank among the
     run's rates (its SGD series', and an edge series' without one), never the flow's."""
-    sgd = (float(p.stem[len(SGD_PREFIX) :]) for p in (run_dir / "series").glob(f"{SGD_PREFIX}*.npz"))
+    sgd = (lr_from_name(p.stem) for p in (run_dir / "series").glob(f"{SGD_PREFIX}*.npz"))
     return series_colors([*edges, *sgd])
 
 

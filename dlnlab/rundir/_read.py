@@ -18,7 +18,7 @@ import numpy as np
 
 from dlnlab._members import member_arrays, members_of
 from dlnlab.errors import ArgumentError, FileWarning
-from dlnlab.rundir._names import lr_from_name, series_label
+from dlnlab.rundir._names import lr_from_name, parse_series_name, series_label
 from dlnlab.status import Status
 
 __all__ = [
@@ -193,7 +193,7 @@ class RunData:
             allowed = ", ".join(self.other_series) or "none in this run"
             raise ArgumentError("name", f"{name!r} is not one of the run's other series: {allowed}")
         entry = dict((self.summary.get("series") or {}).get(name) or {})
-        lr = entry.get("lr") if entry.get("lr") is not None else _lr_after(name)
+        lr = entry.get("lr") if entry.get("lr") is not None else (parse_series_name(name) or ("", None))[1]
         return _read_series(self.run_dir, name, lr, entry)
 
     @property
@@ -277,14 +277,6 @@ def _read_series(run_dir: Path, name: str, lr: float | None, entry: dict) -> Ser
     ensemble = arrays if members_of(arrays) else None
     arrays = _cut_rows(member_arrays(arrays, 0) if ensemble else arrays)
     return Series(name, None if lr is None else float(lr), arrays, entry, ensemble)
-
-
-def _lr_after(name: str) -> float | None:
-    """The learning rate of ``<prefix>_lr_<lr>`` (None for a name without one)."""
-    try:
-        return float(name.rsplit("_lr_", 1)[1]) if "_lr_" in name else None
-    except ValueError:
-        return None
 
 
 def _below(folder: Path) -> str:

@@ -342,9 +342,6 @@ def config_class(name: str) -> type | None:
     return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
 
 
-_GROUPS = tuple(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).endswith("Config"))  # model, ...
-
-
 def typed_config(cfg: Any) -> TrainConfig:
     """Merge ``cfg`` onto the schema and return the resolved :class:`TrainConfig`.
 
@@ -362,7 +359,8 @@ def typed_config(cfg: Any) -> TrainConfig:
             if not isinstance(cfg, Mapping):
                 raise ConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
             cfg = dict(cfg)
-            if why := plain_group_message(cfg, _GROUPS):
+            groups = (f.name for f in dataclasses.fields(TrainConfig) if str(f.type).endswith("Config"))
+            if why := plain_group_message(cfg, groups):  # model, data, ...: each a mapping of its keys
                 raise ConfigError(why)
             # what conf/train.yaml's defaults list chooses: the Figure 1 net, a teacher, gaussian init
             cfg["model"] = {"dims": list(FIGURE1_DIMS), **dict(cfg.get("model") or {})}

@@ -164,7 +164,7 @@ def collect(roots: Roots) -> tuple[dict[str, Setting], list[str]]:
         st = settings.setdefault(key, Setting(key, _without_seeds(overrides)))
         st.runs.append(str(run_dir))
         run = load_run(run_dir)
-        st.order_fit = int(((run.summary.get("config") or {}).get("sgd") or {}).get("order_fit") or 3)
+        st.order_fit = int((run.config.get("sgd") or {}).get("order_fit") or 3)
         for name, series in run.series.items():
             _add_samples(st, run_dir, name, series)
     return settings, skipped
