@@ -15,6 +15,8 @@ directories' files; ``write`` writes only under ``out``, each file atomically.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +81,7 @@ class Aggregate:
         per series, ``loss.png``) into ``out``, a new or empty directory (made with its parents); returns
         it. A file there, or a directory that holds something, is refused (ArgumentError ``out``)."""
         out = Path(out)
-        if not out.is_dir() and out.is_symlink() or out.exists() and not out.is_dir():
+        if os.path.lexists(out) and not out.is_dir():  # a file, or a link to none
             raise ArgumentError("out", f"{out} exists and is not a directory; give a new or empty directory")
         if out.is_dir() and any(out.iterdir()):
             raise ArgumentError(
@@ -98,7 +100,7 @@ class Aggregate:
         return out
 
 
-def aggregate_settings(settings: dict[str, Setting], skipped: list[str] = ()) -> Aggregate:
+def aggregate_settings(settings: dict[str, Setting], skipped: Sequence[str] = ()) -> Aggregate:
     """The settings :func:`collect` gives (those with no usable series left out of the rows), in memory;
     ``skipped`` is ``collect``'s, to which each setting's skipped series are added."""
     rows, results = [], []

@@ -81,10 +81,15 @@ class SampleOrders(Record):
     )
     of_the_mean: float | None = key("the slope of those samples' mean distance", required=True)
     lrs: list[float] = key(
-        "the learning rates fitted: the ``sgd.order_fit`` smallest with a distance (all of them when fewer)",
+        "the learning rates fitted: the ``sgd.order_fit`` smallest of the setting's (S)GD series (all of "
+        "them when fewer)",
         required=True,
     )
-    message: str = key('why there is no order ("" when there is one)', required=True)
+    message: str = key(
+        'why there is no order: too few learning rates ("" otherwise; then ``per_sample`` is null only '
+        "when no sample has a distance at every rate, as without ``flow.modified``)",
+        required=True,
+    )
 
 
 @dataclass
