@@ -1,4 +1,4 @@
-"""Aggregate a sweep or an ensemble across seeds, setting by setting (``dlnlab.lab.results._aggregate``).
+"""Aggregate a sweep or an ensemble across seeds, setting by setting (``dlnlab.lab.aggregate_runs``).
 
     python scripts/train.py -m hydra/launcher=joblib seed=0,1,2,3 sgd.batch_size=5,10   # a sweep ...
     python scripts/aggregate.py outputs/multirun/<date>/<time>          # ... per setting, across seeds
@@ -50,44 +50,24 @@ def _default_out(root: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from dlnlab.lab.results import aggregate, collect, csv_records, report
-    from dlnlab.rundir import write_json, write_text
+    from dlnlab.lab.results import NothingToAggregate, aggregate_runs
+    from dlnlab.rundir import write_text
 
-    settings, skipped = collect(args.roots)
-    for st in settings.values():
-        skipped += st.skipped
-    for line in skipped:
-        say(f"skipped {line}")
-    if not any(st.samples for st in settings.values()):
-        roots = ", ".join(map(str, args.roots))
-        what = "no usable series" if settings else "no usable run directory (summary.json)"
-        say(f"error: roots: {what} under {roots}; nothing written")
+    try:
+        agg = aggregate_runs(args.roots)
+    except NothingToAggregate as err:
+        for line in err.skipped:
+            say(f"skipped {line}")
+        say(f"error: {err}; nothing written")
         return 2
-    out = args.out or fresh_dir(_default_out(args.roots[0]))
-    out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(settings, out)
-    listing = [
-        {"setting": st.key, "folder": st.folder, "runs": st.runs} for st in settings.values() if st.samples
-    ]
-    write_json(out / "aggregate.json", {"rows": rows, "settings": listing, "skipped": skipped})
-    records = csv_records(rows)
-    text = _csv(records)
-    for path in [out / "aggregate.csv", *([args.csv] if args.csv else [])]:
-        write_text(path, text)
-    print(report(rows, {k: st for k, st in settings.items() if st.samples}, skipped))
+    for line in agg.skipped:
+        say(f"skipped {line}")
+    out = agg.write(args.out or fresh_dir(_default_out(args.roots[0])))
+    if args.csv:
+        write_text(args.csv, agg.csv())
+    print(agg.report())
     print(f"\nwrote {out}{f' and {args.csv}' if args.csv else ''}")
     return 0
-
-
-def _csv(records: list[dict]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -2,47 +2,149 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
+import re
+import runpy
+import shutil
+import statistics
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from dlnlab.lab.results import aggregate, collect
+from dlnlab.errors import ArgumentError
+from dlnlab.lab import aggregate_runs
+from dlnlab.lab.results import collect
 from dlnlab.lab.runner import run
 from tests._helpers import TINY, make_cfg
+
+main_of_script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "aggregate.py"))["main"]
 
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 BASE = [*TINY, "flow.t_max=4", "sgd.lrs=[0.04,0.02,0.01]"]
 
 
+def _spread_by_hand(values: list[float]) -> dict:
+    """A quantity's spread as aggregate.json writes it, by the standard library (not numpy, which the
+    aggregate uses): statistics.quantiles' inclusive method is numpy's linear interpolation. ``q5_q95``
+    as two keys: pytest.approx compares a dict of numbers, not of lists."""
+    cuts = statistics.quantiles(values, n=20, method="inclusive")
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values), "min": min(values),
+            "max": max(values), "q5": cuts[0], "q95": cuts[-1], "n": len(values)}  # fmt: skip
+
+
+def _flat(spread) -> dict:
+    """A SampleSpread's JSON with ``q5_q95`` as two keys (as :func:`_spread_by_hand`)."""
+    d = spread.to_dict()
+    d["q5"], d["q95"] = d.pop("q5_q95")
+    return d
+
+
 def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_path):
     runs = [run(make_cfg([*BASE, f"seed={s}"]), output_dir=tmp_path / "sweep" / f"job{s}") for s in (0, 1, 2)]
-    settings, skipped = collect([tmp_path / "sweep"])
-    assert skipped == [] and len(settings) == 1
-    rows = {r["series"]: r for r in aggregate(settings, tmp_path / "agg")}
-    sgd = rows["sgd_lr_0.02"]
-    assert sgd["samples"] == 3
+    agg = aggregate_runs(tmp_path / "sweep")
+    assert agg.skipped == [] and len(agg.settings) == 1
+    sgd = agg.row("sgd_lr_0.02")
+    assert sgd.samples == 3
     finals = [r["series"]["sgd_lr_0.02"]["final_loss"] for r in runs]
-    assert sgd["final_loss"]["mean"] == pytest.approx(np.mean(finals), rel=1e-12)
-    assert sgd["final_loss"]["std"] == pytest.approx(np.std(finals, ddof=1), rel=1e-9)
+    dists = [r["series"]["sgd_lr_0.02"]["max_dist_to_flow"] for r in runs]
+    assert _flat(sgd.final_loss) == pytest.approx(_spread_by_hand(finals), rel=1e-12)
+    assert _flat(sgd.max_dist_to_flow) == pytest.approx(_spread_by_hand(dists), rel=1e-12)
     per = [r["convergence_order"] for r in runs]  # each seed's own fitted order
-    assert sgd["orders"]["to_flow"]["per_sample"]["mean"] == pytest.approx(np.mean(per), rel=1e-9)
-    folder = next((tmp_path / "agg").iterdir())
-    curves = np.load(folder / "sgd_lr_0.02.npz")
+    assert _flat(sgd.orders.to_flow.per_sample) == pytest.approx(_spread_by_hand(per), rel=1e-9)
+    assert sgd.orders.to_modified_flow.per_sample is None and agg.row("flow").orders is None
+    curves = agg.settings[0].curves["sgd_lr_0.02"]
     losses = np.stack(
         [np.load(tmp_path / "sweep" / f"job{s}" / "series" / "sgd_lr_0.02.npz")["loss"] for s in (0, 1, 2)]
     )
-    np.testing.assert_allclose(curves["loss_mean"], losses.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(curves["loss_q50"], np.median(losses, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(curves.loss.mean, losses.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(curves.loss.q50, np.median(losses, axis=0), rtol=1e-12)
+    folder = agg.write(tmp_path / "agg") / agg.settings[0].folder
     assert (folder / "loss.png").is_file()
     # an ensemble of 3 whose members have the seeds of... its own: 3 samples of its one setting
     ens = run(make_cfg([*BASE, "ensemble.size=3"]), output_dir=tmp_path / "ens")
-    settings, _ = collect([tmp_path / "ens"])
-    rows = {r["series"]: r for r in aggregate(settings, tmp_path / "agg_ens")}
-    assert rows["sgd_lr_0.02"]["samples"] == 3
+    agg = aggregate_runs([tmp_path / "ens"])
+    assert agg.row("sgd_lr_0.02").samples == 3
     members = [m["final_loss"] for m in ens["series"]["sgd_lr_0.02"]["members"]]
-    assert rows["sgd_lr_0.02"]["final_loss"]["mean"] == pytest.approx(np.mean(members), rel=1e-12)
-    exits = rows["flow"]["plateau_exits"]
-    assert exits and all(e["t_exit"]["n"] >= 1 for e in exits)
+    assert _flat(agg.row("sgd_lr_0.02").final_loss) == pytest.approx(_spread_by_hand(members), rel=1e-12)
+    exits = agg.row("flow").plateau_exits
+    assert exits and all(e.t_exit.n >= 1 for e in exits)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file under ``root``: (size, modification time, SHA-256), and every directory."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(tiny_run, tmp_path, capsys):
+    """aggregate_runs reads the runs and returns the rows, the curves' statistics and what was skipped,
+    writing nothing (every file and folder under the roots as before: size, time, content); the script
+    writes it (Aggregate.write): its aggregate.json, setting.json, npz and CSV read back equal the
+    records and arrays in memory. Two settings: the tiny run, and a copy recorded as a sweep's job of
+    another setting, beside a job that never wrote a run (skipped)."""
+    from dlnlab.lab import Aggregate, aggregate_runs
+    from dlnlab.lab.results import AggregateRow, SeriesCurves
+
+    roots = tmp_path / "roots"
+    shutil.copytree(tiny_run, roots / "a")
+    shutil.copytree(tiny_run, roots / "b")
+    (roots / "b" / ".hydra").mkdir(exist_ok=True)
+    (roots / "b" / ".hydra" / "overrides.yaml").write_text("- seed=1\n- sgd.batch_size=5\n")
+    (roots / "never").mkdir()
+    (roots / "never" / "job.json").write_text('{"exit_code": 3, "message": "stopped before its run"}\n')
+    before = _tree(tmp_path)
+    agg = aggregate_runs(str(roots))  # one root as a str
+    assert isinstance(agg, Aggregate) and _tree(tmp_path) == before
+    assert [s.key for s in agg.settings] == ["(defaults)", "sgd.batch_size=5"]
+    assert len(agg.skipped) == 1 and "never: no run (exit 3: stopped before its run)" in agg.skipped[0]
+    assert main_of_script([str(roots), "--out", str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert capsys.readouterr().out.startswith(agg.report())
+    out = tmp_path / "out"
+    written = json.loads((out / "aggregate.json").read_text())
+    assert written == json.loads(json.dumps(agg.to_dict()))
+    assert [AggregateRow.from_dict(r) for r in written["rows"]] == agg.rows
+    csv_bytes = agg.csv().encode()  # the csv module's \r\n line ends: bytes, not read_text's newlines
+    assert (out / "aggregate.csv").read_bytes() == (tmp_path / "t.csv").read_bytes() == csv_bytes
+    with open(out / "aggregate.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["series"], float(r["final_loss_mean"])) for r in table] == [
+        (r.series, r.final_loss.mean) for r in agg.rows
+    ]
+    for st in agg.settings:
+        assert json.loads((out / st.folder / "setting.json").read_text()) == st.to_dict()
+        assert sorted(p.name for p in (out / st.folder).iterdir()) == sorted(
+            [*(f"{name}.npz" for name in st.curves), "setting.json", "loss.png"]
+        )
+        for name, curves in st.curves.items():
+            with np.load(out / st.folder / f"{name}.npz") as npz:
+                assert list(npz) == list(curves.to_npz())  # the arrays in the file's order
+                back = SeriesCurves.from_npz(npz).to_npz()
+            for k, v in curves.to_npz().items():
+                np.testing.assert_array_equal(back[k], v, err_msg=f"{name} {k}")
+    assert _tree(roots) == {k[len("roots/") :]: v for k, v in before.items() if k.startswith("roots/")}
+    # the row by its series (and setting, needed with two)
+    assert agg.row("sgd_lr_0.02", "(defaults)").series == "sgd_lr_0.02"
+    for args, said in (
+        (("flow",), "setting: needed with 2 settings"),
+        (("flow", "x"), "setting: no setting 'x'"),
+        (("sgd_lr_9", "(defaults)"), "series: no series 'sgd_lr_9' in setting '(defaults)'; its series: "),
+    ):
+        with pytest.raises(ArgumentError, match=f"^{re.escape(said)}"):
+            agg.row(*args)
+    # write refuses a directory that holds something, or a file (nothing is overwritten)
+    with pytest.raises(ArgumentError, match=r"^out: .*out is not empty; give a new or empty directory"):
+        agg.write(out)
+    with pytest.raises(ArgumentError, match=r"^out: .*t.csv exists and is not a directory"):
+        agg.write(tmp_path / "t.csv")
 
 
 def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(tmp_path):
@@ -52,7 +154,7 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
     tb.py's names and the HParams columns share, reads the YAML."""
     from omegaconf import OmegaConf
 
-    from dlnlab.lab.results._aggregate import _overrides, _setting_key
+    from dlnlab.lab.results._aggregate_collect import _overrides, _setting_key
     from dlnlab.lab.view import run_label
     from dlnlab.rundir import read_overrides
 
@@ -73,9 +175,10 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
 def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, tmp_path, monkeypatch):
     """``collect("outputs/multirun/...")`` from a notebook: the str was iterated as a list of roots, one
     character each (an absolute path walked ``/``, the whole disk; a relative one found nothing). A
-    str or a Path is one root; a root that is not a directory is refused naming ``roots``."""
-    from dlnlab.errors import ArgumentError
-    from dlnlab.lab.results._aggregate import run_dirs
+    str or a Path is one root; a root that is not a directory is refused naming ``roots``, by
+    aggregate_runs too, and a root with no run in it is NothingToAggregate (an ArgumentError)."""
+    from dlnlab.lab.results import NothingToAggregate
+    from dlnlab.lab.results._aggregate_collect import run_dirs
 
     (tmp_path / "ab").symlink_to(tiny_run)
     monkeypatch.chdir(tmp_path)
@@ -84,8 +187,13 @@ def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, t
         assert [st.runs for st in settings.values()] == [[str(tiny_run.resolve())]] and skipped == []
     assert run_dirs("ab") == [tiny_run.resolve()]
     for bad, said in (("nowhere", "nowhere is not a directory"), (3, "expected a directory")):
-        with pytest.raises(ArgumentError, match=f"^roots: {said}"):
-            collect(bad)
+        for call in (collect, aggregate_runs):
+            with pytest.raises(ArgumentError, match=f"^roots: {said}"):
+                call(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NothingToAggregate, match=r"^roots: no usable run directory \(summary.json\) under empty$"):
+        aggregate_runs(["empty"])
+    assert not any((tmp_path / "empty").iterdir())
 
 
 def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_how_many_samples():

@@ -144,7 +144,7 @@ def test_modes_learnt():
 def test_a_series_that_leaves_by_one_mode_twice_is_compared_by_its_first_exit(fig1_problem):
     """SGD can fall back onto a plateau and leave it by the same mode again: its exit delay behind the
     flow was the last such exit's (a dict keyed by mode, the later plateau overwriting the earlier),
-    where the aggregate counts each sample's first (dlnlab/lab/results/_aggregate.py)."""
+    where the aggregate counts each sample's first (dlnlab/lab/results/_aggregate_stats.py)."""
     base = saddles.Plateau(
         t_start=0.0, t_end=6.0, duration=6.0, level=15.0, level_index=0, is_top_set=True, modes_learnt=[],
         grad_norm_min=1e-6, t_grad_norm_min=3.0, level_gap=0.0, exit_mode=0, t_exit=6.5, i_start=0,

@@ -22,6 +22,7 @@ from dlnlab.lab.results import (
     UnknownKeys,
     entry_record,
 )
+from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
 from dlnlab.lab.results._summary_record import RECORDS
 from dlnlab.lab.runner import run
 from dlnlab.status import Status
@@ -105,7 +106,7 @@ def test_an_unknown_key_is_refused_unless_the_record_is_open():
 
 
 def test_every_record_field_says_what_it_means():
-    for record in RECORDS:
+    for record in (*RECORDS, *AGGREGATE_RECORDS):
         for f in dataclasses.fields(record):
             assert f.name == "extra" or f.metadata.get("doc"), f"{record.__name__}.{f.name}"
 

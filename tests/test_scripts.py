@@ -256,6 +256,14 @@ def test_a_run_whose_only_series_failed_is_refused_not_a_traceback(tmp_path, cap
     err = capsys.readouterr().err
     assert "flow: solver_failed" in err and "error: roots: no usable series" in err
     assert not (failed / "aggregate").exists()
+    # in memory, the same refusal: NothingToAggregate, its skipped the lines the script printed
+    from dlnlab.lab.results import NothingToAggregate, aggregate_runs
+
+    with pytest.raises(NothingToAggregate) as refused:
+        aggregate_runs(failed)
+    assert refused.value.argument == "roots" and str(refused.value) == f"roots: no usable series under {failed}"
+    said = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert [f"skipped {line}" for line in refused.value.skipped] == said and len(said) == 1
 
 
 # ---- aggregate.py: folders, tables ------------------------------------------------------------

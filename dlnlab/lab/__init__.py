@@ -11,7 +11,9 @@ are exported here and imported on first use (``import dlnlab.lab`` itself is che
 
 A plain dict gives each group's keys (docs/config.md); the command line's options (``experiment=tiny``,
 ``sgd=minibatch``) are files of conf/: ``compose(["experiment=tiny", "sgd=minibatch"])`` gives the
-command line's config, composed by Hydra and checked (docs/api.md).
+command line's config, composed by Hydra and checked (docs/api.md). Many runs across seeds, setting by
+setting, in memory: ``aggregate_runs(sweep_dir)`` (an ``Aggregate``; ``.write(out)`` writes what
+``scripts/aggregate.py`` writes).
 """
 
 from dlnlab._lazy import lazy_exports
@@ -19,7 +21,7 @@ from dlnlab._lazy import lazy_exports
 _EXPORTS = {
     "dlnlab.lab.runner": ["run", "resume", "KINDS", "SeriesKind"],
     "dlnlab.lab.config": ["prepare", "Plan", "ConfigError", "ExitCode", "TrainConfig"],
-    "dlnlab.lab.results": ["RunResult", "RunStatus", "Summary"],
+    "dlnlab.lab.results": ["RunResult", "RunStatus", "Summary", "aggregate_runs", "Aggregate"],
     "dlnlab.lab.cli": ["main", "job"],
     "dlnlab.lab._compose": ["compose"],
 }

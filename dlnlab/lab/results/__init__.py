@@ -11,7 +11,10 @@
 * ``_saddles``: the saddle analysis into the entries (plateaus, exits against the flow's);
 * ``_console``, ``_limit_text``: the console's blocks; ``_report``: HParams, the Text tab and the
   figures through the loggers;
-* ``_aggregate``, ``_aggregate_text``: many runs (seeds, settings) into means and intervals.
+* ``_aggregate``: many runs (seeds, settings) into means and intervals, in memory (``aggregate_runs``,
+  an ``Aggregate``) and written (``Aggregate.write``); ``_aggregate_collect`` finds the runs and groups
+  them into settings, ``_aggregate_stats`` computes, ``_aggregate_records`` types the results,
+  ``_aggregate_text`` and ``_aggregate_figure`` show them.
 
 Names are imported on first use (``dlnlab._lazy``).
 """
@@ -67,8 +70,19 @@ _EXPORTS = {
     "._saddles": ["analyze_run_saddles"],
     "._console": ["start_block", "results_block", "end_block", "tensorboard_command"],
     "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
-    "._aggregate": ["aggregate", "collect"],
-    "._aggregate_text": ["csv_records", "report"],
+    "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs", "aggregate_settings"],
+    "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder", "SEED_KEYS"],
+    "._aggregate_records": [
+        "AggregateRow",
+        "SampleSpread",
+        "ModeExits",
+        "SampleOrders",
+        "Orders",
+        "CurveStats",
+        "SeriesCurves",
+        "SettingAggregate",
+    ],
+    "._aggregate_text": ["csv_records", "csv_text", "report"],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,4 @@
-"""The console report and the CSV records of ``scripts/aggregate.py`` (rows from :mod:`dlnlab.lab.results._aggregate`).
+"""The console report and the CSV of ``scripts/aggregate.py`` (typed rows: :mod:`dlnlab.lab.results._aggregate_records`).
 
 The console shows every number as ``mean [5%, 95%]`` over the samples (4 significant
 digits; a single sample shows its value alone) in a few narrow tables, each within
@@ -9,27 +9,39 @@ digit, and the std too.
 
 from __future__ import annotations
 
+import csv
+import io
 import textwrap
 from collections.abc import Sequence
 
-__all__ = ["report", "csv_records", "WIDTH"]
+from dlnlab.lab.results._aggregate_records import AggregateRow, SampleSpread, SettingAggregate
+
+__all__ = ["report", "csv_records", "csv_text", "CSV_COLUMNS", "WIDTH"]
 
 WIDTH = 100
 _SPREAD_FIELDS = ("mean", "std", "q5", "q95", "n")
+_SPREADS = ("final_loss", "max_dist_to_flow", "max_dist_to_modified_flow")
+_ORDERS = ("to_flow", "to_modified_flow")
+CSV_COLUMNS = [
+    *("setting", "folder", "series", "samples", "runs"),
+    *(f"{key}_{f}" for key in _SPREADS for f in _SPREAD_FIELDS),
+    *(c for which in _ORDERS for c in [*(f"order_{which}_{f}" for f in _SPREAD_FIELDS), f"order_{which}_of_the_mean"]),
+    *("plateau_exits", "curves_left_out"),
+]  # fmt: skip
 
 
 def _g(x: float, digits: int) -> str:
     return f"{x:.{digits}g}"
 
 
-def spread_text(s: dict | None) -> str:
+def spread_text(s: SampleSpread | None) -> str:
     """``mean [q5, q95]`` (one sample: its value), ``-`` when there is none."""
     if not s:
         return "-"
-    if s["n"] < 2:
-        return _g(s["mean"], 4)
-    lo, hi = s["q5_q95"]
-    return f"{_g(s['mean'], 4)} [{_g(lo, 4)}, {_g(hi, 4)}]"
+    if s.n < 2:
+        return _g(s.mean, 4)
+    lo, hi = s.q5_q95
+    return f"{_g(s.mean, 4)} [{_g(lo, 4)}, {_g(hi, 4)}]"
 
 
 def _table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
@@ -42,51 +54,50 @@ def _wrap(text: str, indent: str = "    ") -> list[str]:
     return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
-def _legend(settings: dict) -> list[str]:
+def _legend(settings: list[SettingAggregate]) -> list[str]:
     """The settings by number: the overrides they all share once, then what sets each apart."""
-    lists = [st.overrides for st in settings.values()]
+    lists = [st.overrides for st in settings]
     common = [o for o in lists[0] if all(o in other for other in lists[1:])] if lists else []
     lines = _wrap(f"every setting: {' '.join(common)}") if common else []
-    for i, st in enumerate(settings.values()):
+    for i, st in enumerate(settings):
         own = " ".join(o for o in st.overrides if o not in common) or "(no other override)"
         lines += _wrap(f"#{i}  {own}: {len(st.runs)} run{'s' * (len(st.runs) != 1)}, folder {st.folder}")
     return lines
 
 
-def _exit_rows(rows: list[dict], tag: dict) -> list[list[str]]:
+def _exit_rows(rows: list[AggregateRow], tag: dict[str, str]) -> list[list[str]]:
     out = []
     for r in rows:
-        for e in r["plateau_exits"]:
-            exited = f"{e['samples'] - e['without_exit']} of {e['samples']}"
-            out.append([tag[r["setting"]], r["series"], str(e["mode"] + 1), exited, spread_text(e["t_exit"])])
+        for e in r.plateau_exits:
+            exited = f"{e.samples - e.without_exit} of {e.samples}"
+            out.append([tag[r.setting], r.series, str(e.mode + 1), exited, spread_text(e.t_exit)])
     return out
 
 
-def _order_rows(rows: list[dict], tag: dict) -> list[list[str]]:
+def _order_rows(rows: list[AggregateRow], tag: dict[str, str]) -> list[list[str]]:
     out, seen = [], set()
     for r in rows:
-        if r["setting"] in seen or not r.get("orders"):
+        if r.setting in seen or not r.orders:
             continue
-        seen.add(r["setting"])
-        cells = [tag[r["setting"]]]
-        for which in ("to_flow", "to_modified_flow"):
-            o = r["orders"][which]
-            mean = o.get("of_the_mean")
-            cells += [spread_text(o.get("per_sample")), "-" if mean is None else _g(mean, 4)]
+        seen.add(r.setting)
+        cells = [tag[r.setting]]
+        for o in (r.orders.to_flow, r.orders.to_modified_flow):
+            mean = o.of_the_mean
+            cells += [spread_text(o.per_sample), "-" if mean is None else _g(mean, 4)]
         out.append(cells)
     return out
 
 
-def _order_notes(rows: list[dict], tag: dict) -> list[str]:
+def _order_notes(rows: list[AggregateRow], tag: dict[str, str]) -> list[str]:
     """Why a setting has no order to the flow (too few learning rates with a distance), one line each."""
-    notes = {tag[r["setting"]]: r["orders"]["to_flow"].get("message") for r in rows if r.get("orders")}
+    notes = {tag[r.setting]: r.orders.to_flow.message for r in rows if r.orders}
     return [f"no order for {t}: {why}" for t, why in notes.items() if why]
 
 
-def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
+def report(rows: list[AggregateRow], settings: list[SettingAggregate], skipped: list[str]) -> str:
     """The console text: what was aggregated, the legend of the settings, and the tables."""
-    tag = {key: f"#{i}" for i, key in enumerate(settings)}
-    n_runs = sum(len(st.runs) for st in settings.values())
+    tag = {st.key: f"#{i}" for i, st in enumerate(settings)}
+    n_runs = sum(len(st.runs) for st in settings)
     lines = [
         f"aggregated {n_runs} run{'s' * (n_runs != 1)} in {len(settings)} setting{'s' * (len(settings) != 1)}"
     ]
@@ -94,19 +105,18 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
         lines.append(f"skipped {len(skipped)} (runs or series; each on stderr and in aggregate.json)")
     lines += _legend(settings)
     lines += ["", "numbers: mean [5%, 95%] over the n samples (every seed and ensemble member of a setting)"]
-    sgd = lambda r: r["series"].startswith("sgd_lr_")  # noqa: E731
     lines += _table(
         "final loss; largest distance to the flow (SGD series)",
         ["set", "series", "n", "final loss", "max distance to the flow"],
-        [[tag[r["setting"]], r["series"], str(r["samples"]), spread_text(r["final_loss"]),
-          spread_text(r["max_dist_to_flow"]) if sgd(r) else "-"] for r in rows],
+        [[tag[r.setting], r.series, str(r.samples), spread_text(r.final_loss),
+          spread_text(r.max_dist_to_flow) if r.is_sgd else "-"] for r in rows],
     )  # fmt: skip
-    if any(r.get("max_dist_to_modified_flow") for r in rows):
+    if any(r.max_dist_to_modified_flow for r in rows):
         lines += _table(
             "largest distance to GD's modified flow",
             ["set", "series", "n", "max distance to the modified flow"],
-            [[tag[r["setting"]], r["series"], str(r["samples"]), spread_text(r["max_dist_to_modified_flow"])]
-             for r in rows if r.get("max_dist_to_modified_flow")],
+            [[tag[r.setting], r.series, str(r.samples), spread_text(r.max_dist_to_modified_flow)]
+             for r in rows if r.max_dist_to_modified_flow],
         )  # fmt: skip
     orders = _order_rows(rows, tag)
     if orders:
@@ -125,38 +135,51 @@ def report(rows: list[dict], settings: dict, skipped: list[str]) -> str:
             ["set", "series", "mode", "n", "exit time t"],
             exits,
         )
-    left_out = [
-        f"{tag[r['setting']]} {r['series']} {note}" for r in rows for note in r.get("curves_left_out") or []
-    ]
+    left_out = [f"{tag[r.setting]} {r.series} {note}" for r in rows for note in r.curves_left_out]
     if left_out:
         lines += ["", "left out of the curves (the npz, loss.png), not of the numbers above:"]
         lines += [w for note in left_out for w in _wrap(note)]
     return "\n".join(lines)
 
 
-def _spread_fields(prefix: str, s: dict | None) -> dict:
+def _spread_fields(prefix: str, s: SampleSpread | None) -> dict[str, float | int | None]:
     if not s:
         return {f"{prefix}_{f}": None for f in _SPREAD_FIELDS}
-    return {f"{prefix}_mean": s["mean"], f"{prefix}_std": s["std"], f"{prefix}_q5": s["q5_q95"][0],
-            f"{prefix}_q95": s["q5_q95"][1], f"{prefix}_n": s["n"]}  # fmt: skip
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_q5": s.q5_q95[0],
+            f"{prefix}_q95": s.q5_q95[1], f"{prefix}_n": s.n}  # fmt: skip
 
 
-def csv_records(rows: list[dict]) -> list[dict]:
-    """One flat record per row, every number in full; exits as ``mode k: mean [q5, q95] (n of N)``: n
-    samples left a plateau by mode k, of the N whose plateaus were analysed."""
+def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | None]]:
+    """One flat record per row (the CSV's columns), every number in full; exits as ``mode k: mean [q5,
+    q95] (n of N)``: n samples left a plateau by mode k, of the N whose plateaus were analysed."""
     out = []
     for r in rows:
-        rec = {k: r[k] for k in ("setting", "folder", "series", "samples", "runs")}
-        for key in ("final_loss", "max_dist_to_flow", "max_dist_to_modified_flow"):
-            rec.update(_spread_fields(key, r[key]))
-        for which in ("to_flow", "to_modified_flow"):
-            o = (r.get("orders") or {}).get(which) or {}
-            rec.update(_spread_fields(f"order_{which}", o.get("per_sample")))
-            rec[f"order_{which}_of_the_mean"] = o.get("of_the_mean")
+        rec = {
+            "setting": r.setting,
+            "folder": r.folder,
+            "series": r.series,
+            "samples": r.samples,
+            "runs": r.runs,
+        }
+        for key in _SPREADS:
+            rec.update(_spread_fields(key, getattr(r, key)))
+        for which in _ORDERS:
+            o = getattr(r.orders, which) if r.orders else None
+            rec.update(_spread_fields(f"order_{which}", o.per_sample if o else None))
+            rec[f"order_{which}_of_the_mean"] = o.of_the_mean if o else None
         rec["plateau_exits"] = "; ".join(
-            f"mode {e['mode'] + 1}: {spread_text(e['t_exit'])} ({e['samples'] - e['without_exit']} of {e['samples']})"
-            for e in r["plateau_exits"]
+            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.samples - e.without_exit} of {e.samples})"
+            for e in r.plateau_exits
         )
-        rec["curves_left_out"] = "; ".join(r.get("curves_left_out") or [])
+        rec["curves_left_out"] = "; ".join(r.curves_left_out)
         out.append(rec)
     return out
+
+
+def csv_text(rows: list[AggregateRow]) -> str:
+    """``aggregate.csv``: a header and one line per row (:func:`csv_records`)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)  # a record with another key is a ValueError
+    writer.writeheader()
+    writer.writerows(csv_records(rows))
+    return buf.getvalue()

@@ -1,6 +1,6 @@
 """summary.json as a whole, typed: the run's records (the convergence fits, the limit report, the
 summary itself) beside the series' entries (``_records``, where the mechanism is described), and the
-docs' key tables made from them.
+docs' key tables made from them (and from the aggregate's records, ``_aggregate_records``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dlnlab.errors import ArgumentError
+from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
 from dlnlab.lab.results._records import (
     CentralEntry,
     CentralFlowEntry,
@@ -240,10 +241,10 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("|", "\\|")
 
 
-def render_tables() -> str:
+def render_tables(records: tuple[type[Record], ...] = RECORDS) -> str:
     """docs/results.md's key tables: one per record, its keys, types and meanings."""
     out = []
-    for rec in RECORDS:
+    for rec in records:
         out += [f"### `{rec.__name__}`", "", (rec.__doc__ or "").strip().replace("\n", " "), ""]
         out += ["| key | type | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(rec):
@@ -256,10 +257,17 @@ def render_tables() -> str:
 
 
 BEGIN, END = "<!-- summary tables: begin -->", "<!-- summary tables: end -->"
+AGGREGATE_BEGIN, AGGREGATE_END = "<!-- aggregate tables: begin -->", "<!-- aggregate tables: end -->"
+
+
+def _with_section(page: str, begin: str, end: str, text: str) -> str:
+    head, rest = page.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n\n{text}\n{end}{tail}"
 
 
 def with_tables(page: str) -> str:
-    """docs/results.md with its generated section (between BEGIN and END) made from the records now."""
-    head, rest = page.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n\n{render_tables()}\n{END}{tail}"
+    """docs/results.md with its generated sections made from the records now: summary.json's keys
+    (between BEGIN and END) and aggregate.json's (between AGGREGATE_BEGIN and AGGREGATE_END)."""
+    page = _with_section(page, BEGIN, END, render_tables())
+    return _with_section(page, AGGREGATE_BEGIN, AGGREGATE_END, render_tables(AGGREGATE_RECORDS))

@@ -1,0 +1,159 @@
+"""The runs under some roots, grouped into settings (:mod:`dlnlab.lab.results._aggregate` aggregates them).
+
+A *setting* is a run's overrides without the seeds (:data:`SEED_KEYS`): the runs of one setting differ
+only in their seeds, and so do the members of an ensemble, so every member of every run of a setting is
+one *sample*. Runs that are missing (a job that never wrote its summary), damaged
+(:func:`dlnlab.rundir.run_damage`), and series that failed or hold no arrays, are skipped and listed.
+Reads only the run directories' files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlnlab.errors import ArgumentError
+from dlnlab.metrics import member_arrays, members_of
+from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage
+from dlnlab.status import USABLE, Status
+
+__all__ = ["Setting", "Roots", "collect", "root_dirs", "setting_folder", "run_dirs", "SEED_KEYS"]
+
+SEED_KEYS = ("seed", "data.seed", "init.seed", "sgd.seed")
+
+
+@dataclass
+class Setting:
+    """The samples of one setting: per series, each sample's arrays and its summary entry."""
+
+    key: str
+    overrides: list[str] = field(default_factory=list)  # the key's overrides (without the seeds)
+    runs: list[str] = field(default_factory=list)
+    samples: dict[str, list[tuple[dict, dict]]] = field(default_factory=dict)  # series -> [(arrays, entry)]
+    # series -> each sample's (run directory, member), in the order of ``samples``: what pairs a sample's
+    # series across the learning rates (a series missing from one run must not shift the others)
+    origins: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    order_fit: int = 3  # the runs' sgd.order_fit: the orders are fitted as each run fits its own
+
+    @property
+    def folder(self) -> str:
+        return setting_folder(self.key)
+
+
+def setting_folder(key: str) -> str:
+    """The folder name of a setting: up to 40 characters of its key, then 10 hex digits of its SHA-256."""
+    prefix = "".join(c if (c.isascii() and c.isalnum()) or c in "._=-" else "_" for c in key)[:40]
+    return f"{prefix.strip('_.') or 'setting'}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _without_seeds(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+
+
+def _setting_key(overrides: list[str]) -> str:
+    return " ".join(_without_seeds(overrides)) or "(defaults)"
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    try:
+        return read_overrides(run_dir)
+    except ValueError:  # a damaged record: the run's setting is the defaults'
+        return []
+
+
+Roots = str | os.PathLike | Iterable[str | os.PathLike]
+
+
+def root_dirs(roots: Roots) -> list[Path]:
+    """``roots`` as a list of directories: one path (a str or a Path) or several; one that is not a
+    directory is refused (os.walk finds nothing in it, silently). A str taken as a list of roots was
+    walked character by character: ``collect("/data/sweep")`` walked ``/``, the whole disk."""
+    if isinstance(roots, (str, os.PathLike)):
+        roots = [roots]
+    try:
+        out = [Path(r) for r in roots]
+    except TypeError as err:
+        raise ArgumentError("roots", f"expected a directory or a list of directories, got {roots!r}") from err
+    for root in out:
+        if not root.is_dir():
+            raise ArgumentError(
+                "roots", f"{root} is not a directory (give run directories, sweeps or folders of them)"
+            )
+    return out
+
+
+def _files_under(roots: Roots, name: str) -> set[Path]:
+    """Directories holding ``name`` under ``roots``, each once however it is reached (a relative path,
+    a symbolic link: a folder of links to runs works); a directory already walked is not walked
+    again, so a loop of links ends. Hidden folders (``.hydra``) are not entered."""
+    found, walked = set(), set()
+    for root in root_dirs(roots):
+        for top, dirs, files in os.walk(root, followlinks=True):
+            real = Path(top).resolve()
+            if real in walked:
+                dirs[:] = []
+                continue
+            walked.add(real)
+            if name in files:
+                found.add(real)
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return found
+
+
+def run_dirs(roots: Roots) -> list[Path]:
+    """The run directories (those holding summary.json) under ``roots`` (a directory or several:
+    run directories, sweeps, folders holding them), sorted."""
+    return sorted(_files_under(roots, "summary.json"))
+
+
+def _job_note(job: Path) -> str:
+    rec, why = read_summary_object(job / "job.json")
+    if rec is None:
+        return f"{job}: no run, and its job.json cannot be read ({why.replace('summary.json', 'job.json')})"
+    return f"{job}: no run (exit {rec.get('exit_code')}: {rec.get('message')})"
+
+
+def collect(roots: Roots) -> tuple[dict[str, Setting], list[str]]:
+    """The settings under ``roots`` (a directory or several: run directories, sweeps, folders holding
+    them) and what was skipped."""
+    roots = root_dirs(roots)
+    runs = run_dirs(roots)
+    skipped = [_job_note(job) for job in sorted(_files_under(roots, "job.json") - set(runs))]
+    settings: dict[str, Setting] = {}
+    for run_dir in runs:
+        why = run_damage(run_dir)
+        if why:
+            skipped.append(f"{run_dir}: {why}")
+            continue
+        overrides = _overrides(run_dir)
+        key = _setting_key(overrides)
+        st = settings.setdefault(key, Setting(key, _without_seeds(overrides)))
+        st.runs.append(str(run_dir))
+        run = load_run(run_dir)
+        st.order_fit = int((run.config.get("sgd") or {}).get("order_fit") or 3)
+        for name, series in run.series.items():
+            _add_samples(st, run_dir, name, series)
+    return settings, skipped
+
+
+def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
+    entry = series.entry
+    if entry.get("status", Status.OK) not in USABLE:
+        st.skipped.append(f"{run_dir} {name}: {entry.get('status')}: {entry.get('message', '')}")
+        return
+    full = series.members if series.members is not None else series.arrays
+    members = entry.get("members") if isinstance(entry.get("members"), list) else [entry]
+    for e in range(members_of(full) or 1):
+        arrays = member_arrays(full, e) if members_of(full) else full
+        sub = members[e] if e < len(members) and isinstance(members[e], dict) else {}
+        if sub.get("status", Status.OK) not in USABLE:
+            continue
+        if "t" not in arrays or not len(arrays["t"]):
+            st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")
+            return
+        st.samples.setdefault(name, []).append((arrays, {**entry, **sub}))
+        st.origins.setdefault(name, []).append((str(run_dir), e))
