@@ -56,7 +56,8 @@ def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_pat
     per = [r["convergence_order"] for r in runs]  # each seed's own fitted order
     assert _flat(sgd.orders.to_flow.per_sample) == pytest.approx(_spread_by_hand(per), rel=1e-9)
     assert sgd.orders.to_modified_flow.per_sample is None and agg.row("flow").orders is None
-    curves = agg.settings[0].curves["sgd_lr_0.02"]
+    curves = agg.curves("sgd_lr_0.02")  # the one setting's: no key needed
+    assert curves is agg.settings[0].curves["sgd_lr_0.02"] and agg.setting() is agg.settings[0]
     losses = np.stack(
         [np.load(tmp_path / "sweep" / f"job{s}" / "series" / "sgd_lr_0.02.npz")["loss"] for s in (0, 1, 2)]
     )
@@ -138,8 +139,16 @@ def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(ti
         (("flow", "x"), "setting: no setting 'x'"),
         (("sgd_lr_9", "(defaults)"), "series: no series 'sgd_lr_9' in setting '(defaults)'; its series: "),
     ):
-        with pytest.raises(ArgumentError, match=f"^{re.escape(said)}"):
-            agg.row(*args)
+        for lookup in (agg.row, agg.curves):  # a curve's arrays are found as its row is, with the same errors
+            with pytest.raises(ArgumentError, match=f"^{re.escape(said)}"):
+                lookup(*args)
+    with pytest.raises(ArgumentError, match=r"^setting: needed with 2 settings; one of \['\(defaults\)', "):
+        agg.setting()
+    assert agg.setting("sgd.batch_size=5") is agg.settings[1]
+    with np.load(out / agg.settings[1].folder / "sgd_lr_0.02.npz") as npz:  # the curve the file holds
+        got = agg.curves("sgd_lr_0.02", "sgd.batch_size=5")
+        np.testing.assert_array_equal(got.loss.q50, npz["loss_q50"])
+        np.testing.assert_array_equal(got.t, npz["t"])
     # write refuses a directory that holds something, or a file (nothing is overwritten)
     with pytest.raises(ArgumentError, match=r"^out: .*out is not empty; give a new or empty directory"):
         agg.write(out)
@@ -177,7 +186,7 @@ def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, t
     character each (an absolute path walked ``/``, the whole disk; a relative one found nothing). A
     str or a Path is one root; a root that is not a directory is refused naming ``roots``, by
     aggregate_runs too, and a root with no run in it is NothingToAggregate (an ArgumentError)."""
-    from dlnlab.lab.results import NothingToAggregate
+    from dlnlab.lab import NothingToAggregate  # beside aggregate_runs, which raises it
     from dlnlab.lab.results._aggregate_collect import run_dirs
 
     (tmp_path / "ab").symlink_to(tiny_run)

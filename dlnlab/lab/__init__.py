@@ -21,7 +21,14 @@ from dlnlab._lazy import lazy_exports
 _EXPORTS = {
     "dlnlab.lab.runner": ["run", "resume", "KINDS", "SeriesKind"],
     "dlnlab.lab.config": ["prepare", "Plan", "ConfigError", "ExitCode", "TrainConfig"],
-    "dlnlab.lab.results": ["RunResult", "RunStatus", "Summary", "aggregate_runs", "Aggregate"],
+    "dlnlab.lab.results": [
+        "RunResult",
+        "RunStatus",
+        "Summary",
+        "aggregate_runs",
+        "Aggregate",
+        "NothingToAggregate",
+    ],
     "dlnlab.lab.cli": ["main", "job"],
     "dlnlab.lab._compose": ["compose"],
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 from dlnlab.errors import ArgumentError
 from dlnlab.lab.results._aggregate_collect import Roots, Setting, collect, root_dirs
 from dlnlab.lab.results._aggregate_figure import write_loss_figure
-from dlnlab.lab.results._aggregate_records import AggregateRow, SettingAggregate
+from dlnlab.lab.results._aggregate_records import AggregateRow, SeriesCurves, SettingAggregate
 from dlnlab.lab.results._aggregate_stats import aggregate_setting
 from dlnlab.lab.results._aggregate_text import csv_text, report
 from dlnlab.rundir import save_npz, write_json, write_text
@@ -49,19 +49,36 @@ class Aggregate:
     settings: list[SettingAggregate]
     skipped: list[str]
 
+    def setting(self, key: str | None = None) -> SettingAggregate:
+        """The setting of ``key`` (its runs' overrides without the seeds, sorted, as ``settings`` and the
+        console's legend give it; may be left out when there is one setting)."""
+        keys = [s.key for s in self.settings]
+        if key is None and len(keys) != 1:
+            raise ArgumentError("setting", f"needed with {len(keys)} settings; one of {keys}")
+        for st in self.settings:
+            if key is None or st.key == key:
+                return st
+        raise ArgumentError("setting", f"no setting {key!r}; the settings: {keys}")
+
     def row(self, series: str, setting: str | None = None) -> AggregateRow:
         """The row of ``series`` in ``setting`` (its key; may be left out when there is one setting)."""
-        keys = [s.key for s in self.settings]
-        if setting is None and len(keys) > 1:
-            raise ArgumentError("setting", f"needed with {len(keys)} settings; one of {keys}")
-        key = keys[0] if setting is None else setting
+        st = self.setting(setting)
         for r in self.rows:
-            if r.setting == key and r.series == series:
+            if r.setting == st.key and r.series == series:
                 return r
-        names = sorted({r.series for r in self.rows if r.setting == key})
-        if key not in keys:
-            raise ArgumentError("setting", f"no setting {key!r}; the settings: {keys}")
-        raise ArgumentError("series", f"no series {series!r} in setting {key!r}; its series: {names}")
+        raise self._no_series(series, st)
+
+    def curves(self, series: str, setting: str | None = None) -> SeriesCurves:
+        """The curves' statistics of ``series`` in ``setting`` (its key; may be left out when there is one
+        setting): ``t`` and, per curve, its mean, std, quantiles and ``n`` at each time."""
+        st = self.setting(setting)
+        if series not in st.curves:
+            raise self._no_series(series, st)
+        return st.curves[series]
+
+    def _no_series(self, series: str, st: SettingAggregate) -> ArgumentError:
+        names = sorted(r.series for r in self.rows if r.setting == st.key)
+        return ArgumentError("series", f"no series {series!r} in setting {st.key!r}; its series: {names}")
 
     def to_dict(self) -> dict:
         """``aggregate.json``: the rows, the settings (key, folder, runs) and what was skipped."""
