@@ -75,8 +75,9 @@ BAD = [
     (
         "key_of_other_option",
         ["init=balanced", "init.scale=0.1"],
-        "init.scale: no such key; init has: kind, u0, seed",
+        "init.scale: no such key; init has: kind, u0, seed; init.scale is a key of init=gaussian or init=orthogonal",
     ),
+    ("key_of_two_other_options", ["init.u0=0.1"], "; init.u0 is a key of init=balanced or init=aligned"),
     (
         "kind_not_the_option",
         ["init.kind=balanced"],

@@ -68,7 +68,11 @@ def describe_omegaconf_error(err: BaseException) -> str:
     elif isinstance(err, (ConfigKeyError, ConfigAttributeError)):
         schema = getattr(err, "object_type", None)
         if key and dataclasses.is_dataclass(schema):
-            return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+            message = unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+            group, _, name = key.rpartition(".")
+            if others := _options_with(schema, name):  # data.path without data=file
+                message += f"; {key} is a key of {' or '.join(f'{group}={o}' for o in others)}"
+            return message
         what = "no such key"
     elif isinstance(err, ValidationError) and "is not Optional" in msg:
         what = "cannot be null"
@@ -84,6 +88,21 @@ def describe_omegaconf_error(err: BaseException) -> str:
     else:
         what = msg
     return f"{key}: {what}" if key else what
+
+
+def _options_with(schema: type, name: str) -> list[str]:
+    """The other options of ``schema``'s config group (its dataclass siblings, each naming itself by its
+    ``kind``: TeacherData and FileData for ``data``) that have the key ``name``."""
+    base = schema.__mro__[1]
+    if not dataclasses.is_dataclass(base):
+        return []
+    out = []
+    for option in base.__subclasses__():
+        fields = {f.name: f for f in dataclasses.fields(option)} if option is not schema else {}
+        kind = fields["kind"].default if "kind" in fields else None
+        if name in fields and isinstance(kind, enum.Enum):
+            out.append(kind.name)
+    return out
 
 
 def _enum_choices(err: BaseException) -> list[str] | None:
