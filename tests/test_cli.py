@@ -186,6 +186,23 @@ def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
     assert summary["process"]["flow_ahead"]
 
 
+def test_an_interrupted_sweep_ends_with_the_command_that_finishes_it(tmp_path):
+    """As a single run's last line gives resume=<run dir>; the sweep's gave no command (a new user's review)."""
+    sweep = tmp_path / "swept dir"  # a space: the command is to be copied as it stands
+    args = ["-m", "experiment=tiny", "flow.t_max=20", "sgd.lrs=[0.0002]", "seed=0,1", "logger=none", *QUIET,
+            f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]  # fmt: skip
+    proc = _popen(args, tmp_path, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (sweep / "0" / "job.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # job 0 started (its 100,000 steps take far longer than this test)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    finish = f"python scripts/train.py resume='{sweep}' finishes the sweep"
+    assert err.strip().splitlines()[-1] == f"interrupted (exit code 130): every file written so far is complete; {finish}"
+    assert (sweep / "sweep_summary.json").is_file()
+
+
 @pytest.mark.slow  # ~14 s of CLI: the CLI's signal path stays in the default set (SIGTERM during the flow)
 def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     out = tmp_path / "run"

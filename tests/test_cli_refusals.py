@@ -43,6 +43,9 @@ REFUSED_MORE = [
     (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
     (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
     (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
+    (["data.path=/x.npz"], "error: data.path: no such key; data has: kind, singular_values, n_samples, whiten, "
+                           "noise, seed; data.path is a key of data=file\n"),  # fmt: skip
+    (["flow.method=[lsoda]"], "error: flow.method: expected one of [auto, dopri5, "),
     (["="], "error: '=': the override has no key; an override is key=value"),
     (
         ["logger=csv", "+logger.bogus=1"],

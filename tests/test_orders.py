@@ -101,6 +101,19 @@ def test_the_console_gives_no_number_for_an_undetermined_order():
     assert row.endswith("(undetermined [-0.95, 4]) |") and "(0.5)" in row
 
 
+def test_the_console_says_what_the_range_of_a_spread_ratio_is():
+    """The SME line's parentheses are the ratio's 10th and 90th percentiles over the grid (summary
+    ``sgd_limit.sme.spread_ratio``); the line said only "median over the grid" (a new user's review)."""
+    from dlnlab.lab.results import limit_lines
+
+    ratio = {"var_loss": {"median": 0.94, "p10": 0.61, "p90": 1.13}, "var_theta": None}
+    limit = {"members": 500, **{k: _error(1.0, [0.9, 1.1]) for k in ("strong", "weak_theta", "weak_loss")},
+             "sme": {"spread_ratio": {"0.04": ratio}, "sampling_error": 0.0895}}  # fmt: skip
+    line = next(s for s in limit_lines({"sgd_limit": limit}) if s.startswith("SGD's spread"))
+    assert line == ("SGD's spread over the SME's at eta = 0.04: var_loss 0.94 (0.61 .. 1.13) (median over the "
+                    "grid, its 10-90 % range in parentheses; sampling error about 0.0895)")  # fmt: skip
+
+
 def test_the_figure_draws_no_slope_for_an_undetermined_order():
     from dlnlab.plots import new_figure
     from dlnlab.plots.ensemble import _orders_axes

@@ -68,11 +68,16 @@ BAD = [
         "flow.method: Invalid value 'rk23', expected one of [auto, dopri5, dopri8",
     ),
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: 'notabool' is not true or false"),
+    ("choice_given_a_list", ["flow.method=[lsoda]"], "flow.method: expected one of [auto, dopri5, dopri8, "),
+    ("choice_given_a_mapping", ["sgd.sampling={a:1}"], "sgd.sampling: expected one of [with_replacement, "),
+    ("class_misspelt", ["+callbacks.t._target_=dlnlab.lab.callbacks.TopLayerNrm"],
+     "'dlnlab.lab.callbacks' has no 'TopLayerNrm'; did you mean dlnlab.lab.callbacks.TopLayerNorm?"),
     (
         "key_of_other_option",
         ["init=balanced", "init.scale=0.1"],
-        "init.scale: no such key; init has: kind, u0, seed",
+        "init.scale: no such key; init has: kind, u0, seed; init.scale is a key of init=gaussian or init=orthogonal",
     ),
+    ("key_of_two_other_options", ["init.u0=0.1"], "; init.u0 is a key of init=balanced or init=aligned"),
     (
         "kind_not_the_option",
         ["init.kind=balanced"],

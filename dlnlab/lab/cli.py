@@ -10,6 +10,7 @@ nothing, and Hydra's own errors (an unknown key or option, a malformed override)
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import signal
 import sys
 import traceback
@@ -325,11 +326,14 @@ def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bo
             signals.on_first_signal(sweep.hand_on)
         hydra_main()
     except KeyboardInterrupt:
+        finish = ""
         if multirun and sweep.OUTCOME.sweep_dir:
             sweep.wait_for_children()
             sweep.write_sweep_summary(Path(sweep.OUTCOME.sweep_dir))
+            # the next step as a command to copy, as a single run's last line gives it
+            finish = f"; python scripts/train.py resume={shlex.quote(str(sweep.OUTCOME.sweep_dir))} finishes the sweep"
         code = signals.exit_code()
-        print(f"interrupted (exit code {code}): every file written so far is complete", file=sys.stderr)
+        print(f"interrupted (exit code {code}): every file written so far is complete{finish}", file=sys.stderr)
         return code
     if multirun:
         return int(sweep.OUTCOME.sweep_code or 0)

@@ -153,7 +153,8 @@ def draw_error_constants(ax, run: RunData, escapes: dict, lrs=None) -> None:
             if key in curves:
                 rows, values = curves[key]
                 p = escapes.get("expected_order", {}).get(key, 1.0)
-                label = f"{'strong' if key == 'strong' else 'weak'} / $\\eta^{{{p:g}}}$, $\\eta$ = {format_lr(s.lr)}"
+                kind = "strong" if key == "strong" else "weak ($\\theta$)"  # the top panel's weak (loss) is not drawn here
+                label = f"{kind} / $\\eta^{{{p:g}}}$, $\\eta$ = {format_lr(s.lr)}"
                 c = values[0] / s.lr**p
                 # at t = 0 every member is at the init: no error; a debiased weak error of 0 is below what
                 # the members resolve (dlnlab/ensemble_errors.py): gaps, not drops to the axis

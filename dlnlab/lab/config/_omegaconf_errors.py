@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import re
+import typing
 from collections.abc import Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +42,9 @@ def unknown_key_message(full_key: str, allowed: list[str]) -> str:
 # OmegaConf's "Value 'abc' of type 'str' could not be converted to Integer", said as what is allowed
 _NOT_CONVERTED = re.compile(r"[Vv]alue '(.*)' of type '\w+' could not be converted to (\w+)")
 _NOT_BOOL = re.compile(r"[Vv]alue '(.*)' is not a valid (bool)")
+# OmegaConf's "Value ['a'] (ListConfig) is not a valid input for <enum 'E'>": a list or mapping where a
+# choice goes, said with the choices
+_NOT_ENUM_INPUT = re.compile(r"[Vv]alue (.*) \((\w+)\) is not a valid input for <enum '\w+'>")
 _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "bool": "true or false",
                "String": "a string"}  # fmt: skip
 
@@ -63,17 +68,54 @@ def describe_omegaconf_error(err: BaseException) -> str:
     elif isinstance(err, (ConfigKeyError, ConfigAttributeError)):
         schema = getattr(err, "object_type", None)
         if key and dataclasses.is_dataclass(schema):
-            return unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+            message = unknown_key_message(key, [f.name for f in dataclasses.fields(schema)])
+            group, _, name = key.rpartition(".")
+            if others := _options_with(schema, name):  # data.path without data=file
+                message += f"; {key} is a key of {' or '.join(f'{group}={o}' for o in others)}"
+            return message
         what = "no such key"
     elif isinstance(err, ValidationError) and "is not Optional" in msg:
         what = "cannot be null"
     elif isinstance(err, ValidationError) and (m := _NOT_CONVERTED.match(msg) or _NOT_BOOL.match(msg)):
         what = f"{m.group(1)!r} is not {_TYPE_WORDS.get(m.group(2), m.group(2))}"
+    elif isinstance(err, ValidationError) and (m := _NOT_ENUM_INPUT.match(msg)) and (
+        choices := _enum_choices(err)
+    ):
+        kind = {"ListConfig": "a list", "list": "a list", "DictConfig": "a mapping", "dict": "a mapping"}
+        what = f"expected one of [{', '.join(choices)}], got {kind.get(m.group(2), m.group(2))} {m.group(1)}"
     elif isinstance(err, ValidationError):
         what = msg.replace("Value ", "value ", 1)
     else:
         what = msg
     return f"{key}: {what}" if key else what
+
+
+def _options_with(schema: type, name: str) -> list[str]:
+    """The other options of ``schema``'s config group (its dataclass siblings, each naming itself by its
+    ``kind``: TeacherData and FileData for ``data``) that have the key ``name``."""
+    base = schema.__mro__[1]
+    if not dataclasses.is_dataclass(base):
+        return []
+    out = []
+    for option in base.__subclasses__():
+        fields = {f.name: f for f in dataclasses.fields(option)} if option is not schema else {}
+        kind = fields["kind"].default if "kind" in fields else None
+        if name in fields and isinstance(kind, enum.Enum):
+            out.append(kind.name)
+    return out
+
+
+def _enum_choices(err: BaseException) -> list[str] | None:
+    """The names of the enum the schema field of ``err`` holds, or None where it cannot be found."""
+    schema, name = getattr(err, "object_type", None), getattr(err, "key", None)
+    if not dataclasses.is_dataclass(schema) or not isinstance(name, str):
+        return None
+    try:
+        hint = typing.get_type_hints(schema).get(name)
+    except (NameError, TypeError):
+        return None
+    enums = [t for t in (hint, *typing.get_args(hint)) if isinstance(t, type) and issubclass(t, enum.Enum)]
+    return [member.name for member in enums[0]] if enums else None
 
 
 def plain_group_message(cfg: Mapping, groups: Iterable[str]) -> str | None:

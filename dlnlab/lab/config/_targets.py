@@ -21,6 +21,8 @@ written). Each is refused before any work instead, from what can be read without
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import inspect
 import logging
 import sys
@@ -67,9 +69,25 @@ def _import(key: str, path: str, base: str) -> tuple[type, type]:
         return import_class(path), import_class(base)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's to see
         cause = err.__cause__ or err
-        raise ConfigError(
-            f"{key}._target_: cannot import {path!r} ({type(cause).__name__}: {cause})"
-        ) from err
+        why = _missing_name(path) or f"{type(cause).__name__}: {cause}"
+        raise ConfigError(f"{key}._target_: cannot import {path!r} ({why})") from err
+
+
+def _missing_name(path: str) -> str | None:
+    """Where the module of ``path`` imports but has no such name (a typo in the class): that, with the
+    closest public names it has; Python's own error then blames the module (``'dlnlab.lab.callbacks'
+    is not a package``). None otherwise."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name) if module_name else None
+    except Exception:  # noqa: BLE001 - the module itself does not import: Python's error says why
+        return None
+    if module is None or hasattr(module, name):
+        return None
+    public = [n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type)]
+    close = difflib.get_close_matches(name, public, n=1)
+    hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+    return f"module {module_name!r} has no {name!r}{hint}"
 
 
 def _missing_requirement(cls: type) -> str | None:

@@ -76,7 +76,8 @@ def limit_lines(summary: dict) -> list[str]:
         cells = [f"{k} {fmt(v['median'])} ({fmt(v['p10'])} .. {fmt(v['p90'])})" for k, v in r.items() if v]
         lines.append(
             f"SGD's spread over the SME's at eta = {lr}: {', '.join(cells)} "
-            f"(median over the grid; sampling error about {fmt(sme.get('sampling_error'))})"
+            f"(median over the grid, its 10-90 % range in parentheses; sampling error about "
+            f"{fmt(sme.get('sampling_error'))})"
         )
         lines += _exit_lines(sme, lr)
     return lines
