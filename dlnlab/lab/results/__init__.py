@@ -37,6 +37,7 @@ _EXPORTS = {
         "EnsembleSpread",
         "Spread",
         "UnknownKeys",
+        "MissingKeys",
         "ABSENT",
         "entry_record",
         "EdgeEntry",
