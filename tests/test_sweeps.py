@@ -45,7 +45,7 @@ def test_a_job_whose_series_a_killed_worker_lost_is_incomplete_not_finished(tmp_
     assert counts == [1, 1, 1, 3]
     assert incomplete["message"] == (
         "finished, 1 series killed (sgd_lr_0.02: their worker process ended before reporting): "
-        f"resume={incomplete['dir']} runs them again"
+        f"python scripts/train.py resume={incomplete['dir']} runs them again"
     )
     table = capsys.readouterr().out
     assert "1 finished, 1 incomplete" in table and "incomplete, exit 3: finished, 1 series killed" in table
