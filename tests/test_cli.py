@@ -1,5 +1,5 @@
 """The CLI in subprocesses: exit codes, one-line refusals that write nothing, signals at several
-moments, two runs at once (a sweep with a failing job: tests/test_sweeps.py). Runs are shared between
+moments, two runs at once (a sweep with a failing job: tests/test_sweep_launchers.py). Runs are shared between
 tests where they can."""
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ Hydra.
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "._errors": ["ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown"],
+    "._errors": [
+        "ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown", "resume_shell_command",
+    ],  # fmt: skip
     "._schema": [
         "TrainConfig",
         "DATA_OPTIONS",
