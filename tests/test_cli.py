@@ -26,7 +26,8 @@ from tests._helpers import wait_for_stage as _wait_for_stage
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]  # the tiny flow alone, nothing but its files
+# the tiny flow alone, nothing but its files
+TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
 
 
 @dataclass(frozen=True)
