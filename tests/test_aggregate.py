@@ -228,3 +228,28 @@ def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_h
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
         fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
         assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]
+
+
+def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_what_it_is_over(tmp_path):
+    """At lr 0.2 some members of this ensemble diverge while the others converge or stay unstable: the
+    series is ok and aggregated, its diverged members were dropped without a word and the console's
+    ``n`` was the rest's count, nowhere the series' 8. Reference: the run's summary.json, member by
+    member (the spread of the usable members' final losses by the standard library)."""
+    res = run(make_cfg([*TINY, "ensemble.size=8", "sgd.lrs=[0.2]", "init.scale=0.7"]), output_dir=tmp_path / "r")
+    entry = res["series"]["sgd_lr_0.2"]
+    kept = [m for m in entry["members"] if m["status"] in ("ok", "unstable")]
+    gone = [i for i, m in enumerate(entry["members"]) if m["status"] == "diverged"]
+    assert entry["status"] == "ok" and gone and len(kept) + len(gone) == 8  # the case this test is about
+    agg = aggregate_runs(tmp_path / "r")
+    row = agg.row("sgd_lr_0.2")
+    assert (row.samples, row.samples_left_out, row.all_samples) == (len(kept), len(gone), 8)
+    assert _flat(row.final_loss) == pytest.approx(_spread_by_hand([m["final_loss"] for m in kept]), rel=1e-12)
+    assert agg.skipped == [f"{(tmp_path / 'r').resolve()} sgd_lr_0.2: members {gone} left out (diverged)"]
+    line = next(x for x in agg.report().splitlines() if "sgd_lr_0.2" in x)
+    cells = line.split()
+    assert cells[2] == "8" and line.count(f"({len(kept)} of 8)") == 2  # the final loss and the distance
+    flow_line = next(x for x in agg.report().splitlines() if " flow " in x)
+    assert " of 8)" not in flow_line  # every member's number: nothing to say
+    rows = list(csv.DictReader(agg.csv().splitlines()))
+    sgd = next(r for r in rows if r["series"] == "sgd_lr_0.2")
+    assert (sgd["samples"], sgd["samples_left_out"], sgd["final_loss_n"]) == tuple(map(str, (len(kept), len(gone), len(kept))))

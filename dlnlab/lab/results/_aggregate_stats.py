@@ -195,7 +195,8 @@ def series_row(
     sgd = name.startswith("sgd_lr_")
     spread_of = lambda key: sample_spread([e.get(key) for e in entries]) if sgd else None  # noqa: E731
     row = AggregateRow(
-        setting=st.key, folder=st.folder, series=name, samples=len(samples), runs=len(st.runs),
+        setting=st.key, folder=st.folder, series=name, samples=len(samples),
+        samples_left_out=st.members_left_out.get(name, 0), runs=len(st.runs),
         final_loss=sample_spread([e.get("final_loss") for e in entries]),
         max_dist_to_flow=spread_of("max_dist_to_flow"),
         max_dist_to_modified_flow=spread_of("max_dist_to_modified_flow"),
