@@ -156,6 +156,27 @@ def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(ti
         agg.write(tmp_path / "t.csv")
 
 
+@pytest.mark.xdist_group("tiny_run")
+def test_the_series_come_in_the_run_s_order_not_sorted_as_strings(tiny_run):
+    """The rows were sorted by name as strings: sgd_lr_0.01, 0.02, 0.04 (the learning rates upwards,
+    against the run's console and figures) and sgd_lr_1e-05 after sgd_lr_0.5. Reference: the run's
+    summary.json, whose series are in the order the run ran and printed them (sgd.lrs from the largest
+    down), and for 1e-05 the learning rates as floats."""
+    from dlnlab.rundir import series_order_key
+
+    ran = [n for n in json.loads((tiny_run / "summary.json").read_text())["series"] if n.startswith(("flow", "sgd_"))]
+    assert ran == ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
+    agg = aggregate_runs(tiny_run)
+    assert [r.series for r in agg.rows] == list(agg.settings[0].curves) == ran
+    assert [r["series"] for r in csv.DictReader(agg.csv().splitlines())] == ran
+    listed = [line.split()[1] for line in agg.report().splitlines() if line.startswith("#0   ")]
+    assert listed[: len(ran)] == ran  # the console's first table
+    names = ["sgd_lr_0.5", "sgd_lr_1e-05", "flow", "sgd_lr_0.04", "sgd_lr_2.0"]
+    by_float = ["flow", *sorted((n for n in names if n != "flow"), key=lambda n: -float(n[len("sgd_lr_") :]))]
+    assert sorted(names, key=series_order_key) == by_float == ["flow", "sgd_lr_2.0", "sgd_lr_0.5", "sgd_lr_0.04", "sgd_lr_1e-05"]
+    assert sorted(names) != by_float  # what the rows were sorted by
+
+
 def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(tmp_path):
     """Hydra writes .hydra/overrides.yaml with OmegaConf.to_yaml: an override holding ': ' is quoted
     and one with spaces longer than a line is folded over two. aggregate.py read the file line by line

@@ -33,6 +33,7 @@ from dlnlab.rundir._names import (
     parse_series_name,
     series_label,
     series_name,
+    series_order_key,
 )
 from dlnlab.rundir._read import (
     STATUS_NOTE,
@@ -68,6 +69,7 @@ __all__ = [
     "lr_from_name",
     "format_lr",
     "series_label",
+    "series_order_key",
     "claim_directory",
     "out_of_room",
     "atomic_path",

@@ -42,7 +42,8 @@ class NothingToAggregate(ArgumentError):
 @dataclass
 class Aggregate:
     """Runs aggregated setting by setting, in memory: ``rows`` (one per setting and series, the settings in
-    the order found, each one's series by name), ``settings`` (each one's key, runs, orders and curves'
+    the order found, each one's series as a run orders them: the flow, then the learning rates from the
+    largest down), ``settings`` (each one's key, runs, orders and curves'
     statistics) and ``skipped`` (a line per run or series left out, and why)."""
 
     rows: list[AggregateRow]

@@ -36,14 +36,14 @@ def loss_figure(key: str, curves_of: dict, heavy_ball: bool = False):
         new_figure,
         series_colors,
     )
-    from dlnlab.rundir import lr_from_name, series_label
+    from dlnlab.rundir import lr_from_name, series_label, series_order_key
 
     drawn = {name: c for name, c in curves_of.items() if "loss_q50" in c}
     lrs = {name: lr_from_name(name) for name in drawn}  # the flow's None (only flow and SGD series load)
     by_lr = series_colors([lr for lr in lrs.values() if lr is not None])
     n = {name: int(c["loss_n"].max()) for name, c in drawn.items()}  # the samples in the loss curve
     same_n = len(set(n.values())) == 1
-    legend_order = sorted(drawn, key=lambda name: (lrs[name] is not None, -(lrs[name] or 0.0)))
+    legend_order = sorted(drawn, key=series_order_key)
     fig = new_figure((3.4, 3.3))
     ax = fig.add_subplot()
     handles = []
