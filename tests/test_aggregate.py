@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import io
 import json
 import re
+import resource
 import runpy
 import shutil
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +278,59 @@ def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_
     rows = list(csv.DictReader(agg.csv().splitlines()))
     sgd = next(r for r in rows if r["series"] == "sgd_lr_0.2")
     assert (sgd["samples"], sgd["samples_left_out"], sgd["final_loss_n"]) == tuple(map(str, (len(kept), len(gone), len(kept))))
+
+
+@contextmanager
+def _file_size_limit(n_bytes: int):
+    """RLIMIT_FSIZE in this process (Python ignores SIGXFSZ: a write past it fails with EFBIG, as on a
+    full disk), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_a_write_that_fails_part_way_leaves_out_as_it_was_and_the_next_write_works(tiny_run, tmp_path, capsys):
+    """Aggregate.write wrote file by file into ``out``: a failure part way (here a file size limit that
+    the npz files pass and loss.png, written after them, does not) left a directory holding files, which
+    the next write refuses. Now it writes into a temporary sibling renamed onto ``out`` at the end:
+    after the failure ``out`` is as it was (absent, or the empty directory given), no temporary folder
+    is left, and the same call then succeeds. The script says it in one line, exit 4."""
+    agg = aggregate_runs(tiny_run)
+    limit = 40_000
+    npz_sizes = [len(io_bytes) for io_bytes in _npz_bytes(agg)]
+    assert max(npz_sizes) < limit  # the npz files fit: the failure comes after them, at the figure
+    given_empty = tmp_path / "empty"
+    given_empty.mkdir()
+    for out in (tmp_path / "new" / "agg", given_empty):
+        with _file_size_limit(limit), pytest.raises(OSError) as err:
+            agg.write(out)
+        assert err.value.errno == errno.EFBIG and err.value.filename.endswith("loss.png")
+        assert (out.is_dir() and not any(out.iterdir())) if out == given_empty else not out.exists()
+        assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
+        assert agg.write(out) == out and (out / "aggregate.json").is_file()
+        st = agg.settings[0]
+        want = sorted([*(f"{name}.npz" for name in st.curves), "setting.json", "loss.png"])
+        assert sorted(p.name for p in (out / st.folder).iterdir()) == want
+    root = tmp_path / "root"
+    shutil.copytree(tiny_run, root)
+    with _file_size_limit(limit):
+        code = main_of_script([str(root)])  # the default out: root/aggregate, made by the script
+    assert code == 4 and not (root / "aggregate").exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith((".aggregate", "aggregate"))] == []
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"error: cannot write into {root / 'aggregate'}: File too large (loss.png); nothing written"]
+
+
+def _npz_bytes(agg) -> list[bytes]:
+    """Each setting's npz files as Aggregate.write writes them (numpy.savez into memory)."""
+    out = []
+    for st in agg.settings:
+        for curves in st.curves.values():
+            buf = io.BytesIO()
+            np.savez(buf, **curves.to_npz())
+            out.append(buf.getvalue())
+    return out
