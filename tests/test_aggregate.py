@@ -77,6 +77,9 @@ def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_pat
     assert _flat(agg.row("sgd_lr_0.02").final_loss) == pytest.approx(_spread_by_hand(members), rel=1e-12)
     exits = agg.row("flow").plateau_exits
     assert exits and all(e.t_exit.n >= 1 for e in exits)
+    for e in exits:  # the members that left a plateau by the mode, counted from the summary's plateaus
+        left = [m for m in ens["series"]["flow"]["members"] if any(p["exit_mode"] == e.mode for p in m["plateaus"])]
+        assert e.exited == len(left) == e.t_exit.n and e.samples == 3
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int, str]]:

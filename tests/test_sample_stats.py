@@ -101,11 +101,11 @@ def test_plateau_exits_count_each_sample_once_and_say_how_many_did_not_exit():
     assert sorted(got) == [0, 1]
     assert got[0].t_exit.n == 2 and got[0].t_exit.mean == statistics.mean([1.0, 2.0])
     assert got[0].t_exit.max == 2.0  # a's second exit, 5.0, is not a sample of its own
-    assert (got[0].samples, got[0].without_exit) == (3, 1)
-    assert got[1].t_exit.n == 1 and (got[1].samples, got[1].without_exit) == (3, 2)
+    assert (got[0].samples, got[0].without_exit, got[0].exited) == (3, 1, 2)  # a and b left by it
+    assert got[1].t_exit.n == 1 and (got[1].samples, got[1].without_exit, got[1].exited) == (3, 2, 1)
     # a series none of whose samples left by a mode the setting's other series left by: 0 of n, not nothing
     (none,) = mode_exits([({}, entries[2])], {0})
-    assert none == ModeExits(mode=0, t_exit=None, samples=1, without_exit=1)
+    assert none == ModeExits(mode=0, t_exit=None, samples=1, without_exit=1) and none.exited == 0
     assert none.to_dict() == {"mode": 0, "t_exit": None, "samples": 1, "without_exit": 1}
 
 

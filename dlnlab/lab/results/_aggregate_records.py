@@ -68,6 +68,11 @@ class ModeExits(Record):
         required=True,
     )
 
+    @property
+    def exited(self) -> int:
+        """The samples that left a plateau by the mode (``samples - without_exit``): the exit times' count."""
+        return self.samples - self.without_exit
+
 
 @dataclass
 class SampleOrders(Record):

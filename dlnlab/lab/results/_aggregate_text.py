@@ -71,7 +71,7 @@ def _exit_rows(rows: list[AggregateRow], tag: dict[str, str]) -> list[list[str]]
     out = []
     for r in rows:
         for e in r.plateau_exits:
-            exited = f"{e.samples - e.without_exit} of {e.samples}"
+            exited = f"{e.exited} of {e.samples}"
             out.append([tag[r.setting], r.series, str(e.mode + 1), exited, spread_text(e.t_exit)])
     return out
 
@@ -176,7 +176,7 @@ def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | 
             rec.update(_spread_fields(f"order_{which}", o.per_sample if o else None))
             rec[f"order_{which}_of_the_mean"] = o.of_the_mean if o else None
         rec["plateau_exits"] = "; ".join(
-            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.samples - e.without_exit} of {e.samples})"
+            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.exited} of {e.samples})"
             for e in r.plateau_exits
         )
         rec["curves_left_out"] = "; ".join(r.curves_left_out)
