@@ -184,3 +184,16 @@ def test_the_orders_are_fitted_by_each_runs_own_rule_over_the_order_fit_smallest
     got = setting_orders(st, "max_dist_to_flow")
     assert (got.per_sample, got.of_the_mean, got.lrs) == (None, None, [0.01, 0.02])
     assert got.message == "needs at least 3 learning rates with a distance (sgd.order_fit), got 2"
+
+
+def test_the_aggregate_s_inner_steps_are_not_exported():
+    """aggregate_settings (collect's settings into an Aggregate) and csv_records (the CSV's rows as dicts)
+    were exported by dlnlab.lab.results, though only their own modules call them and no script, test or
+    doc does: an Aggregate comes from aggregate_runs, its CSV from Aggregate.csv (csv_text)."""
+    import dlnlab.lab.results as results
+
+    for name in ("aggregate_settings", "csv_records"):
+        assert name not in results.__all__ and name not in dir(results)
+        with pytest.raises(AttributeError):
+            getattr(results, name)
+    assert {"aggregate_runs", "Aggregate", "csv_text"} <= set(results.__all__)

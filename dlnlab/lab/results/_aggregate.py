@@ -30,7 +30,7 @@ from dlnlab.lab.results._aggregate_stats import aggregate_setting
 from dlnlab.lab.results._aggregate_text import csv_text, report
 from dlnlab.rundir import save_npz, signals, write_json, write_text
 
-__all__ = ["Aggregate", "NothingToAggregate", "aggregate_runs", "aggregate_settings"]
+__all__ = ["Aggregate", "NothingToAggregate", "aggregate_runs"]
 
 
 class NothingToAggregate(ArgumentError):
@@ -140,7 +140,7 @@ class Aggregate:
         write_text(out / "aggregate.csv", self.csv())
 
 
-def aggregate_settings(settings: dict[str, Setting], skipped: Sequence[str] = ()) -> Aggregate:
+def _aggregate_settings(settings: dict[str, Setting], skipped: Sequence[str] = ()) -> Aggregate:
     """The settings :func:`collect` gives (those with no usable series left out of the rows), in memory;
     ``skipped`` is ``collect``'s, to which each setting's skipped series are added."""
     rows, results = [], []
@@ -160,7 +160,7 @@ def aggregate_runs(roots: Roots) -> Aggregate:
     :class:`NothingToAggregate` (an ArgumentError; its ``skipped`` says what was found and left out)."""
     roots = root_dirs(roots)
     settings, skipped = collect(roots)
-    result = aggregate_settings(settings, skipped)
+    result = _aggregate_settings(settings, skipped)
     if not result.rows:
         names = ", ".join(map(str, roots))
         what = "no usable series" if settings else "no usable run directory (summary.json)"

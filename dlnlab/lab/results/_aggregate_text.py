@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from dlnlab.lab.results._aggregate_records import AggregateRow, SampleSpread, SettingAggregate
 
-__all__ = ["report", "csv_records", "csv_text", "CSV_COLUMNS", "WIDTH"]
+__all__ = ["report", "csv_text", "CSV_COLUMNS", "WIDTH"]
 
 WIDTH = 100
 _SPREAD_FIELDS = ("mean", "std", "q5", "q95", "n")
@@ -156,7 +156,7 @@ def _spread_fields(prefix: str, s: SampleSpread | None) -> dict[str, float | int
             f"{prefix}_q95": s.q5_q95[1], f"{prefix}_n": s.n}  # fmt: skip
 
 
-def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | None]]:
+def _csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | None]]:
     """One flat record per row (the CSV's columns), every number in full; exits as ``mode k: mean [q5,
     q95] (n of N)``: n samples left a plateau by mode k, of the N whose plateaus were analysed."""
     out = []
@@ -185,9 +185,9 @@ def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | 
 
 
 def csv_text(rows: list[AggregateRow]) -> str:
-    """``aggregate.csv``: a header and one line per row (:func:`csv_records`)."""
+    """``aggregate.csv``: a header and one line per row (:func:`_csv_records`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)  # a record with another key is a ValueError
     writer.writeheader()
-    writer.writerows(csv_records(rows))
+    writer.writerows(_csv_records(rows))
     return buf.getvalue()
