@@ -236,23 +236,31 @@ def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, t
 def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_how_many_samples():
     """The aggregate's loss.png had the setting's key alone as its title, the raw series names in its
     legend (sgd_lr_0.04) and no number of samples. Reference: the names a run's loss figure gives the
-    same series (Series.label, the run figures' legend)."""
+    same series (Series.label, the run figures' legend). It takes the typed curves (SeriesCurves, as an
+    Aggregate holds them; it took the npz's dicts): each median drawn is the curves' ``loss.q50``, and a
+    series without a loss curve is left out."""
+    from dlnlab.lab.results import SeriesCurves
     from dlnlab.lab.results._aggregate_figure import loss_figure
+    from dlnlab.lab.results._aggregate_stats import curve_stats
     from dlnlab.plots import style
     from dlnlab.rundir import Series
 
     t = np.linspace(0.0, 2.0, 5)
 
-    def curves(n):
-        return {"t": t, "loss_q25": np.exp(-t), "loss_q50": 2 * np.exp(-t), "loss_q75": 3 * np.exp(-t),
-                "loss_n": np.full(5, n)}  # fmt: skip
+    def curves(n):  # n samples' loss curves, their statistics as the aggregate computes them
+        return SeriesCurves(t=t, loss=curve_stats([(k + 1) * np.exp(-t) for k in range(n)]))
 
     names = {"sgd_lr_0.02": 0.02, "flow": None, "sgd_lr_0.04": 0.04}
     want = [Series(name, names[name], {}).label for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02")]
     with style():
-        fig = loss_figure("experiment=tiny", {name: curves(3) for name in names})
+        given = {**{name: curves(3) for name in names}, "sgd_lr_0.01": SeriesCurves(t=t)}
+        fig = loss_figure("experiment=tiny", given)
         (legend,) = fig.legends
         assert [x.get_text() for x in legend.get_texts()] == want == ["gradient flow", "η = 0.04", "η = 0.02"]
+        assert len(fig.axes[0].lines) == 3
+        for line in fig.axes[0].lines:  # the medians: 2 exp(-t), the middle of 1, 2 and 3 times exp(-t)
+            np.testing.assert_allclose(line.get_ydata(), 2 * np.exp(-t), rtol=1e-15)
+            np.testing.assert_array_equal(line.get_xdata(), t)
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
         fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
         assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]

@@ -135,7 +135,7 @@ class Aggregate:
             for name, curves in st.curves.items():
                 save_npz(folder / f"{name}.npz", **curves.to_npz())
             write_json(folder / "setting.json", st.to_dict())
-            write_loss_figure(folder, st.key, {n: c.to_npz() for n, c in st.curves.items()}, st.heavy_ball)
+            write_loss_figure(folder, st.key, st.curves, st.heavy_ball)
         write_json(out / "aggregate.json", self.to_dict())
         write_text(out / "aggregate.csv", self.csv())
 
