@@ -16,6 +16,7 @@ contract itself (which file holds what) is docs/results.md.
 from dlnlab.rundir._damage import (
     MAX_NPZ_BYTES,
     MAX_SUMMARY_BYTES,
+    json_kind,
     npz_damage,
     read_summary_object,
     run_damage,
@@ -89,6 +90,7 @@ __all__ = [
     "run_damage",
     "npz_damage",
     "read_summary_object",
+    "json_kind",
     "MAX_SUMMARY_BYTES",
     "MAX_NPZ_BYTES",
 ]
