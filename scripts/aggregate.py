@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 out.rmdir()
         if not out_of_room(err):
             raise
-        say(f"error: cannot write into {out}: {err.strerror} ({Path(err.filename or '').name}); nothing written")
+        say(
+            f"error: cannot write into {out}: {err.strerror} ({Path(err.filename or '').name}); nothing written"
+        )
         return 4
     if args.csv:
         write_text(args.csv, agg.csv())

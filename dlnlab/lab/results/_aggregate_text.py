@@ -104,7 +104,9 @@ def report(rows: list[AggregateRow], settings: list[SettingAggregate], skipped: 
         f"aggregated {n_runs} run{'s' * (n_runs != 1)} in {len(settings)} setting{'s' * (len(settings) != 1)}"
     ]
     if skipped:
-        lines.append(f"skipped {len(skipped)} (runs, series or members; each on stderr and in aggregate.json)")
+        lines.append(
+            f"skipped {len(skipped)} (runs, series or members; each on stderr and in aggregate.json)"
+        )
     lines += _legend(settings)
     lines += [
         "",
@@ -176,8 +178,7 @@ def _csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int |
             rec.update(_spread_fields(f"order_{which}", o.per_sample if o else None))
             rec[f"order_{which}_of_the_mean"] = o.of_the_mean if o else None
         rec["plateau_exits"] = "; ".join(
-            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.exited} of {e.samples})"
-            for e in r.plateau_exits
+            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.exited} of {e.samples})" for e in r.plateau_exits
         )
         rec["curves_left_out"] = "; ".join(r.curves_left_out)
         out.append(rec)
