@@ -10,11 +10,13 @@ convergence orders, and the plateau exit times, each as mean [5%, 95%] over the 
 members); writes ``aggregate.json``, ``aggregate.csv`` and, per setting, the curves' statistics (npz),
 ``setting.json`` and a figure into a new directory (default ``<first root>/aggregate``, or
 ``aggregate_1``, ... when taken). Lists what it skipped (a job with no run, a damaged run, a failed
-series) on stderr. Exit code 2, before any work, on a bad argument; 2 when no usable run is found.
+series) on stderr. Exit code 2, before any work, on a bad argument; 2 when no usable run is found; 4,
+with nothing written, when the disk refuses a file (full, a quota, a file size limit, read-only).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dlnlab.lab.script_args import (
@@ -51,7 +53,7 @@ def _default_out(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from dlnlab.lab.results import NothingToAggregate, aggregate_runs
-    from dlnlab.rundir import write_text
+    from dlnlab.rundir import out_of_room, write_text
 
     try:
         agg = aggregate_runs(args.roots)
@@ -62,7 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for line in agg.skipped:
         say(f"skipped {line}")
-    out = agg.write(args.out or fresh_dir(_default_out(args.roots[0])))
+    out = args.out or fresh_dir(_default_out(args.roots[0]))
+    try:
+        agg.write(out)
+    except BaseException as err:
+        if args.out is None:
+            with contextlib.suppress(OSError):  # the empty default directory this call made
+                out.rmdir()
+        if not out_of_room(err):
+            raise
+        say(
+            f"error: cannot write into {out}: {err.strerror} ({Path(err.filename or '').name}); nothing written"
+        )
+        return 4
     if args.csv:
         write_text(args.csv, agg.csv())
     print(agg.report())

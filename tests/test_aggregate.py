@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import io
 import json
 import re
+import resource
 import runpy
 import shutil
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +77,9 @@ def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_pat
     assert _flat(agg.row("sgd_lr_0.02").final_loss) == pytest.approx(_spread_by_hand(members), rel=1e-12)
     exits = agg.row("flow").plateau_exits
     assert exits and all(e.t_exit.n >= 1 for e in exits)
+    for e in exits:  # the members that left a plateau by the mode, counted from the summary's plateaus
+        left = [m for m in ens["series"]["flow"]["members"] if any(p["exit_mode"] == e.mode for p in m["plateaus"])]
+        assert e.exited == len(left) == e.t_exit.n and e.samples == 3
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -156,6 +163,27 @@ def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(ti
         agg.write(tmp_path / "t.csv")
 
 
+@pytest.mark.xdist_group("tiny_run")
+def test_the_series_come_in_the_run_s_order_not_sorted_as_strings(tiny_run):
+    """The rows were sorted by name as strings: sgd_lr_0.01, 0.02, 0.04 (the learning rates upwards,
+    against the run's console and figures) and sgd_lr_1e-05 after sgd_lr_0.5. Reference: the run's
+    summary.json, whose series are in the order the run ran and printed them (sgd.lrs from the largest
+    down), and for 1e-05 the learning rates as floats."""
+    from dlnlab.rundir import series_order_key
+
+    ran = [n for n in json.loads((tiny_run / "summary.json").read_text())["series"] if n.startswith(("flow", "sgd_"))]
+    assert ran == ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
+    agg = aggregate_runs(tiny_run)
+    assert [r.series for r in agg.rows] == list(agg.settings[0].curves) == ran
+    assert [r["series"] for r in csv.DictReader(agg.csv().splitlines())] == ran
+    listed = [line.split()[1] for line in agg.report().splitlines() if line.startswith("#0   ")]
+    assert listed[: len(ran)] == ran  # the console's first table
+    names = ["sgd_lr_0.5", "sgd_lr_1e-05", "flow", "sgd_lr_0.04", "sgd_lr_2.0"]
+    by_float = ["flow", *sorted((n for n in names if n != "flow"), key=lambda n: -float(n[len("sgd_lr_") :]))]
+    assert sorted(names, key=series_order_key) == by_float == ["flow", "sgd_lr_2.0", "sgd_lr_0.5", "sgd_lr_0.04", "sgd_lr_1e-05"]
+    assert sorted(names) != by_float  # what the rows were sorted by
+
+
 def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(tmp_path):
     """Hydra writes .hydra/overrides.yaml with OmegaConf.to_yaml: an override holding ': ' is quoted
     and one with spaces longer than a line is folded over two. aggregate.py read the file line by line
@@ -208,23 +236,112 @@ def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, t
 def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_how_many_samples():
     """The aggregate's loss.png had the setting's key alone as its title, the raw series names in its
     legend (sgd_lr_0.04) and no number of samples. Reference: the names a run's loss figure gives the
-    same series (Series.label, the run figures' legend)."""
+    same series (Series.label, the run figures' legend). It takes the typed curves (SeriesCurves, as an
+    Aggregate holds them; it took the npz's dicts): each median drawn is the curves' ``loss.q50``, and a
+    series without a loss curve is left out."""
+    from dlnlab.lab.results import SeriesCurves
     from dlnlab.lab.results._aggregate_figure import loss_figure
+    from dlnlab.lab.results._aggregate_stats import curve_stats
     from dlnlab.plots import style
     from dlnlab.rundir import Series
 
     t = np.linspace(0.0, 2.0, 5)
 
-    def curves(n):
-        return {"t": t, "loss_q25": np.exp(-t), "loss_q50": 2 * np.exp(-t), "loss_q75": 3 * np.exp(-t),
-                "loss_n": np.full(5, n)}  # fmt: skip
+    def curves(n):  # n samples' loss curves, their statistics as the aggregate computes them
+        return SeriesCurves(t=t, loss=curve_stats([(k + 1) * np.exp(-t) for k in range(n)]))
 
     names = {"sgd_lr_0.02": 0.02, "flow": None, "sgd_lr_0.04": 0.04}
     want = [Series(name, names[name], {}).label for name in ("flow", "sgd_lr_0.04", "sgd_lr_0.02")]
     with style():
-        fig = loss_figure("experiment=tiny", {name: curves(3) for name in names})
+        given = {**{name: curves(3) for name in names}, "sgd_lr_0.01": SeriesCurves(t=t)}
+        fig = loss_figure("experiment=tiny", given)
         (legend,) = fig.legends
         assert [x.get_text() for x in legend.get_texts()] == want == ["gradient flow", "η = 0.04", "η = 0.02"]
+        assert len(fig.axes[0].lines) == 3
+        for line in fig.axes[0].lines:  # the medians: 2 exp(-t), the middle of 1, 2 and 3 times exp(-t)
+            np.testing.assert_allclose(line.get_ydata(), 2 * np.exp(-t), rtol=1e-15)
+            np.testing.assert_array_equal(line.get_xdata(), t)
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
         fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
         assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]
+
+
+def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_what_it_is_over(tmp_path):
+    """At lr 0.2 some members of this ensemble diverge while the others converge or stay unstable: the
+    series is ok and aggregated, its diverged members were dropped without a word and the console's
+    ``n`` was the rest's count, nowhere the series' 8. Reference: the run's summary.json, member by
+    member (the spread of the usable members' final losses by the standard library)."""
+    res = run(make_cfg([*TINY, "ensemble.size=8", "sgd.lrs=[0.2]", "init.scale=0.7"]), output_dir=tmp_path / "r")
+    entry = res["series"]["sgd_lr_0.2"]
+    kept = [m for m in entry["members"] if m["status"] in ("ok", "unstable")]
+    gone = [i for i, m in enumerate(entry["members"]) if m["status"] == "diverged"]
+    assert entry["status"] == "ok" and gone and len(kept) + len(gone) == 8  # the case this test is about
+    agg = aggregate_runs(tmp_path / "r")
+    row = agg.row("sgd_lr_0.2")
+    assert (row.samples, row.samples_left_out, row.all_samples) == (len(kept), len(gone), 8)
+    assert _flat(row.final_loss) == pytest.approx(_spread_by_hand([m["final_loss"] for m in kept]), rel=1e-12)
+    assert agg.skipped == [f"{(tmp_path / 'r').resolve()} sgd_lr_0.2: members {gone} left out (diverged)"]
+    line = next(x for x in agg.report().splitlines() if "sgd_lr_0.2" in x)
+    cells = line.split()
+    assert cells[2] == "8" and line.count(f"({len(kept)} of 8)") == 2  # the final loss and the distance
+    flow_line = next(x for x in agg.report().splitlines() if " flow " in x)
+    assert " of 8)" not in flow_line  # every member's number: nothing to say
+    rows = list(csv.DictReader(agg.csv().splitlines()))
+    sgd = next(r for r in rows if r["series"] == "sgd_lr_0.2")
+    assert (sgd["samples"], sgd["samples_left_out"], sgd["final_loss_n"]) == tuple(map(str, (len(kept), len(gone), len(kept))))
+
+
+@contextmanager
+def _file_size_limit(n_bytes: int):
+    """RLIMIT_FSIZE in this process (Python ignores SIGXFSZ: a write past it fails with EFBIG, as on a
+    full disk), restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_a_write_that_fails_part_way_leaves_out_as_it_was_and_the_next_write_works(tiny_run, tmp_path, capsys):
+    """Aggregate.write wrote file by file into ``out``: a failure part way (here a file size limit that
+    the npz files pass and loss.png, written after them, does not) left a directory holding files, which
+    the next write refuses. Now it writes into a temporary sibling renamed onto ``out`` at the end:
+    after the failure ``out`` is as it was (absent, or the empty directory given), no temporary folder
+    is left, and the same call then succeeds. The script says it in one line, exit 4."""
+    agg = aggregate_runs(tiny_run)
+    limit = 40_000
+    npz_sizes = [len(io_bytes) for io_bytes in _npz_bytes(agg)]
+    assert max(npz_sizes) < limit  # the npz files fit: the failure comes after them, at the figure
+    given_empty = tmp_path / "empty"
+    given_empty.mkdir()
+    for out in (tmp_path / "new" / "agg", given_empty):
+        with _file_size_limit(limit), pytest.raises(OSError) as err:
+            agg.write(out)
+        assert err.value.errno == errno.EFBIG and err.value.filename.endswith("loss.png")
+        assert (out.is_dir() and not any(out.iterdir())) if out == given_empty else not out.exists()
+        assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
+        assert agg.write(out) == out and (out / "aggregate.json").is_file()
+        st = agg.settings[0]
+        want = sorted([*(f"{name}.npz" for name in st.curves), "setting.json", "loss.png"])
+        assert sorted(p.name for p in (out / st.folder).iterdir()) == want
+    root = tmp_path / "root"
+    shutil.copytree(tiny_run, root)
+    with _file_size_limit(limit):
+        code = main_of_script([str(root)])  # the default out: root/aggregate, made by the script
+    assert code == 4 and not (root / "aggregate").exists()
+    assert [p.name for p in root.iterdir() if p.name.startswith((".aggregate", "aggregate"))] == []
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"error: cannot write into {root / 'aggregate'}: File too large (loss.png); nothing written"]
+
+
+def _npz_bytes(agg) -> list[bytes]:
+    """Each setting's npz files as Aggregate.write writes them (numpy.savez into memory)."""
+    out = []
+    for st in agg.settings:
+        for curves in st.curves.values():
+            buf = io.BytesIO()
+            np.savez(buf, **curves.to_npz())
+            out.append(buf.getvalue())
+    return out

@@ -132,3 +132,38 @@ def test_a_summary_lacking_keys_is_refused_naming_them_where_they_are_missing(ti
         f"run_dir: {run_dir / 'summary.json'}: series.flow (FlowEntry) lacks the key method "
         "(damaged, or another dlnlab's)"
     )
+
+
+def test_a_summary_entry_that_is_not_a_dict_is_refused_as_a_missing_key_is(tiny_run, tmp_path):
+    """``"flow": null`` (a hand-edited or damaged summary.json) failed in Summary.from_dict with a raw
+    TypeError ("'NoneType' object is not iterable"), naming neither the record nor the place; now it is
+    refused as a missing key is (a MissingKeys, an ArgumentError: one line naming where), and
+    Summary.read (whose file check said "series is not an object of series entries") names the file
+    and the entry."""
+    import json
+
+    from dlnlab.errors import ArgumentError
+    from dlnlab.lab import Summary
+    from dlnlab.lab.results import MissingKeys
+
+    data = json.loads((tiny_run / "summary.json").read_text())
+    first_member = {**data["series"]["flow"], "members": [None]}  # a member's entry: a nested record
+    cases = [  # the damaged summary -> what the refusal says
+        ({**data, "series": {**data["series"], "flow": None}}, "series.flow (FlowEntry) is null, not an object"),
+        ({**data, "series": {**data["series"], "sgd_lr_0.02": [1]}}, "series.sgd_lr_0.02 (SGDEntry) is a list, not an object"),
+        ({**data, "series": {**data["series"], "flow": first_member}}, "series.flow.members[0] (MemberEntry) is null, not an object"),
+        ({**data, "convergence_order_detail": 1.0}, "convergence_order_detail (OrderFit) is a number, not an object"),
+        ({**data, "series": []}, "series (the series' entries) is a list, not an object"),
+        ([data], "Summary is a list, not an object"),
+    ]
+    for damaged, said in cases:
+        for strict in (True, False):
+            with pytest.raises(MissingKeys) as refused:
+                Summary.from_dict(damaged, strict=strict)
+            assert str(refused.value) == f"data: {said}" and isinstance(refused.value, ArgumentError)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps(cases[0][0]))
+    with pytest.raises(ArgumentError) as refused:
+        Summary.read(run_dir)
+    assert str(refused.value) == f"run_dir: {run_dir}: summary.json's series.flow is null, not an object"

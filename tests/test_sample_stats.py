@@ -101,11 +101,11 @@ def test_plateau_exits_count_each_sample_once_and_say_how_many_did_not_exit():
     assert sorted(got) == [0, 1]
     assert got[0].t_exit.n == 2 and got[0].t_exit.mean == statistics.mean([1.0, 2.0])
     assert got[0].t_exit.max == 2.0  # a's second exit, 5.0, is not a sample of its own
-    assert (got[0].samples, got[0].without_exit) == (3, 1)
-    assert got[1].t_exit.n == 1 and (got[1].samples, got[1].without_exit) == (3, 2)
+    assert (got[0].samples, got[0].without_exit, got[0].exited) == (3, 1, 2)  # a and b left by it
+    assert got[1].t_exit.n == 1 and (got[1].samples, got[1].without_exit, got[1].exited) == (3, 2, 1)
     # a series none of whose samples left by a mode the setting's other series left by: 0 of n, not nothing
     (none,) = mode_exits([({}, entries[2])], {0})
-    assert none == ModeExits(mode=0, t_exit=None, samples=1, without_exit=1)
+    assert none == ModeExits(mode=0, t_exit=None, samples=1, without_exit=1) and none.exited == 0
     assert none.to_dict() == {"mode": 0, "t_exit": None, "samples": 1, "without_exit": 1}
 
 
@@ -184,3 +184,16 @@ def test_the_orders_are_fitted_by_each_runs_own_rule_over_the_order_fit_smallest
     got = setting_orders(st, "max_dist_to_flow")
     assert (got.per_sample, got.of_the_mean, got.lrs) == (None, None, [0.01, 0.02])
     assert got.message == "needs at least 3 learning rates with a distance (sgd.order_fit), got 2"
+
+
+def test_the_aggregate_s_inner_steps_are_not_exported():
+    """aggregate_settings (collect's settings into an Aggregate) and csv_records (the CSV's rows as dicts)
+    were exported by dlnlab.lab.results, though only their own modules call them and no script, test or
+    doc does: an Aggregate comes from aggregate_runs, its CSV from Aggregate.csv (csv_text)."""
+    import dlnlab.lab.results as results
+
+    for name in ("aggregate_settings", "csv_records"):
+        assert name not in results.__all__ and name not in dir(results)
+        with pytest.raises(AttributeError):
+            getattr(results, name)
+    assert {"aggregate_runs", "Aggregate", "csv_text"} <= set(results.__all__)

@@ -233,7 +233,7 @@ def test_scripts_skip_damaged_runs_and_refuse_when_nothing_usable_is_left(good_r
     out, err = capsys.readouterr()
     skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 3 and "holds a JSON list" in err and "Traceback" not in err
-    assert "skipped 3 (runs or series" in out
+    assert "skipped 3 (runs, series or members" in out
     assert len(json.loads((sweep / "aggregate" / "aggregate.json").read_text())["skipped"]) == 3
     shutil.rmtree(sweep / "good")
     assert _main("aggregate")([str(sweep)]) == 2

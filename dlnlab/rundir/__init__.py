@@ -16,6 +16,7 @@ contract itself (which file holds what) is docs/results.md.
 from dlnlab.rundir._damage import (
     MAX_NPZ_BYTES,
     MAX_SUMMARY_BYTES,
+    json_kind,
     npz_damage,
     read_summary_object,
     run_damage,
@@ -33,6 +34,7 @@ from dlnlab.rundir._names import (
     parse_series_name,
     series_label,
     series_name,
+    series_order_key,
 )
 from dlnlab.rundir._read import (
     STATUS_NOTE,
@@ -68,6 +70,7 @@ __all__ = [
     "lr_from_name",
     "format_lr",
     "series_label",
+    "series_order_key",
     "claim_directory",
     "out_of_room",
     "atomic_path",
@@ -87,6 +90,7 @@ __all__ = [
     "run_damage",
     "npz_damage",
     "read_summary_object",
+    "json_kind",
     "MAX_SUMMARY_BYTES",
     "MAX_NPZ_BYTES",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "run_damage",
     "npz_damage",
     "read_summary_object",
+    "json_kind",
     "MAX_SUMMARY_BYTES",
     "MAX_NPZ_BYTES",
 ]
@@ -72,6 +73,12 @@ def npz_damage(path: Path) -> str | None:
     return None
 
 
+def json_kind(value: object) -> str:
+    """What a JSON value is, in words: ``null``, ``a list``, ``a number``, ``a string``, ``a boolean``."""
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return kinds.get(type(value), f"a {'list' if isinstance(value, list) else type(value).__name__}")
+
+
 def read_summary_object(path: Path) -> tuple[dict | None, str | None]:
     """``summary.json`` as a dict, or None and the reason it cannot be used."""
     if not path.is_file():
@@ -85,8 +92,11 @@ def read_summary_object(path: Path) -> tuple[dict | None, str | None]:
     if not isinstance(summary, dict):
         return None, f"summary.json holds a JSON {type(summary).__name__}, not an object"
     series = summary.get("series", {})
-    if not isinstance(series, dict) or not all(isinstance(v, dict) for v in series.values()):
-        return None, "summary.json's series is not an object of series entries"
+    if not isinstance(series, dict):
+        return None, f"summary.json's series is {json_kind(series)}, not an object of series entries"
+    for name, entry in series.items():
+        if not isinstance(entry, dict):  # named, as a record's missing key is (Summary.from_dict)
+            return None, f"summary.json's series.{name} is {json_kind(entry)}, not an object"
     return summary, None
 
 

@@ -11,7 +11,7 @@ the prefixes in :data:`PREFIXES` (a new kind's prefix goes there).
 from __future__ import annotations
 
 __all__ = ["FLOW", "SGD_PREFIX", "MODIFIED_PREFIX", "SME_PREFIX", "CENTRAL_PREFIX", "EDGE_PREFIX", "series_name", "lr_series_name",
-           "parse_series_name", "lr_from_name", "format_lr", "series_label"]  # fmt: skip
+           "parse_series_name", "lr_from_name", "format_lr", "series_label", "series_order_key"]  # fmt: skip
 
 FLOW = "flow"
 SGD_PREFIX = "sgd_lr_"
@@ -59,3 +59,12 @@ def format_lr(lr: float) -> str:
 def series_label(lr: float | None) -> str:
     """How the figures name a flow or (S)GD series: ``gradient flow``, ``η = 0.01``."""
     return "gradient flow" if lr is None else f"η = {format_lr(lr)}"
+
+
+def series_order_key(name: str, lr: float | None = None) -> tuple[bool, float, str]:
+    """Where a flow or (S)GD series goes among others: the flow first, then by learning rate from the
+    largest down (``lr``, else the one in its name), as :func:`dlnlab.rundir.load_run` orders a run's
+    series and its figures draw them; not by name, whose strings put ``sgd_lr_1e-05`` after
+    ``sgd_lr_0.5``."""
+    lr = lr_from_name(name) if lr is None else lr
+    return (name != FLOW, -(lr or 0.0), name)

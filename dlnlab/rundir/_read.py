@@ -18,7 +18,7 @@ import numpy as np
 
 from dlnlab._members import member_arrays, members_of
 from dlnlab.errors import ArgumentError, FileWarning
-from dlnlab.rundir._names import lr_from_name, parse_series_name, series_label
+from dlnlab.rundir._names import lr_from_name, parse_series_name, series_label, series_order_key
 from dlnlab.status import Status
 
 __all__ = [
@@ -320,5 +320,5 @@ def load_run(run_dir: str | Path) -> RunData:
             other.append(name)  # a modified or central flow, an SME ensemble, an edge series: not (S)GD
             continue
         series[name] = _read_series(run_dir, name, None if name == "flow" else lr, entry)
-    order = sorted(series.values(), key=lambda s: (not s.is_flow, -(s.lr or 0.0)))
+    order = sorted(series.values(), key=lambda s: series_order_key(s.name, s.lr))
     return RunData(run_dir, problem, summary, {s.name: s for s in order}, sorted(other))

@@ -71,7 +71,7 @@ _EXPORTS = {
     "._saddles": ["analyze_run_saddles"],
     "._console": ["start_block", "results_block", "end_block", "tensorboard_command"],
     "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
-    "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs", "aggregate_settings"],
+    "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs"],
     "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder", "SEED_KEYS"],
     "._aggregate_records": [
         "AggregateRow",
@@ -83,7 +83,7 @@ _EXPORTS = {
         "SeriesCurves",
         "SettingAggregate",
     ],
-    "._aggregate_text": ["csv_records", "csv_text", "report"],
+    "._aggregate_text": ["csv_text", "report"],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

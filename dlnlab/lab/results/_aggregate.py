@@ -10,12 +10,14 @@ curves' statistics as arrays, and what was skipped. ``Aggregate.write(out)`` wri
 A *setting* is a run's overrides without the seeds (:mod:`dlnlab.lab.results._aggregate_collect`, which
 also says what is skipped); every member of every run of a setting is one *sample*; the statistics
 and why they are what they are: :mod:`dlnlab.lab.results._aggregate_stats`. Reads only the run
-directories' files; ``write`` writes only under ``out``, each file atomically.
+directories' files; ``write`` writes all or nothing: into a temporary sibling of ``out``, renamed onto
+it at the end (a failure part way leaves no ``out``, or the empty one given, as before the call).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,9 @@ from dlnlab.lab.results._aggregate_figure import write_loss_figure
 from dlnlab.lab.results._aggregate_records import AggregateRow, SeriesCurves, SettingAggregate
 from dlnlab.lab.results._aggregate_stats import aggregate_setting
 from dlnlab.lab.results._aggregate_text import csv_text, report
-from dlnlab.rundir import save_npz, write_json, write_text
+from dlnlab.rundir import save_npz, signals, write_json, write_text
 
-__all__ = ["Aggregate", "NothingToAggregate", "aggregate_runs", "aggregate_settings"]
+__all__ = ["Aggregate", "NothingToAggregate", "aggregate_runs"]
 
 
 class NothingToAggregate(ArgumentError):
@@ -42,7 +44,8 @@ class NothingToAggregate(ArgumentError):
 @dataclass
 class Aggregate:
     """Runs aggregated setting by setting, in memory: ``rows`` (one per setting and series, the settings in
-    the order found, each one's series by name), ``settings`` (each one's key, runs, orders and curves'
+    the order found, each one's series as a run orders them: the flow, then the learning rates from the
+    largest down), ``settings`` (each one's key, runs, orders and curves'
     statistics) and ``skipped`` (a line per run or series left out, and why)."""
 
     rows: list[AggregateRow]
@@ -95,8 +98,14 @@ class Aggregate:
 
     def write(self, out: str | Path) -> Path:
         """Write ``aggregate.json``, ``aggregate.csv`` and each setting's folder (``setting.json``, one npz
-        per series, ``loss.png``) into ``out``, a new or empty directory (made with its parents); returns
-        it. A file there, or a directory that holds something, is refused (ArgumentError ``out``)."""
+        per series, ``loss.png``) into ``out``, a new or empty directory (its parents made); returns it.
+        A file there, or a directory that holds something, is refused (ArgumentError ``out``).
+
+        All or nothing, as a run's files are each written under a temporary name and renamed: everything
+        goes into ``.<out>.<pid>.tmp`` beside ``out``, renamed onto ``out`` at the end (``rename`` takes
+        an empty directory's place), signals held meanwhile. It wrote file by file into ``out``: a
+        failure part way (a full disk, a figure that cannot be drawn) left a directory that holds
+        something, which the next ``write`` refuses; now it leaves ``out`` as it was."""
         out = Path(out)
         if os.path.lexists(out) and not out.is_dir():  # a file, or a link to none
             raise ArgumentError("out", f"{out} exists and is not a directory; give a new or empty directory")
@@ -104,20 +113,34 @@ class Aggregate:
             raise ArgumentError(
                 "out", f"{out} is not empty; give a new or empty directory (nothing is overwritten)"
             )
-        out.mkdir(parents=True, exist_ok=True)
+        target = Path(os.path.realpath(out)) if out.is_symlink() else out  # rename replaces no link's target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        if tmp.is_dir():  # left by a process of this id that was killed while writing
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            self._write_files(tmp)
+            with signals.deferred():
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+    def _write_files(self, out: Path) -> None:
         for st in self.settings:
             folder = out / st.folder
             folder.mkdir(exist_ok=True)
             for name, curves in st.curves.items():
                 save_npz(folder / f"{name}.npz", **curves.to_npz())
             write_json(folder / "setting.json", st.to_dict())
-            write_loss_figure(folder, st.key, {n: c.to_npz() for n, c in st.curves.items()}, st.heavy_ball)
+            write_loss_figure(folder, st.key, st.curves, st.heavy_ball)
         write_json(out / "aggregate.json", self.to_dict())
         write_text(out / "aggregate.csv", self.csv())
-        return out
 
 
-def aggregate_settings(settings: dict[str, Setting], skipped: Sequence[str] = ()) -> Aggregate:
+def _aggregate_settings(settings: dict[str, Setting], skipped: Sequence[str] = ()) -> Aggregate:
     """The settings :func:`collect` gives (those with no usable series left out of the rows), in memory;
     ``skipped`` is ``collect``'s, to which each setting's skipped series are added."""
     rows, results = [], []
@@ -137,7 +160,7 @@ def aggregate_runs(roots: Roots) -> Aggregate:
     :class:`NothingToAggregate` (an ArgumentError; its ``skipped`` says what was found and left out)."""
     roots = root_dirs(roots)
     settings, skipped = collect(roots)
-    result = aggregate_settings(settings, skipped)
+    result = _aggregate_settings(settings, skipped)
     if not result.rows:
         names = ", ".join(map(str, roots))
         what = "no usable series" if settings else "no usable run directory (summary.json)"

@@ -37,6 +37,8 @@ class Setting:
     # series across the learning rates (a series missing from one run must not shift the others)
     origins: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # series -> its members left out (diverged or failed in a series that did not): in no number
+    members_left_out: dict[str, int] = field(default_factory=dict)
     order_fit: int = 3  # the runs' sgd.order_fit: the orders are fitted as each run fits its own
 
     @property
@@ -147,13 +149,19 @@ def _add_samples(st: Setting, run_dir: Path, name: str, series) -> None:
         return
     full = series.members if series.members is not None else series.arrays
     members = entry.get("members") if isinstance(entry.get("members"), list) else [entry]
+    gone: dict[int, str] = {}  # member -> its status: a diverged member of an ok series
     for e in range(members_of(full) or 1):
         arrays = member_arrays(full, e) if members_of(full) else full
         sub = members[e] if e < len(members) and isinstance(members[e], dict) else {}
         if sub.get("status", Status.OK) not in USABLE:
+            gone[e] = str(sub.get("status"))
             continue
         if "t" not in arrays or not len(arrays["t"]):
             st.skipped.append(f"{run_dir} {name}: no arrays (no times in series/{name}.npz)")
             return
         st.samples.setdefault(name, []).append((arrays, {**entry, **sub}))
         st.origins.setdefault(name, []).append((str(run_dir), e))
+    if gone:  # said, and counted in the row: its numbers are over the others ("6 of 8")
+        st.members_left_out[name] = st.members_left_out.get(name, 0) + len(gone)
+        statuses = ", ".join(sorted(set(gone.values())))
+        st.skipped.append(f"{run_dir} {name}: members {sorted(gone)} left out ({statuses})")

@@ -68,6 +68,11 @@ class ModeExits(Record):
         required=True,
     )
 
+    @property
+    def exited(self) -> int:
+        """The samples that left a plateau by the mode (``samples - without_exit``): the exit times' count."""
+        return self.samples - self.without_exit
+
 
 @dataclass
 class SampleOrders(Record):
@@ -111,7 +116,16 @@ class AggregateRow(Record):
     setting: str = key("the setting's key: its runs' overrides without the seeds", required=True)
     folder: str = key("the setting's folder in the output directory", required=True)
     series: str = key("the series' name (``flow``, ``sgd_lr_<lr>``, ...)", required=True)
-    samples: int = key("the samples of the series (every seed and ensemble member)", required=True)
+    samples: int = key(
+        "the samples of the series (every seed and ensemble member) that the numbers are over: each "
+        "number's own ``n`` counts those of them with a finite value",
+        required=True,
+    )
+    samples_left_out: int = key(
+        "the series' members left out of every number and curve (diverged or failed in a series that "
+        "did not: its ok and unstable members are the samples); the console's ``n`` is both together",
+        required=True,
+    )
     runs: int = key("the setting's runs", required=True)
     final_loss: SampleSpread | None = key("the samples' final losses", required=True, record=SampleSpread)
     max_dist_to_flow: SampleSpread | None = key(
@@ -137,6 +151,11 @@ class AggregateRow(Record):
     orders: Orders | None = key(
         "the setting's orders ((S)GD series; null for the others)", required=True, record=Orders
     )
+
+    @property
+    def all_samples(self) -> int:
+        """Every member of the series in the setting's runs: the samples and those left out."""
+        return self.samples + self.samples_left_out
 
     @property
     def is_sgd(self) -> bool:

@@ -38,6 +38,7 @@ from dlnlab.lab.results._aggregate_records import (
     SettingAggregate,
 )
 from dlnlab.lab.results._summary import fit_order
+from dlnlab.rundir import series_order_key
 
 __all__ = ["aggregate_setting", "curve_stats", "sample_spread", "setting_orders", "mode_exits", "series_row"]
 
@@ -195,7 +196,8 @@ def series_row(
     sgd = name.startswith("sgd_lr_")
     spread_of = lambda key: sample_spread([e.get(key) for e in entries]) if sgd else None  # noqa: E731
     row = AggregateRow(
-        setting=st.key, folder=st.folder, series=name, samples=len(samples), runs=len(st.runs),
+        setting=st.key, folder=st.folder, series=name, samples=len(samples),
+        samples_left_out=st.members_left_out.get(name, 0), runs=len(st.runs),
         final_loss=sample_spread([e.get("final_loss") for e in entries]),
         max_dist_to_flow=spread_of("max_dist_to_flow"),
         max_dist_to_modified_flow=spread_of("max_dist_to_modified_flow"),
@@ -206,7 +208,8 @@ def series_row(
 
 
 def aggregate_setting(st: Setting) -> tuple[SettingAggregate, list[AggregateRow]]:
-    """One setting with samples: its record (orders, curves) and its rows, the series by name."""
+    """One setting with samples: its record (orders, curves) and its rows, the series in a run's order
+    (the flow, then the learning rates from the largest down: :func:`series_order_key`)."""
     orders = Orders(
         to_flow=setting_orders(st, "max_dist_to_flow"),
         to_modified_flow=setting_orders(st, "max_dist_to_modified_flow"),
@@ -216,7 +219,8 @@ def aggregate_setting(st: Setting) -> tuple[SettingAggregate, list[AggregateRow]
         st.key, st.folder, st.overrides, st.runs, st.skipped, orders, heavy_ball=heavy_ball
     )
     rows, exit_modes = [], _setting_exit_modes(st)
-    for name, samples in sorted(st.samples.items()):
+    for name in sorted(st.samples, key=series_order_key):
+        samples = st.samples[name]
         result.curves[name], row = series_row(st, name, samples, exit_modes, orders)
         rows.append(row)
     return result, rows

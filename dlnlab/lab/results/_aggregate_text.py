@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 from dlnlab.lab.results._aggregate_records import AggregateRow, SampleSpread, SettingAggregate
 
-__all__ = ["report", "csv_records", "csv_text", "CSV_COLUMNS", "WIDTH"]
+__all__ = ["report", "csv_text", "CSV_COLUMNS", "WIDTH"]
 
 WIDTH = 100
 _SPREAD_FIELDS = ("mean", "std", "q5", "q95", "n")
 _SPREADS = ("final_loss", "max_dist_to_flow", "max_dist_to_modified_flow")
 _ORDERS = ("to_flow", "to_modified_flow")
 CSV_COLUMNS = [
-    *("setting", "folder", "series", "samples", "runs"),
+    *("setting", "folder", "series", "samples", "samples_left_out", "runs"),
     *(f"{key}_{f}" for key in _SPREADS for f in _SPREAD_FIELDS),
     *(c for which in _ORDERS for c in [*(f"order_{which}_{f}" for f in _SPREAD_FIELDS), f"order_{which}_of_the_mean"]),
     *("plateau_exits", "curves_left_out"),
@@ -34,14 +34,16 @@ def _g(x: float, digits: int) -> str:
     return f"{x:.{digits}g}"
 
 
-def spread_text(s: SampleSpread | None) -> str:
-    """``mean [q5, q95]`` (one sample: its value), ``-`` when there is none."""
+def spread_text(s: SampleSpread | None, of: int | None = None) -> str:
+    """``mean [q5, q95]`` (one sample: its value), ``-`` when there is none; with ``of`` (the row's
+    samples) and fewer values than that, ``(n of N)`` after it: what the number is over."""
     if not s:
         return "-"
+    over = f" ({s.n} of {of})" if of is not None and s.n < of else ""
     if s.n < 2:
-        return _g(s.mean, 4)
+        return _g(s.mean, 4) + over
     lo, hi = s.q5_q95
-    return f"{_g(s.mean, 4)} [{_g(lo, 4)}, {_g(hi, 4)}]"
+    return f"{_g(s.mean, 4)} [{_g(lo, 4)}, {_g(hi, 4)}]{over}"
 
 
 def _table(title: str, header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
@@ -69,7 +71,7 @@ def _exit_rows(rows: list[AggregateRow], tag: dict[str, str]) -> list[list[str]]
     out = []
     for r in rows:
         for e in r.plateau_exits:
-            exited = f"{e.samples - e.without_exit} of {e.samples}"
+            exited = f"{e.exited} of {e.samples}"
             out.append([tag[r.setting], r.series, str(e.mode + 1), exited, spread_text(e.t_exit)])
     return out
 
@@ -102,20 +104,27 @@ def report(rows: list[AggregateRow], settings: list[SettingAggregate], skipped: 
         f"aggregated {n_runs} run{'s' * (n_runs != 1)} in {len(settings)} setting{'s' * (len(settings) != 1)}"
     ]
     if skipped:
-        lines.append(f"skipped {len(skipped)} (runs or series; each on stderr and in aggregate.json)")
+        lines.append(
+            f"skipped {len(skipped)} (runs, series or members; each on stderr and in aggregate.json)"
+        )
     lines += _legend(settings)
-    lines += ["", "numbers: mean [5%, 95%] over the n samples (every seed and ensemble member of a setting)"]
+    lines += [
+        "",
+        "numbers: mean [5%, 95%] over the n samples (every seed and ensemble member of a setting); a\n"
+        "number over fewer says so, (6 of 8): the others diverged, or their value is not finite",
+    ]
     lines += _table(
         "final loss; largest distance to the flow (SGD series)",
         ["set", "series", "n", "final loss", "max distance to the flow"],
-        [[tag[r.setting], r.series, str(r.samples), spread_text(r.final_loss),
-          spread_text(r.max_dist_to_flow) if r.is_sgd else "-"] for r in rows],
+        [[tag[r.setting], r.series, str(r.all_samples), spread_text(r.final_loss, r.all_samples),
+          spread_text(r.max_dist_to_flow, r.all_samples) if r.is_sgd else "-"] for r in rows],
     )  # fmt: skip
     if any(r.max_dist_to_modified_flow for r in rows):
         lines += _table(
             "largest distance to GD's modified flow",
             ["set", "series", "n", "max distance to the modified flow"],
-            [[tag[r.setting], r.series, str(r.samples), spread_text(r.max_dist_to_modified_flow)]
+            [[tag[r.setting], r.series, str(r.all_samples),
+              spread_text(r.max_dist_to_modified_flow, r.all_samples)]
              for r in rows if r.max_dist_to_modified_flow],
         )  # fmt: skip
     orders = _order_rows(rows, tag)
@@ -149,7 +158,7 @@ def _spread_fields(prefix: str, s: SampleSpread | None) -> dict[str, float | int
             f"{prefix}_q95": s.q5_q95[1], f"{prefix}_n": s.n}  # fmt: skip
 
 
-def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | None]]:
+def _csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | None]]:
     """One flat record per row (the CSV's columns), every number in full; exits as ``mode k: mean [q5,
     q95] (n of N)``: n samples left a plateau by mode k, of the N whose plateaus were analysed."""
     out = []
@@ -159,6 +168,7 @@ def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | 
             "folder": r.folder,
             "series": r.series,
             "samples": r.samples,
+            "samples_left_out": r.samples_left_out,
             "runs": r.runs,
         }
         for key in _SPREADS:
@@ -168,8 +178,7 @@ def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | 
             rec.update(_spread_fields(f"order_{which}", o.per_sample if o else None))
             rec[f"order_{which}_of_the_mean"] = o.of_the_mean if o else None
         rec["plateau_exits"] = "; ".join(
-            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.samples - e.without_exit} of {e.samples})"
-            for e in r.plateau_exits
+            f"mode {e.mode + 1}: {spread_text(e.t_exit)} ({e.exited} of {e.samples})" for e in r.plateau_exits
         )
         rec["curves_left_out"] = "; ".join(r.curves_left_out)
         out.append(rec)
@@ -177,9 +186,9 @@ def csv_records(rows: list[AggregateRow]) -> list[dict[str, str | float | int | 
 
 
 def csv_text(rows: list[AggregateRow]) -> str:
-    """``aggregate.csv``: a header and one line per row (:func:`csv_records`)."""
+    """``aggregate.csv``: a header and one line per row (:func:`_csv_records`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)  # a record with another key is a ValueError
     writer.writeheader()
-    writer.writerows(csv_records(rows))
+    writer.writerows(_csv_records(rows))
     return buf.getvalue()

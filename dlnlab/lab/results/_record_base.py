@@ -13,8 +13,9 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from dlnlab.errors import ArgumentError
+from dlnlab.rundir import json_kind
 
-__all__ = ["ABSENT", "MissingKeys", "Record", "UnknownKeys", "key"]
+__all__ = ["ABSENT", "MissingKeys", "NotAnObject", "Record", "UnknownKeys", "key"]
 
 
 class _Absent:
@@ -61,6 +62,22 @@ class MissingKeys(ArgumentError):
 
     def __reduce__(self):
         return type(self), (self.record, self.keys, self.where)
+
+
+class NotAnObject(MissingKeys):
+    """A value that is not a dict where a record's dict belongs (``"flow": null``): it lacks every key,
+    so it is a MissingKeys, caught and said alike (it was a raw TypeError naming neither the record nor
+    where). ``str(err)``: ``data: series.flow (FlowEntry) is null, not an object``."""
+
+    def __init__(self, record: str, got: str, where: str = "") -> None:
+        self.record, self.keys, self.where, self.got = record, [], where, got
+        ArgumentError.__init__(self, "data", f"{_at(record, where)} is {got}, not an object")
+
+    def inside(self, outer: str) -> NotAnObject:
+        return NotAnObject(self.record, self.got, _joined(outer, self.where))
+
+    def __reduce__(self):
+        return type(self), (self.record, self.got, self.where)
 
 
 def _at(record: str, where: str) -> str:
@@ -130,6 +147,8 @@ class Record:
 
     @classmethod
     def from_dict(cls, data: dict) -> Record:
+        if not isinstance(data, dict):
+            raise NotAnObject(cls.__name__, json_kind(data))
         fields = _fields(cls)
         unknown = [k for k in data if k not in fields]
         if unknown and not cls.open:

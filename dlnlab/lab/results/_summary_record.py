@@ -13,6 +13,7 @@ from typing import Any
 
 from dlnlab.errors import ArgumentError
 from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
+from dlnlab.lab.results._record_base import NotAnObject
 from dlnlab.lab.results._records import (
     CentralEntry,
     CentralFlowEntry,
@@ -32,7 +33,7 @@ from dlnlab.lab.results._records import (
     entry_record,
     key,
 )
-from dlnlab.rundir import read_summary_object
+from dlnlab.rundir import json_kind, read_summary_object
 
 __all__ = [
     "OrderFit", "ErrorOrder", "Stretch", "Escapes", "SMESpread", "LimitReport", "RunStatus", "Summary",
@@ -221,8 +222,13 @@ class Summary(Record):
     def from_dict(cls, data: dict, strict: bool = True) -> Summary:
         """``strict=False``: an entry with a key its record lacks is read as an open SeriesEntry (nothing
         lost; the run's own summary, so that an unforeseen key never stops a run). A key missing
-        anywhere: :class:`MissingKeys`, naming where."""
+        anywhere, or a value that is not a dict where a record's dict belongs (``"flow": null``):
+        :class:`MissingKeys`, naming where."""
+        if not isinstance(data, dict):
+            raise NotAnObject(cls.__name__, json_kind(data))
         series = data.get("series")
+        if series is not None and not isinstance(series, dict):
+            raise NotAnObject("the series' entries", json_kind(series), "series")
         rest = {k: v for k, v in data.items() if k != "series"}
         made = super().from_dict(rest if series is None else rest | {"series": {}})  # None: MissingKeys
         made.series = {name: _entry(name, e, strict) for name, e in series.items()}
