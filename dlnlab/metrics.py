@@ -103,7 +103,9 @@ class SeriesMetrics:
         p = product(ws)
         loss, grads = prob.loss_and_gradient(ws)
         grad_norm = torch.sqrt(sum((g * g).sum(dim=(-2, -1)) for g in grads))
-        finite = torch.isfinite(thetas).all(dim=-1)
+        # a point counts where theta and P are finite: a finite theta's product can overflow (a diverged
+        # member of an ensemble keeps stepping), and svdvals refuses an inf where the masks ask for NaN
+        finite = torch.isfinite(thetas).all(dim=-1) & torch.isfinite(p).all(dim=(-2, -1))
         safe_p = torch.where(finite[..., None, None], p, torch.zeros_like(p))
         level_idx, level_gap = nearest_level(loss, self.levels)
         dist_best = prob.product_distance(safe_p, self.best_products[level_idx])
