@@ -264,6 +264,10 @@ def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_h
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
         fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
         assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]
+        key = "data.path=/a/$x^$.npz,sgd.lrs=[0.04]"  # a setting's key is what the user typed: not mathtext
+        fig = loss_figure(key, {"flow": curves(3)})
+        fig.savefig(io.BytesIO(), format="png")  # matplotlib's mathtext parser refused "$x^$"
+        assert key in fig._suptitle.get_text()
 
 
 def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_what_it_is_over(tmp_path):

@@ -69,6 +69,7 @@ def loss_figure(key: str, curves_of: dict[str, SeriesCurves], heavy_ball: bool =
     over = f"{next(iter(n.values()))} samples" if same_n and n else "the samples"
     ax.set_title(f"Loss of the flow and of each GD/SGD series\nover {over} (seeds, ensemble members)")
     setting = textwrap.wrap(f"setting: {key}", 80, break_on_hyphens=False, max_lines=2, placeholder=" ...")
-    fig.suptitle("\n".join(setting), fontsize=5.5, color="0.35")
+    # the key is the user's text (data.path=/a/$x$.npz): shown as typed, never read as mathtext
+    fig.suptitle("\n".join(setting), fontsize=5.5, color="0.35", parse_math=False)
     legend(fig, None, {}, handles=handles)
     return fig
