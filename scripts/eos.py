@@ -17,48 +17,62 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
 
 from dlnlab import init
 from dlnlab.eos import WINDOW, edge_report, gfs_sharpness
+from dlnlab.lab.script_args import ScriptParser, integer, output_file, positive, run_script
 from dlnlab.network import pack
 from dlnlab.problem import RegressionProblem
+from dlnlab.rundir import write_text
 
 DIMS = (4, 4, 4, 3)
 TEACHER = (2.0, 1.0, 0.5)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit code 2
-        print(f"eos.py: {message}", file=sys.stderr)
-        raise SystemExit(2)
+def _factor(text: str) -> float:
+    factor = positive("eta = 2 / (factor S_gf)")(text)
+    if factor > 2:  # eta below 1 / S_gf: far inside the stable range, nothing near the edge to see
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 2] (eta = 2 / (factor S_gf)), got {text!r}"
+        )
+    return factor
 
 
-def _args(argv):
-    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse(argv: list[str] | None):
+    """The arguments, every one checked before any work: one line and exit code 2 on a bad one."""
+    ap = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=5, help="data and init seed (default 5)")
     ap.add_argument(
-        "--factor", type=float, default=0.97, help="eta = 2 / (factor S_gf), in (0, 2] (default 0.97)"
+        "--factor", type=_factor, default=0.97, help="eta = 2 / (factor S_gf), in (0, 2] (default 0.97)"
     )
-    ap.add_argument("--t-max", type=float, default=40.0, help="horizon in flow time (default 40)")
     ap.add_argument(
-        "--window", type=int, default=WINDOW, help=f"GD's averaging window, even steps (default {WINDOW})"
+        "--t-max",
+        type=positive("the horizon in flow time"),
+        default=40.0,
+        help="horizon in flow time (default 40)",
     )
-    ap.add_argument("--lookahead", type=float, nargs="+", default=[0.1], help="central flow's delta / eta")
-    ap.add_argument("--out", type=Path, help="write the numbers here as JSON")
+    ap.add_argument(
+        "--window",
+        type=integer(2, 10**6, "even"),
+        default=WINDOW,
+        help=f"GD's averaging window, even steps (default {WINDOW})",
+    )
+    ap.add_argument(
+        "--lookahead",
+        type=positive("the central flow's delta / eta"),
+        nargs="+",
+        default=[0.1],
+        help="central flow's delta / eta",
+    )
+    ap.add_argument("--out", type=output_file([".json"]), help="write the numbers here as JSON (replaced)")
     args = ap.parse_args(argv)
-    if not (math.isfinite(args.factor) and 0 < args.factor <= 2):
-        ap.error(f"--factor must be in (0, 2], got {args.factor}")
-    if not (math.isfinite(args.t_max) and args.t_max > 0):
-        ap.error(f"--t-max must be > 0, got {args.t_max}")
-    if args.window < 2 or args.window % 2:
-        ap.error(f"--window must be an even integer >= 2, got {args.window}")
-    if not all(math.isfinite(x) and x > 0 for x in args.lookahead):
-        ap.error(f"--lookahead must be > 0, got {args.lookahead}")
+    if args.window % 2:
+        ap.refuse(
+            "--window", f"expected an even integer from 2 (GD's zigzag has period 2), got {args.window}"
+        )
     return args
 
 
@@ -103,7 +117,7 @@ def _restarted(cmp) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _args(argv)
+    args = parse(argv)
     torch.set_num_threads(1)
     problem = RegressionProblem.teacher(
         list(TEACHER), d_x=DIMS[0], d_y=DIMS[-1], n_samples=20, seed=args.seed
@@ -155,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if key != "rows":
             print(f"{key}: {value}")
     if args.out is not None:
-        args.out.write_text(json.dumps(summary, indent=2))
+        write_text(args.out, json.dumps(summary, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
