@@ -7,6 +7,7 @@ or through the CLI). ``pytest -m "not slow and not lab"`` is the quick loop over
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,23 @@ def pytest_configure(config) -> None:
     root = Path(__file__).resolve().parents[1]
     for folder in ("dlnlab", "scripts"):
         compileall.compile_dir(root / folder, quiet=1)
+    # The test modules' rewritten bytecode, cached too: pytest rewrites each test module's asserts on
+    # import and caches the result only where bytecode may be written, so under PYTHONDONTWRITEBYTECODE
+    # every xdist worker rewrote and compiled all ~80 test modules again in every session (~4 CPU s a
+    # worker of its ~10 s of collection, measured). Allowed while the tests are collected, then as before.
+    config.stash[_DONT_WRITE_BYTECODE] = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+
+
+_DONT_WRITE_BYTECODE = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session) -> None:
+    sys.dont_write_bytecode = session.config.stash.get(_DONT_WRITE_BYTECODE, sys.dont_write_bytecode)
+
+
+def pytest_unconfigure(config) -> None:
+    sys.dont_write_bytecode = config.stash.get(_DONT_WRITE_BYTECODE, sys.dont_write_bytecode)
 
 
 FIG1_DIMS = (11, 6, 6, 6, 6, 4)
