@@ -112,6 +112,13 @@ def _check_run(out, capsys, n_flow_plateaus):
     printed = capsys.readouterr().out
     assert "plateaus of the flow, modes numbered 1.." in printed
     assert printed.count("non-strict") >= n_flow_plateaus
+    for p in flow_plats:  # the saddle under its plateau, the snap distance said as a distance
+        away = p["evidence"]["snap_distance"]
+        saddle = f"\n    {p['label']} saddle: lambda_min {p['lambda_min']:.4g} at the critical point " \
+                 f"{away:.4g} away from the trajectory\n"  # fmt: skip
+        assert f"level {p['level']:.4g}, modes learnt" in printed and saddle in printed, printed
+    block = printed[printed.index("plateaus of the flow"):].splitlines()
+    assert max(len(line) for line in block[: 1 + 2 * n_flow_plateaus]) <= 100, block
     for name, entry in summary["series"].items():
         for p in entry["plateaus"]:
             assert PLATEAU_KEYS <= set(p)
