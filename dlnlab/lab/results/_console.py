@@ -16,7 +16,7 @@ from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.network import Layout
 from dlnlab.status import Status
 
-__all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
+__all__ = ["start_block", "resume_line", "results_block", "end_block", "tensorboard_command"]
 
 
 TENSORBOARD_URL = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"
@@ -299,6 +299,23 @@ def results_block(summary: dict) -> str:
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete; "
                      f"{resume} finishes the run")  # fmt: skip
     return "\n".join(lines)
+
+
+def resume_line(prior: dict) -> str:
+    """The start block's line of a resume: how the run it resumes ended, from its summary.json (``prior``).
+
+    Its series say what stopped: the stage alone would mislead where units ran in parallel (the stage
+    is the last series entered, one of several interrupted, or one of those never run)."""
+    series = prior.get("series") if isinstance(prior.get("series"), dict) else {}
+    stopped = [n for n, e in series.items() if isinstance(e, dict) and e.get("status") == Status.INTERRUPTED]
+    facts = [f"{', '.join(names)} {what}" for names, what in (
+        (stopped, "interrupted"), (prior.get("killed") or [], "killed"), (prior.get("not_run") or [], "not run")
+    ) if names]  # fmt: skip
+    status = prior.get("status")
+    how = {"interrupted": f"stopped by {prior.get('interrupted')}", "finished": "that finished",
+           "crashed": "that crashed"}.get(status, f"left {status}")  # fmt: skip
+    what = f": {'; '.join(facts)}" if facts else f" in stage {prior.get('stage')!r}"
+    return f"  resume    of the run {how}{what}; each series kept, continued or run again (docs/runs.md)"
 
 
 def tensorboard_command(run_dir: Path | str) -> str:
