@@ -198,6 +198,10 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
     np.testing.assert_allclose(ratio[-1].value, central["central_sharpness"][-1] * EDGE_LR / 2, rtol=1e-6)
     assert abs(ratio[-1].value - 1) < 1e-3  # pinned at the edge by t = 3
     assert any("edge of stability" in tag for tag in acc.Tags()["tensors"])  # the Text tab
+    flow = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    flow.Reload()  # the run's Text tab: numbered without gaps (the edge was 5 after 1, 2 and 4)
+    texts = sorted(tag.split("/")[1] for tag in flow.Tags()["tensors"] if tag.startswith("summary/"))
+    assert texts == ["1 results", "2 plateaus", "3 config", "4 edge of stability"], texts
 
 
 @pytest.mark.lab

@@ -132,6 +132,8 @@ def _check_run(out, capsys, n_flow_plateaus):
                 assert e["delay"] > 0  # GD leaves later than the flow
     acc = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
+    texts = sorted(tag for tag in acc.Tags()["tensors"] if tag.startswith("summary/"))  # the Text tab, numbered
+    assert texts == [f"summary/{t}/text_summary" for t in ("1 results", "2 plateaus", "3 config")], texts
     table = acc.Tensors("summary/2 plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
     for name, entry in summary["series"].items():  # one table: every series' plateaus, modes from 1
         assert table.count(f"| {name} |") == len(entry["plateaus"])
