@@ -13,6 +13,7 @@ a check for tests).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "pack",
     "unpack",
     "product",
+    "chained",
     "adjacency_from_weights",
     "weights_from_adjacency",
 ]
@@ -84,6 +86,44 @@ def product(weights: Sequence[Tensor]) -> Tensor:
     for w in weights[1:]:
         p = matmul(w, p)
     return p
+
+
+def chained(weights: Sequence[Tensor], d_x: int, d_y: int) -> Sequence[Tensor]:
+    """``weights`` as given, once checked to chain d_x inputs to d_y outputs: W_1 (..., d_1, d_x), each
+    W_j taking W_{j-1}'s rows as its columns, W_h with d_y rows. Else an ArgumentError naming the layer
+    and its shape expected and given (torch's matmul error named neither, and a last layer of one row
+    broadcast against d_y > 1 rows without an error). The shapes alone, no tensor op: 0.6 - 0.9 us for 3
+    to 5 layers, against 15 - 40 us for the loss or gradient of such a net (docs/performance.md)."""
+    cols = d_x
+    try:
+        for w in weights:
+            shape = w.shape
+            if shape[-1] != cols:
+                break
+            cols = shape[-2]
+        else:
+            if cols == d_y and weights:
+                return weights
+    except IndexError:  # a weight of fewer than two dimensions
+        pass
+    _unchained(weights, d_x, d_y)
+
+
+def _unchained(weights: Sequence[Tensor], d_x: int, d_y: int) -> NoReturn:
+    """The refusal of weights that do not chain: the first layer that breaks the chain, named."""
+    h, cols = len(weights), d_x
+    if not h:
+        raise ArgumentError("weights", "no layers: give [W_1, ..., W_h], h >= 1")
+    for j, w in enumerate(weights, start=1):
+        shape = tuple(w.shape)
+        if len(shape) < 2 or shape[-1] != cols or (j == h and shape[-2] != d_y):
+            break
+        cols = shape[-2]
+    rows = d_y if j == h else (shape[-2] if len(shape) >= 2 else f"d_{j}")
+    source = f"the data's d_x = {cols}" if j == 1 else f"the {cols} rows of W_{j - 1}"
+    why = f"its columns take {source}" + (f", its rows give the data's d_y = {d_y}" if j == h else "")
+    expected = f"W_{j} (weights[{j - 1}]) has shape {shape[-2:]}, expected ({rows}, {cols})"
+    raise ArgumentError("weights", f"{expected}: {why}")
 
 
 def prefix_products(weights: Sequence[Tensor]) -> list[Tensor]:

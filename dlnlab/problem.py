@@ -21,17 +21,17 @@ from torch import Tensor
 
 from dlnlab import _second_order
 from dlnlab.errors import ArgumentError
-from dlnlab.network import Layout, as_layout, matmul, pack, prefix_products, product, unpack
+from dlnlab.network import Layout, as_layout, chained, matmul, pack, prefix_products, product, unpack
 
 __all__ = ["RegressionProblem", "check_problem_dims", "haar_orthogonal", "haar_orthonormal"]
 
 
-def check_problem_dims(problem: RegressionProblem, layout: Layout) -> None:
-    """Refuse widths whose ends d_0, d_h are not the data's d_x, d_y (ArgumentError naming ``dims``)."""
+def check_problem_dims(problem: RegressionProblem, layout: Layout) -> Layout:
+    """``layout``, or an ArgumentError naming ``dims`` when its ends d_0, d_h are not the data's d_x, d_y."""
     if problem.d_x != layout.d_x or problem.d_y != layout.d_y:
-        raise ArgumentError(
-            "dims", f"dims {list(layout.dims)} do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
-        )
+        fit = f"do not fit the data (d_x = {problem.d_x}, d_y = {problem.d_y})"
+        raise ArgumentError("dims", f"dims {list(layout.dims)} {fit}")
+    return layout
 
 
 def haar_orthonormal(rows: int, cols: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
@@ -199,7 +199,7 @@ class RegressionProblem:
         return 0.5 * (r * r).sum(dim=(-2, -1)) + self.L_min
 
     def loss(self, weights: Sequence[Tensor]) -> Tensor:
-        return self.loss_of_product(product(weights))
+        return self.loss_of_product(product(chained(weights, self.d_x, self.d_y)))
 
     def _dloss_dp(self, p: Tensor) -> Tensor:
         """D = dL/dP = (P - P_ls) Sxx = P Sxx - Syx, cancellation-free."""
@@ -208,7 +208,7 @@ class RegressionProblem:
 
     def loss_and_gradient(self, weights: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """L and [grad_{W_j} L] by the closed form grad_{W_j} = P_{h:j+1}^T D P_{j-1:1}^T."""
-        pre = prefix_products(weights)
+        pre = prefix_products(chained(weights, self.d_x, self.d_y))
         p = pre[-1]
         r = self._residual(p)
         loss = 0.5 * (r * r).sum(dim=(-2, -1)) + self.L_min
@@ -217,7 +217,7 @@ class RegressionProblem:
 
     def gradient(self, weights: Sequence[Tensor]) -> list[Tensor]:
         """[grad_{W_j} L] by the closed form, each (..., d_j, d_{j-1})."""
-        pre = prefix_products(weights)
+        pre = prefix_products(chained(weights, self.d_x, self.d_y))
         return _backprop(weights, pre, self._dloss_dp(pre[-1]))
 
     def gradient_theta(
@@ -229,8 +229,8 @@ class RegressionProblem:
         gives the flow's right-hand side without a pass over p (and exactly -grad L). A stack (B, p) on the
         CPU goes through numpy (:func:`_gradient_stack`)."""
         if theta.ndim == 2 and theta.device.type == "cpu" and not theta.requires_grad:
-            return _gradient_stack(self, theta, as_layout(dims), out, scale)
-        ws = unpack(theta, dims)
+            return _gradient_stack(self, theta, check_problem_dims(self, as_layout(dims)), out, scale)
+        ws = unpack(theta, check_problem_dims(self, as_layout(dims)))
         pre = prefix_products(ws)
         d = self._dloss_dp(pre[-1])
         if scale != 1.0:
@@ -248,7 +248,7 @@ class RegressionProblem:
             xb, yb = self.X.T[index].mT, self.Y.T[index].mT
         else:
             xb, yb = self.X[:, index], self.Y[:, index]
-        pre = prefix_products(weights)
+        pre = prefix_products(chained(weights, self.d_x, self.d_y))
         return _backprop(weights, pre, matmul(matmul(pre[-1], xb) - yb, xb.mT) / xb.shape[-1])
 
     def weighted_gradient(self, weights: Sequence[Tensor], sample_weights: Tensor) -> list[Tensor]:
@@ -261,7 +261,7 @@ class RegressionProblem:
     ) -> tuple[list[Tensor], list[Tensor]]:
         """:meth:`gradient` and :meth:`weighted_gradient` from one set of forward products (an SME step
         needs both: the drift and the noise)."""
-        pre = prefix_products(weights)
+        pre = prefix_products(chained(weights, self.d_x, self.d_y))
         residual = (matmul(pre[-1], self.X) - self.Y) * sample_weights.unsqueeze(-2)
         return (
             _backprop(weights, pre, self._dloss_dp(pre[-1])),
@@ -274,7 +274,7 @@ class RegressionProblem:
         """Loss 1/(2B) ||Y_b - P X_b||^2 of the columns ``index`` (B,) and its gradient."""
         xb, yb = self.X[:, index], self.Y[:, index]
         b = xb.shape[1]
-        pre = prefix_products(weights)
+        pre = prefix_products(chained(weights, self.d_x, self.d_y))
         e = pre[-1] @ xb - yb
         loss = 0.5 * (e * e).sum(dim=(-2, -1)) / b
         return loss, _backprop(weights, pre, e @ xb.T / b)
@@ -329,7 +329,7 @@ class RegressionProblem:
         weights: W_j (d_j, d_{j-1}); directions: V_j (..., d_j, d_{j-1}) with any batch of
         directions. Returns [(H V)_j] with the batch shape of the directions.
         """
-        return _second_order.hvp(self, weights, directions)
+        return _second_order.hvp(self, chained(weights, self.d_x, self.d_y), directions)
 
     def hvp_theta(self, theta: Tensor, v: Tensor, dims: Layout | Sequence[int]) -> Tensor:
         """H(theta) v on theta; v of shape (..., p)."""

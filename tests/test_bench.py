@@ -108,3 +108,38 @@ def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
         ready_out(tmp_path)
     assert refused.value.code == 2
     assert capsys.readouterr().err == f"error: --out: {tmp_path} is a directory; give the report's file path\n"
+
+
+def test_a_bench_argument_out_of_range_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    """The benchmarks checked their arguments by type only: --repeat 0 left every timing at infinity and
+    a report of dashes; a negative --t-max or a NaN learning rate ran until something failed inside. Now
+    the scripts' one-line refusal, exit code 2, before any section runs or the report's folder is made
+    (two scripts from their command line; the other cases of the same types: the in-process table)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    report = tmp_path / "new" / "bench.md"
+    for module, args, said in [
+        ("scripts.bench", ["--repeat", "0"], "--repeat: expected an integer from 1 to 1000 (timings, the best kept), got '0'"),
+        ("scripts.bench.flow", ["--tols", "1e-8", "1.5"],
+         "--tols: expected a number above 0 and below 1 (relative tolerance), got '1.5'"),
+    ]:  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", module, *args, "--out", str(report)], cwd=root,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert (proc.returncode, proc.stderr, proc.stdout) == (2, f"error: {said}\n", "")
+        assert not report.parent.exists()  # the report's folder is made only once the arguments pass
+    from scripts.bench.__main__ import parse_args
+
+    for args, said in [
+        (["--t-max", "-1"], "--t-max: expected a number above 0 (flow time), got '-1'"),
+        (["--lrs", "0.01", "nan"], "--lrs: expected a number above 0 (learning rate), got 'nan'"),
+        (["--dt", "400"], "--dt: 400 is longer than --t-max 300: the grid would hold one point"),
+        (["--ensemble-sample", "65"], "--ensemble-sample: expected an integer from 1 to 64 (members solved one by one), got '65'"),
+        (["--flow-horizon", "inf"], "--flow-horizon: expected a number above 0 (flow time), got 'inf'"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as refused:
+            parse_args(args)
+        assert (refused.value.code, capsys.readouterr().err) == (2, f"error: {said}\n")
+    assert parse_args(["--lrs", "0.02", "--t-max", "2", "--dt", "0.5", "--repeat", "1"]).lrs == [0.02]

@@ -1,5 +1,5 @@
 """The CLI in subprocesses: exit codes, one-line refusals that write nothing, signals at several
-moments, two runs at once (a sweep with a failing job: tests/test_sweeps.py). Runs are shared between
+moments, two runs at once (a sweep with a failing job: tests/test_sweep_launchers.py). Runs are shared between
 tests where they can."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tests._helpers import wait_for_stage as _wait_for_stage
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]  # the tiny flow alone, nothing but its files
+# the tiny flow alone, nothing but its files
+TINY_FLOW = ["experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_pa
     tests/test_scripts.py's refusals): a case that imported torch or Lightning shows it on its own line
     (the modules only add up), and each process start cost ~0.7 s."""
     train = ROOT / "scripts" / "train.py"
-    np.savez(tmp_path / "w.npz", **{f"W_{j}": np.zeros((6, 4)) for j in range(1, 6)})  # the shapes, from headers
+    # the shapes, from headers
+    np.savez(tmp_path / "w.npz", **{f"W_{j}": np.zeros((6, 4)) for j in range(1, 6)})
     code = (
         "import runpy, sys\n"
         f"for args in {[args for args, _ in REFUSED_BEFORE_TORCH]!r}:\n"

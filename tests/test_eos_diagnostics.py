@@ -79,7 +79,8 @@ def test_edge_diagnostics_on_synthetic_series():
     assert d.hover_share == 70 / 80
     # the median over consecutive pairs: 69 pairs of 8.3 and 7.7, one of 7.7 and 9.2, 9 of 9.2
     assert d.median_ratio == pytest.approx(1.0, rel=1e-12)
-    assert d.outcome == Outcome.ABOVE_EDGE  # it ends at 9.2 = 1.15 x 2/eta, out of the band (read at_edge once)
+    # it ends at 9.2 = 1.15 x 2/eta, out of the band (read at_edge once)
+    assert d.outcome == Outcome.ABOVE_EDGE
     assert edge_diagnostics(t[:-10], s[:-10], loss[:-10], lr).outcome == Outcome.AT_EDGE
     assert edge_diagnostics(t, s, loss, lr, diverged=True).outcome == Outcome.DIVERGED
     calm = torch.full((100,), 6.0, dtype=F64)

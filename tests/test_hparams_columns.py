@@ -1,6 +1,6 @@
 """The keys a run was given on the command line as HParams columns (dlnlab/lab/results/_override_columns.py):
 which keys, named how, with which value and type. The columns of real runs, read back from their event
-files: a sweep through the command line (tests/test_sweeps.py), a resume (tests/test_runs.py), a run
+files: a sweep through the command line (tests/test_sweep_launchers.py), a resume (tests/test_runs.py), a run
 from Python (tests/test_logging.py)."""
 
 from __future__ import annotations

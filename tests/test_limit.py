@@ -36,7 +36,8 @@ def test_strong_order_one_half_and_weak_order_one(tmp_path, seed):
     for key in ("strong", "weak_theta", "weak_loss"):
         lo, hi = lim[key]["ci90"]
         assert lo <= lim[key]["order"] <= hi and hi - lo < 0.5
-        assert lim[key]["lrs_used"] == sorted(LRS) and lim[key]["message"] == ""  # GD's rule (tests/test_orders.py)
+        # GD's rule (tests/test_orders.py)
+        assert lim[key]["lrs_used"] == sorted(LRS) and lim[key]["message"] == ""
     # the numbers, from the series files alone
     flow = np.load(tmp_path / "run" / "series" / "flow.npz")
     for lr, strong, weak, weak_loss in zip(

@@ -209,3 +209,60 @@ def test_a_stack_of_small_products_equals_the_products_one_by_one():
     assert torch.equal(matmul(a[0], b[0]), a[0] @ b[0])  # one product: torch's own
     w = a.requires_grad_(True)
     assert matmul(w, b).grad_fn is not None  # autograd keeps torch's
+
+
+def test_weights_that_do_not_fit_the_problem_are_refused_naming_the_layer_and_shapes():
+    """problem.loss and every gradient entry point: torch's matmul error ("mat1 and mat2 shapes cannot be
+    multiplied") named no layer, and a last layer of one row was broadcast against d_y = 2 rows: a loss
+    and no error. Now one ArgumentError (a ValueError) before any product, naming the layer."""
+    import re
+
+    import numpy as np
+
+    from dlnlab.problem import RegressionProblem
+
+    prob = RegressionProblem.teacher([2, 1], 4, 2, 20, seed=1)  # d_x = 4, d_y = 2
+    w1, w2, w3 = random_weights((4, 3, 3, 2))
+    wrong = {
+        "W_1 (weights[0]) has shape (3, 5), expected (3, 4): its columns take the data's d_x = 4": [
+            torch.zeros(3, 5), w2, w3],
+        "W_2 (weights[1]) has shape (3, 5), expected (3, 3): its columns take the 3 rows of W_1": [
+            w1, torch.zeros(3, 5), w3],
+        "W_3 (weights[2]) has shape (1, 3), expected (2, 3): its columns take the 3 rows of W_2, its rows give "
+        "the data's d_y = 2": [w1, w2, torch.zeros(1, 3)],
+        "W_2 (weights[1]) has shape (3,), expected (d_2, 3): its columns take the 3 rows of W_1": [
+            w1, torch.zeros(3), w3],
+        "no layers: give [W_1, ..., W_h], h >= 1": [],
+    }  # fmt: skip
+    index, sample_weights = torch.arange(5), torch.ones(20, dtype=torch.float64)
+    entries = {
+        "loss": lambda ws: prob.loss(ws),
+        "loss_and_gradient": lambda ws: prob.loss_and_gradient(ws),
+        "gradient": lambda ws: prob.gradient(ws),
+        "minibatch_gradient": lambda ws: prob.minibatch_gradient(ws, index),
+        "minibatch_loss_and_gradient": lambda ws: prob.minibatch_loss_and_gradient(ws, index),
+        "weighted_gradient": lambda ws: prob.weighted_gradient(ws, sample_weights),
+        "hvp": lambda ws: prob.hvp(ws, ws),
+    }
+    for message, weights in wrong.items():
+        for entry in entries.values():
+            with bad_argument("weights", match=f"^weights: {re.escape(message)}$"):
+                entry(weights)
+    # the same entries on weights that fit: the loss against numpy's, batched members included
+    p = (w3 @ w2 @ w1).numpy()
+    direct = 0.5 * np.sum((prob.Y.numpy() - p @ prob.X.numpy()) ** 2) / 20
+    assert float(prob.loss([w1, w2, w3])) == pytest.approx(direct, rel=1e-12)
+    stack = [w.expand(3, *w.shape) for w in (w1, w2, w3)]
+    assert prob.loss(stack).tolist() == pytest.approx([direct] * 3, rel=1e-12)
+
+
+def test_dims_that_do_not_fit_the_problem_are_refused_by_the_flows_gradient():
+    """gradient_theta (the flow's right-hand side) takes theta and dims: one theta through torch, a stack
+    through numpy, whose matmul error named no layer either."""
+    from dlnlab.problem import RegressionProblem
+
+    prob = RegressionProblem.teacher([2, 1], 4, 2, 20, seed=1)
+    for theta in (torch.zeros(5 * 3 + 3 * 2), torch.zeros(2, 5 * 3 + 3 * 2)):
+        with bad_argument("dims", match=r"^dims \[5, 3, 2\] do not fit the data \(d_x = 4, d_y = 2\)$"):
+            prob.gradient_theta(theta, [5, 3, 2])
+    assert prob.gradient_theta(torch.zeros(2, 4 * 3 + 3 * 2), [4, 3, 2]).shape == (2, 18)

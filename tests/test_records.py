@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from dlnlab.lab.results import (
     FlowEntry,
     LimitReport,
     MemberEntry,
+    MissingKeys,
     SeriesEntry,
     SGDEntry,
     SMEEntry,
@@ -103,6 +105,16 @@ def test_an_unknown_key_is_refused_unless_the_record_is_open():
         SGDEntry.from_dict(entry)
     kept = SeriesEntry.from_dict(entry)  # a kind without a record of its own: nothing lost
     assert kept.status is Status.OK and kept.to_dict() == {**entry, "status": Status.OK}
+    # inside a list or a nested record, the refusals say where (an ensemble's second member)
+    members = {**entry, "members": [{"status": "ok"}, {"status": "ok", "what": 1}]}
+    members.pop("surprise")
+    with pytest.raises(UnknownKeys, match=r"^members\[1\] \(MemberEntry\): no field for \['what'\]$"):
+        SGDEntry.from_dict(members)
+    members["members"][1] = {"diverged": False}
+    with pytest.raises(MissingKeys, match=r"^data: members\[1\] \(MemberEntry\) lacks the key status$") as lacking:
+        SGDEntry.from_dict(members)
+    again = pickle.loads(pickle.dumps(lacking.value))  # as a worker process sends it back
+    assert (str(again), again.keys, again.argument) == (str(lacking.value), ["status"], "data")
 
 
 def test_every_record_field_says_what_it_means():

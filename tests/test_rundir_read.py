@@ -87,3 +87,48 @@ def test_a_runs_summary_is_read_typed_from_its_directory(tiny_run, tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ArgumentError, match="^run_dir: "):
         Summary.read(tmp_path)
+
+
+
+def test_a_summary_lacking_keys_is_refused_naming_them_where_they_are_missing(tiny_run, tmp_path):
+    """A damaged or older summary.json: the dataclass constructor's TypeError ("__init__() missing 1
+    required positional argument: 'status'") named neither the record nor where in the file; now one
+    line names the keys, their place, and (read from a directory) the file."""
+    import copy
+    import json
+
+    from dlnlab.errors import ArgumentError
+    from dlnlab.lab import Summary
+    from dlnlab.lab.results import MissingKeys
+
+    data = json.loads((tiny_run / "summary.json").read_text())
+    cases = [  # the keys deleted (each a path into the summary) -> what the refusal says
+        ([("status",)], "Summary lacks the key status"),
+        ([("series",)], "Summary lacks the key series"),
+        ([("status",), ("exit_code",)], "Summary lacks the keys status, exit_code"),
+        ([("series", "sgd_lr_0.02", "status")], "series.sgd_lr_0.02 (SGDEntry) lacks the key status"),
+        ([("convergence_order_detail", "order")], "convergence_order_detail (OrderFit) lacks the key order"),
+    ]
+    for paths, said in cases:
+        damaged = copy.deepcopy(data)
+        for *parents, name in paths:
+            holder = damaged
+            for parent in parents:
+                holder = holder[parent]
+            del holder[name]
+        for strict in (True, False):  # a run's own summary is read with strict=False: still refused
+            with pytest.raises(MissingKeys) as refused:
+                Summary.from_dict(damaged, strict=strict)
+            assert str(refused.value) == f"data: {said}" and isinstance(refused.value, ArgumentError)
+            assert refused.value.keys == [path[-1] for path in paths]
+    # read from a run directory: the file is named, in one line
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    flow = {k: v for k, v in data["series"]["flow"].items() if k != "method"}
+    (run_dir / "summary.json").write_text(json.dumps({**data, "series": {"flow": flow}}))
+    with pytest.raises(ArgumentError) as refused:
+        Summary.read(run_dir)
+    assert str(refused.value) == (
+        f"run_dir: {run_dir / 'summary.json'}: series.flow (FlowEntry) lacks the key method "
+        "(damaged, or another dlnlab's)"
+    )

@@ -243,7 +243,8 @@ def _run_out_of_room(out: Path, cwd: Path) -> str:
     last = err.strip().splitlines()[-1]
     assert last == (
         f"error: cannot write {out / 'summary.json'}: File too large; the run stopped there, every file written "
-        f"before is complete: make room on that disk (or lift the limit), then finish the run with resume={out}"
+        f"before is complete: make room on that disk (or lift the limit), then finish the run with "
+        f"python scripts/train.py resume={out}"
     ), err[-3000:]
     assert "recorder worker of flow failed: [Errno 27] File too large: " in err  # each on one line
     assert not list(out.rglob(".*.tmp"))  # no temporary file left behind

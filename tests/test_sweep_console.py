@@ -1,7 +1,7 @@
 """What a sweep says on the console (docs/runs.md, "Sweeps"): each line of a job run by a parallel launcher
 tagged with its job, and the one-line refusals of a resume= that finds no run, job or sweep to finish. The
 sweeps themselves through the command line, tagged (joblib) or not (basic), and the sweep's closing line
-with its directory absolute: tests/test_sweeps.py."""
+with its directory absolute: tests/test_sweep_launchers.py."""
 
 from __future__ import annotations
 
@@ -328,8 +328,8 @@ def test_the_console_handler_goes_quiet_once_its_reader_has_gone_and_reports_any
 def test_a_joblib_backend_its_launcher_does_not_use_is_noted_and_threads_sharing_memory_refused():
     """Hydra's joblib launcher sets backend=loky itself: hydra.launcher.backend=multiprocessing or
     threading, and prefer=threads, are not used (its jobs run in loky's processes, tagged: the joblib
-    sweep of tests/test_sweeps.py, given backend=threading). The sweep's start says so in one line; joblib's
-    own defaults, and other launchers, get no note. require=sharedmem is refused before any work
+    sweep of tests/test_sweep_launchers.py, given backend=threading). The sweep's start says so in one
+    line; joblib's own defaults, and other launchers, get no note. require=sharedmem is refused before any work
     (tests/test_refusals_edges.py)."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
     from hydra import compose, initialize_config_dir

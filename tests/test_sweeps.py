@@ -1,19 +1,15 @@
 """A sweep's table and directory (docs/runs.md, "Sweeps"): a job a killed worker left, a sweep never summed
-up, one directory to a sweep, a failing job through each Hydra launcher."""
+up, one directory to a sweep (a failing job through each Hydra launcher: tests/test_sweep_launchers.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import runpy
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests._helpers import CONF, QUIET, hparams_declared, hparams_table
+from tests._helpers import CONF, QUIET
 from tests._helpers import popen_cli as _popen
-from tests._helpers import read_summary as _summary
 from tests._helpers import run_cli as _cli
 
 pytestmark = pytest.mark.lab  # every test here runs the lab (in-process or its CLI)
@@ -45,7 +41,7 @@ def test_a_job_whose_series_a_killed_worker_lost_is_incomplete_not_finished(tmp_
     assert counts == [1, 1, 1, 3]
     assert incomplete["message"] == (
         "finished, 1 series killed (sgd_lr_0.02: their worker process ended before reporting): "
-        f"resume={incomplete['dir']} runs them again"
+        f"python scripts/train.py resume={incomplete['dir']} runs them again"
     )
     table = capsys.readouterr().out
     assert "1 finished, 1 incomplete" in table and "incomplete, exit 3: finished, 1 series killed" in table
@@ -263,128 +259,6 @@ def test_a_sigkilled_sweep_is_finished_by_resume_of_its_directory(tmp_path):
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [j["state"] for j in summary["jobs"]] == ["finished"] * 2 and summary["resumed_jobs"] == [0, 1]
     assert (summary["rebuilt"], summary["exit_code"]) == (True, None) and not (sweep / ".lock").exists()
-
-
-# joblib: the jobs in two worker processes (each imports the lab again: with the slow tests); basic: one
-# after the other in the sweep's process. The sweep's record is written the same way for either. joblib is
-# given backend=threading, which its launcher does not use (it sets loky): a note says so, and the jobs
-# still run in processes of their own, their lines tagged.
-LAUNCHERS = [
-    pytest.param([], id="basic"),
-    pytest.param(
-        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.launcher.backend=threading"],
-        id="joblib",
-        marks=pytest.mark.slow,
-    ),
-]
-
-
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_a_failing_job_in_a_sweep_is_recorded_and_the_others_run(tmp_path, launcher, capsys):
-    """A two-job sweep through a Hydra launcher, one job failing; aggregate.py then skips the failed
-    flow, says so, and aggregates the rest."""
-    if launcher:
-        pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install -e '.[launchers]'")
-    sweep = tmp_path / "sweep"
-    started = _popen(
-        [
-            "-m",
-            *launcher,
-            "experiment=tiny",
-            "flow=dopri5",
-            "flow.max_nfe=10,null",
-            "model.dims=[4,3,3,2]",  # the tiny net's, given: a list as an HParams column
-            "sgd.lrs=[0.04]",  # one rate: the others cost ~1 CPU s and check nothing more here
-            *QUIET,
-            "hydra.sweep.dir=sweep",  # relative, as the default outputs/multirun/...
-        ],
-        tmp_path,
-    )
-    out, err = started.communicate(timeout=300)  # Popen: its pid, beside the jobs' pids
-    proc = subprocess.CompletedProcess(started.args, started.returncode, out, err)
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    # the closing line names the sweep's directory absolute, as the jobs' lines name theirs
-    assert f"sweep: 2 jobs, 1 failed; 2 finished ({sweep / 'sweep_summary.json'})\n" in proc.stdout
-    assert proc.stdout.endswith(  # then where to look at all its jobs together
-        f"all jobs in one TensorBoard: python scripts/tb.py {sweep}\n"
-        f"each setting over its seeds: python scripts/aggregate.py {sweep}\n"
-    )
-    summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert summary["n_jobs"] == 2 and summary["n_failed"] == 1 and summary["exit_code"] == 3
-    assert summary["sweep_dir"] == str(sweep)
-    bad, good = summary["jobs"]
-    _check_job_tags(proc, [bad["dir"], good["dir"]], tagged=bool(launcher))
-    pids = [json.loads((Path(j["dir"]) / "job.json").read_text())["process"]["pid"] for j in (bad, good)]
-    assert (started.pid not in pids) is bool(launcher), pids  # joblib: the jobs in loky's processes, not threads
-    noted = [line for line in proc.stderr.splitlines() if line.startswith("note: hydra.launcher.backend=")]
-    assert noted == (
-        ["note: hydra.launcher.backend=threading: not used: Hydra's joblib launcher runs every job in a "
-         "process of loky's whatever these say (it sets backend=loky itself: threads do not work with Hydra); "
-         "each job's lines are tagged [job <num>]"] if launcher else []
-    )  # fmt: skip
-    assert (
-        bad["exit_code"] == 3 and "flow.max_nfe=10" in bad["overrides"] and "budget of 10" in bad["message"]
-    )
-    assert good["exit_code"] == 0 and good["message"] == ""
-    for job in (bad, good):
-        assert json.loads((Path(job["dir"]) / "job.json").read_text())["exit_code"] == job["exit_code"]
-        assert (
-            _summary(Path(job["dir"]))["series"]["sgd_lr_0.04"]["status"] == "ok"
-        )  # the SGD series still ran
-    # HParams, as TensorBoard's hparams plugin answers its dashboard: the keys each job was given are
-    # columns with its values (the swept flow.max_nfe a number, its null an empty cell); Hydra's own keys
-    # (hydra.sweep.dir, the launcher), the log switches and sgd.lrs (the row's lr) are not. Every job
-    # declares every column, null included: TensorBoard takes the columns from one run only
-    string, number = "DATA_TYPE_STRING", "DATA_TYPE_FLOAT64"
-    declared = {"experiment": string, "flow": string, "flow.max_nfe": number, "lr": number,
-                "model.dims": string, "status": string}  # fmt: skip
-    for job in (bad, good):
-        assert hparams_declared(Path(job["dir"]) / "tensorboard" / "sgd_lr_0.04") == declared
-    given = {"experiment": "tiny", "flow": "dopri5", "model.dims": "[4,3,3,2]", "lr": 0.04, "status": "ok"}
-    bad_row, good_row = (f"{Path(job['dir']).name}/tensorboard/sgd_lr_0.04" for job in (bad, good))
-    table = hparams_table(sweep)
-    columns, rows = table()
-    assert columns == declared and rows == {bad_row: {**given, "flow.max_nfe": 10}, good_row: given}
-    # a number column filters as numbers; the empty cell is kept unless missing values are excluded
-    at_most = {"hparam": "flow.max_nfe", "filterInterval": {"minValue": 0, "maxValue": 100}}
-    assert len(table([at_most])[1]) == 2
-    assert list(table([{**at_most, "excludeMissingValues": True}])[1]) == [bad_row]
-    # aggregate.py's main in this process on the sweep (a fresh interpreter for it cost ~2.5 s of imports;
-    # the script's exit codes and one-line refusals from the command line: tests/test_scripts.py)
-    aggregate_main = runpy.run_path(str(CONF.parent / "scripts" / "aggregate.py"))["main"]
-    capsys.readouterr()
-    assert aggregate_main([str(sweep), "--csv", str(tmp_path / "t.csv")]) == 0
-    said = capsys.readouterr().err
-    # two settings (flow.max_nfe=10 and null); the failed flow is skipped and said so, the rest aggregated
-    assert "skipped" in said and "solver_failed" in said and "flow.max_nfe=10" in said
-    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 1 + 2 + 1
-    rows = json.loads((sweep / "aggregate" / "aggregate.json").read_text())["rows"]
-    assert {r["series"] for r in rows} == {"flow", "sgd_lr_0.04"}
-    assert all(r["samples"] == 1 for r in rows)
-    # aggregate.py on a folder that does not exist exits 2: tests/test_scripts.py's refusal table
-
-
-def _check_job_tags(proc, job_dirs: list[str], tagged: bool) -> None:
-    """joblib: every line a job prints, on stdout and stderr, starts with its ``[job <num>]`` (job 0's
-    warning of its failed flow, each job's start block and results ending with its own directory);
-    the sweep's own lines (Hydra's launch lines, the closing table) are not tagged. basic: nothing is
-    tagged, the jobs' output as a single run's."""
-    out_lines, err_lines = proc.stdout.splitlines(), proc.stderr.splitlines()
-    closing = next(i for i, line in enumerate(out_lines) if line.startswith("sweep: "))
-    jobs_out = [line for line in out_lines[:closing] if "[HYDRA]" not in line]
-    if not tagged:
-        assert not any(line.startswith("[job ") for line in out_lines + err_lines), proc.stdout
-        return
-    assert jobs_out and all(line.startswith(("[job 0] ", "[job 1] ")) for line in jobs_out), proc.stdout
-    assert not any(line.startswith("[job ") for line in out_lines[closing:])
-    for num, job_dir in enumerate(job_dirs):
-        assert f"[job {num}]   output    {job_dir}" in jobs_out
-        assert any(line.startswith(f"[job {num}] run directory  {job_dir}  (") for line in jobs_out)
-    assert any(line.startswith("[job 0] warning: flow: ") for line in err_lines), proc.stderr
-    jobs_err = [  # not Hydra's launch lines, nor the sweep's note on its launcher
-        line for line in err_lines if "[HYDRA]" not in line and not line.startswith("note: hydra.launcher.")
-    ]
-    assert all(line.startswith(("[job 0] ", "[job 1] ")) for line in jobs_err), proc.stderr
 
 
 def test_a_jobs_directory_is_one_folder_whatever_paths_its_overrides_hold(tmp_path):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dlnlab.lab.config import resume_shell_command
+
 __all__ = ["not_resumable", "job_record"]
 
 
@@ -48,7 +50,7 @@ def not_resumable(target: Path) -> str | None:
             f"{len(below)} directories below it do (the last by name: {below[-1]}): give one of them, "
             "resume=<that dir>"
             if len(below) > 1
-            else f"one directory below it does: resume={below[0]}"
+            else f"one directory below it does: {resume_shell_command(below[0])}"
         )
         return (
             f"resume: {target} is not the directory of a run or a sweep: it holds none of {_LOOKED_FOR}, but "

@@ -18,6 +18,7 @@ fresh directory (:func:`fresh_dir`), so no call overwrites another's results.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from typing import NoReturn
 __all__ = [
     "ScriptParser",
     "integer",
+    "positive",
     "existing_dir",
     "output_file",
     "output_dir",
@@ -99,6 +101,23 @@ def integer(low: int, high: int, what: str = "") -> Callable[[str], int]:
         return value
 
     parse.__name__ = "integer"
+    return parse
+
+
+def positive(what: str, below: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (and under ``below``); ``what`` says what it is."""
+    allowed = f"a number above 0{f' and below {below:g}' if below is not None else ''} ({what})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            _fail(f"expected {allowed}, got {_show(text)}")
+        if not (math.isfinite(value) and value > 0 and (below is None or value < below)):
+            _fail(f"expected {allowed}, got {_show(text)}")
+        return value
+
+    parse.__name__ = "number"
     return parse
 
 

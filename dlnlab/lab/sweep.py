@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlnlab.lab._console import say
 from dlnlab.lab._job_output import tag_job_output, untag_job_output
-from dlnlab.lab.config import ConfigError, ExitCode, launcher_note
+from dlnlab.lab.config import ConfigError, ExitCode, launcher_note, resume_shell_command
 from dlnlab.lab.results import RunStatus
 from dlnlab.lab.runner import hold_dir, lock_holder
 from dlnlab.rundir import read_summary, write_json, write_text
@@ -297,7 +297,7 @@ def _state_message(job: dict) -> str:
         killed = killed_series(read_summary(Path(job["dir"])))
         return (
             f"finished, {len(killed)} series killed ({', '.join(killed)}: their worker process ended before "
-            f"reporting): resume={job['dir']} runs them again"
+            f"reporting): {resume_shell_command(job['dir'])} runs them again"
         )
     return job["message"]
 

@@ -153,7 +153,8 @@ def draw_error_constants(ax, run: RunData, escapes: dict, lrs=None) -> None:
             if key in curves:
                 rows, values = curves[key]
                 p = escapes.get("expected_order", {}).get(key, 1.0)
-                kind = "strong" if key == "strong" else "weak ($\\theta$)"  # the top panel's weak (loss) is not drawn here
+                # the top panel's weak (loss) is not drawn here
+                kind = "strong" if key == "strong" else "weak ($\\theta$)"
                 label = f"{kind} / $\\eta^{{{p:g}}}$, $\\eta$ = {format_lr(s.lr)}"
                 c = values[0] / s.lr**p
                 # at t = 0 every member is at the init: no error; a debiased weak error of 0 is below what

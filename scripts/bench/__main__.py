@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
+from dlnlab.lab.script_args import ScriptParser, integer, positive
 from scripts.bench._out import ready_out
 from scripts.bench.ensemble import ensemble_section
 from scripts.bench.figure1 import figure1_section
@@ -117,24 +118,29 @@ def header(args, wall_s: float) -> list[str]:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a subset that runs in about a minute")
     ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda adds the GPU rows")
-    ap.add_argument("--repeat", type=int, default=None, help="best of (default 3, --quick 2)")
+    ap.add_argument("--repeat", type=integer(1, 1000, "timings, the best kept"), default=None, help="best of (default 3, --quick 2)")
     ap.add_argument(
         "--out", type=Path, default=None, help="write the report here (e.g. docs/benchmarks/size.md)"
     )
     ap.add_argument(
-        "--lrs", type=float, nargs="+", default=None, help="Figure 1 section (default 0.01 0.005 0.0025)"
+        "--lrs", type=positive("learning rate"), nargs="+", default=None,
+        help="Figure 1 section (default 0.01 0.005 0.0025)",
     )
-    ap.add_argument("--t-max", type=float, default=300.0, help="Figure 1 section")
-    ap.add_argument("--dt", type=float, default=0.1, help="Figure 1 section")
-    ap.add_argument("--analysis-points", type=int, default=100, help="Figure 1 section")
-    ap.add_argument("--flow-horizon", type=float, default=None, help="size section: the flows' short horizon")
-    ap.add_argument("--ensemble-sample", type=int, default=16,
+    ap.add_argument("--t-max", type=positive("flow time"), default=300.0, help="Figure 1 section")
+    ap.add_argument("--dt", type=positive("the log grid's step"), default=0.1, help="Figure 1 section")
+    ap.add_argument("--analysis-points", type=integer(0, 1_000_000, "curvature points"), default=100,
+                    help="Figure 1 section")  # fmt: skip
+    ap.add_argument("--flow-horizon", type=positive("flow time"), default=None,
+                    help="size section: the flows' short horizon")  # fmt: skip
+    ap.add_argument("--ensemble-sample", type=integer(1, 64, "members solved one by one"), default=16,
                     help="ensemble at t_max 300: one-by-one solves of this many members, scaled to 64")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.dt > args.t_max:
+        ap.refuse("--dt", f"{args.dt:g} is longer than --t-max {args.t_max:g}: the grid would hold one point")
     args.out = ready_out(args.out)
     args.repeat = args.repeat or (2 if args.quick else 3)
     args.lrs = args.lrs or ([0.01] if args.quick else [0.01, 0.005, 0.0025])

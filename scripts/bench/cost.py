@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from dlnlab.init import gaussian
+from dlnlab.lab.script_args import ScriptParser, integer
 from dlnlab.network import adjacency_from_weights, weights_from_adjacency
 from dlnlab.problem import RegressionProblem
 from scripts.bench._out import DOCS, ready_out
@@ -64,8 +65,8 @@ def measure(dims: list[int], repeat: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=integer(1, 1000, "timings, the best kept"), default=5)
     ap.add_argument("--out", type=Path, default=DOCS / "cost.md")
     args = ap.parse_args()
     args.out = ready_out(args.out)

@@ -30,6 +30,7 @@ import torchdiffeq
 
 from dlnlab import init
 from dlnlab.flow import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SCIPY_STIFF, Solver, integrate, time_grid
+from dlnlab.lab.script_args import ScriptParser, integer, positive
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 from scripts.bench._out import DOCS, ready_out
@@ -99,11 +100,13 @@ def log(msg: str) -> None:
 
 
 def _parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--t-max", type=float, default=300.0)
-    ap.add_argument("--dt", type=float, default=0.1)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per scipy configuration (min wall time)")
-    ap.add_argument("--tols", type=float, nargs="+", default=[1e-6, 1e-7, 1e-8, 1e-9, 1e-10],
+    ap = ScriptParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--t-max", type=positive("flow time"), default=300.0)
+    ap.add_argument("--dt", type=positive("the output grid's step"), default=0.1)
+    ap.add_argument("--repeats", type=integer(1, 1000, "timings, the best kept"), default=3,
+                    help="runs per scipy configuration (min wall time)")  # fmt: skip
+    ap.add_argument("--tols", type=positive("relative tolerance", below=1), nargs="+",
+                    default=[1e-6, 1e-7, 1e-8, 1e-9, 1e-10],
                     help="rtol values for the scipy methods (atol = rtol / 100)")  # fmt: skip
     ap.add_argument("--with-explicit", dest="explicit", action="store_true", default=True,
                     help="include dopri5 at rtol 1e-8 (about 30 s; the default)")  # fmt: skip
@@ -111,6 +114,8 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--dopri8-check", action="store_true", help="cross-check the references with dopri8")
     ap.add_argument("--out", type=Path, default=DOCS / "flow.md")
     args = ap.parse_args()
+    if args.dt > args.t_max:
+        ap.refuse("--dt", f"{args.dt:g} is longer than --t-max {args.t_max:g}: the grid would hold one point")
     args.out = ready_out(args.out)
     return args
 

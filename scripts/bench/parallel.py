@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dlnlab.lab.script_args import ScriptParser, integer
 from scripts.bench._out import ready_out
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,8 +152,8 @@ def _compare(label: str, overrides: list[str], repeat: int, log) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=integer(1, 1000, "timings, the best kept"), default=2)
     parser.add_argument("--sections", nargs="+", default=["default", "sweep"], choices=["default", "sweep"])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--one", nargs=2, metavar=("OVERRIDES", "OUT"), help=argparse.SUPPRESS)

@@ -19,14 +19,15 @@ Hydra.
 from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
-    "._errors": ["ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown"],
+    "._errors": [
+        "ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown", "resume_shell_command",
+    ],  # fmt: skip
     "._schema": [
         "TrainConfig",
         "DATA_OPTIONS",
         "INIT_OPTIONS",
         "typed_config",
         "to_plain",
-        "derive_seed",
         "describe_omegaconf_error",
         "unknown_key_message",
         "config_class",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "._omegaconf_errors": ["key_in_file_message"],
     "._prepare": ["prepare"],
     "._plan": ["Plan", "Seeds"],
+    "._seeds": ["derive_seed"],
     "._choose": [
         "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "CHUNK_MEMBERS", "choose_analysis", "choose_flow", "estimated_run_seconds",
         "edge_work", "flow_seconds",

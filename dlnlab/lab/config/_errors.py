@@ -1,5 +1,6 @@
-"""How the lab reports a problem: its exit codes, its one refusal type :class:`ConfigError`, and
-dlnlab's warnings on the console (:func:`console_warnings`).
+"""How the lab reports a problem: its exit codes, its one refusal type :class:`ConfigError`, the command
+that finishes a stopped run (:func:`resume_shell_command`), and dlnlab's warnings on the console
+(:func:`console_warnings`).
 
 A ConfigError's message starts with the config key it is about and says what is allowed; the CLI
 prints it on one line and exits with :attr:`ExitCode.CONFIG` before any work starts. Light to import
@@ -8,6 +9,7 @@ prints it on one line and exits with :attr:`ExitCode.CONFIG` before any work sta
 
 from __future__ import annotations
 
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -16,7 +18,9 @@ from enum import IntEnum
 
 from dlnlab.errors import ArgumentError, DlnlabWarning
 
-__all__ = ["ConfigError", "ExitCode", "WriteFailed", "keyed", "shown", "console_warnings"]
+__all__ = [
+    "ConfigError", "ExitCode", "WriteFailed", "keyed", "shown", "resume_shell_command", "console_warnings",
+]  # fmt: skip
 
 
 class ExitCode(IntEnum):
@@ -60,6 +64,13 @@ def shown(value: object, limit: int = 60) -> str:
     if len(text) <= limit:
         return text
     return f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def resume_shell_command(run_dir: object) -> str:
+    """The command that finishes the run (or the sweep) in ``run_dir``, for the user to copy into a shell:
+    the directory quoted, so that a space, a quote, or a sweep job's ``,`` and ``[...]`` (a glob to the
+    shell) stay in the one argument ``resume=<run_dir>``."""
+    return f"python scripts/train.py resume={shlex.quote(str(run_dir))}"
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from dlnlab.lab.config import _files as files
 from dlnlab.lab.config._errors import ConfigError
 from dlnlab.lab.config._plan import Plan, Seeds
 from dlnlab.lab.config._rules import check_config
-from dlnlab.lab.config._schema import TrainConfig, derive_seed, typed_config
+from dlnlab.lab.config._schema import TrainConfig, typed_config
+from dlnlab.lab.config._seeds import derive_seed
 from dlnlab.lab.config._targets import LOGGER_SUPPLIED, check_target, import_class
 
 __all__ = ["Seeds", "Plan", "prepare", "import_class", "SCIPY_MAX_WEIGHTS"]

@@ -14,7 +14,6 @@ defaults list (``- /schema/init@_here_: gaussian``), Hydra's pattern of a schema
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ __all__ = [
     "TrainConfig",
     "typed_config",
     "to_plain",
-    "derive_seed",
     "describe_omegaconf_error",
 ]
 
@@ -108,7 +106,8 @@ class FileData(DataConfig):
     """X (d_x x N) and Y (d_y x N) from an .npz file."""
 
     kind: DataKind = DataKind.file
-    path: str = MISSING  # an .npz with X (d_x x N) and Y (d_y x N), real numbers (docs/cli.md: what is refused)
+    # an .npz with X (d_x x N) and Y (d_y x N), real numbers (docs/cli.md: what is refused)
+    path: str = MISSING
 
 
 @dataclass
@@ -170,7 +169,8 @@ class FlowConfig:
     rtol: float = DEFAULT_RTOL  # relative tolerance, at most 1e-3 (docs/benchmarks/flow.md chose the default)
     atol: float = DEFAULT_ATOL  # absolute tolerance, at most 1e-3
     step_size: float | None = None  # fixed-step methods only: at most the horizon and the stability bound
-    modified: bool = False  # also GD's modified flow at each learning rate (series modflow_lr_<lr>); full-batch GD only
+    # also GD's modified flow at each learning rate (series modflow_lr_<lr>); full-batch GD only
+    modified: bool = False
     # also GD's central flow at each learning rate (series cflow_lr_<lr>, docs/eos.md) and GD's edge-of-stability report against it (edge_lr_<lr>); full-batch GD only
     central: bool = False
     max_nfe: int | None = None  # budget of right-hand-side evaluations; past it, a solver failure (recorded)
@@ -190,9 +190,11 @@ class SGDConfig:
     sampling: Sampling = Sampling.with_replacement
     momentum: float = 0.0  # heavy ball beta in [0, 1); a step stands for time lr / (1 - beta)
     seed: int | None = None  # minibatch seed (null: derived from seed)
-    blowup: float = 1000.0  # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite
+    # diverged when ||A||_F > blowup (||A0||_F + ||A*||_F), A* a balanced minimum, or not finite
+    blowup: float = 1000.0
     order_fit: int = 3  # every order in eta is fitted over this many smallest learning rates with a value (>= 3; fewer: no order)
-    sme: bool = False  # with an ensemble and minibatches: the SME's ensemble at each learning rate too (sme_lr_<lr>)
+    # with an ensemble and minibatches: the SME's ensemble at each learning rate too (sme_lr_<lr>)
+    sme: bool = False
     # edge-of-stability diagnostics of each GD series (series edge_lr_<lr>: GD at every step through the crossing of 2/eta, docs/eos.md); on with flow.central; full-batch GD only
     edge: bool = False
 
@@ -204,8 +206,10 @@ class LogConfig:
     # (0: off), fewer where they would cost more than a quarter of the run
     analysis_points: int = 100
     sv_A_top: int = 32  # how many singular values of A to record
-    top_eigs: int = 3  # the top k Hessian eigenvalues at each analysis point (top_eigs (T, k) in the series npz); >= 1
-    hessian_dense_max: int = DENSE_HESSIAN_MAX  # dense Hessian eigensolver up to this many weights, warm-started Lanczos above
+    # the top k Hessian eigenvalues at each analysis point (top_eigs (T, k) in the series npz); >= 1
+    top_eigs: int = 3
+    # dense Hessian eigensolver up to this many weights, warm-started Lanczos above
+    hessian_dense_max: int = DENSE_HESSIAN_MAX
     # points per tag sent to TensorBoard: every grid point up to this many, above it each bucket's minimum and maximum; TensorBoard keeps 1000 per tag unless told otherwise (docs/tensorboard.md)
     tb_max_points: int = 1000
     figures: bool = True  # write figures/ (and the images to TensorBoard)
@@ -233,7 +237,8 @@ class LimitsConfig:
 class CheckpointConfig:
     """Lightning checkpoints of the running SGD series (``checkpoints/<series>.ckpt``), for ``resume``."""
 
-    enabled: bool = True  # checkpoint the running SGD series (checkpoints/<series>.ckpt), for resume=<run dir>
+    # checkpoint the running SGD series (checkpoints/<series>.ckpt), for resume=<run dir>
+    enabled: bool = True
     every_s: float = 60.0  # wall-clock seconds between checkpoints; one more when a signal stops it
 
 
@@ -300,12 +305,6 @@ def _register() -> None:
 
 
 _register()
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """A seed for ``purpose`` (data, init, sgd) derived from the run's ``seed``: stable across versions."""
-    digest = hashlib.sha256(f"dlnlab:{int(seed)}:{purpose}".encode()).hexdigest()
-    return int(digest[:8], 16)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ _EXPORTS = {
         "EnsembleSpread",
         "Spread",
         "UnknownKeys",
+        "MissingKeys",
         "ABSENT",
         "entry_record",
         "EdgeEntry",
@@ -64,7 +65,7 @@ _EXPORTS = {
         "settle_status",
         "member_counts",
     ],  # fmt: skip
-    "._eos": ["central_entry", "edge_lines", "settled_on_edge"],
+    "._eos": ["central_entry", "edge_lines", "settled_on_edge", "EDGE_LINE_WIDTH"],
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],
     "._limit_text": ["limit_lines", "escapes_table"],
     "._saddles": ["analyze_run_saddles"],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
+from dlnlab.lab.config import resume_shell_command
 from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.network import Layout
 from dlnlab.status import Status
@@ -287,8 +288,8 @@ def results_block(summary: dict) -> str:
         notes = ", ".join(f"{name} {note}" for name, note in resumed[-1]["series"].items())
         lines.append(f"resumed: {notes}")
     # the next step as a command to copy (the end block names the run directory only as where the files are)
-    run_dir = shlex.quote(str(summary["run_dir"])) if summary.get("run_dir") else "<run dir>"
-    resume = f"python scripts/train.py resume={run_dir}"
+    run_dir = summary.get("run_dir")
+    resume = resume_shell_command(run_dir) if run_dir else "python scripts/train.py resume=<run dir>"
     if summary.get("not_run"):
         lines.append(f"(S)GD series not run: {', '.join(summary['not_run'])} (the run stopped first; "
                      f"{resume} runs them)")  # fmt: skip

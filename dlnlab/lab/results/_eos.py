@@ -1,5 +1,6 @@
 """The edge of stability in a run's summary: the central flow's entry from its grid arrays, and the
-console's lines of GD's edge diagnostics and the central flow's predictions.
+console's lines of GD's edge diagnostics and the central flow's predictions, each within ``EDGE_LINE_WIDTH``
+characters (a line that numbers of extreme size push past it is broken at a space).
 
 The numbers come from ``dlnlab.eos`` (its functions compute every one of them); their records
 (``CentralFlowEntry``, ``EdgeEntry``, ``PredictionEntry``, and the series' ``CentralEntry`` and
@@ -9,6 +10,7 @@ The numbers come from ``dlnlab.eos`` (its functions compute every one of them); 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -23,7 +25,10 @@ __all__ = [
     "central_entry",
     "edge_lines",
     "settled_on_edge",
+    "EDGE_LINE_WIDTH",
 ]
+
+EDGE_LINE_WIDTH = 120  # the console's edge-of-stability lines, at most (docs/eos.md)
 
 
 def _num(x) -> float | None:
@@ -100,22 +105,34 @@ def edge_lines(summary: dict) -> list[str]:
             if e.get("predictions"):
                 lines += _central_lines(e["predictions"])
     head = "edge of stability (GD recomputed at every step; docs/eos.md explains each number):"
-    return [head, *lines] if lines else []
+    return [part for line in ([head, *lines] if lines else []) for part in _fit(line)]
+
+
+def _fit(line: str) -> list[str]:
+    """``line`` within EDGE_LINE_WIDTH: as it is, or broken at spaces, its continuation indented two more
+    (the wording keeps the usual numbers within it: what breaks is an eta of 1e-7, or six GFS values of
+    1e+4; tests/test_eos_console.py)."""
+    if len(line) <= EDGE_LINE_WIDTH:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return textwrap.wrap(
+        line, EDGE_LINE_WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _verdict(d: dict) -> str:
     """The outcome in words: at the edge is no failure, and expected where the flow's limit is sharper
     than 2/eta (GD cannot converge where the flow does, docs/eos.md)."""
-    outcome, limit = Outcome(d["outcome"]), d["flow_limit_sharpness"]
+    outcome, limit, eta = Outcome(d["outcome"]), d["flow_limit_sharpness"], f"eta = {d['lr']:g}"
     if outcome is Outcome.AT_EDGE and limit is not None and limit > d["threshold"]:
-        return f"{outcome}, as expected at this lr (2/eta is below the flow limit's S = {fmt(limit)})"
+        return f"{outcome}, as expected at {eta}: 2/eta is below the flow limit's S = {fmt(limit)}"
     meaning = {
         Outcome.AT_EDGE: f"S ends within {100 * d['band']:g} % of 2/eta, on the edge of stability",
         Outcome.ABOVE_EDGE: f"S ends swinging over {100 * d['band']:g} % past 2/eta (a period-2 cycle), "
-        "loss not converged",
+        "not converged",
         Outcome.CONVERGED: "GD converged, at a minimum flatter than 2/eta",
-        Outcome.BELOW_EDGE: "S ends below 2/eta, the loss not converged (a plateau, or too short a run)",
-        Outcome.DIVERGED: "GD's loss left every bound at this lr",
+        Outcome.BELOW_EDGE: "S ends below 2/eta, not converged (a plateau, or too short a run)",
+        Outcome.DIVERGED: f"GD's loss left every bound at {eta}",
     }
     return f"{outcome}: {meaning[outcome]}"
 
@@ -157,14 +174,14 @@ def _gd_lines(d: dict) -> list[str]:
     converged = d.get("gfs_converged") or [True] * len(d["gfs_sharpness"])
     gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d["gfs_sharpness"], converged))
     gfs += ": non-increasing, GD heads for flatter minima" if d["gfs_non_increasing"] else " (rises)"
-    if not all(converged):
-        gfs += " (*: not converged by t = 1000, S where that flow stood)"
+    stars = [] if all(converged) else ["      *: not converged by t = 1000, S where that flow stood"]
     if d["t_edge"] is None:
         crossing = ["    S never reaches 2/eta"]
-    else:
+    else:  # two lines: one held 121 - 123 characters for a t_edge below 1, 100 % hovering, a median below 1
         crossing = [
-            f"    {_crossing(d)}: within {100 * d['band']:g} % of it {fmt_share(d['hover_share'])} of the time, "
-            f"median {fmt(d['median_ratio'])} x 2/eta",
+            f"    {_crossing(d)}",
+            f"    within {100 * d['band']:g} % of 2/eta {fmt_share(d['hover_share'])} of the time from then "
+            f"on, median {fmt(d['median_ratio'])} x 2/eta",
             f"    period-2 amplitude {fmt(d['amplitude_median'])} (median): {ZIGZAG[Outcome(d['outcome'])]}",
         ]
     if d.get("spectrum_unconverged"):
@@ -179,8 +196,8 @@ def _gd_lines(d: dict) -> list[str]:
     # above 2/S_bal no minimum near the balanced one is stable for GD (for whitened data none at all is):
     # GD cannot converge, whatever the outcome says about where its sharpness ended
     unstable = (
-        [f"    2/eta is below the balanced minimum's S = {balanced:.4g}: not stable at this lr "
-         "(whitened data: no global minimum is)"]
+        [f"    2/eta is below the balanced minimum's S = {fmt(balanced)}: not stable at eta = {d['lr']:g} "
+         "(whitened data: no minimum is)"]
         if balanced is not None and d["threshold"] < balanced and d["outcome"] != Outcome.CONVERGED
         else []
     )  # fmt: skip
@@ -189,8 +206,9 @@ def _gd_lines(d: dict) -> list[str]:
         *unstable,
         *crossing,
         f"    {end} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the balanced minimum's "
-        f"{balanced:.4g}",
+        f"{fmt(balanced)}",
         f"    GFS sharpness {gfs}",
+        *stars,
     ]
 
 

@@ -213,7 +213,8 @@ def sme_spread(state) -> tuple[dict, dict]:
         theta = _var_theta_ratio(sgd, sme)
         if theta is not None:
             found["var_theta"] = theta
-        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, (_, r) in found.items()}  # keys as series names write lr
+        # keys as series names write lr
+        stats[repr(float(lr))] = {k: _ratio_stats(r) for k, (_, r) in found.items()}
         curves[lr] = {f"sme/{k}_ratio": (g, r) for k, (g, r) in found.items()}
     return stats, curves
 

@@ -1,7 +1,8 @@
 """The machinery of summary.json's typed records (:mod:`dlnlab.lab.results._records` holds the records):
 :class:`Record` reads a dict into its fields, refusing a key it has no field for (:class:`UnknownKeys`),
-and writes it back in field order; :func:`key` declares a field with what it means; a field holding
-:data:`ABSENT` is a key the JSON leaves out."""
+and writes it back in field order, and refuses a dict that lacks a key it requires (:class:`MissingKeys`);
+:func:`key` declares a field with what it means; a field holding :data:`ABSENT` is a key the JSON leaves
+out. Both refusals name where in the dict they are (``series.flow``, ``sgd_limit.sme``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from dataclasses import field
 from enum import Enum
 from typing import Any, ClassVar
 
-__all__ = ["ABSENT", "Record", "UnknownKeys", "key"]
+from dlnlab.errors import ArgumentError
+
+__all__ = ["ABSENT", "MissingKeys", "Record", "UnknownKeys", "key"]
 
 
 class _Absent:
@@ -28,7 +31,44 @@ ABSENT: Any = _Absent()
 
 
 class UnknownKeys(KeyError):
-    """A dict with keys its record has no field for."""
+    """A dict with keys its record has no field for (``where``: its place in the dict read, "" at the top)."""
+
+    def __init__(self, record: str, keys: list[str], where: str = "") -> None:
+        self.record, self.keys, self.where = record, keys, where
+        super().__init__(f"{_at(record, where)}: no field for {keys}")
+
+    def __str__(self) -> str:  # the message itself: KeyError's str() is its repr, in quotes
+        return str(self.args[0])
+
+    def inside(self, outer: str) -> UnknownKeys:
+        return UnknownKeys(self.record, self.keys, _joined(outer, self.where))
+
+    def __reduce__(self):  # pickled whole (a worker process's error): args holds the message only
+        return type(self), (self.record, self.keys, self.where)
+
+
+class MissingKeys(ArgumentError):
+    """A dict that lacks keys its record requires: a damaged summary.json, or one written by another
+    version of dlnlab. ``str(err)``: ``data: series.flow (FlowEntry) lacks the key status``."""
+
+    def __init__(self, record: str, keys: list[str], where: str = "") -> None:
+        self.record, self.keys, self.where = record, keys, where
+        plural = "s" if len(keys) > 1 else ""
+        super().__init__("data", f"{_at(record, where)} lacks the key{plural} {', '.join(keys)}")
+
+    def inside(self, outer: str) -> MissingKeys:
+        return MissingKeys(self.record, self.keys, _joined(outer, self.where))
+
+    def __reduce__(self):
+        return type(self), (self.record, self.keys, self.where)
+
+
+def _at(record: str, where: str) -> str:
+    return f"{where} ({record})" if where else record
+
+
+def _joined(outer: str, inner: str) -> str:
+    return f"{outer}.{inner}" if inner else outer
 
 
 def key(doc: str, *, required: bool = False, record: type | None = None, container: str = "") -> Any:
@@ -45,10 +85,18 @@ def _read(f: dataclasses.Field, value: Any) -> Any:
     if isinstance(rec, type) and issubclass(rec, Enum):
         return rec(value)
     if box == "list":
-        return [rec.from_dict(v) for v in value]
+        return [_nested(rec, v, f.name, f"[{i}]") for i, v in enumerate(value)]
     if box == "dict":
-        return {k: rec.from_dict(v) for k, v in value.items()}
-    return rec.from_dict(value)
+        return {k: _nested(rec, v, f.name, f".{k}") for k, v in value.items()}
+    return _nested(rec, value, f.name)
+
+
+def _nested(rec: type[Record], value: dict, name: str, item: str = "") -> Record:
+    """A nested record, a refusal inside it naming its place (``members[3]``, ``ensemble.final_loss``)."""
+    try:
+        return rec.from_dict(value)
+    except (UnknownKeys, MissingKeys) as err:
+        raise err.inside(name + item) from None
 
 
 @functools.cache
@@ -56,6 +104,12 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
     """A record class's fields by name, but ``extra``: once per class (``dataclasses.fields`` for every
     record of every summary write was a fifth of a 1000-member ensemble's writes; measured)."""
     return {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+
+
+@functools.cache
+def _required(cls: type) -> tuple[str, ...]:
+    """The keys a record's dict must hold: its fields without a default (once per class)."""
+    return tuple(n for n, f in _fields(cls).items() if f.default is dataclasses.MISSING)
 
 
 def _plain(value: Any) -> Any:
@@ -79,7 +133,10 @@ class Record:
         fields = _fields(cls)
         unknown = [k for k in data if k not in fields]
         if unknown and not cls.open:
-            raise UnknownKeys(f"{cls.__name__}: no field for {unknown}")
+            raise UnknownKeys(cls.__name__, unknown)
+        missing = [k for k in _required(cls) if k not in data]
+        if missing:  # before the constructor, whose TypeError named neither the record nor the dict
+            raise MissingKeys(cls.__name__, missing)
         made = cls(**{k: _read(fields[k], v) for k, v in data.items() if k in fields})
         if unknown:
             made.extra = {k: data[k] for k in unknown}

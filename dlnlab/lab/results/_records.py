@@ -4,8 +4,8 @@ The run builds its series' entries as dicts while the series run (recorders, the
 ensembles fill them in stages); :meth:`dlnlab.lab.results.RunState.typed_summary` reads them into
 these records (the run's parts: ``_summary_record``; the machinery: ``_record_base``), and summary.json is ``Summary.to_dict``. A field that holds :data:`ABSENT` is a
 key the JSON leaves out (e.g. ``members`` outside an ensemble); every other field is written, null
-included. ``from_dict`` refuses a key no field names (``UnknownKeys``), so the contract lives here
-once: docs/results.md's key tables are generated from these fields (:func:`render_tables`, checked
+included. ``from_dict`` refuses a key no field names (``UnknownKeys``) and a dict lacking a required
+one (``MissingKeys``), so the contract lives here once: docs/results.md's key tables are generated from these fields (:func:`render_tables`, checked
 by tests/test_docs.py), and the tests compare real summaries with them key by key.
 
 A kind of series whose entry has keys of its own adds its record class here and its series' prefix
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dlnlab.lab.results._record_base import ABSENT, Record, UnknownKeys, key
+from dlnlab.lab.results._record_base import ABSENT, MissingKeys, Record, UnknownKeys, key
 from dlnlab.rundir import (
     CENTRAL_PREFIX,
     EDGE_PREFIX,
@@ -33,6 +33,7 @@ from dlnlab.status import Status
 __all__ = [
     "ABSENT",
     "UnknownKeys",
+    "MissingKeys",
     "Spread",
     "EnsembleSpread",
     "MemberEntry",

@@ -21,6 +21,7 @@ from dlnlab.lab.results._records import (
     EnsembleSpread,
     FlowEntry,
     MemberEntry,
+    MissingKeys,
     PredictionEntry,
     Record,
     SeriesEntry,
@@ -210,24 +211,34 @@ class Summary(Record):
         data, why = read_summary_object(path)
         if data is None:
             raise ArgumentError("run_dir", f"{run_dir}: {why}")
-        return cls.from_dict(data, strict)
+        try:
+            return cls.from_dict(data, strict)
+        except (MissingKeys, UnknownKeys) as err:  # the file, not the dict, is what the caller gave
+            what = err.message if isinstance(err, MissingKeys) else str(err)
+            raise ArgumentError("run_dir", f"{path}: {what} (damaged, or another dlnlab's)") from None
 
     @classmethod
     def from_dict(cls, data: dict, strict: bool = True) -> Summary:
         """``strict=False``: an entry with a key its record lacks is read as an open SeriesEntry (nothing
-        lost; the run's own summary, so that an unforeseen key never stops a run)."""
-        made = super().from_dict({k: v for k, v in data.items() if k != "series"} | {"series": {}})
-        made.series = {name: _entry(name, e, strict) for name, e in data["series"].items()}
+        lost; the run's own summary, so that an unforeseen key never stops a run). A key missing
+        anywhere: :class:`MissingKeys`, naming where."""
+        series = data.get("series")
+        rest = {k: v for k, v in data.items() if k != "series"}
+        made = super().from_dict(rest if series is None else rest | {"series": {}})  # None: MissingKeys
+        made.series = {name: _entry(name, e, strict) for name, e in series.items()}
         return made
 
 
 def _entry(name: str, data: dict, strict: bool) -> Record:
     try:
-        return entry_record(name).from_dict(data)
-    except UnknownKeys:
-        if strict:
-            raise
-        return SeriesEntry.from_dict(data)
+        try:
+            return entry_record(name).from_dict(data)
+        except UnknownKeys:
+            if strict:
+                raise
+            return SeriesEntry.from_dict(data)
+    except (UnknownKeys, MissingKeys) as err:
+        raise err.inside(f"series.{name}") from None
 
 
 RECORDS: tuple[type[Record], ...] = (

@@ -31,7 +31,8 @@ class SeriesContext:
     out: Path
     n_grid: int
     progress: Progress
-    metric_kw: dict  # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, top_eigs, save_theta, ...
+    # SeriesMetrics options: analysis_every, sv_A_top, hessian_dense_max, top_eigs, save_theta, ...
+    metric_kw: dict
     callbacks: list = field(default_factory=list)  # the user's Lightning callbacks (config ``callbacks``)
     loggers: dict = field(default_factory=dict)  # series name -> its Lightning logger (or None)
     logger_errors: dict = field(default_factory=dict)  # series name -> why its logger could not be made

@@ -30,6 +30,7 @@ from dlnlab.lab.config import (
     console_warnings,
     current_targets,
     prepare,
+    resume_shell_command,
     to_plain,
 )
 from dlnlab.lab.results import (
@@ -156,7 +157,7 @@ def _guarded(plan: Plan, out: Path, previous: Previous | None, callbacks: list) 
         raise WriteFailed(
             f"cannot write {err.filename or out}: {err.strerror}; the run stopped there, every file written "
             f"before is complete: make room on that disk (or lift the limit), then finish the run with "
-            f"resume={out}"
+            f"{resume_shell_command(out)}"
         ) from err
     finally:
         torch.set_num_threads(threads)

@@ -27,7 +27,6 @@ directory's lock (:mod:`dlnlab.lab.runner._lock`):
 from __future__ import annotations
 
 import json
-import shlex
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from dlnlab.errors import SeriesWarning
-from dlnlab.lab.config import ConfigError
+from dlnlab.lab.config import ConfigError, resume_shell_command
 from dlnlab.lab.results import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
@@ -224,7 +223,7 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
     if not run_dir.is_dir():
         raise ConfigError(f"{where} is not a directory: give the run directory to finish")
     if (run_dir / "multirun.yaml").is_file() and not path.exists():  # Hydra's sweep folder, not a run
-        cli = f"python scripts/train.py resume={shlex.quote(str(run_dir))}"
+        cli = resume_shell_command(run_dir)
         raise ConfigError(f"{where} is a sweep (multirun.yaml): resume(<a job's folder>) finishes a job, {cli} all")
     try:
         raw = path.read_bytes()
