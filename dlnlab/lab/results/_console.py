@@ -14,6 +14,7 @@ from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.lab.config import resume_shell_command
 from dlnlab.lab.results._ensemble import member_counts
+from dlnlab.lab.results._summary_record import RunStatus
 from dlnlab.network import Layout
 from dlnlab.status import Status
 
@@ -313,8 +314,8 @@ def resume_line(prior: dict) -> str:
         (stopped, "interrupted"), (prior.get("killed") or [], "killed"), (prior.get("not_run") or [], "not run")
     ) if names]  # fmt: skip
     status = prior.get("status")
-    how = {"interrupted": f"stopped by {prior.get('interrupted')}", "finished": "that finished",
-           "crashed": "that crashed"}.get(status, f"left {status}")  # fmt: skip
+    how = {RunStatus.INTERRUPTED: f"stopped by {prior.get('interrupted')}", RunStatus.FINISHED: "that finished",
+           RunStatus.CRASHED: "that crashed"}.get(status, f"left {status}")  # fmt: skip
     what = f": {'; '.join(facts)}" if facts else f" in stage {prior.get('stage')!r}"
     return f"  resume    of the run {how}{what}; each series kept, continued or run again (docs/runs.md)"
 
