@@ -17,6 +17,7 @@ with nothing written, when the disk refuses a file (full, a quota, a file size l
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from dlnlab.lab.script_args import (
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_text(args.csv, agg.csv())
     print(agg.report())
-    print(f"\nwrote {out}{f' and {args.csv}' if args.csv else ''}")
+    # absolute, as train.py's lines name a run (Hydra's run directory): paths to copy from anywhere
+    csv = f" and {os.path.abspath(args.csv)}" if args.csv else ""
+    print(f"\nwrote {os.path.abspath(out)}{csv}")
     return 0
 
 

@@ -17,6 +17,7 @@ edge-of-stability block (docs/eos.md explains every number); ``--replot`` prints
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def parse(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    run_dir = args.run or fresh_dir(stamped(Path("outputs") / "eos"))
+    # absolute, as train.py's lines name a run (Hydra's run directory): a path to copy from anywhere
+    run_dir = Path(os.path.abspath(args.run or fresh_dir(stamped(Path("outputs") / "eos"))))
     if args.replot:
         summary = json.loads((run_dir / "summary.json").read_text())
     else:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from dlnlab.lab.results import edge_lines
     from dlnlab.plots.eos import write_eos_figure
 
-    out = args.out or run_dir / "eos.png"
+    out = Path(os.path.abspath(args.out)) if args.out else run_dir / "eos.png"
     write_eos_figure(run_dir, out)
     if args.replot:  # a run has printed its edge-of-stability block already
         print("\n".join(edge_lines(summary)))

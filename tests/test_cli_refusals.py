@@ -25,13 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # Through the command line in subprocesses (the messages of every refusal, in-process: test_refusals.py):
 # one of Hydra's errors and one of the lab's checks by default, the rest with the slow tests
 REFUSED = [
-    (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
+    (  # the experiment's teacher key under data=file (a key the user never typed: said as the clash)
+        ["data=file", "data.path=/x.npz"],
+        "error: experiment=tiny sets data.singular_values (in experiment/tiny.yaml), a key of data=teacher; "
+        "with data=file, data has: kind, path\n",
+    ),
     (
         ["sgd.lrs=[1e-300]"],
         "error: sgd.lrs: the series at lr = 1e-300 needs 4e+300 steps",
     ),  # no warning first
 ]
 REFUSED_MORE = [
+    (["sgd.lr=0.1"], "error: sgd.lr: no such key"),
     (["model.dims=[1,2"], "error: malformed override"),
     (["hydra.run.dir=/proc/audit8"], "error: hydra.run.dir: /proc/audit8 cannot be created"),
     (["--cfg", "job", "sgd.lr=0.1"], "error: unrecognized arguments: sgd.lr=0.1 (Hydra's flags come before"),

@@ -6,6 +6,7 @@ tested in test_eos_*.py."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,10 +198,14 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
     np.testing.assert_allclose(ratio[-1].value, central["central_sharpness"][-1] * EDGE_LR / 2, rtol=1e-6)
     assert abs(ratio[-1].value - 1) < 1e-3  # pinned at the edge by t = 3
     assert any("edge of stability" in tag for tag in acc.Tags()["tensors"])  # the Text tab
+    flow = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    flow.Reload()  # the run's Text tab: numbered without gaps (the edge was 5 after 1, 2 and 4)
+    texts = sorted(tag.split("/")[1] for tag in flow.Tags()["tensors"] if tag.startswith("summary/"))
+    assert texts == ["1 results", "2 plateaus", "3 config", "4 edge of stability"], texts
 
 
 @pytest.mark.lab
-def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run, tmp_path, capsys):
+def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run, tmp_path, capsys, monkeypatch):
     """scripts/eos_lab.py's main (--replot: the block the run printed, again), in-process (the script
     from its command line: its refusals in tests/test_scripts.py): the verdict says at_edge is expected
     where 2/eta is below the flow limit's sharpness, with the summary's numbers; the lines are short
@@ -211,8 +216,10 @@ def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run,
 
     res, out, _ = eos_run
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "eos_lab.py"))["main"]
-    assert main(["--run", str(out), "--replot", "--out", str(tmp_path / "e.png")]) == 0
+    monkeypatch.chdir(tmp_path)  # paths given relative, printed absolute (as train.py prints its run's)
+    assert main(["--run", os.path.relpath(out, tmp_path), "--replot", "--out", "e.png"]) == 0
     stdout = capsys.readouterr().out
+    assert stdout.splitlines()[-1] == f"wrote {Path.cwd() / 'e.png'} (the run in {out})"
     assert (tmp_path / "e.png").stat().st_size > 10_000
     e = res["series"][f"edge_lr_{EDGE_LR!r}"]["edge"]
     assert e["outcome"] == "at_edge" and e["flow_limit_sharpness"] > e["threshold"]  # 9.944 > 9.246

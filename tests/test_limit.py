@@ -76,8 +76,10 @@ def _check_the_orders_in_tensorboard_and_a_figure(res, run_dir) -> None:
     )
     acc.Reload()
     stretches = res["sgd_limit"]["escapes"]["stretches"]
+    texts = sorted(tag.split("/")[1] for tag in acc.Tags()["tensors"] if tag.startswith("summary/"))
+    assert texts == ["1 results", "2 plateaus", "3 config", "4 error constants between escapes"], texts
     table = (
-        acc.Tensors("summary/3 error constants between escapes/text_summary")[0]
+        acc.Tensors("summary/4 error constants between escapes/text_summary")[0]
         .tensor_proto.string_val[0]
         .decode()
     )

@@ -157,6 +157,31 @@ def test_sigterm_to_the_driver_alone_reaches_every_worker_and_resume_finishes_th
     _assert_same_run(whole, out)
 
 
+@pytest.mark.lab
+def test_the_resume_of_a_parallel_run_says_which_series_were_interrupted_and_which_not_run(tmp_path, capsys):
+    """Two units at once: SIGTERM in one worker stops both and the third never starts, so the stage
+    (the last series entered) names one of three; the resume's first line names them as the stopped
+    run's console did."""
+    from _runtime_helpers import SignalAt
+
+    SignalAt.fired.clear()  # fires once in this process: the resume is not signalled again
+    stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.0002",
+            "+callbacks.stop.m=40", f"+callbacks.stop.signum={int(signal.SIGTERM)}"]  # fmt: skip
+    # the slowest units first: 0.0001 (40,000 steps to t = 4) is still running when 0.0002 is stopped
+    args = ["experiment=tiny", "model.dims=[6,5,5,4]", *QUIET, "sgd.lrs=[0.04,0.0002,0.0001]", "run.workers=2"]
+    out = tmp_path / "run"
+    assert run(_cfg([*args, *stop]), output_dir=out).exit_code == 143
+    stopped = _summary(out)
+    assert stopped["stage"] == "sgd_lr_0.0001" and stopped["not_run"] == ["sgd_lr_0.04"]
+    assert {n: e["status"] for n, e in stopped["series"].items()} == {
+        "flow": "ok", "sgd_lr_0.0002": "interrupted", "sgd_lr_0.0001": "interrupted"
+    }  # fmt: skip
+    assert "(S)GD series not run: sgd_lr_0.04 (" in capsys.readouterr().out
+    assert resume(out).exit_code == 0
+    assert "\n  resume    of the run stopped by SIGTERM: sgd_lr_0.0002, sgd_lr_0.0001 interrupted; sgd_lr_0.04 " \
+           "not run; each series kept, continued or run again (docs/runs.md)\n" in capsys.readouterr().out  # fmt: skip
+
+
 def test_run_workers_is_refused_below_one():
     with pytest.raises(ConfigError, match=r"^run\.workers: .*>= 1 or null.*got 0"):
         prepare(_cfg(["experiment=tiny", "run.workers=0"]))

@@ -138,6 +138,21 @@ def test_every_learning_rate_has_a_colour_apart_from_the_flows():
 
 
 @pytest.mark.lab
+def test_a_legend_takes_as_many_columns_as_fit_and_stays_inside(tiny_run):
+    """The mode strengths' legend (flow, three rates, the data modes, the reference, its escapes, the
+    plateaus) took one column, 45 % of the figure's height; measured as drawn, each legend is now as
+    wide as the figure allows, and no wider."""
+    figs = build_run_figures(tiny_run, strict=True, names=["mode_strength", "dist_to_flow"])
+    for name, fig in figs.items():
+        fig.canvas.draw()
+        (drawn,) = fig.legends
+        box = drawn.get_window_extent()
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width, name
+        assert box.height <= 0.3 * fig.bbox.height, (name, box.height / fig.bbox.height)
+    assert figs["mode_strength"].legends[0]._ncols >= 2
+
+
+@pytest.mark.lab
 def test_no_text_runs_off_the_figure(tiny_run, diverged_run):
     for d in (tiny_run, diverged_run):
         for name, fig in build_run_figures(d, strict=True).items():

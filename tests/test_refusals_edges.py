@@ -364,6 +364,16 @@ def test_user_config_files_through_config_dir(tmp_path):
     (exp / "latin1.yaml").write_bytes(b"# @package _global_\nseed: 1 # \xe9\xe8\n")
     flags = [f"--config-dir={tmp_path}"]
     assert preflight([*flags, "experiment=mine"], CONF) is None
+    # a key the experiment sets that the chosen option lacks: what clashes, in the words of the command line
+    assert preflight([*flags, "experiment=mine", "data=file", "data.path=/x.npz"], CONF) == (
+        "experiment=mine sets data.singular_values (in experiment/mine.yaml), a key of data=teacher; "
+        "with data=file, data has: kind, path"
+    )
+    (exp / "typo.yaml").write_text("# @package _global_\nflow:\n  t_mx: 4.0\n")  # a key of no option
+    assert preflight([*flags, "experiment=typo"], CONF) == (
+        "flow.t_mx: no such key; flow has: t_max, method, rtol, atol, step_size, modified, central, max_nfe, "
+        "chunk_members; did you mean flow.t_max? (set in experiment/typo.yaml)"
+    )
     assert preflight([*flags, "experiment=python_tag"], CONF).endswith("line 2: not a YAML config Hydra can read: "
         "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'")  # fmt: skip
     assert "tab.yaml line 2: not a YAML config Hydra can read: found character" in preflight(

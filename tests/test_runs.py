@@ -106,7 +106,7 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     assert result.exit_code == 0 and result["status"] == "finished"
     assert result["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", KILLED: "continued from its checkpoint"}
     printed = capsys.readouterr().out  # the console says it is a resume, and what it did with each series
-    assert "  resume    of the run stopped in stage " in printed
+    assert f"  resume    of the run stopped by SIGTERM: {KILLED} interrupted; each series kept, " in printed
     assert f"resumed: sgd_lr_0.04 kept, {KILLED} continued from its checkpoint" in printed
     _assert_same_arrays(whole, out, ["flow", "sgd_lr_0.04", KILLED])
     # TensorBoard: every grid point of the resumed series once (the open block is not logged again)

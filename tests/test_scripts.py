@@ -308,6 +308,17 @@ def test_settings_that_differ_late_get_their_own_stable_folders(good_run, tmp_pa
     capsys.readouterr()
 
 
+def test_aggregate_names_what_it_wrote_by_absolute_paths(good_run, tmp_path, capsys, monkeypatch):
+    """As train.py names its run: given relative paths, the last line says where the files are from
+    anywhere (it said 'wrote sweep/aggregate and t.csv')."""
+    shutil.copytree(good_run, tmp_path / "sweep" / "good")
+    monkeypatch.chdir(tmp_path)
+    assert _main("aggregate")(["sweep", "--csv", "t.csv"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == f"wrote {Path.cwd() / 'sweep' / 'aggregate'} and {Path.cwd() / 't.csv'}"
+    assert (tmp_path / "sweep" / "aggregate" / "aggregate.json").is_file() and (tmp_path / "t.csv").is_file()
+
+
 def _check_console(out: str, agg: dict) -> None:
     """Within 100 columns; numbers rounded to 4 significant digits, as mean [5%, 95%]."""
     lines = [line for line in out.splitlines() if not line.startswith("wrote ")]  # a path is a path

@@ -9,7 +9,6 @@ nothing, and Hydra's own errors (an unknown key or option, a malformed override)
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import signal
 import sys
@@ -32,20 +31,16 @@ from dlnlab.lab.config import (
     config_class,
     describe_omegaconf_error,
     describe_yaml_error,
+    key_in_file_message,
     output_dir,
     prepare,
     shown,
-    unknown_key_message,
 )
 from dlnlab.rundir import signals
 
 __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MAX_PREFLIGHT_JOBS"]
 
 MAX_PREFLIGHT_JOBS = 100  # a sweep's jobs checked up front (0.1-0.4 s each; each job's start checks it again)
-
-
-def _fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
 
 
 def describe_hydra_error(err: BaseException) -> str:
@@ -70,9 +65,7 @@ def describe_hydra_error(err: BaseException) -> str:
     found = _hydra.unknown_key_in_file(text)
     if found is not None:  # a config file (an experiment, say) sets a key the chosen option does not have
         where, node, key = found
-        allowed = _fields(config_class(node))
-        msg = unknown_key_message(key, allowed) if allowed else f"{key}: no such key"
-        return f"{msg} (set in {where}.yaml)"
+        return key_in_file_message(where, config_class(node), key)
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
         key = cause.full_key
         msg = str(cause.msg)

@@ -332,9 +332,14 @@ def _sweep_jobs(sweep_dir: Path, config: DictConfig | None, previous: dict) -> t
 
 
 def write_sweep_summary(
-    sweep_dir: Path, config: DictConfig | None = None, resumed: list[int] | None = None, rebuilt: bool = False
+    sweep_dir: Path,
+    config: DictConfig | None = None,
+    resumed: list[int] | None = None,
+    rebuilt: bool = False,
+    show: bool = True,
 ) -> dict:
-    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table; returns the summary.
+    """``sweep_summary.json`` from the jobs' ``job.json`` files; prints the table (``show``: a resume
+    of the sweep prints it once, at its end, as the sweep did); returns the summary.
     ``resumed``: the jobs a resume has finished since the sweep ended (the jobs it never started are
     then taken from the summary written before, and so are the jobs resumed earlier). ``rebuilt``: a
     resume writes the summary the sweep's process never wrote (killed): its exit code is null. The
@@ -380,7 +385,8 @@ def write_sweep_summary(
         where = shlex.quote(str(sweep_dir))  # commands to copy: a space in the path is no second argument
         lines += [f"all jobs in one TensorBoard: python scripts/tb.py {where}",
                   f"each setting over its seeds: python scripts/aggregate.py {where}"]  # fmt: skip
-    say("\n".join(lines))  # a reader gone (| head): the summary is written, the exit code kept
+    if show:
+        say("\n".join(lines))  # a reader gone (| head): the summary is written, the exit code kept
     return summary
 
 

@@ -13,7 +13,8 @@
   holds the sweep directory's lock, which a running sweep holds: refused while the sweep runs.
 
 After each job, its ``job.json`` says the new exit code and ``sweep_summary.json`` is written again
-(:func:`record_resume`): the jobs' states and the counts are current, ``resumed_jobs`` lists the jobs
+(:func:`record_resume`; ``resume=<sweep dir>`` prints its table once, at the end, as the sweep does):
+the jobs' states and the counts are current, ``resumed_jobs`` lists the jobs
 finished since, and ``interrupted`` and ``exit_code`` stay what the sweep's process ended with.
 """
 
@@ -144,8 +145,8 @@ def record_resume(job_dir: str | Path, code: int, sweep_held: bool = False, wait
     sweep_dir = next((d for d in job_dir.parents if (d / "sweep_summary.json").is_file()), None)
     if sweep_dir is None:
         return
-    if sweep_held:
-        write_sweep_summary(sweep_dir, resumed=[num])
+    if sweep_held:  # resume=<sweep dir>: its table is printed once, when every job is done
+        write_sweep_summary(sweep_dir, resumed=[num], show=False)
         return
     lock = _sweep_lock(sweep_dir, wait_s)
     if lock is None:
@@ -265,7 +266,7 @@ def rebuild_sweep_summary(sweep_dir: Path, why: str = _MISSING) -> None:
         ) from None
     cause = " (its process ended before writing it: killed?)" if why == _MISSING else ""
     say(f"resume: sweep {sweep_dir} {why}{cause}: rebuilt from its jobs' job.json and its multirun.yaml")
-    write_sweep_summary(sweep_dir, config, rebuilt=True)
+    write_sweep_summary(sweep_dir, config, rebuilt=True, show=False)  # the table: at the resume's end
 
 
 def resume_sweep(sweep_dir: Path, conf_dir: Path, config_name: str = "train") -> int:
@@ -304,4 +305,5 @@ def _finish_jobs(sweep_dir: Path, conf_dir: Path, config_name: str) -> int:
             record_resume(job_dir, code, sweep_held=True)  # this process holds the sweep's lock
         if code in (ExitCode.SIGINT, ExitCode.SIGTERM):
             break
+    write_sweep_summary(sweep_dir, resumed=[])  # the sweep's end lines once, as the sweep prints them
     return max(codes, default=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -103,10 +101,15 @@ def legend(fig, run: RunData, colors: dict, names: list[str] | None = None, extr
     handles = list(handles) + list(extra)
     if not handles:
         return
-    longest = max(len(re.sub(r"\\[a-zA-Z]+|[$\\{}^_]", "", h.get_label())) for h in handles)
-    width = fig.get_figwidth() - 0.1
-    ncols = max(1, min(4, int(width // (0.33 + 0.047 * longest))))  # columns that fit the figure
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)), frameon=False)
+    # the most columns (up to 4) whose legend, measured as drawn, fits the figure's width: a column is
+    # as wide as its own longest entry, so one long entry widens one column only (the mode strengths'
+    # nine entries took a row each, half the figure, when every column was counted as the longest)
+    renderer, room = fig.canvas.get_renderer(), fig.bbox.width - 0.1 * fig.dpi
+    for ncols in range(min(4, len(handles)), 0, -1):
+        drawn = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+        if ncols == 1 or drawn.get_window_extent(renderer).width <= room:
+            return
+        drawn.remove()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -154,9 +154,7 @@ def _fig_spectrum(run: RunData, key: str, ylabel: str, title: str, reference: bo
             _, desc = reference_u0(run)
             # the reference solves an aligned, balanced init: for any other its escapes are not this run's
             aligned = (run.config.get("init") or {}).get("kind") == "aligned"
-            label = (
-                f"aligned ref. ({desc})" if aligned else f"ref. for an aligned init ({desc}), not this one"
-            )
+            label = f"aligned ref. ({desc})" if aligned else f"ref. of an aligned init ({desc})"
             extra.append(Line2D([], [], color="0.35", ls=(0, (2.5, 1.5)), lw=0.9, label=label))
             if any(r["t_half"] is not None for r in refs):
                 extra.append(

@@ -32,6 +32,7 @@ _EXPORTS = {
         "unknown_key_message",
         "config_class",
     ],
+    "._omegaconf_errors": ["key_in_file_message"],
     "._prepare": ["prepare"],
     "._plan": ["Plan", "Seeds"],
     "._seeds": ["derive_seed"],

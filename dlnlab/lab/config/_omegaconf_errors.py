@@ -12,7 +12,13 @@ from collections.abc import Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["describe_omegaconf_error", "plain_group_message", "unknown_key_message", "unknown_keys"]
+__all__ = [
+    "describe_omegaconf_error",
+    "key_in_file_message",
+    "plain_group_message",
+    "unknown_key_message",
+    "unknown_keys",
+]
 
 
 def unknown_keys(node: DictConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
@@ -88,6 +94,32 @@ def describe_omegaconf_error(err: BaseException) -> str:
     else:
         what = msg
     return f"{key}: {what}" if key else what
+
+
+def key_in_file_message(where: str, schema: type | None, key: str) -> str:
+    """One line for a config file (``where``: ``experiment/tiny``) that sets ``key``, which the chosen
+    option's dataclass ``schema`` (None: unknown) does not have.
+
+    Where another option of the group has the key, the line says what clashes, in the words the user
+    typed: ``experiment=tiny sets data.singular_values (in experiment/tiny.yaml), a key of data=teacher;
+    with data=file, data has: kind, path`` (the file sets a teacher's key, the command line chose a file)."""
+    allowed = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    group, _, name = key.rpartition(".")
+    others = _options_with(schema, name) if allowed else []
+    chosen = _option_name(schema) if allowed else None
+    if not (others and chosen and group):
+        message = unknown_key_message(key, allowed) if allowed else f"{key}: no such key"
+        return f"{message} (set in {where}.yaml)"
+    setter = where.replace("/", "=", 1) if "/" in where else f"{where}.yaml"
+    owners = " or ".join(f"{group}={o}" for o in others)
+    has = ", ".join(allowed)
+    return f"{setter} sets {key} (in {where}.yaml), a key of {owners}; with {group}={chosen}, {group} has: {has}"
+
+
+def _option_name(schema: type) -> str | None:
+    """The option a dataclass of a config group stands for (its ``kind``'s default: FileData -> file)."""
+    kind = next((f.default for f in dataclasses.fields(schema) if f.name == "kind"), None)
+    return kind.name if isinstance(kind, enum.Enum) else None
 
 
 def _options_with(schema: type, name: str) -> list[str]:

@@ -69,7 +69,7 @@ _EXPORTS = {
     "._limit": ["sgd_limit", "record_limit", "add_exit_spreads", "LIMIT_KEYS", "EXPECTED_ORDER"],
     "._limit_text": ["limit_lines", "escapes_table"],
     "._saddles": ["analyze_run_saddles"],
-    "._console": ["start_block", "results_block", "end_block", "tensorboard_command"],
+    "._console": ["start_block", "resume_line", "results_block", "end_block", "tensorboard_command"],
     "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
     "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs"],
     "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder", "SEED_KEYS"],

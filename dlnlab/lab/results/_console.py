@@ -14,10 +14,11 @@ from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.lab.config import resume_shell_command
 from dlnlab.lab.results._ensemble import member_counts
+from dlnlab.lab.results._summary_record import RunStatus
 from dlnlab.network import Layout
 from dlnlab.status import Status
 
-__all__ = ["start_block", "results_block", "end_block", "tensorboard_command"]
+__all__ = ["start_block", "resume_line", "results_block", "end_block", "tensorboard_command"]
 
 
 TENSORBOARD_URL = "http://localhost:6006/#custom_scalars&_smoothingWeight=0"
@@ -200,17 +201,19 @@ def _plateau_lines(summary: dict) -> list[str]:
     lines = [f"{who}, modes numbered 1..{q} from the largest:"]
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.get("modes_learnt") or []) or "none"
-        away = (p.get("evidence") or {}).get("snap_distance")
-        at = f" at the critical point {fmt(away)} from the trajectory" if away else ""
-        saddle = f"{p.get('label') or 'unclassified'} saddle (lambda_min {fmt(p.get('lambda_min'))}{at})"
         if p.get("exit_mode") is None:
             left = f"not left before t_max = {fmt(summary['grid']['t_max'])}: the horizon cuts it"
         else:
             left = f"left by mode {p['exit_mode'] + 1} at t = {fmt(p.get('t_exit'))}"
         lines.append(
             f"  t = {fmt(p.get('t_start'))} .. {fmt(p.get('t_end'))}: level {fmt(p.get('level'))}, modes learnt "
-            f"{learnt}; {saddle}; {left}"
+            f"{learnt}; {left}"
         )
+        # the saddle on a line of its own: on one line the two took 150 columns (under 100 now on the
+        # default run); the snap distance is how far from the flow's trajectory the critical point lies
+        away = (p.get("evidence") or {}).get("snap_distance")
+        at = f" at the critical point {fmt(away)} away from the trajectory" if away else ""
+        lines.append(f"    {p.get('label') or 'unclassified'} saddle: lambda_min {fmt(p.get('lambda_min'))}{at}")
     return lines
 
 
@@ -298,6 +301,23 @@ def results_block(summary: dict) -> str:
         lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete; "
                      f"{resume} finishes the run")  # fmt: skip
     return "\n".join(lines)
+
+
+def resume_line(prior: dict) -> str:
+    """The start block's line of a resume: how the run it resumes ended, from its summary.json (``prior``).
+
+    Its series say what stopped: the stage alone would mislead where units ran in parallel (the stage
+    is the last series entered, one of several interrupted, or one of those never run)."""
+    series = prior.get("series") if isinstance(prior.get("series"), dict) else {}
+    stopped = [n for n, e in series.items() if isinstance(e, dict) and e.get("status") == Status.INTERRUPTED]
+    facts = [f"{', '.join(names)} {what}" for names, what in (
+        (stopped, "interrupted"), (prior.get("killed") or [], "killed"), (prior.get("not_run") or [], "not run")
+    ) if names]  # fmt: skip
+    status = prior.get("status")
+    how = {RunStatus.INTERRUPTED: f"stopped by {prior.get('interrupted')}", RunStatus.FINISHED: "that finished",
+           RunStatus.CRASHED: "that crashed"}.get(status, f"left {status}")  # fmt: skip
+    what = f": {'; '.join(facts)}" if facts else f" in stage {prior.get('stage')!r}"
+    return f"  resume    of the run {how}{what}; each series kept, continued or run again (docs/runs.md)"
 
 
 def tensorboard_command(run_dir: Path | str) -> str:

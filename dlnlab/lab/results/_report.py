@@ -124,13 +124,19 @@ def log_run(ctx, summary: dict, table: str) -> None:
     cfg = ctx.plan.cfg
     flow = ctx.logger("flow")
     if flow is not None:
-        log_text(flow, "summary/1 results", "```\n" + table + "\n```")
-        log_text(flow, "summary/2 plateaus", plateau_markdown(summary))
+        texts = [
+            ("results", "```\n" + table + "\n```"),
+            ("plateaus", plateau_markdown(summary)),
+            ("config", "```yaml\n" + OmegaConf.to_yaml(to_plain(cfg)) + "```"),
+        ]  # every run's; then those of some runs only
         if (summary.get("sgd_limit") or {}).get("escapes"):
-            log_text(flow, "summary/3 error constants between escapes", escapes_table(summary["sgd_limit"]))
-        log_text(flow, "summary/4 config", "```yaml\n" + OmegaConf.to_yaml(to_plain(cfg)) + "```")
+            texts.append(("error constants between escapes", escapes_table(summary["sgd_limit"])))
         if edge := edge_lines(summary):
-            log_text(flow, "summary/5 edge of stability", "```\n" + "\n".join(edge) + "\n```")
+            texts.append(("edge of stability", "```\n" + "\n".join(edge) + "\n```"))
+        # numbered in the Text tab's order (it sorts the tags by name), without gaps: a plain run's are
+        # 1 .. 3 (they were 1, 2, 4, with 3 kept for an ensemble's error constants)
+        for number, (name, text) in enumerate(texts, start=1):
+            log_text(flow, f"summary/{number} {name}", text)
         flow.save()
     given = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
     for name, entry in summary["series"].items():

@@ -33,7 +33,15 @@ from dlnlab.lab.config import (
     resume_shell_command,
     to_plain,
 )
-from dlnlab.lab.results import RunResult, RunState, Summary, end_block, results_block, start_block
+from dlnlab.lab.results import (
+    RunResult,
+    RunState,
+    Summary,
+    end_block,
+    results_block,
+    resume_line,
+    start_block,
+)
 from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
 from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
@@ -221,9 +229,7 @@ def _run_all(state: RunState, previous: Previous | None, callbacks: list) -> Non
         warnings.warn(note, ConfigWarning, stacklevel=2)
     say(start_block(plan, state.out))
     if previous is not None:
-        last = state.resumed[-1]
-        say(f"  resume    of the run stopped in stage {last['stage']!r} ({last['interrupted'] or last['status']}): "
-             "each series kept, continued or run again (docs/runs.md)")  # fmt: skip
+        say(resume_line(previous.summary))
     if previous is None:
         write_problem(state.out, plan.problem, plan.cfg.model.dims, plan.weights0, state.plain_config)
     times = SeriesTimes.of(plan)  # the grid t_m = m dt, m = 0..M, and each learning rate's exact times
