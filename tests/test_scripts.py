@@ -131,7 +131,7 @@ def test_a_bad_argument_is_refused_in_one_line_and_nothing_is_written(place, scr
 def test_refusals_come_before_the_heavy_imports(place):
     """torch, numpy, matplotlib and Hydra take seconds to import: a refusal needs none of them."""
     cases = [("plot", ["--dpi", "0", "x"]), ("aggregate", ["missing"]), ("figure1", ["--dpi", "0"]),
-             ("limit", ["--members", "0"]), ("eos_lab", ["--out", "x.jpg"])]  # fmt: skip
+             ("limit", ["--members", "0"]), ("eos_lab", ["--out", "x.jpg"]), ("eos", ["--window", "3"])]  # fmt: skip
     code = f"""
 import runpy, sys
 for script, args in {cases!r}:
