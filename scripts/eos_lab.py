@@ -51,7 +51,9 @@ def parse(argv: list[str] | None):
             ap.refuse(args.overrides[0], "configures the run, and --replot runs nothing; leave it out")
         args.run = ap.check("--run", existing_dir, args.run)
         if not list((args.run / "series").glob("edge_lr_*.npz")):
-            ap.refuse("--run", f"{args.run} has no series/edge_lr_*.npz (not a run with flow.central or sgd.edge)")
+            ap.refuse(
+                "--run", f"{args.run} has no series/edge_lr_*.npz (not a run with flow.central or sgd.edge)"
+            )
         return args
     args.run = ap.check("--run", output_dir, args.run) if args.run is not None else None
     cfg, why = checked_config(ROOT / "conf", [*BASE, *args.overrides], dir_option="--run")

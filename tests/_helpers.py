@@ -228,6 +228,7 @@ def figure_text_inside(fig) -> bool:
     w, h = fig.get_size_inches()
     return bb.x0 >= -0.01 and bb.y0 >= -0.01 and bb.x1 <= w + 0.01 and bb.y1 <= h + 0.01
 
+
 # ---- a run's figures (tests/test_plots.py, tests/test_plot_files.py) ----------------------------------
 FIGURE_NAMES = {
     "loss",

@@ -78,7 +78,11 @@ def test_seeds_of_a_setting_and_members_of_an_ensemble_are_samples_alike(tmp_pat
     exits = agg.row("flow").plateau_exits
     assert exits and all(e.t_exit.n >= 1 for e in exits)
     for e in exits:  # the members that left a plateau by the mode, counted from the summary's plateaus
-        left = [m for m in ens["series"]["flow"]["members"] if any(p["exit_mode"] == e.mode for p in m["plateaus"])]
+        left = [
+            m
+            for m in ens["series"]["flow"]["members"]
+            if any(p["exit_mode"] == e.mode for p in m["plateaus"])
+        ]
         assert e.exited == len(left) == e.t_exit.n and e.samples == 3
 
 
@@ -171,7 +175,11 @@ def test_the_series_come_in_the_run_s_order_not_sorted_as_strings(tiny_run):
     down), and for 1e-05 the learning rates as floats."""
     from dlnlab.rundir import series_order_key
 
-    ran = [n for n in json.loads((tiny_run / "summary.json").read_text())["series"] if n.startswith(("flow", "sgd_"))]
+    ran = [
+        n
+        for n in json.loads((tiny_run / "summary.json").read_text())["series"]
+        if n.startswith(("flow", "sgd_"))
+    ]
     assert ran == ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
     agg = aggregate_runs(tiny_run)
     assert [r.series for r in agg.rows] == list(agg.settings[0].curves) == ran
@@ -180,7 +188,11 @@ def test_the_series_come_in_the_run_s_order_not_sorted_as_strings(tiny_run):
     assert listed[: len(ran)] == ran  # the console's first table
     names = ["sgd_lr_0.5", "sgd_lr_1e-05", "flow", "sgd_lr_0.04", "sgd_lr_2.0"]
     by_float = ["flow", *sorted((n for n in names if n != "flow"), key=lambda n: -float(n[len("sgd_lr_") :]))]
-    assert sorted(names, key=series_order_key) == by_float == ["flow", "sgd_lr_2.0", "sgd_lr_0.5", "sgd_lr_0.04", "sgd_lr_1e-05"]
+    assert (
+        sorted(names, key=series_order_key)
+        == by_float
+        == ["flow", "sgd_lr_2.0", "sgd_lr_0.5", "sgd_lr_0.04", "sgd_lr_1e-05"]
+    )
     assert sorted(names) != by_float  # what the rows were sorted by
 
 
@@ -203,7 +215,9 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
     assert _setting_key(_overrides(tmp_path)) == " ".join(sorted(o for o in given if o != "seed=1"))
     assert run_label(tmp_path).startswith("data.path='/d/a- b.npz' seed=1 init.path=/a b/x x")
     (tmp_path / ".hydra" / "overrides.yaml").write_text("seed: 1\n")  # not a list: named, not guessed
-    with pytest.raises(ValueError, match=r"overrides.yaml: cannot read the run's overrides \(not a list: dict\)$"):
+    with pytest.raises(
+        ValueError, match=r"overrides.yaml: cannot read the run's overrides \(not a list: dict\)$"
+    ):
         read_overrides(tmp_path)
     assert read_overrides(tmp_path / "none") == []
 
@@ -228,7 +242,9 @@ def test_one_root_given_as_a_str_is_one_directory_not_its_characters(tiny_run, t
             with pytest.raises(ArgumentError, match=f"^roots: {said}"):
                 call(bad)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(NothingToAggregate, match=r"^roots: no usable run directory \(summary.json\) under empty$"):
+    with pytest.raises(
+        NothingToAggregate, match=r"^roots: no usable run directory \(summary.json\) under empty$"
+    ):
         aggregate_runs(["empty"])
     assert not any((tmp_path / "empty").iterdir())
 
@@ -263,7 +279,10 @@ def test_the_aggregate_loss_figure_names_series_as_the_run_figures_do_and_says_h
             np.testing.assert_array_equal(line.get_xdata(), t)
         assert "over 3 samples" in fig.axes[0].get_title() and "experiment=tiny" in fig._suptitle.get_text()
         fig = loss_figure("k", {"flow": curves(3), "sgd_lr_0.04": curves(2)})
-        assert [x.get_text() for x in fig.legends[0].get_texts()] == ["gradient flow (n = 3)", "η = 0.04 (n = 2)"]
+        assert [x.get_text() for x in fig.legends[0].get_texts()] == [
+            "gradient flow (n = 3)",
+            "η = 0.04 (n = 2)",
+        ]
         key = "data.path=/a/$x^$.npz,sgd.lrs=[0.04]"  # a setting's key is what the user typed: not mathtext
         fig = loss_figure(key, {"flow": curves(3)})
         fig.savefig(io.BytesIO(), format="png")  # matplotlib's mathtext parser refused "$x^$"
@@ -275,7 +294,9 @@ def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_
     series is ok and aggregated, its diverged members were dropped without a word and the console's
     ``n`` was the rest's count, nowhere the series' 8. Reference: the run's summary.json, member by
     member (the spread of the usable members' final losses by the standard library)."""
-    res = run(make_cfg([*TINY, "ensemble.size=8", "sgd.lrs=[0.2]", "init.scale=0.7"]), output_dir=tmp_path / "r")
+    res = run(
+        make_cfg([*TINY, "ensemble.size=8", "sgd.lrs=[0.2]", "init.scale=0.7"]), output_dir=tmp_path / "r"
+    )
     entry = res["series"]["sgd_lr_0.2"]
     kept = [m for m in entry["members"] if m["status"] in ("ok", "unstable")]
     gone = [i for i, m in enumerate(entry["members"]) if m["status"] == "diverged"]
@@ -292,7 +313,9 @@ def test_members_that_diverged_in_an_ok_series_are_counted_and_each_number_says_
     assert " of 8)" not in flow_line  # every member's number: nothing to say
     rows = list(csv.DictReader(agg.csv().splitlines()))
     sgd = next(r for r in rows if r["series"] == "sgd_lr_0.2")
-    assert (sgd["samples"], sgd["samples_left_out"], sgd["final_loss_n"]) == tuple(map(str, (len(kept), len(gone), len(kept))))
+    assert (sgd["samples"], sgd["samples_left_out"], sgd["final_loss_n"]) == tuple(
+        map(str, (len(kept), len(gone), len(kept)))
+    )
 
 
 @contextmanager
@@ -308,7 +331,9 @@ def _file_size_limit(n_bytes: int):
 
 
 @pytest.mark.xdist_group("tiny_run")
-def test_a_write_that_fails_part_way_leaves_out_as_it_was_and_the_next_write_works(tiny_run, tmp_path, capsys):
+def test_a_write_that_fails_part_way_leaves_out_as_it_was_and_the_next_write_works(
+    tiny_run, tmp_path, capsys
+):
     """Aggregate.write wrote file by file into ``out``: a failure part way (here a file size limit that
     the npz files pass and loss.png, written after them, does not) left a directory holding files, which
     the next write refuses. Now it writes into a temporary sibling renamed onto ``out`` at the end:
@@ -337,7 +362,9 @@ def test_a_write_that_fails_part_way_leaves_out_as_it_was_and_the_next_write_wor
     assert code == 4 and not (root / "aggregate").exists()
     assert [p.name for p in root.iterdir() if p.name.startswith((".aggregate", "aggregate"))] == []
     said = capsys.readouterr().err.splitlines()
-    assert said == [f"error: cannot write into {root / 'aggregate'}: File too large (loss.png); nothing written"]
+    assert said == [
+        f"error: cannot write into {root / 'aggregate'}: File too large (loss.png); nothing written"
+    ]
 
 
 def _npz_bytes(agg) -> list[bytes]:

@@ -108,6 +108,6 @@ def test_the_command_lines_early_solve_is_claimed_by_its_own_run_only(one_thread
     assert claimed is not None and _ahead.claim(same, times.all_t) is None  # claimed once
     assert claimed.outcome(Progress("never"), 4.0).status == Status.OK
     _ahead.start_early(plan)
-    (early, _), = _ahead._early
+    ((early, _),) = _ahead._early
     other, other_times = _plan_and_times(["run.workers=2", "init.seed=7"])  # another run's weights
     assert _ahead.claim(other, other_times.all_t) is None and early.ended and not early.proc.is_alive()

@@ -217,7 +217,9 @@ def test_the_work_done_is_a_typed_record_that_prints_on_one_line(problem, theta0
         assert isinstance(stats, dlnlab.SolveStats)
         assert (stats.nfe, stats.njev, stats.n_steps, stats.wall_time_s) == (
             traj.nfe, traj.njev, traj.n_steps, traj.wall_time_s)  # fmt: skip
-        assert str(stats) == f"nfe {traj.nfe}, njev {traj.njev}, {traj.n_steps} steps, {traj.wall_time_s:.3g} s"
+        assert (
+            str(stats) == f"nfe {traj.nfe}, njev {traj.njev}, {traj.n_steps} steps, {traj.wall_time_s:.3g} s"
+        )
     assert run.stats.n_steps == 7 and flow.stats.nfe > 0 and flow.stats.njev > 0
 
 

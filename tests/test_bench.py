@@ -107,7 +107,9 @@ def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         ready_out(tmp_path)
     assert refused.value.code == 2
-    assert capsys.readouterr().err == f"error: --out: {tmp_path} is a directory; give the report's file path\n"
+    assert (
+        capsys.readouterr().err == f"error: --out: {tmp_path} is a directory; give the report's file path\n"
+    )
 
 
 def test_a_bench_argument_out_of_range_is_refused_in_one_line_before_any_work(tmp_path, capsys):

@@ -121,7 +121,12 @@ def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
 
 
 WIDE = ["model.dims=[256,256,256]", "data.n_samples=256", "sgd.lrs=[]"]
-HUGE = ["model.dims=[256,256,256,256,256,256,256,256,256]", "data.n_samples=256", "flow.t_max=5", "sgd.lrs=[0.01]"]
+HUGE = [
+    "model.dims=[256,256,256,256,256,256,256,256,256]",
+    "data.n_samples=256",
+    "flow.t_max=5",
+    "sgd.lrs=[0.01]",
+]
 
 
 @pytest.mark.slow

@@ -154,7 +154,9 @@ class _StderrWatch:
             if any((m := re.search(pattern, u)) and accept(m) for u in updates):
                 return
             time.sleep(0.05)
-        pytest.fail(f"no stderr update matched {pattern!r} (exit {self.proc.poll()}): {''.join(self.text)[-2000:]}")
+        pytest.fail(
+            f"no stderr update matched {pattern!r} (exit {self.proc.poll()}): {''.join(self.text)[-2000:]}"
+        )
 
     def rest(self, timeout: float = 120) -> str:
         self.proc.wait(timeout=timeout)
@@ -200,14 +202,23 @@ def test_an_interrupted_sweep_ends_with_the_command_that_finishes_it(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     finish = f"python scripts/train.py resume='{sweep}' finishes the sweep"
-    assert err.strip().splitlines()[-1] == f"interrupted (exit code 130): every file written so far is complete; {finish}"
+    assert (
+        err.strip().splitlines()[-1]
+        == f"interrupted (exit code 130): every file written so far is complete; {finish}"
+    )
     assert (sweep / "sweep_summary.json").is_file()
 
 
 @pytest.mark.slow  # ~14 s of CLI: the CLI's signal path stays in the default set (SIGTERM during the flow)
 def test_sigint_during_sgd_keeps_everything_recorded(tmp_path):
     out = tmp_path / "run"
-    args = ["experiment=tiny", "flow.t_max=40", "sgd.lrs=[0.0001]", "log.figures=false", "log.progress=always"]
+    args = [
+        "experiment=tiny",
+        "flow.t_max=40",
+        "sgd.lrs=[0.0001]",
+        "log.figures=false",
+        "log.progress=always",
+    ]
     proc = subprocess.Popen(
         [sys.executable, str(TRAIN), *args, f"hydra.run.dir={out}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -48,8 +48,11 @@ REFUSED_MORE = [
     (["logger=5"], "error: logger: expected the name of an option, got 5; allowed: csv, none"),
     (["logger._target_=nonexistent.Logger"], "error: logger._target_: cannot import 'nonexistent.Logger'"),
     (["+callbacks.x._target_=nope.Nope"], "error: callbacks.x._target_: cannot import 'nope.Nope'"),
-    (["data.path=/x.npz"], "error: data.path: no such key; data has: kind, singular_values, n_samples, whiten, "
-                           "noise, seed; data.path is a key of data=file\n"),  # fmt: skip
+    (
+        ["data.path=/x.npz"],
+        "error: data.path: no such key; data has: kind, singular_values, n_samples, whiten, "
+        "noise, seed; data.path is a key of data=file\n",
+    ),  # fmt: skip
     (["flow.method=[lsoda]"], "error: flow.method: expected one of [auto, dopri5, "),
     (["="], "error: '=': the override has no key; an override is key=value"),
     (
@@ -112,10 +115,14 @@ def test_a_config_refused_on_its_own_is_answered_before_torch_is_imported(tmp_pa
         "    except SystemExit as stop:\n"
         "        print('exit', stop.code, 'torch' in sys.modules, 'lightning' in sys.modules, flush=True)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     ends = proc.stdout.strip().splitlines()
     errs = proc.stderr.split("case\n")[1:]
-    assert proc.returncode == 0 and len(ends) == len(errs) == len(REFUSED_BEFORE_TORCH), proc.stdout + proc.stderr
+    assert proc.returncode == 0 and len(ends) == len(errs) == len(REFUSED_BEFORE_TORCH), (
+        proc.stdout + proc.stderr
+    )
     for (args, first), end, err in zip(REFUSED_BEFORE_TORCH, ends, errs):
         assert end == "exit 2 False False", (args, end, err)
         assert err.strip().startswith(first) and err.count("\n") == 1, (args, err)

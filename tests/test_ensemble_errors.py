@@ -126,6 +126,9 @@ def test_the_sgd_limit_figure_draws_the_constants_the_summary_fitted():
     draw_error_constants(ax, run, {"expected_order": {"strong": 0.5}}, lrs=[0.01])
     lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
     plt.close(fig)
-    assert sorted(lines) == ["strong / $\\eta^{0.5}$, $\\eta$ = 0.01", "weak ($\\theta$) / $\\eta^{1}$, $\\eta$ = 0.01"]
+    assert sorted(lines) == [
+        "strong / $\\eta^{0.5}$, $\\eta$ = 0.01",
+        "weak ($\\theta$) / $\\eta^{1}$, $\\eta$ = 0.01",
+    ]
     want = np.delete(arrays["dist_to_flow"], 3, axis=0).mean(axis=0) / 0.01**0.5
     np.testing.assert_allclose(lines["strong / $\\eta^{0.5}$, $\\eta$ = 0.01"], want, rtol=1e-12)

@@ -174,13 +174,19 @@ def test_the_runner_takes_the_distances_over_the_averages_only():
     "outcome, crossing, zigzag",
     [
         ("at_edge", "S starts above 2/eta and settles at it (no divergence)", "as on the edge"),
-        ("above_edge", "S starts above 2/eta, swings across it (no divergence)", "past the edge, not hovering"),
+        (
+            "above_edge",
+            "S starts above 2/eta, swings across it (no divergence)",
+            "past the edge, not hovering",
+        ),
         ("converged_below_edge", "S starts above 2/eta, ends below it (no divergence)", "then converged"),
         ("below_edge", "S starts above 2/eta, ends below it (no divergence)", "until S fell below it"),
         ("diverged", "S starts above 2/eta", "up to its divergence"),
     ],
 )
-def test_an_s_above_the_edge_from_the_start_and_the_zigzag_say_what_fits_the_outcome(outcome, crossing, zigzag):
+def test_an_s_above_the_edge_from_the_start_and_the_zigzag_say_what_fits_the_outcome(
+    outcome, crossing, zigzag
+):
     """t_edge = 0 is GD's first point, theta0: S starts above 2/eta, it does not reach it (sgd.lrs=[0.32]
     printed "S reaches 2/eta at t = 0"). The period-2 line said "as on the edge" whatever the outcome."""
     start, later = _block({"t_edge": 0.0, "outcome": outcome}), _block({"outcome": outcome})
@@ -190,7 +196,6 @@ def test_an_s_above_the_edge_from_the_start_and_the_zigzag_say_what_fits_the_out
         assert lines[4].startswith("    period-2 amplitude 0.008229 (median): GD ") and zigzag in lines[4]
         assert ("as on the edge" in lines[4]) is (outcome == "at_edge")
         assert max(map(len, lines)) <= 120
-
 
 
 def test_every_line_stays_within_the_width_at_the_extremes_of_its_numbers(monkeypatch):

@@ -205,7 +205,9 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
 
 
 @pytest.mark.lab
-def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(eos_run, tmp_path, capsys, monkeypatch):
+def test_the_scripts_console_says_the_edge_is_expected_with_its_numbers(
+    eos_run, tmp_path, capsys, monkeypatch
+):
     """scripts/eos_lab.py's main (--replot: the block the run printed, again), in-process (the script
     from its command line: its refusals in tests/test_scripts.py): the verdict says at_edge is expected
     where 2/eta is below the flow limit's sharpness, with the summary's numbers; the lines are short

@@ -119,7 +119,9 @@ def test_the_sme_ensemble_spreads_like_the_sgd_ensemble(tmp_path, members):
         for key in ("var_loss", "var_theta"):
             assert abs(spread["spread_ratio"][lr][key]["median"] - 1) <= tol, (lr, key, spread)
         arr = np.load(tmp_path / "r" / "series" / f"sme_lr_{lr}.npz")
-        assert arr["loss"].shape[0] == members and res["series"][f"sme_lr_{lr}"]["ensemble"]["size"] == members
+        assert (
+            arr["loss"].shape[0] == members and res["series"][f"sme_lr_{lr}"]["ensemble"]["size"] == members
+        )
         assert np.allclose(arr["theta"][:, 0], arr["theta"][0, 0])  # from the shared init
 
 
@@ -142,7 +144,14 @@ def test_error_constants_between_saddle_escapes_and_exit_spreads(tmp_path, membe
     ]
     res = run(
         make_cfg(
-            [*args, f"ensemble.size={members}", f"sgd.lrs={lrs}", "init.scale=0.1", "flow.t_max=6", "sgd.sme=true"]
+            [
+                *args,
+                f"ensemble.size={members}",
+                f"sgd.lrs={lrs}",
+                "init.scale=0.1",
+                "flow.t_max=6",
+                "sgd.sme=true",
+            ]
         ),
         output_dir=tmp_path / "r",
     )

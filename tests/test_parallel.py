@@ -168,7 +168,13 @@ def test_the_resume_of_a_parallel_run_says_which_series_were_interrupted_and_whi
     stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.0002",
             "+callbacks.stop.m=40", f"+callbacks.stop.signum={int(signal.SIGTERM)}"]  # fmt: skip
     # the slowest units first: 0.0001 (40,000 steps to t = 4) is still running when 0.0002 is stopped
-    args = ["experiment=tiny", "model.dims=[6,5,5,4]", *QUIET, "sgd.lrs=[0.04,0.0002,0.0001]", "run.workers=2"]
+    args = [
+        "experiment=tiny",
+        "model.dims=[6,5,5,4]",
+        *QUIET,
+        "sgd.lrs=[0.04,0.0002,0.0001]",
+        "run.workers=2",
+    ]
     out = tmp_path / "run"
     assert run(_cfg([*args, *stop]), output_dir=out).exit_code == 143
     stopped = _summary(out)

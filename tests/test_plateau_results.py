@@ -151,5 +151,7 @@ def test_a_series_that_leaves_by_one_mode_twice_is_compared_by_its_first_exit(fi
         i_end=60, i_grad_norm_min=30,
     )  # fmt: skip
     again = dataclasses.replace(base, t_start=7.0, t_end=8.0, duration=1.0, t_exit=8.4)
-    (exit_,) = saddles.exits_vs_reference([dataclasses.replace(base, t_exit=6.0)], [base, again], fig1_problem)
+    (exit_,) = saddles.exits_vs_reference(
+        [dataclasses.replace(base, t_exit=6.0)], [base, again], fig1_problem
+    )
     assert (exit_.mode, exit_.t_exit, exit_.delay) == (0, 6.5, 0.5)

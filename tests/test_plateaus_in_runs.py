@@ -117,7 +117,7 @@ def _check_run(out, capsys, n_flow_plateaus):
         saddle = f"\n    {p['label']} saddle: lambda_min {p['lambda_min']:.4g} at the critical point " \
                  f"{away:.4g} away from the trajectory\n"  # fmt: skip
         assert f"level {p['level']:.4g}, modes learnt" in printed and saddle in printed, printed
-    block = printed[printed.index("plateaus of the flow"):].splitlines()
+    block = printed[printed.index("plateaus of the flow") :].splitlines()
     assert max(len(line) for line in block[: 1 + 2 * n_flow_plateaus]) <= 100, block
     for name, entry in summary["series"].items():
         for p in entry["plateaus"]:
@@ -132,7 +132,9 @@ def _check_run(out, capsys, n_flow_plateaus):
                 assert e["delay"] > 0  # GD leaves later than the flow
     acc = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
-    texts = sorted(tag for tag in acc.Tags()["tensors"] if tag.startswith("summary/"))  # the Text tab, numbered
+    texts = sorted(
+        tag for tag in acc.Tags()["tensors"] if tag.startswith("summary/")
+    )  # the Text tab, numbered
     assert texts == [f"summary/{t}/text_summary" for t in ("1 results", "2 plateaus", "3 config")], texts
     table = acc.Tensors("summary/2 plateaus/text_summary")[0].tensor_proto.string_val[0].decode()
     for name, entry in summary["series"].items():  # one table: every series' plateaus, modes from 1

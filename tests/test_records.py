@@ -111,7 +111,9 @@ def test_an_unknown_key_is_refused_unless_the_record_is_open():
     with pytest.raises(UnknownKeys, match=r"^members\[1\] \(MemberEntry\): no field for \['what'\]$"):
         SGDEntry.from_dict(members)
     members["members"][1] = {"diverged": False}
-    with pytest.raises(MissingKeys, match=r"^data: members\[1\] \(MemberEntry\) lacks the key status$") as lacking:
+    with pytest.raises(
+        MissingKeys, match=r"^data: members\[1\] \(MemberEntry\) lacks the key status$"
+    ) as lacking:
         SGDEntry.from_dict(members)
     again = pickle.loads(pickle.dumps(lacking.value))  # as a worker process sends it back
     assert (str(again), again.keys, again.argument) == (str(lacking.value), ["status"], "data")
@@ -140,5 +142,7 @@ def test_the_other_series_are_read_back_as_series_from_a_notebook(sme_ensemble_r
         np.testing.assert_array_equal(sme.members["loss"], f["loss"])  # (E, T): the three members
         np.testing.assert_array_equal(sme.get("loss"), f["loss"][0])
     assert sme.lr == 0.04 and sme.entry == run.summary["series"]["sme_lr_0.04"] and sme.n == len(sme.t)
-    with pytest.raises(ArgumentError, match=r"^name: 'sgd_lr_0.04' is not one of the run's other series: sme_lr"):
+    with pytest.raises(
+        ArgumentError, match=r"^name: 'sgd_lr_0.04' is not one of the run's other series: sme_lr"
+    ):
         run.other("sgd_lr_0.04")

@@ -70,8 +70,11 @@ BAD = [
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: 'notabool' is not true or false"),
     ("choice_given_a_list", ["flow.method=[lsoda]"], "flow.method: expected one of [auto, dopri5, dopri8, "),
     ("choice_given_a_mapping", ["sgd.sampling={a:1}"], "sgd.sampling: expected one of [with_replacement, "),
-    ("class_misspelt", ["+callbacks.t._target_=dlnlab.lab.callbacks.TopLayerNrm"],
-     "'dlnlab.lab.callbacks' has no 'TopLayerNrm'; did you mean dlnlab.lab.callbacks.TopLayerNorm?"),
+    (
+        "class_misspelt",
+        ["+callbacks.t._target_=dlnlab.lab.callbacks.TopLayerNrm"],
+        "'dlnlab.lab.callbacks' has no 'TopLayerNrm'; did you mean dlnlab.lab.callbacks.TopLayerNorm?",
+    ),
     (
         "key_of_other_option",
         ["init=balanced", "init.scale=0.1"],

@@ -389,7 +389,9 @@ def test_user_config_files_through_config_dir(tmp_path):
         "allowed: at most 100,000 values per config file"  # fmt: skip
     (exp / "bomb.yaml").unlink()  # a file counted once is counted again once it changes (the counts are kept)
     (exp / "mine.yaml").write_text("# @package _global_\n" + "\n".join(levels) + "\n")  # passed above
-    assert preflight([*flags, "experiment=mine"], CONF).startswith(f"{exp / 'mine.yaml'}: expands to more than")
+    assert preflight([*flags, "experiment=mine"], CONF).startswith(
+        f"{exp / 'mine.yaml'}: expands to more than"
+    )
     assert (
         preflight(["--config-dir=/nonexistent", *TINY], CONF)
         == "--config-dir: /nonexistent is not a directory of config files"

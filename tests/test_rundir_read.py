@@ -81,13 +81,16 @@ def test_a_runs_summary_is_read_typed_from_its_directory(tiny_run, tmp_path):
 
     read = Summary.read(str(tiny_run))
     assert read == Summary.from_dict(json.loads((tiny_run / "summary.json").read_text()))
-    assert read.series["flow"].final_loss == pytest.approx(0.9462, rel=1e-4) and read.status.value == "finished"
-    with pytest.raises(ArgumentError, match=r"^run_dir: .* holds no summary.json \(a run writes it as it starts\)$"):
+    assert (
+        read.series["flow"].final_loss == pytest.approx(0.9462, rel=1e-4) and read.status.value == "finished"
+    )
+    with pytest.raises(
+        ArgumentError, match=r"^run_dir: .* holds no summary.json \(a run writes it as it starts\)$"
+    ):
         Summary.read(tmp_path)
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(ArgumentError, match="^run_dir: "):
         Summary.read(tmp_path)
-
 
 
 def test_a_summary_lacking_keys_is_refused_naming_them_where_they_are_missing(tiny_run, tmp_path):
@@ -149,10 +152,22 @@ def test_a_summary_entry_that_is_not_a_dict_is_refused_as_a_missing_key_is(tiny_
     data = json.loads((tiny_run / "summary.json").read_text())
     first_member = {**data["series"]["flow"], "members": [None]}  # a member's entry: a nested record
     cases = [  # the damaged summary -> what the refusal says
-        ({**data, "series": {**data["series"], "flow": None}}, "series.flow (FlowEntry) is null, not an object"),
-        ({**data, "series": {**data["series"], "sgd_lr_0.02": [1]}}, "series.sgd_lr_0.02 (SGDEntry) is a list, not an object"),
-        ({**data, "series": {**data["series"], "flow": first_member}}, "series.flow.members[0] (MemberEntry) is null, not an object"),
-        ({**data, "convergence_order_detail": 1.0}, "convergence_order_detail (OrderFit) is a number, not an object"),
+        (
+            {**data, "series": {**data["series"], "flow": None}},
+            "series.flow (FlowEntry) is null, not an object",
+        ),
+        (
+            {**data, "series": {**data["series"], "sgd_lr_0.02": [1]}},
+            "series.sgd_lr_0.02 (SGDEntry) is a list, not an object",
+        ),
+        (
+            {**data, "series": {**data["series"], "flow": first_member}},
+            "series.flow.members[0] (MemberEntry) is null, not an object",
+        ),
+        (
+            {**data, "convergence_order_detail": 1.0},
+            "convergence_order_detail (OrderFit) is a number, not an object",
+        ),
         ({**data, "series": []}, "series (the series' entries) is a list, not an object"),
         ([data], "Summary is a list, not an object"),
     ]

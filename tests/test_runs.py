@@ -100,7 +100,9 @@ def test_a_resumed_series_equals_the_unbroken_run_in_every_array_bit_for_bit(who
     # the record of the overrides Hydra writes in a run directory: the resume, which runs without Hydra,
     # takes the HParams columns of the run's own keys from it (the same file names the run in tb.py)
     (out / ".hydra").mkdir()
-    stop = [f"+callbacks.stop.{k}" for k in ("_target_=_runtime_helpers.SignalAt", f"series={KILLED}", "m=270")]
+    stop = [
+        f"+callbacks.stop.{k}" for k in ("_target_=_runtime_helpers.SignalAt", f"series={KILLED}", "m=270")
+    ]
     (out / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*BASE, *stop]))
     result = resume(out)
     assert result.exit_code == 0 and result["status"] == "finished"

@@ -13,9 +13,7 @@ from dlnlab.lab.results._aggregate_stats import curve_stats, sample_spread
 from dlnlab.lab.results._ensemble import spread
 
 
-@pytest.mark.parametrize(
-    "of", [lambda v: sample_spread(v).to_dict(), spread], ids=["aggregate", "ensemble"]
-)
+@pytest.mark.parametrize("of", [lambda v: sample_spread(v).to_dict(), spread], ids=["aggregate", "ensemble"])
 def test_the_std_of_one_value_is_unknown_not_zero(of):
     """One seed (or one finite member) says nothing about the spread: the std was 0.0, which reads as
     samples that agree to every digit."""
@@ -174,7 +172,9 @@ def test_the_orders_are_fitted_by_each_runs_own_rule_over_the_order_fit_smallest
     st = Setting("k")  # order_fit 3, the default, as the runs' summaries say
     for lr, d in zip(lrs, dist):
         entry = {"status": "ok", "lr": lr, "max_dist_to_flow": d}
-        _add_samples(st, "run0", f"sgd_lr_{lr!r}", SimpleNamespace(entry=entry, members=None, arrays={"t": [0.0]}))
+        _add_samples(
+            st, "run0", f"sgd_lr_{lr!r}", SimpleNamespace(entry=entry, members=None, arrays={"t": [0.0]})
+        )
     got = setting_orders(st, "max_dist_to_flow")
     want = linregress(np.log(lrs[:3]), np.log(dist[:3])).slope
     assert got.lrs == lrs[:3] and got.per_sample.mean == pytest.approx(want, rel=1e-12)

@@ -30,7 +30,6 @@ TINY = ["experiment=tiny"]
 FILE_BASE = ["model=tiny", "flow.t_max=4", "sgd.lrs=[0.04]", "log.dt=0.05"]
 
 
-
 # ---- the schema ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "group", sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "experiment")

@@ -264,7 +264,9 @@ def test_a_run_whose_only_series_failed_is_refused_not_a_traceback(tmp_path, cap
 
     with pytest.raises(NothingToAggregate) as refused:
         aggregate_runs(failed)
-    assert refused.value.argument == "roots" and str(refused.value) == f"roots: no usable series under {failed}"
+    assert (
+        refused.value.argument == "roots" and str(refused.value) == f"roots: no usable series under {failed}"
+    )
     said = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert [f"skipped {line}" for line in refused.value.skipped] == said and len(said) == 1
 

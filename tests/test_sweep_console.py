@@ -351,7 +351,9 @@ def test_a_joblib_backend_its_launcher_does_not_use_is_noted_and_threads_sharing
         "process of loky's"
     )
     both = note(joblib, "hydra.launcher.backend=threading", "hydra.launcher.prefer=threads")
-    assert both.startswith("note: hydra.launcher.backend=threading and hydra.launcher.prefer=threads: not used")
+    assert both.startswith(
+        "note: hydra.launcher.backend=threading and hydra.launcher.prefer=threads: not used"
+    )
     assert "\n" not in both and both.endswith("each job's lines are tagged [job <num>]")
 
 

@@ -24,7 +24,9 @@ def test_a_resumed_sweep_prints_its_end_lines_once_after_its_last_job(tmp_path, 
     for num in (0, 1):
         job_dir = sweep_dir / f"{num}_seed={num + 1}"
         job_dir.mkdir(parents=True)
-        sweeps.write_job_record(job_dir, num, [*base, f"seed={num + 1}"], 130, "not run: the sweep was interrupted")
+        sweeps.write_job_record(
+            job_dir, num, [*base, f"seed={num + 1}"], 130, "not run: the sweep was interrupted"
+        )
     config = OmegaConf.create({"hydra": {"overrides": {"task": [*base, "seed=1,2"]}}})
     sweeps.write_sweep_summary(sweep_dir, config, show=False)
     assert resume_command(parse_args([f"resume={sweep_dir}"]), CONF) == 0

@@ -62,7 +62,9 @@ def test_the_case_is_a_zigzag_with_its_loss_stuck_below_the_threshold(zigzag):
     problem, _, sharp, loss = zigzag
     assert LR < 2.0 / balanced_minimum_sharpness(problem, as_layout(DIMS))
     ratio = sharp[-40:] * LR / 2
-    assert (ratio[0::2].max() < 0.9 < 1.1 < ratio[1::2].min()) or (ratio[1::2].max() < 0.9 < 1.1 < ratio[0::2].min())
+    assert (ratio[0::2].max() < 0.9 < 1.1 < ratio[1::2].min()) or (
+        ratio[1::2].max() < 0.9 < 1.1 < ratio[0::2].min()
+    )
     assert loss[-40:].min() > 5e-3
 
 

@@ -64,7 +64,9 @@ def test_the_script_refuses_a_path_without_runs_in_one_line(tmp_path):
         (["--pri"], "error: --pri: no such argument; allowed: --help, --print, --port (see --help)"),
     ],
 )
-def test_the_script_refuses_a_bad_port_or_an_abbreviation_in_one_line_before_any_work(tmp_path, args, message):
+def test_the_script_refuses_a_bad_port_or_an_abbreviation_in_one_line_before_any_work(
+    tmp_path, args, message
+):
     """A port TensorBoard cannot take was put into the command and the URL; --pri was taken for --print;
     argparse's refusal came as a usage line and an error line."""
     _run(tmp_path / "a,b", [])  # a run whose path holds ',': the command would make a folder of links

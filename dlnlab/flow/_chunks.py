@@ -48,7 +48,9 @@ def not_started(theta0: Tensor, t: Tensor, method: str, status: Status, message:
     members = MemberStats(
         (status,) * b, torch.full((b,), float(t[0]), dtype=torch.float64), zeros, zeros, zeros, zeros, zeros
     )
-    return Trajectory(t[:1].clone(), theta0.unsqueeze(0), status, message, method, 0, 0, 0, 0.0, members=members)
+    return Trajectory(
+        t[:1].clone(), theta0.unsqueeze(0), status, message, method, 0, 0, 0, 0.0, members=members
+    )
 
 
 def join_chunks(
@@ -71,7 +73,9 @@ def join_chunks(
     n_members = chunks[-1].stop
     if worst is None:
         status = Status.OK
-        message = f"reached t = {float(t[-1]):g} ({n} output points, {n_members} members in {len(parts)} chunks)"
+        message = (
+            f"reached t = {float(t[-1]):g} ({n} output points, {n_members} members in {len(parts)} chunks)"
+        )
     else:
         status, i = worst
         others = sum(1 for p in parts if p.status != Status.OK) - 1

@@ -24,7 +24,14 @@ from torch import Tensor
 from dlnlab.network import unpack
 from dlnlab.problem import RegressionProblem
 
-__all__ = ["GridPoint", "GridPointCallback", "MetricsCallback", "TopLayerNorm", "CallbackFailed", "callback_failure"]
+__all__ = [
+    "GridPoint",
+    "GridPointCallback",
+    "MetricsCallback",
+    "TopLayerNorm",
+    "CallbackFailed",
+    "callback_failure",
+]
 
 
 class CallbackFailed(RuntimeError):

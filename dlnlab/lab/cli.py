@@ -326,7 +326,9 @@ def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bo
             # the next step as a command to copy, as a single run's last line gives it
             finish = f"; python scripts/train.py resume={shlex.quote(str(sweep.OUTCOME.sweep_dir))} finishes the sweep"
         code = signals.exit_code()
-        print(f"interrupted (exit code {code}): every file written so far is complete{finish}", file=sys.stderr)
+        print(
+            f"interrupted (exit code {code}): every file written so far is complete{finish}", file=sys.stderr
+        )
         return code
     if multirun:
         return int(sweep.OUTCOME.sweep_code or 0)

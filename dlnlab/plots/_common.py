@@ -127,7 +127,6 @@ class Markers:
             )
         return True
 
-
     def handle(self) -> Line2D:
         """The legend entry of the marks drawn: "stopped", "ended unstable" or both."""
         return stop_handle(", or ".join(k for k in ("stopped", "ended unstable") if k in self.kinds))

@@ -63,7 +63,9 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
         cpath = run_dir / "series" / f"{CENTRAL_PREFIX}{lr!r}.npz"
         if cpath.exists():
             c = read_npz(cpath)
-            ax_s.plot(c["t"], c["central_sharpness"], color=color, lw=1.4, alpha=0.6, label=f"central flow, {name}")
+            ax_s.plot(
+                c["t"], c["central_sharpness"], color=color, lw=1.4, alpha=0.6, label=f"central flow, {name}"
+            )
         if "avg_loss" in e:
             _losses(ax_l, e, color, name, first=i == 0)
             ax_d.plot(e["t"], e["dist_avg_central"] / e["dist_avg_flow"], color=color, lw=1, label=name)
@@ -97,8 +99,12 @@ def eos_figure(run_dir: str | Path) -> Figure | None:
 def _losses(ax, e: dict, color: str, name: str, first: bool) -> None:
     ax.plot(e["t"], e["loss"], color=color, lw=0.4, alpha=0.5, label=f"GD, {name}")
     ax.plot(e["t"], e["avg_loss"], color=color, lw=1.2, label=f"GD averaged, {name}")
-    ax.plot(e["t"], e["predicted_loss"], color=color, lw=1.2, ls="--", label=f"central flow's prediction, {name}")
-    ax.plot(e["t"], e["flow_loss"], color=FLOW_COLOR, lw=0.8, ls=":", label="gradient flow" if first else None)
+    ax.plot(
+        e["t"], e["predicted_loss"], color=color, lw=1.2, ls="--", label=f"central flow's prediction, {name}"
+    )
+    ax.plot(
+        e["t"], e["flow_loss"], color=FLOW_COLOR, lw=0.8, ls=":", label="gradient flow" if first else None
+    )
 
 
 def _lr_colors(run_dir: Path, edges: dict) -> dict[float, str]:

@@ -122,12 +122,20 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="a subset that runs in about a minute")
     ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda adds the GPU rows")
-    ap.add_argument("--repeat", type=integer(1, 1000, "timings, the best kept"), default=None, help="best of (default 3, --quick 2)")
+    ap.add_argument(
+        "--repeat",
+        type=integer(1, 1000, "timings, the best kept"),
+        default=None,
+        help="best of (default 3, --quick 2)",
+    )
     ap.add_argument(
         "--out", type=Path, default=None, help="write the report here (e.g. docs/benchmarks/size.md)"
     )
     ap.add_argument(
-        "--lrs", type=positive("learning rate"), nargs="+", default=None,
+        "--lrs",
+        type=positive("learning rate"),
+        nargs="+",
+        default=None,
         help="Figure 1 section (default 0.01 0.005 0.0025)",
     )
     ap.add_argument("--t-max", type=positive("flow time"), default=300.0, help="Figure 1 section")

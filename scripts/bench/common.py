@@ -65,5 +65,3 @@ def figure1_ensemble(members: int = MEMBERS):
     problem = RegressionProblem.teacher([4, 3, 2, 1], 11, 4, 110, seed=0)
     theta0 = torch.stack([pack(gaussian(DIMS, 0.1, seed=1 + e)) for e in range(members)])
     return problem, theta0
-
-

@@ -78,7 +78,9 @@ def figure1_rows(args) -> tuple[list[int], list]:
 
                 t0 = time.perf_counter()  # as the lab runs it: the recorder in a worker process
                 logger = tb(tmp, "l")
-                rec = open_recorder("l", metrics(lr), n_grid, tmp, logger=logger, tags=tags("l", lr), worker=True)
+                rec = open_recorder(
+                    "l", metrics(lr), n_grid, tmp, logger=logger, tags=tags("l", lr), worker=True
+                )
                 out = train_series(problem, dims, theta0, lr, args.dt, n_grid, rec, logger=logger)
                 arrays = rec.close()
                 best["lightning"] = min(best["lightning"], time.perf_counter() - t0)

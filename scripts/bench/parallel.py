@@ -38,7 +38,16 @@ from scripts.bench._out import ready_out
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_LRS = "[0.02,0.016,0.0125,0.01,0.008,0.0063,0.005,0.004]"
-PHASES = ["imports", "preflight", "loggers", "series", "saddle analysis", "figures", "results to loggers", "other"]
+PHASES = [
+    "imports",
+    "preflight",
+    "loggers",
+    "series",
+    "saddle analysis",
+    "figures",
+    "results to loggers",
+    "other",
+]
 
 
 def _one(overrides: list[str], out: str) -> dict:
@@ -97,7 +106,14 @@ def _one(overrides: list[str], out: str) -> dict:
 def _timed_process(overrides: list[str]) -> dict:
     """A fresh process doing one run: its phases, and its wall time from start to end."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "scripts.bench.parallel", "--one", json.dumps(overrides), str(Path(tmp) / "run")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "scripts.bench.parallel",
+            "--one",
+            json.dumps(overrides),
+            str(Path(tmp) / "run"),
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -139,15 +155,22 @@ def _compare(label: str, overrides: list[str], repeat: int, log) -> list[str]:
         outside = [1 - r["series"] / r["process"] for r in runs_]
         lines.append(f"| outside the series, {name} | {100 * statistics.median(outside):.0f} % | |")
     ahead = sum(r.get("flow_ahead", False) for r in parallel)
-    lines.append(f"| the flow solved ahead of Lightning's import (default) | | {ahead} of {len(parallel)} runs |")
+    lines.append(
+        f"| the flow solved ahead of Lightning's import (default) | | {ahead} of {len(parallel)} runs |"
+    )
     speedup = _median(serial, "process") / _median(parallel, "process")
     series_speedup = _median(serial, "series") / _median(parallel, "series")
     lines += [
         "",
         f"Speedup of the default over run.workers=1: {speedup:.2f}x the whole process, {series_speedup:.2f}x its series.",
     ]
-    walls = {k: statistics.median(r["series_walls"][k] or 0.0 for r in serial) for k in serial[0]["series_walls"]}
-    lines.append("Series' own wall times (run.workers=1, median): " + ", ".join(f"{k} {v:.2f} s" for k, v in walls.items()))
+    walls = {
+        k: statistics.median(r["series_walls"][k] or 0.0 for r in serial) for k in serial[0]["series_walls"]
+    }
+    lines.append(
+        "Series' own wall times (run.workers=1, median): "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in walls.items())
+    )
     return lines
 
 

@@ -70,7 +70,9 @@ def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sampl
                 lambda m=m: integrate(problem, DIMS, theta0, t, Solver(m))
             )
         for key, workers in (("chunks_1", 1), ("chunks_w", available_cores())):
-            chunked, row[f"{key}_w"], row[f"{key}_c"] = _timed(lambda w=workers: _chunked(problem, theta0, t, w))
+            chunked, row[f"{key}_w"], row[f"{key}_c"] = _timed(
+                lambda w=workers: _chunked(problem, theta0, t, w)
+            )
         row["workers"] = available_cores()
         alone, row["lsoda_w"], row["lsoda_c"] = _one_by_one(
             problem, theta0[:sample], t, Solver("lsoda"), members / sample
@@ -96,7 +98,9 @@ def stiff_rows(members: int, t_max: float, repeat: int, sample: int, radau_sampl
         dev[f"{m}_vs_radau"] = [_deviation(batch[m].theta[:, k], ref) for k, ref in enumerate(radau)]
     dev["lsoda_vs_radau"] = [_deviation(lsoda[:, k], ref) for k, ref in enumerate(radau)]
     dev["lsoda_tight_vs_radau"] = [_deviation(lsoda_tight[:, k], ref) for k, ref in enumerate(radau)]
-    dev["chunks_vs_batch"] = [_deviation(chunked.theta[:, k], batch["radau_batch"].theta[:, k]) for k in range(members)]
+    dev["chunks_vs_batch"] = [
+        _deviation(chunked.theta[:, k], batch["radau_batch"].theta[:, k]) for k in range(members)
+    ]
     counts = {m: _counts(batch[m]) for m in ("radau_batch", "bdf_batch")}
     counts["rk45_nfe"] = batch["rk45"].nfe
     counts["lsoda"] = {k: sum(getattr(a, k) for a in alone) / sample for k in ("nfe", "njev", "n_steps")}
@@ -208,9 +212,15 @@ def _chunk_lines(res: dict) -> list[str]:
         f"{max(dev):.2g} rtol of its one-batch solve (rounding: the members a batch evaluates together).",
         "",
         *md_table(
-            ["repeat", "radau_batch, one batch", f"{k} chunks, 1 process", f"{k} chunks, {min(w, k)} workers",
-             "chunks / one batch, CPU (1 process)", "one batch / chunks on workers, wall",
-             f"{b} lsoda / chunks on workers, wall"],
+            [
+                "repeat",
+                "radau_batch, one batch",
+                f"{k} chunks, 1 process",
+                f"{k} chunks, {min(w, k)} workers",
+                "chunks / one batch, CPU (1 process)",
+                "one batch / chunks on workers, wall",
+                f"{b} lsoda / chunks on workers, wall",
+            ],
             rows,
         ),  # fmt: skip
     ]

@@ -20,7 +20,13 @@ from dlnlab._lazy import lazy_exports
 
 _EXPORTS = {
     "._errors": [
-        "ConfigError", "ExitCode", "WriteFailed", "console_warnings", "keyed", "shown", "resume_shell_command",
+        "ConfigError",
+        "ExitCode",
+        "WriteFailed",
+        "console_warnings",
+        "keyed",
+        "shown",
+        "resume_shell_command",
     ],  # fmt: skip
     "._schema": [
         "TrainConfig",
@@ -37,14 +43,26 @@ _EXPORTS = {
     "._plan": ["Plan", "Seeds"],
     "._seeds": ["derive_seed"],
     "._choose": [
-        "SCIPY_MAX_WEIGHTS", "EDGE_STEPS", "CHUNK_MEMBERS", "choose_analysis", "choose_flow", "estimated_run_seconds",
-        "edge_work", "flow_seconds",
+        "SCIPY_MAX_WEIGHTS",
+        "EDGE_STEPS",
+        "CHUNK_MEMBERS",
+        "choose_analysis",
+        "choose_flow",
+        "estimated_run_seconds",
+        "edge_work",
+        "flow_seconds",
     ],  # fmt: skip
     "._budget": ["flow_nfe_budget"],
     "._rules": ["FIXED_STEP_STABILITY"],
     "._files": ["load_weights"],
     "._targets": ["current_targets"],
-    "._outdir": ["check_run_dir", "check_override_text", "check_job_dirs", "check_relative_paths", "output_dir"],
+    "._outdir": [
+        "check_run_dir",
+        "check_override_text",
+        "check_job_dirs",
+        "check_relative_paths",
+        "output_dir",
+    ],
     "._launcher": ["launcher_note"],
     "._configfiles": ["check_expansion", "describe_yaml_error"],
     "._times": ["exact_times", "flow_time_count", "series_grid"],

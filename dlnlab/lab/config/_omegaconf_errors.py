@@ -84,8 +84,10 @@ def describe_omegaconf_error(err: BaseException) -> str:
         what = "cannot be null"
     elif isinstance(err, ValidationError) and (m := _NOT_CONVERTED.match(msg) or _NOT_BOOL.match(msg)):
         what = f"{m.group(1)!r} is not {_TYPE_WORDS.get(m.group(2), m.group(2))}"
-    elif isinstance(err, ValidationError) and (m := _NOT_ENUM_INPUT.match(msg)) and (
-        choices := _enum_choices(err)
+    elif (
+        isinstance(err, ValidationError)
+        and (m := _NOT_ENUM_INPUT.match(msg))
+        and (choices := _enum_choices(err))
     ):
         kind = {"ListConfig": "a list", "list": "a list", "DictConfig": "a mapping", "dict": "a mapping"}
         what = f"expected one of [{', '.join(choices)}], got {kind.get(m.group(2), m.group(2))} {m.group(1)}"
@@ -113,7 +115,9 @@ def key_in_file_message(where: str, schema: type | None, key: str) -> str:
     setter = where.replace("/", "=", 1) if "/" in where else f"{where}.yaml"
     owners = " or ".join(f"{group}={o}" for o in others)
     has = ", ".join(allowed)
-    return f"{setter} sets {key} (in {where}.yaml), a key of {owners}; with {group}={chosen}, {group} has: {has}"
+    return (
+        f"{setter} sets {key} (in {where}.yaml), a key of {owners}; with {group}={chosen}, {group} has: {has}"
+    )
 
 
 def _option_name(schema: type) -> str | None:

@@ -213,7 +213,9 @@ def _plateau_lines(summary: dict) -> list[str]:
         # default run); the snap distance is how far from the flow's trajectory the critical point lies
         away = (p.get("evidence") or {}).get("snap_distance")
         at = f" at the critical point {fmt(away)} away from the trajectory" if away else ""
-        lines.append(f"    {p.get('label') or 'unclassified'} saddle: lambda_min {fmt(p.get('lambda_min'))}{at}")
+        lines.append(
+            f"    {p.get('label') or 'unclassified'} saddle: lambda_min {fmt(p.get('lambda_min'))}{at}"
+        )
     return lines
 
 

@@ -154,19 +154,25 @@ def _crossing(d: dict) -> str:
     t_edge = 0 is an S above 2/eta from the start, which "reaches 2/eta at t = 0" misread."""
     outcome = Outcome(d["outcome"])
     if d["t_edge"] == 0.0:
-        start, after = "S starts above 2/eta", {
-            Outcome.AT_EDGE: " and settles at it",
-            Outcome.ABOVE_EDGE: ", swings across it",
-            Outcome.CONVERGED: ", ends below it",
-            Outcome.BELOW_EDGE: ", ends below it",
-        }
+        start, after = (
+            "S starts above 2/eta",
+            {
+                Outcome.AT_EDGE: " and settles at it",
+                Outcome.ABOVE_EDGE: ", swings across it",
+                Outcome.CONVERGED: ", ends below it",
+                Outcome.BELOW_EDGE: ", ends below it",
+            },
+        )
     else:
-        start, after = f"S reaches 2/eta at t = {fmt(d['t_edge'])}", {
-            Outcome.AT_EDGE: " and stays",
-            Outcome.ABOVE_EDGE: ", swings past",
-            Outcome.CONVERGED: ", ends below",
-            Outcome.BELOW_EDGE: ", ends below",
-        }
+        start, after = (
+            f"S reaches 2/eta at t = {fmt(d['t_edge'])}",
+            {
+                Outcome.AT_EDGE: " and stays",
+                Outcome.ABOVE_EDGE: ", swings past",
+                Outcome.CONVERGED: ", ends below",
+                Outcome.BELOW_EDGE: ", ends below",
+            },
+        )
     return start + (f"{after[outcome]} (no divergence)" if outcome in after else "")
 
 

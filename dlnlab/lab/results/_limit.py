@@ -208,7 +208,9 @@ def sme_spread(state) -> tuple[dict, dict]:
             continue
         n = min(np.shape(sgd["loss"])[1], np.shape(sme["loss"])[1])
         grid = np.asarray(sgd["grid_index"])[1:n]
-        var_loss = _ratio(np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1))
+        var_loss = _ratio(
+            np.var(sgd["loss"][:, 1:n], axis=0, ddof=1), np.var(sme["loss"][:, 1:n], axis=0, ddof=1)
+        )
         found = {"var_loss": (grid, var_loss)}
         theta = _var_theta_ratio(sgd, sme)
         if theta is not None:

@@ -47,7 +47,16 @@ from dlnlab.network import Layout
 from dlnlab.rundir import signals
 from dlnlab.status import Status
 
-__all__ = ["AheadOutcome", "FlowAhead", "claim", "flow_theta0", "goes_ahead", "one_flow", "start_early", "worth_it"]
+__all__ = [
+    "AheadOutcome",
+    "FlowAhead",
+    "claim",
+    "flow_theta0",
+    "goes_ahead",
+    "one_flow",
+    "start_early",
+    "worth_it",
+]
 
 STREAMING = ("rk45", "cvode")  # hand their rows to the recorder while they integrate: stay in the driver
 
@@ -168,7 +177,7 @@ def claim(plan, all_t: torch.Tensor) -> FlowAhead | None:
     weights, times and solver); else None (and it is ended)."""
     if not _early:
         return None
-    (ahead, inputs), = _early
+    ((ahead, inputs),) = _early
     _early.clear()
     if _same(inputs, _inputs(plan, all_t)):
         return ahead

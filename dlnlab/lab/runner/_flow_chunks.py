@@ -149,7 +149,9 @@ def solve_in_chunks(field, theta0, t, solver, chunk_members: int, workers: int, 
         _in_workers(work, parts, fails, min(workers, len(slices)), stopped, report)
     for i, part in enumerate(parts):
         if part is None:  # not started: a signal came first
-            parts[i] = flowmod.not_started(theta0[slices[i]], t, solver.method, Status.INTERRUPTED, "not started")
+            parts[i] = flowmod.not_started(
+                theta0[slices[i]], t, solver.method, Status.INTERRUPTED, "not started"
+            )
             work.board.write(i, slices[i], 0, theta0[slices[i]].unsqueeze(0))
     res = flowmod.join_chunks(parts, slices, t, rows=work.board.rows, wall_time_s=time.perf_counter() - start)
     work.board.hand_out(on_output)
@@ -225,7 +227,10 @@ def _collect(conn, unit: _Running, parts, fails) -> str | None:
         what, payload = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):  # ended without a word: killed (SIGKILL, out of memory)
         unit.proc.join()
-        what, payload = "traceback", f"its worker process ended with exit code {unit.proc.exitcode} before reporting"
+        what, payload = (
+            "traceback",
+            f"its worker process ended with exit code {unit.proc.exitcode} before reporting",
+        )
     unit.proc.join()
     conn.close()
     if what == "traceback":
@@ -266,4 +271,3 @@ def _worker(send, others, work: _Chunks, i: int) -> None:
         send.close()
     except OSError:  # the driver is gone: nobody waits for this chunk
         pass
-

@@ -53,7 +53,6 @@ from dlnlab.status import Status
 __all__ = ["available_cores", "series_workers", "run_units", "blas_threads"]
 
 
-
 def series_workers(plan, ctx: SeriesContext) -> tuple[int, str]:
     """How many units run at once, and why: ``run.workers`` (null: the cores), at most one per learning
     rate; 1 where a worker cannot do what the serial loop does."""
@@ -246,7 +245,8 @@ def _unit_in_worker(send, others, ctx, kinds, lr, times, done, steps, n_grid, sl
         return
     with signals.deferred(raise_at_end=False):
         _send(
-            send, ("outcome", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received()))
+            send,
+            ("outcome", ([(n, SeriesDone(o.entry, arrays=o.arrays)) for n, o in outs], signals.received())),
         )
 
 

@@ -42,15 +42,8 @@ from dlnlab.network import unpack
 from dlnlab.rundir import read_npz
 from dlnlab.status import FINISHED, Status
 
-__all__ = [
-    "Previous",
-    "Continuation",
-    "load_previous",
-    "check_problem",
-    "check_series",
-    "check_recomputed_flow",
-    "ResumeRefused",
-]
+__all__ = ["Previous", "Continuation", "load_previous", "check_problem", "check_series",
+           "check_recomputed_flow", "ResumeRefused"]  # fmt: skip
 
 
 @dataclass
@@ -224,7 +217,9 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
         raise ConfigError(f"{where} is not a directory: give the run directory to finish")
     if (run_dir / "multirun.yaml").is_file() and not path.exists():  # Hydra's sweep folder, not a run
         cli = resume_shell_command(run_dir)
-        raise ConfigError(f"{where} is a sweep (multirun.yaml): resume(<a job's folder>) finishes a job, {cli} all")
+        raise ConfigError(
+            f"{where} is a sweep (multirun.yaml): resume(<a job's folder>) finishes a job, {cli} all"
+        )
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -235,7 +230,9 @@ def _read_summary(run_dir: Path) -> tuple[dict, bytes]:
     try:
         summary = json.loads(raw)
     except ValueError:
-        raise ConfigError(f"{where}/summary.json is not JSON: not a dlnlab run summary; not resumed") from None
+        raise ConfigError(
+            f"{where}/summary.json is not JSON: not a dlnlab run summary; not resumed"
+        ) from None
     if (
         not isinstance(summary, dict)
         or not isinstance(summary.get("config"), dict)
