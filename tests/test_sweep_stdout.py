@@ -10,7 +10,10 @@ import pytest
 from tests._helpers import QUIET
 from tests._helpers import popen_cli as _popen
 
-pytestmark = pytest.mark.lab  # every test here runs the lab's CLI
+# every test here runs the lab's CLI; slow (6 s of the default run's budget): the handler itself is
+# tested in the default set by tests/test_sweep_console.py, and a single run whose stdout is closed by
+# tests/test_cli.py (two_cli_runs)
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 TWO_JOBS = ["-m", "experiment=tiny", "sgd.lrs=[]", "logger=none", *QUIET]
 
