@@ -216,17 +216,17 @@ class GDStepper:
         if self.optimizer is not None:
             self.theta.grad = self._grad
             for i in range(n):
-                grads = prob.gradient(views) if index is None else prob.minibatch_gradient(views, index[i])
+                grads = prob.step_gradient(views, None if index is None else index[i])
                 for gv, g in zip(self._grad_views, grads):
                     gv.copy_(g)
                 self.optimizer.step()
         elif index is None:
             for _ in range(n):
-                for w, g in zip(views, prob.gradient(views)):
+                for w, g in zip(views, prob.step_gradient(views)):
                     w.sub_(g, alpha=lr)
         else:
             for i in range(n):
-                for w, g in zip(views, prob.minibatch_gradient(views, index[i])):
+                for w, g in zip(views, prob.step_gradient(views, index[i])):
                     w.sub_(g, alpha=lr)
         self.steps += n
 

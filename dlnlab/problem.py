@@ -23,7 +23,7 @@ from dlnlab import _second_order
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, chained, matmul, pack, prefix_products, product, unpack
 
-__all__ = ["RegressionProblem", "check_problem_dims", "haar_orthogonal", "haar_orthonormal"]
+__all__ = ["RegressionProblem", "check_problem_dims", "haar_orthonormal"]
 
 
 def check_problem_dims(problem: RegressionProblem, layout: Layout) -> Layout:
@@ -39,11 +39,6 @@ def haar_orthonormal(rows: int, cols: int, generator: torch.Generator, dtype=tor
     q, r = torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=dtype))
     sign = torch.sign(torch.diagonal(r))
     return q * torch.where(sign == 0, torch.ones_like(sign), sign)
-
-
-def haar_orthogonal(n: int, generator: torch.Generator, dtype=torch.float64) -> Tensor:
-    """A Haar-random n x n orthogonal matrix."""
-    return haar_orthonormal(n, n, generator, dtype)
 
 
 def _psd_sqrt_and_pinv_sqrt(s: Tensor, rtol: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,8 +145,8 @@ class RegressionProblem:
         if not (math.isfinite(noise) and noise >= 0):
             raise ArgumentError("noise", f"must be finite and >= 0, got {noise}")
         gen = torch.Generator().manual_seed(int(seed))
-        u = haar_orthogonal(d_y, gen, dtype)
-        v = haar_orthogonal(d_x, gen, dtype)
+        u = haar_orthonormal(d_y, d_y, gen, dtype)  # Haar-random orthogonal matrices
+        v = haar_orthonormal(d_x, d_x, gen, dtype)
         sig = torch.zeros(d_y, d_x, dtype=dtype)
         for k, val in enumerate(s):
             sig[k, k] = val
@@ -217,8 +212,18 @@ class RegressionProblem:
 
     def gradient(self, weights: Sequence[Tensor]) -> list[Tensor]:
         """[grad_{W_j} L] by the closed form, each (..., d_j, d_{j-1})."""
-        pre = prefix_products(chained(weights, self.d_x, self.d_y))
-        return _backprop(weights, pre, self._dloss_dp(pre[-1]))
+        return self.step_gradient(chained(weights, self.d_x, self.d_y))
+
+    def step_gradient(self, weights: Sequence[Tensor], index: Tensor | None = None) -> list[Tensor]:
+        """:meth:`gradient` (of the minibatch ``index``) without the shape check: a stepper checks once."""
+        pre = prefix_products(weights)
+        if index is None:
+            return _backprop(weights, pre, self._dloss_dp(pre[-1]))
+        if index.ndim == 2:  # X_b of each member: (E, d_x, b)
+            xb, yb = self.X.T[index].mT, self.Y.T[index].mT
+        else:
+            xb, yb = self.X[:, index], self.Y[:, index]
+        return _backprop(weights, pre, matmul(matmul(pre[-1], xb) - yb, xb.mT) / xb.shape[-1])
 
     def gradient_theta(
         self, theta: Tensor, dims: Layout | Sequence[int], out: Tensor | None = None, scale: float = 1.0
@@ -244,12 +249,7 @@ class RegressionProblem:
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
         """The gradient of 1/(2b) ||Y_b - P X_b||^2 over the columns ``index`` (b,) (the SGD hot loop);
         an ensemble (weights (E, d_j, d_{j-1})) takes one minibatch per member, ``index`` (E, b)."""
-        if index.ndim == 2:  # X_b of each member: (E, d_x, b)
-            xb, yb = self.X.T[index].mT, self.Y.T[index].mT
-        else:
-            xb, yb = self.X[:, index], self.Y[:, index]
-        pre = prefix_products(chained(weights, self.d_x, self.d_y))
-        return _backprop(weights, pre, matmul(matmul(pre[-1], xb) - yb, xb.mT) / xb.shape[-1])
+        return self.step_gradient(chained(weights, self.d_x, self.d_y), index)
 
     def weighted_gradient(self, weights: Sequence[Tensor], sample_weights: Tensor) -> list[Tensor]:
         """The gradient of (1/2) sum_i c_i ||y_i - P x_i||^2 for sample weights c (..., N): one backward
