@@ -42,9 +42,8 @@ from dlnlab.rundir import series_order_key
 
 __all__ = ["aggregate_setting", "curve_stats", "sample_spread", "setting_orders", "mode_exits", "series_row"]
 
-Sample = tuple[
-    dict, dict
-]  # a sample's arrays and its summary entry (a member's: the series' entry and its own)
+# a sample's arrays and its summary entry (a member's: the series' entry and its own)
+Sample = tuple[dict, dict]
 
 
 def curve_stats(curves: list[np.ndarray]) -> CurveStats:
