@@ -15,11 +15,11 @@ import copy
 import math
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from dlnlab import _second_order
+from dlnlab._gradient_stack import gradient_stack
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, chained, matmul, pack, prefix_products, product, unpack
 
@@ -232,10 +232,25 @@ class RegressionProblem:
         (p,) every layer's product is written straight into its block of the result (no concatenation:
         1.4 ms of an 8 ms gradient at width 256, depth 8); the scale goes on dL/dP (d_y x d_x), so -1
         gives the flow's right-hand side without a pass over p (and exactly -grad L). A stack (B, p) on the
-        CPU goes through numpy (:func:`_gradient_stack`)."""
+        CPU goes through numpy (:func:`dlnlab._gradient_stack.gradient_stack`), whose slices cut a wider
+        stack silently: its width and ``out``'s shape are checked here (one theta's by ``unpack``)."""
+        layout = check_problem_dims(self, as_layout(dims))
+        if theta.ndim == 2 and (
+            theta.shape[1] != layout.n_weights or (out is not None and out.shape != theta.shape)
+        ):
+            raise ArgumentError("theta", _stack_misfit(theta, out, layout))
+        return self.field_gradient(theta, layout, out, scale)
+
+    def field_gradient(
+        self, theta: Tensor, layout: Layout, out: Tensor | None = None, scale: float = 1.0
+    ) -> Tensor:
+        """:meth:`gradient_theta` without its checks of the dims and of a stack's shape: the right-hand side
+        of the vector fields (dlnlab.flow.field), which check the dims when made, evaluated on states a
+        solve checked once where it started (``integrate``'s theta0). Checked at every evaluation, the
+        stack's width and ``out``'s shape cost 0.2-0.5 us of a 40 us Figure 1 gradient."""
         if theta.ndim == 2 and theta.device.type == "cpu" and not theta.requires_grad:
-            return _gradient_stack(self, theta, check_problem_dims(self, as_layout(dims)), out, scale)
-        ws = unpack(theta, check_problem_dims(self, as_layout(dims)))
+            return gradient_stack(self, theta, layout, out, scale)
+        ws = unpack(theta, layout)
         pre = prefix_products(ws)
         d = self._dloss_dp(pre[-1])
         if scale != 1.0:
@@ -243,7 +258,7 @@ class RegressionProblem:
         if theta.ndim != 1 or theta.device.type != "cpu" or (out is not None and not out.is_contiguous()):
             return pack(_backprop(ws, pre, d), out=out)
         out = torch.empty_like(theta) if out is None else out
-        _backprop(ws, pre, d, into=unpack(out, dims))
+        _backprop(ws, pre, d, into=unpack(out, layout))
         return out
 
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
@@ -368,33 +383,8 @@ def _backprop(
     return out
 
 
-def _gradient_stack(problem: RegressionProblem, theta: Tensor, layout: Layout, out, scale: float) -> Tensor:
-    """scale * grad L for a stack theta (B, p) on the CPU, in numpy: the products network.matmul sends to
-    numpy anyway, without torch's per-operation cost around them (measured: 0.18 ms instead of 0.33 ms
-    for 64 Figure 1 nets, 0.04 ms instead of 0.28 ms for 4; the stiff batch's Newton iterations evaluate
-    a few members at a time). Each layer's gradient is written into its block of the result."""
-    if out is not None and not out.is_contiguous():  # the blocks are written through views of out
-        return out.copy_(_gradient_stack(problem, theta, layout, None, scale))
-    with np.errstate(all="ignore"):  # a diverging member overflows quietly, as torch's products do
-        return _gradient_stack_numpy(problem, theta.detach().numpy(), layout, out, scale)
-
-
-def _gradient_stack_numpy(problem, y, layout: Layout, out, scale: float) -> Tensor:
-    out = torch.from_numpy(np.empty_like(y)) if out is None else out
-    b, views = y.shape[0], zip(layout.theta_slices, layout.shapes)
-    ws, grads = zip(*((y[:, s].reshape(b, r, c), out.numpy()[:, s].reshape(b, r, c)) for s, (r, c) in views))
-    pre = [ws[0]]
-    for w in ws[1:]:
-        pre.append(np.matmul(w, pre[-1]))
-    t = pre[-1] - problem.P_ls.numpy()
-    t = t if problem.whitened else np.matmul(t, problem.Sxx.numpy())
-    t = t * scale if scale != 1.0 else t
-    # The backward sweep on T_j^T (d_x, d_j): grad_j^T = P_{j-1:1} T_j^T and T_{j-1}^T = T_j^T W_j keep the
-    # second factor of each product unstrided; numpy's T_j P^T (a transposed second factor) took 222 us
-    # instead of 176 us for 3 x 64 Figure 1 nets (the same sums in the same order: the same bits)
-    t_tr = t.transpose(0, 2, 1)
-    for j in range(len(ws) - 1, 0, -1):
-        np.matmul(pre[j - 1], t_tr, out=grads[j].transpose(0, 2, 1))
-        t_tr = np.matmul(t_tr, ws[j])
-    grads[0][...] = t_tr.transpose(0, 2, 1)
-    return out
+def _stack_misfit(theta: Tensor, out: Tensor | None, layout: Layout) -> str:
+    need = f"dims {list(layout.dims)} need a stack (B, {layout.n_weights})"
+    if out is None:
+        return f"theta {tuple(theta.shape)}: {need}"
+    return f"theta {tuple(theta.shape)} into out {tuple(out.shape)}: {need}, and out of the shape of theta"

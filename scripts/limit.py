@@ -127,15 +127,24 @@ def _constants_panel(ax, run_dir: Path) -> None:
     ax.set_title("(b) error constants through the first escape (dotted)", fontsize=8)
 
 
-def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
+def _bands_panel(ax, run_dir: Path, lr: float, lrs: list[float], t_from: float) -> None:
+    """The flow and the SGD and SME ensembles' loss at ``lr`` (one of the run's ``lrs``) from ``t_from``,
+    in the lab's colours: the flow's, and the learning rate's for both ensembles (the SME's dashed, as
+    every figure draws a rate's SME), as in panel (b). The SGD band filled, the SME's between dashed edges:
+    one colour, two bands that overlap and stay apart."""
     import numpy as np
 
+    from dlnlab.plots import FLOW_COLOR, series_colors
+
+    color = series_colors(lrs)[lr]
     flow = np.load(run_dir / "series" / "flow.npz")
     keep = flow["t"] >= t_from
-    ax.plot(flow["t"][keep], flow["loss"][keep], color="k", lw=1.2, label="gradient flow", zorder=3)
-    for name, color, label in (
-        (f"sgd_lr_{lr!r}", "C3", "SGD ensemble"),
-        (f"sme_lr_{lr!r}", "C0", "SME ensemble"),
+    handles = ax.plot(
+        flow["t"][keep], flow["loss"][keep], color=FLOW_COLOR, lw=1.4, label="gradient flow", zorder=3
+    )
+    for name, sme, label in (
+        (f"sgd_lr_{lr!r}", False, "SGD ensemble: median, 5-95% band"),
+        (f"sme_lr_{lr!r}", True, "SME ensemble: median, 5-95% band"),
     ):
         arr = np.load(run_dir / "series" / f"{name}.npz")
         keep = arr["t"] >= t_from
@@ -143,10 +152,18 @@ def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
         # a member that stopped (diverged: NaN after) leaves each later point's quantiles to the others;
         # np.quantile made them NaN, and the band and the line ended where it stopped
         q5, med, q95 = np.nanquantile(loss, [0.05, 0.5, 0.95], axis=0)
-        ax.fill_between(arr["t"][keep], q5, q95, color=color, alpha=0.25, lw=0)
+        if sme:
+            band = [
+                ax.plot(arr["t"][keep], edge, color=color, lw=0.6, ls=(0, (3, 2)))[0] for edge in (q5, q95)
+            ]
+        else:
+            band = [ax.fill_between(arr["t"][keep], q5, q95, color=color, alpha=0.22, lw=0)]
         stopped = int(np.isnan(loss).any(axis=1).sum())
         note = f" ({stopped} of {len(loss)} members stopped early)" if stopped else ""
-        ax.plot(arr["t"][keep], med, color=color, lw=0.9, label=f"{label}: median, 5-95% band{note}")
+        (median,) = ax.plot(
+            arr["t"][keep], med, color=color, lw=0.9, ls="--" if sme else "-", label=f"{label}{note}"
+        )
+        handles.append((band[0], median))  # the legend shows the band under its median
     ax.set_xlabel("time $t$")
     ax.set_ylabel("loss $L$")
     ax.set_title(
@@ -155,7 +172,8 @@ def _bands_panel(ax, run_dir: Path, lr: float, t_from: float) -> None:
     )
     # lower left: an escape falls from the plateau (top left) to the next level (bottom right), so that
     # corner stays empty; upper right hid the start of the fall and the bands' tops (docs/limit.png)
-    ax.legend(fontsize=5.5, loc="lower left")
+    ax.legend(handles, [h.get_label() if not isinstance(h, tuple) else h[1].get_label() for h in handles],
+              fontsize=5.5, loc="lower left")  # fmt: skip
 
 
 def _spread_panel(ax, sgd: dict) -> None:
@@ -311,7 +329,8 @@ def _draw(runs: Path, res: dict, out: Path) -> None:
         _orders_panel(a, res["gd"], res["plateau"])
         _constants_panel(b, runs / "escape")
         t_exit = res["escape"]["sgd_limit"]["escapes"]["t_exit"]
-        _bands_panel(c, runs / "escape", 0.01, max(0.0, t_exit[0] - 2.0) if t_exit else 0.0)
+        lrs = res["escape"]["sgd_limit"]["lrs"]
+        _bands_panel(c, runs / "escape", 0.01, lrs, max(0.0, t_exit[0] - 2.0) if t_exit else 0.0)
         _spread_panel(d, res["escape"])
         with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=200, format=out.suffix.lstrip("."))

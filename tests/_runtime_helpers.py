@@ -52,13 +52,14 @@ class _Marks:
 class SignalAt(GridPointCallback):
     """Sends the process running ``series`` (the run's, or its series worker's) ``signum`` at grid point
     ``m``, once until ``SignalAt.fired.clear()`` (so that a resume in this test process is not signalled
-    again)."""
+    again). ``driver``: to the run's process instead (a series worker's parent), which has it at once,
+    before any other unit can end (a worker's own signal reaches the driver only with its outcome)."""
 
     fired = _Marks()
 
-    def __init__(self, series: str, m: int, signum: int = int(signal.SIGTERM)) -> None:
+    def __init__(self, series: str, m: int, signum: int = int(signal.SIGTERM), driver: bool = False) -> None:
         super().__init__()
-        self.series, self.m, self.signum = series, m, signum
+        self.series, self.m, self.signum, self.driver = series, m, signum, driver
 
     def on_grid_point(self, point, logger):
         if (
@@ -66,7 +67,7 @@ class SignalAt(GridPointCallback):
             and point.m >= self.m
             and SignalAt.fired.add_once((self.series, self.m))
         ):
-            os.kill(os.getpid(), self.signum)
+            os.kill(os.getppid() if self.driver else os.getpid(), self.signum)
 
 
 class SignalOnce(GridPointCallback):

@@ -10,7 +10,7 @@ import torch
 from dlnlab import init
 from dlnlab.flow import FlowSolverError, Solver, integrate, time_grid
 from dlnlab.flow._batch import batch_solver, member_norm
-from dlnlab.network import pack
+from dlnlab.network import pack, unpack
 from tests._helpers import noisy_problem
 
 # its tests on one xdist worker (--dist loadgroup): its module fixtures (solves) are made once per worker
@@ -178,3 +178,38 @@ def test_on_output_is_refused_with_events(batch):
     with pytest.raises(ArgumentError, match="on_output"):
         integrate(problem, DIMS, thetas[0], [0.0, 1.0], Solver("dopri5"), events=[lambda p, d, th: 1.0],
                   on_output=lambda i, r: None)  # fmt: skip
+
+
+def test_a_stack_of_the_wrong_width_is_refused_at_the_boundary_and_the_fields_gradient_is_the_checked_one():
+    """The stack's gradient (numpy, by slices of theta) cut a wider stack silently and failed inside numpy
+    on a narrower one: gradient_theta refuses both, and an ``out`` of another shape, in one line naming
+    the shapes; integrate refuses such a theta0 once, where the solve starts; a field refuses dims that
+    do not fit the data when it is made. What the fields evaluate unchecked (field_gradient) is the
+    checked gradient to the bit, and each member's own gradient (one theta: unpack's views, not the
+    stack's numpy slices) to rounding."""
+    from _helpers import bad_argument
+
+    from dlnlab.flow import GradientFlow, vector_field
+
+    dims = [4, 5, 5, 3]  # p = 60
+    problem = noisy_problem()
+    thetas = torch.stack([pack(init.gaussian(dims, 0.4, seed=k)) for k in range(3)])
+    for wrong in (torch.cat([thetas, thetas[:, :1]], dim=1), thetas[:, :59]):
+        w = wrong.shape[1]
+        with bad_argument("theta", rf"^theta \(3, {w}\): dims \[4, 5, 5, 3\] need a stack \(B, 60\)$"):
+            problem.gradient_theta(wrong, dims)
+        with bad_argument("theta0", rf"theta0 has {w} entries in its last dimension \(shape \(3, {w}\)\)"):
+            integrate(problem, dims, wrong, time_grid(1.0, n=3), "rk45")
+    with bad_argument(
+        "theta", r"^theta \(3, 60\) into out \(3, 61\): .*\(B, 60\), and out of the shape of theta$"
+    ):
+        problem.gradient_theta(thetas, dims, out=torch.empty(3, 61, dtype=torch.float64))
+    with bad_argument("dims", r"dims \[5, 5, 3\] do not fit the data \(d_x = 4, d_y = 3\)"):
+        GradientFlow(problem, [5, 5, 3])
+    checked = problem.gradient_theta(thetas, dims, out=torch.empty_like(thetas), scale=-1.0)
+    field = vector_field(problem, dims)
+    assert torch.equal(field.into(thetas, torch.full_like(thetas, float("nan"))), checked)
+    assert torch.equal(field(0.0, thetas), checked)
+    for k in range(3):
+        alone = pack(problem.gradient(unpack(thetas[k], dims)))
+        torch.testing.assert_close(checked[k], -alone, rtol=1e-13, atol=1e-15)

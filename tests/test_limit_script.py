@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ESCAPE_LRS = [0.02, 0.01, 0.005]  # the escape run's (scripts/limit.py): panel (c) draws the second
 
 
 @pytest.mark.slow
@@ -50,7 +51,7 @@ def test_the_escape_panels_legend_hides_no_curve_and_no_band(tmp_path):
     with style():
         fig = new_figure((4.0, 3.2))
         ax = fig.add_subplot()
-        bands_panel(ax, tmp_path, 0.01, 4.6)
+        bands_panel(ax, tmp_path, 0.01, ESCAPE_LRS, 4.6)
         fig.canvas.draw()
     box = ax.get_legend().get_window_extent()
 
@@ -82,7 +83,7 @@ def test_the_escape_panels_bands_are_over_the_members_with_a_value(tmp_path):
     np.savez(tmp_path / "series" / "sme_lr_0.01.npz", t=t, loss=members[:8])
     with style():
         ax = new_figure((4.0, 3.2)).add_subplot()
-        bands_panel(ax, tmp_path, 0.01, 4.6)
+        bands_panel(ax, tmp_path, 0.01, ESCAPE_LRS, 4.6)
     want = np.array([np.quantile(col[np.isfinite(col)], [0.05, 0.5, 0.95]) for col in members.T])
     (median,) = [line for line in ax.get_lines() if line.get_label().startswith("SGD ensemble")]
     np.testing.assert_allclose(median.get_ydata(), want[:, 1], rtol=1e-14)
@@ -90,6 +91,44 @@ def test_the_escape_panels_bands_are_over_the_members_with_a_value(tmp_path):
     for q in (want[:, 0], want[:, 2]):
         assert all(np.isclose(band, y, rtol=1e-14).any() for y in q)
     assert "1 of 16 members stopped early" in median.get_label()
+
+
+def test_the_escape_panel_draws_the_flow_and_the_learning_rate_in_the_labs_colours(tmp_path):
+    """Panel (c) drew the flow in black and the ensembles in matplotlib's C3 and C0 (C0 near panel (b)'s
+    colour of eta = 0.02); now as every figure of the lab: the flow in TensorBoard's first colour, eta =
+    0.01, the second largest of three rates, in its third (its TensorBoard run's, and panel (b)'s), the
+    SME's median dashed in that colour, the SGD band filled in it, and the legend shows the same."""
+    from matplotlib.colors import to_hex
+
+    from dlnlab.plots import new_figure, style
+
+    bands_panel = runpy.run_path(str(ROOT / "scripts" / "limit.py"))["_bands_panel"]
+    flow_hex, rate_hex = "#ff7043", "#cc3311"  # TensorBoard's tensorboardColorBlindAssist, 1st and 3rd
+    t = np.linspace(4.6, 8.0, 35)
+    (tmp_path / "series").mkdir()
+    np.savez(tmp_path / "series" / "flow.npz", t=t, loss=7.0 + 8.0 / (1.0 + np.exp((t - 6.5) / 0.08)))
+    for name in ("sgd_lr_0.01", "sme_lr_0.01"):
+        members = np.stack([7.0 + 8.0 / (1.0 + np.exp((t - 6.5 - d) / 0.08)) for d in (-0.1, 0.0, 0.1, 0.2)])
+        np.savez(tmp_path / "series" / f"{name}.npz", t=t, loss=members)
+    with style():
+        ax = new_figure((4.0, 3.2)).add_subplot()
+        bands_panel(ax, tmp_path, 0.01, ESCAPE_LRS, 4.6)
+    labelled = {line.get_label().split(":")[0]: line for line in ax.get_lines()}
+    flow, sgd, sme = labelled["gradient flow"], labelled["SGD ensemble"], labelled["SME ensemble"]
+    assert to_hex(flow.get_color()) == flow_hex and flow.get_linestyle() == "-"
+    assert to_hex(sgd.get_color()) == rate_hex and sgd.get_linestyle() == "-"
+    assert to_hex(sme.get_color()) == rate_hex and sme.get_linestyle() == "--"
+    (band,) = ax.collections  # the SGD band; the SME's is its two dashed edges, in the rate's colour
+    assert to_hex(band.get_facecolor()[0]) == rate_hex
+    edges = [line for line in ax.get_lines() if line not in (flow, sgd, sme)]
+    assert len(edges) == 2 and {to_hex(e.get_color()) for e in edges} == {rate_hex}
+    legend = ax.get_legend()
+    keys = ["gradient flow", "SGD ensemble", "SME ensemble"]
+    assert [text.get_text().split(":")[0] for text in legend.get_texts()] == keys
+    # a band and its median are one entry, its key the band (a patch; the SME's: a dashed edge)
+    flow_key, sgd_key, sme_key = legend.legend_handles
+    assert to_hex(flow_key.get_color()) == flow_hex
+    assert to_hex(sgd_key.get_facecolor()) == rate_hex and to_hex(sme_key.get_color()) == rate_hex
 
 
 def test_panel_a_keeps_its_points_where_the_weak_errors_bars_reach_zero():

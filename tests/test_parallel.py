@@ -188,6 +188,45 @@ def test_the_resume_of_a_parallel_run_says_which_series_were_interrupted_and_whi
            "not run; each series kept, continued or run again (docs/runs.md)\n" in capsys.readouterr().out  # fmt: skip
 
 
+@pytest.mark.lab
+def test_an_interrupted_resume_records_the_series_it_never_started_as_not_run(tmp_path, capsys):
+    """The resume's records are decided before the units fork: a SIGTERM to the driver during the
+    resume's first two units (sgd_lr_0.001 and 0.002, the longest) stops them before sgd_lr_0.04's unit
+    starts, and its record says not run, as the console's "not run" line does (it said "run from the
+    start"); the next resume runs it, and keeps or continues the two."""
+    from _runtime_helpers import SignalAt
+
+    SignalAt.fired.clear()  # each fires once in this process
+    stops = [  # the run's, in the flow; the resume's, to the driver at 0.002's second point (40 steps in)
+        "+callbacks.first._target_=_runtime_helpers.SignalAt", "+callbacks.first.series=flow",
+        "+callbacks.first.m=20", "+callbacks.again._target_=_runtime_helpers.SignalAt",
+        "+callbacks.again.series=sgd_lr_0.002", "+callbacks.again.m=1", "+callbacks.again.driver=true",
+    ]  # fmt: skip
+    lrs = ["sgd.lrs=[0.04,0.002,0.001]", "flow.modified=false", "run.workers=2"]
+    out = tmp_path / "run"
+    assert run(_cfg([*BASE, *lrs, *stops]), output_dir=out).exit_code == 143
+    assert _summary(out)["not_run"] == ["sgd_lr_0.04", "sgd_lr_0.002", "sgd_lr_0.001"]  # stopped in the flow
+    capsys.readouterr()
+    assert resume(out).exit_code == 143
+    stopped = _summary(out)
+    assert stopped["not_run"] == ["sgd_lr_0.04"]  # the two ran (to their end, or to a chunk's: interrupted)
+    assert stopped["resumed"][-1]["series"] == {
+        "flow": "run from the start",  # interrupted in the first run: recomputed from its start
+        "sgd_lr_0.04": "not run: the resume stopped before it (planned: run from the start)",
+        "sgd_lr_0.002": "run from the start",
+        "sgd_lr_0.001": "run from the start",
+    }
+    printed = capsys.readouterr().out  # the end lines agree
+    assert "sgd_lr_0.04 not run: the resume stopped before it (planned: run from the start)" in printed
+    assert "(S)GD series not run: sgd_lr_0.04 (" in printed
+    again = resume(out)  # the next resume decides again from the files: it runs the series
+    assert again.exit_code == 0 and again["status"] == "finished"
+    notes = again["resumed"][-1]["series"]
+    assert notes.pop("sgd_lr_0.04") == "run from the start" and set(notes) == {"sgd_lr_0.002", "sgd_lr_0.001"}
+    for name, status in ((n, stopped["series"][n]["status"]) for n in ("sgd_lr_0.002", "sgd_lr_0.001")):
+        assert notes[name] == ("kept" if status == "ok" else "continued from its checkpoint"), (name, status)
+
+
 def test_run_workers_is_refused_below_one():
     with pytest.raises(ConfigError, match=r"^run\.workers: .*>= 1 or null.*got 0"):
         prepare(_cfg(["experiment=tiny", "run.workers=0"]))

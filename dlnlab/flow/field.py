@@ -17,17 +17,21 @@ __all__ = ["check_problem_dims", "vector_field", "time_grid", "GradientFlow", "M
 
 class GradientFlow:
     """The gradient flow dtheta/dt = -grad L(theta), for theta (..., p): the right-hand side, written
-    into a given tensor, and the Jacobian -H(theta) (dense p x p, or as products with v)."""
+    into a given tensor, and the Jacobian -H(theta) (dense p x p, or as products with v).
+
+    The dims are checked when it is made; a stack of states (B, p) is not checked at each evaluation
+    (the solvers' hot loop: ``RegressionProblem.field_gradient``), but once where a solve starts
+    (``integrate``'s theta0): a direct call takes states of the layout's width."""
 
     def __init__(self, problem: RegressionProblem, layout: Layout) -> None:
-        self.problem, self.layout = problem, layout
+        self.problem, self.layout = problem, check_problem_dims(problem, as_layout(layout))
 
     def __call__(self, t, theta: Tensor) -> Tensor:
-        return -self.problem.gradient_theta(theta, self.layout)
+        return -self.problem.field_gradient(theta, self.layout)
 
     def into(self, theta: Tensor, out: Tensor) -> Tensor:
         """The right-hand side written into ``out`` (no new tensor)."""
-        return self.problem.gradient_theta(theta, self.layout, out=out, scale=-1.0)
+        return self.problem.field_gradient(theta, self.layout, out=out, scale=-1.0)
 
     def jacobian(self, theta: Tensor) -> Tensor:
         return -self.problem.hessian(theta, self.layout)
@@ -49,7 +53,7 @@ class ModifiedFlow(GradientFlow):
         self.lr = positive_float("modified_lr", lr)
 
     def __call__(self, t, theta: Tensor) -> Tensor:
-        g = self.problem.gradient_theta(theta, self.layout)
+        g = self.problem.field_gradient(theta, self.layout)
         return -(g + (0.5 * self.lr) * self.problem.hvp_theta(theta, g, self.layout))
 
     def into(self, theta: Tensor, out: Tensor) -> Tensor:

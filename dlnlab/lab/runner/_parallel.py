@@ -3,9 +3,10 @@ its series of every per-lr kind, in the registry's order - run in a forked proce
 ``workers`` units at once, the longest (the smallest learning rate: the most steps) first.
 
 The driver keeps what only one process may do: summary.json (the stage lists the running units), the
-resume records (each series' :class:`~dlnlab.lab.runner._series.ResumeStep` is decided here, before
-the fork, from the interrupted run's files), the TensorBoard runs (opened in order before the first
-series, so their colours do not depend on which unit ends first) and the signals. A worker computes
+resume records (each series' :class:`~dlnlab.lab.runner._tasks.ResumeStep` is decided here, before
+the fork, from the interrupted run's files; a series no worker started is then recorded as not run),
+the TensorBoard runs (opened in order before the first series, so their colours do not depend on which
+unit ends first) and the signals. A worker computes
 and records its series exactly as the serial loop does (the same kinds' ``run``, one torch thread), so
 its files and entries are those of ``run.workers=1`` bit for bit (tests/test_parallel.py); it sends its
 :class:`~dlnlab.lab.runner._kind.SeriesDone` (entry and arrays) back through a pipe when its unit ends.
@@ -133,6 +134,7 @@ def run_units(
                 if sig is not None and not unit.signalled:
                     unit.signalled = True
                     kill(unit.proc.pid, sig)
+    _record_unstarted(state, kinds, steps)
     if crash is not None:
         raise RuntimeError(f"the series failed in a worker or in the driver:\n{crash}")
 
@@ -158,6 +160,18 @@ def _resume_steps(state, kinds, times, done, previous) -> dict[tuple[str, float]
     if previous is not None:
         state.write_summary()
     return steps
+
+
+def _record_unstarted(state: RunState, kinds: list[SeriesKind], steps: dict) -> None:
+    """The resume records were decided before the fork: a series that never started (its unit not
+    started after a signal, or behind an interrupted series in its unit) is recorded as not run, as the
+    console's "not run" says, rather than as what it was to do."""
+    for kind in kinds:
+        for lr in state.plan.lrs:
+            note = steps[kind.key, lr].not_started()
+            name = kind.series_name(lr)
+            if note is not None and name not in state.series:
+                state.resumed[-1]["series"][name] = note
 
 
 def _start(ctx, kinds, lr, times, done, steps, n_grid, slot, threads, others) -> _Unit:

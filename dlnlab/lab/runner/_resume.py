@@ -21,7 +21,8 @@ directory's lock (:mod:`dlnlab.lab.runner._lock`):
   is run again from its start, and the resume record says why;
 * ``summary.json`` lists each resume under ``resumed``: when, where the run had stopped, and per
   series ``kept``, ``continued from its checkpoint`` or ``run from the start`` (with the reason when
-  a damaged file forced it).
+  a damaged file forced it), or, for a series a signal kept the resume from starting, ``not run: the
+  resume stopped before it (planned: ...)`` (:meth:`~dlnlab.lab.runner._tasks.ResumeStep.not_started`).
 """
 
 from __future__ import annotations

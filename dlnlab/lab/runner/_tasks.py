@@ -9,7 +9,10 @@ from dlnlab.lab.runner._kind import Resume, SeriesDone, SeriesKind, SeriesTask
 from dlnlab.lab.runner._resume import Continuation, Previous
 from dlnlab.lab.runner._times import SeriesTimes, at_series_grid
 
-__all__ = ["task_of", "ResumeStep", "resume_step"]
+__all__ = ["task_of", "ResumeStep", "resume_step", "NOT_STARTED"]
+
+# the resume record of a series whose run the resume decided but never started (it stopped first)
+NOT_STARTED = "not run: the resume stopped before it"
 
 
 def task_of(kind: SeriesKind, lr, times: SeriesTimes, done: dict, n_grid: int) -> SeriesTask:
@@ -40,6 +43,14 @@ class ResumeStep:
     recorded: tuple[dict, dict] | None = None
     continuation: Continuation | None = None
     note: str | None = None
+
+    def not_started(self) -> str | None:
+        """The record of a series the resume was to run (or continue) but stopped before (a signal ended
+        the run while the units before it ran): not run, and what it was to do, which the next resume
+        decides again from the same files. None for a kept series: its recorded entry stays, as planned."""
+        if self.note is None or self.kept is not None:
+            return None
+        return f"{NOT_STARTED} (planned: {self.note})"
 
     def apply(self, task: SeriesTask) -> SeriesTask:
         if self.recorded is None and self.continuation is None:
