@@ -26,7 +26,7 @@ from torch import Tensor
 from dlnlab.descent import SAMPLINGS
 from dlnlab.errors import ArgumentError
 from dlnlab.network import Layout, as_layout, matmul, pack, prefix_products, unpack
-from dlnlab.problem import RegressionProblem
+from dlnlab.problem import RegressionProblem, check_problem_dims
 from dlnlab.trajectory import Status, Trajectory
 
 __all__ = ["per_sample_gradients", "noise_scale", "noise_factor", "integrate_sme"]
@@ -120,7 +120,7 @@ def integrate_sme(
     at ``dt`` (default lr / 8)."""
     import torchsde
 
-    layout = as_layout(dims)
+    layout = check_problem_dims(problem, as_layout(dims))
     if theta0.ndim != 2 or theta0.shape[1] != layout.n_weights:
         raise ArgumentError(
             "theta0", f"an ensemble (R, {layout.n_weights}) is needed, got {tuple(theta0.shape)}"

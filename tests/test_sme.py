@@ -11,6 +11,7 @@ from dlnlab.descent import MinibatchSampler, gd
 from dlnlab.network import pack, unpack
 from dlnlab.problem import RegressionProblem
 from dlnlab.sme import integrate_sme, noise_factor, noise_scale, per_sample_gradients
+from tests._helpers import bad_argument
 
 DIMS = [4, 3, 3, 2]
 
@@ -116,3 +117,15 @@ def test_reshuffled_epochs_are_order_one_from_the_flow_and_fresh_subsets_order_o
             errors.append(float((run.theta - flow.theta[:, None]).norm(dim=-1).mean(dim=1).max()))
         orders[sampling] = float(np.polyfit(np.log(lrs), np.log(errors), 1)[0])
     assert 0.4 < orders["without_replacement"] < 0.6 and 0.85 < orders["reshuffle"] < 1.15, orders
+
+
+def test_dims_that_do_not_fit_the_data_or_a_stack_of_another_width_are_refused(small):
+    """Checked where integrate_sme starts (before, the dims were refused only by the drift's first call, from
+    inside torchsde's own checks): the dims against the data, the stack's width against the dims."""
+    problem, theta = small
+    t = torch.linspace(0, 0.1, 3)
+    wrong = [5, 3, 2]
+    with bad_argument("dims", r"dims \[5, 3, 2\] do not fit the data \(d_x = 4, d_y = 2\)"):
+        integrate_sme(problem, wrong, torch.zeros(2, 5 * 3 + 3 * 2), t, 0.05, 4)
+    with bad_argument("theta0", rf"an ensemble \(R, {theta.numel()}\) is needed, got \(2, 7\)"):
+        integrate_sme(problem, DIMS, torch.zeros(2, 7), t, 0.05, 4)
