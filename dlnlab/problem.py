@@ -21,7 +21,17 @@ from torch import Tensor
 from dlnlab import _second_order
 from dlnlab._gradient_stack import gradient_stack
 from dlnlab.errors import ArgumentError
-from dlnlab.network import Layout, as_layout, chained, matmul, pack, prefix_products, product, unpack
+from dlnlab.network import (
+    Layout,
+    as_layout,
+    chained,
+    flat_blocks,
+    matmul,
+    pack,
+    prefix_products,
+    product,
+    unpack,
+)
 
 __all__ = ["RegressionProblem", "check_problem_dims", "haar_orthonormal"]
 
@@ -231,14 +241,14 @@ class RegressionProblem:
         """scale * grad L on theta (..., p) (written into ``out`` when given: no new tensor). For one theta
         (p,) every layer's product is written straight into its block of the result (no concatenation:
         1.4 ms of an 8 ms gradient at width 256, depth 8); the scale goes on dL/dP (d_y x d_x), so -1
-        gives the flow's right-hand side without a pass over p (and exactly -grad L). A stack (B, p) on the
-        CPU goes through numpy (:func:`dlnlab._gradient_stack.gradient_stack`), whose slices cut a wider
-        stack silently: its width and ``out``'s shape are checked here (one theta's by ``unpack``)."""
+        gives the flow's right-hand side without a pass over p (and exactly -grad L). Checked here: the
+        width and ``out``'s shape (a stack (B, p) on the CPU goes through numpy, one theta through
+        :func:`~dlnlab.network.flat_blocks`, both unchecked: a wider one was cut silently)."""
         layout = check_problem_dims(self, as_layout(dims))
-        if theta.ndim == 2 and (
-            theta.shape[1] != layout.n_weights or (out is not None and out.shape != theta.shape)
+        if theta.ndim in (1, 2) and (
+            theta.shape[-1] != layout.n_weights or (out is not None and out.shape != theta.shape)
         ):
-            raise ArgumentError("theta", _stack_misfit(theta, out, layout))
+            raise ArgumentError("theta", _misfit(theta, out, layout))
         return self.field_gradient(theta, layout, out, scale)
 
     def field_gradient(
@@ -246,11 +256,11 @@ class RegressionProblem:
     ) -> Tensor:
         """:meth:`gradient_theta` without its checks of the dims and of a stack's shape: the right-hand side
         of the vector fields (dlnlab.flow.field), which check the dims when made, evaluated on states a
-        solve checked once where it started (``integrate``'s theta0). Checked at every evaluation, the
-        stack's width and ``out``'s shape cost 0.2-0.5 us of a 40 us Figure 1 gradient."""
+        solve checked once where it started (``integrate``'s theta0): checked at every evaluation, the
+        width and ``out``'s shape cost 0.2-0.5 us of a 40 us Figure 1 gradient."""
         if theta.ndim == 2 and theta.device.type == "cpu" and not theta.requires_grad:
             return gradient_stack(self, theta, layout, out, scale)
-        ws = unpack(theta, layout)
+        ws = flat_blocks(theta, layout)
         pre = prefix_products(ws)
         d = self._dloss_dp(pre[-1])
         if scale != 1.0:
@@ -258,7 +268,7 @@ class RegressionProblem:
         if theta.ndim != 1 or theta.device.type != "cpu" or (out is not None and not out.is_contiguous()):
             return pack(_backprop(ws, pre, d), out=out)
         out = torch.empty_like(theta) if out is None else out
-        _backprop(ws, pre, d, into=unpack(out, layout))
+        _backprop(ws, pre, d, into=flat_blocks(out, layout))
         return out
 
     def minibatch_gradient(self, weights: Sequence[Tensor], index: Tensor) -> list[Tensor]:
@@ -383,8 +393,7 @@ def _backprop(
     return out
 
 
-def _stack_misfit(theta: Tensor, out: Tensor | None, layout: Layout) -> str:
-    need = f"dims {list(layout.dims)} need a stack (B, {layout.n_weights})"
-    if out is None:
-        return f"theta {tuple(theta.shape)}: {need}"
-    return f"theta {tuple(theta.shape)} into out {tuple(out.shape)}: {need}, and out of the shape of theta"
+def _misfit(theta: Tensor, out: Tensor | None, layout: Layout) -> str:
+    p, into = layout.n_weights, "" if out is None else f" into out {tuple(out.shape)}"
+    need = f"dims {list(layout.dims)} need {f'a stack (B, {p})' if theta.ndim == 2 else f'({p},)'}"
+    return f"theta {tuple(theta.shape)}{into}: {need}{into and ', and out of the shape of theta'}"

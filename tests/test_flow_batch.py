@@ -204,6 +204,11 @@ def test_a_stack_of_the_wrong_width_is_refused_at_the_boundary_and_the_fields_gr
         "theta", r"^theta \(3, 60\) into out \(3, 61\): .*\(B, 60\), and out of the shape of theta$"
     ):
         problem.gradient_theta(thetas, dims, out=torch.empty(3, 61, dtype=torch.float64))
+    for wrong in (thetas[0, :59], torch.cat([thetas[0], thetas[0, :1]])):  # one theta: flat_blocks' views
+        with bad_argument("theta", rf"^theta \({wrong.numel()},\): dims \[4, 5, 5, 3\] need \(60,\)$"):
+            problem.gradient_theta(wrong, dims)
+    with bad_argument("theta", r"^theta \(60,\) into out \(61,\): dims \[4, 5, 5, 3\] need \(60,\), and out"):
+        problem.gradient_theta(thetas[0], dims, out=torch.empty(61, dtype=torch.float64))
     with bad_argument("dims", r"dims \[5, 5, 3\] do not fit the data \(d_x = 4, d_y = 3\)"):
         GradientFlow(problem, [5, 5, 3])
     checked = problem.gradient_theta(thetas, dims, out=torch.empty_like(thetas), scale=-1.0)

@@ -8,6 +8,7 @@ from dlnlab.network import (
     DeepLinearNetwork,
     Layout,
     adjacency_from_weights,
+    flat_blocks,
     pack,
     product,
     unpack,
@@ -95,6 +96,26 @@ def test_unpack_returns_views():
     assert theta[0] == -1.0
     assert theta[12 + 1 * 4 + 2] == 5.0  # W_2 starts after the 4*3 entries of W_1
     assert theta.count_nonzero() == 2
+
+
+@pytest.mark.parametrize("dims", DIMS)
+def test_flat_blocks_are_unpacks_views_and_fall_back_to_it(dims):
+    """One as_strided view per layer of a contiguous theta (here a row of a stack: a storage offset): the
+    elements unpack's views hold, writing through to theta; a column of a stack (not contiguous) and a
+    theta that needs a gradient go through unpack itself."""
+    lay = Layout(dims)
+    stack = torch.randn(3, lay.n_weights, dtype=torch.float64)
+    theta = stack[1]
+    blocks = flat_blocks(theta, lay)
+    assert [b.shape for b in blocks] == [b.shape for b in unpack(theta, lay)]
+    assert all(torch.equal(b, u) and b.is_contiguous() for b, u in zip(blocks, unpack(theta, lay)))
+    blocks[-1][-1, -1] = 7.0
+    assert stack[1, -1] == 7.0 and stack[2, -1] != 7.0
+    column = torch.randn(lay.n_weights, 2, dtype=torch.float64)[:, 0]
+    assert all(torch.equal(b, u) for b, u in zip(flat_blocks(column, lay), unpack(column, lay)))
+    leaf = theta.clone().requires_grad_(True)
+    sum(b.sum() for b in flat_blocks(leaf, lay)).backward()
+    assert torch.equal(leaf.grad, torch.ones_like(leaf))
 
 
 def test_weight_views_write_into_adjacency():
