@@ -27,12 +27,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.loggers import Logger
-
-from dlnlab.lab.record._logging import is_tensorboard, make_logger, tf_record
-from dlnlab.plots import NO_LINES_POSITION
 from dlnlab.rundir import write_bytes
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
+
+# Lightning, TensorBoard and matplotlib are imported where used: the driver imports ORDER_FILE (through
+# the resume) before it refuses a config, which must not import Lightning (tests/test_readme.py)
 
 __all__ = ["FIGURES_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger"]
 
@@ -48,6 +51,8 @@ def tensorboard_order(series_runs: Sequence[str]) -> tuple[str, ...]:
     """The TensorBoard runs in the order TensorBoard colours them: the series' runs (the flow, then the
     learning rates from the largest down) with the figures' run at the palette's place for a run
     without lines (third: after the flow and the largest learning rate)."""
+    from dlnlab.plots import NO_LINES_POSITION
+
     runs = list(series_runs)
     runs.insert(min(NO_LINES_POSITION, len(runs)), FIGURES_RUN)
     return tuple(runs)
@@ -56,6 +61,8 @@ def tensorboard_order(series_runs: Sequence[str]) -> tuple[str, ...]:
 def order_runs(run_dir: Path, logger_cfg: Mapping | None, series_runs: Sequence[str]) -> None:
     """Each TensorBoard run's :data:`ORDER_FILE`, when the run's logger is TensorBoard's and a run lacks
     one (all present: a resume's, kept as they are)."""
+    from dlnlab.lab.record._logging import is_tensorboard, tf_record
+
     if not is_tensorboard(logger_cfg):
         return
     log_dir = Path(run_dir) / "tensorboard"
@@ -87,6 +94,8 @@ def figures_logger(run_dir: Path, logger_cfg: Mapping | None) -> Logger | None:
     own (suffix ``.figures``) that replace the previous ones, so remaking the figures never stacks
     copies (a run made before that run had them in the flow's: those go too). None when the run's
     logger is not TensorBoard."""
+    from dlnlab.lab.record._logging import is_tensorboard, make_logger
+
     if not is_tensorboard(logger_cfg):
         return None
     for name in (FIGURES_RUN, "flow"):
