@@ -54,8 +54,9 @@ def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_ru
         assert (out / "series" / f"cflow_lr_{lr!r}.npz").exists() and (
             out / "series" / f"edge_lr_{lr!r}.npz"
         ).exists()
-    # no TensorBoard run of their own: they are compared in their GD series' run
-    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(["flow", f"sgd_lr_{EDGE_LR!r}"])
+    # no TensorBoard run of their own: they are compared in their GD series' run (and the figures' run)
+    runs = ["figures", "flow", f"sgd_lr_{EDGE_LR!r}"]
+    assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(runs)
     assert res["analysis"]["edge"]["spectra"] > 0 and res["analysis"]["edge"]["central_evals"] > 0
     # the central flow at GD's steps: on the edge from where Sigma switches on (once here), pinned to
     # 2/eta from where its gap |S - 2/eta| / (2/eta) stops falling

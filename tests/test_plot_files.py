@@ -61,9 +61,11 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     logger = figures_logger(mine, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
     serial = make_run_figures(mine, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
-    assert len(list((mine / "tensorboard" / "flow").glob("*.figures"))) == 1
-    acc = EventAccumulator(str(mine / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    assert len(list((mine / "tensorboard" / "figures").glob("*.figures"))) == 1
+    runs = mine / "tensorboard"
+    acc = EventAccumulator(str(runs / "figures"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
+    assert acc.Tags()["scalars"] == acc.Tags()["tensors"] == []  # a run without lines (its colour: red)
     tags = set(acc.Tags()["images"])
     assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
     img = acc.Images("figures/loss")[-1]
@@ -71,8 +73,11 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     # the image is the PNG file's picture (decoded and re-encoded, not drawn again)
     shown = imread(BytesIO(img.encoded_image_string), format="png")
     np.testing.assert_allclose(shown, imread(mine / "figures" / "loss.png"), atol=1 / 255)
+    flow = EventAccumulator(str(runs / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    flow.Reload()
+    assert flow.Tags()["images"] == []  # the figures' run only
     n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
-    assert len(acc.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
+    assert len(flow.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 
     one = {p.name: p.read_bytes() for p in serial}
     got = []

@@ -8,7 +8,8 @@
   context manager), :func:`new_figure` (an Agg figure of a paper column's size), :func:`lr_axis`
   (log-log axes with a tick at each learning rate), :func:`bars_floor` (a log axis kept on its points
   where error bars reach 0), the series' colours: :data:`FLOW_COLOR` and :func:`series_colors` (each
-  learning rate's, TensorBoard's colour of its run), their lines as the run figures draw them
+  learning rate's, TensorBoard's colour of its run) and :data:`NO_LINES_POSITION` (the run order's
+  place of the run that draws no lines, the figures'), their lines as the run figures draw them
   (:data:`FLOW_KW`, :data:`SGD_KW`), the time axis' label (:data:`TIME_LABEL`,
   :data:`HEAVY_BALL_TIME_LABEL`) and :func:`legend` (one legend below the axes); the series' names are
   :func:`dlnlab.rundir.series_label`'s.
@@ -22,6 +23,7 @@ from dlnlab.plots._render import make_run_figures
 from dlnlab.plots._style import (
     FLOW_COLOR,
     HEAVY_BALL_TIME_LABEL,
+    NO_LINES_POSITION,
     TIME_LABEL,
     new_figure,
     series_colors,
@@ -36,6 +38,7 @@ __all__ = [
     "FLOW_COLOR",
     "FLOW_KW",
     "HEAVY_BALL_TIME_LABEL",
+    "NO_LINES_POSITION",
     "RunData",
     "SGD_KW",
     "TIME_LABEL",

@@ -1,13 +1,15 @@
 """One look for every figure: sizes for a paper column, fonts, and a colour per series.
 
 Colours: TensorBoard's, so that a series has one colour in the figures and on the dashboard. TensorBoard
-colours its runs from its palette (:data:`RUN_PALETTE`, its "tensorboardColorBlindAssist") in the order
-of their first events, and the lab opens the flow's run first and then one per learning rate in the
-order, largest first (docs/tensorboard.md): the flow is the palette's first colour, the i-th largest
-learning rate its (i + 1)-th, up to the 6th. TensorBoard wraps its 7 colours, so its 7th learning rate
-would get the flow's; the figures give the 7th to 12th rates colours of their own (:data:`LR_COLORS`)
-and then repeat the rates' colours, never the flow's. A modified flow or an SME ensemble at a learning
-rate takes that rate's colour (dashed).
+colours its runs from its palette (:data:`RUN_PALETTE`, its "tensorboardColorBlindAssist": orange, blue,
+red, cyan, magenta, teal, grey) in the order of their start times (docs/tensorboard.md). Its red is
+close to its orange (CIELAB distance 19.6; every other pair is 29.6 or more apart), so the lab gives red
+to a run that draws no lines (:data:`NO_LINES_POSITION`: the figures' run) and orders the runs flow,
+largest learning rate, that run, the next learning rates: the flow is orange (:data:`FLOW_COLOR`), the
+learning rates from the largest down blue, cyan, magenta, teal, grey (:data:`LR_COLORS`). TensorBoard
+wraps its 7 colours, so its 6th learning rate would get the flow's; the figures give the 6th to 11th
+rates colours of their own and then repeat the rates' colours, never the flow's or red. A modified flow
+or an SME ensemble at a learning rate takes that rate's colour (dashed).
 Data modes k use the Okabe-Ito palette (Figure 1).
 """
 
@@ -27,6 +29,7 @@ __all__ = [
     "FLOW_COLOR",
     "RUN_PALETTE",
     "LR_COLORS",
+    "NO_LINES_POSITION",
     "MODE_COLORS",
     "series_colors",
     "mode_color",
@@ -37,10 +40,16 @@ __all__ = [
 COLUMN = (3.4, 2.9)  # inches: one column of a two-column paper
 RUN_PALETTE = ("#ff7043", "#0077bb", "#cc3311", "#33bbee", "#ee3377", "#009988", "#bbbbbb")
 FLOW_COLOR = RUN_PALETTE[0]
-# after the palette's six: Paul Tol's muted colours less the three near the palette's (CIELAB distance
-# 22.8 or more from every colour of both and from each other; the palette's own closest pair, the
-# flow's orange and the 2nd rate's red, is 19.6 apart)
-LR_COLORS = RUN_PALETTE[1:] + ("#332288", "#117733", "#999933", "#882255", "#aa4499", "#ddcc77")
+# the palette's position (red) that TensorBoard gives a run drawing no lines: red is the palette's
+# colour closest to the flow's orange (CIELAB 19.6 apart; the rest of the palette, pairwise, 29.6 or more)
+NO_LINES_POSITION = 2
+# after the palette's five: Paul Tol's muted colours less the three near the palette's (CIELAB distance
+# 22.8 or more from every colour of both and from each other)
+LR_COLORS = (
+    *RUN_PALETTE[1:NO_LINES_POSITION],
+    *RUN_PALETTE[NO_LINES_POSITION + 1 :],
+    *("#332288", "#117733", "#999933", "#882255", "#aa4499", "#ddcc77"),
+)
 MODE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 PLATEAU_COLOR = "0.55"
 TIME_LABEL = "time $t$ (flow time; step $k$ of (S)GD at $t = k\\eta$)"
@@ -75,9 +84,9 @@ STYLE = {
 
 
 def series_colors(lrs: Sequence[float]) -> dict[float, str]:
-    """The colour of each learning rate, never the flow's: for the six largest, TensorBoard's colour of
-    its run (the run opens them from the largest learning rate down, after the flow); then
-    :data:`LR_COLORS`' own, repeated past twelve."""
+    """The colour of each learning rate, never the flow's: for the five largest, TensorBoard's colour of
+    its run (the runs are ordered from the largest learning rate down, after the flow, with the
+    figures' run third); then :data:`LR_COLORS`' own, repeated past eleven."""
     order = sorted(set(float(x) for x in lrs), reverse=True)
     return {lr: LR_COLORS[i % len(LR_COLORS)] for i, lr in enumerate(order)}
 

@@ -5,7 +5,8 @@ in a forked worker process where fork exists (:func:`open_recorder`), which comp
 (:class:`dlnlab.metrics.SeriesMetrics`), logs them through the series' Lightning logger and writes
 ``series/<name>.npz`` atomically. What a series logs, at which step, and the TensorBoard layout are
 ``_tags`` (:class:`TagPlan`, :class:`RunCharts`); the loggers themselves (dlnlab's
-:class:`TensorBoardLogger`, any Lightning logger a config names) are ``_logging``.
+:class:`TensorBoardLogger`, any Lightning logger a config names) are ``_logging``; the order TensorBoard
+colours the runs in, and the figures' run, ``_runs``.
 
 Names are imported on first use (``dlnlab._lazy``).
 """
@@ -26,7 +27,7 @@ _EXPORTS = {
     "._logging": [
         "TensorBoardLogger",
         "make_logger",
-        "figures_logger",
+        "is_tensorboard",
         "fresh_copy",
         "own_file",
         "writes_concurrently",
@@ -35,6 +36,7 @@ _EXPORTS = {
         "log_png",
         "log_text",
     ],
+    "._runs": ["FIGURES_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger"],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -33,7 +33,8 @@ from lightning.pytorch.utilities import rank_zero_only
 __all__ = [
     "TensorBoardLogger",
     "make_logger",
-    "figures_logger",
+    "is_tensorboard",
+    "tf_record",
     "own_file",
     "fresh_copy",
     "writes_concurrently",
@@ -56,6 +57,16 @@ except ImportError:  # pragma: no cover - correct, only slower
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
 
 
+def tf_record(event) -> bytes:
+    """An event as one record of an event file: TFRecord framing (length, masked crc32c, data, masked
+    crc32c), as TensorBoard's own writer frames it."""
+    import struct
+
+    data = event.SerializeToString()
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
+
+
 class _ScalarEventFile:
     """An event file of scalar summaries, written synchronously in TFRecord framing (length, masked
     crc32c, data, masked crc32c), as TensorBoard's own writer does, but with a C crc32c and no writer
@@ -76,13 +87,7 @@ class _ScalarEventFile:
         self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def _write(self, event) -> None:
-        import struct
-
-        data = event.SerializeToString()
-        header = struct.pack("<Q", len(data))
-        self._file.write(
-            header + struct.pack("<I", _masked_crc(header)) + data + struct.pack("<I", _masked_crc(data))
-        )
+        self._file.write(tf_record(event))
 
     def add(self, summary, step: int | None) -> None:
         self._write(self._event(wall_time=self._time(), step=step or 0, summary=summary))
@@ -234,20 +239,14 @@ def make_logger(logger_cfg: Mapping | None, run_dir: Path, series: str, **extra:
     return instantiate(dict(logger_cfg), **kw)
 
 
-def figures_logger(run_dir: Path, logger_cfg: Mapping | None) -> Logger | None:
-    """The logger of a run's figures: the ``flow`` run's TensorBoard, in event files of their own
-    (suffix ``.figures``) that replace the previous ones, so remaking the figures never stacks copies.
-    None when the run's logger is not TensorBoard."""
+def is_tensorboard(logger_cfg: Mapping | None) -> bool:
+    """Whether a logger config (``_target_`` + options) makes a TensorBoard logger (Lightning's or a
+    subclass, this lab's :class:`TensorBoardLogger` included)."""
     if not logger_cfg or logger_cfg.get("_target_") is None:
-        return None
+        return False
     from hydra.utils import get_class
 
-    if not issubclass(get_class(logger_cfg["_target_"]), LightningTensorBoardLogger):
-        return None
-    log_dir = Path(run_dir) / "tensorboard" / "flow"
-    for old in log_dir.glob("events.out.tfevents.*.figures"):
-        old.unlink()
-    return make_logger(logger_cfg, run_dir, "flow", filename_suffix=".figures")
+    return issubclass(get_class(logger_cfg["_target_"]), LightningTensorBoardLogger)
 
 
 def fresh_copy(logger: Logger | None) -> Logger | None:

@@ -9,7 +9,8 @@ Single numbers are never charts (a chart of one point is a dot at step 0, docs/t
 * the flow's run, Text tab, group ``summary``: the console's results table, one table of every
   series' plateaus and exits (modes numbered 1..q, as everywhere), the resolved config, and with
   ``ensemble.vary=sgd`` the error constants between the flow's saddle escapes;
-* the figures as images (``figures/<name>``).
+* the figures as images (``figures/<name>``), in a run of their own, ``figures`` (TensorBoard's red: a
+  run that draws no lines, ``dlnlab.lab.record._runs``).
 
 The curves of the strong and weak errors and of the SME's spread go to each (S)GD series' own run
 (:func:`log_limit`).

@@ -2,7 +2,7 @@
 bar) and how a recorder is closed (the run's times: :mod:`dlnlab.lab.runner._times`).
 
 The context is made once per run by the driver, which opens every TensorBoard run in it before the
-first series (so TensorBoard colours them in order); the series only read it.
+first series, with the order TensorBoard colours them in; the series only read it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from pathlib import Path
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import Plan
-from dlnlab.lab.record import RunCharts, TagPlan, log_layout, make_logger, step_scale, tensorboard_layout
+from dlnlab.lab.record import (
+    RunCharts,
+    TagPlan,
+    log_layout,
+    make_logger,
+    order_runs,
+    step_scale,
+    tensorboard_layout,
+)
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.network import Layout
 from dlnlab.rundir import series_name
@@ -74,9 +82,11 @@ class SeriesContext:
         )
 
     def open_loggers(self) -> None:
-        """Every TensorBoard run, now and in order: TensorBoard lists runs by their first event's time and
-        colours them in that order, so the flow gets its first colour and each learning rate the next,
-        as in the figures (``dlnlab.plots``' palette), however the series are later run."""
+        """Every TensorBoard run, now, and the order TensorBoard colours them in, written into their
+        files (:func:`~dlnlab.lab.record.order_runs`): the flow, the largest learning rate, the figures'
+        run, the next learning rates, as in the figures (``dlnlab.plots``' palette), however and when
+        the series are later run."""
+        order_runs(self.out, self.plan.cfg.logger, self.runs)
         for name in self.series_names():
             self.logger(name)
 

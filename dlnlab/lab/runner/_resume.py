@@ -37,6 +37,7 @@ import torch
 
 from dlnlab.errors import SeriesWarning
 from dlnlab.lab.config import ConfigError, resume_shell_command
+from dlnlab.lab.record import ORDER_FILE
 from dlnlab.lab.results import RunStatus
 from dlnlab.metrics import MEMBERLESS_KEYS, members_of, theta_rows
 from dlnlab.network import unpack
@@ -277,10 +278,11 @@ def load_previous(run_dir: str | Path) -> Previous:
 
 
 def _event_files(log_dir: Path) -> dict[str, list[Path]]:
-    """The event files under ``log_dir``, by series (its folders)."""
+    """The event files under ``log_dir``, by series (its folders), less the runs' order files: those stay."""
     if not log_dir.is_dir():
         return {}
-    return {d.name: sorted(d.glob("events.out.tfevents.*")) for d in sorted(log_dir.iterdir()) if d.is_dir()}
+    files = {d.name: sorted(d.glob("events.out.tfevents.*")) for d in sorted(log_dir.iterdir()) if d.is_dir()}
+    return {name: [p for p in paths if p.name != ORDER_FILE] for name, paths in files.items()}
 
 
 def _check_shapes(run_dir: Path, summary: dict) -> None:
