@@ -153,7 +153,9 @@ def _assert_tensorboard_colours_are_the_figures(run_dir: Path) -> None:
     assert closest >= 25, (figures, closest)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# run.workers=1 in the slow set: the driver writes the order files before any series, serial or not
+# (the default path, workers=2, stays in the default tests: 3.7 s a case on a quiet machine)
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_tensorboard_colours_each_series_as_the_figures_do(workers, tmp_path):
     out = tmp_path / "run"
     result = run(make_cfg([*BASE, f"run.workers={workers}"]), output_dir=out)
@@ -161,7 +163,9 @@ def test_tensorboard_colours_each_series_as_the_figures_do(workers, tmp_path):
     _assert_tensorboard_colours_are_the_figures(out)
 
 
-@pytest.mark.parametrize("order_files", ["kept", "made before them"])
+# a run made before the order files, resumed: in the slow set (the resume that keeps them stays in the default
+# tests, and the margin before every earlier event is the same code for both)
+@pytest.mark.parametrize("order_files", ["kept", pytest.param("made before them", marks=pytest.mark.slow)])
 def test_after_a_resume_that_runs_the_largest_learning_rate_again_the_colours_hold(order_files, tmp_path):
     """The run stopped in its last series; the first learning rate's file damaged, so the resume runs it
     from its start and removes its earlier events (its events then start after the others' kept ones).
