@@ -88,16 +88,32 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
 
 
 @pytest.mark.lab
-def test_a_signal_noted_while_the_figure_workers_fork_stops_the_drawing(tiny_run, tmp_path):
+def test_a_signal_noted_while_the_figure_workers_fork_stops_the_drawing(tiny_run, tmp_path, monkeypatch):
     """A SIGTERM that reaches another thread while make_run_figures forks its workers (the main thread
     blocks both signals then) has its handler run in the main thread inside the fork's block, which only
-    notes it: the drawing stops all the same (Interrupted, no PNG written), as for a signal during it."""
+    notes it: the drawing stops all the same (Interrupted, no PNG written), as for a signal during it.
+    Each worker stops after the figure it is drawing (it drew its whole share, which the run waited for):
+    here each waits to draw until the run has given the drawing up, so at most one figure a worker."""
     import os
     import signal
     import threading
     import time
 
+    from matplotlib.figure import Figure
+
+    import dlnlab.plots._render as render
     from dlnlab.rundir import signals
+
+    drawn, savefig = tmp_path / "drawn", Figure.savefig
+    drawn.write_text("")
+
+    def when_given_up(fig, *args, **kwargs):  # in a worker (forked with this patch): one mark a figure
+        render._stop.wait(timeout=10)  # never set (the drawing not given up): 10 s a figure, then all drawn
+        with open(drawn, "a") as marks:
+            marks.write("x")
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", when_given_up)
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("figures"))
@@ -127,6 +143,7 @@ def test_a_signal_noted_while_the_figure_workers_fork_stops_the_drawing(tiny_run
         signals.reset()
         idle.set()
     assert not list(run_dir.glob("figures/*.png"))
+    assert len(drawn.read_text()) <= 2  # of 7: the first of each worker's share, at most
 
 
 def test_the_reference_mode_keeps_the_sign_of_a_negative_u0(tmp_path):

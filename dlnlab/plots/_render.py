@@ -14,27 +14,37 @@ from dlnlab.plots._style import style
 from dlnlab.plots.run_figures import build_run_figures, figures_of
 from dlnlab.rundir import RunData, atomic_path, load_run
 
+# a figure worker's stop flag (its parent's multiprocessing Event, set when the drawing is given up)
+_stop = None
+
 
 def _render(run: RunData | str | Path, strict: bool, dpi: int, names=None) -> dict[str, bytes]:
-    """{name: the PNG's bytes} of the run's figures (``names``: only those)."""
+    """{name: the PNG's bytes} of the run's figures (``names``: only those); in a figure worker, only
+    those drawn before its parent gave the drawing up (the figures after are left)."""
     out = {}
     with style():
         for name, fig in build_run_figures(run, strict=strict, names=names).items():
+            if _stop is not None and _stop.is_set():
+                break
             buf = io.BytesIO()
             fig.savefig(buf, dpi=dpi, format="png")
             out[name] = buf.getvalue()
     return out
 
 
-def _quiet_child() -> None:
+def _quiet_child(stop) -> None:
     """A figure worker leaves SIGINT / SIGTERM to the run (blocked around the fork, ignored here), and
     ends with the run: a worker waits for its next figure on a pipe whose other end it holds itself,
-    so it never sees the run die (found: a killed run's figure worker still waiting minutes later)."""
+    so it never sees the run die (found: a killed run's figure worker still waiting minutes later).
+    ``stop``: set by the run when it gives the drawing up (a signal), so that the worker ends after the
+    figure it is drawing, not after its whole share (each share is one task, which shutdown waits for)."""
     import os
     import signal
     import threading
     import time
 
+    global _stop
+    _stop = stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -58,7 +68,8 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
 
     shares = [names[i::workers] for i in range(workers)]
     ctx = multiprocessing.get_context("fork")
-    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child)
+    stop = ctx.Event()
+    ex = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_child, initargs=(stop,))
     try:
         # the signals are blocked only while the workers are forked (at the first submit): blocked for the
         # whole drawing, a SIGTERM and a SIGINT were both held, then run SIGINT first (exit 130 for a SIGTERM);
@@ -69,6 +80,9 @@ def _render_in_workers(run_dir: Path, names: list[str], strict: bool, dpi: int, 
         out: dict[str, bytes] = {}
         for f in futures:
             out |= f.result()
+    except BaseException:
+        stop.set()  # interrupted (or a worker failed): the workers stop after the figure each is drawing
+        raise
     finally:
         ex.shutdown(wait=True, cancel_futures=True)  # the workers end before the run goes on
     return out
