@@ -96,14 +96,15 @@ def test_the_escape_panels_bands_are_over_the_members_with_a_value(tmp_path):
 def test_the_escape_panel_draws_the_flow_and_the_learning_rate_in_the_labs_colours(tmp_path):
     """Panel (c) drew the flow in black and the ensembles in matplotlib's C3 and C0 (C0 near panel (b)'s
     colour of eta = 0.02); now as every figure of the lab: the flow in TensorBoard's first colour, eta =
-    0.01, the second largest of three rates, in its third (its TensorBoard run's, and panel (b)'s), the
+    0.01, the second largest of three rates, in its fourth (its TensorBoard run's, after the figures' run
+    at the third: dlnlab/lab/record/_runs.py; and panel (b)'s), the
     SME's median dashed in that colour, the SGD band filled in it, and the legend shows the same."""
     from matplotlib.colors import to_hex
 
     from dlnlab.plots import new_figure, style
 
     bands_panel = runpy.run_path(str(ROOT / "scripts" / "limit.py"))["_bands_panel"]
-    flow_hex, rate_hex = "#ff7043", "#cc3311"  # TensorBoard's tensorboardColorBlindAssist, 1st and 3rd
+    flow_hex, rate_hex = "#ff7043", "#33bbee"  # TensorBoard's tensorboardColorBlindAssist, 1st and 4th
     t = np.linspace(4.6, 8.0, 35)
     (tmp_path / "series").mkdir()
     np.savez(tmp_path / "series" / "flow.npz", t=t, loss=7.0 + 8.0 / (1.0 + np.exp((t - 6.5) / 0.08)))
