@@ -68,6 +68,25 @@ class SignalAt(GridPointCallback):
             and SignalAt.fired.add_once((self.series, self.m))
         ):
             os.kill(os.getppid() if self.driver else os.getpid(), self.signum)
+            SignalAt.fired.add_once(("sent", self.series, self.m))  # for HoldUntilSent
+
+
+class HoldUntilSent(GridPointCallback):
+    """Holds ``series`` at grid point ``m`` until the SignalAt of ``sender`` at ``sender_m`` has sent its
+    signal (at most 120 s): so that this series cannot end first, however the machine schedules the
+    workers (a test whose driver must have the signal before any unit ends)."""
+
+    def __init__(self, series: str, m: int, sender: str, sender_m: int) -> None:
+        super().__init__()
+        self.series, self.m, self.sender, self.sender_m = series, m, sender, sender_m
+
+    def on_grid_point(self, point, logger):
+        if point.series != self.series or point.m != self.m:
+            return
+        sent = SignalAt.fired._path(("sent", self.sender, self.sender_m))
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sent) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 class SignalOnce(GridPointCallback):

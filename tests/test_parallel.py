@@ -198,7 +198,9 @@ def test_an_interrupted_resume_records_the_series_it_never_started_as_not_run(tm
     """The resume's records are decided before the units fork: a SIGTERM to the driver during the
     resume's first two units (sgd_lr_0.001 and 0.002, the longest) stops them before sgd_lr_0.04's unit
     starts, and its record says not run, as the console's "not run" line does (it said "run from the
-    start"); the next resume runs it, and keeps or continues the two."""
+    start"); the next resume runs it, and keeps or continues the two. 0.001 waits at its first point
+    until the signal is sent (HoldUntilSent): on a loaded machine its 4000 steps once ended before 0.002's
+    worker had taken its 25, and 0.04 started."""
     from _runtime_helpers import SignalAt
 
     SignalAt.fired.clear()  # each fires once in this process
@@ -206,6 +208,8 @@ def test_an_interrupted_resume_records_the_series_it_never_started_as_not_run(tm
         "+callbacks.first._target_=_runtime_helpers.SignalAt", "+callbacks.first.series=flow",
         "+callbacks.first.m=20", "+callbacks.again._target_=_runtime_helpers.SignalAt",
         "+callbacks.again.series=sgd_lr_0.002", "+callbacks.again.m=1", "+callbacks.again.driver=true",
+        "+callbacks.hold._target_=_runtime_helpers.HoldUntilSent", "+callbacks.hold.series=sgd_lr_0.001",
+        "+callbacks.hold.m=0", "+callbacks.hold.sender=sgd_lr_0.002", "+callbacks.hold.sender_m=1",
     ]  # fmt: skip
     lrs = ["sgd.lrs=[0.04,0.002,0.001]", "flow.modified=false", "run.workers=2"]
     out = tmp_path / "run"
