@@ -44,6 +44,9 @@ class _Marks:
         except FileExistsError:
             return False
 
+    def has(self, key) -> bool:
+        return os.path.exists(self._path(key))
+
     def clear(self) -> None:
         for name in os.listdir(self.dir):
             os.unlink(os.path.join(self.dir, name))
@@ -83,9 +86,8 @@ class HoldUntilSent(GridPointCallback):
     def on_grid_point(self, point, logger):
         if point.series != self.series or point.m != self.m:
             return
-        sent = SignalAt.fired._path(("sent", self.sender, self.sender_m))
         deadline = time.monotonic() + 120
-        while not os.path.exists(sent) and time.monotonic() < deadline:
+        while not SignalAt.fired.has(("sent", self.sender, self.sender_m)) and time.monotonic() < deadline:
             time.sleep(0.01)
 
 
