@@ -1,5 +1,5 @@
-"""A run's figures as files: ``scripts/plot.py`` remakes them from a run's files alone, TensorBoard gets
-the same PNGs (drawn once), forked workers draw the same bytes and stop on a signal, and the reference
+"""A run's figures as files: ``scripts/plot.py`` remakes them from a run's files alone, forked workers draw
+the same bytes, TensorBoard gets those PNGs (drawn once), the workers stop on a signal, and the reference
 mode solution drawn in them keeps its sign. (What each figure draws: tests/test_plots.py.)"""
 
 from __future__ import annotations
@@ -22,30 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.lab
-def test_plot_script_remakes_figures_from_the_run_files_alone(tiny_run, tmp_path, capsys):
-    d = copy_run_files(tiny_run, tmp_path / "copy")
-    # the script's main in this process (its exit codes and one-line refusals in a subprocess of their
-    # own: tests/test_scripts.py)
-    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
-    assert plot_main([str(d)]) == 0
-    written = {Path(line).stem for line in capsys.readouterr().out.split() if line.endswith(".png")}
-    assert written == FIGURE_NAMES
-    for name in FIGURE_NAMES:
-        check_png(d / "figures" / f"{name}.png")
-    assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
-    (tmp_path / "nothing").mkdir()
-    with pytest.raises(SystemExit) as refused:  # an empty directory: skipped, nothing usable is left
-        plot_main([str(tmp_path / "nothing")])
-    assert refused.value.code == 2
-    assert "not a run directory" in capsys.readouterr().err
-
-
-@pytest.mark.lab
-def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pngs(tiny_run, tmp_path):
-    """The figures drawn in this process go to TensorBoard as images (replacing the run's own, never
-    stacked; each the PNG file's picture); make_run_figures(workers=2), the figures split between two
-    forked processes, writes the same bytes (and on_png gets them in the figures' order). One serial
-    drawing serves both checks."""
+def test_plot_script_remakes_figures_and_forked_workers_draw_the_same_pngs_into_tensorboard(
+    tiny_run, tmp_path, capsys
+):
+    """``scripts/plot.py`` remakes the figures from a run's files alone (no TensorBoard folder: none is
+    created); make_run_figures(workers=2), the figures split between two forked processes, writes the
+    same bytes on a copy with TensorBoard, and on_png gets them in the figures' order; sent to TensorBoard
+    as the lab sends them (log_png), they replace the run's own images, never stacked, each the PNG
+    file's picture. One serial drawing (the script's) and one forked serve all checks (a third, serial
+    drawing for TensorBoard cost ~1.9 CPU s)."""
     from io import BytesIO
 
     from tensorboard.backend.event_processing.event_accumulator import (
@@ -55,12 +40,38 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
 
     from dlnlab.lab.record import figures_logger, log_png
 
-    mine, other = tmp_path / "mine", tmp_path / "copy"  # two copies: the session's run is read-only
+    d = copy_run_files(tiny_run, tmp_path / "copy")
+    # the script's main in this process (its exit codes and one-line refusals in a subprocess of their
+    # own: tests/test_scripts.py)
+    plot_main = runpy.run_path(str(ROOT / "scripts" / "plot.py"))["main"]
+    assert plot_main([str(d)]) == 0
+    out = capsys.readouterr().out
+    written = [Path(line) for line in out.split() if line.endswith(".png")]
+    assert {p.stem for p in written} == FIGURE_NAMES and "TensorBoard" not in out
+    for name in FIGURE_NAMES:
+        check_png(d / "figures" / f"{name}.png")
+    assert not (d / "tensorboard").exists()  # no TensorBoard folder: none is created
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(SystemExit) as refused:  # an empty directory: skipped, nothing usable is left
+        plot_main([str(tmp_path / "nothing")])
+    assert refused.value.code == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+    one = {p.name: p.read_bytes() for p in written}
+    mine = tmp_path / "mine"  # a copy: the session's run is read-only
     shutil.copytree(tiny_run, mine)
-    shutil.copytree(tiny_run, other)
     logger = figures_logger(mine, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
-    serial = make_run_figures(mine, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
+    got = []
+
+    def on_png(name: str, png: bytes) -> None:
+        got.append((name, png))
+        log_png(logger, f"figures/{name}", png)
+
+    two = make_run_figures(mine, strict=True, workers=2, on_png=on_png)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
+    assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
+    for path, (_, png) in zip(two, got):
+        assert path.read_bytes() == one[path.name] == png
     assert len(list((mine / "tensorboard" / "figures").glob("*.figures"))) == 1
     runs = mine / "tensorboard"
     acc = EventAccumulator(str(runs / "figures"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
@@ -78,13 +89,6 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     assert flow.Tags()["images"] == []  # the figures' run only
     n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
     assert len(flow.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
-
-    one = {p.name: p.read_bytes() for p in serial}
-    got = []
-    two = make_run_figures(other, strict=True, workers=2, on_png=lambda n, png: got.append((n, png)))
-    assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
-    for path, (_, png) in zip(two, got):
-        assert path.read_bytes() == one[path.name] == png
 
 
 @pytest.mark.lab
