@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,44 @@ def noisy_problem() -> RegressionProblem:
     return RegressionProblem.teacher(
         [3.0, 2.0, 1.0], d_x=4, d_y=3, n_samples=20, whiten=False, noise=0.1, seed=1
     )
+
+
+# ---- the stiff batch solvers' members and their tight solves (tests/test_flow_bdf.py, test_flow_radau.py) ----
+SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
+
+
+@dataclass(frozen=True)
+class StiffBatch:
+    """A batch (B, p) of members on one problem, the output times, and each member's tight solve (lsoda
+    at rtol 1e-12, atol 1e-14: measured within 3e-12 of scipy's Radau at rtol 1e-12 here); for the small
+    net also the GD modified flow's (lr 0.01) over the first 21 times."""
+
+    problem: RegressionProblem
+    dims: list[int]
+    thetas: torch.Tensor
+    t: torch.Tensor
+    tight: list[torch.Tensor]
+    tight_modified: list[torch.Tensor]
+
+
+def stiff_batch(which: str) -> StiffBatch:
+    """``small``: gaussian inputs with noise (Sxx != I), members at init scales 0.2, 0.5, 0.8, t <= 3 on dt
+    0.05; ``figure1``: the Figure 1 net, scales 0.1 (on the first plateau), 0.5 and 1, t <= 5 on dt 0.1."""
+    from dlnlab.flow import Solver, integrate, time_grid
+
+    tight = Solver("lsoda", rtol=1e-12, atol=1e-14)
+    if which == "small":
+        problem, dims, scales, seed0, t = noisy_problem(), SMALL, (0.2, 0.5, 0.8), 0, time_grid(3.0, dt=0.05)
+    else:
+        problem, dims, scales, seed0, t = figure1_problem(), FIG1, (0.1, 0.5, 1.0), 1, time_grid(5.0, dt=0.1)
+    thetas = torch.stack([pack(init.gaussian(dims, sc, seed=seed0 + k)) for k, sc in enumerate(scales)])
+    solves = [integrate(problem, dims, th, t, tight).theta for th in thetas]
+    modified = (
+        [integrate(problem, dims, th, t[:21], tight, modified_lr=0.01).theta for th in thetas]
+        if which == "small"
+        else []
+    )
+    return StiffBatch(problem, dims, thetas, t, solves, modified)
 
 
 def small_flow_case() -> tuple[RegressionProblem, list[int], torch.Tensor]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dlnlab.problem import RegressionProblem
-from tests._helpers import SME_ENSEMBLE_RUN, figure1_problem, make_cfg
+from tests._helpers import SME_ENSEMBLE_RUN, StiffBatch, figure1_problem, make_cfg, stiff_batch
 
 torch.set_num_threads(1)
 
@@ -99,3 +99,16 @@ def sme_ensemble_run(tmp_path_factory):
     result = run(make_cfg(SME_ENSEMBLE_RUN), output_dir=out)
     assert result.exit_code == 0, result["series"]
     return result, out
+
+
+@pytest.fixture(scope="session")
+def small_batch() -> StiffBatch:
+    """Three members of the small noisy net over t <= 3 and their tight solves (tests/_helpers.py),
+    shared by tests/test_flow_bdf.py and tests/test_flow_radau.py (one xdist group, ``stiff_batch``)."""
+    return stiff_batch("small")
+
+
+@pytest.fixture(scope="session")
+def figure1_batch() -> StiffBatch:
+    """Three Figure 1 members over t <= 5 and their tight solves; as :func:`small_batch`."""
+    return stiff_batch("figure1")

@@ -13,34 +13,27 @@ import dlnlab.flow._radau as radau
 from dlnlab import init
 from dlnlab.flow import FlowInterrupted, FlowSolverError, Solver, integrate, time_grid, vector_field
 from dlnlab.network import pack
-from tests._helpers import figure1_problem, noisy_problem
+from tests._helpers import FIG1, SMALL, figure1_problem
 
-# its tests on one xdist worker (--dist loadgroup): its module fixtures (solves) are made once per worker
-pytestmark = pytest.mark.xdist_group("test_flow_radau")
+# its tests on one xdist worker (--dist loadgroup) with tests/test_flow_bdf.py: the session's tight solves of
+# their members (tests/conftest.py: small_batch, figure1_batch) are made once
+pytestmark = pytest.mark.xdist_group("stiff_batch")
 
 torch.set_num_threads(1)
-SMALL, FIG1 = [4, 5, 5, 3], [11, 6, 6, 6, 6, 4]
-TIGHT = Solver("lsoda", rtol=1e-12, atol=1e-14)  # measured within 3e-12 of scipy's Radau at rtol 1e-12 here
 
 
-@pytest.fixture(scope="module")
-def small():
-    """Gaussian inputs with noise (Sxx != I); three members at init scales 0.2, 0.5, 0.8."""
-    problem = noisy_problem()
-    thetas = torch.stack([pack(init.gaussian(SMALL, sc, seed=k)) for k, sc in enumerate((0.2, 0.5, 0.8))])
-    t = time_grid(3.0, dt=0.05)
-    tight = [integrate(problem, SMALL, th, t, TIGHT).theta for th in thetas]
-    return problem, thetas, t, tight
+@pytest.fixture
+def small(small_batch):
+    """Gaussian inputs with noise (Sxx != I); three members at init scales 0.2, 0.5, 0.8; t <= 3."""
+    b = small_batch
+    return b.problem, b.thetas, b.t, b.tight
 
 
-@pytest.fixture(scope="module")
-def figure1():
+@pytest.fixture
+def figure1(figure1_batch):
     """The Figure 1 net over t <= 5; members at scales 0.1 (on the first plateau), 0.5 and 1."""
-    problem = figure1_problem()
-    thetas = torch.stack([pack(init.gaussian(FIG1, sc, seed=1 + k)) for k, sc in enumerate((0.1, 0.5, 1.0))])
-    t = time_grid(5.0, dt=0.1)
-    tight = [integrate(problem, FIG1, th, t, TIGHT).theta for th in thetas]
-    return problem, thetas, t, tight
+    b = figure1_batch
+    return b.problem, b.thetas, b.t, b.tight
 
 
 def relative_deviation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -70,14 +63,13 @@ def test_figure1_members_are_within_ten_rtol_of_their_own_tight_solve(figure1, r
         assert relative_deviation(res.theta[:, k], tight[k]) <= 10 * rtol, k
 
 
-def test_gd_modified_flow_too(small):
+def test_gd_modified_flow_too(small_batch):
     """The modified flow's Jacobian -(H + (eta/2) H^2) is symmetric too (its third-derivative term left
     out, which only slows the Newton iteration)."""
-    problem, thetas, t, _ = small
-    res = integrate(problem, SMALL, thetas, t[:21], Solver("radau_batch"), modified_lr=0.01)
+    b = small_batch
+    res = integrate(b.problem, SMALL, b.thetas, b.t[:21], Solver("radau_batch"), modified_lr=0.01)
     for k in range(3):
-        tight = integrate(problem, SMALL, thetas[k], t[:21], TIGHT, modified_lr=0.01).theta
-        assert relative_deviation(res.theta[:, k], tight) <= 10 * 1e-9, k
+        assert relative_deviation(res.theta[:, k], b.tight_modified[k]) <= 10 * 1e-9, k
 
 
 def _scipy_settings(monkeypatch, rtol: float) -> None:
