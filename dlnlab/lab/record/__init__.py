@@ -36,7 +36,14 @@ _EXPORTS = {
         "log_png",
         "log_text",
     ],
-    "._runs": ["REPORT_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger", "text_logger"],
+    "._runs": [
+        "REPORT_RUN",
+        "ORDER_FILE",
+        "tensorboard_order",
+        "order_runs",
+        "figures_logger",
+        "text_logger",
+    ],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
