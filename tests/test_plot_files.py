@@ -61,11 +61,12 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     logger = figures_logger(mine, {"_target_": "dlnlab.lab.record.TensorBoardLogger"})
     serial = make_run_figures(mine, on_png=lambda n, png: log_png(logger, f"figures/{n}", png), strict=True)
     logger.finalize("success")  # the run made them once already: replaced, never stacked
-    assert len(list((mine / "tensorboard" / "figures").glob("*.figures"))) == 1
+    assert len(list((mine / "tensorboard" / "report").glob("*.figures"))) == 1
     runs = mine / "tensorboard"
-    acc = EventAccumulator(str(runs / "figures"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc = EventAccumulator(str(runs / "report"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
-    assert acc.Tags()["scalars"] == acc.Tags()["tensors"] == []  # a run without lines (its colour: red)
+    assert acc.Tags()["scalars"] == []  # a run without lines (its colour: red): the run's texts, images
+    assert acc.Tags()["tensors"] and all(t.startswith("summary/") for t in acc.Tags()["tensors"])
     tags = set(acc.Tags()["images"])
     assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
     img = acc.Images("figures/loss")[-1]
@@ -75,7 +76,8 @@ def test_figures_go_to_tensorboard_as_images_and_forked_workers_draw_the_same_pn
     np.testing.assert_allclose(shown, imread(mine / "figures" / "loss.png"), atol=1 / 255)
     flow = EventAccumulator(str(runs / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     flow.Reload()
-    assert flow.Tags()["images"] == []  # the figures' run only
+    assert flow.Tags()["images"] == []  # the report's run only
+    assert not [t for t in flow.Tags()["tensors"] if t.startswith("summary/")]  # the texts: the report's
     n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
     assert len(flow.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 
