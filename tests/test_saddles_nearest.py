@@ -148,3 +148,30 @@ def test_the_bounds_are_attained_at_the_origin():
     assert abs(float(d.detach())) == pytest.approx(6 * m * c**3, rel=1e-12)
     bound = derivative_bounds(problem, three, torch.zeros(three.n_weights, dtype=F64), 0.0)
     assert bound.third == pytest.approx(6 * m * c**3, rel=1e-12)
+
+
+SPEAKS = ([2, 2, 1, 1], [1, 1, 2, 2], [2, 1, 1, 2])  # chained: a* = 3 or b* = 1 beside a rank-1 layer
+NON_STRICT = (
+    {"layer_ranks": [1, 2, 2, 1], "chain_extra": False},
+    {"layer_ranks": [2, 1, 1, 1]},
+    {"balanced": True},
+)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"layer_ranks": ranks, "chain_extra": True} for ranks in CHAINED] + [*NON_STRICT]
+)
+def test_the_partial_product_rule_agrees_with_the_hessian_where_it_speaks(kwargs):
+    """docs/theory.md section 4's rule on exact top-1 critical points of chosen layer ranks: where it
+    speaks, it says what the sign of the closed-form Hessian's lambda_min says (strict: -3.17; non-strict:
+    0); it speaks where b* = a* + 1 (the chained points in SPEAKS) or b* >= a* + 2 through a rank-r middle
+    (the non-strict ones). a* = min instead of max passed every test before (mutation audit)."""
+    problem = _problem()
+    exact = pack(saddles.critical_point(problem, DIMS, [0], **kwargs))
+    lam_min = float(torch.linalg.eigvalsh(problem.hessian(exact, DIMS))[0])
+    rule = saddles.classify_saddle(problem, DIMS, exact, [0]).partial_product_rule
+    if kwargs.get("chain_extra", False) and kwargs["layer_ranks"] not in SPEAKS:
+        assert rule is None
+    else:
+        assert lam_min < -1.0 or abs(lam_min) < 1e-9
+        assert rule == ("strict" if lam_min < -1.0 else "non-strict")
