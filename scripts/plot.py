@@ -5,7 +5,7 @@
 
 Writes RUN_DIR/figures/<name>.png (loss, sharpness, sv_P, mode_strength, dist_to_flow,
 convergence_order, conservation) and, when RUN_DIR/tensorboard exists, the same images to TensorBoard
-(run ``figures``, tags ``figures/<name>``). Prints the files written. A run directory whose files are
+(run ``report``, tags ``figures/<name>``). Prints the files written. A run directory whose files are
 damaged or that cannot be written is skipped with its reason on stderr; exit code 2, before any
 work, on a bad argument or when no run directory is usable.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,20 @@ def test_log10_norm_is_the_norm_without_overflow():
     assert 10 ** log10_norm(m, 2) == pytest.approx(float(torch.linalg.matrix_norm(m, ord=2)))
     assert log10_norm(m * 1e300) == pytest.approx(300 + math.log10(5.0))
     assert log10_norm(torch.zeros(2, 2, dtype=F64)) == -math.inf
+
+
+def test_a_single_layer_attains_the_hessian_bound():
+    """h = 1: the Hessian is Sxx on each row of W, so ||H||_2 = lambda_max(Sxx) (numpy, from X) and the
+    bound, |Sxx| (spectral) times the empty product, is exact: a Frobenius norm for the spectral one shows
+    (the other cases sit inside the factor 500; mutation audit)."""
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 5, 3, 30, whiten=False, noise=0.3, seed=2)
+    x = problem.X.numpy()
+    lam_sxx = float(np.linalg.eigvalsh(x @ x.T / x.shape[1])[-1])
+    weights = random_weights((5, 3), seed=1, scale=1.0)
+    hess = torch.autograd.functional.hessian(
+        lambda th: direct_loss(th, (5, 3), problem.X, problem.Y), pack(weights)
+    )
+    assert float(torch.linalg.eigvalsh(hess)[-1]) == pytest.approx(lam_sxx, rel=1e-12)
+    mag = magnitudes(problem, weights)
+    assert mag.hessian == pytest.approx(math.log10(lam_sxx), abs=1e-12)
+    assert mag.sxx == pytest.approx(math.log10(lam_sxx), abs=1e-12)

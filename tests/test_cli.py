@@ -77,8 +77,8 @@ def test_cli_runs_with_overrides(cli_run):
     assert summary["config"]["model"]["dims"] == [4, 3, 2] and summary["exit_code"] == 0
     assert summary["stage"] == "done" and summary["interrupted"] is None and summary["not_run"] == []
     assert (cli_run / ".hydra" / "overrides.yaml").exists()
-    lrs = sorted(summary["config"]["sgd"]["lrs"], reverse=True)  # a run per series, and the figures' third
-    order = ["flow", f"sgd_lr_{lrs[0]!r}", "figures", *(f"sgd_lr_{lr!r}" for lr in lrs[1:])]
+    lrs = sorted(summary["config"]["sgd"]["lrs"], reverse=True)  # a run per series, and the report's third
+    order = ["flow", f"sgd_lr_{lrs[0]!r}", "report", *(f"sgd_lr_{lr!r}" for lr in lrs[1:])]
     assert sorted(p.name for p in (cli_run / "tensorboard").iterdir()) == sorted(order)
     assert not list(cli_run.rglob(".*.tmp"))  # no temporary file left behind
 

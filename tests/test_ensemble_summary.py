@@ -219,3 +219,22 @@ def test_the_order_line_says_when_the_distances_stop_short_of_t_max():
     for e in entries.values():
         e["dist_to_flow_until"] = 6.9
     assert "flow stopped" not in _order_line(summary, "convergence_order", "convergence order")
+
+
+def test_the_order_line_names_the_unstable_series_it_was_fitted_to():
+    """An order fitted to series that never followed the flow is no order of convergence: the line says so
+    (all unstable, some, none)."""
+    from dlnlab.lab.results._console import _order_line
+
+    lrs = (0.32, 0.3, 0.27)
+    entries = {f"sgd_lr_{lr}": {"lr": lr, "status": Status.UNSTABLE} for lr in lrs}
+    detail = {"order": -0.53, "lrs_used": sorted(lrs), "pairwise": [{"order": -0.47}, {"order": -0.65}]}
+    summary = {"series": {"flow": {"lr": None, "status": Status.OK}, **entries}}
+    summary["convergence_order_detail"] = detail
+    line = _order_line(summary, "convergence_order", "convergence order")
+    assert "; every series fitted is unstable (it does not follow the flow)" in line, line
+    entries["sgd_lr_0.27"]["status"] = entries["sgd_lr_0.3"]["status"] = Status.OK
+    line = _order_line(summary, "convergence_order", "convergence order")
+    assert "; the series at lr 0.32 is unstable: the slope mixes in" in line, line
+    entries["sgd_lr_0.32"]["status"] = Status.OK
+    assert "unstable" not in _order_line(summary, "convergence_order", "convergence order")

@@ -15,11 +15,13 @@ EDGE = {
     "lr": 0.2163, "threshold": 9.2464, "band": 0.1, "t_edge": 1.2978, "hover_share": 1.0, "median_ratio": 1.0024,
     "amplitude_median": 0.008229, "outcome": "at_edge", "final_sharpness": 9.0796, "flow_limit_sharpness": 9.9443,
     "balanced_sharpness": 7.5595, "gfs_sharpness": [9.9443, 9.2895, 9.2199], "gfs_non_increasing": True,
-    "gfs_converged": [True, True, True], "spectrum_unconverged": 0,
+    "gfs_converged": [True, True, True], "spectrum_unconverged": 0, "amplitude_max": 0.0121, "final_loss": 0.0102,
+    "gfs_t": [0.0, 20.0, 40.0], "every_step": [0, 185], "stride": 1, "steps": 185, "spectrum_method": "dense",
 }  # fmt: skip
 PREDICTIONS = {
     "window": 8, "t_first": 0.8652, "t_last": 39.1503, "ratio_median": 0.7151, "ratio_last": 0.6892,
     "loss_rel_median": -0.9965, "loss_parting": 8.652, "variance_ratio_median": 291.7, "central_pinned": 2.563e-09,
+    "ratio_max": 0.9581,
 }  # fmt: skip
 
 

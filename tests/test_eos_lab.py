@@ -54,8 +54,8 @@ def test_the_run_records_gd_the_flow_the_central_flow_and_the_edge_series(eos_ru
         assert (out / "series" / f"cflow_lr_{lr!r}.npz").exists() and (
             out / "series" / f"edge_lr_{lr!r}.npz"
         ).exists()
-    # no TensorBoard run of their own: they are compared in their GD series' run (and the figures' run)
-    runs = ["figures", "flow", f"sgd_lr_{EDGE_LR!r}"]
+    # no TensorBoard run of their own: they are compared in their GD series' run (and the report's run)
+    runs = ["flow", "report", f"sgd_lr_{EDGE_LR!r}"]
     assert sorted(p.name for p in (out / "tensorboard").iterdir()) == sorted(runs)
     assert res["analysis"]["edge"]["spectra"] > 0 and res["analysis"]["edge"]["central_evals"] > 0
     # the central flow at GD's steps: on the edge from where Sigma switches on (once here), pinned to
@@ -199,9 +199,9 @@ def test_tensorboard_holds_the_edge_and_central_curves_in_the_gd_run(eos_run):
     np.testing.assert_allclose(ratio[-1].value, central["central_sharpness"][-1] * EDGE_LR / 2, rtol=1e-6)
     assert abs(ratio[-1].value - 1) < 1e-3  # pinned at the edge by t = 3
     assert any("edge of stability" in tag for tag in acc.Tags()["tensors"])  # the Text tab
-    flow = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
-    flow.Reload()  # the run's Text tab: numbered without gaps (the edge was 5 after 1, 2 and 4)
-    texts = sorted(tag.split("/")[1] for tag in flow.Tags()["tensors"] if tag.startswith("summary/"))
+    report = EventAccumulator(str(out / "tensorboard" / "report"), STORE_EVERYTHING_SIZE_GUIDANCE)
+    report.Reload()  # the run's Text tab: numbered without gaps (the edge was 5 after 1, 2 and 4)
+    texts = sorted(tag.split("/")[1] for tag in report.Tags()["tensors"] if tag.startswith("summary/"))
     assert texts == ["1 results", "2 plateaus", "3 config", "4 edge of stability"], texts
 
 

@@ -80,8 +80,8 @@ def _check_the_orders_in_tensorboard_and_a_figure(res, run_dir) -> None:
     figs = build_run_figures(run_dir, strict=True)  # the figures this run has: built, not drawn
     assert "sgd_limit" in figs
     figs["sgd_limit"].savefig(io.BytesIO(), format="png")  # drawn: a failure at draw time raises
-    acc = EventAccumulator(
-        str(run_dir / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+    acc = EventAccumulator(  # the run's texts, in the report's run with log.figures=false too
+        str(run_dir / "tensorboard" / "report"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )
     acc.Reload()
     stretches = res["sgd_limit"]["escapes"]["stretches"]

@@ -73,14 +73,6 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert list(_summary(a)["series"]) == list(_summary(b)["series"])  # the kinds' order, however run
 
 
-def _first_event_time(log_dir: Path) -> float:
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-
-    return min(
-        next(iter(EventFileLoader(str(p)).Load())).wall_time for p in log_dir.glob("events.out.tfevents.*")
-    )
-
-
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("serial") / "run"
@@ -99,10 +91,7 @@ def test_a_parallel_run_equals_the_serial_run_bit_for_bit(serial, tmp_path, monk
     assert result.exit_code == 0 and result["process"]["workers"] == 3
     assert result["process"]["flow_ahead"] and not _summary(serial)["process"]["flow_ahead"]  # lsoda
     _assert_same_run(serial, out)
-    # TensorBoard colours its runs by their first event: the flow, then the learning rates from the largest
-    runs = ["flow", "sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
-    firsts = [_first_event_time(out / "tensorboard" / name) for name in runs]
-    assert firsts == sorted(firsts)
+    # the order TensorBoard colours the runs in: tests/test_tb_colours.py, read by TensorBoard's own loaders
 
 
 def _wait_for_two_units(out: Path, proc, timeout: float = 120) -> None:

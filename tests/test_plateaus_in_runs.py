@@ -130,7 +130,7 @@ def _check_run(out, capsys, n_flow_plateaus):
             ]
             for e in exits:
                 assert e["delay"] > 0  # GD leaves later than the flow
-    acc = EventAccumulator(str(out / "tensorboard" / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc = EventAccumulator(str(out / "tensorboard" / "report"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
     texts = sorted(
         tag for tag in acc.Tags()["tensors"] if tag.startswith("summary/")

@@ -72,11 +72,12 @@ def test_plot_script_remakes_figures_and_forked_workers_draw_the_same_pngs_into_
     assert [p.name for p in two] == list(one) and [f"{n}.png" for n, _ in got] == list(one)
     for path, (_, png) in zip(two, got):
         assert path.read_bytes() == one[path.name] == png
-    assert len(list((mine / "tensorboard" / "figures").glob("*.figures"))) == 1
+    assert len(list((mine / "tensorboard" / "report").glob("*.figures"))) == 1
     runs = mine / "tensorboard"
-    acc = EventAccumulator(str(runs / "figures"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc = EventAccumulator(str(runs / "report"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     acc.Reload()
-    assert acc.Tags()["scalars"] == acc.Tags()["tensors"] == []  # a run without lines (its colour: red)
+    assert acc.Tags()["scalars"] == []  # a run without lines (its colour: red): the run's texts, images
+    assert acc.Tags()["tensors"] and all(t.startswith("summary/") for t in acc.Tags()["tensors"])
     tags = set(acc.Tags()["images"])
     assert {f"figures/{n}" for n in FIGURE_NAMES} <= tags
     img = acc.Images("figures/loss")[-1]
@@ -86,7 +87,8 @@ def test_plot_script_remakes_figures_and_forked_workers_draw_the_same_pngs_into_
     np.testing.assert_allclose(shown, imread(mine / "figures" / "loss.png"), atol=1 / 255)
     flow = EventAccumulator(str(runs / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     flow.Reload()
-    assert flow.Tags()["images"] == []  # the figures' run only
+    assert flow.Tags()["images"] == []  # the report's run only
+    assert not [t for t in flow.Tags()["tensors"] if t.startswith("summary/")]  # the texts: the report's
     n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
     assert len(flow.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched
 

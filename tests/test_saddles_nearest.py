@@ -124,3 +124,54 @@ def test_nearest_is_looked_for_only_where_the_projection_decides_by_construction
     assert res2.label == "strict" and res2.nearest_critical is None
     at = saddles.classify_saddle(problem, DIMS, exact, [1])
     assert at.snap == "none" and at.nearest_critical is None
+
+
+def test_the_bounds_are_attained_at_the_origin():
+    """At theta = 0 and radius 0 only P_h is left: for one mode m of whitened data, ||H(0)||_2 = m at depth 2
+    (autograd) and, at depth 3, |D^3 L[u, u, u]| = 6 m 3^(-3/2) along the mode's unit direction with equal
+    layers: both bounds are attained there, so a factor lost in either shows (the random points of
+    test_derivative_bounds_hold stay below a bound halved in its residual term; mutation audit)."""
+    m = 2.0
+    problem = RegressionProblem.teacher([m], d_x=3, d_y=3, n_samples=30, seed=0, whiten=True)
+    two = as_layout([3, 3, 3])
+    zero = torch.zeros(two.n_weights, dtype=F64)
+    assert float(torch.linalg.matrix_norm(_autograd_hessian(problem, two, zero), ord=2)) == pytest.approx(m)
+    assert derivative_bounds(problem, two, zero, 0.0).hessian == pytest.approx(m, rel=1e-12)
+    three = as_layout([3, 3, 3, 3])
+    e1, c = torch.eye(3, dtype=F64)[0], 3**-0.5
+    u, v = problem.mode_u[:, 0], problem.mode_v[:, 0]
+    direction = pack([c * torch.outer(e1, v), c * torch.outer(e1, e1), c * torch.outer(u, e1)])
+    e = torch.zeros((), dtype=F64, requires_grad=True)
+    d = problem.loss(unpack(e * direction, three))
+    for _ in range(3):  # d^3/de^3 L(e u) at e = 0
+        (d,) = torch.autograd.grad(d, e, create_graph=True)
+    assert abs(float(d.detach())) == pytest.approx(6 * m * c**3, rel=1e-12)
+    bound = derivative_bounds(problem, three, torch.zeros(three.n_weights, dtype=F64), 0.0)
+    assert bound.third == pytest.approx(6 * m * c**3, rel=1e-12)
+
+
+SPEAKS = ([2, 2, 1, 1], [1, 1, 2, 2], [2, 1, 1, 2])  # chained: a* = 3 or b* = 1 beside a rank-1 layer
+NON_STRICT = (
+    {"layer_ranks": [1, 2, 2, 1], "chain_extra": False},
+    {"layer_ranks": [2, 1, 1, 1]},
+    {"balanced": True},
+)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"layer_ranks": ranks, "chain_extra": True} for ranks in CHAINED] + [*NON_STRICT]
+)
+def test_the_partial_product_rule_agrees_with_the_hessian_where_it_speaks(kwargs):
+    """docs/theory.md section 4's rule on exact top-1 critical points of chosen layer ranks: where it
+    speaks, it says what the sign of the closed-form Hessian's lambda_min says (strict: -3.17; non-strict:
+    0); it speaks where b* = a* + 1 (the chained points in SPEAKS) or b* >= a* + 2 through a rank-r middle
+    (the non-strict ones). a* = min instead of max passed every test before (mutation audit)."""
+    problem = _problem()
+    exact = pack(saddles.critical_point(problem, DIMS, [0], **kwargs))
+    lam_min = float(torch.linalg.eigvalsh(problem.hessian(exact, DIMS))[0])
+    rule = saddles.classify_saddle(problem, DIMS, exact, [0]).partial_product_rule
+    if kwargs.get("chain_extra", False) and kwargs["layer_ranks"] not in SPEAKS:
+        assert rule is None
+    else:
+        assert lam_min < -1.0 or abs(lam_min) < 1e-9
+        assert rule == ("strict" if lam_min < -1.0 else "non-strict")

@@ -1,7 +1,9 @@
 """TensorBoard colours each series of a run as the figures do, in colours a reader tells apart
 (dlnlab/lab/record/_runs.py, docs/tensorboard.md): the order of the runs read from the real event files by
 TensorBoard's own code, its Rust data server and its Python loader, for a serial run, a run with
-run.workers=2 and a resumed run whose first learning rate ran again from its start."""
+run.workers=2 and a resumed run whose first learning rate ran again from its start (one made before the
+report's run was named ``report`` among them); every run listed holds something, and the summary's texts
+are in the report's run alone, once."""
 
 from __future__ import annotations
 
@@ -60,16 +62,16 @@ def _core_plugin_runs(provider) -> list[str]:
     return json.loads(reply.get_data(as_text=True))
 
 
-def _python_loader_runs(logdir: Path) -> list[str]:
-    """The runs as TensorBoard lists them with ``--load_fast=false``: a run starts at the first event of
-    its event file whose name sorts first."""
+def _python_loader_runs(logdir: Path):
+    """The runs as TensorBoard lists them with ``--load_fast=false`` (a run starts at the first event of
+    its event file whose name sorts first), and the loader's multiplexer, which holds what they hold."""
     from tensorboard.backend.event_processing import data_provider
     from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
     mux = EventMultiplexer()
     mux.AddRunsFromDirectory(str(logdir))
     mux.Reload()
-    return _core_plugin_runs(data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    return _core_plugin_runs(data_provider.MultiplexerDataProvider(mux, str(logdir))), mux
 
 
 def _rust_server_runs(logdir: Path, n_runs: int) -> tuple[list[str], set[str]]:
@@ -143,11 +145,19 @@ def _assert_tensorboard_colours_are_the_figures(run_dir: Path) -> None:
     logdir = run_dir / "tensorboard"
     n_runs = sum(1 for d in logdir.iterdir() if any(d.glob("*tfevents*")))  # the runs TensorBoard finds
     rust, with_scalars = _rust_server_runs(logdir, n_runs)
+    python, mux = _python_loader_runs(logdir)
     palette = _tensorboard_palette()
-    for order in (rust, _python_loader_runs(logdir)):
+    for order in (rust, python):
         tensorboard = {name: palette[i % len(palette)] for i, name in enumerate(order)}
         assert {name: tensorboard[name] for name in figures} == figures, order
         assert not with_scalars & (set(order) - set(figures)), (order, with_scalars)
+    # every run listed holds a tag (an order file alone lists a run that shows nothing: log.figures=false
+    # made one); the summary's texts are the report's alone (the flow's before), each logged once
+    assert all(mux.Runs()[name]["tensors"] for name in python), {name: mux.Runs()[name] for name in python}
+    texts = {run: sorted(tags) for run, tags in mux.PluginRunToTagToContent("text").items()}
+    summary = [f"summary/{text}/text_summary" for text in ("1 results", "2 plateaus", "3 config")]
+    assert texts == {"report": summary}, texts
+    assert all(len(mux.Tensors("report", tag)) == 1 for tag in texts["report"])
     labs = [_cielab(c) for c in figures.values()]
     closest = min(np.linalg.norm(a - b) for i, a in enumerate(labs) for b in labs[i + 1 :])
     assert closest >= 25, (figures, closest)
@@ -163,13 +173,20 @@ def test_tensorboard_colours_each_series_as_the_figures_do(workers, tmp_path):
     _assert_tensorboard_colours_are_the_figures(out)
 
 
-# a run made before the order files, resumed: in the slow set (the resume that keeps them stays in the default
-# tests, and the margin before every earlier event is the same code for both)
-@pytest.mark.parametrize("order_files", ["kept", pytest.param("made before them", marks=pytest.mark.slow)])
+# in the default tests, a run made before the report's run was named so: its order files are kept as in "kept"
+# (its `figures` run's renamed), so that case and the one made before the order files (the margin before every
+# earlier event is the same code as a fresh run's) are in the slow set
+@pytest.mark.parametrize("order_files", [
+    pytest.param("kept", marks=pytest.mark.slow), pytest.param("made before them", marks=pytest.mark.slow),
+    "kept, the report's run named figures",
+])  # fmt: skip
 def test_after_a_resume_that_runs_the_largest_learning_rate_again_the_colours_hold(order_files, tmp_path):
     """The run stopped in its last series; the first learning rate's file damaged, so the resume runs it
     from its start and removes its earlier events (its events then start after the others' kept ones).
-    A run made before the order files (they are removed here) gets them from its resume."""
+    A run made before the order files (they are removed here) gets them from its resume. A run made
+    before the report's run was named ``report`` (it is renamed back to ``figures`` here, and the summary's
+    texts moved into the flow's run, where that run logged them) has its ``figures`` run renamed, its
+    place in the order kept, and the flow's texts replaced by the report's."""
     out = tmp_path / "run"
     SignalAt.fired.clear()
     stop = ["+callbacks.stop._target_=_runtime_helpers.SignalAt", "+callbacks.stop.series=sgd_lr_0.01",
@@ -178,12 +195,44 @@ def test_after_a_resume_that_runs_the_largest_learning_rate_again_the_colours_ho
     assert stopped.exit_code == 143
     damaged = out / "series" / "sgd_lr_0.04.npz"
     damaged.write_bytes(np.random.default_rng(0).bytes(damaged.stat().st_size))
-    if order_files != "kept":
-        for path in (out / "tensorboard").glob("*/events.out.tfevents.0.order"):
+    logs = out / "tensorboard"
+    if order_files == "made before them":
+        for path in logs.glob("*/events.out.tfevents.0.order"):
             path.unlink()
+    elif order_files != "kept":
+        (text,) = (logs / "report").glob("*.text")
+        text.rename(logs / "flow" / text.name.removesuffix(".text"))  # Lightning's own file, where it was
+        (logs / "report").rename(logs / "figures")
     time.sleep(1.5)  # the resume's events later than the stopped run's by more than the order's margin, 1 s
     result = resume(out)
     assert result.exit_code == 0, result["series"]
     said = result["resumed"][-1]["series"]
     assert said["sgd_lr_0.04"].startswith("run from the start"), said
+    assert not (logs / "figures").exists()
     _assert_tensorboard_colours_are_the_figures(out)
+
+
+def test_a_run_with_both_the_report_and_an_older_figures_run_keeps_the_report_alone(tmp_path):
+    """Both folders there (a run's copy, a tool's): the older run's order file and images go, and its
+    folder (an empty run, or the figures twice, would be listed); the report's and the other runs' order
+    files stay as they were, and so does a file the lab did not write."""
+    from dlnlab.lab.record import ORDER_FILE, figures_logger, order_runs
+
+    logs = tmp_path / "tensorboard"
+    tensorboard = {"_target_": "dlnlab.lab.record.TensorBoardLogger"}
+    order_runs(tmp_path, tensorboard, ["flow", "sgd_lr_0.1"])
+    before = {p: p.read_bytes() for p in logs.glob(f"*/{ORDER_FILE}")}
+    assert sorted(p.parent.name for p in before) == ["flow", "report", "sgd_lr_0.1"]
+    for keep in (False, True):
+        older = logs / "figures"
+        older.mkdir()
+        for name in (ORDER_FILE, "events.out.tfevents.1.host.1.0.figures", "hparams.yaml"):
+            (older / name).write_bytes((logs / "flow" / ORDER_FILE).read_bytes())
+        if keep:
+            (older / "notes.txt").write_text("mine")
+        figures_logger(tmp_path, tensorboard).finalize("success")
+        if keep:
+            assert sorted(p.name for p in older.iterdir()) == ["notes.txt"]
+        else:
+            assert not older.exists()
+    assert {p: p.read_bytes() for p in logs.glob(f"*/{ORDER_FILE}")} == before

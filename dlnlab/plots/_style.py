@@ -4,7 +4,7 @@ Colours: TensorBoard's, so that a series has one colour in the figures and on th
 colours its runs from its palette (:data:`RUN_PALETTE`, its "tensorboardColorBlindAssist": orange, blue,
 red, cyan, magenta, teal, grey) in the order of their start times (docs/tensorboard.md). Its red is
 close to its orange (CIELAB distance 19.6; every other pair is 29.6 or more apart), so the lab gives red
-to a run that draws no lines (:data:`NO_LINES_POSITION`: the figures' run) and orders the runs flow,
+to a run that draws no lines (:data:`NO_LINES_POSITION`: the run ``report``) and orders the runs flow,
 largest learning rate, that run, the next learning rates: the flow is orange (:data:`FLOW_COLOR`), the
 learning rates from the largest down blue, cyan, magenta, teal, grey (:data:`LR_COLORS`). TensorBoard
 wraps its 7 colours, so its 6th learning rate would get the flow's; the figures give the 6th to 11th
@@ -86,7 +86,7 @@ STYLE = {
 def series_colors(lrs: Sequence[float]) -> dict[float, str]:
     """The colour of each learning rate, never the flow's: for the five largest, TensorBoard's colour of
     its run (the runs are ordered from the largest learning rate down, after the flow, with the
-    figures' run third); then :data:`LR_COLORS`' own, repeated past eleven."""
+    run ``report`` third); then :data:`LR_COLORS`' own, repeated past eleven."""
     order = sorted(set(float(x) for x in lrs), reverse=True)
     return {lr: LR_COLORS[i % len(LR_COLORS)] for i, lr in enumerate(order)}
 

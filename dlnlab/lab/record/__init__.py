@@ -6,7 +6,7 @@ in a forked worker process where fork exists (:func:`open_recorder`), which comp
 ``series/<name>.npz`` atomically. What a series logs, at which step, and the TensorBoard layout are
 ``_tags`` (:class:`TagPlan`, :class:`RunCharts`); the loggers themselves (dlnlab's
 :class:`TensorBoardLogger`, any Lightning logger a config names) are ``_logging``; the order TensorBoard
-colours the runs in, and the figures' run, ``_runs``.
+colours the runs in, and the report's run (the figures, the summary's texts), ``_runs``.
 
 Names are imported on first use (``dlnlab._lazy``).
 """
@@ -36,7 +36,14 @@ _EXPORTS = {
         "log_png",
         "log_text",
     ],
-    "._runs": ["FIGURES_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger"],
+    "._runs": [
+        "REPORT_RUN",
+        "ORDER_FILE",
+        "tensorboard_order",
+        "order_runs",
+        "figures_logger",
+        "text_logger",
+    ],
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

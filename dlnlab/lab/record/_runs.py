@@ -1,4 +1,4 @@
-"""A run's TensorBoard runs: the order TensorBoard colours them in, and the figures' run.
+"""A run's TensorBoard runs: the order TensorBoard colours them in, and the report's run.
 
 TensorBoard gives its runs the colours of its palette in the order of its run list, ``/data/runs``,
 which sorts the runs by their start times, ties by name (``_serve_runs`` in
@@ -17,13 +17,20 @@ wall time: the runs' in order, before every other event of the run directory. A 
 files (``dlnlab.lab.runner._resume`` leaves them out of the events it may remove) and writes them
 again only when one is missing (a run made before them): then before every event already there.
 
-The order puts the figures' run (images only, no scalars: :data:`FIGURES_RUN`) at the palette position
-of a run that draws no lines (``dlnlab.plots.NO_LINES_POSITION``): TensorBoard's red, close to the
-flow's orange, goes to it, and the learning rates get the colours the figures give them.
+The order puts the report's run (:data:`REPORT_RUN`: what belongs to the whole run, not to one series:
+the figures as images, the summary's texts; no scalars) at the palette position of a run that draws no
+lines (``dlnlab.plots.NO_LINES_POSITION``): TensorBoard's red, close to the flow's orange, goes to it,
+and the learning rates get the colours the figures give them. It holds the summary's texts in every
+run (``log.figures=false`` too), so the run TensorBoard lists there is never empty once a run has ended.
+
+A run made before that run was named ``report`` had it as ``figures``, with the figures alone (the
+summary's texts were in the flow's run): its folder is renamed (:func:`_adopt_older_report_run`), its
+order file with it, so its place in the order holds, and no empty ``figures`` run is left listed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,9 +44,10 @@ if TYPE_CHECKING:
 # Lightning, TensorBoard and matplotlib are imported where used: the driver imports ORDER_FILE (through
 # the resume) before it refuses a config, which must not import Lightning (tests/test_readme.py)
 
-__all__ = ["FIGURES_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger"]
+__all__ = ["REPORT_RUN", "ORDER_FILE", "tensorboard_order", "order_runs", "figures_logger", "text_logger"]
 
-FIGURES_RUN = "figures"
+REPORT_RUN = "report"
+OLDER_REPORT_RUN = "figures"  # its name in runs made before 2026-12-08 (the figures alone)
 # "events.out.tfevents.<seconds>...": every other event file's name carries the time it was made, whose
 # first digit is 1 until the year 2286, so this name sorts first
 ORDER_FILE = "events.out.tfevents.0.order"
@@ -49,12 +57,12 @@ MARGIN_S = 1.0  # the last run's start before the earliest other event
 
 def tensorboard_order(series_runs: Sequence[str]) -> tuple[str, ...]:
     """The TensorBoard runs in the order TensorBoard colours them: the series' runs (the flow, then the
-    learning rates from the largest down) with the figures' run at the palette's place for a run
+    learning rates from the largest down) with the report's run at the palette's place for a run
     without lines (third: after the flow and the largest learning rate)."""
     from dlnlab.plots import NO_LINES_POSITION
 
     runs = list(series_runs)
-    runs.insert(min(NO_LINES_POSITION, len(runs)), FIGURES_RUN)
+    runs.insert(min(NO_LINES_POSITION, len(runs)), REPORT_RUN)
     return tuple(runs)
 
 
@@ -66,6 +74,7 @@ def order_runs(run_dir: Path, logger_cfg: Mapping | None, series_runs: Sequence[
     if not is_tensorboard(logger_cfg):
         return
     log_dir = Path(run_dir) / "tensorboard"
+    _adopt_older_report_run(log_dir)  # a resume of a run made before: its order file kept, renamed
     paths = [log_dir / name / ORDER_FILE for name in tensorboard_order(series_runs)]
     if all(p.is_file() for p in paths):
         return
@@ -89,16 +98,47 @@ def _first_wall_time(path: Path) -> float:
         return float("inf")
 
 
+def _adopt_older_report_run(log_dir: Path) -> None:
+    """A run made before the report's run was named :data:`REPORT_RUN`: its folder
+    :data:`OLDER_REPORT_RUN` renamed, order file and images with it (its place in the order, so the
+    colours, hold). Where both are there, the older one's order file and images go (they would list an
+    empty run, or show the figures twice), and its folder with them."""
+    older, report = log_dir / OLDER_REPORT_RUN, log_dir / REPORT_RUN
+    if not older.is_dir():
+        return
+    if not report.exists():
+        older.rename(report)
+        return
+    for path in [older / ORDER_FILE, older / "hparams.yaml", *older.glob("events.out.tfevents.*.figures")]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something else is in it: left
+        older.rmdir()
+
+
 def figures_logger(run_dir: Path, logger_cfg: Mapping | None) -> Logger | None:
-    """The logger of a run's figures: the TensorBoard run :data:`FIGURES_RUN`, in event files of their
+    """The logger of a run's figures: the TensorBoard run :data:`REPORT_RUN`, in event files of their
     own (suffix ``.figures``) that replace the previous ones, so remaking the figures never stacks
-    copies (a run made before that run had them in the flow's: those go too). None when the run's
+    copies (a run made before had them in the flow's run, or in the run ``figures``: those go too).
+    None when the run's logger is not TensorBoard."""
+    return _report_logger(run_dir, logger_cfg, "figures", older_runs=("flow",))
+
+
+def text_logger(run_dir: Path, logger_cfg: Mapping | None) -> Logger | None:
+    """The logger of the run's summary texts (the Text tab's ``summary/...``): the TensorBoard run
+    :data:`REPORT_RUN`, in an event file of its own (suffix ``.text``) that replaces the previous one
+    (a resume also removes it before its end: ``dlnlab.lab.runner._resume``). None when the run's
     logger is not TensorBoard."""
+    return _report_logger(run_dir, logger_cfg, "text", older_runs=())
+
+
+def _report_logger(run_dir: Path, logger_cfg: Mapping | None, suffix: str, older_runs: tuple[str, ...]):
     from dlnlab.lab.record._logging import is_tensorboard, make_logger
 
     if not is_tensorboard(logger_cfg):
         return None
-    for name in (FIGURES_RUN, "flow"):
-        for old in (Path(run_dir) / "tensorboard" / name).glob("events.out.tfevents.*.figures"):
+    log_dir = Path(run_dir) / "tensorboard"
+    _adopt_older_report_run(log_dir)
+    for name in (REPORT_RUN, *older_runs):
+        for old in (log_dir / name).glob(f"events.out.tfevents.*.{suffix}"):
             old.unlink()
-    return make_logger(logger_cfg, run_dir, FIGURES_RUN, filename_suffix=".figures")
+    return make_logger(logger_cfg, run_dir, REPORT_RUN, filename_suffix=f".{suffix}")

@@ -173,7 +173,25 @@ def _order_line(summary: dict, key: str, what: str) -> str | None:
     used = ", ".join(fmt(x) for x in detail.get("lrs_used") or [])
     pairs = ", ".join(fmt(p["order"]) for p in detail.get("pairwise") or [])
     line = f"{what}: {fmt(detail['order'])} (slope of log max distance against log lr over lr {used}; pairwise {pairs})"
+    line += _unstable_used(summary, detail.get("lrs_used") or [])
     return line + _shortened(summary, detail.get("lrs_used") or []) if key == "convergence_order" else line
+
+
+def _unstable_used(summary: dict, lrs: list) -> str:
+    """The order is fitted to unstable series too (their distances are finite), but a series that never
+    follows the flow measures no rate of convergence: name them, so a slope such as -0.53 over three
+    rates above GD's stability threshold does not read as an order."""
+    unstable = sorted(
+        e["lr"]
+        for e in summary["series"].values()
+        if e.get("lr") in lrs and e.get("status") == Status.UNSTABLE
+    )
+    if not unstable:
+        return ""
+    if len(unstable) == len(lrs):
+        return "; every series fitted is unstable (it does not follow the flow): the slope is no order of convergence"
+    verb = "is" if len(unstable) == 1 else "are"
+    return f"; the series at lr {_list(unstable)} {verb} unstable: the slope mixes in rates where it does not follow the flow"
 
 
 def _shortened(summary: dict, lrs: list) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from dlnlab._util import fmt
 from dlnlab.eos import Outcome
-from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry
+from dlnlab.lab.results._records import ABSENT, CentralFlowEntry, EdgeEntry, PredictionEntry
 
 __all__ = [
     "CentralFlowEntry",
@@ -99,11 +99,11 @@ def edge_lines(summary: dict) -> list[str]:
     and an oscillation larger than predicted read as alarms to whoever expects GD's classical stability;
     on the edge they are what is expected, and the lines say so (docs/eos.md explains every number)."""
     lines = []
-    for e in summary["series"].values():
-        if "edge" in e and e["edge"]:
-            lines += _gd_lines(e["edge"])
+    for e in summary["series"].values():  # the run's entries are dicts: each block reads its records
+        if e.get("edge"):
+            lines += _gd_lines(EdgeEntry.from_dict(e["edge"]))
             if e.get("predictions"):
-                lines += _central_lines(e["predictions"])
+                lines += _central_lines(PredictionEntry.from_dict(e["predictions"]))
     head = "edge of stability (GD recomputed at every step; docs/eos.md explains each number):"
     return [part for line in ([head, *lines] if lines else []) for part in _fit(line)]
 
@@ -120,15 +120,20 @@ def _fit(line: str) -> list[str]:
     )
 
 
-def _verdict(d: dict) -> str:
+def _given(value):
+    """A key a summary may leave out (written before it existed) as None: ABSENT is no number."""
+    return None if value is ABSENT else value
+
+
+def _verdict(d: EdgeEntry) -> str:
     """The outcome in words: at the edge is no failure, and expected where the flow's limit is sharper
     than 2/eta (GD cannot converge where the flow does, docs/eos.md)."""
-    outcome, limit, eta = Outcome(d["outcome"]), d["flow_limit_sharpness"], f"eta = {d['lr']:g}"
-    if outcome is Outcome.AT_EDGE and limit is not None and limit > d["threshold"]:
+    outcome, limit, eta = Outcome(d.outcome), d.flow_limit_sharpness, f"eta = {d.lr:g}"
+    if outcome is Outcome.AT_EDGE and limit is not None and limit > d.threshold:
         return f"{outcome}, as expected at {eta}: 2/eta is below the flow limit's S = {fmt(limit)}"
     meaning = {
-        Outcome.AT_EDGE: f"S ends within {100 * d['band']:g} % of 2/eta, on the edge of stability",
-        Outcome.ABOVE_EDGE: f"S ends swinging over {100 * d['band']:g} % past 2/eta (a period-2 cycle), "
+        Outcome.AT_EDGE: f"S ends within {100 * d.band:g} % of 2/eta, on the edge of stability",
+        Outcome.ABOVE_EDGE: f"S ends swinging over {100 * d.band:g} % past 2/eta (a period-2 cycle), "
         "not converged",
         Outcome.CONVERGED: "GD converged, at a minimum flatter than 2/eta",
         Outcome.BELOW_EDGE: "S ends below 2/eta, not converged (a plateau, or too short a run)",
@@ -147,13 +152,13 @@ ZIGZAG = {
 }
 
 
-def _crossing(d: dict) -> str:
+def _crossing(d: EdgeEntry) -> str:
     """When S first stood at or above 2/eta and what it did after: on the edge it stays; converged or below
     the edge it ended below 2/eta (a GD that touched 2/eta, then converged flatter, read "and stays" under
     its verdict "converged"). GD's first point is theta0 at t = 0 (dlnlab.lab.runner's edge series), so
     t_edge = 0 is an S above 2/eta from the start, which "reaches 2/eta at t = 0" misread."""
-    outcome = Outcome(d["outcome"])
-    if d["t_edge"] == 0.0:
+    outcome = Outcome(d.outcome)
+    if d.t_edge == 0.0:
         start, after = (
             "S starts above 2/eta",
             {
@@ -165,7 +170,7 @@ def _crossing(d: dict) -> str:
         )
     else:
         start, after = (
-            f"S reaches 2/eta at t = {fmt(d['t_edge'])}",
+            f"S reaches 2/eta at t = {fmt(d.t_edge)}",
             {
                 Outcome.AT_EDGE: " and stays",
                 Outcome.ABOVE_EDGE: ", swings past",
@@ -176,64 +181,64 @@ def _crossing(d: dict) -> str:
     return start + (f"{after[outcome]} (no divergence)" if outcome in after else "")
 
 
-def _gd_lines(d: dict) -> list[str]:
-    converged = d.get("gfs_converged") or [True] * len(d["gfs_sharpness"])
-    gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d["gfs_sharpness"], converged))
-    gfs += ": non-increasing, GD heads for flatter minima" if d["gfs_non_increasing"] else " (rises)"
+def _gd_lines(d: EdgeEntry) -> list[str]:
+    converged = d.gfs_converged or [True] * len(d.gfs_sharpness)  # absent from older summaries
+    gfs = ", ".join(f"{s:.4g}{'' if c else '*'}" for s, c in zip(d.gfs_sharpness, converged))
+    gfs += ": non-increasing, GD heads for flatter minima" if d.gfs_non_increasing else " (rises)"
     stars = [] if all(converged) else ["      *: not converged by t = 1000, S where that flow stood"]
-    if d["t_edge"] is None:
+    if d.t_edge is None:
         crossing = ["    S never reaches 2/eta"]
     else:  # two lines: one held 121 - 123 characters for a t_edge below 1, 100 % hovering, a median below 1
         crossing = [
             f"    {_crossing(d)}",
-            f"    within {100 * d['band']:g} % of 2/eta {fmt_share(d['hover_share'])} of the time from then "
-            f"on, median {fmt(d['median_ratio'])} x 2/eta",
-            f"    period-2 amplitude {fmt(d['amplitude_median'])} (median): {ZIGZAG[Outcome(d['outcome'])]}",
+            f"    within {100 * d.band:g} % of 2/eta {fmt_share(d.hover_share)} of the time from then "
+            f"on, median {fmt(d.median_ratio)} x 2/eta",
+            f"    period-2 amplitude {fmt(d.amplitude_median)} (median): {ZIGZAG[Outcome(d.outcome)]}",
         ]
-    if d.get("spectrum_unconverged"):
-        crossing[0] += f" ({d['spectrum_unconverged']} of GD's spectra: LOBPCG did not converge)"
-    previous = d.get("previous_sharpness")  # absent from summaries written before it
+    if d.spectrum_unconverged:  # ABSENT (older summaries) is falsy
+        crossing[0] += f" ({d.spectrum_unconverged} of GD's spectra: LOBPCG did not converge)"
+    previous = _given(d.previous_sharpness)  # absent from summaries written before it
     end = (
-        f"S at the end {fmt(d['final_sharpness'])}"
+        f"S at the end {fmt(d.final_sharpness)}"
         if previous is None
-        else f"S at the last two steps {fmt(previous)}, {fmt(d['final_sharpness'])}"
+        else f"S at the last two steps {fmt(previous)}, {fmt(d.final_sharpness)}"
     )
-    balanced = d["balanced_sharpness"]
+    balanced = d.balanced_sharpness
     # above 2/S_bal no minimum near the balanced one is stable for GD (for whitened data none at all is):
     # GD cannot converge, whatever the outcome says about where its sharpness ended
     unstable = (
-        [f"    2/eta is below the balanced minimum's S = {fmt(balanced)}: not stable at eta = {d['lr']:g} "
+        [f"    2/eta is below the balanced minimum's S = {fmt(balanced)}: not stable at eta = {d.lr:g} "
          "(whitened data: no minimum is)"]
-        if balanced is not None and d["threshold"] < balanced and d["outcome"] != Outcome.CONVERGED
+        if balanced is not None and d.threshold < balanced and Outcome(d.outcome) is not Outcome.CONVERGED
         else []
     )  # fmt: skip
     return [
-        f"  eta = {d['lr']:g} (2/eta = {d['threshold']:.5g}): {_verdict(d)}",
+        f"  eta = {d.lr:g} (2/eta = {d.threshold:.5g}): {_verdict(d)}",
         *unstable,
         *crossing,
-        f"    {end} against the flow limit's {fmt(d['flow_limit_sharpness'])} and the balanced minimum's "
+        f"    {end} against the flow limit's {fmt(d.flow_limit_sharpness)} and the balanced minimum's "
         f"{fmt(balanced)}",
         f"    GFS sharpness {gfs}",
         *stars,
     ]
 
 
-def _central_lines(p: dict) -> list[str]:
+def _central_lines(p: PredictionEntry) -> list[str]:
     """The central flow against GD. Where the losses part or GD's variance is off the prediction by more
     than 2x, the lines say which way and that it is the gap docs/eos.md describes: GD's oscillation lags
     the central flow's Sigma (smaller early, larger late), which the central flow leaves out."""
-    ratio, rel, var = p["ratio_median"], p["loss_rel_median"], p["variance_ratio_median"]
+    ratio, rel, var = p.ratio_median, p.loss_rel_median, p.variance_ratio_median
     # Sigma never on in the window (a GD that never reaches 2/eta): the central flow moves as the gradient
     # flow, so the two are one (ratio 1), and what parts GD from the prediction is no gap of the central flow
-    never_on = p["central_pinned"] is None and p.get("central_entering") is None
+    never_on = p.central_pinned is None and _given(p.central_entering) is None
     nearer = (
         "" if ratio is None or never_on else f" is nearer the {'central' if ratio < 1 else 'gradient'} flow"
     )
     loss = f"    predicted/averaged loss - 1 = {fmt(rel)} (median), "
-    if p["loss_parting"] is None:
+    if p.loss_parting is None:
         loss += "never parting"
     else:
-        loss += f"parting at t = {fmt(p['loss_parting'])}"
+        loss += f"parting at t = {fmt(p.loss_parting)}"
         loss += (
             "" if rel is None else f": GD's averaged loss {'stays above' if rel < 0 else 'falls below'} it"
         )
@@ -244,15 +249,15 @@ def _central_lines(p: dict) -> list[str]:
     lines = [
         "    central flow: never on the edge here (Sigma = 0): it moves as the gradient flow"
         if never_on
-        else f"    central flow: S within {fmt(p['central_pinned'])} x 2/eta of 2/eta past its switch-on (pinned, "
+        else f"    central flow: S within {fmt(p.central_pinned)} x 2/eta of 2/eta past its switch-on (pinned, "
         "as built)",
-        f"    GD's {p['window']}-step average over t = {fmt(p['t_first'])}..{fmt(p['t_last'])}{nearer}:",
-        f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p['ratio_last'])} at the end",
+        f"    GD's {p.window}-step average over t = {fmt(p.t_first)}..{fmt(p.t_last)}{nearer}:",
+        f"      distance ratio central/flow {fmt(ratio)} (median), {fmt(p.ratio_last)} at the end",
         *_distance_line(p),
         loss,
         variance,
     ]
-    if p["loss_parting"] is not None or off:
+    if p.loss_parting is not None or off:
         lines.append(
             "      GD against the gradient flow (no edge here), not a gap of the central flow"
             if never_on
@@ -261,13 +266,13 @@ def _central_lines(p: dict) -> list[str]:
     return lines
 
 
-def _distance_line(p: dict) -> list[str]:
+def _distance_line(p: PredictionEntry) -> list[str]:
     """The distances themselves, in theta's Euclidean norm (absent from summaries written before them)."""
-    if p.get("dist_central_last") is None:
+    if _given(p.dist_central_last) is None:
         return []
     return [
-        f"      ||avg - central|| {fmt(p['dist_central_median'])} (median), {fmt(p['dist_central_last'])} at the end, "
-        f"against ||avg - flow|| {fmt(p['dist_flow_last'])} (norms in theta)"
+        f"      ||avg - central|| {fmt(p.dist_central_median)} (median), {fmt(p.dist_central_last)} at the end, "
+        f"against ||avg - flow|| {fmt(p.dist_flow_last)} (norms in theta)"
     ]
 
 

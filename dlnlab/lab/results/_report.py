@@ -6,11 +6,12 @@ Single numbers are never charts (a chart of one point is a dot at step 0, docs/t
   the run was given on the command line, a sweep's among them), and the numbers a reader compares
   across series as metric columns (the distance to the flow, the convergence order, the final loss,
   the strong and weak orders, the SME's spread);
-* the flow's run, Text tab, group ``summary``: the console's results table, one table of every
-  series' plateaus and exits (modes numbered 1..q, as everywhere), the resolved config, and with
-  ``ensemble.vary=sgd`` the error constants between the flow's saddle escapes;
-* the figures as images (``figures/<name>``), in a run of their own, ``figures`` (TensorBoard's red: a
-  run that draws no lines, ``dlnlab.lab.record._runs``).
+* what belongs to the whole run, not to one series, in a run of its own, ``report`` (TensorBoard's red:
+  a run that draws no lines, ``dlnlab.lab.record._runs``): the Text tab's group ``summary`` (the
+  console's results table, one table of every series' plateaus and exits, modes numbered 1..q as
+  everywhere, the resolved config, and where the run has them the error constants between the flow's
+  saddle escapes and the edge of stability's diagnostics of every GD series) and the figures as images
+  (``figures/<name>``). A series' own text stays in its run (a GD series' "edge of stability").
 
 The curves of the strong and weak errors and of the SME's spread go to each (S)GD series' own run
 (:func:`log_limit`).
@@ -25,7 +26,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
-from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file
+from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file, text_logger
 from dlnlab.lab.results._override_columns import GivenColumns, given_columns, run_overrides
 from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
@@ -118,13 +119,13 @@ def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
 
 
 def log_run(ctx, summary: dict, table: str) -> None:
-    """HParams rows of the (S)GD series; the flow's run gets the Text tab's summary."""
+    """HParams rows of the (S)GD series; the report's run gets the Text tab's summary."""
     from dlnlab.lab.results._eos import edge_lines
     from dlnlab.lab.results._limit_text import escapes_table
 
     cfg = ctx.plan.cfg
-    flow = ctx.logger("flow")
-    if flow is not None:
+    report = text_logger(ctx.out, cfg.logger)
+    if report is not None:
         texts = [
             ("results", "```\n" + table + "\n```"),
             ("plateaus", plateau_markdown(summary)),
@@ -137,8 +138,8 @@ def log_run(ctx, summary: dict, table: str) -> None:
         # numbered in the Text tab's order (it sorts the tags by name), without gaps: a plain run's are
         # 1 .. 3 (they were 1, 2, 4, with 3 kept for an ensemble's error constants)
         for number, (name, text) in enumerate(texts, start=1):
-            log_text(flow, f"summary/{number} {name}", text)
-        flow.save()
+            log_text(report, f"summary/{number} {name}", text)
+        report.finalize("success")
     given = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
     for name, entry in summary["series"].items():
         logger = ctx.logger(name) if entry.get("lr") is not None else None
