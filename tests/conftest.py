@@ -101,6 +101,25 @@ def sme_ensemble_run(tmp_path_factory):
     return result, out
 
 
+MODIFIED_RUN = [
+    "experiment=tiny", "logger=tensorboard", "log.figures=false", "log.progress=never", "flow.modified=true",
+    "sgd.lrs=[0.02,0.01,0.005]", "flow.t_max=2", "init.scale=0.5",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def modified_run(tmp_path_factory):
+    """(result, run directory) of one real run with the GD modified flows (``MODIFIED_RUN``: TensorBoard
+    on), made once per session and read by tests/test_modified.py (its records, orders, TensorBoard)
+    and tests/test_records.py (its summary's records); its users share the xdist group
+    ``sme_ensemble_run``. Read-only."""
+    from dlnlab.lab.runner import run
+
+    out = tmp_path_factory.mktemp("session") / "modified"
+    result = run(make_cfg(MODIFIED_RUN), output_dir=out)
+    return result, out
+
+
 @pytest.fixture(scope="session")
 def small_batch() -> StiffBatch:
     """Three members of the small noisy net over t <= 3 and their tight solves (tests/_helpers.py),

@@ -86,12 +86,9 @@ def test_gd_follows_the_modified_flow_to_second_order(small):
 
 
 @pytest.mark.lab
-def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
-    from dlnlab.lab.runner import run
-    from tests._helpers import TINY, make_cfg
-
-    cfg = [*TINY, "flow.modified=true", "sgd.lrs=[0.02,0.01,0.005]", "flow.t_max=2", "init.scale=0.5"]
-    res = run(make_cfg([*cfg, "logger=tensorboard"]), output_dir=tmp_path / "run")
+@pytest.mark.xdist_group("sme_ensemble_run")  # with the session run's other users (tests/test_records.py)
+def test_the_lab_records_the_modified_flows_and_both_orders(modified_run):
+    res, run_dir = modified_run  # tests/conftest.py: MODIFIED_RUN
     assert res.exit_code == 0
     assert 0.85 <= res["convergence_order"] <= 1.15
     assert 1.8 <= res["convergence_order_modified"] <= 2.2
@@ -99,26 +96,26 @@ def test_the_lab_records_the_modified_flows_and_both_orders(tmp_path):
         mod = res["series"][f"modflow_lr_{lr!r}"]
         assert mod["status"] == "ok" and mod["modified_lr"] == lr and mod["lr"] is None
         sgd = res["series"][f"sgd_lr_{lr!r}"]
-        arr = np.load(tmp_path / "run" / "series" / f"sgd_lr_{lr!r}.npz")
+        arr = np.load(run_dir / "series" / f"sgd_lr_{lr!r}.npz")
         assert sgd["max_dist_to_modified_flow"] == pytest.approx(float(np.nanmax(arr["dist_to_modified"])))
         assert sgd["max_dist_to_modified_flow"] < sgd["max_dist_to_flow"] / 3
         # the recorded modified flow is the core's, integrated alone
-        flow = np.load(tmp_path / "run" / "series" / f"modflow_lr_{lr!r}.npz")
-        problem = RegressionProblem.from_data(*(np.load(tmp_path / "run" / "problem.npz")[k] for k in "XY"))
+        flow = np.load(run_dir / "series" / f"modflow_lr_{lr!r}.npz")
+        problem = RegressionProblem.from_data(*(np.load(run_dir / "problem.npz")[k] for k in "XY"))
         theta0 = torch.as_tensor(flow["theta"][0])
         alone = integrate(
             problem, [4, 3, 3, 2], theta0, torch.as_tensor(flow["t"]), Solver("lsoda"), modified_lr=lr
         )
         assert np.abs(alone.theta.numpy() - flow["theta"]).max() <= 1e-7
     # TensorBoard: no run of its own (one colour per learning rate); its GD series' run holds the distance
-    assert not (tmp_path / "run" / "tensorboard" / "modflow_lr_0.01").exists()
+    assert not (run_dir / "tensorboard" / "modflow_lr_0.01").exists()
     from tensorboard.backend.event_processing.event_accumulator import (
         STORE_EVERYTHING_SIZE_GUIDANCE,
         EventAccumulator,
     )
 
     acc = EventAccumulator(
-        str(tmp_path / "run" / "tensorboard" / "sgd_lr_0.01"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
+        str(run_dir / "tensorboard" / "sgd_lr_0.01"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE
     )
     acc.Reload()
     assert {"dist/log10_modified", "dist/log10_modified_max", "hp/convergence_order_modified"} <= set(

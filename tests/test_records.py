@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from dlnlab.lab.results import (
     ABSENT,
@@ -26,22 +24,11 @@ from dlnlab.lab.results import (
 )
 from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
 from dlnlab.lab.results._summary_record import RECORDS
-from dlnlab.lab.runner import run
 from dlnlab.status import Status
 
-# its tests on one xdist worker (--dist loadgroup): its fixtures are lab runs, made once per worker; the
-# session's SME ensemble run is shared with tests/test_kinds.py (conftest.py)
+# its tests on one xdist worker (--dist loadgroup) with the other users of the session's lab runs it reads
+# (conftest.py: the SME ensemble run with tests/test_kinds.py, the modified-flow run with test_modified.py)
 pytestmark = pytest.mark.xdist_group("sme_ensemble_run")
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-QUIET = ["experiment=tiny", "log.figures=false", "log.progress=never", "logger=none"]
-
-
-def _run(tmp_path, name, overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="train", overrides=[*QUIET, *overrides])
-    result = run(cfg, output_dir=tmp_path / name)
-    return result, json.loads((tmp_path / name / "summary.json").read_text())
 
 
 def _same_keys(record, data: dict, where: str) -> None:
@@ -60,14 +47,12 @@ def _same_keys(record, data: dict, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, sme_ensemble_run):
-    """Two tiny runs: the flow, modified flows and GD; an SGD ensemble with its SME ensembles (the
-    session's, conftest.py)."""
-    tmp = tmp_path_factory.mktemp("records")
-    result, out = sme_ensemble_run
+def runs(sme_ensemble_run, modified_run):
+    """Two tiny runs, the session's (conftest.py): the flow, modified flows and GD; an SGD ensemble with
+    its SME ensembles."""
     return {
-        "modified": _run(tmp, "modified", ["flow.modified=true"]),
-        "ensemble": (result, json.loads((out / "summary.json").read_text())),
+        name: (result, json.loads((out / "summary.json").read_text()))
+        for name, (result, out) in (("modified", modified_run), ("ensemble", sme_ensemble_run))
     }
 
 
