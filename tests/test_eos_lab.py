@@ -129,7 +129,9 @@ def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     # squared norm or a time off by a step agreed below the edge, where both are 1e-9)
     rows = np.flatnonzero(np.isfinite(arr["dist_to_flow"]))
     steps = np.rint(arr["t"][rows] / EDGE_LR)
-    assert np.abs(steps * EDGE_LR - arr["t"][rows]).max() <= 0.05 + 1e-12 and len(np.unique(steps)) == len(rows)
+    assert np.abs(steps * EDGE_LR - arr["t"][rows]).max() <= 0.05 + 1e-12 and len(np.unique(steps)) == len(
+        rows
+    )
     times, theta0 = torch.as_tensor(steps * EDGE_LR), torch.as_tensor(arr["theta"][0])
     tight = Solver("rk45", rtol=1e-10, atol=1e-12)
     central = integrate_central(problem, DIMS, theta0, times, EDGE_LR, solver=tight).theta
