@@ -15,7 +15,7 @@ import torch
 from _helpers import make_cfg
 
 from dlnlab.eos import integrate_central
-from dlnlab.flow import Solver
+from dlnlab.flow import Solver, integrate
 from dlnlab.metrics import SeriesMetrics
 from dlnlab.network import Layout, unpack
 from dlnlab.problem import RegressionProblem
@@ -124,6 +124,21 @@ def test_the_central_flow_series_is_the_cores_and_pinned_at_the_edge(eos_run):
     before = arr["t"] < c["t_edge"]
     assert before.sum() >= 5 and c["max_dist_to_flow_before_edge"] <= 1e-8
     assert np.nanmax(arr["dist_to_flow"][before]) == c["max_dist_to_flow_before_edge"]
+    # past the edge the two part (1e-2 here): the distance is ||central - flow|| at GD's exact times k eta, on
+    # the grid points they stand for (NaN elsewhere), checked against both flows solved here alone (a
+    # squared norm or a time off by a step agreed below the edge, where both are 1e-9)
+    rows = np.flatnonzero(np.isfinite(arr["dist_to_flow"]))
+    steps = np.rint(arr["t"][rows] / EDGE_LR)
+    assert np.abs(steps * EDGE_LR - arr["t"][rows]).max() <= 0.05 + 1e-12 and len(np.unique(steps)) == len(
+        rows
+    )
+    times, theta0 = torch.as_tensor(steps * EDGE_LR), torch.as_tensor(arr["theta"][0])
+    tight = Solver("rk45", rtol=1e-10, atol=1e-12)
+    central = integrate_central(problem, DIMS, theta0, times, EDGE_LR, solver=tight).theta
+    flow = integrate(problem, DIMS, theta0, times, solver=tight).theta
+    want = torch.linalg.vector_norm(central - flow, dim=1).numpy()
+    assert want.max() > 1e-2
+    np.testing.assert_allclose(arr["dist_to_flow"][rows], want, rtol=1e-5, atol=1e-8)
     # the predicted loss is L + 1/2 <Sigma, H> >= L, equal below the edge
     assert np.all(arr["predicted_loss"] >= arr["loss"] * (1 - 1e-12))
     np.testing.assert_allclose(arr["predicted_loss"][~on], arr["loss"][~on], rtol=1e-12)

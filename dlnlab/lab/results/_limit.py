@@ -84,6 +84,22 @@ def _window_stats(lrs: list, n_fit: int, mean: list, boot: list, order_expected:
     }
 
 
+def _stretches(windows: list, lrs: list, n_fit: int, mean: dict, boot: dict, expected: dict) -> list[dict]:
+    """The stretches between the flow's escapes (``windows[1:]``; ``windows[0]`` is the horizon): per kind
+    the window's stats (``mean[kind][w]``, ``boot[kind][w]`` as :func:`_window_stats` takes them) and
+    ``growth``, its error constant over the stretch before's."""
+    stretches: list[dict] = []
+    for w, (lo, hi) in enumerate(windows[1:], start=1):
+        entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
+        for k in LIMIT_KEYS:
+            entry[k] = _window_stats(lrs, n_fit, mean[k][w], boot[k][w], expected[k])
+            before = stretches[-1][k]["constant"] if stretches else None
+            now = entry[k]["constant"]
+            entry[k]["growth"] = now / before if now is not None and before else None
+        stretches.append(entry)
+    return stretches
+
+
 def _flow_escapes(state) -> list[tuple[float, int]]:
     """(t_exit, mode) of the flow's plateau exits in time order (detection only: no classification)."""
     from dlnlab.saddles import analyze_series
@@ -145,15 +161,7 @@ def sgd_limit(state, seed: int = 0) -> dict | None:
                     mean[k][w][i], boot[k][w][i] = float(got[0]), got[1:]
     for k in LIMIT_KEYS:
         out[k] = _window_stats(lrs, n_fit, mean[k][0], boot[k][0], expected[k])
-    stretches = []
-    for w, (lo, hi) in enumerate(windows[1:], start=1):
-        entry = {"t_start": lo, "t_end": None if np.isinf(hi) else hi, "escapes_before": w - 1}
-        for k in LIMIT_KEYS:
-            entry[k] = _window_stats(lrs, n_fit, mean[k][w], boot[k][w], expected[k])
-            before = stretches[-1][k]["constant"] if stretches else None
-            now = entry[k]["constant"]
-            entry[k]["growth"] = now / before if now is not None and before else None
-        stretches.append(entry)
+    stretches = _stretches(windows, lrs, n_fit, mean, boot, expected)
     out["escapes"] = {
         "t_exit": [t for t, _ in escapes],
         "exit_mode": [m for _, m in escapes],
