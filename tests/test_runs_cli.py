@@ -252,13 +252,11 @@ def _run_out_of_room(out: Path, cwd: Path) -> str:
     return err
 
 
-def test_a_run_whose_disk_takes_no_more_writes_exits_4_with_one_line(tmp_path):
+@pytest.mark.slow  # ~15 s: the run out of room (exit 4, one line, no traceback), then its resume; in the
+# default set: the same stop in-process (test_lab.py's full-disk figures case, exit 4, crashed, resumable)
+# and its exit code recorded (test_a_crash_for_want_of_room_is_recorded_with_exit_code_4, below)
+def test_a_run_stopped_by_a_full_disk_exits_4_with_one_line_and_is_finished_by_resume(tmp_path):
     """Before: a traceback from write_summary (OSError: [Errno 28] No space left on device), exit 1."""
-    _run_out_of_room(tmp_path / "run", tmp_path)
-
-
-@pytest.mark.slow  # ~15 s: the run above, then its resume
-def test_a_run_stopped_by_a_full_disk_is_finished_by_resume(tmp_path):
     out = tmp_path / "run"
     _run_out_of_room(out, tmp_path)
     resumed = _cli([f"resume={out}"], tmp_path)
