@@ -101,7 +101,7 @@ def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
     traceback with nothing written; its folder is made at the start, and a directory is refused then."""
     from scripts.bench._out import ready_out
 
-    deep = tmp_path / "new" / "folder" / "report.md"
+    deep = tmp_path / "new" / "folder" / "report.txt"
     assert ready_out(deep) == deep and deep.parent.is_dir() and not deep.exists()
     assert ready_out(None) is None
     with pytest.raises(SystemExit) as refused:
@@ -122,7 +122,7 @@ def test_a_bench_argument_out_of_range_is_refused_in_one_line_before_any_work(tm
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    report = tmp_path / "new" / "report.md"
+    report = tmp_path / "new" / "report.txt"
     for module, args, said in [  # one from its command line (each start imports torch: 2-3 s)
         ("scripts.bench.flow", ["--tols", "1e-8", "1.5"],
          "--tols: expected a number above 0 and below 1 (relative tolerance), got '1.5'"),
