@@ -265,16 +265,6 @@ def test_sigterm_during_the_analysis_and_the_figures(stage, tmp_path):
     assert not list(out.glob("figures/*.png"))  # none drawn to its end
 
 
-def test_a_signal_while_starting_ends_at_once_and_writes_nothing(tmp_path):
-    out = tmp_path / "run"
-    proc = _popen(["experiment=tiny", *QUIET, f"hydra.run.dir={out}"], tmp_path)
-    time.sleep(0.5)  # the imports (hydra, torch, the lab) take a few seconds
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err[-2000:]
-    assert "Traceback" not in err and not out.exists()
-
-
 @pytest.mark.slow  # ~37 s (4 CLI runs); in the default set: resume bit for bit in-process after a real SIGTERM (test_runs.py, test_ensemble.py), the CLI's resume= checks (test_runs_cli.py)
 def test_a_run_killed_mid_series_resumes_to_the_same_numbers_bit_for_bit(tmp_path):
     """SIGTERM during a minibatch heavy-ball series, then resume=<run dir>: every series equals the

@@ -170,7 +170,13 @@ def _check_job(
 
     try:
         check_group_values(overrides)
-        cfg = compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
+        # Held to the composition's end: raised inside Hydra's config loading, a signal's exception can
+        # come out as another error (its file source closes a file it never opened: UnboundLocalError) or
+        # as a refusal ("defaults: no such key"), found by signalling the CLI 0.5 s after its start.
+        with signals.deferred():
+            cfg = compose(
+                config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True
+            )
         if not run_checks:
             return None
         check_job_dirs(cfg, num, multirun, subdirs)
@@ -199,6 +205,7 @@ def job(cfg: DictConfig) -> int:
     In a multirun a failure of this job is recorded (``job.json``) and the sweep goes on; a signal
     stops the sweep.
     """
+    _release_hydra_hold()  # Hydra has composed this job's config: a signal reaches the run again
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -310,14 +317,17 @@ def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bo
         if code is not None:
             return code
     try:
-        reason = preflight(argv, conf_dir, config_name, claim=True)
+        try:
+            reason = preflight(argv, conf_dir, config_name, claim=True)
+        finally:  # a signal that came during the checks stops the run, whatever they found or raised
+            signals.check()
         if reason is not None:
             print(f"error: {reason}", file=sys.stderr)
             return int(ExitCode.CONFIG)
         sweep.OUTCOME.clear()
         if multirun:  # a signal is handed on to the sweep's running jobs before the launcher sees it
             signals.on_first_signal(sweep.hand_on)
-        hydra_main()
+        _hydra_main(hydra_main, multirun)
     except KeyboardInterrupt:
         finish = ""
         if multirun and sweep.OUTCOME.sweep_dir:
@@ -333,3 +343,32 @@ def _main(hydra_main, conf_dir: Path, config_name: str, argv, args, multirun: bo
     if multirun:
         return int(sweep.OUTCOME.sweep_code or 0)
     return int(sweep.OUTCOME.job_code or 0)
+
+
+# Hydra composes the job's config again before it calls the task, and turns an error there into its
+# message, a trace and ``sys.exit(1)``. Raised inside that code, a signal's exception can come out as such
+# an error (measured: OmegaConf's "'NoneType' object has no attribute '_invalidate_flags_cache'"). A single
+# run therefore holds signals from the call into Hydra to the task's start: the handler runs at once, the
+# exception comes where the task starts. A sweep holds none: its launcher (joblib, ...) waits for jobs in
+# other processes, and its signal must stop that wait (the handler hands it on); a signal inside its
+# compositions still ends it as the signal (below), Hydra's message printed before.
+_HYDRA_HOLD = {"held": False}
+
+
+def _release_hydra_hold() -> None:
+    if _HYDRA_HOLD["held"]:
+        _HYDRA_HOLD["held"] = False
+        signals.release()
+
+
+def _hydra_main(hydra_main, multirun: bool) -> None:
+    if not multirun:
+        signals.hold()
+        _HYDRA_HOLD["held"] = True
+    try:
+        hydra_main()
+    except SystemExit:  # --help, --cfg, or Hydra's own error: a signal meanwhile ends it as the signal
+        signals.check()
+        raise
+    finally:
+        _release_hydra_hold()

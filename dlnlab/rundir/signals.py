@@ -28,6 +28,8 @@ __all__ = [
     "uninstall",
     "installed",
     "deferred",
+    "hold",
+    "release",
     "received",
     "reset",
     "check",
@@ -206,14 +208,30 @@ def deferred(raise_at_end: bool = True) -> Iterator[None]:
     With ``raise_at_end=False`` the block is shielded: a signal during it is only noted
     (:func:`received`), and the caller stops at its next check.
     """
-    _state["depth"] += 1
+    hold()
     try:
         yield
     finally:
         _state["depth"] -= 1
+    _raise_pending(raise_at_end)
+
+
+def hold() -> None:
+    """Hold SIGINT / SIGTERM until the matching :func:`release`: :func:`deferred` for a span that is no
+    block of one function (Hydra's own composition, from before its call to the task to the task's start)."""
+    _state["depth"] += 1
+
+
+def release() -> None:
+    """End a :func:`hold`; the outermost raises :class:`Interrupted` for a signal that came during it."""
+    _state["depth"] -= 1
+    _raise_pending(True)
+
+
+def _raise_pending(raise_it: bool) -> None:
     if not _state["depth"] and _state["pending"] is not None:
         signum, _state["pending"] = _state["pending"], None
-        if raise_at_end:
+        if raise_it:
             raise Interrupted(signum)
 
 
