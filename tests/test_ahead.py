@@ -111,3 +111,44 @@ def test_the_command_lines_early_solve_is_claimed_by_its_own_run_only(one_thread
     ((early, _),) = _ahead._early
     other, other_times = _plan_and_times(["run.workers=2", "init.seed=7"])  # another run's weights
     assert _ahead.claim(other, other_times.all_t) is None and early.ended and not early.proc.is_alive()
+
+
+@pytest.mark.lab
+def test_the_run_takes_the_plan_its_preflight_built_once_and_only_for_its_own_config(tmp_path):
+    """The preflight's plan (stiffness, balanced sharpness, timed gradient: 1.9 s at width 100) is the
+    run's: taken once, for the config it was built from; a refused config keeps none. The run made from
+    the taken plan writes the numbers of a run that built its own."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from dlnlab.lab.cli import preflight
+    from dlnlab.lab.runner import run
+    from dlnlab.lab.runner._ahead import take_plan
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    args = [
+        "experiment=tiny",
+        "sgd.lrs=[0.04]",
+        "flow.t_max=1",
+        "logger=none",
+        "log.figures=false",
+        "log.progress=never",
+    ]
+    assert preflight([*args, f"hydra.run.dir={tmp_path / 'a'}"], conf) is None
+    other = take_plan(make_cfg([*args, "seed=3"]))
+    assert other is None and take_plan(make_cfg(args)) is None  # taken by the other config: gone
+    assert preflight([*args, f"hydra.run.dir={tmp_path / 'a'}"], conf) is None
+    plan = take_plan(make_cfg(args))
+    assert plan is not None and plan.cfg == prepare(make_cfg(args)).cfg and take_plan(make_cfg(args)) is None
+    assert preflight([*args, "+callbacks.x._target_=no.such.Callback"], conf) is not None
+    assert take_plan(make_cfg(args)) is None  # refused: nothing kept
+
+    assert preflight([*args, f"hydra.run.dir={tmp_path / 'taken'}"], conf) is None
+    taken = run(make_cfg(args), output_dir=tmp_path / "taken")
+    assert take_plan(make_cfg(args)) is None  # the run took it
+    built = run(make_cfg(args), output_dir=tmp_path / "built")
+    assert taken.exit_code == built.exit_code == 0
+    for name in ("flow", "sgd_lr_0.04"):
+        a, b = (np.load(d / "series" / f"{name}.npz") for d in (tmp_path / "taken", tmp_path / "built"))
+        assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a.files if k != "wall_s"), name

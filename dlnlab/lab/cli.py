@@ -184,12 +184,18 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        prepare(cfg, before_targets=None if multirun else _start_early)  # the flow's solve starts there
+        plan = prepare(
+            cfg, before_targets=None if multirun else _start_early
+        )  # the flow's solve starts there
         check_relative_paths(cfg, chdir)
         if not unique:  # a given directory (dlnlab_unique's is claimed by its own mkdir)
             from dlnlab.lab.runner import claim_run_dir
 
             claim_run_dir(out, key)
+        if not multirun:  # passed: the run takes this plan rather than building it again
+            from dlnlab.lab.runner import keep_plan
+
+            keep_plan(plan)
     except (HydraException, OmegaConfBaseException) as err:
         return describe_hydra_error(err)
     except ConfigError as err:

@@ -23,7 +23,7 @@ _EXPORTS = {
     "._kind": ["SeriesKind", "SeriesTask", "SeriesDone", "LrTimes", "Resume"],
     "._registry": ["KINDS"],
     "._context": ["SeriesContext"],
-    "._ahead": ["start_early"],
+    "._ahead": ["start_early", "keep_plan"],
     "._flow_chunks": ["solve_in_chunks"],
     "._fork": ["available_cores"],
 }

@@ -42,7 +42,7 @@ from dlnlab.lab.results import (
     resume_line,
     start_block,
 )
-from dlnlab.lab.runner._ahead import FlowAhead, claim, worth_it
+from dlnlab.lab.runner._ahead import FlowAhead, claim, take_plan, worth_it
 from dlnlab.lab.runner._lock import LOCK_NAME, RunLock, take_claim
 from dlnlab.lab.runner._progress import Progress
 from dlnlab.lab.runner._resume import Previous, ResumeRefused, check_problem, check_series, load_previous
@@ -76,7 +76,7 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     code 130 or 143 in the result); :func:`resume` finishes it. The run holds the directory's lock
     (:mod:`dlnlab.lab.runner._lock`) while it works.
     """
-    plan = prepare(cfg)
+    plan = take_plan(cfg) or prepare(cfg)  # the command line's preflight built it already
     callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
     lock = take_claim(out)  # the command line claimed the directory before Hydra wrote in it
