@@ -77,6 +77,9 @@ def _product(theta):
 
 
 @pytest.mark.lab
+@pytest.mark.slow  # ~4.3 s (the full net, t <= 300, GD over 7500 and 6383 steps); in the default set: the same GD
+# in the core above (test_gd_converges_below_the_stability_threshold_and_not_above); the flag of a stalled series
+# by hand (tests/test_files.py, finish_sgd_entry) and in a lab run on the tiny net (tests/test_budget.py, lr 1.5)
 def test_the_lab_flags_the_stalled_series_unstable(tmp_path):
     from hydra import compose, initialize_config_dir
 
