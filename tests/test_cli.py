@@ -166,6 +166,7 @@ class _StderrWatch:
         return "".join(self.text)
 
 
+@pytest.mark.slow  # ~9 s (a CLI run to its flow); in the default set: the same signal in-process (tests/test_run_failures.py), the solve ahead stopped by one (tests/test_ahead.py), the CLI's 143 (tests/test_signal_start.py)
 def test_sigterm_to_the_process_group_during_the_flow(tmp_path):
     out = tmp_path / "run"
     args = ["experiment=tiny", "flow=dopri5", "flow.t_max=4000", "log.dt=1", "logger=none", "log.figures=false",

@@ -190,3 +190,41 @@ def test_a_signal_in_a_series_last_chunk_lets_it_end_ok_and_stops_the_run_before
     resumed = resume(out)
     assert resumed.exit_code == 0
     assert resumed["resumed"][-1]["series"] == {"sgd_lr_0.04": "kept", "sgd_lr_0.02": "run from the start"}
+
+
+def test_a_sigterm_during_the_flow_keeps_the_rows_it_reached_and_runs_nothing_after(tmp_path):
+    """The in-process sibling of the CLI's SIGTERM to the process group during the flow (slow,
+    tests/test_cli.py): sent by a thread once summary.json says the flow is running (rk45 over t = 4000,
+    which hands its rows over as it solves), it stops the solve; the flow's file holds the rows reached,
+    its entry says where, no (S)GD series starts, every file is complete."""
+    import threading
+    import time
+
+    out = tmp_path / "run"
+    args = ["experiment=tiny", "flow.method=rk45", "flow.t_max=4000", "log.dt=1", "logger=none", *QUIET]
+
+    def signal_in_the_flow() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if _summary(out)["stage"] == "flow":
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+        time.sleep(0.5)  # some of its 4001 grid points solved
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=signal_in_the_flow, daemon=True)
+    sender.start()
+    result = run(make_cfg(args), output_dir=out)
+    sender.join()
+    assert result.exit_code == 143
+    summary = _summary(out)
+    assert (summary["interrupted"], summary["stage"], summary["exit_code"]) == ("SIGTERM", "flow", 143)
+    flow = summary["series"]["flow"]
+    assert flow["status"] == "interrupted" and "interrupted at t = " in flow["message"]
+    with np.load(out / "series" / "flow.npz") as arr:
+        assert 1 < len(arr["t"]) < 4001 and arr["t"][-1] == pytest.approx(flow["t_stop"])
+    assert summary["not_run"] == ["sgd_lr_0.04", "sgd_lr_0.02", "sgd_lr_0.01"]
+    assert not list(out.rglob(".*.tmp"))
