@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dlnlab.lab.results._console import _table
+from dlnlab.lab.results._console_table import series_table
 from dlnlab.lab.results._ensemble import finish_flow_members, finish_sgd_members
+from dlnlab.lab.results._records import entry_record
 from dlnlab.lab.results._summary import convergence_order, finish_sgd_entry, order_series
 from dlnlab.status import Status
 
@@ -16,6 +17,18 @@ LR = 0.35
 T = 41  # grid points, t = k LR
 LEVELS = np.array([2.5, 0.5, 0.0])  # plateau levels L*_r; the floor 0
 SEEDS = [{"init": e, "sgd": e} for e in range(4)]
+# experiment=tiny's flow entry (rounded): the keys the flow's series writes before the saddle analysis
+FLOW = {
+    "lr": None, "method": "lsoda", "rtol": 1e-09, "atol": 1e-11, "status": Status.OK, "message": "", "diverged": False,
+    "t_stop": 4.0, "step_stop": None, "final_loss": 0.9462, "nfe": 223, "njev": 0, "wall_time_s": 0.19,
+    "max_dist_to_flow": 0.0, "plateaus": [],
+}  # fmt: skip
+
+
+def _table(series: dict[str, dict]) -> list[str]:
+    """The console's table of the entries, each read through its record as the console reads it (a key
+    a run always writes, missing from an entry here: MissingKeys)."""
+    return series_table({name: entry_record(name).from_dict(e) for name, e in series.items()})
 
 
 def _member(kind: str, scale: float, k_blow: int = 10) -> dict[str, np.ndarray]:
@@ -44,9 +57,16 @@ def _entry(kinds: list[str], scales: list[float], k_blow: int = 10) -> dict:
         for e, k in enumerate(kinds)
         if k == "diverged"
     }
-    entry = {"lr": LR, "momentum": 0.0, "status": Status.OK, "message": "", "steps": T - 1}
+    entry = {
+        "lr": LR,
+        "momentum": 0.0,
+        "time_per_step": LR,
+        "status": Status.OK,
+        "message": "",
+        "steps": T - 1,
+    }
     finish_sgd_members(entry, arrays, LR, LEVELS, 0.2646, [0.0] * len(kinds), diverged, SEEDS[: len(kinds)])
-    return entry
+    return entry | {"wall_time_s": 0.5}  # as the SGD series' runner adds it
 
 
 def test_no_member_ok_makes_the_series_its_worst_members_status_and_keeps_it_out_of_the_order():
@@ -62,7 +82,7 @@ def test_no_member_ok_makes_the_series_its_worst_members_status_and_keeps_it_out
     assert entry["ensemble"]["max_dist_to_flow"]["n"] == 1
     assert [m["max_dist_to_flow"] for m in entry["members"]][0] == 1e123  # kept in the member's own entry
     assert entry["ensemble"]["statuses"] == {"diverged": 3, "unstable": 1}
-    assert "diverged (3 diverged, 1 unstable)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
+    assert "diverged (3 diverged, 1 unstable)" in "\n".join(_table({"sgd_lr_0.35": entry}))
 
     small = {
         f"sgd_lr_{lr}": {"lr": lr, "status": Status.OK, "max_dist_to_flow": 0.3 * lr}
@@ -80,7 +100,7 @@ def test_every_member_unstable_makes_the_series_unstable():
     entry = _entry(["unstable"] * 2, [1.0, 3.0])
     assert entry["status"] == Status.UNSTABLE and entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)
     assert entry["diverged"] is False and entry["members_diverged"] == 0
-    assert _table({"series": {"sgd_lr_0.35": entry}})[2].split()[1:2] == ["unstable"]  # no counts: all agree
+    assert _table({"sgd_lr_0.35": entry})[2].split()[1:2] == ["unstable"]  # no counts: all agree
 
 
 def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_diverged_out():
@@ -89,7 +109,7 @@ def test_a_series_with_an_ok_member_stays_ok_and_its_mean_distance_leaves_the_di
     assert entry["diverged"] is False and entry["members_diverged"] == 1  # the series is ok
     assert entry["max_dist_to_flow"] == pytest.approx(2.0, rel=1e-12)  # (1 + 3) / 2, not 1e123 / 3
     assert entry["ensemble"]["max_dist_to_flow"]["max"] == pytest.approx(3.0, rel=1e-12)
-    assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"series": {"sgd_lr_0.35": entry}}))
+    assert "ok (2 ok, 1 diverged)" in "\n".join(_table({"sgd_lr_0.35": entry}))
 
 
 def test_a_member_that_diverged_at_the_last_step_is_left_out_of_the_mean_final_loss():
@@ -110,13 +130,7 @@ def _flow_entry(points: list[int], status: Status) -> dict:
     loss = np.full((len(points), len(t)), np.nan)
     for e, n in enumerate(points):
         loss[e, :n] = (e + 1) * np.exp(-t[:n])
-    entry = {
-        "lr": None,
-        "status": status,
-        "message": "interrupted",
-        "t_stop": float(t[-1]),
-        "final_loss": None,
-    }
+    entry = {**FLOW, "status": status, "message": "interrupted", "t_stop": float(t[-1]), "final_loss": None}
     finish_flow_members(entry, {"t": t, "loss": loss}, 1e-9, SEEDS[: len(points)], t_end=2.0)
     return entry
 
@@ -130,7 +144,7 @@ def test_an_interrupted_ensemble_flow_stops_where_its_earliest_member_did_and_gi
     assert [m["status"] for m in entry["members"]] == ["ok", "interrupted", "interrupted"]
     assert entry["t_stop"] == 0.0 and entry["final_loss"] is None and entry["status"] == Status.INTERRUPTED
     assert entry["ensemble"]["final_loss"]["n"] == 1  # the spread: of the members that reached t = 2
-    table = "\n".join(_table({"series": {"flow": entry}}))
+    table = "\n".join(_table({"flow": entry}))
     assert "interrupted (2 interrupted, 1 ok)" in table and "(none)" in table
 
 
@@ -147,7 +161,7 @@ def test_a_finished_ensemble_flow_gives_the_members_mean_at_the_horizon():
     assert entry["final_loss"] == pytest.approx(1.5 * np.exp(-2.0), rel=1e-12)
 
 
-def _sgd_entry(known: int, status: Status = Status.OK) -> dict:
+def _sgd_entry(known: int, status: Status = Status.OK, lr: float = 0.05) -> dict:
     """finish_sgd_entry on a GD series whose flow is known at its first ``known`` grid points (the
     distance NaN after, as a flow that failed leaves it), distance 0.1 t."""
     t = np.linspace(0.0, 7.0, 141)
@@ -159,9 +173,16 @@ def _sgd_entry(known: int, status: Status = Status.OK) -> dict:
         "step": np.arange(len(t)),
         "sharpness": np.ones_like(t),
     }
-    entry = {"lr": 0.05, "momentum": 0.0, "status": status, "message": "", "steps": len(t) - 1}
-    finish_sgd_entry(entry, arrays, 0.05, LEVELS, 0.2646, 0.0)
-    return entry
+    entry = {
+        "lr": lr,
+        "momentum": 0.0,
+        "time_per_step": lr,
+        "status": status,
+        "message": "",
+        "steps": len(t) - 1,
+    }
+    finish_sgd_entry(entry, arrays, lr, LEVELS, 0.2646, 0.0)
+    return entry | {"wall_time_s": 0.5}
 
 
 def test_a_flow_that_failed_at_once_leaves_no_distance_and_the_console_says_why():
@@ -169,8 +190,8 @@ def test_a_flow_that_failed_at_once_leaves_no_distance_and_the_console_says_why(
     until t = 0; the table names the flow's failure (was "0")."""
     entry = _sgd_entry(1)
     assert entry["max_dist_to_flow"] is None and entry["dist_to_flow_until"] == 0.0
-    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 0.0}
-    rows = _table({"series": {"flow": flow, "sgd_lr_0.05": entry}})
+    flow = {**FLOW, "status": Status.SOLVER_FAILED, "t_stop": 0.0, "final_loss": None}
+    rows = _table({"flow": flow, "sgd_lr_0.05": entry})
     assert "(flow solver_failed at t = 0)" in rows[3]
 
 
@@ -178,16 +199,17 @@ def test_a_flow_that_failed_later_gives_the_distance_up_to_its_last_point():
     entry = _sgd_entry(66)  # t = 0 .. 3.25
     assert entry["max_dist_to_flow"] == pytest.approx(0.325, rel=1e-12)
     assert entry["dist_to_flow_until"] == pytest.approx(3.25, rel=1e-12)
-    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 3.25}
-    assert "0.325 to t = 3.25" in _table({"series": {"flow": flow, "sgd_lr_0.05": entry}})[3]
-    fine = {"lr": None, "status": Status.OK, "t_stop": 7.0}
-    assert _table({"series": {"flow": fine, "sgd_lr_0.05": _sgd_entry(141)}})[3].split()[4] == "0.7"
+    flow = {**FLOW, "status": Status.SOLVER_FAILED, "t_stop": 3.25, "final_loss": None}
+    assert "0.325 to t = 3.25" in _table({"flow": flow, "sgd_lr_0.05": entry})[3]
+    fine = {**FLOW, "t_stop": 7.0}
+    assert _table({"flow": fine, "sgd_lr_0.05": _sgd_entry(141)})[3].split()[4] == "0.7"
 
 
 def test_a_series_without_a_distance_beside_a_fine_flow_says_its_own_status_not_no_flow():
-    entry = {"lr": 0.05, "status": Status.ERROR, "max_dist_to_flow": None, "final_loss": None, "steps": None}
-    fine = {"lr": None, "status": Status.OK, "t_stop": 7.0}
-    assert "(none: error)" in _table({"series": {"flow": fine, "sgd_lr_0.05": entry}})[3]
+    entry = {"lr": 0.05, "momentum": 0.0, "time_per_step": 0.05, "status": Status.ERROR,
+             "message": "RuntimeError: CUDA out of memory", "steps": None}  # fmt: skip
+    # the entry of a series that failed before training (SGDKind.failed_entry): no distance, no loss
+    assert "(none: error)" in _table({"flow": {**FLOW, "t_stop": 7.0}, "sgd_lr_0.05": entry})[3]
 
 
 def test_an_ensembles_distance_is_known_until_its_shortest_member_in_the_mean():
@@ -202,39 +224,47 @@ def test_an_ensembles_distance_is_known_until_its_shortest_member_in_the_mean():
     )  # the diverged member's 3.5: not in the mean
 
 
+def _order_line(detail: dict, series: dict[str, dict], t_max: float | None = 7.0) -> str:
+    """The console's order line of a fit against the flow over ``t_max``, the fit and the entries read
+    through their records."""
+    from dlnlab.lab.results._console import _order_line as line
+    from dlnlab.lab.results._summary_record import OrderFit
+
+    typed = {name: entry_record(name).from_dict(e) for name, e in series.items()}
+    return line(OrderFit.from_dict(detail), "convergence order", typed, t_max)
+
+
 def test_the_order_line_says_when_the_distances_stop_short_of_t_max():
     """A flow that failed at t = 3.25 of 7: the order is fitted to distances up to there, and says so."""
-    from dlnlab.lab.results._console import _order_line
-
-    entries = {
-        f"sgd_lr_{lr}": {"lr": lr, "dist_to_flow_until": until} for lr, until in ((0.1, 3.25), (0.05, 3.3))
+    entries = {f"sgd_lr_{lr}": _sgd_entry(66, lr=lr) for lr in (0.1, 0.05)}
+    entries["sgd_lr_0.1"]["dist_to_flow_until"] = 3.3  # the shorter one is the horizon said
+    detail = {
+        "order": 1.02,
+        "lrs_used": [0.05, 0.1],
+        "pairwise": [{"lrs": [0.05, 0.1], "order": 1.02}],
+        "message": "",
     }
-    detail = {"order": 1.02, "lrs_used": [0.05, 0.1], "pairwise": [{"order": 1.02}]}
-    flow = {"lr": None, "status": Status.SOLVER_FAILED, "t_stop": 3.3}
-    summary = {"series": {"flow": flow, **entries}, "config": {"flow": {"t_max": 7.0}}}
-    summary["convergence_order_detail"] = detail
-    line = _order_line(summary, "convergence_order", "convergence order")
+    flow = {**FLOW, "status": Status.SOLVER_FAILED, "t_stop": 3.3, "final_loss": None}
+    line = _order_line(detail, {"flow": flow, **entries})
     assert line.endswith("; the distances only up to t = 3.25, where the flow stopped (t_max 7)"), line
     flow["status"] = Status.OK  # a grid ending short of t_max (not a multiple of log.dt) is no stop
     for e in entries.values():
         e["dist_to_flow_until"] = 6.9
-    assert "flow stopped" not in _order_line(summary, "convergence_order", "convergence order")
+    assert "flow stopped" not in _order_line(detail, {"flow": flow, **entries})
 
 
 def test_the_order_line_names_the_unstable_series_it_was_fitted_to():
     """An order fitted to series that never followed the flow is no order of convergence: the line says so
     (all unstable, some, none)."""
-    from dlnlab.lab.results._console import _order_line
-
     lrs = (0.32, 0.3, 0.27)
-    entries = {f"sgd_lr_{lr}": {"lr": lr, "status": Status.UNSTABLE} for lr in lrs}
-    detail = {"order": -0.53, "lrs_used": sorted(lrs), "pairwise": [{"order": -0.47}, {"order": -0.65}]}
-    summary = {"series": {"flow": {"lr": None, "status": Status.OK}, **entries}}
-    summary["convergence_order_detail"] = detail
-    line = _order_line(summary, "convergence_order", "convergence order")
+    entries = {f"sgd_lr_{lr}": _sgd_entry(141, Status.UNSTABLE, lr) for lr in lrs}
+    pairs = [{"lrs": [0.27, 0.3], "order": -0.47}, {"lrs": [0.3, 0.32], "order": -0.65}]
+    detail = {"order": -0.53, "lrs_used": sorted(lrs), "pairwise": pairs, "message": ""}
+    series = {"flow": FLOW, **entries}
+    line = _order_line(detail, series)
     assert "; every series fitted is unstable (it does not follow the flow)" in line, line
     entries["sgd_lr_0.27"]["status"] = entries["sgd_lr_0.3"]["status"] = Status.OK
-    line = _order_line(summary, "convergence_order", "convergence order")
+    line = _order_line(detail, series)
     assert "; the series at lr 0.32 is unstable: the slope mixes in" in line, line
     entries["sgd_lr_0.32"]["status"] = Status.OK
-    assert "unstable" not in _order_line(summary, "convergence_order", "convergence order")
+    assert "unstable" not in _order_line(detail, series)

@@ -78,7 +78,16 @@ def test_an_order_is_undetermined_when_its_interval_holds_zero_or_is_wider_than_
 
 
 def _error(order, ci90):
-    return {"max": [1e-3, 2e-3], "max_ci90": [None, None], "order": order, "ci90": ci90, "constant": 1.0}
+    """An ErrorOrder as lab/limit.py writes it (two learning rates)."""
+    return {"max": [1e-3, 2e-3], "max_ci90": [None, None], "order": order, "ci90": ci90, "constant": 1.0,
+            "lrs_used": [0.01, 0.02], "message": ""}  # fmt: skip
+
+
+def _limit(members: int, **errors) -> dict:
+    """``sgd_limit`` as lab/limit.py writes it, at two learning rates, with the given errors."""
+    head = {"members": members, "bootstrap": 200, "lrs": [0.02, 0.01], "fit_lrs": [0.01, 0.02],
+            "members_used": [members, members]}  # fmt: skip
+    return head | errors
 
 
 def test_the_console_gives_no_number_for_an_undetermined_order():
@@ -88,11 +97,11 @@ def test_the_console_gives_no_number_for_an_undetermined_order():
     stretch = {"t_start": 0.0, "t_end": None, "escapes_before": 0}
     stretch |= {k: _error(0.5, [0.45, 0.55]) for k in ("strong", "weak_theta")}
     stretch["weak_loss"] = _error(2.5, [-0.95, 4.0])
-    limit = {
-        "members": 4096, "strong": _error(0.533, [0.523, 0.544]), "weak_theta": _error(0.995, [0.925, 1.062]),
-        "weak_loss": _error(2.5, [-0.95, 4.0]),
-        "escapes": {"t_exit": [], "exit_mode": [], "expected_order": {}, "stretches": [stretch]},
-    }  # fmt: skip
+    limit = _limit(
+        4096, strong=_error(0.533, [0.523, 0.544]), weak_theta=_error(0.995, [0.925, 1.062]),
+        weak_loss=_error(2.5, [-0.95, 4.0]),
+        escapes={"t_exit": [], "exit_mode": [], "expected_order": {}, "stretches": [stretch]},
+    )  # fmt: skip
     line = limit_lines({"sgd_limit": limit})[0]
     assert "strong 0.533 [0.523, 0.544], weak (theta) 0.995 [0.925, 1.062]" in line
     assert line.endswith("weak (loss) undetermined at 4096 members (interval [-0.95, 4])")
@@ -107,8 +116,10 @@ def test_the_console_says_what_the_range_of_a_spread_ratio_is():
     from dlnlab.lab.results import limit_lines
 
     ratio = {"var_loss": {"median": 0.94, "p10": 0.61, "p90": 1.13}, "var_theta": None}
-    limit = {"members": 500, **{k: _error(1.0, [0.9, 1.1]) for k in ("strong", "weak_theta", "weak_loss")},
-             "sme": {"spread_ratio": {"0.04": ratio}, "sampling_error": 0.0895}}  # fmt: skip
+    errors = {k: _error(1.0, [0.9, 1.1]) for k in ("strong", "weak_theta", "weak_loss")}
+    limit = _limit(
+        500, **errors, sme={"spread_ratio": {"0.04": ratio}, "sampling_error": 0.0895, "exit_spread": {}}
+    )
     line = next(s for s in limit_lines({"sgd_limit": limit}) if s.startswith("SGD's spread"))
     assert line == ("SGD's spread over the SME's at eta = 0.04: var_loss 0.94 (0.61 .. 1.13) (median over the "
                     "grid, its 10-90 % range in parentheses; sampling error about 0.0895)")  # fmt: skip

@@ -190,28 +190,3 @@ def test_figure1_near_run_has_four_non_strict_plateaus_and_figures(tmp_path, cap
         png = out / "figures" / f"{name}.png"
         assert png.exists() and png.stat().st_size > 10_000, png
         assert float(imread(png)[..., :3].std()) > 0.02, f"{name}.png looks blank"
-
-
-def test_the_console_says_when_the_plateaus_were_not_analysed_and_which_series_did_not_run():
-    """A run stopped during its series never reached the saddle analysis: its flow's empty plateau list
-    means "not analysed", not "none found", and the series it never started are named."""
-    from dlnlab.lab.results import results_block
-
-    flow = {"lr": None, "status": "ok", "final_loss": 1.0, "nfe": 10, "plateaus": [], "wall_time_s": 1.0,
-            "max_dist_to_flow": None}  # fmt: skip
-    stopped = {"series": {"flow": flow}, "critical_values": [15, 7, 0], "stage": "sgd_lr_0.01",
-               "not_run": ["sgd_lr_0.01"], "interrupted": "SIGTERM", "grid": {"t_max": 300}}  # fmt: skip
-    text = results_block(stopped)
-    assert "plateaus of the flow: not analysed" in text and "none found" not in text
-    assert (
-        "(S)GD series not run: sgd_lr_0.01 (the run stopped first; python scripts/train.py resume=<run dir>"
-        in text
-    )
-    assert text.endswith("interrupted by SIGTERM: every file written so far is complete; "
-                         "python scripts/train.py resume=<run dir> finishes the run")  # fmt: skip
-    # with the run's directory, the command to copy (quoted for the shell: a sweep's job holds ',' and '[')
-    named = results_block({**stopped, "run_dir": "/o/0_model.dims=[6,5,4],seed=3"})
-    assert named.endswith("python scripts/train.py resume='/o/0_model.dims=[6,5,4],seed=3' finishes the run")
-    assert "resume='/o/0_model.dims=[6,5,4],seed=3' runs them)" in named
-    done = results_block({**stopped, "stage": "done", "not_run": [], "interrupted": None})
-    assert "plateaus of the flow: none found" in done and "not run" not in done

@@ -9,8 +9,8 @@
 * ``_limit``: SGD as a stochastic flow, the strong and weak errors and their orders (``sgd_limit``),
   and with the SME the two ensembles' spreads;
 * ``_saddles``: the saddle analysis into the entries (plateaus, exits against the flow's);
-* ``_console``, ``_limit_text``: the console's blocks; ``_report``: HParams, the Text tab and the
-  figures through the loggers;
+* ``_console``, ``_console_table``, ``_limit_text``: the console's blocks, each reading the summary
+  through its records; ``_report``: HParams, the Text tab and the figures through the loggers;
 * ``_aggregate``: many runs (seeds, settings) into means and intervals, in memory (``aggregate_runs``,
   an ``Aggregate``) and written (``Aggregate.write``); ``_aggregate_collect`` finds the runs and groups
   them into settings, ``_aggregate_stats`` computes, ``_aggregate_records`` types the results,

@@ -3,6 +3,11 @@
 Modes are numbered 1..q (m_1 the largest) here as in the figures, TensorBoard and the docs. A value
 that is missing is never a bare "-": the line says why (the flow is the reference; an order needs three
 learning rates; a mode the horizon cut off has no exit).
+
+The results block reads the summary through its records (``Summary.from_dict``, as the run's writer
+types it; the table: ``_console_table``; the limit lines: ``_limit_text``; the edge block: ``_eos``): a
+key an older summary lacks is ABSENT, read as None (``given``). What the records declare as plain dicts
+(a plateau, a plateau exit, a resume's record, the config, an order's pairs) is read by key.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from pathlib import Path
 from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.lab.config import resume_shell_command
-from dlnlab.lab.results._ensemble import member_counts
-from dlnlab.lab.results._summary_record import RunStatus
+from dlnlab.lab.results._console_table import entry_value, series_table
+from dlnlab.lab.results._records import FlowEntry, Record, Spread, given
+from dlnlab.lab.results._summary_record import OrderFit, RunStatus, Summary
 from dlnlab.network import Layout
 from dlnlab.status import Status
 
@@ -114,78 +120,29 @@ def start_block(plan, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _status_cell(entry: dict) -> str:
-    """The series' status; an ensemble whose members do not all share it adds their counts
-    ("diverged (7 diverged, 1 unstable)"): a series can be ok with members that diverged."""
-    members = entry.get("members") or []
-    if not members or all(m.get("status") == entry["status"] for m in members):
-        return str(entry["status"])
-    return f"{entry['status']} ({member_counts(members)})"
-
-
-def _dist_cell(entry: dict, flow: dict | None) -> str:
-    """An (S)GD series' largest distance to the flow; with a flow that stopped early, up to when; without
-    a distance, why: the flow stopped (where), or the series itself (its status) did."""
-    d = entry.get("max_dist_to_flow")
-    short = flow is not None and flow.get("status") != Status.OK
-    if d is not None:
-        until = entry.get("dist_to_flow_until")
-        return fmt(d) + (f" to t = {fmt(until)}" if short and until is not None else "")
-    if flow is None:
-        return "(no flow)"
-    if short:
-        return f"(flow {flow['status']} at t = {fmt(flow.get('t_stop'))})"
-    return f"(none: {entry['status']})" if entry["status"] != Status.OK else "(under 2 points)"
-
-
-def _table(summary: dict) -> list[str]:
-    rows = [("series", "status", "final loss", "steps/nfe", "max dist to flow", "wall s")]
-    for name, e in summary["series"].items():
-        work = e.get("nfe") if e["lr"] is None and "edge_lr" not in e else e.get("steps")
-        if name == "flow":
-            dist = "(reference)"
-        elif name.startswith("cflow_"):
-            before = (e.get("central") or {}).get("max_dist_to_flow_before_edge")
-            dist = f"{fmt(before)} before the edge" if before is not None else "(never below the edge)"
-        elif name.startswith("edge_"):
-            dist = "(GD again, every step)"
-        elif name.startswith(("modflow_", "sme_")):
-            dist = "(not compared: " + ("GD's modified flow)" if name.startswith("modflow_") else "the SME)")
-        else:
-            dist = _dist_cell(e, summary["series"].get("flow"))
-        wall = e.get("wall_time_s")
-        rows.append(
-            (name, _status_cell(e), fmt(e.get("final_loss")) if e.get("final_loss") is not None else "(none)",
-             "(none)" if work is None else str(work), dist, "(none)" if wall is None else f"{wall:.2f}")
-        )  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
-def _order_line(summary: dict, key: str, what: str) -> str | None:
-    detail = summary.get(f"{key}_detail")
-    if detail is None:
+def _order_line(
+    fit: OrderFit | None, what: str, series: dict[str, Record], t_max: float | None
+) -> str | None:
+    """An order's line from its fit (None: not fitted, no line). ``t_max``: the horizon of the order against
+    the flow, whose line says where a flow that stopped early cut the distances (None: the order against
+    GD's modified flows, which does not)."""
+    if fit is None:
         return None
-    if detail.get("order") is None:
-        return f"{what}: none ({detail.get('message')})"
-    used = ", ".join(fmt(x) for x in detail.get("lrs_used") or [])
-    pairs = ", ".join(fmt(p["order"]) for p in detail.get("pairwise") or [])
-    line = f"{what}: {fmt(detail['order'])} (slope of log max distance against log lr over lr {used}; pairwise {pairs})"
-    line += _unstable_used(summary, detail.get("lrs_used") or [])
-    return line + _shortened(summary, detail.get("lrs_used") or []) if key == "convergence_order" else line
+    if fit.order is None:
+        return f"{what}: none ({fit.message})"
+    used = fit.lrs_used or []
+    # a pair is a plain dict ({"lrs", "order"}): OrderFit declares pairwise as list[dict]
+    pairs = ", ".join(fmt(p["order"]) for p in fit.pairwise or [])
+    line = f"{what}: {fmt(fit.order)} (slope of log max distance against log lr over lr {', '.join(map(fmt, used))}; pairwise {pairs})"
+    line += _unstable_used(series, used)
+    return line if t_max is None else line + _shortened(series, used, t_max)
 
 
-def _unstable_used(summary: dict, lrs: list) -> str:
+def _unstable_used(series: dict[str, Record], lrs: list) -> str:
     """The order is fitted to unstable series too (their distances are finite), but a series that never
     follows the flow measures no rate of convergence: name them, so a slope such as -0.53 over three
     rates above GD's stability threshold does not read as an order."""
-    unstable = sorted(
-        e["lr"]
-        for e in summary["series"].values()
-        if e.get("lr") in lrs and e.get("status") == Status.UNSTABLE
-    )
+    unstable = sorted(e.lr for e in series.values() if e.lr in lrs and e.status == Status.UNSTABLE)
     if not unstable:
         return ""
     if len(unstable) == len(lrs):
@@ -194,33 +151,33 @@ def _unstable_used(summary: dict, lrs: list) -> str:
     return f"; the series at lr {_list(unstable)} {verb} unstable: the slope mixes in rates where it does not follow the flow"
 
 
-def _shortened(summary: dict, lrs: list) -> str:
+def _shortened(series: dict[str, Record], lrs: list, t_max: float) -> str:
     """Where the flow stopped early (not ok), the fitted distances cover its horizon only: say so."""
-    flow = summary["series"].get("flow")
-    untils = [e.get("dist_to_flow_until") for e in summary["series"].values() if e.get("lr") in lrs]
+    flow = series.get("flow")
+    untils = [entry_value(e, "dist_to_flow_until") for e in series.values() if e.lr in lrs]
     untils = [u for u in untils if u is not None]
-    if flow is None or flow.get("status") == Status.OK or not untils:
+    if flow is None or flow.status == Status.OK or not untils:
         return ""
-    t_max = ((summary.get("config") or {}).get("flow") or {}).get("t_max")
     return f"; the distances only up to t = {fmt(min(untils))}, where the flow stopped (t_max {fmt(t_max)})"
 
 
-def _plateau_lines(summary: dict) -> list[str]:
-    flow = summary["series"].get("flow", {})
-    plateaus = flow.get("plateaus") or []
-    q = len(summary.get("modes") or [])
+def _plateau_lines(summary: Summary) -> list[str]:
+    flow = summary.series.get("flow")
+    if flow is None:
+        return []
+    plateaus = entry_value(flow, "plateaus") or []
     if not plateaus:
-        if not flow:
-            return []
-        if summary.get("stage") not in ("figures", "done"):  # stopped in a series or in the analysis itself
+        if summary.stage not in ("figures", "done"):  # stopped in a series or in the analysis itself
             return ["plateaus of the flow: not analysed (the run stopped before the saddle analysis ended)"]
         return ["plateaus of the flow: none found"]
-    who = "plateaus of the flow (member 0)" if flow.get("ensemble") else "plateaus of the flow"
-    lines = [f"{who}, modes numbered 1..{q} from the largest:"]
+    who = "plateaus of the flow (member 0)" if entry_value(flow, "ensemble") else "plateaus of the flow"
+    lines = [f"{who}, modes numbered 1..{len(summary.modes)} from the largest:"]
+    # a plateau is a plain dict (Plateau.to_dict, dlnlab/saddles/plateaus.py): the entries' records
+    # declare plateaus as list[dict], so its keys are read as the core writes them
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.get("modes_learnt") or []) or "none"
         if p.get("exit_mode") is None:
-            left = f"not left before t_max = {fmt(summary['grid']['t_max'])}: the horizon cuts it"
+            left = f"not left before t_max = {fmt(summary.grid['t_max'])}: the horizon cuts it"
         else:
             left = f"left by mode {p['exit_mode'] + 1} at t = {fmt(p.get('t_exit'))}"
         lines.append(
@@ -237,14 +194,13 @@ def _plateau_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _exit_delay_lines(summary: dict) -> list[str]:
+def _exit_delay_lines(series: dict[str, Record]) -> list[str]:
     """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD)."""
-    rows = {
-        n: e.get("plateau_exits_vs_flow") for n, e in summary["series"].items() if e.get("lr") is not None
-    }
+    rows = {n: entry_value(e, "plateau_exits_vs_flow") for n, e in series.items() if e.lr is not None}
     rows = {n: r for n, r in rows.items() if r}
     if not rows:
         return []
+    # an exit is a plain dict (PlateauExit.to_dict): the records declare plateau_exits_vs_flow as list[dict]
     modes = sorted({d["mode"] for r in rows.values() for d in r})
     width = max(len(n) for n in [*rows, "mode"])
     lines = [
@@ -258,69 +214,82 @@ def _exit_delay_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _ensemble_lines(summary: dict) -> list[str]:
+def _span(spread: Spread | None) -> str:
+    """A spread's range, "min .. max" ("- .. -" without one)."""
+    return f"{fmt(spread.min)} .. {fmt(spread.max)}" if spread else f"{fmt(None)} .. {fmt(None)}"
+
+
+def _ensemble_lines(series: dict[str, Record]) -> list[str]:
     lines = []
-    for name, e in summary["series"].items():
-        ens = e.get("ensemble") or {}
+    for name, e in series.items():
+        ens = given(getattr(e, "ensemble", None))
         if not ens:
             continue
-        fl, md = ens.get("final_loss") or {}, ens.get("max_dist_to_flow") or {}
-        dist = "" if e["lr"] is None else f", max dist to flow {fmt(md.get('min'))} .. {fmt(md.get('max'))}"
-        if (name == "flow" or name.startswith("modflow_")) and e.get("final_loss") is None:  # stopped early
+        fl, md = given(ens.final_loss), given(ens.max_dist_to_flow)
+        dist = "" if e.lr is None else f", max dist to flow {_span(md)}"
+        if isinstance(e, FlowEntry) and given(e.final_loss) is None:  # stopped early
             fl_txt = (
-                f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))} of the {fl['n']} members that reached t_max"
+                f"{_span(fl)} of the {fl.n} members that reached t_max"
                 if fl
                 else "none, no member reached t_max"
             )
         else:
-            fl_txt = f"{fmt(fl.get('min'))} .. {fmt(fl.get('max'))}"
-        statuses = ", ".join(f"{n} {s}" for s, n in sorted(ens.get("statuses", {}).items()))
+            fl_txt = _span(fl)
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted((given(ens.statuses) or {}).items()))
         lines.append(
-            f"ensemble {name} ({ens['size']} members; the table shows their means): final loss "
+            f"ensemble {name} ({ens.size} members; the table shows their means): final loss "
             f"{fl_txt}{dist}; {statuses}"
         )
     return lines
 
 
 def results_block(summary: dict) -> str:
-    """The run's results: the series table, the convergence orders, the plateaus and their exits."""
+    """The run's results: the series table, the convergence orders, the plateaus and their exits.
+    ``summary``: summary.json's dict, read through its records as the run's writer types it (an entry
+    with a key its record lacks, a kind without a record, in an open SeriesEntry)."""
     from dlnlab.lab.results._eos import edge_lines
     from dlnlab.lab.results._limit_text import limit_lines
 
-    lines = _table(summary)
-    has_sgd = any(e.get("lr") is not None for e in summary["series"].values())
-    for key, what in (("convergence_order", "convergence order"),
-                      ("convergence_order_modified", "convergence order against GD's modified flows")):  # fmt: skip
-        line = _order_line(summary, key, what)
-        if (
-            line
-            and has_sgd
-            and (key == "convergence_order" or summary.get(key) is not None or summary.get(f"{key}_detail"))
-        ):
-            lines.append(line)
-    lines += _ensemble_lines(summary)
+    typed = Summary.from_dict(summary, strict=False)
+    series = typed.series
+    lines = series_table(series)
+    if any(e.lr is not None for e in series.values()):  # an order needs (S)GD series
+        t_max = typed.config["flow"]["t_max"]  # the resolved config: Summary declares it a plain dict
+        orders = (
+            (typed.convergence_order_detail, "convergence order", t_max),
+            (typed.convergence_order_modified_detail, "convergence order against GD's modified flows", None),
+        )
+        lines += [line for fit, what, horizon in orders if (line := _order_line(fit, what, series, horizon))]
+    lines += _ensemble_lines(series)
     lines += limit_lines(summary)
     lines += edge_lines(summary)
-    lines += _plateau_lines(summary)
-    lines += _exit_delay_lines(summary)
-    lines.append(f"critical values L*_r: {levels_text(summary['critical_values'])}")
-    resumed = summary.get("resumed") or []
-    if resumed and resumed[-1].get("series"):
-        notes = ", ".join(f"{name} {note}" for name, note in resumed[-1]["series"].items())
+    lines += _plateau_lines(typed)
+    lines += _exit_delay_lines(series)
+    lines.append(f"critical values L*_r: {levels_text(typed.critical_values)}")
+    lines += _closing_lines(typed)
+    return "\n".join(lines)
+
+
+def _closing_lines(summary: Summary) -> list[str]:
+    """What a resume did, and what is left for one: the series not run, killed, the signal."""
+    lines = []
+    # a resume's record is a plain dict (at, stage, status, interrupted, series): Summary declares list[dict]
+    if summary.resumed and summary.resumed[-1].get("series"):
+        notes = ", ".join(f"{name} {note}" for name, note in summary.resumed[-1]["series"].items())
         lines.append(f"resumed: {notes}")
     # the next step as a command to copy (the end block names the run directory only as where the files are)
-    run_dir = summary.get("run_dir")
+    run_dir = summary.run_dir
     resume = resume_shell_command(run_dir) if run_dir else "python scripts/train.py resume=<run dir>"
-    if summary.get("not_run"):
-        lines.append(f"(S)GD series not run: {', '.join(summary['not_run'])} (the run stopped first; "
+    if summary.not_run:
+        lines.append(f"(S)GD series not run: {', '.join(summary.not_run)} (the run stopped first; "
                      f"{resume} runs them)")  # fmt: skip
-    if summary.get("killed"):
-        lines.append(f"killed: {', '.join(summary['killed'])} (their worker process ended before reporting; "
+    if given(summary.killed):
+        lines.append(f"killed: {', '.join(summary.killed)} (their worker process ended before reporting; "
                      f"{resume} runs them again)")  # fmt: skip
-    if summary.get("interrupted"):
-        lines.append(f"interrupted by {summary['interrupted']}: every file written so far is complete; "
+    if summary.interrupted:
+        lines.append(f"interrupted by {summary.interrupted}: every file written so far is complete; "
                      f"{resume} finishes the run")  # fmt: skip
-    return "\n".join(lines)
+    return lines
 
 
 def resume_line(prior: dict) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def _settle(entry: dict, members: list[dict], note: str) -> None:
     statuses = {m["status"] for m in members}
     if entry["status"] != Status.OK or statuses <= {Status.OK}:
         return
-    counts = member_counts(members)
+    counts = member_counts(m["status"] for m in members)
     if Status.OK not in statuses:
         worst = Status.DIVERGED if Status.DIVERGED in statuses else Status.UNSTABLE
         first = next(i for i, m in enumerate(members) if m["status"] == worst)
@@ -104,9 +105,10 @@ def _settle(entry: dict, members: list[dict], note: str) -> None:
         entry["message"] += f"; {note}"
 
 
-def member_counts(members: list[dict]) -> str:
-    """How many members have each status, the most first: "7 diverged, 1 unstable"."""
-    counts = Counter(str(m["status"]) for m in members)
+def member_counts(statuses: Iterable) -> str:
+    """How many members have each status (the members' statuses, in any order), the most first:
+    "7 diverged, 1 unstable"."""
+    counts = Counter(str(s) for s in statuses)
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from dlnlab._util import fmt
 from dlnlab.eos import Outcome
-from dlnlab.lab.results._records import ABSENT, CentralFlowEntry, EdgeEntry, PredictionEntry
+from dlnlab.lab.results._records import CentralFlowEntry, EdgeEntry, PredictionEntry, given
 
 __all__ = [
     "CentralFlowEntry",
@@ -120,11 +120,6 @@ def _fit(line: str) -> list[str]:
     )
 
 
-def _given(value):
-    """A key a summary may leave out (written before it existed) as None: ABSENT is no number."""
-    return None if value is ABSENT else value
-
-
 def _verdict(d: EdgeEntry) -> str:
     """The outcome in words: at the edge is no failure, and expected where the flow's limit is sharper
     than 2/eta (GD cannot converge where the flow does, docs/eos.md)."""
@@ -197,7 +192,7 @@ def _gd_lines(d: EdgeEntry) -> list[str]:
         ]
     if d.spectrum_unconverged:  # ABSENT (older summaries) is falsy
         crossing[0] += f" ({d.spectrum_unconverged} of GD's spectra: LOBPCG did not converge)"
-    previous = _given(d.previous_sharpness)  # absent from summaries written before it
+    previous = given(d.previous_sharpness)  # absent from summaries written before it
     end = (
         f"S at the end {fmt(d.final_sharpness)}"
         if previous is None
@@ -230,7 +225,7 @@ def _central_lines(p: PredictionEntry) -> list[str]:
     ratio, rel, var = p.ratio_median, p.loss_rel_median, p.variance_ratio_median
     # Sigma never on in the window (a GD that never reaches 2/eta): the central flow moves as the gradient
     # flow, so the two are one (ratio 1), and what parts GD from the prediction is no gap of the central flow
-    never_on = p.central_pinned is None and _given(p.central_entering) is None
+    never_on = p.central_pinned is None and given(p.central_entering) is None
     nearer = (
         "" if ratio is None or never_on else f" is nearer the {'central' if ratio < 1 else 'gradient'} flow"
     )
@@ -268,7 +263,7 @@ def _central_lines(p: PredictionEntry) -> list[str]:
 
 def _distance_line(p: PredictionEntry) -> list[str]:
     """The distances themselves, in theta's Euclidean norm (absent from summaries written before them)."""
-    if _given(p.dist_central_last) is None:
+    if given(p.dist_central_last) is None:
         return []
     return [
         f"      ||avg - central|| {fmt(p.dist_central_median)} (median), {fmt(p.dist_central_last)} at the end, "

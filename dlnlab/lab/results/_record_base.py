@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from dlnlab.errors import ArgumentError
 from dlnlab.rundir import json_kind
 
-__all__ = ["ABSENT", "MissingKeys", "NotAnObject", "Record", "UnknownKeys", "key"]
+__all__ = ["ABSENT", "MissingKeys", "NotAnObject", "Record", "UnknownKeys", "given", "key"]
 
 
 class _Absent:
@@ -29,6 +29,12 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
+
+
+def given(value: Any) -> Any:
+    """A key a summary may leave out (written before it existed, or one that applies only sometimes) as
+    None: ABSENT is no number (the console's readers of the records)."""
+    return None if value is ABSENT else value
 
 
 class UnknownKeys(KeyError):

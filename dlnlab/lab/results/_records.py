@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dlnlab.lab.results._record_base import ABSENT, MissingKeys, Record, UnknownKeys, key
+from dlnlab.lab.results._record_base import ABSENT, MissingKeys, Record, UnknownKeys, given, key
 from dlnlab.rundir import (
     CENTRAL_PREFIX,
     EDGE_PREFIX,
@@ -48,6 +48,7 @@ __all__ = [
     "EdgeSeriesEntry",
     "ENTRY_RECORDS",
     "entry_record",
+    "given",
     "key",
     "Record",
 ]
