@@ -178,21 +178,25 @@ def _bands_panel(ax, run_dir: Path, lr: float, lrs: list[float], t_from: float) 
 
 def _spread_panel(ax, sgd: dict) -> None:
     """The SGD ensemble's spread over the SME's against eta: Var L and Var theta along the trajectory,
-    and the std of the plateau exit time, with the sampling error band around 1."""
-    sme, lrs = sgd["sgd_limit"]["sme"], sgd["sgd_limit"]["lrs"]
+    and the std of the plateau exit time, with the sampling error band around 1. ``sgd``: the escape
+    run's summary, its ``sgd_limit`` read through its record (LimitReport: SMESpread, SpreadRatios, ExitSpreadRow)."""
+    from dlnlab.lab.results import LimitReport
+
+    limit = LimitReport.from_dict(sgd["sgd_limit"])
+    sme, lrs = limit.sme, limit.lrs
     keys = [repr(float(lr)) for lr in lrs]
     for what, marker, color, label in (
         ("var_loss", "o", "C2", "Var L (median over t)"),
         ("var_theta", "s", "C4", "Var theta (median over t)"),
     ):
-        ax.plot(lrs, [sme["spread_ratio"][k][what]["median"] for k in keys], marker + "-", color=color, ms=4,
-                lw=0.8, label=label)  # fmt: skip
-    exits = [(lr, sme["exit_spread"][k][0]) for lr, k in zip(lrs, keys) if sme["exit_spread"].get(k)]
+        ax.plot(lrs, [getattr(sme.spread_ratio[k], what).median for k in keys], marker + "-", color=color,
+                ms=4, lw=0.8, label=label)  # fmt: skip
+    exits = [(lr, sme.exit_spread[k][0]) for lr, k in zip(lrs, keys) if sme.exit_spread.get(k)]
     if exits:
-        ax.errorbar([lr for lr, _ in exits], [r["std_ratio"] for _, r in exits],
-                    yerr=[r["sampling_error"] for _, r in exits], fmt="^-", color="C1", ms=4, lw=0.8,
+        ax.errorbar([lr for lr, _ in exits], [r.std_ratio for _, r in exits],
+                    yerr=[r.sampling_error for _, r in exits], fmt="^-", color="C1", ms=4, lw=0.8,
                     capsize=2, label="std of the exit time")  # fmt: skip
-    err = sme["sampling_error"]
+    err = sme.sampling_error
     ax.axhspan(1 - err, 1 + err, color="0.85", lw=0, label=f"1 +- sampling error {err:.2f}")
     ax.axhline(1.0, color="k", lw=0.6)
     from dlnlab.plots import lr_axis

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from dlnlab.lab.results import results_block
+from dlnlab.lab.results import PlateauEntry, results_block
 from dlnlab.lab.results._records import entry_record
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("tiny_run")]  # the session's tiny run's users
@@ -66,6 +66,34 @@ def test_an_older_summarys_entries_print_without_the_keys_they_lack(tiny_run):
         assert cells == [name, "ok", "(none)", "(none)", dist, "(none)"]
     assert "plateaus of the flow: none found" in block and "plateau exits" not in block
     assert block.splitlines()[-1] == full.splitlines()[-1]  # the critical values: the summary's own
+
+
+def test_an_older_summarys_plateaus_exits_and_resumes_print_from_the_keys_their_records_require(tiny_run):
+    """The parts the entries hold cut to the keys their records require (a plateau before t_closest
+    existed, or with a member's six keys; an exit; a resume's record): the plateau lines keep their
+    times, level, modes and exit and say the saddle is unclassified; the exits table and the orders are
+    the full summary's; the last resume's record gives the resumed line."""
+    summary = _summary(tiny_run)
+    full = results_block(summary).splitlines()
+    required = {f.name for f in dataclasses.fields(PlateauEntry) if f.default is dataclasses.MISSING}
+    flow = summary["series"]["flow"]
+    assert flow["plateaus"] and set(flow["plateaus"][0]) > required
+    flow["plateaus"] = [{k: v for k, v in p.items() if k in required} for p in flow["plateaus"]]
+    summary["resumed"] = [
+        {"at": "2026-12-08T01:00:00+00:00", "stage": "sgd_lr_0.01", "status": "interrupted",
+         "interrupted": "SIGTERM", "series": {"flow": "kept", "sgd_lr_0.01": "continued"}},
+    ]  # fmt: skip
+    lines = results_block(summary).splitlines()
+    start = next(i for i, line in enumerate(full) if line.startswith("plateaus of the flow"))
+    for i in range(start + 1, len(full)):
+        if full[i].startswith("  t = "):  # a plateau's line, then its saddle's
+            assert lines[i] == full[i] and lines[i + 1] == "    unclassified saddle: lambda_min -"
+    assert [x for x in lines if x.startswith("convergence order")] == [
+        x for x in full if x.startswith("convergence order")
+    ]
+    exits = full.index("plateau exits later than the flow's (in t; negative: earlier):")
+    assert lines[exits : exits + 5] == full[exits : exits + 5]
+    assert lines[-1] == "resumed: flow kept, sgd_lr_0.01 continued"
 
 
 def test_a_kind_without_a_record_prints_the_numbers_of_its_open_entry(tiny_run):

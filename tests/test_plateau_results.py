@@ -110,14 +110,21 @@ def test_plateau_markdown_numbers_modes_from_one_and_says_why_a_cell_is_empty():
     cut = dataclasses.replace(
         plateau, **dict.fromkeys(("level_index", "exit_mode", "t_exit", "label", "lambda_min"))
     )
+    # the entries as the records require them (read through FlowEntry, SGDEntry, PlateauEntry and
+    # PlateauExitEntry), the exit as the core writes it
+    exit_ = saddles.PlateauExit(mode=1, t_exit_flow=12.6, t_exit=12.6213, delay=0.0213, delay_over_lr=2.13)
+    flow = {"lr": None, "method": "rk45", "rtol": 1e-9, "atol": 1e-12, "status": "ok"}
     summary = {
         "series": {
-            "flow": {"lr": None, "plateaus": [plateau.to_dict(), cut.to_dict()]},
+            "flow": {**flow, "plateaus": [plateau.to_dict(), cut.to_dict()]},
             "sgd_lr_0.01": {
                 "lr": 0.01,
+                "momentum": 0.0,
+                "time_per_step": 0.01,
+                "status": "ok",
                 "plateaus": [plateau.to_dict()],
-                "plateau_exits_vs_flow": [{"mode": 1, "delay": 0.0213}],
-            },
+                "plateau_exits_vs_flow": [exit_.to_dict()],
+            },  # fmt: skip
         }
     }
     lines = plateau_markdown(summary).splitlines()

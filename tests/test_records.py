@@ -11,19 +11,27 @@ import pytest
 
 from dlnlab.lab.results import (
     ABSENT,
+    ExitSpreadRow,
     FlowEntry,
     LimitReport,
     MemberEntry,
     MissingKeys,
+    ModeExitSpread,
+    OrderPair,
+    PlateauEntry,
+    PlateauExitEntry,
+    RatioSpread,
+    ResumeEntry,
     SeriesEntry,
     SGDEntry,
     SMEEntry,
+    SpreadRatios,
     Summary,
     UnknownKeys,
     entry_record,
 )
 from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
-from dlnlab.lab.results._summary_record import RECORDS
+from dlnlab.lab.results._summary_record import RECORDS, SMESpread
 from dlnlab.status import Status
 
 # its tests on one xdist worker (--dist loadgroup) with the other users of the session's lab runs it reads
@@ -44,6 +52,14 @@ def _same_keys(record, data: dict, where: str) -> None:
         elif isinstance(value, list) and value and hasattr(value[0], "to_dict"):
             for i, v in enumerate(value):
                 _same_keys(v, data[name][i], f"{where}.{name}[{i}]")
+        elif isinstance(value, dict):  # a map of records (spread_ratio) or of lists of them (exit_spread)
+            for k, v in value.items():
+                if hasattr(v, "to_dict"):
+                    _same_keys(v, data[name][k], f"{where}.{name}.{k}")
+                elif isinstance(v, list):
+                    for i, item in enumerate(v):
+                        if hasattr(item, "to_dict"):
+                            _same_keys(item, data[name][k][i], f"{where}.{name}.{k}[{i}]")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +97,25 @@ def test_the_records_type_what_the_run_returns(runs):
     assert sgd.status is Status.OK and sgd.final_loss == data["series"]["sgd_lr_0.04"]["final_loss"]
     assert sgd.ensemble.final_loss.mean == sgd.final_loss
     assert s.sgd_limit.sme.sampling_error == data["sgd_limit"]["sme"]["sampling_error"]
+    # the parts the entries hold, typed too (each compared with the JSON it was read from)
+    flow = s.series["flow"]
+    assert flow.plateaus and all(isinstance(p, PlateauEntry) for p in flow.plateaus)
+    assert [p.t_exit for p in flow.plateaus] == [p["t_exit"] for p in data["series"]["flow"]["plateaus"]]
+    member = sgd.members[0]
+    assert all(isinstance(p, PlateauEntry) and p.label is ABSENT for p in member.plateaus)  # the six keys
+    exits = sgd.plateau_exits_vs_flow
+    assert exits and all(isinstance(e, PlateauExitEntry) for e in exits)
+    assert [e.delay for e in exits] == [
+        e["delay"] for e in data["series"]["sgd_lr_0.04"]["plateau_exits_vs_flow"]
+    ]
+    assert all(isinstance(m, ModeExitSpread) for m in sgd.ensemble.plateau_exits)
+    ratios = s.sgd_limit.sme.spread_ratio["0.04"]
+    assert isinstance(ratios, SpreadRatios) and isinstance(ratios.var_loss, RatioSpread)
+    assert ratios.var_theta.p90 == data["sgd_limit"]["sme"]["spread_ratio"]["0.04"]["var_theta"]["p90"]
+    assert all(isinstance(r, ExitSpreadRow) for rows in s.sgd_limit.sme.exit_spread.values() for r in rows)
+    pairs = s.convergence_order_detail.pairwise
+    assert pairs and all(isinstance(p, OrderPair) for p in pairs)
+    assert [p.lrs for p in pairs] == [p["lrs"] for p in data["convergence_order_detail"]["pairwise"]]
     assert result.exit_code == s.exit_code == 0 and result["series"]["flow"]["status"] == "ok"
 
 
@@ -102,6 +137,30 @@ def test_an_unknown_key_is_refused_unless_the_record_is_open():
         SGDEntry.from_dict(members)
     again = pickle.loads(pickle.dumps(lacking.value))  # as a worker process sends it back
     assert (str(again), again.keys, again.argument) == (str(lacking.value), ["status"], "data")
+
+
+def test_the_parts_refusals_say_where_and_an_older_plateau_reads_without_its_newer_keys():
+    """The parts in a map of lists (``sgd_limit.sme.exit_spread``) name their place when refused; a
+    plateau of a summary written before ``t_closest`` existed (or a member's, six keys) reads, its other
+    keys ABSENT, and is written back as it was; a resume's record is a ResumeEntry."""
+    row = {"mode": 0, "sgd_mean": 3.0, "sme_mean": 3.1, "sgd_std": 0.4, "sme_std": 0.1, "n_sgd": 9,
+           "n_sme": 6, "std_ratio": 4.0, "sampling_error": 0.4}  # fmt: skip
+    sme = {"spread_ratio": {}, "sampling_error": 0.5, "exit_spread": {"0.04": [row]}}
+    assert SMESpread.from_dict(sme).exit_spread["0.04"][0] == ExitSpreadRow(**row)
+    sme["exit_spread"]["0.04"].append({k: v for k, v in row.items() if k != "std_ratio"})
+    with pytest.raises(
+        MissingKeys, match=r"exit_spread\.0\.04\[1\] \(ExitSpreadRow\) lacks the key std_ratio$"
+    ):
+        SMESpread.from_dict(sme)
+    member = {"t_start": 0.5, "t_end": 3.0, "level": 2.5, "modes_learnt": [], "exit_mode": 0, "t_exit": 3.2}
+    plateau = PlateauEntry.from_dict(member)
+    assert plateau.t_exit == 3.2 and plateau.label is ABSENT and plateau.t_closest is ABSENT
+    assert plateau.to_dict() == member and list(plateau.to_dict()) == list(member)
+    with pytest.raises(MissingKeys, match=r"lacks the key t_exit$"):
+        PlateauEntry.from_dict({k: v for k, v in member.items() if k != "t_exit"})
+    resume = {"at": "2026-12-08T01:00:00+00:00", "stage": "flow", "status": "interrupted",
+              "interrupted": "SIGINT", "series": {"flow": "run again"}}  # fmt: skip
+    assert ResumeEntry.from_dict(resume).series == {"flow": "run again"}
 
 
 def test_every_record_field_says_what_it_means():

@@ -86,8 +86,15 @@ def test_plateau_exits_count_each_sample_once_and_say_how_many_did_not_exit():
     from dlnlab.lab.results._aggregate_records import ModeExits
     from dlnlab.lab.results._aggregate_stats import mode_exits
 
-    def plateau(mode, t_exit):
-        return {"exit_mode": mode, "t_exit": t_exit}
+    def plateau(mode, t_exit):  # a member's plateau: the six keys PlateauEntry requires
+        return {
+            "t_start": 0.0,
+            "t_end": 0.5,
+            "level": 2.5,
+            "modes_learnt": [],
+            "exit_mode": mode,
+            "t_exit": t_exit,
+        }
 
     entries = [
         {"plateaus": [plateau(0, 1.0), plateau(1, 3.0), plateau(0, 5.0)]},  # a

@@ -1,7 +1,8 @@
 """What a run reports: its summary, its series' entries, and the reports made from them.
 
-* ``_records``, ``_summary_record``: summary.json typed, one dataclass per part (the series'
-  entries, the ensemble's spread, the limit report, ``Summary``), each ``to_dict()`` the JSON;
+* ``_records``, ``_summary_record``, ``_part_records``: summary.json typed, one dataclass per part
+  (the series' entries, the ensemble's spread, the limit report, ``Summary``; the plateaus, exits,
+  resumes, an order's pairs and the SME's spreads they hold), each ``to_dict()`` the JSON;
 * ``_summary``: the run's state and ``summary.json`` (the series' entries, the convergence orders,
   the run's status and exit code), and how an (S)GD series' entry is read off its arrays (diverged,
   unstable);
@@ -45,6 +46,16 @@ _EXPORTS = {
         "entry_record",
         "EdgeEntry",
         "PredictionEntry",
+    ],
+    "._part_records": [
+        "PlateauEntry",
+        "PlateauExitEntry",
+        "ModeExitSpread",
+        "ResumeEntry",
+        "OrderPair",
+        "RatioSpread",
+        "SpreadRatios",
+        "ExitSpreadRow",
     ],
     "._summary_record": [
         "RunStatus",

@@ -37,6 +37,8 @@ from dlnlab.lab.results._aggregate_records import (
     SeriesCurves,
     SettingAggregate,
 )
+from dlnlab.lab.results._part_records import PlateauEntry
+from dlnlab.lab.results._record_base import MissingKeys, UnknownKeys
 from dlnlab.lab.results._summary import fit_order
 from dlnlab.rundir import series_order_key
 
@@ -137,18 +139,33 @@ def setting_orders(st: Setting, key: str) -> SampleOrders:
     return SampleOrders(per_sample=sample_spread(slopes), of_the_mean=of_mean, lrs=lrs, message="")
 
 
+def _plateaus(entry: dict) -> list[PlateauEntry] | None:
+    """A sample's plateaus (the summary's entry, or its member's) read through their record; None when
+    they were not analysed. A plateau its record cannot read (a damaged file) is left out."""
+    plateaus = entry.get("plateaus")
+    if not isinstance(plateaus, list):
+        return None
+    out = []
+    for p in plateaus:
+        try:
+            out.append(PlateauEntry.from_dict(p))
+        except (UnknownKeys, MissingKeys):  # NotAnObject among them: not a dict
+            continue
+    return out
+
+
 def _exit_times(entry: dict) -> dict[int, float] | None:
     """Each mode's first plateau exit time in one sample (mode -> t_exit); None when its plateaus were
     not analysed. SGD can leave a plateau by the same mode twice (it unlearnt the mode in between):
     the sample counts once, with its first exit, the one the flow's single exit compares to."""
-    plateaus = entry.get("plateaus")
-    if not isinstance(plateaus, list):
+    plateaus = _plateaus(entry)
+    if plateaus is None:
         return None
     first: dict[int, float] = {}
     for p in plateaus:
-        mode = p.get("exit_mode") if isinstance(p, dict) else None
-        if isinstance(mode, int) and not isinstance(mode, bool) and _number(p.get("t_exit")) is not None:
-            first[mode] = min(first.get(mode, math.inf), float(p["t_exit"]))
+        mode, t_exit = p.exit_mode, _number(p.t_exit)  # a damaged file's values: checked, as the JSON's
+        if isinstance(mode, int) and not isinstance(mode, bool) and t_exit is not None:
+            first[mode] = min(first.get(mode, math.inf), t_exit)
     return first
 
 

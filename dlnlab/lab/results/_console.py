@@ -6,8 +6,8 @@ learning rates; a mode the horizon cut off has no exit).
 
 The results block reads the summary through its records (``Summary.from_dict``, as the run's writer
 types it; the table: ``_console_table``; the limit lines: ``_limit_text``; the edge block: ``_eos``): a
-key an older summary lacks is ABSENT, read as None (``given``). What the records declare as plain dicts
-(a plateau, a plateau exit, a resume's record, the config, an order's pairs) is read by key.
+key an older summary lacks is ABSENT, read as None (``given``); a plateau, a plateau exit, an order's pair
+and a resume are records too (``_part_records``). The resolved config, the run's own, is a plain dict.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.lab.config import resume_shell_command
-from dlnlab.lab.results._console_table import entry_value, series_table
+from dlnlab.lab.results._console_table import entry_parts, entry_value, series_table
+from dlnlab.lab.results._part_records import PlateauEntry, PlateauExitEntry
 from dlnlab.lab.results._records import FlowEntry, Record, Spread, given
 from dlnlab.lab.results._summary_record import OrderFit, RunStatus, Summary
 from dlnlab.network import Layout
@@ -131,8 +132,7 @@ def _order_line(
     if fit.order is None:
         return f"{what}: none ({fit.message})"
     used = fit.lrs_used or []
-    # a pair is a plain dict ({"lrs", "order"}): OrderFit declares pairwise as list[dict]
-    pairs = ", ".join(fmt(p["order"]) for p in fit.pairwise or [])
+    pairs = ", ".join(fmt(p.order) for p in fit.pairwise or [])
     line = f"{what}: {fmt(fit.order)} (slope of log max distance against log lr over lr {', '.join(map(fmt, used))}; pairwise {pairs})"
     line += _unstable_used(series, used)
     return line if t_max is None else line + _shortened(series, used, t_max)
@@ -165,50 +165,51 @@ def _plateau_lines(summary: Summary) -> list[str]:
     flow = summary.series.get("flow")
     if flow is None:
         return []
-    plateaus = entry_value(flow, "plateaus") or []
+    plateaus = entry_parts(flow, "plateaus", PlateauEntry)
     if not plateaus:
         if summary.stage not in ("figures", "done"):  # stopped in a series or in the analysis itself
             return ["plateaus of the flow: not analysed (the run stopped before the saddle analysis ended)"]
         return ["plateaus of the flow: none found"]
     who = "plateaus of the flow (member 0)" if entry_value(flow, "ensemble") else "plateaus of the flow"
     lines = [f"{who}, modes numbered 1..{len(summary.modes)} from the largest:"]
-    # a plateau is a plain dict (Plateau.to_dict, dlnlab/saddles/plateaus.py): the entries' records
-    # declare plateaus as list[dict], so its keys are read as the core writes them
     for p in plateaus:
-        learnt = ", ".join(str(k + 1) for k in p.get("modes_learnt") or []) or "none"
-        if p.get("exit_mode") is None:
+        learnt = ", ".join(str(k + 1) for k in p.modes_learnt or []) or "none"
+        if p.exit_mode is None:
             left = f"not left before t_max = {fmt(summary.grid['t_max'])}: the horizon cuts it"
         else:
-            left = f"left by mode {p['exit_mode'] + 1} at t = {fmt(p.get('t_exit'))}"
+            left = f"left by mode {p.exit_mode + 1} at t = {fmt(p.t_exit)}"
         lines.append(
-            f"  t = {fmt(p.get('t_start'))} .. {fmt(p.get('t_end'))}: level {fmt(p.get('level'))}, modes learnt "
-            f"{learnt}; {left}"
+            f"  t = {fmt(p.t_start)} .. {fmt(p.t_end)}: level {fmt(p.level)}, modes learnt {learnt}; {left}"
         )
         # the saddle on a line of its own: on one line the two took 150 columns (under 100 now on the
-        # default run); the snap distance is how far from the flow's trajectory the critical point lies
-        away = (p.get("evidence") or {}).get("snap_distance")
+        # default run); the snap distance is how far from the flow's trajectory the critical point lies.
+        # The evidence is SaddleClassification's fields as a dict (dlnlab.saddles), read by key
+        away = (given(p.evidence) or {}).get("snap_distance")
         at = f" at the critical point {fmt(away)} away from the trajectory" if away else ""
         lines.append(
-            f"    {p.get('label') or 'unclassified'} saddle: lambda_min {fmt(p.get('lambda_min'))}{at}"
+            f"    {given(p.label) or 'unclassified'} saddle: lambda_min {fmt(given(p.lambda_min))}{at}"
         )
     return lines
 
 
 def _exit_delay_lines(series: dict[str, Record]) -> list[str]:
     """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD)."""
-    rows = {n: entry_value(e, "plateau_exits_vs_flow") for n, e in series.items() if e.lr is not None}
+    rows = {
+        n: entry_parts(e, "plateau_exits_vs_flow", PlateauExitEntry)
+        for n, e in series.items()
+        if e.lr is not None
+    }
     rows = {n: r for n, r in rows.items() if r}
     if not rows:
         return []
-    # an exit is a plain dict (PlateauExit.to_dict): the records declare plateau_exits_vs_flow as list[dict]
-    modes = sorted({d["mode"] for r in rows.values() for d in r})
+    modes = sorted({d.mode for r in rows.values() for d in r})
     width = max(len(n) for n in [*rows, "mode"])
     lines = [
         "plateau exits later than the flow's (in t; negative: earlier):",
         f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes),
     ]
     for name, r in rows.items():
-        by = {d["mode"]: d.get("delay") for d in r}
+        by = {d.mode: d.delay for d in r}
         cells = [fmt(by[k]) if by.get(k) is not None else "no exit" for k in modes]
         lines.append(f"  {name:<{width}}" + "".join(f"{c:>10}" for c in cells))
     return lines
@@ -273,9 +274,8 @@ def results_block(summary: dict) -> str:
 def _closing_lines(summary: Summary) -> list[str]:
     """What a resume did, and what is left for one: the series not run, killed, the signal."""
     lines = []
-    # a resume's record is a plain dict (at, stage, status, interrupted, series): Summary declares list[dict]
-    if summary.resumed and summary.resumed[-1].get("series"):
-        notes = ", ".join(f"{name} {note}" for name, note in summary.resumed[-1]["series"].items())
+    if summary.resumed and summary.resumed[-1].series:
+        notes = ", ".join(f"{name} {note}" for name, note in summary.resumed[-1].series.items())
         lines.append(f"resumed: {notes}")
     # the next step as a command to copy (the end block names the run directory only as where the files are)
     run_dir = summary.run_dir

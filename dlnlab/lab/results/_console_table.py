@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dlnlab._util import fmt
 from dlnlab.lab.results._ensemble import member_counts
-from dlnlab.lab.results._records import EdgeSeriesEntry, Record, SeriesEntry, given
+from dlnlab.lab.results._records import EdgeSeriesEntry, MissingKeys, Record, SeriesEntry, UnknownKeys, given
 from dlnlab.status import Status
 
-__all__ = ["entry_value", "series_table"]
+__all__ = ["entry_value", "entry_parts", "series_table"]
 
 
 def entry_value(entry: Record, name: str):
@@ -20,6 +20,22 @@ def entry_value(entry: Record, name: str):
     if isinstance(entry, SeriesEntry):
         return entry.extra.get(name)
     return given(getattr(entry, name, None))
+
+
+def entry_parts(entry: Record, name: str, record: type[Record]) -> list:
+    """A list of records an entry holds (``plateaus``: PlateauEntry, ``plateau_exits_vs_flow``:
+    PlateauExitEntry), [] where it has none. An open SeriesEntry keeps them as the JSON's dicts in its
+    ``extra``: read here through ``record``, an item it cannot read left out (the summary is the run's
+    own, read leniently: an unforeseen key must not stop the console)."""
+    parts = []
+    for part in entry_value(entry, name) or []:
+        if isinstance(part, dict):
+            try:
+                part = record.from_dict(part)
+            except (UnknownKeys, MissingKeys):
+                continue
+        parts.append(part)
+    return parts
 
 
 def _status_cell(entry: Record) -> str:

@@ -61,12 +61,11 @@ def _stretch_lines(escapes: Escapes | None) -> list[str]:
 
 
 def _exit_lines(sme: SMESpread, lr: str) -> list[str]:
-    # a mode's row is a plain dict (mode, sgd_mean, ..., sampling_error): SMESpread declares exit_spread
-    # as dict[str, list] (dlnlab/lab/results/_limit.py writes the rows)
+    """Per mode: the SGD ensemble's plateau exit times against the SME's (ExitSpreadRow, after the analysis)."""
     return [
-        f"  plateau exit of mode {r['mode']}: SGD {fmt(r['sgd_mean'])} +- {fmt(r['sgd_std'])} (n {r['n_sgd']}), "
-        f"SME {fmt(r['sme_mean'])} +- {fmt(r['sme_std'])} (n {r['n_sme']}), std ratio {fmt(r['std_ratio'])} "
-        f"(sampling error about {fmt(r['sampling_error'])})"
+        f"  plateau exit of mode {r.mode}: SGD {fmt(r.sgd_mean)} +- {fmt(r.sgd_std)} (n {r.n_sgd}), "
+        f"SME {fmt(r.sme_mean)} +- {fmt(r.sme_std)} (n {r.n_sme}), std ratio {fmt(r.std_ratio)} "
+        f"(sampling error about {fmt(r.sampling_error)})"
         for r in (given(sme.exit_spread) or {}).get(lr) or []
     ]
 
@@ -83,9 +82,12 @@ def limit_lines(summary: Mapping) -> list[str]:
     ]
     lines += _stretch_lines(given(limit.escapes))
     sme = given(limit.sme)
-    for lr, r in (sme.spread_ratio if sme else {}).items():
-        # per lr a plain dict of the ratios' medians and ranges: SMESpread declares spread_ratio as dict[str, dict]
-        cells = [f"{k} {fmt(v['median'])} ({fmt(v['p10'])} .. {fmt(v['p90'])})" for k, v in r.items() if v]
+    for lr, ratios in (sme.spread_ratio if sme else {}).items():
+        kinds = (
+            ("var_loss", ratios.var_loss),
+            ("var_theta", given(ratios.var_theta)),
+        )  # SpreadRatios' fields
+        cells = [f"{k} {fmt(v.median)} ({fmt(v.p10)} .. {fmt(v.p90)})" for k, v in kinds if v]
         lines.append(
             f"SGD's spread over the SME's at eta = {lr}: {', '.join(cells)} "
             f"(median over the grid, its 10-90 % range in parentheses; sampling error about "

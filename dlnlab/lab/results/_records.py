@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from dlnlab.lab.results._part_records import ModeExitSpread, PlateauEntry, PlateauExitEntry, Spread
 from dlnlab.lab.results._record_base import ABSENT, MissingKeys, Record, UnknownKeys, given, key
 from dlnlab.rundir import (
     CENTRAL_PREFIX,
@@ -55,18 +56,6 @@ __all__ = [
 
 
 @dataclass
-class Spread(Record):
-    """Of the finite values across an ensemble's members."""
-
-    mean: float = key("mean", required=True)
-    std: float | None = key("standard deviation (ddof 1; null for one value: unknown, not 0)", required=True)
-    min: float = key("smallest", required=True)
-    median: float = key("median", required=True)
-    max: float = key("largest", required=True)
-    n: int = key("how many values were finite", required=True)
-
-
-@dataclass
 class EnsembleSpread(Record):
     """``series.<name>.ensemble``: the members' spread."""
 
@@ -79,8 +68,10 @@ class EnsembleSpread(Record):
         "the non-diverged members' largest distances to the flow (null for a flow)", record=Spread
     )
     statuses: dict[str, int] = key("members per status")
-    plateau_exits: list[dict] = key(
-        "per mode: the members' plateau exit times (``t_exit``: a spread; each member's first exit by the mode), after the analysis"
+    plateau_exits: list[ModeExitSpread] = key(
+        "per mode: the members' plateau exit times (``t_exit``: a spread; each member's first exit by the mode), after the analysis",
+        record=ModeExitSpread,
+        container="list",
     )
 
 
@@ -99,8 +90,12 @@ class MemberEntry(Record):
     dist_to_flow_until: float | None = key("the last time its distance to the flow is known (null: none)")
     message: str = key("why it stopped, or empty")
     seeds: dict = key("its seeds (init, data, sgd)")
-    plateaus: list[dict] = key("its plateaus (Plateau.to_dict), after the analysis")
-    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+    plateaus: list[PlateauEntry] = key(
+        "its plateaus (Plateau.to_dict), after the analysis", record=PlateauEntry, container="list"
+    )
+    plateau_exits_vs_flow: list[PlateauExitEntry] = key(
+        "per mode: its exit time against the flow's", record=PlateauExitEntry, container="list"
+    )
 
 
 @dataclass
@@ -140,10 +135,16 @@ class FlowEntry(Record):
     njev: int | None = key("Jacobian evaluations (implicit solvers)")
     wall_time_s: float = key("seconds")
     max_dist_to_flow: float = key("0")
-    plateaus: list[dict] = key("the plateaus found (Plateau.to_dict), after the analysis")
+    plateaus: list[PlateauEntry] = key(
+        "the plateaus found (Plateau.to_dict), after the analysis", record=PlateauEntry, container="list"
+    )
     members: list[MemberEntry] = key("an ensemble: each member's flow", record=MemberEntry, container="list")
     ensemble: EnsembleSpread = key("an ensemble: the members' spread", record=EnsembleSpread)
-    plateau_exits_vs_flow: list[dict] = key("a modified flow: per mode, its exit time against the flow's")
+    plateau_exits_vs_flow: list[PlateauExitEntry] = key(
+        "a modified flow: per mode, its exit time against the flow's",
+        record=PlateauExitEntry,
+        container="list",
+    )
     resume_check: dict = key("a resumed run: how the recomputed flow compared with its file")
 
 
@@ -176,12 +177,16 @@ class SGDEntry(Record):
     dist_to_flow_until: float | None = key(
         "the last time with a distance: t_stop, or where the flow or the series stopped (an ensemble: earliest)"
     )
-    plateaus: list[dict] = key("the plateaus found, after the analysis")
+    plateaus: list[PlateauEntry] = key(
+        "the plateaus found, after the analysis", record=PlateauEntry, container="list"
+    )
     max_dist_to_modified_flow: float | None = key(
         "flow.modified: largest distance to GD's modified flow (or null)"
     )
     wall_time_s: float = key("seconds")
-    plateau_exits_vs_flow: list[dict] = key("per mode: t_exit_flow, t_exit, delay, delay_over_lr")
+    plateau_exits_vs_flow: list[PlateauExitEntry] = key(
+        "per mode: t_exit_flow, t_exit, delay, delay_over_lr", record=PlateauExitEntry, container="list"
+    )
 
 
 @dataclass
@@ -202,10 +207,14 @@ class SMEEntry(Record):
     final_loss: float | None = key("the mean final loss of the members that did not diverge")
     max_dist_to_flow: float | None = key("not computed: absent")
     t_stop: float = key("the last time reached")
-    plateaus: list[dict] = key("[] (the members' plateaus are in members)")
+    plateaus: list[PlateauEntry] = key(
+        "[] (the members' plateaus are in members)", record=PlateauEntry, container="list"
+    )
     diverged: bool = key("its status is diverged (no member ok and one diverged, as SGD's)")
     members_diverged: int = key("how many members diverged")
-    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+    plateau_exits_vs_flow: list[PlateauExitEntry] = key(
+        "per mode: its exit time against the flow's", record=PlateauExitEntry, container="list"
+    )
 
 
 @dataclass
@@ -261,8 +270,12 @@ class CentralEntry(Record):
     wall_time_s: float = key("seconds")
     max_dist_to_flow: None = key("null (its distance to the flow: central.max_dist_to_flow_before_edge)")
     central: CentralFlowEntry | None = key("the central flow's edge numbers", record=CentralFlowEntry)
-    plateaus: list[dict] = key("the plateaus found, after the analysis")
-    plateau_exits_vs_flow: list[dict] = key("per mode: its exit time against the flow's")
+    plateaus: list[PlateauEntry] = key(
+        "the plateaus found, after the analysis", record=PlateauEntry, container="list"
+    )
+    plateau_exits_vs_flow: list[PlateauExitEntry] = key(
+        "per mode: its exit time against the flow's", record=PlateauExitEntry, container="list"
+    )
 
 
 @dataclass

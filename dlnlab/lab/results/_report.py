@@ -27,7 +27,11 @@ from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
 from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file, text_logger
+from dlnlab.lab.results._console_table import entry_parts
 from dlnlab.lab.results._override_columns import GivenColumns, given_columns, run_overrides
+from dlnlab.lab.results._part_records import PlateauEntry, PlateauExitEntry
+from dlnlab.lab.results._records import given
+from dlnlab.lab.results._summary_record import LimitReport, Summary, read_entries
 from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
@@ -51,53 +55,56 @@ def _modes(ks) -> str:
     return "none" if not ks else ", ".join(str(k + 1) for k in ks)
 
 
-def plateau_markdown(summary: dict) -> str:
+def plateau_markdown(summary: dict | Summary) -> str:
     """One markdown table of every series' plateaus: where each starts and ends, its level, the modes
     learnt before it (1..q), its saddle, and the mode and time it is left by, with the delay behind the
-    flow's exit by the same mode."""
+    flow's exit by the same mode. ``summary``: summary.json's dict (its series' entries read through
+    their records, as the console reads them) or its typed Summary."""
+    series = summary.series if isinstance(summary, Summary) else read_entries(summary["series"], strict=False)
     head = [
         "| series | t start | t end | level L | modes learnt | saddle (lambda_min) | exit: mode at t | delay vs flow |",
         "|---|---|---|---|---|---|---|---|",
     ]
     rows = []
-    for name, entry in summary.get("series", {}).items():
-        delays = {e.get("mode"): e.get("delay") for e in entry.get("plateau_exits_vs_flow") or []}
-        for p in entry.get("plateaus") or []:
-            saddle = f"{p.get('label') or '-'} ({_f(p.get('lambda_min'), '.2g')})"
-            if p.get("exit_mode") is None:
+    for name, entry in series.items():
+        delays = {e.mode: e.delay for e in entry_parts(entry, "plateau_exits_vs_flow", PlateauExitEntry)}
+        for p in entry_parts(entry, "plateaus", PlateauEntry):
+            saddle = f"{given(p.label) or '-'} ({_f(given(p.lambda_min), '.2g')})"
+            if p.exit_mode is None:
                 exit_, delay = "none before t_max (the horizon cuts it)", "-"
             else:
-                exit_ = f"mode {p['exit_mode'] + 1} at t = {_f(p.get('t_exit'))}"
-                delay = "0 (the reference)" if name == "flow" else _f(delays.get(p["exit_mode"]), ".3g")
+                exit_ = f"mode {p.exit_mode + 1} at t = {_f(p.t_exit)}"
+                delay = "0 (the reference)" if name == "flow" else _f(delays.get(p.exit_mode), ".3g")
             rows.append(
-                f"| {name} | {_f(p.get('t_start'))} | {_f(p.get('t_end'))} | {_f(p.get('level'))} | "
-                f"{_modes(p.get('modes_learnt'))} | {saddle} | {exit_} | {delay} |"
+                f"| {name} | {_f(p.t_start)} | {_f(p.t_end)} | {_f(p.level)} | "
+                f"{_modes(p.modes_learnt)} | {saddle} | {exit_} | {delay} |"
             )
     return "\n".join(head + rows) if rows else "no saddle plateau in any series"
 
 
-def _hparams(cfg, entry: dict, given: GivenColumns) -> dict:
+def _hparams(cfg, entry: dict, columns: GivenColumns) -> dict:
     """The HParams row's hyperparameters: the learning rate and the status (what differs between a run's
     rows), the SGD settings where set (batch size, momentum, the ensemble), and one column per key the
-    run was given on the command line (``given``, :mod:`dlnlab.lab.results._override_columns`): a
+    run was given on the command line (``columns``, :mod:`dlnlab.lab.results._override_columns`): a
     sweep's keys (``seed``, ``model.dims``, ``init.scale``, ``experiment``), so that the table sorts and
     filters by them. A key shown here already is not shown twice (``sgd.momentum`` is the ``momentum``
     column, which then shows 0 too; ``sgd.batch_size=null`` an empty ``batch_size`` cell); a run given
     none (``run(cfg)`` from Python) has the others only. TensorBoard sorts the columns by name and
     ticks the first five (docs/tensorboard.md)."""
-    params: dict = dict(given.columns)
+    params: dict = dict(columns.columns)
     params |= {"lr": entry["lr"], "status": str(entry["status"])}
-    if cfg.sgd.batch_size is not None or "sgd.batch_size" in given.keys:  # null: declared, no value
+    if cfg.sgd.batch_size is not None or "sgd.batch_size" in columns.keys:  # null: declared, no value
         params["batch_size"] = math.nan if cfg.sgd.batch_size is None else cfg.sgd.batch_size
-    if cfg.sgd.momentum or "sgd.momentum" in given.keys:
+    if cfg.sgd.momentum or "sgd.momentum" in columns.keys:
         params["momentum"] = cfg.sgd.momentum
-    if cfg.ensemble.size > 1 or given.keys & {"ensemble.size", "ensemble.vary"}:
+    if cfg.ensemble.size > 1 or columns.keys & {"ensemble.size", "ensemble.vary"}:
         params["ensemble"] = f"{cfg.ensemble.size} ({cfg.ensemble.vary.name})"
     return params
 
 
-def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
-    """The HParams row's metric columns (each also a scalar at step 0 of the series' run)."""
+def _metrics(summary: dict, entry: dict, lr: float, limit: LimitReport | None) -> dict[str, float]:
+    """The HParams row's metric columns (each also a scalar at step 0 of the series' run); ``limit``:
+    the typed ``sgd_limit`` (None without one)."""
     values = {
         "hp/max_dist_to_flow": entry.get("max_dist_to_flow"),
         "hp/convergence_order": summary.get("convergence_order"),
@@ -105,16 +112,18 @@ def _metrics(summary: dict, entry: dict, lr: float) -> dict[str, float]:
         "hp/max_dist_to_modified_flow": entry.get("max_dist_to_modified_flow"),
         "hp/convergence_order_modified": summary.get("convergence_order_modified"),
     }
-    limit = summary.get("sgd_limit") or {}
     for key in LIMIT_TAGS:
-        values[f"hp/order_{key}"] = (limit.get(key) or {}).get("order")
+        error = given(getattr(limit, key)) if limit else None  # an ErrorOrder
+        values[f"hp/order_{key}"] = error.order if error else None
     edge = summary["series"].get(lr_series_name(EDGE_PREFIX, lr)) or {}
     for key in ("t_edge", "hover_share", "median_ratio", "amplitude_median"):  # sgd.edge, flow.central
         values[f"hp/edge_{key}"] = (edge.get("edge") or {}).get(key)
     values["hp/edge_dist_ratio_median"] = (edge.get("predictions") or {}).get("ratio_median")
-    spread = ((limit.get("sme") or {}).get("spread_ratio") or {}).get(repr(float(lr))) or {}
-    for key, stats in spread.items():
-        values[f"hp/sme_{key}_ratio"] = (stats or {}).get("median")
+    sme = given(limit.sme) if limit else None
+    ratios = sme.spread_ratio.get(repr(float(lr))) if sme else None  # SpreadRatios
+    for key in ("var_loss", "var_theta") if ratios else ():
+        stats = given(getattr(ratios, key))
+        values[f"hp/sme_{key}_ratio"] = stats.median if stats else None
     return _finite(values)
 
 
@@ -124,11 +133,12 @@ def log_run(ctx, summary: dict, table: str) -> None:
     from dlnlab.lab.results._limit_text import escapes_table
 
     cfg = ctx.plan.cfg
+    typed = Summary.from_dict(summary, strict=False)  # once: the plateaus' table and the limit's columns
     report = text_logger(ctx.out, cfg.logger)
     if report is not None:
         texts = [
             ("results", "```\n" + table + "\n```"),
-            ("plateaus", plateau_markdown(summary)),
+            ("plateaus", plateau_markdown(typed)),
             ("config", "```yaml\n" + OmegaConf.to_yaml(to_plain(cfg)) + "```"),
         ]  # every run's; then those of some runs only
         if (summary.get("sgd_limit") or {}).get("escapes"):
@@ -140,12 +150,14 @@ def log_run(ctx, summary: dict, table: str) -> None:
         for number, (name, text) in enumerate(texts, start=1):
             log_text(report, f"summary/{number} {name}", text)
         report.finalize("success")
-    given = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
+    columns = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
     for name, entry in summary["series"].items():
         logger = ctx.logger(name) if entry.get("lr") is not None else None
         if logger is None:
             continue
-        log_hparams(logger, _hparams(cfg, entry, given), _metrics(summary, entry, entry["lr"]))
+        log_hparams(
+            logger, _hparams(cfg, entry, columns), _metrics(summary, entry, entry["lr"], typed.sgd_limit)
+        )
         logger.save()
 
 

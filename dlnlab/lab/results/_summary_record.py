@@ -13,6 +13,16 @@ from typing import Any
 
 from dlnlab.errors import ArgumentError
 from dlnlab.lab.results._aggregate_records import AGGREGATE_RECORDS
+from dlnlab.lab.results._part_records import (
+    ExitSpreadRow,
+    ModeExitSpread,
+    OrderPair,
+    PlateauEntry,
+    PlateauExitEntry,
+    RatioSpread,
+    ResumeEntry,
+    SpreadRatios,
+)
 from dlnlab.lab.results._record_base import NotAnObject
 from dlnlab.lab.results._records import (
     CentralEntry,
@@ -37,7 +47,7 @@ from dlnlab.rundir import json_kind, read_summary_object
 
 __all__ = [
     "OrderFit", "ErrorOrder", "Stretch", "Escapes", "SMESpread", "LimitReport", "RunStatus", "Summary",
-    "RECORDS", "render_tables", "with_tables",
+    "RECORDS", "render_tables", "with_tables", "read_entries",
 ]  # fmt: skip
 
 
@@ -63,7 +73,12 @@ class OrderFit(Record):
         "those with one)",
         required=True,
     )
-    pairwise: list[dict] = key("the order between each pair of neighbouring learning rates", required=True)
+    pairwise: list[OrderPair] = key(
+        "the order between each pair of neighbouring learning rates",
+        required=True,
+        record=OrderPair,
+        container="list",
+    )
     message: str = key("why there is no order, or empty", required=True)
 
 
@@ -112,12 +127,17 @@ class Escapes(Record):
 class SMESpread(Record):
     """``sgd_limit.sme`` (sgd.sme): the SGD ensemble's spread over the SME ensemble's."""
 
-    spread_ratio: dict[str, dict] = key(
-        "per lr: var_loss and var_theta ratios (median, p10, p90)", required=True
+    spread_ratio: dict[str, SpreadRatios] = key(
+        "per lr: var_loss and var_theta ratios (median, p10, p90)",
+        required=True,
+        record=SpreadRatios,
+        container="dict",
     )
     sampling_error: float = key("a variance ratio's sampling error, 2 / sqrt(E - 1)", required=True)
-    exit_spread: dict[str, list] = key(
-        "per lr and mode: the plateau exit times' std ratio, after the analysis"
+    exit_spread: dict[str, list[ExitSpreadRow]] = key(
+        "per lr and mode: the plateau exit times' std ratio, after the analysis",
+        record=ExitSpreadRow,
+        container="dict of lists",
     )
 
 
@@ -152,8 +172,11 @@ class Summary(Record):
     not_run: list[str] = key("the (S)GD series not run (yet)", required=True)
     stage: str = key("the stage the run is in or stopped in (done at the end)", required=True)
     interrupted: str | None = key("null, or the signal that stopped the run (SIGINT, SIGTERM)", required=True)
-    resumed: list[dict] = key(
-        "one record per resume: at, stage, status, interrupted, per series what it did", required=True
+    resumed: list[ResumeEntry] = key(
+        "one record per resume: at, stage, status, interrupted, per series what it did",
+        required=True,
+        record=ResumeEntry,
+        container="list",
     )
     critical_values: list[float] = key("the plateau levels L*_r, r = 0 .. min(dims)", required=True)
     modes: list[float] = key("the data's modes m_k", required=True)
@@ -231,8 +254,14 @@ class Summary(Record):
             raise NotAnObject("the series' entries", json_kind(series), "series")
         rest = {k: v for k, v in data.items() if k != "series"}
         made = super().from_dict(rest if series is None else rest | {"series": {}})  # None: MissingKeys
-        made.series = {name: _entry(name, e, strict) for name, e in series.items()}
+        made.series = read_entries(series, strict)
         return made
+
+
+def read_entries(series: dict, strict: bool = True) -> dict[str, Record]:
+    """summary.json's ``series``, each entry read by its kind's record (``strict`` as
+    :meth:`Summary.from_dict`)."""
+    return {name: _entry(name, e, strict) for name, e in series.items()}
 
 
 def _entry(name: str, data: dict, strict: bool) -> Record:
@@ -248,9 +277,10 @@ def _entry(name: str, data: dict, strict: bool) -> Record:
 
 
 RECORDS: tuple[type[Record], ...] = (
-    Summary, FlowEntry, SGDEntry, SMEEntry, SeriesEntry, MemberEntry, EnsembleSpread, Spread, OrderFit,
-    LimitReport, ErrorOrder, Stretch, Escapes, SMESpread, CentralEntry, CentralFlowEntry, EdgeSeriesEntry,
-    EdgeEntry, PredictionEntry,
+    Summary, ResumeEntry, FlowEntry, SGDEntry, SMEEntry, SeriesEntry, MemberEntry, PlateauEntry,
+    PlateauExitEntry, EnsembleSpread, Spread, ModeExitSpread, OrderFit, OrderPair, LimitReport, ErrorOrder,
+    Stretch, Escapes, SMESpread, SpreadRatios, RatioSpread, ExitSpreadRow, CentralEntry, CentralFlowEntry,
+    EdgeSeriesEntry, EdgeEntry, PredictionEntry,
 )  # fmt: skip
 
 
