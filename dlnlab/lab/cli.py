@@ -184,9 +184,8 @@ def _check_job(
         chdir = bool(cfg.hydra.job.get("chdir"))
         with open_dict(cfg):
             del cfg["hydra"]
-        plan = prepare(
-            cfg, before_targets=None if multirun else _start_early
-        )  # the flow's solve starts there
+        # a single run's flow solve starts inside (before_targets)
+        plan = prepare(cfg, before_targets=None if multirun else _start_early)
         check_relative_paths(cfg, chdir)
         if not unique:  # a given directory (dlnlab_unique's is claimed by its own mkdir)
             from dlnlab.lab.runner import claim_run_dir
