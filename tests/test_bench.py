@@ -78,18 +78,25 @@ def test_the_stiff_ensemble_rows_report_times_counts_and_deviations():
 
 def test_a_bench_section_imports_no_other_section():
     """scripts/bench/: a section module imports only scripts.bench.common and scripts.bench._out of the
-    benchmarks (what several share lives there); __main__ alone gathers the sections."""
+    benchmarks (what several share lives there); _sections alone gathers the sections, and a command
+    line (__main__, cost, flow) imports its own body besides."""
     import ast
     from pathlib import Path
 
     bench = Path(__file__).resolve().parents[1] / "scripts" / "bench"
+    shared = {"scripts.bench.common", "scripts.bench._out"}
+    own = {
+        "__main__": {"scripts.bench._sections"},
+        "cost": {"scripts.bench._cost"},
+        "flow": {"scripts.bench._flow"},
+    }
     bad = []
     for path in bench.glob("*.py"):
-        if path.name == "__main__.py":
+        if path.name == "_sections.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("scripts.bench"):
-                if node.module not in ("scripts.bench.common", "scripts.bench._out"):
+                if node.module not in shared | own.get(path.stem, set()):
                     bad.append(f"{path.name} imports {node.module}")
             if isinstance(node, ast.ImportFrom) and node.level:
                 bad.append(f"{path.name} has a relative import")
@@ -112,6 +119,29 @@ def test_a_reports_path_is_made_ready_before_any_work(tmp_path, capsys):
     )
 
 
+def test_a_bench_command_line_imports_neither_torch_nor_its_sections():
+    """The three command lines check their arguments before their bodies are imported (a refusal took
+    2-5 s of torch's and the sections' imports): importing them brings in no torch, and the section
+    names they accept are the sections' table's (read from its source: importing it costs seconds)."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = "import sys, scripts.bench.__main__, scripts.bench.cost, scripts.bench.flow; print(sorted(m for m in ('torch', 'scipy', 'scripts.bench._sections') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
+    from scripts.bench.__main__ import SECTION_NAMES
+
+    table = next(
+        node.value
+        for node in ast.parse((root / "scripts" / "bench" / "_sections.py").read_text()).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SECTIONS"
+    )
+    assert tuple(ast.literal_eval(k) for k in table.keys) == SECTION_NAMES
+
+
 def test_a_bench_argument_out_of_range_is_refused_in_one_line_before_any_work(tmp_path, capsys):
     """The benchmarks checked their arguments by type only: --repeat 0 left every timing at infinity and
     a report of dashes; a negative --t-max or a NaN learning rate ran until something failed inside. Now
@@ -123,9 +153,13 @@ def test_a_bench_argument_out_of_range_is_refused_in_one_line_before_any_work(tm
 
     root = Path(__file__).resolve().parents[1]
     report = tmp_path / "new" / "report.txt"
-    for module, args, said in [  # one from its command line (each start imports torch: 2-3 s)
+    for module, args, said in [  # each from its command line: checked before torch is imported (0.1 s)
         ("scripts.bench.flow", ["--tols", "1e-8", "1.5"],
          "--tols: expected a number above 0 and below 1 (relative tolerance), got '1.5'"),
+        ("scripts.bench.cost", ["--repeat", "0"],
+         "--repeat: expected an integer from 1 to 1000 (timings, the best kept), got '0'"),
+        ("scripts.bench", ["--sections", "size", "--dt", "400"],
+         "--dt: 400 is longer than --t-max 300: the grid would hold one point"),
     ]:  # fmt: skip
         proc = subprocess.run([sys.executable, "-m", module, *args, "--out", str(report)], cwd=root,
                               capture_output=True, text=True, timeout=120)  # fmt: skip

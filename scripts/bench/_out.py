@@ -7,7 +7,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dlnlab.lab.script_args import cannot_create
+
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"  # the committed reports' folder
+
+
+def check_out(path: Path | None) -> Path | None:
+    """``path`` if a report can be written there, nothing made (the arguments' check: a documented
+    command is parsed in the tests without writing); a directory or a folder that cannot be made: one
+    line, exit 2."""
+    if path is None:
+        return None
+    if path.is_dir():
+        print(f"error: --out: {path} is a directory; give the report's file path", file=sys.stderr)
+        sys.exit(2)
+    why = cannot_create(path.parent) if not path.parent.is_dir() else None
+    if why:
+        print(f"error: --out: {why}", file=sys.stderr)
+        sys.exit(2)
+    return path
 
 
 def ready_out(path: Path | None) -> Path | None:
