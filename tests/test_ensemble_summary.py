@@ -16,7 +16,7 @@ from dlnlab.status import Status
 LR = 0.35
 T = 41  # grid points, t = k LR
 LEVELS = np.array([2.5, 0.5, 0.0])  # plateau levels L*_r; the floor 0
-SEEDS = [{"init": e, "sgd": e} for e in range(4)]
+SEEDS = [{"data": 7, "init": e, "sgd": e} for e in range(4)]  # a member's three seeds, as a run writes them
 # experiment=tiny's flow entry (rounded): the keys the flow's series writes before the saddle analysis
 FLOW = {
     "lr": None, "method": "lsoda", "rtol": 1e-09, "atol": 1e-11, "status": Status.OK, "message": "", "diverged": False,

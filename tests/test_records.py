@@ -11,8 +11,12 @@ import pytest
 
 from dlnlab.lab.results import (
     ABSENT,
+    AnalysisEntry,
+    EstimatesEntry,
     ExitSpreadRow,
+    FlowChoiceEntry,
     FlowEntry,
+    GridEntry,
     LimitReport,
     MemberEntry,
     MissingKeys,
@@ -20,8 +24,10 @@ from dlnlab.lab.results import (
     OrderPair,
     PlateauEntry,
     PlateauExitEntry,
+    ProcessEntry,
     RatioSpread,
     ResumeEntry,
+    RunSeeds,
     SeriesEntry,
     SGDEntry,
     SMEEntry,
@@ -117,6 +123,17 @@ def test_the_records_type_what_the_run_returns(runs):
     assert pairs and all(isinstance(p, OrderPair) for p in pairs)
     assert [p.lrs for p in pairs] == [p["lrs"] for p in data["convergence_order_detail"]["pairwise"]]
     assert result.exit_code == s.exit_code == 0 and result["series"]["flow"]["status"] == "ok"
+    # the run's own parts and a plateau's saddle (each compared with the JSON it was read from)
+    assert isinstance(s.seeds, RunSeeds) and s.seeds.members[1] == sgd.members[1].seeds
+    assert s.seeds.members[1].init == data["series"]["sgd_lr_0.04"]["members"][1]["seeds"]["init"]
+    assert isinstance(s.grid, GridEntry) and s.grid.n_grid == data["grid"]["n_grid"]
+    assert isinstance(s.flow_choice, FlowChoiceEntry) and s.flow_choice.method == flow.method
+    assert isinstance(s.analysis, AnalysisEntry) and s.analysis.points == data["analysis"]["points"]
+    assert isinstance(s.process, ProcessEntry) and s.process.workers == data["process"]["workers"]
+    assert s.error is None and isinstance(s.estimates, EstimatesEntry)
+    saddle = flow.plateaus[0]
+    assert saddle.evidence.snap == data["series"]["flow"]["plateaus"][0]["evidence"]["snap"]
+    assert saddle.escape.next_mode == data["series"]["flow"]["plateaus"][0]["escape"]["next_mode"]
 
 
 def test_an_unknown_key_is_refused_unless_the_record_is_open():

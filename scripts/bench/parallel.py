@@ -97,8 +97,9 @@ def _one(overrides: list[str], out: str) -> dict:
         cfg = compose(config_name="train", overrides=overrides)
     result = driver.run(cfg, output_dir=out)
     times["total"] = time.perf_counter() - start
-    times["workers"] = result["process"]["workers"]
-    times["flow_ahead"] = bool(result["process"].get("flow_ahead"))
+    process = result.summary.process  # a ProcessEntry: flow_ahead ABSENT (false) in a run without it
+    times["workers"] = process.workers
+    times["flow_ahead"] = bool(process.flow_ahead)
     times["series_walls"] = {k: e.get("wall_time_s") for k, e in result["series"].items()}
     return times
 

@@ -15,8 +15,12 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from dlnlab.lab.results import RunResult
 
 WIDE = [
     "model.dims=[256,256,256,256,256,256,256,256,256]", "flow.t_max=5", "sgd.lrs=[0.01]",
@@ -25,7 +29,7 @@ WIDE = [
 OFF = ["log.analysis_points=0", "log.save_theta=false"]
 
 
-def _run(overrides: list[str], out: Path) -> dict:
+def _run(overrides: list[str], out: Path) -> RunResult:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -63,11 +67,11 @@ def wide_section(log=print) -> list[str]:
         log("wide: the lab without curvature and theta ...")
         off = _run([*WIDE, *OFF], Path(tmp) / "off")
     flow, sgd = off["series"]["flow"], off["series"]["sgd_lr_0.01"]
-    plain = _plain([256] * 9, int(flow["nfe"]), int(sgd["steps"]), 0.01, 0.03, off["seeds"]["init"])
+    plain = _plain([256] * 9, int(flow["nfe"]), int(sgd["steps"]), 0.01, 0.03, off.summary.seeds.init)
     a, b = full["wall_time_s"], off["wall_time_s"]
     return [
         f"`{' '.join(WIDE[:-1])}` (p = 524,288): flow `{flow['method']}` ({flow['nfe']} evaluations), "
-        f"{sgd['steps']} GD steps; {full['analysis']['why']}; saddles: {full['analysis']['saddles']}.",
+        f"{sgd['steps']} GD steps; {full.summary.analysis.why}; saddles: {full.summary.analysis.saddles}.",
         "",
         "| run | wall s | ratio | target |",
         "|---|---|---|---|",

@@ -1,8 +1,10 @@
 """What a run reports: its summary, its series' entries, and the reports made from them.
 
-* ``_records``, ``_summary_record``, ``_part_records``: summary.json typed, one dataclass per part
-  (the series' entries, the ensemble's spread, the limit report, ``Summary``; the plateaus, exits,
-  resumes, an order's pairs and the SME's spreads they hold), each ``to_dict()`` the JSON;
+* ``_records``, ``_summary_record``, ``_part_records``, ``_run_records``, ``_saddle_records``:
+  summary.json typed, one dataclass per part (the series' entries, the ensemble's spread, the limit
+  report, ``Summary``; the plateaus, exits, resumes, an order's pairs and the SME's spreads they hold;
+  the run's seeds, grid, estimates, choices, error and process; a plateau's saddle evidence and
+  escape), each ``to_dict()`` the JSON;
 * ``_summary``: the run's state and ``summary.json`` (the series' entries, the convergence orders,
   the run's status and exit code), and how an (S)GD series' entry is read off its arrays (diverged,
   unstable);
@@ -52,10 +54,30 @@ _EXPORTS = {
         "PlateauExitEntry",
         "ModeExitSpread",
         "ResumeEntry",
+        "ResumeCheck",
         "OrderPair",
         "RatioSpread",
         "SpreadRatios",
         "ExitSpreadRow",
+    ],
+    "._run_records": [
+        "RunSeeds",
+        "MemberSeeds",
+        "GridEntry",
+        "EstimatesEntry",
+        "FlowChoiceEntry",
+        "AnalysisEntry",
+        "EdgeWorkEntry",
+        "ErrorEntry",
+        "ProcessEntry",
+    ],
+    "._saddle_records": [
+        "SaddleEvidence",
+        "PartialProductRanks",
+        "ClosestEvidence",
+        "NearestCriticalEntry",
+        "EscapeEntry",
+        "EscapeBranch",
     ],
     "._summary_record": [
         "RunStatus",

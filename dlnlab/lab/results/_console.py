@@ -175,7 +175,7 @@ def _plateau_lines(summary: Summary) -> list[str]:
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.modes_learnt or []) or "none"
         if p.exit_mode is None:
-            left = f"not left before t_max = {fmt(summary.grid['t_max'])}: the horizon cuts it"
+            left = f"not left before t_max = {fmt(summary.grid.t_max)}: the horizon cuts it"
         else:
             left = f"left by mode {p.exit_mode + 1} at t = {fmt(p.t_exit)}"
         lines.append(
@@ -183,8 +183,8 @@ def _plateau_lines(summary: Summary) -> list[str]:
         )
         # the saddle on a line of its own: on one line the two took 150 columns (under 100 now on the
         # default run); the snap distance is how far from the flow's trajectory the critical point lies.
-        # The evidence is SaddleClassification's fields as a dict (dlnlab.saddles), read by key
-        away = (given(p.evidence) or {}).get("snap_distance")
+        evidence = given(p.evidence)  # a SaddleEvidence (dlnlab.saddles' SaddleClassification's fields)
+        away = given(evidence.snap_distance) if evidence else None
         at = f" at the critical point {fmt(away)} away from the trajectory" if away else ""
         lines.append(
             f"    {given(p.label) or 'unclassified'} saddle: lambda_min {fmt(given(p.lambda_min))}{at}"

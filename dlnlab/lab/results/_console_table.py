@@ -9,7 +9,7 @@ from dlnlab.lab.results._ensemble import member_counts
 from dlnlab.lab.results._records import EdgeSeriesEntry, MissingKeys, Record, SeriesEntry, UnknownKeys, given
 from dlnlab.status import Status
 
-__all__ = ["entry_value", "entry_parts", "series_table"]
+__all__ = ["entry_value", "entry_parts", "entry_part", "series_table"]
 
 
 def entry_value(entry: Record, name: str):
@@ -36,6 +36,19 @@ def entry_parts(entry: Record, name: str, record: type[Record]) -> list:
                 continue
         parts.append(part)
     return parts
+
+
+def entry_part(entry: Record | None, name: str, record: type[Record]) -> Record | None:
+    """A record an entry holds (an edge series' ``edge``: EdgeEntry), None where there is no entry or it
+    has none; an open SeriesEntry's dict read through ``record`` (None where it cannot be, as
+    :func:`entry_parts` leaves such an item out)."""
+    part = None if entry is None else entry_value(entry, name)
+    if isinstance(part, dict):
+        try:
+            return record.from_dict(part)
+        except (UnknownKeys, MissingKeys):
+            return None
+    return part
 
 
 def _status_cell(entry: Record) -> str:

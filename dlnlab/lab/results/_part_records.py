@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlnlab.lab.results._record_base import Record, key
+from dlnlab.lab.results._saddle_records import EscapeEntry, SaddleEvidence
+from dlnlab.status import Status
 
 __all__ = [
     "Spread",
@@ -19,6 +21,7 @@ __all__ = [
     "PlateauExitEntry",
     "ModeExitSpread",
     "ResumeEntry",
+    "ResumeCheck",
     "OrderPair",
     "RatioSpread",
     "SpreadRatios",
@@ -60,8 +63,12 @@ class PlateauEntry(Record):
     i_grad_norm_min: int = key("t_grad_norm_min's row")
     label: str | None = key("its saddle: strict, non-strict or inconclusive (null: not classified)")
     lambda_min: float | None = key("the Hessian's smallest eigenvalue at the snapped critical point")
-    evidence: dict = key("the classification's evidence (SaddleClassification's fields; {}: none)")
-    escape: dict = key("the escape directions (EscapeDirections' fields; {}: none)")
+    evidence: SaddleEvidence = key(
+        "the classification's evidence (SaddleClassification's fields; {}: none)", record=SaddleEvidence
+    )
+    escape: EscapeEntry = key(
+        "the escape directions (EscapeDirections' fields; {}: none)", record=EscapeEntry
+    )
     t_closest: float | None = key(
         "the time of the series' row the critical point was snapped from (null: constructed)"
     )
@@ -103,6 +110,21 @@ class ResumeEntry(Record):
     series: dict[str, str] = key(
         "per series what the resume did (kept, continued, run again, ...)", required=True
     )
+
+
+@dataclass
+class ResumeCheck(Record):
+    """``series.flow.resume_check`` (and a modified flow's): a resume recomputed the finished flow and
+    compared it with its file (``max_abs_diff``, ``of``, ``tolerance``), or the recomputation stopped
+    (``status``, ``message``: the recorded series is kept)."""
+
+    max_abs_diff: float = key("the largest difference between the recomputed flow and its file")
+    of: str = key("what was compared: theta, or the loss where theta was not saved")
+    tolerance: float = key(
+        "10 x the solver's tolerance (the loss: 100 x); further off, the resume is refused"
+    )
+    status: Status = key("the recomputation stopped: its status", record=Status)
+    message: str | None = key("... and why")
 
 
 @dataclass

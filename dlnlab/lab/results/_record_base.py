@@ -101,30 +101,30 @@ def key(doc: str, *, required: bool = False, record: type | None = None, contain
     return field(metadata=meta) if required else field(default=ABSENT, metadata=meta)
 
 
-def _read(f: dataclasses.Field, value: Any) -> Any:
-    rec, box = f.metadata.get("record"), f.metadata.get("container")
-    if value is None or rec is None:
+def _read(name: str, rec: type, box: str, value: Any) -> Any:
+    """A field's value read into its ``rec`` (an enum, or a record nested alone or in its ``box``)."""
+    if value is None:
         return value
-    if isinstance(rec, type) and issubclass(rec, Enum):
+    if box == "enum":
         return rec(value)
     if box == "list":
-        return [_nested(rec, v, f.name, f"[{i}]") for i, v in enumerate(value)]
+        return [_nested(rec, v, name, i) for i, v in enumerate(value)]
     if box == "dict":
-        return {k: _nested(rec, v, f.name, f".{k}") for k, v in value.items()}
+        return {k: _nested(rec, v, name, k) for k, v in value.items()}
     if box == "dict of lists":  # sgd_limit.sme.exit_spread: per lr, rows
-        return {
-            k: [_nested(rec, v, f.name, f".{k}[{i}]") for i, v in enumerate(values)]
-            for k, values in value.items()
-        }
-    return _nested(rec, value, f.name)
+        return {k: [_nested(rec, v, name, k, i) for i, v in enumerate(values)] for k, values in value.items()}
+    return _nested(rec, value, name)
 
 
-def _nested(rec: type[Record], value: dict, name: str, item: str = "") -> Record:
-    """A nested record, a refusal inside it naming its place (``members[3]``, ``ensemble.final_loss``)."""
+def _nested(rec: type[Record], value: dict, name: str, *item: str | int) -> Record:
+    """A nested record, a refusal inside it naming its place (``members[3]``, ``ensemble.final_loss``,
+    ``exit_spread.0.04[1]``: ``item``, the keys and indices to it, made a string only on a refusal,
+    not for every member read)."""
     try:
         return rec.from_dict(value)
     except (UnknownKeys, MissingKeys) as err:
-        raise err.inside(name + item) from None
+        place = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in item)
+        raise err.inside(name + place) from None
 
 
 @functools.cache
@@ -141,14 +141,33 @@ def _required(cls: type) -> tuple[str, ...]:
 
 
 @functools.cache
-def _nested_fields(cls: type) -> tuple[dataclasses.Field, ...]:
-    """The fields that hold records (nested, in a list or map, or an enum): the only values ``from_dict``
-    converts; the others are taken as they are (a call per field per record was half of reading a
-    summary whose members hold plateaus; measured)."""
-    return tuple(f for f in _fields(cls).values() if f.metadata.get("record") is not None)
+def _key_sets(cls: type) -> tuple[frozenset[str], frozenset[str]]:
+    """(its keys, its required keys) as sets: a dict's keys are checked against them at once, the keys
+    at fault listed only when some are (with :func:`_nested_fields`' list made once per class: reading
+    a 1000-member summary 0.045 -> 0.038 s; measured)."""
+    return frozenset(_fields(cls)), frozenset(_required(cls))
+
+
+@functools.cache
+def _nested_fields(cls: type) -> tuple[tuple[str, type, str], ...]:
+    """(name, record, container) of the fields that hold records (nested, in a list or map, or an enum:
+    container "enum"): the only values ``from_dict`` converts; the others are taken as they are (a call
+    per field per record was half of reading a summary whose members hold plateaus; measured)."""
+    out = []
+    for f in _fields(cls).values():
+        rec = f.metadata.get("record")
+        if rec is not None:
+            enum = isinstance(rec, type) and issubclass(rec, Enum)
+            out.append((f.name, rec, "enum" if enum else f.metadata.get("container")))
+    return tuple(out)
+
+
+_SCALARS = frozenset({float, int, str, bool, type(None)})  # what JSON writes as it is
 
 
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:  # most values: before the isinstance tests (to_dict: see Record.to_dict)
+        return value
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, list):
@@ -168,24 +187,26 @@ class Record:
     def from_dict(cls, data: dict) -> Record:
         if not isinstance(data, dict):
             raise NotAnObject(cls.__name__, json_kind(data))
-        fields = _fields(cls)
-        unknown = [k for k in data if k not in fields]
+        names, required = _key_sets(cls)
+        keys = data.keys()
+        unknown = [] if keys <= names else [k for k in data if k not in names]
         if unknown and not cls.open:
             raise UnknownKeys(cls.__name__, unknown)
-        missing = [k for k in _required(cls) if k not in data]
-        if missing:  # before the constructor, whose TypeError named neither the record nor the dict
-            raise MissingKeys(cls.__name__, missing)
-        values = {k: v for k, v in data.items() if k in fields} if unknown else dict(data)
-        for f in _nested_fields(cls):
-            if f.name in values:
-                values[f.name] = _read(f, values[f.name])
+        if not keys >= required:  # before the constructor, whose TypeError named neither record nor dict
+            raise MissingKeys(cls.__name__, [k for k in _required(cls) if k not in data])
+        values = {k: v for k, v in data.items() if k in names} if unknown else dict(data)
+        for name, rec, box in _nested_fields(cls):
+            if name in values:
+                values[name] = _read(name, rec, box, values[name])
         made = cls(**values)
         if unknown:
             made.extra = {k: data[k] for k in unknown}
         return made
 
     def to_dict(self) -> dict:
-        values = ((name, getattr(self, name)) for name in _fields(type(self)))
-        out = {name: _plain(value) for name, value in values if value is not ABSENT}
-        out.update(getattr(self, "extra", None) or {})
+        # the fields' values read from __dict__, _plain's scalars first: a 1000-member summary's to_dict
+        # 0.038 -> 0.025 s (getattr per field, and three isinstance tests per number; measured)
+        held = self.__dict__
+        out = {name: _plain(held[name]) for name in _fields(type(self)) if held[name] is not ABSENT}
+        out.update(held.get("extra") or {})
         return out

@@ -18,8 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from dlnlab.lab.results._part_records import ModeExitSpread, PlateauEntry, PlateauExitEntry, Spread
+from dlnlab.lab.results._part_records import (
+    ModeExitSpread,
+    PlateauEntry,
+    PlateauExitEntry,
+    ResumeCheck,
+    Spread,
+)
 from dlnlab.lab.results._record_base import ABSENT, MissingKeys, Record, UnknownKeys, given, key
+from dlnlab.lab.results._run_records import MemberSeeds
 from dlnlab.rundir import (
     CENTRAL_PREFIX,
     EDGE_PREFIX,
@@ -32,27 +39,10 @@ from dlnlab.rundir import (
 from dlnlab.status import Status
 
 __all__ = [
-    "ABSENT",
-    "UnknownKeys",
-    "MissingKeys",
-    "Spread",
-    "EnsembleSpread",
-    "MemberEntry",
-    "SeriesEntry",
-    "FlowEntry",
-    "SGDEntry",
-    "SMEEntry",
-    "CentralFlowEntry",
-    "CentralEntry",
-    "EdgeEntry",
-    "PredictionEntry",
-    "EdgeSeriesEntry",
-    "ENTRY_RECORDS",
-    "entry_record",
-    "given",
-    "key",
-    "Record",
-]
+    "ABSENT", "UnknownKeys", "MissingKeys", "Spread", "EnsembleSpread", "MemberEntry", "SeriesEntry",
+    "FlowEntry", "SGDEntry", "SMEEntry", "CentralFlowEntry", "CentralEntry", "EdgeEntry", "PredictionEntry",
+    "EdgeSeriesEntry", "ENTRY_RECORDS", "entry_record", "given", "key", "Record",
+]  # fmt: skip
 
 
 @dataclass
@@ -89,7 +79,7 @@ class MemberEntry(Record):
     max_dist_to_flow: float | None = key("largest ||theta - theta_flow|| at the exact times (null: under 2)")
     dist_to_flow_until: float | None = key("the last time its distance to the flow is known (null: none)")
     message: str = key("why it stopped, or empty")
-    seeds: dict = key("its seeds (init, data, sgd)")
+    seeds: MemberSeeds = key("its seeds (data, init, sgd)", record=MemberSeeds)
     plateaus: list[PlateauEntry] = key(
         "its plateaus (Plateau.to_dict), after the analysis", record=PlateauEntry, container="list"
     )
@@ -145,7 +135,9 @@ class FlowEntry(Record):
         record=PlateauExitEntry,
         container="list",
     )
-    resume_check: dict = key("a resumed run: how the recomputed flow compared with its file")
+    resume_check: ResumeCheck = key(
+        "a resumed run: how the recomputed flow compared with its file", record=ResumeCheck
+    )
 
 
 @dataclass

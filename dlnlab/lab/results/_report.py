@@ -27,11 +27,11 @@ from omegaconf import OmegaConf
 
 from dlnlab.lab.config import to_plain
 from dlnlab.lab.record import figures_logger, log_hparams, log_png, log_text, own_file, text_logger
-from dlnlab.lab.results._console_table import entry_parts
+from dlnlab.lab.results._console_table import entry_part, entry_parts, entry_value
 from dlnlab.lab.results._override_columns import GivenColumns, given_columns, run_overrides
 from dlnlab.lab.results._part_records import PlateauEntry, PlateauExitEntry
-from dlnlab.lab.results._records import given
-from dlnlab.lab.results._summary_record import LimitReport, Summary, read_entries
+from dlnlab.lab.results._records import EdgeEntry, PredictionEntry, Record, given
+from dlnlab.lab.results._summary_record import Summary, read_entries
 from dlnlab.rundir import EDGE_PREFIX, lr_series_name
 
 __all__ = ["log_run", "log_limit", "make_figures", "plateau_markdown"]
@@ -102,25 +102,28 @@ def _hparams(cfg, entry: dict, columns: GivenColumns) -> dict:
     return params
 
 
-def _metrics(summary: dict, entry: dict, lr: float, limit: LimitReport | None) -> dict[str, float]:
-    """The HParams row's metric columns (each also a scalar at step 0 of the series' run); ``limit``:
-    the typed ``sgd_limit`` (None without one)."""
+def _metrics(summary: Summary, entry: Record) -> dict[str, float]:
+    """The HParams row's metric columns (each also a scalar at step 0 of the series' run), read from the
+    typed summary and the series' typed entry (an (S)GD series': its learning rate names the edge series)."""
     values = {
-        "hp/max_dist_to_flow": entry.get("max_dist_to_flow"),
-        "hp/convergence_order": summary.get("convergence_order"),
-        "hp/final_loss": entry.get("final_loss"),
-        "hp/max_dist_to_modified_flow": entry.get("max_dist_to_modified_flow"),
-        "hp/convergence_order_modified": summary.get("convergence_order_modified"),
+        "hp/max_dist_to_flow": entry_value(entry, "max_dist_to_flow"),
+        "hp/convergence_order": summary.convergence_order,
+        "hp/final_loss": entry_value(entry, "final_loss"),
+        "hp/max_dist_to_modified_flow": entry_value(entry, "max_dist_to_modified_flow"),
+        "hp/convergence_order_modified": summary.convergence_order_modified,
     }
+    limit = summary.sgd_limit  # a LimitReport, or None
     for key in LIMIT_TAGS:
         error = given(getattr(limit, key)) if limit else None  # an ErrorOrder
         values[f"hp/order_{key}"] = error.order if error else None
-    edge = summary["series"].get(lr_series_name(EDGE_PREFIX, lr)) or {}
-    for key in ("t_edge", "hover_share", "median_ratio", "amplitude_median"):  # sgd.edge, flow.central
-        values[f"hp/edge_{key}"] = (edge.get("edge") or {}).get(key)
-    values["hp/edge_dist_ratio_median"] = (edge.get("predictions") or {}).get("ratio_median")
+    edge_series = summary.series.get(lr_series_name(EDGE_PREFIX, entry.lr))  # sgd.edge, flow.central
+    edge = entry_part(edge_series, "edge", EdgeEntry)
+    for key in ("t_edge", "hover_share", "median_ratio", "amplitude_median"):
+        values[f"hp/edge_{key}"] = getattr(edge, key) if edge else None
+    predictions = entry_part(edge_series, "predictions", PredictionEntry)
+    values["hp/edge_dist_ratio_median"] = predictions.ratio_median if predictions else None
     sme = given(limit.sme) if limit else None
-    ratios = sme.spread_ratio.get(repr(float(lr))) if sme else None  # SpreadRatios
+    ratios = sme.spread_ratio.get(repr(float(entry.lr))) if sme else None  # SpreadRatios
     for key in ("var_loss", "var_theta") if ratios else ():
         stats = given(getattr(ratios, key))
         values[f"hp/sme_{key}_ratio"] = stats.median if stats else None
@@ -151,13 +154,11 @@ def log_run(ctx, summary: dict, table: str) -> None:
             log_text(report, f"summary/{number} {name}", text)
         report.finalize("success")
     columns = given_columns(cfg, run_overrides(ctx.out))  # the run's own record: a resume's is its run's
-    for name, entry in summary["series"].items():
-        logger = ctx.logger(name) if entry.get("lr") is not None else None
+    for name, entry in typed.series.items():
+        logger = ctx.logger(name) if entry.lr is not None else None
         if logger is None:
             continue
-        log_hparams(
-            logger, _hparams(cfg, entry, columns), _metrics(summary, entry, entry["lr"], typed.sgd_limit)
-        )
+        log_hparams(logger, _hparams(cfg, summary["series"][name], columns), _metrics(typed, entry))
         logger.save()
 
 

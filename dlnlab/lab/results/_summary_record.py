@@ -20,6 +20,7 @@ from dlnlab.lab.results._part_records import (
     PlateauEntry,
     PlateauExitEntry,
     RatioSpread,
+    ResumeCheck,
     ResumeEntry,
     SpreadRatios,
 )
@@ -42,6 +43,25 @@ from dlnlab.lab.results._records import (
     UnknownKeys,
     entry_record,
     key,
+)
+from dlnlab.lab.results._run_records import (
+    AnalysisEntry,
+    EdgeWorkEntry,
+    ErrorEntry,
+    EstimatesEntry,
+    FlowChoiceEntry,
+    GridEntry,
+    MemberSeeds,
+    ProcessEntry,
+    RunSeeds,
+)
+from dlnlab.lab.results._saddle_records import (
+    ClosestEvidence,
+    EscapeBranch,
+    EscapeEntry,
+    NearestCriticalEntry,
+    PartialProductRanks,
+    SaddleEvidence,
 )
 from dlnlab.rundir import json_kind, read_summary_object
 
@@ -197,26 +217,37 @@ class Summary(Record):
         "minimum is stable above)",
         required=True,
     )
-    seeds: dict = key("every seed the run used", required=True)
+    seeds: RunSeeds = key("every seed the run used", required=True, record=RunSeeds)
     versions: dict[str, str | None] = key("python and the packages' versions", required=True)
     config: dict = key("the resolved config", required=True)
-    grid: dict = key("dt, n_grid, t_max", required=True)
-    estimates: dict = key("peak_memory_bytes, series_file_bytes (the preflight's estimates)", required=True)
-    flow_choice: dict | None = key(
-        "flow.method=auto: the candidates and the choice; the flow's chunk_members and chunks", required=True
+    grid: GridEntry = key("dt, n_grid, t_max", required=True, record=GridEntry)
+    estimates: EstimatesEntry = key(
+        "peak_memory_bytes, series_file_bytes (the preflight's estimates)",
+        required=True,
+        record=EstimatesEntry,
     )
-    analysis: dict | None = key("the analysis budget's decision (points, saddles)", required=True)
+    flow_choice: FlowChoiceEntry | None = key(
+        "flow.method=auto: the candidates and the choice; the flow's chunk_members and chunks",
+        required=True,
+        record=FlowChoiceEntry,
+    )
+    analysis: AnalysisEntry | None = key(
+        "the analysis budget's decision (points, saddles)", required=True, record=AnalysisEntry
+    )
     theta_every: int | None = key("theta is saved every this many grid points", required=True)
     wall_time_s: float = key("seconds since the run started", required=True)
     status: RunStatus = key("running, finished, interrupted or crashed", required=True, record=RunStatus)
     exit_code: int | None = key("null while running, else the exit code (docs/cli.md)", required=True)
-    error: dict | None = key("a crash: type, message, stage, traceback", required=True)
+    error: ErrorEntry | None = key(
+        "a crash: type, message, stage, traceback", required=True, record=ErrorEntry
+    )
     logging_error: str | None = key("the loggers failed to take the results: why", required=True)
-    process: dict = key(
+    process: ProcessEntry = key(
         "pid, host, started: who runs it; flow_ahead: the flow was solved in a process of its own while "
         "Lightning was imported; workers, workers_why: how many series worker processes (run.workers) and why; "
         "flow_workers: the chunks of an ensemble's flow solved at once",
         required=True,
+        record=ProcessEntry,
     )
     run_dir: str = key("the run directory", required=True)
     figures_error: str | None = key("drawing the figures failed: why (null: drawn, or log.figures=false)")
@@ -277,10 +308,12 @@ def _entry(name: str, data: dict, strict: bool) -> Record:
 
 
 RECORDS: tuple[type[Record], ...] = (
-    Summary, ResumeEntry, FlowEntry, SGDEntry, SMEEntry, SeriesEntry, MemberEntry, PlateauEntry,
-    PlateauExitEntry, EnsembleSpread, Spread, ModeExitSpread, OrderFit, OrderPair, LimitReport, ErrorOrder,
-    Stretch, Escapes, SMESpread, SpreadRatios, RatioSpread, ExitSpreadRow, CentralEntry, CentralFlowEntry,
-    EdgeSeriesEntry, EdgeEntry, PredictionEntry,
+    Summary, RunSeeds, MemberSeeds, GridEntry, EstimatesEntry, FlowChoiceEntry, AnalysisEntry, EdgeWorkEntry,
+    ErrorEntry, ProcessEntry, ResumeEntry, FlowEntry, ResumeCheck, SGDEntry, SMEEntry, SeriesEntry,
+    MemberEntry, PlateauEntry, SaddleEvidence, PartialProductRanks, ClosestEvidence, NearestCriticalEntry,
+    EscapeEntry, EscapeBranch, PlateauExitEntry, EnsembleSpread, Spread, ModeExitSpread, OrderFit, OrderPair,
+    LimitReport, ErrorOrder, Stretch, Escapes, SMESpread, SpreadRatios, RatioSpread, ExitSpreadRow,
+    CentralEntry, CentralFlowEntry, EdgeSeriesEntry, EdgeEntry, PredictionEntry,
 )  # fmt: skip
 
 
@@ -292,7 +325,7 @@ def render_tables(records: tuple[type[Record], ...] = RECORDS) -> str:
     """docs/results.md's key tables: one per record, its keys, types and meanings."""
     out = []
     for rec in records:
-        out += [f"### `{rec.__name__}`", "", (rec.__doc__ or "").strip().replace("\n", " "), ""]
+        out += [f"### `{rec.__name__}`", "", " ".join((rec.__doc__ or "").split()), ""]
         out += ["| key | type | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(rec):
             if f.name == "extra":
