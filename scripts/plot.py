@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             usable.append((run_dir, tensorboard))
     if not usable:
         ap.refuse("run_dirs", "no usable run directory (each skipped above); nothing written")
-    from dlnlab.lab.record import figures_logger, log_png
+    from dlnlab.lab.record import REPORT_RUN, figures_logger, log_png
     from dlnlab.plots import make_run_figures
 
     for run_dir, tensorboard in usable:
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         if logger is not None:
             logger.finalize("success")
-            print(f"images added to TensorBoard under {run_dir / 'tensorboard' / 'flow'}")
+            print(
+                f"images added to TensorBoard under {run_dir / 'tensorboard' / REPORT_RUN} (its Images tab)"
+            )
     if len(usable) < len(given):
         print(f"skipped {len(given) - len(usable)} of {len(given)} run directories (reasons on stderr)")
     return 0

@@ -144,9 +144,13 @@ def test_diverging_series_is_marked_and_the_others_finish(tmp_path):
 def test_run_refuses_a_foreign_nonempty_directory(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "precious.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="hydra.run.dir: .* is not empty"):
-        run(make_cfg(TINY), output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"^output_dir: .* is not empty .* choose a new output_dir$"):
+        run(make_cfg(TINY), output_dir=tmp_path / "run")  # named as the caller gave it
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("keep me too")
+    with pytest.raises(ConfigError, match=r"^output_dir: .* is a file, not a directory"):
+        run(make_cfg(TINY), output_dir=tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me too"
 
 
 @pytest.mark.lab

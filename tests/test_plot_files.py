@@ -88,6 +88,11 @@ def test_plot_script_remakes_figures_and_forked_workers_draw_the_same_pngs_into_
     flow = EventAccumulator(str(runs / "flow"), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     flow.Reload()
     assert flow.Tags()["images"] == []  # the report's run only
+    capsys.readouterr()
+    plot_main([str(mine), "--dpi", "40"])  # the script names the TensorBoard run its images went to
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said == f"images added to TensorBoard under {runs / 'report'} (its Images tab)"
+    assert len(list((runs / "report").glob("*.figures"))) == 1
     assert not [t for t in flow.Tags()["tensors"] if t.startswith("summary/")]  # the texts: the report's
     n_grid = len(np.load(mine / "series" / "flow.npz")["t"])
     assert len(flow.Scalars("loss/loss")) == n_grid  # the flow's own scalars are untouched

@@ -56,16 +56,21 @@ BAD = [
     ),
     ("not_an_integer", ["log.analysis_points=1.5"], "log.analysis_points: '1.5' is not an integer"),
     ("not_a_list", ["sgd.lrs=0.1"], "sgd.lrs: expected a list"),
+    (
+        "comma_list_without_brackets",
+        ["model.dims=4,3,2"],
+        "model.dims: '4,3,2' holds commas: a list is model.dims=[4,3,2]; to sweep over the values, add -m",
+    ),
     ("group_as_value", ["log=default"], "log: is a group of keys, not an option"),
     (
         "bad_choice",
         ["sgd.sampling=sometimes"],
-        "sgd.sampling: Invalid value 'sometimes', expected one of [with_",
+        "sgd.sampling: expected one of [with_replacement, without_replacement, reshuffle], got 'sometimes'",
     ),
     (
         "bad_method",
         ["flow.method=rk23"],
-        "flow.method: Invalid value 'rk23', expected one of [auto, dopri5, dopri8",
+        "flow.method: expected one of [auto, dopri5, dopri8",
     ),
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: 'notabool' is not true or false"),
     ("choice_given_a_list", ["flow.method=[lsoda]"], "flow.method: expected one of [auto, dopri5, dopri8, "),
@@ -358,6 +363,7 @@ BAD = [
         "hydra.run.dir: /proc/audit8 cannot be created",
     ),
     ("run_dir_under_a_file", ["hydra.run.dir={d}/empty.npz/run"], "empty.npz is not a directory"),
+    ("run_dir_a_file", ["hydra.run.dir={d}/empty.npz"], "empty.npz is a file, not a directory: choose a new"),
     (
         "claimed_run_dir_under_a_file",
         ["hydra.run.dir=${dlnlab_unique:{d}/empty.npz/run}"],

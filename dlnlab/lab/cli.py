@@ -43,6 +43,9 @@ __all__ = ["main", "job", "preflight", "parse_args", "describe_hydra_error", "MA
 MAX_PREFLIGHT_JOBS = 100  # a sweep's jobs checked up front (0.1-0.4 s each; each job's start checks it again)
 
 
+_AMBIGUOUS = "Ambiguous value for argument "  # Hydra's ConfigCompositionException for key=a,b
+
+
 def describe_hydra_error(err: BaseException) -> str:
     """One line for an error Hydra raises while parsing or composing the command line."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -55,6 +58,9 @@ def describe_hydra_error(err: BaseException) -> str:
             f"malformed override {shown(err.override, 120)!r}: {shown(first, 240)} (Hydra's override grammar: "
             "key=value; quote a value with special characters: key='...')"
         )
+    if first.startswith(_AMBIGUOUS) and "=" in first:  # key=a,b without -m: Hydra's three-line advice
+        key, _, value = first[len(_AMBIGUOUS) :].strip("'").partition("=")
+        return f"{key}: {value!r} holds commas: a list is {key}=[{value}]; to sweep over the values, add -m"
     if isinstance(err, MissingConfigException):
         missing = _hydra.missing_option(text)
         if missing is not None:

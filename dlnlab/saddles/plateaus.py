@@ -57,8 +57,8 @@ class Plateau:
     value L(P_S) (loss units); level_index: r when S = {0..r-1} (the top level L*_r), else None;
     is_top_set: S is {0..r-1}; modes_learnt: S, sorted 0-based mode indices; grad_norm_min: the
     smallest ||grad L|| on it, at t_grad_norm_min, where the loss is level + level_gap; exit_mode: the
-    mode learnt on leaving (None when the series ends on the plateau), t_exit: when its strength
-    crosses m_k / 2; i_start, i_end, i_grad_norm_min: row indices into the series' (T,) arrays.
+    mode learnt on leaving, 0-based (the console numbers the modes from 1; None when the series ends on
+    the plateau), t_exit: when its strength crosses m_k / 2; i_start, i_end, i_grad_norm_min: row indices into the series' (T,) arrays.
 
     Filled by :func:`~dlnlab.saddles.analyze_series` (None / {} from :func:`detect_plateaus`):
     label (strict, non-strict, inconclusive); lambda_min (the Hessian's, at the snapped critical

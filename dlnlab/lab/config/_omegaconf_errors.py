@@ -50,6 +50,7 @@ _NOT_CONVERTED = re.compile(r"[Vv]alue '(.*)' of type '\w+' could not be convert
 _NOT_BOOL = re.compile(r"[Vv]alue '(.*)' is not a valid (bool)")
 # OmegaConf's "Value ['a'] (ListConfig) is not a valid input for <enum 'E'>": a list or mapping where a
 # choice goes, said with the choices
+_INVALID_ENUM = re.compile(r"Invalid value '(.*)', expected one of (\[.*\])$")  # OmegaConf's own wording
 _NOT_ENUM_INPUT = re.compile(r"[Vv]alue (.*) \((\w+)\) is not a valid input for <enum '\w+'>")
 _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "bool": "true or false",
                "String": "a string"}  # fmt: skip
@@ -91,6 +92,8 @@ def describe_omegaconf_error(err: BaseException) -> str:
     ):
         kind = {"ListConfig": "a list", "list": "a list", "DictConfig": "a mapping", "dict": "a mapping"}
         what = f"expected one of [{', '.join(choices)}], got {kind.get(m.group(2), m.group(2))} {m.group(1)}"
+    elif isinstance(err, ValidationError) and (m := _INVALID_ENUM.match(msg)):
+        what = f"expected one of {m.group(2)}, got {m.group(1)!r}"  # as a list or mapping given is said
     elif isinstance(err, ValidationError):
         what = msg.replace("Value ", "value ", 1)
     else:

@@ -136,7 +136,12 @@ def check_output_dir(cfg: DictConfig, multirun: bool) -> None:
     if claimed:  # made fresh by the resolver
         _check_creatable(path, key, claimed=True)
         return
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{key}: {path} is a file, not a directory: choose a new {key} (or leave it out for a fresh "
+            "one under outputs/)"
+        )
+    if path.exists() and any(path.iterdir()):
         raise ConfigError(
             f"{key}: {path} already exists and is not empty; a run never writes into another's "
             f"directory: choose a new {key} (or leave it out for a fresh one under outputs/)"
@@ -235,16 +240,17 @@ HYDRA_FILES = (
 )  # what Hydra (and a sweep job's start) writes first
 
 
-def check_run_dir(out: Path, also: tuple[str, ...] = ()) -> None:
+def check_run_dir(out: Path, also: tuple[str, ...] = (), key: str = "hydra.run.dir") -> None:
     """A run never writes into a non-empty directory it did not create (Hydra's own files aside, and
-    the names in ``also``: the run's own lock, once it holds it)."""
+    the names in ``also``: the run's own lock, once it holds it). ``key``: what the caller gave the
+    directory as (``output_dir`` for ``run(cfg, output_dir)`` from Python), named in a refusal."""
     if out.exists():
         if not out.is_dir():
-            raise ConfigError(f"hydra.run.dir: {out} exists and is not a directory")
+            raise ConfigError(f"{key}: {out} is a file, not a directory: choose a new {key}")
         foreign = sorted(p.name for p in out.iterdir() if p.name not in HYDRA_FILES + also)
         if foreign:
             raise ConfigError(
-                f"hydra.run.dir: {out} is not empty (it holds {', '.join(foreign[:5])}); a run never writes "
-                "into another's directory: choose a new hydra.run.dir"
+                f"{key}: {out} is not empty (it holds {', '.join(foreign[:5])}); a run never writes "
+                f"into another's directory: choose a new {key}"
             )
     out.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,11 @@ class PlateauEntry(Record):
     grad_norm_min: float = key("the smallest ||grad L|| on it")
     t_grad_norm_min: float = key("... where")
     level_gap: float = key("the loss there minus the level")
-    exit_mode: int | None = key("the mode learnt on leaving it (null: the series ends on it)", required=True)
+    exit_mode: int | None = key(
+        "the mode learnt on leaving it, 0-based as modes_learnt (the console's mode k is k - 1 here; null: the "
+        "series ends on it)",
+        required=True,
+    )
     t_exit: float | None = key("when that mode's strength crosses m_k / 2 (null: no exit)", required=True)
     i_start: int = key("t_start's row in the series' arrays")
     i_end: int = key("t_end's row")

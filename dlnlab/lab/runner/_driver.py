@@ -79,12 +79,15 @@ def run(cfg: Any, output_dir: str | Path | None = None) -> RunResult:
     plan = take_plan(cfg) or prepare(cfg)  # the command line's preflight built it already
     callbacks = user_callbacks(plan)
     out = _output_dir(output_dir)
+    key = "hydra.run.dir" if output_dir is None else "output_dir"  # as the caller gave it
     lock = take_claim(out)  # the command line claimed the directory before Hydra wrote in it
     if lock is None:
-        check_run_dir(out)  # refused untouched, no lock file left in another's directory
-        lock = RunLock.acquire(out, "hydra.run.dir")
+        check_run_dir(out, key=key)  # refused untouched, no lock file left in another's directory
+        lock = RunLock.acquire(out, key)
     try:
-        check_run_dir(out, also=(LOCK_NAME,))  # again, locked: no run can have started there meanwhile
+        check_run_dir(
+            out, also=(LOCK_NAME,), key=key
+        )  # again, locked: no run can have started there meanwhile
         return _guarded(plan, out, None, callbacks)
     finally:
         lock.release()
