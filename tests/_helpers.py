@@ -177,6 +177,26 @@ def small_flow_case() -> tuple[RegressionProblem, list[int], torch.Tensor]:
     return noisy_problem(), dims, pack(init.gaussian(dims, 0.5, seed=0))
 
 
+LINEAR_RATES, LINEAR_DIMS = (100.0, 3.0, 0.1), (3, 2)
+
+
+def linear_flow_problem() -> RegressionProblem:
+    """A one-layer net (h = 1) on data with Sxx = diag(LINEAR_RATES): its gradient flow
+    dW/dt = -(W - P_ls) Sxx is linear and stiff (rates 100 to 0.1), solved by :func:`linear_flow_exact`."""
+    n = len(LINEAR_RATES)
+    x = torch.diag(torch.tensor(LINEAR_RATES, dtype=torch.float64).sqrt()) * n**0.5  # X X^T / N = diag
+    y = torch.tensor([[1.0, -2.0, 0.5], [0.3, 0.7, -1.1]], dtype=torch.float64) @ x
+    return RegressionProblem(x, y)
+
+
+def linear_flow_exact(problem: RegressionProblem, thetas: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(T, B, p) for thetas (B, p): W(t) = P_ls + (W0 - P_ls) exp(-Sxx t), column by column."""
+    w0 = thetas.reshape(-1, LINEAR_DIMS[1], LINEAR_DIMS[0])
+    decay = torch.exp(-torch.tensor(LINEAR_RATES, dtype=torch.float64)[None, :] * t[:, None])  # (T, d_x)
+    w = problem.P_ls + (w0[None] - problem.P_ls) * decay[:, None, None, :]
+    return w.reshape(len(t), thetas.shape[0], -1)
+
+
 def eos_problem(seed: int = 5) -> RegressionProblem:
     """The edge-of-stability tests' task: teacher (2, 1, 0.5), d_x = 4, d_y = 3, N = 20, whitened."""
     return RegressionProblem.teacher([2.0, 1.0, 0.5], d_x=4, d_y=3, n_samples=20, seed=seed)

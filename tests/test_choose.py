@@ -99,6 +99,19 @@ def test_the_explicit_estimate_follows_the_stiffness():
     assert choose.explicit_nfe(1e-3, 1.0) == choose.EXPLICIT_MIN_NFE
 
 
+def test_the_stiffness_is_the_initial_weights_where_they_are_sharper_than_the_balanced_minimum():
+    """lam_max, which sizes the explicit solvers' steps and the flow's choice: the balanced minimum's
+    sharpness h m_1^(2-2/h) for the tiny net's default init, the Hessian's largest |eigenvalue| at theta0
+    (eigvalsh of the dense Hessian here) for an init on the stable branch far out (u0 = -3, -2: 27.4
+    against 7.56), where the norm bound says it may be sharper."""
+    plain = prepare(make_cfg([*TINY]))
+    assert plain.lam_max == pytest.approx(plain.balanced_sharpness, rel=1e-12)
+    far = prepare(make_cfg([*TINY, "init=aligned", "init.u0=[-3.0,-2.0]"]))
+    evals = torch.linalg.eigvalsh(far.problem.hessian(far.theta0, far.cfg.model.dims))
+    assert far.lam_max == pytest.approx(float(evals.abs().max()), rel=1e-9)
+    assert far.lam_max > 3 * far.balanced_sharpness
+
+
 def test_the_curvature_budget_keeps_the_analysis_under_a_quarter_of_the_run():
     cfg = prepare(make_cfg([*TINY])).cfg
     full = choose.choose_analysis(cfg, run_seconds=1e6)

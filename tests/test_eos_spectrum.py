@@ -53,6 +53,18 @@ def test_top_eigenpairs_dense_and_lobpcg_against_autograd_hessian(fig1_problem):
     assert dense.sharpness == pytest.approx(float(ref[0]), rel=1e-12)
 
 
+def test_lobpcg_says_whether_its_residuals_met_the_tolerance(fig1_problem):
+    """converged reports ||H v - lambda v|| <= tol |lambda_1| for the pairs it returns, read here against
+    the dense Hessian: true after a full solve, false after one iteration at a tolerance it cannot meet."""
+    problem, theta = fig1_problem, pack(init.gaussian(FIG1, 0.4, seed=3))
+    hess = problem.hessian(theta, FIG1)
+    for max_iter, converged in ((200, True), (1, False)):
+        res = top_eigenpairs(problem, theta, FIG1, 3, dense_max=0, max_iter=max_iter, tol=1e-9)
+        resid = (hess @ res.vectors - res.vectors * res.values).norm(dim=0).max() / res.values[0].abs()
+        assert res.converged is converged and (float(resid) <= 1e-9) is converged
+        assert float(resid) == pytest.approx(res.residual, rel=1e-4)
+
+
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_sharpness_at_the_balanced_minimum_is_h_m1_to_the_2_minus_2_over_h(depth):
     problem = RegressionProblem.teacher([3.0, 2.0, 1.0], d_x=5, d_y=3, n_samples=20, seed=1)

@@ -242,6 +242,20 @@ def test_convergence_event(method):
     assert float(res.t[-1]) <= res.t_event
 
 
+def test_convergence_does_not_fire_at_a_saddle_whose_gradient_vanishes():
+    """At the exact rank-1 critical point of a net with r_max = 2 the gradient is zero, but the loss is
+    L*_1, above the floor L*_2: not converged; at the rank-2 one (the global minimum), converged."""
+    dims = [4, 2, 3]
+    problem = RegressionProblem.teacher([3.0, 2.0, 1.0], 4, 3, 12, whiten=True, seed=6)
+    event = Convergence(grad_tol=1e-6, loss_tol=1e-9)
+    saddle = pack(init.aligned(dims, problem, [3.0, 0.0]))
+    minimum = pack(init.aligned(dims, problem, [3.0, 2.0]))
+    assert math.sqrt(float(_grad_norm2(problem, dims, saddle))) < 1e-12
+    assert float(_loss(problem, dims, saddle)) == pytest.approx(float(problem.plateau_levels(2)[1]))
+    assert float(event(problem, dims, saddle)) > 1.0  # L*_1 - L*_2 = 2 (the second mode's s^2 / 2)
+    assert float(event(problem, dims, minimum)) <= 0.0
+
+
 # ----------------------------------------------------------------------------------------------
 # 6. Batches
 

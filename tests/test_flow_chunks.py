@@ -81,6 +81,7 @@ def test_chunks_agree_with_the_one_batch_solve(method):
     else:  # each member's own steps; its batch changes only the rounding (the float32 solve's width)
         assert 0 < _rel(joined.theta, one.theta) < 1e-11
         assert torch.equal(joined.members.n_steps, one.members.n_steps)
+        assert joined.n_steps == one.n_steps  # the most steps of any member, as the one batch counts them
 
 
 def test_a_failed_chunk_ends_its_own_members_and_the_rows_all_reached():
@@ -97,6 +98,23 @@ def test_a_failed_chunk_ends_its_own_members_and_the_rows_all_reached():
     assert torch.equal(joined.theta[:, :2], ok.theta[: len(part.t)])
     assert joined.members.status[:2] == (Status.OK, Status.OK)
     assert set(joined.members.status[2:]) == {Status.SOLVER_FAILED}
+
+
+def test_an_interrupted_chunk_outranks_a_failed_one_in_the_joined_status():
+    """The joined status is the worst of the chunks', interrupted before solver_failed (a signal says
+    the run stopped, whatever else failed): its message is the interrupted chunk's."""
+    problem, theta0 = _ensemble(4)
+    t = time_grid(2.0, dt=0.1)
+    slices = member_chunks(4, 2)
+    with pytest.raises(FlowSolverError) as failed:
+        integrate(problem, DIMS, theta0[slices[0]], t, Solver("radau_batch", max_nfe=60))
+    with pytest.raises(FlowInterrupted) as stopped:
+        integrate(problem, DIMS, theta0[slices[1]], t, Solver("radau_batch"), stop=lambda: True)
+    joined = join_chunks([failed.value.result, stopped.value.result], slices, t)
+    assert joined.status == Status.INTERRUPTED
+    assert joined.message.startswith("members 2..3: ") and joined.message.endswith(
+        "(and 1 more chunk not ok)"
+    )
 
 
 def test_workers_give_the_drivers_rows_bit_for_bit_and_hand_them_out_in_order():

@@ -148,6 +148,29 @@ def test_with_replacement_draws_uniformly_and_independently_of_the_split():
     assert torch.equal(draws, MinibatchSampler(10, 5, "with_replacement", seed=2).draw(4000))
 
 
+def test_a_batch_of_n_drawn_with_replacement_is_noisy_sgd_not_full_batch_gd():
+    """B = N i.i.d. indices repeat some samples (in most steps: 1 - N! / N^N) and so leave out others:
+    SGD, not GD (docs/guide.md); without replacement or reshuffled, B = N is every sample, full batch."""
+    sampler = MinibatchSampler(5, 5, "with_replacement", seed=1)
+    assert not sampler.full_batch
+    repeats = [len(set(row)) < 5 for row in sampler.draw(100).tolist()]
+    assert 80 <= sum(repeats) < 100  # 1 - 5! / 5^5 = 96 % of the steps
+    for sampling in ("without_replacement", "reshuffle"):
+        assert (
+            MinibatchSampler(5, 5, sampling).full_batch and MinibatchSampler(5, 5, sampling).draw(3) is None
+        )
+
+
+def test_gd_records_step_zero_every_kth_step_and_the_last_by_default(problem):
+    """About 1000 points by default: 0, k, 2k, ... (k = ceil(steps / 1000)) and the last step, at
+    t = step x lr; the first row is theta0 itself."""
+    theta0 = pack(gaussian(DIMS, 0.3, seed=1))
+    res = gd(problem, DIMS, theta0, 0.01, 2500)
+    assert int(res.steps[0]) == 0 and torch.equal(res.theta[0], theta0) and int(res.steps[-1]) == 2500
+    assert set(torch.diff(res.steps)[:-1].tolist()) == {3} and len(res.steps) == 835
+    torch.testing.assert_close(res.t, res.steps.double() * 0.01, rtol=0, atol=0)
+
+
 def test_a_sampler_resumed_from_its_state_draws_what_it_would_have():
     a = MinibatchSampler(20, 5, "without_replacement", seed=4)
     a.draw(7)
