@@ -111,12 +111,16 @@ def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(ti
     shutil.copytree(tiny_run, roots / "b")
     (roots / "b" / ".hydra").mkdir(exist_ok=True)
     (roots / "b" / ".hydra" / "overrides.yaml").write_text("- seed=1\n- sgd.batch_size=5\n")
+    summary = json.loads((roots / "b" / "summary.json").read_text())  # what that job would have run
+    summary["config"]["seed"], summary["config"]["sgd"]["batch_size"] = 1, 5
+    (roots / "b" / "summary.json").write_text(json.dumps(summary))
     (roots / "never").mkdir()
     (roots / "never" / "job.json").write_text('{"exit_code": 3, "message": "stopped before its run"}\n')
     before = _tree(tmp_path)
     agg = aggregate_runs(str(roots))  # one root as a str
     assert isinstance(agg, Aggregate) and _tree(tmp_path) == before
-    assert [s.key for s in agg.settings] == ["(defaults)", "sgd.batch_size=5"]
+    tiny, batch = [s.label for s in agg.settings]  # a run from Python: named by its config's own keys
+    assert batch == "sgd.batch_size=5" and tiny.startswith("model.dims=[4,3,3,2] ")
     assert len(agg.skipped) == 1 and "never: no run (exit 3: stopped before its run)" in agg.skipped[0]
     assert main_of_script([str(roots), "--out", str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv")]) == 0
     assert capsys.readouterr().out.startswith(agg.report())
@@ -144,16 +148,18 @@ def test_the_aggregate_in_memory_is_what_the_script_writes_and_writes_nothing(ti
                 np.testing.assert_array_equal(back[k], v, err_msg=f"{name} {k}")
     assert _tree(roots) == {k[len("roots/") :]: v for k, v in before.items() if k.startswith("roots/")}
     # the row by its series (and setting, needed with two)
-    assert agg.row("sgd_lr_0.02", "(defaults)").series == "sgd_lr_0.02"
+    assert agg.row("sgd_lr_0.02", tiny).series == "sgd_lr_0.02"
     for args, said in (
         (("flow",), "setting: needed with 2 settings"),
         (("flow", "x"), "setting: no setting 'x'"),
-        (("sgd_lr_9", "(defaults)"), "series: no series 'sgd_lr_9' in setting '(defaults)'; its series: "),
+        (("sgd_lr_9", tiny), f"series: no series 'sgd_lr_9' in setting '{tiny}'; its series: "),
     ):
         for lookup in (agg.row, agg.curves):  # a curve's arrays are found as its row is, with the same errors
             with pytest.raises(ArgumentError, match=f"^{re.escape(said)}"):
                 lookup(*args)
-    with pytest.raises(ArgumentError, match=r"^setting: needed with 2 settings; one of \['\(defaults\)', "):
+    with pytest.raises(
+        ArgumentError, match=rf"^setting: needed with 2 settings; one of \['{re.escape(tiny)}', "
+    ):
         agg.setting()
     assert agg.setting("sgd.batch_size=5") is agg.settings[1]
     with np.load(out / agg.settings[1].folder / "sgd_lr_0.02.npz") as npz:  # the curve the file holds
@@ -203,7 +209,7 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
     tb.py's names and the HParams columns share, reads the YAML."""
     from omegaconf import OmegaConf
 
-    from dlnlab.lab.results._aggregate_collect import _overrides, _setting_key
+    from dlnlab.lab.results._aggregate_collect import _overrides
     from dlnlab.lab.view import run_label
     from dlnlab.rundir import read_overrides
 
@@ -212,7 +218,7 @@ def test_overrides_hydra_quotes_or_folds_are_read_back_as_given_by_every_reader(
     (tmp_path / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(given)))
     assert len((tmp_path / ".hydra" / "overrides.yaml").read_text().splitlines()) == len(given) + 1  # folded
     assert read_overrides(tmp_path) == given
-    assert _setting_key(_overrides(tmp_path)) == " ".join(sorted(o for o in given if o != "seed=1"))
+    assert _overrides(tmp_path) == tuple(sorted(o for o in given if o != "seed=1"))
     assert run_label(tmp_path).startswith("data.path='/d/a- b.npz' seed=1 init.path=/a b/x x")
     (tmp_path / ".hydra" / "overrides.yaml").write_text("seed: 1\n")  # not a list: named, not guessed
     with pytest.raises(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from dlnlab.lab.runner import run
 from dlnlab.rundir import run_damage
@@ -278,10 +279,21 @@ COMMON = ["data.n_samples=20", "data.singular_values=[2.0,1.0]", "experiment=tin
 
 
 def _as_job(good: Path, where: Path, overrides: list[str]) -> None:
-    """A copy of a run with the overrides Hydra records for a sweep's job (.hydra/overrides.yaml)."""
+    """A copy of a run as a sweep's job: the overrides Hydra records (.hydra/overrides.yaml), and each
+    that names a key of the run's config set in its summary.json's (what the job would have run: the
+    aggregate groups runs by their configs)."""
     shutil.copytree(good, where)
     (where / ".hydra").mkdir(exist_ok=True)
     (where / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    summary = json.loads((where / "summary.json").read_text())
+    for o in overrides:
+        *path, last = o.split("=", 1)[0].split(".")
+        node = summary["config"]
+        for part in path:
+            node = node.get(part, {})
+        if last in node:  # experiment=tiny chose an option: no key of the config
+            node[last] = yaml.safe_load(o.split("=", 1)[1])
+    (where / "summary.json").write_text(json.dumps(summary))
 
 
 def test_settings_that_differ_late_get_their_own_stable_folders(good_run, tmp_path, capsys):

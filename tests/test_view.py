@@ -132,8 +132,8 @@ def test_the_script_reads_each_runs_overrides_once_for_the_shared_ones_and_the_n
     runs = [_run(tmp_path / "sweep" / f"{i}_seed={i}", ["flow.t_max=100", f"seed={i}"]) for i in range(3)]
     expected = logdir_spec(runs)
     reads: list[Path] = []
-    own = view._overrides
-    monkeypatch.setattr(view, "_overrides", lambda run_dir: reads.append(Path(run_dir)) or own(run_dir))
+    own = view._described
+    monkeypatch.setattr(view, "_described", lambda run_dir: reads.append(Path(run_dir)) or own(run_dir))
     tb_main = runpy.run_path(str(ROOT / "scripts" / "tb.py"))["main"]
     assert tb_main([str(tmp_path / "sweep"), "--print"]) == 0
     said = capsys.readouterr()

@@ -3,10 +3,15 @@
 ``tensorboard --logdir outputs/`` names a run by its path (``2026-12-06/14-35-00/tensorboard/flow``),
 which says nothing of its config. TensorBoard's own ``--logdir_spec name:path,...`` names each run
 directory instead; :func:`logdir_spec` builds it with each run named by the overrides it was started
-with (Hydra's ``.hydra/overrides.yaml``), so that runs read ``sgd.lrs=[0.01]/flow``. Of several runs,
-each is named by the overrides that set it apart (:func:`run_labels`): the ones every run shares are
-said once, not repeated in each name, where they hid the one that differs (TensorBoard's run list
-wraps such a name over four lines; its HParams table cuts it after about 20 characters).
+with (Hydra's ``.hydra/overrides.yaml``), so that runs read ``sgd.lrs=[0.01]/flow``. A run without
+them (``run(cfg, dir)`` from Python, ``scripts/eos_lab.py``) is named by the keys where its config
+(summary.json's) differs from the defaults (``model.dims=[4;4;4;3] flow.t_max=2.0``), and ``default``
+only where its config is the defaults' (:func:`dlnlab.lab.results.name_parts`, the aggregate's rule
+for a setting's name, with the seeds kept: they tell runs apart): such runs were all named
+``default``, whatever net they trained. Of several runs, each is named by the words that set it apart
+(:func:`run_labels`): the ones every run shares are said once, not repeated in each name, where they
+hid the one that differs (TensorBoard's run list wraps such a name over four lines; its HParams table
+cuts it after about 20 characters).
 
 TensorBoard splits ``--logdir_spec`` at every ``,`` and has no escape, and a sweep's job directory
 holds one wherever its job has two overrides (``0_seed=0,sgd.batch_size=5``): such a path is given
@@ -20,8 +25,8 @@ import os
 import re
 from pathlib import Path
 
-from dlnlab.lab.results import changes_no_number
-from dlnlab.rundir import read_overrides
+from dlnlab.lab.results import Described, changes_no_number, default_config, flat_config, name_parts
+from dlnlab.rundir import read_overrides, read_summary_object
 
 __all__ = ["find_runs", "run_label", "run_labels", "logdir_spec"]
 
@@ -37,37 +42,52 @@ def find_runs(paths) -> list[Path]:
     return runs
 
 
-def _overrides(run_dir: Path) -> list[str]:
-    try:
-        given = read_overrides(run_dir)
-    except ValueError:  # a damaged record: the run is named as one without overrides
-        given = []
-    # what changes no number of the run (Hydra's keys, run.workers, the logger, ...) names no run, as it
-    # is no HParams column
-    return [o for o in given if not changes_no_number(o.split("=", 1)[0])]
+def _described(run_dir: Path) -> Described:
+    """The run's overrides (None without the record, or with a damaged one) without what changes no
+    number of the run (Hydra's keys, run.workers, the logger, ...: no HParams column either), and its
+    config (None where summary.json has none: an older run, or no summary)."""
+    given: list[str] | None = None
+    if (run_dir / ".hydra" / "overrides.yaml").is_file():
+        try:
+            given = read_overrides(run_dir)
+        except ValueError:  # a damaged record: the run is named by its config
+            given = None
+    overrides = (
+        None if given is None else tuple(o for o in given if not changes_no_number(o.split("=", 1)[0]))
+    )
+    summary, _ = read_summary_object(run_dir / "summary.json")
+    config = (summary or {}).get("config")
+    return Described(
+        overrides, flat_config(config, seeds=True) if isinstance(config, dict) and config else None
+    )
 
 
-def _label(overrides: list[str]) -> str:
+def _label(words: list[str]) -> str:
     """A TensorBoard run name cannot hold ',' or ':' (they separate --logdir_spec's entries), so those
     become ';' and '-'."""
-    return _name_safe(" ".join(overrides) or "default")
+    return _name_safe(" ".join(words) or "default")
 
 
 def _name_safe(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace(",", ";").replace(":", "-"))
 
 
+def _words(run_dirs) -> list[list[str]]:
+    """Each run's name as words: its overrides, else the keys where its config is not the defaults'."""
+    return name_parts([_described(Path(r)) for r in run_dirs], default_config(seeds=True))
+
+
 def run_label(run_dir: Path) -> str:
-    """The overrides a run was started with, one line (``default`` when none)."""
-    return _label(_overrides(run_dir))
+    """The run's name, one line: its overrides, else what its config sets (``default`` when nothing)."""
+    return _label(_words([run_dir])[0])
 
 
 def run_labels(run_dirs) -> tuple[list[str], list[str]]:
-    """(the overrides every run shares, each run's label): of two runs or more, a label holds only the
-    overrides that set its run apart; one run is named by all of its own."""
-    overrides = [_overrides(r) for r in run_dirs]
-    shared = [o for o in overrides[0] if all(o in other for other in overrides)] if len(overrides) > 1 else []
-    return shared, [_label([o for o in own if o not in shared]) for own in overrides]
+    """(the words every run's name shares, each run's label): of two runs or more, a label holds only the
+    words that set its run apart; one run is named by all of its own."""
+    words = _words(run_dirs)
+    shared = [o for o in words[0] if all(o in other for other in words)] if len(words) > 1 else []
+    return shared, [_label([o for o in own if o not in shared]) for own in words]
 
 
 def logdir_spec(run_dirs, link_dir: Path | None = None, labels: list[str] | None = None) -> str:

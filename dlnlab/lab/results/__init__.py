@@ -16,7 +16,7 @@
   through its records; ``_report``: HParams, the Text tab and the figures through the loggers;
 * ``_aggregate``: many runs (seeds, settings) into means and intervals, in memory (``aggregate_runs``,
   an ``Aggregate``) and written (``Aggregate.write``); ``_aggregate_collect`` finds the runs and groups
-  them into settings, ``_aggregate_stats`` computes, ``_aggregate_records`` types the results,
+  them into settings (by what they ran: ``_setting_config``), ``_aggregate_stats`` computes, ``_aggregate_records`` types the results,
   ``_aggregate_text`` and ``_aggregate_figure`` show them.
 
 Names are imported on first use (``dlnlab._lazy``).
@@ -105,7 +105,8 @@ _EXPORTS = {
     "._console": ["start_block", "resume_line", "results_block", "end_block", "tensorboard_command"],
     "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
     "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs"],
-    "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder", "SEED_KEYS"],
+    "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder"],
+    "._setting_config": ["SEED_KEYS", "Described", "default_config", "flat_config", "name_parts"],
     "._aggregate_records": [
         "AggregateRow",
         "SampleSpread",

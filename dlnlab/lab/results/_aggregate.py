@@ -5,10 +5,10 @@ its typed rows (one per setting and series: the final loss, the largest distance
 GD's modified flow, the plateau exit times of each mode, the convergence orders), each setting's
 curves' statistics as arrays, and what was skipped. ``Aggregate.write(out)`` writes what
 ``scripts/aggregate.py`` writes: ``aggregate.json``, ``aggregate.csv`` and, per setting, its folder
-(:func:`setting_folder` of its key) with ``setting.json``, one npz per series and ``loss.png``.
+(:func:`setting_folder` of its name and config) with ``setting.json``, one npz per series and ``loss.png``.
 
-A *setting* is a run's overrides without the seeds (:mod:`dlnlab.lab.results._aggregate_collect`, which
-also says what is skipped); every member of every run of a setting is one *sample*; the statistics
+A *setting* is what a run ran, its config without the seeds (:mod:`dlnlab.lab.results._aggregate_collect`,
+which also says what is skipped, and :mod:`dlnlab.lab.results._setting_config`); every member of every run of a setting is one *sample*; the statistics
 and why they are what they are: :mod:`dlnlab.lab.results._aggregate_stats`. Reads only the run
 directories' files; ``write`` writes all or nothing: into a temporary sibling of ``out``, renamed onto
 it at the end (a failure part way leaves no ``out``, or the empty one given, as before the call).
@@ -45,34 +45,34 @@ class NothingToAggregate(ArgumentError):
 class Aggregate:
     """Runs aggregated setting by setting, in memory: ``rows`` (one per setting and series, the settings in
     the order found, each one's series as a run orders them: the flow, then the learning rates from the
-    largest down), ``settings`` (each one's key, runs, orders and curves'
+    largest down), ``settings`` (each one's name, config, runs, orders and curves'
     statistics) and ``skipped`` (a line per run or series left out, and why)."""
 
     rows: list[AggregateRow]
     settings: list[SettingAggregate]
     skipped: list[str]
 
-    def setting(self, key: str | None = None) -> SettingAggregate:
-        """The setting of ``key`` (its runs' overrides without the seeds, sorted, as ``settings`` and the
-        console's legend give it; may be left out when there is one setting)."""
-        keys = [s.key for s in self.settings]
-        if key is None and len(keys) != 1:
-            raise ArgumentError("setting", f"needed with {len(keys)} settings; one of {keys}")
+    def setting(self, label: str | None = None) -> SettingAggregate:
+        """The setting named ``label`` (as ``settings``, the rows and aggregate.json name it: its runs'
+        overrides without the seeds, or its config's keys; may be left out when there is one setting)."""
+        labels = [s.label for s in self.settings]
+        if label is None and len(labels) != 1:
+            raise ArgumentError("setting", f"needed with {len(labels)} settings; one of {labels}")
         for st in self.settings:
-            if key is None or st.key == key:
+            if label is None or st.label == label:
                 return st
-        raise ArgumentError("setting", f"no setting {key!r}; the settings: {keys}")
+        raise ArgumentError("setting", f"no setting {label!r}; the settings: {labels}")
 
     def row(self, series: str, setting: str | None = None) -> AggregateRow:
-        """The row of ``series`` in ``setting`` (its key; may be left out when there is one setting)."""
+        """The row of ``series`` in ``setting`` (its name; may be left out when there is one setting)."""
         st = self.setting(setting)
         for r in self.rows:
-            if r.setting == st.key and r.series == series:
+            if r.setting == st.label and r.series == series:
                 return r
         raise self._no_series(series, st)
 
     def curves(self, series: str, setting: str | None = None) -> SeriesCurves:
-        """The curves' statistics of ``series`` in ``setting`` (its key; may be left out when there is one
+        """The curves' statistics of ``series`` in ``setting`` (its name; may be left out when there is one
         setting): ``t`` and, per curve, its mean, std, quantiles and ``n`` at each time."""
         st = self.setting(setting)
         if series not in st.curves:
@@ -80,11 +80,11 @@ class Aggregate:
         return st.curves[series]
 
     def _no_series(self, series: str, st: SettingAggregate) -> ArgumentError:
-        names = sorted(r.series for r in self.rows if r.setting == st.key)
-        return ArgumentError("series", f"no series {series!r} in setting {st.key!r}; its series: {names}")
+        names = sorted(r.series for r in self.rows if r.setting == st.label)
+        return ArgumentError("series", f"no series {series!r} in setting {st.label!r}; its series: {names}")
 
     def to_dict(self) -> dict:
-        """``aggregate.json``: the rows, the settings (key, folder, runs) and what was skipped."""
+        """``aggregate.json``: the rows, the settings (name, folder, runs) and what was skipped."""
         return {"rows": [r.to_dict() for r in self.rows], "settings": [s.listing() for s in self.settings],
                 "skipped": self.skipped}  # fmt: skip
 
@@ -135,7 +135,7 @@ class Aggregate:
             for name, curves in st.curves.items():
                 save_npz(folder / f"{name}.npz", **curves.to_npz())
             write_json(folder / "setting.json", st.to_dict())
-            write_loss_figure(folder, st.key, st.curves, st.heavy_ball)
+            write_loss_figure(folder, st.label, st.curves, st.heavy_ball)
         write_json(out / "aggregate.json", self.to_dict())
         write_text(out / "aggregate.csv", self.csv())
 

@@ -1,9 +1,13 @@
 """The runs under some roots, grouped into settings (:mod:`dlnlab.lab.results._aggregate` aggregates them).
 
-A *setting* is a run's overrides without the seeds (:data:`SEED_KEYS`): the runs of one setting differ
-only in their seeds, and so do the members of an ensemble, so every member of every run of a setting is
-one *sample*. Runs that are missing (a job that never wrote its summary), damaged
-(:func:`dlnlab.rundir.run_damage`), and series that failed or hold no arrays, are skipped and listed.
+A *setting* is what a run ran: its resolved config (summary.json's ``config``) without the seeds
+(:data:`SEED_KEYS`) and the keys that change no number (:mod:`dlnlab.lab.results._setting_config`): the
+runs of one setting differ only in their seeds, and so do the members of an ensemble, so every member of
+every run of a setting is one *sample*. A summary older than its ``config`` key falls back to the run's
+overrides (``.hydra/overrides.yaml``) without the seeds. A setting is named by its runs' overrides where
+they share them, else by its config (:func:`~dlnlab.lab.results._setting_config.name_parts`).
+
+Runs that are missing (a job that never wrote its summary), damaged (:func:`dlnlab.rundir.run_damage`), and series that failed or hold no arrays, are skipped and listed.
 Reads only the run directories' files.
 """
 
@@ -16,21 +20,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlnlab.errors import ArgumentError
+from dlnlab.lab.results._override_columns import changes_no_number
+from dlnlab.lab.results._setting_config import (
+    SEED_KEYS,
+    Described,
+    config_key,
+    config_words,
+    default_config,
+    flat_config,
+    name_parts,
+)
 from dlnlab.metrics import member_arrays, members_of
 from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage
 from dlnlab.status import USABLE, Status
 
 __all__ = ["Setting", "Roots", "collect", "root_dirs", "setting_folder", "run_dirs", "SEED_KEYS"]
 
-SEED_KEYS = ("seed", "data.seed", "init.seed", "sgd.seed")
+# The name of a setting whose config is the command line's defaults (or, in older summaries without a
+# config, whose runs had no overrides).
+DEFAULTS = "(defaults)"
 
 
 @dataclass
 class Setting:
     """The samples of one setting: per series, each sample's arrays and its summary entry."""
 
-    key: str
-    overrides: list[str] = field(default_factory=list)  # the key's overrides (without the seeds)
+    key: str  # what its runs ran: their config without the seeds (config_key), or their overrides
+    # its name as words (key=value): its runs' overrides where they share them, else from its config
+    label_parts: list[str] = field(default_factory=list)
+    # its config (flat_config without the seeds); None: older summaries without one
+    config: dict | None = None
     runs: list[str] = field(default_factory=list)
     samples: dict[str, list[tuple[dict, dict]]] = field(default_factory=dict)  # series -> [(arrays, entry)]
     # series -> each sample's (run directory, member), in the order of ``samples``: what pairs a sample's
@@ -40,31 +59,70 @@ class Setting:
     # series -> its members left out (diverged or failed in a series that did not): in no number
     members_left_out: dict[str, int] = field(default_factory=dict)
     order_fit: int = 3  # the runs' sgd.order_fit: the orders are fitted as each run fits its own
+    # each run's overrides (without the seeds and what changes no number), None without a record
+    run_overrides: list[tuple[str, ...] | None] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return " ".join(self.label_parts) or DEFAULTS
 
     @property
     def folder(self) -> str:
-        return setting_folder(self.key)
+        return setting_folder(self.label, self.key)
 
 
-def setting_folder(key: str) -> str:
-    """The folder name of a setting: up to 40 characters of its key, then 10 hex digits of its SHA-256."""
-    prefix = "".join(c if (c.isascii() and c.isalnum()) or c in "._=-" else "_" for c in key)[:40]
+def setting_folder(label: str, key: str) -> str:
+    """The folder name of a setting: up to 40 characters of its label, then 10 hex digits of the SHA-256
+    of its key (what its runs ran): settings are told apart by their configs, not by their names."""
+    prefix = "".join(c if (c.isascii() and c.isalnum()) or c in "._=-" else "_" for c in label)[:40]
     return f"{prefix.strip('_.') or 'setting'}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def _without_seeds(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS)
+def _given(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that may name a setting: without the seeds and what changes no number, sorted."""
+    keys = [(o, o.split("=", 1)[0].lstrip("+~")) for o in overrides]
+    return tuple(sorted(o for o, k in keys if k not in SEED_KEYS and not changes_no_number(k)))
 
 
-def _setting_key(overrides: list[str]) -> str:
-    return " ".join(_without_seeds(overrides)) or "(defaults)"
-
-
-def _overrides(run_dir: Path) -> list[str]:
+def _overrides(run_dir: Path) -> tuple[str, ...] | None:
+    """:func:`_given` of the run's recorded overrides; None without the record (a run from Python,
+    eos_lab.py) or with a damaged one."""
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
+        return None
     try:
-        return read_overrides(run_dir)
-    except ValueError:  # a damaged record: the run's setting is the defaults'
-        return []
+        return _given(read_overrides(run_dir))
+    except ValueError:
+        return None
+
+
+def _run_key(config: dict, overrides: tuple[str, ...] | None) -> tuple[str, dict | None]:
+    """(the run's setting key, its flat config): the config where summary.json has one, else the
+    overrides (an older summary), marked so that neither is taken for the other."""
+    if config:
+        flat = flat_config(config)
+        return "config " + config_key(flat), flat
+    return "overrides " + " ".join(overrides or ()), None
+
+
+def _name_settings(settings: list[Setting]) -> None:
+    """Each setting's label_parts (:func:`name_parts`); settings that would share a name (the same
+    overrides over different configs: another version's defaults) are named by their configs, and, where
+    even those coincide, by their key's hash."""
+    defaults = default_config()
+    described = []
+    for st in settings:
+        shared = st.run_overrides[0] if len(set(st.run_overrides)) == 1 else None
+        described.append(Described(shared, st.config))
+    for st, parts in zip(settings, name_parts(described, defaults)):
+        st.label_parts = parts
+    labels = [st.label for st in settings]
+    for st in settings:
+        if labels.count(st.label) > 1 and st.config is not None and defaults is not None:
+            st.label_parts = config_words(st.config, defaults) or st.label_parts
+    labels = [st.label for st in settings]
+    for st in settings:
+        if labels.count(st.label) > 1:
+            st.label_parts = [*st.label_parts, f"#{hashlib.sha256(st.key.encode()).hexdigest()[:6]}"]
 
 
 Roots = str | os.PathLike | Iterable[str | os.PathLike]
@@ -131,14 +189,16 @@ def collect(roots: Roots) -> tuple[dict[str, Setting], list[str]]:
         if why:
             skipped.append(f"{run_dir}: {why}")
             continue
-        overrides = _overrides(run_dir)
-        key = _setting_key(overrides)
-        st = settings.setdefault(key, Setting(key, _without_seeds(overrides)))
-        st.runs.append(str(run_dir))
         run = load_run(run_dir)
+        overrides = _overrides(run_dir)
+        key, flat = _run_key(run.config, overrides)
+        st = settings.setdefault(key, Setting(key, config=flat))
+        st.runs.append(str(run_dir))
+        st.run_overrides.append(overrides)
         st.order_fit = int((run.config.get("sgd") or {}).get("order_fit") or 3)
         for name, series in run.series.items():
             _add_samples(st, run_dir, name, series)
+    _name_settings(list(settings.values()))
     return settings, skipped
 
 

@@ -113,7 +113,11 @@ class Orders(Record):
 class AggregateRow(Record):
     """``aggregate.json``'s ``rows``: one per setting and series, over the setting's samples."""
 
-    setting: str = key("the setting's key: its runs' overrides without the seeds", required=True)
+    setting: str = key(
+        "the setting's name: its runs' overrides without the seeds where they share them, else the keys "
+        "where its config differs from the defaults; ``(defaults)``: the defaults' config",
+        required=True,
+    )
     folder: str = key("the setting's folder in the output directory", required=True)
     series: str = key("the series' name (``flow``, ``sgd_lr_<lr>``, ...)", required=True)
     samples: int = key(
@@ -213,11 +217,12 @@ class SeriesCurves:
 
 @dataclass
 class SettingAggregate:
-    """One setting: its key and runs, its orders and its series' curves (``setting.json`` and the npz)."""
+    """One setting: its name, config and runs, its orders and its series' curves (``setting.json`` and the npz)."""
 
-    key: str  # its runs' overrides without the seeds, sorted; "(defaults)" for none
-    folder: str  # its folder in the output directory (setting_folder of the key)
-    overrides: list[str]
+    label: str  # its name: its runs' overrides without the seeds, or its config's keys; "(defaults)"
+    folder: str  # its folder in the output directory (setting_folder of its name and config)
+    label_parts: list[str]  # the name's words (key=value): the console's legend says the shared ones once
+    config: dict | None  # what its runs ran (flat, without the seeds and what changes no number)
     runs: list[str]  # its run directories
     skipped: list[str]  # its series left out (failed, interrupted, no arrays)
     orders: Orders
@@ -226,9 +231,9 @@ class SettingAggregate:
 
     def to_dict(self) -> dict:
         """``setting.json``."""
-        return {"setting": self.key, "folder": self.folder, "runs": self.runs, "skipped": self.skipped,
-                "orders": self.orders.to_dict()}  # fmt: skip
+        return {"setting": self.label, "folder": self.folder, "config": self.config, "runs": self.runs,
+                "skipped": self.skipped, "orders": self.orders.to_dict()}  # fmt: skip
 
     def listing(self) -> dict:
         """Its entry in ``aggregate.json``'s ``settings``."""
-        return {"setting": self.key, "folder": self.folder, "runs": self.runs}
+        return {"setting": self.label, "folder": self.folder, "runs": self.runs}

@@ -212,7 +212,7 @@ def series_row(
     sgd = name.startswith("sgd_lr_")
     spread_of = lambda key: sample_spread([e.get(key) for e in entries]) if sgd else None  # noqa: E731
     row = AggregateRow(
-        setting=st.key, folder=st.folder, series=name, samples=len(samples),
+        setting=st.label, folder=st.folder, series=name, samples=len(samples),
         samples_left_out=st.members_left_out.get(name, 0), runs=len(st.runs),
         final_loss=sample_spread([e.get("final_loss") for e in entries]),
         max_dist_to_flow=spread_of("max_dist_to_flow"),
@@ -232,7 +232,7 @@ def aggregate_setting(st: Setting) -> tuple[SettingAggregate, list[AggregateRow]
     )
     heavy_ball = any(e.get("momentum") for samples in st.samples.values() for _, e in samples)
     result = SettingAggregate(
-        st.key, st.folder, st.overrides, st.runs, st.skipped, orders, heavy_ball=heavy_ball
+        st.label, st.folder, st.label_parts, st.config, st.runs, st.skipped, orders, heavy_ball=heavy_ball
     )
     rows, exit_modes = [], _setting_exit_modes(st)
     for name in sorted(st.samples, key=series_order_key):

@@ -57,12 +57,14 @@ def _wrap(text: str, indent: str = "    ") -> list[str]:
 
 
 def _legend(settings: list[SettingAggregate]) -> list[str]:
-    """The settings by number: the overrides they all share once, then what sets each apart."""
-    lists = [st.overrides for st in settings]
+    """The settings by number: the words of their names they all share once, then what sets each apart."""
+    lists = [st.label_parts for st in settings]
     common = [o for o in lists[0] if all(o in other for other in lists[1:])] if lists else []
     lines = _wrap(f"every setting: {' '.join(common)}") if common else []
     for i, st in enumerate(settings):
-        own = " ".join(o for o in st.overrides if o not in common) or "(no other override)"
+        own = " ".join(o for o in st.label_parts if o not in common) or (
+            "(nothing else)" if st.label_parts else st.label
+        )
         lines += _wrap(f"#{i}  {own}: {len(st.runs)} run{'s' * (len(st.runs) != 1)}, folder {st.folder}")
     return lines
 
@@ -98,7 +100,7 @@ def _order_notes(rows: list[AggregateRow], tag: dict[str, str]) -> list[str]:
 
 def report(rows: list[AggregateRow], settings: list[SettingAggregate], skipped: list[str]) -> str:
     """The console text: what was aggregated, the legend of the settings, and the tables."""
-    tag = {st.key: f"#{i}" for i, st in enumerate(settings)}
+    tag = {st.label: f"#{i}" for i, st in enumerate(settings)}
     n_runs = sum(len(st.runs) for st in settings)
     lines = [
         f"aggregated {n_runs} run{'s' * (n_runs != 1)} in {len(settings)} setting{'s' * (len(settings) != 1)}"

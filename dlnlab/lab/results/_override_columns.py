@@ -5,8 +5,9 @@ itself only knows from its command line. Hydra records a job's overrides in
 ``<run>/.hydra/overrides.yaml`` before the job starts (the concrete values of its job in a sweep), and
 that record is read here, not Hydra's live ``HydraConfig``: a run finished by ``resume=<run dir>``, which
 runs without Hydra, has its columns from the same file, those of the run it finishes; the run names of
-``scripts/tb.py`` (the HParams Trial ID) come from it too. A run without that file (``run(cfg,
-output_dir)`` from Python, ``hydra.output_subdir=null``) has no such columns.
+``scripts/tb.py`` (the HParams Trial ID) come from it too where a run has it (else from its config:
+:mod:`dlnlab.lab.results._setting_config`). A run without that file (``run(cfg, output_dir)`` from
+Python, ``hydra.output_subdir=null``) has no such columns.
 
 Each given key is one column, named by the key (``model.dims``, ``init.scale``, ``seed``, ``experiment``),
 except Hydra's own keys and those that change no number of the run (:data:`NOT_SETTINGS`), and those
@@ -99,7 +100,8 @@ def run_overrides(run_dir: Path) -> list[str]:
 
 def changes_no_number(key: str) -> bool:
     """Whether a given key (``run.workers``, ``+callbacks.x._target_``, ``hydra/launcher``) is one of
-    :data:`NOT_SETTINGS` or below one: no column, and no part of a run's name in ``scripts/tb.py``."""
+    :data:`NOT_SETTINGS` or below one: no column, no part of a run's name in ``scripts/tb.py``, and no
+    part of what makes an aggregate's setting (:func:`dlnlab.lab.results.flat_config`)."""
     key = key.lstrip("+~")
     return any(key == k or key.startswith((k + ".", k + "/")) for k in NOT_SETTINGS)
 
