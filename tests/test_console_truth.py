@@ -130,7 +130,8 @@ def test_the_order_line_and_the_headings_say_what_they_are(tiny_run):
     s = _summary(tiny_run)
     plain = results_block(s)
     assert "one minibatch SGD run" not in plain and "member 0" not in plain
-    assert "crosses m_k / 2" in _line(plain, "plateaus of the flow")
+    heading = plain.splitlines().index(_line(plain, "plateaus of the flow"))
+    assert "strength hits m_k / 2" in plain.splitlines()[heading + 1]
     minibatch = json.loads(json.dumps(s))
     minibatch["config"]["sgd"]["batch_size"] = 10
     assert "one sample of SGD's noise" in _line(results_block(minibatch), "convergence order")

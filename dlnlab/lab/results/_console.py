@@ -134,10 +134,10 @@ def _plateau_lines(summary: Summary) -> list[str]:
     who = "plateaus of the flow (member 0)" if entry_value(flow, "ensemble") else "plateaus of the flow"
     # the two times differ by rule (dlnlab/saddles/plateaus.py): the window is where the loss holds the
     # level, the exit when the mode learnt next reaches half its strength, after the loss has left the band
+    # (two lines: the block keeps under 100 columns, tests/test_plateaus_in_runs.py)
     lines = [
-        f"{who}, modes numbered 1..{len(summary.modes)} from the largest (t = a .. b: the plateau, where "
-        "the loss stays near the level with a small gradient; left by mode k at t: when that mode's "
-        "strength crosses m_k / 2, partway down the drop that ends it):"
+        f"{who}, modes numbered 1..{len(summary.modes)} from the largest; t = a .. b: the plateau,",
+        "  where the loss is near its level, gradient small; left at t: when mode k's strength hits m_k / 2",
     ]
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.modes_learnt or []) or "none"
