@@ -227,11 +227,15 @@ def test_an_ensembles_distance_is_known_until_its_shortest_member_in_the_mean():
 def _order_line(detail: dict, series: dict[str, dict], t_max: float | None = 7.0) -> str:
     """The console's order line of a fit against the flow over ``t_max``, the fit and the entries read
     through their records."""
-    from dlnlab.lab.results._console import _order_line as line
+    from types import SimpleNamespace
+
+    from dlnlab.lab.results._console_orders import _order_line as line
     from dlnlab.lab.results._summary_record import OrderFit
 
     typed = {name: entry_record(name).from_dict(e) for name, e in series.items()}
-    return line(OrderFit.from_dict(detail), "convergence order", typed, t_max)
+    config = {"flow": {"t_max": t_max}, "ensemble": {"size": 1}, "sgd": {"batch_size": None}}
+    summary = SimpleNamespace(series=typed, config=config, not_run=[])  # the fields the line reads
+    return line(OrderFit.from_dict(detail), "convergence order", summary, "max_dist_to_flow", True)
 
 
 def test_the_order_line_says_when_the_distances_stop_short_of_t_max():

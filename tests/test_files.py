@@ -112,11 +112,14 @@ def test_the_warning_and_the_summary_take_heavy_balls_threshold_from_the_plan():
     for lr, flagged in ((0.45, True), (0.35, False)):
         entry = {"lr": lr, "momentum": 0.5, "status": Status.OK, "message": "", "steps": n - 1}
         finish_sgd_entry(
-            entry, arrays, lr / 0.5, plan.problem.plateau_levels(2), plan.stability_threshold, 0.9
-        )
+            entry, arrays, lr / 0.5, plan.problem.plateau_levels(2), plan.stability_threshold, 0.9,
+            plan.stability_threshold_name,
+        )  # fmt: skip
         assert (entry["status"] == Status.UNSTABLE) is flagged, entry
         if flagged:
-            assert f"eta = 0.45 is above the GD stability threshold {bound:.4g}:" in entry["message"]
+            name = "2 (1 + momentum) / (h m_1^(2-2/h))"
+            assert f"eta = 0.45 is above GD's stability threshold {name} = {bound:.4g}," in entry["message"]
+            assert entry["message"].startswith("the loss stays up at 2.4")
 
 
 @pytest.mark.lab

@@ -94,6 +94,23 @@ def _batch_note(cfg: TrainConfig, n_samples: int) -> str | None:
     )
 
 
+def _zero_init_note(plan: Plan) -> str | None:
+    """Two or more layers all 0 (init.scale=0: every layer) make theta_0 a critical point: the gradient
+    of a layer is the product of the others' weights around the residual, 0 with a zero factor, so no
+    series moves (valid, but hardly meant)."""
+    zero = [i + 1 for i, w in enumerate(plan.weights0) if not bool(w.any())]
+    if len(zero) < 2:
+        return None
+    key = {"gaussian": "init.scale", "orthogonal": "init.scale", "balanced": "init.u0", "aligned": "init.u0"}
+    name = key.get(plan.cfg.init.kind.name, "init.path")
+    layers = "every layer" if len(zero) == len(plan.weights0) else f"layers {', '.join(map(str, zero))}"
+    return (
+        f"{name}: the initial weights are 0 in {layers}, a critical point of the loss at any depth h >= 2 "
+        "(each layer's gradient is a product of the other layers' weights): the gradient is 0, the flow and "
+        "every series stay at theta_0 and its loss, and every distance to the flow is 0"
+    )
+
+
 def _notes(plan: Plan) -> list[str]:
     """The warnings shown at the start of the run."""
     cfg, notes = plan.cfg, []
@@ -114,6 +131,8 @@ def _notes(plan: Plan) -> list[str]:
             )
     if (batch := _batch_note(cfg, plan.problem.n_samples)) is not None:
         notes.append(batch)
+    if (zero := _zero_init_note(plan)) is not None:
+        notes.append(zero)
     if cfg.ensemble.size > 1 and cfg.sgd.batch_size is None and not hasattr(cfg.init, "seed"):
         notes.append(
             f"ensemble.size: {cfg.ensemble.size} members from one init ({cfg.init.kind.name}) with full-batch GD "

@@ -81,6 +81,11 @@ class Plan:
         times (1 + momentum) for heavy ball (stable while lr lambda < 2 (1 + momentum))."""
         return None if self.gd_threshold is None else self.gd_threshold * (1 + self.cfg.sgd.momentum)
 
+    @property
+    def stability_threshold_name(self) -> str:
+        """``stability_threshold`` as a formula: "2 / (h m_1^(2-2/h))", "2 (1 + momentum) / S_bal (...)"."""
+        return f"2{' (1 + momentum)' if self.cfg.sgd.momentum else ''} / {self.threshold_sharpness}"
+
     def choices(self) -> str:
         """The size-dependent choices, in one line (printed at the start of a run)."""
         a = self.analysis

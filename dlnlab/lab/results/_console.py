@@ -18,10 +18,11 @@ from pathlib import Path
 from dlnlab._steps import uniform_times
 from dlnlab._util import fmt
 from dlnlab.lab.config import resume_shell_command
+from dlnlab.lab.results._console_orders import order_lines
 from dlnlab.lab.results._console_table import entry_parts, entry_value, series_table
 from dlnlab.lab.results._part_records import PlateauEntry, PlateauExitEntry
 from dlnlab.lab.results._records import FlowEntry, Record, Spread, given
-from dlnlab.lab.results._summary_record import OrderFit, RunStatus, Summary
+from dlnlab.lab.results._summary_record import RunStatus, Summary
 from dlnlab.network import Layout
 from dlnlab.status import Status
 
@@ -121,46 +122,6 @@ def start_block(plan, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _order_line(
-    fit: OrderFit | None, what: str, series: dict[str, Record], t_max: float | None
-) -> str | None:
-    """An order's line from its fit (None: not fitted, no line). ``t_max``: the horizon of the order against
-    the flow, whose line says where a flow that stopped early cut the distances (None: the order against
-    GD's modified flows, which does not)."""
-    if fit is None:
-        return None
-    if fit.order is None:
-        return f"{what}: none ({fit.message})"
-    used = fit.lrs_used or []
-    pairs = ", ".join(fmt(p.order) for p in fit.pairwise or [])
-    line = f"{what}: {fmt(fit.order)} (slope of log max distance against log lr over lr {', '.join(map(fmt, used))}; pairwise {pairs})"
-    line += _unstable_used(series, used)
-    return line if t_max is None else line + _shortened(series, used, t_max)
-
-
-def _unstable_used(series: dict[str, Record], lrs: list) -> str:
-    """The order is fitted to unstable series too (their distances are finite), but a series that never
-    follows the flow measures no rate of convergence: name them, so a slope such as -0.53 over three
-    rates above GD's stability threshold does not read as an order."""
-    unstable = sorted(e.lr for e in series.values() if e.lr in lrs and e.status == Status.UNSTABLE)
-    if not unstable:
-        return ""
-    if len(unstable) == len(lrs):
-        return "; every series fitted is unstable (it does not follow the flow): the slope is no order of convergence"
-    verb = "is" if len(unstable) == 1 else "are"
-    return f"; the series at lr {_list(unstable)} {verb} unstable: the slope mixes in rates where it does not follow the flow"
-
-
-def _shortened(series: dict[str, Record], lrs: list, t_max: float) -> str:
-    """Where the flow stopped early (not ok), the fitted distances cover its horizon only: say so."""
-    flow = series.get("flow")
-    untils = [entry_value(e, "dist_to_flow_until") for e in series.values() if e.lr in lrs]
-    untils = [u for u in untils if u is not None]
-    if flow is None or flow.status == Status.OK or not untils:
-        return ""
-    return f"; the distances only up to t = {fmt(min(untils))}, where the flow stopped (t_max {fmt(t_max)})"
-
-
 def _plateau_lines(summary: Summary) -> list[str]:
     flow = summary.series.get("flow")
     if flow is None:
@@ -171,7 +132,13 @@ def _plateau_lines(summary: Summary) -> list[str]:
             return ["plateaus of the flow: not analysed (the run stopped before the saddle analysis ended)"]
         return ["plateaus of the flow: none found"]
     who = "plateaus of the flow (member 0)" if entry_value(flow, "ensemble") else "plateaus of the flow"
-    lines = [f"{who}, modes numbered 1..{len(summary.modes)} from the largest:"]
+    # the two times differ by rule (dlnlab/saddles/plateaus.py): the window is where the loss holds the
+    # level, the exit when the mode learnt next reaches half its strength, after the loss has left the band
+    # (two lines: the block keeps under 100 columns, tests/test_plateaus_in_runs.py)
+    lines = [
+        f"{who}, modes numbered 1..{len(summary.modes)} from the largest; t = a .. b: the plateau,",
+        "  where the loss is near its level, gradient small; left at t: when mode k's strength hits m_k / 2",
+    ]
     for p in plateaus:
         learnt = ", ".join(str(k + 1) for k in p.modes_learnt or []) or "none"
         if p.exit_mode is None:
@@ -192,8 +159,10 @@ def _plateau_lines(summary: Summary) -> list[str]:
     return lines
 
 
-def _exit_delay_lines(series: dict[str, Record]) -> list[str]:
-    """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD)."""
+def _exit_delay_lines(series: dict[str, Record], members: int) -> list[str]:
+    """Per (S)GD series, how much later than the flow it leaves each plateau (O(eta) for GD); in an
+    ensemble of ``members``, member 0's exits against its flow's (the series' top level holds member 0's
+    plateaus, as the plateaus' line says; the members' spread is in the entry's ``ensemble.plateau_exits``)."""
     rows = {
         n: entry_parts(e, "plateau_exits_vs_flow", PlateauExitEntry)
         for n, e in series.items()
@@ -205,7 +174,12 @@ def _exit_delay_lines(series: dict[str, Record]) -> list[str]:
     modes = sorted({d.mode for r in rows.values() for d in r})
     width = max(len(n) for n in [*rows, "mode"])
     lines = [
-        "plateau exits later than the flow's (in t; negative: earlier):",
+        "plateau exits later than the flow's (in t; negative: earlier)"
+        + (
+            f", member 0 of {members} against its flow (the members' spread: summary.json):"
+            if members > 1
+            else ":"
+        ),
         f"  {'mode':<{width}}" + "".join(f"{k + 1:>10}" for k in modes),
     ]
     for name, r in rows.items():
@@ -254,18 +228,12 @@ def results_block(summary: dict) -> str:
     typed = Summary.from_dict(summary, strict=False)
     series = typed.series
     lines = series_table(series)
-    if any(e.lr is not None for e in series.values()):  # an order needs (S)GD series
-        t_max = typed.config["flow"]["t_max"]  # the resolved config: Summary declares it a plain dict
-        orders = (
-            (typed.convergence_order_detail, "convergence order", t_max),
-            (typed.convergence_order_modified_detail, "convergence order against GD's modified flows", None),
-        )
-        lines += [line for fit, what, horizon in orders if (line := _order_line(fit, what, series, horizon))]
+    lines += order_lines(typed)
     lines += _ensemble_lines(series)
     lines += limit_lines(summary)
     lines += edge_lines(summary)
     lines += _plateau_lines(typed)
-    lines += _exit_delay_lines(series)
+    lines += _exit_delay_lines(series, typed.config["ensemble"]["size"])
     lines.append(f"critical values L*_r: {levels_text(typed.critical_values)}")
     lines += _closing_lines(typed)
     return "\n".join(lines)

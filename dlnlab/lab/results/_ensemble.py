@@ -55,7 +55,15 @@ def spread(values) -> dict | None:
 
 
 def finish_sgd_members(
-    entry: dict, arrays: dict, tau: float, levels, threshold, flow_finals, member_diverged: dict, seeds
+    entry: dict,
+    arrays: dict,
+    tau: float,
+    levels,
+    threshold,
+    flow_finals,
+    member_diverged: dict,
+    seeds,
+    threshold_name: str = "2 / S_bal",
 ) -> None:
     """Fill an ensemble's SGD entry: every member as a single run's entry, then the aggregate."""
     members = []
@@ -64,7 +72,9 @@ def finish_sgd_members(
         if e in member_diverged:
             k, why = member_diverged[e]
             sub.update(status=Status.DIVERGED, message=why, steps=k)
-        finish_sgd_entry(sub, member_arrays(arrays, e), tau, levels, threshold, flow_finals[e])
+        finish_sgd_entry(
+            sub, member_arrays(arrays, e), tau, levels, threshold, flow_finals[e], threshold_name
+        )
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds[e]})
     aggregate_members(entry, members)
     entry["plateaus"] = []

@@ -76,9 +76,13 @@ def limit_lines(summary: Mapping) -> list[str]:
         return []
     limit = LimitReport.from_dict(summary["sgd_limit"])
     parts = [f"{what} {order_text(getattr(limit, key), limit.members)}" for key, what in KINDS]
+    # the strong error is the largest over t of the members' mean distance (the max of the mean), where
+    # an ensemble's convergence order fits the members' mean of each one's largest distance (the mean of
+    # the max, never smaller): the two orders differ by that, and the head says which is which
     lines = [
-        f"SGD against the flow over {limit.members} members sharing their init, orders (90% bootstrap): "
-        + ", ".join(parts)
+        f"SGD against the flow over {limit.members} members sharing their init, orders (90% bootstrap) of "
+        "the largest over t of: strong E||theta - theta_flow|| (the members' mean distance), weak (theta) "
+        "||E theta - theta_flow||, weak (loss) |E L - L_flow|: " + ", ".join(parts)
     ]
     lines += _stretch_lines(given(limit.escapes))
     sme = given(limit.sme)

@@ -300,7 +300,9 @@ def flow_loss_rise(loss: np.ndarray, t: np.ndarray, rel_tol: float) -> str | Non
     return None
 
 
-def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, flow_final) -> None:
+def finish_sgd_entry(
+    entry: dict, arrays: dict, tau: float, levels, threshold, flow_final, threshold_name: str = "2 / S_bal"
+) -> None:
     """Fill the entry's numbers from the recorded arrays; flag a stalled series above ``threshold``, the
     run's stability threshold at the entry's momentum (``Plan.stability_threshold``)."""
     t = arrays.get("t", np.zeros(0))
@@ -323,7 +325,7 @@ def finish_sgd_entry(entry: dict, arrays: dict, tau: float, levels, threshold, f
         entry["step_stop"] = entry["steps"]
         entry["t_stop"] = entry["steps"] * tau
     if entry["status"] == Status.OK and len(loss):
-        flag_unstable(entry, arrays, entry["lr"], levels, threshold, flow_final)
+        flag_unstable(entry, arrays, entry["lr"], levels, threshold, flow_final, threshold_name)
 
 
 def _largest(dist: np.ndarray) -> float | None:

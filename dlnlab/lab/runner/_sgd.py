@@ -143,9 +143,27 @@ def run_sgd(
         if plan.seeds.members and arrays:
             finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
             bound, members = plan.stability_threshold, plan.seeds.members
-            finish_sgd_members(entry, arrays, tau, levels, bound, finals, member_diverged, members)
+            finish_sgd_members(
+                entry,
+                arrays,
+                tau,
+                levels,
+                bound,
+                finals,
+                member_diverged,
+                members,
+                plan.stability_threshold_name,
+            )
         else:
-            finish_sgd_entry(entry, arrays, tau, levels, plan.stability_threshold, flow_final)
+            finish_sgd_entry(
+                entry,
+                arrays,
+                tau,
+                levels,
+                plan.stability_threshold,
+                flow_final,
+                plan.stability_threshold_name,
+            )
         entry["wall_time_s"] = time.perf_counter() - t0
     if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
         warnings.warn(f"{name}: {entry['status']}: {entry['message']}", SeriesWarning, stacklevel=2)

@@ -132,7 +132,7 @@ def _finish_members(entry: dict, arrays: dict, plan, diverged: dict[int, str]) -
         if e in diverged:
             sub.update(status=Status.DIVERGED, message=diverged[e])
         own = member_arrays(arrays, e)
-        finish_sgd_entry(sub, own, lr, levels, plan.stability_threshold, None)
+        finish_sgd_entry(sub, own, lr, levels, plan.stability_threshold, None, plan.stability_threshold_name)
         finite = own["loss"][np.isfinite(own["loss"])]
         sub["final_loss"] = float(finite[-1]) if len(finite) else None
         members.append({**{k: sub.get(k) for k in MEMBER_KEYS}, "seeds": seeds})
