@@ -67,11 +67,7 @@ BAD = [
         ["sgd.sampling=sometimes"],
         "sgd.sampling: expected one of [with_replacement, without_replacement, reshuffle], got 'sometimes'",
     ),
-    (
-        "bad_method",
-        ["flow.method=rk23"],
-        "flow.method: expected one of [auto, dopri5, dopri8",
-    ),
+    ("bad_method", ["flow.method=rk23"], "flow.method: expected one of [auto, dopri5, dopri8"),
     ("bad_bool", ["data.whiten=notabool"], "data.whiten: 'notabool' is not true or false"),
     ("choice_given_a_list", ["flow.method=[lsoda]"], "flow.method: expected one of [auto, dopri5, dopri8, "),
     ("choice_given_a_mapping", ["sgd.sampling={a:1}"], "sgd.sampling: expected one of [with_replacement, "),

@@ -139,36 +139,27 @@ def run_sgd(
             arrays = {}
             entry.update(status=Status.ERROR, message=f"recorder: {err}")
             warnings.warn(f"{name}: {entry['message']}", SeriesWarning, stacklevel=2)
-        levels = plan.problem.plateau_levels(ctx.layout.r_max)
-        if plan.seeds.members and arrays:
-            finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(plan.seeds.members)
-            bound, members = plan.stability_threshold, plan.seeds.members
-            finish_sgd_members(
-                entry,
-                arrays,
-                tau,
-                levels,
-                bound,
-                finals,
-                member_diverged,
-                members,
-                plan.stability_threshold_name,
-            )
-        else:
-            finish_sgd_entry(
-                entry,
-                arrays,
-                tau,
-                levels,
-                plan.stability_threshold,
-                flow_final,
-                plan.stability_threshold_name,
-            )
+        _finish_entry(ctx, entry, arrays, tau, flow_final, member_diverged)
         entry["wall_time_s"] = time.perf_counter() - t0
     if entry["status"] in (Status.DIVERGED, Status.UNSTABLE):
         warnings.warn(f"{name}: {entry['status']}: {entry['message']}", SeriesWarning, stacklevel=2)
     ctx.progress.done(f"{entry['status']}: {entry.get('steps')} steps, {entry['wall_time_s']:.2f} s")
     return entry, arrays
+
+
+def _finish_entry(
+    ctx: SeriesContext, entry: dict, arrays: dict, tau: float, flow_final, member_diverged
+) -> None:
+    """The entry's numbers from the series' arrays: an ensemble's members, or the one series."""
+    plan = ctx.plan
+    levels, threshold = plan.problem.plateau_levels(ctx.layout.r_max), plan.stability_threshold
+    named = plan.stability_threshold_name
+    if plan.seeds.members and arrays:
+        members = plan.seeds.members
+        finals = flow_final if isinstance(flow_final, list) else [flow_final] * len(members)
+        finish_sgd_members(entry, arrays, tau, levels, threshold, finals, member_diverged, members, named)
+    else:
+        finish_sgd_entry(entry, arrays, tau, levels, threshold, flow_final, named)
 
 
 def _metric_options(ctx: SeriesContext, lr: float, tau: float) -> dict:
