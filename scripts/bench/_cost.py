@@ -1,11 +1,5 @@
-"""The body of ``python -m scripts.bench.cost`` (scripts/bench/cost.py: its command line).
-
-Cost of P, the loss and the gradient: through the blocks (the lab) against dense powers of A.
-
-The lab never forms A^h: P = W_h ... W_1 and the closed-form gradient cost what the list of
-matrices costs. The dense alternative computes A^h (n x n, n = sum(dims)) and differentiates it.
-Both are timed side by side in one process (best of --repeat), single-threaded, and checked to agree.
-"""
+"""The body of ``python -m scripts.bench.cost``: the benchmark its docstring describes (scripts/bench/cost.py,
+which parses the command line and imports this module only then)."""
 
 from __future__ import annotations
 

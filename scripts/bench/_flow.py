@@ -1,16 +1,5 @@
-"""The body of ``python -m scripts.bench.flow`` (scripts/bench/flow.py: its command line).
-
-Benchmark of the gradient-flow integrators of dlnlab.flow; chooses (and checks) the default solver.
-
-Stiff benchmark: Figure-1 net dims [11,6,6,6,6,4], teacher singular values [10,6,3,1], whitened, N = 110,
-data seed 0, gaussian init scale 0.1 (seed 0), t_max = 300, output grid dt = 0.1. Every solve is compared
-with a tight reference (radau rtol 1e-12 / atol 1e-14, cross-checked with lsoda and bdf at the same
-tolerance, and with dopri8 under --dopri8-check). The same is done for the Figure-1 setting
-s = [4,3,2,1] to check the default's accuracy.
-
-Prints the tables and writes them to docs/benchmarks/flow.md (--out). Wall times are the minimum over
---repeats runs (one run for the explicit solvers), one torch and one BLAS thread.
-"""
+"""The body of ``python -m scripts.bench.flow``: the benchmark its docstring describes (scripts/bench/flow.py,
+which parses the command line and imports this module only then)."""
 
 from __future__ import annotations
 
