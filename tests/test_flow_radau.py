@@ -36,6 +36,11 @@ def figure1(figure1_batch):
     return b.problem, b.thetas, b.t, b.tight
 
 
+# the small net's solves at the default rtol: about twice what they take at rtol 1e-9 (1,492 evaluations),
+# so that a broken step-size control fails a test rather than hanging the suite (docs/mutations.md)
+SMALL_BUDGET = 3000
+
+
 def relative_deviation(a: torch.Tensor, b: torch.Tensor) -> float:
     """max over the output times of ||a(t) - b(t)|| / ||b(t)||."""
     return float(((a - b).norm(dim=-1) / b.norm(dim=-1)).max())
@@ -71,7 +76,9 @@ def test_gd_modified_flow_too(small_batch):
     """The modified flow's Jacobian -(H + (eta/2) H^2) is symmetric too (its third-derivative term left
     out, which only slows the Newton iteration)."""
     b = small_batch
-    res = integrate(b.problem, SMALL, b.thetas, b.t[:21], Solver("radau_batch"), modified_lr=0.01)
+    res = integrate(
+        b.problem, SMALL, b.thetas, b.t[:21], Solver("radau_batch", max_nfe=SMALL_BUDGET), modified_lr=0.01
+    )
     for k in range(3):
         assert relative_deviation(res.theta[:, k], b.tight_modified[k]) <= 10 * 1e-9, k
 
@@ -91,14 +98,23 @@ def _scipy_settings(monkeypatch, rtol: float) -> None:
 
 
 def _against_scipys_radau(problem, dims, thetas, t, rtol: float, atol: float) -> None:
-    res = integrate(problem, dims, thetas, t, Solver("radau_batch", rtol=rtol, atol=atol))
     field = vector_field(problem, dims)
-    for k in range(len(thetas)):
-        ref = scipy.integrate.solve_ivp(
-            lambda tt, y: field(tt, torch.from_numpy(y)).numpy(), (0.0, float(t[-1])), thetas[k].numpy(),
-            method="Radau", t_eval=t.numpy(), rtol=rtol, atol=atol,
+    refs = [
+        scipy.integrate.solve_ivp(
+            lambda tt, y: field(tt, torch.from_numpy(y)).numpy(),
+            (0.0, float(t[-1])),
+            theta.numpy(),
+            method="Radau",
+            t_eval=t.numpy(),
+            rtol=rtol,
+            atol=atol,
             jac=lambda tt, y: field.jacobian(torch.from_numpy(y)).numpy(),
         )  # fmt: skip
+        for theta in thetas
+    ]
+    budget = 3 * max(ref.nfev for ref in refs)  # a broken step control fails here rather than hanging
+    res = integrate(problem, dims, thetas, t, Solver("radau_batch", rtol=rtol, atol=atol, max_nfe=budget))
+    for k, ref in enumerate(refs):
         assert abs(int(res.members.nfe[k]) - ref.nfev) <= 0.01 * ref.nfev, (int(res.members.nfe[k]), ref.nfev)
         assert abs(int(res.members.njev[k]) - ref.njev) <= 1
         assert np.abs(res.theta[:, k].numpy() - ref.y.T).max() <= 1e-12 * np.abs(ref.y).max()
@@ -128,10 +144,14 @@ def test_a_member_does_not_depend_on_the_rest_of_the_batch(small):
     """Equal to rounding, not bitwise: the float32 solve's width (the eigenpairs the neediest member
     uses) and the batch's evaluations in groups move the rounding of the others."""
     problem, thetas, t, _ = small
-    together = integrate(problem, SMALL, thetas, t, Solver("radau_batch")).theta
-    reversed_ = integrate(problem, SMALL, thetas.flip(0), t, Solver("radau_batch")).theta.flip(1)
-    alone = integrate(problem, SMALL, thetas[1], t, Solver("radau_batch")).theta
-    alone_batch = integrate(problem, SMALL, thetas[1:2], t, Solver("radau_batch")).theta[:, 0]
+    together = integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=SMALL_BUDGET)).theta
+    reversed_ = integrate(
+        problem, SMALL, thetas.flip(0), t, Solver("radau_batch", max_nfe=SMALL_BUDGET)
+    ).theta.flip(1)
+    alone = integrate(problem, SMALL, thetas[1], t, Solver("radau_batch", max_nfe=SMALL_BUDGET)).theta
+    alone_batch = integrate(
+        problem, SMALL, thetas[1:2], t, Solver("radau_batch", max_nfe=SMALL_BUDGET)
+    ).theta[:, 0]
     assert alone.shape == (len(t), thetas.shape[1]) and torch.equal(alone, alone_batch)
     assert relative_deviation(together[:, 1], alone) <= 1e-12
     assert relative_deviation(together.flatten(1), reversed_.flatten(1)) <= 1e-12
@@ -139,7 +159,7 @@ def test_a_member_does_not_depend_on_the_rest_of_the_batch(small):
 
 def test_each_member_has_its_status_and_counts(small):
     problem, thetas, t, _ = small
-    res = integrate(problem, SMALL, thetas, t, Solver("radau_batch"))
+    res = integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=SMALL_BUDGET))
     m = res.members
     assert m.status == ("ok",) * 3
     assert torch.equal(m.t_reached, torch.full((3,), float(t[-1]), dtype=torch.float64))
@@ -156,7 +176,7 @@ def test_a_failure_stops_the_batch_with_every_row_all_members_reached(small):
     """rk45's convention: the budget counts batched evaluations; on failure the rows every member has
     reached are kept, and each member says whether it got to the end."""
     problem, thetas, t, _ = small
-    full = integrate(problem, SMALL, thetas, t, Solver("radau_batch"))
+    full = integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=SMALL_BUDGET))
     with pytest.raises(FlowSolverError, match="budget") as info:
         integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=full.nfe // 2))
     part = info.value.result
@@ -165,7 +185,7 @@ def test_a_failure_stops_the_batch_with_every_row_all_members_reached(small):
     assert set(part.members.status) == {"solver_failed"} and (part.members.t_reached < float(t[-1])).all()
     assert (part.members.t_reached >= float(part.t[-1])).all()
     with pytest.raises(FlowInterrupted) as info:
-        integrate(problem, SMALL, thetas, t, Solver("radau_batch"), stop=lambda: True)
+        integrate(problem, SMALL, thetas, t, Solver("radau_batch", max_nfe=SMALL_BUDGET), stop=lambda: True)
     assert info.value.result.status == "interrupted"
     assert set(info.value.result.members.status) == {"interrupted"}
 
@@ -180,7 +200,9 @@ def test_radau_batch_refuses_events_and_unknown_options(small):
         integrate(problem, SMALL, thetas[0], t, Solver("radau_batch"), events=[LossLevel(0.1)])
     with bad_argument("options", "allowed: first_step, max_step"):
         Solver("radau_batch", options={"min_step": 1e-3})
-    capped = integrate(problem, SMALL, thetas, t[:5], Solver("radau_batch", options={"max_step": 0.01}))
+    capped = integrate(
+        problem, SMALL, thetas, t[:5], Solver("radau_batch", max_nfe=SMALL_BUDGET, options={"max_step": 0.01})
+    )
     assert int(capped.members.n_steps.min()) >= 20  # t = 0.2 in steps of at most 0.01
 
 
