@@ -25,8 +25,8 @@ import os
 import re
 from pathlib import Path
 
-from dlnlab.lab.results import Described, changes_no_number, default_config, flat_config, name_parts
-from dlnlab.rundir import read_overrides, read_summary_object
+from dlnlab.lab.results import Described, default_config, flat_config, given_overrides, name_parts
+from dlnlab.rundir import read_summary_object
 
 __all__ = ["find_runs", "run_label", "run_labels", "logdir_spec"]
 
@@ -43,23 +43,12 @@ def find_runs(paths) -> list[Path]:
 
 
 def _described(run_dir: Path) -> Described:
-    """The run's overrides (None without the record, or with a damaged one) without what changes no
-    number of the run (Hydra's keys, run.workers, the logger, ...: no HParams column either), and its
-    config (None where summary.json has none: an older run, or no summary)."""
-    given: list[str] | None = None
-    if (run_dir / ".hydra" / "overrides.yaml").is_file():
-        try:
-            given = read_overrides(run_dir)
-        except ValueError:  # a damaged record: the run is named by its config
-            given = None
-    overrides = (
-        None if given is None else tuple(o for o in given if not changes_no_number(o.split("=", 1)[0]))
-    )
+    """The run's overrides (:func:`given_overrides`) and its config (None where summary.json has none: an
+    older run, or no summary)."""
     summary, _ = read_summary_object(run_dir / "summary.json")
     config = (summary or {}).get("config")
-    return Described(
-        overrides, flat_config(config, seeds=True) if isinstance(config, dict) and config else None
-    )
+    flat = flat_config(config, seeds=True) if isinstance(config, dict) and config else None
+    return Described(given_overrides(run_dir), flat)
 
 
 def _label(words: list[str]) -> str:

@@ -30,11 +30,8 @@ def check_out(path: Path | None) -> Path | None:
 
 def ready_out(path: Path | None) -> Path | None:
     """``path`` with its folder made; a directory or a folder that cannot be made: one line, exit 2."""
-    if path is None:
+    if check_out(path) is None:
         return None
-    if path.is_dir():
-        print(f"error: --out: {path} is a directory; give the report's file path", file=sys.stderr)
-        sys.exit(2)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -106,7 +106,14 @@ _EXPORTS = {
     "._report": ["log_run", "log_limit", "make_figures", "plateau_markdown"],
     "._aggregate": ["Aggregate", "NothingToAggregate", "aggregate_runs"],
     "._aggregate_collect": ["Setting", "collect", "run_dirs", "setting_folder"],
-    "._setting_config": ["SEED_KEYS", "Described", "default_config", "flat_config", "name_parts"],
+    "._setting_config": [
+        "SEED_KEYS",
+        "Described",
+        "default_config",
+        "flat_config",
+        "given_overrides",
+        "name_parts",
+    ],
     "._aggregate_records": [
         "AggregateRow",
         "SampleSpread",

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlnlab.errors import ArgumentError
-from dlnlab.lab.results._override_columns import changes_no_number
 from dlnlab.lab.results._setting_config import (
     SEED_KEYS,
     Described,
@@ -28,10 +27,11 @@ from dlnlab.lab.results._setting_config import (
     config_words,
     default_config,
     flat_config,
+    given_overrides,
     name_parts,
 )
 from dlnlab.metrics import member_arrays, members_of
-from dlnlab.rundir import load_run, read_overrides, read_summary_object, run_damage
+from dlnlab.rundir import load_run, read_summary_object, run_damage
 from dlnlab.status import USABLE, Status
 
 __all__ = ["Setting", "Roots", "collect", "root_dirs", "setting_folder", "run_dirs", "SEED_KEYS"]
@@ -78,21 +78,13 @@ def setting_folder(label: str, key: str) -> str:
     return f"{prefix.strip('_.') or 'setting'}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def _given(overrides: list[str]) -> tuple[str, ...]:
-    """The overrides that may name a setting: without the seeds and what changes no number, sorted."""
-    keys = [(o, o.split("=", 1)[0].lstrip("+~")) for o in overrides]
-    return tuple(sorted(o for o, k in keys if k not in SEED_KEYS and not changes_no_number(k)))
-
-
 def _overrides(run_dir: Path) -> tuple[str, ...] | None:
-    """:func:`_given` of the run's recorded overrides; None without the record (a run from Python,
-    eos_lab.py) or with a damaged one."""
-    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
+    """The run's recorded overrides that may name a setting (:func:`given_overrides`: None without a
+    readable record) without the seeds, sorted."""
+    given = given_overrides(run_dir)
+    if given is None:
         return None
-    try:
-        return _given(read_overrides(run_dir))
-    except ValueError:
-        return None
+    return tuple(sorted(o for o in given if o.split("=", 1)[0].lstrip("+~") not in SEED_KEYS))
 
 
 def _run_key(config: dict, overrides: tuple[str, ...] | None) -> tuple[str, dict | None]:

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from dlnlab.lab.results._override_columns import changes_no_number, text
+from dlnlab.rundir import read_overrides
 
-__all__ = ["SEED_KEYS", "Described", "config_key", "default_config", "flat_config", "name_parts"]
+__all__ = [
+    "SEED_KEYS", "Described", "config_key", "default_config", "flat_config", "given_overrides", "name_parts",
+]  # fmt: skip
 
 # The runs of one setting differ only in these (a sweep over seeds, the members of an ensemble).
 SEED_KEYS = ("seed", "data.seed", "init.seed", "sgd.seed")
@@ -47,6 +50,20 @@ def flat_config(config: dict, seeds: bool = False) -> dict[str, Any]:
     if isinstance(flat.get("sgd.lrs"), list):
         flat["sgd.lrs"] = sorted(flat["sgd.lrs"], key=lambda lr: -lr if isinstance(lr, (int, float)) else 0)
     return flat
+
+
+def given_overrides(run_dir: Path) -> tuple[str, ...] | None:
+    """The overrides a run was started with (``.hydra/overrides.yaml``) without what changes no number of
+    it (Hydra's keys, run.workers, the logger, ...: no HParams column either), in the recorded order;
+    None without the record (``run(cfg, dir)`` from Python, eos_lab.py) or with a damaged one: such a
+    run is named by its config."""
+    if not (Path(run_dir) / ".hydra" / "overrides.yaml").is_file():
+        return None
+    try:
+        given = read_overrides(run_dir)
+    except ValueError:
+        return None
+    return tuple(o for o in given if not changes_no_number(o.split("=", 1)[0]))
 
 
 def config_key(flat: dict[str, Any]) -> str:
